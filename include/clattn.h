@@ -1,0 +1,339 @@
+/* clattn: portable attention on any OpenCL device.
+ *
+ * The one public header. C11; usable from C++ (extern "C").
+ *
+ * Conventions
+ * - Every fallible function returns clattn_status. CLATTN_SUCCESS is 0; OpenCL's own (negative) error codes pass
+ *   through unchanged; clattn's own codes live in the range -3000..-3999. clattn_status_string() names any code and
+ *   clattn_context_last_error() gives the detailed message of the last failure on a context.
+ * - The library never aborts, exits or prints. Warnings (a corrupt cache entry rebuilt, a cache directory that
+ *   cannot be written) go to the log callback installed with the context options, if any.
+ * - Handles are opaque, with create/free pairs; every free function accepts NULL.
+ * - Threading: a context may be used by one thread at a time. Separate contexts are independent and may be used
+ *   concurrently from different threads. Free functions without a context (version, status strings, device
+ *   enumeration) are thread-safe.
+ * - Sizes and offsets of tensors are in elements, not bytes.
+ */
+#ifndef CLATTN_H
+#define CLATTN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifndef CL_TARGET_OPENCL_VERSION
+#define CL_TARGET_OPENCL_VERSION 120
+#endif
+#ifdef __APPLE__
+#include <OpenCL/opencl.h>
+#else
+#include <CL/cl.h>
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#if defined(CLATTN_BUILDING_LIBRARY)
+#define CLATTN_API __declspec(dllexport)
+#else
+#define CLATTN_API __declspec(dllimport)
+#endif
+#elif defined(__GNUC__)
+#define CLATTN_API __attribute__((visibility("default")))
+#else
+#define CLATTN_API
+#endif
+
+/* ----------------------------------------------------------------------------------------------------------------
+ */
+/* Version */
+
+#define CLATTN_VERSION_MAJOR  0
+#define CLATTN_VERSION_MINOR  1
+#define CLATTN_VERSION_PATCH  0
+#define CLATTN_VERSION_NUMBER (CLATTN_VERSION_MAJOR * 10000 + CLATTN_VERSION_MINOR * 100 + CLATTN_VERSION_PATCH)
+#define CLATTN_VERSION_STRING "0.1.0"
+
+/* The version of the library actually loaded, as CLATTN_VERSION_NUMBER would give it. */
+CLATTN_API unsigned clattn_version_number(void);
+CLATTN_API const char *clattn_version_string(void);
+
+/* ----------------------------------------------------------------------------------------------------------------
+ */
+/* Status codes */
+
+typedef int32_t clattn_status;
+
+enum {
+    CLATTN_SUCCESS = 0,
+    /* OpenCL's codes (CL_OUT_OF_RESOURCES, CL_BUILD_PROGRAM_FAILURE, ...) are returned as they are. */
+
+    CLATTN_ERROR_INVALID_ARGUMENT = -3000,    /* an argument is wrong in a way no specific code below names */
+    CLATTN_ERROR_NULL_POINTER = -3001,        /* a required pointer or handle is NULL */
+    CLATTN_ERROR_INVALID_SHAPE = -3002,       /* tensor sizes that do not fit together */
+    CLATTN_ERROR_INVALID_STRIDE = -3003,      /* strides that alias elements of an output or are impossible */
+    CLATTN_ERROR_BUFFER_TOO_SMALL = -3004,    /* a tensor runs past the end of its cl_mem */
+    CLATTN_ERROR_INVALID_HEADS = -3005,       /* query heads not a multiple of key/value heads */
+    CLATTN_ERROR_INVALID_HEAD_DIM = -3006,    /* head dimension 0 or beyond what the device supports */
+    CLATTN_ERROR_INVALID_DTYPE = -3007,       /* unknown or unsupported element type */
+    CLATTN_ERROR_INVALID_MASK = -3008,        /* mask shape, type or window that cannot be used */
+    CLATTN_ERROR_SIZE_OVERFLOW = -3009,       /* a size whose byte count overflows size_t */
+    CLATTN_ERROR_OUT_OF_HOST_MEMORY = -3010,  /* malloc failed */
+    CLATTN_ERROR_NO_PLATFORM = -3011,         /* the OpenCL ICD loader found no platform */
+    CLATTN_ERROR_NO_DEVICE = -3012,           /* no device matches the selection */
+    CLATTN_ERROR_INVALID_DEVICE_SPEC = -3013, /* a device selection string that cannot be parsed */
+    CLATTN_ERROR_BUILD_FAILED = -3014,        /* a kernel failed to compile; the build log is in last_error */
+    CLATTN_ERROR_KERNEL_NOT_FOUND = -3015,    /* no kernel source or kernel function of that name */
+    CLATTN_ERROR_NO_COMPILER = -3016,         /* the device cannot compile and no prebuilt binary was found */
+    CLATTN_ERROR_INVALID_BINARY = -3017,      /* a prebuilt binary that does not load on this device */
+    CLATTN_ERROR_IO = -3018,                  /* reading or writing a file failed */
+    CLATTN_ERROR_INVALID_FILE = -3019,        /* a file that is malformed, truncated or of the wrong kind */
+    CLATTN_ERROR_CLBLAST = -3020,             /* CLBlast reported an error; its code is in last_error */
+    CLATTN_ERROR_UNSUPPORTED = -3021,         /* valid, but not supported on this device or by this build */
+    CLATTN_ERROR_CAPACITY = -3022,            /* a fixed-capacity object (a KV cache) is full */
+    CLATTN_ERROR_INTERNAL = -3023,            /* a bug in clattn; please report it with last_error */
+    CLATTN_ERROR_DEVICE_LIMIT = -3024, /* no kernel parameters fit the device's local memory or work-group limits */
+};
+
+/* A short, stable name and description for any status: clattn's own, OpenCL's, or unknown ones. Never NULL. */
+CLATTN_API const char *clattn_status_string(clattn_status status);
+
+/* ----------------------------------------------------------------------------------------------------------------
+ */
+/* Devices */
+
+typedef enum clattn_device_type {
+    CLATTN_DEVICE_TYPE_OTHER = 0,
+    CLATTN_DEVICE_TYPE_GPU = 1,
+    CLATTN_DEVICE_TYPE_CPU = 2,
+    CLATTN_DEVICE_TYPE_ACCELERATOR = 3,
+} clattn_device_type;
+
+/* Everything clattn knows about one OpenCL device. Strings are NUL-terminated and truncated if longer. */
+typedef struct clattn_device_info {
+    unsigned platform_index;
+    unsigned device_index;
+    char platform_name[128];
+    char platform_vendor[128];
+    char platform_version[128];
+    char name[128];
+    char vendor[128];
+    char driver_version[128];
+    char device_version[128];   /* "OpenCL 3.0 ..." */
+    char opencl_c_version[128]; /* "OpenCL C 1.2 ..." */
+    clattn_device_type type;
+    unsigned compute_units;
+    unsigned max_clock_mhz;
+    uint64_t global_mem_bytes;
+    uint64_t max_alloc_bytes;
+    uint64_t local_mem_bytes;
+    int local_mem_is_dedicated; /* 1: real on-chip local memory; 0: emulated in global memory */
+    size_t max_work_group_size;
+    unsigned max_work_item_dims;
+    size_t max_work_item_sizes[3];
+    unsigned preferred_vector_width_float;
+    unsigned preferred_vector_width_half;
+    unsigned native_vector_width_float;
+    int has_fp16;      /* cl_khr_fp16: half arithmetic (fp16 storage works everywhere) */
+    int has_fp64;      /* cl_khr_fp64 */
+    int has_subgroups; /* cl_khr_subgroups or cl_intel_subgroups */
+    int compiler_available;
+    int is_default; /* the device that the default selection picks */
+} clattn_device_info;
+
+/* Enumerates every device of every platform in platform, device order.
+ * Writes up to `capacity` entries to `infos` (which may be NULL when capacity is 0) and the total number of devices
+ * to `*count`. `message`, if not NULL, receives a readable explanation on failure (at most message_size bytes).
+ * Returns CLATTN_ERROR_NO_PLATFORM when no OpenCL platform is installed. */
+CLATTN_API clattn_status clattn_devices_list(clattn_device_info *infos, size_t capacity, size_t *count,
+                                             char *message, size_t message_size);
+
+/* Which device a selection string picks, without creating a context. Spec forms (see clattn_context_create):
+ * NULL or "" (default, or the CLATTN_DEVICE environment variable), "gpu", "cpu", "accelerator", "P:D", or a
+ * case-insensitive substring of the device or platform name. */
+CLATTN_API clattn_status clattn_devices_select(const char *spec, clattn_device_info *info, char *message,
+                                               size_t message_size);
+
+/* ----------------------------------------------------------------------------------------------------------------
+ */
+/* Contexts */
+
+/* A context owns a device, a command queue, compiled programs and the last error. One thread at a time. */
+typedef struct clattn_context clattn_context;
+
+typedef enum clattn_log_level {
+    CLATTN_LOG_DEBUG = 0,
+    CLATTN_LOG_INFO = 1,
+    CLATTN_LOG_WARNING = 2,
+} clattn_log_level;
+
+typedef void (*clattn_log_fn)(void *user, clattn_log_level level, const char *message);
+
+typedef struct clattn_context_options {
+    /* Device selection; NULL or "" uses CLATTN_DEVICE, then the default (first GPU, else accelerator, else CPU).
+     * "gpu" | "cpu" | "accelerator" | "P:D" (platform and device index) | a substring of the device or platform
+     * name (case-insensitive). */
+    const char *device;
+    /* Create the command queue with profiling enabled (needed for event timings). Default 0. */
+    int enable_profiling;
+    /* Receives warnings and debug messages; NULL discards them. */
+    clattn_log_fn log;
+    void *log_user;
+    /* Where a failed creation explains itself (there is no context to ask); may be NULL. */
+    char *error_message;
+    size_t error_message_size;
+} clattn_context_options;
+
+/* Fills `options` with the defaults. */
+CLATTN_API void clattn_context_options_init(clattn_context_options *options);
+
+/* Creates a context on the device that `device_spec` selects (see clattn_context_options.device). */
+CLATTN_API clattn_status clattn_context_create(const char *device_spec, clattn_context **context);
+CLATTN_API clattn_status clattn_context_create_with_options(const clattn_context_options *options,
+                                                            clattn_context **context);
+
+/* Joins an application's own OpenCL objects. clattn retains them (and releases its references on free). The queue
+ * must belong to `cl_ctx` and `device`. `options` may be NULL; its device field is ignored. */
+CLATTN_API clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id device,
+                                                       cl_command_queue queue,
+                                                       const clattn_context_options *options,
+                                                       clattn_context **context);
+
+CLATTN_API void clattn_context_free(clattn_context *context);
+
+/* The detailed message of the last failed call on this context ("" if none). Valid until the next call. */
+CLATTN_API const char *clattn_context_last_error(const clattn_context *context);
+
+CLATTN_API clattn_status clattn_context_device_info(const clattn_context *context, clattn_device_info *info);
+CLATTN_API cl_context clattn_context_cl_context(const clattn_context *context);
+CLATTN_API cl_device_id clattn_context_cl_device(const clattn_context *context);
+CLATTN_API cl_command_queue clattn_context_cl_queue(const clattn_context *context);
+
+/* Counters of the program caches, for diagnosing start-up time. */
+typedef struct clattn_cache_stats {
+    uint64_t memory_hits;  /* programs found already built in this context */
+    uint64_t disk_hits;    /* programs loaded from the on-disk binary cache */
+    uint64_t disk_writes;  /* programs written to the on-disk cache */
+    uint64_t disk_rejects; /* on-disk entries found corrupt, stale or mismatched, and rebuilt */
+    uint64_t builds;       /* programs compiled from source */
+} clattn_cache_stats;
+
+CLATTN_API clattn_status clattn_context_cache_stats(const clattn_context *context, clattn_cache_stats *stats);
+
+/* ----------------------------------------------------------------------------------------------------------------
+ */
+/* Tensors */
+
+typedef enum clattn_dtype {
+    CLATTN_DTYPE_F32 = 0,
+    CLATTN_DTYPE_F16 = 1,  /* IEEE half storage; arithmetic is always fp32 */
+    CLATTN_DTYPE_BF16 = 2, /* bfloat16 storage; arithmetic is always fp32 */
+    CLATTN_DTYPE_BOOL = 3, /* one byte per element, nonzero = true; boolean masks only */
+} clattn_dtype;
+
+/* Bytes per element of a dtype, 0 for an unknown one. */
+CLATTN_API size_t clattn_dtype_size(clattn_dtype dtype);
+
+/* A 4-D view of a device buffer: sizes [batch, heads, seq, dim] and strides, both in elements. A stride of 0
+ * broadcasts that dimension (inputs and masks only; outputs must not alias). `offset` is in elements. */
+typedef struct clattn_tensor {
+    cl_mem buffer;
+    size_t offset;
+    clattn_dtype dtype;
+    size_t size[4];
+    size_t stride[4];
+} clattn_tensor;
+
+/* A tensor stored contiguously as [batch, heads, seq, dim]. */
+CLATTN_API clattn_tensor clattn_tensor_bhld(cl_mem buffer, clattn_dtype dtype, size_t batch, size_t heads,
+                                            size_t seq, size_t dim);
+/* A tensor stored contiguously as [batch, seq, heads, dim] (the layout projections produce), viewed as
+ * [batch, heads, seq, dim] through its strides. */
+CLATTN_API clattn_tensor clattn_tensor_blhd(cl_mem buffer, clattn_dtype dtype, size_t batch, size_t heads,
+                                            size_t seq, size_t dim);
+
+/* ----------------------------------------------------------------------------------------------------------------
+ */
+/* Scaled dot-product attention */
+
+/* Causal masking and its alignment when the query and key lengths differ:
+ * TOP_LEFT: query i sees keys j <= i (PyTorch is_causal).
+ * BOTTOM_RIGHT: query i sees keys j <= i + Lk - Lq (FlashAttention 2.1 and later). */
+typedef enum clattn_causal {
+    CLATTN_CAUSAL_NONE = 0,
+    CLATTN_CAUSAL_TOP_LEFT = 1,
+    CLATTN_CAUSAL_BOTTOM_RIGHT = 2,
+} clattn_causal;
+
+typedef enum clattn_impl {
+    CLATTN_IMPL_AUTO = 0,    /* the library chooses (CLATTN_IMPL in the environment overrides) */
+    CLATTN_IMPL_FUSED = 1,   /* flash-style kernel, O(L*d) memory */
+    CLATTN_IMPL_UNFUSED = 2, /* CLBlast GEMMs and a softmax kernel, O(Lq*Lk) memory */
+} clattn_impl;
+
+#define CLATTN_WINDOW_UNBOUNDED (-1)
+
+/* Options of one attention call. Initialise with clattn_sdpa_desc_init(); a field left at its default has no
+ * effect. Shapes: q [B, Hq, Lq, Dk], k [B, Hkv, Lk, Dk], v [B, Hkv, Lk, Dv], out [B, Hq, Lq, Dv], Hq a multiple of
+ * Hkv (grouped-query attention). */
+typedef struct clattn_sdpa_desc {
+    float scale;          /* NAN (the default) means 1/sqrt(Dk) */
+    clattn_causal causal; /* default CLATTN_CAUSAL_NONE */
+    /* Sliding window: query i sees keys j with i' - left <= j <= i' + right, where i' = i + Lk - Lq for
+     * bottom-right alignment and i' = i otherwise. CLATTN_WINDOW_UNBOUNDED (the default) removes that side. */
+    int64_t window_left;
+    int64_t window_right;
+    clattn_impl impl;
+    /* Optional mask [B or 1, Hq or 1, Lq, Lk] (broadcast with stride 0 or size 1): dtype F32/F16/BF16 is added to
+     * the scaled logits; dtype BOOL keeps a key where the mask is true (PyTorch SDPA's convention). NULL buffer:
+     * none. */
+    clattn_tensor mask;
+    /* Optional int32 [B] key lengths (padding): keys j >= key_lengths[b] are masked. NULL: none. */
+    cl_mem key_lengths;
+    size_t key_lengths_offset; /* elements */
+    /* Optional output: F32 [B, Hq, Lq, 1], the natural log-sum-exp of each row's scaled, masked logits (-inf for a
+     * fully masked row). NULL buffer: not written. */
+    clattn_tensor lse;
+    /* Optional output: the attention weights [B, Hq, Lq, Lk] (zeros for a fully masked row). NULL: not written. */
+    clattn_tensor weights;
+} clattn_sdpa_desc;
+
+CLATTN_API void clattn_sdpa_desc_init(clattn_sdpa_desc *desc);
+
+/* out = softmax(q k^T * scale + mask) v on device buffers. Runs on `queue` (NULL: the context's queue), after the
+ * events in `wait_list`; `event`, if not NULL, receives an event that completes when every output is written.
+ * Does not wait for completion. On any error nothing is enqueued and no output is touched. */
+CLATTN_API clattn_status clattn_sdpa(clattn_context *context, const clattn_sdpa_desc *desc, const clattn_tensor *q,
+                                     const clattn_tensor *k, const clattn_tensor *v, const clattn_tensor *out,
+                                     cl_command_queue queue, cl_uint num_wait_events, const cl_event *wait_list,
+                                     cl_event *event);
+
+/* Host-memory convenience: every array is float32, contiguous [B, H, L, D]; it is converted to `storage` on the
+ * device and the call blocks until the outputs are back. */
+typedef struct clattn_sdpa_host_desc {
+    size_t batch, q_heads, kv_heads, q_len, kv_len, head_dim;
+    size_t v_head_dim; /* 0 means head_dim */
+    clattn_dtype storage;
+    float scale; /* NAN: 1/sqrt(head_dim) */
+    clattn_causal causal;
+    int64_t window_left, window_right;
+    clattn_impl impl;
+    const float *mask;          /* additive [mask_batch, mask_heads, Lq, Lk], or NULL */
+    const uint8_t *bool_mask;   /* boolean [mask_batch, mask_heads, Lq, Lk], nonzero keeps the key, or NULL */
+    size_t mask_batch;          /* 1 or batch */
+    size_t mask_heads;          /* 1 or q_heads */
+    const int32_t *key_lengths; /* [batch], or NULL */
+    float *lse;                 /* optional output [B, Hq, Lq] */
+    float *weights;             /* optional output [B, Hq, Lq, Lk] */
+} clattn_sdpa_host_desc;
+
+CLATTN_API void clattn_sdpa_host_desc_init(clattn_sdpa_host_desc *desc);
+CLATTN_API clattn_status clattn_sdpa_host(clattn_context *context, const clattn_sdpa_host_desc *desc,
+                                          const float *q, const float *k, const float *v, float *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CLATTN_H */

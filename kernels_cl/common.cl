@@ -1,0 +1,58 @@
+/* Shared prelude of every clattn program: storage types and the loads and stores that convert them to and from
+ * fp32. All arithmetic happens in fp32 whatever the storage type. Each tensor's storage type is a define
+ * (Q_DTYPE, K_DTYPE, V_DTYPE, O_DTYPE, MASK_DTYPE, W_DTYPE) with the codes of clattn_dtype:
+ * 0 = fp32, 1 = fp16 (vload_half/vstore_half are core OpenCL, no cl_khr_fp16 needed), 2 = bf16 (bit shifts),
+ * 3 = bool (one byte, masks only). */
+
+#define CLA_CAT_(a, b) a##b
+#define CLA_CAT(a, b) CLA_CAT_(a, b)
+
+/* Round to nearest even, keeping NaN a quiet NaN. */
+inline ushort cla_f32_to_bf16(float x) {
+    uint u = as_uint(x);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (ushort)((u >> 16) | 0x0040u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (ushort)(u >> 16);
+}
+
+#define CLA_STORAGE_0 float
+#define CLA_STORAGE_1 half
+#define CLA_STORAGE_2 ushort
+#define CLA_STORAGE_3 uchar
+
+#define CLA_LOAD_0(p, i) ((p)[i])
+#define CLA_LOAD_1(p, i) vload_half((i), (p))
+#define CLA_LOAD_2(p, i) as_float(((uint)(p)[i]) << 16)
+#define CLA_LOAD_3(p, i) ((float)((p)[i] != 0))
+
+#define CLA_STORE_0(p, i, x) ((p)[i] = (x))
+#define CLA_STORE_1(p, i, x) vstore_half_rte((x), (i), (p))
+#define CLA_STORE_2(p, i, x) ((p)[i] = cla_f32_to_bf16(x))
+
+/* STORAGE(dt) names the element type; LOAD(dt, p, i) reads element i as float; STORE(dt, p, i, x) writes it. */
+#define STORAGE(dt) CLA_CAT(CLA_STORAGE_, dt)
+#define LOAD(dt, p, i) CLA_CAT(CLA_LOAD_, dt)(p, i)
+#define STORE(dt, p, i, x) CLA_CAT(CLA_STORE_, dt)(p, i, x)
+
+#ifndef Q_DTYPE
+#define Q_DTYPE 0
+#endif
+#ifndef K_DTYPE
+#define K_DTYPE Q_DTYPE
+#endif
+#ifndef V_DTYPE
+#define V_DTYPE Q_DTYPE
+#endif
+#ifndef O_DTYPE
+#define O_DTYPE Q_DTYPE
+#endif
+#ifndef W_DTYPE
+#define W_DTYPE O_DTYPE
+#endif
+
+/* Sentinels for masked logits: real infinities, so programs must never be built with -cl-finite-math-only. */
+#define CLA_NEG_INF (-INFINITY)
+
+/* 1/ln(2): softmax runs on exp2 with the scale folded into the logits. */
+#define CLA_LOG2E 1.4426950408889634f
+#define CLA_LN2 0.6931471805599453f

@@ -1,0 +1,156 @@
+/* Host conversions between float and the storage types (IEEE half, bfloat16), and clattn_dtype_size(). The bit
+ * manipulation works on the binary32 encoding directly so that the result does not depend on the host's rounding
+ * mode or on whether the compiler has a native _Float16. */
+#include "dtype.h"
+
+#include <string.h>
+
+static uint32_t f32_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+static float f32_from_bits(uint32_t u) {
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+/* Shifts `value` right by `shift` (1..31) bits, rounding to nearest with ties to even. */
+static uint32_t shift_right_rne(uint32_t value, unsigned shift) {
+    uint32_t kept = value >> shift;
+    uint32_t rest = value & ((UINT32_C(1) << shift) - 1u);
+    uint32_t half = UINT32_C(1) << (shift - 1u);
+    if (rest > half || (rest == half && (kept & 1u))) kept++;
+    return kept;
+}
+
+uint16_t cla_f32_to_f16(float x) {
+    uint32_t u = f32_bits(x);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    uint32_t exponent = (u >> 23) & 0xffu;
+    uint32_t mantissa = u & 0x7fffffu;
+
+    if (exponent == 0xffu) {
+        if (mantissa == 0) return (uint16_t)(sign | 0x7c00u);
+        /* Keep the top payload bits and force the quiet bit so that the payload can never truncate to inf. */
+        return (uint16_t)(sign | 0x7e00u | (mantissa >> 13));
+    }
+
+    int32_t e = (int32_t)exponent - 127 + 15; /* biased half exponent */
+    if (e >= 31) return (uint16_t)(sign | 0x7c00u);
+    if (e <= 0) {
+        /* Half subnormal (or zero): the value is m * 2^-24. With the implicit bit the float is
+         * sig24 * 2^(e - 38), so m = sig24 >> (14 - e). Below 2^-25 everything rounds to zero; exactly 2^-25 is a
+         * tie that rounds to even (zero), which the shift also gets right for e == -10. */
+        if (e < -10) return sign;
+        uint32_t significand = mantissa | 0x800000u;
+        /* A carry out of the subnormal range lands on the smallest normal, which is the right encoding. */
+        return (uint16_t)(sign | shift_right_rne(significand, (unsigned)(14 - e)));
+    }
+    /* Normal: a carry out of the mantissa increments the exponent, and out of the largest finite gives inf. */
+    uint32_t rounded = shift_right_rne(((uint32_t)e << 23) | mantissa, 13);
+    return (uint16_t)(sign | rounded);
+}
+
+float cla_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exponent = (h >> 10) & 0x1fu;
+    uint32_t mantissa = h & 0x3ffu;
+
+    if (exponent == 0x1fu) return f32_from_bits(sign | 0x7f800000u | (mantissa << 13));
+    if (exponent == 0) {
+        if (mantissa == 0) return f32_from_bits(sign);
+        /* Subnormal half: normalise, every one is a normal float. */
+        int32_t e = -14;
+        while ((mantissa & 0x400u) == 0) {
+            mantissa <<= 1;
+            e--;
+        }
+        mantissa &= 0x3ffu;
+        return f32_from_bits(sign | ((uint32_t)(e + 127) << 23) | (mantissa << 13));
+    }
+    return f32_from_bits(sign | ((exponent - 15u + 127u) << 23) | (mantissa << 13));
+}
+
+uint16_t cla_f32_to_bf16(float x) {
+    uint32_t u = f32_bits(x);
+    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x7fffffu) != 0)
+        return (uint16_t)((u >> 16) | 0x40u); /* quiet NaN; rounding could otherwise carry it into inf */
+    /* Round to nearest even; a carry from the largest finite value correctly overflows to inf. */
+    uint32_t bias = 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)((u + bias) >> 16);
+}
+
+float cla_bf16_to_f32(uint16_t h) {
+    return f32_from_bits((uint32_t)h << 16);
+}
+
+float cla_round_to_dtype(float x, clattn_dtype dt) {
+    switch (dt) {
+    case CLATTN_DTYPE_F16:
+        return cla_f16_to_f32(cla_f32_to_f16(x));
+    case CLATTN_DTYPE_BF16:
+        return cla_bf16_to_f32(cla_f32_to_bf16(x));
+    default:
+        return x;
+    }
+}
+
+void cla_convert_to_storage(const float *src, void *dst, size_t n, clattn_dtype dt) {
+    unsigned char *out = dst;
+    switch (dt) {
+    case CLATTN_DTYPE_F32:
+        if ((const void *)src != dst) memmove(dst, src, n * sizeof(float));
+        break;
+    case CLATTN_DTYPE_F16:
+    case CLATTN_DTYPE_BF16:
+        /* Forwards: in place, element i is written to bytes [2i, 2i+2), which belong to float element i/2 <= i,
+         * and element i itself is read before it is written. */
+        for (size_t i = 0; i < n; i++) {
+            float x;
+            memcpy(&x, &src[i], sizeof x);
+            uint16_t h = dt == CLATTN_DTYPE_F16 ? cla_f32_to_f16(x) : cla_f32_to_bf16(x);
+            memcpy(out + 2 * i, &h, sizeof h);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+void cla_convert_from_storage(const void *src, float *dst, size_t n, clattn_dtype dt) {
+    const unsigned char *in = src;
+    switch (dt) {
+    case CLATTN_DTYPE_F32:
+        if (src != (const void *)dst) memmove(dst, src, n * sizeof(float));
+        break;
+    case CLATTN_DTYPE_F16:
+    case CLATTN_DTYPE_BF16:
+        /* Backwards, so that widening in place never overwrites a half that has not been read yet. */
+        for (size_t i = n; i-- > 0;) {
+            uint16_t h;
+            memcpy(&h, in + 2 * i, sizeof h);
+            float x = dt == CLATTN_DTYPE_F16 ? cla_f16_to_f32(h) : cla_bf16_to_f32(h);
+            memcpy(&dst[i], &x, sizeof x);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+CLATTN_API size_t clattn_dtype_size(clattn_dtype dtype) {
+    switch (dtype) {
+    case CLATTN_DTYPE_F32:
+        return 4;
+    case CLATTN_DTYPE_F16:
+    case CLATTN_DTYPE_BF16:
+        return 2;
+    case CLATTN_DTYPE_BOOL:
+        return 1;
+    default:
+        return 0;
+    }
+}

@@ -1,0 +1,139 @@
+/* Declarations shared by the library's source files: the context structure, error reporting, logging, hashing,
+ * and the program-cache interface. Nothing here is part of the public API. */
+#ifndef CLATTN_INTERNAL_H
+#define CLATTN_INTERNAL_H
+
+#include "clattn.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+
+#if defined(__GNUC__)
+#define CLA_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define CLA_PRINTF(fmt, args)
+#endif
+
+#define CLA_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* One built program in the context's memory cache, with the kernels created from it. */
+typedef struct cla_kernel_entry {
+    char *name;
+    cl_kernel kernel;
+} cla_kernel_entry;
+
+typedef struct cla_program_entry {
+    char *source_name;
+    char *options;
+    cl_program program;
+    cla_kernel_entry *kernels;
+    size_t kernel_count;
+} cla_program_entry;
+
+struct clattn_context {
+    cl_platform_id platform;
+    cl_device_id device;
+    cl_context cl_ctx;
+    cl_command_queue queue;
+    clattn_device_info info;
+    bool profiling;
+
+    clattn_log_fn log;
+    void *log_user;
+
+    /* Last error: a growable buffer, because build logs can be long. */
+    char *last_error;
+    size_t last_error_capacity;
+
+    /* Program caches. */
+    cla_program_entry *programs;
+    size_t program_count;
+    size_t program_capacity;
+    bool disk_cache_enabled;
+    char *cache_dir;  /* NULL when disabled or unusable */
+    char *kernel_dir; /* CLATTN_KERNEL_DIR: load sources from here instead of the embedded copies */
+    clattn_cache_stats stats;
+};
+
+/* ---- errors and logging (status.c) ---- */
+
+/* Records a formatted message as the context's last error and returns `status`. `ctx` may be NULL. */
+clattn_status cla_fail(clattn_context *ctx, clattn_status status, const char *fmt, ...) CLA_PRINTF(3, 4);
+/* Appends text to the last error (used for build logs). */
+void cla_append_error(clattn_context *ctx, const char *text);
+void cla_clear_error(clattn_context *ctx);
+void cla_log(const clattn_context *ctx, clattn_log_level level, const char *fmt, ...) CLA_PRINTF(3, 4);
+/* The name of an OpenCL error code ("CL_OUT_OF_RESOURCES"), or NULL if it is not one. */
+const char *cla_cl_error_name(cl_int code);
+/* Writes a formatted message into a caller's optional buffer. */
+void cla_write_message(char *buffer, size_t size, const char *fmt, ...) CLA_PRINTF(3, 4);
+
+/* ---- hashing (hash.c) ---- */
+
+typedef struct cla_hash {
+    uint64_t a, b; /* two independent 64-bit FNV-1a lanes: 128 bits in all */
+} cla_hash;
+
+void cla_hash_init(cla_hash *h);
+void cla_hash_bytes(cla_hash *h, const void *data, size_t size);
+void cla_hash_string(cla_hash *h, const char *s); /* hashes the string and its terminating NUL */
+/* 32 lowercase hex digits and a NUL. */
+void cla_hash_hex(const cla_hash *h, char out[33]);
+
+/* ---- devices (device.c) ---- */
+
+typedef struct cla_device_entry {
+    cl_platform_id platform;
+    cl_device_id device;
+    clattn_device_info info;
+} cla_device_entry;
+
+/* Every device of every platform; the caller frees *entries. */
+clattn_status cla_devices_enumerate(cla_device_entry **entries, size_t *count, char *message, size_t message_size);
+/* Index into entries of the device that spec selects (spec NULL/"" means CLATTN_DEVICE, then default). */
+clattn_status cla_devices_pick(const cla_device_entry *entries, size_t count, const char *spec, size_t *index,
+                               char *message, size_t message_size);
+clattn_status cla_device_query_info(cl_platform_id platform, cl_device_id device, clattn_device_info *info);
+
+/* ---- kernel sources (sources.c) ---- */
+
+/* The text of kernels_cl/<name>.cl, embedded or from CLATTN_KERNEL_DIR. *text is malloc'd; the caller frees it. */
+clattn_status cla_source_load(clattn_context *ctx, const char *name, char **text, size_t *length);
+/* The names of all embedded kernel sources (without .cl), in a NULL-terminated static list. */
+const char *const *cla_source_names(void);
+
+/* ---- programs (program.c) ---- */
+
+/* A built program for kernels_cl/<source_name>.cl with these extra build options (-D defines), from the memory
+ * cache, the disk cache, or a fresh build. The context owns the program. */
+clattn_status cla_program_get(clattn_context *ctx, const char *source_name, const char *options,
+                              cl_program *program);
+/* A kernel from such a program, created once and kept by the context. */
+clattn_status cla_kernel_get(clattn_context *ctx, const char *source_name, const char *options,
+                             const char *kernel_name, cl_kernel *kernel);
+void cla_programs_release(clattn_context *ctx);
+/* The disk-cache key of a program (malloc'd), or NULL if its source cannot be loaded. */
+char *cla_program_cache_key(clattn_context *ctx, const char *source_name, const char *options);
+
+/* ---- disk cache (disk_cache.c) ---- */
+
+/* The cache directory from the environment, created private to the user; NULL (with a logged reason) if disabled or
+ * unusable. The caller frees the result. */
+char *cla_disk_cache_dir(const clattn_context *ctx);
+/* Looks up `key` (any text); on a hit returns true and a malloc'd binary. A corrupt or mismatched entry is removed,
+ * counted as a reject and reported as a miss. */
+bool cla_disk_cache_read(clattn_context *ctx, const char *key, unsigned char **binary, size_t *size);
+/* Stores a binary under `key` atomically; failures are logged, never fatal. */
+void cla_disk_cache_write(clattn_context *ctx, const char *key, const unsigned char *binary, size_t size);
+/* The path of the cache file that holds `key` (malloc'd), for tests and diagnostics. */
+char *cla_disk_cache_path(const clattn_context *ctx, const char *key);
+
+/* ---- small helpers ---- */
+
+char *cla_strdup(const char *s);
+/* Safe string formatting into a fixed buffer (always NUL-terminates). */
+void cla_strlcpy(char *dst, const char *src, size_t size);
+/* Case-insensitive substring search. */
+bool cla_contains_nocase(const char *haystack, const char *needle);
+
+#endif /* CLATTN_INTERNAL_H */

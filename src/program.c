@@ -1,0 +1,267 @@
+/* Kernel programs: build options, the per-context memory cache, the disk cache, and builds from source with their
+ * logs turned into readable errors. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Bumped whenever the way programs are built changes in a way the key does not otherwise capture. */
+#define PROGRAM_KEY_VERSION "clattn-program-key 1"
+
+static cla_program_entry *find_program(clattn_context *ctx, const char *source_name, const char *options) {
+    for (size_t i = 0; i < ctx->program_count; ++i) {
+        cla_program_entry *e = &ctx->programs[i];
+        if (strcmp(e->source_name, source_name) == 0 && strcmp(e->options, options) == 0) return e;
+    }
+    return NULL;
+}
+
+/* Options every program gets, ahead of the operation's own defines. */
+static const char *base_options(const clattn_context *ctx) {
+    /* OpenCL C 1.2 is what the kernels are written in; a 1.1-only device gets its default dialect. */
+    if (strstr(ctx->info.opencl_c_version, "OpenCL C 1.0") || strstr(ctx->info.opencl_c_version, "OpenCL C 1.1"))
+        return "";
+    return "-cl-std=CL1.2";
+}
+
+static char *concat_options(const char *a, const char *b) {
+    size_t n = strlen(a) + strlen(b) + 2;
+    char *s = malloc(n);
+    if (s) snprintf(s, n, "%s%s%s", a, (*a && *b) ? " " : "", b);
+    return s;
+}
+
+/* The disk-cache key: everything the compiled binary depends on. */
+static char *make_key(const clattn_context *ctx, const char *source_name, const char *source, size_t source_len,
+                      const char *options) {
+    cla_hash h;
+    cla_hash_init(&h);
+    cla_hash_bytes(&h, source, source_len);
+    char hex[33];
+    cla_hash_hex(&h, hex);
+    const char *fmt = "%s\nclattn %s\nsource %s %s\noptions %s\nplatform %s\nplatform-version %s\ndevice %s\n"
+                      "device-version %s\ndriver %s\n";
+    const clattn_device_info *i = &ctx->info;
+    int n = snprintf(NULL, 0, fmt, PROGRAM_KEY_VERSION, CLATTN_VERSION_STRING, source_name, hex, options,
+                     i->platform_name, i->platform_version, i->name, i->device_version, i->driver_version);
+    if (n < 0) return NULL;
+    char *key = malloc((size_t)n + 1);
+    if (key)
+        snprintf(key, (size_t)n + 1, fmt, PROGRAM_KEY_VERSION, CLATTN_VERSION_STRING, source_name, hex, options,
+                 i->platform_name, i->platform_version, i->name, i->device_version, i->driver_version);
+    return key;
+}
+
+static char *build_log(const clattn_context *ctx, cl_program program) {
+    size_t size = 0;
+    if (clGetProgramBuildInfo(program, ctx->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &size) != CL_SUCCESS)
+        return NULL;
+    char *log = malloc(size + 1);
+    if (!log) return NULL;
+    if (clGetProgramBuildInfo(program, ctx->device, CL_PROGRAM_BUILD_LOG, size, log, NULL) != CL_SUCCESS) size = 0;
+    log[size] = '\0';
+    return log;
+}
+
+/* The device binary of a built program (malloc'd), or NULL if the driver does not give one. */
+static unsigned char *program_binary(const clattn_context *ctx, cl_program program, size_t *size) {
+    size_t bin_size = 0;
+    if (clGetProgramInfo(program, CL_PROGRAM_BINARY_SIZES, sizeof bin_size, &bin_size, NULL) != CL_SUCCESS ||
+        bin_size == 0)
+        return NULL;
+    unsigned char *bin = malloc(bin_size);
+    if (!bin) return NULL;
+    unsigned char *ptrs[1] = {bin};
+    if (clGetProgramInfo(program, CL_PROGRAM_BINARIES, sizeof ptrs, ptrs, NULL) != CL_SUCCESS) {
+        free(bin);
+        return NULL;
+    }
+    (void)ctx;
+    *size = bin_size;
+    return bin;
+}
+
+/* Tries the disk cache; returns a built program or NULL (a bad entry counts as a reject and is removed). */
+static cl_program load_cached(clattn_context *ctx, const char *key, const char *options) {
+    unsigned char *bin = NULL;
+    size_t size = 0;
+    if (!cla_disk_cache_read(ctx, key, &bin, &size)) return NULL;
+    const unsigned char *bins[1] = {bin};
+    cl_int bin_status = CL_SUCCESS, err = CL_SUCCESS;
+    cl_program program = clCreateProgramWithBinary(ctx->cl_ctx, 1, &ctx->device, &size, bins, &bin_status, &err);
+    free(bin);
+    if (err == CL_SUCCESS && bin_status == CL_SUCCESS)
+        err = clBuildProgram(program, 1, &ctx->device, options, NULL, NULL);
+    if (err == CL_SUCCESS && bin_status == CL_SUCCESS) return program;
+    if (program) clReleaseProgram(program);
+    cla_log(ctx, CLATTN_LOG_WARNING, "cached program binary rejected by the driver (%d); rebuilding from source",
+            err);
+    ctx->stats.disk_rejects++;
+    char *path = cla_disk_cache_path(ctx, key);
+    if (path) remove(path);
+    free(path);
+    return NULL;
+}
+
+static clattn_status build_from_source(clattn_context *ctx, const char *source_name, const char *source,
+                                       size_t source_len, const char *options, cl_program *out) {
+    if (!ctx->info.compiler_available)
+        return cla_fail(ctx, CLATTN_ERROR_NO_COMPILER,
+                        "device '%s' has no OpenCL compiler and kernel '%s' is not in the binary cache; build it "
+                        "offline for this device",
+                        ctx->info.name, source_name);
+    cl_int err = CL_SUCCESS;
+    const char *srcs[1] = {source};
+    cl_program program = clCreateProgramWithSource(ctx->cl_ctx, 1, srcs, &source_len, &err);
+    if (err != CL_SUCCESS)
+        return cla_fail(ctx, err, "clCreateProgramWithSource failed for kernel '%s' on '%s': %d %s", source_name,
+                        ctx->info.name, err, cla_cl_error_name(err) ? cla_cl_error_name(err) : "");
+    err = clBuildProgram(program, 1, &ctx->device, options, NULL, NULL);
+    ctx->stats.builds++;
+    if (err != CL_SUCCESS) {
+        char *log = build_log(ctx, program);
+        clReleaseProgram(program);
+        clattn_status st =
+            err == CL_BUILD_PROGRAM_FAILURE || err == CL_INVALID_BUILD_OPTIONS ? CLATTN_ERROR_BUILD_FAILED : err;
+        cla_fail(ctx, st, "kernel '%s' failed to build for device '%s' (%s) with options '%s': %d %s\nbuild log:\n",
+                 source_name, ctx->info.name, ctx->info.platform_name, options, err,
+                 cla_cl_error_name(err) ? cla_cl_error_name(err) : "");
+        cla_append_error(ctx, log && *log ? log : "(the driver gave no build log)");
+        free(log);
+        return st;
+    }
+    *out = program;
+    return CLATTN_SUCCESS;
+}
+
+static clattn_status remember(clattn_context *ctx, const char *source_name, const char *options,
+                              cl_program program) {
+    if (ctx->program_count == ctx->program_capacity) {
+        size_t cap = ctx->program_capacity ? ctx->program_capacity * 2 : 8;
+        cla_program_entry *grown = realloc(ctx->programs, cap * sizeof *grown);
+        if (!grown) return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+        ctx->programs = grown;
+        ctx->program_capacity = cap;
+    }
+    cla_program_entry *e = &ctx->programs[ctx->program_count];
+    memset(e, 0, sizeof *e);
+    e->source_name = cla_strdup(source_name);
+    e->options = cla_strdup(options);
+    if (!e->source_name || !e->options) {
+        free(e->source_name);
+        free(e->options);
+        return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    }
+    e->program = program;
+    ctx->program_count++;
+    return CLATTN_SUCCESS;
+}
+
+char *cla_program_cache_key(clattn_context *ctx, const char *source_name, const char *options) {
+    char *source = NULL;
+    size_t source_len = 0;
+    if (cla_source_load(ctx, source_name, &source, &source_len) != CLATTN_SUCCESS) return NULL;
+    char *full = concat_options(base_options(ctx), options ? options : "");
+    char *key = full ? make_key(ctx, source_name, source, source_len, full) : NULL;
+    free(source);
+    free(full);
+    return key;
+}
+
+clattn_status cla_program_get(clattn_context *ctx, const char *source_name, const char *options,
+                              cl_program *program) {
+    if (!options) options = "";
+    cla_program_entry *hit = find_program(ctx, source_name, options);
+    if (hit) {
+        ctx->stats.memory_hits++;
+        *program = hit->program;
+        return CLATTN_SUCCESS;
+    }
+    char *source = NULL;
+    size_t source_len = 0;
+    clattn_status st = cla_source_load(ctx, source_name, &source, &source_len);
+    if (st != CLATTN_SUCCESS) return st;
+    char *full = concat_options(base_options(ctx), options);
+    char *key = full ? make_key(ctx, source_name, source, source_len, full) : NULL;
+    if (!full || !key) {
+        free(source);
+        free(full);
+        return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "out of host memory building kernel '%s'",
+                        source_name);
+    }
+    cl_program prog = load_cached(ctx, key, full);
+    if (prog) {
+        ctx->stats.disk_hits++;
+    } else {
+        st = build_from_source(ctx, source_name, source, source_len, full, &prog);
+        if (st == CLATTN_SUCCESS) {
+            size_t bin_size = 0;
+            unsigned char *bin = program_binary(ctx, prog, &bin_size);
+            if (bin) cla_disk_cache_write(ctx, key, bin, bin_size);
+            free(bin);
+        }
+    }
+    free(source);
+    free(full);
+    free(key);
+    if (st != CLATTN_SUCCESS) return st;
+    st = remember(ctx, source_name, options, prog);
+    if (st != CLATTN_SUCCESS) {
+        clReleaseProgram(prog);
+        return cla_fail(ctx, st, "out of host memory caching kernel '%s'", source_name);
+    }
+    *program = prog;
+    return CLATTN_SUCCESS;
+}
+
+clattn_status cla_kernel_get(clattn_context *ctx, const char *source_name, const char *options,
+                             const char *kernel_name, cl_kernel *kernel) {
+    cl_program program = NULL;
+    clattn_status st = cla_program_get(ctx, source_name, options, &program);
+    if (st != CLATTN_SUCCESS) return st;
+    cla_program_entry *e = find_program(ctx, source_name, options ? options : "");
+    for (size_t i = 0; i < e->kernel_count; ++i)
+        if (strcmp(e->kernels[i].name, kernel_name) == 0) {
+            *kernel = e->kernels[i].kernel;
+            return CLATTN_SUCCESS;
+        }
+    cl_int err = CL_SUCCESS;
+    cl_kernel k = clCreateKernel(program, kernel_name, &err);
+    if (err != CL_SUCCESS)
+        return cla_fail(ctx, err == CL_INVALID_KERNEL_NAME ? CLATTN_ERROR_KERNEL_NOT_FOUND : err,
+                        "clCreateKernel('%s') from kernels_cl/%s.cl failed: %d %s", kernel_name, source_name, err,
+                        cla_cl_error_name(err) ? cla_cl_error_name(err) : "");
+    cla_kernel_entry *grown = realloc(e->kernels, (e->kernel_count + 1) * sizeof *grown);
+    char *name = cla_strdup(kernel_name);
+    if (!grown || !name) {
+        if (grown) e->kernels = grown;
+        free(name);
+        clReleaseKernel(k);
+        return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "out of host memory creating kernel '%s'",
+                        kernel_name);
+    }
+    e->kernels = grown;
+    e->kernels[e->kernel_count].name = name;
+    e->kernels[e->kernel_count].kernel = k;
+    e->kernel_count++;
+    *kernel = k;
+    return CLATTN_SUCCESS;
+}
+
+void cla_programs_release(clattn_context *ctx) {
+    for (size_t i = 0; i < ctx->program_count; ++i) {
+        cla_program_entry *e = &ctx->programs[i];
+        for (size_t k = 0; k < e->kernel_count; ++k) {
+            clReleaseKernel(e->kernels[k].kernel);
+            free(e->kernels[k].name);
+        }
+        free(e->kernels);
+        clReleaseProgram(e->program);
+        free(e->source_name);
+        free(e->options);
+    }
+    free(ctx->programs);
+    ctx->programs = NULL;
+    ctx->program_count = ctx->program_capacity = 0;
+}

@@ -1,0 +1,102 @@
+/* Option parsing, help text and error reporting shared by every clattn subcommand. */
+#include "cli.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void cli_print_help(const cli_command *cmd) {
+    printf("Usage: clattn %s %s\n\n%s\n\nOptions:\n", cmd->name, cmd->usage, cmd->summary);
+    for (size_t i = 0; i < cmd->option_count; ++i) {
+        const cli_option *o = &cmd->options[i];
+        char left[64];
+        snprintf(left, sizeof left, "--%s%s%s", o->name, o->value_name ? " " : "",
+                 o->value_name ? o->value_name : "");
+        printf("  %-24s %s\n", left, o->help);
+    }
+    printf("  %-24s %s\n", "--help", "show this help");
+}
+
+static cli_option *find_option(const cli_command *cmd, const char *name, size_t len) {
+    for (size_t i = 0; i < cmd->option_count; ++i)
+        if (strlen(cmd->options[i].name) == len && strncmp(cmd->options[i].name, name, len) == 0)
+            return &cmd->options[i];
+    return NULL;
+}
+
+int cli_parse(const cli_command *cmd, int argc, char **argv) {
+    for (int i = 0; i < argc; ++i) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            cli_print_help(cmd);
+            return CLI_OK;
+        }
+        if (strncmp(arg, "--", 2) != 0) {
+            /* "-o" is the one short option, an alias of --out where a command has --out. */
+            if (strcmp(arg, "-o") == 0 && find_option(cmd, "out", 3)) {
+                arg = "--out";
+            } else {
+                return cli_error(cmd->name, CLI_USAGE, "unexpected argument '%s' (see 'clattn %s --help')", arg,
+                                 cmd->name);
+            }
+        }
+        const char *name = arg + 2;
+        const char *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        cli_option *o = find_option(cmd, name, len);
+        if (!o)
+            return cli_error(cmd->name, CLI_USAGE, "unknown option '%.*s' (see 'clattn %s --help')", (int)(len + 2),
+                             arg, cmd->name);
+        if (!o->value_name) {
+            if (eq) return cli_error(cmd->name, CLI_USAGE, "option --%s takes no value", o->name);
+            o->value = "";
+        } else if (eq) {
+            o->value = eq + 1;
+        } else {
+            if (i + 1 >= argc)
+                return cli_error(cmd->name, CLI_USAGE, "option --%s needs a value (%s)", o->name, o->value_name);
+            o->value = argv[++i];
+        }
+    }
+    return -1;
+}
+
+const char *cli_value(const cli_command *cmd, const char *name) {
+    cli_option *o = find_option(cmd, name, strlen(name));
+    return o ? o->value : NULL;
+}
+
+bool cli_flag(const cli_command *cmd, const char *name) {
+    return cli_value(cmd, name) != NULL;
+}
+
+int cli_error(const char *cmd, int code, const char *fmt, ...) {
+    fprintf(stderr, "clattn %s: ", cmd);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return code;
+}
+
+int cli_report_status(const char *cmd, clattn_context *ctx, clattn_status st, const char *what) {
+    const char *detail = ctx ? clattn_context_last_error(ctx) : "";
+    return cli_error(cmd, CLI_FAILED, "%s failed: %s%s%s", what, clattn_status_string(st), *detail ? "\n" : "",
+                     detail);
+}
+
+int cli_open_context(const char *cmd, const char *device, bool profiling, clattn_context **ctx) {
+    char message[2048] = "";
+    clattn_context_options o;
+    clattn_context_options_init(&o);
+    o.device = device;
+    o.enable_profiling = profiling;
+    o.error_message = message;
+    o.error_message_size = sizeof message;
+    clattn_status st = clattn_context_create_with_options(&o, ctx);
+    if (st == CLATTN_SUCCESS) return CLI_OK;
+    int code = (st == CLATTN_ERROR_NO_DEVICE || st == CLATTN_ERROR_INVALID_DEVICE_SPEC) ? CLI_USAGE : CLI_FAILED;
+    return cli_error(cmd, code, "%s\n%s", clattn_status_string(st), message);
+}

@@ -1,0 +1,50 @@
+/* Shared pieces of the clattn command-line program: option parsing with generated help, and error reporting.
+ * Exit codes: 0 success, 1 a failure while running, 2 a usage error or bad input. */
+#ifndef CLATTN_CLI_H
+#define CLATTN_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "clattn.h"
+
+enum { CLI_OK = 0, CLI_FAILED = 1, CLI_USAGE = 2 };
+
+typedef struct cli_option {
+    const char *name;       /* long name without dashes */
+    const char *value_name; /* NULL for a flag */
+    const char *help;
+    const char *value; /* set by cli_parse: the value, or "" for a present flag, NULL if absent */
+} cli_option;
+
+typedef struct cli_command {
+    const char *name;    /* "devices", "run sdpa", ... */
+    const char *summary; /* one line */
+    const char *usage;   /* after "clattn <name> " */
+    cli_option *options;
+    size_t option_count;
+} cli_command;
+
+/* Parses argv (after the command words). Returns -1 to go on, CLI_OK after printing help, CLI_USAGE after an error
+ * message. Positional arguments are not accepted. */
+int cli_parse(const cli_command *cmd, int argc, char **argv);
+void cli_print_help(const cli_command *cmd);
+const char *cli_value(const cli_command *cmd, const char *name);
+bool cli_flag(const cli_command *cmd, const char *name);
+
+/* Prints "clattn <cmd>: <message>" to stderr; returns `code`. */
+int cli_error(const char *cmd, int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* Reports a failed library call with its status name and the context's last error. */
+int cli_report_status(const char *cmd, clattn_context *ctx, clattn_status st, const char *what);
+
+/* Creates a context on the device that --device (or CLATTN_DEVICE) selects, printing why on failure. */
+int cli_open_context(const char *cmd, const char *device, bool profiling, clattn_context **ctx);
+
+/* Subcommands. */
+int cmd_devices(int argc, char **argv);
+
+#endif

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The two quick-start commands and the CI steps, in one place:
+#   tools/dev.sh demo       install dependencies, build, list devices and run attention on the default device
+#   tools/dev.sh test       install dependencies, build (warnings are errors) and run the whole test suite
+#   tools/dev.sh sanitize   the test suite built with AddressSanitizer, UndefinedBehaviorSanitizer and LeakSanitizer
+# BUILD_DIR (default build) and JOBS (default: all cores) can be set in the environment.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=${JOBS:-$(nproc)}
+what=${1:-}
+
+build() { # dir, extra cmake arguments...
+  local dir=$1
+  shift
+  cmake -S . -B "$dir" -DCLATTN_WERROR=ON "$@" > "$dir.configure.log" 2>&1 || { cat "$dir.configure.log"; exit 1; }
+  cmake --build "$dir" -j "$jobs"
+}
+
+case "$what" in
+  demo)
+    tools/setup-deps.sh
+    build "${BUILD_DIR:-build}"
+    "${BUILD_DIR:-build}/clattn" devices
+    ;;
+  test)
+    tools/setup-deps.sh
+    build "${BUILD_DIR:-build}"
+    (cd "${BUILD_DIR:-build}" && ctest --output-on-failure -j "$jobs")
+    ;;
+  sanitize)
+    tools/setup-deps.sh
+    build "${BUILD_DIR:-build-sanitize}" -DCLATTN_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=Debug
+    (cd "${BUILD_DIR:-build-sanitize}" && ctest --output-on-failure -j "$jobs")
+    ;;
+  *)
+    echo "usage: tools/dev.sh demo|test|sanitize" >&2
+    exit 2
+    ;;
+esac
