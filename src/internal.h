@@ -128,6 +128,18 @@ void cla_disk_cache_write(clattn_context *ctx, const char *key, const unsigned c
 /* The path of the cache file that holds `key` (malloc'd), for tests and diagnostics. */
 char *cla_disk_cache_path(const clattn_context *ctx, const char *key);
 
+/* ---- tensor views (tensor.c) ---- */
+
+/* Number of elements (SIZE_MAX if it overflows). */
+size_t cla_tensor_elements(const clattn_tensor *t);
+/* The byte range [begin, end) a view touches (begin == end for an empty view), or SIZE_OVERFLOW. */
+clattn_status cla_tensor_extent(clattn_context *ctx, const clattn_tensor *t, const char *name, size_t *begin,
+                                size_t *end);
+/* Checks dtype, buffer, overflow, bounds against CL_MEM_SIZE, the buffer's context and, for outputs, that no two
+ * elements share memory. Returns the byte range like cla_tensor_extent. `name` appears in the message. */
+clattn_status cla_tensor_check(clattn_context *ctx, const clattn_tensor *t, const char *name, bool is_output,
+                               size_t *begin, size_t *end);
+
 /* ---- small helpers ---- */
 
 char *cla_strdup(const char *s);

@@ -4,6 +4,7 @@
 
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>

@@ -1,0 +1,278 @@
+/* Fused scaled dot-product attention (flash-attention style): online softmax over key tiles, never materialising
+ * the Lq x Lk matrix. One kernel serves GPUs and CPUs through its tunables:
+ *   GPU shape: ROWS = 1, USE_LOCAL = 1: a work-group of WG_SIZE work-items, one query row each, shares K/V tiles
+ *              staged in local memory.
+ *   CPU shape: ROWS > 1, USE_LOCAL = 0: each work-item owns a register block of ROWS query rows and reads K/V from
+ *              (cached) global memory, with no barriers, so PoCL can vectorise it freely.
+ * Tiles of keys that causal masking, the window or the key length exclude for a whole block of rows are skipped.
+ * With SPLIT_KV = 1 the keys are divided among the third grid dimension and each split writes its partial softmax
+ * state (max, sum, unnormalised output) for sdpa_combine to merge (flash-decoding).
+ *
+ * Specialisation defines (set by the host): HEAD_DIM, V_HEAD_DIM, Q/K/V/O_DTYPE, MASK_KIND (0 none, 1 additive,
+ * 2 boolean), MASK_DTYPE, CAUSAL (0 none, 1 top-left, 2 bottom-right), HAS_WINDOW, HAS_KEY_LENGTHS, HAS_LSE,
+ * SPLIT_KV, UNIT_DSTRIDE (all head-dim strides are 1). */
+
+#ifndef HEAD_DIM
+#define HEAD_DIM 64
+#endif
+#ifndef V_HEAD_DIM
+#define V_HEAD_DIM HEAD_DIM
+#endif
+#ifndef ROWS
+#define ROWS 1
+#endif
+#ifndef BLOCK_N
+#define BLOCK_N 32
+#endif
+#ifndef WG_SIZE
+#define WG_SIZE 64
+#endif
+#ifndef USE_LOCAL
+#define USE_LOCAL 1
+#endif
+#ifndef MASK_KIND
+#define MASK_KIND 0
+#endif
+#ifndef MASK_DTYPE
+#define MASK_DTYPE 0
+#endif
+#ifndef CAUSAL
+#define CAUSAL 0
+#endif
+#ifndef HAS_WINDOW
+#define HAS_WINDOW 0
+#endif
+#ifndef HAS_KEY_LENGTHS
+#define HAS_KEY_LENGTHS 0
+#endif
+#ifndef HAS_LSE
+#define HAS_LSE 0
+#endif
+#ifndef SPLIT_KV
+#define SPLIT_KV 0
+#endif
+#ifndef UNIT_DSTRIDE
+#define UNIT_DSTRIDE 0
+#endif
+
+#if UNIT_DSTRIDE
+#define DSTRIDE(s) 1
+#else
+#define DSTRIDE(s) ((s).w)
+#endif
+
+/* A max that lets a NaN through (fmax would drop it), so that NaN inputs reach the output. */
+inline float cla_max_nan(float a, float b) {
+    return (isnan(b) || b > a) ? b : a;
+}
+
+/* Keys that row i may see, [lo, hi), from causal masking, the window and the key length; i' is i shifted for
+ * bottom-right alignment. Rows past the end of a short key sequence can get lo >= hi: fully masked. */
+inline int key_lo(int i, int shift, int2 window) {
+#if HAS_WINDOW
+    if (window.x >= 0) return max(0, i + shift - window.x);
+#endif
+    return 0;
+}
+
+inline int key_hi(int i, int shift, int2 window, int kv_limit) {
+    int hi = kv_limit;
+#if CAUSAL
+    hi = min(hi, i + shift + 1);
+#endif
+#if HAS_WINDOW
+    if (window.y >= 0) hi = min(hi, i + shift + window.y + 1);
+#endif
+    return max(hi, 0);
+}
+
+__kernel
+#if USE_LOCAL
+__attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
+#endif
+void sdpa_fused(__global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global const STORAGE(K_DTYPE) * k,
+                long4 k_stride, __global const STORAGE(V_DTYPE) * v, long4 v_stride,
+                __global STORAGE(O_DTYPE) * o, long4 o_stride, __global const STORAGE(MASK_DTYPE) * mask,
+                long4 mask_stride, __global const int *key_lengths, __global float *lse, long4 lse_stride,
+                long8 offsets, int4 dims, float scale_log2, int2 window, int split_len,
+                __global float *partial) {
+    const int Hq = dims.x, Lq = dims.y, Lk = dims.z, group = dims.w;
+    const int bh = get_global_id(1);
+    const int b = bh / Hq, h = bh % Hq, hk = h / group;
+    const int lid = get_local_id(0);
+    const int first_row = (int)get_global_id(0) * ROWS;
+
+    q += offsets.s0 + b * q_stride.x + h * q_stride.y;
+    k += offsets.s1 + b * k_stride.x + hk * k_stride.y;
+    v += offsets.s2 + b * v_stride.x + hk * v_stride.y;
+
+    int kv_limit = Lk;
+#if HAS_KEY_LENGTHS
+    kv_limit = clamp(key_lengths[offsets.s5 + b], 0, Lk);
+#endif
+    const int shift = CAUSAL == 2 ? Lk - Lq : 0;
+
+    /* The block whose key range decides which tiles are visited: the whole work-group when it shares tiles. */
+#if USE_LOCAL
+    const int block_first = (int)get_group_id(0) * WG_SIZE * ROWS;
+    const int block_last = min(block_first + WG_SIZE * ROWS, Lq) - 1;
+#else
+    const int block_first = first_row;
+    const int block_last = min(first_row + ROWS, Lq) - 1;
+#endif
+    int range_lo = key_lo(block_first, shift, window);
+    int range_hi = key_hi(block_last, shift, window, kv_limit);
+#if SPLIT_KV
+    const int split = get_global_id(2);
+    range_lo = max(range_lo, split * split_len);
+    range_hi = min(range_hi, (split + 1) * split_len);
+#endif
+
+    /* Private state of this work-item's rows; the scale (in log2 units) is folded into q once. */
+    float qr[ROWS][HEAD_DIM];
+    float acc[ROWS][V_HEAD_DIM];
+    float m[ROWS], l[ROWS];
+    int lo[ROWS], hi[ROWS];
+    long mask_row[ROWS];
+    for (int r = 0; r < ROWS; ++r) {
+        const int i = min(first_row + r, Lq - 1); /* rows past the end compute a copy of the last row, unwritten */
+        for (int d = 0; d < HEAD_DIM; ++d)
+            qr[r][d] = LOAD(Q_DTYPE, q, i * q_stride.z + d * DSTRIDE(q_stride)) * scale_log2;
+        for (int d = 0; d < V_HEAD_DIM; ++d) acc[r][d] = 0.0f;
+        m[r] = CLA_NEG_INF;
+        l[r] = 0.0f;
+        lo[r] = key_lo(i, shift, window);
+        hi[r] = key_hi(i, shift, window, kv_limit);
+        mask_row[r] = offsets.s4 + b * mask_stride.x + h * mask_stride.y + i * mask_stride.z;
+    }
+
+#if USE_LOCAL
+    __local float k_tile[BLOCK_N * HEAD_DIM];
+    __local float v_tile[BLOCK_N * V_HEAD_DIM];
+#endif
+
+    const int tile_start = range_lo > 0 ? (range_lo / BLOCK_N) * BLOCK_N : 0;
+    for (int j0 = tile_start; j0 < range_hi; j0 += BLOCK_N) {
+        const int n = min(BLOCK_N, range_hi - j0);
+#if USE_LOCAL
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int x = lid; x < BLOCK_N * HEAD_DIM; x += WG_SIZE) {
+            const int jj = x / HEAD_DIM, d = x % HEAD_DIM;
+            k_tile[x] = jj < n ? LOAD(K_DTYPE, k, (j0 + jj) * k_stride.z + d * DSTRIDE(k_stride)) : 0.0f;
+        }
+        for (int x = lid; x < BLOCK_N * V_HEAD_DIM; x += WG_SIZE) {
+            const int jj = x / V_HEAD_DIM, d = x % V_HEAD_DIM;
+            v_tile[x] = jj < n ? LOAD(V_DTYPE, v, (j0 + jj) * v_stride.z + d * DSTRIDE(v_stride)) : 0.0f;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+#define K_AT(jj, d) k_tile[(jj) * HEAD_DIM + (d)]
+#define V_AT(jj, d) v_tile[(jj) * V_HEAD_DIM + (d)]
+#else
+#define K_AT(jj, d) LOAD(K_DTYPE, k, (j0 + (jj)) * k_stride.z + (d) * DSTRIDE(k_stride))
+#define V_AT(jj, d) LOAD(V_DTYPE, v, (j0 + (jj)) * v_stride.z + (d) * DSTRIDE(v_stride))
+#endif
+        /* Scores of the tile for every row of this work-item. */
+        float s[ROWS][BLOCK_N];
+        for (int r = 0; r < ROWS; ++r)
+            for (int jj = 0; jj < BLOCK_N; ++jj) s[r][jj] = 0.0f;
+        for (int jj = 0; jj < BLOCK_N; ++jj) {
+            if (jj >= n) break;
+            for (int d = 0; d < HEAD_DIM; ++d) {
+                const float kd = K_AT(jj, d);
+                for (int r = 0; r < ROWS; ++r) s[r][jj] = fma(qr[r][d], kd, s[r][jj]);
+            }
+        }
+        for (int r = 0; r < ROWS; ++r) {
+            float tile_max = CLA_NEG_INF;
+            for (int jj = 0; jj < n; ++jj) {
+                const int j = j0 + jj;
+                float x = s[r][jj];
+                if (j < lo[r] || j >= hi[r]) {
+                    x = CLA_NEG_INF;
+                } else {
+#if MASK_KIND == 1
+                    const float mv = LOAD(MASK_DTYPE, mask, mask_row[r] + j * mask_stride.w);
+                    x = mv <= -FLT_MAX ? CLA_NEG_INF : fma(mv, CLA_LOG2E, x);
+#elif MASK_KIND == 2
+                    if (mask[mask_row[r] + j * mask_stride.w] == 0) x = CLA_NEG_INF;
+#endif
+                }
+                s[r][jj] = x;
+                tile_max = cla_max_nan(tile_max, x);
+            }
+            if (tile_max == CLA_NEG_INF) continue; /* every key of the tile is masked for this row */
+            const float m_new = cla_max_nan(m[r], tile_max);
+            const float alpha = exp2(m[r] - m_new);
+            float sum = 0.0f;
+            for (int d = 0; d < V_HEAD_DIM; ++d) acc[r][d] *= alpha;
+            for (int jj = 0; jj < n; ++jj) {
+                /* A masked key contributes nothing, not 0 * v: a NaN in a masked value must not leak in. */
+                if (s[r][jj] == CLA_NEG_INF) continue;
+                const float p = exp2(s[r][jj] - m_new);
+                sum += p;
+                for (int d = 0; d < V_HEAD_DIM; ++d) acc[r][d] = fma(p, V_AT(jj, d), acc[r][d]);
+            }
+            l[r] = l[r] * alpha + sum;
+            m[r] = m_new;
+        }
+#undef K_AT
+#undef V_AT
+    }
+
+    for (int r = 0; r < ROWS; ++r) {
+        const int i = first_row + r;
+        if (i >= Lq) break;
+#if SPLIT_KV
+        /* Partial state per (row, split): [m, l] then V_HEAD_DIM unnormalised outputs. */
+        const int nsplit = get_global_size(2);
+        __global float *state = partial + (((long)bh * Lq + i) * nsplit + split) * (V_HEAD_DIM + 2);
+        state[0] = m[r];
+        state[1] = l[r];
+        for (int d = 0; d < V_HEAD_DIM; ++d) state[2 + d] = acc[r][d];
+#else
+        const bool empty = m[r] == CLA_NEG_INF; /* every key masked: zeros, and lse -inf */
+        const float inv = empty ? 0.0f : 1.0f / l[r];
+        __global STORAGE(O_DTYPE) *orow = o + offsets.s3 + b * o_stride.x + h * o_stride.y + i * o_stride.z;
+        for (int d = 0; d < V_HEAD_DIM; ++d) STORE(O_DTYPE, orow, d * DSTRIDE(o_stride), empty ? 0.0f : acc[r][d] * inv);
+#if HAS_LSE
+        lse[offsets.s6 + b * lse_stride.x + h * lse_stride.y + i * lse_stride.z] =
+            empty ? CLA_NEG_INF : (m[r] + log2(l[r])) * CLA_LN2;
+#endif
+#endif
+    }
+}
+
+/* Merges the partial states of the key splits of each row (flash-decoding's second step). One work-item per row. */
+__kernel void sdpa_combine(__global const float *partial, int nsplit, __global STORAGE(O_DTYPE) * o, long4 o_stride,
+                           __global float *lse, long4 lse_stride, long8 offsets, int4 dims) {
+    const int Hq = dims.x, Lq = dims.y;
+    const int i = get_global_id(0), bh = get_global_id(1);
+    if (i >= Lq) return;
+    const int b = bh / Hq, h = bh % Hq;
+    __global const float *state = partial + ((long)bh * Lq + i) * nsplit * (V_HEAD_DIM + 2);
+    float m = CLA_NEG_INF;
+    for (int s = 0; s < nsplit; ++s) {
+        const float ms = state[s * (V_HEAD_DIM + 2)];
+        if (ms != CLA_NEG_INF) m = cla_max_nan(m, ms);
+    }
+    const bool empty = m == CLA_NEG_INF;
+    float l = 0.0f;
+    for (int s = 0; s < nsplit; ++s) {
+        const float ms = state[s * (V_HEAD_DIM + 2)];
+        if (ms != CLA_NEG_INF) l += state[s * (V_HEAD_DIM + 2) + 1] * exp2(ms - m);
+    }
+    const float inv = empty ? 0.0f : 1.0f / l;
+    __global STORAGE(O_DTYPE) *orow = o + offsets.s3 + b * o_stride.x + h * o_stride.y + i * o_stride.z;
+    for (int d = 0; d < V_HEAD_DIM; ++d) {
+        float a = 0.0f;
+        for (int s = 0; s < nsplit; ++s) {
+            const float ms = state[s * (V_HEAD_DIM + 2)];
+            if (ms != CLA_NEG_INF) a += state[s * (V_HEAD_DIM + 2) + 2 + d] * exp2(ms - m);
+        }
+        STORE(O_DTYPE, orow, d * DSTRIDE(o_stride), empty ? 0.0f : a * inv);
+    }
+#if HAS_LSE
+    lse[offsets.s6 + b * lse_stride.x + h * lse_stride.y + i * lse_stride.z] =
+        empty ? CLA_NEG_INF : (m + log2(l)) * CLA_LN2;
+#endif
+}

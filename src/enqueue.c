@@ -1,0 +1,87 @@
+/* Enqueueing helpers: ordered chains of commands after the caller's events, and kernel arguments with errors that
+ * name the kernel. */
+#include "sdpa_internal.h"
+
+#include <stdarg.h>
+
+void cla_chain_begin(cla_chain *c, cl_command_queue queue, cl_uint wait_count, const cl_event *wait_list) {
+    c->queue = queue;
+    c->wait_count = wait_count;
+    c->wait_list = wait_count ? wait_list : NULL;
+    c->last = NULL;
+}
+
+cl_uint cla_chain_wait_count(const cla_chain *c) {
+    return c->last ? 1 : c->wait_count;
+}
+
+const cl_event *cla_chain_wait_list(const cla_chain *c) {
+    return c->last ? &c->last : c->wait_list;
+}
+
+void cla_chain_push(cla_chain *c, cl_event e) {
+    if (c->last) clReleaseEvent(c->last);
+    c->last = e;
+}
+
+cl_int cla_chain_barrier(cla_chain *c) {
+    if (!c->last && c->wait_count == 0) return CL_SUCCESS;
+    cl_event e = NULL;
+    cl_int err = clEnqueueBarrierWithWaitList(c->queue, cla_chain_wait_count(c), cla_chain_wait_list(c), &e);
+    if (err == CL_SUCCESS) cla_chain_push(c, e);
+    return err;
+}
+
+cl_int cla_chain_end(cla_chain *c, cl_event *event) {
+    if (!c->last && event) {
+        cl_event e = NULL;
+        cl_int err = clEnqueueMarkerWithWaitList(c->queue, c->wait_count, c->wait_list, &e);
+        if (err != CL_SUCCESS) return err;
+        c->last = e;
+    }
+    if (event) {
+        *event = c->last;
+    } else if (c->last) {
+        clReleaseEvent(c->last);
+    }
+    c->last = NULL;
+    return CL_SUCCESS;
+}
+
+void cla_chain_abort(cla_chain *c) {
+    if (c->last) clReleaseEvent(c->last);
+    c->last = NULL;
+}
+
+clattn_status cla_chain_kernel(clattn_context *ctx, cla_chain *c, cl_kernel k, cl_uint dims, const size_t *global,
+                               const size_t *local, const char *what) {
+    cl_event e = NULL;
+    cl_int err = clEnqueueNDRangeKernel(c->queue, k, dims, NULL, global, local, cla_chain_wait_count(c),
+                                        cla_chain_wait_list(c), &e);
+    if (err != CL_SUCCESS) {
+        const char *name = cla_cl_error_name(err);
+        return cla_fail(ctx, err, "enqueueing kernel %s on '%s' failed: %d %s (global %zu x %zu, local %zu x %zu)",
+                        what, ctx->info.name, err, name ? name : "", global[0], dims > 1 ? global[1] : 1,
+                        local ? local[0] : 0, local && dims > 1 ? local[1] : 0);
+    }
+    cla_chain_push(c, e);
+    return CLATTN_SUCCESS;
+}
+
+clattn_status cla_set_args(clattn_context *ctx, cl_kernel k, const char *what, cl_uint count, ...) {
+    va_list ap;
+    va_start(ap, count);
+    clattn_status st = CLATTN_SUCCESS;
+    for (cl_uint i = 0; i < count; ++i) {
+        size_t size = va_arg(ap, size_t);
+        const void *value = va_arg(ap, const void *);
+        cl_int err = clSetKernelArg(k, i, size, value);
+        if (err != CL_SUCCESS) {
+            st = cla_fail(ctx, CLATTN_ERROR_INTERNAL, "setting argument %u of kernel %s failed: %d %s", i, what, err,
+                          cla_cl_error_name(err) ? cla_cl_error_name(err) : "");
+            break;
+        }
+    }
+    va_end(ap);
+    return st;
+}

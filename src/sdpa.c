@@ -1,0 +1,285 @@
+/* Scaled dot-product attention, host side: argument validation into a plan, the choice between the fused and the
+ * unfused implementation, and the empty-size cases that never reach a kernel or CLBlast. */
+#include "sdpa_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CLA_MAX_HEAD_DIM 256
+
+void clattn_sdpa_desc_init(clattn_sdpa_desc *desc) {
+    if (!desc) return;
+    memset(desc, 0, sizeof *desc);
+    desc->scale = NAN;
+    desc->causal = CLATTN_CAUSAL_NONE;
+    desc->window_left = CLATTN_WINDOW_UNBOUNDED;
+    desc->window_right = CLATTN_WINDOW_UNBOUNDED;
+    desc->impl = CLATTN_IMPL_AUTO;
+}
+
+static bool is_storage_dtype(clattn_dtype d) {
+    return d == CLATTN_DTYPE_F32 || d == CLATTN_DTYPE_F16 || d == CLATTN_DTYPE_BF16;
+}
+
+static clattn_status expect_size(clattn_context *ctx, const clattn_tensor *t, const char *name, int dim,
+                                 size_t want, const char *what) {
+    static const char *dims[] = {"batch", "heads", "seq", "dim"};
+    if (t->size[dim] == want) return CLATTN_SUCCESS;
+    return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE, "%s: size[%d] (%s) is %zu but %s is %zu", name, dim, dims[dim],
+                    t->size[dim], what, want);
+}
+
+/* Whether two byte ranges of the same buffer overlap. */
+static bool overlaps(cl_mem a, size_t a0, size_t a1, cl_mem b, size_t b0, size_t b1) {
+    return a == b && a0 < a1 && b0 < b1 && a0 < b1 && b0 < a1;
+}
+
+typedef struct named_range {
+    const char *name;
+    cl_mem buffer;
+    size_t begin, end;
+} named_range;
+
+static clattn_status check_shapes(clattn_context *ctx, const clattn_tensor *q, const clattn_tensor *k,
+                                  const clattn_tensor *v, const clattn_tensor *out) {
+    const size_t B = q->size[0], Hq = q->size[1], Lq = q->size[2], Dk = q->size[3];
+    const size_t Hkv = k->size[1], Lk = k->size[2], Dv = v->size[3];
+    clattn_status st = CLATTN_SUCCESS;
+    if (!st) st = expect_size(ctx, k, "k", 0, B, "q's batch");
+    if (!st) st = expect_size(ctx, k, "k", 3, Dk, "q's head dim");
+    if (!st) st = expect_size(ctx, v, "v", 0, B, "q's batch");
+    if (!st) st = expect_size(ctx, v, "v", 1, Hkv, "k's heads");
+    if (!st) st = expect_size(ctx, v, "v", 2, Lk, "k's seq");
+    if (!st) st = expect_size(ctx, out, "out", 0, B, "q's batch");
+    if (!st) st = expect_size(ctx, out, "out", 1, Hq, "q's heads");
+    if (!st) st = expect_size(ctx, out, "out", 2, Lq, "q's seq");
+    if (!st) st = expect_size(ctx, out, "out", 3, Dv, "v's head dim");
+    if (st) return st;
+    if (Dk == 0 || Dv == 0 || Dk > CLA_MAX_HEAD_DIM || Dv > CLA_MAX_HEAD_DIM)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_HEAD_DIM,
+                        "head dims must be 1..%d; q/k have %zu and v has %zu", CLA_MAX_HEAD_DIM, Dk, Dv);
+    if ((Hkv == 0 && Hq != 0) || (Hkv != 0 && Hq % Hkv != 0))
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_HEADS,
+                        "q has %zu heads and k/v have %zu: the query heads must be a multiple of the key/value heads",
+                        Hq, Hkv);
+    return CLATTN_SUCCESS;
+}
+
+static clattn_status check_mask(clattn_context *ctx, cla_sdpa_plan *p, named_range *r) {
+    clattn_tensor *m = &p->mask;
+    if (m->dtype == CLATTN_DTYPE_BOOL)
+        p->mask_kind = CLA_MASK_BOOL;
+    else if (is_storage_dtype(m->dtype))
+        p->mask_kind = CLA_MASK_ADDITIVE;
+    else
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_MASK, "mask: dtype %d is neither additive (F32/F16/BF16) nor BOOL",
+                        (int)m->dtype);
+    const size_t want[4] = {p->batch, p->q_heads, p->q_len, p->kv_len};
+    static const char *dims[] = {"batch", "heads", "query length", "key length"};
+    for (int d = 0; d < 4; ++d) {
+        bool broadcast_ok = d < 2 && m->size[d] == 1;
+        if (m->size[d] != want[d] && !broadcast_ok)
+            return cla_fail(ctx, CLATTN_ERROR_INVALID_MASK,
+                            "mask: size[%d] is %zu but must be %s%zu (the %s)", d, m->size[d], d < 2 ? "1 or " : "",
+                            want[d], dims[d]);
+    }
+    /* A size-1 dimension broadcasts: its stride is never used, so make it 0 for the kernels. */
+    for (int d = 0; d < 2; ++d)
+        if (m->size[d] == 1) m->stride[d] = 0;
+    return cla_tensor_check(ctx, m, "mask", false, &r->begin, &r->end);
+}
+
+static clattn_status check_key_lengths(clattn_context *ctx, const cla_sdpa_plan *p, named_range *r) {
+    if (p->batch == 0) return CLATTN_SUCCESS;
+    size_t mem_size = 0;
+    cl_int err = clGetMemObjectInfo(p->key_lengths, CL_MEM_SIZE, sizeof mem_size, &mem_size, NULL);
+    if (err != CL_SUCCESS) return cla_fail(ctx, err, "key_lengths: the buffer is not a valid cl_mem");
+    if (p->key_lengths_offset > SIZE_MAX / 4 - p->batch)
+        return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW, "key_lengths: offset %zu overflows", p->key_lengths_offset);
+    r->begin = p->key_lengths_offset * 4;
+    r->end = r->begin + p->batch * 4;
+    if (r->end > mem_size)
+        return cla_fail(ctx, CLATTN_ERROR_BUFFER_TOO_SMALL,
+                        "key_lengths: %zu int32 values from offset %zu need %zu bytes but the buffer has %zu",
+                        p->batch, p->key_lengths_offset, r->end, mem_size);
+    return CLATTN_SUCCESS;
+}
+
+static clattn_status check_outputs(clattn_context *ctx, cla_sdpa_plan *p, named_range *ranges, size_t *n) {
+    clattn_status st;
+    if (p->lse.buffer) {
+        const clattn_tensor *t = &p->lse;
+        if (t->dtype != CLATTN_DTYPE_F32)
+            return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "lse: dtype must be F32");
+        if (t->size[0] != p->batch || t->size[1] != p->q_heads || t->size[2] != p->q_len || t->size[3] != 1)
+            return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE, "lse: sizes [%zu, %zu, %zu, %zu] must be [%zu, %zu, %zu, 1]",
+                            t->size[0], t->size[1], t->size[2], t->size[3], p->batch, p->q_heads, p->q_len);
+        named_range *r = &ranges[(*n)++];
+        r->name = "lse";
+        r->buffer = t->buffer;
+        if ((st = cla_tensor_check(ctx, t, "lse", true, &r->begin, &r->end))) return st;
+    }
+    if (p->weights.buffer) {
+        const clattn_tensor *t = &p->weights;
+        if (!is_storage_dtype(t->dtype))
+            return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "weights: dtype must be F32, F16 or BF16");
+        if (t->size[0] != p->batch || t->size[1] != p->q_heads || t->size[2] != p->q_len || t->size[3] != p->kv_len)
+            return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
+                            "weights: sizes [%zu, %zu, %zu, %zu] must be [%zu, %zu, %zu, %zu]", t->size[0],
+                            t->size[1], t->size[2], t->size[3], p->batch, p->q_heads, p->q_len, p->kv_len);
+        named_range *r = &ranges[(*n)++];
+        r->name = "weights";
+        r->buffer = t->buffer;
+        if ((st = cla_tensor_check(ctx, t, "weights", true, &r->begin, &r->end))) return st;
+    }
+    return CLATTN_SUCCESS;
+}
+
+/* The weights exist only in the unfused path; everything else is faster and smaller fused. CLATTN_IMPL in the
+ * environment is a preference for AUTO calls, and yields where weights are requested. */
+static clattn_impl choose_impl(const cla_sdpa_plan *p, clattn_impl asked) {
+    if (asked != CLATTN_IMPL_AUTO) return asked;
+    if (p->weights.buffer) return CLATTN_IMPL_UNFUSED;
+    const char *env = getenv("CLATTN_IMPL");
+    if (env && strcmp(env, "unfused") == 0) return CLATTN_IMPL_UNFUSED;
+    return CLATTN_IMPL_FUSED;
+}
+
+static clattn_status validate(clattn_context *ctx, const clattn_sdpa_desc *desc, const clattn_tensor *q,
+                              const clattn_tensor *k, const clattn_tensor *v, const clattn_tensor *out,
+                              cl_command_queue queue, cl_uint num_wait, const cl_event *wait_list, cla_sdpa_plan *p) {
+    if (!desc || !q || !k || !v || !out)
+        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "clattn_sdpa: %s is NULL",
+                        !desc ? "desc" : !q ? "q" : !k ? "k" : !v ? "v" : "out");
+    if (num_wait > 0 && !wait_list)
+        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "clattn_sdpa: %u wait events but wait_list is NULL", num_wait);
+    const clattn_tensor *inputs[] = {q, k, v, out};
+    static const char *names[] = {"q", "k", "v", "out"};
+    for (int i = 0; i < 4; ++i) {
+        if (!is_storage_dtype(inputs[i]->dtype))
+            return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "%s: dtype %d is not F32, F16 or BF16", names[i],
+                            (int)inputs[i]->dtype);
+        if (!inputs[i]->buffer) return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: the buffer is NULL", names[i]);
+    }
+    clattn_status st = check_shapes(ctx, q, k, v, out);
+    if (st) return st;
+    if (desc->causal < CLATTN_CAUSAL_NONE || desc->causal > CLATTN_CAUSAL_BOTTOM_RIGHT)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_MASK, "desc->causal: unknown value %d", (int)desc->causal);
+    if (desc->impl < CLATTN_IMPL_AUTO || desc->impl > CLATTN_IMPL_UNFUSED)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "desc->impl: unknown value %d", (int)desc->impl);
+    if (desc->window_left < -1 || desc->window_right < -1)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_MASK,
+                        "window (%lld, %lld): each side must be >= 0 or CLATTN_WINDOW_UNBOUNDED (-1)",
+                        (long long)desc->window_left, (long long)desc->window_right);
+    if (isinf(desc->scale))
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "desc->scale is infinite; give a finite scale or NAN for "
+                                                            "the default 1/sqrt(head_dim)");
+
+    memset(p, 0, sizeof *p);
+    p->batch = q->size[0];
+    p->q_heads = q->size[1];
+    p->q_len = q->size[2];
+    p->head_dim = q->size[3];
+    p->kv_heads = k->size[1];
+    p->kv_len = k->size[2];
+    p->v_head_dim = v->size[3];
+    p->scale = isnan(desc->scale) ? (float)(1.0 / sqrt((double)p->head_dim)) : desc->scale;
+    p->causal = desc->causal;
+    p->window_left = desc->window_left;
+    p->window_right = desc->window_right;
+    p->q = *q;
+    p->k = *k;
+    p->v = *v;
+    p->out = *out;
+    p->mask = desc->mask;
+    p->key_lengths = desc->key_lengths;
+    p->key_lengths_offset = desc->key_lengths_offset;
+    p->lse = desc->lse;
+    p->weights = desc->weights;
+
+    named_range ranges[8];
+    size_t n = 0;
+    for (int i = 0; i < 4; ++i) {
+        named_range *r = &ranges[n++];
+        r->name = names[i];
+        r->buffer = inputs[i]->buffer;
+        if ((st = cla_tensor_check(ctx, inputs[i], names[i], i == 3, &r->begin, &r->end))) return st;
+    }
+    if (p->mask.buffer) {
+        named_range *r = &ranges[n++];
+        r->name = "mask";
+        r->buffer = p->mask.buffer;
+        if ((st = check_mask(ctx, p, r))) return st;
+    }
+    if (p->key_lengths) {
+        named_range *r = &ranges[n++];
+        r->name = "key_lengths";
+        r->buffer = p->key_lengths;
+        if ((st = check_key_lengths(ctx, p, r))) return st;
+    }
+    size_t first_output = n;
+    if ((st = check_outputs(ctx, p, ranges, &n))) return st;
+    /* No output (out, lse, weights) may share memory with any other tensor of the call. */
+    for (size_t i = 0; i < n; ++i)
+        for (size_t j = i + 1; j < n; ++j) {
+            bool output_i = i == 3 || i >= first_output, output_j = j == 3 || j >= first_output;
+            if ((output_i || output_j) && overlaps(ranges[i].buffer, ranges[i].begin, ranges[i].end,
+                                                   ranges[j].buffer, ranges[j].begin, ranges[j].end))
+                return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                                "%s overlaps %s in the same buffer; outputs must not share memory with other tensors",
+                                ranges[i].name, ranges[j].name);
+        }
+    if (queue) {
+        cl_context qctx = NULL;
+        cl_int err = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qctx, &qctx, NULL);
+        if (err != CL_SUCCESS) return cla_fail(ctx, err, "clattn_sdpa: the queue is not a valid command queue");
+        if (qctx != ctx->cl_ctx)
+            return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "clattn_sdpa: the queue belongs to another context");
+    }
+    p->impl = choose_impl(p, desc->impl);
+    if (p->impl == CLATTN_IMPL_FUSED && p->weights.buffer)
+        return cla_fail(ctx, CLATTN_ERROR_UNSUPPORTED,
+                        "clattn_sdpa: the fused implementation does not produce attention weights; use "
+                        "CLATTN_IMPL_AUTO or CLATTN_IMPL_UNFUSED when weights are requested");
+    return CLATTN_SUCCESS;
+}
+
+clattn_status clattn_sdpa(clattn_context *ctx, const clattn_sdpa_desc *desc, const clattn_tensor *q,
+                          const clattn_tensor *k, const clattn_tensor *v, const clattn_tensor *out,
+                          cl_command_queue queue, cl_uint num_wait, const cl_event *wait_list, cl_event *event) {
+    if (!ctx) return CLATTN_ERROR_NULL_POINTER;
+    cla_clear_error(ctx);
+    cla_sdpa_plan plan;
+    clattn_status st = validate(ctx, desc, q, k, v, out, queue, num_wait, wait_list, &plan);
+    if (st != CLATTN_SUCCESS) return st;
+
+    cla_chain chain;
+    cla_chain_begin(&chain, queue ? queue : ctx->queue, num_wait, wait_list);
+    bool nothing_to_do = plan.batch == 0 || plan.q_heads == 0 || plan.q_len == 0;
+    if (!nothing_to_do) {
+        /* With no keys every row is fully masked; the fused kernel writes the zeros (CLBlast takes no empty sizes). */
+        bool unfused = plan.impl == CLATTN_IMPL_UNFUSED && plan.kv_len > 0;
+        st = unfused ? cla_sdpa_unfused(ctx, &plan, &chain) : cla_sdpa_fused(ctx, &plan, &chain);
+        if (st != CLATTN_SUCCESS) {
+            cla_chain_abort(&chain);
+            return st;
+        }
+    }
+    cl_int err = cla_chain_end(&chain, event);
+    if (err != CL_SUCCESS) return cla_fail(ctx, err, "clattn_sdpa: enqueueing the completion marker failed: %d", err);
+    return CLATTN_SUCCESS;
+}
+
+int cla_sdpa_common_defines(const cla_sdpa_plan *p, char *out, size_t size) {
+    bool unit = p->q.stride[3] == 1 && p->k.stride[3] == 1 && p->v.stride[3] == 1 && p->out.stride[3] == 1;
+    return snprintf(out, size,
+                    "-DHEAD_DIM=%zu -DV_HEAD_DIM=%zu -DQ_DTYPE=%d -DK_DTYPE=%d -DV_DTYPE=%d -DO_DTYPE=%d "
+                    "-DMASK_KIND=%d -DMASK_DTYPE=%d -DCAUSAL=%d -DHAS_WINDOW=%d -DHAS_KEY_LENGTHS=%d -DHAS_LSE=%d "
+                    "-DUNIT_DSTRIDE=%d",
+                    p->head_dim, p->v_head_dim, (int)p->q.dtype, (int)p->k.dtype, (int)p->v.dtype,
+                    (int)p->out.dtype, p->mask_kind, p->mask_kind ? (int)p->mask.dtype : 0, (int)p->causal,
+                    p->window_left >= 0 || p->window_right >= 0, p->key_lengths != NULL, p->lse.buffer != NULL,
+                    unit);
+}

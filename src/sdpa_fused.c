@@ -1,0 +1,126 @@
+/* The fused attention path, host side: kernel parameters for the device in hand, the split over keys for
+ * decode-shaped calls (flash-decoding), and the launch of kernels_cl/sdpa_fused.cl. */
+#include "sdpa_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct fused_params {
+    int rows;      /* query rows per work-item */
+    int block_n;   /* keys per tile */
+    int wg_size;   /* work-items per work-group (along the rows) */
+    int use_local; /* stage K/V tiles in local memory */
+} fused_params;
+
+static size_t round_up(size_t x, size_t m) {
+    return (x + m - 1) / m * m;
+}
+
+/* Built-in defaults by device type, then shrunk to fit the device's limits. */
+static clattn_status choose_params(clattn_context *ctx, const cla_sdpa_plan *p, fused_params *fp) {
+    const clattn_device_info *d = &ctx->info;
+    bool gpu_like = d->type == CLATTN_DEVICE_TYPE_GPU ||
+                    (d->type == CLATTN_DEVICE_TYPE_ACCELERATOR && d->local_mem_is_dedicated);
+    if (gpu_like) {
+        fp->rows = 1;
+        fp->block_n = 32;
+        fp->wg_size = 64;
+        fp->use_local = 1;
+    } else {
+        fp->rows = 4;
+        fp->block_n = 16;
+        fp->wg_size = 8;
+        fp->use_local = 0;
+    }
+    size_t max_wg = d->max_work_group_size;
+    if (d->max_work_item_sizes[0] && d->max_work_item_sizes[0] < max_wg) max_wg = d->max_work_item_sizes[0];
+    while ((size_t)fp->wg_size > max_wg && fp->wg_size > 1) fp->wg_size /= 2;
+    if (fp->use_local) {
+        /* Keep a little local memory back for the compiler's own use. */
+        size_t budget = d->local_mem_bytes > 1024 ? d->local_mem_bytes - 1024 : 0;
+        size_t per_key = (p->head_dim + p->v_head_dim) * sizeof(float);
+        while (fp->block_n > 1 && (size_t)fp->block_n * per_key > budget) fp->block_n /= 2;
+        if ((size_t)fp->block_n * per_key > budget) fp->use_local = 0; /* tiny local memory: read K/V directly */
+    }
+    return CLATTN_SUCCESS;
+}
+
+/* How many key splits keep every compute unit busy: 1 unless the rows alone leave the device idle. */
+static int choose_splits(const clattn_context *ctx, const cla_sdpa_plan *p, const fused_params *fp,
+                         size_t row_groups) {
+    const size_t min_split = 256;
+    size_t target = (size_t)(ctx->info.compute_units ? ctx->info.compute_units : 1) *
+                    (ctx->info.type == CLATTN_DEVICE_TYPE_GPU ? 4 : 2);
+    if (row_groups >= target || p->kv_len < 2 * min_split) return 1;
+    size_t want = (target + row_groups - 1) / row_groups;
+    size_t most = p->kv_len / min_split;
+    size_t n = want < most ? want : most;
+    (void)fp;
+    return n < 1 ? 1 : (int)n;
+}
+
+clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_chain *chain) {
+    fused_params fp;
+    clattn_status st = choose_params(ctx, p, &fp);
+    if (st != CLATTN_SUCCESS) return st;
+
+    const size_t bh = p->batch * p->q_heads;
+    const size_t rows_per_group = (size_t)fp.rows * (size_t)fp.wg_size;
+    const size_t row_groups = (p->q_len + rows_per_group - 1) / rows_per_group * bh;
+    int nsplit = choose_splits(ctx, p, &fp, row_groups);
+    int split_len = (int)round_up((p->kv_len + (size_t)nsplit - 1) / (size_t)nsplit, (size_t)fp.block_n);
+    if (split_len < 1) split_len = fp.block_n;
+    nsplit = p->kv_len ? (int)((p->kv_len + (size_t)split_len - 1) / (size_t)split_len) : 1;
+    const bool split = nsplit > 1;
+
+    char common[512], options[768];
+    cla_sdpa_common_defines(p, common, sizeof common);
+    snprintf(options, sizeof options, "%s -DROWS=%d -DBLOCK_N=%d -DWG_SIZE=%d -DUSE_LOCAL=%d -DSPLIT_KV=%d", common,
+             fp.rows, fp.block_n, fp.wg_size, fp.use_local, split);
+    cl_kernel kernel = NULL, combine = NULL;
+    if ((st = cla_kernel_get(ctx, "sdpa_fused", options, "sdpa_fused", &kernel))) return st;
+    if (split && (st = cla_kernel_get(ctx, "sdpa_fused", options, "sdpa_combine", &combine))) return st;
+
+    cl_mem partial = NULL;
+    if (split) {
+        size_t floats = bh * p->q_len * (size_t)nsplit * (p->v_head_dim + 2);
+        cl_int err;
+        partial = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, floats * sizeof(float), NULL, &err);
+        if (err != CL_SUCCESS)
+            return cla_fail(ctx, err, "allocating the %zu-byte key-split workspace on '%s' failed: %d",
+                            floats * sizeof(float), ctx->info.name, err);
+    }
+
+    cl_long4 qs = cla_strides4(&p->q), ks = cla_strides4(&p->k), vs = cla_strides4(&p->v), os = cla_strides4(&p->out);
+    cl_long4 ms = cla_strides4(&p->mask), ls = cla_strides4(&p->lse);
+    cl_long8 offsets = {{(cl_long)p->q.offset, (cl_long)p->k.offset, (cl_long)p->v.offset, (cl_long)p->out.offset,
+                         (cl_long)p->mask.offset, (cl_long)p->key_lengths_offset, (cl_long)p->lse.offset, 0}};
+    cl_int4 dims = {{(cl_int)p->q_heads, (cl_int)p->q_len, (cl_int)p->kv_len, (cl_int)(p->q_heads / p->kv_heads)}};
+    cl_float scale_log2 = p->scale * 1.4426950408889634f;
+    cl_int2 window = {{(cl_int)(p->window_left > INT32_MAX ? INT32_MAX : p->window_left),
+                       (cl_int)(p->window_right > INT32_MAX ? INT32_MAX : p->window_right)}};
+    cl_int split_arg = split_len;
+    cl_mem q = p->q.buffer, k = p->k.buffer, v = p->v.buffer, o = p->out.buffer, mask = p->mask.buffer;
+    cl_mem kl = p->key_lengths, lse = p->lse.buffer;
+    st = cla_set_args(ctx, kernel, "sdpa_fused", 19, CLA_ARG(q), CLA_ARG(qs), CLA_ARG(k), CLA_ARG(ks), CLA_ARG(v),
+                      CLA_ARG(vs), CLA_ARG(o), CLA_ARG(os), CLA_ARG(mask), CLA_ARG(ms), CLA_ARG(kl), CLA_ARG(lse),
+                      CLA_ARG(ls), CLA_ARG(offsets), CLA_ARG(dims), CLA_ARG(scale_log2), CLA_ARG(window),
+                      CLA_ARG(split_arg), CLA_ARG(partial));
+    if (st == CLATTN_SUCCESS) {
+        size_t items_x = (p->q_len + (size_t)fp.rows - 1) / (size_t)fp.rows;
+        size_t global[3] = {fp.use_local ? round_up(items_x, (size_t)fp.wg_size) : items_x, bh, (size_t)nsplit};
+        size_t local[3] = {(size_t)fp.wg_size, 1, 1};
+        st = cla_chain_kernel(ctx, chain, kernel, 3, global, fp.use_local ? local : NULL, "sdpa_fused");
+    }
+    if (st == CLATTN_SUCCESS && split) {
+        cl_int ns = nsplit;
+        st = cla_set_args(ctx, combine, "sdpa_combine", 8, CLA_ARG(partial), CLA_ARG(ns), CLA_ARG(o), CLA_ARG(os),
+                          CLA_ARG(lse), CLA_ARG(ls), CLA_ARG(offsets), CLA_ARG(dims));
+        size_t global[2] = {p->q_len, bh};
+        if (st == CLATTN_SUCCESS) st = cla_chain_kernel(ctx, chain, combine, 2, global, NULL, "sdpa_combine");
+    }
+    /* Released now, freed by OpenCL once the kernels that use it have finished. */
+    if (partial) clReleaseMemObject(partial);
+    return st;
+}

@@ -1,0 +1,70 @@
+/* The validated description of one attention call ("plan"), shared by the fused and unfused implementations, and
+ * the helpers both use to enqueue work in order after the caller's events. */
+#ifndef CLATTN_SDPA_INTERNAL_H
+#define CLATTN_SDPA_INTERNAL_H
+
+#include "internal.h"
+
+enum { CLA_MASK_NONE = 0, CLA_MASK_ADDITIVE = 1, CLA_MASK_BOOL = 2 };
+
+typedef struct cla_sdpa_plan {
+    size_t batch, q_heads, kv_heads, q_len, kv_len, head_dim, v_head_dim;
+    float scale;
+    clattn_causal causal;
+    int64_t window_left, window_right;
+    int mask_kind;
+    clattn_tensor q, k, v, out;
+    clattn_tensor mask; /* strides of broadcast (size-1) dims are set to 0 */
+    cl_mem key_lengths;
+    size_t key_lengths_offset;
+    clattn_tensor lse;     /* buffer NULL when not requested */
+    clattn_tensor weights; /* buffer NULL when not requested */
+    clattn_impl impl;      /* resolved: FUSED or UNFUSED */
+} cla_sdpa_plan;
+
+/* Enqueues a sequence of commands, each after the previous one (and the first after the caller's events), so the
+ * order holds on in-order and out-of-order queues alike. */
+typedef struct cla_chain {
+    cl_command_queue queue;
+    cl_uint wait_count;
+    const cl_event *wait_list;
+    cl_event last; /* event of the most recent command, owned by the chain */
+} cla_chain;
+
+void cla_chain_begin(cla_chain *c, cl_command_queue queue, cl_uint wait_count, const cl_event *wait_list);
+/* The wait list for the next command. */
+cl_uint cla_chain_wait_count(const cla_chain *c);
+const cl_event *cla_chain_wait_list(const cla_chain *c);
+/* Records the event of a command just enqueued (takes ownership). */
+void cla_chain_push(cla_chain *c, cl_event e);
+/* Makes the next commands wait for everything so far, for enqueuers without a wait list (CLBlast). */
+cl_int cla_chain_barrier(cla_chain *c);
+/* Hands the final event to the caller (or releases it); with nothing enqueued, enqueues a marker so that the caller
+ * still gets an event that completes after its wait list. */
+cl_int cla_chain_end(cla_chain *c, cl_event *event);
+/* Releases the chain's event after a failure. */
+void cla_chain_abort(cla_chain *c);
+
+/* Enqueues a kernel in the chain; turns enqueue errors into a status with a message. */
+clattn_status cla_chain_kernel(clattn_context *ctx, cla_chain *c, cl_kernel k, cl_uint dims, const size_t *global,
+                               const size_t *local, const char *what);
+
+/* Sets kernel arguments in order, stopping at the first failure. Each argument is (size, pointer). */
+clattn_status cla_set_args(clattn_context *ctx, cl_kernel k, const char *what, cl_uint count, ...);
+#define CLA_ARG(x) sizeof(x), (const void *)&(x)
+
+/* The implementations. Both expect a validated plan and enqueue nothing on failure before their first command. */
+clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *plan, cla_chain *chain);
+clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *plan, cla_chain *chain);
+
+/* The -D options that describe a plan's tensors and masks to the kernels (dtypes, mask kind, causal, head dims). */
+int cla_sdpa_common_defines(const cla_sdpa_plan *plan, char *out, size_t size);
+
+/* Strides as the kernels take them. */
+static inline cl_long4 cla_strides4(const clattn_tensor *t) {
+    cl_long4 s;
+    for (int i = 0; i < 4; ++i) s.s[i] = (cl_long)t->stride[i];
+    return s;
+}
+
+#endif

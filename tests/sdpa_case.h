@@ -1,0 +1,44 @@
+/* A harness for attention tests: one described case is run on the device with poisoned outputs and canary regions
+ * and compared with the double-precision reference, element by element, with a tolerance that grows with Lk. */
+#ifndef CLATTN_SDPA_CASE_H
+#define CLATTN_SDPA_CASE_H
+
+#include "test_util.h"
+
+enum { MASK_NONE = 0, MASK_ADD = 1, MASK_BOOL = 2 };
+enum { LAYOUT_BHLD = 0, LAYOUT_BLHD = 1 };
+
+typedef struct sdpa_case {
+    size_t batch, q_heads, kv_heads, q_len, kv_len, head_dim, v_head_dim; /* v_head_dim 0: head_dim */
+    clattn_dtype dtype;                                                   /* q, k, v, out */
+    int layout;
+    size_t offset; /* elements before each tensor in its buffer */
+    float scale;   /* NAN: default */
+    clattn_causal causal;
+    int64_t window_left, window_right; /* set both to -1 for none (sdpa_case_init does) */
+    int mask_kind;
+    clattn_dtype mask_dtype; /* for MASK_ADD */
+    bool mask_bcast_batch, mask_bcast_heads;
+    float mask_fill_prob;  /* fraction of masked entries (-inf additive / false boolean) */
+    float mask_neg_value;  /* value used for masked additive entries (default -INFINITY) */
+    float mask_constant;   /* when nonzero, every unmasked additive entry is this constant */
+    const int32_t *key_lengths; /* [batch] or NULL */
+    bool want_lse, want_weights;
+    clattn_impl impl;
+    float input_scale; /* multiplies q (for large logits); 0 means 1 */
+    unsigned seed;
+    /* Special inputs. */
+    long nan_q_row;      /* >= 0: set q[0,0,row,0] = NaN */
+    bool nan_in_padding; /* NaN in k and v at keys >= key_lengths[b] */
+} sdpa_case;
+
+void sdpa_case_init(sdpa_case *c);
+
+/* Runs the case, compares with the reference and fails the test with a precise message on any mismatch, poison
+ * left in an output, or canary change. Returns the output as floats (malloc'd, [B,Hq,Lq,Dv]) if `out_copy`. */
+void sdpa_case_run(clattn_context *ctx, const sdpa_case *c, float **out_copy);
+
+/* A short description of a case for messages. */
+void sdpa_case_describe(const sdpa_case *c, char *buf, size_t size);
+
+#endif

@@ -1,0 +1,392 @@
+/* Scaled dot-product attention against the double-precision reference: shapes (odd, round, tile +-1, Lq != Lk),
+ * head dims, heads and GQA, layouts and offsets, every mask and combination, both causal alignments, dtypes,
+ * special values, decode shapes, both implementations, and bitwise determinism. Each group runs for the
+ * implementation named by its test's state (fused or unfused). */
+#include "sdpa_case.h"
+
+#include <float.h>
+#include <math.h>
+
+static clattn_context *ctx;
+static const clattn_impl impl_fused = CLATTN_IMPL_FUSED;
+static const clattn_impl impl_unfused = CLATTN_IMPL_UNFUSED;
+static const clattn_impl impl_auto = CLATTN_IMPL_AUTO;
+
+static int setup(void **state) {
+    (void)state;
+    ctx = test_context();
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    clattn_context_free(ctx);
+    return 0;
+}
+
+static clattn_impl impl_of(void **state) {
+    return *(const clattn_impl *)*state;
+}
+
+static void sequence_lengths(void **state) {
+    static const size_t lens[] = {1, 2, 7, 33, 64, 65, 257};
+    for (size_t a = 0; a < 7; ++a)
+        for (size_t b = 0; b < 7; ++b) {
+            sdpa_case c;
+            sdpa_case_init(&c);
+            c.impl = impl_of(state);
+            c.q_len = lens[a];
+            c.kv_len = lens[b];
+            c.head_dim = 64;
+            c.seed = (unsigned)(a * 7 + b);
+            sdpa_case_run(ctx, &c, NULL);
+        }
+}
+
+static void head_dims(void **state) {
+    static const size_t dims[] = {1, 3, 64, 80, 128, 256};
+    for (size_t i = 0; i < 6; ++i) {
+        sdpa_case c;
+        sdpa_case_init(&c);
+        c.impl = impl_of(state);
+        c.q_len = 33;
+        c.kv_len = 65;
+        c.head_dim = dims[i];
+        c.seed = (unsigned)i;
+        sdpa_case_run(ctx, &c, NULL);
+    }
+    /* A value head dim that differs from the query/key head dim. */
+    sdpa_case c;
+    sdpa_case_init(&c);
+    c.impl = impl_of(state);
+    c.head_dim = 24;
+    c.v_head_dim = 40;
+    c.q_len = 9;
+    c.kv_len = 17;
+    sdpa_case_run(ctx, &c, NULL);
+}
+
+static void heads_batch_layouts_and_gqa(void **state) {
+    static const size_t heads[][2] = {{1, 1}, {3, 3}, {6, 2}, {4, 1}};
+    for (size_t hi = 0; hi < 4; ++hi)
+        for (size_t batch = 1; batch <= 2; ++batch)
+            for (int layout = 0; layout < 2; ++layout) {
+                sdpa_case c;
+                sdpa_case_init(&c);
+                c.impl = impl_of(state);
+                c.batch = batch;
+                c.q_heads = heads[hi][0];
+                c.kv_heads = heads[hi][1];
+                c.q_len = 13;
+                c.kv_len = 21;
+                c.head_dim = 32;
+                c.layout = layout;
+                c.offset = layout ? 5 : 0;
+                c.seed = (unsigned)(hi * 4 + batch * 2 + (size_t)layout);
+                sdpa_case_run(ctx, &c, NULL);
+            }
+}
+
+static void causal_alignments(void **state) {
+    static const size_t shapes[][2] = {{7, 7}, {5, 19}, {19, 5}, {1, 33}, {65, 64}, {33, 1}};
+    for (int causal = 1; causal <= 2; ++causal)
+        for (size_t s = 0; s < 6; ++s) {
+            sdpa_case c;
+            sdpa_case_init(&c);
+            c.impl = impl_of(state);
+            c.causal = (clattn_causal)causal;
+            c.q_len = shapes[s][0];
+            c.kv_len = shapes[s][1];
+            c.q_heads = c.kv_heads = 2;
+            c.head_dim = 16;
+            c.want_lse = true;
+            c.seed = (unsigned)(causal * 10 + (int)s);
+            sdpa_case_run(ctx, &c, NULL);
+        }
+}
+
+static void windows(void **state) {
+    static const int64_t win[][2] = {{0, 0}, {3, -1}, {-1, 2}, {4, 4}, {0, -1}};
+    for (int causal = 0; causal <= 2; ++causal)
+        for (size_t w = 0; w < 5; ++w) {
+            sdpa_case c;
+            sdpa_case_init(&c);
+            c.impl = impl_of(state);
+            c.causal = (clattn_causal)causal;
+            c.window_left = win[w][0];
+            c.window_right = win[w][1];
+            c.q_len = 17;
+            c.kv_len = causal == 2 ? 40 : 17;
+            c.head_dim = 8;
+            c.want_lse = true;
+            c.seed = (unsigned)(causal * 10 + (int)w);
+            sdpa_case_run(ctx, &c, NULL);
+        }
+}
+
+static void masks(void **state) {
+    for (int kind = MASK_ADD; kind <= MASK_BOOL; ++kind)
+        for (int bb = 0; bb < 2; ++bb)
+            for (int bh = 0; bh < 2; ++bh) {
+                sdpa_case c;
+                sdpa_case_init(&c);
+                c.impl = impl_of(state);
+                c.batch = 2;
+                c.q_heads = 3;
+                c.kv_heads = 3;
+                c.q_len = 11;
+                c.kv_len = 35;
+                c.mask_kind = kind;
+                c.mask_bcast_batch = bb;
+                c.mask_bcast_heads = bh;
+                c.mask_fill_prob = 0.3f;
+                c.want_lse = true;
+                c.seed = (unsigned)(kind * 4 + bb * 2 + bh);
+                sdpa_case_run(ctx, &c, NULL);
+            }
+    /* Additive masks stored as f16 and bf16, and masked entries given as -FLT_MAX. */
+    for (int dt = 1; dt <= 2; ++dt) {
+        sdpa_case c;
+        sdpa_case_init(&c);
+        c.impl = impl_of(state);
+        c.q_len = 9;
+        c.kv_len = 30;
+        c.mask_kind = MASK_ADD;
+        c.mask_dtype = (clattn_dtype)dt;
+        c.mask_fill_prob = 0.4f;
+        sdpa_case_run(ctx, &c, NULL);
+    }
+    sdpa_case c;
+    sdpa_case_init(&c);
+    c.impl = impl_of(state);
+    c.q_len = 9;
+    c.kv_len = 30;
+    c.mask_kind = MASK_ADD;
+    c.mask_fill_prob = 0.5f;
+    c.mask_neg_value = -FLT_MAX;
+    c.want_lse = true;
+    sdpa_case_run(ctx, &c, NULL);
+}
+
+static void key_lengths_and_combinations(void **state) {
+    static const int32_t kl[3] = {5, 0, 40}; /* the middle batch item is fully padded; 40 > Lk clamps */
+    for (int combo = 0; combo < 4; ++combo) {
+        sdpa_case c;
+        sdpa_case_init(&c);
+        c.impl = impl_of(state);
+        c.batch = 3;
+        c.q_heads = 2;
+        c.kv_heads = 1;
+        c.q_len = 12;
+        c.kv_len = 33;
+        c.key_lengths = kl;
+        c.want_lse = true;
+        c.causal = combo & 1 ? CLATTN_CAUSAL_BOTTOM_RIGHT : CLATTN_CAUSAL_NONE;
+        if (combo & 2) {
+            c.mask_kind = combo == 2 ? MASK_ADD : MASK_BOOL;
+            c.mask_fill_prob = 0.25f;
+            c.window_left = 6;
+            c.window_right = 2;
+        }
+        c.seed = (unsigned)combo;
+        sdpa_case_run(ctx, &c, NULL);
+    }
+}
+
+static void fully_masked_rows(void **state) {
+    /* Every key masked for every row: zeros and lse -inf, never NaN. */
+    sdpa_case c;
+    sdpa_case_init(&c);
+    c.impl = impl_of(state);
+    c.q_len = 5;
+    c.kv_len = 9;
+    c.mask_kind = MASK_BOOL;
+    c.mask_fill_prob = 2.0f;
+    c.want_lse = true;
+    float *out = NULL;
+    sdpa_case_run(ctx, &c, &out);
+    for (size_t i = 0; i < 5 * 16; ++i) assert_true(out[i] == 0.0f);
+    free(out);
+    /* Bottom-right causal with Lq > Lk: the first Lq - Lk rows see no key. */
+    sdpa_case_init(&c);
+    c.impl = impl_of(state);
+    c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+    c.q_len = 10;
+    c.kv_len = 4;
+    c.want_lse = true;
+    sdpa_case_run(ctx, &c, NULL);
+}
+
+static void dtypes(void **state) {
+    for (int dt = 0; dt <= 2; ++dt)
+        for (int variant = 0; variant < 2; ++variant) {
+            sdpa_case c;
+            sdpa_case_init(&c);
+            c.impl = impl_of(state);
+            c.dtype = (clattn_dtype)dt;
+            c.q_len = 21;
+            c.kv_len = 47;
+            c.head_dim = variant ? 64 : 5;
+            c.q_heads = 2;
+            c.kv_heads = 1;
+            c.layout = variant;
+            c.offset = 3;
+            c.causal = variant ? CLATTN_CAUSAL_TOP_LEFT : CLATTN_CAUSAL_NONE;
+            c.mask_kind = variant ? MASK_NONE : MASK_ADD;
+            c.mask_fill_prob = 0.2f;
+            c.want_lse = true;
+            c.seed = (unsigned)(dt * 2 + variant);
+            sdpa_case_run(ctx, &c, NULL);
+        }
+}
+
+static void special_values(void **state) {
+    /* Large logits stay finite. */
+    sdpa_case c;
+    sdpa_case_init(&c);
+    c.impl = impl_of(state);
+    c.q_len = 8;
+    c.kv_len = 20;
+    c.head_dim = 16;
+    c.scale = 250.0f; /* logits up to about 1.6e4 */
+    c.want_lse = true;
+    float *out = NULL;
+    sdpa_case_run(ctx, &c, &out);
+    for (size_t i = 0; i < 8 * 16; ++i) assert_true(isfinite(out[i]));
+    free(out);
+
+    /* Adding a constant to every logit changes nothing. */
+    sdpa_case_init(&c);
+    c.impl = impl_of(state);
+    c.q_len = 6;
+    c.kv_len = 14;
+    float *plain = NULL, *shifted = NULL;
+    sdpa_case_run(ctx, &c, &plain);
+    c.mask_kind = MASK_ADD;
+    c.mask_constant = 1000.0f;
+    sdpa_case_run(ctx, &c, &shifted);
+    for (size_t i = 0; i < 6 * 16; ++i) assert_true(fabsf(plain[i] - shifted[i]) <= 1e-4f);
+    free(plain);
+    free(shifted);
+
+    /* A NaN in a query propagates to that row; NaN in padding past the key length does not. */
+    sdpa_case_init(&c);
+    c.impl = impl_of(state);
+    c.q_len = 4;
+    c.kv_len = 10;
+    c.nan_q_row = 2;
+    c.want_lse = true;
+    sdpa_case_run(ctx, &c, &out);
+    assert_true(isnan(out[2 * 16]));
+    assert_true(!isnan(out[0]) && !isnan(out[3 * 16]));
+    free(out);
+    static const int32_t kl[2] = {6, 3};
+    sdpa_case_init(&c);
+    c.impl = impl_of(state);
+    c.batch = 2;
+    c.q_len = 4;
+    c.kv_len = 10;
+    c.key_lengths = kl;
+    c.nan_in_padding = true;
+    sdpa_case_run(ctx, &c, &out);
+    for (size_t i = 0; i < 2 * 4 * 16; ++i) assert_false(isnan(out[i]));
+    free(out);
+}
+
+static void decode_shapes(void **state) {
+    static const size_t shapes[][3] = {{1, 4096, 8}, {4, 4096, 2}, {1, 1000, 1}, {2, 600, 3}};
+    for (size_t s = 0; s < 4; ++s)
+        for (int causal = 0; causal < 2; ++causal) {
+            sdpa_case c;
+            sdpa_case_init(&c);
+            c.impl = impl_of(state);
+            c.q_len = shapes[s][0];
+            c.kv_len = shapes[s][1];
+            c.q_heads = shapes[s][2];
+            c.kv_heads = shapes[s][2] == 8 ? 2 : shapes[s][2];
+            c.head_dim = 64;
+            c.causal = causal ? CLATTN_CAUSAL_BOTTOM_RIGHT : CLATTN_CAUSAL_NONE;
+            c.want_lse = true;
+            c.seed = (unsigned)(s * 2 + (size_t)causal);
+            sdpa_case_run(ctx, &c, NULL);
+        }
+}
+
+static void weights_output(void **state) {
+    for (int variant = 0; variant < 3; ++variant) {
+        sdpa_case c;
+        sdpa_case_init(&c);
+        c.impl = impl_of(state);
+        c.batch = 2;
+        c.q_heads = 2;
+        c.kv_heads = 1;
+        c.q_len = 9;
+        c.kv_len = 23;
+        c.want_weights = true;
+        c.want_lse = true;
+        c.causal = variant == 1 ? CLATTN_CAUSAL_TOP_LEFT : CLATTN_CAUSAL_NONE;
+        c.mask_kind = variant == 2 ? MASK_BOOL : MASK_NONE;
+        c.mask_fill_prob = 0.3f;
+        c.dtype = variant == 2 ? CLATTN_DTYPE_F16 : CLATTN_DTYPE_F32;
+        c.seed = (unsigned)variant;
+        sdpa_case_run(ctx, &c, NULL);
+    }
+}
+
+static void runs_are_bitwise_deterministic(void **state) {
+    sdpa_case c;
+    sdpa_case_init(&c);
+    c.impl = impl_of(state);
+    c.q_len = 37;
+    c.kv_len = 300;
+    c.head_dim = 64;
+    c.q_heads = 2;
+    c.kv_heads = 2;
+    c.causal = CLATTN_CAUSAL_TOP_LEFT;
+    float *a = NULL, *b = NULL;
+    sdpa_case_run(ctx, &c, &a);
+    sdpa_case_run(ctx, &c, &b);
+    assert_memory_equal(a, b, 2 * 37 * 64 * sizeof(float));
+    c.q_len = 1;
+    c.kv_len = 4096;
+    c.causal = CLATTN_CAUSAL_NONE;
+    free(a);
+    free(b);
+    sdpa_case_run(ctx, &c, &a);
+    sdpa_case_run(ctx, &c, &b);
+    assert_memory_equal(a, b, 2 * 1 * 64 * sizeof(float));
+    free(a);
+    free(b);
+}
+
+static void empty_sizes(void **state) {
+    static const size_t shapes[][3] = {{0, 5, 1}, {5, 0, 1}, {3, 4, 0}, {0, 0, 1}};
+    for (size_t s = 0; s < 4; ++s) {
+        sdpa_case c;
+        sdpa_case_init(&c);
+        c.impl = impl_of(state);
+        c.q_len = shapes[s][0];
+        c.kv_len = shapes[s][1];
+        c.batch = shapes[s][2];
+        c.want_lse = true;
+        c.want_weights = impl_of(state) == CLATTN_IMPL_UNFUSED;
+        sdpa_case_run(ctx, &c, NULL);
+    }
+}
+
+#define BOTH(fn)                                                                                                   \
+    cmocka_unit_test_prestate(fn, (void *)&impl_fused), cmocka_unit_test_prestate(fn, (void *)&impl_unfused)
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        BOTH(sequence_lengths), BOTH(head_dims),      BOTH(heads_batch_layouts_and_gqa),
+        BOTH(causal_alignments), BOTH(windows),       BOTH(masks),
+        BOTH(key_lengths_and_combinations),           BOTH(fully_masked_rows),
+        BOTH(dtypes),           BOTH(special_values), BOTH(decode_shapes),
+        cmocka_unit_test_prestate(weights_output, (void *)&impl_unfused),
+        cmocka_unit_test_prestate(weights_output, (void *)&impl_auto),
+        BOTH(runs_are_bitwise_deterministic),
+        BOTH(empty_sizes),
+    };
+    return cmocka_run_group_tests_name("sdpa", tests, setup, teardown);
+}

@@ -1,0 +1,298 @@
+/* Invalid arguments to clattn_sdpa and clattn_sdpa_host: each gets its own status and a message naming the
+ * argument, and no output is written (outputs are poisoned beforehand and checked afterwards). */
+#include "test_util.h"
+
+#include <math.h>
+
+static clattn_context *ctx;
+static cl_mem bq, bk, bv, bo, bo2, bl, bw, small, bmask;
+static clattn_tensor q, k, v, out;
+static clattn_sdpa_desc desc;
+
+#define B 2
+#define H 4
+#define L 8
+#define D 16
+#define POISON 0x5a
+
+static cl_mem make(size_t bytes, int fill) {
+    cl_int err;
+    unsigned char *host = malloc(bytes);
+    memset(host, fill, bytes);
+    cl_mem m = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bytes, host,
+                              &err);
+    free(host);
+    assert_int_equal(err, CL_SUCCESS);
+    return m;
+}
+
+static int setup(void **state) {
+    (void)state;
+    ctx = test_context();
+    size_t n = (size_t)B * H * L * D * sizeof(float);
+    bq = make(n, 0);
+    bk = make(n, 0);
+    bv = make(n, 0);
+    bo = make(n, POISON);
+    bo2 = make(n, POISON);
+    bl = make((size_t)B * H * L * sizeof(float), POISON);
+    bw = make((size_t)B * H * L * L * sizeof(float), POISON);
+    small = make(64, POISON);
+    bmask = make((size_t)B * H * L * L * sizeof(float), 0);
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    cl_mem all[] = {bq, bk, bv, bo, bo2, bl, bw, small, bmask};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) clReleaseMemObject(all[i]);
+    clattn_context_free(ctx);
+    return 0;
+}
+
+static int reset(void **state) {
+    (void)state;
+    q = clattn_tensor_bhld(bq, CLATTN_DTYPE_F32, B, H, L, D);
+    k = clattn_tensor_bhld(bk, CLATTN_DTYPE_F32, B, H, L, D);
+    v = clattn_tensor_bhld(bv, CLATTN_DTYPE_F32, B, H, L, D);
+    out = clattn_tensor_bhld(bo, CLATTN_DTYPE_F32, B, H, L, D);
+    clattn_sdpa_desc_init(&desc);
+    return 0;
+}
+
+/* Every byte of an output buffer still holds the poison. */
+static void assert_untouched(cl_mem m) {
+    size_t size = 0;
+    clGetMemObjectInfo(m, CL_MEM_SIZE, sizeof size, &size, NULL);
+    unsigned char *host = malloc(size);
+    assert_int_equal(clEnqueueReadBuffer(clattn_context_cl_queue(ctx), m, CL_TRUE, 0, size, host, 0, NULL, NULL),
+                     CL_SUCCESS);
+    for (size_t i = 0; i < size; ++i)
+        if (host[i] != POISON) fail_msg("byte %zu of an output was written by a call that failed", i);
+    free(host);
+}
+
+/* Runs clattn_sdpa with the current arguments and expects `status`, a message containing `needle`, and no output. */
+static void expect(clattn_status status, const char *needle) {
+    clFinish(clattn_context_cl_queue(ctx));
+    cl_event ev = (cl_event)0x1;
+    clattn_status st = clattn_sdpa(ctx, &desc, &q, &k, &v, &out, NULL, 0, NULL, &ev);
+    if (st != status)
+        fail_msg("expected %s, got %s: %s", clattn_status_string(status), clattn_status_string(st),
+                 clattn_context_last_error(ctx));
+    if (needle && !strstr(clattn_context_last_error(ctx), needle))
+        fail_msg("message '%s' does not mention '%s'", clattn_context_last_error(ctx), needle);
+    assert_ptr_equal(ev, (cl_event)0x1); /* no event handed out on failure */
+    clFinish(clattn_context_cl_queue(ctx));
+    assert_untouched(bo);
+    assert_untouched(bl);
+    assert_untouched(bw);
+}
+
+static void null_arguments(void **state) {
+    (void)state;
+    assert_status(clattn_sdpa(NULL, &desc, &q, &k, &v, &out, NULL, 0, NULL, NULL), CLATTN_ERROR_NULL_POINTER);
+    assert_status(clattn_sdpa(ctx, NULL, &q, &k, &v, &out, NULL, 0, NULL, NULL), CLATTN_ERROR_NULL_POINTER);
+    assert_non_null(strstr(clattn_context_last_error(ctx), "desc"));
+    assert_status(clattn_sdpa(ctx, &desc, NULL, &k, &v, &out, NULL, 0, NULL, NULL), CLATTN_ERROR_NULL_POINTER);
+    assert_status(clattn_sdpa(ctx, &desc, &q, &k, &v, NULL, NULL, 0, NULL, NULL), CLATTN_ERROR_NULL_POINTER);
+    assert_non_null(strstr(clattn_context_last_error(ctx), "out"));
+    assert_status(clattn_sdpa(ctx, &desc, &q, &k, &v, &out, NULL, 2, NULL, NULL), CLATTN_ERROR_NULL_POINTER);
+    k.buffer = NULL;
+    expect(CLATTN_ERROR_NULL_POINTER, "k");
+}
+
+static void shape_mismatches(void **state) {
+    (void)state;
+    k.size[3] = D - 1;
+    expect(CLATTN_ERROR_INVALID_SHAPE, "k");
+    reset(state);
+    v.size[2] = L - 1;
+    expect(CLATTN_ERROR_INVALID_SHAPE, "v");
+    reset(state);
+    out.size[1] = H - 1;
+    expect(CLATTN_ERROR_INVALID_SHAPE, "out");
+    reset(state);
+    k.size[0] = 1;
+    expect(CLATTN_ERROR_INVALID_SHAPE, "batch");
+}
+
+static void heads_and_head_dims(void **state) {
+    (void)state;
+    k.size[1] = v.size[1] = 3; /* 4 query heads over 3 kv heads */
+    expect(CLATTN_ERROR_INVALID_HEADS, "multiple");
+    reset(state);
+    k.size[1] = v.size[1] = 0;
+    expect(CLATTN_ERROR_INVALID_HEADS, NULL);
+    reset(state);
+    q.size[3] = k.size[3] = 0;
+    expect(CLATTN_ERROR_INVALID_HEAD_DIM, "1..256");
+    reset(state);
+    q.size[3] = k.size[3] = 257;
+    expect(CLATTN_ERROR_INVALID_HEAD_DIM, NULL);
+    reset(state);
+    v.size[3] = 0;
+    out.size[3] = 0;
+    expect(CLATTN_ERROR_INVALID_HEAD_DIM, NULL);
+}
+
+static void dtypes(void **state) {
+    (void)state;
+    q.dtype = (clattn_dtype)42;
+    expect(CLATTN_ERROR_INVALID_DTYPE, "q");
+    reset(state);
+    out.dtype = CLATTN_DTYPE_BOOL;
+    expect(CLATTN_ERROR_INVALID_DTYPE, "out");
+}
+
+static void buffers_and_strides(void **state) {
+    (void)state;
+    q.buffer = small;
+    expect(CLATTN_ERROR_BUFFER_TOO_SMALL, "q");
+    reset(state);
+    out.offset = 1; /* one element past the end */
+    expect(CLATTN_ERROR_BUFFER_TOO_SMALL, "out");
+    reset(state);
+    out.stride[2] = 0; /* rows of the output share memory */
+    expect(CLATTN_ERROR_INVALID_STRIDE, "out");
+    reset(state);
+    out.stride[1] = D; /* heads overlap rows */
+    expect(CLATTN_ERROR_INVALID_STRIDE, NULL);
+    reset(state);
+    q.stride[0] = SIZE_MAX / 2;
+    expect(CLATTN_ERROR_SIZE_OVERFLOW, "q");
+    reset(state);
+    out.buffer = bq; /* output overlapping an input */
+    expect(CLATTN_ERROR_INVALID_ARGUMENT, "overlaps");
+}
+
+static void masks_and_windows(void **state) {
+    (void)state;
+    desc.mask = clattn_tensor_bhld(bmask, CLATTN_DTYPE_F32, B, H, L, L - 1);
+    expect(CLATTN_ERROR_INVALID_MASK, "mask");
+    reset(state);
+    desc.mask = clattn_tensor_bhld(bmask, CLATTN_DTYPE_F32, 3, H, L, L);
+    expect(CLATTN_ERROR_INVALID_MASK, "1 or");
+    reset(state);
+    desc.mask = clattn_tensor_bhld(small, CLATTN_DTYPE_F32, B, H, L, L);
+    expect(CLATTN_ERROR_BUFFER_TOO_SMALL, "mask");
+    reset(state);
+    desc.mask = clattn_tensor_bhld(bmask, (clattn_dtype)9, B, H, L, L);
+    expect(CLATTN_ERROR_INVALID_MASK, "dtype");
+    reset(state);
+    desc.window_left = -2;
+    expect(CLATTN_ERROR_INVALID_MASK, "window");
+    reset(state);
+    desc.causal = (clattn_causal)7;
+    expect(CLATTN_ERROR_INVALID_MASK, "causal");
+    reset(state);
+    desc.key_lengths = small;
+    desc.key_lengths_offset = 15; /* 2 values from element 15 of a 16-element buffer */
+    expect(CLATTN_ERROR_BUFFER_TOO_SMALL, "key_lengths");
+    reset(state);
+    desc.impl = (clattn_impl)5;
+    expect(CLATTN_ERROR_INVALID_ARGUMENT, "impl");
+    reset(state);
+    desc.scale = INFINITY;
+    expect(CLATTN_ERROR_INVALID_ARGUMENT, "scale");
+}
+
+static void optional_outputs(void **state) {
+    (void)state;
+    desc.lse = clattn_tensor_bhld(bl, CLATTN_DTYPE_F16, B, H, L, 1);
+    expect(CLATTN_ERROR_INVALID_DTYPE, "lse");
+    reset(state);
+    desc.lse = clattn_tensor_bhld(bl, CLATTN_DTYPE_F32, B, H, L, 2);
+    expect(CLATTN_ERROR_INVALID_SHAPE, "lse");
+    reset(state);
+    desc.weights = clattn_tensor_bhld(bw, CLATTN_DTYPE_F32, B, H, L, L + 1);
+    expect(CLATTN_ERROR_INVALID_SHAPE, "weights");
+    reset(state);
+    desc.weights = clattn_tensor_bhld(bw, CLATTN_DTYPE_F32, B, H, L, L);
+    desc.impl = CLATTN_IMPL_FUSED;
+    expect(CLATTN_ERROR_UNSUPPORTED, "weights");
+    reset(state);
+    desc.lse = clattn_tensor_bhld(bo, CLATTN_DTYPE_F32, B, H, L, 1); /* lse overlapping out */
+    expect(CLATTN_ERROR_INVALID_ARGUMENT, "overlaps");
+}
+
+static void foreign_queue_and_buffer(void **state) {
+    (void)state;
+    clattn_context *other = test_context();
+    cl_command_queue oq = clattn_context_cl_queue(other);
+    cl_event ev = NULL;
+    assert_status(clattn_sdpa(ctx, &desc, &q, &k, &v, &out, oq, 0, NULL, &ev), CLATTN_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(clattn_context_last_error(ctx), "queue"));
+    cl_int err;
+    cl_mem foreign = clCreateBuffer(clattn_context_cl_context(other), CL_MEM_READ_WRITE, 1 << 16, NULL, &err);
+    q.buffer = foreign;
+    expect(CLATTN_ERROR_INVALID_ARGUMENT, "another OpenCL context");
+    clReleaseMemObject(foreign);
+    clattn_context_free(other);
+}
+
+static void context_usable_after_errors(void **state) {
+    (void)state;
+    k.size[1] = v.size[1] = 3;
+    expect(CLATTN_ERROR_INVALID_HEADS, NULL);
+    reset(state);
+    cl_event ev = NULL;
+    assert_status(clattn_sdpa(ctx, &desc, &q, &k, &v, &out, NULL, 0, NULL, &ev), CLATTN_SUCCESS);
+    assert_int_equal(clWaitForEvents(1, &ev), CL_SUCCESS);
+    clReleaseEvent(ev);
+    assert_string_equal(clattn_context_last_error(ctx), "");
+    /* Restore the poison for the tests that follow. */
+    unsigned char poison[(size_t)B * H * L * D * sizeof(float)];
+    memset(poison, POISON, sizeof poison);
+    assert_int_equal(clEnqueueWriteBuffer(clattn_context_cl_queue(ctx), bo, CL_TRUE, 0, sizeof poison, poison, 0,
+                                          NULL, NULL),
+                     CL_SUCCESS);
+}
+
+static void host_call_checks_its_arguments(void **state) {
+    (void)state;
+    float in[4] = {0}, o[4];
+    memset(o, POISON, sizeof o);
+    clattn_sdpa_host_desc d;
+    clattn_sdpa_host_desc_init(&d);
+    d.batch = d.q_heads = d.kv_heads = d.q_len = d.kv_len = 1;
+    d.head_dim = 4;
+    assert_status(clattn_sdpa_host(ctx, NULL, in, in, in, o), CLATTN_ERROR_NULL_POINTER);
+    assert_status(clattn_sdpa_host(ctx, &d, in, NULL, in, o), CLATTN_ERROR_NULL_POINTER);
+    d.storage = CLATTN_DTYPE_BOOL;
+    assert_status(clattn_sdpa_host(ctx, &d, in, in, in, o), CLATTN_ERROR_INVALID_DTYPE);
+    d.storage = CLATTN_DTYPE_F32;
+    d.kv_heads = 0;
+    assert_status(clattn_sdpa_host(ctx, &d, in, in, in, o), CLATTN_ERROR_INVALID_HEADS);
+    d.kv_heads = 1;
+    float m[1] = {0};
+    uint8_t bm[1] = {1};
+    d.mask = m;
+    d.bool_mask = bm;
+    assert_status(clattn_sdpa_host(ctx, &d, in, in, in, o), CLATTN_ERROR_INVALID_MASK);
+    d.bool_mask = NULL;
+    d.mask_batch = 2;
+    assert_status(clattn_sdpa_host(ctx, &d, in, in, in, o), CLATTN_ERROR_INVALID_MASK);
+    d.mask_batch = 1;
+    d.batch = SIZE_MAX / 2;
+    assert_status(clattn_sdpa_host(ctx, &d, in, in, in, o), CLATTN_ERROR_SIZE_OVERFLOW);
+    unsigned char *bytes = (unsigned char *)o;
+    for (size_t i = 0; i < sizeof o; ++i) assert_int_equal(bytes[i], POISON);
+    /* And a valid call works: one key, so the output is that key's value. */
+    d.batch = 1;
+    float vv[4] = {1, -2, 3, 0.5f};
+    assert_status(clattn_sdpa_host(ctx, &d, in, in, vv, o), CLATTN_SUCCESS);
+    for (int i = 0; i < 4; ++i) assert_true(fabsf(o[i] - vv[i]) < 1e-6f);
+}
+
+#define T(fn) cmocka_unit_test_setup(fn, reset)
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        T(null_arguments),     T(shape_mismatches),         T(heads_and_head_dims),
+        T(dtypes),             T(buffers_and_strides),      T(masks_and_windows),
+        T(optional_outputs),   T(foreign_queue_and_buffer), T(context_usable_after_errors),
+        T(host_call_checks_its_arguments),
+    };
+    return cmocka_run_group_tests_name("sdpa_args", tests, setup, teardown);
+}
