@@ -25,6 +25,11 @@ static clattn_status finish_setup(clattn_context *ctx, const clattn_context_opti
         ctx->kernel_dir = cla_strdup(dir);
         if (!ctx->kernel_dir) return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
     }
+    const char *extra = getenv("CLATTN_BUILD_OPTIONS");
+    if (extra && *extra) {
+        ctx->extra_build_options = cla_strdup(extra);
+        if (!ctx->extra_build_options) return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    }
     ctx->cache_dir = cla_disk_cache_dir(ctx);
     ctx->disk_cache_enabled = ctx->cache_dir != NULL;
     return CLATTN_SUCCESS;
@@ -162,6 +167,7 @@ void clattn_context_free(clattn_context *ctx) {
     if (ctx->cl_ctx) clReleaseContext(ctx->cl_ctx);
     free(ctx->cache_dir);
     free(ctx->kernel_dir);
+    free(ctx->extra_build_options);
     free(ctx->last_error);
     free(ctx);
 }

@@ -52,6 +52,7 @@ struct clattn_context {
     bool disk_cache_enabled;
     char *cache_dir;  /* NULL when disabled or unusable */
     char *kernel_dir; /* CLATTN_KERNEL_DIR: load sources from here instead of the embedded copies */
+    char *extra_build_options; /* CLATTN_BUILD_OPTIONS, appended to every build */
     clattn_cache_stats stats;
 };
 

@@ -25,10 +25,13 @@ static const char *base_options(const clattn_context *ctx) {
     return "-cl-std=CL1.2";
 }
 
-static char *concat_options(const char *a, const char *b) {
-    size_t n = strlen(a) + strlen(b) + 2;
+/* base, then the operation's options, then CLATTN_BUILD_OPTIONS (for debugging: -g, -cl-opt-disable, ...). */
+static char *concat_options(const clattn_context *ctx, const char *ops) {
+    const char *a = base_options(ctx);
+    const char *extra = ctx->extra_build_options ? ctx->extra_build_options : "";
+    size_t n = strlen(a) + strlen(ops) + strlen(extra) + 3;
     char *s = malloc(n);
-    if (s) snprintf(s, n, "%s%s%s", a, (*a && *b) ? " " : "", b);
+    if (s) snprintf(s, n, "%s%s%s%s%s", a, (*a && *ops) ? " " : "", ops, *extra ? " " : "", extra);
     return s;
 }
 
@@ -162,7 +165,7 @@ char *cla_program_cache_key(clattn_context *ctx, const char *source_name, const 
     char *source = NULL;
     size_t source_len = 0;
     if (cla_source_load(ctx, source_name, &source, &source_len) != CLATTN_SUCCESS) return NULL;
-    char *full = concat_options(base_options(ctx), options ? options : "");
+    char *full = concat_options(ctx, options ? options : "");
     char *key = full ? make_key(ctx, source_name, source, source_len, full) : NULL;
     free(source);
     free(full);
@@ -182,7 +185,7 @@ clattn_status cla_program_get(clattn_context *ctx, const char *source_name, cons
     size_t source_len = 0;
     clattn_status st = cla_source_load(ctx, source_name, &source, &source_len);
     if (st != CLATTN_SUCCESS) return st;
-    char *full = concat_options(base_options(ctx), options);
+    char *full = concat_options(ctx, options);
     char *key = full ? make_key(ctx, source_name, source, source_len, full) : NULL;
     if (!full || !key) {
         free(source);

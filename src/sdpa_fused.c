@@ -11,7 +11,35 @@ typedef struct fused_params {
     int block_n;   /* keys per tile */
     int wg_size;   /* work-items per work-group (along the rows) */
     int use_local; /* stage K/V tiles in local memory */
+    int splits;    /* key splits; 0 chooses by the shape */
 } fused_params;
+
+/* CLATTN_FUSED_PARAMS="rows=4,block_n=16,wg=8,local=0,splits=3" overrides the defaults for kernel development and
+ * tests; unknown keys are an error so that a typo cannot silently test the defaults. */
+static clattn_status apply_override(clattn_context *ctx, fused_params *fp) {
+    const char *env = getenv("CLATTN_FUSED_PARAMS");
+    if (!env || !*env) return CLATTN_SUCCESS;
+    const char *p = env;
+    while (*p) {
+        char key[16];
+        int value = 0, used = 0;
+        if (sscanf(p, "%15[a-z_]=%d%n", key, &value, &used) != 2 || value < 0)
+            return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                            "CLATTN_FUSED_PARAMS='%s': expected key=value pairs separated by commas", env);
+        if (strcmp(key, "rows") == 0 && value >= 1) fp->rows = value;
+        else if (strcmp(key, "block_n") == 0 && value >= 1) fp->block_n = value;
+        else if (strcmp(key, "wg") == 0 && value >= 1) fp->wg_size = value;
+        else if (strcmp(key, "local") == 0) fp->use_local = value != 0;
+        else if (strcmp(key, "splits") == 0) fp->splits = value;
+        else
+            return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                            "CLATTN_FUSED_PARAMS: unknown key or bad value '%s=%d' (keys: rows, block_n, wg, local, "
+                            "splits)", key, value);
+        p += used;
+        if (*p == ',') ++p;
+    }
+    return CLATTN_SUCCESS;
+}
 
 static size_t round_up(size_t x, size_t m) {
     return (x + m - 1) / m * m;
@@ -33,6 +61,9 @@ static clattn_status choose_params(clattn_context *ctx, const cla_sdpa_plan *p, 
         fp->wg_size = 8;
         fp->use_local = 0;
     }
+    fp->splits = 0;
+    clattn_status st = apply_override(ctx, fp);
+    if (st != CLATTN_SUCCESS) return st;
     size_t max_wg = d->max_work_group_size;
     if (d->max_work_item_sizes[0] && d->max_work_item_sizes[0] < max_wg) max_wg = d->max_work_item_sizes[0];
     while ((size_t)fp->wg_size > max_wg && fp->wg_size > 1) fp->wg_size /= 2;
@@ -52,11 +83,11 @@ static int choose_splits(const clattn_context *ctx, const cla_sdpa_plan *p, cons
     const size_t min_split = 256;
     size_t target = (size_t)(ctx->info.compute_units ? ctx->info.compute_units : 1) *
                     (ctx->info.type == CLATTN_DEVICE_TYPE_GPU ? 4 : 2);
+    if (fp->splits > 0) return fp->splits;
     if (row_groups >= target || p->kv_len < 2 * min_split) return 1;
     size_t want = (target + row_groups - 1) / row_groups;
     size_t most = p->kv_len / min_split;
     size_t n = want < most ? want : most;
-    (void)fp;
     return n < 1 ? 1 : (int)n;
 }
 

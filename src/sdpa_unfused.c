@@ -1,7 +1,446 @@
-/* TEMPORARY placeholder while the unfused path is being written; replaced before any commit. */
+/* The unfused attention path, host side: S = scale Q K^T and O = P V as CLBlast batched GEMMs around the small
+ * kernels of kernels_cl/sdpa_unfused.cl (packing to contiguous fp32, the masked softmax, the final write). It
+ * materialises the Lq x Lk scores, so it serves the calls that want the attention weights, and it is the second
+ * opinion on the fused kernel: every option (masks, key lengths, windows, GQA, dtypes, strides, lse) must give the
+ * fused path's results.
+ *
+ * Memory: the scores of all (batch, head) pairs at once can exceed what one allocation may take, so the pairs are
+ * processed in chunks, and a single pair's query rows in blocks, such that each group of temporaries stays under
+ * min(max_alloc / 2, 512 MiB): the per-row ones (scores, packed Q, O, 1/rowsum) together, and the per-head packed
+ * K and V together. The temporaries are allocated once at the largest chunk and reused by every chunk, which the
+ * chain's ordering makes safe; enqueueing ahead of the device therefore never multiplies the memory in use.
+ * CLATTN_UNFUSED_CHUNK_BYTES (a byte count) lowers that bound, so that tests can exercise the chunking on small
+ * shapes. */
 #include "sdpa_internal.h"
-clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *plan, cla_chain *chain) {
-    (void)plan;
-    (void)chain;
-    return cla_fail(ctx, CLATTN_ERROR_UNSUPPORTED, "unfused path not written yet");
+
+#include <clblast_c.h>
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SOURCE_NAME "sdpa_unfused"
+#define MAX_CHUNK_BYTES ((size_t)512 << 20)
+
+/* The kernels of one plan's program. */
+typedef struct unfused_kernels {
+    cl_kernel pack_q, pack_k, pack_v, softmax, write_out;
+    size_t softmax_wg;
+} unfused_kernels;
+
+/* How the work is cut: `heads` (batch, head) pairs per chunk, `rows` query rows per block (rows < Lq only when a
+ * chunk is a single pair), and the most key/value heads one chunk touches. */
+typedef struct chunking {
+    size_t heads, rows, kv_span;
+} chunking;
+
+/* Temporaries and host-side argument arrays, released together on every path. */
+typedef struct unfused_work {
+    cl_mem s, row_inv, o, qp, kp, vp;
+    size_t *a_off, *b_off, *c_off; /* per item of a GEMM stage */
+    cl_event *events;              /* of the CLBlast calls of one stage */
+} unfused_work;
+
+static void work_release(unfused_work *w) {
+    cl_mem *bufs[] = {&w->s, &w->row_inv, &w->o, &w->qp, &w->kp, &w->vp};
+    for (size_t i = 0; i < CLA_ARRAY_SIZE(bufs); ++i)
+        if (*bufs[i]) {
+            clReleaseMemObject(*bufs[i]);
+            *bufs[i] = NULL;
+        }
+    free(w->a_off);
+    free(w->b_off);
+    free(w->c_off);
+    free(w->events);
+    w->a_off = w->b_off = w->c_off = NULL;
+    w->events = NULL;
+}
+
+/* CLBlast reads a matrix in place only as fp32 with unit stride along the head dim, and rejects a leading dimension
+ * below the row length (a broadcast sequence stride of 0, for one). */
+static bool gemm_ready(const clattn_tensor *t, size_t dim) {
+    return t->dtype == CLATTN_DTYPE_F32 && t->stride[3] == 1 && t->stride[2] >= dim;
+}
+
+/* The bound on each group of temporaries. */
+static size_t chunk_bytes(const clattn_context *ctx) {
+    uint64_t cap = ctx->info.max_alloc_bytes ? ctx->info.max_alloc_bytes / 2 : (64u << 20);
+    if (cap > MAX_CHUNK_BYTES) cap = MAX_CHUNK_BYTES;
+    const char *env = getenv("CLATTN_UNFUSED_CHUNK_BYTES");
+    if (env && *env) {
+        char *end = NULL;
+        unsigned long long v = strtoull(env, &end, 10);
+        if (end && *end == '\0' && v > 0 && v < cap) cap = v;
+    }
+    return (size_t)cap;
+}
+
+static clattn_status choose_chunking(clattn_context *ctx, const cla_sdpa_plan *p, bool q_packed, bool k_packed,
+                                     bool v_packed, chunking *c) {
+    const size_t cap = chunk_bytes(ctx), f = sizeof(float);
+    const size_t group = p->q_heads / p->kv_heads, pairs = p->batch * p->q_heads;
+    const size_t Lk = p->kv_len, Dk = p->head_dim, Dv = p->v_head_dim;
+    /* Sizes are validated (every view fits its buffer), so these products cannot overflow size_t. */
+    const size_t per_row = f * (Lk + 1 + Dv + (q_packed ? Dk : 0));
+    const size_t per_kv = f * Lk * ((k_packed ? Dk : 0) + (v_packed ? Dv : 0));
+    if (per_row > cap || per_kv > cap)
+        return cla_fail(ctx, CLATTN_ERROR_DEVICE_LIMIT,
+                        "unfused attention: one query row needs %zu bytes of temporaries and one key/value head %zu "
+                        "bytes of packed keys and values, more than the %zu bytes a temporary may take on '%s' "
+                        "(Lk %zu, head dims %zu/%zu); use CLATTN_IMPL_FUSED for this call",
+                        per_row, per_kv, cap, ctx->info.name, Lk, Dk, Dv);
+    size_t rows = cap / per_row;
+    if (rows > p->q_len) rows = p->q_len;
+    size_t heads = 1;
+    if (rows == p->q_len) {
+        heads = cap / (p->q_len * per_row);
+        if (heads > pairs) heads = pairs;
+        if (heads < 1) heads = 1;
+    }
+    /* Chunks never straddle a key/value head partially: either whole groups of query heads (so a chunk of n pairs
+     * touches exactly n / group kv heads) or a divisor of a group (so it touches one). */
+    if (heads >= group) {
+        heads -= heads % group;
+        if (per_kv && heads / group > cap / per_kv) heads = cap / per_kv * group;
+    } else {
+        while (group % heads) --heads;
+    }
+    c->heads = heads;
+    c->rows = rows;
+    c->kv_span = (heads + group - 1) / group;
+    return CLATTN_SUCCESS;
+}
+
+/* The work-group size of the softmax: wide on GPUs, narrow on CPUs (where PoCL runs the work-items of a group in a
+ * loop), and within the device's limits; a power of two. */
+static size_t softmax_wg_for(const clattn_context *ctx) {
+    const clattn_device_info *d = &ctx->info;
+    bool gpu_like = d->type == CLATTN_DEVICE_TYPE_GPU ||
+                    (d->type == CLATTN_DEVICE_TYPE_ACCELERATOR && d->local_mem_is_dedicated);
+    size_t wg = gpu_like ? 128 : 16;
+    size_t max_wg = d->max_work_group_size ? d->max_work_group_size : 1;
+    if (d->max_work_item_sizes[0] && d->max_work_item_sizes[0] < max_wg) max_wg = d->max_work_item_sizes[0];
+    while (wg > max_wg && wg > 1) wg /= 2;
+    return wg;
+}
+
+static clattn_status get_kernels(clattn_context *ctx, const cla_sdpa_plan *p, unfused_kernels *k) {
+    char common[512], options[768];
+    cla_sdpa_common_defines(p, common, sizeof common);
+    const bool weights = p->weights.buffer != NULL;
+    size_t wg = softmax_wg_for(ctx);
+    for (;;) {
+        snprintf(options, sizeof options, "%s -DW_DTYPE=%d -DHAS_WEIGHTS=%d -DSOFTMAX_WG=%zu", common,
+                 weights ? (int)p->weights.dtype : 0, (int)weights, wg);
+        clattn_status st = cla_kernel_get(ctx, SOURCE_NAME, options, "masked_softmax", &k->softmax);
+        if (st != CLATTN_SUCCESS) return st;
+        /* A compiler may allow fewer work-items for this kernel than for the device; then build a narrower one. */
+        size_t kernel_max = 0;
+        cl_int err = clGetKernelWorkGroupInfo(k->softmax, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof kernel_max,
+                                              &kernel_max, NULL);
+        if (err != CL_SUCCESS || kernel_max >= wg || wg == 1) break;
+        wg /= 2;
+    }
+    k->softmax_wg = wg;
+    clattn_status st = CLATTN_SUCCESS;
+    if (!st) st = cla_kernel_get(ctx, SOURCE_NAME, options, "pack_q", &k->pack_q);
+    if (!st) st = cla_kernel_get(ctx, SOURCE_NAME, options, "pack_k", &k->pack_k);
+    if (!st) st = cla_kernel_get(ctx, SOURCE_NAME, options, "pack_v", &k->pack_v);
+    if (!st) st = cla_kernel_get(ctx, SOURCE_NAME, options, "write_out", &k->write_out);
+    return st;
+}
+
+static clattn_status alloc_temp(clattn_context *ctx, size_t floats, const char *what, cl_mem *out) {
+    cl_int err = CL_SUCCESS;
+    *out = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, floats * sizeof(float), NULL, &err);
+    if (err != CL_SUCCESS) {
+        *out = NULL;
+        const char *name = cla_cl_error_name(err);
+        return cla_fail(ctx, err,
+                        "unfused attention: allocating the %zu-byte %s temporary on '%s' failed: %d %s; lower "
+                        "CLATTN_UNFUSED_CHUNK_BYTES or use CLATTN_IMPL_FUSED",
+                        floats * sizeof(float), what, ctx->info.name, err, name ? name : "");
+    }
+    return CLATTN_SUCCESS;
+}
+
+static const char *clblast_status_name(CLBlastStatusCode s) {
+    switch (s) {
+    case CLBlastNotImplemented: return "CLBlastNotImplemented";
+    case CLBlastInvalidMatrixA: return "CLBlastInvalidMatrixA";
+    case CLBlastInvalidMatrixB: return "CLBlastInvalidMatrixB";
+    case CLBlastInvalidMatrixC: return "CLBlastInvalidMatrixC";
+    case CLBlastInvalidDimension: return "CLBlastInvalidDimension";
+    case CLBlastInvalidLeadDimA: return "CLBlastInvalidLeadDimA";
+    case CLBlastInvalidLeadDimB: return "CLBlastInvalidLeadDimB";
+    case CLBlastInvalidLeadDimC: return "CLBlastInvalidLeadDimC";
+    case CLBlastInsufficientMemoryA: return "CLBlastInsufficientMemoryA";
+    case CLBlastInsufficientMemoryB: return "CLBlastInsufficientMemoryB";
+    case CLBlastInsufficientMemoryC: return "CLBlastInsufficientMemoryC";
+    case CLBlastInvalidBatchCount: return "CLBlastInvalidBatchCount";
+    case CLBlastInvalidLocalMemUsage: return "CLBlastInvalidLocalMemUsage";
+    case CLBlastDatabaseError: return "CLBlastDatabaseError";
+    case CLBlastUnknownError: return "CLBlastUnknownError";
+    case CLBlastUnexpectedError: return "CLBlastUnexpectedError";
+    default: return cla_cl_error_name((cl_int)s) ? cla_cl_error_name((cl_int)s) : "";
+    }
+}
+
+/* One GEMM stage of a chunk: for items t < count, C_t (m x n) = alpha A_t op(B_t), row-major, beta 0, with the
+ * items' element offsets in the work arrays. */
+typedef struct gemm_stage {
+    const char *what;
+    float alpha;
+    CLBlastTranspose b_trans;
+    size_t m, n, k;
+    cl_mem a, b, c;
+    size_t lda, ldb, ldc;
+    size_t count;
+} gemm_stage;
+
+/* Stacks the rows of consecutive items that share their B matrix into one taller item: the query heads of a GQA
+ * group against their common K (or the rows of P against their common V) become one GEMM, when their A and C rows
+ * follow each other in memory (packed operands do). Folds only when every item takes part in the same way. */
+static void fold_shared_b(gemm_stage *g, unfused_work *w) {
+    if (getenv("UNF_NOFOLD")) return; /* DEBUG-TEMP */
+    size_t run = 1;
+    while (run < g->count && w->b_off[run] == w->b_off[0] && w->a_off[run] == w->a_off[run - 1] + g->m * g->lda &&
+           w->c_off[run] == w->c_off[run - 1] + g->m * g->ldc)
+        ++run;
+    if (run == 1 || g->count % run) return;
+    for (size_t s = 0; s < g->count; s += run)
+        for (size_t t = s + 1; t < s + run; ++t)
+            if (w->b_off[t] != w->b_off[s] || w->a_off[t] != w->a_off[t - 1] + g->m * g->lda ||
+                w->c_off[t] != w->c_off[t - 1] + g->m * g->ldc)
+                return;
+    for (size_t t = 0; t < g->count / run; ++t) {
+        w->a_off[t] = w->a_off[t * run];
+        w->b_off[t] = w->b_off[t * run];
+        w->c_off[t] = w->c_off[t * run];
+    }
+    g->count /= run;
+    g->m *= run;
+}
+
+/* Whether item t + 1 continues the constant, non-negative offset steps from item t - 1 to t (or t starts a run). */
+static bool same_step(const size_t *off, size_t first, size_t t) {
+    if (off[t + 1] < off[t]) return false;
+    return t == first || off[t + 1] - off[t] == off[first + 1] - off[first];
+}
+
+/* Enqueues a stage in the chain as few CLBlastSgemmStridedBatched calls as the offsets allow: one per run of items
+ * whose offsets step evenly. CLBlastSgemmBatched would take any offsets at once, but it uploads its offset arrays
+ * with a blocking write that finishes the whole queue: a hidden clFinish, and a deadlock when the caller's wait list
+ * holds a user event. CLBlast takes no wait list, so a barrier first makes its commands follow the chain; a barrier
+ * on all of their events then becomes the chain's last command. */
+static clattn_status enqueue_gemm(clattn_context *ctx, cla_chain *chain, unfused_work *w, gemm_stage *g) {
+    fold_shared_b(g, w);
+    cl_int err = getenv("UNF_NOBARRIER") ? 0 : cla_chain_barrier(chain); /* DEBUG-TEMP */
+    if (err != CL_SUCCESS)
+        return cla_fail(ctx, err, "unfused attention: enqueueing the barrier before the %s GEMM failed: %d", g->what,
+                        err);
+    clattn_status st = CLATTN_SUCCESS;
+    size_t events = 0;
+    for (size_t first = 0; first < g->count;) {
+        size_t end = first + 1;
+        while (end < g->count && same_step(w->a_off, first, end - 1) && same_step(w->b_off, first, end - 1) &&
+               same_step(w->c_off, first, end - 1))
+            ++end;
+        const size_t batch = end - first;
+        const size_t sa = batch > 1 ? w->a_off[first + 1] - w->a_off[first] : 0;
+        const size_t sb = batch > 1 ? w->b_off[first + 1] - w->b_off[first] : 0;
+        /* CLBlast rejects a C stride of 0 even for a single matrix (InvalidDimension), so give it a real one. */
+        const size_t sc = batch > 1 ? w->c_off[first + 1] - w->c_off[first] : g->m * g->ldc;
+        cl_event e = NULL;
+        CLBlastStatusCode s = CLBlastSgemmStridedBatched(
+            CLBlastLayoutRowMajor, CLBlastTransposeNo, g->b_trans, g->m, g->n, g->k, g->alpha, g->a, w->a_off[first],
+            g->lda, sa, g->b, w->b_off[first], g->ldb, sb, 0.0f, g->c, w->c_off[first], g->ldc, sc, batch,
+            &chain->queue, &e);
+        if (s != CLBlastSuccess) {
+            if (e) clReleaseEvent(e);
+            st = cla_fail(ctx, CLATTN_ERROR_CLBLAST,
+                          "unfused attention: CLBlastSgemmStridedBatched for %s (m %zu, n %zu, k %zu, lda %zu, ldb "
+                          "%zu, ldc %zu, batch %zu) on '%s' failed with CLBlast status %d %s",
+                          g->what, g->m, g->n, g->k, g->lda, g->ldb, g->ldc, batch, ctx->info.name, (int)s,
+                          clblast_status_name(s));
+            break;
+        }
+        if (e) w->events[events++] = e;
+        first = end;
+    }
+    /* One event that completes after every call; with none given back, a barrier over the whole queue does. */
+    cl_event done = NULL;
+    if (st == CLATTN_SUCCESS && events == 1) {
+        done = w->events[0];
+        events = 0;
+    } else if (st == CLATTN_SUCCESS) {
+        err = clEnqueueBarrierWithWaitList(chain->queue, (cl_uint)events, events ? w->events : NULL, &done);
+        if (err != CL_SUCCESS)
+            st = cla_fail(ctx, err, "unfused attention: enqueueing the barrier after the %s GEMM failed: %d",
+                          g->what, err);
+    }
+    for (size_t i = 0; i < events; ++i) clReleaseEvent(w->events[i]);
+    if (st == CLATTN_SUCCESS) cla_chain_push(chain, done);
+    return st;
+}
+
+/* Packs rows [row0, row0 + rows) of the flat heads [first, first + count) of `t` into contiguous fp32 `dst`. */
+typedef struct pack_args {
+    const char *what;
+    cl_kernel kernel;
+    const clattn_tensor *t;
+    size_t heads, first, count, row0, rows, dim;
+    cl_mem dst;
+    bool zero_padding;
+} pack_args;
+
+static clattn_status enqueue_pack(clattn_context *ctx, const cla_sdpa_plan *p, cla_chain *chain,
+                                  const pack_args *a) {
+    cl_mem src = a->t->buffer, dst = a->dst, kl = p->key_lengths;
+    cl_long4 stride = cla_strides4(a->t);
+    cl_long offset = (cl_long)a->t->offset, kl_offset = (cl_long)p->key_lengths_offset;
+    cl_int heads = (cl_int)a->heads, first = (cl_int)a->first, row0 = (cl_int)a->row0, rows = (cl_int)a->rows;
+    cl_int dim = (cl_int)a->dim, zero = a->zero_padding, Lk = (cl_int)p->kv_len;
+    clattn_status st = cla_set_args(ctx, a->kernel, a->what, 13, CLA_ARG(src), CLA_ARG(stride), CLA_ARG(offset),
+                                    CLA_ARG(heads), CLA_ARG(first), CLA_ARG(row0), CLA_ARG(rows), CLA_ARG(dim),
+                                    CLA_ARG(dst), CLA_ARG(kl), CLA_ARG(kl_offset), CLA_ARG(zero), CLA_ARG(Lk));
+    if (st != CLATTN_SUCCESS) return st;
+    size_t global[3] = {a->dim, a->rows, a->count};
+    return cla_chain_kernel(ctx, chain, a->kernel, 3, global, NULL, a->what);
+}
+
+static clattn_status check_int_range(clattn_context *ctx, const cla_sdpa_plan *p) {
+    /* The kernels index heads and rows with int; offsets and element indices are 64-bit. */
+    const size_t limit = (size_t)INT_MAX;
+    if (p->q_len > limit || p->kv_len > limit || p->batch > limit / p->q_heads)
+        return cla_fail(ctx, CLATTN_ERROR_UNSUPPORTED,
+                        "unfused attention: batch %zu x heads %zu, Lq %zu or Lk %zu exceeds the kernels' int range",
+                        p->batch, p->q_heads, p->q_len, p->kv_len);
+    return CLATTN_SUCCESS;
+}
+
+clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_chain *chain) {
+    clattn_status st = check_int_range(ctx, p);
+    if (st != CLATTN_SUCCESS) return st;
+    const size_t Hq = p->q_heads, Hkv = p->kv_heads, group = Hq / Hkv, pairs = p->batch * Hq;
+    const size_t Lq = p->q_len, Lk = p->kv_len, Dk = p->head_dim, Dv = p->v_head_dim;
+    const bool q_packed = !gemm_ready(&p->q, Dk), k_packed = !gemm_ready(&p->k, Dk);
+    /* With key lengths V is packed anyway: its padding rows become zeros, so a NaN there cannot reach P V. */
+    const bool v_packed = !gemm_ready(&p->v, Dv) || p->key_lengths != NULL;
+
+    unfused_kernels kern = {0};
+    chunking ch = {0};
+    if ((st = get_kernels(ctx, p, &kern))) return st;
+    if ((st = choose_chunking(ctx, p, q_packed, k_packed, v_packed, &ch))) return st;
+
+    /* Everything that can fail without side effects comes before the first command. */
+    unfused_work w;
+    memset(&w, 0, sizeof w);
+    const size_t per_chunk_rows = ch.heads * ch.rows;
+    if (!st) st = alloc_temp(ctx, per_chunk_rows * Lk, "score", &w.s);
+    if (!st) st = alloc_temp(ctx, per_chunk_rows, "row-sum", &w.row_inv);
+    if (!st) st = alloc_temp(ctx, per_chunk_rows * Dv, "output", &w.o);
+    if (!st && q_packed) st = alloc_temp(ctx, per_chunk_rows * Dk, "packed query", &w.qp);
+    if (!st && k_packed) st = alloc_temp(ctx, ch.kv_span * Lk * Dk, "packed key", &w.kp);
+    if (!st && v_packed) st = alloc_temp(ctx, ch.kv_span * Lk * Dv, "packed value", &w.vp);
+    if (!st) {
+        w.a_off = malloc(ch.heads * sizeof *w.a_off);
+        w.b_off = malloc(ch.heads * sizeof *w.b_off);
+        w.c_off = malloc(ch.heads * sizeof *w.c_off);
+        w.events = malloc(ch.heads * sizeof *w.events);
+        if (!w.a_off || !w.b_off || !w.c_off || !w.events)
+            st = cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
+                          "unfused attention: out of host memory for the GEMM arguments of %zu heads", ch.heads);
+    }
+    if (st) {
+        work_release(&w);
+        return st;
+    }
+
+    /* Arguments that stay the same across chunks. */
+    cl_long4 ms = cla_strides4(&p->mask), ls = cla_strides4(&p->lse), ws = cla_strides4(&p->weights);
+    cl_long4 os = cla_strides4(&p->out);
+    cl_long8 sm_offsets = {{(cl_long)p->mask.offset, (cl_long)p->key_lengths_offset, (cl_long)p->lse.offset,
+                            (cl_long)p->weights.offset, 0, 0, 0, 0}};
+    cl_long2 window = {{(cl_long)p->window_left, (cl_long)p->window_right}};
+    cl_long o_offset = (cl_long)p->out.offset;
+    cl_mem mask = p->mask.buffer, kl = p->key_lengths, lse = p->lse.buffer, wts = p->weights.buffer;
+    cl_mem out = p->out.buffer;
+    /* write_out reads V as fp32: packed [kv head - kv0][Lk][Dv], or the caller's F32 view. */
+    cl_mem v_f32 = v_packed ? w.vp : p->v.buffer;
+    cl_long4 vs = v_packed ? (cl_long4){{(cl_long)(Hkv * Lk * Dv), (cl_long)(Lk * Dv), (cl_long)Dv, 1}}
+                           : cla_strides4(&p->v);
+    /* The scale goes into the first GEMM in log2 units, as the fused kernel folds it into its exp2. */
+    const float alpha = p->scale * 1.4426950408889634f;
+
+    for (size_t bh0 = 0; bh0 < pairs && !st; bh0 += ch.heads) {
+        const size_t n = pairs - bh0 < ch.heads ? pairs - bh0 : ch.heads;
+        const size_t kv0 = bh0 / group, kv_count = (bh0 + n - 1) / group - kv0 + 1;
+        if (k_packed) {
+            pack_args a = {"pack_k", kern.pack_k, &p->k, Hkv, kv0, kv_count, 0, Lk, Dk, w.kp, false};
+            st = enqueue_pack(ctx, p, chain, &a);
+        }
+        if (!st && v_packed) {
+            pack_args a = {"pack_v", kern.pack_v, &p->v, Hkv, kv0, kv_count, 0, Lk, Dv, w.vp, p->key_lengths != NULL};
+            st = enqueue_pack(ctx, p, chain, &a);
+        }
+        cl_long v_offset = v_packed ? -(cl_long)(kv0 * Lk * Dv) : (cl_long)p->v.offset;
+
+        for (size_t i0 = 0; i0 < Lq && !st; i0 += ch.rows) {
+            const size_t rows = Lq - i0 < ch.rows ? Lq - i0 : ch.rows;
+            if (q_packed) {
+                pack_args a = {"pack_q", kern.pack_q, &p->q, Hq, bh0, n, i0, rows, Dk, w.qp, false};
+                if ((st = enqueue_pack(ctx, p, chain, &a))) break;
+            }
+
+            /* S = alpha Q K^T for every pair of the chunk: [n][rows][Lk]. */
+            for (size_t t = 0; t < n; ++t) {
+                const size_t bh = bh0 + t, b = bh / Hq, h = bh % Hq, hk = h / group;
+                w.a_off[t] = q_packed ? t * rows * Dk
+                                      : p->q.offset + b * p->q.stride[0] + h * p->q.stride[1] + i0 * p->q.stride[2];
+                w.b_off[t] = k_packed ? (bh / group - kv0) * Lk * Dk
+                                      : p->k.offset + b * p->k.stride[0] + hk * p->k.stride[1];
+                w.c_off[t] = t * rows * Lk;
+            }
+            gemm_stage g1 = {"scores Q K^T", alpha, CLBlastTransposeYes, rows, Lk, Dk,
+                            q_packed ? w.qp : p->q.buffer, k_packed ? w.kp : p->k.buffer, w.s,
+                            q_packed ? Dk : p->q.stride[2], k_packed ? Dk : p->k.stride[2], Lk, n};
+            if ((st = enqueue_gemm(ctx, chain, &w, &g1))) break;
+
+            cl_int4 sm_dims = {{(cl_int)Hq, (cl_int)Lq, (cl_int)Lk, (cl_int)rows}};
+            cl_int2 first = {{(cl_int)bh0, (cl_int)i0}};
+            st = cla_set_args(ctx, kern.softmax, "masked_softmax", 13, CLA_ARG(w.s), CLA_ARG(w.row_inv),
+                              CLA_ARG(sm_dims), CLA_ARG(first), CLA_ARG(mask), CLA_ARG(ms), CLA_ARG(kl),
+                              CLA_ARG(lse), CLA_ARG(ls), CLA_ARG(wts), CLA_ARG(ws), CLA_ARG(sm_offsets),
+                              CLA_ARG(window));
+            if (st) break;
+            size_t sm_global[2] = {kern.softmax_wg * rows, n}, sm_local[2] = {kern.softmax_wg, 1};
+            if ((st = cla_chain_kernel(ctx, chain, kern.softmax, 2, sm_global, sm_local, "masked_softmax"))) break;
+
+            /* O = P V: [n][rows][Dv]. */
+            for (size_t t = 0; t < n; ++t) {
+                const size_t bh = bh0 + t, b = bh / Hq, hk = bh % Hq / group;
+                w.a_off[t] = t * rows * Lk;
+                w.b_off[t] = v_packed ? (bh / group - kv0) * Lk * Dv
+                                      : p->v.offset + b * p->v.stride[0] + hk * p->v.stride[1];
+                w.c_off[t] = t * rows * Dv;
+            }
+            gemm_stage g2 = {"output P V", 1.0f, CLBlastTransposeNo, rows, Dv, Lk, w.s, v_packed ? w.vp : p->v.buffer,
+                            w.o, Lk, v_packed ? Dv : p->v.stride[2], Dv, n};
+            if ((st = enqueue_gemm(ctx, chain, &w, &g2))) break;
+
+            cl_int4 wo_dims = {{(cl_int)Hq, (cl_int)Lk, (cl_int)rows, (cl_int)group}};
+            st = cla_set_args(ctx, kern.write_out, "write_out", 11, CLA_ARG(w.o), CLA_ARG(w.s), CLA_ARG(w.row_inv),
+                              CLA_ARG(v_f32), CLA_ARG(vs), CLA_ARG(v_offset), CLA_ARG(wo_dims), CLA_ARG(first),
+                              CLA_ARG(out), CLA_ARG(os), CLA_ARG(o_offset));
+            if (st) break;
+            size_t wo_global[3] = {Dv, rows, n};
+            st = cla_chain_kernel(ctx, chain, kern.write_out, 3, wo_global, NULL, "write_out");
+        }
+    }
+    /* Released now, freed by OpenCL once the commands that use them have finished. */
+    if (getenv("UNF_FINISH")) clFinish(chain->queue); /* DEBUG-TEMP */
+    work_release(&w);
+    return st;
 }

@@ -21,6 +21,8 @@ case "$what" in
     tools/setup-deps.sh
     build "${BUILD_DIR:-build}"
     "${BUILD_DIR:-build}/clattn" devices
+    echo
+    "${BUILD_DIR:-build}/clattn" run sdpa --random 1,8,8,512,512,64 --causal bottom-right --check
     ;;
   test)
     tools/setup-deps.sh

@@ -1,0 +1,48 @@
+/* Double-precision CPU reference of scaled dot-product attention: the ground truth for the tests, the benchmark's
+ * --check and the tuner. Written for clarity, not speed; it states the library's masking contract in code. */
+#ifndef CLATTN_REFERENCE_H
+#define CLATTN_REFERENCE_H
+
+#include "clattn.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A 4-D host view; strides in elements, a stride of 0 broadcasts; data NULL = absent. */
+typedef struct cla_ref_tensor {
+    const float *data;
+    size_t size[4];
+    size_t stride[4];
+} cla_ref_tensor;
+
+typedef struct cla_ref_bool_tensor {
+    const uint8_t *data;
+    size_t size[4];
+    size_t stride[4];
+} cla_ref_bool_tensor;
+
+typedef struct cla_ref_sdpa {
+    /* q [B,Hq,Lq,Dk], k [B,Hkv,Lk,Dk], v [B,Hkv,Lk,Dv]; values already rounded to the storage dtype by caller */
+    cla_ref_tensor q, k, v;
+    double scale; /* already resolved, never NAN-as-default here */
+    clattn_causal causal;
+    int64_t window_left, window_right; /* CLATTN_WINDOW_UNBOUNDED (-1) = no limit on that side */
+    /* additive [B|1,Hq|1,Lq,Lk] via size 1 or stride 0; data NULL = none. A value <= -FLT_MAX masks the key. */
+    cla_ref_tensor mask;
+    cla_ref_bool_tensor bool_mask; /* nonzero = key takes part; data NULL = none */
+    const int32_t *key_lengths;    /* [B] or NULL; keys j >= key_lengths[b] masked (< 0 as 0, > Lk as Lk) */
+    double *out;                   /* [B,Hq,Lq,Dv] contiguous, required */
+    double *lse;                   /* [B,Hq,Lq] or NULL */
+    double *weights;               /* [B,Hq,Lq,Lk] or NULL */
+} cla_ref_sdpa;
+
+/* Computes out (and lse, weights when given). Returns 0, or -1 if a temporary allocation failed or the arguments
+ * cannot describe an attention (out NULL, Hq not a multiple of Hkv); on -1 no output is written. */
+int cla_reference_sdpa(const cla_ref_sdpa *args);
+
+/* Whether causal masking and the sliding window let query i see key j (key lengths and masks aside). */
+bool cla_sdpa_key_allowed(int64_t i, int64_t j, int64_t lq, int64_t lk, clattn_causal causal, int64_t window_left,
+                          int64_t window_right);
+
+#endif /* CLATTN_REFERENCE_H */

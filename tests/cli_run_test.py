@@ -1,0 +1,166 @@
+#!/usr/bin/python3
+"""`clattn run sdpa` against an independent NumPy implementation of attention, plus its handling of bad input files:
+each malformed, truncated or mismatched input must give exit status 2 and leave no output file.
+Usage: cli_run_test.py PATH/TO/clattn"""
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+clattn = sys.argv[1]
+work = tempfile.mkdtemp(prefix="clattn-cli-run-")
+rng = np.random.default_rng(7)
+passed = failed = 0
+
+
+def attention(q, k, v, scale=None, causal=None, mask=None, key_lengths=None, window=None):
+    """softmax(q k^T * scale + mask) v in float64, with the library's masking rules."""
+    b, hq, lq, d = q.shape
+    hkv, lk = k.shape[1], k.shape[2]
+    scale = 1.0 / np.sqrt(d) if scale is None else scale
+    k = np.repeat(k.astype(np.float64), hq // hkv, axis=1)
+    v = np.repeat(v.astype(np.float64), hq // hkv, axis=1)
+    s = np.einsum("bhid,bhjd->bhij", q.astype(np.float64), k) * scale
+    allowed = np.ones((b, hq, lq, lk), dtype=bool)
+    i = np.arange(lq)[:, None]
+    j = np.arange(lk)[None, :]
+    shift = lk - lq if causal == "bottom-right" else 0
+    if causal:
+        allowed &= j <= i + shift
+    if window is not None:
+        left, right = window
+        if left >= 0:
+            allowed &= j >= i + shift - left
+        if right >= 0:
+            allowed &= j <= i + shift + right
+    if key_lengths is not None:
+        allowed &= np.arange(lk)[None, None, None, :] < key_lengths[:, None, None, None]
+    if mask is not None:
+        if mask.dtype == bool:
+            allowed &= np.broadcast_to(mask, allowed.shape)
+        else:
+            s = s + np.broadcast_to(mask.astype(np.float64), s.shape)
+    s = np.where(allowed, s, -np.inf)
+    m = s.max(axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    p = np.where(allowed, np.exp(s - m), 0.0)
+    denom = p.sum(axis=-1, keepdims=True)
+    w = np.divide(p, denom, out=np.zeros_like(p), where=denom > 0)
+    lse = np.where(denom[..., 0] > 0, np.log(np.where(denom[..., 0] > 0, denom[..., 0], 1.0)) + m[..., 0], -np.inf)
+    return w @ v, w, lse
+
+
+def path(name):
+    return os.path.join(work, name)
+
+
+def run(*args):
+    return subprocess.run([clattn, "run", "sdpa", *args], capture_output=True, text=True)
+
+
+def check(what, ok, detail=""):
+    global passed, failed
+    if ok:
+        passed += 1
+        print("ok:", what)
+    else:
+        failed += 1
+        print("FAIL:", what, detail)
+
+
+def agree(what, args, expect, tol, extra_outputs=()):
+    for f in ("o.npy",) + tuple(extra_outputs):
+        if os.path.exists(path(f)):
+            os.remove(path(f))
+    r = run(*args, "-o", path("o.npy"))
+    if r.returncode != 0:
+        check(what, False, r.stderr)
+        return
+    out = np.load(path("o.npy"))
+    err = np.nanmax(np.abs(out - expect[0])) if out.size else 0.0
+    ok = out.shape == expect[0].shape and err <= tol
+    for name, want in zip(extra_outputs, expect[1:]):
+        got = np.load(path(name))
+        both_inf = np.isinf(want) & (got == want)
+        e = np.abs(np.where(both_inf, 0.0, got - want))
+        ok = ok and got.shape == want.shape and (e.size == 0 or np.nanmax(e) <= tol)
+    check(what, ok, f"max error {err}")
+
+
+q = rng.uniform(-2, 2, (2, 4, 13, 24)).astype(np.float32)
+k = rng.uniform(-2, 2, (2, 2, 21, 24)).astype(np.float32)
+v = rng.uniform(-2, 2, (2, 2, 21, 16)).astype(np.float32)
+np.save(path("q.npy"), q)
+np.save(path("k.npy"), k)
+np.save(path("v.npy"), v)
+np.save(path("q16.npy"), q.astype(np.float16))
+files = ["--q", path("q.npy"), "--k", path("k.npy"), "--v", path("v.npy")]
+
+o, w, lse = attention(q, k, v)
+agree("plain, GQA, Dv != D", files, (o,), 1e-5)
+agree("plain with --lse", files + ["--lse", path("lse.npy")], (o, lse), 1e-5, ("lse.npy",))
+for causal in ("top-left", "bottom-right"):
+    o, w, lse = attention(q, k, v, causal=causal)
+    agree(f"causal {causal}, Lq != Lk", files + ["--causal", causal], (o,), 1e-5)
+o, w, lse = attention(q, k, v, causal="bottom-right", window=(5, 1))
+agree("window 5,1 bottom-right", files + ["--causal", "bottom-right", "--window", "5,1"], (o,), 1e-5)
+kl = np.array([21, 4], dtype=np.int32)
+np.save(path("kl.npy"), kl)
+o, w, lse = attention(q, k, v, key_lengths=kl)
+agree("key lengths", files + ["--key-lengths", path("kl.npy")], (o,), 1e-5)
+bmask = rng.uniform(size=(1, 4, 13, 21)) > 0.3
+np.save(path("bmask.npy"), bmask)
+o, w, lse = attention(q, k, v, mask=bmask)
+agree("bool mask broadcast over batch, weights", files + ["--mask", path("bmask.npy"), "--weights", path("w.npy")],
+      (o, w), 1e-5, ("w.npy",))
+amask = rng.uniform(-3, 3, (13, 21)).astype(np.float32)
+np.save(path("amask.npy"), amask)
+o, w, lse = attention(q, k, v, mask=amask, scale=0.3)
+agree("2-D additive mask, scale", files + ["--mask", path("amask.npy"), "--scale", "0.3"], (o,), 1e-5)
+for impl in ("fused", "unfused"):
+    o, w, lse = attention(q, k, v, causal="top-left")
+    agree(f"--impl {impl}", files + ["--impl", impl, "--causal", "top-left"], (o,), 1e-5)
+o, w, lse = attention(q.astype(np.float16).astype(np.float32), k, v)
+agree("float16 input file, f16 storage", ["--q", path("q16.npy"), "--k", path("k.npy"), "--v", path("v.npy"),
+                                          "--dtype", "f16"], (o,), 2e-2)
+
+# Bad inputs: exit 2, a message, and no output file.
+raw = open(path("q.npy"), "rb").read()
+bad = {
+    "truncated data": raw[:-10],
+    "truncated header": raw[:20],
+    "bad magic": b"NOTNUMPY" + raw[8:],
+    "empty file": b"",
+}
+for name, data in bad.items():
+    open(path("bad.npy"), "wb").write(data)
+    if os.path.exists(path("o.npy")):
+        os.remove(path("o.npy"))
+    r = run("--q", path("bad.npy"), "--k", path("k.npy"), "--v", path("v.npy"), "-o", path("o.npy"))
+    check(f"{name}: exit 2, message, no output", r.returncode == 2 and r.stderr and not os.path.exists(path("o.npy")),
+          f"exit {r.returncode}: {r.stderr}")
+np.save(path("int.npy"), np.zeros((2, 4, 13, 24), dtype=np.int32))
+np.save(path("k3.npy"), k[:, :, :, :5])
+np.save(path("kl_bad.npy"), np.array([1, 2, 3], dtype=np.int32))
+np.save(path("mask_bad.npy"), np.zeros((13, 20), dtype=np.float32))
+for name, args in {
+    "wrong dtype": ["--q", path("int.npy"), "--k", path("k.npy"), "--v", path("v.npy")],
+    "head dims that do not match": ["--q", path("q.npy"), "--k", path("k3.npy"), "--v", path("v.npy")],
+    "key lengths of the wrong size": files + ["--key-lengths", path("kl_bad.npy")],
+    "mask of the wrong shape": files + ["--mask", path("mask_bad.npy")],
+    "missing file": ["--q", path("nope.npy"), "--k", path("k.npy"), "--v", path("v.npy")],
+    "bad --causal": files + ["--causal", "sideways"],
+    "bad --window": files + ["--window", "3"],
+}.items():
+    if os.path.exists(path("o.npy")):
+        os.remove(path("o.npy"))
+    r = run(*args, "-o", path("o.npy"))
+    check(f"{name}: exit 2, no output", r.returncode == 2 and not os.path.exists(path("o.npy")),
+          f"exit {r.returncode}: {r.stderr}")
+
+r = run("--random", "1,2,1,9,33,16", "--check", "--causal", "bottom-right")
+check("--random --check", r.returncode == 0 and "reference" in r.stdout, r.stdout + r.stderr)
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)

@@ -1,0 +1,390 @@
+/* `clattn run sdpa`: one attention call on NumPy .npy files (so any framework can cross-check clattn), or on
+ * seeded random inputs of a given shape, optionally compared with the double-precision reference. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "dtype.h"
+#include "npy.h"
+#include "reference.h"
+
+#define CMD "run sdpa"
+
+/* Everything one run owns, freed in one place. */
+typedef struct run_data {
+    npy_array q_npy, k_npy, v_npy, mask_npy, kl_npy;
+    float *q, *k, *v, *mask, *out, *lse, *weights;
+    uint8_t *bool_mask;
+    int32_t *key_lengths;
+} run_data;
+
+static void free_run(run_data *r) {
+    npy_free(&r->q_npy);
+    npy_free(&r->k_npy);
+    npy_free(&r->v_npy);
+    npy_free(&r->mask_npy);
+    npy_free(&r->kl_npy);
+    free(r->q);
+    free(r->k);
+    free(r->v);
+    free(r->mask);
+    free(r->out);
+    free(r->lse);
+    free(r->weights);
+    free(r->bool_mask);
+    free(r->key_lengths);
+}
+
+/* Reads a [B,H,L,D] float tensor. */
+static int read_bhld(const char *path, const char *what, npy_array *a, float **data) {
+    char err[512];
+    if (npy_read(path, a, err, sizeof err) != 0) return cli_error(CMD, CLI_USAGE, "--%s %s: %s", what, path, err);
+    if (a->ndim != 4)
+        return cli_error(CMD, CLI_USAGE, "--%s %s: expected a 4-D [batch, heads, seq, head_dim] array, found %d-D",
+                         what, path, a->ndim);
+    if (a->dtype != NPY_F32 && a->dtype != NPY_F16)
+        return cli_error(CMD, CLI_USAGE, "--%s %s: expected float32 or float16, found %s", what, path,
+                         npy_dtype_name(a->dtype));
+    *data = npy_to_f32(a, err, sizeof err);
+    if (!*data) return cli_error(CMD, CLI_FAILED, "--%s %s: %s", what, path, err);
+    return CLI_OK;
+}
+
+static int parse_size_list(const char *text, size_t *out, int n) {
+    const char *p = text;
+    for (int i = 0; i < n; ++i) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long v = strtoull(p, &end, 10);
+        if (end == p || errno || v > (1ull << 31)) return -1;
+        out[i] = (size_t)v;
+        if (i + 1 < n) {
+            if (*end != ',') return -1;
+            p = end + 1;
+        } else if (*end != '\0') {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static float rnd(unsigned *s) {
+    *s = *s * 1664525u + 1013904223u;
+    return ((float)(*s >> 8) / (float)(1u << 24)) * 4.0f - 2.0f;
+}
+
+static double seconds_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Compares out (and lse/weights) with the reference on the inputs as the device stored them. */
+static double check_against_reference(const clattn_sdpa_host_desc *d, const run_data *r, double *worst_lse) {
+    const size_t B = d->batch, Hq = d->q_heads, Hkv = d->kv_heads, Lq = d->q_len, Lk = d->kv_len;
+    const size_t Dk = d->head_dim, Dv = d->v_head_dim ? d->v_head_dim : d->head_dim;
+    size_t nq = B * Hq * Lq * Dk, nk = B * Hkv * Lk * Dk, nv = B * Hkv * Lk * Dv, no = B * Hq * Lq * Dv;
+    float *q = malloc((nq + 1) * sizeof *q), *k = malloc((nk + 1) * sizeof *k), *v = malloc((nv + 1) * sizeof *v);
+    double *out = calloc(no + 1, sizeof *out), *lse = calloc(B * Hq * Lq + 1, sizeof *lse);
+    double worst = INFINITY;
+    if (!q || !k || !v || !out || !lse) goto done;
+    for (size_t i = 0; i < nq; ++i) q[i] = cla_round_to_dtype(r->q[i], d->storage);
+    for (size_t i = 0; i < nk; ++i) k[i] = cla_round_to_dtype(r->k[i], d->storage);
+    for (size_t i = 0; i < nv; ++i) v[i] = cla_round_to_dtype(r->v[i], d->storage);
+    cla_ref_sdpa ref;
+    memset(&ref, 0, sizeof ref);
+    const float *data[3] = {q, k, v};
+    const size_t sizes[3][4] = {{B, Hq, Lq, Dk}, {B, Hkv, Lk, Dk}, {B, Hkv, Lk, Dv}};
+    cla_ref_tensor *t[3] = {&ref.q, &ref.k, &ref.v};
+    for (int i = 0; i < 3; ++i) {
+        t[i]->data = data[i];
+        memcpy(t[i]->size, sizes[i], sizeof sizes[i]);
+        t[i]->stride[3] = 1;
+        t[i]->stride[2] = sizes[i][3];
+        t[i]->stride[1] = sizes[i][2] * sizes[i][3];
+        t[i]->stride[0] = sizes[i][1] * t[i]->stride[1];
+    }
+    ref.scale = isnan(d->scale) ? 1.0 / sqrt((double)Dk) : d->scale;
+    ref.causal = d->causal;
+    ref.window_left = d->window_left;
+    ref.window_right = d->window_right;
+    const size_t msz[4] = {d->mask_batch, d->mask_heads, Lq, Lk};
+    const size_t mst[4] = {d->mask_heads * Lq * Lk, Lq * Lk, Lk, 1};
+    if (d->mask) {
+        ref.mask.data = d->mask;
+        memcpy(ref.mask.size, msz, sizeof msz);
+        memcpy(ref.mask.stride, mst, sizeof mst);
+    }
+    if (d->bool_mask) {
+        ref.bool_mask.data = d->bool_mask;
+        memcpy(ref.bool_mask.size, msz, sizeof msz);
+        memcpy(ref.bool_mask.stride, mst, sizeof mst);
+    }
+    ref.key_lengths = d->key_lengths;
+    ref.out = out;
+    ref.lse = lse;
+    if (cla_reference_sdpa(&ref) != 0) goto done;
+    worst = 0.0;
+    for (size_t i = 0; i < no; ++i) {
+        double e = fabs((double)r->out[i] - out[i]);
+        if (isnan(e) && !(isnan(r->out[i]) && isnan(out[i]))) e = INFINITY;
+        if (e > worst) worst = e;
+    }
+    *worst_lse = 0.0;
+    if (r->lse)
+        for (size_t i = 0; i < B * Hq * Lq; ++i) {
+            double e = (isinf(lse[i]) && r->lse[i] == lse[i]) ? 0.0 : fabs((double)r->lse[i] - lse[i]);
+            if (!(e <= *worst_lse)) *worst_lse = e;
+        }
+done:
+    free(q);
+    free(k);
+    free(v);
+    free(out);
+    free(lse);
+    return worst;
+}
+
+static int load_mask(const char *path, clattn_sdpa_host_desc *d, run_data *r) {
+    char err[512];
+    npy_array *a = &r->mask_npy;
+    if (npy_read(path, a, err, sizeof err) != 0) return cli_error(CMD, CLI_USAGE, "--mask %s: %s", path, err);
+    if (a->ndim < 2 || a->ndim > 4)
+        return cli_error(CMD, CLI_USAGE, "--mask %s: expected [Lq, Lk], [H, Lq, Lk] or [B, H, Lq, Lk], found %d-D",
+                         path, a->ndim);
+    size_t shape[4] = {1, 1, 1, 1};
+    for (int i = 0; i < a->ndim; ++i) shape[4 - a->ndim + i] = a->shape[i];
+    if (shape[2] != d->q_len || shape[3] != d->kv_len || (shape[0] != 1 && shape[0] != d->batch) ||
+        (shape[1] != 1 && shape[1] != d->q_heads))
+        return cli_error(CMD, CLI_USAGE,
+                         "--mask %s: shape [%zu, %zu, %zu, %zu] does not broadcast to [%zu, %zu, %zu, %zu]", path,
+                         shape[0], shape[1], shape[2], shape[3], d->batch, d->q_heads, d->q_len, d->kv_len);
+    d->mask_batch = shape[0];
+    d->mask_heads = shape[1];
+    if (a->dtype == NPY_BOOL || a->dtype == NPY_U8) {
+        r->bool_mask = malloc(a->count + 1);
+        if (!r->bool_mask) return cli_error(CMD, CLI_FAILED, "out of memory");
+        memcpy(r->bool_mask, a->data, a->count);
+        d->bool_mask = r->bool_mask;
+        return CLI_OK;
+    }
+    r->mask = npy_to_f32(a, err, sizeof err);
+    if (!r->mask) return cli_error(CMD, CLI_USAGE, "--mask %s: %s (use float32 additive or bool)", path, err);
+    d->mask = r->mask;
+    return CLI_OK;
+}
+
+static int load_key_lengths(const char *path, clattn_sdpa_host_desc *d, run_data *r) {
+    char err[512];
+    npy_array *a = &r->kl_npy;
+    if (npy_read(path, a, err, sizeof err) != 0) return cli_error(CMD, CLI_USAGE, "--key-lengths %s: %s", path, err);
+    if (a->ndim != 1 || a->shape[0] != d->batch)
+        return cli_error(CMD, CLI_USAGE, "--key-lengths %s: expected shape [%zu] (one length per batch item)", path,
+                         d->batch);
+    if (a->dtype != NPY_I32 && a->dtype != NPY_I64)
+        return cli_error(CMD, CLI_USAGE, "--key-lengths %s: expected int32 or int64, found %s", path,
+                         npy_dtype_name(a->dtype));
+    r->key_lengths = malloc((d->batch + 1) * sizeof(int32_t));
+    if (!r->key_lengths) return cli_error(CMD, CLI_FAILED, "out of memory");
+    for (size_t b = 0; b < d->batch; ++b) {
+        int64_t x = a->dtype == NPY_I32 ? ((const int32_t *)a->data)[b] : ((const int64_t *)a->data)[b];
+        if (x < 0 || x > (int64_t)d->kv_len)
+            return cli_error(CMD, CLI_USAGE, "--key-lengths %s: value %lld at %zu is outside 0..%zu", path,
+                             (long long)x, b, d->kv_len);
+        r->key_lengths[b] = (int32_t)x;
+    }
+    d->key_lengths = r->key_lengths;
+    return CLI_OK;
+}
+
+static int write_output(const char *path, const char *what, int ndim, const size_t *shape, const float *data) {
+    char err[512];
+    if (npy_write(path, NPY_F32, ndim, shape, data, err, sizeof err) != 0)
+        return cli_error(CMD, CLI_FAILED, "writing %s to %s: %s", what, path, err);
+    return CLI_OK;
+}
+
+/* Options into the host descriptor; inputs from files or random. */
+static int prepare(const cli_command *cmd, clattn_sdpa_host_desc *d, run_data *r) {
+    const char *random = cli_value(cmd, "random");
+    const char *qp = cli_value(cmd, "q"), *kp = cli_value(cmd, "k"), *vp = cli_value(cmd, "v");
+    int rc;
+    if (random) {
+        if (qp || kp || vp) return cli_error(CMD, CLI_USAGE, "give either --random or --q/--k/--v, not both");
+        size_t s[6];
+        if (parse_size_list(random, s, 6) != 0)
+            return cli_error(CMD, CLI_USAGE, "--random %s: expected B,Hq,Hkv,Lq,Lk,D (six sizes)", random);
+        d->batch = s[0];
+        d->q_heads = s[1];
+        d->kv_heads = s[2];
+        d->q_len = s[3];
+        d->kv_len = s[4];
+        d->head_dim = s[5];
+        size_t nq = s[0] * s[1] * s[3] * s[5], nk = s[0] * s[2] * s[4] * s[5];
+        r->q = malloc((nq + 1) * sizeof(float));
+        r->k = malloc((nk + 1) * sizeof(float));
+        r->v = malloc((nk + 1) * sizeof(float));
+        if (!r->q || !r->k || !r->v) return cli_error(CMD, CLI_FAILED, "out of memory for --random %s", random);
+        unsigned seed = 12345;
+        for (size_t i = 0; i < nq; ++i) r->q[i] = rnd(&seed);
+        for (size_t i = 0; i < nk; ++i) r->k[i] = rnd(&seed);
+        for (size_t i = 0; i < nk; ++i) r->v[i] = rnd(&seed);
+    } else {
+        if (!qp || !kp || !vp) return cli_error(CMD, CLI_USAGE, "--q, --k and --v are required (or --random)");
+        if ((rc = read_bhld(qp, "q", &r->q_npy, &r->q))) return rc;
+        if ((rc = read_bhld(kp, "k", &r->k_npy, &r->k))) return rc;
+        if ((rc = read_bhld(vp, "v", &r->v_npy, &r->v))) return rc;
+        const size_t *qs = r->q_npy.shape, *ks = r->k_npy.shape, *vs = r->v_npy.shape;
+        if (ks[0] != qs[0] || vs[0] != qs[0] || ks[3] != qs[3] || vs[1] != ks[1] || vs[2] != ks[2])
+            return cli_error(CMD, CLI_USAGE,
+                             "shapes do not fit: q [%zu,%zu,%zu,%zu], k [%zu,%zu,%zu,%zu], v [%zu,%zu,%zu,%zu] "
+                             "(need equal batch, k and q head dims, v heads and length equal to k's)",
+                             qs[0], qs[1], qs[2], qs[3], ks[0], ks[1], ks[2], ks[3], vs[0], vs[1], vs[2], vs[3]);
+        d->batch = qs[0];
+        d->q_heads = qs[1];
+        d->q_len = qs[2];
+        d->head_dim = qs[3];
+        d->kv_heads = ks[1];
+        d->kv_len = ks[2];
+        d->v_head_dim = vs[3];
+    }
+    const char *s;
+    if ((s = cli_value(cmd, "dtype"))) {
+        if (strcmp(s, "f32") == 0) d->storage = CLATTN_DTYPE_F32;
+        else if (strcmp(s, "f16") == 0) d->storage = CLATTN_DTYPE_F16;
+        else if (strcmp(s, "bf16") == 0) d->storage = CLATTN_DTYPE_BF16;
+        else return cli_error(CMD, CLI_USAGE, "--dtype %s: expected f32, f16 or bf16", s);
+    }
+    if ((s = cli_value(cmd, "causal"))) {
+        if (strcmp(s, "top-left") == 0) d->causal = CLATTN_CAUSAL_TOP_LEFT;
+        else if (strcmp(s, "bottom-right") == 0) d->causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+        else return cli_error(CMD, CLI_USAGE, "--causal %s: expected top-left or bottom-right", s);
+    }
+    if ((s = cli_value(cmd, "impl"))) {
+        if (strcmp(s, "fused") == 0) d->impl = CLATTN_IMPL_FUSED;
+        else if (strcmp(s, "unfused") == 0) d->impl = CLATTN_IMPL_UNFUSED;
+        else if (strcmp(s, "auto") == 0) d->impl = CLATTN_IMPL_AUTO;
+        else return cli_error(CMD, CLI_USAGE, "--impl %s: expected fused, unfused or auto", s);
+    }
+    if ((s = cli_value(cmd, "window"))) {
+        long long left = 0, right = 0;
+        char tail = 0;
+        if (sscanf(s, "%lld,%lld%c", &left, &right, &tail) != 2 || left < -1 || right < -1)
+            return cli_error(CMD, CLI_USAGE, "--window %s: expected LEFT,RIGHT (each >= 0, or -1 for unbounded)", s);
+        d->window_left = left;
+        d->window_right = right;
+    }
+    if ((s = cli_value(cmd, "scale"))) {
+        char *end = NULL;
+        double v = strtod(s, &end);
+        if (end == s || *end || !isfinite(v)) return cli_error(CMD, CLI_USAGE, "--scale %s: expected a number", s);
+        d->scale = (float)v;
+    }
+    if ((s = cli_value(cmd, "mask")) && (rc = load_mask(s, d, r))) return rc;
+    if ((s = cli_value(cmd, "key-lengths")) && (rc = load_key_lengths(s, d, r))) return rc;
+    return CLI_OK;
+}
+
+static int run_sdpa(int argc, char **argv) {
+    cli_option options[] = {
+        {"q", "Q.npy", "queries [B, Hq, Lq, D], float32 or float16", NULL},
+        {"k", "K.npy", "keys [B, Hkv, Lk, D]", NULL},
+        {"v", "V.npy", "values [B, Hkv, Lk, Dv]", NULL},
+        {"random", "B,Hq,Hkv,Lq,Lk,D", "seeded random inputs in [-2, 2) instead of files", NULL},
+        {"mask", "M.npy", "float32 additive or bool mask [B|1, H|1, Lq, Lk] (true keeps a key)", NULL},
+        {"key-lengths", "KL.npy", "int32 [B]: keys past each length are masked", NULL},
+        {"causal", "ALIGN", "top-left (PyTorch is_causal) or bottom-right (FlashAttention 2.1+)", NULL},
+        {"window", "L,R", "sliding window: keys within L before and R after the (aligned) query, -1 unbounded", NULL},
+        {"scale", "S", "logit scale (default 1/sqrt(D))", NULL},
+        {"dtype", "TYPE", "storage type on the device: f32 (default), f16 or bf16", NULL},
+        {"impl", "IMPL", "fused, unfused or auto (default)", NULL},
+        {"out", "O.npy", "write the output [B, Hq, Lq, Dv] as float32 (also -o)", NULL},
+        {"weights", "W.npy", "write the attention weights [B, Hq, Lq, Lk]", NULL},
+        {"lse", "LSE.npy", "write the log-sum-exp of each row [B, Hq, Lq]", NULL},
+        {"check", NULL, "compare with the double-precision reference and print the largest errors", NULL},
+        {"device", "SPEC", "device to run on (default: CLATTN_DEVICE, else the first GPU/accelerator/CPU)", NULL},
+    };
+    cli_command cmd = {CMD,
+                       "Run one scaled dot-product attention, softmax(Q K^T * scale + mask) V, on .npy files or random "
+                       "inputs.",
+                       "(--q Q.npy --k K.npy --v V.npy | --random B,Hq,Hkv,Lq,Lk,D) [options] [-o O.npy]", options,
+                       sizeof options / sizeof options[0]};
+    int rc = cli_parse(&cmd, argc, argv);
+    if (rc >= 0) return rc;
+
+    clattn_sdpa_host_desc d;
+    clattn_sdpa_host_desc_init(&d);
+    run_data r;
+    memset(&r, 0, sizeof r);
+    clattn_context *ctx = NULL;
+    rc = prepare(&cmd, &d, &r);
+    if (rc == CLI_OK && !cli_value(&cmd, "out") && !cli_flag(&cmd, "check") && !cli_value(&cmd, "random"))
+        rc = cli_error(CMD, CLI_USAGE, "nothing to do: give -o O.npy, --check, or both");
+    if (rc == CLI_OK) rc = cli_open_context(CMD, cli_value(&cmd, "device"), false, &ctx);
+    const size_t Dv = d.v_head_dim ? d.v_head_dim : d.head_dim;
+    const size_t no = d.batch * d.q_heads * d.q_len * Dv, nrows = d.batch * d.q_heads * d.q_len;
+    if (rc == CLI_OK) {
+        r.out = malloc((no + 1) * sizeof(float));
+        if (cli_value(&cmd, "lse") || cli_flag(&cmd, "check")) r.lse = malloc((nrows + 1) * sizeof(float));
+        if (cli_value(&cmd, "weights")) r.weights = malloc((nrows * d.kv_len + 1) * sizeof(float));
+        if (!r.out || (cli_value(&cmd, "lse") && !r.lse) || (cli_value(&cmd, "weights") && !r.weights))
+            rc = cli_error(CMD, CLI_FAILED, "out of host memory for the outputs");
+    }
+    double elapsed = 0.0;
+    if (rc == CLI_OK) {
+        d.lse = r.lse;
+        d.weights = r.weights;
+        double t0 = seconds_now();
+        clattn_status st = clattn_sdpa_host(ctx, &d, r.q, r.k, r.v, r.out);
+        elapsed = seconds_now() - t0;
+        if (st != CLATTN_SUCCESS) {
+            bool bad_input = st <= CLATTN_ERROR_INVALID_ARGUMENT && st >= CLATTN_ERROR_SIZE_OVERFLOW;
+            rc = cli_report_status(CMD, ctx, st, "attention");
+            if (bad_input) rc = CLI_USAGE;
+        }
+    }
+    /* Outputs are written only after the whole call succeeded, each atomically. */
+    const char *path;
+    size_t oshape[4] = {d.batch, d.q_heads, d.q_len, Dv};
+    size_t wshape[4] = {d.batch, d.q_heads, d.q_len, d.kv_len};
+    if (rc == CLI_OK && (path = cli_value(&cmd, "weights"))) rc = write_output(path, "weights", 4, wshape, r.weights);
+    if (rc == CLI_OK && (path = cli_value(&cmd, "lse"))) rc = write_output(path, "lse", 3, oshape, r.lse);
+    if (rc == CLI_OK && (path = cli_value(&cmd, "out"))) rc = write_output(path, "output", 4, oshape, r.out);
+    if (rc == CLI_OK) {
+        clattn_device_info info;
+        clattn_context_device_info(ctx, &info);
+        static const char *dt[] = {"f32", "f16", "bf16"};
+        printf("sdpa B=%zu Hq=%zu Hkv=%zu Lq=%zu Lk=%zu D=%zu Dv=%zu %s on %s: %.3f s including transfers "
+               "(and compilation on a cold cache)\n",
+               d.batch, d.q_heads, d.kv_heads, d.q_len, d.kv_len, d.head_dim, Dv, dt[d.storage], info.name, elapsed);
+        if (cli_flag(&cmd, "check")) {
+            double worst_lse = 0.0;
+            double worst = check_against_reference(&d, &r, &worst_lse);
+            printf("largest difference from the double-precision reference: out %.3g, lse %.3g\n", worst, worst_lse);
+            double tol = 8.0 * (1.0 + (double)d.kv_len) * FLT_EPSILON +
+                         (d.storage == CLATTN_DTYPE_F16 ? 2e-3 : d.storage == CLATTN_DTYPE_BF16 ? 1.6e-2 : 0.0);
+            if (!(worst <= 2.0 * tol)) rc = cli_error(CMD, CLI_FAILED, "the output differs from the reference by "
+                                                                       "%.3g (tolerance %.3g)", worst, 2.0 * tol);
+        }
+    }
+    clattn_context_free(ctx);
+    free_run(&r);
+    return rc;
+}
+
+int cmd_run(int argc, char **argv) {
+    if (argc < 1 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
+        FILE *out = argc < 1 ? stderr : stdout;
+        fprintf(out, "Usage: clattn run <operation> [options]\n\nOperations:\n  sdpa   scaled dot-product attention "
+                     "(see 'clattn run sdpa --help')\n");
+        return argc < 1 ? CLI_USAGE : CLI_OK;
+    }
+    if (strcmp(argv[0], "sdpa") == 0) return run_sdpa(argc - 1, argv + 1);
+    return cli_error("run", CLI_USAGE, "unknown operation '%s' (known: sdpa)", argv[0]);
+}
