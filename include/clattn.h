@@ -221,6 +221,14 @@ typedef struct clattn_cache_stats {
 
 CLATTN_API clattn_status clattn_context_cache_stats(const clattn_context *context, clattn_cache_stats *stats);
 
+/* Device memory that operations allocated for their own temporaries (inputs and outputs are the caller's). */
+typedef struct clattn_memory_stats {
+    uint64_t last_call_bytes; /* allocated by the most recent operation on this context */
+    uint64_t peak_call_bytes; /* the most any single operation on this context has allocated */
+} clattn_memory_stats;
+
+CLATTN_API clattn_status clattn_context_memory_stats(const clattn_context *context, clattn_memory_stats *stats);
+
 /* ----------------------------------------------------------------------------------------------------------------
  */
 /* Tensors */

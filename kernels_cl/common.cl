@@ -50,6 +50,34 @@ inline ushort cla_f32_to_bf16(float x) {
 #define W_DTYPE O_DTYPE
 #endif
 
+/* Specialisations every attention program shares, with the defaults of a plain fp32 call (the host always sets
+ * them; the defaults let each file build on its own). MASK_KIND: 0 none, 1 additive, 2 boolean. CAUSAL: 0 none,
+ * 1 top-left, 2 bottom-right. */
+#ifndef HEAD_DIM
+#define HEAD_DIM 64
+#endif
+#ifndef V_HEAD_DIM
+#define V_HEAD_DIM HEAD_DIM
+#endif
+#ifndef MASK_KIND
+#define MASK_KIND 0
+#endif
+#ifndef MASK_DTYPE
+#define MASK_DTYPE 0
+#endif
+#ifndef CAUSAL
+#define CAUSAL 0
+#endif
+#ifndef HAS_WINDOW
+#define HAS_WINDOW 0
+#endif
+#ifndef HAS_KEY_LENGTHS
+#define HAS_KEY_LENGTHS 0
+#endif
+#ifndef HAS_LSE
+#define HAS_LSE 0
+#endif
+
 /* Sentinels for masked logits: real infinities, so programs must never be built with -cl-finite-math-only. */
 #define CLA_NEG_INF (-INFINITY)
 

@@ -20,24 +20,6 @@
 #ifndef SOFTMAX_WG
 #define SOFTMAX_WG 64 /* work-items per softmax row; a power of two */
 #endif
-#ifndef MASK_KIND
-#define MASK_KIND 0
-#endif
-#ifndef MASK_DTYPE
-#define MASK_DTYPE 0
-#endif
-#ifndef CAUSAL
-#define CAUSAL 0
-#endif
-#ifndef HAS_WINDOW
-#define HAS_WINDOW 0
-#endif
-#ifndef HAS_KEY_LENGTHS
-#define HAS_KEY_LENGTHS 0
-#endif
-#ifndef HAS_LSE
-#define HAS_LSE 0
-#endif
 #ifndef HAS_WEIGHTS
 #define HAS_WEIGHTS 0
 #endif

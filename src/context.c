@@ -195,3 +195,9 @@ clattn_status clattn_context_cache_stats(const clattn_context *ctx, clattn_cache
     *stats = ctx->stats;
     return CLATTN_SUCCESS;
 }
+
+clattn_status clattn_context_memory_stats(const clattn_context *ctx, clattn_memory_stats *stats) {
+    if (!ctx || !stats) return CLATTN_ERROR_NULL_POINTER;
+    *stats = ctx->memory;
+    return CLATTN_SUCCESS;
+}

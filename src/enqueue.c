@@ -85,3 +85,22 @@ clattn_status cla_set_args(clattn_context *ctx, cl_kernel k, const char *what, c
     va_end(ap);
     return st;
 }
+
+void cla_temp_begin(clattn_context *ctx) {
+    ctx->memory.last_call_bytes = 0;
+}
+
+clattn_status cla_temp_buffer(clattn_context *ctx, size_t bytes, const char *what, cl_mem *out) {
+    cl_int err = CL_SUCCESS;
+    *out = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, bytes ? bytes : 4, NULL, &err);
+    if (err != CL_SUCCESS) {
+        *out = NULL;
+        return cla_fail(ctx, err, "allocating %zu bytes of device memory for %s on '%s' failed: %d %s%s", bytes, what,
+                        ctx->info.name, err, cla_cl_error_name(err) ? cla_cl_error_name(err) : "",
+                        err == CL_INVALID_BUFFER_SIZE ? " (larger than the device's maximum allocation)" : "");
+    }
+    ctx->memory.last_call_bytes += bytes;
+    if (ctx->memory.last_call_bytes > ctx->memory.peak_call_bytes)
+        ctx->memory.peak_call_bytes = ctx->memory.last_call_bytes;
+    return CLATTN_SUCCESS;
+}

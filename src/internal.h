@@ -54,6 +54,7 @@ struct clattn_context {
     char *kernel_dir; /* CLATTN_KERNEL_DIR: load sources from here instead of the embedded copies */
     char *extra_build_options; /* CLATTN_BUILD_OPTIONS, appended to every build */
     clattn_cache_stats stats;
+    clattn_memory_stats memory;
 };
 
 /* ---- errors and logging (status.c) ---- */
@@ -128,6 +129,14 @@ bool cla_disk_cache_read(clattn_context *ctx, const char *key, unsigned char **b
 void cla_disk_cache_write(clattn_context *ctx, const char *key, const unsigned char *binary, size_t size);
 /* The path of the cache file that holds `key` (malloc'd), for tests and diagnostics. */
 char *cla_disk_cache_path(const clattn_context *ctx, const char *key);
+
+/* ---- device temporaries (enqueue.c) ---- */
+
+/* Starts the accounting of one operation's temporary device memory. */
+void cla_temp_begin(clattn_context *ctx);
+/* A read-write device buffer for an operation's own use, counted in the context's memory statistics. `what` names it
+ * in the error message. */
+clattn_status cla_temp_buffer(clattn_context *ctx, size_t bytes, const char *what, cl_mem *out);
 
 /* ---- tensor views (tensor.c) ---- */
 

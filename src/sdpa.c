@@ -165,6 +165,10 @@ static clattn_status validate(clattn_context *ctx, const clattn_sdpa_desc *desc,
     }
     clattn_status st = check_shapes(ctx, q, k, v, out);
     if (st) return st;
+    if (q->size[2] > INT32_MAX / 2 || k->size[2] > INT32_MAX / 2 || q->size[0] * q->size[1] > INT32_MAX)
+        return cla_fail(ctx, CLATTN_ERROR_UNSUPPORTED,
+                        "sequence lengths above %d or more than %d (batch x heads) rows are not supported", INT32_MAX / 2,
+                        INT32_MAX);
     if (desc->causal < CLATTN_CAUSAL_NONE || desc->causal > CLATTN_CAUSAL_BOTTOM_RIGHT)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_MASK, "desc->causal: unknown value %d", (int)desc->causal);
     if (desc->impl < CLATTN_IMPL_AUTO || desc->impl > CLATTN_IMPL_UNFUSED)
@@ -187,8 +191,11 @@ static clattn_status validate(clattn_context *ctx, const clattn_sdpa_desc *desc,
     p->v_head_dim = v->size[3];
     p->scale = isnan(desc->scale) ? (float)(1.0 / sqrt((double)p->head_dim)) : desc->scale;
     p->causal = desc->causal;
-    p->window_left = desc->window_left;
-    p->window_right = desc->window_right;
+    /* A window side at least Lq + Lk wide excludes nothing: it is unbounded, which also keeps the kernels' position
+     * arithmetic within 32 bits. */
+    const int64_t span = (int64_t)(p->q_len + p->kv_len);
+    p->window_left = desc->window_left >= span ? CLATTN_WINDOW_UNBOUNDED : desc->window_left;
+    p->window_right = desc->window_right >= span ? CLATTN_WINDOW_UNBOUNDED : desc->window_right;
     p->q = *q;
     p->k = *k;
     p->v = *v;
@@ -251,6 +258,7 @@ clattn_status clattn_sdpa(clattn_context *ctx, const clattn_sdpa_desc *desc, con
                           cl_command_queue queue, cl_uint num_wait, const cl_event *wait_list, cl_event *event) {
     if (!ctx) return CLATTN_ERROR_NULL_POINTER;
     cla_clear_error(ctx);
+    cla_temp_begin(ctx);
     cla_sdpa_plan plan;
     clattn_status st = validate(ctx, desc, q, k, v, out, queue, num_wait, wait_list, &plan);
     if (st != CLATTN_SUCCESS) return st;

@@ -1,5 +1,5 @@
-/* The unfused attention path, host side: S = scale Q K^T and O = P V as CLBlast batched GEMMs around the small
- * kernels of kernels_cl/sdpa_unfused.cl (packing to contiguous fp32, the masked softmax, the final write). It
+/* The unfused attention path, host side: S = scale Q K^T and O = P V as CLBlast strided-batched GEMMs around the
+ * small kernels of kernels_cl/sdpa_unfused.cl (packing to contiguous fp32, the masked softmax, the final write). It
  * materialises the Lq x Lk scores, so it serves the calls that want the attention weights, and it is the second
  * opinion on the fused kernel: every option (masks, key lengths, windows, GQA, dtypes, strides, lse) must give the
  * fused path's results.
@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SOURCE_NAME "sdpa_unfused"
+#define SOURCE_NAME     "sdpa_unfused"
 #define MAX_CHUNK_BYTES ((size_t)512 << 20)
 
 /* The kernels of one plan's program. */
@@ -57,10 +57,14 @@ static void work_release(unfused_work *w) {
     w->events = NULL;
 }
 
-/* CLBlast reads a matrix in place only as fp32 with unit stride along the head dim, and rejects a leading dimension
- * below the row length (a broadcast sequence stride of 0, for one). */
+/* CLBlast reads a matrix in place only as fp32 with unit stride along the head dim; it rejects a leading dimension
+ * below the row length (a broadcast sequence stride of 0, for one), and it passes offsets and strides to its
+ * kernels as int, so the view must end below INT_MAX elements. */
 static bool gemm_ready(const clattn_tensor *t, size_t dim) {
-    return t->dtype == CLATTN_DTYPE_F32 && t->stride[3] == 1 && t->stride[2] >= dim;
+    if (t->dtype != CLATTN_DTYPE_F32 || t->stride[3] != 1 || t->stride[2] < dim) return false;
+    size_t last = t->offset; /* validated: cannot overflow */
+    for (int i = 0; i < 4; ++i) last += (t->size[i] - 1) * t->stride[i];
+    return last < (size_t)INT_MAX;
 }
 
 /* The bound on each group of temporaries. */
@@ -84,12 +88,15 @@ static clattn_status choose_chunking(clattn_context *ctx, const cla_sdpa_plan *p
     /* Sizes are validated (every view fits its buffer), so these products cannot overflow size_t. */
     const size_t per_row = f * (Lk + 1 + Dv + (q_packed ? Dk : 0));
     const size_t per_kv = f * Lk * ((k_packed ? Dk : 0) + (v_packed ? Dv : 0));
-    if (per_row > cap || per_kv > cap)
-        return cla_fail(ctx, CLATTN_ERROR_DEVICE_LIMIT,
-                        "unfused attention: one query row needs %zu bytes of temporaries and one key/value head %zu "
-                        "bytes of packed keys and values, more than the %zu bytes a temporary may take on '%s' "
-                        "(Lk %zu, head dims %zu/%zu); use CLATTN_IMPL_FUSED for this call",
-                        per_row, per_kv, cap, ctx->info.name, Lk, Dk, Dv);
+    if (per_row > cap || per_kv > cap) {
+        return cla_fail(
+            ctx, CLATTN_ERROR_DEVICE_LIMIT,
+            "unfused attention: one query row needs %zu bytes of temporaries and one key/value head "
+            "%zu bytes of packed keys and values, more than the %zu bytes a temporary may take on '%s' "
+            "(Lk %zu, head dims %zu/%zu); the fused implementation (CLATTN_IMPL_FUSED, without weights) "
+            "needs no such temporaries",
+            per_row, per_kv, cap, ctx->info.name, Lk, Dk, Dv);
+    }
     size_t rows = cap / per_row;
     if (rows > p->q_len) rows = p->q_len;
     size_t heads = 1;
@@ -165,26 +172,33 @@ static clattn_status alloc_temp(clattn_context *ctx, size_t floats, const char *
     return CLATTN_SUCCESS;
 }
 
+/* CLBlast's own codes by name (its OpenCL codes are named by cla_cl_error_name). */
 static const char *clblast_status_name(CLBlastStatusCode s) {
-    switch (s) {
-    case CLBlastNotImplemented: return "CLBlastNotImplemented";
-    case CLBlastInvalidMatrixA: return "CLBlastInvalidMatrixA";
-    case CLBlastInvalidMatrixB: return "CLBlastInvalidMatrixB";
-    case CLBlastInvalidMatrixC: return "CLBlastInvalidMatrixC";
-    case CLBlastInvalidDimension: return "CLBlastInvalidDimension";
-    case CLBlastInvalidLeadDimA: return "CLBlastInvalidLeadDimA";
-    case CLBlastInvalidLeadDimB: return "CLBlastInvalidLeadDimB";
-    case CLBlastInvalidLeadDimC: return "CLBlastInvalidLeadDimC";
-    case CLBlastInsufficientMemoryA: return "CLBlastInsufficientMemoryA";
-    case CLBlastInsufficientMemoryB: return "CLBlastInsufficientMemoryB";
-    case CLBlastInsufficientMemoryC: return "CLBlastInsufficientMemoryC";
-    case CLBlastInvalidBatchCount: return "CLBlastInvalidBatchCount";
-    case CLBlastInvalidLocalMemUsage: return "CLBlastInvalidLocalMemUsage";
-    case CLBlastDatabaseError: return "CLBlastDatabaseError";
-    case CLBlastUnknownError: return "CLBlastUnknownError";
-    case CLBlastUnexpectedError: return "CLBlastUnexpectedError";
-    default: return cla_cl_error_name((cl_int)s) ? cla_cl_error_name((cl_int)s) : "";
-    }
+    static const struct {
+        CLBlastStatusCode code;
+        const char *name;
+    } names[] = {
+        {CLBlastNotImplemented, "NotImplemented"},
+        {CLBlastInvalidMatrixA, "InvalidMatrixA"},
+        {CLBlastInvalidMatrixB, "InvalidMatrixB"},
+        {CLBlastInvalidMatrixC, "InvalidMatrixC"},
+        {CLBlastInvalidDimension, "InvalidDimension"},
+        {CLBlastInvalidLeadDimA, "InvalidLeadDimA"},
+        {CLBlastInvalidLeadDimB, "InvalidLeadDimB"},
+        {CLBlastInvalidLeadDimC, "InvalidLeadDimC"},
+        {CLBlastInsufficientMemoryA, "InsufficientMemoryA"},
+        {CLBlastInsufficientMemoryB, "InsufficientMemoryB"},
+        {CLBlastInsufficientMemoryC, "InsufficientMemoryC"},
+        {CLBlastInvalidBatchCount, "InvalidBatchCount"},
+        {CLBlastInvalidLocalMemUsage, "InvalidLocalMemUsage"},
+        {CLBlastDatabaseError, "DatabaseError"},
+        {CLBlastUnknownError, "UnknownError"},
+        {CLBlastUnexpectedError, "UnexpectedError"},
+    };
+    for (size_t i = 0; i < CLA_ARRAY_SIZE(names); ++i)
+        if (names[i].code == s) return names[i].name;
+    const char *cl = cla_cl_error_name((cl_int)s);
+    return cl ? cl : "";
 }
 
 /* One GEMM stage of a chunk: for items t < count, C_t (m x n) = alpha A_t op(B_t), row-major, beta 0, with the
@@ -203,7 +217,6 @@ typedef struct gemm_stage {
  * group against their common K (or the rows of P against their common V) become one GEMM, when their A and C rows
  * follow each other in memory (packed operands do). Folds only when every item takes part in the same way. */
 static void fold_shared_b(gemm_stage *g, unfused_work *w) {
-    if (getenv("UNF_NOFOLD")) return; /* DEBUG-TEMP */
     size_t run = 1;
     while (run < g->count && w->b_off[run] == w->b_off[0] && w->a_off[run] == w->a_off[run - 1] + g->m * g->lda &&
            w->c_off[run] == w->c_off[run - 1] + g->m * g->ldc)
@@ -223,7 +236,7 @@ static void fold_shared_b(gemm_stage *g, unfused_work *w) {
     g->m *= run;
 }
 
-/* Whether item t + 1 continues the constant, non-negative offset steps from item t - 1 to t (or t starts a run). */
+/* Whether item t + 1 may join the run that starts at item `first`: its offset steps forward by the run's step. */
 static bool same_step(const size_t *off, size_t first, size_t t) {
     if (off[t + 1] < off[t]) return false;
     return t == first || off[t + 1] - off[t] == off[first + 1] - off[first];
@@ -231,17 +244,18 @@ static bool same_step(const size_t *off, size_t first, size_t t) {
 
 /* Enqueues a stage in the chain as few CLBlastSgemmStridedBatched calls as the offsets allow: one per run of items
  * whose offsets step evenly. CLBlastSgemmBatched would take any offsets at once, but it uploads its offset arrays
- * with a blocking write that finishes the whole queue: a hidden clFinish, and a deadlock when the caller's wait list
- * holds a user event. CLBlast takes no wait list, so a barrier first makes its commands follow the chain; a barrier
- * on all of their events then becomes the chain's last command. */
+ * with a blocking write that finishes the whole queue: a hidden clFinish, and a deadlock when the caller's wait
+ * list holds a user event. CLBlast takes no wait list, so a barrier first makes its commands follow the chain; a
+ * barrier on all of their events then becomes the chain's last command. */
 static clattn_status enqueue_gemm(clattn_context *ctx, cla_chain *chain, unfused_work *w, gemm_stage *g) {
     fold_shared_b(g, w);
-    cl_int err = getenv("UNF_NOBARRIER") ? 0 : cla_chain_barrier(chain); /* DEBUG-TEMP */
+    cl_int err = cla_chain_barrier(chain);
     if (err != CL_SUCCESS)
-        return cla_fail(ctx, err, "unfused attention: enqueueing the barrier before the %s GEMM failed: %d", g->what,
-                        err);
+        return cla_fail(ctx, err, "unfused attention: enqueueing the barrier before the %s GEMM failed: %d",
+                        g->what, err);
     clattn_status st = CLATTN_SUCCESS;
     size_t events = 0;
+    bool all_events = true;
     for (size_t first = 0; first < g->count;) {
         size_t end = first + 1;
         while (end < g->count && same_step(w->a_off, first, end - 1) && same_step(w->b_off, first, end - 1) &&
@@ -253,10 +267,10 @@ static clattn_status enqueue_gemm(clattn_context *ctx, cla_chain *chain, unfused
         /* CLBlast rejects a C stride of 0 even for a single matrix (InvalidDimension), so give it a real one. */
         const size_t sc = batch > 1 ? w->c_off[first + 1] - w->c_off[first] : g->m * g->ldc;
         cl_event e = NULL;
-        CLBlastStatusCode s = CLBlastSgemmStridedBatched(
-            CLBlastLayoutRowMajor, CLBlastTransposeNo, g->b_trans, g->m, g->n, g->k, g->alpha, g->a, w->a_off[first],
-            g->lda, sa, g->b, w->b_off[first], g->ldb, sb, 0.0f, g->c, w->c_off[first], g->ldc, sc, batch,
-            &chain->queue, &e);
+        CLBlastStatusCode s =
+            CLBlastSgemmStridedBatched(CLBlastLayoutRowMajor, CLBlastTransposeNo, g->b_trans, g->m, g->n, g->k,
+                                       g->alpha, g->a, w->a_off[first], g->lda, sa, g->b, w->b_off[first], g->ldb,
+                                       sb, 0.0f, g->c, w->c_off[first], g->ldc, sc, batch, &chain->queue, &e);
         if (s != CLBlastSuccess) {
             if (e) clReleaseEvent(e);
             st = cla_fail(ctx, CLATTN_ERROR_CLBLAST,
@@ -266,16 +280,20 @@ static clattn_status enqueue_gemm(clattn_context *ctx, cla_chain *chain, unfused
                           clblast_status_name(s));
             break;
         }
-        if (e) w->events[events++] = e;
+        if (e)
+            w->events[events++] = e;
+        else
+            all_events = false;
         first = end;
     }
-    /* One event that completes after every call; with none given back, a barrier over the whole queue does. */
+    /* One event that completes after every call; if a call gave none back, a barrier over the whole queue does. */
     cl_event done = NULL;
-    if (st == CLATTN_SUCCESS && events == 1) {
+    if (st == CLATTN_SUCCESS && events == 1 && all_events) {
         done = w->events[0];
         events = 0;
     } else if (st == CLATTN_SUCCESS) {
-        err = clEnqueueBarrierWithWaitList(chain->queue, (cl_uint)events, events ? w->events : NULL, &done);
+        err = clEnqueueBarrierWithWaitList(chain->queue, all_events ? (cl_uint)events : 0,
+                                           all_events ? w->events : NULL, &done);
         if (err != CL_SUCCESS)
             st = cla_fail(ctx, err, "unfused attention: enqueueing the barrier after the %s GEMM failed: %d",
                           g->what, err);
@@ -369,8 +387,8 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_
     cl_mem out = p->out.buffer;
     /* write_out reads V as fp32: packed [kv head - kv0][Lk][Dv], or the caller's F32 view. */
     cl_mem v_f32 = v_packed ? w.vp : p->v.buffer;
-    cl_long4 vs = v_packed ? (cl_long4){{(cl_long)(Hkv * Lk * Dv), (cl_long)(Lk * Dv), (cl_long)Dv, 1}}
-                           : cla_strides4(&p->v);
+    cl_long4 vs = cla_strides4(&p->v);
+    if (v_packed) vs = (cl_long4){{(cl_long)(Hkv * Lk * Dv), (cl_long)(Lk * Dv), (cl_long)Dv, 1}};
     /* The scale goes into the first GEMM in log2 units, as the fused kernel folds it into its exp2. */
     const float alpha = p->scale * 1.4426950408889634f;
 
@@ -378,11 +396,30 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_
         const size_t n = pairs - bh0 < ch.heads ? pairs - bh0 : ch.heads;
         const size_t kv0 = bh0 / group, kv_count = (bh0 + n - 1) / group - kv0 + 1;
         if (k_packed) {
-            pack_args a = {"pack_k", kern.pack_k, &p->k, Hkv, kv0, kv_count, 0, Lk, Dk, w.kp, false};
+            pack_args a = {.what = "pack_k",
+                           .kernel = kern.pack_k,
+                           .t = &p->k,
+                           .heads = Hkv,
+                           .first = kv0,
+                           .count = kv_count,
+                           .row0 = 0,
+                           .rows = Lk,
+                           .dim = Dk,
+                           .dst = w.kp};
             st = enqueue_pack(ctx, p, chain, &a);
         }
         if (!st && v_packed) {
-            pack_args a = {"pack_v", kern.pack_v, &p->v, Hkv, kv0, kv_count, 0, Lk, Dv, w.vp, p->key_lengths != NULL};
+            pack_args a = {.what = "pack_v",
+                           .kernel = kern.pack_v,
+                           .t = &p->v,
+                           .heads = Hkv,
+                           .first = kv0,
+                           .count = kv_count,
+                           .row0 = 0,
+                           .rows = Lk,
+                           .dim = Dv,
+                           .dst = w.vp,
+                           .zero_padding = p->key_lengths != NULL};
             st = enqueue_pack(ctx, p, chain, &a);
         }
         cl_long v_offset = v_packed ? -(cl_long)(kv0 * Lk * Dv) : (cl_long)p->v.offset;
@@ -390,7 +427,16 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_
         for (size_t i0 = 0; i0 < Lq && !st; i0 += ch.rows) {
             const size_t rows = Lq - i0 < ch.rows ? Lq - i0 : ch.rows;
             if (q_packed) {
-                pack_args a = {"pack_q", kern.pack_q, &p->q, Hq, bh0, n, i0, rows, Dk, w.qp, false};
+                pack_args a = {.what = "pack_q",
+                               .kernel = kern.pack_q,
+                               .t = &p->q,
+                               .heads = Hq,
+                               .first = bh0,
+                               .count = n,
+                               .row0 = i0,
+                               .rows = rows,
+                               .dim = Dk,
+                               .dst = w.qp};
                 if ((st = enqueue_pack(ctx, p, chain, &a))) break;
             }
 
@@ -403,9 +449,19 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_
                                       : p->k.offset + b * p->k.stride[0] + hk * p->k.stride[1];
                 w.c_off[t] = t * rows * Lk;
             }
-            gemm_stage g1 = {"scores Q K^T", alpha, CLBlastTransposeYes, rows, Lk, Dk,
-                            q_packed ? w.qp : p->q.buffer, k_packed ? w.kp : p->k.buffer, w.s,
-                            q_packed ? Dk : p->q.stride[2], k_packed ? Dk : p->k.stride[2], Lk, n};
+            gemm_stage g1 = {.what = "scores Q K^T",
+                             .alpha = alpha,
+                             .b_trans = CLBlastTransposeYes,
+                             .m = rows,
+                             .n = Lk,
+                             .k = Dk,
+                             .a = q_packed ? w.qp : p->q.buffer,
+                             .lda = q_packed ? Dk : p->q.stride[2],
+                             .b = k_packed ? w.kp : p->k.buffer,
+                             .ldb = k_packed ? Dk : p->k.stride[2],
+                             .c = w.s,
+                             .ldc = Lk,
+                             .count = n};
             if ((st = enqueue_gemm(ctx, chain, &w, &g1))) break;
 
             cl_int4 sm_dims = {{(cl_int)Hq, (cl_int)Lq, (cl_int)Lk, (cl_int)rows}};
@@ -426,8 +482,19 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_
                                       : p->v.offset + b * p->v.stride[0] + hk * p->v.stride[1];
                 w.c_off[t] = t * rows * Dv;
             }
-            gemm_stage g2 = {"output P V", 1.0f, CLBlastTransposeNo, rows, Dv, Lk, w.s, v_packed ? w.vp : p->v.buffer,
-                            w.o, Lk, v_packed ? Dv : p->v.stride[2], Dv, n};
+            gemm_stage g2 = {.what = "output P V",
+                             .alpha = 1.0f,
+                             .b_trans = CLBlastTransposeNo,
+                             .m = rows,
+                             .n = Dv,
+                             .k = Lk,
+                             .a = w.s,
+                             .lda = Lk,
+                             .b = v_packed ? w.vp : p->v.buffer,
+                             .ldb = v_packed ? Dv : p->v.stride[2],
+                             .c = w.o,
+                             .ldc = Dv,
+                             .count = n};
             if ((st = enqueue_gemm(ctx, chain, &w, &g2))) break;
 
             cl_int4 wo_dims = {{(cl_int)Hq, (cl_int)Lk, (cl_int)rows, (cl_int)group}};
@@ -440,7 +507,6 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_
         }
     }
     /* Released now, freed by OpenCL once the commands that use them have finished. */
-    if (getenv("UNF_FINISH")) clFinish(chain->queue); /* DEBUG-TEMP */
     work_release(&w);
     return st;
 }

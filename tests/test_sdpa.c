@@ -124,6 +124,42 @@ static void windows(void **state) {
         }
 }
 
+static void huge_windows_mean_unbounded(void **state) {
+    sdpa_case c;
+    sdpa_case_init(&c);
+    c.impl = impl_of(state);
+    c.q_len = 9;
+    c.kv_len = 14;
+    c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+    c.window_left = (int64_t)1 << 40;
+    c.window_right = INT32_MAX;
+    c.want_lse = true;
+    sdpa_case_run(ctx, &c, NULL);
+}
+
+/* The unfused path in several chunks of (batch, head) pairs and blocks of query rows, forced by a small cap. */
+static void unfused_chunks(void **state) {
+    (void)state;
+    static const char *caps[] = {"2000", "9000", "70000"};
+    for (int i = 0; i < 3; ++i) {
+        setenv("CLATTN_UNFUSED_CHUNK_BYTES", caps[i], 1);
+        sdpa_case c;
+        sdpa_case_init(&c);
+        c.impl = CLATTN_IMPL_UNFUSED;
+        c.batch = 2;
+        c.q_heads = 4;
+        c.kv_heads = 2;
+        c.q_len = 19;
+        c.kv_len = 23;
+        c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+        c.want_lse = true;
+        c.want_weights = true;
+        c.seed = (unsigned)i;
+        sdpa_case_run(ctx, &c, NULL);
+    }
+    unsetenv("CLATTN_UNFUSED_CHUNK_BYTES");
+}
+
 static void masks(void **state) {
     for (int kind = MASK_ADD; kind <= MASK_BOOL; ++kind)
         for (int bb = 0; bb < 2; ++bb)
@@ -380,7 +416,8 @@ static void empty_sizes(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         BOTH(sequence_lengths), BOTH(head_dims),      BOTH(heads_batch_layouts_and_gqa),
-        BOTH(causal_alignments), BOTH(windows),       BOTH(masks),
+        BOTH(causal_alignments), BOTH(windows),       BOTH(huge_windows_mean_unbounded), BOTH(masks),
+        cmocka_unit_test(unfused_chunks),
         BOTH(key_lengths_and_combinations),           BOTH(fully_masked_rows),
         BOTH(dtypes),           BOTH(special_values), BOTH(decode_shapes),
         cmocka_unit_test_prestate(weights_output, (void *)&impl_unfused),
