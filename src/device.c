@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <threads.h>
 
 #ifndef CL_PLATFORM_NOT_FOUND_KHR
 #define CL_PLATFORM_NOT_FOUND_KHR -1001
@@ -111,10 +112,34 @@ static size_t default_index(const cla_device_entry *entries, size_t count) {
     return 0;
 }
 
+/* OpenCL's first calls are not safe to make from several threads at once: the ICD loader (ocl-icd) discovers its
+ * drivers lazily and a second thread can see no platform, and drivers set their devices up lazily too (PoCL 3.1
+ * crashes in clGetDeviceInfo while another thread initialises). Listing every platform's devices and querying each
+ * once, exactly once per process before any enumeration, leaves only read-only queries for concurrent callers. */
+static once_flag driver_start_once = ONCE_FLAG_INIT;
+static void start_drivers(void) {
+    cl_uint nplat = 0;
+    if (clGetPlatformIDs(0, NULL, &nplat) != CL_SUCCESS || nplat == 0 || nplat > 64) return;
+    cl_platform_id plats[64];
+    if (clGetPlatformIDs(nplat, plats, NULL) != CL_SUCCESS) return;
+    for (cl_uint p = 0; p < nplat; ++p) {
+        cl_uint ndev = 0;
+        if (clGetDeviceIDs(plats[p], CL_DEVICE_TYPE_ALL, 0, NULL, &ndev) != CL_SUCCESS || ndev == 0 || ndev > 64)
+            continue;
+        cl_device_id devs[64];
+        if (clGetDeviceIDs(plats[p], CL_DEVICE_TYPE_ALL, ndev, devs, NULL) != CL_SUCCESS) continue;
+        for (cl_uint d = 0; d < ndev; ++d) {
+            char name[256];
+            (void)clGetDeviceInfo(devs[d], CL_DEVICE_NAME, sizeof name, name, NULL);
+        }
+    }
+}
+
 clattn_status cla_devices_enumerate(cla_device_entry **entries_out, size_t *count_out, char *message,
                                     size_t message_size) {
     *entries_out = NULL;
     *count_out = 0;
+    call_once(&driver_start_once, start_drivers);
     cl_uint nplat = 0;
     cl_int err = clGetPlatformIDs(0, NULL, &nplat);
     if (err == CL_PLATFORM_NOT_FOUND_KHR || (err == CL_SUCCESS && nplat == 0)) {

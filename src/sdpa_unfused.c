@@ -11,6 +11,7 @@
  * chain's ordering makes safe; enqueueing ahead of the device therefore never multiplies the memory in use.
  * CLATTN_UNFUSED_CHUNK_BYTES (a byte count) lowers that bound, so that tests can exercise the chunking on small
  * shapes. */
+#include "blas.h"
 #include "sdpa_internal.h"
 
 #include <clblast_c.h>
@@ -159,46 +160,10 @@ static clattn_status get_kernels(clattn_context *ctx, const cla_sdpa_plan *p, un
 }
 
 static clattn_status alloc_temp(clattn_context *ctx, size_t floats, const char *what, cl_mem *out) {
-    cl_int err = CL_SUCCESS;
-    *out = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, floats * sizeof(float), NULL, &err);
-    if (err != CL_SUCCESS) {
-        *out = NULL;
-        const char *name = cla_cl_error_name(err);
-        return cla_fail(ctx, err,
-                        "unfused attention: allocating the %zu-byte %s temporary on '%s' failed: %d %s; lower "
-                        "CLATTN_UNFUSED_CHUNK_BYTES or use CLATTN_IMPL_FUSED",
-                        floats * sizeof(float), what, ctx->info.name, err, name ? name : "");
-    }
-    return CLATTN_SUCCESS;
-}
-
-/* CLBlast's own codes by name (its OpenCL codes are named by cla_cl_error_name). */
-static const char *clblast_status_name(CLBlastStatusCode s) {
-    static const struct {
-        CLBlastStatusCode code;
-        const char *name;
-    } names[] = {
-        {CLBlastNotImplemented, "NotImplemented"},
-        {CLBlastInvalidMatrixA, "InvalidMatrixA"},
-        {CLBlastInvalidMatrixB, "InvalidMatrixB"},
-        {CLBlastInvalidMatrixC, "InvalidMatrixC"},
-        {CLBlastInvalidDimension, "InvalidDimension"},
-        {CLBlastInvalidLeadDimA, "InvalidLeadDimA"},
-        {CLBlastInvalidLeadDimB, "InvalidLeadDimB"},
-        {CLBlastInvalidLeadDimC, "InvalidLeadDimC"},
-        {CLBlastInsufficientMemoryA, "InsufficientMemoryA"},
-        {CLBlastInsufficientMemoryB, "InsufficientMemoryB"},
-        {CLBlastInsufficientMemoryC, "InsufficientMemoryC"},
-        {CLBlastInvalidBatchCount, "InvalidBatchCount"},
-        {CLBlastInvalidLocalMemUsage, "InvalidLocalMemUsage"},
-        {CLBlastDatabaseError, "DatabaseError"},
-        {CLBlastUnknownError, "UnknownError"},
-        {CLBlastUnexpectedError, "UnexpectedError"},
-    };
-    for (size_t i = 0; i < CLA_ARRAY_SIZE(names); ++i)
-        if (names[i].code == s) return names[i].name;
-    const char *cl = cla_cl_error_name((cl_int)s);
-    return cl ? cl : "";
+    clattn_status st = cla_temp_buffer(ctx, floats * sizeof(float), what, out);
+    if (st != CLATTN_SUCCESS)
+        cla_append_error(ctx, " (unfused attention: lower CLATTN_UNFUSED_CHUNK_BYTES or use CLATTN_IMPL_FUSED)");
+    return st;
 }
 
 /* One GEMM stage of a chunk: for items t < count, C_t (m x n) = alpha A_t op(B_t), row-major, beta 0, with the
@@ -268,16 +233,16 @@ static clattn_status enqueue_gemm(clattn_context *ctx, cla_chain *chain, unfused
         const size_t sc = batch > 1 ? w->c_off[first + 1] - w->c_off[first] : g->m * g->ldc;
         cl_event e = NULL;
         CLBlastStatusCode s =
-            CLBlastSgemmStridedBatched(CLBlastLayoutRowMajor, CLBlastTransposeNo, g->b_trans, g->m, g->n, g->k,
-                                       g->alpha, g->a, w->a_off[first], g->lda, sa, g->b, w->b_off[first], g->ldb,
-                                       sb, 0.0f, g->c, w->c_off[first], g->ldc, sc, batch, &chain->queue, &e);
+            cla_blas_sgemm_strided_batched(CLBlastLayoutRowMajor, CLBlastTransposeNo, g->b_trans, g->m, g->n, g->k,
+                                           g->alpha, g->a, w->a_off[first], g->lda, sa, g->b, w->b_off[first], g->ldb,
+                                           sb, 0.0f, g->c, w->c_off[first], g->ldc, sc, batch, &chain->queue, &e);
         if (s != CLBlastSuccess) {
             if (e) clReleaseEvent(e);
             st = cla_fail(ctx, CLATTN_ERROR_CLBLAST,
                           "unfused attention: CLBlastSgemmStridedBatched for %s (m %zu, n %zu, k %zu, lda %zu, ldb "
                           "%zu, ldc %zu, batch %zu) on '%s' failed with CLBlast status %d %s",
                           g->what, g->m, g->n, g->k, g->lda, g->ldb, g->ldc, batch, ctx->info.name, (int)s,
-                          clblast_status_name(s));
+                          cla_blas_status_name(s));
             break;
         }
         if (e)

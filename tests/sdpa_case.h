@@ -38,6 +38,9 @@ void sdpa_case_init(sdpa_case *c);
  * left in an output, or canary change. Returns the output as floats (malloc'd, [B,Hq,Lq,Dv]) if `out_copy`. */
 void sdpa_case_run(clattn_context *ctx, const sdpa_case *c, float **out_copy);
 
+/* The same without cmocka (usable from threads): returns 0, or -1 with a message in err. */
+int sdpa_case_check(clattn_context *ctx, const sdpa_case *c, char *err, size_t err_size);
+
 /* A short description of a case for messages. */
 void sdpa_case_describe(const sdpa_case *c, char *buf, size_t size);
 

@@ -160,6 +160,29 @@ static void unfused_chunks(void **state) {
     unsetenv("CLATTN_UNFUSED_CHUNK_BYTES");
 }
 
+/* The fused path allocates nothing of size Lq x Lk (nothing at all without key splits); the unfused path at least
+ * its score matrix. */
+static void memory_accounting(void **state) {
+    (void)state;
+    sdpa_case c;
+    sdpa_case_init(&c);
+    c.q_len = 300;
+    c.kv_len = 200;
+    c.head_dim = 32;
+    c.q_heads = c.kv_heads = 2;
+    c.impl = CLATTN_IMPL_FUSED;
+    sdpa_case_run(ctx, &c, NULL);
+    clattn_memory_stats m;
+    assert_status(clattn_context_memory_stats(ctx, &m), CLATTN_SUCCESS);
+    assert_true(m.last_call_bytes < (uint64_t)300 * 200 * sizeof(float));
+    c.impl = CLATTN_IMPL_UNFUSED;
+    sdpa_case_run(ctx, &c, NULL);
+    assert_status(clattn_context_memory_stats(ctx, &m), CLATTN_SUCCESS);
+    assert_true(m.last_call_bytes >= (uint64_t)300 * 200 * sizeof(float));
+    assert_true(m.peak_call_bytes >= m.last_call_bytes);
+    assert_status(clattn_context_memory_stats(ctx, NULL), CLATTN_ERROR_NULL_POINTER);
+}
+
 static void masks(void **state) {
     for (int kind = MASK_ADD; kind <= MASK_BOOL; ++kind)
         for (int bb = 0; bb < 2; ++bb)
@@ -417,7 +440,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         BOTH(sequence_lengths), BOTH(head_dims),      BOTH(heads_batch_layouts_and_gqa),
         BOTH(causal_alignments), BOTH(windows),       BOTH(huge_windows_mean_unbounded), BOTH(masks),
-        cmocka_unit_test(unfused_chunks),
+        cmocka_unit_test(unfused_chunks), cmocka_unit_test(memory_accounting),
         BOTH(key_lengths_and_combinations),           BOTH(fully_masked_rows),
         BOTH(dtypes),           BOTH(special_values), BOTH(decode_shapes),
         cmocka_unit_test_prestate(weights_output, (void *)&impl_unfused),

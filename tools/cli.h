@@ -47,5 +47,6 @@ int cli_open_context(const char *cmd, const char *device, bool profiling, clattn
 /* Subcommands. */
 int cmd_devices(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 #endif

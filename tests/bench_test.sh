@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# The contract of `clattn bench`: tiny benchmarks run and print a table, valid JSON (with reference errors under
+# --check, one object per implementation and swept size) and CSV; usage errors and the operations that do not exist
+# yet exit with status 2. Shapes are tiny on purpose: this checks the command, not the speed.
+# Argument: the clattn program. Needs /usr/bin/python3 (its json module) to validate the JSON.
+set -uo pipefail
+clattn=$1
+python=/usr/bin/python3
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+passed=0
+failed=0
+
+check() { # description, expected status, command...; the output is kept in $tmp/out for later checks
+    local what=$1 want=$2
+    shift 2
+    "$@" > "$tmp/out" 2> "$tmp/err"
+    local got=$?
+    if [ "$got" != "$want" ]; then
+        echo "FAIL: $what: exit $got, expected $want"
+        sed 's/^/    /' "$tmp/out" "$tmp/err"
+        failed=$((failed + 1))
+        return 1
+    fi
+    echo "ok: $what"
+    passed=$((passed + 1))
+}
+
+expect() { # description, command...: a further condition on the last output
+    local what=$1
+    shift
+    if "$@"; then
+        echo "ok: $what"
+        passed=$((passed + 1))
+    else
+        echo "FAIL: $what"
+        sed 's/^/    /' "$tmp/out" "$tmp/err"
+        failed=$((failed + 1))
+    fi
+}
+
+check "bench --help" 0 "$clattn" bench --help
+check "bench sdpa --help" 0 "$clattn" bench sdpa --help
+
+if check "table, both implementations" 0 "$clattn" bench sdpa --seq 64 --repeat 3; then
+    expect "table names the device" grep -q '^device: ' "$tmp/out"
+    expect "table has a fused and an unfused row" \
+        bash -c "grep -Eq ' fused +[0-9]' '$tmp/out' && grep -Eq ' unfused +[0-9]' '$tmp/out'"
+fi
+
+if check "--json --check with a sweep and GQA" 0 "$clattn" bench sdpa --json --check --sweep seq=32,48 --heads 4 \
+    --kv-heads 2 --head-dim 32 --causal none,bottom-right --repeat 2; then
+    expect "JSON: one object per implementation, size and causal mode, errors within tolerance" \
+        "$python" - "$tmp/out" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))
+assert isinstance(rows, list) and len(rows) == 8, f"expected 8 objects, got {len(rows)}"
+need = ("op", "impl", "batch", "heads", "kv_heads", "seq", "kv_seq", "head_dim", "dtype", "causal", "median_ms",
+        "min_ms", "max_ms", "gflops", "gbps", "temp_bytes", "max_error")
+for r in rows:
+    missing = [k for k in need if k not in r]
+    assert not missing, f"missing {missing}"
+    assert r["op"] == "sdpa" and r["dtype"] == "f32" and r["heads"] == 4 and r["kv_heads"] == 2
+    assert 0 < r["min_ms"] <= r["median_ms"] <= r["max_ms"], r
+    assert r["gflops"] > 0 and r["gbps"] > 0 and r["temp_bytes"] >= 0, r
+    assert r["max_error"] is not None and r["max_error"] <= r["tolerance"], r
+    # FLOPs count only the (query, key) pairs that take part: Lq*Lk without causal masking, fewer with it.
+    full = 4 * r["batch"] * r["heads"] * r["seq"] * r["kv_seq"] * r["head_dim"]
+    assert (r["flops"] == full) == (r["causal"] == "none"), r
+assert sorted({r["seq"] for r in rows}) == [32, 48]
+assert sorted({r["impl"] for r in rows}) == ["fused", "unfused"]
+assert all(r["seq"] == r["kv_seq"] for r in rows), "a seq sweep moves kv_seq along"
+PY
+fi
+
+if check "--json with masks, window, key length and f16" 0 "$clattn" bench sdpa --json --check --seq 24 \
+    --kv-seq 40 --mask additive --window 8,2 --key-length 30 --dtype f16 --impl fused --repeat 2; then
+    expect "JSON: one fused object with the options recorded" "$python" - "$tmp/out" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))
+assert len(rows) == 1, rows
+r = rows[0]
+assert r["impl"] == "fused" and r["mask"] == "additive" and r["dtype"] == "f16", r
+assert r["window_left"] == 8 and r["window_right"] == 2 and r["key_length"] == 30, r
+assert r["max_error"] is not None and r["max_error"] <= r["tolerance"], r
+PY
+fi
+
+if check "--csv" 0 "$clattn" bench sdpa --csv --seq 32 --mask bool --causal top-left --repeat 2; then
+    expect "CSV: a header and one row per implementation, all of the same width" "$python" - "$tmp/out" <<'PY'
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1])))
+assert len(rows) == 3, rows
+assert rows[0][:2] == ["op", "impl"] and "median_ms" in rows[0] and "gflops" in rows[0], rows[0]
+assert all(len(r) == len(rows[0]) for r in rows), [len(r) for r in rows]
+assert float(rows[1][rows[0].index("median_ms")]) > 0
+PY
+fi
+
+check "unknown option" 2 "$clattn" bench sdpa --frobnicate
+check "bad value" 2 "$clattn" bench sdpa --seq 0
+check "bad sweep" 2 "$clattn" bench sdpa --sweep depth=1,2
+check "heads not a multiple of kv-heads" 2 "$clattn" bench sdpa --heads 6 --kv-heads 4 --seq 8
+check "--json with --csv" 2 "$clattn" bench sdpa --json --csv
+check "unknown operation" 2 "$clattn" bench frobnicate
+check "bench mha is not implemented yet" 2 "$clattn" bench mha
+expect "bench mha says so" grep -q 'not implemented yet' "$tmp/err"
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

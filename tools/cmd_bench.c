@@ -1,0 +1,952 @@
+/* `clattn bench`: times attention on the device with OpenCL profiling events and reports milliseconds, GFLOP/s,
+ * effective bandwidth and the device memory each call allocates, for the fused and the unfused implementation side
+ * by side. With no options it runs the project's representative shape (B=1, H=8, L=1024, D=64, fp32, non-causal
+ * and causal), so that "how fast is clattn here" is one command. --check also compares every measured output with
+ * the double-precision reference, because a fast wrong answer is worth nothing. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "cli.h"
+#include "dtype.h"
+#include "reference.h"
+
+#define CMD "bench sdpa"
+
+/* Above this many multiply-adds the double-precision reference takes more than a few seconds per shape. */
+#define REFERENCE_LIMIT 1e10
+/* Pair counts of shapes up to this many (query, key) pairs are also counted one by one with the reference's own
+ * rule, as a guard that the closed form used for large shapes agrees with it. */
+#define BRUTE_FORCE_PAIRS (1u << 22)
+#define MAX_SWEEP         64
+#define MAX_CAUSAL        3
+
+enum { IMPL_FUSED = 0, IMPL_UNFUSED = 1, IMPL_COUNT = 2 };
+enum { MASK_NONE = 0, MASK_ADDITIVE = 1, MASK_BOOL = 2 };
+enum { FORMAT_TABLE = 0, FORMAT_JSON = 1, FORMAT_CSV = 2 };
+
+static const char *const impl_names[IMPL_COUNT] = {"fused", "unfused"};
+static const clattn_impl impl_values[IMPL_COUNT] = {CLATTN_IMPL_FUSED, CLATTN_IMPL_UNFUSED};
+static const char *const causal_names[] = {"none", "top-left", "bottom-right"};
+static const char *const mask_names[] = {"none", "additive", "bool"};
+static const char *const dtype_names[] = {"f32", "f16", "bf16"};
+
+typedef struct bench_shape {
+    size_t batch, heads, kv_heads, seq, kv_seq, head_dim;
+} bench_shape;
+
+/* Everything the options decide, shared by every measurement of the run. */
+typedef struct bench_config {
+    bench_shape shapes[MAX_SWEEP];
+    size_t shape_count;
+    const char *sweep_name; /* NULL: no sweep; else points to sweep_buf */
+    char sweep_buf[16];
+    clattn_causal causal[MAX_CAUSAL];
+    size_t causal_count;
+    int64_t window_left, window_right;
+    long long key_length; /* -1: none */
+    int mask;
+    clattn_dtype dtype;
+    bool impl[IMPL_COUNT];
+    long repeat, warmup;
+    bool check;
+    int format;
+} bench_config;
+
+/* One measured implementation on one shape and mask. */
+typedef struct bench_result {
+    bench_shape shape;
+    clattn_causal causal;
+    int impl;
+    double median_ms, min_ms, max_ms;
+    double flops, io_bytes, gflops, gbps;
+    uint64_t temp_bytes;
+    bool host_timer;    /* profiling information was unavailable: host wall-clock times instead */
+    bool checked;       /* max_error is meaningful */
+    bool check_skipped; /* --check asked, but the shape is too large for the reference */
+    double max_error, tolerance;
+} bench_result;
+
+/* The device side of one shape, plus host copies of the inputs (as the device stores them) for --check. */
+typedef struct shape_data {
+    cl_mem q, k, v, out, mask, key_lengths;
+    float *hq, *hk, *hv, *hmask;
+    uint8_t *hbool;
+    int32_t *hkl;
+    size_t nq, nk, no, nmask;
+    double io_bytes;
+} shape_data;
+
+static void free_shape_data(shape_data *s) {
+    cl_mem *bufs[] = {&s->q, &s->k, &s->v, &s->out, &s->mask, &s->key_lengths};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; ++i)
+        if (*bufs[i]) clReleaseMemObject(*bufs[i]);
+    free(s->hq);
+    free(s->hk);
+    free(s->hv);
+    free(s->hmask);
+    free(s->hbool);
+    free(s->hkl);
+    memset(s, 0, sizeof *s);
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Option parsing */
+
+static int parse_count(const char *opt, const char *text, long long lo, long long hi, long long *out) {
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (end == text || *end != '\0' || errno || v < lo || v > hi)
+        return cli_error(CMD, CLI_USAGE, "--%s %s: expected a whole number from %lld to %lld", opt, text, lo, hi);
+    *out = v;
+    return CLI_OK;
+}
+
+/* Each size is at most 2^24, so that a typo cannot ask for a sequence of 2^40; whole shapes are bounded once all
+ * their sizes are known (parse_options). */
+static int parse_size_opt(const cli_command *cmd, const char *name, size_t *out, bool *given) {
+    const char *s = cli_value(cmd, name);
+    *given = s != NULL;
+    if (!s) return CLI_OK;
+    long long v = 0;
+    int rc = parse_count(name, s, 1, 1 << 24, &v);
+    if (rc == CLI_OK) *out = (size_t)v;
+    return rc;
+}
+
+static int parse_causal_list(const char *text, bench_config *c) {
+    c->causal_count = 0;
+    const char *p = text;
+    for (;;) {
+        size_t len = strcspn(p, ",");
+        clattn_causal value = CLATTN_CAUSAL_NONE;
+        bool known = false;
+        for (int i = 0; i < 3; ++i)
+            if (strlen(causal_names[i]) == len && strncmp(p, causal_names[i], len) == 0) {
+                value = (clattn_causal)i;
+                known = true;
+            }
+        if (!known || c->causal_count == MAX_CAUSAL)
+            return cli_error(CMD, CLI_USAGE,
+                             "--causal %s: expected top-left, bottom-right or none, or a comma-separated list of "
+                             "them (at most three)",
+                             text);
+        for (size_t i = 0; i < c->causal_count; ++i)
+            if (c->causal[i] == value)
+                return cli_error(CMD, CLI_USAGE, "--causal %s: '%s' is listed twice", text, causal_names[value]);
+        c->causal[c->causal_count++] = value;
+        if (p[len] == '\0') return CLI_OK;
+        p += len + 1;
+    }
+}
+
+static size_t *shape_field(bench_shape *s, const char *name) {
+    if (strcmp(name, "batch") == 0) return &s->batch;
+    if (strcmp(name, "heads") == 0) return &s->heads;
+    if (strcmp(name, "kv-heads") == 0) return &s->kv_heads;
+    if (strcmp(name, "seq") == 0) return &s->seq;
+    if (strcmp(name, "kv-seq") == 0) return &s->kv_seq;
+    if (strcmp(name, "head-dim") == 0) return &s->head_dim;
+    return NULL;
+}
+
+static size_t shape_value(const bench_shape *s, const char *name) {
+    bench_shape copy = *s;
+    return *shape_field(&copy, name);
+}
+
+/* --sweep NAME=V1,V2,...: one shape per value, the other sizes from their options. Sweeping seq (or heads) moves
+ * kv-seq (or kv-heads) along with it unless that was given explicitly, which is what a sequence-length sweep of
+ * self-attention means. */
+static int build_shapes(const cli_command *cmd, const bench_shape *base, const bool *given_kv, bench_config *c) {
+    const char *sweep = cli_value(cmd, "sweep");
+    if (!sweep) {
+        c->shapes[0] = *base;
+        c->shape_count = 1;
+        return CLI_OK;
+    }
+    const char *eq = strchr(sweep, '=');
+    char *name = c->sweep_buf;
+    size_t nlen = eq ? (size_t)(eq - sweep) : 0;
+    if (!eq || nlen == 0 || nlen >= sizeof c->sweep_buf)
+        return cli_error(CMD, CLI_USAGE,
+                         "--sweep %s: expected NAME=V1,V2,... with NAME one of seq, kv-seq, heads, "
+                         "kv-heads, head-dim, batch",
+                         sweep);
+    memcpy(name, sweep, nlen);
+    name[nlen] = '\0';
+    bench_shape probe = *base;
+    if (!shape_field(&probe, name))
+        return cli_error(CMD, CLI_USAGE,
+                         "--sweep %s: cannot sweep '%s' (use seq, kv-seq, heads, kv-heads, head-dim "
+                         "or batch)",
+                         sweep, name);
+    if (cli_value(cmd, name))
+        return cli_error(CMD, CLI_USAGE, "--%s and --sweep %s=... both set the same size; give one of them", name,
+                         name);
+    c->sweep_name = name;
+    c->shape_count = 0;
+    const char *p = eq + 1;
+    for (;;) {
+        char *end = NULL;
+        errno = 0;
+        long long v = strtoll(p, &end, 10);
+        if (end == p || errno || v < 1 || v > (1 << 24) || (*end != ',' && *end != '\0'))
+            return cli_error(CMD, CLI_USAGE, "--sweep %s: each value must be a whole number from 1 to %d", sweep,
+                             1 << 24);
+        if (c->shape_count == MAX_SWEEP)
+            return cli_error(CMD, CLI_USAGE, "--sweep %s: at most %d values", sweep, MAX_SWEEP);
+        bench_shape s = *base;
+        *shape_field(&s, name) = (size_t)v;
+        if (strcmp(name, "seq") == 0 && !given_kv[0]) s.kv_seq = (size_t)v;
+        if (strcmp(name, "heads") == 0 && !given_kv[1]) s.kv_heads = (size_t)v;
+        c->shapes[c->shape_count++] = s;
+        if (*end == '\0') return CLI_OK;
+        p = end + 1;
+    }
+}
+
+static int parse_options(const cli_command *cmd, bench_config *c) {
+    memset(c, 0, sizeof *c);
+    c->window_left = CLATTN_WINDOW_UNBOUNDED;
+    c->window_right = CLATTN_WINDOW_UNBOUNDED;
+    c->key_length = -1;
+    c->dtype = CLATTN_DTYPE_F32;
+    c->repeat = 10;
+    c->warmup = 2;
+    c->impl[IMPL_FUSED] = c->impl[IMPL_UNFUSED] = true;
+    c->causal[0] = CLATTN_CAUSAL_NONE;
+    c->causal_count = 1;
+
+    int rc;
+    bench_shape base = {1, 8, 0, 1024, 0, 64};
+    bool given[6];
+    static const char *size_opts[6] = {"batch", "heads", "kv-heads", "seq", "kv-seq", "head-dim"};
+    for (int i = 0; i < 6; ++i)
+        if ((rc = parse_size_opt(cmd, size_opts[i], shape_field(&base, size_opts[i]), &given[i]))) return rc;
+    if (!given[2]) base.kv_heads = base.heads;
+    if (!given[4]) base.kv_seq = base.seq;
+    const bool given_kv[2] = {given[4], given[2]};
+    if ((rc = build_shapes(cmd, &base, given_kv, c))) return rc;
+
+    const char *s;
+    if ((s = cli_value(cmd, "dtype"))) {
+        if (strcmp(s, "f32") == 0)
+            c->dtype = CLATTN_DTYPE_F32;
+        else if (strcmp(s, "f16") == 0)
+            c->dtype = CLATTN_DTYPE_F16;
+        else if (strcmp(s, "bf16") == 0)
+            c->dtype = CLATTN_DTYPE_BF16;
+        else
+            return cli_error(CMD, CLI_USAGE, "--dtype %s: expected f32, f16 or bf16", s);
+    }
+    if ((s = cli_value(cmd, "impl"))) {
+        if (strcmp(s, "fused") == 0)
+            c->impl[IMPL_UNFUSED] = false;
+        else if (strcmp(s, "unfused") == 0)
+            c->impl[IMPL_FUSED] = false;
+        else if (strcmp(s, "all") != 0)
+            return cli_error(CMD, CLI_USAGE, "--impl %s: expected fused, unfused or all", s);
+    }
+    if ((s = cli_value(cmd, "causal")) && (rc = parse_causal_list(s, c))) return rc;
+    if ((s = cli_value(cmd, "window"))) {
+        long long left = 0, right = 0;
+        char tail = 0;
+        if (sscanf(s, "%lld,%lld%c", &left, &right, &tail) != 2 || left < -1 || right < -1)
+            return cli_error(CMD, CLI_USAGE, "--window %s: expected LEFT,RIGHT (each >= 0, or -1 for unbounded)",
+                             s);
+        /* A side wider than any sequence excludes nothing; capping it keeps position arithmetic from overflowing.
+         */
+        c->window_left = left > (1ll << 40) ? (1ll << 40) : left;
+        c->window_right = right > (1ll << 40) ? (1ll << 40) : right;
+    }
+    long long v = 0;
+    if ((s = cli_value(cmd, "key-length"))) {
+        if ((rc = parse_count("key-length", s, 0, INT32_MAX, &v))) return rc;
+        c->key_length = v;
+    }
+    if ((s = cli_value(cmd, "mask"))) {
+        if (strcmp(s, "additive") == 0)
+            c->mask = MASK_ADDITIVE;
+        else if (strcmp(s, "bool") == 0)
+            c->mask = MASK_BOOL;
+        else
+            return cli_error(CMD, CLI_USAGE, "--mask %s: expected additive or bool (a random mask is generated)",
+                             s);
+    }
+    if ((s = cli_value(cmd, "repeat"))) {
+        if ((rc = parse_count("repeat", s, 1, 100000, &v))) return rc;
+        c->repeat = (long)v;
+    }
+    if ((s = cli_value(cmd, "warmup"))) {
+        /* At least one untimed call: the first call compiles the kernels, and compilation is never measured. */
+        if ((rc = parse_count("warmup", s, 1, 100000, &v))) return rc;
+        c->warmup = (long)v;
+    }
+    c->check = cli_flag(cmd, "check");
+    if (cli_flag(cmd, "json") && cli_flag(cmd, "csv"))
+        return cli_error(CMD, CLI_USAGE, "give --json or --csv, not both");
+    c->format = cli_flag(cmd, "json") ? FORMAT_JSON : cli_flag(cmd, "csv") ? FORMAT_CSV : FORMAT_TABLE;
+
+    /* The representative run: with no shape, sweep or mask option, compare non-causal with causal attention, the
+     * two cases that matter most for a model's prefill. */
+    static const char *shaping[] = {"batch", "heads",  "kv-heads", "seq",        "kv-seq", "head-dim",
+                                    "sweep", "causal", "window",   "key-length", "mask"};
+    bool any = false;
+    for (size_t i = 0; i < sizeof shaping / sizeof shaping[0]; ++i) any = any || cli_value(cmd, shaping[i]);
+    if (!any) {
+        c->causal[1] = CLATTN_CAUSAL_TOP_LEFT;
+        c->causal_count = 2;
+    }
+
+    for (size_t i = 0; i < c->shape_count; ++i) {
+        const bench_shape *sh = &c->shapes[i];
+        if (sh->heads % sh->kv_heads != 0)
+            return cli_error(CMD, CLI_USAGE, "%zu query heads are not a multiple of %zu key/value heads", sh->heads,
+                             sh->kv_heads);
+        if (c->key_length > (long long)sh->kv_seq)
+            return cli_error(CMD, CLI_USAGE, "--key-length %lld is longer than the key sequence (%zu)",
+                             c->key_length, sh->kv_seq);
+        /* Element counts are multiplied in size_t below; 2^44 elements (64 TiB of fp32) is beyond any device, so
+         * a shape past it is a mistake, and below it no product overflows. */
+        const double q_elems = (double)sh->batch * (double)sh->heads * (double)sh->seq * (double)sh->head_dim;
+        const double k_elems = (double)sh->batch * (double)sh->kv_heads * (double)sh->kv_seq * (double)sh->head_dim;
+        const double mask_elems = (double)sh->seq * (double)sh->kv_seq;
+        const double limit = 17592186044416.0; /* 2^44 */
+        if (q_elems > limit || k_elems > limit || mask_elems > limit)
+            return cli_error(CMD, CLI_USAGE, "shape B=%zu H=%zu Lq=%zu Lk=%zu D=%zu is far too large to benchmark",
+                             sh->batch, sh->heads, sh->seq, sh->kv_seq, sh->head_dim);
+    }
+    return CLI_OK;
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Work counts */
+
+/* The (query, key) pairs that take part in one (batch, head) slice: per query row the allowed keys form one
+ * interval (causal and window bound it, the key length cuts it), so the count is exact in O(Lq). */
+static uint64_t allowed_pairs(const bench_config *c, const bench_shape *s, clattn_causal causal) {
+    const int64_t lq = (int64_t)s->seq, lk = (int64_t)s->kv_seq;
+    const int64_t klen = c->key_length >= 0 ? (int64_t)c->key_length : lk;
+    uint64_t total = 0;
+    for (int64_t i = 0; i < lq; ++i) {
+        int64_t pos = causal == CLATTN_CAUSAL_BOTTOM_RIGHT ? i + (lk - lq) : i;
+        int64_t lo = 0, hi = klen - 1;
+        if (causal != CLATTN_CAUSAL_NONE && pos < hi) hi = pos;
+        if (c->window_right != CLATTN_WINDOW_UNBOUNDED && pos + c->window_right < hi) hi = pos + c->window_right;
+        if (c->window_left != CLATTN_WINDOW_UNBOUNDED && pos - c->window_left > lo) lo = pos - c->window_left;
+        if (hi >= lo) total += (uint64_t)(hi - lo + 1);
+    }
+    if ((uint64_t)lq * (uint64_t)lk <= BRUTE_FORCE_PAIRS) {
+        uint64_t brute = 0;
+        for (int64_t i = 0; i < lq; ++i)
+            for (int64_t j = 0; j < klen; ++j)
+                brute += cla_sdpa_key_allowed(i, j, lq, lk, causal, c->window_left, c->window_right);
+        if (brute != total) {
+            /* Never report a rate computed from a wrong count; the reference's rule is the contract. */
+            fprintf(stderr,
+                    "clattn %s: internal: closed-form pair count %llu differs from the reference's %llu; "
+                    "using the reference's\n",
+                    CMD, (unsigned long long)total, (unsigned long long)brute);
+            total = brute;
+        }
+    }
+    return total;
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Inputs */
+
+static float rnd(unsigned *s) {
+    *s = *s * 1664525u + 1013904223u;
+    return ((float)(*s >> 8) / (float)(1u << 24)) * 4.0f - 2.0f;
+}
+
+/* Fills `n` floats with seeded values in [-2, 2) rounded to the storage type, so that the host copy is exactly
+ * what the device holds. */
+static float *random_values(size_t n, unsigned seed, clattn_dtype dt) {
+    float *x = malloc((n ? n : 1) * sizeof *x);
+    if (!x) return NULL;
+    for (size_t i = 0; i < n; ++i) x[i] = cla_round_to_dtype(rnd(&seed), dt);
+    return x;
+}
+
+static int make_buffer(clattn_context *ctx, const char *what, const void *host, size_t bytes, cl_mem *out) {
+    cl_int err = CL_SUCCESS;
+    *out = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE, bytes ? bytes : 4, NULL, &err);
+    if (err != CL_SUCCESS) {
+        *out = NULL;
+        return cli_error(CMD, CLI_FAILED, "allocating %zu bytes of device memory for %s failed: OpenCL error %d",
+                         bytes, what, err);
+    }
+    if (host && bytes) {
+        err = clEnqueueWriteBuffer(clattn_context_cl_queue(ctx), *out, CL_TRUE, 0, bytes, host, 0, NULL, NULL);
+        if (err != CL_SUCCESS)
+            return cli_error(CMD, CLI_FAILED, "writing %zu bytes of %s to the device failed: OpenCL error %d",
+                             bytes, what, err);
+    }
+    return CLI_OK;
+}
+
+/* Uploads `n` floats converted to dtype `dt`. */
+static int upload_floats(clattn_context *ctx, const char *what, const float *x, size_t n, clattn_dtype dt,
+                         cl_mem *out) {
+    size_t bytes = n * clattn_dtype_size(dt);
+    void *tmp = malloc(bytes ? bytes : 1);
+    if (!tmp) return cli_error(CMD, CLI_FAILED, "out of host memory for %s (%zu bytes)", what, bytes);
+    cla_convert_to_storage(x, tmp, n, dt);
+    int rc = make_buffer(ctx, what, tmp, bytes, out);
+    free(tmp);
+    return rc;
+}
+
+/* Inputs of one shape: q, k, v, the output, and the mask and key lengths the options ask for. The mask is one
+ * [Lq, Lk] matrix broadcast over batch and heads (the common padding or prefix mask), so that large sweeps do not
+ * need B*H copies of it. */
+static int prepare_shape(clattn_context *ctx, const bench_config *c, const bench_shape *s, shape_data *d) {
+    const clattn_dtype dt = c->dtype;
+    const size_t esize = clattn_dtype_size(dt);
+    d->nq = s->batch * s->heads * s->seq * s->head_dim;
+    d->nk = s->batch * s->kv_heads * s->kv_seq * s->head_dim;
+    d->no = d->nq;
+    d->hq = random_values(d->nq, 12345u, dt);
+    d->hk = random_values(d->nk, 23456u, dt);
+    d->hv = random_values(d->nk, 34567u, dt);
+    if (!d->hq || !d->hk || !d->hv) return cli_error(CMD, CLI_FAILED, "out of host memory for the inputs");
+    int rc;
+    if ((rc = upload_floats(ctx, "q", d->hq, d->nq, dt, &d->q))) return rc;
+    if ((rc = upload_floats(ctx, "k", d->hk, d->nk, dt, &d->k))) return rc;
+    if ((rc = upload_floats(ctx, "v", d->hv, d->nk, dt, &d->v))) return rc;
+    if ((rc = make_buffer(ctx, "out", NULL, d->no * esize, &d->out))) return rc;
+    d->io_bytes = (double)(2 * d->nq + 2 * d->nk) * (double)esize;
+
+    d->nmask = s->seq * s->kv_seq;
+    unsigned seed = 45678u;
+    if (c->mask == MASK_ADDITIVE) {
+        /* Random logit offsets with about one key in eight removed (-inf), so both mask paths are exercised. */
+        d->hmask = malloc((d->nmask ? d->nmask : 1) * sizeof *d->hmask);
+        if (!d->hmask) return cli_error(CMD, CLI_FAILED, "out of host memory for the mask");
+        for (size_t i = 0; i < d->nmask; ++i) {
+            float r = rnd(&seed);
+            d->hmask[i] = r < -1.5f ? -INFINITY : cla_round_to_dtype(r, dt);
+        }
+        if ((rc = upload_floats(ctx, "mask", d->hmask, d->nmask, dt, &d->mask))) return rc;
+        d->io_bytes += (double)d->nmask * (double)esize;
+    } else if (c->mask == MASK_BOOL) {
+        d->hbool = malloc(d->nmask ? d->nmask : 1);
+        if (!d->hbool) return cli_error(CMD, CLI_FAILED, "out of host memory for the mask");
+        for (size_t i = 0; i < d->nmask; ++i) d->hbool[i] = rnd(&seed) >= -1.5f;
+        if ((rc = make_buffer(ctx, "mask", d->hbool, d->nmask, &d->mask))) return rc;
+        d->io_bytes += (double)d->nmask;
+    }
+    if (c->key_length >= 0) {
+        d->hkl = malloc(s->batch * sizeof *d->hkl);
+        if (!d->hkl) return cli_error(CMD, CLI_FAILED, "out of host memory for the key lengths");
+        for (size_t b = 0; b < s->batch; ++b) d->hkl[b] = (int32_t)c->key_length;
+        if ((rc = make_buffer(ctx, "key lengths", d->hkl, s->batch * sizeof *d->hkl, &d->key_lengths))) return rc;
+        d->io_bytes += (double)(s->batch * sizeof *d->hkl);
+    }
+    if (!c->check) {
+        /* Only the reference needs the host copies; a long sweep should not hold them twice. */
+        free(d->hq);
+        free(d->hk);
+        free(d->hv);
+        free(d->hmask);
+        free(d->hbool);
+        d->hq = d->hk = d->hv = d->hmask = NULL;
+        d->hbool = NULL;
+    }
+    return CLI_OK;
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Reference check */
+
+static void dense_view(cla_ref_tensor *t, const float *data, size_t b, size_t h, size_t l, size_t d) {
+    t->data = data;
+    t->size[0] = b;
+    t->size[1] = h;
+    t->size[2] = l;
+    t->size[3] = d;
+    t->stride[3] = 1;
+    t->stride[2] = d;
+    t->stride[1] = l * d;
+    t->stride[0] = h * l * d;
+}
+
+/* The reference output for one shape and causal mode; NULL if it could not be computed. */
+static double *reference_output(const bench_config *c, const bench_shape *s, const shape_data *d,
+                                clattn_causal causal) {
+    double *out = malloc((d->no ? d->no : 1) * sizeof *out);
+    if (!out) return NULL;
+    cla_ref_sdpa ref;
+    memset(&ref, 0, sizeof ref);
+    dense_view(&ref.q, d->hq, s->batch, s->heads, s->seq, s->head_dim);
+    dense_view(&ref.k, d->hk, s->batch, s->kv_heads, s->kv_seq, s->head_dim);
+    dense_view(&ref.v, d->hv, s->batch, s->kv_heads, s->kv_seq, s->head_dim);
+    ref.scale = 1.0 / sqrt((double)s->head_dim);
+    ref.causal = causal;
+    ref.window_left = c->window_left;
+    ref.window_right = c->window_right;
+    if (d->hmask) dense_view(&ref.mask, d->hmask, 1, 1, s->seq, s->kv_seq);
+    if (d->hbool) {
+        ref.bool_mask.data = d->hbool;
+        const size_t size[4] = {1, 1, s->seq, s->kv_seq}, stride[4] = {0, 0, s->kv_seq, 1};
+        memcpy(ref.bool_mask.size, size, sizeof size);
+        memcpy(ref.bool_mask.stride, stride, sizeof stride);
+    }
+    ref.key_lengths = d->hkl;
+    ref.out = out;
+    if (cla_reference_sdpa(&ref) != 0) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* Largest absolute difference between the device output and the reference; a NaN where the reference has none
+ * counts as infinitely wrong. */
+static int output_error(clattn_context *ctx, const bench_config *c, const shape_data *d, const double *ref,
+                        double *worst) {
+    size_t bytes = d->no * clattn_dtype_size(c->dtype);
+    void *raw = malloc(bytes ? bytes : 1);
+    float *out = malloc((d->no ? d->no : 1) * sizeof *out);
+    if (!raw || !out) {
+        free(raw);
+        free(out);
+        return cli_error(CMD, CLI_FAILED, "out of host memory for reading the output back");
+    }
+    cl_int err = clEnqueueReadBuffer(clattn_context_cl_queue(ctx), d->out, CL_TRUE, 0, bytes, raw, 0, NULL, NULL);
+    if (err != CL_SUCCESS) {
+        free(raw);
+        free(out);
+        return cli_error(CMD, CLI_FAILED, "reading the output back failed: OpenCL error %d", err);
+    }
+    cla_convert_from_storage(raw, out, d->no, c->dtype);
+    double w = 0.0;
+    for (size_t i = 0; i < d->no; ++i) {
+        double e = fabs((double)out[i] - ref[i]);
+        if (isnan(e) && !(isnan(out[i]) && isnan(ref[i]))) e = INFINITY;
+        if (e > w) w = e;
+    }
+    *worst = w;
+    free(raw);
+    free(out);
+    return CLI_OK;
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Timing */
+
+static double seconds_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int compare_doubles(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Device time of one call in ms: from a marker enqueued just before it to the completion of the event the call
+ * returns, so a call made of several kernels (and CLBlast's GEMMs) is timed whole, gaps included. Returns a
+ * negative value when the device gives no profiling information. */
+static double event_ms(cl_event start, cl_event done) {
+    cl_ulong t0 = 0, t1 = 0;
+    if (clGetEventProfilingInfo(start, CL_PROFILING_COMMAND_END, sizeof t0, &t0, NULL) != CL_SUCCESS ||
+        clGetEventProfilingInfo(done, CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL) != CL_SUCCESS || t1 < t0)
+        return -1.0;
+    return (double)(t1 - t0) * 1e-6;
+}
+
+static bool is_input_error(clattn_status st) {
+    return st <= CLATTN_ERROR_INVALID_ARGUMENT && st >= CLATTN_ERROR_SIZE_OVERFLOW;
+}
+
+/* Runs `warmup` untimed and `repeat` timed calls and fills the times of `r`. */
+static int measure(clattn_context *ctx, const bench_config *c, const bench_shape *s, const shape_data *d,
+                   clattn_causal causal, int impl, double *times, bench_result *r) {
+    clattn_sdpa_desc desc;
+    clattn_sdpa_desc_init(&desc);
+    desc.causal = causal;
+    desc.window_left = c->window_left;
+    desc.window_right = c->window_right;
+    desc.impl = impl_values[impl];
+    if (d->mask) {
+        desc.mask = clattn_tensor_bhld(d->mask, c->mask == MASK_BOOL ? CLATTN_DTYPE_BOOL : c->dtype, 1, 1, s->seq,
+                                       s->kv_seq);
+    }
+    desc.key_lengths = d->key_lengths;
+    const clattn_tensor q = clattn_tensor_bhld(d->q, c->dtype, s->batch, s->heads, s->seq, s->head_dim);
+    const clattn_tensor k = clattn_tensor_bhld(d->k, c->dtype, s->batch, s->kv_heads, s->kv_seq, s->head_dim);
+    const clattn_tensor v = clattn_tensor_bhld(d->v, c->dtype, s->batch, s->kv_heads, s->kv_seq, s->head_dim);
+    const clattn_tensor o = clattn_tensor_bhld(d->out, c->dtype, s->batch, s->heads, s->seq, s->head_dim);
+    cl_command_queue queue = clattn_context_cl_queue(ctx);
+
+    r->host_timer = false;
+    r->temp_bytes = 0;
+    for (long n = 0; n < c->warmup + c->repeat; ++n) {
+        const bool timed = n >= c->warmup;
+        cl_event start = NULL, done = NULL;
+        cl_int err = CL_SUCCESS;
+        if (timed && !r->host_timer) {
+            err = clEnqueueMarkerWithWaitList(queue, 0, NULL, &start);
+            if (err != CL_SUCCESS) return cli_error(CMD, CLI_FAILED, "enqueueing a timing marker failed: %d", err);
+        }
+        double t0 = seconds_now();
+        clattn_status st = clattn_sdpa(ctx, &desc, &q, &k, &v, &o, queue, 0, NULL, &done);
+        if (st != CLATTN_SUCCESS) {
+            if (start) clReleaseEvent(start);
+            char what[64];
+            snprintf(what, sizeof what, "attention (%s)", impl_names[impl]);
+            int rc = cli_report_status(CMD, ctx, st, what);
+            return is_input_error(st) ? CLI_USAGE : rc;
+        }
+        err = clWaitForEvents(1, &done);
+        double t1 = seconds_now();
+        if (err == CL_SUCCESS && timed) {
+            double ms = start ? event_ms(start, done) : -1.0;
+            if (ms < 0.0) {
+                /* No profiling on this device: the host clock around a blocking call is the best left. */
+                r->host_timer = true;
+                ms = (t1 - t0) * 1e3;
+            }
+            times[n - c->warmup] = ms;
+        }
+        if (start) clReleaseEvent(start);
+        clReleaseEvent(done);
+        if (err != CL_SUCCESS)
+            return cli_error(CMD, CLI_FAILED, "attention (%s) failed on the device: OpenCL error %d",
+                             impl_names[impl], err);
+        clattn_memory_stats mem;
+        if (clattn_context_memory_stats(ctx, &mem) == CLATTN_SUCCESS && mem.last_call_bytes > r->temp_bytes)
+            r->temp_bytes = mem.last_call_bytes;
+    }
+    qsort(times, (size_t)c->repeat, sizeof *times, compare_doubles);
+    const size_t n = (size_t)c->repeat;
+    r->min_ms = times[0];
+    r->max_ms = times[n - 1];
+    r->median_ms = n % 2 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
+    return CLI_OK;
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Output */
+
+static void table_header(const bench_config *c, const clattn_device_info *info) {
+    printf("device: %s (%s, %s)\n", info->name, info->platform_name, info->driver_version);
+    printf("sdpa %s", dtype_names[c->dtype]);
+    if (c->mask) printf(", random %s mask [Lq, Lk]", mask_names[c->mask]);
+    if (c->window_left != CLATTN_WINDOW_UNBOUNDED || c->window_right != CLATTN_WINDOW_UNBOUNDED)
+        printf(", window %lld,%lld", (long long)c->window_left, (long long)c->window_right);
+    if (c->key_length >= 0) printf(", key length %lld", c->key_length);
+    printf(", %ld timed runs after %ld warm-up; GFLOP/s counts only unmasked pairs\n\n", c->repeat, c->warmup);
+    printf("%3s %3s %3s %5s %5s %3s  %-12s %-7s %9s %8s %8s %8s %7s %8s %8s%s\n", "B", "Hq", "Hkv", "Lq", "Lk", "D",
+           "causal", "impl", "median ms", "min ms", "max ms", "GFLOP/s", "GB/s", "temp MiB", "speed-up",
+           c->check ? "  max error" : "");
+}
+
+static void table_row(const bench_config *c, const bench_result *r, const bench_result *unfused) {
+    const bench_shape *s = &r->shape;
+    char speedup[32] = "";
+    if (r->impl == IMPL_FUSED && unfused && r->median_ms > 0.0)
+        snprintf(speedup, sizeof speedup, "%.2fx", unfused->median_ms / r->median_ms);
+    printf("%3zu %3zu %3zu %5zu %5zu %3zu  %-12s %-7s %9.3f %8.3f %8.3f %8.2f %7.2f %8.2f %8s", s->batch, s->heads,
+           s->kv_heads, s->seq, s->kv_seq, s->head_dim, causal_names[r->causal], impl_names[r->impl], r->median_ms,
+           r->min_ms, r->max_ms, r->gflops, r->gbps, (double)r->temp_bytes / (1024.0 * 1024.0), speedup);
+    if (c->check) {
+        if (r->checked)
+            printf("  %9.3g", r->max_error);
+        else
+            printf("  %9s", "skipped");
+    }
+    printf("\n");
+}
+
+static cJSON *json_result(const bench_config *c, const clattn_device_info *info, const bench_result *r) {
+    const bench_shape *s = &r->shape;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "op", "sdpa");
+    cJSON_AddStringToObject(o, "impl", impl_names[r->impl]);
+    cJSON_AddStringToObject(o, "device", info->name);
+    cJSON_AddNumberToObject(o, "batch", (double)s->batch);
+    cJSON_AddNumberToObject(o, "heads", (double)s->heads);
+    cJSON_AddNumberToObject(o, "kv_heads", (double)s->kv_heads);
+    cJSON_AddNumberToObject(o, "seq", (double)s->seq);
+    cJSON_AddNumberToObject(o, "kv_seq", (double)s->kv_seq);
+    cJSON_AddNumberToObject(o, "head_dim", (double)s->head_dim);
+    cJSON_AddStringToObject(o, "dtype", dtype_names[c->dtype]);
+    cJSON_AddStringToObject(o, "causal", causal_names[r->causal]);
+    cJSON_AddNumberToObject(o, "window_left", (double)c->window_left);
+    cJSON_AddNumberToObject(o, "window_right", (double)c->window_right);
+    if (c->key_length >= 0)
+        cJSON_AddNumberToObject(o, "key_length", (double)c->key_length);
+    else
+        cJSON_AddNullToObject(o, "key_length");
+    cJSON_AddStringToObject(o, "mask", mask_names[c->mask]);
+    cJSON_AddNumberToObject(o, "repeat", (double)c->repeat);
+    cJSON_AddNumberToObject(o, "warmup", (double)c->warmup);
+    cJSON_AddStringToObject(o, "timer", r->host_timer ? "host" : "events");
+    cJSON_AddNumberToObject(o, "median_ms", r->median_ms);
+    cJSON_AddNumberToObject(o, "min_ms", r->min_ms);
+    cJSON_AddNumberToObject(o, "max_ms", r->max_ms);
+    cJSON_AddNumberToObject(o, "flops", r->flops);
+    cJSON_AddNumberToObject(o, "gflops", r->gflops);
+    cJSON_AddNumberToObject(o, "io_bytes", r->io_bytes);
+    cJSON_AddNumberToObject(o, "gbps", r->gbps);
+    cJSON_AddNumberToObject(o, "temp_bytes", (double)r->temp_bytes);
+    if (c->check) {
+        if (r->checked && isfinite(r->max_error)) {
+            cJSON_AddNumberToObject(o, "max_error", r->max_error);
+            cJSON_AddNumberToObject(o, "tolerance", r->tolerance);
+        } else if (r->checked) {
+            /* JSON has no infinity; the note keeps a broken output from reading like a skipped check. */
+            cJSON_AddNullToObject(o, "max_error");
+            cJSON_AddNumberToObject(o, "tolerance", r->tolerance);
+            cJSON_AddStringToObject(o, "check_note", "failed: NaN or infinite difference from the reference");
+        } else {
+            cJSON_AddNullToObject(o, "max_error");
+            cJSON_AddStringToObject(o, "check_note", "skipped: shape too large for the reference");
+        }
+    }
+    return o;
+}
+
+static const char *const csv_columns =
+    "op,impl,device,batch,heads,kv_heads,seq,kv_seq,head_dim,dtype,causal,window_left,window_right,key_length,mask,"
+    "repeat,warmup,timer,median_ms,min_ms,max_ms,flops,gflops,io_bytes,gbps,temp_bytes,max_error,tolerance";
+
+/* A CSV field, quoted when it holds a comma, a quote or a line break (device names can hold any of them). */
+static void csv_string(const char *s) {
+    if (!strpbrk(s, ",\"\r\n")) {
+        fputs(s, stdout);
+        return;
+    }
+    putchar('"');
+    for (; *s; ++s) {
+        if (*s == '"') putchar('"');
+        putchar(*s);
+    }
+    putchar('"');
+}
+
+static void csv_row(const bench_config *c, const clattn_device_info *info, const bench_result *r) {
+    const bench_shape *s = &r->shape;
+    printf("sdpa,%s,", impl_names[r->impl]);
+    csv_string(info->name);
+    printf(",%zu,%zu,%zu,%zu,%zu,%zu,%s,%s,%lld,%lld,", s->batch, s->heads, s->kv_heads, s->seq, s->kv_seq,
+           s->head_dim, dtype_names[c->dtype], causal_names[r->causal], (long long)c->window_left,
+           (long long)c->window_right);
+    if (c->key_length >= 0) printf("%lld", c->key_length);
+    printf(",%s,%ld,%ld,%s,%.6f,%.6f,%.6f,%.0f,%.4f,%.0f,%.4f,%llu,", mask_names[c->mask], c->repeat, c->warmup,
+           r->host_timer ? "host" : "events", r->median_ms, r->min_ms, r->max_ms, r->flops, r->gflops, r->io_bytes,
+           r->gbps, (unsigned long long)r->temp_bytes);
+    if (r->checked)
+        printf("%.6g,%.6g", r->max_error, r->tolerance);
+    else
+        printf(",");
+    printf("\n");
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* The command */
+
+/* The same tolerance as `clattn run sdpa --check`: fp32 rounding growing with the key length, plus the storage
+ * rounding of the half types. */
+static double tolerance_for(const bench_config *c, const bench_shape *s) {
+    double tol = 8.0 * (1.0 + (double)s->kv_seq) * FLT_EPSILON + (c->dtype == CLATTN_DTYPE_F16    ? 2e-3
+                                                                  : c->dtype == CLATTN_DTYPE_BF16 ? 1.6e-2
+                                                                                                  : 0.0);
+    return 2.0 * tol;
+}
+
+static int bench_sdpa(int argc, char **argv) {
+    cli_option options[] = {
+        {"batch", "B", "batch size (default 1)", NULL},
+        {"heads", "H", "query heads (default 8)", NULL},
+        {"kv-heads", "H", "key/value heads (default: --heads); fewer is grouped-query attention", NULL},
+        {"seq", "L", "query length (default 1024)", NULL},
+        {"kv-seq", "L", "key length (default: --seq)", NULL},
+        {"head-dim", "D", "head dimension (default 64)", NULL},
+        {"sweep", "NAME=V,...", "one run per value of seq, kv-seq, heads, kv-heads, head-dim or batch", NULL},
+        {"causal", "ALIGN", "top-left, bottom-right or none, or a comma list of them (default none)", NULL},
+        {"window", "L,R", "sliding window: keys within L before and R after the (aligned) query, -1 unbounded",
+         NULL},
+        {"key-length", "N", "keys past N are masked in every batch item (padding)", NULL},
+        {"mask", "KIND", "a random additive or bool mask [Lq, Lk], broadcast over batch and heads", NULL},
+        {"dtype", "TYPE", "storage type on the device: f32 (default), f16 or bf16", NULL},
+        {"impl", "IMPL", "fused, unfused or all (default)", NULL},
+        {"repeat", "N", "timed calls per measurement (default 10); median, min and max are reported", NULL},
+        {"warmup", "N", "untimed calls first, at least 1 (default 2); compilation happens there", NULL},
+        {"check", NULL, "also compare each output with the double-precision reference", NULL},
+        {"json", NULL, "print one JSON array, an object per measurement", NULL},
+        {"csv", NULL, "print CSV: a header and a row per measurement", NULL},
+        {"device", "SPEC", "device to run on (default: CLATTN_DEVICE, else the first GPU/accelerator/CPU)", NULL},
+    };
+    cli_command cmd = {
+        CMD,
+        "Time scaled dot-product attention on the device (OpenCL profiling events, after warm-up) and "
+        "report ms, GFLOP/s,\neffective GB/s and temporary device memory, fused against unfused. With "
+        "no shape, sweep or mask option it\nruns B=1 H=8 L=1024 D=64 fp32, non-causal and causal.",
+        "[options]", options, sizeof options / sizeof options[0]};
+    int rc = cli_parse(&cmd, argc, argv);
+    if (rc >= 0) return rc;
+
+    bench_config c;
+    if ((rc = parse_options(&cmd, &c))) return rc;
+    clattn_context *ctx = NULL;
+    /* Profiling on: the times come from the device's own event timestamps. */
+    if ((rc = cli_open_context(CMD, cli_value(&cmd, "device"), true, &ctx))) return rc;
+    clattn_device_info info;
+    memset(&info, 0, sizeof info);
+    clattn_context_device_info(ctx, &info);
+
+    double *times = malloc((size_t)c.repeat * sizeof *times);
+    cJSON *json = c.format == FORMAT_JSON ? cJSON_CreateArray() : NULL;
+    if (!times || (c.format == FORMAT_JSON && !json)) {
+        free(times);
+        clattn_context_free(ctx);
+        return cli_error(CMD, CLI_FAILED, "out of host memory");
+    }
+    if (c.format == FORMAT_TABLE) table_header(&c, &info);
+    if (c.format == FORMAT_CSV) printf("%s\n", csv_columns);
+    fflush(stdout);
+
+    const bool progress = c.shape_count > 1 && isatty(STDERR_FILENO);
+    const size_t impls = (size_t)c.impl[IMPL_FUSED] + (size_t)c.impl[IMPL_UNFUSED];
+    const size_t total_steps = c.shape_count * c.causal_count * impls;
+    size_t step = 0;
+    size_t failed_checks = 0;
+    bool skipped_note = false;
+    for (size_t si = 0; si < c.shape_count && rc == CLI_OK; ++si) {
+        const bench_shape *s = &c.shapes[si];
+        shape_data d;
+        memset(&d, 0, sizeof d);
+        rc = prepare_shape(ctx, &c, s, &d);
+        for (size_t ci = 0; ci < c.causal_count && rc == CLI_OK; ++ci) {
+            const clattn_causal causal = c.causal[ci];
+            const uint64_t pairs = allowed_pairs(&c, s, causal);
+            const double slices = (double)s->batch * (double)s->heads;
+            const double flops = 4.0 * slices * (double)pairs * (double)s->head_dim;
+            /* The reference does one multiply-add per (pair, element) for the logits and one for the output. */
+            const bool can_check = c.check && 2.0 * slices * (double)pairs * (double)s->head_dim <= REFERENCE_LIMIT;
+            double *ref = NULL;
+            if (can_check && !(ref = reference_output(&c, s, &d, causal)))
+                rc = cli_error(CMD, CLI_FAILED, "the reference could not be computed (out of host memory?)");
+            if (c.check && !can_check && !skipped_note) {
+                fprintf(stderr,
+                        "clattn %s: note: --check skipped for shapes above %.0e multiply-adds (the "
+                        "reference is slow)\n",
+                        CMD, REFERENCE_LIMIT);
+                skipped_note = true;
+            }
+            bench_result results[IMPL_COUNT];
+            bool have[IMPL_COUNT] = {false, false};
+            for (int impl = 0; impl < IMPL_COUNT && rc == CLI_OK; ++impl) {
+                if (!c.impl[impl]) continue;
+                ++step;
+                if (progress) {
+                    fprintf(stderr, "\r[%zu/%zu] %s=%zu %s %s ...\033[K", step, total_steps, c.sweep_name,
+                            shape_value(s, c.sweep_name), causal_names[causal], impl_names[impl]);
+                    fflush(stderr);
+                }
+                bench_result *r = &results[impl];
+                memset(r, 0, sizeof *r);
+                r->shape = *s;
+                r->causal = causal;
+                r->impl = impl;
+                r->flops = flops;
+                r->io_bytes = d.io_bytes;
+                rc = measure(ctx, &c, s, &d, causal, impl, times, r);
+                if (rc != CLI_OK) break;
+                r->gflops = r->median_ms > 0.0 ? flops / (r->median_ms * 1e6) : 0.0;
+                r->gbps = r->median_ms > 0.0 ? d.io_bytes / (r->median_ms * 1e6) : 0.0;
+                r->check_skipped = c.check && !can_check;
+                if (ref) {
+                    rc = output_error(ctx, &c, &d, ref, &r->max_error);
+                    if (rc != CLI_OK) break;
+                    r->checked = true;
+                    r->tolerance = tolerance_for(&c, s);
+                    if (!(r->max_error <= r->tolerance)) {
+                        ++failed_checks;
+                        fprintf(stderr,
+                                "clattn %s: %s, B=%zu Hq=%zu Lq=%zu Lk=%zu D=%zu causal %s: the output "
+                                "differs from the reference by %.3g (tolerance %.3g)\n",
+                                CMD, impl_names[impl], s->batch, s->heads, s->seq, s->kv_seq, s->head_dim,
+                                causal_names[causal], r->max_error, r->tolerance);
+                    }
+                }
+                have[impl] = true;
+            }
+            free(ref);
+            if (progress) fprintf(stderr, "\r\033[K");
+            /* Rows are printed per (shape, causal) group, once both implementations are in, so that the fused row
+             * can show its speed-up over the unfused one. */
+            for (int impl = 0; impl < IMPL_COUNT; ++impl) {
+                if (!have[impl]) continue;
+                const bench_result *r = &results[impl];
+                if (c.format == FORMAT_TABLE)
+                    table_row(&c, r, have[IMPL_UNFUSED] ? &results[IMPL_UNFUSED] : NULL);
+                else if (c.format == FORMAT_CSV)
+                    csv_row(&c, &info, r);
+                else
+                    cJSON_AddItemToArray(json, json_result(&c, &info, r));
+            }
+            fflush(stdout);
+        }
+        free_shape_data(&d);
+    }
+    if (json && rc == CLI_OK) {
+        char *text = cJSON_Print(json);
+        if (text)
+            printf("%s\n", text);
+        else
+            rc = cli_error(CMD, CLI_FAILED, "out of host memory formatting JSON");
+        free(text);
+    }
+    if (rc == CLI_OK && c.format == FORMAT_TABLE && c.impl[IMPL_FUSED] && c.impl[IMPL_UNFUSED])
+        printf("\nspeed-up: unfused median time / fused median time; temp MiB: device memory the call allocated "
+               "itself\n");
+    if (rc == CLI_OK && failed_checks)
+        rc = cli_error(CMD, CLI_FAILED, "%zu measurement(s) gave an output outside the reference's tolerance",
+                       failed_checks);
+    cJSON_Delete(json);
+    free(times);
+    clattn_context_free(ctx);
+    return rc;
+}
+
+static void print_bench_usage(FILE *out) {
+    fprintf(out, "Usage: clattn bench [<operation>] [options]\n\nOperations:\n"
+                 "  sdpa       scaled dot-product attention (see 'clattn bench sdpa --help'); the default\n"
+                 "  mha        multi-head attention with projections: not implemented yet\n"
+                 "  additive   additive (Bahdanau) attention: not implemented yet\n\n"
+                 "'clattn bench' alone times the representative shape, fused against unfused.\n");
+}
+
+int cmd_bench(int argc, char **argv) {
+    if (argc >= 1 && (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0)) {
+        print_bench_usage(stdout);
+        return CLI_OK;
+    }
+    /* No operation (nothing, or options straight away) means sdpa, the one operation there is so far. */
+    if (argc < 1 || strncmp(argv[0], "--", 2) == 0) return bench_sdpa(argc, argv);
+    if (strcmp(argv[0], "sdpa") == 0) return bench_sdpa(argc - 1, argv + 1);
+    if (strcmp(argv[0], "mha") == 0 || strcmp(argv[0], "additive") == 0)
+        return cli_error("bench", CLI_USAGE,
+                         "'%s' is not implemented yet: clattn has no %s operation so far, only "
+                         "sdpa (see 'clattn bench sdpa --help')",
+                         argv[0], argv[0]);
+    return cli_error("bench", CLI_USAGE, "unknown operation '%s' (known: sdpa)", argv[0]);
+}
