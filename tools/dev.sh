@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The two quick-start commands and the CI steps, in one place:
-#   tools/dev.sh demo       install dependencies, build, list devices and run attention on the default device
+#   tools/dev.sh demo       install dependencies, build, list devices and benchmark attention on the default device
 #   tools/dev.sh test       install dependencies, build (warnings are errors) and run the whole test suite
 #   tools/dev.sh sanitize   the test suite built with AddressSanitizer, UndefinedBehaviorSanitizer and LeakSanitizer
 # BUILD_DIR (default build) and JOBS (default: all cores) can be set in the environment.
@@ -22,7 +22,7 @@ case "$what" in
     build "${BUILD_DIR:-build}"
     "${BUILD_DIR:-build}/clattn" devices
     echo
-    "${BUILD_DIR:-build}/clattn" run sdpa --random 1,8,8,512,512,64 --causal bottom-right --check
+    "${BUILD_DIR:-build}/clattn" bench
     ;;
   test)
     tools/setup-deps.sh
