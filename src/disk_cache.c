@@ -135,8 +135,7 @@ static unsigned char *read_file(const char *path, size_t *size) {
     return buf;
 }
 
-/* Why an entry is unusable, or NULL if it is good; on success *binary points into `data`. */
-static const char *check_entry(const unsigned char *data, size_t size, const char *key,
+const char *cla_disk_cache_check_entry(const unsigned char *data, size_t size, const char *key,
                                const unsigned char **binary, size_t *binary_size) {
     size_t key_len = strlen(key);
     if (size < 16 || memcmp(data, CACHE_MAGIC, 8) != 0) return "bad magic or truncated header";
@@ -168,7 +167,7 @@ bool cla_disk_cache_read(clattn_context *ctx, const char *key, unsigned char **b
     }
     const unsigned char *bin = NULL;
     size_t bin_size = 0;
-    const char *problem = check_entry(data, file_size, key, &bin, &bin_size);
+    const char *problem = cla_disk_cache_check_entry(data, file_size, key, &bin, &bin_size);
     if (problem) {
         cla_log(ctx, CLATTN_LOG_WARNING, "discarding program cache entry %s: %s; rebuilding from source", path,
                 problem);

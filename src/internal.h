@@ -127,6 +127,10 @@ char *cla_disk_cache_dir(const clattn_context *ctx);
 bool cla_disk_cache_read(clattn_context *ctx, const char *key, unsigned char **binary, size_t *size);
 /* Stores a binary under `key` atomically; failures are logged, never fatal. */
 void cla_disk_cache_write(clattn_context *ctx, const char *key, const unsigned char *binary, size_t size);
+/* Why the bytes of a cache entry cannot be trusted for `key`, or NULL if they can; then *binary points into `data`.
+ * The entry's bytes are untrusted input (fuzzed by tests/fuzz/fuzz_cache_entry.c). */
+const char *cla_disk_cache_check_entry(const unsigned char *data, size_t size, const char *key,
+                                       const unsigned char **binary, size_t *binary_size);
 /* The path of the cache file that holds `key` (malloc'd), for tests and diagnostics. */
 char *cla_disk_cache_path(const clattn_context *ctx, const char *key);
 

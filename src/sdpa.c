@@ -147,7 +147,7 @@ static clattn_impl choose_impl(const cla_sdpa_plan *p, clattn_impl asked) {
     return CLATTN_IMPL_FUSED;
 }
 
-static clattn_status validate(clattn_context *ctx, const clattn_sdpa_desc *desc, const clattn_tensor *q,
+clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *desc, const clattn_tensor *q,
                               const clattn_tensor *k, const clattn_tensor *v, const clattn_tensor *out,
                               cl_command_queue queue, cl_uint num_wait, const cl_event *wait_list, cla_sdpa_plan *p) {
     if (!desc || !q || !k || !v || !out)
@@ -260,7 +260,7 @@ clattn_status clattn_sdpa(clattn_context *ctx, const clattn_sdpa_desc *desc, con
     cla_clear_error(ctx);
     cla_temp_begin(ctx);
     cla_sdpa_plan plan;
-    clattn_status st = validate(ctx, desc, q, k, v, out, queue, num_wait, wait_list, &plan);
+    clattn_status st = cla_sdpa_validate(ctx, desc, q, k, v, out, queue, num_wait, wait_list, &plan);
     if (st != CLATTN_SUCCESS) return st;
 
     cla_chain chain;

@@ -53,6 +53,12 @@ clattn_status cla_chain_kernel(clattn_context *ctx, cla_chain *c, cl_kernel k, c
 clattn_status cla_set_args(clattn_context *ctx, cl_kernel k, const char *what, cl_uint count, ...);
 #define CLA_ARG(x) sizeof(x), (const void *)&(x)
 
+/* Checks every argument of clattn_sdpa against the tensors' buffers and fills the plan; nothing is enqueued. */
+clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *desc, const clattn_tensor *q,
+                                const clattn_tensor *k, const clattn_tensor *v, const clattn_tensor *out,
+                                cl_command_queue queue, cl_uint num_wait, const cl_event *wait_list,
+                                cla_sdpa_plan *plan);
+
 /* The implementations. Both expect a validated plan and enqueue nothing on failure before their first command. */
 clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *plan, cla_chain *chain);
 clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *plan, cla_chain *chain);
