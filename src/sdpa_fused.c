@@ -1,42 +1,63 @@
-/* The fused attention path, host side: kernel parameters for the device in hand, the split over keys for
- * decode-shaped calls (flash-decoding), and the launch of kernels_cl/sdpa_fused.cl. */
+/* The fused attention path, host side: the kernel variant and its parameters for the device in hand, the split
+ * over keys for decode-shaped calls (flash-decoding), and the launch of kernels_cl/sdpa_fused.cl (the tiled
+ * variant, for GPUs and accelerators) or kernels_cl/sdpa_fused_cpu.cl (the CPU variant). Both variants take the
+ * same arguments and write the same key-split partial state, which sdpa_combine in sdpa_fused.cl merges. */
 #include "sdpa_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+enum { FUSED_TILED = 0, FUSED_CPU = 1 };
+
 typedef struct fused_params {
-    int rows;      /* query rows per work-item */
+    int variant;   /* FUSED_TILED: sdpa_fused (wg, local apply); FUSED_CPU: sdpa_fused_cpu (one work-item groups) */
+    int rows;      /* query rows per work-item (CPU variant: 1, or a multiple of 8) */
     int block_n;   /* keys per tile */
     int wg_size;   /* work-items per work-group (along the rows) */
     int use_local; /* stage K/V tiles in local memory */
     int splits;    /* key splits; 0 chooses by the shape */
 } fused_params;
 
-/* CLATTN_FUSED_PARAMS="rows=4,block_n=16,wg=8,local=0,splits=3" overrides the defaults for kernel development and
- * tests; unknown keys are an error so that a typo cannot silently test the defaults. */
+/* CLATTN_FUSED_PARAMS overrides the defaults for kernel development, tuning and tests, as comma-separated
+ * key=value pairs, for example "variant=tiled,rows=4,block_n=16,wg=8,local=0,splits=3". Keys:
+ *   variant  tiled (kernels_cl/sdpa_fused.cl, the GPU and accelerator kernel) or cpu (kernels_cl/sdpa_fused_cpu.cl,
+ *            the default on CPU devices)
+ *   rows     query rows per work-item (cpu: 1 is the row shape, more are rounded up to a multiple of 8)
+ *   block_n  keys per tile
+ *   wg       work-items per work-group along the rows (tiled only; cpu runs one work-item per group)
+ *   local    1 stages K/V tiles in local memory (tiled only)
+ *   splits   key splits; 0 chooses by the shape
+ * Unknown keys and bad values are an error, so that a typo cannot silently test the defaults. */
 static clattn_status apply_override(clattn_context *ctx, fused_params *fp) {
     const char *env = getenv("CLATTN_FUSED_PARAMS");
     if (!env || !*env) return CLATTN_SUCCESS;
     const char *p = env;
     while (*p) {
-        char key[16];
-        int value = 0, used = 0;
-        if (sscanf(p, "%15[a-z_]=%d%n", key, &value, &used) != 2 || value < 0)
+        char key[16], text[16];
+        int used = 0;
+        if (sscanf(p, "%15[a-z_]=%15[a-z0-9]%n", key, text, &used) != 2)
             return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
                             "CLATTN_FUSED_PARAMS='%s': expected key=value pairs separated by commas", env);
-        if (strcmp(key, "rows") == 0 && value >= 1) fp->rows = value;
-        else if (strcmp(key, "block_n") == 0 && value >= 1) fp->block_n = value;
-        else if (strcmp(key, "wg") == 0 && value >= 1) fp->wg_size = value;
-        else if (strcmp(key, "local") == 0) fp->use_local = value != 0;
-        else if (strcmp(key, "splits") == 0) fp->splits = value;
+        char *end = NULL;
+        long value = strtol(text, &end, 10);
+        bool number = *end == '\0' && value >= 0 && value <= 1 << 20;
+        if (strcmp(key, "variant") == 0 && strcmp(text, "tiled") == 0) fp->variant = FUSED_TILED;
+        else if (strcmp(key, "variant") == 0 && strcmp(text, "cpu") == 0) fp->variant = FUSED_CPU;
+        else if (strcmp(key, "rows") == 0 && number && value >= 1) fp->rows = (int)value;
+        else if (strcmp(key, "block_n") == 0 && number && value >= 1) fp->block_n = (int)value;
+        else if (strcmp(key, "wg") == 0 && number && value >= 1) fp->wg_size = (int)value;
+        else if (strcmp(key, "local") == 0 && number) fp->use_local = value != 0;
+        else if (strcmp(key, "splits") == 0 && number) fp->splits = (int)value;
         else
             return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                            "CLATTN_FUSED_PARAMS: unknown key or bad value '%s=%d' (keys: rows, block_n, wg, local, "
-                            "splits)", key, value);
+                            "CLATTN_FUSED_PARAMS: unknown key or bad value '%s=%s' (keys: variant=tiled|cpu, rows, "
+                            "block_n, wg, local, splits)", key, text);
         p += used;
         if (*p == ',') ++p;
+        else if (*p)
+            return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                            "CLATTN_FUSED_PARAMS='%s': expected a comma after '%s=%s'", env, key, text);
     }
     return CLATTN_SUCCESS;
 }
@@ -45,25 +66,38 @@ static size_t round_up(size_t x, size_t m) {
     return (x + m - 1) / m * m;
 }
 
-/* Built-in defaults by device type, then shrunk to fit the device's limits. */
+/* Built-in defaults by device type and variant (a field the override leaves at 0, or -1 for local, takes the
+ * default of the variant it chose), then shrunk to fit the device's limits. */
 static clattn_status choose_params(clattn_context *ctx, const cla_sdpa_plan *p, fused_params *fp) {
     const clattn_device_info *d = &ctx->info;
     bool gpu_like = d->type == CLATTN_DEVICE_TYPE_GPU ||
                     (d->type == CLATTN_DEVICE_TYPE_ACCELERATOR && d->local_mem_is_dedicated);
-    if (gpu_like) {
-        fp->rows = 1;
-        fp->block_n = 32;
-        fp->wg_size = 64;
-        fp->use_local = 1;
-    } else {
-        fp->rows = 4;
-        fp->block_n = 16;
-        fp->wg_size = 8;
-        fp->use_local = 0;
-    }
-    fp->splits = 0;
+    fp->variant = d->type == CLATTN_DEVICE_TYPE_CPU ? FUSED_CPU : FUSED_TILED;
+    fp->rows = fp->block_n = fp->wg_size = fp->splits = 0;
+    fp->use_local = -1;
     clattn_status st = apply_override(ctx, fp);
     if (st != CLATTN_SUCCESS) return st;
+    if (fp->variant == FUSED_CPU) {
+        /* Block shape: rows fill float8 row vectors, and 24 rows (3 vectors) leave registers for 3 keys or
+         * columns per register block; 48 keys per tile (a multiple of every block width) keep a tile's K, V and
+         * weights with the row block's Q and O near L1 at head dim 64. Fewer than 8 rows (decode) would leave
+         * most lanes empty, so they take the row shape (rows = 1), vectors along the head dim. */
+        if (!fp->rows) fp->rows = p->q_len < 8 ? 1 : p->q_len <= 8 ? 8 : p->q_len <= 16 ? 16 : 24;
+        if (!fp->block_n) fp->block_n = 48;
+        if (fp->rows > 1) fp->rows = (int)round_up((size_t)fp->rows, 8);
+        /* Its tiles live in private memory (the worker thread's stack under PoCL): keep them to 100s of KiB. */
+        if (fp->rows > 64 || fp->block_n > 512)
+            return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                            "CLATTN_FUSED_PARAMS: the cpu variant takes rows up to 64 and block_n up to 512, not "
+                            "%d and %d", fp->rows, fp->block_n);
+        fp->wg_size = 1;
+        fp->use_local = 0;
+        return CLATTN_SUCCESS;
+    }
+    if (!fp->rows) fp->rows = gpu_like ? 1 : 4;
+    if (!fp->block_n) fp->block_n = gpu_like ? 32 : 16;
+    if (!fp->wg_size) fp->wg_size = gpu_like ? 64 : 8;
+    if (fp->use_local < 0) fp->use_local = gpu_like;
     size_t max_wg = d->max_work_group_size;
     if (d->max_work_item_sizes[0] && d->max_work_item_sizes[0] < max_wg) max_wg = d->max_work_item_sizes[0];
     while ((size_t)fp->wg_size > max_wg && fp->wg_size > 1) fp->wg_size /= 2;
@@ -105,13 +139,23 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     nsplit = p->kv_len ? (int)((p->kv_len + (size_t)split_len - 1) / (size_t)split_len) : 1;
     const bool split = nsplit > 1;
 
-    char common[512], options[768];
+    const bool cpu = fp.variant == FUSED_CPU;
+    const char *name = cpu ? "sdpa_fused_cpu" : "sdpa_fused";
+    char common[512], options[768], combine_options[640];
     cla_sdpa_common_defines(p, common, sizeof common);
-    snprintf(options, sizeof options, "%s -DROWS=%d -DBLOCK_N=%d -DWG_SIZE=%d -DUSE_LOCAL=%d -DSPLIT_KV=%d", common,
-             fp.rows, fp.block_n, fp.wg_size, fp.use_local, split);
+    if (cpu)
+        snprintf(options, sizeof options, "%s -DROWS=%d -DBLOCK_N=%d -DSPLIT_KV=%d", common, fp.rows, fp.block_n,
+                 split);
+    else
+        snprintf(options, sizeof options, "%s -DROWS=%d -DBLOCK_N=%d -DWG_SIZE=%d -DUSE_LOCAL=%d -DSPLIT_KV=%d",
+                 common, fp.rows, fp.block_n, fp.wg_size, fp.use_local, split);
+    /* The CPU variant's splits are merged by the tiled file's sdpa_combine, which depends on the common defines
+     * alone: one program per call shape, whatever the tile parameters. */
+    snprintf(combine_options, sizeof combine_options, "%s -DSPLIT_KV=1", common);
     cl_kernel kernel = NULL, combine = NULL;
-    if ((st = cla_kernel_get(ctx, "sdpa_fused", options, "sdpa_fused", &kernel))) return st;
-    if (split && (st = cla_kernel_get(ctx, "sdpa_fused", options, "sdpa_combine", &combine))) return st;
+    if ((st = cla_kernel_get(ctx, name, options, name, &kernel))) return st;
+    const char *combine_build = cpu ? combine_options : options;
+    if (split && (st = cla_kernel_get(ctx, "sdpa_fused", combine_build, "sdpa_combine", &combine))) return st;
 
     cl_mem partial = NULL;
     if (split) {
@@ -134,7 +178,7 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     cl_int split_arg = split_len;
     cl_mem q = p->q.buffer, k = p->k.buffer, v = p->v.buffer, o = p->out.buffer, mask = p->mask.buffer;
     cl_mem kl = p->key_lengths, lse = p->lse.buffer;
-    st = cla_set_args(ctx, kernel, "sdpa_fused", 19, CLA_ARG(q), CLA_ARG(qs), CLA_ARG(k), CLA_ARG(ks), CLA_ARG(v),
+    st = cla_set_args(ctx, kernel, name, 19, CLA_ARG(q), CLA_ARG(qs), CLA_ARG(k), CLA_ARG(ks), CLA_ARG(v),
                       CLA_ARG(vs), CLA_ARG(o), CLA_ARG(os), CLA_ARG(mask), CLA_ARG(ms), CLA_ARG(kl), CLA_ARG(lse),
                       CLA_ARG(ls), CLA_ARG(offsets), CLA_ARG(dims), CLA_ARG(scale_log2), CLA_ARG(window),
                       CLA_ARG(split_arg), CLA_ARG(partial));
@@ -142,7 +186,9 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
         size_t items_x = (p->q_len + (size_t)fp.rows - 1) / (size_t)fp.rows;
         size_t global[3] = {fp.use_local ? round_up(items_x, (size_t)fp.wg_size) : items_x, bh, (size_t)nsplit};
         size_t local[3] = {(size_t)fp.wg_size, 1, 1};
-        st = cla_chain_kernel(ctx, chain, kernel, 3, global, fp.use_local ? local : NULL, "sdpa_fused");
+        /* The CPU variant requires one work-item per group (reqd_work_group_size), so that PoCL wraps no loop
+         * over work-items around it and keeps its vectors as written. */
+        st = cla_chain_kernel(ctx, chain, kernel, 3, global, fp.use_local || cpu ? local : NULL, name);
     }
     if (st == CLATTN_SUCCESS && split) {
         cl_int ns = nsplit;

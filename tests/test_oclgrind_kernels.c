@@ -1,10 +1,12 @@
 /* Every kernel variant on tiny shapes, meant to run under Oclgrind (tests/oclgrind_run.sh) with data-race,
- * uninitialised-memory and API checks: the GPU shape (local-memory tiles, barriers), the CPU shape, key splits with
- * their combine step, the unfused path's kernels, every dtype and mask kind. Results are also checked against the
- * reference, so the program is meaningful on its own. */
+ * uninitialised-memory and API checks: the tiled kernel's GPU shape (local-memory tiles, barriers) and CPU shape,
+ * the CPU variant's row and block shapes, key splits with their combine step, the unfused path's kernels, every
+ * dtype and mask kind, and inf/NaN at masked keys. Results are also checked against the reference, so the program
+ * is meaningful on its own. */
 #include "sdpa_case.h"
 
 #include <clblast_c.h>
+#include <math.h>
 
 static clattn_context *ctx;
 
@@ -73,6 +75,99 @@ static void fused_key_splits(void **state) {
     (void)state;
     tiny_cases("rows=1,local=1,wg=4,block_n=4,splits=3", CLATTN_IMPL_FUSED);
     tiny_cases("rows=2,local=0,block_n=4,splits=2", CLATTN_IMPL_FUSED);
+    tiny_cases("variant=cpu,rows=8,block_n=4,splits=3", CLATTN_IMPL_FUSED);
+    tiny_cases("variant=cpu,rows=1,block_n=5,splits=2", CLATTN_IMPL_FUSED);
+}
+
+/* The CPU variant (kernels_cl/sdpa_fused_cpu.cl): its default shapes (the row shape for these short queries), the
+ * block shape with one and two row vectors, and tiles that are not a multiple of its register blocks. */
+static void fused_cpu_variant(void **state) {
+    (void)state;
+    tiny_cases("variant=cpu", CLATTN_IMPL_FUSED);
+    tiny_cases("variant=cpu,rows=1,block_n=5", CLATTN_IMPL_FUSED);
+    tiny_cases("variant=cpu,rows=8,block_n=5", CLATTN_IMPL_FUSED);
+    tiny_cases("variant=cpu,rows=16,block_n=4", CLATTN_IMPL_FUSED);
+}
+
+/* Runs the attention d describes on host arrays, with CLATTN_FUSED_PARAMS = params (NULL: unset). */
+static void host_run(const char *params, const clattn_sdpa_host_desc *d, const float *q, const float *k,
+                     const float *v, float *out) {
+    if (params)
+        setenv("CLATTN_FUSED_PARAMS", params, 1);
+    else
+        unsetenv("CLATTN_FUSED_PARAMS");
+    assert_status(clattn_sdpa_host(ctx, d, q, k, v, out), CLATTN_SUCCESS);
+}
+
+/* Compares the rows of out with those of want; rows from nan_from on must be NaN instead. */
+static void expect_rows(const char *params, const char *what, const float *out, const float *want, int n, int dim,
+                        int nan_from) {
+    for (int i = 0; i < n * dim; ++i) {
+        const bool nan_row = i / dim >= nan_from;
+        if (nan_row ? !isnan(out[i]) : !(fabsf(out[i] - want[i]) <= 1e-6f))
+            fail_msg("[%s] %s: out[%d] = %g, want %s%g", params ? params : "defaults", what, i, out[i],
+                     nan_row ? "NaN, not " : "", want[i]);
+    }
+}
+
+/* A key that a row may not see contributes nothing to it, not 0 * v: NaN and inf in the keys and values of masked
+ * keys leave the rows exactly as zeros there would, under a boolean mask (every tile partly masked) and on the
+ * causal diagonal (where the rows that do see a NaN key turn NaN, as they must). */
+static void masked_values_never_leak(const char *params) {
+    enum { LQ = 13, LK = 37, D = 3, BAD = 20 };
+    float q[LK * D], k[LK * D], v[LK * D], k0[LK * D], v0[LK * D], out[LK * D], out0[LK * D];
+    uint8_t keep[LQ * LK];
+    unsigned seed = 7;
+    for (int i = 0; i < LK * D; ++i) {
+        seed = seed * 1103515245u + 12345u;
+        q[i] = (float)((seed >> 16) % 1000) / 250.0f - 2.0f;
+        k[i] = k0[i] = (float)((seed >> 8) % 1000) / 250.0f - 2.0f;
+        v[i] = v0[i] = (float)(seed % 997) / 250.0f - 2.0f;
+    }
+    clattn_sdpa_host_desc d;
+    clattn_sdpa_host_desc_init(&d);
+    d.batch = d.q_heads = d.kv_heads = 1;
+    d.head_dim = D;
+    d.impl = CLATTN_IMPL_FUSED;
+
+    /* Causal, Lq = Lk: key BAD holds NaN, so rows from BAD on are NaN and the rows before are untouched. */
+    for (int x = 0; x < D; ++x) {
+        k[BAD * D + x] = v[BAD * D + x] = NAN;
+        k0[BAD * D + x] = v0[BAD * D + x] = 0.0f;
+    }
+    d.q_len = d.kv_len = LK;
+    d.causal = CLATTN_CAUSAL_TOP_LEFT;
+    host_run(params, &d, q, k, v, out);
+    host_run(params, &d, q, k0, v0, out0);
+    expect_rows(params, "causal", out, out0, LK, D, BAD);
+
+    /* Boolean mask: keys 3, BAD and 36 hidden from every row, others at random (never a whole row). */
+    for (int i = 0; i < LQ; ++i)
+        for (int j = 0; j < LK; ++j) {
+            seed = seed * 1103515245u + 12345u;
+            keep[i * LK + j] = j != 3 && j != BAD && j != 36 && (j == i || (seed >> 16) % 10 < 7);
+        }
+    for (int x = 0; x < D; ++x) {
+        k[3 * D + x] = INFINITY;
+        v[3 * D + x] = x == 1 ? -INFINITY : NAN;
+        k[36 * D + x] = v[36 * D + x] = NAN;
+        k0[3 * D + x] = v0[3 * D + x] = k0[36 * D + x] = v0[36 * D + x] = 0.0f;
+    }
+    d.q_len = LQ;
+    d.causal = CLATTN_CAUSAL_NONE;
+    d.bool_mask = keep;
+    host_run(params, &d, q, k, v, out);
+    host_run(params, &d, q, k0, v0, out0);
+    expect_rows(params, "boolean mask", out, out0, LQ, D, LQ);
+}
+
+static void fused_masked_values(void **state) {
+    (void)state;
+    masked_values_never_leak(NULL);
+    masked_values_never_leak("variant=tiled,rows=2,local=0,block_n=4");
+    masked_values_never_leak("variant=cpu,rows=1,block_n=4");
+    masked_values_never_leak("variant=cpu,rows=8,block_n=5");
+    masked_values_never_leak("variant=cpu,rows=16,block_n=8");
 }
 
 static void fused_defaults(void **state) {
@@ -95,6 +190,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test(fused_gpu_shape),
         cmocka_unit_test(fused_cpu_shape),
         cmocka_unit_test(fused_defaults),
+        cmocka_unit_test(fused_cpu_variant),
+        cmocka_unit_test(fused_masked_values),
     };
     const struct CMUnitTest splits[] = {cmocka_unit_test(fused_key_splits), cmocka_unit_test(unfused)};
     if (argc > 1 && strcmp(argv[1], "--splits") == 0)

@@ -1,0 +1,615 @@
+/* Fused scaled dot-product attention for CPUs (PoCL and other CPU OpenCL drivers): the same semantics, kernel
+ * arguments and key-split partial state as sdpa_fused in sdpa_fused.cl (whose sdpa_combine merges the splits), laid
+ * out for SIMD units instead of work-groups. One work-item per work-group (no work-item loops, no barriers) and
+ * explicit float8 vectors, which LLVM maps onto AVX2 registers as written.
+ *
+ * Block shape, ROWS a multiple of 8: a work-item owns ROWS query rows of one head and keeps them transposed, eight
+ * rows to a float8, so that every step of the online softmax is elementwise:
+ *   S^T[key][rows] = sum over d of  Q^T[d][rows] * broadcast K[key][d]     (KB keys x RV row vectors in registers)
+ *   row max, exp2, row sum                                                  (elementwise over the row vectors)
+ *   O^T[dv][rows] += sum over keys of P^T[key][rows] * broadcast V[key][dv] (DB columns x RV row vectors)
+ * Broadcasts come straight from memory, so any head dim works with no vector tail and no transposition of K or V;
+ * only Q (on entry) and O (on exit) change layout.
+ * Row shape, ROWS = 1 (decode, where a block would be mostly empty lanes): the vectors run along the head dim, a
+ * dot product per key reduced eight keys at a time, and the kernel streams K and V at memory speed.
+ *
+ * Tiles of BLOCK_N keys that no row of the work-item may see are skipped; tiles that every row sees in full
+ * ("inner" tiles, the bulk of a causal or windowed call) run with no per-key test. The others ("edge" tiles, and
+ * every tile under an explicit mask) set masked logits to -inf and their weights to -0.0, which marks them: a
+ * masked key must contribute nothing, not 0 * v, as a value there may be inf or NaN. The exp2 is a polynomial here
+ * because the library's exp2 costs as much as the two products together at head dim 64.
+ *
+ * Specialisation defines (set by the host; common.cl has the shared ones' defaults): HEAD_DIM, V_HEAD_DIM (any
+ * 1..256), Q/K/V/O_DTYPE, MASK_KIND (0 none, 1 additive, 2 boolean), MASK_DTYPE, CAUSAL (0 none, 1 top-left,
+ * 2 bottom-right), HAS_WINDOW, HAS_KEY_LENGTHS, HAS_LSE, SPLIT_KV, UNIT_DSTRIDE (all head-dim strides are 1).
+ * Tunables: ROWS (1 or a multiple of 8), BLOCK_N, and for the block shape KB and DB (register block widths; the
+ * defaults fill the 16 AVX2 registers). */
+
+#ifndef ROWS
+#define ROWS 24
+#endif
+#ifndef BLOCK_N
+#define BLOCK_N 48
+#endif
+#ifndef SPLIT_KV
+#define SPLIT_KV 0
+#endif
+#ifndef UNIT_DSTRIDE
+#define UNIT_DSTRIDE 0
+#endif
+
+#if ROWS != 1 && (ROWS % 8 != 0 || ROWS < 8)
+#error "ROWS must be 1 or a positive multiple of 8"
+#endif
+
+#if UNIT_DSTRIDE
+#define DSTRIDE(s) 1
+#else
+#define DSTRIDE(s) ((s).w)
+#endif
+
+/* Register blocks live in registers only when their loops unroll completely, and unroll only once their widths are
+ * constants, which takes inlining: PoCL defines `inline` away, so ask for it. */
+#ifdef __clang__
+#define CPU_INLINE static __attribute__((always_inline)) inline
+#else
+#define CPU_INLINE static inline
+#endif
+#define CPU_UNROLL _Pragma("unroll")
+
+/* The bits of -0.0f, the mark of a masked key's weight (exp2 never returns it). */
+#define NEG_ZERO_BITS ((int)0x80000000)
+
+/* Keys that row i may see, [lo, hi), as in sdpa_fused.cl; i' is i shifted for bottom-right alignment. */
+CPU_INLINE int key_lo(int i, int shift, int2 window) {
+#if HAS_WINDOW
+    if (window.x >= 0) return max(0, i + shift - window.x);
+#endif
+    return 0;
+}
+
+CPU_INLINE int key_hi(int i, int shift, int2 window, int kv_limit) {
+    int hi = kv_limit;
+#if CAUSAL
+    hi = min(hi, i + shift + 1);
+#endif
+#if HAS_WINDOW
+    if (window.y >= 0) hi = min(hi, i + shift + window.y + 1);
+#endif
+    return max(hi, 0);
+}
+
+/* max(a, b) in one instruction (maxps): a NaN in b is dropped here, and caught at the end of the kernel because it
+ * made the row sum NaN. */
+CPU_INLINE float8 vmax(float8 a, float8 b) {
+    return select(a, b, b > a);
+}
+
+CPU_INLINE float smax(float a, float b) {
+    return b > a ? b : a;
+}
+
+/* 2^x for x <= 0, -inf or NaN, to about 1 ulp; results below 2^-126 become 0 and 2^-inf is exactly 0. The integer
+ * part comes from the low bits of x + 1.5 * 2^23 + 127 (round to nearest), which are also the biased exponent, so
+ * no float-to-int conversion (undefined for NaN) is needed; a NaN stays NaN through the polynomial. */
+CPU_INLINE float8 exp2_nonpos(float8 x) {
+    const float8 lowest = (float8)(-127.0f);
+    x = select(x, lowest, lowest > x); /* keeps NaN: the comparison is false */
+    const float magic = 12582912.0f + 127.0f;
+    const float8 big = x + magic;
+    const float8 f = x - (big - magic); /* in [-0.5, 0.5] */
+    float8 p = (float8)(1.535360498e-4f);
+    p = fma(p, f, (float8)(1.339887036e-3f));
+    p = fma(p, f, (float8)(9.618436918e-3f));
+    p = fma(p, f, (float8)(5.550332367e-2f));
+    p = fma(p, f, (float8)(2.402264774e-1f));
+    p = fma(p, f, (float8)(6.931471825e-1f));
+    p = fma(p, f, (float8)(1.0f));
+    return p * as_float8(as_int8(big) << 23);
+}
+
+/* Writes row i's result: the normalised output and lse, or with SPLIT_KV its partial state [m, l, acc...] as
+ * sdpa_combine reads it. acc[d * acc_stride] is the unnormalised output; m and l are in log2 units. A NaN score was
+ * dropped by the max but made l NaN: m becomes NaN too, so that the row (or through sdpa_combine the merged row)
+ * comes out NaN rather than empty. */
+CPU_INLINE void write_row(__global STORAGE(O_DTYPE) * o, long4 o_stride, long o_offset, __global float *lse,
+                          long4 lse_stride, long lse_offset, __global float *partial, int b, int h, int bh, int i,
+                          int Lq, float m, float l, const float *acc, int acc_stride) {
+    if (isnan(l)) m = l;
+#if SPLIT_KV
+    const int nsplit = get_global_size(2), split = get_global_id(2);
+    __global float *state = partial + (((long)bh * Lq + i) * nsplit + split) * (V_HEAD_DIM + 2);
+    state[0] = m;
+    state[1] = l;
+    for (int d = 0; d < V_HEAD_DIM; ++d) state[2 + d] = acc[d * acc_stride];
+#else
+    const bool empty = m == CLA_NEG_INF; /* every key masked: zeros, and lse -inf */
+    const float inv = empty ? 0.0f : 1.0f / l;
+    __global STORAGE(O_DTYPE) *orow = o + o_offset + b * o_stride.x + h * o_stride.y + i * o_stride.z;
+    for (int d = 0; d < V_HEAD_DIM; ++d)
+        STORE(O_DTYPE, orow, d * DSTRIDE(o_stride), empty ? 0.0f : acc[d * acc_stride] * inv);
+#if HAS_LSE
+    lse[lse_offset + b * lse_stride.x + h * lse_stride.y + i * lse_stride.z] =
+        empty ? CLA_NEG_INF : (m + log2(l)) * CLA_LN2;
+#endif
+#endif
+}
+
+#define QC ((HEAD_DIM + 7) / 8)   /* float8 chunks of a q or k row */
+#define VC ((V_HEAD_DIM + 7) / 8) /* float8 chunks of a v or output row */
+
+/* Chunk c of a k or v row as float8, zeros past the head dim (never a load there: it may hold another row's NaN);
+ * a whole chunk of a unit-stride row is one vector load and conversion. */
+#if K_DTYPE == 0
+#define K_VLOAD8(c, p) vload8((c), (p))
+#elif K_DTYPE == 1
+#define K_VLOAD8(c, p) vload_half8((c), (p))
+#else
+#define K_VLOAD8(c, p) as_float8(convert_uint8(vload8((c), (p))) << 16)
+#endif
+#if V_DTYPE == 0
+#define V_VLOAD8(c, p) vload8((c), (p))
+#elif V_DTYPE == 1
+#define V_VLOAD8(c, p) vload_half8((c), (p))
+#else
+#define V_VLOAD8(c, p) as_float8(convert_uint8(vload8((c), (p))) << 16)
+#endif
+
+CPU_INLINE float8 k_chunk(__global const STORAGE(K_DTYPE) * row, long stride, const int c) {
+    if (UNIT_DSTRIDE && (c + 1) * 8 <= HEAD_DIM) return K_VLOAD8(c, row);
+    float t[8];
+    CPU_UNROLL
+    for (int y = 0; y < 8; ++y) t[y] = c * 8 + y < HEAD_DIM ? LOAD(K_DTYPE, row, (c * 8 + y) * stride) : 0.0f;
+    return vload8(0, t);
+}
+
+CPU_INLINE float8 v_chunk(__global const STORAGE(V_DTYPE) * row, long stride, const int c) {
+    if (UNIT_DSTRIDE && (c + 1) * 8 <= V_HEAD_DIM) return V_VLOAD8(c, row);
+    float t[8];
+    CPU_UNROLL
+    for (int y = 0; y < 8; ++y) t[y] = c * 8 + y < V_HEAD_DIM ? LOAD(V_DTYPE, row, (c * 8 + y) * stride) : 0.0f;
+    return vload8(0, t);
+}
+
+#if ROWS == 1
+
+/* ---- Row shape: one query row, vectors along the head dims. ---- */
+
+/* Pairwise sums of lanes of x and y: lane i takes x where mask is clear, y where set, plus the partner lane that
+ * the swizzle brings. Blends and one-input swizzles only: Oclgrind 21.10's uninitialised-value checker crashes on
+ * the two-input shuffles that vector concatenation makes, and LLVM fuses these into the same shuffles anyway. */
+#define BUTTERFLY(x, y, mask, swap) (select((x), (y), (mask)) + select((y), (x), (mask)).swap)
+
+/* Lane x of the result is the sum of the lanes of a[x]: three rounds of butterflies, across halves, then pairs,
+ * then neighbours. */
+CPU_INLINE float8 sum_lanes8(const float8 *a) {
+    const int8 hi = (int8)(0, 0, 0, 0, -1, -1, -1, -1);
+    const int8 odd = (int8)(0, -1, 0, -1, 0, -1, 0, -1);
+    const int8 mid = (int8)(0, 0, -1, -1, 0, 0, -1, -1);
+    /* h04: four partial sums of a[0] in lanes 0-3, four of a[4] in lanes 4-7; the others likewise. */
+    const float8 h04 = BUTTERFLY(a[0], a[4], hi, s45670123), h15 = BUTTERFLY(a[1], a[5], hi, s45670123);
+    const float8 h26 = BUTTERFLY(a[2], a[6], hi, s45670123), h37 = BUTTERFLY(a[3], a[7], hi, s45670123);
+    /* q0: two partial sums each of a[0] a[1] a[4] a[5], as [0 1 0 1 4 5 4 5]; q1 likewise of 2 3 6 7. */
+    const float8 q0 = BUTTERFLY(h04, h15, odd, s10325476), q1 = BUTTERFLY(h26, h37, odd, s10325476);
+    return BUTTERFLY(q0, q1, mid, s23016745);
+}
+
+__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
+sdpa_fused_cpu(__global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global const STORAGE(K_DTYPE) * k,
+               long4 k_stride, __global const STORAGE(V_DTYPE) * v, long4 v_stride, __global STORAGE(O_DTYPE) * o,
+               long4 o_stride, __global const STORAGE(MASK_DTYPE) * mask, long4 mask_stride,
+               __global const int *key_lengths, __global float *lse, long4 lse_stride, long8 offsets, int4 dims,
+               float scale_log2, int2 window, int split_len, __global float *partial) {
+    const int Hq = dims.x, Lq = dims.y, Lk = dims.z, group = dims.w;
+    const int bh = get_global_id(1);
+    const int b = bh / Hq, h = bh % Hq, hk = h / group;
+    const int i = get_global_id(0);
+
+    q += offsets.s0 + b * q_stride.x + h * q_stride.y + i * q_stride.z;
+    k += offsets.s1 + b * k_stride.x + hk * k_stride.y;
+    v += offsets.s2 + b * v_stride.x + hk * v_stride.y;
+
+    int kv_limit = Lk;
+#if HAS_KEY_LENGTHS
+    kv_limit = clamp(key_lengths[offsets.s5 + b], 0, Lk);
+#endif
+    const int shift = CAUSAL == 2 ? Lk - Lq : 0;
+    const int lo = key_lo(i, shift, window), hi = key_hi(i, shift, window, kv_limit);
+    int range_lo = lo, range_hi = hi;
+#if SPLIT_KV
+    const int split = get_global_id(2);
+    range_lo = max(range_lo, split * split_len);
+    range_hi = min(range_hi, (split + 1) * split_len);
+#endif
+    const long mask_row = offsets.s4 + b * mask_stride.x + h * mask_stride.y + i * mask_stride.z;
+
+    /* q scaled into log2 units, zeros past the head dim. */
+    float8 qv[QC];
+    {
+        float t[QC * 8];
+        for (int d = 0; d < QC * 8; ++d)
+            t[d] = d < HEAD_DIM ? LOAD(Q_DTYPE, q, d * DSTRIDE(q_stride)) * scale_log2 : 0.0f;
+        CPU_UNROLL
+        for (int c = 0; c < QC; ++c) qv[c] = vload8(c, t);
+    }
+    float8 acc[VC];
+    CPU_UNROLL
+    for (int c = 0; c < VC; ++c) acc[c] = (float8)(0.0f);
+    float m = CLA_NEG_INF;
+    float8 l8 = (float8)(0.0f); /* the row sum, in eight partial sums */
+    const int8 lane = (int8)(0, 1, 2, 3, 4, 5, 6, 7);
+
+    const int tile_start = range_lo > 0 ? (range_lo / BLOCK_N) * BLOCK_N : 0;
+    for (int j0 = tile_start; j0 < range_hi; j0 += BLOCK_N) {
+        const int n = min(BLOCK_N, range_hi - j0);
+        const bool inner = MASK_KIND == 0 && j0 >= lo && j0 + n <= hi;
+
+        /* Scores, eight keys to a vector; a short last group repeats the tile's last key (never a key past n, which
+         * may lie past the key length), and the repeats are masked. */
+        float8 s[(BLOCK_N + 7) / 8];
+        float8 tile_max = (float8)(CLA_NEG_INF);
+        for (int g = 0; g < (BLOCK_N + 7) / 8; ++g) {
+            if (g * 8 >= n) break;
+            float8 a[8];
+            __global const STORAGE(K_DTYPE) * krow[8];
+            CPU_UNROLL
+            for (int x = 0; x < 8; ++x) {
+                krow[x] = k + (long)(j0 + min(g * 8 + x, n - 1)) * k_stride.z;
+                a[x] = (float8)(0.0f);
+            }
+            CPU_UNROLL
+            for (int c = 0; c < QC; ++c) {
+                CPU_UNROLL
+                for (int x = 0; x < 8; ++x) a[x] = fma(qv[c], k_chunk(krow[x], DSTRIDE(k_stride), c), a[x]);
+            }
+            float8 x8 = sum_lanes8(a);
+            const int8 j = (int8)(j0 + g * 8) + lane;
+            if (!inner) {
+#if MASK_KIND != 0
+                float mv[8];
+                CPU_UNROLL
+                for (int y = 0; y < 8; ++y) {
+                    const long at = mask_row + min(j0 + g * 8 + y, range_hi - 1) * mask_stride.w;
+#if MASK_KIND == 1
+                    mv[y] = LOAD(MASK_DTYPE, mask, at);
+#else
+                    mv[y] = mask[at] != 0 ? 0.0f : CLA_NEG_INF;
+#endif
+                }
+                const float8 m8 = vload8(0, mv);
+#if MASK_KIND == 1
+                x8 = select(fma(m8, (float8)(CLA_LOG2E), x8), (float8)(CLA_NEG_INF), m8 <= (float8)(-FLT_MAX));
+#else
+                x8 = select(x8, (float8)(CLA_NEG_INF), m8 == (float8)(CLA_NEG_INF));
+#endif
+#endif
+                x8 = select(x8, (float8)(CLA_NEG_INF), (j < (int8)(lo)) | (j >= (int8)(hi)));
+            }
+            x8 = select(x8, (float8)(CLA_NEG_INF), j >= (int8)(j0 + n)); /* the repeats */
+            s[g] = x8;
+            tile_max = vmax(tile_max, x8);
+        }
+
+        /* Online softmax: one running max for the row, eight partial sums. */
+        const float4 t4 = select(tile_max.lo, tile_max.hi, tile_max.hi > tile_max.lo);
+        const float2 t2 = select(t4.lo, t4.hi, t4.hi > t4.lo);
+        const float m_new = smax(m, smax(t2.x, t2.y));
+        /* A row that has seen only masked keys keeps m = -inf; exponents relative to 0 then give it zero weights
+         * instead of the NaN of -inf - -inf. */
+        const float m_ref = m_new == CLA_NEG_INF ? 0.0f : m_new;
+        const float alpha = exp2_nonpos((float8)(m - m_ref)).s0;
+        float p[(BLOCK_N + 7) / 8 * 8];
+        float8 sum = (float8)(0.0f);
+        for (int g = 0; g < (BLOCK_N + 7) / 8; ++g) {
+            if (g * 8 >= n) break;
+            const float8 pg = exp2_nonpos(s[g] - m_ref);
+            sum += pg;
+            vstore8(select(pg, (float8)(-0.0f), s[g] == (float8)(CLA_NEG_INF)), g, p);
+        }
+        l8 = fma(l8, (float8)(alpha), sum);
+        m = m_new;
+
+        /* acc = acc * alpha + P V; an edge tile skips its marked (masked) keys. */
+        CPU_UNROLL
+        for (int c = 0; c < VC; ++c) acc[c] *= alpha;
+        for (int jj = 0; jj < n; ++jj) {
+            if (!inner && as_int(p[jj]) == NEG_ZERO_BITS) continue;
+            __global const STORAGE(V_DTYPE) *vrow = v + (long)(j0 + jj) * v_stride.z;
+            const float8 pj = (float8)(p[jj]);
+            CPU_UNROLL
+            for (int c = 0; c < VC; ++c) acc[c] = fma(pj, v_chunk(vrow, DSTRIDE(v_stride), c), acc[c]);
+        }
+    }
+
+    float out[VC * 8];
+    CPU_UNROLL
+    for (int c = 0; c < VC; ++c) vstore8(acc[c], c, out);
+    const float4 l4 = l8.lo + l8.hi;
+    const float l = (l4.x + l4.z) + (l4.y + l4.w);
+    write_row(o, o_stride, offsets.s3, lse, lse_stride, offsets.s6, partial, b, h, bh, i, Lq, m, l, out, 1);
+}
+
+#else
+
+/* ---- Block shape: ROWS query rows, transposed, eight to a vector. ---- */
+
+#define RV (ROWS / 8)
+/* Keys (KB) and value columns (DB) per register block: RV x KB and RV x DB accumulators, plus RV vectors of q or p
+ * and a broadcast, in 16 registers. */
+#ifndef KB
+#define KB (RV == 1 ? 8 : RV == 2 ? 4 : RV == 3 ? 3 : RV == 4 ? 2 : 1)
+#endif
+#ifndef DB
+#define DB KB
+#endif
+/* Keys per score block, at most a tile; the score tile has room for the last block's repeats. */
+#define QK_KEYS (KB < BLOCK_N ? KB : BLOCK_N)
+#define ST_KEYS ((BLOCK_N + QK_KEYS - 1) / QK_KEYS * QK_KEYS)
+
+/* K and V tiles in fp32 are read in place; other storage types are first converted, a tile at a time, into a
+ * private fp32 tile (rows of TILE_W floats, K then V in the same space), so the inner loops load plain floats. */
+#define TILE_W  (QC > VC ? QC * 8 : VC * 8)
+#if K_DTYPE == 0
+#define K_TILE_PTR __global const float *
+#else
+#define K_TILE_PTR const float *
+#endif
+#if V_DTYPE == 0
+#define V_TILE_PTR __global const float *
+#else
+#define V_TILE_PTR const float *
+#endif
+
+/* O^T[c0 .. c0 + W) = O^T * alpha + P^T V over the tile's n keys (vt points at its first value row), with the
+ * W x RV accumulators in registers; W is a constant once inlined. Careful: skip the weights marked -0.0. */
+CPU_INLINE void pv_columns(float *ot, const float *st, V_TILE_PTR vt, long row_stride, long col_stride, int n,
+                           int c0, const float8 *alpha, bool careful, const int W) {
+    float8 acc[DB][RV];
+    CPU_UNROLL
+    for (int x = 0; x < W; ++x) {
+        CPU_UNROLL
+        for (int rv = 0; rv < RV; ++rv) acc[x][rv] = vload8((c0 + x) * RV + rv, ot) * alpha[rv];
+    }
+    if (!careful) {
+        for (int jj = 0; jj < n; ++jj) {
+            V_TILE_PTR vrow = vt + jj * row_stride + c0 * col_stride;
+            float8 p[RV];
+            CPU_UNROLL
+            for (int rv = 0; rv < RV; ++rv) p[rv] = vload8(jj * RV + rv, st);
+            CPU_UNROLL
+            for (int x = 0; x < W; ++x) {
+                const float8 vc = (float8)(vrow[x * col_stride]);
+                CPU_UNROLL
+                for (int rv = 0; rv < RV; ++rv) acc[x][rv] = fma(p[rv], vc, acc[x][rv]);
+            }
+        }
+    } else {
+        for (int jj = 0; jj < n; ++jj) {
+            V_TILE_PTR vrow = vt + jj * row_stride + c0 * col_stride;
+            CPU_UNROLL
+            for (int rv = 0; rv < RV; ++rv) {
+                const float8 p = vload8(jj * RV + rv, st);
+                const int8 skip = as_int8(p) == (int8)(NEG_ZERO_BITS);
+                CPU_UNROLL
+                for (int x = 0; x < W; ++x) {
+                    const float8 vc = (float8)(vrow[x * col_stride]);
+                    acc[x][rv] = select(fma(p, vc, acc[x][rv]), acc[x][rv], skip);
+                }
+            }
+        }
+    }
+    CPU_UNROLL
+    for (int x = 0; x < W; ++x) {
+        CPU_UNROLL
+        for (int rv = 0; rv < RV; ++rv) vstore8(acc[x][rv], (c0 + x) * RV + rv, ot);
+    }
+}
+
+__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
+sdpa_fused_cpu(__global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global const STORAGE(K_DTYPE) * k,
+               long4 k_stride, __global const STORAGE(V_DTYPE) * v, long4 v_stride, __global STORAGE(O_DTYPE) * o,
+               long4 o_stride, __global const STORAGE(MASK_DTYPE) * mask, long4 mask_stride,
+               __global const int *key_lengths, __global float *lse, long4 lse_stride, long8 offsets, int4 dims,
+               float scale_log2, int2 window, int split_len, __global float *partial) {
+    const int Hq = dims.x, Lq = dims.y, Lk = dims.z, group = dims.w;
+    const int bh = get_global_id(1);
+    const int b = bh / Hq, h = bh % Hq, hk = h / group;
+    const int first_row = (int)get_global_id(0) * ROWS;
+    const int last_row = min(first_row + ROWS, Lq) - 1;
+
+    q += offsets.s0 + b * q_stride.x + h * q_stride.y;
+    k += offsets.s1 + b * k_stride.x + hk * k_stride.y;
+    v += offsets.s2 + b * v_stride.x + hk * v_stride.y;
+
+    int kv_limit = Lk;
+#if HAS_KEY_LENGTHS
+    kv_limit = clamp(key_lengths[offsets.s5 + b], 0, Lk);
+#endif
+    const int shift = CAUSAL == 2 ? Lk - Lq : 0;
+
+    /* Keys some row of the block sees, [range_lo, range_hi), and keys every row sees, [inner_lo, inner_hi): both
+     * bounds grow with the row. */
+    int range_lo = key_lo(first_row, shift, window);
+    int range_hi = key_hi(last_row, shift, window, kv_limit);
+    const int inner_lo = key_lo(last_row, shift, window);
+    const int inner_hi = key_hi(first_row, shift, window, kv_limit);
+#if SPLIT_KV
+    const int split = get_global_id(2);
+    range_lo = max(range_lo, split * split_len);
+    range_hi = min(range_hi, (split + 1) * split_len);
+#endif
+
+    /* Q^T scaled into log2 units, O^T, and the tile's scores then weights, all [.][ROWS] so that vload8 of
+     * (index * RV + rv) reads rows rv*8 .. rv*8+7. Rows past the end compute a copy of the last row, unwritten. */
+    float qt[HEAD_DIM * ROWS];
+    float ot[V_HEAD_DIM * ROWS];
+    float st[ST_KEYS * ROWS];
+#if K_DTYPE != 0 || V_DTYPE != 0
+    float tile[BLOCK_N * TILE_W];
+#endif
+    int lo_rows[ROWS], hi_rows[ROWS];
+    long mask_row[ROWS];
+    for (int r = 0; r < ROWS; ++r) {
+        const int i = min(first_row + r, Lq - 1);
+        for (int d = 0; d < HEAD_DIM; ++d)
+            qt[d * ROWS + r] = LOAD(Q_DTYPE, q, i * q_stride.z + d * DSTRIDE(q_stride)) * scale_log2;
+        lo_rows[r] = key_lo(i, shift, window);
+        hi_rows[r] = key_hi(i, shift, window, kv_limit);
+        mask_row[r] = offsets.s4 + b * mask_stride.x + h * mask_stride.y + i * mask_stride.z;
+    }
+    for (int x = 0; x < V_HEAD_DIM * ROWS; ++x) ot[x] = 0.0f;
+    float8 m[RV], l[RV];
+    CPU_UNROLL
+    for (int rv = 0; rv < RV; ++rv) {
+        m[rv] = (float8)(CLA_NEG_INF);
+        l[rv] = (float8)(0.0f);
+    }
+
+    const int tile_start = range_lo > 0 ? (range_lo / BLOCK_N) * BLOCK_N : 0;
+    for (int j0 = tile_start; j0 < range_hi; j0 += BLOCK_N) {
+        const int n = min(BLOCK_N, range_hi - j0);
+        const bool inner = MASK_KIND == 0 && j0 >= inner_lo && j0 + n <= inner_hi;
+
+        /* Scores, QK_KEYS keys at a time; a short last block repeats the tile's last key (never a key past n, which
+         * may lie past the key length), and the repeats are never read. */
+#if K_DTYPE == 0
+        K_TILE_PTR kt = k + (long)j0 * k_stride.z;
+        const long k_row = k_stride.z, k_col = DSTRIDE(k_stride);
+#else
+        for (int jj = 0; jj < n; ++jj) {
+            CPU_UNROLL
+            for (int c = 0; c < QC; ++c)
+                vstore8(k_chunk(k + (long)(j0 + jj) * k_stride.z, DSTRIDE(k_stride), c), jj * (TILE_W / 8) + c,
+                        tile);
+        }
+        K_TILE_PTR kt = tile;
+        const long k_row = TILE_W, k_col = 1;
+#endif
+        for (int jb = 0; jb < BLOCK_N; jb += QK_KEYS) {
+            if (jb >= n) break;
+            K_TILE_PTR krow[QK_KEYS];
+            float8 acc[QK_KEYS][RV];
+            CPU_UNROLL
+            for (int x = 0; x < QK_KEYS; ++x) {
+                krow[x] = kt + min(jb + x, n - 1) * k_row;
+                CPU_UNROLL
+                for (int rv = 0; rv < RV; ++rv) acc[x][rv] = (float8)(0.0f);
+            }
+            for (int d = 0; d < HEAD_DIM; ++d) {
+                float8 qv[RV];
+                CPU_UNROLL
+                for (int rv = 0; rv < RV; ++rv) qv[rv] = vload8(d * RV + rv, qt);
+                CPU_UNROLL
+                for (int x = 0; x < QK_KEYS; ++x) {
+                    const float8 kd = (float8)(krow[x][d * k_col]);
+                    CPU_UNROLL
+                    for (int rv = 0; rv < RV; ++rv) acc[x][rv] = fma(qv[rv], kd, acc[x][rv]);
+                }
+            }
+            CPU_UNROLL
+            for (int x = 0; x < QK_KEYS; ++x) {
+                CPU_UNROLL
+                for (int rv = 0; rv < RV; ++rv) vstore8(acc[x][rv], (jb + x) * RV + rv, st);
+            }
+        }
+
+        /* Online softmax, elementwise over the rows. */
+        float8 alpha[RV];
+        for (int rv = 0; rv < RV; ++rv) {
+            if (!inner) {
+                const int8 lo8 = vload8(rv, lo_rows), hi8 = vload8(rv, hi_rows);
+                for (int jj = 0; jj < n; ++jj) {
+                    const int j = j0 + jj;
+                    float8 x = vload8(jj * RV + rv, st);
+#if MASK_KIND != 0
+                    float mv[8];
+                    CPU_UNROLL
+                    for (int y = 0; y < 8; ++y) {
+                        const long at = mask_row[rv * 8 + y] + j * mask_stride.w;
+#if MASK_KIND == 1
+                        mv[y] = LOAD(MASK_DTYPE, mask, at);
+#else
+                        mv[y] = mask[at] != 0 ? 0.0f : CLA_NEG_INF;
+#endif
+                    }
+                    const float8 m8 = vload8(0, mv);
+#if MASK_KIND == 1
+                    x = select(fma(m8, (float8)(CLA_LOG2E), x), (float8)(CLA_NEG_INF), m8 <= (float8)(-FLT_MAX));
+#else
+                    x = select(x, (float8)(CLA_NEG_INF), m8 == (float8)(CLA_NEG_INF));
+#endif
+#endif
+                    const int8 jv = (int8)(j);
+                    x = select(x, (float8)(CLA_NEG_INF), (jv < lo8) | (jv >= hi8));
+                    vstore8(x, jj * RV + rv, st);
+                }
+            }
+            float8 tile_max = (float8)(CLA_NEG_INF);
+            for (int jj = 0; jj < n; ++jj) tile_max = vmax(tile_max, vload8(jj * RV + rv, st));
+            const float8 m_new = vmax(m[rv], tile_max);
+            /* A row that has seen only masked keys keeps m = -inf; exponents relative to 0 then give it zero
+             * weights instead of the NaN of -inf - -inf. */
+            const float8 m_ref = select(m_new, (float8)(0.0f), m_new == (float8)(CLA_NEG_INF));
+            alpha[rv] = exp2_nonpos(m[rv] - m_ref);
+            float8 sum = (float8)(0.0f);
+            if (inner) {
+                for (int jj = 0; jj < n; ++jj) {
+                    const float8 p = exp2_nonpos(vload8(jj * RV + rv, st) - m_ref);
+                    sum += p;
+                    vstore8(p, jj * RV + rv, st);
+                }
+            } else {
+                for (int jj = 0; jj < n; ++jj) {
+                    const float8 x = vload8(jj * RV + rv, st);
+                    const float8 p = exp2_nonpos(x - m_ref);
+                    sum += p;
+                    vstore8(select(p, (float8)(-0.0f), x == (float8)(CLA_NEG_INF)), jj * RV + rv, st);
+                }
+            }
+            l[rv] = fma(l[rv], alpha[rv], sum);
+            m[rv] = m_new;
+        }
+
+#if V_DTYPE == 0
+        V_TILE_PTR vt = v + (long)j0 * v_stride.z;
+        const long v_row = v_stride.z, v_col = DSTRIDE(v_stride);
+#else
+        for (int jj = 0; jj < n; ++jj) {
+            CPU_UNROLL
+            for (int c = 0; c < VC; ++c)
+                vstore8(v_chunk(v + (long)(j0 + jj) * v_stride.z, DSTRIDE(v_stride), c), jj * (TILE_W / 8) + c,
+                        tile);
+        }
+        V_TILE_PTR vt = tile;
+        const long v_row = TILE_W, v_col = 1;
+#endif
+
+        /* An edge tile whose values hold an inf or NaN must skip its masked weights rather than multiply them. */
+        bool careful = false;
+        if (!inner)
+            for (int jj = 0; jj < n; ++jj)
+                for (int d = 0; d < V_HEAD_DIM; ++d) careful |= !isfinite(vt[jj * v_row + d * v_col]);
+
+        /* O^T = O^T * alpha + P^T V, DB value columns at a time, then the remaining columns. */
+        for (int c0 = 0; c0 + DB <= V_HEAD_DIM; c0 += DB)
+            pv_columns(ot, st, vt, v_row, v_col, n, c0, alpha, careful, DB);
+#if V_HEAD_DIM % DB
+        pv_columns(ot, st, vt, v_row, v_col, n, V_HEAD_DIM - V_HEAD_DIM % DB, alpha, careful, V_HEAD_DIM % DB);
+#endif
+    }
+
+    float m_rows[ROWS], l_rows[ROWS];
+    CPU_UNROLL
+    for (int rv = 0; rv < RV; ++rv) {
+        vstore8(m[rv], rv, m_rows);
+        vstore8(l[rv], rv, l_rows);
+    }
+    for (int r = 0; r < ROWS; ++r) {
+        const int i = first_row + r;
+        if (i >= Lq) break;
+        write_row(o, o_stride, offsets.s3, lse, lse_stride, offsets.s6, partial, b, h, bh, i, Lq, m_rows[r],
+                  l_rows[r], ot + r, ROWS);
+    }
+}
+
+#endif
