@@ -78,9 +78,55 @@ inline ushort cla_f32_to_bf16(float x) {
 #define HAS_LSE 0
 #endif
 
+#ifndef UNIT_DSTRIDE
+#define UNIT_DSTRIDE 0
+#endif
+
+/* The head-dim stride of a tensor's long4 strides: a compile-time 1 when the host knows every one is 1. */
+#if UNIT_DSTRIDE
+#define DSTRIDE(s) 1
+#else
+#define DSTRIDE(s) ((s).w)
+#endif
+
+/* Helpers are inlined for real: register blocks stay in registers only when their loops unroll completely, which
+ * takes inlining, and PoCL defines plain `inline` away. */
+#ifdef __clang__
+#define CLA_INLINE static __attribute__((always_inline)) inline
+#else
+#define CLA_INLINE static inline
+#endif
+
 /* Sentinels for masked logits: real infinities, so programs must never be built with -cl-finite-math-only. */
 #define CLA_NEG_INF (-INFINITY)
 
 /* 1/ln(2): softmax runs on exp2 with the scale folded into the logits. */
 #define CLA_LOG2E 1.4426950408889634f
 #define CLA_LN2 0.6931471805599453f
+
+/* A max that lets a NaN through (fmax would drop it), so that NaN inputs reach the output. */
+CLA_INLINE float cla_max_nan(float a, float b) {
+    return (isnan(b) || b > a) ? b : a;
+}
+
+/* The keys query row i may see, [lo, hi), from causal masking, the window and the key length (kv_limit). shift is
+ * Lk - Lq for bottom-right alignment, else 0. Rows past the end of a short key sequence get lo >= hi: fully masked.
+ * The host caps sequence lengths at 2^28 and turns windows wider than Lq + Lk into unbounded ones (-1), so these
+ * int sums cannot overflow. */
+CLA_INLINE int cla_key_lo(int i, int shift, int2 window) {
+#if HAS_WINDOW
+    if (window.x >= 0) return max(0, i + shift - window.x);
+#endif
+    return 0;
+}
+
+CLA_INLINE int cla_key_hi(int i, int shift, int2 window, int kv_limit) {
+    int hi = kv_limit;
+#if CAUSAL
+    hi = min(hi, i + shift + 1);
+#endif
+#if HAS_WINDOW
+    if (window.y >= 0) hi = min(hi, i + shift + window.y + 1);
+#endif
+    return max(hi, 0);
+}

@@ -1,23 +1,19 @@
-/* Fused scaled dot-product attention (flash-attention style): online softmax over key tiles, never materialising
- * the Lq x Lk matrix. One kernel serves GPUs and CPUs through its tunables:
- *   GPU shape: ROWS = 1, USE_LOCAL = 1: a work-group of WG_SIZE work-items, one query row each, shares K/V tiles
+/* Fused scaled dot-product attention (flash-attention style), the variant for GPUs and accelerators: online softmax
+ * over key tiles, never materialising the Lq x Lk matrix. (CPUs get sdpa_fused_cpu.cl, with the same arguments and
+ * partial-state layout.) Its tunables give two shapes:
+ *   ROWS = 1, USE_LOCAL = 1 (the default): a work-group of WG_SIZE work-items, one query row each, shares K/V tiles
  *              staged in local memory.
- *   CPU shape: ROWS > 1, USE_LOCAL = 0: each work-item owns a register block of ROWS query rows and reads K/V from
- *              (cached) global memory, with no barriers, so PoCL can vectorise it freely.
+ *   ROWS > 1, USE_LOCAL = 0: each work-item owns a block of ROWS query rows and reads K/V from global memory, with
+ *              no barriers (for devices whose local memory is emulated).
  * Tiles of keys that causal masking, the window or the key length exclude for a whole block of rows are skipped.
  * With SPLIT_KV = 1 the keys are divided among the third grid dimension and each split writes its partial softmax
  * state (max, sum, unnormalised output) for sdpa_combine to merge (flash-decoding).
  *
  * Specialisation defines (set by the host): HEAD_DIM, V_HEAD_DIM, Q/K/V/O_DTYPE, MASK_KIND (0 none, 1 additive,
  * 2 boolean), MASK_DTYPE, CAUSAL (0 none, 1 top-left, 2 bottom-right), HAS_WINDOW, HAS_KEY_LENGTHS, HAS_LSE,
- * SPLIT_KV, UNIT_DSTRIDE (all head-dim strides are 1). */
+ * SPLIT_KV, UNIT_DSTRIDE (all head-dim strides are 1); common.cl holds the shared ones' defaults and the masking
+ * rules (cla_key_lo, cla_key_hi). */
 
-#ifndef HEAD_DIM
-#define HEAD_DIM 64
-#endif
-#ifndef V_HEAD_DIM
-#define V_HEAD_DIM HEAD_DIM
-#endif
 #ifndef ROWS
 #define ROWS 1
 #endif
@@ -30,61 +26,9 @@
 #ifndef USE_LOCAL
 #define USE_LOCAL 1
 #endif
-#ifndef MASK_KIND
-#define MASK_KIND 0
-#endif
-#ifndef MASK_DTYPE
-#define MASK_DTYPE 0
-#endif
-#ifndef CAUSAL
-#define CAUSAL 0
-#endif
-#ifndef HAS_WINDOW
-#define HAS_WINDOW 0
-#endif
-#ifndef HAS_KEY_LENGTHS
-#define HAS_KEY_LENGTHS 0
-#endif
-#ifndef HAS_LSE
-#define HAS_LSE 0
-#endif
 #ifndef SPLIT_KV
 #define SPLIT_KV 0
 #endif
-#ifndef UNIT_DSTRIDE
-#define UNIT_DSTRIDE 0
-#endif
-
-#if UNIT_DSTRIDE
-#define DSTRIDE(s) 1
-#else
-#define DSTRIDE(s) ((s).w)
-#endif
-
-/* A max that lets a NaN through (fmax would drop it), so that NaN inputs reach the output. */
-inline float cla_max_nan(float a, float b) {
-    return (isnan(b) || b > a) ? b : a;
-}
-
-/* Keys that row i may see, [lo, hi), from causal masking, the window and the key length; i' is i shifted for
- * bottom-right alignment. Rows past the end of a short key sequence can get lo >= hi: fully masked. */
-inline int key_lo(int i, int shift, int2 window) {
-#if HAS_WINDOW
-    if (window.x >= 0) return max(0, i + shift - window.x);
-#endif
-    return 0;
-}
-
-inline int key_hi(int i, int shift, int2 window, int kv_limit) {
-    int hi = kv_limit;
-#if CAUSAL
-    hi = min(hi, i + shift + 1);
-#endif
-#if HAS_WINDOW
-    if (window.y >= 0) hi = min(hi, i + shift + window.y + 1);
-#endif
-    return max(hi, 0);
-}
 
 __kernel
 #if USE_LOCAL
@@ -120,8 +64,8 @@ void sdpa_fused(__global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global co
     const int block_first = first_row;
     const int block_last = min(first_row + ROWS, Lq) - 1;
 #endif
-    int range_lo = key_lo(block_first, shift, window);
-    int range_hi = key_hi(block_last, shift, window, kv_limit);
+    int range_lo = cla_key_lo(block_first, shift, window);
+    int range_hi = cla_key_hi(block_last, shift, window, kv_limit);
 #if SPLIT_KV
     const int split = get_global_id(2);
     range_lo = max(range_lo, split * split_len);
@@ -141,8 +85,8 @@ void sdpa_fused(__global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global co
         for (int d = 0; d < V_HEAD_DIM; ++d) acc[r][d] = 0.0f;
         m[r] = CLA_NEG_INF;
         l[r] = 0.0f;
-        lo[r] = key_lo(i, shift, window);
-        hi[r] = key_hi(i, shift, window, kv_limit);
+        lo[r] = cla_key_lo(i, shift, window);
+        hi[r] = cla_key_hi(i, shift, window, kv_limit);
         mask_row[r] = offsets.s4 + b * mask_stride.x + h * mask_stride.y + i * mask_stride.z;
     }
 

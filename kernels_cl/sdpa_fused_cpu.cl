@@ -34,50 +34,16 @@
 #ifndef SPLIT_KV
 #define SPLIT_KV 0
 #endif
-#ifndef UNIT_DSTRIDE
-#define UNIT_DSTRIDE 0
-#endif
 
 #if ROWS != 1 && (ROWS % 8 != 0 || ROWS < 8)
 #error "ROWS must be 1 or a positive multiple of 8"
 #endif
 
-#if UNIT_DSTRIDE
-#define DSTRIDE(s) 1
-#else
-#define DSTRIDE(s) ((s).w)
-#endif
-
-/* Register blocks live in registers only when their loops unroll completely, and unroll only once their widths are
- * constants, which takes inlining: PoCL defines `inline` away, so ask for it. */
-#ifdef __clang__
-#define CPU_INLINE static __attribute__((always_inline)) inline
-#else
-#define CPU_INLINE static inline
-#endif
+#define CPU_INLINE CLA_INLINE
 #define CPU_UNROLL _Pragma("unroll")
 
 /* The bits of -0.0f, the mark of a masked key's weight (exp2 never returns it). */
 #define NEG_ZERO_BITS ((int)0x80000000)
-
-/* Keys that row i may see, [lo, hi), as in sdpa_fused.cl; i' is i shifted for bottom-right alignment. */
-CPU_INLINE int key_lo(int i, int shift, int2 window) {
-#if HAS_WINDOW
-    if (window.x >= 0) return max(0, i + shift - window.x);
-#endif
-    return 0;
-}
-
-CPU_INLINE int key_hi(int i, int shift, int2 window, int kv_limit) {
-    int hi = kv_limit;
-#if CAUSAL
-    hi = min(hi, i + shift + 1);
-#endif
-#if HAS_WINDOW
-    if (window.y >= 0) hi = min(hi, i + shift + window.y + 1);
-#endif
-    return max(hi, 0);
-}
 
 /* max(a, b) in one instruction (maxps): a NaN in b is dropped here, and caught at the end of the kernel because it
  * made the row sum NaN. */
@@ -214,7 +180,7 @@ sdpa_fused_cpu(__global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global con
     kv_limit = clamp(key_lengths[offsets.s5 + b], 0, Lk);
 #endif
     const int shift = CAUSAL == 2 ? Lk - Lq : 0;
-    const int lo = key_lo(i, shift, window), hi = key_hi(i, shift, window, kv_limit);
+    const int lo = cla_key_lo(i, shift, window), hi = cla_key_hi(i, shift, window, kv_limit);
     int range_lo = lo, range_hi = hi;
 #if SPLIT_KV
     const int split = get_global_id(2);
@@ -429,10 +395,10 @@ sdpa_fused_cpu(__global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global con
 
     /* Keys some row of the block sees, [range_lo, range_hi), and keys every row sees, [inner_lo, inner_hi): both
      * bounds grow with the row. */
-    int range_lo = key_lo(first_row, shift, window);
-    int range_hi = key_hi(last_row, shift, window, kv_limit);
-    const int inner_lo = key_lo(last_row, shift, window);
-    const int inner_hi = key_hi(first_row, shift, window, kv_limit);
+    int range_lo = cla_key_lo(first_row, shift, window);
+    int range_hi = cla_key_hi(last_row, shift, window, kv_limit);
+    const int inner_lo = cla_key_lo(last_row, shift, window);
+    const int inner_hi = cla_key_hi(first_row, shift, window, kv_limit);
 #if SPLIT_KV
     const int split = get_global_id(2);
     range_lo = max(range_lo, split * split_len);
@@ -453,8 +419,8 @@ sdpa_fused_cpu(__global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global con
         const int i = min(first_row + r, Lq - 1);
         for (int d = 0; d < HEAD_DIM; ++d)
             qt[d * ROWS + r] = LOAD(Q_DTYPE, q, i * q_stride.z + d * DSTRIDE(q_stride)) * scale_log2;
-        lo_rows[r] = key_lo(i, shift, window);
-        hi_rows[r] = key_hi(i, shift, window, kv_limit);
+        lo_rows[r] = cla_key_lo(i, shift, window);
+        hi_rows[r] = cla_key_hi(i, shift, window, kv_limit);
         mask_row[r] = offsets.s4 + b * mask_stride.x + h * mask_stride.y + i * mask_stride.z;
     }
     for (int x = 0; x < V_HEAD_DIM * ROWS; ++x) ot[x] = 0.0f;

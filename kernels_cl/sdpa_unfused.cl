@@ -31,11 +31,6 @@
 /* A masked key's entry of P: -0.0f. Its bit pattern is tested, since -0.0f == 0.0f. */
 #define MASKED_BITS 0x80000000u
 
-/* A max that lets a NaN through from either side (fmax would drop it), so that NaN inputs reach the output. */
-inline float max_keep_nan(float a, float b) {
-    return (isnan(b) || b > a) ? b : a;
-}
-
 /* Keys visible to the row of a head block, clamped to [0, kv_limit). */
 inline int key_limit(__global const int *key_lengths, long kl_offset, int b, int Lk) {
 #if HAS_KEY_LENGTHS
@@ -71,7 +66,7 @@ inline float group_max(__local float *red, float x) {
     red[lid] = x;
     barrier(CLK_LOCAL_MEM_FENCE);
     for (int s = SOFTMAX_WG / 2; s > 0; s >>= 1) {
-        if (lid < s) red[lid] = max_keep_nan(red[lid], red[lid + s]);
+        if (lid < s) red[lid] = cla_max_nan(red[lid], red[lid + s]);
         barrier(CLK_LOCAL_MEM_FENCE);
     }
     const float r = red[0];
@@ -109,17 +104,10 @@ masked_softmax(__global float *s, __global float *row_inv, int4 dims, int2 first
     const int bh = first.x + t, b = bh / Hq, h = bh % Hq, i = first.y + r;
     __global float *srow = s + ((long)t * rows + r) * Lk;
 
-    /* [lo, hi): the keys causal masking, the window and the key length leave to row i, in 64 bits so that a huge
-     * window cannot overflow. pos is i shifted for bottom-right alignment. */
-    const long pos = (long)i + (CAUSAL == 2 ? (long)Lk - (long)Lq : 0);
-    long lo = 0, hi = key_limit(key_lengths, offsets.s1, b, Lk);
-#if CAUSAL
-    hi = min(hi, pos + 1);
-#endif
-#if HAS_WINDOW
-    if (window.x >= 0) lo = max(lo, pos - window.x);
-    if (window.y >= 0) hi = min(hi, pos + window.y + 1);
-#endif
+    /* [lo, hi): the keys causal masking, the window and the key length leave to row i (the rules of common.cl). */
+    const int shift = CAUSAL == 2 ? Lk - Lq : 0;
+    const int2 win = (int2)((int)window.x, (int)window.y); /* the host keeps windows below Lq + Lk */
+    const int lo = cla_key_lo(i, shift, win), hi = cla_key_hi(i, shift, win, key_limit(key_lengths, offsets.s1, b, Lk));
 #if MASK_KIND
     const long mask_row = offsets.s0 + b * mask_stride.x + h * mask_stride.y + i * mask_stride.z;
 #endif
@@ -139,7 +127,7 @@ masked_softmax(__global float *s, __global float *row_inv, int4 dims, int2 first
 #endif
         }
         srow[j] = x;
-        m = max_keep_nan(m, x);
+        m = cla_max_nan(m, x);
     }
     m = group_max(red, m);
 

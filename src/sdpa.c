@@ -165,9 +165,11 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
     }
     clattn_status st = check_shapes(ctx, q, k, v, out);
     if (st) return st;
-    if (q->size[2] > INT32_MAX / 2 || k->size[2] > INT32_MAX / 2 || q->size[0] * q->size[1] > INT32_MAX)
+    /* The kernels index positions in 32 bits; 2^28 leaves room for the shifts and windows they add. */
+    const size_t max_len = (size_t)1 << 28;
+    if (q->size[2] > max_len || k->size[2] > max_len || q->size[0] * q->size[1] > INT32_MAX)
         return cla_fail(ctx, CLATTN_ERROR_UNSUPPORTED,
-                        "sequence lengths above %d or more than %d (batch x heads) rows are not supported", INT32_MAX / 2,
+                        "sequence lengths above %zu or more than %d (batch x heads) rows are not supported", max_len,
                         INT32_MAX);
     if (desc->causal < CLATTN_CAUSAL_NONE || desc->causal > CLATTN_CAUSAL_BOTTOM_RIGHT)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_MASK, "desc->causal: unknown value %d", (int)desc->causal);
