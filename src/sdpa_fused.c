@@ -160,11 +160,8 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     cl_mem partial = NULL;
     if (split) {
         size_t floats = bh * p->q_len * (size_t)nsplit * (p->v_head_dim + 2);
-        cl_int err;
-        partial = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, floats * sizeof(float), NULL, &err);
-        if (err != CL_SUCCESS)
-            return cla_fail(ctx, err, "allocating the %zu-byte key-split workspace on '%s' failed: %d",
-                            floats * sizeof(float), ctx->info.name, err);
+        st = cla_temp_buffer(ctx, floats * sizeof(float), "the key-split workspace", &partial);
+        if (st != CLATTN_SUCCESS) return st;
     }
 
     cl_long4 qs = cla_strides4(&p->q), ks = cla_strides4(&p->k), vs = cla_strides4(&p->v), os = cla_strides4(&p->out);
