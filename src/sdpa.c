@@ -92,11 +92,16 @@ static clattn_status check_mask(clattn_context *ctx, cla_sdpa_plan *p, named_ran
 }
 
 static clattn_status check_key_lengths(clattn_context *ctx, const cla_sdpa_plan *p, named_range *r) {
+    r->begin = r->end = 0;
     if (p->batch == 0) return CLATTN_SUCCESS;
     size_t mem_size = 0;
+    cl_context mem_ctx = NULL;
     cl_int err = clGetMemObjectInfo(p->key_lengths, CL_MEM_SIZE, sizeof mem_size, &mem_size, NULL);
+    if (err == CL_SUCCESS) err = clGetMemObjectInfo(p->key_lengths, CL_MEM_CONTEXT, sizeof mem_ctx, &mem_ctx, NULL);
     if (err != CL_SUCCESS) return cla_fail(ctx, err, "key_lengths: the buffer is not a valid cl_mem");
-    if (p->key_lengths_offset > SIZE_MAX / 4 - p->batch)
+    if (mem_ctx != ctx->cl_ctx)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "key_lengths: the buffer belongs to another OpenCL context");
+    if (p->batch > SIZE_MAX / 4 || p->key_lengths_offset > SIZE_MAX / 4 - p->batch)
         return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW, "key_lengths: offset %zu overflows", p->key_lengths_offset);
     r->begin = p->key_lengths_offset * 4;
     r->end = r->begin + p->batch * 4;

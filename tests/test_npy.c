@@ -522,6 +522,13 @@ static void test_read_errors(void **state)
     assert_int_equal(npy_read(tmp_dir, &a, err, sizeof err), -1);
     assert_non_null(strstr(err, "directory"));
 
+    /* A header length shorter than the prefix already read (found by fuzz_npy: it overflowed the heap). */
+    static const unsigned char tiny_header[] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, 1, 0, '\n', 'X'};
+    tmp_path(path, sizeof path, "tiny-header.npy");
+    write_bytes(path, tiny_header, sizeof tiny_header);
+    assert_int_equal(npy_read(path, &a, err, sizeof err), -1);
+    assert_non_null(strstr(err, "too short"));
+
     /* Files on disk that are truncated in the header, in the data, or too long. */
     const float values[6] = {0};
     image im = make_image(1, 0, padded("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", 1), values,

@@ -227,6 +227,9 @@ static void foreign_queue_and_buffer(void **state) {
     cl_mem foreign = clCreateBuffer(clattn_context_cl_context(other), CL_MEM_READ_WRITE, 1 << 16, NULL, &err);
     q.buffer = foreign;
     expect(CLATTN_ERROR_INVALID_ARGUMENT, "another OpenCL context");
+    reset(state);
+    desc.key_lengths = foreign;
+    expect(CLATTN_ERROR_INVALID_ARGUMENT, "key_lengths");
     clReleaseMemObject(foreign);
     clattn_context_free(other);
 }

@@ -612,6 +612,11 @@ static int read_regular(FILE *f, size_t file_size, npy_array *out, char *err, si
                   file_size - start);
         return -1;
     }
+    /* The prefix read may already run past a (hostile) header too short to hold any dictionary. */
+    if (end < got) {
+        set_error(err, err_size, "header length %zu is too short to hold a header dictionary", end - start);
+        return -1;
+    }
     unsigned char *header = malloc(end);
     if (header == NULL) {
         set_error(err, err_size, "out of memory for a %zu byte header", end);

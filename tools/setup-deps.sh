@@ -6,7 +6,8 @@ packages=(
   cmake make gcc pkg-config python3 python3-numpy
   ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo
   libclblast-dev libcmocka-dev libcjson-dev
-  oclgrind
+  oclgrind valgrind
+  clang libclang-rt-14-dev
 )
 missing=()
 for p in "${packages[@]}"; do
