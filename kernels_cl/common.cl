@@ -5,7 +5,7 @@
  * 3 = bool (one byte, masks only). */
 
 #define CLA_CAT_(a, b) a##b
-#define CLA_CAT(a, b) CLA_CAT_(a, b)
+#define CLA_CAT(a, b)  CLA_CAT_(a, b)
 
 /* Round to nearest even, keeping NaN a quiet NaN. */
 inline ushort cla_f32_to_bf16(float x) {
@@ -30,8 +30,8 @@ inline ushort cla_f32_to_bf16(float x) {
 #define CLA_STORE_2(p, i, x) ((p)[i] = cla_f32_to_bf16(x))
 
 /* STORAGE(dt) names the element type; LOAD(dt, p, i) reads element i as float; STORE(dt, p, i, x) writes it. */
-#define STORAGE(dt) CLA_CAT(CLA_STORAGE_, dt)
-#define LOAD(dt, p, i) CLA_CAT(CLA_LOAD_, dt)(p, i)
+#define STORAGE(dt)        CLA_CAT(CLA_STORAGE_, dt)
+#define LOAD(dt, p, i)     CLA_CAT(CLA_LOAD_, dt)(p, i)
 #define STORE(dt, p, i, x) CLA_CAT(CLA_STORE_, dt)(p, i, x)
 
 #ifndef Q_DTYPE
@@ -102,7 +102,7 @@ inline ushort cla_f32_to_bf16(float x) {
 
 /* 1/ln(2): softmax runs on exp2 with the scale folded into the logits. */
 #define CLA_LOG2E 1.4426950408889634f
-#define CLA_LN2 0.6931471805599453f
+#define CLA_LN2   0.6931471805599453f
 
 /* A max that lets a NaN through (fmax would drop it), so that NaN inputs reach the output. */
 CLA_INLINE float cla_max_nan(float a, float b) {

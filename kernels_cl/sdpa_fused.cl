@@ -32,14 +32,14 @@
 
 __kernel
 #if USE_LOCAL
-__attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
+    __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 #endif
-void sdpa_fused(__global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global const STORAGE(K_DTYPE) * k,
-                long4 k_stride, __global const STORAGE(V_DTYPE) * v, long4 v_stride,
-                __global STORAGE(O_DTYPE) * o, long4 o_stride, __global const STORAGE(MASK_DTYPE) * mask,
-                long4 mask_stride, __global const int *key_lengths, __global float *lse, long4 lse_stride,
-                long8 offsets, int4 dims, float scale_log2, int2 window, int split_len,
-                __global float *partial) {
+    void
+    sdpa_fused(__global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global const STORAGE(K_DTYPE) * k,
+               long4 k_stride, __global const STORAGE(V_DTYPE) * v, long4 v_stride, __global STORAGE(O_DTYPE) * o,
+               long4 o_stride, __global const STORAGE(MASK_DTYPE) * mask, long4 mask_stride,
+               __global const int *key_lengths, __global float *lse, long4 lse_stride, long8 offsets, int4 dims,
+               float scale_log2, int2 window, int split_len, __global float *partial) {
     const int Hq = dims.x, Lq = dims.y, Lk = dims.z, group = dims.w;
     const int bh = get_global_id(1);
     const int b = bh / Hq, h = bh % Hq, hk = h / group;
@@ -109,11 +109,11 @@ void sdpa_fused(__global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global co
             v_tile[x] = jj < n ? LOAD(V_DTYPE, v, (j0 + jj) * v_stride.z + d * DSTRIDE(v_stride)) : 0.0f;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
-#define K_AT(jj, d) k_tile[(jj) * HEAD_DIM + (d)]
-#define V_AT(jj, d) v_tile[(jj) * V_HEAD_DIM + (d)]
+#define K_AT(jj, d) k_tile[(jj)*HEAD_DIM + (d)]
+#define V_AT(jj, d) v_tile[(jj)*V_HEAD_DIM + (d)]
 #else
-#define K_AT(jj, d) LOAD(K_DTYPE, k, (j0 + (jj)) * k_stride.z + (d) * DSTRIDE(k_stride))
-#define V_AT(jj, d) LOAD(V_DTYPE, v, (j0 + (jj)) * v_stride.z + (d) * DSTRIDE(v_stride))
+#define K_AT(jj, d) LOAD(K_DTYPE, k, (j0 + (jj)) * k_stride.z + (d)*DSTRIDE(k_stride))
+#define V_AT(jj, d) LOAD(V_DTYPE, v, (j0 + (jj)) * v_stride.z + (d)*DSTRIDE(v_stride))
 #endif
         /* Scores of the tile for every row of this work-item. */
         float s[ROWS][BLOCK_N];
@@ -177,7 +177,8 @@ void sdpa_fused(__global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global co
         const bool empty = m[r] == CLA_NEG_INF; /* every key masked: zeros, and lse -inf */
         const float inv = empty ? 0.0f : 1.0f / l[r];
         __global STORAGE(O_DTYPE) *orow = o + offsets.s3 + b * o_stride.x + h * o_stride.y + i * o_stride.z;
-        for (int d = 0; d < V_HEAD_DIM; ++d) STORE(O_DTYPE, orow, d * DSTRIDE(o_stride), empty ? 0.0f : acc[r][d] * inv);
+        for (int d = 0; d < V_HEAD_DIM; ++d)
+            STORE(O_DTYPE, orow, d * DSTRIDE(o_stride), empty ? 0.0f : acc[r][d] * inv);
 #if HAS_LSE
         lse[offsets.s6 + b * lse_stride.x + h * lse_stride.y + i * lse_stride.z] =
             empty ? CLA_NEG_INF : (m[r] + log2(l[r])) * CLA_LN2;

@@ -107,7 +107,8 @@ masked_softmax(__global float *s, __global float *row_inv, int4 dims, int2 first
     /* [lo, hi): the keys causal masking, the window and the key length leave to row i (the rules of common.cl). */
     const int shift = CAUSAL == 2 ? Lk - Lq : 0;
     const int2 win = (int2)((int)window.x, (int)window.y); /* the host keeps windows below Lq + Lk */
-    const int lo = cla_key_lo(i, shift, win), hi = cla_key_hi(i, shift, win, key_limit(key_lengths, offsets.s1, b, Lk));
+    const int lo = cla_key_lo(i, shift, win),
+              hi = cla_key_hi(i, shift, win, key_limit(key_lengths, offsets.s1, b, Lk));
 #if MASK_KIND
     const long mask_row = offsets.s0 + b * mask_stride.x + h * mask_stride.y + i * mask_stride.z;
 #endif

@@ -30,14 +30,13 @@ CLBlastStatusCode cla_blas_sgemm_strided_batched(CLBlastLayout layout, CLBlastTr
                                                  CLBlastTranspose b_transpose, size_t m, size_t n, size_t k,
                                                  float alpha, cl_mem a, size_t a_offset, size_t a_ld,
                                                  size_t a_stride, cl_mem b, size_t b_offset, size_t b_ld,
-                                                 size_t b_stride, float beta, cl_mem c, size_t c_offset, size_t c_ld,
-                                                 size_t c_stride, size_t batch_count, cl_command_queue *queue,
-                                                 cl_event *event) {
+                                                 size_t b_stride, float beta, cl_mem c, size_t c_offset,
+                                                 size_t c_ld, size_t c_stride, size_t batch_count,
+                                                 cl_command_queue *queue, cl_event *event) {
     bool held = blas_lock();
-    CLBlastStatusCode s =
-        CLBlastSgemmStridedBatched(layout, a_transpose, b_transpose, m, n, k, alpha, a, a_offset, a_ld, a_stride, b,
-                                   b_offset, b_ld, b_stride, beta, c, c_offset, c_ld, c_stride, batch_count, queue,
-                                   event);
+    CLBlastStatusCode s = CLBlastSgemmStridedBatched(layout, a_transpose, b_transpose, m, n, k, alpha, a, a_offset,
+                                                     a_ld, a_stride, b, b_offset, b_ld, b_stride, beta, c, c_offset,
+                                                     c_ld, c_stride, batch_count, queue, event);
     blas_unlock(held);
     return s;
 }
@@ -69,4 +68,3 @@ const char *cla_blas_status_name(CLBlastStatusCode s) {
     const char *cl = cla_cl_error_name((cl_int)s);
     return cl ? cl : "";
 }
-

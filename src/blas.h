@@ -12,9 +12,9 @@ CLBlastStatusCode cla_blas_sgemm_strided_batched(CLBlastLayout layout, CLBlastTr
                                                  CLBlastTranspose b_transpose, size_t m, size_t n, size_t k,
                                                  float alpha, cl_mem a, size_t a_offset, size_t a_ld,
                                                  size_t a_stride, cl_mem b, size_t b_offset, size_t b_ld,
-                                                 size_t b_stride, float beta, cl_mem c, size_t c_offset, size_t c_ld,
-                                                 size_t c_stride, size_t batch_count, cl_command_queue *queue,
-                                                 cl_event *event);
+                                                 size_t b_stride, float beta, cl_mem c, size_t c_offset,
+                                                 size_t c_ld, size_t c_stride, size_t batch_count,
+                                                 cl_command_queue *queue, cl_event *event);
 
 /* CLBlast's own codes by name, OpenCL's through cla_cl_error_name; "" if unknown. */
 const char *cla_blas_status_name(CLBlastStatusCode s);

@@ -136,7 +136,7 @@ static unsigned char *read_file(const char *path, size_t *size) {
 }
 
 const char *cla_disk_cache_check_entry(const unsigned char *data, size_t size, const char *key,
-                               const unsigned char **binary, size_t *binary_size) {
+                                       const unsigned char **binary, size_t *binary_size) {
     size_t key_len = strlen(key);
     if (size < 16 || memcmp(data, CACHE_MAGIC, 8) != 0) return "bad magic or truncated header";
     if (get_u32(data + 8) != CACHE_FORMAT_VERSION) return "other cache format version";

@@ -77,8 +77,8 @@ clattn_status cla_set_args(clattn_context *ctx, cl_kernel k, const char *what, c
         const void *value = va_arg(ap, const void *);
         cl_int err = clSetKernelArg(k, i, size, value);
         if (err != CL_SUCCESS) {
-            st = cla_fail(ctx, CLATTN_ERROR_INTERNAL, "setting argument %u of kernel %s failed: %d %s", i, what, err,
-                          cla_cl_error_name(err) ? cla_cl_error_name(err) : "");
+            st = cla_fail(ctx, CLATTN_ERROR_INTERNAL, "setting argument %u of kernel %s failed: %d %s", i, what,
+                          err, cla_cl_error_name(err) ? cla_cl_error_name(err) : "");
             break;
         }
     }
@@ -95,8 +95,8 @@ clattn_status cla_temp_buffer(clattn_context *ctx, size_t bytes, const char *wha
     *out = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, bytes ? bytes : 4, NULL, &err);
     if (err != CL_SUCCESS) {
         *out = NULL;
-        return cla_fail(ctx, err, "allocating %zu bytes of device memory for %s on '%s' failed: %d %s%s", bytes, what,
-                        ctx->info.name, err, cla_cl_error_name(err) ? cla_cl_error_name(err) : "",
+        return cla_fail(ctx, err, "allocating %zu bytes of device memory for %s on '%s' failed: %d %s%s", bytes,
+                        what, ctx->info.name, err, cla_cl_error_name(err) ? cla_cl_error_name(err) : "",
                         err == CL_INVALID_BUFFER_SIZE ? " (larger than the device's maximum allocation)" : "");
     }
     ctx->memory.last_call_bytes += bytes;

@@ -50,8 +50,8 @@ struct clattn_context {
     size_t program_count;
     size_t program_capacity;
     bool disk_cache_enabled;
-    char *cache_dir;  /* NULL when disabled or unusable */
-    char *kernel_dir; /* CLATTN_KERNEL_DIR: load sources from here instead of the embedded copies */
+    char *cache_dir;           /* NULL when disabled or unusable */
+    char *kernel_dir;          /* CLATTN_KERNEL_DIR: load sources from here instead of the embedded copies */
     char *extra_build_options; /* CLATTN_BUILD_OPTIONS, appended to every build */
     clattn_cache_stats stats;
     clattn_memory_stats memory;
@@ -138,8 +138,8 @@ char *cla_disk_cache_path(const clattn_context *ctx, const char *key);
 
 /* Starts the accounting of one operation's temporary device memory. */
 void cla_temp_begin(clattn_context *ctx);
-/* A read-write device buffer for an operation's own use, counted in the context's memory statistics. `what` names it
- * in the error message. */
+/* A read-write device buffer for an operation's own use, counted in the context's memory statistics. `what` names
+ * it in the error message. */
 clattn_status cla_temp_buffer(clattn_context *ctx, size_t bytes, const char *what, cl_mem *out);
 
 /* ---- tensor views (tensor.c) ---- */

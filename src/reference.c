@@ -7,45 +7,35 @@
 #include <stdlib.h>
 
 bool cla_sdpa_key_allowed(int64_t i, int64_t j, int64_t lq, int64_t lk, clattn_causal causal, int64_t window_left,
-                          int64_t window_right)
-{
+                          int64_t window_right) {
     /* Bottom-right alignment lines the last query up with the last key; top-left lines up the first ones. */
     int64_t pos = causal == CLATTN_CAUSAL_BOTTOM_RIGHT ? i + (lk - lq) : i;
-    if (causal != CLATTN_CAUSAL_NONE && j > pos)
-        return false;
+    if (causal != CLATTN_CAUSAL_NONE && j > pos) return false;
     /* Compared as distances (pos - j <= left rather than j >= pos - left) so that a huge window cannot overflow. */
-    if (window_left != CLATTN_WINDOW_UNBOUNDED && pos - j > window_left)
-        return false;
-    if (window_right != CLATTN_WINDOW_UNBOUNDED && j - pos > window_right)
-        return false;
+    if (window_left != CLATTN_WINDOW_UNBOUNDED && pos - j > window_left) return false;
+    if (window_right != CLATTN_WINDOW_UNBOUNDED && j - pos > window_right) return false;
     return true;
 }
 
-static const float *elem(const cla_ref_tensor *t, size_t b, size_t h, size_t i, size_t d)
-{
+static const float *elem(const cla_ref_tensor *t, size_t b, size_t h, size_t i, size_t d) {
     return t->data + b * t->stride[0] + h * t->stride[1] + i * t->stride[2] + d * t->stride[3];
 }
 
 /* Masks broadcast over a dimension of size 1 as well as through a zero stride. */
-static size_t mask_offset(const size_t size[4], const size_t stride[4], size_t b, size_t h, size_t i, size_t j)
-{
+static size_t mask_offset(const size_t size[4], const size_t stride[4], size_t b, size_t h, size_t i, size_t j) {
     size_t idx[4] = {b, h, i, j};
     size_t off = 0;
-    for (int d = 0; d < 4; d++)
-        off += (size[d] == 1 ? 0 : idx[d]) * stride[d];
+    for (int d = 0; d < 4; d++) off += (size[d] == 1 ? 0 : idx[d]) * stride[d];
     return off;
 }
 
-int cla_reference_sdpa(const cla_ref_sdpa *a)
-{
-    if (a == NULL || a->out == NULL)
-        return -1;
+int cla_reference_sdpa(const cla_ref_sdpa *a) {
+    if (a == NULL || a->out == NULL) return -1;
 
     const size_t batch = a->q.size[0], hq = a->q.size[1], lq = a->q.size[2], dk = a->q.size[3];
     const size_t hkv = a->k.size[1], lk = a->k.size[2], dv = a->v.size[3];
     const size_t rows = batch * hq * lq;
-    if (rows > 0 && (hkv == 0 || hq % hkv != 0))
-        return -1;
+    if (rows > 0 && (hkv == 0 || hq % hkv != 0)) return -1;
     const size_t group = rows > 0 ? hq / hkv : 1;
 
     /* Per-row scratch: the logits and whether each key takes part. */
@@ -79,18 +69,16 @@ int cla_reference_sdpa(const cla_ref_sdpa *a)
                     keep[j] = j < klen && cla_sdpa_key_allowed((int64_t)i, (int64_t)j, (int64_t)lq, (int64_t)lk,
                                                                a->causal, a->window_left, a->window_right);
                     if (keep[j] && a->bool_mask.data != NULL)
-                        keep[j] = a->bool_mask.data[mask_offset(a->bool_mask.size, a->bool_mask.stride, b, h, i,
-                                                                j)] != 0;
+                        keep[j] =
+                            a->bool_mask.data[mask_offset(a->bool_mask.size, a->bool_mask.stride, b, h, i, j)] != 0;
                     double add = 0.0;
                     if (keep[j] && a->mask.data != NULL) {
                         add = a->mask.data[mask_offset(a->mask.size, a->mask.stride, b, h, i, j)];
                         /* -inf and -FLT_MAX are both "masked" (fp16 users write the most negative finite value);
                          * a NaN compares false here and so propagates like any other NaN input. */
-                        if (add <= -FLT_MAX)
-                            keep[j] = false;
+                        if (add <= -FLT_MAX) keep[j] = false;
                     }
-                    if (!keep[j])
-                        continue;
+                    if (!keep[j]) continue;
                     /* The key's values are only read once it is known to take part, so a NaN in a masked key
                      * never enters the arithmetic. */
                     double dot = 0.0;
@@ -103,18 +91,14 @@ int cla_reference_sdpa(const cla_ref_sdpa *a)
                     else if (logit[j] > max)
                         max = logit[j];
                 }
-                if (saw_nan)
-                    max = NAN;
+                if (saw_nan) max = NAN;
 
                 if (kept == 0) {
                     /* Fully masked row: zeros, not the 0/0 NaN a naive softmax gives. */
-                    for (size_t d = 0; d < dv; d++)
-                        out[d] = 0.0;
+                    for (size_t d = 0; d < dv; d++) out[d] = 0.0;
                     if (w != NULL)
-                        for (size_t j = 0; j < lk; j++)
-                            w[j] = 0.0;
-                    if (a->lse != NULL)
-                        a->lse[row] = -INFINITY;
+                        for (size_t j = 0; j < lk; j++) w[j] = 0.0;
+                    if (a->lse != NULL) a->lse[row] = -INFINITY;
                     continue;
                 }
 
@@ -125,22 +109,17 @@ int cla_reference_sdpa(const cla_ref_sdpa *a)
                         logit[j] = exp(logit[j] - max);
                         sum += logit[j];
                     }
-                for (size_t d = 0; d < dv; d++)
-                    out[d] = 0.0;
+                for (size_t d = 0; d < dv; d++) out[d] = 0.0;
                 for (size_t j = 0; j < lk; j++) {
                     if (!keep[j]) {
-                        if (w != NULL)
-                            w[j] = 0.0;
+                        if (w != NULL) w[j] = 0.0;
                         continue;
                     }
                     double p = logit[j] / sum;
-                    if (w != NULL)
-                        w[j] = p;
-                    for (size_t d = 0; d < dv; d++)
-                        out[d] += p * (double)*elem(&a->v, b, hk, j, d);
+                    if (w != NULL) w[j] = p;
+                    for (size_t d = 0; d < dv; d++) out[d] += p * (double)*elem(&a->v, b, hk, j, d);
                 }
-                if (a->lse != NULL)
-                    a->lse[row] = max + log(sum);
+                if (a->lse != NULL) a->lse[row] = max + log(sum);
             }
         }
     }

@@ -58,12 +58,12 @@ static clattn_status check_shapes(clattn_context *ctx, const clattn_tensor *q, c
     if (!st) st = expect_size(ctx, out, "out", 3, Dv, "v's head dim");
     if (st) return st;
     if (Dk == 0 || Dv == 0 || Dk > CLA_MAX_HEAD_DIM || Dv > CLA_MAX_HEAD_DIM)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_HEAD_DIM,
-                        "head dims must be 1..%d; q/k have %zu and v has %zu", CLA_MAX_HEAD_DIM, Dk, Dv);
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_HEAD_DIM, "head dims must be 1..%d; q/k have %zu and v has %zu",
+                        CLA_MAX_HEAD_DIM, Dk, Dv);
     if ((Hkv == 0 && Hq != 0) || (Hkv != 0 && Hq % Hkv != 0))
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_HEADS,
-                        "q has %zu heads and k/v have %zu: the query heads must be a multiple of the key/value heads",
-                        Hq, Hkv);
+        return cla_fail(
+            ctx, CLATTN_ERROR_INVALID_HEADS,
+            "q has %zu heads and k/v have %zu: the query heads must be a multiple of the key/value heads", Hq, Hkv);
     return CLATTN_SUCCESS;
 }
 
@@ -74,16 +74,15 @@ static clattn_status check_mask(clattn_context *ctx, cla_sdpa_plan *p, named_ran
     else if (is_storage_dtype(m->dtype))
         p->mask_kind = CLA_MASK_ADDITIVE;
     else
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_MASK, "mask: dtype %d is neither additive (F32/F16/BF16) nor BOOL",
-                        (int)m->dtype);
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_MASK,
+                        "mask: dtype %d is neither additive (F32/F16/BF16) nor BOOL", (int)m->dtype);
     const size_t want[4] = {p->batch, p->q_heads, p->q_len, p->kv_len};
     static const char *dims[] = {"batch", "heads", "query length", "key length"};
     for (int d = 0; d < 4; ++d) {
         bool broadcast_ok = d < 2 && m->size[d] == 1;
         if (m->size[d] != want[d] && !broadcast_ok)
-            return cla_fail(ctx, CLATTN_ERROR_INVALID_MASK,
-                            "mask: size[%d] is %zu but must be %s%zu (the %s)", d, m->size[d], d < 2 ? "1 or " : "",
-                            want[d], dims[d]);
+            return cla_fail(ctx, CLATTN_ERROR_INVALID_MASK, "mask: size[%d] is %zu but must be %s%zu (the %s)", d,
+                            m->size[d], d < 2 ? "1 or " : "", want[d], dims[d]);
     }
     /* A size-1 dimension broadcasts: its stride is never used, so make it 0 for the kernels. */
     for (int d = 0; d < 2; ++d)
@@ -100,9 +99,11 @@ static clattn_status check_key_lengths(clattn_context *ctx, const cla_sdpa_plan 
     if (err == CL_SUCCESS) err = clGetMemObjectInfo(p->key_lengths, CL_MEM_CONTEXT, sizeof mem_ctx, &mem_ctx, NULL);
     if (err != CL_SUCCESS) return cla_fail(ctx, err, "key_lengths: the buffer is not a valid cl_mem");
     if (mem_ctx != ctx->cl_ctx)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "key_lengths: the buffer belongs to another OpenCL context");
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "key_lengths: the buffer belongs to another OpenCL context");
     if (p->batch > SIZE_MAX / 4 || p->key_lengths_offset > SIZE_MAX / 4 - p->batch)
-        return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW, "key_lengths: offset %zu overflows", p->key_lengths_offset);
+        return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW, "key_lengths: offset %zu overflows",
+                        p->key_lengths_offset);
     r->begin = p->key_lengths_offset * 4;
     r->end = r->begin + p->batch * 4;
     if (r->end > mem_size)
@@ -119,8 +120,9 @@ static clattn_status check_outputs(clattn_context *ctx, cla_sdpa_plan *p, named_
         if (t->dtype != CLATTN_DTYPE_F32)
             return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "lse: dtype must be F32");
         if (t->size[0] != p->batch || t->size[1] != p->q_heads || t->size[2] != p->q_len || t->size[3] != 1)
-            return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE, "lse: sizes [%zu, %zu, %zu, %zu] must be [%zu, %zu, %zu, 1]",
-                            t->size[0], t->size[1], t->size[2], t->size[3], p->batch, p->q_heads, p->q_len);
+            return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
+                            "lse: sizes [%zu, %zu, %zu, %zu] must be [%zu, %zu, %zu, 1]", t->size[0], t->size[1],
+                            t->size[2], t->size[3], p->batch, p->q_heads, p->q_len);
         named_range *r = &ranges[(*n)++];
         r->name = "lse";
         r->buffer = t->buffer;
@@ -153,13 +155,19 @@ static clattn_impl choose_impl(const cla_sdpa_plan *p, clattn_impl asked) {
 }
 
 clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *desc, const clattn_tensor *q,
-                              const clattn_tensor *k, const clattn_tensor *v, const clattn_tensor *out,
-                              cl_command_queue queue, cl_uint num_wait, const cl_event *wait_list, cla_sdpa_plan *p) {
+                                const clattn_tensor *k, const clattn_tensor *v, const clattn_tensor *out,
+                                cl_command_queue queue, cl_uint num_wait, const cl_event *wait_list,
+                                cla_sdpa_plan *p) {
     if (!desc || !q || !k || !v || !out)
         return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "clattn_sdpa: %s is NULL",
-                        !desc ? "desc" : !q ? "q" : !k ? "k" : !v ? "v" : "out");
+                        !desc ? "desc"
+                        : !q  ? "q"
+                        : !k  ? "k"
+                        : !v  ? "v"
+                              : "out");
     if (num_wait > 0 && !wait_list)
-        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "clattn_sdpa: %u wait events but wait_list is NULL", num_wait);
+        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "clattn_sdpa: %u wait events but wait_list is NULL",
+                        num_wait);
     const clattn_tensor *inputs[] = {q, k, v, out};
     static const char *names[] = {"q", "k", "v", "out"};
     for (int i = 0; i < 4; ++i) {
@@ -174,8 +182,8 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
     const size_t max_len = (size_t)1 << 28;
     if (q->size[2] > max_len || k->size[2] > max_len || q->size[0] * q->size[1] > INT32_MAX)
         return cla_fail(ctx, CLATTN_ERROR_UNSUPPORTED,
-                        "sequence lengths above %zu or more than %d (batch x heads) rows are not supported", max_len,
-                        INT32_MAX);
+                        "sequence lengths above %zu or more than %d (batch x heads) rows are not supported",
+                        max_len, INT32_MAX);
     if (desc->causal < CLATTN_CAUSAL_NONE || desc->causal > CLATTN_CAUSAL_BOTTOM_RIGHT)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_MASK, "desc->causal: unknown value %d", (int)desc->causal);
     if (desc->impl < CLATTN_IMPL_AUTO || desc->impl > CLATTN_IMPL_UNFUSED)
@@ -185,8 +193,9 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
                         "window (%lld, %lld): each side must be >= 0 or CLATTN_WINDOW_UNBOUNDED (-1)",
                         (long long)desc->window_left, (long long)desc->window_right);
     if (isinf(desc->scale))
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "desc->scale is infinite; give a finite scale or NAN for "
-                                                            "the default 1/sqrt(head_dim)");
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "desc->scale is infinite; give a finite scale or NAN for "
+                        "the default 1/sqrt(head_dim)");
 
     memset(p, 0, sizeof *p);
     p->batch = q->size[0];
@@ -241,16 +250,18 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
             bool output_i = i == 3 || i >= first_output, output_j = j == 3 || j >= first_output;
             if ((output_i || output_j) && overlaps(ranges[i].buffer, ranges[i].begin, ranges[i].end,
                                                    ranges[j].buffer, ranges[j].begin, ranges[j].end))
-                return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                                "%s overlaps %s in the same buffer; outputs must not share memory with other tensors",
-                                ranges[i].name, ranges[j].name);
+                return cla_fail(
+                    ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                    "%s overlaps %s in the same buffer; outputs must not share memory with other tensors",
+                    ranges[i].name, ranges[j].name);
         }
     if (queue) {
         cl_context qctx = NULL;
         cl_int err = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qctx, &qctx, NULL);
         if (err != CL_SUCCESS) return cla_fail(ctx, err, "clattn_sdpa: the queue is not a valid command queue");
         if (qctx != ctx->cl_ctx)
-            return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "clattn_sdpa: the queue belongs to another context");
+            return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                            "clattn_sdpa: the queue belongs to another context");
     }
     p->impl = choose_impl(p, desc->impl);
     if (p->impl == CLATTN_IMPL_FUSED && p->weights.buffer)
@@ -274,7 +285,8 @@ clattn_status clattn_sdpa(clattn_context *ctx, const clattn_sdpa_desc *desc, con
     cla_chain_begin(&chain, queue ? queue : ctx->queue, num_wait, wait_list);
     bool nothing_to_do = plan.batch == 0 || plan.q_heads == 0 || plan.q_len == 0;
     if (!nothing_to_do) {
-        /* With no keys every row is fully masked; the fused kernel writes the zeros (CLBlast takes no empty sizes). */
+        /* With no keys every row is fully masked; the fused kernel writes the zeros (CLBlast takes no empty sizes).
+         */
         bool unfused = plan.impl == CLATTN_IMPL_UNFUSED && plan.kv_len > 0;
         st = unfused ? cla_sdpa_unfused(ctx, &plan, &chain) : cla_sdpa_fused(ctx, &plan, &chain);
         if (st != CLATTN_SUCCESS) {
@@ -283,7 +295,8 @@ clattn_status clattn_sdpa(clattn_context *ctx, const clattn_sdpa_desc *desc, con
         }
     }
     cl_int err = cla_chain_end(&chain, event);
-    if (err != CL_SUCCESS) return cla_fail(ctx, err, "clattn_sdpa: enqueueing the completion marker failed: %d", err);
+    if (err != CL_SUCCESS)
+        return cla_fail(ctx, err, "clattn_sdpa: enqueueing the completion marker failed: %d", err);
     return CLATTN_SUCCESS;
 }
 

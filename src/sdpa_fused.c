@@ -42,19 +42,28 @@ static clattn_status apply_override(clattn_context *ctx, fused_params *fp) {
         char *end = NULL;
         long value = strtol(text, &end, 10);
         bool number = *end == '\0' && value >= 0 && value <= 1 << 20;
-        if (strcmp(key, "variant") == 0 && strcmp(text, "tiled") == 0) fp->variant = FUSED_TILED;
-        else if (strcmp(key, "variant") == 0 && strcmp(text, "cpu") == 0) fp->variant = FUSED_CPU;
-        else if (strcmp(key, "rows") == 0 && number && value >= 1) fp->rows = (int)value;
-        else if (strcmp(key, "block_n") == 0 && number && value >= 1) fp->block_n = (int)value;
-        else if (strcmp(key, "wg") == 0 && number && value >= 1) fp->wg_size = (int)value;
-        else if (strcmp(key, "local") == 0 && number) fp->use_local = value != 0;
-        else if (strcmp(key, "splits") == 0 && number) fp->splits = (int)value;
+        if (strcmp(key, "variant") == 0 && strcmp(text, "tiled") == 0)
+            fp->variant = FUSED_TILED;
+        else if (strcmp(key, "variant") == 0 && strcmp(text, "cpu") == 0)
+            fp->variant = FUSED_CPU;
+        else if (strcmp(key, "rows") == 0 && number && value >= 1)
+            fp->rows = (int)value;
+        else if (strcmp(key, "block_n") == 0 && number && value >= 1)
+            fp->block_n = (int)value;
+        else if (strcmp(key, "wg") == 0 && number && value >= 1)
+            fp->wg_size = (int)value;
+        else if (strcmp(key, "local") == 0 && number)
+            fp->use_local = value != 0;
+        else if (strcmp(key, "splits") == 0 && number)
+            fp->splits = (int)value;
         else
             return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
                             "CLATTN_FUSED_PARAMS: unknown key or bad value '%s=%s' (keys: variant=tiled|cpu, rows, "
-                            "block_n, wg, local, splits)", key, text);
+                            "block_n, wg, local, splits)",
+                            key, text);
         p += used;
-        if (*p == ',') ++p;
+        if (*p == ',')
+            ++p;
         else if (*p)
             return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
                             "CLATTN_FUSED_PARAMS='%s': expected a comma after '%s=%s'", env, key, text);
@@ -89,7 +98,8 @@ static clattn_status choose_params(clattn_context *ctx, const cla_sdpa_plan *p, 
         if (fp->rows > 64 || fp->block_n > 512)
             return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
                             "CLATTN_FUSED_PARAMS: the cpu variant takes rows up to 64 and block_n up to 512, not "
-                            "%d and %d", fp->rows, fp->block_n);
+                            "%d and %d",
+                            fp->rows, fp->block_n);
         fp->wg_size = 1;
         fp->use_local = 0;
         return CLATTN_SUCCESS;
@@ -164,7 +174,8 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
         if (st != CLATTN_SUCCESS) return st;
     }
 
-    cl_long4 qs = cla_strides4(&p->q), ks = cla_strides4(&p->k), vs = cla_strides4(&p->v), os = cla_strides4(&p->out);
+    cl_long4 qs = cla_strides4(&p->q), ks = cla_strides4(&p->k), vs = cla_strides4(&p->v),
+             os = cla_strides4(&p->out);
     cl_long4 ms = cla_strides4(&p->mask), ls = cla_strides4(&p->lse);
     cl_long8 offsets = {{(cl_long)p->q.offset, (cl_long)p->k.offset, (cl_long)p->v.offset, (cl_long)p->out.offset,
                          (cl_long)p->mask.offset, (cl_long)p->key_lengths_offset, (cl_long)p->lse.offset, 0}};

@@ -63,7 +63,8 @@ static clattn_status upload(clattn_context *ctx, const char *name, const void *h
     }
     err = clEnqueueWriteBuffer(ctx->queue, *out, CL_TRUE, 0, bytes, src, 0, NULL, NULL);
     free(tmp);
-    if (err != CL_SUCCESS) return cla_fail(ctx, err, "%s: writing %zu bytes to the device failed: %d", name, bytes, err);
+    if (err != CL_SUCCESS)
+        return cla_fail(ctx, err, "%s: writing %zu bytes to the device failed: %d", name, bytes, err);
     return CLATTN_SUCCESS;
 }
 
@@ -81,7 +82,8 @@ static clattn_status download(clattn_context *ctx, const char *name, cl_mem buf,
     cl_int err = clEnqueueReadBuffer(ctx->queue, buf, CL_TRUE, 0, bytes, dst, 0, NULL, NULL);
     if (err == CL_SUCCESS && tmp) cla_convert_from_storage(tmp, host, n, dt);
     free(tmp);
-    if (err != CL_SUCCESS) return cla_fail(ctx, err, "%s: reading %zu bytes from the device failed: %d", name, bytes, err);
+    if (err != CL_SUCCESS)
+        return cla_fail(ctx, err, "%s: reading %zu bytes from the device failed: %d", name, bytes, err);
     return CLATTN_SUCCESS;
 }
 
@@ -89,14 +91,18 @@ static clattn_status check_host_desc(clattn_context *ctx, const clattn_sdpa_host
                                      const float *k, const float *v, float *out) {
     if (!d || !q || !k || !v || !out)
         return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "clattn_sdpa_host: %s is NULL",
-                        !d ? "desc" : !q ? "q" : !k ? "k" : !v ? "v" : "out");
+                        !d   ? "desc"
+                        : !q ? "q"
+                        : !k ? "k"
+                        : !v ? "v"
+                             : "out");
     if (d->storage != CLATTN_DTYPE_F32 && d->storage != CLATTN_DTYPE_F16 && d->storage != CLATTN_DTYPE_BF16)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "clattn_sdpa_host: storage dtype %d is not F32, F16 or BF16",
-                        (int)d->storage);
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE,
+                        "clattn_sdpa_host: storage dtype %d is not F32, F16 or BF16", (int)d->storage);
     if (d->mask && d->bool_mask)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_MASK, "clattn_sdpa_host: give mask or bool_mask, not both");
-    if ((d->mask || d->bool_mask) && ((d->mask_batch != 1 && d->mask_batch != d->batch) ||
-                                      (d->mask_heads != 1 && d->mask_heads != d->q_heads)))
+    if ((d->mask || d->bool_mask) &&
+        ((d->mask_batch != 1 && d->mask_batch != d->batch) || (d->mask_heads != 1 && d->mask_heads != d->q_heads)))
         return cla_fail(ctx, CLATTN_ERROR_INVALID_MASK,
                         "clattn_sdpa_host: mask_batch (%zu) must be 1 or batch (%zu) and mask_heads (%zu) 1 or "
                         "q_heads (%zu)",
@@ -150,7 +156,8 @@ clattn_status clattn_sdpa_host(clattn_context *ctx, const clattn_sdpa_host_desc 
         desc.key_lengths = s.key_lengths;
         if (s.lse) desc.lse = clattn_tensor_bhld(s.lse, CLATTN_DTYPE_F32, d->batch, d->q_heads, d->q_len, 1);
         if (s.weights)
-            desc.weights = clattn_tensor_bhld(s.weights, CLATTN_DTYPE_F32, d->batch, d->q_heads, d->q_len, d->kv_len);
+            desc.weights =
+                clattn_tensor_bhld(s.weights, CLATTN_DTYPE_F32, d->batch, d->q_heads, d->q_len, d->kv_len);
         clattn_tensor tq = clattn_tensor_bhld(s.q, dt, d->batch, d->q_heads, d->q_len, d->head_dim);
         clattn_tensor tk = clattn_tensor_bhld(s.k, dt, d->batch, d->kv_heads, d->kv_len, d->head_dim);
         clattn_tensor tv = clattn_tensor_bhld(s.v, dt, d->batch, d->kv_heads, d->kv_len, dv);

@@ -232,10 +232,10 @@ static clattn_status enqueue_gemm(clattn_context *ctx, cla_chain *chain, unfused
         /* CLBlast rejects a C stride of 0 even for a single matrix (InvalidDimension), so give it a real one. */
         const size_t sc = batch > 1 ? w->c_off[first + 1] - w->c_off[first] : g->m * g->ldc;
         cl_event e = NULL;
-        CLBlastStatusCode s =
-            cla_blas_sgemm_strided_batched(CLBlastLayoutRowMajor, CLBlastTransposeNo, g->b_trans, g->m, g->n, g->k,
-                                           g->alpha, g->a, w->a_off[first], g->lda, sa, g->b, w->b_off[first], g->ldb,
-                                           sb, 0.0f, g->c, w->c_off[first], g->ldc, sc, batch, &chain->queue, &e);
+        CLBlastStatusCode s = cla_blas_sgemm_strided_batched(
+            CLBlastLayoutRowMajor, CLBlastTransposeNo, g->b_trans, g->m, g->n, g->k, g->alpha, g->a,
+            w->a_off[first], g->lda, sa, g->b, w->b_off[first], g->ldb, sb, 0.0f, g->c, w->c_off[first], g->ldc, sc,
+            batch, &chain->queue, &e);
         if (s != CLBlastSuccess) {
             if (e) clReleaseEvent(e);
             st = cla_fail(ctx, CLATTN_ERROR_CLBLAST,

@@ -61,9 +61,10 @@ clattn_status cla_tensor_extent(clattn_context *ctx, const clattn_tensor *t, con
                             t->size[0], t->size[1], t->size[2], t->size[3]);
         if (t->size[i] == 0) continue;
         if (mul_overflows(t->size[i] - 1, t->stride[i], &step) || add_overflows(last, step, &last))
-            return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW, "%s: offset %zu with strides [%zu, %zu, %zu, %zu] "
-                            "overflows size_t", name, t->offset, t->stride[0], t->stride[1], t->stride[2],
-                            t->stride[3]);
+            return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW,
+                            "%s: offset %zu with strides [%zu, %zu, %zu, %zu] "
+                            "overflows size_t",
+                            name, t->offset, t->stride[0], t->stride[1], t->stride[2], t->stride[3]);
     }
     size_t first_byte = 0, end_byte = 0;
     if (mul_overflows(t->offset, esize, &first_byte) || add_overflows(last, 1, &end_byte) ||
@@ -100,8 +101,7 @@ clattn_status cla_tensor_check(clattn_context *ctx, const clattn_tensor *t, cons
                                size_t *begin, size_t *end) {
     if (clattn_dtype_size(t->dtype) == 0)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "%s: unknown dtype %d", name, (int)t->dtype);
-    if (!t->buffer)
-        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: the buffer is NULL", name);
+    if (!t->buffer) return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: the buffer is NULL", name);
     clattn_status st = cla_tensor_extent(ctx, t, name, begin, end);
     if (st != CLATTN_SUCCESS) return st;
     if (*end == *begin) return CLATTN_SUCCESS; /* an empty view touches nothing */
@@ -113,7 +113,8 @@ clattn_status cla_tensor_check(clattn_context *ctx, const clattn_tensor *t, cons
         return cla_fail(ctx, err, "%s: the buffer is not a valid cl_mem (%d %s)", name, err,
                         cla_cl_error_name(err) ? cla_cl_error_name(err) : "");
     if (mem_ctx != ctx->cl_ctx)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%s: the buffer belongs to another OpenCL context", name);
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%s: the buffer belongs to another OpenCL context",
+                        name);
     if (*end > mem_size)
         return cla_fail(ctx, CLATTN_ERROR_BUFFER_TOO_SMALL,
                         "%s: the view [%zu, %zu, %zu, %zu] with strides [%zu, %zu, %zu, %zu] and offset %zu needs "

@@ -10,7 +10,7 @@
 
 static int run_case(clattn_context *ctx, const sdpa_case *c, float **out_copy, char *err, size_t err_size);
 
-#define POISON_BYTE 0x7b /* f32 1.3e36, f16 60800, bf16 1.3e36: finite, far from any attention output */
+#define POISON_BYTE  0x7b /* f32 1.3e36, f16 60800, bf16 1.3e36: finite, far from any attention output */
 #define CANARY_ELEMS 64
 
 void sdpa_case_init(sdpa_case *c) {
@@ -31,14 +31,15 @@ void sdpa_case_describe(const sdpa_case *c, char *buf, size_t size) {
     static const char *dt[] = {"f32", "f16", "bf16", "bool"};
     static const char *impl[] = {"auto", "fused", "unfused"};
     static const char *causal[] = {"none", "top-left", "bottom-right"};
-    snprintf(buf, size,
-             "B=%zu Hq=%zu Hkv=%zu Lq=%zu Lk=%zu D=%zu Dv=%zu %s %s off=%zu causal=%s window=(%lld,%lld) mask=%d%s%s "
-             "kl=%s lse=%d w=%d impl=%s seed=%u",
-             c->batch, c->q_heads, c->kv_heads, c->q_len, c->kv_len, c->head_dim,
-             c->v_head_dim ? c->v_head_dim : c->head_dim, dt[c->dtype], c->layout ? "BLHD" : "BHLD", c->offset,
-             causal[c->causal], (long long)c->window_left, (long long)c->window_right, c->mask_kind,
-             c->mask_bcast_batch ? "/bcast-b" : "", c->mask_bcast_heads ? "/bcast-h" : "",
-             c->key_lengths ? "yes" : "no", c->want_lse, c->want_weights, impl[c->impl], c->seed);
+    snprintf(
+        buf, size,
+        "B=%zu Hq=%zu Hkv=%zu Lq=%zu Lk=%zu D=%zu Dv=%zu %s %s off=%zu causal=%s window=(%lld,%lld) mask=%d%s%s "
+        "kl=%s lse=%d w=%d impl=%s seed=%u",
+        c->batch, c->q_heads, c->kv_heads, c->q_len, c->kv_len, c->head_dim,
+        c->v_head_dim ? c->v_head_dim : c->head_dim, dt[c->dtype], c->layout ? "BLHD" : "BHLD", c->offset,
+        causal[c->causal], (long long)c->window_left, (long long)c->window_right, c->mask_kind,
+        c->mask_bcast_batch ? "/bcast-b" : "", c->mask_bcast_heads ? "/bcast-h" : "", c->key_lengths ? "yes" : "no",
+        c->want_lse, c->want_weights, impl[c->impl], c->seed);
 }
 
 static float rnd(unsigned *s) {
@@ -59,7 +60,8 @@ static size_t view_index(const clattn_tensor *t, size_t b, size_t h, size_t l, s
 }
 
 static void stage(staged *s, clattn_dtype dt, int layout, size_t offset, size_t B, size_t H, size_t L, size_t D) {
-    s->view = layout == LAYOUT_BLHD ? clattn_tensor_blhd(NULL, dt, B, H, L, D) : clattn_tensor_bhld(NULL, dt, B, H, L, D);
+    s->view =
+        layout == LAYOUT_BLHD ? clattn_tensor_blhd(NULL, dt, B, H, L, D) : clattn_tensor_bhld(NULL, dt, B, H, L, D);
     s->view.offset = offset;
     s->total = offset + B * H * L * D + CANARY_ELEMS;
     s->bytes = malloc(s->total * clattn_dtype_size(dt));
@@ -126,7 +128,8 @@ static int check_output(clattn_context *ctx, const sdpa_case *c, cl_mem buf, con
     char desc[512];
     sdpa_case_describe(c, desc, sizeof desc);
     int rc = 0;
-    if (clEnqueueReadBuffer(clattn_context_cl_queue(ctx), buf, CL_TRUE, 0, bytes, got, 0, NULL, NULL) != CL_SUCCESS) {
+    if (clEnqueueReadBuffer(clattn_context_cl_queue(ctx), buf, CL_TRUE, 0, bytes, got, 0, NULL, NULL) !=
+        CL_SUCCESS) {
         snprintf(err, err_size, "%s: reading the output back failed", name);
         rc = -1;
     }
@@ -143,8 +146,9 @@ static int check_output(clattn_context *ctx, const sdpa_case *c, cl_mem buf, con
                     double tol = tolerance(c, t->dtype, ref[n]);
                     if (strcmp(name, "lse") == 0) tol *= 4.0;
                     if (!same_or_close(x, ref[n], tol)) {
-                        snprintf(err, err_size, "%s[%zu,%zu,%zu,%zu] = %.9g, reference %.9g (tolerance %.3g)\n  case: %s",
-                                 name, b, h, l, d, x, ref[n], tol, desc);
+                        snprintf(err, err_size,
+                                 "%s[%zu,%zu,%zu,%zu] = %.9g, reference %.9g (tolerance %.3g)\n  case: %s", name, b,
+                                 h, l, d, x, ref[n], tol, desc);
                         rc = -1;
                     }
                 }
@@ -212,11 +216,11 @@ static int run_case(clattn_context *ctx, const sdpa_case *c, float **out_copy, c
         for (size_t i = 0; i < mb * mh * Lq * Lk; ++i) {
             bool masked = ((rnd(&seed) + 2.0f) / 4.0f) < c->mask_fill_prob;
             float val = c->mask_constant != 0.0f ? c->mask_constant : rnd(&seed);
-            mask.logical[i] = c->mask_kind == MASK_BOOL ? (masked ? 0.0f : 1.0f) : (masked ? c->mask_neg_value : val);
+            mask.logical[i] =
+                c->mask_kind == MASK_BOOL ? (masked ? 0.0f : 1.0f) : (masked ? c->mask_neg_value : val);
         }
         if (c->mask_kind == MASK_BOOL) {
-            for (size_t i = 0; i < mb * mh * Lq * Lk; ++i)
-                mask.bytes[c->offset + i] = mask.logical[i] != 0.0f;
+            for (size_t i = 0; i < mb * mh * Lq * Lk; ++i) mask.bytes[c->offset + i] = mask.logical[i] != 0.0f;
         } else {
             stage_fill(&mask);
         }

@@ -19,9 +19,9 @@ typedef struct sdpa_case {
     int mask_kind;
     clattn_dtype mask_dtype; /* for MASK_ADD */
     bool mask_bcast_batch, mask_bcast_heads;
-    float mask_fill_prob;  /* fraction of masked entries (-inf additive / false boolean) */
-    float mask_neg_value;  /* value used for masked additive entries (default -INFINITY) */
-    float mask_constant;   /* when nonzero, every unmasked additive entry is this constant */
+    float mask_fill_prob;       /* fraction of masked entries (-inf additive / false boolean) */
+    float mask_neg_value;       /* value used for masked additive entries (default -INFINITY) */
+    float mask_constant;        /* when nonzero, every unmasked additive entry is this constant */
     const int32_t *key_lengths; /* [batch] or NULL */
     bool want_lse, want_weights;
     clattn_impl impl;

@@ -14,32 +14,29 @@
 
 #include "dtype.h"
 
-static float from_bits(uint32_t u)
-{
+static float from_bits(uint32_t u) {
     float x;
     memcpy(&x, &u, sizeof x);
     return x;
 }
 
-static uint32_t to_bits(float x)
-{
+static uint32_t to_bits(float x) {
     uint32_t u;
     memcpy(&u, &x, sizeof u);
     return u;
 }
 
-static void test_f16_exact(void **state)
-{
+static void test_f16_exact(void **state) {
     (void)state;
     assert_int_equal(cla_f32_to_f16(0.0f), 0x0000);
     assert_int_equal(cla_f32_to_f16(-0.0f), 0x8000);
     assert_int_equal(cla_f32_to_f16(1.0f), 0x3c00);
     assert_int_equal(cla_f32_to_f16(-2.0f), 0xc000);
     assert_int_equal(cla_f32_to_f16(0.5f), 0x3800);
-    assert_int_equal(cla_f32_to_f16(0.333251953125f), 0x3555); /* the half nearest 1/3, exactly */
-    assert_int_equal(cla_f32_to_f16(65504.0f), 0x7bff);        /* largest finite */
-    assert_int_equal(cla_f32_to_f16(ldexpf(1.0f, -14)), 0x0400); /* smallest normal */
-    assert_int_equal(cla_f32_to_f16(ldexpf(1.0f, -24)), 0x0001); /* smallest subnormal */
+    assert_int_equal(cla_f32_to_f16(0.333251953125f), 0x3555);      /* the half nearest 1/3, exactly */
+    assert_int_equal(cla_f32_to_f16(65504.0f), 0x7bff);             /* largest finite */
+    assert_int_equal(cla_f32_to_f16(ldexpf(1.0f, -14)), 0x0400);    /* smallest normal */
+    assert_int_equal(cla_f32_to_f16(ldexpf(1.0f, -24)), 0x0001);    /* smallest subnormal */
     assert_int_equal(cla_f32_to_f16(ldexpf(1023.0f, -24)), 0x03ff); /* largest subnormal */
     assert_int_equal(cla_f32_to_f16(ldexpf(-3.0f, -24)), 0x8003);
     assert_true(cla_f16_to_f32(0x3c00) == 1.0f);
@@ -51,8 +48,7 @@ static void test_f16_exact(void **state)
     assert_int_equal(cla_f32_to_f16(1.1f), 0x3c66);
 }
 
-static void test_f16_ties_to_even(void **state)
-{
+static void test_f16_ties_to_even(void **state) {
     (void)state;
     /* Halfway between 1 and 1 + 2^-10 goes down to the even 1; halfway between 1 + 2^-10 and 1 + 2^-9 goes up. */
     assert_int_equal(cla_f32_to_f16(1.0f + ldexpf(1.0f, -11)), 0x3c00);
@@ -67,15 +63,14 @@ static void test_f16_ties_to_even(void **state)
     assert_int_equal(cla_f32_to_f16(ldexpf(5.0f, -25)), 0x0002);
     assert_int_equal(cla_f32_to_f16(ldexpf(1.0f, -25) + ldexpf(1.0f, -40)), 0x0001);
     assert_int_equal(cla_f32_to_f16(ldexpf(1.0f, -26)), 0x0000);
-    assert_int_equal(cla_f32_to_f16(-ldexpf(1.0f, -30)), 0x8000); /* underflow keeps the sign */
+    assert_int_equal(cla_f32_to_f16(-ldexpf(1.0f, -30)), 0x8000);    /* underflow keeps the sign */
     assert_int_equal(cla_f32_to_f16(from_bits(0x00000001)), 0x0000); /* float subnormals flush to zero */
     /* Rounding up out of the subnormal range lands on the smallest normal. */
     assert_int_equal(cla_f32_to_f16(ldexpf(1023.5f, -24)), 0x0400);
     assert_int_equal(cla_f32_to_f16(ldexpf(1022.5f, -24)), 0x03fe);
 }
 
-static void test_f16_overflow_inf_nan(void **state)
-{
+static void test_f16_overflow_inf_nan(void **state) {
     (void)state;
     /* 65520 is halfway between 65504 and 65536 (which does not exist): ties to even gives inf. */
     assert_int_equal(cla_f32_to_f16(65519.0f), 0x7bff);
@@ -107,19 +102,15 @@ static void test_f16_overflow_inf_nan(void **state)
 }
 
 /* The value of a half bit pattern computed from its definition, independently of the converter. */
-static double f16_value(uint16_t h)
-{
+static double f16_value(uint16_t h) {
     int e = (h >> 10) & 0x1f, m = h & 0x3ff;
     double s = (h & 0x8000) ? -1.0 : 1.0;
-    if (e == 0)
-        return s * ldexp(m, -24);
-    if (e == 31)
-        return m ? NAN : s * INFINITY;
+    if (e == 0) return s * ldexp(m, -24);
+    if (e == 31) return m ? NAN : s * INFINITY;
     return s * ldexp(1024 + m, e - 25);
 }
 
-static void test_f16_all_patterns(void **state)
-{
+static void test_f16_all_patterns(void **state) {
     (void)state;
     for (uint32_t p = 0; p <= 0xffff; p++) {
         uint16_t h = (uint16_t)p;
@@ -135,14 +126,12 @@ static void test_f16_all_patterns(void **state)
         } else {
             if ((double)x != want || (signbit(x) != 0) != (signbit(want) != 0))
                 fail_msg("f16 0x%04x -> %.9g, want %.9g", (unsigned)h, (double)x, want);
-            if (back != h)
-                fail_msg("f16 0x%04x -> %.9g -> 0x%04x", (unsigned)h, (double)x, (unsigned)back);
+            if (back != h) fail_msg("f16 0x%04x -> %.9g -> 0x%04x", (unsigned)h, (double)x, (unsigned)back);
         }
     }
 }
 
-static void test_bf16(void **state)
-{
+static void test_bf16(void **state) {
     (void)state;
     assert_int_equal(cla_f32_to_bf16(1.0f), 0x3f80);
     assert_int_equal(cla_f32_to_bf16(-2.0f), 0xc000);
@@ -178,13 +167,11 @@ static void test_bf16(void **state)
         float x = cla_bf16_to_f32(b);
         assert_int_equal(to_bits(x), p << 16);
         bool is_nan = (b & 0x7f80) == 0x7f80 && (b & 0x7f) != 0;
-        if (!is_nan || (b & 0x40))
-            assert_int_equal(cla_f32_to_bf16(x), b);
+        if (!is_nan || (b & 0x40)) assert_int_equal(cla_f32_to_bf16(x), b);
     }
 }
 
-static void test_round_to_dtype(void **state)
-{
+static void test_round_to_dtype(void **state) {
     (void)state;
     assert_true(cla_round_to_dtype(1.1f, CLATTN_DTYPE_F32) == 1.1f);
     assert_true(cla_round_to_dtype(1.1f, CLATTN_DTYPE_F16) == 1.099609375f);
@@ -196,8 +183,7 @@ static void test_round_to_dtype(void **state)
     assert_true(isnan(cla_round_to_dtype(NAN, CLATTN_DTYPE_BF16)));
 }
 
-static void test_convert_arrays(void **state)
-{
+static void test_convert_arrays(void **state) {
     (void)state;
     const float src[7] = {1.0f, -2.5f, 1.1f, 65520.0f, ldexpf(3.0f, -25), 0.0f, -1e-3f};
     const clattn_dtype types[3] = {CLATTN_DTYPE_F32, CLATTN_DTYPE_F16, CLATTN_DTYPE_BF16};
@@ -221,8 +207,7 @@ static void test_convert_arrays(void **state)
         memcpy(buf, src, sizeof buf);
         cla_convert_to_storage(buf, buf, 7, types[t]);
         cla_convert_from_storage(buf, buf, 7, types[t]);
-        for (int i = 0; i < 7; i++)
-            assert_true(buf[i] == cla_round_to_dtype(src[i], types[t]));
+        for (int i = 0; i < 7; i++) assert_true(buf[i] == cla_round_to_dtype(src[i], types[t]));
     }
     /* A dtype that holds no floats leaves the destination alone. */
     float dst[2] = {7.0f, 8.0f};
@@ -230,8 +215,7 @@ static void test_convert_arrays(void **state)
     assert_true(dst[0] == 7.0f && dst[1] == 8.0f);
 }
 
-static void test_dtype_size(void **state)
-{
+static void test_dtype_size(void **state) {
     (void)state;
     assert_int_equal(clattn_dtype_size(CLATTN_DTYPE_F32), 4);
     assert_int_equal(clattn_dtype_size(CLATTN_DTYPE_F16), 2);
@@ -241,8 +225,7 @@ static void test_dtype_size(void **state)
     assert_int_equal(clattn_dtype_size((clattn_dtype)-1), 0);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_f16_exact),
         cmocka_unit_test(test_f16_ties_to_even),

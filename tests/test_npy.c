@@ -24,27 +24,23 @@
 
 static char tmp_dir[64];
 
-static int setup_dir(void **state)
-{
+static int setup_dir(void **state) {
     (void)state;
     strcpy(tmp_dir, "/tmp/clattn-test-npy-XXXXXX");
     return mkdtemp(tmp_dir) != NULL ? 0 : -1;
 }
 
 /* Removes the files the tests left in the temporary directory, then the directory. */
-static int teardown_dir(void **state)
-{
+static int teardown_dir(void **state) {
     (void)state;
     DIR *d = opendir(tmp_dir);
     if (d != NULL) {
         struct dirent *e;
         char path[512];
         while ((e = readdir(d)) != NULL) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                continue;
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
             snprintf(path, sizeof path, "%s/%s", tmp_dir, e->d_name);
-            if (remove(path) != 0)
-                rmdir(path);
+            if (remove(path) != 0) rmdir(path);
         }
         closedir(d);
     }
@@ -52,8 +48,7 @@ static int teardown_dir(void **state)
     return 0;
 }
 
-static void tmp_path(char *out, size_t size, const char *name)
-{
+static void tmp_path(char *out, size_t size, const char *name) {
     snprintf(out, size, "%s/%s", tmp_dir, name);
 }
 
@@ -65,8 +60,7 @@ typedef struct image {
 } image;
 
 static image make_image_n(unsigned major, unsigned minor, const char *header, size_t hlen, const void *data,
-                          size_t data_len)
-{
+                          size_t data_len) {
     size_t len_bytes = major == 1 ? 2 : 4;
     image im;
     im.size = 8 + len_bytes + hlen + data_len;
@@ -75,22 +69,18 @@ static image make_image_n(unsigned major, unsigned minor, const char *header, si
     memcpy(im.bytes, "\x93NUMPY", 6);
     im.bytes[6] = (unsigned char)major;
     im.bytes[7] = (unsigned char)minor;
-    for (size_t i = 0; i < len_bytes; i++)
-        im.bytes[8 + i] = (unsigned char)(hlen >> (8 * i));
+    for (size_t i = 0; i < len_bytes; i++) im.bytes[8 + i] = (unsigned char)(hlen >> (8 * i));
     memcpy(im.bytes + 8 + len_bytes, header, hlen);
-    if (data_len > 0)
-        memcpy(im.bytes + 8 + len_bytes + hlen, data, data_len);
+    if (data_len > 0) memcpy(im.bytes + 8 + len_bytes + hlen, data, data_len);
     return im;
 }
 
-static image make_image(unsigned major, unsigned minor, const char *header, const void *data, size_t data_len)
-{
+static image make_image(unsigned major, unsigned minor, const char *header, const void *data, size_t data_len) {
     return make_image_n(major, minor, header, strlen(header), data, data_len);
 }
 
 /* A header padded with spaces and a newline to a 64-byte boundary, as numpy writes it. */
-static const char *padded(const char *dict, unsigned major)
-{
+static const char *padded(const char *dict, unsigned major) {
     static char buf[1024];
     size_t prefix = major == 1 ? 10 : 12;
     size_t n = strlen(dict);
@@ -102,8 +92,7 @@ static const char *padded(const char *dict, unsigned major)
     return buf;
 }
 
-static void test_parse_numpy_header(void **state)
-{
+static void test_parse_numpy_header(void **state) {
     (void)state;
     const float values[6] = {0, 1, 2, 3, 4, 5};
     image im = make_image(1, 0, padded("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", 1), values,
@@ -126,8 +115,7 @@ static void test_parse_numpy_header(void **state)
 }
 
 /* Header spellings numpy (old and new) or Python's repr can produce, all of which must be accepted. */
-static void test_parse_header_variants(void **state)
-{
+static void test_parse_header_variants(void **state) {
     (void)state;
     static const struct {
         unsigned major;
@@ -178,16 +166,15 @@ static void test_parse_header_variants(void **state)
 typedef struct bad_case {
     const char *what;
     unsigned major, minor;
-    const char *header;   /* raw header text (may hold a NUL: its length is sizeof - 1), NULL: `dict` padded */
+    const char *header; /* raw header text (may hold a NUL: its length is sizeof - 1), NULL: `dict` padded */
     const char *dict;
     size_t data_len;
-    const char *expect;   /* a piece of the error message */
+    const char *expect; /* a piece of the error message */
 } bad_case;
 
 #define NUL_HEADER "{'descr': '<f4',\0 'fortran_order': False, 'shape': (1,), }\n"
 
-static void test_malformed_rejected(void **state)
-{
+static void test_malformed_rejected(void **state) {
     (void)state;
     static const bad_case cases[] = {
         {"wrong version", 4, 0, NULL, "{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }", 4,
@@ -219,8 +206,8 @@ static void test_malformed_rejected(void **state)
         {"overflow hidden by a zero", 1, 0, NULL,
          "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 4294967296, 4294967296, 4294967296), }", 0,
          "overflow"},
-        {"byte overflow", 1, 0, NULL,
-         "{'descr': '<f8', 'fortran_order': False, 'shape': (4611686018427387904,), }", 0, "overflow"},
+        {"byte overflow", 1, 0, NULL, "{'descr': '<f8', 'fortran_order': False, 'shape': (4611686018427387904,), }",
+         0, "overflow"},
         {"dimension beyond size_t", 1, 0, NULL,
          "{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999999,), }", 0, "does not fit"},
         {"negative dimension", 1, 0, NULL, "{'descr': '<f4', 'fortran_order': False, 'shape': (-1,), }", 0,
@@ -275,8 +262,7 @@ static void test_malformed_rejected(void **state)
         memset(&a, 0xab, sizeof a);
         char err[256] = "";
         int rc = npy_parse(im.bytes, im.size, &a, err, sizeof err);
-        if (rc != -1)
-            fail_msg("case '%s' was accepted", c->what);
+        if (rc != -1) fail_msg("case '%s' was accepted", c->what);
         if (strstr(err, c->expect) == NULL)
             fail_msg("case '%s': message \"%s\" lacks \"%s\"", c->what, err, c->expect);
         assert_null(a.data);
@@ -284,8 +270,7 @@ static void test_malformed_rejected(void **state)
     }
 }
 
-static void test_bad_prefix(void **state)
-{
+static void test_bad_prefix(void **state) {
     (void)state;
     char err[256];
     npy_array a;
@@ -319,8 +304,7 @@ static void test_bad_prefix(void **state)
 
 /* Every prefix of a valid file is rejected, and every single-byte corruption of its header either parses to a
  * consistent array or is rejected: never a crash or an out-of-bounds read (AddressSanitizer watches). */
-static void test_truncations_and_corruptions(void **state)
-{
+static void test_truncations_and_corruptions(void **state) {
     (void)state;
     const double values[3] = {1, 2, 3};
     image im = make_image(1, 0, padded("{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }", 1), values,
@@ -353,14 +337,11 @@ static void test_truncations_and_corruptions(void **state)
     free(im.bytes);
 }
 
-static void fill_pattern(unsigned char *p, size_t n, npy_dtype dtype)
-{
-    for (size_t i = 0; i < n; i++)
-        p[i] = (unsigned char)(dtype == NPY_BOOL ? (i * 7 + 1) % 2 : i * 37 + 11);
+static void fill_pattern(unsigned char *p, size_t n, npy_dtype dtype) {
+    for (size_t i = 0; i < n; i++) p[i] = (unsigned char)(dtype == NPY_BOOL ? (i * 7 + 1) % 2 : i * 37 + 11);
 }
 
-static void test_round_trip(void **state)
-{
+static void test_round_trip(void **state) {
     (void)state;
     static const npy_dtype dtypes[] = {NPY_F32, NPY_F16, NPY_F64, NPY_BOOL, NPY_U8, NPY_I32, NPY_I64};
     static const struct {
@@ -374,8 +355,7 @@ static void test_round_trip(void **state)
     for (size_t t = 0; t < sizeof dtypes / sizeof dtypes[0]; t++) {
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
             size_t count = 1;
-            for (int d = 0; d < shapes[s].ndim; d++)
-                count *= shapes[s].shape[d];
+            for (int d = 0; d < shapes[s].ndim; d++) count *= shapes[s].shape[d];
             size_t bytes = count * npy_dtype_size(dtypes[t]);
             unsigned char *data = malloc(bytes + 1);
             fill_pattern(data, bytes, dtypes[t]);
@@ -387,12 +367,10 @@ static void test_round_trip(void **state)
                 fail_msg("read %s ndim %d: %s", npy_dtype_name(dtypes[t]), shapes[s].ndim, err);
             assert_int_equal(a.dtype, dtypes[t]);
             assert_int_equal(a.ndim, shapes[s].ndim);
-            for (int d = 0; d < a.ndim; d++)
-                assert_int_equal(a.shape[d], shapes[s].shape[d]);
+            for (int d = 0; d < a.ndim; d++) assert_int_equal(a.shape[d], shapes[s].shape[d]);
             assert_int_equal(a.count, count);
             assert_non_null(a.data);
-            if (bytes > 0)
-                assert_memory_equal(a.data, data, bytes);
+            if (bytes > 0) assert_memory_equal(a.data, data, bytes);
 
             /* The file itself: data on a 64-byte boundary, and the same result through npy_parse. */
             FILE *f = fopen(path, "rb");
@@ -413,8 +391,7 @@ static void test_round_trip(void **state)
     }
 }
 
-static void test_written_header_text(void **state)
-{
+static void test_written_header_text(void **state) {
     (void)state;
     /* The exact text numpy writes, so that other readers (and numpy's strict one) accept our files. */
     static const struct {
@@ -447,8 +424,7 @@ static void test_written_header_text(void **state)
     }
 }
 
-static void test_write_errors(void **state)
-{
+static void test_write_errors(void **state) {
     (void)state;
     char path[256], err[256];
     const size_t shape[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
@@ -484,8 +460,7 @@ static void test_write_errors(void **state)
     assert_non_null(d);
     struct dirent *e;
     while ((e = readdir(d)) != NULL)
-        if (strstr(e->d_name, ".tmp") != NULL)
-            fail_msg("temporary file %s left behind", e->d_name);
+        if (strstr(e->d_name, ".tmp") != NULL) fail_msg("temporary file %s left behind", e->d_name);
     closedir(d);
     rmdir(sub);
 
@@ -501,16 +476,14 @@ static void test_write_errors(void **state)
     npy_free(&a);
 }
 
-static void write_bytes(const char *path, const void *bytes, size_t n)
-{
+static void write_bytes(const char *path, const void *bytes, size_t n) {
     FILE *f = fopen(path, "wb");
     assert_non_null(f);
     assert_int_equal(fwrite(bytes, 1, n, f), n);
     assert_int_equal(fclose(f), 0);
 }
 
-static void test_read_errors(void **state)
-{
+static void test_read_errors(void **state) {
     (void)state;
     char path[256], err[512];
     npy_array a;
@@ -560,8 +533,7 @@ static void test_read_errors(void **state)
 }
 
 /* A pipe has no size up front; the reader takes the streaming path. */
-static void test_read_from_pipe(void **state)
-{
+static void test_read_from_pipe(void **state) {
     (void)state;
     const float values[3] = {1.5f, -2.0f, 3.25f};
     image im = make_image(1, 0, padded("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", 1), values,
@@ -596,8 +568,7 @@ static void test_read_from_pipe(void **state)
     free(im.bytes);
 }
 
-static void test_to_f32(void **state)
-{
+static void test_to_f32(void **state) {
     (void)state;
     char err[256];
     uint16_t halves[3] = {0x3c00, 0xc000, 0x7c00};
@@ -634,8 +605,7 @@ static void test_to_f32(void **state)
     assert_null(npy_to_f32(NULL, err, sizeof err));
 }
 
-static void test_dtype_names(void **state)
-{
+static void test_dtype_names(void **state) {
     (void)state;
     assert_string_equal(npy_dtype_name(NPY_F32), "float32");
     assert_string_equal(npy_dtype_name(NPY_F16), "float16");
@@ -650,8 +620,7 @@ static void test_dtype_names(void **state)
     assert_int_equal(npy_dtype_size((npy_dtype)99), 0);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_numpy_header),
         cmocka_unit_test(test_parse_header_variants),

@@ -187,10 +187,8 @@ static void unfused(void **state) {
  * and API checks alone. */
 int main(int argc, char **argv) {
     const struct CMUnitTest most[] = {
-        cmocka_unit_test(fused_gpu_shape),
-        cmocka_unit_test(fused_cpu_shape),
-        cmocka_unit_test(fused_defaults),
-        cmocka_unit_test(fused_cpu_variant),
+        cmocka_unit_test(fused_gpu_shape),     cmocka_unit_test(fused_cpu_shape),
+        cmocka_unit_test(fused_defaults),      cmocka_unit_test(fused_cpu_variant),
         cmocka_unit_test(fused_masked_values),
     };
     const struct CMUnitTest splits[] = {cmocka_unit_test(fused_key_splits), cmocka_unit_test(unfused)};

@@ -18,15 +18,13 @@
 #define TOL 1e-12
 
 /* A contiguous [b, h, l, d] view of `data`. */
-static cla_ref_tensor tensor(const float *data, size_t b, size_t h, size_t l, size_t d)
-{
+static cla_ref_tensor tensor(const float *data, size_t b, size_t h, size_t l, size_t d) {
     cla_ref_tensor t = {data, {b, h, l, d}, {h * l * d, l * d, d, 1}};
     return t;
 }
 
 /* Arguments with no mask, no window, and the given inputs and outputs. */
-static cla_ref_sdpa plain(cla_ref_tensor q, cla_ref_tensor k, cla_ref_tensor v, double scale, double *out)
-{
+static cla_ref_sdpa plain(cla_ref_tensor q, cla_ref_tensor k, cla_ref_tensor v, double scale, double *out) {
     cla_ref_sdpa a;
     memset(&a, 0, sizeof a);
     a.q = q;
@@ -40,20 +38,15 @@ static cla_ref_sdpa plain(cla_ref_tensor q, cla_ref_tensor k, cla_ref_tensor v, 
     return a;
 }
 
-static void fill(double *p, size_t n, double value)
-{
-    for (size_t i = 0; i < n; i++)
-        p[i] = value;
+static void fill(double *p, size_t n, double value) {
+    for (size_t i = 0; i < n; i++) p[i] = value;
 }
 
-static void assert_close(double got, double want)
-{
-    if (!(fabs(got - want) <= TOL * (1.0 + fabs(want))))
-        fail_msg("got %.17g, want %.17g", got, want);
+static void assert_close(double got, double want) {
+    if (!(fabs(got - want) <= TOL * (1.0 + fabs(want)))) fail_msg("got %.17g, want %.17g", got, want);
 }
 
-static void test_basic_softmax(void **state)
-{
+static void test_basic_softmax(void **state) {
     (void)state;
     /* logits 0 and ln 3 give weights 1/4 and 3/4. */
     const float q[] = {1.0f}, k[] = {0.0f, 1.0f}, v[] = {1.0f, 5.0f};
@@ -68,8 +61,7 @@ static void test_basic_softmax(void **state)
     assert_close(lse[0], log(4.0));
 }
 
-static void test_key_allowed(void **state)
-{
+static void test_key_allowed(void **state) {
     (void)state;
     const int64_t U = CLATTN_WINDOW_UNBOUNDED;
     /* No causal, no window: everything. */
@@ -109,8 +101,7 @@ static void test_key_allowed(void **state)
 
 /* With q = 0 every logit is 0, so a row averages the values of its allowed keys. */
 static void run_uniform(size_t lq, size_t lk, clattn_causal causal, int64_t left, int64_t right, double *out,
-                        double *lse)
-{
+                        double *lse) {
     float q[8] = {0}, v[8];
     float k[8] = {0};
     for (size_t j = 0; j < lk; j++)
@@ -125,8 +116,7 @@ static void run_uniform(size_t lq, size_t lk, clattn_causal causal, int64_t left
     assert_int_equal(cla_reference_sdpa(&a), 0);
 }
 
-static void test_causal_top_left(void **state)
-{
+static void test_causal_top_left(void **state) {
     (void)state;
     double out[3], lse[3];
     /* Lq = 2 < Lk = 3: row 0 sees key 0, row 1 keys 0..1. */
@@ -142,8 +132,7 @@ static void test_causal_top_left(void **state)
     assert_close(out[2], 5.5);
 }
 
-static void test_causal_bottom_right(void **state)
-{
+static void test_causal_bottom_right(void **state) {
     (void)state;
     double out[3], lse[3];
     /* Lq = 2 < Lk = 3: i' = i + 1, so row 0 sees keys 0..1, row 1 all three. */
@@ -161,12 +150,10 @@ static void test_causal_bottom_right(void **state)
     double out2[3], lse2[3];
     run_uniform(3, 3, CLATTN_CAUSAL_BOTTOM_RIGHT, -1, -1, out, lse);
     run_uniform(3, 3, CLATTN_CAUSAL_TOP_LEFT, -1, -1, out2, lse2);
-    for (int i = 0; i < 3; i++)
-        assert_close(out[i], out2[i]);
+    for (int i = 0; i < 3; i++) assert_close(out[i], out2[i]);
 }
 
-static void test_window(void **state)
-{
+static void test_window(void **state) {
     (void)state;
     double out[5], lse[5];
     /* Window left 1, right 0, no causal, Lq = Lk = 5: row i sees keys i-1 and i. */
@@ -196,8 +183,7 @@ static void test_window(void **state)
     assert_true(isinf(lse[0]) && lse[0] < 0);
 }
 
-static void test_gqa_head_mapping(void **state)
-{
+static void test_gqa_head_mapping(void **state) {
     (void)state;
     /* Hq = 4, Hkv = 2, one key: each output head equals the value of its kv head. Heads 0,1 share kv head 0 and
      * heads 2,3 kv head 1 (h / (Hq/Hkv)), not h % Hkv. */
@@ -215,10 +201,8 @@ static void test_gqa_head_mapping(void **state)
     double out2[6];
     a = plain(tensor(q2, 1, 6, 1, 1), tensor(k2, 1, 2, 2, 1), tensor(v2, 1, 2, 2, 1), log(3.0), out2);
     assert_int_equal(cla_reference_sdpa(&a), 0);
-    for (int h = 0; h < 3; h++)
-        assert_close(out2[h], 3.0);
-    for (int h = 3; h < 6; h++)
-        assert_close(out2[h], 1.0);
+    for (int h = 0; h < 3; h++) assert_close(out2[h], 3.0);
+    for (int h = 3; h < 6; h++) assert_close(out2[h], 1.0);
 
     /* Hq not a multiple of Hkv is refused, as is a missing output. */
     a = plain(tensor(q, 1, 3, 1, 1), tensor(k, 1, 2, 1, 1), tensor(v, 1, 2, 1, 1), 1.0, out);
@@ -227,8 +211,7 @@ static void test_gqa_head_mapping(void **state)
     assert_int_equal(cla_reference_sdpa(&a), -1);
 }
 
-static void test_additive_mask_broadcast(void **state)
-{
+static void test_additive_mask_broadcast(void **state) {
     (void)state;
     /* B = 2, H = 2, Lq = 1, Lk = 2, q = 0: the logits are the mask itself. A mask of (0, c) gives weights
      * 1/(1+e^c), e^c/(1+e^c); with values 1 and 5 the output is (1 + 5 e^c) / (1 + e^c), 4 for c = ln 3 (computed
@@ -268,8 +251,7 @@ static void test_additive_mask_broadcast(void **state)
     assert_close(out[3], lo);
 }
 
-static void test_additive_mask_threshold(void **state)
-{
+static void test_additive_mask_threshold(void **state) {
     (void)state;
     /* -inf and -FLT_MAX mask exactly: a row of only those keys is fully masked. A value just above -FLT_MAX is an
      * ordinary (very negative) logit, so a row of one such key keeps it with weight 1. */
@@ -295,8 +277,7 @@ static void test_additive_mask_threshold(void **state)
     assert_close(lse[2], (double)-1e38f);
 }
 
-static void test_bool_mask(void **state)
-{
+static void test_bool_mask(void **state) {
     (void)state;
     /* Lq = 3, Lk = 3, q = 0, mask broadcast over B = 2 through size 1. */
     const float q[6] = {0}, k[6] = {0}, v[6] = {1, 10, 100, 2, 20, 200};
@@ -310,16 +291,14 @@ static void test_bool_mask(void **state)
     assert_close(out[0], 50.5);
     assert_close(lse[0], log(2.0));
     assert_true(out[1] == 0.0 && isinf(lse[1]) && lse[1] < 0);
-    for (int j = 0; j < 3; j++)
-        assert_true(w[3 + j] == 0.0);
+    for (int j = 0; j < 3; j++) assert_true(w[3 + j] == 0.0);
     assert_close(out[2], 10.0); /* any nonzero byte keeps the key */
     assert_close(out[3], 101.0);
     assert_true(out[4] == 0.0);
     assert_close(out[5], 20.0);
 }
 
-static void test_key_lengths(void **state)
-{
+static void test_key_lengths(void **state) {
     (void)state;
     /* B = 4, Lk = 3, q = 0: lengths 1, 2, 99 (clamped to Lk) and -5 (clamped to 0: fully masked). */
     const float q[4] = {0}, k[12] = {0};
@@ -336,8 +315,7 @@ static void test_key_lengths(void **state)
     assert_true(out[3] == 0.0 && isinf(lse[3]) && lse[3] < 0);
 }
 
-static void test_nan_propagates(void **state)
-{
+static void test_nan_propagates(void **state) {
     (void)state;
     /* NaN in q, in an unmasked k, in an unmasked v, and in the additive mask each reach the output. The other
      * key has a large logit so that a maximum that skipped NaN would be visible in lse. */
@@ -367,8 +345,7 @@ static void test_nan_propagates(void **state)
     }
 }
 
-static void test_nan_only_key(void **state)
-{
+static void test_nan_only_key(void **state) {
     (void)state;
     /* The only key that takes part has a NaN logit: the row is not "fully masked" (which would give zeros), its
      * output and lse are NaN. Catches code that decides "fully masked" from a maximum that skipped the NaN. */
@@ -383,8 +360,7 @@ static void test_nan_only_key(void **state)
     assert_true(isnan(lse[0]));
 }
 
-static void test_nan_in_masked_key_does_not_propagate(void **state)
-{
+static void test_nan_in_masked_key_does_not_propagate(void **state) {
     (void)state;
     /* Key 1 holds NaN in k and v and is masked in four different ways in turn. */
     const float q[1] = {1}, k[2] = {0, NAN}, v[2] = {3, NAN};
@@ -414,21 +390,18 @@ static void test_nan_in_masked_key_does_not_propagate(void **state)
 }
 
 /* A small deterministic generator, so that the tests do not depend on the C library's rand(). */
-static double uniform(uint64_t *s)
-{
+static double uniform(uint64_t *s) {
     *s = *s * 6364136223846793005ull + 1442695040888963407ull;
     return (double)(*s >> 11) / 9007199254740992.0 * 4.0 - 2.0;
 }
 
-static void test_shift_invariance(void **state)
-{
+static void test_shift_invariance(void **state) {
     (void)state;
     /* Adding a constant to every logit of a row leaves out and weights unchanged and shifts lse by it. */
     enum { B = 1, H = 2, LQ = 3, LK = 5, D = 4 };
     float q[B * H * LQ * D], k[B * H * LK * D], v[B * H * LK * D], m0[LQ * LK], m1[LQ * LK];
     uint64_t s = 42;
-    for (size_t i = 0; i < sizeof q / sizeof q[0]; i++)
-        q[i] = (float)uniform(&s);
+    for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) q[i] = (float)uniform(&s);
     for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
         k[i] = (float)uniform(&s);
         v[i] = (float)uniform(&s);
@@ -451,23 +424,18 @@ static void test_shift_invariance(void **state)
     a.lse = lse1;
     a.weights = w1;
     assert_int_equal(cla_reference_sdpa(&a), 0);
-    for (size_t i = 0; i < sizeof out0 / sizeof out0[0]; i++)
-        assert_true(fabs(out0[i] - out1[i]) <= 1e-12);
-    for (size_t i = 0; i < sizeof w0 / sizeof w0[0]; i++)
-        assert_true(fabs(w0[i] - w1[i]) <= 1e-12);
-    for (size_t i = 0; i < sizeof lse0 / sizeof lse0[0]; i++)
-        assert_close(lse1[i], lse0[i] + shift);
+    for (size_t i = 0; i < sizeof out0 / sizeof out0[0]; i++) assert_true(fabs(out0[i] - out1[i]) <= 1e-12);
+    for (size_t i = 0; i < sizeof w0 / sizeof w0[0]; i++) assert_true(fabs(w0[i] - w1[i]) <= 1e-12);
+    for (size_t i = 0; i < sizeof lse0 / sizeof lse0[0]; i++) assert_close(lse1[i], lse0[i] + shift);
     /* And the weights of each row sum to one. */
     for (int r = 0; r < B * H * LQ; r++) {
         double sum = 0;
-        for (int j = 0; j < LK; j++)
-            sum += w0[r * LK + j];
+        for (int j = 0; j < LK; j++) sum += w0[r * LK + j];
         assert_close(sum, 1.0);
     }
 }
 
-static void test_large_logits(void **state)
-{
+static void test_large_logits(void **state) {
     (void)state;
     /* Logits 1e4 and 1e4 - 100: a naive exp overflows; the stable softmax must not. */
     const float q[1] = {100}, k[2] = {100, 99}, v[2] = {1, 2};
@@ -489,8 +457,7 @@ static void test_large_logits(void **state)
     assert_close(lse[0], -9900.0 + log1p(e));
 }
 
-static void test_strided_layout(void **state)
-{
+static void test_strided_layout(void **state) {
     (void)state;
     /* q stored as [B, L, H, D] and viewed through strides gives the same result as the contiguous copy. */
     enum { B = 2, H = 3, L = 4, D = 2 };
@@ -514,12 +481,10 @@ static void test_strided_layout(void **state)
     a.q = (cla_ref_tensor){ql, {B, H, L, D}, {L * H * D, D, H * D, 1}};
     a.out = o2;
     assert_int_equal(cla_reference_sdpa(&a), 0);
-    for (int i = 0; i < B * H * L * D; i++)
-        assert_true(o1[i] == o2[i]);
+    for (int i = 0; i < B * H * L * D; i++) assert_true(o1[i] == o2[i]);
 }
 
-static void test_different_value_dim(void **state)
-{
+static void test_different_value_dim(void **state) {
     (void)state;
     /* Dk = 2, Dv = 3. logits: q.k0 = 0, q.k1 = ln 3 (scale ln 3, q = (1, 0), k1 = (1, 5)). */
     const float q[2] = {1, 0}, k[4] = {0, 9, 1, 5}, v[6] = {1, 2, 3, 5, 6, 7};
@@ -531,8 +496,7 @@ static void test_different_value_dim(void **state)
     assert_close(out[2], 0.25 * 3 + 0.75 * 7);
 }
 
-static void test_empty_sizes(void **state)
-{
+static void test_empty_sizes(void **state) {
     (void)state;
     const float one[4] = {1, 1, 1, 1};
     double out[8], lse[4], w[4];
@@ -544,10 +508,8 @@ static void test_empty_sizes(void **state)
     a.lse = lse;
     a.weights = w;
     assert_int_equal(cla_reference_sdpa(&a), 0);
-    for (int i = 0; i < 8; i++)
-        assert_true(out[i] == 0.0);
-    for (int i = 0; i < 4; i++)
-        assert_true(isinf(lse[i]) && lse[i] < 0);
+    for (int i = 0; i < 8; i++) assert_true(out[i] == 0.0);
+    for (int i = 0; i < 4; i++) assert_true(isinf(lse[i]) && lse[i] < 0);
 
     /* Lq = 0 and B = 0: nothing is written, and nothing goes wrong. */
     fill(out, 8, 123.0);
@@ -559,8 +521,7 @@ static void test_empty_sizes(void **state)
     /* Zero heads on both sides is empty too, not a division by zero. */
     a = plain(tensor(NULL, 1, 0, 2, 1), tensor(NULL, 1, 0, 2, 1), tensor(NULL, 1, 0, 2, 1), 1.0, out);
     assert_int_equal(cla_reference_sdpa(&a), 0);
-    for (int i = 0; i < 8; i++)
-        assert_true(out[i] == 123.0);
+    for (int i = 0; i < 8; i++) assert_true(out[i] == 123.0);
 
     /* Dk = 0: every logit is 0 (plus the mask), so the row averages its values. */
     const float v2[2] = {2, 4};
@@ -569,8 +530,7 @@ static void test_empty_sizes(void **state)
     assert_close(out[0], 3.0);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_basic_softmax),
         cmocka_unit_test(test_key_allowed),

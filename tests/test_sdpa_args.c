@@ -9,18 +9,18 @@ static cl_mem bq, bk, bv, bo, bo2, bl, bw, small, bmask;
 static clattn_tensor q, k, v, out;
 static clattn_sdpa_desc desc;
 
-#define B 2
-#define H 4
-#define L 8
-#define D 16
+#define B      2
+#define H      4
+#define L      8
+#define D      16
 #define POISON 0x5a
 
 static cl_mem make(size_t bytes, int fill) {
     cl_int err;
     unsigned char *host = malloc(bytes);
     memset(host, fill, bytes);
-    cl_mem m = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bytes, host,
-                              &err);
+    cl_mem m =
+        clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bytes, host, &err);
     free(host);
     assert_int_equal(err, CL_SUCCESS);
     return m;
@@ -72,7 +72,8 @@ static void assert_untouched(cl_mem m) {
     free(host);
 }
 
-/* Runs clattn_sdpa with the current arguments and expects `status`, a message containing `needle`, and no output. */
+/* Runs clattn_sdpa with the current arguments and expects `status`, a message containing `needle`, and no output.
+ */
 static void expect(clattn_status status, const char *needle) {
     clFinish(clattn_context_cl_queue(ctx));
     cl_event ev = (cl_event)0x1;
@@ -247,9 +248,9 @@ static void context_usable_after_errors(void **state) {
     /* Restore the poison for the tests that follow. */
     unsigned char poison[(size_t)B * H * L * D * sizeof(float)];
     memset(poison, POISON, sizeof poison);
-    assert_int_equal(clEnqueueWriteBuffer(clattn_context_cl_queue(ctx), bo, CL_TRUE, 0, sizeof poison, poison, 0,
-                                          NULL, NULL),
-                     CL_SUCCESS);
+    assert_int_equal(
+        clEnqueueWriteBuffer(clattn_context_cl_queue(ctx), bo, CL_TRUE, 0, sizeof poison, poison, 0, NULL, NULL),
+        CL_SUCCESS);
 }
 
 static void host_call_checks_its_arguments(void **state) {
@@ -292,9 +293,15 @@ static void host_call_checks_its_arguments(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        T(null_arguments),     T(shape_mismatches),         T(heads_and_head_dims),
-        T(dtypes),             T(buffers_and_strides),      T(masks_and_windows),
-        T(optional_outputs),   T(foreign_queue_and_buffer), T(context_usable_after_errors),
+        T(null_arguments),
+        T(shape_mismatches),
+        T(heads_and_head_dims),
+        T(dtypes),
+        T(buffers_and_strides),
+        T(masks_and_windows),
+        T(optional_outputs),
+        T(foreign_queue_and_buffer),
+        T(context_usable_after_errors),
         T(host_call_checks_its_arguments),
     };
     return cmocka_run_group_tests_name("sdpa_args", tests, setup, teardown);

@@ -6,7 +6,7 @@
 #include <pthread.h>
 
 #define THREADS 4
-#define ROUNDS 3
+#define ROUNDS  3
 
 typedef struct worker {
     int id;

@@ -183,7 +183,8 @@ static int load_mask(const char *path, clattn_sdpa_host_desc *d, run_data *r) {
 static int load_key_lengths(const char *path, clattn_sdpa_host_desc *d, run_data *r) {
     char err[512];
     npy_array *a = &r->kl_npy;
-    if (npy_read(path, a, err, sizeof err) != 0) return cli_error(CMD, CLI_USAGE, "--key-lengths %s: %s", path, err);
+    if (npy_read(path, a, err, sizeof err) != 0)
+        return cli_error(CMD, CLI_USAGE, "--key-lengths %s: %s", path, err);
     if (a->ndim != 1 || a->shape[0] != d->batch)
         return cli_error(CMD, CLI_USAGE, "--key-lengths %s: expected shape [%zu] (one length per batch item)", path,
                          d->batch);
@@ -256,27 +257,39 @@ static int prepare(const cli_command *cmd, clattn_sdpa_host_desc *d, run_data *r
     }
     const char *s;
     if ((s = cli_value(cmd, "dtype"))) {
-        if (strcmp(s, "f32") == 0) d->storage = CLATTN_DTYPE_F32;
-        else if (strcmp(s, "f16") == 0) d->storage = CLATTN_DTYPE_F16;
-        else if (strcmp(s, "bf16") == 0) d->storage = CLATTN_DTYPE_BF16;
-        else return cli_error(CMD, CLI_USAGE, "--dtype %s: expected f32, f16 or bf16", s);
+        if (strcmp(s, "f32") == 0)
+            d->storage = CLATTN_DTYPE_F32;
+        else if (strcmp(s, "f16") == 0)
+            d->storage = CLATTN_DTYPE_F16;
+        else if (strcmp(s, "bf16") == 0)
+            d->storage = CLATTN_DTYPE_BF16;
+        else
+            return cli_error(CMD, CLI_USAGE, "--dtype %s: expected f32, f16 or bf16", s);
     }
     if ((s = cli_value(cmd, "causal"))) {
-        if (strcmp(s, "top-left") == 0) d->causal = CLATTN_CAUSAL_TOP_LEFT;
-        else if (strcmp(s, "bottom-right") == 0) d->causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
-        else return cli_error(CMD, CLI_USAGE, "--causal %s: expected top-left or bottom-right", s);
+        if (strcmp(s, "top-left") == 0)
+            d->causal = CLATTN_CAUSAL_TOP_LEFT;
+        else if (strcmp(s, "bottom-right") == 0)
+            d->causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+        else
+            return cli_error(CMD, CLI_USAGE, "--causal %s: expected top-left or bottom-right", s);
     }
     if ((s = cli_value(cmd, "impl"))) {
-        if (strcmp(s, "fused") == 0) d->impl = CLATTN_IMPL_FUSED;
-        else if (strcmp(s, "unfused") == 0) d->impl = CLATTN_IMPL_UNFUSED;
-        else if (strcmp(s, "auto") == 0) d->impl = CLATTN_IMPL_AUTO;
-        else return cli_error(CMD, CLI_USAGE, "--impl %s: expected fused, unfused or auto", s);
+        if (strcmp(s, "fused") == 0)
+            d->impl = CLATTN_IMPL_FUSED;
+        else if (strcmp(s, "unfused") == 0)
+            d->impl = CLATTN_IMPL_UNFUSED;
+        else if (strcmp(s, "auto") == 0)
+            d->impl = CLATTN_IMPL_AUTO;
+        else
+            return cli_error(CMD, CLI_USAGE, "--impl %s: expected fused, unfused or auto", s);
     }
     if ((s = cli_value(cmd, "window"))) {
         long long left = 0, right = 0;
         char tail = 0;
         if (sscanf(s, "%lld,%lld%c", &left, &right, &tail) != 2 || left < -1 || right < -1)
-            return cli_error(CMD, CLI_USAGE, "--window %s: expected LEFT,RIGHT (each >= 0, or -1 for unbounded)", s);
+            return cli_error(CMD, CLI_USAGE, "--window %s: expected LEFT,RIGHT (each >= 0, or -1 for unbounded)",
+                             s);
         d->window_left = left;
         d->window_right = right;
     }
@@ -300,7 +313,8 @@ static int run_sdpa(int argc, char **argv) {
         {"mask", "M.npy", "float32 additive or bool mask [B|1, H|1, Lq, Lk] (true keeps a key)", NULL},
         {"key-lengths", "KL.npy", "int32 [B]: keys past each length are masked", NULL},
         {"causal", "ALIGN", "top-left (PyTorch is_causal) or bottom-right (FlashAttention 2.1+)", NULL},
-        {"window", "L,R", "sliding window: keys within L before and R after the (aligned) query, -1 unbounded", NULL},
+        {"window", "L,R", "sliding window: keys within L before and R after the (aligned) query, -1 unbounded",
+         NULL},
         {"scale", "S", "logit scale (default 1/sqrt(D))", NULL},
         {"dtype", "TYPE", "storage type on the device: f32 (default), f16 or bf16", NULL},
         {"impl", "IMPL", "fused, unfused or auto (default)", NULL},
@@ -310,11 +324,12 @@ static int run_sdpa(int argc, char **argv) {
         {"check", NULL, "compare with the double-precision reference and print the largest errors", NULL},
         {"device", "SPEC", "device to run on (default: CLATTN_DEVICE, else the first GPU/accelerator/CPU)", NULL},
     };
-    cli_command cmd = {CMD,
-                       "Run one scaled dot-product attention, softmax(Q K^T * scale + mask) V, on .npy files or random "
-                       "inputs.",
-                       "(--q Q.npy --k K.npy --v V.npy | --random B,Hq,Hkv,Lq,Lk,D) [options] [-o O.npy]", options,
-                       sizeof options / sizeof options[0]};
+    cli_command cmd = {
+        CMD,
+        "Run one scaled dot-product attention, softmax(Q K^T * scale + mask) V, on .npy files or random "
+        "inputs.",
+        "(--q Q.npy --k K.npy --v V.npy | --random B,Hq,Hkv,Lq,Lk,D) [options] [-o O.npy]", options,
+        sizeof options / sizeof options[0]};
     int rc = cli_parse(&cmd, argc, argv);
     if (rc >= 0) return rc;
 
@@ -353,7 +368,8 @@ static int run_sdpa(int argc, char **argv) {
     const char *path;
     size_t oshape[4] = {d.batch, d.q_heads, d.q_len, Dv};
     size_t wshape[4] = {d.batch, d.q_heads, d.q_len, d.kv_len};
-    if (rc == CLI_OK && (path = cli_value(&cmd, "weights"))) rc = write_output(path, "weights", 4, wshape, r.weights);
+    if (rc == CLI_OK && (path = cli_value(&cmd, "weights")))
+        rc = write_output(path, "weights", 4, wshape, r.weights);
     if (rc == CLI_OK && (path = cli_value(&cmd, "lse"))) rc = write_output(path, "lse", 3, oshape, r.lse);
     if (rc == CLI_OK && (path = cli_value(&cmd, "out"))) rc = write_output(path, "output", 4, oshape, r.out);
     if (rc == CLI_OK) {
@@ -362,15 +378,21 @@ static int run_sdpa(int argc, char **argv) {
         static const char *dt[] = {"f32", "f16", "bf16"};
         printf("sdpa B=%zu Hq=%zu Hkv=%zu Lq=%zu Lk=%zu D=%zu Dv=%zu %s on %s: %.3f s including transfers "
                "(and compilation on a cold cache)\n",
-               d.batch, d.q_heads, d.kv_heads, d.q_len, d.kv_len, d.head_dim, Dv, dt[d.storage], info.name, elapsed);
+               d.batch, d.q_heads, d.kv_heads, d.q_len, d.kv_len, d.head_dim, Dv, dt[d.storage], info.name,
+               elapsed);
         if (cli_flag(&cmd, "check")) {
             double worst_lse = 0.0;
             double worst = check_against_reference(&d, &r, &worst_lse);
-            printf("largest difference from the double-precision reference: out %.3g, lse %.3g\n", worst, worst_lse);
-            double tol = 8.0 * (1.0 + (double)d.kv_len) * FLT_EPSILON +
-                         (d.storage == CLATTN_DTYPE_F16 ? 2e-3 : d.storage == CLATTN_DTYPE_BF16 ? 1.6e-2 : 0.0);
-            if (!(worst <= 2.0 * tol)) rc = cli_error(CMD, CLI_FAILED, "the output differs from the reference by "
-                                                                       "%.3g (tolerance %.3g)", worst, 2.0 * tol);
+            printf("largest difference from the double-precision reference: out %.3g, lse %.3g\n", worst,
+                   worst_lse);
+            double tol = 8.0 * (1.0 + (double)d.kv_len) * FLT_EPSILON + (d.storage == CLATTN_DTYPE_F16    ? 2e-3
+                                                                         : d.storage == CLATTN_DTYPE_BF16 ? 1.6e-2
+                                                                                                          : 0.0);
+            if (!(worst <= 2.0 * tol))
+                rc = cli_error(CMD, CLI_FAILED,
+                               "the output differs from the reference by "
+                               "%.3g (tolerance %.3g)",
+                               worst, 2.0 * tol);
         }
     }
     clattn_context_free(ctx);
@@ -381,8 +403,9 @@ static int run_sdpa(int argc, char **argv) {
 int cmd_run(int argc, char **argv) {
     if (argc < 1 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
         FILE *out = argc < 1 ? stderr : stdout;
-        fprintf(out, "Usage: clattn run <operation> [options]\n\nOperations:\n  sdpa   scaled dot-product attention "
-                     "(see 'clattn run sdpa --help')\n");
+        fprintf(out,
+                "Usage: clattn run <operation> [options]\n\nOperations:\n  sdpa   scaled dot-product attention "
+                "(see 'clattn run sdpa --help')\n");
         return argc < 1 ? CLI_USAGE : CLI_OK;
     }
     if (strcmp(argv[0], "sdpa") == 0) return run_sdpa(argc - 1, argv + 1);

@@ -26,10 +26,9 @@ static const unsigned char npy_magic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
 #if defined(__GNUC__)
 __attribute__((format(printf, 3, 4)))
 #endif
-static void set_error(char *err, size_t err_size, const char *fmt, ...)
-{
-    if (err == NULL || err_size == 0)
-        return;
+static void
+set_error(char *err, size_t err_size, const char *fmt, ...) {
+    if (err == NULL || err_size == 0) return;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err, err_size, fmt, ap);
@@ -37,24 +36,20 @@ static void set_error(char *err, size_t err_size, const char *fmt, ...)
 }
 
 /* The data is stored and returned little-endian; on a big-endian host memcpy would silently swap every value. */
-static bool host_is_little_endian(void)
-{
+static bool host_is_little_endian(void) {
     const uint16_t one = 1;
     unsigned char first;
     memcpy(&first, &one, 1);
     return first == 1;
 }
 
-static bool mul_overflows(size_t a, size_t b, size_t *result)
-{
-    if (a != 0 && b > SIZE_MAX / a)
-        return true;
+static bool mul_overflows(size_t a, size_t b, size_t *result) {
+    if (a != 0 && b > SIZE_MAX / a) return true;
     *result = a * b;
     return false;
 }
 
-size_t npy_dtype_size(npy_dtype dtype)
-{
+size_t npy_dtype_size(npy_dtype dtype) {
     switch (dtype) {
     case NPY_F32:
     case NPY_I32:
@@ -71,8 +66,7 @@ size_t npy_dtype_size(npy_dtype dtype)
     return 0;
 }
 
-const char *npy_dtype_name(npy_dtype dtype)
-{
+const char *npy_dtype_name(npy_dtype dtype) {
     switch (dtype) {
     case NPY_F32:
         return "float32";
@@ -93,8 +87,7 @@ const char *npy_dtype_name(npy_dtype dtype)
 }
 
 /* The descr string numpy writes for each dtype. */
-static const char *dtype_descr(npy_dtype dtype)
-{
+static const char *dtype_descr(npy_dtype dtype) {
     switch (dtype) {
     case NPY_F32:
         return "<f4";
@@ -118,8 +111,7 @@ static const char *dtype_descr(npy_dtype dtype)
  * dimensions is checked too, so that an empty array cannot smuggle in dimensions whose partial products overflow
  * in code that later multiplies a few of them. */
 static int shape_bytes(int ndim, const size_t *shape, size_t item, size_t *count, size_t *bytes, char *err,
-                       size_t err_size)
-{
+                       size_t err_size) {
     size_t nonzero = 1;
     bool empty = false;
     for (int d = 0; d < ndim; d++) {
@@ -160,8 +152,7 @@ typedef struct npy_header {
 /* Reads the fixed-size prefix: magic, version and header length. `avail` may be less than the whole file; on
  * success `*header_start` and `*header_end` bound the dict text. */
 static int parse_prefix(const unsigned char *b, size_t avail, size_t *header_start, size_t *header_end, char *err,
-                        size_t err_size)
-{
+                        size_t err_size) {
     size_t magic_len = avail < sizeof npy_magic ? avail : sizeof npy_magic;
     if (memcmp(b, npy_magic, magic_len) != 0) {
         set_error(err, err_size, "not a .npy file: bad magic string (expected \\x93NUMPY)");
@@ -183,8 +174,7 @@ static int parse_prefix(const unsigned char *b, size_t avail, size_t *header_sta
         return -1;
     }
     size_t header_len = 0;
-    for (size_t i = len_bytes; i-- > 0;)
-        header_len = header_len << 8 | b[8 + i];
+    for (size_t i = len_bytes; i-- > 0;) header_len = header_len << 8 | b[8 + i];
     if (header_len == 0) {
         set_error(err, err_size, "empty header (header length 0)");
         return -1;
@@ -208,20 +198,16 @@ typedef struct cursor {
     size_t err_size;
 } cursor;
 
-static void skip_spaces(cursor *c)
-{
-    while (c->pos < c->end && (c->text[c->pos] == ' ' || c->text[c->pos] == '\t'))
-        c->pos++;
+static void skip_spaces(cursor *c) {
+    while (c->pos < c->end && (c->text[c->pos] == ' ' || c->text[c->pos] == '\t')) c->pos++;
 }
 
-static bool at_end(const cursor *c)
-{
+static bool at_end(const cursor *c) {
     /* The newline may only end the header, so reaching it inside the dict means the dict was never closed. */
     return c->pos >= c->end || c->text[c->pos] == '\n';
 }
 
-static int syntax_error(cursor *c, const char *expected)
-{
+static int syntax_error(cursor *c, const char *expected) {
     if (at_end(c))
         set_error(c->err, c->err_size, "header is not terminated: the dict ends at byte %zu while expecting %s",
                   c->base + c->pos, expected);
@@ -237,21 +223,17 @@ static int syntax_error(cursor *c, const char *expected)
     return -1;
 }
 
-static int expect_char(cursor *c, char ch, const char *what)
-{
+static int expect_char(cursor *c, char ch, const char *what) {
     skip_spaces(c);
-    if (at_end(c) || c->text[c->pos] != (unsigned char)ch)
-        return syntax_error(c, what);
+    if (at_end(c) || c->text[c->pos] != (unsigned char)ch) return syntax_error(c, what);
     c->pos++;
     return 0;
 }
 
 /* A short Python string literal in single or double quotes, without escapes (numpy never writes any here). */
-static int parse_string(cursor *c, char *out, size_t out_size, const char *what)
-{
+static int parse_string(cursor *c, char *out, size_t out_size, const char *what) {
     skip_spaces(c);
-    if (at_end(c) || (c->text[c->pos] != '\'' && c->text[c->pos] != '"'))
-        return syntax_error(c, what);
+    if (at_end(c) || (c->text[c->pos] != '\'' && c->text[c->pos] != '"')) return syntax_error(c, what);
     unsigned char quote = c->text[c->pos++];
     size_t start = c->pos, n = 0;
     while (!at_end(c) && c->text[c->pos] != quote) {
@@ -260,8 +242,7 @@ static int parse_string(cursor *c, char *out, size_t out_size, const char *what)
             set_error(c->err, c->err_size, "header byte %zu: unsupported character in a string", c->base + c->pos);
             return -1;
         }
-        if (n + 1 < out_size)
-            out[n] = (char)ch;
+        if (n + 1 < out_size) out[n] = (char)ch;
         n++;
         c->pos++;
     }
@@ -279,8 +260,7 @@ static int parse_string(cursor *c, char *out, size_t out_size, const char *what)
     return 0;
 }
 
-static int parse_descr(cursor *c, npy_dtype *dtype)
-{
+static int parse_descr(cursor *c, npy_dtype *dtype) {
     skip_spaces(c);
     if (!at_end(c) && (c->text[c->pos] == '[' || c->text[c->pos] == '{')) {
         set_error(c->err, c->err_size, "header byte %zu: structured dtypes are not supported", c->base + c->pos);
@@ -288,8 +268,7 @@ static int parse_descr(cursor *c, npy_dtype *dtype)
     }
     size_t at = c->base + c->pos;
     char descr[16];
-    if (parse_string(c, descr, sizeof descr, "the descr string") != 0)
-        return -1;
+    if (parse_string(c, descr, sizeof descr, "the descr string") != 0) return -1;
     static const struct {
         const char *code;
         npy_dtype dtype;
@@ -297,8 +276,7 @@ static int parse_descr(cursor *c, npy_dtype *dtype)
                  {"u1", NPY_U8},  {"i4", NPY_I32}, {"i8", NPY_I64}};
     if (strlen(descr) == 3 && strchr("<>=|", descr[0]) != NULL) {
         for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
-            if (strcmp(descr + 1, types[i].code) != 0)
-                continue;
+            if (strcmp(descr + 1, types[i].code) != 0) continue;
             /* Byte order matters only for multi-byte types; '=' and '|' mean native, little-endian here. */
             if (descr[0] == '>' && npy_dtype_size(types[i].dtype) > 1) {
                 set_error(c->err, c->err_size,
@@ -316,8 +294,7 @@ static int parse_descr(cursor *c, npy_dtype *dtype)
     return -1;
 }
 
-static int parse_bool(cursor *c, bool *value)
-{
+static int parse_bool(cursor *c, bool *value) {
     skip_spaces(c);
     size_t start = c->pos;
     while (c->pos < c->end && ((c->text[c->pos] >= 'a' && c->text[c->pos] <= 'z') ||
@@ -335,10 +312,8 @@ static int parse_bool(cursor *c, bool *value)
     return 0;
 }
 
-static int parse_shape(cursor *c, npy_header *h)
-{
-    if (expect_char(c, '(', "'(' starting the shape tuple") != 0)
-        return -1;
+static int parse_shape(cursor *c, npy_header *h) {
+    if (expect_char(c, '(', "'(' starting the shape tuple") != 0) return -1;
     int ndim = 0;
     bool trailing_comma = false;
     for (;;) {
@@ -347,8 +322,7 @@ static int parse_shape(cursor *c, npy_header *h)
             c->pos++;
             break;
         }
-        if (ndim > 0 && !trailing_comma)
-            return syntax_error(c, "',' or ')' in the shape tuple");
+        if (ndim > 0 && !trailing_comma) return syntax_error(c, "',' or ')' in the shape tuple");
         if (!at_end(c) && c->text[c->pos] == '-') {
             set_error(c->err, c->err_size, "header byte %zu: negative dimension in the shape", c->base + c->pos);
             return -1;
@@ -372,13 +346,11 @@ static int parse_shape(cursor *c, npy_header *h)
             c->pos++;
         }
         /* Python 2 era numpy wrote long integers as 3L. */
-        if (c->pos < c->end && c->text[c->pos] == 'L')
-            c->pos++;
+        if (c->pos < c->end && c->text[c->pos] == 'L') c->pos++;
         h->shape[ndim++] = value;
         skip_spaces(c);
         trailing_comma = !at_end(c) && c->text[c->pos] == ',';
-        if (trailing_comma)
-            c->pos++;
+        if (trailing_comma) c->pos++;
     }
     /* (3) is the integer 3 to Python, not a tuple; numpy would refuse it too. */
     if (ndim == 1 && !trailing_comma) {
@@ -392,11 +364,9 @@ static int parse_shape(cursor *c, npy_header *h)
 
 /* Parses the dict: exactly the keys descr, fortran_order and shape, in any order, optional trailing comma, then
  * padding spaces and the final newline. */
-static int parse_dict(cursor *c, npy_header *h)
-{
+static int parse_dict(cursor *c, npy_header *h) {
     bool have_descr = false, have_order = false, have_shape = false, fortran = false;
-    if (c->pos >= c->end || c->text[c->pos] != '{')
-        return syntax_error(c, "'{' starting the header dict");
+    if (c->pos >= c->end || c->text[c->pos] != '{') return syntax_error(c, "'{' starting the header dict");
     c->pos++;
     for (;;) {
         skip_spaces(c);
@@ -406,10 +376,8 @@ static int parse_dict(cursor *c, npy_header *h)
         }
         size_t key_at = c->base + c->pos;
         char key[32];
-        if (parse_string(c, key, sizeof key, "a quoted key or '}'") != 0)
-            return -1;
-        if (expect_char(c, ':', "':' after the key") != 0)
-            return -1;
+        if (parse_string(c, key, sizeof key, "a quoted key or '}'") != 0) return -1;
+        if (expect_char(c, ':', "':' after the key") != 0) return -1;
         bool *seen;
         int rc;
         if (strcmp(key, "descr") == 0) {
@@ -429,8 +397,7 @@ static int parse_dict(cursor *c, npy_header *h)
             set_error(c->err, c->err_size, "header byte %zu: duplicate key '%s'", key_at, key);
             return -1;
         }
-        if (rc != 0)
-            return -1;
+        if (rc != 0) return -1;
         *seen = true;
         skip_spaces(c);
         if (!at_end(c) && c->text[c->pos] == ',') {
@@ -473,15 +440,13 @@ static int parse_dict(cursor *c, npy_header *h)
 
 /* Parses everything up to the data. `b` must hold at least the whole header; `avail` is how much of the file it
  * holds (used only to report a truncated header). */
-static int parse_header(const unsigned char *b, size_t avail, npy_header *h, char *err, size_t err_size)
-{
+static int parse_header(const unsigned char *b, size_t avail, npy_header *h, char *err, size_t err_size) {
     if (!host_is_little_endian()) {
         set_error(err, err_size, "the .npy reader supports little-endian hosts only");
         return -1;
     }
     size_t start, end;
-    if (parse_prefix(b, avail, &start, &end, err, err_size) != 0)
-        return -1;
+    if (parse_prefix(b, avail, &start, &end, err, err_size) != 0) return -1;
     if (avail < end) {
         set_error(err, err_size, "truncated header: expected %zu header bytes, found %zu", end - start,
                   avail - start);
@@ -489,16 +454,14 @@ static int parse_header(const unsigned char *b, size_t avail, npy_header *h, cha
     }
     memset(h, 0, sizeof *h);
     cursor c = {b + start, 0, end - start, start, err, err_size};
-    if (parse_dict(&c, h) != 0)
-        return -1;
+    if (parse_dict(&c, h) != 0) return -1;
     if (shape_bytes(h->ndim, h->shape, npy_dtype_size(h->dtype), &h->count, &h->data_bytes, err, err_size) != 0)
         return -1;
     h->data_offset = end;
     return 0;
 }
 
-static int check_data_size(const npy_header *h, size_t found, char *err, size_t err_size)
-{
+static int check_data_size(const npy_header *h, size_t found, char *err, size_t err_size) {
     if (found < h->data_bytes) {
         set_error(err, err_size, "truncated: expected %zu data bytes, found %zu", h->data_bytes, found);
         return -1;
@@ -511,8 +474,7 @@ static int check_data_size(const npy_header *h, size_t found, char *err, size_t 
     return 0;
 }
 
-static void fill_array(npy_array *out, const npy_header *h, void *data)
-{
+static void fill_array(npy_array *out, const npy_header *h, void *data) {
     out->dtype = h->dtype;
     out->ndim = h->ndim;
     memcpy(out->shape, h->shape, sizeof out->shape);
@@ -520,8 +482,7 @@ static void fill_array(npy_array *out, const npy_header *h, void *data)
     out->data = data;
 }
 
-int npy_parse(const void *bytes, size_t size, npy_array *out, char *err, size_t err_size)
-{
+int npy_parse(const void *bytes, size_t size, npy_array *out, char *err, size_t err_size) {
     if (out == NULL) {
         set_error(err, err_size, "no output array");
         return -1;
@@ -532,18 +493,15 @@ int npy_parse(const void *bytes, size_t size, npy_array *out, char *err, size_t 
         return -1;
     }
     npy_header h;
-    if (parse_header(bytes != NULL ? bytes : "", size, &h, err, err_size) != 0)
-        return -1;
-    if (check_data_size(&h, size - h.data_offset, err, err_size) != 0)
-        return -1;
+    if (parse_header(bytes != NULL ? bytes : "", size, &h, err, err_size) != 0) return -1;
+    if (check_data_size(&h, size - h.data_offset, err, err_size) != 0) return -1;
     /* At least one byte, so that a successful read of an empty array still has non-NULL data. */
     void *data = malloc(h.data_bytes > 0 ? h.data_bytes : 1);
     if (data == NULL) {
         set_error(err, err_size, "out of memory for %zu data bytes", h.data_bytes);
         return -1;
     }
-    if (h.data_bytes > 0)
-        memcpy(data, (const unsigned char *)bytes + h.data_offset, h.data_bytes);
+    if (h.data_bytes > 0) memcpy(data, (const unsigned char *)bytes + h.data_offset, h.data_bytes);
     fill_array(out, &h, data);
     return 0;
 }
@@ -553,14 +511,12 @@ int npy_parse(const void *bytes, size_t size, npy_array *out, char *err, size_t 
 
 /* Reads up to `n` bytes; returns how many were read (fewer only at end of file or on an error, which `ferror`
  * tells apart). */
-static size_t read_fully(FILE *f, void *buf, size_t n)
-{
+static size_t read_fully(FILE *f, void *buf, size_t n) {
     return n > 0 ? fread(buf, 1, n, f) : 0;
 }
 
 /* Streams that are not regular files (pipes, /dev/stdin) have no size up front: read them whole, then parse. */
-static int read_stream(FILE *f, npy_array *out, char *err, size_t err_size)
-{
+static int read_stream(FILE *f, npy_array *out, char *err, size_t err_size) {
     size_t cap = 1 << 16, len = 0;
     unsigned char *buf = malloc(cap);
     if (buf == NULL) {
@@ -585,8 +541,7 @@ static int read_stream(FILE *f, npy_array *out, char *err, size_t err_size)
         }
         size_t got = fread(buf + len, 1, cap - len, f);
         len += got;
-        if (got == 0)
-            break;
+        if (got == 0) break;
     }
     if (ferror(f)) {
         free(buf);
@@ -600,13 +555,11 @@ static int read_stream(FILE *f, npy_array *out, char *err, size_t err_size)
 
 /* A regular file: read the header, check the size the header promises against the file's size, then read the data
  * straight into its final buffer (no second copy of a large tensor). */
-static int read_regular(FILE *f, size_t file_size, npy_array *out, char *err, size_t err_size)
-{
+static int read_regular(FILE *f, size_t file_size, npy_array *out, char *err, size_t err_size) {
     unsigned char prefix[12];
     size_t got = read_fully(f, prefix, file_size < sizeof prefix ? file_size : sizeof prefix);
     size_t start, end;
-    if (parse_prefix(prefix, got, &start, &end, err, err_size) != 0)
-        return -1;
+    if (parse_prefix(prefix, got, &start, &end, err, err_size) != 0) return -1;
     if (file_size < end) {
         set_error(err, err_size, "truncated header: expected %zu header bytes, found %zu", end - start,
                   file_size - start);
@@ -627,10 +580,8 @@ static int read_regular(FILE *f, size_t file_size, npy_array *out, char *err, si
     npy_header h;
     int rc = parse_header(header, got + rest, &h, err, err_size);
     free(header);
-    if (rc != 0)
-        return -1;
-    if (check_data_size(&h, file_size - h.data_offset, err, err_size) != 0)
-        return -1;
+    if (rc != 0) return -1;
+    if (check_data_size(&h, file_size - h.data_offset, err, err_size) != 0) return -1;
     void *data = malloc(h.data_bytes > 0 ? h.data_bytes : 1);
     if (data == NULL) {
         set_error(err, err_size, "out of memory for %zu data bytes", h.data_bytes);
@@ -650,8 +601,7 @@ static int read_regular(FILE *f, size_t file_size, npy_array *out, char *err, si
     return 0;
 }
 
-int npy_read(const char *path, npy_array *out, char *err, size_t err_size)
-{
+int npy_read(const char *path, npy_array *out, char *err, size_t err_size) {
     if (out == NULL || path == NULL) {
         set_error(err, err_size, "no path or output array");
         return -1;
@@ -680,21 +630,18 @@ int npy_read(const char *path, npy_array *out, char *err, size_t err_size)
     } else
         rc = read_stream(f, out, msg, sizeof msg);
     fclose(f);
-    if (rc != 0)
-        set_error(err, err_size, "%s: %s", path, msg);
+    if (rc != 0) set_error(err, err_size, "%s: %s", path, msg);
     return rc;
 }
 
 /* write(2) until everything is written, riding out short writes and signals. */
-static int write_all(int fd, const void *buf, size_t n)
-{
+static int write_all(int fd, const void *buf, size_t n) {
     const unsigned char *p = buf;
     while (n > 0) {
         size_t chunk = n < ((size_t)1 << 30) ? n : ((size_t)1 << 30);
         ssize_t w = write(fd, p, chunk);
         if (w < 0) {
-            if (errno == EINTR)
-                continue;
+            if (errno == EINTR) continue;
             return -1;
         }
         p += w;
@@ -704,8 +651,7 @@ static int write_all(int fd, const void *buf, size_t n)
 }
 
 int npy_write(const char *path, npy_dtype dtype, int ndim, const size_t *shape, const void *data, char *err,
-              size_t err_size)
-{
+              size_t err_size) {
     if (path == NULL || path[0] == '\0') {
         set_error(err, err_size, "no output path");
         return -1;
@@ -765,8 +711,7 @@ int npy_write(const char *path, npy_dtype dtype, int ndim, const size_t *shape, 
     for (unsigned attempt = 0; attempt < 100 && fd < 0; attempt++) {
         snprintf(tmp, path_len + 64, "%s.tmp-%ld-%u", path, (long)getpid(), attempt);
         fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0666);
-        if (fd < 0 && errno != EEXIST)
-            break;
+        if (fd < 0 && errno != EEXIST) break;
     }
     if (fd < 0) {
         set_error(err, err_size, "%s: cannot create a temporary file: %s", path, strerror(errno));
@@ -797,8 +742,7 @@ int npy_write(const char *path, npy_dtype dtype, int ndim, const size_t *shape, 
     return 0;
 }
 
-float *npy_to_f32(const npy_array *a, char *err, size_t err_size)
-{
+float *npy_to_f32(const npy_array *a, char *err, size_t err_size) {
     if (a == NULL || (a->data == NULL && a->count > 0)) {
         set_error(err, err_size, "no array");
         return NULL;
@@ -835,10 +779,8 @@ float *npy_to_f32(const npy_array *a, char *err, size_t err_size)
     return out;
 }
 
-void npy_free(npy_array *a)
-{
-    if (a == NULL)
-        return;
+void npy_free(npy_array *a) {
+    if (a == NULL) return;
     free(a->data);
     memset(a, 0, sizeof *a);
 }

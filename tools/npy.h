@@ -11,10 +11,10 @@ typedef enum npy_dtype { NPY_F32, NPY_F16, NPY_F64, NPY_BOOL, NPY_U8, NPY_I32, N
 
 typedef struct npy_array {
     npy_dtype dtype;
-    int ndim;                    /* 0..NPY_MAX_DIMS; 0 is a scalar with count 1 */
-    size_t shape[NPY_MAX_DIMS];  /* C order */
-    size_t count;                /* product of the shape */
-    void *data;                  /* native little-endian values, malloc'd; never NULL after a successful read */
+    int ndim;                   /* 0..NPY_MAX_DIMS; 0 is a scalar with count 1 */
+    size_t shape[NPY_MAX_DIMS]; /* C order */
+    size_t count;               /* product of the shape */
+    void *data;                 /* native little-endian values, malloc'd; never NULL after a successful read */
 } npy_array;
 
 /* Parses a whole .npy file held in memory. Returns 0, or -1 with a message in `err` (which may be NULL). On failure

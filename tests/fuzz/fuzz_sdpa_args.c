@@ -126,11 +126,38 @@ static uint64_t uint_le(reader *r, int bytes) {
 }
 
 /* Sizes where arithmetic in a validator tends to go wrong: products and sums that wrap, limits of int32 kernels. */
-static const size_t boundary_sizes[32] = {
-    0, 1, 2, 3, 255, 256, 257, 4096, 16384, 65535, 65536, INT32_MAX / 2, INT32_MAX / 2 + 1, INT32_MAX,
-    (size_t)INT32_MAX + 1, UINT32_MAX, (size_t)1 << 32, SIZE_MAX / 1024, SIZE_MAX / 16, SIZE_MAX / 8,
-    SIZE_MAX / 4 - 1, SIZE_MAX / 4, SIZE_MAX / 4 + 1, SIZE_MAX / 3 + 1, SIZE_MAX / 2, SIZE_MAX / 2 + 1,
-    ((size_t)1 << 62) + 1, (size_t)1 << 63, ((size_t)1 << 63) + 1, SIZE_MAX - 3, SIZE_MAX - 1, SIZE_MAX};
+static const size_t boundary_sizes[32] = {0,
+                                          1,
+                                          2,
+                                          3,
+                                          255,
+                                          256,
+                                          257,
+                                          4096,
+                                          16384,
+                                          65535,
+                                          65536,
+                                          INT32_MAX / 2,
+                                          INT32_MAX / 2 + 1,
+                                          INT32_MAX,
+                                          (size_t)INT32_MAX + 1,
+                                          UINT32_MAX,
+                                          (size_t)1 << 32,
+                                          SIZE_MAX / 1024,
+                                          SIZE_MAX / 16,
+                                          SIZE_MAX / 8,
+                                          SIZE_MAX / 4 - 1,
+                                          SIZE_MAX / 4,
+                                          SIZE_MAX / 4 + 1,
+                                          SIZE_MAX / 3 + 1,
+                                          SIZE_MAX / 2,
+                                          SIZE_MAX / 2 + 1,
+                                          ((size_t)1 << 62) + 1,
+                                          (size_t)1 << 63,
+                                          ((size_t)1 << 63) + 1,
+                                          SIZE_MAX - 3,
+                                          SIZE_MAX - 1,
+                                          SIZE_MAX};
 
 static size_t decode_size(reader *r) {
     uint8_t b = u8(r);
@@ -148,8 +175,8 @@ static int decode_enum(reader *r, int count) {
 }
 
 static int64_t decode_window(reader *r) {
-    static const int64_t odd[8] = {INT64_MIN, -2, -1, 0, INT32_MAX, (int64_t)INT32_MAX + 1, INT64_MAX - 1,
-                                   INT64_MAX};
+    static const int64_t odd[8] = {INT64_MIN,     -2,       -1, 0, INT32_MAX, (int64_t)INT32_MAX + 1,
+                                   INT64_MAX - 1, INT64_MAX};
     uint8_t b = u8(r);
     if (b < 0x40) return CLATTN_WINDOW_UNBOUNDED;
     if (b < 0xc0) return b - 0x40;
@@ -262,12 +289,14 @@ static void mark_output(const view *v, uint8_t *owner, uint8_t tag) {
             for (size_t i2 = 0; i2 < t->size[2]; ++i2)
                 for (size_t i3 = 0; i3 < t->size[3]; ++i3) {
                     /* In bounds was checked already, so these products fit in the buffer. */
-                    size_t e = t->offset + i0 * t->stride[0] + i1 * t->stride[1] + i2 * t->stride[2] +
-                               i3 * t->stride[3];
+                    size_t e =
+                        t->offset + i0 * t->stride[0] + i1 * t->stride[1] + i2 * t->stride[2] + i3 * t->stride[3];
                     for (size_t b = e * es; b < (e + 1) * es; ++b) {
                         if (owner[b])
-                            fprintf(stderr, "fuzz_sdpa_args: %s element [%zu,%zu,%zu,%zu] at byte %zu is also "
-                                            "written by output #%d\n", v->name, i0, i1, i2, i3, b, owner[b]);
+                            fprintf(stderr,
+                                    "fuzz_sdpa_args: %s element [%zu,%zu,%zu,%zu] at byte %zu is also "
+                                    "written by output #%d\n",
+                                    v->name, i0, i1, i2, i3, b, owner[b]);
                         CHECK(owner[b] == 0);
                         owner[b] = tag;
                     }
