@@ -1,4 +1,5 @@
-/* Status codes and their names, the per-context last-error text, and the log callback. */
+/* Status codes and their names, the per-context last-error text, the log callback, the version functions, and the
+ * small string helpers the messages use. */
 #include "internal.h"
 
 #include <ctype.h>
