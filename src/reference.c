@@ -128,3 +128,17 @@ int cla_reference_sdpa(const cla_ref_sdpa *a) {
     free(keep);
     return 0;
 }
+
+cla_ref_tensor cla_ref_dense(const float *data, size_t b, size_t h, size_t l, size_t d) {
+    cla_ref_tensor t;
+    t.data = data;
+    t.size[0] = b;
+    t.size[1] = h;
+    t.size[2] = l;
+    t.size[3] = d;
+    t.stride[3] = 1;
+    t.stride[2] = d;
+    t.stride[1] = l * d;
+    t.stride[0] = h * l * d;
+    return t;
+}

@@ -37,6 +37,9 @@ typedef struct cla_ref_sdpa {
     double *weights;               /* [B,Hq,Lq,Lk] or NULL */
 } cla_ref_sdpa;
 
+/* A view of contiguous [b, h, l, d] floats. */
+cla_ref_tensor cla_ref_dense(const float *data, size_t b, size_t h, size_t l, size_t d);
+
 /* Computes out (and lse, weights when given). Returns 0, or -1 if a temporary allocation failed or the arguments
  * cannot describe an attention (out NULL, Hq not a multiple of Hkv); on -1 no output is written. */
 int cla_reference_sdpa(const cla_ref_sdpa *args);

@@ -234,16 +234,9 @@ static int run_case(clattn_context *ctx, const sdpa_case *c, float **out_copy, c
     double *ref_w = calloc(B * Hq * Lq * Lk + 1, sizeof(double));
     cla_ref_sdpa r;
     memset(&r, 0, sizeof r);
-    cla_ref_tensor *rt[3] = {&r.q, &r.k, &r.v};
-    staged *st3[3] = {&q, &k, &v};
-    for (int i = 0; i < 3; ++i) {
-        rt[i]->data = st3[i]->logical;
-        for (int d = 0; d < 4; ++d) rt[i]->size[d] = st3[i]->view.size[d];
-        rt[i]->stride[3] = 1;
-        rt[i]->stride[2] = rt[i]->size[3];
-        rt[i]->stride[1] = rt[i]->size[2] * rt[i]->size[3];
-        rt[i]->stride[0] = rt[i]->size[1] * rt[i]->stride[1];
-    }
+    r.q = cla_ref_dense(q.logical, B, Hq, Lq, Dk);
+    r.k = cla_ref_dense(k.logical, B, Hkv, Lk, Dk);
+    r.v = cla_ref_dense(v.logical, B, Hkv, Lk, Dv);
     r.scale = isnan(c->scale) ? 1.0 / sqrt((double)Dk) : (double)c->scale;
     r.causal = c->causal;
     r.window_left = c->window_left;

@@ -100,3 +100,26 @@ int cli_open_context(const char *cmd, const char *device, bool profiling, clattn
     int code = (st == CLATTN_ERROR_NO_DEVICE || st == CLATTN_ERROR_INVALID_DEVICE_SPEC) ? CLI_USAGE : CLI_FAILED;
     return cli_error(cmd, code, "%s\n%s", clattn_status_string(st), message);
 }
+
+int cli_parse_dtype(const char *cmd, const char *text, clattn_dtype *dtype) {
+    static const struct {
+        const char *name;
+        clattn_dtype dtype;
+    } names[] = {{"f32", CLATTN_DTYPE_F32}, {"f16", CLATTN_DTYPE_F16}, {"bf16", CLATTN_DTYPE_BF16}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; ++i)
+        if (strcmp(text, names[i].name) == 0) {
+            *dtype = names[i].dtype;
+            return CLI_OK;
+        }
+    return cli_error(cmd, CLI_USAGE, "--dtype %s: expected f32, f16 or bf16", text);
+}
+
+int cli_parse_window(const char *cmd, const char *text, int64_t *left, int64_t *right) {
+    long long l = 0, r = 0;
+    char tail = 0;
+    if (sscanf(text, "%lld,%lld%c", &l, &r, &tail) != 2 || l < -1 || r < -1)
+        return cli_error(cmd, CLI_USAGE, "--window %s: expected LEFT,RIGHT (each >= 0, or -1 for unbounded)", text);
+    *left = l;
+    *right = r;
+    return CLI_OK;
+}

@@ -44,6 +44,10 @@ int cli_report_status(const char *cmd, clattn_context *ctx, clattn_status st, co
 /* Creates a context on the device that --device (or CLATTN_DEVICE) selects, printing why on failure. */
 int cli_open_context(const char *cmd, const char *device, bool profiling, clattn_context **ctx);
 
+/* Option values shared by the commands; each prints its own error and returns CLI_USAGE, or CLI_OK. */
+int cli_parse_dtype(const char *cmd, const char *text, clattn_dtype *dtype);            /* f32 | f16 | bf16 */
+int cli_parse_window(const char *cmd, const char *text, int64_t *left, int64_t *right); /* L,R with -1 unbounded */
+
 /* Subcommands. */
 int cmd_devices(int argc, char **argv);
 int cmd_run(int argc, char **argv);

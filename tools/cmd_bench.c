@@ -240,16 +240,7 @@ static int parse_options(const cli_command *cmd, bench_config *c) {
     if ((rc = build_shapes(cmd, &base, given_kv, c))) return rc;
 
     const char *s;
-    if ((s = cli_value(cmd, "dtype"))) {
-        if (strcmp(s, "f32") == 0)
-            c->dtype = CLATTN_DTYPE_F32;
-        else if (strcmp(s, "f16") == 0)
-            c->dtype = CLATTN_DTYPE_F16;
-        else if (strcmp(s, "bf16") == 0)
-            c->dtype = CLATTN_DTYPE_BF16;
-        else
-            return cli_error(CMD, CLI_USAGE, "--dtype %s: expected f32, f16 or bf16", s);
-    }
+    if ((s = cli_value(cmd, "dtype")) && (rc = cli_parse_dtype(CMD, s, &c->dtype))) return rc;
     if ((s = cli_value(cmd, "impl"))) {
         if (strcmp(s, "fused") == 0)
             c->impl[IMPL_UNFUSED] = false;
@@ -259,17 +250,12 @@ static int parse_options(const cli_command *cmd, bench_config *c) {
             return cli_error(CMD, CLI_USAGE, "--impl %s: expected fused, unfused or all", s);
     }
     if ((s = cli_value(cmd, "causal")) && (rc = parse_causal_list(s, c))) return rc;
-    if ((s = cli_value(cmd, "window"))) {
-        long long left = 0, right = 0;
-        char tail = 0;
-        if (sscanf(s, "%lld,%lld%c", &left, &right, &tail) != 2 || left < -1 || right < -1)
-            return cli_error(CMD, CLI_USAGE, "--window %s: expected LEFT,RIGHT (each >= 0, or -1 for unbounded)",
-                             s);
-        /* A side wider than any sequence excludes nothing; capping it keeps position arithmetic from overflowing.
-         */
-        c->window_left = left > (1ll << 40) ? (1ll << 40) : left;
-        c->window_right = right > (1ll << 40) ? (1ll << 40) : right;
-    }
+    if ((s = cli_value(cmd, "window")) && (rc = cli_parse_window(CMD, s, &c->window_left, &c->window_right)))
+        return rc;
+    /* A side wider than any sequence excludes nothing; capping it keeps the FLOP count's sums from overflowing. */
+    const int64_t widest = (int64_t)1 << 40;
+    if (c->window_left > widest) c->window_left = widest;
+    if (c->window_right > widest) c->window_right = widest;
     long long v = 0;
     if ((s = cli_value(cmd, "key-length"))) {
         if ((rc = parse_count("key-length", s, 0, INT32_MAX, &v))) return rc;
@@ -472,18 +458,6 @@ static int prepare_shape(clattn_context *ctx, const bench_config *c, const bench
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Reference check */
 
-static void dense_view(cla_ref_tensor *t, const float *data, size_t b, size_t h, size_t l, size_t d) {
-    t->data = data;
-    t->size[0] = b;
-    t->size[1] = h;
-    t->size[2] = l;
-    t->size[3] = d;
-    t->stride[3] = 1;
-    t->stride[2] = d;
-    t->stride[1] = l * d;
-    t->stride[0] = h * l * d;
-}
-
 /* The reference output for one shape and causal mode; NULL if it could not be computed. */
 static double *reference_output(const bench_config *c, const bench_shape *s, const shape_data *d,
                                 clattn_causal causal) {
@@ -491,14 +465,14 @@ static double *reference_output(const bench_config *c, const bench_shape *s, con
     if (!out) return NULL;
     cla_ref_sdpa ref;
     memset(&ref, 0, sizeof ref);
-    dense_view(&ref.q, d->hq, s->batch, s->heads, s->seq, s->head_dim);
-    dense_view(&ref.k, d->hk, s->batch, s->kv_heads, s->kv_seq, s->head_dim);
-    dense_view(&ref.v, d->hv, s->batch, s->kv_heads, s->kv_seq, s->head_dim);
+    ref.q = cla_ref_dense(d->hq, s->batch, s->heads, s->seq, s->head_dim);
+    ref.k = cla_ref_dense(d->hk, s->batch, s->kv_heads, s->kv_seq, s->head_dim);
+    ref.v = cla_ref_dense(d->hv, s->batch, s->kv_heads, s->kv_seq, s->head_dim);
     ref.scale = 1.0 / sqrt((double)s->head_dim);
     ref.causal = causal;
     ref.window_left = c->window_left;
     ref.window_right = c->window_right;
-    if (d->hmask) dense_view(&ref.mask, d->hmask, 1, 1, s->seq, s->kv_seq);
+    if (d->hmask) ref.mask = cla_ref_dense(d->hmask, 1, 1, s->seq, s->kv_seq);
     if (d->hbool) {
         ref.bool_mask.data = d->hbool;
         const size_t size[4] = {1, 1, s->seq, s->kv_seq}, stride[4] = {0, 0, s->kv_seq, 1};

@@ -99,17 +99,9 @@ static double check_against_reference(const clattn_sdpa_host_desc *d, const run_
     for (size_t i = 0; i < nv; ++i) v[i] = cla_round_to_dtype(r->v[i], d->storage);
     cla_ref_sdpa ref;
     memset(&ref, 0, sizeof ref);
-    const float *data[3] = {q, k, v};
-    const size_t sizes[3][4] = {{B, Hq, Lq, Dk}, {B, Hkv, Lk, Dk}, {B, Hkv, Lk, Dv}};
-    cla_ref_tensor *t[3] = {&ref.q, &ref.k, &ref.v};
-    for (int i = 0; i < 3; ++i) {
-        t[i]->data = data[i];
-        memcpy(t[i]->size, sizes[i], sizeof sizes[i]);
-        t[i]->stride[3] = 1;
-        t[i]->stride[2] = sizes[i][3];
-        t[i]->stride[1] = sizes[i][2] * sizes[i][3];
-        t[i]->stride[0] = sizes[i][1] * t[i]->stride[1];
-    }
+    ref.q = cla_ref_dense(q, B, Hq, Lq, Dk);
+    ref.k = cla_ref_dense(k, B, Hkv, Lk, Dk);
+    ref.v = cla_ref_dense(v, B, Hkv, Lk, Dv);
     ref.scale = isnan(d->scale) ? 1.0 / sqrt((double)Dk) : d->scale;
     ref.causal = d->causal;
     ref.window_left = d->window_left;
@@ -256,16 +248,7 @@ static int prepare(const cli_command *cmd, clattn_sdpa_host_desc *d, run_data *r
         d->v_head_dim = vs[3];
     }
     const char *s;
-    if ((s = cli_value(cmd, "dtype"))) {
-        if (strcmp(s, "f32") == 0)
-            d->storage = CLATTN_DTYPE_F32;
-        else if (strcmp(s, "f16") == 0)
-            d->storage = CLATTN_DTYPE_F16;
-        else if (strcmp(s, "bf16") == 0)
-            d->storage = CLATTN_DTYPE_BF16;
-        else
-            return cli_error(CMD, CLI_USAGE, "--dtype %s: expected f32, f16 or bf16", s);
-    }
+    if ((s = cli_value(cmd, "dtype")) && (rc = cli_parse_dtype(CMD, s, &d->storage))) return rc;
     if ((s = cli_value(cmd, "causal"))) {
         if (strcmp(s, "top-left") == 0)
             d->causal = CLATTN_CAUSAL_TOP_LEFT;
@@ -284,15 +267,8 @@ static int prepare(const cli_command *cmd, clattn_sdpa_host_desc *d, run_data *r
         else
             return cli_error(CMD, CLI_USAGE, "--impl %s: expected fused, unfused or auto", s);
     }
-    if ((s = cli_value(cmd, "window"))) {
-        long long left = 0, right = 0;
-        char tail = 0;
-        if (sscanf(s, "%lld,%lld%c", &left, &right, &tail) != 2 || left < -1 || right < -1)
-            return cli_error(CMD, CLI_USAGE, "--window %s: expected LEFT,RIGHT (each >= 0, or -1 for unbounded)",
-                             s);
-        d->window_left = left;
-        d->window_right = right;
-    }
+    if ((s = cli_value(cmd, "window")) && (rc = cli_parse_window(CMD, s, &d->window_left, &d->window_right)))
+        return rc;
     if ((s = cli_value(cmd, "scale"))) {
         char *end = NULL;
         double v = strtod(s, &end);
