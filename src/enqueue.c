@@ -4,7 +4,9 @@
 
 #include <stdarg.h>
 
-void cla_chain_begin(cla_chain *c, cl_command_queue queue, cl_uint wait_count, const cl_event *wait_list) {
+void cla_chain_begin(cla_chain *c, clattn_context *ctx, cl_command_queue queue, cl_uint wait_count,
+                     const cl_event *wait_list) {
+    c->ctx = ctx;
     c->queue = queue;
     c->wait_count = wait_count;
     c->wait_list = wait_count ? wait_list : NULL;
@@ -26,6 +28,7 @@ void cla_chain_push(cla_chain *c, cl_event e) {
 
 cl_int cla_chain_barrier(cla_chain *c) {
     if (!c->last && c->wait_count == 0) return CL_SUCCESS;
+    if (cla_fault_due(c->ctx)) return CL_OUT_OF_RESOURCES;
     cl_event e = NULL;
     cl_int err = clEnqueueBarrierWithWaitList(c->queue, cla_chain_wait_count(c), cla_chain_wait_list(c), &e);
     if (err == CL_SUCCESS) cla_chain_push(c, e);
@@ -56,8 +59,9 @@ void cla_chain_abort(cla_chain *c) {
 clattn_status cla_chain_kernel(clattn_context *ctx, cla_chain *c, cl_kernel k, cl_uint dims, const size_t *global,
                                const size_t *local, const char *what) {
     cl_event e = NULL;
-    cl_int err = clEnqueueNDRangeKernel(c->queue, k, dims, NULL, global, local, cla_chain_wait_count(c),
-                                        cla_chain_wait_list(c), &e);
+    cl_int err = cla_fault_due(ctx) ? CL_OUT_OF_RESOURCES
+                                    : clEnqueueNDRangeKernel(c->queue, k, dims, NULL, global, local,
+                                                             cla_chain_wait_count(c), cla_chain_wait_list(c), &e);
     if (err != CL_SUCCESS) {
         const char *name = cla_cl_error_name(err);
         return cla_fail(ctx, err, "enqueueing kernel %s on '%s' failed: %d %s (global %zu x %zu, local %zu x %zu)",
@@ -90,15 +94,35 @@ void cla_temp_begin(clattn_context *ctx) {
     ctx->memory.last_call_bytes = 0;
 }
 
+void cla_fault_inject(clattn_context *ctx, long n) {
+    ctx->fault_countdown = n;
+}
+
+bool cla_fault_due(clattn_context *ctx) {
+    return ctx && ctx->fault_countdown > 0 && --ctx->fault_countdown == 0;
+}
+
+void cla_temp_release(clattn_context *ctx, cl_mem *mem) {
+    if (!*mem) return;
+    clReleaseMemObject(*mem);
+    *mem = NULL;
+    ctx->live_temps--;
+}
+
 clattn_status cla_temp_buffer(clattn_context *ctx, size_t bytes, const char *what, cl_mem *out) {
     cl_int err = CL_SUCCESS;
-    *out = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, bytes ? bytes : 4, NULL, &err);
+    *out = NULL;
+    if (cla_fault_due(ctx))
+        err = CL_MEM_OBJECT_ALLOCATION_FAILURE;
+    else
+        *out = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, bytes ? bytes : 4, NULL, &err);
     if (err != CL_SUCCESS) {
         *out = NULL;
         return cla_fail(ctx, err, "allocating %zu bytes of device memory for %s on '%s' failed: %d %s%s", bytes,
                         what, ctx->info.name, err, cla_cl_error_name(err) ? cla_cl_error_name(err) : "",
                         err == CL_INVALID_BUFFER_SIZE ? " (larger than the device's maximum allocation)" : "");
     }
+    ctx->live_temps++;
     ctx->memory.last_call_bytes += bytes;
     if (ctx->memory.last_call_bytes > ctx->memory.peak_call_bytes)
         ctx->memory.peak_call_bytes = ctx->memory.last_call_bytes;

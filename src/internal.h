@@ -55,6 +55,8 @@ struct clattn_context {
     char *extra_build_options; /* CLATTN_BUILD_OPTIONS, appended to every build */
     clattn_cache_stats stats;
     clattn_memory_stats memory;
+    long live_temps;      /* temporaries created by cla_temp_buffer and not yet released */
+    long fault_countdown; /* tests: the n-th device operation from now fails; 0 = never */
 };
 
 /* ---- errors and logging (status.c) ---- */
@@ -134,7 +136,15 @@ const char *cla_disk_cache_check_entry(const unsigned char *data, size_t size, c
 /* The path of the cache file that holds `key` (malloc'd), for tests and diagnostics. */
 char *cla_disk_cache_path(const clattn_context *ctx, const char *key);
 
-/* ---- device temporaries (enqueue.c) ---- */
+/* ---- device temporaries and fault injection (enqueue.c) ---- */
+
+/* For tests of the error paths: the n-th device operation from now (a temporary allocation, a kernel launch, a
+ * barrier, a CLBlast call) fails as the driver would; 0 turns it off. */
+void cla_fault_inject(clattn_context *ctx, long n);
+/* Whether the device operation about to run is the one that must fail. */
+bool cla_fault_due(clattn_context *ctx);
+/* Releases a temporary from cla_temp_buffer (NULL is fine) and clears the handle. */
+void cla_temp_release(clattn_context *ctx, cl_mem *mem);
 
 /* Starts the accounting of one operation's temporary device memory. */
 void cla_temp_begin(clattn_context *ctx);

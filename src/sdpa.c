@@ -282,7 +282,7 @@ clattn_status clattn_sdpa(clattn_context *ctx, const clattn_sdpa_desc *desc, con
     if (st != CLATTN_SUCCESS) return st;
 
     cla_chain chain;
-    cla_chain_begin(&chain, queue ? queue : ctx->queue, num_wait, wait_list);
+    cla_chain_begin(&chain, ctx, queue ? queue : ctx->queue, num_wait, wait_list);
     bool nothing_to_do = plan.batch == 0 || plan.q_heads == 0 || plan.q_len == 0;
     if (!nothing_to_do) {
         /* With no keys every row is fully masked; the fused kernel writes the zeros (CLBlast takes no empty sizes).

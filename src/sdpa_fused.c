@@ -206,6 +206,6 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
         if (st == CLATTN_SUCCESS) st = cla_chain_kernel(ctx, chain, combine, 2, global, NULL, "sdpa_combine");
     }
     /* Released now, freed by OpenCL once the kernels that use it have finished. */
-    if (partial) clReleaseMemObject(partial);
+    cla_temp_release(ctx, &partial);
     return st;
 }

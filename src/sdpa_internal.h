@@ -25,13 +25,15 @@ typedef struct cla_sdpa_plan {
 /* Enqueues a sequence of commands, each after the previous one (and the first after the caller's events), so the
  * order holds on in-order and out-of-order queues alike. */
 typedef struct cla_chain {
+    clattn_context *ctx;
     cl_command_queue queue;
     cl_uint wait_count;
     const cl_event *wait_list;
     cl_event last; /* event of the most recent command, owned by the chain */
 } cla_chain;
 
-void cla_chain_begin(cla_chain *c, cl_command_queue queue, cl_uint wait_count, const cl_event *wait_list);
+void cla_chain_begin(cla_chain *c, clattn_context *ctx, cl_command_queue queue, cl_uint wait_count,
+                     const cl_event *wait_list);
 /* The wait list for the next command. */
 cl_uint cla_chain_wait_count(const cla_chain *c);
 const cl_event *cla_chain_wait_list(const cla_chain *c);

@@ -43,13 +43,9 @@ typedef struct unfused_work {
     cl_event *events;              /* of the CLBlast calls of one stage */
 } unfused_work;
 
-static void work_release(unfused_work *w) {
+static void work_release(clattn_context *ctx, unfused_work *w) {
     cl_mem *bufs[] = {&w->s, &w->row_inv, &w->o, &w->qp, &w->kp, &w->vp};
-    for (size_t i = 0; i < CLA_ARRAY_SIZE(bufs); ++i)
-        if (*bufs[i]) {
-            clReleaseMemObject(*bufs[i]);
-            *bufs[i] = NULL;
-        }
+    for (size_t i = 0; i < CLA_ARRAY_SIZE(bufs); ++i) cla_temp_release(ctx, bufs[i]);
     free(w->a_off);
     free(w->b_off);
     free(w->c_off);
@@ -232,10 +228,12 @@ static clattn_status enqueue_gemm(clattn_context *ctx, cla_chain *chain, unfused
         /* CLBlast rejects a C stride of 0 even for a single matrix (InvalidDimension), so give it a real one. */
         const size_t sc = batch > 1 ? w->c_off[first + 1] - w->c_off[first] : g->m * g->ldc;
         cl_event e = NULL;
-        CLBlastStatusCode s = cla_blas_sgemm_strided_batched(
-            CLBlastLayoutRowMajor, CLBlastTransposeNo, g->b_trans, g->m, g->n, g->k, g->alpha, g->a,
-            w->a_off[first], g->lda, sa, g->b, w->b_off[first], g->ldb, sb, 0.0f, g->c, w->c_off[first], g->ldc, sc,
-            batch, &chain->queue, &e);
+        CLBlastStatusCode s = cla_fault_due(ctx)
+                                  ? (CLBlastStatusCode)CL_OUT_OF_RESOURCES
+                                  : cla_blas_sgemm_strided_batched(
+                                        CLBlastLayoutRowMajor, CLBlastTransposeNo, g->b_trans, g->m, g->n, g->k,
+                                        g->alpha, g->a, w->a_off[first], g->lda, sa, g->b, w->b_off[first], g->ldb,
+                                        sb, 0.0f, g->c, w->c_off[first], g->ldc, sc, batch, &chain->queue, &e);
         if (s != CLBlastSuccess) {
             if (e) clReleaseEvent(e);
             st = cla_fail(ctx, CLATTN_ERROR_CLBLAST,
@@ -337,7 +335,7 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_
                           "unfused attention: out of host memory for the GEMM arguments of %zu heads", ch.heads);
     }
     if (st) {
-        work_release(&w);
+        work_release(ctx, &w);
         return st;
     }
 
@@ -472,6 +470,6 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_
         }
     }
     /* Released now, freed by OpenCL once the commands that use them have finished. */
-    work_release(&w);
+    work_release(ctx, &w);
     return st;
 }
