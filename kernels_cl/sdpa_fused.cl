@@ -30,16 +30,19 @@
 #define SPLIT_KV 0
 #endif
 
-__kernel
+/* A fixed work-group shape where the group shares tiles (and FPGA compilers can size the hardware for it). */
 #if USE_LOCAL
-    __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
+#define FUSED_GROUP_SHAPE __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
+#else
+#define FUSED_GROUP_SHAPE
 #endif
-    void
-    sdpa_fused(__global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global const STORAGE(K_DTYPE) * k,
-               long4 k_stride, __global const STORAGE(V_DTYPE) * v, long4 v_stride, __global STORAGE(O_DTYPE) * o,
-               long4 o_stride, __global const STORAGE(MASK_DTYPE) * mask, long4 mask_stride,
-               __global const int *key_lengths, __global float *lse, long4 lse_stride, long8 offsets, int4 dims,
-               float scale_log2, int2 window, int split_len, __global float *partial) {
+
+__kernel FUSED_GROUP_SHAPE void
+sdpa_fused(__global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global const STORAGE(K_DTYPE) * k, long4 k_stride,
+           __global const STORAGE(V_DTYPE) * v, long4 v_stride, __global STORAGE(O_DTYPE) * o, long4 o_stride,
+           __global const STORAGE(MASK_DTYPE) * mask, long4 mask_stride, __global const int *key_lengths,
+           __global float *lse, long4 lse_stride, long8 offsets, int4 dims, float scale_log2, int2 window,
+           int split_len, __global float *partial) {
     const int Hq = dims.x, Lq = dims.y, Lk = dims.z, group = dims.w;
     const int bh = get_global_id(1);
     const int b = bh / Hq, h = bh % Hq, hk = h / group;
