@@ -180,6 +180,10 @@ typedef struct clattn_context_options {
     /* Receives warnings and debug messages; NULL discards them. */
     clattn_log_fn log;
     void *log_user;
+    /* Split attention kernels so that one launch covers at most this many query-key pairs (whole batch-head
+     * slices, at least one per launch): a GPU that also drives a display may end a kernel that runs too long.
+     * 0 (the default) means no limit. CLATTN_MAX_LAUNCH_PAIRS in the environment overrides it. */
+    uint64_t max_launch_pairs;
     /* Where a failed creation explains itself (there is no context to ask); may be NULL. */
     char *error_message;
     size_t error_message_size;

@@ -19,6 +19,16 @@ static clattn_status finish_setup(clattn_context *ctx, const clattn_context_opti
     if (o) {
         ctx->log = o->log;
         ctx->log_user = o->log_user;
+        ctx->max_launch_pairs = o->max_launch_pairs;
+    }
+    const char *limit = getenv("CLATTN_MAX_LAUNCH_PAIRS");
+    if (limit && *limit) {
+        char *end = NULL;
+        unsigned long long v = strtoull(limit, &end, 10);
+        if (*end == '\0')
+            ctx->max_launch_pairs = v;
+        else
+            cla_log(ctx, CLATTN_LOG_WARNING, "CLATTN_MAX_LAUNCH_PAIRS='%s' is not a number; ignored", limit);
     }
     const char *dir = getenv("CLATTN_KERNEL_DIR");
     if (dir && *dir) {

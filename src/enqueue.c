@@ -58,9 +58,15 @@ void cla_chain_abort(cla_chain *c) {
 
 clattn_status cla_chain_kernel(clattn_context *ctx, cla_chain *c, cl_kernel k, cl_uint dims, const size_t *global,
                                const size_t *local, const char *what) {
+    return cla_chain_kernel_at(ctx, c, k, dims, NULL, global, local, what);
+}
+
+clattn_status cla_chain_kernel_at(clattn_context *ctx, cla_chain *c, cl_kernel k, cl_uint dims,
+                                  const size_t *offset, const size_t *global, const size_t *local,
+                                  const char *what) {
     cl_event e = NULL;
     cl_int err = cla_fault_due(ctx) ? CL_OUT_OF_RESOURCES
-                                    : clEnqueueNDRangeKernel(c->queue, k, dims, NULL, global, local,
+                                    : clEnqueueNDRangeKernel(c->queue, k, dims, offset, global, local,
                                                              cla_chain_wait_count(c), cla_chain_wait_list(c), &e);
     if (err != CL_SUCCESS) {
         const char *name = cla_cl_error_name(err);

@@ -40,6 +40,7 @@ struct clattn_context {
 
     clattn_log_fn log;
     void *log_user;
+    uint64_t max_launch_pairs; /* 0: no limit */
 
     /* Last error: a growable buffer, because build logs can be long. */
     char *last_error;

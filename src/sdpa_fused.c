@@ -194,9 +194,22 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
         size_t items_x = (p->q_len + (size_t)fp.rows - 1) / (size_t)fp.rows;
         size_t global[3] = {fp.use_local ? round_up(items_x, (size_t)fp.wg_size) : items_x, bh, (size_t)nsplit};
         size_t local[3] = {(size_t)fp.wg_size, 1, 1};
-        /* The CPU variant requires one work-item per group (reqd_work_group_size), so that PoCL wraps no loop
-         * over work-items around it and keeps its vectors as written. */
-        st = cla_chain_kernel(ctx, chain, kernel, 3, global, fp.use_local || cpu ? local : NULL, name);
+        /* A launch covers whole batch-head slices, as many as the context's max_launch_pairs allows (at least
+         * one), so that no single kernel runs long enough for a display driver's watchdog. */
+        const size_t pairs = p->q_len * p->kv_len;
+        size_t per_launch = bh;
+        if (ctx->max_launch_pairs && pairs) {
+            uint64_t slices = ctx->max_launch_pairs / pairs;
+            per_launch = slices < 1 ? 1 : slices < bh ? (size_t)slices : bh;
+        }
+        for (size_t first = 0; first < bh && st == CLATTN_SUCCESS; first += per_launch) {
+            size_t offset[3] = {0, first, 0};
+            global[1] = bh - first < per_launch ? bh - first : per_launch;
+            /* The CPU variant requires one work-item per group (reqd_work_group_size), so that PoCL wraps no
+             * loop over work-items around it and keeps its vectors as written. */
+            st = cla_chain_kernel_at(ctx, chain, kernel, 3, offset, global, fp.use_local || cpu ? local : NULL,
+                                     name);
+        }
     }
     if (st == CLATTN_SUCCESS && split) {
         cl_int ns = nsplit;

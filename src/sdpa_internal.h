@@ -50,6 +50,10 @@ void cla_chain_abort(cla_chain *c);
 /* Enqueues a kernel in the chain; turns enqueue errors into a status with a message. */
 clattn_status cla_chain_kernel(clattn_context *ctx, cla_chain *c, cl_kernel k, cl_uint dims, const size_t *global,
                                const size_t *local, const char *what);
+/* The same over a part of the grid that starts at `offset` (a global work offset). */
+clattn_status cla_chain_kernel_at(clattn_context *ctx, cla_chain *c, cl_kernel k, cl_uint dims,
+                                  const size_t *offset, const size_t *global, const size_t *local,
+                                  const char *what);
 
 /* Sets kernel arguments in order, stopping at the first failure. Each argument is (size, pointer). */
 clattn_status cla_set_args(clattn_context *ctx, cl_kernel k, const char *what, cl_uint count, ...);

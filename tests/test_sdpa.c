@@ -4,6 +4,8 @@
  * implementation named by its test's state (fused or unfused). */
 #include "sdpa_case.h"
 
+#include "internal.h"
+
 #include <float.h>
 #include <math.h>
 
@@ -181,6 +183,44 @@ static void memory_accounting(void **state) {
     assert_true(m.last_call_bytes >= (uint64_t)300 * 200 * sizeof(float));
     assert_true(m.peak_call_bytes >= m.last_call_bytes);
     assert_status(clattn_context_memory_stats(ctx, NULL), CLATTN_ERROR_NULL_POINTER);
+}
+
+/* Device operations (launches, allocations, barriers) one call makes, counted with the fault countdown. */
+static long operations_of(clattn_context *c, const sdpa_case *sc) {
+    const long big = 1000000;
+    char err[2048];
+    cla_fault_inject(c, big);
+    if (sdpa_case_check(c, sc, err, sizeof err) != 0) fail_msg("%s", err);
+    long used = big - c->fault_countdown;
+    cla_fault_inject(c, 0);
+    return used;
+}
+
+/* With max_launch_pairs, the fused kernel runs as several launches over batch-head slices, same results. */
+static void launch_limit_splits_the_work(void **state) {
+    (void)state;
+    clattn_context_options o;
+    clattn_context_options_init(&o);
+    o.device = test_device_spec();
+    o.max_launch_pairs = 400; /* one 13 x 30 slice per launch */
+    clattn_context *limited = NULL;
+    assert_status(clattn_context_create_with_options(&o, &limited), CLATTN_SUCCESS);
+    sdpa_case c;
+    sdpa_case_init(&c);
+    c.impl = CLATTN_IMPL_FUSED;
+    c.batch = 2;
+    c.q_heads = 3;
+    c.kv_heads = 1;
+    c.q_len = 13;
+    c.kv_len = 30;
+    c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+    c.want_lse = true;
+    long whole = operations_of(ctx, &c), split = operations_of(limited, &c);
+    assert_int_equal(split, whole + 5); /* six launches instead of one */
+    c.q_len = 1;
+    c.kv_len = 3000; /* decode shape (over the limit alone): key splits and their combine step too */
+    sdpa_case_run(limited, &c, NULL);
+    clattn_context_free(limited);
 }
 
 static void masks(void **state) {
@@ -447,6 +487,7 @@ int main(void) {
         BOTH(masks),
         cmocka_unit_test(unfused_chunks),
         cmocka_unit_test(memory_accounting),
+        cmocka_unit_test(launch_limit_splits_the_work),
         BOTH(key_lengths_and_combinations),
         BOTH(fully_masked_rows),
         BOTH(dtypes),
