@@ -109,6 +109,15 @@ CLA_INLINE float cla_max_nan(float a, float b) {
     return (isnan(b) || b > a) ? b : a;
 }
 
+/* Keys of batch item b that take part at all: its key length, clamped to [0, Lk], or Lk without key lengths. */
+CLA_INLINE int cla_kv_limit(__global const int *key_lengths, long offset, int b, int Lk) {
+#if HAS_KEY_LENGTHS
+    return clamp(key_lengths[offset + b], 0, Lk);
+#else
+    return Lk;
+#endif
+}
+
 /* The keys query row i may see, [lo, hi), from causal masking, the window and the key length (kv_limit). shift is
  * Lk - Lq for bottom-right alignment, else 0. Rows past the end of a short key sequence get lo >= hi: fully masked.
  * The host caps sequence lengths at 2^28 and turns windows wider than Lq + Lk into unbounded ones (-1), so these

@@ -53,10 +53,7 @@ sdpa_fused(__global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global const S
     k += offsets.s1 + b * k_stride.x + hk * k_stride.y;
     v += offsets.s2 + b * v_stride.x + hk * v_stride.y;
 
-    int kv_limit = Lk;
-#if HAS_KEY_LENGTHS
-    kv_limit = clamp(key_lengths[offsets.s5 + b], 0, Lk);
-#endif
+    const int kv_limit = cla_kv_limit(key_lengths, offsets.s5, b, Lk);
     const int shift = CAUSAL == 2 ? Lk - Lq : 0;
 
     /* The block whose key range decides which tiles are visited: the whole work-group when it shares tiles. */

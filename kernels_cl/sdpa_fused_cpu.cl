@@ -42,6 +42,27 @@
 #define CPU_INLINE CLA_INLINE
 #define CPU_UNROLL _Pragma("unroll")
 
+#if MASK_KIND
+/* One mask element as the kernel reads it: the additive value, or for a boolean mask 0 (kept) / -inf (masked). */
+CPU_INLINE float mask_value(__global const STORAGE(MASK_DTYPE) * mask, long at) {
+#if MASK_KIND == 1
+    return LOAD(MASK_DTYPE, mask, at);
+#else
+    return mask[at] != 0 ? 0.0f : CLA_NEG_INF;
+#endif
+}
+
+/* Eight log2-domain logits with their mask values applied: masked keys (additive <= -FLT_MAX, boolean false)
+ * become -inf whatever the logit, so a NaN logit of a masked key cannot reach the row. */
+CPU_INLINE float8 apply_mask8(float8 x, float8 m) {
+#if MASK_KIND == 1
+    return select(fma(m, (float8)(CLA_LOG2E), x), (float8)(CLA_NEG_INF), m <= (float8)(-FLT_MAX));
+#else
+    return select(x, (float8)(CLA_NEG_INF), m == (float8)(CLA_NEG_INF));
+#endif
+}
+#endif
+
 /* The bits of -0.0f, the mark of a masked key's weight (exp2 never returns it). */
 #define NEG_ZERO_BITS ((int)0x80000000)
 
@@ -175,10 +196,7 @@ sdpa_fused_cpu(__global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global con
     k += offsets.s1 + b * k_stride.x + hk * k_stride.y;
     v += offsets.s2 + b * v_stride.x + hk * v_stride.y;
 
-    int kv_limit = Lk;
-#if HAS_KEY_LENGTHS
-    kv_limit = clamp(key_lengths[offsets.s5 + b], 0, Lk);
-#endif
+    const int kv_limit = cla_kv_limit(key_lengths, offsets.s5, b, Lk);
     const int shift = CAUSAL == 2 ? Lk - Lq : 0;
     const int lo = cla_key_lo(i, shift, window), hi = cla_key_hi(i, shift, window, kv_limit);
     int range_lo = lo, range_hi = hi;
@@ -236,18 +254,10 @@ sdpa_fused_cpu(__global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global con
                 CPU_UNROLL
                 for (int y = 0; y < 8; ++y) {
                     const long at = mask_row + min(j0 + g * 8 + y, range_hi - 1) * mask_stride.w;
-#if MASK_KIND == 1
-                    mv[y] = LOAD(MASK_DTYPE, mask, at);
-#else
-                    mv[y] = mask[at] != 0 ? 0.0f : CLA_NEG_INF;
-#endif
+                    mv[y] = mask_value(mask, at);
                 }
                 const float8 m8 = vload8(0, mv);
-#if MASK_KIND == 1
-                x8 = select(fma(m8, (float8)(CLA_LOG2E), x8), (float8)(CLA_NEG_INF), m8 <= (float8)(-FLT_MAX));
-#else
-                x8 = select(x8, (float8)(CLA_NEG_INF), m8 == (float8)(CLA_NEG_INF));
-#endif
+                x8 = apply_mask8(x8, m8);
 #endif
                 x8 = select(x8, (float8)(CLA_NEG_INF), (j < (int8)(lo)) | (j >= (int8)(hi)));
             }
@@ -387,10 +397,7 @@ sdpa_fused_cpu(__global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global con
     k += offsets.s1 + b * k_stride.x + hk * k_stride.y;
     v += offsets.s2 + b * v_stride.x + hk * v_stride.y;
 
-    int kv_limit = Lk;
-#if HAS_KEY_LENGTHS
-    kv_limit = clamp(key_lengths[offsets.s5 + b], 0, Lk);
-#endif
+    const int kv_limit = cla_kv_limit(key_lengths, offsets.s5, b, Lk);
     const int shift = CAUSAL == 2 ? Lk - Lq : 0;
 
     /* Keys some row of the block sees, [range_lo, range_hi), and keys every row sees, [inner_lo, inner_hi): both
@@ -492,18 +499,10 @@ sdpa_fused_cpu(__global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global con
                     CPU_UNROLL
                     for (int y = 0; y < 8; ++y) {
                         const long at = mask_row[rv * 8 + y] + j * mask_stride.w;
-#if MASK_KIND == 1
-                        mv[y] = LOAD(MASK_DTYPE, mask, at);
-#else
-                        mv[y] = mask[at] != 0 ? 0.0f : CLA_NEG_INF;
-#endif
+                        mv[y] = mask_value(mask, at);
                     }
                     const float8 m8 = vload8(0, mv);
-#if MASK_KIND == 1
-                    x = select(fma(m8, (float8)(CLA_LOG2E), x), (float8)(CLA_NEG_INF), m8 <= (float8)(-FLT_MAX));
-#else
-                    x = select(x, (float8)(CLA_NEG_INF), m8 == (float8)(CLA_NEG_INF));
-#endif
+                    x = apply_mask8(x, m8);
 #endif
                     const int8 jv = (int8)(j);
                     x = select(x, (float8)(CLA_NEG_INF), (jv < lo8) | (jv >= hi8));

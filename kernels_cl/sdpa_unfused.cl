@@ -31,15 +31,6 @@
 /* A masked key's entry of P: -0.0f. Its bit pattern is tested, since -0.0f == 0.0f. */
 #define MASKED_BITS 0x80000000u
 
-/* Keys visible to the row of a head block, clamped to [0, kv_limit). */
-inline int key_limit(__global const int *key_lengths, long kl_offset, int b, int Lk) {
-#if HAS_KEY_LENGTHS
-    return clamp(key_lengths[kl_offset + b], 0, Lk);
-#else
-    return Lk;
-#endif
-}
-
 /* Copies rows [row0, row0 + rows) of the heads [first, first + count) (flat index b * heads + h) of a strided view
  * into dst as contiguous fp32 [count][rows][dim]. One work-item per element: global (dim, rows, count).
  * zero_from_key_lengths: rows at or past key_lengths[b] are written as 0 (V under key padding). */
@@ -50,7 +41,7 @@ inline int key_limit(__global const int *key_lengths, long kl_offset, int b, int
         const int d = get_global_id(0), r = get_global_id(1), t = get_global_id(2);                                \
         const int flat = first + t, b = flat / heads, h = flat % heads, j = row0 + r;                              \
         float x = 0.0f;                                                                                            \
-        if (!zero_from_key_lengths || j < key_limit(key_lengths, kl_offset, b, Lk))                                \
+        if (!zero_from_key_lengths || j < cla_kv_limit(key_lengths, kl_offset, b, Lk))                             \
             x = LOAD(DT, src, offset + b * stride.x + h * stride.y + j * stride.z + d * stride.w);                 \
         dst[((long)t * rows + r) * dim + d] = x;                                                                   \
     }
@@ -108,7 +99,7 @@ masked_softmax(__global float *s, __global float *row_inv, int4 dims, int2 first
     const int shift = CAUSAL == 2 ? Lk - Lq : 0;
     const int2 win = (int2)((int)window.x, (int)window.y); /* the host keeps windows below Lq + Lk */
     const int lo = cla_key_lo(i, shift, win),
-              hi = cla_key_hi(i, shift, win, key_limit(key_lengths, offsets.s1, b, Lk));
+              hi = cla_key_hi(i, shift, win, cla_kv_limit(key_lengths, offsets.s1, b, Lk));
 #if MASK_KIND
     const long mask_row = offsets.s0 + b * mask_stride.x + h * mask_stride.y + i * mask_stride.z;
 #endif

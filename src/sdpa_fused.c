@@ -181,8 +181,8 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
                          (cl_long)p->mask.offset, (cl_long)p->key_lengths_offset, (cl_long)p->lse.offset, 0}};
     cl_int4 dims = {{(cl_int)p->q_heads, (cl_int)p->q_len, (cl_int)p->kv_len, (cl_int)(p->q_heads / p->kv_heads)}};
     cl_float scale_log2 = p->scale * 1.4426950408889634f;
-    cl_int2 window = {{(cl_int)(p->window_left > INT32_MAX ? INT32_MAX : p->window_left),
-                       (cl_int)(p->window_right > INT32_MAX ? INT32_MAX : p->window_right)}};
+    /* Validation made every window side -1 or narrower than Lq + Lk (at most 2^29), so it fits an int. */
+    cl_int2 window = {{(cl_int)p->window_left, (cl_int)p->window_right}};
     cl_int split_arg = split_len;
     cl_mem q = p->q.buffer, k = p->k.buffer, v = p->v.buffer, o = p->out.buffer, mask = p->mask.buffer;
     cl_mem kl = p->key_lengths, lse = p->lse.buffer;
