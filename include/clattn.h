@@ -344,6 +344,166 @@ CLATTN_API void clattn_sdpa_host_desc_init(clattn_sdpa_host_desc *desc);
 CLATTN_API clattn_status clattn_sdpa_host(clattn_context *context, const clattn_sdpa_host_desc *desc,
                                           const float *q, const float *k, const float *v, float *out);
 
+/* ----------------------------------------------------------------------------------------------------------------
+ */
+/* Sequence tensors
+ *
+ * The layers below take activations as clattn_tensor views of size [batch, 1, seq, width] (the heads dimension is
+ * 1): x, memory and out of multi-head attention, the queries, keys, values and context of seq2seq attention. Their
+ * width dimension must have stride 1 (the projections are GEMMs on rows). */
+
+/* A sequence tensor stored contiguously as [batch, seq, width]. */
+CLATTN_API clattn_tensor clattn_tensor_seq(cl_mem buffer, clattn_dtype dtype, size_t batch, size_t seq,
+                                           size_t width);
+
+/* ----------------------------------------------------------------------------------------------------------------
+ */
+/* Multi-head attention
+ *
+ * out = [x +] concat_h(attention(x W_Q + b_Q, m W_K + b_K, m W_V + b_V)_h) W_O + b_O, where m is x (self-attention)
+ * or a separate memory (cross-attention). Weights multiply from the right (x @ W), as in most checkpoints'
+ * "in_features x out_features" layout; a PyTorch nn.Linear weight is the transpose. Projections run as CLBlast fp32
+ * GEMMs; the weights, projected Q/K/V and the KV cache are fp32 on the device; x, memory and out may be F32, F16 or
+ * BF16. */
+
+typedef struct clattn_mha_config {
+    size_t d_model;    /* width of x and of out */
+    size_t kv_d_model; /* width of the memory in cross-attention; 0 means d_model */
+    size_t heads;      /* query heads H */
+    size_t kv_heads;   /* key/value heads (grouped-query attention, H a multiple of it); 0 means heads */
+    size_t head_dim;   /* d_k, the width of each query and key head */
+    size_t v_head_dim; /* d_v, the width of each value head; 0 means head_dim */
+} clattn_mha_config;
+
+/* Host weights, float32, row-major. Give either the packed w_qkv or w_q, w_k and w_v. Biases are optional (NULL).
+ */
+typedef struct clattn_mha_weights_host {
+    const float
+        *w_qkv; /* [d_model, H*d_k + Hkv*d_k + Hkv*d_v], columns Q | K | V (requires kv_d_model == d_model) */
+    const float *b_qkv;           /* [H*d_k + Hkv*d_k + Hkv*d_v] (with w_qkv) */
+    const float *w_q;             /* [d_model, H*d_k] */
+    const float *w_k;             /* [kv_d_model, Hkv*d_k] */
+    const float *w_v;             /* [kv_d_model, Hkv*d_v] */
+    const float *b_q, *b_k, *b_v; /* [H*d_k], [Hkv*d_k], [Hkv*d_v] */
+    const float *w_o;             /* [H*d_v, d_model] */
+    const float *b_o;             /* [d_model] */
+} clattn_mha_weights_host;
+
+/* Device-resident weights of one layer, uploaded once and reused by every call. Belongs to the context it was
+ * created with (and may only be used with it); free it before the context. */
+typedef struct clattn_mha_weights clattn_mha_weights;
+
+CLATTN_API void clattn_mha_weights_host_init(clattn_mha_weights_host *host);
+CLATTN_API clattn_status clattn_mha_weights_create(clattn_context *context, const clattn_mha_config *config,
+                                                   const clattn_mha_weights_host *host,
+                                                   clattn_mha_weights **weights);
+CLATTN_API void clattn_mha_weights_free(clattn_mha_weights *weights);
+CLATTN_API clattn_status clattn_mha_weights_config(const clattn_mha_weights *weights, clattn_mha_config *config);
+
+/* A key/value cache for incremental decoding: fp32 keys and values [batch, kv_heads, capacity, d] of one layer,
+ * filled by clattn_mha calls. Belongs to its context; one thread at a time, like the context. */
+typedef struct clattn_kv_cache clattn_kv_cache;
+
+CLATTN_API clattn_status clattn_kv_cache_create(clattn_context *context, const clattn_mha_config *config,
+                                                size_t batch, size_t capacity, clattn_kv_cache **cache);
+CLATTN_API void clattn_kv_cache_free(clattn_kv_cache *cache);
+/* Forgets the cached tokens (length 0); keeps the memory. */
+CLATTN_API void clattn_kv_cache_reset(clattn_kv_cache *cache);
+CLATTN_API size_t clattn_kv_cache_length(const clattn_kv_cache *cache);
+CLATTN_API size_t clattn_kv_cache_capacity(const clattn_kv_cache *cache);
+/* Views of the cached keys [B, Hkv, length, d_k] and values [B, Hkv, length, d_v] (fp32), e.g. for clattn_sdpa. */
+CLATTN_API clattn_status clattn_kv_cache_tensors(const clattn_kv_cache *cache, clattn_tensor *keys,
+                                                 clattn_tensor *values);
+
+typedef enum clattn_cache_mode {
+    /* The keys and values of this call's key/value input (x, or the memory) are appended to the cache, and the
+     * queries attend over everything cached: self-attention decoding step by step, or cross-attention whose
+     * memory is projected on the first call. */
+    CLATTN_CACHE_APPEND = 0,
+    /* The queries attend over the cache as it is; nothing is projected or appended (memory must be NULL): the
+     * later steps of cross-attention. */
+    CLATTN_CACHE_READ = 1,
+} clattn_cache_mode;
+
+typedef struct clattn_mha_desc {
+    /* The attention's options: scale, causal, window, impl, mask [B|1, H|1, Lq, Lk], key_lengths, lse and weights
+     * outputs; Lk counts every key attended (with a cache: the cached length after this call). With a cache, use
+     * CLATTN_CAUSAL_BOTTOM_RIGHT so that new token i sees the cached tokens and itself. */
+    clattn_sdpa_desc attention;
+    int residual;           /* nonzero: out = x + MHA(x) (requires the output width to equal x's) */
+    clattn_kv_cache *cache; /* NULL: none */
+    clattn_cache_mode cache_mode;
+} clattn_mha_desc;
+
+CLATTN_API void clattn_mha_desc_init(clattn_mha_desc *desc);
+
+/* Multi-head attention on device buffers. x [B, 1, Lq, d_model]; memory [B, 1, Lk, kv_d_model] or NULL for
+ * self-attention; out [B, 1, Lq, d_model]. out may be x itself (an in-place residual update) but must not
+ * overlap anything else. Queue, events and error behaviour as clattn_sdpa; on error the cache is unchanged. */
+CLATTN_API clattn_status clattn_mha(clattn_context *context, const clattn_mha_weights *weights,
+                                    const clattn_mha_desc *desc, const clattn_tensor *x,
+                                    const clattn_tensor *memory, const clattn_tensor *out, cl_command_queue queue,
+                                    cl_uint num_wait_events, const cl_event *wait_list, cl_event *event);
+
+/* ----------------------------------------------------------------------------------------------------------------
+ */
+/* Seq2seq attention: additive (Bahdanau) and multiplicative (Luong)
+ *
+ * For each query q_i (a decoder state) over keys k_j (encoder states): e_ij = score(q_i, k_j),
+ * alpha_i = softmax_j(e_ij + mask), context_i = sum_j alpha_ij v_j, where the values v are usually the keys
+ * themselves. The additive and concat scores run as one fused kernel that never builds the [B, Lq, Lk, d_attn]
+ * tensor; dot and general run as scaled dot-product attention with scale 1. */
+
+typedef enum clattn_score {
+    CLATTN_SCORE_ADDITIVE = 0, /* Bahdanau: v^T tanh(q W_q + k W_k + b) */
+    CLATTN_SCORE_DOT = 1,      /* Luong dot: q . k (query_dim == key_dim) */
+    CLATTN_SCORE_GENERAL = 2,  /* Luong general: q W k^T, W [query_dim, key_dim] */
+    CLATTN_SCORE_CONCAT = 3,   /* Luong concat: v^T tanh([q; k] W), W [query_dim + key_dim, attn_dim] */
+} clattn_score;
+
+typedef struct clattn_seq2seq_config {
+    clattn_score score;
+    size_t query_dim; /* width of the queries */
+    size_t key_dim;   /* width of the keys */
+    size_t attn_dim;  /* additive and concat: width of the hidden layer of the score; otherwise ignored */
+} clattn_seq2seq_config;
+
+/* Host weights, float32, row-major, multiplying from the right. Which ones a score needs:
+ * additive: w_q [query_dim, attn_dim], w_k [key_dim, attn_dim], v [attn_dim], bias [attn_dim] optional;
+ * general: w [query_dim, key_dim]; concat: w [query_dim + key_dim, attn_dim], v [attn_dim]; dot: none. */
+typedef struct clattn_seq2seq_weights_host {
+    const float *w_q, *w_k, *w, *v, *bias;
+} clattn_seq2seq_weights_host;
+
+typedef struct clattn_seq2seq_weights clattn_seq2seq_weights;
+
+CLATTN_API clattn_status clattn_seq2seq_weights_create(clattn_context *context, const clattn_seq2seq_config *config,
+                                                       const clattn_seq2seq_weights_host *host,
+                                                       clattn_seq2seq_weights **weights);
+CLATTN_API void clattn_seq2seq_weights_free(clattn_seq2seq_weights *weights);
+
+typedef struct clattn_seq2seq_desc {
+    /* Optional mask [B|1, 1, Lq, Lk]: F32/F16/BF16 added to the scores, BOOL keeps a key where true. */
+    clattn_tensor mask;
+    /* Optional int32 [B] key lengths: keys j >= key_lengths[b] are masked. */
+    cl_mem key_lengths;
+    size_t key_lengths_offset;
+    /* Optional output: the attention weights alpha [B, 1, Lq, Lk] (zeros for a fully masked row). */
+    clattn_tensor weights;
+} clattn_seq2seq_desc;
+
+CLATTN_API void clattn_seq2seq_desc_init(clattn_seq2seq_desc *desc);
+
+/* query [B, 1, Lq, query_dim] (Lq = 1 for one decoder step, or a whole target sequence), keys [B, 1, Lk, key_dim],
+ * values [B, 1, Lk, value_dim] or NULL to use the keys, context [B, 1, Lq, value_dim]. Queue, events and error
+ * behaviour as clattn_sdpa. */
+CLATTN_API clattn_status clattn_seq2seq_attention(clattn_context *context, const clattn_seq2seq_weights *weights,
+                                                  const clattn_seq2seq_desc *desc, const clattn_tensor *query,
+                                                  const clattn_tensor *keys, const clattn_tensor *values,
+                                                  const clattn_tensor *context_out, cl_command_queue queue,
+                                                  cl_uint num_wait_events, const cl_event *wait_list,
+                                                  cl_event *event);
+
 #ifdef __cplusplus
 }
 #endif

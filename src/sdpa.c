@@ -271,6 +271,18 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
     return CLATTN_SUCCESS;
 }
 
+clattn_status cla_sdpa_enqueue(clattn_context *ctx, const clattn_sdpa_desc *desc, const clattn_tensor *q,
+                               const clattn_tensor *k, const clattn_tensor *v, const clattn_tensor *out,
+                               cla_chain *chain) {
+    cla_sdpa_plan plan;
+    clattn_status st = cla_sdpa_validate(ctx, desc, q, k, v, out, chain->queue, 0, NULL, &plan);
+    if (st != CLATTN_SUCCESS) return st;
+    if (plan.batch == 0 || plan.q_heads == 0 || plan.q_len == 0) return CLATTN_SUCCESS;
+    /* With no keys every row is fully masked; the fused kernel writes the zeros (CLBlast takes no empty sizes). */
+    bool unfused = plan.impl == CLATTN_IMPL_UNFUSED && plan.kv_len > 0;
+    return unfused ? cla_sdpa_unfused(ctx, &plan, chain) : cla_sdpa_fused(ctx, &plan, chain);
+}
+
 clattn_status clattn_sdpa(clattn_context *ctx, const clattn_sdpa_desc *desc, const clattn_tensor *q,
                           const clattn_tensor *k, const clattn_tensor *v, const clattn_tensor *out,
                           cl_command_queue queue, cl_uint num_wait, const cl_event *wait_list, cl_event *event) {
@@ -278,21 +290,16 @@ clattn_status clattn_sdpa(clattn_context *ctx, const clattn_sdpa_desc *desc, con
     cla_clear_error(ctx);
     cla_temp_begin(ctx);
     cla_sdpa_plan plan;
+    /* Validated here as well, so that the caller's wait list is checked before anything is enqueued. */
     clattn_status st = cla_sdpa_validate(ctx, desc, q, k, v, out, queue, num_wait, wait_list, &plan);
     if (st != CLATTN_SUCCESS) return st;
 
     cla_chain chain;
     cla_chain_begin(&chain, ctx, queue ? queue : ctx->queue, num_wait, wait_list);
-    bool nothing_to_do = plan.batch == 0 || plan.q_heads == 0 || plan.q_len == 0;
-    if (!nothing_to_do) {
-        /* With no keys every row is fully masked; the fused kernel writes the zeros (CLBlast takes no empty sizes).
-         */
-        bool unfused = plan.impl == CLATTN_IMPL_UNFUSED && plan.kv_len > 0;
-        st = unfused ? cla_sdpa_unfused(ctx, &plan, &chain) : cla_sdpa_fused(ctx, &plan, &chain);
-        if (st != CLATTN_SUCCESS) {
-            cla_chain_abort(&chain);
-            return st;
-        }
+    st = cla_sdpa_enqueue(ctx, desc, q, k, v, out, &chain);
+    if (st != CLATTN_SUCCESS) {
+        cla_chain_abort(&chain);
+        return st;
     }
     cl_int err = cla_chain_end(&chain, event);
     if (err != CL_SUCCESS)

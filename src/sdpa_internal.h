@@ -65,6 +65,12 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
                                 cl_command_queue queue, cl_uint num_wait, const cl_event *wait_list,
                                 cla_sdpa_plan *plan);
 
+/* Validates and enqueues one attention call into an existing chain (the layers built on attention use this); the
+ * caller owns the chain and the temporary-memory accounting. Enqueues nothing on a validation error. */
+clattn_status cla_sdpa_enqueue(clattn_context *ctx, const clattn_sdpa_desc *desc, const clattn_tensor *q,
+                               const clattn_tensor *k, const clattn_tensor *v, const clattn_tensor *out,
+                               cla_chain *chain);
+
 /* The implementations. Both expect a validated plan and enqueue nothing on failure before their first command. */
 clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *plan, cla_chain *chain);
 clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *plan, cla_chain *chain);

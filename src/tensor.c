@@ -31,6 +31,10 @@ clattn_tensor clattn_tensor_blhd(cl_mem buffer, clattn_dtype dtype, size_t batch
     return t;
 }
 
+clattn_tensor clattn_tensor_seq(cl_mem buffer, clattn_dtype dtype, size_t batch, size_t seq, size_t width) {
+    return clattn_tensor_bhld(buffer, dtype, batch, 1, seq, width);
+}
+
 static bool mul_overflows(size_t a, size_t b, size_t *out) {
     if (a != 0 && b > SIZE_MAX / a) return true;
     *out = a * b;
