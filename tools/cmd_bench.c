@@ -16,6 +16,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "bench_timing.h"
 #include "cli.h"
 #include "dtype.h"
 #include "reference.h"
@@ -522,96 +523,46 @@ static int output_error(clattn_context *ctx, const bench_config *c, const shape_
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Timing */
 
-static double seconds_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+/* One attention call as the timing loop makes it. */
+typedef struct sdpa_call {
+    clattn_context *ctx;
+    clattn_sdpa_desc desc;
+    clattn_tensor q, k, v, o;
+} sdpa_call;
 
-static int compare_doubles(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Device time of one call in ms: from a marker enqueued just before it to the completion of the event the call
- * returns, so a call made of several kernels (and CLBlast's GEMMs) is timed whole, gaps included. Returns a
- * negative value when the device gives no profiling information. */
-static double event_ms(cl_event start, cl_event done) {
-    cl_ulong t0 = 0, t1 = 0;
-    if (clGetEventProfilingInfo(start, CL_PROFILING_COMMAND_END, sizeof t0, &t0, NULL) != CL_SUCCESS ||
-        clGetEventProfilingInfo(done, CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL) != CL_SUCCESS || t1 < t0)
-        return -1.0;
-    return (double)(t1 - t0) * 1e-6;
-}
-
-static bool is_input_error(clattn_status st) {
-    return st <= CLATTN_ERROR_INVALID_ARGUMENT && st >= CLATTN_ERROR_SIZE_OVERFLOW;
+static clattn_status call_sdpa(void *user, cl_command_queue queue, cl_event *done) {
+    sdpa_call *a = user;
+    return clattn_sdpa(a->ctx, &a->desc, &a->q, &a->k, &a->v, &a->o, queue, 0, NULL, done);
 }
 
 /* Runs `warmup` untimed and `repeat` timed calls and fills the times of `r`. */
 static int measure(clattn_context *ctx, const bench_config *c, const bench_shape *s, const shape_data *d,
                    clattn_causal causal, int impl, double *times, bench_result *r) {
-    clattn_sdpa_desc desc;
-    clattn_sdpa_desc_init(&desc);
-    desc.causal = causal;
-    desc.window_left = c->window_left;
-    desc.window_right = c->window_right;
-    desc.impl = impl_values[impl];
+    sdpa_call a = {.ctx = ctx};
+    clattn_sdpa_desc_init(&a.desc);
+    a.desc.causal = causal;
+    a.desc.window_left = c->window_left;
+    a.desc.window_right = c->window_right;
+    a.desc.impl = impl_values[impl];
     if (d->mask) {
-        desc.mask = clattn_tensor_bhld(d->mask, c->mask == MASK_BOOL ? CLATTN_DTYPE_BOOL : c->dtype, 1, 1, s->seq,
-                                       s->kv_seq);
+        a.desc.mask = clattn_tensor_bhld(d->mask, c->mask == MASK_BOOL ? CLATTN_DTYPE_BOOL : c->dtype, 1, 1, s->seq,
+                                         s->kv_seq);
     }
-    desc.key_lengths = d->key_lengths;
-    const clattn_tensor q = clattn_tensor_bhld(d->q, c->dtype, s->batch, s->heads, s->seq, s->head_dim);
-    const clattn_tensor k = clattn_tensor_bhld(d->k, c->dtype, s->batch, s->kv_heads, s->kv_seq, s->head_dim);
-    const clattn_tensor v = clattn_tensor_bhld(d->v, c->dtype, s->batch, s->kv_heads, s->kv_seq, s->head_dim);
-    const clattn_tensor o = clattn_tensor_bhld(d->out, c->dtype, s->batch, s->heads, s->seq, s->head_dim);
-    cl_command_queue queue = clattn_context_cl_queue(ctx);
-
-    r->host_timer = false;
-    r->temp_bytes = 0;
-    for (long n = 0; n < c->warmup + c->repeat; ++n) {
-        const bool timed = n >= c->warmup;
-        cl_event start = NULL, done = NULL;
-        cl_int err = CL_SUCCESS;
-        if (timed && !r->host_timer) {
-            err = clEnqueueMarkerWithWaitList(queue, 0, NULL, &start);
-            if (err != CL_SUCCESS) return cli_error(CMD, CLI_FAILED, "enqueueing a timing marker failed: %d", err);
-        }
-        double t0 = seconds_now();
-        clattn_status st = clattn_sdpa(ctx, &desc, &q, &k, &v, &o, queue, 0, NULL, &done);
-        if (st != CLATTN_SUCCESS) {
-            if (start) clReleaseEvent(start);
-            char what[64];
-            snprintf(what, sizeof what, "attention (%s)", impl_names[impl]);
-            int rc = cli_report_status(CMD, ctx, st, what);
-            return is_input_error(st) ? CLI_USAGE : rc;
-        }
-        err = clWaitForEvents(1, &done);
-        double t1 = seconds_now();
-        if (err == CL_SUCCESS && timed) {
-            double ms = start ? event_ms(start, done) : -1.0;
-            if (ms < 0.0) {
-                /* No profiling on this device: the host clock around a blocking call is the best left. */
-                r->host_timer = true;
-                ms = (t1 - t0) * 1e3;
-            }
-            times[n - c->warmup] = ms;
-        }
-        if (start) clReleaseEvent(start);
-        clReleaseEvent(done);
-        if (err != CL_SUCCESS)
-            return cli_error(CMD, CLI_FAILED, "attention (%s) failed on the device: OpenCL error %d",
-                             impl_names[impl], err);
-        clattn_memory_stats mem;
-        if (clattn_context_memory_stats(ctx, &mem) == CLATTN_SUCCESS && mem.last_call_bytes > r->temp_bytes)
-            r->temp_bytes = mem.last_call_bytes;
-    }
-    qsort(times, (size_t)c->repeat, sizeof *times, compare_doubles);
-    const size_t n = (size_t)c->repeat;
-    r->min_ms = times[0];
-    r->max_ms = times[n - 1];
-    r->median_ms = n % 2 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
+    a.desc.key_lengths = d->key_lengths;
+    a.q = clattn_tensor_bhld(d->q, c->dtype, s->batch, s->heads, s->seq, s->head_dim);
+    a.k = clattn_tensor_bhld(d->k, c->dtype, s->batch, s->kv_heads, s->kv_seq, s->head_dim);
+    a.v = clattn_tensor_bhld(d->v, c->dtype, s->batch, s->kv_heads, s->kv_seq, s->head_dim);
+    a.o = clattn_tensor_bhld(d->out, c->dtype, s->batch, s->heads, s->seq, s->head_dim);
+    char what[64];
+    snprintf(what, sizeof what, "attention (%s)", impl_names[impl]);
+    bench_timing t;
+    int rc = bench_time_calls(CMD, what, ctx, c->warmup, c->repeat, call_sdpa, &a, times, &t);
+    if (rc != CLI_OK) return rc;
+    r->median_ms = t.median_ms;
+    r->min_ms = t.min_ms;
+    r->max_ms = t.max_ms;
+    r->temp_bytes = t.temp_bytes;
+    r->host_timer = t.host_timer;
     return CLI_OK;
 }
 
@@ -701,24 +652,10 @@ static const char *const csv_columns =
     "op,impl,device,batch,heads,kv_heads,seq,kv_seq,head_dim,dtype,causal,window_left,window_right,key_length,mask,"
     "repeat,warmup,timer,median_ms,min_ms,max_ms,flops,gflops,io_bytes,gbps,temp_bytes,max_error,tolerance";
 
-/* A CSV field, quoted when it holds a comma, a quote or a line break (device names can hold any of them). */
-static void csv_string(const char *s) {
-    if (!strpbrk(s, ",\"\r\n")) {
-        fputs(s, stdout);
-        return;
-    }
-    putchar('"');
-    for (; *s; ++s) {
-        if (*s == '"') putchar('"');
-        putchar(*s);
-    }
-    putchar('"');
-}
-
 static void csv_row(const bench_config *c, const clattn_device_info *info, const bench_result *r) {
     const bench_shape *s = &r->shape;
     printf("sdpa,%s,", impl_names[r->impl]);
-    csv_string(info->name);
+    bench_csv_string(info->name);
     printf(",%zu,%zu,%zu,%zu,%zu,%zu,%s,%s,%lld,%lld,", s->batch, s->heads, s->kv_heads, s->seq, s->kv_seq,
            s->head_dim, dtype_names[c->dtype], causal_names[r->causal], (long long)c->window_left,
            (long long)c->window_right);

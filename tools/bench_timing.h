@@ -1,0 +1,32 @@
+/* Timing shared by the `clattn bench` operations: warm-up calls, then timed calls measured with OpenCL profiling
+ * events (the host clock only where a device gives no profiling information), reported as median, min and max. */
+#ifndef CLATTN_BENCH_TIMING_H
+#define CLATTN_BENCH_TIMING_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "clattn.h"
+
+/* One call of the operation being timed: enqueues it on `queue` and returns the event of its completion. */
+typedef clattn_status (*bench_call_fn)(void *user, cl_command_queue queue, cl_event *done);
+
+typedef struct bench_timing {
+    double median_ms, min_ms, max_ms;
+    uint64_t temp_bytes; /* the most device memory one call allocated for itself */
+    bool host_timer;     /* no profiling information: host wall-clock times instead */
+} bench_timing;
+
+/* Runs `warmup` untimed and `repeat` timed calls (`times` holds `repeat` doubles). Returns CLI_OK, or reports the
+ * failure under `cmd` and returns the exit code (CLI_USAGE for an input error the library rejected). `what` names
+ * the operation in messages. */
+int bench_time_calls(const char *cmd, const char *what, clattn_context *ctx, long warmup, long repeat,
+                     bench_call_fn call, void *user, double *times, bench_timing *t);
+
+/* Whether a status means the caller's input was wrong (a usage error) rather than a device failure. */
+bool bench_is_input_error(clattn_status st);
+
+/* Prints a CSV field, quoted when it holds a comma, a quote or a line break. */
+void bench_csv_string(const char *s);
+
+#endif
