@@ -398,10 +398,13 @@ CLATTN_API clattn_status clattn_mha_weights_create(clattn_context *context, cons
                                                    const clattn_mha_weights_host *host,
                                                    clattn_mha_weights **weights);
 CLATTN_API void clattn_mha_weights_free(clattn_mha_weights *weights);
+/* The layer's configuration with its defaults resolved (kv_d_model, kv_heads and v_head_dim never 0). */
 CLATTN_API clattn_status clattn_mha_weights_config(const clattn_mha_weights *weights, clattn_mha_config *config);
 
-/* A key/value cache for incremental decoding: fp32 keys and values [batch, kv_heads, capacity, d] of one layer,
- * filled by clattn_mha calls. Belongs to its context; one thread at a time, like the context. */
+/* A key/value cache for incremental decoding: the fp32 keys and values of one layer for up to `capacity` positions,
+ * filled by clattn_mha calls. They are stored position-major, [batch, capacity, kv_heads, d], so that each call's
+ * projections write their rows straight into place; clattn_kv_cache_tensors gives [batch, kv_heads, length, d] views
+ * of them. Belongs to its context; one thread at a time, like the context. */
 typedef struct clattn_kv_cache clattn_kv_cache;
 
 CLATTN_API clattn_status clattn_kv_cache_create(clattn_context *context, const clattn_mha_config *config,

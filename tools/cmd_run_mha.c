@@ -1,6 +1,572 @@
-/* placeholder: `clattn run mha` is being written (issue 4). */
+/* `clattn run mha`: one multi-head attention layer (projections, attention, output projection, optional residual)
+ * on NumPy .npy activations and weights, or on seeded random ones, optionally compared with the double-precision
+ * reference. Weights multiply from the right (x @ W), as the library takes them. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "cli.h"
+#include "dtype.h"
+#include "npy.h"
+#include "reference_mha.h"
+
+#define CMD "run mha"
+
+/* The weight arrays, in the order of their options. */
+enum { W_QKV, B_QKV, W_Q, W_K, W_V, B_Q, B_K, B_V, W_O, B_O, W_COUNT };
+static const char *const weight_option[W_COUNT] = {"w-qkv", "b-qkv", "w-q", "w-k", "w-v",
+                                                   "b-q",   "b-k",   "b-v", "w-o", "b-o"};
+
+/* Everything one run owns, freed in one place. */
+typedef struct run_data {
+    size_t batch, q_len, mem_len; /* mem_len: rows of the memory (cross-attention) */
+    int x_ndim;
+    clattn_mha_config cfg; /* resolved */
+    float *x, *memory, *w[W_COUNT], *mask, *out;
+    size_t mask_shape[4];
+    uint8_t *bool_mask;
+    int32_t *key_lengths;
+    clattn_mha_weights_host host;
+} run_data;
+
+static void free_run(run_data *r) {
+    free(r->x);
+    free(r->memory);
+    for (int i = 0; i < W_COUNT; ++i) free(r->w[i]);
+    free(r->mask);
+    free(r->out);
+    free(r->bool_mask);
+    free(r->key_lengths);
+}
+
+static float rnd(unsigned *s) {
+    *s = *s * 1664525u + 1013904223u;
+    return ((float)(*s >> 8) / (float)(1u << 24)) * 4.0f - 2.0f;
+}
+
+static int parse_size(const char *opt, const char *text, size_t *out) {
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (end == text || *end || errno || v > (1ull << 31) || text[0] == '-')
+        return cli_error(CMD, CLI_USAGE, "--%s %s: expected a non-negative integer", opt, text);
+    *out = (size_t)v;
+    return CLI_OK;
+}
+
+/* Reads a float array of `ndim_min`..`ndim` dimensions into shape[ndim] (missing leading ones are 1); *found, if
+ * not NULL, receives the file's own number of dimensions. */
+static int read_floats(const char *opt, const char *path, int ndim_min, int ndim, size_t *shape, float **data,
+                       int *found) {
+    char err[512];
+    npy_array a;
+    if (npy_read(path, &a, err, sizeof err) != 0) return cli_error(CMD, CLI_USAGE, "--%s %s: %s", opt, path, err);
+    int rc = CLI_OK;
+    if (a.ndim < ndim_min || a.ndim > ndim) {
+        rc = cli_error(CMD, CLI_USAGE, "--%s %s: expected a %d-D array, found %d-D", opt, path, ndim, a.ndim);
+    } else if (a.dtype != NPY_F32 && a.dtype != NPY_F16 && a.dtype != NPY_F64) {
+        rc = cli_error(CMD, CLI_USAGE, "--%s %s: expected float32, float16 or float64, found %s", opt, path,
+                       npy_dtype_name(a.dtype));
+    } else {
+        for (int i = 0; i < ndim; ++i) shape[i] = 1;
+        for (int i = 0; i < a.ndim; ++i) shape[ndim - a.ndim + i] = a.shape[i];
+        if (found) *found = a.ndim;
+        *data = npy_to_f32(&a, err, sizeof err);
+        if (!*data) rc = cli_error(CMD, CLI_FAILED, "--%s %s: %s", opt, path, err);
+    }
+    npy_free(&a);
+    return rc;
+}
+
+static int expect_shape(const char *opt, const size_t *got, const size_t *want, int ndim) {
+    for (int i = 0; i < ndim; ++i)
+        if (got[i] != want[i]) {
+            char g[96] = "", w[96] = "";
+            for (int k = 0; k < ndim; ++k) {
+                snprintf(g + strlen(g), sizeof g - strlen(g), "%s%zu", k ? ", " : "", got[k]);
+                snprintf(w + strlen(w), sizeof w - strlen(w), "%s%zu", k ? ", " : "", want[k]);
+            }
+            return cli_error(CMD, CLI_USAGE, "--%s: shape [%s] does not fit the layer, which needs [%s]", opt, g,
+                             w);
+        }
+    return CLI_OK;
+}
+
+/* Reads the weight files, derives the head widths from them and checks every shape. */
+static int load_weights(const cli_command *cmd, run_data *r) {
+    clattn_mha_config *c = &r->cfg;
+    const char *paths[W_COUNT];
+    for (int i = 0; i < W_COUNT; ++i) paths[i] = cli_value(cmd, weight_option[i]);
+    const bool packed = paths[W_QKV] != NULL;
+    if (packed && (paths[W_Q] || paths[W_K] || paths[W_V] || paths[B_Q] || paths[B_K] || paths[B_V]))
+        return cli_error(CMD, CLI_USAGE, "give --w-qkv (and --b-qkv) or --w-q/--w-k/--w-v (and their biases)");
+    if (!packed && (!paths[W_Q] || !paths[W_K] || !paths[W_V]))
+        return cli_error(CMD, CLI_USAGE, "the weights are needed: --w-qkv, or all of --w-q, --w-k and --w-v");
+    if (!paths[W_O]) return cli_error(CMD, CLI_USAGE, "--w-o (the output projection) is needed");
+    if (!packed && paths[B_QKV]) return cli_error(CMD, CLI_USAGE, "--b-qkv goes with --w-qkv");
+    size_t shape[W_COUNT][2];
+    int rc;
+    for (int i = 0; i < W_COUNT; ++i) {
+        bool bias = i == B_QKV || i == B_Q || i == B_K || i == B_V || i == B_O;
+        if (paths[i] &&
+            (rc = read_floats(weight_option[i], paths[i], bias ? 1 : 2, bias ? 1 : 2, shape[i], &r->w[i], NULL)))
+            return rc;
+    }
+    const size_t H = c->heads, Hkv = c->kv_heads;
+    /* The head widths: from the options, else from the weights (a packed matrix with d_v = d_k). */
+    if (!c->head_dim) {
+        size_t cols = packed ? shape[W_QKV][1] : shape[W_Q][1], parts = packed ? H + 2 * Hkv : H;
+        if (cols % parts != 0 || cols == 0)
+            return cli_error(CMD, CLI_USAGE, "--%s has %zu columns, not a multiple of %zu heads; give --head-dim",
+                             packed ? "w-qkv" : "w-q", cols, parts);
+        c->head_dim = cols / parts;
+    }
+    if (!c->v_head_dim) {
+        if (packed) {
+            size_t rest = shape[W_QKV][1] > (H + Hkv) * c->head_dim ? shape[W_QKV][1] - (H + Hkv) * c->head_dim : 0;
+            c->v_head_dim = rest % Hkv == 0 ? rest / Hkv : 0;
+        } else {
+            c->v_head_dim = shape[W_V][1] % Hkv == 0 ? shape[W_V][1] / Hkv : 0;
+        }
+        if (!c->v_head_dim)
+            return cli_error(CMD, CLI_USAGE, "cannot derive the value head width; give --v-head-dim");
+    }
+    const size_t nq = H * c->head_dim, nk = Hkv * c->head_dim, nv = Hkv * c->v_head_dim;
+    const size_t want[W_COUNT][2] = {{c->d_model, nq + nk + nv},
+                                     {1, nq + nk + nv},
+                                     {c->d_model, nq},
+                                     {c->kv_d_model, nk},
+                                     {c->kv_d_model, nv},
+                                     {1, nq},
+                                     {1, nk},
+                                     {1, nv},
+                                     {H * c->v_head_dim, c->d_model},
+                                     {1, c->d_model}};
+    for (int i = 0; i < W_COUNT; ++i) {
+        bool bias = i == B_QKV || i == B_Q || i == B_K || i == B_V || i == B_O;
+        if (paths[i] && (rc = expect_shape(weight_option[i], shape[i], bias ? &want[i][1] : want[i], bias ? 1 : 2)))
+            return rc;
+    }
+    return CLI_OK;
+}
+
+/* Seeded random activations and weights (with biases), the weights scaled by 1/sqrt(fan-in). */
+static int make_random(const cli_command *cmd, run_data *r, size_t d_model) {
+    clattn_mha_config *c = &r->cfg;
+    if (!c->head_dim) {
+        if (d_model % c->heads)
+            return cli_error(CMD, CLI_USAGE, "d_model %zu is not a multiple of --heads %zu; give --head-dim",
+                             d_model, c->heads);
+        c->head_dim = d_model / c->heads;
+    }
+    if (!c->v_head_dim) c->v_head_dim = c->head_dim;
+    const size_t H = c->heads, Hkv = c->kv_heads, nq = H * c->head_dim, nk = Hkv * c->head_dim,
+                 nv = Hkv * c->v_head_dim;
+    const bool packed = cli_flag(cmd, "packed");
+    if (packed && c->kv_d_model != c->d_model)
+        return cli_error(CMD, CLI_USAGE, "--packed needs the memory as wide as x");
+    size_t count[W_COUNT] = {0};
+    float scale[W_COUNT];
+    for (int i = 0; i < W_COUNT; ++i) scale[i] = 0.5f;
+    if (packed) {
+        count[W_QKV] = c->d_model * (nq + nk + nv);
+        count[B_QKV] = nq + nk + nv;
+    } else {
+        count[W_Q] = c->d_model * nq;
+        count[W_K] = c->kv_d_model * nk;
+        count[W_V] = c->kv_d_model * nv;
+        count[B_Q] = nq;
+        count[B_K] = nk;
+        count[B_V] = nv;
+    }
+    count[W_O] = H * c->v_head_dim * c->d_model;
+    count[B_O] = c->d_model;
+    scale[W_QKV] = scale[W_Q] = 1.0f / sqrtf((float)c->d_model);
+    scale[W_K] = scale[W_V] = 1.0f / sqrtf((float)c->kv_d_model);
+    scale[W_O] = 1.0f / sqrtf((float)(H * c->v_head_dim));
+    unsigned seed = 12345;
+    const size_t nx = r->batch * r->q_len * c->d_model, nm = r->batch * r->mem_len * c->kv_d_model;
+    r->x = malloc((nx + 1) * sizeof(float));
+    r->memory = r->mem_len ? malloc((nm + 1) * sizeof(float)) : NULL;
+    if (!r->x || (r->mem_len && !r->memory)) return cli_error(CMD, CLI_FAILED, "out of memory");
+    for (size_t i = 0; i < nx; ++i) r->x[i] = rnd(&seed);
+    for (size_t i = 0; r->memory && i < nm; ++i) r->memory[i] = rnd(&seed);
+    for (int i = 0; i < W_COUNT; ++i) {
+        if (!count[i]) continue;
+        r->w[i] = malloc(count[i] * sizeof(float));
+        if (!r->w[i]) return cli_error(CMD, CLI_FAILED, "out of memory");
+        for (size_t k = 0; k < count[i]; ++k) r->w[i][k] = rnd(&seed) * scale[i];
+    }
+    return CLI_OK;
+}
+
+/* A float32 additive or bool mask broadcastable to [B, H, Lq, Lk]. */
+static int load_mask(const char *path, run_data *r, size_t kv_len) {
+    char err[512];
+    npy_array a;
+    if (npy_read(path, &a, err, sizeof err) != 0) return cli_error(CMD, CLI_USAGE, "--mask %s: %s", path, err);
+    size_t *s = r->mask_shape;
+    int rc = CLI_OK;
+    for (int i = 0; i < 4; ++i) s[i] = 1;
+    for (int i = 0; i < a.ndim && a.ndim <= 4; ++i) s[4 - a.ndim + i] = a.shape[i];
+    if (a.ndim < 2 || a.ndim > 4 || s[2] != r->q_len || s[3] != kv_len || (s[0] != 1 && s[0] != r->batch) ||
+        (s[1] != 1 && s[1] != r->cfg.heads)) {
+        rc = cli_error(CMD, CLI_USAGE,
+                       "--mask %s: expected a shape broadcastable to [%zu, %zu, %zu, %zu] (2-D to 4-D)", path,
+                       r->batch, r->cfg.heads, r->q_len, kv_len);
+    } else if (a.dtype == NPY_BOOL || a.dtype == NPY_U8) {
+        r->bool_mask = malloc(a.count + 1);
+        if (r->bool_mask) memcpy(r->bool_mask, a.data, a.count);
+        if (!r->bool_mask) rc = cli_error(CMD, CLI_FAILED, "out of memory");
+    } else {
+        r->mask = npy_to_f32(&a, err, sizeof err);
+        if (!r->mask) rc = cli_error(CMD, CLI_USAGE, "--mask %s: %s (use float32 additive or bool)", path, err);
+    }
+    npy_free(&a);
+    return rc;
+}
+
+static int load_key_lengths(const char *path, run_data *r, size_t kv_len) {
+    char err[512];
+    npy_array a;
+    if (npy_read(path, &a, err, sizeof err) != 0)
+        return cli_error(CMD, CLI_USAGE, "--key-lengths %s: %s", path, err);
+    int rc = CLI_OK;
+    if (a.ndim != 1 || a.shape[0] != r->batch || (a.dtype != NPY_I32 && a.dtype != NPY_I64)) {
+        rc = cli_error(CMD, CLI_USAGE, "--key-lengths %s: expected int32 or int64 of shape [%zu]", path, r->batch);
+    } else if (!(r->key_lengths = malloc((r->batch + 1) * sizeof(int32_t)))) {
+        rc = cli_error(CMD, CLI_FAILED, "out of memory");
+    } else {
+        for (size_t b = 0; b < r->batch && rc == CLI_OK; ++b) {
+            int64_t v = a.dtype == NPY_I32 ? ((const int32_t *)a.data)[b] : ((const int64_t *)a.data)[b];
+            if (v < 0 || v > (int64_t)kv_len)
+                rc = cli_error(CMD, CLI_USAGE, "--key-lengths %s: value %lld at %zu is outside 0..%zu", path,
+                               (long long)v, b, kv_len);
+            r->key_lengths[b] = (int32_t)v;
+        }
+    }
+    npy_free(&a);
+    return rc;
+}
+
+/* Options, activations and weights into `r`, everything checked against everything else. */
+static int prepare(const cli_command *cmd, run_data *r) {
+    const char *s;
+    int rc;
+    clattn_mha_config *c = &r->cfg;
+    if (!(s = cli_value(cmd, "heads"))) return cli_error(CMD, CLI_USAGE, "--heads H is needed");
+    if ((rc = parse_size("heads", s, &c->heads))) return rc;
+    if ((s = cli_value(cmd, "kv-heads")) && (rc = parse_size("kv-heads", s, &c->kv_heads))) return rc;
+    if ((s = cli_value(cmd, "head-dim")) && (rc = parse_size("head-dim", s, &c->head_dim))) return rc;
+    if ((s = cli_value(cmd, "v-head-dim")) && (rc = parse_size("v-head-dim", s, &c->v_head_dim))) return rc;
+    if (!c->kv_heads) c->kv_heads = c->heads;
+    if (!c->heads || c->heads % c->kv_heads)
+        return cli_error(CMD, CLI_USAGE, "--heads %zu must be positive and a multiple of --kv-heads %zu", c->heads,
+                         c->kv_heads);
+
+    const char *random = cli_value(cmd, "random");
+    if (random) {
+        if (cli_value(cmd, "x") || cli_value(cmd, "memory"))
+            return cli_error(CMD, CLI_USAGE, "give either --random or --x (and --memory), not both");
+        for (int i = 0; i < W_COUNT; ++i)
+            if (cli_value(cmd, weight_option[i]))
+                return cli_error(CMD, CLI_USAGE, "--random makes its own weights; --%s is not used with it",
+                                 weight_option[i]);
+        char tail = 0;
+        unsigned long long b, lq, lk, d;
+        if (sscanf(random, "%llu,%llu,%llu,%llu%c", &b, &lq, &lk, &d, &tail) != 4 || d == 0 || b > 4096 ||
+            lq > (1u << 20) || lk > (1u << 20) || d > 65536)
+            return cli_error(CMD, CLI_USAGE, "--random %s: expected B,Lq,Lk,D_MODEL (Lk 0: self-attention)",
+                             random);
+        r->batch = (size_t)b;
+        r->q_len = (size_t)lq;
+        r->mem_len = (size_t)lk;
+        r->x_ndim = 3;
+        c->d_model = c->kv_d_model = (size_t)d;
+        if ((rc = make_random(cmd, r, (size_t)d))) return rc;
+    } else {
+        const char *xp = cli_value(cmd, "x"), *mp = cli_value(cmd, "memory");
+        if (!xp) return cli_error(CMD, CLI_USAGE, "--x X.npy (or --random) is needed");
+        size_t xs[3], ms[3];
+        if ((rc = read_floats("x", xp, 2, 3, xs, &r->x, &r->x_ndim))) return rc;
+        r->batch = xs[0];
+        r->q_len = xs[1];
+        c->d_model = c->kv_d_model = xs[2];
+        if (mp) {
+            if ((rc = read_floats("memory", mp, 2, 3, ms, &r->memory, NULL))) return rc;
+            if (ms[0] != r->batch)
+                return cli_error(CMD, CLI_USAGE, "--memory: batch %zu differs from x's %zu", ms[0], r->batch);
+            r->mem_len = ms[1];
+            c->kv_d_model = ms[2];
+        }
+        if (!c->d_model || !c->kv_d_model) return cli_error(CMD, CLI_USAGE, "--x and --memory need a width >= 1");
+        if ((rc = load_weights(cmd, r))) return rc;
+    }
+    r->host.w_qkv = r->w[W_QKV];
+    r->host.b_qkv = r->w[B_QKV];
+    r->host.w_q = r->w[W_Q];
+    r->host.w_k = r->w[W_K];
+    r->host.w_v = r->w[W_V];
+    r->host.b_q = r->w[B_Q];
+    r->host.b_k = r->w[B_K];
+    r->host.b_v = r->w[B_V];
+    r->host.w_o = r->w[W_O];
+    r->host.b_o = r->w[B_O];
+    const size_t kv_len = r->memory ? r->mem_len : r->q_len;
+    if ((s = cli_value(cmd, "mask")) && (rc = load_mask(s, r, kv_len))) return rc;
+    if ((s = cli_value(cmd, "key-lengths")) && (rc = load_key_lengths(s, r, kv_len))) return rc;
+    return CLI_OK;
+}
+
+/* A device buffer of `bytes` (at least 4: OpenCL has no empty buffers), a copy of `data` unless it is NULL. */
+static cl_mem upload(clattn_context *ctx, const void *data, size_t bytes) {
+    cl_int err = CL_SUCCESS;
+    cl_mem m = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE | (data ? CL_MEM_COPY_HOST_PTR : 0),
+                              bytes ? bytes : 4, bytes ? (void *)data : NULL, &err);
+    return err == CL_SUCCESS ? m : NULL;
+}
+
+/* `n` floats converted to the storage dtype on the device. */
+static cl_mem upload_storage(clattn_context *ctx, float *values, size_t n, clattn_dtype dt) {
+    /* The values are rounded in place, so that --check compares with what the device saw. */
+    for (size_t i = 0; i < n; ++i) values[i] = cla_round_to_dtype(values[i], dt);
+    void *bytes = malloc(n * clattn_dtype_size(dt) + 4);
+    if (!bytes) return NULL;
+    cla_convert_to_storage(values, bytes, n, dt);
+    cl_mem m = upload(ctx, bytes, n * clattn_dtype_size(dt));
+    free(bytes);
+    return m;
+}
+
+/* Runs the layer on the device; out receives [B, Lq, d_model] floats. */
+static bool is_bad_input(clattn_status st) {
+    return st <= CLATTN_ERROR_INVALID_ARGUMENT && st >= CLATTN_ERROR_SIZE_OVERFLOW;
+}
+
+static int run_layer(clattn_context *ctx, run_data *r, clattn_dtype dt, const clattn_mha_desc *desc_in) {
+    const clattn_mha_config *c = &r->cfg;
+    const size_t B = r->batch, Lq = r->q_len, nx = B * Lq * c->d_model, nm = B * r->mem_len * c->kv_d_model;
+    const size_t kv_len = r->memory ? r->mem_len : Lq;
+    clattn_mha_desc desc = *desc_in;
+    clattn_mha_weights *w = NULL;
+    cl_mem xb = NULL, mb = NULL, ob = NULL, maskb = NULL, klb = NULL;
+    int rc = CLI_OK;
+    clattn_status st = clattn_mha_weights_create(ctx, c, &r->host, &w);
+    if (st) {
+        rc = cli_report_status(CMD, ctx, st, "uploading the weights");
+        if (is_bad_input(st)) rc = CLI_USAGE;
+    }
+    r->out = malloc((nx + 1) * sizeof(float));
+    if (rc == CLI_OK && !r->out) rc = cli_error(CMD, CLI_FAILED, "out of host memory");
+    if (rc == CLI_OK) {
+        xb = upload_storage(ctx, r->x, nx, dt);
+        if (r->memory) mb = upload_storage(ctx, r->memory, nm, dt);
+        ob = upload(ctx, NULL, nx * clattn_dtype_size(dt));
+        const size_t mn = r->mask_shape[0] * r->mask_shape[1] * Lq * kv_len;
+        if (r->mask || r->bool_mask) {
+            maskb = r->mask ? upload(ctx, r->mask, mn * sizeof(float)) : upload(ctx, r->bool_mask, mn);
+            desc.attention.mask = clattn_tensor_bhld(maskb, r->mask ? CLATTN_DTYPE_F32 : CLATTN_DTYPE_BOOL,
+                                                     r->mask_shape[0], r->mask_shape[1], Lq, kv_len);
+        }
+        if (r->key_lengths) desc.attention.key_lengths = klb = upload(ctx, r->key_lengths, B * sizeof(int32_t));
+        if (!xb || (r->memory && !mb) || !ob || ((r->mask || r->bool_mask) && !maskb) || (r->key_lengths && !klb))
+            rc = cli_error(CMD, CLI_FAILED, "allocating the device buffers failed");
+    }
+    if (rc == CLI_OK) {
+        clattn_tensor x = clattn_tensor_seq(xb, dt, B, Lq, c->d_model);
+        clattn_tensor m = clattn_tensor_seq(mb, dt, B, r->mem_len, c->kv_d_model);
+        clattn_tensor o = clattn_tensor_seq(ob, dt, B, Lq, c->d_model);
+        st = clattn_mha(ctx, w, &desc, &x, r->memory ? &m : NULL, &o, NULL, 0, NULL, NULL);
+        if (st) {
+            rc = cli_report_status(CMD, ctx, st, "multi-head attention");
+            if (is_bad_input(st)) rc = CLI_USAGE;
+        }
+    }
+    if (rc == CLI_OK) {
+        void *bytes = malloc(nx * clattn_dtype_size(dt) + 4);
+        cl_int err = bytes ? clEnqueueReadBuffer(clattn_context_cl_queue(ctx), ob, CL_TRUE, 0,
+                                                 nx * clattn_dtype_size(dt), bytes, 0, NULL, NULL)
+                           : CL_OUT_OF_HOST_MEMORY;
+        if (err == CL_SUCCESS)
+            cla_convert_from_storage(bytes, r->out, nx, dt);
+        else
+            rc = cli_error(CMD, CLI_FAILED, "reading the output back failed: %d", err);
+        free(bytes);
+    }
+    cl_mem all[] = {xb, mb, ob, maskb, klb};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i)
+        if (all[i]) clReleaseMemObject(all[i]);
+    clattn_mha_weights_free(w);
+    return rc;
+}
+
+/* The largest difference from the reference, and the largest |reference| value. */
+static double check_against_reference(const run_data *r, const clattn_mha_desc *d, double *ref_max) {
+    const clattn_mha_config *c = &r->cfg;
+    const size_t n = r->batch * r->q_len * c->d_model, kv_len = r->memory ? r->mem_len : r->q_len;
+    double *out = calloc(n + 1, sizeof *out);
+    if (!out) return INFINITY;
+    cla_ref_mha ref;
+    memset(&ref, 0, sizeof ref);
+    ref.config = *c;
+    ref.weights = r->host;
+    ref.batch = r->batch;
+    ref.q_len = r->q_len;
+    ref.x = r->x;
+    ref.memory = r->memory;
+    ref.memory_len = r->mem_len;
+    ref.residual = d->residual;
+    ref.attention.scale = d->attention.scale;
+    ref.attention.causal = d->attention.causal;
+    ref.attention.window_left = d->attention.window_left;
+    ref.attention.window_right = d->attention.window_right;
+    const size_t msz[4] = {r->mask_shape[0], r->mask_shape[1], r->q_len, kv_len};
+    const size_t mst[4] = {msz[1] * r->q_len * kv_len, r->q_len * kv_len, kv_len, 1};
+    if (r->mask) {
+        ref.attention.mask.data = r->mask;
+        memcpy(ref.attention.mask.size, msz, sizeof msz);
+        memcpy(ref.attention.mask.stride, mst, sizeof mst);
+    }
+    if (r->bool_mask) {
+        ref.attention.bool_mask.data = r->bool_mask;
+        memcpy(ref.attention.bool_mask.size, msz, sizeof msz);
+        memcpy(ref.attention.bool_mask.stride, mst, sizeof mst);
+    }
+    ref.attention.key_lengths = r->key_lengths;
+    ref.out = out;
+    double worst = INFINITY;
+    *ref_max = 0.0;
+    if (cla_reference_mha(&ref) == 0) {
+        worst = 0.0;
+        for (size_t i = 0; i < n; ++i) {
+            double e = fabs((double)r->out[i] - out[i]);
+            if (!(e <= worst)) worst = e; /* NaN counts as the worst */
+            if (fabs(out[i]) > *ref_max) *ref_max = fabs(out[i]);
+        }
+    }
+    free(out);
+    return worst;
+}
 
 int cmd_run_mha(int argc, char **argv) {
-    return cli_error("run mha", CLI_USAGE, "not implemented yet");
+    cli_option options[] = {
+        {"x", "X.npy", "input [B, Lq, d_model] (or [Lq, d_model]), float32 or float16", NULL},
+        {"memory", "M.npy", "cross-attention memory [B, Lk, kv_d_model]; without it, self-attention", NULL},
+        {"random", "B,Lq,Lk,D", "seeded random input, memory (Lk > 0) and weights with biases instead of files",
+         NULL},
+        {"packed", NULL, "with --random: one packed w_qkv instead of w_q, w_k and w_v", NULL},
+        {"heads", "H", "query heads (required)", NULL},
+        {"kv-heads", "HKV", "key/value heads (grouped-query attention; default H)", NULL},
+        {"head-dim", "DK", "width of a query/key head (default: from the weights)", NULL},
+        {"v-head-dim", "DV", "width of a value head (default: from the weights)", NULL},
+        {"w-qkv", "W.npy", "packed [d_model, H*DK + HKV*DK + HKV*DV], columns Q | K | V (self-attention)", NULL},
+        {"b-qkv", "B.npy", "packed bias [H*DK + HKV*DK + HKV*DV]", NULL},
+        {"w-q", "W.npy", "[d_model, H*DK]", NULL},
+        {"w-k", "W.npy", "[kv_d_model, HKV*DK]", NULL},
+        {"w-v", "W.npy", "[kv_d_model, HKV*DV]", NULL},
+        {"b-q", "B.npy", "[H*DK]", NULL},
+        {"b-k", "B.npy", "[HKV*DK]", NULL},
+        {"b-v", "B.npy", "[HKV*DV]", NULL},
+        {"w-o", "W.npy", "output projection [H*DV, d_model] (required with files)", NULL},
+        {"b-o", "B.npy", "[d_model]", NULL},
+        {"residual", NULL, "out = x + MHA(x)", NULL},
+        {"mask", "M.npy", "float32 additive or bool mask [B|1, H|1, Lq, Lk] (true keeps a key)", NULL},
+        {"key-lengths", "KL.npy", "int32 [B]: keys past each length are masked", NULL},
+        {"causal", "ALIGN", "top-left (PyTorch is_causal) or bottom-right (FlashAttention 2.1+)", NULL},
+        {"window", "L,R", "sliding window around the (aligned) query, -1 unbounded", NULL},
+        {"scale", "S", "logit scale (default 1/sqrt(DK))", NULL},
+        {"dtype", "TYPE", "storage of x, memory and out on the device: f32 (default), f16 or bf16", NULL},
+        {"impl", "IMPL", "attention implementation: fused, unfused or auto (default)", NULL},
+        {"out", "O.npy", "write the output [B, Lq, d_model] as float32 (also -o)", NULL},
+        {"check", NULL, "compare with the double-precision reference and print the largest error", NULL},
+        {"device", "SPEC", "device to run on (default: CLATTN_DEVICE, else the first GPU/accelerator/CPU)", NULL},
+    };
+    cli_command cmd = {CMD,
+                       "Run one multi-head attention layer, out = [x +] concat_h(softmax(Q K^T * scale + mask) V) "
+                       "W_O + b_O with Q = x W_Q + b_Q and K, V from x or the memory, on .npy files or random "
+                       "inputs.",
+                       "(--x X.npy [--memory M.npy] --w-o W.npy (--w-qkv W.npy | --w-q --w-k --w-v) | --random "
+                       "B,Lq,Lk,D) --heads H [options] [-o O.npy]",
+                       options, sizeof options / sizeof options[0]};
+    int rc = cli_parse(&cmd, argc, argv);
+    if (rc >= 0) return rc;
+
+    run_data r;
+    memset(&r, 0, sizeof r);
+    clattn_mha_desc desc;
+    clattn_mha_desc_init(&desc);
+    clattn_dtype dt = CLATTN_DTYPE_F32;
+    const char *s;
+    rc = CLI_OK;
+    desc.residual = cli_flag(&cmd, "residual");
+    if ((s = cli_value(&cmd, "dtype"))) rc = cli_parse_dtype(CMD, s, &dt);
+    if (rc == CLI_OK && (s = cli_value(&cmd, "causal"))) {
+        if (strcmp(s, "top-left") == 0)
+            desc.attention.causal = CLATTN_CAUSAL_TOP_LEFT;
+        else if (strcmp(s, "bottom-right") == 0)
+            desc.attention.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+        else
+            rc = cli_error(CMD, CLI_USAGE, "--causal %s: expected top-left or bottom-right", s);
+    }
+    if (rc == CLI_OK && (s = cli_value(&cmd, "impl"))) {
+        if (strcmp(s, "fused") == 0)
+            desc.attention.impl = CLATTN_IMPL_FUSED;
+        else if (strcmp(s, "unfused") == 0)
+            desc.attention.impl = CLATTN_IMPL_UNFUSED;
+        else if (strcmp(s, "auto") != 0)
+            rc = cli_error(CMD, CLI_USAGE, "--impl %s: expected fused, unfused or auto", s);
+    }
+    if (rc == CLI_OK && (s = cli_value(&cmd, "window")))
+        rc = cli_parse_window(CMD, s, &desc.attention.window_left, &desc.attention.window_right);
+    if (rc == CLI_OK && (s = cli_value(&cmd, "scale"))) {
+        char *end = NULL;
+        double v = strtod(s, &end);
+        if (end == s || *end || !isfinite(v))
+            rc = cli_error(CMD, CLI_USAGE, "--scale %s: expected a number", s);
+        else
+            desc.attention.scale = (float)v;
+    }
+    if (rc == CLI_OK) rc = prepare(&cmd, &r);
+    if (rc == CLI_OK && !cli_value(&cmd, "out") && !cli_flag(&cmd, "check") && !cli_value(&cmd, "random"))
+        rc = cli_error(CMD, CLI_USAGE, "nothing to do: give -o O.npy, --check, or both");
+    clattn_context *ctx = NULL;
+    if (rc == CLI_OK) rc = cli_open_context(CMD, cli_value(&cmd, "device"), false, &ctx);
+    if (rc == CLI_OK) rc = run_layer(ctx, &r, dt, &desc);
+    const clattn_mha_config *c = &r.cfg;
+    if (rc == CLI_OK && (s = cli_value(&cmd, "out"))) {
+        char err[512];
+        size_t shape[3] = {r.batch, r.q_len, c->d_model};
+        bool two_d = r.x_ndim == 2;
+        if (npy_write(s, NPY_F32, two_d ? 2 : 3, two_d ? shape + 1 : shape, r.out, err, sizeof err) != 0)
+            rc = cli_error(CMD, CLI_FAILED, "writing the output to %s: %s", s, err);
+    }
+    if (rc == CLI_OK) {
+        static const char *dts[] = {"f32", "f16", "bf16"};
+        printf("mha B=%zu Lq=%zu %s%zu d_model=%zu H=%zu Hkv=%zu DK=%zu DV=%zu %s done\n", r.batch, r.q_len,
+               r.memory ? "cross Lk=" : "self Lk=", r.memory ? r.mem_len : r.q_len, c->d_model, c->heads,
+               c->kv_heads, c->head_dim, c->v_head_dim, dts[dt]);
+        if (cli_flag(&cmd, "check")) {
+            double ref_max = 0.0;
+            double worst = check_against_reference(&r, &desc, &ref_max);
+            const size_t kv_len = r.memory ? r.mem_len : r.q_len;
+            double tol = (8.0 * (1.0 + (double)kv_len) +
+                          4.0 * (double)(c->d_model + c->kv_d_model + c->heads * c->v_head_dim)) *
+                             FLT_EPSILON * (ref_max > 1.0 ? ref_max : 1.0) +
+                         (dt == CLATTN_DTYPE_F16    ? 1.0 / 1024
+                          : dt == CLATTN_DTYPE_BF16 ? 1.0 / 128
+                                                    : 0.0) *
+                             ref_max;
+            printf("largest difference from the double-precision reference: %.3g (tolerance %.3g)\n", worst, tol);
+            if (!(worst <= tol))
+                rc = cli_error(CMD, CLI_FAILED, "the output differs from the reference by %.3g (tolerance %.3g)",
+                               worst, tol);
+        }
+    }
+    clattn_context_free(ctx);
+    free_run(&r);
+    return rc;
 }

@@ -1,0 +1,173 @@
+#!/usr/bin/python3
+"""`clattn run mha` against an independent NumPy implementation of a multi-head attention layer (projections,
+grouped-query heads, masks, key lengths, residual), plus its handling of bad inputs: each must give exit status 2 and
+leave no output file.
+Usage: cli_mha_test.py PATH/TO/clattn"""
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+clattn = sys.argv[1]
+work = tempfile.mkdtemp(prefix="clattn-cli-mha-")
+rng = np.random.default_rng(11)
+passed = failed = 0
+
+
+def mha(x, mem, wq, wk, wv, wo, heads, kv_heads, bq=None, bk=None, bv=None, bo=None, residual=False,
+        causal=None, mask=None, key_lengths=None, window=None):
+    """The layer in float64: x @ W (+ b) projections, attention per head, heads merged, output projection."""
+    x = x.astype(np.float64)
+    src = x if mem is None else mem.astype(np.float64)
+    b, lq, _ = x.shape
+    lk = src.shape[1]
+    q = x @ wq + (0 if bq is None else bq)
+    k = src @ wk + (0 if bk is None else bk)
+    v = src @ wv + (0 if bv is None else bv)
+    dk = wq.shape[1] // heads
+    dv = wv.shape[1] // kv_heads
+    q = q.reshape(b, lq, heads, dk).transpose(0, 2, 1, 3)
+    k = np.repeat(k.reshape(b, lk, kv_heads, dk).transpose(0, 2, 1, 3), heads // kv_heads, axis=1)
+    v = np.repeat(v.reshape(b, lk, kv_heads, dv).transpose(0, 2, 1, 3), heads // kv_heads, axis=1)
+    s = np.einsum("bhid,bhjd->bhij", q, k) / np.sqrt(dk)
+    allowed = np.ones((b, heads, lq, lk), dtype=bool)
+    i = np.arange(lq)[:, None]
+    j = np.arange(lk)[None, :]
+    shift = lk - lq if causal == "bottom-right" else 0
+    if causal:
+        allowed &= j <= i + shift
+    if window is not None:
+        left, right = window
+        if left >= 0:
+            allowed &= j >= i + shift - left
+        if right >= 0:
+            allowed &= j <= i + shift + right
+    if key_lengths is not None:
+        allowed &= np.arange(lk)[None, None, None, :] < key_lengths[:, None, None, None]
+    if mask is not None:
+        if mask.dtype == bool:
+            allowed &= np.broadcast_to(mask, allowed.shape)
+        else:
+            s = s + np.broadcast_to(mask.astype(np.float64), s.shape)
+    s = np.where(allowed, s, -np.inf)
+    m = s.max(axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    p = np.where(allowed, np.exp(s - m), 0.0)
+    denom = p.sum(axis=-1, keepdims=True)
+    w = np.divide(p, denom, out=np.zeros_like(p), where=denom > 0)
+    att = (w @ v).transpose(0, 2, 1, 3).reshape(b, lq, heads * dv)
+    out = att @ wo + (0 if bo is None else bo)
+    return out + x if residual else out
+
+
+def path(name):
+    return os.path.join(work, name)
+
+
+def save(name, a):
+    np.save(path(name), a)
+    return path(name)
+
+
+def run(*args):
+    return subprocess.run([clattn, "run", "mha", *args], capture_output=True, text=True)
+
+
+def check(what, ok, detail=""):
+    global passed, failed
+    if ok:
+        passed += 1
+        print("ok:", what)
+    else:
+        failed += 1
+        print("FAIL:", what, detail)
+
+
+def agree(what, args, expect, tol):
+    if os.path.exists(path("o.npy")):
+        os.remove(path("o.npy"))
+    r = run(*args, "-o", path("o.npy"))
+    if r.returncode != 0:
+        check(what, False, r.stderr)
+        return
+    got = np.load(path("o.npy"))
+    err = float(np.max(np.abs(got - expect))) if got.size else 0.0
+    check(what, got.shape == expect.shape and err <= tol, f"shape {got.shape} vs {expect.shape}, error {err}")
+
+
+def rejected(what, args):
+    if os.path.exists(path("o.npy")):
+        os.remove(path("o.npy"))
+    r = run(*args, "-o", path("o.npy"))
+    check(what, r.returncode == 2 and not os.path.exists(path("o.npy")) and "clattn run mha" in r.stderr,
+          f"status {r.returncode}, stderr {r.stderr!r}")
+
+
+def weights(d_in, d_out, rows=None):
+    return (rng.uniform(-1, 1, (rows or d_in, d_out)) / np.sqrt(rows or d_in)).astype(np.float32)
+
+
+# Self-attention, separate weights with biases, GQA, causal, residual.
+B, L, D, H, HKV, DK = 2, 7, 24, 4, 2, 6
+x = rng.uniform(-2, 2, (B, L, D)).astype(np.float32)
+wq, wk, wv, wo = weights(D, H * DK), weights(D, HKV * DK), weights(D, HKV * DK), weights(H * DK, D)
+bq, bk, bv, bo = (rng.uniform(-0.5, 0.5, n).astype(np.float32) for n in (H * DK, HKV * DK, HKV * DK, D))
+files = ["--x", save("x.npy", x), "--w-q", save("wq.npy", wq), "--w-k", save("wk.npy", wk), "--w-v",
+         save("wv.npy", wv), "--w-o", save("wo.npy", wo), "--b-q", save("bq.npy", bq), "--b-k", save("bk.npy", bk),
+         "--b-v", save("bv.npy", bv), "--b-o", save("bo.npy", bo), "--heads", str(H), "--kv-heads", str(HKV)]
+expect = mha(x, None, wq, wk, wv, wo, H, HKV, bq, bk, bv, bo, residual=True, causal="top-left")
+agree("self-attention, GQA, biases, causal, residual", files + ["--residual", "--causal", "top-left", "--check"],
+      expect, 2e-4)
+
+# The same weights packed, fp16 storage, a window.
+wqkv = np.concatenate([wq, wk, wv], axis=1)
+bqkv = np.concatenate([bq, bk, bv])
+packed = ["--x", path("x.npy"), "--w-qkv", save("wqkv.npy", wqkv), "--b-qkv", save("bqkv.npy", bqkv), "--w-o",
+          path("wo.npy"), "--heads", str(H), "--kv-heads", str(HKV)]
+x16 = x.astype(np.float16).astype(np.float32)
+expect = mha(x16, None, wq, wk, wv, wo, H, HKV, bq, bk, bv, window=(2, 1))
+agree("packed w_qkv, fp16, window", packed + ["--dtype", "f16", "--window", "2,1"], expect,
+      3e-3 * max(1.0, np.abs(expect).max()))
+
+# 2-D x (batch 1) with an additive mask [Lq, Lk].
+mask = np.where(rng.uniform(size=(L, L)) < 0.2, -np.inf, rng.uniform(-1, 1, (L, L))).astype(np.float32)
+expect = mha(x[:1], None, wq, wk, wv, wo, H, HKV, bq, bk, bv, bo, mask=mask)[0]
+agree("2-D x, additive mask", ["--x", save("x2.npy", x[0])] + files[2:] + ["--mask", save("mask.npy", mask)],
+      expect, 2e-4)
+
+# Cross-attention with a memory of another width, a bool mask and key lengths, bottom-right causal.
+M, DM = 9, 10
+mem = rng.uniform(-2, 2, (B, M, DM)).astype(np.float32)
+wk2, wv2 = weights(DM, HKV * DK), weights(DM, HKV * 5)
+wo2 = weights(H * 5, D)
+bmask = rng.uniform(size=(B, 1, L, M)) < 0.8
+kl = np.array([M, 4], dtype=np.int32)
+cross = ["--x", path("x.npy"), "--memory", save("mem.npy", mem), "--w-q", path("wq.npy"), "--w-k",
+         save("wk2.npy", wk2), "--w-v", save("wv2.npy", wv2), "--w-o", save("wo2.npy", wo2), "--heads", str(H),
+         "--kv-heads", str(HKV)]
+expect = mha(x, mem, wq, wk2, wv2, wo2, H, HKV, mask=bmask, key_lengths=kl, causal="bottom-right")
+agree("cross-attention, bool mask, key lengths, d_v != d_k",
+      cross + ["--mask", save("bmask.npy", bmask), "--key-lengths", save("kl.npy", kl), "--causal", "bottom-right",
+               "--check"], expect, 2e-4)
+
+# Random inputs checked against the reference inside the program.
+r = run("--random", "2,5,6,16", "--heads", "4", "--kv-heads", "1", "--packed", "--residual", "--check")
+check("--random with --check", r.returncode == 0 and "largest difference" in r.stdout, r.stdout + r.stderr)
+
+# Bad inputs: exit status 2 and no output file.
+rejected("no --w-o", files[:6] + files[8:10])
+rejected("w_q of the wrong shape", ["--x", path("x.npy"), "--w-q", path("wk.npy")] + files[4:])
+rejected("heads that do not divide the weights", files[:-4] + ["--heads", "5"])
+rejected("kv-heads not dividing heads", files[:-2] + ["--kv-heads", "3"])
+rejected("mask of the wrong shape", files + ["--mask", save("badmask.npy", np.zeros((L, L + 1), np.float32))])
+rejected("key length past Lk", files + ["--key-lengths", save("badkl.npy", np.array([L + 1, 1], np.int32))])
+rejected("memory of another batch", cross[:2] + ["--memory", save("mem1.npy", mem[:1])] + cross[4:])
+rejected("packed weights with a memory of another width", packed + ["--memory", path("mem.npy")])
+rejected("packed and separate weights", packed + ["--w-q", path("wq.npy")])
+rejected("x that is not an array", ["--x", save("text.npy", np.array(["a"]))] + files[2:])
+rejected("unknown dtype", files + ["--dtype", "f64"])
+
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
