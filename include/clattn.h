@@ -170,6 +170,17 @@ typedef enum clattn_log_level {
 
 typedef void (*clattn_log_fn)(void *user, clattn_log_level level, const char *message);
 
+/* Where a context's kernel programs come from (clattn_context_options.compile). */
+typedef enum clattn_compile_policy {
+    /* Compile from source (kept in memory and in the on-disk cache), except: a device that reports no compiler
+     * loads prebuilt binaries from the binary directory, and an accelerator (an FPGA, whose compiles take hours)
+     * uses a prebuilt binary from there when one exists. */
+    CLATTN_COMPILE_AUTO = 0,
+    /* Never compile: every program comes from the binary directory; a missing one is CLATTN_ERROR_NO_COMPILER,
+     * naming the file looked for. */
+    CLATTN_COMPILE_NEVER = 1,
+} clattn_compile_policy;
+
 typedef struct clattn_context_options {
     /* Device selection; NULL or "" uses CLATTN_DEVICE, then the default (first GPU, else accelerator, else CPU).
      * "gpu" | "cpu" | "accelerator" | "P:D" (platform and device index) | a substring of the device or platform
@@ -184,6 +195,13 @@ typedef struct clattn_context_options {
      * slices, at least one per launch): a GPU that also drives a display may end a kernel that runs too long.
      * 0 (the default) means no limit. CLATTN_MAX_LAUNCH_PAIRS in the environment overrides it. */
     uint64_t max_launch_pairs;
+    /* A directory of prebuilt program binaries, as `clattn kernels export --build` or `clattn kernels pack` write
+     * them (files named by the hash of each program's key, checked against the key before use). NULL: the
+     * CLATTN_BINARY_DIR environment variable, if set. */
+    const char *binary_dir;
+    /* CLATTN_COMPILE_AUTO (the default) or CLATTN_COMPILE_NEVER; with AUTO, CLATTN_COMPILE=0 in the environment
+     * means NEVER. */
+    clattn_compile_policy compile;
     /* Where a failed creation explains itself (there is no context to ask); may be NULL. */
     char *error_message;
     size_t error_message_size;
@@ -221,6 +239,7 @@ typedef struct clattn_cache_stats {
     uint64_t disk_writes;  /* programs written to the on-disk cache */
     uint64_t disk_rejects; /* on-disk entries found corrupt, stale or mismatched, and rebuilt */
     uint64_t builds;       /* programs compiled from source */
+    uint64_t binary_loads; /* programs loaded from the prebuilt binary directory */
 } clattn_cache_stats;
 
 CLATTN_API clattn_status clattn_context_cache_stats(const clattn_context *context, clattn_cache_stats *stats);

@@ -40,6 +40,8 @@ static clattn_status finish_setup(clattn_context *ctx, const clattn_context_opti
         ctx->extra_build_options = cla_strdup(extra);
         if (!ctx->extra_build_options) return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
     }
+    clattn_status st = cla_binaries_setup(ctx, o);
+    if (st != CLATTN_SUCCESS) return st;
     ctx->cache_dir = cla_disk_cache_dir(ctx);
     ctx->disk_cache_enabled = ctx->cache_dir != NULL;
     return CLATTN_SUCCESS;
@@ -173,11 +175,13 @@ clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id devi
 void clattn_context_free(clattn_context *ctx) {
     if (!ctx) return;
     cla_programs_release(ctx);
+    cla_program_record_end(ctx);
     if (ctx->queue) clReleaseCommandQueue(ctx->queue);
     if (ctx->cl_ctx) clReleaseContext(ctx->cl_ctx);
     free(ctx->cache_dir);
     free(ctx->kernel_dir);
     free(ctx->extra_build_options);
+    free(ctx->binary_dir);
     free(ctx->last_error);
     free(ctx);
 }

@@ -3,11 +3,12 @@
  * Entry layout (little-endian): "CLATTNPC", u32 format version, u32 key length, key bytes, u64 binary length,
  * u64 binary checksum, binary. An entry is trusted only if every field checks out and its key equals the key asked
  * for; anything else is deleted and rebuilt. Writes go to a temporary file that is renamed into place, so readers
- * never see half an entry. */
+ * never see half an entry. Prebuilt binaries (binaries.c) are files of the same format, read by the same code. */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,12 +91,8 @@ static uint64_t checksum(const unsigned char *data, size_t size) {
 
 char *cla_disk_cache_path(const clattn_context *ctx, const char *key) {
     if (!ctx->cache_dir) return NULL;
-    cla_hash h;
-    cla_hash_init(&h);
-    cla_hash_string(&h, key);
-    char name[48];
-    cla_hash_hex(&h, name);
-    strcat(name, ".bin");
+    char name[CLA_ENTRY_NAME_SIZE];
+    cla_entry_file_name(key, name);
     return join_path(ctx->cache_dir, name);
 }
 
@@ -116,23 +113,112 @@ static uint64_t get_u64(const unsigned char *p) {
     return v;
 }
 
-/* Reads a whole file of at most CACHE_MAX_ENTRY bytes; NULL if missing, unreadable or too big. */
-static unsigned char *read_file(const char *path, size_t *size) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    unsigned char *buf = NULL;
-    long len = -1;
-    if (fseek(f, 0, SEEK_END) == 0) len = ftell(f);
-    if (len >= 0 && (unsigned long)len <= CACHE_MAX_ENTRY && fseek(f, 0, SEEK_SET) == 0) {
-        buf = malloc((size_t)len + 1);
-        if (buf && fread(buf, 1, (size_t)len, f) != (size_t)len) {
-            free(buf);
-            buf = NULL;
-        }
+/* Reads a whole regular file of at most CACHE_MAX_ENTRY bytes. Returns NULL on success, or why not; *missing tells
+ * a file that does not exist from one that cannot be used. The file is opened without blocking and must be a
+ * regular file, so that a FIFO or a device planted under an entry's name cannot hang or flood the reader. */
+static const char *read_file(const char *path, unsigned char **data, size_t *size, bool *missing) {
+    *missing = false;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        *missing = errno == ENOENT || errno == ENOTDIR;
+        return "cannot be opened";
     }
-    fclose(f);
-    if (buf) *size = (size_t)len;
-    return buf;
+    struct stat st;
+    const char *problem = NULL;
+    unsigned char *buf = NULL;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        problem = "not a regular file";
+    else if (st.st_size < 0 || (uint64_t)st.st_size > CACHE_MAX_ENTRY)
+        problem = "larger than the 1 GiB any program binary could be";
+    else if ((buf = malloc((size_t)st.st_size + 1)) == NULL)
+        problem = "out of host memory reading it";
+    size_t len = problem ? 0 : (size_t)st.st_size, got = 0;
+    while (!problem && got < len) {
+        ssize_t n = read(fd, buf + got, len - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0)
+            problem = "cannot be read (or shrank while being read)";
+        else
+            got += (size_t)n;
+    }
+    close(fd);
+    if (problem) {
+        free(buf);
+        return problem;
+    }
+    *data = buf;
+    *size = len;
+    return NULL;
+}
+
+void cla_entry_file_name(const char *key, char name[CLA_ENTRY_NAME_SIZE]) {
+    cla_hash h;
+    cla_hash_init(&h);
+    cla_hash_string(&h, key);
+    cla_hash_hex(&h, name);
+    memcpy(name + 32, ".bin", 5);
+}
+
+const char *cla_entry_read(const char *path, const char *key, unsigned char **binary, size_t *size, bool *missing) {
+    size_t file_size = 0;
+    unsigned char *data = NULL;
+    const char *problem = read_file(path, &data, &file_size, missing);
+    if (problem) return problem;
+    const unsigned char *bin = NULL;
+    size_t bin_size = 0;
+    problem = cla_disk_cache_check_entry(data, file_size, key, &bin, &bin_size);
+    unsigned char *copy = NULL;
+    if (!problem && (copy = malloc(bin_size)) == NULL) problem = "out of host memory reading it";
+    if (!problem) {
+        memcpy(copy, bin, bin_size);
+        *binary = copy;
+        *size = bin_size;
+    }
+    free(data);
+    return problem;
+}
+
+int cla_entry_write(const char *path, const char *key, const unsigned char *binary, size_t size,
+                    const void *unique) {
+    size_t key_len = strlen(key);
+    if (size == 0 || key_len > UINT32_MAX) return EINVAL;
+    size_t header = 16 + key_len + 16;
+    unsigned char *head = malloc(header);
+    size_t tmp_len = strlen(path) + 64;
+    char *tmp = malloc(tmp_len);
+    int result = 0;
+    if (!head || !tmp) {
+        result = ENOMEM;
+        goto out;
+    }
+    memcpy(head, CACHE_MAGIC, 8);
+    put_u32(head + 8, CACHE_FORMAT_VERSION);
+    put_u32(head + 12, (uint32_t)key_len);
+    memcpy(head + 16, key, key_len);
+    put_u64(head + 16 + key_len, size);
+    put_u64(head + 24 + key_len, checksum(binary, size));
+    /* The process id and the caller's address make the name unique between writers of one file. */
+    snprintf(tmp, tmp_len, "%s.%ld.%lx.tmp", path, (long)getpid(), (unsigned long)(uintptr_t)unique);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        result = errno ? errno : EIO;
+        goto out;
+    }
+    bool ok = fwrite(head, 1, header, f) == header && fwrite(binary, 1, size, f) == size;
+    if (!ok) result = errno ? errno : EIO;
+    if (fclose(f) != 0 && ok) {
+        ok = false;
+        result = errno ? errno : EIO;
+    }
+    if (ok && rename(tmp, path) != 0) {
+        ok = false;
+        result = errno ? errno : EIO;
+    }
+    if (!ok) remove(tmp);
+out:
+    free(head);
+    free(tmp);
+    return result;
 }
 
 const char *cla_disk_cache_check_entry(const unsigned char *data, size_t size, const char *key,
@@ -159,67 +245,26 @@ bool cla_disk_cache_read(clattn_context *ctx, const char *key, unsigned char **b
     if (!ctx->disk_cache_enabled) return false;
     char *path = cla_disk_cache_path(ctx, key);
     if (!path) return false;
-    size_t file_size = 0;
-    unsigned char *data = read_file(path, &file_size);
-    if (!data) {
-        free(path);
-        return false;
-    }
-    const unsigned char *bin = NULL;
-    size_t bin_size = 0;
-    const char *problem = cla_disk_cache_check_entry(data, file_size, key, &bin, &bin_size);
-    if (problem) {
+    bool missing = false;
+    const char *problem = cla_entry_read(path, key, binary, size, &missing);
+    if (problem && !missing) {
         cla_log(ctx, CLATTN_LOG_WARNING, "discarding program cache entry %s: %s; rebuilding from source", path,
                 problem);
         ctx->stats.disk_rejects++;
         remove(path);
-        free(data);
-        free(path);
-        return false;
     }
-    unsigned char *copy = malloc(bin_size);
-    if (copy) memcpy(copy, bin, bin_size);
-    free(data);
     free(path);
-    if (!copy) return false;
-    *binary = copy;
-    *size = bin_size;
-    return true;
+    return problem == NULL;
 }
 
 void cla_disk_cache_write(clattn_context *ctx, const char *key, const unsigned char *binary, size_t size) {
     if (!ctx->disk_cache_enabled || size == 0) return;
     char *path = cla_disk_cache_path(ctx, key);
     if (!path) return;
-    size_t key_len = strlen(key);
-    size_t header = 16 + key_len + 16;
-    unsigned char *head = malloc(header);
-    size_t tmp_len = strlen(path) + 64;
-    char *tmp = malloc(tmp_len);
-    if (!head || !tmp) goto out;
-    memcpy(head, CACHE_MAGIC, 8);
-    put_u32(head + 8, CACHE_FORMAT_VERSION);
-    put_u32(head + 12, (uint32_t)key_len);
-    memcpy(head + 16, key, key_len);
-    put_u64(head + 16 + key_len, size);
-    put_u64(head + 24 + key_len, checksum(binary, size));
-    /* The address of the context makes the name unique between contexts of one process too. */
-    snprintf(tmp, tmp_len, "%s.%ld.%lx.tmp", path, (long)getpid(), (unsigned long)(uintptr_t)ctx);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        cla_log(ctx, CLATTN_LOG_WARNING, "cannot write program cache entry %s: %s", tmp, strerror(errno));
-        goto out;
-    }
-    bool ok = fwrite(head, 1, header, f) == header && fwrite(binary, 1, size, f) == size;
-    ok = (fclose(f) == 0) && ok;
-    if (ok && rename(tmp, path) == 0) {
+    int err = cla_entry_write(path, key, binary, size, ctx);
+    if (err == 0)
         ctx->stats.disk_writes++;
-    } else {
-        cla_log(ctx, CLATTN_LOG_WARNING, "cannot write program cache entry %s: %s", path, strerror(errno));
-        remove(tmp);
-    }
-out:
-    free(head);
-    free(tmp);
+    else
+        cla_log(ctx, CLATTN_LOG_WARNING, "cannot write program cache entry %s: %s", path, strerror(err));
     free(path);
 }

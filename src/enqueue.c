@@ -79,6 +79,10 @@ clattn_status cla_chain_kernel_at(clattn_context *ctx, cla_chain *c, cl_kernel k
 }
 
 clattn_status cla_set_args(clattn_context *ctx, cl_kernel k, const char *what, cl_uint count, ...) {
+    if (!k)
+        return cla_fail(ctx, ctx->recording ? CLATTN_ERROR_UNSUPPORTED : CLATTN_ERROR_INTERNAL,
+                        "kernel %s was not built (%s)", what,
+                        ctx->recording ? "programs are being recorded, not built or run" : "a bug in clattn");
     va_list ap;
     va_start(ap, count);
     clattn_status st = CLATTN_SUCCESS;
@@ -105,6 +109,8 @@ void cla_fault_inject(clattn_context *ctx, long n) {
 }
 
 bool cla_fault_due(clattn_context *ctx) {
+    /* While programs are being recorded (clattn kernels export), nothing may reach the device. */
+    if (ctx && ctx->recording) return true;
     return ctx && ctx->fault_countdown > 0 && --ctx->fault_countdown == 0;
 }
 

@@ -54,6 +54,11 @@ struct clattn_context {
     char *cache_dir;           /* NULL when disabled or unusable */
     char *kernel_dir;          /* CLATTN_KERNEL_DIR: load sources from here instead of the embedded copies */
     char *extra_build_options; /* CLATTN_BUILD_OPTIONS, appended to every build */
+    char *binary_dir;          /* prebuilt binaries (options.binary_dir or CLATTN_BINARY_DIR); NULL: none */
+    int compile_policy;        /* clattn_compile_policy, after CLATTN_COMPILE */
+    bool recording;            /* cla_program_record_begin: note programs, build and run nothing */
+    struct cla_recorded_program *recorded;
+    size_t recorded_count;
     clattn_cache_stats stats;
     clattn_memory_stats memory;
     long live_temps;      /* temporaries created by cla_temp_buffer and not yet released */
@@ -119,6 +124,38 @@ clattn_status cla_kernel_get(clattn_context *ctx, const char *source_name, const
 void cla_programs_release(clattn_context *ctx);
 /* The disk-cache key of a program (malloc'd), or NULL if its source cannot be loaded. */
 char *cla_program_cache_key(clattn_context *ctx, const char *source_name, const char *options);
+/* The complete build options of a program (base, the operation's, CLATTN_BUILD_OPTIONS), malloc'd. */
+char *cla_program_full_options(const clattn_context *ctx, const char *options);
+/* The device binary of a program for this context's device, built (or found) as cla_program_get would; *binary is
+ * malloc'd. Used by `clattn kernels export --build`. */
+clattn_status cla_program_binary(clattn_context *ctx, const char *source_name, const char *options,
+                                 unsigned char **binary, size_t *size);
+
+/* Recording (`clattn kernels export`): while on, cla_program_get notes each program an operation asks for and
+ * builds nothing, cla_kernel_get hands back NULL kernels, and every device operation fails (cla_fault_due), so
+ * that driving an operation lists exactly the programs it would build, without running anything. */
+typedef struct cla_recorded_program {
+    char *source_name;
+    char *options;
+} cla_recorded_program;
+void cla_program_record_begin(clattn_context *ctx);
+/* The programs recorded so far, in the order first asked for; valid until cla_program_record_end. */
+const cla_recorded_program *cla_program_recorded(const clattn_context *ctx, size_t *count);
+void cla_program_record_end(clattn_context *ctx);
+
+/* ---- prebuilt binaries (binaries.c) ---- */
+
+/* Reads the binary directory and the compile policy from the options and the environment. */
+clattn_status cla_binaries_setup(clattn_context *ctx, const clattn_context_options *options);
+/* Whether programs must come from prebuilt binaries (no compiler, or compilation turned off). */
+bool cla_binaries_required(const clattn_context *ctx);
+/* Loads the prebuilt binary of a program. When it is absent: CLATTN_ERROR_NO_COMPILER if binaries are required
+ * (the message names the file, the program and how to make it), else a miss (*program NULL, CLATTN_SUCCESS). A file
+ * that does not check out or that the driver rejects: CLATTN_ERROR_INVALID_BINARY with the reason. */
+clattn_status cla_binary_load(clattn_context *ctx, const char *source_name, const char *full_options,
+                              const char *key, cl_program *program);
+/* The path of the binary file for `key` in `dir` (malloc'd). */
+char *cla_binary_path(const char *dir, const char *key);
 
 /* ---- disk cache (disk_cache.c) ---- */
 
@@ -136,6 +173,17 @@ const char *cla_disk_cache_check_entry(const unsigned char *data, size_t size, c
                                        const unsigned char **binary, size_t *binary_size);
 /* The path of the cache file that holds `key` (malloc'd), for tests and diagnostics. */
 char *cla_disk_cache_path(const clattn_context *ctx, const char *key);
+
+/* Entry files: the format of disk-cache entries, shared by prebuilt binaries (binaries.c). A file is named by the
+ * hash of its key: "<32 hex digits>.bin". */
+#define CLA_ENTRY_NAME_SIZE 37
+void cla_entry_file_name(const char *key, char name[CLA_ENTRY_NAME_SIZE]);
+/* Reads the entry file at `path` and checks it against `key` (cla_disk_cache_check_entry). Returns NULL and a
+ * malloc'd copy of the binary, or why the file cannot be used; *missing is true when the file does not exist. */
+const char *cla_entry_read(const char *path, const char *key, unsigned char **binary, size_t *size, bool *missing);
+/* Writes an entry file atomically (a temporary file renamed into place). `unique` (any address) keeps concurrent
+ * writers' temporary names apart. Returns 0 or an errno value. */
+int cla_entry_write(const char *path, const char *key, const unsigned char *binary, size_t size, const void *unique);
 
 /* ---- device temporaries and fault injection (enqueue.c) ---- */
 

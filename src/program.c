@@ -1,5 +1,6 @@
-/* Kernel programs: build options, the per-context memory cache, the disk cache, and builds from source with their
- * logs turned into readable errors. */
+/* Kernel programs: build options, the per-context memory cache, the disk cache, prebuilt binaries (binaries.c),
+ * builds from source with their logs turned into readable errors, and the recording of the programs an operation
+ * needs (for `clattn kernels export`). */
 #include "internal.h"
 
 #include <stdio.h>
@@ -161,6 +162,52 @@ static clattn_status remember(clattn_context *ctx, const char *source_name, cons
     return CLATTN_SUCCESS;
 }
 
+char *cla_program_full_options(const clattn_context *ctx, const char *options) {
+    return concat_options(ctx, options ? options : "");
+}
+
+void cla_program_record_begin(clattn_context *ctx) {
+    cla_program_record_end(ctx);
+    ctx->recording = true;
+}
+
+const cla_recorded_program *cla_program_recorded(const clattn_context *ctx, size_t *count) {
+    *count = ctx->recorded_count;
+    return ctx->recorded;
+}
+
+void cla_program_record_end(clattn_context *ctx) {
+    for (size_t i = 0; i < ctx->recorded_count; ++i) {
+        free(ctx->recorded[i].source_name);
+        free(ctx->recorded[i].options);
+    }
+    free(ctx->recorded);
+    ctx->recorded = NULL;
+    ctx->recorded_count = 0;
+    ctx->recording = false;
+}
+
+/* Notes a program once; the list keeps the order in which operations first asked for them. */
+static clattn_status record(clattn_context *ctx, const char *source_name, const char *options) {
+    for (size_t i = 0; i < ctx->recorded_count; ++i)
+        if (strcmp(ctx->recorded[i].source_name, source_name) == 0 &&
+            strcmp(ctx->recorded[i].options, options) == 0)
+            return CLATTN_SUCCESS;
+    cla_recorded_program *grown = realloc(ctx->recorded, (ctx->recorded_count + 1) * sizeof *grown);
+    if (!grown) return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "out of host memory recording programs");
+    ctx->recorded = grown;
+    cla_recorded_program *r = &grown[ctx->recorded_count];
+    r->source_name = cla_strdup(source_name);
+    r->options = cla_strdup(options);
+    if (!r->source_name || !r->options) {
+        free(r->source_name);
+        free(r->options);
+        return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "out of host memory recording programs");
+    }
+    ctx->recorded_count++;
+    return CLATTN_SUCCESS;
+}
+
 char *cla_program_cache_key(clattn_context *ctx, const char *source_name, const char *options) {
     char *source = NULL;
     size_t source_len = 0;
@@ -181,6 +228,10 @@ clattn_status cla_program_get(clattn_context *ctx, const char *source_name, cons
         *program = hit->program;
         return CLATTN_SUCCESS;
     }
+    if (ctx->recording) {
+        *program = NULL;
+        return record(ctx, source_name, options);
+    }
     char *source = NULL;
     size_t source_len = 0;
     clattn_status st = cla_source_load(ctx, source_name, &source, &source_len);
@@ -193,16 +244,23 @@ clattn_status cla_program_get(clattn_context *ctx, const char *source_name, cons
         return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "out of host memory building kernel '%s'",
                         source_name);
     }
-    cl_program prog = load_cached(ctx, key, full);
-    if (prog) {
-        ctx->stats.disk_hits++;
-    } else {
-        st = build_from_source(ctx, source_name, source, source_len, full, &prog);
-        if (st == CLATTN_SUCCESS) {
-            size_t bin_size = 0;
-            unsigned char *bin = program_binary(ctx, prog, &bin_size);
-            if (bin) cla_disk_cache_write(ctx, key, bin, bin_size);
-            free(bin);
+    /* Devices that cannot compile take their programs from the binary directory only; an accelerator that can
+     * compile still prefers a binary from there (its compiles take hours), then the cache, then the source. */
+    cl_program prog = NULL;
+    bool required = cla_binaries_required(ctx);
+    if (required || (ctx->info.type == CLATTN_DEVICE_TYPE_ACCELERATOR && ctx->binary_dir))
+        st = cla_binary_load(ctx, source_name, full, key, &prog);
+    if (st == CLATTN_SUCCESS && !prog && !required) {
+        if ((prog = load_cached(ctx, key, full)) != NULL) {
+            ctx->stats.disk_hits++;
+        } else {
+            st = build_from_source(ctx, source_name, source, source_len, full, &prog);
+            if (st == CLATTN_SUCCESS) {
+                size_t bin_size = 0;
+                unsigned char *bin = program_binary(ctx, prog, &bin_size);
+                if (bin) cla_disk_cache_write(ctx, key, bin, bin_size);
+                free(bin);
+            }
         }
     }
     free(source);
@@ -223,6 +281,10 @@ clattn_status cla_kernel_get(clattn_context *ctx, const char *source_name, const
     cl_program program = NULL;
     clattn_status st = cla_program_get(ctx, source_name, options, &program);
     if (st != CLATTN_SUCCESS) return st;
+    if (ctx->recording) {
+        *kernel = NULL; /* nothing is built, and nothing runs: every device operation fails while recording */
+        return CLATTN_SUCCESS;
+    }
     cla_program_entry *e = find_program(ctx, source_name, options ? options : "");
     for (size_t i = 0; i < e->kernel_count; ++i)
         if (strcmp(e->kernels[i].name, kernel_name) == 0) {
@@ -267,4 +329,18 @@ void cla_programs_release(clattn_context *ctx) {
     free(ctx->programs);
     ctx->programs = NULL;
     ctx->program_count = ctx->program_capacity = 0;
+}
+
+clattn_status cla_program_binary(clattn_context *ctx, const char *source_name, const char *options,
+                                 unsigned char **binary, size_t *size) {
+    cl_program program = NULL;
+    clattn_status st = cla_program_get(ctx, source_name, options, &program);
+    if (st != CLATTN_SUCCESS) return st;
+    if (!program) return cla_fail(ctx, CLATTN_ERROR_INTERNAL, "no program while recording");
+    *binary = program_binary(ctx, program, size);
+    if (!*binary)
+        return cla_fail(ctx, CLATTN_ERROR_UNSUPPORTED,
+                        "the driver of '%s' gives no binary for program kernels_cl/%s.cl (CL_PROGRAM_BINARIES)",
+                        ctx->info.name, source_name);
+    return CLATTN_SUCCESS;
 }

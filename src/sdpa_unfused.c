@@ -236,11 +236,17 @@ static clattn_status enqueue_gemm(clattn_context *ctx, cla_chain *chain, unfused
                                         sb, 0.0f, g->c, w->c_off[first], g->ldc, sc, batch, &chain->queue, &e);
         if (s != CLBlastSuccess) {
             if (e) clReleaseEvent(e);
-            st = cla_fail(ctx, CLATTN_ERROR_CLBLAST,
+            /* CLBlast keeps its tuned work-group shapes even where the device allows fewer work-items or less
+             * local memory; that is a device limit, which the fused implementation does not hit. */
+            bool limit = s == (CLBlastStatusCode)CL_INVALID_WORK_GROUP_SIZE || s == CLBlastInvalidLocalMemUsage;
+            st = cla_fail(ctx, limit ? CLATTN_ERROR_DEVICE_LIMIT : CLATTN_ERROR_CLBLAST,
                           "unfused attention: CLBlastSgemmStridedBatched for %s (m %zu, n %zu, k %zu, lda %zu, ldb "
-                          "%zu, ldc %zu, batch %zu) on '%s' failed with CLBlast status %d %s",
+                          "%zu, ldc %zu, batch %zu) on '%s' failed with CLBlast status %d %s%s",
                           g->what, g->m, g->n, g->k, g->lda, g->ldb, g->ldc, batch, ctx->info.name, (int)s,
-                          cla_blas_status_name(s));
+                          cla_blas_status_name(s),
+                          limit ? " (CLBlast's GEMM parameters exceed the device's work-group or local-memory "
+                                  "limits; use CLATTN_IMPL_FUSED, which adapts to them)"
+                                : "");
             break;
         }
         if (e)

@@ -14,6 +14,7 @@ static const subcommand commands[] = {
     {"devices", cmd_devices, "list OpenCL platforms and devices with their capabilities"},
     {"run", cmd_run, "run one operation on .npy files or random inputs (run sdpa)"},
     {"bench", cmd_bench, "time an operation on the device: ms, GFLOP/s, GB/s, memory (bench sdpa)"},
+    {"kernels", cmd_kernels, "export the kernel programs a configuration needs; pack offline-compiled binaries"},
 };
 
 static void print_usage(FILE *out) {
@@ -24,7 +25,8 @@ static void print_usage(FILE *out) {
     fprintf(out, "\n'clattn <command> --help' describes a command's options.\n"
                  "Environment: CLATTN_DEVICE selects the device (gpu, cpu, accelerator, P:D or part of a name);\n"
                  "CLATTN_CACHE=0 turns the on-disk program cache off, CLATTN_CACHE_DIR moves it;\n"
-                 "CLATTN_KERNEL_DIR loads kernel sources from a directory instead of the built-in copies.\n");
+                 "CLATTN_KERNEL_DIR loads kernel sources from a directory instead of the built-in copies;\n"
+                 "CLATTN_BINARY_DIR names prebuilt program binaries, CLATTN_COMPILE=0 requires them.\n");
 }
 
 int main(int argc, char **argv) {
