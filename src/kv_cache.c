@@ -63,6 +63,17 @@ void clattn_kv_cache_reset(clattn_kv_cache *cache) {
     if (cache) cache->length = 0;
 }
 
+clattn_status clattn_kv_cache_truncate(clattn_kv_cache *cache, size_t length) {
+    if (!cache) return CLATTN_ERROR_NULL_POINTER;
+    if (length > cache->length)
+        return cla_fail(cache->ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "clattn_kv_cache_truncate: length %zu is past the %zu cached tokens; a cache only shrinks "
+                        "this way (clattn_mha appends)",
+                        length, cache->length);
+    cache->length = length;
+    return CLATTN_SUCCESS;
+}
+
 size_t clattn_kv_cache_length(const clattn_kv_cache *cache) {
     return cache ? cache->length : 0;
 }

@@ -644,6 +644,28 @@ static void decode_matches_full_call(void **state) {
                 free(got);
                 seq_release(&out);
             }
+            /* Rolling back to a prefix and decoding the rest again gives the same rows: the kept tokens stay. */
+            assert_status(clattn_kv_cache_truncate(cache, T + 1), CLATTN_ERROR_INVALID_ARGUMENT);
+            assert_int_equal(clattn_kv_cache_length(cache), T);
+            const size_t keep = 5;
+            assert_status(clattn_kv_cache_truncate(cache, keep), CLATTN_SUCCESS);
+            assert_int_equal(clattn_kv_cache_length(cache), keep);
+            {
+                clattn_tensor xs = rows_view(&dx, keep, T - keep);
+                dev_seq out = seq_make(CLATTN_DTYPE_F32, B, T - keep, D, 2, NULL);
+                run_ok(l.dev, &desc, &xs, NULL, &out.t);
+                assert_int_equal(clattn_kv_cache_length(cache), T);
+                const size_t n = T - keep;
+                float *got = malloc(B * n * D * sizeof *got);
+                assert_true(seq_read(&out, got));
+                double *sel = malloc(B * n * D * sizeof *sel);
+                for (size_t b = 0; b < B; ++b)
+                    for (size_t r = 0; r < n * D; ++r) sel[b * n * D + r] = want[(b * T + keep) * D + r];
+                expect_close("after truncate", got, sel, B * n * D, rel, CLATTN_DTYPE_F32, "decode after rollback");
+                free(sel);
+                free(got);
+                seq_release(&out);
+            }
             /* The cache's views hold the keys and values of the whole sequence. */
             clattn_tensor kt, vt;
             assert_status(clattn_kv_cache_tensors(cache, &kt, &vt), CLATTN_SUCCESS);
