@@ -72,18 +72,6 @@ static clattn_status missing(clattn_context *ctx, const char *source_name, const
                     ctx->info.name, no_compile_reason(ctx), source_name, full_options, path, ctx->binary_dir);
 }
 
-static char *build_log(const clattn_context *ctx, cl_program program) {
-    size_t size = 0;
-    if (clGetProgramBuildInfo(program, ctx->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &size) != CL_SUCCESS ||
-        size > (64u << 20))
-        return NULL;
-    char *log = malloc(size + 1);
-    if (!log) return NULL;
-    if (clGetProgramBuildInfo(program, ctx->device, CL_PROGRAM_BUILD_LOG, size, log, NULL) != CL_SUCCESS) size = 0;
-    log[size] = '\0';
-    return log;
-}
-
 clattn_status cla_binary_load(clattn_context *ctx, const char *source_name, const char *full_options,
                               const char *key, cl_program *program) {
     *program = NULL;
@@ -117,7 +105,7 @@ clattn_status cla_binary_load(clattn_context *ctx, const char *source_name, cons
             *program = prog;
             ctx->stats.binary_loads++;
         } else {
-            char *log = prog ? build_log(ctx, prog) : NULL;
+            char *log = prog ? cla_build_log(ctx, prog) : NULL;
             if (prog) clReleaseProgram(prog);
             st = cla_fail(ctx, CLATTN_ERROR_INVALID_BINARY,
                           "the driver rejected prebuilt binary %s (program kernels_cl/%s.cl, options '%s') on "

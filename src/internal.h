@@ -122,6 +122,8 @@ clattn_status cla_program_get(clattn_context *ctx, const char *source_name, cons
 clattn_status cla_kernel_get(clattn_context *ctx, const char *source_name, const char *options,
                              const char *kernel_name, cl_kernel *kernel);
 void cla_programs_release(clattn_context *ctx);
+/* The device's build log of a program (malloc'd), or NULL if there is none or it cannot be read. */
+char *cla_build_log(const clattn_context *ctx, cl_program program);
 /* The disk-cache key of a program (malloc'd), or NULL if its source cannot be loaded. */
 char *cla_program_cache_key(clattn_context *ctx, const char *source_name, const char *options);
 /* The complete build options of a program (base, the operation's, CLATTN_BUILD_OPTIONS), malloc'd. */

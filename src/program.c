@@ -57,9 +57,11 @@ static char *make_key(const clattn_context *ctx, const char *source_name, const 
     return key;
 }
 
-static char *build_log(const clattn_context *ctx, cl_program program) {
+char *cla_build_log(const clattn_context *ctx, cl_program program) {
     size_t size = 0;
-    if (clGetProgramBuildInfo(program, ctx->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &size) != CL_SUCCESS)
+    /* The size bound keeps a driver's runaway log (or a hostile binary's) from taking the host's memory. */
+    if (clGetProgramBuildInfo(program, ctx->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &size) != CL_SUCCESS ||
+        size > (64u << 20))
         return NULL;
     char *log = malloc(size + 1);
     if (!log) return NULL;
@@ -124,7 +126,7 @@ static clattn_status build_from_source(clattn_context *ctx, const char *source_n
     err = clBuildProgram(program, 1, &ctx->device, options, NULL, NULL);
     ctx->stats.builds++;
     if (err != CL_SUCCESS) {
-        char *log = build_log(ctx, program);
+        char *log = cla_build_log(ctx, program);
         clReleaseProgram(program);
         clattn_status st =
             err == CL_BUILD_PROGRAM_FAILURE || err == CL_INVALID_BUILD_OPTIONS ? CLATTN_ERROR_BUILD_FAILED : err;

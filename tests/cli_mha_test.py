@@ -10,6 +10,8 @@ import tempfile
 
 import numpy as np
 
+from numpy_attention import attention
+
 clattn = sys.argv[1]
 work = tempfile.mkdtemp(prefix="clattn-cli-mha-")
 rng = np.random.default_rng(11)
@@ -29,35 +31,10 @@ def mha(x, mem, wq, wk, wv, wo, heads, kv_heads, bq=None, bk=None, bv=None, bo=N
     dk = wq.shape[1] // heads
     dv = wv.shape[1] // kv_heads
     q = q.reshape(b, lq, heads, dk).transpose(0, 2, 1, 3)
-    k = np.repeat(k.reshape(b, lk, kv_heads, dk).transpose(0, 2, 1, 3), heads // kv_heads, axis=1)
-    v = np.repeat(v.reshape(b, lk, kv_heads, dv).transpose(0, 2, 1, 3), heads // kv_heads, axis=1)
-    s = np.einsum("bhid,bhjd->bhij", q, k) / np.sqrt(dk)
-    allowed = np.ones((b, heads, lq, lk), dtype=bool)
-    i = np.arange(lq)[:, None]
-    j = np.arange(lk)[None, :]
-    shift = lk - lq if causal == "bottom-right" else 0
-    if causal:
-        allowed &= j <= i + shift
-    if window is not None:
-        left, right = window
-        if left >= 0:
-            allowed &= j >= i + shift - left
-        if right >= 0:
-            allowed &= j <= i + shift + right
-    if key_lengths is not None:
-        allowed &= np.arange(lk)[None, None, None, :] < key_lengths[:, None, None, None]
-    if mask is not None:
-        if mask.dtype == bool:
-            allowed &= np.broadcast_to(mask, allowed.shape)
-        else:
-            s = s + np.broadcast_to(mask.astype(np.float64), s.shape)
-    s = np.where(allowed, s, -np.inf)
-    m = s.max(axis=-1, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    p = np.where(allowed, np.exp(s - m), 0.0)
-    denom = p.sum(axis=-1, keepdims=True)
-    w = np.divide(p, denom, out=np.zeros_like(p), where=denom > 0)
-    att = (w @ v).transpose(0, 2, 1, 3).reshape(b, lq, heads * dv)
+    k = k.reshape(b, lk, kv_heads, dk).transpose(0, 2, 1, 3)
+    v = v.reshape(b, lk, kv_heads, dv).transpose(0, 2, 1, 3)
+    o, _, _ = attention(q, k, v, causal=causal, mask=mask, key_lengths=key_lengths, window=window)
+    att = o.transpose(0, 2, 1, 3).reshape(b, lq, heads * dv)
     out = att @ wo + (0 if bo is None else bo)
     return out + x if residual else out
 
