@@ -14,6 +14,7 @@ static const subcommand commands[] = {
     {"devices", cmd_devices, "list OpenCL platforms and devices with their capabilities"},
     {"run", cmd_run, "run one operation on .npy files or random inputs (run sdpa)"},
     {"bench", cmd_bench, "time an operation on the device: ms, GFLOP/s, GB/s, memory (bench sdpa)"},
+    {"tune", cmd_tune, "find the fastest kernel parameters for this device and store them (tune --show)"},
 };
 
 static void print_usage(FILE *out) {
