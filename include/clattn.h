@@ -529,6 +529,60 @@ CLATTN_API clattn_status clattn_seq2seq_attention(clattn_context *context, const
                                                   cl_uint num_wait_events, const cl_event *wait_list,
                                                   cl_event *event);
 
+/* ----------------------------------------------------------------------------------------------------------------
+ */
+/* Tuning
+ *
+ * Kernel parameters (tile sizes, work-group shape, the CPU or GPU kernel variant) come from a per-device tuning
+ * database that `clattn tune` writes: one JSON file per device in $CLATTN_TUNING_DIR, else
+ * $XDG_DATA_HOME/clattn/tuning/, else ~/.local/share/clattn/tuning/. It is read when a context is created
+ * (CLATTN_TUNING=off skips it). Entries are keyed by platform, device, driver version and the hash of the kernel
+ * source they were tuned with (a stale entry is ignored, with a message in the log), and by problem class: head
+ * dim, dtype, mask kind and causal flag, a sequence-length bucket, prefill or decode. Lookup falls back from the
+ * exact class to the nearest sequence-length bucket, then the device's defaults, then built-in defaults for the
+ * device type. */
+
+/* Where the parameters of an operation come from, most specific last. */
+typedef enum clattn_tuning_source {
+    CLATTN_TUNING_BUILTIN = 0,        /* built-in defaults for the device type */
+    CLATTN_TUNING_DEVICE_DEFAULT = 1, /* the database's defaults for this device */
+    CLATTN_TUNING_NEAREST = 2,        /* the database entry of the nearest sequence-length bucket */
+    CLATTN_TUNING_EXACT = 3,          /* the database entry of this problem class */
+    CLATTN_TUNING_OVERRIDE = 4,       /* CLATTN_FUSED_PARAMS in the environment (kernel development, tests) */
+} clattn_tuning_source;
+
+/* One problem to look up. Initialise with clattn_tuning_query_init(). */
+typedef struct clattn_tuning_query {
+    const char *operation; /* "sdpa_fused" (the default): the fused attention kernels */
+    size_t head_dim;       /* default 64 */
+    size_t v_head_dim;     /* 0 (the default) means head_dim */
+    clattn_dtype dtype;    /* storage type, default F32 */
+    int mask;              /* 0 none (default), 1 additive, 2 boolean */
+    clattn_causal causal;  /* default CLATTN_CAUSAL_NONE */
+    size_t q_len, kv_len;  /* default 1024 and 1024; a q_len below 8 is a decode step */
+    size_t batch, heads;   /* default 1 and 8 */
+} clattn_tuning_query;
+
+typedef struct clattn_tuning_choice {
+    clattn_tuning_source source;
+    char params[256];     /* the parameters, "variant=cpu,rows=24,block_n=48,wg=1,local=0,splits=0" */
+    char query_class[96]; /* the problem class of the query, "prefill:d64:L1024:f32" */
+    char entry_class[96]; /* the class of the database entry used ("" for built-in and override) */
+    char database[1024];  /* the database file read for this context ("" if none was found) */
+    double tuned_ms;      /* the time the tuner measured for the entry (0 if unknown) */
+    double default_ms;    /* the time it measured for the built-in default (0 if unknown) */
+} clattn_tuning_choice;
+
+CLATTN_API void clattn_tuning_query_init(clattn_tuning_query *query);
+
+/* Which parameters, from which entry, an operation will use on this context for a problem. Returns
+ * CLATTN_ERROR_INVALID_ARGUMENT (with a message) for an unknown operation. */
+CLATTN_API clattn_status clattn_tuning_lookup(clattn_context *context, const clattn_tuning_query *query,
+                                              clattn_tuning_choice *choice);
+
+/* A short name of a tuning source: "builtin", "device-default", "nearest", "exact", "override". */
+CLATTN_API const char *clattn_tuning_source_name(clattn_tuning_source source);
+
 #ifdef __cplusplus
 }
 #endif

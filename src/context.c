@@ -1,5 +1,6 @@
 /* Contexts: creation on a selected device or from the caller's OpenCL objects, accessors, and teardown. */
 #include "internal.h"
+#include "tuning.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -44,6 +45,7 @@ static clattn_status finish_setup(clattn_context *ctx, const clattn_context_opti
     if (st != CLATTN_SUCCESS) return st;
     ctx->cache_dir = cla_disk_cache_dir(ctx);
     ctx->disk_cache_enabled = ctx->cache_dir != NULL;
+    cla_tuning_load(ctx); /* never fails: a missing or bad database means built-in defaults */
     return CLATTN_SUCCESS;
 }
 
@@ -176,6 +178,7 @@ void clattn_context_free(clattn_context *ctx) {
     if (!ctx) return;
     cla_programs_release(ctx);
     cla_program_record_end(ctx);
+    cla_tuning_free(ctx);
     if (ctx->queue) clReleaseCommandQueue(ctx->queue);
     if (ctx->cl_ctx) clReleaseContext(ctx->cl_ctx);
     free(ctx->cache_dir);

@@ -63,6 +63,9 @@ struct clattn_context {
     clattn_memory_stats memory;
     long live_temps;      /* temporaries created by cla_temp_buffer and not yet released */
     long fault_countdown; /* tests: the n-th device operation from now fails; 0 = never */
+
+    /* The device's tuning database, read at creation (tuning_db.c). */
+    struct cla_tuning_state *tuning;
 };
 
 /* ---- errors and logging (status.c) ---- */

@@ -3,6 +3,7 @@
  * variant, for GPUs and accelerators) or kernels_cl/sdpa_fused_cpu.cl (the CPU variant). Both variants take the
  * same arguments and write the same key-split partial state, which sdpa_combine in sdpa_fused.cl merges. */
 #include "sdpa_internal.h"
+#include "tuning.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,49 +76,49 @@ static size_t round_up(size_t x, size_t m) {
     return (x + m - 1) / m * m;
 }
 
-/* Built-in defaults by device type and variant (a field the override leaves at 0, or -1 for local, takes the
- * default of the variant it chose), then shrunk to fit the device's limits. */
-static clattn_status choose_params(clattn_context *ctx, const cla_sdpa_plan *p, fused_params *fp) {
-    const clattn_device_info *d = &ctx->info;
-    bool gpu_like = d->type == CLATTN_DEVICE_TYPE_GPU ||
-                    (d->type == CLATTN_DEVICE_TYPE_ACCELERATOR && d->local_mem_is_dedicated);
-    fp->variant = d->type == CLATTN_DEVICE_TYPE_CPU ? FUSED_CPU : FUSED_TILED;
-    fp->rows = fp->block_n = fp->wg_size = fp->splits = 0;
-    fp->use_local = -1;
-    clattn_status st = apply_override(ctx, fp);
+clattn_status cla_sdpa_fused_override(clattn_context *ctx, const cla_tune_problem *p, cla_tune_config *c,
+                                      bool *given) {
+    const char *env = getenv("CLATTN_FUSED_PARAMS");
+    *given = env && *env;
+    if (!*given) return CLATTN_SUCCESS;
+    /* A field the override leaves out (0 here, -1 for local) takes the default of the variant it chose, then the
+     * whole is shrunk to fit the device's limits. */
+    fused_params fp = {-1, 0, 0, 0, -1, 0};
+    clattn_status st = apply_override(ctx, &fp);
     if (st != CLATTN_SUCCESS) return st;
-    if (fp->variant == FUSED_CPU) {
-        /* Block shape: rows fill float8 row vectors, and 24 rows (3 vectors) leave registers for 3 keys or
-         * columns per register block; 48 keys per tile (a multiple of every block width) keep a tile's K, V and
-         * weights with the row block's Q and O near L1 at head dim 64. Fewer than 8 rows (decode) would leave
-         * most lanes empty, so they take the row shape (rows = 1), vectors along the head dim. */
-        if (!fp->rows) fp->rows = p->q_len < 8 ? 1 : p->q_len <= 8 ? 8 : p->q_len <= 16 ? 16 : 24;
-        if (!fp->block_n) fp->block_n = 48;
-        if (fp->rows > 1) fp->rows = (int)round_up((size_t)fp->rows, 8);
-        /* Its tiles live in private memory (the worker thread's stack under PoCL): keep them to 100s of KiB. */
-        if (fp->rows > 64 || fp->block_n > 512)
-            return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                            "CLATTN_FUSED_PARAMS: the cpu variant takes rows up to 64 and block_n up to 512, not "
-                            "%d and %d",
-                            fp->rows, fp->block_n);
-        fp->wg_size = 1;
-        fp->use_local = 0;
-        return CLATTN_SUCCESS;
-    }
-    if (!fp->rows) fp->rows = gpu_like ? 1 : 4;
-    if (!fp->block_n) fp->block_n = gpu_like ? 32 : 16;
-    if (!fp->wg_size) fp->wg_size = gpu_like ? 64 : 8;
-    if (fp->use_local < 0) fp->use_local = gpu_like;
-    size_t max_wg = d->max_work_group_size;
-    if (d->max_work_item_sizes[0] && d->max_work_item_sizes[0] < max_wg) max_wg = d->max_work_item_sizes[0];
-    while ((size_t)fp->wg_size > max_wg && fp->wg_size > 1) fp->wg_size /= 2;
-    if (fp->use_local) {
-        /* Keep a little local memory back for the compiler's own use. */
-        size_t budget = d->local_mem_bytes > 1024 ? d->local_mem_bytes - 1024 : 0;
-        size_t per_key = (p->head_dim + p->v_head_dim) * sizeof(float);
-        while (fp->block_n > 1 && (size_t)fp->block_n * per_key > budget) fp->block_n /= 2;
-        if ((size_t)fp->block_n * per_key > budget) fp->use_local = 0; /* tiny local memory: read K/V directly */
-    }
+    for (int i = 0; i < CLA_TUNE_MAX_PARAMS; ++i) c->v[i] = -1;
+    c->v[CLA_FUSED_VARIANT] = fp.variant;
+    c->v[CLA_FUSED_ROWS] = fp.rows ? fp.rows : -1;
+    c->v[CLA_FUSED_BLOCK_N] = fp.block_n ? fp.block_n : -1;
+    c->v[CLA_FUSED_WG] = fp.wg_size ? fp.wg_size : -1;
+    c->v[CLA_FUSED_LOCAL] = fp.use_local;
+    c->v[CLA_FUSED_SPLITS] = fp.splits;
+    cla_sdpa_fused_complete(&ctx->info, p, c);
+    /* The CPU variant's tiles live in private memory (the worker thread's stack under PoCL): keep them to 100s of
+     * KiB. */
+    if (c->v[CLA_FUSED_VARIANT] == CLA_FUSED_CPU && (c->v[CLA_FUSED_ROWS] > 64 || c->v[CLA_FUSED_BLOCK_N] > 512))
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "CLATTN_FUSED_PARAMS: the cpu variant takes rows up to 64 and block_n up to 512, not "
+                        "%d and %d",
+                        c->v[CLA_FUSED_ROWS], c->v[CLA_FUSED_BLOCK_N]);
+    return CLATTN_SUCCESS;
+}
+
+/* The parameters for this call: CLATTN_FUSED_PARAMS, else the context's tuning database, else the built-in
+ * defaults for the device type (all in tuning.c's description of this kernel). */
+static clattn_status choose_params(clattn_context *ctx, const cla_sdpa_plan *p, fused_params *fp) {
+    cla_tune_problem prob = {p->head_dim, p->v_head_dim, p->q.dtype, p->mask_kind, p->causal != CLATTN_CAUSAL_NONE,
+                             p->batch,    p->q_heads,    p->q_len,   p->kv_len};
+    cla_tune_choice ch;
+    clattn_status st = cla_tuning_choose(ctx, &cla_tune_op_sdpa_fused, &prob, &ch);
+    if (st != CLATTN_SUCCESS) return st;
+    const int *v = ch.config.v;
+    fp->variant = v[CLA_FUSED_VARIANT] == CLA_FUSED_CPU ? FUSED_CPU : FUSED_TILED;
+    fp->rows = v[CLA_FUSED_ROWS];
+    fp->block_n = v[CLA_FUSED_BLOCK_N];
+    fp->wg_size = v[CLA_FUSED_WG];
+    fp->use_local = v[CLA_FUSED_LOCAL];
+    fp->splits = v[CLA_FUSED_SPLITS];
     return CLATTN_SUCCESS;
 }
 

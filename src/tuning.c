@@ -1,1 +1,347 @@
-/* placeholder: filled in by issue work in progress */
+/* The descriptions of the tunable operations (parameter spaces, constraints, built-in defaults per device type) and
+ * the problem classes tuned entries are keyed by. The database itself is tuning_db.c. The built-in defaults here
+ * are the heuristics the operations used before there was a tuner, so an untuned device behaves as it always did.
+ */
+#include "tuning.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the fused attention kernels (kernels_cl/sdpa_fused.cl and sdpa_fused_cpu.cl) ---- */
+
+static const char *const fused_sources[] = {"sdpa_fused", "sdpa_fused_cpu", NULL};
+static const char *const fused_variants[] = {"tiled", "cpu"};
+
+/* Values the tuner tries. rows: the tiled kernel takes any count, the CPU kernel 1 or multiples of 8; block_n: keys
+ * per tile (multiples of the CPU kernel's register blocks); splits: key splits for decode (0 lets the shape
+ * decide). */
+static const cla_tune_param fused_params[CLA_FUSED_PARAM_COUNT] = {
+    {"variant", 2, {CLA_FUSED_TILED, CLA_FUSED_CPU}, fused_variants, 2},
+    {"rows", 9, {1, 2, 4, 8, 16, 24, 32, 48, 64}, NULL, 0},
+    {"block_n", 8, {8, 16, 24, 32, 48, 64, 96, 128}, NULL, 0},
+    {"wg", 8, {1, 4, 8, 16, 32, 64, 128, 256}, NULL, 0},
+    {"local", 2, {0, 1}, NULL, 0},
+    {"splits", 6, {0, 1, 2, 4, 8, 16}, NULL, 0},
+};
+
+static bool gpu_like(const clattn_device_info *d) {
+    return d->type == CLATTN_DEVICE_TYPE_GPU ||
+           (d->type == CLATTN_DEVICE_TYPE_ACCELERATOR && d->local_mem_is_dedicated);
+}
+
+static size_t max_group(const clattn_device_info *d) {
+    size_t max_wg = d->max_work_group_size ? d->max_work_group_size : 1;
+    if (d->max_work_item_sizes[0] && d->max_work_item_sizes[0] < max_wg) max_wg = d->max_work_item_sizes[0];
+    return max_wg;
+}
+
+/* Local memory a tile may use: a little is kept back for the compiler's own use. */
+static size_t local_budget(const clattn_device_info *d) {
+    return d->local_mem_bytes > 1024 ? (size_t)d->local_mem_bytes - 1024 : 0;
+}
+
+void cla_sdpa_fused_complete(const clattn_device_info *d, const cla_tune_problem *p, cla_tune_config *c) {
+    int *v = c->v;
+    const bool gpu = gpu_like(d);
+    if (v[CLA_FUSED_VARIANT] < 0)
+        v[CLA_FUSED_VARIANT] = d->type == CLATTN_DEVICE_TYPE_CPU ? CLA_FUSED_CPU : CLA_FUSED_TILED;
+    if (v[CLA_FUSED_SPLITS] < 0) v[CLA_FUSED_SPLITS] = 0;
+    if (v[CLA_FUSED_VARIANT] == CLA_FUSED_CPU) {
+        /* Rows fill float8 row vectors, and 24 rows (3 vectors) leave registers for 3 keys or columns per register
+         * block; 48 keys per tile (a multiple of every block width) keep a tile's K, V and weights with the row
+         * block's Q and O near L1 at head dim 64. Fewer than 8 rows (decode) would leave most lanes empty, so they
+         * take the row shape (rows = 1), vectors along the head dim. */
+        if (v[CLA_FUSED_ROWS] < 1)
+            v[CLA_FUSED_ROWS] = p->q_len < 8 ? 1 : p->q_len <= 8 ? 8 : p->q_len <= 16 ? 16 : 24;
+        if (v[CLA_FUSED_BLOCK_N] < 1) v[CLA_FUSED_BLOCK_N] = 48;
+        if (v[CLA_FUSED_ROWS] > 1) v[CLA_FUSED_ROWS] = (v[CLA_FUSED_ROWS] + 7) / 8 * 8;
+        v[CLA_FUSED_WG] = 1;
+        v[CLA_FUSED_LOCAL] = 0;
+        return;
+    }
+    if (v[CLA_FUSED_ROWS] < 1) v[CLA_FUSED_ROWS] = gpu ? 1 : 4;
+    if (v[CLA_FUSED_BLOCK_N] < 1) v[CLA_FUSED_BLOCK_N] = gpu ? 32 : 16;
+    if (v[CLA_FUSED_WG] < 1) v[CLA_FUSED_WG] = gpu ? 64 : 8;
+    if (v[CLA_FUSED_LOCAL] < 0) v[CLA_FUSED_LOCAL] = gpu;
+    const size_t max_wg = max_group(d);
+    while ((size_t)v[CLA_FUSED_WG] > max_wg && v[CLA_FUSED_WG] > 1) v[CLA_FUSED_WG] /= 2;
+    if (v[CLA_FUSED_LOCAL]) {
+        const size_t budget = local_budget(d), per_key = (p->head_dim + p->v_head_dim) * sizeof(float);
+        while (v[CLA_FUSED_BLOCK_N] > 1 && (size_t)v[CLA_FUSED_BLOCK_N] * per_key > budget)
+            v[CLA_FUSED_BLOCK_N] /= 2;
+        if ((size_t)v[CLA_FUSED_BLOCK_N] * per_key > budget) v[CLA_FUSED_LOCAL] = 0; /* tiny local memory */
+    }
+}
+
+static void fused_builtin(const clattn_device_info *d, const cla_tune_problem *p, cla_tune_config *out) {
+    for (int i = 0; i < CLA_TUNE_MAX_PARAMS; ++i) out->v[i] = -1;
+    cla_sdpa_fused_complete(d, p, out);
+}
+
+static const char *fused_check(const clattn_device_info *d, const cla_tune_problem *p, const cla_tune_config *c) {
+    const int variant = c->v[CLA_FUSED_VARIANT], rows = c->v[CLA_FUSED_ROWS], block_n = c->v[CLA_FUSED_BLOCK_N];
+    const int wg = c->v[CLA_FUSED_WG], local = c->v[CLA_FUSED_LOCAL], splits = c->v[CLA_FUSED_SPLITS];
+    if (variant != CLA_FUSED_TILED && variant != CLA_FUSED_CPU) return "unknown variant";
+    if (rows < 1 || rows > 64) return "rows must be 1 to 64";
+    if (block_n < 1 || block_n > 512) return "block_n must be 1 to 512";
+    if (wg < 1 || local < 0 || local > 1 || splits < 0 || splits > 64) return "wg, local or splits out of range";
+    /* Splits divide the keys of calls too short in rows to fill the device; prefill leaves them to the shape. */
+    if (splits != 0 && p->q_len >= 8) return "key splits are for decode (fewer than 8 queries)";
+    const size_t dims = p->head_dim + p->v_head_dim;
+    if (variant == CLA_FUSED_CPU) {
+        if (d->type != CLATTN_DEVICE_TYPE_CPU) return "the cpu variant is for CPU devices";
+        if (rows != 1 && rows % 8 != 0) return "the cpu variant takes rows 1 or a multiple of 8";
+        if (wg != 1 || local != 0) return "the cpu variant runs one work-item per group without local memory";
+        /* Its tiles live in private memory (the worker thread's stack under PoCL). */
+        if ((dims + (size_t)block_n) * (size_t)rows * sizeof(float) > 256 * 1024)
+            return "the cpu variant's tiles would not fit a worker thread's stack";
+        return NULL;
+    }
+    if ((size_t)wg > max_group(d)) return "work-group larger than the device allows";
+    if (local && (size_t)block_n * dims * sizeof(float) > local_budget(d))
+        return "K/V tile larger than local memory";
+    const size_t private_limit = gpu_like(d) ? 32 * 1024 : 256 * 1024;
+    if ((dims + (size_t)block_n) * (size_t)rows * sizeof(float) > private_limit)
+        return "per-work-item arrays too large for private memory";
+    return NULL;
+}
+
+const cla_tune_op cla_tune_op_sdpa_fused = {
+    "sdpa_fused",  fused_sources, CLA_FUSED_PARAM_COUNT,   fused_params,
+    fused_builtin, fused_check,   cla_sdpa_fused_override,
+};
+
+/* Further operations (the additive attention kernel, the unfused helper kernels) are entries of this list. */
+static const cla_tune_op *const all_ops[] = {&cla_tune_op_sdpa_fused, NULL};
+
+const cla_tune_op *const *cla_tune_ops(void) {
+    return all_ops;
+}
+
+const cla_tune_op *cla_tune_op_find(const char *name) {
+    if (!name) return NULL;
+    for (size_t i = 0; all_ops[i]; ++i)
+        if (strcmp(all_ops[i]->name, name) == 0) return all_ops[i];
+    return NULL;
+}
+
+int cla_tune_param_index(const cla_tune_op *op, const char *name) {
+    for (int i = 0; i < op->param_count; ++i)
+        if (strcmp(op->params[i].name, name) == 0) return i;
+    return -1;
+}
+
+/* ---- configurations ---- */
+
+void cla_tune_config_format(const cla_tune_op *op, const cla_tune_config *c, char *out, size_t size) {
+    size_t used = 0;
+    if (size) out[0] = '\0';
+    for (int i = 0; i < op->param_count && used < size; ++i) {
+        const cla_tune_param *pr = &op->params[i];
+        const int x = c->v[i];
+        int n = pr->labels && x >= 0 && x < pr->label_count
+                    ? snprintf(out + used, size - used, "%s%s=%s", i ? "," : "", pr->name, pr->labels[x])
+                    : snprintf(out + used, size - used, "%s%s=%d", i ? "," : "", pr->name, x);
+        if (n < 0) break;
+        used += (size_t)n;
+    }
+}
+
+bool cla_tune_config_parse(const cla_tune_op *op, const char *text, cla_tune_config *c, char *why,
+                           size_t why_size) {
+    const char *p = text;
+    while (*p) {
+        size_t klen = strcspn(p, "=,");
+        if (p[klen] != '=' || klen == 0 || klen > 31) {
+            cla_write_message(why, why_size, "'%s': expected name=value pairs separated by commas", text);
+            return false;
+        }
+        char key[32];
+        memcpy(key, p, klen);
+        key[klen] = '\0';
+        const char *val = p + klen + 1;
+        size_t vlen = strcspn(val, ",");
+        char value[32];
+        if (vlen == 0 || vlen > 31) {
+            cla_write_message(why, why_size, "'%s': bad value for '%s'", text, key);
+            return false;
+        }
+        memcpy(value, val, vlen);
+        value[vlen] = '\0';
+        int idx = cla_tune_param_index(op, key);
+        if (idx < 0) {
+            cla_write_message(why, why_size, "unknown parameter '%s' of %s", key, op->name);
+            return false;
+        }
+        const cla_tune_param *pr = &op->params[idx];
+        int x = -1;
+        for (int i = 0; pr->labels && i < pr->label_count; ++i)
+            if (strcmp(pr->labels[i], value) == 0) x = i;
+        if (x < 0) {
+            char *end = NULL;
+            long n = strtol(value, &end, 10);
+            if (*end != '\0' || n < 0 || n > (1 << 20) || (pr->labels && n >= pr->label_count)) {
+                cla_write_message(why, why_size, "bad value '%s' for parameter '%s' of %s", value, key, op->name);
+                return false;
+            }
+            x = (int)n;
+        }
+        c->v[idx] = x;
+        p = val + vlen;
+        if (*p == ',') {
+            ++p;
+            if (!*p) {
+                cla_write_message(why, why_size, "'%s': trailing comma", text);
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+bool cla_tune_config_equal(const cla_tune_op *op, const cla_tune_config *a, const cla_tune_config *b) {
+    for (int i = 0; i < op->param_count; ++i)
+        if (a->v[i] != b->v[i]) return false;
+    return true;
+}
+
+size_t cla_tune_space_size(const cla_tune_op *op) {
+    size_t n = 1;
+    for (int i = 0; i < op->param_count; ++i) n *= (size_t)op->params[i].count;
+    return n;
+}
+
+void cla_tune_space_point(const cla_tune_op *op, size_t index, cla_tune_config *c) {
+    memset(c, 0, sizeof *c);
+    for (int i = op->param_count - 1; i >= 0; --i) {
+        const size_t n = (size_t)op->params[i].count;
+        c->v[i] = op->params[i].values[index % n];
+        index /= n;
+    }
+}
+
+/* ---- problem classes ---- */
+
+long cla_tune_seq_bucket(size_t len) {
+    long b = 1;
+    while ((size_t)b < len && b < (1L << 30)) b <<= 1;
+    return b;
+}
+
+cla_tune_class cla_tune_class_of(const cla_tune_problem *p) {
+    cla_tune_class c;
+    c.head_dim = (int)(p->head_dim > 65536 ? 65536 : p->head_dim);
+    c.dtype = (int)p->dtype;
+    c.mask_kind = p->mask_kind;
+    c.causal = p->causal ? 1 : 0;
+    c.phase = p->q_len < 8 ? CLA_PHASE_DECODE : CLA_PHASE_PREFILL;
+    c.seq = cla_tune_seq_bucket(p->kv_len);
+    return c;
+}
+
+static const char *const dtype_tokens[] = {"f32", "f16", "bf16"};
+static const char *const mask_tokens[] = {"nomask", "additive", "bool"};
+
+void cla_tune_class_format(const cla_tune_class *c, char *out, size_t size) {
+    char parts[6][24];
+    size_t n = 0;
+    if (c->phase >= 0)
+        snprintf(parts[n++], sizeof parts[0], "%s", c->phase == CLA_PHASE_DECODE ? "decode" : "prefill");
+    if (c->head_dim >= 0) snprintf(parts[n++], sizeof parts[0], "d%d", c->head_dim);
+    if (c->seq >= 0) snprintf(parts[n++], sizeof parts[0], "L%ld", c->seq);
+    if (c->dtype >= 0 && c->dtype < 3) snprintf(parts[n++], sizeof parts[0], "%s", dtype_tokens[c->dtype]);
+    /* Not causal and no mask are left out: they are what the parser fills in for a concrete class. */
+    if (c->causal > 0) snprintf(parts[n++], sizeof parts[0], "causal");
+    if (c->mask_kind > 0 && c->mask_kind < 3)
+        snprintf(parts[n++], sizeof parts[0], "%s", mask_tokens[c->mask_kind]);
+    size_t used = 0;
+    if (size) out[0] = '\0';
+    if (n == 0) snprintf(out, size, "*");
+    for (size_t i = 0; i < n && used < size; ++i) {
+        int w = snprintf(out + used, size - used, "%s%s", i ? ":" : "", parts[i]);
+        if (w < 0) break;
+        used += (size_t)w;
+    }
+}
+
+static bool parse_number(const char *s, long lo, long hi, long *out) {
+    char *end = NULL;
+    if (!*s) return false;
+    long v = strtol(s, &end, 10);
+    if (*end != '\0' || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
+bool cla_tune_class_parse(const char *text, bool concrete, cla_tune_class *c, char *why, size_t why_size) {
+    c->head_dim = c->dtype = c->mask_kind = c->causal = c->phase = -1;
+    c->seq = -1;
+    const char *p = text;
+    if (strcmp(text, "*") == 0) p = "";
+    while (*p) {
+        size_t len = strcspn(p, ":");
+        char tok[32];
+        if (len == 0 || len >= sizeof tok) {
+            cla_write_message(why, why_size, "class '%s': empty or overlong part", text);
+            return false;
+        }
+        memcpy(tok, p, len);
+        tok[len] = '\0';
+        long n = 0;
+        bool ok = true;
+        if (strcmp(tok, "prefill") == 0)
+            c->phase = CLA_PHASE_PREFILL;
+        else if (strcmp(tok, "decode") == 0)
+            c->phase = CLA_PHASE_DECODE;
+        else if (strcmp(tok, "causal") == 0)
+            c->causal = 1;
+        else if (strcmp(tok, "noncausal") == 0)
+            c->causal = 0;
+        else if (tok[0] == 'd' && parse_number(tok + 1, 1, 65536, &n))
+            c->head_dim = (int)n;
+        else if (tok[0] == 'L' && parse_number(tok + 1, 1, 1L << 30, &n))
+            c->seq = cla_tune_seq_bucket((size_t)n);
+        else {
+            ok = false;
+            for (int i = 0; i < 3; ++i) {
+                if (strcmp(tok, dtype_tokens[i]) == 0) c->dtype = i, ok = true;
+                if (strcmp(tok, mask_tokens[i]) == 0) c->mask_kind = i, ok = true;
+            }
+        }
+        if (!ok) {
+            cla_write_message(why, why_size,
+                              "class '%s': unknown part '%s' (expected prefill|decode, dN, LN, f32|f16|bf16, "
+                              "causal|noncausal, nomask|additive|bool)",
+                              text, tok);
+            return false;
+        }
+        p += len;
+        if (*p == ':') ++p;
+    }
+    if (concrete) {
+        if (c->phase < 0 || c->head_dim < 0 || c->seq < 0) {
+            cla_write_message(why, why_size, "class '%s' needs prefill or decode, a head dim dN and a length LN",
+                              text);
+            return false;
+        }
+        if (c->dtype < 0) c->dtype = CLATTN_DTYPE_F32;
+        if (c->mask_kind < 0) c->mask_kind = 0;
+        if (c->causal < 0) c->causal = 0;
+    }
+    return true;
+}
+
+cla_tune_problem cla_tune_class_problem(const cla_tune_class *c) {
+    cla_tune_problem p;
+    memset(&p, 0, sizeof p);
+    p.head_dim = p.v_head_dim = (size_t)(c->head_dim > 0 ? c->head_dim : 64);
+    p.dtype = c->dtype >= 0 ? (clattn_dtype)c->dtype : CLATTN_DTYPE_F32;
+    p.mask_kind = c->mask_kind > 0 ? c->mask_kind : 0;
+    p.causal = c->causal > 0;
+    p.batch = 1;
+    p.heads = 8;
+    p.kv_len = (size_t)(c->seq > 0 ? c->seq : 1024);
+    p.q_len = c->phase == CLA_PHASE_DECODE ? 1 : p.kv_len;
+    return p;
+}

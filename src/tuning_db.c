@@ -1,1 +1,675 @@
-/* placeholder: filled in by issue work in progress */
+/* The tuning database: one JSON file per device, read when a context is created, matched for every operation that
+ * has tuned parameters, written by `clattn tune`. Its bytes are untrusted (a user may edit or truncate the file),
+ * so the parser checks every field and rejects the whole file on the first problem: a half-read database could
+ * give parameters nobody measured. Format (version 1):
+ *
+ *   {"format": 1, "platform": "...", "device": "...", "driver": "...",
+ *    "entries": [{"op": "sdpa_fused", "source_hash": "<32 hex digits>",
+ *                 "class": {"phase": "prefill", "head_dim": 64, "seq": 1024, "dtype": "f32", "causal": false,
+ *                           "mask": "none"},
+ *                 "params": {"variant": "cpu", "rows": 24, "block_n": 48, ...},
+ *                 "ms": 1.23, "default_ms": 1.61}]}
+ *
+ * A class field left out is a wildcard: an entry whose class has no "seq" is a device default. */
+#define _POSIX_C_SOURCE 200809L
+#include "tuning.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_ENTRIES 100000
+#define MAX_FILE    (64u << 20)
+
+/* ---- parsing ---- */
+
+static bool copy_string(const cJSON *item, char *out, size_t size) {
+    if (!cJSON_IsString(item) || !item->valuestring) return false;
+    size_t n = strlen(item->valuestring);
+    if (n >= size) return false;
+    memcpy(out, item->valuestring, n + 1);
+    return true;
+}
+
+static bool get_int(const cJSON *item, long lo, long hi, long *out) {
+    if (!cJSON_IsNumber(item)) return false;
+    double v = item->valuedouble;
+    if (!isfinite(v) || v < (double)lo || v > (double)hi || v != floor(v)) return false;
+    *out = (long)v;
+    return true;
+}
+
+static bool is_token(const char *s, size_t max) {
+    size_t n = strlen(s);
+    if (n == 0 || n > max) return false;
+    for (size_t i = 0; i < n; ++i)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_')) return false;
+    return true;
+}
+
+static int index_of(const char *s, const char *const *names, int count) {
+    for (int i = 0; i < count; ++i)
+        if (strcmp(s, names[i]) == 0) return i;
+    return -1;
+}
+
+static const char *const phase_names[] = {"prefill", "decode"};
+static const char *const dtype_names[] = {"f32", "f16", "bf16"};
+static const char *const mask_names[] = {"none", "additive", "bool"};
+
+static const char *parse_class(const cJSON *o, cla_tune_class *c) {
+    c->head_dim = c->dtype = c->mask_kind = c->causal = c->phase = -1;
+    c->seq = -1;
+    if (!cJSON_IsObject(o)) return "'class' is not an object";
+    const cJSON *it;
+    cJSON_ArrayForEach(it, o) {
+        const char *k = it->string ? it->string : "";
+        long n = 0;
+        if (strcmp(k, "phase") == 0) {
+            if (!cJSON_IsString(it) || (c->phase = index_of(it->valuestring, phase_names, 2)) < 0)
+                return "class 'phase' must be \"prefill\" or \"decode\"";
+        } else if (strcmp(k, "head_dim") == 0) {
+            if (!get_int(it, 1, 65536, &n)) return "class 'head_dim' must be a whole number from 1 to 65536";
+            c->head_dim = (int)n;
+        } else if (strcmp(k, "seq") == 0) {
+            if (!get_int(it, 1, 1L << 30, &n) || (n & (n - 1)) != 0)
+                return "class 'seq' must be a power of two up to 2^30";
+            c->seq = n;
+        } else if (strcmp(k, "dtype") == 0) {
+            if (!cJSON_IsString(it) || (c->dtype = index_of(it->valuestring, dtype_names, 3)) < 0)
+                return "class 'dtype' must be \"f32\", \"f16\" or \"bf16\"";
+        } else if (strcmp(k, "mask") == 0) {
+            if (!cJSON_IsString(it) || (c->mask_kind = index_of(it->valuestring, mask_names, 3)) < 0)
+                return "class 'mask' must be \"none\", \"additive\" or \"bool\"";
+        } else if (strcmp(k, "causal") == 0) {
+            if (!cJSON_IsBool(it)) return "class 'causal' must be true or false";
+            c->causal = cJSON_IsTrue(it) ? 1 : 0;
+        } else {
+            return "unknown field in 'class'";
+        }
+    }
+    return NULL;
+}
+
+/* The parameters as "name=value,..." text; each name and value a short token, so that the text parses back. */
+static const char *parse_params(const cJSON *o, char *out, size_t size) {
+    if (!cJSON_IsObject(o)) return "'params' is not an object";
+    size_t used = 0;
+    out[0] = '\0';
+    const cJSON *it;
+    int count = 0;
+    cJSON_ArrayForEach(it, o) {
+        if (++count > CLA_TUNE_MAX_PARAMS) return "too many parameters";
+        if (!it->string || !is_token(it->string, 15)) return "a parameter name that is not a short lowercase word";
+        char value[24];
+        long n = 0;
+        if (get_int(it, 0, 1L << 20, &n))
+            snprintf(value, sizeof value, "%ld", n);
+        else if (cJSON_IsString(it) && is_token(it->valuestring, 15))
+            snprintf(value, sizeof value, "%s", it->valuestring);
+        else
+            return "a parameter value that is neither a whole number from 0 to 2^20 nor a short word";
+        int w = snprintf(out + used, size - used, "%s%s=%s", used ? "," : "", it->string, value);
+        if (w < 0 || (size_t)w >= size - used) return "parameters too long";
+        used += (size_t)w;
+    }
+    return NULL;
+}
+
+static const char *parse_entry(const cJSON *o, cla_tuning_entry *e) {
+    memset(e, 0, sizeof *e);
+    if (!cJSON_IsObject(o)) return "not an object";
+    const cJSON *op = cJSON_GetObjectItemCaseSensitive(o, "op");
+    if (!copy_string(op, e->op, sizeof e->op) || !is_token(e->op, sizeof e->op - 1))
+        return "'op' missing or not a short lowercase name";
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(o, "source_hash");
+    if (!copy_string(h, e->source_hash, sizeof e->source_hash) || strlen(e->source_hash) != 32 ||
+        strspn(e->source_hash, "0123456789abcdef") != 32)
+        return "'source_hash' missing or not 32 lowercase hex digits";
+    const char *why = parse_class(cJSON_GetObjectItemCaseSensitive(o, "class"), &e->cls);
+    if (why) return why;
+    if ((why = parse_params(cJSON_GetObjectItemCaseSensitive(o, "params"), e->params, sizeof e->params)))
+        return why;
+    const char *times[2] = {"ms", "default_ms"};
+    double *dst[2] = {&e->ms, &e->default_ms};
+    for (int i = 0; i < 2; ++i) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, times[i]);
+        if (!t) continue;
+        if (!cJSON_IsNumber(t) || !isfinite(t->valuedouble) || t->valuedouble < 0 || t->valuedouble > 1e12)
+            return "'ms' or 'default_ms' not a time in milliseconds";
+        *dst[i] = t->valuedouble;
+    }
+    return NULL;
+}
+
+void cla_tuning_db_clear(cla_tuning_db *db) {
+    free(db->entries);
+    free(db->path);
+    memset(db, 0, sizeof *db);
+}
+
+bool cla_tuning_db_put(cla_tuning_db *db, const cla_tuning_entry *e) {
+    for (size_t i = 0; i < db->count; ++i) {
+        cla_tuning_entry *x = &db->entries[i];
+        if (strcmp(x->op, e->op) == 0 && strcmp(x->source_hash, e->source_hash) == 0 &&
+            memcmp(&x->cls, &e->cls, sizeof x->cls) == 0) {
+            *x = *e;
+            return true;
+        }
+    }
+    if (db->count == db->capacity) {
+        size_t cap = db->capacity ? db->capacity * 2 : 16;
+        cla_tuning_entry *n = realloc(db->entries, cap * sizeof *n);
+        if (!n) return false;
+        db->entries = n;
+        db->capacity = cap;
+    }
+    db->entries[db->count++] = *e;
+    return true;
+}
+
+bool cla_tuning_db_parse(const char *text, size_t size, cla_tuning_db *db, char *why, size_t why_size) {
+    char *path = db->path;
+    db->path = NULL;
+    cla_tuning_db_clear(db);
+    db->path = path;
+    cJSON *root = cJSON_ParseWithLength(text, size);
+    if (!root) {
+        cla_write_message(why, why_size, "not valid JSON");
+        return false;
+    }
+    const char *err = NULL;
+    long format = 0;
+    const cJSON *entries = cJSON_GetObjectItemCaseSensitive(root, "entries");
+    if (!cJSON_IsObject(root))
+        err = "the top level is not an object";
+    else if (!get_int(cJSON_GetObjectItemCaseSensitive(root, "format"), 0, 1L << 20, &format))
+        err = "no 'format' number";
+    else if (format != CLA_TUNING_FORMAT)
+        err = "a format version this library does not read";
+    else if (!copy_string(cJSON_GetObjectItemCaseSensitive(root, "platform"), db->platform, sizeof db->platform) ||
+             !copy_string(cJSON_GetObjectItemCaseSensitive(root, "device"), db->device, sizeof db->device) ||
+             !copy_string(cJSON_GetObjectItemCaseSensitive(root, "driver"), db->driver, sizeof db->driver))
+        err = "'platform', 'device' or 'driver' missing, not a string or longer than 127 bytes";
+    else if (!cJSON_IsArray(entries))
+        err = "no 'entries' array";
+    else if (cJSON_GetArraySize(entries) > MAX_ENTRIES)
+        err = "more than 100000 entries";
+    if (err) {
+        cla_write_message(why, why_size, "%s", err);
+        cJSON_Delete(root);
+        cla_tuning_db_clear(db);
+        db->path = path;
+        return false;
+    }
+    const cJSON *it;
+    size_t index = 0;
+    cJSON_ArrayForEach(it, entries) {
+        cla_tuning_entry e;
+        const char *bad = parse_entry(it, &e);
+        if (!bad && !cla_tuning_db_put(db, &e)) bad = "out of host memory";
+        if (bad) {
+            cla_write_message(why, why_size, "entry %zu: %s", index, bad);
+            cJSON_Delete(root);
+            cla_tuning_db_clear(db);
+            db->path = path;
+            return false;
+        }
+        ++index;
+    }
+    cJSON_Delete(root);
+    return true;
+}
+
+/* ---- writing ---- */
+
+static cJSON *class_json(const cla_tune_class *c) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    if (c->phase >= 0 && c->phase < 2) cJSON_AddStringToObject(o, "phase", phase_names[c->phase]);
+    if (c->head_dim >= 0) cJSON_AddNumberToObject(o, "head_dim", c->head_dim);
+    if (c->seq >= 0) cJSON_AddNumberToObject(o, "seq", (double)c->seq);
+    if (c->dtype >= 0 && c->dtype < 3) cJSON_AddStringToObject(o, "dtype", dtype_names[c->dtype]);
+    if (c->causal >= 0) cJSON_AddBoolToObject(o, "causal", c->causal != 0);
+    if (c->mask_kind >= 0 && c->mask_kind < 3) cJSON_AddStringToObject(o, "mask", mask_names[c->mask_kind]);
+    return o;
+}
+
+/* "a=1,b=cpu" as a JSON object, numbers as numbers. */
+static cJSON *params_json(const char *text) {
+    cJSON *o = cJSON_CreateObject();
+    const char *p = text;
+    while (o && *p) {
+        size_t len = strcspn(p, ",");
+        char pair[64];
+        if (len >= sizeof pair) break;
+        memcpy(pair, p, len);
+        pair[len] = '\0';
+        char *eq = strchr(pair, '=');
+        if (eq) {
+            *eq = '\0';
+            /* A number only when that reads back as the same text ("012" stays a string). */
+            char *end = NULL, canonical[24];
+            long n = strtol(eq + 1, &end, 10);
+            snprintf(canonical, sizeof canonical, "%ld", n);
+            if (*end == '\0' && end != eq + 1 && strcmp(canonical, eq + 1) == 0)
+                cJSON_AddNumberToObject(o, pair, (double)n);
+            else
+                cJSON_AddStringToObject(o, pair, eq + 1);
+        }
+        p += len;
+        if (*p == ',') ++p;
+    }
+    return o;
+}
+
+char *cla_tuning_db_to_json(const cla_tuning_db *db) {
+    cJSON *root = cJSON_CreateObject();
+    if (!root) return NULL;
+    cJSON_AddNumberToObject(root, "format", CLA_TUNING_FORMAT);
+    cJSON_AddStringToObject(root, "platform", db->platform);
+    cJSON_AddStringToObject(root, "device", db->device);
+    cJSON_AddStringToObject(root, "driver", db->driver);
+    cJSON *arr = cJSON_AddArrayToObject(root, "entries");
+    for (size_t i = 0; arr && i < db->count; ++i) {
+        const cla_tuning_entry *e = &db->entries[i];
+        cJSON *o = cJSON_CreateObject();
+        if (!o) break;
+        cJSON_AddStringToObject(o, "op", e->op);
+        cJSON_AddStringToObject(o, "source_hash", e->source_hash);
+        cJSON *c = class_json(&e->cls), *pj = params_json(e->params);
+        if (c) cJSON_AddItemToObject(o, "class", c);
+        if (pj) cJSON_AddItemToObject(o, "params", pj);
+        if (e->ms > 0) cJSON_AddNumberToObject(o, "ms", e->ms);
+        if (e->default_ms > 0) cJSON_AddNumberToObject(o, "default_ms", e->default_ms);
+        cJSON_AddItemToArray(arr, o);
+    }
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    return text;
+}
+
+/* mkdir -p, mode 0700 for the directories it creates. */
+static bool make_dirs(const char *path) {
+    char *p = cla_strdup(path);
+    if (!p) return false;
+    for (char *s = p + 1; *s; ++s) {
+        if (*s != '/') continue;
+        *s = '\0';
+        if (mkdir(p, 0700) != 0 && errno != EEXIST) {
+            free(p);
+            return false;
+        }
+        *s = '/';
+    }
+    bool ok = mkdir(p, 0700) == 0 || errno == EEXIST;
+    free(p);
+    return ok;
+}
+
+bool cla_tuning_db_save(const cla_tuning_db *db, char *why, size_t why_size) {
+    if (!db->path) {
+        cla_write_message(why, why_size, "no file to write the tuning database to");
+        return false;
+    }
+    char *dir = cla_strdup(db->path);
+    char *slash = dir ? strrchr(dir, '/') : NULL;
+    if (slash && slash != dir) *slash = '\0';
+    if (!dir || !make_dirs(dir)) {
+        cla_write_message(why, why_size, "cannot create the tuning directory for %s: %s", db->path,
+                          strerror(errno));
+        free(dir);
+        return false;
+    }
+    free(dir);
+    char *text = cla_tuning_db_to_json(db);
+    size_t n = strlen(db->path) + 32;
+    char *tmp = malloc(n);
+    if (!text || !tmp) {
+        free(text);
+        free(tmp);
+        cla_write_message(why, why_size, "out of host memory");
+        return false;
+    }
+    snprintf(tmp, n, "%s.tmp.%ld", db->path, (long)getpid());
+    FILE *f = fopen(tmp, "wb");
+    bool ok = f && fwrite(text, 1, strlen(text), f) == strlen(text);
+    if (f && fclose(f) != 0) ok = false;
+    if (ok && rename(tmp, db->path) != 0) ok = false;
+    if (!ok) {
+        cla_write_message(why, why_size, "writing %s failed: %s", db->path, strerror(errno));
+        remove(tmp);
+    }
+    free(text);
+    free(tmp);
+    return ok;
+}
+
+/* ---- files ---- */
+
+bool cla_tuning_make_dir(const char *dir) {
+    return make_dirs(dir);
+}
+
+static char *join(const char *a, const char *b) {
+    size_t n = strlen(a) + strlen(b) + 2;
+    char *s = malloc(n);
+    if (s) snprintf(s, n, "%s/%s", a, b);
+    return s;
+}
+
+char *cla_tuning_dir(void) {
+    const char *dir = getenv("CLATTN_TUNING_DIR");
+    if (dir && *dir) return cla_strdup(dir);
+    const char *data = getenv("XDG_DATA_HOME");
+    if (data && *data == '/') return join(data, "clattn/tuning");
+    const char *home = getenv("HOME");
+    if (home && *home) return join(home, ".local/share/clattn/tuning");
+    return NULL;
+}
+
+char *cla_tuning_file(const char *dir, const clattn_device_info *info) {
+    char name[96];
+    size_t n = 0;
+    /* A readable name, then a hash of what the entries are keyed by, so two drivers never share a file. */
+    for (const char *s = info->name; *s && n < 48; ++s) {
+        char ch = *s;
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+        if (ok)
+            name[n++] = ch;
+        else if (n && name[n - 1] != '-')
+            name[n++] = '-';
+    }
+    while (n && name[n - 1] == '-') --n;
+    if (!n) name[n++] = 'd';
+    cla_hash h;
+    cla_hash_init(&h);
+    cla_hash_string(&h, info->platform_name);
+    cla_hash_string(&h, info->name);
+    cla_hash_string(&h, info->driver_version);
+    char hex[33];
+    cla_hash_hex(&h, hex);
+    snprintf(name + n, sizeof name - n, "-%.12s.json", hex);
+    return join(dir, name);
+}
+
+bool cla_tuning_source_hash(clattn_context *ctx, const cla_tune_op *op, char out[33]) {
+    cla_hash h;
+    cla_hash_init(&h);
+    for (size_t i = 0; op->sources[i]; ++i) {
+        char *text = NULL;
+        size_t len = 0;
+        if (cla_source_load(ctx, op->sources[i], &text, &len) != CLATTN_SUCCESS) return false;
+        cla_hash_bytes(&h, text, len);
+        free(text);
+    }
+    cla_hash_hex(&h, out);
+    return true;
+}
+
+static char *read_small_file(const char *path, size_t *size, bool *missing) {
+    *missing = false;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        *missing = errno == ENOENT;
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len + 4096 > cap) {
+            cap = cap ? cap * 2 : 8192;
+            char *n = cap > MAX_FILE + 8192 ? NULL : realloc(buf, cap);
+            if (!n) {
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = n;
+        }
+        size_t got = fread(buf + len, 1, cap - len, f);
+        len += got;
+        if (got == 0) break;
+    }
+    fclose(f);
+    *size = len;
+    return buf;
+}
+
+static int op_slot(const cla_tune_op *op) {
+    const cla_tune_op *const *ops = cla_tune_ops();
+    for (int i = 0; ops[i] && i < 8; ++i)
+        if (ops[i] == op) return i;
+    return -1;
+}
+
+/* The source hash of an operation, computed once per context. */
+static const char *op_hash(clattn_context *ctx, const cla_tune_op *op) {
+    int slot = op_slot(op);
+    if (!ctx->tuning || slot < 0) return NULL;
+    char *h = ctx->tuning->hashes[slot];
+    if (!h[0] && !cla_tuning_source_hash(ctx, op, h)) h[0] = '\0';
+    return h[0] ? h : NULL;
+}
+
+void cla_tuning_load(clattn_context *ctx) {
+    ctx->tuning = calloc(1, sizeof *ctx->tuning);
+    if (!ctx->tuning) return;
+    const char *off = getenv("CLATTN_TUNING");
+    if (off && (strcmp(off, "0") == 0 || strcmp(off, "off") == 0)) return;
+    char *dir = cla_tuning_dir();
+    if (!dir) return;
+    cla_tuning_state *t = ctx->tuning;
+    t->file = cla_tuning_file(dir, &ctx->info);
+    free(dir);
+    if (!t->file) return;
+    size_t size = 0;
+    bool missing = false;
+    char *text = read_small_file(t->file, &size, &missing);
+    if (!text) {
+        if (!missing)
+            cla_log(ctx, CLATTN_LOG_WARNING, "tuning database %s cannot be read (%s); using built-in defaults",
+                    t->file, strerror(errno));
+        else
+            cla_log(ctx, CLATTN_LOG_DEBUG, "no tuning database at %s; using built-in defaults", t->file);
+        return;
+    }
+    char why[256] = "";
+    bool ok = cla_tuning_db_parse(text, size, &t->db, why, sizeof why);
+    free(text);
+    if (!ok) {
+        cla_log(ctx, CLATTN_LOG_WARNING,
+                "tuning database %s is malformed (%s); it is ignored and built-in defaults are used. Rerun `clattn "
+                "tune` to rewrite it.",
+                t->file, why);
+        return;
+    }
+    if (strcmp(t->db.platform, ctx->info.platform_name) != 0 || strcmp(t->db.device, ctx->info.name) != 0 ||
+        strcmp(t->db.driver, ctx->info.driver_version) != 0) {
+        cla_log(ctx, CLATTN_LOG_WARNING,
+                "tuning database %s is for device '%s' (%s, driver %s), not this one; it is ignored", t->file,
+                t->db.device, t->db.platform, t->db.driver);
+        cla_tuning_db_clear(&t->db);
+        return;
+    }
+    t->found = true;
+    /* Entries tuned with another version of a kernel are never used; say so once, here. */
+    for (size_t i = 0; i < t->db.count; ++i) {
+        const cla_tune_op *op = cla_tune_op_find(t->db.entries[i].op);
+        if (!op) continue;
+        const char *h = op_hash(ctx, op);
+        if (h && strcmp(h, t->db.entries[i].source_hash) != 0) {
+            size_t stale = 0;
+            for (size_t j = 0; j < t->db.count; ++j)
+                stale += strcmp(t->db.entries[j].op, op->name) == 0 && strcmp(t->db.entries[j].source_hash, h) != 0;
+            cla_log(ctx, CLATTN_LOG_WARNING,
+                    "tuning database %s: %zu entries of %s were tuned with another version of its kernels (source "
+                    "hash %s, now %s); they are ignored. Rerun `clattn tune`.",
+                    t->file, stale, op->name, t->db.entries[i].source_hash, h);
+            break;
+        }
+    }
+    cla_log(ctx, CLATTN_LOG_INFO, "tuning database %s: %zu entries", t->file, t->db.count);
+}
+
+void cla_tuning_free(clattn_context *ctx) {
+    if (!ctx->tuning) return;
+    cla_tuning_db_clear(&ctx->tuning->db);
+    free(ctx->tuning->file);
+    free(ctx->tuning);
+    ctx->tuning = NULL;
+}
+
+/* ---- matching ---- */
+
+static int log2_of(long x) {
+    int n = 0;
+    while (x > 1) x >>= 1, ++n;
+    return n;
+}
+
+void cla_tuning_match(const clattn_context *log_ctx, const cla_tuning_db *db, const char *source_hash,
+                      const clattn_device_info *d, const cla_tune_op *op, const cla_tune_problem *p,
+                      cla_tune_choice *out) {
+    memset(out, 0, sizeof *out);
+    out->source = CLATTN_TUNING_BUILTIN;
+    op->builtin(d, p, &out->config);
+    if (!db || !source_hash) return;
+    const cla_tune_class q = cla_tune_class_of(p);
+    /* Rank: exact class, then nearest bucket (closest in log2), then device defaults (most fields given). */
+    long best_rank = -1;
+    for (size_t i = 0; i < db->count; ++i) {
+        const cla_tuning_entry *e = &db->entries[i];
+        if (strcmp(e->op, op->name) != 0 || strcmp(e->source_hash, source_hash) != 0) continue;
+        const cla_tune_class *c = &e->cls;
+        if ((c->head_dim >= 0 && c->head_dim != q.head_dim) || (c->dtype >= 0 && c->dtype != q.dtype) ||
+            (c->mask_kind >= 0 && c->mask_kind != q.mask_kind) || (c->causal >= 0 && c->causal != q.causal) ||
+            (c->phase >= 0 && c->phase != q.phase))
+            continue;
+        const int given =
+            (c->head_dim >= 0) + (c->dtype >= 0) + (c->mask_kind >= 0) + (c->causal >= 0) + (c->phase >= 0);
+        const int distance = c->seq >= 0 ? abs(log2_of(c->seq) - log2_of(q.seq)) : 31;
+        clattn_tuning_source source;
+        long rank;
+        if (given == 5 && distance == 0)
+            source = CLATTN_TUNING_EXACT, rank = 3000000;
+        else if (given == 5 && c->seq >= 0)
+            source = CLATTN_TUNING_NEAREST, rank = 2000000 - distance;
+        else
+            source = CLATTN_TUNING_DEVICE_DEFAULT, rank = 1000000 + given * 100 - distance;
+        if (rank <= best_rank) continue;
+        cla_tune_config cfg;
+        op->builtin(d, p, &cfg);
+        char why[160] = "";
+        const char *bad = NULL;
+        if (!cla_tune_config_parse(op, e->params, &cfg, why, sizeof why))
+            bad = why;
+        else
+            bad = op->check(d, p, &cfg);
+        if (bad) {
+            char cls[CLA_TUNE_CLASS_TEXT];
+            cla_tune_class_format(c, cls, sizeof cls);
+            if (log_ctx)
+                cla_log(log_ctx, CLATTN_LOG_WARNING, "tuning entry %s [%s] '%s' cannot be used here: %s", op->name,
+                        cls, e->params, bad);
+            continue;
+        }
+        best_rank = rank;
+        out->source = source;
+        out->config = cfg;
+        out->entry = e;
+    }
+}
+
+clattn_status cla_tuning_choose(clattn_context *ctx, const cla_tune_op *op, const cla_tune_problem *p,
+                                cla_tune_choice *out) {
+    memset(out, 0, sizeof *out);
+    if (op->override) {
+        bool given = false;
+        clattn_status st = op->override(ctx, p, &out->config, &given);
+        if (st != CLATTN_SUCCESS) return st;
+        if (given) {
+            out->source = CLATTN_TUNING_OVERRIDE;
+            return CLATTN_SUCCESS;
+        }
+    }
+    const bool have = ctx->tuning && ctx->tuning->found && ctx->tuning->db.count;
+    cla_tuning_match(ctx, have ? &ctx->tuning->db : NULL, have ? op_hash(ctx, op) : NULL, &ctx->info, op, p, out);
+    return CLATTN_SUCCESS;
+}
+
+/* ---- public API ---- */
+
+void clattn_tuning_query_init(clattn_tuning_query *q) {
+    if (!q) return;
+    memset(q, 0, sizeof *q);
+    q->operation = "sdpa_fused";
+    q->head_dim = 64;
+    q->dtype = CLATTN_DTYPE_F32;
+    q->q_len = q->kv_len = 1024;
+    q->batch = 1;
+    q->heads = 8;
+}
+
+const char *clattn_tuning_source_name(clattn_tuning_source source) {
+    switch (source) {
+    case CLATTN_TUNING_BUILTIN:
+        return "builtin";
+    case CLATTN_TUNING_DEVICE_DEFAULT:
+        return "device-default";
+    case CLATTN_TUNING_NEAREST:
+        return "nearest";
+    case CLATTN_TUNING_EXACT:
+        return "exact";
+    case CLATTN_TUNING_OVERRIDE:
+        return "override";
+    }
+    return "unknown";
+}
+
+clattn_status clattn_tuning_lookup(clattn_context *ctx, const clattn_tuning_query *q,
+                                   clattn_tuning_choice *choice) {
+    if (!ctx || !q || !choice)
+        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "clattn_tuning_lookup: NULL argument");
+    const cla_tune_op *op = cla_tune_op_find(q->operation ? q->operation : "sdpa_fused");
+    if (!op)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "clattn_tuning_lookup: unknown operation '%s'",
+                        q->operation);
+    if (q->head_dim == 0 || q->head_dim > 65536 || q->v_head_dim > 65536 ||
+        (unsigned)q->dtype > CLATTN_DTYPE_BF16 || q->mask < 0 || q->mask > 2 ||
+        (unsigned)q->causal > CLATTN_CAUSAL_BOTTOM_RIGHT)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "clattn_tuning_lookup: head dim, dtype, mask or causal out of range");
+    cla_tune_problem p;
+    memset(&p, 0, sizeof p);
+    p.head_dim = q->head_dim;
+    p.v_head_dim = q->v_head_dim ? q->v_head_dim : q->head_dim;
+    p.dtype = q->dtype;
+    p.mask_kind = q->mask;
+    p.causal = q->causal != CLATTN_CAUSAL_NONE;
+    p.batch = q->batch;
+    p.heads = q->heads;
+    p.q_len = q->q_len;
+    p.kv_len = q->kv_len;
+    cla_tune_choice ch;
+    clattn_status st = cla_tuning_choose(ctx, op, &p, &ch);
+    if (st != CLATTN_SUCCESS) return st;
+    memset(choice, 0, sizeof *choice);
+    choice->source = ch.source;
+    cla_tune_config_format(op, &ch.config, choice->params, sizeof choice->params);
+    cla_tune_class qc = cla_tune_class_of(&p);
+    cla_tune_class_format(&qc, choice->query_class, sizeof choice->query_class);
+    if (ch.entry) {
+        cla_tune_class_format(&ch.entry->cls, choice->entry_class, sizeof choice->entry_class);
+        choice->tuned_ms = ch.entry->ms;
+        choice->default_ms = ch.entry->default_ms;
+    }
+    if (ctx->tuning && ctx->tuning->found && ctx->tuning->file)
+        cla_strlcpy(choice->database, ctx->tuning->file, sizeof choice->database);
+    return CLATTN_SUCCESS;
+}

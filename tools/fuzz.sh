@@ -5,7 +5,8 @@
 # reports undefined behaviour. The default 30 seconds per target is the CI smoke run; tests/fuzz/README.md describes
 # longer runs.
 #
-#   tools/fuzz.sh [SECONDS] [TARGET...]      TARGET: fuzz_npy fuzz_cache_entry fuzz_sdpa_args (default: all)
+#   tools/fuzz.sh [SECONDS] [TARGET...]      TARGET: fuzz_npy fuzz_cache_entry fuzz_sdpa_args fuzz_tuning_db
+#                                            (default: all)
 #
 # Environment: CC (default clang), FUZZ_BUILD_DIR (default build-fuzz), FUZZ_ARGS (extra libFuzzer flags, e.g.
 # "-jobs=4 -workers=4"), CLATTN_DEVICE (the device fuzz_sdpa_args creates its context on).
@@ -17,7 +18,7 @@ seconds=${1:-30} # 0: build, then run the seeds and the regressions once without
 [[ $seconds =~ ^[0-9]+$ ]] || { echo "usage: tools/fuzz.sh [SECONDS] [TARGET...]" >&2; exit 2; }
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz_npy fuzz_cache_entry fuzz_sdpa_args)
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz_npy fuzz_cache_entry fuzz_sdpa_args fuzz_tuning_db)
 
 cc=${CC:-clang}
 build=${FUZZ_BUILD_DIR:-build-fuzz}
@@ -28,7 +29,7 @@ if ! command -v "$cc" > /dev/null; then
 fi
 
 # Inputs longer than these only slow the search: the formats' interesting parts are their headers.
-declare -A max_len=([fuzz_npy]=4096 [fuzz_cache_entry]=4096 [fuzz_sdpa_args]=512)
+declare -A max_len=([fuzz_npy]=4096 [fuzz_cache_entry]=4096 [fuzz_sdpa_args]=512 [fuzz_tuning_db]=4096)
 
 # shellcheck disable=SC2054 # the commas belong to the flag
 sanitize=(-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
@@ -50,14 +51,14 @@ if [ $need_library = 1 ]; then
 fi
 mkdir -p "$build/fuzz"
 common=(-g -O1 -std=c11 -Wall -Wextra "${sanitize[@]}" -Iinclude -Isrc)
-library=("$build/libclattn_internal.a" -lOpenCL -lclblast -lm -lpthread)
+library=("$build/libclattn_internal.a" -lOpenCL -lclblast -lcjson -lm -lpthread)
 for t in "${targets[@]}"; do
     echo "== building $t"
     case $t in
     fuzz_npy)
         # The .npy reader belongs to the command-line tool; it needs only the dtype conversions of the library.
         "$cc" "${common[@]}" -Itools tests/fuzz/fuzz_npy.c tools/npy.c src/dtype.c -o "$build/fuzz/$t" ;;
-    fuzz_cache_entry | fuzz_sdpa_args)
+    fuzz_cache_entry | fuzz_sdpa_args | fuzz_tuning_db)
         "$cc" "${common[@]}" -I"$build/generated" "tests/fuzz/$t.c" "${library[@]}" -o "$build/fuzz/$t" ;;
     *)
         echo "fuzz.sh: unknown target $t" >&2; exit 2 ;;

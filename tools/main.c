@@ -15,6 +15,7 @@ static const subcommand commands[] = {
     {"run", cmd_run, "run one operation on .npy files or random inputs (run sdpa)"},
     {"bench", cmd_bench, "time an operation on the device: ms, GFLOP/s, GB/s, memory (bench sdpa)"},
     {"kernels", cmd_kernels, "export the kernel programs a configuration needs; pack offline-compiled binaries"},
+    {"tune", cmd_tune, "find the fastest kernel parameters for this device and store them (tune --show)"},
 };
 
 static void print_usage(FILE *out) {

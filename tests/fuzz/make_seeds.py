@@ -278,12 +278,48 @@ def write_regressions(target, inputs):
             f.write(data)
 
 
+# ---- tuning databases -------------------------------------------------------------------------------------------
+
+
+def tuning_seeds():
+    """Databases as src/tuning_db.c's format comment describes them: valid ones (exact, wildcard and decode entries,
+    an unknown operation) and near misses one field away from valid."""
+    h = "0123456789abcdef0123456789abcdef"
+
+    def entry(cls, params, op="sdpa_fused", hash_=h, extra=""):
+        return '{"op":"%s","source_hash":"%s","class":%s,"params":%s%s}' % (op, hash_, cls, params, extra)
+
+    def db(entries, head='"format":1,"platform":"Portable Computing Language","device":"cpu","driver":"6.0"'):
+        return ("{%s,\"entries\":[%s]}" % (head, ",".join(entries))).encode()
+
+    exact = ('{"phase":"prefill","head_dim":64,"seq":1024,"dtype":"f32","causal":false,"mask":"none"}',
+             '{"variant":"cpu","rows":24,"block_n":48,"wg":1,"local":0,"splits":0}')
+    return {
+        "empty_entries": db([]),
+        "exact": db([entry(*exact, extra=',"ms":1.5,"default_ms":2.25')]),
+        "device_default": db([entry('{"phase":"prefill"}', '{"variant":"tiled","rows":4,"block_n":16,"wg":8}')]),
+        "wildcard": db([entry("{}", "{}")]),
+        "decode_splits": db([entry('{"phase":"decode","head_dim":128,"seq":4096,"dtype":"f16","causal":true,'
+                                   '"mask":"bool"}', '{"variant":"tiled","rows":1,"block_n":32,"wg":64,"local":1,'
+                                   '"splits":4}')]),
+        "unknown_op": db([entry("{}", '{"x":1}', op="additive")]),
+        "several": db([entry(*exact), entry('{"phase":"decode"}', '{"rows":1}'), entry(*exact, hash_="f" * 32)]),
+        "bad_format": db([], head='"format":2,"platform":"p","device":"d","driver":"v"'),
+        "bad_hash": db([entry(*exact, hash_="XYZ")]),
+        "bad_seq": db([entry('{"seq":1000}', "{}")]),
+        "bad_param": db([entry("{}", '{"rows":-1}')]),
+        "truncated": db([entry(*exact)])[:-7],
+        "not_json": b"variant=cpu,rows=24",
+    }
+
+
 def main():
     if len(sys.argv) > 1:
         sys.exit(__doc__)
     write_corpus("fuzz_npy", npy_seeds())
     write_corpus("fuzz_cache_entry", cache_seeds())
     write_corpus("fuzz_sdpa_args", sdpa_seeds())
+    write_corpus("fuzz_tuning_db", tuning_seeds())
     write_regressions("fuzz_npy", {"read_regular_header_shorter_than_prefix.npy": b"\x93NUMPY\x01\x00\x01\x00\nX"})
     write_regressions("fuzz_sdpa_args", sdpa_regressions())
 

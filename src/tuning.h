@@ -1,0 +1,195 @@
+/* Tunable operations and the tuning database, inside the library: one description per tunable operation (its
+ * parameter space, the constraints that prune it on a device, its built-in defaults per device type), the problem
+ * classes that tuned entries are keyed by, and the database that maps (device, kernel source, class) to the
+ * parameters to use. The tuner (tools/cmd_tune.c), the benchmark, the tests and the operations themselves all read
+ * the same descriptions, so a parameter exists in exactly one place.
+ *
+ * Adding an operation: a cla_tune_op in the table of tuning.c (name, kernel sources, parameter list, builtin and
+ * check functions), and a lookup in the operation's host code through cla_tuning_choose(). */
+#ifndef CLATTN_TUNING_H
+#define CLATTN_TUNING_H
+
+#include "internal.h"
+
+#define CLA_TUNE_MAX_PARAMS  8
+#define CLA_TUNE_MAX_VALUES  16
+#define CLA_TUNE_PARAMS_TEXT 256 /* room for "variant=cpu,rows=24,..." */
+#define CLA_TUNE_CLASS_TEXT  96  /* room for "prefill:d64:L1024:f32:causal:additive" */
+
+/* A value the tuner may give a parameter is one of its listed values; a database entry may use any value the
+ * parameter accepts (the check function decides). */
+typedef struct cla_tune_param {
+    const char *name;
+    int count;
+    int values[CLA_TUNE_MAX_VALUES];
+    /* Names of the values 0..label_count-1 for an enumerated parameter ("tiled", "cpu"), else NULL. */
+    const char *const *labels;
+    int label_count;
+} cla_tune_param;
+
+/* One point of an operation's space: values in the order of its parameter list. */
+typedef struct cla_tune_config {
+    int v[CLA_TUNE_MAX_PARAMS];
+} cla_tune_config;
+
+enum { CLA_PHASE_PREFILL = 0, CLA_PHASE_DECODE = 1 };
+
+/* A concrete problem, as an operation sees it at run time. */
+typedef struct cla_tune_problem {
+    size_t head_dim, v_head_dim;
+    clattn_dtype dtype;
+    int mask_kind; /* 0 none, 1 additive, 2 boolean (CLA_MASK_* of sdpa_internal.h) */
+    bool causal;
+    size_t batch, heads, q_len, kv_len;
+} cla_tune_problem;
+
+/* A problem class: what a database entry applies to. In database entries a field of -1 is a wildcard (an entry
+ * with wildcards is a device default); classes of concrete problems have every field set. */
+typedef struct cla_tune_class {
+    int head_dim;
+    int dtype; /* clattn_dtype */
+    int mask_kind;
+    int causal; /* 0 or 1 */
+    int phase;  /* CLA_PHASE_* */
+    long seq;   /* sequence-length bucket: the key length rounded up to a power of two */
+} cla_tune_class;
+
+typedef struct cla_tune_op {
+    const char *name;           /* the key in the database: "sdpa_fused" */
+    const char *const *sources; /* kernel sources whose text is hashed into every entry, NULL-terminated */
+    int param_count;
+    const cla_tune_param *params;
+    /* The built-in defaults for this device type (the library's heuristics). */
+    void (*builtin)(const clattn_device_info *d, const cla_tune_problem *p, cla_tune_config *out);
+    /* NULL if `c` can run the problem on the device, else why not (a static string). Called before anything is
+     * built, by the tuner to prune and by the lookup to refuse a database entry that does not fit. */
+    const char *(*check)(const clattn_device_info *d, const cla_tune_problem *p, const cla_tune_config *c);
+    /* The environment's override for kernel development and tests, or NULL if the operation has none: sets *given
+     * and fills `c` when one is set; an error status for a malformed one (a typo must not test the defaults). */
+    clattn_status (*override)(clattn_context *ctx, const cla_tune_problem *p, cla_tune_config *c, bool *given);
+} cla_tune_op;
+
+/* The operations, NULL-terminated, and one by name (NULL if unknown). */
+const cla_tune_op *const *cla_tune_ops(void);
+const cla_tune_op *cla_tune_op_find(const char *name);
+int cla_tune_param_index(const cla_tune_op *op, const char *name);
+
+/* "name=value,..." in parameter order, labels for enumerated values. */
+void cla_tune_config_format(const cla_tune_op *op, const cla_tune_config *c, char *out, size_t size);
+/* Parses "name=value,..." over `c` (parameters not named keep their value). Returns false (with a reason) on an
+ * unknown name, a bad value or bad syntax. */
+bool cla_tune_config_parse(const cla_tune_op *op, const char *text, cla_tune_config *c, char *why, size_t why_size);
+bool cla_tune_config_equal(const cla_tune_op *op, const cla_tune_config *a, const cla_tune_config *b);
+
+/* The number of points of the full product space, and the point at `index` (mixed radix, first parameter
+ * slowest). Points that fail the check are the caller's to skip. */
+size_t cla_tune_space_size(const cla_tune_op *op);
+void cla_tune_space_point(const cla_tune_op *op, size_t index, cla_tune_config *c);
+
+/* The fused attention kernel's parameters, by index in its description. */
+enum {
+    CLA_FUSED_VARIANT = 0, /* 0 tiled (sdpa_fused.cl), 1 cpu (sdpa_fused_cpu.cl) */
+    CLA_FUSED_ROWS,
+    CLA_FUSED_BLOCK_N,
+    CLA_FUSED_WG,
+    CLA_FUSED_LOCAL,
+    CLA_FUSED_SPLITS, /* 0: chosen by the shape */
+    CLA_FUSED_PARAM_COUNT
+};
+enum { CLA_FUSED_TILED = 0, CLA_FUSED_CPU = 1 };
+extern const cla_tune_op cla_tune_op_sdpa_fused;
+/* Completes a partial fused configuration (fields of -1 unset, as CLATTN_FUSED_PARAMS leaves them) with the
+ * defaults of its variant (the device's variant when that is unset too), then shrinks it to the device's limits. */
+void cla_sdpa_fused_complete(const clattn_device_info *d, const cla_tune_problem *p, cla_tune_config *c);
+/* CLATTN_FUSED_PARAMS (sdpa_fused.c). */
+clattn_status cla_sdpa_fused_override(clattn_context *ctx, const cla_tune_problem *p, cla_tune_config *c,
+                                      bool *given);
+
+/* Classes. */
+long cla_tune_seq_bucket(size_t len);
+cla_tune_class cla_tune_class_of(const cla_tune_problem *p);
+/* "prefill:d64:L1024:f32[:causal][:additive|:bool]", for display and --shapes; wildcards, "not causal" and "no
+ * mask" are left out, so the text of a device default for one phase is just "prefill". */
+void cla_tune_class_format(const cla_tune_class *c, char *out, size_t size);
+/* Parses the tokens of that form in any order; unnamed fields stay wildcards, except that dtype, mask and causal
+ * default to f32, none and not causal when `concrete` is set (the tuner's --shapes). */
+bool cla_tune_class_parse(const char *text, bool concrete, cla_tune_class *c, char *why, size_t why_size);
+/* The problem the tuner times for a concrete class: batch 1, 8 heads, the bucket's length (one query for
+ * decode). */
+cla_tune_problem cla_tune_class_problem(const cla_tune_class *c);
+
+/* ---- the database (tuning_db.c) ---- */
+
+typedef struct cla_tuning_entry {
+    char op[32];
+    char source_hash[33];
+    cla_tune_class cls;
+    char params[CLA_TUNE_PARAMS_TEXT]; /* "name=value,..." as stored; checked against the operation when used */
+    double ms;                         /* measured median of the tuned configuration, 0 if unknown */
+    double default_ms;                 /* the built-in default's, 0 if unknown */
+} cla_tuning_entry;
+
+typedef struct cla_tuning_db {
+    char platform[128], device[128], driver[128];
+    cla_tuning_entry *entries;
+    size_t count, capacity;
+    char *path; /* the file it was read from or is written to; NULL for one parsed from memory */
+} cla_tuning_db;
+
+#define CLA_TUNING_FORMAT 1
+
+/* Parses a database file's bytes (untrusted: fuzzed by tests/fuzz/fuzz_tuning_db.c). Returns false with a reason
+ * and an empty database for anything malformed; entries of unknown operations are kept as they are. */
+bool cla_tuning_db_parse(const char *text, size_t size, cla_tuning_db *db, char *why, size_t why_size);
+/* The database as JSON text (malloc'd), NULL if out of memory. */
+char *cla_tuning_db_to_json(const cla_tuning_db *db);
+void cla_tuning_db_clear(cla_tuning_db *db);
+/* Adds an entry, replacing one with the same operation, source hash and class. Returns false if out of memory. */
+bool cla_tuning_db_put(cla_tuning_db *db, const cla_tuning_entry *e);
+/* Writes the database atomically (temporary file, rename) to db->path, creating its directory private to the
+ * user. Returns false with a reason. */
+bool cla_tuning_db_save(const cla_tuning_db *db, char *why, size_t why_size);
+
+/* The tuning directory ($CLATTN_TUNING_DIR, else $XDG_DATA_HOME/clattn/tuning, else ~/.local/share/clattn/tuning),
+ * malloc'd; NULL if none can be named. */
+char *cla_tuning_dir(void);
+/* Creates the tuning directory (and its parents) with mode 0700; true if it exists afterwards. */
+bool cla_tuning_make_dir(const char *dir);
+/* The database file of a device in `dir` (malloc'd): its name says which device, a hash of platform, device and
+ * driver makes it unique. */
+char *cla_tuning_file(const char *dir, const clattn_device_info *info);
+/* The hash of an operation's kernel sources as this library (or CLATTN_KERNEL_DIR) has them; false if they cannot
+ * be loaded. */
+bool cla_tuning_source_hash(clattn_context *ctx, const cla_tune_op *op, char out[33]);
+
+/* What a context holds: its device's database (empty if none) and the source hash of each operation. */
+typedef struct cla_tuning_state {
+    cla_tuning_db db;
+    char *file;         /* the file looked for; NULL if no directory could be named */
+    bool found;         /* the file existed and was accepted */
+    char hashes[8][33]; /* per operation of cla_tune_ops(), "" until needed */
+} cla_tuning_state;
+
+/* Reads the context's device database at context creation; a missing file is no database, a malformed one or one
+ * of another device is logged and ignored. Never fails the context. */
+void cla_tuning_load(clattn_context *ctx);
+void cla_tuning_free(clattn_context *ctx);
+
+typedef struct cla_tune_choice {
+    clattn_tuning_source source;
+    cla_tune_config config;
+    const cla_tuning_entry *entry; /* NULL for built-in */
+} cla_tune_choice;
+
+/* The parameters an operation uses for a problem: the environment's override, else the database entry of the exact
+ * class, of the nearest sequence bucket, a device default, or the built-in default, whichever comes first and fits
+ * the device. Fails only on a malformed override. */
+clattn_status cla_tuning_choose(clattn_context *ctx, const cla_tune_op *op, const cla_tune_problem *p,
+                                cla_tune_choice *out);
+/* The database part of that lookup, against a given database and source hash (tests, fuzz target). Entries that do
+ * not fit the device are skipped, with a message to log_ctx's log (which may be NULL). */
+void cla_tuning_match(const clattn_context *log_ctx, const cla_tuning_db *db, const char *source_hash,
+                      const clattn_device_info *d, const cla_tune_op *op, const cla_tune_problem *p,
+                      cla_tune_choice *out);
+
+#endif /* CLATTN_TUNING_H */

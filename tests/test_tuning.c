@@ -1,0 +1,568 @@
+/* Tests of the tuner and the tuning database. `test_tuning --unit` runs the parts that need no device: the parser
+ * (valid, malformed and hostile files), the writer's round trip, and the matcher's fallbacks (exact class, nearest
+ * sequence bucket, device default, built-in; stale source hashes and entries that do not fit the device). Without
+ * it, the device parts run too: a context reading a database of another device or a malformed one, and real runs
+ * of `clattn tune` on the device (a short tune whose result a new context picks up, candidates that fail to build,
+ * give a wrong answer, crash or hang, and a run interrupted and resumed). */
+#define _POSIX_C_SOURCE 200809L
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "tuning.h"
+
+static const char *const hash_a = "0123456789abcdef0123456789abcdef";
+static const char *const hash_b = "fedcba9876543210fedcba9876543210";
+
+static clattn_device_info fake_cpu(void) {
+    clattn_device_info d;
+    memset(&d, 0, sizeof d);
+    snprintf(d.platform_name, sizeof d.platform_name, "Fake Platform");
+    snprintf(d.name, sizeof d.name, "fake cpu");
+    snprintf(d.driver_version, sizeof d.driver_version, "1.0");
+    d.type = CLATTN_DEVICE_TYPE_CPU;
+    d.compute_units = 2;
+    d.max_work_group_size = 4096;
+    d.max_work_item_sizes[0] = 4096;
+    d.local_mem_bytes = 32768;
+    return d;
+}
+
+static cla_tune_problem problem(const char *cls) {
+    cla_tune_class c;
+    char why[128];
+    assert_true(cla_tune_class_parse(cls, true, &c, why, sizeof why));
+    return cla_tune_class_problem(&c);
+}
+
+static char *entry_json(const char *hash, const char *cls, const char *params) {
+    char *s = malloc(1024);
+    snprintf(s, 1024, "{\"op\":\"sdpa_fused\",\"source_hash\":\"%s\",\"class\":%s,\"params\":%s,\"ms\":1.5}", hash,
+             cls, params);
+    return s;
+}
+
+/* A database of the fake device with the given entries (JSON objects). */
+static bool parse_db(cla_tuning_db *db, const char *entries, char *why, size_t why_size) {
+    char text[8192];
+    snprintf(text, sizeof text,
+             "{\"format\":1,\"platform\":\"Fake Platform\",\"device\":\"fake cpu\",\"driver\":\"1.0\","
+             "\"entries\":[%s]}",
+             entries);
+    memset(db, 0, sizeof *db);
+    return cla_tuning_db_parse(text, strlen(text), db, why, why_size);
+}
+
+static const char *const prefill_256 = "{\"phase\":\"prefill\",\"head_dim\":64,\"seq\":256,\"dtype\":\"f32\","
+                                       "\"causal\":false,\"mask\":\"none\"}";
+static const char *const prefill_1024 = "{\"phase\":\"prefill\",\"head_dim\":64,\"seq\":1024,\"dtype\":\"f32\","
+                                        "\"causal\":false,\"mask\":\"none\"}";
+
+static void choose(const cla_tuning_db *db, const char *hash, const char *cls, cla_tune_choice *ch, char *params,
+                   size_t size) {
+    clattn_device_info d = fake_cpu();
+    cla_tune_problem p = problem(cls);
+    cla_tuning_match(NULL, db, hash, &d, &cla_tune_op_sdpa_fused, &p, ch);
+    cla_tune_config_format(&cla_tune_op_sdpa_fused, &ch->config, params, size);
+}
+
+static void matcher_fallbacks(void **state) {
+    (void)state;
+    char *e1 = entry_json(hash_a, prefill_256, "{\"variant\":\"cpu\",\"rows\":8,\"block_n\":32}");
+    char *e2 = entry_json(hash_a, prefill_1024, "{\"variant\":\"cpu\",\"rows\":16,\"block_n\":64}");
+    char *e3 = entry_json(hash_a, "{\"phase\":\"prefill\"}", "{\"variant\":\"cpu\",\"rows\":32,\"block_n\":96}");
+    char *e4 = entry_json(hash_b, "{\"phase\":\"decode\"}", "{\"variant\":\"cpu\",\"rows\":1,\"block_n\":128}");
+    char entries[4096];
+    snprintf(entries, sizeof entries, "%s,%s,%s,%s", e1, e2, e3, e4);
+    cla_tuning_db db;
+    char why[256] = "";
+    assert_true(parse_db(&db, entries, why, sizeof why));
+    assert_int_equal(db.count, 4);
+    cla_tune_choice ch;
+    char params[256];
+
+    choose(&db, hash_a, "prefill:d64:L256", &ch, params, sizeof params);
+    assert_int_equal(ch.source, CLATTN_TUNING_EXACT);
+    assert_string_equal(params, "variant=cpu,rows=8,block_n=32,wg=1,local=0,splits=0");
+    /* A length inside a bucket is that bucket. */
+    choose(&db, hash_a, "prefill:d64:L1000", &ch, params, sizeof params);
+    assert_int_equal(ch.source, CLATTN_TUNING_EXACT);
+    assert_int_equal(ch.config.v[CLA_FUSED_ROWS], 16);
+    /* Nearest bucket in log2: 4096 is two steps from 1024, four from 256. */
+    choose(&db, hash_a, "prefill:d64:L4096", &ch, params, sizeof params);
+    assert_int_equal(ch.source, CLATTN_TUNING_NEAREST);
+    assert_int_equal(ch.config.v[CLA_FUSED_ROWS], 16);
+    choose(&db, hash_a, "prefill:d64:L128", &ch, params, sizeof params);
+    assert_int_equal(ch.source, CLATTN_TUNING_NEAREST);
+    assert_int_equal(ch.config.v[CLA_FUSED_ROWS], 8);
+    /* Another head dim: no class of its own, so the device default of the phase. */
+    choose(&db, hash_a, "prefill:d128:L256", &ch, params, sizeof params);
+    assert_int_equal(ch.source, CLATTN_TUNING_DEVICE_DEFAULT);
+    assert_int_equal(ch.config.v[CLA_FUSED_ROWS], 32);
+    /* Causal is another class too. */
+    choose(&db, hash_a, "prefill:d64:L256:causal", &ch, params, sizeof params);
+    assert_int_equal(ch.source, CLATTN_TUNING_DEVICE_DEFAULT);
+    /* Decode: its only entry has another source hash, so the built-in default. */
+    choose(&db, hash_a, "decode:d64:L2048", &ch, params, sizeof params);
+    assert_int_equal(ch.source, CLATTN_TUNING_BUILTIN);
+    assert_string_equal(params, "variant=cpu,rows=1,block_n=48,wg=1,local=0,splits=0");
+    /* A stale hash for everything: never used. */
+    choose(&db, "00000000000000000000000000000000", "prefill:d64:L256", &ch, params, sizeof params);
+    assert_int_equal(ch.source, CLATTN_TUNING_BUILTIN);
+    assert_string_equal(params, "variant=cpu,rows=24,block_n=48,wg=1,local=0,splits=0");
+    choose(&db, hash_b, "decode:d64:L64", &ch, params, sizeof params);
+    assert_int_equal(ch.source, CLATTN_TUNING_DEVICE_DEFAULT);
+    assert_int_equal(ch.config.v[CLA_FUSED_BLOCK_N], 128);
+    /* No database at all. */
+    choose(NULL, hash_a, "prefill:d64:L256", &ch, params, sizeof params);
+    assert_int_equal(ch.source, CLATTN_TUNING_BUILTIN);
+    cla_tuning_db_clear(&db);
+    free(e1);
+    free(e2);
+    free(e3);
+    free(e4);
+}
+
+/* An entry the device cannot run (a work-group above its limit, the CPU kernel with rows 12) is skipped for the
+ * next best. */
+static void matcher_skips_entries_that_do_not_fit(void **state) {
+    (void)state;
+    char *e1 = entry_json(hash_a, prefill_256, "{\"variant\":\"tiled\",\"wg\":8192,\"local\":1}");
+    char *e2 = entry_json(hash_a, prefill_1024, "{\"variant\":\"cpu\",\"rows\":12}");
+    char *e3 = entry_json(hash_a, "{}", "{\"variant\":\"tiled\",\"rows\":2,\"block_n\":16,\"wg\":4,\"local\":0}");
+    char *e4 = entry_json(hash_a, "{\"phase\":\"decode\"}", "{\"unknown_param\":3}");
+    char entries[4096];
+    snprintf(entries, sizeof entries, "%s,%s,%s,%s", e1, e2, e3, e4);
+    cla_tuning_db db;
+    char why[256] = "";
+    assert_true(parse_db(&db, entries, why, sizeof why));
+    cla_tune_choice ch;
+    char params[256];
+    choose(&db, hash_a, "prefill:d64:L256", &ch, params, sizeof params);
+    assert_int_equal(ch.source, CLATTN_TUNING_DEVICE_DEFAULT);
+    assert_string_equal(params, "variant=tiled,rows=2,block_n=16,wg=4,local=0,splits=0");
+    /* The decode default names a parameter the kernel does not have: the wildcard entry is next. */
+    choose(&db, hash_a, "decode:d64:L256", &ch, params, sizeof params);
+    assert_int_equal(ch.source, CLATTN_TUNING_DEVICE_DEFAULT);
+    assert_int_equal(ch.config.v[CLA_FUSED_VARIANT], CLA_FUSED_TILED);
+    cla_tuning_db_clear(&db);
+    free(e1);
+    free(e2);
+    free(e3);
+    free(e4);
+}
+
+static void parser_rejects_malformed_files(void **state) {
+    (void)state;
+    static const char *const bad[] = {
+        "",
+        "not json",
+        "[]",
+        "{}",
+        "{\"format\":2,\"platform\":\"p\",\"device\":\"d\",\"driver\":\"v\",\"entries\":[]}",
+        "{\"format\":1.5,\"platform\":\"p\",\"device\":\"d\",\"driver\":\"v\",\"entries\":[]}",
+        "{\"format\":1,\"platform\":7,\"device\":\"d\",\"driver\":\"v\",\"entries\":[]}",
+        "{\"format\":1,\"platform\":\"p\",\"device\":\"d\",\"driver\":\"v\",\"entries\":{}}",
+        "{\"format\":1,\"platform\":\"p\",\"device\":\"d\",\"driver\":\"v\",\"entries\":[1]}",
+        "{\"format\":1,\"platform\":\"p\",\"device\":\"d\",\"driver\":\"v\",\"entries\":[{\"op\":\"sdpa_fused\","
+        "\"source_hash\":\"XYZ\",\"class\":{},\"params\":{}}]}",
+        "{\"format\":1,\"platform\":\"p\",\"device\":\"d\",\"driver\":\"v\",\"entries\":[{\"op\":\"sdpa_fused\","
+        "\"source_hash\":\"0123456789abcdef0123456789abcdef\",\"class\":{\"seq\":1000},\"params\":{}}]}",
+        "{\"format\":1,\"platform\":\"p\",\"device\":\"d\",\"driver\":\"v\",\"entries\":[{\"op\":\"sdpa_fused\","
+        "\"source_hash\":\"0123456789abcdef0123456789abcdef\",\"class\":{\"colour\":1},\"params\":{}}]}",
+        "{\"format\":1,\"platform\":\"p\",\"device\":\"d\",\"driver\":\"v\",\"entries\":[{\"op\":\"sdpa_fused\","
+        "\"source_hash\":\"0123456789abcdef0123456789abcdef\",\"class\":{},\"params\":{\"rows\":-1}}]}",
+        "{\"format\":1,\"platform\":\"p\",\"device\":\"d\",\"driver\":\"v\",\"entries\":[{\"op\":\"sdpa_fused\","
+        "\"source_hash\":\"0123456789abcdef0123456789abcdef\",\"class\":{},\"params\":{\"rows\":\"a,b=c\"}}]}",
+        "{\"format\":1,\"platform\":\"p\",\"device\":\"d\",\"driver\":\"v\",\"entries\":[{\"op\":\"sdpa_fused\","
+        "\"source_hash\":\"0123456789abcdef0123456789abcdef\",\"class\":{},\"params\":{},\"ms\":-3}]}",
+        "{\"format\":1,\"platform\":\"p\",\"device\":\"d\",\"driver\":\"v\",\"entries\":[{\"op\":\"sdpa_fused\","
+        "\"source_hash\":\"0123456789abcdef0123456789abcdef\",\"class\":{},\"params\":{}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+        cla_tuning_db db;
+        memset(&db, 0, sizeof db);
+        char why[256] = "";
+        if (cla_tuning_db_parse(bad[i], strlen(bad[i]), &db, why, sizeof why)) fail_msg("accepted: %s", bad[i]);
+        assert_true(why[0] != '\0');
+        assert_int_equal(db.count, 0);
+        cla_tuning_db_clear(&db);
+    }
+}
+
+static void writer_round_trip(void **state) {
+    (void)state;
+    cla_tuning_db db;
+    memset(&db, 0, sizeof db);
+    snprintf(db.platform, sizeof db.platform, "Plat \"quoted\"");
+    snprintf(db.device, sizeof db.device, "dev\\ice");
+    snprintf(db.driver, sizeof db.driver, "1.2.3");
+    cla_tuning_entry e;
+    memset(&e, 0, sizeof e);
+    snprintf(e.op, sizeof e.op, "sdpa_fused");
+    snprintf(e.source_hash, sizeof e.source_hash, "%s", hash_a);
+    char why[256] = "";
+    assert_true(cla_tune_class_parse("decode:d128:L3000:bf16:causal:bool", true, &e.cls, why, sizeof why));
+    assert_int_equal(e.cls.seq, 4096);
+    snprintf(e.params, sizeof e.params, "variant=cpu,rows=1,block_n=96");
+    e.ms = 0.25;
+    e.default_ms = 0.5;
+    assert_true(cla_tuning_db_put(&db, &e));
+    e.cls.seq = -1;
+    e.cls.head_dim = -1;
+    assert_true(cla_tuning_db_put(&db, &e));
+    assert_true(cla_tuning_db_put(&db, &e)); /* the same key replaces */
+    assert_int_equal(db.count, 2);
+    char *text = cla_tuning_db_to_json(&db);
+    assert_non_null(text);
+    cla_tuning_db back;
+    memset(&back, 0, sizeof back);
+    assert_true(cla_tuning_db_parse(text, strlen(text), &back, why, sizeof why));
+    assert_string_equal(back.platform, db.platform);
+    assert_string_equal(back.device, db.device);
+    assert_int_equal(back.count, 2);
+    for (size_t i = 0; i < 2; ++i) {
+        assert_memory_equal(&back.entries[i].cls, &db.entries[i].cls, sizeof(cla_tune_class));
+        assert_string_equal(back.entries[i].params, db.entries[i].params);
+        assert_true(back.entries[i].ms == db.entries[i].ms);
+    }
+    char cls[CLA_TUNE_CLASS_TEXT];
+    cla_tune_class_format(&back.entries[0].cls, cls, sizeof cls);
+    assert_string_equal(cls, "decode:d128:L4096:bf16:causal:bool");
+    cla_tune_class_format(&back.entries[1].cls, cls, sizeof cls);
+    assert_string_equal(cls, "decode:bf16:causal:bool");
+    free(text);
+    cla_tuning_db_clear(&db);
+    cla_tuning_db_clear(&back);
+}
+
+static void space_and_configs(void **state) {
+    (void)state;
+    const cla_tune_op *op = cla_tune_op_find("sdpa_fused");
+    assert_ptr_equal(op, &cla_tune_op_sdpa_fused);
+    assert_null(cla_tune_op_find("no_such_op"));
+    cla_tune_config c;
+    char why[128], text[256];
+    memset(&c, 0, sizeof c);
+    assert_true(
+        cla_tune_config_parse(op, "variant=tiled,rows=4,block_n=16,wg=8,local=1,splits=0", &c, why, sizeof why));
+    cla_tune_config_format(op, &c, text, sizeof text);
+    assert_string_equal(text, "variant=tiled,rows=4,block_n=16,wg=8,local=1,splits=0");
+    assert_false(cla_tune_config_parse(op, "rows=4,", &c, why, sizeof why));
+    assert_false(cla_tune_config_parse(op, "cols=4", &c, why, sizeof why));
+    assert_false(cla_tune_config_parse(op, "variant=gpu", &c, why, sizeof why));
+    assert_false(cla_tune_config_parse(op, "rows", &c, why, sizeof why));
+    /* Every point the check passes on a CPU, for a prefill class, keeps the constraints the kernels state. */
+    clattn_device_info d = fake_cpu();
+    cla_tune_problem p = problem("prefill:d64:L512");
+    size_t valid = 0;
+    for (size_t i = 0; i < cla_tune_space_size(op); ++i) {
+        cla_tune_space_point(op, i, &c);
+        if (op->check(&d, &p, &c)) continue;
+        ++valid;
+        assert_int_equal(c.v[CLA_FUSED_SPLITS], 0);
+        if (c.v[CLA_FUSED_VARIANT] == CLA_FUSED_CPU) {
+            assert_true(c.v[CLA_FUSED_ROWS] == 1 || c.v[CLA_FUSED_ROWS] % 8 == 0);
+            assert_int_equal(c.v[CLA_FUSED_WG], 1);
+        }
+    }
+    assert_true(valid > 50);
+    /* The built-in default passes its own check. */
+    op->builtin(&d, &p, &c);
+    assert_null(op->check(&d, &p, &c));
+    d.type = CLATTN_DEVICE_TYPE_GPU;
+    op->builtin(&d, &p, &c);
+    assert_null(op->check(&d, &p, &c));
+    assert_int_equal(c.v[CLA_FUSED_VARIANT], CLA_FUSED_TILED);
+    assert_int_equal(c.v[CLA_FUSED_LOCAL], 1);
+    assert_false(cla_tune_class_parse("prefill:d64", true, (cla_tune_class[1]){0}, why, sizeof why));
+    assert_false(cla_tune_class_parse("prefill:d64:L64:f8", true, (cla_tune_class[1]){0}, why, sizeof why));
+}
+
+/* ---- device tests: a context reading databases, and the tuner itself ---- */
+
+static char basedir[256]; /* scratch */
+static char tmpdir[300];  /* the tuning directory inside it, which the tuner creates */
+static char messages[16384];
+
+static void collect_log(void *user, clattn_log_level level, const char *message) {
+    (void)user;
+    (void)level;
+    size_t n = strlen(messages);
+    snprintf(messages + n, sizeof messages - n, "%s\n", message);
+}
+
+static clattn_context *open_logged(void) {
+    messages[0] = '\0';
+    clattn_context_options o;
+    clattn_context_options_init(&o);
+    o.log = collect_log;
+    clattn_context *ctx = NULL;
+    assert_int_equal(clattn_context_create_with_options(&o, &ctx), CLATTN_SUCCESS);
+    return ctx;
+}
+
+static clattn_tuning_choice lookup(clattn_context *ctx, const char *cls) {
+    cla_tune_problem p = problem(cls);
+    clattn_tuning_query q;
+    clattn_tuning_query_init(&q);
+    q.head_dim = p.head_dim;
+    q.q_len = p.q_len;
+    q.kv_len = p.kv_len;
+    q.causal = p.causal ? CLATTN_CAUSAL_BOTTOM_RIGHT : CLATTN_CAUSAL_NONE;
+    clattn_tuning_choice ch;
+    assert_int_equal(clattn_tuning_lookup(ctx, &q, &ch), CLATTN_SUCCESS);
+    return ch;
+}
+
+static char *db_file(clattn_context *ctx) {
+    clattn_device_info info;
+    assert_int_equal(clattn_context_device_info(ctx, &info), CLATTN_SUCCESS);
+    return cla_tuning_file(tmpdir, &info);
+}
+
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void context_ignores_bad_databases(void **state) {
+    (void)state;
+    assert_true(cla_tuning_make_dir(tmpdir));
+    clattn_context *ctx = open_logged();
+    char *path = db_file(ctx);
+    clattn_device_info info;
+    clattn_context_device_info(ctx, &info);
+    char hash[33];
+    assert_true(cla_tuning_source_hash(ctx, &cla_tune_op_sdpa_fused, hash));
+    clattn_context_free(ctx);
+    char text[4096];
+
+    /* Malformed: a clear message, built-in defaults. */
+    write_text(path, "{\"format\":1,\"platform\":");
+    ctx = open_logged();
+    assert_non_null(strstr(messages, "malformed"));
+    assert_int_equal(lookup(ctx, "prefill:d64:L256").source, CLATTN_TUNING_BUILTIN);
+    clattn_context_free(ctx);
+
+    /* Another device's file under this device's name. */
+    snprintf(text, sizeof text,
+             "{\"format\":1,\"platform\":\"%s\",\"device\":\"some other device\",\"driver\":\"%s\",\"entries\":["
+             "{\"op\":\"sdpa_fused\",\"source_hash\":\"%s\",\"class\":{},\"params\":{\"variant\":\"cpu\","
+             "\"rows\":8,\"block_n\":16}}]}",
+             info.platform_name, info.driver_version, hash);
+    write_text(path, text);
+    ctx = open_logged();
+    assert_non_null(strstr(messages, "not this one"));
+    assert_int_equal(lookup(ctx, "prefill:d64:L256").source, CLATTN_TUNING_BUILTIN);
+    clattn_context_free(ctx);
+
+    /* This device, a stale source hash: ignored with a message. */
+    snprintf(text, sizeof text,
+             "{\"format\":1,\"platform\":\"%s\",\"device\":\"%s\",\"driver\":\"%s\",\"entries\":["
+             "{\"op\":\"sdpa_fused\",\"source_hash\":\"00000000000000000000000000000000\",\"class\":{},"
+             "\"params\":{\"variant\":\"tiled\",\"rows\":2,\"block_n\":16,\"wg\":4,\"local\":0}}]}",
+             info.platform_name, info.name, info.driver_version);
+    write_text(path, text);
+    ctx = open_logged();
+    assert_non_null(strstr(messages, "another version of its kernels"));
+    assert_int_equal(lookup(ctx, "prefill:d64:L256").source, CLATTN_TUNING_BUILTIN);
+    clattn_context_free(ctx);
+
+    /* The current hash: used, and the fused path runs with it (tiled kernel on this device). */
+    char *at = strstr(text, "00000000000000000000000000000000");
+    memcpy(at, hash, 32);
+    write_text(path, text);
+    ctx = open_logged();
+    clattn_tuning_choice ch = lookup(ctx, "prefill:d64:L256");
+    assert_int_equal(ch.source, CLATTN_TUNING_DEVICE_DEFAULT);
+    assert_string_equal(ch.params, "variant=tiled,rows=2,block_n=16,wg=4,local=0,splits=0");
+    assert_string_equal(ch.database, path);
+    /* CLATTN_FUSED_PARAMS still overrides it. */
+    setenv("CLATTN_FUSED_PARAMS", "rows=16", 1);
+    ch = lookup(ctx, "prefill:d64:L256");
+    unsetenv("CLATTN_FUSED_PARAMS");
+    assert_int_equal(ch.source, CLATTN_TUNING_OVERRIDE);
+    clattn_context_free(ctx);
+    remove(path);
+    free(path);
+}
+
+/* Runs the clattn program with `args`; returns its exit status, its stdout in `out`. */
+static int run_cli(const char *args, char *out, size_t size) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s %s 2>%s/stderr.txt", CLATTN_CLI, args, basedir);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, size - 1, p);
+    out[n] = '\0';
+    int status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* The results log of this device: the lines, and how many have `needle`. */
+static size_t log_count(clattn_context *ctx, const char *needle) {
+    char *path = db_file(ctx);
+    char *log = malloc(strlen(path) + 16);
+    strcpy(log, path);
+    strcpy(log + strlen(log) - 5, ".log.jsonl");
+    FILE *f = fopen(log, "r");
+    size_t n = 0;
+    char line[4096];
+    while (f && fgets(line, sizeof line, f)) n += !needle || strstr(line, needle) != NULL;
+    if (f) fclose(f);
+    free(log);
+    free(path);
+    return n;
+}
+
+static void clear_tuning_dir(clattn_context *ctx) {
+    char *path = db_file(ctx);
+    remove(path);
+    char *log = malloc(strlen(path) + 16);
+    strcpy(log, path);
+    strcpy(log + strlen(log) - 5, ".log.jsonl");
+    remove(log);
+    free(log);
+    free(path);
+}
+
+/* The small space every tuner test searches: the CPU kernel, two row counts and two tile widths (the built-in
+ * default rows=24, block_n=48 among them), on a short prefill. */
+#define SPACE    "--shapes prefill:d64:L64 --space variant=cpu,rows=8:24,block_n=32:48 --repeat 1 --warmup 0"
+#define BROKEN   "variant=cpu,rows=8,block_n=32,wg=1,local=0,splits=0"
+#define WRONG    "variant=cpu,rows=8,block_n=48,wg=1,local=0,splits=0"
+#define FASTEST  "variant=cpu,rows=24,block_n=32,wg=1,local=0,splits=0"
+#define BUILT_IN "variant=cpu,rows=24,block_n=48,wg=1,local=0,splits=0"
+
+static void tune_result_is_picked_up(void **state) {
+    (void)state;
+    clattn_context *ctx = open_logged();
+    clear_tuning_dir(ctx);
+    assert_int_equal(lookup(ctx, "prefill:d64:L64").source, CLATTN_TUNING_BUILTIN);
+    clattn_context_free(ctx);
+    char out[16384];
+    int rc = run_cli("tune " SPACE " --strategy random --budget 3 --quiet", out, sizeof out);
+    if (rc != 0) fail_msg("clattn tune exited %d:\n%s", rc, out);
+    assert_non_null(strstr(out, "prefill:d64:L64:f32"));
+    ctx = open_logged();
+    assert_int_equal(log_count(ctx, NULL), 3);
+    clattn_tuning_choice ch = lookup(ctx, "prefill:d64:L64");
+    assert_int_equal(ch.source, CLATTN_TUNING_EXACT);
+    assert_true(ch.tuned_ms > 0);
+    assert_non_null(strstr(out, ch.params)); /* the table's best is what the context uses */
+    /* The neighbouring bucket falls back to it; --show says so. */
+    assert_int_equal(lookup(ctx, "prefill:d64:L128").source, CLATTN_TUNING_NEAREST);
+    clattn_context_free(ctx);
+    rc = run_cli("tune --show --shapes prefill:d64:L64,prefill:d64:L128,decode:d64:L64", out, sizeof out);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "exact"));
+    assert_non_null(strstr(out, "nearest"));
+    assert_non_null(strstr(out, "builtin"));
+}
+
+static void failing_candidates_are_recorded_and_skipped(void **state) {
+    (void)state;
+    clattn_context *ctx = open_logged();
+    clear_tuning_dir(ctx);
+    char out[16384];
+    setenv("CLATTN_TUNE_TEST_FAIL", "build@" BROKEN ";wrong@" WRONG ";crash@" FASTEST, 1);
+    int rc = run_cli("tune " SPACE " --strategy exhaustive --quiet", out, sizeof out);
+    unsetenv("CLATTN_TUNE_TEST_FAIL");
+    if (rc != 0) fail_msg("clattn tune exited %d:\n%s", rc, out);
+    assert_int_equal(log_count(ctx, NULL), 4);
+    assert_int_equal(log_count(ctx, "\"status\":\"build\""), 1);
+    assert_int_equal(log_count(ctx, "\"status\":\"wrong\""), 1);
+    assert_int_equal(log_count(ctx, "\"status\":\"crash\""), 1);
+    assert_int_equal(log_count(ctx, "\"status\":\"ok\""), 1);
+    clattn_context_free(ctx);
+    /* Only the built-in default worked, so it is the one stored. */
+    ctx = open_logged();
+    clattn_tuning_choice ch = lookup(ctx, "prefill:d64:L64");
+    assert_int_equal(ch.source, CLATTN_TUNING_EXACT);
+    assert_string_equal(ch.params, BUILT_IN);
+    clattn_context_free(ctx);
+}
+
+static void hanging_candidate_times_out(void **state) {
+    (void)state;
+    clattn_context *ctx = open_logged();
+    clear_tuning_dir(ctx);
+    char out[16384];
+    setenv("CLATTN_TUNE_TEST_FAIL", "hang@" BROKEN, 1);
+    int rc = run_cli("tune --shapes prefill:d64:L64 --space variant=cpu,rows=8,block_n=32 --repeat 1 --warmup 0 "
+                     "--candidate-timeout 3 --quiet",
+                     out, sizeof out);
+    unsetenv("CLATTN_TUNE_TEST_FAIL");
+    if (rc != 0) fail_msg("clattn tune exited %d:\n%s", rc, out);
+    assert_int_equal(log_count(ctx, "\"status\":\"timeout\""), 1);
+    assert_int_equal(log_count(ctx, "\"status\":\"ok\""), 1);
+    clattn_context_free(ctx);
+}
+
+static void interrupted_run_resumes(void **state) {
+    (void)state;
+    clattn_context *ctx = open_logged();
+    clear_tuning_dir(ctx);
+    char out[16384];
+    setenv("CLATTN_TUNE_TEST_STOP_AFTER", "2", 1);
+    int rc = run_cli("tune " SPACE " --strategy exhaustive --quiet", out, sizeof out);
+    unsetenv("CLATTN_TUNE_TEST_STOP_AFTER");
+    assert_int_equal(rc, 3);
+    assert_int_equal(log_count(ctx, NULL), 2);
+    char *path = db_file(ctx);
+    assert_int_not_equal(access(path, F_OK), 0); /* interrupted before anything was stored */
+    rc = run_cli("tune " SPACE " --strategy exhaustive --quiet", out, sizeof out);
+    if (rc != 0) fail_msg("clattn tune exited %d:\n%s", rc, out);
+    assert_non_null(strstr(out, "2 new evaluations"));
+    assert_int_equal(log_count(ctx, NULL), 4); /* the first two were not run again */
+    assert_int_equal(access(path, F_OK), 0);
+    free(path);
+    clattn_context_free(ctx);
+    /* The directory is private. */
+    struct stat st;
+    assert_int_equal(stat(tmpdir, &st), 0);
+    assert_int_equal(st.st_mode & 077, 0);
+}
+
+int main(int argc, char **argv) {
+    const struct CMUnitTest unit[] = {
+        cmocka_unit_test(matcher_fallbacks),
+        cmocka_unit_test(matcher_skips_entries_that_do_not_fit),
+        cmocka_unit_test(parser_rejects_malformed_files),
+        cmocka_unit_test(writer_round_trip),
+        cmocka_unit_test(space_and_configs),
+    };
+    int failed = cmocka_run_group_tests_name("tuning (unit)", unit, NULL, NULL);
+    if (argc > 1 && strcmp(argv[1], "--unit") == 0) return failed;
+    /* A fresh private tuning directory (made by the tuner itself) and the fused kernels' defaults. */
+    snprintf(basedir, sizeof basedir, "/tmp/clattn-test-tuning-XXXXXX");
+    if (!mkdtemp(basedir)) return 1;
+    snprintf(tmpdir, sizeof tmpdir, "%s/tuning", basedir);
+    setenv("CLATTN_TUNING_DIR", tmpdir, 1);
+    unsetenv("CLATTN_FUSED_PARAMS");
+    unsetenv("CLATTN_TUNING");
+    const struct CMUnitTest device[] = {
+        cmocka_unit_test(tune_result_is_picked_up),
+        cmocka_unit_test(failing_candidates_are_recorded_and_skipped),
+        cmocka_unit_test(hanging_candidate_times_out),
+        cmocka_unit_test(interrupted_run_resumes),
+        cmocka_unit_test(context_ignores_bad_databases),
+    };
+    failed += cmocka_run_group_tests_name("tuning (device)", device, NULL, NULL);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", basedir);
+    if (system(cmd) != 0) failed += 0;
+    return failed;
+}

@@ -1,0 +1,386 @@
+/* `clattn tune`: finds the fastest kernel parameters for this device, one problem class at a time, and stores them
+ * in the device's tuning database, where every later context finds them. `clattn tune --show` prints which entry
+ * each class would use. The search itself is tune_search.c, the candidates run in worker processes (tune_run.c,
+ * tune_worker.c). */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "tune.h"
+
+#define CMD         "tune"
+#define MAX_CLASSES 32
+
+/* Tunes in a few minutes on a 2-core CPU through PoCL: one prefill class each without and with causal masking,
+ * and a decode step over a long cache. */
+static const char *const default_shapes = "prefill:d64:L512,prefill:d64:L512:causal,decode:d64:L2048";
+
+typedef struct class_outcome {
+    cla_tune_class cls;
+    char text[CLA_TUNE_CLASS_TEXT];
+    bool done;
+    bool have_default, have_best;
+    double default_ms, best_ms;
+    char best[CLA_TUNE_PARAMS_TEXT];
+    long evaluations, failures;
+    size_t space, pruned;
+} class_outcome;
+
+static int parse_classes(const char *text, class_outcome *out, size_t *count) {
+    *count = 0;
+    const char *p = text;
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        char item[128];
+        if (len == 0 || len >= sizeof item || *count == MAX_CLASSES)
+            return cli_error(CMD, CLI_USAGE, "--shapes %s: expected at most %d classes separated by commas", text,
+                             MAX_CLASSES);
+        memcpy(item, p, len);
+        item[len] = '\0';
+        char why[256];
+        class_outcome *o = &out[*count];
+        memset(o, 0, sizeof *o);
+        if (!cla_tune_class_parse(item, true, &o->cls, why, sizeof why))
+            return cli_error(CMD, CLI_USAGE, "--shapes: %s", why);
+        if (o->cls.seq > (1L << 16))
+            return cli_error(CMD, CLI_USAGE, "--shapes: %s: lengths above 65536 are too slow to tune", item);
+        cla_tune_class_format(&o->cls, o->text, sizeof o->text);
+        ++*count;
+        p += len;
+        if (*p == ',') ++p;
+    }
+    return *count ? CLI_OK : cli_error(CMD, CLI_USAGE, "--shapes: no class given");
+}
+
+/* "90", "90s", "10m", "2h" as seconds. */
+static int parse_duration(const char *text, double *out) {
+    char *end = NULL;
+    double v = strtod(text, &end);
+    double unit = 1;
+    if (end && strcmp(end, "m") == 0)
+        unit = 60;
+    else if (end && strcmp(end, "h") == 0)
+        unit = 3600;
+    else if (!end || (*end && strcmp(end, "s") != 0))
+        v = -1;
+    if (end == text || !(v > 0) || v > 1e7)
+        return cli_error(CMD, CLI_USAGE, "--time %s: expected a duration such as 90s, 10m or 1h", text);
+    *out = v * unit;
+    return CLI_OK;
+}
+
+static int parse_long(const char *opt, const char *text, long lo, long hi, long *out) {
+    char *end = NULL;
+    long v = strtol(text, &end, 10);
+    if (end == text || *end || v < lo || v > hi)
+        return cli_error(CMD, CLI_USAGE, "--%s %s: expected a whole number from %ld to %ld", opt, text, lo, hi);
+    *out = v;
+    return CLI_OK;
+}
+
+/* The log of every candidate sits next to the database: <database>.log.jsonl. */
+static char *log_path_for(const char *db_path) {
+    size_t n = strlen(db_path);
+    char *s = malloc(n + 16);
+    if (!s) return NULL;
+    memcpy(s, db_path, n + 1);
+    if (n > 5 && strcmp(s + n - 5, ".json") == 0) s[n - 5] = '\0';
+    strcat(s, ".log.jsonl");
+    return s;
+}
+
+static int show(clattn_context *ctx, const class_outcome *classes, size_t count) {
+    clattn_device_info info;
+    clattn_context_device_info(ctx, &info);
+    char *dir = cla_tuning_dir();
+    char *file = dir ? cla_tuning_file(dir, &info) : NULL;
+    printf("device: %s (%s, driver %s)\n", info.name, info.platform_name, info.driver_version);
+    printf("tuning database: %s (%s)\n", file ? file : "(no directory)",
+           file && access(file, R_OK) == 0 ? "present" : "absent");
+    printf("\n%-36s %-14s %-28s %10s  %s\n", "class", "source", "entry", "tuned ms", "parameters");
+    for (size_t i = 0; i < count; ++i) {
+        const cla_tune_problem p = cla_tune_class_problem(&classes[i].cls);
+        clattn_tuning_query q;
+        clattn_tuning_query_init(&q);
+        q.head_dim = p.head_dim;
+        q.dtype = p.dtype;
+        q.mask = p.mask_kind;
+        q.causal = p.causal ? CLATTN_CAUSAL_BOTTOM_RIGHT : CLATTN_CAUSAL_NONE;
+        q.q_len = p.q_len;
+        q.kv_len = p.kv_len;
+        clattn_tuning_choice ch;
+        clattn_status st = clattn_tuning_lookup(ctx, &q, &ch);
+        if (st != CLATTN_SUCCESS) {
+            free(dir);
+            free(file);
+            return cli_report_status(CMD, ctx, st, "the tuning lookup");
+        }
+        char tuned[32] = "-";
+        if (ch.tuned_ms > 0) snprintf(tuned, sizeof tuned, "%.3f", ch.tuned_ms);
+        printf("%-36s %-14s %-28s %10s  %s\n", ch.query_class, clattn_tuning_source_name(ch.source),
+               ch.entry_class[0] ? ch.entry_class : "-", tuned, ch.params);
+    }
+    free(dir);
+    free(file);
+    return CLI_OK;
+}
+
+/* Records the best configuration of a class in the database (and, for the first class of a phase in this run, as
+ * the device default of that phase), rereading the file first so that other classes' entries stay. */
+static bool store(const char *db_path, const clattn_device_info *info, const char *hash, const class_outcome *o,
+                  bool phase_default) {
+    cla_tuning_db db;
+    memset(&db, 0, sizeof db);
+    FILE *f = fopen(db_path, "rb");
+    if (f) {
+        char *text = NULL;
+        size_t len = 0, cap = 0;
+        for (;;) {
+            if (len + 4096 > cap) {
+                char *n = realloc(text, cap = cap ? 2 * cap : 65536);
+                if (!n) break;
+                text = n;
+            }
+            size_t got = fread(text + len, 1, cap - len, f);
+            len += got;
+            if (!got) break;
+        }
+        fclose(f);
+        char why[256];
+        if (text && !cla_tuning_db_parse(text, len, &db, why, sizeof why))
+            fprintf(stderr, "clattn tune: the existing database %s is malformed (%s); it is rewritten\n", db_path,
+                    why);
+        free(text);
+    }
+    if (strcmp(db.platform, info->platform_name) != 0 || strcmp(db.device, info->name) != 0 ||
+        strcmp(db.driver, info->driver_version) != 0) {
+        cla_tuning_db_clear(&db); /* another device's or driver's: its entries do not apply here */
+        snprintf(db.platform, sizeof db.platform, "%s", info->platform_name);
+        snprintf(db.device, sizeof db.device, "%s", info->name);
+        snprintf(db.driver, sizeof db.driver, "%s", info->driver_version);
+    }
+    db.path = cla_strdup(db_path);
+    cla_tuning_entry e;
+    memset(&e, 0, sizeof e);
+    snprintf(e.op, sizeof e.op, "%s", cla_tune_op_sdpa_fused.name);
+    snprintf(e.source_hash, sizeof e.source_hash, "%s", hash);
+    e.cls = o->cls;
+    snprintf(e.params, sizeof e.params, "%s", o->best);
+    e.ms = o->best_ms;
+    e.default_ms = o->have_default ? o->default_ms : 0;
+    bool ok = cla_tuning_db_put(&db, &e);
+    if (ok && phase_default) {
+        cla_tuning_entry d = e;
+        d.cls.head_dim = d.cls.dtype = d.cls.mask_kind = d.cls.causal = -1;
+        d.cls.seq = -1;
+        d.ms = d.default_ms = 0;
+        ok = cla_tuning_db_put(&db, &d);
+    }
+    char why[512];
+    if (ok && !cla_tuning_db_save(&db, why, sizeof why)) {
+        fprintf(stderr, "clattn tune: %s\n", why);
+        ok = false;
+    }
+    cla_tuning_db_clear(&db);
+    return ok;
+}
+
+static void print_table(const class_outcome *classes, size_t count) {
+    printf("\n%-36s %6s %6s %12s %10s %9s  %s\n", "class", "evals", "failed", "default ms", "best ms", "speed-up",
+           "best parameters");
+    for (size_t i = 0; i < count; ++i) {
+        const class_outcome *o = &classes[i];
+        char def[32] = "-", best[32] = "-", up[32] = "-";
+        if (o->have_default) snprintf(def, sizeof def, "%.3f", o->default_ms);
+        if (o->have_best) snprintf(best, sizeof best, "%.3f", o->best_ms);
+        if (o->have_default && o->have_best) snprintf(up, sizeof up, "%.2fx", o->default_ms / o->best_ms);
+        printf("%-36s %6ld %6ld %12s %10s %9s  %s\n", o->text, o->evaluations, o->failures, def, best, up,
+               o->have_best ? o->best : (o->done ? "(no candidate worked)" : "(not tuned)"));
+    }
+}
+
+int cmd_tune(int argc, char **argv) {
+    if (argc > 0 && strcmp(argv[0], "--worker") == 0) return tune_worker_main(argc - 1, argv + 1);
+    cli_option options[] = {
+        {"device", "SPEC", "device to tune (default: CLATTN_DEVICE, else the default device)", NULL},
+        {"shapes", "LIST",
+         "problem classes, comma-separated, each PHASE:dD:LN[:f16|bf16][:causal][:additive|bool] (default "
+         "prefill:d64:L512,prefill:d64:L512:causal,decode:d64:L2048)",
+         NULL},
+        {"strategy", "S",
+         "auto (exhaustive for spaces of at most 64 points, else local), exhaustive, random or local", NULL},
+        {"budget", "N", "at most N evaluations per class (results from the log count too)", NULL},
+        {"time", "T", "bound the whole run (90s, 10m, 1h); the best results so far are written when it runs out",
+         NULL},
+        {"space", "SPEC", "narrow the space, e.g. variant=cpu,rows=8:16:24 (values separated by ':')", NULL},
+        {"repeat", "N", "timed runs per candidate; the median counts (default 5)", NULL},
+        {"warmup", "N", "untimed runs per candidate after the check (default 2)", NULL},
+        {"candidate-timeout", "SEC", "time limit of one candidate, build included (default 120)", NULL},
+        {"seed", "N", "seed of the random orders (default 1)", NULL},
+        {"fresh", NULL, "ignore the results log of earlier runs (it is kept, and appended to)", NULL},
+        {"show", NULL, "print which database entry each class uses on this device, and tune nothing", NULL},
+        {"quiet", NULL, "no progress lines", NULL},
+    };
+    cli_command cmd = {
+        CMD,
+        "Tune the fused attention kernels for this device. Candidates are pruned by the device's limits, checked "
+        "against the double-precision reference, then timed with OpenCL profiling events (median of --repeat runs "
+        "after warm-up), each in a worker process with a time limit. Results are appended to a log as they come, "
+        "so a rerun continues where an interrupted one stopped; the best parameters per class go to the device's "
+        "tuning database ($CLATTN_TUNING_DIR, else $XDG_DATA_HOME/clattn/tuning, else "
+        "~/.local/share/clattn/tuning), where every later context finds them.",
+        "[--shapes LIST] [--strategy S] [--budget N] [--time T] [--space SPEC] [--show]",
+        options,
+        sizeof options / sizeof options[0],
+    };
+    int rc = cli_parse(&cmd, argc, argv);
+    if (rc >= 0) return rc;
+
+    static class_outcome classes[MAX_CLASSES];
+    size_t count = 0;
+    const char *shapes = cli_value(&cmd, "shapes");
+    if ((rc = parse_classes(shapes ? shapes : default_shapes, classes, &count))) return rc;
+    tune_strategy strategy = TUNE_AUTO;
+    const char *s = cli_value(&cmd, "strategy");
+    if (s) {
+        static const char *const names[] = {"auto", "exhaustive", "random", "local"};
+        strategy = (tune_strategy)-1;
+        for (int i = 0; i < 4; ++i)
+            if (strcmp(s, names[i]) == 0) strategy = (tune_strategy)i;
+        if ((int)strategy < 0)
+            return cli_error(CMD, CLI_USAGE, "--strategy %s: expected auto, exhaustive, random or local", s);
+    }
+    long budget = 0, repeat = 5, warmup = 2, timeout = 120, seed = 1;
+    double run_seconds = 0;
+    if ((s = cli_value(&cmd, "budget")) && (rc = parse_long("budget", s, 1, 1000000, &budget))) return rc;
+    if ((s = cli_value(&cmd, "repeat")) && (rc = parse_long("repeat", s, 1, 1000, &repeat))) return rc;
+    if ((s = cli_value(&cmd, "warmup")) && (rc = parse_long("warmup", s, 0, 1000, &warmup))) return rc;
+    if ((s = cli_value(&cmd, "candidate-timeout")) && (rc = parse_long("candidate-timeout", s, 1, 86400, &timeout)))
+        return rc;
+    if ((s = cli_value(&cmd, "seed")) && (rc = parse_long("seed", s, 0, 1L << 30, &seed))) return rc;
+    if ((s = cli_value(&cmd, "time")) && (rc = parse_duration(s, &run_seconds))) return rc;
+    if (strategy == TUNE_RANDOM && !budget && !run_seconds)
+        return cli_error(CMD, CLI_USAGE, "--strategy random needs --budget N or --time T");
+
+    clattn_context *ctx = NULL;
+    if ((rc = cli_open_context(CMD, cli_value(&cmd, "device"), false, &ctx))) return rc;
+    if (cli_flag(&cmd, "show")) {
+        rc = show(ctx, classes, count);
+        clattn_context_free(ctx);
+        return rc;
+    }
+    clattn_device_info info;
+    clattn_context_device_info(ctx, &info);
+    const cla_tune_op *op = &cla_tune_op_sdpa_fused;
+    char hash[33];
+    char *dir = cla_tuning_dir();
+    char *db_path = dir ? cla_tuning_file(dir, &info) : NULL;
+    char *log_path = db_path ? log_path_for(db_path) : NULL;
+    if (!cla_tuning_source_hash(ctx, op, hash) || !log_path) {
+        free(dir);
+        free(db_path);
+        free(log_path);
+        clattn_context_free(ctx);
+        return cli_error(CMD, CLI_FAILED,
+                         "cannot name the tuning database (set CLATTN_TUNING_DIR or HOME) or load the kernels");
+    }
+    /* The database's directory first, private to the user, so that the log can go next to it. */
+    if (!cla_tuning_make_dir(dir)) fprintf(stderr, "clattn tune: cannot create %s\n", dir);
+    if (cli_flag(&cmd, "fresh")) {
+        /* Earlier results stay in the file for the record, under a hash no run matches. */
+        FILE *f = fopen(log_path, "a");
+        if (f) fclose(f);
+    }
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    self[n > 0 ? n : 0] = '\0';
+    if (n <= 0) snprintf(self, sizeof self, "clattn");
+    char device[32];
+    snprintf(device, sizeof device, "%u:%u", info.platform_index, info.device_index);
+    printf("tuning %s on %s (%s); database %s\n", op->name, info.name, info.platform_name, db_path);
+
+    const double start = tune_now();
+    const double deadline = run_seconds > 0 ? start + run_seconds : 0;
+    long stop_after = 0;
+    const char *hook = getenv("CLATTN_TUNE_TEST_STOP_AFTER");
+    if (hook) stop_after = atol(hook);
+    bool phase_done[2] = {false, false};
+    long fresh_total = 0;
+    int result = CLI_OK;
+    for (size_t i = 0; i < count; ++i) {
+        class_outcome *o = &classes[i];
+        const cla_tune_problem p = cla_tune_class_problem(&o->cls);
+        tune_space sp;
+        char why[256];
+        if (!tune_space_build(&sp, op, cli_value(&cmd, "space"), &info, &p, why, sizeof why)) {
+            result = cli_error(CMD, CLI_USAGE, "%s", why);
+            break;
+        }
+        o->space = sp.count;
+        o->pruned = sp.pruned;
+        cla_tune_config start_config;
+        op->builtin(&info, &p, &start_config);
+        tune_session ss;
+        memset(&ss, 0, sizeof ss);
+        ss.self = self;
+        ss.device = device;
+        ss.log_path = log_path;
+        ss.source_hash = hash;
+        ss.op = op;
+        ss.cls = o->cls;
+        snprintf(ss.cls_text, sizeof ss.cls_text, "%s", o->text);
+        ss.candidate_timeout = (double)timeout;
+        ss.deadline = deadline;
+        ss.repeat = repeat;
+        ss.warmup = warmup;
+        ss.budget = budget;
+        ss.stop_after = stop_after > 0 ? stop_after - fresh_total : 0;
+        if (stop_after > 0 && ss.stop_after <= 0) ss.stop_after = 1;
+        ss.quiet = cli_flag(&cmd, "quiet");
+        tune_session_open(&ss);
+        if (cli_flag(&cmd, "fresh")) ss.record_count = 0;
+        printf("%s: %zu candidates (%zu other combinations ruled out by the kernel's constraints and the device's "
+               "limits)\n",
+               o->text, sp.count, sp.pruned);
+        fflush(stdout);
+        tune_search(&ss, &sp, strategy, &start_config, (unsigned)seed);
+        fresh_total += ss.fresh;
+        o->done = true;
+        o->evaluations = ss.evaluations;
+        o->failures = ss.failures;
+        for (size_t j = 0; j < ss.record_count; ++j)
+            if (cla_tune_config_equal(op, &ss.records[j].config, &start_config) &&
+                ss.records[j].result.status == TUNE_OK) {
+                o->have_default = true;
+                o->default_ms = ss.records[j].result.ms;
+            }
+        if (ss.have_best) {
+            o->have_best = true;
+            o->best_ms = ss.best_ms;
+            cla_tune_config_format(op, &ss.best, o->best, sizeof o->best);
+            const bool phase_default = !phase_done[o->cls.phase];
+            phase_done[o->cls.phase] = true;
+            if (!store(db_path, &info, hash, o, phase_default)) result = CLI_FAILED;
+        } else {
+            result = CLI_FAILED;
+        }
+        const bool out_of_time = deadline > 0 && tune_now() >= deadline;
+        tune_session_close(&ss);
+        tune_space_free(&sp);
+        if (out_of_time) {
+            fprintf(stderr, "clattn tune: the time limit is reached; the best results so far are written\n");
+            break;
+        }
+    }
+    print_table(classes, count);
+    printf("\n%ld new evaluations in %.0f s; log %s\n", fresh_total, tune_now() - start, log_path);
+    free(dir);
+    free(db_path);
+    free(log_path);
+    clattn_context_free(ctx);
+    return result;
+}

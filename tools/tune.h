@@ -1,0 +1,102 @@
+/* Shared pieces of `clattn tune`: the evaluation session (worker processes, the results log, time limits) in
+ * tune_run.c, the search strategies in tune_search.c, the worker itself in tune_worker.c. */
+#ifndef CLATTN_TUNE_H
+#define CLATTN_TUNE_H
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include "tuning.h"
+
+/* How a candidate ended. */
+typedef enum tune_status {
+    TUNE_OK = 0,
+    TUNE_BUILD,     /* failed to compile */
+    TUNE_WRONG,     /* disagreed with the double-precision reference */
+    TUNE_RESOURCES, /* out of resources or memory, or a work-group the device refused */
+    TUNE_ERROR,     /* any other failure the library reported */
+    TUNE_CRASH,     /* the worker process died */
+    TUNE_TIMEOUT,   /* the worker did not answer within the time limit */
+    TUNE_STATUS_COUNT
+} tune_status;
+
+extern const char *const tune_status_names[TUNE_STATUS_COUNT];
+
+typedef struct tune_result {
+    tune_status status;
+    double ms, min_ms; /* median and minimum of the timed runs (TUNE_OK) */
+    bool cached;       /* taken from the log of an earlier run */
+} tune_result;
+
+/* The space searched for one class: the operation with its value lists (narrowed by --space) and every point that
+ * passes the operation's check on this device. */
+typedef struct tune_space {
+    cla_tune_op op; /* a copy whose params point at `params` */
+    cla_tune_param params[CLA_TUNE_MAX_PARAMS];
+    cla_tune_config *points;
+    size_t count;
+    size_t pruned; /* points the device's limits ruled out before anything was built */
+} tune_space;
+
+/* One class being tuned: the worker process, the log, the best so far. */
+typedef struct tune_session {
+    /* set by the caller */
+    const char *self;     /* this program, for starting workers */
+    const char *device;   /* "P:D" */
+    const char *log_path; /* JSON lines */
+    const char *source_hash;
+    const cla_tune_op *op;
+    cla_tune_class cls;
+    char cls_text[CLA_TUNE_CLASS_TEXT];
+    double candidate_timeout; /* seconds */
+    double deadline;          /* monotonic seconds; 0: none */
+    long repeat, warmup;
+    long budget;     /* evaluations for this class, cached ones included; 0: no limit */
+    long stop_after; /* test hook: exit after this many new evaluations; 0: never */
+    bool quiet;
+    /* state */
+    pid_t pid;
+    int to_worker, from_worker;
+    char buf[1024];
+    size_t buf_len;
+    struct tune_record *records; /* evaluated configurations, from the log and this run */
+    size_t record_count, record_capacity;
+    long evaluations; /* this class, cached included */
+    long fresh;       /* this run's new evaluations, all classes */
+    long failures;
+    bool stopped; /* time or budget ran out */
+    double started, fresh_seconds;
+    long expected; /* evaluations the strategy plans, for the estimate (0: unknown) */
+    cla_tune_config best;
+    double best_ms;
+    bool have_best;
+} tune_session;
+
+typedef struct tune_record {
+    cla_tune_config config;
+    tune_result result;
+} tune_record;
+
+double tune_now(void);
+/* Reads the log's results for this class, device and source into the session. */
+void tune_session_open(tune_session *s);
+/* Evaluates a configuration (or takes it from the log). Returns false, without a result, when the run must stop:
+ * the time or the budget is used up. */
+bool tune_evaluate(tune_session *s, const cla_tune_config *c, tune_result *r);
+/* Stops the worker. */
+void tune_session_close(tune_session *s);
+
+/* Builds the space of a class, narrowed by --space ("name=v1:v2,name=v3"); false with a message on a bad spec. */
+bool tune_space_build(tune_space *sp, const cla_tune_op *op, const char *spec, const clattn_device_info *d,
+                      const cla_tune_problem *p, char *why, size_t why_size);
+void tune_space_free(tune_space *sp);
+
+typedef enum tune_strategy { TUNE_AUTO = 0, TUNE_EXHAUSTIVE, TUNE_RANDOM, TUNE_LOCAL } tune_strategy;
+/* Runs a strategy over the space, starting from `start` (the built-in default). */
+void tune_search(tune_session *s, const tune_space *sp, tune_strategy strategy, const cla_tune_config *start,
+                 unsigned seed);
+
+int tune_worker_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,225 @@
+/* The search strategies of `clattn tune` over an operation's space (its description in src/tuning.c, pruned by the
+ * device's limits before anything is built): exhaustive, random sampling, and a local search that walks from the
+ * built-in default to better neighbours, one parameter one step at a time, which needs a fraction of the
+ * evaluations of the exhaustive search because good tile shapes sit next to each other. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tune.h"
+
+/* A neighbour must beat the current point by this much to be taken: timings of a shared machine are noisy, and
+ * chasing noise costs evaluations. */
+#define LOCAL_MIN_GAIN 0.01
+
+static bool parse_value(const cla_tune_param *pr, const char *text, int *out) {
+    for (int i = 0; pr->labels && i < pr->label_count; ++i)
+        if (strcmp(pr->labels[i], text) == 0) {
+            *out = i;
+            return true;
+        }
+    char *end = NULL;
+    long v = strtol(text, &end, 10);
+    if (end == text || *end != '\0' || v < 0 || v > (1 << 20)) return false;
+    *out = (int)v;
+    return true;
+}
+
+bool tune_space_build(tune_space *sp, const cla_tune_op *op, const char *spec, const clattn_device_info *d,
+                      const cla_tune_problem *p, char *why, size_t why_size) {
+    memset(sp, 0, sizeof *sp);
+    sp->op = *op;
+    memcpy(sp->params, op->params, (size_t)op->param_count * sizeof *op->params);
+    sp->op.params = sp->params;
+    const char *s = spec ? spec : "";
+    while (*s) {
+        size_t len = strcspn(s, ",");
+        char item[256];
+        if (len >= sizeof item) len = sizeof item - 1;
+        memcpy(item, s, len);
+        item[len] = '\0';
+        char *eq = strchr(item, '=');
+        int idx = eq ? (*eq = '\0', cla_tune_param_index(op, item)) : -1;
+        if (idx < 0) {
+            snprintf(why, why_size, "--space: '%s' is not NAME=V1:V2:... with a parameter of %s", item, op->name);
+            return false;
+        }
+        cla_tune_param *pr = &sp->params[idx];
+        pr->count = 0;
+        for (char *v = strtok(eq + 1, ":"); v; v = strtok(NULL, ":")) {
+            if (pr->count == CLA_TUNE_MAX_VALUES || !parse_value(pr, v, &pr->values[pr->count])) {
+                snprintf(why, why_size, "--space: bad value '%s' for %s (at most %d values)", v, pr->name,
+                         CLA_TUNE_MAX_VALUES);
+                return false;
+            }
+            ++pr->count;
+        }
+        if (pr->count == 0) {
+            snprintf(why, why_size, "--space: no values for %s", pr->name);
+            return false;
+        }
+        s += len;
+        if (*s == ',') ++s;
+    }
+    const size_t total = cla_tune_space_size(&sp->op);
+    sp->points = malloc((total ? total : 1) * sizeof *sp->points);
+    if (!sp->points) {
+        snprintf(why, why_size, "out of host memory for the space");
+        return false;
+    }
+    for (size_t i = 0; i < total; ++i) {
+        cla_tune_config c;
+        cla_tune_space_point(&sp->op, i, &c);
+        if (op->check(d, p, &c))
+            ++sp->pruned;
+        else
+            sp->points[sp->count++] = c;
+    }
+    return true;
+}
+
+void tune_space_free(tune_space *sp) {
+    free(sp->points);
+    sp->points = NULL;
+    sp->count = 0;
+}
+
+/* A small generator of our own, so that a seed gives the same order everywhere. */
+static unsigned next_random(unsigned *state) {
+    *state = *state * 1103515245u + 12345u;
+    return (*state >> 16) & 0x7fff;
+}
+
+static void shuffle(size_t *order, size_t n, unsigned seed) {
+    for (size_t i = 0; i < n; ++i) order[i] = i;
+    for (size_t i = n; i > 1; --i) {
+        size_t j = ((size_t)next_random(&seed) << 15 | next_random(&seed)) % i;
+        size_t t = order[i - 1];
+        order[i - 1] = order[j];
+        order[j] = t;
+    }
+}
+
+/* Position of a value in a parameter's list: the exact one, else the nearest value. */
+static int value_index(const cla_tune_param *pr, int value) {
+    int best = 0;
+    for (int i = 0; i < pr->count; ++i)
+        if (abs(pr->values[i] - value) < abs(pr->values[best] - value)) best = i;
+    return best;
+}
+
+/* The neighbour of `c` that moves parameter `p` one step in direction `dir`: the point of the space with that
+ * value whose other parameters are closest to c's (the same ones when that point is valid, else the nearest
+ * valid repair, which is how a move to another kernel variant finds that variant's parameters). */
+static bool neighbour(const tune_space *sp, const cla_tune_config *c, int p, int dir, cla_tune_config *out) {
+    const cla_tune_param *pr = &sp->params[p];
+    int at = value_index(pr, c->v[p]) + dir;
+    if (at < 0 || at >= pr->count || pr->values[at] == c->v[p]) return false;
+    const int target = pr->values[at];
+    long best = -1;
+    for (size_t i = 0; i < sp->count; ++i) {
+        const cla_tune_config *x = &sp->points[i];
+        if (x->v[p] != target) continue;
+        long dist = 0;
+        for (int j = 0; j < sp->op.param_count; ++j)
+            if (j != p) dist += abs(value_index(&sp->params[j], x->v[j]) - value_index(&sp->params[j], c->v[j]));
+        if (best < 0 || dist < best) {
+            best = dist;
+            *out = *x;
+        }
+    }
+    return best >= 0;
+}
+
+static double time_of(const tune_result *r) {
+    return r->status == TUNE_OK ? r->ms : INFINITY;
+}
+
+/* Walks from `start` to a local optimum, taking the first neighbour that is faster by LOCAL_MIN_GAIN and trying
+ * the last successful move first. Returns false when the run must stop. */
+static bool descend(tune_session *s, const tune_space *sp, const cla_tune_config *start) {
+    cla_tune_config cur = *start;
+    tune_result r;
+    if (!tune_evaluate(s, &cur, &r)) return false;
+    double cur_ms = time_of(&r);
+    int last_p = -1, last_dir = 0;
+    for (;;) {
+        bool moved = false;
+        const int n = sp->op.param_count;
+        for (int k = -1; k < 2 * n && !moved; ++k) {
+            int p, dir;
+            if (k < 0) {
+                if (last_p < 0) continue;
+                p = last_p, dir = last_dir;
+            } else {
+                p = k / 2, dir = k % 2 ? 1 : -1;
+                if (p == last_p && dir == last_dir) continue;
+            }
+            cla_tune_config nb;
+            if (!neighbour(sp, &cur, p, dir, &nb) || cla_tune_config_equal(&sp->op, &nb, &cur)) continue;
+            if (!tune_evaluate(s, &nb, &r)) return false;
+            if (time_of(&r) < cur_ms * (1.0 - LOCAL_MIN_GAIN)) {
+                cur = nb;
+                cur_ms = time_of(&r);
+                last_p = p, last_dir = dir;
+                moved = true;
+            }
+        }
+        if (!moved) return true;
+    }
+}
+
+void tune_search(tune_session *s, const tune_space *sp, tune_strategy strategy, const cla_tune_config *start,
+                 unsigned seed) {
+    tune_result r;
+    size_t *order = malloc((sp->count ? sp->count : 1) * sizeof *order);
+    if (!order) return;
+    if (strategy == TUNE_AUTO) strategy = sp->count <= 64 ? TUNE_EXHAUSTIVE : TUNE_LOCAL;
+    switch (strategy) {
+    case TUNE_EXHAUSTIVE:
+    case TUNE_RANDOM: {
+        /* The built-in default first: it is the baseline of the speed-up, and the best so far from the start. */
+        bool start_inside = false;
+        for (size_t i = 0; i < sp->count && !start_inside; ++i)
+            start_inside = cla_tune_config_equal(&sp->op, &sp->points[i], start);
+        const long total = (long)sp->count + (start_inside ? 0 : 1);
+        s->expected = strategy == TUNE_RANDOM && s->budget > 0 && s->budget < total ? s->budget : total;
+        if (strategy == TUNE_RANDOM)
+            shuffle(order, sp->count, seed);
+        else
+            for (size_t i = 0; i < sp->count; ++i) order[i] = i;
+        if (!tune_evaluate(s, start, &r)) break;
+        for (size_t i = 0; i < sp->count; ++i) {
+            if (cla_tune_config_equal(&sp->op, &sp->points[order[i]], start)) continue;
+            if (!tune_evaluate(s, &sp->points[order[i]], &r)) break;
+        }
+        break;
+    }
+    case TUNE_LOCAL:
+    case TUNE_AUTO: {
+        s->expected = s->budget > 0 ? s->budget : 0;
+        /* A few random points besides the default, then a descent from the fastest of them: a sample of the
+         * space keeps one noisy basin from deciding the result. */
+        shuffle(order, sp->count, seed);
+        size_t sample = sp->count / 16 < 4 ? 4 : sp->count / 16 > 8 ? 8 : sp->count / 16;
+        if (sample > sp->count) sample = sp->count;
+        if (!tune_evaluate(s, start, &r)) break;
+        bool stop = false;
+        for (size_t i = 0; i < sample && !stop; ++i) stop = !tune_evaluate(s, &sp->points[order[i]], &r);
+        if (stop) break;
+        cla_tune_config from = s->have_best ? s->best : *start;
+        if (!descend(s, sp, &from)) break;
+        /* With a budget left, further descents from random points that were never evaluated. */
+        shuffle(order, sp->count, seed);
+        for (size_t i = 0; s->budget > 0 && i < sp->count && !s->stopped; ++i) {
+            bool seen = false;
+            for (size_t j = 0; j < s->record_count && !seen; ++j)
+                seen = cla_tune_config_equal(&sp->op, &s->records[j].config, &sp->points[order[i]]);
+            if (!seen && !descend(s, sp, &sp->points[order[i]])) break;
+        }
+        break;
+    }
+    }
+    free(order);
+}
