@@ -142,29 +142,43 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     if (st != CLATTN_SUCCESS) return st;
 
     const size_t bh = p->batch * p->q_heads;
-    const size_t rows_per_group = (size_t)fp.rows * (size_t)fp.wg_size;
-    const size_t row_groups = (p->q_len + rows_per_group - 1) / rows_per_group * bh;
-    int nsplit = choose_splits(ctx, p, &fp, row_groups);
-    int split_len = (int)round_up((p->kv_len + (size_t)nsplit - 1) / (size_t)nsplit, (size_t)fp.block_n);
-    if (split_len < 1) split_len = fp.block_n;
-    nsplit = p->kv_len ? (int)((p->kv_len + (size_t)split_len - 1) / (size_t)split_len) : 1;
-    const bool split = nsplit > 1;
-
     const bool cpu = fp.variant == FUSED_CPU;
     const char *name = cpu ? "sdpa_fused_cpu" : "sdpa_fused";
     char common[512], options[768], combine_options[640];
     cla_sdpa_common_defines(p, common, sizeof common);
-    if (cpu)
-        snprintf(options, sizeof options, "%s -DROWS=%d -DBLOCK_N=%d -DSPLIT_KV=%d", common, fp.rows, fp.block_n,
-                 split);
-    else
-        snprintf(options, sizeof options, "%s -DROWS=%d -DBLOCK_N=%d -DWG_SIZE=%d -DUSE_LOCAL=%d -DSPLIT_KV=%d",
-                 common, fp.rows, fp.block_n, fp.wg_size, fp.use_local, split);
+    cl_kernel kernel = NULL, combine = NULL;
+    int nsplit = 1, split_len = 1;
+    bool split = false;
+    for (;;) {
+        const size_t rows_per_group = (size_t)fp.rows * (size_t)fp.wg_size;
+        const size_t row_groups = (p->q_len + rows_per_group - 1) / rows_per_group * bh;
+        nsplit = choose_splits(ctx, p, &fp, row_groups);
+        split_len = (int)round_up((p->kv_len + (size_t)nsplit - 1) / (size_t)nsplit, (size_t)fp.block_n);
+        if (split_len < 1) split_len = fp.block_n;
+        nsplit = p->kv_len ? (int)((p->kv_len + (size_t)split_len - 1) / (size_t)split_len) : 1;
+        split = nsplit > 1;
+        if (cpu)
+            snprintf(options, sizeof options, "%s -DROWS=%d -DBLOCK_N=%d -DSPLIT_KV=%d", common, fp.rows,
+                     fp.block_n, split);
+        else
+            snprintf(options, sizeof options, "%s -DROWS=%d -DBLOCK_N=%d -DWG_SIZE=%d -DUSE_LOCAL=%d -DSPLIT_KV=%d",
+                     common, fp.rows, fp.block_n, fp.wg_size, fp.use_local, split);
+        if ((st = cla_kernel_get(ctx, name, options, name, &kernel))) return st;
+        /* A compiler may allow a kernel fewer work-items than the device (registers, local memory); then the
+         * work-group shrinks until it fits, as the tiled kernel works at any power-of-two size. */
+        size_t kernel_max = 0;
+        if (cpu || !fp.use_local || fp.wg_size <= 1 ||
+            clGetKernelWorkGroupInfo(kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof kernel_max, &kernel_max,
+                                     NULL) != CL_SUCCESS ||
+            kernel_max >= (size_t)fp.wg_size)
+            break;
+        cla_log(ctx, CLATTN_LOG_DEBUG, "fused attention: '%s' allows %zu work-items for %s, not %d; using %d",
+                ctx->info.name, kernel_max, name, fp.wg_size, fp.wg_size / 2);
+        fp.wg_size /= 2;
+    }
     /* The CPU variant's splits are merged by the tiled file's sdpa_combine, which depends on the common defines
      * alone: one program per call shape, whatever the tile parameters. */
     snprintf(combine_options, sizeof combine_options, "%s -DSPLIT_KV=1", common);
-    cl_kernel kernel = NULL, combine = NULL;
-    if ((st = cla_kernel_get(ctx, name, options, name, &kernel))) return st;
     const char *combine_build = cpu ? combine_options : options;
     if (split && (st = cla_kernel_get(ctx, "sdpa_fused", combine_build, "sdpa_combine", &combine))) return st;
 
