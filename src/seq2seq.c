@@ -1,1 +1,612 @@
-/* placeholder: filled in by issue work in progress */
+/* Seq2seq attention, host side: additive (Bahdanau) and multiplicative (Luong) scores. The weights object uploads
+ * the weights once; a call validates its arguments, then
+ *   additive, concat: projects q W_q + b and k W_k with CLBlast GEMMs (cla_linear) and runs the fused
+ * score-softmax- sum kernel of kernels_cl/seq2seq.cl, which never builds the [B, Lq, Lk, attn_dim] tensor; dot,
+ * general:     runs scaled dot-product attention with scale 1 on the [B, 1, L, d] views (general projects q W
+ * first), whose unfused path provides the weights when asked. */
+#include "seq2seq_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SOURCE_NAME "seq2seq"
+/* The fused kernel keeps a row's projected query in local memory and its context slice in private memory. */
+#define MAX_ATTN_DIM  1024
+#define MAX_VALUE_DIM 1024
+/* Dot and general run through scaled dot-product attention, whose head dims go up to 256. */
+#define MAX_SDPA_DIM 256
+
+static const char *score_name(clattn_score s) {
+    switch (s) {
+    case CLATTN_SCORE_ADDITIVE:
+        return "additive";
+    case CLATTN_SCORE_DOT:
+        return "dot";
+    case CLATTN_SCORE_GENERAL:
+        return "general";
+    case CLATTN_SCORE_CONCAT:
+        return "concat";
+    }
+    return "unknown";
+}
+
+static bool has_hidden_layer(clattn_score s) {
+    return s == CLATTN_SCORE_ADDITIVE || s == CLATTN_SCORE_CONCAT;
+}
+
+/* ---- weights ---- */
+
+void clattn_seq2seq_weights_free(clattn_seq2seq_weights *w) {
+    if (!w) return;
+    if (w->w) clReleaseMemObject(w->w);
+    if (w->v) clReleaseMemObject(w->v);
+    if (w->bias) clReleaseMemObject(w->bias);
+    free(w);
+}
+
+/* A weight the score needs must be there, and one it does not use must not be: a caller who passes a bias to the
+ * concat score has misunderstood something that silently ignoring it would hide. */
+static clattn_status check_weight(clattn_context *ctx, const clattn_seq2seq_config *c, const float *p,
+                                  const char *name, bool needed, bool allowed) {
+    if (needed && !p)
+        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER,
+                        "clattn_seq2seq_weights_create: host->%s is NULL but the %s score needs it", name,
+                        score_name(c->score));
+    if (!allowed && p)
+        return cla_fail(
+            ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+            "clattn_seq2seq_weights_create: host->%s is given but the %s score does not use it; leave it "
+            "NULL",
+            name, score_name(c->score));
+    return CLATTN_SUCCESS;
+}
+
+static clattn_status check_config(clattn_context *ctx, const clattn_seq2seq_config *c,
+                                  const clattn_seq2seq_weights_host *h) {
+    const char *fn = "clattn_seq2seq_weights_create";
+    if (c->score < CLATTN_SCORE_ADDITIVE || c->score > CLATTN_SCORE_CONCAT)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%s: config->score is %d, not a clattn_score", fn,
+                        (int)c->score);
+    if (c->query_dim == 0 || c->key_dim == 0)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
+                        "%s: config->query_dim (%zu) and key_dim (%zu) must be nonzero", fn, c->query_dim,
+                        c->key_dim);
+    if (c->query_dim > INT32_MAX || c->key_dim > INT32_MAX)
+        return cla_fail(ctx, CLATTN_ERROR_UNSUPPORTED, "%s: widths above 2^31 are not supported", fn);
+    const bool hidden = has_hidden_layer(c->score);
+    if (hidden && (c->attn_dim == 0 || c->attn_dim > MAX_ATTN_DIM))
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_HEAD_DIM, "%s: config->attn_dim is %zu; the %s score needs 1..%d",
+                        fn, c->attn_dim, score_name(c->score), MAX_ATTN_DIM);
+    if (c->score == CLATTN_SCORE_DOT && c->query_dim != c->key_dim)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
+                        "%s: the dot score needs query_dim == key_dim, not %zu and %zu (use general for different "
+                        "widths)",
+                        fn, c->query_dim, c->key_dim);
+    if (!hidden && c->key_dim > MAX_SDPA_DIM)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_HEAD_DIM, "%s: the %s score takes key_dim up to %d, not %zu", fn,
+                        score_name(c->score), MAX_SDPA_DIM, c->key_dim);
+    clattn_status st;
+    const bool add = c->score == CLATTN_SCORE_ADDITIVE;
+    const bool single_w = c->score == CLATTN_SCORE_GENERAL || c->score == CLATTN_SCORE_CONCAT;
+    if ((st = check_weight(ctx, c, h->w_q, "w_q", add, add))) return st;
+    if ((st = check_weight(ctx, c, h->w_k, "w_k", add, add))) return st;
+    if ((st = check_weight(ctx, c, h->w, "w", single_w, single_w))) return st;
+    if ((st = check_weight(ctx, c, h->v, "v", hidden, hidden))) return st;
+    return check_weight(ctx, c, h->bias, "bias", false, add);
+}
+
+/* Creates a read-only buffer of `count` floats and writes the given parts into it, one after another. */
+static clattn_status upload_parts(clattn_context *ctx, const float *const *parts, const size_t *counts, int n,
+                                  const char *what, cl_mem *out) {
+    size_t total = 0;
+    for (int i = 0; i < n; ++i) {
+        if (counts[i] > SIZE_MAX / sizeof(float) - total)
+            return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW, "clattn_seq2seq_weights_create: %s overflows size_t",
+                            what);
+        total += counts[i];
+    }
+    cl_int err = CL_SUCCESS;
+    *out = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_ONLY, total * sizeof(float), NULL, &err);
+    size_t at = 0;
+    for (int i = 0; i < n && err == CL_SUCCESS; ++i) {
+        err = clEnqueueWriteBuffer(ctx->queue, *out, CL_TRUE, at * sizeof(float), counts[i] * sizeof(float),
+                                   parts[i], 0, NULL, NULL);
+        at += counts[i];
+    }
+    if (err != CL_SUCCESS) {
+        if (*out) clReleaseMemObject(*out);
+        *out = NULL;
+        const char *name = cla_cl_error_name(err);
+        return cla_fail(ctx, err, "clattn_seq2seq_weights_create: uploading %s (%zu bytes) to '%s' failed: %d %s",
+                        what, total * sizeof(float), ctx->info.name, err, name ? name : "");
+    }
+    return CLATTN_SUCCESS;
+}
+
+clattn_status clattn_seq2seq_weights_create(clattn_context *ctx, const clattn_seq2seq_config *config,
+                                            const clattn_seq2seq_weights_host *host,
+                                            clattn_seq2seq_weights **weights) {
+    if (!ctx) return CLATTN_ERROR_NULL_POINTER;
+    cla_clear_error(ctx);
+    if (!config || !host || !weights)
+        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "clattn_seq2seq_weights_create: %s is NULL",
+                        !config ? "config"
+                        : !host ? "host"
+                                : "weights");
+    *weights = NULL;
+    clattn_status st = check_config(ctx, config, host);
+    if (st != CLATTN_SUCCESS) return st;
+    clattn_seq2seq_weights *w = calloc(1, sizeof *w);
+    if (!w)
+        return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "clattn_seq2seq_weights_create: out of host memory");
+    w->ctx = ctx;
+    w->config = *config;
+    if (!has_hidden_layer(config->score)) w->config.attn_dim = 0;
+    const size_t Dq = config->query_dim, Dk = config->key_dim, A = config->attn_dim;
+    switch (config->score) {
+    case CLATTN_SCORE_ADDITIVE: {
+        /* W_q and W_k stacked as one [query_dim + key_dim, attn_dim] matrix, the layout of concat's W. */
+        const float *parts[2] = {host->w_q, host->w_k};
+        const size_t counts[2] = {Dq * A, Dk * A};
+        st = upload_parts(ctx, parts, counts, 2, "w_q and w_k", &w->w);
+        break;
+    }
+    case CLATTN_SCORE_CONCAT: {
+        const size_t count = (Dq + Dk) * A;
+        st = upload_parts(ctx, &host->w, &count, 1, "w", &w->w);
+        break;
+    }
+    case CLATTN_SCORE_GENERAL: {
+        const size_t count = Dq * Dk;
+        st = upload_parts(ctx, &host->w, &count, 1, "w", &w->w);
+        break;
+    }
+    case CLATTN_SCORE_DOT:
+        break;
+    }
+    if (st == CLATTN_SUCCESS && host->v) st = upload_parts(ctx, &host->v, &A, 1, "v", &w->v);
+    if (st == CLATTN_SUCCESS && host->bias) st = upload_parts(ctx, &host->bias, &A, 1, "bias", &w->bias);
+    if (st != CLATTN_SUCCESS) {
+        clattn_seq2seq_weights_free(w);
+        return st;
+    }
+    *weights = w;
+    return CLATTN_SUCCESS;
+}
+
+void clattn_seq2seq_desc_init(clattn_seq2seq_desc *desc) {
+    if (desc) memset(desc, 0, sizeof *desc);
+}
+
+/* ---- validation ---- */
+
+static bool is_storage_dtype(clattn_dtype d) {
+    return d == CLATTN_DTYPE_F32 || d == CLATTN_DTYPE_F16 || d == CLATTN_DTYPE_BF16;
+}
+
+typedef struct named_range {
+    const char *name;
+    cl_mem buffer;
+    size_t begin, end;
+    bool output;
+} named_range;
+
+/* A [B, 1, L, W] sequence tensor: the expected sizes, else INVALID_SHAPE naming the dimension and why. */
+static clattn_status check_seq(clattn_context *ctx, const clattn_tensor *t, const char *name, size_t batch,
+                               size_t len, size_t width, const char *len_from, const char *width_from) {
+    static const char *dims[] = {"batch", "heads", "seq", "width"};
+    const size_t want[4] = {batch, 1, len, width};
+    const char *from[4] = {"query's batch", "1 (sequence tensors have no heads)", len_from, width_from};
+    for (int d = 0; d < 4; ++d)
+        if (want[d] != SIZE_MAX && t->size[d] != want[d])
+            return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
+                            "clattn_seq2seq_attention: %s: size[%d] (%s) is %zu but must be %zu (%s)", name, d,
+                            dims[d], t->size[d], want[d], from[d]);
+    return CLATTN_SUCCESS;
+}
+
+static clattn_status check_key_lengths(clattn_context *ctx, const cla_seq2seq_plan *p, named_range *r) {
+    r->begin = r->end = 0;
+    if (p->batch == 0) return CLATTN_SUCCESS;
+    size_t mem_size = 0;
+    cl_context mem_ctx = NULL;
+    cl_int err = clGetMemObjectInfo(p->key_lengths, CL_MEM_SIZE, sizeof mem_size, &mem_size, NULL);
+    if (err == CL_SUCCESS) err = clGetMemObjectInfo(p->key_lengths, CL_MEM_CONTEXT, sizeof mem_ctx, &mem_ctx, NULL);
+    if (err != CL_SUCCESS)
+        return cla_fail(ctx, err, "clattn_seq2seq_attention: desc->key_lengths is not a valid cl_mem");
+    if (mem_ctx != ctx->cl_ctx)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "clattn_seq2seq_attention: desc->key_lengths belongs to another OpenCL context");
+    if (p->key_lengths_offset > SIZE_MAX / 4 - p->batch)
+        return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW,
+                        "clattn_seq2seq_attention: desc->key_lengths_offset %zu overflows", p->key_lengths_offset);
+    r->begin = p->key_lengths_offset * 4;
+    r->end = r->begin + p->batch * 4;
+    if (r->end > mem_size)
+        return cla_fail(
+            ctx, CLATTN_ERROR_BUFFER_TOO_SMALL,
+            "clattn_seq2seq_attention: desc->key_lengths: %zu int32 values from offset %zu need %zu bytes "
+            "but the buffer has %zu",
+            p->batch, p->key_lengths_offset, r->end, mem_size);
+    return CLATTN_SUCCESS;
+}
+
+static clattn_status check_mask(clattn_context *ctx, cla_seq2seq_plan *p, named_range *r) {
+    clattn_tensor *m = &p->mask;
+    if (m->dtype == CLATTN_DTYPE_BOOL)
+        p->mask_kind = CLA_MASK_BOOL;
+    else if (is_storage_dtype(m->dtype))
+        p->mask_kind = CLA_MASK_ADDITIVE;
+    else
+        return cla_fail(
+            ctx, CLATTN_ERROR_INVALID_MASK,
+            "clattn_seq2seq_attention: desc->mask: dtype %d is neither additive (F32/F16/BF16) nor BOOL",
+            (int)m->dtype);
+    const size_t want[4] = {p->batch, 1, p->q_len, p->kv_len};
+    static const char *what[] = {"1 or the batch", "1", "the query length", "the key length"};
+    for (int d = 0; d < 4; ++d)
+        if (m->size[d] != want[d] && !(d == 0 && m->size[0] == 1))
+            return cla_fail(
+                ctx, CLATTN_ERROR_INVALID_MASK,
+                "clattn_seq2seq_attention: desc->mask: size[%d] is %zu but must be %s (%zu); the mask is "
+                "[B|1, 1, Lq, Lk]",
+                d, m->size[d], what[d], want[d]);
+    if (m->size[0] == 1) m->stride[0] = 0; /* broadcast over the batch */
+    m->stride[1] = 0;
+    return cla_tensor_check(ctx, m, "desc->mask", false, &r->begin, &r->end);
+}
+
+static clattn_status check_weights_out(clattn_context *ctx, const cla_seq2seq_plan *p, named_range *r) {
+    const clattn_tensor *t = &p->weights;
+    if (!is_storage_dtype(t->dtype))
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE,
+                        "clattn_seq2seq_attention: desc->weights: dtype %d is not F32, F16 or BF16", (int)t->dtype);
+    if (t->size[0] != p->batch || t->size[1] != 1 || t->size[2] != p->q_len || t->size[3] != p->kv_len)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
+                        "clattn_seq2seq_attention: desc->weights: sizes [%zu, %zu, %zu, %zu] must be [%zu, 1, %zu, "
+                        "%zu]",
+                        t->size[0], t->size[1], t->size[2], t->size[3], p->batch, p->q_len, p->kv_len);
+    return cla_tensor_check(ctx, t, "desc->weights", true, &r->begin, &r->end);
+}
+
+clattn_status cla_seq2seq_validate(clattn_context *ctx, const clattn_seq2seq_weights *weights,
+                                   const clattn_seq2seq_desc *desc, const clattn_tensor *query,
+                                   const clattn_tensor *keys, const clattn_tensor *values,
+                                   const clattn_tensor *context_out, cl_command_queue queue, cl_uint num_wait,
+                                   const cl_event *wait_list, cla_seq2seq_plan *p) {
+    const char *fn = "clattn_seq2seq_attention";
+    if (!weights || !desc || !query || !keys || !context_out)
+        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: %s is NULL", fn,
+                        !weights ? "weights"
+                        : !desc  ? "desc"
+                        : !query ? "query"
+                        : !keys  ? "keys"
+                                 : "context_out");
+    if (weights->ctx != ctx)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "%s: the weights were created with another context; create them with this one", fn);
+    if (num_wait > 0 && !wait_list)
+        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: %u wait events but wait_list is NULL", fn, num_wait);
+    const clattn_seq2seq_config *c = &weights->config;
+    const clattn_tensor *h = values ? values : keys;
+    const clattn_tensor *tensors[] = {query, keys, h, context_out};
+    const char *names[] = {"query", "keys", values ? "values" : "keys (as values)", "context_out"};
+    for (int i = 0; i < 4; ++i) {
+        if (!is_storage_dtype(tensors[i]->dtype))
+            return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "%s: %s: dtype %d is not F32, F16 or BF16", fn,
+                            names[i], (int)tensors[i]->dtype);
+        if (!tensors[i]->buffer)
+            return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: %s: the buffer is NULL", fn, names[i]);
+    }
+    const size_t B = query->size[0], Lq = query->size[2], Lk = keys->size[2], Dv = h->size[3];
+    clattn_status st = CLATTN_SUCCESS;
+    if (!st) st = check_seq(ctx, query, "query", B, SIZE_MAX, c->query_dim, "", "the weights' query_dim");
+    if (!st) st = check_seq(ctx, keys, "keys", B, SIZE_MAX, c->key_dim, "", "the weights' key_dim");
+    if (!st && values) st = check_seq(ctx, values, "values", B, Lk, SIZE_MAX, "the keys' length", "");
+    if (!st) st = check_seq(ctx, context_out, "context_out", B, Lq, Dv, "the query length", "the value width");
+    if (st) return st;
+    const size_t max_dv = has_hidden_layer(c->score) ? MAX_VALUE_DIM : MAX_SDPA_DIM;
+    if (Dv == 0 || Dv > max_dv)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_HEAD_DIM, "%s: the value width is %zu; the %s score takes 1..%zu",
+                        fn, Dv, score_name(c->score), max_dv);
+    /* The kernels index positions in 32 bits. */
+    const size_t max_len = (size_t)1 << 28;
+    if (Lq > max_len || Lk > max_len || B > INT32_MAX)
+        return cla_fail(ctx, CLATTN_ERROR_UNSUPPORTED,
+                        "%s: sequence lengths above %zu or a batch above %d are not supported", fn, max_len,
+                        INT32_MAX);
+
+    memset(p, 0, sizeof *p);
+    p->score = c->score;
+    p->batch = B;
+    p->q_len = Lq;
+    p->kv_len = Lk;
+    p->query_dim = c->query_dim;
+    p->key_dim = c->key_dim;
+    p->value_dim = Dv;
+    p->attn_dim = c->attn_dim;
+    p->query = *query;
+    p->keys = *keys;
+    p->values = *h;
+    p->context = *context_out;
+    p->mask = desc->mask;
+    p->key_lengths = desc->key_lengths;
+    p->key_lengths_offset = desc->key_lengths_offset;
+    p->weights = desc->weights;
+    p->params = weights;
+
+    named_range ranges[8];
+    size_t n = 0;
+    for (int i = 0; i < 4; ++i) {
+        if (i == 2 && !values) continue;
+        named_range *r = &ranges[n++];
+        r->name = names[i];
+        r->buffer = tensors[i]->buffer;
+        r->output = i == 3;
+        if ((st = cla_tensor_check(ctx, tensors[i], names[i], i == 3, &r->begin, &r->end))) return st;
+    }
+    if (p->mask.buffer) {
+        named_range *r = &ranges[n++];
+        *r = (named_range){"desc->mask", p->mask.buffer, 0, 0, false};
+        if ((st = check_mask(ctx, p, r))) return st;
+    }
+    if (p->key_lengths) {
+        named_range *r = &ranges[n++];
+        *r = (named_range){"desc->key_lengths", p->key_lengths, 0, 0, false};
+        if ((st = check_key_lengths(ctx, p, r))) return st;
+    }
+    if (p->weights.buffer) {
+        named_range *r = &ranges[n++];
+        *r = (named_range){"desc->weights", p->weights.buffer, 0, 0, true};
+        if ((st = check_weights_out(ctx, p, r))) return st;
+    }
+    /* No output may share memory with any other tensor of the call. */
+    for (size_t i = 0; i < n; ++i)
+        for (size_t j = i + 1; j < n; ++j) {
+            const named_range *a = &ranges[i], *b = &ranges[j];
+            if ((a->output || b->output) && a->buffer == b->buffer && a->begin < a->end && b->begin < b->end &&
+                a->begin < b->end && b->begin < a->end)
+                return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                                "%s: %s overlaps %s in the same buffer; outputs must not share memory with other "
+                                "tensors",
+                                fn, a->name, b->name);
+        }
+    if (queue) {
+        cl_context qctx = NULL;
+        cl_int err = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qctx, &qctx, NULL);
+        if (err != CL_SUCCESS) return cla_fail(ctx, err, "%s: the queue is not a valid command queue", fn);
+        if (qctx != ctx->cl_ctx)
+            return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%s: the queue belongs to another context", fn);
+    }
+    return CLATTN_SUCCESS;
+}
+
+/* ---- the fused additive kernel ---- */
+
+typedef struct additive_params {
+    int wg_size, block_n, rows, vec;
+} additive_params;
+
+/* CLATTN_SEQ2SEQ_PARAMS overrides the kernel's tunables for development, tests and the tuner, as comma-separated
+ * key=value pairs: wg (work-items per group), block_n (keys per tile), rows (query rows per group), vec (1, 4 or
+ * 8). Anything else is an error, so that a typo cannot silently test the defaults. */
+static clattn_status apply_override(clattn_context *ctx, additive_params *ap) {
+    const char *env = getenv("CLATTN_SEQ2SEQ_PARAMS");
+    for (const char *p = env; p && *p;) {
+        char key[16];
+        long value = 0;
+        int used = 0;
+        if (sscanf(p, "%15[a-z_]=%ld%n", key, &value, &used) != 2 || value < 1 || value > 4096)
+            return cla_fail(
+                ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                "CLATTN_SEQ2SEQ_PARAMS='%s': expected key=value pairs (values 1..4096) separated by commas", env);
+        if (strcmp(key, "wg") == 0)
+            ap->wg_size = (int)value;
+        else if (strcmp(key, "block_n") == 0)
+            ap->block_n = (int)value;
+        else if (strcmp(key, "rows") == 0)
+            ap->rows = (int)value;
+        else if (strcmp(key, "vec") == 0 && (value == 1 || value == 4 || value == 8))
+            ap->vec = (int)value;
+        else
+            return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                            "CLATTN_SEQ2SEQ_PARAMS: unknown key or bad value '%s=%ld' (keys: wg, block_n, rows, "
+                            "vec=1|4|8)",
+                            key, value);
+        p += used;
+        if (*p == ',') ++p;
+    }
+    return CLATTN_SUCCESS;
+}
+
+/* Defaults by device type, then shrunk to the device's limits. GPUs: a group of 64 work-items shares each tile, one
+ * key and a slice of the value columns per work-item. CPUs: one work-item per group, which PoCL runs as a plain
+ * loop whose vector score loop (VEC = 8) and contiguous value loop vectorise; several rows share each key's reads.
+ */
+static clattn_status choose_params(clattn_context *ctx, const cla_seq2seq_plan *p, additive_params *ap) {
+    const clattn_device_info *d = &ctx->info;
+    const bool cpu = d->type == CLATTN_DEVICE_TYPE_CPU;
+    ap->wg_size = ap->block_n = ap->rows = ap->vec = 0;
+    clattn_status st = apply_override(ctx, ap);
+    if (st != CLATTN_SUCCESS) return st;
+    if (!ap->wg_size) ap->wg_size = cpu ? 1 : 64;
+    if (!ap->block_n) ap->block_n = cpu ? 32 : 64;
+    /* One row for decoder steps, else a block of rows that share each key's reads (a short last block computes
+     * copies of its last row rather than asking for another program). */
+    if (!ap->rows) ap->rows = p->q_len == 1 ? 1 : 4;
+    if (!ap->vec) ap->vec = cpu ? 8 : 4;
+    size_t max_wg = d->max_work_group_size;
+    if (d->max_work_item_sizes[0] && d->max_work_item_sizes[0] < max_wg) max_wg = d->max_work_item_sizes[0];
+    while ((size_t)ap->wg_size > max_wg && ap->wg_size > 1) ap->wg_size /= 2;
+    /* Private memory: each work-item keeps rows x (its value columns) accumulators. */
+    const size_t cols = (p->value_dim + (size_t)ap->wg_size - 1) / (size_t)ap->wg_size;
+    while (ap->rows > 1 && (size_t)ap->rows * cols > 4096) ap->rows /= 2;
+    /* Local memory: the rows' projected queries, v, and two score tiles; keep a little back for the compiler. */
+    const size_t budget = d->local_mem_bytes > 1024 ? d->local_mem_bytes - 1024 : 0;
+    for (;;) {
+        size_t floats = (size_t)ap->rows * p->attn_dim + p->attn_dim + 2 * (size_t)ap->rows * (size_t)ap->block_n;
+        if (floats * sizeof(float) <= budget) break;
+        if (ap->rows > 1)
+            ap->rows /= 2;
+        else if (ap->block_n > 1)
+            ap->block_n /= 2;
+        else
+            return cla_fail(ctx, CLATTN_ERROR_DEVICE_LIMIT,
+                            "clattn_seq2seq_attention: attn_dim %zu needs %zu bytes of local memory but '%s' has "
+                            "%llu",
+                            p->attn_dim, floats * sizeof(float), d->name, (unsigned long long)d->local_mem_bytes);
+    }
+    return CLATTN_SUCCESS;
+}
+
+clattn_status cla_seq2seq_additive_kernel(clattn_context *ctx, const cla_seq2seq_plan *p, cla_rows qp, cla_rows kp,
+                                          cl_mem v, size_t v_offset, cla_chain *chain) {
+    additive_params ap;
+    clattn_status st = choose_params(ctx, p, &ap);
+    if (st != CLATTN_SUCCESS) return st;
+    const bool want_w = p->weights.buffer != NULL;
+    const bool unit = p->values.stride[3] == 1 && p->context.stride[3] == 1;
+    char options[512];
+    snprintf(options, sizeof options,
+             "-DATTN_DIM=%zu -DV_DIM=%zu -DV_DTYPE=%d -DO_DTYPE=%d -DW_DTYPE=%d -DMASK_KIND=%d -DMASK_DTYPE=%d "
+             "-DHAS_KEY_LENGTHS=%d -DHAS_WEIGHTS=%d -DUNIT_DSTRIDE=%d -DWG_SIZE=%d -DBLOCK_N=%d -DROWS=%d -DVEC=%d",
+             p->attn_dim, p->value_dim, (int)p->values.dtype, (int)p->context.dtype,
+             want_w ? (int)p->weights.dtype : 0, p->mask_kind, p->mask_kind ? (int)p->mask.dtype : 0,
+             p->key_lengths != NULL, want_w, unit, ap.wg_size, ap.block_n, ap.rows, ap.vec);
+    cl_kernel k = NULL;
+    if ((st = cla_kernel_get(ctx, SOURCE_NAME, options, "seq2seq_additive", &k))) return st;
+
+    /* The raw scores wait in the weights when those are fp32, else in an fp32 scratch tensor [B, 1, Lq, Lk]. */
+    cl_mem scratch = NULL;
+    clattn_tensor scores = p->weights;
+    if (want_w && p->weights.dtype != CLATTN_DTYPE_F32) {
+        const size_t count = p->batch * p->q_len * p->kv_len;
+        if (count > SIZE_MAX / sizeof(float))
+            return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW,
+                            "clattn_seq2seq_attention: the weights overflow size_t");
+        if ((st = cla_temp_buffer(ctx, count * sizeof(float), "the attention scores", &scratch))) return st;
+        scores = clattn_tensor_seq(scratch, CLATTN_DTYPE_F32, p->batch, p->q_len, p->kv_len);
+    }
+    cl_long4 qr = {{(cl_long)qp.offset, (cl_long)qp.ld, (cl_long)qp.batch_stride, 0}};
+    cl_long4 kr = {{(cl_long)kp.offset, (cl_long)kp.ld, (cl_long)kp.batch_stride, 0}};
+    cl_long4 vs = cla_strides4(&p->values), os = cla_strides4(&p->context), ms = cla_strides4(&p->mask);
+    cl_long4 ss = cla_strides4(&scores), ws = cla_strides4(&p->weights);
+    cl_long8 offsets = {{(cl_long)v_offset, (cl_long)p->values.offset, (cl_long)p->context.offset,
+                         (cl_long)p->mask.offset, (cl_long)p->key_lengths_offset, (cl_long)scores.offset,
+                         (cl_long)p->weights.offset, 0}};
+    cl_int2 dims = {{(cl_int)p->q_len, (cl_int)p->kv_len}};
+    cl_mem vals = p->values.buffer, out = p->context.buffer, mask = p->mask.buffer, kl = p->key_lengths;
+    cl_mem sbuf = scores.buffer, wbuf = p->weights.buffer;
+    st = cla_set_args(ctx, k, "seq2seq_additive", 18, CLA_ARG(qp.buffer), CLA_ARG(qr), CLA_ARG(kp.buffer),
+                      CLA_ARG(kr), CLA_ARG(v), CLA_ARG(vals), CLA_ARG(vs), CLA_ARG(out), CLA_ARG(os), CLA_ARG(mask),
+                      CLA_ARG(ms), CLA_ARG(kl), CLA_ARG(sbuf), CLA_ARG(ss), CLA_ARG(wbuf), CLA_ARG(ws),
+                      CLA_ARG(offsets), CLA_ARG(dims));
+    /* Whole batch items per launch, as many as max_launch_pairs allows (at least one), so that no single kernel
+     * runs long enough for a display driver's watchdog. */
+    const size_t pairs = p->q_len * p->kv_len;
+    size_t per_launch = p->batch;
+    if (ctx->max_launch_pairs && pairs) {
+        uint64_t items = ctx->max_launch_pairs / pairs;
+        per_launch = items < 1 ? 1 : items < p->batch ? (size_t)items : p->batch;
+    }
+    const size_t groups = (p->q_len + (size_t)ap.rows - 1) / (size_t)ap.rows;
+    for (size_t first = 0; first < p->batch && st == CLATTN_SUCCESS; first += per_launch) {
+        const size_t offset[2] = {0, first};
+        const size_t global[2] = {groups * (size_t)ap.wg_size,
+                                  p->batch - first < per_launch ? p->batch - first : per_launch};
+        const size_t local[2] = {(size_t)ap.wg_size, 1};
+        st = cla_chain_kernel_at(ctx, chain, k, 2, offset, global, local, "seq2seq_additive");
+    }
+    /* Released now, freed by OpenCL once the kernel that uses it has finished. */
+    cla_temp_release(ctx, &scratch);
+    return st;
+}
+
+/* ---- dispatch ---- */
+
+/* Whether n floats in rows of `a` times `b` overflow a byte count. */
+static bool floats_overflow(size_t a, size_t b, size_t n) {
+    if (a && b > SIZE_MAX / a) return true;
+    const size_t ab = a * b;
+    return ab != 0 && n > SIZE_MAX / sizeof(float) / ab;
+}
+
+static clattn_status run_additive(clattn_context *ctx, const cla_seq2seq_plan *p, cla_chain *chain) {
+    const clattn_seq2seq_weights *w = p->params;
+    const size_t A = p->attn_dim;
+    if (floats_overflow(p->batch, p->q_len, A) || floats_overflow(p->batch, p->kv_len, A) ||
+        floats_overflow(p->batch, p->q_len, p->kv_len))
+        return cla_fail(
+            ctx, CLATTN_ERROR_SIZE_OVERFLOW,
+            "clattn_seq2seq_attention: the projections of %zu x (%zu + %zu) rows of %zu overflow size_t", p->batch,
+            p->q_len, p->kv_len, A);
+    cl_mem qp = NULL, kp = NULL;
+    clattn_status st = cla_temp_buffer(ctx, p->batch * p->q_len * A * sizeof(float), "the projected queries", &qp);
+    if (!st) st = cla_temp_buffer(ctx, p->batch * p->kv_len * A * sizeof(float), "the projected keys", &kp);
+    const cla_rows qrows = {qp, 0, A, p->q_len * A}, krows = {kp, 0, A, p->kv_len * A};
+    /* W_q is the first query_dim rows of the stacked weight, W_k the rest. */
+    const cla_matrix wq = {w->w, 0, A}, wk = {w->w, p->query_dim * A, A};
+    if (!st) st = cla_linear(ctx, chain, &p->query, wq, A, w->bias, 0, qrows, "the query projection q W_q + b");
+    if (!st && p->kv_len) st = cla_linear(ctx, chain, &p->keys, wk, A, NULL, 0, krows, "the key projection k W_k");
+    if (!st) st = cla_seq2seq_additive_kernel(ctx, p, qrows, krows, w->v, 0, chain);
+    cla_temp_release(ctx, &qp);
+    cla_temp_release(ctx, &kp);
+    return st;
+}
+
+/* Dot and general: softmax(q' k^T + mask) h with q' = q (dot) or q W (general), as attention with scale 1. */
+static clattn_status run_multiplicative(clattn_context *ctx, const cla_seq2seq_plan *p, cla_chain *chain) {
+    clattn_sdpa_desc d;
+    clattn_sdpa_desc_init(&d);
+    d.scale = 1.0f;
+    d.mask = p->mask;
+    d.key_lengths = p->key_lengths;
+    d.key_lengths_offset = p->key_lengths_offset;
+    d.weights = p->weights;
+    if (p->score == CLATTN_SCORE_DOT)
+        return cla_sdpa_enqueue(ctx, &d, &p->query, &p->keys, &p->values, &p->context, chain);
+    const size_t Dk = p->key_dim;
+    if (floats_overflow(p->batch, p->q_len, Dk))
+        return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW,
+                        "clattn_seq2seq_attention: the projected queries overflow size_t");
+    cl_mem qw = NULL;
+    clattn_status st =
+        cla_temp_buffer(ctx, p->batch * p->q_len * Dk * sizeof(float), "the projected queries q W", &qw);
+    const cla_rows rows = {qw, 0, Dk, p->q_len * Dk};
+    const cla_matrix w = {p->params->w, 0, Dk};
+    if (!st) st = cla_linear(ctx, chain, &p->query, w, Dk, NULL, 0, rows, "the query projection q W");
+    const clattn_tensor q = clattn_tensor_seq(qw, CLATTN_DTYPE_F32, p->batch, p->q_len, Dk);
+    if (!st) st = cla_sdpa_enqueue(ctx, &d, &q, &p->keys, &p->values, &p->context, chain);
+    cla_temp_release(ctx, &qw);
+    return st;
+}
+
+clattn_status clattn_seq2seq_attention(clattn_context *ctx, const clattn_seq2seq_weights *weights,
+                                       const clattn_seq2seq_desc *desc, const clattn_tensor *query,
+                                       const clattn_tensor *keys, const clattn_tensor *values,
+                                       const clattn_tensor *context_out, cl_command_queue queue,
+                                       cl_uint num_wait_events, const cl_event *wait_list, cl_event *event) {
+    if (!ctx) return CLATTN_ERROR_NULL_POINTER;
+    cla_clear_error(ctx);
+    cla_temp_begin(ctx);
+    cla_seq2seq_plan plan;
+    clattn_status st = cla_seq2seq_validate(ctx, weights, desc, query, keys, values, context_out, queue,
+                                            num_wait_events, wait_list, &plan);
+    if (st != CLATTN_SUCCESS) return st;
+    cla_chain chain;
+    cla_chain_begin(&chain, ctx, queue ? queue : ctx->queue, num_wait_events, wait_list);
+    /* Empty batches or query sequences have nothing to compute (CLBlast rejects empty sizes); with no keys the
+     * additive kernel writes the zeros of fully masked rows. */
+    if (plan.batch > 0 && plan.q_len > 0)
+        st = has_hidden_layer(plan.score) ? run_additive(ctx, &plan, &chain)
+                                          : run_multiplicative(ctx, &plan, &chain);
+    if (st != CLATTN_SUCCESS) {
+        cla_chain_abort(&chain);
+        return st;
+    }
+    cl_int err = cla_chain_end(&chain, event);
+    if (err != CL_SUCCESS)
+        return cla_fail(ctx, err, "clattn_seq2seq_attention: enqueueing the completion marker failed: %d", err);
+    return CLATTN_SUCCESS;
+}

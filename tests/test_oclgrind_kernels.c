@@ -4,6 +4,7 @@
  * dtype and mask kind, and inf/NaN at masked keys. Results are also checked against the reference, so the program
  * is meaningful on its own. */
 #include "sdpa_case.h"
+#include "seq2seq_case.h"
 
 #include <clblast_c.h>
 #include <math.h>
@@ -20,6 +21,7 @@ static int teardown(void **state) {
     (void)state;
     clattn_context_free(ctx);
     unsetenv("CLATTN_FUSED_PARAMS");
+    unsetenv("CLATTN_SEQ2SEQ_PARAMS");
     /* CLBlast keeps its programs in a process-wide cache that would otherwise be released after Oclgrind (or the
      * driver) has shut down at exit. */
     CLBlastClearCache();
@@ -180,6 +182,47 @@ static void unfused(void **state) {
     tiny_cases(NULL, CLATTN_IMPL_UNFUSED);
 }
 
+/* The fused additive kernel (kernels_cl/seq2seq.cl) on projections made on the host (its GEMMs are CLBlast's):
+ * work-groups that share tiles through local memory with tiles not a multiple of the group and several rows, the
+ * CPU shape, every storage dtype, both mask kinds, key lengths with an empty row, and weights in fp32 (written in
+ * place) and fp16 (through the score scratch). */
+static void seq2seq_additive(void **state) {
+    (void)state;
+    static const char *params[] = {"wg=4,block_n=6,rows=2,vec=4", "wg=1,block_n=5,rows=3,vec=8", NULL};
+    static const int32_t kl[2] = {9, 0};
+    for (int p = 0; p < 3; ++p) {
+        if (params[p])
+            setenv("CLATTN_SEQ2SEQ_PARAMS", params[p], 1);
+        else
+            unsetenv("CLATTN_SEQ2SEQ_PARAMS"); /* the device's defaults */
+        for (int variant = 0; variant < 3; ++variant) {
+            s2s_case c;
+            s2s_case_init(&c);
+            c.score = variant == 2 ? CLATTN_SCORE_CONCAT : CLATTN_SCORE_ADDITIVE;
+            c.host_projection = true;
+            c.batch = 2;
+            c.q_len = 3 + variant;
+            c.kv_len = 11 + variant;
+            c.query_dim = 5;
+            c.key_dim = 4;
+            c.attn_dim = variant == 1 ? 9 : 8;
+            c.value_dim = variant == 0 ? 0 : 3;
+            c.dtype = (clattn_dtype)variant;
+            c.bias = variant == 0;
+            c.mask_kind = variant;
+            c.mask_bcast = variant == 1;
+            c.mask_fill_prob = 0.3f;
+            c.key_lengths = variant == 2 ? kl : NULL;
+            c.want_weights = true;
+            c.weights_dtype = variant == 1 ? CLATTN_DTYPE_F16 : CLATTN_DTYPE_F32;
+            c.offset = (size_t)variant;
+            c.seed = (unsigned)(p * 3 + variant);
+            s2s_case_run(ctx, &c);
+        }
+    }
+    unsetenv("CLATTN_SEQ2SEQ_PARAMS");
+}
+
 /* With --splits, only the key-split variants and the unfused path run. Oclgrind 21.10's uninitialised-value checker
  * reports reads of data that an earlier kernel wrote in these two cases: the split workspace read by sdpa_combine
  * and the scores CLBlast's GEMM wrote for masked_softmax, although every element is written first (a
@@ -189,8 +232,10 @@ int main(int argc, char **argv) {
     const struct CMUnitTest most[] = {
         cmocka_unit_test(fused_gpu_shape),     cmocka_unit_test(fused_cpu_shape),
         cmocka_unit_test(fused_defaults),      cmocka_unit_test(fused_cpu_variant),
-        cmocka_unit_test(fused_masked_values),
+        cmocka_unit_test(fused_masked_values), cmocka_unit_test(seq2seq_additive),
     };
+    /* CLATTN_TEST_FILTER (a cmocka pattern) runs some of the cases, to look at one kernel under Oclgrind. */
+    if (getenv("CLATTN_TEST_FILTER")) cmocka_set_test_filter(getenv("CLATTN_TEST_FILTER"));
     const struct CMUnitTest splits[] = {cmocka_unit_test(fused_key_splits), cmocka_unit_test(unfused)};
     if (argc > 1 && strcmp(argv[1], "--splits") == 0)
         return cmocka_run_group_tests_name("oclgrind_kernels_splits", splits, setup, teardown);

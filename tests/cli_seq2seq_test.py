@@ -1,0 +1,161 @@
+#!/usr/bin/python3
+"""`clattn run additive` and `clattn run luong` against an independent NumPy computation of each score (additive,
+dot, general, concat) with masks, key lengths, separate values and the weights output, plus bad inputs: each must
+give exit status 2 and leave no output file.
+Usage: cli_seq2seq_test.py PATH/TO/clattn"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+clattn = sys.argv[1]
+work = tempfile.mkdtemp(prefix="clattn-cli-s2s-")
+rng = np.random.default_rng(11)
+passed = failed = 0
+
+
+def path(name):
+    return os.path.join(work, name)
+
+
+def save(name, array):
+    np.save(path(name), array)
+    return path(name)
+
+
+def seq2seq(score, q, k, h, w, mask=None, key_lengths=None):
+    """context and weights in float64: scores, masking, softmax over keys, weighted sum of h."""
+    q, k, h = (x.astype(np.float64) for x in (q, k, h))
+    if score == "additive":
+        hidden = (q @ w["w_q"] + w.get("bias", 0.0))[:, :, None, :] + (k @ w["w_k"])[:, None, :, :]
+        e = np.tanh(hidden) @ w["v"]
+    elif score == "concat":
+        dq = q.shape[-1]
+        e = np.tanh((q @ w["w"][:dq])[:, :, None, :] + (k @ w["w"][dq:])[:, None, :, :]) @ w["v"]
+    elif score == "general":
+        e = np.einsum("bid,bjd->bij", q @ w["w"], k)
+    else:
+        e = np.einsum("bid,bjd->bij", q, k)
+    keep = np.ones(e.shape, dtype=bool)
+    if key_lengths is not None:
+        keep &= np.arange(e.shape[2])[None, None, :] < key_lengths[:, None, None]
+    if mask is not None:
+        mask = mask.reshape((mask.shape[0],) + mask.shape[-2:]) if mask.ndim == 4 else mask
+        if mask.dtype == bool:
+            keep &= np.broadcast_to(mask, e.shape)
+        else:
+            e = e + np.broadcast_to(mask, e.shape)
+    e = np.where(keep, e, -np.inf)
+    m = e.max(axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    p = np.where(keep, np.exp(e - m), 0.0)
+    s = p.sum(axis=-1, keepdims=True)
+    alpha = np.divide(p, s, out=np.zeros_like(p), where=s > 0)
+    return alpha @ h, alpha
+
+
+def run(op, *args):
+    return subprocess.run([clattn, "run", op, *args], capture_output=True, text=True)
+
+
+def check(name, ok, detail=""):
+    global passed, failed
+    if ok:
+        passed += 1
+    else:
+        failed += 1
+        print(f"FAIL {name}: {detail}")
+
+
+def case(score, b, lq, lk, dq, dk, dv, a, dtype="f32", mask=None, key_lengths=None):
+    f = lambda *s: rng.uniform(-2, 2, s).astype(np.float32)
+    q, k = f(b, lq, dq), f(b, lk, dk)
+    v = f(b, lk, dv) if dv else None
+    w, args = {}, []
+    if score == "additive":
+        w = {"w_q": f(dq, a) / np.sqrt(dq), "w_k": f(dk, a) / np.sqrt(dk), "v": f(a) / np.sqrt(a), "bias": f(a) / 4}
+        args = ["--w-q", save("wq.npy", w["w_q"]), "--w-k", save("wk.npy", w["w_k"]), "--v", save("v.npy", w["v"]),
+                "--bias", save("b.npy", w["bias"])]
+    elif score == "concat":
+        w = {"w": f(dq + dk, a) / np.sqrt(dq), "v": f(a) / np.sqrt(a)}
+        args = ["--w", save("w.npy", w["w"]), "--v", save("v.npy", w["v"])]
+    elif score == "general":
+        w = {"w": f(dq, dk) / np.sqrt(dq)}
+        args = ["--w", save("w.npy", w["w"])]
+    args += ["--query", save("q.npy", q), "--keys", save("k.npy", k)]
+    if v is not None:
+        args += ["--values", save("vals.npy", v)]
+    if mask is not None:
+        args += ["--mask", save("mask.npy", mask)]
+    if key_lengths is not None:
+        args += ["--key-lengths", save("kl.npy", key_lengths)]
+    for out in ("o.npy", "w_out.npy"):
+        if os.path.exists(path(out)):
+            os.remove(path(out))
+    op = ["additive"] if score == "additive" else ["luong", "--score", score]
+    r = run(*op, *args, "--dtype", dtype, "-o", path("o.npy"), "--weights-out", path("w_out.npy"), "--check")
+    name = f"{score} B={b} Lq={lq} Lk={lk} Dq={dq} Dk={dk} Dv={dv} A={a} {dtype}"
+    if r.returncode != 0:
+        check(name, False, r.stderr + r.stdout)
+        return
+    if dtype == "f16":
+        q, k = q.astype(np.float16), k.astype(np.float16)
+        v = v.astype(np.float16) if v is not None else None
+    want_o, want_w = seq2seq(score, q, k, v if v is not None else k, w, mask, key_lengths)
+    got_o, got_w = np.load(path("o.npy")), np.load(path("w_out.npy"))
+    tol = 1e-4 + (2e-3 if dtype == "f16" else 0.0)
+    check(name + " context", got_o.shape == want_o.shape and np.allclose(got_o, want_o, rtol=tol, atol=tol),
+          f"max difference {np.abs(got_o - want_o).max() if got_o.shape == want_o.shape else got_o.shape}")
+    check(name + " weights", got_w.shape == want_w.shape and np.allclose(got_w, want_w, rtol=1e-4, atol=1e-5),
+          f"max difference {np.abs(got_w - want_w).max() if got_w.shape == want_w.shape else got_w.shape}")
+
+
+for score in ("additive", "dot", "general", "concat"):
+    dk = 12 if score == "dot" else 10
+    case(score, 2, 4, 19, 12, dk, 0, 16)
+    case(score, 1, 1, 33, 12, dk, 7, 24, dtype="f16")
+    mask = rng.uniform(-1, 1, (1, 1, 3, 9)).astype(np.float32)
+    mask[0, 0, 1, :] = -np.inf  # a fully masked row gives zeros
+    case(score, 2, 3, 9, 12, dk, 5, 8, mask=mask)
+    case(score, 3, 2, 11, 12, dk, 0, 8, mask=rng.uniform(0, 1, (3, 2, 11)) > 0.3,
+         key_lengths=np.array([11, 0, 4], dtype=np.int32))
+
+# Bad inputs: exit status 2 and no output file.
+q = rng.uniform(-1, 1, (2, 3, 4)).astype(np.float32)
+k = rng.uniform(-1, 1, (2, 5, 6)).astype(np.float32)
+good = ["--query", save("q.npy", q), "--keys", save("k.npy", k), "--w-q", save("wq.npy", np.ones((4, 8), np.float32)),
+        "--w-k", save("wk.npy", np.ones((6, 8), np.float32)), "--v", save("v.npy", np.ones(8, np.float32))]
+bad = {
+    "w_q of the wrong height": ["--w-q", save("bad_wq.npy", np.ones((5, 8), np.float32))],
+    "keys of another batch": ["--keys", save("bad_k.npy", k[:1])],
+    "a bias of the wrong width": ["--bias", save("bad_b.npy", np.ones(7, np.float32))],
+    "int32 queries": ["--query", save("bad_q.npy", q.astype(np.int32))],
+    "a mask of the wrong shape": ["--mask", save("bad_m.npy", np.zeros((3, 4), np.float32))],
+    "a key length past Lk": ["--key-lengths", save("bad_kl.npy", np.array([5, 6], np.int32))],
+    "a weight the score does not use": ["--w", save("bad_w.npy", np.ones((10, 8), np.float32))],
+    "a truncated file": ["--keys", path("trunc.npy")],
+}
+with open(path("k.npy"), "rb") as src, open(path("trunc.npy"), "wb") as dst:
+    dst.write(src.read()[:100])
+for what, extra in bad.items():
+    if os.path.exists(path("o.npy")):
+        os.remove(path("o.npy"))
+    args = list(good)
+    for i in range(0, len(extra), 2):
+        if extra[i] in args:
+            args[args.index(extra[i]) + 1] = extra[i + 1]
+        else:
+            args += extra[i:i + 2]
+    r = run("additive", *args, "-o", path("o.npy"))
+    check(what, r.returncode == 2 and not os.path.exists(path("o.npy")), f"exit {r.returncode}: {r.stderr}")
+r = run("luong", "--score", "nope", "--random", "1,1,2,4,4,4")
+check("unknown score", r.returncode == 2, f"exit {r.returncode}")
+r = run("luong", "--random", "1,1,2,4,4,4")
+check("missing --score", r.returncode == 2, f"exit {r.returncode}")
+
+shutil.rmtree(work)
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)

@@ -1,0 +1,447 @@
+/* Seq2seq attention (additive/Bahdanau and the Luong dot, general and concat scores) against the double-precision
+ * reference: every score, dtype, odd sizes, key lengths, masks, weights, the fused kernel's parameter shapes, a
+ * long sequence without [Lq, Lk, attn_dim] memory, bad arguments (specific statuses, outputs untouched) and a
+ * fault-injection sweep. */
+#include "seq2seq_case.h"
+
+#include <math.h>
+
+#include "internal.h"
+
+static clattn_context *ctx;
+
+static int setup(void **state) {
+    (void)state;
+    ctx = test_context();
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    clattn_cache_stats cs;
+    if (clattn_context_cache_stats(ctx, &cs) == CLATTN_SUCCESS)
+        printf("programs: %llu built, %llu from the disk cache\n", (unsigned long long)cs.builds,
+               (unsigned long long)cs.disk_hits);
+    if (getenv("S2S_LIST_PROGRAMS"))
+        for (size_t i = 0; i < ctx->program_count; ++i)
+            printf("%s %s\n", ctx->programs[i].source_name, ctx->programs[i].options);
+    clattn_context_free(ctx);
+    unsetenv("CLATTN_SEQ2SEQ_PARAMS");
+    return 0;
+}
+
+static const clattn_score all_scores[] = {CLATTN_SCORE_ADDITIVE, CLATTN_SCORE_DOT, CLATTN_SCORE_GENERAL,
+                                          CLATTN_SCORE_CONCAT};
+
+/* A case with the dims a score allows: dot needs query_dim == key_dim. */
+static s2s_case make_case(clattn_score score) {
+    s2s_case c;
+    s2s_case_init(&c);
+    c.score = score;
+    if (score == CLATTN_SCORE_DOT) c.query_dim = c.key_dim;
+    return c;
+}
+
+static void every_score(void **state) {
+    (void)state;
+    for (size_t s = 0; s < 4; ++s) {
+        s2s_case c = make_case(all_scores[s]);
+        c.batch = 2;
+        c.q_len = 5;
+        c.kv_len = 33;
+        c.value_dim = 7;
+        c.bias = all_scores[s] == CLATTN_SCORE_ADDITIVE;
+        c.want_weights = true;
+        c.offset = 3;
+        s2s_case_run(ctx, &c);
+        c.want_weights = false;
+        c.value_dim = 0; /* the keys are the values */
+        c.q_len = 1;     /* one decoder step */
+        c.bias = false;
+        s2s_case_run(ctx, &c);
+    }
+}
+
+static void dtypes(void **state) {
+    (void)state;
+    for (size_t s = 0; s < 4; ++s)
+        for (int dt = 1; dt <= 2; ++dt) {
+            s2s_case c = make_case(all_scores[s]);
+            c.dtype = (clattn_dtype)dt;
+            c.batch = 2;
+            c.q_len = 4;
+            c.kv_len = 19;
+            c.value_dim = 7;
+            c.want_weights = true;
+            c.weights_dtype = (clattn_dtype)(3 - dt);
+            c.seed = (unsigned)(s * 3 + dt);
+            s2s_case_run(ctx, &c);
+        }
+}
+
+static void odd_sizes(void **state) {
+    (void)state;
+    /* Key lengths 1, 33 and 257 (tile sizes plus and minus one), attn_dim 24 and 100, query_dim != key_dim != value
+     * width, one and several queries. */
+    static const size_t lks[] = {1, 33, 257};
+    for (size_t l = 0; l < 3; ++l)
+        for (size_t s = 0; s < 4; ++s) {
+            s2s_case c = make_case(all_scores[s]);
+            c.batch = 3;
+            c.q_len = l == 1 ? 1 : 6;
+            c.kv_len = lks[l];
+            c.attn_dim = l == 2 ? 100 : 24;
+            c.query_dim = 13;
+            c.key_dim = all_scores[s] == CLATTN_SCORE_DOT ? 13 : 9;
+            c.value_dim = 17;
+            c.want_weights = true;
+            c.seed = (unsigned)(l * 7 + s);
+            s2s_case_run(ctx, &c);
+        }
+}
+
+static void key_lengths(void **state) {
+    (void)state;
+    static const int32_t kl[3] = {0, 5, 21};
+    for (size_t s = 0; s < 4; ++s) {
+        s2s_case c = make_case(all_scores[s]);
+        c.batch = 3;
+        c.q_len = 4;
+        c.kv_len = 21;
+        c.value_dim = 7;
+        c.key_lengths = kl;
+        c.want_weights = true;
+        s2s_case_run(ctx, &c);
+        /* Keys past the lengths are never read: NaN there changes nothing. */
+        c.nan_in_padding = true;
+        s2s_case_run(ctx, &c);
+    }
+}
+
+static void masks(void **state) {
+    (void)state;
+    for (size_t s = 0; s < 4; ++s)
+        for (int kind = S2S_MASK_ADD; kind <= S2S_MASK_BOOL; ++kind)
+            for (int bcast = 0; bcast < 2; ++bcast) {
+                s2s_case c = make_case(all_scores[s]);
+                c.batch = 2;
+                c.q_len = 5;
+                c.kv_len = 40;
+                c.value_dim = 7;
+                c.mask_kind = kind;
+                c.mask_bcast = bcast;
+                c.mask_dtype = bcast ? CLATTN_DTYPE_F16 : CLATTN_DTYPE_F32;
+                c.mask_fill_prob = 0.4f;
+                c.masked_row = 2; /* a fully masked row: zeros */
+                c.want_weights = true;
+                c.seed = (unsigned)(s * 4 + (size_t)kind * 2 + (size_t)bcast);
+                s2s_case_run(ctx, &c);
+            }
+}
+
+static void nan_propagates(void **state) {
+    (void)state;
+    for (size_t s = 0; s < 4; ++s) {
+        s2s_case c = make_case(all_scores[s]);
+        c.q_len = 4;
+        c.value_dim = 7;
+        c.nan_query_row = 1;
+        c.want_weights = true;
+        s2s_case_run(ctx, &c);
+    }
+}
+
+static void empty_sizes(void **state) {
+    (void)state;
+    for (size_t s = 0; s < 4; ++s) {
+        s2s_case c = make_case(all_scores[s]);
+        c.value_dim = 7;
+        c.want_weights = true;
+        c.kv_len = 0; /* no keys: zeros */
+        s2s_case_run(ctx, &c);
+        c.kv_len = 5;
+        c.q_len = 0;
+        c.want_weights = true;
+        s2s_case_run(ctx, &c);
+        c.q_len = 3;
+        c.batch = 0;
+        s2s_case_run(ctx, &c);
+    }
+}
+
+/* The fused kernel's shapes: GPU-like groups sharing tiles (tile sizes not a multiple of the group, several rows),
+ * the scalar score loop, and the kernel alone on host projections. */
+static void kernel_shapes(void **state) {
+    (void)state;
+    static const char *params[] = {"wg=8,block_n=16,rows=3,vec=4", "wg=4,block_n=6,rows=2,vec=1",
+                                   "wg=1,block_n=5,rows=4,vec=8", NULL};
+    static const int32_t kl[2] = {13, 0};
+    for (size_t p = 0; params[p]; ++p) {
+        setenv("CLATTN_SEQ2SEQ_PARAMS", params[p], 1);
+        for (int v = 0; v < 2; ++v) {
+            s2s_case c = make_case(v == 1 ? CLATTN_SCORE_CONCAT : CLATTN_SCORE_ADDITIVE);
+            c.batch = 2;
+            c.q_len = 7;
+            c.kv_len = 29;
+            c.attn_dim = v ? 100 : 16;
+            c.value_dim = v ? 37 : 7;
+            c.bias = v == 0;
+            c.mask_kind = v == 1 ? S2S_MASK_BOOL : S2S_MASK_ADD;
+            c.mask_fill_prob = 0.3f;
+            c.key_lengths = v == 1 ? kl : NULL;
+            c.want_weights = true;
+            c.weights_dtype = v == 1 ? CLATTN_DTYPE_F16 : CLATTN_DTYPE_F32;
+            c.host_projection = v == 0;
+            c.seed = (unsigned)(p * 3 + (size_t)v);
+            s2s_case_run(ctx, &c);
+        }
+    }
+    unsetenv("CLATTN_SEQ2SEQ_PARAMS");
+    setenv("CLATTN_SEQ2SEQ_PARAMS", "wg=1,bogus=3", 1);
+    s2s_case c = make_case(CLATTN_SCORE_ADDITIVE);
+    char err[2048];
+    assert_int_equal(s2s_case_check(ctx, &c, err, sizeof err), -1);
+    assert_non_null(strstr(clattn_context_last_error(ctx), "CLATTN_SEQ2SEQ_PARAMS"));
+    unsetenv("CLATTN_SEQ2SEQ_PARAMS");
+}
+
+/* Lk = 8192: the call allocates the projections, O((Lq + Lk) attn_dim), and nothing of size Lq x Lk x attn_dim. */
+static void long_sequence(void **state) {
+    (void)state;
+    s2s_case c = make_case(CLATTN_SCORE_ADDITIVE);
+    c.batch = 1;
+    c.q_len = 4;
+    c.kv_len = 8192;
+    c.query_dim = 8;
+    c.key_dim = 8;
+    c.attn_dim = 32;
+    c.bias = true;
+    s2s_case_run(ctx, &c);
+    clattn_memory_stats ms;
+    assert_status(clattn_context_memory_stats(ctx, &ms), CLATTN_SUCCESS);
+    const uint64_t projections = (uint64_t)(c.q_len + c.kv_len) * c.attn_dim * sizeof(float);
+    const uint64_t full = (uint64_t)c.q_len * c.kv_len * c.attn_dim * sizeof(float);
+    if (ms.last_call_bytes != projections)
+        fail_msg("the call allocated %llu bytes; the projections alone are %llu (the full tensor would be %llu)",
+                 (unsigned long long)ms.last_call_bytes, (unsigned long long)projections, (unsigned long long)full);
+}
+
+/* ---- bad arguments ---- */
+
+#define BB     2
+#define LQ     3
+#define LK     5
+#define DQ     4
+#define DK     6
+#define AD     8
+#define POISON 0x5a
+
+static cl_mem make(size_t bytes, int fill) {
+    cl_int err;
+    unsigned char *host = malloc(bytes);
+    memset(host, fill, bytes);
+    cl_mem m =
+        clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bytes, host, &err);
+    free(host);
+    assert_int_equal(err, CL_SUCCESS);
+    return m;
+}
+
+static void expect_poisoned(cl_mem m, size_t bytes) {
+    unsigned char *got = malloc(bytes);
+    assert_int_equal(clEnqueueReadBuffer(clattn_context_cl_queue(ctx), m, CL_TRUE, 0, bytes, got, 0, NULL, NULL),
+                     CL_SUCCESS);
+    for (size_t i = 0; i < bytes; ++i)
+        if (got[i] != POISON) fail_msg("byte %zu of an output was written by a call that failed", i);
+    free(got);
+}
+
+static void bad_weights(void **state) {
+    (void)state;
+    float wq[DQ * AD] = {0}, wk[DK * AD] = {0}, v[AD] = {0}, w[(DQ + DK) * AD] = {0};
+    clattn_seq2seq_weights *sw = NULL;
+    clattn_seq2seq_config cfg = {CLATTN_SCORE_ADDITIVE, DQ, DK, AD};
+    clattn_seq2seq_weights_host h = {wq, wk, NULL, v, NULL};
+    assert_status(clattn_seq2seq_weights_create(NULL, &cfg, &h, &sw), CLATTN_ERROR_NULL_POINTER);
+    assert_status(clattn_seq2seq_weights_create(ctx, NULL, &h, &sw), CLATTN_ERROR_NULL_POINTER);
+    assert_status(clattn_seq2seq_weights_create(ctx, &cfg, NULL, &sw), CLATTN_ERROR_NULL_POINTER);
+    assert_status(clattn_seq2seq_weights_create(ctx, &cfg, &h, NULL), CLATTN_ERROR_NULL_POINTER);
+    h.w_k = NULL; /* additive needs w_k */
+    assert_status(clattn_seq2seq_weights_create(ctx, &cfg, &h, &sw), CLATTN_ERROR_NULL_POINTER);
+    assert_non_null(strstr(clattn_context_last_error(ctx), "w_k"));
+    h.w_k = wk;
+    h.w = w; /* additive takes no w */
+    assert_status(clattn_seq2seq_weights_create(ctx, &cfg, &h, &sw), CLATTN_ERROR_INVALID_ARGUMENT);
+    h.w = NULL;
+    cfg.attn_dim = 0;
+    assert_status(clattn_seq2seq_weights_create(ctx, &cfg, &h, &sw), CLATTN_ERROR_INVALID_HEAD_DIM);
+    cfg.attn_dim = 5000;
+    assert_status(clattn_seq2seq_weights_create(ctx, &cfg, &h, &sw), CLATTN_ERROR_INVALID_HEAD_DIM);
+    cfg.attn_dim = AD;
+    cfg.query_dim = 0;
+    assert_status(clattn_seq2seq_weights_create(ctx, &cfg, &h, &sw), CLATTN_ERROR_INVALID_SHAPE);
+    cfg.query_dim = DQ;
+    cfg.score = (clattn_score)9;
+    assert_status(clattn_seq2seq_weights_create(ctx, &cfg, &h, &sw), CLATTN_ERROR_INVALID_ARGUMENT);
+    /* dot needs equal widths and no weights */
+    clattn_seq2seq_config dot = {CLATTN_SCORE_DOT, DQ, DK, 0};
+    clattn_seq2seq_weights_host none = {0};
+    assert_status(clattn_seq2seq_weights_create(ctx, &dot, &none, &sw), CLATTN_ERROR_INVALID_SHAPE);
+    dot.key_dim = DQ;
+    assert_status(clattn_seq2seq_weights_create(ctx, &dot, &h, &sw), CLATTN_ERROR_INVALID_ARGUMENT);
+    /* concat needs w and v, and no bias */
+    clattn_seq2seq_config cc = {CLATTN_SCORE_CONCAT, DQ, DK, AD};
+    clattn_seq2seq_weights_host ch = {NULL, NULL, w, NULL, NULL};
+    assert_status(clattn_seq2seq_weights_create(ctx, &cc, &ch, &sw), CLATTN_ERROR_NULL_POINTER);
+    ch.v = v;
+    ch.bias = v;
+    assert_status(clattn_seq2seq_weights_create(ctx, &cc, &ch, &sw), CLATTN_ERROR_INVALID_ARGUMENT);
+    ch.bias = NULL;
+    assert_status(clattn_seq2seq_weights_create(ctx, &cc, &ch, &sw), CLATTN_SUCCESS);
+    clattn_seq2seq_weights_free(sw);
+    /* general's key_dim goes through attention, up to 256 */
+    clattn_seq2seq_config gen = {CLATTN_SCORE_GENERAL, DQ, 300, 0};
+    clattn_seq2seq_weights_host gh = {NULL, NULL, w, NULL, NULL};
+    assert_status(clattn_seq2seq_weights_create(ctx, &gen, &gh, &sw), CLATTN_ERROR_INVALID_HEAD_DIM);
+    assert_null(sw);
+    clattn_seq2seq_weights_free(NULL);
+}
+
+static void bad_calls(void **state) {
+    (void)state;
+    float wq[DQ * AD] = {0}, wk[DK * AD] = {0}, v[AD] = {0};
+    clattn_seq2seq_config cfg = {CLATTN_SCORE_ADDITIVE, DQ, DK, AD};
+    clattn_seq2seq_weights_host h = {wq, wk, NULL, v, NULL};
+    clattn_seq2seq_weights *sw = NULL;
+    assert_status(clattn_seq2seq_weights_create(ctx, &cfg, &h, &sw), CLATTN_SUCCESS);
+    const size_t ob = BB * LQ * DK * 4, wb = BB * LQ * LK * 4;
+    cl_mem bq = make(BB * LQ * DQ * 4, 0), bk = make(BB * LK * DK * 4, 0), bo = make(ob, POISON);
+    cl_mem bw = make(wb, POISON), bm = make(BB * LQ * LK * 4, 0), bkl = make(4, 0);
+    clattn_tensor q = clattn_tensor_seq(bq, CLATTN_DTYPE_F32, BB, LQ, DQ);
+    clattn_tensor k = clattn_tensor_seq(bk, CLATTN_DTYPE_F32, BB, LK, DK);
+    clattn_tensor o = clattn_tensor_seq(bo, CLATTN_DTYPE_F32, BB, LQ, DK);
+    clattn_seq2seq_desc d;
+    clattn_seq2seq_desc_init(&d);
+    d.weights = clattn_tensor_seq(bw, CLATTN_DTYPE_F32, BB, LQ, LK);
+#define CALL(qq, kk, vv, oo) clattn_seq2seq_attention(ctx, sw, &d, qq, kk, vv, oo, NULL, 0, NULL, NULL)
+    assert_status(clattn_seq2seq_attention(NULL, sw, &d, &q, &k, NULL, &o, NULL, 0, NULL, NULL),
+                  CLATTN_ERROR_NULL_POINTER);
+    assert_status(clattn_seq2seq_attention(ctx, NULL, &d, &q, &k, NULL, &o, NULL, 0, NULL, NULL),
+                  CLATTN_ERROR_NULL_POINTER);
+    assert_status(CALL(NULL, &k, NULL, &o), CLATTN_ERROR_NULL_POINTER);
+    assert_status(CALL(&q, &k, NULL, NULL), CLATTN_ERROR_NULL_POINTER);
+    assert_status(clattn_seq2seq_attention(ctx, sw, &d, &q, &k, NULL, &o, NULL, 2, NULL, NULL),
+                  CLATTN_ERROR_NULL_POINTER);
+    clattn_tensor t = q;
+    t.size[3] = DQ + 1; /* not the weights' query_dim */
+    assert_status(CALL(&t, &k, NULL, &o), CLATTN_ERROR_INVALID_SHAPE);
+    assert_non_null(strstr(clattn_context_last_error(ctx), "query"));
+    t = k;
+    t.size[0] = 1; /* batch mismatch */
+    assert_status(CALL(&q, &t, NULL, &o), CLATTN_ERROR_INVALID_SHAPE);
+    t = q;
+    t.size[1] = 2; /* sequence tensors have one head */
+    t.stride[1] = 0;
+    assert_status(CALL(&t, &k, NULL, &o), CLATTN_ERROR_INVALID_SHAPE);
+    t = o;
+    t.size[2] = LQ - 1;
+    assert_status(CALL(&q, &k, NULL, &t), CLATTN_ERROR_INVALID_SHAPE);
+    t = k;
+    t.size[2] = LK - 1; /* values shorter than the keys */
+    assert_status(CALL(&q, &k, &t, &o), CLATTN_ERROR_INVALID_SHAPE);
+    t = q;
+    t.dtype = CLATTN_DTYPE_BOOL;
+    assert_status(CALL(&t, &k, NULL, &o), CLATTN_ERROR_INVALID_DTYPE);
+    t = o;
+    t.stride[2] = 1; /* rows overlap */
+    assert_status(CALL(&q, &k, NULL, &t), CLATTN_ERROR_INVALID_STRIDE);
+    t = o;
+    t.offset = 1; /* past the end */
+    assert_status(CALL(&q, &k, NULL, &t), CLATTN_ERROR_BUFFER_TOO_SMALL);
+    t = o;
+    t.buffer = bk; /* the output overlaps the keys */
+    assert_status(CALL(&q, &k, NULL, &t), CLATTN_ERROR_INVALID_ARGUMENT);
+    /* masks */
+    d.mask = clattn_tensor_seq(bm, CLATTN_DTYPE_F32, BB, LQ, LK + 1);
+    assert_status(CALL(&q, &k, NULL, &o), CLATTN_ERROR_INVALID_MASK);
+    d.mask = clattn_tensor_seq(bm, CLATTN_DTYPE_F32, 3, LQ, LK);
+    assert_status(CALL(&q, &k, NULL, &o), CLATTN_ERROR_INVALID_MASK);
+    d.mask = clattn_tensor_seq(bm, (clattn_dtype)7, BB, LQ, LK);
+    assert_status(CALL(&q, &k, NULL, &o), CLATTN_ERROR_INVALID_MASK);
+    clattn_seq2seq_desc_init(&d);
+    d.weights = clattn_tensor_seq(bw, CLATTN_DTYPE_F32, BB, LQ, LK);
+    /* key lengths: one int32 where two are needed */
+    d.key_lengths = bkl;
+    assert_status(CALL(&q, &k, NULL, &o), CLATTN_ERROR_BUFFER_TOO_SMALL);
+    d.key_lengths = NULL;
+    /* weights output */
+    d.weights.size[3] = LK - 1;
+    assert_status(CALL(&q, &k, NULL, &o), CLATTN_ERROR_INVALID_SHAPE);
+    d.weights = clattn_tensor_seq(bw, CLATTN_DTYPE_BOOL, BB, LQ, LK);
+    assert_status(CALL(&q, &k, NULL, &o), CLATTN_ERROR_INVALID_DTYPE);
+    d.weights = clattn_tensor_seq(bo, CLATTN_DTYPE_F32, BB, LQ, LK); /* overlaps the context */
+    assert_status(CALL(&q, &k, NULL, &o), CLATTN_ERROR_INVALID_ARGUMENT);
+    /* weights of another context */
+    clattn_context *other = test_context();
+    assert_status(clattn_seq2seq_attention(other, sw, &d, &q, &k, NULL, &o, NULL, 0, NULL, NULL),
+                  CLATTN_ERROR_INVALID_ARGUMENT);
+    clattn_context_free(other);
+#undef CALL
+    clFinish(clattn_context_cl_queue(ctx));
+    expect_poisoned(bo, ob);
+    expect_poisoned(bw, wb);
+    cl_mem all[] = {bq, bk, bo, bw, bm, bkl};
+    for (size_t i = 0; i < CLA_ARRAY_SIZE(all); ++i) clReleaseMemObject(all[i]);
+    clattn_seq2seq_weights_free(sw);
+}
+
+/* ---- faults ---- */
+
+/* Fails operation 1, 2, ... of the call until one gets through unharmed; each failure must be a clean status with a
+ * message, leave no temporary alive, and leave the context usable. Returns the number of operations. */
+static int fail_each_step(const s2s_case *c) {
+    char err[2048];
+    for (long n = 1; n < 100; ++n) {
+        cla_fault_inject(ctx, n);
+        int rc = s2s_case_check(ctx, c, err, sizeof err);
+        bool used = ctx->fault_countdown == 0;
+        cla_fault_inject(ctx, 0);
+        clFinish(clattn_context_cl_queue(ctx));
+        if (ctx->live_temps != 0) fail_msg("step %ld: %ld temporaries left alive", n, ctx->live_temps);
+        if (!used) {
+            if (rc != 0) fail_msg("the run without a fault failed: %s", err);
+            return (int)n - 1;
+        }
+        if (rc == 0) fail_msg("step %ld failed on purpose but the call reported success", n);
+        if (!strstr(err, "CL_OUT_OF_RESOURCES") && !strstr(err, "CL_MEM_OBJECT_ALLOCATION_FAILURE") &&
+            !strstr(err, "CLATTN_ERROR_CLBLAST"))
+            fail_msg("step %ld: unexpected failure: %s", n, err);
+        if (s2s_case_check(ctx, c, err, sizeof err) != 0) fail_msg("after the failed step %ld: %s", n, err);
+    }
+    fail_msg("the call never got through");
+    return 0;
+}
+
+static void faults(void **state) {
+    (void)state;
+    for (size_t s = 0; s < 4; ++s) {
+        s2s_case c = make_case(all_scores[s]);
+        c.batch = 2;
+        c.value_dim = 7;
+        c.dtype = CLATTN_DTYPE_F16; /* the projections pack their input first */
+        c.want_weights = true;
+        c.weights_dtype = CLATTN_DTYPE_BF16; /* the additive kernel's score scratch */
+        c.bias = all_scores[s] == CLATTN_SCORE_ADDITIVE;
+        assert_true(fail_each_step(&c) >= 3);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(every_score), cmocka_unit_test(dtypes),        cmocka_unit_test(odd_sizes),
+        cmocka_unit_test(key_lengths), cmocka_unit_test(masks),         cmocka_unit_test(nan_propagates),
+        cmocka_unit_test(empty_sizes), cmocka_unit_test(kernel_shapes), cmocka_unit_test(long_sequence),
+        cmocka_unit_test(bad_weights), cmocka_unit_test(bad_calls),     cmocka_unit_test(faults),
+    };
+    return cmocka_run_group_tests_name("seq2seq", tests, setup, teardown);
+}
