@@ -411,6 +411,9 @@ CLATTN_API void clattn_kv_cache_free(clattn_kv_cache *cache);
 CLATTN_API void clattn_kv_cache_reset(clattn_kv_cache *cache);
 CLATTN_API size_t clattn_kv_cache_length(const clattn_kv_cache *cache);
 CLATTN_API size_t clattn_kv_cache_capacity(const clattn_kv_cache *cache);
+/* Drops the tokens past `length` (at most the current length), e.g. to roll back rejected speculative tokens or to
+ * restart from a shared prompt; the kept tokens stay in place. */
+CLATTN_API clattn_status clattn_kv_cache_truncate(clattn_kv_cache *cache, size_t length);
 /* Views of the cached keys [B, Hkv, length, d_k] and values [B, Hkv, length, d_v] (fp32), e.g. for clattn_sdpa. */
 CLATTN_API clattn_status clattn_kv_cache_tensors(const clattn_kv_cache *cache, clattn_tensor *keys,
                                                  clattn_tensor *values);

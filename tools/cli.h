@@ -52,6 +52,8 @@ int cli_parse_window(const char *cmd, const char *text, int64_t *left, int64_t *
 int cmd_devices(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+/* `clattn bench mha|additive` (cmd_bench_layers.c). */
+int cmd_bench_layer(const char *op, int argc, char **argv);
 /* `clattn run` operations beyond sdpa, one file each. */
 int cmd_run_mha(int argc, char **argv);      /* cmd_run_mha.c */
 int cmd_run_additive(int argc, char **argv); /* cmd_run_seq2seq.c */
