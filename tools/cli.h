@@ -54,6 +54,8 @@ int cmd_run(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_kernels(int argc, char **argv); /* cmd_kernels.c: kernels export | pack */
 int cmd_tune(int argc, char **argv); /* cmd_tune.c; tune_*.c */
+/* `clattn bench mha|additive` (cmd_bench_layers.c). */
+int cmd_bench_layer(const char *op, int argc, char **argv);
 /* `clattn run` operations beyond sdpa, one file each. */
 int cmd_run_mha(int argc, char **argv);      /* cmd_run_mha.c */
 int cmd_run_additive(int argc, char **argv); /* cmd_run_seq2seq.c */

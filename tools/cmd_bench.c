@@ -841,8 +841,8 @@ static int bench_sdpa(int argc, char **argv) {
 static void print_bench_usage(FILE *out) {
     fprintf(out, "Usage: clattn bench [<operation>] [options]\n\nOperations:\n"
                  "  sdpa       scaled dot-product attention (see 'clattn bench sdpa --help'); the default\n"
-                 "  mha        multi-head attention with projections: not implemented yet\n"
-                 "  additive   additive (Bahdanau) attention: not implemented yet\n\n"
+                 "  mha        multi-head attention with its projections, or a KV-cache decoding step\n"
+                 "  additive   seq2seq attention: additive (Bahdanau) and Luong scores\n\n"
                  "'clattn bench' alone times the representative shape, fused against unfused.\n");
 }
 
@@ -855,9 +855,6 @@ int cmd_bench(int argc, char **argv) {
     if (argc < 1 || strncmp(argv[0], "--", 2) == 0) return bench_sdpa(argc, argv);
     if (strcmp(argv[0], "sdpa") == 0) return bench_sdpa(argc - 1, argv + 1);
     if (strcmp(argv[0], "mha") == 0 || strcmp(argv[0], "additive") == 0)
-        return cli_error("bench", CLI_USAGE,
-                         "'%s' is not implemented yet: clattn has no %s operation so far, only "
-                         "sdpa (see 'clattn bench sdpa --help')",
-                         argv[0], argv[0]);
-    return cli_error("bench", CLI_USAGE, "unknown operation '%s' (known: sdpa)", argv[0]);
+        return cmd_bench_layer(argv[0], argc - 1, argv + 1);
+    return cli_error("bench", CLI_USAGE, "unknown operation '%s' (known: sdpa, mha, additive)", argv[0]);
 }

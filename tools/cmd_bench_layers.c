@@ -1,0 +1,650 @@
+/* `clattn bench mha` and `clattn bench additive`: time the attention layers (projections included) on the device
+ * with OpenCL profiling events, like `clattn bench sdpa`, and report ms, GFLOP/s and the device memory each call
+ * allocates. Multi-head attention runs with its attention step fused and unfused side by side, and as a KV-cache
+ * decoding step with --decode; seq2seq attention runs every score kind (additive, dot, general, concat). */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "bench_timing.h"
+#include "cli.h"
+#include "dtype.h"
+
+#define MAX_SWEEP 64
+
+enum { FORMAT_TABLE = 0, FORMAT_JSON = 1, FORMAT_CSV = 2 };
+
+static const char *const dtype_names[] = {"f32", "f16", "bf16"};
+
+/* A shape is a set of named sizes; each operation names its own (see the option tables below). */
+#define MAX_FIELDS 10
+
+typedef struct layer_shape {
+    size_t value[MAX_FIELDS];
+} layer_shape;
+
+typedef struct field_def {
+    const char *name; /* option name and sweep name */
+    size_t fallback;  /* default value; 0 with `follows` >= 0: copy that field */
+    int follows;      /* index of the field whose value an absent option copies, or -1 */
+    const char *help;
+} field_def;
+
+/* Everything the options of one run decide. */
+typedef struct layer_config {
+    const char *cmd;
+    const field_def *fields;
+    size_t field_count;
+    layer_shape shapes[MAX_SWEEP];
+    size_t shape_count;
+    int sweep_field; /* -1: no sweep */
+    clattn_dtype dtype;
+    long repeat, warmup;
+    int format;
+} layer_config;
+
+static int parse_count(const char *cmd, const char *opt, const char *text, long long lo, long long hi,
+                       long long *out) {
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (!text[0] || *end || errno || v < lo || v > hi)
+        return cli_error(cmd, CLI_USAGE, "--%s '%s': expected an integer from %lld to %lld", opt, text, lo, hi);
+    *out = v;
+    return CLI_OK;
+}
+
+/* Reads the shape options, the sweep, dtype, repeat, warm-up and output format shared by both operations. */
+static int parse_common(const cli_command *cmd, layer_config *c) {
+    layer_shape base;
+    bool given[MAX_FIELDS] = {false};
+    int rc;
+    for (size_t i = 0; i < c->field_count; ++i) {
+        const char *text = cli_value(cmd, c->fields[i].name);
+        base.value[i] = c->fields[i].fallback;
+        if (!text) continue;
+        long long v;
+        if ((rc = parse_count(c->cmd, c->fields[i].name, text, 0, 1 << 24, &v))) return rc;
+        base.value[i] = (size_t)v;
+        given[i] = true;
+    }
+    c->sweep_field = -1;
+    c->shape_count = 1;
+    c->shapes[0] = base;
+    const char *sweep = cli_value(cmd, "sweep");
+    if (sweep) {
+        const char *eq = strchr(sweep, '=');
+        for (size_t i = 0; eq && i < c->field_count; ++i)
+            if (strlen(c->fields[i].name) == (size_t)(eq - sweep) &&
+                strncmp(sweep, c->fields[i].name, (size_t)(eq - sweep)) == 0)
+                c->sweep_field = (int)i;
+        if (c->sweep_field < 0)
+            return cli_error(c->cmd, CLI_USAGE,
+                             "--sweep '%s': expected NAME=V1,V2,... with NAME one of the shape "
+                             "options (see --help)",
+                             sweep);
+        c->shape_count = 0;
+        for (const char *p = eq + 1;;) {
+            char *end = NULL;
+            errno = 0;
+            long long v = strtoll(p, &end, 10);
+            if (end == p || errno || v < 0 || v > (1 << 24) || (*end != ',' && *end != '\0'))
+                return cli_error(c->cmd, CLI_USAGE, "--sweep '%s': values must be integers from 0 to 2^24", sweep);
+            if (c->shape_count == MAX_SWEEP)
+                return cli_error(c->cmd, CLI_USAGE, "--sweep: at most %d values", MAX_SWEEP);
+            layer_shape s = base;
+            s.value[c->sweep_field] = (size_t)v;
+            given[c->sweep_field] = true;
+            c->shapes[c->shape_count++] = s;
+            if (*end == '\0') break;
+            p = end + 1;
+        }
+    }
+    /* Absent sizes that follow another one (kv lengths follow lengths, ...) take its value per shape. */
+    for (size_t si = 0; si < c->shape_count; ++si)
+        for (size_t i = 0; i < c->field_count; ++i)
+            if (!given[i] && c->fields[i].follows >= 0)
+                c->shapes[si].value[i] = c->shapes[si].value[c->fields[i].follows];
+    c->dtype = CLATTN_DTYPE_F32;
+    const char *dt = cli_value(cmd, "dtype");
+    if (dt && (rc = cli_parse_dtype(c->cmd, dt, &c->dtype))) return rc;
+    long long v = 10;
+    if (cli_value(cmd, "repeat") && (rc = parse_count(c->cmd, "repeat", cli_value(cmd, "repeat"), 1, 100000, &v)))
+        return rc;
+    c->repeat = (long)v;
+    v = 2;
+    if (cli_value(cmd, "warmup") && (rc = parse_count(c->cmd, "warmup", cli_value(cmd, "warmup"), 1, 100000, &v)))
+        return rc;
+    c->warmup = (long)v;
+    if (cli_flag(cmd, "json") && cli_flag(cmd, "csv"))
+        return cli_error(c->cmd, CLI_USAGE, "--json and --csv exclude each other");
+    c->format = cli_flag(cmd, "json") ? FORMAT_JSON : cli_flag(cmd, "csv") ? FORMAT_CSV : FORMAT_TABLE;
+    return CLI_OK;
+}
+
+/* A device buffer of `count` random elements in [-2, 2) stored as `dt`. */
+static int random_buffer(const char *cmd, clattn_context *ctx, size_t count, clattn_dtype dt, unsigned seed,
+                         cl_mem *out) {
+    const size_t es = clattn_dtype_size(dt);
+    float *x = malloc((count ? count : 1) * sizeof(float));
+    void *stored = malloc((count ? count : 1) * es);
+    if (!x || !stored) {
+        free(x);
+        free(stored);
+        return cli_error(cmd, CLI_FAILED, "out of host memory for %zu elements", count);
+    }
+    for (size_t i = 0; i < count; ++i) {
+        seed = seed * 1664525u + 1013904223u;
+        x[i] = ((float)(seed >> 8) / (float)(1u << 24)) * 4.0f - 2.0f;
+    }
+    cla_convert_to_storage(x, stored, count, dt);
+    cl_int err = CL_SUCCESS;
+    *out = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE | (count ? CL_MEM_COPY_HOST_PTR : 0),
+                          count ? count * es : 4, count ? stored : NULL, &err);
+    free(x);
+    free(stored);
+    if (err != CL_SUCCESS) {
+        *out = NULL;
+        return cli_error(cmd, CLI_FAILED, "allocating %zu bytes of device memory failed: OpenCL error %d",
+                         count * es, err);
+    }
+    return CLI_OK;
+}
+
+/* Random host weights of `count` floats, scaled so that projections keep their inputs' magnitude. */
+static float *random_weights(size_t count, size_t fan_in, unsigned seed) {
+    float *w = malloc((count ? count : 1) * sizeof(float));
+    if (!w) return NULL;
+    const float scale = fan_in ? 1.0f / sqrtf((float)fan_in) : 1.0f;
+    for (size_t i = 0; i < count; ++i) {
+        seed = seed * 1664525u + 1013904223u;
+        w[i] = (((float)(seed >> 8) / (float)(1u << 24)) * 2.0f - 1.0f) * scale;
+    }
+    return w;
+}
+
+/* One measured configuration, printed as a table row, a JSON object or a CSV row. */
+typedef struct layer_result {
+    const char *op, *impl;
+    const layer_config *c;
+    const layer_shape *shape;
+    bench_timing t;
+    double flops, gflops;
+} layer_result;
+
+static void print_header(const layer_config *c, const clattn_device_info *info, const char *title) {
+    if (c->format == FORMAT_CSV) {
+        printf("op,impl,device,dtype");
+        for (size_t i = 0; i < c->field_count; ++i) printf(",%s", c->fields[i].name);
+        printf(",repeat,warmup,timer,median_ms,min_ms,max_ms,flops,gflops,temp_bytes\n");
+        return;
+    }
+    if (c->format != FORMAT_TABLE) return;
+    printf("device: %s (%s, %s)\n%s, %s, %ld timed runs after %ld warm-up\n\n", info->name, info->platform_name,
+           info->driver_version, title, dtype_names[c->dtype], c->repeat, c->warmup);
+    for (size_t i = 0; i < c->field_count; ++i)
+        printf("%*s ", (int)(strlen(c->fields[i].name) > 5 ? strlen(c->fields[i].name) : 5), c->fields[i].name);
+    printf(" %-16s %9s %8s %8s %8s %8s\n", "impl", "median ms", "min ms", "max ms", "GFLOP/s", "temp MiB");
+}
+
+static void print_result(const layer_result *r, const clattn_device_info *info, cJSON *json) {
+    const layer_config *c = r->c;
+    if (c->format == FORMAT_TABLE) {
+        for (size_t i = 0; i < c->field_count; ++i)
+            printf("%*zu ", (int)(strlen(c->fields[i].name) > 5 ? strlen(c->fields[i].name) : 5),
+                   r->shape->value[i]);
+        printf(" %-16s %9.3f %8.3f %8.3f %8.2f %8.2f\n", r->impl, r->t.median_ms, r->t.min_ms, r->t.max_ms,
+               r->gflops, (double)r->t.temp_bytes / (1024.0 * 1024.0));
+    } else if (c->format == FORMAT_CSV) {
+        printf("%s,%s,", r->op, r->impl);
+        bench_csv_string(info->name);
+        printf(",%s", dtype_names[c->dtype]);
+        for (size_t i = 0; i < c->field_count; ++i) printf(",%zu", r->shape->value[i]);
+        printf(",%ld,%ld,%s,%.6f,%.6f,%.6f,%.0f,%.4f,%llu\n", c->repeat, c->warmup,
+               r->t.host_timer ? "host" : "events", r->t.median_ms, r->t.min_ms, r->t.max_ms, r->flops, r->gflops,
+               (unsigned long long)r->t.temp_bytes);
+    } else {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "op", r->op);
+        cJSON_AddStringToObject(o, "impl", r->impl);
+        cJSON_AddStringToObject(o, "device", info->name);
+        cJSON_AddStringToObject(o, "dtype", dtype_names[c->dtype]);
+        for (size_t i = 0; i < c->field_count; ++i) {
+            char key[32];
+            /* JSON keys use underscores, like bench sdpa's kv_seq. */
+            snprintf(key, sizeof key, "%s", c->fields[i].name);
+            for (char *p = key; *p; ++p)
+                if (*p == '-') *p = '_';
+            cJSON_AddNumberToObject(o, key, (double)r->shape->value[i]);
+        }
+        cJSON_AddNumberToObject(o, "repeat", (double)c->repeat);
+        cJSON_AddNumberToObject(o, "warmup", (double)c->warmup);
+        cJSON_AddStringToObject(o, "timer", r->t.host_timer ? "host" : "events");
+        cJSON_AddNumberToObject(o, "median_ms", r->t.median_ms);
+        cJSON_AddNumberToObject(o, "min_ms", r->t.min_ms);
+        cJSON_AddNumberToObject(o, "max_ms", r->t.max_ms);
+        cJSON_AddNumberToObject(o, "flops", r->flops);
+        cJSON_AddNumberToObject(o, "gflops", r->gflops);
+        cJSON_AddNumberToObject(o, "temp_bytes", (double)r->t.temp_bytes);
+        cJSON_AddItemToArray(json, o);
+    }
+    fflush(stdout);
+}
+
+static int finish_json(const char *cmd, cJSON *json, int rc) {
+    if (json && rc == CLI_OK) {
+        char *text = cJSON_Print(json);
+        if (text)
+            printf("%s\n", text);
+        else
+            rc = cli_error(cmd, CLI_FAILED, "out of host memory formatting JSON");
+        free(text);
+    }
+    cJSON_Delete(json);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Multi-head attention */
+
+enum { M_BATCH, M_SEQ, M_KV_SEQ, M_D_MODEL, M_HEADS, M_KV_HEADS, M_HEAD_DIM, M_DECODE, M_FIELDS };
+
+static const field_def mha_fields[M_FIELDS] = {
+    {"batch", 1, -1, "batch size (default 1)"},
+    {"seq", 512, -1, "query length Lq (default 512)"},
+    {"kv-seq", 0, M_SEQ, "memory length for cross-attention (default: self-attention)"},
+    {"d-model", 512, -1, "model width (default 512)"},
+    {"heads", 8, -1, "query heads (default 8)"},
+    {"kv-heads", 0, M_HEADS, "key/value heads (default: --heads)"},
+    {"head-dim", 64, -1, "head width d_k = d_v (default 64)"},
+    {"decode", 0, -1, "time one KV-cache step of --seq new tokens after N cached ones (default 0: no cache)"},
+};
+
+typedef struct mha_call {
+    clattn_context *ctx;
+    clattn_mha_weights *weights;
+    clattn_mha_desc desc;
+    clattn_tensor x, memory, out;
+    bool cross;
+    size_t cached; /* decode: the cache length every timed step starts from */
+} mha_call;
+
+static clattn_status call_mha(void *user, cl_command_queue queue, cl_event *done) {
+    mha_call *a = user;
+    /* Every decoding step starts from the same cached prefix: the keys and values stay in place, only the length
+     * goes back. */
+    if (a->desc.cache) {
+        clattn_status st = clattn_kv_cache_truncate(a->desc.cache, a->cached);
+        if (st != CLATTN_SUCCESS) return st;
+    }
+    return clattn_mha(a->ctx, a->weights, &a->desc, &a->x, a->cross ? &a->memory : NULL, &a->out, queue, 0, NULL,
+                      done);
+}
+
+/* Multiply-adds count two FLOPs; attention counts 4 per (query, key, element) pair it does not mask. */
+static double mha_flops(const layer_shape *s, bool causal) {
+    const double B = (double)s->value[M_BATCH], Lq = (double)s->value[M_SEQ], H = (double)s->value[M_HEADS];
+    const double Hkv = (double)s->value[M_KV_HEADS], D = (double)s->value[M_HEAD_DIM];
+    const double dm = (double)s->value[M_D_MODEL], decode = (double)s->value[M_DECODE];
+    const double Lnew =
+        s->value[M_KV_SEQ] != s->value[M_SEQ] && !s->value[M_DECODE] ? (double)s->value[M_KV_SEQ] : Lq;
+    const double Lk = decode ? decode + Lq : Lnew;
+    double pairs = Lq * Lk;
+    if (causal) {
+        /* Bottom-right alignment: query i sees Lk - Lq + i + 1 keys. */
+        pairs = Lq * (Lk - Lq) + Lq * (Lq + 1) / 2;
+    }
+    return 2.0 * B * Lq * dm * H * D + 2.0 * B * Lnew * dm * 2.0 * Hkv * D + 4.0 * B * H * pairs * D +
+           2.0 * B * Lq * H * D * dm;
+}
+
+static int bench_mha(int argc, char **argv) {
+    const char *CMD = "bench mha";
+    cli_option options[] = {
+        {"batch", "B", mha_fields[M_BATCH].help, NULL},
+        {"seq", "L", mha_fields[M_SEQ].help, NULL},
+        {"kv-seq", "L", mha_fields[M_KV_SEQ].help, NULL},
+        {"d-model", "N", mha_fields[M_D_MODEL].help, NULL},
+        {"heads", "H", mha_fields[M_HEADS].help, NULL},
+        {"kv-heads", "H", mha_fields[M_KV_HEADS].help, NULL},
+        {"head-dim", "D", mha_fields[M_HEAD_DIM].help, NULL},
+        {"decode", "N", mha_fields[M_DECODE].help, NULL},
+        {"sweep", "NAME=V,...", "one run per value of a shape option, e.g. seq=128,256,512", NULL},
+        {"causal", NULL, "causal self-attention (bottom-right aligned)", NULL},
+        {"bias", NULL, "projections with biases", NULL},
+        {"residual", NULL, "out = x + attention", NULL},
+        {"packed", NULL, "one packed Q|K|V weight (self-attention)", NULL},
+        {"dtype", "TYPE", "storage of x and out: f32 (default), f16 or bf16", NULL},
+        {"impl", "IMPL", "attention step: fused, unfused or all (default)", NULL},
+        {"repeat", "N", "timed calls per measurement (default 10)", NULL},
+        {"warmup", "N", "untimed calls first, at least 1 (default 2)", NULL},
+        {"json", NULL, "print one JSON array, an object per measurement", NULL},
+        {"csv", NULL, "print CSV: a header and a row per measurement", NULL},
+        {"device", "SPEC", "device to run on (default: CLATTN_DEVICE, else the first GPU/accelerator/CPU)", NULL},
+    };
+    cli_command cmd = {
+        CMD,
+        "Time multi-head attention with its projections (CLBlast GEMMs) on the device, the attention "
+        "step fused and\nunfused. With no options: B=1 L=512 d_model=512 H=8 D=64, fp32 "
+        "self-attention. --decode N times one\nKV-cache step of --seq new tokens after N cached ones.",
+        "[options]", options, sizeof options / sizeof options[0]};
+    int rc = cli_parse(&cmd, argc, argv);
+    if (rc >= 0) return rc;
+    layer_config c = {.cmd = CMD, .fields = mha_fields, .field_count = M_FIELDS};
+    if ((rc = parse_common(&cmd, &c))) return rc;
+    const bool causal = cli_flag(&cmd, "causal"), bias = cli_flag(&cmd, "bias");
+    const bool residual = cli_flag(&cmd, "residual"), packed = cli_flag(&cmd, "packed");
+    bool impls[2] = {true, true};
+    const char *impl_text = cli_value(&cmd, "impl");
+    if (impl_text) {
+        if (strcmp(impl_text, "fused") == 0)
+            impls[1] = false;
+        else if (strcmp(impl_text, "unfused") == 0)
+            impls[0] = false;
+        else if (strcmp(impl_text, "all") != 0)
+            return cli_error(CMD, CLI_USAGE, "--impl '%s': expected fused, unfused or all", impl_text);
+    }
+    for (size_t i = 0; i < c.shape_count; ++i) {
+        const size_t *v = c.shapes[i].value;
+        if (!v[M_HEADS] || !v[M_KV_HEADS] || v[M_HEADS] % v[M_KV_HEADS])
+            return cli_error(CMD, CLI_USAGE, "--heads %zu must be a positive multiple of --kv-heads %zu",
+                             v[M_HEADS], v[M_KV_HEADS]);
+        if (v[M_DECODE] && v[M_KV_SEQ] != v[M_SEQ])
+            return cli_error(CMD, CLI_USAGE, "--decode times self-attention steps; drop --kv-seq");
+        if (packed && v[M_KV_SEQ] != v[M_SEQ])
+            return cli_error(CMD, CLI_USAGE, "--packed weights are for self-attention; drop --kv-seq");
+    }
+    clattn_context *ctx = NULL;
+    if ((rc = cli_open_context(CMD, cli_value(&cmd, "device"), true, &ctx))) return rc;
+    clattn_device_info info;
+    memset(&info, 0, sizeof info);
+    clattn_context_device_info(ctx, &info);
+    double *times = malloc((size_t)c.repeat * sizeof *times);
+    cJSON *json = c.format == FORMAT_JSON ? cJSON_CreateArray() : NULL;
+    if (!times || (c.format == FORMAT_JSON && !json)) rc = cli_error(CMD, CLI_FAILED, "out of host memory");
+    char title[160];
+    snprintf(title, sizeof title, "mha, %s%s%s%s%s", causal ? "causal" : "non-causal", bias ? ", bias" : "",
+             residual ? ", residual" : "", packed ? ", packed QKV" : "", ", GFLOP/s counts projections too");
+    if (rc == CLI_OK) print_header(&c, &info, title);
+    const bool progress = c.shape_count > 1 && isatty(STDERR_FILENO);
+    for (size_t si = 0; si < c.shape_count && rc == CLI_OK; ++si) {
+        const layer_shape *s = &c.shapes[si];
+        const size_t *v = s->value;
+        const size_t B = v[M_BATCH], Lq = v[M_SEQ], dm = v[M_D_MODEL], H = v[M_HEADS], Hkv = v[M_KV_HEADS];
+        const size_t D = v[M_HEAD_DIM], decode = v[M_DECODE];
+        const bool cross = !decode && v[M_KV_SEQ] != Lq;
+        const size_t Lk = cross ? v[M_KV_SEQ] : Lq;
+        clattn_mha_config cfg = {.d_model = dm, .heads = H, .kv_heads = Hkv, .head_dim = D, .v_head_dim = D};
+        const size_t nq = dm * H * D, nkv = dm * Hkv * D, no = H * D * dm;
+        float *w_all = random_weights(nq + 2 * nkv + no + dm + H * D + 2 * Hkv * D, dm, 11u + (unsigned)si);
+        mha_call a = {.ctx = ctx, .cross = cross, .cached = decode};
+        clattn_kv_cache *cache = NULL;
+        cl_mem xb = NULL, mb = NULL, ob = NULL, prefix = NULL;
+        if (!w_all) rc = cli_error(CMD, CLI_FAILED, "out of host memory for the weights");
+        if (rc == CLI_OK) {
+            /* Packed columns Q | K | V are the separate weights side by side; both forms share the random
+             * numbers, so the two layouts time the same arithmetic. */
+            clattn_mha_weights_host host;
+            clattn_mha_weights_host_init(&host);
+            float *packed_w = NULL;
+            if (packed) {
+                const size_t n = H * D + 2 * Hkv * D;
+                packed_w = malloc(dm * n * sizeof(float));
+                if (!packed_w) rc = cli_error(CMD, CLI_FAILED, "out of host memory for the weights");
+                for (size_t r = 0; packed_w && r < dm; ++r)
+                    for (size_t col = 0; col < n; ++col)
+                        packed_w[r * n + col] = w_all[(r * n + col) % (nq + 2 * nkv)];
+                host.w_qkv = packed_w;
+                host.b_qkv = bias ? w_all + nq + 2 * nkv + no + dm : NULL;
+            } else {
+                host.w_q = w_all;
+                host.w_k = w_all + nq;
+                host.w_v = w_all + nq + nkv;
+                if (bias) {
+                    host.b_q = w_all + nq + 2 * nkv + no + dm;
+                    host.b_k = host.b_q + H * D;
+                    host.b_v = host.b_k + Hkv * D;
+                }
+            }
+            host.w_o = w_all + nq + 2 * nkv;
+            host.b_o = bias ? w_all + nq + 2 * nkv + no : NULL;
+            clattn_status st =
+                rc == CLI_OK ? clattn_mha_weights_create(ctx, &cfg, &host, &a.weights) : CLATTN_SUCCESS;
+            if (st != CLATTN_SUCCESS) rc = cli_report_status(CMD, ctx, st, "uploading the weights");
+            free(packed_w);
+        }
+        free(w_all);
+        if (rc == CLI_OK) rc = random_buffer(CMD, ctx, B * Lq * dm, c.dtype, 21u + (unsigned)si, &xb);
+        if (rc == CLI_OK) rc = random_buffer(CMD, ctx, B * Lq * dm, c.dtype, 22u, &ob);
+        if (rc == CLI_OK && cross) rc = random_buffer(CMD, ctx, B * Lk * dm, c.dtype, 23u, &mb);
+        clattn_mha_desc_init(&a.desc);
+        a.desc.residual = residual;
+        if (causal) a.desc.attention.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+        a.x = clattn_tensor_seq(xb, c.dtype, B, Lq, dm);
+        a.out = clattn_tensor_seq(ob, c.dtype, B, Lq, dm);
+        if (cross) a.memory = clattn_tensor_seq(mb, c.dtype, B, Lk, dm);
+        if (rc == CLI_OK && decode) {
+            /* Fill the cache with `decode` random tokens once, untimed. */
+            clattn_status st = clattn_kv_cache_create(ctx, &cfg, B, decode + Lq, &cache);
+            if (st != CLATTN_SUCCESS) rc = cli_report_status(CMD, ctx, st, "creating the KV cache");
+            if (rc == CLI_OK) rc = random_buffer(CMD, ctx, B * decode * dm, c.dtype, 24u, &prefix);
+            if (rc == CLI_OK) {
+                clattn_mha_desc fill = a.desc;
+                fill.cache = cache;
+                fill.residual = 0;
+                cl_mem pout = NULL;
+                rc = random_buffer(CMD, ctx, B * decode * dm, c.dtype, 25u, &pout);
+                clattn_tensor px = clattn_tensor_seq(prefix, c.dtype, B, decode, dm);
+                clattn_tensor po = clattn_tensor_seq(pout, c.dtype, B, decode, dm);
+                if (rc == CLI_OK) st = clattn_mha(ctx, a.weights, &fill, &px, NULL, &po, NULL, 0, NULL, NULL);
+                if (rc == CLI_OK && st != CLATTN_SUCCESS) rc = cli_report_status(CMD, ctx, st, "filling the cache");
+                if (rc == CLI_OK) clFinish(clattn_context_cl_queue(ctx));
+                if (pout) clReleaseMemObject(pout);
+            }
+            a.desc.cache = cache;
+        }
+        const char *impl_names[2] = {"fused", "unfused"};
+        const clattn_impl impl_values[2] = {CLATTN_IMPL_FUSED, CLATTN_IMPL_UNFUSED};
+        for (int impl = 0; impl < 2 && rc == CLI_OK; ++impl) {
+            if (!impls[impl]) continue;
+            if (progress) {
+                fprintf(stderr, "\r[%zu/%zu] %s ...\033[K", si + 1, c.shape_count, impl_names[impl]);
+                fflush(stderr);
+            }
+            a.desc.attention.impl = impl_values[impl];
+            char label[32];
+            snprintf(label, sizeof label, "%s%s", decode ? "decode " : "", impl_names[impl]);
+            layer_result r = {.op = "mha", .impl = label, .c = &c, .shape = s};
+            rc = bench_time_calls(CMD, "multi-head attention", ctx, c.warmup, c.repeat, call_mha, &a, times, &r.t);
+            if (progress) fprintf(stderr, "\r\033[K");
+            if (rc != CLI_OK) break;
+            r.flops = mha_flops(s, causal);
+            r.gflops = r.t.median_ms > 0.0 ? r.flops / (r.t.median_ms * 1e6) : 0.0;
+            print_result(&r, &info, json);
+        }
+        clattn_kv_cache_free(cache);
+        clattn_mha_weights_free(a.weights);
+        cl_mem bufs[] = {xb, mb, ob, prefix};
+        for (size_t i = 0; i < 4; ++i)
+            if (bufs[i]) clReleaseMemObject(bufs[i]);
+    }
+    rc = finish_json(CMD, json, rc);
+    free(times);
+    clattn_context_free(ctx);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Seq2seq (additive and Luong) attention */
+
+enum { S_BATCH, S_SEQ, S_KV_SEQ, S_QUERY_DIM, S_KEY_DIM, S_ATTN_DIM, S_FIELDS };
+
+static const field_def seq2seq_fields[S_FIELDS] = {
+    {"batch", 8, -1, "batch size (default 8)"},
+    {"seq", 1, -1, "queries per sequence Lq: 1 is one decoder step (default 1)"},
+    {"kv-seq", 512, -1, "keys (encoder states) per sequence Lk (default 512)"},
+    {"query-dim", 256, -1, "query (decoder state) width (default 256)"},
+    {"key-dim", 0, S_QUERY_DIM, "key (encoder state) width, also the values' (default: --query-dim)"},
+    {"attn-dim", 256, -1, "hidden width of the additive and concat scores (default 256)"},
+};
+
+typedef struct seq2seq_call {
+    clattn_context *ctx;
+    clattn_seq2seq_weights *weights;
+    clattn_seq2seq_desc desc;
+    clattn_tensor query, keys, context;
+} seq2seq_call;
+
+static clattn_status call_seq2seq(void *user, cl_command_queue queue, cl_event *done) {
+    seq2seq_call *a = user;
+    return clattn_seq2seq_attention(a->ctx, a->weights, &a->desc, &a->query, &a->keys, NULL, &a->context, queue, 0,
+                                    NULL, done);
+}
+
+/* Projections count two FLOPs per multiply-add; an additive score counts 4 per (query, key, hidden unit): the
+ * add, the tanh, the multiply and the sum; the weighted sum of values 2 per (query, key, value element). */
+static double seq2seq_flops(const layer_shape *s, clattn_score score) {
+    const double B = (double)s->value[S_BATCH], Lq = (double)s->value[S_SEQ], Lk = (double)s->value[S_KV_SEQ];
+    const double dq = (double)s->value[S_QUERY_DIM], dk = (double)s->value[S_KEY_DIM];
+    const double da = (double)s->value[S_ATTN_DIM];
+    const double context = 2.0 * B * Lq * Lk * dk;
+    switch (score) {
+    case CLATTN_SCORE_DOT:
+        return 2.0 * B * Lq * Lk * dk + context;
+    case CLATTN_SCORE_GENERAL:
+        return 2.0 * B * Lq * dq * dk + 2.0 * B * Lq * Lk * dk + context;
+    default:
+        return 2.0 * B * Lq * dq * da + 2.0 * B * Lk * dk * da + 4.0 * B * Lq * Lk * da + context;
+    }
+}
+
+static int bench_seq2seq(int argc, char **argv) {
+    const char *CMD = "bench additive";
+    cli_option options[] = {
+        {"batch", "B", seq2seq_fields[S_BATCH].help, NULL},
+        {"seq", "L", seq2seq_fields[S_SEQ].help, NULL},
+        {"kv-seq", "L", seq2seq_fields[S_KV_SEQ].help, NULL},
+        {"query-dim", "N", seq2seq_fields[S_QUERY_DIM].help, NULL},
+        {"key-dim", "N", seq2seq_fields[S_KEY_DIM].help, NULL},
+        {"attn-dim", "N", seq2seq_fields[S_ATTN_DIM].help, NULL},
+        {"sweep", "NAME=V,...", "one run per value of a shape option, e.g. kv-seq=128,512,2048", NULL},
+        {"score", "KIND", "additive, dot, general, concat or all (default additive)", NULL},
+        {"weights", NULL, "also write the attention weights [B, Lq, Lk]", NULL},
+        {"dtype", "TYPE", "storage of queries, keys and context: f32 (default), f16 or bf16", NULL},
+        {"repeat", "N", "timed calls per measurement (default 10)", NULL},
+        {"warmup", "N", "untimed calls first, at least 1 (default 2)", NULL},
+        {"json", NULL, "print one JSON array, an object per measurement", NULL},
+        {"csv", NULL, "print CSV: a header and a row per measurement", NULL},
+        {"device", "SPEC", "device to run on (default: CLATTN_DEVICE, else the first GPU/accelerator/CPU)", NULL},
+    };
+    cli_command cmd = {
+        CMD,
+        "Time seq2seq attention (additive/Bahdanau, or Luong dot, general and concat scores) with its "
+        "projections on\nthe device. With no options: one decoder step, B=8, Lk=512, widths 256, "
+        "additive score, fp32.",
+        "[options]", options, sizeof options / sizeof options[0]};
+    int rc = cli_parse(&cmd, argc, argv);
+    if (rc >= 0) return rc;
+    layer_config c = {.cmd = CMD, .fields = seq2seq_fields, .field_count = S_FIELDS};
+    if ((rc = parse_common(&cmd, &c))) return rc;
+    static const char *const score_names[] = {"additive", "dot", "general", "concat"};
+    bool scores[4] = {true, false, false, false};
+    const char *score_text = cli_value(&cmd, "score");
+    if (score_text) {
+        bool all = strcmp(score_text, "all") == 0, known = all;
+        for (int i = 0; i < 4; ++i) {
+            scores[i] = all || strcmp(score_text, score_names[i]) == 0;
+            known = known || scores[i];
+        }
+        if (!known)
+            return cli_error(CMD, CLI_USAGE, "--score '%s': expected additive, dot, general, concat or all",
+                             score_text);
+    }
+    for (size_t i = 0; i < c.shape_count; ++i)
+        if (scores[CLATTN_SCORE_DOT] && c.shapes[i].value[S_QUERY_DIM] != c.shapes[i].value[S_KEY_DIM])
+            return cli_error(CMD, CLI_USAGE, "the dot score needs --query-dim equal to --key-dim");
+    const bool want_weights = cli_flag(&cmd, "weights");
+    clattn_context *ctx = NULL;
+    if ((rc = cli_open_context(CMD, cli_value(&cmd, "device"), true, &ctx))) return rc;
+    clattn_device_info info;
+    memset(&info, 0, sizeof info);
+    clattn_context_device_info(ctx, &info);
+    double *times = malloc((size_t)c.repeat * sizeof *times);
+    cJSON *json = c.format == FORMAT_JSON ? cJSON_CreateArray() : NULL;
+    if (!times || (c.format == FORMAT_JSON && !json)) rc = cli_error(CMD, CLI_FAILED, "out of host memory");
+    if (rc == CLI_OK)
+        print_header(&c, &info,
+                     want_weights ? "seq2seq attention with weights out, GFLOP/s counts projections too"
+                                  : "seq2seq attention, GFLOP/s counts projections too");
+    for (size_t si = 0; si < c.shape_count && rc == CLI_OK; ++si) {
+        const layer_shape *s = &c.shapes[si];
+        const size_t *v = s->value;
+        const size_t B = v[S_BATCH], Lq = v[S_SEQ], Lk = v[S_KV_SEQ], dq = v[S_QUERY_DIM], dk = v[S_KEY_DIM];
+        const size_t da = v[S_ATTN_DIM];
+        cl_mem qb = NULL, kb = NULL, cb = NULL, wb = NULL;
+        rc = random_buffer(CMD, ctx, B * Lq * dq, c.dtype, 31u + (unsigned)si, &qb);
+        if (rc == CLI_OK) rc = random_buffer(CMD, ctx, B * Lk * dk, c.dtype, 32u, &kb);
+        if (rc == CLI_OK) rc = random_buffer(CMD, ctx, B * Lq * dk, c.dtype, 33u, &cb);
+        if (rc == CLI_OK && want_weights) rc = random_buffer(CMD, ctx, B * Lq * Lk, CLATTN_DTYPE_F32, 34u, &wb);
+        const size_t wsize = (dq + dk) * (da > dk ? da : dk) + 2 * da;
+        float *w_all = random_weights(wsize, dq, 35u);
+        if (rc == CLI_OK && !w_all) rc = cli_error(CMD, CLI_FAILED, "out of host memory for the weights");
+        for (int score = 0; score < 4 && rc == CLI_OK; ++score) {
+            if (!scores[score]) continue;
+            clattn_seq2seq_config cfg = {(clattn_score)score, dq, dk, da};
+            clattn_seq2seq_weights_host host = {NULL, NULL, NULL, NULL, NULL};
+            if (score == CLATTN_SCORE_ADDITIVE) {
+                host.w_q = w_all;
+                host.w_k = w_all + dq * da;
+                host.v = w_all + (dq + dk) * da;
+                host.bias = host.v + da;
+            } else if (score == CLATTN_SCORE_GENERAL) {
+                host.w = w_all;
+            } else if (score == CLATTN_SCORE_CONCAT) {
+                host.w = w_all;
+                host.v = w_all + (dq + dk) * da;
+            }
+            seq2seq_call a = {.ctx = ctx};
+            clattn_status st = clattn_seq2seq_weights_create(ctx, &cfg, &host, &a.weights);
+            if (st != CLATTN_SUCCESS) {
+                rc = cli_report_status(CMD, ctx, st, "uploading the weights");
+                break;
+            }
+            clattn_seq2seq_desc_init(&a.desc);
+            if (wb) a.desc.weights = clattn_tensor_seq(wb, CLATTN_DTYPE_F32, B, Lq, Lk);
+            a.query = clattn_tensor_seq(qb, c.dtype, B, Lq, dq);
+            a.keys = clattn_tensor_seq(kb, c.dtype, B, Lk, dk);
+            a.context = clattn_tensor_seq(cb, c.dtype, B, Lq, dk);
+            layer_result r = {.op = "seq2seq", .impl = score_names[score], .c = &c, .shape = s};
+            rc = bench_time_calls(CMD, "seq2seq attention", ctx, c.warmup, c.repeat, call_seq2seq, &a, times, &r.t);
+            clattn_seq2seq_weights_free(a.weights);
+            if (rc != CLI_OK) break;
+            r.flops = seq2seq_flops(s, (clattn_score)score);
+            r.gflops = r.t.median_ms > 0.0 ? r.flops / (r.t.median_ms * 1e6) : 0.0;
+            print_result(&r, &info, json);
+        }
+        free(w_all);
+        cl_mem bufs[] = {qb, kb, cb, wb};
+        for (size_t i = 0; i < 4; ++i)
+            if (bufs[i]) clReleaseMemObject(bufs[i]);
+    }
+    rc = finish_json(CMD, json, rc);
+    free(times);
+    clattn_context_free(ctx);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+
+int cmd_bench_layer(const char *op, int argc, char **argv) {
+    if (strcmp(op, "mha") == 0) return bench_mha(argc, argv);
+    if (strcmp(op, "additive") == 0 || strcmp(op, "seq2seq") == 0) return bench_seq2seq(argc, argv);
+    return cli_error("bench", CLI_USAGE, "unknown operation '%s' (known: sdpa, mha, additive)", op);
+}
