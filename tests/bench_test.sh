@@ -103,8 +103,33 @@ check "bad sweep" 2 "$clattn" bench sdpa --sweep depth=1,2
 check "heads not a multiple of kv-heads" 2 "$clattn" bench sdpa --heads 6 --kv-heads 4 --seq 8
 check "--json with --csv" 2 "$clattn" bench sdpa --json --csv
 check "unknown operation" 2 "$clattn" bench frobnicate
-check "bench mha is not implemented yet" 2 "$clattn" bench mha
-expect "bench mha says so" grep -q 'not implemented yet' "$tmp/err"
+check "bench mha --help" 0 "$clattn" bench mha --help
+check "bench additive --help" 0 "$clattn" bench additive --help
+if check "bench mha: fused and unfused rows" 0 "$clattn" bench mha --seq 16 --d-model 32 --heads 2 --head-dim 16 \
+    --repeat 2; then
+    expect "bench mha table has both rows" \
+        bash -c "grep -Eq ' fused +[0-9]' '$tmp/out' && grep -Eq ' unfused +[0-9]' '$tmp/out'"
+fi
+if check "bench mha --decode --json" 0 "$clattn" bench mha --json --seq 1 --decode 20 --d-model 32 --heads 4 \
+    --kv-heads 2 --head-dim 8 --causal --impl fused --repeat 2; then
+    expect "JSON: one decode object" "$python" - "$tmp/out" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))
+assert len(rows) == 1 and rows[0]["impl"] == "decode fused" and rows[0]["decode"] == 20, rows
+assert 0 < rows[0]["min_ms"] <= rows[0]["median_ms"] <= rows[0]["max_ms"] and rows[0]["gflops"] > 0, rows
+PY
+fi
+if check "bench additive, every score, CSV" 0 "$clattn" bench additive --csv --score all --batch 2 --kv-seq 33 \
+    --query-dim 16 --attn-dim 8 --repeat 2; then
+    expect "CSV: a header and four rows" "$python" - "$tmp/out" <<'PY'
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1])))
+assert len(rows) == 5 and [r[1] for r in rows[1:]] == ["additive", "dot", "general", "concat"], rows
+assert all(float(r[rows[0].index("median_ms")]) > 0 for r in rows[1:])
+PY
+fi
+check "bench mha: heads not a multiple of kv-heads" 2 "$clattn" bench mha --heads 6 --kv-heads 4
+check "bench additive: bad score" 2 "$clattn" bench additive --score cosine
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
