@@ -422,8 +422,8 @@ CLATTN_API clattn_status clattn_mha_weights_config(const clattn_mha_weights *wei
 
 /* A key/value cache for incremental decoding: the fp32 keys and values of one layer for up to `capacity` positions,
  * filled by clattn_mha calls. They are stored position-major, [batch, capacity, kv_heads, d], so that each call's
- * projections write their rows straight into place; clattn_kv_cache_tensors gives [batch, kv_heads, length, d] views
- * of them. Belongs to its context; one thread at a time, like the context. */
+ * projections write their rows straight into place; clattn_kv_cache_tensors gives [batch, kv_heads, length, d]
+ * views of them. Belongs to its context; one thread at a time, like the context. */
 typedef struct clattn_kv_cache clattn_kv_cache;
 
 CLATTN_API clattn_status clattn_kv_cache_create(clattn_context *context, const clattn_mha_config *config,
@@ -515,9 +515,21 @@ typedef struct clattn_seq2seq_desc {
     size_t key_lengths_offset;
     /* Optional output: the attention weights alpha [B, 1, Lq, Lk] (zeros for a fully masked row). */
     clattn_tensor weights;
+    /* Optional input, additive and concat scores: the keys' projection k W_k [B, 1, Lk, attn_dim] (F32, width
+     * stride 1) from clattn_seq2seq_project_keys. It depends on the encoder states alone, so a decoder computes it
+     * once per source sequence and every step skips that GEMM, the largest part of a one-query step. NULL buffer:
+     * the call projects the keys itself. */
+    clattn_tensor key_projection;
 } clattn_seq2seq_desc;
 
 CLATTN_API void clattn_seq2seq_desc_init(clattn_seq2seq_desc *desc);
+
+/* Writes k W_k [B, 1, Lk, attn_dim] (F32, width stride 1) for desc.key_projection of later calls with the same
+ * keys; additive and concat scores only. Queue, events and error behaviour as clattn_sdpa. */
+CLATTN_API clattn_status clattn_seq2seq_project_keys(clattn_context *context, const clattn_seq2seq_weights *weights,
+                                                     const clattn_tensor *keys, const clattn_tensor *key_projection,
+                                                     cl_command_queue queue, cl_uint num_wait_events,
+                                                     const cl_event *wait_list, cl_event *event);
 
 /* query [B, 1, Lq, query_dim] (Lq = 1 for one decoder step, or a whole target sequence), keys [B, 1, Lk, key_dim],
  * values [B, 1, Lk, value_dim] or NULL to use the keys, context [B, 1, Lq, value_dim]. Queue, events and error

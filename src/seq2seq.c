@@ -270,6 +270,30 @@ static clattn_status check_weights_out(clattn_context *ctx, const cla_seq2seq_pl
     return cla_tensor_check(ctx, t, "desc->weights", true, &r->begin, &r->end);
 }
 
+/* A key projection k W_k [B, 1, Lk, attn_dim], fp32 rows with unit width stride (CLBlast writes it and the
+ * kernel reads it as rows), given to the attention call or written by clattn_seq2seq_project_keys. */
+static clattn_status check_key_projection(clattn_context *ctx, const char *fn, const clattn_seq2seq_config *c,
+                                          const clattn_tensor *t, size_t batch, size_t kv_len, named_range *r) {
+    if (!has_hidden_layer(c->score))
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "%s: a key projection belongs to the additive and concat scores, not %s; leave "
+                        "key_projection empty",
+                        fn, score_name(c->score));
+    if (t->dtype != CLATTN_DTYPE_F32)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "%s: key_projection: dtype %d, expected F32", fn,
+                        (int)t->dtype);
+    if (t->size[0] != batch || t->size[1] != 1 || t->size[2] != kv_len || t->size[3] != c->attn_dim)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
+                        "%s: key_projection is [%zu, %zu, %zu, %zu]; expected [%zu, 1, %zu, %zu] (batch, 1, the "
+                        "keys' length, the weights' attn_dim)",
+                        fn, t->size[0], t->size[1], t->size[2], t->size[3], batch, kv_len, c->attn_dim);
+    if (t->stride[3] != 1)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_STRIDE,
+                        "%s: key_projection: width stride %zu; the projection is stored as rows, stride 1", fn,
+                        t->stride[3]);
+    return cla_tensor_check(ctx, t, "key_projection", r->output, &r->begin, &r->end);
+}
+
 clattn_status cla_seq2seq_validate(clattn_context *ctx, const clattn_seq2seq_weights *weights,
                                    const clattn_seq2seq_desc *desc, const clattn_tensor *query,
                                    const clattn_tensor *keys, const clattn_tensor *values,
@@ -360,6 +384,12 @@ clattn_status cla_seq2seq_validate(clattn_context *ctx, const clattn_seq2seq_wei
         named_range *r = &ranges[n++];
         *r = (named_range){"desc->weights", p->weights.buffer, 0, 0, true};
         if ((st = check_weights_out(ctx, p, r))) return st;
+    }
+    if (desc->key_projection.buffer) {
+        named_range *r = &ranges[n++];
+        *r = (named_range){"desc->key_projection", desc->key_projection.buffer, 0, 0, false};
+        if ((st = check_key_projection(ctx, fn, c, &desc->key_projection, B, Lk, r))) return st;
+        p->key_projection = desc->key_projection;
     }
     /* No output may share memory with any other tensor of the call. */
     for (size_t i = 0; i < n; ++i)
@@ -532,6 +562,19 @@ static bool floats_overflow(size_t a, size_t b, size_t n) {
     return ab != 0 && n > SIZE_MAX / sizeof(float) / ab;
 }
 
+/* The rows view of a validated key projection (its width stride is 1). */
+static cla_rows key_rows(const clattn_tensor *t) {
+    return (cla_rows){t->buffer, t->offset, t->stride[2], t->stride[0]};
+}
+
+/* k W_k into rows: W_k is the rows of the stacked weight after the query_dim rows of W_q. */
+static clattn_status project_keys(clattn_context *ctx, cla_chain *chain, const clattn_seq2seq_weights *w,
+                                  const clattn_tensor *keys, cla_rows rows) {
+    const size_t A = w->config.attn_dim;
+    const cla_matrix wk = {w->w, w->config.query_dim * A, A};
+    return cla_linear(ctx, chain, keys, wk, A, NULL, 0, rows, "the key projection k W_k");
+}
+
 static clattn_status run_additive(clattn_context *ctx, const cla_seq2seq_plan *p, cla_chain *chain) {
     const clattn_seq2seq_weights *w = p->params;
     const size_t A = p->attn_dim;
@@ -542,13 +585,16 @@ static clattn_status run_additive(clattn_context *ctx, const cla_seq2seq_plan *p
             "clattn_seq2seq_attention: the projections of %zu x (%zu + %zu) rows of %zu overflow size_t", p->batch,
             p->q_len, p->kv_len, A);
     cl_mem qp = NULL, kp = NULL;
+    const bool given = p->key_projection.buffer != NULL;
     clattn_status st = cla_temp_buffer(ctx, p->batch * p->q_len * A * sizeof(float), "the projected queries", &qp);
-    if (!st) st = cla_temp_buffer(ctx, p->batch * p->kv_len * A * sizeof(float), "the projected keys", &kp);
-    const cla_rows qrows = {qp, 0, A, p->q_len * A}, krows = {kp, 0, A, p->kv_len * A};
+    if (!st && !given)
+        st = cla_temp_buffer(ctx, p->batch * p->kv_len * A * sizeof(float), "the projected keys", &kp);
+    const cla_rows qrows = {qp, 0, A, p->q_len * A};
+    const cla_rows krows = given ? key_rows(&p->key_projection) : (cla_rows){kp, 0, A, p->kv_len * A};
     /* W_q is the first query_dim rows of the stacked weight, W_k the rest. */
-    const cla_matrix wq = {w->w, 0, A}, wk = {w->w, p->query_dim * A, A};
+    const cla_matrix wq = {w->w, 0, A};
     if (!st) st = cla_linear(ctx, chain, &p->query, wq, A, w->bias, 0, qrows, "the query projection q W_q + b");
-    if (!st && p->kv_len) st = cla_linear(ctx, chain, &p->keys, wk, A, NULL, 0, krows, "the key projection k W_k");
+    if (!st && p->kv_len && !given) st = project_keys(ctx, chain, p->params, &p->keys, krows);
     if (!st) st = cla_seq2seq_additive_kernel(ctx, p, qrows, krows, w->v, 0, chain);
     cla_temp_release(ctx, &qp);
     cla_temp_release(ctx, &kp);
@@ -608,5 +654,61 @@ clattn_status clattn_seq2seq_attention(clattn_context *ctx, const clattn_seq2seq
     cl_int err = cla_chain_end(&chain, event);
     if (err != CL_SUCCESS)
         return cla_fail(ctx, err, "clattn_seq2seq_attention: enqueueing the completion marker failed: %d", err);
+    return CLATTN_SUCCESS;
+}
+
+clattn_status clattn_seq2seq_project_keys(clattn_context *ctx, const clattn_seq2seq_weights *weights,
+                                          const clattn_tensor *keys, const clattn_tensor *key_projection,
+                                          cl_command_queue queue, cl_uint num_wait_events,
+                                          const cl_event *wait_list, cl_event *event) {
+    if (!ctx) return CLATTN_ERROR_NULL_POINTER;
+    cla_clear_error(ctx);
+    cla_temp_begin(ctx);
+    const char *fn = "clattn_seq2seq_project_keys";
+    if (!weights || !keys || !key_projection)
+        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: %s is NULL", fn,
+                        !weights ? "weights"
+                        : !keys  ? "keys"
+                                 : "key_projection");
+    if (weights->ctx != ctx)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "%s: the weights were created with another context; create them with this one", fn);
+    if (num_wait_events > 0 && !wait_list)
+        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: %u wait events but wait_list is NULL", fn,
+                        num_wait_events);
+    if (!is_storage_dtype(keys->dtype))
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "%s: keys: dtype %d is not F32, F16 or BF16", fn,
+                        (int)keys->dtype);
+    if (!keys->buffer || !key_projection->buffer)
+        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: the buffer of %s is NULL", fn,
+                        !keys->buffer ? "keys" : "key_projection");
+    const size_t B = keys->size[0], Lk = keys->size[2];
+    clattn_status st =
+        check_seq(ctx, keys, "keys", B, SIZE_MAX, weights->config.key_dim, "", "the weights' key_dim");
+    if (st) return st;
+    named_range in = {"keys", keys->buffer, 0, 0, false},
+                out = {"key_projection", key_projection->buffer, 0, 0, true};
+    if ((st = cla_tensor_check(ctx, keys, "keys", false, &in.begin, &in.end))) return st;
+    if ((st = check_key_projection(ctx, fn, &weights->config, key_projection, B, Lk, &out))) return st;
+    if (in.buffer == out.buffer && in.begin < in.end && out.begin < out.end && in.begin < out.end &&
+        out.begin < in.end)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "%s: key_projection overlaps keys in the same buffer; outputs must not share memory", fn);
+    if (queue) {
+        cl_context qctx = NULL;
+        cl_int err = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qctx, &qctx, NULL);
+        if (err != CL_SUCCESS) return cla_fail(ctx, err, "%s: the queue is not a valid command queue", fn);
+        if (qctx != ctx->cl_ctx)
+            return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%s: the queue belongs to another context", fn);
+    }
+    cla_chain chain;
+    cla_chain_begin(&chain, ctx, queue ? queue : ctx->queue, num_wait_events, wait_list);
+    if (B > 0 && Lk > 0) st = project_keys(ctx, &chain, weights, keys, key_rows(key_projection));
+    if (st != CLATTN_SUCCESS) {
+        cla_chain_abort(&chain);
+        return st;
+    }
+    cl_int err = cla_chain_end(&chain, event);
+    if (err != CL_SUCCESS) return cla_fail(ctx, err, "%s: enqueueing the completion marker failed: %d", fn, err);
     return CLATTN_SUCCESS;
 }

@@ -24,7 +24,8 @@ typedef struct cla_seq2seq_plan {
     clattn_tensor mask;                         /* batch stride 0 when broadcast */
     cl_mem key_lengths;
     size_t key_lengths_offset;
-    clattn_tensor weights; /* buffer NULL when not requested */
+    clattn_tensor weights;        /* buffer NULL when not requested */
+    clattn_tensor key_projection; /* k W_k given by the caller; buffer NULL: projected by the call */
     const clattn_seq2seq_weights *params;
 } cla_seq2seq_plan;
 

@@ -314,6 +314,24 @@ int s2s_case_check(clattn_context *ctx, const s2s_case *c, char *err, size_t err
         free(kl);
         desc.key_lengths = bkl;
     }
+    cl_mem kproj = NULL;
+    if (!rc && c->project_keys && hidden) {
+        /* Rows padded by 3 floats and a batch gap of one row, so that the strides are taken from the view. */
+        const size_t ld = A + 3, bs = (Lk + 1) * ld;
+        kproj = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE, (B * bs + 1) * sizeof(float),
+                               NULL, NULL);
+        desc.key_projection = clattn_tensor_seq(kproj, CLATTN_DTYPE_F32, B, Lk, A);
+        desc.key_projection.stride[2] = ld;
+        desc.key_projection.stride[0] = bs;
+        clattn_status st =
+            kproj ? clattn_seq2seq_project_keys(ctx, dw, &k.view, &desc.key_projection, NULL, 0, NULL, NULL)
+                  : CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+        if (st != CLATTN_SUCCESS) {
+            snprintf(err, err_size, "clattn_seq2seq_project_keys: %s: %s", clattn_status_string(st),
+                     clattn_context_last_error(ctx));
+            rc = -1;
+        }
+    }
     if (!rc) {
         cl_event done = NULL;
         const clattn_tensor *values = c->value_dim ? &h.view : NULL;
@@ -339,6 +357,7 @@ int s2s_case_check(clattn_context *ctx, const s2s_case *c, char *err, size_t err
 
     clattn_seq2seq_weights_free(dw);
     if (bkl) clReleaseMemObject(bkl);
+    if (kproj) clReleaseMemObject(kproj);
     stage_free(&q);
     stage_free(&k);
     stage_free(&o);

@@ -24,6 +24,7 @@ typedef struct s2s_case {
     const int32_t *key_lengths;
     size_t offset;        /* elements before each tensor in its buffer */
     bool host_projection; /* additive/concat: project on the host and call the fused kernel alone */
+    bool project_keys;    /* additive/concat: clattn_seq2seq_project_keys first, passed as desc.key_projection */
     long nan_query_row;   /* >= 0: query[0, row, 0] = NaN */
     bool nan_in_padding;  /* NaN in the keys and values past each key length */
     unsigned seed;

@@ -436,12 +436,68 @@ static void faults(void **state) {
     }
 }
 
+/* Keys projected once by clattn_seq2seq_project_keys (into a padded, strided buffer) and passed to the call give
+ * the same context and weights as a call that projects them itself; misuse is refused before anything runs. */
+static void precomputed_keys(void **state) {
+    (void)state;
+    const clattn_score scores[] = {CLATTN_SCORE_ADDITIVE, CLATTN_SCORE_CONCAT};
+    for (int i = 0; i < 2; ++i) {
+        s2s_case c = make_case(scores[i]);
+        c.project_keys = true;
+        c.q_len = 1;
+        c.want_weights = true;
+        c.weights_dtype = CLATTN_DTYPE_F32;
+        s2s_case_run(ctx, &c);
+        /* The call allocated the projected queries alone: the keys' projection was taken as given. */
+        clattn_memory_stats mem;
+        assert_status(clattn_context_memory_stats(ctx, &mem), CLATTN_SUCCESS);
+        assert_int_equal(mem.last_call_bytes, c.batch * c.q_len * c.attn_dim * sizeof(float));
+        c.q_len = 5;
+        c.mask_kind = S2S_MASK_BOOL;
+        c.dtype = CLATTN_DTYPE_F16;
+        s2s_case_run(ctx, &c);
+    }
+    /* Misuse: a score without a hidden layer, a wrong dtype, shape or stride. */
+    const size_t B = 2, Lk = 7, D = 8, A = 6;
+    float wbuf[(8 + 8) * 6 + 6] = {0};
+    clattn_seq2seq_weights_host host = {wbuf, wbuf + D * A, NULL, wbuf + 2 * D * A, NULL};
+    clattn_seq2seq_config cfg = {CLATTN_SCORE_ADDITIVE, D, D, A};
+    clattn_seq2seq_weights *w = NULL, *dot = NULL;
+    assert_status(clattn_seq2seq_weights_create(ctx, &cfg, &host, &w), CLATTN_SUCCESS);
+    clattn_seq2seq_config dcfg = {CLATTN_SCORE_DOT, D, D, 0};
+    clattn_seq2seq_weights_host none = {NULL, NULL, NULL, NULL, NULL};
+    assert_status(clattn_seq2seq_weights_create(ctx, &dcfg, &none, &dot), CLATTN_SUCCESS);
+    cl_mem kb = make(B * Lk * D * sizeof(float), 0), pb = make(B * Lk * A * sizeof(float), POISON);
+    clattn_tensor keys = clattn_tensor_seq(kb, CLATTN_DTYPE_F32, B, Lk, D);
+    clattn_tensor proj = clattn_tensor_seq(pb, CLATTN_DTYPE_F32, B, Lk, A);
+    assert_status(clattn_seq2seq_project_keys(ctx, dot, &keys, &proj, NULL, 0, NULL, NULL),
+                  CLATTN_ERROR_INVALID_ARGUMENT);
+    clattn_tensor bad = proj;
+    bad.dtype = CLATTN_DTYPE_F16;
+    assert_status(clattn_seq2seq_project_keys(ctx, w, &keys, &bad, NULL, 0, NULL, NULL),
+                  CLATTN_ERROR_INVALID_DTYPE);
+    bad = clattn_tensor_seq(pb, CLATTN_DTYPE_F32, B, Lk - 1, A);
+    assert_status(clattn_seq2seq_project_keys(ctx, w, &keys, &bad, NULL, 0, NULL, NULL),
+                  CLATTN_ERROR_INVALID_SHAPE);
+    bad = proj;
+    bad.stride[3] = 2;
+    assert_status(clattn_seq2seq_project_keys(ctx, w, &keys, &bad, NULL, 0, NULL, NULL),
+                  CLATTN_ERROR_INVALID_STRIDE);
+    assert_status(clattn_seq2seq_project_keys(ctx, w, &keys, NULL, NULL, 0, NULL, NULL), CLATTN_ERROR_NULL_POINTER);
+    expect_poisoned(pb, B * Lk * A * sizeof(float));
+    clReleaseMemObject(kb);
+    clReleaseMemObject(pb);
+    clattn_seq2seq_weights_free(w);
+    clattn_seq2seq_weights_free(dot);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(every_score), cmocka_unit_test(dtypes),        cmocka_unit_test(odd_sizes),
-        cmocka_unit_test(key_lengths), cmocka_unit_test(masks),         cmocka_unit_test(nan_propagates),
-        cmocka_unit_test(empty_sizes), cmocka_unit_test(kernel_shapes), cmocka_unit_test(long_sequence),
-        cmocka_unit_test(bad_weights), cmocka_unit_test(bad_calls),     cmocka_unit_test(faults),
+        cmocka_unit_test(every_score),      cmocka_unit_test(dtypes),        cmocka_unit_test(odd_sizes),
+        cmocka_unit_test(key_lengths),      cmocka_unit_test(masks),         cmocka_unit_test(nan_propagates),
+        cmocka_unit_test(empty_sizes),      cmocka_unit_test(kernel_shapes), cmocka_unit_test(long_sequence),
+        cmocka_unit_test(bad_weights),      cmocka_unit_test(bad_calls),     cmocka_unit_test(faults),
+        cmocka_unit_test(precomputed_keys),
     };
     return cmocka_run_group_tests_name("seq2seq", tests, setup, teardown);
 }
