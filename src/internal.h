@@ -188,7 +188,8 @@ void cla_entry_file_name(const char *key, char name[CLA_ENTRY_NAME_SIZE]);
 const char *cla_entry_read(const char *path, const char *key, unsigned char **binary, size_t *size, bool *missing);
 /* Writes an entry file atomically (a temporary file renamed into place). `unique` (any address) keeps concurrent
  * writers' temporary names apart. Returns 0 or an errno value. */
-int cla_entry_write(const char *path, const char *key, const unsigned char *binary, size_t size, const void *unique);
+int cla_entry_write(const char *path, const char *key, const unsigned char *binary, size_t size,
+                    const void *unique);
 
 /* ---- device temporaries and fault injection (enqueue.c) ---- */
 
@@ -217,6 +218,21 @@ clattn_status cla_tensor_extent(clattn_context *ctx, const clattn_tensor *t, con
  * elements share memory. Returns the byte range like cla_tensor_extent. `name` appears in the message. */
 clattn_status cla_tensor_check(clattn_context *ctx, const clattn_tensor *t, const char *name, bool is_output,
                                size_t *begin, size_t *end);
+
+/* The bytes [begin, end) of a buffer that one tensor of a call touches, for the rule that outputs share memory with
+ * nothing else. Ranges with the same nonzero alias_group may overlap (an output that is deliberately its input). */
+typedef struct cla_range {
+    const char *name;
+    cl_mem buffer;
+    size_t begin, end;
+    bool output;
+    int alias_group;
+} cla_range;
+
+/* Fails with INVALID_ARGUMENT, naming both tensors, when an output range overlaps any other range. `fn` names the
+ * call; `hint` (may be "") is appended to the message. */
+clattn_status cla_check_overlaps(clattn_context *ctx, const char *fn, const cla_range *ranges, size_t n,
+                                 const char *hint);
 
 /* ---- small helpers ---- */
 

@@ -54,18 +54,6 @@ static bool is_storage_dtype(clattn_dtype d) {
     return d == CLATTN_DTYPE_F32 || d == CLATTN_DTYPE_F16 || d == CLATTN_DTYPE_BF16;
 }
 
-typedef struct named_range {
-    const char *name;
-    cl_mem buffer;
-    size_t begin, end;
-    bool output;
-} named_range;
-
-static bool overlaps(const named_range *a, const named_range *b) {
-    return a->buffer == b->buffer && a->begin < a->end && b->begin < b->end && a->begin < b->end &&
-           b->begin < a->end;
-}
-
 static bool same_view(const clattn_tensor *a, const clattn_tensor *b) {
     if (a->buffer != b->buffer || a->offset != b->offset || a->dtype != b->dtype) return false;
     for (int d = 0; d < 4; ++d)
@@ -75,7 +63,7 @@ static bool same_view(const clattn_tensor *a, const clattn_tensor *b) {
 
 /* A sequence tensor [B, 1, L, width] of a storage dtype with unit width stride, inside its buffer. */
 static clattn_status check_seq(clattn_context *ctx, const clattn_tensor *t, const char *name, size_t batch,
-                               size_t width, const char *width_name, bool is_output, named_range *r) {
+                               size_t width, const char *width_name, bool is_output, cla_range *r) {
     if (!is_storage_dtype(t->dtype))
         return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "clattn_mha: %s: dtype %d is not F32, F16 or BF16", name,
                         (int)t->dtype);
@@ -129,9 +117,9 @@ static clattn_status check_cache(clattn_context *ctx, const clattn_mha_desc *des
 
 /* The byte range of an optional tensor of the attention descriptor, for the overlap checks. */
 static clattn_status desc_range(clattn_context *ctx, const clattn_tensor *t, const char *name, bool output,
-                                named_range *ranges, size_t *n) {
+                                cla_range *ranges, size_t *n) {
     if (!t->buffer) return CLATTN_SUCCESS;
-    named_range *r = &ranges[(*n)++];
+    cla_range *r = &ranges[(*n)++];
     r->name = name;
     r->buffer = t->buffer;
     r->output = output;
@@ -163,7 +151,7 @@ static clattn_status validate(clattn_context *ctx, const clattn_mha_weights *w, 
     p->batch = x->size[0];
     p->q_len = x->size[2];
 
-    named_range ranges[10];
+    cla_range ranges[10] = {{0}};
     size_t n = 0;
     clattn_status st = check_seq(ctx, x, "x", p->batch, c->d_model, "d_model", false, &ranges[n++]);
     if (st) return st;
@@ -207,24 +195,20 @@ static clattn_status validate(clattn_context *ctx, const clattn_mha_weights *w, 
     if ((st = desc_range(ctx, &a->lse, "desc->attention.lse", true, ranges, &n))) return st;
     if ((st = desc_range(ctx, &a->weights, "desc->attention.weights", true, ranges, &n))) return st;
     if (a->key_lengths && p->batch > 0 && a->key_lengths_offset <= SIZE_MAX / 4 - p->batch) {
-        named_range *r = &ranges[n++];
-        *r = (named_range){"desc->attention.key_lengths", a->key_lengths, a->key_lengths_offset * 4,
-                           (a->key_lengths_offset + p->batch) * 4, false};
+        cla_range *r = &ranges[n++];
+        *r = (cla_range){"desc->attention.key_lengths",          a->key_lengths, a->key_lengths_offset * 4,
+                         (a->key_lengths_offset + p->batch) * 4, false,          0};
     }
     if (p->cache) {
-        ranges[n++] = (named_range){"the cache's keys", p->cache->keys, 0, SIZE_MAX, p->append};
-        ranges[n++] = (named_range){"the cache's values", p->cache->values, 0, SIZE_MAX, p->append};
+        ranges[n++] = (cla_range){"the cache's keys", p->cache->keys, 0, SIZE_MAX, p->append, 0};
+        ranges[n++] = (cla_range){"the cache's values", p->cache->values, 0, SIZE_MAX, p->append, 0};
     }
+    /* out may be x itself, the very same view: an in-place residual update reads each element before writing it. */
     const size_t x_index = 0, out_index = memory ? 2 : 1;
-    for (size_t i = 0; i < n; ++i)
-        for (size_t j = i + 1; j < n; ++j) {
-            if (!(ranges[i].output || ranges[j].output) || !overlaps(&ranges[i], &ranges[j])) continue;
-            if (i == x_index && j == out_index && same_view(x, out)) continue;
-            return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                            "clattn_mha: %s overlaps %s in the same buffer; outputs must not share memory with "
-                            "other tensors (out may be x itself, the very same view, for an in-place residual)",
-                            ranges[i].name, ranges[j].name);
-        }
+    if (same_view(x, out)) ranges[x_index].alias_group = ranges[out_index].alias_group = 1;
+    if ((st = cla_check_overlaps(ctx, "clattn_mha", ranges, n,
+                                 " (out may be x itself, the very same view, for an in-place residual)")))
+        return st;
     return CLATTN_SUCCESS;
 }
 

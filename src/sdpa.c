@@ -32,16 +32,6 @@ static clattn_status expect_size(clattn_context *ctx, const clattn_tensor *t, co
 }
 
 /* Whether two byte ranges of the same buffer overlap. */
-static bool overlaps(cl_mem a, size_t a0, size_t a1, cl_mem b, size_t b0, size_t b1) {
-    return a == b && a0 < a1 && b0 < b1 && a0 < b1 && b0 < a1;
-}
-
-typedef struct named_range {
-    const char *name;
-    cl_mem buffer;
-    size_t begin, end;
-} named_range;
-
 static clattn_status check_shapes(clattn_context *ctx, const clattn_tensor *q, const clattn_tensor *k,
                                   const clattn_tensor *v, const clattn_tensor *out) {
     const size_t B = q->size[0], Hq = q->size[1], Lq = q->size[2], Dk = q->size[3];
@@ -67,7 +57,7 @@ static clattn_status check_shapes(clattn_context *ctx, const clattn_tensor *q, c
     return CLATTN_SUCCESS;
 }
 
-static clattn_status check_mask(clattn_context *ctx, cla_sdpa_plan *p, named_range *r) {
+static clattn_status check_mask(clattn_context *ctx, cla_sdpa_plan *p, cla_range *r) {
     clattn_tensor *m = &p->mask;
     if (m->dtype == CLATTN_DTYPE_BOOL)
         p->mask_kind = CLA_MASK_BOOL;
@@ -90,7 +80,7 @@ static clattn_status check_mask(clattn_context *ctx, cla_sdpa_plan *p, named_ran
     return cla_tensor_check(ctx, m, "mask", false, &r->begin, &r->end);
 }
 
-static clattn_status check_key_lengths(clattn_context *ctx, const cla_sdpa_plan *p, named_range *r) {
+static clattn_status check_key_lengths(clattn_context *ctx, const cla_sdpa_plan *p, cla_range *r) {
     r->begin = r->end = 0;
     if (p->batch == 0) return CLATTN_SUCCESS;
     size_t mem_size = 0;
@@ -113,7 +103,7 @@ static clattn_status check_key_lengths(clattn_context *ctx, const cla_sdpa_plan 
     return CLATTN_SUCCESS;
 }
 
-static clattn_status check_outputs(clattn_context *ctx, cla_sdpa_plan *p, named_range *ranges, size_t *n) {
+static clattn_status check_outputs(clattn_context *ctx, cla_sdpa_plan *p, cla_range *ranges, size_t *n) {
     clattn_status st;
     if (p->lse.buffer) {
         const clattn_tensor *t = &p->lse;
@@ -123,7 +113,7 @@ static clattn_status check_outputs(clattn_context *ctx, cla_sdpa_plan *p, named_
             return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
                             "lse: sizes [%zu, %zu, %zu, %zu] must be [%zu, %zu, %zu, 1]", t->size[0], t->size[1],
                             t->size[2], t->size[3], p->batch, p->q_heads, p->q_len);
-        named_range *r = &ranges[(*n)++];
+        cla_range *r = &ranges[(*n)++];
         r->name = "lse";
         r->buffer = t->buffer;
         if ((st = cla_tensor_check(ctx, t, "lse", true, &r->begin, &r->end))) return st;
@@ -136,7 +126,7 @@ static clattn_status check_outputs(clattn_context *ctx, cla_sdpa_plan *p, named_
             return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
                             "weights: sizes [%zu, %zu, %zu, %zu] must be [%zu, %zu, %zu, %zu]", t->size[0],
                             t->size[1], t->size[2], t->size[3], p->batch, p->q_heads, p->q_len, p->kv_len);
-        named_range *r = &ranges[(*n)++];
+        cla_range *r = &ranges[(*n)++];
         r->name = "weights";
         r->buffer = t->buffer;
         if ((st = cla_tensor_check(ctx, t, "weights", true, &r->begin, &r->end))) return st;
@@ -222,39 +212,32 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
     p->lse = desc->lse;
     p->weights = desc->weights;
 
-    named_range ranges[8];
+    cla_range ranges[8] = {{0}};
     size_t n = 0;
     for (int i = 0; i < 4; ++i) {
-        named_range *r = &ranges[n++];
+        cla_range *r = &ranges[n++];
         r->name = names[i];
         r->buffer = inputs[i]->buffer;
         if ((st = cla_tensor_check(ctx, inputs[i], names[i], i == 3, &r->begin, &r->end))) return st;
     }
     if (p->mask.buffer) {
-        named_range *r = &ranges[n++];
+        cla_range *r = &ranges[n++];
         r->name = "mask";
         r->buffer = p->mask.buffer;
         if ((st = check_mask(ctx, p, r))) return st;
     }
     if (p->key_lengths) {
-        named_range *r = &ranges[n++];
+        cla_range *r = &ranges[n++];
         r->name = "key_lengths";
         r->buffer = p->key_lengths;
         if ((st = check_key_lengths(ctx, p, r))) return st;
     }
-    size_t first_output = n;
+    const size_t first_output = n;
     if ((st = check_outputs(ctx, p, ranges, &n))) return st;
     /* No output (out, lse, weights) may share memory with any other tensor of the call. */
-    for (size_t i = 0; i < n; ++i)
-        for (size_t j = i + 1; j < n; ++j) {
-            bool output_i = i == 3 || i >= first_output, output_j = j == 3 || j >= first_output;
-            if ((output_i || output_j) && overlaps(ranges[i].buffer, ranges[i].begin, ranges[i].end,
-                                                   ranges[j].buffer, ranges[j].begin, ranges[j].end))
-                return cla_fail(
-                    ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                    "%s overlaps %s in the same buffer; outputs must not share memory with other tensors",
-                    ranges[i].name, ranges[j].name);
-        }
+    ranges[3].output = true;
+    for (size_t i = first_output; i < n; ++i) ranges[i].output = true;
+    if ((st = cla_check_overlaps(ctx, "clattn_sdpa", ranges, n, ""))) return st;
     if (queue) {
         cl_context qctx = NULL;
         cl_int err = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qctx, &qctx, NULL);

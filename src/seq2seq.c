@@ -185,13 +185,6 @@ static bool is_storage_dtype(clattn_dtype d) {
     return d == CLATTN_DTYPE_F32 || d == CLATTN_DTYPE_F16 || d == CLATTN_DTYPE_BF16;
 }
 
-typedef struct named_range {
-    const char *name;
-    cl_mem buffer;
-    size_t begin, end;
-    bool output;
-} named_range;
-
 /* A [B, 1, L, W] sequence tensor: the expected sizes, else INVALID_SHAPE naming the dimension and why. */
 static clattn_status check_seq(clattn_context *ctx, const clattn_tensor *t, const char *name, size_t batch,
                                size_t len, size_t width, const char *len_from, const char *width_from) {
@@ -206,7 +199,7 @@ static clattn_status check_seq(clattn_context *ctx, const clattn_tensor *t, cons
     return CLATTN_SUCCESS;
 }
 
-static clattn_status check_key_lengths(clattn_context *ctx, const cla_seq2seq_plan *p, named_range *r) {
+static clattn_status check_key_lengths(clattn_context *ctx, const cla_seq2seq_plan *p, cla_range *r) {
     r->begin = r->end = 0;
     if (p->batch == 0) return CLATTN_SUCCESS;
     size_t mem_size = 0;
@@ -232,7 +225,7 @@ static clattn_status check_key_lengths(clattn_context *ctx, const cla_seq2seq_pl
     return CLATTN_SUCCESS;
 }
 
-static clattn_status check_mask(clattn_context *ctx, cla_seq2seq_plan *p, named_range *r) {
+static clattn_status check_mask(clattn_context *ctx, cla_seq2seq_plan *p, cla_range *r) {
     clattn_tensor *m = &p->mask;
     if (m->dtype == CLATTN_DTYPE_BOOL)
         p->mask_kind = CLA_MASK_BOOL;
@@ -257,7 +250,7 @@ static clattn_status check_mask(clattn_context *ctx, cla_seq2seq_plan *p, named_
     return cla_tensor_check(ctx, m, "desc->mask", false, &r->begin, &r->end);
 }
 
-static clattn_status check_weights_out(clattn_context *ctx, const cla_seq2seq_plan *p, named_range *r) {
+static clattn_status check_weights_out(clattn_context *ctx, const cla_seq2seq_plan *p, cla_range *r) {
     const clattn_tensor *t = &p->weights;
     if (!is_storage_dtype(t->dtype))
         return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE,
@@ -273,7 +266,7 @@ static clattn_status check_weights_out(clattn_context *ctx, const cla_seq2seq_pl
 /* A key projection k W_k [B, 1, Lk, attn_dim], fp32 rows with unit width stride (CLBlast writes it and the
  * kernel reads it as rows), given to the attention call or written by clattn_seq2seq_project_keys. */
 static clattn_status check_key_projection(clattn_context *ctx, const char *fn, const clattn_seq2seq_config *c,
-                                          const clattn_tensor *t, size_t batch, size_t kv_len, named_range *r) {
+                                          const clattn_tensor *t, size_t batch, size_t kv_len, cla_range *r) {
     if (!has_hidden_layer(c->score))
         return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
                         "%s: a key projection belongs to the additive and concat scores, not %s; leave "
@@ -360,48 +353,39 @@ clattn_status cla_seq2seq_validate(clattn_context *ctx, const clattn_seq2seq_wei
     p->weights = desc->weights;
     p->params = weights;
 
-    named_range ranges[8];
+    cla_range ranges[8] = {{0}};
     size_t n = 0;
     for (int i = 0; i < 4; ++i) {
         if (i == 2 && !values) continue;
-        named_range *r = &ranges[n++];
+        cla_range *r = &ranges[n++];
         r->name = names[i];
         r->buffer = tensors[i]->buffer;
         r->output = i == 3;
         if ((st = cla_tensor_check(ctx, tensors[i], names[i], i == 3, &r->begin, &r->end))) return st;
     }
     if (p->mask.buffer) {
-        named_range *r = &ranges[n++];
-        *r = (named_range){"desc->mask", p->mask.buffer, 0, 0, false};
+        cla_range *r = &ranges[n++];
+        *r = (cla_range){"desc->mask", p->mask.buffer, 0, 0, false, 0};
         if ((st = check_mask(ctx, p, r))) return st;
     }
     if (p->key_lengths) {
-        named_range *r = &ranges[n++];
-        *r = (named_range){"desc->key_lengths", p->key_lengths, 0, 0, false};
+        cla_range *r = &ranges[n++];
+        *r = (cla_range){"desc->key_lengths", p->key_lengths, 0, 0, false, 0};
         if ((st = check_key_lengths(ctx, p, r))) return st;
     }
     if (p->weights.buffer) {
-        named_range *r = &ranges[n++];
-        *r = (named_range){"desc->weights", p->weights.buffer, 0, 0, true};
+        cla_range *r = &ranges[n++];
+        *r = (cla_range){"desc->weights", p->weights.buffer, 0, 0, true, 0};
         if ((st = check_weights_out(ctx, p, r))) return st;
     }
     if (desc->key_projection.buffer) {
-        named_range *r = &ranges[n++];
-        *r = (named_range){"desc->key_projection", desc->key_projection.buffer, 0, 0, false};
+        cla_range *r = &ranges[n++];
+        *r = (cla_range){"desc->key_projection", desc->key_projection.buffer, 0, 0, false, 0};
         if ((st = check_key_projection(ctx, fn, c, &desc->key_projection, B, Lk, r))) return st;
         p->key_projection = desc->key_projection;
     }
     /* No output may share memory with any other tensor of the call. */
-    for (size_t i = 0; i < n; ++i)
-        for (size_t j = i + 1; j < n; ++j) {
-            const named_range *a = &ranges[i], *b = &ranges[j];
-            if ((a->output || b->output) && a->buffer == b->buffer && a->begin < a->end && b->begin < b->end &&
-                a->begin < b->end && b->begin < a->end)
-                return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                                "%s: %s overlaps %s in the same buffer; outputs must not share memory with other "
-                                "tensors",
-                                fn, a->name, b->name);
-        }
+    if ((st = cla_check_overlaps(ctx, fn, ranges, n, ""))) return st;
     if (queue) {
         cl_context qctx = NULL;
         cl_int err = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qctx, &qctx, NULL);
@@ -686,14 +670,11 @@ clattn_status clattn_seq2seq_project_keys(clattn_context *ctx, const clattn_seq2
     clattn_status st =
         check_seq(ctx, keys, "keys", B, SIZE_MAX, weights->config.key_dim, "", "the weights' key_dim");
     if (st) return st;
-    named_range in = {"keys", keys->buffer, 0, 0, false},
-                out = {"key_projection", key_projection->buffer, 0, 0, true};
-    if ((st = cla_tensor_check(ctx, keys, "keys", false, &in.begin, &in.end))) return st;
-    if ((st = check_key_projection(ctx, fn, &weights->config, key_projection, B, Lk, &out))) return st;
-    if (in.buffer == out.buffer && in.begin < in.end && out.begin < out.end && in.begin < out.end &&
-        out.begin < in.end)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "%s: key_projection overlaps keys in the same buffer; outputs must not share memory", fn);
+    cla_range r[2] = {{"keys", keys->buffer, 0, 0, false, 0},
+                      {"key_projection", key_projection->buffer, 0, 0, true, 0}};
+    if ((st = cla_tensor_check(ctx, keys, "keys", false, &r[0].begin, &r[0].end))) return st;
+    if ((st = check_key_projection(ctx, fn, &weights->config, key_projection, B, Lk, &r[1]))) return st;
+    if ((st = cla_check_overlaps(ctx, fn, r, 2, ""))) return st;
     if (queue) {
         cl_context qctx = NULL;
         cl_int err = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qctx, &qctx, NULL);
