@@ -552,7 +552,9 @@ CLATTN_API clattn_status clattn_seq2seq_attention(clattn_context *context, const
  * source they were tuned with (a stale entry is ignored, with a message in the log), and by problem class: head
  * dim, dtype, mask kind and causal flag, a sequence-length bucket, prefill or decode. Lookup falls back from the
  * exact class to the nearest sequence-length bucket, then the device's defaults, then built-in defaults for the
- * device type. */
+ * device type. A "clblast" section (`clattn tune --clblast`) holds parameters for CLBlast's GEMM kernels, which the
+ * context applies to CLBlast for its device when it is created; CLBlast keeps them per device for the whole
+ * process. */
 
 /* Where the parameters of an operation come from, most specific last. */
 typedef enum clattn_tuning_source {
@@ -565,7 +567,10 @@ typedef enum clattn_tuning_source {
 
 /* One problem to look up. Initialise with clattn_tuning_query_init(). */
 typedef struct clattn_tuning_query {
-    const char *operation; /* "sdpa_fused" (the default): the fused attention kernels */
+    const char *operation; /* "sdpa_fused" (the default): the fused attention kernels; "clblast:Xgemm",
+                              "clblast:XgemmDirect", "clblast:GemmRoutine": the CLBlast GEMM parameters this
+                              context's database applied (source EXACT) or none (BUILTIN: CLBlast's own); the
+                              other fields are then unused */
     size_t head_dim;       /* default 64 */
     size_t v_head_dim;     /* 0 (the default) means head_dim */
     clattn_dtype dtype;    /* storage type, default F32 */

@@ -41,6 +41,14 @@ CLBlastStatusCode cla_blas_sgemm_strided_batched(CLBlastLayout layout, CLBlastTr
     return s;
 }
 
+CLBlastStatusCode cla_blas_override(cl_device_id device, const char *kernel, size_t count, const char **names,
+                                    const size_t *values) {
+    bool held = blas_lock();
+    CLBlastStatusCode s = CLBlastOverrideParameters(device, kernel, CLBlastPrecisionSingle, count, names, values);
+    blas_unlock(held);
+    return s;
+}
+
 const char *cla_blas_status_name(CLBlastStatusCode s) {
     static const struct {
         CLBlastStatusCode code;
@@ -60,6 +68,8 @@ const char *cla_blas_status_name(CLBlastStatusCode s) {
         {CLBlastInvalidBatchCount, "InvalidBatchCount"},
         {CLBlastInvalidLocalMemUsage, "InvalidLocalMemUsage"},
         {CLBlastDatabaseError, "DatabaseError"},
+        {CLBlastInvalidOverrideKernel, "InvalidOverrideKernel"},
+        {CLBlastMissingOverrideParameter, "MissingOverrideParameter"},
         {CLBlastUnknownError, "UnknownError"},
         {CLBlastUnexpectedError, "UnexpectedError"},
     };

@@ -16,6 +16,11 @@ CLBlastStatusCode cla_blas_sgemm_strided_batched(CLBlastLayout layout, CLBlastTr
                                                  size_t c_ld, size_t c_stride, size_t batch_count,
                                                  cl_command_queue *queue, cl_event *event);
 
+/* CLBlastOverrideParameters for fp32, under the CLBlast lock. CLBlast keeps the parameters per device for the whole
+ * process: every later GEMM on that device, from any context, uses them. */
+CLBlastStatusCode cla_blas_override(cl_device_id device, const char *kernel, size_t count, const char **names,
+                                    const size_t *values);
+
 /* CLBlast's own codes by name, OpenCL's through cla_cl_error_name; "" if unknown. */
 const char *cla_blas_status_name(CLBlastStatusCode s);
 

@@ -134,6 +134,10 @@ typedef struct cla_tuning_db {
     cla_tuning_entry *entries;
     size_t count, capacity;
     char *path; /* the file it was read from or is written to; NULL for one parsed from memory */
+    /* The "clblast" section as JSON text, NULL if none. Kept as it was read, so that rewriting the kernel entries
+     * never drops it; it is checked only when applied (cla_clblast_apply), so a bad section cannot cost the kernel
+     * entries. */
+    char *clblast;
 } cla_tuning_db;
 
 #define CLA_TUNING_FORMAT 1
@@ -162,12 +166,62 @@ char *cla_tuning_file(const char *dir, const clattn_device_info *info);
  * be loaded. */
 bool cla_tuning_source_hash(clattn_context *ctx, const cla_tune_op *op, char out[33]);
 
+/* ---- CLBlast's GEMM parameters (tuning_clblast.c) ----
+ *
+ * The multi-head layer's projections are CLBlast GEMMs. CLBlast picks its kernels' parameters from its own database
+ * by device name, which often has no entry for the device (PoCL, new GPUs); `clattn tune --clblast` measures
+ * parameter sets for the kernels those GEMMs run and stores the best in a "clblast" section of the device's tuning
+ * database:
+ *
+ *   "clblast": {"version": "1.5.3", "shapes": "512x1536x512,512x512x512", "ms": 9.1, "default_ms": 12.3,
+ *               "Xgemm": {"precision": 32, "params": {"GEMMK": 0, "KREG": 1, "KWG": 32, ...}},
+ *               "XgemmDirect": {...}, "GemmRoutine": {...}}
+ *
+ * Each kernel is optional (one left out keeps CLBlast's choice); "params" must name every parameter of the kernel.
+ * A context applies the section when it is created, through CLBlastOverrideParameters. */
+
+enum { CLA_CLBLAST_XGEMM = 0, CLA_CLBLAST_XGEMM_DIRECT, CLA_CLBLAST_GEMM_ROUTINE, CLA_CLBLAST_KERNEL_COUNT };
+#define CLA_CLBLAST_MAX_PARAMS 16
+
+typedef struct cla_clblast_kernel {
+    const char *name; /* CLBlast's kernel name, the key in the section */
+    int count;
+    const char *const *params; /* CLBlast's parameter names */
+} cla_clblast_kernel;
+
+extern const cla_clblast_kernel cla_clblast_kernels[CLA_CLBLAST_KERNEL_COUNT];
+
+typedef struct cla_clblast_section {
+    char version[32];
+    char shapes[128];
+    double ms, default_ms; /* sums of the medians over the shapes, 0 if unknown */
+    bool given[CLA_CLBLAST_KERNEL_COUNT];
+    size_t values[CLA_CLBLAST_KERNEL_COUNT][CLA_CLBLAST_MAX_PARAMS]; /* in the order of the kernel's params */
+} cla_clblast_section;
+
+/* "1.5.3": the CLBlast this library was built with. */
+const char *cla_clblast_version(void);
+/* NULL if the kernel's values are valid and fit the device (work-group size, local memory), else why not. */
+const char *cla_clblast_check(int kernel, const size_t *values, const clattn_device_info *d);
+/* "KWG=32,KWI=2,..." */
+void cla_clblast_format(int kernel, const size_t *values, char *out, size_t size);
+/* Parses a section (JSON text); false with a reason for anything malformed. Checks no device limits. */
+bool cla_clblast_section_parse(const char *text, cla_clblast_section *s, char *why, size_t why_size);
+/* The section as JSON text (malloc'd), NULL if out of memory. */
+char *cla_clblast_section_to_json(const cla_clblast_section *s);
+/* Applies the context's database section to CLBlast for the context's device, logging what it applied; a malformed
+ * or stale section, or a kernel whose parameters do not fit the device, is logged and applies nothing. */
+void cla_clblast_apply(clattn_context *ctx);
+
 /* What a context holds: its device's database (empty if none) and the source hash of each operation. */
 typedef struct cla_tuning_state {
     cla_tuning_db db;
     char *file;         /* the file looked for; NULL if no directory could be named */
     bool found;         /* the file existed and was accepted */
     char hashes[8][33]; /* per operation of cla_tune_ops(), "" until needed */
+    /* What cla_clblast_apply gave CLBlast, per kernel ("" if nothing), and the section's times. */
+    char clblast_applied[CLA_CLBLAST_KERNEL_COUNT][CLA_TUNE_PARAMS_TEXT];
+    double clblast_ms, clblast_default_ms;
 } cla_tuning_state;
 
 /* Reads the context's device database at context creation; a missing file is no database, a malformed one or one

@@ -149,6 +149,7 @@ static const char *parse_entry(const cJSON *o, cla_tuning_entry *e) {
 
 void cla_tuning_db_clear(cla_tuning_db *db) {
     free(db->entries);
+    free(db->clblast);
     free(db->path);
     memset(db, 0, sizeof *db);
 }
@@ -202,6 +203,15 @@ bool cla_tuning_db_parse(const char *text, size_t size, cla_tuning_db *db, char 
         err = "more than 100000 entries";
     if (err) {
         cla_write_message(why, why_size, "%s", err);
+        cJSON_Delete(root);
+        cla_tuning_db_clear(db);
+        db->path = path;
+        return false;
+    }
+    /* CLBlast's section is kept as text and checked when applied: a bad one must not cost the kernel entries. */
+    const cJSON *clblast = cJSON_GetObjectItemCaseSensitive(root, "clblast");
+    if (clblast && !(db->clblast = cJSON_PrintUnformatted(clblast))) {
+        cla_write_message(why, why_size, "out of host memory");
         cJSON_Delete(root);
         cla_tuning_db_clear(db);
         db->path = path;
@@ -289,6 +299,8 @@ char *cla_tuning_db_to_json(const cla_tuning_db *db) {
         if (e->default_ms > 0) cJSON_AddNumberToObject(o, "default_ms", e->default_ms);
         cJSON_AddItemToArray(arr, o);
     }
+    cJSON *clblast = db->clblast ? cJSON_Parse(db->clblast) : NULL;
+    if (clblast) cJSON_AddItemToObject(root, "clblast", clblast);
     char *text = cJSON_Print(root);
     cJSON_Delete(root);
     return text;
@@ -515,6 +527,7 @@ void cla_tuning_load(clattn_context *ctx) {
         }
     }
     cla_log(ctx, CLATTN_LOG_INFO, "tuning database %s: %zu entries", t->file, t->db.count);
+    cla_clblast_apply(ctx);
 }
 
 void cla_tuning_free(clattn_context *ctx) {
@@ -632,10 +645,36 @@ const char *clattn_tuning_source_name(clattn_tuning_source source) {
     return "unknown";
 }
 
+/* "clblast:Xgemm" and the other CLBlast kernels: what cla_clblast_apply gave CLBlast on this context's device. */
+static clattn_status clblast_lookup(clattn_context *ctx, const char *operation, clattn_tuning_choice *choice) {
+    int kernel = -1;
+    for (int k = 0; k < CLA_CLBLAST_KERNEL_COUNT; ++k)
+        if (strcmp(operation + 8, cla_clblast_kernels[k].name) == 0) kernel = k;
+    if (kernel < 0)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "clattn_tuning_lookup: unknown operation '%s' (CLBlast kernels are clblast:Xgemm, "
+                        "clblast:XgemmDirect and clblast:GemmRoutine)",
+                        operation);
+    memset(choice, 0, sizeof *choice);
+    choice->source = CLATTN_TUNING_BUILTIN; /* CLBlast's own database */
+    snprintf(choice->query_class, sizeof choice->query_class, "%s:f32", operation);
+    const cla_tuning_state *t = ctx->tuning;
+    if (t && t->clblast_applied[kernel][0]) {
+        choice->source = CLATTN_TUNING_EXACT;
+        cla_strlcpy(choice->params, t->clblast_applied[kernel], sizeof choice->params);
+        cla_strlcpy(choice->entry_class, "clblast", sizeof choice->entry_class);
+        choice->tuned_ms = t->clblast_ms;
+        choice->default_ms = t->clblast_default_ms;
+    }
+    if (t && t->found && t->file) cla_strlcpy(choice->database, t->file, sizeof choice->database);
+    return CLATTN_SUCCESS;
+}
+
 clattn_status clattn_tuning_lookup(clattn_context *ctx, const clattn_tuning_query *q,
                                    clattn_tuning_choice *choice) {
     if (!ctx || !q || !choice)
         return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "clattn_tuning_lookup: NULL argument");
+    if (q->operation && strncmp(q->operation, "clblast:", 8) == 0) return clblast_lookup(ctx, q->operation, choice);
     const cla_tune_op *op = cla_tune_op_find(q->operation ? q->operation : "sdpa_fused");
     if (!op)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "clattn_tuning_lookup: unknown operation '%s'",

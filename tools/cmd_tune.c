@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "tune.h"
+#include "tune_clblast.h"
 
 #define CMD         "tune"
 #define MAX_CLASSES 32
@@ -32,6 +33,7 @@ typedef struct class_outcome {
 
 static int parse_classes(const char *text, class_outcome *out, size_t *count) {
     *count = 0;
+    if (strcmp(text, "none") == 0) return CLI_OK; /* --clblast alone */
     const char *p = text;
     while (*p) {
         size_t len = strcspn(p, ",");
@@ -124,6 +126,23 @@ static int show(clattn_context *ctx, const class_outcome *classes, size_t count)
         printf("%-36s %-14s %-28s %10s  %s\n", ch.query_class, clattn_tuning_source_name(ch.source),
                ch.entry_class[0] ? ch.entry_class : "-", tuned, ch.params);
     }
+    /* What the context gave CLBlast for the layer's GEMMs. */
+    printf("\n%-36s %-14s %10s %10s  %s\n", "CLBlast kernel (fp32)", "source", "tuned ms", "default ms",
+           "parameters");
+    for (int k = 0; k < CLA_CLBLAST_KERNEL_COUNT; ++k) {
+        char name[64];
+        snprintf(name, sizeof name, "clblast:%s", cla_clblast_kernels[k].name);
+        clattn_tuning_query q;
+        clattn_tuning_query_init(&q);
+        q.operation = name;
+        clattn_tuning_choice ch;
+        if (clattn_tuning_lookup(ctx, &q, &ch) != CLATTN_SUCCESS) continue;
+        char tuned[32] = "-", def[32] = "-";
+        if (ch.tuned_ms > 0) snprintf(tuned, sizeof tuned, "%.3f", ch.tuned_ms);
+        if (ch.default_ms > 0) snprintf(def, sizeof def, "%.3f", ch.default_ms);
+        printf("%-36s %-14s %10s %10s  %s\n", name, ch.source == CLATTN_TUNING_EXACT ? "applied" : "clblast-own",
+               tuned, def, ch.params[0] ? ch.params : "(CLBlast's own database)");
+    }
     free(dir);
     free(file);
     return CLI_OK;
@@ -131,8 +150,7 @@ static int show(clattn_context *ctx, const class_outcome *classes, size_t count)
 
 /* Records the best configuration of a class in the database (and, for the first class of a phase in this run, as
  * the device default of that phase), rereading the file first so that other classes' entries stay. */
-static bool store(const char *db_path, const clattn_device_info *info, const char *hash, const class_outcome *o,
-                  bool phase_default) {
+static void read_for_update(const char *db_path, const clattn_device_info *info, cla_tuning_db *out) {
     cla_tuning_db db;
     memset(&db, 0, sizeof db);
     FILE *f = fopen(db_path, "rb");
@@ -164,6 +182,35 @@ static bool store(const char *db_path, const clattn_device_info *info, const cha
         snprintf(db.driver, sizeof db.driver, "%s", info->driver_version);
     }
     db.path = cla_strdup(db_path);
+    *out = db;
+}
+
+static bool save(cla_tuning_db *db) {
+    char why[512];
+    bool ok = cla_tuning_db_save(db, why, sizeof why);
+    if (!ok) fprintf(stderr, "clattn tune: %s\n", why);
+    cla_tuning_db_clear(db);
+    return ok;
+}
+
+/* Records the best CLBlast parameters as the database's "clblast" section, keeping its kernel entries. */
+static bool store_clblast(const char *db_path, const clattn_device_info *info, const cla_clblast_section *section) {
+    cla_tuning_db db;
+    read_for_update(db_path, info, &db);
+    char *text = cla_clblast_section_to_json(section);
+    if (!text) {
+        cla_tuning_db_clear(&db);
+        return false;
+    }
+    free(db.clblast);
+    db.clblast = text;
+    return save(&db);
+}
+
+static bool store(const char *db_path, const clattn_device_info *info, const char *hash, const class_outcome *o,
+                  bool phase_default) {
+    cla_tuning_db db;
+    read_for_update(db_path, info, &db);
     cla_tuning_entry e;
     memset(&e, 0, sizeof e);
     snprintf(e.op, sizeof e.op, "%s", cla_tune_op_sdpa_fused.name);
@@ -180,13 +227,11 @@ static bool store(const char *db_path, const clattn_device_info *info, const cha
         d.ms = d.default_ms = 0;
         ok = cla_tuning_db_put(&db, &d);
     }
-    char why[512];
-    if (ok && !cla_tuning_db_save(&db, why, sizeof why)) {
-        fprintf(stderr, "clattn tune: %s\n", why);
-        ok = false;
+    if (!ok) {
+        cla_tuning_db_clear(&db);
+        return false;
     }
-    cla_tuning_db_clear(&db);
-    return ok;
+    return save(&db);
 }
 
 static void print_table(const class_outcome *classes, size_t count) {
@@ -224,6 +269,12 @@ int cmd_tune(int argc, char **argv) {
         {"fresh", NULL, "ignore the results log of earlier runs (it is kept, and appended to)", NULL},
         {"show", NULL, "print which database entry each class uses on this device, and tune nothing", NULL},
         {"quiet", NULL, "no progress lines", NULL},
+        {"clblast", NULL,
+         "also tune the parameters of the CLBlast GEMMs of the multi-head layer's projections (stored in the "
+         "database's \"clblast\" section, applied by every later context); --shapes none tunes only those",
+         NULL},
+        {"clblast-shapes", "LIST",
+         "GEMM shapes MxNxK for --clblast, comma-separated (default " TUNE_CLBLAST_DEFAULT_SHAPES ")", NULL},
     };
     cli_command cmd = {
         CMD,
@@ -233,7 +284,7 @@ int cmd_tune(int argc, char **argv) {
         "so a rerun continues where an interrupted one stopped; the best parameters per class go to the device's "
         "tuning database ($CLATTN_TUNING_DIR, else $XDG_DATA_HOME/clattn/tuning, else "
         "~/.local/share/clattn/tuning), where every later context finds them.",
-        "[--shapes LIST] [--strategy S] [--budget N] [--time T] [--space SPEC] [--show]",
+        "[--shapes LIST] [--strategy S] [--budget N] [--time T] [--space SPEC] [--clblast] [--show]",
         options,
         sizeof options / sizeof options[0],
     };
@@ -375,6 +426,44 @@ int cmd_tune(int argc, char **argv) {
             fprintf(stderr, "clattn tune: the time limit is reached; the best results so far are written\n");
             break;
         }
+    }
+    if (cli_flag(&cmd, "clblast") && !(deadline > 0 && tune_now() >= deadline)) {
+        tune_clblast_options co;
+        memset(&co, 0, sizeof co);
+        co.self = self;
+        co.device = device;
+        co.log_path = log_path;
+        co.shapes =
+            cli_value(&cmd, "clblast-shapes") ? cli_value(&cmd, "clblast-shapes") : TUNE_CLBLAST_DEFAULT_SHAPES;
+        co.info = &info;
+        co.candidate_timeout = (double)timeout;
+        co.deadline = deadline;
+        co.repeat = repeat;
+        co.warmup = warmup;
+        co.budget = budget;
+        co.quiet = cli_flag(&cmd, "quiet");
+        co.fresh = cli_flag(&cmd, "fresh");
+        cla_clblast_section section;
+        double default_ms = 0;
+        char best[CLA_TUNE_PARAMS_TEXT];
+        int crc = tune_clblast_run(&co, &section, &default_ms, best, sizeof best);
+        if (crc == CLI_OK) {
+            if (!store_clblast(db_path, &info, &section)) crc = CLI_FAILED;
+            char def[32] = "-", up[32] = "-";
+            if (default_ms > 0) snprintf(def, sizeof def, "%.3f", default_ms);
+            if (default_ms > 0) snprintf(up, sizeof up, "%.2fx", default_ms / section.ms);
+            printf("\nCLBlast GEMMs %s: default %s ms, best %.3f ms, speed-up %s: %s\n", section.shapes, def,
+                   section.ms, up, best);
+            for (int k = 0; k < CLA_CLBLAST_KERNEL_COUNT; ++k) {
+                char text[CLA_TUNE_PARAMS_TEXT];
+                if (!section.given[k]) continue;
+                cla_clblast_format(k, section.values[k], text, sizeof text);
+                printf("  %-12s %s\n", cla_clblast_kernels[k].name, text);
+            }
+        } else {
+            fprintf(stderr, "clattn tune: no CLBlast candidate worked; nothing stored for CLBlast\n");
+        }
+        if (crc != CLI_OK) result = crc;
     }
     print_table(classes, count);
     printf("\n%ld new evaluations in %.0f s; log %s\n", fresh_total, tune_now() - start, log_path);

@@ -24,6 +24,7 @@
 #include "internal.h"
 #include "reference.h"
 #include "tune.h"
+#include "tune_clblast.h"
 #include "tuning.h"
 
 #define CMD "tune --worker"
@@ -293,6 +294,8 @@ int tune_worker_main(int argc, char **argv) {
         if (strcmp(argv[i], "--repeat") == 0) w.repeat = atol(argv[i + 1]);
         if (strcmp(argv[i], "--warmup") == 0) w.warmup = atol(argv[i + 1]);
     }
+    if (cls_text && strncmp(cls_text, TUNE_CLBLAST_CLASS_PREFIX, strlen(TUNE_CLBLAST_CLASS_PREFIX)) == 0)
+        return tune_clblast_worker(argc, argv);
     if (w.repeat < 1) w.repeat = 1;
     if (w.warmup < 0) w.warmup = 0;
     cla_tune_class cls;
