@@ -230,7 +230,8 @@ static int list_binaries(const char *dir, char names[][64], int max) {
     int n = 0;
     for (struct dirent *e; (e = readdir(d)) != NULL;) {
         size_t len = strlen(e->d_name);
-        if (len == 36 && strcmp(e->d_name + 32, ".bin") == 0 && n < max) snprintf(names[n++], 64, "%s", e->d_name);
+        /* 32 hex digits and ".bin": the length check bounds the copy. */
+        if (len == 36 && strcmp(e->d_name + 32, ".bin") == 0 && n < max) memcpy(names[n++], e->d_name, len + 1);
     }
     closedir(d);
     return n;
