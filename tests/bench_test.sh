@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The contract of `clattn bench`: tiny benchmarks run and print a table, valid JSON (with reference errors under
-# --check, one object per implementation and swept size) and CSV; usage errors and the operations that do not exist
-# yet exit with status 2. Shapes are tiny on purpose: this checks the command, not the speed.
+# --check, one object per implementation and swept size) and CSV, for sdpa and for the mha and additive layers; usage
+# errors and unknown operations exit with status 2. Shapes are tiny on purpose: this checks the command, not the speed.
 # Argument: the clattn program. Needs /usr/bin/python3 (its json module) to validate the JSON.
 set -uo pipefail
 clattn=$1
@@ -130,6 +130,54 @@ PY
 fi
 check "bench mha: heads not a multiple of kv-heads" 2 "$clattn" bench mha --heads 6 --kv-heads 4
 check "bench additive: bad score" 2 "$clattn" bench additive --score cosine
+
+check "bench mha: bad sweep" 2 "$clattn" bench mha --sweep depth=1,2
+check "bench additive: unknown score" 2 "$clattn" bench additive --score frobnicate
+
+# --check of the layers: every measured output within the reference's tolerance, reported like bench sdpa's.
+check_rows() { # expected row count, then the python condition on each row `r`
+    "$python" - "$tmp/out" "$1" "$2" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))
+assert isinstance(rows, list) and len(rows) == int(sys.argv[2]), f"expected {sys.argv[2]} objects, got {len(rows)}"
+for r in rows:
+    assert r["max_error"] is not None and r["max_error"] <= r["tolerance"], r
+    assert 0 < r["min_ms"] <= r["median_ms"] <= r["max_ms"], r
+    assert eval(sys.argv[3], {"r": r}), r
+PY
+}
+
+if check "bench mha --check, causal, bias, residual, GQA" 0 "$clattn" bench mha --json --check --causal --bias \
+    --residual --seq 12 --d-model 32 --heads 4 --kv-heads 2 --head-dim 8 --repeat 2; then
+    expect "JSON: fused and unfused within tolerance" check_rows 2 'r["op"] == "mha" and r["seq"] == 12'
+fi
+
+if check "bench mha --check --decode (cached prefix)" 0 "$clattn" bench mha --json --check --decode 5 --seq 3 \
+    --causal --bias --d-model 32 --heads 4 --head-dim 8 --repeat 2; then
+    expect "JSON: decode steps within tolerance" check_rows 2 'r["impl"].startswith("decode ") and r["decode"] == 5'
+fi
+
+if check "bench mha --check, cross-attention, f16" 0 "$clattn" bench mha --json --check --seq 6 --kv-seq 9 \
+    --d-model 24 --heads 3 --head-dim 8 --dtype f16 --impl fused --repeat 2; then
+    expect "JSON: cross-attention within tolerance" check_rows 1 'r["kv_seq"] == 9 and r["dtype"] == "f16"'
+fi
+
+if check "bench additive --check --score all with weights" 0 "$clattn" bench additive --json --check --score all \
+    --weights --batch 2 --seq 3 --kv-seq 11 --query-dim 16 --attn-dim 12 --repeat 2; then
+    expect "JSON: every score within tolerance" check_rows 4 'r["op"] == "seq2seq"'
+fi
+
+if check "bench additive --check --csv" 0 "$clattn" bench additive --csv --check --score general --batch 2 \
+    --kv-seq 7 --query-dim 8 --key-dim 12 --attn-dim 4 --repeat 2; then
+    expect "CSV: max_error and tolerance columns filled" "$python" - "$tmp/out" <<'PY'
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1])))
+assert len(rows) == 2 and all(len(r) == len(rows[0]) for r in rows), rows
+h = rows[0]
+assert h[-2:] == ["max_error", "tolerance"], h
+assert float(rows[1][h.index("max_error")]) <= float(rows[1][h.index("tolerance")]), rows[1]
+PY
+fi
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -4,6 +4,7 @@
 #include <float.h>
 #include <math.h>
 
+#include "check_tolerance.h"
 #include "dtype.h"
 #include "internal.h"
 #include "reference.h"
@@ -99,11 +100,10 @@ static void stage_free(staged *s) {
 
 /* Tolerance for one element: grows with the reduction length, plus the output storage rounding. */
 static double tolerance(const sdpa_case *c, clattn_dtype out_dt, double ref) {
-    double rel = 8.0 * (1.0 + (double)c->kv_len) * FLT_EPSILON;
+    double rel = check_sdpa_rel_tolerance(c->kv_len);
     /* A logit stored in fp32 carries an error proportional to its size, and a large additive mask sets the size. */
     rel += 4.0 * fabs(c->mask_constant) * FLT_EPSILON;
-    if (out_dt == CLATTN_DTYPE_F16) rel += 1.0 / 1024.0;
-    if (out_dt == CLATTN_DTYPE_BF16) rel += 1.0 / 128.0;
+    rel += check_storage_rel_tolerance(out_dt);
     double mag = fabs(ref) > 1.0 ? fabs(ref) : 1.0;
     if (c->input_scale > 1.0f) mag *= 4.0; /* large logits: exp() amplifies the logits' rounding */
     return 1e-6 + rel * mag;

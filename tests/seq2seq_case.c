@@ -1,9 +1,9 @@
 /* The seq2seq attention test harness (see seq2seq_case.h). */
 #include "seq2seq_case.h"
 
-#include <float.h>
 #include <math.h>
 
+#include "check_tolerance.h"
 #include "dtype.h"
 #include "reference_seq2seq.h"
 #include "seq2seq_internal.h"
@@ -95,12 +95,11 @@ static void stage_free(staged *s) {
 }
 
 /* Tolerance for one element: grows with every reduction a result goes through (the projections, the score over
- * attn_dim, the softmax over Lk), plus the storage rounding of the output. */
+ * attn_dim, the softmax over Lk), plus the storage rounding of the output; the formula is shared with the CLI's
+ * --check (tools/check_tolerance.c). */
 static double tolerance(const s2s_case *c, clattn_dtype out_dt, double ref) {
-    size_t red = c->kv_len + c->attn_dim + (c->query_dim > c->key_dim ? c->query_dim : c->key_dim);
-    double rel = 8.0 * (1.0 + (double)red) * FLT_EPSILON;
-    if (out_dt == CLATTN_DTYPE_F16) rel += 1.0 / 1024.0;
-    if (out_dt == CLATTN_DTYPE_BF16) rel += 1.0 / 128.0;
+    const double rel = check_seq2seq_rel_tolerance(c->kv_len, c->attn_dim, c->query_dim, c->key_dim) +
+                       check_storage_rel_tolerance(out_dt);
     return 1e-6 + rel * (fabs(ref) > 1.0 ? fabs(ref) : 1.0);
 }
 

@@ -5,9 +5,9 @@
  * leaves the cache as it was. Outputs are poisoned around their views and checked afterwards. */
 #include "test_util.h"
 
-#include <float.h>
 #include <math.h>
 
+#include "check_tolerance.h"
 #include "dtype.h"
 #include "internal.h"
 #include "reference_mha.h"
@@ -163,16 +163,8 @@ static bool seq_untouched(const dev_seq *s) {
 
 /* ---- comparison with the reference ---- */
 
-/* Errors come from three fp32 reductions (projection over the input width, attention over the keys, output
- * projection over H * d_v) and the rounding of the output dtype. */
-static double rel_tolerance(const clattn_mha_config *c, size_t kv_len) {
-    return (8.0 * (1.0 + (double)kv_len) + 4.0 * (double)(c->d_model + c->kv_d_model + c->heads * c->v_head_dim)) *
-           FLT_EPSILON;
-}
-
-static double storage_rel(clattn_dtype dt) {
-    return dt == CLATTN_DTYPE_F16 ? 1.0 / 1024.0 : dt == CLATTN_DTYPE_BF16 ? 1.0 / 128.0 : 0.0;
-}
+/* The tolerances (check_mha_rel_tolerance, check_storage_rel_tolerance) are shared with `clattn run mha --check`
+ * and `clattn bench mha --check` (tools/check_tolerance.c). */
 
 /* Fails the test at the first element beyond tolerance. */
 static void expect_close(const char *what, const float *got, const double *ref, size_t n, double rel,
@@ -181,7 +173,7 @@ static void expect_close(const char *what, const float *got, const double *ref, 
     for (size_t i = 0; i < n; ++i)
         if (isfinite(ref[i]) && fabs(ref[i]) > scale) scale = fabs(ref[i]);
     for (size_t i = 0; i < n; ++i) {
-        double tol = 1e-5 + rel * scale + storage_rel(dt) * fabs(ref[i]);
+        double tol = 1e-5 + rel * scale + check_storage_rel_tolerance(dt) * fabs(ref[i]);
         bool ok = isinf(ref[i]) ? (double)got[i] == ref[i] : !isnan(got[i]) && fabs(got[i] - ref[i]) <= tol;
         if (!ok)
             fail_msg("%s[%zu] = %.9g, reference %.9g (tolerance %.3g)\n  case: %s", what, i, got[i], ref[i], tol,
@@ -334,7 +326,7 @@ static void case_run(const mha_case *c) {
     assert_int_equal(clWaitForEvents(1, &done), CL_SUCCESS);
     clReleaseEvent(done);
 
-    const double rel = rel_tolerance(cf, Lk);
+    const double rel = check_mha_rel_tolerance(cf, Lk);
     float *got = malloc((B * Lq * cf->d_model + 1) * sizeof *got);
     if (!seq_read(&dout, got)) fail_msg("out: bytes outside the view were written\n  case: %s", desc_text);
     expect_close("out", got, ref_out, B * Lq * cf->d_model, rel, dout.t.dtype, desc_text);
@@ -612,7 +604,7 @@ static void decode_matches_full_call(void **state) {
         double *ref_out = calloc(B * T * D, sizeof *ref_out);
         ref.out = ref_out;
         assert_int_equal(cla_reference_mha(&ref), 0);
-        const double rel = rel_tolerance(&l.cfg, T);
+        const double rel = check_mha_rel_tolerance(&l.cfg, T);
         expect_close("full call", want, ref_out, B * T * D, rel, CLATTN_DTYPE_F32, "decode: full causal call");
 
         const size_t chunks[2][11] = {{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, {3, 1, 4, 2, 1}};
@@ -730,7 +722,7 @@ static void cross_attention_cache(void **state) {
         assert_int_equal(cla_reference_mha(&ref), 0);
         float *got = malloc(B * n * D * sizeof *got);
         assert_true(seq_read(&out, got));
-        expect_close("cross cache", got, ref_out, B * n * D, rel_tolerance(&l.cfg, M), CLATTN_DTYPE_F32,
+        expect_close("cross cache", got, ref_out, B * n * D, check_mha_rel_tolerance(&l.cfg, M), CLATTN_DTYPE_F32,
                      "cross-attention through the cache");
         free(got);
         free(ref_out);
@@ -1101,7 +1093,8 @@ static void faults(void **state) {
         assert_int_equal(cla_reference_mha(&ref), 0);
         float got[2 * 3 * 12];
         assert_true(seq_read(&out, got));
-        expect_close("after faults", got, ref_out, B * L * D, rel_tolerance(&l.cfg, L), out.t.dtype, "fault sweep");
+        expect_close("after faults", got, ref_out, B * L * D, check_mha_rel_tolerance(&l.cfg, L), out.t.dtype,
+                     "fault sweep");
         clattn_kv_cache_free(cache);
         seq_release(&wts);
         seq_release(&dx);

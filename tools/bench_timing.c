@@ -31,10 +31,6 @@ static double event_ms(cl_event start, cl_event done) {
     return (double)(t1 - t0) * 1e-6;
 }
 
-bool bench_is_input_error(clattn_status st) {
-    return st <= CLATTN_ERROR_INVALID_ARGUMENT && st >= CLATTN_ERROR_SIZE_OVERFLOW;
-}
-
 int bench_time_calls(const char *cmd, const char *what, clattn_context *ctx, long warmup, long repeat,
                      bench_call_fn call, void *user, double *times, bench_timing *t) {
     cl_command_queue queue = clattn_context_cl_queue(ctx);
@@ -52,7 +48,7 @@ int bench_time_calls(const char *cmd, const char *what, clattn_context *ctx, lon
         if (st != CLATTN_SUCCESS) {
             if (start) clReleaseEvent(start);
             int rc = cli_report_status(cmd, ctx, st, what);
-            return bench_is_input_error(st) ? CLI_USAGE : rc;
+            return cli_is_input_error(st) ? CLI_USAGE : rc;
         }
         err = clWaitForEvents(1, &done);
         double t1 = seconds_now();

@@ -23,9 +23,6 @@ typedef struct bench_timing {
 int bench_time_calls(const char *cmd, const char *what, clattn_context *ctx, long warmup, long repeat,
                      bench_call_fn call, void *user, double *times, bench_timing *t);
 
-/* Whether a status means the caller's input was wrong (a usage error) rather than a device failure. */
-bool bench_is_input_error(clattn_status st);
-
 /* Prints a CSV field, quoted when it holds a comma, a quote or a line break. */
 void bench_csv_string(const char *s);
 

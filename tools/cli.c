@@ -1,6 +1,7 @@
 /* Option parsing, help text and error reporting shared by every clattn subcommand. */
 #include "cli.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,4 +123,52 @@ int cli_parse_window(const char *cmd, const char *text, int64_t *left, int64_t *
     *left = l;
     *right = r;
     return CLI_OK;
+}
+
+int cli_parse_causal(const char *cmd, const char *text, clattn_causal *causal) {
+    if (strcmp(text, "top-left") == 0)
+        *causal = CLATTN_CAUSAL_TOP_LEFT;
+    else if (strcmp(text, "bottom-right") == 0)
+        *causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+    else
+        return cli_error(cmd, CLI_USAGE, "--causal %s: expected top-left or bottom-right", text);
+    return CLI_OK;
+}
+
+int cli_parse_impl(const char *cmd, const char *text, clattn_impl *impl) {
+    if (strcmp(text, "fused") == 0)
+        *impl = CLATTN_IMPL_FUSED;
+    else if (strcmp(text, "unfused") == 0)
+        *impl = CLATTN_IMPL_UNFUSED;
+    else if (strcmp(text, "auto") == 0)
+        *impl = CLATTN_IMPL_AUTO;
+    else
+        return cli_error(cmd, CLI_USAGE, "--impl %s: expected fused, unfused or auto", text);
+    return CLI_OK;
+}
+
+int cli_parse_scale(const char *cmd, const char *text, float *scale) {
+    char *end = NULL;
+    double v = strtod(text, &end);
+    if (end == text || *end || !isfinite(v))
+        return cli_error(cmd, CLI_USAGE, "--scale %s: expected a number", text);
+    *scale = (float)v;
+    return CLI_OK;
+}
+
+const char *cli_dtype_name(clattn_dtype dtype) {
+    switch (dtype) {
+    case CLATTN_DTYPE_F32:
+        return "f32";
+    case CLATTN_DTYPE_F16:
+        return "f16";
+    case CLATTN_DTYPE_BF16:
+        return "bf16";
+    default:
+        return "?";
+    }
+}
+
+bool cli_is_input_error(clattn_status st) {
+    return st <= CLATTN_ERROR_INVALID_ARGUMENT && st >= CLATTN_ERROR_SIZE_OVERFLOW;
 }

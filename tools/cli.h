@@ -47,13 +47,22 @@ int cli_open_context(const char *cmd, const char *device, bool profiling, clattn
 /* Option values shared by the commands; each prints its own error and returns CLI_USAGE, or CLI_OK. */
 int cli_parse_dtype(const char *cmd, const char *text, clattn_dtype *dtype);            /* f32 | f16 | bf16 */
 int cli_parse_window(const char *cmd, const char *text, int64_t *left, int64_t *right); /* L,R with -1 unbounded */
+int cli_parse_causal(const char *cmd, const char *text, clattn_causal *causal); /* top-left | bottom-right */
+int cli_parse_impl(const char *cmd, const char *text, clattn_impl *impl);       /* fused | unfused | auto */
+int cli_parse_scale(const char *cmd, const char *text, float *scale);           /* a finite number */
+
+/* "f32", "f16" or "bf16": the names --dtype takes, for printing. */
+const char *cli_dtype_name(clattn_dtype dtype);
+
+/* Whether a failed library call means the caller's input was wrong (exit status 2) rather than a device failure. */
+bool cli_is_input_error(clattn_status st);
 
 /* Subcommands. */
 int cmd_devices(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_kernels(int argc, char **argv); /* cmd_kernels.c: kernels export | pack */
-int cmd_tune(int argc, char **argv); /* cmd_tune.c; tune_*.c */
+int cmd_tune(int argc, char **argv);    /* cmd_tune.c; tune_*.c */
 /* `clattn bench mha|additive` (cmd_bench_layers.c). */
 int cmd_bench_layer(const char *op, int argc, char **argv);
 /* `clattn run` operations beyond sdpa, one file each. */

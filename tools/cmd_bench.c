@@ -19,12 +19,13 @@
 #include "bench_timing.h"
 #include "cli.h"
 #include "dtype.h"
+#include "bench_check.h"
+#include "check_tolerance.h"
 #include "reference.h"
+#include "run_common.h"
 
 #define CMD "bench sdpa"
 
-/* Above this many multiply-adds the double-precision reference takes more than a few seconds per shape. */
-#define REFERENCE_LIMIT 1e10
 /* Pair counts of shapes up to this many (query, key) pairs are also counted one by one with the reference's own
  * rule, as a guard that the closed form used for large shapes agrees with it. */
 #define BRUTE_FORCE_PAIRS (1u << 22)
@@ -71,10 +72,8 @@ typedef struct bench_result {
     double median_ms, min_ms, max_ms;
     double flops, io_bytes, gflops, gbps;
     uint64_t temp_bytes;
-    bool host_timer;    /* profiling information was unavailable: host wall-clock times instead */
-    bool checked;       /* max_error is meaningful */
-    bool check_skipped; /* --check asked, but the shape is too large for the reference */
-    double max_error, tolerance;
+    bool host_timer;   /* profiling information was unavailable: host wall-clock times instead */
+    bench_check check; /* with --check */
 } bench_result;
 
 /* The device side of one shape, plus host copies of the inputs (as the device stores them) for --check. */
@@ -354,18 +353,9 @@ static uint64_t allowed_pairs(const bench_config *c, const bench_shape *s, clatt
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Inputs */
 
-static float rnd(unsigned *s) {
-    *s = *s * 1664525u + 1013904223u;
-    return ((float)(*s >> 8) / (float)(1u << 24)) * 4.0f - 2.0f;
-}
-
-/* Fills `n` floats with seeded values in [-2, 2) rounded to the storage type, so that the host copy is exactly
- * what the device holds. */
+/* Seeded values in [-2, 2) rounded to the storage type, so that the host copy is exactly what the device holds. */
 static float *random_values(size_t n, unsigned seed, clattn_dtype dt) {
-    float *x = malloc((n ? n : 1) * sizeof *x);
-    if (!x) return NULL;
-    for (size_t i = 0; i < n; ++i) x[i] = cla_round_to_dtype(rnd(&seed), dt);
-    return x;
+    return run_random_array(n, 1.0f, dt, &seed);
 }
 
 static int make_buffer(clattn_context *ctx, const char *what, const void *host, size_t bytes, cl_mem *out) {
@@ -424,7 +414,7 @@ static int prepare_shape(clattn_context *ctx, const bench_config *c, const bench
         d->hmask = malloc((d->nmask ? d->nmask : 1) * sizeof *d->hmask);
         if (!d->hmask) return cli_error(CMD, CLI_FAILED, "out of host memory for the mask");
         for (size_t i = 0; i < d->nmask; ++i) {
-            float r = rnd(&seed);
+            float r = run_random(&seed);
             d->hmask[i] = r < -1.5f ? -INFINITY : cla_round_to_dtype(r, dt);
         }
         if ((rc = upload_floats(ctx, "mask", d->hmask, d->nmask, dt, &d->mask))) return rc;
@@ -432,7 +422,7 @@ static int prepare_shape(clattn_context *ctx, const bench_config *c, const bench
     } else if (c->mask == MASK_BOOL) {
         d->hbool = malloc(d->nmask ? d->nmask : 1);
         if (!d->hbool) return cli_error(CMD, CLI_FAILED, "out of host memory for the mask");
-        for (size_t i = 0; i < d->nmask; ++i) d->hbool[i] = rnd(&seed) >= -1.5f;
+        for (size_t i = 0; i < d->nmask; ++i) d->hbool[i] = run_random(&seed) >= -1.5f;
         if ((rc = make_buffer(ctx, "mask", d->hbool, d->nmask, &d->mask))) return rc;
         d->io_bytes += (double)d->nmask;
     }
@@ -487,37 +477,6 @@ static double *reference_output(const bench_config *c, const bench_shape *s, con
         return NULL;
     }
     return out;
-}
-
-/* Largest absolute difference between the device output and the reference; a NaN where the reference has none
- * counts as infinitely wrong. */
-static int output_error(clattn_context *ctx, const bench_config *c, const shape_data *d, const double *ref,
-                        double *worst) {
-    size_t bytes = d->no * clattn_dtype_size(c->dtype);
-    void *raw = malloc(bytes ? bytes : 1);
-    float *out = malloc((d->no ? d->no : 1) * sizeof *out);
-    if (!raw || !out) {
-        free(raw);
-        free(out);
-        return cli_error(CMD, CLI_FAILED, "out of host memory for reading the output back");
-    }
-    cl_int err = clEnqueueReadBuffer(clattn_context_cl_queue(ctx), d->out, CL_TRUE, 0, bytes, raw, 0, NULL, NULL);
-    if (err != CL_SUCCESS) {
-        free(raw);
-        free(out);
-        return cli_error(CMD, CLI_FAILED, "reading the output back failed: OpenCL error %d", err);
-    }
-    cla_convert_from_storage(raw, out, d->no, c->dtype);
-    double w = 0.0;
-    for (size_t i = 0; i < d->no; ++i) {
-        double e = fabs((double)out[i] - ref[i]);
-        if (isnan(e) && !(isnan(out[i]) && isnan(ref[i]))) e = INFINITY;
-        if (e > w) w = e;
-    }
-    *worst = w;
-    free(raw);
-    free(out);
-    return CLI_OK;
 }
 
 /* ------------------------------------------------------------------------------------------------------------ */
@@ -590,12 +549,7 @@ static void table_row(const bench_config *c, const bench_result *r, const bench_
     printf("%3zu %3zu %3zu %5zu %5zu %3zu  %-12s %-7s %9.3f %8.3f %8.3f %8.2f %7.2f %8.2f %8s", s->batch, s->heads,
            s->kv_heads, s->seq, s->kv_seq, s->head_dim, causal_names[r->causal], impl_names[r->impl], r->median_ms,
            r->min_ms, r->max_ms, r->gflops, r->gbps, (double)r->temp_bytes / (1024.0 * 1024.0), speedup);
-    if (c->check) {
-        if (r->checked)
-            printf("  %9.3g", r->max_error);
-        else
-            printf("  %9s", "skipped");
-    }
+    if (c->check) bench_check_table_cell(&r->check);
     printf("\n");
 }
 
@@ -631,20 +585,7 @@ static cJSON *json_result(const bench_config *c, const clattn_device_info *info,
     cJSON_AddNumberToObject(o, "io_bytes", r->io_bytes);
     cJSON_AddNumberToObject(o, "gbps", r->gbps);
     cJSON_AddNumberToObject(o, "temp_bytes", (double)r->temp_bytes);
-    if (c->check) {
-        if (r->checked && isfinite(r->max_error)) {
-            cJSON_AddNumberToObject(o, "max_error", r->max_error);
-            cJSON_AddNumberToObject(o, "tolerance", r->tolerance);
-        } else if (r->checked) {
-            /* JSON has no infinity; the note keeps a broken output from reading like a skipped check. */
-            cJSON_AddNullToObject(o, "max_error");
-            cJSON_AddNumberToObject(o, "tolerance", r->tolerance);
-            cJSON_AddStringToObject(o, "check_note", "failed: NaN or infinite difference from the reference");
-        } else {
-            cJSON_AddNullToObject(o, "max_error");
-            cJSON_AddStringToObject(o, "check_note", "skipped: shape too large for the reference");
-        }
-    }
+    if (c->check) bench_check_json(o, &r->check);
     return o;
 }
 
@@ -663,24 +604,12 @@ static void csv_row(const bench_config *c, const clattn_device_info *info, const
     printf(",%s,%ld,%ld,%s,%.6f,%.6f,%.6f,%.0f,%.4f,%.0f,%.4f,%llu,", mask_names[c->mask], c->repeat, c->warmup,
            r->host_timer ? "host" : "events", r->median_ms, r->min_ms, r->max_ms, r->flops, r->gflops, r->io_bytes,
            r->gbps, (unsigned long long)r->temp_bytes);
-    if (r->checked)
-        printf("%.6g,%.6g", r->max_error, r->tolerance);
-    else
-        printf(",");
+    bench_check_csv(&r->check);
     printf("\n");
 }
 
 /* ------------------------------------------------------------------------------------------------------------ */
 /* The command */
-
-/* The same tolerance as `clattn run sdpa --check`: fp32 rounding growing with the key length, plus the storage
- * rounding of the half types. */
-static double tolerance_for(const bench_config *c, const bench_shape *s) {
-    double tol = 8.0 * (1.0 + (double)s->kv_seq) * FLT_EPSILON + (c->dtype == CLATTN_DTYPE_F16    ? 2e-3
-                                                                  : c->dtype == CLATTN_DTYPE_BF16 ? 1.6e-2
-                                                                                                  : 0.0);
-    return 2.0 * tol;
-}
 
 static int bench_sdpa(int argc, char **argv) {
     cli_option options[] = {
@@ -751,17 +680,12 @@ static int bench_sdpa(int argc, char **argv) {
             const double slices = (double)s->batch * (double)s->heads;
             const double flops = 4.0 * slices * (double)pairs * (double)s->head_dim;
             /* The reference does one multiply-add per (pair, element) for the logits and one for the output. */
-            const bool can_check = c.check && 2.0 * slices * (double)pairs * (double)s->head_dim <= REFERENCE_LIMIT;
+            const bool can_check =
+                c.check && 2.0 * slices * (double)pairs * (double)s->head_dim <= BENCH_REFERENCE_LIMIT;
             double *ref = NULL;
             if (can_check && !(ref = reference_output(&c, s, &d, causal)))
                 rc = cli_error(CMD, CLI_FAILED, "the reference could not be computed (out of host memory?)");
-            if (c.check && !can_check && !skipped_note) {
-                fprintf(stderr,
-                        "clattn %s: note: --check skipped for shapes above %.0e multiply-adds (the "
-                        "reference is slow)\n",
-                        CMD, REFERENCE_LIMIT);
-                skipped_note = true;
-            }
+            if (c.check && !can_check) bench_check_skip_note(CMD, &skipped_note);
             bench_result results[IMPL_COUNT];
             bool have[IMPL_COUNT] = {false, false};
             for (int impl = 0; impl < IMPL_COUNT && rc == CLI_OK; ++impl) {
@@ -783,19 +707,18 @@ static int bench_sdpa(int argc, char **argv) {
                 if (rc != CLI_OK) break;
                 r->gflops = r->median_ms > 0.0 ? flops / (r->median_ms * 1e6) : 0.0;
                 r->gbps = r->median_ms > 0.0 ? d.io_bytes / (r->median_ms * 1e6) : 0.0;
-                r->check_skipped = c.check && !can_check;
                 if (ref) {
-                    rc = output_error(ctx, &c, &d, ref, &r->max_error);
+                    rc = bench_output_error(CMD, ctx, d.out, d.no, c.dtype, ref, &r->check.max_error, NULL);
                     if (rc != CLI_OK) break;
-                    r->checked = true;
-                    r->tolerance = tolerance_for(&c, s);
-                    if (!(r->max_error <= r->tolerance)) {
+                    r->check.checked = true;
+                    r->check.tolerance = check_sdpa_tolerance(s->kv_seq, c.dtype);
+                    if (bench_check_failed(&r->check)) {
                         ++failed_checks;
                         fprintf(stderr,
                                 "clattn %s: %s, B=%zu Hq=%zu Lq=%zu Lk=%zu D=%zu causal %s: the output "
                                 "differs from the reference by %.3g (tolerance %.3g)\n",
                                 CMD, impl_names[impl], s->batch, s->heads, s->seq, s->kv_seq, s->head_dim,
-                                causal_names[causal], r->max_error, r->tolerance);
+                                causal_names[causal], r->check.max_error, r->check.tolerance);
                     }
                 }
                 have[impl] = true;

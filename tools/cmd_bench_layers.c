@@ -1,7 +1,8 @@
 /* `clattn bench mha` and `clattn bench additive`: time the attention layers (projections included) on the device
  * with OpenCL profiling events, like `clattn bench sdpa`, and report ms, GFLOP/s and the device memory each call
  * allocates. Multi-head attention runs with its attention step fused and unfused side by side, and as a KV-cache
- * decoding step with --decode; seq2seq attention runs every score kind (additive, dot, general, concat). */
+ * decoding step with --decode; seq2seq attention runs every score kind (additive, dot, general, concat). --check
+ * compares every measured output with the double-precision reference, as `clattn bench sdpa --check` does. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <math.h>
@@ -13,15 +14,18 @@
 
 #include <cjson/cJSON.h>
 
+#include "bench_check.h"
 #include "bench_timing.h"
+#include "check_tolerance.h"
 #include "cli.h"
 #include "dtype.h"
+#include "reference_mha.h"
+#include "reference_seq2seq.h"
+#include "run_common.h"
 
 #define MAX_SWEEP 64
 
 enum { FORMAT_TABLE = 0, FORMAT_JSON = 1, FORMAT_CSV = 2 };
-
-static const char *const dtype_names[] = {"f32", "f16", "bf16"};
 
 /* A shape is a set of named sizes; each operation names its own (see the option tables below). */
 #define MAX_FIELDS 10
@@ -47,6 +51,7 @@ typedef struct layer_config {
     int sweep_field; /* -1: no sweep */
     clattn_dtype dtype;
     long repeat, warmup;
+    bool check; /* --check: compare each output with the reference */
     int format;
 } layer_config;
 
@@ -60,6 +65,17 @@ static int parse_count(const char *cmd, const char *opt, const char *text, long 
     *out = v;
     return CLI_OK;
 }
+
+/* The options parse_common reads besides the shape, sweep and dtype, the same in both operations' tables. */
+/* clang-format off */
+#define LAYER_COMMON_OPTIONS                                                                                        \
+    {"check", NULL, "also compare each output with the double-precision reference", NULL},                         \
+    {"repeat", "N", "timed calls per measurement (default 10)", NULL},                                             \
+    {"warmup", "N", "untimed calls first, at least 1 (default 2)", NULL},                                          \
+    {"json", NULL, "print one JSON array, an object per measurement", NULL},                                       \
+    {"csv", NULL, "print CSV: a header and a row per measurement", NULL},                                          \
+    {"device", "SPEC", "device to run on (default: CLATTN_DEVICE, else the first GPU/accelerator/CPU)", NULL}
+/* clang-format on */
 
 /* Reads the shape options, the sweep, dtype, repeat, warm-up and output format shared by both operations. */
 static int parse_common(const cli_command *cmd, layer_config *c) {
@@ -125,49 +141,33 @@ static int parse_common(const cli_command *cmd, layer_config *c) {
     c->warmup = (long)v;
     if (cli_flag(cmd, "json") && cli_flag(cmd, "csv"))
         return cli_error(c->cmd, CLI_USAGE, "--json and --csv exclude each other");
+    c->check = cli_flag(cmd, "check");
     c->format = cli_flag(cmd, "json") ? FORMAT_JSON : cli_flag(cmd, "csv") ? FORMAT_CSV : FORMAT_TABLE;
     return CLI_OK;
 }
 
-/* A device buffer of `count` random elements in [-2, 2) stored as `dt`. */
+/* A device buffer of `count` random elements in [-2, 2) stored as `dt`. With `host`, the values as the device
+ * stores them are kept there for the reference (the caller frees them). */
 static int random_buffer(const char *cmd, clattn_context *ctx, size_t count, clattn_dtype dt, unsigned seed,
-                         cl_mem *out) {
-    const size_t es = clattn_dtype_size(dt);
-    float *x = malloc((count ? count : 1) * sizeof(float));
-    void *stored = malloc((count ? count : 1) * es);
-    if (!x || !stored) {
-        free(x);
-        free(stored);
-        return cli_error(cmd, CLI_FAILED, "out of host memory for %zu elements", count);
-    }
-    for (size_t i = 0; i < count; ++i) {
-        seed = seed * 1664525u + 1013904223u;
-        x[i] = ((float)(seed >> 8) / (float)(1u << 24)) * 4.0f - 2.0f;
-    }
-    cla_convert_to_storage(x, stored, count, dt);
+                         cl_mem *out, float **host) {
+    float *x = run_random_array(count, 1.0f, dt, &seed);
+    if (!x) return cli_error(cmd, CLI_FAILED, "out of host memory for %zu elements", count);
     cl_int err = CL_SUCCESS;
-    *out = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE | (count ? CL_MEM_COPY_HOST_PTR : 0),
-                          count ? count * es : 4, count ? stored : NULL, &err);
-    free(x);
-    free(stored);
-    if (err != CL_SUCCESS) {
-        *out = NULL;
+    *out = run_buffer_storage(ctx, x, count, dt, &err);
+    if (host)
+        *host = x;
+    else
+        free(x);
+    if (!*out)
         return cli_error(cmd, CLI_FAILED, "allocating %zu bytes of device memory failed: OpenCL error %d",
-                         count * es, err);
-    }
+                         count * clattn_dtype_size(dt), err);
     return CLI_OK;
 }
 
-/* Random host weights of `count` floats, scaled so that projections keep their inputs' magnitude. */
+/* Random host weights of `count` floats in [-1, 1), scaled so that projections keep their inputs' magnitude. */
 static float *random_weights(size_t count, size_t fan_in, unsigned seed) {
-    float *w = malloc((count ? count : 1) * sizeof(float));
-    if (!w) return NULL;
     const float scale = fan_in ? 1.0f / sqrtf((float)fan_in) : 1.0f;
-    for (size_t i = 0; i < count; ++i) {
-        seed = seed * 1664525u + 1013904223u;
-        w[i] = (((float)(seed >> 8) / (float)(1u << 24)) * 2.0f - 1.0f) * scale;
-    }
-    return w;
+    return run_random_array(count, 0.5f * scale, CLATTN_DTYPE_F32, &seed);
 }
 
 /* One measured configuration, printed as a table row, a JSON object or a CSV row. */
@@ -177,21 +177,23 @@ typedef struct layer_result {
     const layer_shape *shape;
     bench_timing t;
     double flops, gflops;
+    bench_check check; /* with --check */
 } layer_result;
 
 static void print_header(const layer_config *c, const clattn_device_info *info, const char *title) {
     if (c->format == FORMAT_CSV) {
         printf("op,impl,device,dtype");
         for (size_t i = 0; i < c->field_count; ++i) printf(",%s", c->fields[i].name);
-        printf(",repeat,warmup,timer,median_ms,min_ms,max_ms,flops,gflops,temp_bytes\n");
+        printf(",repeat,warmup,timer,median_ms,min_ms,max_ms,flops,gflops,temp_bytes,max_error,tolerance\n");
         return;
     }
     if (c->format != FORMAT_TABLE) return;
     printf("device: %s (%s, %s)\n%s, %s, %ld timed runs after %ld warm-up\n\n", info->name, info->platform_name,
-           info->driver_version, title, dtype_names[c->dtype], c->repeat, c->warmup);
+           info->driver_version, title, cli_dtype_name(c->dtype), c->repeat, c->warmup);
     for (size_t i = 0; i < c->field_count; ++i)
         printf("%*s ", (int)(strlen(c->fields[i].name) > 5 ? strlen(c->fields[i].name) : 5), c->fields[i].name);
-    printf(" %-16s %9s %8s %8s %8s %8s\n", "impl", "median ms", "min ms", "max ms", "GFLOP/s", "temp MiB");
+    printf(" %-16s %9s %8s %8s %8s %8s%s\n", "impl", "median ms", "min ms", "max ms", "GFLOP/s", "temp MiB",
+           c->check ? "  max error" : "");
 }
 
 static void print_result(const layer_result *r, const clattn_device_info *info, cJSON *json) {
@@ -200,22 +202,26 @@ static void print_result(const layer_result *r, const clattn_device_info *info, 
         for (size_t i = 0; i < c->field_count; ++i)
             printf("%*zu ", (int)(strlen(c->fields[i].name) > 5 ? strlen(c->fields[i].name) : 5),
                    r->shape->value[i]);
-        printf(" %-16s %9.3f %8.3f %8.3f %8.2f %8.2f\n", r->impl, r->t.median_ms, r->t.min_ms, r->t.max_ms,
-               r->gflops, (double)r->t.temp_bytes / (1024.0 * 1024.0));
+        printf(" %-16s %9.3f %8.3f %8.3f %8.2f %8.2f", r->impl, r->t.median_ms, r->t.min_ms, r->t.max_ms, r->gflops,
+               (double)r->t.temp_bytes / (1024.0 * 1024.0));
+        if (c->check) bench_check_table_cell(&r->check);
+        printf("\n");
     } else if (c->format == FORMAT_CSV) {
         printf("%s,%s,", r->op, r->impl);
         bench_csv_string(info->name);
-        printf(",%s", dtype_names[c->dtype]);
+        printf(",%s", cli_dtype_name(c->dtype));
         for (size_t i = 0; i < c->field_count; ++i) printf(",%zu", r->shape->value[i]);
-        printf(",%ld,%ld,%s,%.6f,%.6f,%.6f,%.0f,%.4f,%llu\n", c->repeat, c->warmup,
+        printf(",%ld,%ld,%s,%.6f,%.6f,%.6f,%.0f,%.4f,%llu,", c->repeat, c->warmup,
                r->t.host_timer ? "host" : "events", r->t.median_ms, r->t.min_ms, r->t.max_ms, r->flops, r->gflops,
                (unsigned long long)r->t.temp_bytes);
+        bench_check_csv(&r->check);
+        printf("\n");
     } else {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "op", r->op);
         cJSON_AddStringToObject(o, "impl", r->impl);
         cJSON_AddStringToObject(o, "device", info->name);
-        cJSON_AddStringToObject(o, "dtype", dtype_names[c->dtype]);
+        cJSON_AddStringToObject(o, "dtype", cli_dtype_name(c->dtype));
         for (size_t i = 0; i < c->field_count; ++i) {
             char key[32];
             /* JSON keys use underscores, like bench sdpa's kv_seq. */
@@ -233,11 +239,26 @@ static void print_result(const layer_result *r, const clattn_device_info *info, 
         cJSON_AddNumberToObject(o, "flops", r->flops);
         cJSON_AddNumberToObject(o, "gflops", r->gflops);
         cJSON_AddNumberToObject(o, "temp_bytes", (double)r->t.temp_bytes);
+        if (c->check) bench_check_json(o, &r->check);
         cJSON_AddItemToArray(json, o);
     }
     fflush(stdout);
 }
 
+/* Records the check of one measurement and says on stderr when it failed; `what` describes the measurement. */
+static void note_check(const char *cmd, const char *what, layer_result *r, double max_error, double tolerance,
+                       size_t *failed) {
+    r->check.checked = true;
+    r->check.max_error = max_error;
+    r->check.tolerance = tolerance;
+    if (bench_check_failed(&r->check)) {
+        ++*failed;
+        fprintf(stderr, "clattn %s: %s: the output differs from the reference by %.3g (tolerance %.3g)\n", cmd,
+                what, max_error, tolerance);
+    }
+}
+
+/* Prints the JSON array (only after every measurement succeeded). */
 static int finish_json(const char *cmd, cJSON *json, int rc) {
     if (json && rc == CLI_OK) {
         char *text = cJSON_Print(json);
@@ -323,11 +344,7 @@ static int bench_mha(int argc, char **argv) {
         {"packed", NULL, "one packed Q|K|V weight (self-attention)", NULL},
         {"dtype", "TYPE", "storage of x and out: f32 (default), f16 or bf16", NULL},
         {"impl", "IMPL", "attention step: fused, unfused or all (default)", NULL},
-        {"repeat", "N", "timed calls per measurement (default 10)", NULL},
-        {"warmup", "N", "untimed calls first, at least 1 (default 2)", NULL},
-        {"json", NULL, "print one JSON array, an object per measurement", NULL},
-        {"csv", NULL, "print CSV: a header and a row per measurement", NULL},
-        {"device", "SPEC", "device to run on (default: CLATTN_DEVICE, else the first GPU/accelerator/CPU)", NULL},
+        LAYER_COMMON_OPTIONS,
     };
     cli_command cmd = {
         CMD,
@@ -374,6 +391,8 @@ static int bench_mha(int argc, char **argv) {
              residual ? ", residual" : "", packed ? ", packed QKV" : "", ", GFLOP/s counts projections too");
     if (rc == CLI_OK) print_header(&c, &info, title);
     const bool progress = c.shape_count > 1 && isatty(STDERR_FILENO);
+    size_t failed_checks = 0;
+    bool skipped_note = false;
     for (size_t si = 0; si < c.shape_count && rc == CLI_OK; ++si) {
         const layer_shape *s = &c.shapes[si];
         const size_t *v = s->value;
@@ -387,13 +406,16 @@ static int bench_mha(int argc, char **argv) {
         mha_call a = {.ctx = ctx, .cross = cross, .cached = decode};
         clattn_kv_cache *cache = NULL;
         cl_mem xb = NULL, mb = NULL, ob = NULL, prefix = NULL;
+        /* Host copies of the inputs as the device stores them, kept for --check only. */
+        float *hx = NULL, *hm = NULL, *hprefix = NULL, *packed_w = NULL;
+        float **keep_x = c.check ? &hx : NULL, **keep_m = c.check ? &hm : NULL;
+        float **keep_prefix = c.check ? &hprefix : NULL;
+        /* Packed columns Q | K | V are the separate weights side by side; both forms share the random numbers, so
+         * the two layouts time the same arithmetic. */
+        clattn_mha_weights_host host;
+        clattn_mha_weights_host_init(&host);
         if (!w_all) rc = cli_error(CMD, CLI_FAILED, "out of host memory for the weights");
         if (rc == CLI_OK) {
-            /* Packed columns Q | K | V are the separate weights side by side; both forms share the random
-             * numbers, so the two layouts time the same arithmetic. */
-            clattn_mha_weights_host host;
-            clattn_mha_weights_host_init(&host);
-            float *packed_w = NULL;
             if (packed) {
                 const size_t n = H * D + 2 * Hkv * D;
                 packed_w = malloc(dm * n * sizeof(float));
@@ -418,12 +440,10 @@ static int bench_mha(int argc, char **argv) {
             clattn_status st =
                 rc == CLI_OK ? clattn_mha_weights_create(ctx, &cfg, &host, &a.weights) : CLATTN_SUCCESS;
             if (st != CLATTN_SUCCESS) rc = cli_report_status(CMD, ctx, st, "uploading the weights");
-            free(packed_w);
         }
-        free(w_all);
-        if (rc == CLI_OK) rc = random_buffer(CMD, ctx, B * Lq * dm, c.dtype, 21u + (unsigned)si, &xb);
-        if (rc == CLI_OK) rc = random_buffer(CMD, ctx, B * Lq * dm, c.dtype, 22u, &ob);
-        if (rc == CLI_OK && cross) rc = random_buffer(CMD, ctx, B * Lk * dm, c.dtype, 23u, &mb);
+        if (rc == CLI_OK) rc = random_buffer(CMD, ctx, B * Lq * dm, c.dtype, 21u + (unsigned)si, &xb, keep_x);
+        if (rc == CLI_OK) rc = random_buffer(CMD, ctx, B * Lq * dm, c.dtype, 22u, &ob, NULL);
+        if (rc == CLI_OK && cross) rc = random_buffer(CMD, ctx, B * Lk * dm, c.dtype, 23u, &mb, keep_m);
         clattn_mha_desc_init(&a.desc);
         a.desc.residual = residual;
         if (causal) a.desc.attention.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
@@ -434,13 +454,13 @@ static int bench_mha(int argc, char **argv) {
             /* Fill the cache with `decode` random tokens once, untimed. */
             clattn_status st = clattn_kv_cache_create(ctx, &cfg, B, decode + Lq, &cache);
             if (st != CLATTN_SUCCESS) rc = cli_report_status(CMD, ctx, st, "creating the KV cache");
-            if (rc == CLI_OK) rc = random_buffer(CMD, ctx, B * decode * dm, c.dtype, 24u, &prefix);
+            if (rc == CLI_OK) rc = random_buffer(CMD, ctx, B * decode * dm, c.dtype, 24u, &prefix, keep_prefix);
             if (rc == CLI_OK) {
                 clattn_mha_desc fill = a.desc;
                 fill.cache = cache;
                 fill.residual = 0;
                 cl_mem pout = NULL;
-                rc = random_buffer(CMD, ctx, B * decode * dm, c.dtype, 25u, &pout);
+                rc = random_buffer(CMD, ctx, B * decode * dm, c.dtype, 25u, &pout, NULL);
                 clattn_tensor px = clattn_tensor_seq(prefix, c.dtype, B, decode, dm);
                 clattn_tensor po = clattn_tensor_seq(pout, c.dtype, B, decode, dm);
                 if (rc == CLI_OK) st = clattn_mha(ctx, a.weights, &fill, &px, NULL, &po, NULL, 0, NULL, NULL);
@@ -450,6 +470,41 @@ static int bench_mha(int argc, char **argv) {
             }
             a.desc.cache = cache;
         }
+        /* The reference: the whole layer in double precision, once per shape (both implementations must match
+         * it). A decoding step sees the cached prefix as the reference's past tokens. */
+        const size_t kv_total = decode ? decode + Lq : Lk;
+        const bool can_check = c.check && mha_flops(s, false) / 2.0 <= BENCH_REFERENCE_LIMIT;
+        if (c.check && !can_check) bench_check_skip_note(CMD, &skipped_note);
+        double *ref = NULL, ref_max = 0.0;
+        if (rc == CLI_OK && can_check) {
+            cla_ref_mha rm;
+            memset(&rm, 0, sizeof rm);
+            rm.config = cfg;
+            rm.weights = host;
+            rm.batch = B;
+            rm.q_len = Lq;
+            rm.x = hx;
+            rm.memory = cross ? hm : NULL;
+            rm.memory_len = cross ? Lk : 0;
+            rm.past = decode ? hprefix : NULL;
+            rm.past_len = decode;
+            rm.residual = residual;
+            rm.attention.scale = a.desc.attention.scale;
+            rm.attention.causal = a.desc.attention.causal;
+            rm.attention.window_left = a.desc.attention.window_left;
+            rm.attention.window_right = a.desc.attention.window_right;
+            rm.out = ref = malloc((B * Lq * dm + 1) * sizeof *ref);
+            if (!ref || cla_reference_mha(&rm) != 0)
+                rc = cli_error(CMD, CLI_FAILED, "the reference could not be computed (out of host memory?)");
+            for (size_t i = 0; rc == CLI_OK && i < B * Lq * dm; ++i)
+                if (isfinite(ref[i]) && fabs(ref[i]) > ref_max) ref_max = fabs(ref[i]);
+        }
+        /* The tolerance of tests/test_mha.c, taken at the largest output (one number per measurement). */
+        clattn_mha_config resolved = cfg;
+        resolved.kv_d_model = dm;
+        const double tolerance = 1e-5 +
+                                 check_mha_rel_tolerance(&resolved, kv_total) * (ref_max > 1.0 ? ref_max : 1.0) +
+                                 check_storage_rel_tolerance(c.dtype) * ref_max;
         const char *impl_names[2] = {"fused", "unfused"};
         const clattn_impl impl_values[2] = {CLATTN_IMPL_FUSED, CLATTN_IMPL_UNFUSED};
         for (int impl = 0; impl < 2 && rc == CLI_OK; ++impl) {
@@ -467,15 +522,34 @@ static int bench_mha(int argc, char **argv) {
             if (rc != CLI_OK) break;
             r.flops = mha_flops(s, causal);
             r.gflops = r.t.median_ms > 0.0 ? r.flops / (r.t.median_ms * 1e6) : 0.0;
+            if (ref) {
+                /* The output of the last timed call: every call computes the same thing. */
+                double worst = 0.0;
+                rc = bench_output_error(CMD, ctx, ob, B * Lq * dm, c.dtype, ref, &worst, NULL);
+                if (rc != CLI_OK) break;
+                char what[160];
+                snprintf(what, sizeof what, "%s, B=%zu Lq=%zu Lk=%zu d_model=%zu H=%zu Hkv=%zu D=%zu", label, B, Lq,
+                         kv_total, dm, H, Hkv, D);
+                note_check(CMD, what, &r, worst, tolerance, &failed_checks);
+            }
             print_result(&r, &info, json);
         }
+        free(ref);
         clattn_kv_cache_free(cache);
         clattn_mha_weights_free(a.weights);
+        free(packed_w);
+        free(w_all);
+        free(hx);
+        free(hm);
+        free(hprefix);
         cl_mem bufs[] = {xb, mb, ob, prefix};
         for (size_t i = 0; i < 4; ++i)
             if (bufs[i]) clReleaseMemObject(bufs[i]);
     }
     rc = finish_json(CMD, json, rc);
+    if (rc == CLI_OK && failed_checks)
+        rc = cli_error(CMD, CLI_FAILED, "%zu measurement(s) gave an output outside the reference's tolerance",
+                       failed_checks);
     free(times);
     clattn_context_free(ctx);
     return rc;
@@ -538,11 +612,7 @@ static int bench_seq2seq(int argc, char **argv) {
         {"score", "KIND", "additive, dot, general, concat or all (default additive)", NULL},
         {"weights", NULL, "also write the attention weights [B, Lq, Lk]", NULL},
         {"dtype", "TYPE", "storage of queries, keys and context: f32 (default), f16 or bf16", NULL},
-        {"repeat", "N", "timed calls per measurement (default 10)", NULL},
-        {"warmup", "N", "untimed calls first, at least 1 (default 2)", NULL},
-        {"json", NULL, "print one JSON array, an object per measurement", NULL},
-        {"csv", NULL, "print CSV: a header and a row per measurement", NULL},
-        {"device", "SPEC", "device to run on (default: CLATTN_DEVICE, else the first GPU/accelerator/CPU)", NULL},
+        LAYER_COMMON_OPTIONS,
     };
     cli_command cmd = {
         CMD,
@@ -583,19 +653,25 @@ static int bench_seq2seq(int argc, char **argv) {
         print_header(&c, &info,
                      want_weights ? "seq2seq attention with weights out, GFLOP/s counts projections too"
                                   : "seq2seq attention, GFLOP/s counts projections too");
+    size_t failed_checks = 0;
+    bool skipped_note = false;
     for (size_t si = 0; si < c.shape_count && rc == CLI_OK; ++si) {
         const layer_shape *s = &c.shapes[si];
         const size_t *v = s->value;
         const size_t B = v[S_BATCH], Lq = v[S_SEQ], Lk = v[S_KV_SEQ], dq = v[S_QUERY_DIM], dk = v[S_KEY_DIM];
         const size_t da = v[S_ATTN_DIM];
         cl_mem qb = NULL, kb = NULL, cb = NULL, wb = NULL;
-        rc = random_buffer(CMD, ctx, B * Lq * dq, c.dtype, 31u + (unsigned)si, &qb);
-        if (rc == CLI_OK) rc = random_buffer(CMD, ctx, B * Lk * dk, c.dtype, 32u, &kb);
-        if (rc == CLI_OK) rc = random_buffer(CMD, ctx, B * Lq * dk, c.dtype, 33u, &cb);
-        if (rc == CLI_OK && want_weights) rc = random_buffer(CMD, ctx, B * Lq * Lk, CLATTN_DTYPE_F32, 34u, &wb);
+        /* Host copies of the queries and keys as the device stores them, kept for --check only. */
+        float *hq = NULL, *hk = NULL;
+        rc = random_buffer(CMD, ctx, B * Lq * dq, c.dtype, 31u + (unsigned)si, &qb, c.check ? &hq : NULL);
+        if (rc == CLI_OK) rc = random_buffer(CMD, ctx, B * Lk * dk, c.dtype, 32u, &kb, c.check ? &hk : NULL);
+        if (rc == CLI_OK) rc = random_buffer(CMD, ctx, B * Lq * dk, c.dtype, 33u, &cb, NULL);
+        if (rc == CLI_OK && want_weights)
+            rc = random_buffer(CMD, ctx, B * Lq * Lk, CLATTN_DTYPE_F32, 34u, &wb, NULL);
         const size_t wsize = (dq + dk) * (da > dk ? da : dk) + 2 * da;
         float *w_all = random_weights(wsize, dq, 35u);
         if (rc == CLI_OK && !w_all) rc = cli_error(CMD, CLI_FAILED, "out of host memory for the weights");
+        const size_t nctx = B * Lq * dk, nw = B * Lq * Lk;
         for (int score = 0; score < 4 && rc == CLI_OK; ++score) {
             if (!scores[score]) continue;
             clattn_seq2seq_config cfg = {(clattn_score)score, dq, dk, da};
@@ -628,14 +704,64 @@ static int bench_seq2seq(int argc, char **argv) {
             if (rc != CLI_OK) break;
             r.flops = seq2seq_flops(s, (clattn_score)score);
             r.gflops = r.t.median_ms > 0.0 ? r.flops / (r.t.median_ms * 1e6) : 0.0;
+            /* The reference precomputes the projections, so its cost is about the layer's multiply-adds. */
+            const bool can_check = c.check && r.flops / 2.0 <= BENCH_REFERENCE_LIMIT;
+            if (c.check && !can_check) bench_check_skip_note(CMD, &skipped_note);
+            if (can_check) {
+                double *ref_ctx = malloc((nctx + 1) * sizeof *ref_ctx);
+                double *ref_w = want_weights ? malloc((nw + 1) * sizeof *ref_w) : NULL;
+                cla_ref_seq2seq rs = {.score = (clattn_score)score,
+                                      .batch = B,
+                                      .q_len = Lq,
+                                      .kv_len = Lk,
+                                      .query_dim = dq,
+                                      .key_dim = dk,
+                                      .value_dim = dk,
+                                      .attn_dim = da,
+                                      .query = hq,
+                                      .keys = hk,
+                                      .w_q = host.w_q,
+                                      .w_k = host.w_k,
+                                      .w = host.w,
+                                      .v = host.v,
+                                      .bias = host.bias,
+                                      .mask_batch = 1,
+                                      .context = ref_ctx,
+                                      .weights = ref_w};
+                if (!ref_ctx || (want_weights && !ref_w) || cla_reference_seq2seq(&rs) != 0)
+                    rc = cli_error(CMD, CLI_FAILED, "the reference could not be computed (out of host memory?)");
+                /* The tolerance of tests/seq2seq_case.c, taken at the largest context value; the attention
+                 * weights (fp32, at most 1) are held to the same bound. */
+                double worst = 0.0, worst_w = 0.0, ref_max = 0.0;
+                if (rc == CLI_OK) rc = bench_output_error(CMD, ctx, cb, nctx, c.dtype, ref_ctx, &worst, &ref_max);
+                if (rc == CLI_OK && wb)
+                    rc = bench_output_error(CMD, ctx, wb, nw, CLATTN_DTYPE_F32, ref_w, &worst_w, NULL);
+                if (rc == CLI_OK) {
+                    const double rel =
+                        check_seq2seq_rel_tolerance(Lk, da, dq, dk) + check_storage_rel_tolerance(c.dtype);
+                    char what[160];
+                    snprintf(what, sizeof what, "%s, B=%zu Lq=%zu Lk=%zu Dq=%zu Dk=%zu A=%zu", score_names[score],
+                             B, Lq, Lk, dq, dk, da);
+                    note_check(CMD, what, &r, worst > worst_w ? worst : worst_w,
+                               1e-6 + rel * (ref_max > 1.0 ? ref_max : 1.0), &failed_checks);
+                }
+                free(ref_ctx);
+                free(ref_w);
+                if (rc != CLI_OK) break;
+            }
             print_result(&r, &info, json);
         }
         free(w_all);
+        free(hq);
+        free(hk);
         cl_mem bufs[] = {qb, kb, cb, wb};
         for (size_t i = 0; i < 4; ++i)
             if (bufs[i]) clReleaseMemObject(bufs[i]);
     }
     rc = finish_json(CMD, json, rc);
+    if (rc == CLI_OK && failed_checks)
+        rc = cli_error(CMD, CLI_FAILED, "%zu measurement(s) gave an output outside the reference's tolerance",
+                       failed_checks);
     free(times);
     clattn_context_free(ctx);
     return rc;

@@ -1,8 +1,6 @@
 /* `clattn run sdpa`: one attention call on NumPy .npy files (so any framework can cross-check clattn), or on
  * seeded random inputs of a given shape, optionally compared with the double-precision reference. */
 #define _POSIX_C_SOURCE 200809L
-#include <errno.h>
-#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,13 +10,15 @@
 #include "cli.h"
 #include "dtype.h"
 #include "npy.h"
+#include "check_tolerance.h"
 #include "reference.h"
+#include "run_common.h"
 
 #define CMD "run sdpa"
 
 /* Everything one run owns, freed in one place. */
 typedef struct run_data {
-    npy_array q_npy, k_npy, v_npy, mask_npy, kl_npy;
+    npy_array q_npy, k_npy, v_npy;
     float *q, *k, *v, *mask, *out, *lse, *weights;
     uint8_t *bool_mask;
     int32_t *key_lengths;
@@ -28,8 +28,6 @@ static void free_run(run_data *r) {
     npy_free(&r->q_npy);
     npy_free(&r->k_npy);
     npy_free(&r->v_npy);
-    npy_free(&r->mask_npy);
-    npy_free(&r->kl_npy);
     free(r->q);
     free(r->k);
     free(r->v);
@@ -54,29 +52,6 @@ static int read_bhld(const char *path, const char *what, npy_array *a, float **d
     *data = npy_to_f32(a, err, sizeof err);
     if (!*data) return cli_error(CMD, CLI_FAILED, "--%s %s: %s", what, path, err);
     return CLI_OK;
-}
-
-static int parse_size_list(const char *text, size_t *out, int n) {
-    const char *p = text;
-    for (int i = 0; i < n; ++i) {
-        char *end = NULL;
-        errno = 0;
-        unsigned long long v = strtoull(p, &end, 10);
-        if (end == p || errno || v > (1ull << 31)) return -1;
-        out[i] = (size_t)v;
-        if (i + 1 < n) {
-            if (*end != ',') return -1;
-            p = end + 1;
-        } else if (*end != '\0') {
-            return -1;
-        }
-    }
-    return 0;
-}
-
-static float rnd(unsigned *s) {
-    *s = *s * 1664525u + 1013904223u;
-    return ((float)(*s >> 8) / (float)(1u << 24)) * 4.0f - 2.0f;
 }
 
 static double seconds_now(void) {
@@ -122,12 +97,7 @@ static double check_against_reference(const clattn_sdpa_host_desc *d, const run_
     ref.out = out;
     ref.lse = lse;
     if (cla_reference_sdpa(&ref) != 0) goto done;
-    worst = 0.0;
-    for (size_t i = 0; i < no; ++i) {
-        double e = fabs((double)r->out[i] - out[i]);
-        if (isnan(e) && !(isnan(r->out[i]) && isnan(out[i]))) e = INFINITY;
-        if (e > worst) worst = e;
-    }
+    worst = run_max_error(r->out, out, no, false, NULL);
     *worst_lse = 0.0;
     if (r->lse)
         for (size_t i = 0; i < B * Hq * Lq; ++i) {
@@ -143,63 +113,30 @@ done:
     return worst;
 }
 
-static int load_mask(const char *path, clattn_sdpa_host_desc *d, run_data *r) {
-    char err[512];
-    npy_array *a = &r->mask_npy;
-    if (npy_read(path, a, err, sizeof err) != 0) return cli_error(CMD, CLI_USAGE, "--mask %s: %s", path, err);
+/* run sdpa's rules for --mask: broadcastable to [B, Hq, Lq, Lk], its leading dimensions optional. */
+static int check_mask_shape(void *user, const char *path, const npy_array *a, size_t shape[4]) {
+    clattn_sdpa_host_desc *d = user;
     if (a->ndim < 2 || a->ndim > 4)
         return cli_error(CMD, CLI_USAGE, "--mask %s: expected [Lq, Lk], [H, Lq, Lk] or [B, H, Lq, Lk], found %d-D",
                          path, a->ndim);
-    size_t shape[4] = {1, 1, 1, 1};
-    for (int i = 0; i < a->ndim; ++i) shape[4 - a->ndim + i] = a->shape[i];
     if (shape[2] != d->q_len || shape[3] != d->kv_len || (shape[0] != 1 && shape[0] != d->batch) ||
         (shape[1] != 1 && shape[1] != d->q_heads))
         return cli_error(CMD, CLI_USAGE,
                          "--mask %s: shape [%zu, %zu, %zu, %zu] does not broadcast to [%zu, %zu, %zu, %zu]", path,
                          shape[0], shape[1], shape[2], shape[3], d->batch, d->q_heads, d->q_len, d->kv_len);
-    d->mask_batch = shape[0];
-    d->mask_heads = shape[1];
-    if (a->dtype == NPY_BOOL || a->dtype == NPY_U8) {
-        r->bool_mask = malloc(a->count + 1);
-        if (!r->bool_mask) return cli_error(CMD, CLI_FAILED, "out of memory");
-        memcpy(r->bool_mask, a->data, a->count);
-        d->bool_mask = r->bool_mask;
-        return CLI_OK;
-    }
-    r->mask = npy_to_f32(a, err, sizeof err);
-    if (!r->mask) return cli_error(CMD, CLI_USAGE, "--mask %s: %s (use float32 additive or bool)", path, err);
+    return CLI_OK;
+}
+
+static int load_mask(const char *path, clattn_sdpa_host_desc *d, run_data *r) {
+    run_mask m = {0};
+    int rc = run_load_mask(CMD, path, check_mask_shape, d, &m);
+    r->mask = m.additive;
+    r->bool_mask = m.bool_mask;
+    if (rc != CLI_OK) return rc;
+    d->mask_batch = m.shape[0];
+    d->mask_heads = m.shape[1];
     d->mask = r->mask;
-    return CLI_OK;
-}
-
-static int load_key_lengths(const char *path, clattn_sdpa_host_desc *d, run_data *r) {
-    char err[512];
-    npy_array *a = &r->kl_npy;
-    if (npy_read(path, a, err, sizeof err) != 0)
-        return cli_error(CMD, CLI_USAGE, "--key-lengths %s: %s", path, err);
-    if (a->ndim != 1 || a->shape[0] != d->batch)
-        return cli_error(CMD, CLI_USAGE, "--key-lengths %s: expected shape [%zu] (one length per batch item)", path,
-                         d->batch);
-    if (a->dtype != NPY_I32 && a->dtype != NPY_I64)
-        return cli_error(CMD, CLI_USAGE, "--key-lengths %s: expected int32 or int64, found %s", path,
-                         npy_dtype_name(a->dtype));
-    r->key_lengths = malloc((d->batch + 1) * sizeof(int32_t));
-    if (!r->key_lengths) return cli_error(CMD, CLI_FAILED, "out of memory");
-    for (size_t b = 0; b < d->batch; ++b) {
-        int64_t x = a->dtype == NPY_I32 ? ((const int32_t *)a->data)[b] : ((const int64_t *)a->data)[b];
-        if (x < 0 || x > (int64_t)d->kv_len)
-            return cli_error(CMD, CLI_USAGE, "--key-lengths %s: value %lld at %zu is outside 0..%zu", path,
-                             (long long)x, b, d->kv_len);
-        r->key_lengths[b] = (int32_t)x;
-    }
-    d->key_lengths = r->key_lengths;
-    return CLI_OK;
-}
-
-static int write_output(const char *path, const char *what, int ndim, const size_t *shape, const float *data) {
-    char err[512];
-    if (npy_write(path, NPY_F32, ndim, shape, data, err, sizeof err) != 0)
-        return cli_error(CMD, CLI_FAILED, "writing %s to %s: %s", what, path, err);
+    d->bool_mask = r->bool_mask;
     return CLI_OK;
 }
 
@@ -211,7 +148,7 @@ static int prepare(const cli_command *cmd, clattn_sdpa_host_desc *d, run_data *r
     if (random) {
         if (qp || kp || vp) return cli_error(CMD, CLI_USAGE, "give either --random or --q/--k/--v, not both");
         size_t s[6];
-        if (parse_size_list(random, s, 6) != 0)
+        if (run_parse_sizes(random, s, 6, 1ull << 31) != 0)
             return cli_error(CMD, CLI_USAGE, "--random %s: expected B,Hq,Hkv,Lq,Lk,D (six sizes)", random);
         d->batch = s[0];
         d->q_heads = s[1];
@@ -225,9 +162,9 @@ static int prepare(const cli_command *cmd, clattn_sdpa_host_desc *d, run_data *r
         r->v = malloc((nk + 1) * sizeof(float));
         if (!r->q || !r->k || !r->v) return cli_error(CMD, CLI_FAILED, "out of memory for --random %s", random);
         unsigned seed = 12345;
-        for (size_t i = 0; i < nq; ++i) r->q[i] = rnd(&seed);
-        for (size_t i = 0; i < nk; ++i) r->k[i] = rnd(&seed);
-        for (size_t i = 0; i < nk; ++i) r->v[i] = rnd(&seed);
+        for (size_t i = 0; i < nq; ++i) r->q[i] = run_random(&seed);
+        for (size_t i = 0; i < nk; ++i) r->k[i] = run_random(&seed);
+        for (size_t i = 0; i < nk; ++i) r->v[i] = run_random(&seed);
     } else {
         if (!qp || !kp || !vp) return cli_error(CMD, CLI_USAGE, "--q, --k and --v are required (or --random)");
         if ((rc = read_bhld(qp, "q", &r->q_npy, &r->q))) return rc;
@@ -249,34 +186,16 @@ static int prepare(const cli_command *cmd, clattn_sdpa_host_desc *d, run_data *r
     }
     const char *s;
     if ((s = cli_value(cmd, "dtype")) && (rc = cli_parse_dtype(CMD, s, &d->storage))) return rc;
-    if ((s = cli_value(cmd, "causal"))) {
-        if (strcmp(s, "top-left") == 0)
-            d->causal = CLATTN_CAUSAL_TOP_LEFT;
-        else if (strcmp(s, "bottom-right") == 0)
-            d->causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
-        else
-            return cli_error(CMD, CLI_USAGE, "--causal %s: expected top-left or bottom-right", s);
-    }
-    if ((s = cli_value(cmd, "impl"))) {
-        if (strcmp(s, "fused") == 0)
-            d->impl = CLATTN_IMPL_FUSED;
-        else if (strcmp(s, "unfused") == 0)
-            d->impl = CLATTN_IMPL_UNFUSED;
-        else if (strcmp(s, "auto") == 0)
-            d->impl = CLATTN_IMPL_AUTO;
-        else
-            return cli_error(CMD, CLI_USAGE, "--impl %s: expected fused, unfused or auto", s);
-    }
+    if ((s = cli_value(cmd, "causal")) && (rc = cli_parse_causal(CMD, s, &d->causal))) return rc;
+    if ((s = cli_value(cmd, "impl")) && (rc = cli_parse_impl(CMD, s, &d->impl))) return rc;
     if ((s = cli_value(cmd, "window")) && (rc = cli_parse_window(CMD, s, &d->window_left, &d->window_right)))
         return rc;
-    if ((s = cli_value(cmd, "scale"))) {
-        char *end = NULL;
-        double v = strtod(s, &end);
-        if (end == s || *end || !isfinite(v)) return cli_error(CMD, CLI_USAGE, "--scale %s: expected a number", s);
-        d->scale = (float)v;
-    }
+    if ((s = cli_value(cmd, "scale")) && (rc = cli_parse_scale(CMD, s, &d->scale))) return rc;
     if ((s = cli_value(cmd, "mask")) && (rc = load_mask(s, d, r))) return rc;
-    if ((s = cli_value(cmd, "key-lengths")) && (rc = load_key_lengths(s, d, r))) return rc;
+    if ((s = cli_value(cmd, "key-lengths"))) {
+        if ((rc = run_load_key_lengths(CMD, s, d->batch, d->kv_len, true, &r->key_lengths))) return rc;
+        d->key_lengths = r->key_lengths;
+    }
     return CLI_OK;
 }
 
@@ -335,9 +254,8 @@ static int run_sdpa(int argc, char **argv) {
         clattn_status st = clattn_sdpa_host(ctx, &d, r.q, r.k, r.v, r.out);
         elapsed = seconds_now() - t0;
         if (st != CLATTN_SUCCESS) {
-            bool bad_input = st <= CLATTN_ERROR_INVALID_ARGUMENT && st >= CLATTN_ERROR_SIZE_OVERFLOW;
             rc = cli_report_status(CMD, ctx, st, "attention");
-            if (bad_input) rc = CLI_USAGE;
+            if (cli_is_input_error(st)) rc = CLI_USAGE;
         }
     }
     /* Outputs are written only after the whole call succeeded, each atomically. */
@@ -345,30 +263,27 @@ static int run_sdpa(int argc, char **argv) {
     size_t oshape[4] = {d.batch, d.q_heads, d.q_len, Dv};
     size_t wshape[4] = {d.batch, d.q_heads, d.q_len, d.kv_len};
     if (rc == CLI_OK && (path = cli_value(&cmd, "weights")))
-        rc = write_output(path, "weights", 4, wshape, r.weights);
-    if (rc == CLI_OK && (path = cli_value(&cmd, "lse"))) rc = write_output(path, "lse", 3, oshape, r.lse);
-    if (rc == CLI_OK && (path = cli_value(&cmd, "out"))) rc = write_output(path, "output", 4, oshape, r.out);
+        rc = run_write_npy(CMD, path, "weights", 4, wshape, r.weights);
+    if (rc == CLI_OK && (path = cli_value(&cmd, "lse"))) rc = run_write_npy(CMD, path, "lse", 3, oshape, r.lse);
+    if (rc == CLI_OK && (path = cli_value(&cmd, "out"))) rc = run_write_npy(CMD, path, "output", 4, oshape, r.out);
     if (rc == CLI_OK) {
         clattn_device_info info;
         clattn_context_device_info(ctx, &info);
-        static const char *dt[] = {"f32", "f16", "bf16"};
         printf("sdpa B=%zu Hq=%zu Hkv=%zu Lq=%zu Lk=%zu D=%zu Dv=%zu %s on %s: %.3f s including transfers "
                "(and compilation on a cold cache)\n",
-               d.batch, d.q_heads, d.kv_heads, d.q_len, d.kv_len, d.head_dim, Dv, dt[d.storage], info.name,
-               elapsed);
+               d.batch, d.q_heads, d.kv_heads, d.q_len, d.kv_len, d.head_dim, Dv, cli_dtype_name(d.storage),
+               info.name, elapsed);
         if (cli_flag(&cmd, "check")) {
             double worst_lse = 0.0;
             double worst = check_against_reference(&d, &r, &worst_lse);
             printf("largest difference from the double-precision reference: out %.3g, lse %.3g\n", worst,
                    worst_lse);
-            double tol = 8.0 * (1.0 + (double)d.kv_len) * FLT_EPSILON + (d.storage == CLATTN_DTYPE_F16    ? 2e-3
-                                                                         : d.storage == CLATTN_DTYPE_BF16 ? 1.6e-2
-                                                                                                          : 0.0);
-            if (!(worst <= 2.0 * tol))
+            const double tol = check_sdpa_tolerance(d.kv_len, d.storage);
+            if (!(worst <= tol))
                 rc = cli_error(CMD, CLI_FAILED,
                                "the output differs from the reference by "
                                "%.3g (tolerance %.3g)",
-                               worst, 2.0 * tol);
+                               worst, tol);
         }
     }
     clattn_context_free(ctx);

@@ -2,8 +2,6 @@
  * on NumPy .npy activations and weights, or on seeded random ones, optionally compared with the double-precision
  * reference. Weights multiply from the right (x @ W), as the library takes them. */
 #define _POSIX_C_SOURCE 200809L
-#include <errno.h>
-#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,7 +10,9 @@
 #include "cli.h"
 #include "dtype.h"
 #include "npy.h"
+#include "check_tolerance.h"
 #include "reference_mha.h"
+#include "run_common.h"
 
 #define CMD "run mha"
 
@@ -43,18 +43,9 @@ static void free_run(run_data *r) {
     free(r->key_lengths);
 }
 
-static float rnd(unsigned *s) {
-    *s = *s * 1664525u + 1013904223u;
-    return ((float)(*s >> 8) / (float)(1u << 24)) * 4.0f - 2.0f;
-}
-
 static int parse_size(const char *opt, const char *text, size_t *out) {
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (end == text || *end || errno || v > (1ull << 31) || text[0] == '-')
+    if (text[0] == '-' || run_parse_sizes(text, out, 1, 1ull << 31) != 0)
         return cli_error(CMD, CLI_USAGE, "--%s %s: expected a non-negative integer", opt, text);
-    *out = (size_t)v;
     return CLI_OK;
 }
 
@@ -190,66 +181,41 @@ static int make_random(const cli_command *cmd, run_data *r, size_t d_model) {
     scale[W_O] = 1.0f / sqrtf((float)(H * c->v_head_dim));
     unsigned seed = 12345;
     const size_t nx = r->batch * r->q_len * c->d_model, nm = r->batch * r->mem_len * c->kv_d_model;
-    r->x = malloc((nx + 1) * sizeof(float));
-    r->memory = r->mem_len ? malloc((nm + 1) * sizeof(float)) : NULL;
+    r->x = run_random_array(nx, 1.0f, CLATTN_DTYPE_F32, &seed);
+    r->memory = r->mem_len ? run_random_array(nm, 1.0f, CLATTN_DTYPE_F32, &seed) : NULL;
     if (!r->x || (r->mem_len && !r->memory)) return cli_error(CMD, CLI_FAILED, "out of memory");
-    for (size_t i = 0; i < nx; ++i) r->x[i] = rnd(&seed);
-    for (size_t i = 0; r->memory && i < nm; ++i) r->memory[i] = rnd(&seed);
     for (int i = 0; i < W_COUNT; ++i) {
         if (!count[i]) continue;
-        r->w[i] = malloc(count[i] * sizeof(float));
+        r->w[i] = run_random_array(count[i], scale[i], CLATTN_DTYPE_F32, &seed);
         if (!r->w[i]) return cli_error(CMD, CLI_FAILED, "out of memory");
-        for (size_t k = 0; k < count[i]; ++k) r->w[i][k] = rnd(&seed) * scale[i];
     }
     return CLI_OK;
 }
 
-/* A float32 additive or bool mask broadcastable to [B, H, Lq, Lk]. */
-static int load_mask(const char *path, run_data *r, size_t kv_len) {
-    char err[512];
-    npy_array a;
-    if (npy_read(path, &a, err, sizeof err) != 0) return cli_error(CMD, CLI_USAGE, "--mask %s: %s", path, err);
-    size_t *s = r->mask_shape;
-    int rc = CLI_OK;
-    for (int i = 0; i < 4; ++i) s[i] = 1;
-    for (int i = 0; i < a.ndim && a.ndim <= 4; ++i) s[4 - a.ndim + i] = a.shape[i];
-    if (a.ndim < 2 || a.ndim > 4 || s[2] != r->q_len || s[3] != kv_len || (s[0] != 1 && s[0] != r->batch) ||
-        (s[1] != 1 && s[1] != r->cfg.heads)) {
-        rc = cli_error(CMD, CLI_USAGE,
-                       "--mask %s: expected a shape broadcastable to [%zu, %zu, %zu, %zu] (2-D to 4-D)", path,
-                       r->batch, r->cfg.heads, r->q_len, kv_len);
-    } else if (a.dtype == NPY_BOOL || a.dtype == NPY_U8) {
-        r->bool_mask = malloc(a.count + 1);
-        if (r->bool_mask) memcpy(r->bool_mask, a.data, a.count);
-        if (!r->bool_mask) rc = cli_error(CMD, CLI_FAILED, "out of memory");
-    } else {
-        r->mask = npy_to_f32(&a, err, sizeof err);
-        if (!r->mask) rc = cli_error(CMD, CLI_USAGE, "--mask %s: %s (use float32 additive or bool)", path, err);
-    }
-    npy_free(&a);
-    return rc;
+/* run mha's rules for --mask: broadcastable to [B, H, Lq, Lk], 2-D to 4-D. */
+typedef struct mask_rule {
+    const run_data *r;
+    size_t kv_len;
+} mask_rule;
+
+static int check_mask_shape(void *user, const char *path, const npy_array *a, size_t shape[4]) {
+    const mask_rule *m = user;
+    const run_data *r = m->r;
+    if (a->ndim < 2 || a->ndim > 4 || shape[2] != r->q_len || shape[3] != m->kv_len ||
+        (shape[0] != 1 && shape[0] != r->batch) || (shape[1] != 1 && shape[1] != r->cfg.heads))
+        return cli_error(CMD, CLI_USAGE,
+                         "--mask %s: expected a shape broadcastable to [%zu, %zu, %zu, %zu] (2-D to 4-D)", path,
+                         r->batch, r->cfg.heads, r->q_len, m->kv_len);
+    return CLI_OK;
 }
 
-static int load_key_lengths(const char *path, run_data *r, size_t kv_len) {
-    char err[512];
-    npy_array a;
-    if (npy_read(path, &a, err, sizeof err) != 0)
-        return cli_error(CMD, CLI_USAGE, "--key-lengths %s: %s", path, err);
-    int rc = CLI_OK;
-    if (a.ndim != 1 || a.shape[0] != r->batch || (a.dtype != NPY_I32 && a.dtype != NPY_I64)) {
-        rc = cli_error(CMD, CLI_USAGE, "--key-lengths %s: expected int32 or int64 of shape [%zu]", path, r->batch);
-    } else if (!(r->key_lengths = malloc((r->batch + 1) * sizeof(int32_t)))) {
-        rc = cli_error(CMD, CLI_FAILED, "out of memory");
-    } else {
-        for (size_t b = 0; b < r->batch && rc == CLI_OK; ++b) {
-            int64_t v = a.dtype == NPY_I32 ? ((const int32_t *)a.data)[b] : ((const int64_t *)a.data)[b];
-            if (v < 0 || v > (int64_t)kv_len)
-                rc = cli_error(CMD, CLI_USAGE, "--key-lengths %s: value %lld at %zu is outside 0..%zu", path,
-                               (long long)v, b, kv_len);
-            r->key_lengths[b] = (int32_t)v;
-        }
-    }
-    npy_free(&a);
+static int load_mask(const char *path, run_data *r, size_t kv_len) {
+    mask_rule rule = {r, kv_len};
+    run_mask m = {0};
+    int rc = run_load_mask(CMD, path, check_mask_shape, &rule, &m);
+    r->mask = m.additive;
+    r->bool_mask = m.bool_mask;
+    memcpy(r->mask_shape, m.shape, sizeof m.shape);
     return rc;
 }
 
@@ -318,35 +284,20 @@ static int prepare(const cli_command *cmd, run_data *r) {
     r->host.b_o = r->w[B_O];
     const size_t kv_len = r->memory ? r->mem_len : r->q_len;
     if ((s = cli_value(cmd, "mask")) && (rc = load_mask(s, r, kv_len))) return rc;
-    if ((s = cli_value(cmd, "key-lengths")) && (rc = load_key_lengths(s, r, kv_len))) return rc;
+    if ((s = cli_value(cmd, "key-lengths")) &&
+        (rc = run_load_key_lengths(CMD, s, r->batch, kv_len, false, &r->key_lengths)))
+        return rc;
     return CLI_OK;
 }
 
-/* A device buffer of `bytes` (at least 4: OpenCL has no empty buffers), a copy of `data` unless it is NULL. */
-static cl_mem upload(clattn_context *ctx, const void *data, size_t bytes) {
-    cl_int err = CL_SUCCESS;
-    cl_mem m = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE | (data ? CL_MEM_COPY_HOST_PTR : 0),
-                              bytes ? bytes : 4, bytes ? (void *)data : NULL, &err);
-    return err == CL_SUCCESS ? m : NULL;
-}
-
-/* `n` floats converted to the storage dtype on the device. */
+/* `n` floats rounded in place to the storage dtype, so that --check compares with what the device saw, and
+ * uploaded in that dtype. */
 static cl_mem upload_storage(clattn_context *ctx, float *values, size_t n, clattn_dtype dt) {
-    /* The values are rounded in place, so that --check compares with what the device saw. */
-    for (size_t i = 0; i < n; ++i) values[i] = cla_round_to_dtype(values[i], dt);
-    void *bytes = malloc(n * clattn_dtype_size(dt) + 4);
-    if (!bytes) return NULL;
-    cla_convert_to_storage(values, bytes, n, dt);
-    cl_mem m = upload(ctx, bytes, n * clattn_dtype_size(dt));
-    free(bytes);
-    return m;
+    run_round_to_dtype(values, n, dt);
+    return run_buffer_storage(ctx, values, n, dt, NULL);
 }
 
 /* Runs the layer on the device; out receives [B, Lq, d_model] floats. */
-static bool is_bad_input(clattn_status st) {
-    return st <= CLATTN_ERROR_INVALID_ARGUMENT && st >= CLATTN_ERROR_SIZE_OVERFLOW;
-}
-
 static int run_layer(clattn_context *ctx, run_data *r, clattn_dtype dt, const clattn_mha_desc *desc_in) {
     const clattn_mha_config *c = &r->cfg;
     const size_t B = r->batch, Lq = r->q_len, nx = B * Lq * c->d_model, nm = B * r->mem_len * c->kv_d_model;
@@ -358,21 +309,23 @@ static int run_layer(clattn_context *ctx, run_data *r, clattn_dtype dt, const cl
     clattn_status st = clattn_mha_weights_create(ctx, c, &r->host, &w);
     if (st) {
         rc = cli_report_status(CMD, ctx, st, "uploading the weights");
-        if (is_bad_input(st)) rc = CLI_USAGE;
+        if (cli_is_input_error(st)) rc = CLI_USAGE;
     }
     r->out = malloc((nx + 1) * sizeof(float));
     if (rc == CLI_OK && !r->out) rc = cli_error(CMD, CLI_FAILED, "out of host memory");
     if (rc == CLI_OK) {
         xb = upload_storage(ctx, r->x, nx, dt);
         if (r->memory) mb = upload_storage(ctx, r->memory, nm, dt);
-        ob = upload(ctx, NULL, nx * clattn_dtype_size(dt));
+        ob = run_buffer(ctx, NULL, nx * clattn_dtype_size(dt), NULL);
         const size_t mn = r->mask_shape[0] * r->mask_shape[1] * Lq * kv_len;
         if (r->mask || r->bool_mask) {
-            maskb = r->mask ? upload(ctx, r->mask, mn * sizeof(float)) : upload(ctx, r->bool_mask, mn);
+            maskb = r->mask ? run_buffer(ctx, r->mask, mn * sizeof(float), NULL)
+                            : run_buffer(ctx, r->bool_mask, mn, NULL);
             desc.attention.mask = clattn_tensor_bhld(maskb, r->mask ? CLATTN_DTYPE_F32 : CLATTN_DTYPE_BOOL,
                                                      r->mask_shape[0], r->mask_shape[1], Lq, kv_len);
         }
-        if (r->key_lengths) desc.attention.key_lengths = klb = upload(ctx, r->key_lengths, B * sizeof(int32_t));
+        if (r->key_lengths)
+            desc.attention.key_lengths = klb = run_buffer(ctx, r->key_lengths, B * sizeof(int32_t), NULL);
         if (!xb || (r->memory && !mb) || !ob || ((r->mask || r->bool_mask) && !maskb) || (r->key_lengths && !klb))
             rc = cli_error(CMD, CLI_FAILED, "allocating the device buffers failed");
     }
@@ -383,19 +336,12 @@ static int run_layer(clattn_context *ctx, run_data *r, clattn_dtype dt, const cl
         st = clattn_mha(ctx, w, &desc, &x, r->memory ? &m : NULL, &o, NULL, 0, NULL, NULL);
         if (st) {
             rc = cli_report_status(CMD, ctx, st, "multi-head attention");
-            if (is_bad_input(st)) rc = CLI_USAGE;
+            if (cli_is_input_error(st)) rc = CLI_USAGE;
         }
     }
     if (rc == CLI_OK) {
-        void *bytes = malloc(nx * clattn_dtype_size(dt) + 4);
-        cl_int err = bytes ? clEnqueueReadBuffer(clattn_context_cl_queue(ctx), ob, CL_TRUE, 0,
-                                                 nx * clattn_dtype_size(dt), bytes, 0, NULL, NULL)
-                           : CL_OUT_OF_HOST_MEMORY;
-        if (err == CL_SUCCESS)
-            cla_convert_from_storage(bytes, r->out, nx, dt);
-        else
-            rc = cli_error(CMD, CLI_FAILED, "reading the output back failed: %d", err);
-        free(bytes);
+        cl_int err = run_read_storage(ctx, ob, r->out, nx, dt);
+        if (err != CL_SUCCESS) rc = cli_error(CMD, CLI_FAILED, "reading the output back failed: %d", err);
     }
     cl_mem all[] = {xb, mb, ob, maskb, klb};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i)
@@ -440,14 +386,7 @@ static double check_against_reference(const run_data *r, const clattn_mha_desc *
     ref.out = out;
     double worst = INFINITY;
     *ref_max = 0.0;
-    if (cla_reference_mha(&ref) == 0) {
-        worst = 0.0;
-        for (size_t i = 0; i < n; ++i) {
-            double e = fabs((double)r->out[i] - out[i]);
-            if (!(e <= worst)) worst = e; /* NaN counts as the worst */
-            if (fabs(out[i]) > *ref_max) *ref_max = fabs(out[i]);
-        }
-    }
+    if (cla_reference_mha(&ref) == 0) worst = run_max_error(r->out, out, n, false, ref_max);
     free(out);
     return worst;
 }
@@ -504,32 +443,11 @@ int cmd_run_mha(int argc, char **argv) {
     rc = CLI_OK;
     desc.residual = cli_flag(&cmd, "residual");
     if ((s = cli_value(&cmd, "dtype"))) rc = cli_parse_dtype(CMD, s, &dt);
-    if (rc == CLI_OK && (s = cli_value(&cmd, "causal"))) {
-        if (strcmp(s, "top-left") == 0)
-            desc.attention.causal = CLATTN_CAUSAL_TOP_LEFT;
-        else if (strcmp(s, "bottom-right") == 0)
-            desc.attention.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
-        else
-            rc = cli_error(CMD, CLI_USAGE, "--causal %s: expected top-left or bottom-right", s);
-    }
-    if (rc == CLI_OK && (s = cli_value(&cmd, "impl"))) {
-        if (strcmp(s, "fused") == 0)
-            desc.attention.impl = CLATTN_IMPL_FUSED;
-        else if (strcmp(s, "unfused") == 0)
-            desc.attention.impl = CLATTN_IMPL_UNFUSED;
-        else if (strcmp(s, "auto") != 0)
-            rc = cli_error(CMD, CLI_USAGE, "--impl %s: expected fused, unfused or auto", s);
-    }
+    if (rc == CLI_OK && (s = cli_value(&cmd, "causal"))) rc = cli_parse_causal(CMD, s, &desc.attention.causal);
+    if (rc == CLI_OK && (s = cli_value(&cmd, "impl"))) rc = cli_parse_impl(CMD, s, &desc.attention.impl);
     if (rc == CLI_OK && (s = cli_value(&cmd, "window")))
         rc = cli_parse_window(CMD, s, &desc.attention.window_left, &desc.attention.window_right);
-    if (rc == CLI_OK && (s = cli_value(&cmd, "scale"))) {
-        char *end = NULL;
-        double v = strtod(s, &end);
-        if (end == s || *end || !isfinite(v))
-            rc = cli_error(CMD, CLI_USAGE, "--scale %s: expected a number", s);
-        else
-            desc.attention.scale = (float)v;
-    }
+    if (rc == CLI_OK && (s = cli_value(&cmd, "scale"))) rc = cli_parse_scale(CMD, s, &desc.attention.scale);
     if (rc == CLI_OK) rc = prepare(&cmd, &r);
     if (rc == CLI_OK && !cli_value(&cmd, "out") && !cli_flag(&cmd, "check") && !cli_value(&cmd, "random"))
         rc = cli_error(CMD, CLI_USAGE, "nothing to do: give -o O.npy, --check, or both");
@@ -538,28 +456,20 @@ int cmd_run_mha(int argc, char **argv) {
     if (rc == CLI_OK) rc = run_layer(ctx, &r, dt, &desc);
     const clattn_mha_config *c = &r.cfg;
     if (rc == CLI_OK && (s = cli_value(&cmd, "out"))) {
-        char err[512];
         size_t shape[3] = {r.batch, r.q_len, c->d_model};
         bool two_d = r.x_ndim == 2;
-        if (npy_write(s, NPY_F32, two_d ? 2 : 3, two_d ? shape + 1 : shape, r.out, err, sizeof err) != 0)
-            rc = cli_error(CMD, CLI_FAILED, "writing the output to %s: %s", s, err);
+        rc = run_write_npy(CMD, s, "the output", two_d ? 2 : 3, two_d ? shape + 1 : shape, r.out);
     }
     if (rc == CLI_OK) {
-        static const char *dts[] = {"f32", "f16", "bf16"};
         printf("mha B=%zu Lq=%zu %s%zu d_model=%zu H=%zu Hkv=%zu DK=%zu DV=%zu %s done\n", r.batch, r.q_len,
                r.memory ? "cross Lk=" : "self Lk=", r.memory ? r.mem_len : r.q_len, c->d_model, c->heads,
-               c->kv_heads, c->head_dim, c->v_head_dim, dts[dt]);
+               c->kv_heads, c->head_dim, c->v_head_dim, cli_dtype_name(dt));
         if (cli_flag(&cmd, "check")) {
             double ref_max = 0.0;
             double worst = check_against_reference(&r, &desc, &ref_max);
             const size_t kv_len = r.memory ? r.mem_len : r.q_len;
-            double tol = (8.0 * (1.0 + (double)kv_len) +
-                          4.0 * (double)(c->d_model + c->kv_d_model + c->heads * c->v_head_dim)) *
-                             FLT_EPSILON * (ref_max > 1.0 ? ref_max : 1.0) +
-                         (dt == CLATTN_DTYPE_F16    ? 1.0 / 1024
-                          : dt == CLATTN_DTYPE_BF16 ? 1.0 / 128
-                                                    : 0.0) *
-                             ref_max;
+            double tol = check_mha_rel_tolerance(c, kv_len) * (ref_max > 1.0 ? ref_max : 1.0) +
+                         check_storage_rel_tolerance(dt) * ref_max;
             printf("largest difference from the double-precision reference: %.3g (tolerance %.3g)\n", worst, tol);
             if (!(worst <= tol))
                 rc = cli_error(CMD, CLI_FAILED, "the output differs from the reference by %.3g (tolerance %.3g)",

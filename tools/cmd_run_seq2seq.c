@@ -3,8 +3,6 @@
  * double-precision reference. Sequences are [B, L, width] (or [L, width] for one batch item), weights row-major
  * multiplying from the right, as clattn_seq2seq_weights_host describes them. */
 #define _POSIX_C_SOURCE 200809L
-#include <errno.h>
-#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +11,9 @@
 #include "cli.h"
 #include "dtype.h"
 #include "npy.h"
+#include "check_tolerance.h"
 #include "reference_seq2seq.h"
+#include "run_common.h"
 
 /* Everything one run owns, freed in one place. */
 typedef struct s2s_run {
@@ -60,31 +60,9 @@ static int read_array(const s2s_run *r, const char *opt, const char *path, int n
     return rc;
 }
 
-static float rnd(unsigned *s) {
-    *s = *s * 1664525u + 1013904223u;
-    return ((float)(*s >> 8) / (float)(1u << 24)) * 4.0f - 2.0f;
-}
-
 /* n random values in [-2, 2) times `scale` (weights get 1/sqrt(fan-in), so that tanh is not saturated). */
 static float *random_array(size_t n, float scale, unsigned *seed) {
-    float *x = malloc((n + 1) * sizeof *x);
-    if (x)
-        for (size_t i = 0; i < n; ++i) x[i] = rnd(seed) * scale;
-    return x;
-}
-
-static int parse_sizes(const char *text, size_t *out, int n) {
-    const char *p = text;
-    for (int i = 0; i < n; ++i) {
-        char *end = NULL;
-        errno = 0;
-        unsigned long long v = strtoull(p, &end, 10);
-        if (end == p || errno || v > (1ull << 28)) return -1;
-        out[i] = (size_t)v;
-        if (*end != (i + 1 < n ? ',' : '\0')) return -1;
-        p = end + 1;
-    }
-    return 0;
+    return run_random_array(n, scale, CLATTN_DTYPE_F32, seed);
 }
 
 static bool hidden(clattn_score s) {
@@ -93,7 +71,7 @@ static bool hidden(clattn_score s) {
 
 static int load_random(s2s_run *r, const char *spec) {
     size_t s[6];
-    if (parse_sizes(spec, s, 6) != 0)
+    if (run_parse_sizes(spec, s, 6, 1ull << 28) != 0)
         return cli_error(r->cmd, CLI_USAGE,
                          "--random %s: expected B,Lq,Lk,Dq,Dk,A (six sizes; A is ignored by dot "
                          "and general)",
@@ -179,93 +157,48 @@ static int load_files(s2s_run *r, const cli_command *cmd) {
     return CLI_OK;
 }
 
+/* The seq2seq rules for --mask: [Lq, Lk], [B, Lq, Lk] (the batch, not the single head, leads) or
+ * [B, 1, Lq, Lk], its batch 1 or B. */
+static int check_mask_shape(void *user, const char *path, const npy_array *a, size_t shape[4]) {
+    s2s_run *r = user;
+    if (a->ndim < 2 || a->ndim > 4)
+        return cli_error(r->cmd, CLI_USAGE, "--mask %s: expected [Lq, Lk], [B, Lq, Lk] or [B, 1, Lq, Lk]", path);
+    if (a->ndim == 3) {
+        shape[0] = a->shape[0];
+        shape[1] = 1;
+    }
+    r->mask_batch = shape[0];
+    if (shape[1] != 1 || shape[2] != r->Lq || shape[3] != r->Lk || (shape[0] != 1 && shape[0] != r->B))
+        return cli_error(r->cmd, CLI_USAGE, "--mask %s: shape does not broadcast to [%zu, 1, %zu, %zu]", path, r->B,
+                         r->Lq, r->Lk);
+    return CLI_OK;
+}
+
 static int load_mask_and_lengths(s2s_run *r, const cli_command *cmd) {
-    char err[512];
     const char *path = cli_value(cmd, "mask");
     if (path) {
-        npy_array a;
-        if (npy_read(path, &a, err, sizeof err) != 0)
-            return cli_error(r->cmd, CLI_USAGE, "--mask %s: %s", path, err);
-        size_t shape[4] = {1, 1, 1, 1};
-        int rc = CLI_OK;
-        if (a.ndim < 2 || a.ndim > 4)
-            rc = cli_error(r->cmd, CLI_USAGE, "--mask %s: expected [Lq, Lk], [B, Lq, Lk] or [B, 1, Lq, Lk]", path);
-        for (int i = 0; rc == CLI_OK && i < a.ndim; ++i) shape[4 - a.ndim + i] = a.shape[i];
-        if (a.ndim == 3) { /* [B, Lq, Lk]: the batch, not the (single) head, leads */
-            shape[0] = a.shape[0];
-            shape[1] = 1;
-        }
-        if (rc == CLI_OK &&
-            (shape[1] != 1 || shape[2] != r->Lq || shape[3] != r->Lk || (shape[0] != 1 && shape[0] != r->B)))
-            rc = cli_error(r->cmd, CLI_USAGE, "--mask %s: shape does not broadcast to [%zu, 1, %zu, %zu]", path,
-                           r->B, r->Lq, r->Lk);
-        r->mask_batch = shape[0];
-        if (rc == CLI_OK && (a.dtype == NPY_BOOL || a.dtype == NPY_U8)) {
-            r->bool_mask = malloc(a.count + 1);
-            if (r->bool_mask)
-                memcpy(r->bool_mask, a.data, a.count);
-            else
-                rc = cli_error(r->cmd, CLI_FAILED, "out of host memory");
-        } else if (rc == CLI_OK && !(r->mask = npy_to_f32(&a, err, sizeof err))) {
-            rc = cli_error(r->cmd, CLI_USAGE, "--mask %s: %s (use float32 additive or bool)", path, err);
-        }
-        npy_free(&a);
+        run_mask m = {0};
+        int rc = run_load_mask(r->cmd, path, check_mask_shape, r, &m);
+        r->mask = m.additive;
+        r->bool_mask = m.bool_mask;
         if (rc) return rc;
     }
-    if ((path = cli_value(cmd, "key-lengths"))) {
-        npy_array a;
-        if (npy_read(path, &a, err, sizeof err) != 0)
-            return cli_error(r->cmd, CLI_USAGE, "--key-lengths %s: %s", path, err);
-        int rc = CLI_OK;
-        if (a.ndim != 1 || a.shape[0] != r->B || (a.dtype != NPY_I32 && a.dtype != NPY_I64))
-            rc = cli_error(r->cmd, CLI_USAGE, "--key-lengths %s: expected int32 or int64 of shape [%zu]", path,
-                           r->B);
-        if (rc == CLI_OK && !(r->key_lengths = malloc((r->B + 1) * sizeof(int32_t))))
-            rc = cli_error(r->cmd, CLI_FAILED, "out of host memory");
-        for (size_t b = 0; rc == CLI_OK && b < r->B; ++b) {
-            int64_t x = a.dtype == NPY_I32 ? ((const int32_t *)a.data)[b] : ((const int64_t *)a.data)[b];
-            if (x < 0 || x > (int64_t)r->Lk)
-                rc = cli_error(r->cmd, CLI_USAGE, "--key-lengths %s: value %lld at %zu is outside 0..%zu", path,
-                               (long long)x, b, r->Lk);
-            else
-                r->key_lengths[b] = (int32_t)x;
-        }
-        npy_free(&a);
-        if (rc) return rc;
-    }
+    if ((path = cli_value(cmd, "key-lengths")))
+        return run_load_key_lengths(r->cmd, path, r->B, r->Lk, false, &r->key_lengths);
     return CLI_OK;
 }
 
 /* A device buffer holding n floats converted to `dt` (NULL host: uninitialised), or NULL after printing why. */
-static cl_mem upload(const s2s_run *r, clattn_context *ctx, const void *host, size_t n, clattn_dtype dt,
+static cl_mem upload(const s2s_run *r, clattn_context *ctx, const float *host, size_t n, clattn_dtype dt,
                      const char *what) {
-    size_t bytes = n * clattn_dtype_size(dt);
-    void *tmp = NULL;
-    if (host && dt != CLATTN_DTYPE_F32 && dt != CLATTN_DTYPE_BOOL) {
-        if (!(tmp = malloc(bytes + 1))) return NULL;
-        cla_convert_to_storage(host, tmp, n, dt);
-        host = tmp;
-    }
     cl_int err = CL_SUCCESS;
-    cl_mem m = clCreateBuffer(clattn_context_cl_context(ctx),
-                              CL_MEM_READ_WRITE | (host && bytes ? CL_MEM_COPY_HOST_PTR : 0), bytes ? bytes : 4,
-                              bytes ? (void *)host : NULL, &err);
-    free(tmp);
-    if (err != CL_SUCCESS) {
-        cli_error(r->cmd, CLI_FAILED, "allocating %s on the device failed: %d", what, err);
-        return NULL;
-    }
+    cl_mem m = run_buffer_storage(ctx, host, n, dt, &err);
+    if (!m) cli_error(r->cmd, CLI_FAILED, "allocating %s on the device failed: %d", what, err);
     return m;
 }
 
 static int download(const s2s_run *r, clattn_context *ctx, cl_mem m, float *host, size_t n, clattn_dtype dt) {
-    if (n == 0) return CLI_OK;
-    size_t bytes = n * clattn_dtype_size(dt);
-    void *tmp = dt == CLATTN_DTYPE_F32 ? (void *)host : malloc(bytes);
-    cl_int err = tmp ? clEnqueueReadBuffer(clattn_context_cl_queue(ctx), m, CL_TRUE, 0, bytes, tmp, 0, NULL, NULL)
-                     : CL_OUT_OF_HOST_MEMORY;
-    if (err == CL_SUCCESS && tmp != host) cla_convert_from_storage(tmp, host, n, dt);
-    if (tmp != host) free(tmp);
+    cl_int err = run_read_storage(ctx, m, host, n, dt);
     return err == CL_SUCCESS ? CLI_OK : cli_error(r->cmd, CLI_FAILED, "reading the results back failed: %d", err);
 }
 
@@ -282,10 +215,15 @@ static int run_device(s2s_run *r, clattn_context *ctx, bool want_weights) {
     cl_mem bo = upload(r, ctx, NULL, no, dt, "the context");
     cl_mem bw = want_weights ? upload(r, ctx, NULL, nw, CLATTN_DTYPE_F32, "the weights") : NULL;
     const size_t nm = r->mask_batch * r->Lq * r->Lk;
+    cl_int err = CL_SUCCESS;
     cl_mem bm = r->mask        ? upload(r, ctx, r->mask, nm, CLATTN_DTYPE_F32, "the mask")
-                : r->bool_mask ? upload(r, ctx, r->bool_mask, nm, CLATTN_DTYPE_BOOL, "the mask")
+                : r->bool_mask ? run_buffer(ctx, r->bool_mask, nm, &err)
                                : NULL;
-    cl_mem bkl = r->key_lengths ? upload(r, ctx, r->key_lengths, r->B, CLATTN_DTYPE_F32, "the key lengths") : NULL;
+    if (r->bool_mask && !bm)
+        cli_error(r->cmd, CLI_FAILED, "allocating %s on the device failed: %d", "the mask", err);
+    cl_mem bkl = r->key_lengths ? run_buffer(ctx, r->key_lengths, r->B * sizeof(int32_t), &err) : NULL;
+    if (r->key_lengths && !bkl)
+        cli_error(r->cmd, CLI_FAILED, "allocating %s on the device failed: %d", "the key lengths", err);
     int rc = CLI_OK;
     if (!bq || !bk || !bo || (r->values && !bv) || (want_weights && !bw) || ((r->mask || r->bool_mask) && !bm) ||
         (r->key_lengths && !bkl))
@@ -312,9 +250,8 @@ static int run_device(s2s_run *r, clattn_context *ctx, bool want_weights) {
                       o = clattn_tensor_seq(bo, dt, r->B, r->Lq, r->Dv);
         clattn_status st = clattn_seq2seq_attention(ctx, sw, &d, &q, &k, bv ? &v : NULL, &o, NULL, 0, NULL, NULL);
         if (st != CLATTN_SUCCESS) {
-            bool bad_input = st <= CLATTN_ERROR_INVALID_ARGUMENT && st >= CLATTN_ERROR_SIZE_OVERFLOW;
             rc = cli_report_status(r->cmd, ctx, st, "attention");
-            if (bad_input) rc = CLI_USAGE;
+            if (cli_is_input_error(st)) rc = CLI_USAGE;
         }
     }
     if (rc == CLI_OK) rc = download(r, ctx, bo, r->context, no, dt);
@@ -335,9 +272,12 @@ static double check(const s2s_run *r, double *worst_weights) {
     double worst = INFINITY;
     *worst_weights = 0.0;
     if (q && k && v && out && w) {
-        for (size_t i = 0; i < nq; ++i) q[i] = cla_round_to_dtype(r->query[i], r->storage);
-        for (size_t i = 0; i < nk; ++i) k[i] = cla_round_to_dtype(r->keys[i], r->storage);
-        for (size_t i = 0; r->values && i < nv; ++i) v[i] = cla_round_to_dtype(r->values[i], r->storage);
+        memcpy(q, r->query, nq * sizeof *q);
+        memcpy(k, r->keys, nk * sizeof *k);
+        if (r->values) memcpy(v, r->values, nv * sizeof *v);
+        run_round_to_dtype(q, nq, r->storage);
+        run_round_to_dtype(k, nk, r->storage);
+        run_round_to_dtype(v, r->values ? nv : 0, r->storage);
         cla_ref_seq2seq a = {r->score,
                              r->B,
                              r->Lq,
@@ -361,17 +301,8 @@ static double check(const s2s_run *r, double *worst_weights) {
                              out,
                              w};
         if (cla_reference_seq2seq(&a) == 0) {
-            worst = 0.0;
-            for (size_t i = 0; i < no; ++i) {
-                double e = fabs((double)r->context[i] - out[i]) / (fabs(out[i]) > 1.0 ? fabs(out[i]) : 1.0);
-                if (isnan(e) && !(isnan(r->context[i]) && isnan(out[i]))) e = INFINITY;
-                if (!(e <= worst)) worst = e;
-            }
-            for (size_t i = 0; r->weights && i < nw; ++i) {
-                double e = fabs((double)r->weights[i] - w[i]);
-                if (isnan(e) && !(isnan(r->weights[i]) && isnan(w[i]))) e = INFINITY;
-                if (!(e <= *worst_weights)) *worst_weights = e;
-            }
+            worst = run_max_error(r->context, out, no, true, NULL);
+            if (r->weights) *worst_weights = run_max_error(r->weights, w, nw, false, NULL);
         }
     }
     free(q);
@@ -383,11 +314,8 @@ static double check(const s2s_run *r, double *worst_weights) {
 }
 
 static int write_output(const s2s_run *r, const char *path, const char *what, size_t width, const float *data) {
-    char err[512];
     const size_t shape[3] = {r->B, r->Lq, width};
-    if (npy_write(path, NPY_F32, 3, shape, data, err, sizeof err) != 0)
-        return cli_error(r->cmd, CLI_FAILED, "writing %s to %s: %s", what, path, err);
-    return CLI_OK;
+    return run_write_npy(r->cmd, path, what, 3, shape, data);
 }
 
 static int run_seq2seq(const char *name, bool luong, int argc, char **argv) {
@@ -465,15 +393,12 @@ static int run_seq2seq(const char *name, bool luong, int argc, char **argv) {
         rc = write_output(&r, path, "the context", r.Dv, r.context);
     if (rc == CLI_OK) {
         static const char *scores[] = {"additive", "dot", "general", "concat"};
-        static const char *dts[] = {"f32", "f16", "bf16"};
         printf("%s attention B=%zu Lq=%zu Lk=%zu Dq=%zu Dk=%zu Dv=%zu A=%zu %s\n", scores[r.score], r.B, r.Lq, r.Lk,
-               r.Dq, r.Dk, r.Dv, r.A, dts[r.storage]);
+               r.Dq, r.Dk, r.Dv, r.A, cli_dtype_name(r.storage));
         if (cli_flag(&cmd, "check")) {
             double worst_w = 0.0, worst = check(&r, &worst_w);
-            const size_t red = r.Lk + r.A + (r.Dq > r.Dk ? r.Dq : r.Dk);
-            const double tol = 16.0 * (1.0 + (double)red) * FLT_EPSILON + (r.storage == CLATTN_DTYPE_F16    ? 2e-3
-                                                                           : r.storage == CLATTN_DTYPE_BF16 ? 1.6e-2
-                                                                                                            : 0.0);
+            const double tol =
+                2.0 * check_seq2seq_rel_tolerance(r.Lk, r.A, r.Dq, r.Dk) + check_storage_abs_tolerance(r.storage);
             printf("largest difference from the double-precision reference: context %.3g (relative), weights "
                    "%.3g\n",
                    worst, worst_w);

@@ -11,7 +11,6 @@
  * build (the candidate is compiled with an option the compiler rejects), wrong (its output is perturbed before the
  * check), crash or hang. */
 #define _POSIX_C_SOURCE 200809L
-#include <float.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,6 +19,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "check_tolerance.h"
 #include "dtype.h"
 #include "internal.h"
 #include "reference.h"
@@ -227,10 +227,7 @@ static void evaluate(worker_setup *w, const char *params) {
     cla_convert_from_storage(raw, out, w->no, w->p.dtype);
     free(raw);
     if (fault && strcmp(fault, "wrong") == 0 && w->no) out[w->no / 2] += 1.0f;
-    const double tol =
-        2.0 * (8.0 * (1.0 + (double)w->p.kv_len) * FLT_EPSILON + (w->p.dtype == CLATTN_DTYPE_F16    ? 2e-3
-                                                                  : w->p.dtype == CLATTN_DTYPE_BF16 ? 1.6e-2
-                                                                                                    : 0.0));
+    const double tol = check_sdpa_tolerance(w->p.kv_len, w->p.dtype);
     double worst = 0.0;
     for (size_t i = 0; i < w->no; ++i) {
         double e = fabs((double)out[i] - w->ref[i]);
