@@ -562,22 +562,24 @@ typedef enum clattn_tuning_source {
     CLATTN_TUNING_DEVICE_DEFAULT = 1, /* the database's defaults for this device */
     CLATTN_TUNING_NEAREST = 2,        /* the database entry of the nearest sequence-length bucket */
     CLATTN_TUNING_EXACT = 3,          /* the database entry of this problem class */
-    CLATTN_TUNING_OVERRIDE = 4,       /* CLATTN_FUSED_PARAMS in the environment (kernel development, tests) */
+    CLATTN_TUNING_OVERRIDE = 4,       /* CLATTN_FUSED_PARAMS or CLATTN_SEQ2SEQ_PARAMS in the environment (kernel
+                                         development, tests) */
 } clattn_tuning_source;
 
 /* One problem to look up. Initialise with clattn_tuning_query_init(). */
 typedef struct clattn_tuning_query {
-    const char *operation; /* "sdpa_fused" (the default): the fused attention kernels; "clblast:Xgemm",
-                              "clblast:XgemmDirect", "clblast:GemmRoutine": the CLBlast GEMM parameters this
-                              context's database applied (source EXACT) or none (BUILTIN: CLBlast's own); the
-                              other fields are then unused */
-    size_t head_dim;       /* default 64 */
-    size_t v_head_dim;     /* 0 (the default) means head_dim */
-    clattn_dtype dtype;    /* storage type, default F32 */
-    int mask;              /* 0 none (default), 1 additive, 2 boolean */
-    clattn_causal causal;  /* default CLATTN_CAUSAL_NONE */
-    size_t q_len, kv_len;  /* default 1024 and 1024; a q_len below 8 is a decode step */
-    size_t batch, heads;   /* default 1 and 8 */
+    /* "sdpa_fused" (the default): the fused attention kernels; "seq2seq_additive": the additive (Bahdanau, Luong
+     * concat) kernel, whose head_dim is attn_dim, v_head_dim the value width, and which has no causal flag;
+     * "clblast:Xgemm", "clblast:XgemmDirect", "clblast:GemmRoutine": the CLBlast GEMM parameters this context's
+     * database applied (source EXACT) or none (BUILTIN: CLBlast's own), the other fields then unused. */
+    const char *operation;
+    size_t head_dim;      /* default 64 */
+    size_t v_head_dim;    /* 0 (the default) means head_dim */
+    clattn_dtype dtype;   /* storage type, default F32 */
+    int mask;             /* 0 none (default), 1 additive, 2 boolean */
+    clattn_causal causal; /* default CLATTN_CAUSAL_NONE */
+    size_t q_len, kv_len; /* default 1024 and 1024; a q_len below 8 is a decode step */
+    size_t batch, heads;  /* default 1 and 8 */
 } clattn_tuning_query;
 
 typedef struct clattn_tuning_choice {

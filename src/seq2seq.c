@@ -5,6 +5,7 @@
  * general:     runs scaled dot-product attention with scale 1 on the [B, 1, L, d] views (general projects q W
  * first), whose unfused path provides the weights when asked. */
 #include "seq2seq_internal.h"
+#include "tuning.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -404,10 +405,15 @@ typedef struct additive_params {
 
 /* CLATTN_SEQ2SEQ_PARAMS overrides the kernel's tunables for development, tests and the tuner, as comma-separated
  * key=value pairs: wg (work-items per group), block_n (keys per tile), rows (query rows per group), vec (1, 4 or
- * 8). Anything else is an error, so that a typo cannot silently test the defaults. */
-static clattn_status apply_override(clattn_context *ctx, additive_params *ap) {
+ * 8). Anything else is an error, so that a typo cannot silently test the defaults. Keys left out take the
+ * defaults, and the whole is shrunk to the device's limits (cla_seq2seq_complete in tuning.c). */
+clattn_status cla_seq2seq_override(clattn_context *ctx, const cla_tune_problem *prob, cla_tune_config *c,
+                                   bool *given) {
     const char *env = getenv("CLATTN_SEQ2SEQ_PARAMS");
-    for (const char *p = env; p && *p;) {
+    *given = env && *env;
+    if (!*given) return CLATTN_SUCCESS;
+    for (int i = 0; i < CLA_TUNE_MAX_PARAMS; ++i) c->v[i] = -1;
+    for (const char *p = env; *p;) {
         char key[16];
         long value = 0;
         int used = 0;
@@ -416,13 +422,13 @@ static clattn_status apply_override(clattn_context *ctx, additive_params *ap) {
                 ctx, CLATTN_ERROR_INVALID_ARGUMENT,
                 "CLATTN_SEQ2SEQ_PARAMS='%s': expected key=value pairs (values 1..4096) separated by commas", env);
         if (strcmp(key, "wg") == 0)
-            ap->wg_size = (int)value;
+            c->v[CLA_S2S_WG] = (int)value;
         else if (strcmp(key, "block_n") == 0)
-            ap->block_n = (int)value;
+            c->v[CLA_S2S_BLOCK_N] = (int)value;
         else if (strcmp(key, "rows") == 0)
-            ap->rows = (int)value;
+            c->v[CLA_S2S_ROWS] = (int)value;
         else if (strcmp(key, "vec") == 0 && (value == 1 || value == 4 || value == 8))
-            ap->vec = (int)value;
+            c->v[CLA_S2S_VEC] = (int)value;
         else
             return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
                             "CLATTN_SEQ2SEQ_PARAMS: unknown key or bad value '%s=%ld' (keys: wg, block_n, rows, "
@@ -431,46 +437,39 @@ static clattn_status apply_override(clattn_context *ctx, additive_params *ap) {
         p += used;
         if (*p == ',') ++p;
     }
+    cla_seq2seq_complete(&ctx->info, prob, c);
     return CLATTN_SUCCESS;
 }
 
-/* Defaults by device type, then shrunk to the device's limits. GPUs: a group of 64 work-items shares each tile, one
- * key and a slice of the value columns per work-item. CPUs: one work-item per group, which PoCL runs as a plain
- * loop whose vector score loop (VEC = 8) and contiguous value loop vectorise; several rows share each key's reads.
- */
+/* The parameters for this call: CLATTN_SEQ2SEQ_PARAMS, else the context's tuning database, else the built-in
+ * defaults for the device type (all in tuning.c's description of this kernel). */
 static clattn_status choose_params(clattn_context *ctx, const cla_seq2seq_plan *p, additive_params *ap) {
     const clattn_device_info *d = &ctx->info;
-    const bool cpu = d->type == CLATTN_DEVICE_TYPE_CPU;
-    ap->wg_size = ap->block_n = ap->rows = ap->vec = 0;
-    clattn_status st = apply_override(ctx, ap);
+    cla_tune_problem prob;
+    memset(&prob, 0, sizeof prob);
+    prob.head_dim = p->attn_dim;
+    prob.v_head_dim = p->value_dim;
+    prob.dtype = p->values.dtype;
+    prob.mask_kind = p->mask_kind;
+    prob.batch = p->batch;
+    prob.heads = 1;
+    prob.q_len = p->q_len;
+    prob.kv_len = p->kv_len;
+    cla_tune_choice ch;
+    clattn_status st = cla_tuning_choose(ctx, &cla_tune_op_seq2seq, &prob, &ch);
     if (st != CLATTN_SUCCESS) return st;
-    if (!ap->wg_size) ap->wg_size = cpu ? 1 : 64;
-    if (!ap->block_n) ap->block_n = cpu ? 32 : 64;
-    /* One row for decoder steps, else a block of rows that share each key's reads (a short last block computes
-     * copies of its last row rather than asking for another program). */
-    if (!ap->rows) ap->rows = p->q_len == 1 ? 1 : 4;
-    if (!ap->vec) ap->vec = cpu ? 8 : 4;
-    size_t max_wg = d->max_work_group_size;
-    if (d->max_work_item_sizes[0] && d->max_work_item_sizes[0] < max_wg) max_wg = d->max_work_item_sizes[0];
-    while ((size_t)ap->wg_size > max_wg && ap->wg_size > 1) ap->wg_size /= 2;
-    /* Private memory: each work-item keeps rows x (its value columns) accumulators. */
-    const size_t cols = (p->value_dim + (size_t)ap->wg_size - 1) / (size_t)ap->wg_size;
-    while (ap->rows > 1 && (size_t)ap->rows * cols > 4096) ap->rows /= 2;
-    /* Local memory: the rows' projected queries, v, and two score tiles; keep a little back for the compiler. */
+    ap->wg_size = ch.config.v[CLA_S2S_WG];
+    ap->block_n = ch.config.v[CLA_S2S_BLOCK_N];
+    ap->rows = ch.config.v[CLA_S2S_ROWS];
+    ap->vec = ch.config.v[CLA_S2S_VEC];
+    /* Only the defaults or an override shrunk as far as they go can still miss local memory: an attention width
+     * the device cannot hold (database entries that do not fit are never chosen). */
+    const size_t need = cla_seq2seq_local_bytes(&prob, &ch.config);
     const size_t budget = d->local_mem_bytes > 1024 ? d->local_mem_bytes - 1024 : 0;
-    for (;;) {
-        size_t floats = (size_t)ap->rows * p->attn_dim + p->attn_dim + 2 * (size_t)ap->rows * (size_t)ap->block_n;
-        if (floats * sizeof(float) <= budget) break;
-        if (ap->rows > 1)
-            ap->rows /= 2;
-        else if (ap->block_n > 1)
-            ap->block_n /= 2;
-        else
-            return cla_fail(ctx, CLATTN_ERROR_DEVICE_LIMIT,
-                            "clattn_seq2seq_attention: attn_dim %zu needs %zu bytes of local memory but '%s' has "
-                            "%llu",
-                            p->attn_dim, floats * sizeof(float), d->name, (unsigned long long)d->local_mem_bytes);
-    }
+    if (need > budget)
+        return cla_fail(ctx, CLATTN_ERROR_DEVICE_LIMIT,
+                        "clattn_seq2seq_attention: attn_dim %zu needs %zu bytes of local memory but '%s' has %llu",
+                        p->attn_dim, need, d->name, (unsigned long long)d->local_mem_bytes);
     return CLATTN_SUCCESS;
 }
 

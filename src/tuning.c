@@ -109,11 +109,90 @@ static const char *fused_check(const clattn_device_info *d, const cla_tune_probl
 
 const cla_tune_op cla_tune_op_sdpa_fused = {
     "sdpa_fused",  fused_sources, CLA_FUSED_PARAM_COUNT,   fused_params,
-    fused_builtin, fused_check,   cla_sdpa_fused_override,
+    fused_builtin, fused_check,   cla_sdpa_fused_override, NULL,
 };
 
-/* Further operations (the additive attention kernel, the unfused helper kernels) are entries of this list. */
-static const cla_tune_op *const all_ops[] = {&cla_tune_op_sdpa_fused, NULL};
+/* ---- the additive (Bahdanau / Luong concat) attention kernel (kernels_cl/seq2seq.cl) ---- */
+
+static const char *const seq2seq_sources[] = {"seq2seq", NULL}; /* loaded with the common.cl prelude */
+
+/* Values the tuner tries. wg: work-items sharing a tile (one key and a slice of the value columns each); block_n:
+ * keys per tile; rows: query rows sharing each key's reads; vec: the vector width of the score loop. */
+static const cla_tune_param seq2seq_params[CLA_S2S_PARAM_COUNT] = {
+    {"wg", 9, {1, 2, 4, 8, 16, 32, 64, 128, 256}, NULL, 0},
+    {"block_n", 6, {8, 16, 32, 64, 128, 256}, NULL, 0},
+    {"rows", 5, {1, 2, 4, 8, 16}, NULL, 0},
+    {"vec", 3, {1, 4, 8}, NULL, 0},
+};
+
+/* Each work-item keeps rows x (its share of the value columns) accumulators in private memory. */
+#define S2S_MAX_ACCUMULATORS 4096
+
+static size_t s2s_cols(const cla_tune_problem *p, int wg) {
+    return (p->v_head_dim + (size_t)wg - 1) / (size_t)(wg > 0 ? wg : 1);
+}
+
+size_t cla_seq2seq_local_bytes(const cla_tune_problem *p, const cla_tune_config *c) {
+    /* The rows' projected queries, v, and the score and probability tiles. */
+    const size_t rows = (size_t)c->v[CLA_S2S_ROWS], block_n = (size_t)c->v[CLA_S2S_BLOCK_N];
+    return (rows * p->head_dim + p->head_dim + 2 * rows * block_n) * sizeof(float);
+}
+
+/* GPUs: a group of 64 work-items shares each tile, one key and a slice of the value columns per work-item. CPUs:
+ * one work-item per group, which PoCL runs as a plain loop whose vector score loop (vec 8) and contiguous value
+ * loop vectorise; several rows share each key's reads (one row for a decoder step). */
+void cla_seq2seq_complete(const clattn_device_info *d, const cla_tune_problem *p, cla_tune_config *c) {
+    int *v = c->v;
+    const bool cpu = d->type == CLATTN_DEVICE_TYPE_CPU;
+    if (v[CLA_S2S_WG] < 1) v[CLA_S2S_WG] = cpu ? 1 : 64;
+    if (v[CLA_S2S_BLOCK_N] < 1) v[CLA_S2S_BLOCK_N] = cpu ? 32 : 64;
+    /* A short last block of rows computes copies of its last row rather than asking for another program. */
+    if (v[CLA_S2S_ROWS] < 1) v[CLA_S2S_ROWS] = p->q_len == 1 ? 1 : 4;
+    if (v[CLA_S2S_VEC] < 1) v[CLA_S2S_VEC] = cpu ? 8 : 4;
+    const size_t max_wg = max_group(d);
+    while ((size_t)v[CLA_S2S_WG] > max_wg && v[CLA_S2S_WG] > 1) v[CLA_S2S_WG] /= 2;
+    while (v[CLA_S2S_ROWS] > 1 && (size_t)v[CLA_S2S_ROWS] * s2s_cols(p, v[CLA_S2S_WG]) > S2S_MAX_ACCUMULATORS)
+        v[CLA_S2S_ROWS] /= 2;
+    const size_t budget = local_budget(d);
+    while (cla_seq2seq_local_bytes(p, c) > budget) {
+        if (v[CLA_S2S_ROWS] > 1)
+            v[CLA_S2S_ROWS] /= 2;
+        else if (v[CLA_S2S_BLOCK_N] > 1)
+            v[CLA_S2S_BLOCK_N] /= 2;
+        else
+            break; /* the attention width alone does not fit: the check reports it */
+    }
+}
+
+static void seq2seq_builtin(const clattn_device_info *d, const cla_tune_problem *p, cla_tune_config *out) {
+    for (int i = 0; i < CLA_TUNE_MAX_PARAMS; ++i) out->v[i] = -1;
+    cla_seq2seq_complete(d, p, out);
+}
+
+static const char *seq2seq_check(const clattn_device_info *d, const cla_tune_problem *p, const cla_tune_config *c) {
+    const int wg = c->v[CLA_S2S_WG], block_n = c->v[CLA_S2S_BLOCK_N], rows = c->v[CLA_S2S_ROWS];
+    const int vec = c->v[CLA_S2S_VEC];
+    if (wg < 1 || block_n < 1 || block_n > 4096 || rows < 1 || rows > 4096)
+        return "wg, block_n or rows out of range";
+    if (vec != 1 && vec != 4 && vec != 8) return "vec must be 1, 4 or 8";
+    if ((size_t)wg > max_group(d)) return "work-group larger than the device allows";
+    if ((size_t)rows * s2s_cols(p, wg) > S2S_MAX_ACCUMULATORS)
+        return "per-work-item accumulators too large for private memory";
+    if (cla_seq2seq_local_bytes(p, c) > local_budget(d))
+        return "query rows and score tiles larger than local memory";
+    /* Extra rows of a group past the last query only compute copies of it. */
+    if (p->q_len == 1 && rows > 1) return "a single query row takes one row per group";
+    return NULL;
+}
+
+const cla_tune_op cla_tune_op_seq2seq = {
+    "seq2seq_additive", seq2seq_sources, CLA_S2S_PARAM_COUNT,  seq2seq_params,
+    seq2seq_builtin,    seq2seq_check,   cla_seq2seq_override, "additive",
+};
+
+/* Further operations (the unfused helper kernels) are entries of this list. The database keeps a source hash per
+ * entry of it (cla_tuning_state.hashes), so it holds at most 8. */
+static const cla_tune_op *const all_ops[] = {&cla_tune_op_sdpa_fused, &cla_tune_op_seq2seq, NULL};
 
 const cla_tune_op *const *cla_tune_ops(void) {
     return all_ops;
@@ -236,19 +315,33 @@ cla_tune_class cla_tune_class_of(const cla_tune_problem *p) {
     c.mask_kind = p->mask_kind;
     c.causal = p->causal ? 1 : 0;
     c.phase = p->q_len < 8 ? CLA_PHASE_DECODE : CLA_PHASE_PREFILL;
+    c.v_dim = -1;
     c.seq = cla_tune_seq_bucket(p->kv_len);
+    return c;
+}
+
+cla_tune_class cla_tune_op_class_of(const cla_tune_op *op, const cla_tune_problem *p) {
+    cla_tune_class c = cla_tune_class_of(p);
+    if (op && op->shape_prefix) {
+        c.v_dim = (int)(p->v_head_dim > 65536 ? 65536 : p->v_head_dim);
+        c.causal = 0;
+    }
     return c;
 }
 
 static const char *const dtype_tokens[] = {"f32", "f16", "bf16"};
 static const char *const mask_tokens[] = {"nomask", "additive", "bool"};
 
-void cla_tune_class_format(const cla_tune_class *c, char *out, size_t size) {
-    char parts[6][24];
+/* `prefix`: an operation's shape_prefix, which starts the text and names the widths "a" and "v"; NULL for an
+ * attention class. */
+static void format_class(const cla_tune_class *c, const char *prefix, char *out, size_t size) {
+    char parts[8][24];
     size_t n = 0;
+    if (prefix) snprintf(parts[n++], sizeof parts[0], "%s", prefix);
     if (c->phase >= 0)
         snprintf(parts[n++], sizeof parts[0], "%s", c->phase == CLA_PHASE_DECODE ? "decode" : "prefill");
-    if (c->head_dim >= 0) snprintf(parts[n++], sizeof parts[0], "d%d", c->head_dim);
+    if (c->head_dim >= 0) snprintf(parts[n++], sizeof parts[0], "%s%d", prefix ? "a" : "d", c->head_dim);
+    if (c->v_dim >= 0) snprintf(parts[n++], sizeof parts[0], "v%d", c->v_dim);
     if (c->seq >= 0) snprintf(parts[n++], sizeof parts[0], "L%ld", c->seq);
     if (c->dtype >= 0 && c->dtype < 3) snprintf(parts[n++], sizeof parts[0], "%s", dtype_tokens[c->dtype]);
     /* Not causal and no mask are left out: they are what the parser fills in for a concrete class. */
@@ -265,6 +358,14 @@ void cla_tune_class_format(const cla_tune_class *c, char *out, size_t size) {
     }
 }
 
+void cla_tune_class_format(const cla_tune_class *c, char *out, size_t size) {
+    format_class(c, NULL, out, size);
+}
+
+void cla_tune_op_class_format(const cla_tune_op *op, const cla_tune_class *c, char *out, size_t size) {
+    format_class(c, op ? op->shape_prefix : NULL, out, size);
+}
+
 static bool parse_number(const char *s, long lo, long hi, long *out) {
     char *end = NULL;
     if (!*s) return false;
@@ -274,11 +375,13 @@ static bool parse_number(const char *s, long lo, long hi, long *out) {
     return true;
 }
 
-bool cla_tune_class_parse(const char *text, bool concrete, cla_tune_class *c, char *why, size_t why_size) {
-    c->head_dim = c->dtype = c->mask_kind = c->causal = c->phase = -1;
+/* The tokens of a class after the operation's prefix (`text` is the whole class, for messages). With `prefixed`
+ * (an operation with a shape_prefix): "aN" and "vN" are the widths, and there is neither "dN" nor a causal flag. */
+static bool parse_tokens(const char *text, const char *p, bool prefixed, bool concrete, cla_tune_class *c,
+                         char *why, size_t why_size) {
+    c->head_dim = c->dtype = c->mask_kind = c->causal = c->phase = c->v_dim = -1;
     c->seq = -1;
-    const char *p = text;
-    if (strcmp(text, "*") == 0) p = "";
+    if (strcmp(p, "*") == 0) p = "";
     while (*p) {
         size_t len = strcspn(p, ":");
         char tok[32];
@@ -294,12 +397,14 @@ bool cla_tune_class_parse(const char *text, bool concrete, cla_tune_class *c, ch
             c->phase = CLA_PHASE_PREFILL;
         else if (strcmp(tok, "decode") == 0)
             c->phase = CLA_PHASE_DECODE;
-        else if (strcmp(tok, "causal") == 0)
+        else if (!prefixed && strcmp(tok, "causal") == 0)
             c->causal = 1;
-        else if (strcmp(tok, "noncausal") == 0)
+        else if (!prefixed && strcmp(tok, "noncausal") == 0)
             c->causal = 0;
-        else if (tok[0] == 'd' && parse_number(tok + 1, 1, 65536, &n))
+        else if (tok[0] == (prefixed ? 'a' : 'd') && parse_number(tok + 1, 1, 65536, &n))
             c->head_dim = (int)n;
+        else if (prefixed && tok[0] == 'v' && parse_number(tok + 1, 1, 65536, &n))
+            c->v_dim = (int)n;
         else if (tok[0] == 'L' && parse_number(tok + 1, 1, 1L << 30, &n))
             c->seq = cla_tune_seq_bucket((size_t)n);
         else {
@@ -311,8 +416,10 @@ bool cla_tune_class_parse(const char *text, bool concrete, cla_tune_class *c, ch
         }
         if (!ok) {
             cla_write_message(why, why_size,
-                              "class '%s': unknown part '%s' (expected prefill|decode, dN, LN, f32|f16|bf16, "
-                              "causal|noncausal, nomask|additive|bool)",
+                              prefixed ? "class '%s': unknown part '%s' (expected prefill|decode, aN, vN, LN, "
+                                         "f32|f16|bf16, nomask|additive|bool)"
+                                       : "class '%s': unknown part '%s' (expected prefill|decode, dN, LN, "
+                                         "f32|f16|bf16, causal|noncausal, nomask|additive|bool)",
                               text, tok);
             return false;
         }
@@ -320,16 +427,47 @@ bool cla_tune_class_parse(const char *text, bool concrete, cla_tune_class *c, ch
         if (*p == ':') ++p;
     }
     if (concrete) {
+        if (prefixed && c->phase < 0) c->phase = CLA_PHASE_PREFILL;
         if (c->phase < 0 || c->head_dim < 0 || c->seq < 0) {
-            cla_write_message(why, why_size, "class '%s' needs prefill or decode, a head dim dN and a length LN",
+            cla_write_message(why, why_size,
+                              prefixed ? "class '%s' needs an attention width aN and a length LN"
+                                       : "class '%s' needs prefill or decode, a head dim dN and a length LN",
                               text);
             return false;
         }
+        if (prefixed && c->v_dim < 0) c->v_dim = c->head_dim;
         if (c->dtype < 0) c->dtype = CLATTN_DTYPE_F32;
         if (c->mask_kind < 0) c->mask_kind = 0;
         if (c->causal < 0) c->causal = 0;
     }
     return true;
+}
+
+bool cla_tune_class_parse(const char *text, bool concrete, cla_tune_class *c, char *why, size_t why_size) {
+    return parse_tokens(text, text, false, concrete, c, why, why_size);
+}
+
+bool cla_tune_shape_parse(const char *text, const cla_tune_op **op, cla_tune_class *c, char *why, size_t why_size) {
+    const size_t first = strcspn(text, ":");
+    for (size_t i = 0; all_ops[i]; ++i) {
+        const char *prefix = all_ops[i]->shape_prefix;
+        if (!prefix || strlen(prefix) != first || strncmp(text, prefix, first) != 0) continue;
+        const char *rest = text[first] == ':' ? text + first + 1 : text + first;
+        if (parse_tokens(text, rest, true, true, c, why, why_size)) {
+            *op = all_ops[i];
+            return true;
+        }
+        /* "additive" is also the mask token of attention classes, which take their parts in any order:
+         * "additive:prefill:d64:L512" stays what it always was. */
+        char attention_why[256];
+        if (parse_tokens(text, text, false, true, c, attention_why, sizeof attention_why)) {
+            *op = &cla_tune_op_sdpa_fused;
+            return true;
+        }
+        return false; /* with the reason of the prefixed form */
+    }
+    *op = &cla_tune_op_sdpa_fused;
+    return parse_tokens(text, text, false, true, c, why, why_size);
 }
 
 cla_tune_problem cla_tune_class_problem(const cla_tune_class *c) {
@@ -343,5 +481,23 @@ cla_tune_problem cla_tune_class_problem(const cla_tune_class *c) {
     p.heads = 8;
     p.kv_len = (size_t)(c->seq > 0 ? c->seq : 1024);
     p.q_len = c->phase == CLA_PHASE_DECODE ? 1 : p.kv_len;
+    return p;
+}
+
+cla_tune_problem cla_tune_op_class_problem(const cla_tune_op *op, const cla_tune_class *c) {
+    if (!op || !op->shape_prefix) return cla_tune_class_problem(c);
+    /* Seq2seq attention: prefill is one sequence, whose query rows fill the device; a decoder step is one query
+     * row per sequence, so a batch of 8 (as beam search or batched decoding runs it) gives the device work. */
+    cla_tune_problem p;
+    memset(&p, 0, sizeof p);
+    p.head_dim = (size_t)(c->head_dim > 0 ? c->head_dim : 128);
+    p.v_head_dim = c->v_dim > 0 ? (size_t)c->v_dim : p.head_dim;
+    p.dtype = c->dtype >= 0 ? (clattn_dtype)c->dtype : CLATTN_DTYPE_F32;
+    p.mask_kind = c->mask_kind > 0 ? c->mask_kind : 0;
+    p.heads = 1;
+    p.kv_len = (size_t)(c->seq > 0 ? c->seq : 512);
+    const bool decode = c->phase == CLA_PHASE_DECODE;
+    p.batch = decode ? 8 : 1;
+    p.q_len = decode ? 1 : p.kv_len;
     return p;
 }

@@ -44,13 +44,16 @@ typedef struct cla_tune_problem {
 } cla_tune_problem;
 
 /* A problem class: what a database entry applies to. In database entries a field of -1 is a wildcard (an entry
- * with wildcards is a device default); classes of concrete problems have every field set. */
+ * with wildcards is a device default); classes of concrete problems have every field their operation keys set
+ * (v_dim only for operations whose classes key the value width; it stays -1 for the attention kernels, whose
+ * value head dim is their head dim). */
 typedef struct cla_tune_class {
-    int head_dim;
-    int dtype; /* clattn_dtype */
+    int head_dim; /* the attention kernels' head dim; seq2seq_additive: the attention (hidden) width */
+    int dtype;    /* clattn_dtype */
     int mask_kind;
     int causal; /* 0 or 1 */
     int phase;  /* CLA_PHASE_* */
+    int v_dim;  /* seq2seq_additive: the value width; -1 for operations that do not key it */
     long seq;   /* sequence-length bucket: the key length rounded up to a power of two */
 } cla_tune_class;
 
@@ -67,6 +70,10 @@ typedef struct cla_tune_op {
     /* The environment's override for kernel development and tests, or NULL if the operation has none: sets *given
      * and fills `c` when one is set; an error status for a malformed one (a typo must not test the defaults). */
     clattn_status (*override)(clattn_context *ctx, const cla_tune_problem *p, cla_tune_config *c, bool *given);
+    /* NULL for attention classes ("prefill:d64:L1024:causal"). Otherwise the word that starts the operation's
+     * classes in --shapes and in displays ("additive"), and its classes read the other way: "aN" is the attention
+     * width (kept in head_dim), "vN" the value width (v_dim), and there is no causal flag. */
+    const char *shape_prefix;
 } cla_tune_op;
 
 /* The operations, NULL-terminated, and one by name (NULL if unknown). */
@@ -105,6 +112,27 @@ void cla_sdpa_fused_complete(const clattn_device_info *d, const cla_tune_problem
 clattn_status cla_sdpa_fused_override(clattn_context *ctx, const cla_tune_problem *p, cla_tune_config *c,
                                       bool *given);
 
+/* The additive (Bahdanau, and Luong concat) attention kernel of kernels_cl/seq2seq.cl, by index in its
+ * description. Its problem: head_dim is the attention width, v_head_dim the value width, dtype the values'
+ * storage type, q_len and kv_len the query and key lengths, batch the batch. */
+enum {
+    CLA_S2S_WG = 0,  /* work-items per group */
+    CLA_S2S_BLOCK_N, /* keys per tile */
+    CLA_S2S_ROWS,    /* query rows per group */
+    CLA_S2S_VEC,     /* vector width of the score loop: 1, 4 or 8 */
+    CLA_S2S_PARAM_COUNT
+};
+extern const cla_tune_op cla_tune_op_seq2seq;
+/* Completes a partial configuration (fields of -1 unset, as CLATTN_SEQ2SEQ_PARAMS leaves them) with the device
+ * type's defaults, then shrinks it towards the device's limits (work-group size, private accumulators, local
+ * memory). The result may still not fit local memory when the attention width alone is too large: the check
+ * says so. */
+void cla_seq2seq_complete(const clattn_device_info *d, const cla_tune_problem *p, cla_tune_config *c);
+/* CLATTN_SEQ2SEQ_PARAMS (seq2seq.c). */
+clattn_status cla_seq2seq_override(clattn_context *ctx, const cla_tune_problem *p, cla_tune_config *c, bool *given);
+/* Bytes of local memory a configuration needs for a problem. */
+size_t cla_seq2seq_local_bytes(const cla_tune_problem *p, const cla_tune_config *c);
+
 /* Classes. */
 long cla_tune_seq_bucket(size_t len);
 cla_tune_class cla_tune_class_of(const cla_tune_problem *p);
@@ -117,6 +145,17 @@ bool cla_tune_class_parse(const char *text, bool concrete, cla_tune_class *c, ch
 /* The problem the tuner times for a concrete class: batch 1, 8 heads, the bucket's length (one query for
  * decode). */
 cla_tune_problem cla_tune_class_problem(const cla_tune_class *c);
+
+/* The same for any operation: the class of a problem as `op` keys it (cla_tune_class_of for the attention
+ * kernels; with v_dim and without the causal flag for an operation with a shape_prefix), its text
+ * ("additive:decode:a256:v256:L2048:f32" for those), and the problem the tuner times for it. */
+cla_tune_class cla_tune_op_class_of(const cla_tune_op *op, const cla_tune_problem *p);
+void cla_tune_op_class_format(const cla_tune_op *op, const cla_tune_class *c, char *out, size_t size);
+cla_tune_problem cla_tune_op_class_problem(const cla_tune_op *op, const cla_tune_class *c);
+/* A class of --shapes with its operation: "additive:..." (an operation's shape_prefix first) or an attention class
+ * (the fused kernels). Concrete: for the prefixed form, the phase defaults to prefill, the value width to the
+ * attention width, dtype and mask to f32 and none. */
+bool cla_tune_shape_parse(const char *text, const cla_tune_op **op, cla_tune_class *c, char *why, size_t why_size);
 
 /* ---- the database (tuning_db.c) ---- */
 

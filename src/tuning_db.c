@@ -10,7 +10,8 @@
  *                 "params": {"variant": "cpu", "rows": 24, "block_n": 48, ...},
  *                 "ms": 1.23, "default_ms": 1.61}]}
  *
- * A class field left out is a wildcard: an entry whose class has no "seq" is a device default. */
+ * A class field left out is a wildcard: an entry whose class has no "seq" is a device default. Classes of the
+ * seq2seq_additive kernel also key the value width, "v_dim" (and their "head_dim" is the attention width). */
 #define _POSIX_C_SOURCE 200809L
 #include "tuning.h"
 
@@ -63,7 +64,7 @@ static const char *const dtype_names[] = {"f32", "f16", "bf16"};
 static const char *const mask_names[] = {"none", "additive", "bool"};
 
 static const char *parse_class(const cJSON *o, cla_tune_class *c) {
-    c->head_dim = c->dtype = c->mask_kind = c->causal = c->phase = -1;
+    c->head_dim = c->dtype = c->mask_kind = c->causal = c->phase = c->v_dim = -1;
     c->seq = -1;
     if (!cJSON_IsObject(o)) return "'class' is not an object";
     const cJSON *it;
@@ -76,6 +77,9 @@ static const char *parse_class(const cJSON *o, cla_tune_class *c) {
         } else if (strcmp(k, "head_dim") == 0) {
             if (!get_int(it, 1, 65536, &n)) return "class 'head_dim' must be a whole number from 1 to 65536";
             c->head_dim = (int)n;
+        } else if (strcmp(k, "v_dim") == 0) {
+            if (!get_int(it, 1, 65536, &n)) return "class 'v_dim' must be a whole number from 1 to 65536";
+            c->v_dim = (int)n;
         } else if (strcmp(k, "seq") == 0) {
             if (!get_int(it, 1, 1L << 30, &n) || (n & (n - 1)) != 0)
                 return "class 'seq' must be a power of two up to 2^30";
@@ -243,6 +247,7 @@ static cJSON *class_json(const cla_tune_class *c) {
     if (!o) return NULL;
     if (c->phase >= 0 && c->phase < 2) cJSON_AddStringToObject(o, "phase", phase_names[c->phase]);
     if (c->head_dim >= 0) cJSON_AddNumberToObject(o, "head_dim", c->head_dim);
+    if (c->v_dim >= 0) cJSON_AddNumberToObject(o, "v_dim", c->v_dim);
     if (c->seq >= 0) cJSON_AddNumberToObject(o, "seq", (double)c->seq);
     if (c->dtype >= 0 && c->dtype < 3) cJSON_AddStringToObject(o, "dtype", dtype_names[c->dtype]);
     if (c->causal >= 0) cJSON_AddBoolToObject(o, "causal", c->causal != 0);
@@ -553,7 +558,9 @@ void cla_tuning_match(const clattn_context *log_ctx, const cla_tuning_db *db, co
     out->source = CLATTN_TUNING_BUILTIN;
     op->builtin(d, p, &out->config);
     if (!db || !source_hash) return;
-    const cla_tune_class q = cla_tune_class_of(p);
+    const cla_tune_class q = cla_tune_op_class_of(op, p);
+    /* The fields a class of this operation has: an entry that gives all of them is the class of a problem. */
+    const int full = 5 + (q.v_dim >= 0);
     /* Rank: exact class, then nearest bucket (closest in log2), then device defaults (most fields given). */
     long best_rank = -1;
     for (size_t i = 0; i < db->count; ++i) {
@@ -562,16 +569,16 @@ void cla_tuning_match(const clattn_context *log_ctx, const cla_tuning_db *db, co
         const cla_tune_class *c = &e->cls;
         if ((c->head_dim >= 0 && c->head_dim != q.head_dim) || (c->dtype >= 0 && c->dtype != q.dtype) ||
             (c->mask_kind >= 0 && c->mask_kind != q.mask_kind) || (c->causal >= 0 && c->causal != q.causal) ||
-            (c->phase >= 0 && c->phase != q.phase))
+            (c->phase >= 0 && c->phase != q.phase) || (c->v_dim >= 0 && c->v_dim != q.v_dim))
             continue;
-        const int given =
-            (c->head_dim >= 0) + (c->dtype >= 0) + (c->mask_kind >= 0) + (c->causal >= 0) + (c->phase >= 0);
+        const int given = (c->head_dim >= 0) + (c->dtype >= 0) + (c->mask_kind >= 0) + (c->causal >= 0) +
+                          (c->phase >= 0) + (c->v_dim >= 0);
         const int distance = c->seq >= 0 ? abs(log2_of(c->seq) - log2_of(q.seq)) : 31;
         clattn_tuning_source source;
         long rank;
-        if (given == 5 && distance == 0)
+        if (given == full && distance == 0)
             source = CLATTN_TUNING_EXACT, rank = 3000000;
-        else if (given == 5 && c->seq >= 0)
+        else if (given == full && c->seq >= 0)
             source = CLATTN_TUNING_NEAREST, rank = 2000000 - distance;
         else
             source = CLATTN_TUNING_DEVICE_DEFAULT, rank = 1000000 + given * 100 - distance;
@@ -586,7 +593,7 @@ void cla_tuning_match(const clattn_context *log_ctx, const cla_tuning_db *db, co
             bad = op->check(d, p, &cfg);
         if (bad) {
             char cls[CLA_TUNE_CLASS_TEXT];
-            cla_tune_class_format(c, cls, sizeof cls);
+            cla_tune_op_class_format(op, c, cls, sizeof cls);
             if (log_ctx)
                 cla_log(log_ctx, CLATTN_LOG_WARNING, "tuning entry %s [%s] '%s' cannot be used here: %s", op->name,
                         cls, e->params, bad);
@@ -701,10 +708,10 @@ clattn_status clattn_tuning_lookup(clattn_context *ctx, const clattn_tuning_quer
     memset(choice, 0, sizeof *choice);
     choice->source = ch.source;
     cla_tune_config_format(op, &ch.config, choice->params, sizeof choice->params);
-    cla_tune_class qc = cla_tune_class_of(&p);
-    cla_tune_class_format(&qc, choice->query_class, sizeof choice->query_class);
+    cla_tune_class qc = cla_tune_op_class_of(op, &p);
+    cla_tune_op_class_format(op, &qc, choice->query_class, sizeof choice->query_class);
     if (ch.entry) {
-        cla_tune_class_format(&ch.entry->cls, choice->entry_class, sizeof choice->entry_class);
+        cla_tune_op_class_format(op, &ch.entry->cls, choice->entry_class, sizeof choice->entry_class);
         choice->tuned_ms = ch.entry->ms;
         choice->default_ms = ch.entry->default_ms;
     }

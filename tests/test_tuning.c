@@ -288,6 +288,163 @@ static void space_and_configs(void **state) {
     assert_false(cla_tune_class_parse("prefill:d64:L64:f8", true, (cla_tune_class[1]){0}, why, sizeof why));
 }
 
+/* ---- the additive (seq2seq) attention kernel: a second operation in the same database ---- */
+
+static char *s2s_entry_json(const char *hash, const char *cls, const char *params) {
+    char *s = malloc(1024);
+    snprintf(s, 1024, "{\"op\":\"seq2seq_additive\",\"source_hash\":\"%s\",\"class\":%s,\"params\":%s,\"ms\":2}",
+             hash, cls, params);
+    return s;
+}
+
+static cla_tune_problem s2s_problem(const char *shape) {
+    const cla_tune_op *op = NULL;
+    cla_tune_class c;
+    char why[256];
+    if (!cla_tune_shape_parse(shape, &op, &c, why, sizeof why)) fail_msg("%s: %s", shape, why);
+    assert_ptr_equal(op, &cla_tune_op_seq2seq);
+    return cla_tune_op_class_problem(op, &c);
+}
+
+static void s2s_choose(const cla_tuning_db *db, const char *hash, const char *shape, cla_tune_choice *ch,
+                       char *params, size_t size) {
+    clattn_device_info d = fake_cpu();
+    cla_tune_problem p = s2s_problem(shape);
+    cla_tuning_match(NULL, db, hash, &d, &cla_tune_op_seq2seq, &p, ch);
+    cla_tune_config_format(&cla_tune_op_seq2seq, &ch->config, params, size);
+}
+
+static void seq2seq_shapes_and_defaults(void **state) {
+    (void)state;
+    const cla_tune_op *op = NULL;
+    cla_tune_class c;
+    char why[256], text[CLA_TUNE_CLASS_TEXT];
+    assert_ptr_equal(cla_tune_op_find("seq2seq_additive"), &cla_tune_op_seq2seq);
+    /* The prefixed form: prefill unless it says decode, the value width that of attention unless given. */
+    assert_true(cla_tune_shape_parse("additive:a256:L512", &op, &c, why, sizeof why));
+    assert_ptr_equal(op, &cla_tune_op_seq2seq);
+    cla_tune_op_class_format(op, &c, text, sizeof text);
+    assert_string_equal(text, "additive:prefill:a256:v256:L512:f32");
+    assert_true(cla_tune_shape_parse("additive:decode:a128:v64:L1500:f16:bool", &op, &c, why, sizeof why));
+    cla_tune_op_class_format(op, &c, text, sizeof text);
+    assert_string_equal(text, "additive:decode:a128:v64:L2048:f16:bool");
+    cla_tune_problem p = cla_tune_op_class_problem(op, &c);
+    assert_int_equal(p.head_dim, 128);
+    assert_int_equal(p.v_head_dim, 64);
+    assert_int_equal(p.q_len, 1);
+    assert_int_equal(p.kv_len, 2048);
+    /* The round trip through the text the worker is given. */
+    cla_tune_class back;
+    assert_true(cla_tune_shape_parse(text, &op, &back, why, sizeof why));
+    assert_memory_equal(&back, &c, sizeof c);
+    /* "additive" first is still the mask of an attention class when the rest is one. */
+    assert_true(cla_tune_shape_parse("additive:prefill:d64:L512", &op, &c, why, sizeof why));
+    assert_ptr_equal(op, &cla_tune_op_sdpa_fused);
+    assert_int_equal(c.mask_kind, 1);
+    assert_true(cla_tune_shape_parse("prefill:d64:L512", &op, &c, why, sizeof why));
+    assert_ptr_equal(op, &cla_tune_op_sdpa_fused);
+    assert_int_equal(c.v_dim, -1);
+    /* No causal flag, no head dim, and a width is needed. */
+    assert_false(cla_tune_shape_parse("additive:a64:L512:causal", &op, &c, why, sizeof why));
+    assert_false(cla_tune_shape_parse("additive:L512", &op, &c, why, sizeof why));
+    assert_non_null(strstr(why, "aN"));
+    /* The built-in defaults are the kernel's from before the tuner: CPU one work-item groups, 4 rows (1 for a
+     * decoder step), 32-key tiles, float8 scores; GPU groups of 64, 64-key tiles, float4. */
+    clattn_device_info d = fake_cpu();
+    cla_tune_config cfg;
+    p = s2s_problem("additive:a256:L512");
+    cla_tune_op_seq2seq.builtin(&d, &p, &cfg);
+    cla_tune_config_format(&cla_tune_op_seq2seq, &cfg, text, sizeof text);
+    assert_string_equal(text, "wg=1,block_n=32,rows=4,vec=8");
+    assert_null(cla_tune_op_seq2seq.check(&d, &p, &cfg));
+    p = s2s_problem("additive:decode:a256:L512");
+    cla_tune_op_seq2seq.builtin(&d, &p, &cfg);
+    assert_int_equal(cfg.v[CLA_S2S_ROWS], 1);
+    d.type = CLATTN_DEVICE_TYPE_GPU;
+    d.max_work_group_size = d.max_work_item_sizes[0] = 256;
+    cla_tune_op_seq2seq.builtin(&d, &p, &cfg);
+    cla_tune_config_format(&cla_tune_op_seq2seq, &cfg, text, sizeof text);
+    assert_string_equal(text, "wg=64,block_n=64,rows=1,vec=4");
+    /* Small local memory shrinks rows, then tiles; the check refuses what does not fit. */
+    d.local_mem_bytes = 4096;
+    p = s2s_problem("additive:a256:L512");
+    cla_tune_op_seq2seq.builtin(&d, &p, &cfg);
+    assert_true(cla_seq2seq_local_bytes(&p, &cfg) <= 4096 - 1024);
+    assert_null(cla_tune_op_seq2seq.check(&d, &p, &cfg));
+    assert_int_equal(cfg.v[CLA_S2S_ROWS], 1);
+    cfg.v[CLA_S2S_ROWS] = 8;
+    assert_non_null(cla_tune_op_seq2seq.check(&d, &p, &cfg));
+    /* A width the device cannot hold at all: the defaults shrink as far as they go, and the check says no. */
+    p = s2s_problem("additive:a1024:L512");
+    cla_tune_op_seq2seq.builtin(&d, &p, &cfg);
+    assert_non_null(cla_tune_op_seq2seq.check(&d, &p, &cfg));
+    /* The tuner's space on the CPU: every point it keeps passes the kernel's own limits. */
+    d = fake_cpu();
+    p = s2s_problem("additive:decode:a256:L2048");
+    size_t valid = 0;
+    for (size_t i = 0; i < cla_tune_space_size(&cla_tune_op_seq2seq); ++i) {
+        cla_tune_space_point(&cla_tune_op_seq2seq, i, &cfg);
+        if (cla_tune_op_seq2seq.check(&d, &p, &cfg)) continue;
+        ++valid;
+        assert_int_equal(cfg.v[CLA_S2S_ROWS], 1); /* one query row: more rows per group are copies */
+    }
+    assert_true(valid > 50);
+}
+
+static void seq2seq_matcher_fallbacks(void **state) {
+    (void)state;
+    const char *a256_512 = "{\"phase\":\"prefill\",\"head_dim\":256,\"v_dim\":256,\"seq\":512,\"dtype\":\"f32\","
+                           "\"causal\":false,\"mask\":\"none\"}";
+    char *e1 = s2s_entry_json(hash_a, a256_512, "{\"wg\":4,\"block_n\":64,\"rows\":8,\"vec\":4}");
+    char *e2 = s2s_entry_json(hash_a, "{\"phase\":\"prefill\"}", "{\"wg\":2,\"block_n\":16,\"rows\":2,\"vec\":1}");
+    char *e3 = s2s_entry_json(hash_a, "{\"phase\":\"decode\"}", "{\"wg\":8192,\"rows\":1}"); /* too large */
+    /* An attention entry of the same class fields: another operation's, never used for this one. */
+    char *e4 = entry_json(hash_a, "{\"phase\":\"decode\"}", "{\"variant\":\"cpu\",\"rows\":1}");
+    char entries[4096];
+    snprintf(entries, sizeof entries, "%s,%s,%s,%s", e1, e2, e3, e4);
+    cla_tuning_db db;
+    char why[256] = "";
+    if (!parse_db(&db, entries, why, sizeof why)) fail_msg("%s", why);
+    cla_tune_choice ch;
+    char params[256];
+    s2s_choose(&db, hash_a, "additive:a256:L512", &ch, params, sizeof params);
+    assert_int_equal(ch.source, CLATTN_TUNING_EXACT);
+    assert_string_equal(params, "wg=4,block_n=64,rows=8,vec=4");
+    /* Another length: the nearest bucket of the same widths. */
+    s2s_choose(&db, hash_a, "additive:a256:L4096", &ch, params, sizeof params);
+    assert_int_equal(ch.source, CLATTN_TUNING_NEAREST);
+    assert_string_equal(params, "wg=4,block_n=64,rows=8,vec=4");
+    /* Another value width is another class: the phase's device default. */
+    s2s_choose(&db, hash_a, "additive:a256:v128:L512", &ch, params, sizeof params);
+    assert_int_equal(ch.source, CLATTN_TUNING_DEVICE_DEFAULT);
+    assert_string_equal(params, "wg=2,block_n=16,rows=2,vec=1");
+    /* Decode: its default does not fit the device, so the built-in default. */
+    s2s_choose(&db, hash_a, "additive:decode:a256:L512", &ch, params, sizeof params);
+    assert_int_equal(ch.source, CLATTN_TUNING_BUILTIN);
+    assert_string_equal(params, "wg=1,block_n=32,rows=1,vec=8");
+    /* A stale source hash: built-in. */
+    s2s_choose(&db, hash_b, "additive:a256:L512", &ch, params, sizeof params);
+    assert_int_equal(ch.source, CLATTN_TUNING_BUILTIN);
+    assert_string_equal(params, "wg=1,block_n=32,rows=4,vec=8");
+    /* And the attention kernel does not see the seq2seq entries. */
+    choose(&db, hash_a, "prefill:d256:L512", &ch, params, sizeof params);
+    assert_int_equal(ch.source, CLATTN_TUNING_BUILTIN);
+    /* The writer keeps the value width. */
+    char *text = cla_tuning_db_to_json(&db);
+    assert_non_null(strstr(text, "\"v_dim\""));
+    cla_tuning_db back;
+    memset(&back, 0, sizeof back);
+    assert_true(cla_tuning_db_parse(text, strlen(text), &back, why, sizeof why));
+    assert_memory_equal(&back.entries[0].cls, &db.entries[0].cls, sizeof(cla_tune_class));
+    free(text);
+    cla_tuning_db_clear(&back);
+    cla_tuning_db_clear(&db);
+    free(e1);
+    free(e2);
+    free(e3);
+    free(e4);
+}
+
 /* ---- device tests: a context reading databases, and the tuner itself ---- */
 
 static char basedir[256]; /* scratch */
@@ -536,6 +693,61 @@ static void interrupted_run_resumes(void **state) {
     assert_int_equal(st.st_mode & 077, 0);
 }
 
+/* A tiny real tune of an additive class: one candidate gives a wrong answer and is recorded and skipped, the best
+ * of the others is what a new context's lookup (the one clattn_seq2seq_attention makes) then uses, and a call runs
+ * with it. */
+#define S2S_SHAPE "additive:a32:v16:L64"
+#define S2S_WRONG "wg=1,block_n=16,rows=4,vec=8"
+
+static void seq2seq_tune_is_picked_up(void **state) {
+    (void)state;
+    clattn_context *ctx = open_logged();
+    clear_tuning_dir(ctx);
+    clattn_tuning_query q;
+    clattn_tuning_query_init(&q);
+    q.operation = "seq2seq_additive";
+    q.head_dim = 32;
+    q.v_head_dim = 16;
+    q.q_len = q.kv_len = 64;
+    clattn_tuning_choice ch;
+    assert_int_equal(clattn_tuning_lookup(ctx, &q, &ch), CLATTN_SUCCESS);
+    assert_int_equal(ch.source, CLATTN_TUNING_BUILTIN);
+    clattn_context_free(ctx);
+    char out[16384];
+    setenv("CLATTN_TUNE_TEST_FAIL", "wrong@" S2S_WRONG, 1);
+    int rc = run_cli("tune --shapes " S2S_SHAPE " --space wg=1:2,block_n=16:32,rows=4,vec=8 --strategy exhaustive "
+                     "--repeat 1 --warmup 0 --quiet",
+                     out, sizeof out);
+    unsetenv("CLATTN_TUNE_TEST_FAIL");
+    if (rc != 0) fail_msg("clattn tune exited %d:\n%s", rc, out);
+    assert_non_null(strstr(out, "additive:prefill:a32:v16:L64:f32"));
+    ctx = open_logged();
+    assert_int_equal(log_count(ctx, "\"op\":\"seq2seq_additive\""), 4);
+    assert_int_equal(log_count(ctx, "\"status\":\"wrong\""), 1);
+    assert_int_equal(log_count(ctx, "\"status\":\"ok\""), 3);
+    assert_int_equal(clattn_tuning_lookup(ctx, &q, &ch), CLATTN_SUCCESS);
+    assert_int_equal(ch.source, CLATTN_TUNING_EXACT);
+    assert_string_equal(ch.entry_class, "additive:prefill:a32:v16:L64:f32");
+    assert_true(ch.tuned_ms > 0);
+    assert_non_null(strstr(out, ch.params)); /* the table's best is what the context uses */
+    assert_string_not_equal(ch.params, S2S_WRONG);
+    /* Another value width falls back to the phase's device default, which the run also stored. */
+    q.v_head_dim = 32;
+    assert_int_equal(clattn_tuning_lookup(ctx, &q, &ch), CLATTN_SUCCESS);
+    assert_int_equal(ch.source, CLATTN_TUNING_DEVICE_DEFAULT);
+    /* CLATTN_SEQ2SEQ_PARAMS still overrides it. */
+    setenv("CLATTN_SEQ2SEQ_PARAMS", "block_n=8", 1);
+    assert_int_equal(clattn_tuning_lookup(ctx, &q, &ch), CLATTN_SUCCESS);
+    unsetenv("CLATTN_SEQ2SEQ_PARAMS");
+    assert_int_equal(ch.source, CLATTN_TUNING_OVERRIDE);
+    assert_string_equal(ch.params, "wg=1,block_n=8,rows=4,vec=8");
+    clattn_context_free(ctx);
+    rc = run_cli("tune --show --shapes " S2S_SHAPE ",additive:decode:a32:L64", out, sizeof out);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "exact"));
+    assert_non_null(strstr(out, "builtin"));
+}
+
 int main(int argc, char **argv) {
     const struct CMUnitTest unit[] = {
         cmocka_unit_test(matcher_fallbacks),
@@ -543,6 +755,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test(parser_rejects_malformed_files),
         cmocka_unit_test(writer_round_trip),
         cmocka_unit_test(space_and_configs),
+        cmocka_unit_test(seq2seq_shapes_and_defaults),
+        cmocka_unit_test(seq2seq_matcher_fallbacks),
     };
     int failed = cmocka_run_group_tests_name("tuning (unit)", unit, NULL, NULL);
     if (argc > 1 && strcmp(argv[1], "--unit") == 0) return failed;
@@ -552,12 +766,14 @@ int main(int argc, char **argv) {
     snprintf(tmpdir, sizeof tmpdir, "%s/tuning", basedir);
     setenv("CLATTN_TUNING_DIR", tmpdir, 1);
     unsetenv("CLATTN_FUSED_PARAMS");
+    unsetenv("CLATTN_SEQ2SEQ_PARAMS");
     unsetenv("CLATTN_TUNING");
     const struct CMUnitTest device[] = {
         cmocka_unit_test(tune_result_is_picked_up),
         cmocka_unit_test(failing_candidates_are_recorded_and_skipped),
         cmocka_unit_test(hanging_candidate_times_out),
         cmocka_unit_test(interrupted_run_resumes),
+        cmocka_unit_test(seq2seq_tune_is_picked_up),
         cmocka_unit_test(context_ignores_bad_databases),
     };
     failed += cmocka_run_group_tests_name("tuning (device)", device, NULL, NULL);

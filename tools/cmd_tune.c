@@ -16,14 +16,17 @@
 #define CMD         "tune"
 #define MAX_CLASSES 32
 
-/* Tunes in a few minutes on a 2-core CPU through PoCL: one prefill class each without and with causal masking,
- * and a decode step over a long cache. */
-static const char *const default_shapes = "prefill:d64:L512,prefill:d64:L512:causal,decode:d64:L2048";
+/* Tunes in a few minutes on a 2-core CPU through PoCL: one prefill class each without and with causal masking, a
+ * decode step over a long cache, and a short sequence of the additive (seq2seq) kernel. */
+#define DEFAULT_SHAPES "prefill:d64:L512,prefill:d64:L512:causal,decode:d64:L2048,additive:a128:L256"
+static const char *const default_shapes = DEFAULT_SHAPES;
 
 typedef struct class_outcome {
+    const cla_tune_op *op;
+    char hash[33]; /* of the operation's kernel sources */
     cla_tune_class cls;
     char text[CLA_TUNE_CLASS_TEXT];
-    bool done;
+    bool done, stored;
     bool have_default, have_best;
     double default_ms, best_ms;
     char best[CLA_TUNE_PARAMS_TEXT];
@@ -46,11 +49,11 @@ static int parse_classes(const char *text, class_outcome *out, size_t *count) {
         char why[256];
         class_outcome *o = &out[*count];
         memset(o, 0, sizeof *o);
-        if (!cla_tune_class_parse(item, true, &o->cls, why, sizeof why))
+        if (!cla_tune_shape_parse(item, &o->op, &o->cls, why, sizeof why))
             return cli_error(CMD, CLI_USAGE, "--shapes: %s", why);
         if (o->cls.seq > (1L << 16))
             return cli_error(CMD, CLI_USAGE, "--shapes: %s: lengths above 65536 are too slow to tune", item);
-        cla_tune_class_format(&o->cls, o->text, sizeof o->text);
+        cla_tune_op_class_format(o->op, &o->cls, o->text, sizeof o->text);
         ++*count;
         p += len;
         if (*p == ',') ++p;
@@ -105,10 +108,12 @@ static int show(clattn_context *ctx, const class_outcome *classes, size_t count)
            file && access(file, R_OK) == 0 ? "present" : "absent");
     printf("\n%-36s %-14s %-28s %10s  %s\n", "class", "source", "entry", "tuned ms", "parameters");
     for (size_t i = 0; i < count; ++i) {
-        const cla_tune_problem p = cla_tune_class_problem(&classes[i].cls);
+        const cla_tune_problem p = cla_tune_op_class_problem(classes[i].op, &classes[i].cls);
         clattn_tuning_query q;
         clattn_tuning_query_init(&q);
+        q.operation = classes[i].op->name;
         q.head_dim = p.head_dim;
+        q.v_head_dim = p.v_head_dim;
         q.dtype = p.dtype;
         q.mask = p.mask_kind;
         q.causal = p.causal ? CLATTN_CAUSAL_BOTTOM_RIGHT : CLATTN_CAUSAL_NONE;
@@ -213,7 +218,7 @@ static bool store(const char *db_path, const clattn_device_info *info, const cha
     read_for_update(db_path, info, &db);
     cla_tuning_entry e;
     memset(&e, 0, sizeof e);
-    snprintf(e.op, sizeof e.op, "%s", cla_tune_op_sdpa_fused.name);
+    snprintf(e.op, sizeof e.op, "%s", o->op->name);
     snprintf(e.source_hash, sizeof e.source_hash, "%s", hash);
     e.cls = o->cls;
     snprintf(e.params, sizeof e.params, "%s", o->best);
@@ -222,7 +227,7 @@ static bool store(const char *db_path, const clattn_device_info *info, const cha
     bool ok = cla_tuning_db_put(&db, &e);
     if (ok && phase_default) {
         cla_tuning_entry d = e;
-        d.cls.head_dim = d.cls.dtype = d.cls.mask_kind = d.cls.causal = -1;
+        d.cls.head_dim = d.cls.dtype = d.cls.mask_kind = d.cls.causal = d.cls.v_dim = -1;
         d.cls.seq = -1;
         d.ms = d.default_ms = 0;
         ok = cla_tuning_db_put(&db, &d);
@@ -253,8 +258,9 @@ int cmd_tune(int argc, char **argv) {
     cli_option options[] = {
         {"device", "SPEC", "device to tune (default: CLATTN_DEVICE, else the default device)", NULL},
         {"shapes", "LIST",
-         "problem classes, comma-separated, each PHASE:dD:LN[:f16|bf16][:causal][:additive|bool] (default "
-         "prefill:d64:L512,prefill:d64:L512:causal,decode:d64:L2048)",
+         "problem classes, comma-separated: fused attention PHASE:dD:LN[:f16|bf16][:causal][:additive|bool], "
+         "additive attention additive[:decode]:aA[:vV]:LN[:f16|bf16][:additive|bool] (attention width A, value "
+         "width V, default A; decode is one query row, batch 8) (default " DEFAULT_SHAPES ")",
          NULL},
         {"strategy", "S",
          "auto (exhaustive for spaces of at most 64 points, else local), exhaustive, random or local", NULL},
@@ -278,7 +284,8 @@ int cmd_tune(int argc, char **argv) {
     };
     cli_command cmd = {
         CMD,
-        "Tune the fused attention kernels for this device. Candidates are pruned by the device's limits, checked "
+        "Tune the fused attention kernels and the additive (seq2seq) attention kernel for this device. Candidates "
+        "are pruned by the device's limits, checked "
         "against the double-precision reference, then timed with OpenCL profiling events (median of --repeat runs "
         "after warm-up), each in a worker process with a time limit. Results are appended to a log as they come, "
         "so a rerun continues where an interrupted one stopped; the best parameters per class go to the device's "
@@ -326,12 +333,13 @@ int cmd_tune(int argc, char **argv) {
     }
     clattn_device_info info;
     clattn_context_device_info(ctx, &info);
-    const cla_tune_op *op = &cla_tune_op_sdpa_fused;
-    char hash[33];
     char *dir = cla_tuning_dir();
     char *db_path = dir ? cla_tuning_file(dir, &info) : NULL;
     char *log_path = db_path ? log_path_for(db_path) : NULL;
-    if (!cla_tuning_source_hash(ctx, op, hash) || !log_path) {
+    bool sources_ok = true;
+    for (size_t i = 0; i < count && sources_ok; ++i)
+        sources_ok = cla_tuning_source_hash(ctx, classes[i].op, classes[i].hash);
+    if (!sources_ok || !log_path) {
         free(dir);
         free(db_path);
         free(log_path);
@@ -352,19 +360,20 @@ int cmd_tune(int argc, char **argv) {
     if (n <= 0) snprintf(self, sizeof self, "clattn");
     char device[32];
     snprintf(device, sizeof device, "%u:%u", info.platform_index, info.device_index);
-    printf("tuning %s on %s (%s); database %s\n", op->name, info.name, info.platform_name, db_path);
+    printf("tuning on %s (%s); database %s\n", info.name, info.platform_name, db_path);
 
     const double start = tune_now();
     const double deadline = run_seconds > 0 ? start + run_seconds : 0;
     long stop_after = 0;
     const char *hook = getenv("CLATTN_TUNE_TEST_STOP_AFTER");
     if (hook) stop_after = atol(hook);
-    bool phase_done[2] = {false, false};
     long fresh_total = 0;
     int result = CLI_OK;
     for (size_t i = 0; i < count; ++i) {
         class_outcome *o = &classes[i];
-        const cla_tune_problem p = cla_tune_class_problem(&o->cls);
+        const cla_tune_op *op = o->op;
+        const char *hash = o->hash;
+        const cla_tune_problem p = cla_tune_op_class_problem(op, &o->cls);
         tune_space sp;
         char why[256];
         if (!tune_space_build(&sp, op, cli_value(&cmd, "space"), &info, &p, why, sizeof why)) {
@@ -413,9 +422,15 @@ int cmd_tune(int argc, char **argv) {
             o->have_best = true;
             o->best_ms = ss.best_ms;
             cla_tune_config_format(op, &ss.best, o->best, sizeof o->best);
-            const bool phase_default = !phase_done[o->cls.phase];
-            phase_done[o->cls.phase] = true;
-            if (!store(db_path, &info, hash, o, phase_default)) result = CLI_FAILED;
+            /* The first class of each operation and phase in this run is also that phase's device default. */
+            bool phase_default = true;
+            for (size_t j = 0; j < i; ++j)
+                if (classes[j].stored && classes[j].op == op && classes[j].cls.phase == o->cls.phase)
+                    phase_default = false;
+            if (!store(db_path, &info, hash, o, phase_default))
+                result = CLI_FAILED;
+            else
+                o->stored = true;
         } else {
             result = CLI_FAILED;
         }

@@ -55,6 +55,7 @@ typedef struct tune_session {
     long budget;     /* evaluations for this class, cached ones included; 0: no limit */
     long stop_after; /* test hook: exit after this many new evaluations; 0: never */
     bool quiet;
+    bool retime; /* set by the search: the next tune_evaluate measures again even when the result is known */
     /* state */
     pid_t pid;
     int to_worker, from_worker;
@@ -76,6 +77,7 @@ typedef struct tune_session {
 typedef struct tune_record {
     cla_tune_config config;
     tune_result result;
+    bool visited; /* evaluated (or taken from the log) by this run's search */
 } tune_record;
 
 double tune_now(void);

@@ -50,6 +50,7 @@ static void add_record(tune_session *s, const cla_tune_config *c, const tune_res
     }
     s->records[s->record_count].config = *c;
     s->records[s->record_count].result = *r;
+    s->records[s->record_count].visited = false;
     ++s->record_count;
 }
 
@@ -271,7 +272,7 @@ bool tune_evaluate(tune_session *s, const cla_tune_config *c, tune_result *r) {
     char params[CLA_TUNE_PARAMS_TEXT];
     cla_tune_config_format(s->op, c, params, sizeof params);
     if (s->stopped) return false;
-    tune_record *rec = find_record(s, c);
+    tune_record *rec = s->retime ? NULL : find_record(s, c);
     /* The budget counts results from the log too, so that a rerun with the same budget ends where a finished run
      * ended; the time limit only stops new work. */
     if ((s->budget > 0 && s->evaluations >= s->budget) || (!rec && s->deadline > 0 && tune_now() >= s->deadline)) {
@@ -350,6 +351,7 @@ bool tune_evaluate(tune_session *s, const cla_tune_config *c, tune_result *r) {
         ++s->fresh;
         s->fresh_seconds += tune_now() - t0;
     }
+    if ((rec = find_record(s, c))) rec->visited = true;
     if (r->status != TUNE_OK) ++s->failures;
     if (r->status == TUNE_OK && (!s->have_best || r->ms < s->best_ms)) {
         s->best = *c;

@@ -1,7 +1,8 @@
 /* The search strategies of `clattn tune` over an operation's space (its description in src/tuning.c, pruned by the
  * device's limits before anything is built): exhaustive, random sampling, and a local search that walks from the
- * built-in default to better neighbours, one parameter one step at a time, which needs a fraction of the
- * evaluations of the exhaustive search because good tile shapes sit next to each other. */
+ * best of a random sample to better neighbours, one parameter one step at a time, which needs a fraction of the
+ * evaluations of the exhaustive search because good tile shapes sit near each other, then times its few fastest
+ * contenders again before it chooses, because single timings on a shared machine are noisy. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdlib.h>
@@ -12,6 +13,12 @@
 /* A neighbour must beat the current point by this much to be taken: timings of a shared machine are noisy, and
  * chasing noise costs evaluations. */
 #define LOCAL_MIN_GAIN 0.01
+/* Contenders the local search measures again before it chooses, and how many more times. */
+#define LOCAL_RETIME        4
+#define LOCAL_RETIME_ROUNDS 2
+/* A contender's first timing is within this factor of the fastest: about twice the spread of timings of one
+ * configuration on a busy 2-core machine. */
+#define LOCAL_RETIME_MARGIN 1.3
 
 static bool parse_value(const cla_tune_param *pr, const char *text, int *out) {
     for (int i = 0; pr->labels && i < pr->label_count; ++i)
@@ -132,6 +139,11 @@ static bool neighbour(const tune_space *sp, const cla_tune_config *c, int p, int
     return best >= 0;
 }
 
+static int compare_ms(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 static double time_of(const tune_result *r) {
     return r->status == TUNE_OK ? r->ms : INFINITY;
 }
@@ -170,6 +182,86 @@ static bool descend(tune_session *s, const tune_space *sp, const cla_tune_config
     }
 }
 
+/* The exploration of the local strategy: a few random points besides the default, then a descent from the
+ * fastest of them (a sample of the space keeps one noisy basin from deciding the result), and with a budget left,
+ * further descents from random points that were never evaluated. */
+static void explore_local(tune_session *s, const tune_space *sp, const cla_tune_config *start, unsigned seed,
+                          size_t *order) {
+    tune_result r;
+    shuffle(order, sp->count, seed);
+    /* A quarter of a small space, 12 points of a large one: tile shapes interact (a block width good with one row
+     * count is poor with the next), so a single descent from the default often ends in a poor basin. */
+    size_t sample = sp->count / 4 < 4 ? 4 : sp->count / 4 > 12 ? 12 : sp->count / 4;
+    if (sample > sp->count) sample = sp->count;
+    if (!tune_evaluate(s, start, &r)) return;
+    for (size_t i = 0; i < sample; ++i)
+        if (!tune_evaluate(s, &sp->points[order[i]], &r)) return;
+    cla_tune_config from = s->have_best ? s->best : *start;
+    if (!descend(s, sp, &from)) return;
+    for (size_t i = 0; s->budget > 0 && i < sp->count && !s->stopped; ++i) {
+        bool seen = false;
+        for (size_t j = 0; j < s->record_count && !seen; ++j)
+            seen = cla_tune_config_equal(&sp->op, &s->records[j].config, &sp->points[order[i]]);
+        if (!seen && !descend(s, sp, &sp->points[order[i]])) return;
+    }
+}
+
+/* Measures the LOCAL_RETIME fastest configurations the search visited LOCAL_RETIME_ROUNDS more times, in turn, and
+ * takes the best by the median of each one's timings. The search moves on single timings, and on a shared machine
+ * the fastest of a few dozen noisy timings is often a lucky one (a burst of other work inflates whatever runs
+ * during it); timing the few contenders again, round-robin so that a burst hits them alike, costs a handful of
+ * evaluations and keeps a lucky outlier from being stored. */
+static void retime_best(tune_session *s) {
+    if (s->deadline > 0 && tune_now() >= s->deadline) return;
+    s->stopped = false; /* the exploration's budget, not the run's */
+    cla_tune_config top[LOCAL_RETIME];
+    double times[LOCAL_RETIME][1 + LOCAL_RETIME_ROUNDS];
+    int n = 0;
+    for (int k = 0; k < LOCAL_RETIME; ++k) {
+        const tune_record *pick = NULL;
+        for (size_t i = 0; i < s->record_count; ++i) {
+            const tune_record *x = &s->records[i];
+            if (!x->visited || x->result.status != TUNE_OK || (pick && x->result.ms >= pick->result.ms)) continue;
+            bool taken = false;
+            for (int j = 0; j < n && !taken; ++j) taken = cla_tune_config_equal(s->op, &top[j], &x->config);
+            if (!taken) pick = x;
+        }
+        /* One clearly slower is no contender: noise does not make up that much. */
+        if (!pick || (n > 0 && pick->result.ms > LOCAL_RETIME_MARGIN * times[0][0])) break;
+        top[n] = pick->config;
+        times[n++][0] = pick->result.ms;
+    }
+    if (n < 2) return; /* nothing to choose between */
+    int rounds = 0;
+    for (; rounds < LOCAL_RETIME_ROUNDS; ++rounds)
+        for (int k = 0; k < n; ++k) {
+            tune_result r;
+            s->retime = true;
+            const bool ran = tune_evaluate(s, &top[k], &r);
+            s->retime = false;
+            if (!ran) return; /* out of time or budget: the best of the single timings stands */
+            times[k][1 + rounds] = r.status == TUNE_OK ? r.ms : INFINITY;
+        }
+    int best = -1;
+    double best_ms = INFINITY;
+    for (int k = 0; k < n; ++k) {
+        const int m = 1 + rounds;
+        qsort(times[k], (size_t)m, sizeof times[k][0], compare_ms);
+        const double median = m % 2 ? times[k][m / 2] : 0.5 * (times[k][m / 2 - 1] + times[k][m / 2]);
+        /* The record keeps the median, so that the final table and the database agree. */
+        for (size_t i = 0; i < s->record_count; ++i)
+            if (cla_tune_config_equal(s->op, &s->records[i].config, &top[k]) &&
+                s->records[i].result.status == TUNE_OK)
+                s->records[i].result.ms = median;
+        if (median < best_ms) best = k, best_ms = median;
+    }
+    if (best >= 0) {
+        s->best = top[best];
+        s->best_ms = best_ms;
+        s->have_best = true;
+    }
+}
+
 void tune_search(tune_session *s, const tune_space *sp, tune_strategy strategy, const cla_tune_config *start,
                  unsigned seed) {
     tune_result r;
@@ -199,25 +291,13 @@ void tune_search(tune_session *s, const tune_space *sp, tune_strategy strategy, 
     case TUNE_LOCAL:
     case TUNE_AUTO: {
         s->expected = s->budget > 0 ? s->budget : 0;
-        /* A few random points besides the default, then a descent from the fastest of them: a sample of the
-         * space keeps one noisy basin from deciding the result. */
-        shuffle(order, sp->count, seed);
-        size_t sample = sp->count / 16 < 4 ? 4 : sp->count / 16 > 8 ? 8 : sp->count / 16;
-        if (sample > sp->count) sample = sp->count;
-        if (!tune_evaluate(s, start, &r)) break;
-        bool stop = false;
-        for (size_t i = 0; i < sample && !stop; ++i) stop = !tune_evaluate(s, &sp->points[order[i]], &r);
-        if (stop) break;
-        cla_tune_config from = s->have_best ? s->best : *start;
-        if (!descend(s, sp, &from)) break;
-        /* With a budget left, further descents from random points that were never evaluated. */
-        shuffle(order, sp->count, seed);
-        for (size_t i = 0; s->budget > 0 && i < sp->count && !s->stopped; ++i) {
-            bool seen = false;
-            for (size_t j = 0; j < s->record_count && !seen; ++j)
-                seen = cla_tune_config_equal(&sp->op, &s->records[j].config, &sp->points[order[i]]);
-            if (!seen && !descend(s, sp, &sp->points[order[i]])) break;
-        }
+        /* A budget keeps room for the final re-timing. */
+        const long budget = s->budget;
+        const long reserve = LOCAL_RETIME * LOCAL_RETIME_ROUNDS;
+        if (budget > 2 * reserve) s->budget = budget - reserve;
+        explore_local(s, sp, start, seed, order);
+        s->budget = budget;
+        retime_best(s);
         break;
     }
     }

@@ -23,6 +23,8 @@
 #include "dtype.h"
 #include "internal.h"
 #include "reference.h"
+#include "reference_seq2seq.h"
+#include "seq2seq_internal.h"
 #include "tune.h"
 #include "tune_clblast.h"
 #include "tuning.h"
@@ -146,6 +148,123 @@ static clattn_status run_once(worker_setup *w, cl_event *done) {
     return clattn_sdpa(w->ctx, &desc, &q, &k, &v, &o, NULL, 0, NULL, done);
 }
 
+/* ---- the additive (seq2seq) attention kernel ----
+ * Its classes time the fused kernel alone, on projections made here: the projection GEMMs before it are CLBlast's,
+ * not this kernel's parameters, and would only add their own time and noise. The reference runs with identity
+ * weights W_q and W_k, so that its projections are these very numbers. w->q and w->k hold the projections (fp32),
+ * w->v the values and w->out the context. */
+typedef struct s2s_class {
+    bool active;
+    clattn_seq2seq_weights *weights; /* identity W_q, W_k and the scoring vector v */
+    cla_seq2seq_plan plan;
+    float *identity, *v_attn;
+} s2s_class;
+static s2s_class s2s;
+
+static const char *s2s_setup(worker_setup *w) {
+    const cla_tune_problem *p = &w->p;
+    const clattn_dtype dt = p->dtype;
+    const size_t B = p->batch, Lq = p->q_len, Lk = p->kv_len, A = p->head_dim, Dv = p->v_head_dim;
+    w->nq = B * Lq * A;
+    w->nk = B * Lk * A;
+    w->no = B * Lq * Dv;
+    w->hq = random_values(w->nq, 12345u, CLATTN_DTYPE_F32);
+    w->hk = random_values(w->nk, 23456u, CLATTN_DTYPE_F32);
+    w->hv = random_values(B * Lk * Dv, 34567u, dt);
+    s2s.v_attn = random_values(A, 56789u, CLATTN_DTYPE_F32);
+    s2s.identity = calloc(A * A, sizeof *s2s.identity);
+    if (!w->hq || !w->hk || !w->hv || !s2s.v_attn || !s2s.identity) return "out of host memory for the inputs";
+    /* Scores of order one, as a trained v gives, so that the softmax is neither flat nor one-hot. */
+    for (size_t a = 0; a < A; ++a) s2s.v_attn[a] *= (float)(1.0 / sqrt((double)A));
+    for (size_t a = 0; a < A; ++a) s2s.identity[a * A + a] = 1.0f;
+    w->q = upload_floats(w->ctx, w->hq, w->nq, CLATTN_DTYPE_F32);
+    w->k = upload_floats(w->ctx, w->hk, w->nk, CLATTN_DTYPE_F32);
+    w->v = upload_floats(w->ctx, w->hv, B * Lk * Dv, dt);
+    w->out = upload(w->ctx, NULL, w->no * clattn_dtype_size(dt));
+    if (!w->q || !w->k || !w->v || !w->out) return "allocating the device buffers failed";
+    const size_t nmask = Lq * Lk;
+    unsigned seed = 45678u;
+    if (p->mask_kind == 1) {
+        w->hmask = malloc((nmask ? nmask : 1) * sizeof *w->hmask);
+        if (!w->hmask) return "out of host memory for the mask";
+        for (size_t i = 0; i < nmask; ++i) {
+            float r = rnd(&seed);
+            w->hmask[i] = r < -1.5f ? -INFINITY : cla_round_to_dtype(r, dt);
+        }
+        if (!(w->mask = upload_floats(w->ctx, w->hmask, nmask, dt))) return "allocating the mask failed";
+    } else if (p->mask_kind == 2) {
+        w->hbool = malloc(nmask ? nmask : 1);
+        if (!w->hbool) return "out of host memory for the mask";
+        for (size_t i = 0; i < nmask; ++i) w->hbool[i] = rnd(&seed) >= -1.5f;
+        if (!(w->mask = upload(w->ctx, w->hbool, nmask))) return "allocating the mask failed";
+    }
+    const clattn_seq2seq_config config = {CLATTN_SCORE_ADDITIVE, A, A, A};
+    clattn_seq2seq_weights_host host;
+    memset(&host, 0, sizeof host);
+    host.w_q = host.w_k = s2s.identity;
+    host.v = s2s.v_attn;
+    if (clattn_seq2seq_weights_create(w->ctx, &config, &host, &s2s.weights) != CLATTN_SUCCESS)
+        return "uploading the weights failed";
+    clattn_seq2seq_desc desc;
+    clattn_seq2seq_desc_init(&desc);
+    if (w->mask) desc.mask = clattn_tensor_seq(w->mask, p->mask_kind == 2 ? CLATTN_DTYPE_BOOL : dt, 1, Lq, Lk);
+    const clattn_tensor q = clattn_tensor_seq(w->q, CLATTN_DTYPE_F32, B, Lq, A);
+    const clattn_tensor k = clattn_tensor_seq(w->k, CLATTN_DTYPE_F32, B, Lk, A);
+    const clattn_tensor h = clattn_tensor_seq(w->v, dt, B, Lk, Dv);
+    const clattn_tensor o = clattn_tensor_seq(w->out, dt, B, Lq, Dv);
+    if (cla_seq2seq_validate(w->ctx, s2s.weights, &desc, &q, &k, &h, &o, NULL, 0, NULL, &s2s.plan) !=
+        CLATTN_SUCCESS)
+        return "the class's arguments were refused";
+    w->ref = malloc((w->no ? w->no : 1) * sizeof *w->ref);
+    if (!w->ref) return "out of host memory for the reference";
+    cla_ref_seq2seq r;
+    memset(&r, 0, sizeof r);
+    r.score = CLATTN_SCORE_ADDITIVE;
+    r.batch = B;
+    r.q_len = Lq;
+    r.kv_len = Lk;
+    r.query_dim = r.key_dim = r.attn_dim = A;
+    r.value_dim = Dv;
+    r.query = w->hq;
+    r.keys = w->hk;
+    r.values = w->hv;
+    r.w_q = r.w_k = s2s.identity;
+    r.v = s2s.v_attn;
+    r.mask = w->hmask;
+    r.bool_mask = w->hbool;
+    r.mask_batch = 1;
+    r.context = w->ref;
+    if (cla_reference_seq2seq(&r) != 0) return "the reference computation failed";
+    s2s.active = true;
+    return NULL;
+}
+
+/* One launch of the additive kernel with the candidate's parameters (CLATTN_SEQ2SEQ_PARAMS, set by the caller). */
+static clattn_status s2s_run_once(worker_setup *w, cl_event *done) {
+    const size_t A = w->p.head_dim;
+    const cla_rows qr = {w->q, 0, A, w->p.q_len * A}, kr = {w->k, 0, A, w->p.kv_len * A};
+    cla_chain chain;
+    cla_chain_begin(&chain, w->ctx, clattn_context_cl_queue(w->ctx), 0, NULL);
+    clattn_status st = cla_seq2seq_additive_kernel(w->ctx, &s2s.plan, qr, kr, s2s.weights->v, 0, &chain);
+    if (st != CLATTN_SUCCESS) {
+        cla_chain_abort(&chain);
+        return st;
+    }
+    return cla_chain_end(&chain, done);
+}
+
+static void s2s_free(void) {
+    clattn_seq2seq_weights_free(s2s.weights);
+    free(s2s.identity);
+    free(s2s.v_attn);
+    memset(&s2s, 0, sizeof s2s);
+    unsetenv("CLATTN_SEQ2SEQ_PARAMS");
+}
+
+static clattn_status run_candidate(worker_setup *w, cl_event *done) {
+    return s2s.active ? s2s_run_once(w, done) : run_once(w, done);
+}
+
 static const char *failure_kind(clattn_status st) {
     if (st == CLATTN_ERROR_BUILD_FAILED || st == CL_BUILD_PROGRAM_FAILURE || st == CL_INVALID_BUILD_OPTIONS ||
         st == CLATTN_ERROR_NO_COMPILER)
@@ -192,12 +311,12 @@ static void evaluate(worker_setup *w, const char *params) {
     }
     if (fault && strcmp(fault, "hang") == 0)
         for (;;) pause();
-    setenv("CLATTN_FUSED_PARAMS", params, 1);
+    setenv(s2s.active ? "CLATTN_SEQ2SEQ_PARAMS" : "CLATTN_FUSED_PARAMS", params, 1);
     char *saved = w->ctx->extra_build_options;
     static char invalid_option[] = "-clattn-test-invalid-option";
     if (fault && strcmp(fault, "build") == 0) w->ctx->extra_build_options = invalid_option;
     cl_event done = NULL;
-    clattn_status st = run_once(w, &done);
+    clattn_status st = run_candidate(w, &done);
     w->ctx->extra_build_options = saved;
     if (st != CLATTN_SUCCESS) {
         char msg[200];
@@ -227,7 +346,8 @@ static void evaluate(worker_setup *w, const char *params) {
     cla_convert_from_storage(raw, out, w->no, w->p.dtype);
     free(raw);
     if (fault && strcmp(fault, "wrong") == 0 && w->no) out[w->no / 2] += 1.0f;
-    const double tol = check_sdpa_tolerance(w->p.kv_len, w->p.dtype);
+    /* The additive score adds a reduction over the attention width to the one over the keys. */
+    const double tol = check_sdpa_tolerance(w->p.kv_len + (s2s.active ? w->p.head_dim : 0), w->p.dtype);
     double worst = 0.0;
     for (size_t i = 0; i < w->no; ++i) {
         double e = fabs((double)out[i] - w->ref[i]);
@@ -249,7 +369,7 @@ static void evaluate(worker_setup *w, const char *params) {
         cl_event start = NULL;
         const bool timed = n >= w->warmup;
         if (timed && clEnqueueMarkerWithWaitList(queue, 0, NULL, &start) != CL_SUCCESS) start = NULL;
-        st = run_once(w, &done);
+        st = run_candidate(w, &done);
         if (st != CLATTN_SUCCESS) {
             if (start) clReleaseEvent(start);
             free(times);
@@ -296,18 +416,19 @@ int tune_worker_main(int argc, char **argv) {
     if (w.repeat < 1) w.repeat = 1;
     if (w.warmup < 0) w.warmup = 0;
     cla_tune_class cls;
+    const cla_tune_op *op = NULL;
     char why[256];
-    if (!cls_text || !cla_tune_class_parse(cls_text, true, &cls, why, sizeof why)) {
+    if (!cls_text || !cla_tune_shape_parse(cls_text, &op, &cls, why, sizeof why)) {
         printf("error bad worker arguments\n");
         return CLI_USAGE;
     }
-    w.p = cla_tune_class_problem(&cls);
+    w.p = cla_tune_op_class_problem(op, &cls);
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (cli_open_context(CMD, device, true, &w.ctx) != CLI_OK) {
         printf("error cannot create a context on the device\n");
         return CLI_FAILED;
     }
-    const char *bad = setup(&w);
+    const char *bad = op == &cla_tune_op_seq2seq ? s2s_setup(&w) : setup(&w);
     if (bad) {
         printf("error %s\n", bad);
         return CLI_FAILED;
@@ -330,6 +451,7 @@ int tune_worker_main(int argc, char **argv) {
     free(w.hbool);
     free(w.ref);
     unsetenv("CLATTN_FUSED_PARAMS");
+    s2s_free();
     clattn_context_free(w.ctx);
     return CLI_OK;
 }
