@@ -179,5 +179,11 @@ assert float(rows[1][h.index("max_error")]) <= float(rows[1][h.index("tolerance"
 PY
 fi
 
+if check "bench additive --project-keys --check" 0 "$clattn" bench additive --json --check --project-keys \
+    --score all --batch 2 --kv-seq 17 --query-dim 8 --attn-dim 6 --repeat 2; then
+    expect "JSON: keys projected once for additive and concat, within tolerance" check_rows 4 \
+        '(r["impl"].endswith(" keys-once")) == (r["impl"].split()[0] in ("additive", "concat"))'
+fi
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
