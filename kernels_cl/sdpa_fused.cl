@@ -128,7 +128,9 @@ sdpa_fused(__global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global const S
         }
         for (int r = 0; r < ROWS; ++r) {
             float tile_max = CLA_NEG_INF;
-            for (int jj = 0; jj < n; ++jj) {
+            /* Static trip counts with an early exit (here and below), as FPGA compilers want. */
+            for (int jj = 0; jj < BLOCK_N; ++jj) {
+                if (jj >= n) break;
                 const int j = j0 + jj;
                 float x = s[r][jj];
                 if (j < lo[r] || j >= hi[r]) {
@@ -149,7 +151,8 @@ sdpa_fused(__global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global const S
             const float alpha = exp2(m[r] - m_new);
             float sum = 0.0f;
             for (int d = 0; d < V_HEAD_DIM; ++d) acc[r][d] *= alpha;
-            for (int jj = 0; jj < n; ++jj) {
+            for (int jj = 0; jj < BLOCK_N; ++jj) {
+                if (jj >= n) break;
                 /* A masked key contributes nothing, not 0 * v: a NaN in a masked value must not leak in. */
                 if (s[r][jj] == CLA_NEG_INF) continue;
                 const float p = exp2(s[r][jj] - m_new);
