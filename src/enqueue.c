@@ -140,3 +140,16 @@ clattn_status cla_temp_buffer(clattn_context *ctx, size_t bytes, const char *wha
         ctx->memory.peak_call_bytes = ctx->memory.last_call_bytes;
     return CLATTN_SUCCESS;
 }
+
+clattn_status cla_check_queue(clattn_context *ctx, const char *fn, cl_command_queue queue, cl_uint num_wait,
+                              const cl_event *wait_list) {
+    if (num_wait > 0 && !wait_list)
+        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: %u wait events but wait_list is NULL", fn, num_wait);
+    if (!queue) return CLATTN_SUCCESS;
+    cl_context qctx = NULL;
+    cl_int err = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qctx, &qctx, NULL);
+    if (err != CL_SUCCESS) return cla_fail(ctx, err, "%s: the queue is not a valid command queue", fn);
+    if (qctx != ctx->cl_ctx)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%s: the queue belongs to another context", fn);
+    return CLATTN_SUCCESS;
+}

@@ -55,6 +55,11 @@ clattn_status cla_chain_kernel_at(clattn_context *ctx, cla_chain *c, cl_kernel k
                                   const size_t *offset, const size_t *global, const size_t *local,
                                   const char *what);
 
+/* The caller's queue and wait list of an operation: a queue (NULL means the context's) must belong to the context,
+ * and a nonzero wait count needs a wait list. `fn` names the call in the message. */
+clattn_status cla_check_queue(clattn_context *ctx, const char *fn, cl_command_queue queue, cl_uint num_wait,
+                              const cl_event *wait_list);
+
 /* Sets kernel arguments in order, stopping at the first failure. Each argument is (size, pointer). */
 clattn_status cla_set_args(clattn_context *ctx, cl_kernel k, const char *what, cl_uint count, ...);
 #define CLA_ARG(x) sizeof(x), (const void *)&(x)

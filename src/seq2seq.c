@@ -304,8 +304,8 @@ clattn_status cla_seq2seq_validate(clattn_context *ctx, const clattn_seq2seq_wei
     if (weights->ctx != ctx)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
                         "%s: the weights were created with another context; create them with this one", fn);
-    if (num_wait > 0 && !wait_list)
-        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: %u wait events but wait_list is NULL", fn, num_wait);
+    clattn_status qst = cla_check_queue(ctx, fn, queue, num_wait, wait_list);
+    if (qst != CLATTN_SUCCESS) return qst;
     const clattn_seq2seq_config *c = &weights->config;
     const clattn_tensor *h = values ? values : keys;
     const clattn_tensor *tensors[] = {query, keys, h, context_out};
@@ -387,13 +387,6 @@ clattn_status cla_seq2seq_validate(clattn_context *ctx, const clattn_seq2seq_wei
     }
     /* No output may share memory with any other tensor of the call. */
     if ((st = cla_check_overlaps(ctx, fn, ranges, n, ""))) return st;
-    if (queue) {
-        cl_context qctx = NULL;
-        cl_int err = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qctx, &qctx, NULL);
-        if (err != CL_SUCCESS) return cla_fail(ctx, err, "%s: the queue is not a valid command queue", fn);
-        if (qctx != ctx->cl_ctx)
-            return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%s: the queue belongs to another context", fn);
-    }
     return CLATTN_SUCCESS;
 }
 
@@ -656,9 +649,8 @@ clattn_status clattn_seq2seq_project_keys(clattn_context *ctx, const clattn_seq2
     if (weights->ctx != ctx)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
                         "%s: the weights were created with another context; create them with this one", fn);
-    if (num_wait_events > 0 && !wait_list)
-        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: %u wait events but wait_list is NULL", fn,
-                        num_wait_events);
+    clattn_status qst = cla_check_queue(ctx, fn, queue, num_wait_events, wait_list);
+    if (qst != CLATTN_SUCCESS) return qst;
     if (!is_storage_dtype(keys->dtype))
         return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "%s: keys: dtype %d is not F32, F16 or BF16", fn,
                         (int)keys->dtype);
@@ -674,13 +666,6 @@ clattn_status clattn_seq2seq_project_keys(clattn_context *ctx, const clattn_seq2
     if ((st = cla_tensor_check(ctx, keys, "keys", false, &r[0].begin, &r[0].end))) return st;
     if ((st = check_key_projection(ctx, fn, &weights->config, key_projection, B, Lk, &r[1]))) return st;
     if ((st = cla_check_overlaps(ctx, fn, r, 2, ""))) return st;
-    if (queue) {
-        cl_context qctx = NULL;
-        cl_int err = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qctx, &qctx, NULL);
-        if (err != CL_SUCCESS) return cla_fail(ctx, err, "%s: the queue is not a valid command queue", fn);
-        if (qctx != ctx->cl_ctx)
-            return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%s: the queue belongs to another context", fn);
-    }
     cla_chain chain;
     cla_chain_begin(&chain, ctx, queue ? queue : ctx->queue, num_wait_events, wait_list);
     if (B > 0 && Lk > 0) st = project_keys(ctx, &chain, weights, keys, key_rows(key_projection));
