@@ -188,8 +188,8 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
                         "the default 1/sqrt(head_dim)");
 
     memset(p, 0, sizeof *p);
-    p->batch = q->size[0];
-    p->q_heads = q->size[1];
+    p->batch = p->whole_batch = q->size[0];
+    p->q_heads = p->whole_heads = q->size[1];
     p->q_len = q->size[2];
     p->head_dim = q->size[3];
     p->kv_heads = k->size[1];
@@ -261,9 +261,14 @@ clattn_status cla_sdpa_enqueue(clattn_context *ctx, const clattn_sdpa_desc *desc
     clattn_status st = cla_sdpa_validate(ctx, desc, q, k, v, out, chain->queue, 0, NULL, &plan);
     if (st != CLATTN_SUCCESS) return st;
     if (plan.batch == 0 || plan.q_heads == 0 || plan.q_len == 0) return CLATTN_SUCCESS;
+    if (cla_sdpa_split_wanted(ctx, &plan)) return cla_sdpa_split(ctx, &plan, chain);
+    return cla_sdpa_run(ctx, &plan, chain);
+}
+
+clattn_status cla_sdpa_run(clattn_context *ctx, const cla_sdpa_plan *plan, cla_chain *chain) {
     /* With no keys every row is fully masked; the fused kernel writes the zeros (CLBlast takes no empty sizes). */
-    bool unfused = plan.impl == CLATTN_IMPL_UNFUSED && plan.kv_len > 0;
-    return unfused ? cla_sdpa_unfused(ctx, &plan, chain) : cla_sdpa_fused(ctx, &plan, chain);
+    bool unfused = plan->impl == CLATTN_IMPL_UNFUSED && plan->kv_len > 0;
+    return unfused ? cla_sdpa_unfused(ctx, plan, chain) : cla_sdpa_fused(ctx, plan, chain);
 }
 
 clattn_status clattn_sdpa(clattn_context *ctx, const clattn_sdpa_desc *desc, const clattn_tensor *q,
