@@ -159,7 +159,8 @@ CLATTN_API clattn_status clattn_devices_select(const char *spec, clattn_device_i
  */
 /* Contexts */
 
-/* A context owns a device, a command queue, compiled programs and the last error. One thread at a time. */
+/* A context owns a device (or several of one model, clattn_context_options.devices), a command queue per device,
+ * compiled programs and the last error. One thread at a time. */
 typedef struct clattn_context clattn_context;
 
 typedef enum clattn_log_level {
@@ -205,6 +206,17 @@ typedef struct clattn_context_options {
     /* Where a failed creation explains itself (there is no context to ask); may be NULL. */
     char *error_message;
     size_t error_message_size;
+    /* Several devices of one platform in one context (NULL or "": one device, chosen by `device`, which is ignored
+     * when this is set): a comma-separated list of device specs as for `device` ("0:0,0:1"), or "all" (every
+     * device of the default device's platform and type), "all:gpu", "all:cpu", "all:accelerator" (every device of
+     * that type on the platform of the first one). The devices must be the same model with the same driver (name,
+     * vendor, driver and device versions), so that one program binary serves them all; a mixed set is
+     * CLATTN_ERROR_UNSUPPORTED (use one context per device). The context gets one cl_context over the devices and
+     * one in-order queue per device; attention calls (clattn_sdpa, and the attention step of clattn_mha) split
+     * their batch (or, with one batch item, their key/value head groups) over the devices, with results identical
+     * to one device. The first device is the primary one: clattn_context_cl_device, clattn_context_cl_queue and
+     * clattn_context_device_info give it. */
+    const char *devices;
 } clattn_context_options;
 
 /* Fills `options` with the defaults. */
@@ -227,7 +239,15 @@ CLATTN_API void clattn_context_free(clattn_context *context);
 /* The detailed message of the last failed call on this context ("" if none). Valid until the next call. */
 CLATTN_API const char *clattn_context_last_error(const clattn_context *context);
 
+/* The primary (first) device of the context. */
 CLATTN_API clattn_status clattn_context_device_info(const clattn_context *context, clattn_device_info *info);
+/* How many devices the context runs on (1 unless created with clattn_context_options.devices; 0 for NULL). */
+CLATTN_API size_t clattn_context_device_count(const clattn_context *context);
+/* The device at `index` (0 is the primary one): its information and its OpenCL handle. An index past the last
+ * device is CLATTN_ERROR_INVALID_ARGUMENT (and a NULL cl_device_id). */
+CLATTN_API clattn_status clattn_context_device_info_at(const clattn_context *context, size_t index,
+                                                       clattn_device_info *info);
+CLATTN_API cl_device_id clattn_context_cl_device_at(const clattn_context *context, size_t index);
 CLATTN_API cl_context clattn_context_cl_context(const clattn_context *context);
 CLATTN_API cl_device_id clattn_context_cl_device(const clattn_context *context);
 CLATTN_API cl_command_queue clattn_context_cl_queue(const clattn_context *context);
@@ -334,7 +354,9 @@ CLATTN_API void clattn_sdpa_desc_init(clattn_sdpa_desc *desc);
 
 /* out = softmax(q k^T * scale + mask) v on device buffers. Runs on `queue` (NULL: the context's queue), after the
  * events in `wait_list`; `event`, if not NULL, receives an event that completes when every output is written.
- * Does not wait for completion. On any error nothing is enqueued and no output is touched. */
+ * Does not wait for completion. On any error nothing is enqueued and no output is touched. In a context of several
+ * devices (clattn_context_options.devices) the call is split over them, each part on its device's queue after the
+ * wait list (and after what `queue` holds), joined on `queue` before `event`; `queue` may be any of its queues. */
 CLATTN_API clattn_status clattn_sdpa(clattn_context *context, const clattn_sdpa_desc *desc, const clattn_tensor *q,
                                      const clattn_tensor *k, const clattn_tensor *v, const clattn_tensor *out,
                                      cl_command_queue queue, cl_uint num_wait_events, const cl_event *wait_list,

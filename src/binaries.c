@@ -92,21 +92,15 @@ clattn_status cla_binary_load(clattn_context *ctx, const char *source_name, cons
                       "device and this clattn version.",
                       path, source_name, full_options, ctx->info.name, problem);
     } else {
-        const unsigned char *bins[1] = {bin};
-        cl_int bin_status = CL_SUCCESS, err = CL_SUCCESS;
-        cl_program prog = clCreateProgramWithBinary(ctx->cl_ctx, 1, &ctx->device, &size, bins, &bin_status, &err);
-        if (err == CL_SUCCESS && bin_status != CL_SUCCESS) err = bin_status;
-        const char *step = "clCreateProgramWithBinary";
-        if (err == CL_SUCCESS) {
-            step = "clBuildProgram";
-            err = clBuildProgram(prog, 1, &ctx->device, full_options, NULL, NULL);
-        }
+        /* One binary serves every device of the context (they are one model). */
+        cl_int err = CL_SUCCESS;
+        const char *step = NULL;
+        char *log = NULL;
+        cl_program prog = cla_program_from_binary(ctx, bin, size, full_options, &err, &step, &log);
         if (err == CL_SUCCESS) {
             *program = prog;
             ctx->stats.binary_loads++;
         } else {
-            char *log = prog ? cla_build_log(ctx, prog) : NULL;
-            if (prog) clReleaseProgram(prog);
             st = cla_fail(ctx, CLATTN_ERROR_INVALID_BINARY,
                           "the driver rejected prebuilt binary %s (program kernels_cl/%s.cl, options '%s') on "
                           "device '%s': %s returned %d %s",

@@ -54,11 +54,82 @@ static clattn_context *new_context(void) {
     return ctx;
 }
 
+/* Records the context's devices (the primary one first) and their queues, which the context then owns; queues[0]
+ * is also ctx->queue. On failure nothing is taken over. */
+static clattn_status set_devices(clattn_context *ctx, const cl_device_id *devices, const clattn_device_info *infos,
+                                 const cl_command_queue *queues, size_t n) {
+    ctx->devices = calloc(n, sizeof *ctx->devices);
+    ctx->queues = calloc(n, sizeof *ctx->queues);
+    ctx->infos = calloc(n, sizeof *ctx->infos);
+    if (!ctx->devices || !ctx->queues || !ctx->infos) {
+        free(ctx->devices);
+        free(ctx->queues);
+        free(ctx->infos);
+        ctx->devices = NULL;
+        ctx->queues = NULL;
+        ctx->infos = NULL;
+        return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    }
+    ctx->device_count = n;
+    ctx->sub_buffer_align = 1;
+    for (size_t i = 0; i < n; ++i) {
+        ctx->devices[i] = devices[i];
+        ctx->queues[i] = queues[i];
+        ctx->infos[i] = infos[i];
+        /* Sub-buffers (of the outputs of split calls) must start at a multiple of every device's alignment. */
+        cl_uint bits = 0;
+        if (clGetDeviceInfo(devices[i], CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof bits, &bits, NULL) == CL_SUCCESS &&
+            bits / 8 > ctx->sub_buffer_align)
+            ctx->sub_buffer_align = bits / 8;
+    }
+    ctx->device = devices[0];
+    ctx->queue = queues[0];
+    ctx->info = infos[0];
+    return CLATTN_SUCCESS;
+}
+
 clattn_status clattn_context_create(const char *device_spec, clattn_context **context) {
     clattn_context_options o;
     clattn_context_options_init(&o);
     o.device = device_spec;
     return clattn_context_create_with_options(&o, context);
+}
+
+/* The most devices one context takes; far more than any machine has of one model. */
+#define MAX_CONTEXT_DEVICES 64
+
+/* Picks the context's devices: one by options->device, or a list by options->devices, all of one model. */
+static clattn_status pick_devices(const clattn_context_options *o, cla_device_entry *chosen, size_t *n, char *msg,
+                                  size_t msg_size) {
+    cla_device_entry *entries = NULL;
+    size_t count = 0, index = 0;
+    size_t indices[MAX_CONTEXT_DEVICES];
+    clattn_status st = cla_devices_enumerate(&entries, &count, msg, msg_size);
+    const bool list = o && o->devices && *o->devices;
+    if (st == CLATTN_SUCCESS && list) {
+        st = cla_devices_pick_list(entries, count, o->devices, indices, MAX_CONTEXT_DEVICES, n, msg, msg_size);
+    } else if (st == CLATTN_SUCCESS) {
+        st = cla_devices_pick(entries, count, o ? o->device : NULL, &index, msg, msg_size);
+        indices[0] = index;
+        *n = 1;
+    }
+    for (size_t i = 0; st == CLATTN_SUCCESS && i < *n; ++i) {
+        chosen[i] = entries[indices[i]];
+        char why[512];
+        if (i > 0 && !cla_devices_compatible(&chosen[0].info, &chosen[i].info, why, sizeof why)) {
+            cla_write_message(
+                msg, msg_size,
+                "Devices %u:%u (%s) and %u:%u (%s) cannot share one clattn context: %s. A context "
+                "with several devices needs devices of one model and driver (one program binary "
+                "serves them all); use one context per device instead (clattn_context_create(\"P:D\", "
+                "...) for each, see README.md, \"Several devices\").",
+                chosen[0].info.platform_index, chosen[0].info.device_index, chosen[0].info.name,
+                chosen[i].info.platform_index, chosen[i].info.device_index, chosen[i].info.name, why);
+            st = CLATTN_ERROR_UNSUPPORTED;
+        }
+    }
+    free(entries);
+    return st;
 }
 
 clattn_status clattn_context_create_with_options(const clattn_context_options *options, clattn_context **context) {
@@ -68,50 +139,61 @@ clattn_status clattn_context_create_with_options(const clattn_context_options *o
     }
     *context = NULL;
     char msg[1536] = "";
-    cla_device_entry *entries = NULL;
-    size_t count = 0, index = 0;
-    clattn_status st = cla_devices_enumerate(&entries, &count, msg, sizeof msg);
-    if (st == CLATTN_SUCCESS)
-        st = cla_devices_pick(entries, count, options ? options->device : NULL, &index, msg, sizeof msg);
+    cla_device_entry chosen[MAX_CONTEXT_DEVICES];
+    size_t n = 0;
+    clattn_status st = pick_devices(options, chosen, &n, msg, sizeof msg);
     if (st != CLATTN_SUCCESS) {
-        free(entries);
         report(options, msg);
         return st;
     }
-    cla_device_entry chosen = entries[index];
-    free(entries);
+    cl_device_id devices[MAX_CONTEXT_DEVICES];
+    clattn_device_info infos[MAX_CONTEXT_DEVICES];
+    cl_command_queue queues[MAX_CONTEXT_DEVICES] = {NULL};
+    for (size_t i = 0; i < n; ++i) {
+        devices[i] = chosen[i].device;
+        infos[i] = chosen[i].info;
+    }
 
     cl_int err = CL_SUCCESS;
-    cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)chosen.platform, 0};
-    cl_context clctx = clCreateContext(props, 1, &chosen.device, NULL, NULL, &err);
+    cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)chosen[0].platform, 0};
+    cl_context clctx = clCreateContext(props, (cl_uint)n, devices, NULL, NULL, &err);
     if (err != CL_SUCCESS) {
-        cla_write_message(msg, sizeof msg, "clCreateContext failed on device '%s' (%s): %d %s", chosen.info.name,
-                          chosen.info.platform_name, err, cla_cl_error_name(err) ? cla_cl_error_name(err) : "");
+        cla_write_message(msg, sizeof msg, "clCreateContext failed on device '%s' (%s)%s: %d %s",
+                          chosen[0].info.name, chosen[0].info.platform_name,
+                          n > 1 ? " and the other devices of the list" : "", err,
+                          cla_cl_error_name(err) ? cla_cl_error_name(err) : "");
         report(options, msg);
         return err;
     }
     cl_command_queue_properties qprops = (options && options->enable_profiling) ? CL_QUEUE_PROFILING_ENABLE : 0;
-    /* clCreateCommandQueue is deprecated in 2.0 but is the one call every 1.2+ driver has. */
-    cl_command_queue queue = clCreateCommandQueue(clctx, chosen.device, qprops, &err);
+    for (size_t i = 0; i < n && err == CL_SUCCESS; ++i) {
+        /* clCreateCommandQueue is deprecated in 2.0 but is the one call every 1.2+ driver has. */
+        queues[i] = clCreateCommandQueue(clctx, devices[i], qprops, &err);
+        if (err != CL_SUCCESS)
+            cla_write_message(msg, sizeof msg, "clCreateCommandQueue failed on device '%s' (%u:%u): %d %s",
+                              infos[i].name, infos[i].platform_index, infos[i].device_index, err,
+                              cla_cl_error_name(err) ? cla_cl_error_name(err) : "");
+    }
+    clattn_context *ctx = err == CL_SUCCESS ? new_context() : NULL;
+    if (err == CL_SUCCESS && !ctx) {
+        err = CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+        cla_write_message(msg, sizeof msg, "out of host memory creating a context");
+    }
+    if (ctx && set_devices(ctx, devices, infos, queues, n) != CLATTN_SUCCESS) {
+        free(ctx);
+        ctx = NULL;
+        err = CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+        cla_write_message(msg, sizeof msg, "out of host memory creating a context");
+    }
     if (err != CL_SUCCESS) {
+        for (size_t i = 0; i < n; ++i)
+            if (queues[i]) clReleaseCommandQueue(queues[i]);
         clReleaseContext(clctx);
-        cla_write_message(msg, sizeof msg, "clCreateCommandQueue failed on device '%s': %d %s", chosen.info.name,
-                          err, cla_cl_error_name(err) ? cla_cl_error_name(err) : "");
         report(options, msg);
         return err;
     }
-    clattn_context *ctx = new_context();
-    if (!ctx) {
-        clReleaseCommandQueue(queue);
-        clReleaseContext(clctx);
-        report(options, "out of host memory creating a context");
-        return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
-    }
-    ctx->platform = chosen.platform;
-    ctx->device = chosen.device;
+    ctx->platform = chosen[0].platform;
     ctx->cl_ctx = clctx;
-    ctx->queue = queue;
-    ctx->info = chosen.info;
     ctx->profiling = qprops != 0;
     st = finish_setup(ctx, options);
     if (st != CLATTN_SUCCESS) {
@@ -153,7 +235,9 @@ clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id devi
     }
     clattn_context *ctx = new_context();
     if (!ctx) return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
-    clattn_status st = cla_device_query_info(platform, device, &ctx->info);
+    clattn_device_info info;
+    clattn_status st = cla_device_query_info(platform, device, &info);
+    if (st == CLATTN_SUCCESS) st = set_devices(ctx, &device, &info, &queue, 1);
     if (st != CLATTN_SUCCESS) {
         free(ctx);
         return st;
@@ -161,9 +245,7 @@ clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id devi
     clRetainContext(cl_ctx);
     clRetainCommandQueue(queue);
     ctx->platform = platform;
-    ctx->device = device;
     ctx->cl_ctx = cl_ctx;
-    ctx->queue = queue;
     ctx->profiling = (qprops & CL_QUEUE_PROFILING_ENABLE) != 0;
     st = finish_setup(ctx, options);
     if (st != CLATTN_SUCCESS) {
@@ -179,8 +261,13 @@ void clattn_context_free(clattn_context *ctx) {
     cla_programs_release(ctx);
     cla_program_record_end(ctx);
     cla_tuning_free(ctx);
+    for (size_t i = 1; i < ctx->device_count; ++i)
+        if (ctx->queues[i]) clReleaseCommandQueue(ctx->queues[i]);
     if (ctx->queue) clReleaseCommandQueue(ctx->queue);
     if (ctx->cl_ctx) clReleaseContext(ctx->cl_ctx);
+    free(ctx->devices);
+    free(ctx->queues);
+    free(ctx->infos);
     free(ctx->cache_dir);
     free(ctx->kernel_dir);
     free(ctx->extra_build_options);
@@ -193,6 +280,24 @@ clattn_status clattn_context_device_info(const clattn_context *ctx, clattn_devic
     if (!ctx || !info) return CLATTN_ERROR_NULL_POINTER;
     *info = ctx->info;
     return CLATTN_SUCCESS;
+}
+
+size_t clattn_context_device_count(const clattn_context *ctx) {
+    return ctx ? ctx->device_count : 0;
+}
+
+clattn_status clattn_context_device_info_at(const clattn_context *ctx, size_t index, clattn_device_info *info) {
+    if (!ctx || !info) return CLATTN_ERROR_NULL_POINTER;
+    if (index >= ctx->device_count)
+        return cla_fail((clattn_context *)ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "clattn_context_device_info_at: index %zu, but the context has %zu device%s", index,
+                        ctx->device_count, ctx->device_count == 1 ? "" : "s");
+    *info = ctx->infos[index];
+    return CLATTN_SUCCESS;
+}
+
+cl_device_id clattn_context_cl_device_at(const clattn_context *ctx, size_t index) {
+    return ctx && index < ctx->device_count ? ctx->devices[index] : NULL;
 }
 
 cl_context clattn_context_cl_context(const clattn_context *ctx) {

@@ -2,6 +2,7 @@
 #include "internal.h"
 
 #include <ctype.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -353,4 +354,141 @@ clattn_status clattn_devices_select(const char *spec, clattn_device_info *info, 
     if (st == CLATTN_SUCCESS) *info = entries[index].info;
     free(entries);
     return st;
+}
+
+/* ---- several devices in one context ---- */
+
+/* Adds entry `i` to a list selection unless it is there already (a duplicate is an error: the caller asked for
+ * one device twice) or on another platform than the first (one cl_context cannot span platforms). */
+static clattn_status add_picked(const cla_device_entry *entries, size_t i, const char *spec, size_t *indices,
+                                size_t capacity, size_t *picked, char *message, size_t message_size) {
+    const clattn_device_info *d = &entries[i].info;
+    for (size_t j = 0; j < *picked; ++j)
+        if (indices[j] == i) {
+            cla_write_message(message, message_size,
+                              "Device list '%s' names device %u:%u (%s) twice; name each device once.", spec,
+                              d->platform_index, d->device_index, d->name);
+            return CLATTN_ERROR_INVALID_DEVICE_SPEC;
+        }
+    if (*picked > 0 && entries[indices[0]].platform != entries[i].platform) {
+        cla_write_message(message, message_size,
+                          "Device list '%s' mixes platforms (%s and %s): one context holds devices of one platform "
+                          "only. Use one context per device (clattn_context_create(\"P:D\", ...)) for devices of "
+                          "different platforms.",
+                          spec, entries[indices[0]].info.platform_name, d->platform_name);
+        return CLATTN_ERROR_UNSUPPORTED;
+    }
+    if (*picked == capacity) {
+        cla_write_message(message, message_size, "Device list '%s' names more than %zu devices.", spec, capacity);
+        return CLATTN_ERROR_INVALID_DEVICE_SPEC;
+    }
+    indices[(*picked)++] = i;
+    return CLATTN_SUCCESS;
+}
+
+clattn_status cla_devices_pick_list(const cla_device_entry *entries, size_t count, const char *spec,
+                                    size_t *indices, size_t capacity, size_t *picked, char *message,
+                                    size_t message_size) {
+    *picked = 0;
+    char norm[256];
+    if (!spec || !normalise_spec(spec, norm, sizeof norm) || !norm[0]) {
+        cla_write_message(message, message_size,
+                          "Device list '%s' is empty or longer than 255 characters; give \"P:D,P:D\" or \"all\".",
+                          spec ? spec : "(null)");
+        return CLATTN_ERROR_INVALID_DEVICE_SPEC;
+    }
+    /* "all" and "all:TYPE": every device of one type on the platform of the first such device. */
+    if (strncmp(norm, "all", 3) == 0 && (norm[3] == '\0' || norm[3] == ':')) {
+        static const struct {
+            const char *word;
+            clattn_device_type type;
+        } words[] = {{"gpu", CLATTN_DEVICE_TYPE_GPU},
+                     {"cpu", CLATTN_DEVICE_TYPE_CPU},
+                     {"accelerator", CLATTN_DEVICE_TYPE_ACCELERATOR},
+                     {"acc", CLATTN_DEVICE_TYPE_ACCELERATOR}};
+        size_t first = default_index(entries, count);
+        if (norm[3] == ':') {
+            size_t w = 0;
+            while (w < CLA_ARRAY_SIZE(words) && strcmp(norm + 4, words[w].word) != 0) ++w;
+            if (w == CLA_ARRAY_SIZE(words)) {
+                cla_write_message(message, message_size,
+                                  "Device list '%s': after \"all:\" give gpu, cpu or accelerator.", spec);
+                return CLATTN_ERROR_INVALID_DEVICE_SPEC;
+            }
+            first = count;
+            for (size_t i = 0; i < count && first == count; ++i)
+                if (entries[i].info.type == words[w].type) first = i;
+            if (first == count) {
+                char list[1024];
+                describe_devices(entries, count, list, sizeof list);
+                cla_write_message(message, message_size, "No OpenCL device matches '%s'. Devices here: %s", spec,
+                                  list);
+                return CLATTN_ERROR_NO_DEVICE;
+            }
+        }
+        for (size_t i = 0; i < count; ++i) {
+            if (entries[i].platform != entries[first].platform || entries[i].info.type != entries[first].info.type)
+                continue;
+            clattn_status st = add_picked(entries, i, spec, indices, capacity, picked, message, message_size);
+            if (st != CLATTN_SUCCESS) return st;
+        }
+        return CLATTN_SUCCESS;
+    }
+    /* A list of single-device specs, each as clattn_context_options.device takes it. */
+    for (const char *p = norm; *p;) {
+        const char *comma = strchr(p, ',');
+        size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        char item[256];
+        memcpy(item, p, n);
+        item[n] = '\0';
+        char trimmed[256];
+        if (!normalise_spec(item, trimmed, sizeof trimmed) || !trimmed[0]) {
+            cla_write_message(message, message_size,
+                              "Device list '%s' has an empty item; separate device specs (P:D, gpu, cpu or part of "
+                              "a name) with single commas.",
+                              spec);
+            return CLATTN_ERROR_INVALID_DEVICE_SPEC;
+        }
+        size_t index = 0;
+        clattn_status st = cla_devices_pick(entries, count, trimmed, &index, message, message_size);
+        if (st == CLATTN_SUCCESS)
+            st = add_picked(entries, index, spec, indices, capacity, picked, message, message_size);
+        if (st != CLATTN_SUCCESS) return st;
+        p += n;
+        if (*p == ',') {
+            ++p;
+            if (!*p) {
+                cla_write_message(message, message_size, "Device list '%s' ends with a comma.", spec);
+                return CLATTN_ERROR_INVALID_DEVICE_SPEC;
+            }
+        }
+    }
+    return CLATTN_SUCCESS;
+}
+
+bool cla_devices_compatible(const clattn_device_info *a, const clattn_device_info *b, char *why, size_t why_size) {
+    static const struct {
+        const char *what;
+        size_t offset;
+    } fields[] = {
+        {"platform", offsetof(clattn_device_info, platform_name)},
+        {"platform version", offsetof(clattn_device_info, platform_version)},
+        {"name", offsetof(clattn_device_info, name)},
+        {"vendor", offsetof(clattn_device_info, vendor)},
+        {"driver version", offsetof(clattn_device_info, driver_version)},
+        {"device version", offsetof(clattn_device_info, device_version)},
+        {"OpenCL C version", offsetof(clattn_device_info, opencl_c_version)},
+    };
+    for (size_t i = 0; i < CLA_ARRAY_SIZE(fields); ++i) {
+        const char *x = (const char *)a + fields[i].offset, *y = (const char *)b + fields[i].offset;
+        if (strcmp(x, y) != 0) {
+            cla_write_message(why, why_size, "their %s differs ('%s' and '%s')", fields[i].what, x, y);
+            return false;
+        }
+    }
+    if (a->compiler_available != b->compiler_available || a->type != b->type) {
+        cla_write_message(why, why_size, "their device type or compiler availability differs");
+        return false;
+    }
+    return true;
 }

@@ -153,3 +153,27 @@ clattn_status cla_check_queue(clattn_context *ctx, const char *fn, cl_command_qu
         return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%s: the queue belongs to another context", fn);
     return CLATTN_SUCCESS;
 }
+
+clattn_status cla_temp_sub_buffer(clattn_context *ctx, cl_mem parent, size_t origin, size_t size, const char *what,
+                                  cl_mem *out) {
+    cl_int err = CL_SUCCESS;
+    *out = NULL;
+    if (cla_fault_due(ctx)) {
+        err = CL_OUT_OF_RESOURCES;
+    } else {
+        cl_buffer_region region = {origin, size};
+        /* Flags 0: the sub-buffer inherits the parent's access and host-pointer flags. */
+        *out = clCreateSubBuffer(parent, 0, CL_BUFFER_CREATE_TYPE_REGION, &region, &err);
+    }
+    if (err != CL_SUCCESS) {
+        *out = NULL;
+        return cla_fail(
+            ctx, err,
+            "creating a sub-buffer of bytes [%zu, %zu) for %s on '%s' failed: %d %s (the origin must be "
+            "a multiple of the devices' base address alignment, %zu bytes)",
+            origin, origin + size, what, ctx->info.name, err, cla_cl_error_name(err) ? cla_cl_error_name(err) : "",
+            ctx->sub_buffer_align);
+    }
+    ctx->live_temps++;
+    return CLATTN_SUCCESS;
+}

@@ -32,11 +32,19 @@ typedef struct cla_program_entry {
 
 struct clattn_context {
     cl_platform_id platform;
-    cl_device_id device;
+    cl_device_id device; /* the primary device: devices[0] */
     cl_context cl_ctx;
-    cl_command_queue queue;
+    cl_command_queue queue; /* the primary device's queue: queues[0] (one reference, held here) */
     clattn_device_info info;
     bool profiling;
+
+    /* Every device of the context, the primary one first, with an in-order queue each (queues[0] is `queue`).
+     * Attention calls split over them (sdpa_split.c); programs are built for all of them (program.c). */
+    size_t device_count;
+    cl_device_id *devices;
+    cl_command_queue *queues;
+    clattn_device_info *infos;
+    size_t sub_buffer_align; /* bytes: the largest CL_DEVICE_MEM_BASE_ADDR_ALIGN of the devices */
 
     clattn_log_fn log;
     void *log_user;
@@ -107,6 +115,14 @@ clattn_status cla_devices_enumerate(cla_device_entry **entries, size_t *count, c
 clattn_status cla_devices_pick(const cla_device_entry *entries, size_t count, const char *spec, size_t *index,
                                char *message, size_t message_size);
 clattn_status cla_device_query_info(cl_platform_id platform, cl_device_id device, clattn_device_info *info);
+/* Indices into entries of the devices that a list spec selects (clattn_context_options.devices: "P:D,P:D",
+ * "all", "all:gpu", ...), at most `capacity`; every one on one platform, none twice. */
+clattn_status cla_devices_pick_list(const cla_device_entry *entries, size_t count, const char *spec,
+                                    size_t *indices, size_t capacity, size_t *picked, char *message,
+                                    size_t message_size);
+/* Whether two devices may share one multi-device context: the same platform, model and driver, so that one
+ * program binary (and one disk-cache key) serves both. Writes why not into `why` when they may not. */
+bool cla_devices_compatible(const clattn_device_info *a, const clattn_device_info *b, char *why, size_t why_size);
 
 /* ---- kernel sources (sources.c) ---- */
 
@@ -116,6 +132,12 @@ clattn_status cla_source_load(clattn_context *ctx, const char *name, char **text
 const char *const *cla_source_names(void);
 
 /* ---- programs (program.c) ---- */
+
+/* A program from one device binary, for every device of the context (they are one model, so the binary is
+ * replicated), then built with `options`. On failure returns NULL with *err set, *step naming the call and, if
+ * `log` is not NULL, the driver's build log in *log (malloc'd, or NULL). */
+cl_program cla_program_from_binary(clattn_context *ctx, const unsigned char *binary, size_t size,
+                                   const char *options, cl_int *err, const char **step, char **log);
 
 /* A built program for kernels_cl/<source_name>.cl with these extra build options (-D defines), from the memory
  * cache, the disk cache, or a fresh build. The context owns the program. */
@@ -200,6 +222,11 @@ void cla_fault_inject(clattn_context *ctx, long n);
 bool cla_fault_due(clattn_context *ctx);
 /* Releases a temporary from cla_temp_buffer (NULL is fine) and clears the handle. */
 void cla_temp_release(clattn_context *ctx, cl_mem *mem);
+
+/* A sub-buffer of `parent`, bytes [origin, origin + size), counted with the temporaries (it allocates nothing)
+ * and released with cla_temp_release. `origin` must be aligned to ctx->sub_buffer_align. */
+clattn_status cla_temp_sub_buffer(clattn_context *ctx, cl_mem parent, size_t origin, size_t size, const char *what,
+                                  cl_mem *out);
 
 /* Starts the accounting of one operation's temporary device memory. */
 void cla_temp_begin(clattn_context *ctx);

@@ -70,22 +70,58 @@ char *cla_build_log(const clattn_context *ctx, cl_program program) {
     return log;
 }
 
-/* The device binary of a built program (malloc'd), or NULL if the driver does not give one. */
+/* The device binary of a built program (malloc'd), or NULL if the driver does not give one. A program of a
+ * multi-device context has one binary per device, all of one model: the primary device's serves them all. */
 static unsigned char *program_binary(const clattn_context *ctx, cl_program program, size_t *size) {
-    size_t bin_size = 0;
-    if (clGetProgramInfo(program, CL_PROGRAM_BINARY_SIZES, sizeof bin_size, &bin_size, NULL) != CL_SUCCESS ||
-        bin_size == 0)
-        return NULL;
-    unsigned char *bin = malloc(bin_size);
-    if (!bin) return NULL;
-    unsigned char *ptrs[1] = {bin};
-    if (clGetProgramInfo(program, CL_PROGRAM_BINARIES, sizeof ptrs, ptrs, NULL) != CL_SUCCESS) {
-        free(bin);
-        return NULL;
+    const size_t n = ctx->device_count ? ctx->device_count : 1;
+    size_t *sizes = calloc(n, sizeof *sizes);
+    unsigned char **ptrs = calloc(n, sizeof *ptrs);
+    unsigned char *bin = NULL;
+    bool ok = sizes && ptrs &&
+              clGetProgramInfo(program, CL_PROGRAM_BINARY_SIZES, n * sizeof *sizes, sizes, NULL) == CL_SUCCESS &&
+              sizes[0] > 0;
+    /* Room for every device's copy: the spec lets NULL entries skip a device, but PoCL 3.1 writes through them. */
+    for (size_t i = 0; ok && i < n; ++i) ok = (ptrs[i] = malloc(sizes[i] ? sizes[i] : 1)) != NULL;
+    if (ok && clGetProgramInfo(program, CL_PROGRAM_BINARIES, n * sizeof *ptrs, ptrs, NULL) == CL_SUCCESS) {
+        bin = ptrs[0];
+        ptrs[0] = NULL;
+        *size = sizes[0];
     }
-    (void)ctx;
-    *size = bin_size;
+    for (size_t i = 0; ptrs && i < n; ++i) free(ptrs[i]);
+    free(sizes);
+    free(ptrs);
     return bin;
+}
+
+cl_program cla_program_from_binary(clattn_context *ctx, const unsigned char *binary, size_t size,
+                                   const char *options, cl_int *err, const char **step, char **log) {
+    const size_t n = ctx->device_count;
+    size_t *sizes = calloc(n, sizeof *sizes);
+    const unsigned char **bins = calloc(n, sizeof *bins);
+    cl_int *bin_status = calloc(n, sizeof *bin_status);
+    cl_program program = NULL;
+    *step = "clCreateProgramWithBinary";
+    *err = CL_OUT_OF_HOST_MEMORY;
+    if (sizes && bins && bin_status) {
+        for (size_t i = 0; i < n; ++i) {
+            sizes[i] = size;
+            bins[i] = binary;
+        }
+        program = clCreateProgramWithBinary(ctx->cl_ctx, (cl_uint)n, ctx->devices, sizes, bins, bin_status, err);
+        for (size_t i = 0; i < n && *err == CL_SUCCESS; ++i)
+            if (bin_status[i] != CL_SUCCESS) *err = bin_status[i];
+        if (*err == CL_SUCCESS) {
+            *step = "clBuildProgram";
+            *err = clBuildProgram(program, (cl_uint)n, ctx->devices, options, NULL, NULL);
+        }
+    }
+    free(sizes);
+    free(bins);
+    free(bin_status);
+    if (*err == CL_SUCCESS) return program;
+    if (log) *log = program ? cla_build_log(ctx, program) : NULL;
+    if (program) clReleaseProgram(program);
+    return NULL;
 }
 
 /* Tries the disk cache; returns a built program or NULL (a bad entry counts as a reject and is removed). */
@@ -93,14 +129,11 @@ static cl_program load_cached(clattn_context *ctx, const char *key, const char *
     unsigned char *bin = NULL;
     size_t size = 0;
     if (!cla_disk_cache_read(ctx, key, &bin, &size)) return NULL;
-    const unsigned char *bins[1] = {bin};
-    cl_int bin_status = CL_SUCCESS, err = CL_SUCCESS;
-    cl_program program = clCreateProgramWithBinary(ctx->cl_ctx, 1, &ctx->device, &size, bins, &bin_status, &err);
+    cl_int err = CL_SUCCESS;
+    const char *step = NULL;
+    cl_program program = cla_program_from_binary(ctx, bin, size, options, &err, &step, NULL);
     free(bin);
-    if (err == CL_SUCCESS && bin_status == CL_SUCCESS)
-        err = clBuildProgram(program, 1, &ctx->device, options, NULL, NULL);
-    if (err == CL_SUCCESS && bin_status == CL_SUCCESS) return program;
-    if (program) clReleaseProgram(program);
+    if (program) return program;
     cla_log(ctx, CLATTN_LOG_WARNING, "cached program binary rejected by the driver (%d); rebuilding from source",
             err);
     ctx->stats.disk_rejects++;
@@ -123,7 +156,7 @@ static clattn_status build_from_source(clattn_context *ctx, const char *source_n
     if (err != CL_SUCCESS)
         return cla_fail(ctx, err, "clCreateProgramWithSource failed for kernel '%s' on '%s': %d %s", source_name,
                         ctx->info.name, err, cla_cl_error_name(err) ? cla_cl_error_name(err) : "");
-    err = clBuildProgram(program, 1, &ctx->device, options, NULL, NULL);
+    err = clBuildProgram(program, (cl_uint)ctx->device_count, ctx->devices, options, NULL, NULL);
     ctx->stats.builds++;
     if (err != CL_SUCCESS) {
         char *log = cla_build_log(ctx, program);

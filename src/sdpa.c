@@ -155,9 +155,8 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
                         : !k  ? "k"
                         : !v  ? "v"
                               : "out");
-    if (num_wait > 0 && !wait_list)
-        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "clattn_sdpa: %u wait events but wait_list is NULL",
-                        num_wait);
+    clattn_status qst = cla_check_queue(ctx, "clattn_sdpa", NULL, num_wait, wait_list);
+    if (qst != CLATTN_SUCCESS) return qst;
     const clattn_tensor *inputs[] = {q, k, v, out};
     static const char *names[] = {"q", "k", "v", "out"};
     for (int i = 0; i < 4; ++i) {
@@ -188,8 +187,8 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
                         "the default 1/sqrt(head_dim)");
 
     memset(p, 0, sizeof *p);
-    p->batch = q->size[0];
-    p->q_heads = q->size[1];
+    p->batch = p->whole_batch = q->size[0];
+    p->q_heads = p->whole_heads = q->size[1];
     p->q_len = q->size[2];
     p->head_dim = q->size[3];
     p->kv_heads = k->size[1];
@@ -238,14 +237,7 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
     ranges[3].output = true;
     for (size_t i = first_output; i < n; ++i) ranges[i].output = true;
     if ((st = cla_check_overlaps(ctx, "clattn_sdpa", ranges, n, ""))) return st;
-    if (queue) {
-        cl_context qctx = NULL;
-        cl_int err = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qctx, &qctx, NULL);
-        if (err != CL_SUCCESS) return cla_fail(ctx, err, "clattn_sdpa: the queue is not a valid command queue");
-        if (qctx != ctx->cl_ctx)
-            return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                            "clattn_sdpa: the queue belongs to another context");
-    }
+    if ((st = cla_check_queue(ctx, "clattn_sdpa", queue, 0, NULL))) return st;
     p->impl = choose_impl(p, desc->impl);
     if (p->impl == CLATTN_IMPL_FUSED && p->weights.buffer)
         return cla_fail(ctx, CLATTN_ERROR_UNSUPPORTED,
@@ -261,9 +253,14 @@ clattn_status cla_sdpa_enqueue(clattn_context *ctx, const clattn_sdpa_desc *desc
     clattn_status st = cla_sdpa_validate(ctx, desc, q, k, v, out, chain->queue, 0, NULL, &plan);
     if (st != CLATTN_SUCCESS) return st;
     if (plan.batch == 0 || plan.q_heads == 0 || plan.q_len == 0) return CLATTN_SUCCESS;
+    if (cla_sdpa_split_wanted(ctx, &plan)) return cla_sdpa_split(ctx, &plan, chain);
+    return cla_sdpa_run(ctx, &plan, chain);
+}
+
+clattn_status cla_sdpa_run(clattn_context *ctx, const cla_sdpa_plan *plan, cla_chain *chain) {
     /* With no keys every row is fully masked; the fused kernel writes the zeros (CLBlast takes no empty sizes). */
-    bool unfused = plan.impl == CLATTN_IMPL_UNFUSED && plan.kv_len > 0;
-    return unfused ? cla_sdpa_unfused(ctx, &plan, chain) : cla_sdpa_fused(ctx, &plan, chain);
+    bool unfused = plan->impl == CLATTN_IMPL_UNFUSED && plan->kv_len > 0;
+    return unfused ? cla_sdpa_unfused(ctx, plan, chain) : cla_sdpa_fused(ctx, plan, chain);
 }
 
 clattn_status clattn_sdpa(clattn_context *ctx, const clattn_sdpa_desc *desc, const clattn_tensor *q,

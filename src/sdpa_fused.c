@@ -107,8 +107,9 @@ clattn_status cla_sdpa_fused_override(clattn_context *ctx, const cla_tune_proble
 /* The parameters for this call: CLATTN_FUSED_PARAMS, else the context's tuning database, else the built-in
  * defaults for the device type (all in tuning.c's description of this kernel). */
 static clattn_status choose_params(clattn_context *ctx, const cla_sdpa_plan *p, fused_params *fp) {
-    cla_tune_problem prob = {p->head_dim, p->v_head_dim, p->q.dtype, p->mask_kind, p->causal != CLATTN_CAUSAL_NONE,
-                             p->batch,    p->q_heads,    p->q_len,   p->kv_len};
+    cla_tune_problem prob = {
+        p->head_dim,    p->v_head_dim,  p->q.dtype, p->mask_kind, p->causal != CLATTN_CAUSAL_NONE,
+        p->whole_batch, p->whole_heads, p->q_len,   p->kv_len};
     cla_tune_choice ch;
     clattn_status st = cla_tuning_choose(ctx, &cla_tune_op_sdpa_fused, &prob, &ch);
     if (st != CLATTN_SUCCESS) return st;
@@ -142,6 +143,8 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     if (st != CLATTN_SUCCESS) return st;
 
     const size_t bh = p->batch * p->q_heads;
+    /* The key splits follow the whole call's rows, so that a part of a split call runs what one device would. */
+    const size_t whole_bh = p->whole_batch * p->whole_heads;
     const bool cpu = fp.variant == FUSED_CPU;
     const char *name = cpu ? "sdpa_fused_cpu" : "sdpa_fused";
     char common[512], options[768], combine_options[640];
@@ -151,7 +154,7 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     bool split = false;
     for (;;) {
         const size_t rows_per_group = (size_t)fp.rows * (size_t)fp.wg_size;
-        const size_t row_groups = (p->q_len + rows_per_group - 1) / rows_per_group * bh;
+        const size_t row_groups = (p->q_len + rows_per_group - 1) / rows_per_group * whole_bh;
         nsplit = choose_splits(ctx, p, &fp, row_groups);
         split_len = (int)round_up((p->kv_len + (size_t)nsplit - 1) / (size_t)nsplit, (size_t)fp.block_n);
         if (split_len < 1) split_len = fp.block_n;

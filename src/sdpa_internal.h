@@ -20,6 +20,10 @@ typedef struct cla_sdpa_plan {
     clattn_tensor lse;     /* buffer NULL when not requested */
     clattn_tensor weights; /* buffer NULL when not requested */
     clattn_impl impl;      /* resolved: FUSED or UNFUSED */
+    /* The batch and query heads of the whole call. A part of a call split over devices (sdpa_split.c) has fewer,
+     * but chooses its kernel parameters (tuning class, key splits) by these, so that every part runs exactly what
+     * one device would and the results are bitwise the same. */
+    size_t whole_batch, whole_heads;
 } cla_sdpa_plan;
 
 /* Enqueues a sequence of commands, each after the previous one (and the first after the caller's events), so the
@@ -75,6 +79,16 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
 clattn_status cla_sdpa_enqueue(clattn_context *ctx, const clattn_sdpa_desc *desc, const clattn_tensor *q,
                                const clattn_tensor *k, const clattn_tensor *v, const clattn_tensor *out,
                                cla_chain *chain);
+
+/* Whether a validated call runs split over the context's devices: more than one device, and at least two batch
+ * items or (with one) two key/value head groups. */
+bool cla_sdpa_split_wanted(const clattn_context *ctx, const cla_sdpa_plan *plan);
+/* Runs a validated call split over the context's devices (sdpa_split.c): each device's part after the chain's
+ * events, then a join on the chain's queue (and the copies of outputs that went through temporaries). */
+clattn_status cla_sdpa_split(clattn_context *ctx, const cla_sdpa_plan *plan, cla_chain *chain);
+
+/* Runs a validated, non-empty plan on the chain's queue with the implementation it chose. */
+clattn_status cla_sdpa_run(clattn_context *ctx, const cla_sdpa_plan *plan, cla_chain *chain);
 
 /* The implementations. Both expect a validated plan and enqueue nothing on failure before their first command. */
 clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *plan, cla_chain *chain);

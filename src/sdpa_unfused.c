@@ -212,8 +212,8 @@ static clattn_status enqueue_gemm(clattn_context *ctx, cla_chain *chain, unfused
     fold_shared_b(g, w);
     cl_int err = cla_chain_barrier(chain);
     if (err != CL_SUCCESS)
-        return cla_fail(ctx, err, "unfused attention: enqueueing the barrier before the %s GEMM failed: %d",
-                        g->what, err);
+        return cla_fail(ctx, err, "unfused attention: enqueueing the barrier before the %s GEMM on '%s' failed: %d",
+                        g->what, ctx->info.name, err);
     clattn_status st = CLATTN_SUCCESS;
     size_t events = 0;
     bool all_events = true;
@@ -264,8 +264,9 @@ static clattn_status enqueue_gemm(clattn_context *ctx, cla_chain *chain, unfused
         err = clEnqueueBarrierWithWaitList(chain->queue, all_events ? (cl_uint)events : 0,
                                            all_events ? w->events : NULL, &done);
         if (err != CL_SUCCESS)
-            st = cla_fail(ctx, err, "unfused attention: enqueueing the barrier after the %s GEMM failed: %d",
-                          g->what, err);
+            st =
+                cla_fail(ctx, err, "unfused attention: enqueueing the barrier after the %s GEMM on '%s' failed: %d",
+                         g->what, ctx->info.name, err);
     }
     for (size_t i = 0; i < events; ++i) clReleaseEvent(w->events[i]);
     if (st == CLATTN_SUCCESS) cla_chain_push(chain, done);

@@ -242,7 +242,11 @@ void cla_clblast_apply(clattn_context *ctx) {
         const cla_clblast_kernel *kd = &cla_clblast_kernels[k];
         const char *names[CLA_CLBLAST_MAX_PARAMS];
         for (int i = 0; i < kd->count; ++i) names[i] = kd->params[i];
-        CLBlastStatusCode st = cla_blas_override(ctx->device, kd->name, (size_t)kd->count, names, s.values[k]);
+        /* Every device of the context: a split attention call runs the GEMMs of its parts on each of them, and
+         * one set of parameters keeps their results identical to one device's. */
+        CLBlastStatusCode st = CLBlastSuccess;
+        for (size_t d = 0; d < ctx->device_count && st == CLBlastSuccess; ++d)
+            st = cla_blas_override(ctx->devices[d], kd->name, (size_t)kd->count, names, s.values[k]);
         char text[CLA_TUNE_PARAMS_TEXT];
         cla_clblast_format(k, s.values[k], text, sizeof text);
         if (st != CLBlastSuccess) {

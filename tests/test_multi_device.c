@@ -1,12 +1,17 @@
 /* Two devices (CTest runs this with POCL_DEVICES="pthread pthread"): both are listed, each is selected by P:D, and
  * contexts on both compile and keep separate program caches; one context per device, each driven by its own thread
  * (the scheme README.md describes for applications with their own multi-device split), runs attention concurrently
- * with results identical to each other. */
+ * with results identical to each other. One context over both devices (clattn_context_options.devices) splits
+ * attention and multi-head calls over them, bitwise equal to a one-device context, through sub-buffers or
+ * temporaries, under fault injection, and after a user event. Run with "mixed" (and POCL_DEVICES="basic pthread")
+ * it checks that two different device models are refused in one context. */
 #include "test_util.h"
 
+#include "dtype.h"
 #include "internal.h"
 
 #include <pthread.h>
+#include <time.h>
 
 static void two_devices_are_listed_and_selectable(void **state) {
     (void)state;
@@ -129,10 +134,648 @@ static void one_context_per_device_runs_concurrently_with_identical_results(void
     free(v);
 }
 
-int main(void) {
+/* ---- one context over both devices ---- */
+
+static char one_spec[16], two_spec[32];
+static clattn_context *one_ctx, *two_ctx; /* device 0 alone; devices 0 and 1 together */
+
+/* The two-device context's last debug message about a split ("" when the last call did not split). */
+static char split_log[512];
+
+static void capture_log(void *user, clattn_log_level level, const char *message) {
+    (void)user;
+    (void)level;
+    if (strstr(message, "split over")) cla_strlcpy(split_log, message, sizeof split_log);
+}
+
+static int make_contexts(void **state) {
+    (void)state;
+    clattn_device_info infos[8];
+    size_t n = 0;
+    if (clattn_devices_list(infos, 8, &n, NULL, 0) != CLATTN_SUCCESS || n < 2) return -1;
+    snprintf(one_spec, sizeof one_spec, "%u:0", infos[0].platform_index);
+    snprintf(two_spec, sizeof two_spec, "%u:0,%u:1", infos[0].platform_index, infos[0].platform_index);
+    char message[1024] = "";
+    clattn_context_options o;
+    clattn_context_options_init(&o);
+    o.device = one_spec;
+    o.error_message = message;
+    o.error_message_size = sizeof message;
+    if (clattn_context_create_with_options(&o, &one_ctx) != CLATTN_SUCCESS) {
+        fprintf(stderr, "one-device context: %s\n", message);
+        return -1;
+    }
+    o.device = NULL;
+    o.devices = two_spec;
+    o.log = capture_log;
+    if (clattn_context_create_with_options(&o, &two_ctx) != CLATTN_SUCCESS) {
+        fprintf(stderr, "two-device context: %s\n", message);
+        return -1;
+    }
+    return 0;
+}
+
+static int free_contexts(void **state) {
+    (void)state;
+    clattn_context_free(one_ctx);
+    clattn_context_free(two_ctx);
+    return 0;
+}
+
+static clattn_status create_with_devices(const char *devices, clattn_context **ctx, char *message, size_t size) {
+    clattn_context_options o;
+    clattn_context_options_init(&o);
+    o.devices = devices;
+    o.error_message = message;
+    o.error_message_size = size;
+    return clattn_context_create_with_options(&o, ctx);
+}
+
+static void multi_device_context_reports_its_devices(void **state) {
+    (void)state;
+    assert_int_equal(clattn_context_device_count(two_ctx), 2);
+    assert_int_equal(clattn_context_device_count(one_ctx), 1);
+    assert_int_equal(clattn_context_device_count(NULL), 0);
+    clattn_device_info a, b, primary;
+    assert_status(clattn_context_device_info_at(two_ctx, 0, &a), CLATTN_SUCCESS);
+    assert_status(clattn_context_device_info_at(two_ctx, 1, &b), CLATTN_SUCCESS);
+    assert_status(clattn_context_device_info(two_ctx, &primary), CLATTN_SUCCESS);
+    assert_int_equal(a.device_index, 0);
+    assert_int_equal(b.device_index, 1);
+    assert_int_equal(primary.device_index, 0);
+    assert_status(clattn_context_device_info_at(two_ctx, 2, &a), CLATTN_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(clattn_context_last_error(two_ctx), "2 devices"));
+    assert_ptr_equal(clattn_context_cl_device_at(two_ctx, 0), clattn_context_cl_device(two_ctx));
+    assert_ptr_not_equal(clattn_context_cl_device_at(two_ctx, 1), clattn_context_cl_device(two_ctx));
+    assert_null(clattn_context_cl_device_at(two_ctx, 2));
+    cl_uint ndev = 0;
+    assert_int_equal(
+        clGetContextInfo(clattn_context_cl_context(two_ctx), CL_CONTEXT_NUM_DEVICES, sizeof ndev, &ndev, NULL),
+        CL_SUCCESS);
+    assert_int_equal(ndev, 2);
+
+    /* The shorthand, a list of one, and lists that cannot be right. */
+    char message[1024];
+    clattn_context *ctx = NULL;
+    assert_status(create_with_devices("all:cpu", &ctx, message, sizeof message), CLATTN_SUCCESS);
+    assert_int_equal(clattn_context_device_count(ctx), 2);
+    clattn_context_free(ctx);
+    assert_status(create_with_devices("all", &ctx, message, sizeof message), CLATTN_SUCCESS);
+    assert_int_equal(clattn_context_device_count(ctx), 2);
+    clattn_context_free(ctx);
+    char spec[32];
+    snprintf(spec, sizeof spec, " %s ", one_spec + 0);
+    spec[strlen(spec) - 2] = '1'; /* " P:1 " */
+    assert_status(create_with_devices(spec, &ctx, message, sizeof message), CLATTN_SUCCESS);
+    assert_int_equal(clattn_context_device_count(ctx), 1);
+    assert_status(clattn_context_device_info(ctx, &a), CLATTN_SUCCESS);
+    assert_int_equal(a.device_index, 1);
+    clattn_context_free(ctx);
+    static const struct {
+        const char *spec;
+        clattn_status status;
+        const char *says;
+    } bad[] = {{"0:0,0:0", CLATTN_ERROR_INVALID_DEVICE_SPEC, "twice"},
+               {"0:0,", CLATTN_ERROR_INVALID_DEVICE_SPEC, "comma"},
+               {"0:0,,0:1", CLATTN_ERROR_INVALID_DEVICE_SPEC, "empty item"},
+               {"0:0,0:9", CLATTN_ERROR_NO_DEVICE, "No OpenCL device"},
+               {"all:banana", CLATTN_ERROR_INVALID_DEVICE_SPEC, "all:"},
+               {"all:gpu", CLATTN_ERROR_NO_DEVICE, "No OpenCL device"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+        message[0] = '\0';
+        ctx = NULL;
+        clattn_status st = create_with_devices(bad[i].spec, &ctx, message, sizeof message);
+        if (st != bad[i].status || !strstr(message, bad[i].says))
+            fail_msg("devices '%s': status %d, message '%s'", bad[i].spec, (int)st, message);
+        assert_null(ctx);
+    }
+}
+
+static void multi_device_programs_share_one_cache_entry(void **state) {
+    (void)state;
+    /* Options no earlier run has built, so the first context compiles and the others load its binary. */
+    char options[96];
+    snprintf(options, sizeof options, "-DMULTI_DEVICE_CACHE=%ld%ld", (long)time(NULL), (long)clock());
+    char message[1024];
+    clattn_context *a = NULL, *b = NULL, *single = NULL;
+    assert_status(create_with_devices(two_spec, &a, message, sizeof message), CLATTN_SUCCESS);
+    cl_program pa = NULL;
+    assert_status(cla_program_get(a, "common", options, &pa), CLATTN_SUCCESS);
+    cl_uint ndev = 0;
+    assert_int_equal(clGetProgramInfo(pa, CL_PROGRAM_NUM_DEVICES, sizeof ndev, &ndev, NULL), CL_SUCCESS);
+    assert_int_equal(ndev, 2);
+    clattn_cache_stats s;
+    clattn_context_cache_stats(a, &s);
+    if (a->disk_cache_enabled) {
+        assert_int_equal(s.builds, 1);
+        assert_int_equal(s.disk_writes, 1);
+        assert_status(create_with_devices(two_spec, &b, message, sizeof message), CLATTN_SUCCESS);
+        cl_program pb = NULL;
+        assert_status(cla_program_get(b, "common", options, &pb), CLATTN_SUCCESS);
+        clattn_context_cache_stats(b, &s);
+        assert_int_equal(s.builds, 0);
+        assert_int_equal(s.disk_hits, 1);
+        /* A one-device context of the same model finds the same entry. */
+        assert_status(clattn_context_create(one_spec, &single), CLATTN_SUCCESS);
+        cl_program ps = NULL;
+        assert_status(cla_program_get(single, "common", options, &ps), CLATTN_SUCCESS);
+        clattn_context_cache_stats(single, &s);
+        assert_int_equal(s.builds, 0);
+        assert_int_equal(s.disk_hits, 1);
+    }
+    clattn_context_free(a);
+    clattn_context_free(b);
+    clattn_context_free(single);
+}
+
+/* One attention call, run the same way on either context. */
+typedef struct md_case {
+    size_t B, Hq, Hkv, Lq, Lk, D, Dv;
+    clattn_dtype dtype;
+    clattn_causal causal;
+    clattn_impl impl;
+    bool lse, weights, mask, key_lengths;
+    bool out_blhd;     /* out stored [B, L, H, D]: with B = 1, the heads' regions interleave */
+    size_t out_offset; /* elements before the view in its buffer */
+} md_case;
+
+/* The whole output buffers after a call (poisoned with NaN bits before it, so that bytes outside the views, and
+ * any element left unwritten, must match too), and the temporary memory the call allocated. */
+typedef struct md_result {
+    unsigned char *out, *lse, *weights;
+    size_t out_bytes, lse_bytes, weights_bytes;
+    uint64_t temp_bytes;
+} md_result;
+
+static void md_result_free(md_result *r) {
+    free(r->out);
+    free(r->lse);
+    free(r->weights);
+    memset(r, 0, sizeof *r);
+}
+
+static float md_value(uint32_t *s) {
+    *s = *s * 1664525u + 1013904223u;
+    return (float)((*s >> 8) * (1.0 / 16777216.0)) * 4.0f - 2.0f;
+}
+
+static cl_mem md_upload(clattn_context *ctx, size_t n, clattn_dtype dt, uint32_t seed) {
+    const size_t es = clattn_dtype_size(dt);
+    float *f = malloc(n * sizeof *f);
+    unsigned char *bytes = malloc(n * es + 4);
+    assert_true(f && bytes);
+    for (size_t i = 0; i < n; ++i) f[i] = md_value(&seed);
+    cla_convert_to_storage(f, bytes, n, dt);
+    cl_int err = CL_SUCCESS;
+    cl_mem m = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE, n * es + 4, NULL, &err);
+    assert_int_equal(err, CL_SUCCESS);
+    assert_int_equal(
+        clEnqueueWriteBuffer(clattn_context_cl_queue(ctx), m, CL_TRUE, 0, n * es, bytes, 0, NULL, NULL),
+        CL_SUCCESS);
+    free(f);
+    free(bytes);
+    return m;
+}
+
+static cl_mem md_poisoned(clattn_context *ctx, size_t bytes) {
+    unsigned char *p = malloc(bytes);
+    assert_non_null(p);
+    memset(p, 0xff, bytes);
+    cl_int err = CL_SUCCESS;
+    cl_mem m =
+        clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bytes, p, &err);
+    assert_int_equal(err, CL_SUCCESS);
+    free(p);
+    return m;
+}
+
+static unsigned char *md_read(clattn_context *ctx, cl_mem m, size_t bytes) {
+    unsigned char *p = malloc(bytes);
+    assert_non_null(p);
+    assert_int_equal(clEnqueueReadBuffer(clattn_context_cl_queue(ctx), m, CL_TRUE, 0, bytes, p, 0, NULL, NULL),
+                     CL_SUCCESS);
+    return p;
+}
+
+/* Runs case c on ctx (the call waits for `gate` if not NULL) and returns the status; on success fills r. */
+static clattn_status md_run(clattn_context *ctx, const md_case *c, cl_event gate, md_result *r) {
+    const size_t es = clattn_dtype_size(c->dtype);
+    const size_t nq = c->B * c->Hq * c->Lq * c->D, nk = c->B * c->Hkv * c->Lk * c->D;
+    const size_t nv = c->B * c->Hkv * c->Lk * c->Dv, no = c->B * c->Hq * c->Lq * c->Dv;
+    cl_mem q = md_upload(ctx, nq, c->dtype, 11), k = md_upload(ctx, nk, c->dtype, 22);
+    cl_mem v = md_upload(ctx, nv, c->dtype, 33);
+    memset(r, 0, sizeof *r);
+    r->out_bytes = (c->out_offset + no + 16) * es;
+    cl_mem out = md_poisoned(ctx, r->out_bytes);
+    clattn_sdpa_desc d;
+    clattn_sdpa_desc_init(&d);
+    d.causal = c->causal;
+    d.impl = c->impl;
+    cl_mem mask = NULL, lengths = NULL, lse = NULL, weights = NULL;
+    if (c->mask) { /* additive, per batch item, broadcast over heads */
+        mask = md_upload(ctx, c->B * c->Lq * c->Lk, CLATTN_DTYPE_F32, 44);
+        d.mask = clattn_tensor_bhld(mask, CLATTN_DTYPE_F32, c->B, 1, c->Lq, c->Lk);
+    }
+    if (c->key_lengths) {
+        int32_t kl[16];
+        for (size_t b = 0; b < c->B; ++b) kl[b] = (int32_t)(c->Lk - (b * 5) % c->Lk);
+        cl_int err = CL_SUCCESS;
+        lengths = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
+                                 c->B * sizeof(int32_t), kl, &err);
+        assert_int_equal(err, CL_SUCCESS);
+        d.key_lengths = lengths;
+    }
+    if (c->lse) {
+        r->lse_bytes = (c->B * c->Hq * c->Lq + 8) * sizeof(float);
+        lse = md_poisoned(ctx, r->lse_bytes);
+        d.lse = clattn_tensor_bhld(lse, CLATTN_DTYPE_F32, c->B, c->Hq, c->Lq, 1);
+    }
+    if (c->weights) {
+        r->weights_bytes = (c->B * c->Hq * c->Lq * c->Lk + 8) * sizeof(float);
+        weights = md_poisoned(ctx, r->weights_bytes);
+        d.weights = clattn_tensor_bhld(weights, CLATTN_DTYPE_F32, c->B, c->Hq, c->Lq, c->Lk);
+    }
+    clattn_tensor tq = clattn_tensor_bhld(q, c->dtype, c->B, c->Hq, c->Lq, c->D);
+    clattn_tensor tk = clattn_tensor_blhd(k, c->dtype, c->B, c->Hkv, c->Lk, c->D);
+    clattn_tensor tv = clattn_tensor_bhld(v, c->dtype, c->B, c->Hkv, c->Lk, c->Dv);
+    clattn_tensor to = c->out_blhd ? clattn_tensor_blhd(out, c->dtype, c->B, c->Hq, c->Lq, c->Dv)
+                                   : clattn_tensor_bhld(out, c->dtype, c->B, c->Hq, c->Lq, c->Dv);
+    to.offset = c->out_offset;
+    cl_event done = NULL;
+    clattn_status st = clattn_sdpa(ctx, &d, &tq, &tk, &tv, &to, clattn_context_cl_queue(ctx), gate ? 1 : 0,
+                                   gate ? &gate : NULL, &done);
+    if (st == CLATTN_SUCCESS && gate) {
+        /* Nothing may have run yet: the event is pending and the output still holds its poison, as a queue of
+         * the test's own (which waits for nothing) reads it. */
+        cl_int status = CL_COMPLETE;
+        assert_int_equal(clGetEventInfo(done, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof status, &status, NULL),
+                         CL_SUCCESS);
+        assert_true(status > CL_COMPLETE);
+        struct timespec pause = {0, 200 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+        cl_int err = CL_SUCCESS;
+        cl_command_queue spy =
+            clCreateCommandQueue(clattn_context_cl_context(ctx), clattn_context_cl_device(ctx), 0, &err);
+        assert_int_equal(err, CL_SUCCESS);
+        unsigned char *now = malloc(r->out_bytes);
+        assert_non_null(now);
+        assert_int_equal(clEnqueueReadBuffer(spy, out, CL_TRUE, 0, r->out_bytes, now, 0, NULL, NULL), CL_SUCCESS);
+        for (size_t i = 0; i < r->out_bytes; ++i)
+            if (now[i] != 0xff) fail_msg("output byte %zu was written before the wait-list event was set", i);
+        free(now);
+        clReleaseCommandQueue(spy);
+        assert_int_equal(clSetUserEventStatus(gate, CL_COMPLETE), CL_SUCCESS);
+    }
+    if (st == CLATTN_SUCCESS) {
+        assert_int_equal(clWaitForEvents(1, &done), CL_SUCCESS);
+        clReleaseEvent(done);
+        clattn_memory_stats ms;
+        clattn_context_memory_stats(ctx, &ms);
+        r->temp_bytes = ms.last_call_bytes;
+        r->out = md_read(ctx, out, r->out_bytes);
+        if (lse) r->lse = md_read(ctx, lse, r->lse_bytes);
+        if (weights) r->weights = md_read(ctx, weights, r->weights_bytes);
+    }
+    /* A failed call may have left parts enqueued: let every queue drain before the buffers go. */
+    for (size_t i = 0; i < ctx->device_count; ++i) clFinish(ctx->queues[i]);
+    cl_mem all[] = {q, k, v, out, mask, lengths, lse, weights};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i)
+        if (all[i]) clReleaseMemObject(all[i]);
+    return st;
+}
+
+/* The view's elements of an F32 output are numbers (not the NaN poison). */
+static void expect_written(const md_case *c, const md_result *r) {
+    if (c->dtype != CLATTN_DTYPE_F32) return;
+    const float *o = (const float *)(const void *)r->out;
+    for (size_t b = 0; b < c->B; ++b)
+        for (size_t h = 0; h < c->Hq; ++h)
+            for (size_t l = 0; l < c->Lq; ++l)
+                for (size_t d = 0; d < c->Dv; ++d) {
+                    size_t i = c->out_blhd ? ((b * c->Lq + l) * c->Hq + h) * c->Dv + d
+                                           : ((b * c->Hq + h) * c->Lq + l) * c->Dv + d;
+                    float x = o[c->out_offset + i];
+                    if (x != x) fail_msg("out[%zu, %zu, %zu, %zu] was not written", b, h, l, d);
+                }
+}
+
+/* Runs a case on both contexts and requires the same bytes everywhere; `sub_buffers` says which path the split
+ * must take for out (fused calls without key splits allocate nothing else). */
+static void expect_split_equal(const md_case *c, int sub_buffers) {
+    md_result one, two;
+    assert_status(md_run(one_ctx, c, NULL, &one), CLATTN_SUCCESS);
+    split_log[0] = '\0';
+    clattn_status st = md_run(two_ctx, c, NULL, &two);
+    if (st != CLATTN_SUCCESS) fail_msg("two devices: %s", clattn_context_last_error(two_ctx));
+    expect_written(c, &two);
+    assert_memory_equal(one.out, two.out, one.out_bytes);
+    if (c->lse) assert_memory_equal(one.lse, two.lse, one.lse_bytes);
+    if (c->weights) assert_memory_equal(one.weights, two.weights, one.weights_bytes);
+    const bool splits = c->B >= 2 || c->Hkv >= 2;
+    if (splits != (strstr(split_log, "split over 2 devices") != NULL))
+        fail_msg("the call should%s split: log '%s'", splits ? "" : " not", split_log);
+    if (sub_buffers == 1) assert_int_equal(two.temp_bytes, one.temp_bytes);
+    if (sub_buffers == 0) assert_true(two.temp_bytes > one.temp_bytes);
+    if (splits && sub_buffers >= 0 &&
+        !strstr(split_log, sub_buffers ? "through sub-buffers" : "through temporaries"))
+        fail_msg("out should go through %s: log '%s'", sub_buffers ? "sub-buffers" : "temporaries", split_log);
+    md_result_free(&one);
+    md_result_free(&two);
+}
+
+static void split_fused_batch_through_sub_buffers(void **state) {
+    (void)state;
+    /* B = 3 over two devices: items [0, 1) and [1, 3); each item's output is 4 KiB, so the regions align. */
+    md_case c = {.B = 3, .Hq = 4, .Hkv = 4, .Lq = 8, .Lk = 40, .D = 32, .Dv = 32, .impl = CLATTN_IMPL_FUSED};
+    expect_split_equal(&c, 1);
+    c.causal = CLATTN_CAUSAL_TOP_LEFT;
+    c.lse = true;
+    c.Hkv = 2; /* GQA */
+    expect_split_equal(&c, 1);
+}
+
+static void split_fused_heads_through_temporaries(void **state) {
+    (void)state;
+    /* B = 1: the key/value head groups split (3 groups of 2 query heads); out stored [B, L, H, D] interleaves the
+     * devices' heads within every row, so each part writes a temporary that is copied into place. */
+    md_case c = {.B = 1,
+                 .Hq = 6,
+                 .Hkv = 3,
+                 .Lq = 17,
+                 .Lk = 45,
+                 .D = 24,
+                 .Dv = 24,
+                 .impl = CLATTN_IMPL_FUSED,
+                 .causal = CLATTN_CAUSAL_BOTTOM_RIGHT,
+                 .out_blhd = true,
+                 .lse = true};
+    expect_split_equal(&c, 0);
+    /* The same with [B, H, L, D]: contiguous per head group, but 17 x 24 x 4 bytes per head does not align. */
+    c.out_blhd = false;
+    expect_split_equal(&c, 0);
+}
+
+static void split_odd_shapes_and_misaligned_outputs(void **state) {
+    (void)state;
+    /* fp16, odd sizes, Dv != D, an output offset that no sub-buffer can start at, a mask and key lengths. */
+    md_case c = {.B = 3,
+                 .Hq = 3,
+                 .Hkv = 1,
+                 .Lq = 7,
+                 .Lk = 13,
+                 .D = 5,
+                 .Dv = 9,
+                 .dtype = CLATTN_DTYPE_F16,
+                 .impl = CLATTN_IMPL_FUSED,
+                 .out_offset = 3,
+                 .mask = true,
+                 .key_lengths = true};
+    expect_split_equal(&c, 0);
+    c.dtype = CLATTN_DTYPE_BF16;
+    c.causal = CLATTN_CAUSAL_TOP_LEFT;
+    expect_split_equal(&c, 0);
+    /* One batch item and a single key/value head: nothing to split, one device runs it. */
+    md_case one = {.B = 1, .Hq = 4, .Hkv = 1, .Lq = 5, .Lk = 9, .D = 8, .Dv = 8, .impl = CLATTN_IMPL_FUSED};
+    expect_split_equal(&one, 1);
+}
+
+static void split_unfused_with_weights_and_lse(void **state) {
+    (void)state;
+    md_case c = {.B = 3,
+                 .Hq = 4,
+                 .Hkv = 2,
+                 .Lq = 11,
+                 .Lk = 19,
+                 .D = 16,
+                 .Dv = 8,
+                 .impl = CLATTN_IMPL_UNFUSED,
+                 .lse = true,
+                 .weights = true,
+                 .mask = true,
+                 .key_lengths = true};
+    expect_split_equal(&c, -1);
+    c.B = 1; /* heads split; the [1, 4, 11, 19] weights split per head group */
+    c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+    c.out_blhd = true;
+    expect_split_equal(&c, -1);
+}
+
+static void split_waits_for_the_wait_list(void **state) {
+    (void)state;
+    md_case cases[2] = {
+        {.B = 2, .Hq = 4, .Hkv = 4, .Lq = 8, .Lk = 40, .D = 32, .Dv = 32, .impl = CLATTN_IMPL_FUSED},
+        {.B = 1,
+         .Hq = 4,
+         .Hkv = 2,
+         .Lq = 9,
+         .Lk = 20,
+         .D = 8,
+         .Dv = 8,
+         .impl = CLATTN_IMPL_UNFUSED,
+         .weights = true,
+         .out_blhd = true}};
+    for (int i = 0; i < 2; ++i) {
+        cl_int err = CL_SUCCESS;
+        cl_event gate = clCreateUserEvent(clattn_context_cl_context(two_ctx), &err);
+        assert_int_equal(err, CL_SUCCESS);
+        md_result one, two;
+        assert_status(md_run(one_ctx, &cases[i], NULL, &one), CLATTN_SUCCESS);
+        assert_status(md_run(two_ctx, &cases[i], gate, &two), CLATTN_SUCCESS);
+        assert_memory_equal(one.out, two.out, one.out_bytes);
+        if (cases[i].weights) assert_memory_equal(one.weights, two.weights, one.weights_bytes);
+        clReleaseEvent(gate);
+        md_result_free(&one);
+        md_result_free(&two);
+    }
+}
+
+static void split_fault_injection_leaves_no_temporaries(void **state) {
+    (void)state;
+    md_case cases[2] = {{.B = 1,
+                         .Hq = 4,
+                         .Hkv = 2,
+                         .Lq = 9,
+                         .Lk = 20,
+                         .D = 8,
+                         .Dv = 8,
+                         .impl = CLATTN_IMPL_FUSED,
+                         .lse = true,
+                         .out_blhd = true},
+                        {.B = 3,
+                         .Hq = 2,
+                         .Hkv = 2,
+                         .Lq = 8,
+                         .Lk = 16,
+                         .D = 16,
+                         .Dv = 16,
+                         .impl = CLATTN_IMPL_UNFUSED,
+                         .weights = true}};
+    for (int c = 0; c < 2; ++c) {
+        long n = 1;
+        for (;; ++n) {
+            md_result r;
+            cla_fault_inject(two_ctx, n);
+            clattn_status st = md_run(two_ctx, &cases[c], NULL, &r);
+            long left = two_ctx->fault_countdown;
+            cla_fault_inject(two_ctx, 0);
+            if (two_ctx->live_temps != 0)
+                fail_msg("case %d, fault %ld: %ld temporaries left alive", c, n, two_ctx->live_temps);
+            md_result_free(&r);
+            if (st == CLATTN_SUCCESS) {
+                if (left == 0) fail_msg("case %d: fault %ld was injected but the call succeeded", c, n);
+                break;
+            }
+            clattn_device_info info;
+            clattn_context_device_info(two_ctx, &info);
+            if (strstr(clattn_context_last_error(two_ctx), info.name) == NULL)
+                fail_msg("case %d, fault %ld: the message names no device: %s", c, n,
+                         clattn_context_last_error(two_ctx));
+            assert_true(n < 500);
+        }
+        assert_true(n > 4); /* the fork, each part, the join: several device operations were failed in turn */
+        /* The context is still usable and still right. */
+        expect_split_equal(&cases[c], -1);
+    }
+}
+
+/* ---- multi-head attention over both devices ---- */
+
+static void fill(float *p, size_t n, uint32_t seed, float scale) {
+    for (size_t i = 0; i < n; ++i) p[i] = md_value(&seed) * scale;
+}
+
+static unsigned char *mha_run(clattn_context *ctx, const clattn_mha_config *cfg, const clattn_mha_weights_host *h,
+                              const float *x, size_t batch, size_t L, size_t *bytes) {
+    clattn_mha_weights *w = NULL;
+    assert_status(clattn_mha_weights_create(ctx, cfg, h, &w), CLATTN_SUCCESS);
+    const size_t n = batch * L * cfg->d_model;
+    cl_int err = CL_SUCCESS;
+    cl_mem xb = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
+                               n * sizeof(float), (void *)x, &err);
+    assert_int_equal(err, CL_SUCCESS);
+    cl_mem ob = md_poisoned(ctx, n * sizeof(float));
+    clattn_tensor tx = clattn_tensor_seq(xb, CLATTN_DTYPE_F32, batch, L, cfg->d_model);
+    clattn_tensor to = clattn_tensor_seq(ob, CLATTN_DTYPE_F32, batch, L, cfg->d_model);
+    clattn_mha_desc d;
+    clattn_mha_desc_init(&d);
+    d.residual = 1;
+    d.attention.causal = CLATTN_CAUSAL_TOP_LEFT;
+    clattn_status st = clattn_mha(ctx, w, &d, &tx, NULL, &to, clattn_context_cl_queue(ctx), 0, NULL, NULL);
+    if (st != CLATTN_SUCCESS) fail_msg("clattn_mha: %s", clattn_context_last_error(ctx));
+    *bytes = n * sizeof(float);
+    unsigned char *out = md_read(ctx, ob, *bytes);
+    clReleaseMemObject(xb);
+    clReleaseMemObject(ob);
+    clattn_mha_weights_free(w);
+    return out;
+}
+
+static void split_mha_matches_one_device(void **state) {
+    (void)state;
+    clattn_mha_config cfg = {.d_model = 32, .heads = 4, .kv_heads = 2, .head_dim = 8};
+    const size_t nq = 4 * 8, nkv = 2 * 8, nqkv = nq + 2 * nkv;
+    float *w_qkv = malloc(32 * nqkv * sizeof(float)), *b_qkv = malloc(nqkv * sizeof(float));
+    float *w_o = malloc(nq * 32 * sizeof(float)), *b_o = malloc(32 * sizeof(float));
+    float *x = malloc(3 * 13 * 32 * sizeof(float));
+    assert_true(w_qkv && b_qkv && w_o && b_o && x);
+    fill(w_qkv, 32 * nqkv, 1, 0.2f);
+    fill(b_qkv, nqkv, 2, 0.1f);
+    fill(w_o, nq * 32, 3, 0.2f);
+    fill(b_o, 32, 4, 0.1f);
+    fill(x, 3 * 13 * 32, 5, 1.0f);
+    clattn_mha_weights_host h;
+    clattn_mha_weights_host_init(&h);
+    h.w_qkv = w_qkv;
+    h.b_qkv = b_qkv;
+    h.w_o = w_o;
+    h.b_o = b_o;
+    /* B = 3 splits by batch items, B = 1 by key/value head groups (whose heads interleave in the layer's rows). */
+    const size_t batches[2] = {3, 1};
+    for (int i = 0; i < 2; ++i) {
+        size_t a_bytes = 0, b_bytes = 0;
+        unsigned char *a = mha_run(one_ctx, &cfg, &h, x, batches[i], 13, &a_bytes);
+        unsigned char *b = mha_run(two_ctx, &cfg, &h, x, batches[i], 13, &b_bytes);
+        assert_int_equal(a_bytes, b_bytes);
+        for (size_t j = 0; j < a_bytes / 4; ++j) {
+            float f;
+            memcpy(&f, a + 4 * j, 4);
+            if (f != f) fail_msg("B=%zu: out[%zu] is NaN", batches[i], j);
+        }
+        assert_memory_equal(a, b, a_bytes);
+        free(a);
+        free(b);
+    }
+    free(w_qkv);
+    free(b_qkv);
+    free(w_o);
+    free(b_o);
+    free(x);
+}
+
+/* ---- devices that may not share a context ---- */
+
+static void device_compatibility_rule(void **state) {
+    (void)state;
+    clattn_device_info a;
+    memset(&a, 0, sizeof a);
+    strcpy(a.platform_name, "P");
+    strcpy(a.name, "Model X");
+    strcpy(a.driver_version, "1.0");
+    strcpy(a.device_version, "OpenCL 3.0");
+    clattn_device_info b = a;
+    char why[256] = "";
+    assert_true(cla_devices_compatible(&a, &b, why, sizeof why));
+    strcpy(b.driver_version, "1.1");
+    assert_false(cla_devices_compatible(&a, &b, why, sizeof why));
+    assert_non_null(strstr(why, "driver version"));
+    b = a;
+    strcpy(b.name, "Model Y");
+    assert_false(cla_devices_compatible(&a, &b, why, sizeof why));
+    assert_non_null(strstr(why, "name"));
+}
+
+/* Run with POCL_DEVICES="basic pthread": two models of one platform. */
+static void mixed_devices_are_refused(void **state) {
+    (void)state;
+    clattn_device_info infos[8];
+    size_t n = 0;
+    assert_status(clattn_devices_list(infos, 8, &n, NULL, 0), CLATTN_SUCCESS);
+    assert_true(n >= 2);
+    if (strcmp(infos[0].name, infos[1].name) == 0) skip(); /* needs two different device models */
+    char spec[32], message[1024] = "";
+    snprintf(spec, sizeof spec, "%u:0,%u:1", infos[0].platform_index, infos[1].platform_index);
+    clattn_context *ctx = NULL;
+    assert_status(create_with_devices(spec, &ctx, message, sizeof message), CLATTN_ERROR_UNSUPPORTED);
+    assert_null(ctx);
+    assert_non_null(strstr(message, "one context per device"));
+    assert_non_null(strstr(message, infos[1].name));
+    /* One device of each, separately, is fine. */
+    assert_status(create_with_devices("0:1", &ctx, message, sizeof message), CLATTN_SUCCESS);
+    clattn_context_free(ctx);
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "mixed") == 0) {
+        const struct CMUnitTest mixed[] = {cmocka_unit_test(mixed_devices_are_refused)};
+        return cmocka_run_group_tests_name("multi_device_mixed", mixed, NULL, NULL);
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(two_devices_are_listed_and_selectable),
         cmocka_unit_test(one_context_per_device_runs_concurrently_with_identical_results),
+        cmocka_unit_test(device_compatibility_rule),
     };
-    return cmocka_run_group_tests_name("multi_device", tests, NULL, NULL);
+    const struct CMUnitTest split[] = {
+        cmocka_unit_test(multi_device_context_reports_its_devices),
+        cmocka_unit_test(multi_device_programs_share_one_cache_entry),
+        cmocka_unit_test(split_fused_batch_through_sub_buffers),
+        cmocka_unit_test(split_fused_heads_through_temporaries),
+        cmocka_unit_test(split_odd_shapes_and_misaligned_outputs),
+        cmocka_unit_test(split_unfused_with_weights_and_lse),
+        cmocka_unit_test(split_waits_for_the_wait_list),
+        cmocka_unit_test(split_fault_injection_leaves_no_temporaries),
+        cmocka_unit_test(split_mha_matches_one_device),
+    };
+    int failed = cmocka_run_group_tests_name("multi_device", tests, NULL, NULL);
+    failed += cmocka_run_group_tests_name("multi_device_split", split, make_contexts, free_contexts);
+    return failed;
 }

@@ -1,0 +1,24 @@
+/* copy_view: copies a 4-D view [B, H, L, D] element by element, as raw bits (so every value, NaN payloads
+ * included, arrives unchanged), between any element offsets and strides. It places each device's part of an
+ * attention call split over several devices (src/sdpa_split.c) into the caller's output. ELEM_BYTES is the element
+ * size: 4 (fp32), 2 (fp16, bf16) or 1. The grid is (D, L, B * H); `heads` is H. */
+
+#ifndef ELEM_BYTES
+#define ELEM_BYTES 4
+#endif
+
+#if ELEM_BYTES == 4
+#define CLA_ELEM uint
+#elif ELEM_BYTES == 2
+#define CLA_ELEM ushort
+#else
+#define CLA_ELEM uchar
+#endif
+
+__kernel void copy_view(__global const CLA_ELEM *src, long src_offset, long4 src_strides, __global CLA_ELEM *dst,
+                        long dst_offset, long4 dst_strides, int heads) {
+    const long d = (long)get_global_id(0), l = (long)get_global_id(1), bh = (long)get_global_id(2);
+    const long b = bh / heads, h = bh % heads;
+    dst[dst_offset + b * dst_strides.x + h * dst_strides.y + l * dst_strides.z + d * dst_strides.w] =
+        src[src_offset + b * src_strides.x + h * src_strides.y + l * src_strides.z + d * src_strides.w];
+}
