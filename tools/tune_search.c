@@ -1,7 +1,7 @@
 /* The search strategies of `clattn tune` over an operation's space (its description in src/tuning.c, pruned by the
- * device's limits before anything is built): exhaustive, random sampling, and a local search that walks from the
- * best of a random sample to better neighbours, one parameter one step at a time, which needs a fraction of the
- * evaluations of the exhaustive search because good tile shapes sit near each other, then times its few fastest
+ * device's limits before anything is built): exhaustive, random sampling, and a local search (coordinate descent
+ * from the best of a small random sample, along one parameter's whole line at a time), which needs a fraction of
+ * the evaluations of the exhaustive search because good tile shapes sit near each other, then times its few fastest
  * contenders again before it chooses, because single timings on a shared machine are noisy. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -13,6 +13,8 @@
 /* A neighbour must beat the current point by this much to be taken: timings of a shared machine are noisy, and
  * chasing noise costs evaluations. */
 #define LOCAL_MIN_GAIN 0.01
+/* Coordinate-descent passes at most; each pass after the first mostly revisits points already measured. */
+#define LOCAL_MAX_PASSES 3
 /* Contenders the local search measures again before it chooses, and how many more times. */
 #define LOCAL_RETIME        4
 #define LOCAL_RETIME_ROUNDS 2
@@ -116,14 +118,10 @@ static int value_index(const cla_tune_param *pr, int value) {
     return best;
 }
 
-/* The neighbour of `c` that moves parameter `p` one step in direction `dir`: the point of the space with that
- * value whose other parameters are closest to c's (the same ones when that point is valid, else the nearest
- * valid repair, which is how a move to another kernel variant finds that variant's parameters). */
-static bool neighbour(const tune_space *sp, const cla_tune_config *c, int p, int dir, cla_tune_config *out) {
-    const cla_tune_param *pr = &sp->params[p];
-    int at = value_index(pr, c->v[p]) + dir;
-    if (at < 0 || at >= pr->count || pr->values[at] == c->v[p]) return false;
-    const int target = pr->values[at];
+/* The point of the space whose parameter `p` is `target` and whose other parameters are closest to c's (the same
+ * ones when that point is valid, else the nearest valid repair, which is how a move to another kernel variant finds
+ * that variant's parameters). */
+static bool point_with(const tune_space *sp, const cla_tune_config *c, int p, int target, cla_tune_config *out) {
     long best = -1;
     for (size_t i = 0; i < sp->count; ++i) {
         const cla_tune_config *x = &sp->points[i];
@@ -148,38 +146,36 @@ static double time_of(const tune_result *r) {
     return r->status == TUNE_OK ? r->ms : INFINITY;
 }
 
-/* Walks from `start` to a local optimum, taking the first neighbour that is faster by LOCAL_MIN_GAIN and trying
- * the last successful move first. Returns false when the run must stop. */
+/* Coordinate descent from `start`: along each parameter in turn, every value of it (with the others kept, or
+ * repaired to the nearest valid point), moving to any that is faster by LOCAL_MIN_GAIN; passes repeat until one
+ * moves nowhere. Whole lines rather than single steps, because on a noisy machine a step-by-step walk stops at the
+ * first small bump that noise makes, while tile parameters that interact still have their best values along a
+ * line through a good point. Returns false when the run must stop. */
 static bool descend(tune_session *s, const tune_space *sp, const cla_tune_config *start) {
     cla_tune_config cur = *start;
     tune_result r;
     if (!tune_evaluate(s, &cur, &r)) return false;
     double cur_ms = time_of(&r);
-    int last_p = -1, last_dir = 0;
-    for (;;) {
+    for (int pass = 0; pass < LOCAL_MAX_PASSES; ++pass) {
         bool moved = false;
-        const int n = sp->op.param_count;
-        for (int k = -1; k < 2 * n && !moved; ++k) {
-            int p, dir;
-            if (k < 0) {
-                if (last_p < 0) continue;
-                p = last_p, dir = last_dir;
-            } else {
-                p = k / 2, dir = k % 2 ? 1 : -1;
-                if (p == last_p && dir == last_dir) continue;
-            }
-            cla_tune_config nb;
-            if (!neighbour(sp, &cur, p, dir, &nb) || cla_tune_config_equal(&sp->op, &nb, &cur)) continue;
-            if (!tune_evaluate(s, &nb, &r)) return false;
-            if (time_of(&r) < cur_ms * (1.0 - LOCAL_MIN_GAIN)) {
-                cur = nb;
-                cur_ms = time_of(&r);
-                last_p = p, last_dir = dir;
-                moved = true;
+        for (int p = 0; p < sp->op.param_count; ++p) {
+            const cla_tune_param *pr = &sp->params[p];
+            for (int i = 0; i < pr->count; ++i) {
+                cla_tune_config nb;
+                if (pr->values[i] == cur.v[p] || !point_with(sp, &cur, p, pr->values[i], &nb) ||
+                    cla_tune_config_equal(&sp->op, &nb, &cur))
+                    continue;
+                if (!tune_evaluate(s, &nb, &r)) return false;
+                if (time_of(&r) < cur_ms * (1.0 - LOCAL_MIN_GAIN)) {
+                    cur = nb;
+                    cur_ms = time_of(&r);
+                    moved = true;
+                }
             }
         }
-        if (!moved) return true;
+        if (!moved) break;
     }
+    return true;
 }
 
 /* The exploration of the local strategy: a few random points besides the default, then a descent from the
@@ -189,9 +185,9 @@ static void explore_local(tune_session *s, const tune_space *sp, const cla_tune_
                           size_t *order) {
     tune_result r;
     shuffle(order, sp->count, seed);
-    /* A quarter of a small space, 12 points of a large one: tile shapes interact (a block width good with one row
-     * count is poor with the next), so a single descent from the default often ends in a poor basin. */
-    size_t sample = sp->count / 4 < 4 ? 4 : sp->count / 4 > 12 ? 12 : sp->count / 4;
+    /* An eighth of a small space, 12 points of a large one: the descent starts from the best of them, so that it
+     * starts in a good basin rather than wherever the default sits. */
+    size_t sample = sp->count / 8 < 4 ? 4 : sp->count / 8 > 12 ? 12 : sp->count / 8;
     if (sample > sp->count) sample = sp->count;
     if (!tune_evaluate(s, start, &r)) return;
     for (size_t i = 0; i < sample; ++i)
