@@ -20,7 +20,7 @@
 #endif
 
 /* dst[(b * L + r) * K + c] = x[b, 0, r, c] as fp32. */
-__kernel void linear_pack(__global const STORAGE(IN_DTYPE) *x, long x_offset, long4 x_strides,
+__kernel void linear_pack(__global const STORAGE(IN_DTYPE) * x, long x_offset, long4 x_strides,
                           __global float *dst) {
     const size_t c = get_global_id(0), r = get_global_id(1), b = get_global_id(2);
     const size_t K = get_global_size(0), L = get_global_size(1);
@@ -41,12 +41,12 @@ __kernel void linear_bias(__global float *y, long y_offset, long y_ld, long y_ba
     y[i] = v;
 }
 
-/* out[b, 0, r, c] = acc[...] (+ bias[c]) (+ residual[b, 0, r, c]) in out's storage type. residual may be out itself:
- * each element is read before it is written, by the same work-item. */
+/* out[b, 0, r, c] = acc[...] (+ bias[c]) (+ residual[b, 0, r, c]) in out's storage type. residual may be out
+ * itself: each element is read before it is written, by the same work-item. */
 __kernel void linear_store(__global const float *acc, long acc_offset, long acc_ld, long acc_batch_stride,
                            __global const float *bias, long bias_offset,
-                           __global const STORAGE(RES_DTYPE) *residual, long res_offset, long4 res_strides,
-                           __global STORAGE(OUT_DTYPE) *out, long out_offset, long4 out_strides) {
+                           __global const STORAGE(RES_DTYPE) * residual, long res_offset, long4 res_strides,
+                           __global STORAGE(OUT_DTYPE) * out, long out_offset, long4 out_strides) {
     const size_t c = get_global_id(0), r = get_global_id(1), b = get_global_id(2);
     float v = acc[acc_offset + (long)b * acc_batch_stride + (long)r * acc_ld + (long)c];
 #if HAS_BIAS

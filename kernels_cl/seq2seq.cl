@@ -1,8 +1,8 @@
 /* Fused additive (Bahdanau) attention, also Luong's concat score: for each query row i of batch item b,
  *   e_ij = v . tanh(qp_i + kp_j),  alpha_i = softmax_j(e_ij + mask),  context_i = sum_j alpha_ij h_j,
- * where qp = q W_q + b and kp = k W_k are the projections the host computed (fp32 GEMMs). The score, the softmax and
- * the weighted sum run in one pass over tiles of keys with an online softmax, so the [Lq, Lk, ATTN_DIM] tensor of
- * the usual implementations never exists; only a tile of scores does, in local memory.
+ * where qp = q W_q + b and kp = k W_k are the projections the host computed (fp32 GEMMs). The score, the softmax
+ * and the weighted sum run in one pass over tiles of keys with an online softmax, so the [Lq, Lk, ATTN_DIM] tensor
+ * of the usual implementations never exists; only a tile of scores does, in local memory.
  *
  * One work-group owns ROWS query rows of one batch item. Per tile of BLOCK_N keys:
  *   1. each work-item scores its keys (jj = lid, lid + WG_SIZE, ...) for every row: a vectorised dot product of v
@@ -51,13 +51,13 @@
 #define COLS_PER_ITEM ((V_DIM + WG_SIZE - 1) / WG_SIZE)
 
 #if VEC == 8
-#define VLOAD(p)  vload8(0, (p))
-#define VTYPE     float8
-#define VSUM(x)   ((x).s0 + (x).s1 + (x).s2 + (x).s3 + (x).s4 + (x).s5 + (x).s6 + (x).s7)
+#define VLOAD(p) vload8(0, (p))
+#define VTYPE    float8
+#define VSUM(x)  ((x).s0 + (x).s1 + (x).s2 + (x).s3 + (x).s4 + (x).s5 + (x).s6 + (x).s7)
 #elif VEC == 4
-#define VLOAD(p)  vload4(0, (p))
-#define VTYPE     float4
-#define VSUM(x)   ((x).s0 + (x).s1 + (x).s2 + (x).s3)
+#define VLOAD(p) vload4(0, (p))
+#define VTYPE    float4
+#define VSUM(x)  ((x).s0 + (x).s1 + (x).s2 + (x).s3)
 #elif VEC != 1
 #error "VEC must be 1, 4 or 8"
 #endif
@@ -75,9 +75,10 @@ CLA_INLINE float additive_score(__local const float *q, __global const float *k,
     return s;
 }
 
-/* qp_rows and kp_rows describe fp32 row blocks (offset, row stride, batch stride, unused); offsets holds the element
- * offsets of v_attn, values, context, mask, key lengths, scores and weights; dims = (Lq, Lk). `scores` is where the
- * raw scores wait for the final pass: the weights themselves when they are fp32, else an fp32 scratch tensor. */
+/* qp_rows and kp_rows describe fp32 row blocks (offset, row stride, batch stride, unused); offsets holds the
+ * element offsets of v_attn, values, context, mask, key lengths, scores and weights; dims = (Lq, Lk). `scores` is
+ * where the raw scores wait for the final pass: the weights themselves when they are fp32, else an fp32 scratch
+ * tensor. */
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
 seq2seq_additive(__global const float *qp, long4 qp_rows, __global const float *kp, long4 kp_rows,
                  __global const float *v_attn, __global const STORAGE(V_DTYPE) * values, long4 v_stride,
