@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <cjson/cJSON.h>
+
 #include "cli.h"
 
 static double seconds_now(void) {
@@ -88,4 +90,36 @@ void bench_csv_string(const char *s) {
         putchar(*s);
     }
     putchar('"');
+}
+
+int bench_run_open(bench_run *run, const char *cmd, const char *device, long repeat, bool json) {
+    memset(run, 0, sizeof *run);
+    /* Profiling on: the times come from the device's own event timestamps. */
+    int rc = cli_open_context(cmd, device, true, &run->ctx);
+    if (rc) return rc;
+    clattn_context_device_info(run->ctx, &run->info);
+    run->times = malloc((size_t)repeat * sizeof *run->times);
+    run->json = json ? cJSON_CreateArray() : NULL;
+    if (!run->times || (json && !run->json))
+        return bench_run_close(run, cmd, cli_error(cmd, CLI_FAILED, "out of host memory"), 0);
+    return CLI_OK;
+}
+
+int bench_run_close(bench_run *run, const char *cmd, int rc, size_t failed_checks) {
+    if (run->json && rc == CLI_OK) {
+        char *text = cJSON_Print(run->json);
+        if (text)
+            printf("%s\n", text);
+        else
+            rc = cli_error(cmd, CLI_FAILED, "out of host memory formatting JSON");
+        free(text);
+    }
+    if (rc == CLI_OK && failed_checks)
+        rc = cli_error(cmd, CLI_FAILED, "%zu measurement(s) gave an output outside the reference's tolerance",
+                       failed_checks);
+    cJSON_Delete(run->json);
+    free(run->times);
+    clattn_context_free(run->ctx);
+    memset(run, 0, sizeof *run);
+    return rc;
 }

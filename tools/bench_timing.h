@@ -4,6 +4,7 @@
 #define CLATTN_BENCH_TIMING_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "clattn.h"
@@ -25,5 +26,20 @@ int bench_time_calls(const char *cmd, const char *what, clattn_context *ctx, lon
 
 /* Prints a CSV field, quoted when it holds a comma, a quote or a line break. */
 void bench_csv_string(const char *s);
+
+/* What every bench command holds for its run: a profiling context on the chosen device, its description, room for
+ * the timings of one measurement, and the JSON array when --json asked for one. */
+typedef struct bench_run {
+    clattn_context *ctx;
+    clattn_device_info info;
+    double *times;      /* `repeat` doubles */
+    struct cJSON *json; /* NULL unless JSON output */
+} bench_run;
+
+/* Opens the run; on failure prints why under `cmd`, leaves nothing to free and returns the exit code. */
+int bench_run_open(bench_run *run, const char *cmd, const char *device, long repeat, bool json);
+/* Ends the run: prints the JSON array (when rc is still CLI_OK), reports outputs outside the reference's tolerance,
+ * frees everything. Returns the command's exit code. */
+int bench_run_close(bench_run *run, const char *cmd, int rc, size_t failed_checks);
 
 #endif

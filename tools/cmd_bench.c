@@ -645,20 +645,12 @@ static int bench_sdpa(int argc, char **argv) {
 
     bench_config c;
     if ((rc = parse_options(&cmd, &c))) return rc;
-    clattn_context *ctx = NULL;
-    /* Profiling on: the times come from the device's own event timestamps. */
-    if ((rc = cli_open_context(CMD, cli_value(&cmd, "device"), true, &ctx))) return rc;
-    clattn_device_info info;
-    memset(&info, 0, sizeof info);
-    clattn_context_device_info(ctx, &info);
-
-    double *times = malloc((size_t)c.repeat * sizeof *times);
-    cJSON *json = c.format == FORMAT_JSON ? cJSON_CreateArray() : NULL;
-    if (!times || (c.format == FORMAT_JSON && !json)) {
-        free(times);
-        clattn_context_free(ctx);
-        return cli_error(CMD, CLI_FAILED, "out of host memory");
-    }
+    bench_run run;
+    if ((rc = bench_run_open(&run, CMD, cli_value(&cmd, "device"), c.repeat, c.format == FORMAT_JSON))) return rc;
+    clattn_context *ctx = run.ctx;
+    const clattn_device_info info = run.info;
+    double *times = run.times;
+    cJSON *json = run.json;
     if (c.format == FORMAT_TABLE) table_header(&c, &info);
     if (c.format == FORMAT_CSV) printf("%s\n", csv_columns);
     fflush(stdout);
@@ -741,24 +733,10 @@ static int bench_sdpa(int argc, char **argv) {
         }
         free_shape_data(&d);
     }
-    if (json && rc == CLI_OK) {
-        char *text = cJSON_Print(json);
-        if (text)
-            printf("%s\n", text);
-        else
-            rc = cli_error(CMD, CLI_FAILED, "out of host memory formatting JSON");
-        free(text);
-    }
     if (rc == CLI_OK && c.format == FORMAT_TABLE && c.impl[IMPL_FUSED] && c.impl[IMPL_UNFUSED])
         printf("\nspeed-up: unfused median time / fused median time; temp MiB: device memory the call allocated "
                "itself\n");
-    if (rc == CLI_OK && failed_checks)
-        rc = cli_error(CMD, CLI_FAILED, "%zu measurement(s) gave an output outside the reference's tolerance",
-                       failed_checks);
-    cJSON_Delete(json);
-    free(times);
-    clattn_context_free(ctx);
-    return rc;
+    return bench_run_close(&run, CMD, rc, failed_checks);
 }
 
 static void print_bench_usage(FILE *out) {

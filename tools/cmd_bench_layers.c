@@ -259,19 +259,6 @@ static void note_check(const char *cmd, const char *what, layer_result *r, doubl
 }
 
 /* Prints the JSON array (only after every measurement succeeded). */
-static int finish_json(const char *cmd, cJSON *json, int rc) {
-    if (json && rc == CLI_OK) {
-        char *text = cJSON_Print(json);
-        if (text)
-            printf("%s\n", text);
-        else
-            rc = cli_error(cmd, CLI_FAILED, "out of host memory formatting JSON");
-        free(text);
-    }
-    cJSON_Delete(json);
-    return rc;
-}
-
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Multi-head attention */
 
@@ -378,14 +365,12 @@ static int bench_mha(int argc, char **argv) {
         if (packed && v[M_KV_SEQ] != v[M_SEQ])
             return cli_error(CMD, CLI_USAGE, "--packed weights are for self-attention; drop --kv-seq");
     }
-    clattn_context *ctx = NULL;
-    if ((rc = cli_open_context(CMD, cli_value(&cmd, "device"), true, &ctx))) return rc;
-    clattn_device_info info;
-    memset(&info, 0, sizeof info);
-    clattn_context_device_info(ctx, &info);
-    double *times = malloc((size_t)c.repeat * sizeof *times);
-    cJSON *json = c.format == FORMAT_JSON ? cJSON_CreateArray() : NULL;
-    if (!times || (c.format == FORMAT_JSON && !json)) rc = cli_error(CMD, CLI_FAILED, "out of host memory");
+    bench_run run;
+    if ((rc = bench_run_open(&run, CMD, cli_value(&cmd, "device"), c.repeat, c.format == FORMAT_JSON))) return rc;
+    clattn_context *ctx = run.ctx;
+    const clattn_device_info info = run.info;
+    double *times = run.times;
+    cJSON *json = run.json;
     char title[160];
     snprintf(title, sizeof title, "mha, %s%s%s%s%s", causal ? "causal" : "non-causal", bias ? ", bias" : "",
              residual ? ", residual" : "", packed ? ", packed QKV" : "", ", GFLOP/s counts projections too");
@@ -546,13 +531,7 @@ static int bench_mha(int argc, char **argv) {
         for (size_t i = 0; i < 4; ++i)
             if (bufs[i]) clReleaseMemObject(bufs[i]);
     }
-    rc = finish_json(CMD, json, rc);
-    if (rc == CLI_OK && failed_checks)
-        rc = cli_error(CMD, CLI_FAILED, "%zu measurement(s) gave an output outside the reference's tolerance",
-                       failed_checks);
-    free(times);
-    clattn_context_free(ctx);
-    return rc;
+    return bench_run_close(&run, CMD, rc, failed_checks);
 }
 
 /* ------------------------------------------------------------------------------------------------------------ */
@@ -646,14 +625,12 @@ static int bench_seq2seq(int argc, char **argv) {
             return cli_error(CMD, CLI_USAGE, "the dot score needs --query-dim equal to --key-dim");
     const bool want_weights = cli_flag(&cmd, "weights");
     const bool keys_once = cli_flag(&cmd, "project-keys");
-    clattn_context *ctx = NULL;
-    if ((rc = cli_open_context(CMD, cli_value(&cmd, "device"), true, &ctx))) return rc;
-    clattn_device_info info;
-    memset(&info, 0, sizeof info);
-    clattn_context_device_info(ctx, &info);
-    double *times = malloc((size_t)c.repeat * sizeof *times);
-    cJSON *json = c.format == FORMAT_JSON ? cJSON_CreateArray() : NULL;
-    if (!times || (c.format == FORMAT_JSON && !json)) rc = cli_error(CMD, CLI_FAILED, "out of host memory");
+    bench_run run;
+    if ((rc = bench_run_open(&run, CMD, cli_value(&cmd, "device"), c.repeat, c.format == FORMAT_JSON))) return rc;
+    clattn_context *ctx = run.ctx;
+    const clattn_device_info info = run.info;
+    double *times = run.times;
+    cJSON *json = run.json;
     if (rc == CLI_OK)
         print_header(&c, &info,
                      want_weights ? "seq2seq attention with weights out, GFLOP/s counts projections too"
@@ -783,13 +760,7 @@ static int bench_seq2seq(int argc, char **argv) {
         for (size_t i = 0; i < 4; ++i)
             if (bufs[i]) clReleaseMemObject(bufs[i]);
     }
-    rc = finish_json(CMD, json, rc);
-    if (rc == CLI_OK && failed_checks)
-        rc = cli_error(CMD, CLI_FAILED, "%zu measurement(s) gave an output outside the reference's tolerance",
-                       failed_checks);
-    free(times);
-    clattn_context_free(ctx);
-    return rc;
+    return bench_run_close(&run, CMD, rc, failed_checks);
 }
 
 /* ------------------------------------------------------------------------------------------------------------ */
