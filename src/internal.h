@@ -263,6 +263,11 @@ clattn_status cla_check_overlaps(clattn_context *ctx, const char *fn, const cla_
 
 /* ---- small helpers ---- */
 
+/* A dtype that tensors of values may be stored in (every one but BOOL, which only masks take). */
+static inline bool cla_is_float_dtype(clattn_dtype d) {
+    return d == CLATTN_DTYPE_F32 || d == CLATTN_DTYPE_F16 || d == CLATTN_DTYPE_BF16;
+}
+
 char *cla_strdup(const char *s);
 /* Safe string formatting into a fixed buffer (always NUL-terminates). */
 void cla_strlcpy(char *dst, const char *src, size_t size);

@@ -50,10 +50,6 @@ static void work_release(clattn_context *ctx, mha_work *w) {
     cla_temp_release(ctx, &w->acc);
 }
 
-static bool is_storage_dtype(clattn_dtype d) {
-    return d == CLATTN_DTYPE_F32 || d == CLATTN_DTYPE_F16 || d == CLATTN_DTYPE_BF16;
-}
-
 static bool same_view(const clattn_tensor *a, const clattn_tensor *b) {
     if (a->buffer != b->buffer || a->offset != b->offset || a->dtype != b->dtype) return false;
     for (int d = 0; d < 4; ++d)
@@ -64,7 +60,7 @@ static bool same_view(const clattn_tensor *a, const clattn_tensor *b) {
 /* A sequence tensor [B, 1, L, width] of a storage dtype with unit width stride, inside its buffer. */
 static clattn_status check_seq(clattn_context *ctx, const clattn_tensor *t, const char *name, size_t batch,
                                size_t width, const char *width_name, bool is_output, cla_range *r) {
-    if (!is_storage_dtype(t->dtype))
+    if (!cla_is_float_dtype(t->dtype))
         return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "clattn_mha: %s: dtype %d is not F32, F16 or BF16", name,
                         (int)t->dtype);
     if (t->size[0] != batch)

@@ -19,10 +19,6 @@ void clattn_sdpa_desc_init(clattn_sdpa_desc *desc) {
     desc->impl = CLATTN_IMPL_AUTO;
 }
 
-static bool is_storage_dtype(clattn_dtype d) {
-    return d == CLATTN_DTYPE_F32 || d == CLATTN_DTYPE_F16 || d == CLATTN_DTYPE_BF16;
-}
-
 static clattn_status expect_size(clattn_context *ctx, const clattn_tensor *t, const char *name, int dim,
                                  size_t want, const char *what) {
     static const char *dims[] = {"batch", "heads", "seq", "dim"};
@@ -57,49 +53,49 @@ static clattn_status check_shapes(clattn_context *ctx, const clattn_tensor *q, c
     return CLATTN_SUCCESS;
 }
 
-static clattn_status check_mask(clattn_context *ctx, cla_sdpa_plan *p, cla_range *r) {
-    clattn_tensor *m = &p->mask;
+clattn_status cla_check_mask(clattn_context *ctx, const char *name, clattn_tensor *m, size_t batch, size_t heads,
+                             size_t q_len, size_t kv_len, int *kind, cla_range *r) {
     if (m->dtype == CLATTN_DTYPE_BOOL)
-        p->mask_kind = CLA_MASK_BOOL;
-    else if (is_storage_dtype(m->dtype))
-        p->mask_kind = CLA_MASK_ADDITIVE;
+        *kind = CLA_MASK_BOOL;
+    else if (cla_is_float_dtype(m->dtype))
+        *kind = CLA_MASK_ADDITIVE;
     else
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_MASK,
-                        "mask: dtype %d is neither additive (F32/F16/BF16) nor BOOL", (int)m->dtype);
-    const size_t want[4] = {p->batch, p->q_heads, p->q_len, p->kv_len};
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_MASK, "%s: dtype %d is neither additive (F32/F16/BF16) nor BOOL",
+                        name, (int)m->dtype);
+    const size_t want[4] = {batch, heads, q_len, kv_len};
     static const char *dims[] = {"batch", "heads", "query length", "key length"};
     for (int d = 0; d < 4; ++d) {
         bool broadcast_ok = d < 2 && m->size[d] == 1;
         if (m->size[d] != want[d] && !broadcast_ok)
-            return cla_fail(ctx, CLATTN_ERROR_INVALID_MASK, "mask: size[%d] is %zu but must be %s%zu (the %s)", d,
-                            m->size[d], d < 2 ? "1 or " : "", want[d], dims[d]);
+            return cla_fail(ctx, CLATTN_ERROR_INVALID_MASK, "%s: size[%d] is %zu but must be %s%zu (the %s)", name,
+                            d, m->size[d], d < 2 ? "1 or " : "", want[d], dims[d]);
     }
     /* A size-1 dimension broadcasts: its stride is never used, so make it 0 for the kernels. */
     for (int d = 0; d < 2; ++d)
         if (m->size[d] == 1) m->stride[d] = 0;
-    return cla_tensor_check(ctx, m, "mask", false, &r->begin, &r->end);
+    return cla_tensor_check(ctx, m, name, false, &r->begin, &r->end);
 }
 
-static clattn_status check_key_lengths(clattn_context *ctx, const cla_sdpa_plan *p, cla_range *r) {
+clattn_status cla_check_key_lengths(clattn_context *ctx, const char *name, cl_mem buffer, size_t offset,
+                                    size_t batch, cla_range *r) {
     r->begin = r->end = 0;
-    if (p->batch == 0) return CLATTN_SUCCESS;
+    if (batch == 0) return CLATTN_SUCCESS;
     size_t mem_size = 0;
     cl_context mem_ctx = NULL;
-    cl_int err = clGetMemObjectInfo(p->key_lengths, CL_MEM_SIZE, sizeof mem_size, &mem_size, NULL);
-    if (err == CL_SUCCESS) err = clGetMemObjectInfo(p->key_lengths, CL_MEM_CONTEXT, sizeof mem_ctx, &mem_ctx, NULL);
-    if (err != CL_SUCCESS) return cla_fail(ctx, err, "key_lengths: the buffer is not a valid cl_mem");
+    cl_int err = clGetMemObjectInfo(buffer, CL_MEM_SIZE, sizeof mem_size, &mem_size, NULL);
+    if (err == CL_SUCCESS) err = clGetMemObjectInfo(buffer, CL_MEM_CONTEXT, sizeof mem_ctx, &mem_ctx, NULL);
+    if (err != CL_SUCCESS) return cla_fail(ctx, err, "%s: the buffer is not a valid cl_mem", name);
     if (mem_ctx != ctx->cl_ctx)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "key_lengths: the buffer belongs to another OpenCL context");
-    if (p->batch > SIZE_MAX / 4 || p->key_lengths_offset > SIZE_MAX / 4 - p->batch)
-        return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW, "key_lengths: offset %zu overflows",
-                        p->key_lengths_offset);
-    r->begin = p->key_lengths_offset * 4;
-    r->end = r->begin + p->batch * 4;
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%s: the buffer belongs to another OpenCL context",
+                        name);
+    if (batch > SIZE_MAX / 4 || offset > SIZE_MAX / 4 - batch)
+        return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW, "%s: offset %zu overflows", name, offset);
+    r->begin = offset * 4;
+    r->end = r->begin + batch * 4;
     if (r->end > mem_size)
         return cla_fail(ctx, CLATTN_ERROR_BUFFER_TOO_SMALL,
-                        "key_lengths: %zu int32 values from offset %zu need %zu bytes but the buffer has %zu",
-                        p->batch, p->key_lengths_offset, r->end, mem_size);
+                        "%s: %zu int32 values from offset %zu need %zu bytes but the buffer has %zu", name, batch,
+                        offset, r->end, mem_size);
     return CLATTN_SUCCESS;
 }
 
@@ -120,7 +116,7 @@ static clattn_status check_outputs(clattn_context *ctx, cla_sdpa_plan *p, cla_ra
     }
     if (p->weights.buffer) {
         const clattn_tensor *t = &p->weights;
-        if (!is_storage_dtype(t->dtype))
+        if (!cla_is_float_dtype(t->dtype))
             return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "weights: dtype must be F32, F16 or BF16");
         if (t->size[0] != p->batch || t->size[1] != p->q_heads || t->size[2] != p->q_len || t->size[3] != p->kv_len)
             return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
@@ -160,7 +156,7 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
     const clattn_tensor *inputs[] = {q, k, v, out};
     static const char *names[] = {"q", "k", "v", "out"};
     for (int i = 0; i < 4; ++i) {
-        if (!is_storage_dtype(inputs[i]->dtype))
+        if (!cla_is_float_dtype(inputs[i]->dtype))
             return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "%s: dtype %d is not F32, F16 or BF16", names[i],
                             (int)inputs[i]->dtype);
         if (!inputs[i]->buffer) return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: the buffer is NULL", names[i]);
@@ -223,13 +219,16 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
         cla_range *r = &ranges[n++];
         r->name = "mask";
         r->buffer = p->mask.buffer;
-        if ((st = check_mask(ctx, p, r))) return st;
+        if ((st = cla_check_mask(ctx, "mask", &p->mask, p->batch, p->q_heads, p->q_len, p->kv_len, &p->mask_kind,
+                                 r)))
+            return st;
     }
     if (p->key_lengths) {
         cla_range *r = &ranges[n++];
         r->name = "key_lengths";
         r->buffer = p->key_lengths;
-        if ((st = check_key_lengths(ctx, p, r))) return st;
+        if ((st = cla_check_key_lengths(ctx, "key_lengths", p->key_lengths, p->key_lengths_offset, p->batch, r)))
+            return st;
     }
     const size_t first_output = n;
     if ((st = check_outputs(ctx, p, ranges, &n))) return st;

@@ -182,10 +182,6 @@ void clattn_seq2seq_desc_init(clattn_seq2seq_desc *desc) {
 
 /* ---- validation ---- */
 
-static bool is_storage_dtype(clattn_dtype d) {
-    return d == CLATTN_DTYPE_F32 || d == CLATTN_DTYPE_F16 || d == CLATTN_DTYPE_BF16;
-}
-
 /* A [B, 1, L, W] sequence tensor: the expected sizes, else INVALID_SHAPE naming the dimension and why. */
 static clattn_status check_seq(clattn_context *ctx, const clattn_tensor *t, const char *name, size_t batch,
                                size_t len, size_t width, const char *len_from, const char *width_from) {
@@ -200,60 +196,9 @@ static clattn_status check_seq(clattn_context *ctx, const clattn_tensor *t, cons
     return CLATTN_SUCCESS;
 }
 
-static clattn_status check_key_lengths(clattn_context *ctx, const cla_seq2seq_plan *p, cla_range *r) {
-    r->begin = r->end = 0;
-    if (p->batch == 0) return CLATTN_SUCCESS;
-    size_t mem_size = 0;
-    cl_context mem_ctx = NULL;
-    cl_int err = clGetMemObjectInfo(p->key_lengths, CL_MEM_SIZE, sizeof mem_size, &mem_size, NULL);
-    if (err == CL_SUCCESS) err = clGetMemObjectInfo(p->key_lengths, CL_MEM_CONTEXT, sizeof mem_ctx, &mem_ctx, NULL);
-    if (err != CL_SUCCESS)
-        return cla_fail(ctx, err, "clattn_seq2seq_attention: desc->key_lengths is not a valid cl_mem");
-    if (mem_ctx != ctx->cl_ctx)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "clattn_seq2seq_attention: desc->key_lengths belongs to another OpenCL context");
-    if (p->key_lengths_offset > SIZE_MAX / 4 - p->batch)
-        return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW,
-                        "clattn_seq2seq_attention: desc->key_lengths_offset %zu overflows", p->key_lengths_offset);
-    r->begin = p->key_lengths_offset * 4;
-    r->end = r->begin + p->batch * 4;
-    if (r->end > mem_size)
-        return cla_fail(
-            ctx, CLATTN_ERROR_BUFFER_TOO_SMALL,
-            "clattn_seq2seq_attention: desc->key_lengths: %zu int32 values from offset %zu need %zu bytes "
-            "but the buffer has %zu",
-            p->batch, p->key_lengths_offset, r->end, mem_size);
-    return CLATTN_SUCCESS;
-}
-
-static clattn_status check_mask(clattn_context *ctx, cla_seq2seq_plan *p, cla_range *r) {
-    clattn_tensor *m = &p->mask;
-    if (m->dtype == CLATTN_DTYPE_BOOL)
-        p->mask_kind = CLA_MASK_BOOL;
-    else if (is_storage_dtype(m->dtype))
-        p->mask_kind = CLA_MASK_ADDITIVE;
-    else
-        return cla_fail(
-            ctx, CLATTN_ERROR_INVALID_MASK,
-            "clattn_seq2seq_attention: desc->mask: dtype %d is neither additive (F32/F16/BF16) nor BOOL",
-            (int)m->dtype);
-    const size_t want[4] = {p->batch, 1, p->q_len, p->kv_len};
-    static const char *what[] = {"1 or the batch", "1", "the query length", "the key length"};
-    for (int d = 0; d < 4; ++d)
-        if (m->size[d] != want[d] && !(d == 0 && m->size[0] == 1))
-            return cla_fail(
-                ctx, CLATTN_ERROR_INVALID_MASK,
-                "clattn_seq2seq_attention: desc->mask: size[%d] is %zu but must be %s (%zu); the mask is "
-                "[B|1, 1, Lq, Lk]",
-                d, m->size[d], what[d], want[d]);
-    if (m->size[0] == 1) m->stride[0] = 0; /* broadcast over the batch */
-    m->stride[1] = 0;
-    return cla_tensor_check(ctx, m, "desc->mask", false, &r->begin, &r->end);
-}
-
 static clattn_status check_weights_out(clattn_context *ctx, const cla_seq2seq_plan *p, cla_range *r) {
     const clattn_tensor *t = &p->weights;
-    if (!is_storage_dtype(t->dtype))
+    if (!cla_is_float_dtype(t->dtype))
         return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE,
                         "clattn_seq2seq_attention: desc->weights: dtype %d is not F32, F16 or BF16", (int)t->dtype);
     if (t->size[0] != p->batch || t->size[1] != 1 || t->size[2] != p->q_len || t->size[3] != p->kv_len)
@@ -311,7 +256,7 @@ clattn_status cla_seq2seq_validate(clattn_context *ctx, const clattn_seq2seq_wei
     const clattn_tensor *tensors[] = {query, keys, h, context_out};
     const char *names[] = {"query", "keys", values ? "values" : "keys (as values)", "context_out"};
     for (int i = 0; i < 4; ++i) {
-        if (!is_storage_dtype(tensors[i]->dtype))
+        if (!cla_is_float_dtype(tensors[i]->dtype))
             return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "%s: %s: dtype %d is not F32, F16 or BF16", fn,
                             names[i], (int)tensors[i]->dtype);
         if (!tensors[i]->buffer)
@@ -367,12 +312,16 @@ clattn_status cla_seq2seq_validate(clattn_context *ctx, const clattn_seq2seq_wei
     if (p->mask.buffer) {
         cla_range *r = &ranges[n++];
         *r = (cla_range){"desc->mask", p->mask.buffer, 0, 0, false, 0};
-        if ((st = check_mask(ctx, p, r))) return st;
+        if ((st = cla_check_mask(ctx, "clattn_seq2seq_attention: desc->mask", &p->mask, p->batch, 1, p->q_len,
+                                 p->kv_len, &p->mask_kind, r)))
+            return st;
     }
     if (p->key_lengths) {
         cla_range *r = &ranges[n++];
         *r = (cla_range){"desc->key_lengths", p->key_lengths, 0, 0, false, 0};
-        if ((st = check_key_lengths(ctx, p, r))) return st;
+        if ((st = cla_check_key_lengths(ctx, "clattn_seq2seq_attention: desc->key_lengths", p->key_lengths,
+                                        p->key_lengths_offset, p->batch, r)))
+            return st;
     }
     if (p->weights.buffer) {
         cla_range *r = &ranges[n++];
@@ -651,7 +600,7 @@ clattn_status clattn_seq2seq_project_keys(clattn_context *ctx, const clattn_seq2
                         "%s: the weights were created with another context; create them with this one", fn);
     clattn_status qst = cla_check_queue(ctx, fn, queue, num_wait_events, wait_list);
     if (qst != CLATTN_SUCCESS) return qst;
-    if (!is_storage_dtype(keys->dtype))
+    if (!cla_is_float_dtype(keys->dtype))
         return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "%s: keys: dtype %d is not F32, F16 or BF16", fn,
                         (int)keys->dtype);
     if (!keys->buffer || !key_projection->buffer)
