@@ -78,6 +78,27 @@ static cl_mem upload_floats(clattn_context *ctx, const float *x, size_t n, clatt
 
 /* Inputs in [-2, 2) rounded to the storage type, a mask over [Lq, Lk] broadcast over batch and heads with about
  * one key in eight removed, and the reference output. */
+/* The class's random [Lq, Lk] mask, broadcast over batch and heads: additive (kind 1, about one key in eight
+ * masked with -inf) or boolean (kind 2); kind 0 makes none. Returns why it failed, or NULL. */
+static const char *make_mask(worker_setup *w, int kind, size_t nmask, clattn_dtype dt) {
+    unsigned seed = 45678u;
+    if (kind == 1) {
+        w->hmask = malloc((nmask ? nmask : 1) * sizeof *w->hmask);
+        if (!w->hmask) return "out of host memory for the mask";
+        for (size_t i = 0; i < nmask; ++i) {
+            float r = rnd(&seed);
+            w->hmask[i] = r < -1.5f ? -INFINITY : cla_round_to_dtype(r, dt);
+        }
+        if (!(w->mask = upload_floats(w->ctx, w->hmask, nmask, dt))) return "allocating the mask failed";
+    } else if (kind == 2) {
+        w->hbool = malloc(nmask ? nmask : 1);
+        if (!w->hbool) return "out of host memory for the mask";
+        for (size_t i = 0; i < nmask; ++i) w->hbool[i] = rnd(&seed) >= -1.5f;
+        if (!(w->mask = upload(w->ctx, w->hbool, nmask))) return "allocating the mask failed";
+    }
+    return NULL;
+}
+
 static const char *setup(worker_setup *w) {
     const cla_tune_problem *p = &w->p;
     const clattn_dtype dt = p->dtype;
@@ -94,21 +115,8 @@ static const char *setup(worker_setup *w) {
     w->out = upload(w->ctx, NULL, w->no * clattn_dtype_size(dt));
     if (!w->q || !w->k || !w->v || !w->out) return "allocating the device buffers failed";
     const size_t nmask = p->q_len * p->kv_len;
-    unsigned seed = 45678u;
-    if (p->mask_kind == 1) {
-        w->hmask = malloc((nmask ? nmask : 1) * sizeof *w->hmask);
-        if (!w->hmask) return "out of host memory for the mask";
-        for (size_t i = 0; i < nmask; ++i) {
-            float r = rnd(&seed);
-            w->hmask[i] = r < -1.5f ? -INFINITY : cla_round_to_dtype(r, dt);
-        }
-        if (!(w->mask = upload_floats(w->ctx, w->hmask, nmask, dt))) return "allocating the mask failed";
-    } else if (p->mask_kind == 2) {
-        w->hbool = malloc(nmask ? nmask : 1);
-        if (!w->hbool) return "out of host memory for the mask";
-        for (size_t i = 0; i < nmask; ++i) w->hbool[i] = rnd(&seed) >= -1.5f;
-        if (!(w->mask = upload(w->ctx, w->hbool, nmask))) return "allocating the mask failed";
-    }
+    const char *why = make_mask(w, p->mask_kind, nmask, dt);
+    if (why) return why;
     w->ref = malloc((w->no ? w->no : 1) * sizeof *w->ref);
     if (!w->ref) return "out of host memory for the reference";
     cla_ref_sdpa r;
@@ -183,21 +191,8 @@ static const char *s2s_setup(worker_setup *w) {
     w->out = upload(w->ctx, NULL, w->no * clattn_dtype_size(dt));
     if (!w->q || !w->k || !w->v || !w->out) return "allocating the device buffers failed";
     const size_t nmask = Lq * Lk;
-    unsigned seed = 45678u;
-    if (p->mask_kind == 1) {
-        w->hmask = malloc((nmask ? nmask : 1) * sizeof *w->hmask);
-        if (!w->hmask) return "out of host memory for the mask";
-        for (size_t i = 0; i < nmask; ++i) {
-            float r = rnd(&seed);
-            w->hmask[i] = r < -1.5f ? -INFINITY : cla_round_to_dtype(r, dt);
-        }
-        if (!(w->mask = upload_floats(w->ctx, w->hmask, nmask, dt))) return "allocating the mask failed";
-    } else if (p->mask_kind == 2) {
-        w->hbool = malloc(nmask ? nmask : 1);
-        if (!w->hbool) return "out of host memory for the mask";
-        for (size_t i = 0; i < nmask; ++i) w->hbool[i] = rnd(&seed) >= -1.5f;
-        if (!(w->mask = upload(w->ctx, w->hbool, nmask))) return "allocating the mask failed";
-    }
+    const char *why = make_mask(w, p->mask_kind, nmask, dt);
+    if (why) return why;
     const clattn_seq2seq_config config = {CLATTN_SCORE_ADDITIVE, A, A, A};
     clattn_seq2seq_weights_host host;
     memset(&host, 0, sizeof host);
