@@ -5,6 +5,7 @@
  * (plus a one-time kernel compile per shape class), so the lock is held briefly. */
 #include "blas.h"
 
+#include <stdlib.h>
 #include <threads.h>
 
 static once_flag lock_once = ONCE_FLAG_INIT;
@@ -26,6 +27,36 @@ static void blas_unlock(bool held) {
     if (held) mtx_unlock(&lock);
 }
 
+/* Rows and the row length of a GEMM operand as it lies in memory: `lines` lines of `line` elements, `ld` apart. */
+typedef struct stored_matrix {
+    size_t lines, line, offset, ld, stride;
+} stored_matrix;
+
+static stored_matrix stored(CLBlastLayout layout, CLBlastTranspose trans, size_t rows, size_t cols, size_t offset,
+                            size_t ld, size_t stride) {
+    const bool flip = (layout == CLBlastLayoutColMajor) != (trans != CLBlastTransposeNo);
+    return (stored_matrix){flip ? cols : rows, flip ? rows : cols, offset, ld, stride};
+}
+
+/* CLBlast 1.5's strided-batched GEMM, on its indirect path (large products), reads an operand in place when the
+ * operand's sizes are multiples of the kernel's tiles and its leading dimension is tight, and its batched kernel
+ * then addresses matrix t at t * rows * ld from the start of the buffer: the operand's offset and batch stride are
+ * dropped without an error (XgemmStridedBatched::BatchedGemmIndirect tests neither, unlike Xgemm's NoTempBuffer).
+ * A broadcast weight (stride 0) or the second head of a chunk is then read from the wrong place. Such an operand is
+ * "at risk"; the tile multiples depend on the device's parameters, so only the tight leading dimension is tested. */
+static bool at_risk(const stored_matrix *s, size_t batch) {
+    if (s->ld != s->line) return false; /* never read in place: CLBlast copies it and honours both */
+    return s->offset != 0 || (batch > 1 && s->stride != s->lines * s->ld);
+}
+
+/* Ends a run of several CLBlast calls with one event that completes after all of them. */
+static CLBlastStatusCode join_events(cl_command_queue queue, cl_event *events, size_t count, cl_event *event) {
+    cl_int err = CL_SUCCESS;
+    if (event) err = clEnqueueMarkerWithWaitList(queue, (cl_uint)count, events, event);
+    for (size_t i = 0; i < count; ++i) clReleaseEvent(events[i]);
+    return err == CL_SUCCESS ? CLBlastSuccess : (CLBlastStatusCode)err;
+}
+
 CLBlastStatusCode cla_blas_sgemm_strided_batched(CLBlastLayout layout, CLBlastTranspose a_transpose,
                                                  CLBlastTranspose b_transpose, size_t m, size_t n, size_t k,
                                                  float alpha, cl_mem a, size_t a_offset, size_t a_ld,
@@ -33,10 +64,46 @@ CLBlastStatusCode cla_blas_sgemm_strided_batched(CLBlastLayout layout, CLBlastTr
                                                  size_t b_stride, float beta, cl_mem c, size_t c_offset,
                                                  size_t c_ld, size_t c_stride, size_t batch_count,
                                                  cl_command_queue *queue, cl_event *event) {
+    /* A weight shared by every matrix of the batch (row-major B of stride 0) over A and C rows that follow each
+     * other: one GEMM with the batch's rows stacked, which is also what the hardware likes best. */
+    if (layout == CLBlastLayoutRowMajor && a_transpose == CLBlastTransposeNo && batch_count > 1 && b_stride == 0 &&
+        a_stride == m * a_ld && c_stride == m * c_ld) {
+        m *= batch_count;
+        batch_count = 1;
+    }
+    const stored_matrix ops[3] = {stored(layout, a_transpose, m, k, a_offset, a_ld, a_stride),
+                                  stored(layout, b_transpose, k, n, b_offset, b_ld, b_stride),
+                                  stored(layout, CLBlastTransposeNo, m, n, c_offset, c_ld, c_stride)};
+    bool split = false;
+    for (int i = 0; i < 3 && batch_count > 1; ++i) split = split || at_risk(&ops[i], batch_count);
+
     bool held = blas_lock();
-    CLBlastStatusCode s = CLBlastSgemmStridedBatched(layout, a_transpose, b_transpose, m, n, k, alpha, a, a_offset,
-                                                     a_ld, a_stride, b, b_offset, b_ld, b_stride, beta, c, c_offset,
-                                                     c_ld, c_stride, batch_count, queue, event);
+    CLBlastStatusCode s = CLBlastSuccess;
+    if (batch_count > 1 && !split) {
+        s = CLBlastSgemmStridedBatched(layout, a_transpose, b_transpose, m, n, k, alpha, a, a_offset, a_ld, a_stride,
+                                       b, b_offset, b_ld, b_stride, beta, c, c_offset, c_ld, c_stride, batch_count,
+                                       queue, event);
+    } else if (batch_count == 1) {
+        /* CLBlastSgemm honours offsets on every path, and a single matrix needs no batch stride. */
+        s = CLBlastSgemm(layout, a_transpose, b_transpose, m, n, k, alpha, a, a_offset, a_ld, b, b_offset, b_ld,
+                         beta, c, c_offset, c_ld, queue, event);
+    } else {
+        /* One CLBlastSgemm per matrix, joined into one event. */
+        cl_event *events = event ? calloc(batch_count, sizeof *events) : NULL;
+        size_t done = 0;
+        if (event && !events) s = (CLBlastStatusCode)CL_OUT_OF_HOST_MEMORY;
+        for (; done < batch_count && s == CLBlastSuccess; ++done) {
+            s = CLBlastSgemm(layout, a_transpose, b_transpose, m, n, k, alpha, a, a_offset + done * a_stride, a_ld,
+                             b, b_offset + done * b_stride, b_ld, beta, c, c_offset + done * c_stride, c_ld, queue,
+                             events ? &events[done] : NULL);
+        }
+        if (s != CLBlastSuccess && events) --done; /* the failed call left no event */
+        if (events) {
+            CLBlastStatusCode j = join_events(*queue, events, done, s == CLBlastSuccess ? event : NULL);
+            if (s == CLBlastSuccess) s = j;
+        }
+        free(events);
+    }
     blas_unlock(held);
     return s;
 }

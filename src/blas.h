@@ -7,7 +7,9 @@
 
 #include <clblast_c.h>
 
-/* CLBlastSgemmStridedBatched, under the CLBlast lock. */
+/* C_t = alpha op(A_t) op(B_t) + beta C_t for t < batch_count, as CLBlastSgemmStridedBatched defines it, under the
+ * CLBlast lock, and right for every offset and stride (blas.c says which calls CLBlast 1.5 gets wrong and how they
+ * are served instead). A batch of one needs no meaningful strides. */
 CLBlastStatusCode cla_blas_sgemm_strided_batched(CLBlastLayout layout, CLBlastTranspose a_transpose,
                                                  CLBlastTranspose b_transpose, size_t m, size_t n, size_t k,
                                                  float alpha, cl_mem a, size_t a_offset, size_t a_ld,
