@@ -43,7 +43,8 @@ static stored_matrix stored(CLBlastLayout layout, CLBlastTranspose trans, size_t
  * then addresses matrix t at t * rows * ld from the start of the buffer: the operand's offset and batch stride are
  * dropped without an error (XgemmStridedBatched::BatchedGemmIndirect tests neither, unlike Xgemm's NoTempBuffer).
  * A broadcast weight (stride 0) or the second head of a chunk is then read from the wrong place. Such an operand is
- * "at risk"; the tile multiples depend on the device's parameters, so only the tight leading dimension is tested. */
+ * "at risk"; the tile multiples depend on the device's parameters, so only the tight leading dimension is tested.
+ */
 static bool at_risk(const stored_matrix *s, size_t batch) {
     if (s->ld != s->line) return false; /* never read in place: CLBlast copies it and honours both */
     return s->offset != 0 || (batch > 1 && s->stride != s->lines * s->ld);
@@ -80,9 +81,9 @@ CLBlastStatusCode cla_blas_sgemm_strided_batched(CLBlastLayout layout, CLBlastTr
     bool held = blas_lock();
     CLBlastStatusCode s = CLBlastSuccess;
     if (batch_count > 1 && !split) {
-        s = CLBlastSgemmStridedBatched(layout, a_transpose, b_transpose, m, n, k, alpha, a, a_offset, a_ld, a_stride,
-                                       b, b_offset, b_ld, b_stride, beta, c, c_offset, c_ld, c_stride, batch_count,
-                                       queue, event);
+        s = CLBlastSgemmStridedBatched(layout, a_transpose, b_transpose, m, n, k, alpha, a, a_offset, a_ld,
+                                       a_stride, b, b_offset, b_ld, b_stride, beta, c, c_offset, c_ld, c_stride,
+                                       batch_count, queue, event);
     } else if (batch_count == 1) {
         /* CLBlastSgemm honours offsets on every path, and a single matrix needs no batch stride. */
         s = CLBlastSgemm(layout, a_transpose, b_transpose, m, n, k, alpha, a, a_offset, a_ld, b, b_offset, b_ld,

@@ -50,14 +50,15 @@ static void run_case(clattn_context *ctx, const gemm_case *c) {
     for (size_t i = 0; i < a_count; ++i) a[i] = rnd(&seed);
     for (size_t i = 0; i < b_count; ++i) b[i] = rnd(&seed);
     for (size_t i = 0; i < c_count; ++i) got[i] = POISON;
-    cl_mem ab = make_buffer(ctx, a_count, a), bb = make_buffer(ctx, b_count, b), cb = make_buffer(ctx, c_count, got);
+    cl_mem ab = make_buffer(ctx, a_count, a), bb = make_buffer(ctx, b_count, b),
+           cb = make_buffer(ctx, c_count, got);
 
     cl_command_queue queue = clattn_context_cl_queue(ctx);
     cl_event done = NULL;
     CLBlastStatusCode s = cla_blas_sgemm_strided_batched(
-        CLBlastLayoutRowMajor, CLBlastTransposeNo, c->b_trans ? CLBlastTransposeYes : CLBlastTransposeNo, c->m, c->n,
-        c->k, 1.0f, ab, c->a_offset, lda, a_stride, bb, c->b_offset, ldb, b_stride, 0.0f, cb, c->c_offset, ldc,
-        c_stride, c->batch, &queue, &done);
+        CLBlastLayoutRowMajor, CLBlastTransposeNo, c->b_trans ? CLBlastTransposeYes : CLBlastTransposeNo, c->m,
+        c->n, c->k, 1.0f, ab, c->a_offset, lda, a_stride, bb, c->b_offset, ldb, b_stride, 0.0f, cb, c->c_offset,
+        ldc, c_stride, c->batch, &queue, &done);
     if (s != CLBlastSuccess) fail_msg("CLBlast status %d %s", (int)s, cla_blas_status_name(s));
     assert_non_null(done);
     assert_int_equal(clWaitForEvents(1, &done), CL_SUCCESS);
