@@ -13,6 +13,14 @@
  *   concurrently from different threads. Free functions without a context (version, status strings, device
  *   enumeration) are thread-safe.
  * - Sizes and offsets of tensors are in elements, not bytes.
+ *
+ * Stability
+ * - Everything here is stable unless its section says EXPERIMENTAL: a stable declaration keeps its meaning within a
+ *   minor series, and status values never change once released. While the version is 0.x, the minor version (and
+ *   with it the shared library's SONAME, libclattn.so.0.MINOR) changes whenever the API or ABI does.
+ * - EXPERIMENTAL sections (tuning) may change in any minor release.
+ * - include/clattn_advanced.h holds the advanced API for tools, tests and kernel development (kernel-parameter
+ *   overrides, program recording and export, the tuner's view of the kernels); all of it is experimental.
  */
 #ifndef CLATTN_H
 #define CLATTN_H
@@ -285,6 +293,18 @@ typedef enum clattn_dtype {
 
 /* Bytes per element of a dtype, 0 for an unknown one. */
 CLATTN_API size_t clattn_dtype_size(clattn_dtype dtype);
+
+/* A short name of a dtype: "f32", "f16", "bf16", "bool"; "unknown" for any other value. Never NULL. */
+CLATTN_API const char *clattn_dtype_name(clattn_dtype dtype);
+
+/* Host conversions between float and a storage type, rounding to nearest even as the device's storage does (IEEE
+ * half: subnormals exact, overflow to infinity; bfloat16: the top half of a binary32; a NaN stays a quiet NaN).
+ * pack writes `n` floats of `src` to `dst` stored as `dtype`, unpack reads them back; `dst` needs no alignment and
+ * may be `src` itself. A dtype other than F32, F16 or BF16 is CLATTN_ERROR_INVALID_DTYPE and writes nothing. */
+CLATTN_API clattn_status clattn_dtype_pack(clattn_dtype dtype, const float *src, void *dst, size_t n);
+CLATTN_API clattn_status clattn_dtype_unpack(clattn_dtype dtype, const void *src, float *dst, size_t n);
+/* The value `x` has after a round trip through storage type `dtype` (`x` itself for F32 and non-float types). */
+CLATTN_API float clattn_dtype_round(clattn_dtype dtype, float x);
 
 /* A 4-D view of a device buffer: sizes [batch, heads, seq, dim] and strides, both in elements. A stride of 0
  * broadcasts that dimension (inputs and masks only; outputs must not alias). `offset` is in elements. */
@@ -565,7 +585,8 @@ CLATTN_API clattn_status clattn_seq2seq_attention(clattn_context *context, const
 
 /* ----------------------------------------------------------------------------------------------------------------
  */
-/* Tuning
+/* Tuning (EXPERIMENTAL: operations are named by strings and the parameters are text; both may change in a minor
+ * release)
  *
  * Kernel parameters (tile sizes, work-group shape, the CPU or GPU kernel variant) come from a per-device tuning
  * database that `clattn tune` writes: one JSON file per device in $CLATTN_TUNING_DIR, else
@@ -584,9 +605,16 @@ typedef enum clattn_tuning_source {
     CLATTN_TUNING_DEVICE_DEFAULT = 1, /* the database's defaults for this device */
     CLATTN_TUNING_NEAREST = 2,        /* the database entry of the nearest sequence-length bucket */
     CLATTN_TUNING_EXACT = 3,          /* the database entry of this problem class */
-    CLATTN_TUNING_OVERRIDE = 4,       /* CLATTN_FUSED_PARAMS or CLATTN_SEQ2SEQ_PARAMS in the environment (kernel
-                                         development, tests) */
+    CLATTN_TUNING_OVERRIDE = 4,       /* the context's override: clattn_context_set_kernel_params, or
+                                         CLATTN_FUSED_PARAMS / CLATTN_SEQ2SEQ_PARAMS at its creation */
 } clattn_tuning_source;
+
+/* The kind of mask of a problem class. */
+typedef enum clattn_mask_kind {
+    CLATTN_MASK_NONE = 0,
+    CLATTN_MASK_ADDITIVE = 1, /* an F32/F16/BF16 mask added to the scores */
+    CLATTN_MASK_BOOL = 2,     /* a BOOL mask that keeps the keys where it is true */
+} clattn_mask_kind;
 
 /* One problem to look up. Initialise with clattn_tuning_query_init(). */
 typedef struct clattn_tuning_query {
@@ -595,13 +623,13 @@ typedef struct clattn_tuning_query {
      * "clblast:Xgemm", "clblast:XgemmDirect", "clblast:GemmRoutine": the CLBlast GEMM parameters this context's
      * database applied (source EXACT) or none (BUILTIN: CLBlast's own), the other fields then unused. */
     const char *operation;
-    size_t head_dim;      /* default 64 */
-    size_t v_head_dim;    /* 0 (the default) means head_dim */
-    clattn_dtype dtype;   /* storage type, default F32 */
-    int mask;             /* 0 none (default), 1 additive, 2 boolean */
-    clattn_causal causal; /* default CLATTN_CAUSAL_NONE */
-    size_t q_len, kv_len; /* default 1024 and 1024; a q_len below 8 is a decode step */
-    size_t batch, heads;  /* default 1 and 8 */
+    size_t head_dim;       /* default 64 */
+    size_t v_head_dim;     /* 0 (the default) means head_dim */
+    clattn_dtype dtype;    /* storage type, default F32 */
+    clattn_mask_kind mask; /* default CLATTN_MASK_NONE */
+    clattn_causal causal;  /* default CLATTN_CAUSAL_NONE */
+    size_t q_len, kv_len;  /* default 1024 and 1024; a q_len below 8 is a decode step */
+    size_t batch, heads;   /* default 1 and 8 */
 } clattn_tuning_query;
 
 typedef struct clattn_tuning_choice {

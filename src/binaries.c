@@ -16,15 +16,15 @@ static bool env_says_never(const char *v) {
     return strcmp(v, "0") == 0 || strcmp(v, "never") == 0 || strcmp(v, "off") == 0 || strcmp(v, "false") == 0;
 }
 
-clattn_status cla_binaries_setup(clattn_context *ctx, const clattn_context_options *o) {
-    const char *dir = o && o->binary_dir && *o->binary_dir ? o->binary_dir : getenv("CLATTN_BINARY_DIR");
+clattn_status cla_binaries_setup(clattn_context *ctx, const clattn_context_options *o, const cla_env *e) {
+    const char *dir = o && o->binary_dir && *o->binary_dir ? o->binary_dir : e->binary_dir;
     if (dir && *dir) {
         ctx->binary_dir = cla_strdup(dir);
         if (!ctx->binary_dir) return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
     }
     ctx->compile_policy = o && o->compile == CLATTN_COMPILE_NEVER ? CLATTN_COMPILE_NEVER : CLATTN_COMPILE_AUTO;
-    const char *env = getenv("CLATTN_COMPILE");
-    if (ctx->compile_policy == CLATTN_COMPILE_AUTO && env && *env) {
+    const char *env = e->compile;
+    if (ctx->compile_policy == CLATTN_COMPILE_AUTO && env) {
         if (env_says_never(env))
             ctx->compile_policy = CLATTN_COMPILE_NEVER;
         else if (strcmp(env, "1") != 0 && strcmp(env, "auto") != 0)
@@ -121,4 +121,22 @@ clattn_status cla_binary_load(clattn_context *ctx, const char *source_name, cons
     free(bin);
     free(path);
     return st;
+}
+
+clattn_status clattn_binary_write(const char *dir, const char *key, const void *binary, size_t size, char *message,
+                                  size_t message_size) {
+    if (!dir || !key || (!binary && size)) {
+        cla_write_message(message, message_size, "clattn_binary_write: dir, key or binary is NULL");
+        return CLATTN_ERROR_NULL_POINTER;
+    }
+    char *path = cla_binary_path(dir, key);
+    if (!path) {
+        cla_write_message(message, message_size, "clattn_binary_write: out of host memory");
+        return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    }
+    /* The path's own address keeps concurrent writers' temporary names apart. */
+    int err = cla_entry_write(path, key, binary, size, path);
+    if (err) cla_write_message(message, message_size, "cannot write %s: %s", path, strerror(err));
+    free(path);
+    return err ? CLATTN_ERROR_IO : CLATTN_SUCCESS;
 }

@@ -1,10 +1,47 @@
-/* Contexts: creation on a selected device or from the caller's OpenCL objects, accessors, and teardown. */
+/* Contexts: creation on a selected device or from the caller's OpenCL objects, the one reading of the environment,
+ * accessors, and teardown. */
 #include "internal.h"
 #include "tuning.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* A variable's value, NULL when it is unset or empty. */
+static const char *env_value(const char *name) {
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
+/* The one place the library reads the environment (besides CLATTN_DEVICE where a device is selected); README.md,
+ * "Environment variables", lists the same set. */
+void cla_env_read(cla_env *e) {
+    e->max_launch_pairs = env_value("CLATTN_MAX_LAUNCH_PAIRS");
+    e->kernel_dir = env_value("CLATTN_KERNEL_DIR");
+    e->build_options = env_value("CLATTN_BUILD_OPTIONS");
+    e->binary_dir = env_value("CLATTN_BINARY_DIR");
+    e->compile = env_value("CLATTN_COMPILE");
+    e->cache = env_value("CLATTN_CACHE");
+    e->cache_dir = env_value("CLATTN_CACHE_DIR");
+    e->tuning = env_value("CLATTN_TUNING");
+    e->tuning_dir = env_value("CLATTN_TUNING_DIR");
+    e->impl = env_value("CLATTN_IMPL");
+    e->fused_params = env_value("CLATTN_FUSED_PARAMS");
+    e->seq2seq_params = env_value("CLATTN_SEQ2SEQ_PARAMS");
+    e->unfused_chunk = env_value("CLATTN_UNFUSED_CHUNK_BYTES");
+    e->xdg_cache_home = env_value("XDG_CACHE_HOME");
+    e->xdg_data_home = env_value("XDG_DATA_HOME");
+    e->home = env_value("HOME");
+}
+
+/* A whole decimal number, or false. */
+static bool parse_u64(const char *text, uint64_t *out) {
+    char *end = NULL;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (end == text || *end != '\0' || *text == '-') return false;
+    *out = v;
+    return true;
+}
 
 void clattn_context_options_init(clattn_context_options *options) {
     if (!options) return;
@@ -15,38 +52,51 @@ static void report(const clattn_context_options *o, const char *msg) {
     if (o) cla_write_message(o->error_message, o->error_message_size, "%s", msg);
 }
 
-/* Everything that does not depend on how the OpenCL objects came about: caches and settings. */
-static clattn_status finish_setup(clattn_context *ctx, const clattn_context_options *o) {
+/* Settings of the environment that are plain values. A malformed one is a warning, never a failed context. */
+static void read_settings(clattn_context *ctx, const cla_env *e) {
+    uint64_t v = 0;
+    if (e->max_launch_pairs && parse_u64(e->max_launch_pairs, &v))
+        ctx->max_launch_pairs = v;
+    else if (e->max_launch_pairs)
+        cla_log(ctx, CLATTN_LOG_WARNING, "CLATTN_MAX_LAUNCH_PAIRS='%s' is not a number; ignored",
+                e->max_launch_pairs);
+    if (e->unfused_chunk && parse_u64(e->unfused_chunk, &v) && v > 0)
+        ctx->unfused_chunk_bytes = v;
+    else if (e->unfused_chunk)
+        cla_log(ctx, CLATTN_LOG_WARNING, "CLATTN_UNFUSED_CHUNK_BYTES='%s' is not a positive number; ignored",
+                e->unfused_chunk);
+    ctx->preferred_impl = CLATTN_IMPL_FUSED;
+    if (e->impl && strcmp(e->impl, "unfused") == 0)
+        ctx->preferred_impl = CLATTN_IMPL_UNFUSED;
+    else if (e->impl && strcmp(e->impl, "fused") != 0)
+        cla_log(ctx, CLATTN_LOG_WARNING, "CLATTN_IMPL='%s' is neither fused nor unfused; ignored", e->impl);
+}
+
+/* Everything that does not depend on how the OpenCL objects came about: caches and settings, from the options and
+ * the environment, read here once. A failure leaves its reason in `msg`. */
+static clattn_status finish_setup(clattn_context *ctx, const clattn_context_options *o, char *msg,
+                                  size_t msg_size) {
+    cla_env env;
+    cla_env_read(&env);
     if (o) {
         ctx->log = o->log;
         ctx->log_user = o->log_user;
         ctx->max_launch_pairs = o->max_launch_pairs;
     }
-    const char *limit = getenv("CLATTN_MAX_LAUNCH_PAIRS");
-    if (limit && *limit) {
-        char *end = NULL;
-        unsigned long long v = strtoull(limit, &end, 10);
-        if (*end == '\0')
-            ctx->max_launch_pairs = v;
-        else
-            cla_log(ctx, CLATTN_LOG_WARNING, "CLATTN_MAX_LAUNCH_PAIRS='%s' is not a number; ignored", limit);
-    }
-    const char *dir = getenv("CLATTN_KERNEL_DIR");
-    if (dir && *dir) {
-        ctx->kernel_dir = cla_strdup(dir);
-        if (!ctx->kernel_dir) return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
-    }
-    const char *extra = getenv("CLATTN_BUILD_OPTIONS");
-    if (extra && *extra) {
-        ctx->extra_build_options = cla_strdup(extra);
-        if (!ctx->extra_build_options) return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
-    }
-    clattn_status st = cla_binaries_setup(ctx, o);
+    read_settings(ctx, &env);
+    cla_write_message(msg, msg_size, "out of host memory creating a context");
+    if (env.kernel_dir && !(ctx->kernel_dir = cla_strdup(env.kernel_dir))) return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    if (env.build_options && !(ctx->extra_build_options = cla_strdup(env.build_options)))
+        return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    clattn_status st = cla_binaries_setup(ctx, o, &env);
     if (st != CLATTN_SUCCESS) return st;
-    ctx->cache_dir = cla_disk_cache_dir(ctx);
+    ctx->cache_dir = cla_disk_cache_dir(ctx, &env);
     ctx->disk_cache_enabled = ctx->cache_dir != NULL;
-    cla_tuning_load(ctx); /* never fails: a missing or bad database means built-in defaults */
-    return CLATTN_SUCCESS;
+    cla_tuning_load(ctx, &env); /* never fails: a missing or bad database means built-in defaults */
+    /* A malformed override must not silently test the defaults: the context is refused, with the reason. */
+    st = cla_kernel_params_from_env(ctx, &env);
+    if (st != CLATTN_SUCCESS) cla_write_message(msg, msg_size, "%s", clattn_context_last_error(ctx));
+    return st;
 }
 
 static clattn_context *new_context(void) {
@@ -195,10 +245,10 @@ clattn_status clattn_context_create_with_options(const clattn_context_options *o
     ctx->platform = chosen[0].platform;
     ctx->cl_ctx = clctx;
     ctx->profiling = qprops != 0;
-    st = finish_setup(ctx, options);
+    st = finish_setup(ctx, options, msg, sizeof msg);
     if (st != CLATTN_SUCCESS) {
         clattn_context_free(ctx);
-        report(options, "out of host memory creating a context");
+        report(options, msg);
         return st;
     }
     *context = ctx;
@@ -247,9 +297,11 @@ clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id devi
     ctx->platform = platform;
     ctx->cl_ctx = cl_ctx;
     ctx->profiling = (qprops & CL_QUEUE_PROFILING_ENABLE) != 0;
-    st = finish_setup(ctx, options);
+    char msg[1536] = "";
+    st = finish_setup(ctx, options, msg, sizeof msg);
     if (st != CLATTN_SUCCESS) {
         clattn_context_free(ctx);
+        report(options, msg);
         return st;
     }
     *context = ctx;
@@ -261,6 +313,7 @@ void clattn_context_free(clattn_context *ctx) {
     cla_programs_release(ctx);
     cla_program_record_end(ctx);
     cla_tuning_free(ctx);
+    cla_kernel_params_free(ctx);
     for (size_t i = 1; i < ctx->device_count; ++i)
         if (ctx->queues[i]) clReleaseCommandQueue(ctx->queues[i]);
     if (ctx->queue) clReleaseCommandQueue(ctx->queue);
@@ -274,6 +327,17 @@ void clattn_context_free(clattn_context *ctx) {
     free(ctx->binary_dir);
     free(ctx->last_error);
     free(ctx);
+}
+
+clattn_status clattn_context_set_target(clattn_context *ctx, const clattn_device_info *target) {
+    if (!ctx) return CLATTN_ERROR_NULL_POINTER;
+    cla_clear_error(ctx);
+    if (!ctx->has_target) ctx->own_info = ctx->info;
+    /* Every choice reads ctx->info; the built programs are its own device's, so they go with a change. */
+    cla_programs_release(ctx);
+    ctx->has_target = target != NULL;
+    ctx->info = target ? *target : ctx->own_info;
+    return CLATTN_SUCCESS;
 }
 
 clattn_status clattn_context_device_info(const clattn_context *ctx, clattn_device_info *info) {

@@ -39,20 +39,19 @@ static bool make_dirs(char *path) {
     return mkdir(path, 0700) == 0 || errno == EEXIST;
 }
 
-char *cla_disk_cache_dir(const clattn_context *ctx) {
-    const char *flag = getenv("CLATTN_CACHE");
+char *cla_disk_cache_dir(const clattn_context *ctx, const cla_env *e) {
+    const char *flag = e->cache;
     if (flag && (strcmp(flag, "0") == 0 || strcmp(flag, "off") == 0 || strcmp(flag, "false") == 0)) {
         cla_log(ctx, CLATTN_LOG_DEBUG, "disk program cache disabled by CLATTN_CACHE=%s", flag);
         return NULL;
     }
     char *dir = NULL;
-    const char *env = getenv("CLATTN_CACHE_DIR");
-    if (env && *env) {
-        dir = cla_strdup(env);
-    } else if ((env = getenv("XDG_CACHE_HOME")) != NULL && *env == '/') {
-        dir = join_path(env, "clattn");
-    } else if ((env = getenv("HOME")) != NULL && *env) {
-        dir = join_path(env, ".cache/clattn");
+    if (e->cache_dir) {
+        dir = cla_strdup(e->cache_dir);
+    } else if (e->xdg_cache_home && *e->xdg_cache_home == '/') {
+        dir = join_path(e->xdg_cache_home, "clattn");
+    } else if (e->home) {
+        dir = join_path(e->home, ".cache/clattn");
     } else {
         cla_log(ctx, CLATTN_LOG_WARNING,
                 "disk program cache off: neither CLATTN_CACHE_DIR, XDG_CACHE_HOME nor HOME is set");

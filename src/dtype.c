@@ -3,6 +3,7 @@
  * mode or on whether the compiler has a native _Float16. */
 #include "dtype.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 static uint32_t f32_bits(float x) {
@@ -153,4 +154,40 @@ CLATTN_API size_t clattn_dtype_size(clattn_dtype dtype) {
     default:
         return 0;
     }
+}
+
+const char *clattn_dtype_name(clattn_dtype dtype) {
+    switch (dtype) {
+    case CLATTN_DTYPE_F32:
+        return "f32";
+    case CLATTN_DTYPE_F16:
+        return "f16";
+    case CLATTN_DTYPE_BF16:
+        return "bf16";
+    case CLATTN_DTYPE_BOOL:
+        return "bool";
+    }
+    return "unknown";
+}
+
+static bool stores_floats(clattn_dtype dtype) {
+    return dtype == CLATTN_DTYPE_F32 || dtype == CLATTN_DTYPE_F16 || dtype == CLATTN_DTYPE_BF16;
+}
+
+clattn_status clattn_dtype_pack(clattn_dtype dtype, const float *src, void *dst, size_t n) {
+    if (!stores_floats(dtype)) return CLATTN_ERROR_INVALID_DTYPE;
+    if (n && (!src || !dst)) return CLATTN_ERROR_NULL_POINTER;
+    cla_convert_to_storage(src, dst, n, dtype);
+    return CLATTN_SUCCESS;
+}
+
+clattn_status clattn_dtype_unpack(clattn_dtype dtype, const void *src, float *dst, size_t n) {
+    if (!stores_floats(dtype)) return CLATTN_ERROR_INVALID_DTYPE;
+    if (n && (!src || !dst)) return CLATTN_ERROR_NULL_POINTER;
+    cla_convert_from_storage(src, dst, n, dtype);
+    return CLATTN_SUCCESS;
+}
+
+float clattn_dtype_round(clattn_dtype dtype, float x) {
+    return cla_round_to_dtype(x, dtype);
 }

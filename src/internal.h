@@ -3,7 +3,7 @@
 #ifndef CLATTN_INTERNAL_H
 #define CLATTN_INTERNAL_H
 
-#include "clattn.h"
+#include "clattn_advanced.h" /* which includes clattn.h: the library defines both APIs */
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -15,6 +15,34 @@
 #endif
 
 #define CLA_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* The most tunable operations (tuning.c's table) a context keeps per-operation state for. */
+#define CLA_MAX_TUNE_OPS 8
+
+/* Every environment variable the library reads, captured once when a context is created (cla_env_read in
+ * context.c) and used there and then: nothing on a call path reads the environment. README.md, "Environment
+ * variables", lists them. A field is NULL when its variable is unset or empty. CLATTN_DEVICE alone is read where a
+ * device is selected (device.c), which is context creation or clattn_devices_select. */
+typedef struct cla_env {
+    const char *max_launch_pairs; /* CLATTN_MAX_LAUNCH_PAIRS */
+    const char *kernel_dir;       /* CLATTN_KERNEL_DIR */
+    const char *build_options;    /* CLATTN_BUILD_OPTIONS */
+    const char *binary_dir;       /* CLATTN_BINARY_DIR */
+    const char *compile;          /* CLATTN_COMPILE */
+    const char *cache;            /* CLATTN_CACHE */
+    const char *cache_dir;        /* CLATTN_CACHE_DIR */
+    const char *tuning;           /* CLATTN_TUNING */
+    const char *tuning_dir;       /* CLATTN_TUNING_DIR */
+    const char *impl;             /* CLATTN_IMPL */
+    const char *fused_params;     /* CLATTN_FUSED_PARAMS */
+    const char *seq2seq_params;   /* CLATTN_SEQ2SEQ_PARAMS */
+    const char *unfused_chunk;    /* CLATTN_UNFUSED_CHUNK_BYTES */
+    const char *xdg_cache_home;   /* XDG_CACHE_HOME */
+    const char *xdg_data_home;    /* XDG_DATA_HOME */
+    const char *home;             /* HOME */
+} cla_env;
+
+void cla_env_read(cla_env *env);
 
 /* One built program in the context's memory cache, with the kernels created from it. */
 typedef struct cla_kernel_entry {
@@ -49,6 +77,17 @@ struct clattn_context {
     clattn_log_fn log;
     void *log_user;
     uint64_t max_launch_pairs; /* 0: no limit */
+
+    /* Settings from the environment, read once at creation (cla_env), or from the advanced API's setters. */
+    clattn_impl preferred_impl;   /* CLATTN_IMPL: the implementation of AUTO calls without weights */
+    uint64_t unfused_chunk_bytes; /* CLATTN_UNFUSED_CHUNK_BYTES: a tighter bound on unfused temporaries; 0: none */
+    /* Kernel-parameter overrides ("name=value,..." or NULL), by the slot of the operation in cla_tune_ops(), and
+     * where each came from, for messages (kernel_params.c). */
+    char *kernel_params[CLA_MAX_TUNE_OPS];
+    const char *kernel_params_origin[CLA_MAX_TUNE_OPS];
+    /* clattn_context_set_target: `info` describes a device that is not present, and own_info is the real one. */
+    bool has_target;
+    clattn_device_info own_info;
 
     /* Last error: a growable buffer, because build logs can be long. */
     char *last_error;
@@ -173,7 +212,7 @@ void cla_program_record_end(clattn_context *ctx);
 /* ---- prebuilt binaries (binaries.c) ---- */
 
 /* Reads the binary directory and the compile policy from the options and the environment. */
-clattn_status cla_binaries_setup(clattn_context *ctx, const clattn_context_options *options);
+clattn_status cla_binaries_setup(clattn_context *ctx, const clattn_context_options *options, const cla_env *env);
 /* Whether programs must come from prebuilt binaries (no compiler, or compilation turned off). */
 bool cla_binaries_required(const clattn_context *ctx);
 /* Loads the prebuilt binary of a program. When it is absent: CLATTN_ERROR_NO_COMPILER if binaries are required
@@ -188,7 +227,7 @@ char *cla_binary_path(const char *dir, const char *key);
 
 /* The cache directory from the environment, created private to the user; NULL (with a logged reason) if disabled or
  * unusable. The caller frees the result. */
-char *cla_disk_cache_dir(const clattn_context *ctx);
+char *cla_disk_cache_dir(const clattn_context *ctx, const cla_env *env);
 /* Looks up `key` (any text); on a hit returns true and a malloc'd binary. A corrupt or mismatched entry is removed,
  * counted as a reject and reported as a miss. */
 bool cla_disk_cache_read(clattn_context *ctx, const char *key, unsigned char **binary, size_t *size);

@@ -267,6 +267,12 @@ clattn_status cla_program_get(clattn_context *ctx, const char *source_name, cons
         *program = NULL;
         return record(ctx, source_name, options);
     }
+    if (ctx->has_target)
+        return cla_fail(
+            ctx, CLATTN_ERROR_UNSUPPORTED,
+            "program kernels_cl/%s.cl: the context describes another device (clattn_context_set_target) "
+            "and builds nothing; record programs instead, or set the target back to NULL",
+            source_name);
     char *source = NULL;
     size_t source_len = 0;
     clattn_status st = cla_source_load(ctx, source_name, &source, &source_len);
@@ -378,4 +384,81 @@ clattn_status cla_program_binary(clattn_context *ctx, const char *source_name, c
                         "the driver of '%s' gives no binary for program kernels_cl/%s.cl (CL_PROGRAM_BINARIES)",
                         ctx->info.name, source_name);
     return CLATTN_SUCCESS;
+}
+
+/* ---- the advanced API (include/clattn_advanced.h) ---- */
+
+clattn_status clattn_context_set_build_options(clattn_context *ctx, const char *options) {
+    if (!ctx) return CLATTN_ERROR_NULL_POINTER;
+    cla_clear_error(ctx);
+    char *copy = NULL;
+    if (options && *options && !(copy = cla_strdup(options)))
+        return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "out of host memory for build options");
+    free(ctx->extra_build_options);
+    ctx->extra_build_options = copy;
+    /* The memory cache knows programs by the operation's options alone, so programs of the old options go. */
+    cla_programs_release(ctx);
+    return CLATTN_SUCCESS;
+}
+
+clattn_status clattn_program_record_begin(clattn_context *ctx) {
+    if (!ctx) return CLATTN_ERROR_NULL_POINTER;
+    cla_program_record_begin(ctx);
+    return CLATTN_SUCCESS;
+}
+
+size_t clattn_program_record_count(const clattn_context *ctx) {
+    return ctx ? ctx->recorded_count : 0;
+}
+
+clattn_status clattn_program_recorded(const clattn_context *ctx, size_t index, const char **source_name,
+                                      const char **options) {
+    if (!ctx || !source_name || !options) return CLATTN_ERROR_NULL_POINTER;
+    if (index >= ctx->recorded_count)
+        return cla_fail((clattn_context *)ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "clattn_program_recorded: index %zu, but %zu programs were recorded", index,
+                        ctx->recorded_count);
+    *source_name = ctx->recorded[index].source_name;
+    *options = ctx->recorded[index].options;
+    return CLATTN_SUCCESS;
+}
+
+void clattn_program_record_end(clattn_context *ctx) {
+    if (ctx) cla_program_record_end(ctx);
+}
+
+void clattn_program_description_free(clattn_program_description *d) {
+    if (!d) return;
+    free(d->source);
+    free(d->build_options);
+    free(d->key);
+    memset(d, 0, sizeof *d);
+}
+
+clattn_status clattn_program_describe(clattn_context *ctx, const char *source_name, const char *options,
+                                      clattn_program_description *d) {
+    if (!ctx || !source_name || !d) return CLATTN_ERROR_NULL_POINTER;
+    cla_clear_error(ctx);
+    memset(d, 0, sizeof *d);
+    clattn_status st = cla_source_load(ctx, source_name, &d->source, &d->source_length);
+    if (st != CLATTN_SUCCESS) return st;
+    d->build_options = concat_options(ctx, options ? options : "");
+    d->key = d->build_options ? make_key(ctx, source_name, d->source, d->source_length, d->build_options) : NULL;
+    if (!d->key) {
+        clattn_program_description_free(d);
+        return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "clattn_program_describe: out of host memory");
+    }
+    char name[CLA_ENTRY_NAME_SIZE];
+    cla_entry_file_name(d->key, name);
+    cla_strlcpy(d->binary_file, name, sizeof d->binary_file);
+    return CLATTN_SUCCESS;
+}
+
+clattn_status clattn_program_build_binary(clattn_context *ctx, const char *source_name, const char *options,
+                                          unsigned char **binary, size_t *size) {
+    if (!ctx || !source_name || !binary || !size) return CLATTN_ERROR_NULL_POINTER;
+    cla_clear_error(ctx);
+    *binary = NULL;
+    *size = 0;
+    return cla_program_binary(ctx, source_name, options ? options : "", binary, size);
 }

@@ -130,14 +130,12 @@ static clattn_status check_outputs(clattn_context *ctx, cla_sdpa_plan *p, cla_ra
     return CLATTN_SUCCESS;
 }
 
-/* The weights exist only in the unfused path; everything else is faster and smaller fused. CLATTN_IMPL in the
- * environment is a preference for AUTO calls, and yields where weights are requested. */
-static clattn_impl choose_impl(const cla_sdpa_plan *p, clattn_impl asked) {
+/* The weights exist only in the unfused path; everything else is faster and smaller fused. CLATTN_IMPL (read when
+ * the context was created) is a preference for AUTO calls, and yields where weights are requested. */
+static clattn_impl choose_impl(const clattn_context *ctx, const cla_sdpa_plan *p, clattn_impl asked) {
     if (asked != CLATTN_IMPL_AUTO) return asked;
     if (p->weights.buffer) return CLATTN_IMPL_UNFUSED;
-    const char *env = getenv("CLATTN_IMPL");
-    if (env && strcmp(env, "unfused") == 0) return CLATTN_IMPL_UNFUSED;
-    return CLATTN_IMPL_FUSED;
+    return ctx->preferred_impl == CLATTN_IMPL_UNFUSED ? CLATTN_IMPL_UNFUSED : CLATTN_IMPL_FUSED;
 }
 
 clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *desc, const clattn_tensor *q,
@@ -237,7 +235,7 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
     for (size_t i = first_output; i < n; ++i) ranges[i].output = true;
     if ((st = cla_check_overlaps(ctx, "clattn_sdpa", ranges, n, ""))) return st;
     if ((st = cla_check_queue(ctx, "clattn_sdpa", queue, 0, NULL))) return st;
-    p->impl = choose_impl(p, desc->impl);
+    p->impl = choose_impl(ctx, p, desc->impl);
     if (p->impl == CLATTN_IMPL_FUSED && p->weights.buffer)
         return cla_fail(ctx, CLATTN_ERROR_UNSUPPORTED,
                         "clattn_sdpa: the fused implementation does not produce attention weights; use "

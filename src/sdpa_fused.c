@@ -20,8 +20,9 @@ typedef struct fused_params {
     int splits;    /* key splits; 0 chooses by the shape */
 } fused_params;
 
-/* CLATTN_FUSED_PARAMS overrides the defaults for kernel development, tuning and tests, as comma-separated
- * key=value pairs, for example "variant=tiled,rows=4,block_n=16,wg=8,local=0,splits=3". Keys:
+/* The context's override of the defaults (clattn_context_set_kernel_params, or CLATTN_FUSED_PARAMS at creation),
+ * for kernel development, tuning and tests, as comma-separated key=value pairs, for example
+ * "variant=tiled,rows=4,block_n=16,wg=8,local=0,splits=3". Keys:
  *   variant  tiled (kernels_cl/sdpa_fused.cl, the GPU and accelerator kernel) or cpu (kernels_cl/sdpa_fused_cpu.cl,
  *            the default on CPU devices)
  *   rows     query rows per work-item (cpu: 1 is the row shape, more are rounded up to a multiple of 8)
@@ -30,16 +31,14 @@ typedef struct fused_params {
  *   local    1 stages K/V tiles in local memory (tiled only)
  *   splits   key splits; 0 chooses by the shape
  * Unknown keys and bad values are an error, so that a typo cannot silently test the defaults. */
-static clattn_status apply_override(clattn_context *ctx, fused_params *fp) {
-    const char *env = getenv("CLATTN_FUSED_PARAMS");
-    if (!env || !*env) return CLATTN_SUCCESS;
+static clattn_status apply_override(clattn_context *ctx, const char *env, const char *origin, fused_params *fp) {
     const char *p = env;
     while (*p) {
         char key[16], text[16];
         int used = 0;
         if (sscanf(p, "%15[a-z_]=%15[a-z0-9]%n", key, text, &used) != 2)
             return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                            "CLATTN_FUSED_PARAMS='%s': expected key=value pairs separated by commas", env);
+                            "%s='%s': expected key=value pairs separated by commas", origin, env);
         char *end = NULL;
         long value = strtol(text, &end, 10);
         bool number = *end == '\0' && value >= 0 && value <= 1 << 20;
@@ -59,15 +58,15 @@ static clattn_status apply_override(clattn_context *ctx, fused_params *fp) {
             fp->splits = (int)value;
         else
             return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                            "CLATTN_FUSED_PARAMS: unknown key or bad value '%s=%s' (keys: variant=tiled|cpu, rows, "
-                            "block_n, wg, local, splits)",
-                            key, text);
+                            "%s: unknown key or bad value '%s=%s' (keys: variant=tiled|cpu, rows, block_n, wg, "
+                            "local, splits)",
+                            origin, key, text);
         p += used;
         if (*p == ',')
             ++p;
         else if (*p)
-            return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                            "CLATTN_FUSED_PARAMS='%s': expected a comma after '%s=%s'", env, key, text);
+            return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%s='%s': expected a comma after '%s=%s'", origin,
+                            env, key, text);
     }
     return CLATTN_SUCCESS;
 }
@@ -78,13 +77,14 @@ static size_t round_up(size_t x, size_t m) {
 
 clattn_status cla_sdpa_fused_override(clattn_context *ctx, const cla_tune_problem *p, cla_tune_config *c,
                                       bool *given) {
-    const char *env = getenv("CLATTN_FUSED_PARAMS");
-    *given = env && *env;
+    const char *origin = NULL;
+    const char *env = cla_kernel_params(ctx, &cla_tune_op_sdpa_fused, &origin);
+    *given = env != NULL;
     if (!*given) return CLATTN_SUCCESS;
     /* A field the override leaves out (0 here, -1 for local) takes the default of the variant it chose, then the
      * whole is shrunk to fit the device's limits. */
     fused_params fp = {-1, 0, 0, 0, -1, 0};
-    clattn_status st = apply_override(ctx, &fp);
+    clattn_status st = apply_override(ctx, env, origin, &fp);
     if (st != CLATTN_SUCCESS) return st;
     for (int i = 0; i < CLA_TUNE_MAX_PARAMS; ++i) c->v[i] = -1;
     c->v[CLA_FUSED_VARIANT] = fp.variant;
@@ -98,13 +98,12 @@ clattn_status cla_sdpa_fused_override(clattn_context *ctx, const cla_tune_proble
      * KiB. */
     if (c->v[CLA_FUSED_VARIANT] == CLA_FUSED_CPU && (c->v[CLA_FUSED_ROWS] > 64 || c->v[CLA_FUSED_BLOCK_N] > 512))
         return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "CLATTN_FUSED_PARAMS: the cpu variant takes rows up to 64 and block_n up to 512, not "
-                        "%d and %d",
+                        "%s: the cpu variant takes rows up to 64 and block_n up to 512, not %d and %d", origin,
                         c->v[CLA_FUSED_ROWS], c->v[CLA_FUSED_BLOCK_N]);
     return CLATTN_SUCCESS;
 }
 
-/* The parameters for this call: CLATTN_FUSED_PARAMS, else the context's tuning database, else the built-in
+/* The parameters for this call: the context's override, else its tuning database, else the built-in
  * defaults for the device type (all in tuning.c's description of this kernel). */
 static clattn_status choose_params(clattn_context *ctx, const cla_sdpa_plan *p, fused_params *fp) {
     cla_tune_problem prob = {

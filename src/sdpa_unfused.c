@@ -68,12 +68,8 @@ static bool gemm_ready(const clattn_tensor *t, size_t dim) {
 static size_t chunk_bytes(const clattn_context *ctx) {
     uint64_t cap = ctx->info.max_alloc_bytes ? ctx->info.max_alloc_bytes / 2 : (64u << 20);
     if (cap > MAX_CHUNK_BYTES) cap = MAX_CHUNK_BYTES;
-    const char *env = getenv("CLATTN_UNFUSED_CHUNK_BYTES");
-    if (env && *env) {
-        char *end = NULL;
-        unsigned long long v = strtoull(env, &end, 10);
-        if (end && *end == '\0' && v > 0 && v < cap) cap = v;
-    }
+    /* CLATTN_UNFUSED_CHUNK_BYTES (read at creation) can only tighten the bound: tests force several chunks. */
+    if (ctx->unfused_chunk_bytes && ctx->unfused_chunk_bytes < cap) cap = ctx->unfused_chunk_bytes;
     return (size_t)cap;
 }
 

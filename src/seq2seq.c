@@ -209,36 +209,55 @@ static clattn_status check_weights_out(clattn_context *ctx, const cla_seq2seq_pl
     return cla_tensor_check(ctx, t, "desc->weights", true, &r->begin, &r->end);
 }
 
-/* A key projection k W_k [B, 1, Lk, attn_dim], fp32 rows with unit width stride (CLBlast writes it and the
- * kernel reads it as rows), given to the attention call or written by clattn_seq2seq_project_keys. */
-static clattn_status check_key_projection(clattn_context *ctx, const char *fn, const clattn_seq2seq_config *c,
-                                          const clattn_tensor *t, size_t batch, size_t kv_len, cla_range *r) {
+/* A projection, k W_k [B, 1, Lk, attn_dim] (`name` "key_projection") or q W_q + b [B, 1, Lq, attn_dim], fp32 rows
+ * with unit width stride (CLBlast writes it and the kernel reads it as rows), given to the attention call or
+ * written by clattn_seq2seq_project_keys. */
+static clattn_status check_projection(clattn_context *ctx, const char *fn, const char *name,
+                                      const clattn_seq2seq_config *c, const clattn_tensor *t, size_t batch,
+                                      size_t len, cla_range *r) {
     if (!has_hidden_layer(c->score))
         return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "%s: a key projection belongs to the additive and concat scores, not %s; leave "
-                        "key_projection empty",
-                        fn, score_name(c->score));
+                        "%s: a %s belongs to the additive and concat scores, not %s; leave it empty", fn, name,
+                        score_name(c->score));
     if (t->dtype != CLATTN_DTYPE_F32)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "%s: key_projection: dtype %d, expected F32", fn,
-                        (int)t->dtype);
-    if (t->size[0] != batch || t->size[1] != 1 || t->size[2] != kv_len || t->size[3] != c->attn_dim)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "%s: %s: dtype %d, expected F32", fn, name, (int)t->dtype);
+    if (t->size[0] != batch || t->size[1] != 1 || t->size[2] != len || t->size[3] != c->attn_dim)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
-                        "%s: key_projection is [%zu, %zu, %zu, %zu]; expected [%zu, 1, %zu, %zu] (batch, 1, the "
-                        "keys' length, the weights' attn_dim)",
-                        fn, t->size[0], t->size[1], t->size[2], t->size[3], batch, kv_len, c->attn_dim);
+                        "%s: %s is [%zu, %zu, %zu, %zu]; expected [%zu, 1, %zu, %zu] (batch, 1, the length, the "
+                        "weights' attn_dim)",
+                        fn, name, t->size[0], t->size[1], t->size[2], t->size[3], batch, len, c->attn_dim);
     if (t->stride[3] != 1)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_STRIDE,
-                        "%s: key_projection: width stride %zu; the projection is stored as rows, stride 1", fn,
+                        "%s: %s: width stride %zu; the projection is stored as rows, stride 1", fn, name,
                         t->stride[3]);
-    return cla_tensor_check(ctx, t, "key_projection", r->output, &r->begin, &r->end);
+    return cla_tensor_check(ctx, t, name, r->output, &r->begin, &r->end);
 }
 
-clattn_status cla_seq2seq_validate(clattn_context *ctx, const clattn_seq2seq_weights *weights,
-                                   const clattn_seq2seq_desc *desc, const clattn_tensor *query,
-                                   const clattn_tensor *keys, const clattn_tensor *values,
-                                   const clattn_tensor *context_out, cl_command_queue queue, cl_uint num_wait,
-                                   const cl_event *wait_list, cla_seq2seq_plan *p) {
-    const char *fn = "clattn_seq2seq_attention";
+/* The arguments of a call of the score kernel alone (clattn_seq2seq_attention_projected): the query is its
+ * projection, the keys' projection is required, and so are the values. */
+static clattn_status check_projected(clattn_context *ctx, const char *fn, const clattn_seq2seq_weights *weights,
+                                     const clattn_seq2seq_desc *desc, const clattn_tensor *query,
+                                     const clattn_tensor *values) {
+    if (!weights || !desc || !query || !values)
+        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: %s is NULL", fn,
+                        !weights ? "weights"
+                        : !desc  ? "desc"
+                        : !query ? "query_projection"
+                                 : "values");
+    if (!desc->key_projection.buffer)
+        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: desc->key_projection is required", fn);
+    cla_range r = {"query_projection", query->buffer, 0, 0, false, 0};
+    return check_projection(ctx, fn, "query_projection", &weights->config, query, query->size[0], query->size[2],
+                            &r);
+}
+
+/* Every argument of a seq2seq call, into the plan. `projected`: the query and the keys are their projections (the
+ * score kernel alone), so their widths are attn_dim. */
+static clattn_status validate(clattn_context *ctx, const char *fn, bool projected,
+                              const clattn_seq2seq_weights *weights, const clattn_seq2seq_desc *desc,
+                              const clattn_tensor *query, const clattn_tensor *keys, const clattn_tensor *values,
+                              const clattn_tensor *context_out, cl_command_queue queue, cl_uint num_wait,
+                              const cl_event *wait_list, cla_seq2seq_plan *p) {
     if (!weights || !desc || !query || !keys || !context_out)
         return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: %s is NULL", fn,
                         !weights ? "weights"
@@ -264,8 +283,12 @@ clattn_status cla_seq2seq_validate(clattn_context *ctx, const clattn_seq2seq_wei
     }
     const size_t B = query->size[0], Lq = query->size[2], Lk = keys->size[2], Dv = h->size[3];
     clattn_status st = CLATTN_SUCCESS;
-    if (!st) st = check_seq(ctx, query, "query", B, SIZE_MAX, c->query_dim, "", "the weights' query_dim");
-    if (!st) st = check_seq(ctx, keys, "keys", B, SIZE_MAX, c->key_dim, "", "the weights' key_dim");
+    if (!st)
+        st = check_seq(ctx, query, "query", B, SIZE_MAX, projected ? c->attn_dim : c->query_dim, "",
+                       projected ? "the weights' attn_dim" : "the weights' query_dim");
+    if (!st)
+        st = check_seq(ctx, keys, "keys", B, SIZE_MAX, projected ? c->attn_dim : c->key_dim, "",
+                       projected ? "the weights' attn_dim" : "the weights' key_dim");
     if (!st && values) st = check_seq(ctx, values, "values", B, Lk, SIZE_MAX, "the keys' length", "");
     if (!st) st = check_seq(ctx, context_out, "context_out", B, Lq, Dv, "the query length", "the value width");
     if (st) return st;
@@ -331,12 +354,21 @@ clattn_status cla_seq2seq_validate(clattn_context *ctx, const clattn_seq2seq_wei
     if (desc->key_projection.buffer) {
         cla_range *r = &ranges[n++];
         *r = (cla_range){"desc->key_projection", desc->key_projection.buffer, 0, 0, false, 0};
-        if ((st = check_key_projection(ctx, fn, c, &desc->key_projection, B, Lk, r))) return st;
+        if ((st = check_projection(ctx, fn, "key_projection", c, &desc->key_projection, B, Lk, r))) return st;
         p->key_projection = desc->key_projection;
     }
     /* No output may share memory with any other tensor of the call. */
     if ((st = cla_check_overlaps(ctx, fn, ranges, n, ""))) return st;
     return CLATTN_SUCCESS;
+}
+
+clattn_status cla_seq2seq_validate(clattn_context *ctx, const clattn_seq2seq_weights *weights,
+                                   const clattn_seq2seq_desc *desc, const clattn_tensor *query,
+                                   const clattn_tensor *keys, const clattn_tensor *values,
+                                   const clattn_tensor *context_out, cl_command_queue queue, cl_uint num_wait,
+                                   const cl_event *wait_list, cla_seq2seq_plan *p) {
+    return validate(ctx, "clattn_seq2seq_attention", false, weights, desc, query, keys, values, context_out, queue,
+                    num_wait, wait_list, p);
 }
 
 /* ---- the fused additive kernel ---- */
@@ -345,14 +377,16 @@ typedef struct additive_params {
     int wg_size, block_n, rows, vec;
 } additive_params;
 
-/* CLATTN_SEQ2SEQ_PARAMS overrides the kernel's tunables for development, tests and the tuner, as comma-separated
- * key=value pairs: wg (work-items per group), block_n (keys per tile), rows (query rows per group), vec (1, 4 or
- * 8). Anything else is an error, so that a typo cannot silently test the defaults. Keys left out take the
- * defaults, and the whole is shrunk to the device's limits (cla_seq2seq_complete in tuning.c). */
+/* The context's override of the kernel's tunables (clattn_context_set_kernel_params, or CLATTN_SEQ2SEQ_PARAMS at
+ * creation), for development, tests and the tuner, as comma-separated key=value pairs: wg (work-items per group),
+ * block_n (keys per tile), rows (query rows per group), vec (1, 4 or 8). Anything else is an error, so that a typo
+ * cannot silently test the defaults. Keys left out take the defaults, and the whole is shrunk to the device's
+ * limits (cla_seq2seq_complete in tuning.c). */
 clattn_status cla_seq2seq_override(clattn_context *ctx, const cla_tune_problem *prob, cla_tune_config *c,
                                    bool *given) {
-    const char *env = getenv("CLATTN_SEQ2SEQ_PARAMS");
-    *given = env && *env;
+    const char *origin = NULL;
+    const char *env = cla_kernel_params(ctx, &cla_tune_op_seq2seq, &origin);
+    *given = env != NULL;
     if (!*given) return CLATTN_SUCCESS;
     for (int i = 0; i < CLA_TUNE_MAX_PARAMS; ++i) c->v[i] = -1;
     for (const char *p = env; *p;) {
@@ -360,9 +394,8 @@ clattn_status cla_seq2seq_override(clattn_context *ctx, const cla_tune_problem *
         long value = 0;
         int used = 0;
         if (sscanf(p, "%15[a-z_]=%ld%n", key, &value, &used) != 2 || value < 1 || value > 4096)
-            return cla_fail(
-                ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                "CLATTN_SEQ2SEQ_PARAMS='%s': expected key=value pairs (values 1..4096) separated by commas", env);
+            return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                            "%s='%s': expected key=value pairs (values 1..4096) separated by commas", origin, env);
         if (strcmp(key, "wg") == 0)
             c->v[CLA_S2S_WG] = (int)value;
         else if (strcmp(key, "block_n") == 0)
@@ -373,8 +406,7 @@ clattn_status cla_seq2seq_override(clattn_context *ctx, const cla_tune_problem *
             c->v[CLA_S2S_VEC] = (int)value;
         else
             return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                            "CLATTN_SEQ2SEQ_PARAMS: unknown key or bad value '%s=%ld' (keys: wg, block_n, rows, "
-                            "vec=1|4|8)",
+                            "%s: unknown key or bad value '%s=%ld' (keys: wg, block_n, rows, vec=1|4|8)", origin,
                             key, value);
         p += used;
         if (*p == ',') ++p;
@@ -383,7 +415,7 @@ clattn_status cla_seq2seq_override(clattn_context *ctx, const cla_tune_problem *
     return CLATTN_SUCCESS;
 }
 
-/* The parameters for this call: CLATTN_SEQ2SEQ_PARAMS, else the context's tuning database, else the built-in
+/* The parameters for this call: the context's override, else its tuning database, else the built-in
  * defaults for the device type (all in tuning.c's description of this kernel). */
 static clattn_status choose_params(clattn_context *ctx, const cla_seq2seq_plan *p, additive_params *ap) {
     const clattn_device_info *d = &ctx->info;
@@ -487,7 +519,19 @@ static bool floats_overflow(size_t a, size_t b, size_t n) {
     return ab != 0 && n > SIZE_MAX / sizeof(float) / ab;
 }
 
-/* The rows view of a validated key projection (its width stride is 1). */
+/* The end of a call's chain: withdrawn after a failure, else joined into `event`. */
+static clattn_status end_call(clattn_context *ctx, const char *fn, cla_chain *chain, clattn_status st,
+                              cl_event *event) {
+    if (st != CLATTN_SUCCESS) {
+        cla_chain_abort(chain);
+        return st;
+    }
+    cl_int err = cla_chain_end(chain, event);
+    if (err != CL_SUCCESS) return cla_fail(ctx, err, "%s: enqueueing the completion marker failed: %d", fn, err);
+    return CLATTN_SUCCESS;
+}
+
+/* The rows view of a validated projection (its width stride is 1). */
 static cla_rows key_rows(const clattn_tensor *t) {
     return (cla_rows){t->buffer, t->offset, t->stride[2], t->stride[0]};
 }
@@ -572,14 +616,31 @@ clattn_status clattn_seq2seq_attention(clattn_context *ctx, const clattn_seq2seq
     if (plan.batch > 0 && plan.q_len > 0)
         st = has_hidden_layer(plan.score) ? run_additive(ctx, &plan, &chain)
                                           : run_multiplicative(ctx, &plan, &chain);
-    if (st != CLATTN_SUCCESS) {
-        cla_chain_abort(&chain);
-        return st;
-    }
-    cl_int err = cla_chain_end(&chain, event);
-    if (err != CL_SUCCESS)
-        return cla_fail(ctx, err, "clattn_seq2seq_attention: enqueueing the completion marker failed: %d", err);
-    return CLATTN_SUCCESS;
+    return end_call(ctx, "clattn_seq2seq_attention", &chain, st, event);
+}
+
+clattn_status clattn_seq2seq_attention_projected(clattn_context *ctx, const clattn_seq2seq_weights *weights,
+                                                 const clattn_seq2seq_desc *desc,
+                                                 const clattn_tensor *query_projection, const clattn_tensor *values,
+                                                 const clattn_tensor *context_out, cl_command_queue queue,
+                                                 cl_uint num_wait_events, const cl_event *wait_list,
+                                                 cl_event *event) {
+    if (!ctx) return CLATTN_ERROR_NULL_POINTER;
+    cla_clear_error(ctx);
+    cla_temp_begin(ctx);
+    const char *fn = "clattn_seq2seq_attention_projected";
+    clattn_status st = check_projected(ctx, fn, weights, desc, query_projection, values);
+    cla_seq2seq_plan plan;
+    if (!st)
+        st = validate(ctx, fn, true, weights, desc, query_projection, &desc->key_projection, values, context_out,
+                      queue, num_wait_events, wait_list, &plan);
+    if (st != CLATTN_SUCCESS) return st;
+    cla_chain chain;
+    cla_chain_begin(&chain, ctx, queue ? queue : ctx->queue, num_wait_events, wait_list);
+    if (plan.batch > 0 && plan.q_len > 0)
+        st = cla_seq2seq_additive_kernel(ctx, &plan, key_rows(query_projection), key_rows(&plan.key_projection),
+                                         weights->v, 0, &chain);
+    return end_call(ctx, fn, &chain, st, event);
 }
 
 clattn_status clattn_seq2seq_project_keys(clattn_context *ctx, const clattn_seq2seq_weights *weights,
@@ -613,16 +674,11 @@ clattn_status clattn_seq2seq_project_keys(clattn_context *ctx, const clattn_seq2
     cla_range r[2] = {{"keys", keys->buffer, 0, 0, false, 0},
                       {"key_projection", key_projection->buffer, 0, 0, true, 0}};
     if ((st = cla_tensor_check(ctx, keys, "keys", false, &r[0].begin, &r[0].end))) return st;
-    if ((st = check_key_projection(ctx, fn, &weights->config, key_projection, B, Lk, &r[1]))) return st;
+    if ((st = check_projection(ctx, fn, "key_projection", &weights->config, key_projection, B, Lk, &r[1])))
+        return st;
     if ((st = cla_check_overlaps(ctx, fn, r, 2, ""))) return st;
     cla_chain chain;
     cla_chain_begin(&chain, ctx, queue ? queue : ctx->queue, num_wait_events, wait_list);
     if (B > 0 && Lk > 0) st = project_keys(ctx, &chain, weights, keys, key_rows(key_projection));
-    if (st != CLATTN_SUCCESS) {
-        cla_chain_abort(&chain);
-        return st;
-    }
-    cl_int err = cla_chain_end(&chain, event);
-    if (err != CL_SUCCESS) return cla_fail(ctx, err, "%s: enqueueing the completion marker failed: %d", fn, err);
-    return CLATTN_SUCCESS;
+    return end_call(ctx, fn, &chain, st, event);
 }

@@ -187,6 +187,10 @@ const char *clattn_context_last_error(const clattn_context *context) {
     return context->last_error;
 }
 
+void clattn_free(void *memory) {
+    free(memory);
+}
+
 char *cla_strdup(const char *s) {
     if (!s) return NULL;
     size_t n = strlen(s) + 1;

@@ -9,30 +9,23 @@
 #ifndef CLATTN_TUNING_H
 #define CLATTN_TUNING_H
 
+#include "clattn_advanced.h"
 #include "internal.h"
 
-#define CLA_TUNE_MAX_PARAMS  8
-#define CLA_TUNE_MAX_VALUES  16
-#define CLA_TUNE_PARAMS_TEXT 256 /* room for "variant=cpu,rows=24,..." */
-#define CLA_TUNE_CLASS_TEXT  96  /* room for "prefill:d64:L1024:f32:causal:additive" */
+/* The types the advanced API (include/clattn_advanced.h) shows the tuner are these very ones. */
+#define CLA_TUNE_MAX_PARAMS  CLATTN_TUNE_MAX_PARAMS
+#define CLA_TUNE_MAX_VALUES  CLATTN_TUNE_MAX_VALUES
+#define CLA_TUNE_PARAMS_TEXT CLATTN_TUNE_PARAMS_TEXT
+#define CLA_TUNE_CLASS_TEXT  CLATTN_TUNE_CLASS_TEXT
 
 /* A value the tuner may give a parameter is one of its listed values; a database entry may use any value the
  * parameter accepts (the check function decides). */
-typedef struct cla_tune_param {
-    const char *name;
-    int count;
-    int values[CLA_TUNE_MAX_VALUES];
-    /* Names of the values 0..label_count-1 for an enumerated parameter ("tiled", "cpu"), else NULL. */
-    const char *const *labels;
-    int label_count;
-} cla_tune_param;
+typedef clattn_tune_param cla_tune_param;
 
 /* One point of an operation's space: values in the order of its parameter list. */
-typedef struct cla_tune_config {
-    int v[CLA_TUNE_MAX_PARAMS];
-} cla_tune_config;
+typedef clattn_tune_config cla_tune_config;
 
-enum { CLA_PHASE_PREFILL = 0, CLA_PHASE_DECODE = 1 };
+enum { CLA_PHASE_PREFILL = CLATTN_TUNE_PREFILL, CLA_PHASE_DECODE = CLATTN_TUNE_DECODE };
 
 /* A concrete problem, as an operation sees it at run time. */
 typedef struct cla_tune_problem {
@@ -47,17 +40,10 @@ typedef struct cla_tune_problem {
  * with wildcards is a device default); classes of concrete problems have every field their operation keys set
  * (v_dim only for operations whose classes key the value width; it stays -1 for the attention kernels, whose
  * value head dim is their head dim). */
-typedef struct cla_tune_class {
-    int head_dim; /* the attention kernels' head dim; seq2seq_additive: the attention (hidden) width */
-    int dtype;    /* clattn_dtype */
-    int mask_kind;
-    int causal; /* 0 or 1 */
-    int phase;  /* CLA_PHASE_* */
-    int v_dim;  /* seq2seq_additive: the value width; -1 for operations that do not key it */
-    long seq;   /* sequence-length bucket: the key length rounded up to a power of two */
-} cla_tune_class;
+typedef clattn_tune_class cla_tune_class;
 
-typedef struct cla_tune_op {
+/* The advanced API's opaque clattn_tune_op. */
+typedef struct clattn_tune_op {
     const char *name;           /* the key in the database: "sdpa_fused" */
     const char *const *sources; /* kernel sources whose text is hashed into every entry, NULL-terminated */
     int param_count;
@@ -79,6 +65,17 @@ typedef struct cla_tune_op {
 /* The operations, NULL-terminated, and one by name (NULL if unknown). */
 const cla_tune_op *const *cla_tune_ops(void);
 const cla_tune_op *cla_tune_op_find(const char *name);
+/* The position of an operation in that table (below CLA_MAX_TUNE_OPS), where contexts keep its state; -1 if none.
+ */
+int cla_tune_op_slot(const cla_tune_op *op);
+
+/* The context's override of an operation's parameters ("name=value,..."), or NULL if none; *origin names where it
+ * came from (CLATTN_FUSED_PARAMS, or the advanced API's call) for messages (kernel_params.c). */
+const char *cla_kernel_params(const clattn_context *ctx, const cla_tune_op *op, const char **origin);
+/* At context creation: CLATTN_FUSED_PARAMS and CLATTN_SEQ2SEQ_PARAMS become the context's overrides; a malformed
+ * one fails with its reason in the last error. */
+clattn_status cla_kernel_params_from_env(clattn_context *ctx, const cla_env *env);
+void cla_kernel_params_free(clattn_context *ctx);
 int cla_tune_param_index(const cla_tune_op *op, const char *name);
 
 /* "name=value,..." in parameter order, labels for enumerated values. */
@@ -157,6 +154,9 @@ cla_tune_problem cla_tune_op_class_problem(const cla_tune_op *op, const cla_tune
  * attention width, dtype and mask to f32 and none. */
 bool cla_tune_shape_parse(const char *text, const cla_tune_op **op, cla_tune_class *c, char *why, size_t why_size);
 
+/* The problem of a public query (clattn_tuning_lookup, the advanced API): v_head_dim 0 means head_dim. */
+cla_tune_problem cla_tune_problem_of_query(const clattn_tuning_query *q);
+
 /* ---- the database (tuning_db.c) ---- */
 
 typedef struct cla_tuning_entry {
@@ -195,7 +195,7 @@ bool cla_tuning_db_save(const cla_tuning_db *db, char *why, size_t why_size);
 
 /* The tuning directory ($CLATTN_TUNING_DIR, else $XDG_DATA_HOME/clattn/tuning, else ~/.local/share/clattn/tuning),
  * malloc'd; NULL if none can be named. */
-char *cla_tuning_dir(void);
+char *cla_tuning_dir(const cla_env *env);
 /* Creates the tuning directory (and its parents) with mode 0700; true if it exists afterwards. */
 bool cla_tuning_make_dir(const char *dir);
 /* The database file of a device in `dir` (malloc'd): its name says which device, a hash of platform, device and
@@ -219,24 +219,22 @@ bool cla_tuning_source_hash(clattn_context *ctx, const cla_tune_op *op, char out
  * Each kernel is optional (one left out keeps CLBlast's choice); "params" must name every parameter of the kernel.
  * A context applies the section when it is created, through CLBlastOverrideParameters. */
 
-enum { CLA_CLBLAST_XGEMM = 0, CLA_CLBLAST_XGEMM_DIRECT, CLA_CLBLAST_GEMM_ROUTINE, CLA_CLBLAST_KERNEL_COUNT };
-#define CLA_CLBLAST_MAX_PARAMS 16
+enum {
+    CLA_CLBLAST_XGEMM = CLATTN_CLBLAST_XGEMM,
+    CLA_CLBLAST_XGEMM_DIRECT = CLATTN_CLBLAST_XGEMM_DIRECT,
+    CLA_CLBLAST_GEMM_ROUTINE = CLATTN_CLBLAST_GEMM_ROUTINE,
+    CLA_CLBLAST_KERNEL_COUNT = CLATTN_CLBLAST_KERNEL_COUNT
+};
+#define CLA_CLBLAST_MAX_PARAMS CLATTN_CLBLAST_MAX_PARAMS
 
-typedef struct cla_clblast_kernel {
-    const char *name; /* CLBlast's kernel name, the key in the section */
-    int count;
-    const char *const *params; /* CLBlast's parameter names */
-} cla_clblast_kernel;
+/* CLBlast's kernel name (the key in the section), and its parameter names. */
+typedef clattn_clblast_kernel cla_clblast_kernel;
 
 extern const cla_clblast_kernel cla_clblast_kernels[CLA_CLBLAST_KERNEL_COUNT];
 
-typedef struct cla_clblast_section {
-    char version[32];
-    char shapes[128];
-    double ms, default_ms; /* sums of the medians over the shapes, 0 if unknown */
-    bool given[CLA_CLBLAST_KERNEL_COUNT];
-    size_t values[CLA_CLBLAST_KERNEL_COUNT][CLA_CLBLAST_MAX_PARAMS]; /* in the order of the kernel's params */
-} cla_clblast_section;
+/* The section's values: sums of the medians over the shapes (0 if unknown), and values in the order of each
+ * kernel's params. */
+typedef clattn_clblast_params cla_clblast_section;
 
 /* "1.5.3": the CLBlast this library was built with. */
 const char *cla_clblast_version(void);
@@ -255,9 +253,9 @@ void cla_clblast_apply(clattn_context *ctx);
 /* What a context holds: its device's database (empty if none) and the source hash of each operation. */
 typedef struct cla_tuning_state {
     cla_tuning_db db;
-    char *file;         /* the file looked for; NULL if no directory could be named */
-    bool found;         /* the file existed and was accepted */
-    char hashes[8][33]; /* per operation of cla_tune_ops(), "" until needed */
+    char *file;                        /* the file looked for; NULL if no directory could be named */
+    bool found;                        /* the file existed and was accepted */
+    char hashes[CLA_MAX_TUNE_OPS][33]; /* per operation of cla_tune_ops(), "" until needed */
     /* What cla_clblast_apply gave CLBlast, per kernel ("" if nothing), and the section's times. */
     char clblast_applied[CLA_CLBLAST_KERNEL_COUNT][CLA_TUNE_PARAMS_TEXT];
     double clblast_ms, clblast_default_ms;
@@ -265,7 +263,7 @@ typedef struct cla_tuning_state {
 
 /* Reads the context's device database at context creation; a missing file is no database, a malformed one or one
  * of another device is logged and ignored. Never fails the context. */
-void cla_tuning_load(clattn_context *ctx);
+void cla_tuning_load(clattn_context *ctx, const cla_env *env);
 void cla_tuning_free(clattn_context *ctx);
 
 typedef struct cla_tune_choice {

@@ -380,13 +380,10 @@ static char *join(const char *a, const char *b) {
     return s;
 }
 
-char *cla_tuning_dir(void) {
-    const char *dir = getenv("CLATTN_TUNING_DIR");
-    if (dir && *dir) return cla_strdup(dir);
-    const char *data = getenv("XDG_DATA_HOME");
-    if (data && *data == '/') return join(data, "clattn/tuning");
-    const char *home = getenv("HOME");
-    if (home && *home) return join(home, ".local/share/clattn/tuning");
+char *cla_tuning_dir(const cla_env *e) {
+    if (e->tuning_dir) return cla_strdup(e->tuning_dir);
+    if (e->xdg_data_home && *e->xdg_data_home == '/') return join(e->xdg_data_home, "clattn/tuning");
+    if (e->home) return join(e->home, ".local/share/clattn/tuning");
     return NULL;
 }
 
@@ -458,32 +455,32 @@ static char *read_small_file(const char *path, size_t *size, bool *missing) {
     return buf;
 }
 
-static int op_slot(const cla_tune_op *op) {
+int cla_tune_op_slot(const cla_tune_op *op) {
     const cla_tune_op *const *ops = cla_tune_ops();
-    for (int i = 0; ops[i] && i < 8; ++i)
+    for (int i = 0; ops[i] && i < CLA_MAX_TUNE_OPS; ++i)
         if (ops[i] == op) return i;
     return -1;
 }
 
 /* The source hash of an operation, computed once per context. */
 static const char *op_hash(clattn_context *ctx, const cla_tune_op *op) {
-    int slot = op_slot(op);
+    int slot = cla_tune_op_slot(op);
     if (!ctx->tuning || slot < 0) return NULL;
     char *h = ctx->tuning->hashes[slot];
     if (!h[0] && !cla_tuning_source_hash(ctx, op, h)) h[0] = '\0';
     return h[0] ? h : NULL;
 }
 
-void cla_tuning_load(clattn_context *ctx) {
+void cla_tuning_load(clattn_context *ctx, const cla_env *env) {
     ctx->tuning = calloc(1, sizeof *ctx->tuning);
     if (!ctx->tuning) return;
-    const char *off = getenv("CLATTN_TUNING");
-    if (off && (strcmp(off, "0") == 0 || strcmp(off, "off") == 0)) return;
-    char *dir = cla_tuning_dir();
-    if (!dir) return;
     cla_tuning_state *t = ctx->tuning;
-    t->file = cla_tuning_file(dir, &ctx->info);
+    /* The file is named even when it is not read, for the tuner (clattn_tuning_database_file). */
+    char *dir = cla_tuning_dir(env);
+    t->file = dir ? cla_tuning_file(dir, &ctx->info) : NULL;
     free(dir);
+    const char *off = env->tuning;
+    if (off && (strcmp(off, "0") == 0 || strcmp(off, "off") == 0)) return;
     if (!t->file) return;
     size_t size = 0;
     bool missing = false;
@@ -677,6 +674,21 @@ static clattn_status clblast_lookup(clattn_context *ctx, const char *operation, 
     return CLATTN_SUCCESS;
 }
 
+cla_tune_problem cla_tune_problem_of_query(const clattn_tuning_query *q) {
+    cla_tune_problem p;
+    memset(&p, 0, sizeof p);
+    p.head_dim = q->head_dim;
+    p.v_head_dim = q->v_head_dim ? q->v_head_dim : q->head_dim;
+    p.dtype = q->dtype;
+    p.mask_kind = (int)q->mask;
+    p.causal = q->causal != CLATTN_CAUSAL_NONE;
+    p.batch = q->batch;
+    p.heads = q->heads;
+    p.q_len = q->q_len;
+    p.kv_len = q->kv_len;
+    return p;
+}
+
 clattn_status clattn_tuning_lookup(clattn_context *ctx, const clattn_tuning_query *q,
                                    clattn_tuning_choice *choice) {
     if (!ctx || !q || !choice)
@@ -687,21 +699,11 @@ clattn_status clattn_tuning_lookup(clattn_context *ctx, const clattn_tuning_quer
         return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "clattn_tuning_lookup: unknown operation '%s'",
                         q->operation);
     if (q->head_dim == 0 || q->head_dim > 65536 || q->v_head_dim > 65536 ||
-        (unsigned)q->dtype > CLATTN_DTYPE_BF16 || q->mask < 0 || q->mask > 2 ||
+        (unsigned)q->dtype > CLATTN_DTYPE_BF16 || (unsigned)q->mask > CLATTN_MASK_BOOL ||
         (unsigned)q->causal > CLATTN_CAUSAL_BOTTOM_RIGHT)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
                         "clattn_tuning_lookup: head dim, dtype, mask or causal out of range");
-    cla_tune_problem p;
-    memset(&p, 0, sizeof p);
-    p.head_dim = q->head_dim;
-    p.v_head_dim = q->v_head_dim ? q->v_head_dim : q->head_dim;
-    p.dtype = q->dtype;
-    p.mask_kind = q->mask;
-    p.causal = q->causal != CLATTN_CAUSAL_NONE;
-    p.batch = q->batch;
-    p.heads = q->heads;
-    p.q_len = q->q_len;
-    p.kv_len = q->kv_len;
+    const cla_tune_problem p = cla_tune_problem_of_query(q);
     cla_tune_choice ch;
     clattn_status st = cla_tuning_choose(ctx, op, &p, &ch);
     if (st != CLATTN_SUCCESS) return st;
@@ -717,5 +719,123 @@ clattn_status clattn_tuning_lookup(clattn_context *ctx, const clattn_tuning_quer
     }
     if (ctx->tuning && ctx->tuning->found && ctx->tuning->file)
         cla_strlcpy(choice->database, ctx->tuning->file, sizeof choice->database);
+    return CLATTN_SUCCESS;
+}
+
+/* ---- storing results (the advanced API: `clattn tune`) ---- */
+
+/* The database at `path` as it is now, for adding to it: a missing file is an empty database; a malformed one, or
+ * one of another device or driver (whose entries do not apply here), starts afresh, and `message` says which. */
+static bool read_for_update(const char *path, const clattn_device_info *d, cla_tuning_db *db, char *message,
+                            size_t message_size) {
+    memset(db, 0, sizeof *db);
+    size_t size = 0;
+    bool missing = false;
+    char *text = read_small_file(path, &size, &missing);
+    char why[256] = "";
+    if (text && !cla_tuning_db_parse(text, size, db, why, sizeof why))
+        cla_write_message(message, message_size, "the existing database %s is malformed (%s); it is rewritten",
+                          path, why);
+    free(text);
+    if (strcmp(db->platform, d->platform_name) != 0 || strcmp(db->device, d->name) != 0 ||
+        strcmp(db->driver, d->driver_version) != 0) {
+        cla_tuning_db_clear(db);
+        cla_strlcpy(db->platform, d->platform_name, sizeof db->platform);
+        cla_strlcpy(db->device, d->name, sizeof db->device);
+        cla_strlcpy(db->driver, d->driver_version, sizeof db->driver);
+    }
+    db->path = cla_strdup(path);
+    return db->path != NULL;
+}
+
+static clattn_status save_and_clear(cla_tuning_db *db, char *message, size_t message_size) {
+    char why[512];
+    bool ok = cla_tuning_db_save(db, why, sizeof why);
+    if (!ok) cla_write_message(message, message_size, "%s", why);
+    cla_tuning_db_clear(db);
+    return ok ? CLATTN_SUCCESS : CLATTN_ERROR_IO;
+}
+
+clattn_status clattn_tuning_database_store(const char *path, const clattn_device_info *device,
+                                           const clattn_tuning_record *r, int phase_default, char *message,
+                                           size_t message_size) {
+    cla_write_message(message, message_size, "%s", "");
+    if (!path || !device || !r || !r->op || !r->source_hash || !r->params) {
+        cla_write_message(message, message_size, "clattn_tuning_database_store: a NULL argument");
+        return CLATTN_ERROR_NULL_POINTER;
+    }
+    cla_tuning_db db;
+    if (!read_for_update(path, device, &db, message, message_size)) return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    cla_tuning_entry e;
+    memset(&e, 0, sizeof e);
+    cla_strlcpy(e.op, r->op->name, sizeof e.op);
+    cla_strlcpy(e.source_hash, r->source_hash, sizeof e.source_hash);
+    e.cls = r->cls;
+    cla_strlcpy(e.params, r->params, sizeof e.params);
+    e.ms = r->ms;
+    e.default_ms = r->default_ms;
+    bool ok = cla_tuning_db_put(&db, &e);
+    if (ok && phase_default) {
+        /* The same parameters for every class of the family and phase: what a class without an entry falls back
+         * to before the built-in defaults. */
+        cla_tuning_entry d = e;
+        d.cls.head_dim = d.cls.dtype = d.cls.mask_kind = d.cls.causal = d.cls.v_dim = -1;
+        d.cls.seq = -1;
+        d.ms = d.default_ms = 0;
+        ok = cla_tuning_db_put(&db, &d);
+    }
+    if (!ok) {
+        cla_tuning_db_clear(&db);
+        cla_write_message(message, message_size, "out of host memory adding to %s", path);
+        return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    }
+    return save_and_clear(&db, message, message_size);
+}
+
+clattn_status clattn_tuning_database_store_clblast(const char *path, const clattn_device_info *device,
+                                                   const clattn_clblast_params *params, char *message,
+                                                   size_t message_size) {
+    cla_write_message(message, message_size, "%s", "");
+    if (!path || !device || !params) {
+        cla_write_message(message, message_size, "clattn_tuning_database_store_clblast: a NULL argument");
+        return CLATTN_ERROR_NULL_POINTER;
+    }
+    cla_tuning_db db;
+    if (!read_for_update(path, device, &db, message, message_size)) return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    char *text = cla_clblast_section_to_json(params);
+    if (!text) {
+        cla_tuning_db_clear(&db);
+        cla_write_message(message, message_size, "out of host memory writing the clblast section");
+        return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    }
+    free(db.clblast);
+    db.clblast = text; /* the kernel entries stay as they were read */
+    return save_and_clear(&db, message, message_size);
+}
+
+clattn_status clattn_tuning_database_file(clattn_context *ctx, int create_directory, char *path, size_t size) {
+    if (!ctx || !path) return CLATTN_ERROR_NULL_POINTER;
+    cla_clear_error(ctx);
+    const char *file = ctx->tuning ? ctx->tuning->file : NULL;
+    if (!file)
+        return cla_fail(ctx, CLATTN_ERROR_IO,
+                        "no tuning directory can be named: set CLATTN_TUNING_DIR, XDG_DATA_HOME or HOME");
+    if (strlen(file) >= size)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "clattn_tuning_database_file: %zu bytes of room for %s",
+                        size, file);
+    cla_strlcpy(path, file, size);
+    if (create_directory) {
+        char *dir = cla_strdup(file);
+        char *slash = dir ? strrchr(dir, '/') : NULL;
+        if (slash && slash != dir) *slash = '\0';
+        bool ok = dir && make_dirs(dir);
+        if (!ok) {
+            clattn_status st = cla_fail(ctx, CLATTN_ERROR_IO, "cannot create the tuning directory %s (%s)",
+                                        dir ? dir : file, strerror(errno));
+            free(dir);
+            return st;
+        }
+        free(dir);
+    }
     return CLATTN_SUCCESS;
 }

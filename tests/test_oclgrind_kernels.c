@@ -29,10 +29,7 @@ static int teardown(void **state) {
 }
 
 static void tiny_cases(const char *params, clattn_impl impl) {
-    if (params)
-        setenv("CLATTN_FUSED_PARAMS", params, 1);
-    else
-        unsetenv("CLATTN_FUSED_PARAMS");
+    assert_status(clattn_context_set_kernel_params(ctx, "sdpa_fused", params), CLATTN_SUCCESS);
     for (int variant = 0; variant < 4; ++variant) {
         sdpa_case c;
         sdpa_case_init(&c);
@@ -91,13 +88,11 @@ static void fused_cpu_variant(void **state) {
     tiny_cases("variant=cpu,rows=16,block_n=4", CLATTN_IMPL_FUSED);
 }
 
-/* Runs the attention d describes on host arrays, with CLATTN_FUSED_PARAMS = params (NULL: unset). */
+/* Runs the attention d describes on host arrays, with the fused kernel's parameters `params` (NULL: the
+ * defaults). */
 static void host_run(const char *params, const clattn_sdpa_host_desc *d, const float *q, const float *k,
                      const float *v, float *out) {
-    if (params)
-        setenv("CLATTN_FUSED_PARAMS", params, 1);
-    else
-        unsetenv("CLATTN_FUSED_PARAMS");
+    assert_status(clattn_context_set_kernel_params(ctx, "sdpa_fused", params), CLATTN_SUCCESS);
     assert_status(clattn_sdpa_host(ctx, d, q, k, v, out), CLATTN_SUCCESS);
 }
 
@@ -191,10 +186,8 @@ static void seq2seq_additive(void **state) {
     static const char *params[] = {"wg=4,block_n=6,rows=2,vec=4", "wg=1,block_n=5,rows=3,vec=8", NULL};
     static const int32_t kl[2] = {9, 0};
     for (int p = 0; p < 3; ++p) {
-        if (params[p])
-            setenv("CLATTN_SEQ2SEQ_PARAMS", params[p], 1);
-        else
-            unsetenv("CLATTN_SEQ2SEQ_PARAMS"); /* the device's defaults */
+        /* The last is NULL: the device's defaults. */
+        assert_status(clattn_context_set_kernel_params(ctx, "seq2seq_additive", params[p]), CLATTN_SUCCESS);
         for (int variant = 0; variant < 3; ++variant) {
             s2s_case c;
             s2s_case_init(&c);

@@ -546,12 +546,32 @@ static void context_ignores_bad_databases(void **state) {
     assert_int_equal(ch.source, CLATTN_TUNING_DEVICE_DEFAULT);
     assert_string_equal(ch.params, "variant=tiled,rows=2,block_n=16,wg=4,local=0,splits=0");
     assert_string_equal(ch.database, path);
-    /* CLATTN_FUSED_PARAMS still overrides it. */
-    setenv("CLATTN_FUSED_PARAMS", "rows=16", 1);
+    /* The context's override (CLATTN_FUSED_PARAMS at creation) still overrides it. */
+    assert_int_equal(clattn_context_set_kernel_params(ctx, "sdpa_fused", "rows=16"), CLATTN_SUCCESS);
     ch = lookup(ctx, "prefill:d64:L256");
-    unsetenv("CLATTN_FUSED_PARAMS");
+    assert_int_equal(clattn_context_set_kernel_params(ctx, "sdpa_fused", NULL), CLATTN_SUCCESS);
     assert_int_equal(ch.source, CLATTN_TUNING_OVERRIDE);
     clattn_context_free(ctx);
+    /* So does CLATTN_FUSED_PARAMS, read when a context is created. */
+    setenv("CLATTN_FUSED_PARAMS", "rows=16", 1);
+    ctx = open_logged();
+    unsetenv("CLATTN_FUSED_PARAMS");
+    ch = lookup(ctx, "prefill:d64:L256");
+    assert_int_equal(ch.source, CLATTN_TUNING_OVERRIDE);
+    clattn_context_free(ctx);
+    /* A malformed one refuses the context, naming the variable: a typo must not test the defaults. */
+    setenv("CLATTN_FUSED_PARAMS", "rows=16,bogus=1", 1);
+    char msg[512] = "";
+    clattn_context_options o;
+    clattn_context_options_init(&o);
+    o.error_message = msg;
+    o.error_message_size = sizeof msg;
+    ctx = NULL;
+    assert_int_equal(clattn_context_create_with_options(&o, &ctx), CLATTN_ERROR_INVALID_ARGUMENT);
+    unsetenv("CLATTN_FUSED_PARAMS");
+    assert_null(ctx);
+    assert_non_null(strstr(msg, "CLATTN_FUSED_PARAMS"));
+    assert_non_null(strstr(msg, "bogus"));
     remove(path);
     free(path);
 }
@@ -735,10 +755,9 @@ static void seq2seq_tune_is_picked_up(void **state) {
     q.v_head_dim = 32;
     assert_int_equal(clattn_tuning_lookup(ctx, &q, &ch), CLATTN_SUCCESS);
     assert_int_equal(ch.source, CLATTN_TUNING_DEVICE_DEFAULT);
-    /* CLATTN_SEQ2SEQ_PARAMS still overrides it. */
-    setenv("CLATTN_SEQ2SEQ_PARAMS", "block_n=8", 1);
+    /* The context's override still overrides it. */
+    assert_int_equal(clattn_context_set_kernel_params(ctx, "seq2seq_additive", "block_n=8"), CLATTN_SUCCESS);
     assert_int_equal(clattn_tuning_lookup(ctx, &q, &ch), CLATTN_SUCCESS);
-    unsetenv("CLATTN_SEQ2SEQ_PARAMS");
     assert_int_equal(ch.source, CLATTN_TUNING_OVERRIDE);
     assert_string_equal(ch.params, "wg=1,block_n=8,rows=4,vec=8");
     clattn_context_free(ctx);

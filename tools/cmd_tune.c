@@ -101,8 +101,8 @@ static char *log_path_for(const char *db_path) {
 static int show(clattn_context *ctx, const class_outcome *classes, size_t count) {
     clattn_device_info info;
     clattn_context_device_info(ctx, &info);
-    char *dir = cla_tuning_dir();
-    char *file = dir ? cla_tuning_file(dir, &info) : NULL;
+    char path[4096];
+    const char *file = clattn_tuning_database_file(ctx, 0, path, sizeof path) == CLATTN_SUCCESS ? path : NULL;
     printf("device: %s (%s, driver %s)\n", info.name, info.platform_name, info.driver_version);
     printf("tuning database: %s (%s)\n", file ? file : "(no directory)",
            file && access(file, R_OK) == 0 ? "present" : "absent");
@@ -121,11 +121,7 @@ static int show(clattn_context *ctx, const class_outcome *classes, size_t count)
         q.kv_len = p.kv_len;
         clattn_tuning_choice ch;
         clattn_status st = clattn_tuning_lookup(ctx, &q, &ch);
-        if (st != CLATTN_SUCCESS) {
-            free(dir);
-            free(file);
-            return cli_report_status(CMD, ctx, st, "the tuning lookup");
-        }
+        if (st != CLATTN_SUCCESS) return cli_report_status(CMD, ctx, st, "the tuning lookup");
         char tuned[32] = "-";
         if (ch.tuned_ms > 0) snprintf(tuned, sizeof tuned, "%.3f", ch.tuned_ms);
         printf("%-36s %-14s %-28s %10s  %s\n", ch.query_class, clattn_tuning_source_name(ch.source),
@@ -148,8 +144,6 @@ static int show(clattn_context *ctx, const class_outcome *classes, size_t count)
         printf("%-36s %-14s %10s %10s  %s\n", name, ch.source == CLATTN_TUNING_EXACT ? "applied" : "clblast-own",
                tuned, def, ch.params[0] ? ch.params : "(CLBlast's own database)");
     }
-    free(dir);
-    free(file);
     return CLI_OK;
 }
 
@@ -333,22 +327,21 @@ int cmd_tune(int argc, char **argv) {
     }
     clattn_device_info info;
     clattn_context_device_info(ctx, &info);
-    char *dir = cla_tuning_dir();
-    char *db_path = dir ? cla_tuning_file(dir, &info) : NULL;
-    char *log_path = db_path ? log_path_for(db_path) : NULL;
+    /* The database's directory first, private to the user, so that the log can go next to it. */
+    char db_path[4096];
+    const bool named = clattn_tuning_database_file(ctx, 0, db_path, sizeof db_path) == CLATTN_SUCCESS;
+    if (named && clattn_tuning_database_file(ctx, 1, db_path, sizeof db_path) != CLATTN_SUCCESS)
+        fprintf(stderr, "clattn tune: %s\n", clattn_context_last_error(ctx));
+    char *log_path = named ? log_path_for(db_path) : NULL;
     bool sources_ok = true;
     for (size_t i = 0; i < count && sources_ok; ++i)
         sources_ok = cla_tuning_source_hash(ctx, classes[i].op, classes[i].hash);
     if (!sources_ok || !log_path) {
-        free(dir);
-        free(db_path);
         free(log_path);
         clattn_context_free(ctx);
         return cli_error(CMD, CLI_FAILED,
                          "cannot name the tuning database (set CLATTN_TUNING_DIR or HOME) or load the kernels");
     }
-    /* The database's directory first, private to the user, so that the log can go next to it. */
-    if (!cla_tuning_make_dir(dir)) fprintf(stderr, "clattn tune: cannot create %s\n", dir);
     if (cli_flag(&cmd, "fresh")) {
         /* Earlier results stay in the file for the record, under a hash no run matches. */
         FILE *f = fopen(log_path, "a");
@@ -482,8 +475,6 @@ int cmd_tune(int argc, char **argv) {
     }
     print_table(classes, count);
     printf("\n%ld new evaluations in %.0f s; log %s\n", fresh_total, tune_now() - start, log_path);
-    free(dir);
-    free(db_path);
     free(log_path);
     clattn_context_free(ctx);
     return result;

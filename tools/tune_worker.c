@@ -139,7 +139,7 @@ static const char *setup(worker_setup *w) {
     return NULL;
 }
 
-/* One call of the fused kernel with the candidate's parameters (CLATTN_FUSED_PARAMS, set by the caller). */
+/* One call of the fused kernel with the candidate's parameters (set on the context by the caller). */
 static clattn_status run_once(worker_setup *w, cl_event *done) {
     const cla_tune_problem *p = &w->p;
     clattn_sdpa_desc desc;
@@ -234,7 +234,7 @@ static const char *s2s_setup(worker_setup *w) {
     return NULL;
 }
 
-/* One launch of the additive kernel with the candidate's parameters (CLATTN_SEQ2SEQ_PARAMS, set by the caller). */
+/* One launch of the additive kernel with the candidate's parameters (set on the context by the caller). */
 static clattn_status s2s_run_once(worker_setup *w, cl_event *done) {
     const size_t A = w->p.head_dim;
     const cla_rows qr = {w->q, 0, A, w->p.q_len * A}, kr = {w->k, 0, A, w->p.kv_len * A};
@@ -253,7 +253,6 @@ static void s2s_free(void) {
     free(s2s.identity);
     free(s2s.v_attn);
     memset(&s2s, 0, sizeof s2s);
-    unsetenv("CLATTN_SEQ2SEQ_PARAMS");
 }
 
 static clattn_status run_candidate(worker_setup *w, cl_event *done) {
@@ -306,13 +305,13 @@ static void evaluate(worker_setup *w, const char *params) {
     }
     if (fault && strcmp(fault, "hang") == 0)
         for (;;) pause();
-    setenv(s2s.active ? "CLATTN_SEQ2SEQ_PARAMS" : "CLATTN_FUSED_PARAMS", params, 1);
-    char *saved = w->ctx->extra_build_options;
-    static char invalid_option[] = "-clattn-test-invalid-option";
-    if (fault && strcmp(fault, "build") == 0) w->ctx->extra_build_options = invalid_option;
+    clattn_status st =
+        clattn_context_set_kernel_params(w->ctx, s2s.active ? "seq2seq_additive" : "sdpa_fused", params);
+    const bool bad_build = fault && strcmp(fault, "build") == 0;
+    if (!st && bad_build) st = clattn_context_set_build_options(w->ctx, "-clattn-test-invalid-option");
     cl_event done = NULL;
-    clattn_status st = run_candidate(w, &done);
-    w->ctx->extra_build_options = saved;
+    if (!st) st = run_candidate(w, &done);
+    if (bad_build) clattn_context_set_build_options(w->ctx, NULL);
     if (st != CLATTN_SUCCESS) {
         char msg[200];
         snprintf(msg, sizeof msg, "%s", clattn_context_last_error(w->ctx));
@@ -445,7 +444,6 @@ int tune_worker_main(int argc, char **argv) {
     free(w.hmask);
     free(w.hbool);
     free(w.ref);
-    unsetenv("CLATTN_FUSED_PARAMS");
     s2s_free();
     clattn_context_free(w.ctx);
     return CLI_OK;
