@@ -12,12 +12,12 @@ int bench_output_error(const char *cmd, clattn_context *ctx, cl_mem buffer, size
                        const double *ref, double *worst, double *ref_max) {
     float *out = malloc((n ? n : 1) * sizeof *out);
     if (!out) return cli_error(cmd, CLI_FAILED, "out of host memory for reading the output back");
-    cl_int err = run_read_storage(ctx, buffer, out, n, dt);
+    cl_int err = support_read_storage(ctx, buffer, out, n, dt);
     if (err != CL_SUCCESS) {
         free(out);
         return cli_error(cmd, CLI_FAILED, "reading the output back failed: OpenCL error %d", err);
     }
-    *worst = run_max_error(out, ref, n, false, ref_max);
+    *worst = support_max_error(out, ref, n, false, ref_max);
     free(out);
     return CLI_OK;
 }

@@ -5,77 +5,49 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <cjson/cJSON.h>
 
 #include "cli.h"
+#include "support_timing.h"
 
-static double seconds_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+/* One call of the operation, as the support library's timing loop calls it; notes the device memory it took. */
+typedef struct timed_call {
+    clattn_context *ctx;
+    bench_call_fn call;
+    void *user;
+    uint64_t temp_bytes;
+} timed_call;
 
-static int compare_doubles(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Device time of one call in ms: from a marker enqueued just before it to the completion of the event the call
- * returns, so a call made of several kernels (and CLBlast's GEMMs) is timed whole, gaps included. Negative when
- * the device gives no profiling information. */
-static double event_ms(cl_event start, cl_event done) {
-    cl_ulong t0 = 0, t1 = 0;
-    if (clGetEventProfilingInfo(start, CL_PROFILING_COMMAND_END, sizeof t0, &t0, NULL) != CL_SUCCESS ||
-        clGetEventProfilingInfo(done, CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL) != CL_SUCCESS || t1 < t0)
-        return -1.0;
-    return (double)(t1 - t0) * 1e-6;
+static int call_once(void *user, cl_command_queue queue, cl_event *done) {
+    timed_call *c = user;
+    const clattn_status st = c->call(c->user, queue, done);
+    clattn_memory_stats mem;
+    if (st == CLATTN_SUCCESS && clattn_context_memory_stats(c->ctx, &mem) == CLATTN_SUCCESS &&
+        mem.last_call_bytes > c->temp_bytes)
+        c->temp_bytes = mem.last_call_bytes;
+    return st;
 }
 
 int bench_time_calls(const char *cmd, const char *what, clattn_context *ctx, long warmup, long repeat,
                      bench_call_fn call, void *user, double *times, bench_timing *t) {
-    cl_command_queue queue = clattn_context_cl_queue(ctx);
     memset(t, 0, sizeof *t);
-    for (long n = 0; n < warmup + repeat; ++n) {
-        const bool timed = n >= warmup;
-        cl_event start = NULL, done = NULL;
-        cl_int err = CL_SUCCESS;
-        if (timed && !t->host_timer) {
-            err = clEnqueueMarkerWithWaitList(queue, 0, NULL, &start);
-            if (err != CL_SUCCESS) return cli_error(cmd, CLI_FAILED, "enqueueing a timing marker failed: %d", err);
-        }
-        double t0 = seconds_now();
-        clattn_status st = call(user, queue, &done);
-        if (st != CLATTN_SUCCESS) {
-            if (start) clReleaseEvent(start);
-            int rc = cli_report_status(cmd, ctx, st, what);
-            return cli_is_input_error(st) ? CLI_USAGE : rc;
-        }
-        err = clWaitForEvents(1, &done);
-        double t1 = seconds_now();
-        if (err == CL_SUCCESS && timed) {
-            double ms = start ? event_ms(start, done) : -1.0;
-            if (ms < 0.0) {
-                /* No profiling on this device: the host clock around a blocking call is the best left. */
-                t->host_timer = true;
-                ms = (t1 - t0) * 1e3;
-            }
-            times[n - warmup] = ms;
-        }
-        if (start) clReleaseEvent(start);
-        clReleaseEvent(done);
-        if (err != CL_SUCCESS)
-            return cli_error(cmd, CLI_FAILED, "%s failed on the device: OpenCL error %d", what, err);
-        clattn_memory_stats mem;
-        if (clattn_context_memory_stats(ctx, &mem) == CLATTN_SUCCESS && mem.last_call_bytes > t->temp_bytes)
-            t->temp_bytes = mem.last_call_bytes;
+    timed_call c = {ctx, call, user, 0};
+    support_timing st;
+    /* Without profiling on the device, the host clock around a blocking call is the best left. */
+    const support_time_result r =
+        support_time_calls(clattn_context_cl_queue(ctx), warmup, repeat, true, call_once, &c, times, &st);
+    if (r == SUPPORT_TIME_CALL) {
+        int rc = cli_report_status(cmd, ctx, st.call_status, what);
+        return cli_is_input_error(st.call_status) ? CLI_USAGE : rc;
     }
-    qsort(times, (size_t)repeat, sizeof *times, compare_doubles);
-    const size_t n = (size_t)repeat;
-    t->min_ms = times[0];
-    t->max_ms = times[n - 1];
-    t->median_ms = n % 2 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
+    if (r == SUPPORT_TIME_DEVICE)
+        return cli_error(cmd, CLI_FAILED, "%s failed on the device: OpenCL error %d", what, st.cl_error);
+    t->median_ms = st.median_ms;
+    t->min_ms = st.min_ms;
+    t->max_ms = st.max_ms;
+    t->host_timer = st.host_timer;
+    t->temp_bytes = c.temp_bytes;
     return CLI_OK;
 }
 

@@ -103,13 +103,10 @@ int cli_open_context(const char *cmd, const char *device, bool profiling, clattn
 }
 
 int cli_parse_dtype(const char *cmd, const char *text, clattn_dtype *dtype) {
-    static const struct {
-        const char *name;
-        clattn_dtype dtype;
-    } names[] = {{"f32", CLATTN_DTYPE_F32}, {"f16", CLATTN_DTYPE_F16}, {"bf16", CLATTN_DTYPE_BF16}};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; ++i)
-        if (strcmp(text, names[i].name) == 0) {
-            *dtype = names[i].dtype;
+    static const clattn_dtype storage[] = {CLATTN_DTYPE_F32, CLATTN_DTYPE_F16, CLATTN_DTYPE_BF16};
+    for (size_t i = 0; i < sizeof storage / sizeof storage[0]; ++i)
+        if (strcmp(text, clattn_dtype_name(storage[i])) == 0) {
+            *dtype = storage[i];
             return CLI_OK;
         }
     return cli_error(cmd, CLI_USAGE, "--dtype %s: expected f32, f16 or bf16", text);
@@ -154,19 +151,6 @@ int cli_parse_scale(const char *cmd, const char *text, float *scale) {
         return cli_error(cmd, CLI_USAGE, "--scale %s: expected a number", text);
     *scale = (float)v;
     return CLI_OK;
-}
-
-const char *cli_dtype_name(clattn_dtype dtype) {
-    switch (dtype) {
-    case CLATTN_DTYPE_F32:
-        return "f32";
-    case CLATTN_DTYPE_F16:
-        return "f16";
-    case CLATTN_DTYPE_BF16:
-        return "bf16";
-    default:
-        return "?";
-    }
 }
 
 bool cli_is_input_error(clattn_status st) {

@@ -51,9 +51,6 @@ int cli_parse_causal(const char *cmd, const char *text, clattn_causal *causal); 
 int cli_parse_impl(const char *cmd, const char *text, clattn_impl *impl);       /* fused | unfused | auto */
 int cli_parse_scale(const char *cmd, const char *text, float *scale);           /* a finite number */
 
-/* "f32", "f16" or "bf16": the names --dtype takes, for printing. */
-const char *cli_dtype_name(clattn_dtype dtype);
-
 /* Whether a failed library call means the caller's input was wrong (exit status 2) rather than a device failure. */
 bool cli_is_input_error(clattn_status st);
 

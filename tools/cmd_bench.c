@@ -18,11 +18,11 @@
 
 #include "bench_timing.h"
 #include "cli.h"
-#include "dtype.h"
 #include "bench_check.h"
 #include "check_tolerance.h"
 #include "reference.h"
 #include "run_common.h"
+#include "support_sdpa_inputs.h"
 
 #define CMD "bench sdpa"
 
@@ -40,7 +40,6 @@ static const char *const impl_names[IMPL_COUNT] = {"fused", "unfused"};
 static const clattn_impl impl_values[IMPL_COUNT] = {CLATTN_IMPL_FUSED, CLATTN_IMPL_UNFUSED};
 static const char *const causal_names[] = {"none", "top-left", "bottom-right"};
 static const char *const mask_names[] = {"none", "additive", "bool"};
-static const char *const dtype_names[] = {"f32", "f16", "bf16"};
 
 typedef struct bench_shape {
     size_t batch, heads, kv_heads, seq, kv_seq, head_dim;
@@ -77,24 +76,17 @@ typedef struct bench_result {
 } bench_result;
 
 /* The device side of one shape, plus host copies of the inputs (as the device stores them) for --check. */
+/* The inputs of one shape: the support library's random problem (as the tuner draws it), and the key lengths. */
 typedef struct shape_data {
-    cl_mem q, k, v, out, mask, key_lengths;
-    float *hq, *hk, *hv, *hmask;
-    uint8_t *hbool;
+    support_sdpa_inputs in;
+    cl_mem key_lengths;
     int32_t *hkl;
-    size_t nq, nk, no, nmask;
     double io_bytes;
 } shape_data;
 
 static void free_shape_data(shape_data *s) {
-    cl_mem *bufs[] = {&s->q, &s->k, &s->v, &s->out, &s->mask, &s->key_lengths};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; ++i)
-        if (*bufs[i]) clReleaseMemObject(*bufs[i]);
-    free(s->hq);
-    free(s->hk);
-    free(s->hv);
-    free(s->hmask);
-    free(s->hbool);
+    support_sdpa_inputs_free(&s->in);
+    if (s->key_lengths) clReleaseMemObject(s->key_lengths);
     free(s->hkl);
     memset(s, 0, sizeof *s);
 }
@@ -353,130 +345,37 @@ static uint64_t allowed_pairs(const bench_config *c, const bench_shape *s, clatt
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Inputs */
 
-/* Seeded values in [-2, 2) rounded to the storage type, so that the host copy is exactly what the device holds. */
-static float *random_values(size_t n, unsigned seed, clattn_dtype dt) {
-    return run_random_array(n, 1.0f, dt, &seed);
-}
-
-static int make_buffer(clattn_context *ctx, const char *what, const void *host, size_t bytes, cl_mem *out) {
-    cl_int err = CL_SUCCESS;
-    *out = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE, bytes ? bytes : 4, NULL, &err);
-    if (err != CL_SUCCESS) {
-        *out = NULL;
-        return cli_error(CMD, CLI_FAILED, "allocating %zu bytes of device memory for %s failed: OpenCL error %d",
-                         bytes, what, err);
-    }
-    if (host && bytes) {
-        err = clEnqueueWriteBuffer(clattn_context_cl_queue(ctx), *out, CL_TRUE, 0, bytes, host, 0, NULL, NULL);
-        if (err != CL_SUCCESS)
-            return cli_error(CMD, CLI_FAILED, "writing %zu bytes of %s to the device failed: OpenCL error %d",
-                             bytes, what, err);
-    }
-    return CLI_OK;
-}
-
-/* Uploads `n` floats converted to dtype `dt`. */
-static int upload_floats(clattn_context *ctx, const char *what, const float *x, size_t n, clattn_dtype dt,
-                         cl_mem *out) {
-    size_t bytes = n * clattn_dtype_size(dt);
-    void *tmp = malloc(bytes ? bytes : 1);
-    if (!tmp) return cli_error(CMD, CLI_FAILED, "out of host memory for %s (%zu bytes)", what, bytes);
-    cla_convert_to_storage(x, tmp, n, dt);
-    int rc = make_buffer(ctx, what, tmp, bytes, out);
-    free(tmp);
-    return rc;
-}
-
 /* Inputs of one shape: q, k, v, the output, and the mask and key lengths the options ask for. The mask is one
  * [Lq, Lk] matrix broadcast over batch and heads (the common padding or prefix mask), so that large sweeps do not
  * need B*H copies of it. */
 static int prepare_shape(clattn_context *ctx, const bench_config *c, const bench_shape *s, shape_data *d) {
-    const clattn_dtype dt = c->dtype;
-    const size_t esize = clattn_dtype_size(dt);
-    d->nq = s->batch * s->heads * s->seq * s->head_dim;
-    d->nk = s->batch * s->kv_heads * s->kv_seq * s->head_dim;
-    d->no = d->nq;
-    d->hq = random_values(d->nq, 12345u, dt);
-    d->hk = random_values(d->nk, 23456u, dt);
-    d->hv = random_values(d->nk, 34567u, dt);
-    if (!d->hq || !d->hk || !d->hv) return cli_error(CMD, CLI_FAILED, "out of host memory for the inputs");
-    int rc;
-    if ((rc = upload_floats(ctx, "q", d->hq, d->nq, dt, &d->q))) return rc;
-    if ((rc = upload_floats(ctx, "k", d->hk, d->nk, dt, &d->k))) return rc;
-    if ((rc = upload_floats(ctx, "v", d->hv, d->nk, dt, &d->v))) return rc;
-    if ((rc = make_buffer(ctx, "out", NULL, d->no * esize, &d->out))) return rc;
-    d->io_bytes = (double)(2 * d->nq + 2 * d->nk) * (double)esize;
-
-    d->nmask = s->seq * s->kv_seq;
-    unsigned seed = 45678u;
-    if (c->mask == MASK_ADDITIVE) {
-        /* Random logit offsets with about one key in eight removed (-inf), so both mask paths are exercised. */
-        d->hmask = malloc((d->nmask ? d->nmask : 1) * sizeof *d->hmask);
-        if (!d->hmask) return cli_error(CMD, CLI_FAILED, "out of host memory for the mask");
-        for (size_t i = 0; i < d->nmask; ++i) {
-            float r = run_random(&seed);
-            d->hmask[i] = r < -1.5f ? -INFINITY : cla_round_to_dtype(r, dt);
-        }
-        if ((rc = upload_floats(ctx, "mask", d->hmask, d->nmask, dt, &d->mask))) return rc;
-        d->io_bytes += (double)d->nmask * (double)esize;
-    } else if (c->mask == MASK_BOOL) {
-        d->hbool = malloc(d->nmask ? d->nmask : 1);
-        if (!d->hbool) return cli_error(CMD, CLI_FAILED, "out of host memory for the mask");
-        for (size_t i = 0; i < d->nmask; ++i) d->hbool[i] = run_random(&seed) >= -1.5f;
-        if ((rc = make_buffer(ctx, "mask", d->hbool, d->nmask, &d->mask))) return rc;
-        d->io_bytes += (double)d->nmask;
-    }
+    support_sdpa_inputs *in = &d->in;
+    in->batch = s->batch;
+    in->heads = s->heads;
+    in->kv_heads = s->kv_heads;
+    in->q_len = s->seq;
+    in->kv_len = s->kv_seq;
+    in->head_dim = s->head_dim;
+    in->dtype = c->dtype;
+    in->mask_kind = (clattn_mask_kind)c->mask;
+    char why[256];
+    if (support_sdpa_inputs_make(ctx, in, why, sizeof why) != 0) return cli_error(CMD, CLI_FAILED, "%s", why);
+    const size_t esize = clattn_dtype_size(c->dtype);
+    d->io_bytes = (double)(2 * in->nq + 2 * in->nk) * (double)esize;
+    if (in->mask) d->io_bytes += (double)in->nmask * (double)esize;
+    if (in->bool_mask) d->io_bytes += (double)in->nmask;
     if (c->key_length >= 0) {
         d->hkl = malloc(s->batch * sizeof *d->hkl);
         if (!d->hkl) return cli_error(CMD, CLI_FAILED, "out of host memory for the key lengths");
         for (size_t b = 0; b < s->batch; ++b) d->hkl[b] = (int32_t)c->key_length;
-        if ((rc = make_buffer(ctx, "key lengths", d->hkl, s->batch * sizeof *d->hkl, &d->key_lengths))) return rc;
+        cl_int err = CL_SUCCESS;
+        if (!(d->key_lengths = support_buffer(ctx, d->hkl, s->batch * sizeof *d->hkl, &err)))
+            return cli_error(CMD, CLI_FAILED, "allocating the key lengths failed: OpenCL error %d", err);
         d->io_bytes += (double)(s->batch * sizeof *d->hkl);
     }
-    if (!c->check) {
-        /* Only the reference needs the host copies; a long sweep should not hold them twice. */
-        free(d->hq);
-        free(d->hk);
-        free(d->hv);
-        free(d->hmask);
-        free(d->hbool);
-        d->hq = d->hk = d->hv = d->hmask = NULL;
-        d->hbool = NULL;
-    }
+    /* Only the reference needs the host copies; a long sweep should not hold them twice. */
+    if (!c->check) support_sdpa_inputs_drop_host(in);
     return CLI_OK;
-}
-
-/* ------------------------------------------------------------------------------------------------------------ */
-/* Reference check */
-
-/* The reference output for one shape and causal mode; NULL if it could not be computed. */
-static double *reference_output(const bench_config *c, const bench_shape *s, const shape_data *d,
-                                clattn_causal causal) {
-    double *out = malloc((d->no ? d->no : 1) * sizeof *out);
-    if (!out) return NULL;
-    cla_ref_sdpa ref;
-    memset(&ref, 0, sizeof ref);
-    ref.q = cla_ref_dense(d->hq, s->batch, s->heads, s->seq, s->head_dim);
-    ref.k = cla_ref_dense(d->hk, s->batch, s->kv_heads, s->kv_seq, s->head_dim);
-    ref.v = cla_ref_dense(d->hv, s->batch, s->kv_heads, s->kv_seq, s->head_dim);
-    ref.scale = 1.0 / sqrt((double)s->head_dim);
-    ref.causal = causal;
-    ref.window_left = c->window_left;
-    ref.window_right = c->window_right;
-    if (d->hmask) ref.mask = cla_ref_dense(d->hmask, 1, 1, s->seq, s->kv_seq);
-    if (d->hbool) {
-        ref.bool_mask.data = d->hbool;
-        const size_t size[4] = {1, 1, s->seq, s->kv_seq}, stride[4] = {0, 0, s->kv_seq, 1};
-        memcpy(ref.bool_mask.size, size, sizeof size);
-        memcpy(ref.bool_mask.stride, stride, sizeof stride);
-    }
-    ref.key_lengths = d->hkl;
-    ref.out = out;
-    if (cla_reference_sdpa(&ref) != 0) {
-        free(out);
-        return NULL;
-    }
-    return out;
 }
 
 /* ------------------------------------------------------------------------------------------------------------ */
@@ -503,15 +402,8 @@ static int measure(clattn_context *ctx, const bench_config *c, const bench_shape
     a.desc.window_left = c->window_left;
     a.desc.window_right = c->window_right;
     a.desc.impl = impl_values[impl];
-    if (d->mask) {
-        a.desc.mask = clattn_tensor_bhld(d->mask, c->mask == MASK_BOOL ? CLATTN_DTYPE_BOOL : c->dtype, 1, 1, s->seq,
-                                         s->kv_seq);
-    }
     a.desc.key_lengths = d->key_lengths;
-    a.q = clattn_tensor_bhld(d->q, c->dtype, s->batch, s->heads, s->seq, s->head_dim);
-    a.k = clattn_tensor_bhld(d->k, c->dtype, s->batch, s->kv_heads, s->kv_seq, s->head_dim);
-    a.v = clattn_tensor_bhld(d->v, c->dtype, s->batch, s->kv_heads, s->kv_seq, s->head_dim);
-    a.o = clattn_tensor_bhld(d->out, c->dtype, s->batch, s->heads, s->seq, s->head_dim);
+    support_sdpa_inputs_tensors(&d->in, &a.desc, &a.q, &a.k, &a.v, &a.o);
     char what[64];
     snprintf(what, sizeof what, "attention (%s)", impl_names[impl]);
     bench_timing t;
@@ -530,7 +422,7 @@ static int measure(clattn_context *ctx, const bench_config *c, const bench_shape
 
 static void table_header(const bench_config *c, const clattn_device_info *info) {
     printf("device: %s (%s, %s)\n", info->name, info->platform_name, info->driver_version);
-    printf("sdpa %s", dtype_names[c->dtype]);
+    printf("sdpa %s", clattn_dtype_name(c->dtype));
     if (c->mask) printf(", random %s mask [Lq, Lk]", mask_names[c->mask]);
     if (c->window_left != CLATTN_WINDOW_UNBOUNDED || c->window_right != CLATTN_WINDOW_UNBOUNDED)
         printf(", window %lld,%lld", (long long)c->window_left, (long long)c->window_right);
@@ -565,7 +457,7 @@ static cJSON *json_result(const bench_config *c, const clattn_device_info *info,
     cJSON_AddNumberToObject(o, "seq", (double)s->seq);
     cJSON_AddNumberToObject(o, "kv_seq", (double)s->kv_seq);
     cJSON_AddNumberToObject(o, "head_dim", (double)s->head_dim);
-    cJSON_AddStringToObject(o, "dtype", dtype_names[c->dtype]);
+    cJSON_AddStringToObject(o, "dtype", clattn_dtype_name(c->dtype));
     cJSON_AddStringToObject(o, "causal", causal_names[r->causal]);
     cJSON_AddNumberToObject(o, "window_left", (double)c->window_left);
     cJSON_AddNumberToObject(o, "window_right", (double)c->window_right);
@@ -598,7 +490,7 @@ static void csv_row(const bench_config *c, const clattn_device_info *info, const
     printf("sdpa,%s,", impl_names[r->impl]);
     bench_csv_string(info->name);
     printf(",%zu,%zu,%zu,%zu,%zu,%zu,%s,%s,%lld,%lld,", s->batch, s->heads, s->kv_heads, s->seq, s->kv_seq,
-           s->head_dim, dtype_names[c->dtype], causal_names[r->causal], (long long)c->window_left,
+           s->head_dim, clattn_dtype_name(c->dtype), causal_names[r->causal], (long long)c->window_left,
            (long long)c->window_right);
     if (c->key_length >= 0) printf("%lld", c->key_length);
     printf(",%s,%ld,%ld,%s,%.6f,%.6f,%.6f,%.0f,%.4f,%.0f,%.4f,%llu,", mask_names[c->mask], c->repeat, c->warmup,
@@ -675,7 +567,8 @@ static int bench_sdpa(int argc, char **argv) {
             const bool can_check =
                 c.check && 2.0 * slices * (double)pairs * (double)s->head_dim <= BENCH_REFERENCE_LIMIT;
             double *ref = NULL;
-            if (can_check && !(ref = reference_output(&c, s, &d, causal)))
+            if (can_check &&
+                !(ref = support_sdpa_inputs_reference(&d.in, causal, c.window_left, c.window_right, d.hkl)))
                 rc = cli_error(CMD, CLI_FAILED, "the reference could not be computed (out of host memory?)");
             if (c.check && !can_check) bench_check_skip_note(CMD, &skipped_note);
             bench_result results[IMPL_COUNT];
@@ -700,7 +593,7 @@ static int bench_sdpa(int argc, char **argv) {
                 r->gflops = r->median_ms > 0.0 ? flops / (r->median_ms * 1e6) : 0.0;
                 r->gbps = r->median_ms > 0.0 ? d.io_bytes / (r->median_ms * 1e6) : 0.0;
                 if (ref) {
-                    rc = bench_output_error(CMD, ctx, d.out, d.no, c.dtype, ref, &r->check.max_error, NULL);
+                    rc = bench_output_error(CMD, ctx, d.in.dout, d.in.nq, c.dtype, ref, &r->check.max_error, NULL);
                     if (rc != CLI_OK) break;
                     r->check.checked = true;
                     r->check.tolerance = check_sdpa_tolerance(s->kv_seq, c.dtype);

@@ -18,7 +18,6 @@
 #include "bench_timing.h"
 #include "check_tolerance.h"
 #include "cli.h"
-#include "dtype.h"
 #include "reference_mha.h"
 #include "reference_seq2seq.h"
 #include "run_common.h"
@@ -150,10 +149,10 @@ static int parse_common(const cli_command *cmd, layer_config *c) {
  * stores them are kept there for the reference (the caller frees them). */
 static int random_buffer(const char *cmd, clattn_context *ctx, size_t count, clattn_dtype dt, unsigned seed,
                          cl_mem *out, float **host) {
-    float *x = run_random_array(count, 1.0f, dt, &seed);
+    float *x = support_random_array(count, 1.0f, dt, &seed);
     if (!x) return cli_error(cmd, CLI_FAILED, "out of host memory for %zu elements", count);
     cl_int err = CL_SUCCESS;
-    *out = run_buffer_storage(ctx, x, count, dt, &err);
+    *out = support_buffer_storage(ctx, x, count, dt, &err);
     if (host)
         *host = x;
     else
@@ -167,7 +166,7 @@ static int random_buffer(const char *cmd, clattn_context *ctx, size_t count, cla
 /* Random host weights of `count` floats in [-1, 1), scaled so that projections keep their inputs' magnitude. */
 static float *random_weights(size_t count, size_t fan_in, unsigned seed) {
     const float scale = fan_in ? 1.0f / sqrtf((float)fan_in) : 1.0f;
-    return run_random_array(count, 0.5f * scale, CLATTN_DTYPE_F32, &seed);
+    return support_random_array(count, 0.5f * scale, CLATTN_DTYPE_F32, &seed);
 }
 
 /* One measured configuration, printed as a table row, a JSON object or a CSV row. */
@@ -189,7 +188,7 @@ static void print_header(const layer_config *c, const clattn_device_info *info, 
     }
     if (c->format != FORMAT_TABLE) return;
     printf("device: %s (%s, %s)\n%s, %s, %ld timed runs after %ld warm-up\n\n", info->name, info->platform_name,
-           info->driver_version, title, cli_dtype_name(c->dtype), c->repeat, c->warmup);
+           info->driver_version, title, clattn_dtype_name(c->dtype), c->repeat, c->warmup);
     for (size_t i = 0; i < c->field_count; ++i)
         printf("%*s ", (int)(strlen(c->fields[i].name) > 5 ? strlen(c->fields[i].name) : 5), c->fields[i].name);
     printf(" %-16s %9s %8s %8s %8s %8s%s\n", "impl", "median ms", "min ms", "max ms", "GFLOP/s", "temp MiB",
@@ -209,7 +208,7 @@ static void print_result(const layer_result *r, const clattn_device_info *info, 
     } else if (c->format == FORMAT_CSV) {
         printf("%s,%s,", r->op, r->impl);
         bench_csv_string(info->name);
-        printf(",%s", cli_dtype_name(c->dtype));
+        printf(",%s", clattn_dtype_name(c->dtype));
         for (size_t i = 0; i < c->field_count; ++i) printf(",%zu", r->shape->value[i]);
         printf(",%ld,%ld,%s,%.6f,%.6f,%.6f,%.0f,%.4f,%llu,", c->repeat, c->warmup,
                r->t.host_timer ? "host" : "events", r->t.median_ms, r->t.min_ms, r->t.max_ms, r->flops, r->gflops,
@@ -221,7 +220,7 @@ static void print_result(const layer_result *r, const clattn_device_info *info, 
         cJSON_AddStringToObject(o, "op", r->op);
         cJSON_AddStringToObject(o, "impl", r->impl);
         cJSON_AddStringToObject(o, "device", info->name);
-        cJSON_AddStringToObject(o, "dtype", cli_dtype_name(c->dtype));
+        cJSON_AddStringToObject(o, "dtype", clattn_dtype_name(c->dtype));
         for (size_t i = 0; i < c->field_count; ++i) {
             char key[32];
             /* JSON keys use underscores, like bench sdpa's kv_seq. */

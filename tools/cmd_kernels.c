@@ -15,8 +15,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "clattn_advanced.h"
 #include "cli.h"
-#include "internal.h"
 
 /* ---- small helpers ---- */
 
@@ -120,7 +120,7 @@ typedef struct classes {
 
 static const char *const mask_names[] = {"none", "additive", "bool", "key-lengths"};
 static const char *const causal_names[] = {"none", "top-left", "bottom-right"};
-static const char *const dtype_names[] = {"f32", "f16", "bf16"};
+static const char *const dtype_names[] = {"f32", "f16", "bf16"}; /* clattn_dtype_name, as a list for string_list */
 
 static int parse_classes(const char *cmd, const cli_command *c, classes *cl) {
     char buf[512];
@@ -262,8 +262,8 @@ static int record_call(const char *cmd, clattn_context *ctx, const buffers *b, s
     return cli_error(cmd, CLI_FAILED,
                      "attention with head dim %zu, %s, causal %s, mask %s, Lq %zu, Lk %zu cannot run on this "
                      "device: %s\n%s",
-                     d, dtype_names[dt], causal_names[causal], mask_names[mask], lq, lk, clattn_status_string(st),
-                     clattn_context_last_error(ctx));
+                     d, clattn_dtype_name(dt), causal_names[causal], mask_names[mask], lq, lk,
+                     clattn_status_string(st), clattn_context_last_error(ctx));
 }
 
 static int record_classes(const char *cmd, clattn_context *ctx, const classes *cl) {
@@ -279,7 +279,7 @@ static int record_classes(const char *cmd, clattn_context *ctx, const classes *c
         for (size_t i = 0; i < sizeof decode_q / sizeof decode_q[0]; ++i) qs[nq++] = decode_q[i];
     if (cl->prefill)
         for (size_t i = 0; i < sizeof prefill_q / sizeof prefill_q[0]; ++i) qs[nq++] = prefill_q[i];
-    cla_program_record_begin(ctx);
+    clattn_program_record_begin(ctx);
     for (int a = 0; a < cl->n_head_dims && rc == CLI_OK; ++a)
         for (int t = 0; t < cl->n_dtypes && rc == CLI_OK; ++t)
             for (int c = 0; c < cl->n_causal && rc == CLI_OK; ++c)
@@ -342,71 +342,64 @@ static cJSON *device_json(const clattn_device_info *d, const char *target) {
     return o;
 }
 
+/* One recorded program, copied out of the recording. */
+typedef struct program_ref {
+    char *source_name;
+    char *options;
+} program_ref;
+
 /* Writes one program's source and options, and with `build` its binary; adds its manifest entry. */
-static int export_program(const char *cmd, clattn_context *ctx, const char *out, const cla_recorded_program *r,
-                          bool build, cJSON *programs) {
-    char *source = NULL, *full = NULL, *key = NULL, *cl_path = NULL, *opt_path = NULL, *bin_path = NULL;
-    size_t source_len = 0;
+static int export_program(const char *cmd, clattn_context *ctx, const char *out, const program_ref *r, bool build,
+                          cJSON *programs) {
+    char *cl_path = NULL, *opt_path = NULL;
     unsigned char *bin = NULL;
     size_t bin_size = 0;
     int rc = CLI_OK;
-    clattn_status st = cla_source_load(ctx, r->source_name, &source, &source_len);
-    if (st != CLATTN_SUCCESS) {
-        rc = cli_report_status(cmd, ctx, st, "loading a kernel source");
-        goto out;
-    }
-    full = cla_program_full_options(ctx, r->options);
-    key = cla_program_cache_key(ctx, r->source_name, r->options);
-    char hash[CLA_ENTRY_NAME_SIZE], stem[160], cl_name[176], opt_name[176];
-    if (!full || !key) {
-        rc = cli_error(cmd, CLI_FAILED, "out of memory");
-        goto out;
-    }
-    cla_entry_file_name(key, hash);
-    snprintf(stem, sizeof stem, "%.100s-%.12s", r->source_name, hash);
+    clattn_program_description d;
+    clattn_status st = clattn_program_describe(ctx, r->source_name, r->options, &d);
+    if (st != CLATTN_SUCCESS) return cli_report_status(cmd, ctx, st, "loading a kernel source");
+    char stem[160], cl_name[176], opt_name[176];
+    snprintf(stem, sizeof stem, "%.100s-%.12s", r->source_name, d.binary_file);
     snprintf(cl_name, sizeof cl_name, "%s.cl", stem);
     snprintf(opt_name, sizeof opt_name, "%s.options", stem);
     cl_path = path_join(out, cl_name);
     opt_path = path_join(out, opt_name);
-    bin_path = cla_binary_path(out, key);
-    if (!cl_path || !opt_path || !bin_path) {
+    if (!cl_path || !opt_path) {
         rc = cli_error(cmd, CLI_FAILED, "out of memory");
         goto out;
     }
-    if (!write_text(cl_path, source, source_len) || !write_text(opt_path, full, strlen(full))) {
+    if (!write_text(cl_path, d.source, d.source_length) ||
+        !write_text(opt_path, d.build_options, strlen(d.build_options))) {
         rc = cli_error(cmd, CLI_FAILED, "cannot write %s or %s: %s", cl_path, opt_path, strerror(errno));
         goto out;
     }
     if (build) {
-        st = cla_program_binary(ctx, r->source_name, r->options, &bin, &bin_size);
+        st = clattn_program_build_binary(ctx, r->source_name, r->options, &bin, &bin_size);
         if (st != CLATTN_SUCCESS) {
             rc = cli_report_status(cmd, ctx, st, "building a program");
             goto out;
         }
-        int err = cla_entry_write(bin_path, key, bin, bin_size, ctx);
-        if (err) {
-            rc = cli_error(cmd, CLI_FAILED, "cannot write %s: %s", bin_path, strerror(err));
+        char why[1024];
+        if (clattn_binary_write(out, d.key, bin, bin_size, why, sizeof why) != CLATTN_SUCCESS) {
+            rc = cli_error(cmd, CLI_FAILED, "%s", why);
             goto out;
         }
     }
     cJSON *p = cJSON_CreateObject();
     cJSON_AddStringToObject(p, "source", r->source_name);
     cJSON_AddStringToObject(p, "options", r->options);
-    cJSON_AddStringToObject(p, "build_options", full);
-    cJSON_AddStringToObject(p, "key", key);
+    cJSON_AddStringToObject(p, "build_options", d.build_options);
+    cJSON_AddStringToObject(p, "key", d.key);
     cJSON_AddStringToObject(p, "source_file", cl_name);
     cJSON_AddStringToObject(p, "options_file", opt_name);
-    cJSON_AddStringToObject(p, "binary_file", hash);
+    cJSON_AddStringToObject(p, "binary_file", d.binary_file);
     cJSON_AddBoolToObject(p, "binary_built", build);
     cJSON_AddItemToArray(programs, p);
 out:
-    free(source);
-    free(full);
-    free(key);
+    clattn_program_description_free(&d);
     free(cl_path);
     free(opt_path);
-    free(bin_path);
-    free(bin);
+    clattn_free(bin);
     return rc;
 }
 
@@ -468,22 +461,28 @@ static int kernels_export(int argc, char **argv) {
      * device's description is the target's, which is all the choice of programs depends on. */
     clattn_context *ctx = NULL;
     if ((rc = cli_open_context(CMD, cli_value(&cmd, "device"), false, &ctx)) != CLI_OK) return rc;
-    if (target) fpga_target(&ctx->info);
-    rc = record_classes(CMD, ctx, &cl);
-    size_t count = 0;
-    const cla_recorded_program *rec = cla_program_recorded(ctx, &count);
-    /* The list outlives the recording: copy it, then build with recording off. */
-    cla_recorded_program *list = calloc(count ? count : 1, sizeof *list);
-    for (size_t i = 0; list && i < count; ++i) {
-        list[i].source_name = cla_strdup(rec[i].source_name);
-        list[i].options = cla_strdup(rec[i].options);
+    clattn_device_info info;
+    if (target) {
+        fpga_target(&info);
+        clattn_context_set_target(ctx, &info);
     }
-    cla_program_record_end(ctx);
+    clattn_context_device_info(ctx, &info);
+    rc = record_classes(CMD, ctx, &cl);
+    const size_t count = clattn_program_record_count(ctx);
+    /* The list outlives the recording: copy it, then build with recording off. */
+    program_ref *list = calloc(count ? count : 1, sizeof *list);
+    for (size_t i = 0; list && i < count; ++i) {
+        const char *source_name = NULL, *program_options = NULL;
+        if (clattn_program_recorded(ctx, i, &source_name, &program_options) != CLATTN_SUCCESS) continue;
+        list[i].source_name = strdup(source_name);
+        list[i].options = strdup(program_options);
+    }
+    clattn_program_record_end(ctx);
     if (rc == CLI_OK && !list) rc = cli_error(CMD, CLI_FAILED, "out of memory");
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "format", "clattn-kernels-export 1");
     cJSON_AddStringToObject(root, "clattn_version", clattn_version_string());
-    cJSON_AddItemToObject(root, "device", device_json(&ctx->info, target));
+    cJSON_AddItemToObject(root, "device", device_json(&info, target));
     cJSON_AddItemToObject(root, "classes", classes_json(&cl));
     cJSON *programs = cJSON_AddArrayToObject(root, "programs");
     for (size_t i = 0; rc == CLI_OK && i < count; ++i) {
@@ -495,7 +494,7 @@ static int kernels_export(int argc, char **argv) {
     }
     if (rc == CLI_OK) rc = write_manifest(CMD, out, root);
     if (rc == CLI_OK)
-        printf("%zu programs for '%s'%s written to %s (manifest.json lists them)\n", count, ctx->info.name,
+        printf("%zu programs for '%s'%s written to %s (manifest.json lists them)\n", count, info.name,
                build ? " with their binaries" : "", out);
     cJSON_Delete(root);
     for (size_t i = 0; list && i < count; ++i) {
@@ -545,6 +544,8 @@ static int kernels_pack(int argc, char **argv) {
         cJSON_Delete(root);
         return rc;
     }
+    clattn_device_info info;
+    clattn_context_device_info(ctx, &info);
     const cJSON *programs = cJSON_GetObjectItemCaseSensitive(root, "programs");
     int packed = 0, absent = 0;
     const cJSON *p = NULL;
@@ -567,34 +568,31 @@ static int kernels_pack(int argc, char **argv) {
         char *raw_path = path_join(dir, raw_name);
         size_t raw_size = 0;
         unsigned char *raw = raw_path ? read_all(raw_path, 1u << 30, &raw_size) : NULL;
-        char *key = cla_program_cache_key(ctx, src->valuestring, opt->valuestring);
-        char *full = cla_program_full_options(ctx, opt->valuestring);
+        clattn_program_description d;
+        memset(&d, 0, sizeof d);
         if (!raw || raw_size == 0) {
             fprintf(stderr, "clattn %s: %s is missing; compile %s with %s first\n", CMD,
                     raw_path ? raw_path : raw_name, file->valuestring, "the options in the .options file");
             ++absent;
-        } else if (!key || !full) {
+        } else if (clattn_program_describe(ctx, src->valuestring, opt->valuestring, &d) != CLATTN_SUCCESS) {
             rc = cli_report_status(CMD, ctx, CLATTN_ERROR_KERNEL_NOT_FOUND, "computing a program key");
         } else {
-            if (cJSON_IsString(built) && strcmp(built->valuestring, full) != 0)
+            if (cJSON_IsString(built) && strcmp(built->valuestring, d.build_options) != 0)
                 fprintf(stderr,
                         "clattn %s: warning: %s was exported with build options '%s', but '%s' builds with '%s'\n",
-                        CMD, file->valuestring, built->valuestring, ctx->info.name, full);
-            char *bin_path = cla_binary_path(dir, key);
-            int err = bin_path ? cla_entry_write(bin_path, key, raw, raw_size, ctx) : ENOMEM;
-            if (err)
-                rc = cli_error(CMD, CLI_FAILED, "cannot write %s: %s", bin_path ? bin_path : dir, strerror(err));
+                        CMD, file->valuestring, built->valuestring, info.name, d.build_options);
+            char why[1024];
+            if (clattn_binary_write(dir, d.key, raw, raw_size, why, sizeof why) != CLATTN_SUCCESS)
+                rc = cli_error(CMD, CLI_FAILED, "%s", why);
             else
                 ++packed;
-            free(bin_path);
         }
+        clattn_program_description_free(&d);
         free(raw);
         free(raw_path);
-        free(key);
-        free(full);
     }
     if (rc == CLI_OK) {
-        printf("%d binaries packed for '%s' in %s%s\n", packed, ctx->info.name, dir,
+        printf("%d binaries packed for '%s' in %s%s\n", packed, info.name, dir,
                absent ? "; some compiler outputs are missing (see above)" : "");
         if (absent) rc = CLI_FAILED;
     }

@@ -8,7 +8,6 @@
 #include <time.h>
 
 #include "cli.h"
-#include "dtype.h"
 #include "npy.h"
 #include "check_tolerance.h"
 #include "reference.h"
@@ -69,9 +68,9 @@ static double check_against_reference(const clattn_sdpa_host_desc *d, const run_
     double *out = calloc(no + 1, sizeof *out), *lse = calloc(B * Hq * Lq + 1, sizeof *lse);
     double worst = INFINITY;
     if (!q || !k || !v || !out || !lse) goto done;
-    for (size_t i = 0; i < nq; ++i) q[i] = cla_round_to_dtype(r->q[i], d->storage);
-    for (size_t i = 0; i < nk; ++i) k[i] = cla_round_to_dtype(r->k[i], d->storage);
-    for (size_t i = 0; i < nv; ++i) v[i] = cla_round_to_dtype(r->v[i], d->storage);
+    for (size_t i = 0; i < nq; ++i) q[i] = clattn_dtype_round(d->storage, r->q[i]);
+    for (size_t i = 0; i < nk; ++i) k[i] = clattn_dtype_round(d->storage, r->k[i]);
+    for (size_t i = 0; i < nv; ++i) v[i] = clattn_dtype_round(d->storage, r->v[i]);
     cla_ref_sdpa ref;
     memset(&ref, 0, sizeof ref);
     ref.q = cla_ref_dense(q, B, Hq, Lq, Dk);
@@ -97,7 +96,7 @@ static double check_against_reference(const clattn_sdpa_host_desc *d, const run_
     ref.out = out;
     ref.lse = lse;
     if (cla_reference_sdpa(&ref) != 0) goto done;
-    worst = run_max_error(r->out, out, no, false, NULL);
+    worst = support_max_error(r->out, out, no, false, NULL);
     *worst_lse = 0.0;
     if (r->lse)
         for (size_t i = 0; i < B * Hq * Lq; ++i) {
@@ -113,23 +112,10 @@ done:
     return worst;
 }
 
-/* run sdpa's rules for --mask: broadcastable to [B, Hq, Lq, Lk], its leading dimensions optional. */
-static int check_mask_shape(void *user, const char *path, const npy_array *a, size_t shape[4]) {
-    clattn_sdpa_host_desc *d = user;
-    if (a->ndim < 2 || a->ndim > 4)
-        return cli_error(CMD, CLI_USAGE, "--mask %s: expected [Lq, Lk], [H, Lq, Lk] or [B, H, Lq, Lk], found %d-D",
-                         path, a->ndim);
-    if (shape[2] != d->q_len || shape[3] != d->kv_len || (shape[0] != 1 && shape[0] != d->batch) ||
-        (shape[1] != 1 && shape[1] != d->q_heads))
-        return cli_error(CMD, CLI_USAGE,
-                         "--mask %s: shape [%zu, %zu, %zu, %zu] does not broadcast to [%zu, %zu, %zu, %zu]", path,
-                         shape[0], shape[1], shape[2], shape[3], d->batch, d->q_heads, d->q_len, d->kv_len);
-    return CLI_OK;
-}
-
 static int load_mask(const char *path, clattn_sdpa_host_desc *d, run_data *r) {
     run_mask m = {0};
-    int rc = run_load_mask(CMD, path, check_mask_shape, d, &m);
+    const size_t want[4] = {d->batch, d->q_heads, d->q_len, d->kv_len};
+    int rc = run_load_mask(CMD, path, want, false, &m);
     r->mask = m.additive;
     r->bool_mask = m.bool_mask;
     if (rc != CLI_OK) return rc;
@@ -162,9 +148,9 @@ static int prepare(const cli_command *cmd, clattn_sdpa_host_desc *d, run_data *r
         r->v = malloc((nk + 1) * sizeof(float));
         if (!r->q || !r->k || !r->v) return cli_error(CMD, CLI_FAILED, "out of memory for --random %s", random);
         unsigned seed = 12345;
-        for (size_t i = 0; i < nq; ++i) r->q[i] = run_random(&seed);
-        for (size_t i = 0; i < nk; ++i) r->k[i] = run_random(&seed);
-        for (size_t i = 0; i < nk; ++i) r->v[i] = run_random(&seed);
+        for (size_t i = 0; i < nq; ++i) r->q[i] = support_random(&seed);
+        for (size_t i = 0; i < nk; ++i) r->k[i] = support_random(&seed);
+        for (size_t i = 0; i < nk; ++i) r->v[i] = support_random(&seed);
     } else {
         if (!qp || !kp || !vp) return cli_error(CMD, CLI_USAGE, "--q, --k and --v are required (or --random)");
         if ((rc = read_bhld(qp, "q", &r->q_npy, &r->q))) return rc;
@@ -271,7 +257,7 @@ static int run_sdpa(int argc, char **argv) {
         clattn_context_device_info(ctx, &info);
         printf("sdpa B=%zu Hq=%zu Hkv=%zu Lq=%zu Lk=%zu D=%zu Dv=%zu %s on %s: %.3f s including transfers "
                "(and compilation on a cold cache)\n",
-               d.batch, d.q_heads, d.kv_heads, d.q_len, d.kv_len, d.head_dim, Dv, cli_dtype_name(d.storage),
+               d.batch, d.q_heads, d.kv_heads, d.q_len, d.kv_len, d.head_dim, Dv, clattn_dtype_name(d.storage),
                info.name, elapsed);
         if (cli_flag(&cmd, "check")) {
             double worst_lse = 0.0;

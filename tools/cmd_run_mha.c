@@ -8,7 +8,6 @@
 #include <string.h>
 
 #include "cli.h"
-#include "dtype.h"
 #include "npy.h"
 #include "check_tolerance.h"
 #include "reference_mha.h"
@@ -181,38 +180,21 @@ static int make_random(const cli_command *cmd, run_data *r, size_t d_model) {
     scale[W_O] = 1.0f / sqrtf((float)(H * c->v_head_dim));
     unsigned seed = 12345;
     const size_t nx = r->batch * r->q_len * c->d_model, nm = r->batch * r->mem_len * c->kv_d_model;
-    r->x = run_random_array(nx, 1.0f, CLATTN_DTYPE_F32, &seed);
-    r->memory = r->mem_len ? run_random_array(nm, 1.0f, CLATTN_DTYPE_F32, &seed) : NULL;
+    r->x = support_random_array(nx, 1.0f, CLATTN_DTYPE_F32, &seed);
+    r->memory = r->mem_len ? support_random_array(nm, 1.0f, CLATTN_DTYPE_F32, &seed) : NULL;
     if (!r->x || (r->mem_len && !r->memory)) return cli_error(CMD, CLI_FAILED, "out of memory");
     for (int i = 0; i < W_COUNT; ++i) {
         if (!count[i]) continue;
-        r->w[i] = run_random_array(count[i], scale[i], CLATTN_DTYPE_F32, &seed);
+        r->w[i] = support_random_array(count[i], scale[i], CLATTN_DTYPE_F32, &seed);
         if (!r->w[i]) return cli_error(CMD, CLI_FAILED, "out of memory");
     }
     return CLI_OK;
 }
 
-/* run mha's rules for --mask: broadcastable to [B, H, Lq, Lk], 2-D to 4-D. */
-typedef struct mask_rule {
-    const run_data *r;
-    size_t kv_len;
-} mask_rule;
-
-static int check_mask_shape(void *user, const char *path, const npy_array *a, size_t shape[4]) {
-    const mask_rule *m = user;
-    const run_data *r = m->r;
-    if (a->ndim < 2 || a->ndim > 4 || shape[2] != r->q_len || shape[3] != m->kv_len ||
-        (shape[0] != 1 && shape[0] != r->batch) || (shape[1] != 1 && shape[1] != r->cfg.heads))
-        return cli_error(CMD, CLI_USAGE,
-                         "--mask %s: expected a shape broadcastable to [%zu, %zu, %zu, %zu] (2-D to 4-D)", path,
-                         r->batch, r->cfg.heads, r->q_len, m->kv_len);
-    return CLI_OK;
-}
-
 static int load_mask(const char *path, run_data *r, size_t kv_len) {
-    mask_rule rule = {r, kv_len};
     run_mask m = {0};
-    int rc = run_load_mask(CMD, path, check_mask_shape, &rule, &m);
+    const size_t want[4] = {r->batch, r->cfg.heads, r->q_len, kv_len};
+    int rc = run_load_mask(CMD, path, want, false, &m);
     r->mask = m.additive;
     r->bool_mask = m.bool_mask;
     memcpy(r->mask_shape, m.shape, sizeof m.shape);
@@ -293,8 +275,8 @@ static int prepare(const cli_command *cmd, run_data *r) {
 /* `n` floats rounded in place to the storage dtype, so that --check compares with what the device saw, and
  * uploaded in that dtype. */
 static cl_mem upload_storage(clattn_context *ctx, float *values, size_t n, clattn_dtype dt) {
-    run_round_to_dtype(values, n, dt);
-    return run_buffer_storage(ctx, values, n, dt, NULL);
+    support_round_array(values, n, dt);
+    return support_buffer_storage(ctx, values, n, dt, NULL);
 }
 
 /* Runs the layer on the device; out receives [B, Lq, d_model] floats. */
@@ -316,16 +298,16 @@ static int run_layer(clattn_context *ctx, run_data *r, clattn_dtype dt, const cl
     if (rc == CLI_OK) {
         xb = upload_storage(ctx, r->x, nx, dt);
         if (r->memory) mb = upload_storage(ctx, r->memory, nm, dt);
-        ob = run_buffer(ctx, NULL, nx * clattn_dtype_size(dt), NULL);
+        ob = support_buffer(ctx, NULL, nx * clattn_dtype_size(dt), NULL);
         const size_t mn = r->mask_shape[0] * r->mask_shape[1] * Lq * kv_len;
         if (r->mask || r->bool_mask) {
-            maskb = r->mask ? run_buffer(ctx, r->mask, mn * sizeof(float), NULL)
-                            : run_buffer(ctx, r->bool_mask, mn, NULL);
+            maskb = r->mask ? support_buffer(ctx, r->mask, mn * sizeof(float), NULL)
+                            : support_buffer(ctx, r->bool_mask, mn, NULL);
             desc.attention.mask = clattn_tensor_bhld(maskb, r->mask ? CLATTN_DTYPE_F32 : CLATTN_DTYPE_BOOL,
                                                      r->mask_shape[0], r->mask_shape[1], Lq, kv_len);
         }
         if (r->key_lengths)
-            desc.attention.key_lengths = klb = run_buffer(ctx, r->key_lengths, B * sizeof(int32_t), NULL);
+            desc.attention.key_lengths = klb = support_buffer(ctx, r->key_lengths, B * sizeof(int32_t), NULL);
         if (!xb || (r->memory && !mb) || !ob || ((r->mask || r->bool_mask) && !maskb) || (r->key_lengths && !klb))
             rc = cli_error(CMD, CLI_FAILED, "allocating the device buffers failed");
     }
@@ -340,7 +322,7 @@ static int run_layer(clattn_context *ctx, run_data *r, clattn_dtype dt, const cl
         }
     }
     if (rc == CLI_OK) {
-        cl_int err = run_read_storage(ctx, ob, r->out, nx, dt);
+        cl_int err = support_read_storage(ctx, ob, r->out, nx, dt);
         if (err != CL_SUCCESS) rc = cli_error(CMD, CLI_FAILED, "reading the output back failed: %d", err);
     }
     cl_mem all[] = {xb, mb, ob, maskb, klb};
@@ -386,7 +368,7 @@ static double check_against_reference(const run_data *r, const clattn_mha_desc *
     ref.out = out;
     double worst = INFINITY;
     *ref_max = 0.0;
-    if (cla_reference_mha(&ref) == 0) worst = run_max_error(r->out, out, n, false, ref_max);
+    if (cla_reference_mha(&ref) == 0) worst = support_max_error(r->out, out, n, false, ref_max);
     free(out);
     return worst;
 }
@@ -463,7 +445,7 @@ int cmd_run_mha(int argc, char **argv) {
     if (rc == CLI_OK) {
         printf("mha B=%zu Lq=%zu %s%zu d_model=%zu H=%zu Hkv=%zu DK=%zu DV=%zu %s done\n", r.batch, r.q_len,
                r.memory ? "cross Lk=" : "self Lk=", r.memory ? r.mem_len : r.q_len, c->d_model, c->heads,
-               c->kv_heads, c->head_dim, c->v_head_dim, cli_dtype_name(dt));
+               c->kv_heads, c->head_dim, c->v_head_dim, clattn_dtype_name(dt));
         if (cli_flag(&cmd, "check")) {
             double ref_max = 0.0;
             double worst = check_against_reference(&r, &desc, &ref_max);

@@ -9,7 +9,6 @@
 #include <string.h>
 
 #include "cli.h"
-#include "dtype.h"
 #include "npy.h"
 #include "check_tolerance.h"
 #include "reference_seq2seq.h"
@@ -62,7 +61,7 @@ static int read_array(const s2s_run *r, const char *opt, const char *path, int n
 
 /* n random values in [-2, 2) times `scale` (weights get 1/sqrt(fan-in), so that tanh is not saturated). */
 static float *random_array(size_t n, float scale, unsigned *seed) {
-    return run_random_array(n, scale, CLATTN_DTYPE_F32, seed);
+    return support_random_array(n, scale, CLATTN_DTYPE_F32, seed);
 }
 
 static bool hidden(clattn_score s) {
@@ -157,30 +156,15 @@ static int load_files(s2s_run *r, const cli_command *cmd) {
     return CLI_OK;
 }
 
-/* The seq2seq rules for --mask: [Lq, Lk], [B, Lq, Lk] (the batch, not the single head, leads) or
- * [B, 1, Lq, Lk], its batch 1 or B. */
-static int check_mask_shape(void *user, const char *path, const npy_array *a, size_t shape[4]) {
-    s2s_run *r = user;
-    if (a->ndim < 2 || a->ndim > 4)
-        return cli_error(r->cmd, CLI_USAGE, "--mask %s: expected [Lq, Lk], [B, Lq, Lk] or [B, 1, Lq, Lk]", path);
-    if (a->ndim == 3) {
-        shape[0] = a->shape[0];
-        shape[1] = 1;
-    }
-    r->mask_batch = shape[0];
-    if (shape[1] != 1 || shape[2] != r->Lq || shape[3] != r->Lk || (shape[0] != 1 && shape[0] != r->B))
-        return cli_error(r->cmd, CLI_USAGE, "--mask %s: shape does not broadcast to [%zu, 1, %zu, %zu]", path, r->B,
-                         r->Lq, r->Lk);
-    return CLI_OK;
-}
-
 static int load_mask_and_lengths(s2s_run *r, const cli_command *cmd) {
     const char *path = cli_value(cmd, "mask");
     if (path) {
         run_mask m = {0};
-        int rc = run_load_mask(r->cmd, path, check_mask_shape, r, &m);
+        const size_t want[4] = {r->B, 1, r->Lq, r->Lk};
+        int rc = run_load_mask(r->cmd, path, want, true, &m);
         r->mask = m.additive;
         r->bool_mask = m.bool_mask;
+        r->mask_batch = m.shape[0];
         if (rc) return rc;
     }
     if ((path = cli_value(cmd, "key-lengths")))
@@ -192,13 +176,13 @@ static int load_mask_and_lengths(s2s_run *r, const cli_command *cmd) {
 static cl_mem upload(const s2s_run *r, clattn_context *ctx, const float *host, size_t n, clattn_dtype dt,
                      const char *what) {
     cl_int err = CL_SUCCESS;
-    cl_mem m = run_buffer_storage(ctx, host, n, dt, &err);
+    cl_mem m = support_buffer_storage(ctx, host, n, dt, &err);
     if (!m) cli_error(r->cmd, CLI_FAILED, "allocating %s on the device failed: %d", what, err);
     return m;
 }
 
 static int download(const s2s_run *r, clattn_context *ctx, cl_mem m, float *host, size_t n, clattn_dtype dt) {
-    cl_int err = run_read_storage(ctx, m, host, n, dt);
+    cl_int err = support_read_storage(ctx, m, host, n, dt);
     return err == CL_SUCCESS ? CLI_OK : cli_error(r->cmd, CLI_FAILED, "reading the results back failed: %d", err);
 }
 
@@ -217,11 +201,11 @@ static int run_device(s2s_run *r, clattn_context *ctx, bool want_weights) {
     const size_t nm = r->mask_batch * r->Lq * r->Lk;
     cl_int err = CL_SUCCESS;
     cl_mem bm = r->mask        ? upload(r, ctx, r->mask, nm, CLATTN_DTYPE_F32, "the mask")
-                : r->bool_mask ? run_buffer(ctx, r->bool_mask, nm, &err)
+                : r->bool_mask ? support_buffer(ctx, r->bool_mask, nm, &err)
                                : NULL;
     if (r->bool_mask && !bm)
         cli_error(r->cmd, CLI_FAILED, "allocating %s on the device failed: %d", "the mask", err);
-    cl_mem bkl = r->key_lengths ? run_buffer(ctx, r->key_lengths, r->B * sizeof(int32_t), &err) : NULL;
+    cl_mem bkl = r->key_lengths ? support_buffer(ctx, r->key_lengths, r->B * sizeof(int32_t), &err) : NULL;
     if (r->key_lengths && !bkl)
         cli_error(r->cmd, CLI_FAILED, "allocating %s on the device failed: %d", "the key lengths", err);
     int rc = CLI_OK;
@@ -275,9 +259,9 @@ static double check(const s2s_run *r, double *worst_weights) {
         memcpy(q, r->query, nq * sizeof *q);
         memcpy(k, r->keys, nk * sizeof *k);
         if (r->values) memcpy(v, r->values, nv * sizeof *v);
-        run_round_to_dtype(q, nq, r->storage);
-        run_round_to_dtype(k, nk, r->storage);
-        run_round_to_dtype(v, r->values ? nv : 0, r->storage);
+        support_round_array(q, nq, r->storage);
+        support_round_array(k, nk, r->storage);
+        support_round_array(v, r->values ? nv : 0, r->storage);
         cla_ref_seq2seq a = {r->score,
                              r->B,
                              r->Lq,
@@ -301,8 +285,8 @@ static double check(const s2s_run *r, double *worst_weights) {
                              out,
                              w};
         if (cla_reference_seq2seq(&a) == 0) {
-            worst = run_max_error(r->context, out, no, true, NULL);
-            if (r->weights) *worst_weights = run_max_error(r->weights, w, nw, false, NULL);
+            worst = support_max_error(r->context, out, no, true, NULL);
+            if (r->weights) *worst_weights = support_max_error(r->weights, w, nw, false, NULL);
         }
     }
     free(q);
@@ -394,7 +378,7 @@ static int run_seq2seq(const char *name, bool luong, int argc, char **argv) {
     if (rc == CLI_OK) {
         static const char *scores[] = {"additive", "dot", "general", "concat"};
         printf("%s attention B=%zu Lq=%zu Lk=%zu Dq=%zu Dk=%zu Dv=%zu A=%zu %s\n", scores[r.score], r.B, r.Lq, r.Lk,
-               r.Dq, r.Dk, r.Dv, r.A, cli_dtype_name(r.storage));
+               r.Dq, r.Dk, r.Dv, r.A, clattn_dtype_name(r.storage));
         if (cli_flag(&cmd, "check")) {
             double worst_w = 0.0, worst = check(&r, &worst_w);
             const double tol =

@@ -22,14 +22,14 @@
 static const char *const default_shapes = DEFAULT_SHAPES;
 
 typedef struct class_outcome {
-    const cla_tune_op *op;
+    const clattn_tune_op *op;
     char hash[33]; /* of the operation's kernel sources */
-    cla_tune_class cls;
-    char text[CLA_TUNE_CLASS_TEXT];
+    clattn_tune_class cls;
+    char text[CLATTN_TUNE_CLASS_TEXT];
     bool done, stored;
     bool have_default, have_best;
     double default_ms, best_ms;
-    char best[CLA_TUNE_PARAMS_TEXT];
+    char best[CLATTN_TUNE_PARAMS_TEXT];
     long evaluations, failures;
     size_t space, pruned;
 } class_outcome;
@@ -49,11 +49,11 @@ static int parse_classes(const char *text, class_outcome *out, size_t *count) {
         char why[256];
         class_outcome *o = &out[*count];
         memset(o, 0, sizeof *o);
-        if (!cla_tune_shape_parse(item, &o->op, &o->cls, why, sizeof why))
+        if (clattn_tune_class_parse(item, &o->op, &o->cls, why, sizeof why) != CLATTN_SUCCESS)
             return cli_error(CMD, CLI_USAGE, "--shapes: %s", why);
         if (o->cls.seq > (1L << 16))
             return cli_error(CMD, CLI_USAGE, "--shapes: %s: lengths above 65536 are too slow to tune", item);
-        cla_tune_op_class_format(o->op, &o->cls, o->text, sizeof o->text);
+        clattn_tune_class_format(o->op, &o->cls, o->text, sizeof o->text);
         ++*count;
         p += len;
         if (*p == ',') ++p;
@@ -108,17 +108,8 @@ static int show(clattn_context *ctx, const class_outcome *classes, size_t count)
            file && access(file, R_OK) == 0 ? "present" : "absent");
     printf("\n%-36s %-14s %-28s %10s  %s\n", "class", "source", "entry", "tuned ms", "parameters");
     for (size_t i = 0; i < count; ++i) {
-        const cla_tune_problem p = cla_tune_op_class_problem(classes[i].op, &classes[i].cls);
         clattn_tuning_query q;
-        clattn_tuning_query_init(&q);
-        q.operation = classes[i].op->name;
-        q.head_dim = p.head_dim;
-        q.v_head_dim = p.v_head_dim;
-        q.dtype = p.dtype;
-        q.mask = p.mask_kind;
-        q.causal = p.causal ? CLATTN_CAUSAL_BOTTOM_RIGHT : CLATTN_CAUSAL_NONE;
-        q.q_len = p.q_len;
-        q.kv_len = p.kv_len;
+        clattn_tune_class_problem(classes[i].op, &classes[i].cls, &q);
         clattn_tuning_choice ch;
         clattn_status st = clattn_tuning_lookup(ctx, &q, &ch);
         if (st != CLATTN_SUCCESS) return cli_report_status(CMD, ctx, st, "the tuning lookup");
@@ -130,9 +121,9 @@ static int show(clattn_context *ctx, const class_outcome *classes, size_t count)
     /* What the context gave CLBlast for the layer's GEMMs. */
     printf("\n%-36s %-14s %10s %10s  %s\n", "CLBlast kernel (fp32)", "source", "tuned ms", "default ms",
            "parameters");
-    for (int k = 0; k < CLA_CLBLAST_KERNEL_COUNT; ++k) {
+    for (int k = 0; k < CLATTN_CLBLAST_KERNEL_COUNT; ++k) {
         char name[64];
-        snprintf(name, sizeof name, "clblast:%s", cla_clblast_kernels[k].name);
+        snprintf(name, sizeof name, "clblast:%s", clattn_clblast_kernel_at(k)->name);
         clattn_tuning_query q;
         clattn_tuning_query_init(&q);
         q.operation = name;
@@ -148,89 +139,23 @@ static int show(clattn_context *ctx, const class_outcome *classes, size_t count)
 }
 
 /* Records the best configuration of a class in the database (and, for the first class of a phase in this run, as
- * the device default of that phase), rereading the file first so that other classes' entries stay. */
-static void read_for_update(const char *db_path, const clattn_device_info *info, cla_tuning_db *out) {
-    cla_tuning_db db;
-    memset(&db, 0, sizeof db);
-    FILE *f = fopen(db_path, "rb");
-    if (f) {
-        char *text = NULL;
-        size_t len = 0, cap = 0;
-        for (;;) {
-            if (len + 4096 > cap) {
-                char *n = realloc(text, cap = cap ? 2 * cap : 65536);
-                if (!n) break;
-                text = n;
-            }
-            size_t got = fread(text + len, 1, cap - len, f);
-            len += got;
-            if (!got) break;
-        }
-        fclose(f);
-        char why[256];
-        if (text && !cla_tuning_db_parse(text, len, &db, why, sizeof why))
-            fprintf(stderr, "clattn tune: the existing database %s is malformed (%s); it is rewritten\n", db_path,
-                    why);
-        free(text);
-    }
-    if (strcmp(db.platform, info->platform_name) != 0 || strcmp(db.device, info->name) != 0 ||
-        strcmp(db.driver, info->driver_version) != 0) {
-        cla_tuning_db_clear(&db); /* another device's or driver's: its entries do not apply here */
-        snprintf(db.platform, sizeof db.platform, "%s", info->platform_name);
-        snprintf(db.device, sizeof db.device, "%s", info->name);
-        snprintf(db.driver, sizeof db.driver, "%s", info->driver_version);
-    }
-    db.path = cla_strdup(db_path);
-    *out = db;
-}
-
-static bool save(cla_tuning_db *db) {
-    char why[512];
-    bool ok = cla_tuning_db_save(db, why, sizeof why);
-    if (!ok) fprintf(stderr, "clattn tune: %s\n", why);
-    cla_tuning_db_clear(db);
-    return ok;
+ * the device default of that phase); the library rereads the file first, so that other classes' entries stay. */
+static bool store(const char *db_path, const clattn_device_info *info, const char *hash, const class_outcome *o,
+                  bool phase_default) {
+    clattn_tuning_record r = {o->op, hash, o->cls, o->best, o->best_ms, o->have_default ? o->default_ms : 0};
+    char message[1024];
+    clattn_status st = clattn_tuning_database_store(db_path, info, &r, phase_default, message, sizeof message);
+    if (message[0]) fprintf(stderr, "clattn tune: %s\n", message);
+    return st == CLATTN_SUCCESS;
 }
 
 /* Records the best CLBlast parameters as the database's "clblast" section, keeping its kernel entries. */
-static bool store_clblast(const char *db_path, const clattn_device_info *info, const cla_clblast_section *section) {
-    cla_tuning_db db;
-    read_for_update(db_path, info, &db);
-    char *text = cla_clblast_section_to_json(section);
-    if (!text) {
-        cla_tuning_db_clear(&db);
-        return false;
-    }
-    free(db.clblast);
-    db.clblast = text;
-    return save(&db);
-}
-
-static bool store(const char *db_path, const clattn_device_info *info, const char *hash, const class_outcome *o,
-                  bool phase_default) {
-    cla_tuning_db db;
-    read_for_update(db_path, info, &db);
-    cla_tuning_entry e;
-    memset(&e, 0, sizeof e);
-    snprintf(e.op, sizeof e.op, "%s", o->op->name);
-    snprintf(e.source_hash, sizeof e.source_hash, "%s", hash);
-    e.cls = o->cls;
-    snprintf(e.params, sizeof e.params, "%s", o->best);
-    e.ms = o->best_ms;
-    e.default_ms = o->have_default ? o->default_ms : 0;
-    bool ok = cla_tuning_db_put(&db, &e);
-    if (ok && phase_default) {
-        cla_tuning_entry d = e;
-        d.cls.head_dim = d.cls.dtype = d.cls.mask_kind = d.cls.causal = d.cls.v_dim = -1;
-        d.cls.seq = -1;
-        d.ms = d.default_ms = 0;
-        ok = cla_tuning_db_put(&db, &d);
-    }
-    if (!ok) {
-        cla_tuning_db_clear(&db);
-        return false;
-    }
-    return save(&db);
+static bool store_clblast(const char *db_path, const clattn_device_info *info,
+                          const clattn_clblast_params *params) {
+    char message[1024];
+    clattn_status st = clattn_tuning_database_store_clblast(db_path, info, params, message, sizeof message);
+    if (message[0]) fprintf(stderr, "clattn tune: %s\n", message);
+    return st == CLATTN_SUCCESS;
 }
 
 static void print_table(const class_outcome *classes, size_t count) {
@@ -335,7 +260,7 @@ int cmd_tune(int argc, char **argv) {
     char *log_path = named ? log_path_for(db_path) : NULL;
     bool sources_ok = true;
     for (size_t i = 0; i < count && sources_ok; ++i)
-        sources_ok = cla_tuning_source_hash(ctx, classes[i].op, classes[i].hash);
+        sources_ok = clattn_tune_op_source_hash(ctx, classes[i].op, classes[i].hash) == CLATTN_SUCCESS;
     if (!sources_ok || !log_path) {
         free(log_path);
         clattn_context_free(ctx);
@@ -364,9 +289,10 @@ int cmd_tune(int argc, char **argv) {
     int result = CLI_OK;
     for (size_t i = 0; i < count; ++i) {
         class_outcome *o = &classes[i];
-        const cla_tune_op *op = o->op;
+        const clattn_tune_op *op = o->op;
         const char *hash = o->hash;
-        const cla_tune_problem p = cla_tune_op_class_problem(op, &o->cls);
+        clattn_tuning_query p;
+        clattn_tune_class_problem(op, &o->cls, &p);
         tune_space sp;
         char why[256];
         if (!tune_space_build(&sp, op, cli_value(&cmd, "space"), &info, &p, why, sizeof why)) {
@@ -375,15 +301,15 @@ int cmd_tune(int argc, char **argv) {
         }
         o->space = sp.count;
         o->pruned = sp.pruned;
-        cla_tune_config start_config;
-        op->builtin(&info, &p, &start_config);
+        clattn_tune_config start_config;
+        clattn_tune_op_default(op, &info, &p, &start_config);
         tune_session ss;
         memset(&ss, 0, sizeof ss);
         ss.self = self;
         ss.device = device;
         ss.log_path = log_path;
         ss.source_hash = hash;
-        ss.op = op;
+        ss.space = &sp.space;
         ss.cls = o->cls;
         snprintf(ss.cls_text, sizeof ss.cls_text, "%s", o->text);
         ss.candidate_timeout = (double)timeout;
@@ -406,7 +332,7 @@ int cmd_tune(int argc, char **argv) {
         o->evaluations = ss.evaluations;
         o->failures = ss.failures;
         for (size_t j = 0; j < ss.record_count; ++j)
-            if (cla_tune_config_equal(op, &ss.records[j].config, &start_config) &&
+            if (clattn_tune_config_equal(&sp.space, &ss.records[j].config, &start_config) &&
                 ss.records[j].result.status == TUNE_OK) {
                 o->have_default = true;
                 o->default_ms = ss.records[j].result.ms;
@@ -414,7 +340,7 @@ int cmd_tune(int argc, char **argv) {
         if (ss.have_best) {
             o->have_best = true;
             o->best_ms = ss.best_ms;
-            cla_tune_config_format(op, &ss.best, o->best, sizeof o->best);
+            clattn_tune_config_format(&sp.space, &ss.best, o->best, sizeof o->best);
             /* The first class of each operation and phase in this run is also that phase's device default. */
             bool phase_default = true;
             for (size_t j = 0; j < i; ++j)
@@ -451,9 +377,9 @@ int cmd_tune(int argc, char **argv) {
         co.budget = budget;
         co.quiet = cli_flag(&cmd, "quiet");
         co.fresh = cli_flag(&cmd, "fresh");
-        cla_clblast_section section;
+        clattn_clblast_params section;
         double default_ms = 0;
-        char best[CLA_TUNE_PARAMS_TEXT];
+        char best[CLATTN_TUNE_PARAMS_TEXT];
         int crc = tune_clblast_run(&co, &section, &default_ms, best, sizeof best);
         if (crc == CLI_OK) {
             if (!store_clblast(db_path, &info, &section)) crc = CLI_FAILED;
@@ -462,11 +388,11 @@ int cmd_tune(int argc, char **argv) {
             if (default_ms > 0) snprintf(up, sizeof up, "%.2fx", default_ms / section.ms);
             printf("\nCLBlast GEMMs %s: default %s ms, best %.3f ms, speed-up %s: %s\n", section.shapes, def,
                    section.ms, up, best);
-            for (int k = 0; k < CLA_CLBLAST_KERNEL_COUNT; ++k) {
-                char text[CLA_TUNE_PARAMS_TEXT];
+            for (int k = 0; k < CLATTN_CLBLAST_KERNEL_COUNT; ++k) {
+                char text[CLATTN_TUNE_PARAMS_TEXT];
                 if (!section.given[k]) continue;
-                cla_clblast_format(k, section.values[k], text, sizeof text);
-                printf("  %-12s %s\n", cla_clblast_kernels[k].name, text);
+                clattn_clblast_format(k, section.values[k], text, sizeof text);
+                printf("  %-12s %s\n", clattn_clblast_kernel_at(k)->name, text);
             }
         } else {
             fprintf(stderr, "clattn tune: no CLBlast candidate worked; nothing stored for CLBlast\n");

@@ -5,7 +5,7 @@
 
 #include "npy.h"
 
-#include "dtype.h"
+#include "clattn.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -767,9 +767,7 @@ float *npy_to_f32(const npy_array *a, char *err, size_t err_size) {
         if (a->dtype == NPY_F32) {
             memcpy(&out[i], src + 4 * i, 4);
         } else if (a->dtype == NPY_F16) {
-            uint16_t h;
-            memcpy(&h, src + 2 * i, 2);
-            out[i] = cla_f16_to_f32(h);
+            clattn_dtype_unpack(CLATTN_DTYPE_F16, src + 2 * i, &out[i], 1);
         } else {
             double d;
             memcpy(&d, src + 8 * i, 8);

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <sys/types.h>
 
-#include "tuning.h"
+#include "clattn_advanced.h"
 
 /* How a candidate ended. */
 typedef enum tune_status {
@@ -29,12 +29,11 @@ typedef struct tune_result {
     bool cached;       /* taken from the log of an earlier run */
 } tune_result;
 
-/* The space searched for one class: the operation with its value lists (narrowed by --space) and every point that
- * passes the operation's check on this device. */
+/* The space searched for one class: the kernel family's parameters with their value lists (narrowed by --space)
+ * and every point that passes the family's check on this device. */
 typedef struct tune_space {
-    cla_tune_op op; /* a copy whose params point at `params` */
-    cla_tune_param params[CLA_TUNE_MAX_PARAMS];
-    cla_tune_config *points;
+    clattn_tune_space space;
+    clattn_tune_config *points;
     size_t count;
     size_t pruned; /* points the device's limits ruled out before anything was built */
 } tune_space;
@@ -46,9 +45,9 @@ typedef struct tune_session {
     const char *device;   /* "P:D" */
     const char *log_path; /* JSON lines */
     const char *source_hash;
-    const cla_tune_op *op;
-    cla_tune_class cls;
-    char cls_text[CLA_TUNE_CLASS_TEXT];
+    const clattn_tune_space *space; /* the parameters the configurations are written and read with */
+    clattn_tune_class cls;
+    char cls_text[CLATTN_TUNE_CLASS_TEXT];
     double candidate_timeout; /* seconds */
     double deadline;          /* monotonic seconds; 0: none */
     long repeat, warmup;
@@ -69,13 +68,13 @@ typedef struct tune_session {
     bool stopped; /* time or budget ran out */
     double started, fresh_seconds;
     long expected; /* evaluations the strategy plans, for the estimate (0: unknown) */
-    cla_tune_config best;
+    clattn_tune_config best;
     double best_ms;
     bool have_best;
 } tune_session;
 
 typedef struct tune_record {
-    cla_tune_config config;
+    clattn_tune_config config;
     tune_result result;
     bool visited; /* evaluated (or taken from the log) by this run's search */
 } tune_record;
@@ -85,18 +84,18 @@ double tune_now(void);
 void tune_session_open(tune_session *s);
 /* Evaluates a configuration (or takes it from the log). Returns false, without a result, when the run must stop:
  * the time or the budget is used up. */
-bool tune_evaluate(tune_session *s, const cla_tune_config *c, tune_result *r);
+bool tune_evaluate(tune_session *s, const clattn_tune_config *c, tune_result *r);
 /* Stops the worker. */
 void tune_session_close(tune_session *s);
 
 /* Builds the space of a class, narrowed by --space ("name=v1:v2,name=v3"); false with a message on a bad spec. */
-bool tune_space_build(tune_space *sp, const cla_tune_op *op, const char *spec, const clattn_device_info *d,
-                      const cla_tune_problem *p, char *why, size_t why_size);
+bool tune_space_build(tune_space *sp, const clattn_tune_op *op, const char *spec, const clattn_device_info *d,
+                      const clattn_tuning_query *p, char *why, size_t why_size);
 void tune_space_free(tune_space *sp);
 
 typedef enum tune_strategy { TUNE_AUTO = 0, TUNE_EXHAUSTIVE, TUNE_RANDOM, TUNE_LOCAL } tune_strategy;
 /* Runs a strategy over the space, starting from `start` (the built-in default). */
-void tune_search(tune_session *s, const tune_space *sp, tune_strategy strategy, const cla_tune_config *start,
+void tune_search(tune_session *s, const tune_space *sp, tune_strategy strategy, const clattn_tune_config *start,
                  unsigned seed);
 
 int tune_worker_main(int argc, char **argv);

@@ -4,7 +4,7 @@
  *
  * The candidates are a short list of known-good sets (CPU-shaped: small work-groups, long vectors, no local memory;
  * GPU-shaped: 8x8 to 16x16 work-groups with local-memory tiles) checked against the device's limits by
- * cla_clblast_check before anything runs. They are searched one kernel at a time, because each GEMM shape runs
+ * clattn_clblast_check before anything runs. They are searched one kernel at a time, because each GEMM shape runs
  * exactly one of the kernels: the Xgemm sets first, then the XgemmDirect sets with the best Xgemm, then the routine
  * switch with both. Each candidate runs in the same worker processes as the kernel candidates (tune_run.c), so one
  * that crashes CLBlast is recorded and skipped; the worker verifies every product against a double-precision host
@@ -20,8 +20,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "blas.h"
+#include <clblast_c.h>
+
 #include "cli.h"
+#include "support_buffers.h"
+#include "support_random.h"
+#include "support_timing.h"
 #include "tune.h"
 #include "tune_clblast.h"
 
@@ -29,7 +33,7 @@
 
 typedef struct named_set {
     const char *name;
-    size_t v[CLA_CLBLAST_MAX_PARAMS];
+    size_t v[CLATTN_CLBLAST_MAX_PARAMS];
 } named_set;
 
 /* GEMMK KREG KWG KWI MDIMA MDIMC MWG NDIMB NDIMC NWG SA SB STRM STRN VWM VWN; "default" leaves CLBlast's own. */
@@ -71,33 +75,46 @@ static const named_set routine_sets[] = {
 
 #define COUNT(a) (int)(sizeof(a) / sizeof(a[0]))
 
-static const named_set *const set_tables[CLA_CLBLAST_KERNEL_COUNT] = {xgemm_sets, direct_sets, routine_sets};
-static const int set_counts[CLA_CLBLAST_KERNEL_COUNT] = {COUNT(xgemm_sets), COUNT(direct_sets),
-                                                         COUNT(routine_sets)};
+static const named_set *const set_tables[CLATTN_CLBLAST_KERNEL_COUNT] = {xgemm_sets, direct_sets, routine_sets};
+static const int set_counts[CLATTN_CLBLAST_KERNEL_COUNT] = {COUNT(xgemm_sets), COUNT(direct_sets),
+                                                            COUNT(routine_sets)};
 
 static const char *xgemm_labels[COUNT(xgemm_sets)], *direct_labels[COUNT(direct_sets)],
     *routine_labels[COUNT(routine_sets)];
-static cla_tune_param op_params[CLA_CLBLAST_KERNEL_COUNT];
-static cla_tune_op clblast_op;
+static clattn_tune_space clblast_space;
 
-/* The candidates as an operation of one labelled parameter per kernel ("xgemm=cpu_v8,direct=default,..."), so
- * that the evaluation session, its log and its resume work as they do for the attention kernels. */
-static const cla_tune_op *op(void) {
-    if (clblast_op.name) return &clblast_op;
-    const char **labels[CLA_CLBLAST_KERNEL_COUNT] = {xgemm_labels, direct_labels, routine_labels};
-    static const char *const names[CLA_CLBLAST_KERNEL_COUNT] = {"xgemm", "direct", "routine"};
-    for (int k = 0; k < CLA_CLBLAST_KERNEL_COUNT; ++k) {
+/* The candidates as a space of one labelled parameter per kernel ("xgemm=cpu_v8,direct=default,..."), so that the
+ * evaluation session, its log and its resume work as they do for the attention kernels. */
+static const clattn_tune_space *space(void) {
+    if (clblast_space.name) return &clblast_space;
+    const char **labels[CLATTN_CLBLAST_KERNEL_COUNT] = {xgemm_labels, direct_labels, routine_labels};
+    static const char *const names[CLATTN_CLBLAST_KERNEL_COUNT] = {"xgemm", "direct", "routine"};
+    for (int k = 0; k < CLATTN_CLBLAST_KERNEL_COUNT; ++k) {
+        clattn_tune_param *p = &clblast_space.params[k];
         for (int i = 0; i < set_counts[k]; ++i) labels[k][i] = set_tables[k][i].name;
-        op_params[k].name = names[k];
-        op_params[k].count = set_counts[k] < CLA_TUNE_MAX_VALUES ? set_counts[k] : CLA_TUNE_MAX_VALUES;
-        for (int i = 0; i < op_params[k].count; ++i) op_params[k].values[i] = i;
-        op_params[k].labels = labels[k];
-        op_params[k].label_count = set_counts[k];
+        p->name = names[k];
+        p->count = set_counts[k] < CLATTN_TUNE_MAX_VALUES ? set_counts[k] : CLATTN_TUNE_MAX_VALUES;
+        for (int i = 0; i < p->count; ++i) p->values[i] = i;
+        p->labels = labels[k];
+        p->label_count = set_counts[k];
     }
-    clblast_op.name = "clblast_gemm";
-    clblast_op.param_count = CLA_CLBLAST_KERNEL_COUNT;
-    clblast_op.params = op_params;
-    return &clblast_op;
+    clblast_space.name = "clblast_gemm";
+    clblast_space.param_count = CLATTN_CLBLAST_KERNEL_COUNT;
+    return &clblast_space;
+}
+
+/* The identity of the candidates: a 64-bit FNV-1a of CLBlast's version and every set's name and values, as 16 hex
+ * digits. The log's results stay valid while it stays the same. */
+static void candidates_hash(char out[17]) {
+    uint64_t h = 14695981039346656037ull;
+    const char *version = clattn_clblast_version();
+    for (const char *c = version; *c; ++c) h = (h ^ (unsigned char)*c) * 1099511628211ull;
+    for (int k = 0; k < CLATTN_CLBLAST_KERNEL_COUNT; ++k)
+        for (int i = 0; i < set_counts[k]; ++i) {
+            for (const char *c = set_tables[k][i].name; *c; ++c) h = (h ^ (unsigned char)*c) * 1099511628211ull;
+            for (int j = 0; j < CLATTN_CLBLAST_MAX_PARAMS; ++j) h = (h ^ set_tables[k][i].v[j]) * 1099511628211ull;
+        }
+    snprintf(out, 17, "%016llx", (unsigned long long)h);
 }
 
 /* "MxNxK,..." into at most `max` shapes. */
@@ -131,30 +148,13 @@ typedef struct shape_data {
 
 typedef struct clblast_worker {
     clattn_context *ctx;
-    shape_data shapes[CLA_TUNE_MAX_PARAMS];
+    shape_data shapes[CLATTN_TUNE_MAX_PARAMS];
     int count;
     long repeat, warmup;
-    bool overridden[CLA_CLBLAST_KERNEL_COUNT];
-    int applied[CLA_CLBLAST_KERNEL_COUNT];
+    bool overridden[CLATTN_CLBLAST_KERNEL_COUNT];
+    int applied[CLATTN_CLBLAST_KERNEL_COUNT];
     const char *device, *cls, *repeat_text, *warmup_text; /* for restarting itself */
 } clblast_worker;
-
-static float rnd(unsigned *s) {
-    *s = *s * 1664525u + 1013904223u;
-    return ((float)(*s >> 8) / (float)(1u << 24)) * 4.0f - 2.0f;
-}
-
-static cl_mem make_buffer(clattn_context *ctx, const float *host, size_t count) {
-    cl_int err = CL_SUCCESS;
-    cl_mem m = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE, count * sizeof(float), NULL, &err);
-    if (err != CL_SUCCESS) return NULL;
-    if (host && clEnqueueWriteBuffer(clattn_context_cl_queue(ctx), m, CL_TRUE, 0, count * sizeof(float), host, 0,
-                                     NULL, NULL) != CL_SUCCESS) {
-        clReleaseMemObject(m);
-        return NULL;
-    }
-    return m;
-}
 
 static const char *setup_shape(clattn_context *ctx, shape_data *s, unsigned seed) {
     float *a = malloc(s->m * s->k * sizeof *a), *b = malloc(s->k * s->n * sizeof *b);
@@ -162,8 +162,8 @@ static const char *setup_shape(clattn_context *ctx, shape_data *s, unsigned seed
     s->bound = malloc(s->m * s->n * sizeof *s->bound);
     const char *why = NULL;
     if (!a || !b || !s->ref || !s->bound) why = "out of host memory";
-    for (size_t i = 0; !why && i < s->m * s->k; ++i) a[i] = rnd(&seed);
-    for (size_t i = 0; !why && i < s->k * s->n; ++i) b[i] = rnd(&seed);
+    for (size_t i = 0; !why && i < s->m * s->k; ++i) a[i] = support_random(&seed);
+    for (size_t i = 0; !why && i < s->k * s->n; ++i) b[i] = support_random(&seed);
     if (!why) {
         /* Row by row with B's rows streamed, so the host product stays cache-friendly at 512x1536x512. */
         for (size_t r = 0; r < s->m; ++r) {
@@ -179,9 +179,9 @@ static const char *setup_shape(clattn_context *ctx, shape_data *s, unsigned seed
                 }
             }
         }
-        s->a = make_buffer(ctx, a, s->m * s->k);
-        s->b = make_buffer(ctx, b, s->k * s->n);
-        s->c = make_buffer(ctx, NULL, s->m * s->n);
+        s->a = support_buffer(ctx, a, s->m * s->k * sizeof *a, NULL);
+        s->b = support_buffer(ctx, b, s->k * s->n * sizeof *b, NULL);
+        s->c = support_buffer(ctx, NULL, s->m * s->n * sizeof(float), NULL);
         if (!s->a || !s->b || !s->c) why = "allocating the device buffers failed";
     }
     free(a);
@@ -189,12 +189,12 @@ static const char *setup_shape(clattn_context *ctx, shape_data *s, unsigned seed
     return why;
 }
 
-static CLBlastStatusCode gemm(clblast_worker *w, const shape_data *s, cl_event *done) {
-    cl_command_queue q = clattn_context_cl_queue(w->ctx);
-    /* As cla_linear calls it: row-major, no transposes, one matrix. */
-    return cla_blas_sgemm_strided_batched(CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeNo, s->m, s->n,
-                                          s->k, 1.0f, s->a, 0, s->k, s->m * s->k, s->b, 0, s->n, 0, 0.0f, s->c, 0,
-                                          s->n, s->m * s->n, 1, &q, done);
+/* One GEMM as the multi-head layer's projections make it: row-major, no transposes, one matrix (which the
+ * library's CLBlast doorway hands to CLBlastSgemm as it is). */
+static int gemm(void *user, cl_command_queue queue, cl_event *done) {
+    const shape_data *s = user;
+    return (int)CLBlastSgemm(CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeNo, s->m, s->n, s->k, 1.0f,
+                             s->a, 0, s->k, s->b, 0, s->n, 0.0f, s->c, 0, s->n, &queue, done);
 }
 
 static const char *failure_kind(CLBlastStatusCode st) {
@@ -207,29 +207,22 @@ static const char *failure_kind(CLBlastStatusCode st) {
     return "error";
 }
 
-static int compare_doubles(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Verifies, then times one shape: the median and minimum of the timed runs in *median, *min. NULL or the answer's
- * failure text (written to `fail`). */
-static bool run_shape(clblast_worker *w, const shape_data *s, double *median, double *min, char *fail,
-                      size_t size) {
+/* Verifies, then times one shape: the median and minimum of the timed runs in *median, *min; false with the
+ * answer's failure text in `fail`. */
+static bool run_shape(clblast_worker *w, shape_data *s, double *median, double *min, char *fail, size_t size) {
+    cl_command_queue queue = clattn_context_cl_queue(w->ctx);
     cl_event done = NULL;
-    CLBlastStatusCode st = gemm(w, s, &done);
+    CLBlastStatusCode st = (CLBlastStatusCode)gemm(s, queue, &done);
     cl_int err = st == CLBlastSuccess && done ? clWaitForEvents(1, &done) : CL_SUCCESS;
     if (done) clReleaseEvent(done);
     if (st != CLBlastSuccess || err != CL_SUCCESS) {
         CLBlastStatusCode code = st != CLBlastSuccess ? st : (CLBlastStatusCode)err;
-        snprintf(fail, size, "%s %zux%zux%zu: CLBlast status %d %s", failure_kind(code), s->m, s->n, s->k,
-                 (int)code, cla_blas_status_name(code));
+        snprintf(fail, size, "%s %zux%zux%zu: CLBlast status %d", failure_kind(code), s->m, s->n, s->k, (int)code);
         return false;
     }
     const size_t count = s->m * s->n;
     float *out = malloc(count * sizeof *out);
-    if (!out || clEnqueueReadBuffer(clattn_context_cl_queue(w->ctx), s->c, CL_TRUE, 0, count * sizeof *out, out, 0,
-                                    NULL, NULL) != CL_SUCCESS) {
+    if (!out || support_read_storage(w->ctx, s->c, out, count, CLATTN_DTYPE_F32) != CL_SUCCESS) {
         free(out);
         snprintf(fail, size, "error reading the product back failed");
         return false;
@@ -251,57 +244,35 @@ static bool run_shape(clblast_worker *w, const shape_data *s, double *median, do
         snprintf(fail, size, "error out of host memory");
         return false;
     }
-    cl_command_queue queue = clattn_context_cl_queue(w->ctx);
-    for (long r = 0; r < w->warmup + w->repeat; ++r) {
-        const bool timed = r >= w->warmup;
-        cl_event start = NULL;
-        if (timed && clEnqueueMarkerWithWaitList(queue, 0, NULL, &start) != CL_SUCCESS) start = NULL;
-        done = NULL;
-        st = gemm(w, s, &done);
-        err = st != CLBlastSuccess ? (cl_int)st : !done ? CL_INVALID_EVENT : clWaitForEvents(1, &done);
-        cl_ulong t0 = 0, t1 = 0;
-        if (!err && timed &&
-            (!start || clGetEventProfilingInfo(start, CL_PROFILING_COMMAND_END, sizeof t0, &t0, NULL) ||
-             clGetEventProfilingInfo(done, CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL) || t1 < t0))
-            err = CL_PROFILING_INFO_NOT_AVAILABLE;
-        if (timed) times[r - w->warmup] = (double)(t1 - t0) * 1e-6;
-        if (start) clReleaseEvent(start);
-        if (done) clReleaseEvent(done);
-        if (err) {
-            free(times);
-            snprintf(fail, size, "%s a timed run failed: %d", failure_kind((CLBlastStatusCode)err), err);
-            return false;
-        }
-    }
-    qsort(times, (size_t)w->repeat, sizeof *times, compare_doubles);
-    const size_t n = (size_t)w->repeat;
-    *median = n % 2 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
-    *min = times[0];
+    support_timing t;
+    const support_time_result r = support_time_calls(queue, w->warmup, w->repeat, false, gemm, s, times, &t);
     free(times);
+    if (r != SUPPORT_TIME_OK) {
+        const int code = r == SUPPORT_TIME_CALL ? t.call_status : t.cl_error;
+        snprintf(fail, size, "%s a timed run failed: %d", failure_kind((CLBlastStatusCode)code), code);
+        return false;
+    }
+    *median = t.median_ms;
+    *min = t.min_ms;
     return true;
 }
 
 /* Overrides the kernels the candidate names. False if it needs CLBlast's default for a kernel this process has
  * already overridden (the caller restarts the process), or with a failure line in `fail`. */
-static bool apply(clblast_worker *w, const cla_tune_config *c, bool *restart, char *fail, size_t size) {
+static bool apply(clblast_worker *w, const clattn_tune_config *c, bool *restart, char *fail, size_t size) {
     *restart = false;
-    for (int k = 0; k < CLA_CLBLAST_KERNEL_COUNT; ++k) {
+    for (int k = 0; k < CLATTN_CLBLAST_KERNEL_COUNT; ++k) {
         const int pick = c->v[k];
         if (pick == 0) {
             if (w->overridden[k]) *restart = true;
             continue;
         }
         if (w->overridden[k] && w->applied[k] == pick) continue;
-        const cla_clblast_kernel *kd = &cla_clblast_kernels[k];
-        const char *names[CLA_CLBLAST_MAX_PARAMS];
-        for (int i = 0; i < kd->count; ++i) names[i] = kd->params[i];
-        CLBlastStatusCode st = cla_blas_override(clattn_context_cl_device(w->ctx), kd->name, (size_t)kd->count,
-                                                 names, set_tables[k][pick].v);
+        clattn_status st = clattn_clblast_override(w->ctx, k, set_tables[k][pick].v);
         w->overridden[k] = true;
         w->applied[k] = pick;
-        if (st != CLBlastSuccess) {
-            snprintf(fail, size, "error CLBlastOverrideParameters(%s) failed with status %d %s", kd->name, (int)st,
-                     cla_blas_status_name(st));
+        if (st != CLATTN_SUCCESS) {
+            snprintf(fail, size, "error %s", clattn_context_last_error(w->ctx));
             return false;
         }
     }
@@ -309,14 +280,14 @@ static bool apply(clblast_worker *w, const cla_tune_config *c, bool *restart, ch
 }
 
 static void evaluate(clblast_worker *w, const char *line) {
-    cla_tune_config c;
+    clattn_tune_config c;
     memset(&c, 0, sizeof c);
     char why[256], fail[512] = "";
-    if (!cla_tune_config_parse(op(), line, &c, why, sizeof why)) {
+    if (clattn_tune_config_parse(space(), line, &c, why, sizeof why) != CLATTN_SUCCESS) {
         printf("fail error %s\n", why);
         return;
     }
-    for (int k = 0; k < CLA_CLBLAST_KERNEL_COUNT; ++k)
+    for (int k = 0; k < CLATTN_CLBLAST_KERNEL_COUNT; ++k)
         if (c.v[k] < 0 || c.v[k] >= set_counts[k]) {
             printf("fail error unknown candidate\n");
             return;
@@ -378,8 +349,8 @@ int tune_clblast_worker(int argc, char **argv) {
     w.warmup_text = warmup_text;
     if (w.repeat < 1) w.repeat = 1;
     if (w.warmup < 0) w.warmup = 0;
-    size_t shapes[CLA_TUNE_MAX_PARAMS][3];
-    w.count = cls ? parse_shapes(cls + strlen(TUNE_CLBLAST_CLASS_PREFIX), shapes, CLA_TUNE_MAX_PARAMS) : -1;
+    size_t shapes[CLATTN_TUNE_MAX_PARAMS][3];
+    w.count = cls ? parse_shapes(cls + strlen(TUNE_CLBLAST_CLASS_PREFIX), shapes, CLATTN_TUNE_MAX_PARAMS) : -1;
     if (w.count <= 0) {
         printf("error bad worker arguments\n");
         return CLI_USAGE;
@@ -404,7 +375,7 @@ int tune_clblast_worker(int argc, char **argv) {
         evaluate(&w, first);
     else
         printf("ready\n");
-    char line[CLA_TUNE_PARAMS_TEXT + 8];
+    char line[CLATTN_TUNE_PARAMS_TEXT + 8];
     while (fgets(line, sizeof line, stdin)) {
         line[strcspn(line, "\r\n")] = '\0';
         if (!line[0]) continue;
@@ -426,13 +397,13 @@ int tune_clblast_worker(int argc, char **argv) {
 /* ---- the search ---- */
 
 static bool evaluate_point(tune_session *s, int x, int d, int r, const clattn_device_info *info, size_t *pruned) {
-    cla_tune_config c;
+    clattn_tune_config c;
     memset(&c, 0, sizeof c);
     c.v[0] = x;
     c.v[1] = d;
     c.v[2] = r;
-    for (int k = 0; k < CLA_CLBLAST_KERNEL_COUNT; ++k)
-        if (c.v[k] && cla_clblast_check(k, set_tables[k][c.v[k]].v, info)) {
+    for (int k = 0; k < CLATTN_CLBLAST_KERNEL_COUNT; ++k)
+        if (c.v[k] && clattn_clblast_check(k, set_tables[k][c.v[k]].v, info)) {
             ++*pruned;
             return true;
         }
@@ -454,13 +425,13 @@ static int best_pick(const tune_session *s, int k) {
     return pick;
 }
 
-int tune_clblast_run(const tune_clblast_options *o, cla_clblast_section *out, double *default_ms, char *best_text,
+int tune_clblast_run(const tune_clblast_options *o, clattn_clblast_params *out, double *default_ms, char *best_text,
                      size_t best_size) {
     memset(out, 0, sizeof *out);
     *default_ms = 0;
     best_text[0] = '\0';
-    size_t shapes[CLA_TUNE_MAX_PARAMS][3];
-    if (parse_shapes(o->shapes, shapes, CLA_TUNE_MAX_PARAMS) <= 0)
+    size_t shapes[CLATTN_TUNE_MAX_PARAMS][3];
+    if (parse_shapes(o->shapes, shapes, CLATTN_TUNE_MAX_PARAMS) <= 0)
         return cli_error("tune", CLI_USAGE,
                          "--clblast-shapes %s: expected MxNxK[,MxNxK...] (at most 8, each 1..8192)", o->shapes);
     tune_session s;
@@ -469,21 +440,13 @@ int tune_clblast_run(const tune_clblast_options *o, cla_clblast_section *out, do
     if (strlen(o->shapes) + strlen(TUNE_CLBLAST_CLASS_PREFIX) >= sizeof s.cls_text)
         return cli_error("tune", CLI_USAGE, "--clblast-shapes %s: too long", o->shapes);
     /* The log's results stay valid while CLBlast's version and the candidate sets stay the same. */
-    cla_hash h;
-    cla_hash_init(&h);
-    cla_hash_string(&h, cla_clblast_version());
-    for (int k = 0; k < CLA_CLBLAST_KERNEL_COUNT; ++k)
-        for (int i = 0; i < set_counts[k]; ++i) {
-            cla_hash_string(&h, set_tables[k][i].name);
-            cla_hash_bytes(&h, set_tables[k][i].v, sizeof set_tables[k][i].v);
-        }
-    char hash[33];
-    cla_hash_hex(&h, hash);
+    char hash[17];
+    candidates_hash(hash);
     s.self = o->self;
     s.device = o->device;
     s.log_path = o->log_path;
     s.source_hash = hash;
-    s.op = op();
+    s.space = space();
     s.candidate_timeout = o->candidate_timeout;
     s.deadline = o->deadline;
     s.repeat = o->repeat;
@@ -494,7 +457,7 @@ int tune_clblast_run(const tune_clblast_options *o, cla_clblast_section *out, do
     if (o->fresh) s.record_count = 0;
     s.expected = set_counts[0] + set_counts[1] + set_counts[2] - 2;
     printf("%s: CLBlast %s, %d Xgemm, %d XgemmDirect and %d routine candidates\n", s.cls_text,
-           cla_clblast_version(), set_counts[0] - 1, set_counts[1] - 1, set_counts[2] - 1);
+           clattn_clblast_version(), set_counts[0] - 1, set_counts[1] - 1, set_counts[2] - 1);
     fflush(stdout);
     size_t pruned = 0;
     bool go = evaluate_point(&s, 0, 0, 0, o->info, &pruned);
@@ -505,22 +468,22 @@ int tune_clblast_run(const tune_clblast_options *o, cla_clblast_section *out, do
     for (int r = 1; go && r < set_counts[2]; ++r) go = evaluate_point(&s, bx, bd, r, o->info, &pruned);
     if (pruned) printf("%s: %zu candidates ruled out by the device's limits\n", s.cls_text, pruned);
     for (size_t i = 0; i < s.record_count; ++i) {
-        const cla_tune_config *c = &s.records[i].config;
+        const clattn_tune_config *c = &s.records[i].config;
         if (!c->v[0] && !c->v[1] && !c->v[2] && s.records[i].result.status == TUNE_OK)
             *default_ms = s.records[i].result.ms;
     }
     int rc = CLI_OK;
     if (s.have_best) {
-        snprintf(out->version, sizeof out->version, "%s", cla_clblast_version());
+        snprintf(out->version, sizeof out->version, "%s", clattn_clblast_version());
         snprintf(out->shapes, sizeof out->shapes, "%s", o->shapes);
         out->ms = s.best_ms;
         out->default_ms = *default_ms;
-        for (int k = 0; k < CLA_CLBLAST_KERNEL_COUNT; ++k) {
+        for (int k = 0; k < CLATTN_CLBLAST_KERNEL_COUNT; ++k) {
             const int pick = s.best.v[k];
             out->given[k] = pick != 0;
             if (pick) memcpy(out->values[k], set_tables[k][pick].v, sizeof out->values[k]);
         }
-        cla_tune_config_format(s.op, &s.best, best_text, best_size);
+        clattn_tune_config_format(space(), &s.best, best_text, best_size);
     } else {
         rc = CLI_FAILED;
     }

@@ -20,7 +20,7 @@ typedef struct tune_clblast_options {
 
 /* Runs the search; on success fills the section to store (no kernel given if CLBlast's own parameters were
  * fastest), the default's time (0 if unmeasured) and the best candidate's text. */
-int tune_clblast_run(const tune_clblast_options *o, cla_clblast_section *out, double *default_ms, char *best_text,
+int tune_clblast_run(const tune_clblast_options *o, clattn_clblast_params *out, double *default_ms, char *best_text,
                      size_t best_size);
 /* `clattn tune --worker` for a class that starts with TUNE_CLBLAST_CLASS_PREFIX. */
 int tune_clblast_worker(int argc, char **argv);

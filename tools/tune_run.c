@@ -29,13 +29,13 @@ double tune_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static tune_record *find_record(tune_session *s, const cla_tune_config *c) {
+static tune_record *find_record(tune_session *s, const clattn_tune_config *c) {
     for (size_t i = 0; i < s->record_count; ++i)
-        if (cla_tune_config_equal(s->op, &s->records[i].config, c)) return &s->records[i];
+        if (clattn_tune_config_equal(s->space, &s->records[i].config, c)) return &s->records[i];
     return NULL;
 }
 
-static void add_record(tune_session *s, const cla_tune_config *c, const tune_result *r) {
+static void add_record(tune_session *s, const clattn_tune_config *c, const tune_result *r) {
     tune_record *old = find_record(s, c);
     if (old) {
         old->result = *r;
@@ -81,12 +81,12 @@ void tune_session_open(tune_session *s) {
         const cJSON *status = cJSON_GetObjectItemCaseSensitive(o, "status");
         const cJSON *ms = cJSON_GetObjectItemCaseSensitive(o, "ms");
         const cJSON *min_ms = cJSON_GetObjectItemCaseSensitive(o, "min_ms");
-        cla_tune_config c;
+        clattn_tune_config c;
         if (cJSON_IsString(h) && cJSON_IsString(cls) && cJSON_IsString(params) && cJSON_IsString(status) &&
             strcmp(h->valuestring, s->source_hash) == 0 && strcmp(cls->valuestring, s->cls_text) == 0) {
             memset(&c, 0, sizeof c);
             char why[128];
-            if (cla_tune_config_parse(s->op, params->valuestring, &c, why, sizeof why)) {
+            if (clattn_tune_config_parse(s->space, params->valuestring, &c, why, sizeof why) == CLATTN_SUCCESS) {
                 tune_result r = {status_from_name(status->valuestring), 0, 0, true};
                 if (r.status == TUNE_OK && (!cJSON_IsNumber(ms) || !(ms->valuedouble > 0))) r.status = TUNE_ERROR;
                 if (r.status == TUNE_OK) {
@@ -206,7 +206,7 @@ static void append_log(tune_session *s, const char *params, const tune_result *r
     cJSON *o = cJSON_CreateObject();
     if (!o) return;
     cJSON_AddStringToObject(o, "source_hash", s->source_hash);
-    cJSON_AddStringToObject(o, "op", s->op->name);
+    cJSON_AddStringToObject(o, "op", s->space->name);
     cJSON_AddStringToObject(o, "class", s->cls_text);
     cJSON_AddStringToObject(o, "params", params);
     cJSON_AddStringToObject(o, "status", tune_status_names[r->status]);
@@ -255,8 +255,8 @@ static void progress(tune_session *s, const char *params, const tune_result *r) 
         if (left[0] == '?' || per * (double)(s->expected - s->evaluations) > until)
             format_seconds(until > 0 ? until : 0, left, sizeof left);
     }
-    char best[CLA_TUNE_PARAMS_TEXT] = "-";
-    if (s->have_best) cla_tune_config_format(s->op, &s->best, best, sizeof best);
+    char best[CLATTN_TUNE_PARAMS_TEXT] = "-";
+    if (s->have_best) clattn_tune_config_format(s->space, &s->best, best, sizeof best);
     char total[32] = "";
     if (s->expected > 0) snprintf(total, sizeof total, "/%ld", s->expected);
     char now[48];
@@ -268,9 +268,9 @@ static void progress(tune_session *s, const char *params, const tune_result *r) 
             r->cached ? "(log) " : "", params, now, s->have_best ? s->best_ms : 0.0, best, left);
 }
 
-bool tune_evaluate(tune_session *s, const cla_tune_config *c, tune_result *r) {
-    char params[CLA_TUNE_PARAMS_TEXT];
-    cla_tune_config_format(s->op, c, params, sizeof params);
+bool tune_evaluate(tune_session *s, const clattn_tune_config *c, tune_result *r) {
+    char params[CLATTN_TUNE_PARAMS_TEXT];
+    clattn_tune_config_format(s->space, c, params, sizeof params);
     if (s->stopped) return false;
     tune_record *rec = s->retime ? NULL : find_record(s, c);
     /* The budget counts results from the log too, so that a rerun with the same budget ends where a finished run

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "support_compare.h"
 #include "tune.h"
 
 /* A neighbour must beat the current point by this much to be taken: timings of a shared machine are noisy, and
@@ -22,7 +23,7 @@
  * configuration on a busy 2-core machine. */
 #define LOCAL_RETIME_MARGIN 1.3
 
-static bool parse_value(const cla_tune_param *pr, const char *text, int *out) {
+static bool parse_value(const clattn_tune_param *pr, const char *text, int *out) {
     for (int i = 0; pr->labels && i < pr->label_count; ++i)
         if (strcmp(pr->labels[i], text) == 0) {
             *out = i;
@@ -35,12 +36,10 @@ static bool parse_value(const cla_tune_param *pr, const char *text, int *out) {
     return true;
 }
 
-bool tune_space_build(tune_space *sp, const cla_tune_op *op, const char *spec, const clattn_device_info *d,
-                      const cla_tune_problem *p, char *why, size_t why_size) {
+bool tune_space_build(tune_space *sp, const clattn_tune_op *op, const char *spec, const clattn_device_info *d,
+                      const clattn_tuning_query *p, char *why, size_t why_size) {
     memset(sp, 0, sizeof *sp);
-    sp->op = *op;
-    memcpy(sp->params, op->params, (size_t)op->param_count * sizeof *op->params);
-    sp->op.params = sp->params;
+    clattn_tune_op_space(op, &sp->space);
     const char *s = spec ? spec : "";
     while (*s) {
         size_t len = strcspn(s, ",");
@@ -49,17 +48,18 @@ bool tune_space_build(tune_space *sp, const cla_tune_op *op, const char *spec, c
         memcpy(item, s, len);
         item[len] = '\0';
         char *eq = strchr(item, '=');
-        int idx = eq ? (*eq = '\0', cla_tune_param_index(op, item)) : -1;
+        int idx = eq ? (*eq = '\0', clattn_tune_space_param_index(&sp->space, item)) : -1;
         if (idx < 0) {
-            snprintf(why, why_size, "--space: '%s' is not NAME=V1:V2:... with a parameter of %s", item, op->name);
+            snprintf(why, why_size, "--space: '%s' is not NAME=V1:V2:... with a parameter of %s", item,
+                     sp->space.name);
             return false;
         }
-        cla_tune_param *pr = &sp->params[idx];
+        clattn_tune_param *pr = &sp->space.params[idx];
         pr->count = 0;
         for (char *v = strtok(eq + 1, ":"); v; v = strtok(NULL, ":")) {
-            if (pr->count == CLA_TUNE_MAX_VALUES || !parse_value(pr, v, &pr->values[pr->count])) {
+            if (pr->count == CLATTN_TUNE_MAX_VALUES || !parse_value(pr, v, &pr->values[pr->count])) {
                 snprintf(why, why_size, "--space: bad value '%s' for %s (at most %d values)", v, pr->name,
-                         CLA_TUNE_MAX_VALUES);
+                         CLATTN_TUNE_MAX_VALUES);
                 return false;
             }
             ++pr->count;
@@ -71,16 +71,16 @@ bool tune_space_build(tune_space *sp, const cla_tune_op *op, const char *spec, c
         s += len;
         if (*s == ',') ++s;
     }
-    const size_t total = cla_tune_space_size(&sp->op);
+    const size_t total = clattn_tune_space_size(&sp->space);
     sp->points = malloc((total ? total : 1) * sizeof *sp->points);
     if (!sp->points) {
         snprintf(why, why_size, "out of host memory for the space");
         return false;
     }
     for (size_t i = 0; i < total; ++i) {
-        cla_tune_config c;
-        cla_tune_space_point(&sp->op, i, &c);
-        if (op->check(d, p, &c))
+        clattn_tune_config c;
+        clattn_tune_space_point(&sp->space, i, &c);
+        if (clattn_tune_op_check(op, d, p, &c))
             ++sp->pruned;
         else
             sp->points[sp->count++] = c;
@@ -111,7 +111,7 @@ static void shuffle(size_t *order, size_t n, unsigned seed) {
 }
 
 /* Position of a value in a parameter's list: the exact one, else the nearest value. */
-static int value_index(const cla_tune_param *pr, int value) {
+static int value_index(const clattn_tune_param *pr, int value) {
     int best = 0;
     for (int i = 0; i < pr->count; ++i)
         if (abs(pr->values[i] - value) < abs(pr->values[best] - value)) best = i;
@@ -121,25 +121,23 @@ static int value_index(const cla_tune_param *pr, int value) {
 /* The point of the space whose parameter `p` is `target` and whose other parameters are closest to c's (the same
  * ones when that point is valid, else the nearest valid repair, which is how a move to another kernel variant finds
  * that variant's parameters). */
-static bool point_with(const tune_space *sp, const cla_tune_config *c, int p, int target, cla_tune_config *out) {
+static bool point_with(const tune_space *sp, const clattn_tune_config *c, int p, int target,
+                       clattn_tune_config *out) {
     long best = -1;
     for (size_t i = 0; i < sp->count; ++i) {
-        const cla_tune_config *x = &sp->points[i];
+        const clattn_tune_config *x = &sp->points[i];
         if (x->v[p] != target) continue;
         long dist = 0;
-        for (int j = 0; j < sp->op.param_count; ++j)
-            if (j != p) dist += abs(value_index(&sp->params[j], x->v[j]) - value_index(&sp->params[j], c->v[j]));
+        for (int j = 0; j < sp->space.param_count; ++j)
+            if (j != p)
+                dist +=
+                    abs(value_index(&sp->space.params[j], x->v[j]) - value_index(&sp->space.params[j], c->v[j]));
         if (best < 0 || dist < best) {
             best = dist;
             *out = *x;
         }
     }
     return best >= 0;
-}
-
-static int compare_ms(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 static double time_of(const tune_result *r) {
@@ -151,19 +149,19 @@ static double time_of(const tune_result *r) {
  * moves nowhere. Whole lines rather than single steps, because on a noisy machine a step-by-step walk stops at the
  * first small bump that noise makes, while tile parameters that interact still have their best values along a
  * line through a good point. Returns false when the run must stop. */
-static bool descend(tune_session *s, const tune_space *sp, const cla_tune_config *start) {
-    cla_tune_config cur = *start;
+static bool descend(tune_session *s, const tune_space *sp, const clattn_tune_config *start) {
+    clattn_tune_config cur = *start;
     tune_result r;
     if (!tune_evaluate(s, &cur, &r)) return false;
     double cur_ms = time_of(&r);
     for (int pass = 0; pass < LOCAL_MAX_PASSES; ++pass) {
         bool moved = false;
-        for (int p = 0; p < sp->op.param_count; ++p) {
-            const cla_tune_param *pr = &sp->params[p];
+        for (int p = 0; p < sp->space.param_count; ++p) {
+            const clattn_tune_param *pr = &sp->space.params[p];
             for (int i = 0; i < pr->count; ++i) {
-                cla_tune_config nb;
+                clattn_tune_config nb;
                 if (pr->values[i] == cur.v[p] || !point_with(sp, &cur, p, pr->values[i], &nb) ||
-                    cla_tune_config_equal(&sp->op, &nb, &cur))
+                    clattn_tune_config_equal(&sp->space, &nb, &cur))
                     continue;
                 if (!tune_evaluate(s, &nb, &r)) return false;
                 if (time_of(&r) < cur_ms * (1.0 - LOCAL_MIN_GAIN)) {
@@ -181,7 +179,7 @@ static bool descend(tune_session *s, const tune_space *sp, const cla_tune_config
 /* The exploration of the local strategy: a few random points besides the default, then a descent from the
  * fastest of them (a sample of the space keeps one noisy basin from deciding the result), and with a budget left,
  * further descents from random points that were never evaluated. */
-static void explore_local(tune_session *s, const tune_space *sp, const cla_tune_config *start, unsigned seed,
+static void explore_local(tune_session *s, const tune_space *sp, const clattn_tune_config *start, unsigned seed,
                           size_t *order) {
     tune_result r;
     shuffle(order, sp->count, seed);
@@ -192,12 +190,12 @@ static void explore_local(tune_session *s, const tune_space *sp, const cla_tune_
     if (!tune_evaluate(s, start, &r)) return;
     for (size_t i = 0; i < sample; ++i)
         if (!tune_evaluate(s, &sp->points[order[i]], &r)) return;
-    cla_tune_config from = s->have_best ? s->best : *start;
+    clattn_tune_config from = s->have_best ? s->best : *start;
     if (!descend(s, sp, &from)) return;
     for (size_t i = 0; s->budget > 0 && i < sp->count && !s->stopped; ++i) {
         bool seen = false;
         for (size_t j = 0; j < s->record_count && !seen; ++j)
-            seen = cla_tune_config_equal(&sp->op, &s->records[j].config, &sp->points[order[i]]);
+            seen = clattn_tune_config_equal(&sp->space, &s->records[j].config, &sp->points[order[i]]);
         if (!seen && !descend(s, sp, &sp->points[order[i]])) return;
     }
 }
@@ -210,7 +208,7 @@ static void explore_local(tune_session *s, const tune_space *sp, const cla_tune_
 static void retime_best(tune_session *s) {
     if (s->deadline > 0 && tune_now() >= s->deadline) return;
     s->stopped = false; /* the exploration's budget, not the run's */
-    cla_tune_config top[LOCAL_RETIME];
+    clattn_tune_config top[LOCAL_RETIME];
     double times[LOCAL_RETIME][1 + LOCAL_RETIME_ROUNDS];
     int n = 0;
     for (int k = 0; k < LOCAL_RETIME; ++k) {
@@ -219,7 +217,7 @@ static void retime_best(tune_session *s) {
             const tune_record *x = &s->records[i];
             if (!x->visited || x->result.status != TUNE_OK || (pick && x->result.ms >= pick->result.ms)) continue;
             bool taken = false;
-            for (int j = 0; j < n && !taken; ++j) taken = cla_tune_config_equal(s->op, &top[j], &x->config);
+            for (int j = 0; j < n && !taken; ++j) taken = clattn_tune_config_equal(s->space, &top[j], &x->config);
             if (!taken) pick = x;
         }
         /* One clearly slower is no contender: noise does not make up that much. */
@@ -241,12 +239,10 @@ static void retime_best(tune_session *s) {
     int best = -1;
     double best_ms = INFINITY;
     for (int k = 0; k < n; ++k) {
-        const int m = 1 + rounds;
-        qsort(times[k], (size_t)m, sizeof times[k][0], compare_ms);
-        const double median = m % 2 ? times[k][m / 2] : 0.5 * (times[k][m / 2 - 1] + times[k][m / 2]);
+        const double median = support_sort_median(times[k], (size_t)(1 + rounds));
         /* The record keeps the median, so that the final table and the database agree. */
         for (size_t i = 0; i < s->record_count; ++i)
-            if (cla_tune_config_equal(s->op, &s->records[i].config, &top[k]) &&
+            if (clattn_tune_config_equal(s->space, &s->records[i].config, &top[k]) &&
                 s->records[i].result.status == TUNE_OK)
                 s->records[i].result.ms = median;
         if (median < best_ms) best = k, best_ms = median;
@@ -258,7 +254,7 @@ static void retime_best(tune_session *s) {
     }
 }
 
-void tune_search(tune_session *s, const tune_space *sp, tune_strategy strategy, const cla_tune_config *start,
+void tune_search(tune_session *s, const tune_space *sp, tune_strategy strategy, const clattn_tune_config *start,
                  unsigned seed) {
     tune_result r;
     size_t *order = malloc((sp->count ? sp->count : 1) * sizeof *order);
@@ -270,7 +266,7 @@ void tune_search(tune_session *s, const tune_space *sp, tune_strategy strategy, 
         /* The built-in default first: it is the baseline of the speed-up, and the best so far from the start. */
         bool start_inside = false;
         for (size_t i = 0; i < sp->count && !start_inside; ++i)
-            start_inside = cla_tune_config_equal(&sp->op, &sp->points[i], start);
+            start_inside = clattn_tune_config_equal(&sp->space, &sp->points[i], start);
         const long total = (long)sp->count + (start_inside ? 0 : 1);
         s->expected = strategy == TUNE_RANDOM && s->budget > 0 && s->budget < total ? s->budget : total;
         if (strategy == TUNE_RANDOM)
@@ -279,7 +275,7 @@ void tune_search(tune_session *s, const tune_space *sp, tune_strategy strategy, 
             for (size_t i = 0; i < sp->count; ++i) order[i] = i;
         if (!tune_evaluate(s, start, &r)) break;
         for (size_t i = 0; i < sp->count; ++i) {
-            if (cla_tune_config_equal(&sp->op, &sp->points[order[i]], start)) continue;
+            if (clattn_tune_config_equal(&sp->space, &sp->points[order[i]], start)) continue;
             if (!tune_evaluate(s, &sp->points[order[i]], &r)) break;
         }
         break;
