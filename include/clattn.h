@@ -150,6 +150,9 @@ typedef struct clattn_device_info {
     int is_default; /* the device that the default selection picks */
 } clattn_device_info;
 
+/* A short name of a device type: "gpu", "cpu", "accelerator"; "other" for any other value. Never NULL. */
+CLATTN_API const char *clattn_device_type_name(clattn_device_type type);
+
 /* Enumerates every device of every platform in platform, device order.
  * Writes up to `capacity` entries to `infos` (which may be NULL when capacity is 0) and the total number of devices
  * to `*count`. `message`, if not NULL, receives a readable explanation on failure (at most message_size bytes).

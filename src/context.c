@@ -99,6 +99,20 @@ static clattn_status finish_setup(clattn_context *ctx, const clattn_context_opti
     return st;
 }
 
+/* The end of both creations: the settings, then the context goes to the caller, or is freed with the reason
+ * reported. */
+static clattn_status finish_create(clattn_context *ctx, const clattn_context_options *o, clattn_context **context) {
+    char msg[1536] = "";
+    clattn_status st = finish_setup(ctx, o, msg, sizeof msg);
+    if (st != CLATTN_SUCCESS) {
+        clattn_context_free(ctx);
+        report(o, msg);
+        return st;
+    }
+    *context = ctx;
+    return CLATTN_SUCCESS;
+}
+
 static clattn_context *new_context(void) {
     clattn_context *ctx = calloc(1, sizeof *ctx);
     return ctx;
@@ -245,14 +259,7 @@ clattn_status clattn_context_create_with_options(const clattn_context_options *o
     ctx->platform = chosen[0].platform;
     ctx->cl_ctx = clctx;
     ctx->profiling = qprops != 0;
-    st = finish_setup(ctx, options, msg, sizeof msg);
-    if (st != CLATTN_SUCCESS) {
-        clattn_context_free(ctx);
-        report(options, msg);
-        return st;
-    }
-    *context = ctx;
-    return CLATTN_SUCCESS;
+    return finish_create(ctx, options, context);
 }
 
 clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id device, cl_command_queue queue,
@@ -297,15 +304,7 @@ clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id devi
     ctx->platform = platform;
     ctx->cl_ctx = cl_ctx;
     ctx->profiling = (qprops & CL_QUEUE_PROFILING_ENABLE) != 0;
-    char msg[1536] = "";
-    st = finish_setup(ctx, options, msg, sizeof msg);
-    if (st != CLATTN_SUCCESS) {
-        clattn_context_free(ctx);
-        report(options, msg);
-        return st;
-    }
-    *context = ctx;
-    return CLATTN_SUCCESS;
+    return finish_create(ctx, options, context);
 }
 
 void clattn_context_free(clattn_context *ctx) {

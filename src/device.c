@@ -239,15 +239,28 @@ static bool parse_index_pair(const char *spec, unsigned long *p, unsigned long *
     return *end == '\0';
 }
 
+const char *clattn_device_type_name(clattn_device_type type) {
+    static const char *const names[] = {"other", "gpu", "cpu", "accelerator"}; /* in the order of the enum */
+    return (unsigned)type < sizeof names / sizeof names[0] ? names[type] : "other";
+}
+
+/* The device types a spec names ("gpu", "all:cpu"). */
+static const struct {
+    const char *word;
+    clattn_device_type type;
+} words[] = {{"gpu", CLATTN_DEVICE_TYPE_GPU},
+             {"cpu", CLATTN_DEVICE_TYPE_CPU},
+             {"accelerator", CLATTN_DEVICE_TYPE_ACCELERATOR},
+             {"acc", CLATTN_DEVICE_TYPE_ACCELERATOR}};
+
 /* A one-line list of the devices, for "no match" messages. */
 static void describe_devices(const cla_device_entry *entries, size_t count, char *out, size_t size) {
     size_t used = 0;
     out[0] = '\0';
     for (size_t i = 0; i < count && used + 1 < size; ++i) {
-        static const char *types[] = {"other", "gpu", "cpu", "accelerator"};
         int n = snprintf(out + used, size - used, "%s%u:%u %s (%s, %s)", i ? "; " : "",
                          entries[i].info.platform_index, entries[i].info.device_index, entries[i].info.name,
-                         types[entries[i].info.type], entries[i].info.platform_name);
+                         clattn_device_type_name(entries[i].info.type), entries[i].info.platform_name);
         if (n < 0) break;
         used += (size_t)n;
     }
@@ -271,13 +284,6 @@ clattn_status cla_devices_pick(const cla_device_entry *entries, size_t count, co
         return CLATTN_SUCCESS;
     }
 
-    static const struct {
-        const char *word;
-        clattn_device_type type;
-    } words[] = {{"gpu", CLATTN_DEVICE_TYPE_GPU},
-                 {"cpu", CLATTN_DEVICE_TYPE_CPU},
-                 {"accelerator", CLATTN_DEVICE_TYPE_ACCELERATOR},
-                 {"acc", CLATTN_DEVICE_TYPE_ACCELERATOR}};
     bool is_type = false;
     for (size_t w = 0; w < CLA_ARRAY_SIZE(words); ++w) {
         if (strcmp(norm, words[w].word) != 0) continue;
@@ -399,13 +405,6 @@ clattn_status cla_devices_pick_list(const cla_device_entry *entries, size_t coun
     }
     /* "all" and "all:TYPE": every device of one type on the platform of the first such device. */
     if (strncmp(norm, "all", 3) == 0 && (norm[3] == '\0' || norm[3] == ':')) {
-        static const struct {
-            const char *word;
-            clattn_device_type type;
-        } words[] = {{"gpu", CLATTN_DEVICE_TYPE_GPU},
-                     {"cpu", CLATTN_DEVICE_TYPE_CPU},
-                     {"accelerator", CLATTN_DEVICE_TYPE_ACCELERATOR},
-                     {"acc", CLATTN_DEVICE_TYPE_ACCELERATOR}};
         size_t first = default_index(entries, count);
         if (norm[3] == ':') {
             size_t w = 0;
@@ -455,12 +454,9 @@ clattn_status cla_devices_pick_list(const cla_device_entry *entries, size_t coun
             st = add_picked(entries, index, spec, indices, capacity, picked, message, message_size);
         if (st != CLATTN_SUCCESS) return st;
         p += n;
-        if (*p == ',') {
-            ++p;
-            if (!*p) {
-                cla_write_message(message, message_size, "Device list '%s' ends with a comma.", spec);
-                return CLATTN_ERROR_INVALID_DEVICE_SPEC;
-            }
+        if (!cla_list_next(&p)) {
+            cla_write_message(message, message_size, "Device list '%s' ends with a comma.", spec);
+            return CLATTN_ERROR_INVALID_DEVICE_SPEC;
         }
     }
     return CLATTN_SUCCESS;

@@ -157,17 +157,8 @@ CLATTN_API size_t clattn_dtype_size(clattn_dtype dtype) {
 }
 
 const char *clattn_dtype_name(clattn_dtype dtype) {
-    switch (dtype) {
-    case CLATTN_DTYPE_F32:
-        return "f32";
-    case CLATTN_DTYPE_F16:
-        return "f16";
-    case CLATTN_DTYPE_BF16:
-        return "bf16";
-    case CLATTN_DTYPE_BOOL:
-        return "bool";
-    }
-    return "unknown";
+    static const char *const names[] = {"f32", "f16", "bf16", "bool"}; /* in the order of clattn_dtype */
+    return (unsigned)dtype < sizeof names / sizeof names[0] ? names[dtype] : "unknown";
 }
 
 static bool stores_floats(clattn_dtype dtype) {

@@ -308,6 +308,13 @@ static inline bool cla_is_float_dtype(clattn_dtype d) {
 }
 
 char *cla_strdup(const char *s);
+/* Room for one more element in a growable array of `count` elements of `size` bytes: `items` itself while there is
+ * room, else the array reallocated to twice *capacity (at least `initial`), with *capacity updated; NULL when out
+ * of memory, the array left as it was. */
+void *cla_grow(void *items, size_t *capacity, size_t count, size_t size, size_t initial);
+/* After an item of a comma-separated list: steps over the comma that follows it, if any. False when that comma ends
+ * the list (an empty last item). */
+bool cla_list_next(const char **p);
 /* Safe string formatting into a fixed buffer (always NUL-terminates). */
 void cla_strlcpy(char *dst, const char *src, size_t size);
 /* Case-insensitive substring search. */

@@ -176,13 +176,10 @@ static clattn_status build_from_source(clattn_context *ctx, const char *source_n
 
 static clattn_status remember(clattn_context *ctx, const char *source_name, const char *options,
                               cl_program program) {
-    if (ctx->program_count == ctx->program_capacity) {
-        size_t cap = ctx->program_capacity ? ctx->program_capacity * 2 : 8;
-        cla_program_entry *grown = realloc(ctx->programs, cap * sizeof *grown);
-        if (!grown) return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
-        ctx->programs = grown;
-        ctx->program_capacity = cap;
-    }
+    cla_program_entry *grown =
+        cla_grow(ctx->programs, &ctx->program_capacity, ctx->program_count, sizeof *grown, 8);
+    if (!grown) return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    ctx->programs = grown;
     cla_program_entry *e = &ctx->programs[ctx->program_count];
     memset(e, 0, sizeof *e);
     e->source_name = cla_strdup(source_name);

@@ -263,10 +263,10 @@ clattn_status cla_sdpa_run(clattn_context *ctx, const cla_sdpa_plan *plan, cla_c
 clattn_status clattn_sdpa(clattn_context *ctx, const clattn_sdpa_desc *desc, const clattn_tensor *q,
                           const clattn_tensor *k, const clattn_tensor *v, const clattn_tensor *out,
                           cl_command_queue queue, cl_uint num_wait, const cl_event *wait_list, cl_event *event) {
+    cla_sdpa_plan plan;
     if (!ctx) return CLATTN_ERROR_NULL_POINTER;
     cla_clear_error(ctx);
     cla_temp_begin(ctx);
-    cla_sdpa_plan plan;
     /* Validated here as well, so that the caller's wait list is checked before anything is enqueued. */
     clattn_status st = cla_sdpa_validate(ctx, desc, q, k, v, out, queue, num_wait, wait_list, &plan);
     if (st != CLATTN_SUCCESS) return st;

@@ -162,13 +162,12 @@ static clattn_status copy_back(clattn_context *ctx, cla_chain *chain, const outp
  * any call, and run on device i's queue after the fork. */
 static clattn_status run_part(clattn_context *ctx, const cla_sdpa_plan *p, const part *pt, size_t i,
                               const clattn_tensor *views, cl_event fork, cl_event *done) {
-    clattn_sdpa_desc d;
-    clattn_sdpa_desc_init(&d);
-    d.scale = p->scale;
-    d.causal = p->causal;
-    d.window_left = p->window_left;
-    d.window_right = p->window_right;
-    d.impl = p->impl;
+    /* The plan's options as the part's call takes them (every default of clattn_sdpa_desc_init is overwritten). */
+    clattn_sdpa_desc d = {.scale = p->scale,
+                          .causal = p->causal,
+                          .window_left = p->window_left,
+                          .window_right = p->window_right,
+                          .impl = p->impl};
     if (p->mask.buffer) d.mask = q_slice(&p->mask, pt);
     d.key_lengths = p->key_lengths;
     d.key_lengths_offset = p->key_lengths_offset + pt->b0;

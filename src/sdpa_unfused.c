@@ -269,7 +269,8 @@ static clattn_status enqueue_gemm(clattn_context *ctx, cla_chain *chain, unfused
     return st;
 }
 
-/* Packs rows [row0, row0 + rows) of the flat heads [first, first + count) of `t` into contiguous fp32 `dst`. */
+/* Packs rows [row0, row0 + rows) of the flat heads [first, first + count) of `t` into contiguous fp32 `dst`.
+ * Initialised positionally at the three packs: what, kernel, tensor, heads ... dim, dst, zero_padding. */
 typedef struct pack_args {
     const char *what;
     cl_kernel kernel;
@@ -362,30 +363,13 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_
         const size_t n = pairs - bh0 < ch.heads ? pairs - bh0 : ch.heads;
         const size_t kv0 = bh0 / group, kv_count = (bh0 + n - 1) / group - kv0 + 1;
         if (k_packed) {
-            pack_args a = {.what = "pack_k",
-                           .kernel = kern.pack_k,
-                           .t = &p->k,
-                           .heads = Hkv,
-                           .first = kv0,
-                           .count = kv_count,
-                           .row0 = 0,
-                           .rows = Lk,
-                           .dim = Dk,
-                           .dst = w.kp};
+            const pack_args a = {"pack_k", kern.pack_k, &p->k, Hkv, kv0, kv_count, 0, Lk, Dk, w.kp, false};
             st = enqueue_pack(ctx, p, chain, &a);
         }
         if (!st && v_packed) {
-            pack_args a = {.what = "pack_v",
-                           .kernel = kern.pack_v,
-                           .t = &p->v,
-                           .heads = Hkv,
-                           .first = kv0,
-                           .count = kv_count,
-                           .row0 = 0,
-                           .rows = Lk,
-                           .dim = Dv,
-                           .dst = w.vp,
-                           .zero_padding = p->key_lengths != NULL};
+            /* Padding keys read as zeros, so that garbage in them cannot reach the output through 0 * NaN. */
+            const bool zero = p->key_lengths != NULL;
+            const pack_args a = {"pack_v", kern.pack_v, &p->v, Hkv, kv0, kv_count, 0, Lk, Dv, w.vp, zero};
             st = enqueue_pack(ctx, p, chain, &a);
         }
         cl_long v_offset = v_packed ? -(cl_long)(kv0 * Lk * Dv) : (cl_long)p->v.offset;
@@ -393,16 +377,7 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_
         for (size_t i0 = 0; i0 < Lq && !st; i0 += ch.rows) {
             const size_t rows = Lq - i0 < ch.rows ? Lq - i0 : ch.rows;
             if (q_packed) {
-                pack_args a = {.what = "pack_q",
-                               .kernel = kern.pack_q,
-                               .t = &p->q,
-                               .heads = Hq,
-                               .first = bh0,
-                               .count = n,
-                               .row0 = i0,
-                               .rows = rows,
-                               .dim = Dk,
-                               .dst = w.qp};
+                const pack_args a = {"pack_q", kern.pack_q, &p->q, Hq, bh0, n, i0, rows, Dk, w.qp, false};
                 if ((st = enqueue_pack(ctx, p, chain, &a))) break;
             }
 

@@ -19,17 +19,8 @@
 #define MAX_SDPA_DIM 256
 
 static const char *score_name(clattn_score s) {
-    switch (s) {
-    case CLATTN_SCORE_ADDITIVE:
-        return "additive";
-    case CLATTN_SCORE_DOT:
-        return "dot";
-    case CLATTN_SCORE_GENERAL:
-        return "general";
-    case CLATTN_SCORE_CONCAT:
-        return "concat";
-    }
-    return "unknown";
+    static const char *const names[] = {"additive", "dot", "general", "concat"}; /* in the order of clattn_score */
+    return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "unknown";
 }
 
 static bool has_hidden_layer(clattn_score s) {
@@ -182,6 +173,15 @@ void clattn_seq2seq_desc_init(clattn_seq2seq_desc *desc) {
 
 /* ---- validation ---- */
 
+/* The weights belong to this context, and the queue and wait list are usable. */
+static clattn_status check_weights_and_queue(clattn_context *ctx, const char *fn, const clattn_seq2seq_weights *w,
+                                             cl_command_queue queue, cl_uint num_wait, const cl_event *wait_list) {
+    if (w->ctx != ctx)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "%s: the weights were created with another context; create them with this one", fn);
+    return cla_check_queue(ctx, fn, queue, num_wait, wait_list);
+}
+
 /* A [B, 1, L, W] sequence tensor: the expected sizes, else INVALID_SHAPE naming the dimension and why. */
 static clattn_status check_seq(clattn_context *ctx, const clattn_tensor *t, const char *name, size_t batch,
                                size_t len, size_t width, const char *len_from, const char *width_from) {
@@ -265,10 +265,7 @@ static clattn_status validate(clattn_context *ctx, const char *fn, bool projecte
                         : !query ? "query"
                         : !keys  ? "keys"
                                  : "context_out");
-    if (weights->ctx != ctx)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "%s: the weights were created with another context; create them with this one", fn);
-    clattn_status qst = cla_check_queue(ctx, fn, queue, num_wait, wait_list);
+    clattn_status qst = check_weights_and_queue(ctx, fn, weights, queue, num_wait, wait_list);
     if (qst != CLATTN_SUCCESS) return qst;
     const clattn_seq2seq_config *c = &weights->config;
     const clattn_tensor *h = values ? values : keys;
@@ -656,10 +653,7 @@ clattn_status clattn_seq2seq_project_keys(clattn_context *ctx, const clattn_seq2
                         !weights ? "weights"
                         : !keys  ? "keys"
                                  : "key_projection");
-    if (weights->ctx != ctx)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "%s: the weights were created with another context; create them with this one", fn);
-    clattn_status qst = cla_check_queue(ctx, fn, queue, num_wait_events, wait_list);
+    clattn_status qst = check_weights_and_queue(ctx, fn, weights, queue, num_wait_events, wait_list);
     if (qst != CLATTN_SUCCESS) return qst;
     if (!cla_is_float_dtype(keys->dtype))
         return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "%s: keys: dtype %d is not F32, F16 or BF16", fn,

@@ -199,6 +199,20 @@ char *cla_strdup(const char *s) {
     return p;
 }
 
+void *cla_grow(void *items, size_t *capacity, size_t count, size_t size, size_t initial) {
+    if (count < *capacity) return items;
+    const size_t cap = *capacity ? *capacity * 2 : initial;
+    void *grown = cap > SIZE_MAX / size ? NULL : realloc(items, cap * size);
+    if (grown) *capacity = cap;
+    return grown;
+}
+
+bool cla_list_next(const char **p) {
+    if (**p != ',') return true;
+    ++*p;
+    return **p != '\0';
+}
+
 void cla_strlcpy(char *dst, const char *src, size_t size) {
     if (!dst || size == 0) return;
     size_t n = src ? strlen(src) : 0;

@@ -268,12 +268,9 @@ bool cla_tune_config_parse(const cla_tune_op *op, const char *text, cla_tune_con
         }
         c->v[idx] = x;
         p = val + vlen;
-        if (*p == ',') {
-            ++p;
-            if (!*p) {
-                cla_write_message(why, why_size, "'%s': trailing comma", text);
-                return false;
-            }
+        if (!cla_list_next(&p)) {
+            cla_write_message(why, why_size, "'%s': trailing comma", text);
+            return false;
         }
     }
     return true;

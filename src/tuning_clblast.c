@@ -46,6 +46,20 @@ static bool divides(size_t b, size_t a) {
     return b > 0 && a % b == 0;
 }
 
+/* The thread layout both GEMM kernels share: an mc x nc work-group that loads A's tile as ma-wide and B's as
+ * nb-wide rows over a k-deep tile. why[0] is the message of a tile that does not divide, why[1] of a work-group
+ * the device refuses. */
+static const char *check_threads(size_t ma, size_t nb, size_t mc, size_t nc, size_t k, const clattn_device_info *d,
+                                 const char *const why[2]) {
+    const size_t threads = mc * nc;
+    if (!divides(ma, threads) || !divides(nb, threads) || !divides(threads / ma, k) || !divides(threads / nb, k))
+        return why[0];
+    if (threads > max_group(d) || (d->max_work_item_sizes[0] && mc > d->max_work_item_sizes[0]) ||
+        (d->max_work_item_sizes[1] && nc > d->max_work_item_sizes[1]))
+        return why[1];
+    return NULL;
+}
+
 static const char *check_xgemm(const size_t *v, const clattn_device_info *d) {
     const size_t gemmk = v[0], kreg = v[1], kwg = v[2], kwi = v[3], mdima = v[4], mdimc = v[5], mwg = v[6];
     const size_t ndimb = v[7], ndimc = v[8], nwg = v[9], sa = v[10], sb = v[11], strm = v[12], strn = v[13];
@@ -62,13 +76,10 @@ static const char *check_xgemm(const size_t *v, const clattn_device_info *d) {
         return "MWG must be a multiple of MDIMC*VWM and NWG of NDIMC*VWN";
     if (!divides(mdima * vwm, mwg) || !divides(ndimb * vwn, nwg))
         return "MWG must be a multiple of MDIMA*VWM and NWG of NDIMB*VWN";
-    const size_t threads = mdimc * ndimc;
-    if (!divides(mdima, threads) || !divides(ndimb, threads) || !divides(threads / mdima, kwg) ||
-        !divides(threads / ndimb, kwg))
-        return "KWG must be a multiple of MDIMC*NDIMC/MDIMA and of MDIMC*NDIMC/NDIMB";
-    if (threads > max_group(d) || (d->max_work_item_sizes[0] && mdimc > d->max_work_item_sizes[0]) ||
-        (d->max_work_item_sizes[1] && ndimc > d->max_work_item_sizes[1]))
-        return "work-group MDIMC x NDIMC larger than the device allows";
+    static const char *const why[2] = {"KWG must be a multiple of MDIMC*NDIMC/MDIMA and of MDIMC*NDIMC/NDIMB",
+                                       "work-group MDIMC x NDIMC larger than the device allows"};
+    const char *bad = check_threads(mdima, ndimb, mdimc, ndimc, kwg, d, why);
+    if (bad) return bad;
     if ((sa * kwg * mwg + sb * kwg * nwg) * sizeof(float) > d->local_mem_bytes)
         return "the SA/SB tiles need more local memory than the device has";
     return NULL;
@@ -85,13 +96,10 @@ static const char *check_direct(const size_t *v, const clattn_device_info *d) {
     if (!divides(mdimcd * vwmd, wgd) || !divides(ndimcd * vwnd, wgd) || !divides(mdimad * vwmd, wgd) ||
         !divides(ndimbd * vwnd, wgd))
         return "WGD must be a multiple of MDIMCD*VWMD, NDIMCD*VWND, MDIMAD*VWMD and NDIMBD*VWND";
-    const size_t threads = mdimcd * ndimcd;
-    if (!divides(mdimad, threads) || !divides(ndimbd, threads) || !divides(threads / mdimad, wgd) ||
-        !divides(threads / ndimbd, wgd))
-        return "WGD must be a multiple of MDIMCD*NDIMCD/MDIMAD and of MDIMCD*NDIMCD/NDIMBD";
-    if (threads > max_group(d) || (d->max_work_item_sizes[0] && mdimcd > d->max_work_item_sizes[0]) ||
-        (d->max_work_item_sizes[1] && ndimcd > d->max_work_item_sizes[1]))
-        return "work-group MDIMCD x NDIMCD larger than the device allows";
+    static const char *const why[2] = {"WGD must be a multiple of MDIMCD*NDIMCD/MDIMAD and of MDIMCD*NDIMCD/NDIMBD",
+                                       "work-group MDIMCD x NDIMCD larger than the device allows"};
+    const char *bad = check_threads(mdimad, ndimbd, mdimcd, ndimcd, wgd, d, why);
+    if (bad) return bad;
     if ((wgd * (wgd + pada) + wgd * (wgd + padb)) * sizeof(float) > d->local_mem_bytes)
         return "the direct kernel's tiles need more local memory than the device has";
     return NULL;

@@ -167,13 +167,9 @@ bool cla_tuning_db_put(cla_tuning_db *db, const cla_tuning_entry *e) {
             return true;
         }
     }
-    if (db->count == db->capacity) {
-        size_t cap = db->capacity ? db->capacity * 2 : 16;
-        cla_tuning_entry *n = realloc(db->entries, cap * sizeof *n);
-        if (!n) return false;
-        db->entries = n;
-        db->capacity = cap;
-    }
+    cla_tuning_entry *grown = cla_grow(db->entries, &db->capacity, db->count, sizeof *grown, 16);
+    if (!grown) return false;
+    db->entries = grown;
     db->entries[db->count++] = *e;
     return true;
 }
@@ -634,19 +630,8 @@ void clattn_tuning_query_init(clattn_tuning_query *q) {
 }
 
 const char *clattn_tuning_source_name(clattn_tuning_source source) {
-    switch (source) {
-    case CLATTN_TUNING_BUILTIN:
-        return "builtin";
-    case CLATTN_TUNING_DEVICE_DEFAULT:
-        return "device-default";
-    case CLATTN_TUNING_NEAREST:
-        return "nearest";
-    case CLATTN_TUNING_EXACT:
-        return "exact";
-    case CLATTN_TUNING_OVERRIDE:
-        return "override";
-    }
-    return "unknown";
+    static const char *const names[] = {"builtin", "device-default", "nearest", "exact", "override"};
+    return (unsigned)source < sizeof names / sizeof names[0] ? names[source] : "unknown";
 }
 
 /* "clblast:Xgemm" and the other CLBlast kernels: what cla_clblast_apply gave CLBlast on this context's device. */

@@ -5,19 +5,6 @@
 
 #include "cli.h"
 
-static const char *type_name(clattn_device_type t) {
-    switch (t) {
-    case CLATTN_DEVICE_TYPE_GPU:
-        return "gpu";
-    case CLATTN_DEVICE_TYPE_CPU:
-        return "cpu";
-    case CLATTN_DEVICE_TYPE_ACCELERATOR:
-        return "accelerator";
-    default:
-        return "other";
-    }
-}
-
 static void print_bytes(char *out, size_t size, uint64_t bytes) {
     static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
     double v = (double)bytes;
@@ -50,7 +37,8 @@ static void print_text(const clattn_device_info *infos, size_t n, const clattn_d
             selected && selected->platform_index == d->platform_index && selected->device_index == d->device_index;
         printf("  %c %u:%u  %s%s%s\n", d->is_default ? '*' : ' ', d->platform_index, d->device_index, d->name,
                d->is_default ? "  (default)" : "", is_selected ? "  (selected by CLATTN_DEVICE)" : "");
-        printf("        type %s, vendor %s, driver %s\n", type_name(d->type), d->vendor, d->driver_version);
+        printf("        type %s, vendor %s, driver %s\n", clattn_device_type_name(d->type), d->vendor,
+               d->driver_version);
         printf("        %s, %s\n", d->device_version, d->opencl_c_version);
         printf("        compute units %u, max clock %u MHz\n", d->compute_units, d->max_clock_mhz);
         printf("        global memory %s (max allocation %s), local memory %s (%s)\n", global, alloc, local,
@@ -82,7 +70,7 @@ static int print_json(const clattn_device_info *infos, size_t n, const clattn_de
         cJSON_AddStringToObject(o, "driver_version", d->driver_version);
         cJSON_AddStringToObject(o, "device_version", d->device_version);
         cJSON_AddStringToObject(o, "opencl_c_version", d->opencl_c_version);
-        cJSON_AddStringToObject(o, "type", type_name(d->type));
+        cJSON_AddStringToObject(o, "type", clattn_device_type_name(d->type));
         cJSON_AddNumberToObject(o, "compute_units", d->compute_units);
         cJSON_AddNumberToObject(o, "max_clock_mhz", d->max_clock_mhz);
         cJSON_AddNumberToObject(o, "global_mem_bytes", (double)d->global_mem_bytes);

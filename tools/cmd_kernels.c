@@ -66,11 +66,6 @@ static int split_list(char *text, char **items, int max) {
     return n;
 }
 
-static const char *device_type_name(clattn_device_type t) {
-    static const char *names[] = {"other", "gpu", "cpu", "accelerator"};
-    return (unsigned)t < 4 ? names[t] : "other";
-}
-
 /* ---- targets: devices that are not present ---- */
 
 /* A generic FPGA board: no run-time compiler, dedicated local memory, one compute unit, 256 work-items per group.
@@ -120,7 +115,6 @@ typedef struct classes {
 
 static const char *const mask_names[] = {"none", "additive", "bool", "key-lengths"};
 static const char *const causal_names[] = {"none", "top-left", "bottom-right"};
-static const char *const dtype_names[] = {"f32", "f16", "bf16"}; /* clattn_dtype_name, as a list for string_list */
 
 static int parse_classes(const char *cmd, const cli_command *c, classes *cl) {
     char buf[512];
@@ -309,9 +303,10 @@ static cJSON *classes_json(const classes *cl) {
     cJSON *hd = cJSON_AddArrayToObject(o, "head_dims");
     for (int i = 0; i < cl->n_head_dims; ++i)
         cJSON_AddItemToArray(hd, cJSON_CreateNumber((double)cl->head_dims[i]));
+    cJSON *dt = cJSON_AddArrayToObject(o, "dtypes");
+    for (int i = 0; i < cl->n_dtypes; ++i)
+        cJSON_AddItemToArray(dt, cJSON_CreateString(clattn_dtype_name(cl->dtypes[i])));
     int v[MAX_ITEMS];
-    for (int i = 0; i < cl->n_dtypes; ++i) v[i] = (int)cl->dtypes[i];
-    cJSON_AddItemToObject(o, "dtypes", string_list(dtype_names, v, cl->n_dtypes));
     for (int i = 0; i < cl->n_causal; ++i) v[i] = (int)cl->causal[i];
     cJSON_AddItemToObject(o, "causal", string_list(causal_names, v, cl->n_causal));
     cJSON_AddItemToObject(o, "masks", string_list(mask_names, cl->masks, cl->n_masks));
@@ -330,7 +325,7 @@ static cJSON *classes_json(const classes *cl) {
 static cJSON *device_json(const clattn_device_info *d, const char *target) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "name", d->name);
-    cJSON_AddStringToObject(o, "type", device_type_name(d->type));
+    cJSON_AddStringToObject(o, "type", clattn_device_type_name(d->type));
     cJSON_AddStringToObject(o, "platform", d->platform_name);
     cJSON_AddStringToObject(o, "platform_version", d->platform_version);
     cJSON_AddStringToObject(o, "device_version", d->device_version);

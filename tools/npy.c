@@ -67,23 +67,8 @@ size_t npy_dtype_size(npy_dtype dtype) {
 }
 
 const char *npy_dtype_name(npy_dtype dtype) {
-    switch (dtype) {
-    case NPY_F32:
-        return "float32";
-    case NPY_F16:
-        return "float16";
-    case NPY_F64:
-        return "float64";
-    case NPY_BOOL:
-        return "bool";
-    case NPY_U8:
-        return "uint8";
-    case NPY_I32:
-        return "int32";
-    case NPY_I64:
-        return "int64";
-    }
-    return "unknown";
+    static const char *const names[] = {"float32", "float16", "float64", "bool", "uint8", "int32", "int64"};
+    return (unsigned)dtype < sizeof names / sizeof names[0] ? names[dtype] : "unknown"; /* in npy_dtype's order */
 }
 
 /* The descr string numpy writes for each dtype. */
