@@ -317,15 +317,11 @@ void clattn_context_free(clattn_context *ctx) {
         if (ctx->queues[i]) clReleaseCommandQueue(ctx->queues[i]);
     if (ctx->queue) clReleaseCommandQueue(ctx->queue);
     if (ctx->cl_ctx) clReleaseContext(ctx->cl_ctx);
-    free(ctx->devices);
-    free(ctx->queues);
-    free(ctx->infos);
-    free(ctx->cache_dir);
-    free(ctx->kernel_dir);
-    free(ctx->extra_build_options);
-    free(ctx->binary_dir);
-    free(ctx->last_error);
-    free(ctx);
+    /* What the context owns on the heap, itself last. */
+    void *owned[] = {ctx->devices,    ctx->queues,     ctx->infos,
+                     ctx->cache_dir,  ctx->kernel_dir, ctx->extra_build_options,
+                     ctx->binary_dir, ctx->last_error, ctx};
+    for (size_t i = 0; i < sizeof owned / sizeof owned[0]; ++i) free(owned[i]);
 }
 
 clattn_status clattn_context_set_target(clattn_context *ctx, const clattn_device_info *target) {

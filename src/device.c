@@ -54,6 +54,8 @@ clattn_status cla_device_query_info(cl_platform_id platform, cl_device_id device
     query_string(device, CL_DEVICE_OPENCL_C_VERSION, info->opencl_c_version, sizeof info->opencl_c_version);
 
     cl_device_type type = 0;
+    cl_device_local_mem_type lmt = CL_GLOBAL;
+    cl_bool compiler = CL_FALSE;
     if (clGetDeviceInfo(device, CL_DEVICE_TYPE, sizeof type, &type, NULL) != CL_SUCCESS) type = 0;
     if (type & CL_DEVICE_TYPE_GPU)
         info->type = CLATTN_DEVICE_TYPE_GPU;
@@ -69,7 +71,6 @@ clattn_status cla_device_query_info(cl_platform_id platform, cl_device_id device
     QUERY_SCALAR(device, CL_DEVICE_GLOBAL_MEM_SIZE, cl_ulong, info->global_mem_bytes);
     QUERY_SCALAR(device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, cl_ulong, info->max_alloc_bytes);
     QUERY_SCALAR(device, CL_DEVICE_LOCAL_MEM_SIZE, cl_ulong, info->local_mem_bytes);
-    cl_device_local_mem_type lmt = CL_GLOBAL;
     QUERY_SCALAR(device, CL_DEVICE_LOCAL_MEM_TYPE, cl_device_local_mem_type, lmt);
     info->local_mem_is_dedicated = lmt == CL_LOCAL;
     QUERY_SCALAR(device, CL_DEVICE_MAX_WORK_GROUP_SIZE, size_t, info->max_work_group_size);
@@ -83,7 +84,6 @@ clattn_status cla_device_query_info(cl_platform_id platform, cl_device_id device
     QUERY_SCALAR(device, CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT, cl_uint, info->preferred_vector_width_float);
     QUERY_SCALAR(device, CL_DEVICE_PREFERRED_VECTOR_WIDTH_HALF, cl_uint, info->preferred_vector_width_half);
     QUERY_SCALAR(device, CL_DEVICE_NATIVE_VECTOR_WIDTH_FLOAT, cl_uint, info->native_vector_width_float);
-    cl_bool compiler = CL_FALSE;
     QUERY_SCALAR(device, CL_DEVICE_COMPILER_AVAILABLE, cl_bool, compiler);
     info->compiler_available = compiler == CL_TRUE;
 

@@ -302,6 +302,11 @@ clattn_status cla_check_overlaps(clattn_context *ctx, const char *fn, const cla_
 
 /* ---- small helpers ---- */
 
+/* CLATTN_ERROR_NULL_POINTER, with "<fn>: <name> is NULL" for the first of the `n` arguments that is NULL, or
+ * CLATTN_SUCCESS when none is. */
+clattn_status cla_check_given(clattn_context *ctx, const char *fn, const void *const *args,
+                              const char *const *names, size_t n);
+
 /* A dtype that tensors of values may be stored in (every one but BOOL, which only masks take). */
 static inline bool cla_is_float_dtype(clattn_dtype d) {
     return d == CLATTN_DTYPE_F32 || d == CLATTN_DTYPE_F16 || d == CLATTN_DTYPE_BF16;

@@ -129,12 +129,9 @@ static clattn_status desc_range(clattn_context *ctx, const clattn_tensor *t, con
 static clattn_status validate(clattn_context *ctx, const clattn_mha_weights *w, const clattn_mha_desc *desc,
                               const clattn_tensor *x, const clattn_tensor *memory, const clattn_tensor *out,
                               cl_uint num_wait, const cl_event *wait_list, mha_plan *p) {
-    if (!w || !desc || !x || !out)
-        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "clattn_mha: %s is NULL",
-                        !w      ? "weights"
-                        : !desc ? "desc"
-                        : !x    ? "x"
-                                : "out");
+    const void *const given[] = {w, desc, x, out};
+    static const char *const given_names[] = {"weights", "desc", "x", "out"};
+    if (cla_check_given(ctx, "clattn_mha", given, given_names, 4)) return CLATTN_ERROR_NULL_POINTER;
     if (num_wait > 0 && !wait_list)
         return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "clattn_mha: %u wait events but wait_list is NULL",
                         num_wait);

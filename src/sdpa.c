@@ -142,13 +142,9 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
                                 const clattn_tensor *k, const clattn_tensor *v, const clattn_tensor *out,
                                 cl_command_queue queue, cl_uint num_wait, const cl_event *wait_list,
                                 cla_sdpa_plan *p) {
-    if (!desc || !q || !k || !v || !out)
-        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "clattn_sdpa: %s is NULL",
-                        !desc ? "desc"
-                        : !q  ? "q"
-                        : !k  ? "k"
-                        : !v  ? "v"
-                              : "out");
+    const void *const given[] = {desc, q, k, v, out};
+    static const char *const given_names[] = {"desc", "q", "k", "v", "out"};
+    if (cla_check_given(ctx, "clattn_sdpa", given, given_names, 5)) return CLATTN_ERROR_NULL_POINTER;
     clattn_status qst = cla_check_queue(ctx, "clattn_sdpa", NULL, num_wait, wait_list);
     if (qst != CLATTN_SUCCESS) return qst;
     const clattn_tensor *inputs[] = {q, k, v, out};

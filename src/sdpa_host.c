@@ -9,13 +9,13 @@
 
 void clattn_sdpa_host_desc_init(clattn_sdpa_host_desc *desc) {
     if (!desc) return;
-    memset(desc, 0, sizeof *desc);
-    desc->storage = CLATTN_DTYPE_F32;
-    desc->scale = NAN;
-    desc->window_left = CLATTN_WINDOW_UNBOUNDED;
-    desc->window_right = CLATTN_WINDOW_UNBOUNDED;
-    desc->mask_batch = 1;
-    desc->mask_heads = 1;
+    /* Every field not named here is zero: no causal masking, no mask, no key lengths, no lse or weights. */
+    *desc = (clattn_sdpa_host_desc){.storage = CLATTN_DTYPE_F32,
+                                    .scale = NAN,
+                                    .window_left = CLATTN_WINDOW_UNBOUNDED,
+                                    .window_right = CLATTN_WINDOW_UNBOUNDED,
+                                    .mask_batch = 1,
+                                    .mask_heads = 1};
 }
 
 static bool product(size_t *out, size_t a, size_t b, size_t c, size_t d) {
@@ -89,13 +89,9 @@ static clattn_status download(clattn_context *ctx, const char *name, cl_mem buf,
 
 static clattn_status check_host_desc(clattn_context *ctx, const clattn_sdpa_host_desc *d, const float *q,
                                      const float *k, const float *v, float *out) {
-    if (!d || !q || !k || !v || !out)
-        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "clattn_sdpa_host: %s is NULL",
-                        !d   ? "desc"
-                        : !q ? "q"
-                        : !k ? "k"
-                        : !v ? "v"
-                             : "out");
+    const void *const given[] = {d, q, k, v, out};
+    static const char *const given_names[] = {"desc", "q", "k", "v", "out"};
+    if (cla_check_given(ctx, "clattn_sdpa_host", given, given_names, 5)) return CLATTN_ERROR_NULL_POINTER;
     if (d->storage != CLATTN_DTYPE_F32 && d->storage != CLATTN_DTYPE_F16 && d->storage != CLATTN_DTYPE_BF16)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE,
                         "clattn_sdpa_host: storage dtype %d is not F32, F16 or BF16", (int)d->storage);

@@ -424,6 +424,8 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_
                 w.c_off[t] = t * rows * Dv;
             }
             gemm_stage g2 = {.what = "output P V",
+                             .b = v_packed ? w.vp : p->v.buffer,
+                             .ldb = v_packed ? Dv : p->v.stride[2],
                              .alpha = 1.0f,
                              .b_trans = CLBlastTransposeNo,
                              .m = rows,
@@ -431,8 +433,6 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_
                              .k = Lk,
                              .a = w.s,
                              .lda = Lk,
-                             .b = v_packed ? w.vp : p->v.buffer,
-                             .ldb = v_packed ? Dv : p->v.stride[2],
                              .c = w.o,
                              .ldc = Dv,
                              .count = n};

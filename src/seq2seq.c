@@ -121,11 +121,10 @@ clattn_status clattn_seq2seq_weights_create(clattn_context *ctx, const clattn_se
                                             clattn_seq2seq_weights **weights) {
     if (!ctx) return CLATTN_ERROR_NULL_POINTER;
     cla_clear_error(ctx);
-    if (!config || !host || !weights)
-        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "clattn_seq2seq_weights_create: %s is NULL",
-                        !config ? "config"
-                        : !host ? "host"
-                                : "weights");
+    const void *const given[] = {config, host, weights};
+    static const char *const given_names[] = {"config", "host", "weights"};
+    if (cla_check_given(ctx, "clattn_seq2seq_weights_create", given, given_names, 3))
+        return CLATTN_ERROR_NULL_POINTER;
     *weights = NULL;
     clattn_status st = check_config(ctx, config, host);
     if (st != CLATTN_SUCCESS) return st;
@@ -238,12 +237,9 @@ static clattn_status check_projection(clattn_context *ctx, const char *fn, const
 static clattn_status check_projected(clattn_context *ctx, const char *fn, const clattn_seq2seq_weights *weights,
                                      const clattn_seq2seq_desc *desc, const clattn_tensor *query,
                                      const clattn_tensor *values) {
-    if (!weights || !desc || !query || !values)
-        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: %s is NULL", fn,
-                        !weights ? "weights"
-                        : !desc  ? "desc"
-                        : !query ? "query_projection"
-                                 : "values");
+    const void *const given[] = {weights, desc, query, values};
+    static const char *const given_names[] = {"weights", "desc", "query_projection", "values"};
+    if (cla_check_given(ctx, fn, given, given_names, 4)) return CLATTN_ERROR_NULL_POINTER;
     if (!desc->key_projection.buffer)
         return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: desc->key_projection is required", fn);
     cla_range r = {"query_projection", query->buffer, 0, 0, false, 0};
@@ -258,13 +254,9 @@ static clattn_status validate(clattn_context *ctx, const char *fn, bool projecte
                               const clattn_tensor *query, const clattn_tensor *keys, const clattn_tensor *values,
                               const clattn_tensor *context_out, cl_command_queue queue, cl_uint num_wait,
                               const cl_event *wait_list, cla_seq2seq_plan *p) {
-    if (!weights || !desc || !query || !keys || !context_out)
-        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: %s is NULL", fn,
-                        !weights ? "weights"
-                        : !desc  ? "desc"
-                        : !query ? "query"
-                        : !keys  ? "keys"
-                                 : "context_out");
+    const void *const given[] = {weights, desc, query, keys, context_out};
+    static const char *const given_names[] = {"weights", "desc", "query", "keys", "context_out"};
+    if (cla_check_given(ctx, fn, given, given_names, 5)) return CLATTN_ERROR_NULL_POINTER;
     clattn_status qst = check_weights_and_queue(ctx, fn, weights, queue, num_wait, wait_list);
     if (qst != CLATTN_SUCCESS) return qst;
     const clattn_seq2seq_config *c = &weights->config;
@@ -309,15 +301,15 @@ static clattn_status validate(clattn_context *ctx, const char *fn, bool projecte
     p->key_dim = c->key_dim;
     p->value_dim = Dv;
     p->attn_dim = c->attn_dim;
-    p->query = *query;
-    p->keys = *keys;
-    p->values = *h;
-    p->context = *context_out;
+    p->params = weights;
     p->mask = desc->mask;
     p->key_lengths = desc->key_lengths;
     p->key_lengths_offset = desc->key_lengths_offset;
     p->weights = desc->weights;
-    p->params = weights;
+    p->query = *query;
+    p->keys = *keys;
+    p->values = *h;
+    p->context = *context_out;
 
     cla_range ranges[8] = {{0}};
     size_t n = 0;
@@ -648,11 +640,9 @@ clattn_status clattn_seq2seq_project_keys(clattn_context *ctx, const clattn_seq2
     cla_clear_error(ctx);
     cla_temp_begin(ctx);
     const char *fn = "clattn_seq2seq_project_keys";
-    if (!weights || !keys || !key_projection)
-        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: %s is NULL", fn,
-                        !weights ? "weights"
-                        : !keys  ? "keys"
-                                 : "key_projection");
+    const void *const given[] = {weights, keys, key_projection};
+    static const char *const given_names[] = {"weights", "keys", "key_projection"};
+    if (cla_check_given(ctx, fn, given, given_names, 3)) return CLATTN_ERROR_NULL_POINTER;
     clattn_status qst = check_weights_and_queue(ctx, fn, weights, queue, num_wait_events, wait_list);
     if (qst != CLATTN_SUCCESS) return qst;
     if (!cla_is_float_dtype(keys->dtype))

@@ -199,6 +199,13 @@ char *cla_strdup(const char *s) {
     return p;
 }
 
+clattn_status cla_check_given(clattn_context *ctx, const char *fn, const void *const *args,
+                              const char *const *names, size_t n) {
+    for (size_t i = 0; i < n; ++i)
+        if (!args[i]) return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: %s is NULL", fn, names[i]);
+    return CLATTN_SUCCESS;
+}
+
 void *cla_grow(void *items, size_t *capacity, size_t count, size_t size, size_t initial) {
     if (count < *capacity) return items;
     const size_t cap = *capacity ? *capacity * 2 : initial;
