@@ -6,19 +6,8 @@
 
 #include "internal.h"
 
-static clattn_context *ctx;
-
-static int setup(void **state) {
-    (void)state;
-    ctx = test_context();
-    return 0;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    clattn_context_free(ctx);
-    return 0;
-}
+TEST_CONTEXT_SETUP(ctx);
+TEST_CONTEXT_TEARDOWN(ctx);
 
 /* Fails operation 1, 2, 3, ... of the call until a run gets through with the fault unused; returns how many
  * operations the call has. */

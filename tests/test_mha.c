@@ -15,19 +15,8 @@
 #define POISON_BYTE 0x7b /* finite in every dtype and far from any output */
 #define CANARY      32   /* poisoned elements after each view */
 
-static clattn_context *ctx;
-
-static int setup(void **state) {
-    (void)state;
-    ctx = test_context();
-    return 0;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    clattn_context_free(ctx);
-    return 0;
-}
+TEST_CONTEXT_SETUP(ctx);
+TEST_CONTEXT_TEARDOWN(ctx);
 
 static float rnd(unsigned *s) {
     *s = *s * 1664525u + 1013904223u;

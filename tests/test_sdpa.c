@@ -9,22 +9,12 @@
 #include <float.h>
 #include <math.h>
 
-static clattn_context *ctx;
 static const clattn_impl impl_fused = CLATTN_IMPL_FUSED;
 static const clattn_impl impl_unfused = CLATTN_IMPL_UNFUSED;
 static const clattn_impl impl_auto = CLATTN_IMPL_AUTO;
 
-static int setup(void **state) {
-    (void)state;
-    ctx = test_context();
-    return 0;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    clattn_context_free(ctx);
-    return 0;
-}
+TEST_CONTEXT_SETUP(ctx);
+TEST_CONTEXT_TEARDOWN(ctx);
 
 static clattn_impl impl_of(void **state) {
     return *(const clattn_impl *)*state;

@@ -8,13 +8,7 @@
 
 #include "internal.h"
 
-static clattn_context *ctx;
-
-static int setup(void **state) {
-    (void)state;
-    ctx = test_context();
-    return 0;
-}
+TEST_CONTEXT_SETUP(ctx);
 
 static int teardown(void **state) {
     (void)state;

@@ -32,6 +32,26 @@ int test_count_dir_entries(const char *path);
 /* A context on the device under test; fails the test (with the library's message) if none can be made. */
 clattn_context *test_context(void);
 
+/* The group fixture of a test program whose tests share one context on the device under test: defines the
+ * context `var` and a `setup` for cmocka_run_group_tests that creates it; TEST_CONTEXT_TEARDOWN(var) defines the
+ * `teardown` that frees it, for programs with nothing else to tear down. Each ends in a declaration, so that its
+ * use takes a semicolon. */
+#define TEST_CONTEXT_SETUP(var)                                                                                    \
+    static clattn_context *var;                                                                                    \
+    static int setup(void **state) {                                                                               \
+        (void)state;                                                                                               \
+        var = test_context();                                                                                      \
+        return 0;                                                                                                  \
+    }                                                                                                              \
+    extern int test_context_setup_defined
+#define TEST_CONTEXT_TEARDOWN(var)                                                                                 \
+    static int teardown(void **state) {                                                                            \
+        (void)state;                                                                                               \
+        clattn_context_free(var);                                                                                  \
+        return 0;                                                                                                  \
+    }                                                                                                              \
+    extern int test_context_teardown_defined
+
 #define assert_status(expr, expected)                                                                              \
     do {                                                                                                           \
         clattn_status st_ = (expr);                                                                                \

@@ -43,11 +43,7 @@ int bench_time_calls(const char *cmd, const char *what, clattn_context *ctx, lon
     }
     if (r == SUPPORT_TIME_DEVICE)
         return cli_error(cmd, CLI_FAILED, "%s failed on the device: OpenCL error %d", what, st.cl_error);
-    t->median_ms = st.median_ms;
-    t->min_ms = st.min_ms;
-    t->max_ms = st.max_ms;
-    t->host_timer = st.host_timer;
-    t->temp_bytes = c.temp_bytes;
+    *t = (bench_timing){st.median_ms, st.min_ms, st.max_ms, c.temp_bytes, st.host_timer};
     return CLI_OK;
 }
 

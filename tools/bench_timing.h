@@ -27,6 +27,18 @@ int bench_time_calls(const char *cmd, const char *what, clattn_context *ctx, lon
 /* Prints a CSV field, quoted when it holds a comma, a quote or a line break. */
 void bench_csv_string(const char *s);
 
+/* The options every bench command reads the same way (--check, --repeat, --warmup, the output format, --device),
+ * at the end of each command's table. */
+/* clang-format off */
+#define BENCH_COMMON_OPTIONS                                                                                        \
+    {"check", NULL, "also compare each output with the double-precision reference", NULL},                         \
+    {"repeat", "N", "timed calls per measurement (default 10); median, min and max are reported", NULL},           \
+    {"warmup", "N", "untimed calls first, at least 1 (default 2); compilation happens there", NULL},               \
+    {"json", NULL, "print one JSON array, an object per measurement", NULL},                                       \
+    {"csv", NULL, "print CSV: a header and a row per measurement", NULL},                                          \
+    {"device", "SPEC", "device to run on (default: CLATTN_DEVICE, else the first GPU/accelerator/CPU)", NULL}
+/* clang-format on */
+
 /* What every bench command holds for its run: a profiling context on the chosen device, its description, room for
  * the timings of one measurement, and the JSON array when --json asked for one. */
 typedef struct bench_run {

@@ -519,12 +519,7 @@ static int bench_sdpa(int argc, char **argv) {
         {"mask", "KIND", "a random additive or bool mask [Lq, Lk], broadcast over batch and heads", NULL},
         {"dtype", "TYPE", "storage type on the device: f32 (default), f16 or bf16", NULL},
         {"impl", "IMPL", "fused, unfused or all (default)", NULL},
-        {"repeat", "N", "timed calls per measurement (default 10); median, min and max are reported", NULL},
-        {"warmup", "N", "untimed calls first, at least 1 (default 2); compilation happens there", NULL},
-        {"check", NULL, "also compare each output with the double-precision reference", NULL},
-        {"json", NULL, "print one JSON array, an object per measurement", NULL},
-        {"csv", NULL, "print CSV: a header and a row per measurement", NULL},
-        {"device", "SPEC", "device to run on (default: CLATTN_DEVICE, else the first GPU/accelerator/CPU)", NULL},
+        BENCH_COMMON_OPTIONS,
     };
     cli_command cmd = {
         CMD,

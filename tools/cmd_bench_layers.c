@@ -65,17 +65,6 @@ static int parse_count(const char *cmd, const char *opt, const char *text, long 
     return CLI_OK;
 }
 
-/* The options parse_common reads besides the shape, sweep and dtype, the same in both operations' tables. */
-/* clang-format off */
-#define LAYER_COMMON_OPTIONS                                                                                        \
-    {"check", NULL, "also compare each output with the double-precision reference", NULL},                         \
-    {"repeat", "N", "timed calls per measurement (default 10)", NULL},                                             \
-    {"warmup", "N", "untimed calls first, at least 1 (default 2)", NULL},                                          \
-    {"json", NULL, "print one JSON array, an object per measurement", NULL},                                       \
-    {"csv", NULL, "print CSV: a header and a row per measurement", NULL},                                          \
-    {"device", "SPEC", "device to run on (default: CLATTN_DEVICE, else the first GPU/accelerator/CPU)", NULL}
-/* clang-format on */
-
 /* Reads the shape options, the sweep, dtype, repeat, warm-up and output format shared by both operations. */
 static int parse_common(const cli_command *cmd, layer_config *c) {
     layer_shape base;
@@ -330,7 +319,7 @@ static int bench_mha(int argc, char **argv) {
         {"packed", NULL, "one packed Q|K|V weight (self-attention)", NULL},
         {"dtype", "TYPE", "storage of x and out: f32 (default), f16 or bf16", NULL},
         {"impl", "IMPL", "attention step: fused, unfused or all (default)", NULL},
-        LAYER_COMMON_OPTIONS,
+        BENCH_COMMON_OPTIONS,
     };
     cli_command cmd = {
         CMD,
@@ -594,7 +583,7 @@ static int bench_seq2seq(int argc, char **argv) {
          "does for its steps",
          NULL},
         {"dtype", "TYPE", "storage of queries, keys and context: f32 (default), f16 or bf16", NULL},
-        LAYER_COMMON_OPTIONS,
+        BENCH_COMMON_OPTIONS,
     };
     cli_command cmd = {
         CMD,

@@ -100,4 +100,13 @@ void tune_search(tune_session *s, const tune_space *sp, tune_strategy strategy, 
 
 int tune_worker_main(int argc, char **argv);
 
+/* The arguments the tuner starts a worker with (`clattn tune --worker --device P:D --class TEXT --repeat N
+ * --warmup N`, and --first PARAMS when the CLBlast worker restarts itself); repeat and warmup default to 5 and 2.
+ */
+typedef struct tune_worker_args {
+    const char *device, *cls, *first;
+    long repeat, warmup;
+} tune_worker_args;
+void tune_worker_args_parse(int argc, char **argv, tune_worker_args *a);
+
 #endif

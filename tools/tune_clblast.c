@@ -328,18 +328,13 @@ static void evaluate(clblast_worker *w, const char *line) {
 }
 
 int tune_clblast_worker(int argc, char **argv) {
-    const char *device = NULL, *cls = NULL, *first = NULL;
+    tune_worker_args args;
+    tune_worker_args_parse(argc, argv, &args);
+    const char *device = args.device, *cls = args.cls, *first = args.first;
     clblast_worker w;
     memset(&w, 0, sizeof w);
-    w.repeat = 5;
-    w.warmup = 2;
-    for (int i = 0; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "--device") == 0) device = argv[i + 1];
-        if (strcmp(argv[i], "--class") == 0) cls = argv[i + 1];
-        if (strcmp(argv[i], "--repeat") == 0) w.repeat = atol(argv[i + 1]);
-        if (strcmp(argv[i], "--warmup") == 0) w.warmup = atol(argv[i + 1]);
-        if (strcmp(argv[i], "--first") == 0) first = argv[i + 1];
-    }
+    w.repeat = args.repeat;
+    w.warmup = args.warmup;
     char repeat_text[32], warmup_text[32];
     snprintf(repeat_text, sizeof repeat_text, "%ld", w.repeat);
     snprintf(warmup_text, sizeof warmup_text, "%ld", w.warmup);

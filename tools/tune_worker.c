@@ -261,18 +261,27 @@ static void evaluate(worker_setup *w, const char *params) {
         printf("ok %.6f %.6f\n", t.median_ms, t.min_ms);
 }
 
+void tune_worker_args_parse(int argc, char **argv, tune_worker_args *a) {
+    memset(a, 0, sizeof *a);
+    a->repeat = 5;
+    a->warmup = 2;
+    for (int i = 0; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--device") == 0) a->device = argv[i + 1];
+        if (strcmp(argv[i], "--class") == 0) a->cls = argv[i + 1];
+        if (strcmp(argv[i], "--repeat") == 0) a->repeat = atol(argv[i + 1]);
+        if (strcmp(argv[i], "--warmup") == 0) a->warmup = atol(argv[i + 1]);
+        if (strcmp(argv[i], "--first") == 0) a->first = argv[i + 1];
+    }
+}
+
 int tune_worker_main(int argc, char **argv) {
-    const char *device = NULL, *cls_text = NULL;
+    tune_worker_args args;
+    tune_worker_args_parse(argc, argv, &args);
+    const char *device = args.device, *cls_text = args.cls;
     worker_setup w;
     memset(&w, 0, sizeof w);
-    w.repeat = 5;
-    w.warmup = 2;
-    for (int i = 0; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "--device") == 0) device = argv[i + 1];
-        if (strcmp(argv[i], "--class") == 0) cls_text = argv[i + 1];
-        if (strcmp(argv[i], "--repeat") == 0) w.repeat = atol(argv[i + 1]);
-        if (strcmp(argv[i], "--warmup") == 0) w.warmup = atol(argv[i + 1]);
-    }
+    w.repeat = args.repeat;
+    w.warmup = args.warmup;
     if (cls_text && strncmp(cls_text, TUNE_CLBLAST_CLASS_PREFIX, strlen(TUNE_CLBLAST_CLASS_PREFIX)) == 0)
         return tune_clblast_worker(argc, argv);
     if (w.repeat < 1) w.repeat = 1;
