@@ -4,19 +4,11 @@
  * it, the device parts run too: a context reading a database of another device or a malformed one, and real runs
  * of `clattn tune` on the device (a short tune whose result a new context picks up, candidates that fail to build,
  * give a wrong answer, crash or hang, and a run interrupted and resumed). */
-#define _POSIX_C_SOURCE 200809L
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "test_util.h"
+
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <cmocka.h>
 
 #include "tuning.h"
 
@@ -449,24 +441,6 @@ static void seq2seq_matcher_fallbacks(void **state) {
 
 static char basedir[256]; /* scratch */
 static char tmpdir[300];  /* the tuning directory inside it, which the tuner creates */
-static char messages[16384];
-
-static void collect_log(void *user, clattn_log_level level, const char *message) {
-    (void)user;
-    (void)level;
-    size_t n = strlen(messages);
-    snprintf(messages + n, sizeof messages - n, "%s\n", message);
-}
-
-static clattn_context *open_logged(void) {
-    messages[0] = '\0';
-    clattn_context_options o;
-    clattn_context_options_init(&o);
-    o.log = collect_log;
-    clattn_context *ctx = NULL;
-    assert_int_equal(clattn_context_create_with_options(&o, &ctx), CLATTN_SUCCESS);
-    return ctx;
-}
 
 static clattn_tuning_choice lookup(clattn_context *ctx, const char *cls) {
     cla_tune_problem p = problem(cls);
@@ -497,7 +471,7 @@ static void write_text(const char *path, const char *text) {
 static void context_ignores_bad_databases(void **state) {
     (void)state;
     assert_true(cla_tuning_make_dir(tmpdir));
-    clattn_context *ctx = open_logged();
+    clattn_context *ctx = test_logged_context();
     char *path = db_file(ctx);
     clattn_device_info info;
     clattn_context_device_info(ctx, &info);
@@ -508,8 +482,8 @@ static void context_ignores_bad_databases(void **state) {
 
     /* Malformed: a clear message, built-in defaults. */
     write_text(path, "{\"format\":1,\"platform\":");
-    ctx = open_logged();
-    assert_non_null(strstr(messages, "malformed"));
+    ctx = test_logged_context();
+    assert_non_null(strstr(test_log_messages, "malformed"));
     assert_int_equal(lookup(ctx, "prefill:d64:L256").source, CLATTN_TUNING_BUILTIN);
     clattn_context_free(ctx);
 
@@ -520,8 +494,8 @@ static void context_ignores_bad_databases(void **state) {
              "\"rows\":8,\"block_n\":16}}]}",
              info.platform_name, info.driver_version, hash);
     write_text(path, text);
-    ctx = open_logged();
-    assert_non_null(strstr(messages, "not this one"));
+    ctx = test_logged_context();
+    assert_non_null(strstr(test_log_messages, "not this one"));
     assert_int_equal(lookup(ctx, "prefill:d64:L256").source, CLATTN_TUNING_BUILTIN);
     clattn_context_free(ctx);
 
@@ -532,8 +506,8 @@ static void context_ignores_bad_databases(void **state) {
              "\"params\":{\"variant\":\"tiled\",\"rows\":2,\"block_n\":16,\"wg\":4,\"local\":0}}]}",
              info.platform_name, info.name, info.driver_version);
     write_text(path, text);
-    ctx = open_logged();
-    assert_non_null(strstr(messages, "another version of its kernels"));
+    ctx = test_logged_context();
+    assert_non_null(strstr(test_log_messages, "another version of its kernels"));
     assert_int_equal(lookup(ctx, "prefill:d64:L256").source, CLATTN_TUNING_BUILTIN);
     clattn_context_free(ctx);
 
@@ -541,7 +515,7 @@ static void context_ignores_bad_databases(void **state) {
     char *at = strstr(text, "00000000000000000000000000000000");
     memcpy(at, hash, 32);
     write_text(path, text);
-    ctx = open_logged();
+    ctx = test_logged_context();
     clattn_tuning_choice ch = lookup(ctx, "prefill:d64:L256");
     assert_int_equal(ch.source, CLATTN_TUNING_DEVICE_DEFAULT);
     assert_string_equal(ch.params, "variant=tiled,rows=2,block_n=16,wg=4,local=0,splits=0");
@@ -554,7 +528,7 @@ static void context_ignores_bad_databases(void **state) {
     clattn_context_free(ctx);
     /* So does CLATTN_FUSED_PARAMS, read when a context is created. */
     setenv("CLATTN_FUSED_PARAMS", "rows=16", 1);
-    ctx = open_logged();
+    ctx = test_logged_context();
     unsetenv("CLATTN_FUSED_PARAMS");
     ch = lookup(ctx, "prefill:d64:L256");
     assert_int_equal(ch.source, CLATTN_TUNING_OVERRIDE);
@@ -625,7 +599,7 @@ static void clear_tuning_dir(clattn_context *ctx) {
 
 static void tune_result_is_picked_up(void **state) {
     (void)state;
-    clattn_context *ctx = open_logged();
+    clattn_context *ctx = test_logged_context();
     clear_tuning_dir(ctx);
     assert_int_equal(lookup(ctx, "prefill:d64:L64").source, CLATTN_TUNING_BUILTIN);
     clattn_context_free(ctx);
@@ -633,7 +607,7 @@ static void tune_result_is_picked_up(void **state) {
     int rc = run_cli("tune " SPACE " --strategy random --budget 3 --quiet", out, sizeof out);
     if (rc != 0) fail_msg("clattn tune exited %d:\n%s", rc, out);
     assert_non_null(strstr(out, "prefill:d64:L64:f32"));
-    ctx = open_logged();
+    ctx = test_logged_context();
     assert_int_equal(log_count(ctx, NULL), 3);
     clattn_tuning_choice ch = lookup(ctx, "prefill:d64:L64");
     assert_int_equal(ch.source, CLATTN_TUNING_EXACT);
@@ -651,7 +625,7 @@ static void tune_result_is_picked_up(void **state) {
 
 static void failing_candidates_are_recorded_and_skipped(void **state) {
     (void)state;
-    clattn_context *ctx = open_logged();
+    clattn_context *ctx = test_logged_context();
     clear_tuning_dir(ctx);
     char out[16384];
     setenv("CLATTN_TUNE_TEST_FAIL", "build@" BROKEN ";wrong@" WRONG ";crash@" FASTEST, 1);
@@ -665,7 +639,7 @@ static void failing_candidates_are_recorded_and_skipped(void **state) {
     assert_int_equal(log_count(ctx, "\"status\":\"ok\""), 1);
     clattn_context_free(ctx);
     /* Only the built-in default worked, so it is the one stored. */
-    ctx = open_logged();
+    ctx = test_logged_context();
     clattn_tuning_choice ch = lookup(ctx, "prefill:d64:L64");
     assert_int_equal(ch.source, CLATTN_TUNING_EXACT);
     assert_string_equal(ch.params, BUILT_IN);
@@ -674,7 +648,7 @@ static void failing_candidates_are_recorded_and_skipped(void **state) {
 
 static void hanging_candidate_times_out(void **state) {
     (void)state;
-    clattn_context *ctx = open_logged();
+    clattn_context *ctx = test_logged_context();
     clear_tuning_dir(ctx);
     char out[16384];
     setenv("CLATTN_TUNE_TEST_FAIL", "hang@" BROKEN, 1);
@@ -690,7 +664,7 @@ static void hanging_candidate_times_out(void **state) {
 
 static void interrupted_run_resumes(void **state) {
     (void)state;
-    clattn_context *ctx = open_logged();
+    clattn_context *ctx = test_logged_context();
     clear_tuning_dir(ctx);
     char out[16384];
     setenv("CLATTN_TUNE_TEST_STOP_AFTER", "2", 1);
@@ -721,7 +695,7 @@ static void interrupted_run_resumes(void **state) {
 
 static void seq2seq_tune_is_picked_up(void **state) {
     (void)state;
-    clattn_context *ctx = open_logged();
+    clattn_context *ctx = test_logged_context();
     clear_tuning_dir(ctx);
     clattn_tuning_query q;
     clattn_tuning_query_init(&q);
@@ -741,7 +715,7 @@ static void seq2seq_tune_is_picked_up(void **state) {
     unsetenv("CLATTN_TUNE_TEST_FAIL");
     if (rc != 0) fail_msg("clattn tune exited %d:\n%s", rc, out);
     assert_non_null(strstr(out, "additive:prefill:a32:v16:L64:f32"));
-    ctx = open_logged();
+    ctx = test_logged_context();
     assert_int_equal(log_count(ctx, "\"op\":\"seq2seq_additive\""), 4);
     assert_int_equal(log_count(ctx, "\"status\":\"wrong\""), 1);
     assert_int_equal(log_count(ctx, "\"status\":\"ok\""), 3);

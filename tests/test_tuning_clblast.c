@@ -3,18 +3,10 @@
  * the device stores a section; a new context applies a section (seen through its log callback and the tuning
  * lookup) and a GEMM through CLBlast is still right afterwards; malformed and stale sections are logged and apply
  * nothing. */
-#define _POSIX_C_SOURCE 200809L
-#include <math.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
+#include "test_util.h"
 
-#include <cmocka.h>
+#include <math.h>
+#include <unistd.h>
 
 #include "blas.h"
 #include "tuning.h"
@@ -105,24 +97,6 @@ static void section_rejects_bad_input(void **state) {
 /* ---- on the device ---- */
 
 static char tmpdir[256];
-static char messages[16384];
-
-static void collect_log(void *user, clattn_log_level level, const char *message) {
-    (void)user;
-    (void)level;
-    size_t n = strlen(messages);
-    snprintf(messages + n, sizeof messages - n, "%s\n", message);
-}
-
-static clattn_context *open_logged(void) {
-    messages[0] = '\0';
-    clattn_context_options o;
-    clattn_context_options_init(&o);
-    o.log = collect_log;
-    clattn_context *ctx = NULL;
-    assert_int_equal(clattn_context_create_with_options(&o, &ctx), CLATTN_SUCCESS);
-    return ctx;
-}
 
 static char *db_file(clattn_context *ctx) {
     clattn_device_info info;
@@ -214,7 +188,7 @@ static void tune_stores_and_context_applies(void **state) {
              ">/dev/null",
              CLATTN_CLI);
     assert_int_equal(system(cmd), 0);
-    clattn_context *ctx = open_logged();
+    clattn_context *ctx = test_logged_context();
     char *path = db_file(ctx);
     char *text = read_text(path);
     assert_non_null(text);
@@ -230,9 +204,9 @@ static void tune_stores_and_context_applies(void **state) {
              cla_clblast_version(), good_xgemm);
     set_section(ctx, section);
     clattn_context_free(ctx);
-    ctx = open_logged();
-    assert_non_null(strstr(messages, "applied tuned CLBlast Xgemm parameters"));
-    assert_non_null(strstr(messages, "applied tuned CLBlast GemmRoutine parameters"));
+    ctx = test_logged_context();
+    assert_non_null(strstr(test_log_messages, "applied tuned CLBlast Xgemm parameters"));
+    assert_non_null(strstr(test_log_messages, "applied tuned CLBlast GemmRoutine parameters"));
     clattn_tuning_choice ch = lookup(ctx, "clblast:Xgemm");
     assert_int_equal(ch.source, CLATTN_TUNING_EXACT);
     assert_non_null(strstr(ch.params, "VWM=8"));
@@ -245,20 +219,20 @@ static void tune_stores_and_context_applies(void **state) {
 
 static void bad_sections_apply_nothing(void **state) {
     (void)state;
-    clattn_context *ctx = open_logged();
+    clattn_context *ctx = test_logged_context();
     set_section(ctx, "{\"version\":\"1.5.3\",\"Xgemm\":{\"params\":{\"KWG\":32}}}");
     clattn_context_free(ctx);
-    ctx = open_logged();
-    assert_non_null(strstr(messages, "\"clblast\" section is malformed"));
-    assert_null(strstr(messages, "applied tuned CLBlast"));
+    ctx = test_logged_context();
+    assert_non_null(strstr(test_log_messages, "\"clblast\" section is malformed"));
+    assert_null(strstr(test_log_messages, "applied tuned CLBlast"));
     assert_int_equal(lookup(ctx, "clblast:Xgemm").source, CLATTN_TUNING_BUILTIN);
     char section[1024];
     snprintf(section, sizeof section, "{\"version\":\"0.0.1\",%s}", good_xgemm);
     set_section(ctx, section);
     clattn_context_free(ctx);
-    ctx = open_logged();
-    assert_non_null(strstr(messages, "tuned with CLBlast 0.0.1"));
-    assert_null(strstr(messages, "applied tuned CLBlast"));
+    ctx = test_logged_context();
+    assert_non_null(strstr(test_log_messages, "tuned with CLBlast 0.0.1"));
+    assert_null(strstr(test_log_messages, "applied tuned CLBlast"));
     /* Work-groups beyond the device: 64 x 128 work-items. */
     snprintf(section, sizeof section,
              "{\"version\":\"%s\",\"Xgemm\":{\"params\":{\"GEMMK\":0,\"KREG\":1,\"KWG\":128,\"KWI\":2,\"MDIMA\":64,"
@@ -267,9 +241,9 @@ static void bad_sections_apply_nothing(void **state) {
              cla_clblast_version());
     set_section(ctx, section);
     clattn_context_free(ctx);
-    ctx = open_logged();
-    assert_non_null(strstr(messages, "cannot be used on this device"));
-    assert_null(strstr(messages, "applied tuned CLBlast"));
+    ctx = test_logged_context();
+    assert_non_null(strstr(test_log_messages, "cannot be used on this device"));
+    assert_null(strstr(test_log_messages, "applied tuned CLBlast"));
     gemm_is_right(ctx); /* the section applied before this one is what CLBlast still has: still right */
     clattn_context_free(ctx);
 }

@@ -63,3 +63,22 @@ clattn_context *test_context(void) {
     if (st != CLATTN_SUCCESS) fail_msg("cannot create a context: %s: %s", clattn_status_string(st), msg);
     return ctx;
 }
+
+char test_log_messages[16384];
+
+static void collect_log(void *user, clattn_log_level level, const char *message) {
+    (void)user;
+    (void)level;
+    size_t n = strlen(test_log_messages);
+    snprintf(test_log_messages + n, sizeof test_log_messages - n, "%s\n", message);
+}
+
+clattn_context *test_logged_context(void) {
+    test_log_messages[0] = '\0';
+    clattn_context_options o;
+    clattn_context_options_init(&o);
+    o.log = collect_log;
+    clattn_context *ctx = NULL;
+    assert_int_equal(clattn_context_create_with_options(&o, &ctx), CLATTN_SUCCESS);
+    return ctx;
+}

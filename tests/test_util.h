@@ -32,6 +32,11 @@ int test_count_dir_entries(const char *path);
 /* A context on the device under test; fails the test (with the library's message) if none can be made. */
 clattn_context *test_context(void);
 
+/* The log messages of the last context test_logged_context() made, one per line. */
+extern char test_log_messages[16384];
+/* A context on the device under test whose log messages collect in test_log_messages (emptied first). */
+clattn_context *test_logged_context(void);
+
 /* The group fixture of a test program whose tests share one context on the device under test: defines the
  * context `var` and a `setup` for cmocka_run_group_tests that creates it; TEST_CONTEXT_TEARDOWN(var) defines the
  * `teardown` that frees it, for programs with nothing else to tear down. Each ends in a declaration, so that its

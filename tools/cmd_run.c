@@ -126,6 +126,18 @@ static int load_mask(const char *path, clattn_sdpa_host_desc *d, run_data *r) {
     return CLI_OK;
 }
 
+/* The call's sizes (v_head_dim 0: the head dim). */
+static void set_shape(clattn_sdpa_host_desc *d, size_t batch, size_t q_heads, size_t kv_heads, size_t q_len,
+                      size_t kv_len, size_t head_dim, size_t v_head_dim) {
+    d->batch = batch;
+    d->q_heads = q_heads;
+    d->kv_heads = kv_heads;
+    d->q_len = q_len;
+    d->kv_len = kv_len;
+    d->head_dim = head_dim;
+    d->v_head_dim = v_head_dim;
+}
+
 /* Options into the host descriptor; inputs from files or random. */
 static int prepare(const cli_command *cmd, clattn_sdpa_host_desc *d, run_data *r) {
     const char *random = cli_value(cmd, "random");
@@ -136,12 +148,7 @@ static int prepare(const cli_command *cmd, clattn_sdpa_host_desc *d, run_data *r
         size_t s[6];
         if (run_parse_sizes(random, s, 6, 1ull << 31) != 0)
             return cli_error(CMD, CLI_USAGE, "--random %s: expected B,Hq,Hkv,Lq,Lk,D (six sizes)", random);
-        d->batch = s[0];
-        d->q_heads = s[1];
-        d->kv_heads = s[2];
-        d->q_len = s[3];
-        d->kv_len = s[4];
-        d->head_dim = s[5];
+        set_shape(d, s[0], s[1], s[2], s[3], s[4], s[5], 0);
         size_t nq = s[0] * s[1] * s[3] * s[5], nk = s[0] * s[2] * s[4] * s[5];
         r->q = malloc((nq + 1) * sizeof(float));
         r->k = malloc((nk + 1) * sizeof(float));
@@ -162,13 +169,7 @@ static int prepare(const cli_command *cmd, clattn_sdpa_host_desc *d, run_data *r
                              "shapes do not fit: q [%zu,%zu,%zu,%zu], k [%zu,%zu,%zu,%zu], v [%zu,%zu,%zu,%zu] "
                              "(need equal batch, k and q head dims, v heads and length equal to k's)",
                              qs[0], qs[1], qs[2], qs[3], ks[0], ks[1], ks[2], ks[3], vs[0], vs[1], vs[2], vs[3]);
-        d->batch = qs[0];
-        d->q_heads = qs[1];
-        d->q_len = qs[2];
-        d->head_dim = qs[3];
-        d->kv_heads = ks[1];
-        d->kv_len = ks[2];
-        d->v_head_dim = vs[3];
+        set_shape(d, qs[0], qs[1], ks[1], qs[2], ks[2], qs[3], vs[3]);
     }
     const char *s;
     if ((s = cli_value(cmd, "dtype")) && (rc = cli_parse_dtype(CMD, s, &d->storage))) return rc;

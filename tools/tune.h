@@ -108,5 +108,7 @@ typedef struct tune_worker_args {
     long repeat, warmup;
 } tune_worker_args;
 void tune_worker_args_parse(int argc, char **argv, tune_worker_args *a);
+/* The worker's loop: one candidate per line of stdin to `answer`, which prints its answer line. */
+void tune_worker_serve(void (*answer)(void *worker, const char *params), void *worker);
 
 #endif

@@ -279,7 +279,8 @@ static bool apply(clblast_worker *w, const clattn_tune_config *c, bool *restart,
     return !*restart;
 }
 
-static void evaluate(clblast_worker *w, const char *line) {
+static void evaluate(void *worker, const char *line) {
+    clblast_worker *w = worker;
     clattn_tune_config c;
     memset(&c, 0, sizeof c);
     char why[256], fail[512] = "";
@@ -370,13 +371,7 @@ int tune_clblast_worker(int argc, char **argv) {
         evaluate(&w, first);
     else
         printf("ready\n");
-    char line[CLATTN_TUNE_PARAMS_TEXT + 8];
-    while (fgets(line, sizeof line, stdin)) {
-        line[strcspn(line, "\r\n")] = '\0';
-        if (!line[0]) continue;
-        evaluate(&w, line);
-        fflush(stdout);
-    }
+    tune_worker_serve(evaluate, &w);
     for (int i = 0; i < w.count; ++i) {
         shape_data *s = &w.shapes[i];
         cl_mem bufs[] = {s->a, s->b, s->c};

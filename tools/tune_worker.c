@@ -199,7 +199,8 @@ static const char *test_fault(const char *params) {
 }
 
 /* Evaluates one candidate and prints its answer line. */
-static void evaluate(worker_setup *w, const char *params) {
+static void evaluate(void *worker, const char *params) {
+    worker_setup *w = worker;
     const char *fault = test_fault(params);
     if (fault && strcmp(fault, "crash") == 0) {
         signal(SIGSEGV, SIG_DFL); /* the OpenCL driver may have a handler of its own */
@@ -261,6 +262,16 @@ static void evaluate(worker_setup *w, const char *params) {
         printf("ok %.6f %.6f\n", t.median_ms, t.min_ms);
 }
 
+void tune_worker_serve(void (*answer)(void *worker, const char *params), void *worker) {
+    char line[CLATTN_TUNE_PARAMS_TEXT + 8];
+    while (fgets(line, sizeof line, stdin)) {
+        line[strcspn(line, "\r\n")] = '\0';
+        if (!line[0]) continue;
+        answer(worker, line);
+        fflush(stdout);
+    }
+}
+
 void tune_worker_args_parse(int argc, char **argv, tune_worker_args *a) {
     memset(a, 0, sizeof *a);
     a->repeat = 5;
@@ -305,13 +316,7 @@ int tune_worker_main(int argc, char **argv) {
         return CLI_FAILED;
     }
     printf("ready\n");
-    char line[CLATTN_TUNE_PARAMS_TEXT + 8];
-    while (fgets(line, sizeof line, stdin)) {
-        line[strcspn(line, "\r\n")] = '\0';
-        if (!line[0]) continue;
-        evaluate(&w, line);
-        fflush(stdout);
-    }
+    tune_worker_serve(evaluate, &w);
     support_sdpa_inputs_free(&w.in);
     free(w.ref);
     s2s_free();
