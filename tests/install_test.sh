@@ -8,9 +8,35 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cmake --install "$build_dir" --prefix "$work/prefix" > "$work/install.log"
 test -f "$work/prefix/include/clattn.h"
+test -f "$work/prefix/include/clattn_advanced.h"
 test -x "$work/prefix/bin/clattn"
-ls "$work/prefix"/lib*/libclattn.so.0 > /dev/null
-libdir=$(dirname "$(ls "$work/prefix"/lib*/libclattn.so.0)")
+# While the version is 0.x the SONAME carries the minor version, and the CMake package accepts that minor only.
+version=$(sed -n 's/^#define CLATTN_VERSION_STRING "\(.*\)"/\1/p' "$work/prefix/include/clattn.h")
+major=${version%%.*}
+minor=${version#*.}
+minor=${minor%%.*}
+soname=libclattn.so.$major
+[ "$major" = 0 ] && soname=libclattn.so.$major.$minor
+ls "$work/prefix"/lib*/"$soname" > /dev/null
+libdir=$(dirname "$(ls "$work/prefix"/lib*/"$soname")")
+objdump -p "$libdir/$soname" | grep -q "SONAME *$soname\$"
+# The CMake package agrees: it takes its own version and refuses the next minor (0.x) or major one.
+next=$major.$((minor + 1))
+[ "$major" = 0 ] || next=$((major + 1)).0
+mkdir -p "$work/version"
+cat > "$work/version/CMakeLists.txt" << EOF
+cmake_minimum_required(VERSION 3.20)
+project(version_check C)
+find_package(clattn $major.$minor REQUIRED)
+find_package(clattn $next QUIET)
+if(clattn_FOUND)
+  message(FATAL_ERROR "clattn $version was accepted for $next")
+endif()
+EOF
+cmake -S "$work/version" -B "$work/version/build" -DCMAKE_PREFIX_PATH="$work/prefix" > "$work/version.log"
+# The clattn program is a client of the shared library.
+ldd "$work/prefix/bin/clattn" | grep -q "$soname"
+
 export PKG_CONFIG_PATH="$libdir/pkgconfig"
 cmake -S "$consumer_src" -B "$work/build" -DCMAKE_PREFIX_PATH="$work/prefix" > "$work/configure.log"
 cmake --build "$work/build" > "$work/build.log"
