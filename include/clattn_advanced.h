@@ -247,8 +247,8 @@ CLATTN_API const char *clattn_clblast_version(void);
 CLATTN_API const char *clattn_clblast_check(int kernel, const size_t *values, const clattn_device_info *device);
 /* "KWG=32,KWI=2,..." */
 CLATTN_API void clattn_clblast_format(int kernel, const size_t *values, char *text, size_t size);
-/* Gives CLBlast the values for a kernel on the context's primary device (CLBlastOverrideParameters, fp32, under
- * the library's CLBlast lock). CLBlast keeps them for that device for the whole process: every later GEMM on it,
+/* Gives CLBlast the values for a kernel on the context's devices (CLBlastOverrideParameters, fp32, under the
+ * library's CLBlast lock). CLBlast keeps them per device for the whole process: every later GEMM on those devices,
  * from any context, uses them. CLATTN_ERROR_CLBLAST with CLBlast's code in the last error on failure. */
 CLATTN_API clattn_status clattn_clblast_override(clattn_context *context, int kernel, const size_t *values);
 /* Stores the parameters as the "clblast" section of the database file at `path` for `device`, keeping its kernel

@@ -225,6 +225,36 @@ static void test_dtype_size(void **state) {
     assert_int_equal(clattn_dtype_size((clattn_dtype)-1), 0);
 }
 
+/* The public face of the conversions (clattn.h): the same results as the library's own, names, and refusals. */
+static void test_public_api(void **state) {
+    (void)state;
+    assert_string_equal(clattn_dtype_name(CLATTN_DTYPE_F32), "f32");
+    assert_string_equal(clattn_dtype_name(CLATTN_DTYPE_F16), "f16");
+    assert_string_equal(clattn_dtype_name(CLATTN_DTYPE_BF16), "bf16");
+    assert_string_equal(clattn_dtype_name(CLATTN_DTYPE_BOOL), "bool");
+    assert_string_equal(clattn_dtype_name((clattn_dtype)99), "unknown");
+    assert_string_equal(clattn_device_type_name(CLATTN_DEVICE_TYPE_ACCELERATOR), "accelerator");
+    assert_string_equal(clattn_device_type_name((clattn_device_type)-1), "other");
+    const float x[5] = {1.0f, -2.5f, 65520.0f, 1e-8f, 0.1f};
+    for (int dt = CLATTN_DTYPE_F32; dt <= CLATTN_DTYPE_BF16; ++dt) {
+        uint16_t packed[10], expected[10];
+        float back[5];
+        assert_int_equal(clattn_dtype_pack((clattn_dtype)dt, x, packed, 5), CLATTN_SUCCESS);
+        cla_convert_to_storage(x, expected, 5, (clattn_dtype)dt);
+        assert_memory_equal(packed, expected, 5 * clattn_dtype_size((clattn_dtype)dt));
+        assert_int_equal(clattn_dtype_unpack((clattn_dtype)dt, packed, back, 5), CLATTN_SUCCESS);
+        for (int i = 0; i < 5; ++i) {
+            assert_true(to_bits(back[i]) == to_bits(clattn_dtype_round((clattn_dtype)dt, x[i])));
+            assert_true(to_bits(back[i]) == to_bits(cla_round_to_dtype(x[i], (clattn_dtype)dt)));
+        }
+    }
+    float out[1] = {7.0f};
+    uint8_t bytes[4] = {0};
+    assert_int_equal(clattn_dtype_pack(CLATTN_DTYPE_BOOL, x, bytes, 1), CLATTN_ERROR_INVALID_DTYPE);
+    assert_int_equal(clattn_dtype_unpack((clattn_dtype)7, bytes, out, 1), CLATTN_ERROR_INVALID_DTYPE);
+    assert_true(out[0] == 7.0f); /* nothing written */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_f16_exact),
@@ -235,6 +265,7 @@ int main(void) {
         cmocka_unit_test(test_round_to_dtype),
         cmocka_unit_test(test_convert_arrays),
         cmocka_unit_test(test_dtype_size),
+        cmocka_unit_test(test_public_api),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
