@@ -105,7 +105,7 @@ extern const cla_tune_op cla_tune_op_sdpa_fused;
 /* Completes a partial fused configuration (fields of -1 unset, as CLATTN_FUSED_PARAMS leaves them) with the
  * defaults of its variant (the device's variant when that is unset too), then shrinks it to the device's limits. */
 void cla_sdpa_fused_complete(const clattn_device_info *d, const cla_tune_problem *p, cla_tune_config *c);
-/* CLATTN_FUSED_PARAMS (sdpa_fused.c). */
+/* The context's override of the fused kernel's parameters (sdpa_fused.c; kernel_params.c keeps the text). */
 clattn_status cla_sdpa_fused_override(clattn_context *ctx, const cla_tune_problem *p, cla_tune_config *c,
                                       bool *given);
 
@@ -125,7 +125,7 @@ extern const cla_tune_op cla_tune_op_seq2seq;
  * memory). The result may still not fit local memory when the attention width alone is too large: the check
  * says so. */
 void cla_seq2seq_complete(const clattn_device_info *d, const cla_tune_problem *p, cla_tune_config *c);
-/* CLATTN_SEQ2SEQ_PARAMS (seq2seq.c). */
+/* The context's override of the additive kernel's parameters (seq2seq.c; kernel_params.c keeps the text). */
 clattn_status cla_seq2seq_override(clattn_context *ctx, const cla_tune_problem *p, cla_tune_config *c, bool *given);
 /* Bytes of local memory a configuration needs for a problem. */
 size_t cla_seq2seq_local_bytes(const cla_tune_problem *p, const cla_tune_config *c);
