@@ -319,9 +319,17 @@ typedef enum clattn_causal {
 
 typedef enum clattn_impl {
     CLATTN_IMPL_AUTO = 0,    /* the library chooses (CLATTN_IMPL in the environment overrides) */
-    CLATTN_IMPL_FUSED = 1,   /* flash-style kernel, O(L*d) memory */
-    CLATTN_IMPL_UNFUSED = 2, /* CLBlast GEMMs and a softmax kernel, O(Lq*Lk) memory */
+    CLATTN_IMPL_FUSED = 1,   /* flash-style kernel, O(L*d) memory; head dims up to CLATTN_MAX_FUSED_HEAD_DIM */
+    CLATTN_IMPL_UNFUSED = 2, /* CLBlast GEMMs and a softmax kernel, O(Lq*Lk) memory; any head dim */
 } clattn_impl;
+
+/* Head dims (Dk and Dv, each on its own) that attention takes: 1..CLATTN_MAX_HEAD_DIM. The fused kernels keep a
+ * query row and an output row per work-item, so they take 1..CLATTN_MAX_FUSED_HEAD_DIM; CLATTN_IMPL_AUTO runs a
+ * call with a wider head on the unfused implementation (whatever CLATTN_IMPL says), and CLATTN_IMPL_FUSED with one
+ * is CLATTN_ERROR_INVALID_HEAD_DIM. The unfused implementation has no limit of its own on the head dim; the bound
+ * is far above any model's head or RNN width, and every product of it with a row count stays in 64-bit range. */
+#define CLATTN_MAX_FUSED_HEAD_DIM 256
+#define CLATTN_MAX_HEAD_DIM       65536
 
 #define CLATTN_WINDOW_UNBOUNDED (-1)
 

@@ -313,9 +313,12 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_
     if (st != CLATTN_SUCCESS) return st;
     const size_t Hq = p->q_heads, Hkv = p->kv_heads, group = Hq / Hkv, pairs = p->batch * Hq;
     const size_t Lq = p->q_len, Lk = p->kv_len, Dk = p->head_dim, Dv = p->v_head_dim;
-    const bool q_packed = !gemm_ready(&p->q, Dk), k_packed = !gemm_ready(&p->k, Dk);
+    /* With no keys every row is fully masked: no GEMM runs (CLBlast takes no empty sizes), and the softmax and
+     * write_out kernels alone write the zeros, the lse of -inf and the (empty) weights. */
+    const bool keys = Lk > 0;
+    const bool q_packed = keys && !gemm_ready(&p->q, Dk), k_packed = keys && !gemm_ready(&p->k, Dk);
     /* With key lengths V is packed anyway: its padding rows become zeros, so a NaN there cannot reach P V. */
-    const bool v_packed = !gemm_ready(&p->v, Dv) || p->key_lengths != NULL;
+    const bool v_packed = keys && (!gemm_ready(&p->v, Dv) || p->key_lengths != NULL);
 
     unfused_kernels kern = {0};
     chunking ch = {0};
@@ -432,7 +435,7 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_
                              .c = w.s,
                              .ldc = Lk,
                              .count = n};
-            if ((st = enqueue_gemm(ctx, chain, &w, &g1))) break;
+            if (keys && (st = enqueue_gemm(ctx, chain, &w, &g1))) break;
 
             cl_int4 sm_dims = {{(cl_int)Hq, (cl_int)Lq, (cl_int)Lk, (cl_int)rows}};
             cl_int2 first = {{(cl_int)bh0, (cl_int)i0}};
@@ -465,7 +468,7 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_
                              .c = w.o,
                              .ldc = Dv,
                              .count = n};
-            if ((st = enqueue_gemm(ctx, chain, &w, &g2))) break;
+            if (keys && (st = enqueue_gemm(ctx, chain, &w, &g2))) break;
 
             cl_int4 wo_dims = {{(cl_int)Hq, (cl_int)Lk, (cl_int)rows, (cl_int)group}};
             st = cla_set_args(ctx, kern.write_out, "write_out", 11, CLA_ARG(w.o), CLA_ARG(w.s), CLA_ARG(w.row_inv),

@@ -1,9 +1,10 @@
 /* Seq2seq attention, host side: additive (Bahdanau) and multiplicative (Luong) scores. The weights object uploads
  * the weights once; a call validates its arguments, then
- *   additive, concat: projects q W_q + b and k W_k with CLBlast GEMMs (cla_linear) and runs the fused
- * score-softmax- sum kernel of kernels_cl/seq2seq.cl, which never builds the [B, Lq, Lk, attn_dim] tensor; dot,
- * general:     runs scaled dot-product attention with scale 1 on the [B, 1, L, d] views (general projects q W
- * first), whose unfused path provides the weights when asked. */
+ *  - additive, concat: projects q W_q + b and k W_k with CLBlast GEMMs (cla_linear) and runs the fused
+ *    score-softmax-sum kernel of kernels_cl/seq2seq.cl, which never builds the [B, Lq, Lk, attn_dim] tensor;
+ *  - dot, general: runs scaled dot-product attention with scale 1 on the [B, 1, L, d] views (general projects q W
+ *    first), whose unfused path provides the weights when asked and serves widths the fused kernels do not take.
+ */
 #include "seq2seq_internal.h"
 #include "tuning.h"
 
@@ -15,8 +16,6 @@
 /* The fused kernel keeps a row's projected query in local memory and its context slice in private memory. */
 #define MAX_ATTN_DIM  1024
 #define MAX_VALUE_DIM 1024
-/* Dot and general run through scaled dot-product attention, whose head dims go up to 256. */
-#define MAX_SDPA_DIM 256
 
 static const char *score_name(clattn_score s) {
     switch (s) {
@@ -84,9 +83,11 @@ static clattn_status check_config(clattn_context *ctx, const clattn_seq2seq_conf
                         "%s: the dot score needs query_dim == key_dim, not %zu and %zu (use general for different "
                         "widths)",
                         fn, c->query_dim, c->key_dim);
-    if (!hidden && c->key_dim > MAX_SDPA_DIM)
+    /* Dot and general run through scaled dot-product attention, on its unfused path where the keys are wider than
+     * the fused kernels take. */
+    if (!hidden && c->key_dim > CLATTN_MAX_HEAD_DIM)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_HEAD_DIM, "%s: the %s score takes key_dim up to %d, not %zu", fn,
-                        score_name(c->score), MAX_SDPA_DIM, c->key_dim);
+                        score_name(c->score), CLATTN_MAX_HEAD_DIM, c->key_dim);
     clattn_status st;
     const bool add = c->score == CLATTN_SCORE_ADDITIVE;
     const bool single_w = c->score == CLATTN_SCORE_GENERAL || c->score == CLATTN_SCORE_CONCAT;
@@ -269,7 +270,7 @@ clattn_status cla_seq2seq_validate(clattn_context *ctx, const clattn_seq2seq_wei
     if (!st && values) st = check_seq(ctx, values, "values", B, Lk, SIZE_MAX, "the keys' length", "");
     if (!st) st = check_seq(ctx, context_out, "context_out", B, Lq, Dv, "the query length", "the value width");
     if (st) return st;
-    const size_t max_dv = has_hidden_layer(c->score) ? MAX_VALUE_DIM : MAX_SDPA_DIM;
+    const size_t max_dv = has_hidden_layer(c->score) ? MAX_VALUE_DIM : CLATTN_MAX_HEAD_DIM;
     if (Dv == 0 || Dv > max_dv)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_HEAD_DIM, "%s: the value width is %zu; the %s score takes 1..%zu",
                         fn, Dv, score_name(c->score), max_dv);
