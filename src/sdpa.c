@@ -294,14 +294,15 @@ clattn_status clattn_sdpa(clattn_context *ctx, const clattn_sdpa_desc *desc, con
     return CLATTN_SUCCESS;
 }
 
-int cla_sdpa_common_defines(const cla_sdpa_plan *p, char *out, size_t size) {
+int cla_sdpa_common_defines(const cla_sdpa_plan *p, bool head_dims, char *out, size_t size) {
     bool unit = p->q.stride[3] == 1 && p->k.stride[3] == 1 && p->v.stride[3] == 1 && p->out.stride[3] == 1;
-    return snprintf(out, size,
-                    "-DHEAD_DIM=%zu -DV_HEAD_DIM=%zu -DQ_DTYPE=%d -DK_DTYPE=%d -DV_DTYPE=%d -DO_DTYPE=%d "
-                    "-DMASK_KIND=%d -DMASK_DTYPE=%d -DCAUSAL=%d -DHAS_WINDOW=%d -DHAS_KEY_LENGTHS=%d -DHAS_LSE=%d "
-                    "-DUNIT_DSTRIDE=%d",
-                    p->head_dim, p->v_head_dim, (int)p->q.dtype, (int)p->k.dtype, (int)p->v.dtype,
-                    (int)p->out.dtype, p->mask_kind, p->mask_kind ? (int)p->mask.dtype : 0, (int)p->causal,
-                    p->window_left >= 0 || p->window_right >= 0, p->key_lengths != NULL, p->lse.buffer != NULL,
-                    unit);
+    char dims[64] = "";
+    if (head_dims) snprintf(dims, sizeof dims, "-DHEAD_DIM=%zu -DV_HEAD_DIM=%zu ", p->head_dim, p->v_head_dim);
+    return snprintf(
+        out, size,
+        "%s-DQ_DTYPE=%d -DK_DTYPE=%d -DV_DTYPE=%d -DO_DTYPE=%d -DMASK_KIND=%d -DMASK_DTYPE=%d -DCAUSAL=%d "
+        "-DHAS_WINDOW=%d -DHAS_KEY_LENGTHS=%d -DHAS_LSE=%d -DUNIT_DSTRIDE=%d",
+        dims, (int)p->q.dtype, (int)p->k.dtype, (int)p->v.dtype, (int)p->out.dtype, p->mask_kind,
+        p->mask_kind ? (int)p->mask.dtype : 0, (int)p->causal, p->window_left >= 0 || p->window_right >= 0,
+        p->key_lengths != NULL, p->lse.buffer != NULL, unit);
 }

@@ -131,7 +131,9 @@ static size_t softmax_wg_for(const clattn_context *ctx) {
 
 static clattn_status get_kernels(clattn_context *ctx, const cla_sdpa_plan *p, unfused_kernels *k) {
     char common[512], options[768];
-    cla_sdpa_common_defines(p, common, sizeof common);
+    /* Without the head dims (write_out takes the value width as an argument), one program serves every width: a
+     * model's widths are many (RNN encoders especially), and each program is a compile. */
+    cla_sdpa_common_defines(p, false, common, sizeof common);
     const bool weights = p->weights.buffer != NULL;
     size_t wg = softmax_wg_for(ctx);
     for (;;) {
@@ -471,9 +473,10 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_
             if (keys && (st = enqueue_gemm(ctx, chain, &w, &g2))) break;
 
             cl_int4 wo_dims = {{(cl_int)Hq, (cl_int)Lk, (cl_int)rows, (cl_int)group}};
-            st = cla_set_args(ctx, kern.write_out, "write_out", 11, CLA_ARG(w.o), CLA_ARG(w.s), CLA_ARG(w.row_inv),
-                              CLA_ARG(v_f32), CLA_ARG(vs), CLA_ARG(v_offset), CLA_ARG(wo_dims), CLA_ARG(first),
-                              CLA_ARG(out), CLA_ARG(os), CLA_ARG(o_offset));
+            cl_int v_dim = (cl_int)Dv;
+            st = cla_set_args(ctx, kern.write_out, "write_out", 12, CLA_ARG(w.o), CLA_ARG(w.s), CLA_ARG(w.row_inv),
+                              CLA_ARG(v_f32), CLA_ARG(vs), CLA_ARG(v_offset), CLA_ARG(wo_dims), CLA_ARG(v_dim),
+                              CLA_ARG(first), CLA_ARG(out), CLA_ARG(os), CLA_ARG(o_offset));
             if (st) break;
             size_t wo_global[3] = {Dv, rows, n};
             st = cla_chain_kernel(ctx, chain, kern.write_out, 3, wo_global, NULL, "write_out");
