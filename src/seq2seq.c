@@ -13,9 +13,10 @@
 #include <string.h>
 
 #define SOURCE_NAME "seq2seq"
-/* The fused kernel keeps a row's projected query in local memory and its context slice in private memory. */
+/* The fused kernel keeps a row's projected query in local memory and its share of the context row in private
+ * memory; wider values run as column slices of at most MAX_SLICE_DIM (cla_seq2seq_additive_kernel). */
 #define MAX_ATTN_DIM  1024
-#define MAX_VALUE_DIM 1024
+#define MAX_SLICE_DIM 1024
 
 static const char *score_name(clattn_score s) {
     switch (s) {
@@ -270,10 +271,9 @@ clattn_status cla_seq2seq_validate(clattn_context *ctx, const clattn_seq2seq_wei
     if (!st && values) st = check_seq(ctx, values, "values", B, Lk, SIZE_MAX, "the keys' length", "");
     if (!st) st = check_seq(ctx, context_out, "context_out", B, Lq, Dv, "the query length", "the value width");
     if (st) return st;
-    const size_t max_dv = has_hidden_layer(c->score) ? MAX_VALUE_DIM : CLATTN_MAX_HEAD_DIM;
-    if (Dv == 0 || Dv > max_dv)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_HEAD_DIM, "%s: the value width is %zu; the %s score takes 1..%zu",
-                        fn, Dv, score_name(c->score), max_dv);
+    if (Dv == 0 || Dv > CLATTN_MAX_HEAD_DIM)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_HEAD_DIM, "%s: the value width is %zu; the %s score takes 1..%d",
+                        fn, Dv, score_name(c->score), CLATTN_MAX_HEAD_DIM);
     /* The kernels index positions in 32 bits. */
     const size_t max_len = (size_t)1 << 28;
     if (Lq > max_len || Lk > max_len || B > INT32_MAX)
@@ -416,8 +416,9 @@ static clattn_status choose_params(clattn_context *ctx, const cla_seq2seq_plan *
     return CLATTN_SUCCESS;
 }
 
-clattn_status cla_seq2seq_additive_kernel(clattn_context *ctx, const cla_seq2seq_plan *p, cla_rows qp, cla_rows kp,
-                                          cl_mem v, size_t v_offset, cla_chain *chain) {
+/* One launch of the fused kernel over the plan's value columns (at most MAX_SLICE_DIM). */
+static clattn_status additive_slice(clattn_context *ctx, const cla_seq2seq_plan *p, cla_rows qp, cla_rows kp,
+                                    cl_mem v, size_t v_offset, cla_chain *chain) {
     additive_params ap;
     clattn_status st = choose_params(ctx, p, &ap);
     if (st != CLATTN_SUCCESS) return st;
@@ -476,6 +477,26 @@ clattn_status cla_seq2seq_additive_kernel(clattn_context *ctx, const cla_seq2seq
     }
     /* Released now, freed by OpenCL once the kernel that uses it has finished. */
     cla_temp_release(ctx, &scratch);
+    return st;
+}
+
+clattn_status cla_seq2seq_additive_kernel(clattn_context *ctx, const cla_seq2seq_plan *p, cla_rows qp, cla_rows kp,
+                                          cl_mem v, size_t v_offset, cla_chain *chain) {
+    /* Values wider than one launch keeps in private memory run as equal column slices: each slice computes the same
+     * scores and softmax and writes its columns of the context, and the first alone writes the weights. Equal
+     * widths keep it to one or two programs. */
+    const size_t Dv = p->value_dim, n = (Dv + MAX_SLICE_DIM - 1) / MAX_SLICE_DIM, width = (Dv + n - 1) / n;
+    clattn_status st = CLATTN_SUCCESS;
+    for (size_t c0 = 0; c0 < Dv && st == CLATTN_SUCCESS; c0 += width) {
+        cla_seq2seq_plan s = *p;
+        s.value_dim = Dv - c0 < width ? Dv - c0 : width;
+        s.values.offset += c0 * p->values.stride[3];
+        s.values.size[3] = s.value_dim;
+        s.context.offset += c0 * p->context.stride[3];
+        s.context.size[3] = s.value_dim;
+        if (c0) s.weights.buffer = NULL;
+        st = additive_slice(ctx, &s, qp, kp, v, v_offset, chain);
+    }
     return st;
 }
 
