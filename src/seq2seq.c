@@ -14,9 +14,8 @@
 
 #define SOURCE_NAME "seq2seq"
 /* The fused kernel keeps a row's projected query in local memory and its share of the context row in private
- * memory; wider values run as column slices of at most MAX_SLICE_DIM (cla_seq2seq_additive_kernel). */
-#define MAX_ATTN_DIM  1024
-#define MAX_SLICE_DIM 1024
+ * memory; wider values run as column slices of at most CLA_S2S_MAX_SLICE_DIM (cla_seq2seq_additive_kernel). */
+#define MAX_ATTN_DIM 1024
 
 static const char *score_name(clattn_score s) {
     switch (s) {
@@ -416,7 +415,7 @@ static clattn_status choose_params(clattn_context *ctx, const cla_seq2seq_plan *
     return CLATTN_SUCCESS;
 }
 
-/* One launch of the fused kernel over the plan's value columns (at most MAX_SLICE_DIM). */
+/* One launch of the fused kernel over the plan's value columns (at most CLA_S2S_MAX_SLICE_DIM). */
 static clattn_status additive_slice(clattn_context *ctx, const cla_seq2seq_plan *p, cla_rows qp, cla_rows kp,
                                     cl_mem v, size_t v_offset, cla_chain *chain) {
     additive_params ap;
@@ -485,7 +484,8 @@ clattn_status cla_seq2seq_additive_kernel(clattn_context *ctx, const cla_seq2seq
     /* Values wider than one launch keeps in private memory run as equal column slices: each slice computes the same
      * scores and softmax and writes its columns of the context, and the first alone writes the weights. Equal
      * widths keep it to one or two programs. */
-    const size_t Dv = p->value_dim, n = (Dv + MAX_SLICE_DIM - 1) / MAX_SLICE_DIM, width = (Dv + n - 1) / n;
+    const size_t Dv = p->value_dim, n = (Dv + CLA_S2S_MAX_SLICE_DIM - 1) / CLA_S2S_MAX_SLICE_DIM,
+                 width = (Dv + n - 1) / n;
     clattn_status st = CLATTN_SUCCESS;
     for (size_t c0 = 0; c0 < Dv && st == CLATTN_SUCCESS; c0 += width) {
         cla_seq2seq_plan s = *p;
