@@ -3,8 +3,7 @@
  *  - additive, concat: projects q W_q + b and k W_k with CLBlast GEMMs (cla_linear) and runs the fused
  *    score-softmax-sum kernel of kernels_cl/seq2seq.cl, which never builds the [B, Lq, Lk, attn_dim] tensor;
  *  - dot, general: runs scaled dot-product attention with scale 1 on the [B, 1, L, d] views (general projects q W
- *    first), whose unfused path provides the weights when asked and serves widths the fused kernels do not take.
- */
+ *    first), whose unfused path provides the weights when asked and takes widths the fused kernels do not. */
 #include "seq2seq_internal.h"
 #include "tuning.h"
 
