@@ -53,6 +53,18 @@ static int parse_classes(const char *text, class_outcome *out, size_t *count) {
             return cli_error(CMD, CLI_USAGE, "--shapes: %s", why);
         if (o->cls.seq > (1L << 16))
             return cli_error(CMD, CLI_USAGE, "--shapes: %s: lengths above 65536 are too slow to tune", item);
+        /* Classes no call ever looks up: wider heads run unfused (CLBlast's GEMMs, `--clblast`), and wider values
+         * of the additive kernel as slices, each looked up by the slice's width. */
+        if (o->op == &cla_tune_op_sdpa_fused && o->cls.head_dim > CLATTN_MAX_FUSED_HEAD_DIM)
+            return cli_error(CMD, CLI_USAGE,
+                             "--shapes: %s: the fused kernels take head dims up to %d; wider heads run on the "
+                             "unfused path, whose GEMMs --clblast tunes",
+                             item, CLATTN_MAX_FUSED_HEAD_DIM);
+        if (o->op == &cla_tune_op_seq2seq && o->cls.v_dim > CLA_S2S_MAX_SLICE_DIM)
+            return cli_error(CMD, CLI_USAGE,
+                             "--shapes: %s: values wider than %d run as equal slices of at most %d columns; tune "
+                             "the slice's width",
+                             item, CLA_S2S_MAX_SLICE_DIM, CLA_S2S_MAX_SLICE_DIM);
         cla_tune_op_class_format(o->op, &o->cls, o->text, sizeof o->text);
         ++*count;
         p += len;
