@@ -342,9 +342,19 @@ typedef enum clattn_causal {
 
 typedef enum clattn_impl {
     CLATTN_IMPL_AUTO = 0,    /* the library chooses (CLATTN_IMPL in the environment overrides) */
-    CLATTN_IMPL_FUSED = 1,   /* flash-style kernel, O(L*d) memory */
-    CLATTN_IMPL_UNFUSED = 2, /* CLBlast GEMMs and a softmax kernel, O(Lq*Lk) memory */
+    CLATTN_IMPL_FUSED = 1,   /* flash-style kernel, O(L*d) memory; head dims up to CLATTN_MAX_FUSED_HEAD_DIM */
+    CLATTN_IMPL_UNFUSED = 2, /* CLBlast GEMMs and a softmax kernel, O(Lq*Lk) memory; any head dim */
 } clattn_impl;
+
+/* Head dims (Dk and Dv, each on its own) that attention takes: 1..CLATTN_MAX_HEAD_DIM. The fused kernels keep a
+ * query row and an output row per work-item, so they take 1..CLATTN_MAX_FUSED_HEAD_DIM; CLATTN_IMPL_AUTO runs a
+ * call with a wider head on the unfused implementation (whatever CLATTN_IMPL says), and CLATTN_IMPL_FUSED with one
+ * is CLATTN_ERROR_INVALID_HEAD_DIM. The unfused implementation sizes nothing by the head dim (it is a GEMM size
+ * and a kernel argument); the bound keeps every index the kernels form with it in range and is far above any
+ * model's head or RNN width. Its temporaries grow with the width: where they pass what the device may allocate,
+ * the call is CLATTN_ERROR_DEVICE_LIMIT. */
+#define CLATTN_MAX_FUSED_HEAD_DIM 256
+#define CLATTN_MAX_HEAD_DIM       65536
 
 #define CLATTN_WINDOW_UNBOUNDED (-1)
 
@@ -435,8 +445,8 @@ typedef struct clattn_mha_config {
     size_t kv_d_model; /* width of the memory in cross-attention; 0 means d_model */
     size_t heads;      /* query heads H */
     size_t kv_heads;   /* key/value heads (grouped-query attention, H a multiple of it); 0 means heads */
-    size_t head_dim;   /* d_k, the width of each query and key head */
-    size_t v_head_dim; /* d_v, the width of each value head; 0 means head_dim */
+    size_t head_dim;   /* d_k, the width of each query and key head: 1..CLATTN_MAX_HEAD_DIM */
+    size_t v_head_dim; /* d_v, the width of each value head (up to CLATTN_MAX_HEAD_DIM); 0 means head_dim */
 } clattn_mha_config;
 
 /* Host weights, float32, row-major. Give either the packed w_qkv or w_q, w_k and w_v. Biases are optional (NULL).
@@ -522,7 +532,8 @@ CLATTN_API clattn_status clattn_mha(clattn_context *context, const clattn_mha_we
  * For each query q_i (a decoder state) over keys k_j (encoder states): e_ij = score(q_i, k_j),
  * alpha_i = softmax_j(e_ij + mask), context_i = sum_j alpha_ij v_j, where the values v are usually the keys
  * themselves. The additive and concat scores run as one fused kernel that never builds the [B, Lq, Lk, d_attn]
- * tensor; dot and general run as scaled dot-product attention with scale 1. */
+ * tensor; dot and general run as scaled dot-product attention with scale 1 (on its unfused implementation where a
+ * width passes CLATTN_MAX_FUSED_HEAD_DIM). Value widths go up to CLATTN_MAX_HEAD_DIM for every score. */
 
 typedef enum clattn_score {
     CLATTN_SCORE_ADDITIVE = 0, /* Bahdanau: v^T tanh(q W_q + k W_k + b) */
@@ -534,8 +545,8 @@ typedef enum clattn_score {
 typedef struct clattn_seq2seq_config {
     clattn_score score;
     size_t query_dim; /* width of the queries */
-    size_t key_dim;   /* width of the keys */
-    size_t attn_dim;  /* additive and concat: width of the hidden layer of the score; otherwise ignored */
+    size_t key_dim;   /* width of the keys; dot and general: up to CLATTN_MAX_HEAD_DIM */
+    size_t attn_dim;  /* additive and concat: width of the hidden layer of the score, 1..1024; otherwise ignored */
 } clattn_seq2seq_config;
 
 /* Host weights, float32, row-major, multiplying from the right. Which ones a score needs:

@@ -179,7 +179,9 @@ CLATTN_API int clattn_tune_config_equal(const clattn_tune_space *space, const cl
 
 /* A class as `clattn tune --shapes` writes it: an attention class ("prefill:d64:L1024[:f16][:causal][:bool]", the
  * fused kernels) or a prefixed one ("additive[:decode]:a256[:v512]:L2048..."), with its family. Fields left out
- * take concrete defaults (f32, no mask, not causal, prefill). */
+ * take concrete defaults (f32, no mask, not causal, prefill). A class that no call ever looks up (fused heads past
+ * CLATTN_MAX_FUSED_HEAD_DIM, additive values wider than the kernel's column slice) is CLATTN_ERROR_INVALID_ARGUMENT
+ * with the reason in `why`. */
 CLATTN_API clattn_status clattn_tune_class_parse(const char *text, const clattn_tune_op **op,
                                                  clattn_tune_class *cls, char *why, size_t why_size);
 CLATTN_API void clattn_tune_class_format(const clattn_tune_op *op, const clattn_tune_class *cls, char *text,

@@ -14,8 +14,8 @@
  * keys; that is the only case in which a non-finite value of a masked key could have reached the output.
  *
  * Specialisation defines come from cla_sdpa_common_defines() (dtypes, MASK_KIND, MASK_DTYPE, CAUSAL, HAS_WINDOW,
- * HAS_KEY_LENGTHS, HAS_LSE, V_HEAD_DIM) plus W_DTYPE and HAS_WEIGHTS for the weights output and the tunable
- * SOFTMAX_WG. */
+ * HAS_KEY_LENGTHS, HAS_LSE) plus W_DTYPE and HAS_WEIGHTS for the weights output and the tunable SOFTMAX_WG. The
+ * head dims are arguments, not defines: nothing here is sized by them, so one program serves every width. */
 
 #ifndef SOFTMAX_WG
 #define SOFTMAX_WG 64 /* work-items per softmax row; a power of two */
@@ -161,10 +161,10 @@ masked_softmax(__global float *s, __global float *row_inv, int4 dims, int2 first
  * An element the GEMM left non-finite is recomputed from P and V without the masked keys, so that a NaN or inf in
  * the value of a key masked for this row (but not for others) stays out, exactly as in the fused kernel.
  * v is fp32 (packed or the caller's F32 view), addressed as v_offset + b * v_stride.x + hk * v_stride.y + j *
- * v_stride.z + d * v_stride.w. One work-item per element: global (V_HEAD_DIM, rows, count).
- * dims: (Hq, Lk, rows, Hq / Hkv); first as for masked_softmax. */
+ * v_stride.z + d * v_stride.w. One work-item per element: global (v_dim, rows, count).
+ * dims: (Hq, Lk, rows, Hq / Hkv); v_dim: the value head dim; first as for masked_softmax. */
 __kernel void write_out(__global const float *o_tmp, __global const float *p, __global const float *row_inv,
-                        __global const float *v, long4 v_stride, long v_offset, int4 dims, int2 first,
+                        __global const float *v, long4 v_stride, long v_offset, int4 dims, int v_dim, int2 first,
                         __global STORAGE(O_DTYPE) * out, long4 o_stride, long o_offset) {
     const int Hq = dims.x, Lk = dims.y, rows = dims.z, group = dims.w;
     const int d = get_global_id(0), r = get_global_id(1), t = get_global_id(2);
@@ -173,7 +173,7 @@ __kernel void write_out(__global const float *o_tmp, __global const float *p, __
     const float inv = row_inv[row];
     float acc = 0.0f;
     if (inv != 0.0f) {
-        acc = o_tmp[row * V_HEAD_DIM + d];
+        acc = o_tmp[row * v_dim + d];
         /* A NaN row (inv NaN) is NaN whatever the keys, so only finite rows need the second look. */
         if (!isfinite(acc) && !isnan(inv)) {
             __global const float *prow = p + row * Lk;

@@ -6,9 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The attention kernels' largest head dimension (sdpa.c checks the same bound on every call). */
-#define MAX_HEAD_DIM 256
-
 static bool mul_ok(size_t a, size_t b, size_t *out) {
     if (a != 0 && b > SIZE_MAX / a) return false;
     *out = a * b;
@@ -31,10 +28,11 @@ clattn_status cla_mha_config_resolve(clattn_context *ctx, const char *call, cons
         return cla_fail(ctx, CLATTN_ERROR_INVALID_HEADS,
                         "%s: config->heads (%zu) must be a multiple of config->kv_heads (%zu)", call, c.heads,
                         c.kv_heads);
-    if (c.head_dim == 0 || c.head_dim > MAX_HEAD_DIM || c.v_head_dim > MAX_HEAD_DIM)
+    /* Attention's bound (sdpa.c checks it on every call); heads wider than the fused kernels take run unfused. */
+    if (c.head_dim == 0 || c.head_dim > CLATTN_MAX_HEAD_DIM || c.v_head_dim > CLATTN_MAX_HEAD_DIM)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_HEAD_DIM,
                         "%s: config->head_dim (%zu) and v_head_dim (%zu) must be 1..%d", call, c.head_dim,
-                        c.v_head_dim, MAX_HEAD_DIM);
+                        c.v_head_dim, CLATTN_MAX_HEAD_DIM);
     /* Every matrix of the layer must have a byte size that fits size_t: the widest one is w_qkv or w_o. */
     size_t qk = 0, kk = 0, vv = 0, width = 0, bytes = 0;
     bool ok = mul_ok(c.heads, c.head_dim, &qk) && mul_ok(c.kv_heads, c.head_dim, &kk) &&

@@ -7,8 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CLA_MAX_HEAD_DIM 256
-
 void clattn_sdpa_desc_init(clattn_sdpa_desc *desc) {
     if (!desc) return;
     memset(desc, 0, sizeof *desc);
@@ -43,9 +41,9 @@ static clattn_status check_shapes(clattn_context *ctx, const clattn_tensor *q, c
     if (!st) st = expect_size(ctx, out, "out", 2, Lq, "q's seq");
     if (!st) st = expect_size(ctx, out, "out", 3, Dv, "v's head dim");
     if (st) return st;
-    if (Dk == 0 || Dv == 0 || Dk > CLA_MAX_HEAD_DIM || Dv > CLA_MAX_HEAD_DIM)
+    if (Dk == 0 || Dv == 0 || Dk > CLATTN_MAX_HEAD_DIM || Dv > CLATTN_MAX_HEAD_DIM)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_HEAD_DIM, "head dims must be 1..%d; q/k have %zu and v has %zu",
-                        CLA_MAX_HEAD_DIM, Dk, Dv);
+                        CLATTN_MAX_HEAD_DIM, Dk, Dv);
     if ((Hkv == 0 && Hq != 0) || (Hkv != 0 && Hq % Hkv != 0))
         return cla_fail(
             ctx, CLATTN_ERROR_INVALID_HEADS,
@@ -130,11 +128,17 @@ static clattn_status check_outputs(clattn_context *ctx, cla_sdpa_plan *p, cla_ra
     return CLATTN_SUCCESS;
 }
 
-/* The weights exist only in the unfused path; everything else is faster and smaller fused. CLATTN_IMPL (read when
- * the context was created) is a preference for AUTO calls, and yields where weights are requested. */
+/* Whether the fused kernels take the plan's head dims: they keep a query row and an output row per work-item. */
+static bool fused_fits(const cla_sdpa_plan *p) {
+    return p->head_dim <= CLATTN_MAX_FUSED_HEAD_DIM && p->v_head_dim <= CLATTN_MAX_FUSED_HEAD_DIM;
+}
+
+/* The weights and head dims past the fused kernels' bound exist only in the unfused path; everything else is
+ * faster and smaller fused. CLATTN_IMPL (read when the context was created) is a preference for AUTO calls, and
+ * yields to both. */
 static clattn_impl choose_impl(const clattn_context *ctx, const cla_sdpa_plan *p, clattn_impl asked) {
     if (asked != CLATTN_IMPL_AUTO) return asked;
-    if (p->weights.buffer) return CLATTN_IMPL_UNFUSED;
+    if (p->weights.buffer || !fused_fits(p)) return CLATTN_IMPL_UNFUSED;
     return ctx->preferred_impl == CLATTN_IMPL_UNFUSED ? CLATTN_IMPL_UNFUSED : CLATTN_IMPL_FUSED;
 }
 
@@ -236,6 +240,12 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
         return cla_fail(ctx, CLATTN_ERROR_UNSUPPORTED,
                         "clattn_sdpa: the fused implementation does not produce attention weights; use "
                         "CLATTN_IMPL_AUTO or CLATTN_IMPL_UNFUSED when weights are requested");
+    if (p->impl == CLATTN_IMPL_FUSED && !fused_fits(p))
+        return cla_fail(
+            ctx, CLATTN_ERROR_INVALID_HEAD_DIM,
+            "clattn_sdpa: the fused implementation takes head dims up to %d, not %zu (q/k) and %zu (v); "
+            "use CLATTN_IMPL_AUTO or CLATTN_IMPL_UNFUSED, which take head dims up to %d",
+            CLATTN_MAX_FUSED_HEAD_DIM, p->head_dim, p->v_head_dim, CLATTN_MAX_HEAD_DIM);
     return CLATTN_SUCCESS;
 }
 
@@ -251,9 +261,8 @@ clattn_status cla_sdpa_enqueue(clattn_context *ctx, const clattn_sdpa_desc *desc
 }
 
 clattn_status cla_sdpa_run(clattn_context *ctx, const cla_sdpa_plan *plan, cla_chain *chain) {
-    /* With no keys every row is fully masked; the fused kernel writes the zeros (CLBlast takes no empty sizes). */
-    bool unfused = plan->impl == CLATTN_IMPL_UNFUSED && plan->kv_len > 0;
-    return unfused ? cla_sdpa_unfused(ctx, plan, chain) : cla_sdpa_fused(ctx, plan, chain);
+    return plan->impl == CLATTN_IMPL_UNFUSED ? cla_sdpa_unfused(ctx, plan, chain)
+                                             : cla_sdpa_fused(ctx, plan, chain);
 }
 
 clattn_status clattn_sdpa(clattn_context *ctx, const clattn_sdpa_desc *desc, const clattn_tensor *q,
@@ -280,14 +289,15 @@ clattn_status clattn_sdpa(clattn_context *ctx, const clattn_sdpa_desc *desc, con
     return CLATTN_SUCCESS;
 }
 
-int cla_sdpa_common_defines(const cla_sdpa_plan *p, char *out, size_t size) {
+int cla_sdpa_common_defines(const cla_sdpa_plan *p, bool head_dims, char *out, size_t size) {
     bool unit = p->q.stride[3] == 1 && p->k.stride[3] == 1 && p->v.stride[3] == 1 && p->out.stride[3] == 1;
-    return snprintf(out, size,
-                    "-DHEAD_DIM=%zu -DV_HEAD_DIM=%zu -DQ_DTYPE=%d -DK_DTYPE=%d -DV_DTYPE=%d -DO_DTYPE=%d "
-                    "-DMASK_KIND=%d -DMASK_DTYPE=%d -DCAUSAL=%d -DHAS_WINDOW=%d -DHAS_KEY_LENGTHS=%d -DHAS_LSE=%d "
-                    "-DUNIT_DSTRIDE=%d",
-                    p->head_dim, p->v_head_dim, (int)p->q.dtype, (int)p->k.dtype, (int)p->v.dtype,
-                    (int)p->out.dtype, p->mask_kind, p->mask_kind ? (int)p->mask.dtype : 0, (int)p->causal,
-                    p->window_left >= 0 || p->window_right >= 0, p->key_lengths != NULL, p->lse.buffer != NULL,
-                    unit);
+    char dims[64] = "";
+    if (head_dims) snprintf(dims, sizeof dims, "-DHEAD_DIM=%zu -DV_HEAD_DIM=%zu ", p->head_dim, p->v_head_dim);
+    return snprintf(
+        out, size,
+        "%s-DQ_DTYPE=%d -DK_DTYPE=%d -DV_DTYPE=%d -DO_DTYPE=%d -DMASK_KIND=%d -DMASK_DTYPE=%d -DCAUSAL=%d "
+        "-DHAS_WINDOW=%d -DHAS_KEY_LENGTHS=%d -DHAS_LSE=%d -DUNIT_DSTRIDE=%d",
+        dims, (int)p->q.dtype, (int)p->k.dtype, (int)p->v.dtype, (int)p->out.dtype, p->mask_kind,
+        p->mask_kind ? (int)p->mask.dtype : 0, (int)p->causal, p->window_left >= 0 || p->window_right >= 0,
+        p->key_lengths != NULL, p->lse.buffer != NULL, unit);
 }

@@ -147,7 +147,7 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     const bool cpu = fp.variant == FUSED_CPU;
     const char *name = cpu ? "sdpa_fused_cpu" : "sdpa_fused";
     char common[512], options[768], combine_options[640];
-    cla_sdpa_common_defines(p, common, sizeof common);
+    cla_sdpa_common_defines(p, true, common, sizeof common);
     cl_kernel kernel = NULL, combine = NULL;
     int nsplit = 1, split_len = 1;
     bool split = false;

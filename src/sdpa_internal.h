@@ -103,8 +103,9 @@ clattn_status cla_check_key_lengths(clattn_context *ctx, const char *name, cl_me
 clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *plan, cla_chain *chain);
 clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *plan, cla_chain *chain);
 
-/* The -D options that describe a plan's tensors and masks to the kernels (dtypes, mask kind, causal, head dims). */
-int cla_sdpa_common_defines(const cla_sdpa_plan *plan, char *out, size_t size);
+/* The -D options that describe a plan's tensors and masks to the kernels (dtypes, mask kind, causal) and, with
+ * `head_dims`, the head dims (HEAD_DIM, V_HEAD_DIM), which the fused kernels size their arrays by. */
+int cla_sdpa_common_defines(const cla_sdpa_plan *plan, bool head_dims, char *out, size_t size);
 
 /* Strides as the kernels take them. */
 static inline cl_long4 cla_strides4(const clattn_tensor *t) {

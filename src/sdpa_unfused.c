@@ -127,7 +127,9 @@ static size_t softmax_wg_for(const clattn_context *ctx) {
 
 static clattn_status get_kernels(clattn_context *ctx, const cla_sdpa_plan *p, unfused_kernels *k) {
     char common[512], options[768];
-    cla_sdpa_common_defines(p, common, sizeof common);
+    /* Without the head dims (write_out takes the value width as an argument), one program serves every width: a
+     * model's widths are many (RNN encoders especially), and each program is a compile. */
+    cla_sdpa_common_defines(p, false, common, sizeof common);
     const bool weights = p->weights.buffer != NULL;
     size_t wg = softmax_wg_for(ctx);
     for (;;) {
@@ -310,9 +312,12 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_
     if (st != CLATTN_SUCCESS) return st;
     const size_t Hq = p->q_heads, Hkv = p->kv_heads, group = Hq / Hkv, pairs = p->batch * Hq;
     const size_t Lq = p->q_len, Lk = p->kv_len, Dk = p->head_dim, Dv = p->v_head_dim;
-    const bool q_packed = !gemm_ready(&p->q, Dk), k_packed = !gemm_ready(&p->k, Dk);
+    /* With no keys every row is fully masked: no GEMM runs (CLBlast takes no empty sizes), and the softmax and
+     * write_out kernels alone write the zeros, the lse of -inf and the (empty) weights. */
+    const bool keys = Lk > 0;
+    const bool q_packed = keys && !gemm_ready(&p->q, Dk), k_packed = keys && !gemm_ready(&p->k, Dk);
     /* With key lengths V is packed anyway: its padding rows become zeros, so a NaN there cannot reach P V. */
-    const bool v_packed = !gemm_ready(&p->v, Dv) || p->key_lengths != NULL;
+    const bool v_packed = keys && (!gemm_ready(&p->v, Dv) || p->key_lengths != NULL);
 
     unfused_kernels kern = {0};
     chunking ch = {0};
@@ -403,7 +408,7 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_
                              .c = w.s,
                              .ldc = Lk,
                              .count = n};
-            if ((st = enqueue_gemm(ctx, chain, &w, &g1))) break;
+            if (keys && (st = enqueue_gemm(ctx, chain, &w, &g1))) break;
 
             cl_int4 sm_dims = {{(cl_int)Hq, (cl_int)Lq, (cl_int)Lk, (cl_int)rows}};
             cl_int2 first = {{(cl_int)bh0, (cl_int)i0}};
@@ -436,12 +441,13 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_
                              .c = w.o,
                              .ldc = Dv,
                              .count = n};
-            if ((st = enqueue_gemm(ctx, chain, &w, &g2))) break;
+            if (keys && (st = enqueue_gemm(ctx, chain, &w, &g2))) break;
 
             cl_int4 wo_dims = {{(cl_int)Hq, (cl_int)Lk, (cl_int)rows, (cl_int)group}};
-            st = cla_set_args(ctx, kern.write_out, "write_out", 11, CLA_ARG(w.o), CLA_ARG(w.s), CLA_ARG(w.row_inv),
-                              CLA_ARG(v_f32), CLA_ARG(vs), CLA_ARG(v_offset), CLA_ARG(wo_dims), CLA_ARG(first),
-                              CLA_ARG(out), CLA_ARG(os), CLA_ARG(o_offset));
+            cl_int v_dim = (cl_int)Dv;
+            st = cla_set_args(ctx, kern.write_out, "write_out", 12, CLA_ARG(w.o), CLA_ARG(w.s), CLA_ARG(w.row_inv),
+                              CLA_ARG(v_f32), CLA_ARG(vs), CLA_ARG(v_offset), CLA_ARG(wo_dims), CLA_ARG(v_dim),
+                              CLA_ARG(first), CLA_ARG(out), CLA_ARG(os), CLA_ARG(o_offset));
             if (st) break;
             size_t wo_global[3] = {Dv, rows, n};
             st = cla_chain_kernel(ctx, chain, kern.write_out, 3, wo_global, NULL, "write_out");

@@ -1,9 +1,9 @@
 /* Seq2seq attention, host side: additive (Bahdanau) and multiplicative (Luong) scores. The weights object uploads
  * the weights once; a call validates its arguments, then
- *   additive, concat: projects q W_q + b and k W_k with CLBlast GEMMs (cla_linear) and runs the fused
- * score-softmax- sum kernel of kernels_cl/seq2seq.cl, which never builds the [B, Lq, Lk, attn_dim] tensor; dot,
- * general:     runs scaled dot-product attention with scale 1 on the [B, 1, L, d] views (general projects q W
- * first), whose unfused path provides the weights when asked. */
+ *  - additive, concat: projects q W_q + b and k W_k with CLBlast GEMMs (cla_linear) and runs the fused
+ *    score-softmax-sum kernel of kernels_cl/seq2seq.cl, which never builds the [B, Lq, Lk, attn_dim] tensor;
+ *  - dot, general: runs scaled dot-product attention with scale 1 on the [B, 1, L, d] views (general projects q W
+ *    first), whose unfused path provides the weights when asked and takes widths the fused kernels do not. */
 #include "seq2seq_internal.h"
 #include "tuning.h"
 
@@ -12,11 +12,9 @@
 #include <string.h>
 
 #define SOURCE_NAME "seq2seq"
-/* The fused kernel keeps a row's projected query in local memory and its context slice in private memory. */
-#define MAX_ATTN_DIM  1024
-#define MAX_VALUE_DIM 1024
-/* Dot and general run through scaled dot-product attention, whose head dims go up to 256. */
-#define MAX_SDPA_DIM 256
+/* The fused kernel keeps a row's projected query in local memory and its share of the context row in private
+ * memory; wider values run as column slices of at most CLA_S2S_MAX_SLICE_DIM (cla_seq2seq_additive_kernel). */
+#define MAX_ATTN_DIM 1024
 
 static const char *score_name(clattn_score s) {
     static const char *const names[] = {"additive", "dot", "general", "concat"}; /* in the order of clattn_score */
@@ -75,9 +73,11 @@ static clattn_status check_config(clattn_context *ctx, const clattn_seq2seq_conf
                         "%s: the dot score needs query_dim == key_dim, not %zu and %zu (use general for different "
                         "widths)",
                         fn, c->query_dim, c->key_dim);
-    if (!hidden && c->key_dim > MAX_SDPA_DIM)
+    /* Dot and general run through scaled dot-product attention, on its unfused path where the keys are wider than
+     * the fused kernels take. */
+    if (!hidden && c->key_dim > CLATTN_MAX_HEAD_DIM)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_HEAD_DIM, "%s: the %s score takes key_dim up to %d, not %zu", fn,
-                        score_name(c->score), MAX_SDPA_DIM, c->key_dim);
+                        score_name(c->score), CLATTN_MAX_HEAD_DIM, c->key_dim);
     clattn_status st;
     const bool add = c->score == CLATTN_SCORE_ADDITIVE;
     const bool single_w = c->score == CLATTN_SCORE_GENERAL || c->score == CLATTN_SCORE_CONCAT;
@@ -281,10 +281,9 @@ static clattn_status validate(clattn_context *ctx, const char *fn, bool projecte
     if (!st && values) st = check_seq(ctx, values, "values", B, Lk, SIZE_MAX, "the keys' length", "");
     if (!st) st = check_seq(ctx, context_out, "context_out", B, Lq, Dv, "the query length", "the value width");
     if (st) return st;
-    const size_t max_dv = has_hidden_layer(c->score) ? MAX_VALUE_DIM : MAX_SDPA_DIM;
-    if (Dv == 0 || Dv > max_dv)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_HEAD_DIM, "%s: the value width is %zu; the %s score takes 1..%zu",
-                        fn, Dv, score_name(c->score), max_dv);
+    if (Dv == 0 || Dv > CLATTN_MAX_HEAD_DIM)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_HEAD_DIM, "%s: the value width is %zu; the %s score takes 1..%d",
+                        fn, Dv, score_name(c->score), CLATTN_MAX_HEAD_DIM);
     /* The kernels index positions in 32 bits. */
     const size_t max_len = (size_t)1 << 28;
     if (Lq > max_len || Lk > max_len || B > INT32_MAX)
@@ -436,8 +435,9 @@ static clattn_status choose_params(clattn_context *ctx, const cla_seq2seq_plan *
     return CLATTN_SUCCESS;
 }
 
-clattn_status cla_seq2seq_additive_kernel(clattn_context *ctx, const cla_seq2seq_plan *p, cla_rows qp, cla_rows kp,
-                                          cl_mem v, size_t v_offset, cla_chain *chain) {
+/* One launch of the fused kernel over the plan's value columns (at most CLA_S2S_MAX_SLICE_DIM). */
+static clattn_status additive_slice(clattn_context *ctx, const cla_seq2seq_plan *p, cla_rows qp, cla_rows kp,
+                                    cl_mem v, size_t v_offset, cla_chain *chain) {
     additive_params ap;
     clattn_status st = choose_params(ctx, p, &ap);
     if (st != CLATTN_SUCCESS) return st;
@@ -496,6 +496,27 @@ clattn_status cla_seq2seq_additive_kernel(clattn_context *ctx, const cla_seq2seq
     }
     /* Released now, freed by OpenCL once the kernel that uses it has finished. */
     cla_temp_release(ctx, &scratch);
+    return st;
+}
+
+clattn_status cla_seq2seq_additive_kernel(clattn_context *ctx, const cla_seq2seq_plan *p, cla_rows qp, cla_rows kp,
+                                          cl_mem v, size_t v_offset, cla_chain *chain) {
+    /* Values wider than one launch keeps in private memory run as equal column slices: each slice computes the same
+     * scores and softmax and writes its columns of the context, and the first alone writes the weights. Equal
+     * widths keep it to one or two programs. */
+    const size_t Dv = p->value_dim, n = (Dv + CLA_S2S_MAX_SLICE_DIM - 1) / CLA_S2S_MAX_SLICE_DIM,
+                 width = (Dv + n - 1) / n;
+    clattn_status st = CLATTN_SUCCESS;
+    for (size_t c0 = 0; c0 < Dv && st == CLATTN_SUCCESS; c0 += width) {
+        cla_seq2seq_plan s = *p;
+        s.value_dim = Dv - c0 < width ? Dv - c0 : width;
+        s.values.offset += c0 * p->values.stride[3];
+        s.values.size[3] = s.value_dim;
+        s.context.offset += c0 * p->context.stride[3];
+        s.context.size[3] = s.value_dim;
+        if (c0) s.weights.buffer = NULL;
+        st = additive_slice(ctx, &s, qp, kp, v, v_offset, chain);
+    }
     return st;
 }
 

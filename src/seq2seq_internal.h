@@ -37,8 +37,9 @@ clattn_status cla_seq2seq_validate(clattn_context *ctx, const clattn_seq2seq_wei
                                    const cl_event *wait_list, cla_seq2seq_plan *plan);
 
 /* The fused kernel of an additive or concat plan (batch and q_len nonzero) on fp32 projections qp [B, Lq, attn_dim]
- * (bias included) and kp [B, Lk, attn_dim], with v [attn_dim] at v_offset. Enqueued on the chain; may allocate a
- * temporary for the raw scores when the weights are not fp32. */
+ * (bias included) and kp [B, Lk, attn_dim], with v [attn_dim] at v_offset; one launch per slice of at most
+ * CLA_S2S_MAX_SLICE_DIM value columns. Enqueued on the chain; may allocate a temporary for the raw scores when
+ * the weights are not fp32. */
 clattn_status cla_seq2seq_additive_kernel(clattn_context *ctx, const cla_seq2seq_plan *plan, cla_rows qp,
                                           cla_rows kp, cl_mem v, size_t v_offset, cla_chain *chain);
 

@@ -111,7 +111,9 @@ clattn_status cla_sdpa_fused_override(clattn_context *ctx, const cla_tune_proble
 
 /* The additive (Bahdanau, and Luong concat) attention kernel of kernels_cl/seq2seq.cl, by index in its
  * description. Its problem: head_dim is the attention width, v_head_dim the value width, dtype the values'
- * storage type, q_len and kv_len the query and key lengths, batch the batch. */
+ * storage type, q_len and kv_len the query and key lengths, batch the batch. Values wider than
+ * CLA_S2S_MAX_SLICE_DIM run as column slices of equal width (seq2seq.c), each a launch with the slice's width. */
+#define CLA_S2S_MAX_SLICE_DIM 1024
 enum {
     CLA_S2S_WG = 0,  /* work-items per group */
     CLA_S2S_BLOCK_N, /* keys per tile */

@@ -90,7 +90,24 @@ int clattn_tune_config_equal(const clattn_tune_space *space, const clattn_tune_c
 clattn_status clattn_tune_class_parse(const char *text, const clattn_tune_op **op, clattn_tune_class *cls,
                                       char *why, size_t why_size) {
     if (!text || !op || !cls) return CLATTN_ERROR_NULL_POINTER;
-    return cla_tune_shape_parse(text, op, cls, why, why_size) ? CLATTN_SUCCESS : CLATTN_ERROR_INVALID_ARGUMENT;
+    if (!cla_tune_shape_parse(text, op, cls, why, why_size)) return CLATTN_ERROR_INVALID_ARGUMENT;
+    /* Classes no call ever looks up: wider heads run unfused (CLBlast's GEMMs, `clattn tune --clblast`), and wider
+     * values of the additive kernel as slices, each looked up by the slice's width. */
+    if (*op == &cla_tune_op_sdpa_fused && cls->head_dim > CLATTN_MAX_FUSED_HEAD_DIM) {
+        cla_write_message(why, why_size,
+                          "%s: the fused kernels take head dims up to %d; wider heads run on the unfused path, "
+                          "whose GEMMs --clblast tunes",
+                          text, CLATTN_MAX_FUSED_HEAD_DIM);
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    }
+    if (*op == &cla_tune_op_seq2seq && cls->v_dim > CLA_S2S_MAX_SLICE_DIM) {
+        cla_write_message(why, why_size,
+                          "%s: values wider than %d run as equal slices of at most %d columns; tune the slice's "
+                          "width",
+                          text, CLA_S2S_MAX_SLICE_DIM, CLA_S2S_MAX_SLICE_DIM);
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    }
+    return CLATTN_SUCCESS;
 }
 
 void clattn_tune_class_format(const clattn_tune_op *op, const clattn_tune_class *cls, char *text, size_t size) {

@@ -91,6 +91,24 @@ o, w, lse = attention(q.astype(np.float16).astype(np.float32), k, v)
 agree("float16 input file, f16 storage", ["--q", path("q16.npy"), "--k", path("k.npy"), "--v", path("v.npy"),
                                           "--dtype", "f16"], (o,), 2e-2)
 
+# Heads wider than the fused kernels take (256): the default runs them unfused, --impl fused refuses them (exit 2,
+# no output) and names the implementations that take them.
+qw = rng.uniform(-2, 2, (1, 2, 5, 576)).astype(np.float32)
+kw = rng.uniform(-2, 2, (1, 1, 17, 576)).astype(np.float32)
+vw = rng.uniform(-2, 2, (1, 1, 17, 512)).astype(np.float32)
+for name, a in (("qw.npy", qw), ("kw.npy", kw), ("vw.npy", vw), ("klw.npy", np.array([11], dtype=np.int32))):
+    np.save(path(name), a)
+wide = ["--q", path("qw.npy"), "--k", path("kw.npy"), "--v", path("vw.npy")]
+o, w, lse = attention(qw, kw, vw, key_lengths=np.array([11]))
+agree("head dims 576/512, key lengths, weights", wide + ["--key-lengths", path("klw.npy"), "--weights", path("w.npy")],
+      (o, w), 1e-5, ("w.npy",))
+if os.path.exists(path("o.npy")):
+    os.remove(path("o.npy"))
+r = run(*wide, "--impl", "fused", "-o", path("o.npy"))
+check("head dims 576/512 with --impl fused: exit 2, no output",
+      r.returncode == 2 and "CLATTN_IMPL_UNFUSED" in r.stderr and not os.path.exists(path("o.npy")),
+      f"exit {r.returncode}: {r.stderr}")
+
 # Bad inputs: exit 2, a message, and no output file.
 raw = open(path("q.npy"), "rb").read()
 bad = {
@@ -127,5 +145,7 @@ for name, args in {
 
 r = run("--random", "1,2,1,9,33,16", "--check", "--causal", "bottom-right")
 check("--random --check", r.returncode == 0 and "reference" in r.stdout, r.stdout + r.stderr)
+r = run("--random", "1,4,4,64,64,512", "--check")
+check("--random D=512 --check", r.returncode == 0 and "reference" in r.stdout, r.stdout + r.stderr)
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

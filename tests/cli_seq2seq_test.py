@@ -70,9 +70,9 @@ def check(name, ok, detail=""):
         print(f"FAIL {name}: {detail}")
 
 
-def case(score, b, lq, lk, dq, dk, dv, a, dtype="f32", mask=None, key_lengths=None):
+def case(score, b, lq, lk, dq, dk, dv, a, dtype="f32", mask=None, key_lengths=None, q_scale=1.0):
     f = lambda *s: rng.uniform(-2, 2, s).astype(np.float32)
-    q, k = f(b, lq, dq), f(b, lk, dk)
+    q, k = (f(b, lq, dq) * q_scale).astype(np.float32), f(b, lk, dk)
     v = f(b, lk, dv) if dv else None
     w, args = {}, []
     if score == "additive":
@@ -122,6 +122,17 @@ for score in ("additive", "dot", "general", "concat"):
     case(score, 2, 3, 9, 12, dk, 5, 8, mask=mask)
     case(score, 3, 2, 11, 12, dk, 0, 8, mask=rng.uniform(0, 1, (3, 2, 11)) > 0.3,
          key_lengths=np.array([11, 0, 4], dtype=np.int32))
+
+# Encoder widths past the fused attention kernels' head dims: dot and general through attention's unfused path,
+# additive and concat as column slices of the values (keys as values, Dv = Dk). Queries scaled by 1/sqrt(Dk) keep
+# the logits near 1, so that the weights spread over the keys rather than pick one.
+for dk in (512, 1024, 2048):
+    kl = np.array([30, 0], dtype=np.int32) if dk == 1024 else None
+    case("dot", 2, 3, 40, dk, dk, 0, 8, key_lengths=kl, q_scale=dk ** -0.5)
+    case("general", 2, 3, 40, 300, dk, 64 if dk == 1024 else 0, 8, mask=rng.uniform(0, 1, (2, 3, 40)) > 0.3,
+         q_scale=dk ** -0.5)
+case("additive", 2, 3, 25, 64, 2048, 0, 32)
+case("concat", 1, 2, 25, 64, 2048, 0, 32, key_lengths=np.array([17], dtype=np.int32))
 
 # Bad inputs: exit status 2 and no output file.
 q = rng.uniform(-1, 1, (2, 3, 4)).astype(np.float32)

@@ -505,6 +505,33 @@ static void odd_shapes(void **state) {
     case_run(&c);
 }
 
+/* Heads wider than the fused kernels take run on attention's unfused path: a single 512-wide head over d_model 512
+ * (packed self-attention with a residual), and cross-attention with GQA, head dims 320/288 and key lengths. */
+static void wide_heads(void **state) {
+    (void)state;
+    mha_case c;
+    case_init(&c);
+    c.cfg.d_model = 512;
+    c.cfg.heads = 1;
+    c.cfg.head_dim = 512;
+    c.q_len = 6;
+    c.packed = c.bias = c.residual = true;
+    c.causal = CLATTN_CAUSAL_TOP_LEFT;
+    case_run(&c);
+    case_init(&c);
+    c.cfg.d_model = 48;
+    c.cfg.kv_d_model = 40;
+    c.cfg.heads = 2;
+    c.cfg.kv_heads = 1;
+    c.cfg.head_dim = 320;
+    c.cfg.v_head_dim = 288;
+    c.cross = true;
+    c.mem_len = 11;
+    c.key_lengths = true;
+    c.weights = c.lse = true;
+    case_run(&c);
+}
+
 static void in_place_residual(void **state) {
     (void)state;
     mha_case c;
@@ -978,7 +1005,7 @@ static void bad_weights_and_configs(void **state) {
     c.head_dim = 0;
     assert_status(clattn_mha_weights_create(ctx, &c, &h, &out), CLATTN_ERROR_INVALID_HEAD_DIM);
     c = cfg;
-    c.head_dim = 300;
+    c.head_dim = CLATTN_MAX_HEAD_DIM + 1;
     assert_status(clattn_mha_weights_create(ctx, &c, &h, &out), CLATTN_ERROR_INVALID_HEAD_DIM);
     c = cfg;
     c.d_model = 0;
@@ -1102,6 +1129,7 @@ int main(void) {
         cmocka_unit_test(lse_and_weights),
         cmocka_unit_test(storage_dtypes),
         cmocka_unit_test(odd_shapes),
+        cmocka_unit_test(wide_heads),
         cmocka_unit_test(in_place_residual),
         cmocka_unit_test(empty_sizes),
         cmocka_unit_test(decode_matches_full_call),

@@ -560,6 +560,15 @@ static void split_unfused_with_weights_and_lse(void **state) {
     expect_split_equal(&c, -1);
 }
 
+/* Heads past the fused kernels' bound under AUTO: every part runs the unfused path, bitwise what one device does.
+ */
+static void split_wide_heads_under_auto(void **state) {
+    (void)state;
+    md_case c = {
+        .B = 2, .Hq = 2, .Hkv = 1, .Lq = 6, .Lk = 21, .D = 320, .Dv = 288, .lse = true, .key_lengths = true};
+    expect_split_equal(&c, -1);
+}
+
 static void split_waits_for_the_wait_list(void **state) {
     (void)state;
     md_case cases[2] = {
@@ -771,6 +780,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(split_fused_heads_through_temporaries),
         cmocka_unit_test(split_odd_shapes_and_misaligned_outputs),
         cmocka_unit_test(split_unfused_with_weights_and_lse),
+        cmocka_unit_test(split_wide_heads_under_auto),
         cmocka_unit_test(split_waits_for_the_wait_list),
         cmocka_unit_test(split_fault_injection_leaves_no_temporaries),
         cmocka_unit_test(split_mha_matches_one_device),

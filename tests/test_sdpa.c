@@ -58,6 +58,122 @@ static void head_dims(void **state) {
     sdpa_case_run(ctx, &c, NULL);
 }
 
+/* Heads wider than the fused kernels take (CLATTN_MAX_FUSED_HEAD_DIM): AUTO runs them on the unfused path, which
+ * must give the reference's results with every option at those widths too. Shapes stay small so that the
+ * reference stays quick. */
+static void wide_head_dims(void **state) {
+    /* {Dk, Dv}: just past the bound, round and odd widths, Dk != Dv both ways, one side wide, DeepSeek's 192/128
+     * (narrow, fused under AUTO) and 576/512 (MLA's absorbed form). */
+    static const size_t dims[][2] = {{257, 257}, {384, 384}, {512, 512}, {1000, 1000},
+                                     {576, 512}, {192, 128}, {300, 64},  {64, 300}};
+    for (size_t i = 0; i < CLA_ARRAY_SIZE(dims); ++i) {
+        sdpa_case c;
+        sdpa_case_init(&c);
+        c.impl = impl_of(state);
+        c.q_heads = 2;
+        c.kv_heads = 1;
+        c.q_len = 9;
+        c.kv_len = 21;
+        c.head_dim = dims[i][0];
+        c.v_head_dim = dims[i][1];
+        c.layout = (int)(i % 2);
+        c.offset = i % 3;
+        c.want_lse = true;
+        c.seed = (unsigned)i;
+        sdpa_case_run(ctx, &c, NULL);
+    }
+    /* Every mask kind, key lengths, both causal alignments with a window, and the weights, at Dk 512, Dv 384. */
+    static const int32_t kl[2] = {13, 0};
+    for (int variant = 0; variant < 6; ++variant) {
+        sdpa_case c;
+        sdpa_case_init(&c);
+        c.impl = impl_of(state);
+        c.batch = 2;
+        c.q_heads = 2;
+        c.kv_heads = 2;
+        c.q_len = 7;
+        c.kv_len = variant == 4 ? 30 : 19;
+        c.head_dim = 512;
+        c.v_head_dim = 384;
+        c.mask_kind = variant == 0 ? MASK_ADD : variant == 1 ? MASK_BOOL : MASK_NONE;
+        c.mask_bcast_heads = variant == 1;
+        c.mask_fill_prob = 0.3f;
+        if (variant == 2) c.key_lengths = kl;
+        c.causal = variant == 3   ? CLATTN_CAUSAL_TOP_LEFT
+                   : variant == 4 ? CLATTN_CAUSAL_BOTTOM_RIGHT
+                                  : CLATTN_CAUSAL_NONE;
+        if (variant == 4) c.window_left = 5;
+        if (variant == 5) {
+            c.mask_kind = MASK_BOOL;
+            c.mask_fill_prob = 2.0f; /* every key masked: zeros, lse -inf */
+        }
+        c.want_lse = true;
+        c.want_weights = variant == 0 || variant == 2;
+        c.seed = (unsigned)(20 + variant);
+        sdpa_case_run(ctx, &c, NULL);
+    }
+    /* fp16 and bf16 storage, with key lengths and NaN in the padding (which must not reach the output). */
+    static const int32_t kl3[3] = {17, 4, 25};
+    for (int dt = 1; dt <= 2; ++dt) {
+        sdpa_case c;
+        sdpa_case_init(&c);
+        c.impl = impl_of(state);
+        c.dtype = (clattn_dtype)dt;
+        c.batch = 3;
+        c.q_len = 5;
+        c.kv_len = 25;
+        c.head_dim = 640;
+        c.key_lengths = kl3;
+        c.nan_in_padding = true;
+        c.want_lse = true;
+        c.seed = (unsigned)(30 + dt);
+        sdpa_case_run(ctx, &c, NULL);
+    }
+    /* No keys at all: zeros and lse -inf without a GEMM; a decode step (one query) over many keys. */
+    sdpa_case c;
+    sdpa_case_init(&c);
+    c.impl = impl_of(state);
+    c.q_len = 3;
+    c.kv_len = 0;
+    c.head_dim = 1024;
+    c.want_lse = true;
+    sdpa_case_run(ctx, &c, NULL);
+    sdpa_case_init(&c);
+    c.impl = impl_of(state);
+    c.q_heads = 4;
+    c.kv_heads = 2;
+    c.q_len = 1;
+    c.kv_len = 2000;
+    c.head_dim = 768;
+    c.want_lse = true;
+    sdpa_case_run(ctx, &c, NULL);
+}
+
+/* AUTO takes the unfused path for a wide head even where CLATTN_IMPL asks for fused (a preference that yields, as
+ * it does for the weights), and the largest head dim runs. */
+static void wide_heads_run_unfused_under_auto(void **state) {
+    (void)state;
+    /* The variable is read when a context is created. */
+    setenv("CLATTN_IMPL", "fused", 1);
+    clattn_context *prefers_fused = test_context();
+    unsetenv("CLATTN_IMPL");
+    sdpa_case c;
+    sdpa_case_init(&c);
+    c.q_len = 40;
+    c.kv_len = 30;
+    c.head_dim = 300;
+    sdpa_case_run(prefers_fused, &c, NULL);
+    clattn_memory_stats m;
+    assert_status(clattn_context_memory_stats(prefers_fused, &m), CLATTN_SUCCESS);
+    clattn_context_free(prefers_fused);
+    assert_true(m.last_call_bytes >= (uint64_t)40 * 30 * sizeof(float)); /* the unfused path's scores */
+    sdpa_case_init(&c);
+    c.q_len = 2;
+    c.kv_len = 3;
+    c.head_dim = c.v_head_dim = CLATTN_MAX_HEAD_DIM;
+    sdpa_case_run(ctx, &c, NULL);
+}
+
 static void heads_batch_layouts_and_gqa(void **state) {
     static const size_t heads[][2] = {{1, 1}, {3, 3}, {6, 2}, {4, 1}};
     for (size_t hi = 0; hi < 4; ++hi)
@@ -473,6 +589,9 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         BOTH(sequence_lengths),
         BOTH(head_dims),
+        cmocka_unit_test_prestate(wide_head_dims, (void *)&impl_auto),
+        cmocka_unit_test_prestate(wide_head_dims, (void *)&impl_unfused),
+        cmocka_unit_test(wide_heads_run_unfused_under_auto),
         BOTH(heads_batch_layouts_and_gqa),
         BOTH(causal_alignments),
         BOTH(windows),

@@ -127,14 +127,30 @@ static void heads_and_head_dims(void **state) {
     expect(CLATTN_ERROR_INVALID_HEADS, NULL);
     reset(state);
     q.size[3] = k.size[3] = 0;
-    expect(CLATTN_ERROR_INVALID_HEAD_DIM, "1..256");
+    expect(CLATTN_ERROR_INVALID_HEAD_DIM, "1..65536");
     reset(state);
-    q.size[3] = k.size[3] = 257;
+    q.size[3] = k.size[3] = CLATTN_MAX_HEAD_DIM + 1;
     expect(CLATTN_ERROR_INVALID_HEAD_DIM, NULL);
     reset(state);
     v.size[3] = 0;
     out.size[3] = 0;
     expect(CLATTN_ERROR_INVALID_HEAD_DIM, NULL);
+}
+
+/* A head past the fused kernels' bound, q/k or v alone, is an error for an explicitly fused call (it runs unfused
+ * under AUTO, tests/test_sdpa.c), with a message that names the implementations that take it. */
+static void fused_refuses_wide_heads(void **state) {
+    static const size_t dims[][2] = {{CLATTN_MAX_FUSED_HEAD_DIM + 1, 16}, {16, 300}, {512, 512}};
+    for (size_t i = 0; i < 3; ++i) {
+        reset(state);
+        const size_t dk = dims[i][0], dv = dims[i][1]; /* two rows of each fit the D = 16 buffers */
+        q = clattn_tensor_bhld(bq, CLATTN_DTYPE_F32, 1, 1, 2, dk);
+        k = clattn_tensor_bhld(bk, CLATTN_DTYPE_F32, 1, 1, 2, dk);
+        v = clattn_tensor_bhld(bv, CLATTN_DTYPE_F32, 1, 1, 2, dv);
+        out = clattn_tensor_bhld(bo, CLATTN_DTYPE_F32, 1, 1, 2, dv);
+        desc.impl = CLATTN_IMPL_FUSED;
+        expect(CLATTN_ERROR_INVALID_HEAD_DIM, "CLATTN_IMPL_UNFUSED");
+    }
 }
 
 static void dtypes(void **state) {
@@ -296,6 +312,7 @@ int main(void) {
         T(null_arguments),
         T(shape_mismatches),
         T(heads_and_head_dims),
+        T(fused_refuses_wide_heads),
         T(dtypes),
         T(buffers_and_strides),
         T(masks_and_windows),

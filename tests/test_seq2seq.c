@@ -201,6 +201,49 @@ static void kernel_shapes(void **state) {
     s2s_case_run(ctx, &c);
 }
 
+/* Encoder widths of RNNs (512 to 2048 units), past the fused attention kernels' head dims: dot and general run
+ * through attention's unfused path, additive and concat as column slices of the values. Keys as values (so the
+ * values are as wide) and separate narrow values, masks, key lengths, fp16 and the weights output. */
+static void wide_keys(void **state) {
+    (void)state;
+    static const size_t widths[] = {512, 1024, 2048};
+    static const int32_t kl[2] = {23, 0};
+    for (size_t w = 0; w < 3; ++w)
+        for (int s = 1; s <= 2; ++s) {
+            s2s_case c = make_case((clattn_score)s);
+            c.batch = 2;
+            c.q_len = w == 1 ? 1 : 4; /* a decoder step, and a whole target sequence */
+            c.kv_len = 37;
+            c.key_dim = widths[w];
+            c.query_dim = s == CLATTN_SCORE_DOT ? widths[w] : 300;
+            c.value_dim = w == 1 ? 96 : 0;
+            c.dtype = w == 1 && s == CLATTN_SCORE_GENERAL ? CLATTN_DTYPE_F16 : CLATTN_DTYPE_F32;
+            c.mask_kind = w == 0 ? S2S_MASK_BOOL : w == 2 ? S2S_MASK_ADD : S2S_MASK_NONE;
+            c.mask_fill_prob = 0.3f;
+            c.masked_row = w == 0 ? 1 : -1;
+            c.key_lengths = w == 1 ? kl : NULL;
+            c.want_weights = true;
+            c.seed = (unsigned)(w * 2 + (size_t)s);
+            s2s_case_run(ctx, &c);
+        }
+    /* Additive and concat with 2048-wide keys as values: two slices of 1024; and 1500, two of 750. */
+    for (int v = 0; v < 2; ++v) {
+        s2s_case c = make_case(v ? CLATTN_SCORE_CONCAT : CLATTN_SCORE_ADDITIVE);
+        c.batch = 2;
+        c.q_len = 3;
+        c.kv_len = 29;
+        c.query_dim = 64;
+        c.key_dim = v ? 1500 : 2048;
+        c.attn_dim = 48;
+        c.bias = v == 0;
+        c.key_lengths = kl;
+        c.want_weights = true;
+        c.weights_dtype = v ? CLATTN_DTYPE_F16 : CLATTN_DTYPE_F32;
+        c.seed = (unsigned)(10 + v);
+        s2s_case_run(ctx, &c);
+    }
+}
+
 /* Lk = 8192: the call allocates the projections, O((Lq + Lk) attn_dim), and nothing of size Lq x Lk x attn_dim. */
 static void long_sequence(void **state) {
     (void)state;
@@ -295,8 +338,8 @@ static void bad_weights(void **state) {
     ch.bias = NULL;
     assert_status(clattn_seq2seq_weights_create(ctx, &cc, &ch, &sw), CLATTN_SUCCESS);
     clattn_seq2seq_weights_free(sw);
-    /* general's key_dim goes through attention, up to 256 */
-    clattn_seq2seq_config gen = {CLATTN_SCORE_GENERAL, DQ, 300, 0};
+    /* general's key_dim goes through attention, up to CLATTN_MAX_HEAD_DIM */
+    clattn_seq2seq_config gen = {CLATTN_SCORE_GENERAL, DQ, CLATTN_MAX_HEAD_DIM + 1, 0};
     clattn_seq2seq_weights_host gh = {NULL, NULL, w, NULL, NULL};
     assert_status(clattn_seq2seq_weights_create(ctx, &gen, &gh, &sw), CLATTN_ERROR_INVALID_HEAD_DIM);
     assert_null(sw);
@@ -489,11 +532,13 @@ static void precomputed_keys(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(every_score),      cmocka_unit_test(dtypes),        cmocka_unit_test(odd_sizes),
-        cmocka_unit_test(key_lengths),      cmocka_unit_test(masks),         cmocka_unit_test(nan_propagates),
-        cmocka_unit_test(empty_sizes),      cmocka_unit_test(kernel_shapes), cmocka_unit_test(long_sequence),
-        cmocka_unit_test(bad_weights),      cmocka_unit_test(bad_calls),     cmocka_unit_test(faults),
-        cmocka_unit_test(precomputed_keys),
+        cmocka_unit_test(every_score),   cmocka_unit_test(dtypes),
+        cmocka_unit_test(odd_sizes),     cmocka_unit_test(key_lengths),
+        cmocka_unit_test(masks),         cmocka_unit_test(nan_propagates),
+        cmocka_unit_test(empty_sizes),   cmocka_unit_test(kernel_shapes),
+        cmocka_unit_test(long_sequence), cmocka_unit_test(wide_keys),
+        cmocka_unit_test(bad_weights),   cmocka_unit_test(bad_calls),
+        cmocka_unit_test(faults),        cmocka_unit_test(precomputed_keys),
     };
     return cmocka_run_group_tests_name("seq2seq", tests, setup, teardown);
 }

@@ -741,6 +741,19 @@ static void seq2seq_tune_is_picked_up(void **state) {
     assert_non_null(strstr(out, "builtin"));
 }
 
+/* Classes that no call looks up are usage errors that evaluate nothing: fused heads past 256 (they run unfused)
+ * and additive values past the slice width (they run as slices, looked up by the slice's width). */
+static void classes_no_call_uses_are_refused(void **state) {
+    (void)state;
+    clattn_context *ctx = test_logged_context();
+    clear_tuning_dir(ctx);
+    char out[4096];
+    assert_int_equal(run_cli("tune --shapes prefill:d512:L64 --quiet", out, sizeof out), 2);
+    assert_int_equal(run_cli("tune --shapes additive:a32:v2048:L64 --quiet", out, sizeof out), 2);
+    assert_int_equal(log_count(ctx, NULL), 0);
+    clattn_context_free(ctx);
+}
+
 int main(int argc, char **argv) {
     const struct CMUnitTest unit[] = {
         cmocka_unit_test(matcher_fallbacks),
@@ -767,6 +780,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(hanging_candidate_times_out),
         cmocka_unit_test(interrupted_run_resumes),
         cmocka_unit_test(seq2seq_tune_is_picked_up),
+        cmocka_unit_test(classes_no_call_uses_are_refused),
         cmocka_unit_test(context_ignores_bad_databases),
     };
     failed += cmocka_run_group_tests_name("tuning (device)", device, NULL, NULL);

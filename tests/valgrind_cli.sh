@@ -24,6 +24,19 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/clattn-valgrind.XXXXXX")
 # clattn's own program cache starts empty for the Valgrind run, so that clattn's build-from-source and cache-write
 # paths are checked too.
 export POCL_CACHE_DIR=$work/pocl-cache
+# Valgrind emulates a CPU without AVX-512, and Debian's PoCL picks its kernel library (and LLVM target) from the
+# CPU features it sees. On a machine with AVX-512 the warm-up would fill the cache for one target and the run under
+# Valgrind look for another, so every kernel would be compiled again under memcheck (a fresh CI machine took more
+# than 15 minutes). Both runs use the AVX2 library, which Valgrind supports, unless the caller chose one.
+if [ "$(uname -m)" = x86_64 ] && grep -qw avx2 /proc/cpuinfo 2> /dev/null; then
+    export POCL_KERNELLIB_NAME=${POCL_KERNELLIB_NAME:-avx2}
+fi
+native_device=$("$clattn" devices 2> /dev/null | grep -m1 '(default)')
+valgrind_device=$(valgrind --tool=none -q "$clattn" devices 2> /dev/null | grep -m1 '(default)')
+if [ "$native_device" != "$valgrind_device" ]; then
+    echo "warning: the default device differs under Valgrind ('$valgrind_device', natively '$native_device'):"
+    echo "         the warm-up cannot fill PoCL's cache for it, so kernels compile under Valgrind (slow)"
+fi
 warm_cache=$work/warm-cache
 vg_cache=$work/cache
 

@@ -535,6 +535,19 @@ def main():
                     peer.record_diff(float(np.max(np.abs(np.load(out_path) - np.load(ref_paths[l])))))
 
     write_report(args, peers, gemm, gemm_sizes, device)
+    wrong = [p.label for p in peers if disagrees(p)]
+    if wrong:
+        sys.exit(f"bench_peers: {', '.join(wrong)} disagree with clattn fused by more than {AGREE_TOL:g} "
+                 "(the 'max diff' column): at least one of them computes something else")
+
+
+# fp32 attention on inputs in [-2, 2): implementations that agree differ by about 1e-6, so anything past this is a
+# wrong result, not rounding.
+AGREE_TOL = 1e-4
+
+
+def disagrees(peer):
+    return peer.max_diff is not None and not peer.max_diff <= AGREE_TOL
 
 
 def fmt_rate(peer, gemm, l):
@@ -553,7 +566,8 @@ def write_report(args, peers, gemm, gemm_sizes, device):
              f"Attention {shape}; clattn on {device or 'its default device'}; {os.cpu_count()} CPU cores; "
              f"median of {args.repeat} calls after {args.warmup} warm-up.", "",
              "GFLOP/s (and the ratio to a square SGEMM of about the same FLOP count); 'max diff' is the largest "
-             "absolute difference from clattn fused's output on the same inputs.", ""]
+             "absolute difference from clattn fused's output on the same inputs (WRONG past "
+             f"{AGREE_TOL:g}, and the script exits with status 1).", ""]
     head = "| implementation | " + " | ".join(f"L={l}" for l in args.seq) + " | max diff |"
     lines += [head, "|" + "---|" * (len(args.seq) + 2)]
     for p in peers:
@@ -564,6 +578,8 @@ def write_report(args, peers, gemm, gemm_sizes, device):
             cells = [fmt_rate(p, gemm, l) for l in args.seq]
             diff = "n/a" if p is gemm else "reference" if p.key == "clattn-fused" and p.max_diff == 0.0 else (
                 f"{p.max_diff:.3g}" if p.max_diff is not None else "not checked")
+            if disagrees(p):
+                diff += " WRONG"
         lines.append(f"| {p.label} | " + " | ".join(cells) + f" | {diff} |")
     sizes = ", ".join(f"L={l}: {gemm_sizes[l]}" for l in args.seq if l in gemm_sizes)
     lines += ["", f"SGEMM sizes (n x n x n): {sizes}"]
