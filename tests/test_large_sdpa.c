@@ -1,0 +1,306 @@
+/* Attention at the sizes users run (CTest label `large`): the unfused path's temporaries crossing and landing
+ * exactly on its chunk limits (512 MiB, and max_alloc / 2 of a device with a smaller maximum allocation), offsets
+ * past 2^31 bytes and past 2^31 elements, [B, L, H, D] views with large strides, long decode sequences, many heads,
+ * batches and GQA. Every case runs the fused and the unfused implementation on the same inputs
+ * (sdpa_case_run_both): each against the double-precision reference on a sample of rows that covers every (batch,
+ * head) slice, and the two against each other on every element; outputs are poisoned around their views. A size the
+ * unfused path cannot serve is an error that writes nothing. Small shapes are test_sdpa.c's; these are the ones
+ * where chunking and 32-bit offsets go wrong (the CLBlast offset bug that made the 8th slice on wrong at L = 4096
+ * hid from those). */
+#include "sdpa_case.h"
+
+#include "internal.h"
+
+#include <limits.h>
+#include <math.h>
+
+#define MIB           ((size_t)1 << 20)
+#define SAMPLE        256                 /* rows compared with the reference per case */
+#define UNFUSED_LIMIT ((size_t)512 << 20) /* sdpa_unfused.c's bound on each group of temporaries */
+
+static clattn_context *ctx;
+
+static int setup(void **state) {
+    (void)state;
+    unsetenv("CLATTN_UNFUSED_CHUNK_BYTES"); /* the library's own limits are under test */
+    ctx = test_context();
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    clattn_context_free(ctx);
+    return 0;
+}
+
+/* A case of B x H heads of Lq x Lk with head dim D, f32, [B, H, L, D], compared on a sample of rows. */
+static sdpa_case large_case(size_t B, size_t Hq, size_t Hkv, size_t Lq, size_t Lk, size_t D) {
+    sdpa_case c;
+    sdpa_case_init(&c);
+    c.batch = B;
+    c.q_heads = Hq;
+    c.kv_heads = Hkv;
+    c.q_len = Lq;
+    c.kv_len = Lk;
+    c.head_dim = D;
+    c.sample_rows = SAMPLE;
+    return c;
+}
+
+/* Temporary bytes of the last call on `on` (the unfused one of sdpa_case_run_both). */
+static uint64_t last_call_bytes(clattn_context *on) {
+    clattn_memory_stats m;
+    assert_status(clattn_context_memory_stats(on, &m), CLATTN_SUCCESS);
+    return m.last_call_bytes;
+}
+
+/* The unfused path's per-row temporaries (scores, 1/rowsum, output) for unpacked fp32 inputs, in bytes. */
+static size_t row_bytes(size_t Lk, size_t Dv) {
+    return sizeof(float) * (Lk + 1 + Dv);
+}
+
+/* Skips (with the reason printed) when the device cannot hold a buffer of `bytes`. */
+static bool device_allows(clattn_context *on, size_t bytes, const char *what) {
+    clattn_device_info info;
+    assert_status(clattn_context_device_info(on, &info), CLATTN_SUCCESS);
+    if (info.max_alloc_bytes >= bytes) return true;
+    print_message(
+        "skipped %s: it needs buffers of %zu MiB, but '%s' allows %llu MiB (CL_DEVICE_MAX_MEM_ALLOC_SIZE)\n", what,
+        bytes / MIB, info.name, (unsigned long long)(info.max_alloc_bytes / MIB));
+    skip();
+    return false;
+}
+
+/* ---- the 512 MiB chunk limit ---- */
+
+/* The shapes that were wrong from the 8th (batch, head) slice on: 8 heads of 4096 rows need 520 MiB of
+ * temporaries, so the unfused path runs chunks of 7 slices and then the rest. lse and the weights too. */
+static void chunks_crossing_the_limit(void **state) {
+    (void)state;
+    sdpa_case c = large_case(1, 8, 8, 4096, 4096, 64);
+    c.want_lse = c.want_weights = true;
+    sdpa_case_run_both(ctx, &c);
+    assert_true(last_call_bytes(ctx) <= UNFUSED_LIMIT);
+
+    /* Two batch items of 4 heads: the second chunk starts at the last head of the second item. */
+    c = large_case(2, 4, 4, 4096, 4096, 64);
+    c.want_lse = true;
+    c.seed = 2;
+    sdpa_case_run_both(ctx, &c);
+}
+
+/* Lk = 4031 makes a row of temporaries exactly 16 KiB, so 8 heads of 4096 rows are exactly 512 MiB: the first chunk
+ * lands on the limit and the 9th head is a chunk alone. In [B, L, H, D], so that CLBlast reads the queries in place
+ * with a row stride of H * D. */
+static void chunk_exactly_at_the_limit(void **state) {
+    (void)state;
+    sdpa_case c = large_case(1, 9, 9, 4096, 4031, 64);
+    assert_int_equal(8 * c.q_len * row_bytes(c.kv_len, c.head_dim), UNFUSED_LIMIT);
+    c.layout = LAYOUT_BLHD;
+    c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+    c.want_lse = true;
+    c.seed = 4;
+    sdpa_case_run_both(ctx, &c);
+    assert_int_equal(last_call_bytes(ctx), UNFUSED_LIMIT);
+}
+
+/* ---- max_alloc / 2 of a smaller device ---- */
+
+/* A context that believes its device allows allocations of `max_alloc` bytes, so the unfused path bounds each group
+ * of temporaries by max_alloc / 2 (below 512 MiB) as it would on such a device. */
+static clattn_context *small_device(uint64_t max_alloc) {
+    clattn_context *c = test_context();
+    c->info.max_alloc_bytes = max_alloc;
+    return c;
+}
+
+/* With a 64 MiB maximum allocation the limit is 32 MiB: 2048 rows of 16 KiB. Query rows in blocks that land exactly
+ * on it (4096 rows), that cross it by one row (4097, causal so the blocks see different key ranges), and chunks of
+ * exactly 4 heads that are one GQA group each. */
+static void row_blocks_and_chunks_at_half_max_alloc(void **state) {
+    (void)state;
+    const size_t limit = 32 * MIB;
+    clattn_context *small = small_device(2 * limit);
+    sdpa_case c = large_case(1, 2, 2, 4096, 4031, 64);
+    assert_int_equal(2048 * row_bytes(c.kv_len, c.head_dim), limit);
+    c.want_lse = c.want_weights = true;
+    c.seed = 5;
+    sdpa_case_run_both(small, &c);
+    assert_int_equal(last_call_bytes(small), limit);
+
+    c = large_case(1, 1, 1, 4097, 4031, 64);
+    c.causal = CLATTN_CAUSAL_TOP_LEFT;
+    c.want_lse = c.want_weights = true;
+    c.seed = 6;
+    sdpa_case_run_both(small, &c);
+    assert_int_equal(last_call_bytes(small), limit);
+
+    c = large_case(2, 12, 3, 512, 4031, 64);
+    assert_int_equal(4 * c.q_len * row_bytes(c.kv_len, c.head_dim), limit);
+    c.want_lse = true;
+    c.seed = 7;
+    sdpa_case_run_both(small, &c);
+    assert_int_equal(last_call_bytes(small), limit);
+    clattn_context_free(small);
+}
+
+/* fp16 keys and values are packed to fp32, 32768 keys x (128 + 128) x 4 bytes = exactly the 32 MiB limit per
+ * key/value head: a decode step of 32 query heads over 4 key/value heads runs one GQA group per chunk. */
+static void packed_keys_exactly_at_half_max_alloc(void **state) {
+    (void)state;
+    clattn_context *small = small_device(64 * MIB);
+    sdpa_case c = large_case(2, 32, 4, 1, 32768, 128);
+    c.dtype = CLATTN_DTYPE_F16;
+    c.want_lse = true;
+    c.seed = 8;
+    sdpa_case_run_both(small, &c);
+    clattn_context_free(small);
+}
+
+/* One key/value head of 65536 fp16 keys packs to 64 MiB, past the 32 MiB limit: the unfused path cannot serve the
+ * call and says so, writing nothing, and the fused path (which needs no such temporaries) serves it. */
+static void unfused_refuses_what_it_cannot_chunk(void **state) {
+    (void)state;
+    clattn_context *small = small_device(64 * MIB);
+    const size_t Lk = 65536, D = 128, es = 2, margin = 64;
+    const unsigned char poison = 0x7b;
+    clattn_tensor t[4];
+    t[0] = clattn_tensor_bhld(NULL, CLATTN_DTYPE_F16, 1, 8, 1, D);
+    t[1] = clattn_tensor_bhld(NULL, CLATTN_DTYPE_F16, 1, 1, Lk, D);
+    t[2] = t[1];
+    t[3] = t[0];
+    const size_t inputs = Lk * D * es, out = 8 * D * es + margin;
+    unsigned char *bytes = malloc(inputs);
+    assert_non_null(bytes);
+    memset(bytes, 0, inputs); /* zeros: a valid attention */
+    for (int i = 0; i < 3; ++i) {
+        t[i].buffer = test_upload_window(small, i ? inputs : 8 * D * es, 0, bytes, i ? inputs : 8 * D * es);
+        assert_non_null(t[i].buffer);
+    }
+    memset(bytes, poison, out);
+    t[3].buffer = test_upload_window(small, out, 0, bytes, out);
+    assert_non_null(t[3].buffer);
+    clattn_sdpa_desc desc;
+    clattn_sdpa_desc_init(&desc);
+    desc.impl = CLATTN_IMPL_UNFUSED;
+    assert_status(clattn_sdpa(small, &desc, &t[0], &t[1], &t[2], &t[3], NULL, 0, NULL, NULL),
+                  CLATTN_ERROR_DEVICE_LIMIT);
+    if (!strstr(clattn_context_last_error(small), "CLATTN_IMPL_FUSED"))
+        fail_msg("the message does not point to the fused path: %s", clattn_context_last_error(small));
+    assert_int_equal(clFinish(clattn_context_cl_queue(small)), CL_SUCCESS);
+    assert_int_equal(test_read_window(small, t[3].buffer, 0, out, bytes), 0);
+    for (size_t i = 0; i < out; ++i)
+        if (bytes[i] != poison) fail_msg("byte %zu of the output was written by a call that failed", i);
+    desc.impl = CLATTN_IMPL_FUSED;
+    assert_status(clattn_sdpa(small, &desc, &t[0], &t[1], &t[2], &t[3], NULL, 0, NULL, NULL), CLATTN_SUCCESS);
+    assert_int_equal(test_read_window(small, t[3].buffer, 0, out, bytes), 0);
+    for (size_t i = 0; i < 8 * D * es; ++i)
+        if (bytes[i] != 0) fail_msg("byte %zu of the fused output is %d, not 0", i, bytes[i]);
+    for (int i = 0; i < 4; ++i) clReleaseMemObject(t[i].buffer);
+    free(bytes);
+    clattn_context_free(small);
+}
+
+/* ---- offsets and strides ---- */
+
+/* Every tensor (q, k, v, out, lse, weights) starts past byte 2^31 of its buffer; fp32 inputs are read in place by
+ * CLBlast at element offsets of about 2^29. */
+static void byte_offsets_past_2_31(void **state) {
+    (void)state;
+    sdpa_case c = large_case(1, 4, 2, 1024, 2048, 64);
+    c.offset = ((size_t)1 << 29) + 3;
+    if (!device_allows(ctx, (c.offset + 4 * c.q_len * c.kv_len + 64) * sizeof(float), "byte offsets past 2^31"))
+        return;
+    c.want_lse = c.want_weights = true;
+    c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+    c.seed = 9;
+    sdpa_case_run_both(ctx, &c);
+}
+
+/* fp32 views that end just below element 2^31 - 1, the most CLBlast's int offsets reach in place: the inputs are
+ * read there and the outputs (out, lse, weights) written there. */
+static void element_offsets_just_below_2_31(void **state) {
+    (void)state;
+    sdpa_case c = large_case(2, 4, 4, 512, 512, 64);
+    const size_t weights = c.batch * c.q_heads * c.q_len * c.kv_len, margin = 64;
+    c.offset = (size_t)INT_MAX - weights - 2 * margin;
+    if (!device_allows(ctx, (c.offset + weights + margin) * sizeof(float), "element offsets just below 2^31"))
+        return;
+    c.want_lse = c.want_weights = true;
+    c.seed = 10;
+    sdpa_case_run_both(ctx, &c);
+}
+
+/* fp16 [B, L, H, D] views at element offsets past 2^31 (byte 4 GiB), each sequence position 4096 elements apart (a
+ * slice of a wide projection), with a boolean mask past byte 2^31 and key lengths. */
+static void element_offsets_past_2_31_with_large_strides(void **state) {
+    (void)state;
+    sdpa_case c = large_case(2, 8, 8, 1024, 1024, 64);
+    c.dtype = CLATTN_DTYPE_F16;
+    c.layout = LAYOUT_BLHD;
+    c.row_pad = 4096 - 8 * 64;
+    c.offset = ((size_t)1 << 31) + 5;
+    if (!device_allows(ctx, (c.offset + 2 * 1024 * 4096 + 64) * 2, "element offsets past 2^31")) return;
+    static const int32_t lengths[2] = {1024, 700};
+    c.key_lengths = lengths;
+    c.mask_kind = MASK_BOOL;
+    c.mask_bcast_heads = true;
+    c.mask_fill_prob = 0.2f;
+    c.seed = 11;
+    sdpa_case_run_both(ctx, &c);
+}
+
+/* ---- long sequences, many heads ---- */
+
+/* Decode steps over 32768 and 65536 keys: 32 query heads over 8 key/value heads in a batch of 2 (fp32), and 64
+ * over 4 in [B, L, H, D] fp16 with key lengths and four speculative queries (bottom-right causal). */
+static void long_decode(void **state) {
+    (void)state;
+    sdpa_case c = large_case(2, 32, 8, 1, 32768, 128);
+    c.want_lse = true;
+    c.seed = 12;
+    sdpa_case_run_both(ctx, &c);
+
+    c = large_case(2, 64, 4, 4, 65536, 64);
+    c.dtype = CLATTN_DTYPE_F16;
+    c.layout = LAYOUT_BLHD;
+    c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+    static const int32_t lengths[2] = {65536, 40000};
+    c.key_lengths = lengths;
+    c.want_lse = true;
+    c.seed = 13;
+    sdpa_case_run_both(ctx, &c);
+}
+
+/* Prefill with many heads: 64 query heads over 8 (GQA) in one chunk, and 32 heads of 128 in a batch of 2, causal.
+ */
+static void many_heads(void **state) {
+    (void)state;
+    sdpa_case c = large_case(1, 64, 8, 512, 512, 64);
+    c.want_lse = c.want_weights = true;
+    c.seed = 14;
+    sdpa_case_run_both(ctx, &c);
+
+    c = large_case(2, 32, 32, 256, 1024, 128);
+    c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+    c.layout = LAYOUT_BLHD;
+    c.want_lse = true;
+    c.seed = 15;
+    sdpa_case_run_both(ctx, &c);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(chunks_crossing_the_limit),
+        cmocka_unit_test(chunk_exactly_at_the_limit),
+        cmocka_unit_test(row_blocks_and_chunks_at_half_max_alloc),
+        cmocka_unit_test(packed_keys_exactly_at_half_max_alloc),
+        cmocka_unit_test(unfused_refuses_what_it_cannot_chunk),
+        cmocka_unit_test(byte_offsets_past_2_31),
+        cmocka_unit_test(element_offsets_just_below_2_31),
+        cmocka_unit_test(element_offsets_past_2_31_with_large_strides),
+        cmocka_unit_test(long_decode),
+        cmocka_unit_test(many_heads),
+    };
+    return cmocka_run_group_tests_name("large_sdpa", tests, setup, teardown);
+}
