@@ -22,6 +22,7 @@ void sdpa_case_init(sdpa_case *c) {
     c->scale = NAN;
     c->window_left = c->window_right = CLATTN_WINDOW_UNBOUNDED;
     c->mask_dtype = CLATTN_DTYPE_F32;
+    c->weights_dtype = CLATTN_DTYPE_F32;
     c->mask_neg_value = -INFINITY;
     c->seed = 1;
     c->nan_q_row = -1;
@@ -33,12 +34,13 @@ void sdpa_case_describe(const sdpa_case *c, char *buf, size_t size) {
     static const char *causal[] = {"none", "top-left", "bottom-right"};
     snprintf(buf, size,
              "B=%zu Hq=%zu Hkv=%zu Lq=%zu Lk=%zu D=%zu Dv=%zu %s %s off=%zu pad=%zu causal=%s window=(%lld,%lld) "
-             "mask=%d%s%s kl=%s lse=%d w=%d impl=%s seed=%u sample=%zu",
+             "mask=%d%s%s kl=%s lse=%d w=%d(%s) impl=%s seed=%u sample=%zu",
              c->batch, c->q_heads, c->kv_heads, c->q_len, c->kv_len, c->head_dim,
              c->v_head_dim ? c->v_head_dim : c->head_dim, dt[c->dtype], c->layout ? "BLHD" : "BHLD", c->offset,
              c->row_pad, causal[c->causal], (long long)c->window_left, (long long)c->window_right, c->mask_kind,
              c->mask_bcast_batch ? "/bcast-b" : "", c->mask_bcast_heads ? "/bcast-h" : "",
-             c->key_lengths ? "yes" : "no", c->want_lse, c->want_weights, impl[c->impl], c->seed, c->sample_rows);
+             c->key_lengths ? "yes" : "no", c->want_lse, c->want_weights, dt[c->weights_dtype], impl[c->impl],
+             c->seed, c->sample_rows);
 }
 
 static float rnd(unsigned *s) {
@@ -397,7 +399,7 @@ static int run_impl(clattn_context *ctx, const sdpa_case *c, const prepared *p, 
     memset(&w, 0, sizeof w);
     int rc = stage(&o, c->dtype, c->layout, c->offset, c->row_pad, B, Hq, Lq, Dv, false);
     if (!rc && c->want_lse) rc = stage(&lse, CLATTN_DTYPE_F32, LAYOUT_BHLD, c->offset, 0, B, Hq, Lq, 1, false);
-    if (!rc && weights) rc = stage(&w, CLATTN_DTYPE_F32, LAYOUT_BHLD, c->offset, 0, B, Hq, Lq, Lk, false);
+    if (!rc && weights) rc = stage(&w, c->weights_dtype, LAYOUT_BHLD, c->offset, 0, B, Hq, Lq, Lk, false);
     if (rc) snprintf(err, err_size, "out of host memory for the outputs");
     cl_mem bo = NULL, bl = NULL, bw = NULL;
     clattn_sdpa_desc desc;

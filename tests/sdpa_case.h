@@ -27,6 +27,7 @@ typedef struct sdpa_case {
     float mask_constant;        /* when nonzero, every unmasked additive entry is this constant */
     const int32_t *key_lengths; /* [batch] or NULL */
     bool want_lse, want_weights;
+    clattn_dtype weights_dtype; /* F32 (sdpa_case_init), F16 or BF16 */
     clattn_impl impl;
     float input_scale; /* multiplies q (for large logits); 0 means 1 */
     unsigned seed;

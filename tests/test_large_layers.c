@@ -189,7 +189,9 @@ static void dot_and_general_wider_keys(void **state) {
     if (skipped) skip();
 }
 
-int main(void) {
+/* An argument runs only the tests whose names match it (cmocka's filter: * and ? wildcards). */
+int main(int argc, char **argv) {
+    if (argc > 1) cmocka_set_test_filter(argv[1]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(mha_d_model_1024),           cmocka_unit_test(mha_d_model_4096),
         cmocka_unit_test(additive_at_encoder_widths), cmocka_unit_test(concat_at_encoder_widths),

@@ -201,10 +201,82 @@ static void unfused_refuses_what_it_cannot_chunk(void **state) {
     clattn_context_free(small);
 }
 
+/* ---- the longest sequences ---- */
+
+/* An f32 tensor [1, 1, L, D] whose L rows all are `row` (a sequence stride of 0), in a buffer of its own. */
+static clattn_tensor repeated_row(const float *row, size_t L, size_t D) {
+    clattn_tensor t = clattn_tensor_bhld(NULL, CLATTN_DTYPE_F32, 1, 1, L, D);
+    t.stride[2] = 0;
+    t.stride[1] = t.stride[0] = D;
+    t.buffer = test_upload_window(ctx, D * sizeof(float), 0, row, D * sizeof(float));
+    assert_non_null(t.buffer);
+    return t;
+}
+
+/* Runs one query over the repeated key and value rows into poisoned outputs; returns the status, and in out and lse
+ * what the outputs hold afterwards. */
+static clattn_status run_repeated(clattn_impl impl, const clattn_tensor *q, size_t Lk, const float *k_row,
+                                  const float *v_row, float *out, float *lse) {
+    const size_t D = q->size[3];
+    float poison[8];
+    memset(poison, 0x7b, sizeof poison);
+    clattn_tensor k = repeated_row(k_row, Lk, D), v = repeated_row(v_row, Lk, D);
+    clattn_tensor o = repeated_row(poison, 1, D);
+    clattn_sdpa_desc desc;
+    clattn_sdpa_desc_init(&desc);
+    desc.impl = impl;
+    desc.lse = repeated_row(poison, 1, 1);
+    clattn_status st = clattn_sdpa(ctx, &desc, q, &k, &v, &o, NULL, 0, NULL, NULL);
+    assert_int_equal(clFinish(clattn_context_cl_queue(ctx)), CL_SUCCESS);
+    assert_int_equal(test_read_window(ctx, o.buffer, 0, D * sizeof(float), out), 0);
+    assert_int_equal(test_read_window(ctx, desc.lse.buffer, 0, sizeof(float), lse), 0);
+    clattn_tensor *all[] = {&k, &v, &o, &desc.lse};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) clReleaseMemObject(all[i]->buffer);
+    return st;
+}
+
+/* Positions are 32-bit in the kernels and the library takes sequences of up to 2^28: 2^28 equal keys and values (a
+ * sequence stride of 0) give the fused path the value row itself and lse = logit + ln 2^28 (powers of two, so that
+ * the sums of 2^28 equal terms are exact in fp32). The unfused path, whose one row of scores would take 1 GiB,
+ * refuses them with CLATTN_ERROR_DEVICE_LIMIT; 2^28 + 1 keys are CLATTN_ERROR_UNSUPPORTED for both. A refused call
+ * writes nothing. */
+static void longest_sequence(void **state) {
+    (void)state;
+    enum { D = 4 };
+    const size_t Lk = (size_t)1 << 28;
+    const float q_row[D] = {1.0f, 0.5f, -1.0f, 2.0f}, k_row[D] = {0.25f, 1.0f, 1.0f, 0.5f};
+    const float v_row[D] = {1.0f, -2.0f, 0.5f, 4.0f};
+    const double logit = 0.75 / sqrt((double)D); /* q . k with the default scale */
+    clattn_tensor q = repeated_row(q_row, 1, D);
+    float out[D], lse;
+    assert_status(run_repeated(CLATTN_IMPL_FUSED, &q, Lk, k_row, v_row, out, &lse), CLATTN_SUCCESS);
+    for (int d = 0; d < D; ++d)
+        if (fabsf(out[d] - v_row[d]) > 1e-6f) fail_msg("out[%d] = %.9g, not %.9g", d, out[d], v_row[d]);
+    const double want = logit + log((double)Lk);
+    if (fabs(lse - want) > 1e-5 * want) fail_msg("lse = %.9g, not %.9g", lse, want);
+
+    unsigned char untouched[D * sizeof(float)];
+    memset(untouched, 0x7b, sizeof untouched);
+    const struct {
+        clattn_impl impl;
+        size_t keys;
+        clattn_status want;
+    } refused[] = {{CLATTN_IMPL_UNFUSED, Lk, CLATTN_ERROR_DEVICE_LIMIT},
+                   {CLATTN_IMPL_FUSED, Lk + 1, CLATTN_ERROR_UNSUPPORTED},
+                   {CLATTN_IMPL_UNFUSED, Lk + 1, CLATTN_ERROR_UNSUPPORTED}};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; ++i) {
+        assert_status(run_repeated(refused[i].impl, &q, refused[i].keys, k_row, v_row, out, &lse), refused[i].want);
+        if (memcmp(out, untouched, sizeof out) != 0 || memcmp(&lse, untouched, sizeof lse) != 0)
+            fail_msg("a refused call (case %zu) wrote its outputs", i);
+    }
+    clReleaseMemObject(q.buffer);
+}
+
 /* ---- offsets and strides ---- */
 
 /* Every tensor (q, k, v, out, lse, weights) starts past byte 2^31 of its buffer; fp32 inputs are read in place by
- * CLBlast at element offsets of about 2^29. */
+ * CLBlast at element offsets of about 2^29. Once in one chunk, and once on a device whose smaller maximum
+ * allocation makes the unfused path cut every head into blocks of 992 rows. */
 static void byte_offsets_past_2_31(void **state) {
     (void)state;
     sdpa_case c = large_case(1, 4, 2, 1024, 2048, 64);
@@ -215,6 +287,10 @@ static void byte_offsets_past_2_31(void **state) {
     c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
     c.seed = 9;
     sdpa_case_run_both(ctx, &c);
+    clattn_context *small = small_device(16 * MIB);
+    c.seed = 16;
+    sdpa_case_run_both(small, &c);
+    clattn_context_free(small);
 }
 
 /* fp32 views that end just below element 2^31 - 1, the most CLBlast's int offsets reach in place: the inputs are
@@ -232,7 +308,7 @@ static void element_offsets_just_below_2_31(void **state) {
 }
 
 /* fp16 [B, L, H, D] views at element offsets past 2^31 (byte 4 GiB), each sequence position 4096 elements apart (a
- * slice of a wide projection), with a boolean mask past byte 2^31 and key lengths. */
+ * slice of a wide projection), with fp16 weights there too, a boolean mask past byte 2^31 and key lengths. */
 static void element_offsets_past_2_31_with_large_strides(void **state) {
     (void)state;
     sdpa_case c = large_case(2, 8, 8, 1024, 1024, 64);
@@ -246,6 +322,8 @@ static void element_offsets_past_2_31_with_large_strides(void **state) {
     c.mask_kind = MASK_BOOL;
     c.mask_bcast_heads = true;
     c.mask_fill_prob = 0.2f;
+    c.want_weights = true;
+    c.weights_dtype = CLATTN_DTYPE_F16;
     c.seed = 11;
     sdpa_case_run_both(ctx, &c);
 }
@@ -289,13 +367,16 @@ static void many_heads(void **state) {
     sdpa_case_run_both(ctx, &c);
 }
 
-int main(void) {
+/* An argument runs only the tests whose names match it (cmocka's filter: * and ? wildcards). */
+int main(int argc, char **argv) {
+    if (argc > 1) cmocka_set_test_filter(argv[1]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(chunks_crossing_the_limit),
         cmocka_unit_test(chunk_exactly_at_the_limit),
         cmocka_unit_test(row_blocks_and_chunks_at_half_max_alloc),
         cmocka_unit_test(packed_keys_exactly_at_half_max_alloc),
         cmocka_unit_test(unfused_refuses_what_it_cannot_chunk),
+        cmocka_unit_test(longest_sequence),
         cmocka_unit_test(byte_offsets_past_2_31),
         cmocka_unit_test(element_offsets_just_below_2_31),
         cmocka_unit_test(element_offsets_past_2_31_with_large_strides),
