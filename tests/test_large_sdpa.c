@@ -203,29 +203,35 @@ static void unfused_refuses_what_it_cannot_chunk(void **state) {
 
 /* ---- the longest sequences ---- */
 
-/* An f32 tensor [1, 1, L, D] whose L rows all are `row` (a sequence stride of 0), in a buffer of its own. */
-static clattn_tensor repeated_row(const float *row, size_t L, size_t D) {
+/* An f32 tensor [1, 1, L, D] whose L rows all are `row`, in a buffer of its own: `stored` L times, else once and
+ * repeated by a sequence stride of 0. */
+static clattn_tensor repeated_row(const float *row, size_t L, size_t D, bool stored) {
     clattn_tensor t = clattn_tensor_bhld(NULL, CLATTN_DTYPE_F32, 1, 1, L, D);
-    t.stride[2] = 0;
-    t.stride[1] = t.stride[0] = D;
-    t.buffer = test_upload_window(ctx, D * sizeof(float), 0, row, D * sizeof(float));
+    const size_t rows = stored ? L : 1, bytes = rows * D * sizeof(float);
+    if (!stored) t.stride[2] = 0;
+    t.stride[1] = t.stride[0] = rows * D;
+    float *host = malloc(bytes);
+    assert_non_null(host);
+    for (size_t i = 0; i < rows; ++i) memcpy(host + i * D, row, D * sizeof(float));
+    t.buffer = test_upload_window(ctx, bytes, 0, host, bytes);
     assert_non_null(t.buffer);
+    free(host);
     return t;
 }
 
-/* Runs one query over the repeated key and value rows into poisoned outputs; returns the status, and in out and lse
- * what the outputs hold afterwards. */
+/* Runs one query over Lk keys and values that repeat one row into poisoned outputs; returns the status, and in out
+ * and lse what the outputs hold afterwards. */
 static clattn_status run_repeated(clattn_impl impl, const clattn_tensor *q, size_t Lk, const float *k_row,
-                                  const float *v_row, float *out, float *lse) {
+                                  const float *v_row, bool stored, float *out, float *lse) {
     const size_t D = q->size[3];
     float poison[8];
     memset(poison, 0x7b, sizeof poison);
-    clattn_tensor k = repeated_row(k_row, Lk, D), v = repeated_row(v_row, Lk, D);
-    clattn_tensor o = repeated_row(poison, 1, D);
+    clattn_tensor k = repeated_row(k_row, Lk, D, stored), v = repeated_row(v_row, Lk, D, stored);
+    clattn_tensor o = repeated_row(poison, 1, D, false);
     clattn_sdpa_desc desc;
     clattn_sdpa_desc_init(&desc);
     desc.impl = impl;
-    desc.lse = repeated_row(poison, 1, 1);
+    desc.lse = repeated_row(poison, 1, 1, false);
     clattn_status st = clattn_sdpa(ctx, &desc, q, &k, &v, &o, NULL, 0, NULL, NULL);
     assert_int_equal(clFinish(clattn_context_cl_queue(ctx)), CL_SUCCESS);
     assert_int_equal(test_read_window(ctx, o.buffer, 0, D * sizeof(float), out), 0);
@@ -233,6 +239,15 @@ static clattn_status run_repeated(clattn_impl impl, const clattn_tensor *q, size
     clattn_tensor *all[] = {&k, &v, &o, &desc.lse};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) clReleaseMemObject(all[i]->buffer);
     return st;
+}
+
+/* Checks the result of equal keys: out is the value row, lse = logit + ln Lk. */
+static void expect_uniform(const char *what, const float *out, const float *v_row, size_t D, float lse,
+                           double logit, size_t Lk) {
+    for (size_t d = 0; d < D; ++d)
+        if (fabsf(out[d] - v_row[d]) > 1e-6f) fail_msg("%s: out[%zu] = %.9g, not %.9g", what, d, out[d], v_row[d]);
+    const double want = logit + log((double)Lk);
+    if (fabs(lse - want) > 1e-5 * want) fail_msg("%s: lse = %.9g, not %.9g", what, lse, want);
 }
 
 /* Positions are 32-bit in the kernels and the library takes sequences of up to 2^28: 2^28 equal keys and values (a
@@ -246,14 +261,10 @@ static void longest_sequence(void **state) {
     const size_t Lk = (size_t)1 << 28;
     const float q_row[D] = {1.0f, 0.5f, -1.0f, 2.0f}, k_row[D] = {0.25f, 1.0f, 1.0f, 0.5f};
     const float v_row[D] = {1.0f, -2.0f, 0.5f, 4.0f};
-    const double logit = 0.75 / sqrt((double)D); /* q . k with the default scale */
-    clattn_tensor q = repeated_row(q_row, 1, D);
+    clattn_tensor q = repeated_row(q_row, 1, D, false);
     float out[D], lse;
-    assert_status(run_repeated(CLATTN_IMPL_FUSED, &q, Lk, k_row, v_row, out, &lse), CLATTN_SUCCESS);
-    for (int d = 0; d < D; ++d)
-        if (fabsf(out[d] - v_row[d]) > 1e-6f) fail_msg("out[%d] = %.9g, not %.9g", d, out[d], v_row[d]);
-    const double want = logit + log((double)Lk);
-    if (fabs(lse - want) > 1e-5 * want) fail_msg("lse = %.9g, not %.9g", lse, want);
+    assert_status(run_repeated(CLATTN_IMPL_FUSED, &q, Lk, k_row, v_row, false, out, &lse), CLATTN_SUCCESS);
+    expect_uniform("fused", out, v_row, D, lse, 0.75 / sqrt((double)D), Lk); /* q . k with the default scale */
 
     unsigned char untouched[D * sizeof(float)];
     memset(untouched, 0x7b, sizeof untouched);
@@ -265,10 +276,28 @@ static void longest_sequence(void **state) {
                    {CLATTN_IMPL_FUSED, Lk + 1, CLATTN_ERROR_UNSUPPORTED},
                    {CLATTN_IMPL_UNFUSED, Lk + 1, CLATTN_ERROR_UNSUPPORTED}};
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; ++i) {
-        assert_status(run_repeated(refused[i].impl, &q, refused[i].keys, k_row, v_row, out, &lse), refused[i].want);
+        assert_status(run_repeated(refused[i].impl, &q, refused[i].keys, k_row, v_row, false, out, &lse),
+                      refused[i].want);
         if (memcmp(out, untouched, sizeof out) != 0 || memcmp(&lse, untouched, sizeof lse) != 0)
             fail_msg("a refused call (case %zu) wrote its outputs", i);
     }
+    clReleaseMemObject(q.buffer);
+}
+
+/* Rows of 2^25 stored keys (128 MiB of scores) on both paths: the unfused one's GEMM P V and row sums, like the
+ * fused splits, sum at most CLA_MAX_KEYS_PER_SUM keys in one fp32 accumulator, so equal keys give the value row
+ * exactly. */
+static void long_rows_both_paths(void **state) {
+    (void)state;
+    enum { D = 2 };
+    const size_t Lk = (size_t)1 << 25;
+    const float q_row[D] = {1.0f, -0.5f}, k_row[D] = {0.5f, 0.25f}, v_row[D] = {4.0f, -0.5f};
+    clattn_tensor q = repeated_row(q_row, 1, D, false);
+    float out[D], lse;
+    assert_status(run_repeated(CLATTN_IMPL_UNFUSED, &q, Lk, k_row, v_row, true, out, &lse), CLATTN_SUCCESS);
+    expect_uniform("unfused", out, v_row, D, lse, 0.375 / sqrt((double)D), Lk);
+    assert_status(run_repeated(CLATTN_IMPL_FUSED, &q, Lk, k_row, v_row, true, out, &lse), CLATTN_SUCCESS);
+    expect_uniform("fused", out, v_row, D, lse, 0.375 / sqrt((double)D), Lk);
     clReleaseMemObject(q.buffer);
 }
 
@@ -377,6 +406,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(packed_keys_exactly_at_half_max_alloc),
         cmocka_unit_test(unfused_refuses_what_it_cannot_chunk),
         cmocka_unit_test(longest_sequence),
+        cmocka_unit_test(long_rows_both_paths),
         cmocka_unit_test(byte_offsets_past_2_31),
         cmocka_unit_test(element_offsets_just_below_2_31),
         cmocka_unit_test(element_offsets_past_2_31_with_large_strides),
