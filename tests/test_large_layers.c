@@ -119,6 +119,52 @@ static void additive_at_encoder_widths(void **state) {
     s2s_case_run(ctx, &c);
 }
 
+/* A decoder step over Lk encoder states that all equal `key` (a sequence stride of 0) with the additive score:
+ * every key scores the same, so the context is the key itself. Returns the status and the context afterwards
+ * (poisoned before). */
+static clattn_status additive_over_equal_keys(size_t Lk, float *context) {
+    enum { D = 2 };
+    const float query[D] = {1.0f, -1.0f}, key[D] = {4.0f, -0.5f}, w[D * D] = {0.5f, 0.25f, -0.5f, 1.0f};
+    const float v[D] = {1.0f, 2.0f};
+    const clattn_seq2seq_config cfg = {CLATTN_SCORE_ADDITIVE, D, D, D};
+    const clattn_seq2seq_weights_host host = {.w_q = w, .w_k = w, .v = v};
+    clattn_seq2seq_weights *weights = NULL;
+    assert_status(clattn_seq2seq_weights_create(ctx, &cfg, &host, &weights), CLATTN_SUCCESS);
+    float poison[D];
+    memset(poison, 0x7b, sizeof poison);
+    clattn_tensor q = clattn_tensor_seq(mha_buffer(ctx, sizeof query, query), CLATTN_DTYPE_F32, 1, 1, D);
+    clattn_tensor k = clattn_tensor_seq(mha_buffer(ctx, sizeof key, key), CLATTN_DTYPE_F32, 1, Lk, D);
+    k.stride[2] = 0;
+    k.stride[1] = k.stride[0] = D;
+    clattn_tensor c = clattn_tensor_seq(mha_buffer(ctx, sizeof poison, poison), CLATTN_DTYPE_F32, 1, 1, D);
+    clattn_seq2seq_desc desc;
+    clattn_seq2seq_desc_init(&desc);
+    clattn_status st = clattn_seq2seq_attention(ctx, weights, &desc, &q, &k, NULL, &c, NULL, 0, NULL, NULL);
+    assert_int_equal(clFinish(clattn_context_cl_queue(ctx)), CL_SUCCESS);
+    assert_int_equal(test_read_window(ctx, c.buffer, 0, sizeof poison, context), 0);
+    clReleaseMemObject(q.buffer);
+    clReleaseMemObject(k.buffer);
+    clReleaseMemObject(c.buffer);
+    clattn_seq2seq_weights_free(weights);
+    return st;
+}
+
+/* The additive kernel sums each row over its keys in single fp32 accumulators, which drift and past 2^24 terms stop
+ * growing (equal keys of 0.7 gave a context of 0.66 at 2^24 keys and 1.0 at 2^25): it takes up to 2^20 keys
+ * (CLA_MAX_KEYS_PER_SUM), exactly where the sums are (powers of two), and refuses more with
+ * CLATTN_ERROR_UNSUPPORTED, writing nothing. */
+static void additive_longest_sequence(void **state) {
+    (void)state;
+    float context[2];
+    assert_status(additive_over_equal_keys((size_t)1 << 20, context), CLATTN_SUCCESS);
+    if (context[0] != 4.0f || context[1] != -0.5f)
+        fail_msg("context (%.9g, %.9g) over 2^20 equal keys, not the key (4, -0.5)", context[0], context[1]);
+    const unsigned char poison[sizeof context] = {0x7b, 0x7b, 0x7b, 0x7b, 0x7b, 0x7b, 0x7b, 0x7b};
+    assert_status(additive_over_equal_keys(((size_t)1 << 20) + 1, context), CLATTN_ERROR_UNSUPPORTED);
+    if (memcmp(context, poison, sizeof poison) != 0) fail_msg("a refused call wrote its context");
+    assert_status(additive_over_equal_keys((size_t)1 << 25, context), CLATTN_ERROR_UNSUPPORTED);
+}
+
 /* Luong's concat score: 16 sequences of 4 decoder steps over 512 states, and 64 over 128 states of width 1024
  * with fp16 storage. */
 static void concat_at_encoder_widths(void **state) {
@@ -194,8 +240,9 @@ int main(int argc, char **argv) {
     if (argc > 1) cmocka_set_test_filter(argv[1]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(mha_d_model_1024),           cmocka_unit_test(mha_d_model_4096),
-        cmocka_unit_test(additive_at_encoder_widths), cmocka_unit_test(concat_at_encoder_widths),
-        cmocka_unit_test(dot_and_general_up_to_256),  cmocka_unit_test(dot_and_general_wider_keys),
+        cmocka_unit_test(additive_at_encoder_widths), cmocka_unit_test(additive_longest_sequence),
+        cmocka_unit_test(concat_at_encoder_widths),   cmocka_unit_test(dot_and_general_up_to_256),
+        cmocka_unit_test(dot_and_general_wider_keys),
     };
     return cmocka_run_group_tests_name("large_layers", tests, setup, teardown);
 }
