@@ -178,18 +178,6 @@ static void concat_at_encoder_widths(void **state) {
     s2s_case_run(ctx, &c);
 }
 
-/* Skips (with the reason printed) when the device cannot hold a buffer of `bytes`. */
-static bool device_allows(size_t bytes, const char *what) {
-    clattn_device_info info;
-    assert_status(clattn_context_device_info(ctx, &info), CLATTN_SUCCESS);
-    if (info.max_alloc_bytes >= bytes) return true;
-    print_message(
-        "skipped %s: it needs buffers of %zu MiB, but '%s' allows %llu MiB (CL_DEVICE_MAX_MEM_ALLOC_SIZE)\n", what,
-        bytes >> 20, info.name, (unsigned long long)(info.max_alloc_bytes >> 20));
-    skip();
-    return false;
-}
-
 /* Every tensor of the call (query, keys, values, context, weights, mask) past byte 2^31 of its buffer: fp32
  * additive attention whose projections CLBlast reads in place at element offsets of about 2^29, and fp16 concat
  * attention at element offsets past 2^31 (packed for CLBlast, read and written there by the kernels) with fp16
@@ -198,7 +186,9 @@ static void seq2seq_offsets_past_2_31(void **state) {
     (void)state;
     s2s_case c = s2s(CLATTN_SCORE_ADDITIVE, 16, 2, 512, 512, 512, 256);
     c.offset = ((size_t)1 << 29) + 5;
-    if (!device_allows((c.offset + 16 * 512 * 512 + 64) * sizeof(float), "seq2seq byte offsets past 2^31")) return;
+    if (!test_device_allows(ctx, (c.offset + 16 * 512 * 512 + 64) * sizeof(float),
+                            "seq2seq byte offsets past 2^31"))
+        return;
     c.value_dim = 256;
     c.bias = true;
     c.seed = 30;
@@ -206,7 +196,8 @@ static void seq2seq_offsets_past_2_31(void **state) {
 
     c = s2s(CLATTN_SCORE_CONCAT, 8, 3, 1024, 512, 1024, 256);
     c.offset = ((size_t)1 << 31) + 3;
-    if (!device_allows((c.offset + 8 * 1024 * 1024 + 64) * 2, "seq2seq element offsets past 2^31")) return;
+    if (!test_device_allows(ctx, (c.offset + 8 * 1024 * 1024 + 64) * 2, "seq2seq element offsets past 2^31"))
+        return;
     c.dtype = c.weights_dtype = CLATTN_DTYPE_F16;
     c.mask_kind = S2S_MASK_BOOL;
     c.mask_fill_prob = 0.3f;

@@ -59,18 +59,6 @@ static size_t row_bytes(size_t Lk, size_t Dv) {
     return sizeof(float) * (Lk + 1 + Dv);
 }
 
-/* Skips (with the reason printed) when the device cannot hold a buffer of `bytes`. */
-static bool device_allows(clattn_context *on, size_t bytes, const char *what) {
-    clattn_device_info info;
-    assert_status(clattn_context_device_info(on, &info), CLATTN_SUCCESS);
-    if (info.max_alloc_bytes >= bytes) return true;
-    print_message(
-        "skipped %s: it needs buffers of %zu MiB, but '%s' allows %llu MiB (CL_DEVICE_MAX_MEM_ALLOC_SIZE)\n", what,
-        bytes / MIB, info.name, (unsigned long long)(info.max_alloc_bytes / MIB));
-    skip();
-    return false;
-}
-
 /* ---- the 512 MiB chunk limit ---- */
 
 /* The shapes that were wrong from the 8th (batch, head) slice on: 8 heads of 4096 rows need 520 MiB of
@@ -310,7 +298,8 @@ static void byte_offsets_past_2_31(void **state) {
     (void)state;
     sdpa_case c = large_case(1, 4, 2, 1024, 2048, 64);
     c.offset = ((size_t)1 << 29) + 3;
-    if (!device_allows(ctx, (c.offset + 4 * c.q_len * c.kv_len + 64) * sizeof(float), "byte offsets past 2^31"))
+    if (!test_device_allows(ctx, (c.offset + 4 * c.q_len * c.kv_len + 64) * sizeof(float),
+                            "byte offsets past 2^31"))
         return;
     c.want_lse = c.want_weights = true;
     c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
@@ -329,7 +318,7 @@ static void element_offsets_just_below_2_31(void **state) {
     sdpa_case c = large_case(2, 4, 4, 512, 512, 64);
     const size_t weights = c.batch * c.q_heads * c.q_len * c.kv_len, margin = 64;
     c.offset = (size_t)INT_MAX - weights - 2 * margin;
-    if (!device_allows(ctx, (c.offset + weights + margin) * sizeof(float), "element offsets just below 2^31"))
+    if (!test_device_allows(ctx, (c.offset + weights + margin) * sizeof(float), "element offsets just below 2^31"))
         return;
     c.want_lse = c.want_weights = true;
     c.seed = 10;
@@ -345,7 +334,7 @@ static void element_offsets_past_2_31_with_large_strides(void **state) {
     c.layout = LAYOUT_BLHD;
     c.row_pad = 4096 - 8 * 64;
     c.offset = ((size_t)1 << 31) + 5;
-    if (!device_allows(ctx, (c.offset + 2 * 1024 * 4096 + 64) * 2, "element offsets past 2^31")) return;
+    if (!test_device_allows(ctx, (c.offset + 2 * 1024 * 4096 + 64) * 2, "element offsets past 2^31")) return;
     static const int32_t lengths[2] = {1024, 700};
     c.key_lengths = lengths;
     c.mask_kind = MASK_BOOL;

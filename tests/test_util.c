@@ -97,6 +97,17 @@ int test_read_window(clattn_context *ctx, cl_mem buffer, size_t first_byte, size
     return err == CL_SUCCESS ? 0 : -1;
 }
 
+bool test_device_allows(clattn_context *ctx, size_t bytes, const char *what) {
+    clattn_device_info info;
+    assert_status(clattn_context_device_info(ctx, &info), CLATTN_SUCCESS);
+    if (info.max_alloc_bytes >= bytes) return true;
+    print_message(
+        "skipped %s: it needs buffers of %zu MiB, but '%s' allows %llu MiB (CL_DEVICE_MAX_MEM_ALLOC_SIZE)\n", what,
+        bytes >> 20, info.name, (unsigned long long)(info.max_alloc_bytes >> 20));
+    skip();
+    return false;
+}
+
 static int compare_size(const void *a, const void *b) {
     const size_t x = *(const size_t *)a, y = *(const size_t *)b;
     return x < y ? -1 : x > y;

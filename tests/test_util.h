@@ -46,6 +46,10 @@ cl_mem test_upload_window(clattn_context *ctx, size_t total_bytes, size_t first_
 /* Reads bytes [first_byte, first_byte + bytes) of a buffer (blocking); 0, or -1 on failure. */
 int test_read_window(clattn_context *ctx, cl_mem buffer, size_t first_byte, size_t bytes, void *dst);
 
+/* Whether the device of `ctx` allows buffers of `bytes` (CL_DEVICE_MAX_MEM_ALLOC_SIZE); if not, prints why and
+ * skips the current test. */
+bool test_device_allows(clattn_context *ctx, size_t bytes, const char *what);
+
 /* ---- sampled rows ---- */
 
 /* About `want` rows of `slices` slices of `len` rows each, as flat indices slice * len + row, sorted and distinct,
