@@ -143,6 +143,16 @@ void expect_close(const char *what, const float *got, const double *ref, size_t 
     }
 }
 
+void mha_run_ok(clattn_context *ctx, const clattn_mha_weights *w, const clattn_mha_desc *desc,
+                const clattn_tensor *x, const clattn_tensor *memory, const clattn_tensor *out) {
+    cl_event done = NULL;
+    clattn_status st = clattn_mha(ctx, w, desc, x, memory, out, NULL, 0, NULL, &done);
+    if (st != CLATTN_SUCCESS)
+        fail_msg("clattn_mha: %s: %s", clattn_status_string(st), clattn_context_last_error(ctx));
+    assert_int_equal(clWaitForEvents(1, &done), CL_SUCCESS);
+    clReleaseEvent(done);
+}
+
 /* ---- one layer call described as a case ---- */
 
 void mha_case_init(mha_case *c) {

@@ -50,6 +50,10 @@ bool seq_untouched(clattn_context *ctx, const dev_seq *s);
 void expect_close(const char *what, const float *got, const double *ref, size_t n, double rel, clattn_dtype dt,
                   const char *desc);
 
+/* clattn_mha on the context's queue, waited for; fails the test (with the library's message) unless it succeeds. */
+void mha_run_ok(clattn_context *ctx, const clattn_mha_weights *w, const clattn_mha_desc *desc,
+                const clattn_tensor *x, const clattn_tensor *memory, const clattn_tensor *out);
+
 /* ---- one layer call described as a case ---- */
 
 enum { MHA_MASK_NONE, MHA_MASK_ADD, MHA_MASK_BOOL };

@@ -8,6 +8,11 @@
 #include "mha_case.h"
 #include "seq2seq_case.h"
 
+#include <math.h>
+
+#include "check_tolerance.h"
+#include "reference_mha.h"
+
 static clattn_context *ctx;
 
 static int setup(void **state) {
@@ -76,6 +81,66 @@ static void mha_d_model_4096(void **state) {
     c.bias = true;
     c.seed = 4;
     mha_case_run(ctx, &c);
+}
+
+/* A decode step through a KV cache of 2^19 positions per sequence (8 key/value heads of 128: 2 GiB of keys per
+ * batch item, so the second item's rows lie past byte 2^31 of the cache): a prompt of 1024 tokens, then one more
+ * token, whose output is compared with the reference over the prompt and itself. */
+static void mha_decode_through_a_large_cache(void **state) {
+    (void)state;
+    const clattn_mha_config cfg = {1024, 0, 8, 8, 128, 0};
+    const size_t B = 2, P = 1024, D = 1024, capacity = (size_t)1 << 19;
+    if (!test_device_allows(ctx, B * capacity * 8 * 128 * sizeof(float), "a KV cache past 2^31 bytes")) return;
+    mha_layer l;
+    mha_layer_make(ctx, &l, &cfg, false, true, 40);
+    unsigned seed = 41;
+    float *prompt = mha_rand_array(B * P * D, 1.0f, &seed), *token = mha_rand_array(B * D, 1.0f, &seed);
+    dev_seq dprompt = seq_make(ctx, CLATTN_DTYPE_F32, B, P, D, 0, prompt);
+    dev_seq dtoken = seq_make(ctx, CLATTN_DTYPE_F32, B, 1, D, 0, token);
+    dev_seq prompt_out = seq_make(ctx, CLATTN_DTYPE_F32, B, P, D, 0, NULL);
+    dev_seq token_out = seq_make(ctx, CLATTN_DTYPE_F32, B, 1, D, 3, NULL);
+    clattn_kv_cache *cache = NULL;
+    assert_status(clattn_kv_cache_create(ctx, &cfg, B, capacity, &cache), CLATTN_SUCCESS);
+    clattn_mha_desc desc;
+    clattn_mha_desc_init(&desc);
+    desc.cache = cache;
+    desc.cache_mode = CLATTN_CACHE_APPEND;
+    desc.attention.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+    mha_run_ok(ctx, l.dev, &desc, &dprompt.t, NULL, &prompt_out.t);
+    mha_run_ok(ctx, l.dev, &desc, &dtoken.t, NULL, &token_out.t);
+    assert_int_equal(clattn_kv_cache_length(cache), P + 1);
+    float *got = malloc(B * D * sizeof *got);
+    assert_non_null(got);
+    if (!seq_read(ctx, &token_out, got)) fail_msg("decode step: bytes outside the output were written");
+
+    cla_ref_mha ref;
+    memset(&ref, 0, sizeof ref);
+    ref.config = cfg;
+    ref.weights = l.host;
+    ref.batch = B;
+    ref.q_len = 1;
+    ref.x = token;
+    ref.past = prompt;
+    ref.past_len = P;
+    ref.attention.scale = NAN;
+    ref.attention.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+    ref.attention.window_left = ref.attention.window_right = CLATTN_WINDOW_UNBOUNDED;
+    double *want = calloc(B * D, sizeof *want);
+    assert_non_null(want);
+    ref.out = want;
+    assert_int_equal(cla_reference_mha(&ref), 0);
+    expect_close("decode step", got, want, B * D, check_mha_rel_tolerance(&l.cfg, P + 1), CLATTN_DTYPE_F32,
+                 "a decode step through a cache of 2^19 positions");
+    free(want);
+    free(got);
+    free(prompt);
+    free(token);
+    clattn_kv_cache_free(cache);
+    seq_release(&dprompt);
+    seq_release(&dtoken);
+    seq_release(&prompt_out);
+    seq_release(&token_out);
+    mha_layer_free(&l);
 }
 
 /* ---- seq2seq attention ---- */
@@ -268,10 +333,15 @@ static void dot_and_general_wider_keys(void **state) {
 int main(int argc, char **argv) {
     if (argc > 1) cmocka_set_test_filter(argv[1]);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(mha_d_model_1024),           cmocka_unit_test(mha_d_model_4096),
-        cmocka_unit_test(additive_at_encoder_widths), cmocka_unit_test(additive_longest_sequence),
-        cmocka_unit_test(concat_at_encoder_widths),   cmocka_unit_test(seq2seq_offsets_past_2_31),
-        cmocka_unit_test(dot_and_general_up_to_256),  cmocka_unit_test(dot_and_general_wider_keys),
+        cmocka_unit_test(mha_d_model_1024),
+        cmocka_unit_test(mha_d_model_4096),
+        cmocka_unit_test(mha_decode_through_a_large_cache),
+        cmocka_unit_test(additive_at_encoder_widths),
+        cmocka_unit_test(additive_longest_sequence),
+        cmocka_unit_test(concat_at_encoder_widths),
+        cmocka_unit_test(seq2seq_offsets_past_2_31),
+        cmocka_unit_test(dot_and_general_up_to_256),
+        cmocka_unit_test(dot_and_general_wider_keys),
     };
     return cmocka_run_group_tests_name("large_layers", tests, setup, teardown);
 }

@@ -220,16 +220,6 @@ static clattn_tensor rows_view(const dev_seq *full, size_t pos, size_t n) {
     return t;
 }
 
-static void run_ok(const clattn_mha_weights *w, const clattn_mha_desc *desc, const clattn_tensor *x,
-                   const clattn_tensor *memory, const clattn_tensor *out) {
-    cl_event done = NULL;
-    clattn_status st = clattn_mha(ctx, w, desc, x, memory, out, NULL, 0, NULL, &done);
-    if (st != CLATTN_SUCCESS)
-        fail_msg("clattn_mha: %s: %s", clattn_status_string(st), clattn_context_last_error(ctx));
-    assert_int_equal(clWaitForEvents(1, &done), CL_SUCCESS);
-    clReleaseEvent(done);
-}
-
 /* Decoding a sequence step by step (or chunk by chunk) through the cache gives what one causal call over the whole
  * sequence gives, row for row. */
 static void decode_matches_full_call(void **state) {
@@ -248,7 +238,7 @@ static void decode_matches_full_call(void **state) {
         clattn_mha_desc_init(&desc);
         desc.residual = 1;
         desc.attention.causal = CLATTN_CAUSAL_TOP_LEFT;
-        run_ok(l.dev, &desc, &dx.t, NULL, &full.t);
+        mha_run_ok(ctx, l.dev, &desc, &dx.t, NULL, &full.t);
         float *want = malloc(B * T * D * sizeof *want);
         assert_true(seq_read(ctx, &full, want));
 
@@ -283,7 +273,7 @@ static void decode_matches_full_call(void **state) {
                 const size_t n = chunks[pattern][i];
                 clattn_tensor xs = rows_view(&dx, pos, n);
                 dev_seq out = seq_make(ctx, CLATTN_DTYPE_F32, B, n, D, 2, NULL);
-                run_ok(l.dev, &desc, &xs, NULL, &out.t);
+                mha_run_ok(ctx, l.dev, &desc, &xs, NULL, &out.t);
                 pos += n;
                 assert_int_equal(clattn_kv_cache_length(cache), pos);
                 float *got = malloc(B * n * D * sizeof *got);
@@ -308,7 +298,7 @@ static void decode_matches_full_call(void **state) {
             {
                 clattn_tensor xs = rows_view(&dx, keep, T - keep);
                 dev_seq out = seq_make(ctx, CLATTN_DTYPE_F32, B, T - keep, D, 2, NULL);
-                run_ok(l.dev, &desc, &xs, NULL, &out.t);
+                mha_run_ok(ctx, l.dev, &desc, &xs, NULL, &out.t);
                 assert_int_equal(clattn_kv_cache_length(cache), T);
                 const size_t n = T - keep;
                 float *got = malloc(B * n * D * sizeof *got);
@@ -364,7 +354,7 @@ static void cross_attention_cache(void **state) {
         dev_seq dx = seq_make(ctx, CLATTN_DTYPE_BF16, B, n, D, 0, x);
         dev_seq out = seq_make(ctx, CLATTN_DTYPE_F32, B, n, D, 0, NULL);
         desc.cache_mode = i == 0 ? CLATTN_CACHE_APPEND : CLATTN_CACHE_READ;
-        run_ok(l.dev, &desc, &dx.t, i == 0 ? &dm.t : NULL, &out.t);
+        mha_run_ok(ctx, l.dev, &desc, &dx.t, i == 0 ? &dm.t : NULL, &out.t);
         assert_int_equal(clattn_kv_cache_length(cache), M);
 
         cla_ref_mha ref;
@@ -400,7 +390,7 @@ static void cross_attention_cache(void **state) {
     dev_seq dx = seq_make(ctx, CLATTN_DTYPE_F32, B, 1, D, 0, none);
     dev_seq out = seq_make(ctx, CLATTN_DTYPE_F32, B, 1, D, 0, NULL);
     desc.cache_mode = CLATTN_CACHE_READ;
-    run_ok(l.dev, &desc, &dx.t, NULL, &out.t);
+    mha_run_ok(ctx, l.dev, &desc, &dx.t, NULL, &out.t);
     float *got = malloc(B * D * sizeof *got);
     double *want = malloc(B * D * sizeof *want);
     assert_true(seq_read(ctx, &out, got));
@@ -409,7 +399,7 @@ static void cross_attention_cache(void **state) {
     expect_close("empty cache", got, want, B * D, 1e-6, CLATTN_DTYPE_F32, "READ of an empty cache");
     clattn_tensor x0 = rows_view(&dx, 0, 0), o0 = rows_view(&out, 0, 0);
     desc.cache_mode = CLATTN_CACHE_APPEND;
-    run_ok(l.dev, &desc, &x0, &dm.t, &o0);
+    mha_run_ok(ctx, l.dev, &desc, &x0, &dm.t, &o0);
     assert_int_equal(clattn_kv_cache_length(cache), M);
     free(got);
     free(want);
@@ -437,7 +427,7 @@ static void cache_capacity(void **state) {
     clattn_mha_desc_init(&desc);
     desc.cache = cache;
     desc.attention.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
-    run_ok(l.dev, &desc, &dx.t, NULL, &out.t);
+    mha_run_ok(ctx, l.dev, &desc, &dx.t, NULL, &out.t);
     assert_int_equal(clattn_kv_cache_length(cache), 3);
     dev_seq out2 = seq_make(ctx, CLATTN_DTYPE_F32, 1, 2, 8, 0, NULL);
     clattn_tensor x2 = rows_view(&dx, 0, 2);
@@ -449,7 +439,7 @@ static void cache_capacity(void **state) {
     assert_true(seq_untouched(ctx, &out2));
     /* One more token fits exactly. */
     clattn_tensor x1 = rows_view(&dx, 0, 1), o1 = rows_view(&out2, 0, 1);
-    run_ok(l.dev, &desc, &x1, NULL, &o1);
+    mha_run_ok(ctx, l.dev, &desc, &x1, NULL, &o1);
     assert_int_equal(clattn_kv_cache_length(cache), 4);
     clattn_kv_cache_free(cache);
     free(x);
@@ -595,7 +585,7 @@ static void bad_arguments(void **state) {
     expect_rejected(l.dev, &desc, &dx.t, xm, &out_in_cache, NULL, CLATTN_ERROR_INVALID_ARGUMENT,
                     "out inside the cache");
     /* After all that, a valid call through the same cache works. */
-    run_ok(l.dev, &desc, &dx.t, xm, &out.t);
+    mha_run_ok(ctx, l.dev, &desc, &dx.t, xm, &out.t);
     assert_int_equal(clattn_kv_cache_length(cache), M);
     clattn_kv_cache_free(cache);
 
