@@ -346,6 +346,51 @@ static void element_offsets_past_2_31_with_large_strides(void **state) {
     sdpa_case_run_both(ctx, &c);
 }
 
+/* ---- several devices ---- */
+
+/* Attention split over the devices of one context (CTest's test_large_sdpa_split runs this with two PoCL pthread
+ * devices; with one device it skips): parts whose outputs lie past byte 2^31 of their buffers, written through
+ * sub-buffers there (an aligned offset) or through temporaries copied into place (an unaligned one), split by batch
+ * items and, with one item, by key/value head groups. */
+static void split_over_devices(void **state) {
+    (void)state;
+    char message[1024] = "";
+    clattn_context_options o;
+    clattn_context_options_init(&o);
+    o.devices = "all";
+    o.error_message = message;
+    o.error_message_size = sizeof message;
+    clattn_context *all = NULL;
+    if (clattn_context_create_with_options(&o, &all) != CLATTN_SUCCESS)
+        fail_msg("a context over all devices: %s", message);
+    if (clattn_context_device_count(all) < 2) {
+        print_message(
+            "skipped: one device here (test_large_sdpa_split runs this with POCL_DEVICES=\"pthread pthread\")\n");
+        clattn_context_free(all);
+        skip();
+        return;
+    }
+    static const size_t offsets[2] = {(size_t)1 << 29, ((size_t)1 << 29) + 3};
+    for (int i = 0; i < 2; ++i) {
+        sdpa_case c = large_case(2, 8, 4, 512, 1024, 64);
+        c.offset = offsets[i];
+        if (!test_device_allows(all, (c.offset + 16 * 512 * 1024 + 64) * sizeof(float), "split outputs past 2^31"))
+            break;
+        c.want_lse = c.want_weights = true;
+        c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+        c.seed = 40 + (unsigned)i;
+        sdpa_case_run_both(all, &c);
+    }
+    sdpa_case c = large_case(1, 16, 4, 1, 32768, 128);
+    c.dtype = CLATTN_DTYPE_F16;
+    c.layout = LAYOUT_BLHD;
+    c.offset = ((size_t)1 << 31) + 1; /* fp16 elements: an fp32 lse there would pass the maximum allocation */
+    c.seed = 42;
+    if (test_device_allows(all, (c.offset + 32768 * 4 * 128 + 64) * 2, "split views past element 2^31"))
+        sdpa_case_run_both(all, &c);
+    clattn_context_free(all);
+}
+
 /* ---- long sequences, many heads ---- */
 
 /* Decode steps over 32768 and 65536 keys: 32 query heads over 8 key/value heads in a batch of 2 (fp32), and 64
@@ -399,6 +444,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(byte_offsets_past_2_31),
         cmocka_unit_test(element_offsets_just_below_2_31),
         cmocka_unit_test(element_offsets_past_2_31_with_large_strides),
+        cmocka_unit_test(split_over_devices),
         cmocka_unit_test(long_decode),
         cmocka_unit_test(many_heads),
     };
