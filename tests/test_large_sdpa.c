@@ -22,7 +22,8 @@ static clattn_context *ctx;
 
 static int setup(void **state) {
     (void)state;
-    unsetenv("CLATTN_UNFUSED_CHUNK_BYTES"); /* the library's own limits are under test */
+    unsetenv("CLATTN_UNFUSED_CHUNK_BYTES"); /* the library's own limits and choices are under test */
+    unsetenv("CLATTN_FUSED_PARAMS");
     ctx = test_context();
     return 0;
 }
@@ -346,6 +347,40 @@ static void element_offsets_past_2_31_with_large_strides(void **state) {
     sdpa_case_run_both(ctx, &c);
 }
 
+/* The tiled fused kernel (the variant GPUs and accelerators run; CPUs run sdpa_fused_cpu.cl) at element offsets
+ * past 2^31 with strided fp16 views, a mask and key lengths, and in a decode step over 32768 keys split across
+ * work-groups. */
+static void tiled_variant_past_2_31(void **state) {
+    (void)state;
+    setenv("CLATTN_FUSED_PARAMS", "variant=tiled", 1);
+    sdpa_case c = large_case(2, 4, 2, 384, 512, 64);
+    c.dtype = CLATTN_DTYPE_F16;
+    c.layout = LAYOUT_BLHD;
+    c.row_pad = 1000;
+    c.offset = ((size_t)1 << 31) + 7;
+    static const int32_t lengths[2] = {512, 301};
+    c.key_lengths = lengths;
+    c.mask_kind = MASK_ADD;
+    c.mask_dtype = CLATTN_DTYPE_F16;
+    c.mask_bcast_batch = true;
+    c.mask_fill_prob = 0.1f;
+    c.causal = CLATTN_CAUSAL_TOP_LEFT;
+    c.seed = 50;
+    if (test_device_allows(ctx, (c.offset + 2 * 512 * (4 * 64 + 1000) + 64) * 2, "tiled kernel past 2^31"))
+        sdpa_case_run_both(ctx, &c);
+    c = large_case(2, 16, 4, 1, 32768, 128);
+    c.want_lse = true;
+    c.seed = 51;
+    sdpa_case_run_both(ctx, &c);
+}
+
+/* Whatever the test above did, the tests after it run the library's own choice. */
+static int forget_fused_params(void **state) {
+    (void)state;
+    unsetenv("CLATTN_FUSED_PARAMS");
+    return 0;
+}
+
 /* ---- several devices ---- */
 
 /* Attention split over the devices of one context (CTest's test_large_sdpa_split runs this with two PoCL pthread
@@ -444,6 +479,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(byte_offsets_past_2_31),
         cmocka_unit_test(element_offsets_just_below_2_31),
         cmocka_unit_test(element_offsets_past_2_31_with_large_strides),
+        cmocka_unit_test_teardown(tiled_variant_past_2_31, forget_fused_params),
         cmocka_unit_test(split_over_devices),
         cmocka_unit_test(long_decode),
         cmocka_unit_test(many_heads),
