@@ -104,8 +104,8 @@ static clattn_context *small_device(uint64_t max_alloc) {
 }
 
 /* With a 64 MiB maximum allocation the limit is 32 MiB: 2048 rows of 16 KiB. Query rows in blocks that land exactly
- * on it (4096 rows), that cross it by one row (4097, causal so the blocks see different key ranges), and chunks of
- * exactly 4 heads that are one GQA group each. */
+ * on it (4096 rows), that cross it by one row (4097, causal with a window so that the blocks see different key
+ * ranges), and chunks of exactly 4 heads that are one GQA group each. */
 static void row_blocks_and_chunks_at_half_max_alloc(void **state) {
     (void)state;
     const size_t limit = 32 * MIB;
@@ -119,6 +119,7 @@ static void row_blocks_and_chunks_at_half_max_alloc(void **state) {
 
     c = large_case(1, 1, 1, 4097, 4031, 64);
     c.causal = CLATTN_CAUSAL_TOP_LEFT;
+    c.window_left = 1500; /* the second block's rows see keys the first one's do not */
     c.want_lse = c.want_weights = true;
     c.seed = 6;
     sdpa_case_run_both(small, &c);
@@ -429,7 +430,8 @@ static void split_over_devices(void **state) {
 /* ---- long sequences, many heads ---- */
 
 /* Decode steps over 32768 and 65536 keys: 32 query heads over 8 key/value heads in a batch of 2 (fp32), and 64
- * over 4 in [B, L, H, D] fp16 with key lengths and four speculative queries (bottom-right causal). */
+ * over 4 in [B, L, H, D] fp16 with four speculative queries (bottom-right causal), a sliding window of 4096 keys
+ * and key lengths. */
 static void long_decode(void **state) {
     (void)state;
     sdpa_case c = large_case(2, 32, 8, 1, 32768, 128);
@@ -441,7 +443,8 @@ static void long_decode(void **state) {
     c.dtype = CLATTN_DTYPE_F16;
     c.layout = LAYOUT_BLHD;
     c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
-    static const int32_t lengths[2] = {65536, 40000};
+    c.window_left = 4096; /* a sliding window, which the second item's key length cuts off in its middle */
+    static const int32_t lengths[2] = {65536, 63000};
     c.key_lengths = lengths;
     c.want_lse = true;
     c.seed = 13;
