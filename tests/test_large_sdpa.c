@@ -1,12 +1,13 @@
 /* Attention at the sizes users run (CTest label `large`): the unfused path's temporaries crossing and landing
  * exactly on its chunk limits (512 MiB, and max_alloc / 2 of a device with a smaller maximum allocation), offsets
- * past 2^31 bytes and past 2^31 elements, [B, L, H, D] views with large strides, long decode sequences, many heads,
- * batches and GQA. Every case runs the fused and the unfused implementation on the same inputs
+ * past 2^31 bytes and past 2^31 elements, [B, L, H, D] views with large strides, long decode sequences (up to the
+ * 2^28 keys the kernels address), many heads, batches, GQA and sliding windows, the tiled kernel GPUs run, and the
+ * split over several devices. Every case runs the fused and the unfused implementation on the same inputs
  * (sdpa_case_run_both): each against the double-precision reference on a sample of rows that covers every (batch,
- * head) slice, and the two against each other on every element; outputs are poisoned around their views. A size the
- * unfused path cannot serve is an error that writes nothing. Small shapes are test_sdpa.c's; these are the ones
- * where chunking and 32-bit offsets go wrong (the CLBlast offset bug that made the 8th slice on wrong at L = 4096
- * hid from those). */
+ * head) slice, and the two against each other on every element; outputs are poisoned around their views. A size a
+ * path cannot serve is an error that writes nothing. Small shapes are test_sdpa.c's; these are the ones where
+ * chunking, 32-bit offsets and long fp32 sums go wrong (the CLBlast offset bug that made the 8th slice on wrong at
+ * L = 4096 hid from those). */
 #include "sdpa_case.h"
 
 #include "internal.h"
