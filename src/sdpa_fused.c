@@ -28,7 +28,7 @@ typedef struct fused_params {
  *   block_n  keys per tile
  *   wg       work-items per work-group along the rows (tiled only; cpu runs one work-item per group)
  *   local    1 stages K/V tiles in local memory (tiled only)
- *   splits   key splits; 0 chooses by the shape
+ *   splits   key splits; 0 chooses by the shape (rows longer than CLA_MAX_KEYS_PER_SUM keys get more)
  * Unknown keys and bad values are an error, so that a typo cannot silently test the defaults. */
 static clattn_status apply_override(clattn_context *ctx, fused_params *fp) {
     const char *env = getenv("CLATTN_FUSED_PARAMS");
