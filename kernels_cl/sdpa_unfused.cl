@@ -28,6 +28,10 @@
 #error "SOFTMAX_WG must be a power of two"
 #endif
 
+/* Terms one partial sum of a row takes before it joins the row's total: a single fp32 sum over all Lk keys would
+ * drift and, past 2^24 terms, stop growing (CLA_MAX_KEYS_PER_SUM in src/internal.h). */
+#define SUM_BLOCK 4096
+
 /* A masked key's entry of P: -0.0f. Its bit pattern is tested, since -0.0f == 0.0f. */
 #define MASKED_BITS 0x80000000u
 
@@ -125,17 +129,23 @@ masked_softmax(__global float *s, __global float *row_inv, int4 dims, int2 first
 
     /* Pass 2: unnormalised probabilities and their sum. A logit of -inf contributes nothing, as in the fused
      * kernel, and is marked so that write_out can skip it. */
-    float l = 0.0f;
+    float l = 0.0f, part = 0.0f;
+    int in_part = 0;
     for (int j = lid; j < Lk; j += SOFTMAX_WG) {
         const float x = srow[j];
         float p = as_float(MASKED_BITS);
         if (x != CLA_NEG_INF) {
             p = exp2(x - m);
-            l += p;
+            part += p;
         }
         srow[j] = p;
+        if (++in_part == SUM_BLOCK) {
+            l += part;
+            part = 0.0f;
+            in_part = 0;
+        }
     }
-    l = group_sum(red, l);
+    l = group_sum(red, l + part);
 
     const bool empty = m == CLA_NEG_INF; /* every key masked: zeros, and lse -inf */
     const float inv = empty ? 0.0f : 1.0f / l;
@@ -179,10 +189,16 @@ __kernel void write_out(__global const float *o_tmp, __global const float *p, __
             __global const float *prow = p + row * Lk;
             __global const float *vcol = v + v_offset + b * v_stride.x + hk * v_stride.y + d * v_stride.w;
             acc = 0.0f;
+            float part = 0.0f;
             for (int j = 0; j < Lk; ++j) {
                 const float pj = prow[j];
-                if (as_uint(pj) != MASKED_BITS) acc = fma(pj, vcol[j * v_stride.z], acc);
+                if (as_uint(pj) != MASKED_BITS) part = fma(pj, vcol[j * v_stride.z], part);
+                if (j % SUM_BLOCK == SUM_BLOCK - 1) {
+                    acc += part;
+                    part = 0.0f;
+                }
             }
+            acc += part;
         }
         acc *= inv;
     }

@@ -44,6 +44,12 @@ typedef struct cla_env {
 
 void cla_env_read(cla_env *env);
 
+/* The most keys whose terms one fp32 accumulator of a kernel (or of a CLBlast GEMM) may sum. A running fp32 sum of
+ * n terms of one sign drifts by up to about n * 2^-28 of itself, and past 2^24 terms it stops growing (each term is
+ * below half its ulp): 2^28 equal values then average to a quarter of themselves. The attention paths cut longer
+ * reductions (key splits, GEMMs over ranges of keys) or refuse them. */
+#define CLA_MAX_KEYS_PER_SUM ((size_t)1 << 20)
+
 /* One built program in the context's memory cache, with the kernels created from it. */
 typedef struct cla_kernel_entry {
     char *name;

@@ -29,7 +29,7 @@ typedef struct fused_params {
  *   block_n  keys per tile
  *   wg       work-items per work-group along the rows (tiled only; cpu runs one work-item per group)
  *   local    1 stages K/V tiles in local memory (tiled only)
- *   splits   key splits; 0 chooses by the shape
+ *   splits   key splits; 0 chooses by the shape (rows longer than CLA_MAX_KEYS_PER_SUM keys get more)
  * Unknown keys and bad values are an error, so that a typo cannot silently test the defaults. */
 static clattn_status apply_override(clattn_context *ctx, const char *env, const char *origin, fused_params *fp) {
     const char *p = env;
@@ -157,6 +157,10 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
         nsplit = choose_splits(ctx, p, &fp, row_groups);
         split_len = (int)round_up((p->kv_len + (size_t)nsplit - 1) / (size_t)nsplit, (size_t)fp.block_n);
         if (split_len < 1) split_len = fp.block_n;
+        /* Each split sums its keys in single fp32 accumulators (the row sum, each output column): more splits where
+         * one would take more than CLA_MAX_KEYS_PER_SUM keys, whatever the occupancy or an override asked for. */
+        const size_t most = CLA_MAX_KEYS_PER_SUM / (size_t)fp.block_n * (size_t)fp.block_n;
+        if ((size_t)split_len > most) split_len = (int)most;
         nsplit = p->kv_len ? (int)((p->kv_len + (size_t)split_len - 1) / (size_t)split_len) : 1;
         split = nsplit > 1;
         if (cpu)

@@ -160,11 +160,11 @@ static clattn_status alloc_temp(clattn_context *ctx, size_t floats, const char *
     return st;
 }
 
-/* One GEMM stage of a chunk: for items t < count, C_t (m x n) = alpha A_t op(B_t), row-major, beta 0, with the
+/* One GEMM stage of a chunk: for items t < count, C_t (m x n) = alpha A_t op(B_t) + beta C_t, row-major, with the
  * items' element offsets in the work arrays. */
 typedef struct gemm_stage {
     const char *what;
-    float alpha;
+    float alpha, beta;
     CLBlastTranspose b_trans;
     size_t m, n, k;
     cl_mem a, b, c;
@@ -231,7 +231,7 @@ static clattn_status enqueue_gemm(clattn_context *ctx, cla_chain *chain, unfused
                                   : cla_blas_sgemm_strided_batched(
                                         CLBlastLayoutRowMajor, CLBlastTransposeNo, g->b_trans, g->m, g->n, g->k,
                                         g->alpha, g->a, w->a_off[first], g->lda, sa, g->b, w->b_off[first], g->ldb,
-                                        sb, 0.0f, g->c, w->c_off[first], g->ldc, sc, batch, &chain->queue, &e);
+                                        sb, g->beta, g->c, w->c_off[first], g->ldc, sc, batch, &chain->queue, &e);
         if (s != CLBlastSuccess) {
             if (e) clReleaseEvent(e);
             /* CLBlast keeps its tuned work-group shapes even where the device allows fewer work-items or less
@@ -420,28 +420,35 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_
             size_t sm_global[2] = {kern.softmax_wg * rows, n}, sm_local[2] = {kern.softmax_wg, 1};
             if ((st = cla_chain_kernel(ctx, chain, kern.softmax, 2, sm_global, sm_local, "masked_softmax"))) break;
 
-            /* O = P V: [n][rows][Dv]. */
-            for (size_t t = 0; t < n; ++t) {
-                const size_t bh = bh0 + t, b = bh / Hq, hk = bh % Hq / group;
-                w.a_off[t] = t * rows * Lk;
-                w.b_off[t] = v_packed ? (bh / group - kv0) * Lk * Dv
-                                      : p->v.offset + b * p->v.stride[0] + hk * p->v.stride[1];
-                w.c_off[t] = t * rows * Dv;
+            /* O = P V: [n][rows][Dv], one GEMM per range of at most CLA_MAX_KEYS_PER_SUM keys, each added into O
+             * (beta 1 after the first), so that none of CLBlast's accumulators sums more keys than that. */
+            const size_t ldb = v_packed ? Dv : p->v.stride[2];
+            for (size_t k0 = 0; k0 < Lk && !st; k0 += CLA_MAX_KEYS_PER_SUM) {
+                for (size_t t = 0; t < n; ++t) {
+                    const size_t bh = bh0 + t, b = bh / Hq, hk = bh % Hq / group;
+                    w.a_off[t] = t * rows * Lk + k0;
+                    w.b_off[t] = (v_packed ? (bh / group - kv0) * Lk * Dv
+                                           : p->v.offset + b * p->v.stride[0] + hk * p->v.stride[1]) +
+                                 k0 * ldb;
+                    w.c_off[t] = t * rows * Dv;
+                }
+                gemm_stage g2 = {.what = "output P V",
+                                 .alpha = 1.0f,
+                                 .beta = k0 ? 1.0f : 0.0f,
+                                 .b_trans = CLBlastTransposeNo,
+                                 .m = rows,
+                                 .n = Dv,
+                                 .k = Lk - k0 < CLA_MAX_KEYS_PER_SUM ? Lk - k0 : CLA_MAX_KEYS_PER_SUM,
+                                 .a = w.s,
+                                 .lda = Lk,
+                                 .b = v_packed ? w.vp : p->v.buffer,
+                                 .ldb = ldb,
+                                 .c = w.o,
+                                 .ldc = Dv,
+                                 .count = n};
+                st = enqueue_gemm(ctx, chain, &w, &g2);
             }
-            gemm_stage g2 = {.what = "output P V",
-                             .b = v_packed ? w.vp : p->v.buffer,
-                             .ldb = v_packed ? Dv : p->v.stride[2],
-                             .alpha = 1.0f,
-                             .b_trans = CLBlastTransposeNo,
-                             .m = rows,
-                             .n = Dv,
-                             .k = Lk,
-                             .a = w.s,
-                             .lda = Lk,
-                             .c = w.o,
-                             .ldc = Dv,
-                             .count = n};
-            if (keys && (st = enqueue_gemm(ctx, chain, &w, &g2))) break;
+            if (st) break;
 
             cl_int4 wo_dims = {{(cl_int)Hq, (cl_int)Lk, (cl_int)rows, (cl_int)group}};
             cl_int v_dim = (cl_int)Dv;

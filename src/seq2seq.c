@@ -563,6 +563,13 @@ static clattn_status run_additive(clattn_context *ctx, const cla_seq2seq_plan *p
             ctx, CLATTN_ERROR_SIZE_OVERFLOW,
             "clattn_seq2seq_attention: the projections of %zu x (%zu + %zu) rows of %zu overflow size_t", p->batch,
             p->q_len, p->kv_len, A);
+    /* The kernel sums each row over all of its keys in single fp32 accumulators (it has no key splits). */
+    if (p->kv_len > CLA_MAX_KEYS_PER_SUM)
+        return cla_fail(
+            ctx, CLATTN_ERROR_UNSUPPORTED,
+            "clattn_seq2seq_attention: the %s score takes up to %zu keys per row, not %zu: its kernel sums "
+            "a row in single fp32 accumulators, which would lose the later keys",
+            score_name(p->score), CLA_MAX_KEYS_PER_SUM, p->kv_len);
     cl_mem qp = NULL, kp = NULL;
     const bool given = p->key_projection.buffer != NULL;
     clattn_status st = cla_temp_buffer(ctx, p->batch * p->q_len * A * sizeof(float), "the projected queries", &qp);

@@ -1,5 +1,7 @@
 /* A harness for attention tests: one described case is run on the device with poisoned outputs and canary regions
- * and compared with the double-precision reference, element by element, with a tolerance that grows with Lk. */
+ * and compared with the double-precision reference, element by element, with a tolerance that grows with Lk. For
+ * the sizes users run (tests/test_large_sdpa.c) it compares a sample of rows, stages only the neighbourhood of each
+ * view on the host (offsets past 2^31 bytes), and runs both implementations on the same inputs. */
 #ifndef CLATTN_SDPA_CASE_H
 #define CLATTN_SDPA_CASE_H
 
@@ -12,8 +14,9 @@ typedef struct sdpa_case {
     size_t batch, q_heads, kv_heads, q_len, kv_len, head_dim, v_head_dim; /* v_head_dim 0: head_dim */
     clattn_dtype dtype;                                                   /* q, k, v, out */
     int layout;
-    size_t offset; /* elements before each tensor in its buffer */
-    float scale;   /* NAN: default */
+    size_t offset;  /* elements before each tensor in its buffer */
+    size_t row_pad; /* elements of padding after each sequence position of q, k, v and out: larger strides */
+    float scale;    /* NAN: default */
     clattn_causal causal;
     int64_t window_left, window_right; /* set both to -1 for none (sdpa_case_init does) */
     int mask_kind;
@@ -24,12 +27,16 @@ typedef struct sdpa_case {
     float mask_constant;        /* when nonzero, every unmasked additive entry is this constant */
     const int32_t *key_lengths; /* [batch] or NULL */
     bool want_lse, want_weights;
+    clattn_dtype weights_dtype; /* F32 (sdpa_case_init), F16 or BF16 */
     clattn_impl impl;
     float input_scale; /* multiplies q (for large logits); 0 means 1 */
     unsigned seed;
     /* Special inputs. */
     long nan_q_row;      /* >= 0: set q[0,0,row,0] = NaN */
     bool nan_in_padding; /* NaN in k and v at keys >= key_lengths[b] */
+    /* 0: every row against the reference; else about this many rows spread over every (batch, head) slice, the
+     * first and last rows and slices among them (test_sample_rows), for shapes whose whole reference is slow. */
+    size_t sample_rows;
 } sdpa_case;
 
 void sdpa_case_init(sdpa_case *c);
@@ -40,6 +47,11 @@ void sdpa_case_run(clattn_context *ctx, const sdpa_case *c, float **out_copy);
 
 /* The same without cmocka (usable from threads): returns 0, or -1 with a message in err. */
 int sdpa_case_check(clattn_context *ctx, const sdpa_case *c, char *err, size_t err_size);
+
+/* Runs the case with the fused and then the unfused implementation on the same inputs (c->impl is not used): each
+ * against the reference (the fused one without the weights, which it cannot produce), then the two outputs and
+ * lse against each other on every element. Fails the test on any mismatch. */
+void sdpa_case_run_both(clattn_context *ctx, const sdpa_case *c);
 
 /* A short description of a case for messages. */
 void sdpa_case_describe(const sdpa_case *c, char *buf, size_t size);

@@ -3,352 +3,26 @@
  * activations, odd shapes; incremental decoding through the cache equals one full causal call; bad arguments give
  * their specific status and write nothing; a device fault at any step is a clean status that leaks nothing and
  * leaves the cache as it was. Outputs are poisoned around their views and checked afterwards. */
-#include "test_util.h"
+#include "mha_case.h"
 
 #include <math.h>
 
 #include "check_tolerance.h"
-#include "dtype.h"
 #include "internal.h"
 #include "reference_mha.h"
 
-#define POISON_BYTE 0x7b /* finite in every dtype and far from any output */
-#define CANARY      32   /* poisoned elements after each view */
+static clattn_context *ctx;
 
-TEST_CONTEXT_SETUP(ctx);
-TEST_CONTEXT_TEARDOWN(ctx);
-
-static float rnd(unsigned *s) {
-    *s = *s * 1664525u + 1013904223u;
-    return ((float)(*s >> 8) / (float)(1u << 24)) * 4.0f - 2.0f; /* [-2, 2) */
+static int setup(void **state) {
+    (void)state;
+    ctx = test_context();
+    return 0;
 }
 
-static float *rand_array(size_t n, float scale, unsigned *seed) {
-    float *a = malloc((n + 1) * sizeof *a);
-    assert_non_null(a);
-    for (size_t i = 0; i < n; ++i) a[i] = rnd(seed) * scale;
-    return a;
-}
-
-static cl_mem make_buffer(size_t bytes, const void *host) {
-    cl_int err = CL_SUCCESS;
-    cl_mem m = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE | (host ? CL_MEM_COPY_HOST_PTR : 0),
-                              bytes ? bytes : 4, (void *)host, &err);
-    if (err != CL_SUCCESS) fail_msg("clCreateBuffer(%zu bytes) failed: %d", bytes, err);
-    return m;
-}
-
-/* ---- a layer's host weights ---- */
-
-enum { W_QKV, B_QKV, W_Q, W_K, W_V, B_Q, B_K, B_V, W_O, B_O, W_COUNT };
-
-typedef struct layer {
-    clattn_mha_config cfg; /* resolved */
-    float *w[W_COUNT];
-    clattn_mha_weights_host host;
-    clattn_mha_weights *dev;
-} layer;
-
-/* Random weights scaled by 1/sqrt(fan-in), so that activations stay of order 1. */
-static void layer_make(layer *l, const clattn_mha_config *cfg, bool packed, bool bias, unsigned seed) {
-    memset(l, 0, sizeof *l);
-    clattn_mha_config c = *cfg;
-    if (!c.kv_d_model) c.kv_d_model = c.d_model;
-    if (!c.kv_heads) c.kv_heads = c.heads;
-    if (!c.v_head_dim) c.v_head_dim = c.head_dim;
-    l->cfg = c;
-    const size_t nq = c.heads * c.head_dim, nk = c.kv_heads * c.head_dim, nv = c.kv_heads * c.v_head_dim;
-    const float sm = 1.0f / sqrtf((float)c.d_model), sk = 1.0f / sqrtf((float)c.kv_d_model);
-    unsigned s = seed * 7919u + 3;
-    clattn_mha_weights_host_init(&l->host);
-    if (packed) {
-        l->host.w_qkv = l->w[W_QKV] = rand_array(c.d_model * (nq + nk + nv), sm, &s);
-        if (bias) l->host.b_qkv = l->w[B_QKV] = rand_array(nq + nk + nv, 0.5f, &s);
-    } else {
-        l->host.w_q = l->w[W_Q] = rand_array(c.d_model * nq, sm, &s);
-        l->host.w_k = l->w[W_K] = rand_array(c.kv_d_model * nk, sk, &s);
-        l->host.w_v = l->w[W_V] = rand_array(c.kv_d_model * nv, sk, &s);
-        if (bias) {
-            l->host.b_q = l->w[B_Q] = rand_array(nq, 0.5f, &s);
-            l->host.b_k = l->w[B_K] = rand_array(nk, 0.5f, &s);
-            l->host.b_v = l->w[B_V] = rand_array(nv, 0.5f, &s);
-        }
-    }
-    l->host.w_o = l->w[W_O] = rand_array(c.heads * c.v_head_dim * c.d_model, 1.0f / sqrtf((float)nv), &s);
-    if (bias) l->host.b_o = l->w[B_O] = rand_array(c.d_model, 0.5f, &s);
-    assert_status(clattn_mha_weights_create(ctx, cfg, &l->host, &l->dev), CLATTN_SUCCESS);
-}
-
-static void layer_free(layer *l) {
-    clattn_mha_weights_free(l->dev);
-    for (int i = 0; i < W_COUNT; ++i) free(l->w[i]);
-    memset(l, 0, sizeof *l);
-}
-
-/* ---- sequence tensors on the device ---- */
-
-typedef struct dev_seq {
-    clattn_tensor t; /* the view, buffer included */
-    size_t total;    /* elements in the buffer: offset, view, canary */
-} dev_seq;
-
-static void seq_release(dev_seq *s) {
-    if (s->t.buffer) clReleaseMemObject(s->t.buffer);
-    s->t.buffer = NULL;
-}
-
-/* Rounds values [B, L, W] to the dtype (in place, so the reference sees what the device sees) and uploads them
- * contiguously after `offset` poisoned elements, with a poisoned canary after. */
-static dev_seq seq_make(clattn_dtype dt, size_t B, size_t L, size_t W, size_t offset, float *values) {
-    dev_seq s;
-    s.t = clattn_tensor_seq(NULL, dt, B, L, W);
-    s.t.offset = offset;
-    s.total = offset + B * L * W + CANARY;
-    const size_t es = clattn_dtype_size(dt);
-    unsigned char *bytes = malloc(s.total * es);
-    assert_non_null(bytes);
-    memset(bytes, POISON_BYTE, s.total * es);
-    if (values)
-        for (size_t i = 0; i < B * L * W; ++i) {
-            values[i] = cla_round_to_dtype(values[i], dt);
-            cla_convert_to_storage(&values[i], bytes + (offset + i) * es, 1, dt);
-        }
-    s.t.buffer = make_buffer(s.total * es, bytes);
-    free(bytes);
-    return s;
-}
-
-/* Reads the view into values (may be NULL) and returns whether every byte outside it still holds the poison. */
-static bool seq_read(const dev_seq *s, float *values) {
-    const size_t es = clattn_dtype_size(s->t.dtype), n = cla_tensor_elements(&s->t);
-    unsigned char *bytes = malloc(s->total * es);
-    assert_non_null(bytes);
-    assert_int_equal(clEnqueueReadBuffer(clattn_context_cl_queue(ctx), s->t.buffer, CL_TRUE, 0, s->total * es,
-                                         bytes, 0, NULL, NULL),
-                     CL_SUCCESS);
-    if (values) cla_convert_from_storage(bytes + s->t.offset * es, values, n, s->t.dtype);
-    bool clean = true;
-    for (size_t i = 0; i < s->total * es; ++i) {
-        bool inside = i >= s->t.offset * es && i < (s->t.offset + n) * es;
-        if (!inside && bytes[i] != POISON_BYTE) clean = false;
-    }
-    free(bytes);
-    return clean;
-}
-
-/* Whether every byte of the buffer still holds the poison (an output that must not have been written). */
-static bool seq_untouched(const dev_seq *s) {
-    const size_t es = clattn_dtype_size(s->t.dtype);
-    unsigned char *bytes = malloc(s->total * es);
-    assert_non_null(bytes);
-    assert_int_equal(clEnqueueReadBuffer(clattn_context_cl_queue(ctx), s->t.buffer, CL_TRUE, 0, s->total * es,
-                                         bytes, 0, NULL, NULL),
-                     CL_SUCCESS);
-    bool clean = true;
-    for (size_t i = 0; i < s->total * es; ++i) clean = clean && bytes[i] == POISON_BYTE;
-    free(bytes);
-    return clean;
-}
-
-/* ---- comparison with the reference ---- */
-
-/* The tolerances (check_mha_rel_tolerance, check_storage_rel_tolerance) are shared with `clattn run mha --check`
- * and `clattn bench mha --check` (tools/check_tolerance.c). */
-
-/* Fails the test at the first element beyond tolerance. */
-static void expect_close(const char *what, const float *got, const double *ref, size_t n, double rel,
-                         clattn_dtype dt, const char *desc) {
-    double scale = 1.0;
-    for (size_t i = 0; i < n; ++i)
-        if (isfinite(ref[i]) && fabs(ref[i]) > scale) scale = fabs(ref[i]);
-    for (size_t i = 0; i < n; ++i) {
-        double tol = 1e-5 + rel * scale + check_storage_rel_tolerance(dt) * fabs(ref[i]);
-        bool ok = isinf(ref[i]) ? (double)got[i] == ref[i] : !isnan(got[i]) && fabs(got[i] - ref[i]) <= tol;
-        if (!ok)
-            fail_msg("%s[%zu] = %.9g, reference %.9g (tolerance %.3g)\n  case: %s", what, i, got[i], ref[i], tol,
-                     desc);
-    }
-}
-
-/* ---- one layer call described as a case ---- */
-
-enum { MASK_NONE, MASK_ADD, MASK_BOOL };
-
-typedef struct mha_case {
-    clattn_mha_config cfg;
-    size_t batch, q_len;
-    bool cross;
-    size_t mem_len;
-    bool packed, bias, residual, in_place;
-    clattn_dtype x_dtype, out_dtype;
-    clattn_causal causal;
-    int64_t window_left, window_right;
-    int mask;
-    bool mask_bcast; /* [1, 1, Lq, Lk] instead of [B, H, Lq, Lk] */
-    bool key_lengths;
-    bool lse, weights;
-    clattn_impl impl;
-    size_t offset;
-    unsigned seed;
-} mha_case;
-
-static void case_init(mha_case *c) {
-    memset(c, 0, sizeof *c);
-    c->cfg.d_model = 16;
-    c->cfg.heads = 2;
-    c->cfg.head_dim = 8;
-    c->batch = 2;
-    c->q_len = 5;
-    c->mem_len = 6;
-    c->x_dtype = c->out_dtype = CLATTN_DTYPE_F32;
-    c->window_left = c->window_right = CLATTN_WINDOW_UNBOUNDED;
-    c->seed = 1;
-}
-
-static void case_describe(const mha_case *c, char *buf, size_t size) {
-    static const char *dt[] = {"f32", "f16", "bf16"};
-    snprintf(buf, size,
-             "B=%zu Lq=%zu %s Lm=%zu d_model=%zu kv_d_model=%zu H=%zu Hkv=%zu dk=%zu dv=%zu %s bias=%d residual=%d "
-             "in_place=%d x=%s out=%s causal=%d window=(%lld,%lld) mask=%d%s kl=%d lse=%d weights=%d impl=%d",
-             c->batch, c->q_len, c->cross ? "cross" : "self", c->mem_len, c->cfg.d_model, c->cfg.kv_d_model,
-             c->cfg.heads, c->cfg.kv_heads, c->cfg.head_dim, c->cfg.v_head_dim, c->packed ? "packed" : "separate",
-             c->bias, c->residual, c->in_place, dt[c->x_dtype], dt[c->out_dtype], (int)c->causal,
-             (long long)c->window_left, (long long)c->window_right, c->mask, c->mask_bcast ? "/bcast" : "",
-             c->key_lengths, c->lse, c->weights, (int)c->impl);
-}
-
-static void case_run(const mha_case *c) {
-    char desc_text[512];
-    case_describe(c, desc_text, sizeof desc_text);
-    layer l;
-    layer_make(&l, &c->cfg, c->packed, c->bias, c->seed);
-    const clattn_mha_config *cf = &l.cfg;
-    const size_t B = c->batch, Lq = c->q_len, Lk = c->cross ? c->mem_len : Lq, H = cf->heads;
-    unsigned seed = c->seed * 2654435761u + 11;
-
-    float *x = rand_array(B * Lq * cf->d_model, 1.0f, &seed);
-    float *mem = c->cross ? rand_array(B * Lk * cf->kv_d_model, 1.0f, &seed) : NULL;
-    dev_seq dx = seq_make(c->x_dtype, B, Lq, cf->d_model, c->offset, x);
-    dev_seq dm = {{0}, 0};
-    if (c->cross) dm = seq_make(c->x_dtype, B, Lk, cf->kv_d_model, c->offset, mem);
-    dev_seq dout = c->in_place ? dx : seq_make(c->out_dtype, B, Lq, cf->d_model, c->offset, NULL);
-
-    clattn_mha_desc desc;
-    clattn_mha_desc_init(&desc);
-    desc.residual = c->residual;
-    desc.attention.causal = c->causal;
-    desc.attention.window_left = c->window_left;
-    desc.attention.window_right = c->window_right;
-    desc.attention.impl = c->impl;
-
-    cla_ref_mha ref;
-    memset(&ref, 0, sizeof ref);
-    ref.config = c->cfg;
-    ref.weights = l.host;
-    ref.batch = B;
-    ref.q_len = Lq;
-    ref.x = x;
-    ref.memory = mem;
-    ref.memory_len = c->cross ? Lk : 0;
-    ref.residual = c->residual;
-    ref.attention.scale = NAN;
-    ref.attention.causal = c->causal;
-    ref.attention.window_left = c->window_left;
-    ref.attention.window_right = c->window_right;
-
-    /* Masks of [mb, mh, Lq, Lk]. */
-    const size_t mb = c->mask_bcast ? 1 : B, mh = c->mask_bcast ? 1 : H, mn = mb * mh * Lq * Lk;
-    float *mask = NULL;
-    uint8_t *bmask = NULL;
-    cl_mem mask_buf = NULL, kl_buf = NULL;
-    int32_t *kl = NULL;
-    const size_t msize[4] = {mb, mh, Lq, Lk}, mstride[4] = {mh * Lq * Lk, Lq * Lk, Lk, 1};
-    if (c->mask == MASK_ADD) {
-        mask = rand_array(mn, 1.0f, &seed);
-        for (size_t i = 0; i < mn; ++i)
-            if (rnd(&seed) < -1.2f) mask[i] = -INFINITY;
-        mask_buf = make_buffer(mn * sizeof(float), mask);
-        desc.attention.mask = clattn_tensor_bhld(mask_buf, CLATTN_DTYPE_F32, mb, mh, Lq, Lk);
-        ref.attention.mask.data = mask;
-        memcpy(ref.attention.mask.size, msize, sizeof msize);
-        memcpy(ref.attention.mask.stride, mstride, sizeof mstride);
-    } else if (c->mask == MASK_BOOL) {
-        bmask = malloc(mn + 1);
-        for (size_t i = 0; i < mn; ++i) bmask[i] = rnd(&seed) > -1.0f;
-        mask_buf = make_buffer(mn, bmask);
-        desc.attention.mask = clattn_tensor_bhld(mask_buf, CLATTN_DTYPE_BOOL, mb, mh, Lq, Lk);
-        ref.attention.bool_mask.data = bmask;
-        memcpy(ref.attention.bool_mask.size, msize, sizeof msize);
-        memcpy(ref.attention.bool_mask.stride, mstride, sizeof mstride);
-    }
-    if (c->key_lengths) {
-        /* Every second item padded, and the second one fully (no keys: the attention gives zeros). */
-        kl = calloc(B + 1, sizeof *kl);
-        for (size_t b = 0; b < B; ++b) kl[b] = b == 1 ? 0 : (int32_t)(Lk > 2 * b ? Lk - 2 * b : 1);
-        kl_buf = make_buffer((B + 1) * sizeof *kl, kl);
-        desc.attention.key_lengths = kl_buf;
-        ref.attention.key_lengths = kl;
-    }
-    dev_seq dlse = {{0}, 0}, dw = {{0}, 0};
-    double *ref_lse = NULL, *ref_w = NULL;
-    if (c->lse) {
-        dlse = seq_make(CLATTN_DTYPE_F32, B * H, Lq, 1, 0, NULL);
-        desc.attention.lse = clattn_tensor_bhld(dlse.t.buffer, CLATTN_DTYPE_F32, B, H, Lq, 1);
-        ref.attention.lse = ref_lse = calloc(B * H * Lq + 1, sizeof(double));
-    }
-    if (c->weights) {
-        dw = seq_make(CLATTN_DTYPE_F32, B * H, Lq, Lk, 0, NULL);
-        desc.attention.weights = clattn_tensor_bhld(dw.t.buffer, CLATTN_DTYPE_F32, B, H, Lq, Lk);
-        ref.attention.weights = ref_w = calloc(B * H * Lq * Lk + 1, sizeof(double));
-    }
-
-    double *ref_out = calloc(B * Lq * cf->d_model + 1, sizeof(double));
-    ref.out = ref_out;
-    assert_int_equal(cla_reference_mha(&ref), 0);
-
-    cl_event done = NULL;
-    clattn_status st = clattn_mha(ctx, l.dev, &desc, &dx.t, c->cross ? &dm.t : NULL, &dout.t, NULL, 0, NULL, &done);
-    if (st != CLATTN_SUCCESS)
-        fail_msg("clattn_mha: %s: %s\n  case: %s", clattn_status_string(st), clattn_context_last_error(ctx),
-                 desc_text);
-    assert_non_null(done);
-    assert_int_equal(clWaitForEvents(1, &done), CL_SUCCESS);
-    clReleaseEvent(done);
-
-    const double rel = check_mha_rel_tolerance(cf, Lk);
-    float *got = malloc((B * Lq * cf->d_model + 1) * sizeof *got);
-    if (!seq_read(&dout, got)) fail_msg("out: bytes outside the view were written\n  case: %s", desc_text);
-    expect_close("out", got, ref_out, B * Lq * cf->d_model, rel, dout.t.dtype, desc_text);
-    if (c->lse) {
-        float *g = malloc((B * H * Lq + 1) * sizeof *g);
-        if (!seq_read(&dlse, g)) fail_msg("lse: bytes outside the view were written\n  case: %s", desc_text);
-        expect_close("lse", g, ref_lse, B * H * Lq, 4 * rel, CLATTN_DTYPE_F32, desc_text);
-        free(g);
-    }
-    if (c->weights) {
-        float *g = malloc((B * H * Lq * Lk + 1) * sizeof *g);
-        if (!seq_read(&dw, g)) fail_msg("weights: bytes outside the view were written\n  case: %s", desc_text);
-        expect_close("weights", g, ref_w, B * H * Lq * Lk, rel, CLATTN_DTYPE_F32, desc_text);
-        free(g);
-    }
-
-    free(got);
-    free(ref_out);
-    free(ref_lse);
-    free(ref_w);
-    free(x);
-    free(mem);
-    free(mask);
-    free(bmask);
-    free(kl);
-    if (mask_buf) clReleaseMemObject(mask_buf);
-    if (kl_buf) clReleaseMemObject(kl_buf);
-    seq_release(&dlse);
-    seq_release(&dw);
-    if (!c->in_place) seq_release(&dout);
-    seq_release(&dx);
-    seq_release(&dm);
-    layer_free(&l);
+static int teardown(void **state) {
+    (void)state;
+    clattn_context_free(ctx);
+    return 0;
 }
 
 /* ---- layer cases ---- */
@@ -359,12 +33,12 @@ static void self_attention(void **state) {
     for (int packed = 0; packed < 2; ++packed)
         for (int bias = 0; bias < 2; ++bias)
             for (int residual = 0; residual < 2; ++residual) {
-                case_init(&c);
+                mha_case_init(&c);
                 c.packed = packed;
                 c.bias = bias;
                 c.residual = residual;
                 c.seed = (unsigned)(packed * 4 + bias * 2 + residual + 1);
-                case_run(&c);
+                mha_case_run(ctx, &c);
             }
 }
 
@@ -373,35 +47,35 @@ static void cross_attention(void **state) {
     mha_case c;
     for (int packed = 0; packed < 2; ++packed)
         for (int bias = 0; bias < 2; ++bias) {
-            case_init(&c);
+            mha_case_init(&c);
             c.cross = true;
             c.packed = packed;
             c.bias = bias;
             c.residual = bias;
             c.mem_len = 9;
             if (!packed) c.cfg.kv_d_model = 12; /* a memory of another width needs separate weights */
-            case_run(&c);
+            mha_case_run(ctx, &c);
         }
 }
 
 static void grouped_query_heads(void **state) {
     (void)state;
     mha_case c;
-    case_init(&c);
+    mha_case_init(&c);
     c.cfg.heads = 6;
     c.cfg.kv_heads = 2;
     c.cfg.head_dim = 4;
     c.cfg.v_head_dim = 6;
     c.bias = c.residual = true;
-    case_run(&c);
+    mha_case_run(ctx, &c);
     c.packed = true;
     c.cfg.kv_heads = 1;
-    case_run(&c);
+    mha_case_run(ctx, &c);
     c.cross = true;
     c.packed = false;
     c.cfg.kv_heads = 3;
     c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
-    case_run(&c);
+    mha_case_run(ctx, &c);
 }
 
 static void masks(void **state) {
@@ -410,52 +84,52 @@ static void masks(void **state) {
     /* Causal, both alignments, with Lq != Lk (cross) where they differ. */
     for (int cross = 0; cross < 2; ++cross)
         for (int causal = 1; causal <= 2; ++causal) {
-            case_init(&c);
+            mha_case_init(&c);
             c.cross = cross;
             c.mem_len = 8;
             c.causal = (clattn_causal)causal;
             c.bias = true;
-            case_run(&c);
+            mha_case_run(ctx, &c);
         }
-    case_init(&c);
+    mha_case_init(&c);
     c.q_len = 9;
     c.window_left = 2;
     c.window_right = 1;
-    case_run(&c);
+    mha_case_run(ctx, &c);
     c.causal = CLATTN_CAUSAL_TOP_LEFT;
     c.window_right = CLATTN_WINDOW_UNBOUNDED;
-    case_run(&c);
-    for (int kind = MASK_ADD; kind <= MASK_BOOL; ++kind)
+    mha_case_run(ctx, &c);
+    for (int kind = MHA_MASK_ADD; kind <= MHA_MASK_BOOL; ++kind)
         for (int bcast = 0; bcast < 2; ++bcast) {
-            case_init(&c);
-            c.cross = kind == MASK_BOOL;
+            mha_case_init(&c);
+            c.cross = kind == MHA_MASK_BOOL;
             c.mask = kind;
             c.mask_bcast = bcast;
             c.residual = true;
-            case_run(&c);
+            mha_case_run(ctx, &c);
         }
-    case_init(&c);
+    mha_case_init(&c);
     c.batch = 3;
     c.key_lengths = true;
     c.residual = c.bias = true;
-    case_run(&c);
+    mha_case_run(ctx, &c);
     c.cross = true;
-    c.mask = MASK_ADD;
+    c.mask = MHA_MASK_ADD;
     c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
-    case_run(&c);
+    mha_case_run(ctx, &c);
 }
 
 static void lse_and_weights(void **state) {
     (void)state;
     mha_case c;
-    case_init(&c);
+    mha_case_init(&c);
     c.lse = true;
-    case_run(&c);
+    mha_case_run(ctx, &c);
     c.weights = true; /* the unfused attention */
     c.cross = true;
     c.key_lengths = true;
     c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
-    case_run(&c);
+    mha_case_run(ctx, &c);
 }
 
 static void storage_dtypes(void **state) {
@@ -465,20 +139,20 @@ static void storage_dtypes(void **state) {
     for (int i = 0; i < 3; ++i)
         for (int j = 0; j < 3; ++j) {
             if (i == j && i == 0) continue;
-            case_init(&c);
+            mha_case_init(&c);
             c.x_dtype = dts[i];
             c.out_dtype = dts[j];
             c.cross = j == 2;
             c.bias = c.residual = true;
             c.offset = 3;
-            case_run(&c);
+            mha_case_run(ctx, &c);
         }
 }
 
 static void odd_shapes(void **state) {
     (void)state;
     mha_case c;
-    case_init(&c);
+    mha_case_init(&c);
     c.cfg.d_model = 40;
     c.cfg.heads = 3;
     c.cfg.head_dim = 5;
@@ -487,22 +161,22 @@ static void odd_shapes(void **state) {
     c.batch = 3;
     c.bias = c.residual = true;
     c.causal = CLATTN_CAUSAL_TOP_LEFT;
-    case_run(&c);
+    mha_case_run(ctx, &c);
     c.cross = true;
     c.mem_len = 33;
     c.cfg.kv_d_model = 13;
     c.x_dtype = CLATTN_DTYPE_F16;
     c.causal = CLATTN_CAUSAL_NONE;
     c.key_lengths = true;
-    case_run(&c);
-    case_init(&c);
+    mha_case_run(ctx, &c);
+    mha_case_init(&c);
     c.cfg.d_model = 1;
     c.cfg.heads = 1;
     c.cfg.head_dim = 1;
     c.batch = 1;
     c.q_len = 1;
     c.packed = c.bias = c.residual = true;
-    case_run(&c);
+    mha_case_run(ctx, &c);
 }
 
 /* Heads wider than the fused kernels take run on attention's unfused path: a single 512-wide head over d_model 512
@@ -510,15 +184,15 @@ static void odd_shapes(void **state) {
 static void wide_heads(void **state) {
     (void)state;
     mha_case c;
-    case_init(&c);
+    mha_case_init(&c);
     c.cfg.d_model = 512;
     c.cfg.heads = 1;
     c.cfg.head_dim = 512;
     c.q_len = 6;
     c.packed = c.bias = c.residual = true;
     c.causal = CLATTN_CAUSAL_TOP_LEFT;
-    case_run(&c);
-    case_init(&c);
+    mha_case_run(ctx, &c);
+    mha_case_init(&c);
     c.cfg.d_model = 48;
     c.cfg.kv_d_model = 40;
     c.cfg.heads = 2;
@@ -529,38 +203,38 @@ static void wide_heads(void **state) {
     c.mem_len = 11;
     c.key_lengths = true;
     c.weights = c.lse = true;
-    case_run(&c);
+    mha_case_run(ctx, &c);
 }
 
 static void in_place_residual(void **state) {
     (void)state;
     mha_case c;
-    case_init(&c);
+    mha_case_init(&c);
     c.in_place = c.residual = c.bias = true;
-    case_run(&c);
+    mha_case_run(ctx, &c);
     c.x_dtype = c.out_dtype = CLATTN_DTYPE_F16;
     c.packed = true;
-    case_run(&c);
+    mha_case_run(ctx, &c);
 }
 
 /* B = 0, Lq = 0 and a memory of no rows (every row fully masked: out = b_O + x). */
 static void empty_sizes(void **state) {
     (void)state;
     mha_case c;
-    case_init(&c);
+    mha_case_init(&c);
     c.batch = 0;
     c.bias = c.residual = true;
-    case_run(&c);
-    case_init(&c);
+    mha_case_run(ctx, &c);
+    mha_case_init(&c);
     c.q_len = 0;
-    case_run(&c);
+    mha_case_run(ctx, &c);
     c.cross = true;
-    case_run(&c);
-    case_init(&c);
+    mha_case_run(ctx, &c);
+    mha_case_init(&c);
     c.cross = true;
     c.mem_len = 0;
     c.bias = c.residual = true;
-    case_run(&c);
+    mha_case_run(ctx, &c);
 }
 
 /* ---- KV cache ---- */
@@ -573,16 +247,6 @@ static clattn_tensor rows_view(const dev_seq *full, size_t pos, size_t n) {
     return t;
 }
 
-static void run_ok(const clattn_mha_weights *w, const clattn_mha_desc *desc, const clattn_tensor *x,
-                   const clattn_tensor *memory, const clattn_tensor *out) {
-    cl_event done = NULL;
-    clattn_status st = clattn_mha(ctx, w, desc, x, memory, out, NULL, 0, NULL, &done);
-    if (st != CLATTN_SUCCESS)
-        fail_msg("clattn_mha: %s: %s", clattn_status_string(st), clattn_context_last_error(ctx));
-    assert_int_equal(clWaitForEvents(1, &done), CL_SUCCESS);
-    clReleaseEvent(done);
-}
-
 /* Decoding a sequence step by step (or chunk by chunk) through the cache gives what one causal call over the whole
  * sequence gives, row for row. */
 static void decode_matches_full_call(void **state) {
@@ -590,20 +254,20 @@ static void decode_matches_full_call(void **state) {
     const clattn_mha_config cfg = {24, 0, 4, 2, 6, 0};
     const size_t B = 2, T = 11, D = 24;
     for (int variant = 0; variant < 2; ++variant) {
-        layer l;
-        layer_make(&l, &cfg, variant == 0, true, 5 + (unsigned)variant);
+        mha_layer l;
+        mha_layer_make(ctx, &l, &cfg, variant == 0, true, 5 + (unsigned)variant);
         unsigned seed = 77;
-        float *x = rand_array(B * T * D, 1.0f, &seed);
+        float *x = mha_rand_array(B * T * D, 1.0f, &seed);
         const clattn_dtype xdt = variant == 0 ? CLATTN_DTYPE_F32 : CLATTN_DTYPE_F16;
-        dev_seq dx = seq_make(xdt, B, T, D, 0, x);
-        dev_seq full = seq_make(CLATTN_DTYPE_F32, B, T, D, 0, NULL);
+        dev_seq dx = seq_make(ctx, xdt, B, T, D, 0, x);
+        dev_seq full = seq_make(ctx, CLATTN_DTYPE_F32, B, T, D, 0, NULL);
         clattn_mha_desc desc;
         clattn_mha_desc_init(&desc);
         desc.residual = 1;
         desc.attention.causal = CLATTN_CAUSAL_TOP_LEFT;
-        run_ok(l.dev, &desc, &dx.t, NULL, &full.t);
+        mha_run_ok(ctx, l.dev, &desc, &dx.t, NULL, &full.t);
         float *want = malloc(B * T * D * sizeof *want);
-        assert_true(seq_read(&full, want));
+        assert_true(seq_read(ctx, &full, want));
 
         /* The full call against the reference as well. */
         cla_ref_mha ref;
@@ -635,12 +299,12 @@ static void decode_matches_full_call(void **state) {
             for (int i = 0; pos < T; ++i) {
                 const size_t n = chunks[pattern][i];
                 clattn_tensor xs = rows_view(&dx, pos, n);
-                dev_seq out = seq_make(CLATTN_DTYPE_F32, B, n, D, 2, NULL);
-                run_ok(l.dev, &desc, &xs, NULL, &out.t);
+                dev_seq out = seq_make(ctx, CLATTN_DTYPE_F32, B, n, D, 2, NULL);
+                mha_run_ok(ctx, l.dev, &desc, &xs, NULL, &out.t);
                 pos += n;
                 assert_int_equal(clattn_kv_cache_length(cache), pos);
                 float *got = malloc(B * n * D * sizeof *got);
-                if (!seq_read(&out, got)) fail_msg("decode step %d: bytes outside the output were written", i);
+                if (!seq_read(ctx, &out, got)) fail_msg("decode step %d: bytes outside the output were written", i);
                 /* Compare with the full call's rows [pos - n, pos) of every batch item. */
                 double *sel = malloc(B * n * D * sizeof *sel);
                 for (size_t b = 0; b < B; ++b)
@@ -660,12 +324,12 @@ static void decode_matches_full_call(void **state) {
             assert_int_equal(clattn_kv_cache_length(cache), keep);
             {
                 clattn_tensor xs = rows_view(&dx, keep, T - keep);
-                dev_seq out = seq_make(CLATTN_DTYPE_F32, B, T - keep, D, 2, NULL);
-                run_ok(l.dev, &desc, &xs, NULL, &out.t);
+                dev_seq out = seq_make(ctx, CLATTN_DTYPE_F32, B, T - keep, D, 2, NULL);
+                mha_run_ok(ctx, l.dev, &desc, &xs, NULL, &out.t);
                 assert_int_equal(clattn_kv_cache_length(cache), T);
                 const size_t n = T - keep;
                 float *got = malloc(B * n * D * sizeof *got);
-                assert_true(seq_read(&out, got));
+                assert_true(seq_read(ctx, &out, got));
                 double *sel = malloc(B * n * D * sizeof *sel);
                 for (size_t b = 0; b < B; ++b)
                     for (size_t r = 0; r < n * D; ++r) sel[b * n * D + r] = want[(b * T + keep) * D + r];
@@ -690,7 +354,7 @@ static void decode_matches_full_call(void **state) {
         free(x);
         seq_release(&dx);
         seq_release(&full);
-        layer_free(&l);
+        mha_layer_free(&l);
     }
 }
 
@@ -699,11 +363,11 @@ static void cross_attention_cache(void **state) {
     (void)state;
     const clattn_mha_config cfg = {16, 12, 3, 1, 5, 7};
     const size_t B = 2, M = 9, D = 16;
-    layer l;
-    layer_make(&l, &cfg, false, true, 9);
+    mha_layer l;
+    mha_layer_make(ctx, &l, &cfg, false, true, 9);
     unsigned seed = 99;
-    float *mem = rand_array(B * M * 12, 1.0f, &seed);
-    dev_seq dm = seq_make(CLATTN_DTYPE_F32, B, M, 12, 0, mem);
+    float *mem = mha_rand_array(B * M * 12, 1.0f, &seed);
+    dev_seq dm = seq_make(ctx, CLATTN_DTYPE_F32, B, M, 12, 0, mem);
     clattn_kv_cache *cache = NULL;
     assert_status(clattn_kv_cache_create(ctx, &cfg, B, M, &cache), CLATTN_SUCCESS);
     clattn_mha_desc desc;
@@ -713,11 +377,11 @@ static void cross_attention_cache(void **state) {
     const size_t steps[] = {2, 1, 1, 3};
     for (int i = 0; i < 4; ++i) {
         const size_t n = steps[i];
-        float *x = rand_array(B * n * D, 1.0f, &seed);
-        dev_seq dx = seq_make(CLATTN_DTYPE_BF16, B, n, D, 0, x);
-        dev_seq out = seq_make(CLATTN_DTYPE_F32, B, n, D, 0, NULL);
+        float *x = mha_rand_array(B * n * D, 1.0f, &seed);
+        dev_seq dx = seq_make(ctx, CLATTN_DTYPE_BF16, B, n, D, 0, x);
+        dev_seq out = seq_make(ctx, CLATTN_DTYPE_F32, B, n, D, 0, NULL);
         desc.cache_mode = i == 0 ? CLATTN_CACHE_APPEND : CLATTN_CACHE_READ;
-        run_ok(l.dev, &desc, &dx.t, i == 0 ? &dm.t : NULL, &out.t);
+        mha_run_ok(ctx, l.dev, &desc, &dx.t, i == 0 ? &dm.t : NULL, &out.t);
         assert_int_equal(clattn_kv_cache_length(cache), M);
 
         cla_ref_mha ref;
@@ -737,7 +401,7 @@ static void cross_attention_cache(void **state) {
         ref.out = ref_out;
         assert_int_equal(cla_reference_mha(&ref), 0);
         float *got = malloc(B * n * D * sizeof *got);
-        assert_true(seq_read(&out, got));
+        assert_true(seq_read(ctx, &out, got));
         expect_close("cross cache", got, ref_out, B * n * D, check_mha_rel_tolerance(&l.cfg, M), CLATTN_DTYPE_F32,
                      "cross-attention through the cache");
         free(got);
@@ -749,20 +413,20 @@ static void cross_attention_cache(void **state) {
     /* Filling a cache with a memory and no queries (Lq = 0) works as well, and a READ of an empty cache gives
      * rows whose every key is masked: out = b_O + x. */
     clattn_kv_cache_reset(cache);
-    float *none = rand_array(B * D, 1.0f, &seed);
-    dev_seq dx = seq_make(CLATTN_DTYPE_F32, B, 1, D, 0, none);
-    dev_seq out = seq_make(CLATTN_DTYPE_F32, B, 1, D, 0, NULL);
+    float *none = mha_rand_array(B * D, 1.0f, &seed);
+    dev_seq dx = seq_make(ctx, CLATTN_DTYPE_F32, B, 1, D, 0, none);
+    dev_seq out = seq_make(ctx, CLATTN_DTYPE_F32, B, 1, D, 0, NULL);
     desc.cache_mode = CLATTN_CACHE_READ;
-    run_ok(l.dev, &desc, &dx.t, NULL, &out.t);
+    mha_run_ok(ctx, l.dev, &desc, &dx.t, NULL, &out.t);
     float *got = malloc(B * D * sizeof *got);
     double *want = malloc(B * D * sizeof *want);
-    assert_true(seq_read(&out, got));
+    assert_true(seq_read(ctx, &out, got));
     for (size_t b = 0; b < B; ++b)
         for (size_t c = 0; c < D; ++c) want[b * D + c] = (double)none[b * D + c] + l.w[B_O][c];
     expect_close("empty cache", got, want, B * D, 1e-6, CLATTN_DTYPE_F32, "READ of an empty cache");
     clattn_tensor x0 = rows_view(&dx, 0, 0), o0 = rows_view(&out, 0, 0);
     desc.cache_mode = CLATTN_CACHE_APPEND;
-    run_ok(l.dev, &desc, &x0, &dm.t, &o0);
+    mha_run_ok(ctx, l.dev, &desc, &x0, &dm.t, &o0);
     assert_int_equal(clattn_kv_cache_length(cache), M);
     free(got);
     free(want);
@@ -772,44 +436,44 @@ static void cross_attention_cache(void **state) {
     clattn_kv_cache_free(cache);
     free(mem);
     seq_release(&dm);
-    layer_free(&l);
+    mha_layer_free(&l);
 }
 
 static void cache_capacity(void **state) {
     (void)state;
     const clattn_mha_config cfg = {8, 0, 2, 0, 4, 0};
-    layer l;
-    layer_make(&l, &cfg, true, false, 3);
+    mha_layer l;
+    mha_layer_make(ctx, &l, &cfg, true, false, 3);
     clattn_kv_cache *cache = NULL;
     assert_status(clattn_kv_cache_create(ctx, &cfg, 1, 4, &cache), CLATTN_SUCCESS);
     unsigned seed = 5;
-    float *x = rand_array(3 * 8, 1.0f, &seed);
-    dev_seq dx = seq_make(CLATTN_DTYPE_F32, 1, 3, 8, 0, x);
-    dev_seq out = seq_make(CLATTN_DTYPE_F32, 1, 3, 8, 0, NULL);
+    float *x = mha_rand_array(3 * 8, 1.0f, &seed);
+    dev_seq dx = seq_make(ctx, CLATTN_DTYPE_F32, 1, 3, 8, 0, x);
+    dev_seq out = seq_make(ctx, CLATTN_DTYPE_F32, 1, 3, 8, 0, NULL);
     clattn_mha_desc desc;
     clattn_mha_desc_init(&desc);
     desc.cache = cache;
     desc.attention.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
-    run_ok(l.dev, &desc, &dx.t, NULL, &out.t);
+    mha_run_ok(ctx, l.dev, &desc, &dx.t, NULL, &out.t);
     assert_int_equal(clattn_kv_cache_length(cache), 3);
-    dev_seq out2 = seq_make(CLATTN_DTYPE_F32, 1, 2, 8, 0, NULL);
+    dev_seq out2 = seq_make(ctx, CLATTN_DTYPE_F32, 1, 2, 8, 0, NULL);
     clattn_tensor x2 = rows_view(&dx, 0, 2);
     assert_status(clattn_mha(ctx, l.dev, &desc, &x2, NULL, &out2.t, NULL, 0, NULL, NULL), CLATTN_ERROR_CAPACITY);
     const char *msg = clattn_context_last_error(ctx);
     if (!strstr(msg, "3 of 4") || !strstr(msg, "2 more")) fail_msg("capacity message lacks the numbers: %s", msg);
     assert_int_equal(clattn_kv_cache_length(cache), 3);
     clFinish(clattn_context_cl_queue(ctx));
-    assert_true(seq_untouched(&out2));
+    assert_true(seq_untouched(ctx, &out2));
     /* One more token fits exactly. */
     clattn_tensor x1 = rows_view(&dx, 0, 1), o1 = rows_view(&out2, 0, 1);
-    run_ok(l.dev, &desc, &x1, NULL, &o1);
+    mha_run_ok(ctx, l.dev, &desc, &x1, NULL, &o1);
     assert_int_equal(clattn_kv_cache_length(cache), 4);
     clattn_kv_cache_free(cache);
     free(x);
     seq_release(&dx);
     seq_release(&out);
     seq_release(&out2);
-    layer_free(&l);
+    mha_layer_free(&l);
 }
 
 /* ---- bad arguments: a specific status, a message, and nothing written ---- */
@@ -824,7 +488,7 @@ static void expect_rejected(const clattn_mha_weights *w, const clattn_mha_desc *
                  clattn_status_string(want), clattn_context_last_error(ctx));
     if (!*clattn_context_last_error(ctx)) fail_msg("%s: no message", what);
     clFinish(clattn_context_cl_queue(ctx));
-    if (poisoned && !seq_untouched(poisoned)) fail_msg("%s: the output was written", what);
+    if (poisoned && !seq_untouched(ctx, poisoned)) fail_msg("%s: the output was written", what);
     if (desc && desc->cache && clattn_kv_cache_length(desc->cache) != len) fail_msg("%s: the cache changed", what);
 }
 
@@ -832,13 +496,13 @@ static void bad_arguments(void **state) {
     (void)state;
     const clattn_mha_config cfg = {8, 6, 2, 1, 4, 0};
     const size_t B = 2, L = 3, M = 4;
-    layer l;
-    layer_make(&l, &cfg, false, true, 4);
+    mha_layer l;
+    mha_layer_make(ctx, &l, &cfg, false, true, 4);
     unsigned seed = 3;
-    float *x = rand_array(B * L * 8, 1.0f, &seed), *m = rand_array(B * M * 6, 1.0f, &seed);
-    dev_seq dx = seq_make(CLATTN_DTYPE_F32, B, L, 8, 0, x);
-    dev_seq dm = seq_make(CLATTN_DTYPE_F32, B, M, 6, 0, m);
-    dev_seq out = seq_make(CLATTN_DTYPE_F32, B, L, 8, 0, NULL);
+    float *x = mha_rand_array(B * L * 8, 1.0f, &seed), *m = mha_rand_array(B * M * 6, 1.0f, &seed);
+    dev_seq dx = seq_make(ctx, CLATTN_DTYPE_F32, B, L, 8, 0, x);
+    dev_seq dm = seq_make(ctx, CLATTN_DTYPE_F32, B, M, 6, 0, m);
+    dev_seq out = seq_make(ctx, CLATTN_DTYPE_F32, B, L, 8, 0, NULL);
     clattn_mha_desc desc;
     clattn_mha_desc_init(&desc);
     const clattn_tensor *xm = &dm.t;
@@ -881,14 +545,14 @@ static void bad_arguments(void **state) {
     t.size[2] = 1;
     expect_rejected(l.dev, &desc, &t, xm, &out.t, &out, CLATTN_ERROR_INVALID_STRIDE, "x with width stride 2");
     t = out.t;
-    t.offset = CANARY + 1;
+    t.offset = out.total - cla_tensor_elements(&out.t) + 1; /* one element past the end */
     expect_rejected(l.dev, &desc, &dx.t, xm, &t, &out, CLATTN_ERROR_BUFFER_TOO_SMALL, "out past its buffer");
     t = out.t;
     t.stride[2] = 4;
     expect_rejected(l.dev, &desc, &dx.t, xm, &t, &out, CLATTN_ERROR_INVALID_STRIDE, "out rows that alias");
 
     /* Overlaps: out on the memory, out on part of x. */
-    dev_seq shared = seq_make(CLATTN_DTYPE_F32, B, M, 8, 0, NULL);
+    dev_seq shared = seq_make(ctx, CLATTN_DTYPE_F32, B, M, 8, 0, NULL);
     clattn_tensor mem_in_shared = clattn_tensor_seq(shared.t.buffer, CLATTN_DTYPE_F32, B, M, 6);
     clattn_tensor out_in_shared = clattn_tensor_seq(shared.t.buffer, CLATTN_DTYPE_F32, B, L, 8);
     out_in_shared.offset = 40;
@@ -900,13 +564,13 @@ static void bad_arguments(void **state) {
     expect_rejected(l.dev, &desc, &x_in_shared, xm, &out_shifted, &shared, CLATTN_ERROR_INVALID_ARGUMENT,
                     "out overlapping part of x");
     /* The attention's own arguments are checked before anything is enqueued. */
-    dev_seq lse = seq_make(CLATTN_DTYPE_F32, 1, 1, B * 2 * L, 0, NULL);
+    dev_seq lse = seq_make(ctx, CLATTN_DTYPE_F32, 1, 1, B * 2 * L, 0, NULL);
     desc.attention.lse = clattn_tensor_bhld(out.t.buffer, CLATTN_DTYPE_F32, B, 2, L, 1);
     expect_rejected(l.dev, &desc, &dx.t, xm, &out.t, &out, CLATTN_ERROR_INVALID_ARGUMENT, "lse overlapping out");
     desc.attention.lse = clattn_tensor_bhld(lse.t.buffer, CLATTN_DTYPE_F32, B, 2, L, 2);
     expect_rejected(l.dev, &desc, &dx.t, xm, &out.t, &out, CLATTN_ERROR_INVALID_SHAPE, "lse of the wrong shape");
     clattn_sdpa_desc_init(&desc.attention);
-    cl_mem mask_buf = make_buffer(B * L * M * sizeof(float), NULL);
+    cl_mem mask_buf = mha_buffer(ctx, B * L * M * sizeof(float), NULL);
     desc.attention.mask = clattn_tensor_bhld(mask_buf, CLATTN_DTYPE_F32, 1, 1, L, M + 1);
     expect_rejected(l.dev, &desc, &dx.t, xm, &out.t, &out, CLATTN_ERROR_INVALID_MASK, "mask of the wrong length");
     clattn_sdpa_desc_init(&desc.attention);
@@ -916,13 +580,10 @@ static void bad_arguments(void **state) {
 
     /* Weights and caches of another context, or of another shape. */
     clattn_context *other = test_context();
-    layer lo;
-    clattn_context *saved = ctx;
-    ctx = other;
-    layer_make(&lo, &cfg, false, false, 4);
+    mha_layer lo;
+    mha_layer_make(other, &lo, &cfg, false, false, 4);
     clattn_kv_cache *other_cache = NULL;
     assert_status(clattn_kv_cache_create(other, &cfg, B, 8, &other_cache), CLATTN_SUCCESS);
-    ctx = saved;
     expect_rejected(lo.dev, &desc, &dx.t, xm, &out.t, &out, CLATTN_ERROR_INVALID_ARGUMENT,
                     "weights of another context");
     desc.cache = other_cache;
@@ -951,12 +612,12 @@ static void bad_arguments(void **state) {
     expect_rejected(l.dev, &desc, &dx.t, xm, &out_in_cache, NULL, CLATTN_ERROR_INVALID_ARGUMENT,
                     "out inside the cache");
     /* After all that, a valid call through the same cache works. */
-    run_ok(l.dev, &desc, &dx.t, xm, &out.t);
+    mha_run_ok(ctx, l.dev, &desc, &dx.t, xm, &out.t);
     assert_int_equal(clattn_kv_cache_length(cache), M);
     clattn_kv_cache_free(cache);
 
     clattn_kv_cache_free(other_cache);
-    layer_free(&lo);
+    mha_layer_free(&lo);
     clattn_context_free(other);
     clReleaseMemObject(mask_buf);
     seq_release(&lse);
@@ -966,7 +627,7 @@ static void bad_arguments(void **state) {
     seq_release(&out);
     free(x);
     free(m);
-    layer_free(&l);
+    mha_layer_free(&l);
 }
 
 static void bad_weights_and_configs(void **state) {
@@ -1051,12 +712,12 @@ static void faults(void **state) {
     for (int variant = 0; variant < 2; ++variant) {
         const clattn_mha_config cfg = {12, 0, 3, variant ? 3 : 1, 4, 0};
         const size_t B = 2, L = 3, D = 12;
-        layer l;
-        layer_make(&l, &cfg, variant == 1, true, 21);
+        mha_layer l;
+        mha_layer_make(ctx, &l, &cfg, variant == 1, true, 21);
         unsigned seed = 8;
-        float *x = rand_array(B * L * D, 1.0f, &seed);
-        dev_seq dx = seq_make(variant ? CLATTN_DTYPE_F32 : CLATTN_DTYPE_F16, B, L, D, 0, x);
-        dev_seq out = seq_make(variant ? CLATTN_DTYPE_BF16 : CLATTN_DTYPE_F32, B, L, D, 0, NULL);
+        float *x = mha_rand_array(B * L * D, 1.0f, &seed);
+        dev_seq dx = seq_make(ctx, variant ? CLATTN_DTYPE_F32 : CLATTN_DTYPE_F16, B, L, D, 0, x);
+        dev_seq out = seq_make(ctx, variant ? CLATTN_DTYPE_BF16 : CLATTN_DTYPE_F32, B, L, D, 0, NULL);
         clattn_kv_cache *cache = NULL;
         assert_status(clattn_kv_cache_create(ctx, &cfg, B, 8, &cache), CLATTN_SUCCESS);
         clattn_mha_desc desc;
@@ -1064,9 +725,9 @@ static void faults(void **state) {
         desc.residual = 1;
         desc.attention.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
         /* Variant 0 decodes through a cache (separate weights, GQA); variant 1 is the packed path with weights. */
-        dev_seq wts = {{0}, 0};
+        dev_seq wts = {0};
         if (variant) {
-            wts = seq_make(CLATTN_DTYPE_F32, B * 3, L, L, 0, NULL);
+            wts = seq_make(ctx, CLATTN_DTYPE_F32, B * 3, L, L, 0, NULL);
             desc.attention.weights = clattn_tensor_bhld(wts.t.buffer, CLATTN_DTYPE_F32, B, 3, L, L);
         } else {
             desc.cache = cache;
@@ -1108,7 +769,7 @@ static void faults(void **state) {
         ref.out = ref_out;
         assert_int_equal(cla_reference_mha(&ref), 0);
         float got[2 * 3 * 12];
-        assert_true(seq_read(&out, got));
+        assert_true(seq_read(ctx, &out, got));
         expect_close("after faults", got, ref_out, B * L * D, check_mha_rel_tolerance(&l.cfg, L), out.t.dtype,
                      "fault sweep");
         clattn_kv_cache_free(cache);
@@ -1116,7 +777,7 @@ static void faults(void **state) {
         seq_release(&dx);
         seq_release(&out);
         free(x);
-        layer_free(&l);
+        mha_layer_free(&l);
     }
 }
 

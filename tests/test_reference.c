@@ -496,6 +496,44 @@ static void test_different_value_dim(void **state) {
     assert_close(out[2], 0.25 * 3 + 0.75 * 7);
 }
 
+static void test_sampled_rows(void **state) {
+    (void)state;
+    /* One row computed alone, placed by q_first and q_seq_len, equals that row of the whole computation under
+     * both causal alignments and a window: what the large tests rely on to check a sample of rows. */
+    enum { LQ = 5, LK = 7, D = 3 };
+    float q[LQ * D], k[LK * D], v[LK * D];
+    uint64_t s = 11;
+    for (int i = 0; i < LQ * D; i++) q[i] = (float)uniform(&s);
+    for (int i = 0; i < LK * D; i++) {
+        k[i] = (float)uniform(&s);
+        v[i] = (float)uniform(&s);
+    }
+    static const clattn_causal causal[] = {CLATTN_CAUSAL_TOP_LEFT, CLATTN_CAUSAL_BOTTOM_RIGHT, CLATTN_CAUSAL_NONE};
+    for (int c = 0; c < 3; c++) {
+        double all[LQ * D], all_lse[LQ], all_w[LQ * LK], one[D], one_lse[1], one_w[LK];
+        cla_ref_sdpa a = plain(tensor(q, 1, 1, LQ, D), tensor(k, 1, 1, LK, D), tensor(v, 1, 1, LK, D), 0.6, all);
+        a.causal = causal[c];
+        a.window_left = c == 2 ? 2 : CLATTN_WINDOW_UNBOUNDED;
+        a.window_right = c == 2 ? 1 : CLATTN_WINDOW_UNBOUNDED;
+        a.lse = all_lse;
+        a.weights = all_w;
+        assert_int_equal(cla_reference_sdpa(&a), 0);
+        for (size_t i = 0; i < LQ; i++) {
+            cla_ref_sdpa r = a;
+            r.q = tensor(q + i * D, 1, 1, 1, D);
+            r.q_first = i;
+            r.q_seq_len = LQ;
+            r.out = one;
+            r.lse = one_lse;
+            r.weights = one_w;
+            assert_int_equal(cla_reference_sdpa(&r), 0);
+            for (int d = 0; d < D; d++) assert_true(one[d] == all[i * D + d]);
+            for (int j = 0; j < LK; j++) assert_true(one_w[j] == all_w[i * LK + j]);
+            assert_true(one_lse[0] == all_lse[i] || (isinf(one_lse[0]) && isinf(all_lse[i])));
+        }
+    }
+}
+
 static void test_empty_sizes(void **state) {
     (void)state;
     const float one[4] = {1, 1, 1, 1};
@@ -549,6 +587,7 @@ int main(void) {
         cmocka_unit_test(test_large_logits),
         cmocka_unit_test(test_strided_layout),
         cmocka_unit_test(test_different_value_dim),
+        cmocka_unit_test(test_sampled_rows),
         cmocka_unit_test(test_empty_sizes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -82,3 +82,83 @@ clattn_context *test_logged_context(void) {
     assert_int_equal(clattn_context_create_with_options(&o, &ctx), CLATTN_SUCCESS);
     return ctx;
 }
+
+void test_view_window(const clattn_tensor *t, size_t margin, size_t *first, size_t *count, size_t *total) {
+    size_t end = t->offset;
+    bool empty = false;
+    for (int i = 0; i < 4; ++i) {
+        if (t->size[i] == 0) empty = true;
+        if (t->size[i]) end += (t->size[i] - 1) * t->stride[i];
+    }
+    if (!empty) ++end; /* one past the view's last element */
+    *first = t->offset > margin ? t->offset - margin : 0;
+    *total = end + margin;
+    *count = *total - *first;
+}
+
+cl_mem test_upload_window(clattn_context *ctx, size_t total_bytes, size_t first_byte, const void *window,
+                          size_t window_bytes) {
+    cl_int err = CL_SUCCESS;
+    cl_mem m = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE, total_bytes, NULL, &err);
+    if (err != CL_SUCCESS) return NULL;
+    if (window_bytes && clEnqueueWriteBuffer(clattn_context_cl_queue(ctx), m, CL_TRUE, first_byte, window_bytes,
+                                             window, 0, NULL, NULL) != CL_SUCCESS) {
+        clReleaseMemObject(m);
+        return NULL;
+    }
+    return m;
+}
+
+int test_read_window(clattn_context *ctx, cl_mem buffer, size_t first_byte, size_t bytes, void *dst) {
+    if (bytes == 0) return 0;
+    cl_int err =
+        clEnqueueReadBuffer(clattn_context_cl_queue(ctx), buffer, CL_TRUE, first_byte, bytes, dst, 0, NULL, NULL);
+    return err == CL_SUCCESS ? 0 : -1;
+}
+
+bool test_device_allows(clattn_context *ctx, size_t bytes, const char *what) {
+    clattn_device_info info;
+    assert_status(clattn_context_device_info(ctx, &info), CLATTN_SUCCESS);
+    if (info.max_alloc_bytes >= bytes) return true;
+    print_message(
+        "skipped %s: it needs buffers of %zu MiB, but '%s' allows %llu MiB (CL_DEVICE_MAX_MEM_ALLOC_SIZE)\n", what,
+        bytes >> 20, info.name, (unsigned long long)(info.max_alloc_bytes >> 20));
+    skip();
+    return false;
+}
+
+static int compare_size(const void *a, const void *b) {
+    const size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+size_t test_sample_rows(size_t slices, size_t len, size_t want, unsigned seed, size_t **rows) {
+    const size_t per = want / (slices ? slices : 1) > 1 ? want / slices : 1;
+    size_t *r = malloc((slices * per + 4) * sizeof *r);
+    assert_non_null(r);
+    size_t n = 0;
+    unsigned s = seed * 2246822519u + 7;
+    for (size_t slice = 0; slice < slices && len; ++slice)
+        for (size_t k = 0; k < per; ++k) {
+            s = s * 1664525u + 1013904223u;
+            size_t row = (size_t)(((unsigned long long)(s >> 8) * len) >> 24); /* uniform in [0, len) */
+            /* The ends of a slice come first: where offsets, blocks and chunks begin and end. */
+            const size_t choice = per == 1 ? slice % 3 : k;
+            if (choice == 0) row = 0;
+            if (choice == 1) row = len - 1;
+            r[n++] = slice * len + row;
+        }
+    /* Both ends of the first and the last slice, whatever `per` is. */
+    if (slices && len) {
+        r[n++] = 0;
+        r[n++] = len - 1;
+        r[n++] = (slices - 1) * len;
+        r[n++] = slices * len - 1;
+    }
+    qsort(r, n, sizeof *r, compare_size);
+    size_t m = 0;
+    for (size_t i = 0; i < n; ++i)
+        if (m == 0 || r[i] != r[m - 1]) r[m++] = r[i];
+    *rows = r;
+    return m;
+}

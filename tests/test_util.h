@@ -57,6 +57,32 @@ clattn_context *test_logged_context(void);
     }                                                                                                              \
     extern int test_context_teardown_defined
 
+/* ---- tensors far into large buffers ---- */
+
+/* The window of a tensor's buffer that a test stages on the host: the view with `margin` elements of canary on
+ * either side (fewer before it when the offset is smaller). A view at an offset past 2^31 bytes then costs host
+ * memory for its window alone; the rest of the buffer is never written or read. In elements: the window is
+ * [*first, *first + *count) of a buffer of *total elements (the view's end plus the margin). */
+void test_view_window(const clattn_tensor *t, size_t margin, size_t *first, size_t *count, size_t *total);
+/* A buffer of total_bytes whose bytes [first_byte, first_byte + window_bytes) are `window`; the others are left as
+ * the driver gives them. NULL if it cannot be made. */
+cl_mem test_upload_window(clattn_context *ctx, size_t total_bytes, size_t first_byte, const void *window,
+                          size_t window_bytes);
+/* Reads bytes [first_byte, first_byte + bytes) of a buffer (blocking); 0, or -1 on failure. */
+int test_read_window(clattn_context *ctx, cl_mem buffer, size_t first_byte, size_t bytes, void *dst);
+
+/* Whether the device of `ctx` allows buffers of `bytes` (CL_DEVICE_MAX_MEM_ALLOC_SIZE); if not, prints why and
+ * skips the current test. */
+bool test_device_allows(clattn_context *ctx, size_t bytes, const char *what);
+
+/* ---- sampled rows ---- */
+
+/* About `want` rows of `slices` slices of `len` rows each, as flat indices slice * len + row, sorted and distinct,
+ * for checking a large result against a reference on a sample: every slice gives max(1, want / slices) rows, its
+ * first and last among them when it gives two or more, the others at seeded random places (a slice giving one row
+ * gives its first, its last, or a random one, in turn). Returns the count; *rows is malloc'd. */
+size_t test_sample_rows(size_t slices, size_t len, size_t want, unsigned seed, size_t **rows);
+
 #define assert_status(expr, expected)                                                                              \
     do {                                                                                                           \
         clattn_status st_ = (expr);                                                                                \

@@ -35,6 +35,7 @@ int cla_reference_sdpa(const cla_ref_sdpa *a) {
     const size_t batch = a->q.size[0], hq = a->q.size[1], lq = a->q.size[2], dk = a->q.size[3];
     const size_t hkv = a->k.size[1], lk = a->k.size[2], dv = a->v.size[3];
     const size_t rows = batch * hq * lq;
+    const size_t seq_len = a->q_seq_len ? a->q_seq_len : lq; /* the whole query sequence the rows belong to */
     if (rows > 0 && (hkv == 0 || hq % hkv != 0)) return -1;
     const size_t group = rows > 0 ? hq / hkv : 1;
 
@@ -66,8 +67,9 @@ int cla_reference_sdpa(const cla_ref_sdpa *a) {
                 bool saw_nan = false;
                 double max = -INFINITY;
                 for (size_t j = 0; j < lk; j++) {
-                    keep[j] = j < klen && cla_sdpa_key_allowed((int64_t)i, (int64_t)j, (int64_t)lq, (int64_t)lk,
-                                                               a->causal, a->window_left, a->window_right);
+                    keep[j] =
+                        j < klen && cla_sdpa_key_allowed((int64_t)(a->q_first + i), (int64_t)j, (int64_t)seq_len,
+                                                         (int64_t)lk, a->causal, a->window_left, a->window_right);
                     if (keep[j] && a->bool_mask.data != NULL)
                         keep[j] =
                             a->bool_mask.data[mask_offset(a->bool_mask.size, a->bool_mask.stride, b, h, i, j)] != 0;

@@ -32,9 +32,13 @@ typedef struct cla_ref_sdpa {
     cla_ref_tensor mask;
     cla_ref_bool_tensor bool_mask; /* nonzero = key takes part; data NULL = none */
     const int32_t *key_lengths;    /* [B] or NULL; keys j >= key_lengths[b] masked (< 0 as 0, > Lk as Lk) */
-    double *out;                   /* [B,Hq,Lq,Dv] contiguous, required */
-    double *lse;                   /* [B,Hq,Lq] or NULL */
-    double *weights;               /* [B,Hq,Lq,Lk] or NULL */
+    /* The query rows of q are rows q_first, q_first + 1, ... of a query sequence of q_seq_len rows (0: q holds the
+     * whole sequence), which is where causal masking and the window place them; so a few sampled rows of a long
+     * sequence can be computed alone. */
+    size_t q_first, q_seq_len;
+    double *out;     /* [B,Hq,Lq,Dv] contiguous, required */
+    double *lse;     /* [B,Hq,Lq] or NULL */
+    double *weights; /* [B,Hq,Lq,Lk] or NULL */
 } cla_ref_sdpa;
 
 /* A view of contiguous [b, h, l, d] floats. */

@@ -38,14 +38,19 @@ typedef struct proj {
     const float *bias;
 } proj;
 
-/* y[r, :] = x[r, :] W + b for `rows` rows of width `in`, into float rows of width p.n. */
-static void project(const float *x, size_t rows, size_t in, proj p, float *y) {
-    for (size_t r = 0; r < rows; ++r)
-        for (size_t j = 0; j < p.n; ++j) {
-            double s = p.bias ? (double)p.bias[p.col0 + j] : 0.0;
-            for (size_t i = 0; i < in; ++i) s += (double)x[r * in + i] * (double)p.w[i * p.ld + p.col0 + j];
-            y[r * p.n + j] = (float)s;
+/* y[r, :] = x[r, :] W + b for `rows` rows of width `in`, into float rows of width p.n, with the sums in double in
+ * `acc` (p.n of them). Each sum runs over i in order; the loops walk W by rows, which keeps widths of thousands
+ * fast enough for the large tests. */
+static void project(const float *x, size_t rows, size_t in, proj p, double *acc, float *y) {
+    for (size_t r = 0; r < rows; ++r) {
+        for (size_t j = 0; j < p.n; ++j) acc[j] = p.bias ? (double)p.bias[p.col0 + j] : 0.0;
+        for (size_t i = 0; i < in; ++i) {
+            const double xi = (double)x[r * in + i];
+            const float *wi = p.w + i * p.ld + p.col0;
+            for (size_t j = 0; j < p.n; ++j) acc[j] += xi * (double)wi[j];
         }
+        for (size_t j = 0; j < p.n; ++j) y[r * p.n + j] = (float)acc[j];
+    }
 }
 
 /* A [B, heads, len, d] view of rows [B, len, heads * d]. */
@@ -87,20 +92,23 @@ int cla_reference_mha(const cla_ref_mha *a) {
     float *v = malloc((B * Lk * w.nv + 1) * sizeof *v);
     double *att = malloc((B * w.heads * Lq * w.dv + 1) * sizeof *att);
     double *out = malloc((B * Lq * w.d_model + 1) * sizeof *out);
+    /* One row of double sums, as wide as the widest projection. */
+    const size_t widest = w.nq > w.nk ? (w.nq > w.nv ? w.nq : w.nv) : (w.nk > w.nv ? w.nk : w.nv);
+    double *acc = malloc((widest + 1) * sizeof *acc);
     int rc = -1;
-    if (!q || !k || !v || !att || !out) goto done;
+    if (!q || !k || !v || !att || !out || !acc) goto done;
 
     for (size_t b = 0; b < B; ++b) {
-        project(a->x + b * Lq * w.d_model, Lq, w.d_model, pq, q + b * Lq * w.nq);
+        project(a->x + b * Lq * w.d_model, Lq, w.d_model, pq, acc, q + b * Lq * w.nq);
         /* The cache's contents by construction: the past rows' keys and values, then this call's. */
         if (past) {
-            project(a->past + b * past * w.kv_d_model, past, w.kv_d_model, pk, k + b * Lk * w.nk);
-            project(a->past + b * past * w.kv_d_model, past, w.kv_d_model, pv, v + b * Lk * w.nv);
+            project(a->past + b * past * w.kv_d_model, past, w.kv_d_model, pk, acc, k + b * Lk * w.nk);
+            project(a->past + b * past * w.kv_d_model, past, w.kv_d_model, pv, acc, v + b * Lk * w.nv);
         }
         if (cur) {
             const float *src = cur_src + b * cur * cur_width;
-            project(src, cur, cur_width, pk, k + (b * Lk + past) * w.nk);
-            project(src, cur, cur_width, pv, v + (b * Lk + past) * w.nv);
+            project(src, cur, cur_width, pk, acc, k + (b * Lk + past) * w.nk);
+            project(src, cur, cur_width, pv, acc, v + (b * Lk + past) * w.nv);
         }
     }
 
@@ -112,18 +120,21 @@ int cla_reference_mha(const cla_ref_mha *a) {
     s.out = att; /* [B, H, Lq, dv] */
     if (cla_reference_sdpa(&s) != 0) goto done;
 
-    /* Merge the heads ([B, Lq, H * dv] rows) and project: out = att W_O + b_O (+ x). */
+    /* Merge the heads ([B, Lq, H * dv] rows) and project: out = att W_O + b_O (+ x), each sum over the heads'
+     * columns in order, walking W_O by rows. */
     for (size_t b = 0; b < B; ++b)
-        for (size_t i = 0; i < Lq; ++i)
-            for (size_t c = 0; c < w.d_model; ++c) {
-                double acc = h->b_o ? (double)h->b_o[c] : 0.0;
-                for (size_t hh = 0; hh < w.heads; ++hh)
-                    for (size_t e = 0; e < w.dv; ++e)
-                        acc += att[((b * w.heads + hh) * Lq + i) * w.dv + e] *
-                               (double)h->w_o[(hh * w.dv + e) * w.d_model + c];
-                if (a->residual) acc += (double)a->x[(b * Lq + i) * w.d_model + c];
-                out[(b * Lq + i) * w.d_model + c] = acc;
-            }
+        for (size_t i = 0; i < Lq; ++i) {
+            double *o = out + (b * Lq + i) * w.d_model;
+            for (size_t c = 0; c < w.d_model; ++c) o[c] = h->b_o ? (double)h->b_o[c] : 0.0;
+            for (size_t hh = 0; hh < w.heads; ++hh)
+                for (size_t e = 0; e < w.dv; ++e) {
+                    const double x = att[((b * w.heads + hh) * Lq + i) * w.dv + e];
+                    const float *wo = h->w_o + (hh * w.dv + e) * w.d_model;
+                    for (size_t c = 0; c < w.d_model; ++c) o[c] += x * (double)wo[c];
+                }
+            if (a->residual)
+                for (size_t c = 0; c < w.d_model; ++c) o[c] += (double)a->x[(b * Lq + i) * w.d_model + c];
+        }
     memcpy(a->out, out, B * Lq * w.d_model * sizeof *out);
     rc = 0;
 done:
@@ -132,5 +143,6 @@ done:
     free(v);
     free(att);
     free(out);
+    free(acc);
     return rc;
 }
