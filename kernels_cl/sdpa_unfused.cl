@@ -1,5 +1,5 @@
 /* Unfused scaled dot-product attention, device side: the small kernels around the two CLBlast GEMMs of
- * src/sdpa_unfused.c. For one chunk of (batch, head) pairs and a block of query rows the host runs
+ * src/attention/sdpa_unfused.c. For one chunk of (batch, head) pairs and a block of query rows the host runs
  *   pack_q / pack_k / pack_v  strided F32/F16/BF16 views -> contiguous fp32 (CLBlast has no half GEMM without
  *                             cl_khr_fp16 and wants unit stride along the head dim); pack_v also zeroes the keys
  *                             past key_lengths[b] so that padding (NaN) cannot leak through 0 * NaN in P V,

@@ -291,7 +291,7 @@ static void dot_and_general_up_to_256(void **state) {
     s2s_case_run(ctx, &c);
 }
 
-/* WIDER DOT AND GENERAL KEYS: encoder widths of 512 to 2048 for the dot and general scores. src/seq2seq.c refuses
+/* WIDER DOT AND GENERAL KEYS: encoder widths of 512 to 2048 for the dot and general scores. src/layers/seq2seq.c refuses
  * key_dim above 256 for them today (CLATTN_ERROR_INVALID_HEAD_DIM, "takes key_dim up to 256"); while it does, each
  * shape is skipped with that reason printed, and once the limit is lifted they run. When it is lifted, delete the
  * skip so that a refusal fails the test. */

@@ -1,7 +1,7 @@
 /* Tunable operations and the tuning database, inside the library: one description per tunable operation (its
  * parameter space, the constraints that prune it on a device, its built-in defaults per device type), the problem
  * classes that tuned entries are keyed by, and the database that maps (device, kernel source, class) to the
- * parameters to use. The tuner (tools/cmd_tune.c), the benchmark, the tests and the operations themselves all read
+ * parameters to use. The tuner (tools/clattn/tune/cmd_tune.c), the benchmark, the tests and the operations themselves all read
  * the same descriptions, so a parameter exists in exactly one place.
  *
  * Adding an operation: a cla_tune_op in the table of tuning.c (name, kernel sources, parameter list, builtin and

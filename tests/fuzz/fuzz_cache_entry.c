@@ -7,7 +7,7 @@
  * entry, so that the fuzzer also controls the key (empty keys, keys longer than the entry, keys with high bytes).
  * Then an entry built here from the format description, holding the input as its binary, must be accepted.
  *
- * Build and run: tools/fuzz.sh (see tests/fuzz/README.md). */
+ * Build and run: tools/scripts/fuzz.sh (see tests/fuzz/README.md). */
 #include "internal.h"
 
 #include <stdio.h>

@@ -1,9 +1,9 @@
-/* libFuzzer target for the .npy reader of the command-line tool (tools/npy.c). The files it reads come from users,
+/* libFuzzer target for the .npy reader of the command-line tool (tools/clattn/npy.c). The files it reads come from users,
  * so any byte string must either parse into a self-consistent array or fail with a message; never crash, read out
  * of bounds or leak. Each input is parsed twice, from memory (npy_parse) and from a file (npy_read, which takes a
  * different route: it reads the header first and the data straight into place), and the two must agree.
  *
- * Build and run: tools/fuzz.sh (see tests/fuzz/README.md). */
+ * Build and run: tools/scripts/fuzz.sh (see tests/fuzz/README.md). */
 #define _GNU_SOURCE /* memfd_create */
 
 #include "npy.h"

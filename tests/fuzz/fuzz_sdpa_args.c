@@ -1,4 +1,4 @@
-/* libFuzzer target for the argument validation of clattn_sdpa (cla_sdpa_validate in src/sdpa.c). The validator is
+/* libFuzzer target for the argument validation of clattn_sdpa (cla_sdpa_validate in src/attention/sdpa.c). The validator is
  * the only thing between a caller's sizes, strides and offsets and a kernel that reads and writes device memory, so
  * whatever it accepts must be safe to run. The input decodes into a clattn_sdpa_desc and four tensor views over a
  * few device buffers of known sizes; the validator runs (nothing is ever enqueued), and when it accepts, this file
@@ -14,7 +14,7 @@
  * from decode_size(): mostly small, sometimes 16-bit, sometimes a boundary value (SIZE_MAX / 4 + 1 ...), sometimes
  * 64 raw bits. tests/fuzz/make_seeds.py writes the seed corpus in this layout.
  *
- * Build and run: tools/fuzz.sh (see tests/fuzz/README.md). */
+ * Build and run: tools/scripts/fuzz.sh (see tests/fuzz/README.md). */
 #define _POSIX_C_SOURCE 200809L /* sigaction */
 
 #include "sdpa_internal.h"

@@ -1,10 +1,10 @@
-/* libFuzzer target for the tuning-database parser (cla_tuning_db_parse in src/tuning_db.c) and the matcher behind
+/* libFuzzer target for the tuning-database parser (cla_tuning_db_parse in src/tuning/tuning_db.c) and the matcher behind
  * it. A database file is untrusted input: a user may edit it, a disk may truncate it. Whatever its bytes, the
  * parser must either reject the whole file with a reason or give entries whose every field is in the range the
  * format comment states; such a database must survive a write and a re-read unchanged; and whatever the matcher
  * picks from it for a few problems must pass the kernel's own check on the device (or be the built-in default).
  *
- * Build and run: tools/fuzz.sh (see tests/fuzz/README.md). */
+ * Build and run: tools/scripts/fuzz.sh (see tests/fuzz/README.md). */
 #define _POSIX_C_SOURCE 200809L /* strtok_r */
 #include "tuning.h"
 

@@ -270,7 +270,7 @@ def sdpa_regressions():
 
 
 def write_regressions(target, inputs):
-    """Reproducers are kept (never deleted here): tools/fuzz.sh replays every file in the directory."""
+    """Reproducers are kept (never deleted here): tools/scripts/fuzz.sh replays every file in the directory."""
     directory = os.path.join(HERE, "regressions", target)
     os.makedirs(directory, exist_ok=True)
     for name, data in inputs.items():
@@ -282,7 +282,7 @@ def write_regressions(target, inputs):
 
 
 def tuning_seeds():
-    """Databases as src/tuning_db.c's format comment describes them: valid ones (exact, wildcard and decode entries,
+    """Databases as src/tuning/tuning_db.c's format comment describes them: valid ones (exact, wildcard and decode entries,
     an unknown operation) and near misses one field away from valid."""
     h = "0123456789abcdef0123456789abcdef"
 

@@ -164,7 +164,7 @@ def find_clattn(given):
     if given:
         return given
     here = os.path.dirname(os.path.abspath(__file__))
-    built = os.path.join(os.path.dirname(here), "build", "clattn")
+    built = os.path.join(os.path.dirname(os.path.dirname(here)), "build", "clattn")
     if os.path.exists(built):
         return built
     return shutil.which("clattn") or built

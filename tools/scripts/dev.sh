@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The two quick-start commands and the CI steps, in one place:
-#   tools/dev.sh demo       install dependencies, build, list devices and benchmark attention on the default device
-#   tools/dev.sh test       install dependencies, build (warnings are errors) and run the whole test suite, `large`
+#   tools/scripts/dev.sh demo       install dependencies, build, list devices and benchmark attention on the default device
+#   tools/scripts/dev.sh test       install dependencies, build (warnings are errors) and run the whole test suite, `large`
 #                           tier included
-#   tools/dev.sh sanitize   the test suite built with AddressSanitizer, UndefinedBehaviorSanitizer and LeakSanitizer,
+#   tools/scripts/dev.sh sanitize   the test suite built with AddressSanitizer, UndefinedBehaviorSanitizer and LeakSanitizer,
 #                           without the `large` tier
 # BUILD_DIR (default build) and JOBS (default: all cores) can be set in the environment.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 jobs=${JOBS:-$(nproc)}
 what=${1:-}
 
@@ -20,26 +20,26 @@ build() { # dir, extra cmake arguments...
 
 case "$what" in
   demo)
-    tools/setup-deps.sh
+    tools/scripts/setup-deps.sh
     build "${BUILD_DIR:-build}"
     "${BUILD_DIR:-build}/clattn" devices
     echo
     "${BUILD_DIR:-build}/clattn" bench
     ;;
   test)
-    tools/setup-deps.sh
+    tools/scripts/setup-deps.sh
     build "${BUILD_DIR:-build}"
     (cd "${BUILD_DIR:-build}" && ctest --output-on-failure -j "$jobs")
     ;;
   sanitize)
-    tools/setup-deps.sh
+    tools/scripts/setup-deps.sh
     build "${BUILD_DIR:-build-sanitize}" -DCLATTN_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=Debug
     # Without the `large` tier: AddressSanitizer and an unoptimised build would make its references and multi-GiB
-    # buffers take hours; `tools/dev.sh test` runs it.
+    # buffers take hours; `tools/scripts/dev.sh test` runs it.
     (cd "${BUILD_DIR:-build-sanitize}" && ctest --output-on-failure -j "$jobs" -LE large)
     ;;
   *)
-    echo "usage: tools/dev.sh demo|test|sanitize" >&2
+    echo "usage: tools/scripts/dev.sh demo|test|sanitize" >&2
     exit 2
     ;;
 esac

@@ -5,17 +5,17 @@
 # reports undefined behaviour. The default 30 seconds per target is the CI smoke run; tests/fuzz/README.md describes
 # longer runs.
 #
-#   tools/fuzz.sh [SECONDS] [TARGET...]      TARGET: fuzz_npy fuzz_cache_entry fuzz_sdpa_args fuzz_tuning_db
+#   tools/scripts/fuzz.sh [SECONDS] [TARGET...]      TARGET: fuzz_npy fuzz_cache_entry fuzz_sdpa_args fuzz_tuning_db
 #                                            (default: all)
 #
 # Environment: CC (default clang), FUZZ_BUILD_DIR (default build-fuzz), FUZZ_ARGS (extra libFuzzer flags, e.g.
 # "-jobs=4 -workers=4"), CLATTN_DEVICE (the device fuzz_sdpa_args creates its context on).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 root=$PWD
 
 seconds=${1:-30} # 0: build, then run the seeds and the regressions once without fuzzing
-[[ $seconds =~ ^[0-9]+$ ]] || { echo "usage: tools/fuzz.sh [SECONDS] [TARGET...]" >&2; exit 2; }
+[[ $seconds =~ ^[0-9]+$ ]] || { echo "usage: tools/scripts/fuzz.sh [SECONDS] [TARGET...]" >&2; exit 2; }
 shift || true
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(fuzz_npy fuzz_cache_entry fuzz_sdpa_args fuzz_tuning_db)
@@ -50,14 +50,14 @@ if [ $need_library = 1 ]; then
         { cat "$build/fuzz-build.log"; exit 1; }
 fi
 mkdir -p "$build/fuzz"
-common=(-g -O1 -std=c11 -Wall -Wextra "${sanitize[@]}" -Iinclude -Isrc)
+common=(-g -O1 -std=c11 -Wall -Wextra "${sanitize[@]}" -Iinclude -Isrc -Isrc/attention -Isrc/layers -Isrc/tuning)
 library=("$build/libclattn_internal.a" -lOpenCL -lclblast -lcjson -lm -lpthread)
 for t in "${targets[@]}"; do
     echo "== building $t"
     case $t in
     fuzz_npy)
         # The .npy reader belongs to the command-line tool; it needs only the dtype conversions of the library.
-        "$cc" "${common[@]}" -Itools tests/fuzz/fuzz_npy.c tools/npy.c src/dtype.c -o "$build/fuzz/$t" ;;
+        "$cc" "${common[@]}" -Itools/clattn tests/fuzz/fuzz_npy.c tools/clattn/npy.c src/dtype.c -o "$build/fuzz/$t" ;;
     fuzz_cache_entry | fuzz_sdpa_args | fuzz_tuning_db)
         "$cc" "${common[@]}" -I"$build/generated" "tests/fuzz/$t.c" "${library[@]}" -o "$build/fuzz/$t" ;;
     *)

@@ -1,4 +1,4 @@
-/* The search strategies of `clattn tune` over an operation's space (its description in src/tuning.c, pruned by the
+/* The search strategies of `clattn tune` over an operation's space (its description in src/tuning/tuning.c, pruned by the
  * device's limits before anything is built): exhaustive, random sampling, and a local search (coordinate descent
  * from the best of a small random sample, along one parameter's whole line at a time), which needs a fraction of
  * the evaluations of the exhaustive search because good tile shapes sit near each other, then times its few fastest
