@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Writes every kernels_cl/*.cl file into a C source as a byte array, so an installed library needs no source tree.
 # Run as a script: cmake -DKERNEL_DIR=... -DOUT_DIR=... -P embed_kernels.cmake
 file(GLOB kernel_files "${KERNEL_DIR}/*.cl")

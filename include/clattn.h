@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* clattn: portable attention on any OpenCL device.
  *
  * The one public header. C11; usable from C++ (extern "C").

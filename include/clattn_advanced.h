@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* clattn: the advanced and experimental API.
  *
  * EXPERIMENTAL: everything in this header may change or disappear in any minor release (0.x.0 now, 1.x.0 after a

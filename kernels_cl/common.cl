@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Shared prelude of every clattn program: storage types and the loads and stores that convert them to and from
  * fp32. All arithmetic happens in fp32 whatever the storage type. Each tensor's storage type is a define
  * (Q_DTYPE, K_DTYPE, V_DTYPE, O_DTYPE, MASK_DTYPE, W_DTYPE) with the codes of clattn_dtype:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Fused scaled dot-product attention (flash-attention style), the variant for GPUs and accelerators: online softmax
  * over key tiles, never materialising the Lq x Lk matrix. (CPUs get sdpa_fused_cpu.cl, with the same arguments and
  * partial-state layout.) Its tunables give two shapes:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Fused scaled dot-product attention for CPUs (PoCL and other CPU OpenCL drivers): the same semantics, kernel
  * arguments and key-split partial state as sdpa_fused in sdpa_fused.cl (whose sdpa_combine merges the splits), laid
  * out for SIMD units instead of work-groups. One work-item per work-group (no work-item loops, no barriers) and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Unfused scaled dot-product attention, device side: the small kernels around the two CLBlast GEMMs of
  * src/attention/sdpa_unfused.c. For one chunk of (batch, head) pairs and a block of query rows the host runs
  *   pack_q / pack_k / pack_v  strided F32/F16/BF16 views -> contiguous fp32 (CLBlast has no half GEMM without

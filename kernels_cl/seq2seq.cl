@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Fused additive (Bahdanau) attention, also Luong's concat score: for each query row i of batch item b,
  *   e_ij = v . tanh(qp_i + kp_j),  alpha_i = softmax_j(e_ij + mask),  context_i = sum_j alpha_ij h_j,
  * where qp = q W_q + b and kp = k W_k are the projections the host computed (fp32 GEMMs). The score, the softmax

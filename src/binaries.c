@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Prebuilt program binaries, for devices that cannot compile OpenCL C at run time (FPGAs, some accelerators) and
  * for contexts whose owner turned compilation off.
  *

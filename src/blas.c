@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* CLBlast calls, serialised across the whole process. CLBlast 1.5 is not safe to call from several threads at once,
  * even with separate OpenCL contexts: concurrent calls corrupt its internal strings and caches (seen as "CLBlast
  * (unexpected): basic_string::_M_create" and crashes in tests/test_threads.c). clattn promises that separate

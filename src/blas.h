@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* The library's one doorway to CLBlast: every call is serialised process-wide (see blas.c), and CLBlast's status
  * codes get names for error messages. */
 #ifndef CLATTN_BLAS_H

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Contexts: creation on a selected device or from the caller's OpenCL objects, the one reading of the environment,
  * accessors, and teardown. */
 #include "internal.h"

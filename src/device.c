@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Platforms and devices: enumeration, capability queries, and selection by a spec string. */
 #include "internal.h"
 

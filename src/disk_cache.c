@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* The on-disk program cache: compiled binaries keyed by a text that names everything they depend on.
  *
  * Entry layout (little-endian): "CLATTNPC", u32 format version, u32 key length, key bytes, u64 binary length,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Host conversions between float and the storage types (IEEE half, bfloat16), and clattn_dtype_size(). The bit
  * manipulation works on the binary32 encoding directly so that the result does not depend on the host's rounding
  * mode or on whether the compiler has a native _Float16. */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Host-side conversions between float and the storage types of clattn (IEEE half, bfloat16). Used by the library
  * to stage host data, by the tests to round reference inputs exactly as the device sees them, and by the CLI. */
 #ifndef CLATTN_DTYPE_H

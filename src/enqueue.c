@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Enqueueing helpers: ordered chains of commands after the caller's events, and kernel arguments with errors that
  * name the kernel. */
 #include "sdpa_internal.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* A 128-bit non-cryptographic hash (two FNV-1a lanes with different offsets) for program-cache keys and
  * kernel-source fingerprints. Cache entries also store their full key text and are checked against it, so a
  * collision can only cost a rebuild, never a wrong program. */

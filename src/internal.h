@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Declarations shared by the library's source files: the context structure, error reporting, logging, hashing,
  * and the program-cache interface. Nothing here is part of the public API. */
 #ifndef CLATTN_INTERNAL_H

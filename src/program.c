@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Kernel programs: build options, the per-context memory cache, the disk cache, prebuilt binaries (binaries.c),
  * builds from source with their logs turned into readable errors, and the recording of the programs an operation
  * needs (for `clattn kernels export`). */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Kernel sources: the copies of kernels_cl/ embedded at build time, or files from CLATTN_KERNEL_DIR during kernel
  * development. Every program is the shared prelude (common.cl) followed by its own file. */
 #include "internal.h"

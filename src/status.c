@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Status codes and their names, the per-context last-error text, the log callback, the version functions, and the
  * small string helpers the messages use. */
 #include "internal.h"

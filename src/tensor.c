@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Tensor views: constructors, and the checks every operation runs before touching a device: sizes whose byte count
  * overflows, views that run past their buffer, outputs whose strides alias, outputs that overlap inputs. */
 #include "internal.h"

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The contract of `clattn bench`: tiny benchmarks run and print a table, valid JSON (with reference errors under
 # --check, one object per implementation and swept size) and CSV, for sdpa and for the mha and additive layers; usage
 # errors and unknown operations exit with status 2. Shapes are tiny on purpose: this checks the command, not the speed.

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """`clattn run mha` against an independent NumPy implementation of a multi-head attention layer (projections,
 grouped-query heads, masks, key lengths, residual), plus its handling of bad inputs: each must give exit status 2 and
 leave no output file.

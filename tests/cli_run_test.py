@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """`clattn run sdpa` against an independent NumPy implementation of attention, plus its handling of bad input files:
 each malformed, truncated or mismatched input must give exit status 2 and leave no output file.
 Usage: cli_run_test.py PATH/TO/clattn"""

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """`clattn run additive` and `clattn run luong` against an independent NumPy computation of each score (additive,
 dot, general, concat) with masks, key lengths, separate values and the weights output, plus bad inputs: each must
 give exit status 2 and leave no output file.

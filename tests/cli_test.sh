@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The command-line program's contract: help for every command, exit status 2 for unknown commands and options,
 # `devices` as text and valid JSON with exactly one default device. Argument: the clattn program.
 set -uo pipefail

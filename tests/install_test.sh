@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs the build tree into a temporary prefix and builds and runs a small program against it, through the CMake
 # package (clattn::clattn) and through pkg-config. Arguments: the build directory and the consumer's source directory.
 set -euo pipefail

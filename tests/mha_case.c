@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* The multi-head attention test harness (see mha_case.h). */
 #include "mha_case.h"
 

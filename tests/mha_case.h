@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* A harness for multi-head attention tests (tests/test_mha.c, tests/test_large_layers.c): a layer's random host
  * weights on the device, sequence tensors with poisoned margins, and one described layer call compared with the
  * double-precision reference of src/reference_mha.c, on every row or (for the sizes users run) on a sample. */

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Attention in float64 with clattn's masking rules, the NumPy reference that the command-line tests share."""
 import numpy as np
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Runs a test program under Oclgrind with data-race, uninitialised-memory and API checks. Oclgrind exits 0 even
 # when it finds errors, so this fails when its log is not empty (or when the program itself fails).
 # OCLGRIND_CHECKS replaces the default checks.

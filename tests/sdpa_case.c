@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* The attention test harness (see sdpa_case.h). A case is prepared once (inputs staged and uploaded, the reference
  * computed for every row or for a sample), then run on the device by one implementation or both. */
 #include "sdpa_case.h"

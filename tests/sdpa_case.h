@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* A harness for attention tests: one described case is run on the device with poisoned outputs and canary regions
  * and compared with the double-precision reference, element by element, with a tolerance that grows with Lk. For
  * the sizes users run (tests/test_large_sdpa.c) it compares a sample of rows, stages only the neighbourhood of each

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* The seq2seq attention test harness (see seq2seq_case.h). */
 #include "seq2seq_case.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* A harness for seq2seq attention tests: one described case (score, shapes, dtypes, masks, key lengths, weights
  * output) is run on the device with poisoned outputs and canary regions and compared with the double-precision
  * reference of src/reference_seq2seq.c, element by element. */

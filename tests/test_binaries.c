@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Prebuilt program binaries, the path for devices that cannot compile (FPGAs), tested whole on PoCL: `clattn
  * kernels export --build` writes the programs attention needs, a context with source compilation turned off loads
  * them and gives bitwise the same results as one that compiles; a missing binary is CLATTN_ERROR_NO_COMPILER naming

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* The library's doorway to CLBlast (src/blas.c): every strided-batched GEMM it is asked for gives the product that
  * the offsets and strides describe, on CLBlast's direct kernel, on its indirect kernel (which CLBlast 1.5 runs with
  * the offset and batch stride of an operand it reads in place silently dropped), and on whichever CLBlast picks by

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* The on-disk program cache: a second context hits it, corrupt and mismatched entries are detected and rebuilt,
  * CLATTN_CACHE=0 writes nothing, and the directory is private to the user. */
 #include "test_util.h"

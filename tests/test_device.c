@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Device enumeration and every selection form, including specs that match nothing or cannot be parsed, and joining
  * the caller's own OpenCL context. */
 #include "test_util.h"

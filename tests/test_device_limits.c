@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Device limits: attention on a device with a small maximum work-group size and little local memory must choose
  * parameters that fit (or fail with CLATTN_ERROR_DEVICE_LIMIT), never launch something the device refuses. Meant to
  * run under Oclgrind with --max-wgsize and --local-mem-size set small (CTest's oclgrind_device_limits); on its own

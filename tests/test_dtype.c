@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Unit tests of the host conversions in src/dtype.c: exact encodings, round-to-nearest-even ties, subnormals,
  * overflow, infinities and NaN for IEEE half and bfloat16, and the round trip of every 16-bit pattern. */
 #include <setjmp.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Fault injection: every device operation of an attention call (temporary allocations, kernel launches, barriers,
  * CLBlast calls) is made to fail in turn, as a driver out of memory or resources would. Each failure must come back
  * as a clean status with a message, leave no temporary buffer alive, and leave the context usable: the same call

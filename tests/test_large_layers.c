@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* The attention layers at the sizes users run (CTest label `large`): the multi-head layer (clattn_mha) at d_model
  * 1024 and 4096, and seq2seq attention with every score at encoder widths of 512 to 2048, batches of 64 and 8192
  * encoder states. Their projections are CLBlast GEMMs over tile-multiple widths with batch strides and offsets, the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Attention at the sizes users run (CTest label `large`): the unfused path's temporaries crossing and landing
  * exactly on its chunk limits (512 MiB, and max_alloc / 2 of a device with a smaller maximum allocation), offsets
  * past 2^31 bytes and past 2^31 elements, [B, L, H, D] views with large strides, long decode sequences (up to the

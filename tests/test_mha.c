@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Multi-head attention (clattn_mha) and its KV cache against the double-precision reference of src/reference_mha.c:
  * self and cross attention, packed and separate weights, biases, residual, GQA, every mask, fp32/fp16/bf16
  * activations, odd shapes; incremental decoding through the cache equals one full causal call; bad arguments give

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Two devices (CTest runs this with POCL_DEVICES="pthread pthread"): both are listed, each is selected by P:D, and
  * contexts on both compile and keep separate program caches; one context per device, each driven by its own thread
  * (the scheme README.md describes for applications with their own multi-device split), runs attention concurrently

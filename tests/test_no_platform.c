@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* With no OpenCL platform installed (CTest points OCL_ICD_VENDORS at an empty directory), every entry point gives
  * CLATTN_ERROR_NO_PLATFORM with a message that says what to install, and nothing crashes. */
 #include "test_util.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Every kernel variant on tiny shapes, meant to run under Oclgrind (tests/oclgrind_run.sh) with data-race,
  * uninitialised-memory and API checks: the tiled kernel's GPU shape (local-memory tiles, barriers) and CPU shape,
  * the CPU variant's row and block shapes, key splits with their combine step, the unfused path's kernels, every

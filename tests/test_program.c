@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Kernel compilation: every embedded source builds, CLATTN_KERNEL_DIR overrides the embedded copies, a kernel with
  * a deliberate error gives CLATTN_ERROR_BUILD_FAILED with the build log, and built programs are reused. */
 #include "test_util.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Unit tests of the double-precision attention reference (src/reference.c): small cases worked out by hand for
  * every kind of mask, both causal alignments, the window, grouped-query heads and the edge cases the device
  * kernels are judged on. The reference is the ground truth for everything else, so it gets its own checks. */

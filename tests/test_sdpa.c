@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Scaled dot-product attention against the double-precision reference: shapes (odd, round, tile +-1, Lq != Lk),
  * head dims, heads and GQA, layouts and offsets, every mask and combination, both causal alignments, dtypes,
  * special values, decode shapes, both implementations, and bitwise determinism. Each group runs for the

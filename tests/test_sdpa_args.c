@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Invalid arguments to clattn_sdpa and clattn_sdpa_host: each gets its own status and a message naming the
  * argument, and no output is written (outputs are poisoned beforehand and checked afterwards). */
 #include "test_util.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Seq2seq attention (additive/Bahdanau and the Luong dot, general and concat scores) against the double-precision
  * reference: every score, dtype, odd sizes, key lengths, masks, weights, the fused kernel's parameter shapes, a
  * long sequence without [Lq, Lk, attn_dim] memory, bad arguments (specific statuses, outputs untouched) and a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Status codes: every clattn code has its own name, OpenCL codes are named, unknown codes are still described. */
 #include "test_util.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Separate contexts on separate threads run attention concurrently without interfering: each thread creates its own
  * context, runs a series of cases (fused and unfused, different shapes per thread) and checks every result against
  * the reference; a failure in any thread fails the test. */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Tests of the tuner and the tuning database. `test_tuning --unit` runs the parts that need no device: the parser
  * (valid, malformed and hostile files), the writer's round trip, and the matcher's fallbacks (exact class, nearest
  * sequence bucket, device default, built-in; stale source hashes and entries that do not fit the device). Without

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Tests of CLBlast's GEMM parameters in the tuning database (`clattn tune --clblast`). `--unit` runs the parts that
  * need no device: the section's parser and writer, and the kernels' constraints. Without it, a short real tune on
  * the device stores a section; a new context applies a section (seen through its log callback and the tuning

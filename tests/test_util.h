@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Helpers shared by the test programs: the device under test, temporary directories and files. */
 #ifndef CLATTN_TEST_UTIL_H
 #define CLATTN_TEST_UTIL_H

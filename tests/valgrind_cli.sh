@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The command-line program under Valgrind's memcheck: every command a user is likely to run, on small inputs, must
 # finish without an invalid read or write, a use of uninitialised memory or a leak in clattn's own code. Errors
 # inside the OpenCL driver (PoCL, its LLVM), the ICD loader, CLBlast and the C++ runtime are suppressed by

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Scaled dot-product attention, host side: argument validation into a plan, the choice between the fused and the
  * unfused implementation, and the empty-size cases that never reach a kernel or CLBlast. */
 #include "sdpa_internal.h"

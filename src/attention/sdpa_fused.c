@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* The fused attention path, host side: the kernel variant and its parameters for the device in hand, the split
  * over keys for decode-shaped calls (flash-decoding), and the launch of kernels_cl/sdpa_fused.cl (the tiled
  * variant, for GPUs and accelerators) or kernels_cl/sdpa_fused_cpu.cl (the CPU variant). Both variants take the

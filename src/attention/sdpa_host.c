@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* The host-memory convenience form of attention: float arrays in and out, converted to the storage dtype, staged
  * in device buffers, run through clattn_sdpa and read back. Blocking. */
 #include "dtype.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* The validated description of one attention call ("plan"), shared by the fused and unfused implementations, and
  * the helpers both use to enqueue work in order after the caller's events. */
 #ifndef CLATTN_SDPA_INTERNAL_H

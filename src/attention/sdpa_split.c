@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Attention over several devices of one context: a validated call is cut into contiguous ranges of batch items
  * (or, with one batch item, of key/value head groups, so that the query heads of a GQA group stay together), and
  * each range runs as its own validated call, with the same kernels and parameters, on one device's queue.

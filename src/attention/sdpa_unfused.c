@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* The unfused attention path, host side: S = scale Q K^T and O = P V as CLBlast strided-batched GEMMs around the
  * small kernels of kernels_cl/sdpa_unfused.cl (packing to contiguous fp32, the masked softmax, the final write). It
  * materialises the Lq x Lk scores, so it serves the calls that want the attention weights, and it is the second

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* The key/value cache of incremental decoding: two fp32 device buffers, keys [B, capacity, Hkv, d_k] and values
  * [B, capacity, Hkv, d_v], and the number of positions filled. clattn_mha writes each call's projected keys and
  * values straight into the rows after `length` and reads positions [0, length + new) through strided views; the

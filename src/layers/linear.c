@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Linear projections of the attention layers: y = x W (+ b) as CLBlast fp32 GEMMs over sequence tensors, and the
  * store of a layer's fp32 result into the caller's output. The kernels are in kernels_cl/linear.cl.
  *

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Linear projections for the attention layers: y = x W (+ b) as CLBlast fp32 GEMMs over sequence tensors of any
  * storage dtype, and the final store of a layer's fp32 result into the caller's output (bias, residual, dtype).
  * Shared by multi-head attention (mha.c) and seq2seq attention (seq2seq.c). */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Multi-head attention, host side: validation of a whole layer call before anything is enqueued, then the chain
  * projections (CLBlast GEMMs) -> attention -> output projection -> store (bias, residual, dtype).
  *

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* The device objects of multi-head attention, shared by mha.c (the call), mha_weights.c (the weights) and
  * kv_cache.c (the key/value cache): their structures and the configuration check both objects run. */
 #ifndef CLATTN_MHA_INTERNAL_H

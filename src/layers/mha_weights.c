@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* The weights of one multi-head attention layer on the device: checked against the configuration, uploaded once,
  * and described as three input projections (column slices of a packed w_qkv, or separate matrices) and the output
  * projection. */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Seq2seq attention, host side: additive (Bahdanau) and multiplicative (Luong) scores. The weights object uploads
  * the weights once; a call validates its arguments, then
  *  - additive, concat: projects q W_q + b and k W_k with CLBlast GEMMs (cla_linear) and runs the fused

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Seq2seq attention internals shared with the tests: the validated plan of one call and the entry point of the
  * fused additive kernel on projections already computed, so that the kernel can be checked (under Oclgrind too)
  * without the GEMMs. Nothing here is public. */

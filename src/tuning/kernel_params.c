@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Kernel-parameter overrides on a context: clattn_context_set_kernel_params (the advanced API, for the tuner and
  * kernel development) and CLATTN_FUSED_PARAMS / CLATTN_SEQ2SEQ_PARAMS, which set the same when a context is
  * created. The context keeps the text; each tunable operation's override function (tuning.h, cla_tune_op.override)

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* The descriptions of the tunable operations (parameter spaces, constraints, built-in defaults per device type) and
  * the problem classes tuned entries are keyed by. The database itself is tuning_db.c. The built-in defaults here
  * are the heuristics the operations used before there was a tuner, so an untuned device behaves as it always did.

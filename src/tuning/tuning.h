@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Tunable operations and the tuning database, inside the library: one description per tunable operation (its
  * parameter space, the constraints that prune it on a device, its built-in defaults per device type), the problem
  * classes that tuned entries are keyed by, and the database that maps (device, kernel source, class) to the

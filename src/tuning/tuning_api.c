@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* The tuning part of the advanced API (include/clattn_advanced.h): the tunable kernel families, their spaces and
  * problem classes, and CLBlast's GEMM parameters, as `clattn tune` sees them. Thin: every function hands over to
  * the one description in tuning.c and tuning_clblast.c, converting the public problem (clattn_tuning_query) on the

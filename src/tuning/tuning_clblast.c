@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* CLBlast's GEMM parameters in the tuning database: the kernels the multi-head layer's GEMMs run (Xgemm for large
  * products, XgemmDirect for small ones, GemmRoutine for the size that separates them), their constraints, the
  * "clblast" section's format, and its application through CLBlastOverrideParameters when a context is created.

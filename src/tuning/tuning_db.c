@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* The tuning database: one JSON file per device, read when a context is created, matched for every operation that
  * has tuned parameters, written by `clattn tune`. Its bytes are untrusted (a user may edit or truncate the file),
  * so the parser checks every field and rejects the whole file on the first problem: a half-read database could

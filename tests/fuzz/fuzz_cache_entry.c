@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* libFuzzer target for the on-disk program cache's entry check (cla_disk_cache_check_entry in src/disk_cache.c).
  * A cache file is untrusted input: another process, a full disk or an attacker may have written it. Whatever its
  * bytes, the check must either reject it or hand back a binary that lies inside the file, whose header says exactly

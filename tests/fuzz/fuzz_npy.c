@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* libFuzzer target for the .npy reader of the command-line tool (tools/clattn/npy.c). The files it reads come from users,
  * so any byte string must either parse into a self-consistent array or fail with a message; never crash, read out
  * of bounds or leak. Each input is parsed twice, from memory (npy_parse) and from a file (npy_read, which takes a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* libFuzzer target for the argument validation of clattn_sdpa (cla_sdpa_validate in src/attention/sdpa.c). The validator is
  * the only thing between a caller's sizes, strides and offsets and a kernel that reads and writes device memory, so
  * whatever it accepts must be safe to run. The input decodes into a clattn_sdpa_desc and four tensor views over a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* libFuzzer target for the tuning-database parser (cla_tuning_db_parse in src/tuning/tuning_db.c) and the matcher behind
  * it. A database file is untrusted input: a user may edit it, a disk may truncate it. Whatever its bytes, the
  * parser must either reject the whole file with a reason or give entries whose every field is in the range the

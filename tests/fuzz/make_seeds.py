@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Writes the seed corpora of the fuzz targets in tests/fuzz/corpus/<target>/: small valid inputs, so that the
 fuzzer starts from the interesting part of the input space, and near misses (truncated, one field off) that sit
 right at the edges the checks must hold. The committed corpora were made by this script; rerun it after changing

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* A main() for the fuzz targets without libFuzzer: runs each file named on the command line through
  * LLVMFuzzerTestOneInput once. For replaying a crash under a debugger or Valgrind (which cannot run the ASan
  * build), or with a compiler that has no -fsanitize=fuzzer:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Uses the installed header and library: prints the version and the default device. */
 #include <clattn.h>
 #include <stdio.h>

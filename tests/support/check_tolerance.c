@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Tolerances against the double-precision reference (see check_tolerance.h). */
 #include "check_tolerance.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Double-precision CPU reference of scaled dot-product attention. Every device result is judged against this, so
  * it favours obvious correctness over speed: one row at a time, logits in double, a two-pass softmax. */
 #include "reference.h"

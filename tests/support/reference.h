@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Double-precision CPU reference of scaled dot-product attention: the ground truth for the tests, the benchmark's
  * --check and the tuner. Written for clarity, not speed; it states the library's masking contract in code. */
 #ifndef CLATTN_REFERENCE_H

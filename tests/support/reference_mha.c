@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Double-precision CPU reference of multi-head attention (see reference_mha.h). Written for clarity: each
  * projection is a plain triple loop in double, the attention is cla_reference_sdpa on head views of the projected
  * rows. Q, K and V are handed to it as float, the precision the device stores them in. */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Double-precision CPU reference of a whole multi-head attention layer: projections, biases, grouped-query heads,
  * every mask of the attention reference, the residual, and KV-cache semantics by construction (the cached tokens
  * are given as the inputs they were projected from). The ground truth for tests/test_mha.c and `clattn run mha

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Double-precision reference of seq2seq attention (see reference_seq2seq.h). The scores come first, as plain
  * formulas over double projections; the masked softmax and the weighted sum follow the same contract as the
  * scaled dot-product reference (reference.c): masked keys are never read, a fully masked row is zeros. */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Double-precision CPU reference of seq2seq attention (additive/Bahdanau and the Luong dot, general and concat
  * scores), with masks, key lengths and the attention weights: the ground truth for the tests and `clattn run
  * additive|luong --check`. Written for clarity, not speed. */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Device buffers from host data and back (see support_buffers.h). */
 #include "support_buffers.h"
 

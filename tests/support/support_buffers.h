@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Device buffers for tests, the clattn program and its tuner: made from host data (converted to a storage type
  * where asked) and read back as floats, through the public API alone. */
 #ifndef CLATTN_SUPPORT_BUFFERS_H

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Comparisons with the reference and order statistics (see support_compare.h). */
 #include "support_compare.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Comparing results with the double-precision reference, and the order statistics of timings: shared by the tests,
  * the clattn program's --check and its tuner. */
 #ifndef CLATTN_SUPPORT_COMPARE_H

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Seeded random inputs (see support_random.h). */
 #include "support_random.h"
 

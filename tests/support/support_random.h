@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Seeded random inputs shared by the tests, the clattn program's run and bench commands and its tuner: one 32-bit
  * linear congruential generator, so that a seed draws the same values everywhere (a test can reproduce what
  * `clattn run --random` drew), in [-2, 2) as the tolerances of check_tolerance.h assume. */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* The random problem of one attention call (see support_sdpa_inputs.h). */
 #include "support_sdpa_inputs.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* The random problem of one attention call as `clattn bench` and `clattn tune` make it: q, k and v in [-2, 2)
  * rounded to the storage type (seeds 12345, 23456 and 34567), an optional mask of one [Lq, Lk] matrix broadcast
  * over batch and heads (support_random_mask), their device buffers and an output buffer, and the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Device timing of repeated calls (see support_timing.h). */
 #define _POSIX_C_SOURCE 200809L
 #include "support_timing.h"

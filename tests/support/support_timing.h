@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Device timing of repeated calls, shared by `clattn bench` and the workers of `clattn tune`: warm-up calls, then
  * timed calls measured with OpenCL profiling events from a marker enqueued just before each call to the completion
  * of the event it returns, so that a call made of several kernels (and CLBlast's GEMMs) is timed whole. */

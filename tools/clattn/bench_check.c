@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Reference checks of the bench commands (see bench_check.h). */
 #include "bench_check.h"
 

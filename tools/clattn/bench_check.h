@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* --check in the `clattn bench` commands: a measured output compared with the double-precision reference, and the
  * error reported the same way by every operation (a table column, JSON max_error/tolerance, CSV columns), so that
  * scripts read one format whatever they benchmark. */

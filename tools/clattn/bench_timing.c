@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Timing shared by the `clattn bench` operations (see bench_timing.h). */
 #define _POSIX_C_SOURCE 200809L
 #include "bench_timing.h"

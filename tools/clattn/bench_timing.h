@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Timing shared by the `clattn bench` operations: warm-up calls, then timed calls measured with OpenCL profiling
  * events (the host clock only where a device gives no profiling information), reported as median, min and max. */
 #ifndef CLATTN_BENCH_TIMING_H

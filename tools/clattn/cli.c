@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Option parsing, help text and error reporting shared by every clattn subcommand. */
 #include "cli.h"
 

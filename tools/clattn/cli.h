@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Shared pieces of the clattn command-line program: option parsing with generated help, and error reporting.
  * Exit codes: 0 success, 1 a failure while running, 2 a usage error or bad input. */
 #ifndef CLATTN_CLI_H

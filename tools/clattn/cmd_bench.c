@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* `clattn bench`: times attention on the device with OpenCL profiling events and reports milliseconds, GFLOP/s,
  * effective bandwidth and the device memory each call allocates, for the fused and the unfused implementation side
  * by side. With no options it runs the project's representative shape (B=1, H=8, L=1024, D=64, fp32, non-causal

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* `clattn bench mha` and `clattn bench additive`: time the attention layers (projections included) on the device
  * with OpenCL profiling events, like `clattn bench sdpa`, and report ms, GFLOP/s and the device memory each call
  * allocates. Multi-head attention runs with its attention step fused and unfused side by side, and as a KV-cache

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* `clattn devices`: every platform and device with its capabilities, as text or JSON, marking the default. */
 #include <cjson/cJSON.h>
 #include <stdio.h>

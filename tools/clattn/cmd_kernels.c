@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* `clattn kernels export` and `clattn kernels pack`: the kernel programs a configuration needs, for devices that
  * cannot compile at run time (FPGAs).
  *

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* `clattn run sdpa`: one attention call on NumPy .npy files (so any framework can cross-check clattn), or on
  * seeded random inputs of a given shape, optionally compared with the double-precision reference. */
 #define _POSIX_C_SOURCE 200809L

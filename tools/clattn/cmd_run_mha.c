@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* `clattn run mha`: one multi-head attention layer (projections, attention, output projection, optional residual)
  * on NumPy .npy activations and weights, or on seeded random ones, optionally compared with the double-precision
  * reference. Weights multiply from the right (x @ W), as the library takes them. */

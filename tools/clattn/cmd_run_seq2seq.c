@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* `clattn run additive` and `clattn run luong`: one seq2seq attention call (Bahdanau's additive score, or Luong's
  * dot, general or concat score) on NumPy .npy files or on seeded random inputs, optionally compared with the
  * double-precision reference. Sequences are [B, L, width] (or [L, width] for one batch item), weights row-major

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* The clattn command-line program: dispatches to one subcommand per file (cmd_*.c). */
 #include <stdio.h>
 #include <string.h>

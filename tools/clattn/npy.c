@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* NumPy .npy reader and writer for the command-line tool. The format is a magic string, a version, a header length
  * and a Python dict literal describing the array, followed by the raw C-order data. The files come from users, so
  * the header parser accepts only the small grammar numpy writes and checks every size before it is used. */

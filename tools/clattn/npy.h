@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Reader and writer of NumPy .npy files for the clattn command-line tool. Input files are untrusted: every size is
  * checked, every multiplication guarded, and any malformed, truncated or hostile file gives an error message. */
 #ifndef CLATTN_NPY_H

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Shared pieces of the `clattn run` and `clattn bench` commands (see run_common.h). */
 #define _POSIX_C_SOURCE 200809L
 #include "run_common.h"

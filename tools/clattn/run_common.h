@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Pieces shared by the `clattn run` commands (sdpa, mha, additive/luong) and the inputs of `clattn bench`: size
  * lists, the --mask and --key-lengths loaders and .npy outputs. Seeded random values, device buffers in a storage
  * dtype and comparisons with the reference come from the support library (tests/support), which the tests share.

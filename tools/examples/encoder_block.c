@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Worked example: the self-attention half of a Transformer encoder block, out = x + MHA(x), on a padded batch of
  * two sentences (6 and 4 tokens), with clattn_mha on device buffers. The result is checked against a plain C
  * computation of the same layer; the exit status is nonzero on a mismatch. */

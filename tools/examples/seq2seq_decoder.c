@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* A sequence-to-sequence decoder loop with additive (Bahdanau) attention over an encoder's states.
  *
  * The encoder states stay on the device for the whole sequence; at each step the decoder sends its state (one query

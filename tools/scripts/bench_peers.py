@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Puts clattn's attention next to its CPU peers on the same shapes, and next to the machine's practical ceiling.
 
 For each sequence length it times:

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The two quick-start commands and the CI steps, in one place:
 #   tools/scripts/dev.sh demo       install dependencies, build, list devices and benchmark attention on the default device
 #   tools/scripts/dev.sh test       install dependencies, build (warnings are errors) and run the whole test suite, `large`

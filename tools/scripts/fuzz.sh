@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Builds the libFuzzer targets of tests/fuzz/ with clang, AddressSanitizer and UndefinedBehaviorSanitizer, and runs
 # each for a bounded time on a scratch copy of its committed seed corpus (the committed corpus never grows), after
 # replaying the crash reproducers kept in tests/fuzz/regressions/. Fails if any target crashes, leaks, times out or

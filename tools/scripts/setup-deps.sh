@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs the Debian packages clattn needs to build, test and run on the CPU through PoCL, skipping those already
 # installed. Needs root (or sudo) only when something is missing.
 set -euo pipefail

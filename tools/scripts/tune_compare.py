@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Local search against exhaustive search, judged by a referee: runs `clattn tune` exhaustively EX times and with
 the local strategy for SEEDS seeds on one problem class (each in a fresh tuning directory), then times every run's
 choice plus the fastest configurations overall round-robin in one tuner worker for ROUNDS rounds, and prints a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* `clattn tune`: finds the fastest kernel parameters for this device, one problem class at a time, and stores them
  * in the device's tuning database, where every later context finds them. `clattn tune --show` prints which entry
  * each class would use. The search itself is tune_search.c, the candidates run in worker processes (tune_run.c,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Shared pieces of `clattn tune`: the evaluation session (worker processes, the results log, time limits) in
  * tune_run.c, the search strategies in tune_search.c, the worker itself in tune_worker.c. */
 #ifndef CLATTN_TUNE_H

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* `clattn tune --clblast`: tunes the parameters of the CLBlast kernels that the multi-head layer's projection GEMMs
  * run (Xgemm for large products, XgemmDirect for small ones, and GemmRoutine's size that picks between them), so
  * that the whole layer is tuned, not just the attention kernels.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* `clattn tune --clblast` (tune_clblast.c): the search over CLBlast's GEMM parameters and its worker. */
 #ifndef CLATTN_TUNE_CLBLAST_H
 #define CLATTN_TUNE_CLBLAST_H

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* The evaluation session of `clattn tune`: runs candidates in a worker process (tune_worker.c) with a time limit
  * each, restarts the worker after a crash or a hang, appends every result to a JSON-lines log as it comes, and
  * reads that log back so that a rerun continues where an interrupted one stopped. */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* The search strategies of `clattn tune` over an operation's space (its description in src/tuning/tuning.c, pruned by the
  * device's limits before anything is built): exhaustive, random sampling, and a local search (coordinate descent
  * from the best of a small random sample, along one parameter's whole line at a time), which needs a fraction of

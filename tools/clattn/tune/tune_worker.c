@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* The worker process of `clattn tune` (`clattn tune --worker ...`, started by the tuner, never by hand): it sets up
  * one problem class on the device, computes the double-precision reference once, then reads candidate parameter
  * sets from stdin, one per line, and answers each with one line:
