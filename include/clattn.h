@@ -54,23 +54,19 @@ extern "C" {
 #define CLATTN_API
 #endif
 
-/* ----------------------------------------------------------------------------------------------------------------
- */
-/* Version */
+/* ---- Version ------------------------------------------------------------------------------------------------- */
 
 #define CLATTN_VERSION_MAJOR  0
-#define CLATTN_VERSION_MINOR  1
+#define CLATTN_VERSION_MINOR  2
 #define CLATTN_VERSION_PATCH  0
 #define CLATTN_VERSION_NUMBER (CLATTN_VERSION_MAJOR * 10000 + CLATTN_VERSION_MINOR * 100 + CLATTN_VERSION_PATCH)
-#define CLATTN_VERSION_STRING "0.1.0"
+#define CLATTN_VERSION_STRING "0.2.0"
 
 /* The version of the library actually loaded, as CLATTN_VERSION_NUMBER would give it. */
 CLATTN_API unsigned clattn_version_number(void);
 CLATTN_API const char *clattn_version_string(void);
 
-/* ----------------------------------------------------------------------------------------------------------------
- */
-/* Status codes */
+/* ---- Status codes -------------------------------------------------------------------------------------------- */
 
 typedef int32_t clattn_status;
 
@@ -108,9 +104,7 @@ enum {
 /* A short, stable name and description for any status: clattn's own, OpenCL's, or unknown ones. Never NULL. */
 CLATTN_API const char *clattn_status_string(clattn_status status);
 
-/* ----------------------------------------------------------------------------------------------------------------
- */
-/* Devices */
+/* ---- Devices ------------------------------------------------------------------------------------------------- */
 
 typedef enum clattn_device_type {
     CLATTN_DEVICE_TYPE_OTHER = 0,
@@ -167,9 +161,7 @@ CLATTN_API clattn_status clattn_devices_list(clattn_device_info *infos, size_t c
 CLATTN_API clattn_status clattn_devices_select(const char *spec, clattn_device_info *info, char *message,
                                                size_t message_size);
 
-/* ----------------------------------------------------------------------------------------------------------------
- */
-/* Contexts */
+/* ---- Contexts ------------------------------------------------------------------------------------------------ */
 
 /* A context owns a device (or several of one model, clattn_context_options.devices), a command queue per device,
  * compiled programs and the last error. One thread at a time. */
@@ -284,9 +276,7 @@ typedef struct clattn_memory_stats {
 
 CLATTN_API clattn_status clattn_context_memory_stats(const clattn_context *context, clattn_memory_stats *stats);
 
-/* ----------------------------------------------------------------------------------------------------------------
- */
-/* Tensors */
+/* ---- Tensors ------------------------------------------------------------------------------------------------- */
 
 typedef enum clattn_dtype {
     CLATTN_DTYPE_F32 = 0,
@@ -328,9 +318,7 @@ CLATTN_API clattn_tensor clattn_tensor_bhld(cl_mem buffer, clattn_dtype dtype, s
 CLATTN_API clattn_tensor clattn_tensor_blhd(cl_mem buffer, clattn_dtype dtype, size_t batch, size_t heads,
                                             size_t seq, size_t dim);
 
-/* ----------------------------------------------------------------------------------------------------------------
- */
-/* Scaled dot-product attention */
+/* ---- Scaled dot-product attention ---------------------------------------------------------------------------- */
 
 /* Causal masking and its alignment when the query and key lengths differ:
  * TOP_LEFT: query i sees keys j <= i (PyTorch is_causal).
@@ -419,8 +407,7 @@ CLATTN_API void clattn_sdpa_host_desc_init(clattn_sdpa_host_desc *desc);
 CLATTN_API clattn_status clattn_sdpa_host(clattn_context *context, const clattn_sdpa_host_desc *desc,
                                           const float *q, const float *k, const float *v, float *out);
 
-/* ----------------------------------------------------------------------------------------------------------------
- */
+/* -------------------------------------------------------------------------------------------------------------- */
 /* Sequence tensors
  *
  * The layers below take activations as clattn_tensor views of size [batch, 1, seq, width] (the heads dimension is
@@ -431,8 +418,7 @@ CLATTN_API clattn_status clattn_sdpa_host(clattn_context *context, const clattn_
 CLATTN_API clattn_tensor clattn_tensor_seq(cl_mem buffer, clattn_dtype dtype, size_t batch, size_t seq,
                                            size_t width);
 
-/* ----------------------------------------------------------------------------------------------------------------
- */
+/* -------------------------------------------------------------------------------------------------------------- */
 /* Multi-head attention
  *
  * out = [x +] concat_h(attention(x W_Q + b_Q, m W_K + b_K, m W_V + b_V)_h) W_O + b_O, where m is x (self-attention)
@@ -450,11 +436,10 @@ typedef struct clattn_mha_config {
     size_t v_head_dim; /* d_v, the width of each value head (up to CLATTN_MAX_HEAD_DIM); 0 means head_dim */
 } clattn_mha_config;
 
-/* Host weights, float32, row-major. Give either the packed w_qkv or w_q, w_k and w_v. Biases are optional (NULL).
- */
+/* Host weights, float32, row-major: the packed w_qkv or else w_q, w_k and w_v; biases are optional (NULL). */
 typedef struct clattn_mha_weights_host {
-    const float
-        *w_qkv; /* [d_model, H*d_k + Hkv*d_k + Hkv*d_v], columns Q | K | V (requires kv_d_model == d_model) */
+    /* [d_model, H*d_k + Hkv*d_k + Hkv*d_v], columns Q | K | V (requires kv_d_model == d_model) */
+    const float *w_qkv;
     const float *b_qkv;           /* [H*d_k + Hkv*d_k + Hkv*d_v] (with w_qkv) */
     const float *w_q;             /* [d_model, H*d_k] */
     const float *w_k;             /* [kv_d_model, Hkv*d_k] */
@@ -526,8 +511,7 @@ CLATTN_API clattn_status clattn_mha(clattn_context *context, const clattn_mha_we
                                     const clattn_tensor *memory, const clattn_tensor *out, cl_command_queue queue,
                                     cl_uint num_wait_events, const cl_event *wait_list, cl_event *event);
 
-/* ----------------------------------------------------------------------------------------------------------------
- */
+/* -------------------------------------------------------------------------------------------------------------- */
 /* Seq2seq attention: additive (Bahdanau) and multiplicative (Luong)
  *
  * For each query q_i (a decoder state) over keys k_j (encoder states): e_ij = score(q_i, k_j),
@@ -598,8 +582,7 @@ CLATTN_API clattn_status clattn_seq2seq_attention(clattn_context *context, const
                                                   cl_uint num_wait_events, const cl_event *wait_list,
                                                   cl_event *event);
 
-/* ----------------------------------------------------------------------------------------------------------------
- */
+/* -------------------------------------------------------------------------------------------------------------- */
 /* Tuning (EXPERIMENTAL: operations are named by strings and the parameters are text; both may change in a minor
  * release)
  *
