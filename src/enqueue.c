@@ -3,6 +3,7 @@
 #include "sdpa_internal.h"
 
 #include <stdarg.h>
+#include <string.h>
 
 void cla_chain_begin(cla_chain *c, clattn_context *ctx, cl_command_queue queue, cl_uint wait_count,
                      const cl_event *wait_list) {
@@ -78,23 +79,50 @@ clattn_status cla_chain_kernel_at(clattn_context *ctx, cla_chain *c, cl_kernel k
     return CLATTN_SUCCESS;
 }
 
+/* A kernel that is NULL was not built: programs are being recorded (which ends the call), or a bug. */
+static clattn_status not_built(clattn_context *ctx, const char *what) {
+    return cla_fail(ctx, ctx->recording ? CLATTN_ERROR_UNSUPPORTED : CLATTN_ERROR_INTERNAL,
+                    "kernel %s was not built (%s)", what,
+                    ctx->recording ? "programs are being recorded, not built or run" : "a bug in clattn");
+}
+
+static clattn_status set_arg(clattn_context *ctx, cl_kernel k, const char *what, cl_uint i, size_t size,
+                             const void *value) {
+    cl_int err = clSetKernelArg(k, i, size, value);
+    if (err == CL_SUCCESS) return CLATTN_SUCCESS;
+    return cla_fail(ctx, CLATTN_ERROR_INTERNAL, "setting argument %u of kernel %s failed: %d %s", i, what, err,
+                    cla_cl_error_name(err) ? cla_cl_error_name(err) : "");
+}
+
+clattn_status cla_set_named_args(clattn_context *ctx, cl_kernel k, const char *what, const char *const *names,
+                                 const cla_named_arg *args, size_t count) {
+    if (!k) return not_built(ctx, what);
+    size_t n = 0;
+    for (; names[n]; ++n) {
+        const cla_named_arg *a = NULL;
+        for (size_t j = 0; j < count && !a; ++j)
+            if (strcmp(args[j].name, names[n]) == 0) a = &args[j];
+        if (!a)
+            return cla_fail(ctx, CLATTN_ERROR_INTERNAL,
+                            "kernel %s: no value for its argument '%s' (a bug in clattn)", what, names[n]);
+        clattn_status st = set_arg(ctx, k, what, (cl_uint)n, a->size, a->value);
+        if (st != CLATTN_SUCCESS) return st;
+    }
+    if (n != count)
+        return cla_fail(ctx, CLATTN_ERROR_INTERNAL, "kernel %s takes %zu arguments, not %zu (a bug in clattn)",
+                        what, n, count);
+    return CLATTN_SUCCESS;
+}
+
 clattn_status cla_set_args(clattn_context *ctx, cl_kernel k, const char *what, cl_uint count, ...) {
-    if (!k)
-        return cla_fail(ctx, ctx->recording ? CLATTN_ERROR_UNSUPPORTED : CLATTN_ERROR_INTERNAL,
-                        "kernel %s was not built (%s)", what,
-                        ctx->recording ? "programs are being recorded, not built or run" : "a bug in clattn");
+    if (!k) return not_built(ctx, what);
     va_list ap;
     va_start(ap, count);
     clattn_status st = CLATTN_SUCCESS;
     for (cl_uint i = 0; i < count; ++i) {
         size_t size = va_arg(ap, size_t);
         const void *value = va_arg(ap, const void *);
-        cl_int err = clSetKernelArg(k, i, size, value);
-        if (err != CL_SUCCESS) {
-            st = cla_fail(ctx, CLATTN_ERROR_INTERNAL, "setting argument %u of kernel %s failed: %d %s", i, what,
-                          err, cla_cl_error_name(err) ? cla_cl_error_name(err) : "");
-            break;
-        }
+        if ((st = set_arg(ctx, k, what, i, size, value)) != CLATTN_SUCCESS) break;
     }
     va_end(ap);
     return st;

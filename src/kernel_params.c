@@ -28,6 +28,41 @@ const char *cla_kernel_params(const clattn_context *ctx, const cla_tune_op *op, 
     return ctx->kernel_params[slot];
 }
 
+/* "variant=tiled|cpu, rows, block_n, ...": the keys a family takes, with the values of the enumerated ones. */
+static void describe_keys(const cla_tune_op *op, char *out, size_t size) {
+    size_t used = 0;
+    if (size) out[0] = '\0';
+    for (int i = 0; i < op->param_count && used < size; ++i) {
+        const cla_tune_param *pr = &op->params[i];
+        char values[96] = "";
+        if (pr->labels || pr->listed_only) cla_tune_param_describe(pr, values, sizeof values);
+        const int n =
+            snprintf(out + used, size - used, "%s%s%s%s", i ? ", " : "", pr->name, *values ? "=" : "", values);
+        if (n < 0) break;
+        used += (size_t)n;
+    }
+}
+
+clattn_status cla_tune_override_parse(clattn_context *ctx, const cla_tune_op *op, cla_tune_config *c, bool *given,
+                                      const char **origin) {
+    const char *text = cla_kernel_params(ctx, op, origin);
+    *given = text != NULL;
+    if (!*given) return CLATTN_SUCCESS;
+    for (int i = 0; i < CLA_TUNE_MAX_PARAMS; ++i) c->v[i] = -1;
+    /* An override may end in a comma, as it always could; database entries and candidates, which the library
+     * writes, may not. */
+    char *body = cla_strdup(text), why[256], keys[192];
+    if (!body) return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "out of host memory for kernel parameters");
+    const size_t len = strlen(body);
+    if (len > 0 && body[len - 1] == ',') body[len - 1] = '\0';
+    const bool parsed = cla_tune_config_parse(op, body, c, why, sizeof why);
+    free(body);
+    if (parsed) return CLATTN_SUCCESS;
+    describe_keys(op, keys, sizeof keys);
+    /* Unknown keys and bad values are an error, so that a typo cannot silently test the defaults. */
+    return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%s: %s (keys: %s)", *origin, why, keys);
+}
+
 /* A problem every operation can take, for checking an override before any call: the override's own errors
  * (syntax, names, values out of range) do not depend on the problem. */
 static cla_tune_problem probe_problem(void) {
