@@ -60,7 +60,7 @@ clattn_status cla_tune_override_parse(clattn_context *ctx, const cla_tune_op *op
     if (parsed) return CLATTN_SUCCESS;
     describe_keys(op, keys, sizeof keys);
     /* Unknown keys and bad values are an error, so that a typo cannot silently test the defaults. */
-    return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%s: %s (keys: %s)", *origin, why, keys);
+    return cla_fail_op(ctx, CLATTN_ERROR_INVALID_ARGUMENT, *origin, "%s (keys: %s)", why, keys);
 }
 
 /* A problem every operation can take, for checking an override before any call: the override's own errors
@@ -78,9 +78,8 @@ static cla_tune_problem probe_problem(void) {
 /* Sets an operation's override (NULL clears it) and checks it; a bad one leaves the previous setting. */
 static clattn_status set_params(clattn_context *ctx, const cla_tune_op *op, const char *text, const char *origin) {
     const int slot = cla_tune_op_slot(op);
-    if (slot < 0 || !op->override)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "clattn_context_set_kernel_params: %s takes no parameter override", op->name);
+    CLA_FAIL_ON(slot < 0 || !op->override, ctx, CLATTN_ERROR_INVALID_ARGUMENT, "clattn_context_set_kernel_params",
+                "%s takes no parameter override", op->name);
     char *copy = NULL;
     if (text && *text && !(copy = cla_strdup(text)))
         return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "out of host memory for kernel parameters");
@@ -126,10 +125,8 @@ clattn_status clattn_context_set_kernel_params(clattn_context *ctx, const char *
     if (!ctx) return CLATTN_ERROR_NULL_POINTER;
     cla_clear_error(ctx);
     const cla_tune_op *op = operation ? cla_tune_op_find(operation) : NULL;
-    if (!op)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "clattn_context_set_kernel_params: unknown operation '%s' (sdpa_fused, seq2seq_additive)",
-                        operation ? operation : "(null)");
+    CLA_FAIL_ON(!op, ctx, CLATTN_ERROR_INVALID_ARGUMENT, "clattn_context_set_kernel_params",
+                "unknown operation '%s' (sdpa_fused, seq2seq_additive)", operation ? operation : "(null)");
     /* Messages name the call and the operation, as they name the variable for an override from the environment. */
     static const char *const origins[] = {"clattn_context_set_kernel_params(sdpa_fused)",
                                           "clattn_context_set_kernel_params(seq2seq_additive)"};

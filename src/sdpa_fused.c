@@ -27,10 +27,11 @@ clattn_status cla_sdpa_fused_override(clattn_context *ctx, const cla_tune_proble
     cla_sdpa_fused_complete(&ctx->info, p, c);
     /* The CPU variant's tiles live in private memory (the worker thread's stack under PoCL): keep them to 100s of
      * KiB. */
-    if (c->v[CLA_FUSED_VARIANT] == CLA_FUSED_CPU && (c->v[CLA_FUSED_ROWS] > 64 || c->v[CLA_FUSED_BLOCK_N] > 512))
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "%s: the cpu variant takes rows up to 64 and block_n up to 512, not %d and %d", origin,
-                        c->v[CLA_FUSED_ROWS], c->v[CLA_FUSED_BLOCK_N]);
+    CLA_FAIL_ON(c->v[CLA_FUSED_VARIANT] == CLA_FUSED_CPU &&
+                    (c->v[CLA_FUSED_ROWS] > 64 || c->v[CLA_FUSED_BLOCK_N] > 512),
+                ctx, CLATTN_ERROR_INVALID_ARGUMENT, origin,
+                "the cpu variant takes rows up to 64 and block_n up to 512, not %d and %d", c->v[CLA_FUSED_ROWS],
+                c->v[CLA_FUSED_BLOCK_N]);
     return CLATTN_SUCCESS;
 }
 

@@ -108,9 +108,9 @@ static clattn_status upload_parts(clattn_context *ctx, const float *const *parts
     if (err != CL_SUCCESS) {
         if (*out) clReleaseMemObject(*out);
         *out = NULL;
-        const char *name = cla_cl_error_name(err);
-        return cla_fail(ctx, err, "clattn_seq2seq_weights_create: uploading %s (%zu bytes) to '%s' failed: %d %s",
-                        what, total * sizeof(float), ctx->info.name, err, name ? name : "");
+        return cla_fail_op(ctx, err, "clattn_seq2seq_weights_create",
+                           "uploading %s (%zu bytes) to '%s' failed: %d %s", what, total * sizeof(float),
+                           ctx->info.name, err, cla_cl_error_text(err));
     }
     return CLATTN_SUCCESS;
 }
@@ -394,10 +394,9 @@ static clattn_status choose_params(clattn_context *ctx, const cla_seq2seq_plan *
      * the device cannot hold (database entries that do not fit are never chosen). */
     const size_t need = cla_seq2seq_local_bytes(&prob, &ch.config);
     const size_t budget = d->local_mem_bytes > 1024 ? d->local_mem_bytes - 1024 : 0;
-    if (need > budget)
-        return cla_fail(ctx, CLATTN_ERROR_DEVICE_LIMIT,
-                        "clattn_seq2seq_attention: attn_dim %zu needs %zu bytes of local memory but '%s' has %llu",
-                        p->attn_dim, need, d->name, (unsigned long long)d->local_mem_bytes);
+    CLA_FAIL_ON(need > budget, ctx, CLATTN_ERROR_DEVICE_LIMIT, "clattn_seq2seq_attention",
+                "attn_dim %zu needs %zu bytes of local memory but '%s' has %llu", p->attn_dim, need, d->name,
+                (unsigned long long)d->local_mem_bytes);
     return CLATTN_SUCCESS;
 }
 
@@ -427,9 +426,8 @@ static clattn_status additive_slice(clattn_context *ctx, const cla_seq2seq_plan 
     clattn_tensor scores = p->weights;
     if (want_w && p->weights.dtype != CLATTN_DTYPE_F32) {
         const size_t count = p->batch * p->q_len * p->kv_len;
-        if (count > SIZE_MAX / sizeof(float))
-            return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW,
-                            "clattn_seq2seq_attention: the weights overflow size_t");
+        CLA_FAIL_ON(count > SIZE_MAX / sizeof(float), ctx, CLATTN_ERROR_SIZE_OVERFLOW, "clattn_seq2seq_attention",
+                    "the weights overflow size_t");
         if ((st = cla_temp_buffer(ctx, count * sizeof(float), "the attention scores", &scratch))) return st;
         scores = clattn_tensor_seq(scratch, CLATTN_DTYPE_F32, p->batch, p->q_len, p->kv_len);
     }
