@@ -42,10 +42,11 @@ bool tune_space_build(tune_space *sp, const clattn_tune_op *op, const char *spec
             return false;
         }
         clattn_tune_param *pr = &sp->space.params[idx];
+        const clattn_tune_param whole = *pr; /* what the family accepts, before the narrowing empties the list */
         pr->count = 0;
         for (char *v = strtok(eq + 1, ":"); v; v = strtok(NULL, ":")) {
             if (pr->count == CLATTN_TUNE_MAX_VALUES ||
-                clattn_tune_param_value(pr, v, &pr->values[pr->count]) != CLATTN_SUCCESS) {
+                clattn_tune_param_value(&whole, v, &pr->values[pr->count]) != CLATTN_SUCCESS) {
                 snprintf(why, why_size, "--space: bad value '%s' for %s (at most %d values)", v, pr->name,
                          CLATTN_TUNE_MAX_VALUES);
                 return false;
