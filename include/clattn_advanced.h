@@ -112,14 +112,22 @@ CLATTN_API clattn_status clattn_seq2seq_attention_projected(
  * it on a device and its built-in defaults. Static; never freed. */
 typedef struct clattn_tune_op clattn_tune_op;
 
-/* One parameter: the values the tuner tries (a database entry may hold any value the parameter accepts), and names
- * of the values 0..label_count-1 for an enumerated one ("tiled", "cpu"), else NULL. */
+/* One parameter of a kernel family, as its description in the library states it once for the host code, the parser
+ * of overrides and database entries, the tuner and the build: the values the tuner tries, the names of the values
+ * 0..label_count-1 for an enumerated one ("tiled", "cpu", else NULL), the values it accepts (an override or a
+ * database entry may hold any of them: min..max, or the listed values alone), and the build option it becomes.
+ * A tool's own space may leave the fields after label_count zero: then it accepts 0 to 2^20 and builds nothing. */
 typedef struct clattn_tune_param {
     const char *name;
     int count;
     int values[CLATTN_TUNE_MAX_VALUES];
     const char *const *labels;
     int label_count;
+    int min, max;       /* accepted range; max 0: 0 to 2^20 */
+    int listed_only;    /* accepts only the listed values ("vec=1|4|8") */
+    const char *define; /* the kernel's define (-D<define>=<value>), NULL if the parameter is the host's alone */
+    unsigned variants;  /* the variants it builds for (bit i: value i of the family's first, labelled parameter); 0:
+                           every variant */
 } clattn_tune_param;
 
 /* A parameter list: a kernel family's (clattn_tune_op_space), a narrowed copy of it, or a tool's own. */
@@ -169,6 +177,9 @@ CLATTN_API size_t clattn_tune_space_size(const clattn_tune_space *space);
 CLATTN_API void clattn_tune_space_point(const clattn_tune_space *space, size_t index, clattn_tune_config *config);
 /* The index of a parameter, -1 if the space has none of that name. */
 CLATTN_API int clattn_tune_space_param_index(const clattn_tune_space *space, const char *name);
+/* One value of a parameter as an override writes it (a label or a number), checked against what the parameter
+ * accepts: CLATTN_ERROR_INVALID_ARGUMENT if it is not one of them. The parser of whole configurations uses it. */
+CLATTN_API clattn_status clattn_tune_param_value(const clattn_tune_param *param, const char *text, int *value);
 /* "name=value,..." in parameter order, labels for enumerated values; and back (parameters not named keep their
  * value; CLATTN_ERROR_INVALID_ARGUMENT with a reason in `why` for an unknown name, a bad value or bad syntax). */
 CLATTN_API void clattn_tune_config_format(const clattn_tune_space *space, const clattn_tune_config *config,

@@ -39,11 +39,7 @@
 #endif
 
 __kernel FUSED_GROUP_SHAPE void
-sdpa_fused(__global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global const STORAGE(K_DTYPE) * k, long4 k_stride,
-           __global const STORAGE(V_DTYPE) * v, long4 v_stride, __global STORAGE(O_DTYPE) * o, long4 o_stride,
-           __global const STORAGE(MASK_DTYPE) * mask, long4 mask_stride, __global const int *key_lengths,
-           __global float *lse, long4 lse_stride, long8 offsets, int4 dims, float scale_log2, int2 window,
-           int split_len, __global float *partial) {
+sdpa_fused(SDPA_FUSED_ARGS) {
     const int Hq = dims.x, Lq = dims.y, Lk = dims.z, group = dims.w;
     const int bh = get_global_id(1);
     const int b = bh / Hq, h = bh % Hq, hk = h / group;

@@ -183,11 +183,7 @@ CPU_INLINE float8 sum_lanes8(const float8 *a) {
 }
 
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
-sdpa_fused_cpu(__global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global const STORAGE(K_DTYPE) * k,
-               long4 k_stride, __global const STORAGE(V_DTYPE) * v, long4 v_stride, __global STORAGE(O_DTYPE) * o,
-               long4 o_stride, __global const STORAGE(MASK_DTYPE) * mask, long4 mask_stride,
-               __global const int *key_lengths, __global float *lse, long4 lse_stride, long8 offsets, int4 dims,
-               float scale_log2, int2 window, int split_len, __global float *partial) {
+sdpa_fused_cpu(SDPA_FUSED_ARGS) {
     const int Hq = dims.x, Lq = dims.y, Lk = dims.z, group = dims.w;
     const int bh = get_global_id(1);
     const int b = bh / Hq, h = bh % Hq, hk = h / group;
@@ -383,11 +379,7 @@ CPU_INLINE void pv_columns(float *ot, const float *st, V_TILE_PTR vt, long row_s
 }
 
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
-sdpa_fused_cpu(__global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global const STORAGE(K_DTYPE) * k,
-               long4 k_stride, __global const STORAGE(V_DTYPE) * v, long4 v_stride, __global STORAGE(O_DTYPE) * o,
-               long4 o_stride, __global const STORAGE(MASK_DTYPE) * mask, long4 mask_stride,
-               __global const int *key_lengths, __global float *lse, long4 lse_stride, long8 offsets, int4 dims,
-               float scale_log2, int2 window, int split_len, __global float *partial) {
+sdpa_fused_cpu(SDPA_FUSED_ARGS) {
     const int Hq = dims.x, Lq = dims.y, Lk = dims.z, group = dims.w;
     const int bh = get_global_id(1);
     const int b = bh / Hq, h = bh % Hq, hk = h / group;

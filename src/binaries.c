@@ -105,8 +105,7 @@ clattn_status cla_binary_load(clattn_context *ctx, const char *source_name, cons
             st = cla_fail(ctx, CLATTN_ERROR_INVALID_BINARY,
                           "the driver rejected prebuilt binary %s (program kernels_cl/%s.cl, options '%s') on "
                           "device '%s': %s returned %d %s",
-                          path, source_name, full_options, ctx->info.name, step, err,
-                          cla_cl_error_name(err) ? cla_cl_error_name(err) : "");
+                          path, source_name, full_options, ctx->info.name, step, err, cla_cl_error_text(err));
             if (log && *log) {
                 cla_append_error(ctx, "\ndriver log:\n");
                 cla_append_error(ctx, log);

@@ -225,8 +225,7 @@ clattn_status clattn_context_create_with_options(const clattn_context_options *o
     if (err != CL_SUCCESS) {
         cla_write_message(msg, sizeof msg, "clCreateContext failed on device '%s' (%s)%s: %d %s",
                           chosen[0].info.name, chosen[0].info.platform_name,
-                          n > 1 ? " and the other devices of the list" : "", err,
-                          cla_cl_error_name(err) ? cla_cl_error_name(err) : "");
+                          n > 1 ? " and the other devices of the list" : "", err, cla_cl_error_text(err));
         report(options, msg);
         return err;
     }
@@ -237,7 +236,7 @@ clattn_status clattn_context_create_with_options(const clattn_context_options *o
         if (err != CL_SUCCESS)
             cla_write_message(msg, sizeof msg, "clCreateCommandQueue failed on device '%s' (%u:%u): %d %s",
                               infos[i].name, infos[i].platform_index, infos[i].device_index, err,
-                              cla_cl_error_name(err) ? cla_cl_error_name(err) : "");
+                              cla_cl_error_text(err));
     }
     clattn_context *ctx = err == CL_SUCCESS ? new_context() : NULL;
     if (err == CL_SUCCESS && !ctx) {

@@ -4,6 +4,7 @@
 #include "sdpa_internal.h"
 
 #include <stdarg.h>
+#include <string.h>
 
 void cla_chain_begin(cla_chain *c, clattn_context *ctx, cl_command_queue queue, cl_uint wait_count,
                      const cl_event *wait_list) {
@@ -70,32 +71,56 @@ clattn_status cla_chain_kernel_at(clattn_context *ctx, cla_chain *c, cl_kernel k
                                     : clEnqueueNDRangeKernel(c->queue, k, dims, offset, global, local,
                                                              cla_chain_wait_count(c), cla_chain_wait_list(c), &e);
     if (err != CL_SUCCESS) {
-        const char *name = cla_cl_error_name(err);
         return cla_fail(ctx, err, "enqueueing kernel %s on '%s' failed: %d %s (global %zu x %zu, local %zu x %zu)",
-                        what, ctx->info.name, err, name ? name : "", global[0], dims > 1 ? global[1] : 1,
+                        what, ctx->info.name, err, cla_cl_error_text(err), global[0], dims > 1 ? global[1] : 1,
                         local ? local[0] : 0, local && dims > 1 ? local[1] : 0);
     }
     cla_chain_push(c, e);
     return CLATTN_SUCCESS;
 }
 
+/* A kernel that is NULL was not built: programs are being recorded (which ends the call), or a bug. */
+static clattn_status not_built(clattn_context *ctx, const char *what) {
+    return cla_fail(ctx, ctx->recording ? CLATTN_ERROR_UNSUPPORTED : CLATTN_ERROR_INTERNAL,
+                    "kernel %s was not built (%s)", what,
+                    ctx->recording ? "programs are being recorded, not built or run" : "a bug in clattn");
+}
+
+static clattn_status set_arg(clattn_context *ctx, cl_kernel k, const char *what, cl_uint i, size_t size,
+                             const void *value) {
+    cl_int err = clSetKernelArg(k, i, size, value);
+    if (err == CL_SUCCESS) return CLATTN_SUCCESS;
+    return cla_fail(ctx, CLATTN_ERROR_INTERNAL, "setting argument %u of kernel %s failed: %d %s", i, what, err,
+                    cla_cl_error_text(err));
+}
+
+clattn_status cla_set_named_args(clattn_context *ctx, cl_kernel k, const char *what, const char *const *names,
+                                 const cla_named_arg *args, size_t count) {
+    if (!k) return not_built(ctx, what);
+    size_t n = 0;
+    for (; names[n]; ++n) {
+        const cla_named_arg *a = NULL;
+        for (size_t j = 0; j < count && !a; ++j)
+            if (strcmp(args[j].name, names[n]) == 0) a = &args[j];
+        CLA_FAIL_ON(!a, ctx, CLATTN_ERROR_INTERNAL, what,
+                    "no value for the kernel's argument '%s' (a bug in clattn)", names[n]);
+        clattn_status st = set_arg(ctx, k, what, (cl_uint)n, a->size, a->value);
+        if (st != CLATTN_SUCCESS) return st;
+    }
+    CLA_FAIL_ON(n != count, ctx, CLATTN_ERROR_INTERNAL, what,
+                "the kernel takes %zu arguments, not %zu (a bug in clattn)", n, count);
+    return CLATTN_SUCCESS;
+}
+
 clattn_status cla_set_args(clattn_context *ctx, cl_kernel k, const char *what, cl_uint count, ...) {
-    if (!k)
-        return cla_fail(ctx, ctx->recording ? CLATTN_ERROR_UNSUPPORTED : CLATTN_ERROR_INTERNAL,
-                        "kernel %s was not built (%s)", what,
-                        ctx->recording ? "programs are being recorded, not built or run" : "a bug in clattn");
+    if (!k) return not_built(ctx, what);
     va_list ap;
     va_start(ap, count);
     clattn_status st = CLATTN_SUCCESS;
     for (cl_uint i = 0; i < count; ++i) {
         size_t size = va_arg(ap, size_t);
         const void *value = va_arg(ap, const void *);
-        cl_int err = clSetKernelArg(k, i, size, value);
-        if (err != CL_SUCCESS) {
-            st = cla_fail(ctx, CLATTN_ERROR_INTERNAL, "setting argument %u of kernel %s failed: %d %s", i, what,
-                          err, cla_cl_error_name(err) ? cla_cl_error_name(err) : "");
-            break;
-        }
+        if ((st = set_arg(ctx, k, what, i, size, value)) != CLATTN_SUCCESS) break;
     }
     va_end(ap);
     return st;
@@ -132,7 +157,7 @@ clattn_status cla_temp_buffer(clattn_context *ctx, size_t bytes, const char *wha
     if (err != CL_SUCCESS) {
         *out = NULL;
         return cla_fail(ctx, err, "allocating %zu bytes of device memory for %s on '%s' failed: %d %s%s", bytes,
-                        what, ctx->info.name, err, cla_cl_error_name(err) ? cla_cl_error_name(err) : "",
+                        what, ctx->info.name, err, cla_cl_error_text(err),
                         err == CL_INVALID_BUFFER_SIZE ? " (larger than the device's maximum allocation)" : "");
     }
     ctx->live_temps++;
@@ -172,8 +197,7 @@ clattn_status cla_temp_sub_buffer(clattn_context *ctx, cl_mem parent, size_t ori
             ctx, err,
             "creating a sub-buffer of bytes [%zu, %zu) for %s on '%s' failed: %d %s (the origin must be "
             "a multiple of the devices' base address alignment, %zu bytes)",
-            origin, origin + size, what, ctx->info.name, err, cla_cl_error_name(err) ? cla_cl_error_name(err) : "",
-            ctx->sub_buffer_align);
+            origin, origin + size, what, ctx->info.name, err, cla_cl_error_text(err), ctx->sub_buffer_align);
     }
     ctx->live_temps++;
     return CLATTN_SUCCESS;

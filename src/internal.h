@@ -126,12 +126,25 @@ struct clattn_context {
 
 /* Records a formatted message as the context's last error and returns `status`. `ctx` may be NULL. */
 clattn_status cla_fail(clattn_context *ctx, clattn_status status, const char *fmt, ...) CLA_PRINTF(3, 4);
+/* The same, the message led by the failing operation's name: "<op>: <message>". */
+clattn_status cla_fail_op(clattn_context *ctx, clattn_status status, const char *op, const char *fmt, ...)
+    CLA_PRINTF(4, 5);
+/* The library's error idiom (PoCL's POCL_RETURN_ERROR_ON): one line that, when `cond` holds, records
+ * "<op>: <message>" as the context's last error and returns `status` from the enclosing function. `op` names the
+ * operation as the caller knows it (the public call, or an override's origin), so no message types it. An OpenCL
+ * code in a message is written "%d %s" with cla_cl_error_text. */
+#define CLA_FAIL_ON(cond, ctx, status, op, ...)                                                                    \
+    do {                                                                                                           \
+        if (cond) return cla_fail_op((ctx), (status), (op), __VA_ARGS__);                                          \
+    } while (0)
 /* Appends text to the last error (used for build logs). */
 void cla_append_error(clattn_context *ctx, const char *text);
 void cla_clear_error(clattn_context *ctx);
 void cla_log(const clattn_context *ctx, clattn_log_level level, const char *fmt, ...) CLA_PRINTF(3, 4);
 /* The name of an OpenCL error code ("CL_OUT_OF_RESOURCES"), or NULL if it is not one. */
 const char *cla_cl_error_name(cl_int code);
+/* The same for messages: "" when the code has no name (the number is printed beside it). */
+const char *cla_cl_error_text(cl_int code);
 /* Writes a formatted message into a caller's optional buffer. */
 void cla_write_message(char *buffer, size_t size, const char *fmt, ...) CLA_PRINTF(3, 4);
 

@@ -156,7 +156,7 @@ static clattn_status build_from_source(clattn_context *ctx, const char *source_n
     cl_program program = clCreateProgramWithSource(ctx->cl_ctx, 1, srcs, &source_len, &err);
     if (err != CL_SUCCESS)
         return cla_fail(ctx, err, "clCreateProgramWithSource failed for kernel '%s' on '%s': %d %s", source_name,
-                        ctx->info.name, err, cla_cl_error_name(err) ? cla_cl_error_name(err) : "");
+                        ctx->info.name, err, cla_cl_error_text(err));
     err = clBuildProgram(program, (cl_uint)ctx->device_count, ctx->devices, options, NULL, NULL);
     ctx->stats.builds++;
     if (err != CL_SUCCESS) {
@@ -165,8 +165,7 @@ static clattn_status build_from_source(clattn_context *ctx, const char *source_n
         clattn_status st =
             err == CL_BUILD_PROGRAM_FAILURE || err == CL_INVALID_BUILD_OPTIONS ? CLATTN_ERROR_BUILD_FAILED : err;
         cla_fail(ctx, st, "kernel '%s' failed to build for device '%s' (%s) with options '%s': %d %s\nbuild log:\n",
-                 source_name, ctx->info.name, ctx->info.platform_name, options, err,
-                 cla_cl_error_name(err) ? cla_cl_error_name(err) : "");
+                 source_name, ctx->info.name, ctx->info.platform_name, options, err, cla_cl_error_text(err));
         cla_append_error(ctx, log && *log ? log : "(the driver gave no build log)");
         free(log);
         return st;
@@ -335,7 +334,7 @@ clattn_status cla_kernel_get(clattn_context *ctx, const char *source_name, const
     if (err != CL_SUCCESS)
         return cla_fail(ctx, err == CL_INVALID_KERNEL_NAME ? CLATTN_ERROR_KERNEL_NOT_FOUND : err,
                         "clCreateKernel('%s') from kernels_cl/%s.cl failed: %d %s", kernel_name, source_name, err,
-                        cla_cl_error_name(err) ? cla_cl_error_name(err) : "");
+                        cla_cl_error_text(err));
     cla_kernel_entry *grown = realloc(e->kernels, (e->kernel_count + 1) * sizeof *grown);
     char *name = cla_strdup(kernel_name);
     if (!grown || !name) {

@@ -117,6 +117,11 @@ const char *cla_cl_error_name(cl_int code) {
     return find_name(opencl_names, CLA_ARRAY_SIZE(opencl_names), code);
 }
 
+const char *cla_cl_error_text(cl_int code) {
+    const char *name = cla_cl_error_name(code);
+    return name ? name : "";
+}
+
 const char *clattn_status_string(clattn_status status) {
     const char *s = find_name(clattn_names, CLA_ARRAY_SIZE(clattn_names), status);
     if (s) return s;
@@ -150,6 +155,22 @@ clattn_status cla_fail(clattn_context *ctx, clattn_status status, const char *fm
     va_end(ap);
     if (n >= 0 && reserve_error(ctx, (size_t)n + 1)) vsnprintf(ctx->last_error, (size_t)n + 1, fmt, ap2);
     va_end(ap2);
+    return status;
+}
+
+clattn_status cla_fail_op(clattn_context *ctx, clattn_status status, const char *op, const char *fmt, ...) {
+    if (!ctx) return status;
+    va_list ap;
+    va_start(ap, fmt);
+    char *message = NULL;
+    va_list ap2;
+    va_copy(ap2, ap);
+    const int n = vsnprintf(NULL, 0, fmt, ap);
+    if (n >= 0 && (message = malloc((size_t)n + 1)) != NULL) vsnprintf(message, (size_t)n + 1, fmt, ap2);
+    va_end(ap2);
+    va_end(ap);
+    cla_fail(ctx, status, "%s: %s", op, message ? message : fmt);
+    free(message);
     return status;
 }
 

@@ -116,7 +116,7 @@ clattn_status cla_tensor_check(clattn_context *ctx, const clattn_tensor *t, cons
     if (err == CL_SUCCESS) err = clGetMemObjectInfo(t->buffer, CL_MEM_CONTEXT, sizeof mem_ctx, &mem_ctx, NULL);
     if (err != CL_SUCCESS)
         return cla_fail(ctx, err, "%s: the buffer is not a valid cl_mem (%d %s)", name, err,
-                        cla_cl_error_name(err) ? cla_cl_error_name(err) : "");
+                        cla_cl_error_text(err));
     if (mem_ctx != ctx->cl_ctx)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%s: the buffer belongs to another OpenCL context",
                         name);

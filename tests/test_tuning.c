@@ -7,6 +7,7 @@
  * give a wrong answer, crash or hang, and a run interrupted and resumed). */
 #include "test_util.h"
 
+#include <ctype.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -755,6 +756,108 @@ static void classes_no_call_uses_are_refused(void **state) {
     clattn_context_free(ctx);
 }
 
+/* The names of a kernel's arguments in kernels_cl, in order: the last identifier of each comma-separated piece of
+ * its parameter list, read through a macro that holds the whole list (SDPA_FUSED_ARGS). Returns the count. */
+static int kernel_arg_names(const char *source, const char *kernel, char names[][32], int most) {
+    char call[64];
+    snprintf(call, sizeof call, "void\n%s(", kernel);
+    const char *at = strstr(source, call);
+    if (!at) {
+        snprintf(call, sizeof call, "void %s(", kernel);
+        at = strstr(source, call);
+    }
+    assert_non_null(at);
+    const char *list = at + strlen(call), *end = list;
+    for (int open = 1; *end && (*end != ')' || --open > 0); ++end)
+        if (*end == '(') ++open;
+    assert_int_equal(*end, ')');
+    char macro[64];
+    if (sscanf(list, "%63[A-Z_]", macro) == 1 && list + strlen(macro) == end) {
+        char define[80];
+        snprintf(define, sizeof define, "#define %s", macro);
+        list = strstr(source, define);
+        assert_non_null(list);
+        list += strlen(define);
+        end = list;
+        while (*end && !(*end == '\n' && end[-1] != '\\')) ++end;
+    }
+    int n = 0, depth = 0;
+    const char *last = NULL;
+    size_t last_len = 0;
+    for (const char *c = list; c <= end; ++c) {
+        if (*c == '(') ++depth;
+        if (*c == ')' && c != end) --depth;
+        if ((*c == ',' && depth == 0) || c == end) {
+            assert_true(n < most && last && last_len < 32);
+            memcpy(names[n], last, last_len);
+            names[n++][last_len] = '\0';
+            last = NULL;
+        } else if (isalpha((unsigned char)*c) || *c == '_') {
+            const char *w = c;
+            while (isalnum((unsigned char)*c) || *c == '_') ++c;
+            last = w;
+            last_len = (size_t)(c - w);
+            --c;
+        }
+    }
+    return n;
+}
+
+/* Every kernel of every family takes the arguments its description names, in that order: the host sets them by
+ * those names. */
+static void descriptions_name_the_kernels_arguments(void **state) {
+    (void)state;
+    clattn_context ctx; /* only the embedded sources are read */
+    memset(&ctx, 0, sizeof ctx);
+    const cla_tune_op *const *ops = cla_tune_ops();
+    for (size_t i = 0; ops[i]; ++i) {
+        const int variants = ops[i]->params[0].labels ? ops[i]->params[0].label_count : 1;
+        for (int v = 0; v < variants; ++v) {
+            const cla_tune_kernel *k = &ops[i]->kernels[v];
+            char *text = NULL;
+            size_t length = 0;
+            assert_int_equal(cla_source_load(&ctx, k->source, &text, &length), CLATTN_SUCCESS);
+            char names[32][32];
+            const int n = kernel_arg_names(text, k->kernel, names, 32);
+            int expected = 0;
+            while (ops[i]->args[expected]) ++expected;
+            assert_int_equal(n, expected);
+            for (int a = 0; a < n; ++a) assert_string_equal(names[a], ops[i]->args[a]);
+            free(text);
+        }
+    }
+}
+
+/* The build options a configuration becomes: its variant's parameters, in parameter order. */
+static void descriptions_give_build_options(void **state) {
+    (void)state;
+    const cla_tune_op *op = &cla_tune_op_sdpa_fused;
+    cla_tune_config c;
+    char why[128], text[128];
+    assert_true(
+        cla_tune_config_parse(op, "variant=tiled,rows=4,block_n=16,wg=8,local=1,splits=3", &c, why, sizeof why));
+    cla_tune_defines(op, &c, text, sizeof text);
+    assert_string_equal(text, " -DROWS=4 -DBLOCK_N=16 -DWG_SIZE=8 -DUSE_LOCAL=1");
+    assert_string_equal(cla_tune_kernel_of(op, &c)->kernel, "sdpa_fused");
+    assert_true(
+        cla_tune_config_parse(op, "variant=cpu,rows=24,block_n=48,wg=1,local=0,splits=0", &c, why, sizeof why));
+    cla_tune_defines(op, &c, text, sizeof text);
+    assert_string_equal(text, " -DROWS=24 -DBLOCK_N=48");
+    assert_string_equal(cla_tune_kernel_of(op, &c)->source, "sdpa_fused_cpu");
+    op = &cla_tune_op_seq2seq;
+    assert_true(cla_tune_config_parse(op, "wg=64,block_n=32,rows=4,vec=8", &c, why, sizeof why));
+    cla_tune_defines(op, &c, text, sizeof text);
+    assert_string_equal(text, " -DWG_SIZE=64 -DBLOCK_N=32 -DROWS=4 -DVEC=8");
+    /* The values each parameter accepts, as the overrides always took them. */
+    assert_false(cla_tune_config_parse(op, "vec=2", &c, why, sizeof why));
+    assert_non_null(strstr(why, "1|4|8"));
+    assert_false(cla_tune_config_parse(op, "wg=0", &c, why, sizeof why));
+    assert_false(cla_tune_config_parse(op, "rows=4097", &c, why, sizeof why));
+    op = &cla_tune_op_sdpa_fused;
+    assert_false(cla_tune_config_parse(op, "rows=0", &c, why, sizeof why));
+    assert_true(cla_tune_config_parse(op, "splits=0,local=0", &c, why, sizeof why));
+}
+
 int main(int argc, char **argv) {
     const struct CMUnitTest unit[] = {
         cmocka_unit_test(matcher_fallbacks),
@@ -764,6 +867,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test(space_and_configs),
         cmocka_unit_test(seq2seq_shapes_and_defaults),
         cmocka_unit_test(seq2seq_matcher_fallbacks),
+        cmocka_unit_test(descriptions_name_the_kernels_arguments),
+        cmocka_unit_test(descriptions_give_build_options),
     };
     int failed = cmocka_run_group_tests_name("tuning (unit)", unit, NULL, NULL);
     if (argc > 1 && strcmp(argv[1], "--unit") == 0) return failed;

@@ -69,6 +69,19 @@ clattn_status cla_check_queue(clattn_context *ctx, const char *fn, cl_command_qu
 clattn_status cla_set_args(clattn_context *ctx, cl_kernel k, const char *what, cl_uint count, ...);
 #define CLA_ARG(x) sizeof(x), (const void *)&(x)
 
+/* One kernel argument by name: the host's values of a kernel family's arguments, set by the names of the family's
+ * argument list (cla_tune_op.args) in any order, so that adding an argument is a line here and a name there. */
+typedef struct cla_named_arg {
+    const char *name;
+    size_t size;
+    const void *value;
+} cla_named_arg;
+#define CLA_NAMED(name, x)                                                                                         \
+    { (name), sizeof(x), (const void *)&(x) }
+/* Sets argument i of `k` to the value named names[i] (NULL-terminated); every name needs exactly one value. */
+clattn_status cla_set_named_args(clattn_context *ctx, cl_kernel k, const char *what, const char *const *names,
+                                 const cla_named_arg *args, size_t count);
+
 /* Checks every argument of clattn_sdpa against the tensors' buffers and fills the plan; nothing is enqueued. */
 clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *desc, const clattn_tensor *q,
                                 const clattn_tensor *k, const clattn_tensor *v, const clattn_tensor *out,

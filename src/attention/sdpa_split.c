@@ -260,7 +260,7 @@ clattn_status cla_sdpa_split(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
             st = cla_fail(ctx, err,
                           "split attention: enqueueing the marker that starts the devices' parts on '%s' "
                           "failed: %d %s",
-                          ctx->info.name, err, cla_cl_error_name(err) ? cla_cl_error_name(err) : "");
+                          ctx->info.name, err, cla_cl_error_text(err));
     }
     for (size_t i = 0; i < n && !st; ++i)
         st = run_part(ctx, p, &parts[i], i, &w.views[i * OUT_COUNT], w.fork, &w.done[i]);
@@ -274,7 +274,7 @@ clattn_status cla_sdpa_split(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
             st = cla_fail(ctx, err,
                           "split attention: enqueueing the barrier that joins the devices' parts on '%s' "
                           "failed: %d %s",
-                          ctx->info.name, err, cla_cl_error_name(err) ? cla_cl_error_name(err) : "");
+                          ctx->info.name, err, cla_cl_error_text(err));
         else
             cla_chain_push(chain, join);
     }

@@ -46,8 +46,7 @@ clattn_status clattn_kv_cache_create(clattn_context *ctx, const clattn_mha_confi
             ctx, err,
             "%s: allocating %zu + %zu bytes of keys and values (batch %zu, capacity %zu) on '%s' failed: "
             "%d %s",
-            call, kbytes, vbytes, batch, capacity, ctx->info.name, err,
-            cla_cl_error_name(err) ? cla_cl_error_name(err) : "");
+            call, kbytes, vbytes, batch, capacity, ctx->info.name, err, cla_cl_error_text(err));
     }
     *cache = kv;
     return CLATTN_SUCCESS;

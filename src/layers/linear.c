@@ -31,9 +31,8 @@ clattn_status cla_upload_f32(clattn_context *ctx, const float *data, size_t coun
     }
     if (err != CL_SUCCESS) {
         *out = NULL;
-        const char *name = cla_cl_error_name(err);
         return cla_fail(ctx, err, "uploading %s (%zu bytes) to '%s' failed: %d %s", what, count * sizeof(float),
-                        ctx->info.name, err, name ? name : "");
+                        ctx->info.name, err, cla_cl_error_text(err));
     }
     return CLATTN_SUCCESS;
 }

@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SOURCE_NAME "seq2seq"
 /* The fused kernel keeps a row's projected query in local memory and its share of the context row in private
  * memory; wider values run as column slices of at most CLA_S2S_MAX_SLICE_DIM (cla_seq2seq_additive_kernel). */
 #define MAX_ATTN_DIM 1024
@@ -110,9 +109,9 @@ static clattn_status upload_parts(clattn_context *ctx, const float *const *parts
     if (err != CL_SUCCESS) {
         if (*out) clReleaseMemObject(*out);
         *out = NULL;
-        const char *name = cla_cl_error_name(err);
-        return cla_fail(ctx, err, "clattn_seq2seq_weights_create: uploading %s (%zu bytes) to '%s' failed: %d %s",
-                        what, total * sizeof(float), ctx->info.name, err, name ? name : "");
+        return cla_fail_op(ctx, err, "clattn_seq2seq_weights_create",
+                           "uploading %s (%zu bytes) to '%s' failed: %d %s", what, total * sizeof(float),
+                           ctx->info.name, err, cla_cl_error_text(err));
     }
     return CLATTN_SUCCESS;
 }
@@ -362,51 +361,21 @@ clattn_status cla_seq2seq_validate(clattn_context *ctx, const clattn_seq2seq_wei
 
 /* ---- the fused additive kernel ---- */
 
-typedef struct additive_params {
-    int wg_size, block_n, rows, vec;
-} additive_params;
-
 /* The context's override of the kernel's tunables (clattn_context_set_kernel_params, or CLATTN_SEQ2SEQ_PARAMS at
- * creation), for development, tests and the tuner, as comma-separated key=value pairs: wg (work-items per group),
- * block_n (keys per tile), rows (query rows per group), vec (1, 4 or 8). Anything else is an error, so that a typo
- * cannot silently test the defaults. Keys left out take the defaults, and the whole is shrunk to the device's
- * limits (cla_seq2seq_complete in tuning.c). */
+ * creation), for development, tests and the tuner, in the keys of the family's description (tuning.c): wg, block_n,
+ * rows, vec. Keys left out take the defaults, and the whole is shrunk to the device's limits (cla_seq2seq_complete
+ * in tuning.c). */
 clattn_status cla_seq2seq_override(clattn_context *ctx, const cla_tune_problem *prob, cla_tune_config *c,
                                    bool *given) {
     const char *origin = NULL;
-    const char *env = cla_kernel_params(ctx, &cla_tune_op_seq2seq, &origin);
-    *given = env != NULL;
-    if (!*given) return CLATTN_SUCCESS;
-    for (int i = 0; i < CLA_TUNE_MAX_PARAMS; ++i) c->v[i] = -1;
-    for (const char *p = env; *p;) {
-        char key[16];
-        long value = 0;
-        int used = 0;
-        if (sscanf(p, "%15[a-z_]=%ld%n", key, &value, &used) != 2 || value < 1 || value > 4096)
-            return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                            "%s='%s': expected key=value pairs (values 1..4096) separated by commas", origin, env);
-        if (strcmp(key, "wg") == 0)
-            c->v[CLA_S2S_WG] = (int)value;
-        else if (strcmp(key, "block_n") == 0)
-            c->v[CLA_S2S_BLOCK_N] = (int)value;
-        else if (strcmp(key, "rows") == 0)
-            c->v[CLA_S2S_ROWS] = (int)value;
-        else if (strcmp(key, "vec") == 0 && (value == 1 || value == 4 || value == 8))
-            c->v[CLA_S2S_VEC] = (int)value;
-        else
-            return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                            "%s: unknown key or bad value '%s=%ld' (keys: wg, block_n, rows, vec=1|4|8)", origin,
-                            key, value);
-        p += used;
-        if (*p == ',') ++p;
-    }
-    cla_seq2seq_complete(&ctx->info, prob, c);
-    return CLATTN_SUCCESS;
+    clattn_status st = cla_tune_override_parse(ctx, &cla_tune_op_seq2seq, c, given, &origin);
+    if (st == CLATTN_SUCCESS && *given) cla_seq2seq_complete(&ctx->info, prob, c);
+    return st;
 }
 
 /* The parameters for this call: the context's override, else its tuning database, else the built-in
  * defaults for the device type (all in tuning.c's description of this kernel). */
-static clattn_status choose_params(clattn_context *ctx, const cla_seq2seq_plan *p, additive_params *ap) {
+static clattn_status choose_params(clattn_context *ctx, const cla_seq2seq_plan *p, cla_tune_config *c) {
     const clattn_device_info *d = &ctx->info;
     cla_tune_problem prob;
     memset(&prob, 0, sizeof prob);
@@ -421,47 +390,45 @@ static clattn_status choose_params(clattn_context *ctx, const cla_seq2seq_plan *
     cla_tune_choice ch;
     clattn_status st = cla_tuning_choose(ctx, &cla_tune_op_seq2seq, &prob, &ch);
     if (st != CLATTN_SUCCESS) return st;
-    ap->wg_size = ch.config.v[CLA_S2S_WG];
-    ap->block_n = ch.config.v[CLA_S2S_BLOCK_N];
-    ap->rows = ch.config.v[CLA_S2S_ROWS];
-    ap->vec = ch.config.v[CLA_S2S_VEC];
+    *c = ch.config;
     /* Only the defaults or an override shrunk as far as they go can still miss local memory: an attention width
      * the device cannot hold (database entries that do not fit are never chosen). */
     const size_t need = cla_seq2seq_local_bytes(&prob, &ch.config);
     const size_t budget = d->local_mem_bytes > 1024 ? d->local_mem_bytes - 1024 : 0;
-    if (need > budget)
-        return cla_fail(ctx, CLATTN_ERROR_DEVICE_LIMIT,
-                        "clattn_seq2seq_attention: attn_dim %zu needs %zu bytes of local memory but '%s' has %llu",
-                        p->attn_dim, need, d->name, (unsigned long long)d->local_mem_bytes);
+    CLA_FAIL_ON(need > budget, ctx, CLATTN_ERROR_DEVICE_LIMIT, "clattn_seq2seq_attention",
+                "attn_dim %zu needs %zu bytes of local memory but '%s' has %llu", p->attn_dim, need, d->name,
+                (unsigned long long)d->local_mem_bytes);
     return CLATTN_SUCCESS;
 }
 
 /* One launch of the fused kernel over the plan's value columns (at most CLA_S2S_MAX_SLICE_DIM). */
 static clattn_status additive_slice(clattn_context *ctx, const cla_seq2seq_plan *p, cla_rows qp, cla_rows kp,
                                     cl_mem v, size_t v_offset, cla_chain *chain) {
-    additive_params ap;
-    clattn_status st = choose_params(ctx, p, &ap);
+    const cla_tune_op *op = &cla_tune_op_seq2seq;
+    cla_tune_config c;
+    clattn_status st = choose_params(ctx, p, &c);
     if (st != CLATTN_SUCCESS) return st;
     const bool want_w = p->weights.buffer != NULL;
     const bool unit = p->values.stride[3] == 1 && p->context.stride[3] == 1;
-    char options[512];
+    char defines[128], options[512];
+    cla_tune_defines(op, &c, defines, sizeof defines);
     snprintf(options, sizeof options,
              "-DATTN_DIM=%zu -DV_DIM=%zu -DV_DTYPE=%d -DO_DTYPE=%d -DW_DTYPE=%d -DMASK_KIND=%d -DMASK_DTYPE=%d "
-             "-DHAS_KEY_LENGTHS=%d -DHAS_WEIGHTS=%d -DUNIT_DSTRIDE=%d -DWG_SIZE=%d -DBLOCK_N=%d -DROWS=%d -DVEC=%d",
+             "-DHAS_KEY_LENGTHS=%d -DHAS_WEIGHTS=%d -DUNIT_DSTRIDE=%d%s",
              p->attn_dim, p->value_dim, (int)p->values.dtype, (int)p->context.dtype,
              want_w ? (int)p->weights.dtype : 0, p->mask_kind, p->mask_kind ? (int)p->mask.dtype : 0,
-             p->key_lengths != NULL, want_w, unit, ap.wg_size, ap.block_n, ap.rows, ap.vec);
+             p->key_lengths != NULL, want_w, unit, defines);
     cl_kernel k = NULL;
-    if ((st = cla_kernel_get(ctx, SOURCE_NAME, options, "seq2seq_additive", &k))) return st;
+    const cla_tune_kernel *kern = cla_tune_kernel_of(op, &c);
+    if ((st = cla_kernel_get(ctx, kern->source, options, kern->kernel, &k))) return st;
 
     /* The raw scores wait in the weights when those are fp32, else in an fp32 scratch tensor [B, 1, Lq, Lk]. */
     cl_mem scratch = NULL;
     clattn_tensor scores = p->weights;
     if (want_w && p->weights.dtype != CLATTN_DTYPE_F32) {
         const size_t count = p->batch * p->q_len * p->kv_len;
-        if (count > SIZE_MAX / sizeof(float))
-            return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW,
-                            "clattn_seq2seq_attention: the weights overflow size_t");
+        CLA_FAIL_ON(count > SIZE_MAX / sizeof(float), ctx, CLATTN_ERROR_SIZE_OVERFLOW, "clattn_seq2seq_attention",
+                    "the weights overflow size_t");
         if ((st = cla_temp_buffer(ctx, count * sizeof(float), "the attention scores", &scratch))) return st;
         scores = clattn_tensor_seq(scratch, CLATTN_DTYPE_F32, p->batch, p->q_len, p->kv_len);
     }
@@ -473,12 +440,27 @@ static clattn_status additive_slice(clattn_context *ctx, const cla_seq2seq_plan 
                          (cl_long)p->mask.offset, (cl_long)p->key_lengths_offset, (cl_long)scores.offset,
                          (cl_long)p->weights.offset, 0}};
     cl_int2 dims = {{(cl_int)p->q_len, (cl_int)p->kv_len}};
-    cl_mem vals = p->values.buffer, out = p->context.buffer, mask = p->mask.buffer, kl = p->key_lengths;
-    cl_mem sbuf = scores.buffer, wbuf = p->weights.buffer;
-    st = cla_set_args(ctx, k, "seq2seq_additive", 18, CLA_ARG(qp.buffer), CLA_ARG(qr), CLA_ARG(kp.buffer),
-                      CLA_ARG(kr), CLA_ARG(v), CLA_ARG(vals), CLA_ARG(vs), CLA_ARG(out), CLA_ARG(os), CLA_ARG(mask),
-                      CLA_ARG(ms), CLA_ARG(kl), CLA_ARG(sbuf), CLA_ARG(ss), CLA_ARG(wbuf), CLA_ARG(ws),
-                      CLA_ARG(offsets), CLA_ARG(dims));
+    const cla_named_arg args[] = {
+        CLA_NAMED("qp", qp.buffer),
+        CLA_NAMED("qp_rows", qr),
+        CLA_NAMED("kp", kp.buffer),
+        CLA_NAMED("kp_rows", kr),
+        CLA_NAMED("v_attn", v),
+        CLA_NAMED("values", p->values.buffer),
+        CLA_NAMED("v_stride", vs),
+        CLA_NAMED("context", p->context.buffer),
+        CLA_NAMED("o_stride", os),
+        CLA_NAMED("mask", p->mask.buffer),
+        CLA_NAMED("mask_stride", ms),
+        CLA_NAMED("key_lengths", p->key_lengths),
+        CLA_NAMED("scores", scores.buffer),
+        CLA_NAMED("s_stride", ss),
+        CLA_NAMED("weights", p->weights.buffer),
+        CLA_NAMED("w_stride", ws),
+        CLA_NAMED("offsets", offsets),
+        CLA_NAMED("dims", dims),
+    };
+    st = cla_set_named_args(ctx, k, kern->kernel, op->args, args, CLA_ARRAY_SIZE(args));
     /* Whole batch items per launch, as many as max_launch_pairs allows (at least one), so that no single kernel
      * runs long enough for a display driver's watchdog. */
     const size_t pairs = p->q_len * p->kv_len;
@@ -487,12 +469,12 @@ static clattn_status additive_slice(clattn_context *ctx, const cla_seq2seq_plan 
         uint64_t items = ctx->max_launch_pairs / pairs;
         per_launch = items < 1 ? 1 : items < p->batch ? (size_t)items : p->batch;
     }
-    const size_t groups = (p->q_len + (size_t)ap.rows - 1) / (size_t)ap.rows;
+    const size_t rows = (size_t)c.v[CLA_S2S_ROWS], wg = (size_t)c.v[CLA_S2S_WG];
+    const size_t groups = (p->q_len + rows - 1) / rows;
     for (size_t first = 0; first < p->batch && st == CLATTN_SUCCESS; first += per_launch) {
         const size_t offset[2] = {0, first};
-        const size_t global[2] = {groups * (size_t)ap.wg_size,
-                                  p->batch - first < per_launch ? p->batch - first : per_launch};
-        const size_t local[2] = {(size_t)ap.wg_size, 1};
+        const size_t global[2] = {groups * wg, p->batch - first < per_launch ? p->batch - first : per_launch};
+        const size_t local[2] = {wg, 1};
         st = cla_chain_kernel_at(ctx, chain, k, 2, offset, global, local, "seq2seq_additive");
     }
     /* Released now, freed by OpenCL once the kernel that uses it has finished. */

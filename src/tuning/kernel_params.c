@@ -29,6 +29,41 @@ const char *cla_kernel_params(const clattn_context *ctx, const cla_tune_op *op, 
     return ctx->kernel_params[slot];
 }
 
+/* "variant=tiled|cpu, rows, block_n, ...": the keys a family takes, with the values of the enumerated ones. */
+static void describe_keys(const cla_tune_op *op, char *out, size_t size) {
+    size_t used = 0;
+    if (size) out[0] = '\0';
+    for (int i = 0; i < op->param_count && used < size; ++i) {
+        const cla_tune_param *pr = &op->params[i];
+        char values[96] = "";
+        if (pr->labels || pr->listed_only) cla_tune_param_describe(pr, values, sizeof values);
+        const int n =
+            snprintf(out + used, size - used, "%s%s%s%s", i ? ", " : "", pr->name, *values ? "=" : "", values);
+        if (n < 0) break;
+        used += (size_t)n;
+    }
+}
+
+clattn_status cla_tune_override_parse(clattn_context *ctx, const cla_tune_op *op, cla_tune_config *c, bool *given,
+                                      const char **origin) {
+    const char *text = cla_kernel_params(ctx, op, origin);
+    *given = text != NULL;
+    if (!*given) return CLATTN_SUCCESS;
+    for (int i = 0; i < CLA_TUNE_MAX_PARAMS; ++i) c->v[i] = -1;
+    /* An override may end in a comma, as it always could; database entries and candidates, which the library
+     * writes, may not. */
+    char *body = cla_strdup(text), why[256], keys[192];
+    if (!body) return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "out of host memory for kernel parameters");
+    const size_t len = strlen(body);
+    if (len > 0 && body[len - 1] == ',') body[len - 1] = '\0';
+    const bool parsed = cla_tune_config_parse(op, body, c, why, sizeof why);
+    free(body);
+    if (parsed) return CLATTN_SUCCESS;
+    describe_keys(op, keys, sizeof keys);
+    /* Unknown keys and bad values are an error, so that a typo cannot silently test the defaults. */
+    return cla_fail_op(ctx, CLATTN_ERROR_INVALID_ARGUMENT, *origin, "%s (keys: %s)", why, keys);
+}
+
 /* A problem every operation can take, for checking an override before any call: the override's own errors
  * (syntax, names, values out of range) do not depend on the problem. */
 static cla_tune_problem probe_problem(void) {
@@ -44,9 +79,8 @@ static cla_tune_problem probe_problem(void) {
 /* Sets an operation's override (NULL clears it) and checks it; a bad one leaves the previous setting. */
 static clattn_status set_params(clattn_context *ctx, const cla_tune_op *op, const char *text, const char *origin) {
     const int slot = cla_tune_op_slot(op);
-    if (slot < 0 || !op->override)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "clattn_context_set_kernel_params: %s takes no parameter override", op->name);
+    CLA_FAIL_ON(slot < 0 || !op->override, ctx, CLATTN_ERROR_INVALID_ARGUMENT, "clattn_context_set_kernel_params",
+                "%s takes no parameter override", op->name);
     char *copy = NULL;
     if (text && *text && !(copy = cla_strdup(text)))
         return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "out of host memory for kernel parameters");
@@ -92,10 +126,8 @@ clattn_status clattn_context_set_kernel_params(clattn_context *ctx, const char *
     if (!ctx) return CLATTN_ERROR_NULL_POINTER;
     cla_clear_error(ctx);
     const cla_tune_op *op = operation ? cla_tune_op_find(operation) : NULL;
-    if (!op)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "clattn_context_set_kernel_params: unknown operation '%s' (sdpa_fused, seq2seq_additive)",
-                        operation ? operation : "(null)");
+    CLA_FAIL_ON(!op, ctx, CLATTN_ERROR_INVALID_ARGUMENT, "clattn_context_set_kernel_params",
+                "unknown operation '%s' (sdpa_fused, seq2seq_additive)", operation ? operation : "(null)");
     /* Messages name the call and the operation, as they name the variable for an override from the environment. */
     static const char *const origins[] = {"clattn_context_set_kernel_params(sdpa_fused)",
                                           "clattn_context_set_kernel_params(seq2seq_additive)"};

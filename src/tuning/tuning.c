@@ -14,16 +14,40 @@
 static const char *const fused_sources[] = {"sdpa_fused", "sdpa_fused_cpu", NULL};
 static const char *const fused_variants[] = {"tiled", "cpu"};
 
-/* Values the tuner tries. rows: the tiled kernel takes any count, the CPU kernel 1 or multiples of 8; block_n: keys
- * per tile (multiples of the CPU kernel's register blocks); splits: key splits for decode (0 lets the shape
- * decide). */
+/* What an override or a database entry may give a count: anything a kernel could take (the check and the device's
+ * limits decide the rest). */
+#define ANY   (1 << 20)
+#define TILED (1u << CLA_FUSED_TILED)
+
+/* The family's parameters: the values the tuner tries, the values accepted, and the build options they become.
+ * variant: tiled (kernels_cl/sdpa_fused.cl, the GPU and accelerator kernel) or cpu (kernels_cl/sdpa_fused_cpu.cl,
+ * the default on CPU devices); rows: query rows per work-item (the tiled kernel takes any count, the CPU kernel 1
+ * or multiples of 8); block_n: keys per tile (multiples of the CPU kernel's register blocks); wg: work-items per
+ * group along the rows and local: K/V tiles in local memory (the tiled kernel's; the CPU kernel runs one work-item
+ * per group); splits: key splits for decode (0 lets the shape decide; the host's, as SPLIT_KV follows from the
+ * count). */
+/* One line a parameter. */
+/* clang-format off */
 static const cla_tune_param fused_params[CLA_FUSED_PARAM_COUNT] = {
-    {"variant", 2, {CLA_FUSED_TILED, CLA_FUSED_CPU}, fused_variants, 2},
-    {"rows", 9, {1, 2, 4, 8, 16, 24, 32, 48, 64}, NULL, 0},
-    {"block_n", 8, {8, 16, 24, 32, 48, 64, 96, 128}, NULL, 0},
-    {"wg", 8, {1, 4, 8, 16, 32, 64, 128, 256}, NULL, 0},
-    {"local", 2, {0, 1}, NULL, 0},
-    {"splits", 6, {0, 1, 2, 4, 8, 16}, NULL, 0},
+    {"variant", 2, {CLA_FUSED_TILED, CLA_FUSED_CPU}, fused_variants, 2, .min = 0, .max = 1},
+    {"rows", 9, {1, 2, 4, 8, 16, 24, 32, 48, 64}, NULL, 0, .min = 1, .max = ANY, .define = "ROWS"},
+    {"block_n", 8, {8, 16, 24, 32, 48, 64, 96, 128}, NULL, 0, .min = 1, .max = ANY, .define = "BLOCK_N"},
+    {"wg", 8, {1, 4, 8, 16, 32, 64, 128, 256}, NULL, 0, .min = 1, .max = ANY, .define = "WG_SIZE", .variants = TILED},
+    {"local", 2, {0, 1}, NULL, 0, .min = 0, .max = ANY, .define = "USE_LOCAL", .variants = TILED},
+    {"splits", 6, {0, 1, 2, 4, 8, 16}, NULL, 0, .min = 0, .max = ANY},
+};
+/* clang-format on */
+
+static const cla_tune_kernel fused_kernels[] = {
+    [CLA_FUSED_TILED] = {"sdpa_fused", "sdpa_fused"},
+    [CLA_FUSED_CPU] = {"sdpa_fused_cpu", "sdpa_fused_cpu"},
+};
+
+/* Both variants' arguments, as SDPA_FUSED_ARGS in kernels_cl/common.cl declares them. */
+static const char *const fused_args[] = {
+    "q",        "q_stride",   "k",           "k_stride",    "v",       "v_stride",   "o",
+    "o_stride", "mask",       "mask_stride", "key_lengths", "lse",     "lse_stride", "offsets",
+    "dims",     "scale_log2", "window",      "split_len",   "partial", NULL,
 };
 
 static bool gpu_like(const clattn_device_info *d) {
@@ -111,19 +135,30 @@ static const char *fused_check(const clattn_device_info *d, const cla_tune_probl
 const cla_tune_op cla_tune_op_sdpa_fused = {
     "sdpa_fused",  fused_sources, CLA_FUSED_PARAM_COUNT,   fused_params,
     fused_builtin, fused_check,   cla_sdpa_fused_override, NULL,
+    fused_kernels, fused_args,
 };
 
 /* ---- the additive (Bahdanau / Luong concat) attention kernel (kernels_cl/seq2seq.cl) ---- */
 
 static const char *const seq2seq_sources[] = {"seq2seq", NULL}; /* loaded with the common.cl prelude */
 
-/* Values the tuner tries. wg: work-items sharing a tile (one key and a slice of the value columns each); block_n:
- * keys per tile; rows: query rows sharing each key's reads; vec: the vector width of the score loop. */
+/* The family's parameters: the values the tuner tries, the values accepted, and the build options they become.
+ * wg: work-items sharing a tile (one key and a slice of the value columns each); block_n: keys per tile; rows:
+ * query rows sharing each key's reads; vec: the vector width of the score loop. */
 static const cla_tune_param seq2seq_params[CLA_S2S_PARAM_COUNT] = {
-    {"wg", 9, {1, 2, 4, 8, 16, 32, 64, 128, 256}, NULL, 0},
-    {"block_n", 6, {8, 16, 32, 64, 128, 256}, NULL, 0},
-    {"rows", 5, {1, 2, 4, 8, 16}, NULL, 0},
-    {"vec", 3, {1, 4, 8}, NULL, 0},
+    {"wg", 9, {1, 2, 4, 8, 16, 32, 64, 128, 256}, NULL, 0, .min = 1, .max = 4096, .define = "WG_SIZE"},
+    {"block_n", 6, {8, 16, 32, 64, 128, 256}, NULL, 0, .min = 1, .max = 4096, .define = "BLOCK_N"},
+    {"rows", 5, {1, 2, 4, 8, 16}, NULL, 0, .min = 1, .max = 4096, .define = "ROWS"},
+    {"vec", 3, {1, 4, 8}, NULL, 0, .min = 1, .max = 8, .listed_only = 1, .define = "VEC"},
+};
+
+static const cla_tune_kernel seq2seq_kernels[] = {{"seq2seq", "seq2seq_additive"}};
+
+/* The kernel's arguments, as seq2seq_additive in kernels_cl/seq2seq.cl declares them. */
+static const char *const seq2seq_args[] = {
+    "qp",      "qp_rows",  "kp",      "kp_rows",     "v_attn",      "values", "v_stride",
+    "context", "o_stride", "mask",    "mask_stride", "key_lengths", "scores", "s_stride",
+    "weights", "w_stride", "offsets", "dims",        NULL,
 };
 
 /* Each work-item keeps rows x (its share of the value columns) accumulators in private memory. */
@@ -187,8 +222,8 @@ static const char *seq2seq_check(const clattn_device_info *d, const cla_tune_pro
 }
 
 const cla_tune_op cla_tune_op_seq2seq = {
-    "seq2seq_additive", seq2seq_sources, CLA_S2S_PARAM_COUNT,  seq2seq_params,
-    seq2seq_builtin,    seq2seq_check,   cla_seq2seq_override, "additive",
+    "seq2seq_additive", seq2seq_sources,      CLA_S2S_PARAM_COUNT, seq2seq_params,  seq2seq_builtin,
+    seq2seq_check,      cla_seq2seq_override, "additive",          seq2seq_kernels, seq2seq_args,
 };
 
 /* Further operations (the unfused helper kernels) are entries of this list. The database keeps a source hash per
@@ -255,19 +290,13 @@ bool cla_tune_config_parse(const cla_tune_op *op, const char *text, cla_tune_con
             return false;
         }
         const cla_tune_param *pr = &op->params[idx];
-        int x = -1;
-        for (int i = 0; pr->labels && i < pr->label_count; ++i)
-            if (strcmp(pr->labels[i], value) == 0) x = i;
-        if (x < 0) {
-            char *end = NULL;
-            long n = strtol(value, &end, 10);
-            if (*end != '\0' || n < 0 || n > (1 << 20) || (pr->labels && n >= pr->label_count)) {
-                cla_write_message(why, why_size, "bad value '%s' for parameter '%s' of %s", value, key, op->name);
-                return false;
-            }
-            x = (int)n;
+        if (!cla_tune_param_value(pr, value, &c->v[idx])) {
+            char accepts[96];
+            cla_tune_param_describe(pr, accepts, sizeof accepts);
+            cla_write_message(why, why_size, "bad value '%s' for parameter '%s' of %s (%s)", value, key, op->name,
+                              accepts);
+            return false;
         }
-        c->v[idx] = x;
         p = val + vlen;
         if (!cla_list_next(&p)) {
             cla_write_message(why, why_size, "'%s': trailing comma", text);

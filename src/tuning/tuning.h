@@ -43,7 +43,15 @@ typedef struct cla_tune_problem {
  * value head dim is their head dim). */
 typedef clattn_tune_class cla_tune_class;
 
-/* The advanced API's opaque clattn_tune_op. */
+/* One variant's kernel: kernels_cl/<source>.cl and the kernel's name in it. */
+typedef struct cla_tune_kernel {
+    const char *source, *kernel;
+} cla_tune_kernel;
+
+/* The advanced API's opaque clattn_tune_op: the one description of a tunable kernel family. Its parameters say what
+ * they accept and which build option each becomes (cla_tune_param); its kernels, one per variant (the values of a
+ * first, labelled parameter, else one), share one argument list, which the kernels take from one macro of
+ * kernels_cl/common.cl and the host sets by name (cla_set_named_args). */
 typedef struct clattn_tune_op {
     const char *name;           /* the key in the database: "sdpa_fused" */
     const char *const *sources; /* kernel sources whose text is hashed into every entry, NULL-terminated */
@@ -61,6 +69,8 @@ typedef struct clattn_tune_op {
      * classes in --shapes and in displays ("additive"), and its classes read the other way: "aN" is the attention
      * width (kept in head_dim), "vN" the value width (v_dim), and there is no causal flag. */
     const char *shape_prefix;
+    const cla_tune_kernel *kernels; /* by variant */
+    const char *const *args;        /* the kernels' arguments in order, NULL-terminated */
 } cla_tune_op;
 
 /* The operations, NULL-terminated, and one by name (NULL if unknown). */
@@ -79,10 +89,30 @@ clattn_status cla_kernel_params_from_env(clattn_context *ctx, const cla_env *env
 void cla_kernel_params_free(clattn_context *ctx);
 int cla_tune_param_index(const cla_tune_op *op, const char *name);
 
+/* ---- what a description gives the host code (kernel_family.c) ---- */
+
+/* The variant a configuration runs (the value of the family's labelled first parameter; 0 if it has none), and
+ * its kernel. */
+int cla_tune_variant(const cla_tune_op *op, const cla_tune_config *c);
+const cla_tune_kernel *cla_tune_kernel_of(const cla_tune_op *op, const cla_tune_config *c);
+/* The build options of a configuration's parameters for its variant, in parameter order, each with a leading
+ * space: " -DROWS=24 -DBLOCK_N=48". */
+void cla_tune_defines(const cla_tune_op *op, const cla_tune_config *c, char *out, size_t size);
+/* Whether `text` is a value the parameter accepts (a label or a number in its range), and which. */
+bool cla_tune_param_value(const cla_tune_param *pr, const char *text, int *value);
+/* What a parameter accepts, for messages: "tiled|cpu", "1|4|8" or "1 to 4096". */
+void cla_tune_param_describe(const cla_tune_param *pr, char *out, size_t size);
+/* The context's override of a family's parameters, parsed by cla_tune_config_parse over a configuration of -1
+ * (unset): *given says whether there is one; a malformed one fails with the override's origin, the reason and the
+ * keys the family takes (kernel_params.c). */
+clattn_status cla_tune_override_parse(clattn_context *ctx, const cla_tune_op *op, cla_tune_config *c, bool *given,
+                                      const char **origin);
+
 /* "name=value,..." in parameter order, labels for enumerated values. */
 void cla_tune_config_format(const cla_tune_op *op, const cla_tune_config *c, char *out, size_t size);
-/* Parses "name=value,..." over `c` (parameters not named keep their value). Returns false (with a reason) on an
- * unknown name, a bad value or bad syntax. */
+/* Parses "name=value,..." over `c` (parameters not named keep their value). Returns
+ * false (with a reason) on an unknown name, a value the parameter does not accept or bad syntax. The one parser of
+ * overrides, database entries and the tuner's candidates. */
 bool cla_tune_config_parse(const cla_tune_op *op, const char *text, cla_tune_config *c, char *why, size_t why_size);
 bool cla_tune_config_equal(const cla_tune_op *op, const cla_tune_config *a, const cla_tune_config *b);
 

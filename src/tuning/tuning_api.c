@@ -69,6 +69,11 @@ int clattn_tune_space_param_index(const clattn_tune_space *space, const char *na
     return name ? cla_tune_param_index(&op, name) : -1;
 }
 
+clattn_status clattn_tune_param_value(const clattn_tune_param *param, const char *text, int *value) {
+    if (!param || !text || !value) return CLATTN_ERROR_NULL_POINTER;
+    return cla_tune_param_value(param, text, value) ? CLATTN_SUCCESS : CLATTN_ERROR_INVALID_ARGUMENT;
+}
+
 void clattn_tune_config_format(const clattn_tune_space *space, const clattn_tune_config *config, char *text,
                                size_t size) {
     const cla_tune_op op = op_of_space(space);

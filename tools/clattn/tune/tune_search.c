@@ -24,19 +24,6 @@
  * configuration on a busy 2-core machine. */
 #define LOCAL_RETIME_MARGIN 1.3
 
-static bool parse_value(const clattn_tune_param *pr, const char *text, int *out) {
-    for (int i = 0; pr->labels && i < pr->label_count; ++i)
-        if (strcmp(pr->labels[i], text) == 0) {
-            *out = i;
-            return true;
-        }
-    char *end = NULL;
-    long v = strtol(text, &end, 10);
-    if (end == text || *end != '\0' || v < 0 || v > (1 << 20)) return false;
-    *out = (int)v;
-    return true;
-}
-
 bool tune_space_build(tune_space *sp, const clattn_tune_op *op, const char *spec, const clattn_device_info *d,
                       const clattn_tuning_query *p, char *why, size_t why_size) {
     memset(sp, 0, sizeof *sp);
@@ -56,9 +43,11 @@ bool tune_space_build(tune_space *sp, const clattn_tune_op *op, const char *spec
             return false;
         }
         clattn_tune_param *pr = &sp->space.params[idx];
+        const clattn_tune_param whole = *pr; /* what the family accepts, before the narrowing empties the list */
         pr->count = 0;
         for (char *v = strtok(eq + 1, ":"); v; v = strtok(NULL, ":")) {
-            if (pr->count == CLATTN_TUNE_MAX_VALUES || !parse_value(pr, v, &pr->values[pr->count])) {
+            if (pr->count == CLATTN_TUNE_MAX_VALUES ||
+                clattn_tune_param_value(&whole, v, &pr->values[pr->count]) != CLATTN_SUCCESS) {
                 snprintf(why, why_size, "--space: bad value '%s' for %s (at most %d values)", v, pr->name,
                          CLATTN_TUNE_MAX_VALUES);
                 return false;
