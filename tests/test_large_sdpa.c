@@ -32,11 +32,7 @@ static int setup(void **state) {
     return 0;
 }
 
-static int teardown(void **state) {
-    (void)state;
-    clattn_context_free(ctx);
-    return 0;
-}
+TEST_CONTEXT_TEARDOWN(ctx);
 
 /* A case of B x H heads of Lq x Lk with head dim D, f32, [B, H, L, D], compared on a sample of rows. */
 static sdpa_case large_case(size_t B, size_t Hq, size_t Hkv, size_t Lq, size_t Lk, size_t D) {
