@@ -4,19 +4,13 @@
 grouped-query heads, masks, key lengths, residual), plus its handling of bad inputs: each must give exit status 2 and
 leave no output file.
 Usage: cli_mha_test.py PATH/TO/clattn"""
-import os
-import subprocess
-import sys
-import tempfile
-
 import numpy as np
 
+from cli_harness import CliTest
 from numpy_attention import attention
 
-clattn = sys.argv[1]
-work = tempfile.mkdtemp(prefix="clattn-cli-mha-")
-rng = np.random.default_rng(11)
-passed = failed = 0
+t = CliTest("clattn-cli-mha-", 11, op="mha")
+rng, path, save, run, check = t.rng, t.path, t.save, t.run, t.check
 
 
 def mha(x, mem, wq, wk, wv, wo, heads, kv_heads, bq=None, bk=None, bv=None, bo=None, residual=False,
@@ -40,33 +34,8 @@ def mha(x, mem, wq, wk, wv, wo, heads, kv_heads, bq=None, bk=None, bv=None, bo=N
     return out + x if residual else out
 
 
-def path(name):
-    return os.path.join(work, name)
-
-
-def save(name, a):
-    np.save(path(name), a)
-    return path(name)
-
-
-def run(*args):
-    return subprocess.run([clattn, "run", "mha", *args], capture_output=True, text=True)
-
-
-def check(what, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print("ok:", what)
-    else:
-        failed += 1
-        print("FAIL:", what, detail)
-
-
 def agree(what, args, expect, tol):
-    if os.path.exists(path("o.npy")):
-        os.remove(path("o.npy"))
-    r = run(*args, "-o", path("o.npy"))
+    r = t.run_to(*args)
     if r.returncode != 0:
         check(what, False, r.stderr)
         return
@@ -76,10 +45,8 @@ def agree(what, args, expect, tol):
 
 
 def rejected(what, args):
-    if os.path.exists(path("o.npy")):
-        os.remove(path("o.npy"))
-    r = run(*args, "-o", path("o.npy"))
-    check(what, r.returncode == 2 and not os.path.exists(path("o.npy")) and "clattn run mha" in r.stderr,
+    r = t.run_to(*args)
+    check(what, r.returncode == 2 and not t.wrote() and "clattn run mha" in r.stderr,
           f"status {r.returncode}, stderr {r.stderr!r}")
 
 
@@ -147,5 +114,4 @@ rejected("packed and separate weights", packed + ["--w-q", path("wq.npy")])
 rejected("x that is not an array", ["--x", save("text.npy", np.array(["a"]))] + files[2:])
 rejected("unknown dtype", files + ["--dtype", "f64"])
 
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+t.finish()

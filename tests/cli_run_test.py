@@ -3,44 +3,18 @@
 """`clattn run sdpa` against an independent NumPy implementation of attention, plus its handling of bad input files:
 each malformed, truncated or mismatched input must give exit status 2 and leave no output file.
 Usage: cli_run_test.py PATH/TO/clattn"""
-import os
-import subprocess
-import sys
-import tempfile
-
 import numpy as np
 
+from cli_harness import CliTest
 from numpy_attention import attention
 
-clattn = sys.argv[1]
-work = tempfile.mkdtemp(prefix="clattn-cli-run-")
-rng = np.random.default_rng(7)
-passed = failed = 0
-
-
-def path(name):
-    return os.path.join(work, name)
-
-
-def run(*args):
-    return subprocess.run([clattn, "run", "sdpa", *args], capture_output=True, text=True)
-
-
-def check(what, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print("ok:", what)
-    else:
-        failed += 1
-        print("FAIL:", what, detail)
+t = CliTest("clattn-cli-run-", 7, op="sdpa")
+rng, path, run, check = t.rng, t.path, t.run, t.check
 
 
 def agree(what, args, expect, tol, extra_outputs=()):
-    for f in ("o.npy",) + tuple(extra_outputs):
-        if os.path.exists(path(f)):
-            os.remove(path(f))
-    r = run(*args, "-o", path("o.npy"))
+    t.remove(*extra_outputs)
+    r = t.run_to(*args)
     if r.returncode != 0:
         check(what, False, r.stderr)
         return
@@ -103,11 +77,9 @@ wide = ["--q", path("qw.npy"), "--k", path("kw.npy"), "--v", path("vw.npy")]
 o, w, lse = attention(qw, kw, vw, key_lengths=np.array([11]))
 agree("head dims 576/512, key lengths, weights", wide + ["--key-lengths", path("klw.npy"), "--weights", path("w.npy")],
       (o, w), 1e-5, ("w.npy",))
-if os.path.exists(path("o.npy")):
-    os.remove(path("o.npy"))
-r = run(*wide, "--impl", "fused", "-o", path("o.npy"))
+r = t.run_to(*wide, "--impl", "fused")
 check("head dims 576/512 with --impl fused: exit 2, no output",
-      r.returncode == 2 and "CLATTN_IMPL_UNFUSED" in r.stderr and not os.path.exists(path("o.npy")),
+      r.returncode == 2 and "CLATTN_IMPL_UNFUSED" in r.stderr and not t.wrote(),
       f"exit {r.returncode}: {r.stderr}")
 
 # Bad inputs: exit 2, a message, and no output file.
@@ -120,10 +92,8 @@ bad = {
 }
 for name, data in bad.items():
     open(path("bad.npy"), "wb").write(data)
-    if os.path.exists(path("o.npy")):
-        os.remove(path("o.npy"))
-    r = run("--q", path("bad.npy"), "--k", path("k.npy"), "--v", path("v.npy"), "-o", path("o.npy"))
-    check(f"{name}: exit 2, message, no output", r.returncode == 2 and r.stderr and not os.path.exists(path("o.npy")),
+    r = t.run_to("--q", path("bad.npy"), "--k", path("k.npy"), "--v", path("v.npy"))
+    check(f"{name}: exit 2, message, no output", r.returncode == 2 and r.stderr and not t.wrote(),
           f"exit {r.returncode}: {r.stderr}")
 np.save(path("int.npy"), np.zeros((2, 4, 13, 24), dtype=np.int32))
 np.save(path("k3.npy"), k[:, :, :, :5])
@@ -138,15 +108,12 @@ for name, args in {
     "bad --causal": files + ["--causal", "sideways"],
     "bad --window": files + ["--window", "3"],
 }.items():
-    if os.path.exists(path("o.npy")):
-        os.remove(path("o.npy"))
-    r = run(*args, "-o", path("o.npy"))
-    check(f"{name}: exit 2, no output", r.returncode == 2 and not os.path.exists(path("o.npy")),
+    r = t.run_to(*args)
+    check(f"{name}: exit 2, no output", r.returncode == 2 and not t.wrote(),
           f"exit {r.returncode}: {r.stderr}")
 
 r = run("--random", "1,2,1,9,33,16", "--check", "--causal", "bottom-right")
 check("--random --check", r.returncode == 0 and "reference" in r.stdout, r.stdout + r.stderr)
 r = run("--random", "1,4,4,64,64,512", "--check")
 check("--random D=512 --check", r.returncode == 0 and "reference" in r.stdout, r.stdout + r.stderr)
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+t.finish()

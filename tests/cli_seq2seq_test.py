@@ -4,27 +4,13 @@
 dot, general, concat) with masks, key lengths, separate values and the weights output, plus bad inputs: each must
 give exit status 2 and leave no output file.
 Usage: cli_seq2seq_test.py PATH/TO/clattn"""
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-
 import numpy as np
 
-clattn = sys.argv[1]
-work = tempfile.mkdtemp(prefix="clattn-cli-s2s-")
-rng = np.random.default_rng(11)
-passed = failed = 0
+from cli_harness import CliTest
+from numpy_attention import masked_softmax
 
-
-def path(name):
-    return os.path.join(work, name)
-
-
-def save(name, array):
-    np.save(path(name), array)
-    return path(name)
+t = CliTest("clattn-cli-s2s-", 11)
+rng, path, save, run, check = t.rng, t.path, t.save, t.run, t.check
 
 
 def seq2seq(score, q, k, h, w, mask=None, key_lengths=None):
@@ -49,26 +35,8 @@ def seq2seq(score, q, k, h, w, mask=None, key_lengths=None):
             keep &= np.broadcast_to(mask, e.shape)
         else:
             e = e + np.broadcast_to(mask, e.shape)
-    e = np.where(keep, e, -np.inf)
-    m = e.max(axis=-1, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    p = np.where(keep, np.exp(e - m), 0.0)
-    s = p.sum(axis=-1, keepdims=True)
-    alpha = np.divide(p, s, out=np.zeros_like(p), where=s > 0)
+    alpha, _, _ = masked_softmax(e, keep)
     return alpha @ h, alpha
-
-
-def run(op, *args):
-    return subprocess.run([clattn, "run", op, *args], capture_output=True, text=True)
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL {name}: {detail}")
 
 
 def case(score, b, lq, lk, dq, dk, dv, a, dtype="f32", mask=None, key_lengths=None, q_scale=1.0):
@@ -93,9 +61,7 @@ def case(score, b, lq, lk, dq, dk, dv, a, dtype="f32", mask=None, key_lengths=No
         args += ["--mask", save("mask.npy", mask)]
     if key_lengths is not None:
         args += ["--key-lengths", save("kl.npy", key_lengths)]
-    for out in ("o.npy", "w_out.npy"):
-        if os.path.exists(path(out)):
-            os.remove(path(out))
+    t.remove("o.npy", "w_out.npy")
     op = ["additive"] if score == "additive" else ["luong", "--score", score]
     r = run(*op, *args, "--dtype", dtype, "-o", path("o.npy"), "--weights-out", path("w_out.npy"), "--check")
     name = f"{score} B={b} Lq={lq} Lk={lk} Dq={dq} Dk={dk} Dv={dv} A={a} {dtype}"
@@ -153,21 +119,17 @@ bad = {
 with open(path("k.npy"), "rb") as src, open(path("trunc.npy"), "wb") as dst:
     dst.write(src.read()[:100])
 for what, extra in bad.items():
-    if os.path.exists(path("o.npy")):
-        os.remove(path("o.npy"))
     args = list(good)
     for i in range(0, len(extra), 2):
         if extra[i] in args:
             args[args.index(extra[i]) + 1] = extra[i + 1]
         else:
             args += extra[i:i + 2]
-    r = run("additive", *args, "-o", path("o.npy"))
-    check(what, r.returncode == 2 and not os.path.exists(path("o.npy")), f"exit {r.returncode}: {r.stderr}")
+    r = t.run_to("additive", *args)
+    check(what, r.returncode == 2 and not t.wrote(), f"exit {r.returncode}: {r.stderr}")
 r = run("luong", "--score", "nope", "--random", "1,1,2,4,4,4")
 check("unknown score", r.returncode == 2, f"exit {r.returncode}")
 r = run("luong", "--random", "1,1,2,4,4,4")
 check("missing --score", r.returncode == 2, f"exit {r.returncode}")
 
-shutil.rmtree(work)
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+t.finish()

@@ -3,6 +3,16 @@
 import numpy as np
 
 
+def masked_softmax(s, allowed):
+    """Softmax over the last axis of the allowed scores (a row with none gives zeros); also its max and sum."""
+    s = np.where(allowed, s, -np.inf)
+    m = s.max(axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    p = np.where(allowed, np.exp(s - m), 0.0)
+    denom = p.sum(axis=-1, keepdims=True)
+    return np.divide(p, denom, out=np.zeros_like(p), where=denom > 0), m, denom
+
+
 def attention(q, k, v, scale=None, causal=None, mask=None, key_lengths=None, window=None):
     """softmax(q k^T * scale + mask) v in float64, with the library's masking rules."""
     b, hq, lq, d = q.shape
@@ -30,11 +40,6 @@ def attention(q, k, v, scale=None, causal=None, mask=None, key_lengths=None, win
             allowed &= np.broadcast_to(mask, allowed.shape)
         else:
             s = s + np.broadcast_to(mask.astype(np.float64), s.shape)
-    s = np.where(allowed, s, -np.inf)
-    m = s.max(axis=-1, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    p = np.where(allowed, np.exp(s - m), 0.0)
-    denom = p.sum(axis=-1, keepdims=True)
-    w = np.divide(p, denom, out=np.zeros_like(p), where=denom > 0)
+    w, m, denom = masked_softmax(s, allowed)
     lse = np.where(denom[..., 0] > 0, np.log(np.where(denom[..., 0] > 0, denom[..., 0], 1.0)) + m[..., 0], -np.inf)
     return w @ v, w, lse

@@ -29,6 +29,20 @@ void sdpa_case_init(sdpa_case *c) {
     c->nan_q_row = -1;
 }
 
+sdpa_case sdpa_case_of(clattn_impl impl, size_t batch, size_t q_heads, size_t kv_heads, size_t q_len, size_t kv_len,
+                       size_t head_dim) {
+    sdpa_case c;
+    sdpa_case_init(&c);
+    c.impl = impl;
+    c.batch = batch;
+    c.q_heads = q_heads;
+    c.kv_heads = kv_heads;
+    c.q_len = q_len;
+    c.kv_len = kv_len;
+    c.head_dim = head_dim;
+    return c;
+}
+
 void sdpa_case_describe(const sdpa_case *c, char *buf, size_t size) {
     static const char *dt[] = {"f32", "f16", "bf16", "bool"};
     static const char *impl[] = {"auto", "fused", "unfused"};

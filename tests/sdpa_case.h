@@ -41,6 +41,10 @@ typedef struct sdpa_case {
 } sdpa_case;
 
 void sdpa_case_init(sdpa_case *c);
+/* sdpa_case_init's case with this implementation and shape: batch x q_heads query heads (kv_heads key/value
+ * heads) of q_len x kv_len, head dim head_dim. */
+sdpa_case sdpa_case_of(clattn_impl impl, size_t batch, size_t q_heads, size_t kv_heads, size_t q_len, size_t kv_len,
+                       size_t head_dim);
 
 /* Runs the case, compares with the reference and fails the test with a precise message on any mismatch, poison
  * left in an output, or canary change. Returns the output as floats (malloc'd, [B,Hq,Lq,Dv]) if `out_copy`. */

@@ -36,15 +36,7 @@ static void device_reports_the_restricted_limits(void **state) {
 /* One case per head dim: with 2 KiB of local memory, 8 leaves room for 16-key tiles, 64 for 2-key tiles, and 256
  * (2 KiB per key) for none, so the tiles must move to global memory. */
 static void run_case(size_t head_dim, clattn_impl impl, clattn_causal causal) {
-    sdpa_case c;
-    sdpa_case_init(&c);
-    c.impl = impl;
-    c.batch = 1;
-    c.q_heads = 2;
-    c.kv_heads = 1;
-    c.q_len = 19; /* more rows than a 16-item work-group */
-    c.kv_len = 21;
-    c.head_dim = head_dim;
+    sdpa_case c = sdpa_case_of(impl, 1, 2, 1, 19, 21, head_dim); /* Lq 19: more rows than a 16-item work-group */
     c.causal = causal;
     c.want_lse = true;
     c.seed = (unsigned)head_dim;
@@ -67,14 +59,7 @@ static void fused_head_dim_beyond_local_memory_reads_global(void **state) {
  * clear CLATTN_ERROR_DEVICE_LIMIT, and the context must stay usable. */
 static void unfused_fits_or_reports_device_limit(void **state) {
     (void)state;
-    sdpa_case c;
-    sdpa_case_init(&c);
-    c.impl = CLATTN_IMPL_UNFUSED;
-    c.q_heads = 2;
-    c.kv_heads = 1;
-    c.q_len = 19;
-    c.kv_len = 21;
-    c.head_dim = 8;
+    sdpa_case c = sdpa_case_of(CLATTN_IMPL_UNFUSED, 1, 2, 1, 19, 21, 8);
     c.causal = CLATTN_CAUSAL_TOP_LEFT;
     c.want_weights = true;
     char err[4096] = "";

@@ -42,23 +42,14 @@ static int fail_each_step(const sdpa_case *c) {
 
 static void fused_call(void **state) {
     (void)state;
-    sdpa_case c;
-    sdpa_case_init(&c);
-    c.impl = CLATTN_IMPL_FUSED;
-    c.q_len = 9;
-    c.kv_len = 20;
+    sdpa_case c = sdpa_case_of(CLATTN_IMPL_FUSED, 1, 1, 1, 9, 20, 16);
     c.want_lse = true;
     assert_true(fail_each_step(&c) >= 1);
 }
 
 static void fused_call_with_key_splits(void **state) {
     (void)state;
-    sdpa_case c;
-    sdpa_case_init(&c);
-    c.impl = CLATTN_IMPL_FUSED;
-    c.q_len = 1;
-    c.kv_len = 2048;
-    c.q_heads = c.kv_heads = 1;
+    sdpa_case c = sdpa_case_of(CLATTN_IMPL_FUSED, 1, 1, 1, 1, 2048, 16);
     c.want_lse = true;
     /* workspace, split kernel, combine kernel */
     assert_true(fail_each_step(&c) >= 3);

@@ -14,19 +14,8 @@
 #include "check_tolerance.h"
 #include "reference_mha.h"
 
-static clattn_context *ctx;
-
-static int setup(void **state) {
-    (void)state;
-    ctx = test_context();
-    return 0;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    clattn_context_free(ctx);
-    return 0;
-}
+TEST_CONTEXT_SETUP(ctx);
+TEST_CONTEXT_TEARDOWN(ctx);
 
 /* ---- multi-head attention ---- */
 

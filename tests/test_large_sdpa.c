@@ -32,22 +32,11 @@ static int setup(void **state) {
     return 0;
 }
 
-static int teardown(void **state) {
-    (void)state;
-    clattn_context_free(ctx);
-    return 0;
-}
+TEST_CONTEXT_TEARDOWN(ctx);
 
 /* A case of B x H heads of Lq x Lk with head dim D, f32, [B, H, L, D], compared on a sample of rows. */
 static sdpa_case large_case(size_t B, size_t Hq, size_t Hkv, size_t Lq, size_t Lk, size_t D) {
-    sdpa_case c;
-    sdpa_case_init(&c);
-    c.batch = B;
-    c.q_heads = Hq;
-    c.kv_heads = Hkv;
-    c.q_len = Lq;
-    c.kv_len = Lk;
-    c.head_dim = D;
+    sdpa_case c = sdpa_case_of(CLATTN_IMPL_AUTO, B, Hq, Hkv, Lq, Lk, D);
     c.sample_rows = SAMPLE;
     return c;
 }

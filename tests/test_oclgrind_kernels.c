@@ -26,15 +26,8 @@ static int teardown(void **state) {
 static void tiny_cases(const char *params, clattn_impl impl) {
     assert_status(clattn_context_set_kernel_params(ctx, "sdpa_fused", params), CLATTN_SUCCESS);
     for (int variant = 0; variant < 4; ++variant) {
-        sdpa_case c;
-        sdpa_case_init(&c);
-        c.impl = impl;
-        c.batch = 1 + (variant & 1);
-        c.q_heads = 2;
-        c.kv_heads = variant == 2 ? 1 : 2;
-        c.q_len = 5 + variant;
-        c.kv_len = 11 + variant * 3;
-        c.head_dim = variant == 3 ? 3 : 8;
+        sdpa_case c = sdpa_case_of(impl, 1 + (variant & 1), 2, variant == 2 ? 1 : 2, 5 + variant, 11 + variant * 3,
+                                   variant == 3 ? 3 : 8);
         c.dtype = (clattn_dtype)(variant % 3);
         c.layout = variant & 1;
         c.offset = (size_t)variant;

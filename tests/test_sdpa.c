@@ -25,12 +25,7 @@ static void sequence_lengths(void **state) {
     static const size_t lens[] = {1, 2, 7, 33, 64, 65, 257};
     for (size_t a = 0; a < 7; ++a)
         for (size_t b = 0; b < 7; ++b) {
-            sdpa_case c;
-            sdpa_case_init(&c);
-            c.impl = impl_of(state);
-            c.q_len = lens[a];
-            c.kv_len = lens[b];
-            c.head_dim = 64;
+            sdpa_case c = sdpa_case_of(impl_of(state), 1, 1, 1, lens[a], lens[b], 64);
             c.seed = (unsigned)(a * 7 + b);
             sdpa_case_run(ctx, &c, NULL);
         }
@@ -39,23 +34,13 @@ static void sequence_lengths(void **state) {
 static void head_dims(void **state) {
     static const size_t dims[] = {1, 3, 64, 80, 128, 256};
     for (size_t i = 0; i < 6; ++i) {
-        sdpa_case c;
-        sdpa_case_init(&c);
-        c.impl = impl_of(state);
-        c.q_len = 33;
-        c.kv_len = 65;
-        c.head_dim = dims[i];
+        sdpa_case c = sdpa_case_of(impl_of(state), 1, 1, 1, 33, 65, dims[i]);
         c.seed = (unsigned)i;
         sdpa_case_run(ctx, &c, NULL);
     }
     /* A value head dim that differs from the query/key head dim. */
-    sdpa_case c;
-    sdpa_case_init(&c);
-    c.impl = impl_of(state);
-    c.head_dim = 24;
+    sdpa_case c = sdpa_case_of(impl_of(state), 1, 1, 1, 9, 17, 24);
     c.v_head_dim = 40;
-    c.q_len = 9;
-    c.kv_len = 17;
     sdpa_case_run(ctx, &c, NULL);
 }
 
@@ -68,14 +53,7 @@ static void wide_head_dims(void **state) {
     static const size_t dims[][2] = {{257, 257}, {384, 384}, {512, 512}, {1000, 1000},
                                      {576, 512}, {192, 128}, {300, 64},  {64, 300}};
     for (size_t i = 0; i < CLA_ARRAY_SIZE(dims); ++i) {
-        sdpa_case c;
-        sdpa_case_init(&c);
-        c.impl = impl_of(state);
-        c.q_heads = 2;
-        c.kv_heads = 1;
-        c.q_len = 9;
-        c.kv_len = 21;
-        c.head_dim = dims[i][0];
+        sdpa_case c = sdpa_case_of(impl_of(state), 1, 2, 1, 9, 21, dims[i][0]);
         c.v_head_dim = dims[i][1];
         c.layout = (int)(i % 2);
         c.offset = i % 3;
@@ -86,15 +64,7 @@ static void wide_head_dims(void **state) {
     /* Every mask kind, key lengths, both causal alignments with a window, and the weights, at Dk 512, Dv 384. */
     static const int32_t kl[2] = {13, 0};
     for (int variant = 0; variant < 6; ++variant) {
-        sdpa_case c;
-        sdpa_case_init(&c);
-        c.impl = impl_of(state);
-        c.batch = 2;
-        c.q_heads = 2;
-        c.kv_heads = 2;
-        c.q_len = 7;
-        c.kv_len = variant == 4 ? 30 : 19;
-        c.head_dim = 512;
+        sdpa_case c = sdpa_case_of(impl_of(state), 2, 2, 2, 7, variant == 4 ? 30 : 19, 512);
         c.v_head_dim = 384;
         c.mask_kind = variant == 0 ? MASK_ADD : variant == 1 ? MASK_BOOL : MASK_NONE;
         c.mask_bcast_heads = variant == 1;
@@ -131,21 +101,10 @@ static void wide_head_dims(void **state) {
         sdpa_case_run(ctx, &c, NULL);
     }
     /* No keys at all: zeros and lse -inf without a GEMM; a decode step (one query) over many keys. */
-    sdpa_case c;
-    sdpa_case_init(&c);
-    c.impl = impl_of(state);
-    c.q_len = 3;
-    c.kv_len = 0;
-    c.head_dim = 1024;
+    sdpa_case c = sdpa_case_of(impl_of(state), 1, 1, 1, 3, 0, 1024);
     c.want_lse = true;
     sdpa_case_run(ctx, &c, NULL);
-    sdpa_case_init(&c);
-    c.impl = impl_of(state);
-    c.q_heads = 4;
-    c.kv_heads = 2;
-    c.q_len = 1;
-    c.kv_len = 2000;
-    c.head_dim = 768;
+    c = sdpa_case_of(impl_of(state), 1, 4, 2, 1, 2000, 768);
     c.want_lse = true;
     sdpa_case_run(ctx, &c, NULL);
 }
@@ -158,20 +117,14 @@ static void wide_heads_run_unfused_under_auto(void **state) {
     setenv("CLATTN_IMPL", "fused", 1);
     clattn_context *prefers_fused = test_context();
     unsetenv("CLATTN_IMPL");
-    sdpa_case c;
-    sdpa_case_init(&c);
-    c.q_len = 40;
-    c.kv_len = 30;
-    c.head_dim = 300;
+    sdpa_case c = sdpa_case_of(CLATTN_IMPL_AUTO, 1, 1, 1, 40, 30, 300);
     sdpa_case_run(prefers_fused, &c, NULL);
     clattn_memory_stats m;
     assert_status(clattn_context_memory_stats(prefers_fused, &m), CLATTN_SUCCESS);
     clattn_context_free(prefers_fused);
     assert_true(m.last_call_bytes >= (uint64_t)40 * 30 * sizeof(float)); /* the unfused path's scores */
-    sdpa_case_init(&c);
-    c.q_len = 2;
-    c.kv_len = 3;
-    c.head_dim = c.v_head_dim = CLATTN_MAX_HEAD_DIM;
+    c = sdpa_case_of(CLATTN_IMPL_AUTO, 1, 1, 1, 2, 3, CLATTN_MAX_HEAD_DIM);
+    c.v_head_dim = CLATTN_MAX_HEAD_DIM;
     sdpa_case_run(ctx, &c, NULL);
 }
 
@@ -180,15 +133,7 @@ static void heads_batch_layouts_and_gqa(void **state) {
     for (size_t hi = 0; hi < 4; ++hi)
         for (size_t batch = 1; batch <= 2; ++batch)
             for (int layout = 0; layout < 2; ++layout) {
-                sdpa_case c;
-                sdpa_case_init(&c);
-                c.impl = impl_of(state);
-                c.batch = batch;
-                c.q_heads = heads[hi][0];
-                c.kv_heads = heads[hi][1];
-                c.q_len = 13;
-                c.kv_len = 21;
-                c.head_dim = 32;
+                sdpa_case c = sdpa_case_of(impl_of(state), batch, heads[hi][0], heads[hi][1], 13, 21, 32);
                 c.layout = layout;
                 c.offset = layout ? 5 : 0;
                 c.seed = (unsigned)(hi * 4 + batch * 2 + (size_t)layout);
@@ -234,11 +179,7 @@ static void windows(void **state) {
 }
 
 static void huge_windows_mean_unbounded(void **state) {
-    sdpa_case c;
-    sdpa_case_init(&c);
-    c.impl = impl_of(state);
-    c.q_len = 9;
-    c.kv_len = 14;
+    sdpa_case c = sdpa_case_of(impl_of(state), 1, 1, 1, 9, 14, 16);
     c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
     c.window_left = (int64_t)1 << 40;
     c.window_right = INT32_MAX;
@@ -255,14 +196,7 @@ static void unfused_chunks(void **state) {
         setenv("CLATTN_UNFUSED_CHUNK_BYTES", caps[i], 1);
         clattn_context *capped = test_context();
         unsetenv("CLATTN_UNFUSED_CHUNK_BYTES");
-        sdpa_case c;
-        sdpa_case_init(&c);
-        c.impl = CLATTN_IMPL_UNFUSED;
-        c.batch = 2;
-        c.q_heads = 4;
-        c.kv_heads = 2;
-        c.q_len = 19;
-        c.kv_len = 23;
+        sdpa_case c = sdpa_case_of(CLATTN_IMPL_UNFUSED, 2, 4, 2, 19, 23, 16);
         c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
         c.want_lse = true;
         c.want_weights = true;
@@ -276,13 +210,7 @@ static void unfused_chunks(void **state) {
  * its score matrix. */
 static void memory_accounting(void **state) {
     (void)state;
-    sdpa_case c;
-    sdpa_case_init(&c);
-    c.q_len = 300;
-    c.kv_len = 200;
-    c.head_dim = 32;
-    c.q_heads = c.kv_heads = 2;
-    c.impl = CLATTN_IMPL_FUSED;
+    sdpa_case c = sdpa_case_of(CLATTN_IMPL_FUSED, 1, 2, 2, 300, 200, 32);
     sdpa_case_run(ctx, &c, NULL);
     clattn_memory_stats m;
     assert_status(clattn_context_memory_stats(ctx, &m), CLATTN_SUCCESS);
@@ -315,14 +243,7 @@ static void launch_limit_splits_the_work(void **state) {
     o.max_launch_pairs = 400; /* one 13 x 30 slice per launch */
     clattn_context *limited = NULL;
     assert_status(clattn_context_create_with_options(&o, &limited), CLATTN_SUCCESS);
-    sdpa_case c;
-    sdpa_case_init(&c);
-    c.impl = CLATTN_IMPL_FUSED;
-    c.batch = 2;
-    c.q_heads = 3;
-    c.kv_heads = 1;
-    c.q_len = 13;
-    c.kv_len = 30;
+    sdpa_case c = sdpa_case_of(CLATTN_IMPL_FUSED, 2, 3, 1, 13, 30, 16);
     c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
     c.want_lse = true;
     long whole = operations_of(ctx, &c), split = operations_of(limited, &c);
@@ -337,14 +258,7 @@ static void masks(void **state) {
     for (int kind = MASK_ADD; kind <= MASK_BOOL; ++kind)
         for (int bb = 0; bb < 2; ++bb)
             for (int bh = 0; bh < 2; ++bh) {
-                sdpa_case c;
-                sdpa_case_init(&c);
-                c.impl = impl_of(state);
-                c.batch = 2;
-                c.q_heads = 3;
-                c.kv_heads = 3;
-                c.q_len = 11;
-                c.kv_len = 35;
+                sdpa_case c = sdpa_case_of(impl_of(state), 2, 3, 3, 11, 35, 16);
                 c.mask_kind = kind;
                 c.mask_bcast_batch = bb;
                 c.mask_bcast_heads = bh;
@@ -355,21 +269,13 @@ static void masks(void **state) {
             }
     /* Additive masks stored as f16 and bf16, and masked entries given as -FLT_MAX. */
     for (int dt = 1; dt <= 2; ++dt) {
-        sdpa_case c;
-        sdpa_case_init(&c);
-        c.impl = impl_of(state);
-        c.q_len = 9;
-        c.kv_len = 30;
+        sdpa_case c = sdpa_case_of(impl_of(state), 1, 1, 1, 9, 30, 16);
         c.mask_kind = MASK_ADD;
         c.mask_dtype = (clattn_dtype)dt;
         c.mask_fill_prob = 0.4f;
         sdpa_case_run(ctx, &c, NULL);
     }
-    sdpa_case c;
-    sdpa_case_init(&c);
-    c.impl = impl_of(state);
-    c.q_len = 9;
-    c.kv_len = 30;
+    sdpa_case c = sdpa_case_of(impl_of(state), 1, 1, 1, 9, 30, 16);
     c.mask_kind = MASK_ADD;
     c.mask_fill_prob = 0.5f;
     c.mask_neg_value = -FLT_MAX;
@@ -380,14 +286,7 @@ static void masks(void **state) {
 static void key_lengths_and_combinations(void **state) {
     static const int32_t kl[3] = {5, 0, 40}; /* the middle batch item is fully padded; 40 > Lk clamps */
     for (int combo = 0; combo < 4; ++combo) {
-        sdpa_case c;
-        sdpa_case_init(&c);
-        c.impl = impl_of(state);
-        c.batch = 3;
-        c.q_heads = 2;
-        c.kv_heads = 1;
-        c.q_len = 12;
-        c.kv_len = 33;
+        sdpa_case c = sdpa_case_of(impl_of(state), 3, 2, 1, 12, 33, 16);
         c.key_lengths = kl;
         c.want_lse = true;
         c.causal = combo & 1 ? CLATTN_CAUSAL_BOTTOM_RIGHT : CLATTN_CAUSAL_NONE;
@@ -404,11 +303,7 @@ static void key_lengths_and_combinations(void **state) {
 
 static void fully_masked_rows(void **state) {
     /* Every key masked for every row: zeros and lse -inf, never NaN. */
-    sdpa_case c;
-    sdpa_case_init(&c);
-    c.impl = impl_of(state);
-    c.q_len = 5;
-    c.kv_len = 9;
+    sdpa_case c = sdpa_case_of(impl_of(state), 1, 1, 1, 5, 9, 16);
     c.mask_kind = MASK_BOOL;
     c.mask_fill_prob = 2.0f;
     c.want_lse = true;
@@ -451,12 +346,7 @@ static void dtypes(void **state) {
 
 static void special_values(void **state) {
     /* Large logits stay finite. */
-    sdpa_case c;
-    sdpa_case_init(&c);
-    c.impl = impl_of(state);
-    c.q_len = 8;
-    c.kv_len = 20;
-    c.head_dim = 16;
+    sdpa_case c = sdpa_case_of(impl_of(state), 1, 1, 1, 8, 20, 16);
     c.scale = 250.0f; /* logits up to about 1.6e4 */
     c.want_lse = true;
     float *out = NULL;
@@ -465,10 +355,7 @@ static void special_values(void **state) {
     free(out);
 
     /* Adding a constant to every logit changes nothing. */
-    sdpa_case_init(&c);
-    c.impl = impl_of(state);
-    c.q_len = 6;
-    c.kv_len = 14;
+    c = sdpa_case_of(impl_of(state), 1, 1, 1, 6, 14, 16);
     float *plain = NULL, *shifted = NULL;
     sdpa_case_run(ctx, &c, &plain);
     c.mask_kind = MASK_ADD;
@@ -479,10 +366,7 @@ static void special_values(void **state) {
     free(shifted);
 
     /* A NaN in a query propagates to that row; NaN in padding past the key length does not. */
-    sdpa_case_init(&c);
-    c.impl = impl_of(state);
-    c.q_len = 4;
-    c.kv_len = 10;
+    c = sdpa_case_of(impl_of(state), 1, 1, 1, 4, 10, 16);
     c.nan_q_row = 2;
     c.want_lse = true;
     sdpa_case_run(ctx, &c, &out);
@@ -490,11 +374,7 @@ static void special_values(void **state) {
     assert_true(!isnan(out[0]) && !isnan(out[3 * 16]));
     free(out);
     static const int32_t kl[2] = {6, 3};
-    sdpa_case_init(&c);
-    c.impl = impl_of(state);
-    c.batch = 2;
-    c.q_len = 4;
-    c.kv_len = 10;
+    c = sdpa_case_of(impl_of(state), 2, 1, 1, 4, 10, 16);
     c.key_lengths = kl;
     c.nan_in_padding = true;
     sdpa_case_run(ctx, &c, &out);
@@ -506,14 +386,8 @@ static void decode_shapes(void **state) {
     static const size_t shapes[][3] = {{1, 4096, 8}, {4, 4096, 2}, {1, 1000, 1}, {2, 600, 3}};
     for (size_t s = 0; s < 4; ++s)
         for (int causal = 0; causal < 2; ++causal) {
-            sdpa_case c;
-            sdpa_case_init(&c);
-            c.impl = impl_of(state);
-            c.q_len = shapes[s][0];
-            c.kv_len = shapes[s][1];
-            c.q_heads = shapes[s][2];
-            c.kv_heads = shapes[s][2] == 8 ? 2 : shapes[s][2];
-            c.head_dim = 64;
+            sdpa_case c = sdpa_case_of(impl_of(state), 1, shapes[s][2], shapes[s][2] == 8 ? 2 : shapes[s][2],
+                                       shapes[s][0], shapes[s][1], 64);
             c.causal = causal ? CLATTN_CAUSAL_BOTTOM_RIGHT : CLATTN_CAUSAL_NONE;
             c.want_lse = true;
             c.seed = (unsigned)(s * 2 + (size_t)causal);
@@ -523,14 +397,7 @@ static void decode_shapes(void **state) {
 
 static void weights_output(void **state) {
     for (int variant = 0; variant < 3; ++variant) {
-        sdpa_case c;
-        sdpa_case_init(&c);
-        c.impl = impl_of(state);
-        c.batch = 2;
-        c.q_heads = 2;
-        c.kv_heads = 1;
-        c.q_len = 9;
-        c.kv_len = 23;
+        sdpa_case c = sdpa_case_of(impl_of(state), 2, 2, 1, 9, 23, 16);
         c.want_weights = true;
         c.want_lse = true;
         c.causal = variant == 1 ? CLATTN_CAUSAL_TOP_LEFT : CLATTN_CAUSAL_NONE;
@@ -543,14 +410,7 @@ static void weights_output(void **state) {
 }
 
 static void runs_are_bitwise_deterministic(void **state) {
-    sdpa_case c;
-    sdpa_case_init(&c);
-    c.impl = impl_of(state);
-    c.q_len = 37;
-    c.kv_len = 300;
-    c.head_dim = 64;
-    c.q_heads = 2;
-    c.kv_heads = 2;
+    sdpa_case c = sdpa_case_of(impl_of(state), 1, 2, 2, 37, 300, 64);
     c.causal = CLATTN_CAUSAL_TOP_LEFT;
     float *a = NULL, *b = NULL;
     sdpa_case_run(ctx, &c, &a);
@@ -571,12 +431,7 @@ static void runs_are_bitwise_deterministic(void **state) {
 static void empty_sizes(void **state) {
     static const size_t shapes[][3] = {{0, 5, 1}, {5, 0, 1}, {3, 4, 0}, {0, 0, 1}};
     for (size_t s = 0; s < 4; ++s) {
-        sdpa_case c;
-        sdpa_case_init(&c);
-        c.impl = impl_of(state);
-        c.q_len = shapes[s][0];
-        c.kv_len = shapes[s][1];
-        c.batch = shapes[s][2];
+        sdpa_case c = sdpa_case_of(impl_of(state), shapes[s][2], 1, 1, shapes[s][0], shapes[s][1], 16);
         c.want_lse = true;
         c.want_weights = impl_of(state) == CLATTN_IMPL_UNFUSED;
         sdpa_case_run(ctx, &c, NULL);

@@ -16,30 +16,19 @@ static clattn_sdpa_desc desc;
 #define D      16
 #define POISON 0x5a
 
-static cl_mem make(size_t bytes, int fill) {
-    cl_int err;
-    unsigned char *host = malloc(bytes);
-    memset(host, fill, bytes);
-    cl_mem m =
-        clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bytes, host, &err);
-    free(host);
-    assert_int_equal(err, CL_SUCCESS);
-    return m;
-}
-
 static int setup(void **state) {
     (void)state;
     ctx = test_context();
     size_t n = (size_t)B * H * L * D * sizeof(float);
-    bq = make(n, 0);
-    bk = make(n, 0);
-    bv = make(n, 0);
-    bo = make(n, POISON);
-    bo2 = make(n, POISON);
-    bl = make((size_t)B * H * L * sizeof(float), POISON);
-    bw = make((size_t)B * H * L * L * sizeof(float), POISON);
-    small = make(64, POISON);
-    bmask = make((size_t)B * H * L * L * sizeof(float), 0);
+    bq = test_filled_buffer(ctx, n, 0);
+    bk = test_filled_buffer(ctx, n, 0);
+    bv = test_filled_buffer(ctx, n, 0);
+    bo = test_filled_buffer(ctx, n, POISON);
+    bo2 = test_filled_buffer(ctx, n, POISON);
+    bl = test_filled_buffer(ctx, (size_t)B * H * L * sizeof(float), POISON);
+    bw = test_filled_buffer(ctx, (size_t)B * H * L * L * sizeof(float), POISON);
+    small = test_filled_buffer(ctx, 64, POISON);
+    bmask = test_filled_buffer(ctx, (size_t)B * H * L * L * sizeof(float), 0);
     return 0;
 }
 
@@ -65,12 +54,7 @@ static int reset(void **state) {
 static void assert_untouched(cl_mem m) {
     size_t size = 0;
     clGetMemObjectInfo(m, CL_MEM_SIZE, sizeof size, &size, NULL);
-    unsigned char *host = malloc(size);
-    assert_int_equal(clEnqueueReadBuffer(clattn_context_cl_queue(ctx), m, CL_TRUE, 0, size, host, 0, NULL, NULL),
-                     CL_SUCCESS);
-    for (size_t i = 0; i < size; ++i)
-        if (host[i] != POISON) fail_msg("byte %zu of an output was written by a call that failed", i);
-    free(host);
+    test_expect_unwritten(ctx, m, size, POISON);
 }
 
 /* Runs clattn_sdpa with the current arguments and expects `status`, a message containing `needle`, and no output.

@@ -276,24 +276,8 @@ static void long_sequence(void **state) {
 #define AD     8
 #define POISON 0x5a
 
-static cl_mem make(size_t bytes, int fill) {
-    cl_int err;
-    unsigned char *host = malloc(bytes);
-    memset(host, fill, bytes);
-    cl_mem m =
-        clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bytes, host, &err);
-    free(host);
-    assert_int_equal(err, CL_SUCCESS);
-    return m;
-}
-
 static void expect_poisoned(cl_mem m, size_t bytes) {
-    unsigned char *got = malloc(bytes);
-    assert_int_equal(clEnqueueReadBuffer(clattn_context_cl_queue(ctx), m, CL_TRUE, 0, bytes, got, 0, NULL, NULL),
-                     CL_SUCCESS);
-    for (size_t i = 0; i < bytes; ++i)
-        if (got[i] != POISON) fail_msg("byte %zu of an output was written by a call that failed", i);
-    free(got);
+    test_expect_unwritten(ctx, m, bytes, POISON);
 }
 
 static void bad_weights(void **state) {
@@ -355,8 +339,10 @@ static void bad_calls(void **state) {
     clattn_seq2seq_weights *sw = NULL;
     assert_status(clattn_seq2seq_weights_create(ctx, &cfg, &h, &sw), CLATTN_SUCCESS);
     const size_t ob = BB * LQ * DK * 4, wb = BB * LQ * LK * 4;
-    cl_mem bq = make(BB * LQ * DQ * 4, 0), bk = make(BB * LK * DK * 4, 0), bo = make(ob, POISON);
-    cl_mem bw = make(wb, POISON), bm = make(BB * LQ * LK * 4, 0), bkl = make(4, 0);
+    cl_mem bq = test_filled_buffer(ctx, BB * LQ * DQ * 4, 0), bk = test_filled_buffer(ctx, BB * LK * DK * 4, 0),
+           bo = test_filled_buffer(ctx, ob, POISON);
+    cl_mem bw = test_filled_buffer(ctx, wb, POISON), bm = test_filled_buffer(ctx, BB * LQ * LK * 4, 0),
+           bkl = test_filled_buffer(ctx, 4, 0);
     clattn_tensor q = clattn_tensor_seq(bq, CLATTN_DTYPE_F32, BB, LQ, DQ);
     clattn_tensor k = clattn_tensor_seq(bk, CLATTN_DTYPE_F32, BB, LK, DK);
     clattn_tensor o = clattn_tensor_seq(bo, CLATTN_DTYPE_F32, BB, LQ, DK);
@@ -507,7 +493,8 @@ static void precomputed_keys(void **state) {
     clattn_seq2seq_config dcfg = {CLATTN_SCORE_DOT, D, D, 0};
     clattn_seq2seq_weights_host none = {NULL, NULL, NULL, NULL, NULL};
     assert_status(clattn_seq2seq_weights_create(ctx, &dcfg, &none, &dot), CLATTN_SUCCESS);
-    cl_mem kb = make(B * Lk * D * sizeof(float), 0), pb = make(B * Lk * A * sizeof(float), POISON);
+    cl_mem kb = test_filled_buffer(ctx, B * Lk * D * sizeof(float), 0),
+           pb = test_filled_buffer(ctx, B * Lk * A * sizeof(float), POISON);
     clattn_tensor keys = clattn_tensor_seq(kb, CLATTN_DTYPE_F32, B, Lk, D);
     clattn_tensor proj = clattn_tensor_seq(pb, CLATTN_DTYPE_F32, B, Lk, A);
     assert_status(clattn_seq2seq_project_keys(ctx, dot, &keys, &proj, NULL, 0, NULL, NULL),

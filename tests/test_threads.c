@@ -25,14 +25,8 @@ static void *run_worker(void *arg) {
         return NULL;
     }
     for (int round = 0; round < ROUNDS && !w->failed; ++round) {
-        sdpa_case c;
-        sdpa_case_init(&c);
-        c.impl = (round + w->id) % 2 ? CLATTN_IMPL_UNFUSED : CLATTN_IMPL_FUSED;
-        c.q_len = 17 + (size_t)w->id * 5;
-        c.kv_len = 31 + (size_t)round * 7;
-        c.head_dim = w->id % 2 ? 32 : 24;
-        c.q_heads = 2;
-        c.kv_heads = 1;
+        sdpa_case c = sdpa_case_of((round + w->id) % 2 ? CLATTN_IMPL_UNFUSED : CLATTN_IMPL_FUSED, 1, 2, 1,
+                                   17 + (size_t)w->id * 5, 31 + (size_t)round * 7, w->id % 2 ? 32 : 24);
         c.causal = (clattn_causal)(round % 3);
         c.want_lse = true;
         c.seed = (unsigned)(w->id * 100 + round);

@@ -97,6 +97,28 @@ void test_view_window(const clattn_tensor *t, size_t margin, size_t *first, size
     *count = *total - *first;
 }
 
+cl_mem test_filled_buffer(clattn_context *ctx, size_t bytes, int fill) {
+    cl_int err;
+    unsigned char *host = malloc(bytes);
+    assert_non_null(host);
+    memset(host, fill, bytes);
+    cl_mem m =
+        clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bytes, host, &err);
+    free(host);
+    assert_int_equal(err, CL_SUCCESS);
+    return m;
+}
+
+void test_expect_unwritten(clattn_context *ctx, cl_mem m, size_t bytes, int fill) {
+    unsigned char *got = malloc(bytes);
+    assert_non_null(got);
+    assert_int_equal(clEnqueueReadBuffer(clattn_context_cl_queue(ctx), m, CL_TRUE, 0, bytes, got, 0, NULL, NULL),
+                     CL_SUCCESS);
+    for (size_t i = 0; i < bytes; ++i)
+        if (got[i] != (unsigned char)fill) fail_msg("byte %zu of an output was written by a call that failed", i);
+    free(got);
+}
+
 cl_mem test_upload_window(clattn_context *ctx, size_t total_bytes, size_t first_byte, const void *window,
                           size_t window_bytes) {
     cl_int err = CL_SUCCESS;

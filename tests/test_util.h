@@ -72,6 +72,13 @@ cl_mem test_upload_window(clattn_context *ctx, size_t total_bytes, size_t first_
 /* Reads bytes [first_byte, first_byte + bytes) of a buffer (blocking); 0, or -1 on failure. */
 int test_read_window(clattn_context *ctx, cl_mem buffer, size_t first_byte, size_t bytes, void *dst);
 
+/* A read-write buffer of `bytes` bytes, each `fill`; fails the test if it cannot be made. */
+cl_mem test_filled_buffer(clattn_context *ctx, size_t bytes, int fill);
+
+/* Fails the test unless the first `bytes` bytes of buffer `m` all still hold `fill` (an output that a failing call
+ * must not have written). */
+void test_expect_unwritten(clattn_context *ctx, cl_mem m, size_t bytes, int fill);
+
 /* Whether the device of `ctx` allows buffers of `bytes` (CL_DEVICE_MAX_MEM_ALLOC_SIZE); if not, prints why and
  * skips the current test. */
 bool test_device_allows(clattn_context *ctx, size_t bytes, const char *what);

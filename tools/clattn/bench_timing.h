@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "clattn.h"
+#include "cli.h"
 
 /* One call of the operation being timed: enqueues it on `queue` and returns the event of its completion. */
 typedef clattn_status (*bench_call_fn)(void *user, cl_command_queue queue, cl_event *done);
@@ -37,7 +38,7 @@ void bench_csv_string(const char *s);
     {"warmup", "N", "untimed calls first, at least 1 (default 2); compilation happens there", NULL},               \
     {"json", NULL, "print one JSON array, an object per measurement", NULL},                                       \
     {"csv", NULL, "print CSV: a header and a row per measurement", NULL},                                          \
-    {"device", "SPEC", "device to run on (default: CLATTN_DEVICE, else the first GPU/accelerator/CPU)", NULL}
+    CLI_OPTION_DEVICE
 /* clang-format on */
 
 /* What every bench command holds for its run: a profiling context on the chosen device, its description, room for

@@ -18,6 +18,19 @@ typedef struct cli_option {
     const char *value; /* set by cli_parse: the value, or "" for a present flag, NULL if absent */
 } cli_option;
 
+/* Options that several commands take with the same meaning, one entry of an options table each. */
+/* clang-format off */
+#define CLI_OPTION_DEVICE                                                                                           \
+    {"device", "SPEC", "device to run on (default: CLATTN_DEVICE, else the first GPU/accelerator/CPU)", NULL}
+#define CLI_OPTION_KEY_LENGTHS_FILE {"key-lengths", "KL.npy", "int32 [B]: keys past each length are masked", NULL}
+#define CLI_OPTION_MASK_FILE                                                                                        \
+    {"mask", "M.npy", "float32 additive or bool mask [B|1, H|1, Lq, Lk] (true keeps a key)", NULL}
+#define CLI_OPTION_CAUSAL_ALIGN                                                                                     \
+    {"causal", "ALIGN", "top-left (PyTorch is_causal) or bottom-right (FlashAttention 2.1+)", NULL}
+#define CLI_OPTION_WINDOW                                                                                           \
+    {"window", "L,R", "sliding window: keys within L before and R after the (aligned) query, -1 unbounded", NULL}
+/* clang-format on */
+
 typedef struct cli_command {
     const char *name;    /* "devices", "run sdpa", ... */
     const char *summary; /* one line */

@@ -316,12 +316,12 @@ static int run_seq2seq(const char *name, bool luong, int argc, char **argv) {
         {"bias", "B.npy", "additive: bias [A] (optional)", NULL},
         {"random", "B,Lq,Lk,Dq,Dk,A", "seeded random inputs and weights instead of files", NULL},
         {"mask", "M.npy", "float32 additive or bool mask [B|1, 1, Lq, Lk] (or [Lq, Lk], [B, Lq, Lk])", NULL},
-        {"key-lengths", "KL.npy", "int32 [B]: keys past each length are masked", NULL},
+        CLI_OPTION_KEY_LENGTHS_FILE,
         {"dtype", "TYPE", "storage type of queries, keys, values and context: f32 (default), f16 or bf16", NULL},
         {"out", "O.npy", "write the context [B, Lq, Dv] as float32 (also -o)", NULL},
         {"weights-out", "W.npy", "write the attention weights [B, Lq, Lk]", NULL},
         {"check", NULL, "compare with the double-precision reference", NULL},
-        {"device", "SPEC", "device to run on (default: CLATTN_DEVICE, else the first GPU/accelerator/CPU)", NULL},
+        CLI_OPTION_DEVICE,
     };
     cli_command cmd = {name,
                        luong
