@@ -88,12 +88,17 @@ static void *run_on_device(void *arg) {
     return NULL;
 }
 
-static void one_context_per_device_runs_concurrently_with_identical_results(void **state) {
-    (void)state;
-    clattn_device_info infos[8];
+/* Lists the devices into infos[8], requiring at least two. */
+static void list_two_devices(clattn_device_info *infos) {
     size_t n = 0;
     assert_status(clattn_devices_list(infos, 8, &n, NULL, 0), CLATTN_SUCCESS);
     assert_true(n >= 2);
+}
+
+static void one_context_per_device_runs_concurrently_with_identical_results(void **state) {
+    (void)state;
+    clattn_device_info infos[8];
+    list_two_devices(infos);
     const size_t nq = (size_t)B * HQ * LQ * D, nk = (size_t)B * HKV * LK * D;
     float *q = malloc(nq * sizeof *q), *k = malloc(nk * sizeof *k), *v = malloc(nk * sizeof *v);
     assert_true(q && k && v);
@@ -300,6 +305,11 @@ typedef struct md_case {
     size_t out_offset; /* elements before the view in its buffer */
 } md_case;
 
+/* The leading fields of an md_case initialiser: the implementation (AUTO, FUSED or UNFUSED) and the shape. */
+#define MD_CASE(impl_, B_, Hq_, Hkv_, Lq_, Lk_, D_, Dv_)                                                           \
+    .impl = CLATTN_IMPL_##impl_, .B = (B_), .Hq = (Hq_), .Hkv = (Hkv_), .Lq = (Lq_), .Lk = (Lk_), .D = (D_),       \
+    .Dv = (Dv_)
+
 /* The whole output buffers after a call (poisoned with NaN bits before it, so that bytes outside the views, and
  * any element left unwritten, must match too), and the temporary memory the call allocated. */
 typedef struct md_result {
@@ -487,7 +497,7 @@ static void expect_split_equal(const md_case *c, int sub_buffers) {
 static void split_fused_batch_through_sub_buffers(void **state) {
     (void)state;
     /* B = 3 over two devices: items [0, 1) and [1, 3); each item's output is 4 KiB, so the regions align. */
-    md_case c = {.B = 3, .Hq = 4, .Hkv = 4, .Lq = 8, .Lk = 40, .D = 32, .Dv = 32, .impl = CLATTN_IMPL_FUSED};
+    md_case c = {MD_CASE(FUSED, 3, 4, 4, 8, 40, 32, 32)};
     expect_split_equal(&c, 1);
     c.causal = CLATTN_CAUSAL_TOP_LEFT;
     c.lse = true;
@@ -499,16 +509,7 @@ static void split_fused_heads_through_temporaries(void **state) {
     (void)state;
     /* B = 1: the key/value head groups split (3 groups of 2 query heads); out stored [B, L, H, D] interleaves the
      * devices' heads within every row, so each part writes a temporary that is copied into place. */
-    md_case c = {.B = 1,
-                 .Hq = 6,
-                 .Hkv = 3,
-                 .Lq = 17,
-                 .Lk = 45,
-                 .D = 24,
-                 .Dv = 24,
-                 .impl = CLATTN_IMPL_FUSED,
-                 .causal = CLATTN_CAUSAL_BOTTOM_RIGHT,
-                 .out_blhd = true,
+    md_case c = {MD_CASE(FUSED, 1, 6, 3, 17, 45, 24, 24), .causal = CLATTN_CAUSAL_BOTTOM_RIGHT, .out_blhd = true,
                  .lse = true};
     expect_split_equal(&c, 0);
     /* The same with [B, H, L, D]: contiguous per head group, but 17 x 24 x 4 bytes per head does not align. */
@@ -519,40 +520,20 @@ static void split_fused_heads_through_temporaries(void **state) {
 static void split_odd_shapes_and_misaligned_outputs(void **state) {
     (void)state;
     /* fp16, odd sizes, Dv != D, an output offset that no sub-buffer can start at, a mask and key lengths. */
-    md_case c = {.B = 3,
-                 .Hq = 3,
-                 .Hkv = 1,
-                 .Lq = 7,
-                 .Lk = 13,
-                 .D = 5,
-                 .Dv = 9,
-                 .dtype = CLATTN_DTYPE_F16,
-                 .impl = CLATTN_IMPL_FUSED,
-                 .out_offset = 3,
-                 .mask = true,
+    md_case c = {MD_CASE(FUSED, 3, 3, 1, 7, 13, 5, 9), .dtype = CLATTN_DTYPE_F16, .out_offset = 3, .mask = true,
                  .key_lengths = true};
     expect_split_equal(&c, 0);
     c.dtype = CLATTN_DTYPE_BF16;
     c.causal = CLATTN_CAUSAL_TOP_LEFT;
     expect_split_equal(&c, 0);
     /* One batch item and a single key/value head: nothing to split, one device runs it. */
-    md_case one = {.B = 1, .Hq = 4, .Hkv = 1, .Lq = 5, .Lk = 9, .D = 8, .Dv = 8, .impl = CLATTN_IMPL_FUSED};
+    md_case one = {MD_CASE(FUSED, 1, 4, 1, 5, 9, 8, 8)};
     expect_split_equal(&one, 1);
 }
 
 static void split_unfused_with_weights_and_lse(void **state) {
     (void)state;
-    md_case c = {.B = 3,
-                 .Hq = 4,
-                 .Hkv = 2,
-                 .Lq = 11,
-                 .Lk = 19,
-                 .D = 16,
-                 .Dv = 8,
-                 .impl = CLATTN_IMPL_UNFUSED,
-                 .lse = true,
-                 .weights = true,
-                 .mask = true,
+    md_case c = {MD_CASE(UNFUSED, 3, 4, 2, 11, 19, 16, 8), .lse = true, .weights = true, .mask = true,
                  .key_lengths = true};
     expect_split_equal(&c, -1);
     c.B = 1; /* heads split; the [1, 4, 11, 19] weights split per head group */
@@ -565,25 +546,14 @@ static void split_unfused_with_weights_and_lse(void **state) {
  */
 static void split_wide_heads_under_auto(void **state) {
     (void)state;
-    md_case c = {
-        .B = 2, .Hq = 2, .Hkv = 1, .Lq = 6, .Lk = 21, .D = 320, .Dv = 288, .lse = true, .key_lengths = true};
+    md_case c = {MD_CASE(AUTO, 2, 2, 1, 6, 21, 320, 288), .lse = true, .key_lengths = true};
     expect_split_equal(&c, -1);
 }
 
 static void split_waits_for_the_wait_list(void **state) {
     (void)state;
-    md_case cases[2] = {
-        {.B = 2, .Hq = 4, .Hkv = 4, .Lq = 8, .Lk = 40, .D = 32, .Dv = 32, .impl = CLATTN_IMPL_FUSED},
-        {.B = 1,
-         .Hq = 4,
-         .Hkv = 2,
-         .Lq = 9,
-         .Lk = 20,
-         .D = 8,
-         .Dv = 8,
-         .impl = CLATTN_IMPL_UNFUSED,
-         .weights = true,
-         .out_blhd = true}};
+    md_case cases[2] = {{MD_CASE(FUSED, 2, 4, 4, 8, 40, 32, 32)},
+                        {MD_CASE(UNFUSED, 1, 4, 2, 9, 20, 8, 8), .weights = true, .out_blhd = true}};
     for (int i = 0; i < 2; ++i) {
         cl_int err = CL_SUCCESS;
         cl_event gate = clCreateUserEvent(clattn_context_cl_context(two_ctx), &err);
@@ -601,25 +571,8 @@ static void split_waits_for_the_wait_list(void **state) {
 
 static void split_fault_injection_leaves_no_temporaries(void **state) {
     (void)state;
-    md_case cases[2] = {{.B = 1,
-                         .Hq = 4,
-                         .Hkv = 2,
-                         .Lq = 9,
-                         .Lk = 20,
-                         .D = 8,
-                         .Dv = 8,
-                         .impl = CLATTN_IMPL_FUSED,
-                         .lse = true,
-                         .out_blhd = true},
-                        {.B = 3,
-                         .Hq = 2,
-                         .Hkv = 2,
-                         .Lq = 8,
-                         .Lk = 16,
-                         .D = 16,
-                         .Dv = 16,
-                         .impl = CLATTN_IMPL_UNFUSED,
-                         .weights = true}};
+    md_case cases[2] = {{MD_CASE(FUSED, 1, 4, 2, 9, 20, 8, 8), .lse = true, .out_blhd = true},
+                        {MD_CASE(UNFUSED, 3, 2, 2, 8, 16, 16, 16), .weights = true}};
     for (int c = 0; c < 2; ++c) {
         long n = 1;
         for (;; ++n) {
@@ -688,13 +641,13 @@ static void split_mha_matches_one_device(void **state) {
     float *w_o = malloc(nq * 32 * sizeof(float)), *b_o = malloc(32 * sizeof(float));
     float *x = malloc(3 * 13 * 32 * sizeof(float));
     assert_true(w_qkv && b_qkv && w_o && b_o && x);
+    clattn_mha_weights_host h;
+    clattn_mha_weights_host_init(&h);
     fill(w_qkv, 32 * nqkv, 1, 0.2f);
     fill(b_qkv, nqkv, 2, 0.1f);
     fill(w_o, nq * 32, 3, 0.2f);
     fill(b_o, 32, 4, 0.1f);
     fill(x, 3 * 13 * 32, 5, 1.0f);
-    clattn_mha_weights_host h;
-    clattn_mha_weights_host_init(&h);
     h.w_qkv = w_qkv;
     h.b_qkv = b_qkv;
     h.w_o = w_o;
@@ -748,9 +701,7 @@ static void device_compatibility_rule(void **state) {
 static void mixed_devices_are_refused(void **state) {
     (void)state;
     clattn_device_info infos[8];
-    size_t n = 0;
-    assert_status(clattn_devices_list(infos, 8, &n, NULL, 0), CLATTN_SUCCESS);
-    assert_true(n >= 2);
+    list_two_devices(infos);
     if (strcmp(infos[0].name, infos[1].name) == 0) skip(); /* needs two different device models */
     char spec[32], message[1024] = "";
     snprintf(spec, sizeof spec, "%u:0,%u:1", infos[0].platform_index, infos[1].platform_index);
