@@ -59,16 +59,36 @@ static char *kernel_dir_with(const char *name, const char *text) {
     return dir;
 }
 
-static void kernel_dir_overrides_and_kernels_run(void **state) {
-    (void)state;
+/* A context (without the disk cache) whose kernel directory is a new one holding the given kernel; *dir names it.
+ */
+static clattn_context *context_with_kernel(const char *name, const char *text, char **dir) {
     setenv("CLATTN_CACHE", "0", 1);
-    char *dir = kernel_dir_with("twice", "__kernel void twice(__global float *x) {\n"
-                                         "    size_t i = get_global_id(0);\n"
-                                         "    x[i] = LOAD(Q_DTYPE, x, i) * 2.0f;\n"
-                                         "}\n");
-    setenv("CLATTN_KERNEL_DIR", dir, 1);
+    *dir = kernel_dir_with(name, text);
+    setenv("CLATTN_KERNEL_DIR", *dir, 1);
     clattn_context *ctx = test_context();
     unsetenv("CLATTN_KERNEL_DIR");
+    return ctx;
+}
+
+static void free_context_and_dir(clattn_context *ctx, char *dir) {
+    clattn_context_free(ctx);
+    test_remove_tree(dir);
+    free(dir);
+}
+
+/* The two kernels the tests write: one that runs, one that does not compile. */
+static const char twice_cl[] = "__kernel void twice(__global float *x) {\n"
+                               "    size_t i = get_global_id(0);\n"
+                               "    x[i] = LOAD(Q_DTYPE, x, i) * 2.0f;\n"
+                               "}\n";
+static const char broken_cl[] = "__kernel void broken(__global float *x) {\n"
+                                "    x[0] = undeclared_identifier_here;\n"
+                                "}\n";
+
+static void kernel_dir_overrides_and_kernels_run(void **state) {
+    (void)state;
+    char *dir = NULL;
+    clattn_context *ctx = context_with_kernel("twice", twice_cl, &dir);
     cl_kernel k = NULL;
     assert_status(cla_kernel_get(ctx, "twice", "", "twice", &k), CLATTN_SUCCESS);
     cl_kernel again = NULL;
@@ -94,20 +114,13 @@ static void kernel_dir_overrides_and_kernels_run(void **state) {
     cl_program p;
     assert_status(cla_program_get(ctx, "missing", "", &p), CLATTN_ERROR_KERNEL_NOT_FOUND);
     assert_non_null(strstr(clattn_context_last_error(ctx), "missing.cl"));
-    clattn_context_free(ctx);
-    test_remove_tree(dir);
-    free(dir);
+    free_context_and_dir(ctx, dir);
 }
 
 static void build_error_gives_status_and_build_log(void **state) {
     (void)state;
-    setenv("CLATTN_CACHE", "0", 1);
-    char *dir = kernel_dir_with("broken", "__kernel void broken(__global float *x) {\n"
-                                          "    x[0] = undeclared_identifier_here;\n"
-                                          "}\n");
-    setenv("CLATTN_KERNEL_DIR", dir, 1);
-    clattn_context *ctx = test_context();
-    unsetenv("CLATTN_KERNEL_DIR");
+    char *dir = NULL;
+    clattn_context *ctx = context_with_kernel("broken", broken_cl, &dir);
     cl_program p = NULL;
     assert_status(cla_program_get(ctx, "broken", "-DEXAMPLE=1", &p), CLATTN_ERROR_BUILD_FAILED);
     const char *msg = clattn_context_last_error(ctx);
@@ -119,9 +132,7 @@ static void build_error_gives_status_and_build_log(void **state) {
     assert_non_null(strstr(msg, "broken.cl"));
     /* The context stays usable after a failed build. */
     assert_status(cla_program_get(ctx, "common", "", &p), CLATTN_SUCCESS);
-    clattn_context_free(ctx);
-    test_remove_tree(dir);
-    free(dir);
+    free_context_and_dir(ctx, dir);
 }
 
 static void bad_build_options_are_a_build_failure(void **state) {
