@@ -26,16 +26,9 @@ static cla_ref_tensor tensor(const float *data, size_t b, size_t h, size_t l, si
 
 /* Arguments with no mask, no window, and the given inputs and outputs. */
 static cla_ref_sdpa plain(cla_ref_tensor q, cla_ref_tensor k, cla_ref_tensor v, double scale, double *out) {
-    cla_ref_sdpa a;
-    memset(&a, 0, sizeof a);
-    a.q = q;
-    a.k = k;
-    a.v = v;
-    a.scale = scale;
+    cla_ref_sdpa a = {.q = q, .k = k, .v = v, .scale = scale, .out = out};
     a.causal = CLATTN_CAUSAL_NONE;
-    a.window_left = CLATTN_WINDOW_UNBOUNDED;
-    a.window_right = CLATTN_WINDOW_UNBOUNDED;
-    a.out = out;
+    a.window_left = a.window_right = CLATTN_WINDOW_UNBOUNDED;
     return a;
 }
 

@@ -451,13 +451,7 @@ static int bench_mha(int argc, char **argv) {
         if (c.check && !can_check) bench_check_skip_note(CMD, &skipped_note);
         double *ref = NULL, ref_max = 0.0;
         if (rc == CLI_OK && can_check) {
-            cla_ref_mha rm;
-            memset(&rm, 0, sizeof rm);
-            rm.config = cfg;
-            rm.weights = host;
-            rm.batch = B;
-            rm.q_len = Lq;
-            rm.x = hx;
+            cla_ref_mha rm = {.config = cfg, .weights = host, .batch = B, .q_len = Lq, .x = hx};
             rm.memory = cross ? hm : NULL;
             rm.memory_len = cross ? Lk : 0;
             rm.past = decode ? hprefix : NULL;

@@ -304,8 +304,7 @@ int cmd_tune(int argc, char **argv) {
         o->pruned = sp.pruned;
         clattn_tune_config start_config;
         clattn_tune_op_default(op, &info, &p, &start_config);
-        tune_session ss;
-        memset(&ss, 0, sizeof ss);
+        tune_session ss = {.deadline = deadline, .repeat = repeat, .warmup = warmup, .budget = budget};
         ss.self = self;
         ss.device = device;
         ss.log_path = log_path;
@@ -314,10 +313,6 @@ int cmd_tune(int argc, char **argv) {
         ss.cls = o->cls;
         snprintf(ss.cls_text, sizeof ss.cls_text, "%s", o->text);
         ss.candidate_timeout = (double)timeout;
-        ss.deadline = deadline;
-        ss.repeat = repeat;
-        ss.warmup = warmup;
-        ss.budget = budget;
         ss.stop_after = stop_after > 0 ? stop_after - fresh_total : 0;
         if (stop_after > 0 && ss.stop_after <= 0) ss.stop_after = 1;
         ss.quiet = cli_flag(&cmd, "quiet");

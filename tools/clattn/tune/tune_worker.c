@@ -127,12 +127,7 @@ static const char *s2s_setup(worker_setup *w) {
     s2s.context = clattn_tensor_seq(in->dout, dt, B, Lq, Dv);
     w->ref = malloc((B * Lq * Dv + 1) * sizeof *w->ref);
     if (!w->ref) return "out of host memory for the reference";
-    cla_ref_seq2seq r;
-    memset(&r, 0, sizeof r);
-    r.score = CLATTN_SCORE_ADDITIVE;
-    r.batch = B;
-    r.q_len = Lq;
-    r.kv_len = Lk;
+    cla_ref_seq2seq r = {.score = CLATTN_SCORE_ADDITIVE, .batch = B, .q_len = Lq, .kv_len = Lk};
     r.query_dim = r.key_dim = r.attn_dim = A;
     r.value_dim = Dv;
     r.query = in->q;
