@@ -69,61 +69,83 @@ static void choose(const cla_tuning_db *db, const char *hash, const char *cls, c
     cla_tune_config_format(&cla_tune_op_sdpa_fused, &ch->config, params, size);
 }
 
+/* Four entries (JSON objects, freed here) as a database of the fake device. */
+static bool parse_entries(cla_tuning_db *db, char *e1, char *e2, char *e3, char *e4, char *why, size_t why_size) {
+    char entries[4096];
+    snprintf(entries, sizeof entries, "%s,%s,%s,%s", e1, e2, e3, e4);
+    free(e1);
+    free(e2);
+    free(e3);
+    free(e4);
+    return parse_db(db, entries, why, why_size);
+}
+
+/* One matcher query and what it must give: the source, then the formatted parameters (when `params` is set) or
+ * one parameter's value (when `field` is not NO_FIELD). */
+#define NO_FIELD (-1)
+typedef struct {
+    const char *hash, *cls;
+    clattn_tuning_source source;
+    const char *params;
+    int field, value;
+} match_case;
+#define MATCH_PARAMS(hash, cls, source, params)                                                                    \
+    { hash, cls, source, params, NO_FIELD, 0 }
+#define MATCH_FIELD(hash, cls, source, field, value)                                                               \
+    { hash, cls, source, NULL, field, value }
+#define MATCH_SOURCE(hash, cls, source)                                                                            \
+    { hash, cls, source, NULL, NO_FIELD, 0 }
+
+typedef void (*choose_fn)(const cla_tuning_db *db, const char *hash, const char *cls, cla_tune_choice *ch,
+                          char *params, size_t size);
+
+static void expect_matches(const cla_tuning_db *db, choose_fn pick, const match_case *cases, size_t count) {
+    for (size_t i = 0; i < count; ++i) {
+        const match_case *c = &cases[i];
+        cla_tune_choice ch;
+        char params[256];
+        pick(db, c->hash, c->cls, &ch, params, sizeof params);
+        assert_int_equal(ch.source, c->source);
+        if (c->params) assert_string_equal(params, c->params);
+        if (c->field != NO_FIELD) assert_int_equal(ch.config.v[c->field], c->value);
+    }
+}
+
 static void matcher_fallbacks(void **state) {
     (void)state;
     char *e1 = entry_json(hash_a, prefill_256, "{\"variant\":\"cpu\",\"rows\":8,\"block_n\":32}");
     char *e2 = entry_json(hash_a, prefill_1024, "{\"variant\":\"cpu\",\"rows\":16,\"block_n\":64}");
     char *e3 = entry_json(hash_a, "{\"phase\":\"prefill\"}", "{\"variant\":\"cpu\",\"rows\":32,\"block_n\":96}");
     char *e4 = entry_json(hash_b, "{\"phase\":\"decode\"}", "{\"variant\":\"cpu\",\"rows\":1,\"block_n\":128}");
-    char entries[4096];
-    snprintf(entries, sizeof entries, "%s,%s,%s,%s", e1, e2, e3, e4);
     cla_tuning_db db;
     char why[256] = "";
-    assert_true(parse_db(&db, entries, why, sizeof why));
+    assert_true(parse_entries(&db, e1, e2, e3, e4, why, sizeof why));
     assert_int_equal(db.count, 4);
-    cla_tune_choice ch;
-    char params[256];
-
-    choose(&db, hash_a, "prefill:d64:L256", &ch, params, sizeof params);
-    assert_int_equal(ch.source, CLATTN_TUNING_EXACT);
-    assert_string_equal(params, "variant=cpu,rows=8,block_n=32,wg=1,local=0,splits=0");
-    /* A length inside a bucket is that bucket. */
-    choose(&db, hash_a, "prefill:d64:L1000", &ch, params, sizeof params);
-    assert_int_equal(ch.source, CLATTN_TUNING_EXACT);
-    assert_int_equal(ch.config.v[CLA_FUSED_ROWS], 16);
-    /* Nearest bucket in log2: 4096 is two steps from 1024, four from 256. */
-    choose(&db, hash_a, "prefill:d64:L4096", &ch, params, sizeof params);
-    assert_int_equal(ch.source, CLATTN_TUNING_NEAREST);
-    assert_int_equal(ch.config.v[CLA_FUSED_ROWS], 16);
-    choose(&db, hash_a, "prefill:d64:L128", &ch, params, sizeof params);
-    assert_int_equal(ch.source, CLATTN_TUNING_NEAREST);
-    assert_int_equal(ch.config.v[CLA_FUSED_ROWS], 8);
-    /* Another head dim: no class of its own, so the device default of the phase. */
-    choose(&db, hash_a, "prefill:d128:L256", &ch, params, sizeof params);
-    assert_int_equal(ch.source, CLATTN_TUNING_DEVICE_DEFAULT);
-    assert_int_equal(ch.config.v[CLA_FUSED_ROWS], 32);
-    /* Causal is another class too. */
-    choose(&db, hash_a, "prefill:d64:L256:causal", &ch, params, sizeof params);
-    assert_int_equal(ch.source, CLATTN_TUNING_DEVICE_DEFAULT);
-    /* Decode: its only entry has another source hash, so the built-in default. */
-    choose(&db, hash_a, "decode:d64:L2048", &ch, params, sizeof params);
-    assert_int_equal(ch.source, CLATTN_TUNING_BUILTIN);
-    assert_string_equal(params, "variant=cpu,rows=1,block_n=48,wg=1,local=0,splits=0");
-    /* A stale hash for everything: never used. */
-    choose(&db, "00000000000000000000000000000000", "prefill:d64:L256", &ch, params, sizeof params);
-    assert_int_equal(ch.source, CLATTN_TUNING_BUILTIN);
-    assert_string_equal(params, "variant=cpu,rows=24,block_n=48,wg=1,local=0,splits=0");
-    choose(&db, hash_b, "decode:d64:L64", &ch, params, sizeof params);
-    assert_int_equal(ch.source, CLATTN_TUNING_DEVICE_DEFAULT);
-    assert_int_equal(ch.config.v[CLA_FUSED_BLOCK_N], 128);
+    static const match_case cases[] = {
+        MATCH_PARAMS(hash_a, "prefill:d64:L256", CLATTN_TUNING_EXACT,
+                     "variant=cpu,rows=8,block_n=32,wg=1,local=0,splits=0"),
+        /* A length inside a bucket is that bucket. */
+        MATCH_FIELD(hash_a, "prefill:d64:L1000", CLATTN_TUNING_EXACT, CLA_FUSED_ROWS, 16),
+        /* Nearest bucket in log2: 4096 is two steps from 1024, four from 256. */
+        MATCH_FIELD(hash_a, "prefill:d64:L4096", CLATTN_TUNING_NEAREST, CLA_FUSED_ROWS, 16),
+        MATCH_FIELD(hash_a, "prefill:d64:L128", CLATTN_TUNING_NEAREST, CLA_FUSED_ROWS, 8),
+        /* Another head dim: no class of its own, so the device default of the phase. */
+        MATCH_FIELD(hash_a, "prefill:d128:L256", CLATTN_TUNING_DEVICE_DEFAULT, CLA_FUSED_ROWS, 32),
+        /* Causal is another class too. */
+        MATCH_SOURCE(hash_a, "prefill:d64:L256:causal", CLATTN_TUNING_DEVICE_DEFAULT),
+        /* Decode: its only entry has another source hash, so the built-in default. */
+        MATCH_PARAMS(hash_a, "decode:d64:L2048", CLATTN_TUNING_BUILTIN,
+                     "variant=cpu,rows=1,block_n=48,wg=1,local=0,splits=0"),
+        /* A stale hash for everything: never used. */
+        MATCH_PARAMS("00000000000000000000000000000000", "prefill:d64:L256", CLATTN_TUNING_BUILTIN,
+                     "variant=cpu,rows=24,block_n=48,wg=1,local=0,splits=0"),
+        MATCH_FIELD(hash_b, "decode:d64:L64", CLATTN_TUNING_DEVICE_DEFAULT, CLA_FUSED_BLOCK_N, 128),
+    };
+    expect_matches(&db, choose, cases, sizeof cases / sizeof cases[0]);
     /* No database at all. */
-    choose(NULL, hash_a, "prefill:d64:L256", &ch, params, sizeof params);
-    assert_int_equal(ch.source, CLATTN_TUNING_BUILTIN);
+    static const match_case no_db[] = {MATCH_SOURCE(hash_a, "prefill:d64:L256", CLATTN_TUNING_BUILTIN)};
+    expect_matches(NULL, choose, no_db, 1);
     cla_tuning_db_clear(&db);
-    free(e1);
-    free(e2);
-    free(e3);
-    free(e4);
 }
 
 /* An entry the device cannot run (a work-group above its limit, the CPU kernel with rows 12) is skipped for the
@@ -134,25 +156,17 @@ static void matcher_skips_entries_that_do_not_fit(void **state) {
     char *e2 = entry_json(hash_a, prefill_1024, "{\"variant\":\"cpu\",\"rows\":12}");
     char *e3 = entry_json(hash_a, "{}", "{\"variant\":\"tiled\",\"rows\":2,\"block_n\":16,\"wg\":4,\"local\":0}");
     char *e4 = entry_json(hash_a, "{\"phase\":\"decode\"}", "{\"unknown_param\":3}");
-    char entries[4096];
-    snprintf(entries, sizeof entries, "%s,%s,%s,%s", e1, e2, e3, e4);
     cla_tuning_db db;
     char why[256] = "";
-    assert_true(parse_db(&db, entries, why, sizeof why));
-    cla_tune_choice ch;
-    char params[256];
-    choose(&db, hash_a, "prefill:d64:L256", &ch, params, sizeof params);
-    assert_int_equal(ch.source, CLATTN_TUNING_DEVICE_DEFAULT);
-    assert_string_equal(params, "variant=tiled,rows=2,block_n=16,wg=4,local=0,splits=0");
-    /* The decode default names a parameter the kernel does not have: the wildcard entry is next. */
-    choose(&db, hash_a, "decode:d64:L256", &ch, params, sizeof params);
-    assert_int_equal(ch.source, CLATTN_TUNING_DEVICE_DEFAULT);
-    assert_int_equal(ch.config.v[CLA_FUSED_VARIANT], CLA_FUSED_TILED);
+    assert_true(parse_entries(&db, e1, e2, e3, e4, why, sizeof why));
+    static const match_case cases[] = {
+        MATCH_PARAMS(hash_a, "prefill:d64:L256", CLATTN_TUNING_DEVICE_DEFAULT,
+                     "variant=tiled,rows=2,block_n=16,wg=4,local=0,splits=0"),
+        /* The decode default names a parameter the kernel does not have: the wildcard entry is next. */
+        MATCH_FIELD(hash_a, "decode:d64:L256", CLATTN_TUNING_DEVICE_DEFAULT, CLA_FUSED_VARIANT, CLA_FUSED_TILED),
+    };
+    expect_matches(&db, choose, cases, sizeof cases / sizeof cases[0]);
     cla_tuning_db_clear(&db);
-    free(e1);
-    free(e2);
-    free(e3);
-    free(e4);
 }
 
 static void parser_rejects_malformed_files(void **state) {
@@ -394,35 +408,25 @@ static void seq2seq_matcher_fallbacks(void **state) {
     char *e3 = s2s_entry_json(hash_a, "{\"phase\":\"decode\"}", "{\"wg\":8192,\"rows\":1}"); /* too large */
     /* An attention entry of the same class fields: another operation's, never used for this one. */
     char *e4 = entry_json(hash_a, "{\"phase\":\"decode\"}", "{\"variant\":\"cpu\",\"rows\":1}");
-    char entries[4096];
-    snprintf(entries, sizeof entries, "%s,%s,%s,%s", e1, e2, e3, e4);
     cla_tuning_db db;
     char why[256] = "";
-    if (!parse_db(&db, entries, why, sizeof why)) fail_msg("%s", why);
-    cla_tune_choice ch;
-    char params[256];
-    s2s_choose(&db, hash_a, "additive:a256:L512", &ch, params, sizeof params);
-    assert_int_equal(ch.source, CLATTN_TUNING_EXACT);
-    assert_string_equal(params, "wg=4,block_n=64,rows=8,vec=4");
-    /* Another length: the nearest bucket of the same widths. */
-    s2s_choose(&db, hash_a, "additive:a256:L4096", &ch, params, sizeof params);
-    assert_int_equal(ch.source, CLATTN_TUNING_NEAREST);
-    assert_string_equal(params, "wg=4,block_n=64,rows=8,vec=4");
-    /* Another value width is another class: the phase's device default. */
-    s2s_choose(&db, hash_a, "additive:a256:v128:L512", &ch, params, sizeof params);
-    assert_int_equal(ch.source, CLATTN_TUNING_DEVICE_DEFAULT);
-    assert_string_equal(params, "wg=2,block_n=16,rows=2,vec=1");
-    /* Decode: its default does not fit the device, so the built-in default. */
-    s2s_choose(&db, hash_a, "additive:decode:a256:L512", &ch, params, sizeof params);
-    assert_int_equal(ch.source, CLATTN_TUNING_BUILTIN);
-    assert_string_equal(params, "wg=1,block_n=32,rows=1,vec=8");
-    /* A stale source hash: built-in. */
-    s2s_choose(&db, hash_b, "additive:a256:L512", &ch, params, sizeof params);
-    assert_int_equal(ch.source, CLATTN_TUNING_BUILTIN);
-    assert_string_equal(params, "wg=1,block_n=32,rows=4,vec=8");
+    if (!parse_entries(&db, e1, e2, e3, e4, why, sizeof why)) fail_msg("%s", why);
+    static const match_case cases[] = {
+        MATCH_PARAMS(hash_a, "additive:a256:L512", CLATTN_TUNING_EXACT, "wg=4,block_n=64,rows=8,vec=4"),
+        /* Another length: the nearest bucket of the same widths. */
+        MATCH_PARAMS(hash_a, "additive:a256:L4096", CLATTN_TUNING_NEAREST, "wg=4,block_n=64,rows=8,vec=4"),
+        /* Another value width is another class: the phase's device default. */
+        MATCH_PARAMS(hash_a, "additive:a256:v128:L512", CLATTN_TUNING_DEVICE_DEFAULT,
+                     "wg=2,block_n=16,rows=2,vec=1"),
+        /* Decode: its default does not fit the device, so the built-in default. */
+        MATCH_PARAMS(hash_a, "additive:decode:a256:L512", CLATTN_TUNING_BUILTIN, "wg=1,block_n=32,rows=1,vec=8"),
+        /* A stale source hash: built-in. */
+        MATCH_PARAMS(hash_b, "additive:a256:L512", CLATTN_TUNING_BUILTIN, "wg=1,block_n=32,rows=4,vec=8"),
+    };
+    expect_matches(&db, s2s_choose, cases, sizeof cases / sizeof cases[0]);
     /* And the attention kernel does not see the seq2seq entries. */
-    choose(&db, hash_a, "prefill:d256:L512", &ch, params, sizeof params);
-    assert_int_equal(ch.source, CLATTN_TUNING_BUILTIN);
+    static const match_case attention[] = {MATCH_SOURCE(hash_a, "prefill:d256:L512", CLATTN_TUNING_BUILTIN)};
+    expect_matches(&db, choose, attention, 1);
     /* The writer keeps the value width. */
     char *text = cla_tuning_db_to_json(&db);
     assert_non_null(strstr(text, "\"v_dim\""));
@@ -433,10 +437,6 @@ static void seq2seq_matcher_fallbacks(void **state) {
     free(text);
     cla_tuning_db_clear(&back);
     cla_tuning_db_clear(&db);
-    free(e1);
-    free(e2);
-    free(e3);
-    free(e4);
 }
 
 /* ---- device tests: a context reading databases, and the tuner itself ---- */
@@ -890,8 +890,6 @@ int main(int argc, char **argv) {
         cmocka_unit_test(context_ignores_bad_databases),
     };
     failed += cmocka_run_group_tests_name("tuning (device)", device, NULL, NULL);
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", basedir);
-    if (system(cmd) != 0) failed += 0;
+    test_remove_tree(basedir);
     return failed;
 }

@@ -263,8 +263,6 @@ int main(int argc, char **argv) {
         cmocka_unit_test(bad_sections_apply_nothing),
     };
     failed += cmocka_run_group_tests_name("tuning_clblast_device", device, NULL, NULL);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0) failed += 0;
+    test_remove_tree(tmpdir);
     return failed;
 }
