@@ -339,13 +339,7 @@ static double check_against_reference(const run_data *r, const clattn_mha_desc *
     const size_t n = r->batch * r->q_len * c->d_model, kv_len = r->memory ? r->mem_len : r->q_len;
     double *out = calloc(n + 1, sizeof *out);
     if (!out) return INFINITY;
-    cla_ref_mha ref;
-    memset(&ref, 0, sizeof ref);
-    ref.config = *c;
-    ref.weights = r->host;
-    ref.batch = r->batch;
-    ref.q_len = r->q_len;
-    ref.x = r->x;
+    cla_ref_mha ref = {.config = *c, .weights = r->host, .batch = r->batch, .q_len = r->q_len, .x = r->x};
     ref.memory = r->memory;
     ref.memory_len = r->mem_len;
     ref.residual = d->residual;

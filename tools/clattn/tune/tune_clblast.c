@@ -425,23 +425,18 @@ int tune_clblast_run(const tune_clblast_options *o, clattn_clblast_params *out, 
     if (parse_shapes(o->shapes, shapes, CLATTN_TUNE_MAX_PARAMS) <= 0)
         return cli_error("tune", CLI_USAGE,
                          "--clblast-shapes %s: expected MxNxK[,MxNxK...] (at most 8, each 1..8192)", o->shapes);
-    tune_session s;
-    memset(&s, 0, sizeof s);
+    tune_session s = {.self = o->self, .device = o->device, .repeat = o->repeat, .warmup = o->warmup};
     snprintf(s.cls_text, sizeof s.cls_text, "%s%s", TUNE_CLBLAST_CLASS_PREFIX, o->shapes);
     if (strlen(o->shapes) + strlen(TUNE_CLBLAST_CLASS_PREFIX) >= sizeof s.cls_text)
         return cli_error("tune", CLI_USAGE, "--clblast-shapes %s: too long", o->shapes);
     /* The log's results stay valid while CLBlast's version and the candidate sets stay the same. */
     char hash[17];
     candidates_hash(hash);
-    s.self = o->self;
-    s.device = o->device;
     s.log_path = o->log_path;
     s.source_hash = hash;
     s.space = space();
     s.candidate_timeout = o->candidate_timeout;
     s.deadline = o->deadline;
-    s.repeat = o->repeat;
-    s.warmup = o->warmup;
     s.budget = o->budget;
     s.quiet = o->quiet;
     tune_session_open(&s);
