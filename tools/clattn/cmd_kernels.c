@@ -433,10 +433,8 @@ static int kernels_export(int argc, char **argv) {
         "Write every kernel program that attention needs for a set of problem classes on a device: its complete\n"
         "source (.cl), its build options (.options) and manifest.json, for an offline compiler (Intel aoc,\n"
         "AMD/Xilinx v++); with --build, also the binaries the library loads from CLATTN_BINARY_DIR.",
-        "(--device SPEC | --target NAME) --out DIR [--build] [class options]",
-        options,
-        sizeof options / sizeof options[0],
-    };
+        "(--device SPEC | --target NAME) --out DIR [--build] [class options]", options,
+        sizeof options / sizeof options[0]};
     int rc = cli_parse(&cmd, argc, argv);
     if (rc >= 0) return rc;
     const char *out = cli_value(&cmd, "out");
@@ -515,10 +513,7 @@ static int kernels_pack(int argc, char **argv) {
         CMD,
         "Wrap an offline compiler's outputs (DIR/<program>.<EXT>, one per .cl file that 'clattn kernels export'\n"
         "wrote) into the binaries the library loads from CLATTN_BINARY_DIR, keyed for --device.",
-        "--dir DIR [--device SPEC] [--ext EXT]",
-        options,
-        sizeof options / sizeof options[0],
-    };
+        "--dir DIR [--device SPEC] [--ext EXT]", options, sizeof options / sizeof options[0]};
     int rc = cli_parse(&cmd, argc, argv);
     if (rc >= 0) return rc;
     const char *dir = cli_value(&cmd, "dir");
