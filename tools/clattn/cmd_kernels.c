@@ -428,13 +428,12 @@ static int kernels_export(int argc, char **argv) {
         {"impl", "LIST", "among fused,unfused (default fused; unfused also needs CLBlast, which compiles)", NULL},
         {"extras", "LIST", "also the variants with these, among lse,window (default none)", NULL},
     };
-    cli_command cmd = {
-        CMD,
+    static const char summary[] =
         "Write every kernel program that attention needs for a set of problem classes on a device: its complete\n"
         "source (.cl), its build options (.options) and manifest.json, for an offline compiler (Intel aoc,\n"
-        "AMD/Xilinx v++); with --build, also the binaries the library loads from CLATTN_BINARY_DIR.",
-        "(--device SPEC | --target NAME) --out DIR [--build] [class options]", options,
-        sizeof options / sizeof options[0]};
+        "AMD/Xilinx v++); with --build, also the binaries the library loads from CLATTN_BINARY_DIR.";
+    cli_command cmd = {CMD, summary, "(--device SPEC | --target NAME) --out DIR [--build] [class options]", options,
+                       sizeof options / sizeof options[0]};
     int rc = cli_parse(&cmd, argc, argv);
     if (rc >= 0) return rc;
     const char *out = cli_value(&cmd, "out");
