@@ -18,13 +18,8 @@
 /* The key the seed corpus's whole-input entries are written for (tests/fuzz/make_seeds.py uses the same text). */
 #define FIXED_KEY "clattn-fuzz-key sdpa_fused -DHEAD_DIM=64 platform=Portable Computing Language device=cpu"
 
-#define CHECK(cond)                                                                                                \
-    do {                                                                                                           \
-        if (!(cond)) {                                                                                             \
-            fprintf(stderr, "fuzz_cache_entry: invariant failed at line %d: %s\n", __LINE__, #cond);               \
-            abort();                                                                                               \
-        }                                                                                                          \
-    } while (0)
+#define FUZZ_TARGET "fuzz_cache_entry"
+#include "fuzz_check.h"
 
 static uint64_t le(const uint8_t *p, int n) {
     uint64_t v = 0;

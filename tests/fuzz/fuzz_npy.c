@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-/* libFuzzer target for the .npy reader of the command-line tool (tools/clattn/npy.c). The files it reads come from users,
- * so any byte string must either parse into a self-consistent array or fail with a message; never crash, read out
- * of bounds or leak. Each input is parsed twice, from memory (npy_parse) and from a file (npy_read, which takes a
- * different route: it reads the header first and the data straight into place), and the two must agree.
+/* libFuzzer target for the .npy reader of the command-line tool (tools/clattn/npy.c). The files it reads come from
+ * users, so any byte string must either parse into a self-consistent array or fail with a message; never crash,
+ * read out of bounds or leak. Each input is parsed twice, from memory (npy_parse) and from a file (npy_read, which
+ * takes a different route: it reads the header first and the data straight into place), and the two must agree.
  *
  * Build and run: tools/scripts/fuzz.sh (see tests/fuzz/README.md). */
 #define _GNU_SOURCE /* memfd_create */
@@ -53,13 +53,8 @@ static bool same_float(float a, float b) {
     return memcmp(&a, &b, sizeof a) == 0;
 }
 
-#define CHECK(cond)                                                                                                \
-    do {                                                                                                           \
-        if (!(cond)) {                                                                                             \
-            fprintf(stderr, "fuzz_npy: invariant failed at line %d: %s\n", __LINE__, #cond);                       \
-            abort();                                                                                               \
-        }                                                                                                          \
-    } while (0)
+#define FUZZ_TARGET "fuzz_npy"
+#include "fuzz_check.h"
 
 /* Everything a successful parse promises, checked against the input bytes. */
 static void check_array(const npy_array *a, const uint8_t *data, size_t size) {

@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-/* libFuzzer target for the argument validation of clattn_sdpa (cla_sdpa_validate in src/attention/sdpa.c). The validator is
- * the only thing between a caller's sizes, strides and offsets and a kernel that reads and writes device memory, so
- * whatever it accepts must be safe to run. The input decodes into a clattn_sdpa_desc and four tensor views over a
- * few device buffers of known sizes; the validator runs (nothing is ever enqueued), and when it accepts, this file
- * re-derives from first principles, in 128-bit arithmetic, that every view lies inside its buffer, that the shapes
- * fit together, and that no output shares a byte with another output element or with any other view. A call
- * accepted against those rules aborts, which libFuzzer reports as a crash.
+/* libFuzzer target for the argument validation of clattn_sdpa (cla_sdpa_validate in src/attention/sdpa.c). The
+ * validator is the only thing between a caller's sizes, strides and offsets and a kernel that reads and writes
+ * device memory, so whatever it accepts must be safe to run. The input decodes into a clattn_sdpa_desc and four
+ * tensor views over a few device buffers of known sizes; the validator runs (nothing is ever enqueued), and when it
+ * accepts, this file re-derives from first principles, in 128-bit arithmetic, that every view lies inside its
+ * buffer, that the shapes fit together, and that no output shares a byte with another output element or with any
+ * other view. A call accepted against those rules aborts, which libFuzzer reports as a crash.
  *
  * Input layout (every read past the end gives zeros, so any byte string decodes):
  *   flags, causal, impl, window left, window right, scale                       the desc
@@ -244,17 +244,9 @@ static void decode_view(reader *r, const size_t want[4], clattn_tensor *t, int *
 /* ---- the independent check ---- */
 
 static size_t element_bytes(clattn_dtype d) {
-    switch ((int)d) {
-    case CLATTN_DTYPE_F32:
-        return 4;
-    case CLATTN_DTYPE_F16:
-    case CLATTN_DTYPE_BF16:
-        return 2;
-    case CLATTN_DTYPE_BOOL:
-        return 1;
-    default:
-        return 0;
-    }
+    static const size_t bytes[] = {
+        [CLATTN_DTYPE_F32] = 4, [CLATTN_DTYPE_F16] = 2, [CLATTN_DTYPE_BF16] = 2, [CLATTN_DTYPE_BOOL] = 1};
+    return (unsigned)d < sizeof bytes / sizeof bytes[0] ? bytes[d] : 0;
 }
 
 /* A view the call reads or writes, with the buffer it names. */

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-/* libFuzzer target for the tuning-database parser (cla_tuning_db_parse in src/tuning/tuning_db.c) and the matcher behind
- * it. A database file is untrusted input: a user may edit it, a disk may truncate it. Whatever its bytes, the
- * parser must either reject the whole file with a reason or give entries whose every field is in the range the
+/* libFuzzer target for the tuning-database parser (cla_tuning_db_parse in src/tuning/tuning_db.c) and the matcher
+ * behind it. A database file is untrusted input: a user may edit it, a disk may truncate it. Whatever its bytes,
+ * the parser must either reject the whole file with a reason or give entries whose every field is in the range the
  * format comment states; such a database must survive a write and a re-read unchanged; and whatever the matcher
  * picks from it for a few problems must pass the kernel's own check on the device (or be the built-in default).
  *
@@ -14,13 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHECK(cond)                                                                                                \
-    do {                                                                                                           \
-        if (!(cond)) {                                                                                             \
-            fprintf(stderr, "fuzz_tuning_db: invariant failed at line %d: %s\n", __LINE__, #cond);                 \
-            abort();                                                                                               \
-        }                                                                                                          \
-    } while (0)
+#define FUZZ_TARGET "fuzz_tuning_db"
+#include "fuzz_check.h"
 
 static bool token(const char *s, size_t max) {
     size_t n = strlen(s);
