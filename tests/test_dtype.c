@@ -15,16 +15,18 @@
 
 #include "dtype.h"
 
+/* A float and its bit pattern. */
+typedef union {
+    float f;
+    uint32_t u;
+} f32_pun;
+
 static float from_bits(uint32_t u) {
-    float x;
-    memcpy(&x, &u, sizeof x);
-    return x;
+    return (f32_pun){.u = u}.f;
 }
 
 static uint32_t to_bits(float x) {
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    return u;
+    return (f32_pun){.f = x}.u;
 }
 
 static void test_f16_exact(void **state) {
@@ -134,10 +136,9 @@ static void test_f16_all_patterns(void **state) {
 
 static void test_bf16(void **state) {
     (void)state;
-    assert_int_equal(cla_f32_to_bf16(1.0f), 0x3f80);
-    assert_int_equal(cla_f32_to_bf16(-2.0f), 0xc000);
-    assert_int_equal(cla_f32_to_bf16(0.0f), 0x0000);
-    assert_int_equal(cla_f32_to_bf16(-0.0f), 0x8000);
+    const float exact[] = {1.0f, -2.0f, 0.0f, -0.0f};
+    const uint16_t exact_bits[] = {0x3f80, 0xc000, 0x0000, 0x8000};
+    for (size_t i = 0; i < 4; i++) assert_int_equal(cla_f32_to_bf16(exact[i]), exact_bits[i]);
     assert_true(cla_bf16_to_f32(0x3f80) == 1.0f);
     assert_true(cla_bf16_to_f32(0x4049) == 3.140625f);
     /* Ties to even, just above and just below. */
@@ -229,10 +230,9 @@ static void test_dtype_size(void **state) {
 /* The public face of the conversions (clattn.h): the same results as the library's own, names, and refusals. */
 static void test_public_api(void **state) {
     (void)state;
-    assert_string_equal(clattn_dtype_name(CLATTN_DTYPE_F32), "f32");
-    assert_string_equal(clattn_dtype_name(CLATTN_DTYPE_F16), "f16");
-    assert_string_equal(clattn_dtype_name(CLATTN_DTYPE_BF16), "bf16");
-    assert_string_equal(clattn_dtype_name(CLATTN_DTYPE_BOOL), "bool");
+    const char *const names[] = {"f32", "f16", "bf16", "bool"}; /* in the order of clattn_dtype */
+    for (int dt = CLATTN_DTYPE_F32; dt <= CLATTN_DTYPE_BOOL; ++dt)
+        assert_string_equal(clattn_dtype_name((clattn_dtype)dt), names[dt]);
     assert_string_equal(clattn_dtype_name((clattn_dtype)99), "unknown");
     assert_string_equal(clattn_device_type_name(CLATTN_DEVICE_TYPE_ACCELERATOR), "accelerator");
     assert_string_equal(clattn_device_type_name((clattn_device_type)-1), "other");
