@@ -65,18 +65,12 @@ static int teardown(void **state) {
 }
 
 static clattn_context *context_with(const char *binary_dir, clattn_compile_policy compile) {
-    char message[2048] = "";
     clattn_context_options o;
     clattn_context_options_init(&o);
     o.device = test_device_spec();
     o.binary_dir = binary_dir;
     o.compile = compile;
-    o.error_message = message;
-    o.error_message_size = sizeof message;
-    clattn_context *ctx = NULL;
-    clattn_status st = clattn_context_create_with_options(&o, &ctx);
-    if (st != CLATTN_SUCCESS) fail_msg("context: %s: %s", clattn_status_string(st), message);
-    return ctx;
+    return test_context_with(&o);
 }
 
 /* Seeded inputs in [-2, 2]. */

@@ -127,10 +127,8 @@ static void spec_matching_nothing_is_a_clear_error(void **state) {
     clattn_context *ctx = (clattn_context *)1;
     char cmsg[2048] = "";
     clattn_context_options o;
-    clattn_context_options_init(&o);
+    test_context_options(&o, cmsg, sizeof cmsg);
     o.device = "no-such-device-xyz";
-    o.error_message = cmsg;
-    o.error_message_size = sizeof cmsg;
     assert_status(clattn_context_create_with_options(&o, &ctx), CLATTN_ERROR_NO_DEVICE);
     assert_null(ctx);
     assert_non_null(strstr(cmsg, "no-such-device-xyz"));

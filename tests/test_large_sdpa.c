@@ -385,10 +385,8 @@ static void split_over_devices(void **state) {
     (void)state;
     char message[1024] = "";
     clattn_context_options o;
-    clattn_context_options_init(&o);
+    test_context_options(&o, message, sizeof message);
     o.devices = "all";
-    o.error_message = message;
-    o.error_message_size = sizeof message;
     clattn_context *all = NULL;
     if (clattn_context_create_with_options(&o, &all) != CLATTN_SUCCESS)
         fail_msg("a context over all devices: %s", message);

@@ -52,17 +52,29 @@ int test_count_dir_entries(const char *path) {
     return n;
 }
 
-clattn_context *test_context(void) {
+void test_context_options(clattn_context_options *o, char *msg, size_t size) {
+    clattn_context_options_init(o);
+    o->error_message = msg;
+    o->error_message_size = size;
+}
+
+clattn_context *test_context_with(clattn_context_options *o) {
     char msg[2048] = "";
+    o->error_message = msg;
+    o->error_message_size = sizeof msg;
+    clattn_context *ctx = NULL;
+    clattn_status st = clattn_context_create_with_options(o, &ctx);
+    o->error_message = NULL; /* msg goes out of scope here */
+    o->error_message_size = 0;
+    if (st != CLATTN_SUCCESS) fail_msg("cannot create a context: %s: %s", clattn_status_string(st), msg);
+    return ctx;
+}
+
+clattn_context *test_context(void) {
     clattn_context_options o;
     clattn_context_options_init(&o);
     o.device = test_device_spec();
-    o.error_message = msg;
-    o.error_message_size = sizeof msg;
-    clattn_context *ctx = NULL;
-    clattn_status st = clattn_context_create_with_options(&o, &ctx);
-    if (st != CLATTN_SUCCESS) fail_msg("cannot create a context: %s: %s", clattn_status_string(st), msg);
-    return ctx;
+    return test_context_with(&o);
 }
 
 char test_log_messages[16384];

@@ -32,6 +32,11 @@ void test_write_file(const char *path, const char *text);
 int test_count_dir_entries(const char *path);
 /* A context on the device under test; fails the test (with the library's message) if none can be made. */
 clattn_context *test_context(void);
+/* Context options at their defaults whose error message is written to msg[size]. */
+void test_context_options(clattn_context_options *o, char *msg, size_t size);
+/* A context made with the options *o (their error message is set here); fails the test, with the library's
+ * message, if none can be made. */
+clattn_context *test_context_with(clattn_context_options *o);
 
 /* The log messages of the last context test_logged_context() made, one per line. */
 extern char test_log_messages[16384];
