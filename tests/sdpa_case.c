@@ -34,12 +34,9 @@ sdpa_case sdpa_case_of(clattn_impl impl, size_t batch, size_t q_heads, size_t kv
     sdpa_case c;
     sdpa_case_init(&c);
     c.impl = impl;
-    c.batch = batch;
-    c.q_heads = q_heads;
-    c.kv_heads = kv_heads;
-    c.q_len = q_len;
-    c.kv_len = kv_len;
-    c.head_dim = head_dim;
+    const size_t shape[6] = {batch, q_heads, kv_heads, q_len, kv_len, head_dim};
+    size_t *field[6] = {&c.batch, &c.q_heads, &c.kv_heads, &c.q_len, &c.kv_len, &c.head_dim};
+    for (int i = 0; i < 6; ++i) *field[i] = shape[i];
     return c;
 }
 

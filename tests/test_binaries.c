@@ -92,14 +92,7 @@ static clattn_status run_shape(clattn_context *ctx, const shape *s, float **out)
     fill(k, nk, 2);
     fill(v, nk, 3);
     memset(o, 0xff, nq * sizeof *o);
-    clattn_sdpa_host_desc d;
-    clattn_sdpa_host_desc_init(&d);
-    d.batch = s->b;
-    d.q_heads = s->hq;
-    d.kv_heads = s->hkv;
-    d.q_len = s->lq;
-    d.kv_len = s->lk;
-    d.head_dim = s->d;
+    clattn_sdpa_host_desc d = test_host_desc(s->b, s->hq, s->hkv, s->lq, s->lk, s->d);
     d.impl = CLATTN_IMPL_FUSED; /* the unfused path needs CLBlast, which compiles its own kernels */
     clattn_status st = clattn_sdpa_host(ctx, &d, q, k, v, o);
     free(q);

@@ -69,14 +69,7 @@ static void *run_on_device(void *arg) {
     }
     /* Fused without and with causal masking, and unfused (whose CLBlast calls the library serialises). */
     for (int i = 0; i < 3 && w->status == CLATTN_SUCCESS; ++i) {
-        clattn_sdpa_host_desc d;
-        clattn_sdpa_host_desc_init(&d);
-        d.batch = B;
-        d.q_heads = HQ;
-        d.kv_heads = HKV;
-        d.q_len = LQ;
-        d.kv_len = LK;
-        d.head_dim = D;
+        clattn_sdpa_host_desc d = test_host_desc(B, HQ, HKV, LQ, LK, D);
         d.causal = i == 1 ? CLATTN_CAUSAL_BOTTOM_RIGHT : CLATTN_CAUSAL_NONE;
         d.impl = i == 2 ? CLATTN_IMPL_UNFUSED : CLATTN_IMPL_FUSED;
         w->status = clattn_sdpa_host(ctx, &d, w->q, w->k, w->v, w->out[i]);

@@ -52,6 +52,16 @@ int test_count_dir_entries(const char *path) {
     return n;
 }
 
+clattn_sdpa_host_desc test_host_desc(size_t batch, size_t q_heads, size_t kv_heads, size_t q_len, size_t kv_len,
+                                     size_t head_dim) {
+    clattn_sdpa_host_desc d;
+    clattn_sdpa_host_desc_init(&d);
+    const size_t shape[6] = {batch, q_heads, kv_heads, q_len, kv_len, head_dim};
+    size_t *field[6] = {&d.batch, &d.q_heads, &d.kv_heads, &d.q_len, &d.kv_len, &d.head_dim};
+    for (int i = 0; i < 6; ++i) *field[i] = shape[i];
+    return d;
+}
+
 void test_context_options(clattn_context_options *o, char *msg, size_t size) {
     clattn_context_options_init(o);
     o->error_message = msg;

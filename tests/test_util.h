@@ -32,6 +32,10 @@ void test_write_file(const char *path, const char *text);
 int test_count_dir_entries(const char *path);
 /* A context on the device under test; fails the test (with the library's message) if none can be made. */
 clattn_context *test_context(void);
+/* A host attention call's description at its defaults but for the shape: batch, query heads, key/value heads,
+ * query length, key length and head dimension. */
+clattn_sdpa_host_desc test_host_desc(size_t batch, size_t q_heads, size_t kv_heads, size_t q_len, size_t kv_len,
+                                     size_t head_dim);
 /* Context options at their defaults whose error message is written to msg[size]. */
 void test_context_options(clattn_context_options *o, char *msg, size_t size);
 /* A context made with the options *o (their error message is set here); fails the test, with the library's

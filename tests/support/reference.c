@@ -133,15 +133,6 @@ int cla_reference_sdpa(const cla_ref_sdpa *a) {
 }
 
 cla_ref_tensor cla_ref_dense(const float *data, size_t b, size_t h, size_t l, size_t d) {
-    cla_ref_tensor t;
-    t.data = data;
-    t.size[0] = b;
-    t.size[1] = h;
-    t.size[2] = l;
-    t.size[3] = d;
-    t.stride[3] = 1;
-    t.stride[2] = d;
-    t.stride[1] = l * d;
-    t.stride[0] = h * l * d;
+    cla_ref_tensor t = {.data = data, .size = {b, h, l, d}, .stride = {h * l * d, l * d, d, 1}};
     return t;
 }
