@@ -416,11 +416,11 @@ static int run_impl(clattn_context *ctx, const sdpa_case *c, const prepared *p, 
     cl_mem bo = NULL, bl = NULL, bw = NULL;
     clattn_sdpa_desc desc;
     clattn_sdpa_desc_init(&desc);
+    desc.impl = impl;
     desc.scale = c->scale;
     desc.causal = c->causal;
     desc.window_left = c->window_left;
     desc.window_right = c->window_right;
-    desc.impl = impl;
     if (!rc) {
         bo = upload(ctx, &o);
         if (c->want_lse) bl = upload(ctx, &lse);

@@ -138,13 +138,10 @@ static void mha_decode_through_a_large_cache(void **state) {
 static s2s_case s2s(clattn_score score, size_t B, size_t Lq, size_t Lk, size_t Dq, size_t Dk, size_t A) {
     s2s_case c;
     s2s_case_init(&c);
+    const size_t shape[6] = {B, Lq, Lk, Dq, Dk, A};
+    size_t *field[6] = {&c.batch, &c.q_len, &c.kv_len, &c.query_dim, &c.key_dim, &c.attn_dim};
+    for (int i = 0; i < 6; ++i) *field[i] = shape[i];
     c.score = score;
-    c.batch = B;
-    c.q_len = Lq;
-    c.kv_len = Lk;
-    c.query_dim = Dq;
-    c.key_dim = Dk;
-    c.attn_dim = A;
     c.want_weights = true;
     return c;
 }
@@ -281,10 +278,10 @@ static void dot_and_general_up_to_256(void **state) {
     s2s_case_run(ctx, &c);
 }
 
-/* WIDER DOT AND GENERAL KEYS: encoder widths of 512 to 2048 for the dot and general scores. src/layers/seq2seq.c refuses
- * key_dim above 256 for them today (CLATTN_ERROR_INVALID_HEAD_DIM, "takes key_dim up to 256"); while it does, each
- * shape is skipped with that reason printed, and once the limit is lifted they run. When it is lifted, delete the
- * skip so that a refusal fails the test. */
+/* WIDER DOT AND GENERAL KEYS: encoder widths of 512 to 2048 for the dot and general scores. src/layers/seq2seq.c
+ * refuses key_dim above 256 for them today (CLATTN_ERROR_INVALID_HEAD_DIM, "takes key_dim up to 256"); while it
+ * does, each shape is skipped with that reason printed, and once the limit is lifted they run. When it is lifted,
+ * delete the skip so that a refusal fails the test. */
 static void dot_and_general_wider_keys(void **state) {
     (void)state;
     static const size_t shapes[][4] = {
