@@ -3,6 +3,7 @@
  * reference: every score, dtype, odd sizes, key lengths, masks, weights, the fused kernel's parameter shapes, a
  * long sequence without [Lq, Lk, attn_dim] memory, bad arguments (specific statuses, outputs untouched) and a
  * fault-injection sweep. */
+#include "fault_steps.h"
 #include "seq2seq_case.h"
 
 #include <math.h>
@@ -423,29 +424,8 @@ static void bad_calls(void **state) {
 
 /* ---- faults ---- */
 
-/* Fails operation 1, 2, ... of the call until one gets through unharmed; each failure must be a clean status with a
- * message, leave no temporary alive, and leave the context usable. Returns the number of operations. */
-static int fail_each_step(const s2s_case *c) {
-    char err[2048];
-    for (long n = 1; n < 100; ++n) {
-        cla_fault_inject(ctx, n);
-        int rc = s2s_case_check(ctx, c, err, sizeof err);
-        bool used = ctx->fault_countdown == 0;
-        cla_fault_inject(ctx, 0);
-        clFinish(clattn_context_cl_queue(ctx));
-        if (ctx->live_temps != 0) fail_msg("step %ld: %ld temporaries left alive", n, ctx->live_temps);
-        if (!used) {
-            if (rc != 0) fail_msg("the run without a fault failed: %s", err);
-            return (int)n - 1;
-        }
-        if (rc == 0) fail_msg("step %ld failed on purpose but the call reported success", n);
-        if (!strstr(err, "CL_OUT_OF_RESOURCES") && !strstr(err, "CL_MEM_OBJECT_ALLOCATION_FAILURE") &&
-            !strstr(err, "CLATTN_ERROR_CLBLAST"))
-            fail_msg("step %ld: unexpected failure: %s", n, err);
-        if (s2s_case_check(ctx, c, err, sizeof err) != 0) fail_msg("after the failed step %ld: %s", n, err);
-    }
-    fail_msg("the call never got through");
-    return 0;
+static int check_case(clattn_context *c_ctx, const void *c, char *err, size_t size) {
+    return s2s_case_check(c_ctx, c, err, size);
 }
 
 static void faults(void **state) {
@@ -458,7 +438,7 @@ static void faults(void **state) {
         c.want_weights = true;
         c.weights_dtype = CLATTN_DTYPE_BF16; /* the additive kernel's score scratch */
         c.bias = all_scores[s] == CLATTN_SCORE_ADDITIVE;
-        assert_true(fail_each_step(&c) >= 3);
+        assert_true(fail_each_step(ctx, check_case, &c, 100, false) >= 3);
     }
 }
 
