@@ -86,14 +86,8 @@ static void wide_head_dims(void **state) {
     /* fp16 and bf16 storage, with key lengths and NaN in the padding (which must not reach the output). */
     static const int32_t kl3[3] = {17, 4, 25};
     for (int dt = 1; dt <= 2; ++dt) {
-        sdpa_case c;
-        sdpa_case_init(&c);
-        c.impl = impl_of(state);
+        sdpa_case c = sdpa_case_of(impl_of(state), 3, 1, 1, 5, 25, 640);
         c.dtype = (clattn_dtype)dt;
-        c.batch = 3;
-        c.q_len = 5;
-        c.kv_len = 25;
-        c.head_dim = 640;
         c.key_lengths = kl3;
         c.nan_in_padding = true;
         c.want_lse = true;
