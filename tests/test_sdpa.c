@@ -139,14 +139,8 @@ static void causal_alignments(void **state) {
     static const size_t shapes[][2] = {{7, 7}, {5, 19}, {19, 5}, {1, 33}, {65, 64}, {33, 1}};
     for (int causal = 1; causal <= 2; ++causal)
         for (size_t s = 0; s < 6; ++s) {
-            sdpa_case c;
-            sdpa_case_init(&c);
-            c.impl = impl_of(state);
+            sdpa_case c = sdpa_case_of(impl_of(state), 1, 2, 2, shapes[s][0], shapes[s][1], 16);
             c.causal = (clattn_causal)causal;
-            c.q_len = shapes[s][0];
-            c.kv_len = shapes[s][1];
-            c.q_heads = c.kv_heads = 2;
-            c.head_dim = 16;
             c.want_lse = true;
             c.seed = (unsigned)(causal * 10 + (int)s);
             sdpa_case_run(ctx, &c, NULL);
@@ -157,15 +151,10 @@ static void windows(void **state) {
     static const int64_t win[][2] = {{0, 0}, {3, -1}, {-1, 2}, {4, 4}, {0, -1}};
     for (int causal = 0; causal <= 2; ++causal)
         for (size_t w = 0; w < 5; ++w) {
-            sdpa_case c;
-            sdpa_case_init(&c);
-            c.impl = impl_of(state);
+            sdpa_case c = sdpa_case_of(impl_of(state), 1, 1, 1, 17, causal == 2 ? 40 : 17, 8);
             c.causal = (clattn_causal)causal;
             c.window_left = win[w][0];
             c.window_right = win[w][1];
-            c.q_len = 17;
-            c.kv_len = causal == 2 ? 40 : 17;
-            c.head_dim = 8;
             c.want_lse = true;
             c.seed = (unsigned)(causal * 10 + (int)w);
             sdpa_case_run(ctx, &c, NULL);
@@ -432,15 +421,15 @@ static void empty_sizes(void **state) {
     }
 }
 
-#define BOTH(fn)                                                                                                   \
-    cmocka_unit_test_prestate(fn, (void *)&impl_fused), cmocka_unit_test_prestate(fn, (void *)&impl_unfused)
+/* A test run twice: with implementation a, then b; BOTH: fused, then unfused. */
+#define TWICE(fn, a, b) cmocka_unit_test_prestate(fn, (void *)&(a)), cmocka_unit_test_prestate(fn, (void *)&(b))
+#define BOTH(fn)        TWICE(fn, impl_fused, impl_unfused)
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         BOTH(sequence_lengths),
         BOTH(head_dims),
-        cmocka_unit_test_prestate(wide_head_dims, (void *)&impl_auto),
-        cmocka_unit_test_prestate(wide_head_dims, (void *)&impl_unfused),
+        TWICE(wide_head_dims, impl_auto, impl_unfused),
         cmocka_unit_test(wide_heads_run_unfused_under_auto),
         BOTH(heads_batch_layouts_and_gqa),
         BOTH(causal_alignments),
@@ -455,8 +444,7 @@ int main(void) {
         BOTH(dtypes),
         BOTH(special_values),
         BOTH(decode_shapes),
-        cmocka_unit_test_prestate(weights_output, (void *)&impl_unfused),
-        cmocka_unit_test_prestate(weights_output, (void *)&impl_auto),
+        TWICE(weights_output, impl_unfused, impl_auto),
         BOTH(runs_are_bitwise_deterministic),
         BOTH(empty_sizes),
     };
