@@ -57,12 +57,7 @@ static int setup(void **state) {
     return 0;
 }
 
-static int teardown(void **state) {
-    (void)state;
-    test_remove_tree(work);
-    free(work);
-    return 0;
-}
+TEST_TEMP_DIR_TEARDOWN(work);
 
 static clattn_context *context_with(const char *binary_dir, clattn_compile_policy compile) {
     clattn_context_options o;

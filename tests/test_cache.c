@@ -21,12 +21,7 @@ static int setup(void **state) {
     return 0;
 }
 
-static int teardown(void **state) {
-    (void)state;
-    test_remove_tree(cache_dir);
-    free(cache_dir);
-    return 0;
-}
+TEST_TEMP_DIR_TEARDOWN(cache_dir);
 
 static clattn_cache_stats build_once(const char *options) {
     clattn_context *ctx = test_context();

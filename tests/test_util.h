@@ -59,13 +59,18 @@ clattn_context *test_logged_context(void);
         return 0;                                                                                                  \
     }                                                                                                              \
     extern int test_context_setup_defined
-#define TEST_CONTEXT_TEARDOWN(var)                                                                                 \
+/* The group `teardown` that runs the statements `body`. TEST_CONTEXT_TEARDOWN(var) frees the context `var`;
+ * TEST_TEMP_DIR_TEARDOWN(var) removes the temporary directory `var` (made by test_make_temp_dir) with all it holds
+ * and frees its name. */
+#define TEST_TEARDOWN(body)                                                                                        \
     static int teardown(void **state) {                                                                            \
         (void)state;                                                                                               \
-        clattn_context_free(var);                                                                                  \
+        body;                                                                                                      \
         return 0;                                                                                                  \
     }                                                                                                              \
-    extern int test_context_teardown_defined
+    extern int test_teardown_defined
+#define TEST_CONTEXT_TEARDOWN(var)  TEST_TEARDOWN(clattn_context_free(var))
+#define TEST_TEMP_DIR_TEARDOWN(var) TEST_TEARDOWN(test_remove_tree(var); free(var))
 
 /* ---- tensors far into large buffers ---- */
 
