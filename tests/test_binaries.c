@@ -144,13 +144,21 @@ static void compile_env_zero_and_binary_dir_env_select_binaries(void **state) {
     clattn_context_free(ctx);
 }
 
+/* A context over a new, empty binary directory (*dir) with the given compile policy, on which the first shape's
+ * run has just ended in `want`. */
+static clattn_context *run_without_binaries(clattn_compile_policy compile, clattn_status want, char **dir) {
+    *dir = test_make_temp_dir("nobinaries");
+    clattn_context *ctx = context_with(*dir, compile);
+    float *out = NULL;
+    assert_status(run_shape(ctx, &shapes[0], &out), want);
+    free(out);
+    return ctx;
+}
+
 static void binary_dir_alone_does_not_stop_a_cpu_compiling(void **state) {
     (void)state;
-    char *empty = test_make_temp_dir("nobinaries");
-    clattn_context *ctx = context_with(empty, CLATTN_COMPILE_AUTO);
-    float *out = NULL;
-    assert_status(run_shape(ctx, &shapes[0], &out), CLATTN_SUCCESS);
-    free(out);
+    char *empty;
+    clattn_context *ctx = run_without_binaries(CLATTN_COMPILE_AUTO, CLATTN_SUCCESS, &empty);
     clattn_cache_stats s;
     clattn_context_cache_stats(ctx, &s);
     assert_true(s.builds >= 1);
@@ -161,10 +169,8 @@ static void binary_dir_alone_does_not_stop_a_cpu_compiling(void **state) {
 
 static void missing_binary_is_no_compiler_naming_file_and_program(void **state) {
     (void)state;
-    char *empty = test_make_temp_dir("nobinaries");
-    clattn_context *ctx = context_with(empty, CLATTN_COMPILE_NEVER);
-    float *out = NULL;
-    assert_status(run_shape(ctx, &shapes[0], &out), CLATTN_ERROR_NO_COMPILER);
+    char *empty;
+    clattn_context *ctx = run_without_binaries(CLATTN_COMPILE_NEVER, CLATTN_ERROR_NO_COMPILER, &empty);
     const char *msg = clattn_context_last_error(ctx);
     assert_non_null(strstr(msg, empty));
     assert_non_null(strstr(msg, ".bin"));
@@ -175,6 +181,7 @@ static void missing_binary_is_no_compiler_naming_file_and_program(void **state) 
 
     /* No directory at all: the message says how to give one. */
     ctx = context_with(NULL, CLATTN_COMPILE_NEVER);
+    float *out = NULL;
     assert_status(run_shape(ctx, &shapes[0], &out), CLATTN_ERROR_NO_COMPILER);
     assert_non_null(strstr(clattn_context_last_error(ctx), "CLATTN_BINARY_DIR"));
     clattn_context_free(ctx);
