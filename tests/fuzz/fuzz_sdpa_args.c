@@ -313,7 +313,10 @@ static void check_accepted(const call *c, const cla_sdpa_plan *plan) {
     CHECK(memcmp(c->k.size, want_k, sizeof want_k) == 0);
     CHECK(memcmp(c->v.size, want_v, sizeof want_v) == 0);
     CHECK(memcmp(c->out.size, want_out, sizeof want_out) == 0);
-    CHECK(Dk >= 1 && Dk <= 256 && Dv >= 1 && Dv <= 256);
+    CHECK(Dk >= 1 && Dk <= CLATTN_MAX_HEAD_DIM && Dv >= 1 && Dv <= CLATTN_MAX_HEAD_DIM);
+    /* Heads wider than the fused kernels take run unfused, and an explicit fused call with one is refused. */
+    if (plan->impl == CLATTN_IMPL_FUSED || c->desc.impl == CLATTN_IMPL_FUSED)
+        CHECK(Dk <= CLATTN_MAX_FUSED_HEAD_DIM && Dv <= CLATTN_MAX_FUSED_HEAD_DIM);
     CHECK(Hkv == 0 ? Hq == 0 : Hq % Hkv == 0);
     CHECK(Lq <= INT32_MAX / 2 && Lk <= INT32_MAX / 2 && (u128)B * Hq <= INT32_MAX);
     if (c->desc.mask.buffer) {
