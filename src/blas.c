@@ -59,45 +59,39 @@ static CLBlastStatusCode join_events(cl_command_queue queue, cl_event *events, s
     return err == CL_SUCCESS ? CLBlastSuccess : (CLBlastStatusCode)err;
 }
 
-CLBlastStatusCode cla_blas_sgemm_strided_batched(CLBlastLayout layout, CLBlastTranspose a_transpose,
-                                                 CLBlastTranspose b_transpose, size_t m, size_t n, size_t k,
-                                                 float alpha, cl_mem a, size_t a_offset, size_t a_ld,
-                                                 size_t a_stride, cl_mem b, size_t b_offset, size_t b_ld,
-                                                 size_t b_stride, float beta, cl_mem c, size_t c_offset,
-                                                 size_t c_ld, size_t c_stride, size_t batch_count,
-                                                 cl_command_queue *queue, cl_event *event) {
-    /* A weight shared by every matrix of the batch (row-major B of stride 0) over A and C rows that follow each
-     * other: one GEMM with the batch's rows stacked, which is also what the hardware likes best. */
-    if (layout == CLBlastLayoutRowMajor && a_transpose == CLBlastTransposeNo && batch_count > 1 && b_stride == 0 &&
-        a_stride == m * a_ld && c_stride == m * c_ld) {
-        m *= batch_count;
-        batch_count = 1;
+CLBlastStatusCode cla_blas_gemm(const cla_gemm *g, cl_command_queue *queue, cl_event *event) {
+    const CLBlastLayout row_major = CLBlastLayoutRowMajor;
+    const CLBlastTranspose no = CLBlastTransposeNo, b_trans = g->b_transposed ? CLBlastTransposeYes : no;
+    size_t m = g->m, batch = g->batch;
+    /* A weight shared by every matrix of the batch (B of stride 0) over A and C rows that follow each other: one
+     * GEMM with the batch's rows stacked, which is also what the hardware likes best. */
+    if (batch > 1 && g->b_stride == 0 && g->a_stride == m * g->a_ld && g->c_stride == m * g->c_ld) {
+        m *= batch;
+        batch = 1;
     }
-    const stored_matrix ops[3] = {stored(layout, a_transpose, m, k, a_offset, a_ld, a_stride),
-                                  stored(layout, b_transpose, k, n, b_offset, b_ld, b_stride),
-                                  stored(layout, CLBlastTransposeNo, m, n, c_offset, c_ld, c_stride)};
+    const stored_matrix ops[3] = {stored(row_major, no, m, g->k, g->a_offset, g->a_ld, g->a_stride),
+                                  stored(row_major, b_trans, g->k, g->n, g->b_offset, g->b_ld, g->b_stride),
+                                  stored(row_major, no, m, g->n, g->c_offset, g->c_ld, g->c_stride)};
     bool split = false;
-    for (int i = 0; i < 3 && batch_count > 1; ++i) split = split || at_risk(&ops[i], batch_count);
+    for (int i = 0; i < 3 && batch > 1; ++i) split = split || at_risk(&ops[i], batch);
 
     bool held = blas_lock();
     CLBlastStatusCode s = CLBlastSuccess;
-    if (batch_count > 1 && !split) {
-        s = CLBlastSgemmStridedBatched(layout, a_transpose, b_transpose, m, n, k, alpha, a, a_offset, a_ld,
-                                       a_stride, b, b_offset, b_ld, b_stride, beta, c, c_offset, c_ld, c_stride,
-                                       batch_count, queue, event);
-    } else if (batch_count == 1) {
-        /* CLBlastSgemm honours offsets on every path, and a single matrix needs no batch stride. */
-        s = CLBlastSgemm(layout, a_transpose, b_transpose, m, n, k, alpha, a, a_offset, a_ld, b, b_offset, b_ld,
-                         beta, c, c_offset, c_ld, queue, event);
+    if (batch > 1 && !split) {
+        s = CLBlastSgemmStridedBatched(row_major, no, b_trans, m, g->n, g->k, g->alpha, g->a, g->a_offset, g->a_ld,
+                                       g->a_stride, g->b, g->b_offset, g->b_ld, g->b_stride, g->beta, g->c,
+                                       g->c_offset, g->c_ld, g->c_stride, batch, queue, event);
     } else {
-        /* One CLBlastSgemm per matrix, joined into one event. */
-        cl_event *events = event ? calloc(batch_count, sizeof *events) : NULL;
+        /* CLBlastSgemm honours offsets on every path: a single matrix, or one call per matrix joined into one
+         * event. */
+        cl_event *events = event && batch > 1 ? calloc(batch, sizeof *events) : NULL;
         size_t done = 0;
-        if (event && !events) s = (CLBlastStatusCode)CL_OUT_OF_HOST_MEMORY;
-        for (; done < batch_count && s == CLBlastSuccess; ++done) {
-            s = CLBlastSgemm(layout, a_transpose, b_transpose, m, n, k, alpha, a, a_offset + done * a_stride, a_ld,
-                             b, b_offset + done * b_stride, b_ld, beta, c, c_offset + done * c_stride, c_ld, queue,
-                             events ? &events[done] : NULL);
+        if (event && batch > 1 && !events) s = (CLBlastStatusCode)CL_OUT_OF_HOST_MEMORY;
+        for (; done < batch && s == CLBlastSuccess; ++done) {
+            cl_event *e = batch == 1 ? event : events ? &events[done] : NULL;
+            s = CLBlastSgemm(row_major, no, b_trans, m, g->n, g->k, g->alpha, g->a,
+                             g->a_offset + done * g->a_stride, g->a_ld, g->b, g->b_offset + done * g->b_stride,
+                             g->b_ld, g->beta, g->c, g->c_offset + done * g->c_stride, g->c_ld, queue, e);
         }
         if (s != CLBlastSuccess && events) --done; /* the failed call left no event */
         if (events) {

@@ -8,16 +8,22 @@
 
 #include <clblast_c.h>
 
-/* C_t = alpha op(A_t) op(B_t) + beta C_t for t < batch_count, as CLBlastSgemmStridedBatched defines it, under the
- * CLBlast lock, and right for every offset and stride (blas.c says which calls CLBlast 1.5 gets wrong and how they
- * are served instead). A batch of one needs no meaningful strides. */
-CLBlastStatusCode cla_blas_sgemm_strided_batched(CLBlastLayout layout, CLBlastTranspose a_transpose,
-                                                 CLBlastTranspose b_transpose, size_t m, size_t n, size_t k,
-                                                 float alpha, cl_mem a, size_t a_offset, size_t a_ld,
-                                                 size_t a_stride, cl_mem b, size_t b_offset, size_t b_ld,
-                                                 size_t b_stride, float beta, cl_mem c, size_t c_offset,
-                                                 size_t c_ld, size_t c_stride, size_t batch_count,
-                                                 cl_command_queue *queue, cl_event *event);
+/* One strided-batched GEMM, row-major: C_t = alpha A_t op(B_t) + beta C_t for t < batch, where matrix t of an
+ * operand starts at its offset plus t times its batch stride (all in elements), as CLBlastSgemmStridedBatched
+ * defines it. A batch of one needs no meaningful strides. */
+typedef struct cla_gemm {
+    size_t m, n, k, batch;
+    bool b_transposed;
+    float alpha, beta;
+    cl_mem a, b, c;
+    size_t a_offset, a_ld, a_stride;
+    size_t b_offset, b_ld, b_stride;
+    size_t c_offset, c_ld, c_stride;
+} cla_gemm;
+
+/* Enqueues `g` under the CLBlast lock, right for every offset and stride (blas.c says which calls CLBlast 1.5 gets
+ * wrong and how they are served instead); `event`, if not NULL, completes after all of it. */
+CLBlastStatusCode cla_blas_gemm(const cla_gemm *g, cl_command_queue *queue, cl_event *event);
 
 /* CLBlastOverrideParameters for fp32, under the CLBlast lock. CLBlast keeps the parameters per device for the whole
  * process: every later GEMM on that device, from any context, uses them. */

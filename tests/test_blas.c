@@ -56,10 +56,25 @@ static void run_case(clattn_context *ctx, const gemm_case *c) {
 
     cl_command_queue queue = clattn_context_cl_queue(ctx);
     cl_event done = NULL;
-    CLBlastStatusCode s = cla_blas_sgemm_strided_batched(
-        CLBlastLayoutRowMajor, CLBlastTransposeNo, c->b_trans ? CLBlastTransposeYes : CLBlastTransposeNo, c->m,
-        c->n, c->k, 1.0f, ab, c->a_offset, lda, a_stride, bb, c->b_offset, ldb, b_stride, 0.0f, cb, c->c_offset,
-        ldc, c_stride, c->batch, &queue, &done);
+    const cla_gemm call = {.m = c->m,
+                           .n = c->n,
+                           .k = c->k,
+                           .batch = c->batch,
+                           .b_transposed = c->b_trans,
+                           .alpha = 1.0f,
+                           .a = ab,
+                           .b = bb,
+                           .c = cb,
+                           .a_offset = c->a_offset,
+                           .a_ld = lda,
+                           .a_stride = a_stride,
+                           .b_offset = c->b_offset,
+                           .b_ld = ldb,
+                           .b_stride = b_stride,
+                           .c_offset = c->c_offset,
+                           .c_ld = ldc,
+                           .c_stride = c_stride};
+    CLBlastStatusCode s = cla_blas_gemm(&call, &queue, &done);
     if (s != CLBlastSuccess) fail_msg("CLBlast status %d %s", (int)s, cla_blas_status_name(s));
     assert_non_null(done);
     assert_int_equal(clWaitForEvents(1, &done), CL_SUCCESS);

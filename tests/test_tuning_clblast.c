@@ -157,9 +157,18 @@ static void gemm_is_right(clattn_context *ctx) {
     cl_mem db = clCreateBuffer(cl, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, k * n * sizeof *b, b, &err);
     cl_mem dc = clCreateBuffer(cl, CL_MEM_READ_WRITE, m * n * sizeof *c, NULL, &err);
     assert_true(da && db && dc);
-    CLBlastStatusCode st =
-        cla_blas_sgemm_strided_batched(CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeNo, m, n, k, 1.0f,
-                                       da, 0, k, m * k, db, 0, n, 0, 0.0f, dc, 0, n, m * n, 1, &q, NULL);
+    const cla_gemm g = {.m = m,
+                        .n = n,
+                        .k = k,
+                        .batch = 1,
+                        .alpha = 1.0f,
+                        .a = da,
+                        .b = db,
+                        .c = dc,
+                        .a_ld = k,
+                        .b_ld = n,
+                        .c_ld = n};
+    CLBlastStatusCode st = cla_blas_gemm(&g, &q, NULL);
     assert_int_equal(st, CLBlastSuccess);
     assert_int_equal(clEnqueueReadBuffer(q, dc, CL_TRUE, 0, m * n * sizeof *c, c, 0, NULL, NULL), CL_SUCCESS);
     for (size_t r = 0; r < m; ++r)

@@ -129,27 +129,21 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     /* Validation made every window side -1 or narrower than Lq + Lk (at most 2^29), so it fits an int. */
     cl_int2 window = {{(cl_int)p->window_left, (cl_int)p->window_right}};
     cl_int split_arg = split_len;
+    /* Each tensor with its strides, then the scalars, in the order of SDPA_FUSED_ARGS: a table, two to a line. */
+    // clang-format off
     const cla_named_arg args[] = {
-        CLA_NAMED("q", p->q.buffer),
-        CLA_NAMED("q_stride", qs),
-        CLA_NAMED("k", p->k.buffer),
-        CLA_NAMED("k_stride", ks),
-        CLA_NAMED("v", p->v.buffer),
-        CLA_NAMED("v_stride", vs),
-        CLA_NAMED("o", p->out.buffer),
-        CLA_NAMED("o_stride", os),
-        CLA_NAMED("mask", p->mask.buffer),
-        CLA_NAMED("mask_stride", ms),
+        CLA_NAMED("q", p->q.buffer),        CLA_NAMED("q_stride", qs),
+        CLA_NAMED("k", p->k.buffer),        CLA_NAMED("k_stride", ks),
+        CLA_NAMED("v", p->v.buffer),        CLA_NAMED("v_stride", vs),
+        CLA_NAMED("o", p->out.buffer),      CLA_NAMED("o_stride", os),
+        CLA_NAMED("mask", p->mask.buffer),  CLA_NAMED("mask_stride", ms),
         CLA_NAMED("key_lengths", p->key_lengths),
-        CLA_NAMED("lse", p->lse.buffer),
-        CLA_NAMED("lse_stride", ls),
-        CLA_NAMED("offsets", offsets),
-        CLA_NAMED("dims", dims),
-        CLA_NAMED("scale_log2", scale_log2),
-        CLA_NAMED("window", window),
-        CLA_NAMED("split_len", split_arg),
-        CLA_NAMED("partial", partial),
+        CLA_NAMED("lse", p->lse.buffer),    CLA_NAMED("lse_stride", ls),
+        CLA_NAMED("offsets", offsets),      CLA_NAMED("dims", dims),
+        CLA_NAMED("scale_log2", scale_log2), CLA_NAMED("window", window),
+        CLA_NAMED("split_len", split_arg),  CLA_NAMED("partial", partial),
     };
+    // clang-format on
     st = cla_set_named_args(ctx, kernel, name, op->args, args, CLA_ARRAY_SIZE(args));
     if (st == CLATTN_SUCCESS) {
         const size_t rows = (size_t)v[CLA_FUSED_ROWS], wg = (size_t)v[CLA_FUSED_WG];

@@ -227,12 +227,27 @@ static clattn_status enqueue_gemm(clattn_context *ctx, cla_chain *chain, unfused
         /* CLBlast rejects a C stride of 0 even for a single matrix (InvalidDimension), so give it a real one. */
         const size_t sc = batch > 1 ? w->c_off[first + 1] - w->c_off[first] : g->m * g->ldc;
         cl_event e = NULL;
-        CLBlastStatusCode s = cla_fault_due(ctx)
-                                  ? (CLBlastStatusCode)CL_OUT_OF_RESOURCES
-                                  : cla_blas_sgemm_strided_batched(
-                                        CLBlastLayoutRowMajor, CLBlastTransposeNo, g->b_trans, g->m, g->n, g->k,
-                                        g->alpha, g->a, w->a_off[first], g->lda, sa, g->b, w->b_off[first], g->ldb,
-                                        sb, g->beta, g->c, w->c_off[first], g->ldc, sc, batch, &chain->queue, &e);
+        const cla_gemm call = {.m = g->m,
+                               .n = g->n,
+                               .k = g->k,
+                               .batch = batch,
+                               .b_transposed = g->b_trans == CLBlastTransposeYes,
+                               .alpha = g->alpha,
+                               .beta = g->beta,
+                               .a = g->a,
+                               .b = g->b,
+                               .c = g->c,
+                               .a_offset = w->a_off[first],
+                               .a_ld = g->lda,
+                               .a_stride = sa,
+                               .b_offset = w->b_off[first],
+                               .b_ld = g->ldb,
+                               .b_stride = sb,
+                               .c_offset = w->c_off[first],
+                               .c_ld = g->ldc,
+                               .c_stride = sc};
+        CLBlastStatusCode s =
+            cla_fault_due(ctx) ? (CLBlastStatusCode)CL_OUT_OF_RESOURCES : cla_blas_gemm(&call, &chain->queue, &e);
         if (s != CLBlastSuccess) {
             if (e) clReleaseEvent(e);
             /* CLBlast keeps its tuned work-group shapes even where the device allows fewer work-items or less

@@ -49,26 +49,16 @@ static bool fits_int(size_t offset, size_t batch, size_t batch_stride, size_t ro
     return last < (size_t)INT_MAX;
 }
 
-/* One CLBlastSgemmStridedBatched in the chain: C = A B (row-major, no transposes), between barriers. */
-typedef struct gemm_call {
-    size_t m, n, k, batch;
-    cl_mem a, b, c;
-    size_t a_offset, a_ld, a_stride, b_offset, b_ld, c_offset, c_ld, c_stride;
-} gemm_call;
-
-static clattn_status chain_sgemm(clattn_context *ctx, cla_chain *chain, const gemm_call *g, const char *what) {
+/* One GEMM in the chain, C = A B with one weight B for the whole batch (b_stride 0), between barriers. */
+static clattn_status chain_sgemm(clattn_context *ctx, cla_chain *chain, cla_gemm *g, const char *what) {
     cl_int err = cla_chain_barrier(chain);
     if (err != CL_SUCCESS)
         return cla_fail(ctx, err, "%s: enqueueing the barrier before the GEMM failed: %d", what, err);
     cl_event e = NULL;
     /* CLBlast rejects a C stride of 0 even for a single matrix, so give it a real one. */
-    const size_t c_stride = g->batch > 1 ? g->c_stride : g->m * g->c_ld;
-    CLBlastStatusCode s = cla_fault_due(ctx)
-                              ? (CLBlastStatusCode)CL_OUT_OF_RESOURCES
-                              : cla_blas_sgemm_strided_batched(
-                                    CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeNo, g->m, g->n, g->k,
-                                    1.0f, g->a, g->a_offset, g->a_ld, g->a_stride, g->b, g->b_offset, g->b_ld, 0,
-                                    0.0f, g->c, g->c_offset, g->c_ld, c_stride, g->batch, &chain->queue, &e);
+    if (g->batch <= 1) g->c_stride = g->m * g->c_ld;
+    CLBlastStatusCode s =
+        cla_fault_due(ctx) ? (CLBlastStatusCode)CL_OUT_OF_RESOURCES : cla_blas_gemm(g, &chain->queue, &e);
     if (s != CLBlastSuccess) {
         if (e) clReleaseEvent(e);
         return cla_fail(
@@ -142,7 +132,7 @@ clattn_status cla_linear(clattn_context *ctx, cla_chain *chain, const clattn_ten
     const bool y_folds = B == 1 || y.batch_stride == L * y.ld;
     const bool in_place = x->dtype == CLATTN_DTYPE_F32 && x->stride[3] == 1 && (x->stride[2] >= K || L == 1) &&
                           fits_int(x->offset, B, x->stride[0], L, x->stride[2], K);
-    gemm_call g = {.n = n, .k = K, .b = w.buffer, .b_offset = w.offset, .b_ld = w.ld, .c = y.buffer};
+    cla_gemm g = {.n = n, .k = K, .alpha = 1.0f, .b = w.buffer, .b_offset = w.offset, .b_ld = w.ld, .c = y.buffer};
     cl_mem packed = NULL;
     clattn_status st = CLATTN_SUCCESS;
     if (in_place) {
