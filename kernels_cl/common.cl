@@ -143,12 +143,12 @@ CLA_INLINE int cla_key_hi(int i, int shift, int2 window, int kv_limit) {
 
 /* The arguments of the fused attention kernels (sdpa_fused in sdpa_fused.cl, both shapes of sdpa_fused_cpu in
  * sdpa_fused_cpu.cl), declared once; the host sets them by the names of the family's argument list in
- * src/tuning/tuning.c, which follows this order. offsets: q, k, v, o, mask, key lengths, lse; dims: Hq, Lq, Lk, the query
- * heads per key head; window: left and right sides (-1 unbounded); split_len and partial: the key split's length
- * and its partial state (SPLIT_KV). */
-#define SDPA_FUSED_ARGS                                                                                               \
-    __global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global const STORAGE(K_DTYPE) * k, long4 k_stride,         \
-        __global const STORAGE(V_DTYPE) * v, long4 v_stride, __global STORAGE(O_DTYPE) * o, long4 o_stride,           \
-        __global const STORAGE(MASK_DTYPE) * mask, long4 mask_stride, __global const int *key_lengths,                \
-        __global float *lse, long4 lse_stride, long8 offsets, int4 dims, float scale_log2, int2 window,               \
+ * src/tuning/tuning.c, which follows this order. offsets: q, k, v, o, mask, key lengths, lse; dims: Hq, Lq, Lk, the
+ * query heads per key head; window: left and right sides (-1 unbounded); split_len and partial: the key split's
+ * length and its partial state (SPLIT_KV). */
+#define SDPA_FUSED_ARGS                                                                                            \
+    __global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global const STORAGE(K_DTYPE) * k, long4 k_stride,      \
+        __global const STORAGE(V_DTYPE) * v, long4 v_stride, __global STORAGE(O_DTYPE) * o, long4 o_stride,        \
+        __global const STORAGE(MASK_DTYPE) * mask, long4 mask_stride, __global const int *key_lengths,             \
+        __global float *lse, long4 lse_stride, long8 offsets, int4 dims, float scale_log2, int2 window,            \
         int split_len, __global float *partial

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 /* copy_view: copies a 4-D view [B, H, L, D] element by element, as raw bits (so every value, NaN payloads
  * included, arrives unchanged), between any element offsets and strides. It places each device's part of an
- * attention call split over several devices (src/attention/sdpa_split.c) into the caller's output. ELEM_BYTES is the element
- * size: 4 (fp32), 2 (fp16, bf16) or 1. The grid is (D, L, B * H); `heads` is H. */
+ * attention call split over several devices (src/attention/sdpa_split.c) into the caller's output. ELEM_BYTES is
+ * the element size: 4 (fp32), 2 (fp16, bf16) or 1. The grid is (D, L, B * H); `heads` is H. */
 
 #ifndef ELEM_BYTES
 #define ELEM_BYTES 4

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-/* Helper kernels of the linear projections of the attention layers (src/layers/linear.c): packing a sequence tensor of any
- * storage type into contiguous fp32 rows for CLBlast, adding a bias to GEMM results, and the final store of a
- * layer's fp32 result into the caller's output with bias, residual and conversion. Sequence tensors are
- * [B, 1, L, width] views with long4 element strides; grids are (width, L, B). */
+/* Helper kernels of the linear projections of the attention layers (src/layers/linear.c): packing a sequence tensor
+ * of any storage type into contiguous fp32 rows for CLBlast, adding a bias to GEMM results, and the final store of
+ * a layer's fp32 result into the caller's output with bias, residual and conversion. Sequence tensors are [B, 1, L,
+ * width] views with long4 element strides; grids are (width, L, B). */
 
 #ifndef IN_DTYPE
 #define IN_DTYPE 0

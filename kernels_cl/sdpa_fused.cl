@@ -38,8 +38,7 @@
 #define FUSED_GROUP_SHAPE
 #endif
 
-__kernel FUSED_GROUP_SHAPE void
-sdpa_fused(SDPA_FUSED_ARGS) {
+__kernel FUSED_GROUP_SHAPE void sdpa_fused(SDPA_FUSED_ARGS) {
     const int Hq = dims.x, Lq = dims.y, Lk = dims.z, group = dims.w;
     const int bh = get_global_id(1);
     const int b = bh / Hq, h = bh % Hq, hk = h / group;

@@ -182,8 +182,7 @@ CPU_INLINE float8 sum_lanes8(const float8 *a) {
     return BUTTERFLY(q0, q1, mid, s23016745);
 }
 
-__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
-sdpa_fused_cpu(SDPA_FUSED_ARGS) {
+__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA_FUSED_ARGS) {
     const int Hq = dims.x, Lq = dims.y, Lk = dims.z, group = dims.w;
     const int bh = get_global_id(1);
     const int b = bh / Hq, h = bh % Hq, hk = h / group;
@@ -378,8 +377,7 @@ CPU_INLINE void pv_columns(float *ot, const float *st, V_TILE_PTR vt, long row_s
     }
 }
 
-__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
-sdpa_fused_cpu(SDPA_FUSED_ARGS) {
+__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA_FUSED_ARGS) {
     const int Hq = dims.x, Lq = dims.y, Lk = dims.z, group = dims.w;
     const int bh = get_global_id(1);
     const int b = bh / Hq, h = bh % Hq, hk = h / group;

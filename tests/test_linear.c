@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-/* The linear projections of the attention layers (src/layers/linear.c): y = x W + b for every storage type, strided and
- * padded inputs, batched and folded GEMMs, an empty reduction, and the final store with bias and residual (in place
- * too), each against a double-precision product on the host. */
+/* The linear projections of the attention layers (src/layers/linear.c): y = x W + b for every storage type, strided
+ * and padded inputs, batched and folded GEMMs, an empty reduction, and the final store with bias and residual (in
+ * place too), each against a double-precision product on the host. */
 #include "test_util.h"
 
 #include <math.h>

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-/* Unit tests of the .npy reader and writer (tools/clattn/npy.c): round trips of every dtype and kind of shape, the header
- * variants numpy writes, and a catalogue of malformed files that must each be rejected with a useful message and
- * without reading out of bounds (run under AddressSanitizer). */
+/* Unit tests of the .npy reader and writer (tools/clattn/npy.c): round trips of every dtype and kind of shape, the
+ * header variants numpy writes, and a catalogue of malformed files that must each be rejected with a useful message
+ * and without reading out of bounds (run under AddressSanitizer). */
 #define _POSIX_C_SOURCE 200809L
 
 #include <setjmp.h>
