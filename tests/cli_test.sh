@@ -38,7 +38,7 @@ for key in ("name", "type", "compute_units", "local_mem_bytes", "max_work_group_
     assert key in d[0], key
 print("ok: devices --json is valid JSON with one default")
 PY
-"$clattn" --help | grep -q devices || { echo "FAIL: --help lists no commands"; fails=$((fails + 1)); }
+"$clattn" --help | grep devices > /dev/null || { echo "FAIL: --help lists no commands"; fails=$((fails + 1)); }
 rm -f /tmp/clattn-cli-out.$$
 echo "$((fails == 0 ? 1 : 0)) passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -20,7 +20,9 @@ soname=libclattn.so.$major
 [ "$major" = 0 ] && soname=libclattn.so.$major.$minor
 ls "$work/prefix"/lib*/"$soname" > /dev/null
 libdir=$(dirname "$(ls "$work/prefix"/lib*/"$soname")")
-objdump -p "$libdir/$soname" | grep -q "SONAME *$soname\$"
+# grep reads all of its input here: `grep -q` would stop at the match, and under pipefail the writer's SIGPIPE
+# would fail the test at random.
+objdump -p "$libdir/$soname" | grep "SONAME *$soname\$" > /dev/null || { echo "$soname does not name itself"; exit 1; }
 # The CMake package agrees: it takes its own version and refuses the next minor (0.x) or major one.
 next=$major.$((minor + 1))
 [ "$major" = 0 ] || next=$((major + 1)).0
@@ -36,7 +38,7 @@ endif()
 EOF
 cmake -S "$work/version" -B "$work/version/build" -DCMAKE_PREFIX_PATH="$work/prefix" > "$work/version.log"
 # The clattn program is a client of the shared library.
-ldd "$work/prefix/bin/clattn" | grep -q "$soname"
+ldd "$work/prefix/bin/clattn" | grep "$soname" > /dev/null || { echo "the clattn program does not link $soname"; exit 1; }
 
 export PKG_CONFIG_PATH="$libdir/pkgconfig"
 cmake -S "$consumer_src" -B "$work/build" -DCMAKE_PREFIX_PATH="$work/prefix" > "$work/configure.log"
