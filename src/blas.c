@@ -33,10 +33,9 @@ typedef struct stored_matrix {
     size_t lines, line, offset, ld, stride;
 } stored_matrix;
 
-static stored_matrix stored(CLBlastLayout layout, CLBlastTranspose trans, size_t rows, size_t cols, size_t offset,
-                            size_t ld, size_t stride) {
-    const bool flip = (layout == CLBlastLayoutColMajor) != (trans != CLBlastTransposeNo);
-    return (stored_matrix){flip ? cols : rows, flip ? rows : cols, offset, ld, stride};
+/* A row-major rows x cols operand, stored transposed or not. */
+static stored_matrix stored(bool transposed, size_t rows, size_t cols, size_t offset, size_t ld, size_t stride) {
+    return (stored_matrix){transposed ? cols : rows, transposed ? rows : cols, offset, ld, stride};
 }
 
 /* CLBlast 1.5's strided-batched GEMM, on its indirect path (large products), reads an operand in place when the
@@ -69,9 +68,9 @@ CLBlastStatusCode cla_blas_gemm(const cla_gemm *g, cl_command_queue *queue, cl_e
         m *= batch;
         batch = 1;
     }
-    const stored_matrix ops[3] = {stored(row_major, no, m, g->k, g->a_offset, g->a_ld, g->a_stride),
-                                  stored(row_major, b_trans, g->k, g->n, g->b_offset, g->b_ld, g->b_stride),
-                                  stored(row_major, no, m, g->n, g->c_offset, g->c_ld, g->c_stride)};
+    const stored_matrix ops[3] = {stored(false, m, g->k, g->a_offset, g->a_ld, g->a_stride),
+                                  stored(g->b_transposed, g->k, g->n, g->b_offset, g->b_ld, g->b_stride),
+                                  stored(false, m, g->n, g->c_offset, g->c_ld, g->c_stride)};
     bool split = false;
     for (int i = 0; i < 3 && batch > 1; ++i) split = split || at_risk(&ops[i], batch);
 
