@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 /* How far a device result may be from the double-precision reference: one formula per operation, shared by the
- * tests (tests/test_mha.c, tests/seq2seq_case.c) and the --check options of `clattn run` and `clattn bench`, so
- * that a tolerance tightened or loosened in one place is the same everywhere. fp32 rounding error grows with the
- * length of each reduction a result goes through; the half types add their storage rounding on top. */
+ * tests (tests/test_mha.c, tests/support/seq2seq_case.c) and the --check options of `clattn run` and `clattn
+ * bench`, so that a tolerance tightened or loosened in one place is the same everywhere. fp32 rounding error grows
+ * with the length of each reduction a result goes through; the half types add their storage rounding on top. */
 #ifndef CLATTN_CHECK_TOLERANCE_H
 #define CLATTN_CHECK_TOLERANCE_H
 

@@ -724,7 +724,7 @@ static int bench_seq2seq(int argc, char **argv) {
                                       .weights = ref_w};
                 if (!ref_ctx || (want_weights && !ref_w) || cla_reference_seq2seq(&rs) != 0)
                     rc = cli_error(CMD, CLI_FAILED, "the reference could not be computed (out of host memory?)");
-                /* The tolerance of tests/seq2seq_case.c, taken at the largest context value; the attention
+                /* The tolerance of tests/support/seq2seq_case.c, taken at the largest context value; the attention
                  * weights (fp32, at most 1) are held to the same bound. */
                 double worst = 0.0, worst_w = 0.0, ref_max = 0.0;
                 if (rc == CLI_OK) rc = bench_output_error(CMD, ctx, cb, nctx, c.dtype, ref_ctx, &worst, &ref_max);
