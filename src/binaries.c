@@ -78,7 +78,10 @@ clattn_status cla_binary_load(clattn_context *ctx, const char *source_name, cons
     *program = NULL;
     if (!ctx->binary_dir) return missing(ctx, source_name, full_options, NULL);
     char *path = cla_binary_path(ctx->binary_dir, key);
-    if (!path) return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "out of host memory loading a binary");
+    CLA_FAIL_ON(!path, ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
+                "out of host memory loading the binary of program "
+                "kernels_cl/%s.cl",
+                source_name);
     unsigned char *bin = NULL;
     size_t size = 0;
     bool absent = false;
@@ -126,17 +129,21 @@ clattn_status cla_binary_load(clattn_context *ctx, const char *source_name, cons
 clattn_status clattn_binary_write(const char *dir, const char *key, const void *binary, size_t size, char *message,
                                   size_t message_size) {
     if (!dir || !key || (!binary && size)) {
-        cla_write_message(message, message_size, "clattn_binary_write: dir, key or binary is NULL");
+        cla_write_message(message, message_size, "%s: dir, key or binary is NULL", __func__);
         return CLATTN_ERROR_NULL_POINTER;
     }
     char *path = cla_binary_path(dir, key);
     if (!path) {
-        cla_write_message(message, message_size, "clattn_binary_write: out of host memory");
+        cla_write_message(message, message_size, "%s: out of host memory", __func__);
         return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
     }
     /* The path's own address keeps concurrent writers' temporary names apart. */
     int err = cla_entry_write(path, key, binary, size, path);
-    if (err) cla_write_message(message, message_size, "cannot write %s: %s", path, strerror(err));
+    if (err)
+        cla_write_message(message, message_size,
+                          "%s: cannot write %s: %s; check that the directory exists and is "
+                          "writable",
+                          __func__, path, strerror(err));
     free(path);
     return err ? CLATTN_ERROR_IO : CLATTN_SUCCESS;
 }

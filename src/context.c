@@ -49,8 +49,10 @@ void clattn_context_options_init(clattn_context_options *options) {
     memset(options, 0, sizeof *options);
 }
 
-static void report(const clattn_context_options *o, const char *msg) {
-    if (o) cla_write_message(o->error_message, o->error_message_size, "%s", msg);
+/* A failed creation's reason, for the options' message buffer: there is no context to hold a last error, so the
+ * creating entry point's name (`call`, its __func__) leads the text here, as cla_fail leads a context's. */
+static void report(const clattn_context_options *o, const char *call, const char *msg) {
+    if (o) cla_write_message(o->error_message, o->error_message_size, "%s: %s", call, msg);
 }
 
 /* Settings of the environment that are plain values. A malformed one is a warning, never a failed context. */
@@ -102,12 +104,13 @@ static clattn_status finish_setup(clattn_context *ctx, const clattn_context_opti
 
 /* The end of both creations: the settings, then the context goes to the caller, or is freed with the reason
  * reported. */
-static clattn_status finish_create(clattn_context *ctx, const clattn_context_options *o, clattn_context **context) {
+static clattn_status finish_create(clattn_context *ctx, const clattn_context_options *o, clattn_context **context,
+                                   const char *call) {
     char msg[1536] = "";
     clattn_status st = finish_setup(ctx, o, msg, sizeof msg);
     if (st != CLATTN_SUCCESS) {
         clattn_context_free(ctx);
-        report(o, msg);
+        report(o, call, msg);
         return st;
     }
     *context = ctx;
@@ -153,11 +156,14 @@ static clattn_status set_devices(clattn_context *ctx, const cl_device_id *device
     return CLATTN_SUCCESS;
 }
 
+static clattn_status create_with_options(const clattn_context_options *options, clattn_context **context,
+                                         const char *call);
+
 clattn_status clattn_context_create(const char *device_spec, clattn_context **context) {
     clattn_context_options o;
     clattn_context_options_init(&o);
     o.device = device_spec;
-    return clattn_context_create_with_options(&o, context);
+    return create_with_options(&o, context, __func__);
 }
 
 /* The most devices one context takes; far more than any machine has of one model. */
@@ -198,8 +204,14 @@ static clattn_status pick_devices(const clattn_context_options *o, cla_device_en
 }
 
 clattn_status clattn_context_create_with_options(const clattn_context_options *options, clattn_context **context) {
+    return create_with_options(options, context, __func__);
+}
+
+/* Both device-picking creations; `call` names the entry point in the messages. */
+static clattn_status create_with_options(const clattn_context_options *options, clattn_context **context,
+                                         const char *call) {
     if (!context) {
-        report(options, "clattn_context_create: the context out-pointer is NULL");
+        report(options, call, "context (the out-pointer) is NULL");
         return CLATTN_ERROR_NULL_POINTER;
     }
     *context = NULL;
@@ -208,7 +220,7 @@ clattn_status clattn_context_create_with_options(const clattn_context_options *o
     size_t n = 0;
     clattn_status st = pick_devices(options, chosen, &n, msg, sizeof msg);
     if (st != CLATTN_SUCCESS) {
-        report(options, msg);
+        report(options, call, msg);
         return st;
     }
     cl_device_id devices[MAX_CONTEXT_DEVICES];
@@ -226,7 +238,7 @@ clattn_status clattn_context_create_with_options(const clattn_context_options *o
         cla_write_message(msg, sizeof msg, "clCreateContext failed on device '%s' (%s)%s: %d %s",
                           chosen[0].info.name, chosen[0].info.platform_name,
                           n > 1 ? " and the other devices of the list" : "", err, cla_cl_error_text(err));
-        report(options, msg);
+        report(options, call, msg);
         return err;
     }
     cl_command_queue_properties qprops = (options && options->enable_profiling) ? CL_QUEUE_PROFILING_ENABLE : 0;
@@ -253,20 +265,19 @@ clattn_status clattn_context_create_with_options(const clattn_context_options *o
         for (size_t i = 0; i < n; ++i)
             if (queues[i]) clReleaseCommandQueue(queues[i]);
         clReleaseContext(clctx);
-        report(options, msg);
+        report(options, call, msg);
         return err;
     }
     ctx->platform = chosen[0].platform;
     ctx->cl_ctx = clctx;
     ctx->profiling = qprops != 0;
-    return finish_create(ctx, options, context);
+    return finish_create(ctx, options, context, call);
 }
 
 clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id device, cl_command_queue queue,
                                             const clattn_context_options *options, clattn_context **context) {
     if (!context || !cl_ctx || !device || !queue) {
-        report(options, "clattn_context_create_from_cl: context out-pointer, cl_context, device and queue must "
-                        "all be non-NULL");
+        report(options, __func__, "context (the out-pointer), cl_ctx, device and queue must all be non-NULL");
         return CLATTN_ERROR_NULL_POINTER;
     }
     *context = NULL;
@@ -277,17 +288,21 @@ clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id devi
     if (err == CL_SUCCESS) err = clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof queue_dev, &queue_dev, NULL);
     if (err == CL_SUCCESS) err = clGetCommandQueueInfo(queue, CL_QUEUE_PROPERTIES, sizeof qprops, &qprops, NULL);
     if (err != CL_SUCCESS) {
-        report(options, "clattn_context_create_from_cl: the command queue is not valid");
+        char msg[160];
+        cla_write_message(msg, sizeof msg, "queue: not a valid command queue (%d %s)", err, cla_cl_error_text(err));
+        report(options, __func__, msg);
         return err;
     }
     if (queue_ctx != cl_ctx || queue_dev != device) {
-        report(options, "clattn_context_create_from_cl: the queue belongs to another context or device");
+        report(options, __func__, "queue: it belongs to another cl_context or device than the ones given");
         return CLATTN_ERROR_INVALID_ARGUMENT;
     }
     cl_platform_id platform = NULL;
     err = clGetDeviceInfo(device, CL_DEVICE_PLATFORM, sizeof platform, &platform, NULL);
     if (err != CL_SUCCESS) {
-        report(options, "clattn_context_create_from_cl: the device is not valid");
+        char msg[160];
+        cla_write_message(msg, sizeof msg, "device: not a valid cl_device_id (%d %s)", err, cla_cl_error_text(err));
+        report(options, __func__, msg);
         return err;
     }
     clattn_context *ctx = new_context();
@@ -304,7 +319,7 @@ clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id devi
     ctx->platform = platform;
     ctx->cl_ctx = cl_ctx;
     ctx->profiling = (qprops & CL_QUEUE_PROFILING_ENABLE) != 0;
-    return finish_create(ctx, options, context);
+    return finish_create(ctx, options, context, __func__);
 }
 
 void clattn_context_free(clattn_context *ctx) {
@@ -326,7 +341,7 @@ void clattn_context_free(clattn_context *ctx) {
 
 clattn_status clattn_context_set_target(clattn_context *ctx, const clattn_device_info *target) {
     if (!ctx) return CLATTN_ERROR_NULL_POINTER;
-    cla_clear_error(ctx);
+    CLA_ENTER(ctx);
     if (!ctx->has_target) ctx->own_info = ctx->info;
     /* Every choice reads ctx->info; the built programs are its own device's, so they go with a change. */
     cla_programs_release(ctx);
@@ -347,10 +362,10 @@ size_t clattn_context_device_count(const clattn_context *ctx) {
 
 clattn_status clattn_context_device_info_at(const clattn_context *ctx, size_t index, clattn_device_info *info) {
     if (!ctx || !info) return CLATTN_ERROR_NULL_POINTER;
-    if (index >= ctx->device_count)
-        return cla_fail((clattn_context *)ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "clattn_context_device_info_at: index %zu, but the context has %zu device%s", index,
-                        ctx->device_count, ctx->device_count == 1 ? "" : "s");
+    CLA_ENTER(ctx);
+    CLA_FAIL_ON(index >= ctx->device_count, (clattn_context *)ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                "index is %zu but the context has %zu device%s; give 0..%zu", index, ctx->device_count,
+                ctx->device_count == 1 ? "" : "s", ctx->device_count - 1);
     *info = ctx->infos[index];
     return CLATTN_SUCCESS;
 }

@@ -152,18 +152,22 @@ clattn_status cla_devices_enumerate(cla_device_entry **entries_out, size_t *coun
         return CLATTN_ERROR_NO_PLATFORM;
     }
     if (err != CL_SUCCESS) {
-        cla_write_message(message, message_size, "clGetPlatformIDs failed with %d (%s)", err,
-                          cla_cl_error_name(err) ? cla_cl_error_name(err) : "unknown");
+        cla_write_message(message, message_size, "clGetPlatformIDs failed: %d %s; check the OpenCL driver install",
+                          err, cla_cl_error_text(err));
         return err;
     }
     cl_platform_id *plats = calloc(nplat, sizeof *plats);
-    if (!plats) return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    if (!plats) {
+        cla_write_message(message, message_size, "out of host memory listing %u OpenCL platforms", nplat);
+        return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    }
     clattn_status st = CLATTN_SUCCESS;
     cla_device_entry *entries = NULL;
     size_t count = 0;
     err = clGetPlatformIDs(nplat, plats, NULL);
     if (err != CL_SUCCESS) {
-        cla_write_message(message, message_size, "clGetPlatformIDs failed with %d", err);
+        cla_write_message(message, message_size, "clGetPlatformIDs failed: %d %s; check the OpenCL driver install",
+                          err, cla_cl_error_text(err));
         st = err;
         goto done;
     }
@@ -332,9 +336,7 @@ clattn_status cla_devices_pick(const cla_device_entry *entries, size_t count, co
 clattn_status clattn_devices_list(clattn_device_info *infos, size_t capacity, size_t *count, char *message,
                                   size_t message_size) {
     if (!count || (capacity > 0 && !infos)) {
-        cla_write_message(message, message_size,
-                          "clattn_devices_list: count is NULL, or infos is NULL with "
-                          "capacity > 0");
+        cla_write_message(message, message_size, "%s: count is NULL, or infos is NULL with capacity > 0", __func__);
         return CLATTN_ERROR_NULL_POINTER;
     }
     cla_device_entry *entries = NULL;
@@ -350,7 +352,7 @@ clattn_status clattn_devices_list(clattn_device_info *infos, size_t capacity, si
 clattn_status clattn_devices_select(const char *spec, clattn_device_info *info, char *message,
                                     size_t message_size) {
     if (!info) {
-        cla_write_message(message, message_size, "clattn_devices_select: info is NULL");
+        cla_write_message(message, message_size, "%s: info is NULL", __func__);
         return CLATTN_ERROR_NULL_POINTER;
     }
     cla_device_entry *entries = NULL;

@@ -102,13 +102,13 @@ clattn_status cla_set_named_args(clattn_context *ctx, cl_kernel k, const char *w
         const cla_named_arg *a = NULL;
         for (size_t j = 0; j < count && !a; ++j)
             if (strcmp(args[j].name, names[n]) == 0) a = &args[j];
-        CLA_FAIL_ON(!a, ctx, CLATTN_ERROR_INTERNAL, what,
-                    "no value for the kernel's argument '%s' (a bug in clattn)", names[n]);
+        CLA_FAIL_ON(!a, ctx, CLATTN_ERROR_INTERNAL, "kernel %s: no value for its argument '%s' (a bug in clattn)",
+                    what, names[n]);
         clattn_status st = set_arg(ctx, k, what, (cl_uint)n, a->size, a->value);
         if (st != CLATTN_SUCCESS) return st;
     }
-    CLA_FAIL_ON(n != count, ctx, CLATTN_ERROR_INTERNAL, what,
-                "the kernel takes %zu arguments, not %zu (a bug in clattn)", n, count);
+    CLA_FAIL_ON(n != count, ctx, CLATTN_ERROR_INTERNAL,
+                "kernel %s: it takes %zu arguments, not %zu (a bug in clattn)", what, n, count);
     return CLATTN_SUCCESS;
 }
 
@@ -167,16 +167,18 @@ clattn_status cla_temp_buffer(clattn_context *ctx, size_t bytes, const char *wha
     return CLATTN_SUCCESS;
 }
 
-clattn_status cla_check_queue(clattn_context *ctx, const char *fn, cl_command_queue queue, cl_uint num_wait,
+clattn_status cla_check_queue(clattn_context *ctx, cl_command_queue queue, cl_uint num_wait,
                               const cl_event *wait_list) {
-    if (num_wait > 0 && !wait_list)
-        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: %u wait events but wait_list is NULL", fn, num_wait);
+    CLA_FAIL_ON(num_wait > 0 && !wait_list, ctx, CLATTN_ERROR_NULL_POINTER,
+                "num_wait is %u but wait_list is NULL; pass the events or 0", num_wait);
     if (!queue) return CLATTN_SUCCESS;
     cl_context qctx = NULL;
     cl_int err = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qctx, &qctx, NULL);
-    if (err != CL_SUCCESS) return cla_fail(ctx, err, "%s: the queue is not a valid command queue", fn);
-    if (qctx != ctx->cl_ctx)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%s: the queue belongs to another context", fn);
+    CLA_FAIL_ON(err != CL_SUCCESS, ctx, err, "queue: not a valid command queue (%d %s)", err,
+                cla_cl_error_text(err));
+    CLA_FAIL_ON(qctx != ctx->cl_ctx, ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                "queue: it belongs to another OpenCL context; pass a queue of the clattn context's cl_context, or "
+                "NULL for the context's own");
     return CLATTN_SUCCESS;
 }
 

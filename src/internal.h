@@ -96,8 +96,10 @@ struct clattn_context {
     bool has_target;
     clattn_device_info own_info;
 
-    /* Last error: a growable buffer, because build logs can be long. */
+    /* Last error: a growable buffer, because build logs can be long. `call` is the public entry point in progress
+     * (CLA_ENTER), which leads every message. */
     char *last_error;
+    const char *call;
     size_t last_error_capacity;
 
     /* Program caches. */
@@ -124,18 +126,22 @@ struct clattn_context {
 
 /* ---- errors and logging (status.c) ---- */
 
-/* Records a formatted message as the context's last error and returns `status`. `ctx` may be NULL. */
+/* The library's error idiom. Every public entry point that takes a context starts with CLA_ENTER(ctx): it clears
+ * the last error and records the entry point's own name (__func__) on the context, and cla_fail then leads every
+ * message of that call with it, so that a message reads "clattn_sdpa: mask: size[2] is 5 but must be 1 or 7 (the
+ * query length)" and no message types a function's name. Messages name what failed (the argument, the kernel, the
+ * device) and what to do; an OpenCL code is written "%d %s" with cla_cl_error_text. The library never calls its
+ * own public entry points (it calls the internal functions behind them), so the name stays the one the caller
+ * called. Read-only accessors that can fail take a const context; the object itself never is, hence the cast. */
+void cla_enter(clattn_context *ctx, const char *call);
+#define CLA_ENTER(ctx) cla_enter((clattn_context *)(ctx), __func__)
+/* Records "<call>: <message>" as the context's last error and returns `status`. `ctx` may be NULL. */
 clattn_status cla_fail(clattn_context *ctx, clattn_status status, const char *fmt, ...) CLA_PRINTF(3, 4);
-/* The same, the message led by the failing operation's name: "<op>: <message>". */
-clattn_status cla_fail_op(clattn_context *ctx, clattn_status status, const char *op, const char *fmt, ...)
-    CLA_PRINTF(4, 5);
-/* The library's error idiom (PoCL's POCL_RETURN_ERROR_ON): one line that, when `cond` holds, records
- * "<op>: <message>" as the context's last error and returns `status` from the enclosing function. `op` names the
- * operation as the caller knows it (the public call, or an override's origin), so no message types it. An OpenCL
- * code in a message is written "%d %s" with cla_cl_error_text. */
-#define CLA_FAIL_ON(cond, ctx, status, op, ...)                                                                    \
+/* The one-line form (PoCL's POCL_RETURN_ERROR_ON): when `cond` holds, records the message as cla_fail does and
+ * returns `status` from the enclosing function. */
+#define CLA_FAIL_ON(cond, ctx, status, ...)                                                                        \
     do {                                                                                                           \
-        if (cond) return cla_fail_op((ctx), (status), (op), __VA_ARGS__);                                          \
+        if (cond) return cla_fail((ctx), (status), __VA_ARGS__);                                                   \
     } while (0)
 /* Appends text to the last error (used for build logs). */
 void cla_append_error(clattn_context *ctx, const char *text);
@@ -315,17 +321,15 @@ typedef struct cla_range {
     int alias_group;
 } cla_range;
 
-/* Fails with INVALID_ARGUMENT, naming both tensors, when an output range overlaps any other range. `fn` names the
- * call; `hint` (may be "") is appended to the message. */
-clattn_status cla_check_overlaps(clattn_context *ctx, const char *fn, const cla_range *ranges, size_t n,
-                                 const char *hint);
+/* Fails with INVALID_ARGUMENT, naming both tensors, when an output range overlaps any other range. `hint` (may be
+ * "") is appended to the message. */
+clattn_status cla_check_overlaps(clattn_context *ctx, const cla_range *ranges, size_t n, const char *hint);
 
 /* ---- small helpers ---- */
 
-/* CLATTN_ERROR_NULL_POINTER, with "<fn>: <name> is NULL" for the first of the `n` arguments that is NULL, or
+/* CLATTN_ERROR_NULL_POINTER, with "<name> is NULL" for the first of the `n` arguments that is NULL, or
  * CLATTN_SUCCESS when none is. */
-clattn_status cla_check_given(clattn_context *ctx, const char *fn, const void *const *args,
-                              const char *const *names, size_t n);
+clattn_status cla_check_given(clattn_context *ctx, const void *const *args, const char *const *names, size_t n);
 
 /* A dtype that tensors of values may be stored in (every one but BOOL, which only masks take). */
 static inline bool cla_is_float_dtype(clattn_dtype d) {

@@ -135,8 +135,8 @@ static cl_program load_cached(clattn_context *ctx, const char *key, const char *
     cl_program program = cla_program_from_binary(ctx, bin, size, options, &err, &step, NULL);
     free(bin);
     if (program) return program;
-    cla_log(ctx, CLATTN_LOG_WARNING, "cached program binary rejected by the driver (%d); rebuilding from source",
-            err);
+    cla_log(ctx, CLATTN_LOG_WARNING, "cached program binary rejected by the driver (%d %s); rebuilding from source",
+            err, cla_cl_error_text(err));
     ctx->stats.disk_rejects++;
     char *path = cla_disk_cache_path(ctx, key);
     if (path) remove(path);
@@ -178,7 +178,7 @@ static clattn_status remember(clattn_context *ctx, const char *source_name, cons
                               cl_program program) {
     cla_program_entry *grown =
         cla_grow(ctx->programs, &ctx->program_capacity, ctx->program_count, sizeof *grown, 8);
-    if (!grown) return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    if (!grown) return CLATTN_ERROR_OUT_OF_HOST_MEMORY; /* cla_program_get's message names the program */
     ctx->programs = grown;
     cla_program_entry *e = &ctx->programs[ctx->program_count];
     memset(e, 0, sizeof *e);
@@ -374,7 +374,10 @@ clattn_status cla_program_binary(clattn_context *ctx, const char *source_name, c
     cl_program program = NULL;
     clattn_status st = cla_program_get(ctx, source_name, options, &program);
     if (st != CLATTN_SUCCESS) return st;
-    if (!program) return cla_fail(ctx, CLATTN_ERROR_INTERNAL, "no program while recording");
+    CLA_FAIL_ON(!program, ctx, CLATTN_ERROR_UNSUPPORTED,
+                "program kernels_cl/%s.cl: programs are being recorded, so none is built; end the recording "
+                "(clattn_program_record_end) first",
+                source_name);
     *binary = program_binary(ctx, program, size);
     if (!*binary)
         return cla_fail(ctx, CLATTN_ERROR_UNSUPPORTED,
@@ -387,10 +390,10 @@ clattn_status cla_program_binary(clattn_context *ctx, const char *source_name, c
 
 clattn_status clattn_context_set_build_options(clattn_context *ctx, const char *options) {
     if (!ctx) return CLATTN_ERROR_NULL_POINTER;
-    cla_clear_error(ctx);
+    CLA_ENTER(ctx);
     char *copy = NULL;
-    if (options && *options && !(copy = cla_strdup(options)))
-        return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "out of host memory for build options");
+    CLA_FAIL_ON(options && *options && !(copy = cla_strdup(options)), ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
+                "out of host memory copying the build options");
     free(ctx->extra_build_options);
     ctx->extra_build_options = copy;
     /* The memory cache knows programs by the operation's options alone, so programs of the old options go. */
@@ -400,6 +403,7 @@ clattn_status clattn_context_set_build_options(clattn_context *ctx, const char *
 
 clattn_status clattn_program_record_begin(clattn_context *ctx) {
     if (!ctx) return CLATTN_ERROR_NULL_POINTER;
+    CLA_ENTER(ctx);
     cla_program_record_begin(ctx);
     return CLATTN_SUCCESS;
 }
@@ -410,11 +414,13 @@ size_t clattn_program_record_count(const clattn_context *ctx) {
 
 clattn_status clattn_program_recorded(const clattn_context *ctx, size_t index, const char **source_name,
                                       const char **options) {
-    if (!ctx || !source_name || !options) return CLATTN_ERROR_NULL_POINTER;
-    if (index >= ctx->recorded_count)
-        return cla_fail((clattn_context *)ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "clattn_program_recorded: index %zu, but %zu programs were recorded", index,
-                        ctx->recorded_count);
+    if (!ctx) return CLATTN_ERROR_NULL_POINTER;
+    CLA_ENTER(ctx);
+    CLA_FAIL_ON(!source_name || !options, (clattn_context *)ctx, CLATTN_ERROR_NULL_POINTER,
+                "source_name and options (the out-pointers) must not be NULL");
+    CLA_FAIL_ON(index >= ctx->recorded_count, (clattn_context *)ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                "index is %zu but %zu programs were recorded (clattn_program_record_count)", index,
+                ctx->recorded_count);
     *source_name = ctx->recorded[index].source_name;
     *options = ctx->recorded[index].options;
     return CLATTN_SUCCESS;
@@ -434,8 +440,9 @@ void clattn_program_description_free(clattn_program_description *d) {
 
 clattn_status clattn_program_describe(clattn_context *ctx, const char *source_name, const char *options,
                                       clattn_program_description *d) {
-    if (!ctx || !source_name || !d) return CLATTN_ERROR_NULL_POINTER;
-    cla_clear_error(ctx);
+    if (!ctx) return CLATTN_ERROR_NULL_POINTER;
+    CLA_ENTER(ctx);
+    CLA_FAIL_ON(!source_name || !d, ctx, CLATTN_ERROR_NULL_POINTER, "source_name and description must not be NULL");
     memset(d, 0, sizeof *d);
     clattn_status st = cla_source_load(ctx, source_name, &d->source, &d->source_length);
     if (st != CLATTN_SUCCESS) return st;
@@ -443,7 +450,8 @@ clattn_status clattn_program_describe(clattn_context *ctx, const char *source_na
     d->key = d->build_options ? make_key(ctx, source_name, d->source, d->source_length, d->build_options) : NULL;
     if (!d->key) {
         clattn_program_description_free(d);
-        return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "clattn_program_describe: out of host memory");
+        return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "out of host memory describing program %s",
+                        source_name);
     }
     char name[CLA_ENTRY_NAME_SIZE];
     cla_entry_file_name(d->key, name);
@@ -453,8 +461,10 @@ clattn_status clattn_program_describe(clattn_context *ctx, const char *source_na
 
 clattn_status clattn_program_build_binary(clattn_context *ctx, const char *source_name, const char *options,
                                           unsigned char **binary, size_t *size) {
-    if (!ctx || !source_name || !binary || !size) return CLATTN_ERROR_NULL_POINTER;
-    cla_clear_error(ctx);
+    if (!ctx) return CLATTN_ERROR_NULL_POINTER;
+    CLA_ENTER(ctx);
+    CLA_FAIL_ON(!source_name || !binary || !size, ctx, CLATTN_ERROR_NULL_POINTER,
+                "source_name, binary and size must not be NULL");
     *binary = NULL;
     *size = 0;
     return cla_program_binary(ctx, source_name, options ? options : "", binary, size);

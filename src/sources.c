@@ -23,7 +23,7 @@ static clattn_status read_from_dir(clattn_context *ctx, const char *dir, const c
                                    size_t *length) {
     size_t need = strlen(dir) + strlen(name) + 5;
     char *path = malloc(need);
-    if (!path) return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    CLA_FAIL_ON(!path, ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "out of host memory loading kernel source '%s'", name);
     snprintf(path, need, "%s/%s.cl", dir, name);
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -43,8 +43,10 @@ static clattn_status read_from_dir(clattn_context *ctx, const char *dir, const c
             if (!grown) {
                 free(buf);
                 fclose(f);
+                clattn_status st = cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
+                                            "out of host memory reading kernel source %s", path);
                 free(path);
-                return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+                return st;
             }
             buf = grown;
         }
@@ -56,7 +58,10 @@ static clattn_status read_from_dir(clattn_context *ctx, const char *dir, const c
     fclose(f);
     if (failed) {
         free(buf);
-        clattn_status st = cla_fail(ctx, CLATTN_ERROR_IO, "reading kernel source %s failed", path);
+        clattn_status st = cla_fail(ctx, CLATTN_ERROR_IO,
+                                    "reading kernel source %s failed; check the file and "
+                                    "CLATTN_KERNEL_DIR",
+                                    path);
         free(path);
         return st;
     }
@@ -70,9 +75,9 @@ static clattn_status read_from_dir(clattn_context *ctx, const char *dir, const c
 static clattn_status load_one(clattn_context *ctx, const char *name, char **text, size_t *length) {
     if (ctx->kernel_dir) return read_from_dir(ctx, ctx->kernel_dir, name, text, length);
     const cla_embedded_kernel *k = find_embedded(name);
-    if (!k) return cla_fail(ctx, CLATTN_ERROR_KERNEL_NOT_FOUND, "no kernel source named '%s' is built in", name);
+    CLA_FAIL_ON(!k, ctx, CLATTN_ERROR_KERNEL_NOT_FOUND, "no kernel source named '%s' is built in", name);
     char *buf = malloc(k->size + 1);
-    if (!buf) return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    CLA_FAIL_ON(!buf, ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "out of host memory loading kernel source '%s'", name);
     memcpy(buf, k->data, k->size);
     buf[k->size] = '\0';
     *text = buf;

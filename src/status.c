@@ -145,32 +145,30 @@ static bool reserve_error(clattn_context *ctx, size_t needed) {
     return true;
 }
 
+void cla_enter(clattn_context *ctx, const char *call) {
+    if (!ctx) return;
+    cla_clear_error(ctx);
+    ctx->call = call;
+}
+
 clattn_status cla_fail(clattn_context *ctx, clattn_status status, const char *fmt, ...) {
     if (!ctx) return status;
+    /* "<call>: " first, then the message formatted after it; outside a call (context creation), the message alone.
+     */
+    const char *call = ctx->call ? ctx->call : "";
+    const char *sep = ctx->call ? ": " : "";
+    const size_t lead = strlen(call) + strlen(sep);
     va_list ap;
     va_start(ap, fmt);
     va_list ap2;
     va_copy(ap2, ap);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    if (n >= 0 && reserve_error(ctx, (size_t)n + 1)) vsnprintf(ctx->last_error, (size_t)n + 1, fmt, ap2);
+    if (n >= 0 && reserve_error(ctx, lead + (size_t)n + 1)) {
+        snprintf(ctx->last_error, lead + 1, "%s%s", call, sep);
+        vsnprintf(ctx->last_error + lead, (size_t)n + 1, fmt, ap2);
+    }
     va_end(ap2);
-    return status;
-}
-
-clattn_status cla_fail_op(clattn_context *ctx, clattn_status status, const char *op, const char *fmt, ...) {
-    if (!ctx) return status;
-    va_list ap;
-    va_start(ap, fmt);
-    char *message = NULL;
-    va_list ap2;
-    va_copy(ap2, ap);
-    const int n = vsnprintf(NULL, 0, fmt, ap);
-    if (n >= 0 && (message = malloc((size_t)n + 1)) != NULL) vsnprintf(message, (size_t)n + 1, fmt, ap2);
-    va_end(ap2);
-    va_end(ap);
-    cla_fail(ctx, status, "%s: %s", op, message ? message : fmt);
-    free(message);
     return status;
 }
 
@@ -221,10 +219,8 @@ char *cla_strdup(const char *s) {
     return p;
 }
 
-clattn_status cla_check_given(clattn_context *ctx, const char *fn, const void *const *args,
-                              const char *const *names, size_t n) {
-    for (size_t i = 0; i < n; ++i)
-        if (!args[i]) return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: %s is NULL", fn, names[i]);
+clattn_status cla_check_given(clattn_context *ctx, const void *const *args, const char *const *names, size_t n) {
+    for (size_t i = 0; i < n; ++i) CLA_FAIL_ON(!args[i], ctx, CLATTN_ERROR_NULL_POINTER, "%s is NULL", names[i]);
     return CLATTN_SUCCESS;
 }
 

@@ -135,8 +135,7 @@ clattn_status cla_tensor_check(clattn_context *ctx, const clattn_tensor *t, cons
     return CLATTN_SUCCESS;
 }
 
-clattn_status cla_check_overlaps(clattn_context *ctx, const char *fn, const cla_range *r, size_t n,
-                                 const char *hint) {
+clattn_status cla_check_overlaps(clattn_context *ctx, const cla_range *r, size_t n, const char *hint) {
     for (size_t i = 0; i < n; ++i)
         for (size_t j = i + 1; j < n; ++j) {
             const cla_range *a = &r[i], *b = &r[j];
@@ -144,9 +143,9 @@ clattn_status cla_check_overlaps(clattn_context *ctx, const char *fn, const cla_
             if (a->alias_group && a->alias_group == b->alias_group) continue;
             if (a->begin < a->end && b->begin < b->end && a->begin < b->end && b->begin < a->end)
                 return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                                "%s: %s overlaps %s in the same buffer; outputs must not share memory with other "
+                                "%s overlaps %s in the same buffer; outputs must not share memory with other "
                                 "tensors%s",
-                                fn, a->name, b->name, hint);
+                                a->name, b->name, hint);
         }
     return CLATTN_SUCCESS;
 }

@@ -546,7 +546,9 @@ static void context_ignores_bad_databases(void **state) {
     assert_int_equal(clattn_context_create_with_options(&o, &ctx), CLATTN_ERROR_INVALID_ARGUMENT);
     unsetenv("CLATTN_FUSED_PARAMS");
     assert_null(ctx);
-    assert_non_null(strstr(msg, "CLATTN_FUSED_PARAMS"));
+    /* No context to hold the error: the options' buffer gets it, led by the creating call as the idiom leads. */
+    const char *lead = "clattn_context_create_with_options: CLATTN_FUSED_PARAMS: ";
+    if (strncmp(msg, lead, strlen(lead)) != 0) fail_msg("%s", msg);
     assert_non_null(strstr(msg, "bogus"));
     remove(path);
     free(path);

@@ -83,7 +83,9 @@ clattn_status cla_check_key_lengths(clattn_context *ctx, const char *name, cl_me
     cl_context mem_ctx = NULL;
     cl_int err = clGetMemObjectInfo(buffer, CL_MEM_SIZE, sizeof mem_size, &mem_size, NULL);
     if (err == CL_SUCCESS) err = clGetMemObjectInfo(buffer, CL_MEM_CONTEXT, sizeof mem_ctx, &mem_ctx, NULL);
-    if (err != CL_SUCCESS) return cla_fail(ctx, err, "%s: the buffer is not a valid cl_mem", name);
+    if (err != CL_SUCCESS)
+        return cla_fail(ctx, err, "%s: the buffer is not a valid cl_mem (%d %s)", name, err,
+                        cla_cl_error_text(err));
     if (mem_ctx != ctx->cl_ctx)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%s: the buffer belongs to another OpenCL context",
                         name);
@@ -149,8 +151,8 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
                                 cla_sdpa_plan *p) {
     const void *const given[] = {desc, q, k, v, out};
     static const char *const given_names[] = {"desc", "q", "k", "v", "out"};
-    if (cla_check_given(ctx, "clattn_sdpa", given, given_names, 5)) return CLATTN_ERROR_NULL_POINTER;
-    clattn_status qst = cla_check_queue(ctx, "clattn_sdpa", NULL, num_wait, wait_list);
+    if (cla_check_given(ctx, given, given_names, 5)) return CLATTN_ERROR_NULL_POINTER;
+    clattn_status qst = cla_check_queue(ctx, NULL, num_wait, wait_list);
     if (qst != CLATTN_SUCCESS) return qst;
     const clattn_tensor *inputs[] = {q, k, v, out};
     static const char *names[] = {"q", "k", "v", "out"};
@@ -234,19 +236,18 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
     /* No output (out, lse, weights) may share memory with any other tensor of the call. */
     ranges[3].output = true;
     for (size_t i = first_output; i < n; ++i) ranges[i].output = true;
-    if ((st = cla_check_overlaps(ctx, "clattn_sdpa", ranges, n, ""))) return st;
-    if ((st = cla_check_queue(ctx, "clattn_sdpa", queue, 0, NULL))) return st;
+    if ((st = cla_check_overlaps(ctx, ranges, n, ""))) return st;
+    if ((st = cla_check_queue(ctx, queue, 0, NULL))) return st;
     p->impl = choose_impl(ctx, p, desc->impl);
     if (p->impl == CLATTN_IMPL_FUSED && p->weights.buffer)
         return cla_fail(ctx, CLATTN_ERROR_UNSUPPORTED,
-                        "clattn_sdpa: the fused implementation does not produce attention weights; use "
+                        "the fused implementation does not produce attention weights; use "
                         "CLATTN_IMPL_AUTO or CLATTN_IMPL_UNFUSED when weights are requested");
     if (p->impl == CLATTN_IMPL_FUSED && !fused_fits(p))
-        return cla_fail(
-            ctx, CLATTN_ERROR_INVALID_HEAD_DIM,
-            "clattn_sdpa: the fused implementation takes head dims up to %d, not %zu (q/k) and %zu (v); "
-            "use CLATTN_IMPL_AUTO or CLATTN_IMPL_UNFUSED, which take head dims up to %d",
-            CLATTN_MAX_FUSED_HEAD_DIM, p->head_dim, p->v_head_dim, CLATTN_MAX_HEAD_DIM);
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_HEAD_DIM,
+                        "the fused implementation takes head dims up to %d, not %zu (q/k) and %zu (v); "
+                        "use CLATTN_IMPL_AUTO or CLATTN_IMPL_UNFUSED, which take head dims up to %d",
+                        CLATTN_MAX_FUSED_HEAD_DIM, p->head_dim, p->v_head_dim, CLATTN_MAX_HEAD_DIM);
     return CLATTN_SUCCESS;
 }
 
@@ -269,9 +270,15 @@ clattn_status cla_sdpa_run(clattn_context *ctx, const cla_sdpa_plan *plan, cla_c
 clattn_status clattn_sdpa(clattn_context *ctx, const clattn_sdpa_desc *desc, const clattn_tensor *q,
                           const clattn_tensor *k, const clattn_tensor *v, const clattn_tensor *out,
                           cl_command_queue queue, cl_uint num_wait, const cl_event *wait_list, cl_event *event) {
-    cla_sdpa_plan plan;
     if (!ctx) return CLATTN_ERROR_NULL_POINTER;
-    cla_clear_error(ctx);
+    CLA_ENTER(ctx);
+    return cla_sdpa_call(ctx, desc, q, k, v, out, queue, num_wait, wait_list, event);
+}
+
+clattn_status cla_sdpa_call(clattn_context *ctx, const clattn_sdpa_desc *desc, const clattn_tensor *q,
+                            const clattn_tensor *k, const clattn_tensor *v, const clattn_tensor *out,
+                            cl_command_queue queue, cl_uint num_wait, const cl_event *wait_list, cl_event *event) {
+    cla_sdpa_plan plan;
     cla_temp_begin(ctx);
     /* Validated here as well, so that the caller's wait list is checked before anything is enqueued. */
     clattn_status st = cla_sdpa_validate(ctx, desc, q, k, v, out, queue, num_wait, wait_list, &plan);
@@ -286,7 +293,7 @@ clattn_status clattn_sdpa(clattn_context *ctx, const clattn_sdpa_desc *desc, con
     }
     cl_int err = cla_chain_end(&chain, event);
     if (err != CL_SUCCESS)
-        return cla_fail(ctx, err, "clattn_sdpa: enqueueing the completion marker failed: %d", err);
+        return cla_fail(ctx, err, "enqueueing the completion marker failed: %d %s", err, cla_cl_error_text(err));
     return CLATTN_SUCCESS;
 }
 

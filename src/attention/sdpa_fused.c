@@ -30,9 +30,9 @@ clattn_status cla_sdpa_fused_override(clattn_context *ctx, const cla_tune_proble
      * KiB. */
     CLA_FAIL_ON(c->v[CLA_FUSED_VARIANT] == CLA_FUSED_CPU &&
                     (c->v[CLA_FUSED_ROWS] > 64 || c->v[CLA_FUSED_BLOCK_N] > 512),
-                ctx, CLATTN_ERROR_INVALID_ARGUMENT, origin,
-                "the cpu variant takes rows up to 64 and block_n up to 512, not %d and %d", c->v[CLA_FUSED_ROWS],
-                c->v[CLA_FUSED_BLOCK_N]);
+                ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                "%s: the cpu variant takes rows up to 64 and block_n up to 512, not %d and %d", origin,
+                c->v[CLA_FUSED_ROWS], c->v[CLA_FUSED_BLOCK_N]);
     return CLATTN_SUCCESS;
 }
 

@@ -52,7 +52,8 @@ static clattn_status upload(clattn_context *ctx, const char *name, const void *h
     cl_int err = CL_SUCCESS;
     *out = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, alloc, NULL, &err);
     if (err != CL_SUCCESS)
-        return cla_fail(ctx, err, "%s: allocating %zu bytes on '%s' failed: %d", name, alloc, ctx->info.name, err);
+        return cla_fail(ctx, err, "%s: allocating %zu bytes on '%s' failed: %d %s", name, alloc, ctx->info.name,
+                        err, cla_cl_error_text(err));
     if (!host || bytes == 0) return CLATTN_SUCCESS;
     const void *src = host;
     void *tmp = NULL;
@@ -65,7 +66,8 @@ static clattn_status upload(clattn_context *ctx, const char *name, const void *h
     err = clEnqueueWriteBuffer(ctx->queue, *out, CL_TRUE, 0, bytes, src, 0, NULL, NULL);
     free(tmp);
     if (err != CL_SUCCESS)
-        return cla_fail(ctx, err, "%s: writing %zu bytes to the device failed: %d", name, bytes, err);
+        return cla_fail(ctx, err, "%s: writing %zu bytes to the device failed: %d %s", name, bytes, err,
+                        cla_cl_error_text(err));
     return CLATTN_SUCCESS;
 }
 
@@ -84,7 +86,8 @@ static clattn_status download(clattn_context *ctx, const char *name, cl_mem buf,
     if (err == CL_SUCCESS && tmp) cla_convert_from_storage(tmp, host, n, dt);
     free(tmp);
     if (err != CL_SUCCESS)
-        return cla_fail(ctx, err, "%s: reading %zu bytes from the device failed: %d", name, bytes, err);
+        return cla_fail(ctx, err, "%s: reading %zu bytes from the device failed: %d %s", name, bytes, err,
+                        cla_cl_error_text(err));
     return CLATTN_SUCCESS;
 }
 
@@ -92,16 +95,16 @@ static clattn_status check_host_desc(clattn_context *ctx, const clattn_sdpa_host
                                      const float *k, const float *v, float *out) {
     const void *const given[] = {d, q, k, v, out};
     static const char *const given_names[] = {"desc", "q", "k", "v", "out"};
-    if (cla_check_given(ctx, "clattn_sdpa_host", given, given_names, 5)) return CLATTN_ERROR_NULL_POINTER;
+    if (cla_check_given(ctx, given, given_names, 5)) return CLATTN_ERROR_NULL_POINTER;
     if (d->storage != CLATTN_DTYPE_F32 && d->storage != CLATTN_DTYPE_F16 && d->storage != CLATTN_DTYPE_BF16)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE,
-                        "clattn_sdpa_host: storage dtype %d is not F32, F16 or BF16", (int)d->storage);
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "storage dtype %d is not F32, F16 or BF16",
+                        (int)d->storage);
     if (d->mask && d->bool_mask)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_MASK, "clattn_sdpa_host: give mask or bool_mask, not both");
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_MASK, "give mask or bool_mask, not both");
     if ((d->mask || d->bool_mask) &&
         ((d->mask_batch != 1 && d->mask_batch != d->batch) || (d->mask_heads != 1 && d->mask_heads != d->q_heads)))
         return cla_fail(ctx, CLATTN_ERROR_INVALID_MASK,
-                        "clattn_sdpa_host: mask_batch (%zu) must be 1 or batch (%zu) and mask_heads (%zu) 1 or "
+                        "mask_batch (%zu) must be 1 or batch (%zu) and mask_heads (%zu) 1 or "
                         "q_heads (%zu)",
                         d->mask_batch, d->batch, d->mask_heads, d->q_heads);
     return CLATTN_SUCCESS;
@@ -110,7 +113,7 @@ static clattn_status check_host_desc(clattn_context *ctx, const clattn_sdpa_host
 clattn_status clattn_sdpa_host(clattn_context *ctx, const clattn_sdpa_host_desc *d, const float *q, const float *k,
                                const float *v, float *out) {
     if (!ctx) return CLATTN_ERROR_NULL_POINTER;
-    cla_clear_error(ctx);
+    CLA_ENTER(ctx);
     clattn_status st = check_host_desc(ctx, d, q, k, v, out);
     if (st != CLATTN_SUCCESS) return st;
     const size_t dv = d->v_head_dim ? d->v_head_dim : d->head_dim;
@@ -121,7 +124,7 @@ clattn_status clattn_sdpa_host(clattn_context *ctx, const clattn_sdpa_host_desc 
         !product(&nlse, d->batch, d->q_heads, d->q_len, 1) ||
         !product(&nw, d->batch, d->q_heads, d->q_len, d->kv_len) ||
         ((d->mask || d->bool_mask) && !product(&nmask, d->mask_batch, d->mask_heads, d->q_len, d->kv_len)))
-        return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW, "clattn_sdpa_host: sizes overflow size_t");
+        return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW, "sizes overflow size_t");
 
     staging s;
     memset(&s, 0, sizeof s);
@@ -159,7 +162,7 @@ clattn_status clattn_sdpa_host(clattn_context *ctx, const clattn_sdpa_host_desc 
         clattn_tensor tk = clattn_tensor_bhld(s.k, dt, d->batch, d->kv_heads, d->kv_len, d->head_dim);
         clattn_tensor tv = clattn_tensor_bhld(s.v, dt, d->batch, d->kv_heads, d->kv_len, dv);
         clattn_tensor to = clattn_tensor_bhld(s.out, dt, d->batch, d->q_heads, d->q_len, dv);
-        st = clattn_sdpa(ctx, &desc, &tq, &tk, &tv, &to, ctx->queue, 0, NULL, NULL);
+        st = cla_sdpa_call(ctx, &desc, &tq, &tk, &tv, &to, ctx->queue, 0, NULL, NULL);
     }
     /* Outputs are read back only after a successful call, so a failure leaves the caller's arrays untouched. */
     if (!st) st = download(ctx, "out", s.out, out, no, dt);

@@ -61,8 +61,8 @@ clattn_status cla_chain_kernel_at(clattn_context *ctx, cla_chain *c, cl_kernel k
                                   const char *what);
 
 /* The caller's queue and wait list of an operation: a queue (NULL means the context's) must belong to the context,
- * and a nonzero wait count needs a wait list. `fn` names the call in the message. */
-clattn_status cla_check_queue(clattn_context *ctx, const char *fn, cl_command_queue queue, cl_uint num_wait,
+ * and a nonzero wait count needs a wait list. */
+clattn_status cla_check_queue(clattn_context *ctx, cl_command_queue queue, cl_uint num_wait,
                               const cl_event *wait_list);
 
 /* Sets kernel arguments in order, stopping at the first failure. Each argument is (size, pointer). */
@@ -88,6 +88,11 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
                                 cl_command_queue queue, cl_uint num_wait, const cl_event *wait_list,
                                 cla_sdpa_plan *plan);
 
+/* clattn_sdpa without CLA_ENTER: for the library's own layers over it (the host form), whose name the messages
+ * keep. */
+clattn_status cla_sdpa_call(clattn_context *ctx, const clattn_sdpa_desc *desc, const clattn_tensor *q,
+                            const clattn_tensor *k, const clattn_tensor *v, const clattn_tensor *out,
+                            cl_command_queue queue, cl_uint num_wait, const cl_event *wait_list, cl_event *event);
 /* Validates and enqueues one attention call into an existing chain (the layers built on attention use this); the
  * caller owns the chain and the temporary-memory accounting. Enqueues nothing on a validation error. */
 clattn_status cla_sdpa_enqueue(clattn_context *ctx, const clattn_sdpa_desc *desc, const clattn_tensor *q,

@@ -201,9 +201,9 @@ static clattn_status run_part(clattn_context *ctx, const cla_sdpa_plan *p, const
     }
     cl_int err = cla_chain_end(&sub, done);
     if (err != CL_SUCCESS)
-        return cla_fail(ctx, err,
-                        "split attention: enqueueing the end marker of the part on '%s' (%u:%u) failed: %d",
-                        ctx->infos[i].name, ctx->infos[i].platform_index, ctx->infos[i].device_index, err);
+        return cla_fail(ctx, err, "enqueueing the end marker of the part on '%s' (%u:%u) failed: %d %s",
+                        ctx->infos[i].name, ctx->infos[i].platform_index, ctx->infos[i].device_index, err,
+                        cla_cl_error_text(err));
     return CLATTN_SUCCESS;
 }
 
@@ -220,7 +220,8 @@ clattn_status cla_sdpa_split(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     if (!parts || !w.done || !w.mems || !w.views) {
         free(parts);
         split_release(ctx, &w);
-        return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "split attention: out of host memory");
+        return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
+                        "out of host memory splitting the call over %zu devices", n);
     }
     w.parts = n;
     for (size_t i = 0; i < n; ++i) {
@@ -258,7 +259,7 @@ clattn_status cla_sdpa_split(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
                                                                       cla_chain_wait_list(chain), &w.fork);
         if (err != CL_SUCCESS)
             st = cla_fail(ctx, err,
-                          "split attention: enqueueing the marker that starts the devices' parts on '%s' "
+                          "enqueueing the marker that starts the devices' parts on '%s' "
                           "failed: %d %s",
                           ctx->info.name, err, cla_cl_error_text(err));
     }
@@ -272,7 +273,7 @@ clattn_status cla_sdpa_split(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
                                         : clEnqueueBarrierWithWaitList(chain->queue, (cl_uint)n, w.done, &join);
         if (err != CL_SUCCESS)
             st = cla_fail(ctx, err,
-                          "split attention: enqueueing the barrier that joins the devices' parts on '%s' "
+                          "enqueueing the barrier that joins the devices' parts on '%s' "
                           "failed: %d %s",
                           ctx->info.name, err, cla_cl_error_text(err));
         else

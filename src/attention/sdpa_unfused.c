@@ -85,7 +85,7 @@ static clattn_status choose_chunking(clattn_context *ctx, const cla_sdpa_plan *p
     if (per_row > cap || per_kv > cap) {
         return cla_fail(
             ctx, CLATTN_ERROR_DEVICE_LIMIT,
-            "unfused attention: one query row needs %zu bytes of temporaries and one key/value head "
+            "one query row needs %zu bytes of temporaries and one key/value head "
             "%zu bytes of packed keys and values, more than the %zu bytes a temporary may take on '%s' "
             "(Lk %zu, head dims %zu/%zu); the fused implementation (CLATTN_IMPL_FUSED, without weights) "
             "needs no such temporaries",
@@ -211,8 +211,8 @@ static clattn_status enqueue_gemm(clattn_context *ctx, cla_chain *chain, unfused
     fold_shared_b(g, w);
     cl_int err = cla_chain_barrier(chain);
     if (err != CL_SUCCESS)
-        return cla_fail(ctx, err, "unfused attention: enqueueing the barrier before the %s GEMM on '%s' failed: %d",
-                        g->what, ctx->info.name, err);
+        return cla_fail(ctx, err, "enqueueing the barrier before the %s GEMM on '%s' failed: %d %s", g->what,
+                        ctx->info.name, err, cla_cl_error_text(err));
     clattn_status st = CLATTN_SUCCESS;
     size_t events = 0;
     bool all_events = true;
@@ -254,7 +254,7 @@ static clattn_status enqueue_gemm(clattn_context *ctx, cla_chain *chain, unfused
              * local memory; that is a device limit, which the fused implementation does not hit. */
             bool limit = s == (CLBlastStatusCode)CL_INVALID_WORK_GROUP_SIZE || s == CLBlastInvalidLocalMemUsage;
             st = cla_fail(ctx, limit ? CLATTN_ERROR_DEVICE_LIMIT : CLATTN_ERROR_CLBLAST,
-                          "unfused attention: CLBlastSgemmStridedBatched for %s (m %zu, n %zu, k %zu, lda %zu, ldb "
+                          "CLBlastSgemmStridedBatched for %s (m %zu, n %zu, k %zu, lda %zu, ldb "
                           "%zu, ldc %zu, batch %zu) on '%s' failed with CLBlast status %d %s%s",
                           g->what, g->m, g->n, g->k, g->lda, g->ldb, g->ldc, batch, ctx->info.name, (int)s,
                           cla_blas_status_name(s),
@@ -278,9 +278,8 @@ static clattn_status enqueue_gemm(clattn_context *ctx, cla_chain *chain, unfused
         err = clEnqueueBarrierWithWaitList(chain->queue, all_events ? (cl_uint)events : 0,
                                            all_events ? w->events : NULL, &done);
         if (err != CL_SUCCESS)
-            st =
-                cla_fail(ctx, err, "unfused attention: enqueueing the barrier after the %s GEMM on '%s' failed: %d",
-                         g->what, ctx->info.name, err);
+            st = cla_fail(ctx, err, "enqueueing the barrier after the %s GEMM on '%s' failed: %d %s", g->what,
+                          ctx->info.name, err, cla_cl_error_text(err));
     }
     for (size_t i = 0; i < events; ++i) clReleaseEvent(w->events[i]);
     if (st == CLATTN_SUCCESS) cla_chain_push(chain, done);
@@ -318,8 +317,8 @@ static clattn_status check_int_range(clattn_context *ctx, const cla_sdpa_plan *p
     const size_t limit = (size_t)INT_MAX;
     if (p->q_len > limit || p->kv_len > limit || p->batch > limit / p->q_heads)
         return cla_fail(ctx, CLATTN_ERROR_UNSUPPORTED,
-                        "unfused attention: batch %zu x heads %zu, Lq %zu or Lk %zu exceeds the kernels' int range",
-                        p->batch, p->q_heads, p->q_len, p->kv_len);
+                        "batch %zu x heads %zu, Lq %zu or Lk %zu exceeds the kernels' int range", p->batch,
+                        p->q_heads, p->q_len, p->kv_len);
     return CLATTN_SUCCESS;
 }
 
@@ -357,7 +356,7 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_
         w.events = malloc(ch.heads * sizeof *w.events);
         if (!w.a_off || !w.b_off || !w.c_off || !w.events)
             st = cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
-                          "unfused attention: out of host memory for the GEMM arguments of %zu heads", ch.heads);
+                          "out of host memory for the GEMM arguments of %zu heads", ch.heads);
     }
     if (st) {
         work_release(ctx, &w);

@@ -10,12 +10,11 @@
 clattn_status clattn_kv_cache_create(clattn_context *ctx, const clattn_mha_config *config, size_t batch,
                                      size_t capacity, clattn_kv_cache **cache) {
     if (!ctx) return CLATTN_ERROR_NULL_POINTER;
-    cla_clear_error(ctx);
-    const char *call = "clattn_kv_cache_create";
-    if (!cache) return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: cache (the result) is NULL", call);
+    CLA_ENTER(ctx);
+    if (!cache) return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "cache (the result) is NULL");
     *cache = NULL;
     clattn_mha_config c;
-    clattn_status st = cla_mha_config_resolve(ctx, call, config, &c);
+    clattn_status st = cla_mha_config_resolve(ctx, config, &c);
     if (st) return st;
     /* Byte sizes of both buffers; the head widths are already known to fit. */
     const size_t kw = c.kv_heads * c.head_dim, vw = c.kv_heads * c.v_head_dim; /* both >= 1, and fit */
@@ -24,13 +23,13 @@ clattn_status clattn_kv_cache_create(clattn_context *ctx, const clattn_mha_confi
     if (ok) rows = batch * capacity;
     ok = ok && rows <= SIZE_MAX / sizeof(float) / kw && rows <= SIZE_MAX / sizeof(float) / vw;
     if (!ok)
-        return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW, "%s: batch %zu x capacity %zu overflows the buffer sizes",
-                        call, batch, capacity);
+        return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW, "batch %zu x capacity %zu overflows the buffer sizes",
+                        batch, capacity);
     kbytes = rows * kw * sizeof(float);
     vbytes = rows * vw * sizeof(float);
 
     clattn_kv_cache *kv = calloc(1, sizeof *kv);
-    if (!kv) return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "%s: out of host memory", call);
+    if (!kv) return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     kv->ctx = ctx;
     kv->config = c;
     kv->batch = batch;
@@ -42,11 +41,10 @@ clattn_status clattn_kv_cache_create(clattn_context *ctx, const clattn_mha_confi
         kv->values = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, vbytes ? vbytes : 4, NULL, &err);
     if (err != CL_SUCCESS) {
         clattn_kv_cache_free(kv);
-        return cla_fail(
-            ctx, err,
-            "%s: allocating %zu + %zu bytes of keys and values (batch %zu, capacity %zu) on '%s' failed: "
-            "%d %s",
-            call, kbytes, vbytes, batch, capacity, ctx->info.name, err, cla_cl_error_text(err));
+        return cla_fail(ctx, err,
+                        "allocating %zu + %zu bytes of keys and values (batch %zu, capacity %zu) on '%s' failed: "
+                        "%d %s",
+                        kbytes, vbytes, batch, capacity, ctx->info.name, err, cla_cl_error_text(err));
     }
     *cache = kv;
     return CLATTN_SUCCESS;
@@ -65,11 +63,10 @@ void clattn_kv_cache_reset(clattn_kv_cache *cache) {
 
 clattn_status clattn_kv_cache_truncate(clattn_kv_cache *cache, size_t length) {
     if (!cache) return CLATTN_ERROR_NULL_POINTER;
-    if (length > cache->length)
-        return cla_fail(cache->ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "clattn_kv_cache_truncate: length %zu is past the %zu cached tokens; a cache only shrinks "
-                        "this way (clattn_mha appends)",
-                        length, cache->length);
+    CLA_ENTER(cache->ctx);
+    CLA_FAIL_ON(length > cache->length, cache->ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                "length %zu is past the %zu cached tokens; a cache only shrinks this way (clattn_mha appends)",
+                length, cache->length);
     cache->length = length;
     return CLATTN_SUCCESS;
 }

@@ -53,7 +53,8 @@ static bool fits_int(size_t offset, size_t batch, size_t batch_stride, size_t ro
 static clattn_status chain_sgemm(clattn_context *ctx, cla_chain *chain, cla_gemm *g, const char *what) {
     cl_int err = cla_chain_barrier(chain);
     if (err != CL_SUCCESS)
-        return cla_fail(ctx, err, "%s: enqueueing the barrier before the GEMM failed: %d", what, err);
+        return cla_fail(ctx, err, "%s: enqueueing the barrier before the GEMM failed: %d %s", what, err,
+                        cla_cl_error_text(err));
     cl_event e = NULL;
     /* CLBlast rejects a C stride of 0 even for a single matrix, so give it a real one. */
     if (g->batch <= 1) g->c_stride = g->m * g->c_ld;
@@ -72,7 +73,8 @@ static clattn_status chain_sgemm(clattn_context *ctx, cla_chain *chain, cla_gemm
         /* Without an event of its own, a barrier over the whole queue marks the GEMM's end. */
         err = clEnqueueBarrierWithWaitList(chain->queue, 0, NULL, &e);
         if (err != CL_SUCCESS)
-            return cla_fail(ctx, err, "%s: enqueueing the barrier after the GEMM failed: %d", what, err);
+            return cla_fail(ctx, err, "%s: enqueueing the barrier after the GEMM failed: %d %s", what, err,
+                            cla_cl_error_text(err));
     }
     cla_chain_push(chain, e);
     return CLATTN_SUCCESS;

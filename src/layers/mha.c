@@ -62,23 +62,21 @@ static bool same_view(const clattn_tensor *a, const clattn_tensor *b) {
 static clattn_status check_seq(clattn_context *ctx, const clattn_tensor *t, const char *name, size_t batch,
                                size_t width, const char *width_name, bool is_output, cla_range *r) {
     if (!cla_is_float_dtype(t->dtype))
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "clattn_mha: %s: dtype %d is not F32, F16 or BF16", name,
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "%s: dtype %d is not F32, F16 or BF16", name,
                         (int)t->dtype);
     if (t->size[0] != batch)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE, "clattn_mha: %s: batch (size[0]) is %zu but x's is %zu",
-                        name, t->size[0], batch);
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE, "%s: batch (size[0]) is %zu but x's is %zu", name,
+                        t->size[0], batch);
     if (t->size[1] != 1)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
-                        "clattn_mha: %s: size[1] is %zu; sequence tensors are [batch, 1, seq, width]", name,
-                        t->size[1]);
+                        "%s: size[1] is %zu; sequence tensors are [batch, 1, seq, width]", name, t->size[1]);
     if (t->size[3] != width)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
-                        "clattn_mha: %s: width (size[3]) is %zu but the weights' %s is %zu", name, t->size[3],
-                        width_name, width);
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE, "%s: width (size[3]) is %zu but the weights' %s is %zu",
+                        name, t->size[3], width_name, width);
     if (t->stride[3] != 1 && width > 1)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_STRIDE,
-                        "clattn_mha: %s: the width stride is %zu; it must be 1 (rows are multiplied as matrices)",
-                        name, t->stride[3]);
+                        "%s: the width stride is %zu; it must be 1 (rows are multiplied as matrices)", name,
+                        t->stride[3]);
     r->name = name;
     r->buffer = t->buffer;
     r->output = is_output;
@@ -90,24 +88,24 @@ static clattn_status check_cache(clattn_context *ctx, const clattn_mha_desc *des
     const clattn_kv_cache *kv = desc->cache;
     if (desc->cache_mode != CLATTN_CACHE_APPEND && desc->cache_mode != CLATTN_CACHE_READ)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "clattn_mha: desc->cache_mode %d is neither CLATTN_CACHE_APPEND nor CLATTN_CACHE_READ",
+                        "desc->cache_mode %d is neither CLATTN_CACHE_APPEND nor CLATTN_CACHE_READ",
                         (int)desc->cache_mode);
     if (kv->ctx != ctx)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "clattn_mha: desc->cache was created on another context; a cache serves only its own");
+                        "desc->cache was created on another context; a cache serves only its own");
     if (kv->config.kv_heads != c->kv_heads || kv->config.head_dim != c->head_dim ||
         kv->config.v_head_dim != c->v_head_dim)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
-                        "clattn_mha: desc->cache holds %zu key/value heads of widths %zu/%zu but the weights make "
+                        "desc->cache holds %zu key/value heads of widths %zu/%zu but the weights make "
                         "%zu of widths %zu/%zu; create the cache with the layer's config",
                         kv->config.kv_heads, kv->config.head_dim, kv->config.v_head_dim, c->kv_heads, c->head_dim,
                         c->v_head_dim);
     if (kv->batch != batch)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
-                        "clattn_mha: desc->cache was created for batch %zu but x has batch %zu", kv->batch, batch);
+                        "desc->cache was created for batch %zu but x has batch %zu", kv->batch, batch);
     if (desc->cache_mode == CLATTN_CACHE_READ && memory)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "clattn_mha: memory is given with CLATTN_CACHE_READ, which projects nothing; pass NULL, or "
+                        "memory is given with CLATTN_CACHE_READ, which projects nothing; pass NULL, or "
                         "use CLATTN_CACHE_APPEND to add the memory to the cache");
     return CLATTN_SUCCESS;
 }
@@ -132,13 +130,12 @@ static clattn_status validate(clattn_context *ctx, const clattn_mha_weights *w, 
                               cl_uint num_wait, const cl_event *wait_list, mha_plan *p) {
     const void *const given[] = {w, desc, x, out};
     static const char *const given_names[] = {"weights", "desc", "x", "out"};
-    if (cla_check_given(ctx, "clattn_mha", given, given_names, 4)) return CLATTN_ERROR_NULL_POINTER;
+    if (cla_check_given(ctx, given, given_names, 4)) return CLATTN_ERROR_NULL_POINTER;
     if (num_wait > 0 && !wait_list)
-        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "clattn_mha: %u wait events but wait_list is NULL",
-                        num_wait);
+        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%u wait events but wait_list is NULL", num_wait);
     if (w->ctx != ctx)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "clattn_mha: the weights were created on another context; create them on this one");
+                        "the weights were created on another context; create them on this one");
     const clattn_mha_config *c = &w->config;
     memset(p, 0, sizeof *p);
     p->c = c;
@@ -153,16 +150,15 @@ static clattn_status validate(clattn_context *ctx, const clattn_mha_weights *w, 
         if ((st = check_seq(ctx, memory, "memory", p->batch, c->kv_d_model, "kv_d_model", false, &ranges[n++])))
             return st;
     } else if (c->kv_d_model != c->d_model && !(desc->cache && desc->cache_mode == CLATTN_CACHE_READ)) {
-        return cla_fail(
-            ctx, CLATTN_ERROR_INVALID_SHAPE,
-            "clattn_mha: memory is NULL (self-attention) but the weights' kv_d_model (%zu) differs from "
-            "d_model (%zu); give the memory of cross-attention",
-            c->kv_d_model, c->d_model);
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
+                        "memory is NULL (self-attention) but the weights' kv_d_model (%zu) differs from "
+                        "d_model (%zu); give the memory of cross-attention",
+                        c->kv_d_model, c->d_model);
     }
     if ((st = check_seq(ctx, out, "out", p->batch, c->d_model, "d_model", true, &ranges[n++]))) return st;
     if (out->size[2] != p->q_len)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE, "clattn_mha: out: seq (size[2]) is %zu but x's is %zu",
-                        out->size[2], p->q_len);
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE, "out: seq (size[2]) is %zu but x's is %zu", out->size[2],
+                        p->q_len);
 
     p->cache = desc->cache;
     p->append = p->cache && desc->cache_mode == CLATTN_CACHE_APPEND;
@@ -174,7 +170,7 @@ static clattn_status validate(clattn_context *ctx, const clattn_mha_weights *w, 
         p->past = p->cache->length;
         if (p->new_len > p->cache->capacity - p->past)
             return cla_fail(ctx, CLATTN_ERROR_CAPACITY,
-                            "clattn_mha: the KV cache holds %zu of %zu positions and this call appends %zu more; "
+                            "the KV cache holds %zu of %zu positions and this call appends %zu more; "
                             "create a larger cache or reset it",
                             p->past, p->cache->capacity, p->new_len);
         p->kv_len = p->past + p->new_len;
@@ -200,7 +196,7 @@ static clattn_status validate(clattn_context *ctx, const clattn_mha_weights *w, 
     /* out may be x itself, the very same view: an in-place residual update reads each element before writing it. */
     const size_t x_index = 0, out_index = memory ? 2 : 1;
     if (same_view(x, out)) ranges[x_index].alias_group = ranges[out_index].alias_group = 1;
-    if ((st = cla_check_overlaps(ctx, "clattn_mha", ranges, n,
+    if ((st = cla_check_overlaps(ctx, ranges, n,
                                  " (out may be x itself, the very same view, for an in-place residual)")))
         return st;
     return CLATTN_SUCCESS;
@@ -240,7 +236,7 @@ static clattn_status run(clattn_context *ctx, const clattn_mha_weights *w, const
     const size_t q_rows = B * Lq, kv_rows = B * p->new_len;
     if ((q_rows && (Lq > SIZE_MAX / B || nqkv + nav + c->d_model > SIZE_MAX / f / q_rows)) ||
         (kv_rows && (nk + nv > SIZE_MAX / f / kv_rows)))
-        return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW, "clattn_mha: the temporaries' sizes overflow size_t");
+        return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW, "the temporaries' sizes overflow size_t");
 
     target tq, tk, tv;
     clattn_status st;
@@ -305,7 +301,7 @@ clattn_status clattn_mha(clattn_context *ctx, const clattn_mha_weights *weights,
                          const clattn_tensor *x, const clattn_tensor *memory, const clattn_tensor *out,
                          cl_command_queue queue, cl_uint num_wait, const cl_event *wait_list, cl_event *event) {
     if (!ctx) return CLATTN_ERROR_NULL_POINTER;
-    cla_clear_error(ctx);
+    CLA_ENTER(ctx);
     cla_temp_begin(ctx);
     mha_plan plan;
     clattn_status st = validate(ctx, weights, desc, x, memory, out, num_wait, wait_list, &plan);
@@ -318,7 +314,7 @@ clattn_status clattn_mha(clattn_context *ctx, const clattn_mha_weights *weights,
     if (!st) {
         cl_int err = cla_chain_end(&chain, event);
         if (err != CL_SUCCESS)
-            st = cla_fail(ctx, err, "clattn_mha: enqueueing the completion marker failed: %d", err);
+            st = cla_fail(ctx, err, "enqueueing the completion marker failed: %d %s", err, cla_cl_error_text(err));
     }
     if (st) cla_chain_abort(&chain);
     /* OpenCL keeps the temporaries alive until the commands that use them have run. */

@@ -33,9 +33,8 @@ struct clattn_kv_cache {
     cl_mem keys, values;
 };
 
-/* Checks a configuration and fills in its defaults (kv_d_model, kv_heads, v_head_dim). `call` names the function
- * in messages. Sizes must be small enough that every weight and row count below fits size_t. */
-clattn_status cla_mha_config_resolve(clattn_context *ctx, const char *call, const clattn_mha_config *in,
-                                     clattn_mha_config *out);
+/* Checks a configuration and fills in its defaults (kv_d_model, kv_heads, v_head_dim). Sizes must be small enough
+ * that every weight and row count below fits size_t. */
+clattn_status cla_mha_config_resolve(clattn_context *ctx, const clattn_mha_config *in, clattn_mha_config *out);
 
 #endif

@@ -13,27 +13,24 @@ static bool mul_ok(size_t a, size_t b, size_t *out) {
     return true;
 }
 
-clattn_status cla_mha_config_resolve(clattn_context *ctx, const char *call, const clattn_mha_config *in,
-                                     clattn_mha_config *out) {
-    if (!in) return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: config is NULL", call);
+clattn_status cla_mha_config_resolve(clattn_context *ctx, const clattn_mha_config *in, clattn_mha_config *out) {
+    if (!in) return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "config is NULL");
     clattn_mha_config c = *in;
     if (c.kv_d_model == 0) c.kv_d_model = c.d_model;
     if (c.kv_heads == 0) c.kv_heads = c.heads;
     if (c.v_head_dim == 0) c.v_head_dim = c.head_dim;
     if (c.d_model == 0)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE, "%s: config->d_model is 0; the model width must be >= 1",
-                        call);
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE, "config->d_model is 0; the model width must be >= 1");
     if (c.heads == 0)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_HEADS, "%s: config->heads is 0; give at least one head", call);
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_HEADS, "config->heads is 0; give at least one head");
     if (c.heads % c.kv_heads != 0)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_HEADS,
-                        "%s: config->heads (%zu) must be a multiple of config->kv_heads (%zu)", call, c.heads,
-                        c.kv_heads);
+                        "config->heads (%zu) must be a multiple of config->kv_heads (%zu)", c.heads, c.kv_heads);
     /* Attention's bound (sdpa.c checks it on every call); heads wider than the fused kernels take run unfused. */
     if (c.head_dim == 0 || c.head_dim > CLATTN_MAX_HEAD_DIM || c.v_head_dim > CLATTN_MAX_HEAD_DIM)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_HEAD_DIM,
-                        "%s: config->head_dim (%zu) and v_head_dim (%zu) must be 1..%d", call, c.head_dim,
-                        c.v_head_dim, CLATTN_MAX_HEAD_DIM);
+                        "config->head_dim (%zu) and v_head_dim (%zu) must be 1..%d", c.head_dim, c.v_head_dim,
+                        CLATTN_MAX_HEAD_DIM);
     /* Every matrix of the layer must have a byte size that fits size_t: the widest one is w_qkv or w_o. */
     size_t qk = 0, kk = 0, vv = 0, width = 0, bytes = 0;
     bool ok = mul_ok(c.heads, c.head_dim, &qk) && mul_ok(c.kv_heads, c.head_dim, &kk) &&
@@ -46,9 +43,9 @@ clattn_status cla_mha_config_resolve(clattn_context *ctx, const char *call, cons
          mul_ok(bytes, sizeof(float), &bytes);
     if (!ok)
         return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW,
-                        "%s: the weights of d_model %zu, kv_d_model %zu, heads %zu/%zu, head dims %zu/%zu overflow "
+                        "the weights of d_model %zu, kv_d_model %zu, heads %zu/%zu, head dims %zu/%zu overflow "
                         "size_t",
-                        call, c.d_model, c.kv_d_model, c.heads, c.kv_heads, c.head_dim, c.v_head_dim);
+                        c.d_model, c.kv_d_model, c.heads, c.kv_heads, c.head_dim, c.v_head_dim);
     *out = c;
     return CLATTN_SUCCESS;
 }
@@ -59,32 +56,27 @@ void clattn_mha_weights_host_init(clattn_mha_weights_host *host) {
 
 /* Which weights the host description gives, checked for a consistent choice. */
 static clattn_status check_host(clattn_context *ctx, const clattn_mha_config *c, const clattn_mha_weights_host *h) {
-    const char *call = "clattn_mha_weights_create";
     bool any_separate = h->w_q || h->w_k || h->w_v;
     if (h->w_qkv && (any_separate || h->b_q || h->b_k || h->b_v))
-        return cla_fail(
-            ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-            "%s: host->w_qkv is given together with separate w_q/w_k/w_v or b_q/b_k/b_v; give the packed "
-            "weight (and b_qkv) or the separate ones, not both",
-            call);
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "host->w_qkv is given together with separate w_q/w_k/w_v or b_q/b_k/b_v; give the packed "
+                        "weight (and b_qkv) or the separate ones, not both");
     if (!h->w_qkv && h->b_qkv)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "%s: host->b_qkv is given without host->w_qkv; use b_q, b_k and b_v with separate weights",
-                        call);
+                        "host->b_qkv is given without host->w_qkv; use b_q, b_k and b_v with separate weights");
     if (!h->w_qkv && !(h->w_q && h->w_k && h->w_v))
         return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER,
-                        "%s: host->%s is NULL; give the packed w_qkv or all of w_q, w_k and w_v", call,
+                        "host->%s is NULL; give the packed w_qkv or all of w_q, w_k and w_v",
                         !any_separate ? "w_qkv"
                         : !h->w_q     ? "w_q"
                         : !h->w_k     ? "w_k"
                                       : "w_v");
-    if (!h->w_o) return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: host->w_o is NULL", call);
+    if (!h->w_o) return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "host->w_o is NULL");
     if (h->w_qkv && c->kv_d_model != c->d_model)
-        return cla_fail(
-            ctx, CLATTN_ERROR_INVALID_SHAPE,
-            "%s: a packed w_qkv needs kv_d_model (%zu) equal to d_model (%zu); give w_q, w_k and w_v for "
-            "a memory of another width",
-            call, c->kv_d_model, c->d_model);
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
+                        "a packed w_qkv needs kv_d_model (%zu) equal to d_model (%zu); give w_q, w_k and w_v for "
+                        "a memory of another width",
+                        c->kv_d_model, c->d_model);
     return CLATTN_SUCCESS;
 }
 
@@ -103,18 +95,17 @@ static clattn_status upload(clattn_context *ctx, const float *data, size_t count
 clattn_status clattn_mha_weights_create(clattn_context *ctx, const clattn_mha_config *config,
                                         const clattn_mha_weights_host *host, clattn_mha_weights **weights) {
     if (!ctx) return CLATTN_ERROR_NULL_POINTER;
-    cla_clear_error(ctx);
-    const char *call = "clattn_mha_weights_create";
-    if (!weights) return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: weights (the result) is NULL", call);
+    CLA_ENTER(ctx);
+    if (!weights) return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "weights (the result) is NULL");
     *weights = NULL;
-    if (!host) return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: host is NULL", call);
+    if (!host) return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "host is NULL");
     clattn_mha_config c;
-    clattn_status st = cla_mha_config_resolve(ctx, call, config, &c);
+    clattn_status st = cla_mha_config_resolve(ctx, config, &c);
     if (!st) st = check_host(ctx, &c, host);
     if (st) return st;
 
     clattn_mha_weights *w = calloc(1, sizeof *w);
-    if (!w) return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "%s: out of host memory", call);
+    if (!w) return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     w->ctx = ctx;
     w->config = c;
     const size_t nq = c.heads * c.head_dim, nk = c.kv_heads * c.head_dim, nv = c.kv_heads * c.v_head_dim;

@@ -40,43 +40,39 @@ void clattn_seq2seq_weights_free(clattn_seq2seq_weights *w) {
 static clattn_status check_weight(clattn_context *ctx, const clattn_seq2seq_config *c, const float *p,
                                   const char *name, bool needed, bool allowed) {
     if (needed && !p)
-        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER,
-                        "clattn_seq2seq_weights_create: host->%s is NULL but the %s score needs it", name,
+        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "host->%s is NULL but the %s score needs it", name,
                         score_name(c->score));
     if (!allowed && p)
-        return cla_fail(
-            ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-            "clattn_seq2seq_weights_create: host->%s is given but the %s score does not use it; leave it "
-            "NULL",
-            name, score_name(c->score));
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "host->%s is given but the %s score does not use it; leave it "
+                        "NULL",
+                        name, score_name(c->score));
     return CLATTN_SUCCESS;
 }
 
 static clattn_status check_config(clattn_context *ctx, const clattn_seq2seq_config *c,
                                   const clattn_seq2seq_weights_host *h) {
-    const char *fn = "clattn_seq2seq_weights_create";
     if (c->score < CLATTN_SCORE_ADDITIVE || c->score > CLATTN_SCORE_CONCAT)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%s: config->score is %d, not a clattn_score", fn,
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "config->score is %d, not a clattn_score",
                         (int)c->score);
     if (c->query_dim == 0 || c->key_dim == 0)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
-                        "%s: config->query_dim (%zu) and key_dim (%zu) must be nonzero", fn, c->query_dim,
-                        c->key_dim);
+                        "config->query_dim (%zu) and key_dim (%zu) must be nonzero", c->query_dim, c->key_dim);
     if (c->query_dim > INT32_MAX || c->key_dim > INT32_MAX)
-        return cla_fail(ctx, CLATTN_ERROR_UNSUPPORTED, "%s: widths above 2^31 are not supported", fn);
+        return cla_fail(ctx, CLATTN_ERROR_UNSUPPORTED, "widths above 2^31 are not supported");
     const bool hidden = has_hidden_layer(c->score);
     if (hidden && (c->attn_dim == 0 || c->attn_dim > MAX_ATTN_DIM))
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_HEAD_DIM, "%s: config->attn_dim is %zu; the %s score needs 1..%d",
-                        fn, c->attn_dim, score_name(c->score), MAX_ATTN_DIM);
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_HEAD_DIM, "config->attn_dim is %zu; the %s score needs 1..%d",
+                        c->attn_dim, score_name(c->score), MAX_ATTN_DIM);
     if (c->score == CLATTN_SCORE_DOT && c->query_dim != c->key_dim)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
-                        "%s: the dot score needs query_dim == key_dim, not %zu and %zu (use general for different "
+                        "the dot score needs query_dim == key_dim, not %zu and %zu (use general for different "
                         "widths)",
-                        fn, c->query_dim, c->key_dim);
+                        c->query_dim, c->key_dim);
     /* Dot and general run through scaled dot-product attention, on its unfused path where the keys are wider than
      * the fused kernels take. */
     if (!hidden && c->key_dim > CLATTN_MAX_HEAD_DIM)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_HEAD_DIM, "%s: the %s score takes key_dim up to %d, not %zu", fn,
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_HEAD_DIM, "the %s score takes key_dim up to %d, not %zu",
                         score_name(c->score), CLATTN_MAX_HEAD_DIM, c->key_dim);
     clattn_status st;
     const bool add = c->score == CLATTN_SCORE_ADDITIVE;
@@ -94,8 +90,7 @@ static clattn_status upload_parts(clattn_context *ctx, const float *const *parts
     size_t total = 0;
     for (int i = 0; i < n; ++i) {
         if (counts[i] > SIZE_MAX / sizeof(float) - total)
-            return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW, "clattn_seq2seq_weights_create: %s overflows size_t",
-                            what);
+            return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW, "%s overflows size_t", what);
         total += counts[i];
     }
     cl_int err = CL_SUCCESS;
@@ -109,9 +104,8 @@ static clattn_status upload_parts(clattn_context *ctx, const float *const *parts
     if (err != CL_SUCCESS) {
         if (*out) clReleaseMemObject(*out);
         *out = NULL;
-        return cla_fail_op(ctx, err, "clattn_seq2seq_weights_create",
-                           "uploading %s (%zu bytes) to '%s' failed: %d %s", what, total * sizeof(float),
-                           ctx->info.name, err, cla_cl_error_text(err));
+        return cla_fail(ctx, err, "uploading %s (%zu bytes) to '%s' failed: %d %s", what, total * sizeof(float),
+                        ctx->info.name, err, cla_cl_error_text(err));
     }
     return CLATTN_SUCCESS;
 }
@@ -120,17 +114,15 @@ clattn_status clattn_seq2seq_weights_create(clattn_context *ctx, const clattn_se
                                             const clattn_seq2seq_weights_host *host,
                                             clattn_seq2seq_weights **weights) {
     if (!ctx) return CLATTN_ERROR_NULL_POINTER;
-    cla_clear_error(ctx);
+    CLA_ENTER(ctx);
     const void *const given[] = {config, host, weights};
     static const char *const given_names[] = {"config", "host", "weights"};
-    if (cla_check_given(ctx, "clattn_seq2seq_weights_create", given, given_names, 3))
-        return CLATTN_ERROR_NULL_POINTER;
+    if (cla_check_given(ctx, given, given_names, 3)) return CLATTN_ERROR_NULL_POINTER;
     *weights = NULL;
     clattn_status st = check_config(ctx, config, host);
     if (st != CLATTN_SUCCESS) return st;
     clattn_seq2seq_weights *w = calloc(1, sizeof *w);
-    if (!w)
-        return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "clattn_seq2seq_weights_create: out of host memory");
+    if (!w) return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     w->ctx = ctx;
     w->config = *config;
     if (!has_hidden_layer(config->score)) w->config.attn_dim = 0;
@@ -173,12 +165,12 @@ void clattn_seq2seq_desc_init(clattn_seq2seq_desc *desc) {
 /* ---- validation ---- */
 
 /* The weights belong to this context, and the queue and wait list are usable. */
-static clattn_status check_weights_and_queue(clattn_context *ctx, const char *fn, const clattn_seq2seq_weights *w,
+static clattn_status check_weights_and_queue(clattn_context *ctx, const clattn_seq2seq_weights *w,
                                              cl_command_queue queue, cl_uint num_wait, const cl_event *wait_list) {
     if (w->ctx != ctx)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "%s: the weights were created with another context; create them with this one", fn);
-    return cla_check_queue(ctx, fn, queue, num_wait, wait_list);
+                        "the weights were created with another context; create them with this one");
+    return cla_check_queue(ctx, queue, num_wait, wait_list);
 }
 
 /* A [B, 1, L, W] sequence tensor: the expected sizes, else INVALID_SHAPE naming the dimension and why. */
@@ -189,20 +181,19 @@ static clattn_status check_seq(clattn_context *ctx, const clattn_tensor *t, cons
     const char *from[4] = {"query's batch", "1 (sequence tensors have no heads)", len_from, width_from};
     for (int d = 0; d < 4; ++d)
         if (want[d] != SIZE_MAX && t->size[d] != want[d])
-            return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
-                            "clattn_seq2seq_attention: %s: size[%d] (%s) is %zu but must be %zu (%s)", name, d,
-                            dims[d], t->size[d], want[d], from[d]);
+            return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE, "%s: size[%d] (%s) is %zu but must be %zu (%s)", name,
+                            d, dims[d], t->size[d], want[d], from[d]);
     return CLATTN_SUCCESS;
 }
 
 static clattn_status check_weights_out(clattn_context *ctx, const cla_seq2seq_plan *p, cla_range *r) {
     const clattn_tensor *t = &p->weights;
     if (!cla_is_float_dtype(t->dtype))
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE,
-                        "clattn_seq2seq_attention: desc->weights: dtype %d is not F32, F16 or BF16", (int)t->dtype);
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "desc->weights: dtype %d is not F32, F16 or BF16",
+                        (int)t->dtype);
     if (t->size[0] != p->batch || t->size[1] != 1 || t->size[2] != p->q_len || t->size[3] != p->kv_len)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
-                        "clattn_seq2seq_attention: desc->weights: sizes [%zu, %zu, %zu, %zu] must be [%zu, 1, %zu, "
+                        "desc->weights: sizes [%zu, %zu, %zu, %zu] must be [%zu, 1, %zu, "
                         "%zu]",
                         t->size[0], t->size[1], t->size[2], t->size[3], p->batch, p->q_len, p->kv_len);
     return cla_tensor_check(ctx, t, "desc->weights", true, &r->begin, &r->end);
@@ -211,53 +202,50 @@ static clattn_status check_weights_out(clattn_context *ctx, const cla_seq2seq_pl
 /* A projection, k W_k [B, 1, Lk, attn_dim] (`name` "key_projection") or q W_q + b [B, 1, Lq, attn_dim], fp32 rows
  * with unit width stride (CLBlast writes it and the kernel reads it as rows), given to the attention call or
  * written by clattn_seq2seq_project_keys. */
-static clattn_status check_projection(clattn_context *ctx, const char *fn, const char *name,
-                                      const clattn_seq2seq_config *c, const clattn_tensor *t, size_t batch,
-                                      size_t len, cla_range *r) {
+static clattn_status check_projection(clattn_context *ctx, const char *name, const clattn_seq2seq_config *c,
+                                      const clattn_tensor *t, size_t batch, size_t len, cla_range *r) {
     if (!has_hidden_layer(c->score))
         return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "%s: a %s belongs to the additive and concat scores, not %s; leave it empty", fn, name,
+                        "a %s belongs to the additive and concat scores, not %s; leave it empty", name,
                         score_name(c->score));
     if (t->dtype != CLATTN_DTYPE_F32)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "%s: %s: dtype %d, expected F32", fn, name, (int)t->dtype);
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "%s: dtype %d, expected F32", name, (int)t->dtype);
     if (t->size[0] != batch || t->size[1] != 1 || t->size[2] != len || t->size[3] != c->attn_dim)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
-                        "%s: %s is [%zu, %zu, %zu, %zu]; expected [%zu, 1, %zu, %zu] (batch, 1, the length, the "
+                        "%s is [%zu, %zu, %zu, %zu]; expected [%zu, 1, %zu, %zu] (batch, 1, the length, the "
                         "weights' attn_dim)",
-                        fn, name, t->size[0], t->size[1], t->size[2], t->size[3], batch, len, c->attn_dim);
+                        name, t->size[0], t->size[1], t->size[2], t->size[3], batch, len, c->attn_dim);
     if (t->stride[3] != 1)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_STRIDE,
-                        "%s: %s: width stride %zu; the projection is stored as rows, stride 1", fn, name,
-                        t->stride[3]);
+                        "%s: width stride %zu; the projection is stored as rows, stride 1", name, t->stride[3]);
     return cla_tensor_check(ctx, t, name, r->output, &r->begin, &r->end);
 }
 
 /* The arguments of a call of the score kernel alone (clattn_seq2seq_attention_projected): the query is its
  * projection, the keys' projection is required, and so are the values. */
-static clattn_status check_projected(clattn_context *ctx, const char *fn, const clattn_seq2seq_weights *weights,
+static clattn_status check_projected(clattn_context *ctx, const clattn_seq2seq_weights *weights,
                                      const clattn_seq2seq_desc *desc, const clattn_tensor *query,
                                      const clattn_tensor *values) {
     const void *const given[] = {weights, desc, query, values};
     static const char *const given_names[] = {"weights", "desc", "query_projection", "values"};
-    if (cla_check_given(ctx, fn, given, given_names, 4)) return CLATTN_ERROR_NULL_POINTER;
+    if (cla_check_given(ctx, given, given_names, 4)) return CLATTN_ERROR_NULL_POINTER;
     if (!desc->key_projection.buffer)
-        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: desc->key_projection is required", fn);
+        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "desc->key_projection is required");
     cla_range r = {"query_projection", query->buffer, 0, 0, false, 0};
-    return check_projection(ctx, fn, "query_projection", &weights->config, query, query->size[0], query->size[2],
-                            &r);
+    return check_projection(ctx, "query_projection", &weights->config, query, query->size[0], query->size[2], &r);
 }
 
 /* Every argument of a seq2seq call, into the plan. `projected`: the query and the keys are their projections (the
  * score kernel alone), so their widths are attn_dim. */
-static clattn_status validate(clattn_context *ctx, const char *fn, bool projected,
-                              const clattn_seq2seq_weights *weights, const clattn_seq2seq_desc *desc,
-                              const clattn_tensor *query, const clattn_tensor *keys, const clattn_tensor *values,
+static clattn_status validate(clattn_context *ctx, bool projected, const clattn_seq2seq_weights *weights,
+                              const clattn_seq2seq_desc *desc, const clattn_tensor *query,
+                              const clattn_tensor *keys, const clattn_tensor *values,
                               const clattn_tensor *context_out, cl_command_queue queue, cl_uint num_wait,
                               const cl_event *wait_list, cla_seq2seq_plan *p) {
     const void *const given[] = {weights, desc, query, keys, context_out};
     static const char *const given_names[] = {"weights", "desc", "query", "keys", "context_out"};
-    if (cla_check_given(ctx, fn, given, given_names, 5)) return CLATTN_ERROR_NULL_POINTER;
-    clattn_status qst = check_weights_and_queue(ctx, fn, weights, queue, num_wait, wait_list);
+    if (cla_check_given(ctx, given, given_names, 5)) return CLATTN_ERROR_NULL_POINTER;
+    clattn_status qst = check_weights_and_queue(ctx, weights, queue, num_wait, wait_list);
     if (qst != CLATTN_SUCCESS) return qst;
     const clattn_seq2seq_config *c = &weights->config;
     const clattn_tensor *h = values ? values : keys;
@@ -265,10 +253,10 @@ static clattn_status validate(clattn_context *ctx, const char *fn, bool projecte
     const char *names[] = {"query", "keys", values ? "values" : "keys (as values)", "context_out"};
     for (int i = 0; i < 4; ++i) {
         if (!cla_is_float_dtype(tensors[i]->dtype))
-            return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "%s: %s: dtype %d is not F32, F16 or BF16", fn,
-                            names[i], (int)tensors[i]->dtype);
+            return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "%s: dtype %d is not F32, F16 or BF16", names[i],
+                            (int)tensors[i]->dtype);
         if (!tensors[i]->buffer)
-            return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: %s: the buffer is NULL", fn, names[i]);
+            return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: the buffer is NULL", names[i]);
     }
     const size_t B = query->size[0], Lq = query->size[2], Lk = keys->size[2], Dv = h->size[3];
     clattn_status st = CLATTN_SUCCESS;
@@ -282,14 +270,13 @@ static clattn_status validate(clattn_context *ctx, const char *fn, bool projecte
     if (!st) st = check_seq(ctx, context_out, "context_out", B, Lq, Dv, "the query length", "the value width");
     if (st) return st;
     if (Dv == 0 || Dv > CLATTN_MAX_HEAD_DIM)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_HEAD_DIM, "%s: the value width is %zu; the %s score takes 1..%d",
-                        fn, Dv, score_name(c->score), CLATTN_MAX_HEAD_DIM);
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_HEAD_DIM, "the value width is %zu; the %s score takes 1..%d", Dv,
+                        score_name(c->score), CLATTN_MAX_HEAD_DIM);
     /* The kernels index positions in 32 bits. */
     const size_t max_len = (size_t)1 << 28;
     if (Lq > max_len || Lk > max_len || B > INT32_MAX)
         return cla_fail(ctx, CLATTN_ERROR_UNSUPPORTED,
-                        "%s: sequence lengths above %zu or a batch above %d are not supported", fn, max_len,
-                        INT32_MAX);
+                        "sequence lengths above %zu or a batch above %d are not supported", max_len, INT32_MAX);
 
     memset(p, 0, sizeof *p);
     p->score = c->score;
@@ -323,15 +310,14 @@ static clattn_status validate(clattn_context *ctx, const char *fn, bool projecte
     if (p->mask.buffer) {
         cla_range *r = &ranges[n++];
         *r = (cla_range){"desc->mask", p->mask.buffer, 0, 0, false, 0};
-        if ((st = cla_check_mask(ctx, "clattn_seq2seq_attention: desc->mask", &p->mask, p->batch, 1, p->q_len,
-                                 p->kv_len, &p->mask_kind, r)))
+        if ((st = cla_check_mask(ctx, "desc->mask", &p->mask, p->batch, 1, p->q_len, p->kv_len, &p->mask_kind, r)))
             return st;
     }
     if (p->key_lengths) {
         cla_range *r = &ranges[n++];
         *r = (cla_range){"desc->key_lengths", p->key_lengths, 0, 0, false, 0};
-        if ((st = cla_check_key_lengths(ctx, "clattn_seq2seq_attention: desc->key_lengths", p->key_lengths,
-                                        p->key_lengths_offset, p->batch, r)))
+        if ((st = cla_check_key_lengths(ctx, "desc->key_lengths", p->key_lengths, p->key_lengths_offset, p->batch,
+                                        r)))
             return st;
     }
     if (p->weights.buffer) {
@@ -342,11 +328,11 @@ static clattn_status validate(clattn_context *ctx, const char *fn, bool projecte
     if (desc->key_projection.buffer) {
         cla_range *r = &ranges[n++];
         *r = (cla_range){"desc->key_projection", desc->key_projection.buffer, 0, 0, false, 0};
-        if ((st = check_projection(ctx, fn, "key_projection", c, &desc->key_projection, B, Lk, r))) return st;
+        if ((st = check_projection(ctx, "key_projection", c, &desc->key_projection, B, Lk, r))) return st;
         p->key_projection = desc->key_projection;
     }
     /* No output may share memory with any other tensor of the call. */
-    if ((st = cla_check_overlaps(ctx, fn, ranges, n, ""))) return st;
+    if ((st = cla_check_overlaps(ctx, ranges, n, ""))) return st;
     return CLATTN_SUCCESS;
 }
 
@@ -355,8 +341,7 @@ clattn_status cla_seq2seq_validate(clattn_context *ctx, const clattn_seq2seq_wei
                                    const clattn_tensor *keys, const clattn_tensor *values,
                                    const clattn_tensor *context_out, cl_command_queue queue, cl_uint num_wait,
                                    const cl_event *wait_list, cla_seq2seq_plan *p) {
-    return validate(ctx, "clattn_seq2seq_attention", false, weights, desc, query, keys, values, context_out, queue,
-                    num_wait, wait_list, p);
+    return validate(ctx, false, weights, desc, query, keys, values, context_out, queue, num_wait, wait_list, p);
 }
 
 /* ---- the fused additive kernel ---- */
@@ -395,7 +380,7 @@ static clattn_status choose_params(clattn_context *ctx, const cla_seq2seq_plan *
      * the device cannot hold (database entries that do not fit are never chosen). */
     const size_t need = cla_seq2seq_local_bytes(&prob, &ch.config);
     const size_t budget = d->local_mem_bytes > 1024 ? d->local_mem_bytes - 1024 : 0;
-    CLA_FAIL_ON(need > budget, ctx, CLATTN_ERROR_DEVICE_LIMIT, "clattn_seq2seq_attention",
+    CLA_FAIL_ON(need > budget, ctx, CLATTN_ERROR_DEVICE_LIMIT,
                 "attn_dim %zu needs %zu bytes of local memory but '%s' has %llu", p->attn_dim, need, d->name,
                 (unsigned long long)d->local_mem_bytes);
     return CLATTN_SUCCESS;
@@ -427,7 +412,7 @@ static clattn_status additive_slice(clattn_context *ctx, const cla_seq2seq_plan 
     clattn_tensor scores = p->weights;
     if (want_w && p->weights.dtype != CLATTN_DTYPE_F32) {
         const size_t count = p->batch * p->q_len * p->kv_len;
-        CLA_FAIL_ON(count > SIZE_MAX / sizeof(float), ctx, CLATTN_ERROR_SIZE_OVERFLOW, "clattn_seq2seq_attention",
+        CLA_FAIL_ON(count > SIZE_MAX / sizeof(float), ctx, CLATTN_ERROR_SIZE_OVERFLOW,
                     "the weights overflow size_t");
         if ((st = cla_temp_buffer(ctx, count * sizeof(float), "the attention scores", &scratch))) return st;
         scores = clattn_tensor_seq(scratch, CLATTN_DTYPE_F32, p->batch, p->q_len, p->kv_len);
@@ -513,14 +498,14 @@ static bool floats_overflow(size_t a, size_t b, size_t n) {
 }
 
 /* The end of a call's chain: withdrawn after a failure, else joined into `event`. */
-static clattn_status end_call(clattn_context *ctx, const char *fn, cla_chain *chain, clattn_status st,
-                              cl_event *event) {
+static clattn_status end_call(clattn_context *ctx, cla_chain *chain, clattn_status st, cl_event *event) {
     if (st != CLATTN_SUCCESS) {
         cla_chain_abort(chain);
         return st;
     }
     cl_int err = cla_chain_end(chain, event);
-    if (err != CL_SUCCESS) return cla_fail(ctx, err, "%s: enqueueing the completion marker failed: %d", fn, err);
+    if (err != CL_SUCCESS)
+        return cla_fail(ctx, err, "enqueueing the completion marker failed: %d %s", err, cla_cl_error_text(err));
     return CLATTN_SUCCESS;
 }
 
@@ -542,17 +527,15 @@ static clattn_status run_additive(clattn_context *ctx, const cla_seq2seq_plan *p
     const size_t A = p->attn_dim;
     if (floats_overflow(p->batch, p->q_len, A) || floats_overflow(p->batch, p->kv_len, A) ||
         floats_overflow(p->batch, p->q_len, p->kv_len))
-        return cla_fail(
-            ctx, CLATTN_ERROR_SIZE_OVERFLOW,
-            "clattn_seq2seq_attention: the projections of %zu x (%zu + %zu) rows of %zu overflow size_t", p->batch,
-            p->q_len, p->kv_len, A);
+        return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW,
+                        "the projections of %zu x (%zu + %zu) rows of %zu overflow size_t", p->batch, p->q_len,
+                        p->kv_len, A);
     /* The kernel sums each row over all of its keys in single fp32 accumulators (it has no key splits). */
     if (p->kv_len > CLA_MAX_KEYS_PER_SUM)
-        return cla_fail(
-            ctx, CLATTN_ERROR_UNSUPPORTED,
-            "clattn_seq2seq_attention: the %s score takes up to %zu keys per row, not %zu: its kernel sums "
-            "a row in single fp32 accumulators, which would lose the later keys",
-            score_name(p->score), CLA_MAX_KEYS_PER_SUM, p->kv_len);
+        return cla_fail(ctx, CLATTN_ERROR_UNSUPPORTED,
+                        "the %s score takes up to %zu keys per row, not %zu: its kernel sums "
+                        "a row in single fp32 accumulators, which would lose the later keys",
+                        score_name(p->score), CLA_MAX_KEYS_PER_SUM, p->kv_len);
     cl_mem qp = NULL, kp = NULL;
     const bool given = p->key_projection.buffer != NULL;
     clattn_status st = cla_temp_buffer(ctx, p->batch * p->q_len * A * sizeof(float), "the projected queries", &qp);
@@ -583,8 +566,7 @@ static clattn_status run_multiplicative(clattn_context *ctx, const cla_seq2seq_p
         return cla_sdpa_enqueue(ctx, &d, &p->query, &p->keys, &p->values, &p->context, chain);
     const size_t Dk = p->key_dim;
     if (floats_overflow(p->batch, p->q_len, Dk))
-        return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW,
-                        "clattn_seq2seq_attention: the projected queries overflow size_t");
+        return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW, "the projected queries overflow size_t");
     cl_mem qw = NULL;
     clattn_status st =
         cla_temp_buffer(ctx, p->batch * p->q_len * Dk * sizeof(float), "the projected queries q W", &qw);
@@ -603,7 +585,7 @@ clattn_status clattn_seq2seq_attention(clattn_context *ctx, const clattn_seq2seq
                                        const clattn_tensor *context_out, cl_command_queue queue,
                                        cl_uint num_wait_events, const cl_event *wait_list, cl_event *event) {
     if (!ctx) return CLATTN_ERROR_NULL_POINTER;
-    cla_clear_error(ctx);
+    CLA_ENTER(ctx);
     cla_temp_begin(ctx);
     cla_seq2seq_plan plan;
     clattn_status st = cla_seq2seq_validate(ctx, weights, desc, query, keys, values, context_out, queue,
@@ -616,7 +598,7 @@ clattn_status clattn_seq2seq_attention(clattn_context *ctx, const clattn_seq2seq
     if (plan.batch > 0 && plan.q_len > 0)
         st = has_hidden_layer(plan.score) ? run_additive(ctx, &plan, &chain)
                                           : run_multiplicative(ctx, &plan, &chain);
-    return end_call(ctx, "clattn_seq2seq_attention", &chain, st, event);
+    return end_call(ctx, &chain, st, event);
 }
 
 clattn_status clattn_seq2seq_attention_projected(clattn_context *ctx, const clattn_seq2seq_weights *weights,
@@ -626,21 +608,20 @@ clattn_status clattn_seq2seq_attention_projected(clattn_context *ctx, const clat
                                                  cl_uint num_wait_events, const cl_event *wait_list,
                                                  cl_event *event) {
     if (!ctx) return CLATTN_ERROR_NULL_POINTER;
-    cla_clear_error(ctx);
+    CLA_ENTER(ctx);
     cla_temp_begin(ctx);
-    const char *fn = "clattn_seq2seq_attention_projected";
-    clattn_status st = check_projected(ctx, fn, weights, desc, query_projection, values);
+    clattn_status st = check_projected(ctx, weights, desc, query_projection, values);
     cla_seq2seq_plan plan;
     if (!st)
-        st = validate(ctx, fn, true, weights, desc, query_projection, &desc->key_projection, values, context_out,
-                      queue, num_wait_events, wait_list, &plan);
+        st = validate(ctx, true, weights, desc, query_projection, &desc->key_projection, values, context_out, queue,
+                      num_wait_events, wait_list, &plan);
     if (st != CLATTN_SUCCESS) return st;
     cla_chain chain;
     cla_chain_begin(&chain, ctx, queue ? queue : ctx->queue, num_wait_events, wait_list);
     if (plan.batch > 0 && plan.q_len > 0)
         st = cla_seq2seq_additive_kernel(ctx, &plan, key_rows(query_projection), key_rows(&plan.key_projection),
                                          weights->v, 0, &chain);
-    return end_call(ctx, fn, &chain, st, event);
+    return end_call(ctx, &chain, st, event);
 }
 
 clattn_status clattn_seq2seq_project_keys(clattn_context *ctx, const clattn_seq2seq_weights *weights,
@@ -648,19 +629,18 @@ clattn_status clattn_seq2seq_project_keys(clattn_context *ctx, const clattn_seq2
                                           cl_command_queue queue, cl_uint num_wait_events,
                                           const cl_event *wait_list, cl_event *event) {
     if (!ctx) return CLATTN_ERROR_NULL_POINTER;
-    cla_clear_error(ctx);
+    CLA_ENTER(ctx);
     cla_temp_begin(ctx);
-    const char *fn = "clattn_seq2seq_project_keys";
     const void *const given[] = {weights, keys, key_projection};
     static const char *const given_names[] = {"weights", "keys", "key_projection"};
-    if (cla_check_given(ctx, fn, given, given_names, 3)) return CLATTN_ERROR_NULL_POINTER;
-    clattn_status qst = check_weights_and_queue(ctx, fn, weights, queue, num_wait_events, wait_list);
+    if (cla_check_given(ctx, given, given_names, 3)) return CLATTN_ERROR_NULL_POINTER;
+    clattn_status qst = check_weights_and_queue(ctx, weights, queue, num_wait_events, wait_list);
     if (qst != CLATTN_SUCCESS) return qst;
     if (!cla_is_float_dtype(keys->dtype))
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "%s: keys: dtype %d is not F32, F16 or BF16", fn,
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "keys: dtype %d is not F32, F16 or BF16",
                         (int)keys->dtype);
     if (!keys->buffer || !key_projection->buffer)
-        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: the buffer of %s is NULL", fn,
+        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "the buffer of %s is NULL",
                         !keys->buffer ? "keys" : "key_projection");
     const size_t B = keys->size[0], Lk = keys->size[2];
     clattn_status st =
@@ -669,11 +649,10 @@ clattn_status clattn_seq2seq_project_keys(clattn_context *ctx, const clattn_seq2
     cla_range r[2] = {{"keys", keys->buffer, 0, 0, false, 0},
                       {"key_projection", key_projection->buffer, 0, 0, true, 0}};
     if ((st = cla_tensor_check(ctx, keys, "keys", false, &r[0].begin, &r[0].end))) return st;
-    if ((st = check_projection(ctx, fn, "key_projection", &weights->config, key_projection, B, Lk, &r[1])))
-        return st;
-    if ((st = cla_check_overlaps(ctx, fn, r, 2, ""))) return st;
+    if ((st = check_projection(ctx, "key_projection", &weights->config, key_projection, B, Lk, &r[1]))) return st;
+    if ((st = cla_check_overlaps(ctx, r, 2, ""))) return st;
     cla_chain chain;
     cla_chain_begin(&chain, ctx, queue ? queue : ctx->queue, num_wait_events, wait_list);
     if (B > 0 && Lk > 0) st = project_keys(ctx, &chain, weights, keys, key_rows(key_projection));
-    return end_call(ctx, fn, &chain, st, event);
+    return end_call(ctx, &chain, st, event);
 }

@@ -19,7 +19,7 @@ static const char *env_value_of(const cla_env *e, const cla_tune_op *op) {
 static const char *env_name_of(const cla_tune_op *op) {
     if (op == &cla_tune_op_sdpa_fused) return "CLATTN_FUSED_PARAMS";
     if (op == &cla_tune_op_seq2seq) return "CLATTN_SEQ2SEQ_PARAMS";
-    return "clattn_context_set_kernel_params";
+    return op->name;
 }
 
 const char *cla_kernel_params(const clattn_context *ctx, const cla_tune_op *op, const char **origin) {
@@ -53,7 +53,8 @@ clattn_status cla_tune_override_parse(clattn_context *ctx, const cla_tune_op *op
     /* An override may end in a comma, as it always could; database entries and candidates, which the library
      * writes, may not. */
     char *body = cla_strdup(text), why[256], keys[192];
-    if (!body) return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "out of host memory for kernel parameters");
+    CLA_FAIL_ON(!body, ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "%s: out of host memory for kernel parameters",
+                *origin);
     const size_t len = strlen(body);
     if (len > 0 && body[len - 1] == ',') body[len - 1] = '\0';
     const bool parsed = cla_tune_config_parse(op, body, c, why, sizeof why);
@@ -61,7 +62,7 @@ clattn_status cla_tune_override_parse(clattn_context *ctx, const cla_tune_op *op
     if (parsed) return CLATTN_SUCCESS;
     describe_keys(op, keys, sizeof keys);
     /* Unknown keys and bad values are an error, so that a typo cannot silently test the defaults. */
-    return cla_fail_op(ctx, CLATTN_ERROR_INVALID_ARGUMENT, *origin, "%s (keys: %s)", why, keys);
+    return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%s: %s (keys: %s)", *origin, why, keys);
 }
 
 /* A problem every operation can take, for checking an override before any call: the override's own errors
@@ -79,11 +80,11 @@ static cla_tune_problem probe_problem(void) {
 /* Sets an operation's override (NULL clears it) and checks it; a bad one leaves the previous setting. */
 static clattn_status set_params(clattn_context *ctx, const cla_tune_op *op, const char *text, const char *origin) {
     const int slot = cla_tune_op_slot(op);
-    CLA_FAIL_ON(slot < 0 || !op->override, ctx, CLATTN_ERROR_INVALID_ARGUMENT, "clattn_context_set_kernel_params",
-                "%s takes no parameter override", op->name);
+    CLA_FAIL_ON(slot < 0 || !op->override, ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%s takes no parameter override",
+                op->name);
     char *copy = NULL;
-    if (text && *text && !(copy = cla_strdup(text)))
-        return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "out of host memory for kernel parameters");
+    CLA_FAIL_ON(text && *text && !(copy = cla_strdup(text)), ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
+                "%s: out of host memory for kernel parameters", origin);
     char *old = ctx->kernel_params[slot];
     const char *old_origin = ctx->kernel_params_origin[slot];
     ctx->kernel_params[slot] = copy;
@@ -124,15 +125,11 @@ void cla_kernel_params_free(clattn_context *ctx) {
 
 clattn_status clattn_context_set_kernel_params(clattn_context *ctx, const char *operation, const char *params) {
     if (!ctx) return CLATTN_ERROR_NULL_POINTER;
-    cla_clear_error(ctx);
+    CLA_ENTER(ctx);
     const cla_tune_op *op = operation ? cla_tune_op_find(operation) : NULL;
-    CLA_FAIL_ON(!op, ctx, CLATTN_ERROR_INVALID_ARGUMENT, "clattn_context_set_kernel_params",
-                "unknown operation '%s' (sdpa_fused, seq2seq_additive)", operation ? operation : "(null)");
-    /* Messages name the call and the operation, as they name the variable for an override from the environment. */
-    static const char *const origins[] = {"clattn_context_set_kernel_params(sdpa_fused)",
-                                          "clattn_context_set_kernel_params(seq2seq_additive)"};
-    const char *origin = op == &cla_tune_op_sdpa_fused ? origins[0]
-                         : op == &cla_tune_op_seq2seq  ? origins[1]
-                                                       : "clattn_context_set_kernel_params";
-    return set_params(ctx, op, params, origin);
+    CLA_FAIL_ON(!op, ctx, CLATTN_ERROR_INVALID_ARGUMENT, "unknown operation '%s' (sdpa_fused, seq2seq_additive)",
+                operation ? operation : "(null)");
+    /* Messages of the override, here and on later calls, name the operation, as they name the variable for an
+     * override from the environment; the idiom adds the call. */
+    return set_params(ctx, op, params, op->name);
 }

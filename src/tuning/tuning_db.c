@@ -642,7 +642,7 @@ static clattn_status clblast_lookup(clattn_context *ctx, const char *operation, 
         if (strcmp(operation + 8, cla_clblast_kernels[k].name) == 0) kernel = k;
     if (kernel < 0)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "clattn_tuning_lookup: unknown operation '%s' (CLBlast kernels are clblast:Xgemm, "
+                        "unknown operation '%s' (CLBlast kernels are clblast:Xgemm, "
                         "clblast:XgemmDirect and clblast:GemmRoutine)",
                         operation);
     memset(choice, 0, sizeof *choice);
@@ -677,18 +677,19 @@ cla_tune_problem cla_tune_problem_of_query(const clattn_tuning_query *q) {
 
 clattn_status clattn_tuning_lookup(clattn_context *ctx, const clattn_tuning_query *q,
                                    clattn_tuning_choice *choice) {
-    if (!ctx || !q || !choice)
-        return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "clattn_tuning_lookup: NULL argument");
+    if (!ctx) return CLATTN_ERROR_NULL_POINTER;
+    CLA_ENTER(ctx);
+    CLA_FAIL_ON(!q || !choice, ctx, CLATTN_ERROR_NULL_POINTER, "%s is NULL", !q ? "query" : "choice");
     if (q->operation && strncmp(q->operation, "clblast:", 8) == 0) return clblast_lookup(ctx, q->operation, choice);
     const cla_tune_op *op = cla_tune_op_find(q->operation ? q->operation : "sdpa_fused");
-    if (!op)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "clattn_tuning_lookup: unknown operation '%s'",
-                        q->operation);
+    if (!op) return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "unknown operation '%s'", q->operation);
     if (q->head_dim == 0 || q->head_dim > 65536 || q->v_head_dim > 65536 ||
         (unsigned)q->dtype > CLATTN_DTYPE_BF16 || (unsigned)q->mask > CLATTN_MASK_BOOL ||
         (unsigned)q->causal > CLATTN_CAUSAL_BOTTOM_RIGHT)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "clattn_tuning_lookup: head dim, dtype, mask or causal out of range");
+                        "query: head dim (%zu, 1..65536), v head dim (%zu), dtype (%d), mask (%d) or causal (%d) "
+                        "out of range",
+                        q->head_dim, q->v_head_dim, (int)q->dtype, (int)q->mask, (int)q->causal);
     const cla_tune_problem p = cla_tune_problem_of_query(q);
     cla_tune_choice ch;
     clattn_status st = cla_tuning_choose(ctx, op, &p, &ch);
@@ -747,7 +748,7 @@ clattn_status clattn_tuning_database_store(const char *path, const clattn_device
                                            size_t message_size) {
     cla_write_message(message, message_size, "%s", "");
     if (!path || !device || !r || !r->op || !r->source_hash || !r->params) {
-        cla_write_message(message, message_size, "clattn_tuning_database_store: a NULL argument");
+        cla_write_message(message, message_size, "a NULL argument");
         return CLATTN_ERROR_NULL_POINTER;
     }
     cla_tuning_db db;
@@ -783,7 +784,7 @@ clattn_status clattn_tuning_database_store_clblast(const char *path, const clatt
                                                    size_t message_size) {
     cla_write_message(message, message_size, "%s", "");
     if (!path || !device || !params) {
-        cla_write_message(message, message_size, "clattn_tuning_database_store_clblast: a NULL argument");
+        cla_write_message(message, message_size, "a NULL argument");
         return CLATTN_ERROR_NULL_POINTER;
     }
     cla_tuning_db db;
@@ -801,14 +802,13 @@ clattn_status clattn_tuning_database_store_clblast(const char *path, const clatt
 
 clattn_status clattn_tuning_database_file(clattn_context *ctx, int create_directory, char *path, size_t size) {
     if (!ctx || !path) return CLATTN_ERROR_NULL_POINTER;
-    cla_clear_error(ctx);
+    CLA_ENTER(ctx);
     const char *file = ctx->tuning ? ctx->tuning->file : NULL;
     if (!file)
         return cla_fail(ctx, CLATTN_ERROR_IO,
                         "no tuning directory can be named: set CLATTN_TUNING_DIR, XDG_DATA_HOME or HOME");
     if (strlen(file) >= size)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "clattn_tuning_database_file: %zu bytes of room for %s",
-                        size, file);
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%zu bytes of room for %s", size, file);
     cla_strlcpy(path, file, size);
     if (create_directory) {
         char *dir = cla_strdup(file);
