@@ -103,6 +103,24 @@ CLBlastStatusCode cla_blas_gemm(const cla_gemm *g, cl_command_queue *queue, cl_e
     return s;
 }
 
+clattn_status cla_gemm_enqueue(clattn_context *ctx, const cla_gemm *g, cl_command_queue *queue, cl_event *event,
+                               const char *what) {
+    *event = NULL;
+    const CLBlastStatusCode s =
+        cla_fault_due(ctx) ? (CLBlastStatusCode)CL_OUT_OF_RESOURCES : cla_blas_gemm(g, queue, event);
+    if (s == CLBlastSuccess) return CLATTN_SUCCESS;
+    if (*event) clReleaseEvent(*event);
+    *event = NULL;
+    const bool limit = s == (CLBlastStatusCode)CL_INVALID_WORK_GROUP_SIZE || s == CLBlastInvalidLocalMemUsage;
+    return cla_fail(
+        ctx, limit ? CLATTN_ERROR_DEVICE_LIMIT : CLATTN_ERROR_CLBLAST,
+        "the CLBlast GEMM for %s (m %zu, n %zu, k %zu, lda %zu, ldb %zu, ldc %zu, batch %zu) on '%s' failed "
+        "with CLBlast status %d %s%s",
+        what, g->m, g->n, g->k, g->a_ld, g->b_ld, g->c_ld, g->batch, ctx->info.name, (int)s,
+        cla_blas_status_name(s),
+        limit ? " (CLBlast's tuned GEMM parameters exceed the device's work-group or local-memory limits)" : "");
+}
+
 CLBlastStatusCode cla_blas_override(cl_device_id device, const char *kernel, size_t count, const char **names,
                                     const size_t *values) {
     bool held = blas_lock();

@@ -25,6 +25,13 @@ typedef struct cla_gemm {
  * wrong and how they are served instead); `event`, if not NULL, completes after all of it. */
 CLBlastStatusCode cla_blas_gemm(const cla_gemm *g, cl_command_queue *queue, cl_event *event);
 
+/* cla_blas_gemm for an operation of a context, where a device operation may fail on purpose (cla_fault_due): a
+ * failure becomes a status and a message naming `what`, the product's sizes and the device. CLBlast keeps its
+ * tuned work-group shapes even where the device allows fewer work-items or less local memory; that is
+ * CLATTN_ERROR_DEVICE_LIMIT, any other failure CLATTN_ERROR_CLBLAST. *event is NULL after a failure. */
+clattn_status cla_gemm_enqueue(clattn_context *ctx, const cla_gemm *g, cl_command_queue *queue, cl_event *event,
+                               const char *what);
+
 /* CLBlastOverrideParameters for fp32, under the CLBlast lock. CLBlast keeps the parameters per device for the whole
  * process: every later GEMM on that device, from any context, uses them. */
 CLBlastStatusCode cla_blas_override(cl_device_id device, const char *kernel, size_t count, const char **names,

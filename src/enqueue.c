@@ -3,7 +3,6 @@
  * name the kernel. */
 #include "sdpa_internal.h"
 
-#include <stdarg.h>
 #include <string.h>
 
 void cla_chain_begin(cla_chain *c, clattn_context *ctx, cl_command_queue queue, cl_uint wait_count,
@@ -110,20 +109,6 @@ clattn_status cla_set_named_args(clattn_context *ctx, cl_kernel k, const char *w
     CLA_FAIL_ON(n != count, ctx, CLATTN_ERROR_INTERNAL,
                 "kernel %s: it takes %zu arguments, not %zu (a bug in clattn)", what, n, count);
     return CLATTN_SUCCESS;
-}
-
-clattn_status cla_set_args(clattn_context *ctx, cl_kernel k, const char *what, cl_uint count, ...) {
-    if (!k) return not_built(ctx, what);
-    va_list ap;
-    va_start(ap, count);
-    clattn_status st = CLATTN_SUCCESS;
-    for (cl_uint i = 0; i < count; ++i) {
-        size_t size = va_arg(ap, size_t);
-        const void *value = va_arg(ap, const void *);
-        if ((st = set_arg(ctx, k, what, i, size, value)) != CLATTN_SUCCESS) break;
-    }
-    va_end(ap);
-    return st;
 }
 
 void cla_temp_begin(clattn_context *ctx) {

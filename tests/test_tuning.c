@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "sdpa_internal.h" /* the argument lists of the kernels outside the families */
 #include "tuning.h"
 
 static const char *const hash_a = "0123456789abcdef0123456789abcdef";
@@ -830,6 +831,26 @@ static void descriptions_name_the_kernels_arguments(void **state) {
     }
 }
 
+/* The kernels outside the families likewise take the arguments of their lists (kernel_args.c), in that order. */
+static void kernels_take_their_listed_arguments(void **state) {
+    (void)state;
+    clattn_context ctx; /* only the embedded sources are read */
+    memset(&ctx, 0, sizeof ctx);
+    const cla_kernel_args *const *all = cla_kernel_args_all();
+    for (size_t i = 0; all[i]; ++i) {
+        char *text = NULL;
+        size_t length = 0;
+        assert_int_equal(cla_source_load(&ctx, all[i]->source, &text, &length), CLATTN_SUCCESS);
+        char names[32][32];
+        const int n = kernel_arg_names(text, all[i]->declared, names, 32);
+        int expected = 0;
+        while (all[i]->names[expected]) ++expected;
+        if (n != expected) fail_msg("%s takes %d arguments; its list names %d", all[i]->declared, n, expected);
+        for (int a = 0; a < n; ++a) assert_string_equal(names[a], all[i]->names[a]);
+        free(text);
+    }
+}
+
 /* The build options a configuration becomes: its variant's parameters, in parameter order. */
 static void descriptions_give_build_options(void **state) {
     (void)state;
@@ -870,6 +891,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(seq2seq_shapes_and_defaults),
         cmocka_unit_test(seq2seq_matcher_fallbacks),
         cmocka_unit_test(descriptions_name_the_kernels_arguments),
+        cmocka_unit_test(kernels_take_their_listed_arguments),
         cmocka_unit_test(descriptions_give_build_options),
     };
     int failed = cmocka_run_group_tests_name("tuning (unit)", unit, NULL, NULL);

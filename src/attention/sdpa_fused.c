@@ -169,8 +169,13 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     }
     if (st == CLATTN_SUCCESS && split) {
         cl_int ns = nsplit;
-        st = cla_set_args(ctx, combine, "sdpa_combine", 8, CLA_ARG(partial), CLA_ARG(ns), CLA_ARG(p->out.buffer),
-                          CLA_ARG(os), CLA_ARG(p->lse.buffer), CLA_ARG(ls), CLA_ARG(offsets), CLA_ARG(dims));
+        const cla_named_arg cargs[] = {
+            CLA_NAMED("partial", partial), CLA_NAMED("nsplit", ns),         CLA_NAMED("o", p->out.buffer),
+            CLA_NAMED("o_stride", os),     CLA_NAMED("lse", p->lse.buffer), CLA_NAMED("lse_stride", ls),
+            CLA_NAMED("offsets", offsets), CLA_NAMED("dims", dims),
+        };
+        st = cla_set_named_args(ctx, combine, "sdpa_combine", cla_args_sdpa_combine.names, cargs,
+                                CLA_ARRAY_SIZE(cargs));
         size_t global[2] = {p->q_len, bh};
         if (st == CLATTN_SUCCESS) st = cla_chain_kernel(ctx, chain, combine, 2, global, NULL, "sdpa_combine");
     }

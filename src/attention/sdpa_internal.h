@@ -65,12 +65,9 @@ clattn_status cla_chain_kernel_at(clattn_context *ctx, cla_chain *c, cl_kernel k
 clattn_status cla_check_queue(clattn_context *ctx, cl_command_queue queue, cl_uint num_wait,
                               const cl_event *wait_list);
 
-/* Sets kernel arguments in order, stopping at the first failure. Each argument is (size, pointer). */
-clattn_status cla_set_args(clattn_context *ctx, cl_kernel k, const char *what, cl_uint count, ...);
-#define CLA_ARG(x) sizeof(x), (const void *)&(x)
-
-/* One kernel argument by name: the host's values of a kernel family's arguments, set by the names of the family's
- * argument list (cla_tune_op.args) in any order, so that adding an argument is a line here and a name there. */
+/* One kernel argument by name: the host's values of a kernel's arguments, set by the names of its argument list (a
+ * tunable family's cla_tune_op.args, or a cla_kernel_args below) in any order, so that adding an argument is a
+ * line in the kernel, a name in its list and a value where it is set, and a missing or extra value is an error. */
 typedef struct cla_named_arg {
     const char *name;
     size_t size;
@@ -81,6 +78,18 @@ typedef struct cla_named_arg {
 /* Sets argument i of `k` to the value named names[i] (NULL-terminated); every name needs exactly one value. */
 clattn_status cla_set_named_args(clattn_context *ctx, cl_kernel k, const char *what, const char *const *names,
                                  const cla_named_arg *args, size_t count);
+
+/* The argument list of a kernel outside the tunable families (kernel_args.c): kernels_cl/<source>.cl declares the
+ * kernel under `declared` with these arguments in this order (tests/test_tuning.c reads the signatures). */
+typedef struct cla_kernel_args {
+    const char *source;
+    const char *declared;
+    const char *const *names; /* NULL-terminated */
+} cla_kernel_args;
+extern const cla_kernel_args cla_args_sdpa_combine, cla_args_pack, cla_args_masked_softmax, cla_args_write_out,
+    cla_args_copy_view, cla_args_linear_pack, cla_args_linear_bias, cla_args_linear_store;
+/* All of them, NULL-terminated. */
+const cla_kernel_args *const *cla_kernel_args_all(void);
 
 /* Checks every argument of clattn_sdpa against the tensors' buffers and fills the plan; nothing is enqueued. */
 clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *desc, const clattn_tensor *q,

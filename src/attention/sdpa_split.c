@@ -151,8 +151,12 @@ static clattn_status copy_back(clattn_context *ctx, cla_chain *chain, const outp
     cl_long src_offset = 0, dst_offset = (cl_long)dst.offset;
     cl_long4 src_strides = cla_strides4(temp), dst_strides = cla_strides4(&dst);
     cl_int heads = (cl_int)dst.size[1];
-    st = cla_set_args(ctx, k, "copy_view", 7, CLA_ARG(src), CLA_ARG(src_offset), CLA_ARG(src_strides),
-                      CLA_ARG(dbuf), CLA_ARG(dst_offset), CLA_ARG(dst_strides), CLA_ARG(heads));
+    const cla_named_arg args[] = {
+        CLA_NAMED("src", src),     CLA_NAMED("src_offset", src_offset), CLA_NAMED("src_strides", src_strides),
+        CLA_NAMED("dst", dbuf),    CLA_NAMED("dst_offset", dst_offset), CLA_NAMED("dst_strides", dst_strides),
+        CLA_NAMED("heads", heads),
+    };
+    st = cla_set_named_args(ctx, k, "copy_view", cla_args_copy_view.names, args, CLA_ARRAY_SIZE(args));
     if (st != CLATTN_SUCCESS) return st;
     size_t global[3] = {dst.size[3], dst.size[2], dst.size[0] * dst.size[1]};
     return cla_chain_kernel(ctx, chain, k, 3, global, NULL,

@@ -246,21 +246,11 @@ static clattn_status enqueue_gemm(clattn_context *ctx, cla_chain *chain, unfused
                                .c_offset = w->c_off[first],
                                .c_ld = g->ldc,
                                .c_stride = sc};
-        CLBlastStatusCode s =
-            cla_fault_due(ctx) ? (CLBlastStatusCode)CL_OUT_OF_RESOURCES : cla_blas_gemm(&call, &chain->queue, &e);
-        if (s != CLBlastSuccess) {
-            if (e) clReleaseEvent(e);
-            /* CLBlast keeps its tuned work-group shapes even where the device allows fewer work-items or less
-             * local memory; that is a device limit, which the fused implementation does not hit. */
-            bool limit = s == (CLBlastStatusCode)CL_INVALID_WORK_GROUP_SIZE || s == CLBlastInvalidLocalMemUsage;
-            st = cla_fail(ctx, limit ? CLATTN_ERROR_DEVICE_LIMIT : CLATTN_ERROR_CLBLAST,
-                          "CLBlastSgemmStridedBatched for %s (m %zu, n %zu, k %zu, lda %zu, ldb "
-                          "%zu, ldc %zu, batch %zu) on '%s' failed with CLBlast status %d %s%s",
-                          g->what, g->m, g->n, g->k, g->lda, g->ldb, g->ldc, batch, ctx->info.name, (int)s,
-                          cla_blas_status_name(s),
-                          limit ? " (CLBlast's GEMM parameters exceed the device's work-group or local-memory "
-                                  "limits; use CLATTN_IMPL_FUSED, which adapts to them)"
-                                : "");
+        st = cla_gemm_enqueue(ctx, &call, &chain->queue, &e, g->what);
+        if (st != CLATTN_SUCCESS) {
+            /* The fused implementation adapts its work-groups to the device: the way past a device limit. */
+            if (st == CLATTN_ERROR_DEVICE_LIMIT)
+                cla_append_error(ctx, "; use CLATTN_IMPL_FUSED, which adapts to them");
             break;
         }
         if (e)
@@ -304,9 +294,22 @@ static clattn_status enqueue_pack(clattn_context *ctx, const cla_sdpa_plan *p, c
     cl_long offset = (cl_long)a->t->offset, kl_offset = (cl_long)p->key_lengths_offset;
     cl_int heads = (cl_int)a->heads, first = (cl_int)a->first, row0 = (cl_int)a->row0, rows = (cl_int)a->rows;
     cl_int dim = (cl_int)a->dim, zero = a->zero_padding, Lk = (cl_int)p->kv_len;
-    clattn_status st = cla_set_args(ctx, a->kernel, a->what, 13, CLA_ARG(src), CLA_ARG(stride), CLA_ARG(offset),
-                                    CLA_ARG(heads), CLA_ARG(first), CLA_ARG(row0), CLA_ARG(rows), CLA_ARG(dim),
-                                    CLA_ARG(dst), CLA_ARG(kl), CLA_ARG(kl_offset), CLA_ARG(zero), CLA_ARG(Lk));
+    const cla_named_arg args[] = {
+        CLA_NAMED("src", src),
+        CLA_NAMED("stride", stride),
+        CLA_NAMED("offset", offset),
+        CLA_NAMED("heads", heads),
+        CLA_NAMED("first", first),
+        CLA_NAMED("row0", row0),
+        CLA_NAMED("rows", rows),
+        CLA_NAMED("dim", dim),
+        CLA_NAMED("dst", dst),
+        CLA_NAMED("key_lengths", kl),
+        CLA_NAMED("kl_offset", kl_offset),
+        CLA_NAMED("zero_from_key_lengths", zero),
+        CLA_NAMED("Lk", Lk),
+    };
+    clattn_status st = cla_set_named_args(ctx, a->kernel, a->what, cla_args_pack.names, args, CLA_ARRAY_SIZE(args));
     if (st != CLATTN_SUCCESS) return st;
     size_t global[3] = {a->dim, a->rows, a->count};
     return cla_chain_kernel(ctx, chain, a->kernel, 3, global, NULL, a->what);
@@ -427,10 +430,15 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_
 
             cl_int4 sm_dims = {{(cl_int)Hq, (cl_int)Lq, (cl_int)Lk, (cl_int)rows}};
             cl_int2 first = {{(cl_int)bh0, (cl_int)i0}};
-            st = cla_set_args(ctx, kern.softmax, "masked_softmax", 13, CLA_ARG(w.s), CLA_ARG(w.row_inv),
-                              CLA_ARG(sm_dims), CLA_ARG(first), CLA_ARG(mask), CLA_ARG(ms), CLA_ARG(kl),
-                              CLA_ARG(lse), CLA_ARG(ls), CLA_ARG(wts), CLA_ARG(ws), CLA_ARG(sm_offsets),
-                              CLA_ARG(window));
+            const cla_named_arg sm_args[] = {
+                CLA_NAMED("s", w.s),          CLA_NAMED("row_inv", w.row_inv), CLA_NAMED("dims", sm_dims),
+                CLA_NAMED("first", first),    CLA_NAMED("mask", mask),         CLA_NAMED("mask_stride", ms),
+                CLA_NAMED("key_lengths", kl), CLA_NAMED("lse", lse),           CLA_NAMED("lse_stride", ls),
+                CLA_NAMED("w", wts),          CLA_NAMED("w_stride", ws),       CLA_NAMED("offsets", sm_offsets),
+                CLA_NAMED("window", window),
+            };
+            st = cla_set_named_args(ctx, kern.softmax, "masked_softmax", cla_args_masked_softmax.names, sm_args,
+                                    CLA_ARRAY_SIZE(sm_args));
             if (st) break;
             size_t sm_global[2] = {kern.softmax_wg * rows, n}, sm_local[2] = {kern.softmax_wg, 1};
             if ((st = cla_chain_kernel(ctx, chain, kern.softmax, 2, sm_global, sm_local, "masked_softmax"))) break;
@@ -467,9 +475,14 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_
 
             cl_int4 wo_dims = {{(cl_int)Hq, (cl_int)Lk, (cl_int)rows, (cl_int)group}};
             cl_int v_dim = (cl_int)Dv;
-            st = cla_set_args(ctx, kern.write_out, "write_out", 12, CLA_ARG(w.o), CLA_ARG(w.s), CLA_ARG(w.row_inv),
-                              CLA_ARG(v_f32), CLA_ARG(vs), CLA_ARG(v_offset), CLA_ARG(wo_dims), CLA_ARG(v_dim),
-                              CLA_ARG(first), CLA_ARG(out), CLA_ARG(os), CLA_ARG(o_offset));
+            const cla_named_arg wo_args[] = {
+                CLA_NAMED("o_tmp", w.o),    CLA_NAMED("p", w.s),       CLA_NAMED("row_inv", w.row_inv),
+                CLA_NAMED("v", v_f32),      CLA_NAMED("v_stride", vs), CLA_NAMED("v_offset", v_offset),
+                CLA_NAMED("dims", wo_dims), CLA_NAMED("v_dim", v_dim), CLA_NAMED("first", first),
+                CLA_NAMED("out", out),      CLA_NAMED("o_stride", os), CLA_NAMED("o_offset", o_offset),
+            };
+            st = cla_set_named_args(ctx, kern.write_out, "write_out", cla_args_write_out.names, wo_args,
+                                    CLA_ARRAY_SIZE(wo_args));
             if (st) break;
             size_t wo_global[3] = {Dv, rows, n};
             st = cla_chain_kernel(ctx, chain, kern.write_out, 3, wo_global, NULL, "write_out");

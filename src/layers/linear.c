@@ -58,17 +58,8 @@ static clattn_status chain_sgemm(clattn_context *ctx, cla_chain *chain, cla_gemm
     cl_event e = NULL;
     /* CLBlast rejects a C stride of 0 even for a single matrix, so give it a real one. */
     if (g->batch <= 1) g->c_stride = g->m * g->c_ld;
-    CLBlastStatusCode s =
-        cla_fault_due(ctx) ? (CLBlastStatusCode)CL_OUT_OF_RESOURCES : cla_blas_gemm(g, &chain->queue, &e);
-    if (s != CLBlastSuccess) {
-        if (e) clReleaseEvent(e);
-        return cla_fail(
-            ctx, CLATTN_ERROR_CLBLAST,
-            "%s: CLBlastSgemmStridedBatched (m %zu, n %zu, k %zu, lda %zu, ldb %zu, ldc %zu, batch %zu) "
-            "on '%s' failed with CLBlast status %d %s",
-            what, g->m, g->n, g->k, g->a_ld, g->b_ld, g->c_ld, g->batch, ctx->info.name, (int)s,
-            cla_blas_status_name(s));
-    }
+    clattn_status st = cla_gemm_enqueue(ctx, g, &chain->queue, &e, what);
+    if (st != CLATTN_SUCCESS) return st;
     if (!e) {
         /* Without an event of its own, a barrier over the whole queue marks the GEMM's end. */
         err = clEnqueueBarrierWithWaitList(chain->queue, 0, NULL, &e);
@@ -98,8 +89,12 @@ static clattn_status bias_kernel(clattn_context *ctx, cla_chain *chain, cla_rows
     cl_long b_off = (cl_long)bias_offset;
     cl_int ow = overwrite;
     cl_mem b = bias ? bias : y.buffer; /* unread without HAS_BIAS, but every argument needs a value */
-    st = cla_set_args(ctx, k, "linear_bias", 7, CLA_ARG(y.buffer), CLA_ARG(y_off), CLA_ARG(y_ld), CLA_ARG(y_bs),
-                      CLA_ARG(b), CLA_ARG(b_off), CLA_ARG(ow));
+    const cla_named_arg args[] = {
+        CLA_NAMED("y", y.buffer),          CLA_NAMED("y_offset", y_off), CLA_NAMED("y_ld", y_ld),
+        CLA_NAMED("y_batch_stride", y_bs), CLA_NAMED("bias", b),         CLA_NAMED("bias_offset", b_off),
+        CLA_NAMED("overwrite", ow),
+    };
+    st = cla_set_named_args(ctx, k, "linear_bias", cla_args_linear_bias.names, args, CLA_ARRAY_SIZE(args));
     if (st != CLATTN_SUCCESS) return st;
     return run_grid(ctx, chain, k, n, rows, batch, what);
 }
@@ -114,7 +109,9 @@ static clattn_status pack_rows(clattn_context *ctx, cla_chain *chain, const clat
     if (st != CLATTN_SUCCESS) return st;
     cl_long x_off = (cl_long)x->offset;
     cl_long4 x_str = cla_strides4(x);
-    st = cla_set_args(ctx, k, "linear_pack", 4, CLA_ARG(x->buffer), CLA_ARG(x_off), CLA_ARG(x_str), CLA_ARG(dst));
+    const cla_named_arg args[] = {CLA_NAMED("x", x->buffer), CLA_NAMED("x_offset", x_off),
+                                  CLA_NAMED("x_strides", x_str), CLA_NAMED("dst", dst)};
+    st = cla_set_named_args(ctx, k, "linear_pack", cla_args_linear_pack.names, args, CLA_ARRAY_SIZE(args));
     if (st != CLATTN_SUCCESS) return st;
     return run_grid(ctx, chain, k, x->size[3], x->size[2], x->size[0], what);
 }
@@ -193,9 +190,21 @@ clattn_status cla_store_rows(clattn_context *ctx, cla_chain *chain, cla_rows acc
     cl_long4 r_str = residual ? cla_strides4(residual) : cla_strides4(out);
     cl_long o_off = (cl_long)out->offset;
     cl_long4 o_str = cla_strides4(out);
-    st = cla_set_args(ctx, k, "linear_store", 12, CLA_ARG(acc.buffer), CLA_ARG(a_off), CLA_ARG(a_ld), CLA_ARG(a_bs),
-                      CLA_ARG(b), CLA_ARG(b_off), CLA_ARG(r), CLA_ARG(r_off), CLA_ARG(r_str), CLA_ARG(out->buffer),
-                      CLA_ARG(o_off), CLA_ARG(o_str));
+    const cla_named_arg args[] = {
+        CLA_NAMED("acc", acc.buffer),
+        CLA_NAMED("acc_offset", a_off),
+        CLA_NAMED("acc_ld", a_ld),
+        CLA_NAMED("acc_batch_stride", a_bs),
+        CLA_NAMED("bias", b),
+        CLA_NAMED("bias_offset", b_off),
+        CLA_NAMED("residual", r),
+        CLA_NAMED("res_offset", r_off),
+        CLA_NAMED("res_strides", r_str),
+        CLA_NAMED("out", out->buffer),
+        CLA_NAMED("out_offset", o_off),
+        CLA_NAMED("out_strides", o_str),
+    };
+    st = cla_set_named_args(ctx, k, "linear_store", cla_args_linear_store.names, args, CLA_ARRAY_SIZE(args));
     if (st != CLATTN_SUCCESS) return st;
     return run_grid(ctx, chain, k, N, L, B, what);
 }
