@@ -806,49 +806,39 @@ static int kernel_arg_names(const char *source, const char *kernel, char names[]
     return n;
 }
 
+/* Kernel `kernel` of kernels_cl/<source>.cl takes the arguments `expected` names (NULL-terminated), in order. */
+static void expect_kernel_args(const char *source, const char *kernel, const char *const *expected) {
+    clattn_context ctx; /* only the embedded sources are read */
+    memset(&ctx, 0, sizeof ctx);
+    char *text = NULL;
+    size_t length = 0;
+    assert_int_equal(cla_source_load(&ctx, source, &text, &length), CLATTN_SUCCESS);
+    char names[32][32];
+    const int n = kernel_arg_names(text, kernel, names, 32);
+    int count = 0;
+    while (expected[count]) ++count;
+    if (n != count) fail_msg("%s takes %d arguments; its list names %d", kernel, n, count);
+    for (int a = 0; a < n; ++a) assert_string_equal(names[a], expected[a]);
+    free(text);
+}
+
 /* Every kernel of every family takes the arguments its description names, in that order: the host sets them by
  * those names. */
 static void descriptions_name_the_kernels_arguments(void **state) {
     (void)state;
-    clattn_context ctx; /* only the embedded sources are read */
-    memset(&ctx, 0, sizeof ctx);
     const cla_tune_op *const *ops = cla_tune_ops();
     for (size_t i = 0; ops[i]; ++i) {
         const int variants = ops[i]->params[0].labels ? ops[i]->params[0].label_count : 1;
-        for (int v = 0; v < variants; ++v) {
-            const cla_tune_kernel *k = &ops[i]->kernels[v];
-            char *text = NULL;
-            size_t length = 0;
-            assert_int_equal(cla_source_load(&ctx, k->source, &text, &length), CLATTN_SUCCESS);
-            char names[32][32];
-            const int n = kernel_arg_names(text, k->kernel, names, 32);
-            int expected = 0;
-            while (ops[i]->args[expected]) ++expected;
-            assert_int_equal(n, expected);
-            for (int a = 0; a < n; ++a) assert_string_equal(names[a], ops[i]->args[a]);
-            free(text);
-        }
+        for (int v = 0; v < variants; ++v)
+            expect_kernel_args(ops[i]->kernels[v].source, ops[i]->kernels[v].kernel, ops[i]->args);
     }
 }
 
 /* The kernels outside the families likewise take the arguments of their lists (kernel_args.c), in that order. */
 static void kernels_take_their_listed_arguments(void **state) {
     (void)state;
-    clattn_context ctx; /* only the embedded sources are read */
-    memset(&ctx, 0, sizeof ctx);
     const cla_kernel_args *const *all = cla_kernel_args_all();
-    for (size_t i = 0; all[i]; ++i) {
-        char *text = NULL;
-        size_t length = 0;
-        assert_int_equal(cla_source_load(&ctx, all[i]->source, &text, &length), CLATTN_SUCCESS);
-        char names[32][32];
-        const int n = kernel_arg_names(text, all[i]->declared, names, 32);
-        int expected = 0;
-        while (all[i]->names[expected]) ++expected;
-        if (n != expected) fail_msg("%s takes %d arguments; its list names %d", all[i]->declared, n, expected);
-        for (int a = 0; a < n; ++a) assert_string_equal(names[a], all[i]->names[a]);
-        free(text);
-    }
+    for (size_t i = 0; all[i]; ++i) expect_kernel_args(all[i]->source, all[i]->declared, all[i]->names);
 }
 
 /* The build options a configuration becomes: its variant's parameters, in parameter order. */
