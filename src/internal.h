@@ -306,6 +306,8 @@ size_t cla_tensor_elements(const clattn_tensor *t);
 /* The byte range [begin, end) a view touches (begin == end for an empty view), or SIZE_OVERFLOW. */
 clattn_status cla_tensor_extent(clattn_context *ctx, const clattn_tensor *t, const char *name, size_t *begin,
                                 size_t *end);
+/* That `buffer` (named `name` in messages) is a cl_mem of the context's cl_context; its size in *size. */
+clattn_status cla_buffer_check(clattn_context *ctx, const char *name, cl_mem buffer, size_t *size);
 /* Checks dtype, buffer, overflow, bounds against CL_MEM_SIZE, the buffer's context and, for outputs, that no two
  * elements share memory. Returns the byte range like cla_tensor_extent. `name` appears in the message. */
 clattn_status cla_tensor_check(clattn_context *ctx, const clattn_tensor *t, const char *name, bool is_output,

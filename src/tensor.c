@@ -102,6 +102,18 @@ static bool strides_are_injective(const clattn_tensor *t) {
     return true;
 }
 
+clattn_status cla_buffer_check(clattn_context *ctx, const char *name, cl_mem buffer, size_t *size) {
+    cl_context mem_ctx = NULL;
+    cl_int err = clGetMemObjectInfo(buffer, CL_MEM_SIZE, sizeof *size, size, NULL);
+    if (err == CL_SUCCESS) err = clGetMemObjectInfo(buffer, CL_MEM_CONTEXT, sizeof mem_ctx, &mem_ctx, NULL);
+    CLA_FAIL_ON(err != CL_SUCCESS, ctx, err, "%s: the buffer is not a valid cl_mem (%d %s)", name, err,
+                cla_cl_error_text(err));
+    CLA_FAIL_ON(mem_ctx != ctx->cl_ctx, ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                "%s: the buffer belongs to another OpenCL context; create it in the clattn context's cl_context",
+                name);
+    return CLATTN_SUCCESS;
+}
+
 clattn_status cla_tensor_check(clattn_context *ctx, const clattn_tensor *t, const char *name, bool is_output,
                                size_t *begin, size_t *end) {
     if (clattn_dtype_size(t->dtype) == 0)
@@ -111,15 +123,7 @@ clattn_status cla_tensor_check(clattn_context *ctx, const clattn_tensor *t, cons
     if (st != CLATTN_SUCCESS) return st;
     if (*end == *begin) return CLATTN_SUCCESS; /* an empty view touches nothing */
     size_t mem_size = 0;
-    cl_context mem_ctx = NULL;
-    cl_int err = clGetMemObjectInfo(t->buffer, CL_MEM_SIZE, sizeof mem_size, &mem_size, NULL);
-    if (err == CL_SUCCESS) err = clGetMemObjectInfo(t->buffer, CL_MEM_CONTEXT, sizeof mem_ctx, &mem_ctx, NULL);
-    if (err != CL_SUCCESS)
-        return cla_fail(ctx, err, "%s: the buffer is not a valid cl_mem (%d %s)", name, err,
-                        cla_cl_error_text(err));
-    if (mem_ctx != ctx->cl_ctx)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%s: the buffer belongs to another OpenCL context",
-                        name);
+    if ((st = cla_buffer_check(ctx, name, t->buffer, &mem_size)) != CLATTN_SUCCESS) return st;
     if (*end > mem_size)
         return cla_fail(ctx, CLATTN_ERROR_BUFFER_TOO_SMALL,
                         "%s: the view [%zu, %zu, %zu, %zu] with strides [%zu, %zu, %zu, %zu] and offset %zu needs "

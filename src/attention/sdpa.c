@@ -80,15 +80,8 @@ clattn_status cla_check_key_lengths(clattn_context *ctx, const char *name, cl_me
     r->begin = r->end = 0;
     if (batch == 0) return CLATTN_SUCCESS;
     size_t mem_size = 0;
-    cl_context mem_ctx = NULL;
-    cl_int err = clGetMemObjectInfo(buffer, CL_MEM_SIZE, sizeof mem_size, &mem_size, NULL);
-    if (err == CL_SUCCESS) err = clGetMemObjectInfo(buffer, CL_MEM_CONTEXT, sizeof mem_ctx, &mem_ctx, NULL);
-    if (err != CL_SUCCESS)
-        return cla_fail(ctx, err, "%s: the buffer is not a valid cl_mem (%d %s)", name, err,
-                        cla_cl_error_text(err));
-    if (mem_ctx != ctx->cl_ctx)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%s: the buffer belongs to another OpenCL context",
-                        name);
+    clattn_status st = cla_buffer_check(ctx, name, buffer, &mem_size);
+    if (st != CLATTN_SUCCESS) return st;
     if (batch > SIZE_MAX / 4 || offset > SIZE_MAX / 4 - batch)
         return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW, "%s: offset %zu overflows", name, offset);
     r->begin = offset * 4;
