@@ -362,10 +362,9 @@ size_t clattn_context_device_count(const clattn_context *ctx) {
 
 clattn_status clattn_context_device_info_at(const clattn_context *ctx, size_t index, clattn_device_info *info) {
     if (!ctx || !info) return CLATTN_ERROR_NULL_POINTER;
-    CLA_ENTER(ctx);
-    CLA_FAIL_ON(index >= ctx->device_count, (clattn_context *)ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                "index is %zu but the context has %zu device%s; give 0..%zu", index, ctx->device_count,
-                ctx->device_count == 1 ? "" : "s", ctx->device_count - 1);
+    CLA_ACCESSOR_FAIL_ON(index >= ctx->device_count, ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                         "index is %zu but the context has %zu device%s; give 0..%zu", index, ctx->device_count,
+                         ctx->device_count == 1 ? "" : "s", ctx->device_count - 1);
     *info = ctx->infos[index];
     return CLATTN_SUCCESS;
 }

@@ -132,7 +132,9 @@ struct clattn_context {
  * query length)" and no message types a function's name. Messages name what failed (the argument, the kernel, the
  * device) and what to do; an OpenCL code is written "%d %s" with cla_cl_error_text. The library never calls its
  * own public entry points (it calls the internal functions behind them), so the name stays the one the caller
- * called. Read-only accessors that can fail take a const context; the object itself never is, hence the cast. */
+ * called. Read-only accessors use CLA_ACCESSOR_FAIL_ON instead (below); they take a const context, which the object
+ * itself never is, hence the casts. Context creation has no context yet: it writes its reasons, under the same
+ * lead, to the options' message buffer (context.c). */
 void cla_enter(clattn_context *ctx, const char *call);
 #define CLA_ENTER(ctx) cla_enter((clattn_context *)(ctx), __func__)
 /* Records "<call>: <message>" as the context's last error and returns `status`. `ctx` may be NULL. */
@@ -143,9 +145,17 @@ clattn_status cla_fail(clattn_context *ctx, clattn_status status, const char *fm
     do {                                                                                                           \
         if (cond) return cla_fail((ctx), (status), __VA_ARGS__);                                                   \
     } while (0)
+/* The form for read-only accessors (a const context): they leave the last error alone when they succeed, since a
+ * caller may read them between a failed call and its message, and name themselves only when they fail. */
+#define CLA_ACCESSOR_FAIL_ON(cond, ctx, status, ...)                                                               \
+    do {                                                                                                           \
+        if (cond) {                                                                                                \
+            CLA_ENTER(ctx);                                                                                        \
+            return cla_fail((clattn_context *)(ctx), (status), __VA_ARGS__);                                       \
+        }                                                                                                          \
+    } while (0)
 /* Appends text to the last error (used for build logs). */
 void cla_append_error(clattn_context *ctx, const char *text);
-void cla_clear_error(clattn_context *ctx);
 void cla_log(const clattn_context *ctx, clattn_log_level level, const char *fmt, ...) CLA_PRINTF(3, 4);
 /* The name of an OpenCL error code ("CL_OUT_OF_RESOURCES"), or NULL if it is not one. */
 const char *cla_cl_error_name(cl_int code);

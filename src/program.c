@@ -415,12 +415,11 @@ size_t clattn_program_record_count(const clattn_context *ctx) {
 clattn_status clattn_program_recorded(const clattn_context *ctx, size_t index, const char **source_name,
                                       const char **options) {
     if (!ctx) return CLATTN_ERROR_NULL_POINTER;
-    CLA_ENTER(ctx);
-    CLA_FAIL_ON(!source_name || !options, (clattn_context *)ctx, CLATTN_ERROR_NULL_POINTER,
-                "source_name and options (the out-pointers) must not be NULL");
-    CLA_FAIL_ON(index >= ctx->recorded_count, (clattn_context *)ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                "index is %zu but %zu programs were recorded (clattn_program_record_count)", index,
-                ctx->recorded_count);
+    CLA_ACCESSOR_FAIL_ON(!source_name || !options, ctx, CLATTN_ERROR_NULL_POINTER,
+                         "source_name and options (the out-pointers) must not be NULL");
+    CLA_ACCESSOR_FAIL_ON(index >= ctx->recorded_count, ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                         "index is %zu but %zu programs were recorded (clattn_program_record_count)", index,
+                         ctx->recorded_count);
     *source_name = ctx->recorded[index].source_name;
     *options = ctx->recorded[index].options;
     return CLATTN_SUCCESS;

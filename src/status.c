@@ -145,9 +145,13 @@ static bool reserve_error(clattn_context *ctx, size_t needed) {
     return true;
 }
 
+static void clear_error(clattn_context *ctx) {
+    if (ctx->last_error) ctx->last_error[0] = '\0';
+}
+
 void cla_enter(clattn_context *ctx, const char *call) {
     if (!ctx) return;
-    cla_clear_error(ctx);
+    clear_error(ctx);
     ctx->call = call;
 }
 
@@ -180,9 +184,6 @@ void cla_append_error(clattn_context *ctx, const char *text) {
     memcpy(ctx->last_error + have, text, add + 1);
 }
 
-void cla_clear_error(clattn_context *ctx) {
-    if (ctx && ctx->last_error) ctx->last_error[0] = '\0';
-}
 
 void cla_log(const clattn_context *ctx, clattn_log_level level, const char *fmt, ...) {
     if (!ctx || !ctx->log) return;

@@ -47,8 +47,9 @@ const char *clattn_tune_op_check(const clattn_tune_op *op, const clattn_device_i
 }
 
 clattn_status clattn_tune_op_source_hash(clattn_context *ctx, const clattn_tune_op *op, char hash[33]) {
-    if (!ctx || !op || !hash) return CLATTN_ERROR_NULL_POINTER;
+    if (!ctx) return CLATTN_ERROR_NULL_POINTER;
     CLA_ENTER(ctx);
+    CLA_FAIL_ON(!op || !hash, ctx, CLATTN_ERROR_NULL_POINTER, "%s is NULL", !op ? "op" : "hash");
     if (!cla_tuning_source_hash(ctx, op, hash))
         return cla_fail(ctx, CLATTN_ERROR_KERNEL_NOT_FOUND, "the kernel sources of %s cannot be loaded", op->name);
     return CLATTN_SUCCESS;
@@ -160,10 +161,13 @@ void clattn_clblast_format(int kernel, const size_t *values, char *text, size_t 
 }
 
 clattn_status clattn_clblast_override(clattn_context *ctx, int kernel, const size_t *values) {
-    if (!ctx || !values) return CLATTN_ERROR_NULL_POINTER;
+    if (!ctx) return CLATTN_ERROR_NULL_POINTER;
     CLA_ENTER(ctx);
+    CLA_FAIL_ON(!values, ctx, CLATTN_ERROR_NULL_POINTER,
+                "values is NULL; give one value per parameter of the kernel");
     if (kernel < 0 || kernel >= CLA_CLBLAST_KERNEL_COUNT)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "no CLBlast kernel %d", kernel);
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "kernel is %d; CLBlast kernels are 0..%d", kernel,
+                        CLA_CLBLAST_KERNEL_COUNT - 1);
     const cla_clblast_kernel *kd = &cla_clblast_kernels[kernel];
     const char *names[CLA_CLBLAST_MAX_PARAMS];
     for (int i = 0; i < kd->count; ++i) names[i] = kd->params[i];

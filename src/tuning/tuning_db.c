@@ -801,14 +801,16 @@ clattn_status clattn_tuning_database_store_clblast(const char *path, const clatt
 }
 
 clattn_status clattn_tuning_database_file(clattn_context *ctx, int create_directory, char *path, size_t size) {
-    if (!ctx || !path) return CLATTN_ERROR_NULL_POINTER;
+    if (!ctx) return CLATTN_ERROR_NULL_POINTER;
     CLA_ENTER(ctx);
+    CLA_FAIL_ON(!path, ctx, CLATTN_ERROR_NULL_POINTER, "path is NULL");
     const char *file = ctx->tuning ? ctx->tuning->file : NULL;
     if (!file)
         return cla_fail(ctx, CLATTN_ERROR_IO,
                         "no tuning directory can be named: set CLATTN_TUNING_DIR, XDG_DATA_HOME or HOME");
     if (strlen(file) >= size)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "%zu bytes of room for %s", size, file);
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "size is %zu bytes but the path %s needs %zu", size,
+                        file, strlen(file) + 1);
     cla_strlcpy(path, file, size);
     if (create_directory) {
         char *dir = cla_strdup(file);
