@@ -85,8 +85,8 @@ static clattn_status choose_chunking(clattn_context *ctx, const cla_sdpa_plan *p
     if (per_row > cap || per_kv > cap) {
         return cla_fail(
             ctx, CLATTN_ERROR_DEVICE_LIMIT,
-            "one query row needs %zu bytes of temporaries and one key/value head "
-            "%zu bytes of packed keys and values, more than the %zu bytes a temporary may take on '%s' "
+            "the unfused implementation needs %zu bytes of temporaries per query row and %zu bytes of packed "
+            "keys and values per key/value head, more than the %zu bytes a temporary may take on '%s' "
             "(Lk %zu, head dims %zu/%zu); the fused implementation (CLATTN_IMPL_FUSED, without weights) "
             "needs no such temporaries",
             per_row, per_kv, cap, ctx->info.name, Lk, Dk, Dv);
@@ -320,7 +320,7 @@ static clattn_status check_int_range(clattn_context *ctx, const cla_sdpa_plan *p
     const size_t limit = (size_t)INT_MAX;
     if (p->q_len > limit || p->kv_len > limit || p->batch > limit / p->q_heads)
         return cla_fail(ctx, CLATTN_ERROR_UNSUPPORTED,
-                        "batch %zu x heads %zu, Lq %zu or Lk %zu exceeds the kernels' int range", p->batch,
+                        "batch %zu x heads %zu, Lq %zu or Lk %zu exceeds the unfused kernels' int range", p->batch,
                         p->q_heads, p->q_len, p->kv_len);
     return CLATTN_SUCCESS;
 }
@@ -359,7 +359,7 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_
         w.events = malloc(ch.heads * sizeof *w.events);
         if (!w.a_off || !w.b_off || !w.c_off || !w.events)
             st = cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
-                          "out of host memory for the GEMM arguments of %zu heads", ch.heads);
+                          "out of host memory for the unfused GEMM arguments of %zu heads", ch.heads);
     }
     if (st) {
         work_release(ctx, &w);
