@@ -271,7 +271,8 @@ static void masks(void **state) {
 
 /* Masks that broadcast like PyTorch's attn_mask, in any dimension of [B, Hq, Lq, Lk]: every shape below, in every
  * mask dtype, by size 1 and (every other shape) by full size with stride 0, on each kernel of the implementation:
- * the fused kernel's default (CPU) variant, its tiled (GPU) variant, and each with its keys split. GQA and odd
+ * the fused kernel's default (CPU) variant, its row and block shapes with partial tiles, its tiled (GPU) variant,
+ * and each with its keys split. GQA and odd
  * lengths, so that no index can hide behind another; about a third of the entries masked, so that [Lq, 1] and
  * [B, Hq, Lq, 1] give fully masked rows too. */
 static void broadcast_masks(void **state) {
@@ -279,7 +280,12 @@ static void broadcast_masks(void **state) {
      * [B,Hq,Lq,1], [1,1,1,1], [B,1,Lq,Lk]. */
     static const bool shapes[][4] = {{0, 1, 1, 0}, {1, 1, 1, 0}, {1, 1, 0, 1}, {1, 1, 0, 0},
                                      {1, 0, 1, 1}, {0, 0, 0, 1}, {1, 1, 1, 1}, {0, 1, 0, 0}};
-    static const char *fused_params[] = {NULL, "variant=tiled", "variant=tiled,splits=3", "variant=cpu,splits=2"};
+    static const char *fused_params[] = {NULL,
+                                         "variant=cpu,rows=1,block_n=5",
+                                         "variant=cpu,rows=8,block_n=5",
+                                         "variant=cpu,splits=2",
+                                         "variant=tiled",
+                                         "variant=tiled,splits=3"};
     const bool fused = impl_of(state) == CLATTN_IMPL_FUSED;
     for (size_t p = 0; p < (fused ? CLA_ARRAY_SIZE(fused_params) : 1); ++p) {
         assert_status(clattn_context_set_kernel_params(ctx, "sdpa_fused", fused_params[p]), CLATTN_SUCCESS);
