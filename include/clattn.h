@@ -358,9 +358,11 @@ typedef struct clattn_sdpa_desc {
     int64_t window_left;
     int64_t window_right;
     clattn_impl impl;
-    /* Optional mask [B or 1, Hq or 1, Lq, Lk] (broadcast with stride 0 or size 1): dtype F32/F16/BF16 is added to
-     * the scaled logits; dtype BOOL keeps a key where the mask is true (PyTorch SDPA's convention). NULL buffer:
-     * none. */
+    /* Optional mask that broadcasts to [B, Hq, Lq, Lk] like PyTorch's attn_mask: each size is 1 or the full size
+     * (clattn_mask_broadcasts), so [B, 1, 1, Lk] (padding), [1, 1, Lq, Lk] and [1, 1, 1, Lk] all work; a size-1
+     * dimension is read with stride 0 whatever its stride says, and a stride of 0 broadcasts a full-size one.
+     * Dtype F32/F16/BF16 is added to the scaled logits; dtype BOOL keeps a key where the mask is true (PyTorch
+     * SDPA's convention). Any other size is CLATTN_ERROR_INVALID_MASK. NULL buffer: none. */
     clattn_tensor mask;
     /* Optional int32 [B] key lengths (padding): keys j >= key_lengths[b] are masked. NULL: none. */
     cl_mem key_lengths;
@@ -373,6 +375,12 @@ typedef struct clattn_sdpa_desc {
 } clattn_sdpa_desc;
 
 CLATTN_API void clattn_sdpa_desc_init(clattn_sdpa_desc *desc);
+
+/* Whether a mask of sizes `mask_size` broadcasts to `shape` ([B, Hq, Lq, Lk] for attention): every size is 1 or
+ * equal to the size in `shape`. This is NumPy's broadcasting rule once a mask of lower rank has been aligned to
+ * four dimensions from the right ([Lk] as [1, 1, 1, Lk], [Lq, 1] as [1, 1, Lq, 1]); it is the one rule every call
+ * taking a mask applies. Returns 1 or 0 (0 for a NULL argument). */
+CLATTN_API int clattn_mask_broadcasts(const size_t mask_size[4], const size_t shape[4]);
 
 /* out = softmax(q k^T * scale + mask) v on device buffers. Runs on `queue` (NULL: the context's queue), after the
  * events in `wait_list`; `event`, if not NULL, receives an event that completes when every output is written.
@@ -394,10 +402,12 @@ typedef struct clattn_sdpa_host_desc {
     clattn_causal causal;
     int64_t window_left, window_right;
     clattn_impl impl;
-    const float *mask;          /* additive [mask_batch, mask_heads, Lq, Lk], or NULL */
-    const uint8_t *bool_mask;   /* boolean [mask_batch, mask_heads, Lq, Lk], nonzero keeps the key, or NULL */
-    size_t mask_batch;          /* 1 or batch */
-    size_t mask_heads;          /* 1 or q_heads */
+    const float *mask;        /* additive, contiguous of sizes mask_shape, or NULL */
+    const uint8_t *bool_mask; /* boolean, contiguous of sizes mask_shape, nonzero keeps the key, or NULL */
+    /* The mask's sizes: each 1 (broadcast) or the full size of [batch, q_heads, q_len, kv_len]; 0 means the full
+     * size (the default after init, all zeros: a full mask). E.g. {batch, 1, 1, 0} for a padding mask
+     * [B, 1, 1, Lk]. Sizes that do not broadcast are CLATTN_ERROR_INVALID_MASK. */
+    size_t mask_shape[4];
     const int32_t *key_lengths; /* [batch], or NULL */
     float *lse;                 /* optional output [B, Hq, Lq] */
     float *weights;             /* optional output [B, Hq, Lq, Lk] */
@@ -492,7 +502,8 @@ typedef enum clattn_cache_mode {
 } clattn_cache_mode;
 
 typedef struct clattn_mha_desc {
-    /* The attention's options: scale, causal, window, impl, mask [B|1, H|1, Lq, Lk], key_lengths, lse and weights
+    /* The attention's options: scale, causal, window, impl, a mask broadcasting to [B, H, Lq, Lk] (as in
+     * clattn_sdpa: [B, 1, 1, Lk] for padding), key_lengths, lse and weights
      * outputs; Lk counts every key attended (with a cache: the cached length after this call). With a cache, use
      * CLATTN_CAUSAL_BOTTOM_RIGHT so that new token i sees the cached tokens and itself. */
     clattn_sdpa_desc attention;
@@ -549,7 +560,8 @@ CLATTN_API clattn_status clattn_seq2seq_weights_create(clattn_context *context, 
 CLATTN_API void clattn_seq2seq_weights_free(clattn_seq2seq_weights *weights);
 
 typedef struct clattn_seq2seq_desc {
-    /* Optional mask [B|1, 1, Lq, Lk]: F32/F16/BF16 added to the scores, BOOL keeps a key where true. */
+    /* Optional mask broadcasting to [B, 1, Lq, Lk] (each size 1 or the full size, e.g. [B, 1, 1, Lk]): F32/F16/BF16
+     * added to the scores, BOOL keeps a key where true. */
     clattn_tensor mask;
     /* Optional int32 [B] key lengths: keys j >= key_lengths[b] are masked. */
     cl_mem key_lengths;

@@ -128,8 +128,8 @@ struct clattn_context {
 
 /* The library's error idiom. Every public entry point that takes a context starts with CLA_ENTER(ctx): it clears
  * the last error and records the entry point's own name (__func__) on the context, and cla_fail then leads every
- * message of that call with it, so that a message reads "clattn_sdpa: mask: size[2] is 5 but must be 7 (the
- * query length)" and no message types a function's name. Messages name what failed (the argument, the kernel, the
+ * message of that call with it, so that a message reads "clattn_sdpa: k: size[0] (batch) is 2 but q's batch is 1"
+ * and no message types a function's name. Messages name what failed (the argument, the kernel, the
  * device) and what to do; an OpenCL code is written "%d %s" with cla_cl_error_text. The library never calls its
  * own public entry points (it calls the internal functions behind them), so the name stays the one the caller
  * called. Read-only accessors use CLA_ACCESSOR_FAIL_ON instead (below); they take a const context, which the object

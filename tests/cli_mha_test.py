@@ -97,6 +97,16 @@ agree("cross-attention, bool mask, key lengths, d_v != d_k",
       cross + ["--mask", save("bmask.npy", bmask), "--key-lengths", save("kl.npy", kl), "--causal", "bottom-right",
                "--check"], expect, 2e-4)
 
+# Masks that broadcast like PyTorch's: the padding mask [B, 1, 1, Lk] of a Hugging Face encoder (additive, -inf
+# at the padded keys of the second item, and boolean), [Lk], and [Lq, 1], through a real multi-head run.
+pad = np.zeros((B, 1, 1, L), np.float32)
+pad[1, ..., 5:] = -np.inf
+for what, m in (("padding mask [B, 1, 1, Lk]", pad), ("boolean padding mask [B, 1, 1, Lk]", np.isfinite(pad)),
+                ("mask [Lk]", rng.uniform(-1, 1, L).astype(np.float32)),
+                ("boolean mask [Lq, 1]", (np.arange(L) != 2)[:, None])):
+    expect = mha(x, None, wq, wk, wv, wo, H, HKV, bq, bk, bv, bo, mask=m)
+    agree(what, files + ["--mask", save("bcast.npy", m), "--check"], expect, 2e-4)
+
 # Random inputs checked against the reference inside the program.
 r = run("--random", "2,5,6,16", "--heads", "4", "--kv-heads", "1", "--packed", "--residual", "--check")
 check("--random with --check", r.returncode == 0 and "largest difference" in r.stdout, r.stdout + r.stderr)
@@ -107,6 +117,7 @@ rejected("w_q of the wrong shape", ["--x", path("x.npy"), "--w-q", path("wk.npy"
 rejected("heads that do not divide the weights", files[:-4] + ["--heads", "5"])
 rejected("kv-heads not dividing heads", files[:-2] + ["--kv-heads", "3"])
 rejected("mask of the wrong shape", files + ["--mask", save("badmask.npy", np.zeros((L, L + 1), np.float32))])
+rejected("padding mask of another batch", files + ["--mask", save("badmask.npy", np.zeros((B + 1, 1, 1, L), bool))])
 rejected("key length past Lk", files + ["--key-lengths", save("badkl.npy", np.array([L + 1, 1], np.int32))])
 rejected("memory of another batch", cross[:2] + ["--memory", save("mem1.npy", mem[:1])] + cross[4:])
 rejected("packed weights with a memory of another width", packed + ["--memory", path("mem.npy")])

@@ -24,7 +24,8 @@ def agree(what, args, expect, tol, extra_outputs=()):
     for name, want in zip(extra_outputs, expect[1:]):
         got = np.load(path(name))
         both_inf = np.isinf(want) & (got == want)
-        e = np.abs(np.where(both_inf, 0.0, got - want))
+        with np.errstate(invalid="ignore"):  # inf - inf where both are -inf, replaced by 0
+            e = np.abs(np.where(both_inf, 0.0, got - want))
         ok = ok and got.shape == want.shape and (e.size == 0 or np.nanmax(e) <= tol)
     check(what, ok, f"max error {err}")
 
@@ -59,6 +60,43 @@ amask = rng.uniform(-3, 3, (13, 21)).astype(np.float32)
 np.save(path("amask.npy"), amask)
 o, w, lse = attention(q, k, v, mask=amask, scale=0.3)
 agree("2-D additive mask, scale", files + ["--mask", path("amask.npy"), "--scale", "0.3"], (o,), 1e-5)
+
+# Masks of rank 1 to 4 that broadcast to [B, Hq, Lq, Lk] = [2, 4, 13, 21] under NumPy's rules, additive (float32 and
+# float16 files, about a fifth of the entries -inf, so that [13, 1] and [2, 4, 1, 1] mask whole rows) and boolean, on
+# both implementations, with the lse.
+def random_mask(shape, kind):
+    if kind == "bool":
+        return rng.uniform(size=shape) > 0.25
+    m = np.where(rng.uniform(size=shape) < 0.2, -np.inf, rng.uniform(-2, 2, shape))
+    return m.astype(np.float16 if kind == "f16" else np.float32)
+
+
+for shape, kind in (((21,), "f32"), ((21,), "bool"), ((13, 1), "bool"), ((13, 1), "f32"), ((1, 21), "f16"),
+                    ((2, 1, 1, 21), "bool"), ((2, 1, 1, 21), "f16"), ((4, 13, 1), "f32"), ((4, 1, 21), "bool"),
+                    ((2, 4, 1, 1), "f32"), ((2, 1, 13, 1), "bool"), ((1, 1, 1, 1), "f32")):
+    m = random_mask(shape, kind)
+    np.save(path("bcast.npy"), m)
+    o, w, lse = attention(q, k, v, mask=m)
+    for impl in ("fused", "unfused"):
+        agree(f"mask {list(shape)} {kind}, {impl}", files + ["--mask", path("bcast.npy"), "--impl", impl, "--lse",
+                                                             path("lse.npy")], (o, lse), 1e-5, ("lse.npy",))
+# The padding mask with causal masking, key lengths and the attention weights, checked inside the program as well.
+m = random_mask((2, 1, 1, 21), "f32")
+np.save(path("bcast.npy"), m)
+o, w, lse = attention(q, k, v, mask=m, causal="bottom-right", key_lengths=kl)
+agree("mask [2, 1, 1, 21], causal, key lengths, weights",
+      files + ["--mask", path("bcast.npy"), "--causal", "bottom-right", "--key-lengths", path("kl.npy"), "--weights",
+               path("w.npy"), "--check"], (o, w), 1e-5, ("w.npy",))
+
+# Shapes that do not broadcast: exit 2, no output, and a message naming the file's shape and the shape wanted.
+for shape in ((20,), (13, 2), (3, 1, 1, 21), (2, 2, 13, 21), (13, 21, 1), (1, 2, 4, 13, 21), ()):
+    np.save(path("bcast_bad.npy"), np.zeros(shape, dtype=np.float32))
+    r = t.run_to(*files, "--mask", path("bcast_bad.npy"))
+    found = "[" + ", ".join(str(n) for n in shape) + "]"
+    check(f"mask {found}: exit 2, no output, both shapes named",
+          r.returncode == 2 and not t.wrote() and found in r.stderr and "[2, 4, 13, 21]" in r.stderr,
+          f"exit {r.returncode}: {r.stderr}")
+
 for impl in ("fused", "unfused"):
     o, w, lse = attention(q, k, v, causal="top-left")
     agree(f"--impl {impl}", files + ["--impl", impl, "--causal", "top-left"], (o,), 1e-5)

@@ -89,6 +89,14 @@ for score in ("additive", "dot", "general", "concat"):
     case(score, 2, 3, 9, 12, dk, 5, 8, mask=mask)
     case(score, 3, 2, 11, 12, dk, 0, 8, mask=rng.uniform(0, 1, (3, 2, 11)) > 0.3,
          key_lengths=np.array([11, 0, 4], dtype=np.int32))
+    # Masks that broadcast to [B, Lq, Lk] under NumPy's rules: the padding mask [B, 1, 1, Lk] and [B, 1, Lk], [Lk],
+    # and [Lq, 1] (whole rows kept or masked).
+    pad = np.zeros((3, 1, 1, 11), np.float32)
+    pad[1, ..., 6:] = -np.inf
+    case(score, 3, 2, 11, 12, dk, 0, 8, mask=pad)
+    case(score, 3, 2, 11, 12, dk, 5, 8, mask=np.isfinite(pad[:, 0]))
+    case(score, 2, 4, 9, 12, dk, 0, 8, mask=rng.uniform(-1, 1, 9).astype(np.float32))
+    case(score, 2, 4, 9, 12, dk, 0, 8, mask=(np.arange(4) != 1)[:, None])
 
 # Encoder widths past the fused attention kernels' head dims: dot and general through attention's unfused path,
 # additive and concat as column slices of the values (keys as values, Dv = Dk). Queries scaled by 1/sqrt(Dk) keep
@@ -112,6 +120,8 @@ bad = {
     "a bias of the wrong width": ["--bias", save("bad_b.npy", np.ones(7, np.float32))],
     "int32 queries": ["--query", save("bad_q.npy", q.astype(np.int32))],
     "a mask of the wrong shape": ["--mask", save("bad_m.npy", np.zeros((3, 4), np.float32))],
+    "a mask of another key length": ["--mask", save("bad_m1.npy", np.zeros(4, np.float32))],
+    "a padding mask of another batch": ["--mask", save("bad_m4.npy", np.zeros((3, 1, 1, 5), bool))],
     "a key length past Lk": ["--key-lengths", save("bad_kl.npy", np.array([5, 6], np.int32))],
     "a weight the score does not use": ["--w", save("bad_w.npy", np.ones((10, 8), np.float32))],
     "a truncated file": ["--keys", path("trunc.npy")],

@@ -98,6 +98,20 @@ static void masks(void **state) {
             c.residual = true;
             mha_case_run(ctx, &c);
         }
+    /* Masks that broadcast over other dimensions, as PyTorch's do: the padding mask [B, 1, 1, Lk] every Hugging
+     * Face encoder builds, [1, 1, Lq, 1], [1, 1, 1, Lk] and [1, H, Lq, 1], self and cross, additive and boolean. */
+    static const unsigned bcast_dims[] = {0x6, 0xb, 0x7, 0x9};
+    for (size_t s = 0; s < CLA_ARRAY_SIZE(bcast_dims); ++s)
+        for (int kind = MHA_MASK_ADD; kind <= MHA_MASK_BOOL; ++kind) {
+            mha_case_init(&c);
+            c.batch = 3;
+            c.cross = s % 2 == 1;
+            c.mask = kind;
+            c.mask_bcast_dims = bcast_dims[s];
+            c.bias = true;
+            c.seed = (unsigned)(40 + s * 2 + (size_t)kind);
+            mha_case_run(ctx, &c);
+        }
     mha_case_init(&c);
     c.batch = 3;
     c.key_lengths = true;

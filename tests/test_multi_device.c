@@ -296,6 +296,8 @@ typedef struct md_case {
     bool lse, weights, mask, key_lengths;
     bool out_blhd;     /* out stored [B, L, H, D]: with B = 1, the heads' regions interleave */
     size_t out_offset; /* elements before the view in its buffer */
+    /* With mask: the mask's sizes, each 1 or the full size, stored as F16 (all 0: [B, 1, Lq, Lk] in F32). */
+    size_t mask_size[4];
 } md_case;
 
 /* The leading fields of an md_case initialiser: the implementation (AUTO, FUSED or UNFUSED) and the shape. */
@@ -376,7 +378,11 @@ static clattn_status md_run(clattn_context *ctx, const md_case *c, cl_event gate
     d.causal = c->causal;
     d.impl = c->impl;
     cl_mem mask = NULL, lengths = NULL, lse = NULL, weights = NULL;
-    if (c->mask) { /* additive, per batch item, broadcast over heads */
+    if (c->mask && c->mask_size[0]) { /* a broadcast shape of the case's choice */
+        const size_t *ms = c->mask_size;
+        mask = md_upload(ctx, ms[0] * ms[1] * ms[2] * ms[3], CLATTN_DTYPE_F16, 45);
+        d.mask = clattn_tensor_bhld(mask, CLATTN_DTYPE_F16, ms[0], ms[1], ms[2], ms[3]);
+    } else if (c->mask) { /* additive, per batch item, broadcast over heads */
         mask = md_upload(ctx, c->B * c->Lq * c->Lk, CLATTN_DTYPE_F32, 44);
         d.mask = clattn_tensor_bhld(mask, CLATTN_DTYPE_F32, c->B, 1, c->Lq, c->Lk);
     }
@@ -533,6 +539,25 @@ static void split_unfused_with_weights_and_lse(void **state) {
     c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
     c.out_blhd = true;
     expect_split_equal(&c, -1);
+}
+
+/* Masks broadcast over other dimensions than heads: each part's slice of the mask keeps its size-1 dimensions, so
+ * the parts read what one device reads, split by batch items ([B, 1, 1, Lk], [1, 1, Lq, 1]) or by head groups
+ * ([1, Hq, 1, Lk]), fused and unfused. */
+static void split_broadcast_masks(void **state) {
+    (void)state;
+    for (int impl = 0; impl < 2; ++impl) {
+        md_case c = {MD_CASE(FUSED, 3, 4, 2, 9, 23, 16, 16), .mask = true, .lse = true};
+        if (impl) c.impl = CLATTN_IMPL_UNFUSED;
+        const size_t padding[4] = {3, 1, 1, 23}, rows[4] = {1, 1, 9, 1}, heads[4] = {1, 4, 1, 23};
+        memcpy(c.mask_size, padding, sizeof padding);
+        expect_split_equal(&c, -1);
+        memcpy(c.mask_size, rows, sizeof rows);
+        expect_split_equal(&c, -1);
+        c.B = 1; /* the head groups split */
+        memcpy(c.mask_size, heads, sizeof heads);
+        expect_split_equal(&c, -1);
+    }
 }
 
 /* Heads past the fused kernels' bound under AUTO: every part runs the unfused path, bitwise what one device does.
@@ -726,6 +751,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(split_odd_shapes_and_misaligned_outputs),
         cmocka_unit_test(split_unfused_with_weights_and_lse),
         cmocka_unit_test(split_wide_heads_under_auto),
+        cmocka_unit_test(split_broadcast_masks),
         cmocka_unit_test(split_waits_for_the_wait_list),
         cmocka_unit_test(split_fault_injection_leaves_no_temporaries),
         cmocka_unit_test(split_mha_matches_one_device),

@@ -34,6 +34,9 @@ static void tiny_cases(const char *params, clattn_impl impl) {
         c.causal = (clattn_causal)(variant % 3);
         c.mask_kind = variant % 3;
         c.mask_bcast_heads = variant == 1;
+        /* The boolean mask broadcasts over batch and query rows by stride 0 ([B, Hq, Lq, Lk] viewed, [1, Hq, 1, Lk]
+         * stored), so every work-item reads the same mask row. */
+        c.mask_bcast_batch = c.mask_bcast_q = c.mask_stride0 = variant == 2;
         c.mask_fill_prob = 0.3f;
         c.want_lse = true;
         c.want_weights = impl == CLATTN_IMPL_UNFUSED && variant >= 2;

@@ -6,6 +6,9 @@
 #include "sdpa_case.h"
 
 #include "internal.h"
+#include "reference.h"
+#include "support_compare.h"
+#include "support_random.h"
 
 #include <float.h>
 #include <math.h>
@@ -266,6 +269,106 @@ static void masks(void **state) {
     sdpa_case_run(ctx, &c, NULL);
 }
 
+/* Masks that broadcast like PyTorch's attn_mask, in any dimension of [B, Hq, Lq, Lk]: every shape below, in every
+ * mask dtype, by size 1 and (every other shape) by full size with stride 0, on each kernel of the implementation:
+ * the fused kernel's default (CPU) variant, its row and block shapes with partial tiles, its tiled (GPU) variant,
+ * and each with its keys split. GQA and odd
+ * lengths, so that no index can hide behind another; about a third of the entries masked, so that [Lq, 1] and
+ * [B, Hq, Lq, 1] give fully masked rows too. */
+static void broadcast_masks(void **state) {
+    /* Which of B, Hq, Lq, Lk broadcast: [B,1,1,Lk] (Hugging Face padding), [Lk], [Lq,1], [Lq,Lk], [1,Hq,1,1],
+     * [B,Hq,Lq,1], [1,1,1,1], [B,1,Lq,Lk]. */
+    static const bool shapes[][4] = {{0, 1, 1, 0}, {1, 1, 1, 0}, {1, 1, 0, 1}, {1, 1, 0, 0},
+                                     {1, 0, 1, 1}, {0, 0, 0, 1}, {1, 1, 1, 1}, {0, 1, 0, 0}};
+    static const char *fused_params[] = {NULL,
+                                         "variant=cpu,rows=1,block_n=5",
+                                         "variant=cpu,rows=8,block_n=5",
+                                         "variant=cpu,splits=2",
+                                         "variant=tiled",
+                                         "variant=tiled,splits=3"};
+    const bool fused = impl_of(state) == CLATTN_IMPL_FUSED;
+    for (size_t p = 0; p < (fused ? CLA_ARRAY_SIZE(fused_params) : 1); ++p) {
+        assert_status(clattn_context_set_kernel_params(ctx, "sdpa_fused", fused_params[p]), CLATTN_SUCCESS);
+        for (size_t sh = 0; sh < CLA_ARRAY_SIZE(shapes); ++sh)
+            for (int dt = 0; dt < 4; ++dt) {
+                sdpa_case c = sdpa_case_of(impl_of(state), 2, 3, 1, 11, 37, 16);
+                c.mask_kind = dt == CLATTN_DTYPE_BOOL ? MASK_BOOL : MASK_ADD;
+                c.mask_dtype = dt == CLATTN_DTYPE_BOOL ? CLATTN_DTYPE_F32 : (clattn_dtype)dt;
+                c.mask_bcast_batch = shapes[sh][0];
+                c.mask_bcast_heads = shapes[sh][1];
+                c.mask_bcast_q = shapes[sh][2];
+                c.mask_bcast_k = shapes[sh][3];
+                c.mask_stride0 = sh % 2 == 1;
+                c.mask_fill_prob = 0.3f;
+                c.want_lse = true;
+                c.want_weights = !fused && sh % 3 == 0;
+                c.causal = sh == 3 ? CLATTN_CAUSAL_BOTTOM_RIGHT : CLATTN_CAUSAL_NONE;
+                c.seed = (unsigned)(sh * 4 + (size_t)dt + 100 * p);
+                sdpa_case_run(ctx, &c, NULL);
+            }
+    }
+    assert_status(clattn_context_set_kernel_params(ctx, "sdpa_fused", NULL), CLATTN_SUCCESS);
+}
+
+/* The host convenience call with a padding mask [B, 1, 1, Lk] given as mask_shape {B, 1, 1, 0} (0: the full key
+ * length) and a boolean [Lq, 1] given as {1, 1, Lq, 1}, against the reference; outputs poisoned beforehand. */
+static void host_broadcast_masks(void **state) {
+    enum { B = 2, HQ = 4, HKV = 2, LQ = 7, LK = 19, D = 8 };
+    unsigned seed = 31;
+    float q[B * HQ * LQ * D], k[B * HKV * LK * D], v[B * HKV * LK * D], out[B * HQ * LQ * D + 1];
+    float pad[B * LK];
+    uint8_t rows[LQ];
+    for (size_t i = 0; i < CLA_ARRAY_SIZE(q); ++i) q[i] = support_random(&seed);
+    for (size_t i = 0; i < CLA_ARRAY_SIZE(k); ++i) k[i] = support_random(&seed);
+    for (size_t i = 0; i < CLA_ARRAY_SIZE(v); ++i) v[i] = support_random(&seed);
+    for (size_t i = 0; i < B * LK; ++i) pad[i] = i % LK >= (i < LK ? 12u : 17u) ? -INFINITY : support_random(&seed);
+    for (size_t i = 0; i < LQ; ++i) rows[i] = i != 3; /* row 3 sees no key: zeros */
+    for (int variant = 0; variant < 2; ++variant) {
+        clattn_sdpa_host_desc d;
+        clattn_sdpa_host_desc_init(&d);
+        d.batch = B;
+        d.q_heads = HQ;
+        d.kv_heads = HKV;
+        d.q_len = LQ;
+        d.kv_len = LK;
+        d.head_dim = D;
+        d.impl = impl_of(state);
+        if (variant == 0) {
+            d.mask = pad;
+            d.mask_shape[0] = B;
+            d.mask_shape[1] = d.mask_shape[2] = 1;
+        } else {
+            d.bool_mask = rows;
+            d.mask_shape[0] = d.mask_shape[1] = d.mask_shape[3] = 1;
+            d.mask_shape[2] = LQ;
+        }
+        for (size_t i = 0; i < CLA_ARRAY_SIZE(out); ++i) out[i] = NAN;
+        out[CLA_ARRAY_SIZE(out) - 1] = 1234.5f; /* canary */
+        assert_status(clattn_sdpa_host(ctx, &d, q, k, v, out), CLATTN_SUCCESS);
+        assert_true(out[CLA_ARRAY_SIZE(out) - 1] == 1234.5f);
+
+        double ref_out[B * HQ * LQ * D];
+        cla_ref_sdpa r;
+        memset(&r, 0, sizeof r);
+        r.q = cla_ref_dense(q, B, HQ, LQ, D);
+        r.k = cla_ref_dense(k, B, HKV, LK, D);
+        r.v = cla_ref_dense(v, B, HKV, LK, D);
+        r.scale = 1.0 / sqrt((double)D);
+        r.window_left = r.window_right = CLATTN_WINDOW_UNBOUNDED;
+        if (variant == 0)
+            r.mask = (cla_ref_tensor){pad, {B, 1, 1, LK}, {LK, 0, 0, 1}};
+        else
+            r.bool_mask = (cla_ref_bool_tensor){rows, {1, 1, LQ, 1}, {0, 0, 1, 0}};
+        r.out = ref_out;
+        assert_int_equal(cla_reference_sdpa(&r), 0);
+        const double worst = support_max_error(out, ref_out, CLA_ARRAY_SIZE(ref_out), false, NULL);
+        if (!(worst <= 1e-5)) fail_msg("host call, mask variant %d: max |out - ref| = %g", variant, worst);
+        if (variant == 1)
+            for (size_t b = 0; b < B * HQ; ++b)
+                for (size_t x = 0; x < D; ++x) assert_true(out[(b * LQ + 3) * D + x] == 0.0f);
+    }
+}
+
 static void key_lengths_and_combinations(void **state) {
     static const int32_t kl[3] = {5, 0, 40}; /* the middle batch item is fully padded; 40 > Lk clamps */
     for (int combo = 0; combo < 4; ++combo) {
@@ -436,6 +539,8 @@ int main(void) {
         BOTH(windows),
         BOTH(huge_windows_mean_unbounded),
         BOTH(masks),
+        BOTH(broadcast_masks),
+        BOTH(host_broadcast_masks),
         cmocka_unit_test(unfused_chunks),
         cmocka_unit_test(memory_accounting),
         cmocka_unit_test(launch_limit_splits_the_work),

@@ -177,6 +177,23 @@ static void masks_and_windows(void **state) {
     desc.mask = clattn_tensor_bhld(bmask, CLATTN_DTYPE_F32, 3, H, L, L);
     expect(CLATTN_ERROR_INVALID_MASK, "1 or");
     reset(state);
+    /* Every dimension broadcasts from 1 and only from 1: a size of neither 1 nor the full size in any of the four
+     * is refused, naming the mask's sizes and the shape they had to broadcast to. */
+    const size_t full[4] = {B, H, L, L};
+    for (int dim = 0; dim < 4; ++dim) {
+        size_t sz[4] = {1, 1, 1, 1};
+        sz[dim] = full[dim] + 1;
+        desc.mask = clattn_tensor_bhld(bmask, CLATTN_DTYPE_BOOL, sz[0], sz[1], sz[2], sz[3]);
+        expect(CLATTN_ERROR_INVALID_MASK, "do not broadcast to [2, 4, 8, 8]");
+        reset(state);
+    }
+    desc.mask = clattn_tensor_bhld(bmask, CLATTN_DTYPE_F16, B, 1, L, 2);
+    expect(CLATTN_ERROR_INVALID_MASK, "sizes [2, 1, 8, 2]");
+    reset(state);
+    /* A mask's extent is that of its own sizes: [B, 1, Lq, Lk] floats do not fit the 16 of `small`. */
+    desc.mask = clattn_tensor_bhld(small, CLATTN_DTYPE_F32, B, 1, L, L);
+    expect(CLATTN_ERROR_BUFFER_TOO_SMALL, "mask");
+    reset(state);
     desc.mask = clattn_tensor_bhld(small, CLATTN_DTYPE_F32, B, H, L, L);
     expect(CLATTN_ERROR_BUFFER_TOO_SMALL, "mask");
     reset(state);
@@ -281,9 +298,14 @@ static void host_call_checks_its_arguments(void **state) {
     d.bool_mask = bm;
     assert_status(clattn_sdpa_host(ctx, &d, in, in, in, o), CLATTN_ERROR_INVALID_MASK);
     d.bool_mask = NULL;
-    d.mask_batch = 2;
-    assert_status(clattn_sdpa_host(ctx, &d, in, in, in, o), CLATTN_ERROR_INVALID_MASK);
-    d.mask_batch = 1;
+    /* Each size must be 1, the full size or 0 (full): 2 is none of them for a size of 1. */
+    for (int dim = 0; dim < 4; ++dim) {
+        d.mask_shape[dim] = 2;
+        assert_status(clattn_sdpa_host(ctx, &d, in, in, in, o), CLATTN_ERROR_INVALID_MASK);
+        assert_non_null(strstr(clattn_context_last_error(ctx), "does not broadcast"));
+        d.mask_shape[dim] = 0;
+    }
+    d.mask_shape[0] = 1;
     d.batch = SIZE_MAX / 2;
     assert_status(clattn_sdpa_host(ctx, &d, in, in, in, o), CLATTN_ERROR_SIZE_OVERFLOW);
     unsigned char *bytes = (unsigned char *)o;

@@ -133,6 +133,25 @@ static void masks(void **state) {
                 c.seed = (unsigned)(s * 4 + (size_t)kind * 2 + (size_t)bcast);
                 s2s_case_run(ctx, &c);
             }
+    /* Masks that broadcast over the queries or the keys as well: the padding mask [B, 1, 1, Lk], [1, 1, Lq, 1]
+     * (whole rows kept or masked) and [1, 1, 1, Lk], in f32, bf16 and bool, for every score. */
+    static const bool shapes[][3] = {{0, 1, 0}, {1, 0, 1}, {1, 1, 0}};
+    for (size_t s = 0; s < 4; ++s)
+        for (size_t sh = 0; sh < CLA_ARRAY_SIZE(shapes); ++sh) {
+            s2s_case c = make_case(all_scores[s]);
+            c.batch = 3;
+            c.q_len = 6;
+            c.kv_len = 23;
+            c.mask_kind = sh == 1 ? S2S_MASK_BOOL : S2S_MASK_ADD;
+            c.mask_dtype = sh == 2 ? CLATTN_DTYPE_BF16 : CLATTN_DTYPE_F32;
+            c.mask_bcast = shapes[sh][0];
+            c.mask_bcast_q = shapes[sh][1];
+            c.mask_bcast_k = shapes[sh][2];
+            c.mask_fill_prob = 0.3f;
+            c.want_weights = true;
+            c.seed = (unsigned)(60 + s * 3 + sh);
+            s2s_case_run(ctx, &c);
+        }
 }
 
 static void nan_propagates(void **state) {

@@ -52,6 +52,13 @@ static clattn_status check_shapes(clattn_context *ctx, const clattn_tensor *q, c
     return CLATTN_SUCCESS;
 }
 
+int clattn_mask_broadcasts(const size_t mask_size[4], const size_t shape[4]) {
+    if (!mask_size || !shape) return 0;
+    for (int d = 0; d < 4; ++d)
+        if (mask_size[d] != 1 && mask_size[d] != shape[d]) return 0;
+    return 1;
+}
+
 clattn_status cla_check_mask(clattn_context *ctx, const char *name, clattn_tensor *m, size_t batch, size_t heads,
                              size_t q_len, size_t kv_len, int *kind, cla_range *r) {
     if (m->dtype == CLATTN_DTYPE_BOOL)
@@ -62,15 +69,14 @@ clattn_status cla_check_mask(clattn_context *ctx, const char *name, clattn_tenso
         return cla_fail(ctx, CLATTN_ERROR_INVALID_MASK, "%s: dtype %d is neither additive (F32/F16/BF16) nor BOOL",
                         name, (int)m->dtype);
     const size_t want[4] = {batch, heads, q_len, kv_len};
-    static const char *dims[] = {"batch", "heads", "query length", "key length"};
-    for (int d = 0; d < 4; ++d) {
-        bool broadcast_ok = d < 2 && m->size[d] == 1;
-        if (m->size[d] != want[d] && !broadcast_ok)
-            return cla_fail(ctx, CLATTN_ERROR_INVALID_MASK, "%s: size[%d] is %zu but must be %s%zu (the %s)", name,
-                            d, m->size[d], d < 2 ? "1 or " : "", want[d], dims[d]);
-    }
-    /* A size-1 dimension broadcasts: its stride is never used, so make it 0 for the kernels. */
-    for (int d = 0; d < 2; ++d)
+    if (!clattn_mask_broadcasts(m->size, want))
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_MASK,
+                        "%s: sizes [%zu, %zu, %zu, %zu] do not broadcast to [%zu, %zu, %zu, %zu] (batch, heads, "
+                        "query length, key length): each size must be 1 or the full size",
+                        name, m->size[0], m->size[1], m->size[2], m->size[3], want[0], want[1], want[2], want[3]);
+    /* A size-1 dimension broadcasts: the kernels index every dimension through its stride, so a stride of 0 makes
+     * each row, head and key read the one element there is. */
+    for (int d = 0; d < 4; ++d)
         if (m->size[d] == 1) m->stride[d] = 0;
     return cla_tensor_check(ctx, m, name, false, &r->begin, &r->end);
 }

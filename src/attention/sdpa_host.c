@@ -10,13 +10,12 @@
 
 void clattn_sdpa_host_desc_init(clattn_sdpa_host_desc *desc) {
     if (!desc) return;
-    /* Every field not named here is zero: no causal masking, no mask, no key lengths, no lse or weights. */
+    /* Every field not named here is zero: no causal masking, no mask (whose shape 0 means full sizes), no key
+     * lengths, no lse or weights. */
     *desc = (clattn_sdpa_host_desc){.storage = CLATTN_DTYPE_F32,
                                     .scale = NAN,
                                     .window_left = CLATTN_WINDOW_UNBOUNDED,
-                                    .window_right = CLATTN_WINDOW_UNBOUNDED,
-                                    .mask_batch = 1,
-                                    .mask_heads = 1};
+                                    .window_right = CLATTN_WINDOW_UNBOUNDED};
 }
 
 static bool product(size_t *out, size_t a, size_t b, size_t c, size_t d) {
@@ -91,6 +90,15 @@ static clattn_status download(clattn_context *ctx, const char *name, cl_mem buf,
     return CLATTN_SUCCESS;
 }
 
+/* The mask's sizes with each 0 of desc->mask_shape read as the full size. */
+static void mask_sizes(const clattn_sdpa_host_desc *d, size_t full[4], size_t shape[4]) {
+    full[0] = d->batch;
+    full[1] = d->q_heads;
+    full[2] = d->q_len;
+    full[3] = d->kv_len;
+    for (int i = 0; i < 4; ++i) shape[i] = d->mask_shape[i] ? d->mask_shape[i] : full[i];
+}
+
 static clattn_status check_host_desc(clattn_context *ctx, const clattn_sdpa_host_desc *d, const float *q,
                                      const float *k, const float *v, float *out) {
     const void *const given[] = {d, q, k, v, out};
@@ -101,12 +109,14 @@ static clattn_status check_host_desc(clattn_context *ctx, const clattn_sdpa_host
                         (int)d->storage);
     if (d->mask && d->bool_mask)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_MASK, "give mask or bool_mask, not both");
-    if ((d->mask || d->bool_mask) &&
-        ((d->mask_batch != 1 && d->mask_batch != d->batch) || (d->mask_heads != 1 && d->mask_heads != d->q_heads)))
+    size_t full[4], m[4];
+    mask_sizes(d, full, m);
+    if ((d->mask || d->bool_mask) && !clattn_mask_broadcasts(m, full))
         return cla_fail(ctx, CLATTN_ERROR_INVALID_MASK,
-                        "mask_batch (%zu) must be 1 or batch (%zu) and mask_heads (%zu) 1 or "
-                        "q_heads (%zu)",
-                        d->mask_batch, d->batch, d->mask_heads, d->q_heads);
+                        "desc->mask_shape [%zu, %zu, %zu, %zu] does not broadcast to [%zu, %zu, %zu, %zu] (batch, "
+                        "q_heads, q_len, kv_len): each size must be 1, the full size, or 0 for the full size",
+                        d->mask_shape[0], d->mask_shape[1], d->mask_shape[2], d->mask_shape[3], full[0], full[1],
+                        full[2], full[3]);
     return CLATTN_SUCCESS;
 }
 
@@ -117,13 +127,15 @@ clattn_status clattn_sdpa_host(clattn_context *ctx, const clattn_sdpa_host_desc 
     clattn_status st = check_host_desc(ctx, d, q, k, v, out);
     if (st != CLATTN_SUCCESS) return st;
     const size_t dv = d->v_head_dim ? d->v_head_dim : d->head_dim;
+    size_t mask_full[4], ms[4];
+    mask_sizes(d, mask_full, ms);
     size_t nq, nk, nv, no, nmask = 0, nlse, nw;
     if (!product(&nq, d->batch, d->q_heads, d->q_len, d->head_dim) ||
         !product(&nk, d->batch, d->kv_heads, d->kv_len, d->head_dim) ||
         !product(&nv, d->batch, d->kv_heads, d->kv_len, dv) || !product(&no, d->batch, d->q_heads, d->q_len, dv) ||
         !product(&nlse, d->batch, d->q_heads, d->q_len, 1) ||
         !product(&nw, d->batch, d->q_heads, d->q_len, d->kv_len) ||
-        ((d->mask || d->bool_mask) && !product(&nmask, d->mask_batch, d->mask_heads, d->q_len, d->kv_len)))
+        ((d->mask || d->bool_mask) && !product(&nmask, ms[0], ms[1], ms[2], ms[3])))
         return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW, "sizes overflow size_t");
 
     staging s;
@@ -151,8 +163,8 @@ clattn_status clattn_sdpa_host(clattn_context *ctx, const clattn_sdpa_host_desc 
         desc.window_right = d->window_right;
         desc.impl = d->impl;
         if (s.mask)
-            desc.mask = clattn_tensor_bhld(s.mask, d->mask ? CLATTN_DTYPE_F32 : CLATTN_DTYPE_BOOL, d->mask_batch,
-                                           d->mask_heads, d->q_len, d->kv_len);
+            desc.mask = clattn_tensor_bhld(s.mask, d->mask ? CLATTN_DTYPE_F32 : CLATTN_DTYPE_BOOL, ms[0], ms[1],
+                                           ms[2], ms[3]);
         desc.key_lengths = s.key_lengths;
         if (s.lse) desc.lse = clattn_tensor_bhld(s.lse, CLATTN_DTYPE_F32, d->batch, d->q_heads, d->q_len, 1);
         if (s.weights)

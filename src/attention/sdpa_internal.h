@@ -118,9 +118,9 @@ clattn_status cla_sdpa_split(clattn_context *ctx, const cla_sdpa_plan *plan, cla
 /* Runs a validated, non-empty plan on the chain's queue with the implementation it chose. */
 clattn_status cla_sdpa_run(clattn_context *ctx, const cla_sdpa_plan *plan, cla_chain *chain);
 
-/* A mask [B|1, H|1, Lq, Lk] (F32/F16/BF16 additive or BOOL): sets *kind (CLA_MASK_*), makes the strides of
- * broadcast dimensions 0, and fills its byte range. `name` leads the messages. Shared by every operation that takes
- * a mask (seq2seq passes heads 1). */
+/* A mask whose sizes broadcast to [B, H, Lq, Lk] (each 1 or the full size; clattn_mask_broadcasts), F32/F16/BF16
+ * additive or BOOL: sets *kind (CLA_MASK_*), makes the strides of broadcast dimensions 0, and fills its byte range.
+ * `name` leads the messages. Shared by every operation that takes a mask (seq2seq passes heads 1). */
 clattn_status cla_check_mask(clattn_context *ctx, const char *name, clattn_tensor *mask, size_t batch, size_t heads,
                              size_t q_len, size_t kv_len, int *kind, cla_range *r);
 /* int32 key lengths [batch] at an element offset: a valid buffer of this context that holds them. */

@@ -171,14 +171,15 @@ void mha_case_init(mha_case *c) {
 
 void mha_case_describe(const mha_case *c, char *buf, size_t size) {
     static const char *dt[] = {"f32", "f16", "bf16"};
-    snprintf(buf, size,
-             "B=%zu Lq=%zu %s Lm=%zu d_model=%zu kv_d_model=%zu H=%zu Hkv=%zu dk=%zu dv=%zu %s bias=%d residual=%d "
-             "in_place=%d x=%s out=%s causal=%d window=(%lld,%lld) mask=%d%s kl=%d lse=%d weights=%d impl=%d",
-             c->batch, c->q_len, c->cross ? "cross" : "self", c->mem_len, c->cfg.d_model, c->cfg.kv_d_model,
-             c->cfg.heads, c->cfg.kv_heads, c->cfg.head_dim, c->cfg.v_head_dim, c->packed ? "packed" : "separate",
-             c->bias, c->residual, c->in_place, dt[c->x_dtype], dt[c->out_dtype], (int)c->causal,
-             (long long)c->window_left, (long long)c->window_right, c->mask, c->mask_bcast ? "/bcast" : "",
-             c->key_lengths, c->lse, c->weights, (int)c->impl);
+    snprintf(
+        buf, size,
+        "B=%zu Lq=%zu %s Lm=%zu d_model=%zu kv_d_model=%zu H=%zu Hkv=%zu dk=%zu dv=%zu %s bias=%d residual=%d "
+        "in_place=%d x=%s out=%s causal=%d window=(%lld,%lld) mask=%d%s/dims%x kl=%d lse=%d weights=%d impl=%d",
+        c->batch, c->q_len, c->cross ? "cross" : "self", c->mem_len, c->cfg.d_model, c->cfg.kv_d_model,
+        c->cfg.heads, c->cfg.kv_heads, c->cfg.head_dim, c->cfg.v_head_dim, c->packed ? "packed" : "separate",
+        c->bias, c->residual, c->in_place, dt[c->x_dtype], dt[c->out_dtype], (int)c->causal,
+        (long long)c->window_left, (long long)c->window_right, c->mask, c->mask_bcast ? "/bcast" : "",
+        c->mask_bcast_dims, c->key_lengths, c->lse, c->weights, (int)c->impl);
     if (c->sample_rows) snprintf(buf + strlen(buf), size - strlen(buf), " sample=%zu", c->sample_rows);
 }
 
@@ -249,19 +250,25 @@ void mha_case_run(clattn_context *ctx, const mha_case *c) {
     ref.attention.window_left = c->window_left;
     ref.attention.window_right = c->window_right;
 
-    /* Masks of [mb, mh, Lq, Lk]. */
-    const size_t mb = c->mask_bcast ? 1 : B, mh = c->mask_bcast ? 1 : H, mn = mb * mh * Lq * Lk;
+    /* Masks of sizes msize: 1 in each dimension they broadcast over, contiguous. */
+    const size_t full[4] = {B, H, Lq, Lk};
+    size_t msize[4], mstride[4], mn = 1;
+    for (int d = 3; d >= 0; --d) {
+        msize[d] = (c->mask_bcast && d < 2) || (c->mask_bcast_dims >> d & 1u) ? 1 : full[d];
+        mstride[d] = mn;
+        mn *= msize[d];
+    }
     float *mask = NULL;
     uint8_t *bmask = NULL;
     cl_mem mask_buf = NULL, kl_buf = NULL;
     int32_t *kl = NULL;
-    const size_t msize[4] = {mb, mh, Lq, Lk}, mstride[4] = {mh * Lq * Lk, Lq * Lk, Lk, 1};
     if (c->mask == MHA_MASK_ADD) {
         mask = mha_rand_array(mn, 1.0f, &seed);
         for (size_t i = 0; i < mn; ++i)
             if (mha_rnd(&seed) < -1.2f) mask[i] = -INFINITY;
         mask_buf = mha_buffer(ctx, mn * sizeof(float), mask);
-        desc.attention.mask = clattn_tensor_bhld(mask_buf, CLATTN_DTYPE_F32, mb, mh, Lq, Lk);
+        desc.attention.mask =
+            clattn_tensor_bhld(mask_buf, CLATTN_DTYPE_F32, msize[0], msize[1], msize[2], msize[3]);
         ref.attention.mask.data = mask;
         memcpy(ref.attention.mask.size, msize, sizeof msize);
         memcpy(ref.attention.mask.stride, mstride, sizeof mstride);
@@ -269,7 +276,8 @@ void mha_case_run(clattn_context *ctx, const mha_case *c) {
         bmask = malloc(mn + 1);
         for (size_t i = 0; i < mn; ++i) bmask[i] = mha_rnd(&seed) > -1.0f;
         mask_buf = mha_buffer(ctx, mn, bmask);
-        desc.attention.mask = clattn_tensor_bhld(mask_buf, CLATTN_DTYPE_BOOL, mb, mh, Lq, Lk);
+        desc.attention.mask =
+            clattn_tensor_bhld(mask_buf, CLATTN_DTYPE_BOOL, msize[0], msize[1], msize[2], msize[3]);
         ref.attention.bool_mask.data = bmask;
         memcpy(ref.attention.bool_mask.size, msize, sizeof msize);
         memcpy(ref.attention.bool_mask.stride, mstride, sizeof mstride);

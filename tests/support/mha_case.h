@@ -69,7 +69,8 @@ typedef struct mha_case {
     clattn_causal causal;
     int64_t window_left, window_right;
     int mask;
-    bool mask_bcast; /* [1, 1, Lq, Lk] instead of [B, H, Lq, Lk] */
+    bool mask_bcast;          /* [1, 1, Lq, Lk] instead of [B, H, Lq, Lk] */
+    unsigned mask_bcast_dims; /* bit d set: size 1 in dimension d of [B, H, Lq, Lk] (0b0110: [B, 1, 1, Lk]) */
     bool key_lengths;
     bool lse, weights;
     clattn_impl impl;

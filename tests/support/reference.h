@@ -29,7 +29,8 @@ typedef struct cla_ref_sdpa {
     double scale; /* already resolved, never NAN-as-default here */
     clattn_causal causal;
     int64_t window_left, window_right; /* CLATTN_WINDOW_UNBOUNDED (-1) = no limit on that side */
-    /* additive [B|1,Hq|1,Lq,Lk] via size 1 or stride 0; data NULL = none. A value <= -FLT_MAX masks the key. */
+    /* additive, broadcasting to [B,Hq,Lq,Lk] in any dim via size 1 or stride 0; data NULL = none. A value
+     * <= -FLT_MAX masks the key. */
     cla_ref_tensor mask;
     cla_ref_bool_tensor bool_mask; /* nonzero = key takes part; data NULL = none */
     const int32_t *key_lengths;    /* [B] or NULL; keys j >= key_lengths[b] masked (< 0 as 0, > Lk as Lk) */

@@ -23,8 +23,8 @@ typedef struct cla_ref_mha {
     bool read_only;
     int residual; /* out = x + MHA(x) */
     /* The attention's options, as cla_reference_sdpa takes them: scale (NAN: 1/sqrt(d_k)), causal, window, mask
-     * [B|1, H|1, Lq, Lk], bool_mask, key_lengths, and the optional lse [B, H, Lq] and weights [B, H, Lq, Lk]
-     * outputs. Its q, k, v and out are filled in by cla_reference_mha. */
+     * broadcasting to [B, H, Lq, Lk], bool_mask, key_lengths, and the optional lse [B, H, Lq] and weights
+     * [B, H, Lq, Lk] outputs. Its q, k, v and out are filled in by cla_reference_mha. */
     cla_ref_sdpa attention;
     double *out; /* [B, Lq, d_model], required */
 } cla_ref_mha;

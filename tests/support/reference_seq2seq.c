@@ -96,6 +96,7 @@ int cla_reference_seq2seq(const cla_ref_seq2seq *a) {
             klen = n < 0 ? 0 : (size_t)n < Lk ? (size_t)n : Lk;
         }
         const size_t mb = a->mask_batch == 1 ? 0 : b;
+        const size_t mq = a->mask_q_len ? a->mask_q_len : Lq, mk = a->mask_kv_len ? a->mask_kv_len : Lk;
         for (size_t i = 0; i < Lq; ++i) {
             double *row = e + (b * Lq + i) * Lk;
             double *out = a->context + (b * Lq + i) * Dv;
@@ -105,7 +106,7 @@ int cla_reference_seq2seq(const cla_ref_seq2seq *a) {
             bool saw_nan = false;
             size_t kept = 0;
             for (size_t j = 0; j < Lk; ++j) {
-                const size_t m = (mb * Lq + i) * Lk + j;
+                const size_t m = (mb * mq + (mq == 1 ? 0 : i)) * mk + (mk == 1 ? 0 : j);
                 keep[j] = j < klen && (!a->bool_mask || a->bool_mask[m] != 0);
                 if (keep[j] && a->mask) {
                     if (a->mask[m] <= -FLT_MAX)

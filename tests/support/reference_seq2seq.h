@@ -20,12 +20,14 @@ typedef struct cla_ref_seq2seq {
     const float *keys;                              /* [B, Lk, key_dim] */
     const float *values;                            /* [B, Lk, value_dim], or NULL: the keys */
     const float *w_q, *w_k, *w, *v, *bias;          /* bias may be NULL */
-    const float *mask;          /* additive [mask_batch, Lq, Lk] or NULL; a value <= -FLT_MAX masks the key */
-    const uint8_t *bool_mask;   /* [mask_batch, Lq, Lk], nonzero keeps the key, or NULL */
-    size_t mask_batch;          /* 1 (broadcast) or batch */
-    const int32_t *key_lengths; /* [B] or NULL; keys j >= key_lengths[b] are masked (< 0 as 0, > Lk as Lk) */
-    double *context;            /* [B, Lq, value_dim], required */
-    double *weights;            /* [B, Lq, Lk] or NULL */
+    /* Masks, contiguous [mask_batch, mask_q_len, mask_kv_len]; a size of 1 broadcasts. */
+    const float *mask;              /* additive, or NULL; a value <= -FLT_MAX masks the key */
+    const uint8_t *bool_mask;       /* nonzero keeps the key, or NULL */
+    size_t mask_batch;              /* 1 (broadcast) or batch */
+    const int32_t *key_lengths;     /* [B] or NULL; keys j >= key_lengths[b] are masked (< 0 as 0, > Lk as Lk) */
+    double *context;                /* [B, Lq, value_dim], required */
+    double *weights;                /* [B, Lq, Lk] or NULL */
+    size_t mask_q_len, mask_kv_len; /* each 1 (broadcast) or Lq / Lk; 0 means Lq / Lk */
 } cla_ref_seq2seq;
 
 /* The scores e[b, i, j] before masking, [B, Lq, Lk] into `scores` (for diagnostics and tests). Returns 0, or -1 on

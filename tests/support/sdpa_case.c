@@ -46,13 +46,14 @@ void sdpa_case_describe(const sdpa_case *c, char *buf, size_t size) {
     static const char *causal[] = {"none", "top-left", "bottom-right"};
     snprintf(buf, size,
              "B=%zu Hq=%zu Hkv=%zu Lq=%zu Lk=%zu D=%zu Dv=%zu %s %s off=%zu pad=%zu causal=%s window=(%lld,%lld) "
-             "mask=%d%s%s kl=%s lse=%d w=%d(%s) impl=%s seed=%u sample=%zu",
+             "mask=%d%s%s%s%s%s kl=%s lse=%d w=%d(%s) impl=%s seed=%u sample=%zu",
              c->batch, c->q_heads, c->kv_heads, c->q_len, c->kv_len, c->head_dim,
              c->v_head_dim ? c->v_head_dim : c->head_dim, dt[c->dtype], c->layout ? "BLHD" : "BHLD", c->offset,
              c->row_pad, causal[c->causal], (long long)c->window_left, (long long)c->window_right, c->mask_kind,
              c->mask_bcast_batch ? "/bcast-b" : "", c->mask_bcast_heads ? "/bcast-h" : "",
-             c->key_lengths ? "yes" : "no", c->want_lse, c->want_weights, dt[c->weights_dtype], impl[c->impl],
-             c->seed, c->sample_rows);
+             c->mask_bcast_q ? "/bcast-q" : "", c->mask_bcast_k ? "/bcast-k" : "",
+             c->mask_stride0 ? "/stride0" : "", c->key_lengths ? "yes" : "no", c->want_lse, c->want_weights,
+             dt[c->weights_dtype], impl[c->impl], c->seed, c->sample_rows);
 }
 
 static float rnd(unsigned *s) {
@@ -171,14 +172,26 @@ static void prepared_free(prepared *p) {
     memset(p, 0, sizeof *p);
 }
 
-/* The mask's reference view: [mb, mh, Lq, Lk] over `data` (floats or bytes). */
+/* Whether the mask broadcasts over each dimension of [B, Hq, Lq, Lk], and the sizes it is stored with (1 there). */
+static void mask_stored(const sdpa_case *c, bool bcast[4], size_t size[4]) {
+    const bool bc[4] = {c->mask_bcast_batch, c->mask_bcast_heads, c->mask_bcast_q, c->mask_bcast_k};
+    const size_t full[4] = {c->batch, c->q_heads, c->q_len, c->kv_len};
+    for (int d = 0; d < 4; ++d) {
+        bcast[d] = bc[d];
+        size[d] = bc[d] ? 1 : full[d];
+    }
+}
+
+/* The mask's reference view over `data` (floats or bytes): its stored sizes, contiguous, stride 0 where it
+ * broadcasts. */
 static void mask_geometry(const sdpa_case *c, size_t size[4], size_t stride[4]) {
-    const size_t mb = c->mask_bcast_batch ? 1 : c->batch, mh = c->mask_bcast_heads ? 1 : c->q_heads;
-    const size_t sz[4] = {mb, mh, c->q_len, c->kv_len};
-    const size_t sd[4] = {c->mask_bcast_batch ? 0 : mh * c->q_len * c->kv_len,
-                          c->mask_bcast_heads ? 0 : c->q_len * c->kv_len, c->kv_len, 1};
-    memcpy(size, sz, sizeof sz);
-    memcpy(stride, sd, sizeof sd);
+    bool bcast[4];
+    mask_stored(c, bcast, size);
+    size_t n = 1;
+    for (int d = 3; d >= 0; --d) {
+        stride[d] = bcast[d] ? 0 : n;
+        n *= size[d];
+    }
 }
 
 /* The reference of every row in one call, or of each sampled row alone (placed in its sequence by q_first). */
@@ -226,9 +239,8 @@ static int reference(const sdpa_case *c, prepared *p) {
         cla_ref_bool_tensor *bm = c->mask_kind == MASK_BOOL ? &one.bool_mask : NULL;
         const size_t *st = m ? m->stride : bm ? bm->stride : NULL;
         if (st) {
-            const size_t at =
-                (c->mask_bcast_batch ? 0 : b) * st[0] + (c->mask_bcast_heads ? 0 : h) * st[1] + i * st[2];
-            const size_t sz[4] = {1, 1, 1, Lk};
+            const size_t at = b * st[0] + h * st[1] + i * st[2]; /* broadcast dimensions have stride 0 */
+            const size_t sz[4] = {1, 1, 1, c->mask_bcast_k ? 1 : Lk};
             if (m) {
                 m->data += at;
                 memcpy(m->size, sz, sizeof sz);
@@ -275,9 +287,12 @@ static int prepare(clattn_context *ctx, const sdpa_case *c, prepared *p, char *e
     stage_fill(&p->v);
 
     if (c->mask_kind) {
-        const size_t mb = c->mask_bcast_batch ? 1 : B, mh = c->mask_bcast_heads ? 1 : Hq, mn = mb * mh * Lq * Lk;
+        bool bcast[4];
+        size_t ms[4];
+        mask_stored(c, bcast, ms);
+        const size_t mn = ms[0] * ms[1] * ms[2] * ms[3];
         clattn_dtype mdt = c->mask_kind == MASK_BOOL ? CLATTN_DTYPE_BOOL : c->mask_dtype;
-        if (stage(&p->mask, mdt, LAYOUT_BHLD, c->offset, 0, mb, mh, Lq, Lk, true)) {
+        if (stage(&p->mask, mdt, LAYOUT_BHLD, c->offset, 0, ms[0], ms[1], ms[2], ms[3], true)) {
             snprintf(err, err_size, "out of host memory for the mask");
             return -1;
         }
@@ -433,6 +448,17 @@ static int run_impl(clattn_context *ctx, const sdpa_case *c, const prepared *p, 
     if (c->mask_kind) {
         desc.mask = p->mask.view;
         desc.mask.buffer = p->bm;
+        if (c->mask_stride0) {
+            bool bcast[4];
+            size_t ms[4];
+            const size_t full[4] = {c->batch, c->q_heads, c->q_len, c->kv_len};
+            mask_stored(c, bcast, ms);
+            for (int d = 0; d < 4; ++d)
+                if (bcast[d]) {
+                    desc.mask.size[d] = full[d];
+                    desc.mask.stride[d] = 0;
+                }
+        }
     }
     desc.key_lengths = p->bkl;
     if (c->want_lse) {

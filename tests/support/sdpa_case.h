@@ -22,7 +22,11 @@ typedef struct sdpa_case {
     int64_t window_left, window_right; /* set both to -1 for none (sdpa_case_init does) */
     int mask_kind;
     clattn_dtype mask_dtype; /* for MASK_ADD */
-    bool mask_bcast_batch, mask_bcast_heads;
+    /* Dimensions of [B, Hq, Lq, Lk] the mask broadcasts over: it has size 1 there (e.g. batch and q for a padding
+     * mask [B, Hq|1, 1, Lk]); with mask_stride0 the view gives those dimensions their full size and stride 0
+     * instead, the other way a caller broadcasts. */
+    bool mask_bcast_batch, mask_bcast_heads, mask_bcast_q, mask_bcast_k;
+    bool mask_stride0;
     float mask_fill_prob;       /* fraction of masked entries (-inf additive / false boolean) */
     float mask_neg_value;       /* value used for masked additive entries (default -INFINITY) */
     float mask_constant;        /* when nonzero, every unmasked additive entry is this constant */

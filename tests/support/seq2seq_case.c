@@ -32,12 +32,14 @@ void s2s_case_init(s2s_case *c) {
 void s2s_case_describe(const s2s_case *c, char *buf, size_t size) {
     static const char *dt[] = {"f32", "f16", "bf16", "bool"};
     static const char *sc[] = {"additive", "dot", "general", "concat"};
-    snprintf(buf, size,
-             "%s B=%zu Lq=%zu Lk=%zu Dq=%zu Dk=%zu Dv=%zu A=%zu %s bias=%d w=%d(%s) mask=%d(%s%s) kl=%s off=%zu "
-             "host_proj=%d seed=%u",
-             sc[c->score], c->batch, c->q_len, c->kv_len, c->query_dim, c->key_dim, c->value_dim, c->attn_dim,
-             dt[c->dtype], c->bias, c->want_weights, dt[c->weights_dtype], c->mask_kind, dt[c->mask_dtype],
-             c->mask_bcast ? ",bcast" : "", c->key_lengths ? "yes" : "no", c->offset, c->host_projection, c->seed);
+    snprintf(
+        buf, size,
+        "%s B=%zu Lq=%zu Lk=%zu Dq=%zu Dk=%zu Dv=%zu A=%zu %s bias=%d w=%d(%s) mask=%d(%s%s%s%s) kl=%s off=%zu "
+        "host_proj=%d seed=%u",
+        sc[c->score], c->batch, c->q_len, c->kv_len, c->query_dim, c->key_dim, c->value_dim, c->attn_dim,
+        dt[c->dtype], c->bias, c->want_weights, dt[c->weights_dtype], c->mask_kind, dt[c->mask_dtype],
+        c->mask_bcast ? ",bcast" : "", c->mask_bcast_q ? ",bcast-q" : "", c->mask_bcast_k ? ",bcast-k" : "",
+        c->key_lengths ? "yes" : "no", c->offset, c->host_projection, c->seed);
 }
 
 static float rnd(unsigned *s) {
@@ -236,12 +238,12 @@ int s2s_case_check(clattn_context *ctx, const s2s_case *c, char *err, size_t err
     }
     if (hidden) wh.v = vv;
 
-    const size_t mb = c->mask_bcast ? 1 : B;
+    const size_t mb = c->mask_bcast ? 1 : B, mq = c->mask_bcast_q ? 1 : Lq, mk = c->mask_bcast_k ? 1 : Lk;
     if (c->mask_kind) {
-        stage(&m, c->mask_kind == S2S_MASK_BOOL ? CLATTN_DTYPE_BOOL : c->mask_dtype, c->offset, mb, Lq, Lk);
+        stage(&m, c->mask_kind == S2S_MASK_BOOL ? CLATTN_DTYPE_BOOL : c->mask_dtype, c->offset, mb, mq, mk);
         for (size_t i = 0; i < m.count; ++i) {
             bool masked = (rnd(&seed) + 2.0f) / 4.0f < c->mask_fill_prob;
-            if (c->masked_row >= 0 && (size_t)c->masked_row == i / Lk % Lq) masked = true;
+            if (c->masked_row >= 0 && mq == Lq && (size_t)c->masked_row == i / mk % mq) masked = true;
             float val = rnd(&seed);
             m.logical[i] = c->mask_kind == S2S_MASK_BOOL ? (masked ? 0.0f : 1.0f) : (masked ? -INFINITY : val);
         }
@@ -271,6 +273,8 @@ int s2s_case_check(clattn_context *ctx, const s2s_case *c, char *err, size_t err
     r.v = wh.v;
     r.bias = wh.bias;
     r.mask_batch = mb;
+    r.mask_q_len = mq;
+    r.mask_kv_len = mk;
     if (c->mask_kind == S2S_MASK_ADD) r.mask = m.logical;
     if (c->mask_kind == S2S_MASK_BOOL) {
         bm = malloc(m.count + 1);

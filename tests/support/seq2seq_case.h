@@ -20,6 +20,8 @@ typedef struct s2s_case {
     int mask_kind;
     clattn_dtype mask_dtype; /* for S2S_MASK_ADD */
     bool mask_bcast;         /* mask [1, 1, Lq, Lk] */
+    bool mask_bcast_q;       /* the mask's Lq is 1 ([B, 1, 1, Lk]: padding) */
+    bool mask_bcast_k;       /* the mask's Lk is 1 */
     float mask_fill_prob;    /* fraction of masked entries */
     long masked_row;         /* >= 0: this row of every batch item is fully masked by the mask */
     const int32_t *key_lengths;

@@ -24,7 +24,7 @@ typedef struct cli_option {
     {"device", "SPEC", "device to run on (default: CLATTN_DEVICE, else the first GPU/accelerator/CPU)", NULL}
 #define CLI_OPTION_KEY_LENGTHS_FILE {"key-lengths", "KL.npy", "int32 [B]: keys past each length are masked", NULL}
 #define CLI_OPTION_MASK_FILE                                                                                        \
-    {"mask", "M.npy", "float32 additive or bool mask [B|1, H|1, Lq, Lk] (true keeps a key)", NULL}
+    {"mask", "M.npy", "float32 additive or bool mask, rank 1-4, broadcasting to [B, H, Lq, Lk] (true keeps)", NULL}
 #define CLI_OPTION_CAUSAL_ALIGN                                                                                     \
     {"causal", "ALIGN", "top-left (PyTorch is_causal) or bottom-right (FlashAttention 2.1+)", NULL}
 #define CLI_OPTION_WINDOW                                                                                           \

@@ -81,16 +81,18 @@ static double check_against_reference(const clattn_sdpa_host_desc *d, const run_
     ref.causal = d->causal;
     ref.window_left = d->window_left;
     ref.window_right = d->window_right;
-    const size_t msz[4] = {d->mask_batch, d->mask_heads, Lq, Lk};
-    const size_t mst[4] = {d->mask_heads * Lq * Lk, Lq * Lk, Lk, 1};
+    /* load_mask gave every size of mask_shape (none is 0). */
+    size_t mst[4];
+    const size_t *msz = d->mask_shape;
+    run_mask_strides(msz, mst);
     if (d->mask) {
         ref.mask.data = d->mask;
-        memcpy(ref.mask.size, msz, sizeof msz);
+        memcpy(ref.mask.size, msz, sizeof ref.mask.size);
         memcpy(ref.mask.stride, mst, sizeof mst);
     }
     if (d->bool_mask) {
         ref.bool_mask.data = d->bool_mask;
-        memcpy(ref.bool_mask.size, msz, sizeof msz);
+        memcpy(ref.bool_mask.size, msz, sizeof ref.bool_mask.size);
         memcpy(ref.bool_mask.stride, mst, sizeof mst);
     }
     ref.key_lengths = d->key_lengths;
@@ -120,8 +122,7 @@ static int load_mask(const char *path, clattn_sdpa_host_desc *d, run_data *r) {
     r->mask = m.additive;
     r->bool_mask = m.bool_mask;
     if (rc != CLI_OK) return rc;
-    d->mask_batch = m.shape[0];
-    d->mask_heads = m.shape[1];
+    memcpy(d->mask_shape, m.shape, sizeof m.shape);
     d->mask = r->mask;
     d->bool_mask = r->bool_mask;
     return CLI_OK;

@@ -284,7 +284,6 @@ static cl_mem upload_storage(clattn_context *ctx, float *values, size_t n, clatt
 static int run_layer(clattn_context *ctx, run_data *r, clattn_dtype dt, const clattn_mha_desc *desc_in) {
     const clattn_mha_config *c = &r->cfg;
     const size_t B = r->batch, Lq = r->q_len, nx = B * Lq * c->d_model, nm = B * r->mem_len * c->kv_d_model;
-    const size_t kv_len = r->memory ? r->mem_len : Lq;
     clattn_mha_desc desc = *desc_in;
     clattn_mha_weights *w = NULL;
     cl_mem xb = NULL, mb = NULL, ob = NULL, maskb = NULL, klb = NULL;
@@ -300,12 +299,14 @@ static int run_layer(clattn_context *ctx, run_data *r, clattn_dtype dt, const cl
         xb = upload_storage(ctx, r->x, nx, dt);
         if (r->memory) mb = upload_storage(ctx, r->memory, nm, dt);
         ob = support_buffer(ctx, NULL, nx * clattn_dtype_size(dt), NULL);
-        const size_t mn = r->mask_shape[0] * r->mask_shape[1] * Lq * kv_len;
+        size_t mask_strides[4];
+        const size_t mn = run_mask_strides(r->mask_shape, mask_strides);
         if (r->mask || r->bool_mask) {
             maskb = r->mask ? support_buffer(ctx, r->mask, mn * sizeof(float), NULL)
                             : support_buffer(ctx, r->bool_mask, mn, NULL);
-            desc.attention.mask = clattn_tensor_bhld(maskb, r->mask ? CLATTN_DTYPE_F32 : CLATTN_DTYPE_BOOL,
-                                                     r->mask_shape[0], r->mask_shape[1], Lq, kv_len);
+            desc.attention.mask =
+                clattn_tensor_bhld(maskb, r->mask ? CLATTN_DTYPE_F32 : CLATTN_DTYPE_BOOL, r->mask_shape[0],
+                                   r->mask_shape[1], r->mask_shape[2], r->mask_shape[3]);
         }
         if (r->key_lengths)
             desc.attention.key_lengths = klb = support_buffer(ctx, r->key_lengths, B * sizeof(int32_t), NULL);
@@ -336,7 +337,7 @@ static int run_layer(clattn_context *ctx, run_data *r, clattn_dtype dt, const cl
 /* The largest difference from the reference, and the largest |reference| value. */
 static double check_against_reference(const run_data *r, const clattn_mha_desc *d, double *ref_max) {
     const clattn_mha_config *c = &r->cfg;
-    const size_t n = r->batch * r->q_len * c->d_model, kv_len = r->memory ? r->mem_len : r->q_len;
+    const size_t n = r->batch * r->q_len * c->d_model;
     double *out = calloc(n + 1, sizeof *out);
     if (!out) return INFINITY;
     cla_ref_mha ref = {.config = *c, .weights = r->host, .batch = r->batch, .q_len = r->q_len, .x = r->x};
@@ -347,16 +348,17 @@ static double check_against_reference(const run_data *r, const clattn_mha_desc *
     ref.attention.causal = d->attention.causal;
     ref.attention.window_left = d->attention.window_left;
     ref.attention.window_right = d->attention.window_right;
-    const size_t msz[4] = {r->mask_shape[0], r->mask_shape[1], r->q_len, kv_len};
-    const size_t mst[4] = {msz[1] * r->q_len * kv_len, r->q_len * kv_len, kv_len, 1};
+    const size_t *msz = r->mask_shape;
+    size_t mst[4];
+    run_mask_strides(msz, mst);
     if (r->mask) {
         ref.attention.mask.data = r->mask;
-        memcpy(ref.attention.mask.size, msz, sizeof msz);
+        memcpy(ref.attention.mask.size, msz, sizeof ref.attention.mask.size);
         memcpy(ref.attention.mask.stride, mst, sizeof mst);
     }
     if (r->bool_mask) {
         ref.attention.bool_mask.data = r->bool_mask;
-        memcpy(ref.attention.bool_mask.size, msz, sizeof msz);
+        memcpy(ref.attention.bool_mask.size, msz, sizeof ref.attention.bool_mask.size);
         memcpy(ref.attention.bool_mask.stride, mst, sizeof mst);
     }
     ref.attention.key_lengths = r->key_lengths;

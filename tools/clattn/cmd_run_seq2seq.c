@@ -23,7 +23,7 @@ typedef struct s2s_run {
     clattn_dtype storage;
     float *query, *keys, *values, *w_q, *w_k, *w, *v, *bias, *mask, *context, *weights;
     uint8_t *bool_mask;
-    size_t mask_batch;
+    size_t mask_shape[4]; /* the --mask's sizes as [B|1, 1, Lq|1, Lk|1] */
     int32_t *key_lengths;
 } s2s_run;
 
@@ -165,7 +165,7 @@ static int load_mask_and_lengths(s2s_run *r, const cli_command *cmd) {
         int rc = run_load_mask(r->cmd, path, want, true, &m);
         r->mask = m.additive;
         r->bool_mask = m.bool_mask;
-        r->mask_batch = m.shape[0];
+        memcpy(r->mask_shape, m.shape, sizeof m.shape);
         if (rc) return rc;
     }
     if ((path = cli_value(cmd, "key-lengths")))
@@ -199,7 +199,8 @@ static int run_device(s2s_run *r, clattn_context *ctx, bool want_weights) {
     cl_mem bv = r->values ? upload(r, ctx, r->values, nv, dt, "the values") : NULL;
     cl_mem bo = upload(r, ctx, NULL, no, dt, "the context");
     cl_mem bw = want_weights ? upload(r, ctx, NULL, nw, CLATTN_DTYPE_F32, "the weights") : NULL;
-    const size_t nm = r->mask_batch * r->Lq * r->Lk;
+    size_t mask_strides[4];
+    const size_t nm = run_mask_strides(r->mask_shape, mask_strides);
     cl_int err = CL_SUCCESS;
     cl_mem bm = r->mask        ? upload(r, ctx, r->mask, nm, CLATTN_DTYPE_F32, "the mask")
                 : r->bool_mask ? support_buffer(ctx, r->bool_mask, nm, &err)
@@ -224,8 +225,8 @@ static int run_device(s2s_run *r, clattn_context *ctx, bool want_weights) {
         clattn_seq2seq_desc d;
         clattn_seq2seq_desc_init(&d);
         if (bm) {
-            d.mask =
-                clattn_tensor_seq(bm, r->mask ? CLATTN_DTYPE_F32 : CLATTN_DTYPE_BOOL, r->mask_batch, r->Lq, r->Lk);
+            d.mask = clattn_tensor_seq(bm, r->mask ? CLATTN_DTYPE_F32 : CLATTN_DTYPE_BOOL, r->mask_shape[0],
+                                       r->mask_shape[2], r->mask_shape[3]);
         }
         d.key_lengths = bkl;
         if (bw) d.weights = clattn_tensor_seq(bw, CLATTN_DTYPE_F32, r->B, r->Lq, r->Lk);
@@ -281,10 +282,12 @@ static double check(const s2s_run *r, double *worst_weights) {
                              r->bias,
                              r->mask,
                              r->bool_mask,
-                             r->mask_batch,
+                             r->mask_shape[0],
                              r->key_lengths,
                              out,
-                             w};
+                             w,
+                             r->mask_shape[2],
+                             r->mask_shape[3]};
         if (cla_reference_seq2seq(&a) == 0) {
             worst = support_max_error(r->context, out, no, true, NULL);
             if (r->weights) *worst_weights = support_max_error(r->weights, w, nw, false, NULL);
@@ -315,7 +318,8 @@ static int run_seq2seq(const char *name, bool luong, int argc, char **argv) {
         {"v", "V.npy", "additive and concat: v [A]", NULL},
         {"bias", "B.npy", "additive: bias [A] (optional)", NULL},
         {"random", "B,Lq,Lk,Dq,Dk,A", "seeded random inputs and weights instead of files", NULL},
-        {"mask", "M.npy", "float32 additive or bool mask [B|1, 1, Lq, Lk] (or [Lq, Lk], [B, Lq, Lk])", NULL},
+        {"mask", "M.npy",
+         "float32 additive or bool mask that broadcasts to [B, Lq, Lk] (rank 1-3, or [B, 1, Lq, Lk])", NULL},
         CLI_OPTION_KEY_LENGTHS_FILE,
         {"dtype", "TYPE", "storage type of queries, keys, values and context: f32 (default), f16 or bf16", NULL},
         {"out", "O.npy", "write the context [B, Lq, Dv] as float32 (also -o)", NULL},
@@ -340,7 +344,6 @@ static int run_seq2seq(const char *name, bool luong, int argc, char **argv) {
     s2s_run r;
     memset(&r, 0, sizeof r);
     r.cmd = name;
-    r.mask_batch = 1;
     r.score = CLATTN_SCORE_ADDITIVE;
     const char *s;
     if (luong) {

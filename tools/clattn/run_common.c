@@ -4,6 +4,7 @@
 #include "run_common.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,23 +24,45 @@ int run_parse_sizes(const char *text, size_t *out, int n, unsigned long long max
     return 0;
 }
 
-/* The one rule of every command's --mask (see run_load_mask). */
+/* Places a --mask of rank 1..4 among the four dimensions [B, H, Lq, Lk] as NumPy does, aligned from the right (with
+ * `batch_leads`, against the three [B, Lq, Lk] of sequence tensors, whose H is 1), and applies the library's one
+ * broadcasting rule (clattn_mask_broadcasts). */
 static int check_mask_shape(const char *cmd, const char *path, const npy_array *a, const size_t want[4],
                             bool batch_leads, size_t shape[4]) {
     for (int i = 0; i < 4; ++i) shape[i] = 1;
-    for (int i = 0; i < a->ndim && a->ndim <= 4; ++i) shape[4 - a->ndim + i] = a->shape[i];
-    if (a->ndim == 3 && batch_leads) {
-        shape[0] = a->shape[0];
-        shape[1] = 1;
+    const int n = a->ndim;
+    bool ok = n >= 1 && n <= 4;
+    if (ok && batch_leads && n <= 3) {
+        /* [B, Lq, Lk] aligned from the right, then the heads dimension of 1 put back in place. */
+        for (int i = 0; i < n; ++i) shape[(4 - n + i) == 1 ? 0 : 4 - n + i] = a->shape[i];
+    } else if (ok) {
+        for (int i = 0; i < n; ++i) shape[4 - n + i] = a->shape[i];
     }
-    bool ok = a->ndim >= 2 && a->ndim <= 4 && shape[2] == want[2] && shape[3] == want[3];
-    for (int i = 0; i < 2; ++i) ok = ok && (shape[i] == 1 || shape[i] == want[i]);
-    if (ok) return CLI_OK;
-    return cli_error(cmd, CLI_USAGE,
-                     "--mask %s: expected a shape that broadcasts to [%zu, %zu, %zu, %zu]: [Lq, Lk], %s or [B, H, "
-                     "Lq, Lk] with each of B and H 1 or its size; found %d-D [%zu, %zu, %zu, %zu]",
-                     path, want[0], want[1], want[2], want[3], batch_leads ? "[B, Lq, Lk]" : "[H, Lq, Lk]", a->ndim,
-                     shape[0], shape[1], shape[2], shape[3]);
+    if (ok && clattn_mask_broadcasts(shape, want)) return CLI_OK;
+    char found[96] = "";
+    for (int i = 0, at = 0; i < n && at < (int)sizeof found; ++i)
+        at += snprintf(found + at, sizeof found - (size_t)at, "%s%zu", i ? ", " : "", a->shape[i]);
+    if (batch_leads)
+        return cli_error(
+            cmd, CLI_USAGE,
+            "--mask %s: shape [%s] does not broadcast to [%zu, %zu, %zu] ([B, Lq, Lk]): give rank 1 to "
+            "3 (or [B, 1, Lq, Lk]), aligned from the right as in NumPy, each size 1 or the full size",
+            path, found, want[0], want[2], want[3]);
+    return cli_error(
+        cmd, CLI_USAGE,
+        "--mask %s: shape [%s] does not broadcast to [%zu, %zu, %zu, %zu] ([B, H, Lq, Lk]): give rank 1 "
+        "to 4, aligned from the right as in NumPy ([Lk], [Lq, 1], [B, 1, 1, Lk], ...), each size 1 or "
+        "the full size",
+        path, found, want[0], want[1], want[2], want[3]);
+}
+
+size_t run_mask_strides(const size_t shape[4], size_t stride[4]) {
+    size_t n = 1;
+    for (int i = 3; i >= 0; --i) {
+        stride[i] = n;
+        n *= shape[i];
+    }
+    return n;
 }
 
 int run_load_mask(const char *cmd, const char *path, const size_t want[4], bool batch_leads, run_mask *m) {

@@ -21,15 +21,18 @@
 int run_parse_sizes(const char *text, size_t *out, int n, unsigned long long max);
 
 /* A --mask array: float additive (converted from float32/16/64) or bool (bool or uint8), whose shape must
- * broadcast to want = [B, H, Lq, Lk]: 2-D [Lq, Lk], 3-D [H, Lq, Lk] (or [B, Lq, Lk] with `batch_leads`, for
- * sequence tensors, whose H is 1), or 4-D, each leading dimension 1 or the wanted size. m->shape receives the shape
- * as four dimensions. A wrong shape or dtype is a usage error naming the file and the shape wanted. */
+ * broadcast to want = [B, H, Lq, Lk] under NumPy's rules: rank 1 to 4, aligned from the right ([Lk], [Lq, 1],
+ * [H, Lq, Lk], [B, 1, 1, Lk]; with `batch_leads`, for sequence tensors whose H is 1, ranks 1 to 3 align against
+ * [B, Lq, Lk]), each size 1 or the full size. m->shape receives the shape as four dimensions. A wrong shape or
+ * dtype is a usage error naming the file, its shape and the shape wanted. */
 typedef struct run_mask {
     float *additive;
     uint8_t *bool_mask;
     size_t shape[4];
 } run_mask;
 int run_load_mask(const char *cmd, const char *path, const size_t want[4], bool batch_leads, run_mask *m);
+/* The contiguous strides of a mask of sizes `shape` (as loaded); returns its element count. */
+size_t run_mask_strides(const size_t shape[4], size_t stride[4]);
 
 /* A --key-lengths array: int32 or int64 [batch], each in 0..kv_len, into a new int32 array. `split_messages`
  * reports a wrong shape and a wrong dtype separately (run sdpa's wording) rather than in one message. */
