@@ -99,8 +99,9 @@ def float_values(h: HostArray, name: str) -> np.ndarray:
         return a
     if h.dtype == _lib.DTYPE_BF16:
         return (np.ascontiguousarray(a).astype(np.uint32) << 16).view(np.float32)
-    if a.dtype.kind not in "fiub":
-        raise DTypeError(f"{name}: dtype {a.dtype} is not numeric", -3007)
+    if a.dtype.kind != "f":
+        raise DTypeError(f"{name}: dtype {a.dtype}; clattn takes floating-point values (float32, float16, "
+                         "bfloat16, or float64 converted to float32) and bool masks", -3007)
     return a.astype(np.float32)
 
 

@@ -49,7 +49,7 @@ def _fail(call: str, code: int) -> Exception:
 def create_buffer(cl_context: int, nbytes: int, host: int | None = None) -> int:
     """A read-write buffer of at least one byte (OpenCL refuses empty ones), filled from `host` when given."""
     err = c_int32(0)
-    flags = CL_MEM_READ_WRITE | (CL_MEM_COPY_HOST_PTR if host else 0)
+    flags = CL_MEM_READ_WRITE | (CL_MEM_COPY_HOST_PTR if host and nbytes else 0)
     mem = cl.clCreateBuffer(cl_context, flags, max(1, nbytes), host if host and nbytes else None, ctypes.byref(err))
     if err.value != 0 or not mem:
         raise _fail(f"clCreateBuffer({nbytes} bytes)", err.value)
