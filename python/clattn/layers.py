@@ -149,7 +149,8 @@ class MultiHeadAttention(_Owned):
         """The layer on x [B, Lq, d_model] (self-attention) or with memory [B, Lk, kv_d_model] (cross). With a
         cache, cache_mode="append" adds this call's keys and values to it (use causal_alignment="bottom_right"
         with is_causal), "read" attends over it as it is. Returns [B, Lq, d_model] as x's kind of array."""
-        h = self._live()
+        self._live()
+        h = self._ctx._live()
         call = _Call(self._ctx)
         try:
             xt, xh = _seq(call, x, "x")
@@ -266,7 +267,8 @@ class Seq2SeqAttention(_Owned):
                  key_lengths: Any = None, return_weights: bool = False) -> Any:
         """context [B, Lq, value_dim] for query [B, Lq, query_dim] over keys [B, Lk, key_dim] (values default to
         the keys); with return_weights, (context, weights [B, Lq, Lk])."""
-        h = self._live()
+        self._live()
+        h = self._ctx._live()
         call = _Call(self._ctx)
         try:
             qt, qh = _seq(call, query, "query")
