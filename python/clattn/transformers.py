@@ -28,7 +28,7 @@ def _unsupported(feature: str) -> UnsupportedError:
 
 def clattn_attention_forward(module: Any, query: Any, key: Any, value: Any, attention_mask: Optional[Any],
                              dropout: float = 0.0, scaling: Optional[float] = None, is_causal: Optional[bool] = None,
-                             **kwargs: Any) -> Tuple[Any, Optional[Any]]:
+                             position_bias: Optional[Any] = None, **kwargs: Any) -> Tuple[Any, Optional[Any]]:
     """The attention of one layer, as transformers calls it: query [B, H, Lq, D], key and value [B, Hkv, Lk, D];
     returns (output [B, Lq, H, Dv], the attention weights when the model asks for them, else None)."""
     import torch
@@ -66,10 +66,20 @@ def clattn_attention_forward(module: Any, query: Any, key: Any, value: Any, atte
         if sliding and lk > int(sliding):
             # transformers drops the mask only where a window would not matter; anything else is not understood.
             raise _unsupported(f"a sliding window of {sliding} keys without a mask over {lk} keys")
+    if position_bias is not None:
+        # A relative position bias (T5-style) is added to the scores: with the mask it makes one additive mask.
+        bias = position_bias[:, :, :, :lk].to(torch.float32)
+        if mask is None:
+            mask = bias
+        elif mask.dtype == torch.bool:
+            mask = bias.masked_fill(~mask, float("-inf"))
+        else:
+            mask = bias + mask
+    # Without a mask, the causal flag is PyTorch's (top-left), as transformers' own SDPA path relies on; with one,
+    # the mask says everything.
     result = _ctx().scaled_dot_product_attention(
-        query, key, value, attn_mask=mask, is_causal=causal, causal_alignment="bottom_right", scale=scaling,
-        enable_gqa=key.shape[1] != query.shape[1],
-        return_weights=bool(kwargs.get("output_attentions")))
+        query, key, value, attn_mask=mask, is_causal=causal, causal_alignment="top_left", scale=scaling,
+        enable_gqa=key.shape[1] != query.shape[1], return_weights=bool(kwargs.get("output_attentions")))
     out, weights = (result if isinstance(result, tuple) else (result, None))
     return out.transpose(1, 2).contiguous(), weights
 
