@@ -52,8 +52,8 @@ class _Call:
             return x, None
         pyopencl = _pyopencl_tensor(self.ctx, x, name)
         if pyopencl is not None:
-            self.temps.append(pyopencl)
-            return pyopencl, x
+            self.temps.append(pyopencl)  # a view of the caller's buffer: freeing it releases nothing
+            return pyopencl, None
         h = host_array(x, name)
         want = dtype
         if want is None:
@@ -180,8 +180,14 @@ def scaled_dot_product_attention(ctx: Any, query: Any, key: Any, value: Any, att
             desc.key_lengths = _key_lengths(call, key_lengths)
         out_shape = (b, hq, lq, v.shape[3])
         host_out = None
-        if isinstance(out, DeviceTensor):
+        cl_out = None
+        if isinstance(out, DeviceTensor) or type(out).__module__ == "pyopencl.array":
             o, _ = call.tensor(out, "out", None)
+            cl_out = out if not isinstance(out, DeviceTensor) else None
+        elif out is None and type(query).__module__ == "pyopencl.array":
+            import pyopencl.array  # a pyopencl query gets a pyopencl result on its queue
+            cl_out = pyopencl.array.empty(query.queue, out_shape, np.float32)
+            o, _ = call.tensor(cl_out, "out", None)
         else:
             if out is not None:
                 host_out = out
@@ -204,10 +210,9 @@ def scaled_dot_product_attention(ctx: Any, query: Any, key: Any, value: Any, att
         st = lib.clattn_sdpa(h, ctypes.byref(desc), ctypes.byref(q._c), ctypes.byref(k._c), ctypes.byref(v._c),
                              ctypes.byref(o._c), None, 0, None, None)
         check(st, "clattn_sdpa", h)
-        device_result = qh is None and type(query).__module__ != "pyopencl.array" and host_out is None
-        if device_result:
+        if qh is None and host_out is None:
             # Everything stays on the device: hand over the temporaries we return instead of freeing them.
-            results: List[Any] = [out if isinstance(out, DeviceTensor) else o]
+            results: List[Any] = [cl_out if cl_out is not None else out if isinstance(out, DeviceTensor) else o]
             for extra in (lse, weights):
                 if extra is not None:
                     results.append(extra)
