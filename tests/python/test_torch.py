@@ -136,3 +136,20 @@ def test_minilm_example():
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "largest difference" in run.stdout
+
+
+@pytest.mark.parametrize("kind", ["bool", "additive"])
+def test_adapter_padding_mask_of_one_query_row(registered, kind):
+    """A [B, 1, 1, Lk] padding mask (older transformers, eager-style masks) reaches C as a stride-0 view."""
+    from clattn.transformers import clattn_attention_forward
+    q, k, v = trand(2, 4, 6, 8, seed=11), trand(2, 2, 7, 8, seed=12), trand(2, 2, 7, 8, seed=13)
+    keep = torch.ones(2, 1, 1, 7, dtype=torch.bool)
+    keep[1, ..., 4:] = False
+    mask = keep if kind == "bool" else torch.zeros(2, 1, 1, 7).masked_fill(~keep, torch.finfo(torch.float32).min)
+    module = torch.nn.Module().eval()
+    module.is_causal = False
+    out, weights = clattn_attention_forward(module, q, k, v, mask, scaling=0.4)
+    assert weights is None and out.shape == (2, 6, 4, 8)  # [B, Lq, H, D], as transformers expects
+    ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=keep, scale=0.4,
+                                         enable_gqa=True).transpose(1, 2)
+    assert_close(out.numpy(), ref.numpy(), 7)
