@@ -19,6 +19,8 @@ lib = _lib.lib
 _ALIGN = {"top_left": _lib.CAUSAL_TOP_LEFT, "top-left": _lib.CAUSAL_TOP_LEFT,
           "bottom_right": _lib.CAUSAL_BOTTOM_RIGHT, "bottom-right": _lib.CAUSAL_BOTTOM_RIGHT}
 _IMPL = {"auto": _lib.IMPL_AUTO, "fused": _lib.IMPL_FUSED, "unfused": _lib.IMPL_UNFUSED}
+_DEFAULT_DESC = _lib.SdpaDesc()  # clattn_sdpa_desc_init's defaults, copied by every call
+lib.clattn_sdpa_desc_init(ctypes.byref(_DEFAULT_DESC))
 _NOT_YET = {
     "softcap": "logit soft-capping (softcap)",
     "sinks": "attention sinks (sinks)",
@@ -134,7 +136,8 @@ def scaled_dot_product_attention(ctx: Any, query: Any, key: Any, value: Any, att
     the signature's sake and raise UnsupportedError until clattn computes them; dropout_p must be 0.
     """
     h = ctx._live()
-    unsupported_features(softcap=softcap, sinks=sinks, alibi_slopes=alibi_slopes)
+    if softcap is not None or sinks is not None or alibi_slopes is not None:
+        unsupported_features(softcap=softcap, sinks=sinks, alibi_slopes=alibi_slopes)
     if dropout_p:
         raise UnsupportedError(f"dropout_p={dropout_p}: clattn computes attention without dropout (inference); "
                                "pass 0", -3021)
@@ -146,10 +149,10 @@ def scaled_dot_product_attention(ctx: Any, query: Any, key: Any, value: Any, att
         causal = _ALIGN[causal_alignment]
     if impl not in _IMPL:
         raise InvalidArgumentError(f"impl={impl!r}: expected 'auto', 'fused' or 'unfused'", -3000)
-    storage = parse_dtype(dtype, "dtype")
+    storage = parse_dtype(dtype, "dtype") if dtype is not None else None
     if storage == _lib.DTYPE_BOOL:
         raise make(-3007, "dtype='bool' is for masks; attention inputs are stored as f32, f16 or bf16")
-    left, right = _window(window)
+    left, right = _window(window) if window is not None else (_lib.WINDOW_UNBOUNDED, _lib.WINDOW_UNBOUNDED)
 
     call = _Call(ctx)
     try:
@@ -161,8 +164,7 @@ def scaled_dot_product_attention(ctx: Any, query: Any, key: Any, value: Any, att
         if hq != hkv and not enable_gqa:
             raise ShapeError(f"query has {hq} heads and key {hkv}: pass enable_gqa=True for grouped-query "
                              "attention (as in PyTorch), or give key and value as many heads as query", -3005)
-        desc = _lib.SdpaDesc()
-        lib.clattn_sdpa_desc_init(ctypes.byref(desc))
+        desc = _lib.SdpaDesc.from_buffer_copy(_DEFAULT_DESC)
         if scale is not None:
             desc.scale = float(scale)
         desc.causal = causal
@@ -230,7 +232,8 @@ def scaled_dot_product_attention(ctx: Any, query: Any, key: Any, value: Any, att
                 results.append(_like(weights.numpy(), qh))
         return results[0] if len(results) == 1 else tuple(results)
     finally:
-        call.free()
+        if call.temps:
+            call.free()
 
 
 def _like(a: np.ndarray, qh: Any) -> Any:
