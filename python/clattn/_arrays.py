@@ -18,10 +18,8 @@ DTYPE_NAME = {_lib.DTYPE_F32: "f32", _lib.DTYPE_F16: "f16", _lib.DTYPE_BF16: "bf
 ITEMSIZE = {_lib.DTYPE_F32: 4, _lib.DTYPE_F16: 2, _lib.DTYPE_BF16: 2, _lib.DTYPE_BOOL: 1}
 
 
-def parse_dtype(dtype: Any, what: str = "dtype") -> Optional[int]:
-    """A clattn dtype code from "f32"/"f16"/"bf16"/"bool", a NumPy dtype or a torch dtype; None stays None."""
-    if dtype is None:
-        return None
+def parse_dtype(dtype: Any, what: str = "dtype") -> int:
+    """A clattn dtype code from "f32"/"f16"/"bf16"/"bool", a NumPy dtype or a torch dtype."""
     if isinstance(dtype, int) and dtype in DTYPE_NAME:
         return dtype
     text = str(dtype).replace("torch.", "").lower()

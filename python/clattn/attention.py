@@ -220,12 +220,13 @@ def scaled_dot_product_attention(ctx: Any, query: Any, key: Any, value: Any, att
                     results.append(extra)
             call.temps = [t for t in call.temps if all(t is not r for r in results)]
         else:
-            host = o.numpy() if not isinstance(out, DeviceTensor) else out
-            if host_out is not None:
-                host_out[...] = host
+            if cl_out is not None or isinstance(out, DeviceTensor):
+                results = [cl_out if cl_out is not None else out]  # the caller's device output, as given
+            elif host_out is not None:
+                host_out[...] = o.numpy()
                 results = [host_out]
             else:
-                results = [to_caller(host, qh) if qh is not None else host]
+                results = [to_caller(o.numpy(), qh)]
             if lse is not None:
                 results.append(_like(lse.numpy().reshape(b, hq, lq), qh))
             if weights is not None:

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from . import _lib, _opencl
-from ._arrays import ITEMSIZE, as_4d, float_values, host_array, parse_dtype, strided_span
+from ._arrays import ITEMSIZE, HostArray, as_4d, float_values, host_array, parse_dtype, strided_span
 from .attention import scaled_dot_product_attention as _sdpa
 from .errors import ClosedError, DTypeError, check, make
 from .tensor import DeviceTensor
@@ -112,7 +112,7 @@ class Context:
         self._cl_context = lib.clattn_context_cl_context(self._handle)
         info = _lib.DeviceInfo_()
         check(lib.clattn_context_device_info(self._handle, ctypes.byref(info)), "clattn_context_device_info",
-              self._handle)
+              self._handle.value)
         self.device: Device = _device(info)
 
     # ---- lifetime ----
@@ -166,7 +166,7 @@ class Context:
         s = _lib.CacheStats()
         check(lib.clattn_context_cache_stats(self._live(), ctypes.byref(s)), "clattn_context_cache_stats",
               self._handle.value)
-        return {name: getattr(s, name) for name, _ in s._fields_}
+        return {f[0]: getattr(s, f[0]) for f in s._fields_}
 
     def synchronize(self) -> None:
         """Waits until everything enqueued on the context's queue is done."""
@@ -204,7 +204,7 @@ class Context:
         elif want == h.dtype:
             data = a
         else:
-            f = float_values(_HostView(a, h.dtype), "array")
+            f = float_values(HostArray(a, h.dtype), "array")
             if want == _lib.DTYPE_F32:
                 data = f
             else:
@@ -219,11 +219,3 @@ class Context:
         mem = _opencl.create_buffer(self._cl_context, elements * data.itemsize, data.ctypes.data)
         return DeviceTensor(self, mem, want, data.shape, strides)
 
-
-class _HostView:
-    """A HostArray stand-in for float_values on an array already shaped."""
-    __slots__ = ("array", "dtype")
-
-    def __init__(self, array: np.ndarray, dtype: Optional[int]):
-        self.array = array
-        self.dtype = dtype

@@ -116,7 +116,7 @@ class MultiHeadAttention(_Owned):
         self._arrays = {}  # uploaded: the host copies are no longer needed
         resolved = _lib.MhaConfig()
         check(lib.clattn_mha_weights_config(self._handle, ctypes.byref(resolved)), "clattn_mha_weights_config", h)
-        self.config = {n: getattr(resolved, n) for n, _ in resolved._fields_}
+        self.config = {f[0]: getattr(resolved, f[0]) for f in resolved._fields_}
         ctx._track(self)
 
     @classmethod
@@ -128,10 +128,13 @@ class MultiHeadAttention(_Owned):
                                    "clattn's multi-head attention", -3021)
         e, heads = module.embed_dim, module.num_heads
 
-        def t(p: Any) -> Optional[np.ndarray]:
-            return None if p is None else p.detach().cpu().float().numpy()
-        b_in = t(module.in_proj_bias)
-        w_o, b_o = t(module.out_proj.weight).T, t(module.out_proj.bias)
+        def t(p: Any) -> np.ndarray:
+            return p.detach().cpu().float().numpy()
+
+        def opt(p: Any) -> Optional[np.ndarray]:
+            return None if p is None else t(p)
+        b_in = opt(module.in_proj_bias)
+        w_o, b_o = t(module.out_proj.weight).T, opt(module.out_proj.bias)
         if module.kdim != e or module.vdim != e:
             raise UnsupportedError(f"nn.MultiheadAttention with kdim={module.kdim} / vdim={module.vdim} different "
                                    f"from embed_dim={e}: clattn's layer takes one memory width for keys and values",

@@ -72,7 +72,7 @@ class DeviceTensor:
         _opencl.read(ctx._queue, self._mem, self.offset * item, span * item, raw.ctypes.data)
         host_type = {_lib.DTYPE_F32: np.float32, _lib.DTYPE_F16: np.float16, _lib.DTYPE_BF16: np.uint16,
                      _lib.DTYPE_BOOL: np.bool_}[self.dtype]
-        flat = raw.view(host_type)
+        flat: np.ndarray = raw.view(host_type)
         view = np.lib.stride_tricks.as_strided(flat, self.shape, tuple(s * item for s in self.strides)) if span \
             else np.empty(self.shape, host_type)
         out = np.ascontiguousarray(view)

@@ -125,6 +125,9 @@ def test_device_tensors(ctx, rng):
     same = ctx.scaled_dot_product_attention(dq, dk, dv, enable_gqa=True, is_causal=True, out=target)
     assert same is target
     assert_close(target.numpy(), ref, 19)
+    mixed = ctx.to_device(np.full((2, 4, 5, 8), POISON, np.float32))  # host inputs, a device output
+    assert ctx.scaled_dot_product_attention(q, k, v, enable_gqa=True, is_causal=True, out=mixed) is mixed
+    assert_close(mixed.numpy(), ref, 19)
     # Stored as f16 on the device.
     hq = ctx.to_device(q, dtype="f16")
     assert hq.dtype_name == "f16" and hq.numpy().dtype == np.float16
