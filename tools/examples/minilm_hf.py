@@ -4,6 +4,9 @@ is needed) computed twice: with attn_implementation="clattn", every attention of
 device, and with "eager", PyTorch's own. Prints the largest difference of the embeddings and the time of each;
 exits 1 when the difference is past the tolerance (1e-5 by default, fp32).
 
+On a CPU device (PoCL), PyTorch's OpenMP threads keep spinning between operations while PoCL's threads run the
+attention, and both lose: OMP_WAIT_POLICY=passive in the environment lets them share the cores.
+
     python tools/examples/minilm_hf.py [--repeat N] [--tolerance T]
 """
 import argparse
