@@ -70,6 +70,11 @@ class _Call:
         self.temps.clear()
 
 
+def is_device(x: Any) -> bool:
+    """Whether `x` already lives on a device (a DeviceTensor or a pyopencl array): used as it is, never uploaded."""
+    return isinstance(x, DeviceTensor) or type(x).__module__ == "pyopencl.array"
+
+
 def _pyopencl_tensor(ctx: Any, x: Any, name: str) -> Optional[DeviceTensor]:
     """A pyopencl array as a (non-owning) DeviceTensor over its buffer, or None for anything else."""
     if type(x).__module__ != "pyopencl.array":
@@ -172,7 +177,7 @@ def scaled_dot_product_attention(ctx: Any, query: Any, key: Any, value: Any, att
         desc.impl = _IMPL[impl]
         if attn_mask is not None:
             mask_dtype = None
-            if not isinstance(attn_mask, DeviceTensor):
+            if not is_device(attn_mask):
                 mh = host_array(attn_mask, "attn_mask")
                 mask_dtype = _lib.DTYPE_BOOL if mh.dtype == _lib.DTYPE_BOOL else \
                     (mh.dtype if mh.dtype in (_lib.DTYPE_F16, _lib.DTYPE_BF16) else _lib.DTYPE_F32)

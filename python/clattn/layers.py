@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _lib
 from ._arrays import HostArray, host_array, to_caller
-from .attention import _ALIGN, _IMPL, _Call, _key_lengths, _window
+from .attention import _ALIGN, _IMPL, _Call, _key_lengths, _window, is_device
 from .errors import ClosedError, InvalidArgumentError, ShapeError, UnsupportedError, check, make
 from .tensor import DeviceTensor
 
@@ -173,7 +173,7 @@ class MultiHeadAttention(_Owned):
                 raise InvalidArgumentError(f"impl={impl!r}: expected 'auto', 'fused' or 'unfused'", -3000)
             a.impl = _IMPL[impl]
             if attn_mask is not None:
-                mh = host_array(attn_mask, "attn_mask") if not isinstance(attn_mask, DeviceTensor) else None
+                mh = host_array(attn_mask, "attn_mask") if not is_device(attn_mask) else None
                 m, _ = call.tensor(attn_mask, "attn_mask", None if mh is None else
                                    (_lib.DTYPE_BOOL if mh.dtype == _lib.DTYPE_BOOL else _lib.DTYPE_F32))
                 a.mask = m._struct()
@@ -280,7 +280,7 @@ class Seq2SeqAttention(_Owned):
             desc = _lib.Seq2seqDesc()
             lib.clattn_seq2seq_desc_init(ctypes.byref(desc))
             if attn_mask is not None:
-                mh = host_array(attn_mask, "attn_mask") if not isinstance(attn_mask, DeviceTensor) else None
+                mh = host_array(attn_mask, "attn_mask") if not is_device(attn_mask) else None
                 m, _ = call.tensor(attn_mask, "attn_mask", None if mh is None else
                                    (_lib.DTYPE_BOOL if mh.dtype == _lib.DTYPE_BOOL else _lib.DTYPE_F32))
                 desc.mask = m._struct()

@@ -25,6 +25,10 @@ def test_pyopencl_arrays(rng):
         target = cla.to_device(queue, np.full((2, 2, 5, 4), 7.0, np.float32))
         assert ctx.scaled_dot_product_attention(dq, dk, dv, enable_gqa=True, out=target) is target
         assert_close(target.get(), reference(q, k, v), 9)
+        keep = rng.random((2, 1, 5, 9)) > 0.3
+        keep[..., 0] = True
+        masked = ctx.scaled_dot_product_attention(dq, dk, dv, enable_gqa=True, attn_mask=cla.to_device(queue, keep))
+        assert_close(masked.get(), reference(q, k, v, mask=keep), 9)
         # A strided pyopencl view ([B, L, H, D] storage seen as [B, H, L, D]) is read through its strides.
         blhd = cla.to_device(queue, np.ascontiguousarray(q.transpose(0, 2, 1, 3)))
         view = blhd.transpose((0, 2, 1, 3))
