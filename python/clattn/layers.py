@@ -120,9 +120,14 @@ class MultiHeadAttention(_Owned):
         ctx._track(self)
 
     @classmethod
-    def from_torch(cls, ctx: Any, module: Any) -> "MultiHeadAttention":
-        """The layer of a torch.nn.MultiheadAttention (its in/out projections transposed to x @ W). Inputs of the
-        result are batch-first [B, L, E] whatever the module's batch_first; dropout does not apply (inference)."""
+    def from_torch(cls, module: Any, context: Any = None) -> "MultiHeadAttention":
+        """The layer of a torch.nn.MultiheadAttention (its in/out projections transposed to x @ W) on `context`
+        (default: clattn.default_context()). Inputs of the result are batch-first [B, L, E] whatever the module's
+        batch_first; dropout does not apply (inference)."""
+        if context is None:
+            from . import default_context
+            context = default_context()
+        ctx = context
         if getattr(module, "bias_k", None) is not None or getattr(module, "add_zero_attn", False):
             raise UnsupportedError("nn.MultiheadAttention with add_bias_kv or add_zero_attn is not supported by "
                                    "clattn's multi-head attention", -3021)

@@ -65,7 +65,7 @@ def test_multihead_attention_from_torch(ctx):
     mask = torch.ones(6, 6, dtype=torch.bool).triu(1)  # torch: True blocks; clattn: True keeps
     with torch.no_grad():
         ref, _ = mha(x, x, x, attn_mask=mask, need_weights=False)
-    layer = clattn.MultiHeadAttention.from_torch(ctx, mha)
+    layer = clattn.MultiHeadAttention.from_torch(mha, context=ctx)
     out = layer(x, is_causal=True)
     assert isinstance(out, torch.Tensor)
     assert_close(out.numpy(), ref.double().numpy(), 6, extra=24)
