@@ -4,6 +4,8 @@
 #   tools/scripts/dev.sh demo       install dependencies, build, list devices and benchmark attention on the default device
 #   tools/scripts/dev.sh test       install dependencies, build (warnings are errors) and run the whole test suite, `large`
 #                           tier included
+#   tools/scripts/dev.sh python     the Python package: `pip install .` into a fresh virtual environment (BUILD_DIR/python-venv)
+#                           and its tests (tests/python, NumPy only); `test` runs it after the C suite
 #   tools/scripts/dev.sh sanitize   the test suite built with AddressSanitizer, UndefinedBehaviorSanitizer and LeakSanitizer,
 #                           without the `large` tier
 # BUILD_DIR (default build) and JOBS (default: all cores) can be set in the environment.
@@ -19,6 +21,16 @@ build() { # dir, extra cmake arguments...
   cmake --build "$dir" -j "$jobs"
 }
 
+python_tests() { # a fresh virtual environment, the package installed from this tree, pytest on tests/python
+  local venv
+  venv="$(pwd)/${BUILD_DIR:-build}/python-venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q . pytest
+  # From outside the tree, so that `import clattn` is the installed package.
+  (cd "$venv" && "$venv/bin/python" -m pytest -q -p no:cacheprovider "$OLDPWD/tests/python")
+}
+
 case "$what" in
   demo)
     tools/scripts/setup-deps.sh
@@ -31,6 +43,11 @@ case "$what" in
     tools/scripts/setup-deps.sh
     build "${BUILD_DIR:-build}"
     (cd "${BUILD_DIR:-build}" && ctest --output-on-failure -j "$jobs")
+    python_tests
+    ;;
+  python)
+    tools/scripts/setup-deps.sh
+    python_tests
     ;;
   sanitize)
     tools/scripts/setup-deps.sh
@@ -40,7 +57,7 @@ case "$what" in
     (cd "${BUILD_DIR:-build-sanitize}" && ctest --output-on-failure -j "$jobs" -LE large)
     ;;
   *)
-    echo "usage: tools/scripts/dev.sh demo|test|sanitize" >&2
+    echo "usage: tools/scripts/dev.sh demo|test|python|sanitize" >&2
     exit 2
     ;;
 esac

@@ -4,7 +4,7 @@
 # installed. Needs root (or sudo) only when something is missing.
 set -euo pipefail
 packages=(
-  cmake make gcc pkg-config python3 python3-numpy
+  cmake make gcc pkg-config python3 python3-numpy python3-venv
   ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo
   libclblast-dev libcmocka-dev libcjson-dev
   oclgrind valgrind

@@ -1,0 +1,249 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Scaled dot-product attention from Python with PyTorch's names: Context.scaled_dot_product_attention and the
+module-level function. Host inputs are uploaded for the call (as views where their strides allow it); device
+tensors are used as they are, and then the result stays on the device too."""
+from __future__ import annotations
+
+import ctypes
+import math
+from typing import Any, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _lib, _opencl
+from ._arrays import as_4d, host_array, parse_dtype, to_caller
+from .errors import InvalidArgumentError, ShapeError, UnsupportedError, check, make
+from .tensor import DeviceTensor
+
+lib = _lib.lib
+_ALIGN = {"top_left": _lib.CAUSAL_TOP_LEFT, "top-left": _lib.CAUSAL_TOP_LEFT,
+          "bottom_right": _lib.CAUSAL_BOTTOM_RIGHT, "bottom-right": _lib.CAUSAL_BOTTOM_RIGHT}
+_IMPL = {"auto": _lib.IMPL_AUTO, "fused": _lib.IMPL_FUSED, "unfused": _lib.IMPL_UNFUSED}
+_DEFAULT_DESC = _lib.SdpaDesc()  # clattn_sdpa_desc_init's defaults, copied by every call
+lib.clattn_sdpa_desc_init(ctypes.byref(_DEFAULT_DESC))
+_NOT_YET = {
+    "softcap": "logit soft-capping (softcap)",
+    "sinks": "attention sinks (sinks)",
+    "alibi_slopes": "ALiBi position biases (alibi_slopes)",
+}
+
+
+def unsupported_features(**features: Any) -> None:
+    """Raises UnsupportedError for the first feature given that the C library cannot compute yet. This is the one
+    place to remove a name from when the C API gains it."""
+    for name, value in features.items():
+        if value is not None and name in _NOT_YET:
+            raise UnsupportedError(f"{_NOT_YET[name]} is not supported by clattn yet; it cannot run this "
+                                   "attention (no other computation is substituted)", -3021)
+
+
+class _Call:
+    """The device tensors of one call: the caller's, and temporaries uploaded from host arrays (freed after)."""
+    __slots__ = ("ctx", "temps")
+
+    def __init__(self, ctx: Any):
+        self.ctx = ctx
+        self.temps: List[DeviceTensor] = []
+
+    def tensor(self, x: Any, name: str, dtype: Optional[int]) -> Tuple[DeviceTensor, Any]:
+        if isinstance(x, DeviceTensor):
+            if x._ctx is not self.ctx:
+                raise InvalidArgumentError(f"{name}: a DeviceTensor of another Context; tensors belong to the "
+                                           "context that made them", -3000)
+            x._live()
+            return x, None
+        pyopencl = _pyopencl_tensor(self.ctx, x, name)
+        if pyopencl is not None:
+            self.temps.append(pyopencl)  # a view of the caller's buffer: freeing it releases nothing
+            return pyopencl, None
+        h = host_array(x, name)
+        want = dtype
+        if want is None:
+            want = h.dtype if h.dtype in (_lib.DTYPE_F32, _lib.DTYPE_F16, _lib.DTYPE_BF16) else _lib.DTYPE_F32
+        t = self.ctx._upload(h, want)
+        self.temps.append(t)
+        return t, h
+
+    def free(self) -> None:
+        for t in self.temps:
+            t.free()
+        self.temps.clear()
+
+
+def is_device(x: Any) -> bool:
+    """Whether `x` already lives on a device (a DeviceTensor or a pyopencl array): used as it is, never uploaded."""
+    return isinstance(x, DeviceTensor) or type(x).__module__ == "pyopencl.array"
+
+
+def _pyopencl_tensor(ctx: Any, x: Any, name: str) -> Optional[DeviceTensor]:
+    """A pyopencl array as a (non-owning) DeviceTensor over its buffer, or None for anything else."""
+    if type(x).__module__ != "pyopencl.array":
+        return None
+    code = parse_dtype(x.dtype, name)
+    item = x.dtype.itemsize
+    shape = (1,) * (4 - x.ndim) + tuple(x.shape)
+    strides = (0,) * (4 - x.ndim) + tuple(s // item for s in x.strides)
+    if x.offset % item or any(s % item for s in x.strides):
+        raise ShapeError(f"{name}: a pyopencl array whose offset or strides are not whole elements", -3003)
+    return DeviceTensor(ctx, x.base_data.int_ptr, code, shape, strides, x.offset // item, owner=False)
+
+
+def _key_lengths(call: _Call, key_lengths: Any) -> int:
+    """An int32 [B] device buffer of the key lengths, for the call's lifetime."""
+    kl = np.asarray(host_array(key_lengths, "key_lengths").array)
+    if kl.dtype.kind not in "iu" or kl.ndim != 1:
+        raise make(-3002 if kl.ndim != 1 else -3007,
+                   f"key_lengths: expected a 1-D integer array [batch], got {kl.dtype} {kl.shape}")
+    if kl.size and (kl.min() < 0 or kl.max() > np.iinfo(np.int32).max):
+        raise make(-3000, "key_lengths: lengths must lie in 0..2^31-1")
+    kl32 = np.ascontiguousarray(kl, dtype=np.int32)
+    t = call.ctx.to_device(kl32.view(np.float32)[None], "f32")  # the int32 bits, moved as they are
+    call.temps.append(t)
+    return t._mem
+
+
+def _window(window: Optional[Sequence[Optional[int]]]) -> Tuple[int, int]:
+    if window is None:
+        return _lib.WINDOW_UNBOUNDED, _lib.WINDOW_UNBOUNDED
+    try:
+        left, right = window
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"window={window!r}: expected (left, right), None or -1 for an unbounded "
+                                   "side", -3008) from None
+    return (-1 if left is None else int(left)), (-1 if right is None else int(right))
+
+
+def scaled_dot_product_attention(ctx: Any, query: Any, key: Any, value: Any, attn_mask: Any = None,
+                                 dropout_p: float = 0.0, is_causal: bool = False, scale: Optional[float] = None,
+                                 enable_gqa: bool = False, *, causal_alignment: str = "top_left",
+                                 key_lengths: Any = None, window: Optional[Sequence[Optional[int]]] = None,
+                                 softcap: Optional[float] = None, sinks: Any = None, alibi_slopes: Any = None,
+                                 return_lse: bool = False, return_weights: bool = False, impl: str = "auto",
+                                 dtype: Any = None, out: Any = None) -> Any:
+    """softmax(query @ key^T * scale + mask) @ value, as torch.nn.functional.scaled_dot_product_attention.
+
+    query [B, Hq, Lq, D], key [B, Hkv, Lk, D], value [B, Hkv, Lk, Dv] (fewer dimensions get leading ones); Hq a
+    multiple of Hkv needs enable_gqa=True, as in PyTorch. Inputs are NumPy arrays, CPU torch tensors, DLPack or
+    array-interface objects, pyopencl arrays (with a Context made on their queue), or DeviceTensors of this context.
+
+    attn_mask: bool (True keeps a key) or float (added to the scaled scores), [B|1, Hq|1, Lq, Lk].
+    is_causal: query i sees keys j <= i (causal_alignment="top_left", PyTorch's) or j <= i + Lk - Lq
+    ("bottom_right", FlashAttention's). scale: None means 1/sqrt(D). key_lengths: int [B], keys past a row's
+    length are masked. window: (left, right) sliding window around the aligned diagonal (None or -1: unbounded).
+    impl: "auto", "fused" or "unfused". dtype: storage type of host inputs on the device ("f32", "f16", "bf16";
+    default: the inputs' own, float64 as f32); arithmetic is always fp32. return_lse / return_weights: also return
+    the row log-sum-exp [B, Hq, Lq] and the weights [B, Hq, Lq, Lk]. out: a float32 array or DeviceTensor
+    [B, Hq, Lq, Dv] to write into (untouched when the call fails).
+
+    Returns the output in the query's kind of array (torch in, torch out; NumPy otherwise; float32 unless the query
+    is float16, bfloat16 or float64), or a DeviceTensor when query, key and value are DeviceTensors; with
+    return_lse or return_weights, a tuple (out, lse?, weights?). softcap, sinks and alibi_slopes are accepted for
+    the signature's sake and raise UnsupportedError until clattn computes them; dropout_p must be 0.
+    """
+    h = ctx._live()
+    if softcap is not None or sinks is not None or alibi_slopes is not None:
+        unsupported_features(softcap=softcap, sinks=sinks, alibi_slopes=alibi_slopes)
+    if dropout_p:
+        raise UnsupportedError(f"dropout_p={dropout_p}: clattn computes attention without dropout (inference); "
+                               "pass 0", -3021)
+    causal = _lib.CAUSAL_NONE
+    if is_causal:
+        if causal_alignment not in _ALIGN:
+            raise InvalidArgumentError(f"causal_alignment={causal_alignment!r}: expected 'top_left' or "
+                                       "'bottom_right'", -3000)
+        causal = _ALIGN[causal_alignment]
+    if impl not in _IMPL:
+        raise InvalidArgumentError(f"impl={impl!r}: expected 'auto', 'fused' or 'unfused'", -3000)
+    storage = parse_dtype(dtype, "dtype") if dtype is not None else None
+    if storage == _lib.DTYPE_BOOL:
+        raise make(-3007, "dtype='bool' is for masks; attention inputs are stored as f32, f16 or bf16")
+    left, right = _window(window) if window is not None else (_lib.WINDOW_UNBOUNDED, _lib.WINDOW_UNBOUNDED)
+
+    call = _Call(ctx)
+    try:
+        q, qh = call.tensor(query, "query", storage)
+        k, _ = call.tensor(key, "key", storage)
+        v, _ = call.tensor(value, "value", storage)
+        b, hq, lq, _d = q.shape
+        hkv = k.shape[1]
+        if hq != hkv and not enable_gqa:
+            raise ShapeError(f"query has {hq} heads and key {hkv}: pass enable_gqa=True for grouped-query "
+                             "attention (as in PyTorch), or give key and value as many heads as query", -3005)
+        desc = _lib.SdpaDesc.from_buffer_copy(_DEFAULT_DESC)
+        if scale is not None:
+            desc.scale = float(scale)
+        desc.causal = causal
+        desc.window_left, desc.window_right = left, right
+        desc.impl = _IMPL[impl]
+        if attn_mask is not None:
+            mask_dtype = None
+            if not is_device(attn_mask):
+                mh = host_array(attn_mask, "attn_mask")
+                mask_dtype = _lib.DTYPE_BOOL if mh.dtype == _lib.DTYPE_BOOL else \
+                    (mh.dtype if mh.dtype in (_lib.DTYPE_F16, _lib.DTYPE_BF16) else _lib.DTYPE_F32)
+            m, _ = call.tensor(attn_mask, "attn_mask", mask_dtype)
+            desc.mask = m._struct()
+        if key_lengths is not None:
+            desc.key_lengths = _key_lengths(call, key_lengths)
+        out_shape = (b, hq, lq, v.shape[3])
+        host_out = None
+        cl_out = None
+        if isinstance(out, DeviceTensor) or type(out).__module__ == "pyopencl.array":
+            o, _ = call.tensor(out, "out", None)
+            cl_out = out if not isinstance(out, DeviceTensor) else None
+        elif out is None and type(query).__module__ == "pyopencl.array":
+            import pyopencl.array  # a pyopencl query gets a pyopencl result on its queue
+            cl_out = pyopencl.array.empty(query.queue, out_shape, np.float32)
+            o, _ = call.tensor(cl_out, "out", None)
+        else:
+            if out is not None:
+                host_out = out
+                if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != out_shape or \
+                        not out.flags.c_contiguous or not out.flags.writeable:
+                    raise make(-3002, f"out: expected a writable C-contiguous float32 NumPy array of shape "
+                               f"{out_shape}, got {type(out).__name__} "
+                               f"{getattr(out, 'dtype', '')} {getattr(out, 'shape', '')}")
+            o = ctx.empty(out_shape, "f32")
+            call.temps.append(o)
+        lse = weights = None
+        if return_lse:
+            lse = ctx.empty((b, hq, lq, 1), "f32")
+            call.temps.append(lse)
+            desc.lse = lse._c
+        if return_weights:
+            weights = ctx.empty((b, hq, lq, k.shape[2]), "f32")
+            call.temps.append(weights)
+            desc.weights = weights._c
+        st = lib.clattn_sdpa(h, ctypes.byref(desc), ctypes.byref(q._c), ctypes.byref(k._c), ctypes.byref(v._c),
+                             ctypes.byref(o._c), None, 0, None, None)
+        check(st, "clattn_sdpa", h)
+        if qh is None and host_out is None:
+            # Everything stays on the device: hand over the temporaries we return instead of freeing them.
+            results: List[Any] = [cl_out if cl_out is not None else out if isinstance(out, DeviceTensor) else o]
+            for extra in (lse, weights):
+                if extra is not None:
+                    results.append(extra)
+            call.temps = [t for t in call.temps if all(t is not r for r in results)]
+        else:
+            if cl_out is not None or isinstance(out, DeviceTensor):
+                results = [cl_out if cl_out is not None else out]  # the caller's device output, as given
+            elif host_out is not None:
+                host_out[...] = o.numpy()
+                results = [host_out]
+            else:
+                results = [to_caller(o.numpy(), qh)]
+            if lse is not None:
+                results.append(_like(lse.numpy().reshape(b, hq, lq), qh))
+            if weights is not None:
+                results.append(_like(weights.numpy(), qh))
+        return results[0] if len(results) == 1 else tuple(results)
+    finally:
+        if call.temps:
+            call.free()
+
+
+def _like(a: np.ndarray, qh: Any) -> Any:
+    if qh is not None and qh.torch_dtype is not None:
+        import torch
+        return torch.from_numpy(a)
+    return a
