@@ -79,12 +79,13 @@ def host_array(x: Any, name: str) -> HostArray:
     return HostArray(a, code, torch_dtype)
 
 
-def as_4d(a: np.ndarray, name: str) -> np.ndarray:
-    """[B, H, L, D] from up to four dimensions (missing leading ones are 1, as PyTorch's batch dims broadcast)."""
+def as_4d(a: np.ndarray, name: str, min_rank: int = 2) -> np.ndarray:
+    """[B, H, L, D] from up to four dimensions (missing leading ones are 1, as PyTorch's batch dims broadcast).
+    Masks may have a single dimension ([Lk]); other tensors need at least [seq, dim]."""
     if a.ndim > 4:
         raise ShapeError(f"{name}: {a.ndim} dimensions {tuple(a.shape)}; clattn takes at most 4 "
                          "([batch, heads, seq, dim]): merge the leading dimensions into the batch", -3002)
-    if a.ndim < 2:
+    if a.ndim < min_rank:
         raise ShapeError(f"{name}: {a.ndim} dimensions {tuple(a.shape)}; expected [batch, heads, seq, dim] "
                          "(at least [seq, dim])", -3002)
     return a.reshape((1,) * (4 - a.ndim) + a.shape) if a.ndim < 4 else a

@@ -114,7 +114,7 @@ class SdpaHostDesc(Structure):
         ("impl", c_int),
         ("mask", POINTER(c_float)),
         ("bool_mask", POINTER(c_uint8)),
-        ("mask_batch", c_size_t), ("mask_heads", c_size_t),
+        ("mask_shape", c_size_t * 4),
         ("key_lengths", POINTER(c_int32)),
         ("lse", POINTER(c_float)),
         ("weights", POINTER(c_float)),

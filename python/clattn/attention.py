@@ -60,7 +60,7 @@ class _Call:
         want = dtype
         if want is None:
             want = h.dtype if h.dtype in (_lib.DTYPE_F32, _lib.DTYPE_F16, _lib.DTYPE_BF16) else _lib.DTYPE_F32
-        t = self.ctx._upload(h, want)
+        t = self.ctx._upload(h, want, 1 if name == "attn_mask" else 2)  # a mask may be [Lk]
         self.temps.append(t)
         return t, h
 
@@ -126,7 +126,8 @@ def scaled_dot_product_attention(ctx: Any, query: Any, key: Any, value: Any, att
     multiple of Hkv needs enable_gqa=True, as in PyTorch. Inputs are NumPy arrays, CPU torch tensors, DLPack or
     array-interface objects, pyopencl arrays (with a Context made on their queue), or DeviceTensors of this context.
 
-    attn_mask: bool (True keeps a key) or float (added to the scaled scores), [B|1, Hq|1, Lq, Lk].
+    attn_mask: bool (True keeps a key) or float (added to the scaled scores), of any shape that broadcasts to
+        [B, Hq, Lq, Lk] under NumPy's rules ([Lk], [Lq, Lk], [B, 1, 1, Lk], ...).
     is_causal: query i sees keys j <= i (causal_alignment="top_left", PyTorch's) or j <= i + Lk - Lq
     ("bottom_right", FlashAttention's). scale: None means 1/sqrt(D). key_lengths: int [B], keys past a row's
     length are masked. window: (left, right) sliding window around the aligned diagonal (None or -1: unbounded).

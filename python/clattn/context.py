@@ -194,8 +194,8 @@ class Context:
         self._live()
         return self._upload(host_array(array, "array"), dtype)
 
-    def _upload(self, h: Any, dtype: Any) -> DeviceTensor:
-        a = as_4d(h.array, "array")
+    def _upload(self, h: Any, dtype: Any, min_rank: int = 2) -> DeviceTensor:
+        a = as_4d(h.array, "array", min_rank)
         want = parse_dtype(dtype) if dtype is not None else (h.dtype if h.dtype is not None else _lib.DTYPE_F32)
         if want == _lib.DTYPE_BOOL:
             if h.dtype != _lib.DTYPE_BOOL:

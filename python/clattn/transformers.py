@@ -4,9 +4,8 @@ transformers.AttentionInterface (and the SDPA-style boolean masks to AttentionMa
 AutoModel.from_pretrained(path, attn_implementation="clattn") runs every attention of the model here. What a model
 asks for that clattn cannot compute is an error naming the feature, never a silent fallback to another backend.
 
-Masks: [B|1, 1|H, Lq, Lk] masks go to C as they are. A [B, 1, 1, Lk] padding mask (BERT-style models) is widened to
-[B, 1, Lq, Lk] with a stride-0 query dimension, a view that copies nothing; once the C library takes every
-broadcastable mask shape, that widening can go."""
+Masks go to C as the model builds them: every shape that broadcasts to [B, H, Lq, Lk], the [B, 1, 1, Lk] padding
+mask of BERT-style models included, is read with stride 0 over its size-1 dimensions; nothing is widened or copied."""
 from __future__ import annotations
 
 from typing import Any, Optional, Tuple
@@ -55,10 +54,8 @@ def clattn_attention_forward(module: Any, query: Any, key: Any, value: Any, atte
     if mask is not None:
         if mask.dim() != 4:
             raise _unsupported(f"an attention mask of {mask.dim()} dimensions {tuple(mask.shape)} (clattn takes "
-                               "[B, 1, Lq, Lk] masks)")
-        mask = mask[:, :, :, :lk]
-        if mask.shape[2] == 1 and lq > 1:
-            mask = mask.expand(mask.shape[0], mask.shape[1], lq, lk)  # stride 0 over the queries: no copy
+                               "the 4-dimensional masks transformers builds)")
+        mask = mask[:, :, :, :lk]  # [B, 1, 1, Lk] padding masks go to clattn as they are: it broadcasts them
         causal = False
     else:
         causal = bool(is_causal if is_causal is not None else getattr(module, "is_causal", True)) and lq > 1

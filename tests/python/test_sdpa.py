@@ -45,7 +45,8 @@ def test_window_scale_key_lengths(ctx, rng):
     assert np.all(out[2] == 0)  # every key of the third item is masked: zeros, never NaN
 
 
-@pytest.mark.parametrize("mask_shape", [(2, 3, 6, 10), (1, 1, 6, 10), (2, 1, 6, 10), (6, 10)])
+@pytest.mark.parametrize("mask_shape", [(2, 3, 6, 10), (1, 1, 6, 10), (2, 1, 6, 10), (6, 10), (2, 1, 1, 10), (10,),
+                                        (6, 1), (1, 10), (1, 3, 1, 1)])
 @pytest.mark.parametrize("kind", ["bool", "additive"])
 def test_masks(ctx, rng, mask_shape, kind):
     q, k, v = qkv(rng, 2, 3, 3, 6, 10, 8, 8)
@@ -152,3 +153,9 @@ def test_empty_sizes(ctx, rng, shape):
     out = ctx.scaled_dot_product_attention(q, k, v)
     assert out.shape == (shape[0], shape[1], shape[3], shape[6])
     assert np.all(out == 0)
+
+
+def test_mask_that_does_not_broadcast(ctx, rng):
+    q, k, v = qkv(rng, 2, 3, 3, 6, 10, 8, 8)
+    with pytest.raises(clattn.MaskError):
+        ctx.scaled_dot_product_attention(q, k, v, attn_mask=np.zeros((3, 1, 1, 10), np.float32))
