@@ -315,6 +315,26 @@ int tune_replay(const char *path, long seeds, long random_budget) {
     printf("built-in default %s: %s (%.3fx the best)\n", start_text,
            start->status == TUNE_OK ? "ran" : tune_status_names[start->status],
            start->status == TUNE_OK ? start->ms / t.best_ms : INFINITY);
+    /* How far the table itself can be trusted: the spread of each point's rounds, and how far the best stands
+     * from the next, compared with the 5% that the report judges by. */
+    double *spread = malloc((ok ? ok : 1) * sizeof *spread);
+    double second = INFINITY;
+    size_t k = 0;
+    for (size_t i = 0; i < t.count; ++i) {
+        const table_point *p = &t.points[i];
+        if (p->status != TUNE_OK) continue;
+        if (p->ms > t.best_ms && p->ms < second) second = p->ms;
+        double lo = p->rounds[0], hi = p->rounds[0];
+        for (int j = 1; j < p->round_count; ++j) {
+            lo = p->rounds[j] < lo ? p->rounds[j] : lo;
+            hi = p->rounds[j] > hi ? p->rounds[j] : hi;
+        }
+        if (spread) spread[k++] = hi / lo;
+    }
+    if (spread && k > 0)
+        printf("spread of a point's rounds (slowest/fastest): median %.2f; the second best is %.3fx the best\n",
+               support_sort_median(spread, k), second / t.best_ms);
+    free(spread);
     printf("within 5%%: the choice's recorded median is at most 1.05x the best; evals: measurements, re-timings "
            "included\n\n");
     printf("%-8s %-18s %11s %6s %12s %10s %12s %11s\n", "model", "strategy", "within 5%", "", "median evals",
