@@ -78,5 +78,29 @@ r = replay(bad_start)
 check(r.returncode == 2 and "format" in r.stderr, f"another format: {r.stderr.strip()}")
 
 shutil.rmtree(work)
+# With --record (the device tier): a real recording of a tiny space, its table, and its replay.
+if "--record" in sys.argv[2:]:
+    work = tempfile.mkdtemp(prefix="clattn-record-")
+    path = os.path.join(work, "t.json")
+    rec = subprocess.run([clattn, "tune", "--shapes", "prefill:d64:L128", "--record", path, "--rounds", "3",
+                          "--repeat", "2", "--warmup", "0", "--quiet", "--space",
+                          "variant=cpu,rows=8:16,block_n=32:64,splits=0"],
+                         capture_output=True, text=True, env={**os.environ, "CLATTN_TUNING_DIR": work})
+    check(rec.returncode == 0 and os.path.exists(path), f"--record writes a table ({rec.stderr.strip()})")
+    if rec.returncode == 0:
+        with open(path) as f:
+            t = json.load(f)
+        pts = t["points"]
+        # The 4 points of the space, and the built-in default (rows 24, block_n 48 here) after them.
+        check(t["format"] == "clattn-tune-table-1" and t["rounds"] == 3 and len(pts) == 4 + (not t["start_in_space"]),
+              f"the table has its space's points and the default ({len(pts)} points)")
+        check(all(p["status"] == "ok" and len(p["rounds"]) == 3 and p["ms"] == sorted(p["rounds"])[1] for p in pts),
+              "every point ran 3 rounds and its ms is their median")
+        again = replay(path, "--seeds", "3")
+        row = [l for l in again.stdout.splitlines() if l.split()[:2] == ["median", "exhaustive"]]
+        check(again.returncode == 0 and len(row) == 1 and row[0].split()[2] == "3/3",
+              f"its replay: exhaustive on the median model finds the best ({row})")
+    shutil.rmtree(work)
+
 print(f"{'FAILED' if failed else 'passed'}: {failed} failure(s)")
 sys.exit(1 if failed else 0)

@@ -222,9 +222,9 @@ int cmd_tune(int argc, char **argv) {
         "so a rerun continues where an interrupted one stopped; the best parameters per class go to the device's "
         "tuning database ($CLATTN_TUNING_DIR, else $XDG_DATA_HOME/clattn/tuning, else "
         "~/.local/share/clattn/tuning), where every later context finds them.",
-        "[--shapes LIST] [--strategy S] [--budget N] [--time T] [--space SPEC] [--clblast] [--show] | --record "
-        "FILE "
-        "--shapes CLASS | --replay FILE [--seeds N]",
+        "[--shapes LIST] [--strategy S] [--budget N] [--time T] [--space SPEC] [--clblast] [--show]\n"
+        "       clattn tune --record FILE --shapes CLASS [--space SPEC] [--rounds N]\n"
+        "       clattn tune --replay FILE [--seeds N] [--budget N]",
         options, sizeof options / sizeof options[0]};
     int rc = cli_parse(&cmd, argc, argv);
     if (rc >= 0) return rc;
