@@ -6,7 +6,8 @@
 #   tools/offline-deps.sh download DIR [--with-build-tools]
 #       (on a Debian/Ubuntu machine of the same release and architecture as the target, with a registry)
 #       `apt-get download`s the .deb files of the libraries, their headers and their dependency closure into DIR,
-#       leaving out what every such system has (the C and C++ runtime), and writes DIR/packages.txt.
+#       leaving out the base system (the Essential packages with their closure, the C++ runtime), and writes
+#       DIR/packages.txt.
 #       --with-build-tools adds cmake and pkg-config, for a target that lacks them.
 #   tools/offline-deps.sh unpack DIR PREFIX [--icd-library LIB]
 #       (on the target) `dpkg -x`s every .deb of DIR into PREFIX, repoints the packages' CMake and pkg-config files
@@ -57,18 +58,19 @@ download() {
     done
     command -v apt-get > /dev/null || die "download needs apt-get (a Debian or Ubuntu machine with a registry)"
     mkdir -p "$dir"
-    local closure
-    closure=$(comm -23 <(closure_of "${roots[@]}") <(base_packages))
-    [ -n "$closure" ] || die "apt-cache found none of: ${roots[*]}"
-    # shellcheck disable=SC2086 # one word per package
+    local -a closure
+    mapfile -t closure < <(comm -23 <(closure_of "${roots[@]}") <(base_packages))
+    [ ${#closure[@]} -gt 0 ] || die "apt-cache found none of: ${roots[*]}"
     # (apt warns when its _apt user cannot write DIR and downloads as the caller instead: not a failure.)
-    (cd "$dir" && apt-get download $closure 2>&1 > /dev/null | grep -v '^W: Download is performed unsandboxed' >&2 || true)
-    for p in $closure; do
+    local log p
+    log=$(cd "$dir" && apt-get download "${closure[@]}" 2>&1 > /dev/null) || true
+    printf '%s\n' "$log" | grep -v -e '^W: Download is performed unsandboxed' -e '^$' >&2 || true
+    for p in "${closure[@]}"; do
         compgen -G "$dir/${p}_*.deb" > /dev/null || die "apt-get download did not fetch $p"
     done
-    printf '%s\n' $closure > "$dir/packages.txt"
+    printf '%s\n' "${closure[@]}" > "$dir/packages.txt"
     echo "downloaded $(wc -l < "$dir/packages.txt") packages into $dir:" >&2
-    (cd "$dir" && ls -1 ./*.deb | sed 's|^\./|  |') >&2
+    find "$dir" -maxdepth 1 -name '*.deb' -printf '  %f\n' | sort >&2
 }
 
 unpack() {
@@ -109,7 +111,7 @@ unpack() {
     local vendors="$prefix/etc/OpenCL/vendors"
     mkdir -p "$vendors"
     printf '%s\n' "$icd_lib" > "$vendors/clattn.icd"
-    echo "unpacked $(ls -1 "$dir"/*.deb | wc -l) packages into $prefix; ICD $vendors/clattn.icd -> $icd_lib" >&2
+    echo "unpacked $(find "$dir" -maxdepth 1 -name '*.deb' | wc -l) packages into $prefix; ICD $vendors/clattn.icd -> $icd_lib" >&2
     # For `eval`: CMake finds the packages under the prefix before the system's, pkg-config reads its .pc
     # files, programs load its libraries, and the ICD loader (ocl-icd reads OCL_ICD_VENDORS, Khronos' loader
     # OPENCL_VENDOR_PATH) takes the vendors directory instead of /etc/OpenCL/vendors.
@@ -135,7 +137,7 @@ unpack)
     unpack "$@"
     ;;
 *)
-    sed -n '3,17p' "$0" | sed 's/^# \{0,1\}//'
+    awk 'NR > 2 && !/^#/ { exit } NR > 2 { sub(/^# ?/, ""); print }' "$0"
     [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ] || exit 2
     ;;
 esac
