@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-/* The search strategies of `clattn tune` over an operation's space (its description in src/tuning/tuning.c, pruned
- * by the device's limits before anything is built): exhaustive, random sampling, and a local search (coordinate
- * descent from the best of a small random sample, along one parameter's whole line at a time), which needs a
- * fraction of the evaluations of the exhaustive search because good tile shapes sit near each other, then times its
- * few fastest contenders again before it chooses, because single timings on a shared machine are noisy. */
+/* The search strategies of `clattn tune` over an operation's space (its description in src/tuning/tuning.c, pruned by the
+ * device's limits before anything is built): exhaustive, random sampling, and a local search (coordinate descent
+ * from the best of a small random sample, along one parameter's whole line at a time), which needs a fraction of
+ * the evaluations of the exhaustive search because good tile shapes sit near each other, then times its few fastest
+ * contenders again before it chooses, because single timings on a shared machine are noisy. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdlib.h>
