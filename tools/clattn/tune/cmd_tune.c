@@ -201,6 +201,17 @@ int cmd_tune(int argc, char **argv) {
          NULL},
         {"clblast-shapes", "LIST",
          "GEMM shapes MxNxK for --clblast, comma-separated (default " TUNE_CLBLAST_DEFAULT_SHAPES ")", NULL},
+        {"record", "FILE",
+         "measure every point of one class's space --rounds times (round-robin) and write the table for --replay "
+         "to FILE; nothing is stored in the database",
+         NULL},
+        {"rounds", "N", "measurements per point for --record; the table keeps each and their median (default 5)",
+         NULL},
+        {"replay", "FILE",
+         "with no device: run every search strategy against a table of --record for --seeds seeds and print how "
+         "often each lands within 5% of the table's best and how many measurements it used",
+         NULL},
+        {"seeds", "N", "seeds 1..N for --replay (default 100)", NULL},
     };
     cli_command cmd = {
         CMD,
@@ -211,10 +222,24 @@ int cmd_tune(int argc, char **argv) {
         "so a rerun continues where an interrupted one stopped; the best parameters per class go to the device's "
         "tuning database ($CLATTN_TUNING_DIR, else $XDG_DATA_HOME/clattn/tuning, else "
         "~/.local/share/clattn/tuning), where every later context finds them.",
-        "[--shapes LIST] [--strategy S] [--budget N] [--time T] [--space SPEC] [--clblast] [--show]", options,
-        sizeof options / sizeof options[0]};
+        "[--shapes LIST] [--strategy S] [--budget N] [--time T] [--space SPEC] [--clblast] [--show]\n"
+        "       clattn tune --record FILE --shapes CLASS [--space SPEC] [--rounds N]\n"
+        "       clattn tune --replay FILE [--seeds N] [--budget N]",
+        options, sizeof options / sizeof options[0]};
     int rc = cli_parse(&cmd, argc, argv);
     if (rc >= 0) return rc;
+
+    long seeds = 100, rounds = 5;
+    const char *r = cli_value(&cmd, "seeds");
+    if (r && (rc = parse_long("seeds", r, 1, 100000, &seeds))) return rc;
+    if ((r = cli_value(&cmd, "rounds")) && (rc = parse_long("rounds", r, 1, 1000, &rounds))) return rc;
+    if ((r = cli_value(&cmd, "replay"))) {
+        long random_budget = 0;
+        const char *b = cli_value(&cmd, "budget");
+        if (b && (rc = parse_long("budget", b, 1, 1000000, &random_budget))) return rc;
+        return tune_replay(r, seeds, random_budget);
+    }
+    const char *record = cli_value(&cmd, "record");
 
     static class_outcome classes[MAX_CLASSES];
     size_t count = 0;
@@ -239,7 +264,9 @@ int cmd_tune(int argc, char **argv) {
         return rc;
     if ((s = cli_value(&cmd, "seed")) && (rc = parse_long("seed", s, 0, 1L << 30, &seed))) return rc;
     if ((s = cli_value(&cmd, "time")) && (rc = parse_duration(s, &run_seconds))) return rc;
-    if (strategy == TUNE_RANDOM && !budget && !run_seconds)
+    if (record && (count != 1 || cli_flag(&cmd, "clblast")))
+        return cli_error(CMD, CLI_USAGE, "--record measures one class: give --shapes with exactly one");
+    if (strategy == TUNE_RANDOM && !budget && !run_seconds && !record)
         return cli_error(CMD, CLI_USAGE, "--strategy random needs --budget N or --time T");
 
     clattn_context *ctx = NULL;
@@ -320,6 +347,16 @@ int cmd_tune(int argc, char **argv) {
                "limits)\n",
                o->text, sp.count, sp.pruned);
         fflush(stdout);
+        if (record) {
+            /* The whole table, nothing stored: a recording is for --replay, not for the database. */
+            const bool written = tune_record_table(&ss, &sp, &start_config, rounds, &info, record);
+            if (written) printf("table of %zu points x %ld rounds written to %s\n", sp.count, rounds, record);
+            tune_session_close(&ss);
+            tune_space_free(&sp);
+            free(log_path);
+            clattn_context_free(ctx);
+            return written ? CLI_OK : CLI_FAILED;
+        }
         tune_search(&ss, &sp, strategy, &start_config, (unsigned)seed);
         fresh_total += ss.fresh;
         o->done = true;

@@ -56,6 +56,10 @@ typedef struct tune_session {
     long stop_after; /* test hook: exit after this many new evaluations; 0: never */
     bool quiet;
     bool retime; /* set by the search: the next tune_evaluate measures again even when the result is known */
+    /* Replay (tune_replay.c): when set, a measurement asks this instead of a worker, and nothing is logged; the
+     * search code is the same. Sets *r (status, ms, min_ms). */
+    void (*oracle)(void *user, const clattn_tune_config *c, tune_result *r);
+    void *oracle_user;
     /* state */
     pid_t pid;
     int to_worker, from_worker;
@@ -100,6 +104,16 @@ void tune_search(tune_session *s, const tune_space *sp, tune_strategy strategy, 
                  unsigned seed);
 
 int tune_worker_main(int argc, char **argv);
+
+/* `clattn tune --record FILE` (tune_record.c): measures every point of one class's space `rounds` times (each a
+ * median of the session's repeat runs, round-robin over the space so that a burst of other work hits points alike)
+ * and writes the table that `clattn tune --replay` reads. Returns false with a message on stderr. */
+bool tune_record_table(tune_session *s, const tune_space *sp, const clattn_tune_config *start, long rounds,
+                       const clattn_device_info *info, const char *path);
+/* `clattn tune --replay FILE` (tune_replay.c): runs every strategy of tune_search against a recorded table for
+ * seeds 1..seeds, with no device, and prints how often each lands within 5% of the table's best and how many
+ * measurements it used. random_budget 0: the local search's median. Returns a CLI status. */
+int tune_replay(const char *path, long seeds, long random_budget);
 
 /* The arguments the tuner starts a worker with (`clattn tune --worker --device P:D --class TEXT --repeat N
  * --warmup N`, and --first PARAMS when the CLBlast worker restarts itself); repeat and warmup default to 5 and 2.

@@ -70,7 +70,7 @@ void tune_session_open(tune_session *s) {
     s->stopped = false;
     s->have_best = false;
     s->best_ms = INFINITY;
-    FILE *f = fopen(s->log_path, "r");
+    FILE *f = s->log_path ? fopen(s->log_path, "r") : NULL; /* a replay has no log */
     if (!f) return;
     char line[4096];
     while (fgets(line, sizeof line, f)) {
@@ -288,69 +288,75 @@ bool tune_evaluate(tune_session *s, const clattn_tune_config *c, tune_result *r)
         const double t0 = tune_now();
         memset(r, 0, sizeof *r);
         char message[512] = "";
-        if (s->pid == 0) {
-            const char *why = start_worker(s);
-            if (why) {
-                if (s->deadline > 0 && tune_now() >= s->deadline) {
+        if (s->oracle) {
+            s->oracle(s->oracle_user, c, r);
+            add_record(s, c, r);
+            ++s->fresh;
+        } else {
+            if (s->pid == 0) {
+                const char *why = start_worker(s);
+                if (why) {
+                    if (s->deadline > 0 && tune_now() >= s->deadline) {
+                        s->stopped = true;
+                        return false;
+                    }
+                    fprintf(stderr, "clattn tune: %s: %s; this class is skipped\n", s->cls_text, why);
                     s->stopped = true;
                     return false;
                 }
-                fprintf(stderr, "clattn tune: %s: %s; this class is skipped\n", s->cls_text, why);
-                s->stopped = true;
-                return false;
             }
-        }
-        double limit = s->candidate_timeout;
-        bool deadline_limits = false;
-        if (s->deadline > 0 && s->deadline - tune_now() < limit) {
-            limit = s->deadline - tune_now();
-            deadline_limits = true;
-        }
-        char line[1024];
-        size_t len = strlen(params);
-        params[len] = '\n';
-        bool sent = write(s->to_worker, params, len + 1) == (ssize_t)(len + 1);
-        params[len] = '\0';
-        int rc = sent ? read_line(s, limit > 0 ? limit : 0, line, sizeof line) : 0;
-        if (rc == 1 && strncmp(line, "ok ", 3) == 0 && sscanf(line + 3, "%lf %lf", &r->ms, &r->min_ms) == 2 &&
-            r->ms > 0) {
-            r->status = TUNE_OK;
-        } else if (rc == 1 && strncmp(line, "fail ", 5) == 0) {
-            char kind[16] = "";
-            int used = 0;
-            if (sscanf(line + 5, "%15s %n", kind, &used) < 1) used = 0;
-            r->status = status_from_name(kind);
-            if (r->status == TUNE_OK) r->status = TUNE_ERROR;
-            snprintf(message, sizeof message, "%s", line + 5 + used);
-        } else if (rc == -1) {
-            stop_worker(s, true);
-            if (deadline_limits) {
-                /* The run's time is up, not the candidate's: nothing is recorded, a rerun tries it again. */
-                --s->evaluations;
-                s->stopped = true;
-                return false;
+            double limit = s->candidate_timeout;
+            bool deadline_limits = false;
+            if (s->deadline > 0 && s->deadline - tune_now() < limit) {
+                limit = s->deadline - tune_now();
+                deadline_limits = true;
             }
-            r->status = TUNE_TIMEOUT;
-            snprintf(message, sizeof message, "no answer within %.0f s", limit);
-        } else {
-            int status = 0;
-            pid_t pid = s->pid;
-            close(s->to_worker);
-            close(s->from_worker);
-            s->to_worker = s->from_worker = -1;
-            while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+            char line[1024];
+            size_t len = strlen(params);
+            params[len] = '\n';
+            bool sent = write(s->to_worker, params, len + 1) == (ssize_t)(len + 1);
+            params[len] = '\0';
+            int rc = sent ? read_line(s, limit > 0 ? limit : 0, line, sizeof line) : 0;
+            if (rc == 1 && strncmp(line, "ok ", 3) == 0 && sscanf(line + 3, "%lf %lf", &r->ms, &r->min_ms) == 2 &&
+                r->ms > 0) {
+                r->status = TUNE_OK;
+            } else if (rc == 1 && strncmp(line, "fail ", 5) == 0) {
+                char kind[16] = "";
+                int used = 0;
+                if (sscanf(line + 5, "%15s %n", kind, &used) < 1) used = 0;
+                r->status = status_from_name(kind);
+                if (r->status == TUNE_OK) r->status = TUNE_ERROR;
+                snprintf(message, sizeof message, "%s", line + 5 + used);
+            } else if (rc == -1) {
+                stop_worker(s, true);
+                if (deadline_limits) {
+                    /* The run's time is up, not the candidate's: nothing is recorded, a rerun tries it again. */
+                    --s->evaluations;
+                    s->stopped = true;
+                    return false;
+                }
+                r->status = TUNE_TIMEOUT;
+                snprintf(message, sizeof message, "no answer within %.0f s", limit);
+            } else {
+                int status = 0;
+                pid_t pid = s->pid;
+                close(s->to_worker);
+                close(s->from_worker);
+                s->to_worker = s->from_worker = -1;
+                while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+                }
+                s->pid = 0;
+                r->status = TUNE_CRASH;
+                if (WIFSIGNALED(status))
+                    snprintf(message, sizeof message, "the worker died of signal %d", WTERMSIG(status));
+                else
+                    snprintf(message, sizeof message, "the worker exited with status %d", WEXITSTATUS(status));
             }
-            s->pid = 0;
-            r->status = TUNE_CRASH;
-            if (WIFSIGNALED(status))
-                snprintf(message, sizeof message, "the worker died of signal %d", WTERMSIG(status));
-            else
-                snprintf(message, sizeof message, "the worker exited with status %d", WEXITSTATUS(status));
+            append_log(s, params, r, message);
+            add_record(s, c, r);
+            ++s->fresh;
+            s->fresh_seconds += tune_now() - t0;
         }
-        append_log(s, params, r, message);
-        add_record(s, c, r);
-        ++s->fresh;
-        s->fresh_seconds += tune_now() - t0;
     }
     if ((rec = find_record(s, c))) rec->visited = true;
     if (r->status != TUNE_OK) ++s->failures;
