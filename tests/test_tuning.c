@@ -288,6 +288,13 @@ static void space_and_configs(void **state) {
     op->builtin(&d, &p, &c);
     assert_null(op->check(&d, &p, &c));
     d.type = CLATTN_DEVICE_TYPE_GPU;
+    d.compiler_available = 1;
+    op->builtin(&d, &p, &c);
+    assert_null(op->check(&d, &p, &c));
+    assert_int_equal(c.v[CLA_FUSED_VARIANT], CLA_FUSED_FLASH);
+    assert_int_equal(c.v[CLA_FUSED_LOCAL], 1);
+    /* A device that cannot compile at run time (an FPGA's offline toolchain) keeps the tiled kernel. */
+    d.compiler_available = 0;
     op->builtin(&d, &p, &c);
     assert_null(op->check(&d, &p, &c));
     assert_int_equal(c.v[CLA_FUSED_VARIANT], CLA_FUSED_TILED);

@@ -115,32 +115,45 @@ const char *cla_flash_check(const clattn_device_info *d, const cla_tune_problem 
  * without spills at head dims 64 and 128, and LDS and registers allow 4 waves per SIMD on gfx90a at head dim 64.
  * A group is no larger than the rows there are (decode packs only the GQA group's query heads), nor than the device
  * allows, and its tiles fit local memory. */
-static void flash_complete(const clattn_device_info *d, const cla_tune_problem *p, cla_tune_config *c) {
+static bool flash_complete(const clattn_device_info *d, const cla_tune_problem *p, cla_tune_config *c) {
     int *v = c->v;
     if (v[CLA_FUSED_ROWS] < 1) v[CLA_FUSED_ROWS] = 1;
     if (v[CLA_FUSED_BLOCK_N] < 1) v[CLA_FUSED_BLOCK_N] = 16;
     v[CLA_FUSED_BLOCK_N] = (v[CLA_FUSED_BLOCK_N] + 3) / 4 * 4; /* whole float4s of probabilities */
     v[CLA_FUSED_LOCAL] = 1;
-    const int ct = v[CLA_FUSED_BLOCK_N] / CLA_FLASH_TN;
     if (v[CLA_FUSED_WG] < 1) {
         const size_t rows_total = (p->q_len ? p->q_len : 1) * (p->group ? p->group : 1);
         v[CLA_FUSED_WG] = 256;
-        while (v[CLA_FUSED_WG] / 2 >= ct && cla_flash_block_rows(c) / 2 >= rows_total) v[CLA_FUSED_WG] /= 2;
+        while (v[CLA_FUSED_WG] / 2 >= v[CLA_FUSED_BLOCK_N] / CLA_FLASH_TN &&
+               cla_flash_block_rows(c) / 2 >= rows_total)
+            v[CLA_FUSED_WG] /= 2;
     }
+    /* Too large for the device: fewer row blocks, then fewer keys a tile, then fewer rows a work-item. */
     const size_t max_wg = max_group(d), budget = local_budget(d);
-    while (v[CLA_FUSED_WG] / 2 >= ct && ((size_t)v[CLA_FUSED_WG] > max_wg || cla_flash_local_bytes(p, c) > budget))
-        v[CLA_FUSED_WG] /= 2;
-    while (v[CLA_FUSED_ROWS] > 1 &&
-           (flash_private(p, c) > FLASH_MAX_PRIVATE || cla_flash_local_bytes(p, c) > budget))
-        v[CLA_FUSED_ROWS] /= 2;
+    for (;;) {
+        const int ct = v[CLA_FUSED_BLOCK_N] / CLA_FLASH_TN;
+        if ((size_t)v[CLA_FUSED_WG] <= max_wg && cla_flash_local_bytes(p, c) <= budget) break;
+        if (v[CLA_FUSED_WG] / 2 >= ct)
+            v[CLA_FUSED_WG] /= 2;
+        else if (v[CLA_FUSED_BLOCK_N] >= 8 && v[CLA_FUSED_BLOCK_N] % 8 == 0)
+            v[CLA_FUSED_BLOCK_N] /= 2;
+        else if (v[CLA_FUSED_ROWS] > 1)
+            v[CLA_FUSED_ROWS] /= 2;
+        else
+            return false;
+    }
+    while (v[CLA_FUSED_ROWS] > 1 && flash_private(p, c) > FLASH_MAX_PRIVATE) v[CLA_FUSED_ROWS] /= 2;
+    return cla_flash_check(d, p, c) == NULL;
 }
 
 void cla_sdpa_fused_complete(const clattn_device_info *d, const cla_tune_problem *p, cla_tune_config *c) {
     int *v = c->v;
     const bool gpu = gpu_like(d);
+    const cla_tune_config given = *c;
+    /* FPGAs (no run-time compiler: offline toolchains size hardware from the kernel) keep the tiled kernel. */
     if (v[CLA_FUSED_VARIANT] < 0)
         v[CLA_FUSED_VARIANT] = d->type == CLATTN_DEVICE_TYPE_CPU ? CLA_FUSED_CPU
-                               : gpu                             ? CLA_FUSED_FLASH
+                               : gpu && d->compiler_available    ? CLA_FUSED_FLASH
                                                                  : CLA_FUSED_TILED;
     if (v[CLA_FUSED_SPLITS] < 0) v[CLA_FUSED_SPLITS] = 0;
     if (v[CLA_FUSED_VARIANT] == CLA_FUSED_CPU) {
@@ -157,8 +170,11 @@ void cla_sdpa_fused_complete(const clattn_device_info *d, const cla_tune_problem
         return;
     }
     if (v[CLA_FUSED_VARIANT] == CLA_FUSED_FLASH) {
-        flash_complete(d, p, c);
-        return;
+        /* A device too small for the flash tiles (a few KiB of local memory) gets the tiled kernel, unless the
+         * flash kernel was asked for (then the check says why it cannot run). */
+        if (flash_complete(d, p, c) || given.v[CLA_FUSED_VARIANT] == CLA_FUSED_FLASH) return;
+        *c = given;
+        v[CLA_FUSED_VARIANT] = CLA_FUSED_TILED;
     }
     if (v[CLA_FUSED_ROWS] < 1) v[CLA_FUSED_ROWS] = gpu ? 1 : 4;
     if (v[CLA_FUSED_BLOCK_N] < 1) v[CLA_FUSED_BLOCK_N] = gpu ? 32 : 16;
@@ -182,7 +198,8 @@ static void fused_builtin(const clattn_device_info *d, const cla_tune_problem *p
 static const char *fused_check(const clattn_device_info *d, const cla_tune_problem *p, const cla_tune_config *c) {
     const int variant = c->v[CLA_FUSED_VARIANT], rows = c->v[CLA_FUSED_ROWS], block_n = c->v[CLA_FUSED_BLOCK_N];
     const int wg = c->v[CLA_FUSED_WG], local = c->v[CLA_FUSED_LOCAL], splits = c->v[CLA_FUSED_SPLITS];
-    if (variant != CLA_FUSED_TILED && variant != CLA_FUSED_CPU) return "unknown variant";
+    if (variant != CLA_FUSED_TILED && variant != CLA_FUSED_CPU && variant != CLA_FUSED_FLASH)
+        return "unknown variant";
     if (rows < 1 || rows > 64) return "rows must be 1 to 64";
     if (block_n < 1 || block_n > 512) return "block_n must be 1 to 512";
     if (wg < 1 || local < 0 || local > 1 || splits < 0 || splits > 64) return "wg, local or splits out of range";
