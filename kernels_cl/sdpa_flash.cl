@@ -117,14 +117,9 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
         l_part[m] = 0.0f;
         FLASH_UNROLL
         for (int c = 0; c < TD4; ++c) acc[m][c] = (float4)(0.0f);
-#if !Q_IN_LOCAL
-        const long qrow = offsets.s0 + b * q_stride.x + h * q_stride.y + i * q_stride.z;
-        FLASH_UNROLL
-        for (int d4 = 0; d4 < KD4; ++d4)
-            qr[m][d4] = LOAD4(Q_DTYPE, q, qrow + d4 * 4 * DSTRIDE(q_stride), DSTRIDE(q_stride), HEAD_DIM - d4 * 4) *
-                        scale_log2;
-#endif
     }
+    /* Q, scaled into log2 units, read once by the whole group with coalesced loads: into local memory, or through
+     * the K tile's memory BLOCK_N rows at a time into each work-item's registers. */
 #if Q_IN_LOCAL
     for (int x = lid; x < BLOCK_M * KD4; x += WG_SIZE) {
         const int rr = x / KD4, d4 = x % KD4;
@@ -132,6 +127,27 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
         const int i = r / group, h = hk * group + r % group;
         const long at = offsets.s0 + b * q_stride.x + h * q_stride.y + i * q_stride.z + d4 * 4 * DSTRIDE(q_stride);
         q_tile[rr * KS4 + d4] = LOAD4(Q_DTYPE, q, at, DSTRIDE(q_stride), HEAD_DIM - d4 * 4) * scale_log2;
+    }
+#else
+    for (int q0 = 0; q0 < BLOCK_M; q0 += BLOCK_N) {
+        for (int x = lid; x < BLOCK_N * KD4; x += WG_SIZE) {
+            const int rr = x / KD4, d4 = x % KD4;
+            const int r = min(block0 + q0 + rr, rows_total - 1);
+            const int i = r / group, h = hk * group + r % group;
+            const long at =
+                offsets.s0 + b * q_stride.x + h * q_stride.y + i * q_stride.z + d4 * 4 * DSTRIDE(q_stride);
+            k_tile[rr * KS4 + d4] = LOAD4(Q_DTYPE, q, at, DSTRIDE(q_stride), HEAD_DIM - d4 * 4) * scale_log2;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        FLASH_UNROLL
+        for (int m = 0; m < TM; ++m) {
+            const int rr = tr * TM + m - q0;
+            if (rr >= 0 && rr < BLOCK_N) {
+                FLASH_UNROLL
+                for (int d4 = 0; d4 < KD4; ++d4) qr[m][d4] = k_tile[rr * KS4 + d4];
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
     }
 #endif
 
