@@ -38,14 +38,14 @@
 #endif
 
 #define TM      ROWS
-#define CT      (BLOCK_N / TN)  /* work-items sharing a row */
-#define RT      (WG_SIZE / CT)  /* row groups */
-#define BLOCK_M (RT * TM)       /* rows per work-group */
+#define CT      (BLOCK_N / TN)         /* work-items sharing a row */
+#define RT      (WG_SIZE / CT)         /* row groups */
+#define BLOCK_M (RT * TM)              /* rows per work-group */
 #define KD4     ((HEAD_DIM + 3) / 4)   /* float4s of a key row */
 #define VD4     ((V_HEAD_DIM + 3) / 4) /* float4s of a value row */
 #define TD4     ((VD4 + CT - 1) / CT)  /* float4 output columns per work-item */
 #define KS4     (KD4 + 1)              /* padded strides, in float4s */
-#define VS4     (TD4 * CT + 1)
+#define VS4     (VD4 + 1)
 #define PS      (BLOCK_N + 4) /* padded probability row, in floats (a multiple of 4 for vector loads) */
 
 #if BLOCK_N % TN != 0 || WG_SIZE % (BLOCK_N / TN) != 0 || BLOCK_N % 4 != 0
@@ -164,12 +164,11 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
             k_tile[jj * KS4 + d4] =
                 jj < n ? LOAD4(K_DTYPE, k, at, DSTRIDE(k_stride), HEAD_DIM - d4 * 4) : (float4)(0.0f);
         }
-        for (int x = lid; x < BLOCK_N * TD4 * CT; x += WG_SIZE) {
-            const int jj = x / (TD4 * CT), d4 = x % (TD4 * CT);
+        for (int x = lid; x < BLOCK_N * VD4; x += WG_SIZE) {
+            const int jj = x / VD4, d4 = x % VD4;
             const long at = (long)(j0 + jj) * v_stride.z + d4 * 4 * DSTRIDE(v_stride);
-            v_tile[jj * VS4 + d4] = jj < n && d4 < VD4
-                                        ? LOAD4(V_DTYPE, v, at, DSTRIDE(v_stride), V_HEAD_DIM - d4 * 4)
-                                        : (float4)(0.0f);
+            v_tile[jj * VS4 + d4] =
+                jj < n ? LOAD4(V_DTYPE, v, at, DSTRIDE(v_stride), V_HEAD_DIM - d4 * 4) : (float4)(0.0f);
         }
         barrier(CLK_LOCAL_MEM_FENCE);
 
@@ -245,7 +244,14 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
                 const int jj = j4 * 4 + e;
                 float4 vv[TD4];
                 FLASH_UNROLL
-                for (int c = 0; c < TD4; ++c) vv[c] = v_tile[jj * VS4 + tc + CT * c];
+                for (int c = 0; c < TD4; ++c) {
+#if VD4 % CT == 0
+                    vv[c] = v_tile[jj * VS4 + tc + CT * c];
+#else
+                    /* Work-items past the value's last float4 (more work-items to a row than float4s: decode). */
+                    vv[c] = tc + CT * c < VD4 ? v_tile[jj * VS4 + tc + CT * c] : (float4)(0.0f);
+#endif
+                }
                 FLASH_UNROLL
                 for (int m = 0; m < TM; ++m) {
                     const float p = e == 0 ? p4[m].x : e == 1 ? p4[m].y : e == 2 ? p4[m].z : p4[m].w;

@@ -82,7 +82,8 @@ size_t cla_flash_local_bytes(const cla_tune_problem *p, const cla_tune_config *c
     const size_t bn = (size_t)c->v[CLA_FUSED_BLOCK_N], ct = bn / CLA_FLASH_TN ? bn / CLA_FLASH_TN : 1;
     const size_t bm = cla_flash_block_rows(c);
     const size_t kd4 = (p->head_dim + 3) / 4, vd4 = (p->v_head_dim + 3) / 4, td4 = (vd4 + ct - 1) / ct;
-    const size_t float4s = bn * (kd4 + 1) + bn * (td4 * ct + 1) + (p->head_dim > 128 ? bm * (kd4 + 1) : 0);
+    (void)td4;
+    const size_t float4s = bn * (kd4 + 1) + bn * (vd4 + 1) + (p->head_dim > 128 ? bm * (kd4 + 1) : 0);
     return float4s * 16 + (bm * (bn + 4) + bm * ct) * 4;
 }
 
@@ -110,33 +111,36 @@ const char *cla_flash_check(const clattn_device_info *d, const cla_tune_problem 
     return NULL;
 }
 
-/* The flash kernel: 16 keys a tile, 8 work-items to a row (2 keys each), 256 work-items, so 32 rows a group; from
- * the compilers' figures (tools/scripts/gpu_compile_report.py) this keeps Q and the output tile in registers
- * without spills at head dims 64 and 128, and LDS and registers allow 4 waves per SIMD on gfx90a at head dim 64.
- * A group is no larger than the rows there are (decode packs only the GQA group's query heads), nor than the device
- * allows, and its tiles fit local memory. */
+/* The flash kernel's prefill shape: 16 keys a tile, 8 work-items to a row (2 keys each), 256 work-items, so 32
+ * rows a group; from the compilers' figures (tools/scripts/gpu_compile_report.py) this keeps Q and the output tile
+ * in registers without spills at head dims 64 and 128, and LDS and registers allow 4 waves per SIMD on gfx90a at
+ * head dim 64. Decode (a few packed rows: query rows times the GQA group's heads) takes the smallest group whose
+ * row groups cover the rows, so that every work-item has keys, and key splits (sdpa_fused.c) fill the device.
+ * Then the shape is fitted to the device: fewer keys a tile where local memory is short, fewer work-items where
+ * the group is too large, fewer rows a work-item. */
 static bool flash_complete(const clattn_device_info *d, const cla_tune_problem *p, cla_tune_config *c) {
     int *v = c->v;
+    const size_t rows_total = (p->q_len ? p->q_len : 1) * (p->group ? p->group : 1);
     if (v[CLA_FUSED_ROWS] < 1) v[CLA_FUSED_ROWS] = 1;
     if (v[CLA_FUSED_BLOCK_N] < 1) v[CLA_FUSED_BLOCK_N] = 16;
     v[CLA_FUSED_BLOCK_N] = (v[CLA_FUSED_BLOCK_N] + 3) / 4 * 4; /* whole float4s of probabilities */
     v[CLA_FUSED_LOCAL] = 1;
     if (v[CLA_FUSED_WG] < 1) {
-        const size_t rows_total = (p->q_len ? p->q_len : 1) * (p->group ? p->group : 1);
+        /* The smallest power-of-two group whose rows cover the packed rows, from 256 work-items down. */
         v[CLA_FUSED_WG] = 256;
         while (v[CLA_FUSED_WG] / 2 >= v[CLA_FUSED_BLOCK_N] / CLA_FLASH_TN &&
                cla_flash_block_rows(c) / 2 >= rows_total)
             v[CLA_FUSED_WG] /= 2;
     }
-    /* Too large for the device: fewer row blocks, then fewer keys a tile, then fewer rows a work-item. */
     const size_t max_wg = max_group(d), budget = local_budget(d);
     for (;;) {
         const int ct = v[CLA_FUSED_BLOCK_N] / CLA_FLASH_TN;
-        if ((size_t)v[CLA_FUSED_WG] <= max_wg && cla_flash_local_bytes(p, c) <= budget) break;
-        if (v[CLA_FUSED_WG] / 2 >= ct)
-            v[CLA_FUSED_WG] /= 2;
-        else if (v[CLA_FUSED_BLOCK_N] >= 8 && v[CLA_FUSED_BLOCK_N] % 8 == 0)
+        const bool local_fits = cla_flash_local_bytes(p, c) <= budget;
+        if ((size_t)v[CLA_FUSED_WG] <= max_wg && local_fits) break;
+        if (!local_fits && v[CLA_FUSED_BLOCK_N] >= 8 && v[CLA_FUSED_BLOCK_N] % 8 == 0)
             v[CLA_FUSED_BLOCK_N] /= 2;
+        else if (v[CLA_FUSED_WG] / 2 >= ct && v[CLA_FUSED_WG] % 2 == 0)
+            v[CLA_FUSED_WG] /= 2;
         else if (v[CLA_FUSED_ROWS] > 1)
             v[CLA_FUSED_ROWS] /= 2;
         else
