@@ -104,6 +104,9 @@ const char *cla_flash_check(const clattn_device_info *d, const cla_tune_problem 
     if (wg < block_n / CLA_FLASH_TN || wg % (block_n / CLA_FLASH_TN) != 0)
         return "the flash variant takes wg a multiple of block_n / 2 (the work-items that share a row)";
     if (rows < 1 || rows > 4) return "the flash variant takes rows 1 to 4";
+    /* Its packed row index (query row times query heads per key/value head) is an int. */
+    if ((uint64_t)p->q_len * (p->group ? p->group : 1) > (1u << 30))
+        return "the flash variant packs at most 2^30 rows (query rows times query heads per key/value head)";
     if ((size_t)wg > max_group(d)) return "work-group larger than the device allows";
     if (cla_flash_local_bytes(p, c) > local_budget(d)) return "flash tiles larger than local memory";
     if (gpu_like(d) && flash_private(p, c) > FLASH_MAX_PRIVATE)
