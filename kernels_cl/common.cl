@@ -152,3 +152,46 @@ CLA_INLINE int cla_key_hi(int i, int shift, int2 window, int kv_limit) {
         __global const STORAGE(MASK_DTYPE) * mask, long4 mask_stride, __global const int *key_lengths,             \
         __global float *lse, long4 lse_stride, long8 offsets, int4 dims, float scale_log2, int2 window,            \
         int split_len, __global float *partial
+
+/* The logit of one (query row, key) pair, in log2 units (the scale is already folded into q), or -inf where the key
+ * is masked: outside the row's keys [lo, hi) (causal, window, key length) or hidden by the mask tensor, whose
+ * element for the pair is mask[mask_at]. The one place where a score is processed, for the kernels that share it
+ * (sdpa_flash.cl), so that a score modifier is added here once. */
+CLA_INLINE float cla_score(float s, int j, int lo, int hi, __global const STORAGE(MASK_DTYPE) * mask, long mask_at) {
+    if (j < lo || j >= hi) return CLA_NEG_INF;
+#if MASK_KIND == 1
+    const float mv = LOAD(MASK_DTYPE, mask, mask_at);
+    return mv <= -FLT_MAX ? CLA_NEG_INF : fma(mv, CLA_LOG2E, s);
+#elif MASK_KIND == 2
+    return mask[mask_at] == 0 ? CLA_NEG_INF : s;
+#else
+    return s;
+#endif
+}
+
+/* Four consecutive head-dim elements p[at], p[at + ds], ... as float4, zeros past the `left` that remain (>= 1):
+ * one vector load where the stride is 1 and all four exist, for coalesced tile loads. LOAD4(dt, ...) picks the
+ * storage type. */
+CLA_INLINE float4 cla_load4_0(__global const float *p, long at, long ds, int left) {
+    if (ds == 1 && left >= 4) return vload4(0, p + at);
+    return (float4)(p[at], left > 1 ? p[at + ds] : 0.0f, left > 2 ? p[at + 2 * ds] : 0.0f,
+                    left > 3 ? p[at + 3 * ds] : 0.0f);
+}
+/* Only where a tensor is fp16: some offline front ends (clang for nvptx) declare no half loads otherwise. */
+#if Q_DTYPE == 1 || K_DTYPE == 1 || V_DTYPE == 1
+CLA_INLINE float4 cla_load4_1(__global const half *p, long at, long ds, int left) {
+    if (ds == 1 && left >= 4) return vload_half4(0, p + at);
+    return (float4)(vload_half(0, p + at), left > 1 ? vload_half(0, p + at + ds) : 0.0f,
+                    left > 2 ? vload_half(0, p + at + 2 * ds) : 0.0f, left > 3 ? vload_half(0, p + at + 3 * ds) : 0.0f);
+}
+#endif
+CLA_INLINE float4 cla_load4_2(__global const ushort *p, long at, long ds, int left) {
+    uint4 u;
+    if (ds == 1 && left >= 4) {
+        u = convert_uint4(vload4(0, p + at));
+    } else {
+        u = (uint4)(p[at], left > 1 ? p[at + ds] : 0u, left > 2 ? p[at + 2 * ds] : 0u, left > 3 ? p[at + 3 * ds] : 0u);
+    }
+    return as_float4(u << 16);
+}
+#define LOAD4(dt, p, at, ds, left) CLA_CAT(cla_load4_, dt)(p, at, ds, left)

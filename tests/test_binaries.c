@@ -441,6 +441,44 @@ static void export_for_fpga_target_lists_tiled_programs_without_binaries(void **
     assert_int_equal(run_cli("export"), 2);
 }
 
+/* Every GPU class exports the flash kernel (and sdpa_combine's program for the key splits), shaped for that
+ * class: a work-group no larger than it allows, tiles that fit its local memory. */
+static void export_for_gpu_targets_lists_flash_programs(void **state) {
+    (void)state;
+    static const struct {
+        const char *name;
+        int max_wg;
+    } targets[] = {{"nvidia", 1024}, {"amd", 256},   {"intel", 512}, {"adreno", 1024},
+                   {"mali", 384},    {"apple", 256}, {"gpu", 256}};
+    for (size_t t = 0; t < sizeof targets / sizeof targets[0]; ++t) {
+        char dir[4200], args[8192];
+        snprintf(dir, sizeof dir, "%s/gpu-%s", work, targets[t].name);
+        snprintf(args, sizeof args, "export --target %s --out '%s' " CLASSES, targets[t].name, dir);
+        assert_int_equal(run_cli(args), 0);
+        cJSON *root = read_manifest(dir);
+        const cJSON *device = cJSON_GetObjectItemCaseSensitive(root, "device");
+        assert_string_equal(member(device, "target"), targets[t].name);
+        assert_string_equal(member(device, "type"), "gpu");
+        int flash = 0;
+        const cJSON *p = NULL;
+        cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(root, "programs")) {
+            const char *options = member(p, "options");
+            if (strcmp(member(p, "source"), "sdpa_flash") != 0) {
+                /* Only the combine step's program, which takes the common defines alone. */
+                assert_string_equal(member(p, "source"), "sdpa_fused");
+                assert_null(strstr(options, "-DWG_SIZE="));
+                continue;
+            }
+            ++flash;
+            const char *wg = strstr(options, "-DWG_SIZE=");
+            assert_non_null(wg);
+            assert_true(atoi(wg + 10) >= 1 && atoi(wg + 10) <= targets[t].max_wg);
+        }
+        assert_true(flash >= 1);
+        cJSON_Delete(root);
+    }
+}
+
 static void pack_wraps_offline_compiler_outputs_into_loadable_binaries(void **state) {
     (void)state;
     /* An "offline compiler" here is PoCL itself: the raw binaries inside the exported entries, saved as .aocx
@@ -504,6 +542,7 @@ int main(void) {
         cmocka_unit_test(bad_binary_files_are_invalid_binary_never_trusted),
         cmocka_unit_test(export_manifest_lists_files_holding_what_the_library_builds),
         cmocka_unit_test(export_for_fpga_target_lists_tiled_programs_without_binaries),
+        cmocka_unit_test(export_for_gpu_targets_lists_flash_programs),
         cmocka_unit_test(pack_wraps_offline_compiler_outputs_into_loadable_binaries),
         cmocka_unit_test(recording_lists_programs_and_builds_nothing),
     };

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 /* Every kernel variant on tiny shapes, meant to run under Oclgrind (tests/oclgrind_run.sh) with data-race,
  * uninitialised-memory and API checks: the tiled kernel's GPU shape (local-memory tiles, barriers) and CPU shape,
- * the CPU variant's row and block shapes, key splits with their combine step, the unfused path's kernels, every
- * dtype and mask kind, and inf/NaN at masked keys. Results are also checked against the reference, so the program
- * is meaningful on its own. */
+ * the CPU variant's row and block shapes, the flash variant's shapes, key splits with their combine step, the
+ * unfused path's kernels, every dtype and mask kind, and inf/NaN at masked keys. Results are also checked against
+ * the reference, so the program is meaningful on its own. */
 #include "sdpa_case.h"
 #include "seq2seq_case.h"
 
@@ -67,6 +67,8 @@ static void fused_key_splits(void **state) {
     tiny_cases("rows=2,local=0,block_n=4,splits=2", CLATTN_IMPL_FUSED);
     tiny_cases("variant=cpu,rows=8,block_n=4,splits=3", CLATTN_IMPL_FUSED);
     tiny_cases("variant=cpu,rows=1,block_n=5,splits=2", CLATTN_IMPL_FUSED);
+    tiny_cases("variant=flash,block_n=4,wg=4,splits=3", CLATTN_IMPL_FUSED);
+    tiny_cases("variant=flash,rows=2,block_n=8,wg=8,splits=2", CLATTN_IMPL_FUSED);
 }
 
 /* The CPU variant (kernels_cl/sdpa_fused_cpu.cl): its default shapes (the row shape for these short queries), the
@@ -77,6 +79,17 @@ static void fused_cpu_variant(void **state) {
     tiny_cases("variant=cpu,rows=1,block_n=5", CLATTN_IMPL_FUSED);
     tiny_cases("variant=cpu,rows=8,block_n=5", CLATTN_IMPL_FUSED);
     tiny_cases("variant=cpu,rows=16,block_n=4", CLATTN_IMPL_FUSED);
+}
+
+/* The flash variant (kernels_cl/sdpa_flash.cl): its defaults for these shapes (GQA rows packed into one group),
+ * groups of several row blocks with two rows per work-item, and the smallest tiles with four work-items to a row,
+ * so that row blocks end inside a GQA group and tiles end inside the keys. */
+static void fused_flash_variant(void **state) {
+    (void)state;
+    tiny_cases("variant=flash", CLATTN_IMPL_FUSED);
+    tiny_cases("variant=flash,rows=2,block_n=8,wg=8", CLATTN_IMPL_FUSED);
+    tiny_cases("variant=flash,rows=1,block_n=4,wg=4", CLATTN_IMPL_FUSED);
+    tiny_cases("variant=flash,rows=3,block_n=12,wg=12", CLATTN_IMPL_FUSED);
 }
 
 /* Runs the attention d describes on host arrays, with the fused kernel's parameters `params` (NULL: the
@@ -156,6 +169,8 @@ static void fused_masked_values(void **state) {
     masked_values_never_leak("variant=cpu,rows=1,block_n=4");
     masked_values_never_leak("variant=cpu,rows=8,block_n=5");
     masked_values_never_leak("variant=cpu,rows=16,block_n=8");
+    masked_values_never_leak("variant=flash");
+    masked_values_never_leak("variant=flash,rows=2,block_n=4,wg=4");
 }
 
 static void fused_defaults(void **state) {
@@ -217,6 +232,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(fused_gpu_shape),     cmocka_unit_test(fused_cpu_shape),
         cmocka_unit_test(fused_defaults),      cmocka_unit_test(fused_cpu_variant),
         cmocka_unit_test(fused_masked_values), cmocka_unit_test(seq2seq_additive),
+        cmocka_unit_test(fused_flash_variant),
     };
     /* CLATTN_TEST_FILTER (a cmocka pattern) runs some of the cases, to look at one kernel under Oclgrind. */
     if (getenv("CLATTN_TEST_FILTER")) cmocka_set_test_filter(getenv("CLATTN_TEST_FILTER"));

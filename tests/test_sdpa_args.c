@@ -317,6 +317,33 @@ static void host_call_checks_its_arguments(void **state) {
     for (int i = 0; i < 4; ++i) assert_true(fabsf(o[i] - vv[i]) < 1e-6f);
 }
 
+/* A kernel-parameter override of the flash variant that its kernel cannot take (after block_n is rounded to whole
+ * float4s and the shape fitted to the device) is refused with the rule it breaks, when it is set or on the call it
+ * cannot serve; nothing runs, and the defaults serve the call once it is cleared. */
+static void flash_override_rules(void **state) {
+    (void)state;
+    static const struct {
+        const char *params, *needle;
+    } bad[] = {
+        {"variant=flash,block_n=16,wg=12", "wg a multiple of block_n / 2"},
+        {"variant=flash,block_n=16,wg=4", "wg a multiple of block_n / 2"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+        const clattn_status st = clattn_context_set_kernel_params(ctx, "sdpa_fused", bad[i].params);
+        const char *msg = clattn_context_last_error(ctx);
+        if (st != CLATTN_ERROR_INVALID_ARGUMENT || !strstr(msg, bad[i].needle) ||
+            !strstr(msg, "clattn_context_set_kernel_params"))
+            fail_msg("[%s] %s: %s", bad[i].params, clattn_status_string(st), msg);
+    }
+    /* Rows a work-item are checked on the call, against its head dims (they may fit at the set's nominal ones). */
+    desc.impl = CLATTN_IMPL_FUSED;
+    assert_status(clattn_context_set_kernel_params(ctx, "sdpa_fused", "variant=flash,rows=5"), CLATTN_SUCCESS);
+    expect(CLATTN_ERROR_INVALID_ARGUMENT, "the flash variant takes rows 1 to 4");
+    assert_status(clattn_context_set_kernel_params(ctx, "sdpa_fused", NULL), CLATTN_SUCCESS);
+    assert_status(clattn_sdpa(ctx, &desc, &q, &k, &v, &out, NULL, 0, NULL, NULL), CLATTN_SUCCESS);
+    clFinish(clattn_context_cl_queue(ctx));
+}
+
 #define T(fn) cmocka_unit_test_setup(fn, reset)
 
 int main(void) {
@@ -332,6 +359,7 @@ int main(void) {
         T(foreign_queue_and_buffer),
         T(context_usable_after_errors),
         T(host_call_checks_its_arguments),
+        T(flash_override_rules),
     };
     return cmocka_run_group_tests_name("sdpa_args", tests, setup, teardown);
 }

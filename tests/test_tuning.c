@@ -289,6 +289,23 @@ static void space_and_configs(void **state) {
     op->builtin(&d, &p, &c);
     assert_null(op->check(&d, &p, &c));
     d.type = CLATTN_DEVICE_TYPE_GPU;
+    d.compiler_available = 1;
+    op->builtin(&d, &p, &c);
+    assert_null(op->check(&d, &p, &c));
+    assert_int_equal(c.v[CLA_FUSED_VARIANT], CLA_FUSED_FLASH);
+    assert_int_equal(c.v[CLA_FUSED_LOCAL], 1);
+    /* More packed rows (query rows times query heads per key/value head) than the flash kernel's int index takes:
+     * the tiled kernel by default, and the flash kernel's check says why. */
+    cla_tune_problem huge = p;
+    huge.q_len = (size_t)1 << 28;
+    huge.group = 8;
+    op->builtin(&d, &huge, &c);
+    assert_int_equal(c.v[CLA_FUSED_VARIANT], CLA_FUSED_TILED);
+    op->builtin(&d, &p, &c);
+    assert_int_equal(c.v[CLA_FUSED_VARIANT], CLA_FUSED_FLASH);
+    assert_non_null(strstr(op->check(&d, &huge, &c), "at most 2^30 rows"));
+    /* A device that cannot compile at run time (an FPGA's offline toolchain) keeps the tiled kernel. */
+    d.compiler_available = 0;
     op->builtin(&d, &p, &c);
     assert_null(op->check(&d, &p, &c));
     assert_int_equal(c.v[CLA_FUSED_VARIANT], CLA_FUSED_TILED);

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 /* The fused attention path, host side: the kernel variant and its parameters for the device in hand, the split
- * over keys for decode-shaped calls (flash-decoding), and the launch of kernels_cl/sdpa_fused.cl (the tiled
- * variant, for GPUs and accelerators) or kernels_cl/sdpa_fused_cpu.cl (the CPU variant). Both variants take the
- * same arguments and write the same key-split partial state, which sdpa_combine in sdpa_fused.cl merges. */
+ * over keys for decode-shaped calls (flash-decoding), and the launch of kernels_cl/sdpa_flash.cl (the flash
+ * variant, for GPUs and accelerators: a work-group per block of rows of one batch item and key/value head, GQA
+ * query heads packed as rows), kernels_cl/sdpa_fused.cl (the tiled variant, one row per work-item) or
+ * kernels_cl/sdpa_fused_cpu.cl (the CPU variant). All take the same arguments and write the same key-split partial
+ * state, which sdpa_combine in sdpa_fused.cl merges. */
 #include "sdpa_internal.h"
 #include "tuning.h"
 
@@ -33,6 +35,11 @@ clattn_status cla_sdpa_fused_override(clattn_context *ctx, const cla_tune_proble
                 ctx, CLATTN_ERROR_INVALID_ARGUMENT,
                 "%s: the cpu variant takes rows up to 64 and block_n up to 512, not %d and %d", origin,
                 c->v[CLA_FUSED_ROWS], c->v[CLA_FUSED_BLOCK_N]);
+    /* The flash kernel's shape has rules of its own (work-items per row, register tiles, local memory). */
+    const char *why = c->v[CLA_FUSED_VARIANT] == CLA_FUSED_FLASH ? cla_flash_check(&ctx->info, p, c) : NULL;
+    CLA_FAIL_ON(why != NULL, ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                "%s: %s (rows %d, block_n %d, wg %d on '%s'); leave them out to get the device's defaults", origin,
+                why, c->v[CLA_FUSED_ROWS], c->v[CLA_FUSED_BLOCK_N], c->v[CLA_FUSED_WG], ctx->info.name);
     return CLATTN_SUCCESS;
 }
 
@@ -41,7 +48,7 @@ clattn_status cla_sdpa_fused_override(clattn_context *ctx, const cla_tune_proble
 static clattn_status choose_params(clattn_context *ctx, const cla_sdpa_plan *p, cla_tune_config *c) {
     cla_tune_problem prob = {
         p->head_dim,    p->v_head_dim,  p->q.dtype, p->mask_kind, p->causal != CLATTN_CAUSAL_NONE,
-        p->whole_batch, p->whole_heads, p->q_len,   p->kv_len};
+        p->whole_batch, p->whole_heads, p->q_len,   p->kv_len,    p->q_heads / p->kv_heads};
     cla_tune_choice ch;
     clattn_status st = cla_tuning_choose(ctx, &cla_tune_op_sdpa_fused, &prob, &ch);
     if (st == CLATTN_SUCCESS) *c = ch.config;
@@ -72,7 +79,11 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     const size_t bh = p->batch * p->q_heads;
     /* The key splits follow the whole call's rows, so that a part of a split call runs what one device would. */
     const size_t whole_bh = p->whole_batch * p->whole_heads;
-    const bool cpu = v[CLA_FUSED_VARIANT] == CLA_FUSED_CPU;
+    const bool cpu = v[CLA_FUSED_VARIANT] == CLA_FUSED_CPU, flash = v[CLA_FUSED_VARIANT] == CLA_FUSED_FLASH;
+    /* The flash kernel's grid runs over packed rows (query rows times the query heads of a key/value head) of each
+     * (batch item, key/value head); the others' over query rows of each (batch item, query head). */
+    const size_t group = p->q_heads / p->kv_heads;
+    const size_t units = flash ? p->batch * p->kv_heads : bh, unit_rows = flash ? p->q_len * group : p->q_len;
     const char *name = cla_tune_kernel_of(op, &c)->kernel, *source = cla_tune_kernel_of(op, &c)->source;
     char common[512], defines[128], options[768], combine_options[640];
     cla_sdpa_common_defines(p, true, common, sizeof common);
@@ -80,8 +91,10 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     int nsplit = 1, split_len = 1;
     bool split = false;
     for (;;) {
-        const size_t rows_per_group = (size_t)v[CLA_FUSED_ROWS] * (size_t)v[CLA_FUSED_WG];
-        const size_t row_groups = (p->q_len + rows_per_group - 1) / rows_per_group * whole_bh;
+        const size_t rows_per_group =
+            flash ? cla_flash_block_rows(&c) : (size_t)v[CLA_FUSED_ROWS] * (size_t)v[CLA_FUSED_WG];
+        const size_t row_groups =
+            (unit_rows + rows_per_group - 1) / rows_per_group * (flash ? whole_bh / group : whole_bh);
         nsplit = choose_splits(ctx, p, &c, row_groups);
         split_len = (int)round_up((p->kv_len + (size_t)nsplit - 1) / (size_t)nsplit, (size_t)v[CLA_FUSED_BLOCK_N]);
         if (split_len < 1) split_len = v[CLA_FUSED_BLOCK_N];
@@ -97,7 +110,8 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
         /* A compiler may allow a kernel fewer work-items than the device (registers, local memory); then the
          * work-group shrinks until it fits, as the tiled kernel works at any power-of-two size. */
         size_t kernel_max = 0;
-        if (cpu || !v[CLA_FUSED_LOCAL] || v[CLA_FUSED_WG] <= 1 ||
+        const int least_wg = flash ? 2 * v[CLA_FUSED_BLOCK_N] / CLA_FLASH_TN : 2;
+        if (cpu || !v[CLA_FUSED_LOCAL] || v[CLA_FUSED_WG] < least_wg ||
             clGetKernelWorkGroupInfo(kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof kernel_max, &kernel_max,
                                      NULL) != CL_SUCCESS ||
             kernel_max >= (size_t)v[CLA_FUSED_WG])
@@ -106,10 +120,10 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
                 ctx->info.name, kernel_max, name, v[CLA_FUSED_WG], v[CLA_FUSED_WG] / 2);
         v[CLA_FUSED_WG] /= 2;
     }
-    /* The CPU variant's splits are merged by the tiled file's sdpa_combine, which depends on the common defines
-     * alone: one program per call shape, whatever the tile parameters. */
+    /* The CPU and flash variants' splits are merged by the tiled file's sdpa_combine, which depends on the common
+     * defines alone: one program per call shape, whatever the tile parameters. */
     snprintf(combine_options, sizeof combine_options, "%s -DSPLIT_KV=1", common);
-    const char *combine_build = cpu ? combine_options : options;
+    const char *combine_build = cpu || flash ? combine_options : options;
     if (split && (st = cla_kernel_get(ctx, "sdpa_fused", combine_build, "sdpa_combine", &combine))) return st;
 
     cl_mem partial = NULL;
@@ -147,20 +161,22 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     st = cla_set_named_args(ctx, kernel, name, op->args, args, CLA_ARRAY_SIZE(args));
     if (st == CLATTN_SUCCESS) {
         const size_t rows = (size_t)v[CLA_FUSED_ROWS], wg = (size_t)v[CLA_FUSED_WG];
-        size_t items_x = (p->q_len + rows - 1) / rows;
-        size_t global[3] = {v[CLA_FUSED_LOCAL] ? round_up(items_x, wg) : items_x, bh, (size_t)nsplit};
+        size_t items_x = flash ? (unit_rows + cla_flash_block_rows(&c) - 1) / cla_flash_block_rows(&c) * wg
+                               : (p->q_len + rows - 1) / rows;
+        size_t global[3] = {v[CLA_FUSED_LOCAL] ? round_up(items_x, wg) : items_x, units, (size_t)nsplit};
         size_t local[3] = {wg, 1, 1};
-        /* A launch covers whole batch-head slices, as many as the context's max_launch_pairs allows (at least
-         * one), so that no single kernel runs long enough for a display driver's watchdog. */
-        const size_t pairs = p->q_len * p->kv_len;
-        size_t per_launch = bh;
+        /* A launch covers whole batch-head slices (batch-key-head slices for flash), as many as the context's
+         * max_launch_pairs allows (at least one), so that no single kernel runs long enough for a display driver's
+         * watchdog. */
+        const size_t pairs = unit_rows * p->kv_len;
+        size_t per_launch = units;
         if (ctx->max_launch_pairs && pairs) {
             uint64_t slices = ctx->max_launch_pairs / pairs;
-            per_launch = slices < 1 ? 1 : slices < bh ? (size_t)slices : bh;
+            per_launch = slices < 1 ? 1 : slices < units ? (size_t)slices : units;
         }
-        for (size_t first = 0; first < bh && st == CLATTN_SUCCESS; first += per_launch) {
+        for (size_t first = 0; first < units && st == CLATTN_SUCCESS; first += per_launch) {
             size_t offset[3] = {0, first, 0};
-            global[1] = bh - first < per_launch ? bh - first : per_launch;
+            global[1] = units - first < per_launch ? units - first : per_launch;
             /* The CPU variant requires one work-item per group (reqd_work_group_size), so that PoCL wraps no
              * loop over work-items around it and keeps its vectors as written. */
             st = cla_chain_kernel_at(ctx, chain, kernel, 3, offset, global,

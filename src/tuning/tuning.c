@@ -11,28 +11,31 @@
 
 /* ---- the fused attention kernels (kernels_cl/sdpa_fused.cl and sdpa_fused_cpu.cl) ---- */
 
-static const char *const fused_sources[] = {"sdpa_fused", "sdpa_fused_cpu", NULL};
-static const char *const fused_variants[] = {"tiled", "cpu"};
+static const char *const fused_sources[] = {"sdpa_fused", "sdpa_fused_cpu", "sdpa_flash", NULL};
+static const char *const fused_variants[] = {"tiled", "cpu", "flash"};
 
 /* What an override or a database entry may give a count: anything a kernel could take (the check and the device's
  * limits decide the rest). */
 #define ANY   (1 << 20)
 #define TILED (1u << CLA_FUSED_TILED)
+#define FLASH (1u << CLA_FUSED_FLASH)
 
 /* The family's parameters: the values the tuner tries, the values accepted, and the build options they become.
- * variant: tiled (kernels_cl/sdpa_fused.cl, the GPU and accelerator kernel) or cpu (kernels_cl/sdpa_fused_cpu.cl,
- * the default on CPU devices); rows: query rows per work-item (the tiled kernel takes any count, the CPU kernel 1
- * or multiples of 8); block_n: keys per tile (multiples of the CPU kernel's register blocks); wg: work-items per
- * group along the rows and local: K/V tiles in local memory (the tiled kernel's; the CPU kernel runs one work-item
- * per group); splits: key splits for decode (0 lets the shape decide; the host's, as SPLIT_KV follows from the
- * count). */
+ * variant: flash (kernels_cl/sdpa_flash.cl, FlashAttention-2 tiling, the default on GPUs and accelerators), tiled
+ * (kernels_cl/sdpa_fused.cl, one row per work-item, the default on devices without on-chip local memory) or cpu
+ * (kernels_cl/sdpa_fused_cpu.cl, the default on CPU devices); rows: query rows per work-item (the tiled kernel
+ * takes any count, the CPU kernel 1 or multiples of 8, the flash kernel 1 to 4: its TM); block_n: keys per tile
+ * (multiples of the CPU kernel's register blocks; of 4 and of CLA_FLASH_TN for flash); wg: work-items per group
+ * (tiled and flash) and local: K/V tiles in local memory (the tiled kernel's; the CPU kernel runs one work-item
+ * per group, the flash kernel always stages tiles); splits: key splits for decode (0 lets the shape decide; the
+ * host's, as SPLIT_KV follows from the count). */
 /* One line a parameter. */
 /* clang-format off */
 static const cla_tune_param fused_params[CLA_FUSED_PARAM_COUNT] = {
-    {"variant", 2, {CLA_FUSED_TILED, CLA_FUSED_CPU}, fused_variants, 2, .min = 0, .max = 1},
+    {"variant", 3, {CLA_FUSED_TILED, CLA_FUSED_CPU, CLA_FUSED_FLASH}, fused_variants, 3, .min = 0, .max = 2},
     {"rows", 9, {1, 2, 4, 8, 16, 24, 32, 48, 64}, NULL, 0, .min = 1, .max = ANY, .define = "ROWS"},
     {"block_n", 8, {8, 16, 24, 32, 48, 64, 96, 128}, NULL, 0, .min = 1, .max = ANY, .define = "BLOCK_N"},
-    {"wg", 8, {1, 4, 8, 16, 32, 64, 128, 256}, NULL, 0, .min = 1, .max = ANY, .define = "WG_SIZE", .variants = TILED},
+    {"wg", 8, {1, 4, 8, 16, 32, 64, 128, 256}, NULL, 0, .min = 1, .max = ANY, .define = "WG_SIZE", .variants = TILED | FLASH},
     {"local", 2, {0, 1}, NULL, 0, .min = 0, .max = ANY, .define = "USE_LOCAL", .variants = TILED},
     {"splits", 6, {0, 1, 2, 4, 8, 16}, NULL, 0, .min = 0, .max = ANY},
 };
@@ -41,9 +44,10 @@ static const cla_tune_param fused_params[CLA_FUSED_PARAM_COUNT] = {
 static const cla_tune_kernel fused_kernels[] = {
     [CLA_FUSED_TILED] = {"sdpa_fused", "sdpa_fused"},
     [CLA_FUSED_CPU] = {"sdpa_fused_cpu", "sdpa_fused_cpu"},
+    [CLA_FUSED_FLASH] = {"sdpa_flash", "sdpa_flash"},
 };
 
-/* Both variants' arguments, as SDPA_FUSED_ARGS in kernels_cl/common.cl declares them. */
+/* Every variant's arguments, as SDPA_FUSED_ARGS in kernels_cl/common.cl declares them. */
 static const char *const fused_args[] = {
     "q",        "q_stride",   "k",           "k_stride",    "v",       "v_stride",   "o",
     "o_stride", "mask",       "mask_stride", "key_lengths", "lse",     "lse_stride", "offsets",
@@ -66,11 +70,98 @@ static size_t local_budget(const clattn_device_info *d) {
     return d->local_mem_bytes > 1024 ? (size_t)d->local_mem_bytes - 1024 : 0;
 }
 
+size_t cla_flash_block_rows(const cla_tune_config *c) {
+    const size_t ct = (size_t)(c->v[CLA_FUSED_BLOCK_N] / CLA_FLASH_TN);
+    return ct ? (size_t)c->v[CLA_FUSED_WG] / ct * (size_t)c->v[CLA_FUSED_ROWS] : 0;
+}
+
+/* The layout of sdpa_flash.cl: K and V tiles of float4 rows padded by one float4 (V's rounded to the work-items
+ * sharing a row), probability rows padded by 4 floats, a float per (row, work-item) for the reductions, and Q
+ * past head dim 128. */
+size_t cla_flash_local_bytes(const cla_tune_problem *p, const cla_tune_config *c) {
+    const size_t bn = (size_t)c->v[CLA_FUSED_BLOCK_N], ct = bn / CLA_FLASH_TN ? bn / CLA_FLASH_TN : 1;
+    const size_t bm = cla_flash_block_rows(c);
+    const size_t kd4 = (p->head_dim + 3) / 4, vd4 = (p->v_head_dim + 3) / 4, td4 = (vd4 + ct - 1) / ct;
+    (void)td4;
+    const size_t float4s = bn * (kd4 + 1) + bn * (vd4 + 1) + (p->head_dim > 128 ? bm * (kd4 + 1) : 0);
+    return float4s * 16 + (bm * (bn + 4) + bm * ct) * 4;
+}
+
+/* Private floats of a flash work-item's Q and output tiles (Q only up to head dim 128, where it is kept in
+ * registers): beyond this many, GPU compilers spill. */
+#define FLASH_MAX_PRIVATE 160
+
+static size_t flash_private(const cla_tune_problem *p, const cla_tune_config *c) {
+    const size_t ct = (size_t)(c->v[CLA_FUSED_BLOCK_N] / CLA_FLASH_TN), rows = (size_t)c->v[CLA_FUSED_ROWS];
+    const size_t vd4 = (p->v_head_dim + 3) / 4, td4 = ct ? (vd4 + ct - 1) / ct : vd4;
+    return rows * ((p->head_dim <= 128 ? (p->head_dim + 3) / 4 * 4 : 0) + td4 * 4);
+}
+
+const char *cla_flash_check(const clattn_device_info *d, const cla_tune_problem *p, const cla_tune_config *c) {
+    const int rows = c->v[CLA_FUSED_ROWS], block_n = c->v[CLA_FUSED_BLOCK_N], wg = c->v[CLA_FUSED_WG];
+    if (block_n < 4 || block_n % 4 != 0 || block_n % CLA_FLASH_TN != 0)
+        return "the flash variant takes block_n a multiple of 4";
+    if (wg < block_n / CLA_FLASH_TN || wg % (block_n / CLA_FLASH_TN) != 0)
+        return "the flash variant takes wg a multiple of block_n / 2 (the work-items that share a row)";
+    if (rows < 1 || rows > 4) return "the flash variant takes rows 1 to 4";
+    /* Its packed row index (query row times query heads per key/value head) is an int. */
+    if ((uint64_t)p->q_len * (p->group ? p->group : 1) > (1u << 30))
+        return "the flash variant packs at most 2^30 rows (query rows times query heads per key/value head)";
+    if ((size_t)wg > max_group(d)) return "work-group larger than the device allows";
+    if (cla_flash_local_bytes(p, c) > local_budget(d)) return "flash tiles larger than local memory";
+    if (gpu_like(d) && flash_private(p, c) > FLASH_MAX_PRIVATE)
+        return "flash Q and output tiles too large for registers";
+    return NULL;
+}
+
+/* The flash kernel's prefill shape: 16 keys a tile, 8 work-items to a row (2 keys each), 256 work-items, so 32
+ * rows a group; from the compilers' figures (tools/scripts/gpu_compile_report.py) this keeps Q and the output tile
+ * in registers without spills at head dims 64 and 128, and LDS and registers allow 4 waves per SIMD on gfx90a at
+ * head dim 64. Decode (a few packed rows: query rows times the GQA group's heads) takes the smallest group whose
+ * row groups cover the rows, so that every work-item has keys, and key splits (sdpa_fused.c) fill the device.
+ * Then the shape is fitted to the device: fewer keys a tile where local memory is short, fewer work-items where
+ * the group is too large, fewer rows a work-item. */
+static bool flash_complete(const clattn_device_info *d, const cla_tune_problem *p, cla_tune_config *c) {
+    int *v = c->v;
+    const size_t rows_total = (p->q_len ? p->q_len : 1) * (p->group ? p->group : 1);
+    if (v[CLA_FUSED_ROWS] < 1) v[CLA_FUSED_ROWS] = 1;
+    if (v[CLA_FUSED_BLOCK_N] < 1) v[CLA_FUSED_BLOCK_N] = 16;
+    v[CLA_FUSED_BLOCK_N] = (v[CLA_FUSED_BLOCK_N] + 3) / 4 * 4; /* whole float4s of probabilities */
+    v[CLA_FUSED_LOCAL] = 1;
+    if (v[CLA_FUSED_WG] < 1) {
+        /* The smallest power-of-two group whose rows cover the packed rows, from 256 work-items down. */
+        v[CLA_FUSED_WG] = 256;
+        while (v[CLA_FUSED_WG] / 2 >= v[CLA_FUSED_BLOCK_N] / CLA_FLASH_TN &&
+               cla_flash_block_rows(c) / 2 >= rows_total)
+            v[CLA_FUSED_WG] /= 2;
+    }
+    const size_t max_wg = max_group(d), budget = local_budget(d);
+    for (;;) {
+        const int ct = v[CLA_FUSED_BLOCK_N] / CLA_FLASH_TN;
+        const bool local_fits = cla_flash_local_bytes(p, c) <= budget;
+        if ((size_t)v[CLA_FUSED_WG] <= max_wg && local_fits) break;
+        if (!local_fits && v[CLA_FUSED_BLOCK_N] >= 8 && v[CLA_FUSED_BLOCK_N] % 8 == 0)
+            v[CLA_FUSED_BLOCK_N] /= 2;
+        else if (v[CLA_FUSED_WG] / 2 >= ct && v[CLA_FUSED_WG] % 2 == 0)
+            v[CLA_FUSED_WG] /= 2;
+        else if (v[CLA_FUSED_ROWS] > 1)
+            v[CLA_FUSED_ROWS] /= 2;
+        else
+            return false;
+    }
+    while (v[CLA_FUSED_ROWS] > 1 && flash_private(p, c) > FLASH_MAX_PRIVATE) v[CLA_FUSED_ROWS] /= 2;
+    return cla_flash_check(d, p, c) == NULL;
+}
+
 void cla_sdpa_fused_complete(const clattn_device_info *d, const cla_tune_problem *p, cla_tune_config *c) {
     int *v = c->v;
     const bool gpu = gpu_like(d);
+    const cla_tune_config given = *c;
+    /* FPGAs (no run-time compiler: offline toolchains size hardware from the kernel) keep the tiled kernel. */
     if (v[CLA_FUSED_VARIANT] < 0)
-        v[CLA_FUSED_VARIANT] = d->type == CLATTN_DEVICE_TYPE_CPU ? CLA_FUSED_CPU : CLA_FUSED_TILED;
+        v[CLA_FUSED_VARIANT] = d->type == CLATTN_DEVICE_TYPE_CPU ? CLA_FUSED_CPU
+                               : gpu && d->compiler_available    ? CLA_FUSED_FLASH
+                                                                 : CLA_FUSED_TILED;
     if (v[CLA_FUSED_SPLITS] < 0) v[CLA_FUSED_SPLITS] = 0;
     if (v[CLA_FUSED_VARIANT] == CLA_FUSED_CPU) {
         /* Rows fill float8 row vectors, and 24 rows (3 vectors) leave registers for 3 keys or columns per register
@@ -84,6 +175,13 @@ void cla_sdpa_fused_complete(const clattn_device_info *d, const cla_tune_problem
         v[CLA_FUSED_WG] = 1;
         v[CLA_FUSED_LOCAL] = 0;
         return;
+    }
+    if (v[CLA_FUSED_VARIANT] == CLA_FUSED_FLASH) {
+        /* A device too small for the flash tiles (a few KiB of local memory) gets the tiled kernel, unless the
+         * flash kernel was asked for (then the check says why it cannot run). */
+        if (flash_complete(d, p, c) || given.v[CLA_FUSED_VARIANT] == CLA_FUSED_FLASH) return;
+        *c = given;
+        v[CLA_FUSED_VARIANT] = CLA_FUSED_TILED;
     }
     if (v[CLA_FUSED_ROWS] < 1) v[CLA_FUSED_ROWS] = gpu ? 1 : 4;
     if (v[CLA_FUSED_BLOCK_N] < 1) v[CLA_FUSED_BLOCK_N] = gpu ? 32 : 16;
@@ -107,7 +205,8 @@ static void fused_builtin(const clattn_device_info *d, const cla_tune_problem *p
 static const char *fused_check(const clattn_device_info *d, const cla_tune_problem *p, const cla_tune_config *c) {
     const int variant = c->v[CLA_FUSED_VARIANT], rows = c->v[CLA_FUSED_ROWS], block_n = c->v[CLA_FUSED_BLOCK_N];
     const int wg = c->v[CLA_FUSED_WG], local = c->v[CLA_FUSED_LOCAL], splits = c->v[CLA_FUSED_SPLITS];
-    if (variant != CLA_FUSED_TILED && variant != CLA_FUSED_CPU) return "unknown variant";
+    if (variant != CLA_FUSED_TILED && variant != CLA_FUSED_CPU && variant != CLA_FUSED_FLASH)
+        return "unknown variant";
     if (rows < 1 || rows > 64) return "rows must be 1 to 64";
     if (block_n < 1 || block_n > 512) return "block_n must be 1 to 512";
     if (wg < 1 || local < 0 || local > 1 || splits < 0 || splits > 64) return "wg, local or splits out of range";
@@ -124,6 +223,7 @@ static const char *fused_check(const clattn_device_info *d, const cla_tune_probl
         return NULL;
     }
     if ((size_t)wg > max_group(d)) return "work-group larger than the device allows";
+    if (variant == CLA_FUSED_FLASH) return cla_flash_check(d, p, c);
     if (local && (size_t)block_n * dims * sizeof(float) > local_budget(d))
         return "K/V tile larger than local memory";
     const size_t private_limit = gpu_like(d) ? 32 * 1024 : 256 * 1024;

@@ -2,8 +2,8 @@
 /* Tunable operations and the tuning database, inside the library: one description per tunable operation (its
  * parameter space, the constraints that prune it on a device, its built-in defaults per device type), the problem
  * classes that tuned entries are keyed by, and the database that maps (device, kernel source, class) to the
- * parameters to use. The tuner (tools/clattn/tune/cmd_tune.c), the benchmark, the tests and the operations themselves all read
- * the same descriptions, so a parameter exists in exactly one place.
+ * parameters to use. The tuner (tools/clattn/tune/cmd_tune.c), the benchmark, the tests and the operations
+ * themselves all read the same descriptions, so a parameter exists in exactly one place.
  *
  * Adding an operation: a cla_tune_op in the table of tuning.c (name, kernel sources, parameter list, builtin and
  * check functions), and a lookup in the operation's host code through cla_tuning_choose(). */
@@ -35,6 +35,7 @@ typedef struct cla_tune_problem {
     int mask_kind; /* 0 none, 1 additive, 2 boolean (CLA_MASK_* of sdpa_internal.h) */
     bool causal;
     size_t batch, heads, q_len, kv_len;
+    size_t group; /* query heads per key/value head (0 counts as 1): the rows the flash kernel packs per head */
 } cla_tune_problem;
 
 /* A problem class: what a database entry applies to. In database entries a field of -1 is a wildcard (an entry
@@ -123,7 +124,7 @@ void cla_tune_space_point(const cla_tune_op *op, size_t index, cla_tune_config *
 
 /* The fused attention kernel's parameters, by index in its description. */
 enum {
-    CLA_FUSED_VARIANT = 0, /* 0 tiled (sdpa_fused.cl), 1 cpu (sdpa_fused_cpu.cl) */
+    CLA_FUSED_VARIANT = 0, /* 0 tiled (sdpa_fused.cl), 1 cpu (sdpa_fused_cpu.cl), 2 flash (sdpa_flash.cl) */
     CLA_FUSED_ROWS,
     CLA_FUSED_BLOCK_N,
     CLA_FUSED_WG,
@@ -131,7 +132,17 @@ enum {
     CLA_FUSED_SPLITS, /* 0: chosen by the shape */
     CLA_FUSED_PARAM_COUNT
 };
-enum { CLA_FUSED_TILED = 0, CLA_FUSED_CPU = 1 };
+enum { CLA_FUSED_TILED = 0, CLA_FUSED_CPU = 1, CLA_FUSED_FLASH = 2 };
+/* The flash kernel's keys per work-item of a tile (TN in sdpa_flash.cl): a tile of block_n keys is shared by
+ * block_n / CLA_FLASH_TN work-items per row, and a group of wg work-items owns wg / (block_n / CLA_FLASH_TN) * rows
+ * rows (cla_flash_block_rows). */
+#define CLA_FLASH_TN 2
+size_t cla_flash_block_rows(const cla_tune_config *c);
+/* Bytes of local memory the flash kernel takes for a problem (as sdpa_flash.cl lays it out). */
+size_t cla_flash_local_bytes(const cla_tune_problem *p, const cla_tune_config *c);
+/* NULL if a flash configuration can run the problem on the device, else why not (part of the family's check, and
+ * what an override of the flash variant must pass). */
+const char *cla_flash_check(const clattn_device_info *d, const cla_tune_problem *p, const cla_tune_config *c);
 extern const cla_tune_op cla_tune_op_sdpa_fused;
 /* Completes a partial fused configuration (fields of -1 unset, as CLATTN_FUSED_PARAMS leaves them) with the
  * defaults of its variant (the device's variant when that is unset too), then shrinks it to the device's limits. */

@@ -69,30 +69,63 @@ static int split_list(char *text, char **items, int max) {
 
 /* ---- targets: devices that are not present ---- */
 
-/* A generic FPGA board: no run-time compiler, dedicated local memory, one compute unit, 256 work-items per group.
- * Its names stand in for the real board's; `clattn kernels pack` keys the binaries for the real device. */
-static void fpga_target(clattn_device_info *d) {
+/* A device class: the figures of a typical member that the choice of programs depends on (type, local memory and
+ * whether it is on chip, work-group limits, compute units for the key splits, fp16). Each stands in for the real
+ * device's names; `clattn kernels pack` keys binaries for the real device. The GPU classes let anyone compile
+ * exactly what such a GPU would build with that vendor's offline compiler (tools/scripts/gpu_compile_report.sh). */
+typedef struct target_class {
+    const char *name, *device, *vendor;
+    clattn_device_type type;
+    unsigned compute_units, clock_mhz;
+    unsigned local_kib;
+    int local_dedicated;
+    unsigned max_group;
+    int fp16, compiler;
+} target_class;
+
+/* clang-format off */
+static const target_class target_classes[] = {
+    {"fpga", "generic FPGA", "generic", CLATTN_DEVICE_TYPE_ACCELERATOR, 1, 300, 64, 1, 256, 0, 0},
+    {"nvidia", "NVIDIA GPU (class)", "NVIDIA Corporation", CLATTN_DEVICE_TYPE_GPU, 132, 1755, 48, 1, 1024, 1, 1},
+    {"amd", "AMD GPU (class)", "Advanced Micro Devices, Inc.", CLATTN_DEVICE_TYPE_GPU, 110, 1700, 64, 1, 256, 1, 1},
+    {"intel", "Intel GPU (class)", "Intel(R) Corporation", CLATTN_DEVICE_TYPE_GPU, 96, 1300, 64, 1, 512, 1, 1},
+    {"adreno", "Qualcomm Adreno GPU (class)", "QUALCOMM", CLATTN_DEVICE_TYPE_GPU, 4, 900, 32, 1, 1024, 1, 1},
+    {"mali", "ARM Mali GPU (class)", "ARM", CLATTN_DEVICE_TYPE_GPU, 16, 850, 32, 0, 384, 1, 1},
+    {"apple", "Apple GPU (class)", "Apple", CLATTN_DEVICE_TYPE_GPU, 32, 1300, 32, 1, 256, 0, 1},
+    {"gpu", "generic GPU (class)", "generic", CLATTN_DEVICE_TYPE_GPU, 16, 1000, 32, 1, 256, 0, 1},
+};
+/* clang-format on */
+
+static const target_class *find_target(const char *name) {
+    for (size_t i = 0; i < sizeof target_classes / sizeof target_classes[0]; ++i)
+        if (strcmp(target_classes[i].name, name) == 0) return &target_classes[i];
+    return NULL;
+}
+
+static void target_info(const target_class *t, clattn_device_info *d) {
     memset(d, 0, sizeof *d);
-    snprintf(d->platform_name, sizeof d->platform_name, "clattn target fpga");
-    snprintf(d->platform_vendor, sizeof d->platform_vendor, "generic");
+    snprintf(d->platform_name, sizeof d->platform_name, "clattn target %s", t->name);
+    snprintf(d->platform_vendor, sizeof d->platform_vendor, "%s", t->vendor);
     snprintf(d->platform_version, sizeof d->platform_version, "OpenCL 1.2");
-    snprintf(d->name, sizeof d->name, "generic FPGA");
-    snprintf(d->vendor, sizeof d->vendor, "generic");
+    snprintf(d->name, sizeof d->name, "%s", t->device);
+    snprintf(d->vendor, sizeof d->vendor, "%s", t->vendor);
     snprintf(d->driver_version, sizeof d->driver_version, "offline");
     snprintf(d->device_version, sizeof d->device_version, "OpenCL 1.2");
     snprintf(d->opencl_c_version, sizeof d->opencl_c_version, "OpenCL C 1.2");
-    d->type = CLATTN_DEVICE_TYPE_ACCELERATOR;
-    d->compute_units = 1;
-    d->max_clock_mhz = 300;
-    d->global_mem_bytes = 4ull << 30;
-    d->max_alloc_bytes = 1ull << 30;
-    d->local_mem_bytes = 64u << 10;
-    d->local_mem_is_dedicated = 1;
-    d->max_work_group_size = 256;
+    d->type = t->type;
+    d->compute_units = t->compute_units;
+    d->max_clock_mhz = t->clock_mhz;
+    d->global_mem_bytes = 16ull << 30;
+    d->max_alloc_bytes = 4ull << 30;
+    d->local_mem_bytes = (uint64_t)t->local_kib << 10;
+    d->local_mem_is_dedicated = t->local_dedicated;
+    d->max_work_group_size = t->max_group;
     d->max_work_item_dims = 3;
-    d->max_work_item_sizes[0] = d->max_work_item_sizes[1] = d->max_work_item_sizes[2] = 256;
+    d->max_work_item_sizes[0] = d->max_work_item_sizes[1] = d->max_work_item_sizes[2] = t->max_group;
     d->preferred_vector_width_float = d->native_vector_width_float = 1;
-    d->compiler_available = 0;
+    d->preferred_vector_width_half = t->fp16 ? 2 : 0;
+    d->has_fp16 = t->fp16;
+    d->compiler_available = t->compiler;
 }
 
 /* ---- the problem classes ---- */
@@ -415,8 +448,8 @@ static int kernels_export(int argc, char **argv) {
     cli_option options[] = {
         {"device", "SPEC", "the device the programs are for (default: CLATTN_DEVICE, else the default device)",
          NULL},
-        {"target", "NAME", "a device that is not present: fpga (a generic FPGA board: accelerator, no compiler)",
-         NULL},
+        {"target", "NAME",
+         "a device class that is not present: fpga, nvidia, amd, intel, adreno, mali, apple or gpu", NULL},
         {"out", "DIR", "where the sources, options, binaries and manifest.json go (created if missing)", NULL},
         {"build", NULL, "also compile each program for --device and write its binary, as CLATTN_BINARY_DIR wants",
          NULL},
@@ -431,7 +464,9 @@ static int kernels_export(int argc, char **argv) {
     static const char summary[] =
         "Write every kernel program that attention needs for a set of problem classes on a device: its complete\n"
         "source (.cl), its build options (.options) and manifest.json, for an offline compiler (Intel aoc,\n"
-        "AMD/Xilinx v++); with --build, also the binaries the library loads from CLATTN_BINARY_DIR.";
+        "AMD/Xilinx v++); with --build, also the binaries the library loads from CLATTN_BINARY_DIR. --target\n"
+        "writes what a device class that is not present gets by default: fpga (no run-time compiler), or the GPU\n"
+        "classes nvidia, amd, intel, adreno, mali, apple and gpu (for tools/scripts/gpu_compile_report.sh).";
     cli_command cmd = {CMD, summary, "(--device SPEC | --target NAME) --out DIR [--build] [class options]", options,
                        sizeof options / sizeof options[0]};
     int rc = cli_parse(&cmd, argc, argv);
@@ -440,8 +475,11 @@ static int kernels_export(int argc, char **argv) {
     const char *target = cli_value(&cmd, "target");
     bool build = cli_flag(&cmd, "build");
     if (!out || !*out) return cli_error(CMD, CLI_USAGE, "--out DIR is required");
-    if (target && strcmp(target, "fpga") != 0)
-        return cli_error(CMD, CLI_USAGE, "--target %s: the known target is fpga", target);
+    const target_class *tc = target ? find_target(target) : NULL;
+    if (target && !tc)
+        return cli_error(CMD, CLI_USAGE,
+                         "--target %s: the known targets are fpga, nvidia, amd, intel, adreno, mali, apple and gpu",
+                         target);
     if (target && build)
         return cli_error(CMD, CLI_USAGE,
                          "--build compiles for a device that is present; it cannot go with --target");
@@ -456,7 +494,7 @@ static int kernels_export(int argc, char **argv) {
     if ((rc = cli_open_context(CMD, cli_value(&cmd, "device"), false, &ctx)) != CLI_OK) return rc;
     clattn_device_info info;
     if (target) {
-        fpga_target(&info);
+        target_info(tc, &info);
         clattn_context_set_target(ctx, &info);
     }
     clattn_context_device_info(ctx, &info);

@@ -1,0 +1,318 @@
+// SPDX-License-Identifier: Apache-2.0
+/* Fused attention for GPUs and accelerators in the FlashAttention-2 shape (variant "flash" of the sdpa_fused
+ * family, src/tuning/tuning.c). A work-group owns BLOCK_M rows of one (batch, key/value head): with GQA the query
+ * heads that share the key head are packed as rows (row r is query i = r / group of head hk * group + r % group),
+ * so every K/V tile is read once for all of them. The group walks the key tiles of BLOCK_N keys, staging K and V
+ * in local memory with coalesced vector loads (rows padded by a float4 against bank conflicts).
+ *
+ * Work-item (tr, tc) of the RT x CT group owns TM rows (tr * TM ...) and, of each tile, the TN keys tc + CT * t:
+ * its TM x TN scores are register tiles indexed only by compile-time constants in unrolled loops. A row's tile
+ * maximum is reduced across its CT work-items through local memory; the probabilities go to local memory, and
+ * each work-item accumulates P V for its rows and the value columns tc + CT * c (float4 columns), again a
+ * register tile, with the online-softmax rescale. Row sums stay partial per work-item (the rescale is the same
+ * for the whole row) and are reduced once at the end.
+ *
+ * Q, read once per group with coalesced loads, lives in registers, float4 by float4 (TM x HEAD_DIM / 4 of them,
+ * indexed by unrolled constants), or for head dims past 128 in local memory (Q_IN_LOCAL). The host sizes the
+ * grid and local memory for this layout with TN = CLA_FLASH_TN (src/tuning/tuning.h). Tiles that causal masking, the window, the key length or the key
+ * split exclude for every row of the block are skipped; tiles inside every row's keys without a mask tensor skip
+ * the per-score checks. SPLIT_KV = 1 writes the partial state for sdpa_combine (sdpa_fused.cl), as the other
+ * variants do. Specialisation defines as in sdpa_fused.cl; common.cl holds the shared ones. */
+
+#ifndef ROWS
+#define ROWS 1 /* TM: rows per work-item */
+#endif
+#ifndef BLOCK_N
+#define BLOCK_N 16
+#endif
+#ifndef WG_SIZE
+#define WG_SIZE 256
+#endif
+#ifndef TN
+#define TN 2 /* keys per work-item of each tile */
+#endif
+#ifndef SPLIT_KV
+#define SPLIT_KV 0
+#endif
+#ifndef Q_IN_LOCAL
+#define Q_IN_LOCAL (HEAD_DIM > 128)
+#endif
+
+#define TM      ROWS
+#define CT      (BLOCK_N / TN)         /* work-items sharing a row */
+#define RT      (WG_SIZE / CT)         /* row groups */
+#define BLOCK_M (RT * TM)              /* rows per work-group */
+#define KD4     ((HEAD_DIM + 3) / 4)   /* float4s of a key row */
+#define VD4     ((V_HEAD_DIM + 3) / 4) /* float4s of a value row */
+#define TD4     ((VD4 + CT - 1) / CT)  /* float4 output columns per work-item */
+#define KS4     (KD4 + 1)              /* padded strides, in float4s */
+#define VS4     (VD4 + 1)
+#define PS      (BLOCK_N + 4) /* padded probability row, in floats (a multiple of 4 for vector loads) */
+
+#if BLOCK_N % TN != 0 || WG_SIZE % (BLOCK_N / TN) != 0 || BLOCK_N % 4 != 0
+#error "sdpa_flash: BLOCK_N must be a multiple of TN and of 4, and WG_SIZE a multiple of BLOCK_N / TN"
+#endif
+
+#ifdef __clang__
+#define FLASH_UNROLL _Pragma("unroll")
+#else
+#define FLASH_UNROLL
+#endif
+
+CLA_INLINE float flash_dot4(float4 a, float4 b, float acc) {
+    return fma(a.w, b.w, fma(a.z, b.z, fma(a.y, b.y, fma(a.x, b.x, acc))));
+}
+
+__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SDPA_FUSED_ARGS) {
+    const int Hq = dims.x, Lq = dims.y, Lk = dims.z, group = dims.w;
+    const int Hkv = Hq / group, rows_total = Lq * group;
+    const int bk = get_global_id(1);
+    const int b = bk / Hkv, hk = bk % Hkv;
+    const int lid = get_local_id(0), tc = lid % CT, tr = lid / CT;
+    const int block0 = (int)get_group_id(0) * BLOCK_M;
+
+    k += offsets.s1 + b * k_stride.x + hk * k_stride.y;
+    v += offsets.s2 + b * v_stride.x + hk * v_stride.y;
+    const int kv_limit = cla_kv_limit(key_lengths, offsets.s5, b, Lk);
+    const int shift = CAUSAL == 2 ? Lk - Lq : 0;
+
+    /* The block's queries run from i_first to i_last: the keys any of them sees decide the tiles visited, the keys
+     * all of them see decide which tiles need no per-score checks. */
+    const int i_first = block0 / group, i_last = (min(block0 + BLOCK_M, rows_total) - 1) / group;
+    int range_lo = cla_key_lo(i_first, shift, window);
+    int range_hi = cla_key_hi(i_last, shift, window, kv_limit);
+    const int inner_lo = cla_key_lo(i_last, shift, window);
+    const int inner_hi = cla_key_hi(i_first, shift, window, kv_limit);
+#if SPLIT_KV
+    const int split = get_global_id(2);
+    range_lo = max(range_lo, split * split_len);
+    range_hi = min(range_hi, (split + 1) * split_len);
+#endif
+
+    __local float4 k_tile[BLOCK_N * KS4];
+    __local float4 v_tile[BLOCK_N * VS4];
+    __local float p_tile[BLOCK_M * PS];
+    __local float red[BLOCK_M * CT];
+#if Q_IN_LOCAL
+    __local float4 q_tile[BLOCK_M * KS4];
+#endif
+
+    /* This work-item's rows: query, head, keys, mask row; rows past the end compute a copy of the last row. */
+    int row_i[TM], row_h[TM], lo[TM], hi[TM];
+    long mask_row[TM];
+    float m_run[TM], l_part[TM];
+    float4 acc[TM][TD4];
+#if !Q_IN_LOCAL
+    float4 qr[TM][KD4];
+#endif
+    FLASH_UNROLL
+    for (int m = 0; m < TM; ++m) {
+        const int r = min(block0 + tr * TM + m, rows_total - 1);
+        const int i = r / group, h = hk * group + r % group;
+        row_i[m] = i;
+        row_h[m] = h;
+        lo[m] = cla_key_lo(i, shift, window);
+        hi[m] = cla_key_hi(i, shift, window, kv_limit);
+        mask_row[m] = offsets.s4 + b * mask_stride.x + h * mask_stride.y + i * mask_stride.z;
+        m_run[m] = CLA_NEG_INF;
+        l_part[m] = 0.0f;
+        FLASH_UNROLL
+        for (int c = 0; c < TD4; ++c) acc[m][c] = (float4)(0.0f);
+    }
+    /* Q, scaled into log2 units, read once by the whole group with coalesced loads: into local memory, or through
+     * the K tile's memory BLOCK_N rows at a time into each work-item's registers. */
+#if Q_IN_LOCAL
+    for (int x = lid; x < BLOCK_M * KD4; x += WG_SIZE) {
+        const int rr = x / KD4, d4 = x % KD4;
+        const int r = min(block0 + rr, rows_total - 1);
+        const int i = r / group, h = hk * group + r % group;
+        const long at = offsets.s0 + b * q_stride.x + h * q_stride.y + i * q_stride.z + d4 * 4 * DSTRIDE(q_stride);
+        q_tile[rr * KS4 + d4] = LOAD4(Q_DTYPE, q, at, DSTRIDE(q_stride), HEAD_DIM - d4 * 4) * scale_log2;
+    }
+#else
+    for (int q0 = 0; q0 < BLOCK_M; q0 += BLOCK_N) {
+        for (int x = lid; x < BLOCK_N * KD4; x += WG_SIZE) {
+            const int rr = x / KD4, d4 = x % KD4;
+            const int r = min(block0 + q0 + rr, rows_total - 1);
+            const int i = r / group, h = hk * group + r % group;
+            const long at =
+                offsets.s0 + b * q_stride.x + h * q_stride.y + i * q_stride.z + d4 * 4 * DSTRIDE(q_stride);
+            k_tile[rr * KS4 + d4] = LOAD4(Q_DTYPE, q, at, DSTRIDE(q_stride), HEAD_DIM - d4 * 4) * scale_log2;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        FLASH_UNROLL
+        for (int m = 0; m < TM; ++m) {
+            const int rr = tr * TM + m - q0;
+            if (rr >= 0 && rr < BLOCK_N) {
+                FLASH_UNROLL
+                for (int d4 = 0; d4 < KD4; ++d4) qr[m][d4] = k_tile[rr * KS4 + d4];
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+#endif
+
+    const int tile_start = range_lo > 0 ? (range_lo / BLOCK_N) * BLOCK_N : 0;
+    for (int j0 = tile_start; j0 < range_hi; j0 += BLOCK_N) {
+        const int n = min(BLOCK_N, range_hi - j0);
+        /* Every key of the tile visible to every row, and no mask tensor: no per-score checks. */
+        const bool full = MASK_KIND == 0 && n == BLOCK_N && j0 >= inner_lo && j0 + BLOCK_N <= inner_hi;
+
+        barrier(CLK_LOCAL_MEM_FENCE); /* the previous tile is no longer read (and q_tile is written) */
+        for (int x = lid; x < BLOCK_N * KD4; x += WG_SIZE) {
+            const int jj = x / KD4, d4 = x % KD4;
+            const long at = (long)(j0 + jj) * k_stride.z + d4 * 4 * DSTRIDE(k_stride);
+            k_tile[jj * KS4 + d4] =
+                jj < n ? LOAD4(K_DTYPE, k, at, DSTRIDE(k_stride), HEAD_DIM - d4 * 4) : (float4)(0.0f);
+        }
+        for (int x = lid; x < BLOCK_N * VD4; x += WG_SIZE) {
+            const int jj = x / VD4, d4 = x % VD4;
+            const long at = (long)(j0 + jj) * v_stride.z + d4 * 4 * DSTRIDE(v_stride);
+            v_tile[jj * VS4 + d4] =
+                jj < n ? LOAD4(V_DTYPE, v, at, DSTRIDE(v_stride), V_HEAD_DIM - d4 * 4) : (float4)(0.0f);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+
+        /* S = Q K^T for this work-item's TM x TN tile. */
+        float s[TM][TN];
+        FLASH_UNROLL
+        for (int m = 0; m < TM; ++m) {
+            FLASH_UNROLL
+            for (int t = 0; t < TN; ++t) s[m][t] = 0.0f;
+        }
+        FLASH_UNROLL
+        for (int d4 = 0; d4 < KD4; ++d4) {
+            float4 kv[TN];
+            FLASH_UNROLL
+            for (int t = 0; t < TN; ++t) kv[t] = k_tile[(tc + CT * t) * KS4 + d4];
+            FLASH_UNROLL
+            for (int m = 0; m < TM; ++m) {
+#if Q_IN_LOCAL
+                const float4 qv = q_tile[(tr * TM + m) * KS4 + d4];
+#else
+                const float4 qv = qr[m][d4];
+#endif
+                FLASH_UNROLL
+                for (int t = 0; t < TN; ++t) s[m][t] = flash_dot4(qv, kv[t], s[m][t]);
+            }
+        }
+
+        /* Masking, then each row's maximum over its CT work-items. */
+        FLASH_UNROLL
+        for (int m = 0; m < TM; ++m) {
+            float tmax = CLA_NEG_INF;
+            FLASH_UNROLL
+            for (int t = 0; t < TN; ++t) {
+                const int jj = tc + CT * t, j = j0 + jj;
+                if (!full)
+                    s[m][t] = jj < n ? cla_score(s[m][t], j, lo[m], hi[m], mask, mask_row[m] + j * mask_stride.w)
+                                     : CLA_NEG_INF;
+                tmax = cla_max_nan(tmax, s[m][t]);
+            }
+            red[(tr * TM + m) * CT + tc] = tmax;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        FLASH_UNROLL
+        for (int m = 0; m < TM; ++m) {
+            float tmax = CLA_NEG_INF;
+            FLASH_UNROLL
+            for (int c = 0; c < CT; ++c) tmax = cla_max_nan(tmax, red[(tr * TM + m) * CT + c]);
+            const float m_new = cla_max_nan(m_run[m], tmax);
+            /* A row with every key masked so far keeps m = -inf and takes nothing. */
+            const float alpha = m_new == CLA_NEG_INF ? 1.0f : exp2(m_run[m] - m_new);
+            float sum = 0.0f;
+            FLASH_UNROLL
+            for (int t = 0; t < TN; ++t) {
+                const float p = s[m][t] == CLA_NEG_INF ? 0.0f : exp2(s[m][t] - m_new);
+                sum += p;
+                p_tile[(tr * TM + m) * PS + tc + CT * t] = p;
+            }
+            l_part[m] = l_part[m] * alpha + sum;
+            m_run[m] = m_new;
+            FLASH_UNROLL
+            for (int c = 0; c < TD4; ++c) acc[m][c] *= alpha;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+
+        /* O += P V over the tile's keys, four at a time. A masked key contributes nothing, not 0 * v: on tiles
+         * with masked keys a zero weight skips its value row, so that a NaN there cannot leak in. */
+        for (int j4 = 0; j4 < BLOCK_N / 4; ++j4) {
+            float4 p4[TM];
+            FLASH_UNROLL
+            for (int m = 0; m < TM; ++m) p4[m] = vload4(0, p_tile + (tr * TM + m) * PS + j4 * 4);
+            FLASH_UNROLL
+            for (int e = 0; e < 4; ++e) {
+                const int jj = j4 * 4 + e;
+                float4 vv[TD4];
+                FLASH_UNROLL
+                for (int c = 0; c < TD4; ++c) {
+#if VD4 % CT == 0
+                    vv[c] = v_tile[jj * VS4 + tc + CT * c];
+#else
+                    /* Work-items past the value's last float4 (more work-items to a row than float4s: decode). */
+                    vv[c] = tc + CT * c < VD4 ? v_tile[jj * VS4 + tc + CT * c] : (float4)(0.0f);
+#endif
+                }
+                FLASH_UNROLL
+                for (int m = 0; m < TM; ++m) {
+                    const float p = e == 0 ? p4[m].x : e == 1 ? p4[m].y : e == 2 ? p4[m].z : p4[m].w;
+                    if (full || p != 0.0f) {
+                        FLASH_UNROLL
+                        for (int c = 0; c < TD4; ++c) acc[m][c] = fma((float4)(p), vv[c], acc[m][c]);
+                    }
+                }
+            }
+        }
+    }
+
+    /* Each row's sum over its CT work-items. */
+    barrier(CLK_LOCAL_MEM_FENCE);
+    FLASH_UNROLL
+    for (int m = 0; m < TM; ++m) red[(tr * TM + m) * CT + tc] = l_part[m];
+    barrier(CLK_LOCAL_MEM_FENCE);
+
+    FLASH_UNROLL
+    for (int m = 0; m < TM; ++m) {
+        const int r = block0 + tr * TM + m;
+        if (r >= rows_total) break;
+        float l = 0.0f;
+        FLASH_UNROLL
+        for (int c = 0; c < CT; ++c) l += red[(tr * TM + m) * CT + c];
+        const int i = row_i[m], h = row_h[m];
+#if SPLIT_KV
+        /* Partial state per (row, split): [m, l] then V_HEAD_DIM unnormalised outputs (sdpa_combine's layout). */
+        const int nsplit = get_global_size(2);
+        __global float *state = partial + ((((long)b * Hq + h) * Lq + i) * nsplit + split) * (V_HEAD_DIM + 2);
+        if (tc == 0) {
+            state[0] = m_run[m];
+            state[1] = l;
+        }
+        FLASH_UNROLL
+        for (int c = 0; c < TD4; ++c) {
+            const int d0 = (tc + CT * c) * 4;
+            const float a[4] = {acc[m][c].x, acc[m][c].y, acc[m][c].z, acc[m][c].w};
+            FLASH_UNROLL
+            for (int e = 0; e < 4; ++e)
+                if (d0 + e < V_HEAD_DIM) state[2 + d0 + e] = a[e];
+        }
+#else
+        const bool empty = m_run[m] == CLA_NEG_INF; /* every key masked: zeros, and lse -inf */
+        const float inv = empty ? 0.0f : 1.0f / l;
+        __global STORAGE(O_DTYPE) *orow = o + offsets.s3 + b * o_stride.x + h * o_stride.y + i * o_stride.z;
+        FLASH_UNROLL
+        for (int c = 0; c < TD4; ++c) {
+            const int d0 = (tc + CT * c) * 4;
+            const float4 x = empty ? (float4)(0.0f) : acc[m][c] * inv;
+            const float a[4] = {x.x, x.y, x.z, x.w};
+            FLASH_UNROLL
+            for (int e = 0; e < 4; ++e)
+                if (d0 + e < V_HEAD_DIM) STORE(O_DTYPE, orow, (d0 + e) * DSTRIDE(o_stride), a[e]);
+        }
+#if HAS_LSE
+        if (tc == 0)
+            lse[offsets.s6 + b * lse_stride.x + h * lse_stride.y + i * lse_stride.z] =
+                empty ? CLA_NEG_INF : (m_run[m] + log2(l)) * CLA_LN2;
+#endif
+#endif
+    }
+}
