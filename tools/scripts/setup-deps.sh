@@ -9,6 +9,7 @@ packages=(
   libclblast-dev libcmocka-dev libcjson-dev
   oclgrind valgrind
   clang libclang-rt-14-dev
+  llvm-14 libclc-14
 )
 missing=()
 for p in "${packages[@]}"; do
