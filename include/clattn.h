@@ -370,6 +370,18 @@ typedef struct clattn_sdpa_desc {
     clattn_tensor lse;
     /* Optional output: the attention weights [B, Hq, Lq, Lk] (zeros for a fully masked row). NULL: not written. */
     clattn_tensor weights;
+    /* Score modifiers, in every implementation, with every mask. They act on each scaled logit s = scale * q.k in
+     * this order: the softcap, then ALiBi, then the masks (causal, window, key lengths, `mask`).
+     * Logit softcap (Gemma 2): s = softcap * tanh(s / softcap). 0 (the default): none; a negative, NaN or infinite
+     * value is CLATTN_ERROR_INVALID_ARGUMENT. */
+    float softcap;
+    /* Attention sinks (gpt-oss): F32 [1, Hq, 1, 1], one logit per query head that joins every row's softmax
+     * denominator and contributes no value (the weights then sum to less than 1; lse includes it; a fully masked row
+     * still gives zeros, with lse = the sink). NULL buffer: none. */
+    clattn_tensor sinks;
+    /* ALiBi: F32 [1, Hq, 1, 1], slope[h]; -slope[h] * |i' - j| is added to the logit, i' aligned as for the window
+     * (i + Lk - Lq with bottom-right causal alignment, else i), computed in the kernels. NULL buffer: none. */
+    clattn_tensor alibi_slopes;
 } clattn_sdpa_desc;
 
 CLATTN_API void clattn_sdpa_desc_init(clattn_sdpa_desc *desc);
@@ -401,6 +413,9 @@ typedef struct clattn_sdpa_host_desc {
     const int32_t *key_lengths; /* [batch], or NULL */
     float *lse;                 /* optional output [B, Hq, Lq] */
     float *weights;             /* optional output [B, Hq, Lq, Lk] */
+    float softcap;              /* logit softcap as clattn_sdpa_desc.softcap; 0: none */
+    const float *sinks;         /* [q_heads] attention-sink logits, or NULL */
+    const float *alibi_slopes;  /* [q_heads] ALiBi slopes, or NULL */
 } clattn_sdpa_host_desc;
 
 CLATTN_API void clattn_sdpa_host_desc_init(clattn_sdpa_host_desc *desc);

@@ -129,6 +129,8 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     /* Validation made every window side -1 or narrower than Lq + Lk (at most 2^29), so it fits an int. */
     cl_int2 window = {{(cl_int)p->window_left, (cl_int)p->window_right}};
     cl_int split_arg = split_len;
+    cl_float softcap2 = cla_sdpa_softcap2(p);
+    cl_long4 mods = cla_sdpa_mods(p);
     /* Each tensor with its strides, then the scalars, in the order of SDPA_FUSED_ARGS: a table, two to a line. */
     // clang-format off
     const cla_named_arg args[] = {
@@ -142,6 +144,8 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
         CLA_NAMED("offsets", offsets),      CLA_NAMED("dims", dims),
         CLA_NAMED("scale_log2", scale_log2), CLA_NAMED("window", window),
         CLA_NAMED("split_len", split_arg),  CLA_NAMED("partial", partial),
+        CLA_NAMED("softcap2", softcap2),    CLA_NAMED("sinks", p->sinks.buffer),
+        CLA_NAMED("alibi", p->alibi_slopes.buffer), CLA_NAMED("mods", mods),
     };
     // clang-format on
     st = cla_set_named_args(ctx, kernel, name, op->args, args, CLA_ARRAY_SIZE(args));
@@ -169,8 +173,9 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     }
     if (st == CLATTN_SUCCESS && split) {
         cl_int ns = nsplit;
-        st = cla_set_args(ctx, combine, "sdpa_combine", 8, CLA_ARG(partial), CLA_ARG(ns), CLA_ARG(p->out.buffer),
-                          CLA_ARG(os), CLA_ARG(p->lse.buffer), CLA_ARG(ls), CLA_ARG(offsets), CLA_ARG(dims));
+        st = cla_set_args(ctx, combine, "sdpa_combine", 10, CLA_ARG(partial), CLA_ARG(ns), CLA_ARG(p->out.buffer),
+                          CLA_ARG(os), CLA_ARG(p->lse.buffer), CLA_ARG(ls), CLA_ARG(offsets), CLA_ARG(dims),
+                          CLA_ARG(p->sinks.buffer), CLA_ARG(mods));
         size_t global[2] = {p->q_len, bh};
         if (st == CLATTN_SUCCESS) st = cla_chain_kernel(ctx, chain, combine, 2, global, NULL, "sdpa_combine");
     }

@@ -371,6 +371,9 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_
                             (cl_long)p->weights.offset, 0, 0, 0, 0}};
     cl_long2 window = {{(cl_long)p->window_left, (cl_long)p->window_right}};
     cl_long o_offset = (cl_long)p->out.offset;
+    cl_float softcap2 = cla_sdpa_softcap2(p);
+    cl_long4 mods = cla_sdpa_mods(p);
+    cl_mem sinks = p->sinks.buffer, alibi = p->alibi_slopes.buffer;
     cl_mem mask = p->mask.buffer, kl = p->key_lengths, lse = p->lse.buffer, wts = p->weights.buffer;
     cl_mem out = p->out.buffer;
     /* write_out reads V as fp32: packed [kv head - kv0][Lk][Dv], or the caller's F32 view. */
@@ -428,10 +431,10 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_
 
             cl_int4 sm_dims = {{(cl_int)Hq, (cl_int)Lq, (cl_int)Lk, (cl_int)rows}};
             cl_int2 first = {{(cl_int)bh0, (cl_int)i0}};
-            st = cla_set_args(ctx, kern.softmax, "masked_softmax", 13, CLA_ARG(w.s), CLA_ARG(w.row_inv),
+            st = cla_set_args(ctx, kern.softmax, "masked_softmax", 17, CLA_ARG(w.s), CLA_ARG(w.row_inv),
                               CLA_ARG(sm_dims), CLA_ARG(first), CLA_ARG(mask), CLA_ARG(ms), CLA_ARG(kl),
                               CLA_ARG(lse), CLA_ARG(ls), CLA_ARG(wts), CLA_ARG(ws), CLA_ARG(sm_offsets),
-                              CLA_ARG(window));
+                              CLA_ARG(window), CLA_ARG(softcap2), CLA_ARG(sinks), CLA_ARG(alibi), CLA_ARG(mods));
             if (st) break;
             size_t sm_global[2] = {kern.softmax_wg * rows, n}, sm_local[2] = {kern.softmax_wg, 1};
             if ((st = cla_chain_kernel(ctx, chain, kern.softmax, 2, sm_global, sm_local, "masked_softmax"))) break;

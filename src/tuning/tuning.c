@@ -47,7 +47,8 @@ static const cla_tune_kernel fused_kernels[] = {
 static const char *const fused_args[] = {
     "q",        "q_stride",   "k",           "k_stride",    "v",       "v_stride",   "o",
     "o_stride", "mask",       "mask_stride", "key_lengths", "lse",     "lse_stride", "offsets",
-    "dims",     "scale_log2", "window",      "split_len",   "partial", NULL,
+    "dims",     "scale_log2", "window",      "split_len",   "partial", "softcap2",   "sinks",
+    "alibi",    "mods",       NULL,
 };
 
 static bool gpu_like(const clattn_device_info *d) {
