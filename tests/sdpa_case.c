@@ -323,7 +323,7 @@ static int prepare(clattn_context *ctx, const sdpa_case *c, prepared *p, char *e
             return -1;
         }
         for (size_t h = 0; h < Hq; ++h) {
-            if (p->sinks) p->sinks[h] = 2.0f * rnd(&seed);
+            if (p->sinks) p->sinks[h] = c->sink_bias + 2.0f * rnd(&seed);
             if (p->slopes) p->slopes[h] = (c->alibi_slope ? c->alibi_slope : 0.5f) / (float)(h + 1);
         }
     }
