@@ -376,8 +376,8 @@ typedef struct clattn_sdpa_desc {
      * value is CLATTN_ERROR_INVALID_ARGUMENT. */
     float softcap;
     /* Attention sinks (gpt-oss): F32 [1, Hq, 1, 1], one logit per query head that joins every row's softmax
-     * denominator and contributes no value (the weights then sum to less than 1; lse includes it; a fully masked row
-     * still gives zeros, with lse = the sink). NULL buffer: none. */
+     * denominator and contributes no value (the weights then sum to less than 1; lse includes it; a fully masked
+     * row still gives zeros, with lse = the sink). NULL buffer: none. */
     clattn_tensor sinks;
     /* ALiBi: F32 [1, Hq, 1, 1], slope[h]; -slope[h] * |i' - j| is added to the logit, i' aligned as for the window
      * (i + Lk - Lq with bottom-right causal alignment, else i), computed in the kernels. NULL buffer: none. */

@@ -105,9 +105,12 @@ static void key_splits(void **state) {
 static void fused_variants(void **state) {
     (void)state;
     static const char *params[] = {
-        "variant=tiled,rows=1,block_n=8,wg=4,local=1",         "variant=tiled,rows=3,block_n=5,local=0",
-        "variant=tiled,rows=1,block_n=8,wg=4,local=1,splits=3", "variant=cpu,rows=1,block_n=16",
-        "variant=cpu,rows=8,block_n=8",                         "variant=cpu,rows=16,block_n=24,splits=2",
+        "variant=tiled,rows=1,block_n=8,wg=4,local=1",
+        "variant=tiled,rows=3,block_n=5,local=0",
+        "variant=tiled,rows=1,block_n=8,wg=4,local=1,splits=3",
+        "variant=cpu,rows=1,block_n=16",
+        "variant=cpu,rows=8,block_n=8",
+        "variant=cpu,rows=16,block_n=24,splits=2",
     };
     for (size_t p = 0; p < CLA_ARRAY_SIZE(params); ++p) {
         assert_status(clattn_context_set_kernel_params(ctx, "sdpa_fused", params[p]), CLATTN_SUCCESS);
@@ -138,12 +141,13 @@ static void implementations_agree(void **state) {
     }
 }
 
-#define BOTH(fn) cmocka_unit_test_prestate(fn, (void *)&impl_fused), cmocka_unit_test_prestate(fn, (void *)&impl_unfused)
+#define BOTH(fn)                                                                                                   \
+    cmocka_unit_test_prestate(fn, (void *)&impl_fused), cmocka_unit_test_prestate(fn, (void *)&impl_unfused)
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        BOTH(shapes),     BOTH(softcap_saturates),          BOTH(combinations), BOTH(key_splits),
-        cmocka_unit_test(fused_variants), cmocka_unit_test(implementations_agree),
+        BOTH(shapes),     BOTH(softcap_saturates),          BOTH(combinations),
+        BOTH(key_splits), cmocka_unit_test(fused_variants), cmocka_unit_test(implementations_agree),
     };
     return cmocka_run_group_tests_name("sdpa_mods", tests, setup, teardown);
 }

@@ -102,8 +102,9 @@ clattn_status cla_check_key_lengths(clattn_context *ctx, const char *name, cl_me
 static clattn_status check_head_values(clattn_context *ctx, const char *name, const clattn_tensor *t, size_t heads,
                                        cla_range *r) {
     if (t->dtype != CLATTN_DTYPE_F32)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "desc->%s: dtype %s must be F32 (one float per query head)",
-                        name, clattn_dtype_name(t->dtype));
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE,
+                        "desc->%s: dtype %s must be F32 (one float per query head)", name,
+                        clattn_dtype_name(t->dtype));
     if (t->size[0] != 1 || t->size[1] != heads || t->size[2] != 1 || t->size[3] != 1)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
                         "desc->%s: sizes [%zu, %zu, %zu, %zu] must be [1, %zu, 1, 1], one value per query head "

@@ -23,7 +23,7 @@ typedef struct cla_sdpa_plan {
     /* Score modifiers: softcap 0 for none; sinks and ALiBi slopes F32 [1, Hq, 1, 1], buffer NULL when absent. */
     float softcap;
     clattn_tensor sinks, alibi_slopes;
-    clattn_impl impl;      /* resolved: FUSED or UNFUSED */
+    clattn_impl impl; /* resolved: FUSED or UNFUSED */
     /* The batch and query heads of the whole call. A part of a call split over devices (sdpa_split.c) has fewer,
      * but chooses its kernel parameters (tuning class, key splits) by these, so that every part runs exactly what
      * one device would and the results are bitwise the same. */

@@ -68,8 +68,8 @@ static clattn_tensor q_slice(const clattn_tensor *t, const part *pt) {
 static bool sub_buffers_fit(clattn_context *ctx, const cla_sdpa_plan *p, const output_route *routes, int which,
                             const part *parts, size_t n) {
     const clattn_tensor *t = routes[which].whole;
-    const cl_mem others[] = {p->q.buffer,           p->k.buffer,      p->v.buffer, p->mask.buffer,
-                             p->key_lengths,        p->sinks.buffer, p->alibi_slopes.buffer};
+    const cl_mem others[] = {p->q.buffer,    p->k.buffer,     p->v.buffer,           p->mask.buffer,
+                             p->key_lengths, p->sinks.buffer, p->alibi_slopes.buffer};
     for (size_t i = 0; i < CLA_ARRAY_SIZE(others); ++i)
         if (others[i] == t->buffer) return false;
     for (int o = 0; o < OUT_COUNT; ++o)

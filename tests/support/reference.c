@@ -90,9 +90,9 @@ int cla_reference_sdpa(const cla_ref_sdpa *a) {
                     double s = a->scale * dot;
                     if (a->softcap > 0.0) s = a->softcap * tanh(s / a->softcap);
                     if (a->alibi_slopes != NULL) {
-                        const int64_t q_pos = (int64_t)(a->q_first + i) +
-                                              (a->causal == CLATTN_CAUSAL_BOTTOM_RIGHT ? (int64_t)lk - (int64_t)seq_len
-                                                                                       : 0);
+                        const int64_t q_pos =
+                            (int64_t)(a->q_first + i) +
+                            (a->causal == CLATTN_CAUSAL_BOTTOM_RIGHT ? (int64_t)lk - (int64_t)seq_len : 0);
                         s -= (double)a->alibi_slopes[h] * fabs((double)(q_pos - (int64_t)j));
                     }
                     logit[j] = s + add;
