@@ -66,6 +66,35 @@ o, w, lse = attention(q.astype(np.float16).astype(np.float32), k, v)
 agree("float16 input file, f16 storage", ["--q", path("q16.npy"), "--k", path("k.npy"), "--v", path("v.npy"),
                                           "--dtype", "f16"], (o,), 2e-2)
 
+# The score modifiers, alone and together, in both implementations; a fully masked row keeps zeros with sinks.
+sinks = rng.uniform(-2, 2, 4).astype(np.float32)
+slopes = (0.5 / np.arange(1, 5)).astype(np.float32)
+np.save(path("sinks.npy"), sinks)
+np.save(path("slopes.npy"), slopes)
+mods = {"softcap": (["--softcap", "1.5"], dict(softcap=1.5)),
+        "sinks": (["--sinks", path("sinks.npy")], dict(sinks=sinks)),
+        "alibi": (["--alibi-slopes", path("slopes.npy")], dict(alibi=slopes))}
+for name, (args, kw) in mods.items():
+    o, w, lse = attention(q, k, v, causal="bottom-right", **kw)
+    agree(f"--{name}, bottom-right, lse", files + args + ["--causal", "bottom-right", "--lse", path("lse.npy")],
+          (o, lse), 1e-5, ("lse.npy",))
+all_args = sum((a for a, _ in mods.values()), [])
+all_kw = {key: val for _, kw in mods.values() for key, val in kw.items()}
+for impl in ("fused", "unfused"):
+    o, w, lse = attention(q, k, v, mask=bmask, key_lengths=kl, **all_kw)
+    agree(f"all three modifiers, bool mask, key lengths, --impl {impl}",
+          files + all_args + ["--mask", path("bmask.npy"), "--key-lengths", path("kl.npy"), "--impl", impl,
+                              "--lse", path("lse.npy")], (o, lse), 1e-5, ("lse.npy",))
+np.save(path("sinks_bad.npy"), sinks[:3])
+np.save(path("sinks_f64.npy"), sinks.astype(np.float64))
+for name, args in {"--softcap 0": ["--softcap", "0"], "--softcap -2": ["--softcap", "-2"],
+                   "--softcap nan": ["--softcap", "nan"], "--sinks of 3 values for 4 heads": ["--sinks",
+                                                                                             path("sinks_bad.npy")],
+                   "--alibi-slopes float64": ["--alibi-slopes", path("sinks_f64.npy")]}.items():
+    r = t.run_to(*files, *args)
+    check(f"{name}: exit 2, no output", r.returncode == 2 and name.split()[0] in r.stderr and not t.wrote(),
+          f"exit {r.returncode}: {r.stderr}")
+
 # Heads wider than the fused kernels take (256): the default runs them unfused, --impl fused refuses them (exit 2,
 # no output) and names the implementations that take them.
 qw = rng.uniform(-2, 2, (1, 2, 5, 576)).astype(np.float32)
