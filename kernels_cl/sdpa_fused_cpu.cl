@@ -470,7 +470,9 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
         /* Online softmax, elementwise over the rows. */
         float8 alpha[RV];
         for (int rv = 0; rv < RV; ++rv) {
-            /* The score modifiers, then (on an edge tile) the masks. Without modifiers an inner tile skips the pass. */
+            /* The score modifiers, then (on an edge tile) the masks. Without modifiers an inner tile skips the pass;
+             * with them, this pass also takes the tile's max. */
+            float8 tile_max = (float8)(CLA_NEG_INF);
             if (!inner || HAS_SCORE_MODS) {
                 const int8 lo8 = vload8(rv, lo_rows), hi8 = vload8(rv, hi_rows);
                 const int8 pos8 = vload8(rv, pos_rows);
@@ -481,6 +483,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
                     x = cla_score_mod8(x, pos8, (int8)(j), softcap2, slope2);
                     if (inner) {
                         vstore8(x, jj * RV + rv, st);
+                        tile_max = vmax(tile_max, x);
                         continue;
                     }
 #endif
@@ -497,10 +500,14 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
                     const int8 jv = (int8)(j);
                     x = select(x, (float8)(CLA_NEG_INF), (jv < lo8) | (jv >= hi8));
                     vstore8(x, jj * RV + rv, st);
+#if HAS_SCORE_MODS
+                    tile_max = vmax(tile_max, x);
+#endif
                 }
             }
-            float8 tile_max = (float8)(CLA_NEG_INF);
+#if !HAS_SCORE_MODS
             for (int jj = 0; jj < n; ++jj) tile_max = vmax(tile_max, vload8(jj * RV + rv, st));
+#endif
             const float8 m_new = vmax(m[rv], tile_max);
             /* A row that has seen only masked keys keeps m = -inf; exponents relative to 0 then give it zero
              * weights instead of the NaN of -inf - -inf. */
