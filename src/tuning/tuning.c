@@ -344,6 +344,7 @@ cla_tune_class cla_tune_class_of(const cla_tune_problem *p) {
     c.phase = p->q_len < 8 ? CLA_PHASE_DECODE : CLA_PHASE_PREFILL;
     c.v_dim = -1;
     c.seq = cla_tune_seq_bucket(p->kv_len);
+    c.mods = p->mods > 0 ? p->mods : -1; /* none: the class of entries that serve any modifiers */
     return c;
 }
 
@@ -352,17 +353,19 @@ cla_tune_class cla_tune_op_class_of(const cla_tune_op *op, const cla_tune_proble
     if (op && op->shape_prefix) {
         c.v_dim = (int)(p->v_head_dim > 65536 ? 65536 : p->v_head_dim);
         c.causal = 0;
+        c.mods = -1;
     }
     return c;
 }
 
 static const char *const dtype_tokens[] = {"f32", "f16", "bf16"};
 static const char *const mask_tokens[] = {"nomask", "additive", "bool"};
+static const char *const mods_tokens[] = {"softcap", "sinks", "alibi"}; /* bits 1, 2, 4 */
 
 /* `prefix`: an operation's shape_prefix, which starts the text and names the widths "a" and "v"; NULL for an
  * attention class. */
 static void format_class(const cla_tune_class *c, const char *prefix, char *out, size_t size) {
-    char parts[8][24];
+    char parts[11][24];
     size_t n = 0;
     if (prefix) snprintf(parts[n++], sizeof parts[0], "%s", prefix);
     if (c->phase >= 0)
@@ -375,6 +378,8 @@ static void format_class(const cla_tune_class *c, const char *prefix, char *out,
     if (c->causal > 0) snprintf(parts[n++], sizeof parts[0], "causal");
     if (c->mask_kind > 0 && c->mask_kind < 3)
         snprintf(parts[n++], sizeof parts[0], "%s", mask_tokens[c->mask_kind]);
+    for (int b = 0; b < 3; ++b)
+        if (c->mods > 0 && (c->mods & (1 << b))) snprintf(parts[n++], sizeof parts[0], "%s", mods_tokens[b]);
     size_t used = 0;
     if (size) out[0] = '\0';
     if (n == 0) snprintf(out, size, "*");
@@ -406,7 +411,7 @@ static bool parse_number(const char *s, long lo, long hi, long *out) {
  * (an operation with a shape_prefix): "aN" and "vN" are the widths, and there is neither "dN" nor a causal flag. */
 static bool parse_tokens(const char *text, const char *p, bool prefixed, bool concrete, cla_tune_class *c,
                          char *why, size_t why_size) {
-    c->head_dim = c->dtype = c->mask_kind = c->causal = c->phase = c->v_dim = -1;
+    c->head_dim = c->dtype = c->mask_kind = c->causal = c->phase = c->v_dim = c->mods = -1;
     c->seq = -1;
     if (strcmp(p, "*") == 0) p = "";
     while (*p) {
@@ -439,6 +444,8 @@ static bool parse_tokens(const char *text, const char *p, bool prefixed, bool co
             for (int i = 0; i < 3; ++i) {
                 if (strcmp(tok, dtype_tokens[i]) == 0) c->dtype = i, ok = true;
                 if (strcmp(tok, mask_tokens[i]) == 0) c->mask_kind = i, ok = true;
+                if (!prefixed && strcmp(tok, mods_tokens[i]) == 0)
+                    c->mods = (c->mods < 0 ? 0 : c->mods) | 1 << i, ok = true;
             }
         }
         if (!ok) {
@@ -446,7 +453,8 @@ static bool parse_tokens(const char *text, const char *p, bool prefixed, bool co
                               prefixed ? "class '%s': unknown part '%s' (expected prefill|decode, aN, vN, LN, "
                                          "f32|f16|bf16, nomask|additive|bool)"
                                        : "class '%s': unknown part '%s' (expected prefill|decode, dN, LN, "
-                                         "f32|f16|bf16, causal|noncausal, nomask|additive|bool)",
+                                         "f32|f16|bf16, causal|noncausal, nomask|additive|bool, softcap, sinks, "
+                                         "alibi)",
                               text, tok);
             return false;
         }
@@ -504,6 +512,7 @@ cla_tune_problem cla_tune_class_problem(const cla_tune_class *c) {
     p.dtype = c->dtype >= 0 ? (clattn_dtype)c->dtype : CLATTN_DTYPE_F32;
     p.mask_kind = c->mask_kind > 0 ? c->mask_kind : 0;
     p.causal = c->causal > 0;
+    p.mods = c->mods > 0 ? (int)c->mods : 0;
     p.batch = 1;
     p.heads = 8;
     p.kv_len = (size_t)(c->seq > 0 ? c->seq : 1024);

@@ -2,8 +2,8 @@
 /* Tunable operations and the tuning database, inside the library: one description per tunable operation (its
  * parameter space, the constraints that prune it on a device, its built-in defaults per device type), the problem
  * classes that tuned entries are keyed by, and the database that maps (device, kernel source, class) to the
- * parameters to use. The tuner (tools/clattn/tune/cmd_tune.c), the benchmark, the tests and the operations themselves all read
- * the same descriptions, so a parameter exists in exactly one place.
+ * parameters to use. The tuner (tools/clattn/tune/cmd_tune.c), the benchmark, the tests and the operations
+ * themselves all read the same descriptions, so a parameter exists in exactly one place.
  *
  * Adding an operation: a cla_tune_op in the table of tuning.c (name, kernel sources, parameter list, builtin and
  * check functions), and a lookup in the operation's host code through cla_tuning_choose(). */
@@ -35,7 +35,10 @@ typedef struct cla_tune_problem {
     int mask_kind; /* 0 none, 1 additive, 2 boolean (CLA_MASK_* of sdpa_internal.h) */
     bool causal;
     size_t batch, heads, q_len, kv_len;
+    int mods; /* score modifiers compiled into the attention kernels: CLA_MODS_* bits (0 for other operations) */
 } cla_tune_problem;
+
+enum { CLA_MODS_SOFTCAP = 1, CLA_MODS_SINKS = 2, CLA_MODS_ALIBI = 4 };
 
 /* A problem class: what a database entry applies to. In database entries a field of -1 is a wildcard (an entry
  * with wildcards is a device default); classes of concrete problems have every field their operation keys set
