@@ -336,13 +336,15 @@ typedef enum clattn_impl {
 } clattn_impl;
 
 /* Head dims (Dk and Dv, each on its own) that attention takes: 1..CLATTN_MAX_HEAD_DIM. The fused kernels keep a
- * query row and an output row per work-item, so they take 1..CLATTN_MAX_FUSED_HEAD_DIM; CLATTN_IMPL_AUTO runs a
- * call with a wider head on the unfused implementation (whatever CLATTN_IMPL says), and CLATTN_IMPL_FUSED with one
- * is CLATTN_ERROR_INVALID_HEAD_DIM. The unfused implementation sizes nothing by the head dim (it is a GEMM size
- * and a kernel argument); the bound keeps every index the kernels form with it in range and is far above any
- * model's head or RNN width. Its temporaries grow with the width: where they pass what the device may allocate,
- * the call is CLATTN_ERROR_DEVICE_LIMIT. */
-#define CLATTN_MAX_FUSED_HEAD_DIM 256
+ * query row and an output row per work-item, so they take 1..CLATTN_MAX_FUSED_HEAD_DIM (576: DeepSeek MLA's
+ * 576/512, Gemma's 256 and 512); CLATTN_IMPL_AUTO runs a call with a wider head on the unfused implementation
+ * (whatever CLATTN_IMPL says), and CLATTN_IMPL_FUSED with one is CLATTN_ERROR_INVALID_HEAD_DIM. Heads wider than
+ * 256 run fused under AUTO on CPU devices only: the GPU kernel's rows would not stay in registers there, so other
+ * devices take them unfused unless a call asks for CLATTN_IMPL_FUSED. The unfused implementation sizes nothing by
+ * the head dim (it is a GEMM size and a kernel argument); the bound keeps every index the kernels form with it in
+ * range and is far above any model's head or RNN width. Its temporaries grow with the width: where they pass what
+ * the device may allocate, the call is CLATTN_ERROR_DEVICE_LIMIT. */
+#define CLATTN_MAX_FUSED_HEAD_DIM 576
 #define CLATTN_MAX_HEAD_DIM       65536
 
 #define CLATTN_WINDOW_UNBOUNDED (-1)

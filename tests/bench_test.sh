@@ -98,12 +98,12 @@ assert float(rows[1][rows[0].index("median_ms")]) > 0
 PY
 fi
 
-# Heads past the fused kernels' 256 run unfused alone when both are compared, and --impl fused is an error.
-if check "a wide head: the unfused row alone" 0 "$clattn" bench sdpa --seq 16 --head-dim 320 --check --repeat 2; then
+# Heads past the fused kernels' 576 run unfused alone when both are compared, and --impl fused is an error.
+if check "a wide head: the unfused row alone" 0 "$clattn" bench sdpa --seq 16 --head-dim 640 --check --repeat 2; then
     expect "wide head: an unfused row and no fused one" \
         bash -c "! grep -Eq ' fused +[0-9]' '$tmp/out' && grep -Eq ' unfused +[0-9]' '$tmp/out'"
 fi
-check "a wide head with --impl fused" 2 "$clattn" bench sdpa --seq 16 --head-dim 320 --impl fused --repeat 2
+check "a wide head with --impl fused" 2 "$clattn" bench sdpa --seq 16 --head-dim 640 --impl fused --repeat 2
 check "unknown option" 2 "$clattn" bench sdpa --frobnicate
 check "bad value" 2 "$clattn" bench sdpa --seq 0
 check "bad sweep" 2 "$clattn" bench sdpa --sweep depth=1,2

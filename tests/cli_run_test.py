@@ -95,8 +95,9 @@ for name, args in {"--softcap 0": ["--softcap", "0"], "--softcap -2": ["--softca
     check(f"{name}: exit 2, no output", r.returncode == 2 and name.split()[0] in r.stderr and not t.wrote(),
           f"exit {r.returncode}: {r.stderr}")
 
-# Heads wider than the fused kernels take (256): the default runs them unfused, --impl fused refuses them (exit 2,
-# no output) and names the implementations that take them.
+# DeepSeek MLA's 576/512 heads: fused (the widest the fused kernels take) and with weights (unfused). Heads wider
+# than 576: the default runs them unfused, --impl fused refuses them (exit 2, no output) and names the
+# implementations that take them.
 qw = rng.uniform(-2, 2, (1, 2, 5, 576)).astype(np.float32)
 kw = rng.uniform(-2, 2, (1, 1, 17, 576)).astype(np.float32)
 vw = rng.uniform(-2, 2, (1, 1, 17, 512)).astype(np.float32)
@@ -106,8 +107,13 @@ wide = ["--q", path("qw.npy"), "--k", path("kw.npy"), "--v", path("vw.npy")]
 o, w, lse = attention(qw, kw, vw, key_lengths=np.array([11]))
 agree("head dims 576/512, key lengths, weights", wide + ["--key-lengths", path("klw.npy"), "--weights", path("w.npy")],
       (o, w), 1e-5, ("w.npy",))
-r = t.run_to(*wide, "--impl", "fused")
-check("head dims 576/512 with --impl fused: exit 2, no output",
+o, w, lse = attention(qw, kw, vw, causal="bottom-right", softcap=2.0)
+agree("head dims 576/512 fused, causal, softcap", wide + ["--impl", "fused", "--causal", "bottom-right", "--softcap",
+                                                          "2"], (o,), 1e-5)
+np.save(path("qx.npy"), rng.uniform(-2, 2, (1, 2, 5, 640)).astype(np.float32))
+np.save(path("kx.npy"), rng.uniform(-2, 2, (1, 1, 17, 640)).astype(np.float32))
+r = t.run_to("--q", path("qx.npy"), "--k", path("kx.npy"), "--v", path("vw.npy"), "--impl", "fused")
+check("head dims 640/512 with --impl fused: exit 2, no output",
       r.returncode == 2 and "CLATTN_IMPL_UNFUSED" in r.stderr and not t.wrote(),
       f"exit {r.returncode}: {r.stderr}")
 

@@ -125,14 +125,14 @@ static void heads_and_head_dims(void **state) {
 /* A head past the fused kernels' bound, q/k or v alone, is an error for an explicitly fused call (it runs unfused
  * under AUTO, tests/test_sdpa.c), with a message that names the implementations that take it. */
 static void fused_refuses_wide_heads(void **state) {
-    static const size_t dims[][2] = {{CLATTN_MAX_FUSED_HEAD_DIM + 1, 16}, {16, 300}, {512, 512}};
+    static const size_t dims[][2] = {{CLATTN_MAX_FUSED_HEAD_DIM + 1, 16}, {16, 600}, {1000, 1000}};
     for (size_t i = 0; i < 3; ++i) {
         reset(state);
-        const size_t dk = dims[i][0], dv = dims[i][1]; /* two rows of each fit the D = 16 buffers */
-        q = clattn_tensor_bhld(bq, CLATTN_DTYPE_F32, 1, 1, 2, dk);
-        k = clattn_tensor_bhld(bk, CLATTN_DTYPE_F32, 1, 1, 2, dk);
-        v = clattn_tensor_bhld(bv, CLATTN_DTYPE_F32, 1, 1, 2, dv);
-        out = clattn_tensor_bhld(bo, CLATTN_DTYPE_F32, 1, 1, 2, dv);
+        const size_t dk = dims[i][0], dv = dims[i][1]; /* one row of each fits the 1024-float buffers */
+        q = clattn_tensor_bhld(bq, CLATTN_DTYPE_F32, 1, 1, 1, dk);
+        k = clattn_tensor_bhld(bk, CLATTN_DTYPE_F32, 1, 1, 1, dk);
+        v = clattn_tensor_bhld(bv, CLATTN_DTYPE_F32, 1, 1, 1, dv);
+        out = clattn_tensor_bhld(bo, CLATTN_DTYPE_F32, 1, 1, 1, dv);
         desc.impl = CLATTN_IMPL_FUSED;
         expect(CLATTN_ERROR_INVALID_HEAD_DIM, "CLATTN_IMPL_UNFUSED");
     }

@@ -86,6 +86,24 @@ static void combinations(void **state) {
     }
 }
 
+/* Wide heads (Gemma's 256 and 512, MLA's 576/512) with every modifier: prefill blocks, decode rows with key
+ * splits, 16-bit storage. */
+static void wide_heads(void **state) {
+    static const size_t dims[][2] = {{256, 256}, {512, 512}, {576, 512}, {192, 128}};
+    for (size_t i = 0; i < CLA_ARRAY_SIZE(dims); ++i) {
+        const bool decode = i % 2 == 1;
+        sdpa_case c = sdpa_case_of(impl_of(state), 1, 4, 1, decode ? 1 : 29, decode ? 1100 : 45, dims[i][0]);
+        c.v_head_dim = dims[i][1];
+        with_mods(&c, 7);
+        c.alibi_slope = 0.05f;
+        c.sink_bias = decode ? 5.0f : 0.0f;
+        c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+        c.dtype = (clattn_dtype)(i % 3);
+        c.seed = (unsigned)i;
+        sdpa_case_run(ctx, &c, NULL);
+    }
+}
+
 /* Decode rows over long keys: one row (or three) of one head leaves the device idle, so the fused path splits the
  * keys, and the sink must join the merged row once. */
 static void key_splits(void **state) {
@@ -112,10 +130,12 @@ static void fused_variants(void **state) {
         "variant=cpu,rows=8,block_n=8",
         "variant=cpu,rows=16,block_n=24,splits=2",
     };
+    /* Narrow heads, and MLA's 576/512 (the widest the kernels take) on the masked case. */
     for (size_t p = 0; p < CLA_ARRAY_SIZE(params); ++p) {
         assert_status(clattn_context_set_kernel_params(ctx, "sdpa_fused", params[p]), CLATTN_SUCCESS);
         for (int variant = 0; variant < 3; ++variant) {
-            sdpa_case c = sdpa_case_of(CLATTN_IMPL_FUSED, 2, 2, 1, 11, 45, 20);
+            sdpa_case c = sdpa_case_of(CLATTN_IMPL_FUSED, 2, 2, 1, 11, 45, variant == 2 ? 576 : 20);
+            c.v_head_dim = variant == 2 ? 512 : 0;
             with_mods(&c, 7);
             c.causal = variant == 1 ? CLATTN_CAUSAL_BOTTOM_RIGHT : CLATTN_CAUSAL_NONE;
             c.mask_kind = variant == 2 ? MASK_ADD : MASK_NONE;
@@ -146,8 +166,13 @@ static void implementations_agree(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        BOTH(shapes),     BOTH(softcap_saturates),          BOTH(combinations),
-        BOTH(key_splits), cmocka_unit_test(fused_variants), cmocka_unit_test(implementations_agree),
+        BOTH(shapes),
+        BOTH(softcap_saturates),
+        BOTH(combinations),
+        BOTH(key_splits),
+        BOTH(wide_heads),
+        cmocka_unit_test(fused_variants),
+        cmocka_unit_test(implementations_agree),
     };
     return cmocka_run_group_tests_name("sdpa_mods", tests, setup, teardown);
 }

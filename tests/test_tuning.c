@@ -165,6 +165,15 @@ static void matcher_score_modifiers(void **state) {
     assert_non_null(strstr(why, "softcap"));
     const cla_tune_problem p = problem("decode:d64:L512:sinks");
     assert_int_equal(cla_tune_class_of(&p).mods, CLA_MODS_SINKS);
+    /* Value head dims other than the query/key one are classes of their own (MLA's 576/512); equal ones are not. */
+    const cla_tune_problem mla = problem("prefill:d576:v512:L1024");
+    assert_int_equal(mla.head_dim, 576);
+    assert_int_equal(mla.v_head_dim, 512);
+    cla_tune_class mc = cla_tune_class_of(&mla);
+    cla_tune_class_format(&mc, text, sizeof text);
+    assert_string_equal(text, "prefill:d576:v512:L1024:f32");
+    assert_true(cla_tune_class_parse("decode:d128:v128:L64", true, &c, why, sizeof why));
+    assert_int_equal(c.v_dim, -1);
 
     char *e1 = entry_json(hash_a, prefill_1024, "{\"variant\":\"cpu\",\"rows\":16}");
     char *e2 = entry_json(hash_a,
@@ -795,7 +804,8 @@ static void classes_no_call_uses_are_refused(void **state) {
     clattn_context *ctx = test_logged_context();
     clear_tuning_dir(ctx);
     char out[4096];
-    assert_int_equal(run_cli("tune --shapes prefill:d512:L64 --quiet", out, sizeof out), 2);
+    assert_int_equal(run_cli("tune --shapes prefill:d640:L64 --quiet", out, sizeof out), 2);
+    assert_int_equal(run_cli("tune --shapes prefill:d64:v600:L64 --quiet", out, sizeof out), 2);
     assert_int_equal(run_cli("tune --shapes additive:a32:v2048:L64 --quiet", out, sizeof out), 2);
     assert_int_equal(log_count(ctx, NULL), 0);
     clattn_context_free(ctx);

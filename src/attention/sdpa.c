@@ -173,6 +173,11 @@ static bool fused_fits(const cla_sdpa_plan *p) {
 static clattn_impl choose_impl(const clattn_context *ctx, const cla_sdpa_plan *p, clattn_impl asked) {
     if (asked != CLATTN_IMPL_AUTO) return asked;
     if (p->weights.buffer || !fused_fits(p)) return CLATTN_IMPL_UNFUSED;
+    /* Past 256 only the CPU kernel (row blocks in memory sized for them) beats the GEMMs; a GPU work-item would
+     * keep whole rows in private memory, which spills. */
+    const size_t gpu_fused_dim = 256;
+    if ((p->head_dim > gpu_fused_dim || p->v_head_dim > gpu_fused_dim) && ctx->info.type != CLATTN_DEVICE_TYPE_CPU)
+        return CLATTN_IMPL_UNFUSED;
     return ctx->preferred_impl == CLATTN_IMPL_UNFUSED ? CLATTN_IMPL_UNFUSED : CLATTN_IMPL_FUSED;
 }
 

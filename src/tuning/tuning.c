@@ -342,7 +342,8 @@ cla_tune_class cla_tune_class_of(const cla_tune_problem *p) {
     c.mask_kind = p->mask_kind;
     c.causal = p->causal ? 1 : 0;
     c.phase = p->q_len < 8 ? CLA_PHASE_DECODE : CLA_PHASE_PREFILL;
-    c.v_dim = -1;
+    /* A value head dim other than the query/key one (MLA's 576/512, 192/128) is a class of its own. */
+    c.v_dim = p->v_head_dim != p->head_dim ? (int)(p->v_head_dim > 65536 ? 65536 : p->v_head_dim) : -1;
     c.seq = cla_tune_seq_bucket(p->kv_len);
     c.mods = p->mods > 0 ? p->mods : -1; /* none: the class of entries that serve any modifiers */
     return c;
@@ -435,7 +436,7 @@ static bool parse_tokens(const char *text, const char *p, bool prefixed, bool co
             c->causal = 0;
         else if (tok[0] == (prefixed ? 'a' : 'd') && parse_number(tok + 1, 1, 65536, &n))
             c->head_dim = (int)n;
-        else if (prefixed && tok[0] == 'v' && parse_number(tok + 1, 1, 65536, &n))
+        else if (tok[0] == 'v' && parse_number(tok + 1, 1, 65536, &n))
             c->v_dim = (int)n;
         else if (tok[0] == 'L' && parse_number(tok + 1, 1, 1L << 30, &n))
             c->seq = cla_tune_seq_bucket((size_t)n);
@@ -452,7 +453,7 @@ static bool parse_tokens(const char *text, const char *p, bool prefixed, bool co
             cla_write_message(why, why_size,
                               prefixed ? "class '%s': unknown part '%s' (expected prefill|decode, aN, vN, LN, "
                                          "f32|f16|bf16, nomask|additive|bool)"
-                                       : "class '%s': unknown part '%s' (expected prefill|decode, dN, LN, "
+                                       : "class '%s': unknown part '%s' (expected prefill|decode, dN, vN, LN, "
                                          "f32|f16|bf16, causal|noncausal, nomask|additive|bool, softcap, sinks, "
                                          "alibi)",
                               text, tok);
@@ -471,6 +472,7 @@ static bool parse_tokens(const char *text, const char *p, bool prefixed, bool co
             return false;
         }
         if (prefixed && c->v_dim < 0) c->v_dim = c->head_dim;
+        if (!prefixed && c->v_dim == c->head_dim) c->v_dim = -1; /* the same width: the class of equal widths */
         if (c->dtype < 0) c->dtype = CLATTN_DTYPE_F32;
         if (c->mask_kind < 0) c->mask_kind = 0;
         if (c->causal < 0) c->causal = 0;
@@ -509,6 +511,7 @@ cla_tune_problem cla_tune_class_problem(const cla_tune_class *c) {
     cla_tune_problem p;
     memset(&p, 0, sizeof p);
     p.head_dim = p.v_head_dim = (size_t)(c->head_dim > 0 ? c->head_dim : 64);
+    if (c->v_dim > 0) p.v_head_dim = (size_t)c->v_dim;
     p.dtype = c->dtype >= 0 ? (clattn_dtype)c->dtype : CLATTN_DTYPE_F32;
     p.mask_kind = c->mask_kind > 0 ? c->mask_kind : 0;
     p.causal = c->causal > 0;

@@ -209,7 +209,7 @@ static int run_sdpa(int argc, char **argv) {
         CLI_OPTIONS_SCORE_MODS,
         {"scale", "S", "logit scale (default 1/sqrt(D))", NULL},
         {"dtype", "TYPE", "storage type on the device: f32 (default), f16 or bf16", NULL},
-        {"impl", "IMPL", "fused (head dims up to 256), unfused or auto (default: unfused for wider heads)", NULL},
+        {"impl", "IMPL", "fused (head dims up to 576), unfused or auto (default: unfused for wider heads)", NULL},
         {"out", "O.npy", "write the output [B, Hq, Lq, Dv] as float32 (also -o)", NULL},
         {"weights", "W.npy", "write the attention weights [B, Hq, Lq, Lk]", NULL},
         {"lse", "LSE.npy", "write the log-sum-exp of each row [B, Hq, Lq]", NULL},
