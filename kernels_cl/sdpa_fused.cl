@@ -12,8 +12,10 @@
  *
  * Specialisation defines (set by the host): HEAD_DIM, V_HEAD_DIM, Q/K/V/O_DTYPE, MASK_KIND (0 none, 1 additive,
  * 2 boolean), MASK_DTYPE, CAUSAL (0 none, 1 top-left, 2 bottom-right), HAS_WINDOW, HAS_KEY_LENGTHS, HAS_LSE,
- * SPLIT_KV, UNIT_DSTRIDE (all head-dim strides are 1); common.cl holds the shared ones' defaults and the masking
- * rules (cla_key_lo, cla_key_hi). */
+ * SPLIT_KV, UNIT_DSTRIDE (all head-dim strides are 1), and the score modifiers HAS_SOFTCAP, HAS_ALIBI (applied to
+ * each score by cla_score_mod) and HAS_SINKS (folded into a row's end by cla_fold_sink, in sdpa_combine with key
+ * splits); common.cl holds the shared ones' defaults, the masking rules (cla_key_lo, cla_key_hi) and the modifiers.
+ */
 
 #ifndef ROWS
 #define ROWS 1

@@ -21,8 +21,10 @@
  * because the library's exp2 costs as much as the two products together at head dim 64.
  *
  * Specialisation defines (set by the host; common.cl has the shared ones' defaults): HEAD_DIM, V_HEAD_DIM (any
- * 1..256), Q/K/V/O_DTYPE, MASK_KIND (0 none, 1 additive, 2 boolean), MASK_DTYPE, CAUSAL (0 none, 1 top-left,
- * 2 bottom-right), HAS_WINDOW, HAS_KEY_LENGTHS, HAS_LSE, SPLIT_KV, UNIT_DSTRIDE (all head-dim strides are 1).
+ * 1..576), Q/K/V/O_DTYPE, MASK_KIND (0 none, 1 additive, 2 boolean), MASK_DTYPE, CAUSAL (0 none, 1 top-left,
+ * 2 bottom-right), HAS_WINDOW, HAS_KEY_LENGTHS, HAS_LSE, SPLIT_KV, UNIT_DSTRIDE (all head-dim strides are 1), and
+ * the score modifiers HAS_SOFTCAP, HAS_ALIBI (common.cl's cla_score_mod8 on every score, inner tiles included) and
+ * HAS_SINKS (cla_fold_sink at a row's end, or in sdpa_combine with key splits).
  * Tunables: ROWS (1 or a multiple of 8), BLOCK_N, and for the block shape KB and DB (register block widths; the
  * defaults fill the 16 AVX2 registers). */
 
