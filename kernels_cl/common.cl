@@ -174,12 +174,31 @@ CLA_INLINE float8 cla_exp2_nonpos8(float8 x) {
     return p * as_float8(as_int8(big) << 23);
 }
 
-/* The softcap cap * tanh(x / cap) on eight lanes through cla_exp2_nonpos8: cap tanh|y| = 2 cap / (1 + e) - cap with
- * e = 2^(-2 |y| log2 e) in (0, 1], one division and no library call. Its absolute error is about cap * 1e-7 (the
- * logit's own rounding is of that order once it nears the cap); +-inf gives +-cap and a NaN stays NaN. */
+/* 2^x - 1 for x <= 0, -inf or NaN, on eight lanes: cla_exp2_nonpos8's reduction and polynomial with its constant
+ * term left out, so that near x = 0 (where 2^x - 1 would cancel) it keeps full relative precision: there the
+ * scale is exactly 1 and the result is the polynomial's tail itself. */
+CLA_INLINE float8 cla_exp2m1_nonpos8(float8 x) {
+    const float8 lowest = (float8)(-127.0f);
+    x = select(x, lowest, lowest > x);
+    const float magic = 12582912.0f + 127.0f;
+    const float8 big = x + magic;
+    const float8 f = x - (big - magic);
+    float8 p = (float8)(1.535360498e-4f);
+    p = fma(p, f, (float8)(1.339887036e-3f));
+    p = fma(p, f, (float8)(9.618436918e-3f));
+    p = fma(p, f, (float8)(5.550332367e-2f));
+    p = fma(p, f, (float8)(2.402264774e-1f));
+    p = fma(p, f, (float8)(6.931471825e-1f));
+    const float8 scale = as_float8(as_int8(big) << 23);
+    return fma(p * f, scale, scale - 1.0f); /* (1 + p f) 2^n - 1 */
+}
+
+/* The softcap cap * tanh(x / cap) on eight lanes, no library call: cap tanh|y| = -cap m / (2 + m) with
+ * m = 2^(-2 |y| log2 e) - 1 in (-1, 0] from cla_exp2m1_nonpos8, accurate to a few ulp of the result for small and
+ * large logits alike; +-inf gives +-cap and a NaN stays NaN. */
 CLA_INLINE float8 cla_softcap8(float8 x, float cap) {
-    const float8 e = cla_exp2_nonpos8(fabs(x) * (float8)(-2.0f * CLA_LOG2E / cap));
-    return copysign((float8)(2.0f * cap) / (1.0f + e) - (float8)(cap), x);
+    const float8 m = cla_exp2m1_nonpos8(fabs(x) * (float8)(-2.0f * CLA_LOG2E / cap));
+    return copysign(m * (float8)(-cap) / (m + 2.0f), x);
 }
 
 /* The per-score modifiers, applied to a logit x in log2 units (x = scale * q.k * log2 e) before any mask, in this
