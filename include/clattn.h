@@ -336,13 +336,15 @@ typedef enum clattn_impl {
 } clattn_impl;
 
 /* Head dims (Dk and Dv, each on its own) that attention takes: 1..CLATTN_MAX_HEAD_DIM. The fused kernels keep a
- * query row and an output row per work-item, so they take 1..CLATTN_MAX_FUSED_HEAD_DIM; CLATTN_IMPL_AUTO runs a
- * call with a wider head on the unfused implementation (whatever CLATTN_IMPL says), and CLATTN_IMPL_FUSED with one
- * is CLATTN_ERROR_INVALID_HEAD_DIM. The unfused implementation sizes nothing by the head dim (it is a GEMM size
- * and a kernel argument); the bound keeps every index the kernels form with it in range and is far above any
- * model's head or RNN width. Its temporaries grow with the width: where they pass what the device may allocate,
- * the call is CLATTN_ERROR_DEVICE_LIMIT. */
-#define CLATTN_MAX_FUSED_HEAD_DIM 256
+ * query row and an output row per work-item, so they take 1..CLATTN_MAX_FUSED_HEAD_DIM (576: DeepSeek MLA's
+ * 576/512, Gemma's 256 and 512); CLATTN_IMPL_AUTO runs a call with a wider head on the unfused implementation
+ * (whatever CLATTN_IMPL says), and CLATTN_IMPL_FUSED with one is CLATTN_ERROR_INVALID_HEAD_DIM. Heads wider than
+ * 256 run fused under AUTO on CPU devices only: the GPU kernel's rows would not stay in registers there, so other
+ * devices take them unfused unless a call asks for CLATTN_IMPL_FUSED. The unfused implementation sizes nothing by
+ * the head dim (it is a GEMM size and a kernel argument); the bound keeps every index the kernels form with it in
+ * range and is far above any model's head or RNN width. Its temporaries grow with the width: where they pass what
+ * the device may allocate, the call is CLATTN_ERROR_DEVICE_LIMIT. */
+#define CLATTN_MAX_FUSED_HEAD_DIM 576
 #define CLATTN_MAX_HEAD_DIM       65536
 
 #define CLATTN_WINDOW_UNBOUNDED (-1)
@@ -372,6 +374,18 @@ typedef struct clattn_sdpa_desc {
     clattn_tensor lse;
     /* Optional output: the attention weights [B, Hq, Lq, Lk] (zeros for a fully masked row). NULL: not written. */
     clattn_tensor weights;
+    /* Score modifiers, in every implementation, with every mask. They act on each scaled logit s = scale * q.k in
+     * this order: the softcap, then ALiBi, then the masks (causal, window, key lengths, `mask`).
+     * Logit softcap (Gemma 2): s = softcap * tanh(s / softcap). 0 (the default): none; a negative, NaN or infinite
+     * value is CLATTN_ERROR_INVALID_ARGUMENT. */
+    float softcap;
+    /* Attention sinks (gpt-oss): F32 [1, Hq, 1, 1], one logit per query head that joins every row's softmax
+     * denominator and contributes no value (the weights then sum to less than 1; lse includes it; a fully masked
+     * row still gives zeros, with lse = the sink). NULL buffer: none. */
+    clattn_tensor sinks;
+    /* ALiBi: F32 [1, Hq, 1, 1], slope[h]; -slope[h] * |i' - j| is added to the logit, i' aligned as for the window
+     * (i + Lk - Lq with bottom-right causal alignment, else i), computed in the kernels. NULL buffer: none. */
+    clattn_tensor alibi_slopes;
 } clattn_sdpa_desc;
 
 CLATTN_API void clattn_sdpa_desc_init(clattn_sdpa_desc *desc);
@@ -411,6 +425,9 @@ typedef struct clattn_sdpa_host_desc {
     const int32_t *key_lengths; /* [batch], or NULL */
     float *lse;                 /* optional output [B, Hq, Lq] */
     float *weights;             /* optional output [B, Hq, Lq, Lk] */
+    float softcap;              /* logit softcap as clattn_sdpa_desc.softcap; 0: none */
+    const float *sinks;         /* [q_heads] attention-sink logits, or NULL */
+    const float *alibi_slopes;  /* [q_heads] ALiBi slopes, or NULL */
 } clattn_sdpa_host_desc;
 
 CLATTN_API void clattn_sdpa_host_desc_init(clattn_sdpa_host_desc *desc);

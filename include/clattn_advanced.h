@@ -151,8 +151,14 @@ typedef struct clattn_tune_class {
     int mask_kind; /* clattn_mask_kind */
     int causal;    /* 0 or 1 */
     int phase;     /* CLATTN_TUNE_PREFILL or CLATTN_TUNE_DECODE */
-    int v_dim;     /* seq2seq_additive: the value width; -1 for families that do not key it */
-    long seq;      /* sequence-length bucket: the key length rounded up to a power of two */
+    int v_dim; /* seq2seq_additive: the value width; attention: the value head dim where it differs from head_dim
+                * (-1 where they are equal) */
+    long seq;  /* sequence-length bucket: the key length rounded up to a power of two */
+    /* The attention kernels' score modifiers, which are compiled in: bits 1 softcap, 2 sinks, 4 ALiBi ("softcap",
+     * "sinks", "alibi" in class text). An entry without them (-1, as every entry tuned on plain calls is stored)
+     * serves calls with any modifiers; one with them is preferred for exactly those. A long, so that the struct has
+     * no padding and compares bytewise. */
+    long mods;
 } clattn_tune_class;
 
 /* A family by name; NULL if unknown. */

@@ -83,6 +83,19 @@ inline ushort cla_f32_to_bf16(float x) {
 #define UNIT_DSTRIDE 0
 #endif
 
+/* Score modifiers (the attention kernels' HAS_SOFTCAP, HAS_ALIBI, HAS_SINKS): each is a compile-time switch, so a
+ * call without them runs the plain kernel, instruction for instruction. */
+#ifndef HAS_SOFTCAP
+#define HAS_SOFTCAP 0
+#endif
+#ifndef HAS_ALIBI
+#define HAS_ALIBI 0
+#endif
+#ifndef HAS_SINKS
+#define HAS_SINKS 0
+#endif
+#define HAS_SCORE_MODS (HAS_SOFTCAP || HAS_ALIBI)
+
 /* The head-dim stride of a tensor's long4 strides: a compile-time 1 when the host knows every one is 1. */
 #if UNIT_DSTRIDE
 #define DSTRIDE(s) 1
@@ -141,17 +154,122 @@ CLA_INLINE int cla_key_hi(int i, int shift, int2 window, int kv_limit) {
     return max(hi, 0);
 }
 
+/* 2^x for x <= 0, -inf or NaN, to about 1 ulp, elementwise on eight lanes; results below 2^-126 become 0 and
+ * 2^-inf is exactly 0. The integer part comes from the low bits of x + 1.5 * 2^23 + 127 (round to nearest), which
+ * are also the biased exponent, so no float-to-int conversion (undefined for NaN) is needed; a NaN stays NaN through
+ * the polynomial. CPU libraries' vector exp2 is a call per lane; this is a dozen vector instructions. */
+CLA_INLINE float8 cla_exp2_nonpos8(float8 x) {
+    const float8 lowest = (float8)(-127.0f);
+    x = select(x, lowest, lowest > x); /* keeps NaN: the comparison is false */
+    const float magic = 12582912.0f + 127.0f;
+    const float8 big = x + magic;
+    const float8 f = x - (big - magic); /* in [-0.5, 0.5] */
+    float8 p = (float8)(1.535360498e-4f);
+    p = fma(p, f, (float8)(1.339887036e-3f));
+    p = fma(p, f, (float8)(9.618436918e-3f));
+    p = fma(p, f, (float8)(5.550332367e-2f));
+    p = fma(p, f, (float8)(2.402264774e-1f));
+    p = fma(p, f, (float8)(6.931471825e-1f));
+    p = fma(p, f, (float8)(1.0f));
+    return p * as_float8(as_int8(big) << 23);
+}
+
+/* 2^x - 1 for x <= 0, -inf or NaN, on eight lanes: cla_exp2_nonpos8's reduction and polynomial with its constant
+ * term left out, so that near x = 0 (where 2^x - 1 would cancel) it keeps full relative precision: there the
+ * scale is exactly 1 and the result is the polynomial's tail itself. */
+CLA_INLINE float8 cla_exp2m1_nonpos8(float8 x) {
+    const float8 lowest = (float8)(-127.0f);
+    x = select(x, lowest, lowest > x);
+    const float magic = 12582912.0f + 127.0f;
+    const float8 big = x + magic;
+    const float8 f = x - (big - magic);
+    float8 p = (float8)(1.535360498e-4f);
+    p = fma(p, f, (float8)(1.339887036e-3f));
+    p = fma(p, f, (float8)(9.618436918e-3f));
+    p = fma(p, f, (float8)(5.550332367e-2f));
+    p = fma(p, f, (float8)(2.402264774e-1f));
+    p = fma(p, f, (float8)(6.931471825e-1f));
+    const float8 scale = as_float8(as_int8(big) << 23);
+    return fma(p * f, scale, scale - 1.0f); /* (1 + p f) 2^n - 1 */
+}
+
+/* The softcap cap * tanh(x / cap) on eight lanes, no library call: cap tanh|y| = -cap m / (2 + m) with
+ * m = 2^(-2 |y| log2 e) - 1 in (-1, 0] from cla_exp2m1_nonpos8, accurate to a few ulp of the result for small and
+ * large logits alike; +-inf gives +-cap and a NaN stays NaN. */
+CLA_INLINE float8 cla_softcap8(float8 x, float cap) {
+    const float8 m = cla_exp2m1_nonpos8(fabs(x) * (float8)(-2.0f * CLA_LOG2E / cap));
+    return copysign(m * (float8)(-cap) / (m + 2.0f), x);
+}
+
+/* The per-score modifiers, applied to a logit x in log2 units (x = scale * q.k * log2 e) before any mask, in this
+ * order: the softcap, s = c tanh(s / c), which in log2 units is the same formula with cap = c log2 e; then ALiBi,
+ * -slope |i' - j| added to the logit, with slope2 = slope * log2 e and pos = i' the query's position aligned like the
+ * causal mask (i + Lk - Lq for bottom-right alignment, else i). Every attention kernel calls this one helper (the
+ * scalar form, or the eight-lane one the CPU kernel uses), so every path computes the same scores. */
+CLA_INLINE float cla_score_mod(float x, int pos, int j, float cap, float slope2) {
+#if HAS_SOFTCAP
+    x = cap * tanh(x / cap);
+#endif
+#if HAS_ALIBI
+    x = fma(-slope2, (float)abs(pos - j), x);
+#endif
+    return x;
+}
+
+CLA_INLINE float8 cla_score_mod8(float8 x, int8 pos, int8 j, float cap, float slope2) {
+#if HAS_SOFTCAP
+    x = cla_softcap8(x, cap);
+#endif
+#if HAS_ALIBI
+    /* |pos - j| < 2^30 (the host caps lengths at 2^28), so it converts as a signed int. */
+    x = fma((float8)(-slope2), convert_float8(as_int8(abs(pos - j))), x);
+#endif
+    return x;
+}
+
+/* The modifiers' per-head values: the softcap in log2 units, the head's ALiBi slope in log2 units and its sink
+ * logit in log2 units (0 where absent). mods: the element offsets and head strides of the sinks and the slopes. */
+CLA_INLINE float cla_alibi_slope2(__global const float *alibi, long4 mods, int h) {
+#if HAS_ALIBI
+    return alibi[mods.z + h * mods.w] * CLA_LOG2E;
+#else
+    return 0.0f;
+#endif
+}
+
+CLA_INLINE float cla_sink2(__global const float *sinks, long4 mods, int h) {
+#if HAS_SINKS
+    return sinks[mods.x + h * mods.y] * CLA_LOG2E;
+#else
+    return 0.0f;
+#endif
+}
+
+/* Folds a row's attention sink (log2 units) into its final softmax state, the running max m and sum l (log2
+ * units): the sink joins the denominator and adds no value. Returns the factor by which the unnormalised output
+ * must be multiplied. A row with neither keys nor a finite sink stays empty (m = -inf); NaN propagates. */
+CLA_INLINE float cla_fold_sink(float sink2, float *m, float *l) {
+    const float m_new = cla_max_nan(*m, sink2);
+    if (m_new == CLA_NEG_INF) return 1.0f;
+    const float alpha = exp2(*m - m_new); /* 0 for a row whose keys were all masked */
+    *l = *l * alpha + exp2(sink2 - m_new);
+    *m = m_new;
+    return alpha;
+}
+
 /* The arguments of the fused attention kernels (sdpa_fused in sdpa_fused.cl, both shapes of sdpa_fused_cpu in
  * sdpa_fused_cpu.cl), declared once; the host sets them by the names of the family's argument list in
  * src/tuning/tuning.c, which follows this order. offsets: q, k, v, o, mask, key lengths, lse; dims: Hq, Lq, Lk, the
  * query heads per key head; window: left and right sides (-1 unbounded); split_len and partial: the key split's
- * length and its partial state (SPLIT_KV). */
+ * length and its partial state (SPLIT_KV); softcap2, sinks, alibi and mods: the score modifiers (softcap in log2
+ * units, the per-head sinks and ALiBi slopes, and mods = their element offsets and head strides). */
 #define SDPA_FUSED_ARGS                                                                                            \
     __global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global const STORAGE(K_DTYPE) * k, long4 k_stride,      \
         __global const STORAGE(V_DTYPE) * v, long4 v_stride, __global STORAGE(O_DTYPE) * o, long4 o_stride,        \
         __global const STORAGE(MASK_DTYPE) * mask, long4 mask_stride, __global const int *key_lengths,             \
         __global float *lse, long4 lse_stride, long8 offsets, int4 dims, float scale_log2, int2 window,            \
-        int split_len, __global float *partial
+        int split_len, __global float *partial, float softcap2, __global const float *sinks,                       \
+        __global const float *alibi, long4 mods
 
 /* The logit of one (query row, key) pair, in log2 units (the scale is already folded into q), or -inf where the key
  * is masked: outside the row's keys [lo, hi) (causal, window, key length) or hidden by the mask tensor, whose

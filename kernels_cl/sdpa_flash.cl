@@ -16,8 +16,10 @@
  * indexed by unrolled constants), or for head dims past 128 in local memory (Q_IN_LOCAL). The host sizes the
  * grid and local memory for this layout with TN = CLA_FLASH_TN (src/tuning/tuning.h). Tiles that causal masking, the window, the key length or the key
  * split exclude for every row of the block are skipped; tiles inside every row's keys without a mask tensor skip
- * the per-score checks. SPLIT_KV = 1 writes the partial state for sdpa_combine (sdpa_fused.cl), as the other
- * variants do. Specialisation defines as in sdpa_fused.cl; common.cl holds the shared ones. */
+ * the per-score checks (the score modifiers HAS_SOFTCAP and HAS_ALIBI still apply there, through cla_score_mod;
+ * HAS_SINKS folds a row's sink into its end, or into sdpa_combine's). SPLIT_KV = 1 writes the partial state for
+ * sdpa_combine (sdpa_fused.cl), as the other variants do. Specialisation defines as in sdpa_fused.cl; common.cl holds
+ * the shared ones. */
 
 #ifndef ROWS
 #define ROWS 1 /* TM: rows per work-item */
@@ -100,6 +102,9 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
     /* This work-item's rows: query, head, keys, mask row; rows past the end compute a copy of the last row. */
     int row_i[TM], row_h[TM], lo[TM], hi[TM];
     long mask_row[TM];
+#if HAS_ALIBI
+    float slope2[TM]; /* the row's head's ALiBi slope in log2 units (heads differ between rows with GQA packing) */
+#endif
     float m_run[TM], l_part[TM];
     float4 acc[TM][TD4];
 #if !Q_IN_LOCAL
@@ -114,6 +119,9 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
         lo[m] = cla_key_lo(i, shift, window);
         hi[m] = cla_key_hi(i, shift, window, kv_limit);
         mask_row[m] = offsets.s4 + b * mask_stride.x + h * mask_stride.y + i * mask_stride.z;
+#if HAS_ALIBI
+        slope2[m] = cla_alibi_slope2(alibi, mods, h);
+#endif
         m_run[m] = CLA_NEG_INF;
         l_part[m] = 0.0f;
         FLASH_UNROLL
@@ -204,6 +212,15 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
             FLASH_UNROLL
             for (int t = 0; t < TN; ++t) {
                 const int jj = tc + CT * t, j = j0 + jj;
+#if HAS_SOFTCAP || HAS_ALIBI
+                /* The score modifiers come before any mask, on every tile (full ones included). */
+#if HAS_ALIBI
+                const float row_slope2 = slope2[m];
+#else
+                const float row_slope2 = 0.0f;
+#endif
+                s[m][t] = cla_score_mod(s[m][t], row_i[m] + shift, j, softcap2, row_slope2);
+#endif
                 if (!full)
                     s[m][t] = jj < n ? cla_score(s[m][t], j, lo[m], hi[m], mask, mask_row[m] + j * mask_stride.w)
                                      : CLA_NEG_INF;
@@ -296,8 +313,10 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
                 if (d0 + e < V_HEAD_DIM) state[2 + d0 + e] = a[e];
         }
 #else
-        const bool empty = m_run[m] == CLA_NEG_INF; /* every key masked: zeros, and lse -inf */
-        const float inv = empty ? 0.0f : 1.0f / l;
+        /* The sink joins the whole row's denominator once: here, or with key splits in sdpa_combine. */
+        const float factor = HAS_SINKS ? cla_fold_sink(cla_sink2(sinks, mods, h), &m_run[m], &l) : 1.0f;
+        const bool empty = m_run[m] == CLA_NEG_INF; /* every key masked (and no sink): zeros, and lse -inf */
+        const float inv = empty ? 0.0f : factor / l;
         __global STORAGE(O_DTYPE) *orow = o + offsets.s3 + b * o_stride.x + h * o_stride.y + i * o_stride.z;
         FLASH_UNROLL
         for (int c = 0; c < TD4; ++c) {

@@ -12,8 +12,10 @@
  *
  * Specialisation defines (set by the host): HEAD_DIM, V_HEAD_DIM, Q/K/V/O_DTYPE, MASK_KIND (0 none, 1 additive,
  * 2 boolean), MASK_DTYPE, CAUSAL (0 none, 1 top-left, 2 bottom-right), HAS_WINDOW, HAS_KEY_LENGTHS, HAS_LSE,
- * SPLIT_KV, UNIT_DSTRIDE (all head-dim strides are 1); common.cl holds the shared ones' defaults and the masking
- * rules (cla_key_lo, cla_key_hi). */
+ * SPLIT_KV, UNIT_DSTRIDE (all head-dim strides are 1), and the score modifiers HAS_SOFTCAP, HAS_ALIBI (applied to
+ * each score by cla_score_mod) and HAS_SINKS (folded into a row's end by cla_fold_sink, in sdpa_combine with key
+ * splits); common.cl holds the shared ones' defaults, the masking rules (cla_key_lo, cla_key_hi) and the modifiers.
+ */
 
 #ifndef ROWS
 #define ROWS 1
@@ -72,8 +74,9 @@ __kernel FUSED_GROUP_SHAPE void sdpa_fused(SDPA_FUSED_ARGS) {
     float qr[ROWS][HEAD_DIM];
     float acc[ROWS][V_HEAD_DIM];
     float m[ROWS], l[ROWS];
-    int lo[ROWS], hi[ROWS];
+    int lo[ROWS], hi[ROWS], pos[ROWS];
     long mask_row[ROWS];
+    const float slope2 = cla_alibi_slope2(alibi, mods, h);
     for (int r = 0; r < ROWS; ++r) {
         const int i = min(first_row + r, Lq - 1); /* rows past the end compute a copy of the last row, unwritten */
         for (int d = 0; d < HEAD_DIM; ++d)
@@ -83,6 +86,7 @@ __kernel FUSED_GROUP_SHAPE void sdpa_fused(SDPA_FUSED_ARGS) {
         l[r] = 0.0f;
         lo[r] = cla_key_lo(i, shift, window);
         hi[r] = cla_key_hi(i, shift, window, kv_limit);
+        pos[r] = i + shift;
         mask_row[r] = offsets.s4 + b * mask_stride.x + h * mask_stride.y + i * mask_stride.z;
     }
 
@@ -132,6 +136,9 @@ __kernel FUSED_GROUP_SHAPE void sdpa_fused(SDPA_FUSED_ARGS) {
                 if (j < lo[r] || j >= hi[r]) {
                     x = CLA_NEG_INF;
                 } else {
+#if HAS_SCORE_MODS
+                    x = cla_score_mod(x, pos[r], j, softcap2, slope2);
+#endif
 #if MASK_KIND == 1
                     const float mv = LOAD(MASK_DTYPE, mask, mask_row[r] + j * mask_stride.w);
                     x = mv <= -FLT_MAX ? CLA_NEG_INF : fma(mv, CLA_LOG2E, x);
@@ -173,8 +180,10 @@ __kernel FUSED_GROUP_SHAPE void sdpa_fused(SDPA_FUSED_ARGS) {
         state[1] = l[r];
         for (int d = 0; d < V_HEAD_DIM; ++d) state[2 + d] = acc[r][d];
 #else
-        const bool empty = m[r] == CLA_NEG_INF; /* every key masked: zeros, and lse -inf */
-        const float inv = empty ? 0.0f : 1.0f / l[r];
+        /* The sink joins the whole row's denominator once: here, or with key splits in sdpa_combine. */
+        const float factor = HAS_SINKS ? cla_fold_sink(cla_sink2(sinks, mods, h), &m[r], &l[r]) : 1.0f;
+        const bool empty = m[r] == CLA_NEG_INF; /* every key masked (and no sink): zeros, and lse -inf */
+        const float inv = empty ? 0.0f : factor / l[r];
         __global STORAGE(O_DTYPE) *orow = o + offsets.s3 + b * o_stride.x + h * o_stride.y + i * o_stride.z;
         for (int d = 0; d < V_HEAD_DIM; ++d)
             STORE(O_DTYPE, orow, d * DSTRIDE(o_stride), empty ? 0.0f : acc[r][d] * inv);
@@ -188,7 +197,8 @@ __kernel FUSED_GROUP_SHAPE void sdpa_fused(SDPA_FUSED_ARGS) {
 
 /* Merges the partial states of the key splits of each row (flash-decoding's second step). One work-item per row. */
 __kernel void sdpa_combine(__global const float *partial, int nsplit, __global STORAGE(O_DTYPE) * o, long4 o_stride,
-                           __global float *lse, long4 lse_stride, long8 offsets, int4 dims) {
+                           __global float *lse, long4 lse_stride, long8 offsets, int4 dims,
+                           __global const float *sinks, long4 mods) {
     const int Hq = dims.x, Lq = dims.y;
     const int i = get_global_id(0), bh = get_global_id(1);
     if (i >= Lq) return;
@@ -205,18 +215,22 @@ __kernel void sdpa_combine(__global const float *partial, int nsplit, __global S
         const float ms = state[s * (V_HEAD_DIM + 2)];
         if (ms != CLA_NEG_INF) l += state[s * (V_HEAD_DIM + 2) + 1] * exp2(ms - m);
     }
-    const float inv = empty ? 0.0f : 1.0f / l;
+    /* The sink joins the merged denominator once (the splits leave it out). */
+    const float m_keys = m;
+    const float factor = HAS_SINKS ? cla_fold_sink(cla_sink2(sinks, mods, h), &m, &l) : 1.0f;
+    const bool full = m != CLA_NEG_INF;
+    const float inv = full ? factor / l : 0.0f;
     __global STORAGE(O_DTYPE) *orow = o + offsets.s3 + b * o_stride.x + h * o_stride.y + i * o_stride.z;
     for (int d = 0; d < V_HEAD_DIM; ++d) {
         float a = 0.0f;
         for (int s = 0; s < nsplit; ++s) {
             const float ms = state[s * (V_HEAD_DIM + 2)];
-            if (ms != CLA_NEG_INF) a += state[s * (V_HEAD_DIM + 2) + 2 + d] * exp2(ms - m);
+            if (ms != CLA_NEG_INF) a += state[s * (V_HEAD_DIM + 2) + 2 + d] * exp2(ms - m_keys);
         }
         STORE(O_DTYPE, orow, d * DSTRIDE(o_stride), empty ? 0.0f : a * inv);
     }
 #if HAS_LSE
     lse[offsets.s6 + b * lse_stride.x + h * lse_stride.y + i * lse_stride.z] =
-        empty ? CLA_NEG_INF : (m + log2(l)) * CLA_LN2;
+        full ? (m + log2(l)) * CLA_LN2 : CLA_NEG_INF;
 #endif
 }

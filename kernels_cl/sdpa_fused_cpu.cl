@@ -21,8 +21,10 @@
  * because the library's exp2 costs as much as the two products together at head dim 64.
  *
  * Specialisation defines (set by the host; common.cl has the shared ones' defaults): HEAD_DIM, V_HEAD_DIM (any
- * 1..256), Q/K/V/O_DTYPE, MASK_KIND (0 none, 1 additive, 2 boolean), MASK_DTYPE, CAUSAL (0 none, 1 top-left,
- * 2 bottom-right), HAS_WINDOW, HAS_KEY_LENGTHS, HAS_LSE, SPLIT_KV, UNIT_DSTRIDE (all head-dim strides are 1).
+ * 1..576), Q/K/V/O_DTYPE, MASK_KIND (0 none, 1 additive, 2 boolean), MASK_DTYPE, CAUSAL (0 none, 1 top-left,
+ * 2 bottom-right), HAS_WINDOW, HAS_KEY_LENGTHS, HAS_LSE, SPLIT_KV, UNIT_DSTRIDE (all head-dim strides are 1), and
+ * the score modifiers HAS_SOFTCAP, HAS_ALIBI (common.cl's cla_score_mod8 on every score, inner tiles included) and
+ * HAS_SINKS (cla_fold_sink at a row's end, or in sdpa_combine with key splits).
  * Tunables: ROWS (1 or a multiple of 8), BLOCK_N, and for the block shape KB and DB (register block widths; the
  * defaults fill the 16 AVX2 registers). */
 
@@ -77,32 +79,13 @@ CPU_INLINE float smax(float a, float b) {
     return b > a ? b : a;
 }
 
-/* 2^x for x <= 0, -inf or NaN, to about 1 ulp; results below 2^-126 become 0 and 2^-inf is exactly 0. The integer
- * part comes from the low bits of x + 1.5 * 2^23 + 127 (round to nearest), which are also the biased exponent, so
- * no float-to-int conversion (undefined for NaN) is needed; a NaN stays NaN through the polynomial. */
-CPU_INLINE float8 exp2_nonpos(float8 x) {
-    const float8 lowest = (float8)(-127.0f);
-    x = select(x, lowest, lowest > x); /* keeps NaN: the comparison is false */
-    const float magic = 12582912.0f + 127.0f;
-    const float8 big = x + magic;
-    const float8 f = x - (big - magic); /* in [-0.5, 0.5] */
-    float8 p = (float8)(1.535360498e-4f);
-    p = fma(p, f, (float8)(1.339887036e-3f));
-    p = fma(p, f, (float8)(9.618436918e-3f));
-    p = fma(p, f, (float8)(5.550332367e-2f));
-    p = fma(p, f, (float8)(2.402264774e-1f));
-    p = fma(p, f, (float8)(6.931471825e-1f));
-    p = fma(p, f, (float8)(1.0f));
-    return p * as_float8(as_int8(big) << 23);
-}
-
 /* Writes row i's result: the normalised output and lse, or with SPLIT_KV its partial state [m, l, acc...] as
  * sdpa_combine reads it. acc[d * acc_stride] is the unnormalised output; m and l are in log2 units. A NaN score was
  * dropped by the max but made l NaN: m becomes NaN too, so that the row (or through sdpa_combine the merged row)
  * comes out NaN rather than empty. */
 CPU_INLINE void write_row(__global STORAGE(O_DTYPE) * o, long4 o_stride, long o_offset, __global float *lse,
                           long4 lse_stride, long lse_offset, __global float *partial, int b, int h, int bh, int i,
-                          int Lq, float m, float l, const float *acc, int acc_stride) {
+                          int Lq, float m, float l, const float *acc, int acc_stride, float sink2) {
     if (isnan(l)) m = l;
 #if SPLIT_KV
     const int nsplit = get_global_size(2), split = get_global_id(2);
@@ -111,8 +94,10 @@ CPU_INLINE void write_row(__global STORAGE(O_DTYPE) * o, long4 o_stride, long o_
     state[1] = l;
     for (int d = 0; d < V_HEAD_DIM; ++d) state[2 + d] = acc[d * acc_stride];
 #else
-    const bool empty = m == CLA_NEG_INF; /* every key masked: zeros, and lse -inf */
-    const float inv = empty ? 0.0f : 1.0f / l;
+    /* The sink joins the whole row's denominator once: here, or with key splits in sdpa_combine. */
+    const float factor = HAS_SINKS ? cla_fold_sink(sink2, &m, &l) : 1.0f;
+    const bool empty = m == CLA_NEG_INF; /* every key masked (and no sink): zeros, and lse -inf */
+    const float inv = empty ? 0.0f : factor / l;
     __global STORAGE(O_DTYPE) *orow = o + o_offset + b * o_stride.x + h * o_stride.y + i * o_stride.z;
     for (int d = 0; d < V_HEAD_DIM; ++d)
         STORE(O_DTYPE, orow, d * DSTRIDE(o_stride), empty ? 0.0f : acc[d * acc_stride] * inv);
@@ -202,6 +187,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
     range_hi = min(range_hi, (split + 1) * split_len);
 #endif
     const long mask_row = offsets.s4 + b * mask_stride.x + h * mask_stride.y + i * mask_stride.z;
+    const float slope2 = cla_alibi_slope2(alibi, mods, h);
 
     /* q scaled into log2 units, zeros past the head dim. */
     float8 qv[QC];
@@ -244,6 +230,9 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
             }
             float8 x8 = sum_lanes8(a);
             const int8 j = (int8)(j0 + g * 8) + lane;
+#if HAS_SCORE_MODS
+            x8 = cla_score_mod8(x8, (int8)(i + shift), j, softcap2, slope2);
+#endif
             if (!inner) {
 #if MASK_KIND != 0
                 float mv[8];
@@ -269,12 +258,12 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
         /* A row that has seen only masked keys keeps m = -inf; exponents relative to 0 then give it zero weights
          * instead of the NaN of -inf - -inf. */
         const float m_ref = m_new == CLA_NEG_INF ? 0.0f : m_new;
-        const float alpha = exp2_nonpos((float8)(m - m_ref)).s0;
+        const float alpha = cla_exp2_nonpos8((float8)(m - m_ref)).s0;
         float p[(BLOCK_N + 7) / 8 * 8];
         float8 sum = (float8)(0.0f);
         for (int g = 0; g < (BLOCK_N + 7) / 8; ++g) {
             if (g * 8 >= n) break;
-            const float8 pg = exp2_nonpos(s[g] - m_ref);
+            const float8 pg = cla_exp2_nonpos8(s[g] - m_ref);
             sum += pg;
             vstore8(select(pg, (float8)(-0.0f), s[g] == (float8)(CLA_NEG_INF)), g, p);
         }
@@ -298,7 +287,8 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
     for (int c = 0; c < VC; ++c) vstore8(acc[c], c, out);
     const float4 l4 = l8.lo + l8.hi;
     const float l = (l4.x + l4.z) + (l4.y + l4.w);
-    write_row(o, o_stride, offsets.s3, lse, lse_stride, offsets.s6, partial, b, h, bh, i, Lq, m, l, out, 1);
+    write_row(o, o_stride, offsets.s3, lse, lse_stride, offsets.s6, partial, b, h, bh, i, Lq, m, l, out, 1,
+              cla_sink2(sinks, mods, h));
 }
 
 #else
@@ -411,14 +401,16 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
 #if K_DTYPE != 0 || V_DTYPE != 0
     float tile[BLOCK_N * TILE_W];
 #endif
-    int lo_rows[ROWS], hi_rows[ROWS];
+    int lo_rows[ROWS], hi_rows[ROWS], pos_rows[ROWS];
     long mask_row[ROWS];
+    const float slope2 = cla_alibi_slope2(alibi, mods, h);
     for (int r = 0; r < ROWS; ++r) {
         const int i = min(first_row + r, Lq - 1);
         for (int d = 0; d < HEAD_DIM; ++d)
             qt[d * ROWS + r] = LOAD(Q_DTYPE, q, i * q_stride.z + d * DSTRIDE(q_stride)) * scale_log2;
         lo_rows[r] = cla_key_lo(i, shift, window);
         hi_rows[r] = cla_key_hi(i, shift, window, kv_limit);
+        pos_rows[r] = i + shift;
         mask_row[r] = offsets.s4 + b * mask_stride.x + h * mask_stride.y + i * mask_stride.z;
     }
     for (int x = 0; x < V_HEAD_DIM * ROWS; ++x) ot[x] = 0.0f;
@@ -480,11 +472,23 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
         /* Online softmax, elementwise over the rows. */
         float8 alpha[RV];
         for (int rv = 0; rv < RV; ++rv) {
-            if (!inner) {
+            /* The score modifiers, then (on an edge tile) the masks. Without modifiers an inner tile skips the pass;
+             * with them, this pass also takes the tile's max. */
+            float8 tile_max = (float8)(CLA_NEG_INF);
+            if (!inner || HAS_SCORE_MODS) {
                 const int8 lo8 = vload8(rv, lo_rows), hi8 = vload8(rv, hi_rows);
+                const int8 pos8 = vload8(rv, pos_rows);
                 for (int jj = 0; jj < n; ++jj) {
                     const int j = j0 + jj;
                     float8 x = vload8(jj * RV + rv, st);
+#if HAS_SCORE_MODS
+                    x = cla_score_mod8(x, pos8, (int8)(j), softcap2, slope2);
+                    if (inner) {
+                        vstore8(x, jj * RV + rv, st);
+                        tile_max = vmax(tile_max, x);
+                        continue;
+                    }
+#endif
 #if MASK_KIND != 0
                     float mv[8];
                     CPU_UNROLL
@@ -498,26 +502,30 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
                     const int8 jv = (int8)(j);
                     x = select(x, (float8)(CLA_NEG_INF), (jv < lo8) | (jv >= hi8));
                     vstore8(x, jj * RV + rv, st);
+#if HAS_SCORE_MODS
+                    tile_max = vmax(tile_max, x);
+#endif
                 }
             }
-            float8 tile_max = (float8)(CLA_NEG_INF);
+#if !HAS_SCORE_MODS
             for (int jj = 0; jj < n; ++jj) tile_max = vmax(tile_max, vload8(jj * RV + rv, st));
+#endif
             const float8 m_new = vmax(m[rv], tile_max);
             /* A row that has seen only masked keys keeps m = -inf; exponents relative to 0 then give it zero
              * weights instead of the NaN of -inf - -inf. */
             const float8 m_ref = select(m_new, (float8)(0.0f), m_new == (float8)(CLA_NEG_INF));
-            alpha[rv] = exp2_nonpos(m[rv] - m_ref);
+            alpha[rv] = cla_exp2_nonpos8(m[rv] - m_ref);
             float8 sum = (float8)(0.0f);
             if (inner) {
                 for (int jj = 0; jj < n; ++jj) {
-                    const float8 p = exp2_nonpos(vload8(jj * RV + rv, st) - m_ref);
+                    const float8 p = cla_exp2_nonpos8(vload8(jj * RV + rv, st) - m_ref);
                     sum += p;
                     vstore8(p, jj * RV + rv, st);
                 }
             } else {
                 for (int jj = 0; jj < n; ++jj) {
                     const float8 x = vload8(jj * RV + rv, st);
-                    const float8 p = exp2_nonpos(x - m_ref);
+                    const float8 p = cla_exp2_nonpos8(x - m_ref);
                     sum += p;
                     vstore8(select(p, (float8)(-0.0f), x == (float8)(CLA_NEG_INF)), jj * RV + rv, st);
                 }
@@ -564,7 +572,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
         const int i = first_row + r;
         if (i >= Lq) break;
         write_row(o, o_stride, offsets.s3, lse, lse_stride, offsets.s6, partial, b, h, bh, i, Lq, m_rows[r],
-                  l_rows[r], ot + r, ROWS);
+                  l_rows[r], ot + r, ROWS, cla_sink2(sinks, mods, h));
     }
 }
 

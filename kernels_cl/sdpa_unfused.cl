@@ -15,7 +15,8 @@
  * keys; that is the only case in which a non-finite value of a masked key could have reached the output.
  *
  * Specialisation defines come from cla_sdpa_common_defines() (dtypes, MASK_KIND, MASK_DTYPE, CAUSAL, HAS_WINDOW,
- * HAS_KEY_LENGTHS, HAS_LSE) plus W_DTYPE and HAS_WEIGHTS for the weights output and the tunable SOFTMAX_WG. The
+ * HAS_KEY_LENGTHS, HAS_LSE, and the score modifiers HAS_SOFTCAP, HAS_ALIBI, HAS_SINKS, applied in masked_softmax with
+ * common.cl's helpers) plus W_DTYPE and HAS_WEIGHTS for the weights output and the tunable SOFTMAX_WG. The
  * head dims are arguments, not defines: nothing here is sized by them, so one program serves every width. */
 
 #ifndef SOFTMAX_WG
@@ -88,12 +89,13 @@ inline float group_sum(__local float *red, float x) {
  * 1/rowsum (0 for a fully masked row, NaN for a row with a NaN logit). One work-group of SOFTMAX_WG work-items per
  * row: global (SOFTMAX_WG * rows, count).
  * dims: (Hq, Lq, Lk, rows); first: (first flat (b, h) index of the chunk, first query row of the block);
- * offsets: s0 mask, s1 key_lengths, s2 lse, s3 weights; window: (left, right), -1 unbounded. */
+ * offsets: s0 mask, s1 key_lengths, s2 lse, s3 weights; window: (left, right), -1 unbounded; softcap2, sinks, alibi
+ * and mods: the score modifiers as the fused kernels take them (common.cl). */
 __kernel __attribute__((reqd_work_group_size(SOFTMAX_WG, 1, 1))) void
 masked_softmax(__global float *s, __global float *row_inv, int4 dims, int2 first,
                __global const STORAGE(MASK_DTYPE) * mask, long4 mask_stride, __global const int *key_lengths,
                __global float *lse, long4 lse_stride, __global STORAGE(W_DTYPE) * w, long4 w_stride, long8 offsets,
-               long2 window) {
+               long2 window, float softcap2, __global const float *sinks, __global const float *alibi, long4 mods) {
     __local float red[SOFTMAX_WG];
     const int Hq = dims.x, Lq = dims.y, Lk = dims.z, rows = dims.w;
     const int lid = get_local_id(0), r = get_group_id(0), t = get_global_id(1);
@@ -108,6 +110,7 @@ masked_softmax(__global float *s, __global float *row_inv, int4 dims, int2 first
 #if MASK_KIND
     const long mask_row = offsets.s0 + b * mask_stride.x + h * mask_stride.y + i * mask_stride.z;
 #endif
+    const float slope2 = cla_alibi_slope2(alibi, mods, h);
 
     /* Pass 1: the masked logits (-inf for a masked key, as in the fused kernel) and their maximum. */
     float m = CLA_NEG_INF;
@@ -116,6 +119,9 @@ masked_softmax(__global float *s, __global float *row_inv, int4 dims, int2 first
         if (j < lo || j >= hi) {
             x = CLA_NEG_INF;
         } else {
+#if HAS_SCORE_MODS
+            x = cla_score_mod(x, i + shift, j, softcap2, slope2);
+#endif
 #if MASK_KIND == 1
             const float mv = LOAD(MASK_DTYPE, mask, mask_row + j * mask_stride.w);
             x = mv <= -FLT_MAX ? CLA_NEG_INF : fma(mv, CLA_LOG2E, x);
@@ -127,6 +133,11 @@ masked_softmax(__global float *s, __global float *row_inv, int4 dims, int2 first
         m = cla_max_nan(m, x);
     }
     m = group_max(red, m);
+#if HAS_SINKS
+    /* The sink joins the row's denominator with no value: the probabilities are taken relative to it as well. */
+    const float sink2 = cla_sink2(sinks, mods, h);
+    m = cla_max_nan(m, sink2);
+#endif
 
     /* Pass 2: unnormalised probabilities and their sum. A logit of -inf contributes nothing, as in the fused
      * kernel, and is marked so that write_out can skip it. */
@@ -147,8 +158,11 @@ masked_softmax(__global float *s, __global float *row_inv, int4 dims, int2 first
         }
     }
     l = group_sum(red, l + part);
+#if HAS_SINKS
+    if (m != CLA_NEG_INF) l += exp2(sink2 - m);
+#endif
 
-    const bool empty = m == CLA_NEG_INF; /* every key masked: zeros, and lse -inf */
+    const bool empty = m == CLA_NEG_INF; /* every key masked (and no sink): zeros, and lse -inf */
     const float inv = empty ? 0.0f : 1.0f / l;
     if (lid == 0) {
         row_inv[(long)t * rows + r] = inv;

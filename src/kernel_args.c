@@ -4,8 +4,8 @@
  * name (cla_set_named_args) and for the test that reads the signatures and compares (tests/test_tuning.c). */
 #include "sdpa_internal.h"
 
-static const char *const combine_names[] = {"partial",    "nsplit",  "o",    "o_stride", "lse",
-                                            "lse_stride", "offsets", "dims", NULL};
+static const char *const combine_names[] = {"partial", "nsplit", "o",     "o_stride", "lse", "lse_stride",
+                                            "offsets", "dims",   "sinks", "mods",     NULL};
 const cla_kernel_args cla_args_sdpa_combine = {"sdpa_fused", "sdpa_combine", combine_names};
 
 /* pack_q, pack_k and pack_v are one macro's kernels (DEFINE_PACK), declared under the macro's parameter `name`. */
@@ -15,9 +15,9 @@ static const char *const pack_names[] = {"src",   "stride",      "offset",    "h
                                          "Lk",    NULL};
 const cla_kernel_args cla_args_pack = {"sdpa_unfused", "name", pack_names};
 
-static const char *const softmax_names[] = {"s",           "row_inv",     "dims",   "first",      "mask",
-                                            "mask_stride", "key_lengths", "lse",    "lse_stride", "w",
-                                            "w_stride",    "offsets",     "window", NULL};
+static const char *const softmax_names[] = {
+    "s", "row_inv",  "dims",    "first",  "mask",     "mask_stride", "key_lengths", "lse",  "lse_stride",
+    "w", "w_stride", "offsets", "window", "softcap2", "sinks",       "alibi",       "mods", NULL};
 const cla_kernel_args cla_args_masked_softmax = {"sdpa_unfused", "masked_softmax", softmax_names};
 
 static const char *const write_out_names[] = {"o_tmp",    "p",        "row_inv", "v",     "v_stride",

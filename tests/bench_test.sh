@@ -98,12 +98,30 @@ assert float(rows[1][rows[0].index("median_ms")]) > 0
 PY
 fi
 
-# Heads past the fused kernels' 256 run unfused alone when both are compared, and --impl fused is an error.
-if check "a wide head: the unfused row alone" 0 "$clattn" bench sdpa --seq 16 --head-dim 320 --check --repeat 2; then
+# Score modifiers: a row group per modifier, each checked against the reference, with its speed relative to the
+# plain row of the same implementation.
+if check "--csv --mods with --check" 0 "$clattn" bench sdpa --csv --check --seq 24 --kv-seq 40 --heads 2 \
+    --mods none,softcap,sinks,alibi,all --causal bottom-right --repeat 2; then
+    expect "CSV: ten rows, every modifier for both implementations, ratios on the modified rows" "$python" - "$tmp/out" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+assert len(rows) == 10, rows
+assert sorted({r["mods"] for r in rows}) == ["alibi", "all", "none", "sinks", "softcap"], rows
+for r in rows:
+    assert float(r["max_error"]) <= float(r["tolerance"]), r
+    assert (r["vs_plain"] == "") == (r["mods"] == "none"), r
+    assert r["vs_plain"] == "" or float(r["vs_plain"]) > 0, r
+PY
+fi
+check "an unknown --mods value" 2 "$clattn" bench sdpa --mods softcap,tanh
+check "a repeated --mods value" 2 "$clattn" bench sdpa --mods sinks,sinks
+
+# Heads past the fused kernels' 576 run unfused alone when both are compared, and --impl fused is an error.
+if check "a wide head: the unfused row alone" 0 "$clattn" bench sdpa --seq 16 --head-dim 640 --check --repeat 2; then
     expect "wide head: an unfused row and no fused one" \
         bash -c "! grep -Eq ' fused +[0-9]' '$tmp/out' && grep -Eq ' unfused +[0-9]' '$tmp/out'"
 fi
-check "a wide head with --impl fused" 2 "$clattn" bench sdpa --seq 16 --head-dim 320 --impl fused --repeat 2
+check "a wide head with --impl fused" 2 "$clattn" bench sdpa --seq 16 --head-dim 640 --impl fused --repeat 2
 check "unknown option" 2 "$clattn" bench sdpa --frobnicate
 check "bad value" 2 "$clattn" bench sdpa --seq 0
 check "bad sweep" 2 "$clattn" bench sdpa --sweep depth=1,2

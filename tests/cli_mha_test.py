@@ -110,6 +110,12 @@ for what, m in (("padding mask [B, 1, 1, Lk]", pad), ("boolean padding mask [B, 
 # Random inputs checked against the reference inside the program.
 r = run("--random", "2,5,6,16", "--heads", "4", "--kv-heads", "1", "--packed", "--residual", "--check")
 check("--random with --check", r.returncode == 0 and "largest difference" in r.stdout, r.stdout + r.stderr)
+np.save(path("sinks4.npy"), np.array([1.0, -0.5, 2.0, 0.0], dtype=np.float32))
+np.save(path("slopes4.npy"), np.array([0.5, 0.25, 0.125, 0.0625], dtype=np.float32))
+r = run("--random", "2,5,7,16", "--heads", "4", "--kv-heads", "2", "--causal", "bottom-right", "--softcap", "2",
+        "--sinks", path("sinks4.npy"), "--alibi-slopes", path("slopes4.npy"), "--check")
+check("--random cross-attention with softcap, sinks and ALiBi, --check",
+      r.returncode == 0 and "largest difference" in r.stdout, r.stdout + r.stderr)
 
 # Bad inputs: exit status 2 and no output file.
 rejected("no --w-o", files[:6] + files[8:10])

@@ -104,8 +104,38 @@ o, w, lse = attention(q.astype(np.float16).astype(np.float32), k, v)
 agree("float16 input file, f16 storage", ["--q", path("q16.npy"), "--k", path("k.npy"), "--v", path("v.npy"),
                                           "--dtype", "f16"], (o,), 2e-2)
 
-# Heads wider than the fused kernels take (256): the default runs them unfused, --impl fused refuses them (exit 2,
-# no output) and names the implementations that take them.
+# The score modifiers, alone and together, in both implementations; a fully masked row keeps zeros with sinks.
+sinks = rng.uniform(-2, 2, 4).astype(np.float32)
+slopes = (0.5 / np.arange(1, 5)).astype(np.float32)
+np.save(path("sinks.npy"), sinks)
+np.save(path("slopes.npy"), slopes)
+mods = {"softcap": (["--softcap", "1.5"], dict(softcap=1.5)),
+        "sinks": (["--sinks", path("sinks.npy")], dict(sinks=sinks)),
+        "alibi": (["--alibi-slopes", path("slopes.npy")], dict(alibi=slopes))}
+for name, (args, kw) in mods.items():
+    o, w, lse = attention(q, k, v, causal="bottom-right", **kw)
+    agree(f"--{name}, bottom-right, lse", files + args + ["--causal", "bottom-right", "--lse", path("lse.npy")],
+          (o, lse), 1e-5, ("lse.npy",))
+all_args = sum((a for a, _ in mods.values()), [])
+all_kw = {key: val for _, kw in mods.values() for key, val in kw.items()}
+for impl in ("fused", "unfused"):
+    o, w, lse = attention(q, k, v, mask=bmask, key_lengths=kl, **all_kw)
+    agree(f"all three modifiers, bool mask, key lengths, --impl {impl}",
+          files + all_args + ["--mask", path("bmask.npy"), "--key-lengths", path("kl.npy"), "--impl", impl,
+                              "--lse", path("lse.npy")], (o, lse), 1e-5, ("lse.npy",))
+np.save(path("sinks_bad.npy"), sinks[:3])
+np.save(path("sinks_f64.npy"), sinks.astype(np.float64))
+for name, args in {"--softcap 0": ["--softcap", "0"], "--softcap -2": ["--softcap", "-2"],
+                   "--softcap nan": ["--softcap", "nan"], "--sinks of 3 values for 4 heads": ["--sinks",
+                                                                                             path("sinks_bad.npy")],
+                   "--alibi-slopes float64": ["--alibi-slopes", path("sinks_f64.npy")]}.items():
+    r = t.run_to(*files, *args)
+    check(f"{name}: exit 2, no output", r.returncode == 2 and name.split()[0] in r.stderr and not t.wrote(),
+          f"exit {r.returncode}: {r.stderr}")
+
+# DeepSeek MLA's 576/512 heads: fused (the widest the fused kernels take) and with weights (unfused). Heads wider
+# than 576: the default runs them unfused, --impl fused refuses them (exit 2, no output) and names the
+# implementations that take them.
 qw = rng.uniform(-2, 2, (1, 2, 5, 576)).astype(np.float32)
 kw = rng.uniform(-2, 2, (1, 1, 17, 576)).astype(np.float32)
 vw = rng.uniform(-2, 2, (1, 1, 17, 512)).astype(np.float32)
@@ -115,8 +145,13 @@ wide = ["--q", path("qw.npy"), "--k", path("kw.npy"), "--v", path("vw.npy")]
 o, w, lse = attention(qw, kw, vw, key_lengths=np.array([11]))
 agree("head dims 576/512, key lengths, weights", wide + ["--key-lengths", path("klw.npy"), "--weights", path("w.npy")],
       (o, w), 1e-5, ("w.npy",))
-r = t.run_to(*wide, "--impl", "fused")
-check("head dims 576/512 with --impl fused: exit 2, no output",
+o, w, lse = attention(qw, kw, vw, causal="bottom-right", softcap=2.0)
+agree("head dims 576/512 fused, causal, softcap", wide + ["--impl", "fused", "--causal", "bottom-right", "--softcap",
+                                                          "2"], (o,), 1e-5)
+np.save(path("qx.npy"), rng.uniform(-2, 2, (1, 2, 5, 640)).astype(np.float32))
+np.save(path("kx.npy"), rng.uniform(-2, 2, (1, 1, 17, 640)).astype(np.float32))
+r = t.run_to("--q", path("qx.npy"), "--k", path("kx.npy"), "--v", path("vw.npy"), "--impl", "fused")
+check("head dims 640/512 with --impl fused: exit 2, no output",
       r.returncode == 2 and "CLATTN_IMPL_UNFUSED" in r.stderr and not t.wrote(),
       f"exit {r.returncode}: {r.stderr}")
 

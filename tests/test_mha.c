@@ -136,6 +136,31 @@ static void lse_and_weights(void **state) {
     mha_case_run(ctx, &c);
 }
 
+/* The score modifiers pass through the layer: softcap, sinks and ALiBi alone and together, with GQA, causal
+ * alignment over Lq != Lk, masks, key lengths, lse and (unfused) weights. */
+static void score_modifiers(void **state) {
+    (void)state;
+    for (int which = 1; which < 8; ++which) {
+        mha_case c;
+        mha_case_init(&c);
+        c.cfg.heads = 4;
+        c.cfg.kv_heads = which % 2 ? 2 : 4;
+        c.softcap = which & 1 ? 0.75f : 0.0f;
+        c.sinks = (which & 2) != 0;
+        c.alibi = (which & 4) != 0;
+        c.lse = true;
+        c.bias = which > 3;
+        c.cross = which >= 5;
+        c.mem_len = 9;
+        c.causal = which == 5 ? CLATTN_CAUSAL_BOTTOM_RIGHT : CLATTN_CAUSAL_NONE;
+        c.mask = which == 6 ? MHA_MASK_BOOL : MHA_MASK_NONE;
+        c.key_lengths = which == 7;
+        c.weights = which == 7;
+        c.seed = (unsigned)which;
+        mha_case_run(ctx, &c);
+    }
+}
+
 static void storage_dtypes(void **state) {
     (void)state;
     mha_case c;
@@ -792,6 +817,7 @@ int main(void) {
         cmocka_unit_test(grouped_query_heads),
         cmocka_unit_test(masks),
         cmocka_unit_test(lse_and_weights),
+        cmocka_unit_test(score_modifiers),
         cmocka_unit_test(storage_dtypes),
         cmocka_unit_test(odd_shapes),
         cmocka_unit_test(wide_heads),

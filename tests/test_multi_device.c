@@ -294,6 +294,7 @@ typedef struct md_case {
     clattn_causal causal;
     clattn_impl impl;
     bool lse, weights, mask, key_lengths;
+    bool mods;         /* softcap, and per-head sinks and ALiBi slopes (each part gets its heads' values) */
     bool out_blhd;     /* out stored [B, L, H, D]: with B = 1, the heads' regions interleave */
     size_t out_offset; /* elements before the view in its buffer */
     /* With mask: the mask's sizes, each 1 or the full size, stored as F16 (all 0: [B, 1, Lq, Lk] in F32). */
@@ -377,7 +378,15 @@ static clattn_status md_run(clattn_context *ctx, const md_case *c, cl_event gate
     clattn_sdpa_desc_init(&d);
     d.causal = c->causal;
     d.impl = c->impl;
-    cl_mem mask = NULL, lengths = NULL, lse = NULL, weights = NULL;
+    cl_mem mask = NULL, lengths = NULL, lse = NULL, weights = NULL, sinks = NULL, slopes = NULL;
+    if (c->mods) {
+        d.softcap = 3.0f;
+        sinks = md_upload(ctx, c->Hq, CLATTN_DTYPE_F32, 55);
+        slopes = md_upload(ctx, 2 * c->Hq, CLATTN_DTYPE_F32, 66);
+        d.sinks = clattn_tensor_bhld(sinks, CLATTN_DTYPE_F32, 1, c->Hq, 1, 1);
+        d.alibi_slopes = clattn_tensor_bhld(slopes, CLATTN_DTYPE_F32, 1, c->Hq, 1, 1);
+        d.alibi_slopes.stride[1] = 2; /* every other value, to check the parts' strides */
+    }
     if (c->mask && c->mask_size[0]) { /* a broadcast shape of the case's choice */
         const size_t *ms = c->mask_size;
         mask = md_upload(ctx, ms[0] * ms[1] * ms[2] * ms[3], CLATTN_DTYPE_F16, 45);
@@ -448,7 +457,7 @@ static clattn_status md_run(clattn_context *ctx, const md_case *c, cl_event gate
     }
     /* A failed call may have left parts enqueued: let every queue drain before the buffers go. */
     for (size_t i = 0; i < ctx->device_count; ++i) clFinish(ctx->queues[i]);
-    cl_mem all[] = {q, k, v, out, mask, lengths, lse, weights};
+    cl_mem all[] = {q, k, v, out, mask, lengths, lse, weights, sinks, slopes};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i)
         if (all[i]) clReleaseMemObject(all[i]);
     return st;
@@ -564,8 +573,24 @@ static void split_broadcast_masks(void **state) {
  */
 static void split_wide_heads_under_auto(void **state) {
     (void)state;
-    md_case c = {MD_CASE(AUTO, 2, 2, 1, 6, 21, 320, 288), .lse = true, .key_lengths = true};
+    md_case c = {MD_CASE(AUTO, 2, 2, 1, 6, 21, 640, 600), .lse = true, .key_lengths = true};
     expect_split_equal(&c, -1);
+}
+
+/* The score modifiers split with the heads: each part reads its own heads' sinks and slopes, and the results are
+ * bitwise one device's, fused (batch and head-group splits, decode key splits) and unfused. */
+static void split_score_modifiers(void **state) {
+    (void)state;
+    md_case c = {MD_CASE(FUSED, 1, 6, 3, 17, 45, 24, 16), .causal = CLATTN_CAUSAL_BOTTOM_RIGHT, .lse = true,
+                 .mods = true};
+    expect_split_equal(&c, -1);
+    c.B = 2;
+    c.Lq = 1;
+    c.Lk = 900;
+    expect_split_equal(&c, -1);
+    md_case u = {MD_CASE(UNFUSED, 1, 4, 2, 11, 19, 16, 8), .lse = true, .weights = true, .mods = true,
+                 .mask = true};
+    expect_split_equal(&u, -1);
 }
 
 static void split_waits_for_the_wait_list(void **state) {
@@ -752,6 +777,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(split_unfused_with_weights_and_lse),
         cmocka_unit_test(split_wide_heads_under_auto),
         cmocka_unit_test(split_broadcast_masks),
+        cmocka_unit_test(split_score_modifiers),
         cmocka_unit_test(split_waits_for_the_wait_list),
         cmocka_unit_test(split_fault_injection_leaves_no_temporaries),
         cmocka_unit_test(split_mha_matches_one_device),

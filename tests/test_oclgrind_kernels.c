@@ -2,8 +2,8 @@
 /* Every kernel variant on tiny shapes, meant to run under Oclgrind (tests/oclgrind_run.sh) with data-race,
  * uninitialised-memory and API checks: the tiled kernel's GPU shape (local-memory tiles, barriers) and CPU shape,
  * the CPU variant's row and block shapes, the flash variant's shapes, key splits with their combine step, the
- * unfused path's kernels, every dtype and mask kind, and inf/NaN at masked keys. Results are also checked against
- * the reference, so the program is meaningful on its own. */
+ * unfused path's kernels, every dtype and mask kind, the score modifiers, and inf/NaN at masked keys. Results are
+ * also checked against the reference, so the program is meaningful on its own. */
 #include "sdpa_case.h"
 #include "seq2seq_case.h"
 
@@ -46,6 +46,11 @@ static void tiny_cases(const char *params, clattn_impl impl) {
             c.window_left = 4;
             c.window_right = 1;
         }
+        /* The score modifiers: the sinks alone on one case (they touch only the end of a row), all three on
+         * another (the per-score path too); the other two stay plain. */
+        c.sinks = variant == 1 || variant == 3;
+        c.softcap = variant == 3 ? 2.0f : 0.0f;
+        c.alibi = variant == 3;
         c.seed = (unsigned)variant;
         sdpa_case_run(ctx, &c, NULL);
     }

@@ -35,16 +35,23 @@ static void sequence_lengths(void **state) {
 }
 
 static void head_dims(void **state) {
-    static const size_t dims[] = {1, 3, 64, 80, 128, 256};
-    for (size_t i = 0; i < 6; ++i) {
+    /* Up to the fused kernels' widest (576), Gemma's 256 and 512 among them. */
+    static const size_t dims[] = {1, 3, 64, 80, 128, 256, 384, 512, 576};
+    for (size_t i = 0; i < CLA_ARRAY_SIZE(dims); ++i) {
         sdpa_case c = sdpa_case_of(impl_of(state), 1, 1, 1, 33, 65, dims[i]);
         c.seed = (unsigned)i;
         sdpa_case_run(ctx, &c, NULL);
     }
-    /* A value head dim that differs from the query/key head dim. */
-    sdpa_case c = sdpa_case_of(impl_of(state), 1, 1, 1, 9, 17, 24);
-    c.v_head_dim = 40;
-    sdpa_case_run(ctx, &c, NULL);
+    /* Value head dims that differ from the query/key head dim: DeepSeek's 192/128 and MLA's 576/512, and wider
+     * values than keys. */
+    static const size_t pairs[][2] = {{24, 40}, {192, 128}, {576, 512}, {256, 512}, {520, 8}};
+    for (size_t i = 0; i < CLA_ARRAY_SIZE(pairs); ++i) {
+        sdpa_case c = sdpa_case_of(impl_of(state), 1, 2, 1, 9, 17, pairs[i][0]);
+        c.v_head_dim = pairs[i][1];
+        c.dtype = (clattn_dtype)(i % 3);
+        c.seed = (unsigned)i;
+        sdpa_case_run(ctx, &c, NULL);
+    }
 }
 
 /* Heads wider than the fused kernels take (CLATTN_MAX_FUSED_HEAD_DIM): AUTO runs them on the unfused path, which
@@ -114,7 +121,7 @@ static void wide_heads_run_unfused_under_auto(void **state) {
     setenv("CLATTN_IMPL", "fused", 1);
     clattn_context *prefers_fused = test_context();
     unsetenv("CLATTN_IMPL");
-    sdpa_case c = sdpa_case_of(CLATTN_IMPL_AUTO, 1, 1, 1, 40, 30, 300);
+    sdpa_case c = sdpa_case_of(CLATTN_IMPL_AUTO, 1, 1, 1, 40, 30, CLATTN_MAX_FUSED_HEAD_DIM + 24);
     sdpa_case_run(prefers_fused, &c, NULL);
     clattn_memory_stats m;
     assert_status(clattn_context_memory_stats(prefers_fused, &m), CLATTN_SUCCESS);

@@ -126,14 +126,14 @@ static void heads_and_head_dims(void **state) {
 /* A head past the fused kernels' bound, q/k or v alone, is an error for an explicitly fused call (it runs unfused
  * under AUTO, tests/test_sdpa.c), with a message that names the implementations that take it. */
 static void fused_refuses_wide_heads(void **state) {
-    static const size_t dims[][2] = {{CLATTN_MAX_FUSED_HEAD_DIM + 1, 16}, {16, 300}, {512, 512}};
+    static const size_t dims[][2] = {{CLATTN_MAX_FUSED_HEAD_DIM + 1, 16}, {16, 600}, {1000, 1000}};
     for (size_t i = 0; i < 3; ++i) {
         reset(state);
-        const size_t dk = dims[i][0], dv = dims[i][1]; /* two rows of each fit the D = 16 buffers */
-        q = clattn_tensor_bhld(bq, CLATTN_DTYPE_F32, 1, 1, 2, dk);
-        k = clattn_tensor_bhld(bk, CLATTN_DTYPE_F32, 1, 1, 2, dk);
-        v = clattn_tensor_bhld(bv, CLATTN_DTYPE_F32, 1, 1, 2, dv);
-        out = clattn_tensor_bhld(bo, CLATTN_DTYPE_F32, 1, 1, 2, dv);
+        const size_t dk = dims[i][0], dv = dims[i][1]; /* one row of each fits the 1024-float buffers */
+        q = clattn_tensor_bhld(bq, CLATTN_DTYPE_F32, 1, 1, 1, dk);
+        k = clattn_tensor_bhld(bk, CLATTN_DTYPE_F32, 1, 1, 1, dk);
+        v = clattn_tensor_bhld(bv, CLATTN_DTYPE_F32, 1, 1, 1, dv);
+        out = clattn_tensor_bhld(bo, CLATTN_DTYPE_F32, 1, 1, 1, dv);
         desc.impl = CLATTN_IMPL_FUSED;
         expect(CLATTN_ERROR_INVALID_HEAD_DIM, "CLATTN_IMPL_UNFUSED");
     }
@@ -215,6 +215,50 @@ static void masks_and_windows(void **state) {
     reset(state);
     desc.scale = INFINITY;
     expect(CLATTN_ERROR_INVALID_ARGUMENT, "scale");
+}
+
+/* The score modifiers: a softcap that is negative, NaN or infinite; sinks and ALiBi slopes of the wrong dtype,
+ * length or shape, in too small a buffer, or overlapping an output. Each is refused before anything runs, with
+ * every output untouched; a valid set runs. */
+static void score_modifiers(void **state) {
+    const float caps[] = {-1.0f, NAN, INFINITY, -INFINITY};
+    for (size_t i = 0; i < 4; ++i) {
+        desc.softcap = caps[i];
+        expect(CLATTN_ERROR_INVALID_ARGUMENT, "softcap");
+    }
+    for (int which = 0; which < 2; ++which) {
+        const char *name = which ? "alibi_slopes" : "sinks";
+        clattn_tensor *t = which ? &desc.alibi_slopes : &desc.sinks;
+        reset(state);
+        *t = clattn_tensor_bhld(bmask, CLATTN_DTYPE_F16, 1, H, 1, 1);
+        expect(CLATTN_ERROR_INVALID_DTYPE, name);
+        *t = clattn_tensor_bhld(bmask, CLATTN_DTYPE_F32, 1, H - 1, 1, 1); /* one value short */
+        expect(CLATTN_ERROR_INVALID_SHAPE, name);
+        *t = clattn_tensor_bhld(bmask, CLATTN_DTYPE_F32, B, H, 1, 1); /* per batch item */
+        expect(CLATTN_ERROR_INVALID_SHAPE, name);
+        *t = clattn_tensor_bhld(bmask, CLATTN_DTYPE_F32, 1, H, 1, 2);
+        expect(CLATTN_ERROR_INVALID_SHAPE, name);
+        *t = clattn_tensor_bhld(small, CLATTN_DTYPE_F32, 1, H, 1, 1);
+        t->offset = 14; /* 4 values from element 14 of a 16-element buffer */
+        expect(CLATTN_ERROR_BUFFER_TOO_SMALL, name);
+        *t = clattn_tensor_bhld(bo, CLATTN_DTYPE_F32, 1, H, 1, 1); /* inside the output */
+        expect(CLATTN_ERROR_INVALID_ARGUMENT, "overlaps");
+    }
+    /* All three together, valid: the call runs (the poison is restored for the tests that follow). */
+    reset(state);
+    desc.softcap = 20.0f;
+    desc.sinks = clattn_tensor_bhld(bmask, CLATTN_DTYPE_F32, 1, H, 1, 1);
+    desc.alibi_slopes = clattn_tensor_bhld(bmask, CLATTN_DTYPE_F32, 1, H, 1, 1);
+    desc.alibi_slopes.offset = H;
+    cl_event ev = NULL;
+    assert_status(clattn_sdpa(ctx, &desc, &q, &k, &v, &out, NULL, 0, NULL, &ev), CLATTN_SUCCESS);
+    assert_int_equal(clWaitForEvents(1, &ev), CL_SUCCESS);
+    clReleaseEvent(ev);
+    unsigned char poison[(size_t)B * H * L * D * sizeof(float)];
+    memset(poison, POISON, sizeof poison);
+    assert_int_equal(
+        clEnqueueWriteBuffer(clattn_context_cl_queue(ctx), bo, CL_TRUE, 0, sizeof poison, poison, 0, NULL, NULL),
+        CL_SUCCESS);
 }
 
 static void optional_outputs(void **state) {
@@ -310,6 +354,12 @@ static void host_call_checks_its_arguments(void **state) {
     assert_status(clattn_sdpa_host(ctx, &d, in, in, in, o), CLATTN_ERROR_SIZE_OVERFLOW);
     unsigned char *bytes = (unsigned char *)o;
     for (size_t i = 0; i < sizeof o; ++i) assert_int_equal(bytes[i], POISON);
+    d.batch = 1;
+    d.softcap = -3.0f; /* the score modifiers are checked like any argument */
+    assert_status(clattn_sdpa_host(ctx, &d, in, in, in, o), CLATTN_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(clattn_context_last_error(ctx), "softcap"));
+    for (size_t i = 0; i < sizeof o; ++i) assert_int_equal(bytes[i], POISON);
+    d.softcap = 0.0f;
     /* And a valid call works: one key, so the output is that key's value. */
     d.batch = 1;
     float vv[4] = {1, -2, 3, 0.5f};
@@ -355,6 +405,7 @@ int main(void) {
         T(dtypes),
         T(buffers_and_strides),
         T(masks_and_windows),
+        T(score_modifiers),
         T(optional_outputs),
         T(foreign_queue_and_buffer),
         T(context_usable_after_errors),

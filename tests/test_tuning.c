@@ -149,6 +149,60 @@ static void matcher_fallbacks(void **state) {
     cla_tuning_db_clear(&db);
 }
 
+/* The score modifiers are part of the class: "softcap", "sinks" and "alibi" in its text and "mods" in the file. An
+ * entry tuned with modifiers serves exactly those calls, ahead of one tuned without them (stored with no "mods",
+ * which serves calls with any); malformed "mods" are refused. */
+static void matcher_score_modifiers(void **state) {
+    (void)state;
+    cla_tune_class c;
+    char why[256] = "", text[128];
+    assert_true(cla_tune_class_parse("prefill:d64:L1024:alibi:softcap", true, &c, why, sizeof why));
+    assert_int_equal(c.mods, CLA_MODS_SOFTCAP | CLA_MODS_ALIBI);
+    cla_tune_class_format(&c, text, sizeof text);
+    assert_string_equal(text, "prefill:d64:L1024:f32:softcap:alibi");
+    assert_true(cla_tune_class_parse("prefill:d64:L1024", true, &c, why, sizeof why));
+    assert_int_equal(c.mods, -1); /* no modifiers: the class whose entries serve any */
+    assert_false(cla_tune_class_parse("prefill:d64:L1024:tanh", true, &c, why, sizeof why));
+    assert_non_null(strstr(why, "softcap"));
+    const cla_tune_problem p = problem("decode:d64:L512:sinks");
+    assert_int_equal(cla_tune_class_of(&p).mods, CLA_MODS_SINKS);
+    /* Value head dims other than the query/key one are classes of their own (MLA's 576/512); equal ones are not. */
+    const cla_tune_problem mla = problem("prefill:d576:v512:L1024");
+    assert_int_equal(mla.head_dim, 576);
+    assert_int_equal(mla.v_head_dim, 512);
+    cla_tune_class mc = cla_tune_class_of(&mla);
+    cla_tune_class_format(&mc, text, sizeof text);
+    assert_string_equal(text, "prefill:d576:v512:L1024:f32");
+    assert_true(cla_tune_class_parse("decode:d128:v128:L64", true, &c, why, sizeof why));
+    assert_int_equal(c.v_dim, -1);
+
+    char *e1 = entry_json(hash_a, prefill_1024, "{\"variant\":\"cpu\",\"rows\":16}");
+    char *e2 = entry_json(hash_a,
+                          "{\"phase\":\"prefill\",\"head_dim\":64,\"seq\":1024,\"dtype\":\"f32\","
+                          "\"causal\":false,\"mask\":\"none\",\"mods\":[\"softcap\",\"alibi\"]}",
+                          "{\"variant\":\"cpu\",\"rows\":8}");
+    char *e3 =
+        entry_json(hash_a, "{\"phase\":\"decode\",\"mods\":[\"sinks\"]}", "{\"variant\":\"cpu\",\"block_n\":16}");
+    char *e4 = entry_json(hash_a, "{\"phase\":\"decode\"}", "{\"variant\":\"cpu\",\"block_n\":32}");
+    cla_tuning_db db;
+    assert_true(parse_entries(&db, e1, e2, e3, e4, why, sizeof why));
+    static const match_case cases[] = {
+        MATCH_FIELD(hash_a, "prefill:d64:L1024", CLATTN_TUNING_EXACT, CLA_FUSED_ROWS, 16),
+        MATCH_FIELD(hash_a, "prefill:d64:L1024:softcap:alibi", CLATTN_TUNING_EXACT, CLA_FUSED_ROWS, 8),
+        /* Other modifiers: the entry tuned without any. */
+        MATCH_FIELD(hash_a, "prefill:d64:L1024:softcap", CLATTN_TUNING_EXACT, CLA_FUSED_ROWS, 16),
+        MATCH_FIELD(hash_a, "decode:d64:L64:sinks", CLATTN_TUNING_DEVICE_DEFAULT, CLA_FUSED_BLOCK_N, 16),
+        MATCH_FIELD(hash_a, "decode:d64:L64", CLATTN_TUNING_DEVICE_DEFAULT, CLA_FUSED_BLOCK_N, 32),
+    };
+    expect_matches(&db, choose, cases, sizeof cases / sizeof cases[0]);
+    cla_tuning_db_clear(&db);
+    char *b1 = entry_json(hash_a, "{\"mods\":[\"tanh\"]}", "{}");
+    assert_false(parse_db(&db, b1, why, sizeof why));
+    assert_non_null(strstr(why, "mods"));
+    free(b1);
+    cla_tuning_db_clear(&db);
+}
+
 /* An entry the device cannot run (a work-group above its limit, the CPU kernel with rows 12) is skipped for the
  * next best. */
 static void matcher_skips_entries_that_do_not_fit(void **state) {
@@ -770,7 +824,8 @@ static void classes_no_call_uses_are_refused(void **state) {
     clattn_context *ctx = test_logged_context();
     clear_tuning_dir(ctx);
     char out[4096];
-    assert_int_equal(run_cli("tune --shapes prefill:d512:L64 --quiet", out, sizeof out), 2);
+    assert_int_equal(run_cli("tune --shapes prefill:d640:L64 --quiet", out, sizeof out), 2);
+    assert_int_equal(run_cli("tune --shapes prefill:d64:v600:L64 --quiet", out, sizeof out), 2);
     assert_int_equal(run_cli("tune --shapes additive:a32:v2048:L64 --quiet", out, sizeof out), 2);
     assert_int_equal(log_count(ctx, NULL), 0);
     clattn_context_free(ctx);
@@ -891,6 +946,7 @@ static void descriptions_give_build_options(void **state) {
 int main(int argc, char **argv) {
     const struct CMUnitTest unit[] = {
         cmocka_unit_test(matcher_fallbacks),
+        cmocka_unit_test(matcher_score_modifiers),
         cmocka_unit_test(matcher_skips_entries_that_do_not_fit),
         cmocka_unit_test(parser_rejects_malformed_files),
         cmocka_unit_test(writer_round_trip),

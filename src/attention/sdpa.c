@@ -99,6 +99,39 @@ clattn_status cla_check_key_lengths(clattn_context *ctx, const char *name, cl_me
     return CLATTN_SUCCESS;
 }
 
+/* A per-head input of the score modifiers (sinks, ALiBi slopes): F32 [1, Hq, 1, 1] in a buffer that holds it. */
+static clattn_status check_head_values(clattn_context *ctx, const char *name, const clattn_tensor *t, size_t heads,
+                                       cla_range *r) {
+    if (t->dtype != CLATTN_DTYPE_F32)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE,
+                        "desc->%s: dtype %s must be F32 (one float per query head)", name,
+                        clattn_dtype_name(t->dtype));
+    if (t->size[0] != 1 || t->size[1] != heads || t->size[2] != 1 || t->size[3] != 1)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
+                        "desc->%s: sizes [%zu, %zu, %zu, %zu] must be [1, %zu, 1, 1], one value per query head "
+                        "(clattn_tensor_bhld(buffer, CLATTN_DTYPE_F32, 1, %zu, 1, 1))",
+                        name, t->size[0], t->size[1], t->size[2], t->size[3], heads, heads);
+    r->name = name;
+    r->buffer = t->buffer;
+    return cla_tensor_check(ctx, t, name, false, &r->begin, &r->end);
+}
+
+/* The score modifiers of a call: a softcap that is 0 (none) or positive and finite, and the per-head inputs. */
+static clattn_status check_mods(clattn_context *ctx, cla_sdpa_plan *p, cla_range *ranges, size_t *n) {
+    if (!(p->softcap >= 0.0f) || isinf(p->softcap))
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "desc->softcap is %g; give a positive finite cap (Gemma 2 uses 50 for attention logits) "
+                        "or 0 for none",
+                        (double)p->softcap);
+    clattn_status st;
+    if (p->sinks.buffer && (st = check_head_values(ctx, "sinks", &p->sinks, p->q_heads, &ranges[(*n)++])))
+        return st;
+    if (p->alibi_slopes.buffer &&
+        (st = check_head_values(ctx, "alibi_slopes", &p->alibi_slopes, p->q_heads, &ranges[(*n)++])))
+        return st;
+    return CLATTN_SUCCESS;
+}
+
 static clattn_status check_outputs(clattn_context *ctx, cla_sdpa_plan *p, cla_range *ranges, size_t *n) {
     clattn_status st;
     if (p->lse.buffer) {
@@ -141,6 +174,11 @@ static bool fused_fits(const cla_sdpa_plan *p) {
 static clattn_impl choose_impl(const clattn_context *ctx, const cla_sdpa_plan *p, clattn_impl asked) {
     if (asked != CLATTN_IMPL_AUTO) return asked;
     if (p->weights.buffer || !fused_fits(p)) return CLATTN_IMPL_UNFUSED;
+    /* Past 256 only the CPU kernel (row blocks in memory sized for them) beats the GEMMs; a GPU work-item would
+     * keep whole rows in private memory, which spills. */
+    const size_t gpu_fused_dim = 256;
+    if ((p->head_dim > gpu_fused_dim || p->v_head_dim > gpu_fused_dim) && ctx->info.type != CLATTN_DEVICE_TYPE_CPU)
+        return CLATTN_IMPL_UNFUSED;
     return ctx->preferred_impl == CLATTN_IMPL_UNFUSED ? CLATTN_IMPL_UNFUSED : CLATTN_IMPL_FUSED;
 }
 
@@ -206,8 +244,11 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
     p->key_lengths_offset = desc->key_lengths_offset;
     p->lse = desc->lse;
     p->weights = desc->weights;
+    p->softcap = desc->softcap;
+    p->sinks = desc->sinks;
+    p->alibi_slopes = desc->alibi_slopes;
 
-    cla_range ranges[8] = {{0}};
+    cla_range ranges[10] = {{0}};
     size_t n = 0;
     for (int i = 0; i < 4; ++i) {
         cla_range *r = &ranges[n++];
@@ -230,6 +271,7 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
         if ((st = cla_check_key_lengths(ctx, "key_lengths", p->key_lengths, p->key_lengths_offset, p->batch, r)))
             return st;
     }
+    if ((st = check_mods(ctx, p, ranges, &n))) return st;
     const size_t first_output = n;
     if ((st = check_outputs(ctx, p, ranges, &n))) return st;
     /* No output (out, lse, weights) may share memory with any other tensor of the call. */
@@ -303,8 +345,19 @@ int cla_sdpa_common_defines(const cla_sdpa_plan *p, bool head_dims, char *out, s
     return snprintf(
         out, size,
         "%s-DQ_DTYPE=%d -DK_DTYPE=%d -DV_DTYPE=%d -DO_DTYPE=%d -DMASK_KIND=%d -DMASK_DTYPE=%d -DCAUSAL=%d "
-        "-DHAS_WINDOW=%d -DHAS_KEY_LENGTHS=%d -DHAS_LSE=%d -DUNIT_DSTRIDE=%d",
+        "-DHAS_WINDOW=%d -DHAS_KEY_LENGTHS=%d -DHAS_LSE=%d -DUNIT_DSTRIDE=%d%s%s%s",
         dims, (int)p->q.dtype, (int)p->k.dtype, (int)p->v.dtype, (int)p->out.dtype, p->mask_kind,
         p->mask_kind ? (int)p->mask.dtype : 0, (int)p->causal, p->window_left >= 0 || p->window_right >= 0,
-        p->key_lengths != NULL, p->lse.buffer != NULL, unit);
+        p->key_lengths != NULL, p->lse.buffer != NULL, unit, p->softcap > 0.0f ? " -DHAS_SOFTCAP=1" : "",
+        p->sinks.buffer ? " -DHAS_SINKS=1" : "", p->alibi_slopes.buffer ? " -DHAS_ALIBI=1" : "");
+}
+
+float cla_sdpa_softcap2(const cla_sdpa_plan *p) {
+    return p->softcap > 0.0f ? p->softcap * 1.4426950408889634f : 0.0f;
+}
+
+cl_long4 cla_sdpa_mods(const cla_sdpa_plan *p) {
+    cl_long4 m = {{(cl_long)p->sinks.offset, (cl_long)p->sinks.stride[1], (cl_long)p->alibi_slopes.offset,
+                   (cl_long)p->alibi_slopes.stride[1]}};
+    return m;
 }

@@ -46,9 +46,20 @@ clattn_status cla_sdpa_fused_override(clattn_context *ctx, const cla_tune_proble
 /* The parameters for this call: the context's override, else its tuning database, else the built-in
  * defaults for the device type (all in tuning.c's description of this kernel). */
 static clattn_status choose_params(clattn_context *ctx, const cla_sdpa_plan *p, cla_tune_config *c) {
-    cla_tune_problem prob = {
-        p->head_dim,    p->v_head_dim,  p->q.dtype, p->mask_kind, p->causal != CLATTN_CAUSAL_NONE,
-        p->whole_batch, p->whole_heads, p->q_len,   p->kv_len,    p->q_heads / p->kv_heads};
+    /* The modifiers are compiled in, so they are part of the tuning class. */
+    const int mods = (p->softcap > 0.0f ? CLA_MODS_SOFTCAP : 0) | (p->sinks.buffer ? CLA_MODS_SINKS : 0) |
+                     (p->alibi_slopes.buffer ? CLA_MODS_ALIBI : 0);
+    cla_tune_problem prob = {p->head_dim,
+                             p->v_head_dim,
+                             p->q.dtype,
+                             p->mask_kind,
+                             p->causal != CLATTN_CAUSAL_NONE,
+                             p->whole_batch,
+                             p->whole_heads,
+                             p->q_len,
+                             p->kv_len,
+                             p->q_heads / p->kv_heads,
+                             mods};
     cla_tune_choice ch;
     clattn_status st = cla_tuning_choose(ctx, &cla_tune_op_sdpa_fused, &prob, &ch);
     if (st == CLATTN_SUCCESS) *c = ch.config;
@@ -143,6 +154,8 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     /* Validation made every window side -1 or narrower than Lq + Lk (at most 2^29), so it fits an int. */
     cl_int2 window = {{(cl_int)p->window_left, (cl_int)p->window_right}};
     cl_int split_arg = split_len;
+    cl_float softcap2 = cla_sdpa_softcap2(p);
+    cl_long4 mods = cla_sdpa_mods(p);
     /* Each tensor with its strides, then the scalars, in the order of SDPA_FUSED_ARGS: a table, two to a line. */
     // clang-format off
     const cla_named_arg args[] = {
@@ -156,6 +169,8 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
         CLA_NAMED("offsets", offsets),      CLA_NAMED("dims", dims),
         CLA_NAMED("scale_log2", scale_log2), CLA_NAMED("window", window),
         CLA_NAMED("split_len", split_arg),  CLA_NAMED("partial", partial),
+        CLA_NAMED("softcap2", softcap2),    CLA_NAMED("sinks", p->sinks.buffer),
+        CLA_NAMED("alibi", p->alibi_slopes.buffer), CLA_NAMED("mods", mods),
     };
     // clang-format on
     st = cla_set_named_args(ctx, kernel, name, op->args, args, CLA_ARRAY_SIZE(args));
@@ -188,7 +203,8 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
         const cla_named_arg cargs[] = {
             CLA_NAMED("partial", partial), CLA_NAMED("nsplit", ns),         CLA_NAMED("o", p->out.buffer),
             CLA_NAMED("o_stride", os),     CLA_NAMED("lse", p->lse.buffer), CLA_NAMED("lse_stride", ls),
-            CLA_NAMED("offsets", offsets), CLA_NAMED("dims", dims),
+            CLA_NAMED("offsets", offsets), CLA_NAMED("dims", dims),         CLA_NAMED("sinks", p->sinks.buffer),
+            CLA_NAMED("mods", mods),
         };
         st = cla_set_named_args(ctx, combine, "sdpa_combine", cla_args_sdpa_combine.names, cargs,
                                 CLA_ARRAY_SIZE(cargs));

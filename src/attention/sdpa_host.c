@@ -32,10 +32,12 @@ static bool product(size_t *out, size_t a, size_t b, size_t c, size_t d) {
 /* The device buffers of one call, released together. */
 typedef struct staging {
     cl_mem q, k, v, out, mask, key_lengths, lse, weights;
+    cl_mem sinks, alibi_slopes;
 } staging;
 
 static void release_staging(staging *s) {
-    cl_mem *all[] = {&s->q, &s->k, &s->v, &s->out, &s->mask, &s->key_lengths, &s->lse, &s->weights};
+    cl_mem *all[] = {&s->q,           &s->k,   &s->v,       &s->out,   &s->mask,
+                     &s->key_lengths, &s->lse, &s->weights, &s->sinks, &s->alibi_slopes};
     for (size_t i = 0; i < CLA_ARRAY_SIZE(all); ++i)
         if (*all[i]) clReleaseMemObject(*all[i]);
 }
@@ -153,6 +155,9 @@ clattn_status clattn_sdpa_host(clattn_context *ctx, const clattn_sdpa_host_desc 
     }
     if (!st && d->lse) st = upload(ctx, "lse", NULL, nlse, CLATTN_DTYPE_F32, false, &s.lse);
     if (!st && d->weights) st = upload(ctx, "weights", NULL, nw, CLATTN_DTYPE_F32, false, &s.weights);
+    if (!st && d->sinks) st = upload(ctx, "sinks", d->sinks, d->q_heads, CLATTN_DTYPE_F32, false, &s.sinks);
+    if (!st && d->alibi_slopes)
+        st = upload(ctx, "alibi_slopes", d->alibi_slopes, d->q_heads, CLATTN_DTYPE_F32, false, &s.alibi_slopes);
 
     if (!st) {
         clattn_sdpa_desc desc;
@@ -162,6 +167,10 @@ clattn_status clattn_sdpa_host(clattn_context *ctx, const clattn_sdpa_host_desc 
         desc.window_left = d->window_left;
         desc.window_right = d->window_right;
         desc.impl = d->impl;
+        desc.softcap = d->softcap;
+        if (s.sinks) desc.sinks = clattn_tensor_bhld(s.sinks, CLATTN_DTYPE_F32, 1, d->q_heads, 1, 1);
+        if (s.alibi_slopes)
+            desc.alibi_slopes = clattn_tensor_bhld(s.alibi_slopes, CLATTN_DTYPE_F32, 1, d->q_heads, 1, 1);
         if (s.mask)
             desc.mask = clattn_tensor_bhld(s.mask, d->mask ? CLATTN_DTYPE_F32 : CLATTN_DTYPE_BOOL, ms[0], ms[1],
                                            ms[2], ms[3]);

@@ -20,7 +20,10 @@ typedef struct cla_sdpa_plan {
     size_t key_lengths_offset;
     clattn_tensor lse;     /* buffer NULL when not requested */
     clattn_tensor weights; /* buffer NULL when not requested */
-    clattn_impl impl;      /* resolved: FUSED or UNFUSED */
+    /* Score modifiers: softcap 0 for none; sinks and ALiBi slopes F32 [1, Hq, 1, 1], buffer NULL when absent. */
+    float softcap;
+    clattn_tensor sinks, alibi_slopes;
+    clattn_impl impl; /* resolved: FUSED or UNFUSED */
     /* The batch and query heads of the whole call. A part of a call split over devices (sdpa_split.c) has fewer,
      * but chooses its kernel parameters (tuning class, key splits) by these, so that every part runs exactly what
      * one device would and the results are bitwise the same. */
@@ -134,6 +137,11 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *plan, c
 /* The -D options that describe a plan's tensors and masks to the kernels (dtypes, mask kind, causal) and, with
  * `head_dims`, the head dims (HEAD_DIM, V_HEAD_DIM), which the fused kernels size their arrays by. */
 int cla_sdpa_common_defines(const cla_sdpa_plan *plan, bool head_dims, char *out, size_t size);
+
+/* The score modifiers' kernel arguments (common.cl): the softcap in log2 units, and the element offsets and head
+ * strides of the sinks and the ALiBi slopes. */
+float cla_sdpa_softcap2(const cla_sdpa_plan *plan);
+cl_long4 cla_sdpa_mods(const cla_sdpa_plan *plan);
 
 /* Strides as the kernels take them. */
 static inline cl_long4 cla_strides4(const clattn_tensor *t) {

@@ -373,6 +373,9 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_
                             (cl_long)p->weights.offset, 0, 0, 0, 0}};
     cl_long2 window = {{(cl_long)p->window_left, (cl_long)p->window_right}};
     cl_long o_offset = (cl_long)p->out.offset;
+    cl_float softcap2 = cla_sdpa_softcap2(p);
+    cl_long4 mods = cla_sdpa_mods(p);
+    cl_mem sinks = p->sinks.buffer, alibi = p->alibi_slopes.buffer;
     cl_mem mask = p->mask.buffer, kl = p->key_lengths, lse = p->lse.buffer, wts = p->weights.buffer;
     cl_mem out = p->out.buffer;
     /* write_out reads V as fp32: packed [kv head - kv0][Lk][Dv], or the caller's F32 view. */
@@ -435,7 +438,8 @@ clattn_status cla_sdpa_unfused(clattn_context *ctx, const cla_sdpa_plan *p, cla_
                 CLA_NAMED("first", first),    CLA_NAMED("mask", mask),         CLA_NAMED("mask_stride", ms),
                 CLA_NAMED("key_lengths", kl), CLA_NAMED("lse", lse),           CLA_NAMED("lse_stride", ls),
                 CLA_NAMED("w", wts),          CLA_NAMED("w_stride", ws),       CLA_NAMED("offsets", sm_offsets),
-                CLA_NAMED("window", window),
+                CLA_NAMED("window", window),  CLA_NAMED("softcap2", softcap2), CLA_NAMED("sinks", sinks),
+                CLA_NAMED("alibi", alibi),    CLA_NAMED("mods", mods),
             };
             st = cla_set_named_args(ctx, kern.softmax, "masked_softmax", cla_args_masked_softmax.names, sm_args,
                                     CLA_ARRAY_SIZE(sm_args));

@@ -142,7 +142,7 @@ static clattn_status validate(clattn_context *ctx, const clattn_mha_weights *w, 
     p->batch = x->size[0];
     p->q_len = x->size[2];
 
-    cla_range ranges[10] = {{0}};
+    cla_range ranges[12] = {{0}};
     size_t n = 0;
     clattn_status st = check_seq(ctx, x, "x", p->batch, c->d_model, "d_model", false, &ranges[n++]);
     if (st) return st;
@@ -184,6 +184,8 @@ static clattn_status validate(clattn_context *ctx, const clattn_mha_weights *w, 
     if ((st = desc_range(ctx, &a->mask, "desc->attention.mask", false, ranges, &n))) return st;
     if ((st = desc_range(ctx, &a->lse, "desc->attention.lse", true, ranges, &n))) return st;
     if ((st = desc_range(ctx, &a->weights, "desc->attention.weights", true, ranges, &n))) return st;
+    if ((st = desc_range(ctx, &a->sinks, "desc->attention.sinks", false, ranges, &n))) return st;
+    if ((st = desc_range(ctx, &a->alibi_slopes, "desc->attention.alibi_slopes", false, ranges, &n))) return st;
     if (a->key_lengths && p->batch > 0 && a->key_lengths_offset <= SIZE_MAX / 4 - p->batch) {
         cla_range *r = &ranges[n++];
         *r = (cla_range){"desc->attention.key_lengths",          a->key_lengths, a->key_lengths_offset * 4,

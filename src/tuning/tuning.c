@@ -49,9 +49,9 @@ static const cla_tune_kernel fused_kernels[] = {
 
 /* Every variant's arguments, as SDPA_FUSED_ARGS in kernels_cl/common.cl declares them. */
 static const char *const fused_args[] = {
-    "q",        "q_stride",   "k",           "k_stride",    "v",       "v_stride",   "o",
-    "o_stride", "mask",       "mask_stride", "key_lengths", "lse",     "lse_stride", "offsets",
-    "dims",     "scale_log2", "window",      "split_len",   "partial", NULL,
+    "q",      "q_stride",    "k",           "k_stride", "v",          "v_stride", "o",    "o_stride",
+    "mask",   "mask_stride", "key_lengths", "lse",      "lse_stride", "offsets",  "dims", "scale_log2",
+    "window", "split_len",   "partial",     "softcap2", "sinks",      "alibi",    "mods", NULL,
 };
 
 static bool gpu_like(const clattn_device_info *d) {
@@ -442,8 +442,10 @@ cla_tune_class cla_tune_class_of(const cla_tune_problem *p) {
     c.mask_kind = p->mask_kind;
     c.causal = p->causal ? 1 : 0;
     c.phase = p->q_len < 8 ? CLA_PHASE_DECODE : CLA_PHASE_PREFILL;
-    c.v_dim = -1;
+    /* A value head dim other than the query/key one (MLA's 576/512, 192/128) is a class of its own. */
+    c.v_dim = p->v_head_dim != p->head_dim ? (int)(p->v_head_dim > 65536 ? 65536 : p->v_head_dim) : -1;
     c.seq = cla_tune_seq_bucket(p->kv_len);
+    c.mods = p->mods > 0 ? p->mods : -1; /* none: the class of entries that serve any modifiers */
     return c;
 }
 
@@ -452,17 +454,19 @@ cla_tune_class cla_tune_op_class_of(const cla_tune_op *op, const cla_tune_proble
     if (op && op->shape_prefix) {
         c.v_dim = (int)(p->v_head_dim > 65536 ? 65536 : p->v_head_dim);
         c.causal = 0;
+        c.mods = -1;
     }
     return c;
 }
 
 static const char *const dtype_tokens[] = {"f32", "f16", "bf16"};
 static const char *const mask_tokens[] = {"nomask", "additive", "bool"};
+static const char *const mods_tokens[] = {"softcap", "sinks", "alibi"}; /* bits 1, 2, 4 */
 
 /* `prefix`: an operation's shape_prefix, which starts the text and names the widths "a" and "v"; NULL for an
  * attention class. */
 static void format_class(const cla_tune_class *c, const char *prefix, char *out, size_t size) {
-    char parts[8][24];
+    char parts[11][24];
     size_t n = 0;
     if (prefix) snprintf(parts[n++], sizeof parts[0], "%s", prefix);
     if (c->phase >= 0)
@@ -475,6 +479,8 @@ static void format_class(const cla_tune_class *c, const char *prefix, char *out,
     if (c->causal > 0) snprintf(parts[n++], sizeof parts[0], "causal");
     if (c->mask_kind > 0 && c->mask_kind < 3)
         snprintf(parts[n++], sizeof parts[0], "%s", mask_tokens[c->mask_kind]);
+    for (int b = 0; b < 3; ++b)
+        if (c->mods > 0 && (c->mods & (1 << b))) snprintf(parts[n++], sizeof parts[0], "%s", mods_tokens[b]);
     size_t used = 0;
     if (size) out[0] = '\0';
     if (n == 0) snprintf(out, size, "*");
@@ -506,7 +512,7 @@ static bool parse_number(const char *s, long lo, long hi, long *out) {
  * (an operation with a shape_prefix): "aN" and "vN" are the widths, and there is neither "dN" nor a causal flag. */
 static bool parse_tokens(const char *text, const char *p, bool prefixed, bool concrete, cla_tune_class *c,
                          char *why, size_t why_size) {
-    c->head_dim = c->dtype = c->mask_kind = c->causal = c->phase = c->v_dim = -1;
+    c->head_dim = c->dtype = c->mask_kind = c->causal = c->phase = c->v_dim = c->mods = -1;
     c->seq = -1;
     if (strcmp(p, "*") == 0) p = "";
     while (*p) {
@@ -530,7 +536,7 @@ static bool parse_tokens(const char *text, const char *p, bool prefixed, bool co
             c->causal = 0;
         else if (tok[0] == (prefixed ? 'a' : 'd') && parse_number(tok + 1, 1, 65536, &n))
             c->head_dim = (int)n;
-        else if (prefixed && tok[0] == 'v' && parse_number(tok + 1, 1, 65536, &n))
+        else if (tok[0] == 'v' && parse_number(tok + 1, 1, 65536, &n))
             c->v_dim = (int)n;
         else if (tok[0] == 'L' && parse_number(tok + 1, 1, 1L << 30, &n))
             c->seq = cla_tune_seq_bucket((size_t)n);
@@ -539,14 +545,17 @@ static bool parse_tokens(const char *text, const char *p, bool prefixed, bool co
             for (int i = 0; i < 3; ++i) {
                 if (strcmp(tok, dtype_tokens[i]) == 0) c->dtype = i, ok = true;
                 if (strcmp(tok, mask_tokens[i]) == 0) c->mask_kind = i, ok = true;
+                if (!prefixed && strcmp(tok, mods_tokens[i]) == 0)
+                    c->mods = (c->mods < 0 ? 0 : c->mods) | 1 << i, ok = true;
             }
         }
         if (!ok) {
             cla_write_message(why, why_size,
                               prefixed ? "class '%s': unknown part '%s' (expected prefill|decode, aN, vN, LN, "
                                          "f32|f16|bf16, nomask|additive|bool)"
-                                       : "class '%s': unknown part '%s' (expected prefill|decode, dN, LN, "
-                                         "f32|f16|bf16, causal|noncausal, nomask|additive|bool)",
+                                       : "class '%s': unknown part '%s' (expected prefill|decode, dN, vN, LN, "
+                                         "f32|f16|bf16, causal|noncausal, nomask|additive|bool, softcap, sinks, "
+                                         "alibi)",
                               text, tok);
             return false;
         }
@@ -563,6 +572,7 @@ static bool parse_tokens(const char *text, const char *p, bool prefixed, bool co
             return false;
         }
         if (prefixed && c->v_dim < 0) c->v_dim = c->head_dim;
+        if (!prefixed && c->v_dim == c->head_dim) c->v_dim = -1; /* the same width: the class of equal widths */
         if (c->dtype < 0) c->dtype = CLATTN_DTYPE_F32;
         if (c->mask_kind < 0) c->mask_kind = 0;
         if (c->causal < 0) c->causal = 0;
@@ -601,9 +611,11 @@ cla_tune_problem cla_tune_class_problem(const cla_tune_class *c) {
     cla_tune_problem p;
     memset(&p, 0, sizeof p);
     p.head_dim = p.v_head_dim = (size_t)(c->head_dim > 0 ? c->head_dim : 64);
+    if (c->v_dim > 0) p.v_head_dim = (size_t)c->v_dim;
     p.dtype = c->dtype >= 0 ? (clattn_dtype)c->dtype : CLATTN_DTYPE_F32;
     p.mask_kind = c->mask_kind > 0 ? c->mask_kind : 0;
     p.causal = c->causal > 0;
+    p.mods = c->mods > 0 ? (int)c->mods : 0;
     p.batch = 1;
     p.heads = 8;
     p.kv_len = (size_t)(c->seq > 0 ? c->seq : 1024);

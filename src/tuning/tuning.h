@@ -36,12 +36,15 @@ typedef struct cla_tune_problem {
     bool causal;
     size_t batch, heads, q_len, kv_len;
     size_t group; /* query heads per key/value head (0 counts as 1): the rows the flash kernel packs per head */
+    int mods; /* score modifiers compiled into the attention kernels: CLA_MODS_* bits (0 for other operations) */
 } cla_tune_problem;
+
+enum { CLA_MODS_SOFTCAP = 1, CLA_MODS_SINKS = 2, CLA_MODS_ALIBI = 4 };
 
 /* A problem class: what a database entry applies to. In database entries a field of -1 is a wildcard (an entry
  * with wildcards is a device default); classes of concrete problems have every field their operation keys set
- * (v_dim only for operations whose classes key the value width; it stays -1 for the attention kernels, whose
- * value head dim is their head dim). */
+ * (v_dim for operations whose classes key the value width; for the attention kernels only where the value head dim
+ * differs from the query/key one, -1 otherwise). */
 typedef clattn_tune_class cla_tune_class;
 
 /* One variant's kernel: kernels_cl/<source>.cl and the kernel's name in it. */

@@ -100,7 +100,8 @@ clattn_status clattn_tune_class_parse(const char *text, const clattn_tune_op **o
     if (!cla_tune_shape_parse(text, op, cls, why, why_size)) return CLATTN_ERROR_INVALID_ARGUMENT;
     /* Classes no call ever looks up: wider heads run unfused (CLBlast's GEMMs, `clattn tune --clblast`), and wider
      * values of the additive kernel as slices, each looked up by the slice's width. */
-    if (*op == &cla_tune_op_sdpa_fused && cls->head_dim > CLATTN_MAX_FUSED_HEAD_DIM) {
+    if (*op == &cla_tune_op_sdpa_fused &&
+        (cls->head_dim > CLATTN_MAX_FUSED_HEAD_DIM || cls->v_dim > CLATTN_MAX_FUSED_HEAD_DIM)) {
         cla_write_message(why, why_size,
                           "%s: the fused kernels take head dims up to %d; wider heads run on the unfused path, "
                           "whose GEMMs --clblast tunes",

@@ -63,9 +63,10 @@ static int index_of(const char *s, const char *const *names, int count) {
 static const char *const phase_names[] = {"prefill", "decode"};
 static const char *const dtype_names[] = {"f32", "f16", "bf16"};
 static const char *const mask_names[] = {"none", "additive", "bool"};
+static const char *const mods_names[] = {"softcap", "sinks", "alibi"}; /* bits 1, 2, 4 of a class's mods */
 
 static const char *parse_class(const cJSON *o, cla_tune_class *c) {
-    c->head_dim = c->dtype = c->mask_kind = c->causal = c->phase = c->v_dim = -1;
+    c->head_dim = c->dtype = c->mask_kind = c->causal = c->phase = c->v_dim = c->mods = -1;
     c->seq = -1;
     if (!cJSON_IsObject(o)) return "'class' is not an object";
     const cJSON *it;
@@ -94,6 +95,16 @@ static const char *parse_class(const cJSON *o, cla_tune_class *c) {
         } else if (strcmp(k, "causal") == 0) {
             if (!cJSON_IsBool(it)) return "class 'causal' must be true or false";
             c->causal = cJSON_IsTrue(it) ? 1 : 0;
+        } else if (strcmp(k, "mods") == 0) {
+            const char *bad = "class 'mods' must be a list of \"softcap\", \"sinks\" and \"alibi\"";
+            if (!cJSON_IsArray(it)) return bad;
+            c->mods = 0;
+            const cJSON *m;
+            cJSON_ArrayForEach(m, it) {
+                const int b = cJSON_IsString(m) ? index_of(m->valuestring, mods_names, 3) : -1;
+                if (b < 0) return bad;
+                c->mods |= 1 << b;
+            }
         } else {
             return "unknown field in 'class'";
         }
@@ -159,11 +170,18 @@ void cla_tuning_db_clear(cla_tuning_db *db) {
     memset(db, 0, sizeof *db);
 }
 
+/* Field by field (the struct has padding); no modifiers (0) and any (-1) are one class, as the file stores them. */
+static bool same_class(const cla_tune_class *a, const cla_tune_class *b) {
+    return a->head_dim == b->head_dim && a->dtype == b->dtype && a->mask_kind == b->mask_kind &&
+           a->causal == b->causal && a->phase == b->phase && a->v_dim == b->v_dim && a->seq == b->seq &&
+           (a->mods > 0 ? a->mods : -1) == (b->mods > 0 ? b->mods : -1);
+}
+
 bool cla_tuning_db_put(cla_tuning_db *db, const cla_tuning_entry *e) {
     for (size_t i = 0; i < db->count; ++i) {
         cla_tuning_entry *x = &db->entries[i];
         if (strcmp(x->op, e->op) == 0 && strcmp(x->source_hash, e->source_hash) == 0 &&
-            memcmp(&x->cls, &e->cls, sizeof x->cls) == 0) {
+            same_class(&x->cls, &e->cls)) {
             *x = *e;
             return true;
         }
@@ -249,6 +267,12 @@ static cJSON *class_json(const cla_tune_class *c) {
     if (c->dtype >= 0 && c->dtype < 3) cJSON_AddStringToObject(o, "dtype", dtype_names[c->dtype]);
     if (c->causal >= 0) cJSON_AddBoolToObject(o, "causal", c->causal != 0);
     if (c->mask_kind >= 0 && c->mask_kind < 3) cJSON_AddStringToObject(o, "mask", mask_names[c->mask_kind]);
+    /* Without modifiers nothing is written: such an entry serves calls with any modifiers. */
+    if (c->mods > 0) {
+        cJSON *m = cJSON_AddArrayToObject(o, "mods");
+        for (int b = 0; m && b < 3; ++b)
+            if (c->mods & (1 << b)) cJSON_AddItemToArray(m, cJSON_CreateString(mods_names[b]));
+    }
     return o;
 }
 
@@ -563,7 +587,8 @@ void cla_tuning_match(const clattn_context *log_ctx, const cla_tuning_db *db, co
         const cla_tune_class *c = &e->cls;
         if ((c->head_dim >= 0 && c->head_dim != q.head_dim) || (c->dtype >= 0 && c->dtype != q.dtype) ||
             (c->mask_kind >= 0 && c->mask_kind != q.mask_kind) || (c->causal >= 0 && c->causal != q.causal) ||
-            (c->phase >= 0 && c->phase != q.phase) || (c->v_dim >= 0 && c->v_dim != q.v_dim))
+            (c->phase >= 0 && c->phase != q.phase) || (c->v_dim >= 0 && c->v_dim != q.v_dim) ||
+            (c->mods > 0 && c->mods != q.mods))
             continue;
         const int given = (c->head_dim >= 0) + (c->dtype >= 0) + (c->mask_kind >= 0) + (c->causal >= 0) +
                           (c->phase >= 0) + (c->v_dim >= 0);
@@ -576,6 +601,7 @@ void cla_tuning_match(const clattn_context *log_ctx, const cla_tuning_db *db, co
             source = CLATTN_TUNING_NEAREST, rank = 2000000 - distance;
         else
             source = CLATTN_TUNING_DEVICE_DEFAULT, rank = 1000000 + given * 100 - distance;
+        rank += c->mods > 0; /* an entry tuned with the call's modifiers beats one tuned without them */
         if (rank <= best_rank) continue;
         cla_tune_config cfg;
         op->builtin(d, p, &cfg);
@@ -766,7 +792,7 @@ clattn_status clattn_tuning_database_store(const char *path, const clattn_device
         /* The same parameters for every class of the family and phase: what a class without an entry falls back
          * to before the built-in defaults. */
         cla_tuning_entry d = e;
-        d.cls.head_dim = d.cls.dtype = d.cls.mask_kind = d.cls.causal = d.cls.v_dim = -1;
+        d.cls.head_dim = d.cls.dtype = d.cls.mask_kind = d.cls.causal = d.cls.v_dim = d.cls.mods = -1;
         d.cls.seq = -1;
         d.ms = d.default_ms = 0;
         ok = cla_tuning_db_put(&db, &d);

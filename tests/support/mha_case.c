@@ -174,12 +174,14 @@ void mha_case_describe(const mha_case *c, char *buf, size_t size) {
     snprintf(
         buf, size,
         "B=%zu Lq=%zu %s Lm=%zu d_model=%zu kv_d_model=%zu H=%zu Hkv=%zu dk=%zu dv=%zu %s bias=%d residual=%d "
-        "in_place=%d x=%s out=%s causal=%d window=(%lld,%lld) mask=%d%s/dims%x kl=%d lse=%d weights=%d impl=%d",
+        "in_place=%d x=%s out=%s causal=%d window=(%lld,%lld) mask=%d%s/dims%x kl=%d lse=%d weights=%d impl=%d "
+        "softcap=%g sinks=%d alibi=%d",
         c->batch, c->q_len, c->cross ? "cross" : "self", c->mem_len, c->cfg.d_model, c->cfg.kv_d_model,
         c->cfg.heads, c->cfg.kv_heads, c->cfg.head_dim, c->cfg.v_head_dim, c->packed ? "packed" : "separate",
         c->bias, c->residual, c->in_place, dt[c->x_dtype], dt[c->out_dtype], (int)c->causal,
         (long long)c->window_left, (long long)c->window_right, c->mask, c->mask_bcast ? "/bcast" : "",
-        c->mask_bcast_dims, c->key_lengths, c->lse, c->weights, (int)c->impl);
+        c->mask_bcast_dims, c->key_lengths, c->lse, c->weights, (int)c->impl, (double)c->softcap, c->sinks,
+        c->alibi);
     if (c->sample_rows) snprintf(buf + strlen(buf), size - strlen(buf), " sample=%zu", c->sample_rows);
 }
 
@@ -290,6 +292,20 @@ void mha_case_run(clattn_context *ctx, const mha_case *c) {
         desc.attention.key_lengths = kl_buf;
         ref.attention.key_lengths = kl;
     }
+    desc.attention.softcap = c->softcap;
+    ref.attention.softcap = c->softcap;
+    float head_values[2][64];
+    cl_mem head_bufs[2] = {NULL, NULL};
+    const bool wanted[2] = {c->sinks, c->alibi};
+    assert_true(H <= 64);
+    for (int m = 0; m < 2; ++m) {
+        if (!wanted[m]) continue;
+        for (size_t h = 0; h < H; ++h) head_values[m][h] = m == 0 ? 1.5f - (float)h : 0.25f / (float)(h + 1);
+        head_bufs[m] = mha_buffer(ctx, H * sizeof(float), head_values[m]);
+        clattn_tensor *t = m == 0 ? &desc.attention.sinks : &desc.attention.alibi_slopes;
+        *t = clattn_tensor_bhld(head_bufs[m], CLATTN_DTYPE_F32, 1, H, 1, 1);
+        *(m == 0 ? &ref.attention.sinks : &ref.attention.alibi_slopes) = head_values[m];
+    }
     dev_seq dlse = {0}, dw = {0};
     double *ref_lse = NULL, *ref_w = NULL;
     if (c->lse) {
@@ -359,6 +375,8 @@ void mha_case_run(clattn_context *ctx, const mha_case *c) {
     free(kl);
     if (mask_buf) clReleaseMemObject(mask_buf);
     if (kl_buf) clReleaseMemObject(kl_buf);
+    for (int m = 0; m < 2; ++m)
+        if (head_bufs[m]) clReleaseMemObject(head_bufs[m]);
     seq_release(&dlse);
     seq_release(&dw);
     if (!c->in_place) seq_release(&dout);

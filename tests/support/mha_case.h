@@ -81,6 +81,9 @@ typedef struct mha_case {
      * of the sampled ones alone. Needs rows that do not depend on their position: no causal masking, window, mask,
      * lse or weights. */
     size_t sample_rows;
+    /* Score modifiers passed through to the attention: softcap > 0; sinks and ALiBi slopes per query head. */
+    float softcap;
+    bool sinks, alibi;
 } mha_case;
 
 void mha_case_init(mha_case *c);

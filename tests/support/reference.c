@@ -87,7 +87,15 @@ int cla_reference_sdpa(const cla_ref_sdpa *a) {
                     double dot = 0.0;
                     for (size_t d = 0; d < dk; d++)
                         dot += (double)*elem(&a->q, b, h, i, d) * (double)*elem(&a->k, b, hk, j, d);
-                    logit[j] = a->scale * dot + add;
+                    double s = a->scale * dot;
+                    if (a->softcap > 0.0) s = a->softcap * tanh(s / a->softcap);
+                    if (a->alibi_slopes != NULL) {
+                        const int64_t q_pos =
+                            (int64_t)(a->q_first + i) +
+                            (a->causal == CLATTN_CAUSAL_BOTTOM_RIGHT ? (int64_t)lk - (int64_t)seq_len : 0);
+                        s -= (double)a->alibi_slopes[h] * fabs((double)(q_pos - (int64_t)j));
+                    }
+                    logit[j] = s + add;
                     kept++;
                     if (isnan(logit[j]))
                         saw_nan = true;
@@ -95,18 +103,21 @@ int cla_reference_sdpa(const cla_ref_sdpa *a) {
                         max = logit[j];
                 }
                 if (saw_nan) max = NAN;
+                /* An attention sink: one more logit in the denominator, with no value. */
+                const double sink = a->sinks != NULL ? (double)a->sinks[h] : -INFINITY;
+                if (a->sinks != NULL && !saw_nan && sink > max) max = sink;
 
                 if (kept == 0) {
-                    /* Fully masked row: zeros, not the 0/0 NaN a naive softmax gives. */
+                    /* Fully masked row: zeros, not the 0/0 NaN a naive softmax gives; lse is the sink's alone. */
                     for (size_t d = 0; d < dv; d++) out[d] = 0.0;
                     if (w != NULL)
                         for (size_t j = 0; j < lk; j++) w[j] = 0.0;
-                    if (a->lse != NULL) a->lse[row] = -INFINITY;
+                    if (a->lse != NULL) a->lse[row] = sink;
                     continue;
                 }
 
                 /* Pass 2: stable softmax, then the weighted sum of the kept values only. */
-                double sum = 0.0;
+                double sum = a->sinks != NULL && sink > -INFINITY ? exp(sink - max) : 0.0;
                 for (size_t j = 0; j < lk; j++)
                     if (keep[j]) {
                         logit[j] = exp(logit[j] - max);

@@ -38,6 +38,12 @@ typedef struct cla_ref_sdpa {
      * whole sequence), which is where causal masking and the window place them; so a few sampled rows of a long
      * sequence can be computed alone. */
     size_t q_first, q_seq_len;
+    /* Score modifiers, in this order on each scaled logit, before the masks: softcap > 0: s = softcap tanh(s /
+     * softcap) (0: none); alibi_slopes [Hq]: s -= slope[h] |i' - j| with i' the query's position aligned as for
+     * causal masking (NULL: none). sinks [Hq]: one logit per head in every row's denominator, with no value (NULL:
+     * none). */
+    double softcap;
+    const float *sinks, *alibi_slopes;
     double *out;     /* [B,Hq,Lq,Dv] contiguous, required */
     double *lse;     /* [B,Hq,Lq] or NULL */
     double *weights; /* [B,Hq,Lq,Lk] or NULL */

@@ -46,14 +46,14 @@ void sdpa_case_describe(const sdpa_case *c, char *buf, size_t size) {
     static const char *causal[] = {"none", "top-left", "bottom-right"};
     snprintf(buf, size,
              "B=%zu Hq=%zu Hkv=%zu Lq=%zu Lk=%zu D=%zu Dv=%zu %s %s off=%zu pad=%zu causal=%s window=(%lld,%lld) "
-             "mask=%d%s%s%s%s%s kl=%s lse=%d w=%d(%s) impl=%s seed=%u sample=%zu",
+             "mask=%d%s%s%s%s%s kl=%s lse=%d w=%d(%s) impl=%s seed=%u sample=%zu softcap=%g sinks=%d alibi=%d",
              c->batch, c->q_heads, c->kv_heads, c->q_len, c->kv_len, c->head_dim,
              c->v_head_dim ? c->v_head_dim : c->head_dim, dt[c->dtype], c->layout ? "BLHD" : "BHLD", c->offset,
              c->row_pad, causal[c->causal], (long long)c->window_left, (long long)c->window_right, c->mask_kind,
              c->mask_bcast_batch ? "/bcast-b" : "", c->mask_bcast_heads ? "/bcast-h" : "",
              c->mask_bcast_q ? "/bcast-q" : "", c->mask_bcast_k ? "/bcast-k" : "",
              c->mask_stride0 ? "/stride0" : "", c->key_lengths ? "yes" : "no", c->want_lse, c->want_weights,
-             dt[c->weights_dtype], impl[c->impl], c->seed, c->sample_rows);
+             dt[c->weights_dtype], impl[c->impl], c->seed, c->sample_rows, (double)c->softcap, c->sinks, c->alibi);
 }
 
 static float rnd(unsigned *s) {
@@ -132,6 +132,8 @@ static double tolerance(const sdpa_case *c, clattn_dtype out_dt, double ref) {
     double rel = check_sdpa_rel_tolerance(c->kv_len);
     /* A logit stored in fp32 carries an error proportional to its size, and a large additive mask sets the size. */
     rel += 4.0 * fabs(c->mask_constant) * FLT_EPSILON;
+    /* ALiBi biases grow with the distance between query and key, and with them the logits' rounding. */
+    if (c->alibi) rel += 4.0 * (c->alibi_slope ? fabs(c->alibi_slope) : 0.5) * (double)c->kv_len * FLT_EPSILON;
     rel += check_storage_rel_tolerance(out_dt);
     double mag = fabs(ref) > 1.0 ? fabs(ref) : 1.0;
     if (c->input_scale > 1.0f) mag *= 4.0; /* large logits: exp() amplifies the logits' rounding */
@@ -150,6 +152,10 @@ typedef struct prepared {
     staged q, k, v, mask;
     uint8_t *bool_vals;
     cl_mem bq, bk, bv, bm, bkl;
+    /* The score modifiers' per-head values [Hq] and their device copies (views in sinks_view, alibi_view). */
+    float *sinks, *slopes;
+    cl_mem bsinks, bslopes;
+    clattn_tensor sinks_view, alibi_view;
     /* The rows compared, as flat indices (b * Hq + h) * Lq + i, sorted; NULL: every row. ref_* hold the reference
      * of the n_rows compared rows, in that order: out [n][Dv], lse [n], weights [n][Lk]. */
     size_t *rows, n_rows;
@@ -157,9 +163,11 @@ typedef struct prepared {
 } prepared;
 
 static void prepared_free(prepared *p) {
-    cl_mem all[] = {p->bq, p->bk, p->bv, p->bm, p->bkl};
+    cl_mem all[] = {p->bq, p->bk, p->bv, p->bm, p->bkl, p->bsinks, p->bslopes};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i)
         if (all[i]) clReleaseMemObject(all[i]);
+    free(p->sinks);
+    free(p->slopes);
     stage_free(&p->q);
     stage_free(&p->k);
     stage_free(&p->v);
@@ -220,6 +228,9 @@ static int reference(const sdpa_case *c, prepared *p) {
         mask_geometry(c, r.bool_mask.size, r.bool_mask.stride);
     }
     r.key_lengths = c->key_lengths;
+    r.softcap = c->softcap;
+    r.sinks = p->sinks;
+    r.alibi_slopes = p->slopes;
     r.out = p->ref_out;
     r.lse = p->ref_lse;
     r.weights = p->ref_w;
@@ -250,6 +261,8 @@ static int reference(const sdpa_case *c, prepared *p) {
             }
         }
         one.key_lengths = c->key_lengths ? c->key_lengths + b : NULL;
+        one.sinks = p->sinks ? p->sinks + h : NULL;
+        one.alibi_slopes = p->slopes ? p->slopes + h : NULL;
         one.out = p->ref_out + s * Dv;
         one.lse = p->ref_lse + s;
         one.weights = p->ref_w ? p->ref_w + s * Lk : NULL;
@@ -317,6 +330,19 @@ static int prepare(clattn_context *ctx, const sdpa_case *c, prepared *p, char *e
         }
     }
 
+    if (c->sinks || c->alibi) {
+        p->sinks = c->sinks ? calloc(Hq + 1, sizeof(float)) : NULL;
+        p->slopes = c->alibi ? calloc(Hq + 1, sizeof(float)) : NULL;
+        if ((c->sinks && !p->sinks) || (c->alibi && !p->slopes)) {
+            snprintf(err, err_size, "out of host memory for the score modifiers");
+            return -1;
+        }
+        for (size_t h = 0; h < Hq; ++h) {
+            if (p->sinks) p->sinks[h] = c->sink_bias + 2.0f * rnd(&seed);
+            if (p->slopes) p->slopes[h] = (c->alibi_slope ? c->alibi_slope : 0.5f) / (float)(h + 1);
+        }
+    }
+
     if (c->sample_rows) p->n_rows = test_sample_rows(B * Hq, Lq, c->sample_rows, c->seed, &p->rows);
     if (reference(c, p) != 0) {
         snprintf(err, err_size, "the reference failed (out of memory?)");
@@ -336,6 +362,29 @@ static int prepare(clattn_context *ctx, const sdpa_case *c, prepared *p, char *e
                                     (B + 1) * sizeof(int32_t), kl, NULL);
         }
         free(kl);
+    }
+    /* The per-head values at `offset`, every other float when row_pad asks for strides. */
+    const size_t hstride = c->row_pad ? 2 : 1;
+    float *const values[2] = {p->sinks, p->slopes};
+    cl_mem *const bufs[2] = {&p->bsinks, &p->bslopes};
+    clattn_tensor *const views[2] = {&p->sinks_view, &p->alibi_view};
+    for (int m = 0; m < 2; ++m) {
+        if (!values[m]) continue;
+        const size_t n = c->offset + Hq * hstride + 1;
+        float *host = calloc(n, sizeof(float));
+        if (host) {
+            for (size_t h = 0; h < Hq; ++h) host[c->offset + h * hstride] = values[m][h];
+            *bufs[m] = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                                      n * sizeof(float), host, NULL);
+        }
+        free(host);
+        if (!*bufs[m]) {
+            snprintf(err, err_size, "creating the test's score-modifier buffers failed");
+            return -1;
+        }
+        *views[m] = clattn_tensor_bhld(*bufs[m], CLATTN_DTYPE_F32, 1, Hq, 1, 1);
+        views[m]->offset = c->offset;
+        views[m]->stride[1] = hstride;
     }
     if (!p->bq || !p->bk || !p->bv || (c->mask_kind && !p->bm) || (c->key_lengths && !p->bkl)) {
         snprintf(err, err_size, "creating the test's device buffers failed");
@@ -461,6 +510,9 @@ static int run_impl(clattn_context *ctx, const sdpa_case *c, const prepared *p, 
         }
     }
     desc.key_lengths = p->bkl;
+    desc.softcap = c->softcap;
+    desc.sinks = p->sinks_view;
+    desc.alibi_slopes = p->alibi_view;
     if (c->want_lse) {
         desc.lse = lse.view;
         desc.lse.buffer = bl;

@@ -42,6 +42,13 @@ typedef struct sdpa_case {
     /* 0: every row against the reference; else about this many rows spread over every (batch, head) slice, the
      * first and last rows and slices among them (test_sample_rows), for shapes whose whole reference is slow. */
     size_t sample_rows;
+    /* Score modifiers: softcap > 0 caps the logits; sinks gives every query head a sink logit of sink_bias plus a
+     * value in [-4, 4) (a bias near log Lk makes the sink weigh as much as the keys of a long row);
+     * alibi gives head h the slope alibi_slope / (h + 1) (0.5 when alibi_slope is 0). The per-head values lie at
+     * `offset` in their buffers, with a head stride of 2 when row_pad is set. */
+    float softcap;
+    bool sinks, alibi;
+    float alibi_slope, sink_bias;
 } sdpa_case;
 
 void sdpa_case_init(sdpa_case *c);

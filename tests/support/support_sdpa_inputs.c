@@ -86,6 +86,12 @@ void support_sdpa_inputs_tensors(const support_sdpa_inputs *in, clattn_sdpa_desc
 
 double *support_sdpa_inputs_reference(const support_sdpa_inputs *in, clattn_causal causal, int64_t window_left,
                                       int64_t window_right, const int32_t *key_lengths) {
+    return support_sdpa_inputs_reference_mods(in, causal, window_left, window_right, key_lengths, 0.0f, NULL, NULL);
+}
+
+double *support_sdpa_inputs_reference_mods(const support_sdpa_inputs *in, clattn_causal causal, int64_t window_left,
+                                           int64_t window_right, const int32_t *key_lengths, float softcap,
+                                           const float *sinks, const float *alibi_slopes) {
     double *out = malloc((in->nq + 1) * sizeof *out);
     if (!out) return NULL;
     cla_ref_sdpa ref;
@@ -106,6 +112,9 @@ double *support_sdpa_inputs_reference(const support_sdpa_inputs *in, clattn_caus
         memcpy(ref.bool_mask.stride, stride, sizeof stride);
     }
     ref.key_lengths = key_lengths;
+    ref.softcap = softcap;
+    ref.sinks = sinks;
+    ref.alibi_slopes = alibi_slopes;
     ref.out = out;
     if (cla_reference_sdpa(&ref) != 0) {
         free(out);

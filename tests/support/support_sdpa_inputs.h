@@ -38,5 +38,9 @@ void support_sdpa_inputs_tensors(const support_sdpa_inputs *in, clattn_sdpa_desc
  * NULL), malloc'd; NULL when out of memory. */
 double *support_sdpa_inputs_reference(const support_sdpa_inputs *in, clattn_causal causal, int64_t window_left,
                                       int64_t window_right, const int32_t *key_lengths);
+/* The same with the score modifiers: softcap (0: none), sinks and ALiBi slopes [H] (NULL: none). */
+double *support_sdpa_inputs_reference_mods(const support_sdpa_inputs *in, clattn_causal causal, int64_t window_left,
+                                           int64_t window_right, const int32_t *key_lengths, float softcap,
+                                           const float *sinks, const float *alibi_slopes);
 
 #endif

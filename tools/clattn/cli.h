@@ -22,6 +22,11 @@ typedef struct cli_option {
 /* clang-format off */
 #define CLI_OPTION_DEVICE                                                                                           \
     {"device", "SPEC", "device to run on (default: CLATTN_DEVICE, else the first GPU/accelerator/CPU)", NULL}
+/* The score modifiers' three options (clattn run sdpa|mha), read by run_load_score_mods. */
+#define CLI_OPTIONS_SCORE_MODS                                                                                      \
+    {"softcap", "C", "logit softcap (Gemma 2): s = C tanh(s / C) on the scaled logits, C > 0", NULL},              \
+        {"sinks", "S.npy", "float32 [Hq] attention-sink logits (gpt-oss): in every row's softmax, no value", NULL},  \
+        {"alibi-slopes", "A.npy", "float32 [Hq] ALiBi slopes: -slope[h] |i' - j| added to the scaled logits", NULL}
 #define CLI_OPTION_KEY_LENGTHS_FILE {"key-lengths", "KL.npy", "int32 [B]: keys past each length are masked", NULL}
 #define CLI_OPTION_MASK_FILE                                                                                        \
     {"mask", "M.npy", "float32 additive or bool mask, rank 1-4, broadcasting to [B, H, Lq, Lk] (true keeps)", NULL}

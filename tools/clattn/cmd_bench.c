@@ -32,6 +32,7 @@
 #define BRUTE_FORCE_PAIRS (1u << 22)
 #define MAX_SWEEP         64
 #define MAX_CAUSAL        3
+#define MAX_MODS          5
 
 enum { IMPL_FUSED = 0, IMPL_UNFUSED = 1, IMPL_COUNT = 2 };
 enum { MASK_NONE = 0, MASK_ADDITIVE = 1, MASK_BOOL = 2 };
@@ -41,6 +42,17 @@ static const char *const impl_names[IMPL_COUNT] = {"fused", "unfused"};
 static const clattn_impl impl_values[IMPL_COUNT] = {CLATTN_IMPL_FUSED, CLATTN_IMPL_UNFUSED};
 static const char *const causal_names[] = {"none", "top-left", "bottom-right"};
 static const char *const mask_names[] = {"none", "additive", "bool"};
+/* The score modifiers a row may carry (--mods): bits 1 softcap, 2 sinks, 4 ALiBi. */
+enum { MODS_NONE = 0, MODS_SOFTCAP = 1, MODS_SINKS = 2, MODS_ALIBI = 4, MODS_ALL = 7 };
+static const char *mods_name(int m) {
+    return m == MODS_NONE      ? "none"
+           : m == MODS_SOFTCAP ? "softcap"
+           : m == MODS_SINKS   ? "sinks"
+           : m == MODS_ALIBI   ? "alibi"
+                               : "all";
+}
+/* The softcap the rows use: Gemma 2's for attention logits. */
+#define BENCH_SOFTCAP 50.0f
 
 typedef struct bench_shape {
     size_t batch, heads, kv_heads, seq, kv_seq, head_dim;
@@ -57,6 +69,9 @@ typedef struct bench_config {
     int64_t window_left, window_right;
     long long key_length; /* -1: none */
     int mask;
+    int mods[MAX_MODS]; /* MODS_* bits, one row group each */
+    size_t mods_count;
+    bool mods_given; /* --mods: the table shows the mods and vs-plain columns */
     clattn_dtype dtype;
     bool impl[IMPL_COUNT];
     long repeat, warmup;
@@ -69,6 +84,8 @@ typedef struct bench_result {
     bench_shape shape;
     clattn_causal causal;
     int impl;
+    int mods;
+    double vs_plain; /* the same implementation's plain median / this median; 0: no plain row to compare with */
     double median_ms, min_ms, max_ms;
     double flops, io_bytes, gflops, gbps;
     uint64_t temp_bytes;
@@ -83,11 +100,18 @@ typedef struct shape_data {
     cl_mem key_lengths;
     int32_t *hkl;
     double io_bytes;
+    /* The score modifiers' per-head values [H] (sinks, ALiBi slopes) and their buffers, when --mods asks. */
+    float *sinks, *slopes;
+    cl_mem dsinks, dslopes;
 } shape_data;
 
 static void free_shape_data(shape_data *s) {
     support_sdpa_inputs_free(&s->in);
     if (s->key_lengths) clReleaseMemObject(s->key_lengths);
+    if (s->dsinks) clReleaseMemObject(s->dsinks);
+    if (s->dslopes) clReleaseMemObject(s->dslopes);
+    free(s->sinks);
+    free(s->slopes);
     free(s->hkl);
     memset(s, 0, sizeof *s);
 }
@@ -209,6 +233,29 @@ static int build_shapes(const cli_command *cmd, const bench_shape *base, const b
     }
 }
 
+/* --mods: a comma list of none, softcap, sinks, alibi and all (the three together), each once. */
+static int parse_mods_list(const char *text, bench_config *c) {
+    char buf[128];
+    if (strlen(text) >= sizeof buf) return cli_error(CMD, CLI_USAGE, "--mods %s: too long", text);
+    strcpy(buf, text);
+    c->mods_count = 0;
+    c->mods_given = true;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        static const int values[] = {MODS_NONE, MODS_SOFTCAP, MODS_SINKS, MODS_ALIBI, MODS_ALL};
+        int m = -1;
+        for (size_t i = 0; i < sizeof values / sizeof values[0]; ++i)
+            if (strcmp(tok, mods_name(values[i])) == 0) m = values[i];
+        bool repeated = false;
+        for (size_t i = 0; i < c->mods_count; ++i) repeated = repeated || c->mods[i] == m;
+        if (m < 0 || repeated || c->mods_count == MAX_MODS)
+            return cli_error(CMD, CLI_USAGE,
+                             "--mods %s: expected a list of none, softcap, sinks, alibi and all, each once", text);
+        c->mods[c->mods_count++] = m;
+    }
+    if (c->mods_count == 0) return cli_error(CMD, CLI_USAGE, "--mods: empty list");
+    return CLI_OK;
+}
+
 static int parse_options(const cli_command *cmd, bench_config *c) {
     memset(c, 0, sizeof *c);
     c->window_left = CLATTN_WINDOW_UNBOUNDED;
@@ -263,6 +310,9 @@ static int parse_options(const cli_command *cmd, bench_config *c) {
             return cli_error(CMD, CLI_USAGE, "--mask %s: expected additive or bool (a random mask is generated)",
                              s);
     }
+    c->mods[0] = MODS_NONE;
+    c->mods_count = 1;
+    if ((s = cli_value(cmd, "mods")) && (rc = parse_mods_list(s, c))) return rc;
     if ((s = cli_value(cmd, "repeat"))) {
         if ((rc = parse_count("repeat", s, 1, 100000, &v))) return rc;
         c->repeat = (long)v;
@@ -374,6 +424,22 @@ static int prepare_shape(clattn_context *ctx, const bench_config *c, const bench
             return cli_error(CMD, CLI_FAILED, "allocating the key lengths failed: OpenCL error %d", err);
         d->io_bytes += (double)(s->batch * sizeof *d->hkl);
     }
+    bool any_mods = false;
+    for (size_t i = 0; i < c->mods_count; ++i) any_mods = any_mods || c->mods[i] != MODS_NONE;
+    if (any_mods) {
+        /* Sinks of 0.5 and the ALiBi paper's slopes 2^(-8 (h + 1) / H). */
+        d->sinks = malloc((s->heads + 1) * sizeof *d->sinks);
+        d->slopes = malloc((s->heads + 1) * sizeof *d->slopes);
+        if (!d->sinks || !d->slopes) return cli_error(CMD, CLI_FAILED, "out of host memory for the modifiers");
+        for (size_t h = 0; h < s->heads; ++h) {
+            d->sinks[h] = 0.5f;
+            d->slopes[h] = exp2f(-8.0f * (float)(h + 1) / (float)s->heads);
+        }
+        cl_int err = CL_SUCCESS;
+        if (!(d->dsinks = support_buffer(ctx, d->sinks, s->heads * sizeof(float), &err)) ||
+            !(d->dslopes = support_buffer(ctx, d->slopes, s->heads * sizeof(float), &err)))
+            return cli_error(CMD, CLI_FAILED, "allocating the modifiers' buffers failed: OpenCL error %d", err);
+    }
     /* Only the reference needs the host copies; a long sweep should not hold them twice. */
     if (!c->check) support_sdpa_inputs_drop_host(in);
     return CLI_OK;
@@ -396,7 +462,7 @@ static clattn_status call_sdpa(void *user, cl_command_queue queue, cl_event *don
 
 /* Runs `warmup` untimed and `repeat` timed calls and fills the times of `r`. */
 static int measure(clattn_context *ctx, const bench_config *c, const bench_shape *s, const shape_data *d,
-                   clattn_causal causal, int impl, double *times, bench_result *r) {
+                   clattn_causal causal, int impl, int mods, double *times, bench_result *r) {
     sdpa_call a = {.ctx = ctx};
     clattn_sdpa_desc_init(&a.desc);
     a.desc.causal = causal;
@@ -404,6 +470,10 @@ static int measure(clattn_context *ctx, const bench_config *c, const bench_shape
     a.desc.window_right = c->window_right;
     a.desc.impl = impl_values[impl];
     a.desc.key_lengths = d->key_lengths;
+    if (mods & MODS_SOFTCAP) a.desc.softcap = BENCH_SOFTCAP;
+    if (mods & MODS_SINKS) a.desc.sinks = clattn_tensor_bhld(d->dsinks, CLATTN_DTYPE_F32, 1, s->heads, 1, 1);
+    if (mods & MODS_ALIBI)
+        a.desc.alibi_slopes = clattn_tensor_bhld(d->dslopes, CLATTN_DTYPE_F32, 1, s->heads, 1, 1);
     support_sdpa_inputs_tensors(&d->in, &a.desc, &a.q, &a.k, &a.v, &a.o);
     char what[64];
     snprintf(what, sizeof what, "attention (%s)", impl_names[impl]);
@@ -429,9 +499,14 @@ static void table_header(const bench_config *c, const clattn_device_info *info) 
         printf(", window %lld,%lld", (long long)c->window_left, (long long)c->window_right);
     if (c->key_length >= 0) printf(", key length %lld", c->key_length);
     printf(", %ld timed runs after %ld warm-up; GFLOP/s counts only unmasked pairs\n\n", c->repeat, c->warmup);
-    printf("%3s %3s %3s %5s %5s %3s  %-12s %-7s %9s %8s %8s %8s %7s %8s %8s%s\n", "B", "Hq", "Hkv", "Lq", "Lk", "D",
-           "causal", "impl", "median ms", "min ms", "max ms", "GFLOP/s", "GB/s", "temp MiB", "speed-up",
-           c->check ? "  max error" : "");
+    if (c->mods_given)
+        printf(
+            "score modifiers: softcap %g, sinks 0.5, ALiBi slopes 2^(-8(h+1)/H); vs plain: the plain row's median "
+            "/ this row's (1.00x = as fast)\n",
+            (double)BENCH_SOFTCAP);
+    printf("%3s %3s %3s %5s %5s %3s  %-12s %-7s %s%9s %8s %8s %8s %7s %8s %8s%s\n", "B", "Hq", "Hkv", "Lq", "Lk",
+           "D", "causal", "impl", c->mods_given ? "mods     vs plain " : "", "median ms", "min ms", "max ms",
+           "GFLOP/s", "GB/s", "temp MiB", "speed-up", c->check ? "  max error" : "");
 }
 
 static void table_row(const bench_config *c, const bench_result *r, const bench_result *unfused) {
@@ -439,9 +514,16 @@ static void table_row(const bench_config *c, const bench_result *r, const bench_
     char speedup[32] = "";
     if (r->impl == IMPL_FUSED && unfused && r->median_ms > 0.0)
         snprintf(speedup, sizeof speedup, "%.2fx", unfused->median_ms / r->median_ms);
-    printf("%3zu %3zu %3zu %5zu %5zu %3zu  %-12s %-7s %9.3f %8.3f %8.3f %8.2f %7.2f %8.2f %8s", s->batch, s->heads,
-           s->kv_heads, s->seq, s->kv_seq, s->head_dim, causal_names[r->causal], impl_names[r->impl], r->median_ms,
-           r->min_ms, r->max_ms, r->gflops, r->gbps, (double)r->temp_bytes / (1024.0 * 1024.0), speedup);
+    char mods[32] = "";
+    if (c->mods_given) {
+        char ratio[16] = "";
+        if (r->vs_plain > 0.0) snprintf(ratio, sizeof ratio, "%.2fx", r->vs_plain);
+        snprintf(mods, sizeof mods, "%-8s %8s ", mods_name(r->mods), ratio);
+    }
+    printf("%3zu %3zu %3zu %5zu %5zu %3zu  %-12s %-7s %s%9.3f %8.3f %8.3f %8.2f %7.2f %8.2f %8s", s->batch,
+           s->heads, s->kv_heads, s->seq, s->kv_seq, s->head_dim, causal_names[r->causal], impl_names[r->impl],
+           mods, r->median_ms, r->min_ms, r->max_ms, r->gflops, r->gbps, (double)r->temp_bytes / (1024.0 * 1024.0),
+           speedup);
     if (c->check) bench_check_table_cell(&r->check);
     printf("\n");
 }
@@ -467,6 +549,11 @@ static cJSON *json_result(const bench_config *c, const clattn_device_info *info,
     else
         cJSON_AddNullToObject(o, "key_length");
     cJSON_AddStringToObject(o, "mask", mask_names[c->mask]);
+    cJSON_AddStringToObject(o, "mods", mods_name(r->mods));
+    if (r->vs_plain > 0.0)
+        cJSON_AddNumberToObject(o, "vs_plain", r->vs_plain);
+    else
+        cJSON_AddNullToObject(o, "vs_plain");
     cJSON_AddNumberToObject(o, "repeat", (double)c->repeat);
     cJSON_AddNumberToObject(o, "warmup", (double)c->warmup);
     cJSON_AddStringToObject(o, "timer", r->host_timer ? "host" : "events");
@@ -484,7 +571,8 @@ static cJSON *json_result(const bench_config *c, const clattn_device_info *info,
 
 static const char *const csv_columns =
     "op,impl,device,batch,heads,kv_heads,seq,kv_seq,head_dim,dtype,causal,window_left,window_right,key_length,mask,"
-    "repeat,warmup,timer,median_ms,min_ms,max_ms,flops,gflops,io_bytes,gbps,temp_bytes,max_error,tolerance";
+    "repeat,warmup,timer,median_ms,min_ms,max_ms,flops,gflops,io_bytes,gbps,temp_bytes,max_error,tolerance,mods,"
+    "vs_plain";
 
 static void csv_row(const bench_config *c, const clattn_device_info *info, const bench_result *r) {
     const bench_shape *s = &r->shape;
@@ -498,6 +586,8 @@ static void csv_row(const bench_config *c, const clattn_device_info *info, const
            r->host_timer ? "host" : "events", r->median_ms, r->min_ms, r->max_ms, r->flops, r->gflops, r->io_bytes,
            r->gbps, (unsigned long long)r->temp_bytes);
     bench_check_csv(&r->check);
+    printf(",%s,", mods_name(r->mods));
+    if (r->vs_plain > 0.0) printf("%.4f", r->vs_plain);
     printf("\n");
 }
 
@@ -517,6 +607,8 @@ static int bench_sdpa(int argc, char **argv) {
         CLI_OPTION_WINDOW,
         {"key-length", "N", "keys past N are masked in every batch item (padding)", NULL},
         {"mask", "KIND", "a random additive or bool mask [Lq, Lk], broadcast over batch and heads", NULL},
+        {"mods", "LIST", "score modifiers, a row group each: none, softcap, sinks, alibi, all (default none)",
+         NULL},
         {"dtype", "TYPE", "storage type on the device: f32 (default), f16 or bf16", NULL},
         {"impl", "IMPL", "fused, unfused or all (default)", NULL},
         BENCH_COMMON_OPTIONS,
@@ -544,7 +636,7 @@ static int bench_sdpa(int argc, char **argv) {
 
     const bool progress = c.shape_count > 1 && isatty(STDERR_FILENO);
     const size_t impls = (size_t)c.impl[IMPL_FUSED] + (size_t)c.impl[IMPL_UNFUSED];
-    const size_t total_steps = c.shape_count * c.causal_count * impls;
+    const size_t total_steps = c.shape_count * c.causal_count * impls * c.mods_count;
     size_t step = 0;
     size_t failed_checks = 0;
     bool skipped_note = false, wide_note = false;
@@ -561,73 +653,85 @@ static int bench_sdpa(int argc, char **argv) {
             /* The reference does one multiply-add per (pair, element) for the logits and one for the output. */
             const bool can_check =
                 c.check && 2.0 * slices * (double)pairs * (double)s->head_dim <= BENCH_REFERENCE_LIMIT;
-            double *ref = NULL;
-            if (can_check &&
-                !(ref = support_sdpa_inputs_reference(&d.in, causal, c.window_left, c.window_right, d.hkl)))
-                rc = cli_error(CMD, CLI_FAILED, "the reference could not be computed (out of host memory?)");
             if (c.check && !can_check) bench_check_skip_note(CMD, &skipped_note);
-            bench_result results[IMPL_COUNT];
-            bool have[IMPL_COUNT] = {false, false};
-            for (int impl = 0; impl < IMPL_COUNT && rc == CLI_OK; ++impl) {
-                if (!c.impl[impl]) continue;
-                ++step;
-                /* Comparing both, a head past the fused kernels' bound is timed unfused alone; --impl fused asks
-                 * for it, and gets the library's error. */
-                if (impl == IMPL_FUSED && c.impl[IMPL_UNFUSED] && s->head_dim > CLATTN_MAX_FUSED_HEAD_DIM) {
-                    if (!wide_note)
-                        fprintf(stderr,
-                                "clattn %s: note: head dims above %d run on the unfused implementation only\n", CMD,
-                                CLATTN_MAX_FUSED_HEAD_DIM);
-                    wide_note = true;
-                    continue;
-                }
-                if (progress) {
-                    fprintf(stderr, "\r[%zu/%zu] %s=%zu %s %s ...\033[K", step, total_steps, c.sweep_name,
-                            shape_value(s, c.sweep_name), causal_names[causal], impl_names[impl]);
-                    fflush(stderr);
-                }
-                bench_result *r = &results[impl];
-                memset(r, 0, sizeof *r);
-                r->shape = *s;
-                r->causal = causal;
-                r->impl = impl;
-                r->flops = flops;
-                r->io_bytes = d.io_bytes;
-                rc = measure(ctx, &c, s, &d, causal, impl, times, r);
-                if (rc != CLI_OK) break;
-                r->gflops = r->median_ms > 0.0 ? flops / (r->median_ms * 1e6) : 0.0;
-                r->gbps = r->median_ms > 0.0 ? d.io_bytes / (r->median_ms * 1e6) : 0.0;
-                if (ref) {
-                    rc = bench_output_error(CMD, ctx, d.in.dout, d.in.nq, c.dtype, ref, &r->check.max_error, NULL);
-                    if (rc != CLI_OK) break;
-                    r->check.checked = true;
-                    r->check.tolerance = check_sdpa_tolerance(s->kv_seq, c.dtype);
-                    if (bench_check_failed(&r->check)) {
-                        ++failed_checks;
-                        fprintf(stderr,
-                                "clattn %s: %s, B=%zu Hq=%zu Lq=%zu Lk=%zu D=%zu causal %s: the output "
-                                "differs from the reference by %.3g (tolerance %.3g)\n",
-                                CMD, impl_names[impl], s->batch, s->heads, s->seq, s->kv_seq, s->head_dim,
-                                causal_names[causal], r->check.max_error, r->check.tolerance);
+            /* The plain rows' medians, for the modified rows' ratios (the plain group comes first when listed). */
+            double plain_ms[IMPL_COUNT] = {0.0, 0.0};
+            for (size_t mi = 0; mi < c.mods_count && rc == CLI_OK; ++mi) {
+                const int mods = c.mods[mi];
+                double *ref = NULL;
+                if (can_check && !(ref = support_sdpa_inputs_reference_mods(
+                                       &d.in, causal, c.window_left, c.window_right, d.hkl,
+                                       mods & MODS_SOFTCAP ? BENCH_SOFTCAP : 0.0f,
+                                       mods & MODS_SINKS ? d.sinks : NULL, mods & MODS_ALIBI ? d.slopes : NULL)))
+                    rc = cli_error(CMD, CLI_FAILED, "the reference could not be computed (out of host memory?)");
+                bench_result results[IMPL_COUNT];
+                bool have[IMPL_COUNT] = {false, false};
+                for (int impl = 0; impl < IMPL_COUNT && rc == CLI_OK; ++impl) {
+                    if (!c.impl[impl]) continue;
+                    ++step;
+                    /* Comparing both, a head past the fused kernels' bound is timed unfused alone; --impl fused
+                     * asks for it, and gets the library's error. */
+                    if (impl == IMPL_FUSED && c.impl[IMPL_UNFUSED] && s->head_dim > CLATTN_MAX_FUSED_HEAD_DIM) {
+                        if (!wide_note)
+                            fprintf(stderr,
+                                    "clattn %s: note: head dims above %d run on the unfused implementation only\n",
+                                    CMD, CLATTN_MAX_FUSED_HEAD_DIM);
+                        wide_note = true;
+                        continue;
                     }
+                    if (progress) {
+                        fprintf(stderr, "\r[%zu/%zu] %s=%zu %s %s ...\033[K", step, total_steps, c.sweep_name,
+                                shape_value(s, c.sweep_name), causal_names[causal], impl_names[impl]);
+                        fflush(stderr);
+                    }
+                    bench_result *r = &results[impl];
+                    memset(r, 0, sizeof *r);
+                    r->shape = *s;
+                    r->causal = causal;
+                    r->impl = impl;
+                    r->mods = mods;
+                    r->flops = flops;
+                    r->io_bytes = d.io_bytes;
+                    rc = measure(ctx, &c, s, &d, causal, impl, mods, times, r);
+                    if (rc != CLI_OK) break;
+                    if (mods == MODS_NONE) plain_ms[impl] = r->median_ms;
+                    if (mods != MODS_NONE && plain_ms[impl] > 0.0 && r->median_ms > 0.0)
+                        r->vs_plain = plain_ms[impl] / r->median_ms;
+                    r->gflops = r->median_ms > 0.0 ? flops / (r->median_ms * 1e6) : 0.0;
+                    r->gbps = r->median_ms > 0.0 ? d.io_bytes / (r->median_ms * 1e6) : 0.0;
+                    if (ref) {
+                        rc = bench_output_error(CMD, ctx, d.in.dout, d.in.nq, c.dtype, ref, &r->check.max_error,
+                                                NULL);
+                        if (rc != CLI_OK) break;
+                        r->check.checked = true;
+                        r->check.tolerance = check_sdpa_tolerance(s->kv_seq, c.dtype);
+                        if (bench_check_failed(&r->check)) {
+                            ++failed_checks;
+                            fprintf(stderr,
+                                    "clattn %s: %s, B=%zu Hq=%zu Lq=%zu Lk=%zu D=%zu causal %s: the output "
+                                    "differs from the reference by %.3g (tolerance %.3g)\n",
+                                    CMD, impl_names[impl], s->batch, s->heads, s->seq, s->kv_seq, s->head_dim,
+                                    causal_names[causal], r->check.max_error, r->check.tolerance);
+                        }
+                    }
+                    have[impl] = true;
                 }
-                have[impl] = true;
+                free(ref);
+                if (progress) fprintf(stderr, "\r\033[K");
+                /* Rows are printed per (shape, causal) group, once both implementations are in, so that the fused
+                 * row can show its speed-up over the unfused one. */
+                for (int impl = 0; impl < IMPL_COUNT; ++impl) {
+                    if (!have[impl]) continue;
+                    const bench_result *r = &results[impl];
+                    if (c.format == FORMAT_TABLE)
+                        table_row(&c, r, have[IMPL_UNFUSED] ? &results[IMPL_UNFUSED] : NULL);
+                    else if (c.format == FORMAT_CSV)
+                        csv_row(&c, &info, r);
+                    else
+                        cJSON_AddItemToArray(json, json_result(&c, &info, r));
+                }
+                fflush(stdout);
             }
-            free(ref);
-            if (progress) fprintf(stderr, "\r\033[K");
-            /* Rows are printed per (shape, causal) group, once both implementations are in, so that the fused row
-             * can show its speed-up over the unfused one. */
-            for (int impl = 0; impl < IMPL_COUNT; ++impl) {
-                if (!have[impl]) continue;
-                const bench_result *r = &results[impl];
-                if (c.format == FORMAT_TABLE)
-                    table_row(&c, r, have[IMPL_UNFUSED] ? &results[IMPL_UNFUSED] : NULL);
-                else if (c.format == FORMAT_CSV)
-                    csv_row(&c, &info, r);
-                else
-                    cJSON_AddItemToArray(json, json_result(&c, &info, r));
-            }
-            fflush(stdout);
         }
         free_shape_data(&d);
     }

@@ -22,6 +22,7 @@ typedef struct run_data {
     float *q, *k, *v, *mask, *out, *lse, *weights;
     uint8_t *bool_mask;
     int32_t *key_lengths;
+    run_score_mods mods;
 } run_data;
 
 static void free_run(run_data *r) {
@@ -37,6 +38,7 @@ static void free_run(run_data *r) {
     free(r->weights);
     free(r->bool_mask);
     free(r->key_lengths);
+    run_score_mods_free(&r->mods);
 }
 
 /* Reads a [B,H,L,D] float tensor. */
@@ -96,6 +98,9 @@ static double check_against_reference(const clattn_sdpa_host_desc *d, const run_
         memcpy(ref.bool_mask.stride, mst, sizeof mst);
     }
     ref.key_lengths = d->key_lengths;
+    ref.softcap = d->softcap;
+    ref.sinks = d->sinks;
+    ref.alibi_slopes = d->alibi_slopes;
     ref.out = out;
     ref.lse = lse;
     if (cla_reference_sdpa(&ref) != 0) goto done;
@@ -185,6 +190,10 @@ static int prepare(const cli_command *cmd, clattn_sdpa_host_desc *d, run_data *r
         if ((rc = run_load_key_lengths(CMD, s, d->batch, d->kv_len, true, &r->key_lengths))) return rc;
         d->key_lengths = r->key_lengths;
     }
+    if ((rc = run_load_score_mods(cmd, d->q_heads, &r->mods))) return rc;
+    d->softcap = r->mods.softcap;
+    d->sinks = r->mods.sinks;
+    d->alibi_slopes = r->mods.alibi_slopes;
     return CLI_OK;
 }
 
@@ -198,9 +207,10 @@ static int run_sdpa(int argc, char **argv) {
         CLI_OPTION_KEY_LENGTHS_FILE,
         CLI_OPTION_CAUSAL_ALIGN,
         CLI_OPTION_WINDOW,
+        CLI_OPTIONS_SCORE_MODS,
         {"scale", "S", "logit scale (default 1/sqrt(D))", NULL},
         {"dtype", "TYPE", "storage type on the device: f32 (default), f16 or bf16", NULL},
-        {"impl", "IMPL", "fused (head dims up to 256), unfused or auto (default: unfused for wider heads)", NULL},
+        {"impl", "IMPL", "fused (head dims up to 576), unfused or auto (default: unfused for wider heads)", NULL},
         {"out", "O.npy", "write the output [B, Hq, Lq, Dv] as float32 (also -o)", NULL},
         {"weights", "W.npy", "write the attention weights [B, Hq, Lq, Lk]", NULL},
         {"lse", "LSE.npy", "write the log-sum-exp of each row [B, Hq, Lq]", NULL},

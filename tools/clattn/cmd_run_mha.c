@@ -31,6 +31,7 @@ typedef struct run_data {
     uint8_t *bool_mask;
     int32_t *key_lengths;
     clattn_mha_weights_host host;
+    run_score_mods mods;
 } run_data;
 
 static void free_run(run_data *r) {
@@ -41,6 +42,7 @@ static void free_run(run_data *r) {
     free(r->out);
     free(r->bool_mask);
     free(r->key_lengths);
+    run_score_mods_free(&r->mods);
 }
 
 static int parse_size(const char *opt, const char *text, size_t *out) {
@@ -270,6 +272,7 @@ static int prepare(const cli_command *cmd, run_data *r) {
     if ((s = cli_value(cmd, "key-lengths")) &&
         (rc = run_load_key_lengths(CMD, s, r->batch, kv_len, false, &r->key_lengths)))
         return rc;
+    if ((rc = run_load_score_mods(cmd, c->heads, &r->mods))) return rc;
     return CLI_OK;
 }
 
@@ -286,7 +289,7 @@ static int run_layer(clattn_context *ctx, run_data *r, clattn_dtype dt, const cl
     const size_t B = r->batch, Lq = r->q_len, nx = B * Lq * c->d_model, nm = B * r->mem_len * c->kv_d_model;
     clattn_mha_desc desc = *desc_in;
     clattn_mha_weights *w = NULL;
-    cl_mem xb = NULL, mb = NULL, ob = NULL, maskb = NULL, klb = NULL;
+    cl_mem xb = NULL, mb = NULL, ob = NULL, maskb = NULL, klb = NULL, sinkb = NULL, alibib = NULL;
     int rc = CLI_OK;
     clattn_status st = clattn_mha_weights_create(ctx, c, &r->host, &w);
     if (st) {
@@ -310,7 +313,17 @@ static int run_layer(clattn_context *ctx, run_data *r, clattn_dtype dt, const cl
         }
         if (r->key_lengths)
             desc.attention.key_lengths = klb = support_buffer(ctx, r->key_lengths, B * sizeof(int32_t), NULL);
-        if (!xb || (r->memory && !mb) || !ob || ((r->mask || r->bool_mask) && !maskb) || (r->key_lengths && !klb))
+        desc.attention.softcap = r->mods.softcap;
+        if (r->mods.sinks) {
+            sinkb = support_buffer(ctx, r->mods.sinks, c->heads * sizeof(float), NULL);
+            desc.attention.sinks = clattn_tensor_bhld(sinkb, CLATTN_DTYPE_F32, 1, c->heads, 1, 1);
+        }
+        if (r->mods.alibi_slopes) {
+            alibib = support_buffer(ctx, r->mods.alibi_slopes, c->heads * sizeof(float), NULL);
+            desc.attention.alibi_slopes = clattn_tensor_bhld(alibib, CLATTN_DTYPE_F32, 1, c->heads, 1, 1);
+        }
+        if (!xb || (r->memory && !mb) || !ob || ((r->mask || r->bool_mask) && !maskb) || (r->key_lengths && !klb) ||
+            (r->mods.sinks && !sinkb) || (r->mods.alibi_slopes && !alibib))
             rc = cli_error(CMD, CLI_FAILED, "allocating the device buffers failed");
     }
     if (rc == CLI_OK) {
@@ -327,7 +340,7 @@ static int run_layer(clattn_context *ctx, run_data *r, clattn_dtype dt, const cl
         cl_int err = support_read_storage(ctx, ob, r->out, nx, dt);
         if (err != CL_SUCCESS) rc = cli_error(CMD, CLI_FAILED, "reading the output back failed: %d", err);
     }
-    cl_mem all[] = {xb, mb, ob, maskb, klb};
+    cl_mem all[] = {xb, mb, ob, maskb, klb, sinkb, alibib};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i)
         if (all[i]) clReleaseMemObject(all[i]);
     clattn_mha_weights_free(w);
@@ -362,6 +375,9 @@ static double check_against_reference(const run_data *r, const clattn_mha_desc *
         memcpy(ref.attention.bool_mask.stride, mst, sizeof mst);
     }
     ref.attention.key_lengths = r->key_lengths;
+    ref.attention.softcap = r->mods.softcap;
+    ref.attention.sinks = r->mods.sinks;
+    ref.attention.alibi_slopes = r->mods.alibi_slopes;
     ref.out = out;
     double worst = INFINITY;
     *ref_max = 0.0;
@@ -396,6 +412,7 @@ int cmd_run_mha(int argc, char **argv) {
         CLI_OPTION_KEY_LENGTHS_FILE,
         CLI_OPTION_CAUSAL_ALIGN,
         {"window", "L,R", "sliding window around the (aligned) query, -1 unbounded", NULL},
+        CLI_OPTIONS_SCORE_MODS,
         {"scale", "S", "logit scale (default 1/sqrt(DK))", NULL},
         {"dtype", "TYPE", "storage of x, memory and out on the device: f32 (default), f16 or bf16", NULL},
         {"impl", "IMPL", "attention implementation: fused, unfused or auto (default)", NULL},

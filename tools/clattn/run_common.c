@@ -4,6 +4,7 @@
 #include "run_common.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +112,53 @@ int run_load_key_lengths(const char *cmd, const char *path, size_t batch, size_t
     }
     npy_free(&a);
     return rc;
+}
+
+/* A float32 [heads] array of option `option` into a new array. */
+static int load_head_values(const char *cmd, const char *option, const char *path, size_t heads, float **out) {
+    char err[512];
+    npy_array a;
+    if (npy_read(path, &a, err, sizeof err) != 0)
+        return cli_error(cmd, CLI_USAGE, "--%s %s: %s", option, path, err);
+    int rc = CLI_OK;
+    if (a.ndim != 1 || a.shape[0] != heads)
+        rc = cli_error(cmd, CLI_USAGE, "--%s %s: expected shape [%zu] (one value per query head)", option, path,
+                       heads);
+    else if (a.dtype != NPY_F32)
+        rc =
+            cli_error(cmd, CLI_USAGE, "--%s %s: expected float32, found %s", option, path, npy_dtype_name(a.dtype));
+    else if (!(*out = malloc((heads + 1) * sizeof **out)))
+        rc = cli_error(cmd, CLI_FAILED, "out of host memory");
+    else
+        memcpy(*out, a.data, heads * sizeof **out);
+    npy_free(&a);
+    return rc;
+}
+
+int run_load_score_mods(const cli_command *c, size_t heads, run_score_mods *m) {
+    memset(m, 0, sizeof *m);
+    const char *s;
+    int rc = CLI_OK;
+    if ((s = cli_value(c, "softcap"))) {
+        char *end = NULL;
+        errno = 0;
+        const double x = strtod(s, &end);
+        if (end == s || *end || errno || !(x > 0.0) || !isfinite((float)x))
+            return cli_error(c->name, CLI_USAGE,
+                             "--softcap %s: expected a positive finite number (Gemma 2 uses 50)", s);
+        m->softcap = (float)x;
+    }
+    if ((s = cli_value(c, "sinks")) && (rc = load_head_values(c->name, "sinks", s, heads, &m->sinks))) return rc;
+    if ((s = cli_value(c, "alibi-slopes")) &&
+        (rc = load_head_values(c->name, "alibi-slopes", s, heads, &m->alibi_slopes)))
+        return rc;
+    return CLI_OK;
+}
+
+void run_score_mods_free(run_score_mods *m) {
+    free(m->sinks);
+    free(m->alibi_slopes);
+    memset(m, 0, sizeof *m);
 }
 
 int run_write_npy(const char *cmd, const char *path, const char *what, int ndim, const size_t *shape,

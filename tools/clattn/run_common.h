@@ -39,6 +39,17 @@ size_t run_mask_strides(const size_t shape[4], size_t stride[4]);
 int run_load_key_lengths(const char *cmd, const char *path, size_t batch, size_t kv_len, bool split_messages,
                          int32_t **out);
 
+/* The score modifiers of --softcap C (a positive finite number), --sinks S.npy and --alibi-slopes A.npy (float32
+ * [heads] each, into new arrays; NULL when not given). A bad value, shape or dtype is a usage error naming the
+ * option and the file. */
+typedef struct cli_command cli_command;
+typedef struct run_score_mods {
+    float softcap;
+    float *sinks, *alibi_slopes;
+} run_score_mods;
+int run_load_score_mods(const cli_command *cmd, size_t heads, run_score_mods *m);
+void run_score_mods_free(run_score_mods *m);
+
 /* Writes a float32 .npy file; prints "writing <what> to <path>: ..." under `cmd` on failure. */
 int run_write_npy(const char *cmd, const char *path, const char *what, int ndim, const size_t *shape,
                   const float *data);
