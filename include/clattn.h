@@ -352,6 +352,19 @@ typedef enum clattn_impl {
 /* Options of one attention call. Initialise with clattn_sdpa_desc_init(); a field left at its default has no
  * effect. Shapes: q [B, Hq, Lq, Dk], k [B, Hkv, Lk, Dk], v [B, Hkv, Lk, Dv], out [B, Hq, Lq, Dv], Hq a multiple of
  * Hkv (grouped-query attention). */
+/* A buffer read by the score_mod and mask_mod expressions (clattn_sdpa_desc.mod_buffers). */
+#define CLATTN_MAX_MOD_BUFFERS 2
+typedef enum clattn_mod_dtype {
+    CLATTN_MOD_F32 = 0, /* read as __global const float * */
+    CLATTN_MOD_I32 = 1, /* read as __global const int * */
+} clattn_mod_dtype;
+typedef struct clattn_mod_buffer {
+    const char *name; /* a C identifier the expressions use; not b, h, q_idx, kv_idx, score, nor starting "cla" */
+    cl_mem buffer;    /* NULL: no buffer (and none after it) */
+    clattn_mod_dtype dtype;
+    size_t count; /* elements; the buffer must hold them */
+} clattn_mod_buffer;
+
 typedef struct clattn_sdpa_desc {
     float scale;          /* NAN (the default) means 1/sqrt(Dk) */
     clattn_causal causal; /* default CLATTN_CAUSAL_NONE */
@@ -386,6 +399,24 @@ typedef struct clattn_sdpa_desc {
     /* ALiBi: F32 [1, Hq, 1, 1], slope[h]; -slope[h] * |i' - j| is added to the logit, i' aligned as for the window
      * (i + Lk - Lq with bottom-right causal alignment, else i), computed in the kernels. NULL buffer: none. */
     clattn_tensor alibi_slopes;
+    /* The caller's score and mask functions (FlexAttention's score_mod and mask_mod), as OpenCL C expressions
+     * compiled into the fused kernels; NULL or "": none. They see `b`, `h`, `q_idx`, `kv_idx` (int: batch item,
+     * query head, query row, key; always in range), the mod buffers below by their names, and OpenCL C's built-in
+     * functions. score_mod also sees `score` (float: the scaled logit after softcap and ALiBi, natural units) and
+     * gives the new logit; mask_mod gives nonzero where the key takes part. Both act before the other masks
+     * (causal, window, key lengths, `mask`), and only on keys those leave in. An expression may not contain `;`,
+     * `{`, `}`, `#`, a quote, a backslash or a line break, and its parentheses and brackets must balance
+     * (CLATTN_ERROR_INVALID_ARGUMENT); one that does not compile is CLATTN_ERROR_BUILD_FAILED with the compiler's
+     * log, where file "score_mod" or "mask_mod" line 1 is the expression. Each distinct expression is a program of
+     * its own, built once and cached like any other. They need a fused kernel: AUTO runs one (at any head dim up to
+     * CLATTN_MAX_FUSED_HEAD_DIM, on any device), and UNFUSED, weights or larger head dims are
+     * CLATTN_ERROR_UNSUPPORTED. */
+    const char *score_mod;
+    const char *mask_mod;
+    /* Up to CLATTN_MAX_MOD_BUFFERS device buffers the expressions read as `__global const float *NAME` or
+     * `__global const int *NAME`, from element 0; a NULL buffer ends the list. The expressions must index them in
+     * range (count elements): the kernels do not check. */
+    clattn_mod_buffer mod_buffers[CLATTN_MAX_MOD_BUFFERS];
 } clattn_sdpa_desc;
 
 CLATTN_API void clattn_sdpa_desc_init(clattn_sdpa_desc *desc);

@@ -95,6 +95,17 @@ inline ushort cla_f32_to_bf16(float x) {
 #define HAS_SINKS 0
 #endif
 #define HAS_SCORE_MODS (HAS_SOFTCAP || HAS_ALIBI)
+/* The caller's score_mod and mask_mod (clattn_sdpa_desc): the host prepends a prefix to the program that sets these
+ * to 1 and defines cla_user_score / cla_user_mask (src/attention/sdpa_mods.c). Either one makes every tile take
+ * the per-key path, as a mask tensor does, since any key may come out masked. */
+#ifndef HAS_SCORE_FN
+#define HAS_SCORE_FN 0
+#endif
+#ifndef HAS_MASK_FN
+#define HAS_MASK_FN 0
+#endif
+#define HAS_USER_MODS (HAS_SCORE_FN || HAS_MASK_FN)
+#define CLA_PER_KEY   (MASK_KIND != 0 || HAS_USER_MODS)
 
 /* The head-dim stride of a tensor's long4 strides: a compile-time 1 when the host knows every one is 1. */
 #if UNIT_DSTRIDE
@@ -227,6 +238,38 @@ CLA_INLINE float8 cla_score_mod8(float8 x, int8 pos, int8 j, float cap, float sl
     return x;
 }
 
+/* The caller's modifiers on the logit x (log2 units) of query i and key j of batch item b, head h, after the
+ * built-in ones and before the masks: score_mod sees the logit in natural units, and a key mask_mod rejects gets
+ * -inf. Called only for keys inside [lo, hi), the row's keys after causal, window and key-length masking, so that
+ * the indices an expression sees are always in range (i < Lq, j < Lk). */
+CLA_INLINE float cla_user_mods(float x, int b, int h, int i, int j, int lo, int hi, __global const int *mod_buf0,
+                               __global const int *mod_buf1) {
+#if HAS_USER_MODS
+    if (j < lo || j >= hi) return x;
+#if HAS_SCORE_FN
+    x = cla_user_score(x * CLA_LN2, b, h, i, j, mod_buf0, mod_buf1) * CLA_LOG2E;
+#endif
+#if HAS_MASK_FN
+    if (!cla_user_mask(b, h, i, j, mod_buf0, mod_buf1)) x = CLA_NEG_INF;
+#endif
+#endif
+    return x;
+}
+
+/* The same on eight lanes (rows or keys), one lane at a time: the caller's code is scalar. */
+CLA_INLINE float8 cla_user_mods8(float8 x, int b, int h, int8 i, int8 j, int8 lo, int8 hi,
+                                 __global const int *mod_buf0, __global const int *mod_buf1) {
+    float t[8];
+    int ti[8], tj[8], tlo[8], thi[8];
+    vstore8(x, 0, t);
+    vstore8(i, 0, ti);
+    vstore8(j, 0, tj);
+    vstore8(lo, 0, tlo);
+    vstore8(hi, 0, thi);
+    for (int y = 0; y < 8; ++y) t[y] = cla_user_mods(t[y], b, h, ti[y], tj[y], tlo[y], thi[y], mod_buf0, mod_buf1);
+    return vload8(0, t);
+}
+
 /* The modifiers' per-head values: the softcap in log2 units, the head's ALiBi slope in log2 units and its sink
  * logit in log2 units (0 where absent). mods: the element offsets and head strides of the sinks and the slopes. */
 CLA_INLINE float cla_alibi_slope2(__global const float *alibi, long4 mods, int h) {
@@ -262,14 +305,15 @@ CLA_INLINE float cla_fold_sink(float sink2, float *m, float *l) {
  * src/tuning/tuning.c, which follows this order. offsets: q, k, v, o, mask, key lengths, lse; dims: Hq, Lq, Lk, the
  * query heads per key head; window: left and right sides (-1 unbounded); split_len and partial: the key split's
  * length and its partial state (SPLIT_KV); softcap2, sinks, alibi and mods: the score modifiers (softcap in log2
- * units, the per-head sinks and ALiBi slopes, and mods = their element offsets and head strides). */
+ * units, the per-head sinks and ALiBi slopes, and mods = their element offsets and head strides); mod_buf0 and
+ * mod_buf1: the caller's buffers for score_mod and mask_mod, typed by the prefix's views of them. */
 #define SDPA_FUSED_ARGS                                                                                            \
     __global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global const STORAGE(K_DTYPE) * k, long4 k_stride,      \
         __global const STORAGE(V_DTYPE) * v, long4 v_stride, __global STORAGE(O_DTYPE) * o, long4 o_stride,        \
         __global const STORAGE(MASK_DTYPE) * mask, long4 mask_stride, __global const int *key_lengths,             \
         __global float *lse, long4 lse_stride, long8 offsets, int4 dims, float scale_log2, int2 window,            \
         int split_len, __global float *partial, float softcap2, __global const float *sinks,                       \
-        __global const float *alibi, long4 mods
+        __global const float *alibi, long4 mods, __global const int *mod_buf0, __global const int *mod_buf1
 
 /* The logit of one (query row, key) pair, in log2 units (the scale is already folded into q), or -inf where the key
  * is masked: outside the row's keys [lo, hi) (causal, window, key length) or hidden by the mask tensor, whose

@@ -164,7 +164,7 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
     for (int j0 = tile_start; j0 < range_hi; j0 += BLOCK_N) {
         const int n = min(BLOCK_N, range_hi - j0);
         /* Every key of the tile visible to every row, and no mask tensor: no per-score checks. */
-        const bool full = MASK_KIND == 0 && n == BLOCK_N && j0 >= inner_lo && j0 + BLOCK_N <= inner_hi;
+        const bool full = !CLA_PER_KEY && n == BLOCK_N && j0 >= inner_lo && j0 + BLOCK_N <= inner_hi;
 
         barrier(CLK_LOCAL_MEM_FENCE); /* the previous tile is no longer read (and q_tile is written) */
         for (int x = lid; x < BLOCK_N * KD4; x += WG_SIZE) {
@@ -220,6 +220,11 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
                 const float row_slope2 = 0.0f;
 #endif
                 s[m][t] = cla_score_mod(s[m][t], row_i[m] + shift, j, softcap2, row_slope2);
+#endif
+#if HAS_USER_MODS
+                /* Keys past the tile's n lie outside [lo, hi), so the caller's code never sees them. */
+                if (jj < n)
+                    s[m][t] = cla_user_mods(s[m][t], b, row_h[m], row_i[m], j, lo[m], hi[m], mod_buf0, mod_buf1);
 #endif
                 if (!full)
                     s[m][t] = jj < n ? cla_score(s[m][t], j, lo[m], hi[m], mask, mask_row[m] + j * mask_stride.w)

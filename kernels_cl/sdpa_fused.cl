@@ -139,6 +139,9 @@ __kernel FUSED_GROUP_SHAPE void sdpa_fused(SDPA_FUSED_ARGS) {
 #if HAS_SCORE_MODS
                     x = cla_score_mod(x, pos[r], j, softcap2, slope2);
 #endif
+#if HAS_USER_MODS
+                    x = cla_user_mods(x, b, h, pos[r] - shift, j, lo[r], hi[r], mod_buf0, mod_buf1);
+#endif
 #if MASK_KIND == 1
                     const float mv = LOAD(MASK_DTYPE, mask, mask_row[r] + j * mask_stride.w);
                     x = mv <= -FLT_MAX ? CLA_NEG_INF : fma(mv, CLA_LOG2E, x);

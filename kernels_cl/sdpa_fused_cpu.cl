@@ -24,7 +24,8 @@
  * 1..576), Q/K/V/O_DTYPE, MASK_KIND (0 none, 1 additive, 2 boolean), MASK_DTYPE, CAUSAL (0 none, 1 top-left,
  * 2 bottom-right), HAS_WINDOW, HAS_KEY_LENGTHS, HAS_LSE, SPLIT_KV, UNIT_DSTRIDE (all head-dim strides are 1), and
  * the score modifiers HAS_SOFTCAP, HAS_ALIBI (common.cl's cla_score_mod8 on every score, inner tiles included) and
- * HAS_SINKS (cla_fold_sink at a row's end, or in sdpa_combine with key splits).
+ * HAS_SINKS (cla_fold_sink at a row's end, or in sdpa_combine with key splits); the caller's score_mod and mask_mod
+ * (HAS_SCORE_FN, HAS_MASK_FN: common.cl's cla_user_mods8 on every key of a row, every tile then an edge tile).
  * Tunables: ROWS (1 or a multiple of 8), BLOCK_N, and for the block shape KB and DB (register block widths; the
  * defaults fill the 16 AVX2 registers). */
 
@@ -208,7 +209,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
     const int tile_start = range_lo > 0 ? (range_lo / BLOCK_N) * BLOCK_N : 0;
     for (int j0 = tile_start; j0 < range_hi; j0 += BLOCK_N) {
         const int n = min(BLOCK_N, range_hi - j0);
-        const bool inner = MASK_KIND == 0 && j0 >= lo && j0 + n <= hi;
+        const bool inner = !CLA_PER_KEY && j0 >= lo && j0 + n <= hi;
 
         /* Scores, eight keys to a vector; a short last group repeats the tile's last key (never a key past n, which
          * may lie past the key length), and the repeats are masked. */
@@ -232,6 +233,10 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
             const int8 j = (int8)(j0 + g * 8) + lane;
 #if HAS_SCORE_MODS
             x8 = cla_score_mod8(x8, (int8)(i + shift), j, softcap2, slope2);
+#endif
+#if HAS_USER_MODS
+            /* The short last group's repeats lie past n, outside [lo, hi) once clamped to it. */
+            x8 = cla_user_mods8(x8, b, h, (int8)(i), j, (int8)(lo), (int8)(min(hi, j0 + n)), mod_buf0, mod_buf1);
 #endif
             if (!inner) {
 #if MASK_KIND != 0
@@ -424,7 +429,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
     const int tile_start = range_lo > 0 ? (range_lo / BLOCK_N) * BLOCK_N : 0;
     for (int j0 = tile_start; j0 < range_hi; j0 += BLOCK_N) {
         const int n = min(BLOCK_N, range_hi - j0);
-        const bool inner = MASK_KIND == 0 && j0 >= inner_lo && j0 + n <= inner_hi;
+        const bool inner = !CLA_PER_KEY && j0 >= inner_lo && j0 + n <= inner_hi;
 
         /* Scores, QK_KEYS keys at a time; a short last block repeats the tile's last key (never a key past n, which
          * may lie past the key length), and the repeats are never read. */
@@ -488,6 +493,9 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
                         tile_max = vmax(tile_max, x);
                         continue;
                     }
+#endif
+#if HAS_USER_MODS
+                    x = cla_user_mods8(x, b, h, pos8 - (int8)(shift), (int8)(j), lo8, hi8, mod_buf0, mod_buf1);
 #endif
 #if MASK_KIND != 0
                     float mv[8];

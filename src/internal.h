@@ -60,6 +60,7 @@ typedef struct cla_kernel_entry {
 typedef struct cla_program_entry {
     char *source_name;
     char *options;
+    char *prefix; /* text ahead of the source (the caller's score_mod/mask_mod), NULL for none */
     cl_program program;
     cla_kernel_entry *kernels;
     size_t kernel_count;
@@ -221,6 +222,12 @@ clattn_status cla_program_get(clattn_context *ctx, const char *source_name, cons
 /* A kernel from such a program, created once and kept by the context. */
 clattn_status cla_kernel_get(clattn_context *ctx, const char *source_name, const char *options,
                              const char *kernel_name, cl_kernel *kernel);
+/* The same for a program whose source has `prefix` (text that defines things for it: the caller's score_mod and
+ * mask_mod) ahead of it; NULL: none. The prefix is part of the program's identity in both caches. */
+clattn_status cla_program_get_prefixed(clattn_context *ctx, const char *source_name, const char *prefix,
+                                       const char *options, cl_program *program);
+clattn_status cla_kernel_get_prefixed(clattn_context *ctx, const char *source_name, const char *prefix,
+                                      const char *options, const char *kernel_name, cl_kernel *kernel);
 void cla_programs_release(clattn_context *ctx);
 /* The device's build log of a program (malloc'd), or NULL if there is none or it cannot be read. */
 char *cla_build_log(const clattn_context *ctx, cl_program program);

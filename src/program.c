@@ -11,10 +11,13 @@
 /* Bumped whenever the way programs are built changes in a way the key does not otherwise capture. */
 #define PROGRAM_KEY_VERSION "clattn-program-key 1"
 
-static cla_program_entry *find_program(clattn_context *ctx, const char *source_name, const char *options) {
+static cla_program_entry *find_program(clattn_context *ctx, const char *source_name, const char *prefix,
+                                       const char *options) {
     for (size_t i = 0; i < ctx->program_count; ++i) {
         cla_program_entry *e = &ctx->programs[i];
-        if (strcmp(e->source_name, source_name) == 0 && strcmp(e->options, options) == 0) return e;
+        if (strcmp(e->source_name, source_name) == 0 && strcmp(e->options, options) == 0 &&
+            strcmp(e->prefix ? e->prefix : "", prefix ? prefix : "") == 0)
+            return e;
     }
     return NULL;
 }
@@ -174,7 +177,7 @@ static clattn_status build_from_source(clattn_context *ctx, const char *source_n
     return CLATTN_SUCCESS;
 }
 
-static clattn_status remember(clattn_context *ctx, const char *source_name, const char *options,
+static clattn_status remember(clattn_context *ctx, const char *source_name, const char *prefix, const char *options,
                               cl_program program) {
     cla_program_entry *grown =
         cla_grow(ctx->programs, &ctx->program_capacity, ctx->program_count, sizeof *grown, 8);
@@ -184,9 +187,11 @@ static clattn_status remember(clattn_context *ctx, const char *source_name, cons
     memset(e, 0, sizeof *e);
     e->source_name = cla_strdup(source_name);
     e->options = cla_strdup(options);
-    if (!e->source_name || !e->options) {
+    e->prefix = prefix ? cla_strdup(prefix) : NULL;
+    if (!e->source_name || !e->options || (prefix && !e->prefix)) {
         free(e->source_name);
         free(e->options);
+        free(e->prefix);
         return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
     }
     e->program = program;
@@ -251,15 +256,40 @@ char *cla_program_cache_key(clattn_context *ctx, const char *source_name, const 
     return key;
 }
 
+/* The source with the caller's prefix ahead of it; common.cl's lines then count from 1 again. */
+static clattn_status add_prefix(const char *prefix, char **source, size_t *source_len) {
+    static const char reset[] = "\n#line 1 \"common.cl\"\n";
+    const size_t plen = strlen(prefix), rlen = sizeof reset - 1;
+    char *all = malloc(plen + rlen + *source_len + 1);
+    if (!all) return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    memcpy(all, prefix, plen);
+    memcpy(all + plen, reset, rlen);
+    memcpy(all + plen + rlen, *source, *source_len + 1);
+    free(*source);
+    *source = all;
+    *source_len += plen + rlen;
+    return CLATTN_SUCCESS;
+}
+
 clattn_status cla_program_get(clattn_context *ctx, const char *source_name, const char *options,
                               cl_program *program) {
+    return cla_program_get_prefixed(ctx, source_name, NULL, options, program);
+}
+
+clattn_status cla_program_get_prefixed(clattn_context *ctx, const char *source_name, const char *prefix,
+                                       const char *options, cl_program *program) {
     if (!options) options = "";
-    cla_program_entry *hit = find_program(ctx, source_name, options);
+    cla_program_entry *hit = find_program(ctx, source_name, prefix, options);
     if (hit) {
         ctx->stats.memory_hits++;
         *program = hit->program;
         return CLATTN_SUCCESS;
     }
+    /* A recorded program is named by its file and options alone, which cannot carry the caller's code. */
+    if (ctx->recording && prefix)
+        return cla_fail(ctx, CLATTN_ERROR_UNSUPPORTED,
+                        "programs with a score_mod or mask_mod cannot be recorded for export; they are built on "
+                        "the device that runs them");
     if (ctx->recording) {
         *program = NULL;
         return record(ctx, source_name, options);
@@ -274,6 +304,11 @@ clattn_status cla_program_get(clattn_context *ctx, const char *source_name, cons
     size_t source_len = 0;
     clattn_status st = cla_source_load(ctx, source_name, &source, &source_len);
     if (st != CLATTN_SUCCESS) return st;
+    if (prefix && add_prefix(prefix, &source, &source_len) != CLATTN_SUCCESS) {
+        free(source);
+        return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "out of host memory building kernel '%s'",
+                        source_name);
+    }
     char *full = concat_options(ctx, options);
     char *key = full ? make_key(ctx, source_name, source, source_len, full) : NULL;
     if (!full || !key) {
@@ -305,7 +340,7 @@ clattn_status cla_program_get(clattn_context *ctx, const char *source_name, cons
     free(full);
     free(key);
     if (st != CLATTN_SUCCESS) return st;
-    st = remember(ctx, source_name, options, prog);
+    st = remember(ctx, source_name, prefix, options, prog);
     if (st != CLATTN_SUCCESS) {
         clReleaseProgram(prog);
         return cla_fail(ctx, st, "out of host memory caching kernel '%s'", source_name);
@@ -316,14 +351,19 @@ clattn_status cla_program_get(clattn_context *ctx, const char *source_name, cons
 
 clattn_status cla_kernel_get(clattn_context *ctx, const char *source_name, const char *options,
                              const char *kernel_name, cl_kernel *kernel) {
+    return cla_kernel_get_prefixed(ctx, source_name, NULL, options, kernel_name, kernel);
+}
+
+clattn_status cla_kernel_get_prefixed(clattn_context *ctx, const char *source_name, const char *prefix,
+                                      const char *options, const char *kernel_name, cl_kernel *kernel) {
     cl_program program = NULL;
-    clattn_status st = cla_program_get(ctx, source_name, options, &program);
+    clattn_status st = cla_program_get_prefixed(ctx, source_name, prefix, options, &program);
     if (st != CLATTN_SUCCESS) return st;
     if (ctx->recording) {
         *kernel = NULL; /* nothing is built, and nothing runs: every device operation fails while recording */
         return CLATTN_SUCCESS;
     }
-    cla_program_entry *e = find_program(ctx, source_name, options ? options : "");
+    cla_program_entry *e = find_program(ctx, source_name, prefix, options ? options : "");
     for (size_t i = 0; i < e->kernel_count; ++i)
         if (strcmp(e->kernels[i].name, kernel_name) == 0) {
             *kernel = e->kernels[i].kernel;
@@ -363,6 +403,7 @@ void cla_programs_release(clattn_context *ctx) {
         clReleaseProgram(e->program);
         free(e->source_name);
         free(e->options);
+        free(e->prefix);
     }
     free(ctx->programs);
     ctx->programs = NULL;

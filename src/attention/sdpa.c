@@ -173,6 +173,8 @@ static bool fused_fits(const cla_sdpa_plan *p) {
  * yields to both. */
 static clattn_impl choose_impl(const clattn_context *ctx, const cla_sdpa_plan *p, clattn_impl asked) {
     if (asked != CLATTN_IMPL_AUTO) return asked;
+    /* The caller's score_mod and mask_mod exist only in the fused kernels, at any head dim they take. */
+    if (cla_sdpa_has_user_mods(p)) return CLATTN_IMPL_FUSED;
     if (p->weights.buffer || !fused_fits(p)) return CLATTN_IMPL_UNFUSED;
     /* Past 256 only the CPU kernel (row blocks in memory sized for them) beats the GEMMs; a GPU work-item would
      * keep whole rows in private memory, which spills. */
@@ -248,7 +250,7 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
     p->sinks = desc->sinks;
     p->alibi_slopes = desc->alibi_slopes;
 
-    cla_range ranges[10] = {{0}};
+    cla_range ranges[10 + CLATTN_MAX_MOD_BUFFERS] = {{0}};
     size_t n = 0;
     for (int i = 0; i < 4; ++i) {
         cla_range *r = &ranges[n++];
@@ -272,6 +274,7 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
             return st;
     }
     if ((st = check_mods(ctx, p, ranges, &n))) return st;
+    if ((st = cla_sdpa_check_user_mods(ctx, desc, p, ranges, &n))) return st;
     const size_t first_output = n;
     if ((st = check_outputs(ctx, p, ranges, &n))) return st;
     /* No output (out, lse, weights) may share memory with any other tensor of the call. */
@@ -280,6 +283,18 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
     if ((st = cla_check_overlaps(ctx, ranges, n, ""))) return st;
     if ((st = cla_check_queue(ctx, queue, 0, NULL))) return st;
     p->impl = choose_impl(ctx, p, desc->impl);
+    if (cla_sdpa_has_user_mods(p)) {
+        CLA_FAIL_ON(p->impl == CLATTN_IMPL_UNFUSED, ctx, CLATTN_ERROR_UNSUPPORTED,
+                    "desc->score_mod and desc->mask_mod run in the fused kernels only; use CLATTN_IMPL_AUTO or "
+                    "CLATTN_IMPL_FUSED");
+        CLA_FAIL_ON(p->weights.buffer, ctx, CLATTN_ERROR_UNSUPPORTED,
+                    "desc->score_mod and desc->mask_mod run in the fused kernels only, which do not produce "
+                    "attention weights; leave desc->weights empty");
+        CLA_FAIL_ON(!fused_fits(p), ctx, CLATTN_ERROR_UNSUPPORTED,
+                    "desc->score_mod and desc->mask_mod run in the fused kernels only, which take head dims up to "
+                    "%d, not %zu (q/k) and %zu (v)",
+                    CLATTN_MAX_FUSED_HEAD_DIM, p->head_dim, p->v_head_dim);
+    }
     if (p->impl == CLATTN_IMPL_FUSED && p->weights.buffer)
         return cla_fail(ctx, CLATTN_ERROR_UNSUPPORTED,
                         "the fused implementation does not produce attention weights; use "

@@ -99,6 +99,9 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     char common[512], defines[128], options[768], combine_options[640];
     cla_sdpa_common_defines(p, true, common, sizeof common);
     cl_kernel kernel = NULL, combine = NULL;
+    /* The caller's score_mod and mask_mod, compiled in ahead of the kernel's source. */
+    char *prefix = NULL;
+    if ((st = cla_sdpa_mod_prefix(ctx, p, &prefix))) return st;
     int nsplit = 1, split_len = 1;
     bool split = false;
     for (;;) {
@@ -117,7 +120,10 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
         split = nsplit > 1;
         cla_tune_defines(op, &c, defines, sizeof defines);
         snprintf(options, sizeof options, "%s%s -DSPLIT_KV=%d", common, defines, split);
-        if ((st = cla_kernel_get(ctx, source, options, name, &kernel))) return st;
+        if ((st = cla_kernel_get_prefixed(ctx, source, prefix, options, name, &kernel))) {
+            free(prefix);
+            return st;
+        }
         /* A compiler may allow a kernel fewer work-items than the device (registers, local memory); then the
          * work-group shrinks until it fits, as the tiled kernel works at any power-of-two size. */
         size_t kernel_max = 0;
@@ -131,6 +137,7 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
                 ctx->info.name, kernel_max, name, v[CLA_FUSED_WG], v[CLA_FUSED_WG] / 2);
         v[CLA_FUSED_WG] /= 2;
     }
+    free(prefix);
     /* The CPU and flash variants' splits are merged by the tiled file's sdpa_combine, which depends on the common
      * defines alone: one program per call shape, whatever the tile parameters. */
     snprintf(combine_options, sizeof combine_options, "%s -DSPLIT_KV=1", common);
@@ -171,6 +178,7 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
         CLA_NAMED("split_len", split_arg),  CLA_NAMED("partial", partial),
         CLA_NAMED("softcap2", softcap2),    CLA_NAMED("sinks", p->sinks.buffer),
         CLA_NAMED("alibi", p->alibi_slopes.buffer), CLA_NAMED("mods", mods),
+        CLA_NAMED("mod_buf0", p->mod_buffers[0].buffer), CLA_NAMED("mod_buf1", p->mod_buffers[1].buffer),
     };
     // clang-format on
     st = cla_set_named_args(ctx, kernel, name, op->args, args, CLA_ARRAY_SIZE(args));

@@ -23,12 +23,23 @@ typedef struct cla_sdpa_plan {
     /* Score modifiers: softcap 0 for none; sinks and ALiBi slopes F32 [1, Hq, 1, 1], buffer NULL when absent. */
     float softcap;
     clattn_tensor sinks, alibi_slopes;
+    /* The caller's score_mod and mask_mod (NULL: none) and their buffers (sdpa_mods.c). */
+    const char *score_mod, *mask_mod;
+    clattn_mod_buffer mod_buffers[CLATTN_MAX_MOD_BUFFERS];
+    size_t mod_buffer_count;
     clattn_impl impl; /* resolved: FUSED or UNFUSED */
     /* The batch and query heads of the whole call. A part of a call split over devices (sdpa_split.c) has fewer,
      * but chooses its kernel parameters (tuning class, key splits) by these, so that every part runs exactly what
      * one device would and the results are bitwise the same. */
     size_t whole_batch, whole_heads;
 } cla_sdpa_plan;
+
+/* sdpa_mods.c: checks desc's score_mod, mask_mod and mod buffers into the plan (adding the buffers' ranges for the
+ * overlap check); whether the plan has either; and the program prefix that compiles them in (NULL without them). */
+clattn_status cla_sdpa_check_user_mods(clattn_context *ctx, const clattn_sdpa_desc *desc, cla_sdpa_plan *p,
+                                       cla_range *ranges, size_t *n);
+bool cla_sdpa_has_user_mods(const cla_sdpa_plan *p);
+clattn_status cla_sdpa_mod_prefix(clattn_context *ctx, const cla_sdpa_plan *p, char **prefix);
 
 /* Enqueues a sequence of commands, each after the previous one (and the first after the caller's events), so the
  * order holds on in-order and out-of-order queues alike. */

@@ -40,6 +40,8 @@ static size_t split_units(const cla_sdpa_plan *p) {
 bool cla_sdpa_split_wanted(const clattn_context *ctx, const cla_sdpa_plan *p) {
     /* While programs are recorded (clattn kernels export), a call lists what one device would build. */
     if (ctx->device_count < 2 || ctx->recording) return false;
+    /* The caller's score_mod and mask_mod see whole-call batch and head indices: one device runs them. */
+    if (cla_sdpa_has_user_mods(p)) return false;
     if (p->batch == 0 || p->q_heads == 0 || p->q_len == 0) return false;
     return split_units(p) >= 2;
 }
