@@ -459,6 +459,15 @@ typedef struct clattn_sdpa_host_desc {
     float softcap;              /* logit softcap as clattn_sdpa_desc.softcap; 0: none */
     const float *sinks;         /* [q_heads] attention-sink logits, or NULL */
     const float *alibi_slopes;  /* [q_heads] ALiBi slopes, or NULL */
+    /* score_mod, mask_mod and their buffers as in clattn_sdpa_desc, the buffers' contents in host memory
+     * (float or int32_t by dtype; data NULL ends the list). */
+    const char *score_mod, *mask_mod;
+    struct {
+        const char *name;
+        const void *data;
+        clattn_mod_dtype dtype;
+        size_t count;
+    } mod_buffers[CLATTN_MAX_MOD_BUFFERS];
 } clattn_sdpa_host_desc;
 
 CLATTN_API void clattn_sdpa_host_desc_init(clattn_sdpa_host_desc *desc);

@@ -202,10 +202,10 @@ static void compile_errors(void **state) {
     clattn_sdpa_desc_init(&d);
     d.score_mod = "score + no_such_thing";
     expect_failure(&in, &d, CLATTN_ERROR_BUILD_FAILED, "no_such_thing");
-    expect_failure(&in, &d, CLATTN_ERROR_BUILD_FAILED, "score_mod");
+    expect_failure(&in, &d, CLATTN_ERROR_BUILD_FAILED, "score_mod: score + no_such_thing");
     clattn_sdpa_desc_init(&d);
     d.mask_mod = "kv_idx <=";
-    expect_failure(&in, &d, CLATTN_ERROR_BUILD_FAILED, "mask_mod");
+    expect_failure(&in, &d, CLATTN_ERROR_BUILD_FAILED, "mask_mod: kv_idx <=");
     free_inputs(&in);
 }
 

@@ -121,6 +121,7 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
         cla_tune_defines(op, &c, defines, sizeof defines);
         snprintf(options, sizeof options, "%s%s -DSPLIT_KV=%d", common, defines, split);
         if ((st = cla_kernel_get_prefixed(ctx, source, prefix, options, name, &kernel))) {
+            if (st == CLATTN_ERROR_BUILD_FAILED && prefix) cla_sdpa_frame_mods(ctx, p);
             free(prefix);
             return st;
         }

@@ -33,6 +33,7 @@ static bool product(size_t *out, size_t a, size_t b, size_t c, size_t d) {
 typedef struct staging {
     cl_mem q, k, v, out, mask, key_lengths, lse, weights;
     cl_mem sinks, alibi_slopes;
+    cl_mem mods[CLATTN_MAX_MOD_BUFFERS];
 } staging;
 
 static void release_staging(staging *s) {
@@ -40,6 +41,8 @@ static void release_staging(staging *s) {
                      &s->key_lengths, &s->lse, &s->weights, &s->sinks, &s->alibi_slopes};
     for (size_t i = 0; i < CLA_ARRAY_SIZE(all); ++i)
         if (*all[i]) clReleaseMemObject(*all[i]);
+    for (size_t i = 0; i < CLATTN_MAX_MOD_BUFFERS; ++i)
+        if (s->mods[i]) clReleaseMemObject(s->mods[i]);
 }
 
 /* A device buffer holding `n` values of `host` converted to `dt` (host NULL: uninitialised). */
@@ -158,6 +161,10 @@ clattn_status clattn_sdpa_host(clattn_context *ctx, const clattn_sdpa_host_desc 
     if (!st && d->sinks) st = upload(ctx, "sinks", d->sinks, d->q_heads, CLATTN_DTYPE_F32, false, &s.sinks);
     if (!st && d->alibi_slopes)
         st = upload(ctx, "alibi_slopes", d->alibi_slopes, d->q_heads, CLATTN_DTYPE_F32, false, &s.alibi_slopes);
+    /* Mod buffers: 4-byte elements (float or int32) staged as they are. */
+    for (size_t i = 0; !st && i < CLATTN_MAX_MOD_BUFFERS && d->mod_buffers[i].data; ++i)
+        st = upload(ctx, "mod_buffers", d->mod_buffers[i].data, d->mod_buffers[i].count, CLATTN_DTYPE_F32, false,
+                    &s.mods[i]);
 
     if (!st) {
         clattn_sdpa_desc desc;
@@ -168,6 +175,11 @@ clattn_status clattn_sdpa_host(clattn_context *ctx, const clattn_sdpa_host_desc 
         desc.window_right = d->window_right;
         desc.impl = d->impl;
         desc.softcap = d->softcap;
+        desc.score_mod = d->score_mod;
+        desc.mask_mod = d->mask_mod;
+        for (size_t i = 0; i < CLATTN_MAX_MOD_BUFFERS && s.mods[i]; ++i)
+            desc.mod_buffers[i] = (clattn_mod_buffer){d->mod_buffers[i].name, s.mods[i], d->mod_buffers[i].dtype,
+                                                      d->mod_buffers[i].count};
         if (s.sinks) desc.sinks = clattn_tensor_bhld(s.sinks, CLATTN_DTYPE_F32, 1, d->q_heads, 1, 1);
         if (s.alibi_slopes)
             desc.alibi_slopes = clattn_tensor_bhld(s.alibi_slopes, CLATTN_DTYPE_F32, 1, d->q_heads, 1, 1);

@@ -40,6 +40,8 @@ clattn_status cla_sdpa_check_user_mods(clattn_context *ctx, const clattn_sdpa_de
                                        cla_range *ranges, size_t *n);
 bool cla_sdpa_has_user_mods(const cla_sdpa_plan *p);
 clattn_status cla_sdpa_mod_prefix(clattn_context *ctx, const cla_sdpa_plan *p, char **prefix);
+/* Adds the caller's expressions, as the compiler's log names them, to a build failure's message. */
+void cla_sdpa_frame_mods(clattn_context *ctx, const cla_sdpa_plan *p);
 
 /* Enqueues a sequence of commands, each after the previous one (and the first after the caller's events), so the
  * order holds on in-order and out-of-order queues alike. */

@@ -158,3 +158,22 @@ clattn_status cla_sdpa_mod_prefix(clattn_context *ctx, const cla_sdpa_plan *p, c
     *prefix = s;
     return CLATTN_SUCCESS;
 }
+
+void cla_sdpa_frame_mods(clattn_context *ctx, const cla_sdpa_plan *p) {
+    cla_append_error(ctx, "\nthe log's files \"score_mod\" and \"mask_mod\" are the expressions of desc->score_mod "
+                          "and desc->mask_mod, each on line 1:");
+    const char *const exprs[2] = {p->score_mod, p->mask_mod};
+    static const char *const names[2] = {"score_mod", "mask_mod"};
+    for (int i = 0; i < 2; ++i) {
+        if (!exprs[i]) continue;
+        cla_append_error(ctx, "\n  ");
+        cla_append_error(ctx, names[i]);
+        cla_append_error(ctx, ": ");
+        cla_append_error(ctx, exprs[i]);
+    }
+    for (size_t i = 0; i < p->mod_buffer_count; ++i) {
+        cla_append_error(ctx, i ? ", " : "\n  buffers: ");
+        cla_append_error(ctx, p->mod_buffers[i].name);
+        cla_append_error(ctx, p->mod_buffers[i].dtype == CLATTN_MOD_F32 ? " (float)" : " (int)");
+    }
+}
