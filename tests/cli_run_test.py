@@ -155,6 +155,33 @@ check("head dims 640/512 with --impl fused: exit 2, no output",
       r.returncode == 2 and "CLATTN_IMPL_UNFUSED" in r.stderr and not t.wrote(),
       f"exit {r.returncode}: {r.stderr}")
 
+# --score-mod and --mask-mod (OpenCL C expressions), each against NumPy with the built-in feature it reproduces;
+# mod buffers of float32 and int32. Expressions that could escape, that do not compile, or that --check cannot
+# evaluate: an error and no output.
+np.save(path("qdoc.npy"), (np.arange(13) // 4).astype(np.int32))
+np.save(path("kdoc.npy"), (np.arange(21) // 6).astype(np.int32))
+doc_mask = (np.arange(13) // 4)[:, None] == (np.arange(21) // 6)[None, :]
+for what, args, kw in (
+        ("--score-mod softcap", ["--score-mod", "1.5f * tanh(score / 1.5f)"], dict(softcap=1.5)),
+        ("--score-mod ALiBi from a float32 buffer", ["--score-mod", "score - sl[h] * (float)abs(q_idx - kv_idx)",
+                                                     "--mod-buffer", "sl=" + path("slopes.npy")], dict(alibi=slopes)),
+        ("--mask-mod window", ["--mask-mod", "q_idx - kv_idx <= 5 && kv_idx - q_idx <= 1"], dict(window=(5, 1))),
+        ("--mask-mod document mask from int32 buffers", ["--mask-mod", "qd[q_idx] == kd[kv_idx]", "--mod-buffer",
+                                                         f"qd={path('qdoc.npy')},kd={path('kdoc.npy')}"],
+         dict(mask=doc_mask))):
+    o, w, lse = attention(q, k, v, **kw)
+    agree(what, files + args, (o,), 1e-5)
+for what, args, status in (("--score-mod with ';'", ["--score-mod", "score; x"], 2),
+                           ("--mask-mod unbalanced", ["--mask-mod", "(kv_idx < 3"], 2),
+                           ("--score-mod and --check", ["--score-mod", "score", "--check"], 2),
+                           ("--mod-buffer without '='", ["--score-mod", "score", "--mod-buffer", path("slopes.npy")], 2),
+                           ("--score-mod that does not compile", ["--score-mod", "score + zz"], 1)):
+    r = t.run_to(*files, *args)
+    check(f"{what}: exit {status}, no output", r.returncode == status and not t.wrote(),
+          f"exit {r.returncode}: {r.stderr}")
+r = t.run_to(*files, "--score-mod", "score + zz")
+check("a compile error names the expression", "score_mod: score + zz" in r.stderr and "'zz'" in r.stderr, r.stderr)
+
 # Bad inputs: exit 2, a message, and no output file.
 raw = open(path("q.npy"), "rb").read()
 bad = {
