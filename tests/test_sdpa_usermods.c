@@ -102,7 +102,7 @@ static void expect_same(const inputs *in, const clattn_sdpa_desc *mod, const cla
 
 static const char *const variants[] = {
     "variant=cpu,rows=1,block_n=16",
-    "variant=cpu,rows=8,block_n=8",
+    "variant=cpu,rows=8,block_n=8,splits=2", /* key splits merged by sdpa_combine */
     "variant=tiled,rows=1,block_n=8,wg=4,local=1",
     "variant=flash,block_n=4,wg=4",
 };
@@ -277,11 +277,29 @@ static void unfused_refused(void **state) {
     free_inputs(&in);
 }
 
+/* Head dims past the fused kernels' 576 would go unfused, which has no mods: AUTO refuses them rather than dropping
+ * the mods (on a GPU, AUTO runs mods fused even past 256, where calls without mods go unfused). */
+static void wide_heads_refused(void **state) {
+    (void)state;
+    enum { WD = 600 };
+    cl_mem qb = test_filled_buffer(ctx, (size_t)WD * 2 * sizeof(float), 0);
+    cl_mem out = test_filled_buffer(ctx, (size_t)WD * 2 * sizeof(float), POISON);
+    const clattn_tensor q = tensor4(qb, 1, 1, 2, WD), o = tensor4(out, 1, 1, 2, WD);
+    clattn_sdpa_desc d;
+    clattn_sdpa_desc_init(&d);
+    d.mask_mod = "kv_idx <= q_idx";
+    assert_status(clattn_sdpa(ctx, &d, &q, &q, &q, &o, NULL, 0, NULL, NULL), CLATTN_ERROR_UNSUPPORTED);
+    assert_non_null(strstr(clattn_context_last_error(ctx), "head dims up to"));
+    test_expect_unwritten(ctx, out, (size_t)WD * 2 * sizeof(float), POISON);
+    clReleaseMemObject(qb);
+    clReleaseMemObject(out);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(forbidden_expressions), cmocka_unit_test(bad_mod_buffers),
-        cmocka_unit_test(unfused_refused),       cmocka_unit_test(compile_errors),
-        cmocka_unit_test(mods_match_builtins),
+        cmocka_unit_test(unfused_refused),       cmocka_unit_test(wide_heads_refused),
+        cmocka_unit_test(compile_errors),        cmocka_unit_test(mods_match_builtins),
     };
     return cmocka_run_group_tests_name("sdpa_usermods", tests, setup, teardown);
 }
