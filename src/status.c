@@ -184,7 +184,6 @@ void cla_append_error(clattn_context *ctx, const char *text) {
     memcpy(ctx->last_error + have, text, add + 1);
 }
 
-
 void cla_log(const clattn_context *ctx, clattn_log_level level, const char *fmt, ...) {
     if (!ctx || !ctx->log) return;
     char buf[1024];

@@ -100,6 +100,9 @@ class SdpaDesc(Structure):
         ("key_lengths_offset", c_size_t),
         ("lse", Tensor_),
         ("weights", Tensor_),
+        ("softcap", c_float),
+        ("sinks", Tensor_),
+        ("alibi_slopes", Tensor_),
     ]
 
 
@@ -118,6 +121,9 @@ class SdpaHostDesc(Structure):
         ("key_lengths", POINTER(c_int32)),
         ("lse", POINTER(c_float)),
         ("weights", POINTER(c_float)),
+        ("softcap", c_float),
+        ("sinks", POINTER(c_float)),
+        ("alibi_slopes", POINTER(c_float)),
     ]
 
 

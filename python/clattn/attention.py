@@ -21,20 +21,18 @@ _ALIGN = {"top_left": _lib.CAUSAL_TOP_LEFT, "top-left": _lib.CAUSAL_TOP_LEFT,
 _IMPL = {"auto": _lib.IMPL_AUTO, "fused": _lib.IMPL_FUSED, "unfused": _lib.IMPL_UNFUSED}
 _DEFAULT_DESC = _lib.SdpaDesc()  # clattn_sdpa_desc_init's defaults, copied by every call
 lib.clattn_sdpa_desc_init(ctypes.byref(_DEFAULT_DESC))
-_NOT_YET = {
-    "softcap": "logit soft-capping (softcap)",
-    "sinks": "attention sinks (sinks)",
-    "alibi_slopes": "ALiBi position biases (alibi_slopes)",
-}
-
-
-def unsupported_features(**features: Any) -> None:
-    """Raises UnsupportedError for the first feature given that the C library cannot compute yet. This is the one
-    place to remove a name from when the C API gains it."""
-    for name, value in features.items():
-        if value is not None and name in _NOT_YET:
-            raise UnsupportedError(f"{_NOT_YET[name]} is not supported by clattn yet; it cannot run this "
-                                   "attention (no other computation is substituted)", -3021)
+def _per_head(call: "_Call", x: Any, name: str, heads: int) -> Any:
+    """A float32 [Hq] host array (sinks, ALiBi slopes) as the F32 [1, Hq, 1, 1] device tensor the C API takes; a
+    DeviceTensor of Hq values is used as it is."""
+    if isinstance(x, DeviceTensor):
+        t, _ = call.tensor(x, name, None)
+    else:
+        a = np.ascontiguousarray(np.asarray(host_array(x, name).array, dtype=np.float32)).reshape(-1)
+        if a.shape[0] != heads:
+            raise ShapeError(f"{name}: {a.shape[0]} values, but the query has {heads} heads: give one per query "
+                             "head", -3002)
+        t, _ = call.tensor(a.reshape(1, heads, 1, 1), name, _lib.DTYPE_F32)
+    return t._struct()
 
 
 class _Call:
@@ -138,12 +136,12 @@ def scaled_dot_product_attention(ctx: Any, query: Any, key: Any, value: Any, att
 
     Returns the output in the query's kind of array (torch in, torch out; NumPy otherwise; float32 unless the query
     is float16, bfloat16 or float64), or a DeviceTensor when query, key and value are DeviceTensors; with
-    return_lse or return_weights, a tuple (out, lse?, weights?). softcap, sinks and alibi_slopes are accepted for
-    the signature's sake and raise UnsupportedError until clattn computes them; dropout_p must be 0.
+    return_lse or return_weights, a tuple (out, lse?, weights?). softcap: logit softcap c, s = c tanh(s / c) on the
+    scaled logit (Gemma 2). sinks: float [Hq], one logit per query head joining every row's softmax denominator
+    (gpt-oss); lse includes it. alibi_slopes: float [Hq], -slope |i - j| added to the scaled logit (i aligned like
+    the causal mask). dropout_p must be 0.
     """
     h = ctx._live()
-    if softcap is not None or sinks is not None or alibi_slopes is not None:
-        unsupported_features(softcap=softcap, sinks=sinks, alibi_slopes=alibi_slopes)
     if dropout_p:
         raise UnsupportedError(f"dropout_p={dropout_p}: clattn computes attention without dropout (inference); "
                                "pass 0", -3021)
@@ -186,6 +184,12 @@ def scaled_dot_product_attention(ctx: Any, query: Any, key: Any, value: Any, att
             desc.mask = m._struct()
         if key_lengths is not None:
             desc.key_lengths = _key_lengths(call, key_lengths)
+        if softcap is not None:
+            desc.softcap = float(softcap)  # C validates it (> 0 and finite)
+        if sinks is not None:
+            desc.sinks = _per_head(call, sinks, "sinks", hq)
+        if alibi_slopes is not None:
+            desc.alibi_slopes = _per_head(call, alibi_slopes, "alibi_slopes", hq)
         out_shape = (b, hq, lq, v.shape[3])
         host_out = None
         cl_out = None

@@ -40,12 +40,13 @@ def clattn_attention_forward(module: Any, query: Any, key: Any, value: Any, atte
                            "torch.inference_mode()")
     if kwargs.get("head_mask") is not None:
         raise _unsupported("a head mask (head_mask)")
-    if kwargs.get("s_aux") is not None or kwargs.get("sinks") is not None:
-        raise _unsupported("attention sinks (s_aux)")
-    if kwargs.get("softcap") is not None:
-        raise _unsupported(f"attention logit soft-capping (softcap={kwargs['softcap']})")
-    if kwargs.get("alibi") is not None or kwargs.get("alibi_slopes") is not None:
-        raise _unsupported("ALiBi position biases")
+    # gpt-oss hands its per-head sink logits as s_aux; Gemma 2 its logit softcap as softcap: both computed here.
+    sinks = kwargs.get("s_aux") if kwargs.get("s_aux") is not None else kwargs.get("sinks")
+    if sinks is not None:
+        sinks = sinks.detach().to(torch.float32).cpu().numpy().reshape(-1)
+    softcap = kwargs.get("softcap")
+    if kwargs.get("alibi") is not None:
+        raise _unsupported("ALiBi given as a bias tensor (alibi); clattn takes per-head slopes (alibi_slopes)")
     if kwargs.get("cu_seq_lens_q") is not None or kwargs.get("cu_seq_lens_k") is not None:
         raise _unsupported("packed variable-length sequences (cu_seq_lens_q / cu_seq_lens_k)")
 
@@ -76,7 +77,8 @@ def clattn_attention_forward(module: Any, query: Any, key: Any, value: Any, atte
     # the mask says everything.
     result = _ctx().scaled_dot_product_attention(
         query, key, value, attn_mask=mask, is_causal=causal, causal_alignment="top_left", scale=scaling,
-        enable_gqa=key.shape[1] != query.shape[1], return_weights=bool(kwargs.get("output_attentions")))
+        enable_gqa=key.shape[1] != query.shape[1], softcap=softcap or None, sinks=sinks,
+        alibi_slopes=kwargs.get("alibi_slopes"), return_weights=bool(kwargs.get("output_attentions")))
     out, weights = (result if isinstance(result, tuple) else (result, None))
     return out.transpose(1, 2).contiguous(), weights
 

@@ -323,7 +323,9 @@ static void check_accepted(const call *c, const cla_sdpa_plan *plan) {
         const clattn_tensor *m = &d->mask;
         CHECK(m->size[0] == B || m->size[0] == 1);
         CHECK(m->size[1] == Hq || m->size[1] == 1);
-        CHECK(m->size[2] == Lq && m->size[3] == Lk);
+        /* Every dimension broadcasts (PyTorch's rule for attn_mask): the query and key ones too. */
+        CHECK(m->size[2] == Lq || m->size[2] == 1);
+        CHECK(m->size[3] == Lk || m->size[3] == 1);
         CHECK(element_bytes(m->dtype) != 0);
     }
     if (d->lse.buffer) {
@@ -431,7 +433,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     decode_view(&r, want_out, &c.out, &c.buf_out);
     if (c.flags & HAS_MASK) {
         uint8_t broadcast = u8(&r);
-        const size_t want[4] = {broadcast & 1 ? 1 : B, broadcast & 2 ? 1 : Hq, Lq, Lk};
+        const size_t want[4] = {broadcast & 1 ? 1 : B, broadcast & 2 ? 1 : Hq, broadcast & 4 ? 1 : Lq,
+                                broadcast & 8 ? 1 : Lk};
         decode_view(&r, want, &d->mask, &c.buf_mask);
     }
     if (c.flags & HAS_KEY_LENGTHS) {

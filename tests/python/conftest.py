@@ -35,7 +35,7 @@ def bf16_round(x):
 
 
 def reference(q, k, v, mask=None, is_causal=False, scale=None, alignment="top_left", key_lengths=None,
-              window=None, return_all=False):
+              window=None, return_all=False, softcap=None, sinks=None, alibi_slopes=None):
     """Attention in float64: out [B, Hq, Lq, Dv] (and the lse and weights with return_all). A row whose every key
     is masked gives zeros and an lse of -inf."""
     q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
@@ -48,7 +48,12 @@ def reference(q, k, v, mask=None, is_causal=False, scale=None, alignment="top_le
     keep = np.ones((b, hq, lq, lk), bool)
     i = np.arange(lq)[:, None]
     j = np.arange(lk)[None, :]
-    diag = i + (lk - lq if alignment == "bottom_right" else 0)
+    diag = i + (lk - lq if alignment == "bottom_right" and is_causal else 0)
+    # The modifiers, in clattn's order: softcap, then ALiBi (query aligned like the causal mask), then the masks.
+    if softcap:
+        s = softcap * np.tanh(s / softcap)
+    if alibi_slopes is not None:
+        s = s - np.asarray(alibi_slopes, np.float64)[None, :, None, None] * np.abs(diag - j)[None, None]
     if is_causal:
         keep &= j <= diag
     if window is not None:
@@ -67,9 +72,19 @@ def reference(q, k, v, mask=None, is_causal=False, scale=None, alignment="top_le
             s = s + np.broadcast_to(m.astype(np.float64), s.shape)
     s = np.where(keep, s, -np.inf)
     mx = s.max(-1, keepdims=True)
+    if sinks is not None:  # one more logit per head in every row's denominator, with no value
+        sk = np.broadcast_to(np.asarray(sinks, np.float64)[None, :, None, None], mx.shape)
+        mx = np.maximum(mx, sk)
     mx = np.where(np.isfinite(mx), mx, 0)
     p = np.exp(s - mx)
     tot = p.sum(-1, keepdims=True)
+    if sinks is not None:
+        tot_with_sink = tot + np.exp(sk - mx)
+        w = p / tot_with_sink
+        out = w @ v
+        if not return_all:
+            return out
+        return out, np.log(tot_with_sink[..., 0]) + mx[..., 0], w
     w = np.where(tot > 0, p / np.where(tot > 0, tot, 1), 0)
     out = w @ v
     if not return_all:

@@ -55,9 +55,11 @@ def test_dtypes(ctx, qkv):
 def test_options(ctx, qkv):
     q, k, v = qkv
     sdpa = ctx.scaled_dot_product_attention
-    for name, value in (("softcap", 30.0), ("sinks", np.zeros(2, np.float32)), ("alibi_slopes", np.ones(2))):
-        e = expect(clattn.UnsupportedError, -3021, sdpa, q, k, v, **{name: value})
-        assert name in str(e)
+    # The modifiers' arguments: C validates them before the device is touched.
+    expect(clattn.InvalidArgumentError, -3000, sdpa, q, k, v, softcap=-1.0)
+    expect(clattn.InvalidArgumentError, -3000, sdpa, q, k, v, softcap=float("nan"))
+    expect(clattn.ShapeError, -3002, sdpa, q, k, v, sinks=np.zeros(3, np.float32))
+    expect(clattn.ShapeError, -3002, sdpa, q, k, v, alibi_slopes=np.ones(5))
     expect(clattn.UnsupportedError, -3021, sdpa, q, k, v, dropout_p=0.1)
     expect(clattn.InvalidArgumentError, -3000, sdpa, q, k, v, impl="fast")
     expect(clattn.InvalidArgumentError, -3000, sdpa, q, k, v, is_causal=True, causal_alignment="middle")

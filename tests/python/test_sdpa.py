@@ -159,3 +159,21 @@ def test_mask_that_does_not_broadcast(ctx, rng):
     q, k, v = qkv(rng, 2, 3, 3, 6, 10, 8, 8)
     with pytest.raises(clattn.MaskError):
         ctx.scaled_dot_product_attention(q, k, v, attn_mask=np.zeros((3, 1, 1, 10), np.float32))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_score_modifiers(ctx, rng, causal):
+    """Softcap, sinks and ALiBi, alone and together, against the float64 reference (GQA, Lq != Lk, a padding mask)."""
+    q, k, v = qkv(rng, 2, 4, 2, 7, 12, 8, 8)
+    sinks = rand(rng, 4)
+    slopes = np.abs(rand(rng, 4))
+    mask = np.ones((2, 1, 1, 12), bool)
+    mask[1, ..., 9:] = False
+    for kw in ({"softcap": 2.5}, {"sinks": sinks}, {"alibi_slopes": slopes},
+               {"softcap": 2.5, "sinks": sinks, "alibi_slopes": slopes}):
+        out, lse = ctx.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True,
+                                                    causal_alignment="bottom_right", return_lse=True, **kw)
+        r_out, r_lse, _ = reference(q, k, v, mask=mask, is_causal=causal, alignment="bottom_right",
+                                    return_all=True, **kw)
+        assert_close(out, r_out, 12)
+        assert_close(lse, r_lse, 12)

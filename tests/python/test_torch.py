@@ -119,15 +119,20 @@ def test_llama_gqa_causal(registered):
     assert diff < 1e-5, diff
 
 
-def test_softcap_is_an_error(registered):
+def test_softcap_and_sinks_reach_clattn(registered):
+    """Gemma 2's softcap and gpt-oss's sinks (s_aux), as transformers passes them, are computed, not refused."""
+    import numpy as np
     from clattn.transformers import clattn_attention_forward
+    from conftest import reference
     q = trand(1, 2, 3, 8)
+    sinks = torch.tensor([0.5, -1.0])
+    out, _ = clattn_attention_forward(torch.nn.Module().eval(), q, q, q, None, softcap=5.0, s_aux=sinks,
+                                      is_causal=False)
+    ref = reference(q.numpy(), q.numpy(), q.numpy(), softcap=5.0, sinks=sinks.numpy())
+    assert np.abs(out.transpose(1, 2).numpy() - ref).max() < 1e-5
     with pytest.raises(clattn.UnsupportedError) as info:
-        clattn_attention_forward(torch.nn.Module().eval(), q, q, q, None, softcap=50.0)
-    assert "softcap" in str(info.value)
-    with pytest.raises(clattn.UnsupportedError) as info:
-        clattn_attention_forward(torch.nn.Module().eval(), q, q, q, None, s_aux=torch.zeros(2))
-    assert "sinks" in str(info.value)
+        clattn_attention_forward(torch.nn.Module().eval(), q, q, q, None, alibi=torch.zeros(1, 2, 3, 3))
+    assert "alibi" in str(info.value).lower()
 
 
 def test_minilm_example():
