@@ -88,6 +88,17 @@ class Tensor_(Structure):
     ]
 
 
+MAX_MOD_BUFFERS = 2  # CLATTN_MAX_MOD_BUFFERS
+
+
+class ModBuffer_(Structure):
+    _fields_ = [("name", c_char_p), ("buffer", cl_mem), ("dtype", c_int), ("count", c_size_t)]
+
+
+class ModHostBuffer_(Structure):
+    _fields_ = [("name", c_char_p), ("data", c_void_p), ("dtype", c_int), ("count", c_size_t)]
+
+
 class SdpaDesc(Structure):
     _fields_ = [
         ("scale", c_float),
@@ -103,6 +114,9 @@ class SdpaDesc(Structure):
         ("softcap", c_float),
         ("sinks", Tensor_),
         ("alibi_slopes", Tensor_),
+        ("score_mod", c_char_p),
+        ("mask_mod", c_char_p),
+        ("mod_buffers", ModBuffer_ * MAX_MOD_BUFFERS),
     ]
 
 
@@ -124,6 +138,9 @@ class SdpaHostDesc(Structure):
         ("softcap", c_float),
         ("sinks", POINTER(c_float)),
         ("alibi_slopes", POINTER(c_float)),
+        ("score_mod", c_char_p),
+        ("mask_mod", c_char_p),
+        ("mod_buffers", ModHostBuffer_ * MAX_MOD_BUFFERS),
     ]
 
 
@@ -187,6 +204,7 @@ STRUCTS = {
     "clattn_cache_stats": CacheStats,
     "clattn_memory_stats": MemoryStats,
     "clattn_tensor": Tensor_,
+    "clattn_mod_buffer": ModBuffer_,
     "clattn_sdpa_desc": SdpaDesc,
     "clattn_sdpa_host_desc": SdpaHostDesc,
     "clattn_mha_config": MhaConfig,
