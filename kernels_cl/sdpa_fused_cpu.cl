@@ -174,12 +174,63 @@ CPU_INLINE float8 sum_lanes8(const float8 *a) {
     return BUTTERFLY(q0, q1, mid, s23016745);
 }
 
+/* Rows per score group and keys per row in it: a group's eight dot products (RB rows x KX keys) reduce together in
+ * sum_lanes8, so that each chunk of K loaded serves RB rows. */
+#define RB (PACK_ROWS >= 8 ? 8 : PACK_ROWS >= 4 ? 4 : PACK_ROWS >= 2 ? 2 : 1)
+#define KX (8 / RB)
+/* Rows and value chunks per P V register block: RBV x CB accumulators, CB value chunks and a weight. */
+#define RBV (PACK_ROWS >= 4 ? 4 : PACK_ROWS >= 2 ? 2 : 1)
+#define CB  (12 / RBV)
+/* The score (then weight) row of each packed row, whole groups of eight keys. */
+#define ST (((BLOCK_N + 7) / 8) * 8)
+
+/* accs[r * VC + c0 ...] = accs * alpha[r] + P V over the tile's n keys, for packed rows r0 .. r0 + RBV - 1 (past
+ * count: copies of the last row, not written back) and W value chunks from c0; W is a constant once inlined.
+ * Careful: skip the weights marked -0.0 (masked keys, whose value may be inf or NaN). */
+CPU_INLINE void pv_block(float8 *accs, const float *pw, const float *alphas, __global const STORAGE(V_DTYPE) * v,
+                         long v_row, long v_col, int n, int r0, int count, int c0, bool careful, const int W) {
+    float8 acc[RBV][CB];
+    int rows[RBV];
+    CPU_UNROLL
+    for (int rr = 0; rr < RBV; ++rr) {
+        rows[rr] = min(r0 + rr, count - 1);
+        CPU_UNROLL
+        for (int x = 0; x < W; ++x) acc[rr][x] = accs[rows[rr] * VC + c0 + x] * alphas[rows[rr]];
+    }
+    for (int jj = 0; jj < n; ++jj) {
+        __global const STORAGE(V_DTYPE) *vrow = v + (long)jj * v_row;
+        float8 vc[CB];
+        CPU_UNROLL
+        for (int x = 0; x < W; ++x) vc[x] = v_chunk(vrow, v_col, c0 + x);
+        CPU_UNROLL
+        for (int rr = 0; rr < RBV; ++rr) {
+            const float w = pw[rows[rr] * ST + jj];
+            const float8 p = (float8)(w);
+            if (careful) {
+                const int8 skip = (int8)(as_int(w) == NEG_ZERO_BITS ? -1 : 0);
+                CPU_UNROLL
+                for (int x = 0; x < W; ++x) acc[rr][x] = select(fma(p, vc[x], acc[rr][x]), acc[rr][x], skip);
+            } else {
+                CPU_UNROLL
+                for (int x = 0; x < W; ++x) acc[rr][x] = fma(p, vc[x], acc[rr][x]);
+            }
+        }
+    }
+    CPU_UNROLL
+    for (int rr = 0; rr < RBV; ++rr) {
+        if (r0 + rr >= count) break;
+        CPU_UNROLL
+        for (int x = 0; x < W; ++x) accs[rows[rr] * VC + c0 + x] = acc[rr][x];
+    }
+}
+
 /* A work-item takes PACK_ROWS rows of one unit: with GQA_PACK the unit is (batch item, key/value head) and its rows
  * are the query rows of every query head sharing that key head (packed row r: query r / group of head
  * hk * group + r % group, as in sdpa_flash.cl); without, the unit is (batch item, query head) and PACK_ROWS is 1.
- * The rows walk the key tiles together, one row after another within a tile, so that a tile of K and V comes from
- * memory once and stays in cache for the others: decode is memory-bound, and GQA would otherwise read each key
- * head once per query head. Each row keeps its own range, mask row, slope, sink and softmax state. */
+ * The rows walk the key tiles together and share each load of K and V in registers (RB rows per K chunk, RBV rows
+ * per V chunk): decode is memory-bound, and GQA would otherwise read each key head once per query head. Each row
+ * keeps its own range, mask row, slope, sink and softmax state; a tile outside a row's range leaves it unchanged.
+ */
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA_FUSED_ARGS) {
     const int Hq = dims.x, Lq = dims.y, Lk = dims.z, group = dims.w;
     const int pg = GQA_PACK ? group : 1; /* query heads per unit */
@@ -198,14 +249,16 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
 #endif
 
     /* Per row: q scaled into log2 units (zeros past the head dim), the output accumulators, the running max and
-     * eight partial sums, the keys it may see [lo, hi) and those of this split [rlo, rhi). */
-    float8 qv[PACK_ROWS][QC];
-    float8 accs[PACK_ROWS][VC];
-    float ms[PACK_ROWS];
+     * eight partial sums, the keys it may see [lo, hi); the keys some row sees in this split, [union_lo, union_hi).
+     */
+    float8 qv[PACK_ROWS * QC];
+    float8 accs[PACK_ROWS * VC];
+    float ms[PACK_ROWS], alphas[PACK_ROWS];
     float8 l8s[PACK_ROWS];
-    int los[PACK_ROWS], his[PACK_ROWS], rlos[PACK_ROWS], rhis[PACK_ROWS];
+    int los[PACK_ROWS], his[PACK_ROWS];
     long mask_rows[PACK_ROWS];
     float slopes2[PACK_ROWS];
+    float sc[PACK_ROWS * ST];
     int union_lo = Lk, union_hi = 0;
     for (int r = 0; r < count; ++r) {
         const int i = (first + r) / pg, h = hu * pg + (first + r) % pg;
@@ -214,126 +267,130 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
         for (int d = 0; d < QC * 8; ++d)
             t[d] = d < HEAD_DIM ? LOAD(Q_DTYPE, qrow, d * DSTRIDE(q_stride)) * scale_log2 : 0.0f;
         CPU_UNROLL
-        for (int c = 0; c < QC; ++c) qv[r][c] = vload8(c, t);
+        for (int c = 0; c < QC; ++c) qv[r * QC + c] = vload8(c, t);
         CPU_UNROLL
-        for (int c = 0; c < VC; ++c) accs[r][c] = (float8)(0.0f);
+        for (int c = 0; c < VC; ++c) accs[r * VC + c] = (float8)(0.0f);
         ms[r] = CLA_NEG_INF;
         l8s[r] = (float8)(0.0f);
         los[r] = cla_key_lo(i, shift, window);
         his[r] = cla_key_hi(i, shift, window, kv_limit);
-        rlos[r] = los[r];
-        rhis[r] = his[r];
+        int rlo = los[r], rhi = his[r];
 #if SPLIT_KV
-        rlos[r] = max(rlos[r], split * split_len);
-        rhis[r] = min(rhis[r], (split + 1) * split_len);
+        rlo = max(rlo, split * split_len);
+        rhi = min(rhi, (split + 1) * split_len);
 #endif
         mask_rows[r] = offsets.s4 + b * mask_stride.x + h * mask_stride.y + i * mask_stride.z;
         slopes2[r] = cla_alibi_slope2(alibi, mods, h);
-        /* A row with no keys here takes no tile (the empty row of write_row). */
-        if (rlos[r] < rhis[r]) {
-            union_lo = min(union_lo, rlos[r]);
-            union_hi = max(union_hi, rhis[r]);
+        if (rlo < rhi) {
+            union_lo = min(union_lo, rlo);
+            union_hi = max(union_hi, rhi);
         }
     }
     const int8 lane = (int8)(0, 1, 2, 3, 4, 5, 6, 7);
 
-    /* Tiles on the grid of BLOCK_N keys from 0, the grid each row alone would use (split_len is a multiple of
-     * BLOCK_N), so a row's tiles and sums are the same packed or not. */
+    /* Tiles on the grid of BLOCK_N keys from 0 (split_len is a multiple of BLOCK_N, so no tile crosses a split). */
     const int tile_start = union_lo > 0 ? (union_lo / BLOCK_N) * BLOCK_N : 0;
     for (int j0 = tile_start; j0 < union_hi; j0 += BLOCK_N) {
-        for (int r = 0; r < count; ++r) {
-            if (j0 >= rhis[r] || j0 + BLOCK_N <= rlos[r]) continue;
-            const int lo = los[r], hi = his[r], range_hi = rhis[r];
-            const int pos = (first + r) / pg + shift;
-            const long mask_row = mask_rows[r];
-            const float slope2 = slopes2[r];
-            const int n = min(BLOCK_N, range_hi - j0);
-            const bool inner = MASK_KIND == 0 && j0 >= lo && j0 + n <= hi;
-            /* The row's state in registers for the tile (private arrays indexed by r live in memory). */
-            float8 q8[QC], acc[VC];
-            CPU_UNROLL
-            for (int c = 0; c < QC; ++c) q8[c] = qv[r][c];
-            CPU_UNROLL
-            for (int c = 0; c < VC; ++c) acc[c] = accs[r][c];
-            const float m = ms[r];
+        const int n = min(BLOCK_N, union_hi - j0), n8 = (n + 7) / 8 * 8;
+        __global const STORAGE(K_DTYPE) *kt = k + (long)j0 * k_stride.z;
 
-            /* Scores, eight keys to a vector; a short last group repeats the tile's last key (never a key past n,
-             * which may lie past the key length), and the repeats are masked. */
-            float8 s[(BLOCK_N + 7) / 8];
-            float8 tile_max = (float8)(CLA_NEG_INF);
-            for (int g = 0; g < (BLOCK_N + 7) / 8; ++g) {
-                if (g * 8 >= n) break;
+        /* Scores of RB rows by KX keys per group, every key of the tile's groups of eight (a key past n repeats the
+         * tile's last key, never a key past the tile, which may lie past the key length; the repeats are masked).
+         */
+        for (int r0 = 0; r0 < count; r0 += RB) {
+            int qrows[RB];
+            CPU_UNROLL
+            for (int rr = 0; rr < RB; ++rr) qrows[rr] = min(r0 + rr, count - 1) * QC;
+            for (int kg = 0; kg < n8; kg += KX) {
                 float8 a[8];
-                __global const STORAGE(K_DTYPE) * krow[8];
+                __global const STORAGE(K_DTYPE) * krow[KX];
                 CPU_UNROLL
-                for (int x = 0; x < 8; ++x) {
-                    krow[x] = k + (long)(j0 + min(g * 8 + x, n - 1)) * k_stride.z;
-                    a[x] = (float8)(0.0f);
-                }
+                for (int x = 0; x < KX; ++x) krow[x] = kt + (long)min(kg + x, n - 1) * k_stride.z;
+                CPU_UNROLL
+                for (int x = 0; x < 8; ++x) a[x] = (float8)(0.0f);
                 CPU_UNROLL
                 for (int c = 0; c < QC; ++c) {
+                    float8 kc[KX];
                     CPU_UNROLL
-                    for (int x = 0; x < 8; ++x) a[x] = fma(q8[c], k_chunk(krow[x], DSTRIDE(k_stride), c), a[x]);
+                    for (int x = 0; x < KX; ++x) kc[x] = k_chunk(krow[x], DSTRIDE(k_stride), c);
+                    CPU_UNROLL
+                    for (int rr = 0; rr < RB; ++rr) {
+                        const float8 qc = qv[qrows[rr] + c];
+                        CPU_UNROLL
+                        for (int x = 0; x < KX; ++x) a[rr * KX + x] = fma(qc, kc[x], a[rr * KX + x]);
+                    }
                 }
-                float8 x8 = sum_lanes8(a);
+                /* Lane rr * KX + x: row r0 + rr, key kg + x. */
+                float t[8];
+                vstore8(sum_lanes8(a), 0, t);
+                CPU_UNROLL
+                for (int rr = 0; rr < RB; ++rr) {
+                    if (r0 + rr >= count) break;
+                    CPU_UNROLL
+                    for (int x = 0; x < KX; ++x) sc[(r0 + rr) * ST + kg + x] = t[rr * KX + x];
+                }
+            }
+        }
+
+        /* Per row: the score modifiers, the masks on an edge tile, then the online softmax (one running max, eight
+         * partial sums), leaving the weights in sc with masked keys marked -0.0. */
+        bool careful = false;
+        for (int r = 0; r < count; ++r) {
+            const int lo = los[r], hi = his[r];
+            const bool inner = MASK_KIND == 0 && j0 >= lo && j0 + n <= hi;
+            careful |= !inner;
+            float *srow = sc + r * ST;
+            float8 tile_max = (float8)(CLA_NEG_INF);
+            for (int g = 0; g < n8 / 8; ++g) {
+                float8 x8 = vload8(g, srow);
                 const int8 j = (int8)(j0 + g * 8) + lane;
 #if HAS_SCORE_MODS
-                x8 = cla_score_mod8(x8, (int8)(pos), j, softcap2, slope2);
-#else
-                (void)pos;
-                (void)slope2;
+                x8 = cla_score_mod8(x8, (int8)((first + r) / pg + shift), j, softcap2, slopes2[r]);
 #endif
                 if (!inner) {
 #if MASK_KIND != 0
                     float mv[8];
                     CPU_UNROLL
                     for (int y = 0; y < 8; ++y) {
-                        const long at = mask_row + min(j0 + g * 8 + y, range_hi - 1) * mask_stride.w;
+                        const long at = mask_rows[r] + min(j0 + g * 8 + y, j0 + n - 1) * mask_stride.w;
                         mv[y] = mask_value(mask, at);
                     }
-                    const float8 m8 = vload8(0, mv);
-                    x8 = apply_mask8(x8, m8);
-#else
-                    (void)mask_row;
+                    x8 = apply_mask8(x8, vload8(0, mv));
 #endif
                     x8 = select(x8, (float8)(CLA_NEG_INF), (j < (int8)(lo)) | (j >= (int8)(hi)));
                 }
                 x8 = select(x8, (float8)(CLA_NEG_INF), j >= (int8)(j0 + n)); /* the repeats */
-                s[g] = x8;
+                vstore8(x8, g, srow);
                 tile_max = vmax(tile_max, x8);
             }
-
-            /* Online softmax: one running max for the row, eight partial sums. */
             const float4 t4 = select(tile_max.lo, tile_max.hi, tile_max.hi > tile_max.lo);
             const float2 t2 = select(t4.lo, t4.hi, t4.hi > t4.lo);
-            const float m_new = smax(m, smax(t2.x, t2.y));
+            const float m = ms[r], m_new = smax(m, smax(t2.x, t2.y));
             /* A row that has seen only masked keys keeps m = -inf; exponents relative to 0 then give it zero
              * weights instead of the NaN of -inf - -inf. */
             const float m_ref = m_new == CLA_NEG_INF ? 0.0f : m_new;
             const float alpha = cla_exp2_nonpos8((float8)(m - m_ref)).s0;
-            float p[(BLOCK_N + 7) / 8 * 8];
             float8 sum = (float8)(0.0f);
-            for (int g = 0; g < (BLOCK_N + 7) / 8; ++g) {
-                if (g * 8 >= n) break;
-                const float8 pg8 = cla_exp2_nonpos8(s[g] - m_ref);
-                sum += pg8;
-                vstore8(select(pg8, (float8)(-0.0f), s[g] == (float8)(CLA_NEG_INF)), g, p);
+            for (int g = 0; g < n8 / 8; ++g) {
+                const float8 x8 = vload8(g, srow);
+                const float8 p8 = cla_exp2_nonpos8(x8 - m_ref);
+                sum += p8;
+                vstore8(select(p8, (float8)(-0.0f), x8 == (float8)(CLA_NEG_INF)), g, srow);
             }
             l8s[r] = fma(l8s[r], (float8)(alpha), sum);
             ms[r] = m_new;
+            alphas[r] = alpha;
+        }
 
-            /* acc = acc * alpha + P V; an edge tile skips its marked (masked) keys. */
-            CPU_UNROLL
-            for (int c = 0; c < VC; ++c) acc[c] *= alpha;
-            for (int jj = 0; jj < n; ++jj) {
-                if (!inner && as_int(p[jj]) == NEG_ZERO_BITS) continue;
-                __global const STORAGE(V_DTYPE) *vrow = v + (long)(j0 + jj) * v_stride.z;
-                const float8 pj = (float8)(p[jj]);
-                CPU_UNROLL
-                for (int c = 0; c < VC; ++c) acc[c] = fma(pj, v_chunk(vrow, DSTRIDE(v_stride), c), acc[c]);
-            }
-            CPU_UNROLL
-            for (int c = 0; c < VC; ++c) accs[r][c] = acc[c];
+        /* accs = accs * alpha + P V, CB value chunks by RBV rows at a time, then the remaining chunks. */
+        __global const STORAGE(V_DTYPE) *vt = v + (long)j0 * v_stride.z;
+        for (int r0 = 0; r0 < count; r0 += RBV) {
+            for (int c0 = 0; c0 + CB <= VC; c0 += CB)
+                pv_block(accs, sc, alphas, vt, v_stride.z, DSTRIDE(v_stride), n, r0, count, c0, careful, CB);
+#if VC % CB
+            pv_block(accs, sc, alphas, vt, v_stride.z, DSTRIDE(v_stride), n, r0, count, VC - VC % CB, careful,
+                     VC % CB);
+#endif
         }
     }
 
@@ -341,7 +398,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
         const int i = (first + r) / pg, h = hu * pg + (first + r) % pg;
         float out[VC * 8];
         CPU_UNROLL
-        for (int c = 0; c < VC; ++c) vstore8(accs[r][c], c, out);
+        for (int c = 0; c < VC; ++c) vstore8(accs[r * VC + c], c, out);
         const float4 l4 = l8s[r].lo + l8s[r].hi;
         const float l = (l4.x + l4.z) + (l4.y + l4.w);
         write_row(o, o_stride, offsets.s3, lse, lse_stride, offsets.s6, partial, b, h, b * Hq + h, i, Lq, ms[r], l,
