@@ -221,8 +221,11 @@ static const char *fused_check(const clattn_device_info *d, const cla_tune_probl
     if (block_n < 1 || block_n > 512) return "block_n must be 1 to 512";
     if (wg < 1 || local < 0 || local > 1 || splits < 0 || splits > 64) return "wg, local or splits out of range";
     const int pack = c->v[CLA_FUSED_GQA_PACK];
-    if (pack < 0 || pack > 1 || (pack && (variant != CLA_FUSED_CPU || rows != 1)))
-        return "gqa_pack is 0 or 1, and 1 only for the cpu variant's row shape (rows 1)";
+    /* Only the cpu variant's row shape packs, so its block shape refuses 1 (one candidate, not two); the other
+     * variants ignore the value (a database entry for them keeps the default's). */
+    if (pack < 0 || pack > 1) return "gqa_pack must be 0 or 1";
+    if (pack && variant == CLA_FUSED_CPU && rows != 1)
+        return "gqa_pack is for the cpu variant's row shape (rows 1)";
     /* Splits divide the keys of calls too short in rows to fill the device; prefill leaves them to the shape. */
     if (splits != 0 && p->q_len >= 8) return "key splits are for decode (fewer than 8 queries)";
     const size_t dims = p->head_dim + p->v_head_dim;
