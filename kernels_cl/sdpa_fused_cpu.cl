@@ -26,8 +26,9 @@
  * the score modifiers HAS_SOFTCAP, HAS_ALIBI (common.cl's cla_score_mod8 on every score, inner tiles included) and
  * HAS_SINKS (cla_fold_sink at a row's end, or in sdpa_combine with key splits); the caller's score_mod and mask_mod
  * (HAS_SCORE_FN, HAS_MASK_FN: common.cl's cla_user_mods8 on every key of a row, every tile then an edge tile).
- * Tunables: ROWS (1 or a multiple of 8), BLOCK_N, and for the block shape KB and DB (register block widths; the
- * defaults fill the 16 AVX2 registers). */
+ * Tunables: ROWS (1 or a multiple of 8), BLOCK_N, for the block shape KB and DB (register block widths; the
+ * defaults fill the 16 AVX2 registers), and for the row shape GQA_PACK (a work-item takes the rows of all the query
+ * heads that share a key/value head) with PACK_ROWS, the rows a work-item takes (the host's, from the shape). */
 
 #ifndef ROWS
 #define ROWS 24
@@ -37,6 +38,12 @@
 #endif
 #ifndef SPLIT_KV
 #define SPLIT_KV 0
+#endif
+#ifndef GQA_PACK
+#define GQA_PACK 0
+#endif
+#ifndef PACK_ROWS
+#define PACK_ROWS 1
 #endif
 
 #if ROWS != 1 && (ROWS % 8 != 0 || ROWS < 8)
@@ -168,132 +175,241 @@ CPU_INLINE float8 sum_lanes8(const float8 *a) {
     return BUTTERFLY(q0, q1, mid, s23016745);
 }
 
+/* Rows per score group and keys per row in it: a group's eight dot products (RB rows x KX keys) reduce together in
+ * sum_lanes8, so that each chunk of K loaded serves RB rows. */
+#define RB (PACK_ROWS >= 8 ? 8 : PACK_ROWS >= 4 ? 4 : PACK_ROWS >= 2 ? 2 : 1)
+#define KX (8 / RB)
+/* Rows and value chunks per P V register block: RBV x CB accumulators, CB value chunks and a weight. */
+#define RBV (PACK_ROWS >= 4 ? 4 : PACK_ROWS >= 2 ? 2 : 1)
+#define CB  (12 / RBV)
+/* The score (then weight) row of each packed row, whole groups of eight keys. */
+#define ST (((BLOCK_N + 7) / 8) * 8)
+
+/* accs[r * VC + c0 ...] = accs * alpha[r] + P V over the tile's n keys, for packed rows r0 .. r0 + RBV - 1 (past
+ * count: copies of the last row, not written back) and W value chunks from c0; W is a constant once inlined.
+ * Careful: skip the weights marked -0.0 (masked keys, whose value may be inf or NaN). */
+CPU_INLINE void pv_block(float8 *accs, const float *pw, const float *alphas, __global const STORAGE(V_DTYPE) * v,
+                         long v_row, long v_col, int n, int r0, int count, int c0, bool careful, const int W) {
+    float8 acc[RBV][CB];
+    int rows[RBV];
+    CPU_UNROLL
+    for (int rr = 0; rr < RBV; ++rr) {
+        rows[rr] = min(r0 + rr, count - 1);
+        CPU_UNROLL
+        for (int x = 0; x < W; ++x) acc[rr][x] = accs[rows[rr] * VC + c0 + x] * alphas[rows[rr]];
+    }
+    for (int jj = 0; jj < n; ++jj) {
+        __global const STORAGE(V_DTYPE) *vrow = v + (long)jj * v_row;
+        float8 vc[CB];
+        CPU_UNROLL
+        for (int x = 0; x < W; ++x) vc[x] = v_chunk(vrow, v_col, c0 + x);
+        CPU_UNROLL
+        for (int rr = 0; rr < RBV; ++rr) {
+            const float w = pw[rows[rr] * ST + jj];
+            const float8 p = (float8)(w);
+            if (careful) {
+                const int8 skip = (int8)(as_int(w) == NEG_ZERO_BITS ? -1 : 0);
+                CPU_UNROLL
+                for (int x = 0; x < W; ++x) acc[rr][x] = select(fma(p, vc[x], acc[rr][x]), acc[rr][x], skip);
+            } else {
+                CPU_UNROLL
+                for (int x = 0; x < W; ++x) acc[rr][x] = fma(p, vc[x], acc[rr][x]);
+            }
+        }
+    }
+    CPU_UNROLL
+    for (int rr = 0; rr < RBV; ++rr) {
+        if (r0 + rr >= count) break;
+        CPU_UNROLL
+        for (int x = 0; x < W; ++x) accs[rows[rr] * VC + c0 + x] = acc[rr][x];
+    }
+}
+
+/* A work-item takes PACK_ROWS rows of one unit: with GQA_PACK the unit is (batch item, key/value head) and its rows
+ * are the query rows of every query head sharing that key head (packed row r: query r / group of head
+ * hk * group + r % group, as in sdpa_flash.cl); without, the unit is (batch item, query head) and PACK_ROWS is 1.
+ * The rows walk the key tiles together and share each load of K and V in registers (RB rows per K chunk, RBV rows
+ * per V chunk): decode is memory-bound, and GQA would otherwise read each key head once per query head. Each row
+ * keeps its own range, mask row, slope, sink and softmax state; a tile outside a row's range leaves it unchanged.
+ */
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA_FUSED_ARGS) {
     const int Hq = dims.x, Lq = dims.y, Lk = dims.z, group = dims.w;
-    const int bh = get_global_id(1);
-    const int b = bh / Hq, h = bh % Hq, hk = h / group;
-    const int i = get_global_id(0);
+    const int pg = GQA_PACK ? group : 1; /* query heads per unit */
+    const int units_per_batch = Hq / pg;
+    const int unit = get_global_id(1);
+    const int b = unit / units_per_batch, hu = unit % units_per_batch, hk = hu * pg / group;
+    const int first = (int)get_global_id(0) * PACK_ROWS, count = min(PACK_ROWS, Lq * pg - first);
 
-    q += offsets.s0 + b * q_stride.x + h * q_stride.y + i * q_stride.z;
     k += offsets.s1 + b * k_stride.x + hk * k_stride.y;
     v += offsets.s2 + b * v_stride.x + hk * v_stride.y;
 
     const int kv_limit = cla_kv_limit(key_lengths, offsets.s5, b, Lk);
     const int shift = CAUSAL == 2 ? Lk - Lq : 0;
-    const int lo = cla_key_lo(i, shift, window), hi = cla_key_hi(i, shift, window, kv_limit);
-    int range_lo = lo, range_hi = hi;
 #if SPLIT_KV
     const int split = get_global_id(2);
-    range_lo = max(range_lo, split * split_len);
-    range_hi = min(range_hi, (split + 1) * split_len);
 #endif
-    const long mask_row = offsets.s4 + b * mask_stride.x + h * mask_stride.y + i * mask_stride.z;
-    const float slope2 = cla_alibi_slope2(alibi, mods, h);
 
-    /* q scaled into log2 units, zeros past the head dim. */
-    float8 qv[QC];
-    {
+    /* Per row: q scaled into log2 units (zeros past the head dim), the output accumulators, the running max and
+     * eight partial sums, the keys it may see [lo, hi); the keys some row sees in this split, [union_lo, union_hi).
+     */
+    float8 qv[PACK_ROWS * QC];
+    float8 accs[PACK_ROWS * VC];
+    float ms[PACK_ROWS], alphas[PACK_ROWS];
+    float8 l8s[PACK_ROWS];
+    int los[PACK_ROWS], his[PACK_ROWS];
+    long mask_rows[PACK_ROWS];
+    float slopes2[PACK_ROWS];
+    float sc[PACK_ROWS * ST];
+    int union_lo = Lk, union_hi = 0;
+    for (int r = 0; r < count; ++r) {
+        const int i = (first + r) / pg, h = hu * pg + (first + r) % pg;
+        __global const STORAGE(Q_DTYPE) *qrow = q + offsets.s0 + b * q_stride.x + h * q_stride.y + i * q_stride.z;
         float t[QC * 8];
         for (int d = 0; d < QC * 8; ++d)
-            t[d] = d < HEAD_DIM ? LOAD(Q_DTYPE, q, d * DSTRIDE(q_stride)) * scale_log2 : 0.0f;
+            t[d] = d < HEAD_DIM ? LOAD(Q_DTYPE, qrow, d * DSTRIDE(q_stride)) * scale_log2 : 0.0f;
         CPU_UNROLL
-        for (int c = 0; c < QC; ++c) qv[c] = vload8(c, t);
+        for (int c = 0; c < QC; ++c) qv[r * QC + c] = vload8(c, t);
+        CPU_UNROLL
+        for (int c = 0; c < VC; ++c) accs[r * VC + c] = (float8)(0.0f);
+        ms[r] = CLA_NEG_INF;
+        l8s[r] = (float8)(0.0f);
+        los[r] = cla_key_lo(i, shift, window);
+        his[r] = cla_key_hi(i, shift, window, kv_limit);
+        int rlo = los[r], rhi = his[r];
+#if SPLIT_KV
+        rlo = max(rlo, split * split_len);
+        rhi = min(rhi, (split + 1) * split_len);
+#endif
+        mask_rows[r] = offsets.s4 + b * mask_stride.x + h * mask_stride.y + i * mask_stride.z;
+        slopes2[r] = cla_alibi_slope2(alibi, mods, h);
+        if (rlo < rhi) {
+            union_lo = min(union_lo, rlo);
+            union_hi = max(union_hi, rhi);
+        }
     }
-    float8 acc[VC];
-    CPU_UNROLL
-    for (int c = 0; c < VC; ++c) acc[c] = (float8)(0.0f);
-    float m = CLA_NEG_INF;
-    float8 l8 = (float8)(0.0f); /* the row sum, in eight partial sums */
     const int8 lane = (int8)(0, 1, 2, 3, 4, 5, 6, 7);
 
-    const int tile_start = range_lo > 0 ? (range_lo / BLOCK_N) * BLOCK_N : 0;
-    for (int j0 = tile_start; j0 < range_hi; j0 += BLOCK_N) {
-        const int n = min(BLOCK_N, range_hi - j0);
-        const bool inner = !CLA_PER_KEY && j0 >= lo && j0 + n <= hi;
+    /* Tiles on the grid of BLOCK_N keys from 0 (split_len is a multiple of BLOCK_N, so no tile crosses a split). */
+    const int tile_start = union_lo > 0 ? (union_lo / BLOCK_N) * BLOCK_N : 0;
+    for (int j0 = tile_start; j0 < union_hi; j0 += BLOCK_N) {
+        const int n = min(BLOCK_N, union_hi - j0), n8 = (n + 7) / 8 * 8;
+        __global const STORAGE(K_DTYPE) *kt = k + (long)j0 * k_stride.z;
 
-        /* Scores, eight keys to a vector; a short last group repeats the tile's last key (never a key past n, which
-         * may lie past the key length), and the repeats are masked. */
-        float8 s[(BLOCK_N + 7) / 8];
-        float8 tile_max = (float8)(CLA_NEG_INF);
-        for (int g = 0; g < (BLOCK_N + 7) / 8; ++g) {
-            if (g * 8 >= n) break;
-            float8 a[8];
-            __global const STORAGE(K_DTYPE) * krow[8];
+        /* Scores of RB rows by KX keys per group, every key of the tile's groups of eight (a key past n repeats the
+         * tile's last key, never a key past the tile, which may lie past the key length; the repeats are masked).
+         */
+        for (int r0 = 0; r0 < count; r0 += RB) {
+            int qrows[RB];
             CPU_UNROLL
-            for (int x = 0; x < 8; ++x) {
-                krow[x] = k + (long)(j0 + min(g * 8 + x, n - 1)) * k_stride.z;
-                a[x] = (float8)(0.0f);
-            }
-            CPU_UNROLL
-            for (int c = 0; c < QC; ++c) {
+            for (int rr = 0; rr < RB; ++rr) qrows[rr] = min(r0 + rr, count - 1) * QC;
+            for (int kg = 0; kg < n8; kg += KX) {
+                float8 a[8];
+                __global const STORAGE(K_DTYPE) * krow[KX];
                 CPU_UNROLL
-                for (int x = 0; x < 8; ++x) a[x] = fma(qv[c], k_chunk(krow[x], DSTRIDE(k_stride), c), a[x]);
+                for (int x = 0; x < KX; ++x) krow[x] = kt + (long)min(kg + x, n - 1) * k_stride.z;
+                CPU_UNROLL
+                for (int x = 0; x < 8; ++x) a[x] = (float8)(0.0f);
+                CPU_UNROLL
+                for (int c = 0; c < QC; ++c) {
+                    float8 kc[KX];
+                    CPU_UNROLL
+                    for (int x = 0; x < KX; ++x) kc[x] = k_chunk(krow[x], DSTRIDE(k_stride), c);
+                    CPU_UNROLL
+                    for (int rr = 0; rr < RB; ++rr) {
+                        const float8 qc = qv[qrows[rr] + c];
+                        CPU_UNROLL
+                        for (int x = 0; x < KX; ++x) a[rr * KX + x] = fma(qc, kc[x], a[rr * KX + x]);
+                    }
+                }
+                /* Lane rr * KX + x: row r0 + rr, key kg + x. */
+                float t[8];
+                vstore8(sum_lanes8(a), 0, t);
+                CPU_UNROLL
+                for (int rr = 0; rr < RB; ++rr) {
+                    if (r0 + rr >= count) break;
+                    CPU_UNROLL
+                    for (int x = 0; x < KX; ++x) sc[(r0 + rr) * ST + kg + x] = t[rr * KX + x];
+                }
             }
-            float8 x8 = sum_lanes8(a);
-            const int8 j = (int8)(j0 + g * 8) + lane;
+        }
+
+        /* Per row: the score modifiers, the masks on an edge tile, then the online softmax (one running max, eight
+         * partial sums), leaving the weights in sc with masked keys marked -0.0. */
+        bool careful = false;
+        for (int r = 0; r < count; ++r) {
+            const int lo = los[r], hi = his[r];
+            const bool inner = !CLA_PER_KEY && j0 >= lo && j0 + n <= hi;
+            careful |= !inner;
+            float *srow = sc + r * ST;
+            float8 tile_max = (float8)(CLA_NEG_INF);
+            for (int g = 0; g < n8 / 8; ++g) {
+                float8 x8 = vload8(g, srow);
+                const int8 j = (int8)(j0 + g * 8) + lane;
 #if HAS_SCORE_MODS
-            x8 = cla_score_mod8(x8, (int8)(i + shift), j, softcap2, slope2);
+                x8 = cla_score_mod8(x8, (int8)((first + r) / pg + shift), j, softcap2, slopes2[r]);
 #endif
 #if HAS_USER_MODS
-            /* The short last group's repeats lie past n, outside [lo, hi) once clamped to it. */
-            x8 = cla_user_mods8(x8, b, h, (int8)(i), j, (int8)(lo), (int8)(min(hi, j0 + n)), mod_buf0, mod_buf1);
+                /* The row's query and head; the repeats past n lie outside [lo, hi) once clamped to the tile. */
+                x8 = cla_user_mods8(x8, b, hu * pg + (first + r) % pg, (int8)((first + r) / pg), j, (int8)(lo),
+                                    (int8)(min(hi, j0 + n)), mod_buf0, mod_buf1);
 #endif
-            if (!inner) {
+                if (!inner) {
 #if MASK_KIND != 0
-                float mv[8];
-                CPU_UNROLL
-                for (int y = 0; y < 8; ++y) {
-                    const long at = mask_row + min(j0 + g * 8 + y, range_hi - 1) * mask_stride.w;
-                    mv[y] = mask_value(mask, at);
-                }
-                const float8 m8 = vload8(0, mv);
-                x8 = apply_mask8(x8, m8);
+                    float mv[8];
+                    CPU_UNROLL
+                    for (int y = 0; y < 8; ++y) {
+                        const long at = mask_rows[r] + min(j0 + g * 8 + y, j0 + n - 1) * mask_stride.w;
+                        mv[y] = mask_value(mask, at);
+                    }
+                    x8 = apply_mask8(x8, vload8(0, mv));
 #endif
-                x8 = select(x8, (float8)(CLA_NEG_INF), (j < (int8)(lo)) | (j >= (int8)(hi)));
+                    x8 = select(x8, (float8)(CLA_NEG_INF), (j < (int8)(lo)) | (j >= (int8)(hi)));
+                }
+                x8 = select(x8, (float8)(CLA_NEG_INF), j >= (int8)(j0 + n)); /* the repeats */
+                vstore8(x8, g, srow);
+                tile_max = vmax(tile_max, x8);
             }
-            x8 = select(x8, (float8)(CLA_NEG_INF), j >= (int8)(j0 + n)); /* the repeats */
-            s[g] = x8;
-            tile_max = vmax(tile_max, x8);
+            const float4 t4 = select(tile_max.lo, tile_max.hi, tile_max.hi > tile_max.lo);
+            const float2 t2 = select(t4.lo, t4.hi, t4.hi > t4.lo);
+            const float m = ms[r], m_new = smax(m, smax(t2.x, t2.y));
+            /* A row that has seen only masked keys keeps m = -inf; exponents relative to 0 then give it zero
+             * weights instead of the NaN of -inf - -inf. */
+            const float m_ref = m_new == CLA_NEG_INF ? 0.0f : m_new;
+            const float alpha = cla_exp2_nonpos8((float8)(m - m_ref)).s0;
+            float8 sum = (float8)(0.0f);
+            for (int g = 0; g < n8 / 8; ++g) {
+                const float8 x8 = vload8(g, srow);
+                const float8 p8 = cla_exp2_nonpos8(x8 - m_ref);
+                sum += p8;
+                vstore8(select(p8, (float8)(-0.0f), x8 == (float8)(CLA_NEG_INF)), g, srow);
+            }
+            l8s[r] = fma(l8s[r], (float8)(alpha), sum);
+            ms[r] = m_new;
+            alphas[r] = alpha;
         }
 
-        /* Online softmax: one running max for the row, eight partial sums. */
-        const float4 t4 = select(tile_max.lo, tile_max.hi, tile_max.hi > tile_max.lo);
-        const float2 t2 = select(t4.lo, t4.hi, t4.hi > t4.lo);
-        const float m_new = smax(m, smax(t2.x, t2.y));
-        /* A row that has seen only masked keys keeps m = -inf; exponents relative to 0 then give it zero weights
-         * instead of the NaN of -inf - -inf. */
-        const float m_ref = m_new == CLA_NEG_INF ? 0.0f : m_new;
-        const float alpha = cla_exp2_nonpos8((float8)(m - m_ref)).s0;
-        float p[(BLOCK_N + 7) / 8 * 8];
-        float8 sum = (float8)(0.0f);
-        for (int g = 0; g < (BLOCK_N + 7) / 8; ++g) {
-            if (g * 8 >= n) break;
-            const float8 pg = cla_exp2_nonpos8(s[g] - m_ref);
-            sum += pg;
-            vstore8(select(pg, (float8)(-0.0f), s[g] == (float8)(CLA_NEG_INF)), g, p);
-        }
-        l8 = fma(l8, (float8)(alpha), sum);
-        m = m_new;
-
-        /* acc = acc * alpha + P V; an edge tile skips its marked (masked) keys. */
-        CPU_UNROLL
-        for (int c = 0; c < VC; ++c) acc[c] *= alpha;
-        for (int jj = 0; jj < n; ++jj) {
-            if (!inner && as_int(p[jj]) == NEG_ZERO_BITS) continue;
-            __global const STORAGE(V_DTYPE) *vrow = v + (long)(j0 + jj) * v_stride.z;
-            const float8 pj = (float8)(p[jj]);
-            CPU_UNROLL
-            for (int c = 0; c < VC; ++c) acc[c] = fma(pj, v_chunk(vrow, DSTRIDE(v_stride), c), acc[c]);
+        /* accs = accs * alpha + P V, CB value chunks by RBV rows at a time, then the remaining chunks. */
+        __global const STORAGE(V_DTYPE) *vt = v + (long)j0 * v_stride.z;
+        for (int r0 = 0; r0 < count; r0 += RBV) {
+            for (int c0 = 0; c0 + CB <= VC; c0 += CB)
+                pv_block(accs, sc, alphas, vt, v_stride.z, DSTRIDE(v_stride), n, r0, count, c0, careful, CB);
+#if VC % CB
+            pv_block(accs, sc, alphas, vt, v_stride.z, DSTRIDE(v_stride), n, r0, count, VC - VC % CB, careful,
+                     VC % CB);
+#endif
         }
     }
 
-    float out[VC * 8];
-    CPU_UNROLL
-    for (int c = 0; c < VC; ++c) vstore8(acc[c], c, out);
-    const float4 l4 = l8.lo + l8.hi;
-    const float l = (l4.x + l4.z) + (l4.y + l4.w);
-    write_row(o, o_stride, offsets.s3, lse, lse_stride, offsets.s6, partial, b, h, bh, i, Lq, m, l, out, 1,
-              cla_sink2(sinks, mods, h));
+    for (int r = 0; r < count; ++r) {
+        const int i = (first + r) / pg, h = hu * pg + (first + r) % pg;
+        float out[VC * 8];
+        CPU_UNROLL
+        for (int c = 0; c < VC; ++c) vstore8(accs[r * VC + c], c, out);
+        const float4 l4 = l8s[r].lo + l8s[r].hi;
+        const float l = (l4.x + l4.z) + (l4.y + l4.w);
+        write_row(o, o_stride, offsets.s3, lse, lse_stride, offsets.s6, partial, b, h, b * Hq + h, i, Lq, ms[r], l,
+                  out, 1, cla_sink2(sinks, mods, h));
+    }
 }
 
 #else
@@ -477,8 +593,8 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
         /* Online softmax, elementwise over the rows. */
         float8 alpha[RV];
         for (int rv = 0; rv < RV; ++rv) {
-            /* The score modifiers, then (on an edge tile) the masks. Without modifiers an inner tile skips the pass;
-             * with them, this pass also takes the tile's max. */
+            /* The score modifiers, then (on an edge tile) the masks. Without modifiers an inner tile skips the
+             * pass; with them, this pass also takes the tile's max. */
             float8 tile_max = (float8)(CLA_NEG_INF);
             if (!inner || HAS_SCORE_MODS) {
                 const int8 lo8 = vload8(rv, lo_rows), hi8 = vload8(rv, hi_rows);

@@ -124,7 +124,7 @@ static void matcher_fallbacks(void **state) {
     assert_int_equal(db.count, 4);
     static const match_case cases[] = {
         MATCH_PARAMS(hash_a, "prefill:d64:L256", CLATTN_TUNING_EXACT,
-                     "variant=cpu,rows=8,block_n=32,wg=1,local=0,splits=0"),
+                     "variant=cpu,rows=8,block_n=32,wg=1,local=0,splits=0,gqa_pack=0"),
         /* A length inside a bucket is that bucket. */
         MATCH_FIELD(hash_a, "prefill:d64:L1000", CLATTN_TUNING_EXACT, CLA_FUSED_ROWS, 16),
         /* Nearest bucket in log2: 4096 is two steps from 1024, four from 256. */
@@ -136,10 +136,10 @@ static void matcher_fallbacks(void **state) {
         MATCH_SOURCE(hash_a, "prefill:d64:L256:causal", CLATTN_TUNING_DEVICE_DEFAULT),
         /* Decode: its only entry has another source hash, so the built-in default. */
         MATCH_PARAMS(hash_a, "decode:d64:L2048", CLATTN_TUNING_BUILTIN,
-                     "variant=cpu,rows=1,block_n=48,wg=1,local=0,splits=0"),
+                     "variant=cpu,rows=1,block_n=48,wg=1,local=0,splits=0,gqa_pack=1"),
         /* A stale hash for everything: never used. */
         MATCH_PARAMS("00000000000000000000000000000000", "prefill:d64:L256", CLATTN_TUNING_BUILTIN,
-                     "variant=cpu,rows=24,block_n=48,wg=1,local=0,splits=0"),
+                     "variant=cpu,rows=24,block_n=48,wg=1,local=0,splits=0,gqa_pack=0"),
         MATCH_FIELD(hash_b, "decode:d64:L64", CLATTN_TUNING_DEVICE_DEFAULT, CLA_FUSED_BLOCK_N, 128),
     };
     expect_matches(&db, choose, cases, sizeof cases / sizeof cases[0]);
@@ -216,7 +216,7 @@ static void matcher_skips_entries_that_do_not_fit(void **state) {
     assert_true(parse_entries(&db, e1, e2, e3, e4, why, sizeof why));
     static const match_case cases[] = {
         MATCH_PARAMS(hash_a, "prefill:d64:L256", CLATTN_TUNING_DEVICE_DEFAULT,
-                     "variant=tiled,rows=2,block_n=16,wg=4,local=0,splits=0"),
+                     "variant=tiled,rows=2,block_n=16,wg=4,local=0,splits=0,gqa_pack=0"),
         /* The decode default names a parameter the kernel does not have: the wildcard entry is next. */
         MATCH_FIELD(hash_a, "decode:d64:L256", CLATTN_TUNING_DEVICE_DEFAULT, CLA_FUSED_VARIANT, CLA_FUSED_TILED),
     };
@@ -317,9 +317,9 @@ static void space_and_configs(void **state) {
     char why[128], text[256];
     memset(&c, 0, sizeof c);
     assert_true(
-        cla_tune_config_parse(op, "variant=tiled,rows=4,block_n=16,wg=8,local=1,splits=0", &c, why, sizeof why));
+        cla_tune_config_parse(op, "variant=tiled,rows=4,block_n=16,wg=8,local=1,splits=0,gqa_pack=0", &c, why, sizeof why));
     cla_tune_config_format(op, &c, text, sizeof text);
-    assert_string_equal(text, "variant=tiled,rows=4,block_n=16,wg=8,local=1,splits=0");
+    assert_string_equal(text, "variant=tiled,rows=4,block_n=16,wg=8,local=1,splits=0,gqa_pack=0");
     assert_false(cla_tune_config_parse(op, "rows=4,", &c, why, sizeof why));
     assert_false(cla_tune_config_parse(op, "cols=4", &c, why, sizeof why));
     assert_false(cla_tune_config_parse(op, "variant=gpu", &c, why, sizeof why));
@@ -592,7 +592,7 @@ static void context_ignores_bad_databases(void **state) {
     ctx = test_logged_context();
     clattn_tuning_choice ch = lookup(ctx, "prefill:d64:L256");
     assert_int_equal(ch.source, CLATTN_TUNING_DEVICE_DEFAULT);
-    assert_string_equal(ch.params, "variant=tiled,rows=2,block_n=16,wg=4,local=0,splits=0");
+    assert_string_equal(ch.params, "variant=tiled,rows=2,block_n=16,wg=4,local=0,splits=0,gqa_pack=0");
     assert_string_equal(ch.database, path);
     /* The context's override (CLATTN_FUSED_PARAMS at creation) still overrides it. */
     assert_int_equal(clattn_context_set_kernel_params(ctx, "sdpa_fused", "rows=16"), CLATTN_SUCCESS);
@@ -668,10 +668,10 @@ static void clear_tuning_dir(clattn_context *ctx) {
 /* The small space every tuner test searches: the CPU kernel, two row counts and two tile widths (the built-in
  * default rows=24, block_n=48 among them), on a short prefill. */
 #define SPACE    "--shapes prefill:d64:L64 --space variant=cpu,rows=8:24,block_n=32:48 --repeat 1 --warmup 0"
-#define BROKEN   "variant=cpu,rows=8,block_n=32,wg=1,local=0,splits=0"
-#define WRONG    "variant=cpu,rows=8,block_n=48,wg=1,local=0,splits=0"
-#define FASTEST  "variant=cpu,rows=24,block_n=32,wg=1,local=0,splits=0"
-#define BUILT_IN "variant=cpu,rows=24,block_n=48,wg=1,local=0,splits=0"
+#define BROKEN   "variant=cpu,rows=8,block_n=32,wg=1,local=0,splits=0,gqa_pack=0"
+#define WRONG    "variant=cpu,rows=8,block_n=48,wg=1,local=0,splits=0,gqa_pack=0"
+#define FASTEST  "variant=cpu,rows=24,block_n=32,wg=1,local=0,splits=0,gqa_pack=0"
+#define BUILT_IN "variant=cpu,rows=24,block_n=48,wg=1,local=0,splits=0,gqa_pack=0"
 
 static void tune_result_is_picked_up(void **state) {
     (void)state;
@@ -920,14 +920,14 @@ static void descriptions_give_build_options(void **state) {
     cla_tune_config c;
     char why[128], text[128];
     assert_true(
-        cla_tune_config_parse(op, "variant=tiled,rows=4,block_n=16,wg=8,local=1,splits=3", &c, why, sizeof why));
+        cla_tune_config_parse(op, "variant=tiled,rows=4,block_n=16,wg=8,local=1,splits=3,gqa_pack=0", &c, why, sizeof why));
     cla_tune_defines(op, &c, text, sizeof text);
     assert_string_equal(text, " -DROWS=4 -DBLOCK_N=16 -DWG_SIZE=8 -DUSE_LOCAL=1");
     assert_string_equal(cla_tune_kernel_of(op, &c)->kernel, "sdpa_fused");
     assert_true(
-        cla_tune_config_parse(op, "variant=cpu,rows=24,block_n=48,wg=1,local=0,splits=0", &c, why, sizeof why));
+        cla_tune_config_parse(op, "variant=cpu,rows=24,block_n=48,wg=1,local=0,splits=0,gqa_pack=0", &c, why, sizeof why));
     cla_tune_defines(op, &c, text, sizeof text);
-    assert_string_equal(text, " -DROWS=24 -DBLOCK_N=48");
+    assert_string_equal(text, " -DROWS=24 -DBLOCK_N=48 -DGQA_PACK=0");
     assert_string_equal(cla_tune_kernel_of(op, &c)->source, "sdpa_fused_cpu");
     op = &cla_tune_op_seq2seq;
     assert_true(cla_tune_config_parse(op, "wg=64,block_n=32,rows=4,vec=8", &c, why, sizeof why));

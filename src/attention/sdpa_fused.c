@@ -3,8 +3,8 @@
  * over keys for decode-shaped calls (flash-decoding), and the launch of kernels_cl/sdpa_flash.cl (the flash
  * variant, for GPUs and accelerators: a work-group per block of rows of one batch item and key/value head, GQA
  * query heads packed as rows), kernels_cl/sdpa_fused.cl (the tiled variant, one row per work-item) or
- * kernels_cl/sdpa_fused_cpu.cl (the CPU variant). All take the same arguments and write the same key-split partial
- * state, which sdpa_combine in sdpa_fused.cl merges. */
+ * kernels_cl/sdpa_fused_cpu.cl (the CPU variant; its decode shape packs GQA query heads the same way). All take the
+ * same arguments and write the same key-split partial state, which sdpa_combine in sdpa_fused.cl merges. */
 #include "sdpa_internal.h"
 #include "tuning.h"
 
@@ -66,6 +66,17 @@ static clattn_status choose_params(clattn_context *ctx, const cla_sdpa_plan *p, 
     return st;
 }
 
+/* Rows per work-item of the CPU kernel's packed row shape: all the unit's rows up to 16 (the state of a row is
+ * its q and output vectors, kept to about 64 KiB of the worker's stack in all), shared evenly between as few
+ * work-items as that allows, so that each reads the unit's K and V once. */
+static size_t cpu_pack_rows(const cla_sdpa_plan *p, size_t unit_rows) {
+    const size_t per_row = ((p->head_dim + 7) / 8 + (p->v_head_dim + 7) / 8) * 8 * sizeof(float);
+    size_t most = 64 * 1024 / per_row;
+    most = most < 1 ? 1 : most > 16 ? 16 : most;
+    const size_t items = unit_rows ? (unit_rows + most - 1) / most : 1;
+    return unit_rows ? (unit_rows + items - 1) / items : 1;
+}
+
 /* How many key splits keep every compute unit busy: 1 unless the rows alone leave the device idle. */
 static int choose_splits(const clattn_context *ctx, const cla_sdpa_plan *p, const cla_tune_config *c,
                          size_t row_groups) {
@@ -94,7 +105,11 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     /* The flash kernel's grid runs over packed rows (query rows times the query heads of a key/value head) of each
      * (batch item, key/value head); the others' over query rows of each (batch item, query head). */
     const size_t group = p->q_heads / p->kv_heads;
-    const size_t units = flash ? p->batch * p->kv_heads : bh, unit_rows = flash ? p->q_len * group : p->q_len;
+    /* The CPU kernel's row shape with gqa_pack packs the same rows, PACK_ROWS to a work-item. */
+    const bool pack = cpu && v[CLA_FUSED_ROWS] == 1 && v[CLA_FUSED_GQA_PACK] == 1;
+    const size_t units = flash || pack ? p->batch * p->kv_heads : bh;
+    const size_t unit_rows = flash || pack ? p->q_len * group : p->q_len;
+    const size_t pack_rows = pack ? cpu_pack_rows(p, unit_rows) : 1;
     const char *name = cla_tune_kernel_of(op, &c)->kernel, *source = cla_tune_kernel_of(op, &c)->source;
     char common[512], defines[128], options[768], combine_options[640];
     cla_sdpa_common_defines(p, true, common, sizeof common);
@@ -105,10 +120,11 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     int nsplit = 1, split_len = 1;
     bool split = false;
     for (;;) {
-        const size_t rows_per_group =
-            flash ? cla_flash_block_rows(&c) : (size_t)v[CLA_FUSED_ROWS] * (size_t)v[CLA_FUSED_WG];
+        const size_t rows_per_group = flash  ? cla_flash_block_rows(&c)
+                                      : pack ? pack_rows
+                                             : (size_t)v[CLA_FUSED_ROWS] * (size_t)v[CLA_FUSED_WG];
         const size_t row_groups =
-            (unit_rows + rows_per_group - 1) / rows_per_group * (flash ? whole_bh / group : whole_bh);
+            (unit_rows + rows_per_group - 1) / rows_per_group * (flash || pack ? whole_bh / group : whole_bh);
         nsplit = choose_splits(ctx, p, &c, row_groups);
         split_len = (int)round_up((p->kv_len + (size_t)nsplit - 1) / (size_t)nsplit, (size_t)v[CLA_FUSED_BLOCK_N]);
         if (split_len < 1) split_len = v[CLA_FUSED_BLOCK_N];
@@ -119,7 +135,7 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
         nsplit = p->kv_len ? (int)((p->kv_len + (size_t)split_len - 1) / (size_t)split_len) : 1;
         split = nsplit > 1;
         cla_tune_defines(op, &c, defines, sizeof defines);
-        snprintf(options, sizeof options, "%s%s -DSPLIT_KV=%d", common, defines, split);
+        snprintf(options, sizeof options, "%s%s -DSPLIT_KV=%d -DPACK_ROWS=%zu", common, defines, split, pack_rows);
         if ((st = cla_kernel_get_prefixed(ctx, source, prefix, options, name, &kernel))) {
             if (st == CLATTN_ERROR_BUILD_FAILED && prefix) cla_sdpa_frame_mods(ctx, p);
             free(prefix);
@@ -185,8 +201,9 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     st = cla_set_named_args(ctx, kernel, name, op->args, args, CLA_ARRAY_SIZE(args));
     if (st == CLATTN_SUCCESS) {
         const size_t rows = (size_t)v[CLA_FUSED_ROWS], wg = (size_t)v[CLA_FUSED_WG];
-        size_t items_x = flash ? (unit_rows + cla_flash_block_rows(&c) - 1) / cla_flash_block_rows(&c) * wg
-                               : (p->q_len + rows - 1) / rows;
+        size_t items_x = flash  ? (unit_rows + cla_flash_block_rows(&c) - 1) / cla_flash_block_rows(&c) * wg
+                         : pack ? (unit_rows + pack_rows - 1) / pack_rows
+                                : (p->q_len + rows - 1) / rows;
         size_t global[3] = {v[CLA_FUSED_LOCAL] ? round_up(items_x, wg) : items_x, units, (size_t)nsplit};
         size_t local[3] = {wg, 1, 1};
         /* A launch covers whole batch-head slices (batch-key-head slices for flash), as many as the context's

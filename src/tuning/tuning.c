@@ -19,6 +19,7 @@ static const char *const fused_variants[] = {"tiled", "cpu", "flash"};
 #define ANY   (1 << 20)
 #define TILED (1u << CLA_FUSED_TILED)
 #define FLASH (1u << CLA_FUSED_FLASH)
+#define CPU   (1u << CLA_FUSED_CPU)
 
 /* The family's parameters: the values the tuner tries, the values accepted, and the build options they become.
  * variant: flash (kernels_cl/sdpa_flash.cl, FlashAttention-2 tiling, the default on GPUs and accelerators), tiled
@@ -28,7 +29,9 @@ static const char *const fused_variants[] = {"tiled", "cpu", "flash"};
  * (multiples of the CPU kernel's register blocks; of 4 and of CLA_FLASH_TN for flash); wg: work-items per group
  * (tiled and flash) and local: K/V tiles in local memory (the tiled kernel's; the CPU kernel runs one work-item
  * per group, the flash kernel always stages tiles); splits: key splits for decode (0 lets the shape decide; the
- * host's, as SPLIT_KV follows from the count). */
+ * host's, as SPLIT_KV follows from the count); gqa_pack: the CPU kernel's row shape (decode) gives a work-item the
+ * query rows of every query head that shares a key/value head, so that each K/V tile is read from memory once for
+ * the whole GQA group (1, the default) rather than once per query head (0); the block shape ignores it (0). */
 /* One line a parameter. */
 /* clang-format off */
 static const cla_tune_param fused_params[CLA_FUSED_PARAM_COUNT] = {
@@ -38,6 +41,7 @@ static const cla_tune_param fused_params[CLA_FUSED_PARAM_COUNT] = {
     {"wg", 8, {1, 4, 8, 16, 32, 64, 128, 256}, NULL, 0, .min = 1, .max = ANY, .define = "WG_SIZE", .variants = TILED | FLASH},
     {"local", 2, {0, 1}, NULL, 0, .min = 0, .max = ANY, .define = "USE_LOCAL", .variants = TILED},
     {"splits", 6, {0, 1, 2, 4, 8, 16}, NULL, 0, .min = 0, .max = ANY},
+    {"gqa_pack", 2, {0, 1}, NULL, 0, .min = 0, .max = 1, .define = "GQA_PACK", .variants = CPU},
 };
 /* clang-format on */
 
@@ -164,6 +168,7 @@ void cla_sdpa_fused_complete(const clattn_device_info *d, const cla_tune_problem
                                : gpu && d->compiler_available    ? CLA_FUSED_FLASH
                                                                  : CLA_FUSED_TILED;
     if (v[CLA_FUSED_SPLITS] < 0) v[CLA_FUSED_SPLITS] = 0;
+    if (v[CLA_FUSED_VARIANT] != CLA_FUSED_CPU) v[CLA_FUSED_GQA_PACK] = 0;
     if (v[CLA_FUSED_VARIANT] == CLA_FUSED_CPU) {
         /* Rows fill float8 row vectors, and 24 rows (3 vectors) leave registers for 3 keys or columns per register
          * block; 48 keys per tile (a multiple of every block width) keep a tile's K, V and weights with the row
@@ -173,6 +178,10 @@ void cla_sdpa_fused_complete(const clattn_device_info *d, const cla_tune_problem
             v[CLA_FUSED_ROWS] = p->q_len < 8 ? 1 : p->q_len <= 8 ? 8 : p->q_len <= 16 ? 16 : 24;
         if (v[CLA_FUSED_BLOCK_N] < 1) v[CLA_FUSED_BLOCK_N] = 48;
         if (v[CLA_FUSED_ROWS] > 1) v[CLA_FUSED_ROWS] = (v[CLA_FUSED_ROWS] + 7) / 8 * 8;
+        /* Decode reads K and V at memory speed: packing the GQA group reads them once for all its heads. Only the
+         * row shape packs, so the block shape carries 0 (one program, not two). */
+        if (v[CLA_FUSED_GQA_PACK] < 0) v[CLA_FUSED_GQA_PACK] = 1;
+        if (v[CLA_FUSED_ROWS] != 1) v[CLA_FUSED_GQA_PACK] = 0;
         v[CLA_FUSED_WG] = 1;
         v[CLA_FUSED_LOCAL] = 0;
         return;
@@ -183,6 +192,7 @@ void cla_sdpa_fused_complete(const clattn_device_info *d, const cla_tune_problem
         if (flash_complete(d, p, c) || given.v[CLA_FUSED_VARIANT] == CLA_FUSED_FLASH) return;
         *c = given;
         v[CLA_FUSED_VARIANT] = CLA_FUSED_TILED;
+        v[CLA_FUSED_GQA_PACK] = 0;
     }
     if (v[CLA_FUSED_ROWS] < 1) v[CLA_FUSED_ROWS] = gpu ? 1 : 4;
     if (v[CLA_FUSED_BLOCK_N] < 1) v[CLA_FUSED_BLOCK_N] = gpu ? 32 : 16;
@@ -211,6 +221,12 @@ static const char *fused_check(const clattn_device_info *d, const cla_tune_probl
     if (rows < 1 || rows > 64) return "rows must be 1 to 64";
     if (block_n < 1 || block_n > 512) return "block_n must be 1 to 512";
     if (wg < 1 || local < 0 || local > 1 || splits < 0 || splits > 64) return "wg, local or splits out of range";
+    const int pack = c->v[CLA_FUSED_GQA_PACK];
+    /* Only the cpu variant's row shape packs, so its block shape refuses 1 (one candidate, not two); the other
+     * variants ignore the value (a database entry for them keeps the default's). */
+    if (pack < 0 || pack > 1) return "gqa_pack must be 0 or 1";
+    if (pack && variant == CLA_FUSED_CPU && rows != 1)
+        return "gqa_pack is for the cpu variant's row shape (rows 1)";
     /* Splits divide the keys of calls too short in rows to fill the device; prefill leaves them to the shape. */
     if (splits != 0 && p->q_len >= 8) return "key splits are for decode (fewer than 8 queries)";
     const size_t dims = p->head_dim + p->v_head_dim;

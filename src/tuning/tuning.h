@@ -132,7 +132,8 @@ enum {
     CLA_FUSED_BLOCK_N,
     CLA_FUSED_WG,
     CLA_FUSED_LOCAL,
-    CLA_FUSED_SPLITS, /* 0: chosen by the shape */
+    CLA_FUSED_SPLITS,   /* 0: chosen by the shape */
+    CLA_FUSED_GQA_PACK, /* cpu row shape: a work-item takes all the query heads of a key/value head */
     CLA_FUSED_PARAM_COUNT
 };
 enum { CLA_FUSED_TILED = 0, CLA_FUSED_CPU = 1, CLA_FUSED_FLASH = 2 };
