@@ -32,15 +32,8 @@ static void free_run(run_data *r) {
     npy_free(&r->q_npy);
     npy_free(&r->k_npy);
     npy_free(&r->v_npy);
-    free(r->q);
-    free(r->k);
-    free(r->v);
-    free(r->mask);
-    free(r->out);
-    free(r->lse);
-    free(r->weights);
-    free(r->bool_mask);
-    free(r->key_lengths);
+    void *owned[] = {r->q, r->k, r->v, r->mask, r->out, r->lse, r->weights, r->bool_mask, r->key_lengths};
+    for (size_t i = 0; i < sizeof owned / sizeof owned[0]; ++i) free(owned[i]);
     run_score_mods_free(&r->mods);
     for (int i = 0; i < CLATTN_MAX_MOD_BUFFERS; ++i) npy_free(&r->mod_npy[i]);
     free(r->mod_spec);
