@@ -35,9 +35,10 @@ typedef struct layer_shape {
 } layer_shape;
 
 typedef struct field_def {
-    const char *name; /* option name and sweep name */
-    size_t fallback;  /* default value; 0 with `follows` >= 0: copy that field */
-    int follows;      /* index of the field whose value an absent option copies, or -1 */
+    const char *name;       /* option name and sweep name */
+    const char *value_name; /* the option's value in the help */
+    size_t fallback;        /* default value; 0 with `follows` >= 0: copy that field */
+    int follows;            /* index of the field whose value an absent option copies, or -1 */
     const char *help;
 } field_def;
 
@@ -64,6 +65,12 @@ static int parse_count(const char *cmd, const char *opt, const char *text, long 
         return cli_error(cmd, CLI_USAGE, "--%s '%s': expected an integer from %lld to %lld", opt, text, lo, hi);
     *out = v;
     return CLI_OK;
+}
+
+/* Fills the first `count` entries of a command's options table with the shape options, one per field. */
+static void field_options(const field_def *fields, size_t count, cli_option *options) {
+    for (size_t i = 0; i < count; ++i)
+        options[i] = (cli_option){fields[i].name, fields[i].value_name, fields[i].help, NULL};
 }
 
 /* Reads the shape options, the sweep, dtype, repeat, warm-up and output format shared by both operations. */
@@ -254,14 +261,14 @@ static void note_check(const char *cmd, const char *what, layer_result *r, doubl
 enum { M_BATCH, M_SEQ, M_KV_SEQ, M_D_MODEL, M_HEADS, M_KV_HEADS, M_HEAD_DIM, M_DECODE, M_FIELDS };
 
 static const field_def mha_fields[M_FIELDS] = {
-    {"batch", 1, -1, "batch size (default 1)"},
-    {"seq", 512, -1, "query length Lq (default 512)"},
-    {"kv-seq", 0, M_SEQ, "memory length for cross-attention (default: self-attention)"},
-    {"d-model", 512, -1, "model width (default 512)"},
-    {"heads", 8, -1, "query heads (default 8)"},
-    {"kv-heads", 0, M_HEADS, "key/value heads (default: --heads)"},
-    {"head-dim", 64, -1, "head width d_k = d_v (default 64)"},
-    {"decode", 0, -1, "time one KV-cache step of --seq new tokens after N cached ones (default 0: no cache)"},
+    {"batch", "B", 1, -1, "batch size (default 1)"},
+    {"seq", "L", 512, -1, "query length Lq (default 512)"},
+    {"kv-seq", "L", 0, M_SEQ, "memory length for cross-attention (default: self-attention)"},
+    {"d-model", "N", 512, -1, "model width (default 512)"},
+    {"heads", "H", 8, -1, "query heads (default 8)"},
+    {"kv-heads", "H", 0, M_HEADS, "key/value heads (default: --heads)"},
+    {"head-dim", "D", 64, -1, "head width d_k = d_v (default 64)"},
+    {"decode", "N", 0, -1, "time one KV-cache step of --seq new tokens after N cached ones (default 0: no cache)"},
 };
 
 typedef struct mha_call {
@@ -305,15 +312,8 @@ static double mha_flops(const layer_shape *s, bool causal) {
 static int bench_mha(int argc, char **argv) {
     const char *CMD = "bench mha";
     cli_option options[] = {
-        {"batch", "B", mha_fields[M_BATCH].help, NULL},
-        {"seq", "L", mha_fields[M_SEQ].help, NULL},
-        {"kv-seq", "L", mha_fields[M_KV_SEQ].help, NULL},
-        {"d-model", "N", mha_fields[M_D_MODEL].help, NULL},
-        {"heads", "H", mha_fields[M_HEADS].help, NULL},
-        {"kv-heads", "H", mha_fields[M_KV_HEADS].help, NULL},
-        {"head-dim", "D", mha_fields[M_HEAD_DIM].help, NULL},
-        {"decode", "N", mha_fields[M_DECODE].help, NULL},
-        {"sweep", "NAME=V,...", "one run per value of a shape option, e.g. seq=128,256,512", NULL},
+        /* The shape options come first, filled from mha_fields below. */
+        [M_FIELDS] = {"sweep", "NAME=V,...", "one run per value of a shape option, e.g. seq=128,256,512", NULL},
         {"causal", NULL, "causal self-attention (bottom-right aligned)", NULL},
         {"bias", NULL, "projections with biases", NULL},
         {"residual", NULL, "out = x + attention", NULL},
@@ -322,6 +322,7 @@ static int bench_mha(int argc, char **argv) {
         {"impl", "IMPL", "attention step: fused, unfused or all (default)", NULL},
         BENCH_COMMON_OPTIONS,
     };
+    field_options(mha_fields, M_FIELDS, options);
     cli_command cmd = {
         CMD,
         "Time multi-head attention with its projections (CLBlast GEMMs) on the device, the attention "
@@ -532,12 +533,12 @@ static int bench_mha(int argc, char **argv) {
 enum { S_BATCH, S_SEQ, S_KV_SEQ, S_QUERY_DIM, S_KEY_DIM, S_ATTN_DIM, S_FIELDS };
 
 static const field_def seq2seq_fields[S_FIELDS] = {
-    {"batch", 8, -1, "batch size (default 8)"},
-    {"seq", 1, -1, "queries per sequence Lq: 1 is one decoder step (default 1)"},
-    {"kv-seq", 512, -1, "keys (encoder states) per sequence Lk (default 512)"},
-    {"query-dim", 256, -1, "query (decoder state) width (default 256)"},
-    {"key-dim", 0, S_QUERY_DIM, "key (encoder state) width, also the values' (default: --query-dim)"},
-    {"attn-dim", 256, -1, "hidden width of the additive and concat scores (default 256)"},
+    {"batch", "B", 8, -1, "batch size (default 8)"},
+    {"seq", "L", 1, -1, "queries per sequence Lq: 1 is one decoder step (default 1)"},
+    {"kv-seq", "L", 512, -1, "keys (encoder states) per sequence Lk (default 512)"},
+    {"query-dim", "N", 256, -1, "query (decoder state) width (default 256)"},
+    {"key-dim", "N", 0, S_QUERY_DIM, "key (encoder state) width, also the values' (default: --query-dim)"},
+    {"attn-dim", "N", 256, -1, "hidden width of the additive and concat scores (default 256)"},
 };
 
 typedef struct seq2seq_call {
@@ -573,13 +574,8 @@ static double seq2seq_flops(const layer_shape *s, clattn_score score) {
 static int bench_seq2seq(int argc, char **argv) {
     const char *CMD = "bench additive";
     cli_option options[] = {
-        {"batch", "B", seq2seq_fields[S_BATCH].help, NULL},
-        {"seq", "L", seq2seq_fields[S_SEQ].help, NULL},
-        {"kv-seq", "L", seq2seq_fields[S_KV_SEQ].help, NULL},
-        {"query-dim", "N", seq2seq_fields[S_QUERY_DIM].help, NULL},
-        {"key-dim", "N", seq2seq_fields[S_KEY_DIM].help, NULL},
-        {"attn-dim", "N", seq2seq_fields[S_ATTN_DIM].help, NULL},
-        {"sweep", "NAME=V,...", "one run per value of a shape option, e.g. kv-seq=128,512,2048", NULL},
+        /* The shape options come first, filled from seq2seq_fields below. */
+        [S_FIELDS] = {"sweep", "NAME=V,...", "one run per value of a shape option, e.g. kv-seq=128,512,2048", NULL},
         {"score", "KIND", "additive, dot, general, concat or all (default additive)", NULL},
         {"weights", NULL, "also write the attention weights [B, Lq, Lk]", NULL},
         {"project-keys", NULL,
@@ -589,6 +585,7 @@ static int bench_seq2seq(int argc, char **argv) {
         {"dtype", "TYPE", "storage of queries, keys and context: f32 (default), f16 or bf16", NULL},
         BENCH_COMMON_OPTIONS,
     };
+    field_options(seq2seq_fields, S_FIELDS, options);
     cli_command cmd = {
         CMD,
         "Time seq2seq attention (additive/Bahdanau, or Luong dot, general and concat scores) with its "
