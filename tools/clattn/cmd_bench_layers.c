@@ -142,6 +142,21 @@ static int parse_common(const cli_command *cmd, layer_config *c) {
     return CLI_OK;
 }
 
+/* Parses a layer benchmark's command line into `cmd` and `c`: the shape options, which fill the first
+ * `field_count` entries of `options` from `fields`, and the rest of what parse_common reads. Returns -1 to go on,
+ * else the exit status (CLI_OK after printing the help). */
+static int parse_layer_command(const char *name, const char *summary, cli_option *options, size_t option_count,
+                               const field_def *fields, size_t field_count, int argc, char **argv, cli_command *cmd,
+                               layer_config *c) {
+    field_options(fields, field_count, options);
+    *cmd = (cli_command){name, summary, "[options]", options, option_count};
+    int rc = cli_parse(cmd, argc, argv);
+    if (rc >= 0) return rc;
+    *c = (layer_config){.cmd = name, .fields = fields, .field_count = field_count};
+    rc = parse_common(cmd, c);
+    return rc != CLI_OK ? rc : -1;
+}
+
 /* A device buffer of `count` random elements in [-2, 2) stored as `dt`. With `host`, the values as the device
  * stores them are kept there for the reference (the caller frees them). */
 static int random_buffer(const char *cmd, clattn_context *ctx, size_t count, clattn_dtype dt, unsigned seed,
@@ -312,7 +327,7 @@ static double mha_flops(const layer_shape *s, bool causal) {
 static int bench_mha(int argc, char **argv) {
     const char *CMD = "bench mha";
     cli_option options[] = {
-        /* The shape options come first, filled from mha_fields below. */
+        /* The shape options come first, filled from mha_fields. */
         [M_FIELDS] = {"sweep", "NAME=V,...", "one run per value of a shape option, e.g. seq=128,256,512", NULL},
         {"causal", NULL, "causal self-attention (bottom-right aligned)", NULL},
         {"bias", NULL, "projections with biases", NULL},
@@ -322,17 +337,16 @@ static int bench_mha(int argc, char **argv) {
         {"impl", "IMPL", "attention step: fused, unfused or all (default)", NULL},
         BENCH_COMMON_OPTIONS,
     };
-    field_options(mha_fields, M_FIELDS, options);
-    cli_command cmd = {
-        CMD,
+    static const char summary[] =
         "Time multi-head attention with its projections (CLBlast GEMMs) on the device, the attention "
         "step fused and\nunfused. With no options: B=1 L=512 d_model=512 H=8 D=64, fp32 "
-        "self-attention. --decode N times one\nKV-cache step of --seq new tokens after N cached ones.",
-        "[options]", options, sizeof options / sizeof options[0]};
-    int rc = cli_parse(&cmd, argc, argv);
+        "self-attention. --decode N times one\nKV-cache step of --seq new tokens after N cached ones.";
+    cli_command cmd;
+    layer_config c;
+    int rc = parse_layer_command(CMD, summary, options, sizeof options / sizeof options[0], mha_fields, M_FIELDS,
+                                 argc, argv, &cmd, &c);
     if (rc >= 0) return rc;
-    layer_config c = {.cmd = CMD, .fields = mha_fields, .field_count = M_FIELDS};
-    if ((rc = parse_common(&cmd, &c))) return rc;
+    rc = CLI_OK;
     const bool causal = cli_flag(&cmd, "causal"), bias = cli_flag(&cmd, "bias");
     const bool residual = cli_flag(&cmd, "residual"), packed = cli_flag(&cmd, "packed");
     bool impls[2] = {true, true};
@@ -574,7 +588,7 @@ static double seq2seq_flops(const layer_shape *s, clattn_score score) {
 static int bench_seq2seq(int argc, char **argv) {
     const char *CMD = "bench additive";
     cli_option options[] = {
-        /* The shape options come first, filled from seq2seq_fields below. */
+        /* The shape options come first, filled from seq2seq_fields. */
         [S_FIELDS] = {"sweep", "NAME=V,...", "one run per value of a shape option, e.g. kv-seq=128,512,2048", NULL},
         {"score", "KIND", "additive, dot, general, concat or all (default additive)", NULL},
         {"weights", NULL, "also write the attention weights [B, Lq, Lk]", NULL},
@@ -585,17 +599,15 @@ static int bench_seq2seq(int argc, char **argv) {
         {"dtype", "TYPE", "storage of queries, keys and context: f32 (default), f16 or bf16", NULL},
         BENCH_COMMON_OPTIONS,
     };
-    field_options(seq2seq_fields, S_FIELDS, options);
-    cli_command cmd = {
-        CMD,
-        "Time seq2seq attention (additive/Bahdanau, or Luong dot, general and concat scores) with its "
-        "projections on\nthe device. With no options: one decoder step, B=8, Lk=512, widths 256, "
-        "additive score, fp32.",
-        "[options]", options, sizeof options / sizeof options[0]};
-    int rc = cli_parse(&cmd, argc, argv);
+    static const char summary[] =
+        "Time seq2seq attention (additive/Bahdanau, or Luong dot, general and concat scores) with its projections "
+        "on\nthe device. With no options: one decoder step, B=8, Lk=512, widths 256, additive score, fp32.";
+    cli_command cmd;
+    layer_config c;
+    int rc = parse_layer_command(CMD, summary, options, sizeof options / sizeof options[0], seq2seq_fields,
+                                 S_FIELDS, argc, argv, &cmd, &c);
     if (rc >= 0) return rc;
-    layer_config c = {.cmd = CMD, .fields = seq2seq_fields, .field_count = S_FIELDS};
-    if ((rc = parse_common(&cmd, &c))) return rc;
+    rc = CLI_OK;
     static const char *const score_names[] = {"additive", "dot", "general", "concat"};
     bool scores[4] = {true, false, false, false};
     const char *score_text = cli_value(&cmd, "score");
