@@ -174,6 +174,11 @@ int cli_dispatch(const char *cmd, const char *what, const cli_subcommand *subs, 
     return cli_error(cmd, CLI_USAGE, "unknown %s '%s' (known: %s)", what, argv[0], known);
 }
 
+void cli_release_buffers(const cl_mem *buffers, size_t count) {
+    for (size_t i = 0; i < count; ++i)
+        if (buffers[i]) clReleaseMemObject(buffers[i]);
+}
+
 bool cli_is_input_error(clattn_status st) {
     return st <= CLATTN_ERROR_INVALID_ARGUMENT && st >= CLATTN_ERROR_SIZE_OVERFLOW;
 }

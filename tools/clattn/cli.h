@@ -70,6 +70,9 @@ int cli_parse_causal(const char *cmd, const char *text, clattn_causal *causal); 
 int cli_parse_impl(const char *cmd, const char *text, clattn_impl *impl);       /* fused | unfused | auto */
 int cli_parse_scale(const char *cmd, const char *text, float *scale);           /* a finite number */
 
+/* Releases the buffers of an array that are not NULL. */
+void cli_release_buffers(const cl_mem *buffers, size_t count);
+
 /* Whether a failed library call means the caller's input was wrong (exit status 2) rather than a device failure. */
 bool cli_is_input_error(clattn_status st);
 

@@ -534,9 +534,8 @@ static int bench_mha(int argc, char **argv) {
         free(hx);
         free(hm);
         free(hprefix);
-        cl_mem bufs[] = {xb, mb, ob, prefix};
-        for (size_t i = 0; i < 4; ++i)
-            if (bufs[i]) clReleaseMemObject(bufs[i]);
+        const cl_mem bufs[] = {xb, mb, ob, prefix};
+        cli_release_buffers(bufs, sizeof bufs / sizeof bufs[0]);
     }
     return bench_run_close(&run, CMD, rc, failed_checks);
 }
@@ -757,9 +756,8 @@ static int bench_seq2seq(int argc, char **argv) {
         free(w_all);
         free(hq);
         free(hk);
-        cl_mem bufs[] = {qb, kb, cb, wb};
-        for (size_t i = 0; i < 4; ++i)
-            if (bufs[i]) clReleaseMemObject(bufs[i]);
+        const cl_mem bufs[] = {qb, kb, cb, wb};
+        cli_release_buffers(bufs, sizeof bufs / sizeof bufs[0]);
     }
     return bench_run_close(&run, CMD, rc, failed_checks);
 }
