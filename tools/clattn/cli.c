@@ -2,6 +2,7 @@
 /* Option parsing, help text and error reporting shared by every clattn subcommand. */
 #include "cli.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -152,6 +153,30 @@ int cli_parse_scale(const char *cmd, const char *text, float *scale) {
         return cli_error(cmd, CLI_USAGE, "--scale %s: expected a number", text);
     *scale = (float)v;
     return CLI_OK;
+}
+
+int cli_dispatch(const char *cmd, const char *what, const cli_subcommand *subs, size_t count, int argc,
+                 char **argv) {
+    if (argc < 1 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
+        FILE *out = argc < 1 ? stderr : stdout;
+        fprintf(out, "Usage: clattn %s <%s> [options]\n\n%c%ss:\n", cmd, what, toupper((unsigned char)what[0]),
+                what + 1);
+        for (size_t i = 0; i < count; ++i) fprintf(out, "  %-10s %s\n", subs[i].name, subs[i].summary);
+        fprintf(out, "\n'clattn %s <%s> --help' describes its options.\n", cmd, what);
+        return argc < 1 ? CLI_USAGE : CLI_OK;
+    }
+    char known[256] = "";
+    for (size_t i = 0; i < count; ++i) {
+        if (strcmp(argv[0], subs[i].name) == 0) return subs[i].run(argc - 1, argv + 1);
+        strncat(known, i ? ", " : "", sizeof known - strlen(known) - 1);
+        strncat(known, subs[i].name, sizeof known - strlen(known) - 1);
+    }
+    return cli_error(cmd, CLI_USAGE, "unknown %s '%s' (known: %s)", what, argv[0], known);
+}
+
+void cli_release_buffers(const cl_mem *buffers, size_t count) {
+    for (size_t i = 0; i < count; ++i)
+        if (buffers[i]) clReleaseMemObject(buffers[i]);
 }
 
 bool cli_is_input_error(clattn_status st) {

@@ -70,8 +70,24 @@ int cli_parse_causal(const char *cmd, const char *text, clattn_causal *causal); 
 int cli_parse_impl(const char *cmd, const char *text, clattn_impl *impl);       /* fused | unfused | auto */
 int cli_parse_scale(const char *cmd, const char *text, float *scale);           /* a finite number */
 
+/* Releases the buffers of an array that are not NULL. */
+void cli_release_buffers(const cl_mem *buffers, size_t count);
+
 /* Whether a failed library call means the caller's input was wrong (exit status 2) rather than a device failure. */
 bool cli_is_input_error(clattn_status st);
+
+/* One word of a command with several (`clattn run sdpa`, `clattn kernels pack`): the word, a line of help, and
+ * what runs it with the arguments after the word. */
+typedef struct cli_subcommand {
+    const char *name;
+    const char *summary;
+    int (*run)(int argc, char **argv);
+} cli_subcommand;
+
+/* Runs the subcommand argv[0] names. No word prints the usage to stderr (CLI_USAGE), --help or -h to stdout
+ * (CLI_OK); an unknown word is a usage error. `what` is what the words are called ("operation", "action"). */
+int cli_dispatch(const char *cmd, const char *what, const cli_subcommand *subs, size_t count, int argc,
+                 char **argv);
 
 /* Subcommands. */
 int cmd_devices(int argc, char **argv);

@@ -401,14 +401,14 @@ static uint64_t allowed_pairs(const bench_config *c, const bench_shape *s, clatt
  * need B*H copies of it. */
 static int prepare_shape(clattn_context *ctx, const bench_config *c, const bench_shape *s, shape_data *d) {
     support_sdpa_inputs *in = &d->in;
-    in->batch = s->batch;
-    in->heads = s->heads;
-    in->kv_heads = s->kv_heads;
-    in->q_len = s->seq;
-    in->kv_len = s->kv_seq;
-    in->head_dim = s->head_dim;
-    in->dtype = c->dtype;
-    in->mask_kind = (clattn_mask_kind)c->mask;
+    *in = (support_sdpa_inputs){.batch = s->batch,
+                                .heads = s->heads,
+                                .kv_heads = s->kv_heads,
+                                .q_len = s->seq,
+                                .kv_len = s->kv_seq,
+                                .head_dim = s->head_dim,
+                                .dtype = c->dtype,
+                                .mask_kind = (clattn_mask_kind)c->mask};
     char why[256];
     if (support_sdpa_inputs_make(ctx, in, why, sizeof why) != 0) return cli_error(CMD, CLI_FAILED, "%s", why);
     const size_t esize = clattn_dtype_size(c->dtype);

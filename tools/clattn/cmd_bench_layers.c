@@ -35,9 +35,10 @@ typedef struct layer_shape {
 } layer_shape;
 
 typedef struct field_def {
-    const char *name; /* option name and sweep name */
-    size_t fallback;  /* default value; 0 with `follows` >= 0: copy that field */
-    int follows;      /* index of the field whose value an absent option copies, or -1 */
+    const char *name;       /* option name and sweep name */
+    const char *value_name; /* the option's value in the help */
+    size_t fallback;        /* default value; 0 with `follows` >= 0: copy that field */
+    int follows;            /* index of the field whose value an absent option copies, or -1 */
     const char *help;
 } field_def;
 
@@ -64,6 +65,12 @@ static int parse_count(const char *cmd, const char *opt, const char *text, long 
         return cli_error(cmd, CLI_USAGE, "--%s '%s': expected an integer from %lld to %lld", opt, text, lo, hi);
     *out = v;
     return CLI_OK;
+}
+
+/* Fills the first `count` entries of a command's options table with the shape options, one per field. */
+static void field_options(const field_def *fields, size_t count, cli_option *options) {
+    for (size_t i = 0; i < count; ++i)
+        options[i] = (cli_option){fields[i].name, fields[i].value_name, fields[i].help, NULL};
 }
 
 /* Reads the shape options, the sweep, dtype, repeat, warm-up and output format shared by both operations. */
@@ -133,6 +140,21 @@ static int parse_common(const cli_command *cmd, layer_config *c) {
     c->check = cli_flag(cmd, "check");
     c->format = cli_flag(cmd, "json") ? FORMAT_JSON : cli_flag(cmd, "csv") ? FORMAT_CSV : FORMAT_TABLE;
     return CLI_OK;
+}
+
+/* Parses a layer benchmark's command line into `cmd` and `c`: the shape options, which fill the first
+ * `field_count` entries of `options` from `fields`, and the rest of what parse_common reads. Returns -1 to go on,
+ * else the exit status (CLI_OK after printing the help). */
+static int parse_layer_command(const char *name, const char *summary, cli_option *options, size_t option_count,
+                               const field_def *fields, size_t field_count, int argc, char **argv, cli_command *cmd,
+                               layer_config *c) {
+    field_options(fields, field_count, options);
+    *cmd = (cli_command){name, summary, "[options]", options, option_count};
+    int rc = cli_parse(cmd, argc, argv);
+    if (rc >= 0) return rc;
+    *c = (layer_config){.cmd = name, .fields = fields, .field_count = field_count};
+    rc = parse_common(cmd, c);
+    return rc != CLI_OK ? rc : -1;
 }
 
 /* A device buffer of `count` random elements in [-2, 2) stored as `dt`. With `host`, the values as the device
@@ -254,14 +276,14 @@ static void note_check(const char *cmd, const char *what, layer_result *r, doubl
 enum { M_BATCH, M_SEQ, M_KV_SEQ, M_D_MODEL, M_HEADS, M_KV_HEADS, M_HEAD_DIM, M_DECODE, M_FIELDS };
 
 static const field_def mha_fields[M_FIELDS] = {
-    {"batch", 1, -1, "batch size (default 1)"},
-    {"seq", 512, -1, "query length Lq (default 512)"},
-    {"kv-seq", 0, M_SEQ, "memory length for cross-attention (default: self-attention)"},
-    {"d-model", 512, -1, "model width (default 512)"},
-    {"heads", 8, -1, "query heads (default 8)"},
-    {"kv-heads", 0, M_HEADS, "key/value heads (default: --heads)"},
-    {"head-dim", 64, -1, "head width d_k = d_v (default 64)"},
-    {"decode", 0, -1, "time one KV-cache step of --seq new tokens after N cached ones (default 0: no cache)"},
+    {"batch", "B", 1, -1, "batch size (default 1)"},
+    {"seq", "L", 512, -1, "query length Lq (default 512)"},
+    {"kv-seq", "L", 0, M_SEQ, "memory length for cross-attention (default: self-attention)"},
+    {"d-model", "N", 512, -1, "model width (default 512)"},
+    {"heads", "H", 8, -1, "query heads (default 8)"},
+    {"kv-heads", "H", 0, M_HEADS, "key/value heads (default: --heads)"},
+    {"head-dim", "D", 64, -1, "head width d_k = d_v (default 64)"},
+    {"decode", "N", 0, -1, "time one KV-cache step of --seq new tokens after N cached ones (default 0: no cache)"},
 };
 
 typedef struct mha_call {
@@ -305,15 +327,8 @@ static double mha_flops(const layer_shape *s, bool causal) {
 static int bench_mha(int argc, char **argv) {
     const char *CMD = "bench mha";
     cli_option options[] = {
-        {"batch", "B", mha_fields[M_BATCH].help, NULL},
-        {"seq", "L", mha_fields[M_SEQ].help, NULL},
-        {"kv-seq", "L", mha_fields[M_KV_SEQ].help, NULL},
-        {"d-model", "N", mha_fields[M_D_MODEL].help, NULL},
-        {"heads", "H", mha_fields[M_HEADS].help, NULL},
-        {"kv-heads", "H", mha_fields[M_KV_HEADS].help, NULL},
-        {"head-dim", "D", mha_fields[M_HEAD_DIM].help, NULL},
-        {"decode", "N", mha_fields[M_DECODE].help, NULL},
-        {"sweep", "NAME=V,...", "one run per value of a shape option, e.g. seq=128,256,512", NULL},
+        /* The shape options come first, filled from mha_fields. */
+        [M_FIELDS] = {"sweep", "NAME=V,...", "one run per value of a shape option, e.g. seq=128,256,512", NULL},
         {"causal", NULL, "causal self-attention (bottom-right aligned)", NULL},
         {"bias", NULL, "projections with biases", NULL},
         {"residual", NULL, "out = x + attention", NULL},
@@ -322,16 +337,16 @@ static int bench_mha(int argc, char **argv) {
         {"impl", "IMPL", "attention step: fused, unfused or all (default)", NULL},
         BENCH_COMMON_OPTIONS,
     };
-    cli_command cmd = {
-        CMD,
+    static const char summary[] =
         "Time multi-head attention with its projections (CLBlast GEMMs) on the device, the attention "
         "step fused and\nunfused. With no options: B=1 L=512 d_model=512 H=8 D=64, fp32 "
-        "self-attention. --decode N times one\nKV-cache step of --seq new tokens after N cached ones.",
-        "[options]", options, sizeof options / sizeof options[0]};
-    int rc = cli_parse(&cmd, argc, argv);
+        "self-attention. --decode N times one\nKV-cache step of --seq new tokens after N cached ones.";
+    cli_command cmd;
+    layer_config c;
+    int rc = parse_layer_command(CMD, summary, options, sizeof options / sizeof options[0], mha_fields, M_FIELDS,
+                                 argc, argv, &cmd, &c);
     if (rc >= 0) return rc;
-    layer_config c = {.cmd = CMD, .fields = mha_fields, .field_count = M_FIELDS};
-    if ((rc = parse_common(&cmd, &c))) return rc;
+    rc = CLI_OK;
     const bool causal = cli_flag(&cmd, "causal"), bias = cli_flag(&cmd, "bias");
     const bool residual = cli_flag(&cmd, "residual"), packed = cli_flag(&cmd, "packed");
     bool impls[2] = {true, true};
@@ -519,9 +534,8 @@ static int bench_mha(int argc, char **argv) {
         free(hx);
         free(hm);
         free(hprefix);
-        cl_mem bufs[] = {xb, mb, ob, prefix};
-        for (size_t i = 0; i < 4; ++i)
-            if (bufs[i]) clReleaseMemObject(bufs[i]);
+        const cl_mem bufs[] = {xb, mb, ob, prefix};
+        cli_release_buffers(bufs, sizeof bufs / sizeof bufs[0]);
     }
     return bench_run_close(&run, CMD, rc, failed_checks);
 }
@@ -532,12 +546,12 @@ static int bench_mha(int argc, char **argv) {
 enum { S_BATCH, S_SEQ, S_KV_SEQ, S_QUERY_DIM, S_KEY_DIM, S_ATTN_DIM, S_FIELDS };
 
 static const field_def seq2seq_fields[S_FIELDS] = {
-    {"batch", 8, -1, "batch size (default 8)"},
-    {"seq", 1, -1, "queries per sequence Lq: 1 is one decoder step (default 1)"},
-    {"kv-seq", 512, -1, "keys (encoder states) per sequence Lk (default 512)"},
-    {"query-dim", 256, -1, "query (decoder state) width (default 256)"},
-    {"key-dim", 0, S_QUERY_DIM, "key (encoder state) width, also the values' (default: --query-dim)"},
-    {"attn-dim", 256, -1, "hidden width of the additive and concat scores (default 256)"},
+    {"batch", "B", 8, -1, "batch size (default 8)"},
+    {"seq", "L", 1, -1, "queries per sequence Lq: 1 is one decoder step (default 1)"},
+    {"kv-seq", "L", 512, -1, "keys (encoder states) per sequence Lk (default 512)"},
+    {"query-dim", "N", 256, -1, "query (decoder state) width (default 256)"},
+    {"key-dim", "N", 0, S_QUERY_DIM, "key (encoder state) width, also the values' (default: --query-dim)"},
+    {"attn-dim", "N", 256, -1, "hidden width of the additive and concat scores (default 256)"},
 };
 
 typedef struct seq2seq_call {
@@ -573,13 +587,8 @@ static double seq2seq_flops(const layer_shape *s, clattn_score score) {
 static int bench_seq2seq(int argc, char **argv) {
     const char *CMD = "bench additive";
     cli_option options[] = {
-        {"batch", "B", seq2seq_fields[S_BATCH].help, NULL},
-        {"seq", "L", seq2seq_fields[S_SEQ].help, NULL},
-        {"kv-seq", "L", seq2seq_fields[S_KV_SEQ].help, NULL},
-        {"query-dim", "N", seq2seq_fields[S_QUERY_DIM].help, NULL},
-        {"key-dim", "N", seq2seq_fields[S_KEY_DIM].help, NULL},
-        {"attn-dim", "N", seq2seq_fields[S_ATTN_DIM].help, NULL},
-        {"sweep", "NAME=V,...", "one run per value of a shape option, e.g. kv-seq=128,512,2048", NULL},
+        /* The shape options come first, filled from seq2seq_fields. */
+        [S_FIELDS] = {"sweep", "NAME=V,...", "one run per value of a shape option, e.g. kv-seq=128,512,2048", NULL},
         {"score", "KIND", "additive, dot, general, concat or all (default additive)", NULL},
         {"weights", NULL, "also write the attention weights [B, Lq, Lk]", NULL},
         {"project-keys", NULL,
@@ -589,16 +598,15 @@ static int bench_seq2seq(int argc, char **argv) {
         {"dtype", "TYPE", "storage of queries, keys and context: f32 (default), f16 or bf16", NULL},
         BENCH_COMMON_OPTIONS,
     };
-    cli_command cmd = {
-        CMD,
-        "Time seq2seq attention (additive/Bahdanau, or Luong dot, general and concat scores) with its "
-        "projections on\nthe device. With no options: one decoder step, B=8, Lk=512, widths 256, "
-        "additive score, fp32.",
-        "[options]", options, sizeof options / sizeof options[0]};
-    int rc = cli_parse(&cmd, argc, argv);
+    static const char summary[] =
+        "Time seq2seq attention (additive/Bahdanau, or Luong dot, general and concat scores) with its projections "
+        "on\nthe device. With no options: one decoder step, B=8, Lk=512, widths 256, additive score, fp32.";
+    cli_command cmd;
+    layer_config c;
+    int rc = parse_layer_command(CMD, summary, options, sizeof options / sizeof options[0], seq2seq_fields,
+                                 S_FIELDS, argc, argv, &cmd, &c);
     if (rc >= 0) return rc;
-    layer_config c = {.cmd = CMD, .fields = seq2seq_fields, .field_count = S_FIELDS};
-    if ((rc = parse_common(&cmd, &c))) return rc;
+    rc = CLI_OK;
     static const char *const score_names[] = {"additive", "dot", "general", "concat"};
     bool scores[4] = {true, false, false, false};
     const char *score_text = cli_value(&cmd, "score");
@@ -748,9 +756,8 @@ static int bench_seq2seq(int argc, char **argv) {
         free(w_all);
         free(hq);
         free(hk);
-        cl_mem bufs[] = {qb, kb, cb, wb};
-        for (size_t i = 0; i < 4; ++i)
-            if (bufs[i]) clReleaseMemObject(bufs[i]);
+        const cl_mem bufs[] = {qb, kb, cb, wb};
+        cli_release_buffers(bufs, sizeof bufs / sizeof bufs[0]);
     }
     return bench_run_close(&run, CMD, rc, failed_checks);
 }

@@ -630,16 +630,10 @@ static int kernels_pack(int argc, char **argv) {
 }
 
 int cmd_kernels(int argc, char **argv) {
-    if (argc < 1 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
-        FILE *out = argc < 1 ? stderr : stdout;
-        fprintf(out, "Usage: clattn kernels <action> [options]\n\nActions:\n"
-                     "  export     write the programs a configuration needs (sources, options, manifest; --build: "
-                     "binaries)\n"
-                     "  pack       wrap an offline compiler's outputs into binaries for CLATTN_BINARY_DIR\n"
-                     "\n'clattn kernels <action> --help' describes its options.\n");
-        return argc < 1 ? CLI_USAGE : CLI_OK;
-    }
-    if (strcmp(argv[0], "export") == 0) return kernels_export(argc - 1, argv + 1);
-    if (strcmp(argv[0], "pack") == 0) return kernels_pack(argc - 1, argv + 1);
-    return cli_error("kernels", CLI_USAGE, "unknown action '%s' (known: export, pack)", argv[0]);
+    static const cli_subcommand actions[] = {
+        {"export", "write the programs a configuration needs (sources, options, manifest; --build: binaries)",
+         kernels_export},
+        {"pack", "wrap an offline compiler's outputs into binaries for CLATTN_BINARY_DIR", kernels_pack},
+    };
+    return cli_dispatch("kernels", "action", actions, sizeof actions / sizeof actions[0], argc, argv);
 }

@@ -32,15 +32,8 @@ static void free_run(run_data *r) {
     npy_free(&r->q_npy);
     npy_free(&r->k_npy);
     npy_free(&r->v_npy);
-    free(r->q);
-    free(r->k);
-    free(r->v);
-    free(r->mask);
-    free(r->out);
-    free(r->lse);
-    free(r->weights);
-    free(r->bool_mask);
-    free(r->key_lengths);
+    void *owned[] = {r->q, r->k, r->v, r->mask, r->out, r->lse, r->weights, r->bool_mask, r->key_lengths};
+    for (size_t i = 0; i < sizeof owned / sizeof owned[0]; ++i) free(owned[i]);
     run_score_mods_free(&r->mods);
     for (int i = 0; i < CLATTN_MAX_MOD_BUFFERS; ++i) npy_free(&r->mod_npy[i]);
     free(r->mod_spec);
@@ -341,19 +334,11 @@ static int run_sdpa(int argc, char **argv) {
 }
 
 int cmd_run(int argc, char **argv) {
-    if (argc < 1 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
-        FILE *out = argc < 1 ? stderr : stdout;
-        fprintf(out, "Usage: clattn run <operation> [options]\n\nOperations:\n"
-                     "  sdpa       scaled dot-product attention\n"
-                     "  mha        multi-head attention with its projections (self or cross)\n"
-                     "  additive   additive (Bahdanau) attention of a seq2seq decoder\n"
-                     "  luong      multiplicative (Luong) attention: dot, general or concat scores\n"
-                     "\n'clattn run <operation> --help' describes its options.\n");
-        return argc < 1 ? CLI_USAGE : CLI_OK;
-    }
-    if (strcmp(argv[0], "sdpa") == 0) return run_sdpa(argc - 1, argv + 1);
-    if (strcmp(argv[0], "mha") == 0) return cmd_run_mha(argc - 1, argv + 1);
-    if (strcmp(argv[0], "additive") == 0) return cmd_run_additive(argc - 1, argv + 1);
-    if (strcmp(argv[0], "luong") == 0) return cmd_run_luong(argc - 1, argv + 1);
-    return cli_error("run", CLI_USAGE, "unknown operation '%s' (known: sdpa, mha, additive, luong)", argv[0]);
+    static const cli_subcommand operations[] = {
+        {"sdpa", "scaled dot-product attention", run_sdpa},
+        {"mha", "multi-head attention with its projections (self or cross)", cmd_run_mha},
+        {"additive", "additive (Bahdanau) attention of a seq2seq decoder", cmd_run_additive},
+        {"luong", "multiplicative (Luong) attention: dot, general or concat scores", cmd_run_luong},
+    };
+    return cli_dispatch("run", "operation", operations, sizeof operations / sizeof operations[0], argc, argv);
 }

@@ -340,9 +340,8 @@ static int run_layer(clattn_context *ctx, run_data *r, clattn_dtype dt, const cl
         cl_int err = support_read_storage(ctx, ob, r->out, nx, dt);
         if (err != CL_SUCCESS) rc = cli_error(CMD, CLI_FAILED, "reading the output back failed: %d", err);
     }
-    cl_mem all[] = {xb, mb, ob, maskb, klb, sinkb, alibib};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i)
-        if (all[i]) clReleaseMemObject(all[i]);
+    const cl_mem all[] = {xb, mb, ob, maskb, klb, sinkb, alibib};
+    cli_release_buffers(all, sizeof all / sizeof all[0]);
     clattn_mha_weights_free(w);
     return rc;
 }

@@ -243,9 +243,8 @@ static int run_device(s2s_run *r, clattn_context *ctx, bool want_weights) {
     if (rc == CLI_OK) rc = download(r, ctx, bo, r->context, no, dt);
     if (rc == CLI_OK && bw) rc = download(r, ctx, bw, r->weights, nw, CLATTN_DTYPE_F32);
     clattn_seq2seq_weights_free(sw);
-    cl_mem all[] = {bq, bk, bv, bo, bw, bm, bkl};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i)
-        if (all[i]) clReleaseMemObject(all[i]);
+    const cl_mem all[] = {bq, bk, bv, bo, bw, bm, bkl};
+    cli_release_buffers(all, sizeof all / sizeof all[0]);
     return rc;
 }
 

@@ -135,10 +135,11 @@ typedef struct npy_header {
     size_t data_bytes;
 } npy_header;
 
-/* Reads the fixed-size prefix: magic, version and header length. `avail` may be less than the whole file; on
- * success `*header_start` and `*header_end` bound the dict text. */
-static int parse_prefix(const unsigned char *b, size_t avail, size_t *header_start, size_t *header_end, char *err,
-                        size_t err_size) {
+/* Reads the fixed-size prefix: magic, version and header length, and checks that the header ends within the
+ * `file_size` bytes of the file. `avail` may be less than the whole file; on success `*header_start` and
+ * `*header_end` bound the dict text. */
+static int parse_prefix(const unsigned char *b, size_t avail, size_t file_size, size_t *header_start,
+                        size_t *header_end, char *err, size_t err_size) {
     size_t magic_len = avail < sizeof npy_magic ? avail : sizeof npy_magic;
     if (memcmp(b, npy_magic, magic_len) != 0) {
         set_error(err, err_size, "not a .npy file: bad magic string (expected \\x93NUMPY)");
@@ -172,6 +173,11 @@ static int parse_prefix(const unsigned char *b, size_t avail, size_t *header_sta
     }
     *header_start = 8 + len_bytes;
     *header_end = *header_start + header_len;
+    if (file_size < *header_end) {
+        set_error(err, err_size, "truncated header: expected %zu header bytes, found %zu", header_len,
+                  file_size - *header_start);
+        return -1;
+    }
     return 0;
 }
 
@@ -432,12 +438,7 @@ static int parse_header(const unsigned char *b, size_t avail, npy_header *h, cha
         return -1;
     }
     size_t start, end;
-    if (parse_prefix(b, avail, &start, &end, err, err_size) != 0) return -1;
-    if (avail < end) {
-        set_error(err, err_size, "truncated header: expected %zu header bytes, found %zu", end - start,
-                  avail - start);
-        return -1;
-    }
+    if (parse_prefix(b, avail, avail, &start, &end, err, err_size) != 0) return -1;
     memset(h, 0, sizeof *h);
     cursor c = {b + start, 0, end - start, start, err, err_size};
     if (parse_dict(&c, h) != 0) return -1;
@@ -545,12 +546,7 @@ static int read_regular(FILE *f, size_t file_size, npy_array *out, char *err, si
     unsigned char prefix[12];
     size_t got = read_fully(f, prefix, file_size < sizeof prefix ? file_size : sizeof prefix);
     size_t start, end;
-    if (parse_prefix(prefix, got, &start, &end, err, err_size) != 0) return -1;
-    if (file_size < end) {
-        set_error(err, err_size, "truncated header: expected %zu header bytes, found %zu", end - start,
-                  file_size - start);
-        return -1;
-    }
+    if (parse_prefix(prefix, got, file_size, &start, &end, err, err_size) != 0) return -1;
     /* The prefix read may already run past a (hostile) header too short to hold any dictionary. */
     if (end < got) {
         set_error(err, err_size, "header length %zu is too short to hold a header dictionary", end - start);
