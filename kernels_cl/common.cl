@@ -167,8 +167,8 @@ CLA_INLINE int cla_key_hi(int i, int shift, int2 window, int kv_limit) {
 
 /* 2^x for x <= 0, -inf or NaN, to about 1 ulp, elementwise on eight lanes; results below 2^-126 become 0 and
  * 2^-inf is exactly 0. The integer part comes from the low bits of x + 1.5 * 2^23 + 127 (round to nearest), which
- * are also the biased exponent, so no float-to-int conversion (undefined for NaN) is needed; a NaN stays NaN through
- * the polynomial. CPU libraries' vector exp2 is a call per lane; this is a dozen vector instructions. */
+ * are also the biased exponent, so no float-to-int conversion (undefined for NaN) is needed; a NaN stays NaN
+ * through the polynomial. CPU libraries' vector exp2 is a call per lane; this is a dozen vector instructions. */
 CLA_INLINE float8 cla_exp2_nonpos8(float8 x) {
     const float8 lowest = (float8)(-127.0f);
     x = select(x, lowest, lowest > x); /* keeps NaN: the comparison is false */
@@ -214,9 +214,9 @@ CLA_INLINE float8 cla_softcap8(float8 x, float cap) {
 
 /* The per-score modifiers, applied to a logit x in log2 units (x = scale * q.k * log2 e) before any mask, in this
  * order: the softcap, s = c tanh(s / c), which in log2 units is the same formula with cap = c log2 e; then ALiBi,
- * -slope |i' - j| added to the logit, with slope2 = slope * log2 e and pos = i' the query's position aligned like the
- * causal mask (i + Lk - Lq for bottom-right alignment, else i). Every attention kernel calls this one helper (the
- * scalar form, or the eight-lane one the CPU kernel uses), so every path computes the same scores. */
+ * -slope |i' - j| added to the logit, with slope2 = slope * log2 e and pos = i' the query's position aligned like
+ * the causal mask (i + Lk - Lq for bottom-right alignment, else i). Every attention kernel calls this one helper
+ * (the scalar form, or the eight-lane one the CPU kernel uses), so every path computes the same scores. */
 CLA_INLINE float cla_score_mod(float x, int pos, int j, float cap, float slope2) {
 #if HAS_SOFTCAP
     x = cap * tanh(x / cap);
@@ -319,7 +319,8 @@ CLA_INLINE float cla_fold_sink(float sink2, float *m, float *l) {
  * is masked: outside the row's keys [lo, hi) (causal, window, key length) or hidden by the mask tensor, whose
  * element for the pair is mask[mask_at]. The one place where a score is processed, for the kernels that share it
  * (sdpa_flash.cl), so that a score modifier is added here once. */
-CLA_INLINE float cla_score(float s, int j, int lo, int hi, __global const STORAGE(MASK_DTYPE) * mask, long mask_at) {
+CLA_INLINE float cla_score(float s, int j, int lo, int hi, __global const STORAGE(MASK_DTYPE) * mask,
+                           long mask_at) {
     if (j < lo || j >= hi) return CLA_NEG_INF;
 #if MASK_KIND == 1
     const float mv = LOAD(MASK_DTYPE, mask, mask_at);
@@ -344,7 +345,8 @@ CLA_INLINE float4 cla_load4_0(__global const float *p, long at, long ds, int lef
 CLA_INLINE float4 cla_load4_1(__global const half *p, long at, long ds, int left) {
     if (ds == 1 && left >= 4) return vload_half4(0, p + at);
     return (float4)(vload_half(0, p + at), left > 1 ? vload_half(0, p + at + ds) : 0.0f,
-                    left > 2 ? vload_half(0, p + at + 2 * ds) : 0.0f, left > 3 ? vload_half(0, p + at + 3 * ds) : 0.0f);
+                    left > 2 ? vload_half(0, p + at + 2 * ds) : 0.0f,
+                    left > 3 ? vload_half(0, p + at + 3 * ds) : 0.0f);
 }
 #endif
 CLA_INLINE float4 cla_load4_2(__global const ushort *p, long at, long ds, int left) {
@@ -352,7 +354,8 @@ CLA_INLINE float4 cla_load4_2(__global const ushort *p, long at, long ds, int le
     if (ds == 1 && left >= 4) {
         u = convert_uint4(vload4(0, p + at));
     } else {
-        u = (uint4)(p[at], left > 1 ? p[at + ds] : 0u, left > 2 ? p[at + 2 * ds] : 0u, left > 3 ? p[at + 3 * ds] : 0u);
+        u = (uint4)(p[at], left > 1 ? p[at + ds] : 0u, left > 2 ? p[at + 2 * ds] : 0u,
+                    left > 3 ? p[at + 3 * ds] : 0u);
     }
     return as_float4(u << 16);
 }

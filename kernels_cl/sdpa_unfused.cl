@@ -15,8 +15,8 @@
  * keys; that is the only case in which a non-finite value of a masked key could have reached the output.
  *
  * Specialisation defines come from cla_sdpa_common_defines() (dtypes, MASK_KIND, MASK_DTYPE, CAUSAL, HAS_WINDOW,
- * HAS_KEY_LENGTHS, HAS_LSE, and the score modifiers HAS_SOFTCAP, HAS_ALIBI, HAS_SINKS, applied in masked_softmax with
- * common.cl's helpers) plus W_DTYPE and HAS_WEIGHTS for the weights output and the tunable SOFTMAX_WG. The
+ * HAS_KEY_LENGTHS, HAS_LSE, and the score modifiers HAS_SOFTCAP, HAS_ALIBI, HAS_SINKS, applied in masked_softmax
+ * with common.cl's helpers) plus W_DTYPE and HAS_WEIGHTS for the weights output and the tunable SOFTMAX_WG. The
  * head dims are arguments, not defines: nothing here is sized by them, so one program serves every width. */
 
 #ifndef SOFTMAX_WG

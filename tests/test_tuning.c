@@ -316,8 +316,8 @@ static void space_and_configs(void **state) {
     cla_tune_config c;
     char why[128], text[256];
     memset(&c, 0, sizeof c);
-    assert_true(
-        cla_tune_config_parse(op, "variant=tiled,rows=4,block_n=16,wg=8,local=1,splits=0,gqa_pack=0", &c, why, sizeof why));
+    assert_true(cla_tune_config_parse(op, "variant=tiled,rows=4,block_n=16,wg=8,local=1,splits=0,gqa_pack=0", &c,
+                                      why, sizeof why));
     cla_tune_config_format(op, &c, text, sizeof text);
     assert_string_equal(text, "variant=tiled,rows=4,block_n=16,wg=8,local=1,splits=0,gqa_pack=0");
     assert_false(cla_tune_config_parse(op, "rows=4,", &c, why, sizeof why));
@@ -919,13 +919,13 @@ static void descriptions_give_build_options(void **state) {
     const cla_tune_op *op = &cla_tune_op_sdpa_fused;
     cla_tune_config c;
     char why[128], text[128];
-    assert_true(
-        cla_tune_config_parse(op, "variant=tiled,rows=4,block_n=16,wg=8,local=1,splits=3,gqa_pack=0", &c, why, sizeof why));
+    assert_true(cla_tune_config_parse(op, "variant=tiled,rows=4,block_n=16,wg=8,local=1,splits=3,gqa_pack=0", &c,
+                                      why, sizeof why));
     cla_tune_defines(op, &c, text, sizeof text);
     assert_string_equal(text, " -DROWS=4 -DBLOCK_N=16 -DWG_SIZE=8 -DUSE_LOCAL=1");
     assert_string_equal(cla_tune_kernel_of(op, &c)->kernel, "sdpa_fused");
-    assert_true(
-        cla_tune_config_parse(op, "variant=cpu,rows=24,block_n=48,wg=1,local=0,splits=0,gqa_pack=0", &c, why, sizeof why));
+    assert_true(cla_tune_config_parse(op, "variant=cpu,rows=24,block_n=48,wg=1,local=0,splits=0,gqa_pack=0", &c,
+                                      why, sizeof why));
     cla_tune_defines(op, &c, text, sizeof text);
     assert_string_equal(text, " -DROWS=24 -DBLOCK_N=48 -DGQA_PACK=0");
     assert_string_equal(cla_tune_kernel_of(op, &c)->source, "sdpa_fused_cpu");
