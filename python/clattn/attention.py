@@ -5,12 +5,11 @@ tensors are used as they are, and then the result stays on the device too."""
 from __future__ import annotations
 
 import ctypes
-import math
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _lib, _opencl
+from . import _lib
 from ._arrays import as_4d, host_array, parse_dtype, to_caller
 from .errors import InvalidArgumentError, ShapeError, UnsupportedError, check, make
 from .tensor import DeviceTensor
@@ -66,6 +65,17 @@ class _Call:
         for t in self.temps:
             t.free()
         self.temps.clear()
+
+
+def mask_struct(call: "_Call", attn_mask: Any) -> Any:
+    """The mask as the C tensor struct: a device mask as it is; a host one uploaded as BOOL, or as its own F16/BF16,
+    else F32 (the additive types the kernels read). Shared by attention, the multi-head layer and seq2seq."""
+    mask_dtype = None
+    if not is_device(attn_mask):
+        mh = host_array(attn_mask, "attn_mask")
+        mask_dtype = mh.dtype if mh.dtype in (_lib.DTYPE_BOOL, _lib.DTYPE_F16, _lib.DTYPE_BF16) else _lib.DTYPE_F32
+    m, _ = call.tensor(attn_mask, "attn_mask", mask_dtype)
+    return m._struct()
 
 
 def is_device(x: Any) -> bool:
@@ -175,13 +185,7 @@ def scaled_dot_product_attention(ctx: Any, query: Any, key: Any, value: Any, att
         desc.window_left, desc.window_right = left, right
         desc.impl = _IMPL[impl]
         if attn_mask is not None:
-            mask_dtype = None
-            if not is_device(attn_mask):
-                mh = host_array(attn_mask, "attn_mask")
-                mask_dtype = _lib.DTYPE_BOOL if mh.dtype == _lib.DTYPE_BOOL else \
-                    (mh.dtype if mh.dtype in (_lib.DTYPE_F16, _lib.DTYPE_BF16) else _lib.DTYPE_F32)
-            m, _ = call.tensor(attn_mask, "attn_mask", mask_dtype)
-            desc.mask = m._struct()
+            desc.mask = mask_struct(call, attn_mask)
         if key_lengths is not None:
             desc.key_lengths = _key_lengths(call, key_lengths)
         if softcap is not None:

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _lib
 from ._arrays import HostArray, host_array, to_caller
-from .attention import _ALIGN, _IMPL, _Call, _key_lengths, _window, is_device
+from .attention import _ALIGN, _IMPL, _Call, _key_lengths, _window, mask_struct
 from .errors import ClosedError, InvalidArgumentError, ShapeError, UnsupportedError, check, make
 from .tensor import DeviceTensor
 
@@ -178,10 +178,7 @@ class MultiHeadAttention(_Owned):
                 raise InvalidArgumentError(f"impl={impl!r}: expected 'auto', 'fused' or 'unfused'", -3000)
             a.impl = _IMPL[impl]
             if attn_mask is not None:
-                mh = host_array(attn_mask, "attn_mask") if not is_device(attn_mask) else None
-                m, _ = call.tensor(attn_mask, "attn_mask", None if mh is None else
-                                   (_lib.DTYPE_BOOL if mh.dtype == _lib.DTYPE_BOOL else _lib.DTYPE_F32))
-                a.mask = m._struct()
+                a.mask = mask_struct(call, attn_mask)
             if key_lengths is not None:
                 a.key_lengths, a.key_lengths_offset = _key_lengths(call, key_lengths), 0
             desc.residual = int(bool(residual))
@@ -285,10 +282,7 @@ class Seq2SeqAttention(_Owned):
             desc = _lib.Seq2seqDesc()
             lib.clattn_seq2seq_desc_init(ctypes.byref(desc))
             if attn_mask is not None:
-                mh = host_array(attn_mask, "attn_mask") if not is_device(attn_mask) else None
-                m, _ = call.tensor(attn_mask, "attn_mask", None if mh is None else
-                                   (_lib.DTYPE_BOOL if mh.dtype == _lib.DTYPE_BOOL else _lib.DTYPE_F32))
-                desc.mask = m._struct()
+                desc.mask = mask_struct(call, attn_mask)
             if key_lengths is not None:
                 desc.key_lengths = _key_lengths(call, key_lengths)
             width = (vt or kt).shape[3]
