@@ -99,6 +99,9 @@ enum {
     CLATTN_ERROR_CAPACITY = -3022,            /* a fixed-capacity object (a KV cache) is full */
     CLATTN_ERROR_INTERNAL = -3023,            /* a bug in clattn; please report it with last_error */
     CLATTN_ERROR_DEVICE_LIMIT = -3024, /* no kernel parameters fit the device's local memory or work-group limits */
+    CLATTN_ERROR_INVALID_SEQLENS = -3025,     /* cu_seqlens or seqlens_k out of order or past their tensors */
+    CLATTN_ERROR_INVALID_BLOCK_TABLE = -3026, /* a paged cache's block table names a page that does not exist */
+    CLATTN_ERROR_INVALID_SCALE = -3027,       /* an 8-bit K/V scale tensor missing, of the wrong shape or type */
 };
 
 /* A short, stable name and description for any status: clattn's own, OpenCL's, or unknown ones. Never NULL. */
@@ -283,22 +286,35 @@ typedef enum clattn_dtype {
     CLATTN_DTYPE_F16 = 1,  /* IEEE half storage; arithmetic is always fp32 */
     CLATTN_DTYPE_BF16 = 2, /* bfloat16 storage; arithmetic is always fp32 */
     CLATTN_DTYPE_BOOL = 3, /* one byte per element, nonzero = true; boolean masks only */
+    /* 8-bit key/value storage, scaled inside the attention kernels (clattn_sdpa_desc.k_scale, v_scale): */
+    CLATTN_DTYPE_I8 = 4,       /* signed 8-bit integers; value = i8 * scale */
+    CLATTN_DTYPE_FP8_E4M3 = 5, /* OCP 8-bit float E4M3 (bias 7, no infinities, max 448); value = fp8 * scale */
 } clattn_dtype;
 
 /* Bytes per element of a dtype, 0 for an unknown one. */
 CLATTN_API size_t clattn_dtype_size(clattn_dtype dtype);
 
-/* A short name of a dtype: "f32", "f16", "bf16", "bool"; "unknown" for any other value. Never NULL. */
+/* A short name of a dtype: "f32", "f16", "bf16", "bool", "i8", "fp8"; "unknown" for any other value. Never NULL. */
 CLATTN_API const char *clattn_dtype_name(clattn_dtype dtype);
 
 /* Host conversions between float and a storage type, rounding to nearest even as the device's storage does (IEEE
- * half: subnormals exact, overflow to infinity; bfloat16: the top half of a binary32; a NaN stays a quiet NaN).
- * pack writes `n` floats of `src` to `dst` stored as `dtype`, unpack reads them back; `dst` needs no alignment and
- * may be `src` itself. A dtype other than F32, F16 or BF16 is CLATTN_ERROR_INVALID_DTYPE and writes nothing. */
+ * half: subnormals exact, overflow to infinity; bfloat16: the top half of a binary32; a NaN stays a quiet NaN;
+ * I8: saturating to [-127, 127], NaN to 0; FP8_E4M3: saturating to +-448, NaN to NaN). No scale is applied here
+ * (clattn_quantize_rows does that). pack writes `n` floats of `src` to `dst` stored as `dtype`, unpack reads them
+ * back; `dst` needs no alignment and may be `src` itself. Any other dtype is CLATTN_ERROR_INVALID_DTYPE and writes
+ * nothing. */
 CLATTN_API clattn_status clattn_dtype_pack(clattn_dtype dtype, const float *src, void *dst, size_t n);
 CLATTN_API clattn_status clattn_dtype_unpack(clattn_dtype dtype, const void *src, float *dst, size_t n);
 /* The value `x` has after a round trip through storage type `dtype` (`x` itself for F32 and non-float types). */
 CLATTN_API float clattn_dtype_round(clattn_dtype dtype, float x);
+
+/* Quantizes `rows` rows of `cols` floats (row r at src + r * cols) to I8 or FP8_E4M3 as the attention kernels read
+ * them: value = stored * scale. I8 rows get their own scale, max |x| / 127 (0 for a row of zeros), written to
+ * scales[r]; FP8_E4M3 rows use the one scale in scales[0] (given, > 0), which `clattn_quantize_rows` does not
+ * change. dst receives rows * cols bytes. This is what clattn_kv_append does on the device for new keys and values,
+ * for callers that fill a cache on the host. */
+CLATTN_API clattn_status clattn_quantize_rows(clattn_dtype dtype, const float *src, size_t rows, size_t cols,
+                                              void *dst, float *scales);
 
 /* A 4-D view of a device buffer: sizes [batch, heads, seq, dim] and strides, both in elements. A stride of 0
  * broadcasts that dimension (inputs and masks only; outputs must not alias). `offset` is in elements. */
@@ -417,6 +433,36 @@ typedef struct clattn_sdpa_desc {
      * `__global const int *NAME`, from element 0; a NULL buffer ends the list. The expressions must index them in
      * range (count elements): the kernels do not check. */
     clattn_mod_buffer mod_buffers[CLATTN_MAX_MOD_BUFFERS];
+
+    /* ---- Serving formats: packed variable-length batches, paged KV caches, 8-bit KV (experimental) ----
+     * The index arrays below are host memory (int32), as the scheduler of a serving engine holds them: the call
+     * checks every index before anything is enqueued, schedules the work by the real lengths (as FlashInfer's plan
+     * step does), and copies them to the device with its commands, so they may be reused as soon as it returns.
+     * They need the fused kernels (AUTO picks them; UNFUSED is CLATTN_ERROR_UNSUPPORTED), take no weights and no
+     * key_lengths, and run on one device of the context. Masks broadcast to [B, Hq, max_q, max_k], indexed by the
+     * positions inside each sequence; causal alignment and windows apply per sequence; lse follows q's rows. */
+    size_t seq_count; /* B: the sequences of a packed or paged call (0 with neither) */
+    /* Packed queries (FlashAttention's varlen): q [1, Hq, total_q, Dk], out [1, Hq, total_q, Dv] and lse
+     * [1, Hq, total_q, 1]; sequence b is rows cu_seqlens_q[b] .. cu_seqlens_q[b + 1] - 1. A [total, H, D] array is
+     * clattn_tensor_blhd(buffer, dtype, 1, H, total, D). [seq_count + 1] entries from 0, never decreasing, ending
+     * at total_q. NULL: q is [B, Hq, Lq, Dk] with B = seq_count. */
+    const int32_t *cu_seqlens_q;
+    /* Packed keys and values: k [1, Hkv, total_k, Dk], v [1, Hkv, total_k, Dv], indexed like cu_seqlens_q. */
+    const int32_t *cu_seqlens_k;
+    /* Paged KV cache (flash_attn_with_kvcache, vLLM): k [num_blocks, Hkv, block_size, Dk] and v [num_blocks, Hkv,
+     * block_size, Dv], block_size a power of two from 8 to 256 (vLLM's [num_blocks, block_size, Hkv, D] cache is
+     * clattn_tensor_blhd(buffer, dtype, num_blocks, Hkv, block_size, D)). Key j of sequence b is row
+     * j % block_size of page block_table[b * block_table_stride + j / block_size]; sequence b has seqlens_k[b]
+     * keys (at most block_table_stride * block_size). Pages may come in any order and be shared. */
+    const int32_t *block_table; /* [seq_count, block_table_stride] */
+    size_t block_table_stride;  /* max_blocks_per_seq: entries per sequence */
+    const int32_t *seqlens_k;   /* [seq_count] */
+    /* 8-bit keys and values (k or v of dtype I8 or FP8_E4M3, each on its own): the kernels read them and scale
+     * them in registers. The scale tensor (F32 or F16) broadcasts to [k.size[0], Hkv, k.size[2], 1]: one scale per
+     * token and head ([.., Hkv, .., 1], as I8 caches use), or one per head ([1, Hkv, 1, 1], as FP8 caches use).
+     * Required for an 8-bit k or v, and refused for any other. */
+    clattn_tensor k_scale;
+    clattn_tensor v_scale;
 } clattn_sdpa_desc;
 
 CLATTN_API void clattn_sdpa_desc_init(clattn_sdpa_desc *desc);

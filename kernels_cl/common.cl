@@ -3,7 +3,16 @@
  * fp32. All arithmetic happens in fp32 whatever the storage type. Each tensor's storage type is a define
  * (Q_DTYPE, K_DTYPE, V_DTYPE, O_DTYPE, MASK_DTYPE, W_DTYPE) with the codes of clattn_dtype:
  * 0 = fp32, 1 = fp16 (vload_half/vstore_half are core OpenCL, no cl_khr_fp16 needed), 2 = bf16 (bit shifts),
- * 3 = bool (one byte, masks only). */
+ * 3 = bool (one byte, masks only), 4 = int8 and 5 = fp8 E4M3 (keys and values only, read as the stored number; the
+ * attention kernels multiply in the scales). */
+
+/* Helpers are inlined for real: register blocks stay in registers only when their loops unroll completely, which
+ * takes inlining, and PoCL defines plain `inline` away. */
+#ifdef __clang__
+#define CLA_INLINE static __attribute__((always_inline)) inline
+#else
+#define CLA_INLINE static inline
+#endif
 
 #define CLA_CAT_(a, b) a##b
 #define CLA_CAT(a, b)  CLA_CAT_(a, b)
@@ -20,11 +29,33 @@ inline ushort cla_f32_to_bf16(float x) {
 #define CLA_STORAGE_1 half
 #define CLA_STORAGE_2 ushort
 #define CLA_STORAGE_3 uchar
+#define CLA_STORAGE_4 char
+#define CLA_STORAGE_5 uchar
+
+/* OCP fp8 E4M3 to float, no table and no denormal floats: a normal code's exponent and mantissa bits land in a
+ * binary32's with the bias moved from 7 to 127; a subnormal one is m 2^-9; 0x7f (and 0xff) is NaN. */
+CLA_INLINE float cla_fp8_to_f32(uchar x) {
+    const uint u = x, mag = u & 127u;
+    float f = (mag >> 3) ? as_float((mag << 20) + (120u << 23)) : (float)(u & 7u) * 0x1p-9f;
+    f = mag == 127u ? NAN : f;
+    return (u & 128u) ? -f : f;
+}
+
+CLA_INLINE float8 cla_fp8x8_to_f32(uchar8 x) {
+    const uint8 u = convert_uint8(x), mag = u & 127u;
+    const float8 normal = as_float8((mag << 20) + (uint8)(120u << 23));
+    const float8 sub = convert_float8(u & 7u) * 0x1p-9f;
+    float8 f = select(normal, sub, as_int8((mag >> 3) == 0u));
+    f = select(f, (float8)(NAN), as_int8(mag == 127u));
+    return select(f, -f, as_int8((u & 128u) != 0u));
+}
 
 #define CLA_LOAD_0(p, i) ((p)[i])
 #define CLA_LOAD_1(p, i) vload_half((i), (p))
 #define CLA_LOAD_2(p, i) as_float(((uint)(p)[i]) << 16)
 #define CLA_LOAD_3(p, i) ((float)((p)[i] != 0))
+#define CLA_LOAD_4(p, i) ((float)(p)[i])
+#define CLA_LOAD_5(p, i) cla_fp8_to_f32((p)[i])
 
 #define CLA_STORE_0(p, i, x) ((p)[i] = (x))
 #define CLA_STORE_1(p, i, x) vstore_half_rte((x), (i), (p))
@@ -114,14 +145,6 @@ inline ushort cla_f32_to_bf16(float x) {
 #define DSTRIDE(s) ((s).w)
 #endif
 
-/* Helpers are inlined for real: register blocks stay in registers only when their loops unroll completely, which
- * takes inlining, and PoCL defines plain `inline` away. */
-#ifdef __clang__
-#define CLA_INLINE static __attribute__((always_inline)) inline
-#else
-#define CLA_INLINE static inline
-#endif
-
 /* Sentinels for masked logits: real infinities, so programs must never be built with -cl-finite-math-only. */
 #define CLA_NEG_INF (-INFINITY)
 
@@ -140,6 +163,106 @@ CLA_INLINE int cla_kv_limit(__global const int *key_lengths, long offset, int b,
     return clamp(key_lengths[offset + b], 0, Lk);
 #else
     return Lk;
+#endif
+}
+
+/* ---- Serving layouts (src/attention/sdpa_seqs.c): packed variable-length batches, paged KV caches, 8-bit K/V.
+ * VARLEN_Q: q, out and lse hold packed sequences, batch item b being rows cu_q[b] .. cu_q[b + 1] - 1 of a batch-1
+ * tensor. KV_LAYOUT: 0 dense, k [B, Hkv, Lk, D]; 1 packed like the queries (cu_k); 2 paged, k [pages, Hkv,
+ * PAGE_SIZE, D], key j of batch item b being row j % PAGE_SIZE of page table[b][j / PAGE_SIZE], with seqlens_k[b]
+ * keys. `seqs` holds the index arrays the host copied to the device, and seq_at their element offsets: x cu_q,
+ * y cu_k or seqlens_k, z the block table, w its entries per batch item. An 8-bit K or V (K_SCALED, V_SCALED) has a
+ * scale tensor indexed like it without the head dim (strides 0 where it broadcasts), of type KS_DTYPE / VS_DTYPE.
+ */
+#ifndef VARLEN_Q
+#define VARLEN_Q 0
+#endif
+#ifndef KV_LAYOUT
+#define KV_LAYOUT 0
+#endif
+#ifndef PAGE_SIZE
+#define PAGE_SIZE 16
+#endif
+#ifndef KS_DTYPE
+#define KS_DTYPE 0
+#endif
+#ifndef VS_DTYPE
+#define VS_DTYPE 0
+#endif
+#define K_SCALED (K_DTYPE >= 4)
+#define V_SCALED (V_DTYPE >= 4)
+
+/* Batch item b's query rows: Lq, or its packed length. */
+CLA_INLINE int cla_seq_q_len(__global const int *seqs, int4 seq_at, int b, int Lq) {
+#if VARLEN_Q
+    return seqs[seq_at.x + b + 1] - seqs[seq_at.x + b];
+#else
+    return Lq;
+#endif
+}
+
+/* The element offset of batch item b's first query row in a tensor indexed by query rows (q, out, lse, masks are
+ * not: they are per sequence) with strides s. */
+CLA_INLINE long cla_seq_q_base(__global const int *seqs, int4 seq_at, int b, long4 s) {
+#if VARLEN_Q
+    return seqs[seq_at.x + b] * s.z;
+#else
+    return b * s.x;
+#endif
+}
+
+/* Batch item b's keys: Lk, or its packed or paged length. */
+CLA_INLINE int cla_seq_k_len(__global const int *seqs, int4 seq_at, int b, int Lk) {
+#if KV_LAYOUT == 1
+    return seqs[seq_at.y + b + 1] - seqs[seq_at.y + b];
+#elif KV_LAYOUT == 2
+    return seqs[seq_at.y + b];
+#else
+    return Lk;
+#endif
+}
+
+/* The element offset of batch item b's key 0 in a tensor indexed like k (strides s), heads aside; 0 when paged,
+ * where every key finds its page. */
+CLA_INLINE long cla_seq_kv_base(__global const int *seqs, int4 seq_at, int b, long4 s) {
+#if KV_LAYOUT == 1
+    return seqs[seq_at.y + b] * s.z;
+#elif KV_LAYOUT == 2
+    return 0;
+#else
+    return b * s.x;
+#endif
+}
+
+/* The element offset of key j of batch item b (base from cla_seq_kv_base), heads aside. Paged, a key's row is
+ * found through the block table: PAGE_SIZE is a power of two, so the division is a shift. */
+CLA_INLINE long cla_seq_kv_row(__global const int *seqs, int4 seq_at, int b, long base, int j, long4 s) {
+#if KV_LAYOUT == 2
+    const int page = seqs[seq_at.z + b * seq_at.w + j / PAGE_SIZE];
+    return page * s.x + (j % PAGE_SIZE) * s.z;
+#else
+    return base + (long)j * s.z;
+#endif
+}
+
+/* The scale of key j's row of K or V for key/value head hk (1 for storage that is not 8-bit). */
+CLA_INLINE float cla_k_scale(__global const STORAGE(KS_DTYPE) * scale, long offset, long4 s,
+                             __global const int *seqs, int4 seq_at, int b, int hk, int j) {
+#if K_SCALED
+    const long at = offset + hk * s.y + cla_seq_kv_row(seqs, seq_at, b, cla_seq_kv_base(seqs, seq_at, b, s), j, s);
+    return LOAD(KS_DTYPE, scale, at);
+#else
+    return 1.0f;
+#endif
+}
+
+CLA_INLINE float cla_v_scale(__global const STORAGE(VS_DTYPE) * scale, long offset, long4 s,
+                             __global const int *seqs, int4 seq_at, int b, int hk, int j) {
+#if V_SCALED
+    const long at = offset + hk * s.y + cla_seq_kv_row(seqs, seq_at, b, cla_seq_kv_base(seqs, seq_at, b, s), j, s);
+    return LOAD(VS_DTYPE, scale, at);
+#else
+    return 1.0f;
 #endif
 }
 
@@ -306,14 +429,18 @@ CLA_INLINE float cla_fold_sink(float sink2, float *m, float *l) {
  * query heads per key head; window: left and right sides (-1 unbounded); split_len and partial: the key split's
  * length and its partial state (SPLIT_KV); softcap2, sinks, alibi and mods: the score modifiers (softcap in log2
  * units, the per-head sinks and ALiBi slopes, and mods = their element offsets and head strides); mod_buf0 and
- * mod_buf1: the caller's buffers for score_mod and mask_mod, typed by the prefix's views of them. */
+ * mod_buf1: the caller's buffers for score_mod and mask_mod, typed by the prefix's views of them; seqs and seq_at:
+ * the serving layouts' index arrays (above); k_scale, v_scale, their strides and scale_offsets (k, v): the scales
+ * of 8-bit keys and values. */
 #define SDPA_FUSED_ARGS                                                                                            \
     __global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global const STORAGE(K_DTYPE) * k, long4 k_stride,      \
         __global const STORAGE(V_DTYPE) * v, long4 v_stride, __global STORAGE(O_DTYPE) * o, long4 o_stride,        \
         __global const STORAGE(MASK_DTYPE) * mask, long4 mask_stride, __global const int *key_lengths,             \
         __global float *lse, long4 lse_stride, long8 offsets, int4 dims, float scale_log2, int2 window,            \
         int split_len, __global float *partial, float softcap2, __global const float *sinks,                       \
-        __global const float *alibi, long4 mods, __global const int *mod_buf0, __global const int *mod_buf1
+        __global const float *alibi, long4 mods, __global const int *mod_buf0, __global const int *mod_buf1,       \
+        __global const int *seqs, int4 seq_at, __global const STORAGE(KS_DTYPE) * k_scale, long4 ks_stride,        \
+        __global const STORAGE(VS_DTYPE) * v_scale, long4 vs_stride, long2 scale_offsets
 
 /* The logit of one (query row, key) pair, in log2 units (the scale is already folded into q), or -inf where the key
  * is masked: outside the row's keys [lo, hi) (causal, window, key length) or hidden by the mask tensor, whose
@@ -359,4 +486,22 @@ CLA_INLINE float4 cla_load4_2(__global const ushort *p, long at, long ds, int le
     }
     return as_float4(u << 16);
 }
+#if K_DTYPE == 4 || V_DTYPE == 4
+CLA_INLINE float4 cla_load4_4(__global const char *p, long at, long ds, int left) {
+    if (ds == 1 && left >= 4) return convert_float4(vload4(0, p + at));
+    return (float4)((float)p[at], left > 1 ? (float)p[at + ds] : 0.0f, left > 2 ? (float)p[at + 2 * ds] : 0.0f,
+                    left > 3 ? (float)p[at + 3 * ds] : 0.0f);
+}
+#endif
+#if K_DTYPE == 5 || V_DTYPE == 5
+CLA_INLINE float4 cla_load4_5(__global const uchar *p, long at, long ds, int left) {
+    uchar4 u;
+    if (ds == 1 && left >= 4)
+        u = vload4(0, p + at);
+    else
+        u = (uchar4)(p[at], left > 1 ? p[at + ds] : (uchar)0, left > 2 ? p[at + 2 * ds] : (uchar)0,
+                     left > 3 ? p[at + 3 * ds] : (uchar)0);
+    return (float4)(cla_fp8_to_f32(u.x), cla_fp8_to_f32(u.y), cla_fp8_to_f32(u.z), cla_fp8_to_f32(u.w));
+}
+#endif
 #define LOAD4(dt, p, at, ds, left) CLA_CAT(cla_load4_, dt)(p, at, ds, left)

@@ -66,15 +66,22 @@ CLA_INLINE float flash_dot4(float4 a, float4 b, float acc) {
 }
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SDPA_FUSED_ARGS) {
-    const int Hq = dims.x, Lq = dims.y, Lk = dims.z, group = dims.w;
-    const int Hkv = Hq / group, rows_total = Lq * group;
+    const int Hq = dims.x, group = dims.w;
+    const int Hkv = Hq / group;
     const int bk = get_global_id(1);
     const int b = bk / Hkv, hk = bk % Hkv;
+    /* This batch item's lengths (the packed and paged layouts' own; dims has the largest). */
+    const int Lq = cla_seq_q_len(seqs, seq_at, b, dims.y), Lk = cla_seq_k_len(seqs, seq_at, b, dims.z);
+    const int rows_total = Lq * group;
     const int lid = get_local_id(0), tc = lid % CT, tr = lid / CT;
     const int block0 = (int)get_group_id(0) * BLOCK_M;
+    if (block0 >= rows_total) return; /* past a short packed sequence's rows: the whole group leaves together */
 
-    k += offsets.s1 + b * k_stride.x + hk * k_stride.y;
-    v += offsets.s2 + b * v_stride.x + hk * v_stride.y;
+    const long q_base = offsets.s0 + cla_seq_q_base(seqs, seq_at, b, q_stride);
+    k += offsets.s1 + hk * k_stride.y;
+    v += offsets.s2 + hk * v_stride.y;
+    const long k_base = cla_seq_kv_base(seqs, seq_at, b, k_stride),
+               v_base = cla_seq_kv_base(seqs, seq_at, b, v_stride);
     const int kv_limit = cla_kv_limit(key_lengths, offsets.s5, b, Lk);
     const int shift = CAUSAL == 2 ? Lk - Lq : 0;
 
@@ -134,7 +141,7 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
         const int rr = x / KD4, d4 = x % KD4;
         const int r = min(block0 + rr, rows_total - 1);
         const int i = r / group, h = hk * group + r % group;
-        const long at = offsets.s0 + b * q_stride.x + h * q_stride.y + i * q_stride.z + d4 * 4 * DSTRIDE(q_stride);
+        const long at = q_base + h * q_stride.y + i * q_stride.z + d4 * 4 * DSTRIDE(q_stride);
         q_tile[rr * KS4 + d4] = LOAD4(Q_DTYPE, q, at, DSTRIDE(q_stride), HEAD_DIM - d4 * 4) * scale_log2;
     }
 #else
@@ -143,8 +150,7 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
             const int rr = x / KD4, d4 = x % KD4;
             const int r = min(block0 + q0 + rr, rows_total - 1);
             const int i = r / group, h = hk * group + r % group;
-            const long at =
-                offsets.s0 + b * q_stride.x + h * q_stride.y + i * q_stride.z + d4 * 4 * DSTRIDE(q_stride);
+            const long at = q_base + h * q_stride.y + i * q_stride.z + d4 * 4 * DSTRIDE(q_stride);
             k_tile[rr * KS4 + d4] = LOAD4(Q_DTYPE, q, at, DSTRIDE(q_stride), HEAD_DIM - d4 * 4) * scale_log2;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
@@ -169,15 +175,30 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
         barrier(CLK_LOCAL_MEM_FENCE); /* the previous tile is no longer read (and q_tile is written) */
         for (int x = lid; x < BLOCK_N * KD4; x += WG_SIZE) {
             const int jj = x / KD4, d4 = x % KD4;
-            const long at = (long)(j0 + jj) * k_stride.z + d4 * 4 * DSTRIDE(k_stride);
-            k_tile[jj * KS4 + d4] =
-                jj < n ? LOAD4(K_DTYPE, k, at, DSTRIDE(k_stride), HEAD_DIM - d4 * 4) : (float4)(0.0f);
+            /* Past n: zeros, and no load (the row may lie past the key length, or its page past the table). */
+            float4 x4 = (float4)(0.0f);
+            if (jj < n) {
+                const long at =
+                    cla_seq_kv_row(seqs, seq_at, b, k_base, j0 + jj, k_stride) + d4 * 4 * DSTRIDE(k_stride);
+                x4 = LOAD4(K_DTYPE, k, at, DSTRIDE(k_stride), HEAD_DIM - d4 * 4);
+#if K_SCALED
+                x4 *= cla_k_scale(k_scale, scale_offsets.x, ks_stride, seqs, seq_at, b, hk, j0 + jj);
+#endif
+            }
+            k_tile[jj * KS4 + d4] = x4;
         }
         for (int x = lid; x < BLOCK_N * VD4; x += WG_SIZE) {
             const int jj = x / VD4, d4 = x % VD4;
-            const long at = (long)(j0 + jj) * v_stride.z + d4 * 4 * DSTRIDE(v_stride);
-            v_tile[jj * VS4 + d4] =
-                jj < n ? LOAD4(V_DTYPE, v, at, DSTRIDE(v_stride), V_HEAD_DIM - d4 * 4) : (float4)(0.0f);
+            float4 x4 = (float4)(0.0f);
+            if (jj < n) {
+                const long at =
+                    cla_seq_kv_row(seqs, seq_at, b, v_base, j0 + jj, v_stride) + d4 * 4 * DSTRIDE(v_stride);
+                x4 = LOAD4(V_DTYPE, v, at, DSTRIDE(v_stride), V_HEAD_DIM - d4 * 4);
+#if V_SCALED
+                x4 *= cla_v_scale(v_scale, scale_offsets.y, vs_stride, seqs, seq_at, b, hk, j0 + jj);
+#endif
+            }
+            v_tile[jj * VS4 + d4] = x4;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
 
@@ -304,7 +325,7 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
 #if SPLIT_KV
         /* Partial state per (row, split): [m, l] then V_HEAD_DIM unnormalised outputs (sdpa_combine's layout). */
         const int nsplit = get_global_size(2);
-        __global float *state = partial + ((((long)b * Hq + h) * Lq + i) * nsplit + split) * (V_HEAD_DIM + 2);
+        __global float *state = partial + ((((long)b * Hq + h) * dims.y + i) * nsplit + split) * (V_HEAD_DIM + 2);
         if (tc == 0) {
             state[0] = m_run[m];
             state[1] = l;
@@ -322,7 +343,8 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
         const float factor = HAS_SINKS ? cla_fold_sink(cla_sink2(sinks, mods, h), &m_run[m], &l) : 1.0f;
         const bool empty = m_run[m] == CLA_NEG_INF; /* every key masked (and no sink): zeros, and lse -inf */
         const float inv = empty ? 0.0f : factor / l;
-        __global STORAGE(O_DTYPE) *orow = o + offsets.s3 + b * o_stride.x + h * o_stride.y + i * o_stride.z;
+        __global STORAGE(O_DTYPE) *orow =
+            o + offsets.s3 + cla_seq_q_base(seqs, seq_at, b, o_stride) + h * o_stride.y + i * o_stride.z;
         FLASH_UNROLL
         for (int c = 0; c < TD4; ++c) {
             const int d0 = (tc + CT * c) * 4;
@@ -334,7 +356,7 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
         }
 #if HAS_LSE
         if (tc == 0)
-            lse[offsets.s6 + b * lse_stride.x + h * lse_stride.y + i * lse_stride.z] =
+            lse[offsets.s6 + cla_seq_q_base(seqs, seq_at, b, lse_stride) + h * lse_stride.y + i * lse_stride.z] =
                 empty ? CLA_NEG_INF : (m_run[m] + log2(l)) * CLA_LN2;
 #endif
 #endif

@@ -41,15 +41,19 @@
 #endif
 
 __kernel FUSED_GROUP_SHAPE void sdpa_fused(SDPA_FUSED_ARGS) {
-    const int Hq = dims.x, Lq = dims.y, Lk = dims.z, group = dims.w;
+    const int Hq = dims.x, group = dims.w;
     const int bh = get_global_id(1);
     const int b = bh / Hq, h = bh % Hq, hk = h / group;
     const int lid = get_local_id(0);
     const int first_row = (int)get_global_id(0) * ROWS;
+    /* This batch item's lengths (the packed and paged layouts' own; dims has the largest). */
+    const int Lq = cla_seq_q_len(seqs, seq_at, b, dims.y), Lk = cla_seq_k_len(seqs, seq_at, b, dims.z);
 
-    q += offsets.s0 + b * q_stride.x + h * q_stride.y;
-    k += offsets.s1 + b * k_stride.x + hk * k_stride.y;
-    v += offsets.s2 + b * v_stride.x + hk * v_stride.y;
+    q += offsets.s0 + cla_seq_q_base(seqs, seq_at, b, q_stride) + h * q_stride.y;
+    k += offsets.s1 + hk * k_stride.y;
+    v += offsets.s2 + hk * v_stride.y;
+    const long k_base = cla_seq_kv_base(seqs, seq_at, b, k_stride),
+               v_base = cla_seq_kv_base(seqs, seq_at, b, v_stride);
 
     const int kv_limit = cla_kv_limit(key_lengths, offsets.s5, b, Lk);
     const int shift = CAUSAL == 2 ? Lk - Lq : 0;
@@ -62,6 +66,8 @@ __kernel FUSED_GROUP_SHAPE void sdpa_fused(SDPA_FUSED_ARGS) {
     const int block_first = first_row;
     const int block_last = min(first_row + ROWS, Lq) - 1;
 #endif
+    /* Past a short packed sequence's rows: the whole work-group leaves together. */
+    if (block_first >= Lq) return;
     int range_lo = cla_key_lo(block_first, shift, window);
     int range_hi = cla_key_hi(block_last, shift, window, kv_limit);
 #if SPLIT_KV
@@ -95,6 +101,14 @@ __kernel FUSED_GROUP_SHAPE void sdpa_fused(SDPA_FUSED_ARGS) {
     __local float v_tile[BLOCK_N * V_HEAD_DIM];
 #endif
 
+    /* Element d of key j0 + jj's row of K or V as a float: through the serving layout (cla_seq_kv_row), scaled
+     * where it is 8-bit. */
+#define K_AT_GLOBAL(jj, d)                                                                                         \
+    (LOAD(K_DTYPE, k, cla_seq_kv_row(seqs, seq_at, b, k_base, j0 + (jj), k_stride) + (d)*DSTRIDE(k_stride)) *      \
+     cla_k_scale(k_scale, scale_offsets.x, ks_stride, seqs, seq_at, b, hk, j0 + (jj)))
+#define V_AT_GLOBAL(jj, d)                                                                                         \
+    (LOAD(V_DTYPE, v, cla_seq_kv_row(seqs, seq_at, b, v_base, j0 + (jj), v_stride) + (d)*DSTRIDE(v_stride)) *      \
+     cla_v_scale(v_scale, scale_offsets.y, vs_stride, seqs, seq_at, b, hk, j0 + (jj)))
     const int tile_start = range_lo > 0 ? (range_lo / BLOCK_N) * BLOCK_N : 0;
     for (int j0 = tile_start; j0 < range_hi; j0 += BLOCK_N) {
         const int n = min(BLOCK_N, range_hi - j0);
@@ -102,18 +116,18 @@ __kernel FUSED_GROUP_SHAPE void sdpa_fused(SDPA_FUSED_ARGS) {
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int x = lid; x < BLOCK_N * HEAD_DIM; x += WG_SIZE) {
             const int jj = x / HEAD_DIM, d = x % HEAD_DIM;
-            k_tile[x] = jj < n ? LOAD(K_DTYPE, k, (j0 + jj) * k_stride.z + d * DSTRIDE(k_stride)) : 0.0f;
+            k_tile[x] = jj < n ? K_AT_GLOBAL(jj, d) : 0.0f;
         }
         for (int x = lid; x < BLOCK_N * V_HEAD_DIM; x += WG_SIZE) {
             const int jj = x / V_HEAD_DIM, d = x % V_HEAD_DIM;
-            v_tile[x] = jj < n ? LOAD(V_DTYPE, v, (j0 + jj) * v_stride.z + d * DSTRIDE(v_stride)) : 0.0f;
+            v_tile[x] = jj < n ? V_AT_GLOBAL(jj, d) : 0.0f;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
 #define K_AT(jj, d) k_tile[(jj)*HEAD_DIM + (d)]
 #define V_AT(jj, d) v_tile[(jj)*V_HEAD_DIM + (d)]
 #else
-#define K_AT(jj, d) LOAD(K_DTYPE, k, (j0 + (jj)) * k_stride.z + (d)*DSTRIDE(k_stride))
-#define V_AT(jj, d) LOAD(V_DTYPE, v, (j0 + (jj)) * v_stride.z + (d)*DSTRIDE(v_stride))
+#define K_AT(jj, d) K_AT_GLOBAL(jj, d)
+#define V_AT(jj, d) V_AT_GLOBAL(jj, d)
 #endif
         /* Scores of the tile for every row of this work-item. */
         float s[ROWS][BLOCK_N];
@@ -178,7 +192,7 @@ __kernel FUSED_GROUP_SHAPE void sdpa_fused(SDPA_FUSED_ARGS) {
 #if SPLIT_KV
         /* Partial state per (row, split): [m, l] then V_HEAD_DIM unnormalised outputs. */
         const int nsplit = get_global_size(2);
-        __global float *state = partial + (((long)bh * Lq + i) * nsplit + split) * (V_HEAD_DIM + 2);
+        __global float *state = partial + (((long)bh * dims.y + i) * nsplit + split) * (V_HEAD_DIM + 2);
         state[0] = m[r];
         state[1] = l[r];
         for (int d = 0; d < V_HEAD_DIM; ++d) state[2 + d] = acc[r][d];
@@ -187,11 +201,12 @@ __kernel FUSED_GROUP_SHAPE void sdpa_fused(SDPA_FUSED_ARGS) {
         const float factor = HAS_SINKS ? cla_fold_sink(cla_sink2(sinks, mods, h), &m[r], &l[r]) : 1.0f;
         const bool empty = m[r] == CLA_NEG_INF; /* every key masked (and no sink): zeros, and lse -inf */
         const float inv = empty ? 0.0f : factor / l[r];
-        __global STORAGE(O_DTYPE) *orow = o + offsets.s3 + b * o_stride.x + h * o_stride.y + i * o_stride.z;
+        __global STORAGE(O_DTYPE) *orow =
+            o + offsets.s3 + cla_seq_q_base(seqs, seq_at, b, o_stride) + h * o_stride.y + i * o_stride.z;
         for (int d = 0; d < V_HEAD_DIM; ++d)
             STORE(O_DTYPE, orow, d * DSTRIDE(o_stride), empty ? 0.0f : acc[r][d] * inv);
 #if HAS_LSE
-        lse[offsets.s6 + b * lse_stride.x + h * lse_stride.y + i * lse_stride.z] =
+        lse[offsets.s6 + cla_seq_q_base(seqs, seq_at, b, lse_stride) + h * lse_stride.y + i * lse_stride.z] =
             empty ? CLA_NEG_INF : (m[r] + log2(l[r])) * CLA_LN2;
 #endif
 #endif
@@ -201,11 +216,11 @@ __kernel FUSED_GROUP_SHAPE void sdpa_fused(SDPA_FUSED_ARGS) {
 /* Merges the partial states of the key splits of each row (flash-decoding's second step). One work-item per row. */
 __kernel void sdpa_combine(__global const float *partial, int nsplit, __global STORAGE(O_DTYPE) * o, long4 o_stride,
                            __global float *lse, long4 lse_stride, long8 offsets, int4 dims,
-                           __global const float *sinks, long4 mods) {
-    const int Hq = dims.x, Lq = dims.y;
+                           __global const float *sinks, long4 mods, __global const int *seqs, int4 seq_at) {
+    const int Hq = dims.x, Lq = dims.y; /* the partial state is laid out by the largest Lq */
     const int i = get_global_id(0), bh = get_global_id(1);
-    if (i >= Lq) return;
     const int b = bh / Hq, h = bh % Hq;
+    if (i >= cla_seq_q_len(seqs, seq_at, b, Lq)) return;
     __global const float *state = partial + ((long)bh * Lq + i) * nsplit * (V_HEAD_DIM + 2);
     float m = CLA_NEG_INF;
     for (int s = 0; s < nsplit; ++s) {
@@ -223,7 +238,8 @@ __kernel void sdpa_combine(__global const float *partial, int nsplit, __global S
     const float factor = HAS_SINKS ? cla_fold_sink(cla_sink2(sinks, mods, h), &m, &l) : 1.0f;
     const bool full = m != CLA_NEG_INF;
     const float inv = full ? factor / l : 0.0f;
-    __global STORAGE(O_DTYPE) *orow = o + offsets.s3 + b * o_stride.x + h * o_stride.y + i * o_stride.z;
+    __global STORAGE(O_DTYPE) *orow =
+        o + offsets.s3 + cla_seq_q_base(seqs, seq_at, b, o_stride) + h * o_stride.y + i * o_stride.z;
     for (int d = 0; d < V_HEAD_DIM; ++d) {
         float a = 0.0f;
         for (int s = 0; s < nsplit; ++s) {
@@ -233,7 +249,7 @@ __kernel void sdpa_combine(__global const float *partial, int nsplit, __global S
         STORE(O_DTYPE, orow, d * DSTRIDE(o_stride), empty ? 0.0f : a * inv);
     }
 #if HAS_LSE
-    lse[offsets.s6 + b * lse_stride.x + h * lse_stride.y + i * lse_stride.z] =
+    lse[offsets.s6 + cla_seq_q_base(seqs, seq_at, b, lse_stride) + h * lse_stride.y + i * lse_stride.z] =
         full ? (m + log2(l)) * CLA_LN2 : CLA_NEG_INF;
 #endif
 }

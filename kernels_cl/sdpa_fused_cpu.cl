@@ -25,7 +25,10 @@
  * 2 bottom-right), HAS_WINDOW, HAS_KEY_LENGTHS, HAS_LSE, SPLIT_KV, UNIT_DSTRIDE (all head-dim strides are 1), and
  * the score modifiers HAS_SOFTCAP, HAS_ALIBI (common.cl's cla_score_mod8 on every score, inner tiles included) and
  * HAS_SINKS (cla_fold_sink at a row's end, or in sdpa_combine with key splits); the caller's score_mod and mask_mod
- * (HAS_SCORE_FN, HAS_MASK_FN: common.cl's cla_user_mods8 on every key of a row, every tile then an edge tile).
+ * (HAS_SCORE_FN, HAS_MASK_FN: common.cl's cla_user_mods8 on every key of a row, every tile then an edge tile); the
+ * serving layouts VARLEN_Q, KV_LAYOUT and PAGE_SIZE (common.cl: every key row is found through cla_seq_kv_row, so a
+ * tile may span pages) and 8-bit K/V (K_DTYPE, V_DTYPE 4 or 5: a key's scale multiplies its scores, a value's its
+ * weights, so nothing dequantized is stored).
  * Tunables: ROWS (1 or a multiple of 8), BLOCK_N, for the block shape KB and DB (register block widths; the
  * defaults fill the 16 AVX2 registers), and for the row shape GQA_PACK (a work-item takes the rows of all the query
  * heads that share a key/value head) with PACK_ROWS, the rows a work-item takes (the host's, from the shape). */
@@ -92,8 +95,8 @@ CPU_INLINE float smax(float a, float b) {
  * dropped by the max but made l NaN: m becomes NaN too, so that the row (or through sdpa_combine the merged row)
  * comes out NaN rather than empty. */
 CPU_INLINE void write_row(__global STORAGE(O_DTYPE) * o, long4 o_stride, long o_offset, __global float *lse,
-                          long4 lse_stride, long lse_offset, __global float *partial, int b, int h, int bh, int i,
-                          int Lq, float m, float l, const float *acc, int acc_stride, float sink2) {
+                          long4 lse_stride, long lse_offset, __global float *partial, int h, int bh, int i, int Lq,
+                          float m, float l, const float *acc, int acc_stride, float sink2) {
     if (isnan(l)) m = l;
 #if SPLIT_KV
     const int nsplit = get_global_size(2), split = get_global_id(2);
@@ -106,12 +109,11 @@ CPU_INLINE void write_row(__global STORAGE(O_DTYPE) * o, long4 o_stride, long o_
     const float factor = HAS_SINKS ? cla_fold_sink(sink2, &m, &l) : 1.0f;
     const bool empty = m == CLA_NEG_INF; /* every key masked (and no sink): zeros, and lse -inf */
     const float inv = empty ? 0.0f : factor / l;
-    __global STORAGE(O_DTYPE) *orow = o + o_offset + b * o_stride.x + h * o_stride.y + i * o_stride.z;
+    __global STORAGE(O_DTYPE) *orow = o + o_offset + h * o_stride.y + i * o_stride.z;
     for (int d = 0; d < V_HEAD_DIM; ++d)
         STORE(O_DTYPE, orow, d * DSTRIDE(o_stride), empty ? 0.0f : acc[d * acc_stride] * inv);
 #if HAS_LSE
-    lse[lse_offset + b * lse_stride.x + h * lse_stride.y + i * lse_stride.z] =
-        empty ? CLA_NEG_INF : (m + log2(l)) * CLA_LN2;
+    lse[lse_offset + h * lse_stride.y + i * lse_stride.z] = empty ? CLA_NEG_INF : (m + log2(l)) * CLA_LN2;
 #endif
 #endif
 }
@@ -120,21 +122,22 @@ CPU_INLINE void write_row(__global STORAGE(O_DTYPE) * o, long4 o_stride, long o_
 #define VC ((V_HEAD_DIM + 7) / 8) /* float8 chunks of a v or output row */
 
 /* Chunk c of a k or v row as float8, zeros past the head dim (never a load there: it may hold another row's NaN);
- * a whole chunk of a unit-stride row is one vector load and conversion. */
-#if K_DTYPE == 0
-#define K_VLOAD8(c, p) vload8((c), (p))
-#elif K_DTYPE == 1
-#define K_VLOAD8(c, p) vload_half8((c), (p))
-#else
-#define K_VLOAD8(c, p) as_float8(convert_uint8(vload8((c), (p))) << 16)
-#endif
-#if V_DTYPE == 0
-#define V_VLOAD8(c, p) vload8((c), (p))
-#elif V_DTYPE == 1
-#define V_VLOAD8(c, p) vload_half8((c), (p))
-#else
-#define V_VLOAD8(c, p) as_float8(convert_uint8(vload8((c), (p))) << 16)
-#endif
+ * a whole chunk of a unit-stride row is one vector load and conversion. 8-bit rows come out unscaled. */
+#define VLOAD8_0(c, p) vload8((c), (p))
+#define VLOAD8_1(c, p) vload_half8((c), (p))
+#define VLOAD8_2(c, p) as_float8(convert_uint8(vload8((c), (p))) << 16)
+#define VLOAD8_4(c, p) convert_float8(vload8((c), (p)))
+#define VLOAD8_5(c, p) cla_fp8x8_to_f32(vload8((c), (p)))
+#define K_VLOAD8(c, p) CLA_CAT(VLOAD8_, K_DTYPE)(c, p)
+#define V_VLOAD8(c, p) CLA_CAT(VLOAD8_, V_DTYPE)(c, p)
+
+/* Key j's row of K or V (heads aside), through the serving layout's index arrays; the kernels name their base
+ * offsets k_base and v_base. */
+#define K_ROW(j) cla_seq_kv_row(seqs, seq_at, b, k_base, (j), k_stride)
+#define V_ROW(j) cla_seq_kv_row(seqs, seq_at, b, v_base, (j), v_stride)
+/* The scales of key j's row of an 8-bit K or V (1 otherwise). */
+#define K_SCALE(j) cla_k_scale(k_scale, scale_offsets.x, ks_stride, seqs, seq_at, b, hk, (j))
+#define V_SCALE(j) cla_v_scale(v_scale, scale_offsets.y, vs_stride, seqs, seq_at, b, hk, (j))
 
 CPU_INLINE float8 k_chunk(__global const STORAGE(K_DTYPE) * row, long stride, const int c) {
     if (UNIT_DSTRIDE && (c + 1) * 8 <= HEAD_DIM) return K_VLOAD8(c, row);
@@ -185,11 +188,14 @@ CPU_INLINE float8 sum_lanes8(const float8 *a) {
 /* The score (then weight) row of each packed row, whole groups of eight keys. */
 #define ST (((BLOCK_N + 7) / 8) * 8)
 
-/* accs[r * VC + c0 ...] = accs * alpha[r] + P V over the tile's n keys, for packed rows r0 .. r0 + RBV - 1 (past
- * count: copies of the last row, not written back) and W value chunks from c0; W is a constant once inlined.
- * Careful: skip the weights marked -0.0 (masked keys, whose value may be inf or NaN). */
+/* accs[r * VC + c0 ...] = accs * alpha[r] + P V over the tile's n keys from j0, for packed rows r0 .. r0 + RBV - 1
+ * (past count: copies of the last row, not written back) and W value chunks from c0; W is a constant once inlined.
+ * The value rows are found as V_ROW does (b, v_base); an 8-bit V's scales (vscl, per key of the tile) multiply the
+ * weights. Careful: skip the weights marked -0.0 (masked keys, whose value may be inf or NaN). */
 CPU_INLINE void pv_block(float8 *accs, const float *pw, const float *alphas, __global const STORAGE(V_DTYPE) * v,
-                         long v_row, long v_col, int n, int r0, int count, int c0, bool careful, const int W) {
+                         __global const int *seqs, int4 seq_at, int b, long v_base, long4 v_stride, int j0,
+                         const float *vscl, int n, int r0, int count, int c0, bool careful, const int W) {
+    const long v_col = DSTRIDE(v_stride);
     float8 acc[RBV][CB];
     int rows[RBV];
     CPU_UNROLL
@@ -199,14 +205,14 @@ CPU_INLINE void pv_block(float8 *accs, const float *pw, const float *alphas, __g
         for (int x = 0; x < W; ++x) acc[rr][x] = accs[rows[rr] * VC + c0 + x] * alphas[rows[rr]];
     }
     for (int jj = 0; jj < n; ++jj) {
-        __global const STORAGE(V_DTYPE) *vrow = v + (long)jj * v_row;
+        __global const STORAGE(V_DTYPE) *vrow = v + V_ROW(j0 + jj);
         float8 vc[CB];
         CPU_UNROLL
         for (int x = 0; x < W; ++x) vc[x] = v_chunk(vrow, v_col, c0 + x);
         CPU_UNROLL
         for (int rr = 0; rr < RBV; ++rr) {
             const float w = pw[rows[rr] * ST + jj];
-            const float8 p = (float8)(w);
+            const float8 p = (float8)(V_SCALED ? w * vscl[jj] : w);
             if (careful) {
                 const int8 skip = (int8)(as_int(w) == NEG_ZERO_BITS ? -1 : 0);
                 CPU_UNROLL
@@ -233,15 +239,21 @@ CPU_INLINE void pv_block(float8 *accs, const float *pw, const float *alphas, __g
  * keeps its own range, mask row, slope, sink and softmax state; a tile outside a row's range leaves it unchanged.
  */
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA_FUSED_ARGS) {
-    const int Hq = dims.x, Lq = dims.y, Lk = dims.z, group = dims.w;
+    const int Hq = dims.x, group = dims.w;
     const int pg = GQA_PACK ? group : 1; /* query heads per unit */
     const int units_per_batch = Hq / pg;
     const int unit = get_global_id(1);
     const int b = unit / units_per_batch, hu = unit % units_per_batch, hk = hu * pg / group;
+    /* This batch item's lengths (the packed and paged layouts' own; dims has the largest). */
+    const int Lq = cla_seq_q_len(seqs, seq_at, b, dims.y), Lk = cla_seq_k_len(seqs, seq_at, b, dims.z);
     const int first = (int)get_global_id(0) * PACK_ROWS, count = min(PACK_ROWS, Lq * pg - first);
+    if (count <= 0) return; /* past a short packed sequence's rows */
 
-    k += offsets.s1 + b * k_stride.x + hk * k_stride.y;
-    v += offsets.s2 + b * v_stride.x + hk * v_stride.y;
+    k += offsets.s1 + hk * k_stride.y;
+    v += offsets.s2 + hk * v_stride.y;
+    const long k_base = cla_seq_kv_base(seqs, seq_at, b, k_stride),
+               v_base = cla_seq_kv_base(seqs, seq_at, b, v_stride);
+    const long q_base = offsets.s0 + cla_seq_q_base(seqs, seq_at, b, q_stride);
 
     const int kv_limit = cla_kv_limit(key_lengths, offsets.s5, b, Lk);
     const int shift = CAUSAL == 2 ? Lk - Lq : 0;
@@ -263,7 +275,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
     int union_lo = Lk, union_hi = 0;
     for (int r = 0; r < count; ++r) {
         const int i = (first + r) / pg, h = hu * pg + (first + r) % pg;
-        __global const STORAGE(Q_DTYPE) *qrow = q + offsets.s0 + b * q_stride.x + h * q_stride.y + i * q_stride.z;
+        __global const STORAGE(Q_DTYPE) *qrow = q + q_base + h * q_stride.y + i * q_stride.z;
         float t[QC * 8];
         for (int d = 0; d < QC * 8; ++d)
             t[d] = d < HEAD_DIM ? LOAD(Q_DTYPE, qrow, d * DSTRIDE(q_stride)) * scale_log2 : 0.0f;
@@ -293,7 +305,12 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
     const int tile_start = union_lo > 0 ? (union_lo / BLOCK_N) * BLOCK_N : 0;
     for (int j0 = tile_start; j0 < union_hi; j0 += BLOCK_N) {
         const int n = min(BLOCK_N, union_hi - j0), n8 = (n + 7) / 8 * 8;
-        __global const STORAGE(K_DTYPE) *kt = k + (long)j0 * k_stride.z;
+#if V_SCALED
+        float vscl[BLOCK_N];
+        for (int jj = 0; jj < n; ++jj) vscl[jj] = V_SCALE(j0 + jj);
+#else
+        const float *vscl = 0;
+#endif
 
         /* Scores of RB rows by KX keys per group, every key of the tile's groups of eight (a key past n repeats the
          * tile's last key, never a key past the tile, which may lie past the key length; the repeats are masked).
@@ -306,7 +323,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
                 float8 a[8];
                 __global const STORAGE(K_DTYPE) * krow[KX];
                 CPU_UNROLL
-                for (int x = 0; x < KX; ++x) krow[x] = kt + (long)min(kg + x, n - 1) * k_stride.z;
+                for (int x = 0; x < KX; ++x) krow[x] = k + K_ROW(j0 + min(kg + x, n - 1));
                 CPU_UNROLL
                 for (int x = 0; x < 8; ++x) a[x] = (float8)(0.0f);
                 CPU_UNROLL
@@ -328,7 +345,9 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
                 for (int rr = 0; rr < RB; ++rr) {
                     if (r0 + rr >= count) break;
                     CPU_UNROLL
-                    for (int x = 0; x < KX; ++x) sc[(r0 + rr) * ST + kg + x] = t[rr * KX + x];
+                    for (int x = 0; x < KX; ++x)
+                        sc[(r0 + rr) * ST + kg + x] =
+                            K_SCALED ? t[rr * KX + x] * K_SCALE(j0 + min(kg + x, n - 1)) : t[rr * KX + x];
                 }
             }
         }
@@ -389,13 +408,13 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
         }
 
         /* accs = accs * alpha + P V, CB value chunks by RBV rows at a time, then the remaining chunks. */
-        __global const STORAGE(V_DTYPE) *vt = v + (long)j0 * v_stride.z;
         for (int r0 = 0; r0 < count; r0 += RBV) {
             for (int c0 = 0; c0 + CB <= VC; c0 += CB)
-                pv_block(accs, sc, alphas, vt, v_stride.z, DSTRIDE(v_stride), n, r0, count, c0, careful, CB);
+                pv_block(accs, sc, alphas, v, seqs, seq_at, b, v_base, v_stride, j0, vscl, n, r0, count, c0,
+                         careful, CB);
 #if VC % CB
-            pv_block(accs, sc, alphas, vt, v_stride.z, DSTRIDE(v_stride), n, r0, count, VC - VC % CB, careful,
-                     VC % CB);
+            pv_block(accs, sc, alphas, v, seqs, seq_at, b, v_base, v_stride, j0, vscl, n, r0, count, VC - VC % CB,
+                     careful, VC % CB);
 #endif
         }
     }
@@ -407,8 +426,9 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
         for (int c = 0; c < VC; ++c) vstore8(accs[r * VC + c], c, out);
         const float4 l4 = l8s[r].lo + l8s[r].hi;
         const float l = (l4.x + l4.z) + (l4.y + l4.w);
-        write_row(o, o_stride, offsets.s3, lse, lse_stride, offsets.s6, partial, b, h, b * Hq + h, i, Lq, ms[r], l,
-                  out, 1, cla_sink2(sinks, mods, h));
+        write_row(o, o_stride, offsets.s3 + cla_seq_q_base(seqs, seq_at, b, o_stride), lse, lse_stride,
+                  offsets.s6 + cla_seq_q_base(seqs, seq_at, b, lse_stride), partial, h, b * Hq + h, i, dims.y,
+                  ms[r], l, out, 1, cla_sink2(sinks, mods, h));
     }
 }
 
@@ -426,18 +446,21 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
 #define DB KB
 #endif
 /* Keys per score block, at most a tile; the score tile has room for the last block's repeats. */
-#define QK_KEYS (KB < BLOCK_N ? KB : BLOCK_N)
-#define ST_KEYS ((BLOCK_N + QK_KEYS - 1) / QK_KEYS * QK_KEYS)
+#define QK_KEYS    (KB < BLOCK_N ? KB : BLOCK_N)
+#define ST_KEYS    ((BLOCK_N + QK_KEYS - 1) / QK_KEYS * QK_KEYS)
 
-/* K and V tiles in fp32 are read in place; other storage types are first converted, a tile at a time, into a
- * private fp32 tile (rows of TILE_W floats, K then V in the same space), so the inner loops load plain floats. */
-#define TILE_W  (QC > VC ? QC * 8 : VC * 8)
-#if K_DTYPE == 0
+/* K and V tiles in fp32 are read in place; other storage types, 8-bit ones with their scales, and paged caches
+ * (whose tiles may span pages) are first converted, a tile at a time, into a private fp32 tile (rows of TILE_W
+ * floats, K then V in the same space), so the inner loops load plain floats. */
+#define TILE_W     (QC > VC ? QC * 8 : VC * 8)
+#define K_IN_PLACE (K_DTYPE == 0 && KV_LAYOUT != 2)
+#define V_IN_PLACE (V_DTYPE == 0 && KV_LAYOUT != 2)
+#if K_IN_PLACE
 #define K_TILE_PTR __global const float *
 #else
 #define K_TILE_PTR const float *
 #endif
-#if V_DTYPE == 0
+#if V_IN_PLACE
 #define V_TILE_PTR __global const float *
 #else
 #define V_TILE_PTR const float *
@@ -489,15 +512,20 @@ CPU_INLINE void pv_columns(float *ot, const float *st, V_TILE_PTR vt, long row_s
 }
 
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA_FUSED_ARGS) {
-    const int Hq = dims.x, Lq = dims.y, Lk = dims.z, group = dims.w;
+    const int Hq = dims.x, group = dims.w;
     const int bh = get_global_id(1);
     const int b = bh / Hq, h = bh % Hq, hk = h / group;
+    /* This batch item's lengths (the packed and paged layouts' own; dims has the largest). */
+    const int Lq = cla_seq_q_len(seqs, seq_at, b, dims.y), Lk = cla_seq_k_len(seqs, seq_at, b, dims.z);
     const int first_row = (int)get_global_id(0) * ROWS;
+    if (first_row >= Lq) return; /* past a short packed sequence's rows */
     const int last_row = min(first_row + ROWS, Lq) - 1;
 
-    q += offsets.s0 + b * q_stride.x + h * q_stride.y;
-    k += offsets.s1 + b * k_stride.x + hk * k_stride.y;
-    v += offsets.s2 + b * v_stride.x + hk * v_stride.y;
+    q += offsets.s0 + cla_seq_q_base(seqs, seq_at, b, q_stride) + h * q_stride.y;
+    k += offsets.s1 + hk * k_stride.y;
+    v += offsets.s2 + hk * v_stride.y;
+    const long k_base = cla_seq_kv_base(seqs, seq_at, b, k_stride),
+               v_base = cla_seq_kv_base(seqs, seq_at, b, v_stride);
 
     const int kv_limit = cla_kv_limit(key_lengths, offsets.s5, b, Lk);
     const int shift = CAUSAL == 2 ? Lk - Lq : 0;
@@ -519,7 +547,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
     float qt[HEAD_DIM * ROWS];
     float ot[V_HEAD_DIM * ROWS];
     float st[ST_KEYS * ROWS];
-#if K_DTYPE != 0 || V_DTYPE != 0
+#if !K_IN_PLACE || !V_IN_PLACE
     float tile[BLOCK_N * TILE_W];
 #endif
     int lo_rows[ROWS], hi_rows[ROWS], pos_rows[ROWS];
@@ -549,15 +577,18 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
 
         /* Scores, QK_KEYS keys at a time; a short last block repeats the tile's last key (never a key past n, which
          * may lie past the key length), and the repeats are never read. */
-#if K_DTYPE == 0
-        K_TILE_PTR kt = k + (long)j0 * k_stride.z;
+#if K_IN_PLACE
+        K_TILE_PTR kt = k + K_ROW(j0);
         const long k_row = k_stride.z, k_col = DSTRIDE(k_stride);
 #else
         for (int jj = 0; jj < n; ++jj) {
+            __global const STORAGE(K_DTYPE) *krow = k + K_ROW(j0 + jj);
+            const float scale = K_SCALE(j0 + jj);
             CPU_UNROLL
-            for (int c = 0; c < QC; ++c)
-                vstore8(k_chunk(k + (long)(j0 + jj) * k_stride.z, DSTRIDE(k_stride), c), jj * (TILE_W / 8) + c,
-                        tile);
+            for (int c = 0; c < QC; ++c) {
+                const float8 x = k_chunk(krow, DSTRIDE(k_stride), c);
+                vstore8(K_SCALED ? x * scale : x, jj * (TILE_W / 8) + c, tile);
+            }
         }
         K_TILE_PTR kt = tile;
         const long k_row = TILE_W, k_col = 1;
@@ -658,15 +689,18 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
             m[rv] = m_new;
         }
 
-#if V_DTYPE == 0
-        V_TILE_PTR vt = v + (long)j0 * v_stride.z;
+#if V_IN_PLACE
+        V_TILE_PTR vt = v + V_ROW(j0);
         const long v_row = v_stride.z, v_col = DSTRIDE(v_stride);
 #else
         for (int jj = 0; jj < n; ++jj) {
+            __global const STORAGE(V_DTYPE) *vrow = v + V_ROW(j0 + jj);
+            const float scale = V_SCALE(j0 + jj);
             CPU_UNROLL
-            for (int c = 0; c < VC; ++c)
-                vstore8(v_chunk(v + (long)(j0 + jj) * v_stride.z, DSTRIDE(v_stride), c), jj * (TILE_W / 8) + c,
-                        tile);
+            for (int c = 0; c < VC; ++c) {
+                const float8 x = v_chunk(vrow, DSTRIDE(v_stride), c);
+                vstore8(V_SCALED ? x * scale : x, jj * (TILE_W / 8) + c, tile);
+            }
         }
         V_TILE_PTR vt = tile;
         const long v_row = TILE_W, v_col = 1;
@@ -695,7 +729,8 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
     for (int r = 0; r < ROWS; ++r) {
         const int i = first_row + r;
         if (i >= Lq) break;
-        write_row(o, o_stride, offsets.s3, lse, lse_stride, offsets.s6, partial, b, h, bh, i, Lq, m_rows[r],
+        write_row(o, o_stride, offsets.s3 + cla_seq_q_base(seqs, seq_at, b, o_stride), lse, lse_stride,
+                  offsets.s6 + cla_seq_q_base(seqs, seq_at, b, lse_stride), partial, h, bh, i, dims.y, m_rows[r],
                   l_rows[r], ot + r, ROWS, cla_sink2(sinks, mods, h));
     }
 }

@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-/* Host conversions between float and the storage types (IEEE half, bfloat16), and clattn_dtype_size(). The bit
+/* Host conversions between float and the storage types (IEEE half, bfloat16, int8, fp8 E4M3), the row quantizer
+ * of 8-bit KV caches, and clattn_dtype_size(). The bit
  * manipulation works on the binary32 encoding directly so that the result does not depend on the host's rounding
  * mode or on whether the compiler has a native _Float16. */
 #include "dtype.h"
 
+#include <math.h>
 #include <stdbool.h>
 #include <string.h>
 
@@ -89,8 +91,55 @@ float cla_bf16_to_f32(uint16_t h) {
     return f32_from_bits((uint32_t)h << 16);
 }
 
+/* x rounded to an integer, ties to even, whatever the host's rounding mode (|x| < 2^23). */
+static float round_half_even(float x) {
+    const float f = floorf(x), rest = x - f;
+    if (rest > 0.5f || (rest == 0.5f && fmodf(f, 2.0f) != 0.0f)) return f + 1.0f;
+    return f;
+}
+
+uint8_t cla_f32_to_fp8(float x) {
+    const uint8_t sign = signbit(x) ? 0x80u : 0u;
+    if (isnan(x)) return (uint8_t)(sign | 0x7fu);
+    const float a = fabsf(x);
+    if (a >= 448.0f) return (uint8_t)(sign | 0x7eu); /* saturate: E4M3 has no infinity */
+    if (a < 0x1p-6f) return (uint8_t)(sign | (uint8_t)round_half_even(a * 0x1p9f)); /* subnormal; 8 = 2^-6 */
+    int e = 0;
+    (void)frexpf(a, &e); /* a = f 2^e with f in [0.5, 1) */
+    e -= 1;              /* a = (1 + m/8) 2^e */
+    float m = round_half_even((ldexpf(a, -e) - 1.0f) * 8.0f);
+    if (m == 8.0f) {
+        m = 0.0f;
+        e += 1;
+    }
+    return (uint8_t)(sign | (uint8_t)((e + 7) << 3) | (uint8_t)m);
+}
+
+float cla_fp8_to_f32(uint8_t v) {
+    const unsigned e = (v >> 3) & 15u, m = v & 7u;
+    float a;
+    if ((v & 0x7fu) == 0x7fu)
+        a = NAN;
+    else if (e == 0)
+        a = ldexpf((float)m, -9);
+    else
+        a = ldexpf(1.0f + (float)m / 8.0f, (int)e - 7);
+    return (v & 0x80u) ? -a : a;
+}
+
+int8_t cla_f32_to_i8(float x) {
+    if (isnan(x)) return 0;
+    if (x >= 127.0f) return 127;
+    if (x <= -127.0f) return -127;
+    return (int8_t)round_half_even(x);
+}
+
 float cla_round_to_dtype(float x, clattn_dtype dt) {
     switch (dt) {
+    case CLATTN_DTYPE_I8:
+        return (float)cla_f32_to_i8(x);
+    case CLATTN_DTYPE_FP8_E4M3:
+        return cla_fp8_to_f32(cla_f32_to_fp8(x));
     case CLATTN_DTYPE_F16:
         return cla_f16_to_f32(cla_f32_to_f16(x));
     case CLATTN_DTYPE_BF16:
@@ -117,6 +166,14 @@ void cla_convert_to_storage(const float *src, void *dst, size_t n, clattn_dtype 
             memcpy(out + 2 * i, &h, sizeof h);
         }
         break;
+    case CLATTN_DTYPE_I8:
+    case CLATTN_DTYPE_FP8_E4M3:
+        for (size_t i = 0; i < n; i++) {
+            float x;
+            memcpy(&x, &src[i], sizeof x);
+            out[i] = dt == CLATTN_DTYPE_I8 ? (unsigned char)cla_f32_to_i8(x) : cla_f32_to_fp8(x);
+        }
+        break;
     default:
         break;
     }
@@ -138,6 +195,13 @@ void cla_convert_from_storage(const void *src, float *dst, size_t n, clattn_dtyp
             memcpy(&dst[i], &x, sizeof x);
         }
         break;
+    case CLATTN_DTYPE_I8:
+    case CLATTN_DTYPE_FP8_E4M3:
+        for (size_t i = n; i-- > 0;) {
+            float x = dt == CLATTN_DTYPE_I8 ? (float)(int8_t)in[i] : cla_fp8_to_f32(in[i]);
+            memcpy(&dst[i], &x, sizeof x);
+        }
+        break;
     default:
         break;
     }
@@ -151,6 +215,8 @@ CLATTN_API size_t clattn_dtype_size(clattn_dtype dtype) {
     case CLATTN_DTYPE_BF16:
         return 2;
     case CLATTN_DTYPE_BOOL:
+    case CLATTN_DTYPE_I8:
+    case CLATTN_DTYPE_FP8_E4M3:
         return 1;
     default:
         return 0;
@@ -158,12 +224,14 @@ CLATTN_API size_t clattn_dtype_size(clattn_dtype dtype) {
 }
 
 const char *clattn_dtype_name(clattn_dtype dtype) {
-    static const char *const names[] = {"f32", "f16", "bf16", "bool"}; /* in the order of clattn_dtype */
+    static const char *const names[] = {"f32",  "f16", "bf16",
+                                        "bool", "i8",  "fp8"}; /* in the order of clattn_dtype */
     return (unsigned)dtype < sizeof names / sizeof names[0] ? names[dtype] : "unknown";
 }
 
 static bool stores_floats(clattn_dtype dtype) {
-    return dtype == CLATTN_DTYPE_F32 || dtype == CLATTN_DTYPE_F16 || dtype == CLATTN_DTYPE_BF16;
+    return dtype == CLATTN_DTYPE_F32 || dtype == CLATTN_DTYPE_F16 || dtype == CLATTN_DTYPE_BF16 ||
+           dtype == CLATTN_DTYPE_I8 || dtype == CLATTN_DTYPE_FP8_E4M3;
 }
 
 clattn_status clattn_dtype_pack(clattn_dtype dtype, const float *src, void *dst, size_t n) {
@@ -182,4 +250,29 @@ clattn_status clattn_dtype_unpack(clattn_dtype dtype, const void *src, float *ds
 
 float clattn_dtype_round(clattn_dtype dtype, float x) {
     return cla_round_to_dtype(x, dtype);
+}
+
+clattn_status clattn_quantize_rows(clattn_dtype dtype, const float *src, size_t rows, size_t cols, void *dst,
+                                   float *scales) {
+    if (dtype != CLATTN_DTYPE_I8 && dtype != CLATTN_DTYPE_FP8_E4M3) return CLATTN_ERROR_INVALID_DTYPE;
+    if (rows && cols && (!src || !dst || !scales)) return CLATTN_ERROR_NULL_POINTER;
+    if (dtype == CLATTN_DTYPE_FP8_E4M3 && rows && cols && !(scales[0] > 0.0f && isfinite(scales[0])))
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    unsigned char *out = dst;
+    for (size_t r = 0; r < rows; ++r) {
+        const float *row = src + r * cols;
+        float scale = scales[0];
+        if (dtype == CLATTN_DTYPE_I8) {
+            float most = 0.0f;
+            for (size_t c = 0; c < cols; ++c)
+                if (fabsf(row[c]) > most) most = fabsf(row[c]);
+            scale = most / 127.0f;
+            scales[r] = scale;
+        }
+        const float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+        for (size_t c = 0; c < cols; ++c)
+            out[r * cols + c] = dtype == CLATTN_DTYPE_I8 ? (unsigned char)cla_f32_to_i8(row[c] * inv)
+                                                         : cla_f32_to_fp8(row[c] * inv);
+    }
+    return CLATTN_SUCCESS;
 }

@@ -17,6 +17,12 @@ float cla_f16_to_f32(uint16_t h);
 uint16_t cla_f32_to_bf16(float x);
 float cla_bf16_to_f32(uint16_t h);
 
+/* OCP fp8 E4M3 (bias 7, max 448, no infinities, 0x7f NaN), round to nearest even, saturating; and int8,
+ * round to nearest even, saturating to [-127, 127] (NaN gives 0). */
+uint8_t cla_f32_to_fp8(float x);
+float cla_fp8_to_f32(uint8_t v);
+int8_t cla_f32_to_i8(float x);
+
 /* The value `x` has after a round trip through storage type `dt`. F32 (and any type that does not store floats)
  * returns `x` unchanged. */
 float cla_round_to_dtype(float x, clattn_dtype dt);

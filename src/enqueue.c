@@ -152,6 +152,26 @@ clattn_status cla_temp_buffer(clattn_context *ctx, size_t bytes, const char *wha
     return CLATTN_SUCCESS;
 }
 
+clattn_status cla_temp_buffer_from(clattn_context *ctx, size_t bytes, const void *host, const char *what,
+                                   cl_mem *out) {
+    cl_int err = CL_SUCCESS;
+    *out = NULL;
+    if (cla_fault_due(ctx))
+        err = CL_MEM_OBJECT_ALLOCATION_FAILURE;
+    else
+        *out = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, bytes, (void *)host, &err);
+    if (err != CL_SUCCESS) {
+        *out = NULL;
+        return cla_fail(ctx, err, "copying %zu bytes of %s to '%s' failed: %d %s", bytes, what, ctx->info.name, err,
+                        cla_cl_error_text(err));
+    }
+    ctx->live_temps++;
+    ctx->memory.last_call_bytes += bytes;
+    if (ctx->memory.last_call_bytes > ctx->memory.peak_call_bytes)
+        ctx->memory.peak_call_bytes = ctx->memory.last_call_bytes;
+    return CLATTN_SUCCESS;
+}
+
 clattn_status cla_check_queue(clattn_context *ctx, cl_command_queue queue, cl_uint num_wait,
                               const cl_event *wait_list) {
     CLA_FAIL_ON(num_wait > 0 && !wait_list, ctx, CLATTN_ERROR_NULL_POINTER,

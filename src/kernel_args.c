@@ -4,8 +4,9 @@
  * name (cla_set_named_args) and for the test that reads the signatures and compares (tests/test_tuning.c). */
 #include "sdpa_internal.h"
 
-static const char *const combine_names[] = {"partial", "nsplit", "o",     "o_stride", "lse", "lse_stride",
-                                            "offsets", "dims",   "sinks", "mods",     NULL};
+static const char *const combine_names[] = {"partial",    "nsplit",  "o",    "o_stride", "lse",
+                                            "lse_stride", "offsets", "dims", "sinks",    "mods",
+                                            "seqs",       "seq_at",  NULL};
 const cla_kernel_args cla_args_sdpa_combine = {"sdpa_fused", "sdpa_combine", combine_names};
 
 /* pack_q, pack_k and pack_v are one macro's kernels (DEFINE_PACK), declared under the macro's parameter `name`. */

@@ -40,6 +40,9 @@ static const status_name clattn_names[] = {
     {CLATTN_ERROR_CAPACITY, "CLATTN_ERROR_CAPACITY: the object's capacity is exhausted"},
     {CLATTN_ERROR_INTERNAL, "CLATTN_ERROR_INTERNAL: internal error in clattn"},
     {CLATTN_ERROR_DEVICE_LIMIT, "CLATTN_ERROR_DEVICE_LIMIT: no kernel parameters fit the device's limits"},
+    {CLATTN_ERROR_INVALID_SEQLENS, "CLATTN_ERROR_INVALID_SEQLENS: sequence lengths out of order or out of range"},
+    {CLATTN_ERROR_INVALID_BLOCK_TABLE, "CLATTN_ERROR_INVALID_BLOCK_TABLE: a block table entry names no page"},
+    {CLATTN_ERROR_INVALID_SCALE, "CLATTN_ERROR_INVALID_SCALE: a K/V scale tensor is missing or malformed"},
 };
 
 #define CL_NAME(x)                                                                                                 \

@@ -26,7 +26,19 @@ static clattn_status expect_size(clattn_context *ctx, const clattn_tensor *t, co
                     t->size[dim], what, want);
 }
 
-/* Whether two byte ranges of the same buffer overlap. */
+/* Head dims in range, and query heads a multiple of the key/value heads. */
+static clattn_status check_heads(clattn_context *ctx, size_t Hq, size_t Hkv, size_t Dk, size_t Dv) {
+    if (Dk == 0 || Dv == 0 || Dk > CLATTN_MAX_HEAD_DIM || Dv > CLATTN_MAX_HEAD_DIM)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_HEAD_DIM, "head dims must be 1..%d; q/k have %zu and v has %zu",
+                        CLATTN_MAX_HEAD_DIM, Dk, Dv);
+    if ((Hkv == 0 && Hq != 0) || (Hkv != 0 && Hq % Hkv != 0))
+        return cla_fail(
+            ctx, CLATTN_ERROR_INVALID_HEADS,
+            "q has %zu heads and k/v have %zu: the query heads must be a multiple of the key/value heads", Hq, Hkv);
+    return CLATTN_SUCCESS;
+}
+
+/* The shapes of a dense call: q [B, Hq, Lq, Dk], k [B, Hkv, Lk, Dk], v [B, Hkv, Lk, Dv], out [B, Hq, Lq, Dv]. */
 static clattn_status check_shapes(clattn_context *ctx, const clattn_tensor *q, const clattn_tensor *k,
                                   const clattn_tensor *v, const clattn_tensor *out) {
     const size_t B = q->size[0], Hq = q->size[1], Lq = q->size[2], Dk = q->size[3];
@@ -42,14 +54,7 @@ static clattn_status check_shapes(clattn_context *ctx, const clattn_tensor *q, c
     if (!st) st = expect_size(ctx, out, "out", 2, Lq, "q's seq");
     if (!st) st = expect_size(ctx, out, "out", 3, Dv, "v's head dim");
     if (st) return st;
-    if (Dk == 0 || Dv == 0 || Dk > CLATTN_MAX_HEAD_DIM || Dv > CLATTN_MAX_HEAD_DIM)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_HEAD_DIM, "head dims must be 1..%d; q/k have %zu and v has %zu",
-                        CLATTN_MAX_HEAD_DIM, Dk, Dv);
-    if ((Hkv == 0 && Hq != 0) || (Hkv != 0 && Hq % Hkv != 0))
-        return cla_fail(
-            ctx, CLATTN_ERROR_INVALID_HEADS,
-            "q has %zu heads and k/v have %zu: the query heads must be a multiple of the key/value heads", Hq, Hkv);
-    return CLATTN_SUCCESS;
+    return check_heads(ctx, Hq, Hkv, Dk, Dv);
 }
 
 int clattn_mask_broadcasts(const size_t mask_size[4], const size_t shape[4]) {
@@ -138,10 +143,12 @@ static clattn_status check_outputs(clattn_context *ctx, cla_sdpa_plan *p, cla_ra
         const clattn_tensor *t = &p->lse;
         if (t->dtype != CLATTN_DTYPE_F32)
             return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "lse: dtype must be F32");
-        if (t->size[0] != p->batch || t->size[1] != p->q_heads || t->size[2] != p->q_len || t->size[3] != 1)
+        /* Laid out like q's rows: [B, Hq, Lq, 1], or [1, Hq, total_q, 1] for packed queries. */
+        const size_t *qs = p->q.size;
+        if (t->size[0] != qs[0] || t->size[1] != qs[1] || t->size[2] != qs[2] || t->size[3] != 1)
             return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
                             "lse: sizes [%zu, %zu, %zu, %zu] must be [%zu, %zu, %zu, 1]", t->size[0], t->size[1],
-                            t->size[2], t->size[3], p->batch, p->q_heads, p->q_len);
+                            t->size[2], t->size[3], qs[0], qs[1], qs[2]);
         cla_range *r = &ranges[(*n)++];
         r->name = "lse";
         r->buffer = t->buffer;
@@ -168,13 +175,19 @@ static bool fused_fits(const cla_sdpa_plan *p) {
     return p->head_dim <= CLATTN_MAX_FUSED_HEAD_DIM && p->v_head_dim <= CLATTN_MAX_FUSED_HEAD_DIM;
 }
 
+/* Packed and paged calls and 8-bit keys or values: the fused kernels read them where they are. */
+static bool fused_only_layout(const cla_sdpa_plan *p) {
+    return cla_sdpa_has_seqs(p) || p->k_scale.buffer || p->v_scale.buffer;
+}
+
 /* The weights and head dims past the fused kernels' bound exist only in the unfused path; everything else is
  * faster and smaller fused. CLATTN_IMPL (read when the context was created) is a preference for AUTO calls, and
  * yields to both. */
 static clattn_impl choose_impl(const clattn_context *ctx, const cla_sdpa_plan *p, clattn_impl asked) {
     if (asked != CLATTN_IMPL_AUTO) return asked;
-    /* The caller's score_mod and mask_mod exist only in the fused kernels, at any head dim they take. */
-    if (cla_sdpa_has_user_mods(p)) return CLATTN_IMPL_FUSED;
+    /* The caller's score_mod and mask_mod, the serving layouts and 8-bit keys and values exist only in the fused
+     * kernels, at any head dim they take. */
+    if (cla_sdpa_has_user_mods(p) || fused_only_layout(p)) return CLATTN_IMPL_FUSED;
     if (p->weights.buffer || !fused_fits(p)) return CLATTN_IMPL_UNFUSED;
     /* Past 256 only the CPU kernel (row blocks in memory sized for them) beats the GEMMs; a GPU work-item would
      * keep whole rows in private memory, which spills. */
@@ -196,13 +209,19 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
     const clattn_tensor *inputs[] = {q, k, v, out};
     static const char *names[] = {"q", "k", "v", "out"};
     for (int i = 0; i < 4; ++i) {
-        if (!cla_is_float_dtype(inputs[i]->dtype))
-            return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "%s: dtype %d is not F32, F16 or BF16", names[i],
-                            (int)inputs[i]->dtype);
+        /* Keys and values may also be 8-bit, read with their scales (cla_sdpa_check_scales). */
+        const bool kv = i == 1 || i == 2;
+        if (!cla_is_float_dtype(inputs[i]->dtype) && !(kv && cla_is_kv8_dtype(inputs[i]->dtype)))
+            return cla_fail(ctx, CLATTN_ERROR_INVALID_DTYPE, "%s: dtype %d is not F32, F16 or BF16%s", names[i],
+                            (int)inputs[i]->dtype, kv ? " (or I8 or FP8_E4M3 with desc->k_scale/v_scale)" : "");
         if (!inputs[i]->buffer) return cla_fail(ctx, CLATTN_ERROR_NULL_POINTER, "%s: the buffer is NULL", names[i]);
     }
-    clattn_status st = check_shapes(ctx, q, k, v, out);
+    memset(p, 0, sizeof *p);
+    const bool seqs = cla_sdpa_desc_has_seqs(desc);
+    clattn_status st =
+        seqs ? cla_sdpa_check_seq_shapes(ctx, desc, q, k, v, out, p) : check_shapes(ctx, q, k, v, out);
     if (st) return st;
+    if (seqs && (st = check_heads(ctx, q->size[1], k->size[1], q->size[3], v->size[3]))) return st;
     /* The kernels index positions in 32 bits; 2^28 leaves room for the shifts and windows they add. */
     const size_t max_len = (size_t)1 << 28;
     if (q->size[2] > max_len || k->size[2] > max_len || q->size[0] * q->size[1] > INT32_MAX)
@@ -222,13 +241,14 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
                         "desc->scale is infinite; give a finite scale or NAN for "
                         "the default 1/sqrt(head_dim)");
 
-    memset(p, 0, sizeof *p);
-    p->batch = p->whole_batch = q->size[0];
+    p->batch = p->whole_batch = seqs ? desc->seq_count : q->size[0];
     p->q_heads = p->whole_heads = q->size[1];
-    p->q_len = q->size[2];
     p->head_dim = q->size[3];
     p->kv_heads = k->size[1];
-    p->kv_len = k->size[2];
+    if (!seqs) {
+        p->q_len = q->size[2];
+        p->kv_len = k->size[2];
+    }
     p->v_head_dim = v->size[3];
     p->scale = isnan(desc->scale) ? (float)(1.0 / sqrt((double)p->head_dim)) : desc->scale;
     p->causal = desc->causal;
@@ -250,7 +270,7 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
     p->sinks = desc->sinks;
     p->alibi_slopes = desc->alibi_slopes;
 
-    cla_range ranges[10 + CLATTN_MAX_MOD_BUFFERS] = {{0}};
+    cla_range ranges[12 + CLATTN_MAX_MOD_BUFFERS] = {{0}};
     size_t n = 0;
     for (int i = 0; i < 4; ++i) {
         cla_range *r = &ranges[n++];
@@ -266,6 +286,13 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
                                  r)))
             return st;
     }
+    CLA_FAIL_ON(p->key_lengths && p->kv_layout != CLA_KV_DENSE, ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                "desc->key_lengths: packed and paged keys have their own lengths (cu_seqlens_k, seqlens_k); leave "
+                "key_lengths NULL");
+    CLA_FAIL_ON(p->weights.buffer && seqs, ctx, CLATTN_ERROR_UNSUPPORTED,
+                "desc->weights: packed and paged calls do not produce attention weights (they run in the fused "
+                "kernels); leave weights empty");
+    if ((st = cla_sdpa_check_scales(ctx, desc, p, ranges, &n))) return st;
     if (p->key_lengths) {
         cla_range *r = &ranges[n++];
         r->name = "key_lengths";
@@ -293,6 +320,15 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
         CLA_FAIL_ON(!fused_fits(p), ctx, CLATTN_ERROR_UNSUPPORTED,
                     "desc->score_mod and desc->mask_mod run in the fused kernels only, which take head dims up to "
                     "%d, not %zu (q/k) and %zu (v)",
+                    CLATTN_MAX_FUSED_HEAD_DIM, p->head_dim, p->v_head_dim);
+    }
+    if (fused_only_layout(p)) {
+        CLA_FAIL_ON(p->impl == CLATTN_IMPL_UNFUSED, ctx, CLATTN_ERROR_UNSUPPORTED,
+                    "packed or paged keys and 8-bit keys or values run in the fused kernels only; use "
+                    "CLATTN_IMPL_AUTO or CLATTN_IMPL_FUSED");
+        CLA_FAIL_ON(!fused_fits(p), ctx, CLATTN_ERROR_UNSUPPORTED,
+                    "packed or paged keys and 8-bit keys or values run in the fused kernels only, which take head "
+                    "dims up to %d, not %zu (q/k) and %zu (v)",
                     CLATTN_MAX_FUSED_HEAD_DIM, p->head_dim, p->v_head_dim);
     }
     if (p->impl == CLATTN_IMPL_FUSED && p->weights.buffer)
@@ -357,14 +393,16 @@ int cla_sdpa_common_defines(const cla_sdpa_plan *p, bool head_dims, char *out, s
     bool unit = p->q.stride[3] == 1 && p->k.stride[3] == 1 && p->v.stride[3] == 1 && p->out.stride[3] == 1;
     char dims[64] = "";
     if (head_dims) snprintf(dims, sizeof dims, "-DHEAD_DIM=%zu -DV_HEAD_DIM=%zu ", p->head_dim, p->v_head_dim);
+    char seqs[128];
+    cla_sdpa_seq_defines(p, seqs, sizeof seqs);
     return snprintf(
         out, size,
         "%s-DQ_DTYPE=%d -DK_DTYPE=%d -DV_DTYPE=%d -DO_DTYPE=%d -DMASK_KIND=%d -DMASK_DTYPE=%d -DCAUSAL=%d "
-        "-DHAS_WINDOW=%d -DHAS_KEY_LENGTHS=%d -DHAS_LSE=%d -DUNIT_DSTRIDE=%d%s%s%s",
+        "-DHAS_WINDOW=%d -DHAS_KEY_LENGTHS=%d -DHAS_LSE=%d -DUNIT_DSTRIDE=%d%s%s%s%s",
         dims, (int)p->q.dtype, (int)p->k.dtype, (int)p->v.dtype, (int)p->out.dtype, p->mask_kind,
         p->mask_kind ? (int)p->mask.dtype : 0, (int)p->causal, p->window_left >= 0 || p->window_right >= 0,
         p->key_lengths != NULL, p->lse.buffer != NULL, unit, p->softcap > 0.0f ? " -DHAS_SOFTCAP=1" : "",
-        p->sinks.buffer ? " -DHAS_SINKS=1" : "", p->alibi_slopes.buffer ? " -DHAS_ALIBI=1" : "");
+        p->sinks.buffer ? " -DHAS_SINKS=1" : "", p->alibi_slopes.buffer ? " -DHAS_ALIBI=1" : "", seqs);
 }
 
 float cla_sdpa_softcap2(const cla_sdpa_plan *p) {

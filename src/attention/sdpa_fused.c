@@ -111,7 +111,7 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     const size_t unit_rows = flash || pack ? p->q_len * group : p->q_len;
     const size_t pack_rows = pack ? cpu_pack_rows(p, unit_rows) : 1;
     const char *name = cla_tune_kernel_of(op, &c)->kernel, *source = cla_tune_kernel_of(op, &c)->source;
-    char common[512], defines[128], options[768], combine_options[640];
+    char common[640], defines[128], options[896], combine_options[768];
     cla_sdpa_common_defines(p, true, common, sizeof common);
     cl_kernel kernel = NULL, combine = NULL;
     /* The caller's score_mod and mask_mod, compiled in ahead of the kernel's source. */
@@ -161,11 +161,16 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     const char *combine_build = cpu || flash ? combine_options : options;
     if (split && (st = cla_kernel_get(ctx, "sdpa_fused", combine_build, "sdpa_combine", &combine))) return st;
 
-    cl_mem partial = NULL;
+    cl_mem partial = NULL, seqs = NULL;
+    cl_int4 seq_at;
     if (split) {
         size_t floats = bh * p->q_len * (size_t)nsplit * (p->v_head_dim + 2);
         st = cla_temp_buffer(ctx, floats * sizeof(float), "the key-split workspace", &partial);
         if (st != CLATTN_SUCCESS) return st;
+    }
+    if ((st = cla_sdpa_seq_buffer(ctx, p, &seqs, &seq_at))) {
+        cla_temp_release(ctx, &partial);
+        return st;
     }
 
     cl_long4 qs = cla_strides4(&p->q), ks = cla_strides4(&p->k), vs = cla_strides4(&p->v),
@@ -180,6 +185,8 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     cl_int split_arg = split_len;
     cl_float softcap2 = cla_sdpa_softcap2(p);
     cl_long4 mods = cla_sdpa_mods(p);
+    cl_long4 kss = cla_strides4(&p->k_scale), vss = cla_strides4(&p->v_scale);
+    cl_long2 scale_offsets = {{(cl_long)p->k_scale.offset, (cl_long)p->v_scale.offset}};
     /* Each tensor with its strides, then the scalars, in the order of SDPA_FUSED_ARGS: a table, two to a line. */
     // clang-format off
     const cla_named_arg args[] = {
@@ -196,6 +203,10 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
         CLA_NAMED("softcap2", softcap2),    CLA_NAMED("sinks", p->sinks.buffer),
         CLA_NAMED("alibi", p->alibi_slopes.buffer), CLA_NAMED("mods", mods),
         CLA_NAMED("mod_buf0", p->mod_buffers[0].buffer), CLA_NAMED("mod_buf1", p->mod_buffers[1].buffer),
+        CLA_NAMED("seqs", seqs),            CLA_NAMED("seq_at", seq_at),
+        CLA_NAMED("k_scale", p->k_scale.buffer), CLA_NAMED("ks_stride", kss),
+        CLA_NAMED("v_scale", p->v_scale.buffer), CLA_NAMED("vs_stride", vss),
+        CLA_NAMED("scale_offsets", scale_offsets),
     };
     // clang-format on
     st = cla_set_named_args(ctx, kernel, name, op->args, args, CLA_ARRAY_SIZE(args));
@@ -230,7 +241,7 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
             CLA_NAMED("partial", partial), CLA_NAMED("nsplit", ns),         CLA_NAMED("o", p->out.buffer),
             CLA_NAMED("o_stride", os),     CLA_NAMED("lse", p->lse.buffer), CLA_NAMED("lse_stride", ls),
             CLA_NAMED("offsets", offsets), CLA_NAMED("dims", dims),         CLA_NAMED("sinks", p->sinks.buffer),
-            CLA_NAMED("mods", mods),
+            CLA_NAMED("mods", mods),       CLA_NAMED("seqs", seqs),         CLA_NAMED("seq_at", seq_at),
         };
         st = cla_set_named_args(ctx, combine, "sdpa_combine", cla_args_sdpa_combine.names, cargs,
                                 CLA_ARRAY_SIZE(cargs));
@@ -239,5 +250,6 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     }
     /* Released now, freed by OpenCL once the kernels that use it have finished. */
     cla_temp_release(ctx, &partial);
+    cla_temp_release(ctx, &seqs);
     return st;
 }

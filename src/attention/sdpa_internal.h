@@ -7,6 +7,8 @@
 #include "internal.h"
 
 enum { CLA_MASK_NONE = 0, CLA_MASK_ADDITIVE = 1, CLA_MASK_BOOL = 2 };
+/* Where a call's keys and values are (kernels_cl/common.cl's KV_LAYOUT). */
+enum { CLA_KV_DENSE = 0, CLA_KV_PACKED = 1, CLA_KV_PAGED = 2 };
 
 typedef struct cla_sdpa_plan {
     size_t batch, q_heads, kv_heads, q_len, kv_len, head_dim, v_head_dim;
@@ -32,7 +34,34 @@ typedef struct cla_sdpa_plan {
      * but chooses its kernel parameters (tuning class, key splits) by these, so that every part runs exactly what
      * one device would and the results are bitwise the same. */
     size_t whole_batch, whole_heads;
+    /* The serving formats (sdpa_seqs.c): packed queries, packed or paged keys and values with their host index
+     * arrays (batch is then seq_count, q_len and kv_len the longest sequences), and the scales of 8-bit K and V
+     * (buffer NULL without; strides of broadcast dims 0). */
+    bool varlen_q;
+    int kv_layout;
+    size_t seq_count, page_size, block_table_stride;
+    const int32_t *cu_q, *cu_k, *block_table, *seqlens_k;
+    clattn_tensor k_scale, v_scale;
 } cla_sdpa_plan;
+
+/* sdpa_seqs.c: whether a desc asks for a serving format, and whether a plan has one (packed or paged); whether a
+ * dtype is 8-bit key/value storage. */
+bool cla_sdpa_desc_has_seqs(const clattn_sdpa_desc *d);
+bool cla_sdpa_has_seqs(const cla_sdpa_plan *p);
+bool cla_is_kv8_dtype(clattn_dtype d);
+/* Checks the shapes of a packed or paged call and its index arrays (every index), and sets the plan's layout,
+ * q_len and kv_len (the longest sequences) and index arrays. */
+clattn_status cla_sdpa_check_seq_shapes(clattn_context *ctx, const clattn_sdpa_desc *d, const clattn_tensor *q,
+                                        const clattn_tensor *k, const clattn_tensor *v, const clattn_tensor *out,
+                                        cla_sdpa_plan *p);
+/* Checks the scales of 8-bit K and V into the plan (and their byte ranges into ranges[*n], counting them). */
+clattn_status cla_sdpa_check_scales(clattn_context *ctx, const clattn_sdpa_desc *d, cla_sdpa_plan *p,
+                                    cla_range *ranges, size_t *n);
+/* The -D options of the plan's serving formats (empty without); returns the length written. */
+int cla_sdpa_seq_defines(const cla_sdpa_plan *p, char *out, size_t size);
+/* The device copy of the plan's index arrays (a temporary; NULL without) and their offsets as the kernels'
+ * seq_at. */
+clattn_status cla_sdpa_seq_buffer(clattn_context *ctx, const cla_sdpa_plan *p, cl_mem *buffer, cl_int4 *at);
 
 /* sdpa_mods.c: checks desc's score_mod, mask_mod and mod buffers into the plan (adding the buffers' ranges for the
  * overlap check); whether the plan has either; and the program prefix that compiles them in (NULL without them). */

@@ -42,6 +42,8 @@ bool cla_sdpa_split_wanted(const clattn_context *ctx, const cla_sdpa_plan *p) {
     if (ctx->device_count < 2 || ctx->recording) return false;
     /* The caller's score_mod and mask_mod see whole-call batch and head indices: one device runs them. */
     if (cla_sdpa_has_user_mods(p)) return false;
+    /* Packed and paged calls and 8-bit caches run on one device (their index arrays and scales are not sliced). */
+    if (cla_sdpa_has_seqs(p) || p->k_scale.buffer || p->v_scale.buffer) return false;
     if (p->batch == 0 || p->q_heads == 0 || p->q_len == 0) return false;
     return split_units(p) >= 2;
 }

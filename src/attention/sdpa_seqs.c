@@ -1,0 +1,214 @@
+// SPDX-License-Identifier: Apache-2.0
+/* The serving formats of an attention call, host side: packed variable-length batches (cu_seqlens), paged KV
+ * caches (a block table over fixed-size pages) and 8-bit keys and values with their scales. Checks every index
+ * array and tensor of them into the plan before anything is enqueued, and builds the one device buffer of index
+ * arrays that the fused kernels read (kernels_cl/common.cl, "Serving layouts"). */
+#include "sdpa_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+bool cla_sdpa_desc_has_seqs(const clattn_sdpa_desc *d) {
+    return d->seq_count || d->cu_seqlens_q || d->cu_seqlens_k || d->block_table || d->seqlens_k;
+}
+
+bool cla_sdpa_has_seqs(const cla_sdpa_plan *p) {
+    return p->varlen_q || p->kv_layout != CLA_KV_DENSE;
+}
+
+bool cla_is_kv8_dtype(clattn_dtype d) {
+    return d == CLATTN_DTYPE_I8 || d == CLATTN_DTYPE_FP8_E4M3;
+}
+
+static clattn_status expect(clattn_context *ctx, const clattn_tensor *t, const char *name, int dim, size_t want,
+                            const char *what) {
+    static const char *dims[] = {"batch", "heads", "seq", "dim"};
+    CLA_FAIL_ON(t->size[dim] != want, ctx, CLATTN_ERROR_INVALID_SHAPE, "%s: size[%d] (%s) is %zu but %s is %zu",
+                name, dim, dims[dim], t->size[dim], what, want);
+    return CLATTN_SUCCESS;
+}
+
+/* cu_seqlens of `count` sequences over a tensor of `total` rows: from 0, never decreasing, ending at most at total.
+ * Sets the longest sequence. */
+static clattn_status check_cu(clattn_context *ctx, const char *name, const int32_t *cu, size_t count, size_t total,
+                              size_t *longest) {
+    *longest = 0;
+    CLA_FAIL_ON(cu[0] != 0, ctx, CLATTN_ERROR_INVALID_SEQLENS,
+                "%s[0] is %d; cumulative sequence offsets start at 0", name, (int)cu[0]);
+    for (size_t b = 0; b < count; ++b) {
+        CLA_FAIL_ON(cu[b + 1] < cu[b], ctx, CLATTN_ERROR_INVALID_SEQLENS,
+                    "%s[%zu] is %d, less than %s[%zu] = %d; the offsets must never decrease", name, b + 1,
+                    (int)cu[b + 1], name, b, (int)cu[b]);
+        const size_t len = (size_t)(cu[b + 1] - cu[b]);
+        if (len > *longest) *longest = len;
+    }
+    CLA_FAIL_ON((size_t)cu[count] > total, ctx, CLATTN_ERROR_INVALID_SEQLENS,
+                "%s[%zu] is %d, past the %zu rows of its tensor (size[2] of a packed [1, H, total, D] tensor)",
+                name, count, (int)cu[count], total);
+    return CLATTN_SUCCESS;
+}
+
+/* The paged cache's lengths and block table: each length within the table's pages, each page it uses a page of
+ * the cache. Sets the longest sequence. */
+static clattn_status check_pages(clattn_context *ctx, const clattn_sdpa_desc *d, size_t count, size_t page_size,
+                                 size_t pages, size_t *longest) {
+    *longest = 0;
+    const size_t most = d->block_table_stride * page_size;
+    for (size_t b = 0; b < count; ++b) {
+        const int32_t len = d->seqlens_k[b];
+        CLA_FAIL_ON(len < 0 || (size_t)len > most, ctx, CLATTN_ERROR_INVALID_SEQLENS,
+                    "seqlens_k[%zu] is %d; it must be 0 to block_table_stride * block_size = %zu * %zu = %zu", b,
+                    (int)len, d->block_table_stride, page_size, most);
+        if ((size_t)len > *longest) *longest = (size_t)len;
+        const size_t used = ((size_t)len + page_size - 1) / page_size;
+        for (size_t e = 0; e < used; ++e) {
+            const int32_t page = d->block_table[b * d->block_table_stride + e];
+            CLA_FAIL_ON(
+                page < 0 || (size_t)page >= pages, ctx, CLATTN_ERROR_INVALID_BLOCK_TABLE,
+                "block_table[%zu][%zu] is %d but the cache has %zu pages (k.size[0]); sequence %zu's %d keys "
+                "use its first %zu entries",
+                b, e, (int)page, pages, b, (int)len, used);
+        }
+    }
+    return CLATTN_SUCCESS;
+}
+
+clattn_status cla_sdpa_check_seq_shapes(clattn_context *ctx, const clattn_sdpa_desc *d, const clattn_tensor *q,
+                                        const clattn_tensor *k, const clattn_tensor *v, const clattn_tensor *out,
+                                        cla_sdpa_plan *p) {
+    const size_t B = d->seq_count;
+    const bool paged = d->block_table || d->seqlens_k;
+    CLA_FAIL_ON(paged && d->cu_seqlens_k, ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                "desc: cu_seqlens_k (packed keys) and block_table/seqlens_k (a paged cache) exclude each other");
+    CLA_FAIL_ON(
+        paged && (!d->block_table || !d->seqlens_k || d->block_table_stride == 0), ctx, CLATTN_ERROR_NULL_POINTER,
+        "desc: a paged cache needs block_table, block_table_stride (> 0) and seqlens_k together; block_table "
+        "is %s, block_table_stride %zu, seqlens_k %s",
+        d->block_table ? "set" : "NULL", d->block_table_stride, d->seqlens_k ? "set" : "NULL");
+    CLA_FAIL_ON(B > (size_t)INT32_MAX / 4 || (paged && d->block_table_stride > (size_t)INT32_MAX / 4 / (B ? B : 1)),
+                ctx, CLATTN_ERROR_UNSUPPORTED,
+                "desc->seq_count %zu with block_table_stride %zu: the kernels index sequences and block tables in "
+                "32 bits",
+                B, d->block_table_stride);
+    clattn_status st;
+    /* Queries. */
+    if (d->cu_seqlens_q) {
+        if ((st = expect(ctx, q, "q", 0, 1, "a packed tensor's batch"))) return st;
+        if ((st = expect(ctx, out, "out", 0, 1, "a packed tensor's batch"))) return st;
+        if ((st = check_cu(ctx, "cu_seqlens_q", d->cu_seqlens_q, B, q->size[2], &p->q_len))) return st;
+    } else {
+        if ((st = expect(ctx, q, "q", 0, B, "desc->seq_count"))) return st;
+        if ((st = expect(ctx, out, "out", 0, B, "desc->seq_count"))) return st;
+        p->q_len = q->size[2];
+    }
+    if ((st = expect(ctx, out, "out", 1, q->size[1], "q's heads"))) return st;
+    if ((st = expect(ctx, out, "out", 2, q->size[2], "q's seq"))) return st;
+    if ((st = expect(ctx, out, "out", 3, v->size[3], "v's head dim"))) return st;
+    /* Keys and values. */
+    if ((st = expect(ctx, k, "k", 3, q->size[3], "q's head dim"))) return st;
+    if ((st = expect(ctx, v, "v", 0, k->size[0], "k's size[0]"))) return st;
+    if ((st = expect(ctx, v, "v", 1, k->size[1], "k's heads"))) return st;
+    if ((st = expect(ctx, v, "v", 2, k->size[2], "k's size[2]"))) return st;
+    if (d->cu_seqlens_k) {
+        if ((st = expect(ctx, k, "k", 0, 1, "a packed tensor's batch"))) return st;
+        if ((st = check_cu(ctx, "cu_seqlens_k", d->cu_seqlens_k, B, k->size[2], &p->kv_len))) return st;
+        p->kv_layout = CLA_KV_PACKED;
+    } else if (paged) {
+        const size_t page = k->size[2];
+        CLA_FAIL_ON(page < 8 || page > 256 || (page & (page - 1)) != 0, ctx, CLATTN_ERROR_INVALID_SHAPE,
+                    "k: a paged cache's block size (k.size[2]) is %zu; it must be a power of two from 8 to 256",
+                    page);
+        CLA_FAIL_ON(d->block_table_stride > ((size_t)1 << 28) / page, ctx, CLATTN_ERROR_UNSUPPORTED,
+                    "desc->block_table_stride %zu pages of %zu keys pass the 2^28 keys a sequence may have",
+                    d->block_table_stride, page);
+        if ((st = check_pages(ctx, d, B, page, k->size[0], &p->kv_len))) return st;
+        p->kv_layout = CLA_KV_PAGED;
+        p->page_size = page;
+    } else {
+        if ((st = expect(ctx, k, "k", 0, B, "desc->seq_count"))) return st;
+        p->kv_len = k->size[2];
+    }
+    p->varlen_q = d->cu_seqlens_q != NULL;
+    p->seq_count = B;
+    p->cu_q = d->cu_seqlens_q;
+    p->cu_k = d->cu_seqlens_k;
+    p->block_table = d->block_table;
+    p->block_table_stride = d->block_table_stride;
+    p->seqlens_k = d->seqlens_k;
+    return CLATTN_SUCCESS;
+}
+
+/* One scale tensor: F32 or F16, broadcasting to [k.size[0], Hkv, k.size[2], 1]; size-1 dimensions get stride 0. */
+static clattn_status check_scale(clattn_context *ctx, const char *name, const char *of, clattn_dtype of_dtype,
+                                 clattn_tensor *s, const clattn_tensor *kv, cla_range *r) {
+    const bool eight_bit = cla_is_kv8_dtype(of_dtype);
+    CLA_FAIL_ON(eight_bit && !s->buffer, ctx, CLATTN_ERROR_INVALID_SCALE,
+                "desc->%s: %s is stored as %s, which needs its scales (F32 or F16 [%zu, %zu, %zu, 1] for one per "
+                "token and head, or [1, %zu, 1, 1] for one per head)",
+                name, of, clattn_dtype_name(of_dtype), kv->size[0], kv->size[1], kv->size[2], kv->size[1]);
+    if (!s->buffer) return CLATTN_SUCCESS;
+    CLA_FAIL_ON(!eight_bit, ctx, CLATTN_ERROR_INVALID_SCALE,
+                "desc->%s is given but %s is stored as %s; scales go with I8 or FP8_E4M3 storage only", name, of,
+                clattn_dtype_name(of_dtype));
+    CLA_FAIL_ON(s->dtype != CLATTN_DTYPE_F32 && s->dtype != CLATTN_DTYPE_F16, ctx, CLATTN_ERROR_INVALID_SCALE,
+                "desc->%s: dtype %s; scales are F32 or F16", name, clattn_dtype_name(s->dtype));
+    const size_t want[4] = {kv->size[0], kv->size[1], kv->size[2], 1};
+    CLA_FAIL_ON(!clattn_mask_broadcasts(s->size, want), ctx, CLATTN_ERROR_INVALID_SCALE,
+                "desc->%s: sizes [%zu, %zu, %zu, %zu] do not broadcast to [%zu, %zu, %zu, 1] (%s without its head "
+                "dim): give [%zu, %zu, %zu, 1] for one scale per token and head or [1, %zu, 1, 1] for one per head",
+                name, s->size[0], s->size[1], s->size[2], s->size[3], want[0], want[1], want[2], of, want[0],
+                want[1], want[2], want[1]);
+    for (int dim = 0; dim < 4; ++dim)
+        if (s->size[dim] == 1) s->stride[dim] = 0;
+    r->name = name;
+    r->buffer = s->buffer;
+    return cla_tensor_check(ctx, s, name, false, &r->begin, &r->end);
+}
+
+clattn_status cla_sdpa_check_scales(clattn_context *ctx, const clattn_sdpa_desc *d, cla_sdpa_plan *p,
+                                    cla_range *ranges, size_t *n) {
+    p->k_scale = d->k_scale;
+    p->v_scale = d->v_scale;
+    clattn_status st = check_scale(ctx, "k_scale", "k", p->k.dtype, &p->k_scale, &p->k, &ranges[*n]);
+    if (st) return st;
+    if (p->k_scale.buffer) ++*n;
+    if ((st = check_scale(ctx, "v_scale", "v", p->v.dtype, &p->v_scale, &p->v, &ranges[*n]))) return st;
+    if (p->v_scale.buffer) ++*n;
+    return CLATTN_SUCCESS;
+}
+
+int cla_sdpa_seq_defines(const cla_sdpa_plan *p, char *out, size_t size) {
+    int len = 0;
+    out[0] = '\0';
+    if (p->varlen_q) len += snprintf(out + len, size - (size_t)len, " -DVARLEN_Q=1");
+    if (p->kv_layout != CLA_KV_DENSE)
+        len += snprintf(out + len, size - (size_t)len, " -DKV_LAYOUT=%d -DPAGE_SIZE=%zu", p->kv_layout,
+                        p->kv_layout == CLA_KV_PAGED ? p->page_size : (size_t)16);
+    if (p->k_scale.buffer) len += snprintf(out + len, size - (size_t)len, " -DKS_DTYPE=%d", (int)p->k_scale.dtype);
+    if (p->v_scale.buffer) len += snprintf(out + len, size - (size_t)len, " -DVS_DTYPE=%d", (int)p->v_scale.dtype);
+    return len;
+}
+
+clattn_status cla_sdpa_seq_buffer(clattn_context *ctx, const cla_sdpa_plan *p, cl_mem *buffer, cl_int4 *at) {
+    *buffer = NULL;
+    memset(at, 0, sizeof *at);
+    if (!cla_sdpa_has_seqs(p)) return CLATTN_SUCCESS;
+    const size_t B = p->seq_count, table = p->kv_layout == CLA_KV_PAGED ? B * p->block_table_stride : 0;
+    const size_t count = 2 * (B + 1) + table;
+    int32_t *host = malloc(count * sizeof *host);
+    CLA_FAIL_ON(!host, ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "out of host memory staging %zu sequence indices",
+                count);
+    memset(host, 0, count * sizeof *host);
+    if (p->cu_q) memcpy(host, p->cu_q, (B + 1) * sizeof *host);
+    if (p->cu_k) memcpy(host + B + 1, p->cu_k, (B + 1) * sizeof *host);
+    if (p->seqlens_k) memcpy(host + B + 1, p->seqlens_k, B * sizeof *host);
+    if (table) memcpy(host + 2 * (B + 1), p->block_table, table * sizeof *host);
+    at->s[0] = 0;
+    at->s[1] = (cl_int)(B + 1);
+    at->s[2] = (cl_int)(2 * (B + 1));
+    at->s[3] = (cl_int)p->block_table_stride;
+    clattn_status st = cla_temp_buffer_from(ctx, count * sizeof *host, host, "the sequence index arrays", buffer);
+    free(host);
+    return st;
+}

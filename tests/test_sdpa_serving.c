@@ -1,0 +1,622 @@
+// SPDX-License-Identifier: Apache-2.0
+/* The serving formats of clattn_sdpa against the double-precision reference: packed variable-length batches
+ * (cu_seqlens), paged KV caches (shuffled and shared pages, every block size from 8 to 256) and 8-bit keys and
+ * values (int8 with a scale per token and head, fp8 E4M3 with one per head), on every fused variant, with lengths 0
+ * and 1 inside a batch, GQA, both causal alignments, windows, a per-sequence mask, lse, fp16/bf16 storage and key
+ * splits. Each sequence is computed alone by the reference from the values the device holds (8-bit ones
+ * dequantized); outputs are poisoned and followed by a canary. Every invalid index array gets its exact status,
+ * and leaves the output untouched. */
+#include "check_tolerance.h"
+#include "reference.h"
+#include "support_buffers.h"
+#include "support_random.h"
+#include "test_util.h"
+
+#include <math.h>
+
+TEST_CONTEXT_SETUP(ctx);
+TEST_CONTEXT_TEARDOWN(ctx);
+
+enum { KV_DENSE = 0, KV_PACKED = 1, KV_PAGED = 2 };
+#define MAX_SEQS   8
+#define CANARY     64
+#define POISON     0x7b /* 0x7b7b7b7b: a float of about 1.3e36, which no output can be */
+#define ARRAY_N(a) (sizeof(a) / sizeof((a)[0]))
+
+typedef struct serving_case {
+    size_t seqs, q_heads, kv_heads, head_dim, v_head_dim;
+    int q_lens[MAX_SEQS], k_lens[MAX_SEQS];
+    bool packed_q;     /* else dense [B, Hq, Lq, D]: every q_lens equal */
+    int kv;            /* KV_*: dense needs every k_lens equal */
+    size_t page;       /* paged: block size */
+    bool share_prefix; /* paged: sequence 1 shares sequence 0's first page (and its keys) */
+    clattn_dtype dtype;
+    clattn_dtype kv8; /* F32 (0): none; I8 or FP8_E4M3: both k and v */
+    bool per_head_scale, f16_scale;
+    clattn_causal causal;
+    int64_t window_left, window_right;
+    bool mask; /* a boolean mask [B, 1, max_q, max_k] */
+    bool lse;
+    unsigned seed;
+} serving_case;
+
+static serving_case case_of(size_t seqs, const int *q_lens, const int *k_lens, size_t hq, size_t hkv, size_t d) {
+    serving_case c;
+    memset(&c, 0, sizeof c);
+    c.seqs = seqs;
+    c.q_heads = hq;
+    c.kv_heads = hkv;
+    c.head_dim = c.v_head_dim = d;
+    for (size_t b = 0; b < seqs; ++b) {
+        c.q_lens[b] = q_lens[b];
+        c.k_lens[b] = k_lens[b];
+    }
+    c.packed_q = true;
+    c.kv = KV_PACKED;
+    c.page = 16;
+    c.window_left = c.window_right = CLATTN_WINDOW_UNBOUNDED;
+    c.lse = true;
+    c.seed = 7;
+    return c;
+}
+
+/* Host copies of one call: per sequence [H, L, D] values as the device holds them (8-bit ones dequantized). */
+typedef struct seq_values {
+    float *q[MAX_SEQS], *k[MAX_SEQS], *v[MAX_SEQS];
+    uint8_t *mask; /* [B, max_q, max_k] */
+} seq_values;
+
+static void free_values(seq_values *s) {
+    for (int b = 0; b < MAX_SEQS; ++b) {
+        free(s->q[b]);
+        free(s->k[b]);
+        free(s->v[b]);
+    }
+    free(s->mask);
+}
+
+static size_t max_len(const int *lens, size_t n) {
+    size_t m = 0;
+    for (size_t i = 0; i < n; ++i)
+        if ((size_t)lens[i] > m) m = (size_t)lens[i];
+    return m;
+}
+
+/* The device side of a case: buffers in their layouts, index arrays and the desc pointing at them. */
+typedef struct serving_call {
+    clattn_sdpa_desc desc;
+    clattn_tensor q, k, v, out;
+    int32_t cu_q[MAX_SEQS + 1], cu_k[MAX_SEQS + 1], seqlens_k[MAX_SEQS];
+    int32_t *table;
+    size_t out_bytes, total_q, max_q, max_k;
+    cl_mem bufs[8];
+    size_t nbufs;
+} serving_call;
+
+static cl_mem keep(serving_call *call, cl_mem m) {
+    assert_non_null(m);
+    call->bufs[call->nbufs++] = m;
+    return m;
+}
+
+static void release_call(serving_call *call) {
+    for (size_t i = 0; i < call->nbufs; ++i) clReleaseMemObject(call->bufs[i]);
+    free(call->table);
+}
+
+/* Stores rows [rows, cols] of x in `dt` (8-bit: quantized, scale per row or the given one) at dst, leaving in x the
+ * values the device will read, and the row scales in scales. */
+static void store_rows(float *x, size_t rows, size_t cols, clattn_dtype dt, uint8_t *dst, float *scales) {
+    if (dt == CLATTN_DTYPE_I8 || dt == CLATTN_DTYPE_FP8_E4M3) {
+        assert_int_equal(clattn_quantize_rows(dt, x, rows, cols, dst, scales), CLATTN_SUCCESS);
+        float *back = malloc(cols * sizeof *back);
+        for (size_t r = 0; r < rows; ++r) {
+            assert_int_equal(clattn_dtype_unpack(dt, dst + r * cols, back, cols), CLATTN_SUCCESS);
+            const float s = dt == CLATTN_DTYPE_I8 ? scales[r] : scales[0];
+            for (size_t c = 0; c < cols; ++c) x[r * cols + c] = back[c] * s;
+        }
+        free(back);
+    } else {
+        support_round_array(x, rows * cols, dt);
+        assert_int_equal(clattn_dtype_pack(dt, x, dst, rows * cols), CLATTN_SUCCESS);
+    }
+}
+
+/* Builds the device tensors of a case from random per-sequence values. */
+static void build(const serving_case *c, seq_values *s, serving_call *call) {
+    memset(s, 0, sizeof *s);
+    memset(call, 0, sizeof *call);
+    unsigned seed = c->seed;
+    const size_t B = c->seqs, Hq = c->q_heads, Hkv = c->kv_heads, D = c->head_dim, Dv = c->v_head_dim;
+    const clattn_dtype kdt = c->kv8 ? c->kv8 : c->dtype, esz = clattn_dtype_size(c->dtype);
+    const size_t kesz = clattn_dtype_size(kdt);
+    call->max_q = max_len(c->q_lens, B);
+    call->max_k = max_len(c->k_lens, B);
+    call->cu_q[0] = call->cu_k[0] = 0;
+    for (size_t b = 0; b < B; ++b) {
+        call->cu_q[b + 1] = call->cu_q[b] + c->q_lens[b];
+        call->cu_k[b + 1] = call->cu_k[b] + c->k_lens[b];
+        call->seqlens_k[b] = c->k_lens[b];
+    }
+    for (size_t b = 0; b < B; ++b) {
+        s->q[b] = support_random_array(Hq * (size_t)c->q_lens[b] * D, 1.0f, c->dtype, &seed);
+        s->k[b] = support_random_array(Hkv * (size_t)c->k_lens[b] * D, 1.0f, CLATTN_DTYPE_F32, &seed);
+        s->v[b] = support_random_array(Hkv * (size_t)c->k_lens[b] * Dv, 1.0f, CLATTN_DTYPE_F32, &seed);
+    }
+    if (c->share_prefix) { /* sequence 1's first page holds sequence 0's first keys */
+        assert_true(c->kv == KV_PAGED && c->k_lens[0] >= (int)c->page && c->k_lens[1] >= (int)c->page);
+        for (size_t h = 0; h < Hkv; ++h) {
+            memcpy(s->k[1] + h * c->k_lens[1] * D, s->k[0] + h * c->k_lens[0] * D, c->page * D * sizeof(float));
+            memcpy(s->v[1] + h * c->k_lens[1] * Dv, s->v[0] + h * c->k_lens[0] * Dv, c->page * Dv * sizeof(float));
+        }
+    }
+
+    /* Queries: packed [total, Hq, D] or dense [B, Hq, Lq, D]. */
+    const size_t total_q = c->packed_q ? (size_t)call->cu_q[B] : B * call->max_q;
+    call->total_q = total_q;
+    float *qh = calloc(total_q * Hq * D + 1, sizeof *qh);
+    for (size_t b = 0; b < B; ++b)
+        for (size_t h = 0; h < Hq; ++h)
+            for (int i = 0; i < c->q_lens[b]; ++i)
+                for (size_t d = 0; d < D; ++d) {
+                    const float x = s->q[b][(h * c->q_lens[b] + i) * D + d];
+                    if (c->packed_q)
+                        qh[((call->cu_q[b] + i) * Hq + h) * D + d] = x;
+                    else
+                        qh[((b * Hq + h) * call->max_q + i) * D + d] = x;
+                }
+    cl_int err = 0;
+    cl_mem qb = keep(call, support_buffer_storage(ctx, qh, total_q * Hq * D, c->dtype, &err));
+    free(qh);
+    call->q = c->packed_q ? clattn_tensor_blhd(qb, c->dtype, 1, Hq, total_q, D)
+                          : clattn_tensor_bhld(qb, c->dtype, B, Hq, call->max_q, D);
+
+    /* Keys and values: every (token, head) row stored (quantized) in its place; the scale tensors alongside. */
+    size_t tokens = 0, pages = 0;
+    if (c->kv == KV_PACKED) tokens = (size_t)call->cu_k[B];
+    if (c->kv == KV_DENSE) tokens = B * call->max_k;
+    size_t *page_of = NULL; /* paged: the page of (b, e) */
+    if (c->kv == KV_PAGED) {
+        size_t per = 1;
+        for (size_t b = 0; b < B; ++b) {
+            const size_t used = ((size_t)c->k_lens[b] + c->page - 1) / c->page;
+            if (used > per) per = used;
+            pages += used;
+        }
+        pages += 3; /* pages no sequence uses, left as poison */
+        call->desc.block_table_stride = per + 1;
+        call->table = malloc(B * (per + 1) * sizeof *call->table);
+        /* A shuffled order of pages, so that a sequence's pages are neither in order nor together. */
+        size_t *order = malloc(pages * sizeof *order);
+        for (size_t i = 0; i < pages; ++i) order[i] = i;
+        for (size_t i = pages - 1; i > 0; --i) {
+            const size_t j = (size_t)(fabsf(support_random(&seed)) * 1e6f) % (i + 1), t = order[i];
+            order[i] = order[j];
+            order[j] = t;
+        }
+        size_t next = 0;
+        for (size_t b = 0; b < B; ++b)
+            for (size_t e = 0; e <= per; ++e) {
+                const bool used = e * c->page < (size_t)c->k_lens[b];
+                const bool shared = c->share_prefix && b == 1 && e == 0;
+                /* Entries past a sequence's pages hold anything, here a page number past the cache. */
+                call->table[b * (per + 1) + e] = shared ? call->table[0]
+                                                 : used ? (int32_t)order[next++]
+                                                        : (int32_t)(pages + 1000);
+            }
+        free(order);
+        tokens = pages * c->page;
+        page_of = NULL;
+    }
+    uint8_t *kh = malloc(tokens * Hkv * D * kesz + 1), *vh = malloc(tokens * Hkv * Dv * kesz + 1);
+    memset(kh, POISON, tokens * Hkv * D * kesz + 1);
+    memset(vh, POISON, tokens * Hkv * Dv * kesz + 1);
+    float *ksc = calloc(tokens * Hkv + Hkv + 1, sizeof *ksc), *vsc = calloc(tokens * Hkv + Hkv + 1, sizeof *vsc);
+    /* fp8 and per-head scales: one per head, from the head's largest value over every sequence. */
+    float khead[64] = {0}, vhead[64] = {0};
+    if (c->per_head_scale || c->kv8 == CLATTN_DTYPE_FP8_E4M3) {
+        const float top = c->kv8 == CLATTN_DTYPE_I8 ? 127.0f : 448.0f;
+        for (size_t b = 0; b < B; ++b)
+            for (size_t h = 0; h < Hkv; ++h) {
+                for (size_t x = 0; x < (size_t)c->k_lens[b] * D; ++x)
+                    khead[h] = fmaxf(khead[h], fabsf(s->k[b][h * c->k_lens[b] * D + x]) / top);
+                for (size_t x = 0; x < (size_t)c->k_lens[b] * Dv; ++x)
+                    vhead[h] = fmaxf(vhead[h], fabsf(s->v[b][h * c->k_lens[b] * Dv + x]) / top);
+            }
+    }
+    for (size_t b = 0; b < B; ++b)
+        for (size_t h = 0; h < Hkv; ++h)
+            for (int j = 0; j < c->k_lens[b]; ++j) {
+                size_t token = 0;
+                if (c->kv == KV_PACKED) token = (size_t)(call->cu_k[b] + j);
+                if (c->kv == KV_DENSE) token = b * call->max_k + (size_t)j;
+                if (c->kv == KV_PAGED)
+                    token = (size_t)call->table[b * call->desc.block_table_stride + (size_t)j / c->page] * c->page +
+                            (size_t)j % c->page;
+                float *kr = s->k[b] + (h * c->k_lens[b] + j) * D, *vr = s->v[b] + (h * c->k_lens[b] + j) * Dv;
+                float ks = khead[h], vs = vhead[h];
+                if (c->kv8 == CLATTN_DTYPE_I8 && c->per_head_scale) {
+                    /* A per-head int8 scale: store through fp8's path of a given scale, by hand. */
+                    for (size_t d = 0; d < D; ++d) {
+                        const int8_t qv = (int8_t)clattn_dtype_round(CLATTN_DTYPE_I8, ks > 0 ? kr[d] / ks : 0.0f);
+                        kh[(token * Hkv + h) * D + d] = (uint8_t)qv;
+                        kr[d] = (float)qv * ks;
+                    }
+                    for (size_t d = 0; d < Dv; ++d) {
+                        const int8_t qv = (int8_t)clattn_dtype_round(CLATTN_DTYPE_I8, vs > 0 ? vr[d] / vs : 0.0f);
+                        vh[(token * Hkv + h) * Dv + d] = (uint8_t)qv;
+                        vr[d] = (float)qv * vs;
+                    }
+                } else {
+                    store_rows(kr, 1, D, kdt, kh + (token * Hkv + h) * D * kesz, &ks);
+                    store_rows(vr, 1, Dv, kdt, vh + (token * Hkv + h) * Dv * kesz, &vs);
+                }
+                if (c->f16_scale) { /* the device reads the scale rounded to fp16: so must the reference */
+                    const float k16 = clattn_dtype_round(CLATTN_DTYPE_F16, ks) / (ks ? ks : 1.0f);
+                    const float v16 = clattn_dtype_round(CLATTN_DTYPE_F16, vs) / (vs ? vs : 1.0f);
+                    for (size_t d = 0; d < D; ++d) kr[d] = ks ? kr[d] * k16 : kr[d];
+                    for (size_t d = 0; d < Dv; ++d) vr[d] = vs ? vr[d] * v16 : vr[d];
+                }
+                ksc[token * Hkv + h] = ks;
+                vsc[token * Hkv + h] = vs;
+            }
+    (void)page_of;
+    cl_mem kb = keep(call, support_buffer(ctx, kh, tokens * Hkv * D * kesz + 1, &err));
+    cl_mem vb = keep(call, support_buffer(ctx, vh, tokens * Hkv * Dv * kesz + 1, &err));
+    free(kh);
+    free(vh);
+    const size_t k0 = c->kv == KV_PAGED ? pages : c->kv == KV_PACKED ? 1 : B;
+    const size_t k2 = c->kv == KV_PAGED ? c->page : c->kv == KV_PACKED ? (size_t)call->cu_k[B] : call->max_k;
+    /* Every layout stores keys [.., tokens, Hkv, D] (blhd): dense ones as [B, Lk, Hkv, D]. */
+    call->k = clattn_tensor_blhd(kb, kdt, k0, Hkv, k2, D);
+    call->v = clattn_tensor_blhd(vb, kdt, k0, Hkv, k2, Dv);
+    if (c->kv8) {
+        const clattn_dtype sdt = c->f16_scale ? CLATTN_DTYPE_F16 : CLATTN_DTYPE_F32;
+        if (c->per_head_scale || c->kv8 == CLATTN_DTYPE_FP8_E4M3) {
+            cl_mem kbs = keep(call, support_buffer_storage(ctx, khead, Hkv, sdt, &err));
+            cl_mem vbs = keep(call, support_buffer_storage(ctx, vhead, Hkv, sdt, &err));
+            call->desc.k_scale = clattn_tensor_bhld(kbs, sdt, 1, Hkv, 1, 1);
+            call->desc.v_scale = clattn_tensor_bhld(vbs, sdt, 1, Hkv, 1, 1);
+        } else {
+            cl_mem kbs = keep(call, support_buffer_storage(ctx, ksc, tokens * Hkv, sdt, &err));
+            cl_mem vbs = keep(call, support_buffer_storage(ctx, vsc, tokens * Hkv, sdt, &err));
+            call->desc.k_scale = clattn_tensor_blhd(kbs, sdt, k0, Hkv, k2, 1);
+            call->desc.v_scale = clattn_tensor_blhd(vbs, sdt, k0, Hkv, k2, 1);
+        }
+    }
+    free(ksc);
+    free(vsc);
+
+    /* The output and lse, poisoned, with a canary after. */
+    call->out_bytes = total_q * Hq * Dv * esz;
+    cl_mem ob = keep(call, support_filled_buffer(ctx, call->out_bytes + CANARY, POISON, &err));
+    call->out = c->packed_q ? clattn_tensor_blhd(ob, c->dtype, 1, Hq, total_q, Dv)
+                            : clattn_tensor_bhld(ob, c->dtype, B, Hq, call->max_q, Dv);
+    clattn_sdpa_desc *d = &call->desc;
+    const clattn_tensor ks = d->k_scale, vs = d->v_scale;
+    const size_t stride = d->block_table_stride;
+    clattn_sdpa_desc_init(d);
+    d->k_scale = ks;
+    d->v_scale = vs;
+    d->seq_count = B;
+    d->causal = c->causal;
+    d->window_left = c->window_left;
+    d->window_right = c->window_right;
+    if (c->packed_q) d->cu_seqlens_q = call->cu_q;
+    if (c->kv == KV_PACKED) d->cu_seqlens_k = call->cu_k;
+    if (c->kv == KV_PAGED) {
+        d->block_table = call->table;
+        d->block_table_stride = stride;
+        d->seqlens_k = call->seqlens_k;
+    }
+    if (c->lse) {
+        cl_mem lb = keep(call, support_filled_buffer(ctx, total_q * Hq * 4 + CANARY, POISON, &err));
+        d->lse = c->packed_q ? clattn_tensor_bhld(lb, CLATTN_DTYPE_F32, 1, Hq, total_q, 1)
+                             : clattn_tensor_bhld(lb, CLATTN_DTYPE_F32, B, Hq, call->max_q, 1);
+    }
+    if (c->mask) {
+        const size_t n = B * call->max_q * call->max_k;
+        s->mask = malloc(n + 1);
+        for (size_t x = 0; x < n; ++x) s->mask[x] = support_random(&seed) > -1.5f;
+        cl_mem mb = keep(call, support_buffer(ctx, s->mask, n + 1, &err));
+        d->mask = clattn_tensor_bhld(mb, CLATTN_DTYPE_BOOL, B, 1, call->max_q, call->max_k);
+    }
+}
+
+/* Runs a built call and compares every sequence with the reference. */
+static void check(const serving_case *c, const seq_values *s, serving_call *call) {
+    assert_status(clattn_sdpa(ctx, &call->desc, &call->q, &call->k, &call->v, &call->out, NULL, 0, NULL, NULL),
+                  CLATTN_SUCCESS);
+    const size_t B = c->seqs, Hq = c->q_heads, Hkv = c->kv_heads, D = c->head_dim, Dv = c->v_head_dim;
+    const size_t total_q = call->total_q, esz = clattn_dtype_size(c->dtype);
+    float *out = malloc(total_q * Hq * Dv * sizeof *out + 4), *lse = malloc(total_q * Hq * sizeof *lse + 4);
+    assert_int_equal(support_read_storage(ctx, call->out.buffer, out, total_q * Hq * Dv, c->dtype), CL_SUCCESS);
+    uint8_t canary[CANARY];
+    assert_int_equal(clEnqueueReadBuffer(clattn_context_cl_queue(ctx), call->out.buffer, CL_TRUE, call->out_bytes,
+                                         CANARY, canary, 0, NULL, NULL),
+                     CL_SUCCESS);
+    for (int x = 0; x < CANARY; ++x) assert_int_equal(canary[x], POISON);
+    if (c->lse)
+        assert_int_equal(support_read_storage(ctx, call->desc.lse.buffer, lse, total_q * Hq, CLATTN_DTYPE_F32),
+                         CL_SUCCESS);
+    const double tol = check_sdpa_tolerance(call->max_k ? call->max_k : 1, c->dtype);
+    double worst = 0.0;
+    for (size_t b = 0; b < B; ++b) {
+        const size_t Lq = (size_t)c->q_lens[b], Lk = (size_t)c->k_lens[b];
+        if (Lq == 0) continue;
+        double *ref = calloc(Hq * Lq * Dv + 1, sizeof *ref), *ref_lse = calloc(Hq * Lq + 1, sizeof *ref_lse);
+        cla_ref_sdpa a;
+        memset(&a, 0, sizeof a);
+        a.q = cla_ref_dense(s->q[b], 1, Hq, Lq, D);
+        a.k = cla_ref_dense(s->k[b], 1, Hkv, Lk, D);
+        a.v = cla_ref_dense(s->v[b], 1, Hkv, Lk, Dv);
+        a.scale = 1.0 / sqrt((double)D);
+        a.causal = c->causal;
+        a.window_left = c->window_left;
+        a.window_right = c->window_right;
+        if (s->mask) { /* sequence b's [max_q, max_k] slice, its own rows and keys */
+            a.bool_mask.data = s->mask + b * call->max_q * call->max_k;
+            a.bool_mask.size[0] = a.bool_mask.size[1] = 1;
+            a.bool_mask.size[2] = Lq;
+            a.bool_mask.size[3] = Lk;
+            a.bool_mask.stride[2] = call->max_k;
+            a.bool_mask.stride[3] = 1;
+        }
+        a.out = ref;
+        a.lse = ref_lse;
+        assert_int_equal(cla_reference_sdpa(&a), 0);
+        for (size_t h = 0; h < Hq; ++h)
+            for (size_t i = 0; i < Lq; ++i) {
+                const size_t row =
+                    c->packed_q ? ((size_t)call->cu_q[b] + i) * Hq + h : (b * Hq + h) * call->max_q + i;
+                const size_t lrow = c->packed_q ? h * total_q + (size_t)call->cu_q[b] + i : row;
+                for (size_t d = 0; d < Dv; ++d) {
+                    const double want = ref[(h * Lq + i) * Dv + d], got = out[row * Dv + d];
+                    const double e = fabs(got - want);
+                    if (!(e <= tol)) {
+                        print_error("seq %zu head %zu row %zu dim %zu: got %.9g want %.9g (tolerance %.3g)\n", b, h,
+                                    i, d, got, want, tol);
+                        fail();
+                    }
+                    if (e > worst) worst = e;
+                }
+                if (c->lse) {
+                    const double want = ref_lse[h * Lq + i], got = lse[lrow];
+                    if (!(isinf(want) ? got == want : fabs(got - want) <= tol * (1 + fabs(want)))) {
+                        print_error("seq %zu head %zu row %zu: lse %.9g want %.9g\n", b, h, i, got, want);
+                        fail();
+                    }
+                }
+            }
+        free(ref);
+        free(ref_lse);
+    }
+    (void)esz;
+    free(out);
+    free(lse);
+}
+
+static void run_case(const serving_case *c) {
+    seq_values s;
+    serving_call call;
+    build(c, &s, &call);
+    check(c, &s, &call);
+    release_call(&call);
+    free_values(&s);
+}
+
+/* The kernel overrides every case runs under: the CPU kernel's defaults, its row shape unpacked and packed with
+ * small tiles and forced key splits, its block shape, the tiled kernel and the flash kernel. */
+static const char *const variants[] = {
+    NULL,
+    "variant=cpu,rows=1,gqa_pack=0,block_n=8,splits=3",
+    "variant=cpu,rows=1,gqa_pack=1,block_n=16,splits=2",
+    "variant=cpu,rows=8,block_n=16",
+    "variant=tiled,rows=2,block_n=8,wg=4,local=1,splits=2",
+    "variant=tiled,rows=1,block_n=16,wg=8,local=0",
+    "variant=flash,rows=2,block_n=8,wg=8",
+};
+
+static void each_variant(void (*body)(void)) {
+    for (size_t v = 0; v < ARRAY_N(variants); ++v) {
+        assert_status(clattn_context_set_kernel_params(ctx, "sdpa_fused", variants[v]), CLATTN_SUCCESS);
+        body();
+    }
+    assert_status(clattn_context_set_kernel_params(ctx, "sdpa_fused", NULL), CLATTN_SUCCESS);
+}
+
+/* Packed queries and keys: lengths 0 and 1 inside the batch, GQA, both causal alignments, windows, masks. */
+static void packed_body(void) {
+    static const int ql[] = {3, 0, 1, 37, 20}, kl[] = {5, 4, 1, 37, 61};
+    serving_case c = case_of(5, ql, kl, 6, 2, 24);
+    run_case(&c);
+    c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+    c.seed = 8;
+    run_case(&c);
+    c.causal = CLATTN_CAUSAL_TOP_LEFT;
+    c.window_left = 4;
+    c.window_right = 2;
+    c.seed = 9;
+    run_case(&c);
+    c = case_of(5, ql, kl, 3, 3, 40);
+    c.v_head_dim = 16;
+    c.mask = true;
+    c.dtype = CLATTN_DTYPE_F16;
+    c.seed = 10;
+    run_case(&c);
+    c.dtype = CLATTN_DTYPE_BF16;
+    c.mask = false;
+    c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+    c.window_left = 9;
+    c.seed = 11;
+    run_case(&c);
+}
+
+static void packed_sequences(void **state) {
+    (void)state;
+    each_variant(packed_body);
+}
+
+/* Paged caches: decode (dense queries) and chunked prefill (packed queries) against shuffled pages of every block
+ * size, with a prefix page shared between two sequences. */
+static void paged_body(void) {
+    static const int ql1[] = {1, 1, 1, 1}, ql[] = {4, 0, 9, 1}, kl[] = {70, 33, 1, 0};
+    static const size_t pages[] = {8, 16, 32, 64, 128, 256};
+    for (size_t p = 0; p < ARRAY_N(pages); ++p) {
+        serving_case c = case_of(4, ql1, kl, 8, 2, 32);
+        c.packed_q = false;
+        c.kv = KV_PAGED;
+        c.page = pages[p];
+        c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+        c.seed = 20 + (unsigned)p;
+        c.share_prefix = pages[p] <= 32;
+        run_case(&c);
+        c = case_of(4, ql, kl, 4, 4, 16);
+        c.kv = KV_PAGED;
+        c.page = pages[p];
+        c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+        c.window_left = 20;
+        c.seed = 30 + (unsigned)p;
+        run_case(&c);
+    }
+}
+
+static void paged_caches(void **state) {
+    (void)state;
+    each_variant(paged_body);
+}
+
+/* 8-bit keys and values: int8 with a scale per token and head (fp32 and fp16 scales) or per head, and fp8 with one
+ * per head, in the dense, packed and paged layouts. */
+static void quantized_body(void) {
+    static const int ql[] = {1, 7, 0, 12}, kl[] = {40, 19, 3, 12}, same_q[] = {2, 2, 2}, same_k[] = {45, 45, 45};
+    static const clattn_dtype kinds[] = {CLATTN_DTYPE_I8, CLATTN_DTYPE_FP8_E4M3};
+    for (size_t t = 0; t < 2; ++t) {
+        serving_case c = case_of(4, ql, kl, 4, 2, 32);
+        c.kv8 = kinds[t];
+        c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+        c.seed = 40 + (unsigned)t;
+        run_case(&c);
+        c.kv = KV_PAGED;
+        c.page = 8;
+        c.f16_scale = true;
+        c.seed = 42 + (unsigned)t;
+        run_case(&c);
+        c = case_of(3, same_q, same_k, 2, 1, 20);
+        c.packed_q = false;
+        c.kv = KV_DENSE;
+        c.kv8 = kinds[t];
+        c.per_head_scale = true;
+        c.dtype = CLATTN_DTYPE_F16;
+        c.seed = 44 + (unsigned)t;
+        run_case(&c);
+    }
+}
+
+static void quantized_kv(void **state) {
+    (void)state;
+    each_variant(quantized_body);
+}
+
+/* A call whose index arrays (or scales) are wrong: the exact status, and the output untouched. */
+static void expect_refused(serving_call *call, clattn_status want) {
+    assert_status(clattn_sdpa(ctx, &call->desc, &call->q, &call->k, &call->v, &call->out, NULL, 0, NULL, NULL),
+                  want);
+    uint8_t *bytes = malloc(call->out_bytes + CANARY);
+    assert_int_equal(clEnqueueReadBuffer(clattn_context_cl_queue(ctx), call->out.buffer, CL_TRUE, 0,
+                                         call->out_bytes + CANARY, bytes, 0, NULL, NULL),
+                     CL_SUCCESS);
+    for (size_t x = 0; x < call->out_bytes + CANARY; ++x) assert_int_equal(bytes[x], POISON);
+    free(bytes);
+}
+
+static void invalid_arguments(void **state) {
+    (void)state;
+    static const int ql[] = {2, 3, 1}, kl[] = {17, 9, 30};
+    seq_values s;
+    serving_call call;
+    serving_case c = case_of(3, ql, kl, 2, 1, 8);
+    build(&c, &s, &call);
+    call.cu_q[0] = 1; /* not from 0 */
+    expect_refused(&call, CLATTN_ERROR_INVALID_SEQLENS);
+    call.cu_q[0] = 0;
+    call.cu_q[2] = 1; /* decreasing */
+    expect_refused(&call, CLATTN_ERROR_INVALID_SEQLENS);
+    call.cu_q[2] = 5;
+    call.cu_k[3] = 57; /* past the tensor's 56 rows */
+    expect_refused(&call, CLATTN_ERROR_INVALID_SEQLENS);
+    call.cu_k[3] = 56;
+    clattn_sdpa_desc keep_desc = call.desc;
+    call.desc.weights = call.desc.lse; /* no weights with serving layouts */
+    expect_refused(&call, CLATTN_ERROR_UNSUPPORTED);
+    call.desc = keep_desc;
+    call.desc.impl = CLATTN_IMPL_UNFUSED;
+    expect_refused(&call, CLATTN_ERROR_UNSUPPORTED);
+    call.desc = keep_desc;
+    call.desc.key_lengths = call.q.buffer;
+    expect_refused(&call, CLATTN_ERROR_INVALID_ARGUMENT);
+    call.desc = keep_desc;
+    call.desc.block_table = call.cu_k; /* packed and paged keys at once */
+    call.desc.seqlens_k = call.cu_k;
+    call.desc.block_table_stride = 1;
+    expect_refused(&call, CLATTN_ERROR_INVALID_ARGUMENT);
+    call.desc = keep_desc;
+    call.desc.k_scale = call.q; /* a scale for fp32 keys */
+    expect_refused(&call, CLATTN_ERROR_INVALID_SCALE);
+    call.desc = keep_desc;
+    release_call(&call);
+    free_values(&s);
+
+    /* Paged: an entry past the cache's pages, a length past the table, a block size that is not a power of two. */
+    c.packed_q = false;
+    static const int ql1[] = {1, 1, 1};
+    memcpy(c.q_lens, ql1, sizeof ql1);
+    c.kv = KV_PAGED;
+    c.page = 8;
+    build(&c, &s, &call);
+    const int32_t saved = call.table[call.desc.block_table_stride + 1];
+    call.table[call.desc.block_table_stride + 1] = (int32_t)call.k.size[0];
+    expect_refused(&call, CLATTN_ERROR_INVALID_BLOCK_TABLE);
+    call.table[call.desc.block_table_stride + 1] = -1;
+    expect_refused(&call, CLATTN_ERROR_INVALID_BLOCK_TABLE);
+    call.table[call.desc.block_table_stride + 1] = saved;
+    call.seqlens_k[2] = (int32_t)(call.desc.block_table_stride * 8 + 1);
+    expect_refused(&call, CLATTN_ERROR_INVALID_SEQLENS);
+    call.seqlens_k[2] = -1;
+    expect_refused(&call, CLATTN_ERROR_INVALID_SEQLENS);
+    call.seqlens_k[2] = kl[2];
+    clattn_tensor k = call.k, v = call.v;
+    call.k.size[2] = call.v.size[2] = 12;
+    expect_refused(&call, CLATTN_ERROR_INVALID_SHAPE);
+    call.k = k;
+    call.v = v;
+    call.desc.seqlens_k = NULL;
+    expect_refused(&call, CLATTN_ERROR_NULL_POINTER);
+    release_call(&call);
+    free_values(&s);
+
+    /* 8-bit: a missing scale, and one of the wrong shape. */
+    c.kv8 = CLATTN_DTYPE_I8;
+    build(&c, &s, &call);
+    clattn_tensor ks = call.desc.k_scale;
+    call.desc.k_scale.buffer = NULL;
+    expect_refused(&call, CLATTN_ERROR_INVALID_SCALE);
+    call.desc.k_scale = ks;
+    call.desc.k_scale.size[1] = 3;
+    expect_refused(&call, CLATTN_ERROR_INVALID_SCALE);
+    call.desc.k_scale = ks;
+    call.desc.k_scale.dtype = CLATTN_DTYPE_BF16;
+    expect_refused(&call, CLATTN_ERROR_INVALID_SCALE);
+    release_call(&call);
+    free_values(&s);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(invalid_arguments),
+        cmocka_unit_test(packed_sequences),
+        cmocka_unit_test(paged_caches),
+        cmocka_unit_test(quantized_kv),
+    };
+    return cmocka_run_group_tests_name("sdpa_serving", tests, setup, teardown);
+}
