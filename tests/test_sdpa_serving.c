@@ -418,7 +418,14 @@ static const char *const variants[] = {
 };
 
 static void each_variant(void (*body)(void)) {
+    /* SERVING_VARIANT=i runs variant i alone, to look at one kernel under Oclgrind; SERVING_SPLITS=0 or 1 runs the
+     * variants without or with forced key splits (Oclgrind 21.10's uninitialised-value checker loses track of the
+     * split workspace, which the combine step reads, so those run under the other checks: tests/CMakeLists.txt). */
+    const char *only = getenv("SERVING_VARIANT"), *splits = getenv("SERVING_SPLITS");
     for (size_t v = 0; v < ARRAY_N(variants); ++v) {
+        if (only && (size_t)atoi(only) != v) continue;
+        const bool has_splits = variants[v] && strstr(variants[v], "splits=");
+        if (splits && has_splits != (atoi(splits) != 0)) continue;
         assert_status(clattn_context_set_kernel_params(ctx, "sdpa_fused", variants[v]), CLATTN_SUCCESS);
         body();
     }
@@ -611,12 +618,40 @@ static void invalid_arguments(void **state) {
     free_values(&s);
 }
 
-int main(void) {
+/* Tiny shapes of every layout on every variant, for Oclgrind (tests/oclgrind_run.sh: data races, uninitialised
+ * reads, API misuse): packed with an empty and a one-row sequence, paged with shared pages, int8 and fp8. */
+static void tiny_body(void) {
+    static const int ql[] = {2, 0, 1}, kl[] = {3, 1, 9}, ql1[] = {1, 1, 1}, pkl[] = {9, 17, 0};
+    serving_case c = case_of(3, ql, kl, 2, 1, 8);
+    c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+    run_case(&c);
+    c = case_of(3, ql1, pkl, 2, 1, 8);
+    c.packed_q = false;
+    c.kv = KV_PAGED;
+    c.page = 8;
+    c.share_prefix = true;
+    c.kv8 = CLATTN_DTYPE_I8;
+    run_case(&c);
+    c = case_of(3, ql, kl, 2, 2, 4);
+    c.kv8 = CLATTN_DTYPE_FP8_E4M3;
+    c.f16_scale = true;
+    run_case(&c);
+}
+
+static void tiny_every_variant(void **state) {
+    (void)state;
+    each_variant(tiny_body);
+}
+
+int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(invalid_arguments),
         cmocka_unit_test(packed_sequences),
         cmocka_unit_test(paged_caches),
         cmocka_unit_test(quantized_kv),
     };
+    const struct CMUnitTest tiny[] = {cmocka_unit_test(tiny_every_variant)};
+    if (argc > 1 && strcmp(argv[1], "--tiny") == 0)
+        return cmocka_run_group_tests_name("sdpa_serving_tiny", tiny, setup, teardown);
     return cmocka_run_group_tests_name("sdpa_serving", tests, setup, teardown);
 }
