@@ -117,6 +117,14 @@ class SdpaDesc(Structure):
         ("score_mod", c_char_p),
         ("mask_mod", c_char_p),
         ("mod_buffers", ModBuffer_ * MAX_MOD_BUFFERS),
+        ("seq_count", c_size_t),
+        ("cu_seqlens_q", POINTER(c_int32)),
+        ("cu_seqlens_k", POINTER(c_int32)),
+        ("block_table", POINTER(c_int32)),
+        ("block_table_stride", c_size_t),
+        ("seqlens_k", POINTER(c_int32)),
+        ("k_scale", Tensor_),
+        ("v_scale", Tensor_),
     ]
 
 
