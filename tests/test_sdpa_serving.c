@@ -26,10 +26,11 @@ enum { KV_DENSE = 0, KV_PACKED = 1, KV_PAGED = 2 };
 typedef struct serving_case {
     size_t seqs, q_heads, kv_heads, head_dim, v_head_dim;
     int q_lens[MAX_SEQS], k_lens[MAX_SEQS];
-    bool packed_q;     /* else dense [B, Hq, Lq, D]: every q_lens equal */
-    int kv;            /* KV_*: dense needs every k_lens equal */
-    size_t page;       /* paged: block size */
-    bool share_prefix; /* paged: sequence 1 shares sequence 0's first page (and its keys) */
+    bool packed_q;      /* else dense [B, Hq, Lq, D]: every q_lens equal */
+    int kv;             /* KV_*: dense needs every k_lens equal */
+    size_t page;        /* paged: block size */
+    bool share_prefix;  /* paged: sequence 1 shares sequence 0's first page (and its keys) */
+    size_t extra_pages; /* paged: pages no sequence uses (3 when 0), among which the used ones are shuffled */
     clattn_dtype dtype;
     clattn_dtype kv8; /* F32 (0): none; I8 or FP8_E4M3: both k and v */
     bool per_head_scale, f16_scale;
@@ -183,7 +184,7 @@ static void build(const serving_case *c, seq_values *s, serving_call *call) {
             if (used > per) per = used;
             pages += used;
         }
-        pages += 3; /* pages no sequence uses, left as poison */
+        pages += c->extra_pages ? c->extra_pages : 3; /* pages no sequence uses, left as poison */
         call->desc.block_table_stride = per + 1;
         call->table = malloc(B * (per + 1) * sizeof *call->table);
         /* A shuffled order of pages, so that a sequence's pages are neither in order nor together. */
@@ -618,6 +619,55 @@ static void invalid_arguments(void **state) {
     free_values(&s);
 }
 
+/* ---- the sizes users run (label large) ---- */
+
+/* Bytes of a case's paged K cache. */
+static uint64_t cache_bytes(const serving_case *c, size_t pages) {
+    return (uint64_t)pages * c->page * c->kv_heads * c->head_dim * clattn_dtype_size(c->kv8 ? c->kv8 : c->dtype);
+}
+
+/* Paged decode over a cache of more than 2^31 bytes (where the device may allocate it), its pages shuffled over the
+ * whole buffer so that most lie past 2^31 bytes: 32 query heads over 8 key/value heads of 128 (values of 32),
+ * sequences of 32768, 9000, 1 and 0 keys, in fp32 and int8. */
+static void large_paged_decode(void **state) {
+    (void)state;
+    static const int ql[] = {1, 1, 1, 1}, kl[] = {32768, 9000, 1, 0};
+    clattn_device_info info;
+    assert_status(clattn_context_device_info(ctx, &info), CLATTN_SUCCESS);
+    static const clattn_dtype kinds[] = {CLATTN_DTYPE_F32, CLATTN_DTYPE_I8};
+    for (size_t t = 0; t < ARRAY_N(kinds); ++t) {
+        serving_case c = case_of(4, ql, kl, 32, 8, 128);
+        c.v_head_dim =
+            32; /* the keys pass 2^31 bytes; narrower values keep the test's host memory to about 5 GiB */
+        c.packed_q = false;
+        c.kv = KV_PAGED;
+        c.page = 64;
+        c.kv8 = kinds[t];
+        c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+        c.seed = 60 + (unsigned)t;
+        const size_t used = (32768 + 9000 + 63) / 64 + 2;
+        c.extra_pages =
+            ((size_t)1 << 31) / (c.page * c.kv_heads * c.head_dim * clattn_dtype_size(kinds[t])) + 64 - used;
+        if (cache_bytes(&c, used + c.extra_pages) > info.max_alloc_bytes) {
+            print_message("large_paged_decode: %s cache of %llu bytes is past '%s''s largest allocation; skipped\n",
+                          clattn_dtype_name(kinds[t]), (unsigned long long)cache_bytes(&c, used + c.extra_pages),
+                          info.name);
+            continue;
+        }
+        run_case(&c);
+    }
+}
+
+/* Packed prefill at long lengths: sequences of 2048, 1500, 1, 0 and 777 rows, causal, GQA. */
+static void large_packed_prefill(void **state) {
+    (void)state;
+    static const int ql[] = {2048, 1500, 1, 0, 777};
+    serving_case c = case_of(5, ql, ql, 8, 2, 64);
+    c.causal = CLATTN_CAUSAL_TOP_LEFT;
+    c.seed = 70;
+    run_case(&c);
+}
+
 /* Tiny shapes of every layout on every variant, for Oclgrind (tests/oclgrind_run.sh: data races, uninitialised
  * reads, API misuse): packed with an empty and a one-row sequence, paged with shared pages, int8 and fp8. */
 static void tiny_body(void) {
@@ -653,5 +703,9 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tiny[] = {cmocka_unit_test(tiny_every_variant)};
     if (argc > 1 && strcmp(argv[1], "--tiny") == 0)
         return cmocka_run_group_tests_name("sdpa_serving_tiny", tiny, setup, teardown);
+    const struct CMUnitTest large[] = {cmocka_unit_test(large_paged_decode),
+                                       cmocka_unit_test(large_packed_prefill)};
+    if (argc > 1 && strcmp(argv[1], "--large") == 0)
+        return cmocka_run_group_tests_name("sdpa_serving_large", large, setup, teardown);
     return cmocka_run_group_tests_name("sdpa_serving", tests, setup, teardown);
 }
