@@ -37,6 +37,7 @@ typedef struct serving_case {
     clattn_causal causal;
     int64_t window_left, window_right;
     bool mask; /* a boolean mask [B, 1, max_q, max_k] */
+    bool mods; /* softcap 2, sinks and ALiBi slopes per query head */
     bool lse;
     unsigned seed;
 } serving_case;
@@ -64,6 +65,7 @@ static serving_case case_of(size_t seqs, const int *q_lens, const int *k_lens, s
 /* Host copies of one call: per sequence [H, L, D] values as the device holds them (8-bit ones dequantized). */
 typedef struct seq_values {
     float *q[MAX_SEQS], *k[MAX_SEQS], *v[MAX_SEQS];
+    float sinks[64], slopes[64];
     uint8_t *mask; /* [B, max_q, max_k] */
 } seq_values;
 
@@ -315,6 +317,17 @@ static void build(const serving_case *c, seq_values *s, serving_call *call) {
         d->lse = c->packed_q ? clattn_tensor_bhld(lb, CLATTN_DTYPE_F32, 1, Hq, total_q, 1)
                              : clattn_tensor_bhld(lb, CLATTN_DTYPE_F32, B, Hq, call->max_q, 1);
     }
+    if (c->mods) {
+        for (size_t h = 0; h < Hq; ++h) {
+            s->sinks[h] = support_random(&seed);
+            s->slopes[h] = 0.05f * (float)(h + 1);
+        }
+        cl_mem sb = keep(call, support_buffer(ctx, s->sinks, Hq * sizeof(float), &err));
+        cl_mem ab = keep(call, support_buffer(ctx, s->slopes, Hq * sizeof(float), &err));
+        d->softcap = 2.0f;
+        d->sinks = clattn_tensor_bhld(sb, CLATTN_DTYPE_F32, 1, Hq, 1, 1);
+        d->alibi_slopes = clattn_tensor_bhld(ab, CLATTN_DTYPE_F32, 1, Hq, 1, 1);
+    }
     if (c->mask) {
         const size_t n = B * call->max_q * call->max_k;
         s->mask = malloc(n + 1);
@@ -362,6 +375,11 @@ static void check(const serving_case *c, const seq_values *s, serving_call *call
             a.bool_mask.size[3] = Lk;
             a.bool_mask.stride[2] = call->max_k;
             a.bool_mask.stride[3] = 1;
+        }
+        if (c->mods) {
+            a.softcap = 2.0;
+            a.sinks = s->sinks;
+            a.alibi_slopes = s->slopes;
         }
         a.out = ref;
         a.lse = ref_lse;
@@ -458,6 +476,12 @@ static void packed_body(void) {
     c.window_left = 9;
     c.seed = 11;
     run_case(&c);
+    /* The score modifiers, per sequence: ALiBi's distances aligned like its causal mask. */
+    c = case_of(5, ql, kl, 4, 2, 16);
+    c.mods = true;
+    c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+    c.seed = 12;
+    run_case(&c);
 }
 
 static void packed_sequences(void **state) {
@@ -478,6 +502,7 @@ static void paged_body(void) {
         c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
         c.seed = 20 + (unsigned)p;
         c.share_prefix = pages[p] <= 32;
+        c.mods = p == 1;
         run_case(&c);
         c = case_of(4, ql, kl, 4, 4, 16);
         c.kv = KV_PAGED;
