@@ -256,8 +256,74 @@ static void test_public_api(void **state) {
     assert_true(out[0] == 7.0f); /* nothing written */
 }
 
+/* fp8 E4M3 (OCP): every code decodes to its value and encodes back to itself (NaN to NaN); exact values, ties to
+ * even, subnormals, saturation at 448 and signed zero. */
+static void test_fp8(void **state) {
+    (void)state;
+    for (int code = 0; code < 256; ++code) {
+        const float x = cla_fp8_to_f32((uint8_t)code);
+        if ((code & 0x7f) == 0x7f) {
+            assert_true(isnan(x));
+            assert_int_equal(cla_f32_to_fp8(x) & 0x7f, 0x7f);
+            continue;
+        }
+        const unsigned e = (code >> 3) & 15u, m = code & 7u;
+        const double want = (e ? ldexp(1.0 + m / 8.0, (int)e - 7) : ldexp((double)m, -9)) * (code & 0x80 ? -1 : 1);
+        assert_true((double)x == want);
+        assert_int_equal(cla_f32_to_fp8(x), code);
+    }
+    assert_int_equal(cla_f32_to_fp8(448.0f), 0x7e);
+    assert_int_equal(cla_f32_to_fp8(1e9f), 0x7e); /* saturates: E4M3 has no infinity */
+    assert_int_equal(cla_f32_to_fp8(-INFINITY), 0xfe);
+    assert_int_equal(cla_f32_to_fp8(1.0625f), 0x38);   /* halfway between 1 and 1.125: to even (1) */
+    assert_int_equal(cla_f32_to_fp8(1.1875f), 0x3a);   /* halfway between 1.125 and 1.25: to even (1.25) */
+    assert_int_equal(cla_f32_to_fp8(0x1p-10f), 0x00);  /* half the smallest subnormal: to even (0) */
+    assert_int_equal(cla_f32_to_fp8(0x1.8p-9f), 0x02); /* 1.5 subnormal steps: to even (2) */
+    assert_int_equal(cla_f32_to_fp8(0x1.fp-7f), 0x08); /* rounds up out of the subnormals: 2^-6 */
+    assert_int_equal(cla_f32_to_fp8(-0.0f), 0x80);
+    assert_true(clattn_dtype_round(CLATTN_DTYPE_FP8_E4M3, 3.3f) == 3.25f);
+}
+
+/* int8: round half to even, saturate to +-127, NaN to 0; the row quantizer's scales and values. */
+static void test_i8_and_quantize_rows(void **state) {
+    (void)state;
+    assert_int_equal(cla_f32_to_i8(2.5f), 2);
+    assert_int_equal(cla_f32_to_i8(3.5f), 4);
+    assert_int_equal(cla_f32_to_i8(-2.5f), -2);
+    assert_int_equal(cla_f32_to_i8(200.0f), 127);
+    assert_int_equal(cla_f32_to_i8(-200.0f), -127);
+    assert_int_equal(cla_f32_to_i8(NAN), 0);
+    const float rows[2][4] = {{1.0f, -2.54f, 0.5f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+    int8_t q[8];
+    float scales[2] = {0};
+    assert_int_equal(clattn_quantize_rows(CLATTN_DTYPE_I8, &rows[0][0], 2, 4, q, scales), CLATTN_SUCCESS);
+    assert_true(scales[0] == 2.54f / 127.0f);
+    assert_int_equal(q[1], -127);
+    assert_int_equal(q[0], cla_f32_to_i8(1.0f * (1.0f / scales[0])));
+    assert_true(scales[1] == 0.0f); /* a row of zeros: scale 0, values 0 */
+    for (int i = 4; i < 8; ++i) assert_int_equal(q[i], 0);
+    uint8_t f8[8];
+    float given = 0.5f;
+    assert_int_equal(clattn_quantize_rows(CLATTN_DTYPE_FP8_E4M3, &rows[0][0], 2, 4, f8, &given), CLATTN_SUCCESS);
+    assert_true(given == 0.5f);
+    assert_int_equal(f8[0], cla_f32_to_fp8(2.0f));
+    float bad = 0.0f;
+    assert_int_equal(clattn_quantize_rows(CLATTN_DTYPE_FP8_E4M3, &rows[0][0], 1, 4, f8, &bad),
+                     CLATTN_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(clattn_quantize_rows(CLATTN_DTYPE_F16, &rows[0][0], 1, 4, f8, scales),
+                     CLATTN_ERROR_INVALID_DTYPE);
+    float back[4];
+    assert_int_equal(clattn_dtype_unpack(CLATTN_DTYPE_I8, q, back, 4), CLATTN_SUCCESS);
+    assert_true(back[1] == -127.0f);
+    assert_string_equal(clattn_dtype_name(CLATTN_DTYPE_I8), "i8");
+    assert_string_equal(clattn_dtype_name(CLATTN_DTYPE_FP8_E4M3), "fp8");
+    assert_int_equal(clattn_dtype_size(CLATTN_DTYPE_FP8_E4M3), 1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fp8),
+        cmocka_unit_test(test_i8_and_quantize_rows),
         cmocka_unit_test(test_f16_exact),
         cmocka_unit_test(test_f16_ties_to_even),
         cmocka_unit_test(test_f16_overflow_inf_nan),
