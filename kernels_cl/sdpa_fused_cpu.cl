@@ -188,14 +188,13 @@ CPU_INLINE float8 sum_lanes8(const float8 *a) {
 /* The score (then weight) row of each packed row, whole groups of eight keys. */
 #define ST (((BLOCK_N + 7) / 8) * 8)
 
-/* accs[r * VC + c0 ...] = accs * alpha[r] + P V over the tile's n keys from j0, for packed rows r0 .. r0 + RBV - 1
- * (past count: copies of the last row, not written back) and W value chunks from c0; W is a constant once inlined.
- * The value rows are found as V_ROW does (b, v_base); an 8-bit V's scales (vscl, per key of the tile) multiply the
- * weights. Careful: skip the weights marked -0.0 (masked keys, whose value may be inf or NaN). */
+/* accs[r * VC + c0 ...] = accs * alpha[r] + P V over the tile's n keys, for packed rows r0 .. r0 + RBV - 1 (past
+ * count: copies of the last row, not written back) and W value chunks from c0; W is a constant once inlined. vro:
+ * each key's value row (V_ROW, found once per tile); an 8-bit V's scales (vscl, per key) multiply the weights.
+ * Careful: skip the weights marked -0.0 (masked keys, whose value may be inf or NaN). */
 CPU_INLINE void pv_block(float8 *accs, const float *pw, const float *alphas, __global const STORAGE(V_DTYPE) * v,
-                         __global const int *seqs, int4 seq_at, int b, long v_base, long4 v_stride, int j0,
-                         const float *vscl, int n, int r0, int count, int c0, bool careful, const int W) {
-    const long v_col = DSTRIDE(v_stride);
+                         const long *vro, long v_col, const float *vscl, int n, int r0, int count, int c0,
+                         bool careful, const int W) {
     float8 acc[RBV][CB];
     int rows[RBV];
     CPU_UNROLL
@@ -205,7 +204,7 @@ CPU_INLINE void pv_block(float8 *accs, const float *pw, const float *alphas, __g
         for (int x = 0; x < W; ++x) acc[rr][x] = accs[rows[rr] * VC + c0 + x] * alphas[rows[rr]];
     }
     for (int jj = 0; jj < n; ++jj) {
-        __global const STORAGE(V_DTYPE) *vrow = v + V_ROW(j0 + jj);
+        __global const STORAGE(V_DTYPE) *vrow = v + vro[jj];
         float8 vc[CB];
         CPU_UNROLL
         for (int x = 0; x < W; ++x) vc[x] = v_chunk(vrow, v_col, c0 + x);
@@ -254,6 +253,8 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
     const long k_base = cla_seq_kv_base(seqs, seq_at, b, k_stride),
                v_base = cla_seq_kv_base(seqs, seq_at, b, v_stride);
     const long q_base = offsets.s0 + cla_seq_q_base(seqs, seq_at, b, q_stride);
+    /* The scales of this key/value head (8-bit K or V), as K_SCALE finds them. */
+    const long ks_first = scale_offsets.x + hk * ks_stride.y, vs_first = scale_offsets.y + hk * vs_stride.y;
 
     const int kv_limit = cla_kv_limit(key_lengths, offsets.s5, b, Lk);
     const int shift = CAUSAL == 2 ? Lk - Lq : 0;
@@ -305,12 +306,36 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
     const int tile_start = union_lo > 0 ? (union_lo / BLOCK_N) * BLOCK_N : 0;
     for (int j0 = tile_start; j0 < union_hi; j0 += BLOCK_N) {
         const int n = min(BLOCK_N, union_hi - j0), n8 = (n + 7) / 8 * 8;
-#if V_SCALED
-        float vscl[BLOCK_N];
-        for (int jj = 0; jj < n; ++jj) vscl[jj] = V_SCALE(j0 + jj);
+        /* Each key's K and V rows and scales, found once per tile for the row groups and value blocks that all
+         * read them: a run of keys at a time, within which rows follow each other, so that a paged cache costs one
+         * block-table entry per page rather than per key (decode of 8-bit caches reads little else per key). */
+        long kro[BLOCK_N], vro[BLOCK_N];
+        float kscl[BLOCK_N], vscl[BLOCK_N];
+        for (int jj = 0; jj < n;) {
+            const int j = j0 + jj;
+#if KV_LAYOUT == 2
+            const long page = seqs[seq_at.z + b * seq_at.w + j / PAGE_SIZE];
+            const int in_page = j % PAGE_SIZE, run = min(n - jj, PAGE_SIZE - in_page);
+            const long k0 = page * k_stride.x + in_page * k_stride.z, v0 = page * v_stride.x + in_page * v_stride.z;
+            const long ks0 = ks_first + page * ks_stride.x + in_page * ks_stride.z;
+            const long vs0 = vs_first + page * vs_stride.x + in_page * vs_stride.z;
 #else
-        const float *vscl = 0;
+            const int run = n;
+            const long k0 = K_ROW(j), v0 = V_ROW(j);
+            const long ks0 = ks_first + cla_seq_kv_base(seqs, seq_at, b, ks_stride) + j * ks_stride.z;
+            const long vs0 = vs_first + cla_seq_kv_base(seqs, seq_at, b, vs_stride) + j * vs_stride.z;
 #endif
+            for (int t = 0; t < run; ++t, ++jj) {
+                kro[jj] = k0 + t * k_stride.z;
+                vro[jj] = v0 + t * v_stride.z;
+#if K_SCALED
+                kscl[jj] = LOAD(KS_DTYPE, k_scale, ks0 + t * ks_stride.z);
+#endif
+#if V_SCALED
+                vscl[jj] = LOAD(VS_DTYPE, v_scale, vs0 + t * vs_stride.z);
+#endif
+            }
+        }
 
         /* Scores of RB rows by KX keys per group, every key of the tile's groups of eight (a key past n repeats the
          * tile's last key, never a key past the tile, which may lie past the key length; the repeats are masked).
@@ -323,7 +348,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
                 float8 a[8];
                 __global const STORAGE(K_DTYPE) * krow[KX];
                 CPU_UNROLL
-                for (int x = 0; x < KX; ++x) krow[x] = k + K_ROW(j0 + min(kg + x, n - 1));
+                for (int x = 0; x < KX; ++x) krow[x] = k + kro[min(kg + x, n - 1)];
                 CPU_UNROLL
                 for (int x = 0; x < 8; ++x) a[x] = (float8)(0.0f);
                 CPU_UNROLL
@@ -347,7 +372,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
                     CPU_UNROLL
                     for (int x = 0; x < KX; ++x)
                         sc[(r0 + rr) * ST + kg + x] =
-                            K_SCALED ? t[rr * KX + x] * K_SCALE(j0 + min(kg + x, n - 1)) : t[rr * KX + x];
+                            K_SCALED ? t[rr * KX + x] * kscl[min(kg + x, n - 1)] : t[rr * KX + x];
                 }
             }
         }
@@ -410,11 +435,10 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
         /* accs = accs * alpha + P V, CB value chunks by RBV rows at a time, then the remaining chunks. */
         for (int r0 = 0; r0 < count; r0 += RBV) {
             for (int c0 = 0; c0 + CB <= VC; c0 += CB)
-                pv_block(accs, sc, alphas, v, seqs, seq_at, b, v_base, v_stride, j0, vscl, n, r0, count, c0,
-                         careful, CB);
+                pv_block(accs, sc, alphas, v, vro, DSTRIDE(v_stride), vscl, n, r0, count, c0, careful, CB);
 #if VC % CB
-            pv_block(accs, sc, alphas, v, seqs, seq_at, b, v_base, v_stride, j0, vscl, n, r0, count, VC - VC % CB,
-                     careful, VC % CB);
+            pv_block(accs, sc, alphas, v, vro, DSTRIDE(v_stride), vscl, n, r0, count, VC - VC % CB, careful,
+                     VC % CB);
 #endif
         }
     }
