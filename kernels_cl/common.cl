@@ -245,26 +245,17 @@ CLA_INLINE long cla_seq_kv_row(__global const int *seqs, int4 seq_at, int b, lon
 #endif
 }
 
-/* The scale of key j's row of K or V for key/value head hk (1 for storage that is not 8-bit). */
-CLA_INLINE float cla_k_scale(__global const STORAGE(KS_DTYPE) * scale, long offset, long4 s,
-                             __global const int *seqs, int4 seq_at, int b, int hk, int j) {
-#if K_SCALED
-    const long at = offset + hk * s.y + cla_seq_kv_row(seqs, seq_at, b, cla_seq_kv_base(seqs, seq_at, b, s), j, s);
-    return LOAD(KS_DTYPE, scale, at);
-#else
-    return 1.0f;
-#endif
-}
-
-CLA_INLINE float cla_v_scale(__global const STORAGE(VS_DTYPE) * scale, long offset, long4 s,
-                             __global const int *seqs, int4 seq_at, int b, int hk, int j) {
-#if V_SCALED
-    const long at = offset + hk * s.y + cla_seq_kv_row(seqs, seq_at, b, cla_seq_kv_base(seqs, seq_at, b, s), j, s);
-    return LOAD(VS_DTYPE, scale, at);
-#else
-    return 1.0f;
-#endif
-}
+/* The scale of key j's row of K or V for key/value head hk (1 for storage that is not 8-bit): cla_k_scale and
+ * cla_v_scale, one definition for the two scale types. */
+#define CLA_DEFINE_KV_SCALE(name, DT, SCALED)                                                                      \
+    CLA_INLINE float name(__global const STORAGE(DT) * scale, long offset, long4 s, __global const int *seqs,      \
+                          int4 seq_at, int b, int hk, int j) {                                                     \
+        if (!(SCALED)) return 1.0f;                                                                                \
+        const long base = cla_seq_kv_base(seqs, seq_at, b, s);                                                     \
+        return LOAD(DT, scale, offset + hk * s.y + cla_seq_kv_row(seqs, seq_at, b, base, j, s));                   \
+    }
+CLA_DEFINE_KV_SCALE(cla_k_scale, KS_DTYPE, K_SCALED)
+CLA_DEFINE_KV_SCALE(cla_v_scale, VS_DTYPE, V_SCALED)
 
 /* The keys query row i may see, [lo, hi), from causal masking, the window and the key length (kv_limit). shift is
  * Lk - Lq for bottom-right alignment, else 0. Rows past the end of a short key sequence get lo >= hi: fully masked.

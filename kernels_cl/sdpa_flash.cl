@@ -61,6 +61,19 @@
 #define FLASH_UNROLL
 #endif
 
+/* Four head-dim elements from d4 * 4 of key j's row of K or V (through the serving layout), scaled where the
+ * storage is 8-bit: flash_k4 and flash_v4, one definition for the two storage types. */
+#define FLASH_DEFINE_ROW4(name, DT, DIM, SDT, SCALED, SCALE_FN)                                                    \
+    CLA_INLINE float4 name(__global const STORAGE(DT) * p, long base, long4 s, int j, int d4,                      \
+                           __global const STORAGE(SDT) * scale, long scale_offset, long4 ss,                       \
+                           __global const int *seqs, int4 seq_at, int b, int hk) {                                 \
+        const long at = cla_seq_kv_row(seqs, seq_at, b, base, j, s) + d4 * 4 * DSTRIDE(s);                         \
+        const float4 x = LOAD4(DT, p, at, DSTRIDE(s), DIM - d4 * 4);                                               \
+        return SCALED ? x * SCALE_FN(scale, scale_offset, ss, seqs, seq_at, b, hk, j) : x;                         \
+    }
+FLASH_DEFINE_ROW4(flash_k4, K_DTYPE, HEAD_DIM, KS_DTYPE, K_SCALED, cla_k_scale)
+FLASH_DEFINE_ROW4(flash_v4, V_DTYPE, V_HEAD_DIM, VS_DTYPE, V_SCALED, cla_v_scale)
+
 CLA_INLINE float flash_dot4(float4 a, float4 b, float acc) {
     return fma(a.w, b.w, fma(a.z, b.z, fma(a.y, b.y, fma(a.x, b.x, acc))));
 }
@@ -173,32 +186,18 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
         const bool full = !CLA_PER_KEY && n == BLOCK_N && j0 >= inner_lo && j0 + BLOCK_N <= inner_hi;
 
         barrier(CLK_LOCAL_MEM_FENCE); /* the previous tile is no longer read (and q_tile is written) */
+        /* Past n: zeros, and no load (the row may lie past the key length, or its page past the table). */
         for (int x = lid; x < BLOCK_N * KD4; x += WG_SIZE) {
             const int jj = x / KD4, d4 = x % KD4;
-            /* Past n: zeros, and no load (the row may lie past the key length, or its page past the table). */
-            float4 x4 = (float4)(0.0f);
-            if (jj < n) {
-                const long at =
-                    cla_seq_kv_row(seqs, seq_at, b, k_base, j0 + jj, k_stride) + d4 * 4 * DSTRIDE(k_stride);
-                x4 = LOAD4(K_DTYPE, k, at, DSTRIDE(k_stride), HEAD_DIM - d4 * 4);
-#if K_SCALED
-                x4 *= cla_k_scale(k_scale, scale_offsets.x, ks_stride, seqs, seq_at, b, hk, j0 + jj);
-#endif
-            }
-            k_tile[jj * KS4 + d4] = x4;
+            k_tile[jj * KS4 + d4] = jj < n ? flash_k4(k, k_base, k_stride, j0 + jj, d4, k_scale, scale_offsets.x,
+                                                      ks_stride, seqs, seq_at, b, hk)
+                                           : (float4)(0.0f);
         }
         for (int x = lid; x < BLOCK_N * VD4; x += WG_SIZE) {
             const int jj = x / VD4, d4 = x % VD4;
-            float4 x4 = (float4)(0.0f);
-            if (jj < n) {
-                const long at =
-                    cla_seq_kv_row(seqs, seq_at, b, v_base, j0 + jj, v_stride) + d4 * 4 * DSTRIDE(v_stride);
-                x4 = LOAD4(V_DTYPE, v, at, DSTRIDE(v_stride), V_HEAD_DIM - d4 * 4);
-#if V_SCALED
-                x4 *= cla_v_scale(v_scale, scale_offsets.y, vs_stride, seqs, seq_at, b, hk, j0 + jj);
-#endif
-            }
-            v_tile[jj * VS4 + d4] = x4;
+            v_tile[jj * VS4 + d4] = jj < n ? flash_v4(v, v_base, v_stride, j0 + jj, d4, v_scale, scale_offsets.y,
+                                                      vs_stride, seqs, seq_at, b, hk)
+                                           : (float4)(0.0f);
         }
         barrier(CLK_LOCAL_MEM_FENCE);
 

@@ -310,26 +310,20 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
     if ((st = cla_check_overlaps(ctx, ranges, n, ""))) return st;
     if ((st = cla_check_queue(ctx, queue, 0, NULL))) return st;
     p->impl = choose_impl(ctx, p, desc->impl);
-    if (cla_sdpa_has_user_mods(p)) {
+    /* The features that exist in the fused kernels alone, named for the messages. */
+    const char *fused_only = cla_sdpa_has_user_mods(p) ? "desc->score_mod and desc->mask_mod"
+                             : fused_only_layout(p)    ? "packed or paged keys and 8-bit keys or values"
+                                                       : NULL;
+    if (fused_only) {
         CLA_FAIL_ON(p->impl == CLATTN_IMPL_UNFUSED, ctx, CLATTN_ERROR_UNSUPPORTED,
-                    "desc->score_mod and desc->mask_mod run in the fused kernels only; use CLATTN_IMPL_AUTO or "
-                    "CLATTN_IMPL_FUSED");
+                    "%s run in the fused kernels only; use CLATTN_IMPL_AUTO or CLATTN_IMPL_FUSED", fused_only);
         CLA_FAIL_ON(p->weights.buffer, ctx, CLATTN_ERROR_UNSUPPORTED,
-                    "desc->score_mod and desc->mask_mod run in the fused kernels only, which do not produce "
-                    "attention weights; leave desc->weights empty");
+                    "%s run in the fused kernels only, which do not produce attention weights; leave desc->weights "
+                    "empty",
+                    fused_only);
         CLA_FAIL_ON(!fused_fits(p), ctx, CLATTN_ERROR_UNSUPPORTED,
-                    "desc->score_mod and desc->mask_mod run in the fused kernels only, which take head dims up to "
-                    "%d, not %zu (q/k) and %zu (v)",
-                    CLATTN_MAX_FUSED_HEAD_DIM, p->head_dim, p->v_head_dim);
-    }
-    if (fused_only_layout(p)) {
-        CLA_FAIL_ON(p->impl == CLATTN_IMPL_UNFUSED, ctx, CLATTN_ERROR_UNSUPPORTED,
-                    "packed or paged keys and 8-bit keys or values run in the fused kernels only; use "
-                    "CLATTN_IMPL_AUTO or CLATTN_IMPL_FUSED");
-        CLA_FAIL_ON(!fused_fits(p), ctx, CLATTN_ERROR_UNSUPPORTED,
-                    "packed or paged keys and 8-bit keys or values run in the fused kernels only, which take head "
-                    "dims up to %d, not %zu (q/k) and %zu (v)",
-                    CLATTN_MAX_FUSED_HEAD_DIM, p->head_dim, p->v_head_dim);
+                    "%s run in the fused kernels only, which take head dims up to %d, not %zu (q/k) and %zu (v)",
+                    fused_only, CLATTN_MAX_FUSED_HEAD_DIM, p->head_dim, p->v_head_dim);
     }
     if (p->impl == CLATTN_IMPL_FUSED && p->weights.buffer)
         return cla_fail(ctx, CLATTN_ERROR_UNSUPPORTED,
