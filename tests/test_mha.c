@@ -592,6 +592,15 @@ static void bad_arguments(void **state) {
     out_shifted.offset = 8;
     expect_rejected(l.dev, &desc, &x_in_shared, xm, &out_shifted, &shared, CLATTN_ERROR_INVALID_ARGUMENT,
                     "out overlapping part of x");
+    /* The serving formats are clattn_sdpa's, on the caller's own tensors: the layer refuses them. */
+    static const int32_t cu[3] = {0, 2, 3};
+    desc.attention.seq_count = 2;
+    desc.attention.cu_seqlens_q = cu;
+    expect_rejected(l.dev, &desc, &dx.t, xm, &out.t, &out, CLATTN_ERROR_UNSUPPORTED, "packed sequences");
+    clattn_mha_desc_init(&desc);
+    desc.attention.k_scale = dx.t;
+    expect_rejected(l.dev, &desc, &dx.t, xm, &out.t, &out, CLATTN_ERROR_UNSUPPORTED, "an 8-bit key scale");
+    clattn_mha_desc_init(&desc);
     /* The attention's own arguments are checked before anything is enqueued. */
     dev_seq lse = seq_make(ctx, CLATTN_DTYPE_F32, 1, 1, B * 2 * L, 0, NULL);
     desc.attention.lse = clattn_tensor_bhld(out.t.buffer, CLATTN_DTYPE_F32, B, 2, L, 1);

@@ -137,6 +137,13 @@ static clattn_status validate(clattn_context *ctx, const clattn_mha_weights *w, 
         return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
                         "the weights were created on another context; create them on this one");
     const clattn_mha_config *c = &w->config;
+    /* The serving formats describe the caller's own q, k and v tensors; the layer makes its own. */
+    const clattn_sdpa_desc *ad = &desc->attention;
+    CLA_FAIL_ON(
+        cla_sdpa_desc_has_seqs(ad) || ad->k_scale.buffer || ad->v_scale.buffer, ctx, CLATTN_ERROR_UNSUPPORTED,
+        "desc->attention: packed sequences, paged caches and 8-bit scales are options of clattn_sdpa on the "
+        "caller's own tensors, not of the layer (its cache is a clattn_kv_cache); leave seq_count, "
+        "cu_seqlens_q/k, block_table, seqlens_k and k_scale/v_scale empty");
     memset(p, 0, sizeof *p);
     p->c = c;
     p->batch = x->size[0];
