@@ -5,7 +5,8 @@
     with clattn.Context() as ctx:                       # default device (CLATTN_DEVICE, else GPU, else CPU)
         out = ctx.scaled_dot_product_attention(q, k, v, is_causal=True)
 
-Names follow torch.nn.functional.scaled_dot_product_attention. Hugging Face models: clattn.transformers.register()
+Names follow torch.nn.functional.scaled_dot_product_attention; serving engines get FlashAttention's
+flash_attn_varlen_func and flash_attn_with_kvcache (packed batches, paged and 8-bit KV caches). Hugging Face models: clattn.transformers.register()
 then attn_implementation="clattn". Bindings are ctypes over the public C API (clattn.h, clattn_advanced.h)."""
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from .errors import (BuildError, ClosedError, DeviceError, DTypeError, Error, Fi
                      InternalError, InvalidArgumentError, MaskError, OpenCLError, ResourceError, ShapeError,
                      UnsupportedError)
 from .layers import KVCache, MultiHeadAttention, Seq2SeqAttention, seq2seq_attention  # noqa: E402
+from .serving import flash_attn_varlen_func, flash_attn_with_kvcache, quantize_kv  # noqa: E402
 from .tensor import DeviceTensor  # noqa: E402
 from .tuning import tune, tuning_lookup  # noqa: E402
 
@@ -53,5 +55,6 @@ __all__ = [
     "BuildError", "ClosedError", "Context", "Device", "DeviceError", "DeviceTensor", "DTypeError", "Error",
     "FileError", "InternalError", "InvalidArgumentError", "KVCache", "MaskError", "MultiHeadAttention",
     "OpenCLError", "ResourceError", "Seq2SeqAttention", "ShapeError", "UnsupportedError", "default_context",
-    "devices", "scaled_dot_product_attention", "seq2seq_attention", "tune", "tuning_lookup", "version",
+    "devices", "flash_attn_varlen_func", "flash_attn_with_kvcache", "quantize_kv", "scaled_dot_product_attention",
+    "seq2seq_attention", "tune", "tuning_lookup", "version",
 ]

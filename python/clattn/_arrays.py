@@ -13,13 +13,18 @@ from .errors import DTypeError, InvalidArgumentError, ShapeError
 
 _DTYPE_NAMES = {"f32": _lib.DTYPE_F32, "float32": _lib.DTYPE_F32, "f16": _lib.DTYPE_F16, "float16": _lib.DTYPE_F16,
                 "half": _lib.DTYPE_F16, "bf16": _lib.DTYPE_BF16, "bfloat16": _lib.DTYPE_BF16,
-                "bool": _lib.DTYPE_BOOL}
-DTYPE_NAME = {_lib.DTYPE_F32: "f32", _lib.DTYPE_F16: "f16", _lib.DTYPE_BF16: "bf16", _lib.DTYPE_BOOL: "bool"}
-ITEMSIZE = {_lib.DTYPE_F32: 4, _lib.DTYPE_F16: 2, _lib.DTYPE_BF16: 2, _lib.DTYPE_BOOL: 1}
+                "bool": _lib.DTYPE_BOOL, "i8": _lib.DTYPE_I8, "int8": _lib.DTYPE_I8, "fp8": _lib.DTYPE_FP8_E4M3,
+                "fp8_e4m3": _lib.DTYPE_FP8_E4M3, "float8_e4m3fn": _lib.DTYPE_FP8_E4M3}
+DTYPE_NAME = {_lib.DTYPE_F32: "f32", _lib.DTYPE_F16: "f16", _lib.DTYPE_BF16: "bf16", _lib.DTYPE_BOOL: "bool",
+              _lib.DTYPE_I8: "i8", _lib.DTYPE_FP8_E4M3: "fp8"}
+ITEMSIZE = {_lib.DTYPE_F32: 4, _lib.DTYPE_F16: 2, _lib.DTYPE_BF16: 2, _lib.DTYPE_BOOL: 1, _lib.DTYPE_I8: 1,
+            _lib.DTYPE_FP8_E4M3: 1}
+# 8-bit keys and values are bytes as stored: int8 for I8, uint8 holding the E4M3 codes for FP8 (NumPy has no fp8).
+KV8_HOST_TYPE = {_lib.DTYPE_I8: np.dtype(np.int8), _lib.DTYPE_FP8_E4M3: np.dtype(np.uint8)}
 
 
 def parse_dtype(dtype: Any, what: str = "dtype") -> int:
-    """A clattn dtype code from "f32"/"f16"/"bf16"/"bool", a NumPy dtype or a torch dtype."""
+    """A clattn dtype code from "f32"/"f16"/"bf16"/"bool"/"i8"/"fp8", a NumPy dtype or a torch dtype."""
     if isinstance(dtype, int) and dtype in DTYPE_NAME:
         return dtype
     text = str(dtype).replace("torch.", "").lower()
@@ -27,10 +32,10 @@ def parse_dtype(dtype: Any, what: str = "dtype") -> int:
         return _DTYPE_NAMES[text]
     try:
         return {np.dtype(np.float32): _lib.DTYPE_F32, np.dtype(np.float16): _lib.DTYPE_F16,
-                np.dtype(np.bool_): _lib.DTYPE_BOOL}[np.dtype(dtype)]
+                np.dtype(np.bool_): _lib.DTYPE_BOOL, np.dtype(np.int8): _lib.DTYPE_I8}[np.dtype(dtype)]
     except (TypeError, KeyError):
-        raise DTypeError(f"{what}={dtype!r}: expected 'f32', 'f16', 'bf16' (or 'bool' for masks)",
-                         -3007) from None
+        raise DTypeError(f"{what}={dtype!r}: expected 'f32', 'f16', 'bf16' ('bool' for masks, 'i8' or 'fp8' for "
+                         "quantized keys and values)", -3007) from None
 
 
 def is_torch(x: Any) -> bool:
@@ -74,8 +79,10 @@ def host_array(x: Any, name: str) -> HostArray:
     else:
         raise InvalidArgumentError(f"{name}: {type(x).__name__} is not an array: pass a NumPy array, a CPU torch "
                                    "tensor, a DLPack or array-interface object, or a clattn DeviceTensor", -3000)
+    # int8 is what clattn stores I8 keys and values as; uint8 stays unnamed, since its bytes could be fp8 codes or
+    # plain integers (the caller says which: dtype="fp8").
     code = {np.dtype(np.float32): _lib.DTYPE_F32, np.dtype(np.float16): _lib.DTYPE_F16,
-            np.dtype(np.bool_): _lib.DTYPE_BOOL}.get(a.dtype)
+            np.dtype(np.bool_): _lib.DTYPE_BOOL, np.dtype(np.int8): _lib.DTYPE_I8}.get(a.dtype)
     return HostArray(a, code, torch_dtype)
 
 

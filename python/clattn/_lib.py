@@ -250,6 +250,7 @@ _SIGNATURES = {
     "clattn_dtype_name": (c_char_p, [c_int]),
     "clattn_dtype_pack": (status_t, [c_int, c_void_p, c_void_p, c_size_t]),
     "clattn_dtype_unpack": (status_t, [c_int, c_void_p, c_void_p, c_size_t]),
+    "clattn_quantize_rows": (status_t, [c_int, c_void_p, c_size_t, c_size_t, c_void_p, c_void_p]),
     "clattn_sdpa_desc_init": (None, [_P(SdpaDesc)]),
     "clattn_sdpa": (status_t, [c_void_p, _P(SdpaDesc), _P(Tensor_), _P(Tensor_), _P(Tensor_), _P(Tensor_),
                                c_void_p, cl_uint, c_void_p, c_void_p]),
@@ -319,6 +320,8 @@ lib = _load()
 SUCCESS = 0
 ERROR_NO_PLATFORM = -3011
 DTYPE_F32, DTYPE_F16, DTYPE_BF16, DTYPE_BOOL = 0, 1, 2, 3
+DTYPE_I8, DTYPE_FP8_E4M3 = 4, 5  # 8-bit keys and values, read with their scales (clattn_sdpa_desc.k_scale)
+MOD_F32, MOD_I32 = 0, 1  # clattn_mod_dtype: how score_mod / mask_mod read a buffer
 CAUSAL_NONE, CAUSAL_TOP_LEFT, CAUSAL_BOTTOM_RIGHT = 0, 1, 2
 IMPL_AUTO, IMPL_FUSED, IMPL_UNFUSED = 0, 1, 2
 WINDOW_UNBOUNDED = -1

@@ -5,7 +5,7 @@ tensors are used as they are, and then the result stays on the device too."""
 from __future__ import annotations
 
 import ctypes
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -20,6 +20,8 @@ _ALIGN = {"top_left": _lib.CAUSAL_TOP_LEFT, "top-left": _lib.CAUSAL_TOP_LEFT,
 _IMPL = {"auto": _lib.IMPL_AUTO, "fused": _lib.IMPL_FUSED, "unfused": _lib.IMPL_UNFUSED}
 _DEFAULT_DESC = _lib.SdpaDesc()  # clattn_sdpa_desc_init's defaults, copied by every call
 lib.clattn_sdpa_desc_init(ctypes.byref(_DEFAULT_DESC))
+
+
 def _per_head(call: "_Call", x: Any, name: str, heads: int) -> Any:
     """A float32 [Hq] host array (sinks, ALiBi slopes) as the F32 [1, Hq, 1, 1] device tensor the C API takes; a
     DeviceTensor of Hq values is used as it is."""
@@ -110,6 +112,69 @@ def _key_lengths(call: _Call, key_lengths: Any) -> int:
     return t._mem
 
 
+def set_mods(call: "_Call", desc: Any, score_mod: Optional[str], mask_mod: Optional[str],
+             mod_buffers: Optional[Mapping[str, Any]]) -> List[bytes]:
+    """Puts the caller's score_mod / mask_mod expressions and their buffers into `desc`. Returns the encoded strings,
+    which the caller keeps alive until clattn_sdpa returns (the desc holds bare pointers to them). The library checks
+    the expressions and the buffer names; this checks what only Python can see (types, dtypes, layouts)."""
+    keep: List[bytes] = []
+    for what, expr in (("score_mod", score_mod), ("mask_mod", mask_mod)):
+        if expr is None:
+            continue
+        if not isinstance(expr, str):
+            raise InvalidArgumentError(f"{what}: expected an OpenCL C expression as a str, got "
+                                       f"{type(expr).__name__}", -3000)
+        keep.append(expr.encode())
+        setattr(desc, what, keep[-1])
+    if mod_buffers is None:
+        return keep
+    if not isinstance(mod_buffers, Mapping):
+        raise InvalidArgumentError(f"mod_buffers: expected a dict {{name: array}}, got {type(mod_buffers).__name__}",
+                                   -3000)
+    if len(mod_buffers) > _lib.MAX_MOD_BUFFERS:
+        raise InvalidArgumentError(f"mod_buffers: {len(mod_buffers)} buffers ({', '.join(map(str, mod_buffers))}); "
+                                   f"the expressions read at most {_lib.MAX_MOD_BUFFERS}", -3000)
+    for i, (name, x) in enumerate(mod_buffers.items()):
+        if not isinstance(name, str):
+            raise InvalidArgumentError(f"mod_buffers: the name {name!r} is not a str; the expressions read each "
+                                       "buffer by its name, a C identifier", -3000)
+        mem, code, count = _mod_buffer(call, name, x)
+        keep.append(name.encode())
+        desc.mod_buffers[i].name = keep[-1]
+        desc.mod_buffers[i].buffer = mem
+        desc.mod_buffers[i].dtype = code
+        desc.mod_buffers[i].count = count
+    return keep
+
+
+def _mod_buffer(call: "_Call", name: str, x: Any) -> Tuple[int, int, int]:
+    """(cl_mem, clattn_mod_dtype, count) of one mod buffer: a float32 or int32 host array uploaded for the call, or
+    an f32 DeviceTensor read from its first element (the C API takes no offset or strides for these)."""
+    what = f"mod_buffers[{name!r}]"
+    if is_device(x):
+        t, _ = call.tensor(x, what, None)
+        if t.dtype != _lib.DTYPE_F32:
+            raise make(-3007, f"{what}: a DeviceTensor of dtype {t.dtype_name}; device mod buffers are f32 (int32 "
+                       "data goes in as a host np.int32 array)")
+        # Compact from element 0 in C order; strides of size-1 dimensions never matter (uploads set them to 0).
+        expected = np.cumprod((1,) + t.shape[:0:-1])[::-1]
+        if t.offset != 0 or any(n > 1 and s != e for n, s, e in zip(t.shape, t.strides, expected)):
+            raise make(-3003, f"{what}: a DeviceTensor view (offset {t.offset}, strides {t.strides}); the "
+                       "expressions index a buffer from its first element: pass a contiguous tensor of its own")
+        return t._mem, _lib.MOD_F32, int(np.prod(t.shape))
+    a = np.asarray(host_array(x, what).array)
+    if a.dtype not in (np.float32, np.int32):
+        # The expression's arithmetic depends on the type it reads (int or float division, comparisons), so the
+        # type is the caller's to choose, never converted here.
+        raise make(-3007, f"{what}: dtype {a.dtype}; the expressions read float32 (`float`) or int32 (`int`) "
+                   f"buffers: pass {name}.astype(np.float32) or {name}.astype(np.int32)")
+    flat = np.ascontiguousarray(a).reshape(-1)
+    # Both types move as their 4-byte patterns: an f32 upload copies the int32 bits unchanged.
+    t = call.ctx.to_device(flat.view(np.float32)[None], "f32")
+    call.temps.append(t)
+    return t._mem, _lib.MOD_F32 if a.dtype == np.float32 else _lib.MOD_I32, flat.size
+
+
 def _window(window: Optional[Sequence[Optional[int]]]) -> Tuple[int, int]:
     if window is None:
         return _lib.WINDOW_UNBOUNDED, _lib.WINDOW_UNBOUNDED
@@ -127,7 +192,9 @@ def scaled_dot_product_attention(ctx: Any, query: Any, key: Any, value: Any, att
                                  key_lengths: Any = None, window: Optional[Sequence[Optional[int]]] = None,
                                  softcap: Optional[float] = None, sinks: Any = None, alibi_slopes: Any = None,
                                  return_lse: bool = False, return_weights: bool = False, impl: str = "auto",
-                                 dtype: Any = None, out: Any = None) -> Any:
+                                 dtype: Any = None, out: Any = None, score_mod: Optional[str] = None,
+                                 mask_mod: Optional[str] = None, mod_buffers: Optional[Mapping[str, Any]] = None
+                                 ) -> Any:
     """softmax(query @ key^T * scale + mask) @ value, as torch.nn.functional.scaled_dot_product_attention.
 
     query [B, Hq, Lq, D], key [B, Hkv, Lk, D], value [B, Hkv, Lk, Dv] (fewer dimensions get leading ones); Hq a
@@ -150,6 +217,15 @@ def scaled_dot_product_attention(ctx: Any, query: Any, key: Any, value: Any, att
     scaled logit (Gemma 2). sinks: float [Hq], one logit per query head joining every row's softmax denominator
     (gpt-oss); lse includes it. alibi_slopes: float [Hq], -slope |i - j| added to the scaled logit (i aligned like
     the causal mask). dropout_p must be 0.
+
+    score_mod, mask_mod: FlexAttention's score and mask functions as OpenCL C expressions, compiled into the fused
+    kernels: both see `b`, `h`, `q_idx`, `kv_idx` (ints) and the mod_buffers by name; score_mod also sees `score`
+    (the scaled logit after softcap and ALiBi) and gives the new one, mask_mod gives nonzero where the key takes
+    part ("kv_idx <= q_idx" is top-left causal). They act before the other masks, on the keys those leave in.
+    mod_buffers: up to two {name: array}, float32 or int32 host arrays or f32 DeviceTensors, read as NAME[i]
+    (indices must stay in range: the kernels do not check). They need the fused implementation: impl="unfused",
+    return_weights and head dims past 576 raise UnsupportedError; an expression that does not compile raises
+    BuildError with the compiler's log.
     """
     h = ctx._live()
     if dropout_p:
@@ -166,6 +242,10 @@ def scaled_dot_product_attention(ctx: Any, query: Any, key: Any, value: Any, att
     storage = parse_dtype(dtype, "dtype") if dtype is not None else None
     if storage == _lib.DTYPE_BOOL:
         raise make(-3007, "dtype='bool' is for masks; attention inputs are stored as f32, f16 or bf16")
+    if storage in (_lib.DTYPE_I8, _lib.DTYPE_FP8_E4M3):
+        raise make(-3007, f"dtype={dtype!r}: 8-bit keys and values need their scales: quantize them with "
+                   "clattn.quantize_kv and call clattn.flash_attn_with_kvcache or flash_attn_varlen_func with "
+                   "k_scale and v_scale")
     left, right = _window(window) if window is not None else (_lib.WINDOW_UNBOUNDED, _lib.WINDOW_UNBOUNDED)
 
     call = _Call(ctx)
@@ -194,6 +274,7 @@ def scaled_dot_product_attention(ctx: Any, query: Any, key: Any, value: Any, att
             desc.sinks = _per_head(call, sinks, "sinks", hq)
         if alibi_slopes is not None:
             desc.alibi_slopes = _per_head(call, alibi_slopes, "alibi_slopes", hq)
+        mod_strings = set_mods(call, desc, score_mod, mask_mod, mod_buffers)  # desc points into these: kept to the end
         out_shape = (b, hq, lq, v.shape[3])
         host_out = None
         cl_out = None

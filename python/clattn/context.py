@@ -11,7 +11,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from . import _lib, _opencl
-from ._arrays import ITEMSIZE, HostArray, as_4d, float_values, host_array, parse_dtype, strided_span
+from ._arrays import (DTYPE_NAME, ITEMSIZE, KV8_HOST_TYPE, HostArray, as_4d, float_values, host_array, parse_dtype,
+                      strided_span)
 from .attention import scaled_dot_product_attention as _sdpa
 from .errors import ClosedError, DTypeError, check, make
 from .tensor import DeviceTensor
@@ -190,7 +191,9 @@ class Context:
     def to_device(self, array: Any, dtype: Any = None) -> DeviceTensor:
         """Copies an array to the device, stored as `dtype` ("f32", "f16", "bf16", "bool"; default: the array's own
         where clattn stores it, else f32). Conversion rounds to nearest even as the device's storage does. A view
-        with non-negative strides is uploaded as it lies and keeps its strides; others are made compact first."""
+        with non-negative strides is uploaded as it lies and keeps its strides; others are made compact first.
+        8-bit keys and values ("i8" from an int8 array, the default for one; "fp8" from a uint8 array of E4M3
+        codes) are copied byte for byte: clattn.quantize_kv makes them and their scales."""
         self._live()
         return self._upload(host_array(array, "array"), dtype)
 
@@ -200,6 +203,14 @@ class Context:
         if want == _lib.DTYPE_BOOL:
             if h.dtype != _lib.DTYPE_BOOL:
                 raise DTypeError(f"to_device: dtype='bool' needs a bool array, not {h.array.dtype}", -3007)
+            data = a
+        elif want in KV8_HOST_TYPE:
+            # 8-bit values mean nothing without their scales, so floats are never rounded to them here: the bytes
+            # come from clattn.quantize_kv (or a serving engine's cache) and are moved as they are.
+            if a.dtype != KV8_HOST_TYPE[want]:
+                raise DTypeError(f"to_device: dtype={DTYPE_NAME[want]!r} takes the stored bytes, an "
+                                 f"{KV8_HOST_TYPE[want]} array, not {a.dtype}; clattn.quantize_kv makes them (with "
+                                 "their scales) from floats", -3007)
             data = a
         elif want == h.dtype:
             data = a

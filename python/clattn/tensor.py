@@ -39,7 +39,7 @@ class DeviceTensor:
 
     @property
     def dtype_name(self) -> str:
-        """"f32", "f16", "bf16" or "bool"."""
+        """"f32", "f16", "bf16", "bool", "i8" or "fp8"."""
         return DTYPE_NAME[self.dtype]
 
     @property
@@ -62,7 +62,8 @@ class DeviceTensor:
         return self.strides == (h * s * d, s * d, d, 1)
 
     def numpy(self) -> np.ndarray:
-        """A host copy: float32 for f32 and bf16 tensors, float16 for f16, bool for bool (blocks until done)."""
+        """A host copy: float32 for f32 and bf16 tensors, float16 for f16, bool for bool, the stored bytes for i8
+        (int8) and fp8 (uint8 E4M3 codes) (blocks until done)."""
         self._live()
         ctx = self._ctx
         ctx._live()
@@ -71,7 +72,7 @@ class DeviceTensor:
         raw = np.empty(span * item, np.uint8)
         _opencl.read(ctx._queue, self._mem, self.offset * item, span * item, raw.ctypes.data)
         host_type = {_lib.DTYPE_F32: np.float32, _lib.DTYPE_F16: np.float16, _lib.DTYPE_BF16: np.uint16,
-                     _lib.DTYPE_BOOL: np.bool_}[self.dtype]
+                     _lib.DTYPE_BOOL: np.bool_, _lib.DTYPE_I8: np.int8, _lib.DTYPE_FP8_E4M3: np.uint8}[self.dtype]
         flat: np.ndarray = raw.view(host_type)
         view = np.lib.stride_tricks.as_strided(flat, self.shape, tuple(s * item for s in self.strides)) if span \
             else np.empty(self.shape, host_type)
