@@ -166,7 +166,9 @@ int bench_serving_prepare(clattn_context *ctx, const bench_config *c, const benc
     } else if (c->varlen_count) {
         kv = clattn_tensor_blhd(NULL, CLATTN_DTYPE_F32, 1, Hkv, d->total_q, D);
     } else {
-        kv = clattn_tensor_bhld(NULL, CLATTN_DTYPE_F32, B, Hkv, s->kv_seq, D);
+        /* Token-major [B, Lk, Hkv, D], as a contiguous KV cache holds them (flash_attn_with_kvcache's k_cache), so
+         * that --paged compares with the same rows unpaged. */
+        kv = clattn_tensor_blhd(NULL, CLATTN_DTYPE_F32, B, Hkv, s->kv_seq, D);
     }
     const size_t nq = d->total_q * H * D, nk = kv.size[0] * Hkv * kv.size[2] * D;
     /* The seeds of the dense benchmark's q, k and v (support_sdpa_inputs). */
@@ -300,7 +302,9 @@ void bench_serving_header(const bench_config *c) {
         printf(" (%zu rows); Lq and Lk show the longest\n", total);
     }
     if (c->page)
-        printf("keys and values in a paged cache of %zu-key blocks, pages shuffled over the cache\n", c->page);
+        printf("keys and values in a paged cache [blocks, %zu, Hkv, D], pages shuffled over the cache\n", c->page);
+    else if (!c->varlen_count)
+        printf("keys and values dense [B, Lk, Hkv, D], as a contiguous KV cache holds them\n");
     printf("keys and values stored as %s%s%s; GB/s counts the keys each sequence holds, their scales and the index "
            "arrays\n",
            clattn_dtype_name(c->kv_dtype), *serving_kv_scale_note(c->kv_dtype) ? ", " : "",
