@@ -83,6 +83,8 @@ static int refuse_options(const cli_command *cmd) {
         return cli_error(CMD, CLI_USAGE,
                          "--impl unfused: packed, paged and --kv-dtype runs need the fused kernels; give --impl "
                          "fused or auto");
+    if (cli_value(cmd, "random") && (cli_value(cmd, "q") || cli_value(cmd, "k") || cli_value(cmd, "v")))
+        return cli_error(CMD, CLI_USAGE, "give either --random or --q/--k/--v, not both");
     if (cli_value(cmd, "random") && (paged || packed))
         return cli_error(CMD, CLI_USAGE,
                          "--random draws dense [B, H, L, D] inputs (it takes --kv-dtype); packed and paged runs "
