@@ -39,6 +39,10 @@ static const char *const impl_names[IMPL_COUNT] = {"fused", "unfused"};
 static const clattn_impl impl_values[IMPL_COUNT] = {CLATTN_IMPL_FUSED, CLATTN_IMPL_UNFUSED};
 static const char *const causal_names[] = {"none", "top-left", "bottom-right"};
 static const char *const mask_names[] = {"none", "additive", "bool"};
+/* Where the keys and values lie: "dense", "packed" (--varlen) or "paged" (--paged). */
+static const char *kv_layout_name(const bench_config *c) {
+    return c->page ? "paged" : c->varlen_count ? "packed" : "dense";
+}
 static const char *mods_name(int m) {
     return m == MODS_NONE      ? "none"
            : m == MODS_SOFTCAP ? "softcap"
@@ -583,7 +587,7 @@ static cJSON *json_result(const bench_config *c, const clattn_device_info *info,
     }
     /* The serving formats: the K/V storage and layout, the cache's block size, the packed sequences' lengths. */
     cJSON_AddStringToObject(o, "kv_dtype", clattn_dtype_name(c->serving ? c->kv_dtype : c->dtype));
-    cJSON_AddStringToObject(o, "kv_layout", c->page ? "paged" : c->varlen_count ? "packed" : "dense");
+    cJSON_AddStringToObject(o, "kv_layout", kv_layout_name(c));
     if (c->page)
         cJSON_AddNumberToObject(o, "page", (double)c->page);
     else
@@ -644,10 +648,7 @@ static void csv_row(const bench_config *c, const clattn_device_info *info, const
     bench_check_csv(&r->check);
     printf(",%s,", mods_name(r->mods));
     if (r->vs_plain > 0.0) printf("%.4f", r->vs_plain);
-    printf(",%s,%s,", clattn_dtype_name(c->serving ? c->kv_dtype : c->dtype),
-           c->page           ? "paged"
-           : c->varlen_count ? "packed"
-                             : "dense");
+    printf(",%s,%s,", clattn_dtype_name(c->serving ? c->kv_dtype : c->dtype), kv_layout_name(c));
     if (c->page) printf("%zu", c->page);
     printf(",");
     csv_lengths(NULL, c->varlen, c->varlen_count);
