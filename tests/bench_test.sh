@@ -113,6 +113,48 @@ for r in rows:
     assert r["vs_plain"] == "" or float(r["vs_plain"]) > 0, r
 PY
 fi
+# The serving formats, one tiny row each, checked per sequence against the reference: packed prefill with an empty
+# and a one-row sequence, paged decode over shuffled pages, int8 K/V; and the padded batch --varlen compares with.
+serving_row() { # expected kv_layout, kv_dtype, then the python condition on the one row `r`
+    "$python" - "$tmp/out" "$1" "$2" "$3" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))
+assert len(rows) == 1, rows
+r = rows[0]
+assert r["impl"] == "fused" and r["kv_layout"] == sys.argv[2] and r["kv_dtype"] == sys.argv[3], r
+assert r["max_error"] is not None and r["max_error"] <= r["tolerance"], r
+assert 0 < r["min_ms"] <= r["median_ms"] <= r["max_ms"] and r["gflops"] > 0 and r["gbps"] > 0, r
+assert eval(sys.argv[4], {"r": r}), r
+PY
+}
+if check "--varlen: packed prefill" 0 "$clattn" bench sdpa --json --check --varlen 3,0,1,40 --heads 4 --kv-heads 2 \
+    --head-dim 16 --causal top-left --repeat 2; then
+    # FLOPs: 4 H D times the causal pairs of each sequence alone, L (L + 1) / 2.
+    expect "JSON: one packed row, FLOPs of the real lengths" serving_row packed f32 \
+        'r["varlen"] == [3, 0, 1, 40] and r["batch"] == 4 and r["seq"] == 40 and r["flops"] == 4 * 4 * 16 * (6 + 1 + 820)'
+fi
+if check "--paged: decode over a shuffled cache" 0 "$clattn" bench sdpa --json --check --paged 8 --batch 2 --seq 1 \
+    --kv-seq 45 --heads 4 --kv-heads 2 --head-dim 16 --causal bottom-right --repeat 2; then
+    expect "JSON: one paged row" serving_row paged f32 'r["page"] == 8 and r["varlen"] is None'
+fi
+if check "--kv-dtype i8: int8 keys and values" 0 "$clattn" bench sdpa --json --check --kv-dtype i8 --seq 1 \
+    --kv-seq 70 --heads 2 --head-dim 16 --mods sinks --repeat 2; then
+    expect "JSON: one int8 row, bytes of one byte per K/V element plus a scale per token and head" serving_row dense i8 \
+        'r["io_bytes"] == 2 * 2 * 16 * 4 + 2 * 70 * 2 * (16 + 4)'
+fi
+if check "--key-length per batch item (a padded batch)" 0 "$clattn" bench sdpa --json --check --batch 3 --seq 20 \
+    --key-length 3,20,0 --heads 2 --head-dim 16 --impl fused --repeat 2; then
+    expect "JSON: key lengths listed, FLOPs of the unpadded keys" "$python" - "$tmp/out" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))[0]
+assert r["key_length"] == [3, 20, 0] and r["flops"] == 4 * 2 * 16 * 20 * 23, r
+assert r["max_error"] <= r["tolerance"], r
+PY
+fi
+check "--varlen with --batch" 2 "$clattn" bench sdpa --varlen 3,4 --batch 2
+check "--paged with a block size that is not a power of two" 2 "$clattn" bench sdpa --paged 24
+check "--kv-dtype with --impl unfused" 2 "$clattn" bench sdpa --kv-dtype i8 --impl unfused
+check "--key-length: a length per item, for the wrong batch" 2 "$clattn" bench sdpa --batch 3 --key-length 1,2
 check "an unknown --mods value" 2 "$clattn" bench sdpa --mods softcap,tanh
 check "a repeated --mods value" 2 "$clattn" bench sdpa --mods sinks,sinks
 

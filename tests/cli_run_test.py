@@ -212,6 +212,185 @@ for name, args in {
     check(f"{name}: exit 2, no output", r.returncode == 2 and not t.wrote(),
           f"exit {r.returncode}: {r.stderr}")
 
+# The serving formats: packed sequences (--cu-seqlens-q/-k), a paged cache (--k-cache/--v-cache, --block-table,
+# --seqlens-k) and --kv-dtype, each sequence checked inside the program (--check) and against NumPy on its own rows
+# and keys. 8-bit K/V are quantized here as the program does (float32: i8 one scale per token and head, max|x| / 127;
+# fp8 one per head, max|x| over the head / 448), so NumPy sees the values the device holds.
+def quantize(x, kind, head_axis):
+    """x float32 [..., Hkv, ..., D] stored as kind and read back, float32."""
+    x = x.astype(np.float32)
+    if kind in ("f16", "bf16"):
+        if kind == "f16":
+            return x.astype(np.float16).astype(np.float32)
+        bits = x.view(np.uint32).astype(np.uint64)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000  # bfloat16: round to nearest even
+        return bits.astype(np.uint32).view(np.float32)
+    if kind == "i8":
+        scale = np.abs(x).max(axis=-1, keepdims=True) / np.float32(127)
+        inv = np.where(scale > 0, np.float32(1) / np.where(scale > 0, scale, 1), 0).astype(np.float32)
+        return (np.clip(np.rint(x * inv), -127, 127).astype(np.float32) * scale).astype(np.float32)
+    axes = tuple(a for a in range(x.ndim) if a != head_axis)
+    scale = (np.abs(x).max(axis=axes, keepdims=True) / np.float32(448)).astype(np.float32)
+    scale = np.where(scale > 0, scale, np.float32(1))
+    y = (x * (np.float32(1) / scale)).astype(np.float32).astype(np.float64)
+    a = np.abs(y)
+    step = 2.0 ** (np.maximum(np.floor(np.log2(np.where(a > 0, a, 1))), -6) - 3)  # E4M3: 3 mantissa bits
+    fp8 = np.sign(y) * np.minimum(np.rint(a / step) * step, 448)
+    return (fp8.astype(np.float32) * scale).astype(np.float32)
+
+
+def per_sequence(name, args, q_rows, keys, expect_kw, tol, check_lse=True):
+    """Runs with -o and --lse; q_rows(b) gives sequence b's output rows' index into o, keys(b) its (k, v) as
+    [Lk, Hkv, D]; compares each sequence with NumPy."""
+    t.remove("lse.npy")
+    r = t.run_to(*args, "--lse", path("lse.npy"), "--check")
+    if r.returncode != 0 or "reference" not in r.stdout:
+        check(name, False, r.stdout + r.stderr)
+        return
+    o, lse = np.load(path("o.npy")), np.load(path("lse.npy"))
+    err = 0.0
+    for b in range(seqs):
+        rows, qb = q_rows(b)
+        if qb.shape[2] == 0:
+            continue
+        kb, vb = keys(b)
+        kw = {key: (val(b) if callable(val) else val) for key, val in expect_kw.items()}
+        if kb.shape[0]:
+            want, _, want_lse = attention(qb, kb.transpose(1, 0, 2)[None], vb.transpose(1, 0, 2)[None], **kw)
+        else:  # no keys: zeros, and an lse of -inf (NumPy's max has nothing to reduce)
+            want, want_lse = np.zeros(qb.shape[:3] + (vb.shape[-1],)), np.full(qb.shape[:3], -np.inf)
+        got, got_lse = rows(o), rows(lse)
+        err = max(err, np.abs(got - want).max())
+        if check_lse:
+            both_inf = np.isinf(want_lse) & (got_lse == want_lse)
+            with np.errstate(invalid="ignore"):
+                err = max(err, np.where(both_inf, 0.0, np.abs(got_lse - want_lse)).max())
+    check(name, err <= tol, f"max error {err}")
+
+
+seqs, hq, hkv, dk, dv = 5, 4, 2, 24, 16
+lq_lens, lk_lens = np.array([3, 0, 1, 37, 20]), np.array([5, 4, 1, 37, 61])
+cq = np.concatenate([[0], np.cumsum(lq_lens)]).astype(np.int32)
+ck = np.concatenate([[0], np.cumsum(lk_lens)]).astype(np.int32)
+qp = rng.uniform(-2, 2, (cq[-1], hq, dk)).astype(np.float32)
+kp = rng.uniform(-2, 2, (ck[-1], hkv, dk)).astype(np.float32)
+vp = rng.uniform(-2, 2, (ck[-1], hkv, dv)).astype(np.float32)
+for name, a in (("qp.npy", qp), ("kp.npy", kp), ("vp.npy", vp), ("cq.npy", cq), ("ck.npy", ck.astype(np.int64))):
+    np.save(path(name), a)
+packed = ["--q", path("qp.npy"), "--k", path("kp.npy"), "--v", path("vp.npy"), "--cu-seqlens-q", path("cq.npy"),
+          "--cu-seqlens-k", path("ck.npy")]
+
+
+def packed_rows(b, qarr=qp):
+    """Sequence b's packed query rows: a selector of its rows of [total, H, ...] outputs (as [1, H, L, ...]), and
+    its queries [1, Hq, Lq, D]."""
+    sel = lambda a: np.moveaxis(a[cq[b]:cq[b + 1]], 0, 1)[None]
+    return sel, sel(qarr)
+
+
+def packed_keys(kind="f32"):
+    kq, vq = (kp, vp) if kind == "f32" else (quantize(kp, kind, 1), quantize(vp, kind, 1))
+    return lambda b: (kq[ck[b]:ck[b + 1]], vq[ck[b]:ck[b + 1]])
+
+
+per_sequence("packed q/k/v (lengths 0 and 1 inside), GQA, Dv != D, bottom-right, lse, cu_seqlens_k int64", packed
+             + ["--causal", "bottom-right"], packed_rows, packed_keys(), dict(causal="bottom-right"), 1e-5)
+sinks4 = rng.uniform(-2, 2, hq).astype(np.float32)
+np.save(path("sinks4.npy"), sinks4)
+per_sequence("packed, top-left, window 4,2, softcap, sinks", packed + ["--causal", "top-left", "--window", "4,2",
+             "--softcap", "1.5", "--sinks", path("sinks4.npy")], packed_rows, packed_keys(),
+             dict(causal="top-left", window=(4, 2), softcap=1.5, sinks=sinks4), 1e-5)
+pmask = rng.uniform(size=(seqs, 1, lq_lens.max(), lk_lens.max())) > 0.3
+np.save(path("pmask.npy"), pmask)
+per_sequence("packed with a bool mask [B, 1, max_q, max_k], each sequence its top-left corner",
+             packed + ["--mask", path("pmask.npy")], packed_rows, packed_keys(),
+             dict(mask=lambda b: pmask[b:b + 1, :, :lq_lens[b], :lk_lens[b]]), 1e-5)
+for kind, tol in (("i8", 1e-5), ("fp8", 1e-5), ("f16", 1e-5), ("bf16", 1e-5)):
+    per_sequence(f"packed, --kv-dtype {kind} (as NumPy quantizes it)", packed + ["--kv-dtype", kind, "--causal",
+                 "bottom-right"], packed_rows, packed_keys(kind), dict(causal="bottom-right"), tol)
+per_sequence("packed, --dtype f16 storage", packed + ["--dtype", "f16"],
+             lambda b: packed_rows(b, qp.astype(np.float16).astype(np.float32)),
+             lambda b: (quantize(kp, "f16", 1)[ck[b]:ck[b + 1]], quantize(vp, "f16", 1)[ck[b]:ck[b + 1]]), {},
+             2e-2, check_lse=False)
+
+# A vLLM cache [num_blocks, block_size, Hkv, D] with shuffled pages, one page no sequence uses and table entries
+# past each sequence's pages (never read); decode queries [B, Hq, 1, D], a two-row chunk, and packed queries.
+blocks, block = 24, 8
+kc = rng.uniform(-2, 2, (blocks, block, hkv, dk)).astype(np.float32)
+vc = rng.uniform(-2, 2, (blocks, block, hkv, dv)).astype(np.float32)
+sk = np.array([17, 9, 30, 0, 1], dtype=np.int32)
+bt = rng.permutation(blocks)[:seqs * 4].reshape(seqs, 4).astype(np.int32)
+for name, a in (("kc.npy", kc), ("vc.npy", vc), ("sk.npy", sk), ("bt.npy", bt)):
+    np.save(path(name), a)
+cache = ["--k-cache", path("kc.npy"), "--v-cache", path("vc.npy"), "--block-table", path("bt.npy"), "--seqlens-k",
+         path("sk.npy")]
+
+
+def paged_keys(kind="f32"):
+    kq, vq = (kc, vc) if kind == "f32" else (quantize(kc, kind, 2), quantize(vc, kind, 2))
+    pos = lambda b: (bt[b, np.arange(sk[b]) // block], np.arange(sk[b]) % block)
+    return lambda b: (kq[pos(b)], vq[pos(b)])
+
+
+for lq in (1, 2):
+    qd = rng.uniform(-2, 2, (seqs, hq, lq, dk)).astype(np.float32)
+    np.save(path("qd.npy"), qd)
+    for kind in ("f32", "i8", "fp8"):
+        per_sequence(f"paged cache, dense queries Lq={lq}, --kv-dtype {kind}, bottom-right", ["--q", path("qd.npy")]
+                     + cache + ["--kv-dtype", kind, "--causal", "bottom-right"],
+                     lambda b: (lambda a: a[b:b + 1], qd[b:b + 1]), paged_keys(kind), dict(causal="bottom-right"),
+                     1e-5)
+per_sequence("paged cache, packed queries (chunked prefill), ALiBi, window", ["--q", path("qp.npy"), "--cu-seqlens-q",
+             path("cq.npy")] + cache + ["--causal", "bottom-right", "--window", "6,0", "--alibi-slopes",
+                                        path("slopes.npy")], packed_rows, paged_keys(),
+             dict(causal="bottom-right", window=(6, 0), alibi=slopes), 1e-5)
+# Dense 4-D inputs with 8-bit K/V (a scale per head for fp8: over the batch and the sequence), and --random.
+r = t.run_to(*files, "--kv-dtype", "fp8", "--lse", path("lse.npy"), "--check", "--key-lengths", path("kl.npy"))
+if r.returncode == 0:
+    o = np.load(path("o.npy"))
+    want, _, _ = attention(q, quantize(k, "fp8", 1), quantize(v, "fp8", 1), key_lengths=kl)
+    check("dense [B, H, L, D] files, --kv-dtype fp8, key lengths", o.shape == want.shape and
+          np.abs(o - want).max() <= 1e-5, f"max error {np.abs(o - want).max()}")
+else:
+    check("dense [B, H, L, D] files, --kv-dtype fp8, key lengths", False, r.stderr)
+r = run("--random", "2,4,2,5,33,16", "--kv-dtype", "i8", "--check", "--causal", "top-left")
+check("--random --kv-dtype i8 --check", r.returncode == 0 and "reference" in r.stdout, r.stdout + r.stderr)
+
+# Serving inputs that do not fit: exit 2, no output, and a message naming the problem (the library's status for
+# index arrays only it checks).
+np.save(path("ck_short.npy"), ck[:-1])
+cq_bad = cq.copy()
+cq_bad[3] = cq_bad[2] - 1
+np.save(path("cq_bad.npy"), cq_bad)
+bt_bad = bt.copy()
+bt_bad[2, 3] = blocks  # sequence 2 has 30 keys: its 4th page is read
+np.save(path("bt_bad.npy"), bt_bad)
+np.save(path("bt_short.npy"), bt[:4])
+cache_bad = [a if a != path("bt.npy") else path("bt_bad.npy") for a in cache]
+for name, args, needle in (
+        ("cu_seqlens_k one entry short", packed[:-1] + [path("ck_short.npy")], "--cu-seqlens-k"),
+        ("decreasing cu_seqlens_q", ["--q", path("qp.npy"), "--k", path("kp.npy"), "--v", path("vp.npy"),
+                                     "--cu-seqlens-q", path("cq_bad.npy"), "--cu-seqlens-k", path("ck.npy")],
+         "CLATTN_ERROR_INVALID_SEQLENS"),
+        ("a block table entry past the cache", ["--q", path("qd.npy")] + cache_bad, "CLATTN_ERROR_INVALID_BLOCK_TABLE"),
+        ("a block table of 4 rows for 5 sequences", ["--q", path("qd.npy")] +
+         [a if a != path("bt.npy") else path("bt_short.npy") for a in cache], "--block-table"),
+        ("a paged cache without --seqlens-k", ["--q", path("qd.npy")] + cache[:-2], "--seqlens-k"),
+        ("a cache and --k", ["--q", path("qd.npy"), "--k", path("k.npy")] + cache, "not both"),
+        ("4-D keys with --cu-seqlens-k", ["--q", path("qp.npy"), "--k", path("k.npy"), "--v", path("v.npy"),
+                                          "--cu-seqlens-q", path("cq.npy"), "--cu-seqlens-k", path("ck.npy")], "--k"),
+        ("--weights with packed inputs", packed + ["--weights", path("w.npy")], "--weights"),
+        ("--impl unfused with packed inputs", packed + ["--impl", "unfused"], "fused"),
+        ("--score-mod with packed inputs", packed + ["--score-mod", "score"], "--score-mod"),
+        ("--key-lengths with packed keys", packed + ["--key-lengths", path("kl.npy")], "--key-lengths"),
+        ("--random with --cu-seqlens-q", ["--random", "1,2,1,3,3,8", "--cu-seqlens-q", path("cq.npy")], "--random"),
+        ("--kv-dtype int4", files + ["--kv-dtype", "int4"], "--kv-dtype"),
+        ("float64 cu_seqlens", ["--q", path("qp.npy"), "--k", path("kp.npy"), "--v", path("vp.npy"),
+                                "--cu-seqlens-q", path("slopes.npy"), "--cu-seqlens-k", path("ck.npy")], "int32")):
+    r = t.run_to(*args, "--check")
+    check(f"{name}: exit 2, no output, message names it", r.returncode == 2 and not t.wrote() and needle in r.stderr,
+          f"exit {r.returncode}: {r.stderr}")
+
 r = run("--random", "1,2,1,9,33,16", "--check", "--causal", "bottom-right")
 check("--random --check", r.returncode == 0 and "reference" in r.stdout, r.stdout + r.stderr)
 r = run("--random", "1,4,4,64,64,512", "--check")

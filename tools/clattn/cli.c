@@ -180,5 +180,7 @@ void cli_release_buffers(const cl_mem *buffers, size_t count) {
 }
 
 bool cli_is_input_error(clattn_status st) {
-    return st <= CLATTN_ERROR_INVALID_ARGUMENT && st >= CLATTN_ERROR_SIZE_OVERFLOW;
+    /* The index arrays and scales of the serving formats are the caller's input too. */
+    return (st <= CLATTN_ERROR_INVALID_ARGUMENT && st >= CLATTN_ERROR_SIZE_OVERFLOW) ||
+           (st <= CLATTN_ERROR_INVALID_SEQLENS && st >= CLATTN_ERROR_INVALID_SCALE);
 }

@@ -17,6 +17,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "bench_sdpa.h"
+#include "bench_serving.h"
 #include "bench_timing.h"
 #include "cli.h"
 #include "bench_check.h"
@@ -30,11 +32,6 @@
 /* Pair counts of shapes up to this many (query, key) pairs are also counted one by one with the reference's own
  * rule, as a guard that the closed form used for large shapes agrees with it. */
 #define BRUTE_FORCE_PAIRS (1u << 22)
-#define MAX_SWEEP         64
-#define MAX_CAUSAL        3
-#define MAX_MODS          5
-
-enum { IMPL_FUSED = 0, IMPL_UNFUSED = 1, IMPL_COUNT = 2 };
 enum { MASK_NONE = 0, MASK_ADDITIVE = 1, MASK_BOOL = 2 };
 enum { FORMAT_TABLE = 0, FORMAT_JSON = 1, FORMAT_CSV = 2 };
 
@@ -42,8 +39,10 @@ static const char *const impl_names[IMPL_COUNT] = {"fused", "unfused"};
 static const clattn_impl impl_values[IMPL_COUNT] = {CLATTN_IMPL_FUSED, CLATTN_IMPL_UNFUSED};
 static const char *const causal_names[] = {"none", "top-left", "bottom-right"};
 static const char *const mask_names[] = {"none", "additive", "bool"};
-/* The score modifiers a row may carry (--mods): bits 1 softcap, 2 sinks, 4 ALiBi. */
-enum { MODS_NONE = 0, MODS_SOFTCAP = 1, MODS_SINKS = 2, MODS_ALIBI = 4, MODS_ALL = 7 };
+/* Where the keys and values lie: "dense", "packed" (--varlen) or "paged" (--paged). */
+static const char *kv_layout_name(const bench_config *c) {
+    return c->page ? "paged" : c->varlen_count ? "packed" : "dense";
+}
 static const char *mods_name(int m) {
     return m == MODS_NONE      ? "none"
            : m == MODS_SOFTCAP ? "softcap"
@@ -51,33 +50,6 @@ static const char *mods_name(int m) {
            : m == MODS_ALIBI   ? "alibi"
                                : "all";
 }
-/* The softcap the rows use: Gemma 2's for attention logits. */
-#define BENCH_SOFTCAP 50.0f
-
-typedef struct bench_shape {
-    size_t batch, heads, kv_heads, seq, kv_seq, head_dim;
-} bench_shape;
-
-/* Everything the options decide, shared by every measurement of the run. */
-typedef struct bench_config {
-    bench_shape shapes[MAX_SWEEP];
-    size_t shape_count;
-    const char *sweep_name; /* NULL: no sweep; else points to sweep_buf */
-    char sweep_buf[16];
-    clattn_causal causal[MAX_CAUSAL];
-    size_t causal_count;
-    int64_t window_left, window_right;
-    long long key_length; /* -1: none */
-    int mask;
-    int mods[MAX_MODS]; /* MODS_* bits, one row group each */
-    size_t mods_count;
-    bool mods_given; /* --mods: the table shows the mods and vs-plain columns */
-    clattn_dtype dtype;
-    bool impl[IMPL_COUNT];
-    long repeat, warmup;
-    bool check;
-    int format;
-} bench_config;
 
 /* One measured implementation on one shape and mask. */
 typedef struct bench_result {
@@ -103,10 +75,13 @@ typedef struct shape_data {
     /* The score modifiers' per-head values [H] (sinks, ALiBi slopes) and their buffers, when --mods asks. */
     float *sinks, *slopes;
     cl_mem dsinks, dslopes;
+    /* With --varlen, --paged or --kv-dtype: the inputs in those formats, instead of `in`. */
+    bench_serving_data serving;
 } shape_data;
 
 static void free_shape_data(shape_data *s) {
     support_sdpa_inputs_free(&s->in);
+    bench_serving_free(&s->serving);
     if (s->key_lengths) clReleaseMemObject(s->key_lengths);
     if (s->dsinks) clReleaseMemObject(s->dsinks);
     if (s->dslopes) clReleaseMemObject(s->dslopes);
@@ -256,11 +231,31 @@ static int parse_mods_list(const char *text, bench_config *c) {
     return CLI_OK;
 }
 
+/* --key-length N (every batch item) or N1,N2,... (one per item, as a padded batch of sequences of those lengths
+ * has them). */
+static int parse_key_lengths(const char *text, bench_config *c) {
+    const char *p = text;
+    for (;;) {
+        char *end = NULL;
+        errno = 0;
+        const long long v = strtoll(p, &end, 10);
+        if (end == p || errno || v < 0 || v > INT32_MAX || (*end != ',' && *end != '\0') ||
+            c->key_length_count == BENCH_MAX_SEQS)
+            return cli_error(
+                CMD, CLI_USAGE,
+                "--key-length %s: expected one length, or one per batch item (at most %d), each from 0 "
+                "to %d",
+                text, BENCH_MAX_SEQS, INT32_MAX);
+        c->key_lengths[c->key_length_count++] = (int32_t)v;
+        if (*end == '\0') return CLI_OK;
+        p = end + 1;
+    }
+}
+
 static int parse_options(const cli_command *cmd, bench_config *c) {
     memset(c, 0, sizeof *c);
     c->window_left = CLATTN_WINDOW_UNBOUNDED;
     c->window_right = CLATTN_WINDOW_UNBOUNDED;
-    c->key_length = -1;
     c->dtype = CLATTN_DTYPE_F32;
     c->repeat = 10;
     c->warmup = 2;
@@ -297,10 +292,7 @@ static int parse_options(const cli_command *cmd, bench_config *c) {
     if (c->window_left > widest) c->window_left = widest;
     if (c->window_right > widest) c->window_right = widest;
     long long v = 0;
-    if ((s = cli_value(cmd, "key-length"))) {
-        if ((rc = parse_count("key-length", s, 0, INT32_MAX, &v))) return rc;
-        c->key_length = v;
-    }
+    if ((s = cli_value(cmd, "key-length")) && (rc = parse_key_lengths(s, c))) return rc;
     if ((s = cli_value(cmd, "mask"))) {
         if (strcmp(s, "additive") == 0)
             c->mask = MASK_ADDITIVE;
@@ -329,23 +321,29 @@ static int parse_options(const cli_command *cmd, bench_config *c) {
 
     /* The representative run: with no shape, sweep or mask option, compare non-causal with causal attention, the
      * two cases that matter most for a model's prefill. */
-    static const char *shaping[] = {"batch", "heads",  "kv-heads", "seq",        "kv-seq", "head-dim",
-                                    "sweep", "causal", "window",   "key-length", "mask"};
+    static const char *shaping[] = {"batch",  "heads",  "kv-heads",   "seq",  "kv-seq", "head-dim", "sweep",
+                                    "causal", "window", "key-length", "mask", "varlen", "paged"};
     bool any = false;
     for (size_t i = 0; i < sizeof shaping / sizeof shaping[0]; ++i) any = any || cli_value(cmd, shaping[i]);
     if (!any) {
         c->causal[1] = CLATTN_CAUSAL_TOP_LEFT;
         c->causal_count = 2;
     }
+    if ((rc = bench_serving_parse(cmd, c))) return rc;
 
     for (size_t i = 0; i < c->shape_count; ++i) {
         const bench_shape *sh = &c->shapes[i];
         if (sh->heads % sh->kv_heads != 0)
             return cli_error(CMD, CLI_USAGE, "%zu query heads are not a multiple of %zu key/value heads", sh->heads,
                              sh->kv_heads);
-        if (c->key_length > (long long)sh->kv_seq)
-            return cli_error(CMD, CLI_USAGE, "--key-length %lld is longer than the key sequence (%zu)",
-                             c->key_length, sh->kv_seq);
+        if (c->key_length_count > 1 && c->key_length_count != sh->batch)
+            return cli_error(CMD, CLI_USAGE,
+                             "--key-length: %zu lengths for a batch of %zu; give one, or one per item",
+                             c->key_length_count, sh->batch);
+        for (size_t b = 0; b < c->key_length_count; ++b)
+            if ((size_t)c->key_lengths[b] > sh->kv_seq)
+                return cli_error(CMD, CLI_USAGE, "--key-length %d is longer than the key sequence (%zu)",
+                                 (int)c->key_lengths[b], sh->kv_seq);
         /* Element counts are multiplied in size_t below; 2^44 elements (64 TiB of fp32) is beyond any device, so
          * a shape past it is a mistake, and below it no product overflows. */
         const double q_elems = (double)sh->batch * (double)sh->heads * (double)sh->seq * (double)sh->head_dim;
@@ -362,11 +360,9 @@ static int parse_options(const cli_command *cmd, bench_config *c) {
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Work counts */
 
-/* The (query, key) pairs that take part in one (batch, head) slice: per query row the allowed keys form one
- * interval (causal and window bound it, the key length cuts it), so the count is exact in O(Lq). */
-static uint64_t allowed_pairs(const bench_config *c, const bench_shape *s, clattn_causal causal) {
-    const int64_t lq = (int64_t)s->seq, lk = (int64_t)s->kv_seq;
-    const int64_t klen = c->key_length >= 0 ? (int64_t)c->key_length : lk;
+uint64_t bench_slice_pairs(const bench_config *c, int64_t lq, int64_t lk, int64_t klen, clattn_causal causal) {
+    /* Per query row the allowed keys form one interval (causal and window bound it, the key length cuts it), so
+     * the count is exact in O(Lq). */
     uint64_t total = 0;
     for (int64_t i = 0; i < lq; ++i) {
         int64_t pos = causal == CLATTN_CAUSAL_BOTTOM_RIGHT ? i + (lk - lq) : i;
@@ -393,13 +389,23 @@ static uint64_t allowed_pairs(const bench_config *c, const bench_shape *s, clatt
     return total;
 }
 
+/* The pairs that take part in one head over the whole batch, each item with its key length. */
+static uint64_t allowed_pairs(const bench_config *c, const bench_shape *s, clattn_causal causal) {
+    const int64_t lq = (int64_t)s->seq, lk = (int64_t)s->kv_seq;
+    if (c->key_length_count <= 1) {
+        const int64_t klen = c->key_length_count ? (int64_t)c->key_lengths[0] : lk;
+        return (uint64_t)s->batch * bench_slice_pairs(c, lq, lk, klen, causal);
+    }
+    uint64_t total = 0;
+    for (size_t b = 0; b < s->batch; ++b) total += bench_slice_pairs(c, lq, lk, (int64_t)c->key_lengths[b], causal);
+    return total;
+}
+
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Inputs */
 
-/* Inputs of one shape: q, k, v, the output, and the mask and key lengths the options ask for. The mask is one
- * [Lq, Lk] matrix broadcast over batch and heads (the common padding or prefix mask), so that large sweeps do not
- * need B*H copies of it. */
-static int prepare_shape(clattn_context *ctx, const bench_config *c, const bench_shape *s, shape_data *d) {
+/* The dense [B, H, L, D] inputs and the mask, as the tuner draws them (support_sdpa_inputs). */
+static int prepare_dense(clattn_context *ctx, const bench_config *c, const bench_shape *s, shape_data *d) {
     support_sdpa_inputs *in = &d->in;
     *in = (support_sdpa_inputs){.batch = s->batch,
                                 .heads = s->heads,
@@ -415,10 +421,22 @@ static int prepare_shape(clattn_context *ctx, const bench_config *c, const bench
     d->io_bytes = (double)(2 * in->nq + 2 * in->nk) * (double)esize;
     if (in->mask) d->io_bytes += (double)in->nmask * (double)esize;
     if (in->bool_mask) d->io_bytes += (double)in->nmask;
-    if (c->key_length >= 0) {
+    /* Only the reference needs the host copies; a long sweep should not hold them twice. */
+    if (!c->check) support_sdpa_inputs_drop_host(in);
+    return CLI_OK;
+}
+
+/* Inputs of one shape: q, k, v, the output (dense, or in the serving formats), the mask and key lengths the options
+ * ask for, and the modifiers' values. The mask is one [Lq, Lk] matrix broadcast over batch and heads (the common
+ * padding or prefix mask), so that large sweeps do not need B*H copies of it. */
+static int prepare_shape(clattn_context *ctx, const bench_config *c, const bench_shape *s, shape_data *d) {
+    int rc = c->serving ? bench_serving_prepare(ctx, c, s, &d->serving) : prepare_dense(ctx, c, s, d);
+    if (rc != CLI_OK) return rc;
+    if (c->serving) d->io_bytes = d->serving.io_bytes;
+    if (c->key_length_count) {
         d->hkl = malloc(s->batch * sizeof *d->hkl);
         if (!d->hkl) return cli_error(CMD, CLI_FAILED, "out of host memory for the key lengths");
-        for (size_t b = 0; b < s->batch; ++b) d->hkl[b] = (int32_t)c->key_length;
+        for (size_t b = 0; b < s->batch; ++b) d->hkl[b] = c->key_lengths[c->key_length_count > 1 ? b : 0];
         cl_int err = CL_SUCCESS;
         if (!(d->key_lengths = support_buffer(ctx, d->hkl, s->batch * sizeof *d->hkl, &err)))
             return cli_error(CMD, CLI_FAILED, "allocating the key lengths failed: OpenCL error %d", err);
@@ -440,8 +458,6 @@ static int prepare_shape(clattn_context *ctx, const bench_config *c, const bench
             !(d->dslopes = support_buffer(ctx, d->slopes, s->heads * sizeof(float), &err)))
             return cli_error(CMD, CLI_FAILED, "allocating the modifiers' buffers failed: OpenCL error %d", err);
     }
-    /* Only the reference needs the host copies; a long sweep should not hold them twice. */
-    if (!c->check) support_sdpa_inputs_drop_host(in);
     return CLI_OK;
 }
 
@@ -474,7 +490,10 @@ static int measure(clattn_context *ctx, const bench_config *c, const bench_shape
     if (mods & MODS_SINKS) a.desc.sinks = clattn_tensor_bhld(d->dsinks, CLATTN_DTYPE_F32, 1, s->heads, 1, 1);
     if (mods & MODS_ALIBI)
         a.desc.alibi_slopes = clattn_tensor_bhld(d->dslopes, CLATTN_DTYPE_F32, 1, s->heads, 1, 1);
-    support_sdpa_inputs_tensors(&d->in, &a.desc, &a.q, &a.k, &a.v, &a.o);
+    if (c->serving)
+        bench_serving_tensors(&d->serving, &a.desc, &a.q, &a.k, &a.v, &a.o);
+    else
+        support_sdpa_inputs_tensors(&d->in, &a.desc, &a.q, &a.k, &a.v, &a.o);
     char what[64];
     snprintf(what, sizeof what, "attention (%s)", impl_names[impl]);
     bench_timing t;
@@ -497,16 +516,24 @@ static void table_header(const bench_config *c, const clattn_device_info *info) 
     if (c->mask) printf(", random %s mask [Lq, Lk]", mask_names[c->mask]);
     if (c->window_left != CLATTN_WINDOW_UNBOUNDED || c->window_right != CLATTN_WINDOW_UNBOUNDED)
         printf(", window %lld,%lld", (long long)c->window_left, (long long)c->window_right);
-    if (c->key_length >= 0) printf(", key length %lld", c->key_length);
-    printf(", %ld timed runs after %ld warm-up; GFLOP/s counts only unmasked pairs\n\n", c->repeat, c->warmup);
+    for (size_t b = 0; b < c->key_length_count; ++b)
+        printf("%s%d",
+               b                         ? ","
+               : c->key_length_count > 1 ? ", key lengths "
+                                         : ", key length ",
+               (int)c->key_lengths[b]);
+    printf(", %ld timed runs after %ld warm-up; GFLOP/s counts only unmasked pairs\n", c->repeat, c->warmup);
+    if (c->serving) bench_serving_header(c);
+    printf("\n");
     if (c->mods_given)
         printf(
             "score modifiers: softcap %g, sinks 0.5, ALiBi slopes 2^(-8(h+1)/H); vs plain: the plain row's median "
             "/ this row's (1.00x = as fast)\n",
             (double)BENCH_SOFTCAP);
-    printf("%3s %3s %3s %5s %5s %3s  %-12s %-7s %s%9s %8s %8s %8s %7s %8s %8s%s\n", "B", "Hq", "Hkv", "Lq", "Lk",
-           "D", "causal", "impl", c->mods_given ? "mods     vs plain " : "", "median ms", "min ms", "max ms",
-           "GFLOP/s", "GB/s", "temp MiB", "speed-up", c->check ? "  max error" : "");
+    printf("%3s %3s %3s %5s %5s %3s  %-12s %-7s %s%s%9s %8s %8s %8s %7s %8s %8s%s\n", "B", "Hq", "Hkv", "Lq", "Lk",
+           "D", "causal", "impl", c->serving ? "K/V         " : "", c->mods_given ? "mods     vs plain " : "",
+           "median ms", "min ms", "max ms", "GFLOP/s", "GB/s", "temp MiB", "speed-up",
+           c->check ? "  max error" : "");
 }
 
 static void table_row(const bench_config *c, const bench_result *r, const bench_result *unfused) {
@@ -520,10 +547,15 @@ static void table_row(const bench_config *c, const bench_result *r, const bench_
         if (r->vs_plain > 0.0) snprintf(ratio, sizeof ratio, "%.2fx", r->vs_plain);
         snprintf(mods, sizeof mods, "%-8s %8s ", mods_name(r->mods), ratio);
     }
-    printf("%3zu %3zu %3zu %5zu %5zu %3zu  %-12s %-7s %s%9.3f %8.3f %8.3f %8.2f %7.2f %8.2f %8s", s->batch,
+    char layout[64] = "";
+    if (c->serving) {
+        char what[48];
+        snprintf(layout, sizeof layout, "%-11s ", bench_serving_layout(c, what, sizeof what));
+    }
+    printf("%3zu %3zu %3zu %5zu %5zu %3zu  %-12s %-7s %s%s%9.3f %8.3f %8.3f %8.2f %7.2f %8.2f %8s", s->batch,
            s->heads, s->kv_heads, s->seq, s->kv_seq, s->head_dim, causal_names[r->causal], impl_names[r->impl],
-           mods, r->median_ms, r->min_ms, r->max_ms, r->gflops, r->gbps, (double)r->temp_bytes / (1024.0 * 1024.0),
-           speedup);
+           layout, mods, r->median_ms, r->min_ms, r->max_ms, r->gflops, r->gbps,
+           (double)r->temp_bytes / (1024.0 * 1024.0), speedup);
     if (c->check) bench_check_table_cell(&r->check);
     printf("\n");
 }
@@ -544,10 +576,29 @@ static cJSON *json_result(const bench_config *c, const clattn_device_info *info,
     cJSON_AddStringToObject(o, "causal", causal_names[r->causal]);
     cJSON_AddNumberToObject(o, "window_left", (double)c->window_left);
     cJSON_AddNumberToObject(o, "window_right", (double)c->window_right);
-    if (c->key_length >= 0)
-        cJSON_AddNumberToObject(o, "key_length", (double)c->key_length);
-    else
+    if (c->key_length_count == 1) {
+        cJSON_AddNumberToObject(o, "key_length", (double)c->key_lengths[0]);
+    } else if (c->key_length_count > 1) {
+        cJSON *kl = cJSON_AddArrayToObject(o, "key_length");
+        for (size_t b = 0; b < c->key_length_count; ++b)
+            cJSON_AddItemToArray(kl, cJSON_CreateNumber((double)c->key_lengths[b]));
+    } else {
         cJSON_AddNullToObject(o, "key_length");
+    }
+    /* The serving formats: the K/V storage and layout, the cache's block size, the packed sequences' lengths. */
+    cJSON_AddStringToObject(o, "kv_dtype", clattn_dtype_name(c->serving ? c->kv_dtype : c->dtype));
+    cJSON_AddStringToObject(o, "kv_layout", kv_layout_name(c));
+    if (c->page)
+        cJSON_AddNumberToObject(o, "page", (double)c->page);
+    else
+        cJSON_AddNullToObject(o, "page");
+    if (c->varlen_count) {
+        cJSON *vl = cJSON_AddArrayToObject(o, "varlen");
+        for (size_t b = 0; b < c->varlen_count; ++b)
+            cJSON_AddItemToArray(vl, cJSON_CreateNumber((double)c->varlen[b]));
+    } else {
+        cJSON_AddNullToObject(o, "varlen");
+    }
     cJSON_AddStringToObject(o, "mask", mask_names[c->mask]);
     cJSON_AddStringToObject(o, "mods", mods_name(r->mods));
     if (r->vs_plain > 0.0)
@@ -572,7 +623,16 @@ static cJSON *json_result(const bench_config *c, const clattn_device_info *info,
 static const char *const csv_columns =
     "op,impl,device,batch,heads,kv_heads,seq,kv_seq,head_dim,dtype,causal,window_left,window_right,key_length,mask,"
     "repeat,warmup,timer,median_ms,min_ms,max_ms,flops,gflops,io_bytes,gbps,temp_bytes,max_error,tolerance,mods,"
-    "vs_plain";
+    "vs_plain,kv_dtype,kv_layout,page,varlen";
+
+/* A list of lengths as one CSV field ("3,37,512", quoted). */
+static void csv_lengths(const int32_t *i32, const size_t *sz, size_t n) {
+    char text[BENCH_MAX_SEQS * 12] = "";
+    for (size_t b = 0, at = 0; b < n && at < sizeof text; ++b)
+        at += (size_t)snprintf(text + at, sizeof text - at, "%s%lld", b ? "," : "",
+                               i32 ? (long long)i32[b] : (long long)sz[b]);
+    bench_csv_string(text);
+}
 
 static void csv_row(const bench_config *c, const clattn_device_info *info, const bench_result *r) {
     const bench_shape *s = &r->shape;
@@ -581,13 +641,17 @@ static void csv_row(const bench_config *c, const clattn_device_info *info, const
     printf(",%zu,%zu,%zu,%zu,%zu,%zu,%s,%s,%lld,%lld,", s->batch, s->heads, s->kv_heads, s->seq, s->kv_seq,
            s->head_dim, clattn_dtype_name(c->dtype), causal_names[r->causal], (long long)c->window_left,
            (long long)c->window_right);
-    if (c->key_length >= 0) printf("%lld", c->key_length);
+    csv_lengths(c->key_lengths, NULL, c->key_length_count);
     printf(",%s,%ld,%ld,%s,%.6f,%.6f,%.6f,%.0f,%.4f,%.0f,%.4f,%llu,", mask_names[c->mask], c->repeat, c->warmup,
            r->host_timer ? "host" : "events", r->median_ms, r->min_ms, r->max_ms, r->flops, r->gflops, r->io_bytes,
            r->gbps, (unsigned long long)r->temp_bytes);
     bench_check_csv(&r->check);
     printf(",%s,", mods_name(r->mods));
     if (r->vs_plain > 0.0) printf("%.4f", r->vs_plain);
+    printf(",%s,%s,", clattn_dtype_name(c->serving ? c->kv_dtype : c->dtype), kv_layout_name(c));
+    if (c->page) printf("%zu", c->page);
+    printf(",");
+    csv_lengths(NULL, c->varlen, c->varlen_count);
     printf("\n");
 }
 
@@ -605,12 +669,17 @@ static int bench_sdpa(int argc, char **argv) {
         {"sweep", "NAME=V,...", "one run per value of seq, kv-seq, heads, kv-heads, head-dim or batch", NULL},
         {"causal", "ALIGN", "top-left, bottom-right or none, or a comma list of them (default none)", NULL},
         CLI_OPTION_WINDOW,
-        {"key-length", "N", "keys past N are masked in every batch item (padding)", NULL},
+        {"key-length", "N[,...]", "keys past N are masked (padding): one N for every batch item, or one per item",
+         NULL},
         {"mask", "KIND", "a random additive or bool mask [Lq, Lk], broadcast over batch and heads", NULL},
         {"mods", "LIST", "score modifiers, a row group each: none, softcap, sinks, alibi, all (default none)",
          NULL},
         {"dtype", "TYPE", "storage type on the device: f32 (default), f16 or bf16", NULL},
         {"impl", "IMPL", "fused, unfused or all (default)", NULL},
+        {"varlen", "L1,L2,...",
+         "packed sequences of these lengths, queries and keys alike (prefill; sets the batch)", NULL},
+        {"paged", "BLOCK", "keys and values in a paged cache of BLOCK-key pages (8..256), shuffled", NULL},
+        {"kv-dtype", "TYPE", "K/V storage: f32, f16, bf16, i8 or fp8 (quantized); default --dtype", NULL},
         BENCH_COMMON_OPTIONS,
     };
     cli_command cmd = {
@@ -647,22 +716,25 @@ static int bench_sdpa(int argc, char **argv) {
         rc = prepare_shape(ctx, &c, s, &d);
         for (size_t ci = 0; ci < c.causal_count && rc == CLI_OK; ++ci) {
             const clattn_causal causal = c.causal[ci];
-            const uint64_t pairs = allowed_pairs(&c, s, causal);
-            const double slices = (double)s->batch * (double)s->heads;
-            const double flops = 4.0 * slices * (double)pairs * (double)s->head_dim;
+            /* The pairs of one head over the whole batch, each sequence with its own lengths. */
+            const uint64_t pairs =
+                c.serving ? bench_serving_pairs(&c, &d.serving, causal) : allowed_pairs(&c, s, causal);
+            const double heads = (double)s->heads;
+            const double flops = 4.0 * heads * (double)pairs * (double)s->head_dim;
             /* The reference does one multiply-add per (pair, element) for the logits and one for the output. */
             const bool can_check =
-                c.check && 2.0 * slices * (double)pairs * (double)s->head_dim <= BENCH_REFERENCE_LIMIT;
+                c.check && 2.0 * heads * (double)pairs * (double)s->head_dim <= BENCH_REFERENCE_LIMIT;
             if (c.check && !can_check) bench_check_skip_note(CMD, &skipped_note);
             /* The plain rows' medians, for the modified rows' ratios (the plain group comes first when listed). */
             double plain_ms[IMPL_COUNT] = {0.0, 0.0};
             for (size_t mi = 0; mi < c.mods_count && rc == CLI_OK; ++mi) {
                 const int mods = c.mods[mi];
                 double *ref = NULL;
-                if (can_check && !(ref = support_sdpa_inputs_reference_mods(
-                                       &d.in, causal, c.window_left, c.window_right, d.hkl,
-                                       mods & MODS_SOFTCAP ? BENCH_SOFTCAP : 0.0f,
-                                       mods & MODS_SINKS ? d.sinks : NULL, mods & MODS_ALIBI ? d.slopes : NULL)))
+                if (can_check && !c.serving &&
+                    !(ref = support_sdpa_inputs_reference_mods(&d.in, causal, c.window_left, c.window_right, d.hkl,
+                                                               mods & MODS_SOFTCAP ? BENCH_SOFTCAP : 0.0f,
+                                                               mods & MODS_SINKS ? d.sinks : NULL,
+                                                               mods & MODS_ALIBI ? d.slopes : NULL)))
                     rc = cli_error(CMD, CLI_FAILED, "the reference could not be computed (out of host memory?)");
                 bench_result results[IMPL_COUNT];
                 bool have[IMPL_COUNT] = {false, false};
@@ -702,9 +774,19 @@ static int bench_sdpa(int argc, char **argv) {
                     if (ref) {
                         rc = bench_output_error(CMD, ctx, d.in.dout, d.in.nq, c.dtype, ref, &r->check.max_error,
                                                 NULL);
-                        if (rc != CLI_OK) break;
-                        r->check.checked = true;
                         r->check.tolerance = check_sdpa_tolerance(s->kv_seq, c.dtype);
+                    } else if (can_check) {
+                        /* The serving formats: each sequence alone, on the K/V values the device holds. */
+                        rc = bench_serving_check(ctx, &c, &d.serving, causal,
+                                                 mods & MODS_SOFTCAP ? BENCH_SOFTCAP : 0.0f,
+                                                 mods & MODS_SINKS ? d.sinks : NULL,
+                                                 mods & MODS_ALIBI ? d.slopes : NULL, d.hkl, &r->check.max_error);
+                        const size_t longest = bench_serving_max_k(&d.serving);
+                        r->check.tolerance = check_sdpa_tolerance(longest ? longest : 1, c.dtype);
+                    }
+                    if (rc != CLI_OK) break;
+                    if (can_check) {
+                        r->check.checked = true;
                         if (bench_check_failed(&r->check)) {
                             ++failed_checks;
                             fprintf(stderr,

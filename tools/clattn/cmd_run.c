@@ -13,6 +13,7 @@
 #include "check_tolerance.h"
 #include "reference.h"
 #include "run_common.h"
+#include "run_serving.h"
 
 #define CMD "run sdpa"
 
@@ -237,9 +238,18 @@ static int prepare(const cli_command *cmd, clattn_sdpa_host_desc *d, run_data *r
 
 static int run_sdpa(int argc, char **argv) {
     cli_option options[] = {
-        {"q", "Q.npy", "queries [B, Hq, Lq, D], float32 or float16", NULL},
-        {"k", "K.npy", "keys [B, Hkv, Lk, D]", NULL},
-        {"v", "V.npy", "values [B, Hkv, Lk, Dv]", NULL},
+        {"q", "Q.npy", "queries [B, Hq, Lq, D] (packed: [total_q, Hq, D]), float32 or float16", NULL},
+        {"k", "K.npy", "keys [B, Hkv, Lk, D] (packed: [total_k, Hkv, D])", NULL},
+        {"v", "V.npy", "values [B, Hkv, Lk, Dv] (packed: [total_k, Hkv, Dv])", NULL},
+        {"cu-seqlens-q", "CQ.npy", "int32 [B+1] offsets of packed queries' sequences (FlashAttention varlen)",
+         NULL},
+        {"cu-seqlens-k", "CK.npy", "int32 [B+1] offsets of packed keys' and values' sequences", NULL},
+        {"k-cache", "KC.npy", "paged key cache [num_blocks, block_size, Hkv, D] (vLLM), instead of --k", NULL},
+        {"v-cache", "VC.npy", "paged value cache [num_blocks, block_size, Hkv, Dv], instead of --v", NULL},
+        {"block-table", "BT.npy", "int32 [B, max_blocks]: the cache's pages of each sequence", NULL},
+        {"seqlens-k", "SK.npy", "int32 [B]: the keys of each sequence in the paged cache", NULL},
+        {"kv-dtype", "TYPE", "K/V storage on the device: f32, f16, bf16, i8 or fp8 (quantized); default --dtype",
+         NULL},
         {"random", "B,Hq,Hkv,Lq,Lk,D", "seeded random inputs in [-2, 2) instead of files", NULL},
         CLI_OPTION_MASK_FILE,
         CLI_OPTION_KEY_LENGTHS_FILE,
@@ -265,10 +275,15 @@ static int run_sdpa(int argc, char **argv) {
         CMD,
         "Run one scaled dot-product attention, softmax(Q K^T * scale + mask) V, on .npy files or random "
         "inputs.",
-        "(--q Q.npy --k K.npy --v V.npy | --random B,Hq,Hkv,Lq,Lk,D) [options] [-o O.npy]", options,
-        sizeof options / sizeof options[0]};
+        "(--q Q.npy --k K.npy --v V.npy | --random B,Hq,Hkv,Lq,Lk,D) [options] [-o O.npy]\n"
+        "       clattn run sdpa --q Q.npy (--k K.npy --v V.npy | --k-cache KC.npy --v-cache VC.npy --block-table "
+        "BT.npy --seqlens-k SK.npy)\n"
+        "                       [--cu-seqlens-q CQ.npy] [--cu-seqlens-k CK.npy] [--kv-dtype TYPE] [options] [-o "
+        "O.npy]",
+        options, sizeof options / sizeof options[0]};
     int rc = cli_parse(&cmd, argc, argv);
     if (rc >= 0) return rc;
+    if (run_serving_requested(&cmd)) return run_serving(&cmd);
 
     clattn_sdpa_host_desc d;
     clattn_sdpa_host_desc_init(&d);

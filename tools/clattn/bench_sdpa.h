@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: Apache-2.0
+/* What `clattn bench sdpa` (cmd_bench.c) shares with its serving-format part (bench_serving.c): the shapes and
+ * options of a run, and the count of (query, key) pairs behind every GFLOP/s figure. */
+#ifndef CLATTN_BENCH_SDPA_H
+#define CLATTN_BENCH_SDPA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "clattn.h"
+
+#define MAX_SWEEP  64
+#define MAX_CAUSAL 3
+#define MAX_MODS   5
+/* The most sequences --varlen lists and --key-length values a batch takes. */
+#define BENCH_MAX_SEQS 64
+
+enum { IMPL_FUSED = 0, IMPL_UNFUSED = 1, IMPL_COUNT = 2 };
+/* The score modifiers a row may carry (--mods): bits 1 softcap, 2 sinks, 4 ALiBi. */
+enum { MODS_NONE = 0, MODS_SOFTCAP = 1, MODS_SINKS = 2, MODS_ALIBI = 4, MODS_ALL = 7 };
+/* The softcap the rows use: Gemma 2's for attention logits. */
+#define BENCH_SOFTCAP 50.0f
+
+typedef struct bench_shape {
+    size_t batch, heads, kv_heads, seq, kv_seq, head_dim;
+} bench_shape;
+
+/* Everything the options decide, shared by every measurement of the run. */
+typedef struct bench_config {
+    bench_shape shapes[MAX_SWEEP];
+    size_t shape_count;
+    const char *sweep_name; /* NULL: no sweep; else points to sweep_buf */
+    char sweep_buf[16];
+    clattn_causal causal[MAX_CAUSAL];
+    size_t causal_count;
+    int64_t window_left, window_right;
+    /* --key-length: none (count 0), one length for every batch item (count 1), or one per item. */
+    int32_t key_lengths[BENCH_MAX_SEQS];
+    size_t key_length_count;
+    int mask;
+    int mods[MAX_MODS]; /* MODS_* bits, one row group each */
+    size_t mods_count;
+    bool mods_given; /* --mods: the table shows the mods and vs-plain columns */
+    clattn_dtype dtype;
+    bool impl[IMPL_COUNT];
+    long repeat, warmup;
+    bool check;
+    int format;
+    /* The serving formats (bench_serving.c), any of which makes `serving` true: packed sequences of these lengths
+     * (queries and keys alike; count 0: none), keys and values in a paged cache of pages of `page` keys (0: none),
+     * and their storage type (the --dtype unless --kv-dtype). */
+    bool serving;
+    size_t varlen[BENCH_MAX_SEQS];
+    size_t varlen_count;
+    size_t page;
+    clattn_dtype kv_dtype;
+} bench_config;
+
+/* The (query, key) pairs of one (batch item, head) slice that take part: `lq` queries over the first `klen` of `lk`
+ * keys, under causal masking and the window. Exact, and checked against the reference's own rule on small
+ * slices. */
+uint64_t bench_slice_pairs(const bench_config *c, int64_t lq, int64_t lk, int64_t klen, clattn_causal causal);
+
+#endif
