@@ -102,6 +102,7 @@ enum {
     CLATTN_ERROR_INVALID_SEQLENS = -3025,     /* cu_seqlens or seqlens_k out of order or past their tensors */
     CLATTN_ERROR_INVALID_BLOCK_TABLE = -3026, /* a paged cache's block table names a page that does not exist */
     CLATTN_ERROR_INVALID_SCALE = -3027,       /* an 8-bit K/V scale tensor missing, of the wrong shape or type */
+    CLATTN_ERROR_INVALID_SLOT = -3028,        /* a slot mapping names a slot past the cache, or one slot twice */
 };
 
 /* A short, stable name and description for any status: clattn's own, OpenCL's, or unknown ones. Never NULL. */
@@ -519,6 +520,56 @@ typedef struct clattn_sdpa_host_desc {
 CLATTN_API void clattn_sdpa_host_desc_init(clattn_sdpa_host_desc *desc);
 CLATTN_API clattn_status clattn_sdpa_host(clattn_context *context, const clattn_sdpa_host_desc *desc,
                                           const float *q, const float *k, const float *v, float *out);
+
+/* ---- Writing new keys and values into a KV cache (experimental) --------------------------------------------- */
+
+/* clattn_kv_append writes T new keys and values into their slots of a key cache and a value cache, as vLLM's
+ * reshape_and_cache does: converted to the caches' storage types, and quantized on the device for 8-bit caches.
+ *
+ * k_new [1, Hkv, T, Dk] and v_new [1, Hkv, T, Dv] are F32, F16 or BF16 (a [T, Hkv, D] array is
+ * clattn_tensor_blhd(buffer, dtype, 1, Hkv, T, D)). The caches, k_cache [N, Hkv, S, Dk] and v_cache [N, Hkv, S,
+ * Dv], are of any dtype but BOOL and have N * S slots each: slot s is row s % S of index s / S. For a paged cache
+ * as clattn_sdpa reads it (vLLM's [num_blocks, block_size, Hkv, D] is clattn_tensor_blhd(buffer, dtype, num_blocks,
+ * Hkv, block_size, D)), slot = page * block_size + offset, vLLM's slot mapping; for a dense cache [B, Hkv, L, D],
+ * slot = b * L + position. Rows of the same storage type are copied bit for bit; others are converted to nearest
+ * even as clattn_dtype_pack converts them.
+ *
+ * 8-bit caches (I8, FP8_E4M3) need their scale tensor in desc, F32 or F16 broadcasting to [N, Hkv, S, 1] as in
+ * clattn_sdpa_desc. One of exactly [N, Hkv, S, 1] holds a scale per slot and head, and the call computes the scale
+ * of each row it writes, max |x| / 127 for I8 and max |x| / 448 for FP8 (0 for a row of zeros), stores it (an F16
+ * tensor rounds it) and quantizes the row with the stored scale; the scales of other slots are left as they are.
+ * Any other shape ([1, Hkv, 1, 1] per head, [1, 1, 1, 1] per tensor) is read: each row is quantized with the scale
+ * given for its slot and head. Either way the codes are clattn_quantize_rows's, bit for bit on any device: x times
+ * (1 / scale) rounded to nearest even, saturating (I8 to [-127, 127], NaN to 0; FP8 to +-448, NaN stays NaN), with
+ * 1 / scale taken as 0 for a scale that is zero, negative or NaN. Where that product is 0 * inf, which IEEE makes a
+ * NaN of no fixed sign (a scale below 2^-128, or an infinite x with 1 / scale 0), a zero stays zero and an infinity
+ * becomes a NaN of its sign. */
+typedef struct clattn_kv_append_desc {
+    /* Host int32 [T]: each new token's slot, or -1 to skip the token (padding). Every entry is checked before
+     * anything is enqueued: one past the caches' N * S slots or below -1, and a slot given to two tokens, are
+     * CLATTN_ERROR_INVALID_SLOT. The call copies it to the device with its commands, so it may be reused as soon as
+     * the call returns. May be NULL when T is 0. */
+    const int32_t *slot_mapping;
+    /* The scales of an 8-bit k_cache and v_cache (required for them, refused for any other dtype), as above. */
+    clattn_tensor k_scale;
+    clattn_tensor v_scale;
+} clattn_kv_append_desc;
+
+CLATTN_API void clattn_kv_append_desc_init(clattn_kv_append_desc *desc);
+
+/* Writes k_new and v_new into their slots of k_cache and v_cache (and the computed scales into desc's scale tensors
+ * of one scale per slot). Sizes must agree: Hkv, T and the head dims between the new rows and their cache, N and S
+ * between the caches (CLATTN_ERROR_INVALID_SHAPE). The caches and computed scale tensors may not share memory with
+ * each other or with the new rows (CLATTN_ERROR_INVALID_ARGUMENT): a buffer of all the keys followed by all the
+ * values (vLLM's [2, num_blocks, ...]) is fine, pages that interleave keys and values are not. Queue and events as
+ * clattn_sdpa. Every argument is checked first: a refused call enqueues nothing and touches no cache or scale (a
+ * driver that fails to enqueue the values' kernel after the keys' leaves the keys written). Runs on one device of
+ * the context. */
+CLATTN_API clattn_status clattn_kv_append(clattn_context *context, const clattn_kv_append_desc *desc,
+                                          const clattn_tensor *k_new, const clattn_tensor *v_new,
+                                          const clattn_tensor *k_cache, const clattn_tensor *v_cache,
+                                          cl_command_queue queue, cl_uint num_wait_events,
+                                          const cl_event *wait_list, cl_event *event);
 
 /* -------------------------------------------------------------------------------------------------------------- */
 /* Sequence tensors

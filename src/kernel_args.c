@@ -42,10 +42,16 @@ static const char *const linear_store_names[] = {
     "res_offset", "res_strides", "out",    "out_offset",       "out_strides", NULL};
 const cla_kernel_args cla_args_linear_store = {"linear", "linear_store", linear_store_names};
 
+static const char *const kv_append_names[] = {"src",           "src_offset", "src_strides", "dst",   "dst_offset",
+                                              "dst_strides",   "block",      "slots",       "scale", "scale_offset",
+                                              "scale_strides", "dim",        NULL};
+const cla_kernel_args cla_args_kv_append = {"kv_append", "kv_append", kv_append_names};
+
 const cla_kernel_args *const *cla_kernel_args_all(void) {
-    static const cla_kernel_args *const all[] = {
-        &cla_args_sdpa_combine, &cla_args_pack,         &cla_args_masked_softmax,
-        &cla_args_write_out,    &cla_args_copy_view,    &cla_args_linear_pack,
-        &cla_args_linear_bias,  &cla_args_linear_store, NULL};
+    static const cla_kernel_args *const all[] = {&cla_args_sdpa_combine,   &cla_args_pack,
+                                                 &cla_args_masked_softmax, &cla_args_write_out,
+                                                 &cla_args_copy_view,      &cla_args_linear_pack,
+                                                 &cla_args_linear_bias,    &cla_args_linear_store,
+                                                 &cla_args_kv_append,      NULL};
     return all;
 }

@@ -43,6 +43,8 @@ static const status_name clattn_names[] = {
     {CLATTN_ERROR_INVALID_SEQLENS, "CLATTN_ERROR_INVALID_SEQLENS: sequence lengths out of order or out of range"},
     {CLATTN_ERROR_INVALID_BLOCK_TABLE, "CLATTN_ERROR_INVALID_BLOCK_TABLE: a block table entry names no page"},
     {CLATTN_ERROR_INVALID_SCALE, "CLATTN_ERROR_INVALID_SCALE: a K/V scale tensor is missing or malformed"},
+    {CLATTN_ERROR_INVALID_SLOT,
+     "CLATTN_ERROR_INVALID_SLOT: a slot mapping names no slot of the cache, or one twice"},
 };
 
 #define CL_NAME(x)                                                                                                 \

@@ -3,7 +3,9 @@
  * uninitialised-memory and API checks: the tiled kernel's GPU shape (local-memory tiles, barriers) and CPU shape,
  * the CPU variant's row and block shapes, the flash variant's shapes, key splits with their combine step, the
  * unfused path's kernels, every dtype and mask kind, the score modifiers, and inf/NaN at masked keys. Results are
- * also checked against the reference, so the program is meaningful on its own. */
+ * also checked against the reference, so the program is meaningful on its own. The serving layouts and the KV
+ * append kernel run under Oclgrind from their own programs' --tiny modes (tests/CMakeLists.txt: oclgrind_serving,
+ * oclgrind_kv_append). */
 #include "sdpa_case.h"
 #include "seq2seq_case.h"
 

@@ -77,6 +77,7 @@ class ClosedError(Error, RuntimeError):
 _FAMILIES = {
     -3000: InvalidArgumentError, -3001: InvalidArgumentError, -3013: InvalidArgumentError,
     -3025: InvalidArgumentError, -3026: InvalidArgumentError, -3027: InvalidArgumentError,
+    -3028: InvalidArgumentError,
     -3002: ShapeError, -3003: ShapeError, -3004: ShapeError, -3005: ShapeError, -3006: ShapeError,
     -3009: ShapeError,
     -3007: DTypeError,

@@ -54,6 +54,12 @@ bool cla_is_kv8_dtype(clattn_dtype d);
 clattn_status cla_sdpa_check_seq_shapes(clattn_context *ctx, const clattn_sdpa_desc *d, const clattn_tensor *q,
                                         const clattn_tensor *k, const clattn_tensor *v, const clattn_tensor *out,
                                         cla_sdpa_plan *p);
+/* One scale tensor `name` (desc->name in messages) of a K or V tensor `of` stored as of_dtype (kv its view):
+ * required for 8-bit storage and refused for any other, F32 or F16, broadcasting to [kv.size[0], Hkv, kv.size[2],
+ * 1]. Size-1 dimensions get stride 0; checked as an input into r (name, buffer, byte range). Shared with
+ * clattn_kv_append. */
+clattn_status cla_check_kv_scale(clattn_context *ctx, const char *name, const char *of, clattn_dtype of_dtype,
+                                 clattn_tensor *s, const clattn_tensor *kv, cla_range *r);
 /* Checks the scales of 8-bit K and V into the plan (and their byte ranges into ranges[*n], counting them). */
 clattn_status cla_sdpa_check_scales(clattn_context *ctx, const clattn_sdpa_desc *d, cla_sdpa_plan *p,
                                     cla_range *ranges, size_t *n);
@@ -132,7 +138,7 @@ typedef struct cla_kernel_args {
     const char *const *names; /* NULL-terminated */
 } cla_kernel_args;
 extern const cla_kernel_args cla_args_sdpa_combine, cla_args_pack, cla_args_masked_softmax, cla_args_write_out,
-    cla_args_copy_view, cla_args_linear_pack, cla_args_linear_bias, cla_args_linear_store;
+    cla_args_copy_view, cla_args_linear_pack, cla_args_linear_bias, cla_args_linear_store, cla_args_kv_append;
 /* All of them, NULL-terminated. */
 const cla_kernel_args *const *cla_kernel_args_all(void);
 

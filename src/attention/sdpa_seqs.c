@@ -139,8 +139,7 @@ clattn_status cla_sdpa_check_seq_shapes(clattn_context *ctx, const clattn_sdpa_d
     return CLATTN_SUCCESS;
 }
 
-/* One scale tensor: F32 or F16, broadcasting to [k.size[0], Hkv, k.size[2], 1]; size-1 dimensions get stride 0. */
-static clattn_status check_scale(clattn_context *ctx, const char *name, const char *of, clattn_dtype of_dtype,
+clattn_status cla_check_kv_scale(clattn_context *ctx, const char *name, const char *of, clattn_dtype of_dtype,
                                  clattn_tensor *s, const clattn_tensor *kv, cla_range *r) {
     const bool eight_bit = cla_is_kv8_dtype(of_dtype);
     CLA_FAIL_ON(eight_bit && !s->buffer, ctx, CLATTN_ERROR_INVALID_SCALE,
@@ -170,10 +169,10 @@ clattn_status cla_sdpa_check_scales(clattn_context *ctx, const clattn_sdpa_desc 
                                     cla_range *ranges, size_t *n) {
     p->k_scale = d->k_scale;
     p->v_scale = d->v_scale;
-    clattn_status st = check_scale(ctx, "k_scale", "k", p->k.dtype, &p->k_scale, &p->k, &ranges[*n]);
+    clattn_status st = cla_check_kv_scale(ctx, "k_scale", "k", p->k.dtype, &p->k_scale, &p->k, &ranges[*n]);
     if (st) return st;
     if (p->k_scale.buffer) ++*n;
-    if ((st = check_scale(ctx, "v_scale", "v", p->v.dtype, &p->v_scale, &p->v, &ranges[*n]))) return st;
+    if ((st = cla_check_kv_scale(ctx, "v_scale", "v", p->v.dtype, &p->v_scale, &p->v, &ranges[*n]))) return st;
     if (p->v_scale.buffer) ++*n;
     return CLATTN_SUCCESS;
 }
