@@ -333,6 +333,10 @@ clattn_status cla_buffer_check(clattn_context *ctx, const char *name, cl_mem buf
  * elements share memory. Returns the byte range like cla_tensor_extent. `name` appears in the message. */
 clattn_status cla_tensor_check(clattn_context *ctx, const clattn_tensor *t, const char *name, bool is_output,
                                size_t *begin, size_t *end);
+/* INVALID_SHAPE unless size[dim] of tensor `name` is `want`; the message names the dimension and says what `want`
+ * is (`what`, e.g. "q's batch"). */
+clattn_status cla_expect_size(clattn_context *ctx, const clattn_tensor *t, const char *name, int dim, size_t want,
+                              const char *what);
 
 /* The bytes [begin, end) of a buffer that one tensor of a call touches, for the rule that outputs share memory with
  * nothing else. Ranges with the same nonzero alias_group may overlap (an output that is deliberately its input). */

@@ -153,3 +153,11 @@ clattn_status cla_check_overlaps(clattn_context *ctx, const cla_range *r, size_t
         }
     return CLATTN_SUCCESS;
 }
+
+clattn_status cla_expect_size(clattn_context *ctx, const clattn_tensor *t, const char *name, int dim, size_t want,
+                              const char *what) {
+    static const char *const dims[] = {"batch", "heads", "seq", "dim"};
+    if (t->size[dim] == want) return CLATTN_SUCCESS;
+    return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE, "%s: size[%d] (%s) is %zu but %s is %zu", name, dim, dims[dim],
+                    t->size[dim], what, want);
+}

@@ -18,14 +18,6 @@ void clattn_sdpa_desc_init(clattn_sdpa_desc *desc) {
     desc->impl = CLATTN_IMPL_AUTO;
 }
 
-static clattn_status expect_size(clattn_context *ctx, const clattn_tensor *t, const char *name, int dim,
-                                 size_t want, const char *what) {
-    static const char *dims[] = {"batch", "heads", "seq", "dim"};
-    if (t->size[dim] == want) return CLATTN_SUCCESS;
-    return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE, "%s: size[%d] (%s) is %zu but %s is %zu", name, dim, dims[dim],
-                    t->size[dim], what, want);
-}
-
 /* Head dims in range, and query heads a multiple of the key/value heads. */
 static clattn_status check_heads(clattn_context *ctx, size_t Hq, size_t Hkv, size_t Dk, size_t Dv) {
     if (Dk == 0 || Dv == 0 || Dk > CLATTN_MAX_HEAD_DIM || Dv > CLATTN_MAX_HEAD_DIM)
@@ -44,15 +36,15 @@ static clattn_status check_shapes(clattn_context *ctx, const clattn_tensor *q, c
     const size_t B = q->size[0], Hq = q->size[1], Lq = q->size[2], Dk = q->size[3];
     const size_t Hkv = k->size[1], Lk = k->size[2], Dv = v->size[3];
     clattn_status st = CLATTN_SUCCESS;
-    if (!st) st = expect_size(ctx, k, "k", 0, B, "q's batch");
-    if (!st) st = expect_size(ctx, k, "k", 3, Dk, "q's head dim");
-    if (!st) st = expect_size(ctx, v, "v", 0, B, "q's batch");
-    if (!st) st = expect_size(ctx, v, "v", 1, Hkv, "k's heads");
-    if (!st) st = expect_size(ctx, v, "v", 2, Lk, "k's seq");
-    if (!st) st = expect_size(ctx, out, "out", 0, B, "q's batch");
-    if (!st) st = expect_size(ctx, out, "out", 1, Hq, "q's heads");
-    if (!st) st = expect_size(ctx, out, "out", 2, Lq, "q's seq");
-    if (!st) st = expect_size(ctx, out, "out", 3, Dv, "v's head dim");
+    if (!st) st = cla_expect_size(ctx, k, "k", 0, B, "q's batch");
+    if (!st) st = cla_expect_size(ctx, k, "k", 3, Dk, "q's head dim");
+    if (!st) st = cla_expect_size(ctx, v, "v", 0, B, "q's batch");
+    if (!st) st = cla_expect_size(ctx, v, "v", 1, Hkv, "k's heads");
+    if (!st) st = cla_expect_size(ctx, v, "v", 2, Lk, "k's seq");
+    if (!st) st = cla_expect_size(ctx, out, "out", 0, B, "q's batch");
+    if (!st) st = cla_expect_size(ctx, out, "out", 1, Hq, "q's heads");
+    if (!st) st = cla_expect_size(ctx, out, "out", 2, Lq, "q's seq");
+    if (!st) st = cla_expect_size(ctx, out, "out", 3, Dv, "v's head dim");
     if (st) return st;
     return check_heads(ctx, Hq, Hkv, Dk, Dv);
 }

@@ -21,14 +21,6 @@ bool cla_is_kv8_dtype(clattn_dtype d) {
     return d == CLATTN_DTYPE_I8 || d == CLATTN_DTYPE_FP8_E4M3;
 }
 
-static clattn_status expect(clattn_context *ctx, const clattn_tensor *t, const char *name, int dim, size_t want,
-                            const char *what) {
-    static const char *dims[] = {"batch", "heads", "seq", "dim"};
-    CLA_FAIL_ON(t->size[dim] != want, ctx, CLATTN_ERROR_INVALID_SHAPE, "%s: size[%d] (%s) is %zu but %s is %zu",
-                name, dim, dims[dim], t->size[dim], what, want);
-    return CLATTN_SUCCESS;
-}
-
 /* cu_seqlens of `count` sequences over a tensor of `total` rows: from 0, never decreasing, ending at most at total.
  * Sets the longest sequence. */
 static clattn_status check_cu(clattn_context *ctx, const char *name, const int32_t *cu, size_t count, size_t total,
@@ -94,24 +86,24 @@ clattn_status cla_sdpa_check_seq_shapes(clattn_context *ctx, const clattn_sdpa_d
     clattn_status st;
     /* Queries. */
     if (d->cu_seqlens_q) {
-        if ((st = expect(ctx, q, "q", 0, 1, "a packed tensor's batch"))) return st;
-        if ((st = expect(ctx, out, "out", 0, 1, "a packed tensor's batch"))) return st;
+        if ((st = cla_expect_size(ctx, q, "q", 0, 1, "a packed tensor's batch"))) return st;
+        if ((st = cla_expect_size(ctx, out, "out", 0, 1, "a packed tensor's batch"))) return st;
         if ((st = check_cu(ctx, "cu_seqlens_q", d->cu_seqlens_q, B, q->size[2], &p->q_len))) return st;
     } else {
-        if ((st = expect(ctx, q, "q", 0, B, "desc->seq_count"))) return st;
-        if ((st = expect(ctx, out, "out", 0, B, "desc->seq_count"))) return st;
+        if ((st = cla_expect_size(ctx, q, "q", 0, B, "desc->seq_count"))) return st;
+        if ((st = cla_expect_size(ctx, out, "out", 0, B, "desc->seq_count"))) return st;
         p->q_len = q->size[2];
     }
-    if ((st = expect(ctx, out, "out", 1, q->size[1], "q's heads"))) return st;
-    if ((st = expect(ctx, out, "out", 2, q->size[2], "q's seq"))) return st;
-    if ((st = expect(ctx, out, "out", 3, v->size[3], "v's head dim"))) return st;
+    if ((st = cla_expect_size(ctx, out, "out", 1, q->size[1], "q's heads"))) return st;
+    if ((st = cla_expect_size(ctx, out, "out", 2, q->size[2], "q's seq"))) return st;
+    if ((st = cla_expect_size(ctx, out, "out", 3, v->size[3], "v's head dim"))) return st;
     /* Keys and values. */
-    if ((st = expect(ctx, k, "k", 3, q->size[3], "q's head dim"))) return st;
-    if ((st = expect(ctx, v, "v", 0, k->size[0], "k's size[0]"))) return st;
-    if ((st = expect(ctx, v, "v", 1, k->size[1], "k's heads"))) return st;
-    if ((st = expect(ctx, v, "v", 2, k->size[2], "k's size[2]"))) return st;
+    if ((st = cla_expect_size(ctx, k, "k", 3, q->size[3], "q's head dim"))) return st;
+    if ((st = cla_expect_size(ctx, v, "v", 0, k->size[0], "k's size[0]"))) return st;
+    if ((st = cla_expect_size(ctx, v, "v", 1, k->size[1], "k's heads"))) return st;
+    if ((st = cla_expect_size(ctx, v, "v", 2, k->size[2], "k's size[2]"))) return st;
     if (d->cu_seqlens_k) {
-        if ((st = expect(ctx, k, "k", 0, 1, "a packed tensor's batch"))) return st;
+        if ((st = cla_expect_size(ctx, k, "k", 0, 1, "a packed tensor's batch"))) return st;
         if ((st = check_cu(ctx, "cu_seqlens_k", d->cu_seqlens_k, B, k->size[2], &p->kv_len))) return st;
         p->kv_layout = CLA_KV_PACKED;
     } else if (paged) {
@@ -126,7 +118,7 @@ clattn_status cla_sdpa_check_seq_shapes(clattn_context *ctx, const clattn_sdpa_d
         p->kv_layout = CLA_KV_PAGED;
         p->page_size = page;
     } else {
-        if ((st = expect(ctx, k, "k", 0, B, "desc->seq_count"))) return st;
+        if ((st = cla_expect_size(ctx, k, "k", 0, B, "desc->seq_count"))) return st;
         p->kv_len = k->size[2];
     }
     p->varlen_q = d->cu_seqlens_q != NULL;

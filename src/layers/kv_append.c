@@ -23,14 +23,6 @@ void clattn_kv_append_desc_init(clattn_kv_append_desc *desc) {
     memset(desc, 0, sizeof *desc);
 }
 
-static clattn_status expect(clattn_context *ctx, const clattn_tensor *t, const char *name, int dim, size_t want,
-                            const char *what) {
-    static const char *dims[] = {"batch", "heads", "seq", "dim"};
-    CLA_FAIL_ON(t->size[dim] != want, ctx, CLATTN_ERROR_INVALID_SHAPE, "%s: size[%d] (%s) is %zu but %s is %zu",
-                name, dim, dims[dim], t->size[dim], what, want);
-    return CLATTN_SUCCESS;
-}
-
 static clattn_status check_dtypes(clattn_context *ctx, const clattn_tensor *const *t, const char *const *names) {
     for (int i = 0; i < 4; ++i) {
         const bool cache = i >= 2;
@@ -46,16 +38,16 @@ static clattn_status check_dtypes(clattn_context *ctx, const clattn_tensor *cons
 static clattn_status check_shapes(clattn_context *ctx, const clattn_tensor *kn, const clattn_tensor *vn,
                                   const clattn_tensor *kc, const clattn_tensor *vc) {
     clattn_status st;
-    if ((st = expect(ctx, kn, "k_new", 0, 1, "a [1, Hkv, T, Dk] view's size[0]"))) return st;
-    if ((st = expect(ctx, vn, "v_new", 0, 1, "a [1, Hkv, T, Dv] view's size[0]"))) return st;
-    if ((st = expect(ctx, vn, "v_new", 2, kn->size[2], "k_new's tokens"))) return st;
-    if ((st = expect(ctx, kn, "k_new", 1, kc->size[1], "k_cache's heads"))) return st;
-    if ((st = expect(ctx, vn, "v_new", 1, kc->size[1], "k_cache's heads"))) return st;
-    if ((st = expect(ctx, vc, "v_cache", 1, kc->size[1], "k_cache's heads"))) return st;
-    if ((st = expect(ctx, vc, "v_cache", 0, kc->size[0], "k_cache's size[0]"))) return st;
-    if ((st = expect(ctx, vc, "v_cache", 2, kc->size[2], "k_cache's size[2]"))) return st;
-    if ((st = expect(ctx, kn, "k_new", 3, kc->size[3], "k_cache's head dim"))) return st;
-    if ((st = expect(ctx, vn, "v_new", 3, vc->size[3], "v_cache's head dim"))) return st;
+    if ((st = cla_expect_size(ctx, kn, "k_new", 0, 1, "a [1, Hkv, T, Dk] view's size[0]"))) return st;
+    if ((st = cla_expect_size(ctx, vn, "v_new", 0, 1, "a [1, Hkv, T, Dv] view's size[0]"))) return st;
+    if ((st = cla_expect_size(ctx, vn, "v_new", 2, kn->size[2], "k_new's tokens"))) return st;
+    if ((st = cla_expect_size(ctx, kn, "k_new", 1, kc->size[1], "k_cache's heads"))) return st;
+    if ((st = cla_expect_size(ctx, vn, "v_new", 1, kc->size[1], "k_cache's heads"))) return st;
+    if ((st = cla_expect_size(ctx, vc, "v_cache", 1, kc->size[1], "k_cache's heads"))) return st;
+    if ((st = cla_expect_size(ctx, vc, "v_cache", 0, kc->size[0], "k_cache's size[0]"))) return st;
+    if ((st = cla_expect_size(ctx, vc, "v_cache", 2, kc->size[2], "k_cache's size[2]"))) return st;
+    if ((st = cla_expect_size(ctx, kn, "k_new", 3, kc->size[3], "k_cache's head dim"))) return st;
+    if ((st = cla_expect_size(ctx, vn, "v_new", 3, vc->size[3], "v_cache's head dim"))) return st;
     const size_t dk = kc->size[3], dv = vc->size[3];
     CLA_FAIL_ON(dk == 0 || dv == 0 || dk > CLATTN_MAX_HEAD_DIM || dv > CLATTN_MAX_HEAD_DIM, ctx,
                 CLATTN_ERROR_INVALID_HEAD_DIM, "head dims must be 1..%d; the keys have %zu and the values %zu",
