@@ -25,7 +25,7 @@ typedef struct engine {
     clattn_mha_pages pages;
     int32_t table[SEQS * STRIDE];
     int32_t lens[SEQS];
-    int32_t spare; /* a page no sequence uses */
+    int32_t spare;       /* a page no sequence uses */
     float *tokens[SEQS]; /* each sequence's inputs so far, [MAX_TOKENS, d_model] */
 } engine;
 

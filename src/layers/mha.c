@@ -317,8 +317,7 @@ static clattn_status run(clattn_context *ctx, const clattn_mha_weights *w, const
         const clattn_tensor k_new = head_view(tk, 1, c->kv_heads, rows, c->head_dim);
         const clattn_tensor v_new = head_view(tv, 1, c->kv_heads, rows, c->v_head_dim);
         if ((st = cla_kv_append_check(ctx, &ad, &k_new, &v_new, &pages->k_cache, &pages->v_cache,
-                                      "desc->pages' slots of the new rows",
-                                      &append)))
+                                      "desc->pages' slots of the new rows", &append)))
             return st;
     }
 

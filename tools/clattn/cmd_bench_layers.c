@@ -345,7 +345,8 @@ static int mha_pages_make(const char *cmd, clattn_context *ctx, const clattn_mha
     const size_t kbytes = count * block * cfg->kv_heads * cfg->head_dim * sizeof(float);
     const size_t vbytes = count * block * cfg->kv_heads * cfg->v_head_dim * sizeof(float);
     d->k = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE, kbytes, NULL, &err);
-    if (err == CL_SUCCESS) d->v = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE, vbytes, NULL, &err);
+    if (err == CL_SUCCESS)
+        d->v = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE, vbytes, NULL, &err);
     if (err != CL_SUCCESS) return cli_error(cmd, CLI_FAILED, "allocating the pages failed: OpenCL error %d", err);
     clattn_mha_pages *pg = &d->pages;
     pg->seq_count = B;
