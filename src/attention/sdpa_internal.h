@@ -47,6 +47,10 @@ typedef struct cla_sdpa_plan {
 /* sdpa_seqs.c: whether a desc asks for a serving format, and whether a plan has one (packed or paged); whether a
  * dtype is 8-bit key/value storage. */
 bool cla_sdpa_desc_has_seqs(const clattn_sdpa_desc *d);
+/* cu_seqlens of `count` sequences over a tensor of `total` rows: from 0, never decreasing, ending at most at total.
+ * Sets the longest sequence. */
+clattn_status cla_check_cu_seqlens(clattn_context *ctx, const char *name, const int32_t *cu, size_t count,
+                                   size_t total, size_t *longest);
 bool cla_sdpa_has_seqs(const cla_sdpa_plan *p);
 bool cla_is_kv8_dtype(clattn_dtype d);
 /* Checks the shapes of a packed or paged call and its index arrays (every index), and sets the plan's layout,
