@@ -114,6 +114,10 @@ clattn_status cla_chain_kernel(clattn_context *ctx, cla_chain *c, cl_kernel k, c
 clattn_status cla_chain_kernel_at(clattn_context *ctx, cla_chain *c, cl_kernel k, cl_uint dims,
                                   const size_t *offset, const size_t *global, const size_t *local,
                                   const char *what);
+/* Copies view src into view dst of the same sizes and element size, bit for bit (kernels_cl/copy.cl), in the chain;
+ * `what` names the copy in messages. */
+clattn_status cla_chain_copy_view(clattn_context *ctx, cla_chain *c, const clattn_tensor *src,
+                                  const clattn_tensor *dst, const char *what);
 
 /* The caller's queue and wait list of an operation: a queue (NULL means the context's) must belong to the context,
  * and a nonzero wait count needs a wait list. */

@@ -272,6 +272,13 @@ static clattn_status run(clattn_context *ctx, const clattn_mha_weights *w, const
         return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW, "the temporaries' sizes overflow size_t");
 
     target tq, tk, tv;
+    /* The cache's rows. One GEMM writes them in place for one batch item; for several, the cache's batch stride
+     * (its capacity) would cost a GEMM per item (src/blas.c), so the new rows are projected as one block into a
+     * temporary and copied into place. */
+    const size_t cap = p->cache ? p->cache->capacity : 0;
+    const target ck = {p->cache ? p->cache->keys : NULL, 0, nk, cap * nk};
+    const target cv = {p->cache ? p->cache->values : NULL, 0, nv, cap * nv};
+    const bool stage = p->cache && p->append && B > 1 && kv_rows > 0;
     clattn_status st;
     if (p->packed_once) {
         st = cla_temp_buffer(ctx, q_rows * nqkv * f, "the packed Q|K|V projection", &work->q);
@@ -281,10 +288,9 @@ static clattn_status run(clattn_context *ctx, const clattn_mha_weights *w, const
     } else {
         st = cla_temp_buffer(ctx, q_rows * nq * f, "the Q projection", &work->q);
         tq = (target){work->q, 0, nq, Lq * nq};
-        if (p->cache) {
-            const size_t cap = p->cache->capacity;
-            tk = (target){p->cache->keys, 0, nk, cap * nk};
-            tv = (target){p->cache->values, 0, nv, cap * nv};
+        if (p->cache && !stage) {
+            tk = ck;
+            tv = cv;
         } else {
             if (!st) st = cla_temp_buffer(ctx, kv_rows * (nk + nv) * f, "the K|V projection", &work->kv);
             tk = (target){work->kv, 0, nk + nv, p->new_len * (nk + nv)};
@@ -297,8 +303,9 @@ static clattn_status run(clattn_context *ctx, const clattn_mha_weights *w, const
 
     const clattn_mha_pages *pages = p->pages.pages;
     const clattn_tensor qv = head_view(tq, B, c->heads, Lq, c->head_dim);
-    const clattn_tensor kv = pages ? pages->k_cache : head_view(tk, B, c->kv_heads, p->kv_len, c->head_dim);
-    const clattn_tensor vv = pages ? pages->v_cache : head_view(tv, B, c->kv_heads, p->kv_len, c->v_head_dim);
+    const target rk = p->cache ? ck : tk, rv = p->cache ? cv : tv; /* what the attention reads */
+    const clattn_tensor kv = pages ? pages->k_cache : head_view(rk, B, c->kv_heads, p->kv_len, c->head_dim);
+    const clattn_tensor vv = pages ? pages->v_cache : head_view(rv, B, c->kv_heads, p->kv_len, c->v_head_dim);
     const clattn_tensor av = clattn_tensor_blhd(work->att, CLATTN_DTYPE_F32, B, c->heads, Lq, c->v_head_dim);
     clattn_sdpa_desc attention = desc->attention;
     if (pages) cla_mha_pages_attention(&desc->attention, &p->pages, &attention);
@@ -330,11 +337,22 @@ static clattn_status run(clattn_context *ctx, const clattn_mha_weights *w, const
         const bool kv_needed = p->kv_source && (q_rows > 0 || p->append);
         st = project(ctx, chain, x, Lq, &w->q, tq, 0, "the Q projection");
         if (!st && kv_needed)
-            st = project(ctx, chain, p->kv_source, p->new_len, &w->k, tk, p->past, "the K projection");
+            st = project(ctx, chain, p->kv_source, p->new_len, &w->k, tk, stage ? 0 : p->past, "the K projection");
         if (!st && kv_needed)
-            st = project(ctx, chain, p->kv_source, p->new_len, &w->v, tv, p->past, "the V projection");
+            st = project(ctx, chain, p->kv_source, p->new_len, &w->v, tv, stage ? 0 : p->past, "the V projection");
     }
     if (!st && page_append) st = cla_kv_append_enqueue(ctx, chain, &append);
+    if (!st && stage) {
+        const size_t n = p->new_len;
+        const target dk = {ck.buffer, p->past * nk, nk, ck.batch_stride};
+        const target dv = {cv.buffer, p->past * nv, nv, cv.batch_stride};
+        const clattn_tensor sk = head_view(tk, B, c->kv_heads, n, c->head_dim);
+        const clattn_tensor sv = head_view(tv, B, c->kv_heads, n, c->v_head_dim);
+        const clattn_tensor dkv = head_view(dk, B, c->kv_heads, n, c->head_dim);
+        const clattn_tensor dvv = head_view(dv, B, c->kv_heads, n, c->v_head_dim);
+        st = cla_chain_copy_view(ctx, chain, &sk, &dkv, "copying the new keys into the KV cache");
+        if (!st) st = cla_chain_copy_view(ctx, chain, &sv, &dvv, "copying the new values into the KV cache");
+    }
     if (st) return st;
     if (q_rows == 0) return CLATTN_SUCCESS;
 
