@@ -143,6 +143,8 @@ typedef struct clattn_tune_config {
 } clattn_tune_config;
 
 enum { CLATTN_TUNE_PREFILL = 0, CLATTN_TUNE_DECODE = 1 };
+/* The bits of clattn_tune_class.mods. */
+enum { CLATTN_TUNE_MODS_SOFTCAP = 1, CLATTN_TUNE_MODS_SINKS = 2, CLATTN_TUNE_MODS_ALIBI = 4 };
 
 /* A problem class, what a database entry applies to. -1 in a field is a wildcard (a device default). */
 typedef struct clattn_tune_class {
@@ -226,7 +228,8 @@ typedef struct clattn_tuning_record {
 
 /* Adds a result to the database file at `path` for `device` (rereading the file first, so that other entries stay;
  * a file of another device or driver, or a malformed one, is started afresh, and `message` says so), and with
- * `phase_default` also as the device default of its family and phase. Written atomically. CLATTN_ERROR_IO with the
+ * `phase_default` also as the device default of its family and phase (and score modifiers: a default stored from a
+ * class with modifiers serves calls with those alone). Written atomically. CLATTN_ERROR_IO with the
  * reason in `message` on failure. */
 CLATTN_API clattn_status clattn_tuning_database_store(const char *path, const clattn_device_info *device,
                                                       const clattn_tuning_record *record, int phase_default,

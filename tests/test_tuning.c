@@ -817,6 +817,67 @@ static void seq2seq_tune_is_picked_up(void **state) {
     assert_non_null(strstr(out, "builtin"));
 }
 
+/* The build options of the fused program one attention call of the class's problem (batch 1, 8 heads, d 64, f32)
+ * builds, with a softcap or without, recorded rather than run; malloc'd. */
+static char *recorded_options(clattn_context *ctx, size_t len, bool softcap) {
+    enum { H = 8, D = 64 };
+    cl_mem buf = test_filled_buffer(ctx, H * len * D * sizeof(float), 0);
+    cl_mem out = test_filled_buffer(ctx, H * len * D * sizeof(float), 0);
+    const clattn_tensor t = clattn_tensor_bhld(buf, CLATTN_DTYPE_F32, 1, H, len, D);
+    const clattn_tensor o = clattn_tensor_bhld(out, CLATTN_DTYPE_F32, 1, H, len, D);
+    clattn_sdpa_desc desc;
+    clattn_sdpa_desc_init(&desc);
+    desc.softcap = softcap ? 50.0f : 0.0f;
+    assert_int_equal(clattn_program_record_begin(ctx), CLATTN_SUCCESS);
+    const clattn_status st = clattn_sdpa(ctx, &desc, &t, &t, &t, &o, NULL, 0, NULL, NULL);
+    if (clattn_program_record_count(ctx) < 1) /* the call ends at its first device operation, not before */
+        fail_msg("recorded nothing: %s: %s", clattn_status_string(st), clattn_context_last_error(ctx));
+    const char *source = NULL, *options = NULL;
+    assert_int_equal(clattn_program_recorded(ctx, 0, &source, &options), CLATTN_SUCCESS);
+    char *copy = strdup(options);
+    clattn_program_record_end(ctx);
+    clReleaseMemObject(buf);
+    clReleaseMemObject(out);
+    return copy;
+}
+
+/* A class with a score modifier is timed with the modifier compiled in (the worker's call builds it: --programs
+ * shows what the library builds for it), and the entry it stores, with the phase default it also stores, serves
+ * calls with that modifier and not plain calls, which keep the built-in default. The one candidate is not the
+ * built-in default, so the parameters tell which entry a call took. */
+static void modifier_class_is_tuned_with_it(void **state) {
+    (void)state;
+    clattn_context *ctx = test_logged_context();
+    clear_tuning_dir(ctx);
+    clattn_context_free(ctx);
+    char out[16384];
+    assert_int_equal(run_cli("tune --worker --class prefill:d64:L64:softcap:sinks --programs", out, sizeof out), 0);
+    if (!strstr(out, "program sdpa_fused") || !strstr(out, "-DHAS_SOFTCAP=1") || !strstr(out, "-DHAS_SINKS=1") ||
+        strstr(out, "-DHAS_ALIBI"))
+        fail_msg("the worker's call of a softcap and sinks class builds:\n%s", out);
+    assert_int_equal(run_cli("tune --worker --class decode:d64:L64:alibi --programs", out, sizeof out), 0);
+    if (!strstr(out, "-DHAS_ALIBI=1") || strstr(out, "-DHAS_SOFTCAP")) fail_msg("an ALiBi class builds:\n%s", out);
+    assert_int_equal(run_cli("tune --worker --class prefill:d64:L64 --programs", out, sizeof out), 0);
+    if (!strstr(out, "program ") || strstr(out, "HAS_SOFTCAP") || strstr(out, "HAS_SINKS"))
+        fail_msg("a plain class builds:\n%s", out);
+
+    int rc = run_cli("tune --shapes prefill:d64:L64:softcap --space variant=cpu,rows=8,block_n=32 --strategy "
+                     "exhaustive --repeat 1 --warmup 0 --quiet",
+                     out, sizeof out);
+    if (rc != 0) fail_msg("clattn tune exited %d:\n%s", rc, out);
+    ctx = test_logged_context();
+    assert_int_equal(log_count(ctx, "\"status\":\"ok\""), 2); /* the candidate and the built-in default */
+    char *with = recorded_options(ctx, 64, true), *plain = recorded_options(ctx, 64, false);
+    char *with_far = recorded_options(ctx, 512, true); /* another bucket: the phase default of softcap calls */
+    if (!strstr(with, "-DHAS_SOFTCAP=1 -DROWS=8 -DBLOCK_N=32 ") || !strstr(with_far, "-DROWS=8 -DBLOCK_N=32 "))
+        fail_msg("softcap calls do not use the softcap class's entry: %s / %s", with, with_far);
+    if (strstr(plain, "-DROWS=8 -DBLOCK_N=32 ")) fail_msg("a plain call uses the softcap class's entry: %s", plain);
+    free(with);
+    free(plain);
+    free(with_far);
+    clattn_context_free(ctx);
+}
+
 /* Classes that no call looks up are usage errors that evaluate nothing: fused heads past 256 (they run unfused)
  * and additive values past the slice width (they run as slices, looked up by the slice's width). */
 static void classes_no_call_uses_are_refused(void **state) {
@@ -973,6 +1034,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(hanging_candidate_times_out),
         cmocka_unit_test(interrupted_run_resumes),
         cmocka_unit_test(seq2seq_tune_is_picked_up),
+        cmocka_unit_test(modifier_class_is_tuned_with_it),
         cmocka_unit_test(classes_no_call_uses_are_refused),
         cmocka_unit_test(context_ignores_bad_databases),
     };

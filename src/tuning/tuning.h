@@ -39,7 +39,11 @@ typedef struct cla_tune_problem {
     int mods; /* score modifiers compiled into the attention kernels: CLA_MODS_* bits (0 for other operations) */
 } cla_tune_problem;
 
-enum { CLA_MODS_SOFTCAP = 1, CLA_MODS_SINKS = 2, CLA_MODS_ALIBI = 4 };
+enum {
+    CLA_MODS_SOFTCAP = CLATTN_TUNE_MODS_SOFTCAP,
+    CLA_MODS_SINKS = CLATTN_TUNE_MODS_SINKS,
+    CLA_MODS_ALIBI = CLATTN_TUNE_MODS_ALIBI
+};
 
 /* A problem class: what a database entry applies to. In database entries a field of -1 is a wildcard (an entry
  * with wildcards is a device default); classes of concrete problems have every field their operation keys set

@@ -790,9 +790,10 @@ clattn_status clattn_tuning_database_store(const char *path, const clattn_device
     bool ok = cla_tuning_db_put(&db, &e);
     if (ok && phase_default) {
         /* The same parameters for every class of the family and phase: what a class without an entry falls back
-         * to before the built-in defaults. */
+         * to before the built-in defaults. It keeps the class's score modifiers, which change the kernel: tuned
+         * with a softcap, it serves the calls with a softcap, and plain calls keep their own default. */
         cla_tuning_entry d = e;
-        d.cls.head_dim = d.cls.dtype = d.cls.mask_kind = d.cls.causal = d.cls.v_dim = d.cls.mods = -1;
+        d.cls.head_dim = d.cls.dtype = d.cls.mask_kind = d.cls.causal = d.cls.v_dim = -1;
         d.cls.seq = -1;
         d.ms = d.default_ms = 0;
         ok = cla_tuning_db_put(&db, &d);
