@@ -59,6 +59,12 @@ CLATTN_API clattn_status clattn_program_record_begin(clattn_context *context);
 CLATTN_API size_t clattn_program_record_count(const clattn_context *context);
 CLATTN_API clattn_status clattn_program_recorded(const clattn_context *context, size_t index,
                                                  const char **source_name, const char **options);
+/* The text that goes ahead of that program's source (the code of a call's score_mod and mask_mod, with their
+ * buffers' names and types), or NULL for a program of the source alone; valid until clattn_program_record_end. Such
+ * a program is described and built with the _prefixed calls below, and the binary it gives is found only by calls
+ * with the same expressions and buffer names and types. */
+CLATTN_API clattn_status clattn_program_recorded_prefix(const clattn_context *context, size_t index,
+                                                        const char **prefix);
 CLATTN_API void clattn_program_record_end(clattn_context *context);
 
 #define CLATTN_BINARY_FILE_NAME_SIZE 40
@@ -75,12 +81,19 @@ typedef struct clattn_program_description {
 
 CLATTN_API clattn_status clattn_program_describe(clattn_context *context, const char *source_name,
                                                  const char *options, clattn_program_description *description);
+/* The same with `prefix` (NULL: none) ahead of the source, as clattn_program_recorded_prefix gives it. */
+CLATTN_API clattn_status clattn_program_describe_prefixed(clattn_context *context, const char *source_name,
+                                                          const char *prefix, const char *options,
+                                                          clattn_program_description *description);
 CLATTN_API void clattn_program_description_free(clattn_program_description *description);
 
 /* The device binary of a program for the context's device, built (or found in the caches) as an operation would
  * build it; *binary is allocated by the library (clattn_free). */
 CLATTN_API clattn_status clattn_program_build_binary(clattn_context *context, const char *source_name,
                                                      const char *options, unsigned char **binary, size_t *size);
+CLATTN_API clattn_status clattn_program_build_binary_prefixed(clattn_context *context, const char *source_name,
+                                                              const char *prefix, const char *options,
+                                                              unsigned char **binary, size_t *size);
 
 /* Writes the binary of the program with key `key` into directory `dir`, in the format and under the name
  * (clattn_program_description.binary_file) that the library loads prebuilt binaries by (CLATTN_BINARY_DIR,
