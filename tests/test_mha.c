@@ -304,6 +304,30 @@ static clattn_tensor rows_view(const dev_seq *full, size_t pos, size_t n) {
     return t;
 }
 
+/* The reference of one causal call with residual over the whole sequence x [B, T, d_model] of layer l; the caller
+ * adds what else the call has. */
+static cla_ref_mha full_causal_ref(const mha_layer *l, size_t B, size_t T, const float *x) {
+    cla_ref_mha ref;
+    memset(&ref, 0, sizeof ref);
+    ref.config = l->cfg;
+    ref.weights = l->host;
+    ref.batch = B;
+    ref.q_len = T;
+    ref.x = x;
+    ref.residual = 1;
+    ref.attention.scale = NAN;
+    ref.attention.causal = CLATTN_CAUSAL_TOP_LEFT;
+    ref.attention.window_left = ref.attention.window_right = CLATTN_WINDOW_UNBOUNDED;
+    return ref;
+}
+
+/* Rows [first, first + n) of every batch item of a full call's output [B, T, D], as the expected output of one
+ * decode step. */
+static void full_call_rows(const float *full, size_t B, size_t T, size_t D, size_t first, size_t n, double *rows) {
+    for (size_t b = 0; b < B; ++b)
+        for (size_t r = 0; r < n * D; ++r) rows[b * n * D + r] = full[(b * T + first) * D + r];
+}
+
 /* Decoding a sequence step by step (or chunk by chunk) through the cache gives what one causal call over the whole
  * sequence gives, row for row. */
 static void decode_matches_full_call(void **state) {
@@ -327,17 +351,7 @@ static void decode_matches_full_call(void **state) {
         assert_true(seq_read(ctx, &full, want));
 
         /* The full call against the reference as well. */
-        cla_ref_mha ref;
-        memset(&ref, 0, sizeof ref);
-        ref.config = cfg;
-        ref.weights = l.host;
-        ref.batch = B;
-        ref.q_len = T;
-        ref.x = x;
-        ref.residual = 1;
-        ref.attention.scale = NAN;
-        ref.attention.causal = CLATTN_CAUSAL_TOP_LEFT;
-        ref.attention.window_left = ref.attention.window_right = CLATTN_WINDOW_UNBOUNDED;
+        cla_ref_mha ref = full_causal_ref(&l, B, T, x);
         double *ref_out = calloc(B * T * D, sizeof *ref_out);
         ref.out = ref_out;
         assert_int_equal(cla_reference_mha(&ref), 0);
@@ -364,8 +378,7 @@ static void decode_matches_full_call(void **state) {
                 if (!seq_read(ctx, &out, got)) fail_msg("decode step %d: bytes outside the output were written", i);
                 /* Compare with the full call's rows [pos - n, pos) of every batch item. */
                 double *sel = malloc(B * n * D * sizeof *sel);
-                for (size_t b = 0; b < B; ++b)
-                    for (size_t r = 0; r < n * D; ++r) sel[b * n * D + r] = want[(b * T + pos - n) * D + r];
+                full_call_rows(want, B, T, D, pos - n, n, sel);
                 char what[64];
                 snprintf(what, sizeof what, "pattern %d step %d", pattern, i);
                 expect_close(what, got, sel, B * n * D, rel, CLATTN_DTYPE_F32, "decode vs full call");
@@ -388,8 +401,7 @@ static void decode_matches_full_call(void **state) {
                 float *got = malloc(B * n * D * sizeof *got);
                 assert_true(seq_read(ctx, &out, got));
                 double *sel = malloc(B * n * D * sizeof *sel);
-                for (size_t b = 0; b < B; ++b)
-                    for (size_t r = 0; r < n * D; ++r) sel[b * n * D + r] = want[(b * T + keep) * D + r];
+                full_call_rows(want, B, T, D, keep, n, sel);
                 expect_close("after truncate", got, sel, B * n * D, rel, CLATTN_DTYPE_F32, "decode after rollback");
                 free(sel);
                 free(got);
@@ -456,17 +468,7 @@ static void decode_with_mods(void **state) {
     assert_non_null(docs);
     for (size_t r = 0; r < (size_t)B * H * T; ++r)
         for (size_t j = 0; j < T; ++j) docs[r * T + j] = meta[1 + r % T] == meta[1 + j];
-    cla_ref_mha ref;
-    memset(&ref, 0, sizeof ref);
-    ref.config = cfg;
-    ref.weights = l.host;
-    ref.batch = B;
-    ref.q_len = T;
-    ref.x = x;
-    ref.residual = 1;
-    ref.attention.scale = NAN;
-    ref.attention.causal = CLATTN_CAUSAL_TOP_LEFT;
-    ref.attention.window_left = ref.attention.window_right = CLATTN_WINDOW_UNBOUNDED;
+    cla_ref_mha ref = full_causal_ref(&l, B, T, x);
     ref.attention.softcap = 0.75f;
     ref.attention.sinks = sinks;
     ref.attention.alibi_slopes = slopes;
@@ -500,8 +502,7 @@ static void decode_with_mods(void **state) {
         float got[B * T * D];
         if (!seq_read(ctx, &out, got)) fail_msg("decode step %zu: bytes outside the output were written", i);
         double sel[B * T * D];
-        for (size_t b = 0; b < B; ++b)
-            for (size_t r = 0; r < n * D; ++r) sel[b * n * D + r] = want[(b * T + pos - n) * D + r];
+        full_call_rows(want, B, T, D, pos - n, n, sel);
         char what[64];
         snprintf(what, sizeof what, "decode with mods, step %zu", i);
         expect_close(what, got, sel, B * n * D, rel, CLATTN_DTYPE_F32, "decode with mods vs full call");
