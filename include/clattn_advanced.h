@@ -158,6 +158,8 @@ typedef struct clattn_tune_config {
 enum { CLATTN_TUNE_PREFILL = 0, CLATTN_TUNE_DECODE = 1 };
 /* The bits of clattn_tune_class.mods. */
 enum { CLATTN_TUNE_MODS_SOFTCAP = 1, CLATTN_TUNE_MODS_SINKS = 2, CLATTN_TUNE_MODS_ALIBI = 4 };
+/* The values of clattn_tune_class.kv_layout. */
+enum { CLATTN_TUNE_KV_PACKED = 1, CLATTN_TUNE_KV_PAGED = 2 };
 
 /* A problem class, what a database entry applies to. -1 in a field is a wildcard (a device default). */
 typedef struct clattn_tune_class {
@@ -174,6 +176,11 @@ typedef struct clattn_tune_class {
      * serves calls with any modifiers; one with them is preferred for exactly those. A long, so that the struct has
      * no padding and compares bytewise. */
     long mods;
+    /* The serving formats, which are compiled in too: the keys' and values' layout (CLATTN_TUNE_KV_PACKED, _PAGED:
+     * "packed", "paged" in class text) and their 8-bit storage type (CLATTN_DTYPE_I8, _FP8_E4M3: "i8", "fp8").
+     * -1 (dense, the dtype's own; every entry tuned before these existed) serves calls of any, as for mods. */
+    long kv_layout;
+    long kv_dtype;
 } clattn_tune_class;
 
 /* A family by name; NULL if unknown. */

@@ -37,6 +37,9 @@ typedef struct cla_tune_problem {
     size_t batch, heads, q_len, kv_len;
     size_t group; /* query heads per key/value head (0 counts as 1): the rows the flash kernel packs per head */
     int mods; /* score modifiers compiled into the attention kernels: CLA_MODS_* bits (0 for other operations) */
+    /* The serving formats of the keys and values: CLATTN_TUNE_KV_PACKED or _PAGED (0: dense), and their 8-bit
+     * storage type (CLATTN_DTYPE_I8 or _FP8_E4M3; 0: the call's dtype). */
+    int kv_layout, kv_dtype;
 } cla_tune_problem;
 
 enum {

@@ -372,12 +372,13 @@ int cmd_tune(int argc, char **argv) {
             o->have_best = true;
             o->best_ms = ss.best_ms;
             clattn_tune_config_format(&sp.space, &ss.best, o->best, sizeof o->best);
-            /* The first class of each operation, phase and set of score modifiers in this run is also that
-             * phase's device default (for calls with those modifiers). */
+            /* The first class of each operation, phase, set of score modifiers and serving format in this run is
+             * also that phase's device default (for calls with those). */
             bool phase_default = true;
             for (size_t j = 0; j < i; ++j)
                 if (classes[j].stored && classes[j].op == op && classes[j].cls.phase == o->cls.phase &&
-                    classes[j].cls.mods == o->cls.mods)
+                    classes[j].cls.mods == o->cls.mods && classes[j].cls.kv_layout == o->cls.kv_layout &&
+                    classes[j].cls.kv_dtype == o->cls.kv_dtype)
                     phase_default = false;
             if (!store(db_path, &info, hash, o, phase_default))
                 result = CLI_FAILED;

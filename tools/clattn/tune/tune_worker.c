@@ -33,6 +33,7 @@
 #include "support_timing.h"
 #include "tune.h"
 #include "tune_clblast.h"
+#include "tune_serving.h"
 
 #define CMD "tune --worker"
 
@@ -44,6 +45,7 @@ typedef struct worker_setup {
     long mods;
     float *sinks, *slopes;
     cl_mem dsinks, dslopes;
+    tune_serving serving; /* the class's serving format: packed, paged, 8-bit K/V */
     support_sdpa_inputs in;
     double *ref;
     long repeat, warmup;
@@ -76,7 +78,8 @@ static const char *setup(worker_setup *w) {
     in->mask_kind = p->mask;
     static char why[256];
     if (support_sdpa_inputs_make(w->ctx, in, why, sizeof why) != 0) return why;
-    const char *bad = setup_mods(w);
+    const char *bad = tune_serving_setup(w->ctx, in, &w->serving); /* before the reference: 8-bit K/V change it */
+    if (!bad) bad = setup_mods(w);
     if (bad) return bad;
     const long m = w->mods > 0 ? w->mods : 0;
     w->ref = support_sdpa_inputs_reference_mods(in, p->causal, CLATTN_WINDOW_UNBOUNDED, CLATTN_WINDOW_UNBOUNDED,
@@ -88,6 +91,7 @@ static const char *setup(worker_setup *w) {
 
 static void free_setup(worker_setup *w) {
     support_sdpa_inputs_free(&w->in);
+    tune_serving_free(&w->serving);
     free(w->ref);
     free(w->sinks);
     free(w->slopes);
@@ -110,6 +114,7 @@ static int run_once(void *user, cl_command_queue queue, cl_event *done) {
         desc.alibi_slopes = clattn_tensor_bhld(w->dslopes, CLATTN_DTYPE_F32, 1, w->p.heads, 1, 1);
     clattn_tensor q, k, v, o;
     support_sdpa_inputs_tensors(&w->in, &desc, &q, &k, &v, &o);
+    tune_serving_apply(&w->serving, &w->in, &desc, &k, &v);
     return clattn_sdpa(w->ctx, &desc, &q, &k, &v, &o, queue, 0, NULL, done);
 }
 
@@ -375,6 +380,8 @@ int tune_worker_main(int argc, char **argv) {
     }
     const bool s2s_op = strcmp(w.p.operation, "seq2seq_additive") == 0;
     w.mods = s2s_op ? 0 : cls.mods;
+    w.serving.layout = s2s_op ? -1 : cls.kv_layout;
+    w.serving.kv_dtype = s2s_op ? -1 : cls.kv_dtype;
     const char *bad = s2s_op ? s2s_setup(&w) : setup(&w);
     if (bad) {
         printf("error %s\n", bad);
