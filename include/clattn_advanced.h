@@ -157,7 +157,15 @@ typedef struct clattn_tune_config {
 
 enum { CLATTN_TUNE_PREFILL = 0, CLATTN_TUNE_DECODE = 1 };
 /* The bits of clattn_tune_class.mods. */
-enum { CLATTN_TUNE_MODS_SOFTCAP = 1, CLATTN_TUNE_MODS_SINKS = 2, CLATTN_TUNE_MODS_ALIBI = 4 };
+enum {
+    CLATTN_TUNE_MODS_SOFTCAP = 1,
+    CLATTN_TUNE_MODS_SINKS = 2,
+    CLATTN_TUNE_MODS_ALIBI = 4,
+    /* A call with a score_mod or a mask_mod (whatever its expression: the tuner times a representative one). */
+    CLATTN_TUNE_MODS_SCORE_FN = 8,
+    CLATTN_TUNE_MODS_MASK_FN = 16,
+    CLATTN_TUNE_MODS_COUNT = 5 /* bits */
+};
 /* The values of clattn_tune_class.kv_layout. */
 enum { CLATTN_TUNE_KV_PACKED = 1, CLATTN_TUNE_KV_PAGED = 2 };
 
@@ -171,10 +179,10 @@ typedef struct clattn_tune_class {
     int v_dim; /* seq2seq_additive: the value width; attention: the value head dim where it differs from head_dim
                 * (-1 where they are equal) */
     long seq;  /* sequence-length bucket: the key length rounded up to a power of two */
-    /* The attention kernels' score modifiers, which are compiled in: bits 1 softcap, 2 sinks, 4 ALiBi ("softcap",
-     * "sinks", "alibi" in class text). An entry without them (-1, as every entry tuned on plain calls is stored)
-     * serves calls with any modifiers; one with them is preferred for exactly those. A long, so that the struct has
-     * no padding and compares bytewise. */
+    /* The attention kernels' score modifiers, which are compiled in: bits 1 softcap, 2 sinks, 4 ALiBi, 8 a
+     * score_mod, 16 a mask_mod ("softcap", "sinks", "alibi", "score_mod", "mask_mod" in class text). An entry
+     * without them (-1, as every entry tuned on plain calls is stored) serves calls with any modifiers; one with
+     * them is preferred for exactly those. A long, so that the struct has no padding and compares bytewise. */
     long mods;
     /* The serving formats, which are compiled in too: the keys' and values' layout (CLATTN_TUNE_KV_PACKED, _PAGED:
      * "packed", "paged" in class text) and their 8-bit storage type (CLATTN_DTYPE_I8, _FP8_E4M3: "i8", "fp8").

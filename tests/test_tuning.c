@@ -216,6 +216,11 @@ static void matcher_serving_formats(void **state) {
     assert_int_equal(c.kv_dtype, CLATTN_DTYPE_I8);
     cla_tune_class_format(&c, text, sizeof text);
     assert_string_equal(text, "decode:d64:L1024:f32:softcap:paged:i8");
+    /* The caller's mods are bits of the modifiers (which expression does not matter). */
+    assert_true(cla_tune_class_parse("prefill:d64:L64:mask_mod:score_mod", true, &c, why, sizeof why));
+    assert_int_equal(c.mods, CLA_MODS_SCORE_FN | CLA_MODS_MASK_FN);
+    cla_tune_class_format(&c, text, sizeof text);
+    assert_string_equal(text, "prefill:d64:L64:f32:score_mod:mask_mod");
     assert_true(cla_tune_class_parse("prefill:d64:L1024", true, &c, why, sizeof why));
     assert_int_equal(c.kv_layout, -1);
     assert_int_equal(c.kv_dtype, -1);
@@ -890,7 +895,8 @@ static void seq2seq_tune_is_picked_up(void **state) {
 /* The build options of the fused program one attention call of a class's problem (batch 1, 8 heads, d 64, f32, lq
  * queries over lk keys) builds, with a softcap or without, on dense keys and values or a paged int8 cache (pages of
  * 16), recorded rather than run; malloc'd. */
-static char *recorded_options(clattn_context *ctx, size_t lq, size_t lk, bool softcap, bool paged_i8) {
+static char *recorded_options(clattn_context *ctx, size_t lq, size_t lk, bool softcap, bool paged_i8,
+                              bool user_mods) {
     enum { H = 8, D = 64, PAGE = 16 };
     const size_t len = lq > lk ? lq : lk, pages = (lk + PAGE - 1) / PAGE;
     cl_mem buf = test_filled_buffer(ctx, H * len * D * sizeof(float), 0);
@@ -902,6 +908,10 @@ static char *recorded_options(clattn_context *ctx, size_t lq, size_t lk, bool so
     clattn_sdpa_desc desc;
     clattn_sdpa_desc_init(&desc);
     desc.softcap = softcap ? 50.0f : 0.0f;
+    if (user_mods) { /* which expressions does not matter to the class */
+        desc.score_mod = "score * 0.5f";
+        desc.mask_mod = "kv_idx != q_idx + 1";
+    }
     int32_t table[64], seqlens[1] = {(int32_t)lk};
     assert_true(pages <= 64);
     if (paged_i8) {
@@ -930,7 +940,7 @@ static char *recorded_options(clattn_context *ctx, size_t lq, size_t lk, bool so
 /* A class with a score modifier is timed with the modifier compiled in (the worker's call builds it: --programs
  * shows what the library builds for it), and the entry it stores, with the phase default it also stores, serves
  * calls with that modifier and not plain calls, which keep the built-in default. The one candidate is not the
- * built-in default, so the parameters tell which entry a call took. */
+ * built-in default (which the test hook fails), so the parameters tell which entry a call took. */
 static void modifier_class_is_tuned_with_it(void **state) {
     (void)state;
     clattn_context *ctx = test_logged_context();
@@ -947,14 +957,18 @@ static void modifier_class_is_tuned_with_it(void **state) {
     if (!strstr(out, "program ") || strstr(out, "HAS_SOFTCAP") || strstr(out, "HAS_SINKS"))
         fail_msg("a plain class builds:\n%s", out);
 
+    /* The built-in default fails by the test hook, so that the candidate is what gets stored. */
+    setenv("CLATTN_TUNE_TEST_FAIL", "wrong@" BUILT_IN, 1);
     int rc = run_cli("tune --shapes prefill:d64:L64:softcap --space variant=cpu,rows=8,block_n=32 --strategy "
                      "exhaustive --repeat 1 --warmup 0 --quiet",
                      out, sizeof out);
+    unsetenv("CLATTN_TUNE_TEST_FAIL");
     if (rc != 0) fail_msg("clattn tune exited %d:\n%s", rc, out);
     ctx = test_logged_context();
-    assert_int_equal(log_count(ctx, "\"status\":\"ok\""), 2); /* the candidate and the built-in default */
-    char *with = recorded_options(ctx, 64, 64, true, false), *plain = recorded_options(ctx, 64, 64, false, false);
-    char *with_far = recorded_options(ctx, 512, 512, true, false); /* another bucket: the softcap phase default */
+    assert_int_equal(log_count(ctx, "\"status\":\"ok\""), 1); /* the candidate, verified with the softcap */
+    char *with = recorded_options(ctx, 64, 64, true, false, false);
+    char *plain = recorded_options(ctx, 64, 64, false, false, false);
+    char *with_far = recorded_options(ctx, 512, 512, true, false, false); /* another bucket: the phase default */
     if (!strstr(with, "-DHAS_SOFTCAP=1 -DROWS=8 -DBLOCK_N=32 ") || !strstr(with_far, "-DROWS=8 -DBLOCK_N=32 "))
         fail_msg("softcap calls do not use the softcap class's entry: %s / %s", with, with_far);
     if (strstr(plain, "-DROWS=8 -DBLOCK_N=32 ")) fail_msg("a plain call uses the softcap class's entry: %s", plain);
@@ -963,6 +977,10 @@ static void modifier_class_is_tuned_with_it(void **state) {
     free(with_far);
     clattn_context_free(ctx);
 }
+
+/* The built-in default of the decode classes below, which the test hook fails (as a wrong answer) so that a
+ * candidate of the narrowed space is stored and its parameters tell which entry a call took. */
+#define DECODE_BUILT_IN "variant=cpu,rows=1,block_n=48,wg=1,local=0,splits=0,gqa_pack=1"
 
 /* The same for a serving format: a paged int8 decode class is timed on a paged int8 cache (the worker's call builds
  * that program, and verifies against the reference of the values the codes stand for), and its entry serves paged
@@ -983,19 +1001,52 @@ static void serving_class_is_tuned_with_it(void **state) {
         if (!strstr(out, wanted[i][0]) || !strstr(out, wanted[i][1]))
             fail_msg("the worker's call of %s builds:\n%s", classes[i], out);
     }
+    setenv("CLATTN_TUNE_TEST_FAIL", "wrong@" DECODE_BUILT_IN, 1);
     int rc = run_cli("tune --shapes decode:d64:L64:paged:i8,prefill:d64:L64:packed:fp8 --space "
                      "variant=cpu,rows=1,block_n=32 --strategy exhaustive --repeat 1 --warmup 0 --quiet",
                      out, sizeof out);
+    unsetenv("CLATTN_TUNE_TEST_FAIL");
     if (rc != 0) fail_msg("clattn tune exited %d:\n%s", rc, out);
     ctx = test_logged_context();
-    assert_int_equal(log_count(ctx, "\"status\":\"wrong\""), 0);
-    char *paged = recorded_options(ctx, 1, 64, false, true), *dense = recorded_options(ctx, 1, 64, false, false);
+    assert_int_equal(log_count(ctx, "\"status\":\"wrong\""), 1); /* the hook's alone: the others verified */
+    char *paged = recorded_options(ctx, 1, 64, false, true, false);
+    char *dense = recorded_options(ctx, 1, 64, false, false, false);
     if (!strstr(paged, "-DK_DTYPE=4") || !strstr(paged, "-DBLOCK_N=32 "))
         fail_msg("a paged int8 decode call does not use its class's entry: %s", paged);
     if (strstr(dense, "-DBLOCK_N=32 "))
         fail_msg("a dense decode call uses the paged int8 class's entry: %s", dense);
     free(paged);
     free(dense);
+    clattn_context_free(ctx);
+}
+
+/* The same for the caller's mods: a class with a score_mod and a mask_mod is timed with representative ones (which
+ * the worker checks against the reference of the built-ins they equal), and its entry serves calls with mods, not
+ * plain ones. */
+static void user_mods_class_is_tuned_with_them(void **state) {
+    (void)state;
+    clattn_context *ctx = test_logged_context();
+    clear_tuning_dir(ctx);
+    clattn_context_free(ctx);
+    char out[16384];
+    assert_int_equal(run_cli("tune --worker --class decode:d64:L64:score_mod:mask_mod --programs", out, sizeof out),
+                     0);
+    if (!strstr(out, "+HAS_SCORE_FN +HAS_MASK_FN")) fail_msg("the worker's call of a mods class builds:\n%s", out);
+    setenv("CLATTN_TUNE_TEST_FAIL", "wrong@" DECODE_BUILT_IN, 1);
+    int rc = run_cli("tune --shapes decode:d64:L64:score_mod:mask_mod --space variant=cpu,rows=1,block_n=32 "
+                     "--strategy exhaustive --repeat 1 --warmup 0 --quiet",
+                     out, sizeof out);
+    unsetenv("CLATTN_TUNE_TEST_FAIL");
+    if (rc != 0) fail_msg("clattn tune exited %d:\n%s", rc, out);
+    ctx = test_logged_context();
+    assert_int_equal(log_count(ctx, "\"status\":\"wrong\""), 1);
+    assert_true(log_count(ctx, "\"status\":\"ok\"") >= 2);
+    char *with = recorded_options(ctx, 1, 64, false, false, true);
+    char *plain = recorded_options(ctx, 1, 64, false, false, false);
+    if (!strstr(with, "-DBLOCK_N=32 ")) fail_msg("a call with mods does not use its class's entry: %s", with);
+    if (strstr(plain, "-DBLOCK_N=32 ")) fail_msg("a plain call uses the mods class's entry: %s", plain);
+    free(with);
+    free(plain);
     clattn_context_free(ctx);
 }
 
@@ -1158,6 +1209,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(seq2seq_tune_is_picked_up),
         cmocka_unit_test(modifier_class_is_tuned_with_it),
         cmocka_unit_test(serving_class_is_tuned_with_it),
+        cmocka_unit_test(user_mods_class_is_tuned_with_them),
         cmocka_unit_test(classes_no_call_uses_are_refused),
         cmocka_unit_test(context_ignores_bad_databases),
     };

@@ -48,7 +48,8 @@ clattn_status cla_sdpa_fused_override(clattn_context *ctx, const cla_tune_proble
 static clattn_status choose_params(clattn_context *ctx, const cla_sdpa_plan *p, cla_tune_config *c) {
     /* The modifiers and the serving formats are compiled in, so they are part of the tuning class. */
     const int mods = (p->softcap > 0.0f ? CLA_MODS_SOFTCAP : 0) | (p->sinks.buffer ? CLA_MODS_SINKS : 0) |
-                     (p->alibi_slopes.buffer ? CLA_MODS_ALIBI : 0);
+                     (p->alibi_slopes.buffer ? CLA_MODS_ALIBI : 0) | (p->score_mod ? CLA_MODS_SCORE_FN : 0) |
+                     (p->mask_mod ? CLA_MODS_MASK_FN : 0);
     cla_tune_problem prob = {p->head_dim,
                              p->v_head_dim,
                              p->q.dtype,

@@ -481,8 +481,9 @@ cla_tune_class cla_tune_op_class_of(const cla_tune_op *op, const cla_tune_proble
 
 static const char *const dtype_tokens[] = {"f32", "f16", "bf16"};
 static const char *const mask_tokens[] = {"nomask", "additive", "bool"};
-static const char *const mods_tokens[] = {"softcap", "sinks", "alibi"};     /* bits 1, 2, 4 */
-static const char *const kv_layout_tokens[] = {"dense", "packed", "paged"}; /* CLATTN_TUNE_KV_* */
+static const char *const mods_tokens[CLATTN_TUNE_MODS_COUNT] = {"softcap", "sinks", "alibi", "score_mod",
+                                                                "mask_mod"}; /* bits 1, 2, 4, 8, 16 */
+static const char *const kv_layout_tokens[] = {"dense", "packed", "paged"};  /* CLATTN_TUNE_KV_* */
 
 /* `prefix`: an operation's shape_prefix, which starts the text and names the widths "a" and "v"; NULL for an
  * attention class. */
@@ -500,7 +501,7 @@ static void format_class(const cla_tune_class *c, const char *prefix, char *out,
     if (c->causal > 0) snprintf(parts[n++], sizeof parts[0], "causal");
     if (c->mask_kind > 0 && c->mask_kind < 3)
         snprintf(parts[n++], sizeof parts[0], "%s", mask_tokens[c->mask_kind]);
-    for (int b = 0; b < 3; ++b)
+    for (int b = 0; b < CLATTN_TUNE_MODS_COUNT; ++b)
         if (c->mods > 0 && (c->mods & (1 << b))) snprintf(parts[n++], sizeof parts[0], "%s", mods_tokens[b]);
     if (c->kv_layout > 0 && c->kv_layout < 3)
         snprintf(parts[n++], sizeof parts[0], "%s", kv_layout_tokens[c->kv_layout]);
@@ -578,9 +579,10 @@ static bool parse_tokens(const char *text, const char *p, bool prefixed, bool co
             for (int i = 0; i < 3; ++i) {
                 if (strcmp(tok, dtype_tokens[i]) == 0) c->dtype = i, ok = true;
                 if (strcmp(tok, mask_tokens[i]) == 0) c->mask_kind = i, ok = true;
+            }
+            for (int i = 0; i < CLATTN_TUNE_MODS_COUNT; ++i)
                 if (!prefixed && strcmp(tok, mods_tokens[i]) == 0)
                     c->mods = (c->mods < 0 ? 0 : c->mods) | 1 << i, ok = true;
-            }
         }
         if (!ok) {
             cla_write_message(why, why_size,
@@ -588,7 +590,7 @@ static bool parse_tokens(const char *text, const char *p, bool prefixed, bool co
                                          "f32|f16|bf16, nomask|additive|bool)"
                                        : "class '%s': unknown part '%s' (expected prefill|decode, dN, vN, LN, "
                                          "f32|f16|bf16, causal|noncausal, nomask|additive|bool, softcap, sinks, "
-                                         "alibi, packed|paged, i8|fp8)",
+                                         "alibi, score_mod, mask_mod, packed|paged, i8|fp8)",
                               text, tok);
             return false;
         }

@@ -45,7 +45,9 @@ typedef struct cla_tune_problem {
 enum {
     CLA_MODS_SOFTCAP = CLATTN_TUNE_MODS_SOFTCAP,
     CLA_MODS_SINKS = CLATTN_TUNE_MODS_SINKS,
-    CLA_MODS_ALIBI = CLATTN_TUNE_MODS_ALIBI
+    CLA_MODS_ALIBI = CLATTN_TUNE_MODS_ALIBI,
+    CLA_MODS_SCORE_FN = CLATTN_TUNE_MODS_SCORE_FN,
+    CLA_MODS_MASK_FN = CLATTN_TUNE_MODS_MASK_FN
 };
 
 /* A problem class: what a database entry applies to. In database entries a field of -1 is a wildcard (an entry

@@ -63,9 +63,10 @@ static int index_of(const char *s, const char *const *names, int count) {
 static const char *const phase_names[] = {"prefill", "decode"};
 static const char *const dtype_names[] = {"f32", "f16", "bf16"};
 static const char *const mask_names[] = {"none", "additive", "bool"};
-static const char *const mods_names[] = {"softcap", "sinks", "alibi"};     /* bits 1, 2, 4 of a class's mods */
-static const char *const kv_layout_names[] = {"dense", "packed", "paged"}; /* CLATTN_TUNE_KV_* */
-static const char *const kv_dtype_names[] = {"i8", "fp8"};                 /* CLATTN_DTYPE_I8 + index */
+static const char *const mods_names[CLATTN_TUNE_MODS_COUNT] = {"softcap", "sinks", "alibi", "score_mod",
+                                                               "mask_mod"}; /* bits 1 to 16 of a class's mods */
+static const char *const kv_layout_names[] = {"dense", "packed", "paged"};  /* CLATTN_TUNE_KV_* */
+static const char *const kv_dtype_names[] = {"i8", "fp8"};                  /* CLATTN_DTYPE_I8 + index */
 
 static const char *parse_class(const cJSON *o, cla_tune_class *c) {
     c->head_dim = c->dtype = c->mask_kind = c->causal = c->phase = c->v_dim = -1;
@@ -98,12 +99,13 @@ static const char *parse_class(const cJSON *o, cla_tune_class *c) {
             if (!cJSON_IsBool(it)) return "class 'causal' must be true or false";
             c->causal = cJSON_IsTrue(it) ? 1 : 0;
         } else if (strcmp(k, "mods") == 0) {
-            const char *bad = "class 'mods' must be a list of \"softcap\", \"sinks\" and \"alibi\"";
+            const char *bad =
+                "class 'mods' must be a list of \"softcap\", \"sinks\", \"alibi\", \"score_mod\" and \"mask_mod\"";
             if (!cJSON_IsArray(it)) return bad;
             c->mods = 0;
             const cJSON *m;
             cJSON_ArrayForEach(m, it) {
-                const int b = cJSON_IsString(m) ? index_of(m->valuestring, mods_names, 3) : -1;
+                const int b = cJSON_IsString(m) ? index_of(m->valuestring, mods_names, CLATTN_TUNE_MODS_COUNT) : -1;
                 if (b < 0) return bad;
                 c->mods |= 1 << b;
             }
@@ -281,7 +283,7 @@ static cJSON *class_json(const cla_tune_class *c) {
     /* Without modifiers nothing is written: such an entry serves calls with any modifiers. */
     if (c->mods > 0) {
         cJSON *m = cJSON_AddArrayToObject(o, "mods");
-        for (int b = 0; m && b < 3; ++b)
+        for (int b = 0; m && b < CLATTN_TUNE_MODS_COUNT; ++b)
             if (c->mods & (1 << b)) cJSON_AddItemToArray(m, cJSON_CreateString(mods_names[b]));
     }
     if (c->kv_layout > 0 && c->kv_layout < 3)

@@ -178,7 +178,8 @@ int cmd_tune(int argc, char **argv) {
     cli_option options[] = {
         {"device", "SPEC", "device to tune (default: CLATTN_DEVICE, else the default device)", NULL},
         {"shapes", "LIST",
-         "problem classes, comma-separated: fused attention PHASE:dD:LN[:f16|bf16][:causal][:additive|bool], "
+         "problem classes, comma-separated: fused attention PHASE:dD:LN[:f16|bf16][:causal][:additive|bool]"
+         "[:softcap][:sinks][:alibi][:score_mod][:mask_mod][:packed|paged][:i8|fp8], "
          "additive attention additive[:decode]:aA[:vV]:LN[:f16|bf16][:additive|bool] (attention width A, value "
          "width V, default A; decode is one query row, batch 8) (default " DEFAULT_SHAPES ")",
          NULL},

@@ -35,16 +35,24 @@
 #include "tune_clblast.h"
 #include "tune_serving.h"
 
-#define CMD "tune --worker"
+#define CMD         "tune --worker"
+#define USER_SLOPE  0.0625f
+#define USER_WINDOW 8
 
 typedef struct worker_setup {
     clattn_context *ctx;
     clattn_tuning_query p; /* the class's problem */
-    /* The class's score modifiers (clattn_tune_class.mods bits: 1 softcap, 2 sinks, 4 ALiBi), compiled into the
-     * kernel that is timed, with the values `clattn bench --mods` uses. */
+    /* The class's score modifiers (clattn_tune_class.mods bits: 1 softcap, 2 sinks, 4 ALiBi, 8 score_mod, 16
+     * mask_mod), compiled into the kernel that is timed, with the values `clattn bench --mods` uses. */
     long mods;
     float *sinks, *slopes;
     cl_mem dsinks, dslopes;
+    /* A class with a score_mod or mask_mod times representative ones that the reference can state: an ALiBi-like
+     * score_mod of slope USER_SLOPE (ref_slopes: the reference's ALiBi slopes, the built-in's plus it) and a
+     * mask_mod that keeps keys up to USER_WINDOW past the query (the reference's right window); both aligned as
+     * the built-in window is. */
+    char score_expr[96], mask_expr[96];
+    float *ref_slopes;
     tune_serving serving; /* the class's serving format: packed, paged, 8-bit K/V */
     support_sdpa_inputs in;
     double *ref;
@@ -61,7 +69,18 @@ static const char *setup_mods(worker_setup *w) {
     support_mod_values(H, w->sinks, w->slopes);
     w->dsinks = support_buffer(w->ctx, w->sinks, H * sizeof(float), NULL);
     w->dslopes = support_buffer(w->ctx, w->slopes, H * sizeof(float), NULL);
-    return w->dsinks && w->dslopes ? NULL : "allocating the score modifiers' buffers failed";
+    if (!w->dsinks || !w->dslopes) return "allocating the score modifiers' buffers failed";
+    /* The expressions see q_idx as the row; the built-in window aligns it to the last key with causal masking. */
+    const long off = w->p.causal ? (long)w->p.kv_len - (long)w->p.q_len : 0;
+    snprintf(w->score_expr, sizeof w->score_expr, "score - %.4ff * (float)abs(q_idx + %ld - kv_idx)", USER_SLOPE,
+             off);
+    snprintf(w->mask_expr, sizeof w->mask_expr, "kv_idx - (q_idx + %ld) <= %d", off, USER_WINDOW);
+    w->ref_slopes = calloc(H + 1, sizeof *w->ref_slopes);
+    if (!w->ref_slopes) return "out of host memory for the score modifiers";
+    for (size_t h = 0; h < H; ++h)
+        w->ref_slopes[h] = (w->mods & CLATTN_TUNE_MODS_ALIBI ? w->slopes[h] : 0.0f) +
+                           (w->mods & CLATTN_TUNE_MODS_SCORE_FN ? USER_SLOPE : 0.0f);
+    return NULL;
 }
 
 /* The attention classes: the benchmark's random problem (q, k, v, and the class's [Lq, Lk] mask broadcast over
@@ -82,10 +101,11 @@ static const char *setup(worker_setup *w) {
     if (!bad) bad = setup_mods(w);
     if (bad) return bad;
     const long m = w->mods > 0 ? w->mods : 0;
-    w->ref = support_sdpa_inputs_reference_mods(in, p->causal, CLATTN_WINDOW_UNBOUNDED, CLATTN_WINDOW_UNBOUNDED,
-                                                NULL, m & CLATTN_TUNE_MODS_SOFTCAP ? SUPPORT_SOFTCAP : 0.0f,
-                                                m & CLATTN_TUNE_MODS_SINKS ? w->sinks : NULL,
-                                                m & CLATTN_TUNE_MODS_ALIBI ? w->slopes : NULL);
+    w->ref = support_sdpa_inputs_reference_mods(
+        in, p->causal, CLATTN_WINDOW_UNBOUNDED,
+        m & CLATTN_TUNE_MODS_MASK_FN ? USER_WINDOW : CLATTN_WINDOW_UNBOUNDED, NULL,
+        m & CLATTN_TUNE_MODS_SOFTCAP ? SUPPORT_SOFTCAP : 0.0f, m & CLATTN_TUNE_MODS_SINKS ? w->sinks : NULL,
+        m & (CLATTN_TUNE_MODS_ALIBI | CLATTN_TUNE_MODS_SCORE_FN) ? w->ref_slopes : NULL);
     return w->ref ? NULL : "the reference computation failed";
 }
 
@@ -95,6 +115,7 @@ static void free_setup(worker_setup *w) {
     free(w->ref);
     free(w->sinks);
     free(w->slopes);
+    free(w->ref_slopes);
     if (w->dsinks) clReleaseMemObject(w->dsinks);
     if (w->dslopes) clReleaseMemObject(w->dslopes);
 }
@@ -112,6 +133,8 @@ static int run_once(void *user, cl_command_queue queue, cl_event *done) {
         desc.sinks = clattn_tensor_bhld(w->dsinks, CLATTN_DTYPE_F32, 1, w->p.heads, 1, 1);
     if (m & CLATTN_TUNE_MODS_ALIBI)
         desc.alibi_slopes = clattn_tensor_bhld(w->dslopes, CLATTN_DTYPE_F32, 1, w->p.heads, 1, 1);
+    if (m & CLATTN_TUNE_MODS_SCORE_FN) desc.score_mod = w->score_expr;
+    if (m & CLATTN_TUNE_MODS_MASK_FN) desc.mask_mod = w->mask_expr;
     clattn_tensor q, k, v, o;
     support_sdpa_inputs_tensors(&w->in, &desc, &q, &k, &v, &o);
     tune_serving_apply(&w->serving, &w->in, &desc, &k, &v);
@@ -221,9 +244,14 @@ static void print_programs(worker_setup *w, const char *params) {
     candidate()(w, clattn_context_cl_queue(w->ctx), &done); /* fails at its first device operation, as it should */
     if (done) clReleaseEvent(done);
     for (size_t i = 0; i < clattn_program_record_count(w->ctx); ++i) {
-        const char *source = NULL, *options = NULL;
-        if (clattn_program_recorded(w->ctx, i, &source, &options) == CLATTN_SUCCESS)
-            printf("program %s %s\n", source, options);
+        const char *source = NULL, *options = NULL, *prefix = NULL;
+        if (clattn_program_recorded(w->ctx, i, &source, &options) != CLATTN_SUCCESS ||
+            clattn_program_recorded_prefix(w->ctx, i, &prefix) != CLATTN_SUCCESS)
+            continue;
+        /* The score_mod/mask_mod code goes ahead of the source, not into the options: name its switches. */
+        printf("program %s %s%s%s\n", source, options,
+               prefix && strstr(prefix, "#define HAS_SCORE_FN 1") ? " +HAS_SCORE_FN" : "",
+               prefix && strstr(prefix, "#define HAS_MASK_FN 1") ? " +HAS_MASK_FN" : "");
     }
     clattn_program_record_end(w->ctx);
 }
