@@ -937,6 +937,21 @@ static char *recorded_options(clattn_context *ctx, size_t lq, size_t lk, bool so
     return copy;
 }
 
+/* Runs `clattn tune` exhaustively over `space` for the classes `shapes`, once per candidate, with the built-in
+ * default `failed` made a wrong answer by the test hook, so that a candidate of the space is what gets stored and
+ * its parameters tell which entry a call took; fails the test unless the run succeeds. */
+static void tune_without_default(const char *shapes, const char *space, const char *failed, char *out,
+                                 size_t size) {
+    char args[512], hook[256];
+    snprintf(args, sizeof args, "tune --shapes %s --space %s --strategy exhaustive --repeat 1 --warmup 0 --quiet",
+             shapes, space);
+    snprintf(hook, sizeof hook, "wrong@%s", failed);
+    setenv("CLATTN_TUNE_TEST_FAIL", hook, 1);
+    const int rc = run_cli(args, out, size);
+    unsetenv("CLATTN_TUNE_TEST_FAIL");
+    if (rc != 0) fail_msg("clattn tune exited %d:\n%s", rc, out);
+}
+
 /* A class with a score modifier is timed with the modifier compiled in (the worker's call builds it: --programs
  * shows what the library builds for it), and the entry it stores, with the phase default it also stores, serves
  * calls with that modifier and not plain calls, which keep the built-in default. The one candidate is not the
@@ -958,12 +973,7 @@ static void modifier_class_is_tuned_with_it(void **state) {
         fail_msg("a plain class builds:\n%s", out);
 
     /* The built-in default fails by the test hook, so that the candidate is what gets stored. */
-    setenv("CLATTN_TUNE_TEST_FAIL", "wrong@" BUILT_IN, 1);
-    int rc = run_cli("tune --shapes prefill:d64:L64:softcap --space variant=cpu,rows=8,block_n=32 --strategy "
-                     "exhaustive --repeat 1 --warmup 0 --quiet",
-                     out, sizeof out);
-    unsetenv("CLATTN_TUNE_TEST_FAIL");
-    if (rc != 0) fail_msg("clattn tune exited %d:\n%s", rc, out);
+    tune_without_default("prefill:d64:L64:softcap", "variant=cpu,rows=8,block_n=32", BUILT_IN, out, sizeof out);
     ctx = test_logged_context();
     assert_int_equal(log_count(ctx, "\"status\":\"ok\""), 1); /* the candidate, verified with the softcap */
     char *with = recorded_options(ctx, 64, 64, true, false, false);
@@ -1001,12 +1011,8 @@ static void serving_class_is_tuned_with_it(void **state) {
         if (!strstr(out, wanted[i][0]) || !strstr(out, wanted[i][1]))
             fail_msg("the worker's call of %s builds:\n%s", classes[i], out);
     }
-    setenv("CLATTN_TUNE_TEST_FAIL", "wrong@" DECODE_BUILT_IN, 1);
-    int rc = run_cli("tune --shapes decode:d64:L64:paged:i8,prefill:d64:L64:packed:fp8 --space "
-                     "variant=cpu,rows=1,block_n=32 --strategy exhaustive --repeat 1 --warmup 0 --quiet",
-                     out, sizeof out);
-    unsetenv("CLATTN_TUNE_TEST_FAIL");
-    if (rc != 0) fail_msg("clattn tune exited %d:\n%s", rc, out);
+    tune_without_default("decode:d64:L64:paged:i8,prefill:d64:L64:packed:fp8", "variant=cpu,rows=1,block_n=32",
+                         DECODE_BUILT_IN, out, sizeof out);
     ctx = test_logged_context();
     assert_int_equal(log_count(ctx, "\"status\":\"wrong\""), 1); /* the hook's alone: the others verified */
     char *paged = recorded_options(ctx, 1, 64, false, true, false);
@@ -1032,12 +1038,8 @@ static void user_mods_class_is_tuned_with_them(void **state) {
     assert_int_equal(run_cli("tune --worker --class decode:d64:L64:score_mod:mask_mod --programs", out, sizeof out),
                      0);
     if (!strstr(out, "+HAS_SCORE_FN +HAS_MASK_FN")) fail_msg("the worker's call of a mods class builds:\n%s", out);
-    setenv("CLATTN_TUNE_TEST_FAIL", "wrong@" DECODE_BUILT_IN, 1);
-    int rc = run_cli("tune --shapes decode:d64:L64:score_mod:mask_mod --space variant=cpu,rows=1,block_n=32 "
-                     "--strategy exhaustive --repeat 1 --warmup 0 --quiet",
-                     out, sizeof out);
-    unsetenv("CLATTN_TUNE_TEST_FAIL");
-    if (rc != 0) fail_msg("clattn tune exited %d:\n%s", rc, out);
+    tune_without_default("decode:d64:L64:score_mod:mask_mod", "variant=cpu,rows=1,block_n=32", DECODE_BUILT_IN, out,
+                         sizeof out);
     ctx = test_logged_context();
     assert_int_equal(log_count(ctx, "\"status\":\"wrong\""), 1);
     assert_true(log_count(ctx, "\"status\":\"ok\"") >= 2);
