@@ -59,6 +59,12 @@ CLATTN_API clattn_status clattn_program_record_begin(clattn_context *context);
 CLATTN_API size_t clattn_program_record_count(const clattn_context *context);
 CLATTN_API clattn_status clattn_program_recorded(const clattn_context *context, size_t index,
                                                  const char **source_name, const char **options);
+/* The text that goes ahead of that program's source (the code of a call's score_mod and mask_mod, with their
+ * buffers' names and types), or NULL for a program of the source alone; valid until clattn_program_record_end. Such
+ * a program is described and built with the _prefixed calls below, and the binary it gives is found only by calls
+ * with the same expressions and buffer names and types. */
+CLATTN_API clattn_status clattn_program_recorded_prefix(const clattn_context *context, size_t index,
+                                                        const char **prefix);
 CLATTN_API void clattn_program_record_end(clattn_context *context);
 
 #define CLATTN_BINARY_FILE_NAME_SIZE 40
@@ -75,12 +81,19 @@ typedef struct clattn_program_description {
 
 CLATTN_API clattn_status clattn_program_describe(clattn_context *context, const char *source_name,
                                                  const char *options, clattn_program_description *description);
+/* The same with `prefix` (NULL: none) ahead of the source, as clattn_program_recorded_prefix gives it. */
+CLATTN_API clattn_status clattn_program_describe_prefixed(clattn_context *context, const char *source_name,
+                                                          const char *prefix, const char *options,
+                                                          clattn_program_description *description);
 CLATTN_API void clattn_program_description_free(clattn_program_description *description);
 
 /* The device binary of a program for the context's device, built (or found in the caches) as an operation would
  * build it; *binary is allocated by the library (clattn_free). */
 CLATTN_API clattn_status clattn_program_build_binary(clattn_context *context, const char *source_name,
                                                      const char *options, unsigned char **binary, size_t *size);
+CLATTN_API clattn_status clattn_program_build_binary_prefixed(clattn_context *context, const char *source_name,
+                                                              const char *prefix, const char *options,
+                                                              unsigned char **binary, size_t *size);
 
 /* Writes the binary of the program with key `key` into directory `dir`, in the format and under the name
  * (clattn_program_description.binary_file) that the library loads prebuilt binaries by (CLATTN_BINARY_DIR,
@@ -143,6 +156,18 @@ typedef struct clattn_tune_config {
 } clattn_tune_config;
 
 enum { CLATTN_TUNE_PREFILL = 0, CLATTN_TUNE_DECODE = 1 };
+/* The bits of clattn_tune_class.mods. */
+enum {
+    CLATTN_TUNE_MODS_SOFTCAP = 1,
+    CLATTN_TUNE_MODS_SINKS = 2,
+    CLATTN_TUNE_MODS_ALIBI = 4,
+    /* A call with a score_mod or a mask_mod (whatever its expression: the tuner times a representative one). */
+    CLATTN_TUNE_MODS_SCORE_FN = 8,
+    CLATTN_TUNE_MODS_MASK_FN = 16,
+    CLATTN_TUNE_MODS_COUNT = 5 /* bits */
+};
+/* The values of clattn_tune_class.kv_layout. */
+enum { CLATTN_TUNE_KV_PACKED = 1, CLATTN_TUNE_KV_PAGED = 2 };
 
 /* A problem class, what a database entry applies to. -1 in a field is a wildcard (a device default). */
 typedef struct clattn_tune_class {
@@ -154,11 +179,16 @@ typedef struct clattn_tune_class {
     int v_dim; /* seq2seq_additive: the value width; attention: the value head dim where it differs from head_dim
                 * (-1 where they are equal) */
     long seq;  /* sequence-length bucket: the key length rounded up to a power of two */
-    /* The attention kernels' score modifiers, which are compiled in: bits 1 softcap, 2 sinks, 4 ALiBi ("softcap",
-     * "sinks", "alibi" in class text). An entry without them (-1, as every entry tuned on plain calls is stored)
-     * serves calls with any modifiers; one with them is preferred for exactly those. A long, so that the struct has
-     * no padding and compares bytewise. */
+    /* The attention kernels' score modifiers, which are compiled in: bits 1 softcap, 2 sinks, 4 ALiBi, 8 a
+     * score_mod, 16 a mask_mod ("softcap", "sinks", "alibi", "score_mod", "mask_mod" in class text). An entry
+     * without them (-1, as every entry tuned on plain calls is stored) serves calls with any modifiers; one with
+     * them is preferred for exactly those. A long, so that the struct has no padding and compares bytewise. */
     long mods;
+    /* The serving formats, which are compiled in too: the keys' and values' layout (CLATTN_TUNE_KV_PACKED, _PAGED:
+     * "packed", "paged" in class text) and their 8-bit storage type (CLATTN_DTYPE_I8, _FP8_E4M3: "i8", "fp8").
+     * -1 (dense, the dtype's own; every entry tuned before these existed) serves calls of any, as for mods. */
+    long kv_layout;
+    long kv_dtype;
 } clattn_tune_class;
 
 /* A family by name; NULL if unknown. */
@@ -226,7 +256,8 @@ typedef struct clattn_tuning_record {
 
 /* Adds a result to the database file at `path` for `device` (rereading the file first, so that other entries stay;
  * a file of another device or driver, or a malformed one, is started afresh, and `message` says so), and with
- * `phase_default` also as the device default of its family and phase. Written atomically. CLATTN_ERROR_IO with the
+ * `phase_default` also as the device default of its family and phase (and score modifiers: a default stored from a
+ * class with modifiers serves calls with those alone). Written atomically. CLATTN_ERROR_IO with the
  * reason in `message` on failure. */
 CLATTN_API clattn_status clattn_tuning_database_store(const char *path, const clattn_device_info *device,
                                                       const clattn_tuning_record *record, int phase_default,

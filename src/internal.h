@@ -235,16 +235,18 @@ char *cla_build_log(const clattn_context *ctx, cl_program program);
 char *cla_program_cache_key(clattn_context *ctx, const char *source_name, const char *options);
 /* The complete build options of a program (base, the operation's, CLATTN_BUILD_OPTIONS), malloc'd. */
 char *cla_program_full_options(const clattn_context *ctx, const char *options);
-/* The device binary of a program for this context's device, built (or found) as cla_program_get would; *binary is
- * malloc'd. Used by `clattn kernels export --build`. */
-clattn_status cla_program_binary(clattn_context *ctx, const char *source_name, const char *options,
-                                 unsigned char **binary, size_t *size);
+/* The device binary of a program (with the text `prefix` ahead of its source, or NULL) for this context's device,
+ * built (or found) as cla_program_get_prefixed would; *binary is malloc'd. Used by `clattn kernels export --build`.
+ */
+clattn_status cla_program_binary(clattn_context *ctx, const char *source_name, const char *prefix,
+                                 const char *options, unsigned char **binary, size_t *size);
 
 /* Recording (`clattn kernels export`): while on, cla_program_get notes each program an operation asks for and
  * builds nothing, cla_kernel_get hands back NULL kernels, and every device operation fails (cla_fault_due), so
  * that driving an operation lists exactly the programs it would build, without running anything. */
 typedef struct cla_recorded_program {
     char *source_name;
+    char *prefix; /* the caller's score_mod/mask_mod code ahead of the source (sdpa_mods.c), or NULL */
     char *options;
 } cla_recorded_program;
 void cla_program_record_begin(clattn_context *ctx);

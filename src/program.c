@@ -217,6 +217,7 @@ void cla_program_record_end(clattn_context *ctx) {
     for (size_t i = 0; i < ctx->recorded_count; ++i) {
         free(ctx->recorded[i].source_name);
         free(ctx->recorded[i].options);
+        free(ctx->recorded[i].prefix);
     }
     free(ctx->recorded);
     ctx->recorded = NULL;
@@ -225,10 +226,11 @@ void cla_program_record_end(clattn_context *ctx) {
 }
 
 /* Notes a program once; the list keeps the order in which operations first asked for them. */
-static clattn_status record(clattn_context *ctx, const char *source_name, const char *options) {
+static clattn_status record(clattn_context *ctx, const char *source_name, const char *prefix, const char *options) {
     for (size_t i = 0; i < ctx->recorded_count; ++i)
         if (strcmp(ctx->recorded[i].source_name, source_name) == 0 &&
-            strcmp(ctx->recorded[i].options, options) == 0)
+            strcmp(ctx->recorded[i].options, options) == 0 &&
+            strcmp(ctx->recorded[i].prefix ? ctx->recorded[i].prefix : "", prefix ? prefix : "") == 0)
             return CLATTN_SUCCESS;
     cla_recorded_program *grown = realloc(ctx->recorded, (ctx->recorded_count + 1) * sizeof *grown);
     if (!grown) return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "out of host memory recording programs");
@@ -236,9 +238,11 @@ static clattn_status record(clattn_context *ctx, const char *source_name, const 
     cla_recorded_program *r = &grown[ctx->recorded_count];
     r->source_name = cla_strdup(source_name);
     r->options = cla_strdup(options);
-    if (!r->source_name || !r->options) {
+    r->prefix = prefix ? cla_strdup(prefix) : NULL;
+    if (!r->source_name || !r->options || (prefix && !r->prefix)) {
         free(r->source_name);
         free(r->options);
+        free(r->prefix);
         return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "out of host memory recording programs");
     }
     ctx->recorded_count++;
@@ -285,14 +289,9 @@ clattn_status cla_program_get_prefixed(clattn_context *ctx, const char *source_n
         *program = hit->program;
         return CLATTN_SUCCESS;
     }
-    /* A recorded program is named by its file and options alone, which cannot carry the caller's code. */
-    if (ctx->recording && prefix)
-        return cla_fail(ctx, CLATTN_ERROR_UNSUPPORTED,
-                        "programs with a score_mod or mask_mod cannot be recorded for export; they are built on "
-                        "the device that runs them");
     if (ctx->recording) {
         *program = NULL;
-        return record(ctx, source_name, options);
+        return record(ctx, source_name, prefix, options);
     }
     if (ctx->has_target)
         return cla_fail(
@@ -410,10 +409,10 @@ void cla_programs_release(clattn_context *ctx) {
     ctx->program_count = ctx->program_capacity = 0;
 }
 
-clattn_status cla_program_binary(clattn_context *ctx, const char *source_name, const char *options,
-                                 unsigned char **binary, size_t *size) {
+clattn_status cla_program_binary(clattn_context *ctx, const char *source_name, const char *prefix,
+                                 const char *options, unsigned char **binary, size_t *size) {
     cl_program program = NULL;
-    clattn_status st = cla_program_get(ctx, source_name, options, &program);
+    clattn_status st = cla_program_get_prefixed(ctx, source_name, prefix, options, &program);
     if (st != CLATTN_SUCCESS) return st;
     CLA_FAIL_ON(!program, ctx, CLATTN_ERROR_UNSUPPORTED,
                 "program kernels_cl/%s.cl: programs are being recorded, so none is built; end the recording "
@@ -453,6 +452,16 @@ size_t clattn_program_record_count(const clattn_context *ctx) {
     return ctx ? ctx->recorded_count : 0;
 }
 
+clattn_status clattn_program_recorded_prefix(const clattn_context *ctx, size_t index, const char **prefix) {
+    if (!ctx) return CLATTN_ERROR_NULL_POINTER;
+    CLA_ACCESSOR_FAIL_ON(!prefix, ctx, CLATTN_ERROR_NULL_POINTER, "prefix (the out-pointer) must not be NULL");
+    CLA_ACCESSOR_FAIL_ON(index >= ctx->recorded_count, ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                         "index is %zu but %zu programs were recorded (clattn_program_record_count)", index,
+                         ctx->recorded_count);
+    *prefix = ctx->recorded[index].prefix;
+    return CLATTN_SUCCESS;
+}
+
 clattn_status clattn_program_recorded(const clattn_context *ctx, size_t index, const char **source_name,
                                       const char **options) {
     if (!ctx) return CLATTN_ERROR_NULL_POINTER;
@@ -480,12 +489,22 @@ void clattn_program_description_free(clattn_program_description *d) {
 
 clattn_status clattn_program_describe(clattn_context *ctx, const char *source_name, const char *options,
                                       clattn_program_description *d) {
+    return clattn_program_describe_prefixed(ctx, source_name, NULL, options, d);
+}
+
+clattn_status clattn_program_describe_prefixed(clattn_context *ctx, const char *source_name, const char *prefix,
+                                               const char *options, clattn_program_description *d) {
     if (!ctx) return CLATTN_ERROR_NULL_POINTER;
     CLA_ENTER(ctx);
     CLA_FAIL_ON(!source_name || !d, ctx, CLATTN_ERROR_NULL_POINTER, "source_name and description must not be NULL");
     memset(d, 0, sizeof *d);
     clattn_status st = cla_source_load(ctx, source_name, &d->source, &d->source_length);
     if (st != CLATTN_SUCCESS) return st;
+    if (prefix && add_prefix(prefix, &d->source, &d->source_length) != CLATTN_SUCCESS) {
+        clattn_program_description_free(d);
+        return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "out of host memory describing program %s",
+                        source_name);
+    }
     d->build_options = concat_options(ctx, options ? options : "");
     d->key = d->build_options ? make_key(ctx, source_name, d->source, d->source_length, d->build_options) : NULL;
     if (!d->key) {
@@ -501,11 +520,16 @@ clattn_status clattn_program_describe(clattn_context *ctx, const char *source_na
 
 clattn_status clattn_program_build_binary(clattn_context *ctx, const char *source_name, const char *options,
                                           unsigned char **binary, size_t *size) {
+    return clattn_program_build_binary_prefixed(ctx, source_name, NULL, options, binary, size);
+}
+
+clattn_status clattn_program_build_binary_prefixed(clattn_context *ctx, const char *source_name, const char *prefix,
+                                                   const char *options, unsigned char **binary, size_t *size) {
     if (!ctx) return CLATTN_ERROR_NULL_POINTER;
     CLA_ENTER(ctx);
     CLA_FAIL_ON(!source_name || !binary || !size, ctx, CLATTN_ERROR_NULL_POINTER,
                 "source_name, binary and size must not be NULL");
     *binary = NULL;
     *size = 0;
-    return cla_program_binary(ctx, source_name, options ? options : "", binary, size);
+    return cla_program_binary(ctx, source_name, prefix, options ? options : "", binary, size);
 }

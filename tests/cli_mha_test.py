@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: Apache-2.0
 """`clattn run mha` against an independent NumPy implementation of a multi-head attention layer (projections,
-grouped-query heads, masks, key lengths, residual), plus its handling of bad inputs: each must give exit status 2 and
+grouped-query heads, masks, key lengths, residual, score modifiers and the caller's score_mod/mask_mod), plus its handling of bad inputs: each must give exit status 2 and
 leave no output file.
 Usage: cli_mha_test.py PATH/TO/clattn"""
 import numpy as np
@@ -14,7 +14,7 @@ rng, path, save, run, check = t.rng, t.path, t.save, t.run, t.check
 
 
 def mha(x, mem, wq, wk, wv, wo, heads, kv_heads, bq=None, bk=None, bv=None, bo=None, residual=False,
-        causal=None, mask=None, key_lengths=None, window=None):
+        causal=None, mask=None, key_lengths=None, window=None, **mods):
     """The layer in float64: x @ W (+ b) projections, attention per head, heads merged, output projection."""
     x = x.astype(np.float64)
     src = x if mem is None else mem.astype(np.float64)
@@ -28,7 +28,7 @@ def mha(x, mem, wq, wk, wv, wo, heads, kv_heads, bq=None, bk=None, bv=None, bo=N
     q = q.reshape(b, lq, heads, dk).transpose(0, 2, 1, 3)
     k = k.reshape(b, lk, kv_heads, dk).transpose(0, 2, 1, 3)
     v = v.reshape(b, lk, kv_heads, dv).transpose(0, 2, 1, 3)
-    o, _, _ = attention(q, k, v, causal=causal, mask=mask, key_lengths=key_lengths, window=window)
+    o, _, _ = attention(q, k, v, causal=causal, mask=mask, key_lengths=key_lengths, window=window, **mods)
     att = o.transpose(0, 2, 1, 3).reshape(b, lq, heads * dv)
     out = att @ wo + (0 if bo is None else bo)
     return out + x if residual else out
@@ -116,6 +116,32 @@ r = run("--random", "2,5,7,16", "--heads", "4", "--kv-heads", "2", "--causal", "
         "--sinks", path("sinks4.npy"), "--alibi-slopes", path("slopes4.npy"), "--check")
 check("--random cross-attention with softcap, sinks and ALiBi, --check",
       r.returncode == 0 and "largest difference" in r.stdout, r.stdout + r.stderr)
+
+# --score-mod and --mask-mod with their --mod-buffer arrays through the layer: an ALiBi score_mod on float32 slopes
+# and a document mask_mod on one int32 array of query then key ids, against NumPy with the built-in ALiBi and the
+# bool mask they reproduce; GQA, biases, residual, with the built-in softcap too. --check cannot run them; a bad
+# list or expression: an error and no output.
+slopes4 = np.array([0.5, 0.25, 0.125, 0.0625], dtype=np.float32)
+docs = np.concatenate([np.arange(L) // 3, np.arange(L) // 2]).astype(np.int32)
+doc_mask = docs[:L][:, None] == docs[L:][None, :]
+user_mods = ["--score-mod", "score - sl[h] * (float)abs(q_idx - kv_idx)", "--mask-mod",
+             f"doc[q_idx] == doc[{L} + kv_idx]", "--mod-buffer",
+             f"sl={save('sl4.npy', slopes4)},doc={save('docs.npy', docs)}"]
+expect = mha(x, None, wq, wk, wv, wo, H, HKV, bq, bk, bv, bo, residual=True, mask=doc_mask, alibi=slopes4,
+             softcap=1.5)
+agree("--score-mod ALiBi and --mask-mod documents on --mod-buffer arrays, softcap, residual",
+      files + ["--residual", "--softcap", "1.5"] + user_mods, expect, 2e-4)
+three = ",".join(f"{n}={path('sl4.npy')}" for n in "abc")
+for what, args, status in (("--score-mod and --check", user_mods + ["--check"], 2),
+                           ("--mask-mod with ';'", ["--mask-mod", "kv_idx; 1"], 2),
+                           ("--mod-buffer without '='", ["--score-mod", "score", "--mod-buffer", path("sl4.npy")], 2),
+                           ("three --mod-buffer arrays", ["--score-mod", "score", "--mod-buffer", three], 2),
+                           ("--mod-buffer of float64",
+                            ["--score-mod", "score", "--mod-buffer", "a=" + save("f64.npy", np.zeros(3))], 2),
+                           ("--score-mod that does not compile", ["--score-mod", "score + zz"], 1)):
+    r = t.run_to(*files, *args)
+    check(f"{what}: exit {status}, no output",
+          r.returncode == status and not t.wrote() and "clattn run mha" in r.stderr, f"exit {r.returncode}: {r.stderr}")
 
 # Bad inputs: exit status 2 and no output file.
 rejected("no --w-o", files[:6] + files[8:10])

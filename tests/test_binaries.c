@@ -4,7 +4,8 @@
  * them and gives bitwise the same results as one that compiles; a missing binary is CLATTN_ERROR_NO_COMPILER naming
  * the file; corrupt, truncated, huge, foreign or driver-rejected files are CLATTN_ERROR_INVALID_BINARY; the
  * manifest lists files that exist and hold what the library compiles; `clattn kernels pack` wraps an offline
- * compiler's outputs. */
+ * compiler's outputs; the compiled-in variants a deployment asks for (score modifiers, paged and 8-bit K/V, the
+ * caller's score_mod/mask_mod) export and load the same way. */
 #include "test_util.h"
 
 #include "internal.h"
@@ -533,6 +534,143 @@ static void recording_lists_programs_and_builds_nothing(void **state) {
     clattn_context_free(ctx);
 }
 
+/* ---- compiled-in variants: score modifiers, serving formats, 8-bit K/V, the caller's mods ---- */
+
+/* What `clattn kernels export` is asked for beside the plain class: softcap with sinks, a paged cache of 16-key
+ * pages, int8 K/V, and one score_mod/mask_mod pair reading a float buffer named sl. */
+#define MOD_SCORE "score - sl[h] * (float)abs(q_idx - kv_idx)"
+#define MOD_MASK  "kv_idx % 3 != 1"
+#define VARIANTS                                                                                                   \
+    "--head-dims 32 --dtypes f32 --causal none --phases decode --mods softcap+sinks --kv-layouts dense,paged "     \
+    "--page-sizes 16 --kv-dtypes same,i8 --score-mod '" MOD_SCORE "' --mask-mod '" MOD_MASK                        \
+    "' --mod-buffers sl=f32"
+
+enum { V_DENSE, V_PAGED_I8, V_USER_MODS, V_OTHER_MODS };
+
+static cl_mem buffer_of(clattn_context *ctx, const void *data, size_t bytes) {
+    cl_int err = CL_SUCCESS;
+    cl_mem m = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bytes,
+                              (void *)data, &err);
+    assert_int_equal(err, CL_SUCCESS);
+    return m;
+}
+
+/* One decode step (2 heads, 100 keys, d 32) with softcap and sinks: dense fp32 K/V, a paged int8 cache (7 pages of
+ * 16 keys, per-head scales), or dense with the exported score_mod/mask_mod (or another score_mod). *out (16 KiB,
+ * malloc'd) receives the output on success. */
+static clattn_status run_variant(clattn_context *ctx, int kind, float **out) {
+    enum { H = 2, LK = 100, D = 32, PAGES = 7, PAGE = 16 };
+    float q[H * D], k[H * LK * D], v[H * LK * D], o[H * D];
+    fill(q, H * D, 4);
+    fill(k, H * LK * D, 5);
+    fill(v, H * LK * D, 6);
+    int8_t k8[PAGES * H * PAGE * D], v8[PAGES * H * PAGE * D];
+    for (size_t i = 0; i < sizeof k8; ++i)
+        k8[i] = (int8_t)(k[i % (H * LK * D)] * 60.0f), v8[i] = (int8_t)(i * 37 % 255 - 127);
+    const float sinks[H] = {0.5f, -0.5f}, slopes[H] = {0.25f, 0.125f}, scales[H] = {0.02f, 0.03f};
+    cl_mem qb = buffer_of(ctx, q, sizeof q), ob = test_filled_buffer(ctx, sizeof o, 0x7f);
+    const bool paged = kind == V_PAGED_I8;
+    cl_mem kb = paged ? buffer_of(ctx, k8, sizeof k8) : buffer_of(ctx, k, sizeof k);
+    cl_mem vb = paged ? buffer_of(ctx, v8, sizeof v8) : buffer_of(ctx, v, sizeof v);
+    cl_mem sb = buffer_of(ctx, sinks, sizeof sinks), lb = buffer_of(ctx, slopes, sizeof slopes);
+    cl_mem cb = buffer_of(ctx, scales, sizeof scales);
+    clattn_sdpa_desc d;
+    clattn_sdpa_desc_init(&d);
+    d.impl = CLATTN_IMPL_FUSED;
+    d.softcap = 30.0f;
+    d.sinks = clattn_tensor_bhld(sb, CLATTN_DTYPE_F32, 1, H, 1, 1);
+    const clattn_tensor qt = clattn_tensor_bhld(qb, CLATTN_DTYPE_F32, 1, H, 1, D);
+    const clattn_tensor ot = clattn_tensor_bhld(ob, CLATTN_DTYPE_F32, 1, H, 1, D);
+    clattn_tensor kt = clattn_tensor_bhld(kb, CLATTN_DTYPE_F32, 1, H, LK, D), vt = kt;
+    vt.buffer = vb;
+    static const int32_t table[PAGES] = {6, 2, 0, 5, 1, 3, 4}, seqlens[1] = {LK};
+    if (paged) {
+        kt = clattn_tensor_bhld(kb, CLATTN_DTYPE_I8, PAGES, H, PAGE, D);
+        vt = kt;
+        vt.buffer = vb;
+        d.seq_count = 1;
+        d.block_table = table;
+        d.block_table_stride = PAGES;
+        d.seqlens_k = seqlens;
+        d.k_scale = d.v_scale = clattn_tensor_bhld(cb, CLATTN_DTYPE_F32, 1, H, 1, 1);
+    }
+    if (kind == V_USER_MODS || kind == V_OTHER_MODS) {
+        d.score_mod = kind == V_USER_MODS ? MOD_SCORE : "score - sl[h]";
+        d.mask_mod = MOD_MASK;
+        d.mod_buffers[0] = (clattn_mod_buffer){"sl", lb, CLATTN_MOD_F32, H};
+    }
+    clattn_status st = clattn_sdpa(ctx, &d, &qt, &kt, &vt, &ot, NULL, 0, NULL, NULL);
+    *out = NULL;
+    if (st == CLATTN_SUCCESS) {
+        *out = malloc(sizeof o);
+        assert_int_equal(
+            clEnqueueReadBuffer(clattn_context_cl_queue(ctx), ob, CL_TRUE, 0, sizeof o, *out, 0, NULL, NULL),
+            CL_SUCCESS);
+    }
+    const cl_mem all[] = {qb, ob, kb, vb, sb, lb, cb};
+    for (size_t i = 0; i < CLA_ARRAY_SIZE(all); ++i) clReleaseMemObject(all[i]);
+    return st;
+}
+
+/* Export builds the variants a deployment asks for; a context that cannot compile loads each from the binaries
+ * and gives bitwise what a compiling context gives, and a call with another expression has no binary. */
+static void exported_variants_load_without_compiling(void **state) {
+    (void)state;
+    char dir[1100], args[8192];
+    snprintf(dir, sizeof dir, "%s/variants", work);
+    snprintf(args, sizeof args, "export --out '%s' --build %s", dir, VARIANTS);
+    assert_int_equal(run_cli(args), 0);
+    cJSON *root = read_manifest(dir);
+    const cJSON *p;
+    int with_mods = 0, paged = 0, int8 = 0, softcap = 0, n = 0;
+    cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(root, "programs")) {
+        const char *o = member(p, "options");
+        with_mods += cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "user_mods"));
+        paged += strstr(o, "-DKV_LAYOUT=2 -DPAGE_SIZE=16") != NULL;
+        int8 += strstr(o, "-DK_DTYPE=4") != NULL;
+        softcap += strstr(o, "-DHAS_SOFTCAP=1 -DHAS_SINKS=1") != NULL;
+        ++n;
+    }
+    cJSON_Delete(root);
+    if (!with_mods || !paged || !int8 || softcap != n)
+        fail_msg("%d programs: %d with the mods, %d paged, %d int8, %d with softcap and sinks", n, with_mods, paged,
+                 int8, softcap);
+
+    clattn_context *binary_ctx = context_with(dir, CLATTN_COMPILE_NEVER);
+    clattn_context *source_ctx = context_with(NULL, CLATTN_COMPILE_AUTO);
+    for (int kind = V_DENSE; kind <= V_USER_MODS; ++kind) {
+        float *from_binary = NULL, *from_source = NULL;
+        const clattn_status st = run_variant(binary_ctx, kind, &from_binary);
+        if (st != CLATTN_SUCCESS)
+            fail_msg("variant %d from binaries: %s\n%s", kind, clattn_status_string(st),
+                     clattn_context_last_error(binary_ctx));
+        assert_status(run_variant(source_ctx, kind, &from_source), CLATTN_SUCCESS);
+        assert_memory_equal(from_binary, from_source, 2 * 32 * sizeof(float));
+        free(from_binary);
+        free(from_source);
+    }
+    clattn_cache_stats bs;
+    clattn_context_cache_stats(binary_ctx, &bs);
+    assert_int_equal(bs.builds, 0);
+    assert_true(bs.binary_loads >= 3);
+    float *none = NULL;
+    assert_status(run_variant(binary_ctx, V_OTHER_MODS, &none), CLATTN_ERROR_NO_COMPILER);
+    assert_null(none);
+    clattn_context_free(binary_ctx);
+    clattn_context_free(source_ctx);
+    /* The options are checked. */
+    snprintf(args, sizeof args, "export --out '%s' --mods softcap+softcap", dir);
+    assert_int_equal(run_cli(args), 2);
+    snprintf(args, sizeof args, "export --out '%s' --page-sizes 24 --kv-layouts paged", dir);
+    assert_int_equal(run_cli(args), 2);
+    snprintf(args, sizeof args, "export --out '%s' --kv-dtypes i4", dir);
+    assert_int_equal(run_cli(args), 2);
+    snprintf(args, sizeof args, "export --out '%s' --mod-buffers sl=f32", dir);
+    assert_int_equal(run_cli(args), 2);
+    snprintf(args, sizeof args, "export --out '%s' --score-mod score --mod-buffers sl=f64", dir);
+    assert_int_equal(run_cli(args), 2);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(exported_binaries_run_without_compiling_bitwise_like_source),
@@ -545,6 +683,7 @@ int main(void) {
         cmocka_unit_test(export_for_gpu_targets_lists_flash_programs),
         cmocka_unit_test(pack_wraps_offline_compiler_outputs_into_loadable_binaries),
         cmocka_unit_test(recording_lists_programs_and_builds_nothing),
+        cmocka_unit_test(exported_variants_load_without_compiling),
     };
     return cmocka_run_group_tests_name("binaries", tests, setup, teardown);
 }

@@ -3,7 +3,8 @@
  * self and cross attention, packed and separate weights, biases, residual, GQA, every mask, fp32/fp16/bf16
  * activations, odd shapes; incremental decoding through the cache equals one full causal call; bad arguments give
  * their specific status and write nothing; a device fault at any step is a clean status that leaks nothing and
- * leaves the cache as it was. Outputs are poisoned around their views and checked afterwards. */
+ * leaves the cache as it was. The score modifiers and the caller's score_mod/mask_mod pass through the layer and
+ * its cache. Outputs are poisoned around their views and checked afterwards. */
 #include "mha_case.h"
 
 #include <math.h>
@@ -161,6 +162,33 @@ static void score_modifiers(void **state) {
     }
 }
 
+/* The caller's score_mod and mask_mod (an ALiBi score_mod on a slopes buffer, a document mask_mod on an id buffer)
+ * pass through the layer to its attention: self and cross, GQA, with the built-in softcap and sinks, causal, key
+ * lengths and lse, against the reference with the equivalent ALiBi slopes and bool mask. */
+static void user_mods(void **state) {
+    (void)state;
+    for (int which = 0; which < 6; ++which) {
+        mha_case c;
+        mha_case_init(&c);
+        c.user_mods = true;
+        c.q_len = 11;
+        c.cfg.heads = 4;
+        c.cfg.kv_heads = which % 2 ? 2 : 4;
+        c.cross = which >= 3;
+        c.mem_len = 13;
+        c.bias = which != 1;
+        c.residual = which == 2;
+        c.softcap = which == 1 || which == 4 ? 0.75f : 0.0f;
+        c.sinks = which == 2 || which == 4;
+        c.causal = which == 2 ? CLATTN_CAUSAL_TOP_LEFT : CLATTN_CAUSAL_NONE;
+        c.key_lengths = which == 5;
+        c.lse = which >= 4;
+        c.x_dtype = c.out_dtype = which == 3 ? CLATTN_DTYPE_F16 : CLATTN_DTYPE_F32;
+        c.seed = (unsigned)(60 + which);
+        mha_case_run(ctx, &c);
+    }
+}
+
 static void storage_dtypes(void **state) {
     (void)state;
     mha_case c;
@@ -276,6 +304,30 @@ static clattn_tensor rows_view(const dev_seq *full, size_t pos, size_t n) {
     return t;
 }
 
+/* The reference of one causal call with residual over the whole sequence x [B, T, d_model] of layer l; the caller
+ * adds what else the call has. */
+static cla_ref_mha full_causal_ref(const mha_layer *l, size_t B, size_t T, const float *x) {
+    cla_ref_mha ref;
+    memset(&ref, 0, sizeof ref);
+    ref.config = l->cfg;
+    ref.weights = l->host;
+    ref.batch = B;
+    ref.q_len = T;
+    ref.x = x;
+    ref.residual = 1;
+    ref.attention.scale = NAN;
+    ref.attention.causal = CLATTN_CAUSAL_TOP_LEFT;
+    ref.attention.window_left = ref.attention.window_right = CLATTN_WINDOW_UNBOUNDED;
+    return ref;
+}
+
+/* Rows [first, first + n) of every batch item of a full call's output [B, T, D], as the expected output of one
+ * decode step. */
+static void full_call_rows(const float *full, size_t B, size_t T, size_t D, size_t first, size_t n, double *rows) {
+    for (size_t b = 0; b < B; ++b)
+        for (size_t r = 0; r < n * D; ++r) rows[b * n * D + r] = full[(b * T + first) * D + r];
+}
+
 /* Decoding a sequence step by step (or chunk by chunk) through the cache gives what one causal call over the whole
  * sequence gives, row for row. */
 static void decode_matches_full_call(void **state) {
@@ -299,17 +351,7 @@ static void decode_matches_full_call(void **state) {
         assert_true(seq_read(ctx, &full, want));
 
         /* The full call against the reference as well. */
-        cla_ref_mha ref;
-        memset(&ref, 0, sizeof ref);
-        ref.config = cfg;
-        ref.weights = l.host;
-        ref.batch = B;
-        ref.q_len = T;
-        ref.x = x;
-        ref.residual = 1;
-        ref.attention.scale = NAN;
-        ref.attention.causal = CLATTN_CAUSAL_TOP_LEFT;
-        ref.attention.window_left = ref.attention.window_right = CLATTN_WINDOW_UNBOUNDED;
+        cla_ref_mha ref = full_causal_ref(&l, B, T, x);
         double *ref_out = calloc(B * T * D, sizeof *ref_out);
         ref.out = ref_out;
         assert_int_equal(cla_reference_mha(&ref), 0);
@@ -336,8 +378,7 @@ static void decode_matches_full_call(void **state) {
                 if (!seq_read(ctx, &out, got)) fail_msg("decode step %d: bytes outside the output were written", i);
                 /* Compare with the full call's rows [pos - n, pos) of every batch item. */
                 double *sel = malloc(B * n * D * sizeof *sel);
-                for (size_t b = 0; b < B; ++b)
-                    for (size_t r = 0; r < n * D; ++r) sel[b * n * D + r] = want[(b * T + pos - n) * D + r];
+                full_call_rows(want, B, T, D, pos - n, n, sel);
                 char what[64];
                 snprintf(what, sizeof what, "pattern %d step %d", pattern, i);
                 expect_close(what, got, sel, B * n * D, rel, CLATTN_DTYPE_F32, "decode vs full call");
@@ -360,8 +401,7 @@ static void decode_matches_full_call(void **state) {
                 float *got = malloc(B * n * D * sizeof *got);
                 assert_true(seq_read(ctx, &out, got));
                 double *sel = malloc(B * n * D * sizeof *sel);
-                for (size_t b = 0; b < B; ++b)
-                    for (size_t r = 0; r < n * D; ++r) sel[b * n * D + r] = want[(b * T + keep) * D + r];
+                full_call_rows(want, B, T, D, keep, n, sel);
                 expect_close("after truncate", got, sel, B * n * D, rel, CLATTN_DTYPE_F32, "decode after rollback");
                 free(sel);
                 free(got);
@@ -385,6 +425,100 @@ static void decode_matches_full_call(void **state) {
         seq_release(&full);
         mha_layer_free(&l);
     }
+}
+
+/* The modifiers through the cache: decoding chunk by chunk with a softcap, sinks and the caller's mods gives the
+ * rows of one causal call over the whole sequence, which matches the reference. The mods see the row within the
+ * call as q_idx, so they add the tokens already cached (element 0 of their int buffer, rewritten before each step):
+ * ALiBi on the absolute position, and documents of 4 tokens (ids from element 1 on). */
+static void decode_with_mods(void **state) {
+    (void)state;
+    const clattn_mha_config cfg = {24, 0, 4, 2, 6, 0};
+    enum { B = 2, T = 11, D = 24, H = 4 };
+    mha_layer l;
+    mha_layer_make(ctx, &l, &cfg, true, true, 9);
+    unsigned seed = 91;
+    float *x = mha_rand_array(B * T * D, 1.0f, &seed);
+    dev_seq dx = seq_make(ctx, CLATTN_DTYPE_F32, B, T, D, 0, x);
+    dev_seq full = seq_make(ctx, CLATTN_DTYPE_F32, B, T, D, 0, NULL);
+    float slopes[H], sinks[H];
+    for (int h = 0; h < H; ++h) slopes[h] = 0.3f / (float)(h + 1), sinks[h] = 0.5f - 0.4f * (float)h;
+    int32_t meta[1 + T];
+    meta[0] = 0;
+    for (int i = 0; i < T; ++i) meta[1 + i] = i / 4;
+    cl_mem slope_buf = mha_buffer(ctx, sizeof slopes, slopes), sink_buf = mha_buffer(ctx, sizeof sinks, sinks);
+    cl_mem meta_buf = mha_buffer(ctx, sizeof meta, meta);
+
+    clattn_mha_desc desc;
+    clattn_mha_desc_init(&desc);
+    desc.residual = 1;
+    desc.attention.causal = CLATTN_CAUSAL_TOP_LEFT;
+    desc.attention.softcap = 0.75f;
+    desc.attention.sinks = clattn_tensor_bhld(sink_buf, CLATTN_DTYPE_F32, 1, H, 1, 1);
+    desc.attention.score_mod = "score - slopes[h] * (float)abs(q_idx + meta[0] - kv_idx)";
+    desc.attention.mask_mod = "meta[1 + q_idx + meta[0]] == meta[1 + kv_idx]";
+    desc.attention.mod_buffers[0] = (clattn_mod_buffer){"slopes", slope_buf, CLATTN_MOD_F32, H};
+    desc.attention.mod_buffers[1] = (clattn_mod_buffer){"meta", meta_buf, CLATTN_MOD_I32, 1 + T};
+    mha_run_ok(ctx, l.dev, &desc, &dx.t, NULL, &full.t);
+    float *want = malloc(B * T * D * sizeof *want);
+    assert_true(seq_read(ctx, &full, want));
+
+    /* The full call against the reference: the built-in ALiBi and the documents' bool mask. */
+    uint8_t *docs = malloc(B * H * T * T);
+    assert_non_null(docs);
+    for (size_t r = 0; r < (size_t)B * H * T; ++r)
+        for (size_t j = 0; j < T; ++j) docs[r * T + j] = meta[1 + r % T] == meta[1 + j];
+    cla_ref_mha ref = full_causal_ref(&l, B, T, x);
+    ref.attention.softcap = 0.75f;
+    ref.attention.sinks = sinks;
+    ref.attention.alibi_slopes = slopes;
+    ref.attention.bool_mask.data = docs;
+    const size_t msize[4] = {B, H, T, T}, mstride[4] = {H * T * T, T * T, T, 1};
+    memcpy(ref.attention.bool_mask.size, msize, sizeof msize);
+    memcpy(ref.attention.bool_mask.stride, mstride, sizeof mstride);
+    double ref_out[B * T * D];
+    ref.out = ref_out;
+    assert_int_equal(cla_reference_mha(&ref), 0);
+    const double rel = check_mha_rel_tolerance(&l.cfg, T);
+    expect_close("full call", want, ref_out, B * T * D, rel, CLATTN_DTYPE_F32, "decode with mods: full call");
+
+    clattn_kv_cache *cache = NULL;
+    assert_status(clattn_kv_cache_create(ctx, &cfg, B, T, &cache), CLATTN_SUCCESS);
+    desc.cache = cache;
+    desc.cache_mode = CLATTN_CACHE_APPEND;
+    desc.attention.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+    static const size_t chunks[] = {3, 1, 4, 2, 1};
+    size_t pos = 0;
+    for (size_t i = 0; i < CLA_ARRAY_SIZE(chunks); ++i) {
+        const size_t n = chunks[i];
+        const cl_int at = (cl_int)pos;
+        assert_int_equal(
+            clEnqueueWriteBuffer(clattn_context_cl_queue(ctx), meta_buf, CL_TRUE, 0, sizeof at, &at, 0, NULL, NULL),
+            CL_SUCCESS);
+        clattn_tensor xs = rows_view(&dx, pos, n);
+        dev_seq out = seq_make(ctx, CLATTN_DTYPE_F32, B, n, D, 2, NULL);
+        mha_run_ok(ctx, l.dev, &desc, &xs, NULL, &out.t);
+        pos += n;
+        float got[B * T * D];
+        if (!seq_read(ctx, &out, got)) fail_msg("decode step %zu: bytes outside the output were written", i);
+        double sel[B * T * D];
+        full_call_rows(want, B, T, D, pos - n, n, sel);
+        char what[64];
+        snprintf(what, sizeof what, "decode with mods, step %zu", i);
+        expect_close(what, got, sel, B * n * D, rel, CLATTN_DTYPE_F32, "decode with mods vs full call");
+        seq_release(&out);
+    }
+    assert_int_equal(pos, T);
+    clattn_kv_cache_free(cache);
+    clReleaseMemObject(slope_buf);
+    clReleaseMemObject(sink_buf);
+    clReleaseMemObject(meta_buf);
+    free(docs);
+    free(want);
+    free(x);
+    seq_release(&dx);
+    seq_release(&full);
+    mha_layer_free(&l);
 }
 
 /* Cross-attention: the memory is projected into the cache by the first call, later calls READ it. */
@@ -827,12 +961,14 @@ int main(void) {
         cmocka_unit_test(masks),
         cmocka_unit_test(lse_and_weights),
         cmocka_unit_test(score_modifiers),
+        cmocka_unit_test(user_mods),
         cmocka_unit_test(storage_dtypes),
         cmocka_unit_test(odd_shapes),
         cmocka_unit_test(wide_heads),
         cmocka_unit_test(in_place_residual),
         cmocka_unit_test(empty_sizes),
         cmocka_unit_test(decode_matches_full_call),
+        cmocka_unit_test(decode_with_mods),
         cmocka_unit_test(cross_attention_cache),
         cmocka_unit_test(cache_capacity),
         cmocka_unit_test(bad_arguments),

@@ -5,7 +5,8 @@
  * masking, and a document mask (ids from two int buffers, also reading b and h) against the same bool mask tensor,
  * on the cpu (row and block shapes), tiled and flash variants. Then the errors: expressions that do not compile
  * (BUILD_FAILED, with the expression in the message), characters that could escape the expression, bad mod
- * buffers, and the paths that cannot run mods; outputs untouched in each. */
+ * buffers, and the paths that cannot run mods; outputs untouched in each. --tiny runs one call of both mods on
+ * every variant, for Oclgrind. */
 #include "test_util.h"
 
 #include "support_buffers.h"
@@ -295,11 +296,63 @@ static void wide_heads_refused(void **state) {
     clReleaseMemObject(out);
 }
 
-int main(void) {
+/* --tiny, for Oclgrind (tests/oclgrind_run.sh: data races, uninitialised reads; CTest oclgrind_usermods): one call
+ * per fused variant with both expressions and both buffer dtypes at once, an ALiBi score_mod reading float slopes
+ * and a document mask_mod reading one int buffer of query then key ids, against the built-in ALiBi and the same
+ * bool mask. */
+static void tiny_every_variant(void **state) {
+    (void)state;
+    inputs in = make_inputs(9);
+    const float slopes[HQ] = {0.5f, 0.125f};
+    cl_mem slope_buf = upload(slopes, sizeof slopes);
+    int32_t doc[LQ + LK];
+    for (int i = 0; i < LQ; ++i) doc[i] = i / 5;
+    for (int j = 0; j < LK; ++j) doc[LQ + j] = j / 11;
+    cl_mem doc_buf = upload(doc, sizeof doc);
+    uint8_t *bools = malloc((size_t)B * HQ * LQ * LK);
+    assert_non_null(bools);
+    for (size_t r = 0; r < (size_t)B * HQ * LQ; ++r)
+        for (int j = 0; j < LK; ++j) bools[r * LK + j] = doc[r % LQ] == doc[LQ + j];
+    cl_mem mask_buf = upload(bools, (size_t)B * HQ * LQ * LK);
+    char mask_expr[64];
+    snprintf(mask_expr, sizeof mask_expr, "doc[q_idx] == doc[%d + kv_idx]", LQ);
+    /* USERMODS_SPLITS=0 or 1 runs the variants without or with key splits alone: Oclgrind 21.10's
+     * uninitialised-value checker loses track of the split workspace that sdpa_combine reads (as in
+     * test_oclgrind_kernels --splits), so CTest runs the split variant under the race and API checks alone
+     * (tests/CMakeLists.txt). */
+    const char *splits = getenv("USERMODS_SPLITS");
+    for (size_t vi = 0; vi < sizeof variants / sizeof *variants; ++vi) {
+        if (splits && (strstr(variants[vi], "splits=") != NULL) != (atoi(splits) != 0)) continue;
+        assert_status(clattn_context_set_kernel_params(ctx, "sdpa_fused", variants[vi]), CLATTN_SUCCESS);
+        clattn_sdpa_desc mod, builtin;
+        clattn_sdpa_desc_init(&mod);
+        clattn_sdpa_desc_init(&builtin);
+        mod.score_mod = "score - slopes[h] * (float)abs(q_idx - kv_idx)";
+        mod.mask_mod = mask_expr;
+        mod.mod_buffers[0] = (clattn_mod_buffer){"slopes", slope_buf, CLATTN_MOD_F32, HQ};
+        mod.mod_buffers[1] = (clattn_mod_buffer){"doc", doc_buf, CLATTN_MOD_I32, LQ + LK};
+        builtin.alibi_slopes = tensor4(slope_buf, 1, HQ, 1, 1);
+        builtin.mask = tensor4(mask_buf, B, HQ, LQ, LK);
+        builtin.mask.dtype = CLATTN_DTYPE_BOOL;
+        expect_same(&in, &mod, &builtin, variants[vi]);
+    }
+    assert_status(clattn_context_set_kernel_params(ctx, "sdpa_fused", NULL), CLATTN_SUCCESS);
+    free(bools);
+    clReleaseMemObject(mask_buf);
+    clReleaseMemObject(doc_buf);
+    clReleaseMemObject(slope_buf);
+    free_inputs(&in);
+}
+
+int main(int argc, char **argv) {
+    const struct CMUnitTest tiny[] = {cmocka_unit_test(tiny_every_variant)};
+    if (argc > 1 && strcmp(argv[1], "--tiny") == 0)
+        return cmocka_run_group_tests_name("sdpa_usermods_tiny", tiny, setup, teardown);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(forbidden_expressions), cmocka_unit_test(bad_mod_buffers),
         cmocka_unit_test(unfused_refused),       cmocka_unit_test(wide_heads_refused),
         cmocka_unit_test(compile_errors),        cmocka_unit_test(mods_match_builtins),
+        cmocka_unit_test(tiny_every_variant),
     };
     return cmocka_run_group_tests_name("sdpa_usermods", tests, setup, teardown);
 }

@@ -203,6 +203,81 @@ static void matcher_score_modifiers(void **state) {
     cla_tuning_db_clear(&db);
 }
 
+/* The serving formats are part of the class too: "packed"/"paged" and "i8"/"fp8" in its text, "kv_layout" and
+ * "kv_dtype" in the file. An entry tuned with one serves calls with exactly that one, ahead of the dense class's
+ * entry, which still serves them when there is none (databases from before keep working); the fields survive the
+ * writer; malformed ones are refused. */
+static void matcher_serving_formats(void **state) {
+    (void)state;
+    cla_tune_class c;
+    char why[256] = "", text[128];
+    assert_true(cla_tune_class_parse("decode:d64:L1024:i8:paged:softcap", true, &c, why, sizeof why));
+    assert_int_equal(c.kv_layout, CLATTN_TUNE_KV_PAGED);
+    assert_int_equal(c.kv_dtype, CLATTN_DTYPE_I8);
+    cla_tune_class_format(&c, text, sizeof text);
+    assert_string_equal(text, "decode:d64:L1024:f32:softcap:paged:i8");
+    /* The caller's mods are bits of the modifiers (which expression does not matter). */
+    assert_true(cla_tune_class_parse("prefill:d64:L64:mask_mod:score_mod", true, &c, why, sizeof why));
+    assert_int_equal(c.mods, CLA_MODS_SCORE_FN | CLA_MODS_MASK_FN);
+    cla_tune_class_format(&c, text, sizeof text);
+    assert_string_equal(text, "prefill:d64:L64:f32:score_mod:mask_mod");
+    assert_true(cla_tune_class_parse("prefill:d64:L1024", true, &c, why, sizeof why));
+    assert_int_equal(c.kv_layout, -1);
+    assert_int_equal(c.kv_dtype, -1);
+    const cla_tune_problem p = problem("prefill:d64:L512:packed:fp8");
+    assert_int_equal(p.kv_layout, CLATTN_TUNE_KV_PACKED);
+    assert_int_equal(p.kv_dtype, CLATTN_DTYPE_FP8_E4M3);
+    assert_int_equal(cla_tune_class_of(&p).kv_dtype, CLATTN_DTYPE_FP8_E4M3);
+
+    char *e1 = entry_json(hash_a,
+                          "{\"phase\":\"decode\",\"head_dim\":64,\"seq\":1024,\"dtype\":\"f32\",\"causal\":false,"
+                          "\"mask\":\"none\"}",
+                          "{\"variant\":\"cpu\",\"block_n\":16}");
+    char *e2 = entry_json(hash_a,
+                          "{\"phase\":\"decode\",\"head_dim\":64,\"seq\":1024,\"dtype\":\"f32\",\"causal\":false,"
+                          "\"mask\":\"none\",\"kv_layout\":\"paged\",\"kv_dtype\":\"i8\"}",
+                          "{\"variant\":\"cpu\",\"block_n\":32}");
+    char *e3 =
+        entry_json(hash_a, "{\"phase\":\"prefill\",\"kv_layout\":\"packed\"}", "{\"variant\":\"cpu\",\"rows\":8}");
+    char *e4 =
+        entry_json(hash_a, "{\"phase\":\"decode\",\"kv_dtype\":\"fp8\"}", "{\"variant\":\"cpu\",\"block_n\":8}");
+    cla_tuning_db db;
+    assert_true(parse_entries(&db, e1, e2, e3, e4, why, sizeof why));
+    static const match_case cases[] = {
+        MATCH_FIELD(hash_a, "decode:d64:L1024", CLATTN_TUNING_EXACT, CLA_FUSED_BLOCK_N, 16),
+        MATCH_FIELD(hash_a, "decode:d64:L1024:paged:i8", CLATTN_TUNING_EXACT, CLA_FUSED_BLOCK_N, 32),
+        /* Paged alone, or int8 alone: the dense class's entry. */
+        MATCH_FIELD(hash_a, "decode:d64:L1024:paged", CLATTN_TUNING_EXACT, CLA_FUSED_BLOCK_N, 16),
+        MATCH_FIELD(hash_a, "decode:d64:L1024:i8", CLATTN_TUNING_EXACT, CLA_FUSED_BLOCK_N, 16),
+        /* The fp8 device default serves fp8 decode of any size, never plain decode. */
+        MATCH_FIELD(hash_a, "decode:d128:L64:fp8", CLATTN_TUNING_DEVICE_DEFAULT, CLA_FUSED_BLOCK_N, 8),
+        MATCH_SOURCE(hash_a, "decode:d128:L64", CLATTN_TUNING_BUILTIN),
+        MATCH_FIELD(hash_a, "prefill:d32:L64:packed", CLATTN_TUNING_DEVICE_DEFAULT, CLA_FUSED_ROWS, 8),
+        MATCH_SOURCE(hash_a, "prefill:d32:L64", CLATTN_TUNING_BUILTIN),
+    };
+    expect_matches(&db, choose, cases, sizeof cases / sizeof cases[0]);
+    /* The writer keeps them. */
+    char *json = cla_tuning_db_to_json(&db);
+    assert_non_null(json);
+    cla_tuning_db back;
+    assert_true(cla_tuning_db_parse(json, strlen(json), &back, why, sizeof why));
+    assert_int_equal(back.count, 4);
+    assert_int_equal(back.entries[1].cls.kv_layout, CLATTN_TUNE_KV_PAGED);
+    assert_int_equal(back.entries[1].cls.kv_dtype, CLATTN_DTYPE_I8);
+    assert_int_equal(back.entries[3].cls.kv_dtype, CLATTN_DTYPE_FP8_E4M3);
+    free(json);
+    cla_tuning_db_clear(&back);
+    cla_tuning_db_clear(&db);
+    static const char *const bad[] = {"{\"kv_layout\":\"dense\"}", "{\"kv_layout\":2}", "{\"kv_dtype\":\"i4\"}"};
+    for (size_t i = 0; i < CLA_ARRAY_SIZE(bad); ++i) {
+        char *b = entry_json(hash_a, bad[i], "{}");
+        assert_false(parse_db(&db, b, why, sizeof why));
+        assert_non_null(strstr(why, "kv_"));
+        free(b);
+        cla_tuning_db_clear(&db);
+    }
+}
+
 /* An entry the device cannot run (a work-group above its limit, the CPU kernel with rows 12) is skipped for the
  * next best. */
 static void matcher_skips_entries_that_do_not_fit(void **state) {
@@ -817,6 +892,166 @@ static void seq2seq_tune_is_picked_up(void **state) {
     assert_non_null(strstr(out, "builtin"));
 }
 
+/* The build options of the fused program one attention call of a class's problem (batch 1, 8 heads, d 64, f32, lq
+ * queries over lk keys) builds, with a softcap or without, on dense keys and values or a paged int8 cache (pages of
+ * 16), recorded rather than run; malloc'd. */
+static char *recorded_options(clattn_context *ctx, size_t lq, size_t lk, bool softcap, bool paged_i8,
+                              bool user_mods) {
+    enum { H = 8, D = 64, PAGE = 16 };
+    const size_t len = lq > lk ? lq : lk, pages = (lk + PAGE - 1) / PAGE;
+    cl_mem buf = test_filled_buffer(ctx, H * len * D * sizeof(float), 0);
+    cl_mem out = test_filled_buffer(ctx, H * len * D * sizeof(float), 0);
+    cl_mem scales = test_filled_buffer(ctx, H * sizeof(float), 0);
+    const clattn_tensor q = clattn_tensor_bhld(buf, CLATTN_DTYPE_F32, 1, H, lq, D);
+    const clattn_tensor o = clattn_tensor_bhld(out, CLATTN_DTYPE_F32, 1, H, lq, D);
+    clattn_tensor kv = clattn_tensor_bhld(buf, CLATTN_DTYPE_F32, 1, H, lk, D);
+    clattn_sdpa_desc desc;
+    clattn_sdpa_desc_init(&desc);
+    desc.softcap = softcap ? 50.0f : 0.0f;
+    if (user_mods) { /* which expressions does not matter to the class */
+        desc.score_mod = "score * 0.5f";
+        desc.mask_mod = "kv_idx != q_idx + 1";
+    }
+    int32_t table[64], seqlens[1] = {(int32_t)lk};
+    assert_true(pages <= 64);
+    if (paged_i8) {
+        kv = clattn_tensor_bhld(buf, CLATTN_DTYPE_I8, pages, H, PAGE, D);
+        for (size_t i = 0; i < pages; ++i) table[i] = (int32_t)i;
+        desc.seq_count = 1;
+        desc.block_table = table;
+        desc.block_table_stride = pages;
+        desc.seqlens_k = seqlens;
+        desc.k_scale = desc.v_scale = clattn_tensor_bhld(scales, CLATTN_DTYPE_F32, 1, H, 1, 1);
+    }
+    assert_int_equal(clattn_program_record_begin(ctx), CLATTN_SUCCESS);
+    const clattn_status st = clattn_sdpa(ctx, &desc, &q, &kv, &kv, &o, NULL, 0, NULL, NULL);
+    if (clattn_program_record_count(ctx) < 1) /* the call ends at its first device operation, not before */
+        fail_msg("recorded nothing: %s: %s", clattn_status_string(st), clattn_context_last_error(ctx));
+    const char *source = NULL, *options = NULL;
+    assert_int_equal(clattn_program_recorded(ctx, 0, &source, &options), CLATTN_SUCCESS);
+    char *copy = strdup(options);
+    clattn_program_record_end(ctx);
+    clReleaseMemObject(buf);
+    clReleaseMemObject(out);
+    clReleaseMemObject(scales);
+    return copy;
+}
+
+/* Runs `clattn tune` exhaustively over `space` for the classes `shapes`, once per candidate, with the built-in
+ * default `failed` made a wrong answer by the test hook, so that a candidate of the space is what gets stored and
+ * its parameters tell which entry a call took; fails the test unless the run succeeds. */
+static void tune_without_default(const char *shapes, const char *space, const char *failed, char *out,
+                                 size_t size) {
+    char args[512], hook[256];
+    snprintf(args, sizeof args, "tune --shapes %s --space %s --strategy exhaustive --repeat 1 --warmup 0 --quiet",
+             shapes, space);
+    snprintf(hook, sizeof hook, "wrong@%s", failed);
+    setenv("CLATTN_TUNE_TEST_FAIL", hook, 1);
+    const int rc = run_cli(args, out, size);
+    unsetenv("CLATTN_TUNE_TEST_FAIL");
+    if (rc != 0) fail_msg("clattn tune exited %d:\n%s", rc, out);
+}
+
+/* A class with a score modifier is timed with the modifier compiled in (the worker's call builds it: --programs
+ * shows what the library builds for it), and the entry it stores, with the phase default it also stores, serves
+ * calls with that modifier and not plain calls, which keep the built-in default. The one candidate is not the
+ * built-in default (which the test hook fails), so the parameters tell which entry a call took. */
+static void modifier_class_is_tuned_with_it(void **state) {
+    (void)state;
+    clattn_context *ctx = test_logged_context();
+    clear_tuning_dir(ctx);
+    clattn_context_free(ctx);
+    char out[16384];
+    assert_int_equal(run_cli("tune --worker --class prefill:d64:L64:softcap:sinks --programs", out, sizeof out), 0);
+    if (!strstr(out, "program sdpa_fused") || !strstr(out, "-DHAS_SOFTCAP=1") || !strstr(out, "-DHAS_SINKS=1") ||
+        strstr(out, "-DHAS_ALIBI"))
+        fail_msg("the worker's call of a softcap and sinks class builds:\n%s", out);
+    assert_int_equal(run_cli("tune --worker --class decode:d64:L64:alibi --programs", out, sizeof out), 0);
+    if (!strstr(out, "-DHAS_ALIBI=1") || strstr(out, "-DHAS_SOFTCAP")) fail_msg("an ALiBi class builds:\n%s", out);
+    assert_int_equal(run_cli("tune --worker --class prefill:d64:L64 --programs", out, sizeof out), 0);
+    if (!strstr(out, "program ") || strstr(out, "HAS_SOFTCAP") || strstr(out, "HAS_SINKS"))
+        fail_msg("a plain class builds:\n%s", out);
+
+    /* The built-in default fails by the test hook, so that the candidate is what gets stored. */
+    tune_without_default("prefill:d64:L64:softcap", "variant=cpu,rows=8,block_n=32", BUILT_IN, out, sizeof out);
+    ctx = test_logged_context();
+    assert_int_equal(log_count(ctx, "\"status\":\"ok\""), 1); /* the candidate, verified with the softcap */
+    char *with = recorded_options(ctx, 64, 64, true, false, false);
+    char *plain = recorded_options(ctx, 64, 64, false, false, false);
+    char *with_far = recorded_options(ctx, 512, 512, true, false, false); /* another bucket: the phase default */
+    if (!strstr(with, "-DHAS_SOFTCAP=1 -DROWS=8 -DBLOCK_N=32 ") || !strstr(with_far, "-DROWS=8 -DBLOCK_N=32 "))
+        fail_msg("softcap calls do not use the softcap class's entry: %s / %s", with, with_far);
+    if (strstr(plain, "-DROWS=8 -DBLOCK_N=32 ")) fail_msg("a plain call uses the softcap class's entry: %s", plain);
+    free(with);
+    free(plain);
+    free(with_far);
+    clattn_context_free(ctx);
+}
+
+/* The built-in default of the decode classes below, which the test hook fails (as a wrong answer) so that a
+ * candidate of the narrowed space is stored and its parameters tell which entry a call took. */
+#define DECODE_BUILT_IN "variant=cpu,rows=1,block_n=48,wg=1,local=0,splits=0,gqa_pack=1"
+
+/* The same for a serving format: a paged int8 decode class is timed on a paged int8 cache (the worker's call builds
+ * that program, and verifies against the reference of the values the codes stand for), and its entry serves paged
+ * int8 calls, not dense ones. */
+static void serving_class_is_tuned_with_it(void **state) {
+    (void)state;
+    clattn_context *ctx = test_logged_context();
+    clear_tuning_dir(ctx);
+    clattn_context_free(ctx);
+    char out[16384];
+    static const char *const classes[] = {"decode:d64:L64:paged:i8", "prefill:d64:L64:packed:fp8"};
+    static const char *const wanted[][2] = {{"-DKV_LAYOUT=2 -DPAGE_SIZE=16", "-DK_DTYPE=4 -DV_DTYPE=4"},
+                                            {"-DVARLEN_Q=1 -DKV_LAYOUT=1", "-DK_DTYPE=5 -DV_DTYPE=5"}};
+    for (size_t i = 0; i < CLA_ARRAY_SIZE(classes); ++i) {
+        char args[256];
+        snprintf(args, sizeof args, "tune --worker --class %s --programs", classes[i]);
+        assert_int_equal(run_cli(args, out, sizeof out), 0);
+        if (!strstr(out, wanted[i][0]) || !strstr(out, wanted[i][1]))
+            fail_msg("the worker's call of %s builds:\n%s", classes[i], out);
+    }
+    tune_without_default("decode:d64:L64:paged:i8,prefill:d64:L64:packed:fp8", "variant=cpu,rows=1,block_n=32",
+                         DECODE_BUILT_IN, out, sizeof out);
+    ctx = test_logged_context();
+    assert_int_equal(log_count(ctx, "\"status\":\"wrong\""), 1); /* the hook's alone: the others verified */
+    char *paged = recorded_options(ctx, 1, 64, false, true, false);
+    char *dense = recorded_options(ctx, 1, 64, false, false, false);
+    if (!strstr(paged, "-DK_DTYPE=4") || !strstr(paged, "-DBLOCK_N=32 "))
+        fail_msg("a paged int8 decode call does not use its class's entry: %s", paged);
+    if (strstr(dense, "-DBLOCK_N=32 "))
+        fail_msg("a dense decode call uses the paged int8 class's entry: %s", dense);
+    free(paged);
+    free(dense);
+    clattn_context_free(ctx);
+}
+
+/* The same for the caller's mods: a class with a score_mod and a mask_mod is timed with representative ones (which
+ * the worker checks against the reference of the built-ins they equal), and its entry serves calls with mods, not
+ * plain ones. */
+static void user_mods_class_is_tuned_with_them(void **state) {
+    (void)state;
+    clattn_context *ctx = test_logged_context();
+    clear_tuning_dir(ctx);
+    clattn_context_free(ctx);
+    char out[16384];
+    assert_int_equal(run_cli("tune --worker --class decode:d64:L64:score_mod:mask_mod --programs", out, sizeof out),
+                     0);
+    if (!strstr(out, "+HAS_SCORE_FN +HAS_MASK_FN")) fail_msg("the worker's call of a mods class builds:\n%s", out);
+    tune_without_default("decode:d64:L64:score_mod:mask_mod", "variant=cpu,rows=1,block_n=32", DECODE_BUILT_IN, out,
+                         sizeof out);
+    ctx = test_logged_context();
+    assert_int_equal(log_count(ctx, "\"status\":\"wrong\""), 1);
+    assert_true(log_count(ctx, "\"status\":\"ok\"") >= 2);
+    char *with = recorded_options(ctx, 1, 64, false, false, true);
+    char *plain = recorded_options(ctx, 1, 64, false, false, false);
+    if (!strstr(with, "-DBLOCK_N=32 ")) fail_msg("a call with mods does not use its class's entry: %s", with);
+    if (strstr(plain, "-DBLOCK_N=32 ")) fail_msg("a plain call uses the mods class's entry: %s", plain);
+    free(with);
+    free(plain);
+    clattn_context_free(ctx);
+}
+
 /* Classes that no call looks up are usage errors that evaluate nothing: fused heads past 256 (they run unfused)
  * and additive values past the slice width (they run as slices, looked up by the slice's width). */
 static void classes_no_call_uses_are_refused(void **state) {
@@ -947,6 +1182,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest unit[] = {
         cmocka_unit_test(matcher_fallbacks),
         cmocka_unit_test(matcher_score_modifiers),
+        cmocka_unit_test(matcher_serving_formats),
         cmocka_unit_test(matcher_skips_entries_that_do_not_fit),
         cmocka_unit_test(parser_rejects_malformed_files),
         cmocka_unit_test(writer_round_trip),
@@ -973,6 +1209,9 @@ int main(int argc, char **argv) {
         cmocka_unit_test(hanging_candidate_times_out),
         cmocka_unit_test(interrupted_run_resumes),
         cmocka_unit_test(seq2seq_tune_is_picked_up),
+        cmocka_unit_test(modifier_class_is_tuned_with_it),
+        cmocka_unit_test(serving_class_is_tuned_with_it),
+        cmocka_unit_test(user_mods_class_is_tuned_with_them),
         cmocka_unit_test(classes_no_call_uses_are_refused),
         cmocka_unit_test(context_ignores_bad_databases),
     };

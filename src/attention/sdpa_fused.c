@@ -46,9 +46,10 @@ clattn_status cla_sdpa_fused_override(clattn_context *ctx, const cla_tune_proble
 /* The parameters for this call: the context's override, else its tuning database, else the built-in
  * defaults for the device type (all in tuning.c's description of this kernel). */
 static clattn_status choose_params(clattn_context *ctx, const cla_sdpa_plan *p, cla_tune_config *c) {
-    /* The modifiers are compiled in, so they are part of the tuning class. */
+    /* The modifiers and the serving formats are compiled in, so they are part of the tuning class. */
     const int mods = (p->softcap > 0.0f ? CLA_MODS_SOFTCAP : 0) | (p->sinks.buffer ? CLA_MODS_SINKS : 0) |
-                     (p->alibi_slopes.buffer ? CLA_MODS_ALIBI : 0);
+                     (p->alibi_slopes.buffer ? CLA_MODS_ALIBI : 0) | (p->score_mod ? CLA_MODS_SCORE_FN : 0) |
+                     (p->mask_mod ? CLA_MODS_MASK_FN : 0);
     cla_tune_problem prob = {p->head_dim,
                              p->v_head_dim,
                              p->q.dtype,
@@ -59,7 +60,10 @@ static clattn_status choose_params(clattn_context *ctx, const cla_sdpa_plan *p, 
                              p->q_len,
                              p->kv_len,
                              p->q_heads / p->kv_heads,
-                             mods};
+                             mods,
+                             p->kv_layout,
+                             p->k.dtype == CLATTN_DTYPE_I8 || p->k.dtype == CLATTN_DTYPE_FP8_E4M3 ? (int)p->k.dtype
+                                                                                                  : 0};
     cla_tune_choice ch;
     clattn_status st = cla_tuning_choose(ctx, &cla_tune_op_sdpa_fused, &prob, &ch);
     if (st == CLATTN_SUCCESS) *c = ch.config;

@@ -464,6 +464,8 @@ cla_tune_class cla_tune_class_of(const cla_tune_problem *p) {
     c.v_dim = p->v_head_dim != p->head_dim ? (int)(p->v_head_dim > 65536 ? 65536 : p->v_head_dim) : -1;
     c.seq = cla_tune_seq_bucket(p->kv_len);
     c.mods = p->mods > 0 ? p->mods : -1; /* none: the class of entries that serve any modifiers */
+    c.kv_layout = p->kv_layout > 0 ? p->kv_layout : -1;
+    c.kv_dtype = p->kv_dtype > 0 ? p->kv_dtype : -1;
     return c;
 }
 
@@ -472,19 +474,21 @@ cla_tune_class cla_tune_op_class_of(const cla_tune_op *op, const cla_tune_proble
     if (op && op->shape_prefix) {
         c.v_dim = (int)(p->v_head_dim > 65536 ? 65536 : p->v_head_dim);
         c.causal = 0;
-        c.mods = -1;
+        c.mods = c.kv_layout = c.kv_dtype = -1;
     }
     return c;
 }
 
 static const char *const dtype_tokens[] = {"f32", "f16", "bf16"};
 static const char *const mask_tokens[] = {"nomask", "additive", "bool"};
-static const char *const mods_tokens[] = {"softcap", "sinks", "alibi"}; /* bits 1, 2, 4 */
+static const char *const mods_tokens[CLATTN_TUNE_MODS_COUNT] = {"softcap", "sinks", "alibi", "score_mod",
+                                                                "mask_mod"}; /* bits 1, 2, 4, 8, 16 */
+static const char *const kv_layout_tokens[] = {"dense", "packed", "paged"};  /* CLATTN_TUNE_KV_* */
 
 /* `prefix`: an operation's shape_prefix, which starts the text and names the widths "a" and "v"; NULL for an
  * attention class. */
 static void format_class(const cla_tune_class *c, const char *prefix, char *out, size_t size) {
-    char parts[11][24];
+    char parts[13][24];
     size_t n = 0;
     if (prefix) snprintf(parts[n++], sizeof parts[0], "%s", prefix);
     if (c->phase >= 0)
@@ -497,8 +501,12 @@ static void format_class(const cla_tune_class *c, const char *prefix, char *out,
     if (c->causal > 0) snprintf(parts[n++], sizeof parts[0], "causal");
     if (c->mask_kind > 0 && c->mask_kind < 3)
         snprintf(parts[n++], sizeof parts[0], "%s", mask_tokens[c->mask_kind]);
-    for (int b = 0; b < 3; ++b)
+    for (int b = 0; b < CLATTN_TUNE_MODS_COUNT; ++b)
         if (c->mods > 0 && (c->mods & (1 << b))) snprintf(parts[n++], sizeof parts[0], "%s", mods_tokens[b]);
+    if (c->kv_layout > 0 && c->kv_layout < 3)
+        snprintf(parts[n++], sizeof parts[0], "%s", kv_layout_tokens[c->kv_layout]);
+    if (c->kv_dtype == CLATTN_DTYPE_I8 || c->kv_dtype == CLATTN_DTYPE_FP8_E4M3)
+        snprintf(parts[n++], sizeof parts[0], "%s", c->kv_dtype == CLATTN_DTYPE_I8 ? "i8" : "fp8");
     size_t used = 0;
     if (size) out[0] = '\0';
     if (n == 0) snprintf(out, size, "*");
@@ -530,8 +538,8 @@ static bool parse_number(const char *s, long lo, long hi, long *out) {
  * (an operation with a shape_prefix): "aN" and "vN" are the widths, and there is neither "dN" nor a causal flag. */
 static bool parse_tokens(const char *text, const char *p, bool prefixed, bool concrete, cla_tune_class *c,
                          char *why, size_t why_size) {
-    c->head_dim = c->dtype = c->mask_kind = c->causal = c->phase = c->v_dim = c->mods = -1;
-    c->seq = -1;
+    c->head_dim = c->dtype = c->mask_kind = c->causal = c->phase = c->v_dim = -1;
+    c->seq = c->mods = c->kv_layout = c->kv_dtype = -1;
     if (strcmp(p, "*") == 0) p = "";
     while (*p) {
         size_t len = strcspn(p, ":");
@@ -558,14 +566,23 @@ static bool parse_tokens(const char *text, const char *p, bool prefixed, bool co
             c->v_dim = (int)n;
         else if (tok[0] == 'L' && parse_number(tok + 1, 1, 1L << 30, &n))
             c->seq = cla_tune_seq_bucket((size_t)n);
+        else if (!prefixed && strcmp(tok, "packed") == 0)
+            c->kv_layout = CLATTN_TUNE_KV_PACKED;
+        else if (!prefixed && strcmp(tok, "paged") == 0)
+            c->kv_layout = CLATTN_TUNE_KV_PAGED;
+        else if (!prefixed && strcmp(tok, "i8") == 0)
+            c->kv_dtype = CLATTN_DTYPE_I8;
+        else if (!prefixed && strcmp(tok, "fp8") == 0)
+            c->kv_dtype = CLATTN_DTYPE_FP8_E4M3;
         else {
             ok = false;
             for (int i = 0; i < 3; ++i) {
                 if (strcmp(tok, dtype_tokens[i]) == 0) c->dtype = i, ok = true;
                 if (strcmp(tok, mask_tokens[i]) == 0) c->mask_kind = i, ok = true;
+            }
+            for (int i = 0; i < CLATTN_TUNE_MODS_COUNT; ++i)
                 if (!prefixed && strcmp(tok, mods_tokens[i]) == 0)
                     c->mods = (c->mods < 0 ? 0 : c->mods) | 1 << i, ok = true;
-            }
         }
         if (!ok) {
             cla_write_message(why, why_size,
@@ -573,7 +590,7 @@ static bool parse_tokens(const char *text, const char *p, bool prefixed, bool co
                                          "f32|f16|bf16, nomask|additive|bool)"
                                        : "class '%s': unknown part '%s' (expected prefill|decode, dN, vN, LN, "
                                          "f32|f16|bf16, causal|noncausal, nomask|additive|bool, softcap, sinks, "
-                                         "alibi)",
+                                         "alibi, score_mod, mask_mod, packed|paged, i8|fp8)",
                               text, tok);
             return false;
         }
@@ -634,6 +651,8 @@ cla_tune_problem cla_tune_class_problem(const cla_tune_class *c) {
     p.mask_kind = c->mask_kind > 0 ? c->mask_kind : 0;
     p.causal = c->causal > 0;
     p.mods = c->mods > 0 ? (int)c->mods : 0;
+    p.kv_layout = c->kv_layout > 0 ? (int)c->kv_layout : 0;
+    p.kv_dtype = c->kv_dtype > 0 ? (int)c->kv_dtype : 0;
     p.batch = 1;
     p.heads = 8;
     p.kv_len = (size_t)(c->seq > 0 ? c->seq : 1024);

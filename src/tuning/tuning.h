@@ -37,9 +37,18 @@ typedef struct cla_tune_problem {
     size_t batch, heads, q_len, kv_len;
     size_t group; /* query heads per key/value head (0 counts as 1): the rows the flash kernel packs per head */
     int mods; /* score modifiers compiled into the attention kernels: CLA_MODS_* bits (0 for other operations) */
+    /* The serving formats of the keys and values: CLATTN_TUNE_KV_PACKED or _PAGED (0: dense), and their 8-bit
+     * storage type (CLATTN_DTYPE_I8 or _FP8_E4M3; 0: the call's dtype). */
+    int kv_layout, kv_dtype;
 } cla_tune_problem;
 
-enum { CLA_MODS_SOFTCAP = 1, CLA_MODS_SINKS = 2, CLA_MODS_ALIBI = 4 };
+enum {
+    CLA_MODS_SOFTCAP = CLATTN_TUNE_MODS_SOFTCAP,
+    CLA_MODS_SINKS = CLATTN_TUNE_MODS_SINKS,
+    CLA_MODS_ALIBI = CLATTN_TUNE_MODS_ALIBI,
+    CLA_MODS_SCORE_FN = CLATTN_TUNE_MODS_SCORE_FN,
+    CLA_MODS_MASK_FN = CLATTN_TUNE_MODS_MASK_FN
+};
 
 /* A problem class: what a database entry applies to. In database entries a field of -1 is a wildcard (an entry
  * with wildcards is a device default); classes of concrete problems have every field their operation keys set

@@ -63,11 +63,14 @@ static int index_of(const char *s, const char *const *names, int count) {
 static const char *const phase_names[] = {"prefill", "decode"};
 static const char *const dtype_names[] = {"f32", "f16", "bf16"};
 static const char *const mask_names[] = {"none", "additive", "bool"};
-static const char *const mods_names[] = {"softcap", "sinks", "alibi"}; /* bits 1, 2, 4 of a class's mods */
+static const char *const mods_names[CLATTN_TUNE_MODS_COUNT] = {"softcap", "sinks", "alibi", "score_mod",
+                                                               "mask_mod"}; /* bits 1 to 16 of a class's mods */
+static const char *const kv_layout_names[] = {"dense", "packed", "paged"};  /* CLATTN_TUNE_KV_* */
+static const char *const kv_dtype_names[] = {"i8", "fp8"};                  /* CLATTN_DTYPE_I8 + index */
 
 static const char *parse_class(const cJSON *o, cla_tune_class *c) {
-    c->head_dim = c->dtype = c->mask_kind = c->causal = c->phase = c->v_dim = c->mods = -1;
-    c->seq = -1;
+    c->head_dim = c->dtype = c->mask_kind = c->causal = c->phase = c->v_dim = -1;
+    c->seq = c->mods = c->kv_layout = c->kv_dtype = -1;
     if (!cJSON_IsObject(o)) return "'class' is not an object";
     const cJSON *it;
     cJSON_ArrayForEach(it, o) {
@@ -96,15 +99,23 @@ static const char *parse_class(const cJSON *o, cla_tune_class *c) {
             if (!cJSON_IsBool(it)) return "class 'causal' must be true or false";
             c->causal = cJSON_IsTrue(it) ? 1 : 0;
         } else if (strcmp(k, "mods") == 0) {
-            const char *bad = "class 'mods' must be a list of \"softcap\", \"sinks\" and \"alibi\"";
+            const char *bad =
+                "class 'mods' must be a list of \"softcap\", \"sinks\", \"alibi\", \"score_mod\" and \"mask_mod\"";
             if (!cJSON_IsArray(it)) return bad;
             c->mods = 0;
             const cJSON *m;
             cJSON_ArrayForEach(m, it) {
-                const int b = cJSON_IsString(m) ? index_of(m->valuestring, mods_names, 3) : -1;
+                const int b = cJSON_IsString(m) ? index_of(m->valuestring, mods_names, CLATTN_TUNE_MODS_COUNT) : -1;
                 if (b < 0) return bad;
                 c->mods |= 1 << b;
             }
+        } else if (strcmp(k, "kv_layout") == 0) {
+            if (!cJSON_IsString(it) || (c->kv_layout = index_of(it->valuestring, kv_layout_names, 3)) <= 0)
+                return "class 'kv_layout' must be \"packed\" or \"paged\"";
+        } else if (strcmp(k, "kv_dtype") == 0) {
+            const int i = cJSON_IsString(it) ? index_of(it->valuestring, kv_dtype_names, 2) : -1;
+            if (i < 0) return "class 'kv_dtype' must be \"i8\" or \"fp8\"";
+            c->kv_dtype = CLATTN_DTYPE_I8 + i;
         } else {
             return "unknown field in 'class'";
         }
@@ -174,7 +185,9 @@ void cla_tuning_db_clear(cla_tuning_db *db) {
 static bool same_class(const cla_tune_class *a, const cla_tune_class *b) {
     return a->head_dim == b->head_dim && a->dtype == b->dtype && a->mask_kind == b->mask_kind &&
            a->causal == b->causal && a->phase == b->phase && a->v_dim == b->v_dim && a->seq == b->seq &&
-           (a->mods > 0 ? a->mods : -1) == (b->mods > 0 ? b->mods : -1);
+           (a->mods > 0 ? a->mods : -1) == (b->mods > 0 ? b->mods : -1) &&
+           (a->kv_layout > 0 ? a->kv_layout : -1) == (b->kv_layout > 0 ? b->kv_layout : -1) &&
+           (a->kv_dtype > 0 ? a->kv_dtype : -1) == (b->kv_dtype > 0 ? b->kv_dtype : -1);
 }
 
 bool cla_tuning_db_put(cla_tuning_db *db, const cla_tuning_entry *e) {
@@ -270,9 +283,13 @@ static cJSON *class_json(const cla_tune_class *c) {
     /* Without modifiers nothing is written: such an entry serves calls with any modifiers. */
     if (c->mods > 0) {
         cJSON *m = cJSON_AddArrayToObject(o, "mods");
-        for (int b = 0; m && b < 3; ++b)
+        for (int b = 0; m && b < CLATTN_TUNE_MODS_COUNT; ++b)
             if (c->mods & (1 << b)) cJSON_AddItemToArray(m, cJSON_CreateString(mods_names[b]));
     }
+    if (c->kv_layout > 0 && c->kv_layout < 3)
+        cJSON_AddStringToObject(o, "kv_layout", kv_layout_names[c->kv_layout]);
+    if (c->kv_dtype == CLATTN_DTYPE_I8 || c->kv_dtype == CLATTN_DTYPE_FP8_E4M3)
+        cJSON_AddStringToObject(o, "kv_dtype", kv_dtype_names[c->kv_dtype - CLATTN_DTYPE_I8]);
     return o;
 }
 
@@ -588,7 +605,8 @@ void cla_tuning_match(const clattn_context *log_ctx, const cla_tuning_db *db, co
         if ((c->head_dim >= 0 && c->head_dim != q.head_dim) || (c->dtype >= 0 && c->dtype != q.dtype) ||
             (c->mask_kind >= 0 && c->mask_kind != q.mask_kind) || (c->causal >= 0 && c->causal != q.causal) ||
             (c->phase >= 0 && c->phase != q.phase) || (c->v_dim >= 0 && c->v_dim != q.v_dim) ||
-            (c->mods > 0 && c->mods != q.mods))
+            (c->mods > 0 && c->mods != q.mods) || (c->kv_layout > 0 && c->kv_layout != q.kv_layout) ||
+            (c->kv_dtype > 0 && c->kv_dtype != q.kv_dtype))
             continue;
         const int given = (c->head_dim >= 0) + (c->dtype >= 0) + (c->mask_kind >= 0) + (c->causal >= 0) +
                           (c->phase >= 0) + (c->v_dim >= 0);
@@ -601,7 +619,8 @@ void cla_tuning_match(const clattn_context *log_ctx, const cla_tuning_db *db, co
             source = CLATTN_TUNING_NEAREST, rank = 2000000 - distance;
         else
             source = CLATTN_TUNING_DEVICE_DEFAULT, rank = 1000000 + given * 100 - distance;
-        rank += c->mods > 0; /* an entry tuned with the call's modifiers beats one tuned without them */
+        /* An entry tuned with the call's modifiers or serving format beats one tuned without them. */
+        rank += (c->mods > 0) + (c->kv_layout > 0) + (c->kv_dtype > 0);
         if (rank <= best_rank) continue;
         cla_tune_config cfg;
         op->builtin(d, p, &cfg);
@@ -790,9 +809,10 @@ clattn_status clattn_tuning_database_store(const char *path, const clattn_device
     bool ok = cla_tuning_db_put(&db, &e);
     if (ok && phase_default) {
         /* The same parameters for every class of the family and phase: what a class without an entry falls back
-         * to before the built-in defaults. */
+         * to before the built-in defaults. It keeps the class's score modifiers and serving format, which change
+         * the kernel: tuned with a softcap, it serves the calls with a softcap, and plain calls keep their own. */
         cla_tuning_entry d = e;
-        d.cls.head_dim = d.cls.dtype = d.cls.mask_kind = d.cls.causal = d.cls.v_dim = d.cls.mods = -1;
+        d.cls.head_dim = d.cls.dtype = d.cls.mask_kind = d.cls.causal = d.cls.v_dim = -1;
         d.cls.seq = -1;
         d.ms = d.default_ms = 0;
         ok = cla_tuning_db_put(&db, &d);

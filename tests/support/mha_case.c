@@ -175,13 +175,13 @@ void mha_case_describe(const mha_case *c, char *buf, size_t size) {
         buf, size,
         "B=%zu Lq=%zu %s Lm=%zu d_model=%zu kv_d_model=%zu H=%zu Hkv=%zu dk=%zu dv=%zu %s bias=%d residual=%d "
         "in_place=%d x=%s out=%s causal=%d window=(%lld,%lld) mask=%d%s/dims%x kl=%d lse=%d weights=%d impl=%d "
-        "softcap=%g sinks=%d alibi=%d",
+        "softcap=%g sinks=%d alibi=%d user_mods=%d",
         c->batch, c->q_len, c->cross ? "cross" : "self", c->mem_len, c->cfg.d_model, c->cfg.kv_d_model,
         c->cfg.heads, c->cfg.kv_heads, c->cfg.head_dim, c->cfg.v_head_dim, c->packed ? "packed" : "separate",
         c->bias, c->residual, c->in_place, dt[c->x_dtype], dt[c->out_dtype], (int)c->causal,
         (long long)c->window_left, (long long)c->window_right, c->mask, c->mask_bcast ? "/bcast" : "",
         c->mask_bcast_dims, c->key_lengths, c->lse, c->weights, (int)c->impl, (double)c->softcap, c->sinks,
-        c->alibi);
+        c->alibi, c->user_mods);
     if (c->sample_rows) snprintf(buf + strlen(buf), size - strlen(buf), " sample=%zu", c->sample_rows);
 }
 
@@ -306,6 +306,36 @@ void mha_case_run(clattn_context *ctx, const mha_case *c) {
         *t = clattn_tensor_bhld(head_bufs[m], CLATTN_DTYPE_F32, 1, H, 1, 1);
         *(m == 0 ? &ref.attention.sinks : &ref.attention.alibi_slopes) = head_values[m];
     }
+    /* The user mods: slopes as for c->alibi; documents of 3 query rows and 4 keys (self-attention: 3 keys). */
+    uint8_t *doc_mask = NULL;
+    cl_mem mod_bufs[2] = {NULL, NULL};
+    char mask_expr[64];
+    if (c->user_mods) {
+        if (c->alibi || c->mask || (c->causal == CLATTN_CAUSAL_BOTTOM_RIGHT && Lq != Lk))
+            fail_msg("user_mods replaces alibi and mask, aligned top-left\n  case: %s", desc_text);
+        for (size_t h = 0; h < H; ++h) head_values[1][h] = 0.25f / (float)(h + 1);
+        int32_t *doc = malloc((Lq + Lk + 1) * sizeof *doc);
+        assert_non_null(doc);
+        for (size_t i = 0; i < Lq; ++i) doc[i] = (int32_t)(i / 3);
+        for (size_t j = 0; j < Lk; ++j) doc[Lq + j] = (int32_t)(j / (c->cross ? 4 : 3));
+        doc_mask = malloc(B * H * Lq * Lk + 1);
+        assert_non_null(doc_mask);
+        for (size_t r = 0; r < B * H * Lq; ++r)
+            for (size_t j = 0; j < Lk; ++j) doc_mask[r * Lk + j] = doc[r % Lq] == doc[Lq + j];
+        mod_bufs[0] = mha_buffer(ctx, H * sizeof(float), head_values[1]);
+        mod_bufs[1] = mha_buffer(ctx, (Lq + Lk + 1) * sizeof *doc, doc);
+        free(doc);
+        snprintf(mask_expr, sizeof mask_expr, "doc[q_idx] == doc[%zu + kv_idx]", Lq);
+        desc.attention.score_mod = "score - slopes[h] * (float)abs(q_idx - kv_idx)";
+        desc.attention.mask_mod = mask_expr;
+        desc.attention.mod_buffers[0] = (clattn_mod_buffer){"slopes", mod_bufs[0], CLATTN_MOD_F32, H};
+        desc.attention.mod_buffers[1] = (clattn_mod_buffer){"doc", mod_bufs[1], CLATTN_MOD_I32, Lq + Lk};
+        ref.attention.alibi_slopes = head_values[1];
+        ref.attention.bool_mask.data = doc_mask;
+        const size_t dsize[4] = {B, H, Lq, Lk}, dstride[4] = {H * Lq * Lk, Lq * Lk, Lk, 1};
+        memcpy(ref.attention.bool_mask.size, dsize, sizeof dsize);
+        memcpy(ref.attention.bool_mask.stride, dstride, sizeof dstride);
+    }
     dev_seq dlse = {0}, dw = {0};
     double *ref_lse = NULL, *ref_w = NULL;
     if (c->lse) {
@@ -321,7 +351,8 @@ void mha_case_run(clattn_context *ctx, const mha_case *c) {
 
     size_t *rows = NULL, n_rows = B * Lq;
     if (c->sample_rows) {
-        if (c->causal || c->window_left >= 0 || c->window_right >= 0 || c->mask || c->lse || c->weights)
+        if (c->causal || c->window_left >= 0 || c->window_right >= 0 || c->mask || c->lse || c->weights ||
+            c->user_mods)
             fail_msg("a sampled case needs rows whose attention does not depend on their position\n  case: %s",
                      desc_text);
         n_rows = test_sample_rows(B, Lq, c->sample_rows, c->seed, &rows);
@@ -375,8 +406,11 @@ void mha_case_run(clattn_context *ctx, const mha_case *c) {
     free(kl);
     if (mask_buf) clReleaseMemObject(mask_buf);
     if (kl_buf) clReleaseMemObject(kl_buf);
-    for (int m = 0; m < 2; ++m)
+    for (int m = 0; m < 2; ++m) {
         if (head_bufs[m]) clReleaseMemObject(head_bufs[m]);
+        if (mod_bufs[m]) clReleaseMemObject(mod_bufs[m]);
+    }
+    free(doc_mask);
     seq_release(&dlse);
     seq_release(&dw);
     if (!c->in_place) seq_release(&dout);

@@ -84,6 +84,11 @@ typedef struct mha_case {
     /* Score modifiers passed through to the attention: softcap > 0; sinks and ALiBi slopes per query head. */
     float softcap;
     bool sinks, alibi;
+    /* The caller's mods in place of a built-in ALiBi and mask: an ALiBi score_mod reading a float buffer of slopes
+     * and a document mask_mod reading an int buffer of query and key document ids, checked against the reference
+     * with those slopes and the bool mask they give. Needs alibi and mask off, and no bottom-right alignment over
+     * Lq != Lk (the expression's q_idx is the row itself). */
+    bool user_mods;
 } mha_case;
 
 void mha_case_init(mha_case *c);

@@ -122,3 +122,10 @@ double *support_sdpa_inputs_reference_mods(const support_sdpa_inputs *in, clattn
     }
     return out;
 }
+
+void support_mod_values(size_t heads, float *sinks, float *slopes) {
+    for (size_t h = 0; h < heads; ++h) {
+        if (sinks) sinks[h] = 0.5f;
+        if (slopes) slopes[h] = exp2f(-8.0f * (float)(h + 1) / (float)heads);
+    }
+}

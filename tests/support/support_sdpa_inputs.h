@@ -43,4 +43,9 @@ double *support_sdpa_inputs_reference_mods(const support_sdpa_inputs *in, clattn
                                            int64_t window_right, const int32_t *key_lengths, float softcap,
                                            const float *sinks, const float *alibi_slopes);
 
+/* The score modifiers' values that `clattn bench --mods` and `clattn tune` run: Gemma 2's softcap of 50, sinks of
+ * 0.5 and the ALiBi paper's slopes 2^(-8 (h + 1) / H), for `heads` query heads (either array may be NULL). */
+#define SUPPORT_SOFTCAP 50.0f
+void support_mod_values(size_t heads, float *sinks, float *slopes);
+
 #endif

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "clattn.h"
+#include "support_sdpa_inputs.h"
 
 #define MAX_SWEEP  64
 #define MAX_CAUSAL 3
@@ -19,8 +20,8 @@
 enum { IMPL_FUSED = 0, IMPL_UNFUSED = 1, IMPL_COUNT = 2 };
 /* The score modifiers a row may carry (--mods): bits 1 softcap, 2 sinks, 4 ALiBi. */
 enum { MODS_NONE = 0, MODS_SOFTCAP = 1, MODS_SINKS = 2, MODS_ALIBI = 4, MODS_ALL = 7 };
-/* The softcap the rows use: Gemma 2's for attention logits. */
-#define BENCH_SOFTCAP 50.0f
+/* The softcap the rows use: Gemma 2's for attention logits (the tuner's too). */
+#define BENCH_SOFTCAP SUPPORT_SOFTCAP
 
 typedef struct bench_shape {
     size_t batch, heads, kv_heads, seq, kv_seq, head_dim;

@@ -27,6 +27,14 @@ typedef struct cli_option {
     {"softcap", "C", "logit softcap (Gemma 2): s = C tanh(s / C) on the scaled logits, C > 0", NULL},              \
         {"sinks", "S.npy", "float32 [Hq] attention-sink logits (gpt-oss): in every row's softmax, no value", NULL},  \
         {"alibi-slopes", "A.npy", "float32 [Hq] ALiBi slopes: -slope[h] |i' - j| added to the scaled logits", NULL}
+/* The caller's mods (clattn_sdpa_desc.score_mod, mask_mod, mod_buffers; loaded by run_load_mod_buffers). */
+#define CLI_OPTIONS_USER_MODS                                                                                       \
+    {"score-mod", "EXPR",                                                                                          \
+     "OpenCL C expression for the new logit, of score (natural units), b, h, q_idx, kv_idx and mod buffers",       \
+     NULL},                                                                                                        \
+        {"mask-mod", "EXPR", "OpenCL C expression of b, h, q_idx, kv_idx and mod buffers: nonzero keeps the key",  \
+         NULL},                                                                                                    \
+        {"mod-buffer", "NAME=F.npy[,...]", "float32 or int32 arrays the mods read as NAME[i] (at most 2)", NULL}
 #define CLI_OPTION_KEY_LENGTHS_FILE {"key-lengths", "KL.npy", "int32 [B]: keys past each length are masked", NULL}
 #define CLI_OPTION_MASK_FILE                                                                                        \
     {"mask", "M.npy", "float32 additive or bool mask, rank 1-4, broadcasting to [B, H, Lq, Lk] (true keeps)", NULL}

@@ -445,14 +445,10 @@ static int prepare_shape(clattn_context *ctx, const bench_config *c, const bench
     bool any_mods = false;
     for (size_t i = 0; i < c->mods_count; ++i) any_mods = any_mods || c->mods[i] != MODS_NONE;
     if (any_mods) {
-        /* Sinks of 0.5 and the ALiBi paper's slopes 2^(-8 (h + 1) / H). */
         d->sinks = malloc((s->heads + 1) * sizeof *d->sinks);
         d->slopes = malloc((s->heads + 1) * sizeof *d->slopes);
         if (!d->sinks || !d->slopes) return cli_error(CMD, CLI_FAILED, "out of host memory for the modifiers");
-        for (size_t h = 0; h < s->heads; ++h) {
-            d->sinks[h] = 0.5f;
-            d->slopes[h] = exp2f(-8.0f * (float)(h + 1) / (float)s->heads);
-        }
+        support_mod_values(s->heads, d->sinks, d->slopes);
         cl_int err = CL_SUCCESS;
         if (!(d->dsinks = support_buffer(ctx, d->sinks, s->heads * sizeof(float), &err)) ||
             !(d->dslopes = support_buffer(ctx, d->slopes, s->heads * sizeof(float), &err)))

@@ -18,6 +18,7 @@
 
 #include "clattn_advanced.h"
 #include "cli.h"
+#include "kernels_variants.h"
 
 /* ---- small helpers ---- */
 
@@ -144,7 +145,8 @@ typedef struct classes {
     bool prefill, decode;
     clattn_impl impls[2];
     int n_impls;
-    bool lse, window; /* also the variants that write the log-sum-exp, or have a sliding window */
+    bool lse, window;     /* also the variants that write the log-sum-exp, or have a sliding window */
+    kernels_variants var; /* score modifiers, serving layouts, 8-bit K/V, the caller's mods */
 } classes;
 
 static const char *const mask_names[] = {"none", "additive", "bool", "key-lengths"};
@@ -224,7 +226,7 @@ static int parse_classes(const char *cmd, const cli_command *c, classes *cl) {
             return cli_error(cmd, CLI_USAGE, "--extras: '%s' is not none, lse or window", items[i]);
     }
 #undef LIST
-    return CLI_OK;
+    return kernels_variants_parse(cmd, c, &cl->var);
 }
 
 /* Query and key lengths that reach every kernel shape the library picks by length: decode rows (Lq < 8) and the
@@ -268,14 +270,14 @@ static int make_buffers(const char *cmd, clattn_context *ctx, size_t max_d, buff
 /* Drives one attention call with the library recording. Validation errors mean the class cannot run on this
  * device and are reported; the failure of the first device operation (every one fails while recording) is the
  * expected end of the call. */
-static int record_call(const char *cmd, clattn_context *ctx, const buffers *b, size_t d, clattn_dtype dt,
+static int record_call(const char *cmd, clattn_context *ctx, const buffers *b, const classes *cl,
+                       const kernels_variant *var, kernels_variant_state *vs, size_t d, clattn_dtype dt,
                        clattn_causal causal, int mask, clattn_impl impl, int extras, size_t lq, size_t lk) {
-    clattn_tensor q = clattn_tensor_bhld(b->q, dt, 1, 1, lq, d);
-    clattn_tensor k = clattn_tensor_bhld(b->k, dt, 1, 1, lk, d);
-    clattn_tensor v = clattn_tensor_bhld(b->v, dt, 1, 1, lk, d);
-    clattn_tensor o = clattn_tensor_bhld(b->out, dt, 1, 1, lq, d);
+    clattn_tensor q, k, v, o;
     clattn_sdpa_desc desc;
     clattn_sdpa_desc_init(&desc);
+    if (!kernels_variant_apply(var, &cl->var, vs, lq, lk, d, dt, b->q, b->k, b->v, b->out, &desc, &q, &k, &v, &o))
+        return CLI_OK;
     desc.causal = causal;
     desc.impl = impl;
     if (mask == 1) desc.mask = clattn_tensor_bhld(b->mask, CLATTN_DTYPE_F32, 1, 1, lq, lk);
@@ -287,11 +289,13 @@ static int record_call(const char *cmd, clattn_context *ctx, const buffers *b, s
     bool invalid = (st <= CLATTN_ERROR_INVALID_ARGUMENT && st >= CLATTN_ERROR_OUT_OF_HOST_MEMORY) ||
                    st == CLATTN_ERROR_DEVICE_LIMIT;
     if (!invalid) return CLI_OK;
+    char what[96];
+    kernels_variant_describe(var, what, sizeof what);
     return cli_error(cmd, CLI_FAILED,
-                     "attention with head dim %zu, %s, causal %s, mask %s, Lq %zu, Lk %zu cannot run on this "
+                     "attention with head dim %zu, %s, causal %s, mask %s%s%s, Lq %zu, Lk %zu cannot run on this "
                      "device: %s\n%s",
-                     d, clattn_dtype_name(dt), causal_names[causal], mask_names[mask], lq, lk,
-                     clattn_status_string(st), clattn_context_last_error(ctx));
+                     d, clattn_dtype_name(dt), causal_names[causal], mask_names[mask], *what ? ", " : "", what, lq,
+                     lk, clattn_status_string(st), clattn_context_last_error(ctx));
 }
 
 static int record_classes(const char *cmd, clattn_context *ctx, const classes *cl) {
@@ -307,6 +311,19 @@ static int record_classes(const char *cmd, clattn_context *ctx, const classes *c
         for (size_t i = 0; i < sizeof decode_q / sizeof decode_q[0]; ++i) qs[nq++] = decode_q[i];
     if (cl->prefill)
         for (size_t i = 0; i < sizeof prefill_q / sizeof prefill_q[0]; ++i) qs[nq++] = prefill_q[i];
+    /* The variants' small inputs: per-head values (sinks 0.5, an ALiBi slope) and K/V scales. */
+    kernels_variant_state vs;
+    memset(&vs, 0, sizeof vs);
+    const float small[16] = {0.5f, 0.25f, 0.5f, 0.5f};
+    cl_int err = CL_SUCCESS;
+    vs.head_values = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
+                                    sizeof small, (void *)small, &err);
+    if (err == CL_SUCCESS)
+        vs.scales = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
+                                   sizeof small, (void *)small, &err);
+    if (err != CL_SUCCESS) rc = cli_error(cmd, CLI_FAILED, "allocating the variants' inputs failed: %d", err);
+    const kernels_variants *kv = &cl->var;
+    const bool user_mods = kv->score_mod || kv->mask_mod;
     clattn_program_record_begin(ctx);
     for (int a = 0; a < cl->n_head_dims && rc == CLI_OK; ++a)
         for (int t = 0; t < cl->n_dtypes && rc == CLI_OK; ++t)
@@ -315,12 +332,37 @@ static int record_classes(const char *cmd, clattn_context *ctx, const classes *c
                     for (int i = 0; i < cl->n_impls && rc == CLI_OK; ++i)
                         for (int e = 0; e < 4 && rc == CLI_OK; ++e) {
                             if (((e & 1) && !cl->lse) || ((e & 2) && !cl->window)) continue;
-                            for (size_t x = 0; x < nq && rc == CLI_OK; ++x)
-                                for (size_t y = 0; y < sizeof kv_lens / sizeof kv_lens[0] && rc == CLI_OK; ++y)
-                                    rc = record_call(cmd, ctx, &b, cl->head_dims[a], cl->dtypes[t], cl->causal[c],
-                                                     cl->masks[m], cl->impls[i], e, qs[x], kv_lens[y]);
+                            for (int u = 0; u < kv->n_mods && rc == CLI_OK; ++u)
+                                for (int l = 0; l < kv->n_layouts && rc == CLI_OK; ++l)
+                                    for (int p = 0; p < kv->n_pages && rc == CLI_OK; ++p)
+                                        for (int z = 0; z < kv->n_kv_dtypes * (1 + user_mods) && rc == CLI_OK;
+                                             ++z) {
+                                            /* With the caller's mods given, each variant without and with them. */
+                                            const kernels_variant var = {kv->mods[u], kv->layouts[l],
+                                                                         kv->kv_dtypes[z % kv->n_kv_dtypes],
+                                                                         kv->pages[p], z >= kv->n_kv_dtypes};
+                                            const bool paged =
+                                                var.layout == LAYOUT_PAGED || var.layout == LAYOUT_PACKED_PAGED;
+                                            /* Page sizes count for the paged layouts alone. */
+                                            if (!paged && p > 0) continue;
+                                            /* Serving formats, 8-bit K/V and the caller's mods are fused only;
+                                             * packed keys and paged caches take no key lengths. */
+                                            const bool serving = var.layout != LAYOUT_DENSE;
+                                            if (cl->impls[i] == CLATTN_IMPL_UNFUSED &&
+                                                (serving || var.kv_dtype >= 0 || var.user_mods))
+                                                continue;
+                                            if (serving && cl->masks[m] == 3) continue;
+                                            for (size_t x = 0; x < nq && rc == CLI_OK; ++x)
+                                                for (size_t y = 0;
+                                                     y < sizeof kv_lens / sizeof kv_lens[0] && rc == CLI_OK; ++y)
+                                                    rc = record_call(cmd, ctx, &b, cl, &var, &vs, cl->head_dims[a],
+                                                                     cl->dtypes[t], cl->causal[c], cl->masks[m],
+                                                                     cl->impls[i], e, qs[x], kv_lens[y]);
+                                        }
                         }
     release_buffers(&b);
+    if (vs.head_values) clReleaseMemObject(vs.head_values);
+    if (vs.scales) clReleaseMemObject(vs.scales);
     return rc;
 }
 
@@ -353,6 +395,7 @@ static cJSON *classes_json(const classes *cl) {
     cJSON *im = cJSON_AddArrayToObject(o, "impl");
     for (int i = 0; i < cl->n_impls; ++i)
         cJSON_AddItemToArray(im, cJSON_CreateString(cl->impls[i] == CLATTN_IMPL_FUSED ? "fused" : "unfused"));
+    kernels_variants_json(&cl->var, o);
     return o;
 }
 
@@ -374,6 +417,7 @@ static cJSON *device_json(const clattn_device_info *d, const char *target) {
 /* One recorded program, copied out of the recording. */
 typedef struct program_ref {
     char *source_name;
+    char *prefix; /* the caller's score_mod/mask_mod code ahead of the source, or NULL */
     char *options;
 } program_ref;
 
@@ -385,7 +429,7 @@ static int export_program(const char *cmd, clattn_context *ctx, const char *out,
     size_t bin_size = 0;
     int rc = CLI_OK;
     clattn_program_description d;
-    clattn_status st = clattn_program_describe(ctx, r->source_name, r->options, &d);
+    clattn_status st = clattn_program_describe_prefixed(ctx, r->source_name, r->prefix, r->options, &d);
     if (st != CLATTN_SUCCESS) return cli_report_status(cmd, ctx, st, "loading a kernel source");
     char stem[160], cl_name[176], opt_name[176];
     snprintf(stem, sizeof stem, "%.100s-%.12s", r->source_name, d.binary_file);
@@ -403,7 +447,7 @@ static int export_program(const char *cmd, clattn_context *ctx, const char *out,
         goto out;
     }
     if (build) {
-        st = clattn_program_build_binary(ctx, r->source_name, r->options, &bin, &bin_size);
+        st = clattn_program_build_binary_prefixed(ctx, r->source_name, r->prefix, r->options, &bin, &bin_size);
         if (st != CLATTN_SUCCESS) {
             rc = cli_report_status(cmd, ctx, st, "building a program");
             goto out;
@@ -423,6 +467,8 @@ static int export_program(const char *cmd, clattn_context *ctx, const char *out,
     cJSON_AddStringToObject(p, "options_file", opt_name);
     cJSON_AddStringToObject(p, "binary_file", d.binary_file);
     cJSON_AddBoolToObject(p, "binary_built", build);
+    cJSON_AddBoolToObject(p, "user_mods",
+                          r->prefix != NULL); /* the source file holds the score_mod/mask_mod code */
     cJSON_AddItemToArray(programs, p);
 out:
     clattn_program_description_free(&d);
@@ -460,6 +506,7 @@ static int kernels_export(int argc, char **argv) {
         {"phases", "LIST", "among prefill,decode (default both)", NULL},
         {"impl", "LIST", "among fused,unfused (default fused; unfused also needs CLBlast, which compiles)", NULL},
         {"extras", "LIST", "also the variants with these, among lse,window (default none)", NULL},
+        CLI_OPTIONS_EXPORT_VARIANTS,
     };
     static const char summary[] =
         "Write every kernel program that attention needs for a set of problem classes on a device: its complete\n"
@@ -503,10 +550,13 @@ static int kernels_export(int argc, char **argv) {
     /* The list outlives the recording: copy it, then build with recording off. */
     program_ref *list = calloc(count ? count : 1, sizeof *list);
     for (size_t i = 0; list && i < count; ++i) {
-        const char *source_name = NULL, *program_options = NULL;
-        if (clattn_program_recorded(ctx, i, &source_name, &program_options) != CLATTN_SUCCESS) continue;
+        const char *source_name = NULL, *program_options = NULL, *prefix = NULL;
+        if (clattn_program_recorded(ctx, i, &source_name, &program_options) != CLATTN_SUCCESS ||
+            clattn_program_recorded_prefix(ctx, i, &prefix) != CLATTN_SUCCESS)
+            continue;
         list[i].source_name = strdup(source_name);
         list[i].options = strdup(program_options);
+        list[i].prefix = prefix ? strdup(prefix) : NULL;
     }
     clattn_program_record_end(ctx);
     if (rc == CLI_OK && !list) rc = cli_error(CMD, CLI_FAILED, "out of memory");
@@ -531,6 +581,7 @@ static int kernels_export(int argc, char **argv) {
     for (size_t i = 0; list && i < count; ++i) {
         free(list[i].source_name);
         free(list[i].options);
+        free(list[i].prefix);
     }
     free(list);
     clattn_context_free(ctx);

@@ -24,9 +24,7 @@ typedef struct run_data {
     uint8_t *bool_mask;
     int32_t *key_lengths;
     run_score_mods mods;
-    /* --mod-buffer: the arrays and their names (the text of the option, split in place). */
-    npy_array mod_npy[CLATTN_MAX_MOD_BUFFERS];
-    char *mod_spec;
+    run_mod_buffers mod_buffers;
 } run_data;
 
 static void free_run(run_data *r) {
@@ -36,39 +34,7 @@ static void free_run(run_data *r) {
     void *owned[] = {r->q, r->k, r->v, r->mask, r->out, r->lse, r->weights, r->bool_mask, r->key_lengths};
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; ++i) free(owned[i]);
     run_score_mods_free(&r->mods);
-    for (int i = 0; i < CLATTN_MAX_MOD_BUFFERS; ++i) npy_free(&r->mod_npy[i]);
-    free(r->mod_spec);
-}
-
-/* --mod-buffer NAME=FILE.npy[,NAME=FILE.npy]: float32 or int32 arrays of any shape, read flat by the expressions
- * as `NAME[index]`. The library checks the names. */
-static int load_mod_buffers(const char *spec, clattn_sdpa_host_desc *d, run_data *r) {
-    r->mod_spec = malloc(strlen(spec) + 1);
-    if (!r->mod_spec) return cli_error(CMD, CLI_FAILED, "out of host memory");
-    strcpy(r->mod_spec, spec);
-    char *rest = r->mod_spec;
-    for (int i = 0; rest && *rest; ++i) {
-        char *next = strchr(rest, ',');
-        if (next) *next++ = '\0';
-        char *eq = strchr(rest, '=');
-        if (i >= CLATTN_MAX_MOD_BUFFERS || !eq || eq == rest || !eq[1])
-            return cli_error(CMD, CLI_USAGE, "--mod-buffer %s: expected NAME=FILE.npy, at most %d, comma-separated",
-                             spec, CLATTN_MAX_MOD_BUFFERS);
-        *eq = '\0';
-        char err[512];
-        npy_array *a = &r->mod_npy[i];
-        if (npy_read(eq + 1, a, err, sizeof err) != 0)
-            return cli_error(CMD, CLI_USAGE, "--mod-buffer %s=%s: %s", rest, eq + 1, err);
-        if (a->dtype != NPY_F32 && a->dtype != NPY_I32)
-            return cli_error(CMD, CLI_USAGE, "--mod-buffer %s=%s: expected float32 or int32, found %s", rest,
-                             eq + 1, npy_dtype_name(a->dtype));
-        d->mod_buffers[i].name = rest;
-        d->mod_buffers[i].data = a->data;
-        d->mod_buffers[i].dtype = a->dtype == NPY_F32 ? CLATTN_MOD_F32 : CLATTN_MOD_I32;
-        d->mod_buffers[i].count = a->count;
-        rest = next;
-    }
-    return CLI_OK;
+    run_mod_buffers_free(&r->mod_buffers);
 }
 
 /* Reads a [B,H,L,D] float tensor. */
@@ -226,7 +192,14 @@ static int prepare(const cli_command *cmd, clattn_sdpa_host_desc *d, run_data *r
     d->alibi_slopes = r->mods.alibi_slopes;
     d->score_mod = cli_value(cmd, "score-mod");
     d->mask_mod = cli_value(cmd, "mask-mod");
-    if ((s = cli_value(cmd, "mod-buffer")) && (rc = load_mod_buffers(s, d, r))) return rc;
+    if ((s = cli_value(cmd, "mod-buffer")) && (rc = run_load_mod_buffers(CMD, s, &r->mod_buffers))) return rc;
+    for (size_t i = 0; i < r->mod_buffers.count; ++i) {
+        const npy_array *a = &r->mod_buffers.array[i];
+        d->mod_buffers[i].name = r->mod_buffers.name[i];
+        d->mod_buffers[i].data = a->data;
+        d->mod_buffers[i].dtype = run_mod_dtype(a);
+        d->mod_buffers[i].count = a->count;
+    }
     /* The reference is C on doubles and cannot run OpenCL C. */
     if ((d->score_mod || d->mask_mod) && cli_flag(cmd, "check"))
         return cli_error(CMD, CLI_USAGE,
@@ -256,12 +229,7 @@ static int run_sdpa(int argc, char **argv) {
         CLI_OPTION_CAUSAL_ALIGN,
         CLI_OPTION_WINDOW,
         CLI_OPTIONS_SCORE_MODS,
-        {"score-mod", "EXPR",
-         "OpenCL C expression for the new logit, of score (natural units), b, h, q_idx, kv_idx and mod buffers",
-         NULL},
-        {"mask-mod", "EXPR", "OpenCL C expression of b, h, q_idx, kv_idx and mod buffers: nonzero keeps the key",
-         NULL},
-        {"mod-buffer", "NAME=F.npy[,...]", "float32 or int32 arrays the mods read as NAME[i] (at most 2)", NULL},
+        CLI_OPTIONS_USER_MODS,
         {"scale", "S", "logit scale (default 1/sqrt(D))", NULL},
         {"dtype", "TYPE", "storage type on the device: f32 (default), f16 or bf16", NULL},
         {"impl", "IMPL", "fused (head dims up to 576), unfused or auto (default: unfused for wider heads)", NULL},

@@ -32,6 +32,8 @@ typedef struct run_data {
     int32_t *key_lengths;
     clattn_mha_weights_host host;
     run_score_mods mods;
+    run_mod_buffers mod_buffers;
+    const char *score_mod, *mask_mod;
 } run_data;
 
 static void free_run(run_data *r) {
@@ -43,6 +45,7 @@ static void free_run(run_data *r) {
     free(r->bool_mask);
     free(r->key_lengths);
     run_score_mods_free(&r->mods);
+    run_mod_buffers_free(&r->mod_buffers);
 }
 
 static int parse_size(const char *opt, const char *text, size_t *out) {
@@ -273,6 +276,15 @@ static int prepare(const cli_command *cmd, run_data *r) {
         (rc = run_load_key_lengths(CMD, s, r->batch, kv_len, false, &r->key_lengths)))
         return rc;
     if ((rc = run_load_score_mods(cmd, c->heads, &r->mods))) return rc;
+    r->score_mod = cli_value(cmd, "score-mod");
+    r->mask_mod = cli_value(cmd, "mask-mod");
+    if ((s = cli_value(cmd, "mod-buffer")) && (rc = run_load_mod_buffers(CMD, s, &r->mod_buffers))) return rc;
+    /* The reference is C on doubles and cannot run OpenCL C. */
+    if ((r->score_mod || r->mask_mod) && cli_flag(cmd, "check"))
+        return cli_error(CMD, CLI_USAGE,
+                         "--check cannot evaluate --score-mod/--mask-mod (OpenCL C); compare -o outputs with a run "
+                         "of the built-in option they reproduce (--softcap, --alibi-slopes, --window, --causal, "
+                         "--mask) instead");
     return CLI_OK;
 }
 
@@ -290,6 +302,7 @@ static int run_layer(clattn_context *ctx, run_data *r, clattn_dtype dt, const cl
     clattn_mha_desc desc = *desc_in;
     clattn_mha_weights *w = NULL;
     cl_mem xb = NULL, mb = NULL, ob = NULL, maskb = NULL, klb = NULL, sinkb = NULL, alibib = NULL;
+    cl_mem modb[CLATTN_MAX_MOD_BUFFERS] = {NULL};
     int rc = CLI_OK;
     clattn_status st = clattn_mha_weights_create(ctx, c, &r->host, &w);
     if (st) {
@@ -322,8 +335,18 @@ static int run_layer(clattn_context *ctx, run_data *r, clattn_dtype dt, const cl
             alibib = support_buffer(ctx, r->mods.alibi_slopes, c->heads * sizeof(float), NULL);
             desc.attention.alibi_slopes = clattn_tensor_bhld(alibib, CLATTN_DTYPE_F32, 1, c->heads, 1, 1);
         }
+        desc.attention.score_mod = r->score_mod;
+        desc.attention.mask_mod = r->mask_mod;
+        bool mods_ok = true;
+        for (size_t i = 0; i < r->mod_buffers.count; ++i) {
+            const npy_array *a = &r->mod_buffers.array[i];
+            modb[i] = support_buffer(ctx, a->data, a->count * 4, NULL);
+            mods_ok = mods_ok && modb[i];
+            desc.attention.mod_buffers[i] =
+                (clattn_mod_buffer){r->mod_buffers.name[i], modb[i], run_mod_dtype(a), a->count};
+        }
         if (!xb || (r->memory && !mb) || !ob || ((r->mask || r->bool_mask) && !maskb) || (r->key_lengths && !klb) ||
-            (r->mods.sinks && !sinkb) || (r->mods.alibi_slopes && !alibib))
+            (r->mods.sinks && !sinkb) || (r->mods.alibi_slopes && !alibib) || !mods_ok)
             rc = cli_error(CMD, CLI_FAILED, "allocating the device buffers failed");
     }
     if (rc == CLI_OK) {
@@ -342,6 +365,7 @@ static int run_layer(clattn_context *ctx, run_data *r, clattn_dtype dt, const cl
     }
     const cl_mem all[] = {xb, mb, ob, maskb, klb, sinkb, alibib};
     cli_release_buffers(all, sizeof all / sizeof all[0]);
+    cli_release_buffers(modb, CLATTN_MAX_MOD_BUFFERS);
     clattn_mha_weights_free(w);
     return rc;
 }
@@ -412,6 +436,7 @@ int cmd_run_mha(int argc, char **argv) {
         CLI_OPTION_CAUSAL_ALIGN,
         {"window", "L,R", "sliding window around the (aligned) query, -1 unbounded", NULL},
         CLI_OPTIONS_SCORE_MODS,
+        CLI_OPTIONS_USER_MODS,
         {"scale", "S", "logit scale (default 1/sqrt(DK))", NULL},
         {"dtype", "TYPE", "storage of x, memory and out on the device: f32 (default), f16 or bf16", NULL},
         {"impl", "IMPL", "attention implementation: fused, unfused or auto (default)", NULL},

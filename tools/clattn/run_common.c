@@ -161,6 +161,39 @@ void run_score_mods_free(run_score_mods *m) {
     memset(m, 0, sizeof *m);
 }
 
+int run_load_mod_buffers(const char *cmd, const char *spec, run_mod_buffers *m) {
+    memset(m, 0, sizeof *m);
+    m->spec = malloc(strlen(spec) + 1);
+    if (!m->spec) return cli_error(cmd, CLI_FAILED, "out of host memory");
+    strcpy(m->spec, spec);
+    char *rest = m->spec;
+    while (rest && *rest) {
+        char *next = strchr(rest, ',');
+        if (next) *next++ = '\0';
+        char *eq = strchr(rest, '=');
+        if (m->count >= CLATTN_MAX_MOD_BUFFERS || !eq || eq == rest || !eq[1])
+            return cli_error(cmd, CLI_USAGE, "--mod-buffer %s: expected NAME=FILE.npy, at most %d, comma-separated",
+                             spec, CLATTN_MAX_MOD_BUFFERS);
+        *eq = '\0';
+        char err[512];
+        npy_array *a = &m->array[m->count];
+        if (npy_read(eq + 1, a, err, sizeof err) != 0)
+            return cli_error(cmd, CLI_USAGE, "--mod-buffer %s=%s: %s", rest, eq + 1, err);
+        m->name[m->count++] = rest;
+        if (a->dtype != NPY_F32 && a->dtype != NPY_I32)
+            return cli_error(cmd, CLI_USAGE, "--mod-buffer %s=%s: expected float32 or int32, found %s", rest,
+                             eq + 1, npy_dtype_name(a->dtype));
+        rest = next;
+    }
+    return CLI_OK;
+}
+
+void run_mod_buffers_free(run_mod_buffers *m) {
+    for (size_t i = 0; i < m->count; ++i) npy_free(&m->array[i]);
+    free(m->spec);
+    memset(m, 0, sizeof *m);
+}
+
 int run_write_npy(const char *cmd, const char *path, const char *what, int ndim, const size_t *shape,
                   const float *data) {
     char err[512];

@@ -50,6 +50,21 @@ typedef struct run_score_mods {
 int run_load_score_mods(const cli_command *cmd, size_t heads, run_score_mods *m);
 void run_score_mods_free(run_score_mods *m);
 
+/* --mod-buffer NAME=FILE.npy[,NAME=FILE.npy]: float32 or int32 arrays of any shape, read flat by --score-mod and
+ * --mask-mod as NAME[index]; at most CLATTN_MAX_MOD_BUFFERS. The library checks the names. A malformed list, an
+ * unreadable file or another dtype is a usage error. */
+typedef struct run_mod_buffers {
+    size_t count;
+    const char *name[CLATTN_MAX_MOD_BUFFERS]; /* into spec */
+    npy_array array[CLATTN_MAX_MOD_BUFFERS];
+    char *spec; /* the option's text, split in place */
+} run_mod_buffers;
+int run_load_mod_buffers(const char *cmd, const char *spec, run_mod_buffers *m);
+void run_mod_buffers_free(run_mod_buffers *m);
+static inline clattn_mod_dtype run_mod_dtype(const npy_array *a) {
+    return a->dtype == NPY_F32 ? CLATTN_MOD_F32 : CLATTN_MOD_I32;
+}
+
 /* Writes a float32 .npy file; prints "writing <what> to <path>: ..." under `cmd` on failure. */
 int run_write_npy(const char *cmd, const char *path, const char *what, int ndim, const size_t *shape,
                   const float *data);

@@ -178,7 +178,8 @@ int cmd_tune(int argc, char **argv) {
     cli_option options[] = {
         {"device", "SPEC", "device to tune (default: CLATTN_DEVICE, else the default device)", NULL},
         {"shapes", "LIST",
-         "problem classes, comma-separated: fused attention PHASE:dD:LN[:f16|bf16][:causal][:additive|bool], "
+         "problem classes, comma-separated: fused attention PHASE:dD:LN[:f16|bf16][:causal][:additive|bool]"
+         "[:softcap][:sinks][:alibi][:score_mod][:mask_mod][:packed|paged][:i8|fp8], "
          "additive attention additive[:decode]:aA[:vV]:LN[:f16|bf16][:additive|bool] (attention width A, value "
          "width V, default A; decode is one query row, batch 8) (default " DEFAULT_SHAPES ")",
          NULL},
@@ -372,10 +373,13 @@ int cmd_tune(int argc, char **argv) {
             o->have_best = true;
             o->best_ms = ss.best_ms;
             clattn_tune_config_format(&sp.space, &ss.best, o->best, sizeof o->best);
-            /* The first class of each operation and phase in this run is also that phase's device default. */
+            /* The first class of each operation, phase, set of score modifiers and serving format in this run is
+             * also that phase's device default (for calls with those). */
             bool phase_default = true;
             for (size_t j = 0; j < i; ++j)
-                if (classes[j].stored && classes[j].op == op && classes[j].cls.phase == o->cls.phase)
+                if (classes[j].stored && classes[j].op == op && classes[j].cls.phase == o->cls.phase &&
+                    classes[j].cls.mods == o->cls.mods && classes[j].cls.kv_layout == o->cls.kv_layout &&
+                    classes[j].cls.kv_dtype == o->cls.kv_dtype)
                     phase_default = false;
             if (!store(db_path, &info, hash, o, phase_default))
                 result = CLI_FAILED;

@@ -121,6 +121,7 @@ int tune_replay(const char *path, long seeds, long random_budget);
 typedef struct tune_worker_args {
     const char *device, *cls, *first;
     long repeat, warmup;
+    bool programs; /* --programs: print the programs a call builds, time nothing */
 } tune_worker_args;
 void tune_worker_args_parse(int argc, char **argv, tune_worker_args *a);
 /* The worker's loop: one candidate per line of stdin to `answer`, which prints its answer line. */

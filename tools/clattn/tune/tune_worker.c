@@ -8,6 +8,9 @@
  * own time limit, records the failure and starts a new worker. Keeping candidates out of the tuner's process is
  * what makes that possible.
  *
+ * With --programs it prints the programs one call of the class builds (with --first's parameters, else the
+ * context's choice) and exits: what tests/test_tuning.c inspects to see that the class's features are timed.
+ *
  * Test hooks (CLATTN_TUNE_TEST_FAIL, for tests/test_tuning.c): a ';'-separated list of KIND@PARAMS, where KIND is
  * build (the candidate is compiled with an option the compiler rejects), wrong (its output is perturbed before the
  * check), crash or hang. */
@@ -30,19 +33,58 @@
 #include "support_timing.h"
 #include "tune.h"
 #include "tune_clblast.h"
+#include "tune_serving.h"
 
-#define CMD "tune --worker"
+#define CMD         "tune --worker"
+#define USER_SLOPE  0.0625f
+#define USER_WINDOW 8
 
 typedef struct worker_setup {
     clattn_context *ctx;
     clattn_tuning_query p; /* the class's problem */
+    /* The class's score modifiers (clattn_tune_class.mods bits: 1 softcap, 2 sinks, 4 ALiBi, 8 score_mod, 16
+     * mask_mod), compiled into the kernel that is timed, with the values `clattn bench --mods` uses. */
+    long mods;
+    float *sinks, *slopes;
+    cl_mem dsinks, dslopes;
+    /* A class with a score_mod or mask_mod times representative ones that the reference can state: an ALiBi-like
+     * score_mod of slope USER_SLOPE (ref_slopes: the reference's ALiBi slopes, the built-in's plus it) and a
+     * mask_mod that keeps keys up to USER_WINDOW past the query (the reference's right window); both aligned as
+     * the built-in window is. */
+    char score_expr[96], mask_expr[96];
+    float *ref_slopes;
+    tune_serving serving; /* the class's serving format: packed, paged, 8-bit K/V */
     support_sdpa_inputs in;
     double *ref;
     long repeat, warmup;
 } worker_setup;
 
+/* The class's modifiers: their values and buffers. Returns NULL or why not. */
+static const char *setup_mods(worker_setup *w) {
+    if (w->mods <= 0) return NULL;
+    const size_t H = w->p.heads;
+    w->sinks = malloc((H + 1) * sizeof *w->sinks);
+    w->slopes = malloc((H + 1) * sizeof *w->slopes);
+    if (!w->sinks || !w->slopes) return "out of host memory for the score modifiers";
+    support_mod_values(H, w->sinks, w->slopes);
+    w->dsinks = support_buffer(w->ctx, w->sinks, H * sizeof(float), NULL);
+    w->dslopes = support_buffer(w->ctx, w->slopes, H * sizeof(float), NULL);
+    if (!w->dsinks || !w->dslopes) return "allocating the score modifiers' buffers failed";
+    /* The expressions see q_idx as the row; the built-in window aligns it to the last key with causal masking. */
+    const long off = w->p.causal ? (long)w->p.kv_len - (long)w->p.q_len : 0;
+    snprintf(w->score_expr, sizeof w->score_expr, "score - %.4ff * (float)abs(q_idx + %ld - kv_idx)", USER_SLOPE,
+             off);
+    snprintf(w->mask_expr, sizeof w->mask_expr, "kv_idx - (q_idx + %ld) <= %d", off, USER_WINDOW);
+    w->ref_slopes = calloc(H + 1, sizeof *w->ref_slopes);
+    if (!w->ref_slopes) return "out of host memory for the score modifiers";
+    for (size_t h = 0; h < H; ++h)
+        w->ref_slopes[h] = (w->mods & CLATTN_TUNE_MODS_ALIBI ? w->slopes[h] : 0.0f) +
+                           (w->mods & CLATTN_TUNE_MODS_SCORE_FN ? USER_SLOPE : 0.0f);
+    return NULL;
+}
+
 /* The attention classes: the benchmark's random problem (q, k, v, and the class's [Lq, Lk] mask broadcast over
- * batch and heads) and its reference output. */
+ * batch and heads), the class's score modifiers, and its reference output. */
 static const char *setup(worker_setup *w) {
     const clattn_tuning_query *p = &w->p;
     support_sdpa_inputs *in = &w->in;
@@ -55,8 +97,27 @@ static const char *setup(worker_setup *w) {
     in->mask_kind = p->mask;
     static char why[256];
     if (support_sdpa_inputs_make(w->ctx, in, why, sizeof why) != 0) return why;
-    w->ref = support_sdpa_inputs_reference(in, p->causal, CLATTN_WINDOW_UNBOUNDED, CLATTN_WINDOW_UNBOUNDED, NULL);
+    const char *bad = tune_serving_setup(w->ctx, in, &w->serving); /* before the reference: 8-bit K/V change it */
+    if (!bad) bad = setup_mods(w);
+    if (bad) return bad;
+    const long m = w->mods > 0 ? w->mods : 0;
+    w->ref = support_sdpa_inputs_reference_mods(
+        in, p->causal, CLATTN_WINDOW_UNBOUNDED,
+        m & CLATTN_TUNE_MODS_MASK_FN ? USER_WINDOW : CLATTN_WINDOW_UNBOUNDED, NULL,
+        m & CLATTN_TUNE_MODS_SOFTCAP ? SUPPORT_SOFTCAP : 0.0f, m & CLATTN_TUNE_MODS_SINKS ? w->sinks : NULL,
+        m & (CLATTN_TUNE_MODS_ALIBI | CLATTN_TUNE_MODS_SCORE_FN) ? w->ref_slopes : NULL);
     return w->ref ? NULL : "the reference computation failed";
+}
+
+static void free_setup(worker_setup *w) {
+    support_sdpa_inputs_free(&w->in);
+    tune_serving_free(&w->serving);
+    free(w->ref);
+    free(w->sinks);
+    free(w->slopes);
+    free(w->ref_slopes);
+    if (w->dsinks) clReleaseMemObject(w->dsinks);
+    if (w->dslopes) clReleaseMemObject(w->dslopes);
 }
 
 /* One call of the fused kernel with the candidate's parameters (set on the context by the caller). */
@@ -66,8 +127,17 @@ static int run_once(void *user, cl_command_queue queue, cl_event *done) {
     clattn_sdpa_desc_init(&desc);
     desc.impl = CLATTN_IMPL_FUSED;
     desc.causal = w->p.causal;
+    const long m = w->mods > 0 ? w->mods : 0;
+    if (m & CLATTN_TUNE_MODS_SOFTCAP) desc.softcap = SUPPORT_SOFTCAP;
+    if (m & CLATTN_TUNE_MODS_SINKS)
+        desc.sinks = clattn_tensor_bhld(w->dsinks, CLATTN_DTYPE_F32, 1, w->p.heads, 1, 1);
+    if (m & CLATTN_TUNE_MODS_ALIBI)
+        desc.alibi_slopes = clattn_tensor_bhld(w->dslopes, CLATTN_DTYPE_F32, 1, w->p.heads, 1, 1);
+    if (m & CLATTN_TUNE_MODS_SCORE_FN) desc.score_mod = w->score_expr;
+    if (m & CLATTN_TUNE_MODS_MASK_FN) desc.mask_mod = w->mask_expr;
     clattn_tensor q, k, v, o;
     support_sdpa_inputs_tensors(&w->in, &desc, &q, &k, &v, &o);
+    tune_serving_apply(&w->serving, &w->in, &desc, &k, &v);
     return clattn_sdpa(w->ctx, &desc, &q, &k, &v, &o, queue, 0, NULL, done);
 }
 
@@ -160,6 +230,30 @@ static void s2s_free(void) {
 
 static support_call_fn candidate(void) {
     return s2s.active ? s2s_run_once : run_once;
+}
+
+/* --programs (for tests and for looking): the programs one call of the class builds with the parameters `params`
+ * (NULL: the context's choice), as "program SOURCE OPTIONS" lines, recorded by the library instead of run. */
+static void print_programs(worker_setup *w, const char *params) {
+    if (params && clattn_context_set_kernel_params(w->ctx, w->p.operation, params) != CLATTN_SUCCESS) {
+        printf("error %s\n", clattn_context_last_error(w->ctx));
+        return;
+    }
+    clattn_program_record_begin(w->ctx);
+    cl_event done = NULL;
+    candidate()(w, clattn_context_cl_queue(w->ctx), &done); /* fails at its first device operation, as it should */
+    if (done) clReleaseEvent(done);
+    for (size_t i = 0; i < clattn_program_record_count(w->ctx); ++i) {
+        const char *source = NULL, *options = NULL, *prefix = NULL;
+        if (clattn_program_recorded(w->ctx, i, &source, &options) != CLATTN_SUCCESS ||
+            clattn_program_recorded_prefix(w->ctx, i, &prefix) != CLATTN_SUCCESS)
+            continue;
+        /* The score_mod/mask_mod code goes ahead of the source, not into the options: name its switches. */
+        printf("program %s %s%s%s\n", source, options,
+               prefix && strstr(prefix, "#define HAS_SCORE_FN 1") ? " +HAS_SCORE_FN" : "",
+               prefix && strstr(prefix, "#define HAS_MASK_FN 1") ? " +HAS_MASK_FN" : "");
+    }
+    clattn_program_record_end(w->ctx);
 }
 
 static const char *failure_kind(clattn_status st) {
@@ -272,12 +366,18 @@ void tune_worker_args_parse(int argc, char **argv, tune_worker_args *a) {
     memset(a, 0, sizeof *a);
     a->repeat = 5;
     a->warmup = 2;
-    for (int i = 0; i + 1 < argc; i += 2) {
+    for (int i = 0; i < argc; ++i) {
+        if (strcmp(argv[i], "--programs") == 0) { /* the one flag: every other option takes a value */
+            a->programs = true;
+            continue;
+        }
+        if (i + 1 == argc) break;
         if (strcmp(argv[i], "--device") == 0) a->device = argv[i + 1];
         if (strcmp(argv[i], "--class") == 0) a->cls = argv[i + 1];
         if (strcmp(argv[i], "--repeat") == 0) a->repeat = atol(argv[i + 1]);
         if (strcmp(argv[i], "--warmup") == 0) a->warmup = atol(argv[i + 1]);
         if (strcmp(argv[i], "--first") == 0) a->first = argv[i + 1];
+        ++i;
     }
 }
 
@@ -306,15 +406,22 @@ int tune_worker_main(int argc, char **argv) {
         printf("error cannot create a context on the device\n");
         return CLI_FAILED;
     }
-    const char *bad = strcmp(w.p.operation, "seq2seq_additive") == 0 ? s2s_setup(&w) : setup(&w);
+    const bool s2s_op = strcmp(w.p.operation, "seq2seq_additive") == 0;
+    w.mods = s2s_op ? 0 : cls.mods;
+    w.serving.layout = s2s_op ? -1 : cls.kv_layout;
+    w.serving.kv_dtype = s2s_op ? -1 : cls.kv_dtype;
+    const char *bad = s2s_op ? s2s_setup(&w) : setup(&w);
     if (bad) {
         printf("error %s\n", bad);
         return CLI_FAILED;
     }
-    printf("ready\n");
-    tune_worker_serve(evaluate, &w);
-    support_sdpa_inputs_free(&w.in);
-    free(w.ref);
+    if (args.programs) {
+        print_programs(&w, args.first);
+    } else {
+        printf("ready\n");
+        tune_worker_serve(evaluate, &w);
+    }
+    free_setup(&w);
     s2s_free();
     clattn_context_free(w.ctx);
     return CLI_OK;
