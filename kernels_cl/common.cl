@@ -41,13 +41,28 @@ CLA_INLINE float cla_fp8_to_f32(uchar x) {
     return (u & 128u) ? -f : f;
 }
 
+/* The same on eight lanes. Where the device keeps fp32 denormals (CLA_FP32_DENORMS, which the host sets for a
+ * device that reports CL_FP_DENORM) it is bit operations and one multiply, no per-lane selects but the NaN one: the
+ * code sign-extended to 32 bits and shifted left by 20 has its sign in bit 31 and its magnitude bits in 20..26,
+ * which read as a binary32 are the E4M3 number times 2^-120 for normal and subnormal codes alike (exponent field e,
+ * or for e = 0 the denormal m 2^-129), so the multiply by 2^120 is exact. The CPU kernel's decode of 8-bit caches
+ * runs this for every element, so its cost is the decode's speed. */
+#ifndef CLA_FP32_DENORMS
+#define CLA_FP32_DENORMS 0
+#endif
 CLA_INLINE float8 cla_fp8x8_to_f32(uchar8 x) {
+#if CLA_FP32_DENORMS
+    const uint8 t = as_uint8(convert_int8(as_char8(x))) << 20;
+    const float8 f = as_float8(t & (uint8)(0x87F00000u)) * 0x1p120f;
+    return select(f, (float8)(NAN), as_int8((t & (uint8)(0x07F00000u)) == (uint8)(0x07F00000u)));
+#else
     const uint8 u = convert_uint8(x), mag = u & 127u;
     const float8 normal = as_float8((mag << 20) + (uint8)(120u << 23));
     const float8 sub = convert_float8(u & 7u) * 0x1p-9f;
     float8 f = select(normal, sub, as_int8((mag >> 3) == 0u));
     f = select(f, (float8)(NAN), as_int8(mag == 127u));
     return select(f, -f, as_int8((u & 128u) != 0u));
+#endif
 }
 
 #define CLA_LOAD_0(p, i) ((p)[i])
@@ -356,23 +371,45 @@ CLA_INLINE float8 cla_score_mod8(float8 x, int8 pos, int8 j, float cap, float sl
  * built-in ones and before the masks: score_mod sees the logit in natural units, and a key mask_mod rejects gets
  * -inf. Called only for keys inside [lo, hi), the row's keys after causal, window and key-length masking, so that
  * the indices an expression sees are always in range (i < Lq, j < Lk). */
-CLA_INLINE float cla_user_mods(float x, int b, int h, int i, int j, int lo, int hi, __global const int *mod_buf0,
-                               __global const int *mod_buf1) {
-#if HAS_USER_MODS
-    if (j < lo || j >= hi) return x;
+CLA_INLINE float cla_user_mods_in(float x, int b, int h, int i, int j, __global const int *mod_buf0,
+                                  __global const int *mod_buf1) {
 #if HAS_SCORE_FN
     x = cla_user_score(x * CLA_LN2, b, h, i, j, mod_buf0, mod_buf1) * CLA_LOG2E;
 #endif
 #if HAS_MASK_FN
     if (!cla_user_mask(b, h, i, j, mod_buf0, mod_buf1)) x = CLA_NEG_INF;
 #endif
+    return x;
+}
+
+CLA_INLINE float cla_user_mods(float x, int b, int h, int i, int j, int lo, int hi, __global const int *mod_buf0,
+                               __global const int *mod_buf1) {
+#if HAS_USER_MODS
+    if (j < lo || j >= hi) return x;
+    x = cla_user_mods_in(x, b, h, i, j, mod_buf0, mod_buf1);
 #endif
     return x;
 }
 
-/* The same on eight lanes (rows or keys), one lane at a time: the caller's code is scalar. */
+/* The same on eight lanes (rows or keys). The caller's code is scalar, so it runs once per lane; where every lane
+ * is inside its range (inner tiles, and most keys of the others) the eight calls are straight-line code with no
+ * test, which the compiler can turn into vector instructions (LLVM's SLP vectorizer does for arithmetic
+ * expressions such as ALiBi's); otherwise one lane at a time, each behind its range test. */
+#define CLA_USER_LANE(s) r.s = cla_user_mods_in(x.s, b, h, i.s, j.s, mod_buf0, mod_buf1)
 CLA_INLINE float8 cla_user_mods8(float8 x, int b, int h, int8 i, int8 j, int8 lo, int8 hi,
                                  __global const int *mod_buf0, __global const int *mod_buf1) {
+    if (all((j >= lo) & (j < hi))) {
+        float8 r;
+        CLA_USER_LANE(s0);
+        CLA_USER_LANE(s1);
+        CLA_USER_LANE(s2);
+        CLA_USER_LANE(s3);
+        CLA_USER_LANE(s4);
+        CLA_USER_LANE(s5);
+        CLA_USER_LANE(s6);
+        CLA_USER_LANE(s7);
+        return r;
+    }
     float t[8];
     int ti[8], tj[8], tlo[8], thi[8];
     vstore8(x, 0, t);

@@ -25,7 +25,8 @@
  * 2 bottom-right), HAS_WINDOW, HAS_KEY_LENGTHS, HAS_LSE, SPLIT_KV, UNIT_DSTRIDE (all head-dim strides are 1), and
  * the score modifiers HAS_SOFTCAP, HAS_ALIBI (common.cl's cla_score_mod8 on every score, inner tiles included) and
  * HAS_SINKS (cla_fold_sink at a row's end, or in sdpa_combine with key splits); the caller's score_mod and mask_mod
- * (HAS_SCORE_FN, HAS_MASK_FN: common.cl's cla_user_mods8 on every key of a row, every tile then an edge tile); the
+ * (HAS_SCORE_FN, HAS_MASK_FN: common.cl's cla_user_mods8 on every key of a row; in the row shape every tile is then
+ * an edge tile, in the block shape an inner tile stays one and marks the keys they masked); the
  * serving layouts VARLEN_Q, KV_LAYOUT and PAGE_SIZE (common.cl: every key row is found through cla_seq_kv_row, so a
  * tile may span pages) and 8-bit K/V (K_DTYPE, V_DTYPE 4 or 5: a key's scale multiplies its scores, a value's its
  * weights, so nothing dequantized is stored).
@@ -597,7 +598,10 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
     const int tile_start = range_lo > 0 ? (range_lo / BLOCK_N) * BLOCK_N : 0;
     for (int j0 = tile_start; j0 < range_hi; j0 += BLOCK_N) {
         const int n = min(BLOCK_N, range_hi - j0);
-        const bool inner = !CLA_PER_KEY && j0 >= inner_lo && j0 + n <= inner_hi;
+        /* The caller's mods may mask keys anywhere (mask_mod, or a score_mod that gives -inf), but they need no
+         * range test on an inner tile: such a tile marks its weights only where they did mask a key. */
+        const bool inner = MASK_KIND == 0 && j0 >= inner_lo && j0 + n <= inner_hi;
+        bool marked = !inner; /* some weight of the tile is marked -0.0 */
 
         /* Scores, QK_KEYS keys at a time; a short last block repeats the tile's last key (never a key past n, which
          * may lie past the key length), and the repeats are never read. */
@@ -651,23 +655,28 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
             /* The score modifiers, then (on an edge tile) the masks. Without modifiers an inner tile skips the
              * pass; with them, this pass also takes the tile's max. */
             float8 tile_max = (float8)(CLA_NEG_INF);
-            if (!inner || HAS_SCORE_MODS) {
+            bool mark = !inner;
+            if (!inner || HAS_SCORE_MODS || HAS_USER_MODS) {
                 const int8 lo8 = vload8(rv, lo_rows), hi8 = vload8(rv, hi_rows);
                 const int8 pos8 = vload8(rv, pos_rows);
+                int8 neg = (int8)(0); /* lanes that the caller's mods set to -inf on an inner tile */
                 for (int jj = 0; jj < n; ++jj) {
                     const int j = j0 + jj;
                     float8 x = vload8(jj * RV + rv, st);
 #if HAS_SCORE_MODS
                     x = cla_score_mod8(x, pos8, (int8)(j), softcap2, slope2);
-                    if (inner) {
-                        vstore8(x, jj * RV + rv, st);
-                        tile_max = vmax(tile_max, x);
-                        continue;
-                    }
 #endif
 #if HAS_USER_MODS
                     x = cla_user_mods8(x, b, h, pos8 - (int8)(shift), (int8)(j), lo8, hi8, mod_buf0, mod_buf1);
+                    if (inner) neg |= x == (float8)(CLA_NEG_INF);
 #endif
+                    if (HAS_SCORE_MODS || HAS_USER_MODS) {
+                        if (inner) {
+                            vstore8(x, jj * RV + rv, st);
+                            tile_max = vmax(tile_max, x);
+                            continue;
+                        }
+                    }
 #if MASK_KIND != 0
                     float mv[8];
                     CPU_UNROLL
@@ -681,12 +690,13 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
                     const int8 jv = (int8)(j);
                     x = select(x, (float8)(CLA_NEG_INF), (jv < lo8) | (jv >= hi8));
                     vstore8(x, jj * RV + rv, st);
-#if HAS_SCORE_MODS
+#if HAS_SCORE_MODS || HAS_USER_MODS
                     tile_max = vmax(tile_max, x);
 #endif
                 }
+                mark |= any(neg);
             }
-#if !HAS_SCORE_MODS
+#if !HAS_SCORE_MODS && !HAS_USER_MODS
             for (int jj = 0; jj < n; ++jj) tile_max = vmax(tile_max, vload8(jj * RV + rv, st));
 #endif
             const float8 m_new = vmax(m[rv], tile_max);
@@ -695,7 +705,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
             const float8 m_ref = select(m_new, (float8)(0.0f), m_new == (float8)(CLA_NEG_INF));
             alpha[rv] = cla_exp2_nonpos8(m[rv] - m_ref);
             float8 sum = (float8)(0.0f);
-            if (inner) {
+            if (!mark) {
                 for (int jj = 0; jj < n; ++jj) {
                     const float8 p = cla_exp2_nonpos8(vload8(jj * RV + rv, st) - m_ref);
                     sum += p;
@@ -711,6 +721,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
             }
             l[rv] = fma(l[rv], alpha[rv], sum);
             m[rv] = m_new;
+            marked |= mark;
         }
 
 #if V_IN_PLACE
@@ -730,9 +741,10 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
         const long v_row = TILE_W, v_col = 1;
 #endif
 
-        /* An edge tile whose values hold an inf or NaN must skip its masked weights rather than multiply them. */
+        /* A tile with marked weights whose values hold an inf or NaN must skip those weights rather than multiply
+         * them. */
         bool careful = false;
-        if (!inner)
+        if (marked)
             for (int jj = 0; jj < n; ++jj)
                 for (int d = 0; d < V_HEAD_DIM; ++d) careful |= !isfinite(vt[jj * v_row + d * v_col]);
 

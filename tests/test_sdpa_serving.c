@@ -551,6 +551,71 @@ static void quantized_kv(void **state) {
     each_variant(quantized_body);
 }
 
+/* Every fp8 code through the kernels' decode, exactly: 256 queries one-hot over a 256-wide head, one key whose
+ * elements are the codes 0..255 and a value row the same. With one key, row i's weight is 1, so its output is the
+ * decoded value row exactly (NaN where the code is NaN; -0 sums to 0), and its lse is the decoded key element i (to
+ * the rounding of the kernels' log2 units). The key holds 0x7e and 0xfe in place of the NaN codes, which would make
+ * every score NaN (0 * NaN). Scales 1 (per head), on every variant. */
+static void fp8_codes_body(void) {
+    enum { N = 256 };
+    float *q = calloc((size_t)N * N, sizeof(float)), *out = malloc((size_t)N * N * sizeof(float));
+    float lse[N], want[N], want_k[N];
+    uint8_t codes[N], kcodes[N];
+    const float one = 1.0f;
+    for (int i = 0; i < N; ++i) {
+        codes[i] = (uint8_t)i;
+        kcodes[i] = (i & 0x7f) == 0x7f ? (uint8_t)(i - 1) : (uint8_t)i;
+        q[(size_t)i * N + (size_t)i] = 1.0f;
+    }
+    assert_status(clattn_dtype_unpack(CLATTN_DTYPE_FP8_E4M3, codes, want, N), CLATTN_SUCCESS);
+    assert_status(clattn_dtype_unpack(CLATTN_DTYPE_FP8_E4M3, kcodes, want_k, N), CLATTN_SUCCESS);
+    cl_int err = CL_SUCCESS;
+    cl_mem qb = support_buffer(ctx, q, (size_t)N * N * sizeof(float), &err),
+           kb = support_buffer(ctx, kcodes, N, &err), vb = support_buffer(ctx, codes, N, &err),
+           sb = support_buffer(ctx, &one, sizeof one, &err),
+           ob = test_filled_buffer(ctx, (size_t)N * N * sizeof(float), POISON),
+           lb = test_filled_buffer(ctx, N * sizeof(float), POISON);
+    assert_int_equal(err, CL_SUCCESS);
+    clattn_sdpa_desc d;
+    clattn_sdpa_desc_init(&d);
+    d.scale = 1.0f;
+    d.k_scale = d.v_scale = clattn_tensor_bhld(sb, CLATTN_DTYPE_F32, 1, 1, 1, 1);
+    d.lse = clattn_tensor_bhld(lb, CLATTN_DTYPE_F32, 1, 1, N, 1);
+    const clattn_tensor qt = clattn_tensor_bhld(qb, CLATTN_DTYPE_F32, 1, 1, N, N),
+                        kt = clattn_tensor_bhld(kb, CLATTN_DTYPE_FP8_E4M3, 1, 1, 1, N),
+                        vt = clattn_tensor_bhld(vb, CLATTN_DTYPE_FP8_E4M3, 1, 1, 1, N),
+                        ot = clattn_tensor_bhld(ob, CLATTN_DTYPE_F32, 1, 1, N, N);
+    assert_status(clattn_sdpa(ctx, &d, &qt, &kt, &vt, &ot, NULL, 0, NULL, NULL), CLATTN_SUCCESS);
+    assert_int_equal(support_read_storage(ctx, ob, out, (size_t)N * N, CLATTN_DTYPE_F32), CL_SUCCESS);
+    assert_int_equal(support_read_storage(ctx, lb, lse, N, CLATTN_DTYPE_F32), CL_SUCCESS);
+    for (int i = 0; i < N; ++i) {
+        if (!(fabsf(lse[i] - want_k[i]) <= 1e-6f * (1.0f + fabsf(want_k[i])))) {
+            print_error("code 0x%02x as a key: lse %.9g, want %.9g\n", kcodes[i], lse[i], want_k[i]);
+            fail();
+        }
+        for (int x = 0; x < N; ++x) {
+            const float got = out[(size_t)i * N + (size_t)x];
+            if (isnan(want[x]) ? !isnan(got) : got != want[x]) {
+                print_error("row %d: code 0x%02x as a value decodes to %.9g, want %.9g\n", i, x, got, want[x]);
+                fail();
+            }
+        }
+    }
+    clReleaseMemObject(qb);
+    clReleaseMemObject(kb);
+    clReleaseMemObject(vb);
+    clReleaseMemObject(sb);
+    clReleaseMemObject(ob);
+    clReleaseMemObject(lb);
+    free(q);
+    free(out);
+}
+
+static void fp8_every_code(void **state) {
+    (void)state;
+    each_variant(fp8_codes_body);
+}
+
 /* A call whose index arrays (or scales) are wrong: the exact status, and the output untouched. */
 static void expect_refused(serving_call *call, clattn_status want) {
     assert_status(clattn_sdpa(ctx, &call->desc, &call->q, &call->k, &call->v, &call->out, NULL, 0, NULL, NULL),
@@ -720,10 +785,8 @@ static void tiny_every_variant(void **state) {
 
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(invalid_arguments),
-        cmocka_unit_test(packed_sequences),
-        cmocka_unit_test(paged_caches),
-        cmocka_unit_test(quantized_kv),
+        cmocka_unit_test(invalid_arguments), cmocka_unit_test(packed_sequences), cmocka_unit_test(paged_caches),
+        cmocka_unit_test(quantized_kv),      cmocka_unit_test(fp8_every_code),
     };
     const struct CMUnitTest tiny[] = {cmocka_unit_test(tiny_every_variant)};
     if (argc > 1 && strcmp(argv[1], "--tiny") == 0)

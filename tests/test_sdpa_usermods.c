@@ -185,6 +185,41 @@ static void mods_match_builtins(void **state) {
     free_inputs(&in);
 }
 
+/* Keys that a mask_mod or a score_mod of -inf hides must contribute nothing even where their values are inf or NaN
+ * (not 0 * inf): as with the bool mask, on tiles where every key is in range (the CPU block shape's inner tiles) as
+ * on the others. */
+static void masked_nonfinite_values(void **state) {
+    (void)state;
+    inputs in = make_inputs(11);
+    const float bad[2] = {INFINITY, NAN};
+    for (int b = 0; b < B; ++b)
+        assert_int_equal(clEnqueueWriteBuffer(clattn_context_cl_queue(ctx), in.v, CL_TRUE,
+                                              ((size_t)b * HK * LK + 5) * D * sizeof(float), sizeof bad, bad, 0,
+                                              NULL, NULL),
+                         CL_SUCCESS);
+    uint8_t *bools = malloc((size_t)LK);
+    assert_non_null(bools);
+    for (int j = 0; j < LK; ++j) bools[j] = j != 5;
+    cl_mem mask_buf = upload(bools, LK);
+    for (size_t vi = 0; vi < sizeof variants / sizeof *variants; ++vi) {
+        assert_status(clattn_context_set_kernel_params(ctx, "sdpa_fused", variants[vi]), CLATTN_SUCCESS);
+        clattn_sdpa_desc mod, builtin;
+        clattn_sdpa_desc_init(&mod);
+        clattn_sdpa_desc_init(&builtin);
+        builtin.mask = tensor4(mask_buf, 1, 1, 1, LK);
+        builtin.mask.dtype = CLATTN_DTYPE_BOOL;
+        mod.mask_mod = "kv_idx != 5";
+        expect_same(&in, &mod, &builtin, "mask_mod over non-finite values");
+        clattn_sdpa_desc_init(&mod);
+        mod.score_mod = "kv_idx == 5 ? -INFINITY : score";
+        expect_same(&in, &mod, &builtin, "score_mod of -inf over non-finite values");
+    }
+    assert_status(clattn_context_set_kernel_params(ctx, "sdpa_fused", NULL), CLATTN_SUCCESS);
+    free(bools);
+    clReleaseMemObject(mask_buf);
+    free_inputs(&in);
+}
+
 /* A call that must fail with `want` before writing anything; the last error must contain `needle` (if given). */
 static void expect_failure(const inputs *in, const clattn_sdpa_desc *d, clattn_status want, const char *needle) {
     float host[1];
@@ -352,7 +387,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(forbidden_expressions), cmocka_unit_test(bad_mod_buffers),
         cmocka_unit_test(unfused_refused),       cmocka_unit_test(wide_heads_refused),
         cmocka_unit_test(compile_errors),        cmocka_unit_test(mods_match_builtins),
-        cmocka_unit_test(tiny_every_variant),
+        cmocka_unit_test(tiny_every_variant),    cmocka_unit_test(masked_nonfinite_values),
     };
     return cmocka_run_group_tests_name("sdpa_usermods", tests, setup, teardown);
 }

@@ -95,6 +95,16 @@ static int choose_splits(const clattn_context *ctx, const cla_sdpa_plan *p, cons
     return n < 1 ? 1 : (int)n;
 }
 
+/* " -DCLA_FP32_DENORMS=1" where the CPU kernel decodes fp8 keys or values on a device that keeps fp32 denormals
+ * (CL_FP_DENORM: not flushed unless a program asks for it), whose eight-lane decode then needs no per-lane
+ * selects (common.cl); "" elsewhere, so that no other program's options change. */
+static const char *fp8_denorm_define(const clattn_context *ctx, const cla_sdpa_plan *p, bool cpu) {
+    cl_device_fp_config fp = 0;
+    if (!cpu || (p->k.dtype != CLATTN_DTYPE_FP8_E4M3 && p->v.dtype != CLATTN_DTYPE_FP8_E4M3)) return "";
+    if (clGetDeviceInfo(ctx->device, CL_DEVICE_SINGLE_FP_CONFIG, sizeof fp, &fp, NULL) != CL_SUCCESS) return "";
+    return (fp & CL_FP_DENORM) ? " -DCLA_FP32_DENORMS=1" : "";
+}
+
 clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_chain *chain) {
     const cla_tune_op *op = &cla_tune_op_sdpa_fused;
     cla_tune_config c;
@@ -139,7 +149,8 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
         nsplit = p->kv_len ? (int)((p->kv_len + (size_t)split_len - 1) / (size_t)split_len) : 1;
         split = nsplit > 1;
         cla_tune_defines(op, &c, defines, sizeof defines);
-        snprintf(options, sizeof options, "%s%s -DSPLIT_KV=%d -DPACK_ROWS=%zu", common, defines, split, pack_rows);
+        snprintf(options, sizeof options, "%s%s -DSPLIT_KV=%d -DPACK_ROWS=%zu%s", common, defines, split, pack_rows,
+                 fp8_denorm_define(ctx, p, cpu));
         if ((st = cla_kernel_get_prefixed(ctx, source, prefix, options, name, &kernel))) {
             if (st == CLATTN_ERROR_BUILD_FAILED && prefix) cla_sdpa_frame_mods(ctx, p);
             free(prefix);
