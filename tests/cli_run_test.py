@@ -47,6 +47,13 @@ for causal in ("top-left", "bottom-right"):
     agree(f"causal {causal}, Lq != Lk", files + ["--causal", causal], (o,), 1e-5)
 o, w, lse = attention(q, k, v, causal="bottom-right", window=(5, 1))
 agree("window 5,1 bottom-right", files + ["--causal", "bottom-right", "--window", "5,1"], (o,), 1e-5)
+# The window's own alignment: bottom-right without causal masking (FlashAttention's), top-left under bottom-right.
+o, w, lse = attention(q, k, v, window=(5, 1), window_align="bottom-right")
+agree("window 5,1 aligned bottom-right, not causal", files + ["--window", "5,1", "--window-align", "bottom-right"],
+      (o,), 1e-5)
+o, w, lse = attention(q, k, v, causal="bottom-right", window=(3, -1), window_align="top-left")
+agree("window 3,-1 aligned top-left, causal bottom-right",
+      files + ["--causal", "bottom-right", "--window", "3,-1", "--window-align", "top-left"], (o,), 1e-5)
 kl = np.array([21, 4], dtype=np.int32)
 np.save(path("kl.npy"), kl)
 o, w, lse = attention(q, k, v, key_lengths=kl)
@@ -207,6 +214,7 @@ for name, args in {
     "missing file": ["--q", path("nope.npy"), "--k", path("k.npy"), "--v", path("v.npy")],
     "bad --causal": files + ["--causal", "sideways"],
     "bad --window": files + ["--window", "3"],
+    "bad --window-align": files + ["--window", "3,3", "--window-align", "middle"],
 }.items():
     r = t.run_to(*args)
     check(f"{name}: exit 2, no output", r.returncode == 2 and not t.wrote(),

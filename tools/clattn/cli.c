@@ -134,6 +134,16 @@ int cli_parse_causal(const char *cmd, const char *text, clattn_causal *causal) {
     return CLI_OK;
 }
 
+int cli_parse_window_align(const char *cmd, const char *text, clattn_window_align *align) {
+    if (strcmp(text, "top-left") == 0)
+        *align = CLATTN_WINDOW_ALIGN_TOP_LEFT;
+    else if (strcmp(text, "bottom-right") == 0)
+        *align = CLATTN_WINDOW_ALIGN_BOTTOM_RIGHT;
+    else
+        return cli_error(cmd, CLI_USAGE, "--window-align %s: expected top-left or bottom-right", text);
+    return CLI_OK;
+}
+
 int cli_parse_impl(const char *cmd, const char *text, clattn_impl *impl) {
     if (strcmp(text, "fused") == 0)
         *impl = CLATTN_IMPL_FUSED;

@@ -113,6 +113,7 @@ static double check_against_reference(const clattn_sdpa_host_desc *d, const run_
     ref.causal = d->causal;
     ref.window_left = d->window_left;
     ref.window_right = d->window_right;
+    ref.window_align = d->window_align;
     /* load_mask gave every size of mask_shape (none is 0). */
     size_t mst[4];
     const size_t *msz = d->mask_shape;
@@ -214,6 +215,7 @@ static int prepare(const cli_command *cmd, clattn_sdpa_host_desc *d, run_data *r
     if ((s = cli_value(cmd, "impl")) && (rc = cli_parse_impl(CMD, s, &d->impl))) return rc;
     if ((s = cli_value(cmd, "window")) && (rc = cli_parse_window(CMD, s, &d->window_left, &d->window_right)))
         return rc;
+    if ((s = cli_value(cmd, "window-align")) && (rc = cli_parse_window_align(CMD, s, &d->window_align))) return rc;
     if ((s = cli_value(cmd, "scale")) && (rc = cli_parse_scale(CMD, s, &d->scale))) return rc;
     if ((s = cli_value(cmd, "mask")) && (rc = load_mask(s, d, r))) return rc;
     if ((s = cli_value(cmd, "key-lengths"))) {
@@ -255,6 +257,7 @@ static int run_sdpa(int argc, char **argv) {
         CLI_OPTION_KEY_LENGTHS_FILE,
         CLI_OPTION_CAUSAL_ALIGN,
         CLI_OPTION_WINDOW,
+        CLI_OPTION_WINDOW_ALIGN,
         CLI_OPTIONS_SCORE_MODS,
         {"score-mod", "EXPR",
          "OpenCL C expression for the new logit, of score (natural units), b, h, q_idx, kv_idx and mod buffers",

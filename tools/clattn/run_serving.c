@@ -291,6 +291,7 @@ static int read_options(const cli_command *cmd, serving_run *r, clattn_sdpa_desc
     if ((s = cli_value(cmd, "kv-dtype")) && (rc = serving_parse_kv_dtype(CMD, s, &r->kv_dtype))) return rc;
     if ((s = cli_value(cmd, "causal")) && (rc = cli_parse_causal(CMD, s, &d->causal))) return rc;
     if ((s = cli_value(cmd, "impl")) && (rc = cli_parse_impl(CMD, s, &d->impl))) return rc;
+    if ((s = cli_value(cmd, "window-align")) && (rc = cli_parse_window_align(CMD, s, &d->window_align))) return rc;
     if ((s = cli_value(cmd, "window")) && (rc = cli_parse_window(CMD, s, &d->window_left, &d->window_right)))
         return rc;
     if ((s = cli_value(cmd, "scale")) && (rc = cli_parse_scale(CMD, s, &d->scale))) return rc;
@@ -413,6 +414,7 @@ static int check(const serving_run *r, const clattn_sdpa_desc *d) {
     o.causal = d->causal;
     o.window_left = d->window_left;
     o.window_right = d->window_right;
+    o.window_align = d->window_align;
     o.softcap = r->mods.softcap;
     o.sinks = r->mods.sinks;
     o.alibi_slopes = r->mods.alibi_slopes;
