@@ -352,6 +352,25 @@ per_sequence("paged cache, packed queries (chunked prefill), ALiBi, window", ["-
              path("cq.npy")] + cache + ["--causal", "bottom-right", "--window", "6,0", "--alibi-slopes",
                                         path("slopes.npy")], packed_rows, paged_keys(),
              dict(causal="bottom-right", window=(6, 0), alibi=slopes), 1e-5)
+# A dense cache [B, Hkv, Lk_cap, D] with --seqlens-k: sequence b has its first sk[b] keys, which are its Lk for the
+# alignment (here a window aligned bottom-right without causal masking, FlashAttention's convention, and causal).
+kd = rng.uniform(-2, 2, (seqs, hkv, 32, dk)).astype(np.float32)
+vd = rng.uniform(-2, 2, (seqs, hkv, 32, dv)).astype(np.float32)
+qd2 = rng.uniform(-2, 2, (seqs, hq, 2, dk)).astype(np.float32)
+np.save(path("sk_bad.npy"), np.array([17, 9, 33, 0, 1], dtype=np.int32))
+for name, a in (("kd.npy", kd), ("vd.npy", vd), ("qd2.npy", qd2)):
+    np.save(path(name), a)
+dense_cache = ["--q", path("qd2.npy"), "--k", path("kd.npy"), "--v", path("vd.npy"), "--seqlens-k", path("sk.npy")]
+dense_keys = lambda b: (kd[b, :, :sk[b]].transpose(1, 0, 2), vd[b, :, :sk[b]].transpose(1, 0, 2))
+dense_rows = lambda b: (lambda a: a[b:b + 1], qd2[b:b + 1])
+per_sequence("dense cache with --seqlens-k, window 3,1 aligned bottom-right, not causal",
+             dense_cache + ["--window", "3,1", "--window-align", "bottom-right"], dense_rows, dense_keys,
+             dict(window=(3, 1), window_align="bottom-right"), 1e-5)
+for kind in ("f32", "i8"):
+    per_sequence(f"dense cache with --seqlens-k, --kv-dtype {kind}, causal bottom-right",
+                 dense_cache + ["--causal", "bottom-right", "--kv-dtype", kind], dense_rows,
+                 lambda b, kind=kind: tuple(quantize(x, kind, 1) for x in dense_keys(b)), dict(causal="bottom-right"),
+                 1e-5)
 # Dense 4-D inputs with 8-bit K/V (a scale per head for fp8: over the batch and the sequence), and --random.
 r = t.run_to(*files, "--kv-dtype", "fp8", "--lse", path("lse.npy"), "--check", "--key-lengths", path("kl.npy"))
 if r.returncode == 0:
@@ -393,6 +412,10 @@ for name, args, needle in (
         ("--key-lengths with packed keys", packed + ["--key-lengths", path("kl.npy")], "--key-lengths"),
         ("--random with --cu-seqlens-q", ["--random", "1,2,1,3,3,8", "--cu-seqlens-q", path("cq.npy")], "--random"),
         ("--kv-dtype int4", files + ["--kv-dtype", "int4"], "--kv-dtype"),
+        ("a dense cache length past its rows", dense_cache[:-1] + [path("sk_bad.npy")],
+         "CLATTN_ERROR_INVALID_SEQLENS"),
+        ("--seqlens-k with --cu-seqlens-k", packed + ["--seqlens-k", path("sk.npy")], "--cu-seqlens-k"),
+        ("--seqlens-k with --key-lengths", dense_cache + ["--key-lengths", path("kl.npy")], "--key-lengths"),
         ("float64 cu_seqlens", ["--q", path("qp.npy"), "--k", path("kp.npy"), "--v", path("vp.npy"),
                                 "--cu-seqlens-q", path("slopes.npy"), "--cu-seqlens-k", path("ck.npy")], "int32")):
     r = t.run_to(*args, "--check")

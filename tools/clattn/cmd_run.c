@@ -249,7 +249,8 @@ static int run_sdpa(int argc, char **argv) {
         {"k-cache", "KC.npy", "paged key cache [num_blocks, block_size, Hkv, D] (vLLM), instead of --k", NULL},
         {"v-cache", "VC.npy", "paged value cache [num_blocks, block_size, Hkv, Dv], instead of --v", NULL},
         {"block-table", "BT.npy", "int32 [B, max_blocks]: the cache's pages of each sequence", NULL},
-        {"seqlens-k", "SK.npy", "int32 [B]: the keys of each sequence in the paged cache", NULL},
+        {"seqlens-k", "SK.npy", "int32 [B]: the keys of each sequence in the paged cache, or in dense --k/--v",
+         NULL},
         {"kv-dtype", "TYPE", "K/V storage on the device: f32, f16, bf16, i8 or fp8 (quantized); default --dtype",
          NULL},
         {"random", "B,Hq,Hkv,Lq,Lk,D", "seeded random inputs in [-2, 2) instead of files", NULL},
@@ -279,7 +280,8 @@ static int run_sdpa(int argc, char **argv) {
         "Run one scaled dot-product attention, softmax(Q K^T * scale + mask) V, on .npy files or random "
         "inputs.",
         "(--q Q.npy --k K.npy --v V.npy | --random B,Hq,Hkv,Lq,Lk,D) [options] [-o O.npy]\n"
-        "       clattn run sdpa --q Q.npy (--k K.npy --v V.npy | --k-cache KC.npy --v-cache VC.npy --block-table "
+        "       clattn run sdpa --q Q.npy (--k K.npy --v V.npy [--seqlens-k SK.npy] | --k-cache KC.npy --v-cache "
+        "VC.npy --block-table "
         "BT.npy --seqlens-k SK.npy)\n"
         "                       [--cu-seqlens-q CQ.npy] [--cu-seqlens-k CK.npy] [--kv-dtype TYPE] [options] [-o "
         "O.npy]",
