@@ -285,8 +285,8 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
             return st;
     }
     CLA_FAIL_ON(p->key_lengths && p->kv_layout != CLA_KV_DENSE, ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                "desc->key_lengths: packed and paged keys have their own lengths (cu_seqlens_k, seqlens_k); leave "
-                "key_lengths NULL");
+                "desc->key_lengths: packed keys and caches (paged, or dense with seqlens_k) have their own "
+                "lengths (cu_seqlens_k, seqlens_k); leave key_lengths NULL");
     CLA_FAIL_ON(p->weights.buffer && seqs, ctx, CLATTN_ERROR_UNSUPPORTED,
                 "desc->weights: packed and paged calls do not produce attention weights (they run in the fused "
                 "kernels); leave weights empty");
