@@ -457,7 +457,7 @@ typedef struct clattn_sdpa_desc {
      * key_lengths, and run on one device of the context. Masks broadcast to [B, Hq, max_q, max_k], indexed by the
      * positions inside each sequence; causal alignment, windows and ALiBi apply per sequence, with the sequence's
      * own key length as Lk; lse follows q's rows. */
-    size_t seq_count; /* B: the sequences of a packed or paged call (0 with neither) */
+    size_t seq_count; /* B: the sequences of a packed, paged or dense-cache (seqlens_k) call (0 with none) */
     /* Packed queries (FlashAttention's varlen): q [1, Hq, total_q, Dk], out [1, Hq, total_q, Dv] and lse
      * [1, Hq, total_q, 1]; sequence b is rows cu_seqlens_q[b] .. cu_seqlens_q[b + 1] - 1. A [total, H, D] array is
      * clattn_tensor_blhd(buffer, dtype, 1, H, total, D). [seq_count + 1] entries from 0, never decreasing, ending
