@@ -366,6 +366,16 @@ typedef enum clattn_impl {
 
 #define CLATTN_WINDOW_UNBOUNDED (-1)
 
+/* Where the sliding window and ALiBi place query i among the keys when the query and key lengths differ:
+ * DEFAULT: as the causal mask does (bottom-right with CLATTN_CAUSAL_BOTTOM_RIGHT, else top-left).
+ * TOP_LEFT: at position i. BOTTOM_RIGHT: at position i + Lk - Lq, whatever the causal mask; FlashAttention aligns
+ * its windows and ALiBi so even without a causal mask. */
+typedef enum clattn_window_align {
+    CLATTN_WINDOW_ALIGN_DEFAULT = 0,
+    CLATTN_WINDOW_ALIGN_TOP_LEFT = 1,
+    CLATTN_WINDOW_ALIGN_BOTTOM_RIGHT = 2,
+} clattn_window_align;
+
 /* Options of one attention call. Initialise with clattn_sdpa_desc_init(); a field left at its default has no
  * effect. Shapes: q [B, Hq, Lq, Dk], k [B, Hkv, Lk, Dk], v [B, Hkv, Lk, Dv], out [B, Hq, Lq, Dv], Hq a multiple of
  * Hkv (grouped-query attention). */
@@ -386,9 +396,13 @@ typedef struct clattn_sdpa_desc {
     float scale;          /* NAN (the default) means 1/sqrt(Dk) */
     clattn_causal causal; /* default CLATTN_CAUSAL_NONE */
     /* Sliding window: query i sees keys j with i' - left <= j <= i' + right, where i' = i + Lk - Lq for
-     * bottom-right alignment and i' = i otherwise. CLATTN_WINDOW_UNBOUNDED (the default) removes that side. */
+     * bottom-right alignment (window_align) and i' = i otherwise. CLATTN_WINDOW_UNBOUNDED (the default) removes
+     * that side. */
     int64_t window_left;
     int64_t window_right;
+    /* The alignment of the window and ALiBi; DEFAULT follows `causal`. An unknown value is
+     * CLATTN_ERROR_INVALID_MASK. */
+    clattn_window_align window_align;
     clattn_impl impl;
     /* Optional mask that broadcasts to [B, Hq, Lq, Lk] like PyTorch's attn_mask: each size is 1 or the full size
      * (clattn_mask_broadcasts), so [B, 1, 1, Lk] (padding), [1, 1, Lq, Lk] and [1, 1, 1, Lk] all work; a size-1
@@ -414,7 +428,7 @@ typedef struct clattn_sdpa_desc {
      * row still gives zeros, with lse = the sink). NULL buffer: none. */
     clattn_tensor sinks;
     /* ALiBi: F32 [1, Hq, 1, 1], slope[h]; -slope[h] * |i' - j| is added to the logit, i' aligned as for the window
-     * (i + Lk - Lq with bottom-right causal alignment, else i), computed in the kernels. NULL buffer: none. */
+     * (i + Lk - Lq with bottom-right window_align, else i), computed in the kernels. NULL buffer: none. */
     clattn_tensor alibi_slopes;
     /* The caller's score and mask functions (FlexAttention's score_mod and mask_mod), as OpenCL C expressions
      * compiled into the fused kernels; NULL or "": none. They see `b`, `h`, `q_idx`, `kv_idx` (int: batch item,
@@ -441,8 +455,9 @@ typedef struct clattn_sdpa_desc {
      * step does), and copies them to the device with its commands, so they may be reused as soon as it returns.
      * They need the fused kernels (AUTO picks them; UNFUSED is CLATTN_ERROR_UNSUPPORTED), take no weights and no
      * key_lengths, and run on one device of the context. Masks broadcast to [B, Hq, max_q, max_k], indexed by the
-     * positions inside each sequence; causal alignment and windows apply per sequence; lse follows q's rows. */
-    size_t seq_count; /* B: the sequences of a packed or paged call (0 with neither) */
+     * positions inside each sequence; causal alignment, windows and ALiBi apply per sequence, with the sequence's
+     * own key length as Lk; lse follows q's rows. */
+    size_t seq_count; /* B: the sequences of a packed, paged or dense-cache (seqlens_k) call (0 with none) */
     /* Packed queries (FlashAttention's varlen): q [1, Hq, total_q, Dk], out [1, Hq, total_q, Dv] and lse
      * [1, Hq, total_q, 1]; sequence b is rows cu_seqlens_q[b] .. cu_seqlens_q[b + 1] - 1. A [total, H, D] array is
      * clattn_tensor_blhd(buffer, dtype, 1, H, total, D). [seq_count + 1] entries from 0, never decreasing, ending
@@ -457,7 +472,12 @@ typedef struct clattn_sdpa_desc {
      * keys (at most block_table_stride * block_size). Pages may come in any order and be shared. */
     const int32_t *block_table; /* [seq_count, block_table_stride] */
     size_t block_table_stride;  /* max_blocks_per_seq: entries per sequence */
-    const int32_t *seqlens_k;   /* [seq_count] */
+    /* [seq_count]. Without block_table it gives a dense cache its lengths (flash_attn_with_kvcache's
+     * cache_seqlens): k [B, Hkv, Lk_cap, Dk] and v [B, Hkv, Lk_cap, Dv] with any strides, sequence b's keys their
+     * first seqlens_k[b] rows (0 to Lk_cap, else CLATTN_ERROR_INVALID_SEQLENS; the rows past it are never read).
+     * Unlike key_lengths, which only masks and keeps the alignment at the tensor's Lk, seqlens_k[b] is the
+     * sequence's Lk for causal alignment, windows and ALiBi. */
+    const int32_t *seqlens_k;
     /* 8-bit keys and values (k or v of dtype I8 or FP8_E4M3, each on its own): the kernels read them and scale
      * them in registers. The scale tensor (F32 or F16) broadcasts to [k.size[0], Hkv, k.size[2], 1]: one scale per
      * token and head ([.., Hkv, .., 1], as I8 caches use), or one per head ([1, Hkv, 1, 1], as FP8 caches use).
@@ -493,6 +513,7 @@ typedef struct clattn_sdpa_host_desc {
     float scale; /* NAN: 1/sqrt(head_dim) */
     clattn_causal causal;
     int64_t window_left, window_right;
+    clattn_window_align window_align; /* as clattn_sdpa_desc.window_align */
     clattn_impl impl;
     const float *mask;        /* additive, contiguous of sizes mask_shape, or NULL */
     const uint8_t *bool_mask; /* boolean, contiguous of sizes mask_shape, nonzero keeps the key, or NULL */

@@ -115,6 +115,11 @@ CLA_INLINE float8 cla_fp8x8_to_f32(uchar8 x) {
 #ifndef CAUSAL
 #define CAUSAL 0
 #endif
+/* Where the window and ALiBi place query i: 1 top-left (at i), 2 bottom-right (at i + Lk - Lq); by default where
+ * the causal mask does (the host sets it only where a call asks otherwise). */
+#ifndef WINDOW_ALIGN
+#define WINDOW_ALIGN (CAUSAL == 2 ? 2 : 1)
+#endif
 #ifndef HAS_WINDOW
 #define HAS_WINDOW 0
 #endif
@@ -185,9 +190,10 @@ CLA_INLINE int cla_kv_limit(__global const int *key_lengths, long offset, int b,
  * VARLEN_Q: q, out and lse hold packed sequences, batch item b being rows cu_q[b] .. cu_q[b + 1] - 1 of a batch-1
  * tensor. KV_LAYOUT: 0 dense, k [B, Hkv, Lk, D]; 1 packed like the queries (cu_k); 2 paged, k [pages, Hkv,
  * PAGE_SIZE, D], key j of batch item b being row j % PAGE_SIZE of page table[b][j / PAGE_SIZE], with seqlens_k[b]
- * keys. `seqs` holds the index arrays the host copied to the device, and seq_at their element offsets: x cu_q,
- * y cu_k or seqlens_k, z the block table, w its entries per batch item. An 8-bit K or V (K_SCALED, V_SCALED) has a
- * scale tensor indexed like it without the head dim (strides 0 where it broadcasts), of type KS_DTYPE / VS_DTYPE.
+ * keys; 3 a dense cache k [B, Hkv, Lk_cap, D] whose batch item b has its first seqlens_k[b] keys. `seqs` holds the
+ * index arrays the host copied to the device, and seq_at their element offsets: x cu_q, y cu_k or seqlens_k, z the
+ * block table, w its entries per batch item. An 8-bit K or V (K_SCALED, V_SCALED) has a scale tensor indexed like
+ * it without the head dim (strides 0 where it broadcasts), of type KS_DTYPE / VS_DTYPE.
  */
 #ifndef VARLEN_Q
 #define VARLEN_Q 0
@@ -226,11 +232,11 @@ CLA_INLINE long cla_seq_q_base(__global const int *seqs, int4 seq_at, int b, lon
 #endif
 }
 
-/* Batch item b's keys: Lk, or its packed or paged length. */
+/* Batch item b's keys: Lk, or its packed, paged or dense-cache length. */
 CLA_INLINE int cla_seq_k_len(__global const int *seqs, int4 seq_at, int b, int Lk) {
 #if KV_LAYOUT == 1
     return seqs[seq_at.y + b + 1] - seqs[seq_at.y + b];
-#elif KV_LAYOUT == 2
+#elif KV_LAYOUT >= 2
     return seqs[seq_at.y + b];
 #else
     return Lk;
@@ -272,24 +278,30 @@ CLA_INLINE long cla_seq_kv_row(__global const int *seqs, int4 seq_at, int b, lon
 CLA_DEFINE_KV_SCALE(cla_k_scale, KS_DTYPE, K_SCALED)
 CLA_DEFINE_KV_SCALE(cla_v_scale, VS_DTYPE, V_SCALED)
 
-/* The keys query row i may see, [lo, hi), from causal masking, the window and the key length (kv_limit). shift is
- * Lk - Lq for bottom-right alignment, else 0. Rows past the end of a short key sequence get lo >= hi: fully masked.
- * The host caps sequence lengths at 2^28 and turns windows wider than Lq + Lk into unbounded ones (-1), so these
- * int sums cannot overflow. */
-CLA_INLINE int cla_key_lo(int i, int shift, int2 window) {
+/* Where a batch item's query i sits among its Lk keys: at i + shift.x for the causal mask, at i + shift.y for the
+ * window and ALiBi; each shift is Lk - Lq for bottom-right alignment, else 0. */
+CLA_INLINE int2 cla_shifts(int Lq, int Lk) {
+    return (int2)(CAUSAL == 2 ? Lk - Lq : 0, WINDOW_ALIGN == 2 ? Lk - Lq : 0);
+}
+
+/* The keys query row i may see, [lo, hi), from causal masking, the window and the key length (kv_limit), with the
+ * shifts of cla_shifts. Rows past the end of a short key sequence get lo >= hi: fully masked. The host caps
+ * sequence lengths at 2^28 and turns windows wider than Lq + Lk into unbounded ones (-1), so these int sums cannot
+ * overflow. */
+CLA_INLINE int cla_key_lo(int i, int2 shift, int2 window) {
 #if HAS_WINDOW
-    if (window.x >= 0) return max(0, i + shift - window.x);
+    if (window.x >= 0) return max(0, i + shift.y - window.x);
 #endif
     return 0;
 }
 
-CLA_INLINE int cla_key_hi(int i, int shift, int2 window, int kv_limit) {
+CLA_INLINE int cla_key_hi(int i, int2 shift, int2 window, int kv_limit) {
     int hi = kv_limit;
 #if CAUSAL
-    hi = min(hi, i + shift + 1);
+    hi = min(hi, i + shift.x + 1);
 #endif
 #if HAS_WINDOW
-    if (window.y >= 0) hi = min(hi, i + shift + window.y + 1);
+    if (window.y >= 0) hi = min(hi, i + shift.y + window.y + 1);
 #endif
     return max(hi, 0);
 }
@@ -344,7 +356,7 @@ CLA_INLINE float8 cla_softcap8(float8 x, float cap) {
 /* The per-score modifiers, applied to a logit x in log2 units (x = scale * q.k * log2 e) before any mask, in this
  * order: the softcap, s = c tanh(s / c), which in log2 units is the same formula with cap = c log2 e; then ALiBi,
  * -slope |i' - j| added to the logit, with slope2 = slope * log2 e and pos = i' the query's position aligned like
- * the causal mask (i + Lk - Lq for bottom-right alignment, else i). Every attention kernel calls this one helper
+ * the window (i + shift.y of cla_shifts). Every attention kernel calls this one helper
  * (the scalar form, or the eight-lane one the CPU kernel uses), so every path computes the same scores. */
 CLA_INLINE float cla_score_mod(float x, int pos, int j, float cap, float slope2) {
 #if HAS_SOFTCAP

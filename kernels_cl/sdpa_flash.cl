@@ -96,7 +96,7 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
     const long k_base = cla_seq_kv_base(seqs, seq_at, b, k_stride),
                v_base = cla_seq_kv_base(seqs, seq_at, b, v_stride);
     const int kv_limit = cla_kv_limit(key_lengths, offsets.s5, b, Lk);
-    const int shift = CAUSAL == 2 ? Lk - Lq : 0;
+    const int2 shift = cla_shifts(Lq, Lk);
 
     /* The block's queries run from i_first to i_last: the keys any of them sees decide the tiles visited, the keys
      * all of them see decide which tiles need no per-score checks. */
@@ -239,7 +239,7 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
 #else
                 const float row_slope2 = 0.0f;
 #endif
-                s[m][t] = cla_score_mod(s[m][t], row_i[m] + shift, j, softcap2, row_slope2);
+                s[m][t] = cla_score_mod(s[m][t], row_i[m] + shift.y, j, softcap2, row_slope2);
 #endif
 #if HAS_USER_MODS
                 /* Keys past the tile's n lie outside [lo, hi), so the caller's code never sees them. */

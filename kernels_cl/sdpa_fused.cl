@@ -56,7 +56,7 @@ __kernel FUSED_GROUP_SHAPE void sdpa_fused(SDPA_FUSED_ARGS) {
                v_base = cla_seq_kv_base(seqs, seq_at, b, v_stride);
 
     const int kv_limit = cla_kv_limit(key_lengths, offsets.s5, b, Lk);
-    const int shift = CAUSAL == 2 ? Lk - Lq : 0;
+    const int2 shift = cla_shifts(Lq, Lk);
 
     /* The block whose key range decides which tiles are visited: the whole work-group when it shares tiles. */
 #if USE_LOCAL
@@ -92,7 +92,7 @@ __kernel FUSED_GROUP_SHAPE void sdpa_fused(SDPA_FUSED_ARGS) {
         l[r] = 0.0f;
         lo[r] = cla_key_lo(i, shift, window);
         hi[r] = cla_key_hi(i, shift, window, kv_limit);
-        pos[r] = i + shift;
+        pos[r] = i + shift.y;
         mask_row[r] = offsets.s4 + b * mask_stride.x + h * mask_stride.y + i * mask_stride.z;
     }
 
@@ -154,7 +154,7 @@ __kernel FUSED_GROUP_SHAPE void sdpa_fused(SDPA_FUSED_ARGS) {
                     x = cla_score_mod(x, pos[r], j, softcap2, slope2);
 #endif
 #if HAS_USER_MODS
-                    x = cla_user_mods(x, b, h, pos[r] - shift, j, lo[r], hi[r], mod_buf0, mod_buf1);
+                    x = cla_user_mods(x, b, h, pos[r] - shift.y, j, lo[r], hi[r], mod_buf0, mod_buf1);
 #endif
 #if MASK_KIND == 1
                     const float mv = LOAD(MASK_DTYPE, mask, mask_row[r] + j * mask_stride.w);

@@ -258,7 +258,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
     const long ks_first = scale_offsets.x + hk * ks_stride.y, vs_first = scale_offsets.y + hk * vs_stride.y;
 
     const int kv_limit = cla_kv_limit(key_lengths, offsets.s5, b, Lk);
-    const int shift = CAUSAL == 2 ? Lk - Lq : 0;
+    const int2 shift = cla_shifts(Lq, Lk);
 #if SPLIT_KV
     const int split = get_global_id(2);
 #endif
@@ -391,7 +391,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
                 float8 x8 = vload8(g, srow);
                 const int8 j = (int8)(j0 + g * 8) + lane;
 #if HAS_SCORE_MODS
-                x8 = cla_score_mod8(x8, (int8)((first + r) / pg + shift), j, softcap2, slopes2[r]);
+                x8 = cla_score_mod8(x8, (int8)((first + r) / pg + shift.y), j, softcap2, slopes2[r]);
 #endif
 #if HAS_USER_MODS
                 /* The row's query and head; the repeats past n lie outside [lo, hi) once clamped to the tile. */
@@ -553,7 +553,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
                v_base = cla_seq_kv_base(seqs, seq_at, b, v_stride);
 
     const int kv_limit = cla_kv_limit(key_lengths, offsets.s5, b, Lk);
-    const int shift = CAUSAL == 2 ? Lk - Lq : 0;
+    const int2 shift = cla_shifts(Lq, Lk);
 
     /* Keys some row of the block sees, [range_lo, range_hi), and keys every row sees, [inner_lo, inner_hi): both
      * bounds grow with the row. */
@@ -584,7 +584,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
             qt[d * ROWS + r] = LOAD(Q_DTYPE, q, i * q_stride.z + d * DSTRIDE(q_stride)) * scale_log2;
         lo_rows[r] = cla_key_lo(i, shift, window);
         hi_rows[r] = cla_key_hi(i, shift, window, kv_limit);
-        pos_rows[r] = i + shift;
+        pos_rows[r] = i + shift.y;
         mask_row[r] = offsets.s4 + b * mask_stride.x + h * mask_stride.y + i * mask_stride.z;
     }
     for (int x = 0; x < V_HEAD_DIM * ROWS; ++x) ot[x] = 0.0f;
@@ -667,7 +667,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
                     x = cla_score_mod8(x, pos8, (int8)(j), softcap2, slope2);
 #endif
 #if HAS_USER_MODS
-                    x = cla_user_mods8(x, b, h, pos8 - (int8)(shift), (int8)(j), lo8, hi8, mod_buf0, mod_buf1);
+                    x = cla_user_mods8(x, b, h, pos8 - (int8)(shift.y), (int8)(j), lo8, hi8, mod_buf0, mod_buf1);
                     if (inner) neg |= x == (float8)(CLA_NEG_INF);
 #endif
                     if (HAS_SCORE_MODS || HAS_USER_MODS) {

@@ -103,7 +103,7 @@ masked_softmax(__global float *s, __global float *row_inv, int4 dims, int2 first
     __global float *srow = s + ((long)t * rows + r) * Lk;
 
     /* [lo, hi): the keys causal masking, the window and the key length leave to row i (the rules of common.cl). */
-    const int shift = CAUSAL == 2 ? Lk - Lq : 0;
+    const int2 shift = cla_shifts(Lq, Lk);
     const int2 win = (int2)((int)window.x, (int)window.y); /* the host keeps windows below Lq + Lk */
     const int lo = cla_key_lo(i, shift, win),
               hi = cla_key_hi(i, shift, win, cla_kv_limit(key_lengths, offsets.s1, b, Lk));
@@ -120,7 +120,7 @@ masked_softmax(__global float *s, __global float *row_inv, int4 dims, int2 first
             x = CLA_NEG_INF;
         } else {
 #if HAS_SCORE_MODS
-            x = cla_score_mod(x, i + shift, j, softcap2, slope2);
+            x = cla_score_mod(x, i + shift.y, j, softcap2, slope2);
 #endif
 #if MASK_KIND == 1
             const float mv = LOAD(MASK_DTYPE, mask, mask_row + j * mask_stride.w);

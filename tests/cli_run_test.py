@@ -47,6 +47,13 @@ for causal in ("top-left", "bottom-right"):
     agree(f"causal {causal}, Lq != Lk", files + ["--causal", causal], (o,), 1e-5)
 o, w, lse = attention(q, k, v, causal="bottom-right", window=(5, 1))
 agree("window 5,1 bottom-right", files + ["--causal", "bottom-right", "--window", "5,1"], (o,), 1e-5)
+# The window's own alignment: bottom-right without causal masking (FlashAttention's), top-left under bottom-right.
+o, w, lse = attention(q, k, v, window=(5, 1), window_align="bottom-right")
+agree("window 5,1 aligned bottom-right, not causal", files + ["--window", "5,1", "--window-align", "bottom-right"],
+      (o,), 1e-5)
+o, w, lse = attention(q, k, v, causal="bottom-right", window=(3, -1), window_align="top-left")
+agree("window 3,-1 aligned top-left, causal bottom-right",
+      files + ["--causal", "bottom-right", "--window", "3,-1", "--window-align", "top-left"], (o,), 1e-5)
 kl = np.array([21, 4], dtype=np.int32)
 np.save(path("kl.npy"), kl)
 o, w, lse = attention(q, k, v, key_lengths=kl)
@@ -207,6 +214,7 @@ for name, args in {
     "missing file": ["--q", path("nope.npy"), "--k", path("k.npy"), "--v", path("v.npy")],
     "bad --causal": files + ["--causal", "sideways"],
     "bad --window": files + ["--window", "3"],
+    "bad --window-align": files + ["--window", "3,3", "--window-align", "middle"],
 }.items():
     r = t.run_to(*args)
     check(f"{name}: exit 2, no output", r.returncode == 2 and not t.wrote(),
@@ -344,6 +352,26 @@ per_sequence("paged cache, packed queries (chunked prefill), ALiBi, window", ["-
              path("cq.npy")] + cache + ["--causal", "bottom-right", "--window", "6,0", "--alibi-slopes",
                                         path("slopes.npy")], packed_rows, paged_keys(),
              dict(causal="bottom-right", window=(6, 0), alibi=slopes), 1e-5)
+# A dense cache [B, Hkv, Lk_cap, D] with --seqlens-k: sequence b has its first sk[b] keys, which are its Lk for the
+# alignment (here a window aligned bottom-right without causal masking, FlashAttention's convention, and causal).
+kd = rng.uniform(-2, 2, (seqs, hkv, 32, dk)).astype(np.float32)
+vd = rng.uniform(-2, 2, (seqs, hkv, 32, dv)).astype(np.float32)
+qd2 = rng.uniform(-2, 2, (seqs, hq, 2, dk)).astype(np.float32)
+np.save(path("sk_bad.npy"), np.array([17, 9, 33, 0, 1], dtype=np.int32))
+for name, a in (("kd.npy", kd), ("vd.npy", vd), ("qd2.npy", qd2)):
+    np.save(path(name), a)
+dense_cache = ["--q", path("qd2.npy"), "--k", path("kd.npy"), "--v", path("vd.npy"), "--seqlens-k", path("sk.npy")]
+dense_keys = lambda b: (kd[b, :, :sk[b]].transpose(1, 0, 2), vd[b, :, :sk[b]].transpose(1, 0, 2))
+dense_rows = lambda b: (lambda a: a[b:b + 1], qd2[b:b + 1])
+per_sequence("dense cache with --seqlens-k, window 3,1 aligned bottom-right, not causal",
+             dense_cache + ["--window", "3,1", "--window-align", "bottom-right"], dense_rows, dense_keys,
+             dict(window=(3, 1), window_align="bottom-right"), 1e-5)
+for kind in ("f32", "i8"):
+    kq, vq = (kd, vd) if kind == "f32" else (quantize(kd, kind, 1), quantize(vd, kind, 1))
+    per_sequence(f"dense cache with --seqlens-k, --kv-dtype {kind}, causal bottom-right",
+                 dense_cache + ["--causal", "bottom-right", "--kv-dtype", kind], dense_rows,
+                 lambda b, kq=kq, vq=vq: (kq[b, :, :sk[b]].transpose(1, 0, 2), vq[b, :, :sk[b]].transpose(1, 0, 2)),
+                 dict(causal="bottom-right"), 1e-5)
 # Dense 4-D inputs with 8-bit K/V (a scale per head for fp8: over the batch and the sequence), and --random.
 r = t.run_to(*files, "--kv-dtype", "fp8", "--lse", path("lse.npy"), "--check", "--key-lengths", path("kl.npy"))
 if r.returncode == 0:
@@ -385,6 +413,10 @@ for name, args, needle in (
         ("--key-lengths with packed keys", packed + ["--key-lengths", path("kl.npy")], "--key-lengths"),
         ("--random with --cu-seqlens-q", ["--random", "1,2,1,3,3,8", "--cu-seqlens-q", path("cq.npy")], "--random"),
         ("--kv-dtype int4", files + ["--kv-dtype", "int4"], "--kv-dtype"),
+        ("a dense cache length past its rows", dense_cache[:-1] + [path("sk_bad.npy")],
+         "CLATTN_ERROR_INVALID_SEQLENS"),
+        ("--seqlens-k with --cu-seqlens-k", packed + ["--seqlens-k", path("sk.npy")], "--cu-seqlens-k"),
+        ("--seqlens-k with --key-lengths", dense_cache + ["--key-lengths", path("kl.npy")], "--key-lengths"),
         ("float64 cu_seqlens", ["--q", path("qp.npy"), "--k", path("kp.npy"), "--v", path("vp.npy"),
                                 "--cu-seqlens-q", path("slopes.npy"), "--cu-seqlens-k", path("ck.npy")], "int32")):
     r = t.run_to(*args, "--check")

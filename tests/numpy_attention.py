@@ -19,7 +19,7 @@ def masked_softmax(s, allowed, sinks=None):
 
 
 def attention(q, k, v, scale=None, causal=None, mask=None, key_lengths=None, window=None, softcap=None, sinks=None,
-              alibi=None):
+              alibi=None, window_align=None):
     """softmax(q k^T * scale + mask) v in float64, with the library's masking rules and score modifiers: softcap
     C (s = C tanh(s / C)), then ALiBi slopes [H] (-slope |i' - j|), then the masks; sinks [H] in the denominator."""
     b, hq, lq, d = q.shape
@@ -32,18 +32,20 @@ def attention(q, k, v, scale=None, causal=None, mask=None, key_lengths=None, win
     i = np.arange(lq)[:, None]
     j = np.arange(lk)[None, :]
     shift = lk - lq if causal == "bottom-right" else 0
+    # The window and ALiBi: aligned as the causal mask unless window_align says otherwise.
+    wshift = shift if window_align is None else (lk - lq if window_align == "bottom-right" else 0)
     if softcap is not None:
         s = softcap * np.tanh(s / softcap)
     if alibi is not None:
-        s = s - alibi.astype(np.float64)[None, :, None, None] * np.abs(i + shift - j)
+        s = s - alibi.astype(np.float64)[None, :, None, None] * np.abs(i + wshift - j)
     if causal:
         allowed &= j <= i + shift
     if window is not None:
         left, right = window
         if left >= 0:
-            allowed &= j >= i + shift - left
+            allowed &= j >= i + wshift - left
         if right >= 0:
-            allowed &= j <= i + shift + right
+            allowed &= j <= i + wshift + right
     if key_lengths is not None:
         allowed &= np.arange(lk)[None, None, None, :] < key_lengths[:, None, None, None]
     if mask is not None:

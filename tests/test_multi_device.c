@@ -292,6 +292,7 @@ typedef struct md_case {
     size_t B, Hq, Hkv, Lq, Lk, D, Dv;
     clattn_dtype dtype;
     clattn_causal causal;
+    clattn_window_align window_align; /* with window_left 3 when not DEFAULT */
     clattn_impl impl;
     bool lse, weights, mask, key_lengths;
     bool mods;         /* softcap, and per-head sinks and ALiBi slopes (each part gets its heads' values) */
@@ -378,6 +379,8 @@ static clattn_status md_run(clattn_context *ctx, const md_case *c, cl_event gate
     clattn_sdpa_desc_init(&d);
     d.causal = c->causal;
     d.impl = c->impl;
+    d.window_align = c->window_align;
+    if (c->window_align) d.window_left = 3;
     cl_mem mask = NULL, lengths = NULL, lse = NULL, weights = NULL, sinks = NULL, slopes = NULL;
     if (c->mods) {
         d.softcap = 3.0f;
@@ -590,6 +593,11 @@ static void split_score_modifiers(void **state) {
     expect_split_equal(&c, -1);
     md_case u = {MD_CASE(UNFUSED, 1, 4, 2, 11, 19, 16, 8), .lse = true, .weights = true, .mods = true,
                  .mask = true};
+    expect_split_equal(&u, -1);
+    /* The window and ALiBi aligned bottom-right without causal masking: every part must align them so. */
+    c.window_align = u.window_align = CLATTN_WINDOW_ALIGN_BOTTOM_RIGHT;
+    c.causal = CLATTN_CAUSAL_NONE;
+    expect_split_equal(&c, -1);
     expect_split_equal(&u, -1);
 }
 

@@ -43,10 +43,11 @@ static void tiny_cases(const char *params, clattn_impl impl) {
         c.want_lse = true;
         c.want_weights = impl == CLATTN_IMPL_UNFUSED && variant >= 2;
         static const int32_t kl[2] = {7, 3};
-        if (variant == 3) {
+        if (variant == 3) { /* not causal: the window and ALiBi aligned bottom-right on their own */
             c.key_lengths = kl;
             c.window_left = 4;
             c.window_right = 1;
+            c.window_align = CLATTN_WINDOW_ALIGN_BOTTOM_RIGHT;
         }
         /* The score modifiers: the sinks alone on one case (they touch only the end of a row), all three on
          * another (the per-score path too); the other two stay plain. */

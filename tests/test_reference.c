@@ -58,39 +58,52 @@ static void test_basic_softmax(void **state) {
 static void test_key_allowed(void **state) {
     (void)state;
     const int64_t U = CLATTN_WINDOW_UNBOUNDED;
+    const clattn_window_align D = CLATTN_WINDOW_ALIGN_DEFAULT, TL = CLATTN_WINDOW_ALIGN_TOP_LEFT,
+                              BR = CLATTN_WINDOW_ALIGN_BOTTOM_RIGHT;
     /* No causal, no window: everything. */
-    assert_true(cla_sdpa_key_allowed(0, 9, 1, 10, CLATTN_CAUSAL_NONE, U, U));
+    assert_true(cla_sdpa_key_allowed(0, 9, 1, 10, CLATTN_CAUSAL_NONE, D, U, U));
     /* Top-left: j <= i whatever the lengths. */
-    assert_true(cla_sdpa_key_allowed(1, 1, 2, 5, CLATTN_CAUSAL_TOP_LEFT, U, U));
-    assert_false(cla_sdpa_key_allowed(1, 2, 2, 5, CLATTN_CAUSAL_TOP_LEFT, U, U));
+    assert_true(cla_sdpa_key_allowed(1, 1, 2, 5, CLATTN_CAUSAL_TOP_LEFT, D, U, U));
+    assert_false(cla_sdpa_key_allowed(1, 2, 2, 5, CLATTN_CAUSAL_TOP_LEFT, D, U, U));
     /* Bottom-right: j <= i + Lk - Lq. */
-    assert_true(cla_sdpa_key_allowed(1, 4, 2, 5, CLATTN_CAUSAL_BOTTOM_RIGHT, U, U));
-    assert_false(cla_sdpa_key_allowed(0, 4, 2, 5, CLATTN_CAUSAL_BOTTOM_RIGHT, U, U));
-    assert_true(cla_sdpa_key_allowed(0, 3, 2, 5, CLATTN_CAUSAL_BOTTOM_RIGHT, U, U));
+    assert_true(cla_sdpa_key_allowed(1, 4, 2, 5, CLATTN_CAUSAL_BOTTOM_RIGHT, D, U, U));
+    assert_false(cla_sdpa_key_allowed(0, 4, 2, 5, CLATTN_CAUSAL_BOTTOM_RIGHT, D, U, U));
+    assert_true(cla_sdpa_key_allowed(0, 3, 2, 5, CLATTN_CAUSAL_BOTTOM_RIGHT, D, U, U));
     /* Bottom-right with Lq > Lk: the first queries see nothing. */
-    assert_false(cla_sdpa_key_allowed(0, 0, 3, 2, CLATTN_CAUSAL_BOTTOM_RIGHT, U, U));
-    assert_true(cla_sdpa_key_allowed(1, 0, 3, 2, CLATTN_CAUSAL_BOTTOM_RIGHT, U, U));
+    assert_false(cla_sdpa_key_allowed(0, 0, 3, 2, CLATTN_CAUSAL_BOTTOM_RIGHT, D, U, U));
+    assert_true(cla_sdpa_key_allowed(1, 0, 3, 2, CLATTN_CAUSAL_BOTTOM_RIGHT, D, U, U));
     /* Window without causal: i - left <= j <= i + right. */
-    assert_false(cla_sdpa_key_allowed(5, 3, 10, 10, CLATTN_CAUSAL_NONE, 1, 1));
-    assert_true(cla_sdpa_key_allowed(5, 4, 10, 10, CLATTN_CAUSAL_NONE, 1, 1));
-    assert_true(cla_sdpa_key_allowed(5, 6, 10, 10, CLATTN_CAUSAL_NONE, 1, 1));
-    assert_false(cla_sdpa_key_allowed(5, 7, 10, 10, CLATTN_CAUSAL_NONE, 1, 1));
+    assert_false(cla_sdpa_key_allowed(5, 3, 10, 10, CLATTN_CAUSAL_NONE, D, 1, 1));
+    assert_true(cla_sdpa_key_allowed(5, 4, 10, 10, CLATTN_CAUSAL_NONE, D, 1, 1));
+    assert_true(cla_sdpa_key_allowed(5, 6, 10, 10, CLATTN_CAUSAL_NONE, D, 1, 1));
+    assert_false(cla_sdpa_key_allowed(5, 7, 10, 10, CLATTN_CAUSAL_NONE, D, 1, 1));
     /* Window sides are independent; 0 means the diagonal only on that side. */
-    assert_true(cla_sdpa_key_allowed(5, 0, 10, 10, CLATTN_CAUSAL_NONE, U, 0));
-    assert_false(cla_sdpa_key_allowed(5, 6, 10, 10, CLATTN_CAUSAL_NONE, U, 0));
-    assert_true(cla_sdpa_key_allowed(5, 9, 10, 10, CLATTN_CAUSAL_NONE, 0, U));
-    assert_false(cla_sdpa_key_allowed(5, 4, 10, 10, CLATTN_CAUSAL_NONE, 0, U));
+    assert_true(cla_sdpa_key_allowed(5, 0, 10, 10, CLATTN_CAUSAL_NONE, D, U, 0));
+    assert_false(cla_sdpa_key_allowed(5, 6, 10, 10, CLATTN_CAUSAL_NONE, D, U, 0));
+    assert_true(cla_sdpa_key_allowed(5, 9, 10, 10, CLATTN_CAUSAL_NONE, D, 0, U));
+    assert_false(cla_sdpa_key_allowed(5, 4, 10, 10, CLATTN_CAUSAL_NONE, D, 0, U));
     /* The window follows the bottom-right position i' = i + Lk - Lq. */
-    assert_true(cla_sdpa_key_allowed(0, 2, 2, 4, CLATTN_CAUSAL_BOTTOM_RIGHT, 0, U));
-    assert_false(cla_sdpa_key_allowed(0, 1, 2, 4, CLATTN_CAUSAL_BOTTOM_RIGHT, 0, U));
-    assert_false(cla_sdpa_key_allowed(0, 2, 2, 4, CLATTN_CAUSAL_TOP_LEFT, 0, U));
+    assert_true(cla_sdpa_key_allowed(0, 2, 2, 4, CLATTN_CAUSAL_BOTTOM_RIGHT, D, 0, U));
+    assert_false(cla_sdpa_key_allowed(0, 1, 2, 4, CLATTN_CAUSAL_BOTTOM_RIGHT, D, 0, U));
+    assert_false(cla_sdpa_key_allowed(0, 2, 2, 4, CLATTN_CAUSAL_TOP_LEFT, D, 0, U));
+    /* The window's own alignment: bottom-right without causal masking (FlashAttention's), top-left under a
+     * bottom-right causal mask, which keeps its own. */
+    assert_true(cla_sdpa_key_allowed(0, 2, 2, 4, CLATTN_CAUSAL_NONE, BR, 0, 0));
+    assert_false(cla_sdpa_key_allowed(0, 0, 2, 4, CLATTN_CAUSAL_NONE, BR, 0, 0));
+    assert_true(cla_sdpa_key_allowed(0, 0, 2, 4, CLATTN_CAUSAL_NONE, TL, 0, 0));
+    assert_true(cla_sdpa_key_allowed(1, 3, 2, 4, CLATTN_CAUSAL_BOTTOM_RIGHT, TL, 0, U));
+    assert_false(cla_sdpa_key_allowed(1, 0, 2, 4, CLATTN_CAUSAL_BOTTOM_RIGHT, TL, 0, U));
+    assert_true(cla_sdpa_key_allowed(1, 1, 2, 4, CLATTN_CAUSAL_BOTTOM_RIGHT, TL, 0, U));
+    assert_int_equal(cla_sdpa_window_pos(1, 2, 4, CLATTN_CAUSAL_TOP_LEFT, BR), 3);
+    assert_int_equal(cla_sdpa_window_pos(1, 2, 4, CLATTN_CAUSAL_BOTTOM_RIGHT, D), 3);
+    assert_int_equal(cla_sdpa_window_pos(1, 2, 4, CLATTN_CAUSAL_BOTTOM_RIGHT, TL), 1);
     /* Causal and a right window: causal still wins. */
-    assert_false(cla_sdpa_key_allowed(2, 3, 5, 5, CLATTN_CAUSAL_TOP_LEFT, U, 5));
+    assert_false(cla_sdpa_key_allowed(2, 3, 5, 5, CLATTN_CAUSAL_TOP_LEFT, D, U, 5));
     /* Huge windows must not overflow into "masked". */
-    assert_true(cla_sdpa_key_allowed(0, 9, 10, 10, CLATTN_CAUSAL_NONE, INT64_MAX, INT64_MAX));
-    assert_true(cla_sdpa_key_allowed(9, 0, 10, 10, CLATTN_CAUSAL_NONE, INT64_MAX, INT64_MAX));
-    assert_true(cla_sdpa_key_allowed(3, 0, 5, 2, CLATTN_CAUSAL_BOTTOM_RIGHT, INT64_MAX, 0));
-    assert_false(cla_sdpa_key_allowed(4, 0, 5, 2, CLATTN_CAUSAL_NONE, 3, INT64_MAX));
+    assert_true(cla_sdpa_key_allowed(0, 9, 10, 10, CLATTN_CAUSAL_NONE, D, INT64_MAX, INT64_MAX));
+    assert_true(cla_sdpa_key_allowed(9, 0, 10, 10, CLATTN_CAUSAL_NONE, D, INT64_MAX, INT64_MAX));
+    assert_true(cla_sdpa_key_allowed(3, 0, 5, 2, CLATTN_CAUSAL_BOTTOM_RIGHT, D, INT64_MAX, 0));
+    assert_false(cla_sdpa_key_allowed(4, 0, 5, 2, CLATTN_CAUSAL_NONE, D, 3, INT64_MAX));
 }
 
 /* With q = 0 every logit is 0, so a row averages the values of its allowed keys. */

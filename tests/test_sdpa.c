@@ -171,6 +171,28 @@ static void windows(void **state) {
         }
 }
 
+/* The window and ALiBi aligned on their own (desc.window_align): bottom-right without causal masking or under a
+ * top-left one, top-left under a bottom-right one, on Lq < Lk, Lq > Lk, odd and round shapes, GQA. */
+static void window_alignments(void **state) {
+    static const size_t shapes[][2] = {{5, 19}, {19, 5}, {16, 32}, {1, 33}};
+    static const int64_t win[][2] = {{3, -1}, {-1, 2}, {2, 2}, {-1, -1}};
+    for (int causal = 0; causal <= 2; ++causal)
+        for (int align = 1; align <= 2; ++align)
+            for (size_t s = 0; s < 4; ++s) {
+                sdpa_case c = sdpa_case_of(impl_of(state), 2, 4, 2, shapes[s][0], shapes[s][1], s == 2 ? 32 : 12);
+                c.causal = (clattn_causal)causal;
+                c.window_align = (clattn_window_align)align;
+                c.window_left = win[s][0];
+                c.window_right = win[s][1];
+                c.alibi = s != 1;
+                c.alibi_slope = 0.1f;
+                c.layout = (int)(s % 2);
+                c.want_lse = true;
+                c.seed = (unsigned)(100 + causal * 10 + align * 4 + (int)s);
+                sdpa_case_run(ctx, &c, NULL);
+            }
+}
+
 static void huge_windows_mean_unbounded(void **state) {
     sdpa_case c = sdpa_case_of(impl_of(state), 1, 1, 1, 9, 14, 16);
     c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
@@ -547,6 +569,7 @@ int main(void) {
         BOTH(heads_batch_layouts_and_gqa),
         BOTH(causal_alignments),
         BOTH(windows),
+        BOTH(window_alignments),
         BOTH(huge_windows_mean_unbounded),
         BOTH(masks),
         BOTH(broadcast_masks),

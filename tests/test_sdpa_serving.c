@@ -17,7 +17,9 @@
 TEST_CONTEXT_SETUP(ctx);
 TEST_CONTEXT_TEARDOWN(ctx);
 
-enum { KV_DENSE = 0, KV_PACKED = 1, KV_PAGED = 2 };
+/* KV_DENSE_LENGTHS: a dense cache [B, cap, Hkv, D] of more rows than any sequence has, with seqlens_k. */
+enum { KV_DENSE = 0, KV_PACKED = 1, KV_PAGED = 2, KV_DENSE_LENGTHS = 3 };
+#define CAP_EXTRA  5 /* rows of a KV_DENSE_LENGTHS cache past its longest sequence, left as poison */
 #define MAX_SEQS   8
 #define CANARY     64
 #define POISON     0x7b /* 0x7b7b7b7b: a float of about 1.3e36, which no output can be */
@@ -36,6 +38,7 @@ typedef struct serving_case {
     bool per_head_scale, f16_scale;
     clattn_causal causal;
     int64_t window_left, window_right;
+    clattn_window_align window_align;
     bool mask; /* a boolean mask [B, 1, max_q, max_k] */
     bool mods; /* softcap 2, sinks and ALiBi slopes per query head */
     bool lse;
@@ -178,6 +181,7 @@ static void build(const serving_case *c, seq_values *s, serving_call *call) {
     size_t tokens = 0, pages = 0;
     if (c->kv == KV_PACKED) tokens = (size_t)call->cu_k[B];
     if (c->kv == KV_DENSE) tokens = B * call->max_k;
+    if (c->kv == KV_DENSE_LENGTHS) tokens = B * (call->max_k + CAP_EXTRA);
     size_t *page_of = NULL; /* paged: the page of (b, e) */
     if (c->kv == KV_PAGED) {
         size_t per = 1;
@@ -233,6 +237,7 @@ static void build(const serving_case *c, seq_values *s, serving_call *call) {
                 size_t token = 0;
                 if (c->kv == KV_PACKED) token = (size_t)(call->cu_k[b] + j);
                 if (c->kv == KV_DENSE) token = b * call->max_k + (size_t)j;
+                if (c->kv == KV_DENSE_LENGTHS) token = b * (call->max_k + CAP_EXTRA) + (size_t)j;
                 if (c->kv == KV_PAGED)
                     token = (size_t)call->table[b * call->desc.block_table_stride + (size_t)j / c->page] * c->page +
                             (size_t)j % c->page;
@@ -269,7 +274,10 @@ static void build(const serving_case *c, seq_values *s, serving_call *call) {
     free(kh);
     free(vh);
     const size_t k0 = c->kv == KV_PAGED ? pages : c->kv == KV_PACKED ? 1 : B;
-    const size_t k2 = c->kv == KV_PAGED ? c->page : c->kv == KV_PACKED ? (size_t)call->cu_k[B] : call->max_k;
+    const size_t k2 = c->kv == KV_PAGED           ? c->page
+                      : c->kv == KV_PACKED        ? (size_t)call->cu_k[B]
+                      : c->kv == KV_DENSE_LENGTHS ? call->max_k + CAP_EXTRA
+                                                  : call->max_k;
     /* Every layout stores keys [.., tokens, Hkv, D] (blhd): dense ones as [B, Lk, Hkv, D]. */
     call->k = clattn_tensor_blhd(kb, kdt, k0, Hkv, k2, D);
     call->v = clattn_tensor_blhd(vb, kdt, k0, Hkv, k2, Dv);
@@ -305,7 +313,9 @@ static void build(const serving_case *c, seq_values *s, serving_call *call) {
     d->causal = c->causal;
     d->window_left = c->window_left;
     d->window_right = c->window_right;
+    d->window_align = c->window_align;
     if (c->packed_q) d->cu_seqlens_q = call->cu_q;
+    if (c->kv == KV_DENSE_LENGTHS) d->seqlens_k = call->seqlens_k;
     if (c->kv == KV_PACKED) d->cu_seqlens_k = call->cu_k;
     if (c->kv == KV_PAGED) {
         d->block_table = call->table;
@@ -368,6 +378,7 @@ static void check(const serving_case *c, const seq_values *s, serving_call *call
         a.causal = c->causal;
         a.window_left = c->window_left;
         a.window_right = c->window_right;
+        a.window_align = c->window_align;
         if (s->mask) { /* sequence b's [max_q, max_k] slice, its own rows and keys */
             a.bool_mask.data = s->mask + b * call->max_q * call->max_k;
             a.bool_mask.size[0] = a.bool_mask.size[1] = 1;
@@ -616,6 +627,79 @@ static void fp8_every_code(void **state) {
     each_variant(fp8_codes_body);
 }
 
+/* Dense caches with per-sequence lengths (seqlens_k without a block table, flash_attn_with_kvcache's
+ * cache_seqlens): more rows than any sequence, the rest poison, each sequence aligned at its own length; decode,
+ * chunked prefill of dense and packed queries, windows and ALiBi aligned bottom-right without causal masking, and
+ * 8-bit caches. */
+static void dense_lengths_body(void) {
+    static const int ql1[] = {1, 1, 1, 1, 1}, ql3[] = {3, 3, 3, 3, 3}, qlp[] = {4, 0, 9, 1, 2};
+    static const int kl[] = {21, 0, 9, 64, 3};
+    serving_case c = case_of(5, ql1, kl, 6, 2, 24);
+    c.packed_q = false;
+    c.kv = KV_DENSE_LENGTHS;
+    c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+    c.seed = 80;
+    run_case(&c);
+    c = case_of(5, ql3, kl, 4, 4, 16);
+    c.packed_q = false;
+    c.kv = KV_DENSE_LENGTHS;
+    c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+    c.window_left = 5;
+    c.mods = true;
+    c.seed = 81;
+    run_case(&c);
+    c = case_of(5, qlp, kl, 4, 2, 32);
+    c.kv = KV_DENSE_LENGTHS;
+    c.window_left = 3;
+    c.window_right = 1;
+    c.window_align = CLATTN_WINDOW_ALIGN_BOTTOM_RIGHT;
+    c.mods = true;
+    c.seed = 82;
+    run_case(&c);
+    c.window_align = CLATTN_WINDOW_ALIGN_TOP_LEFT;
+    c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+    c.seed = 83;
+    run_case(&c);
+    c = case_of(5, qlp, kl, 4, 2, 32);
+    c.kv = KV_DENSE_LENGTHS;
+    c.kv8 = CLATTN_DTYPE_I8;
+    c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+    c.seed = 84;
+    run_case(&c);
+    c.kv8 = CLATTN_DTYPE_FP8_E4M3;
+    c.dtype = CLATTN_DTYPE_F16;
+    c.seed = 85;
+    run_case(&c);
+}
+
+static void dense_cache_lengths(void **state) {
+    (void)state;
+    each_variant(dense_lengths_body);
+}
+
+/* The window and ALiBi aligned on their own on packed and paged sequences: bottom-right without causal masking
+ * (FlashAttention's convention), top-left under a bottom-right causal mask. */
+static void window_align_body(void) {
+    static const int ql[] = {3, 0, 1, 37, 20}, kl[] = {5, 4, 1, 37, 61};
+    serving_case c = case_of(5, ql, kl, 4, 2, 16);
+    c.window_left = 4;
+    c.window_right = 2;
+    c.window_align = CLATTN_WINDOW_ALIGN_BOTTOM_RIGHT;
+    c.mods = true;
+    c.seed = 90;
+    run_case(&c);
+    c.kv = KV_PAGED;
+    c.page = 8;
+    c.window_left = CLATTN_WINDOW_UNBOUNDED;
+    c.seed = 91;
+    run_case(&c);
+}
+
+static void window_alignment(void **state) {
+    (void)state;
+    each_variant(window_align_body);
+}
+
 /* A call whose index arrays (or scales) are wrong: the exact status, and the output untouched. */
 static void expect_refused(serving_call *call, clattn_status want) {
     assert_status(clattn_sdpa(ctx, &call->desc, &call->q, &call->k, &call->v, &call->out, NULL, 0, NULL, NULL),
@@ -693,6 +777,38 @@ static void invalid_arguments(void **state) {
     release_call(&call);
     free_values(&s);
 
+    /* A dense cache with lengths: one past its rows or negative, a block_table_stride without a block table, a
+     * cache of another batch, lengths with packed keys, an unknown window alignment. */
+    c.kv = KV_DENSE_LENGTHS;
+    build(&c, &s, &call);
+    call.seqlens_k[1] = (int32_t)call.k.size[2] + 1;
+    expect_refused(&call, CLATTN_ERROR_INVALID_SEQLENS);
+    call.seqlens_k[1] = -1;
+    expect_refused(&call, CLATTN_ERROR_INVALID_SEQLENS);
+    call.seqlens_k[1] = (int32_t)call.k.size[2]; /* the whole cache is fine */
+    assert_status(clattn_sdpa(ctx, &call.desc, &call.q, &call.k, &call.v, &call.out, NULL, 0, NULL, NULL),
+                  CLATTN_SUCCESS);
+    assert_int_equal(clFinish(clattn_context_cl_queue(ctx)), CL_SUCCESS);
+    release_call(&call);
+    free_values(&s);
+    build(&c, &s, &call);
+    call.desc.block_table_stride = 2;
+    expect_refused(&call, CLATTN_ERROR_NULL_POINTER);
+    call.desc.block_table_stride = 0;
+    call.desc.cu_seqlens_k = call.cu_k;
+    expect_refused(&call, CLATTN_ERROR_INVALID_ARGUMENT);
+    call.desc.cu_seqlens_k = NULL;
+    call.k.size[0] = call.v.size[0] = 2;
+    expect_refused(&call, CLATTN_ERROR_INVALID_SHAPE);
+    call.k.size[0] = call.v.size[0] = 3;
+    call.desc.key_lengths = call.q.buffer;
+    expect_refused(&call, CLATTN_ERROR_INVALID_ARGUMENT);
+    call.desc.key_lengths = NULL;
+    call.desc.window_align = (clattn_window_align)3;
+    expect_refused(&call, CLATTN_ERROR_INVALID_MASK);
+    release_call(&call);
+    free_values(&s);
+
     /* 8-bit: a missing scale, and one of the wrong shape. */
     c.kv8 = CLATTN_DTYPE_I8;
     build(&c, &s, &call);
@@ -759,7 +875,8 @@ static void large_packed_prefill(void **state) {
 }
 
 /* Tiny shapes of every layout on every variant, for Oclgrind (tests/oclgrind_run.sh: data races, uninitialised
- * reads, API misuse): packed with an empty and a one-row sequence, paged with shared pages, int8 and fp8. */
+ * reads, API misuse): packed with an empty and a one-row sequence, paged with shared pages, int8 and fp8, a dense
+ * cache with lengths and a bottom-right window without causal masking. */
 static void tiny_body(void) {
     static const int ql[] = {2, 0, 1}, kl[] = {3, 1, 9}, ql1[] = {1, 1, 1}, pkl[] = {9, 17, 0};
     serving_case c = case_of(3, ql, kl, 2, 1, 8);
@@ -776,6 +893,12 @@ static void tiny_body(void) {
     c.kv8 = CLATTN_DTYPE_FP8_E4M3;
     c.f16_scale = true;
     run_case(&c);
+    c = case_of(3, ql, kl, 2, 1, 8);
+    c.kv = KV_DENSE_LENGTHS;
+    c.window_left = 1;
+    c.window_align = CLATTN_WINDOW_ALIGN_BOTTOM_RIGHT;
+    c.mods = true;
+    run_case(&c);
 }
 
 static void tiny_every_variant(void **state) {
@@ -785,8 +908,10 @@ static void tiny_every_variant(void **state) {
 
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(invalid_arguments), cmocka_unit_test(packed_sequences), cmocka_unit_test(paged_caches),
-        cmocka_unit_test(quantized_kv),      cmocka_unit_test(fp8_every_code),
+        cmocka_unit_test(invalid_arguments), cmocka_unit_test(packed_sequences),
+        cmocka_unit_test(paged_caches),      cmocka_unit_test(quantized_kv),
+        cmocka_unit_test(fp8_every_code),    cmocka_unit_test(dense_cache_lengths),
+        cmocka_unit_test(window_alignment),
     };
     const struct CMUnitTest tiny[] = {cmocka_unit_test(tiny_every_variant)};
     if (argc > 1 && strcmp(argv[1], "--tiny") == 0)

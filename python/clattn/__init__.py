@@ -26,7 +26,7 @@ from .errors import (BuildError, ClosedError, DeviceError, DTypeError, Error, Fi
                      InternalError, InvalidArgumentError, MaskError, OpenCLError, ResourceError, ShapeError,
                      UnsupportedError)
 from .layers import KVCache, MultiHeadAttention, Seq2SeqAttention, seq2seq_attention  # noqa: E402
-from .serving import flash_attn_varlen_func, flash_attn_with_kvcache, quantize_kv  # noqa: E402
+from .serving import flash_attn_varlen_func, flash_attn_with_kvcache, kv_append, quantize_kv  # noqa: E402
 from .tensor import DeviceTensor  # noqa: E402
 from .tuning import tune, tuning_lookup  # noqa: E402
 
@@ -55,6 +55,7 @@ __all__ = [
     "BuildError", "ClosedError", "Context", "Device", "DeviceError", "DeviceTensor", "DTypeError", "Error",
     "FileError", "InternalError", "InvalidArgumentError", "KVCache", "MaskError", "MultiHeadAttention",
     "OpenCLError", "ResourceError", "Seq2SeqAttention", "ShapeError", "UnsupportedError", "default_context",
-    "devices", "flash_attn_varlen_func", "flash_attn_with_kvcache", "quantize_kv", "scaled_dot_product_attention",
+    "devices", "flash_attn_varlen_func", "flash_attn_with_kvcache", "kv_append", "quantize_kv",
+    "scaled_dot_product_attention",
     "seq2seq_attention", "tune", "tuning_lookup", "version",
 ]

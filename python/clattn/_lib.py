@@ -105,6 +105,7 @@ class SdpaDesc(Structure):
         ("causal", c_int),
         ("window_left", c_int64),
         ("window_right", c_int64),
+        ("window_align", c_int),
         ("impl", c_int),
         ("mask", Tensor_),
         ("key_lengths", cl_mem),
@@ -136,6 +137,7 @@ class SdpaHostDesc(Structure):
         ("scale", c_float),
         ("causal", c_int),
         ("window_left", c_int64), ("window_right", c_int64),
+        ("window_align", c_int),
         ("impl", c_int),
         ("mask", POINTER(c_float)),
         ("bool_mask", POINTER(c_uint8)),
@@ -150,6 +152,10 @@ class SdpaHostDesc(Structure):
         ("mask_mod", c_char_p),
         ("mod_buffers", ModHostBuffer_ * MAX_MOD_BUFFERS),
     ]
+
+
+class KvAppendDesc(Structure):
+    _fields_ = [("slot_mapping", POINTER(c_int32)), ("k_scale", Tensor_), ("v_scale", Tensor_)]
 
 
 class MhaConfig(Structure):
@@ -216,6 +222,7 @@ STRUCTS = {
     "clattn_mod_buffer": ModBuffer_,
     "clattn_sdpa_desc": SdpaDesc,
     "clattn_sdpa_host_desc": SdpaHostDesc,
+    "clattn_kv_append_desc": KvAppendDesc,
     "clattn_mha_config": MhaConfig,
     "clattn_mha_weights_host": MhaWeightsHost,
     "clattn_mha_desc": MhaDesc,
@@ -256,6 +263,9 @@ _SIGNATURES = {
     "clattn_sdpa": (status_t, [c_void_p, _P(SdpaDesc), _P(Tensor_), _P(Tensor_), _P(Tensor_), _P(Tensor_),
                                c_void_p, cl_uint, c_void_p, c_void_p]),
     "clattn_sdpa_host_desc_init": (None, [_P(SdpaHostDesc)]),
+    "clattn_kv_append_desc_init": (None, [_P(KvAppendDesc)]),
+    "clattn_kv_append": (status_t, [c_void_p, _P(KvAppendDesc), _P(Tensor_), _P(Tensor_), _P(Tensor_), _P(Tensor_),
+                                    c_void_p, cl_uint, c_void_p, c_void_p]),
     "clattn_mha_weights_host_init": (None, [_P(MhaWeightsHost)]),
     "clattn_mha_weights_create": (status_t, [c_void_p, _P(MhaConfig), _P(MhaWeightsHost), _P(c_void_p)]),
     "clattn_mha_weights_free": (None, [c_void_p]),
@@ -324,6 +334,7 @@ DTYPE_F32, DTYPE_F16, DTYPE_BF16, DTYPE_BOOL = 0, 1, 2, 3
 DTYPE_I8, DTYPE_FP8_E4M3 = 4, 5  # 8-bit keys and values, read with their scales (clattn_sdpa_desc.k_scale)
 MOD_F32, MOD_I32 = 0, 1  # clattn_mod_dtype: how score_mod / mask_mod read a buffer
 CAUSAL_NONE, CAUSAL_TOP_LEFT, CAUSAL_BOTTOM_RIGHT = 0, 1, 2
+WINDOW_ALIGN_DEFAULT, WINDOW_ALIGN_TOP_LEFT, WINDOW_ALIGN_BOTTOM_RIGHT = 0, 1, 2  # clattn_window_align
 IMPL_AUTO, IMPL_FUSED, IMPL_UNFUSED = 0, 1, 2
 WINDOW_UNBOUNDED = -1
 

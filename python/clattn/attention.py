@@ -17,6 +17,9 @@ from .tensor import DeviceTensor
 lib = _lib.lib
 _ALIGN = {"top_left": _lib.CAUSAL_TOP_LEFT, "top-left": _lib.CAUSAL_TOP_LEFT,
           "bottom_right": _lib.CAUSAL_BOTTOM_RIGHT, "bottom-right": _lib.CAUSAL_BOTTOM_RIGHT}
+_WINDOW_ALIGN = {None: _lib.WINDOW_ALIGN_DEFAULT, "top_left": _lib.WINDOW_ALIGN_TOP_LEFT,
+                 "top-left": _lib.WINDOW_ALIGN_TOP_LEFT, "bottom_right": _lib.WINDOW_ALIGN_BOTTOM_RIGHT,
+                 "bottom-right": _lib.WINDOW_ALIGN_BOTTOM_RIGHT}
 _IMPL = {"auto": _lib.IMPL_AUTO, "fused": _lib.IMPL_FUSED, "unfused": _lib.IMPL_UNFUSED}
 _DEFAULT_DESC = _lib.SdpaDesc()  # clattn_sdpa_desc_init's defaults, copied by every call
 lib.clattn_sdpa_desc_init(ctypes.byref(_DEFAULT_DESC))
@@ -175,6 +178,14 @@ def _mod_buffer(call: "_Call", name: str, x: Any) -> Tuple[int, int, int]:
     return t._mem, _lib.MOD_F32 if a.dtype == np.float32 else _lib.MOD_I32, flat.size
 
 
+def window_align_code(window_align: Optional[str]) -> int:
+    """clattn_window_align of a window_align keyword: None follows the causal mask."""
+    if window_align not in _WINDOW_ALIGN:
+        raise InvalidArgumentError(f"window_align={window_align!r}: expected None (as the causal mask), 'top_left' "
+                                   "or 'bottom_right'", -3000)
+    return _WINDOW_ALIGN[window_align]
+
+
 def _window(window: Optional[Sequence[Optional[int]]]) -> Tuple[int, int]:
     if window is None:
         return _lib.WINDOW_UNBOUNDED, _lib.WINDOW_UNBOUNDED
@@ -190,7 +201,7 @@ def scaled_dot_product_attention(ctx: Any, query: Any, key: Any, value: Any, att
                                  dropout_p: float = 0.0, is_causal: bool = False, scale: Optional[float] = None,
                                  enable_gqa: bool = False, *, causal_alignment: str = "top_left",
                                  key_lengths: Any = None, window: Optional[Sequence[Optional[int]]] = None,
-                                 softcap: Optional[float] = None, sinks: Any = None, alibi_slopes: Any = None,
+                                 window_align: Optional[str] = None, softcap: Optional[float] = None, sinks: Any = None, alibi_slopes: Any = None,
                                  return_lse: bool = False, return_weights: bool = False, impl: str = "auto",
                                  dtype: Any = None, out: Any = None, score_mod: Optional[str] = None,
                                  mask_mod: Optional[str] = None, mod_buffers: Optional[Mapping[str, Any]] = None
@@ -206,6 +217,8 @@ def scaled_dot_product_attention(ctx: Any, query: Any, key: Any, value: Any, att
     is_causal: query i sees keys j <= i (causal_alignment="top_left", PyTorch's) or j <= i + Lk - Lq
     ("bottom_right", FlashAttention's). scale: None means 1/sqrt(D). key_lengths: int [B], keys past a row's
     length are masked. window: (left, right) sliding window around the aligned diagonal (None or -1: unbounded).
+    window_align: where the window and ALiBi place query i among the keys: "top_left" (at i), "bottom_right" (at
+    i + Lk - Lq, FlashAttention's, causal or not), or None (the default) as the causal mask does.
     impl: "auto", "fused" or "unfused". dtype: storage type of host inputs on the device ("f32", "f16", "bf16";
     default: the inputs' own, float64 as f32); arithmetic is always fp32. return_lse / return_weights: also return
     the row log-sum-exp [B, Hq, Lq] and the weights [B, Hq, Lq, Lk]. out: a float32 array or DeviceTensor
@@ -216,7 +229,7 @@ def scaled_dot_product_attention(ctx: Any, query: Any, key: Any, value: Any, att
     return_lse or return_weights, a tuple (out, lse?, weights?). softcap: logit softcap c, s = c tanh(s / c) on the
     scaled logit (Gemma 2). sinks: float [Hq], one logit per query head joining every row's softmax denominator
     (gpt-oss); lse includes it. alibi_slopes: float [Hq], -slope |i - j| added to the scaled logit (i aligned like
-    the causal mask). dropout_p must be 0.
+    the window). dropout_p must be 0.
 
     score_mod, mask_mod: FlexAttention's score and mask functions as OpenCL C expressions, compiled into the fused
     kernels: both see `b`, `h`, `q_idx`, `kv_idx` (ints) and the mod_buffers by name; score_mod also sees `score`
@@ -247,6 +260,7 @@ def scaled_dot_product_attention(ctx: Any, query: Any, key: Any, value: Any, att
                    "clattn.quantize_kv and call clattn.flash_attn_with_kvcache or flash_attn_varlen_func with "
                    "k_scale and v_scale")
     left, right = _window(window) if window is not None else (_lib.WINDOW_UNBOUNDED, _lib.WINDOW_UNBOUNDED)
+    align = window_align_code(window_align)
 
     call = _Call(ctx)
     try:
@@ -263,6 +277,7 @@ def scaled_dot_product_attention(ctx: Any, query: Any, key: Any, value: Any, att
             desc.scale = float(scale)
         desc.causal = causal
         desc.window_left, desc.window_right = left, right
+        desc.window_align = align
         desc.impl = _IMPL[impl]
         if attn_mask is not None:
             desc.mask = mask_struct(call, attn_mask)

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _lib
 from ._arrays import HostArray, host_array, to_caller
-from .attention import _ALIGN, _IMPL, _Call, _key_lengths, _window, mask_struct
+from .attention import _ALIGN, _IMPL, _Call, _key_lengths, _window, mask_struct, window_align_code
 from .errors import ClosedError, InvalidArgumentError, ShapeError, UnsupportedError, check, make
 from .tensor import DeviceTensor
 
@@ -152,11 +152,11 @@ class MultiHeadAttention(_Owned):
 
     def __call__(self, x: Any, memory: Any = None, *, attn_mask: Any = None, is_causal: bool = False,
                  causal_alignment: str = "top_left", key_lengths: Any = None, window: Any = None,
-                 scale: Optional[float] = None, residual: bool = False, cache: Optional["KVCache"] = None,
+                 window_align: Optional[str] = None, scale: Optional[float] = None, residual: bool = False, cache: Optional["KVCache"] = None,
                  cache_mode: str = "append", impl: str = "auto") -> Any:
         """The layer on x [B, Lq, d_model] (self-attention) or with memory [B, Lk, kv_d_model] (cross). With a
         cache, cache_mode="append" adds this call's keys and values to it (use causal_alignment="bottom_right"
-        with is_causal), "read" attends over it as it is. Returns [B, Lq, d_model] as x's kind of array."""
+        with is_causal), "read" attends over it as it is. window_align as for scaled_dot_product_attention. Returns [B, Lq, d_model] as x's kind of array."""
         self._live()
         h = self._ctx._live()
         call = _Call(self._ctx)
@@ -174,6 +174,7 @@ class MultiHeadAttention(_Owned):
                                                "'bottom_right'", -3000)
                 a.causal = _ALIGN[causal_alignment]
             a.window_left, a.window_right = _window(window)
+            a.window_align = window_align_code(window_align)
             if impl not in _IMPL:
                 raise InvalidArgumentError(f"impl={impl!r}: expected 'auto', 'fused' or 'unfused'", -3000)
             a.impl = _IMPL[impl]

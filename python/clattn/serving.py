@@ -1,16 +1,15 @@
 # SPDX-License-Identifier: Apache-2.0
 """FlashAttention's serving functions on clattn: flash_attn_varlen_func (packed variable-length batches),
-flash_attn_with_kvcache (decode and chunked prefill over a paged or a dense KV cache) and quantize_kv (8-bit keys
-and values with their scales, for either). They take FlashAttention's layouts ([tokens, heads, dim] packed,
+flash_attn_with_kvcache (decode and chunked prefill over a paged or a dense KV cache, appending new keys first),
+kv_append (vLLM's reshape_and_cache) and quantize_kv (8-bit keys and values with their scales, for either). They take FlashAttention's layouts ([tokens, heads, dim] packed,
 [batch, seq, heads, dim], vLLM's [num_blocks, block_size, heads, dim] caches) and argument names, and run the serving
 formats of clattn_sdpa (cu_seqlens, block tables, I8 / FP8 keys and values) on those arrays through strides, without
 transposing anything.
 
-FlashAttention aligns causal masks, windows and ALiBi at the bottom right of each sequence: query i of a sequence
-with Lq queries and Lk keys sits at position i + Lk - Lq. clattn's causal BOTTOM_RIGHT does the same per sequence;
-where FlashAttention applies that alignment without a causal mask (a window open to the right, or ALiBi, over
-sequences whose Lq != Lk), clattn's own window and ALiBi would align at the top left, so those calls state the
-alignment as a mask_mod / score_mod over a per-sequence offset buffer instead."""
+FlashAttention aligns causal masks, windows and ALiBi at the bottom right of each sequence, causal or not: query i
+of a sequence with Lq queries and Lk keys sits at position i + Lk - Lq. These calls ask clattn for exactly that
+(CLATTN_CAUSAL_BOTTOM_RIGHT and CLATTN_WINDOW_ALIGN_BOTTOM_RIGHT), per sequence; a dense cache's cache_seqlens are
+clattn_sdpa_desc.seqlens_k, each sequence's own Lk."""
 from __future__ import annotations
 
 import ctypes
@@ -20,7 +19,7 @@ import numpy as np
 
 from . import _lib
 from ._arrays import DTYPE_NAME, KV8_HOST_TYPE, HostArray, float_values, host_array, to_caller
-from .attention import _DEFAULT_DESC, _Call, _per_head, is_device, set_mods
+from .attention import _DEFAULT_DESC, _Call, _per_head, is_device
 from .errors import DTypeError, InvalidArgumentError, MaskError, ShapeError, UnsupportedError, check, make
 from .tensor import DeviceTensor
 
@@ -29,14 +28,7 @@ _FLOAT = (_lib.DTYPE_F32, _lib.DTYPE_F16, _lib.DTYPE_BF16)
 _KV8 = {"i8": _lib.DTYPE_I8, "int8": _lib.DTYPE_I8, "fp8": _lib.DTYPE_FP8_E4M3, "fp8_e4m3": _lib.DTYPE_FP8_E4M3,
         "float8_e4m3fn": _lib.DTYPE_FP8_E4M3}
 _I32 = np.iinfo(np.int32)
-_PAGE_SIZES = (256, 128, 64, 32, 16, 8)  # the block sizes clattn's paged kernels take, largest first
 _FP8_MAX = 448.0  # the largest finite E4M3 value
-
-# FlashAttention's alignment stated as mods (see the module docstring): fa_pos = [left, right, Lk - Lq of each
-# sequence]; one fixed text each, so every such call shares one compiled program.
-_WINDOW_MOD = ("(fa_pos[0] < 0 || kv_idx >= q_idx + fa_pos[2 + b] - fa_pos[0]) && "
-               "(fa_pos[1] < 0 || kv_idx <= q_idx + fa_pos[2 + b] + fa_pos[1])")
-_ALIBI_MOD = "score - fa_alibi[h] * (float)abs(q_idx + fa_pos[2 + b] - kv_idx)"
 
 
 def _context(context: Any) -> Any:
@@ -170,48 +162,26 @@ def _window(window_size: Any) -> Tuple[int, int]:
     return left, right
 
 
-def _options(call: _Call, desc: Any, hq: int, q_lens: np.ndarray, k_lens: np.ndarray, softmax_scale: Any,
-             causal: bool, window_size: Any, softcap: Any, alibi_slopes: Any) -> List[bytes]:
-    """Scale, softcap, causal mask, window and ALiBi into `desc`, aligned as FlashAttention aligns them (see the
-    module docstring). Returns the strings the desc points to, to keep until the call returns."""
+def _options(call: _Call, desc: Any, hq: int, softmax_scale: Any, causal: bool, window_size: Any, softcap: Any,
+             alibi_slopes: Any) -> None:
+    """Scale, softcap, causal mask, window and ALiBi into `desc`, all aligned at each sequence's bottom right as
+    FlashAttention aligns them (see the module docstring)."""
     if softmax_scale is not None:
         desc.scale = float(softmax_scale)
     if softcap:
         desc.softcap = float(softcap)  # FlashAttention's 0 is "none"; C refuses negative and non-finite ones
     left, right = _window(window_size)
-    if causal:
-        right = 0  # FlashAttention: causal is the window's right side at 0
     if alibi_slopes is not None and not is_device(alibi_slopes) and \
             np.asarray(host_array(alibi_slopes, "alibi_slopes").array).ndim == 2:
         raise ShapeError("alibi_slopes: [batch, nheads] (a slope per sequence); clattn takes one slope per query "
                          "head, [nheads]", -3002)
-    if right == 0:
-        # A causal mask (with a left window or none): clattn's BOTTOM_RIGHT aligns it, the window and ALiBi per
-        # sequence, as FlashAttention does.
+    if causal:
         desc.causal = _lib.CAUSAL_BOTTOM_RIGHT
-        desc.window_left = left
-    elif (left < 0 and right < 0 and alibi_slopes is None) or not np.any(k_lens != q_lens):
-        # Nothing aligned, or every sequence square, where top-left and bottom-right are one alignment.
-        desc.window_left, desc.window_right = left, right
-    else:
-        pos = np.concatenate([[left, right], k_lens.astype(np.int64) - q_lens]).astype(np.int32)
-        buffers = {"fa_pos": pos}
-        mask_mod = _WINDOW_MOD if left >= 0 or right >= 0 else None
-        score_mod = None
-        if alibi_slopes is not None:
-            slopes = alibi_slopes if is_device(alibi_slopes) else \
-                np.ascontiguousarray(float_values(host_array(alibi_slopes, "alibi_slopes"), "alibi_slopes"),
-                                     dtype=np.float32).reshape(-1)
-            count = int(np.prod(slopes.shape))
-            if count != hq:
-                raise ShapeError(f"alibi_slopes: {count} values, but the query has {hq} heads: give one per query "
-                                 "head", -3002)
-            buffers["fa_alibi"] = slopes
-            score_mod = _ALIBI_MOD
-        return set_mods(call, desc, score_mod, mask_mod, buffers)
+        right = -1  # FlashAttention: causal is the window's right side at 0, which the causal mask is
+    desc.window_left, desc.window_right = left, right
+    desc.window_align = _lib.WINDOW_ALIGN_BOTTOM_RIGHT
     if alibi_slopes is not None:
         desc.alibi_slopes = _per_head(call, alibi_slopes, "alibi_slopes", hq)
-    return []
 
 
 def _run(call: _Call, desc: Any, q: Any, k: Any, v: Any, qh: Any, out_shape: Tuple[int, int, int, int],
@@ -289,7 +259,6 @@ def flash_attn_varlen_func(q: Any, k: Any, v: Any, cu_seqlens_q: Any, cu_seqlens
         raise ShapeError(f"cu_seqlens_q and cu_seqlens_k: {cu_q.size} and {cu_k.size} offsets; both need batch + 1 "
                          "(at least 1)", -3002)
     batch = cu_q.size - 1
-    q_lens = np.diff(cu_q)
     k_lens = np.diff(cu_k)
     call = _Call(ctx)
     try:
@@ -298,8 +267,8 @@ def flash_attn_varlen_func(q: Any, k: Any, v: Any, cu_seqlens_q: Any, cu_seqlens
         layout = "[num_blocks, block_size, kv_heads, head_dim]" if paged else "[total_k, kv_heads, head_dim]"
         kt, _ = _upload(call, k, "k", 4 if paged else 3, layout, kv=True, kv_dtype=kv_dtype)
         vt, _ = _upload(call, v, "v", 4 if paged else 3, layout, kv=True, kv_dtype=kv_dtype)
-        # The desc holds bare pointers into cu_q, cu_k, table, seqlens and the strings in `keep`: the locals keep them
-        # alive until clattn_sdpa has returned.
+        # The desc holds bare pointers into cu_q, cu_k, table and seqlens: the locals keep them alive until
+        # clattn_sdpa has returned.
         desc = _lib.SdpaDesc.from_buffer_copy(_DEFAULT_DESC)
         desc.seq_count = batch
         desc.cu_seqlens_q = _int_ptr(cu_q)
@@ -314,7 +283,7 @@ def flash_attn_varlen_func(q: Any, k: Any, v: Any, cu_seqlens_q: Any, cu_seqlens
         else:
             desc.cu_seqlens_k = _int_ptr(cu_k)
         hq, total_q, dv = qt.shape[2], qt.shape[1], vt.shape[3]
-        keep = _options(call, desc, hq, q_lens, k_lens, softmax_scale, causal, window_size, softcap, alibi_slopes)
+        _options(call, desc, hq, softmax_scale, causal, window_size, softcap, alibi_slopes)
         for name, s in (("k_scale", k_scale), ("v_scale", v_scale)):
             st = _scale(call, s, name, paged)
             if st is not None:
@@ -325,42 +294,124 @@ def flash_attn_varlen_func(q: Any, k: Any, v: Any, cu_seqlens_q: Any, cu_seqlens
         call.free()
 
 
-def _pages_of(views: List[Tuple[Sequence[int], Sequence[int]]], batch: int,
-              rows: int) -> Optional[Tuple[int, int]]:
-    """How C-order [batch, H, rows, X] views of dense caches read as pages: (page size, pages from one sequence's
-    first page to the next's), the largest page size that divides `rows` and every view's sequence stride, with the
-    same step for every view (one block table serves them all). None where no page size does."""
-    for page in _PAGE_SIZES:
-        if rows % page:
-            continue
-        step = None
-        for _sizes, strides in views:
-            if batch == 1:
-                continue
-            span = page * strides[2]
-            if span == 0 or strides[0] % span or (step is not None and strides[0] // span != step):
-                break
-            step = strides[0] // span
-        else:
-            return page, step or 0
-    return None
+def _new_rows(call: _Call, x: Any, name: str, rank: int, layout: str) -> Tuple[DeviceTensor, Tuple[int, ...],
+                                                                               Tuple[int, ...]]:
+    """New keys or values ([B, seqlen_new, Hkv, D] or [T, Hkv, D]) on the device, as clattn_kv_append's
+    [1, Hkv, T, D] view: its tokens one after another at one stride."""
+    t, h = _upload(call, x, name, rank, layout)
+    if t.dtype not in _FLOAT or (h is not None and h.dtype not in _FLOAT and h.array.dtype.kind != "f"):
+        raise DTypeError(f"{name}: dtype {h.array.dtype if h is not None else t.dtype_name}; new keys and values are float32, float16 or bfloat16 (an "
+                         "8-bit cache quantizes them itself)", -3007)
+    a, n, h, d = t.shape
+    st = t.strides
+    if a > 1 and n > 0 and st[0] != n * st[1]:
+        raise ShapeError(f"{name}: a device tensor whose rows are not one after another (strides {st}); make it "
+                         "contiguous", -3002)
+    return t, (1, h, a * n, d), (a * n * st[1], st[2], st[1], st[3])
+
+
+def _append(call: _Call, k: Tuple[Any, ...], v: Tuple[Any, ...], k_cache: Tuple[Any, ...], v_cache: Tuple[Any, ...],
+            slots: np.ndarray, scales: Sequence[Any]) -> None:
+    """clattn_kv_append of (tensor, sizes, strides) views: new rows k and v into k_cache and v_cache at `slots`,
+    with the caches' scale views (None for float caches)."""
+    desc = _lib.KvAppendDesc()
+    lib.clattn_kv_append_desc_init(ctypes.byref(desc))
+    slots = np.ascontiguousarray(slots, dtype=np.int32)
+    desc.slot_mapping = _int_ptr(slots)
+    for name, sv in zip(("k_scale", "v_scale"), scales):
+        if sv is not None:
+            setattr(desc, name, _c(*sv))
+    kn, vn, kc, vc = (_c(*x) for x in (k, v, k_cache, v_cache))
+    h = call.ctx._live()
+    st = lib.clattn_kv_append(h, ctypes.byref(desc), ctypes.byref(kn), ctypes.byref(vn), ctypes.byref(kc),
+                              ctypes.byref(vc), None, 0, None, None)
+    check(st, "clattn_kv_append", h)
+
+
+class _Cache:
+    """A cache (or its per-slot scales) on the device for one call: the caller's DeviceTensor as it is, or a host
+    array uploaded and, once `written`, copied back into the caller's array (FlashAttention's and vLLM's caches
+    are updated in place)."""
+    __slots__ = ("tensor", "host", "name")
+
+    def __init__(self, tensor: Optional[DeviceTensor], host: Optional[HostArray], name: str):
+        self.tensor, self.host, self.name = tensor, host, name
+
+    def writable(self) -> None:
+        if self.host is not None and not self.host.array.flags.writeable:
+            raise InvalidArgumentError(f"{self.name}: a read-only array; the new keys and values are written into "
+                                       "it: pass a writable one", -3000)
+
+    def copy_back(self) -> None:
+        if self.host is None or self.tensor is None:
+            return
+        a = self.host.array
+        np.copyto(a, self.tensor.numpy().reshape(a.shape), casting="unsafe")
+
+
+def _cache(call: _Call, x: Any, name: str, kv_dtype: Any) -> _Cache:
+    layout = "[batch, seq, kv_heads, head_dim] (dense) or [num_blocks, block_size, kv_heads, head_dim] (paged)"
+    t, h = _upload(call, x, name, 4, layout, kv=True, kv_dtype=kv_dtype)
+    return _Cache(t, h, name)
+
+
+def _scale_cache(call: _Call, s: Any, name: str) -> Tuple[Optional[Any], _Cache]:
+    """A cache's scales as the C view [N, Hkv, S, 1] and their _Cache (for per-slot ones, which appending
+    writes)."""
+    t = _scale(call, s, name, True)
+    if t is None:
+        return None, _Cache(None, None, name)
+    host = None if is_device(s) else host_array(s, name)
+    if host is not None and host.dtype not in (_lib.DTYPE_F32, _lib.DTYPE_F16):
+        host = None  # converted to float32 for the upload: not the caller's memory, so not written back
+    return (t, *_scale_view(t)), _Cache(t, host, name)
+
+
+def _slots(lens: np.ndarray, new: int, table: Optional[np.ndarray], rows: int) -> np.ndarray:
+    """The slot of each new token (sequence by sequence) after each sequence's `lens` keys: row b * rows + position
+    of a dense cache of `rows` rows per sequence, or page * block_size + offset through the block table of a paged
+    cache of `rows`-row pages. A position past the cache is the caller's error, named in its terms."""
+    batch = lens.shape[0]
+    pos = lens.astype(np.int64)[:, None] + np.arange(new)[None, :]
+    room = rows if table is None else table.shape[1] * rows
+    if new and np.any(pos[:, -1] >= room):
+        b = int(np.argmax(pos[:, -1] >= room))
+        raise make(-3025, f"cache_seqlens[{b}] is {lens[b]}: with {new} new keys sequence {b} needs "
+                   f"{lens[b] + new} rows, but the cache holds {room} per sequence"
+                   f"{' (block_table columns x block_size)' if table is not None else ''}")
+    if table is None:
+        return (np.arange(batch)[:, None] * rows + pos).reshape(-1)
+    pages = table[np.arange(batch)[:, None], pos // rows].astype(np.int64)
+    return (pages * rows + pos % rows).reshape(-1)
 
 
 def flash_attn_with_kvcache(q: Any, k_cache: Any, v_cache: Any, cache_seqlens: Any = None, block_table: Any = None,
                             softmax_scale: Optional[float] = None, causal: bool = False,
                             window_size: Sequence[int] = (-1, -1), softcap: float = 0.0, alibi_slopes: Any = None,
-                            return_softmax_lse: bool = False, *, k_scale: Any = None, v_scale: Any = None,
-                            kv_dtype: Any = None, context: Any = None) -> Any:
+                            return_softmax_lse: bool = False, *, k: Any = None, v: Any = None,
+                            rotary_cos: Any = None, rotary_sin: Any = None, cache_batch_idx: Any = None,
+                            cache_leftpad: Any = None, rotary_interleaved: bool = True, num_splits: int = 0,
+                            k_scale: Any = None, v_scale: Any = None, kv_dtype: Any = None,
+                            context: Any = None) -> Any:
     """Attention of new queries over a KV cache (decode, or a chunk of prefill), as FlashAttention's
-    flash_attn_with_kvcache (without appending new keys: write them into the cache first).
+    flash_attn_with_kvcache (whose other arguments, k and v among them, are keywords here).
 
     q [B, Lq, Hq, D]. Paged (block_table int32 [B, max_blocks] given): k_cache and v_cache [num_blocks, block_size,
     Hkv, D] / [.., Dv] (vLLM's layout; block_size a power of two from 8 to 256), key j of sequence b in row
     j % block_size of page block_table[b, j // block_size]; pages may come in any order and be shared. Dense (no
-    block_table): k_cache [B, Lk_max, Hkv, D], sequence b's keys are its first cache_seqlens[b] rows (the call reads
-    them as pages of the cache: a device cache needs Lk_max a multiple of 8; a host one is padded). cache_seqlens:
-    int32 [B] or an int (None: the whole cache). Each sequence's causal mask, window and ALiBi align at its own
-    bottom right, query i at position cache_seqlens[b] - Lq + i, as in FlashAttention.
+    block_table): k_cache [B, Lk_max, Hkv, D] (any strides), sequence b's keys its first cache_seqlens[b] rows.
+    cache_seqlens: int32 [B] or an int (None: the whole cache). Each sequence's causal mask, window and ALiBi align
+    at its own bottom right, query i at position Lk_b - Lq + i, as in FlashAttention.
+
+    k, v: new keys and values [B, seqlen_new, Hkv, D] / [.., Dv] (float32, float16 or bfloat16), written into the
+    caches at positions cache_seqlens[b] .. cache_seqlens[b] + seqlen_new - 1 of each sequence before the
+    attention, which then sees cache_seqlens[b] + seqlen_new keys (FlashAttention's semantics; cache_seqlens is
+    required with them). The caches are updated in place: device tensors on the device, host arrays (which must be
+    writable) copied back. 8-bit caches quantize the new rows on the device (clattn_kv_append): with per-token
+    scales (the cache's shape without head_dim) each new row's scale is computed and stored there too, while a
+    per-head scale is used as given. rotary_cos / rotary_sin, cache_batch_idx and cache_leftpad are not supported
+    (UnsupportedError): apply rotary embeddings to q and k first. num_splits and rotary_interleaved are accepted
+    for FlashAttention's callers (clattn chooses its own key splits).
 
     causal, window_size, softcap, alibi_slopes, softmax_scale, kv_dtype, k_scale, v_scale and context as for
     flash_attn_varlen_func (per-token scales have the cache's shape without head_dim: [num_blocks, block_size, Hkv]
@@ -369,6 +420,16 @@ def flash_attn_with_kvcache(q: Any, k_cache: Any, v_cache: Any, cache_seqlens: A
     Returns out [B, Lq, Hq, Dv] as the query's kind of array and, with return_softmax_lse (FlashAttention's name
     here), lse [B, Hq, Lq] (float32). A device query gives DeviceTensors: out (B, Lq, Hq, Dv), lse (1, B, Hq, Lq).
     """
+    for name, given in (("rotary_cos", rotary_cos), ("rotary_sin", rotary_sin), ("cache_batch_idx", cache_batch_idx),
+                        ("cache_leftpad", cache_leftpad)):
+        if given is not None:
+            raise UnsupportedError(f"{name}: clattn's flash_attn_with_kvcache does not take it; apply rotary "
+                                   "embeddings to q and k (and index the caches) before the call", -3021)
+    if (k is None) != (v is None):
+        raise InvalidArgumentError("k and v: give both new keys and new values, or neither", -3000)
+    if k is not None and cache_seqlens is None:
+        raise InvalidArgumentError("cache_seqlens: required with k and v, which are written after each sequence's "
+                                   "cache_seqlens[b] keys", -3000)
     ctx = _context(context)
     ctx._live()
     call = _Call(ctx)
@@ -376,28 +437,43 @@ def flash_attn_with_kvcache(q: Any, k_cache: Any, v_cache: Any, cache_seqlens: A
         qt, qh = _upload(call, q, "q", 4, "[batch, seq, heads, head_dim]")
         batch, lq, hq = qt.shape[0], qt.shape[1], qt.shape[2]
         paged = block_table is not None
-        # The desc holds bare pointers into table, lens and the strings in `keep`: the locals keep them alive until
-        # clattn_sdpa has returned.
+        # The desc holds bare pointers into table and lens: the locals keep them alive until clattn_sdpa returns.
         desc = _lib.SdpaDesc.from_buffer_copy(_DEFAULT_DESC)
         desc.seq_count = batch
+        caches = [_cache(call, k_cache, "k_cache", kv_dtype), _cache(call, v_cache, "v_cache", kv_dtype)]
+        kt, vt = caches[0].tensor, caches[1].tensor
+        table = None
         if paged:
-            layout = "[num_blocks, block_size, kv_heads, head_dim]"
-            kt, _ = _upload(call, k_cache, "k_cache", 4, layout, kv=True, kv_dtype=kv_dtype)
-            vt, _ = _upload(call, v_cache, "v_cache", 4, layout, kv=True, kv_dtype=kv_dtype)
             table = _index(block_table, "block_table", 2, -3026)
             if table.shape[0] != batch:
                 raise ShapeError(f"block_table: {table.shape[0]} rows for a batch of {batch} queries", -3002)
+            desc.block_table, desc.block_table_stride = _int_ptr(table), table.shape[1]
             longest = table.shape[1] * kt.shape[1]
-            kv = [(kt, *_heads_view(kt)), (vt, *_heads_view(vt))]
-            scales = [_scale(call, s, n, True) for n, s in (("k_scale", k_scale), ("v_scale", v_scale))]
-            scale_views = [(s, *_scale_view(s)) if s is not None else None for s in scales]
         else:
-            table, kv, scale_views, longest = _dense_pages(call, k_cache, v_cache, k_scale, v_scale, kv_dtype, batch)
-        lens = _cache_lengths(cache_seqlens, batch, longest, paged)
-        desc.block_table, desc.block_table_stride = _int_ptr(table), table.shape[1]
+            longest = kt.shape[1]
+        scale_views, scale_caches = zip(*(_scale_cache(call, s, n) for n, s in (("k_scale", k_scale),
+                                                                                ("v_scale", v_scale))))
+        lens = _cache_lengths(cache_seqlens, batch, longest)
+        kv = [(kt, *_heads_view(kt)), (vt, *_heads_view(vt))]
+        if k is not None:
+            written = list(caches) + [c for c, sv in zip(scale_caches, scale_views)
+                                      if sv is not None and sv[1][2] != 1]
+            for c in written:
+                c.writable()
+            layout = "[batch, seqlen_new, kv_heads, head_dim]"
+            kn = _new_rows(call, k, "k", 4, layout)
+            vn = _new_rows(call, v, "v", 4, layout)
+            if kn[0].shape[0] != batch or vn[0].shape[:2] != kn[0].shape[:2]:
+                raise ShapeError(f"k and v: shapes {kn[0].shape} and {vn[0].shape}; both need [{batch}, "
+                                 "seqlen_new, kv_heads, head_dim]", -3002)
+            new = kn[0].shape[1]
+            slots = _slots(lens, new, table, kt.shape[1])
+            _append(call, kn, vn, kv[0], kv[1], slots, scale_views)
+            lens = (lens + new).astype(np.int32)
+            for c in written:
+                c.copy_back()
         desc.seqlens_k = _int_ptr(lens)
-        keep = _options(call, desc, hq, np.full(batch, lq), lens, softmax_scale, causal, window_size, softcap,
-                        alibi_slopes)
+        _options(call, desc, hq, softmax_scale, causal, window_size, softcap, alibi_slopes)
         for name, sv in zip(("k_scale", "v_scale"), scale_views):
             if sv is not None:
                 setattr(desc, name, _c(*sv))
@@ -409,10 +485,9 @@ def flash_attn_with_kvcache(q: Any, k_cache: Any, v_cache: Any, cache_seqlens: A
         call.free()
 
 
-def _cache_lengths(cache_seqlens: Any, batch: int, longest: int, paged: bool) -> np.ndarray:
-    """cache_seqlens as int32 [batch]: an int for every sequence, None for the whole cache. A dense cache's are
-    checked here: its block table is ours, so the library's message about it would name what the caller never
-    gave."""
+def _cache_lengths(cache_seqlens: Any, batch: int, longest: int) -> np.ndarray:
+    """cache_seqlens as int32 [batch]: an int for every sequence, None for the whole cache (clattn_sdpa checks
+    them against the cache)."""
     if cache_seqlens is None:
         return np.full(batch, longest, np.int32)
     if isinstance(cache_seqlens, (int, np.integer)):
@@ -420,76 +495,46 @@ def _cache_lengths(cache_seqlens: Any, batch: int, longest: int, paged: bool) ->
     lens = _index(cache_seqlens, "cache_seqlens", 1, -3025)
     if lens.shape[0] != batch:
         raise ShapeError(f"cache_seqlens: {lens.shape[0]} lengths for a batch of {batch} queries", -3002)
-    if not paged and lens.size and (lens.min() < 0 or lens.max() > longest):
-        b = int(np.argmax((lens < 0) | (lens > longest)))
-        raise make(-3025, f"cache_seqlens[{b}] is {lens[b]}; the dense cache holds 0 to {longest} rows per sequence")
     return lens
 
 
-def _dense_pages(call: _Call, k_cache: Any, v_cache: Any, k_scale: Any, v_scale: Any, kv_dtype: Any,
-                 batch: int) -> Tuple[np.ndarray, List[Any], List[Any], int]:
-    """A dense cache [B, Lk_max, Hkv, D] as the pages of a paged one, so that each sequence gets its own length and
-    its own bottom-right alignment (dense keys with key_lengths would align every sequence at Lk_max). Host caches
-    are uploaded compact, their rows padded to a multiple of 8 where needed (the padding is never read); per-token
-    scales go the same way. Returns (block table, [(tensor, sizes, strides)] of k and v, the same of the scales
-    (None where not given), Lk_max)."""
-    layout = "[batch, seq, kv_heads, head_dim]"
-    first = k_cache if is_device(k_cache) else host_array(k_cache, "k_cache").array
-    rows = first.shape[1] if getattr(first, "ndim", 4) == 4 else 0  # a wrong rank is reported by _upload
-    padded = rows if rows % 8 == 0 and rows else max(8, -(-rows // 8) * 8)
+def kv_append(k: Any, v: Any, k_cache: Any, v_cache: Any, slot_mapping: Any, *, k_scale: Any = None,
+              v_scale: Any = None, kv_dtype: Any = None, context: Any = None) -> None:
+    """Writes new keys and values into their slots of a KV cache, as vLLM's reshape_and_cache
+    (clattn_kv_append).
 
-    def pad(a: np.ndarray) -> np.ndarray:
-        if a.shape[1] == padded:
-            return np.ascontiguousarray(a)
-        out = np.zeros((a.shape[0], padded) + a.shape[2:], a.dtype)
-        out[:, :a.shape[1]] = a
-        return out
+    k [T, Hkv, D], v [T, Hkv, Dv] (float32, float16 or bfloat16). k_cache, v_cache [N, S, Hkv, D] / [.., Dv]: a
+    paged cache [num_blocks, block_size, Hkv, D] (slot = page * block_size + offset, vLLM's slot mapping) or a
+    dense one [B, L, Hkv, D] (slot = b * L + position). slot_mapping: int32 [T] host array, -1 skips a token; a
+    slot past the cache or given twice raises InvalidArgumentError (status -3028). 8-bit caches (int8, or uint8
+    E4M3 codes with kv_dtype="fp8") quantize the rows on the device with their k_scale / v_scale: per-slot scales
+    ([N, S, Hkv]) are computed and stored for the rows written, one per head ([Hkv]) or one float is used as
+    given. The caches (and per-slot scales) are updated in place: DeviceTensors on the device, host arrays (which
+    must be writable) copied back. Returns None."""
+    ctx = _context(context)
+    ctx._live()
+    call = _Call(ctx)
+    try:
+        caches = [_cache(call, k_cache, "k_cache", kv_dtype), _cache(call, v_cache, "v_cache", kv_dtype)]
+        scale_views, scale_caches = zip(*(_scale_cache(call, s, n) for n, s in (("k_scale", k_scale),
+                                                                                ("v_scale", v_scale))))
+        written = list(caches) + [c for c, sv in zip(scale_caches, scale_views) if sv is not None and sv[1][2] != 1]
+        for c in written:
+            c.writable()
+        kn = _new_rows(call, k, "k", 3, "[tokens, kv_heads, head_dim]")
+        vn = _new_rows(call, v, "v", 3, "[tokens, kv_heads, head_dim]")
+        slots = _index(slot_mapping, "slot_mapping", 1, -3028)
+        if slots.shape[0] != kn[1][2]:
+            raise ShapeError(f"slot_mapping: {slots.shape[0]} slots for {kn[1][2]} new tokens", -3002)
+        kc, vc = (c.tensor for c in caches)
+        _append(call, kn, vn, (kc, *_heads_view(kc)), (vc, *_heads_view(vc)), slots, scale_views)
+        for c in written:
+            c.copy_back()
+    finally:
+        call.free()
 
-    kt, _ = _upload(call, k_cache, "k_cache", 4, layout, kv=True, kv_dtype=kv_dtype, prepare=pad)
-    vt, _ = _upload(call, v_cache, "v_cache", 4, layout, kv=True, kv_dtype=kv_dtype, prepare=pad)
-    if kt.shape[0] != batch:
-        raise ShapeError(f"k_cache: {kt.shape[0]} sequences for a batch of {batch} queries", -3002)
-    hkv = kt.shape[2]
 
-    def per_token(a: np.ndarray) -> np.ndarray:
-        # One scale per head (or one for all) stays as it is; anything finer is spread to every token, padded.
-        if a.shape[0] == 1 and a.shape[1] == 1:
-            return a
-        try:
-            full = np.broadcast_to(a, (batch, rows, hkv))
-        except ValueError:
-            raise ShapeError(f"a scale of shape {a.shape} does not broadcast to the cache's [{batch}, {rows}, {hkv}]",
-                             -3002) from None
-        return pad(full)
-
-    scales = [_scale(call, s, n, True, per_token) for n, s in (("k_scale", k_scale), ("v_scale", v_scale))]
-    paging = [(kt, *_heads_view(kt)), (vt, *_heads_view(vt))]
-    scale_views: List[Any] = []  # per scale: None, its view (one per head: the same for every page) or its index
-    for s in scales:
-        if s is None:
-            scale_views.append(None)
-            continue
-        sizes, strides = _scale_view(s)
-        if sizes[0] == 1 and sizes[2] == 1:
-            scale_views.append((s, sizes, strides))
-        else:
-            scale_views.append(len(paging))
-            paging.append((s, sizes, strides))
-    cache_rows = kt.shape[1]
-    found = _pages_of([(sz, st) for _, sz, st in paging], batch, cache_rows)
-    if found is None or any(sz[2] != cache_rows or (batch > 1 and sz[0] != batch) for _, sz, _st in paging):
-        raise ShapeError(f"k_cache: a dense device cache of {cache_rows} rows per sequence runs as pages of 8 to 256 "
-                         "rows: allocate a multiple of 8 rows per sequence, each sequence's rows after the previous "
-                         "one's in k_cache, v_cache and per-token scales alike (the rows past cache_seqlens are never "
-                         "read), or pass a block_table", -3002)
-    page, step = found
-    per_seq = cache_rows // page
-    pages = max(batch - 1, 0) * step + per_seq
-    for i, (t, sizes, strides) in enumerate(paging):
-        paging[i] = (t, (pages, sizes[1], page, sizes[3]), (page * strides[2], strides[1], strides[2], strides[3]))
-    scale_views = [paging[sv] if isinstance(sv, int) else sv for sv in scale_views]
-    table = (np.arange(batch)[:, None] * step + np.arange(per_seq)[None, :]).astype(np.int32)
-    return table, paging[:2], scale_views, rows
+reshape_and_cache = kv_append  # vLLM's name
 
 
 def quantize_kv(x: Any, dtype: str = "i8", scale: Any = None) -> Tuple[np.ndarray, np.ndarray]:

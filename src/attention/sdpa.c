@@ -222,6 +222,11 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
                         max_len, INT32_MAX);
     if (desc->causal < CLATTN_CAUSAL_NONE || desc->causal > CLATTN_CAUSAL_BOTTOM_RIGHT)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_MASK, "desc->causal: unknown value %d", (int)desc->causal);
+    CLA_FAIL_ON(desc->window_align < CLATTN_WINDOW_ALIGN_DEFAULT ||
+                    desc->window_align > CLATTN_WINDOW_ALIGN_BOTTOM_RIGHT,
+                ctx, CLATTN_ERROR_INVALID_MASK,
+                "desc->window_align: unknown value %d; use CLATTN_WINDOW_ALIGN_DEFAULT, _TOP_LEFT or _BOTTOM_RIGHT",
+                (int)desc->window_align);
     if (desc->impl < CLATTN_IMPL_AUTO || desc->impl > CLATTN_IMPL_UNFUSED)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT, "desc->impl: unknown value %d", (int)desc->impl);
     if (desc->window_left < -1 || desc->window_right < -1)
@@ -244,6 +249,7 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
     p->v_head_dim = v->size[3];
     p->scale = isnan(desc->scale) ? (float)(1.0 / sqrt((double)p->head_dim)) : desc->scale;
     p->causal = desc->causal;
+    p->window_align = cla_window_align(desc->window_align, desc->causal);
     /* A window side at least Lq + Lk wide excludes nothing: it is unbounded, which also keeps the kernels' position
      * arithmetic within 32 bits. */
     const int64_t span = (int64_t)(p->q_len + p->kv_len);
@@ -279,8 +285,8 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
             return st;
     }
     CLA_FAIL_ON(p->key_lengths && p->kv_layout != CLA_KV_DENSE, ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                "desc->key_lengths: packed and paged keys have their own lengths (cu_seqlens_k, seqlens_k); leave "
-                "key_lengths NULL");
+                "desc->key_lengths: packed keys and caches (paged, or dense with seqlens_k) have their own "
+                "lengths (cu_seqlens_k, seqlens_k); leave key_lengths NULL");
     CLA_FAIL_ON(p->weights.buffer && seqs, ctx, CLATTN_ERROR_UNSUPPORTED,
                 "desc->weights: packed and paged calls do not produce attention weights (they run in the fused "
                 "kernels); leave weights empty");
@@ -381,14 +387,24 @@ int cla_sdpa_common_defines(const cla_sdpa_plan *p, bool head_dims, char *out, s
     if (head_dims) snprintf(dims, sizeof dims, "-DHEAD_DIM=%zu -DV_HEAD_DIM=%zu ", p->head_dim, p->v_head_dim);
     char seqs[128];
     cla_sdpa_seq_defines(p, seqs, sizeof seqs);
+    /* The window's alignment is spelled out only where it is not the causal mask's (the kernels' default), so
+     * that every other call builds the programs it always did. */
+    char align[32] = "";
+    if (p->window_align != cla_window_align(CLATTN_WINDOW_ALIGN_DEFAULT, p->causal))
+        snprintf(align, sizeof align, " -DWINDOW_ALIGN=%d", (int)p->window_align);
     return snprintf(
         out, size,
         "%s-DQ_DTYPE=%d -DK_DTYPE=%d -DV_DTYPE=%d -DO_DTYPE=%d -DMASK_KIND=%d -DMASK_DTYPE=%d -DCAUSAL=%d "
-        "-DHAS_WINDOW=%d -DHAS_KEY_LENGTHS=%d -DHAS_LSE=%d -DUNIT_DSTRIDE=%d%s%s%s%s",
+        "-DHAS_WINDOW=%d -DHAS_KEY_LENGTHS=%d -DHAS_LSE=%d -DUNIT_DSTRIDE=%d%s%s%s%s%s",
         dims, (int)p->q.dtype, (int)p->k.dtype, (int)p->v.dtype, (int)p->out.dtype, p->mask_kind,
         p->mask_kind ? (int)p->mask.dtype : 0, (int)p->causal, p->window_left >= 0 || p->window_right >= 0,
         p->key_lengths != NULL, p->lse.buffer != NULL, unit, p->softcap > 0.0f ? " -DHAS_SOFTCAP=1" : "",
-        p->sinks.buffer ? " -DHAS_SINKS=1" : "", p->alibi_slopes.buffer ? " -DHAS_ALIBI=1" : "", seqs);
+        p->sinks.buffer ? " -DHAS_SINKS=1" : "", p->alibi_slopes.buffer ? " -DHAS_ALIBI=1" : "", align, seqs);
+}
+
+clattn_window_align cla_window_align(clattn_window_align asked, clattn_causal causal) {
+    if (asked != CLATTN_WINDOW_ALIGN_DEFAULT) return asked;
+    return causal == CLATTN_CAUSAL_BOTTOM_RIGHT ? CLATTN_WINDOW_ALIGN_BOTTOM_RIGHT : CLATTN_WINDOW_ALIGN_TOP_LEFT;
 }
 
 float cla_sdpa_softcap2(const cla_sdpa_plan *p) {

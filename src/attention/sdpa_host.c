@@ -173,6 +173,7 @@ clattn_status clattn_sdpa_host(clattn_context *ctx, const clattn_sdpa_host_desc 
         desc.causal = d->causal;
         desc.window_left = d->window_left;
         desc.window_right = d->window_right;
+        desc.window_align = d->window_align;
         desc.impl = d->impl;
         desc.softcap = d->softcap;
         desc.score_mod = d->score_mod;

@@ -8,13 +8,15 @@
 
 enum { CLA_MASK_NONE = 0, CLA_MASK_ADDITIVE = 1, CLA_MASK_BOOL = 2 };
 /* Where a call's keys and values are (kernels_cl/common.cl's KV_LAYOUT). */
-enum { CLA_KV_DENSE = 0, CLA_KV_PACKED = 1, CLA_KV_PAGED = 2 };
+enum { CLA_KV_DENSE = 0, CLA_KV_PACKED = 1, CLA_KV_PAGED = 2, CLA_KV_DENSE_LENGTHS = 3 };
 
 typedef struct cla_sdpa_plan {
     size_t batch, q_heads, kv_heads, q_len, kv_len, head_dim, v_head_dim;
     float scale;
     clattn_causal causal;
     int64_t window_left, window_right;
+    /* Resolved: TOP_LEFT or BOTTOM_RIGHT, where the window and ALiBi place a query (never DEFAULT). */
+    clattn_window_align window_align;
     int mask_kind;
     clattn_tensor q, k, v, out;
     clattn_tensor mask; /* strides of broadcast (size-1) dims are set to 0 */
@@ -34,9 +36,9 @@ typedef struct cla_sdpa_plan {
      * but chooses its kernel parameters (tuning class, key splits) by these, so that every part runs exactly what
      * one device would and the results are bitwise the same. */
     size_t whole_batch, whole_heads;
-    /* The serving formats (sdpa_seqs.c): packed queries, packed or paged keys and values with their host index
-     * arrays (batch is then seq_count, q_len and kv_len the longest sequences), and the scales of 8-bit K and V
-     * (buffer NULL without; strides of broadcast dims 0). */
+    /* The serving formats (sdpa_seqs.c): packed queries, packed, paged or length-limited dense keys and values with
+     * their host index arrays (batch is then seq_count, q_len and kv_len the longest sequences), and the scales of
+     * 8-bit K and V (buffer NULL without; strides of broadcast dims 0). */
     bool varlen_q;
     int kv_layout;
     size_t seq_count, page_size, block_table_stride;
@@ -196,6 +198,8 @@ int cla_sdpa_common_defines(const cla_sdpa_plan *plan, bool head_dims, char *out
 
 /* The score modifiers' kernel arguments (common.cl): the softcap in log2 units, and the element offsets and head
  * strides of the sinks and the ALiBi slopes. */
+/* Where a call's window and ALiBi place its queries: `asked`, or for DEFAULT the causal mask's alignment. */
+clattn_window_align cla_window_align(clattn_window_align asked, clattn_causal causal);
 float cla_sdpa_softcap2(const cla_sdpa_plan *plan);
 cl_long4 cla_sdpa_mods(const cla_sdpa_plan *plan);
 

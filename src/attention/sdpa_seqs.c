@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 /* The serving formats of an attention call, host side: packed variable-length batches (cu_seqlens), paged KV
- * caches (a block table over fixed-size pages) and 8-bit keys and values with their scales. Checks every index
- * array and tensor of them into the plan before anything is enqueued, and builds the one device buffer of index
- * arrays that the fused kernels read (kernels_cl/common.cl, "Serving layouts"). */
+ * caches (a block table over fixed-size pages), dense caches with per-sequence lengths, and 8-bit keys and values
+ * with their scales. Checks every index array and tensor of them into the plan before anything is enqueued, and
+ * builds the one device buffer of index arrays that the fused kernels read (kernels_cl/common.cl, "Serving
+ * layouts"). */
 #include "sdpa_internal.h"
 
 #include <stdio.h>
@@ -64,18 +65,38 @@ static clattn_status check_pages(clattn_context *ctx, const clattn_sdpa_desc *d,
     return CLATTN_SUCCESS;
 }
 
+/* A dense cache's lengths: each 0 to the rows the cache holds per sequence (k.size[2]). Sets the longest. */
+static clattn_status check_dense_lengths(clattn_context *ctx, const int32_t *lens, size_t count, size_t rows,
+                                         size_t *longest) {
+    *longest = 0;
+    for (size_t b = 0; b < count; ++b) {
+        CLA_FAIL_ON(lens[b] < 0 || (size_t)lens[b] > rows, ctx, CLATTN_ERROR_INVALID_SEQLENS,
+                    "seqlens_k[%zu] is %d; a dense cache (no block_table) of %zu rows per sequence (k.size[2]) "
+                    "takes 0 to %zu",
+                    b, (int)lens[b], rows, rows);
+        if ((size_t)lens[b] > *longest) *longest = (size_t)lens[b];
+    }
+    return CLATTN_SUCCESS;
+}
+
 clattn_status cla_sdpa_check_seq_shapes(clattn_context *ctx, const clattn_sdpa_desc *d, const clattn_tensor *q,
                                         const clattn_tensor *k, const clattn_tensor *v, const clattn_tensor *out,
                                         cla_sdpa_plan *p) {
     const size_t B = d->seq_count;
-    const bool paged = d->block_table || d->seqlens_k;
-    CLA_FAIL_ON(paged && d->cu_seqlens_k, ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                "desc: cu_seqlens_k (packed keys) and block_table/seqlens_k (a paged cache) exclude each other");
+    /* A block table makes the cache paged; seqlens_k alone gives a dense cache its lengths. */
+    const bool paged = d->block_table != NULL;
+    CLA_FAIL_ON((paged || d->seqlens_k) && d->cu_seqlens_k, ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                "desc: cu_seqlens_k (packed keys) and block_table/seqlens_k (a cache) exclude each other");
     CLA_FAIL_ON(
-        paged && (!d->block_table || !d->seqlens_k || d->block_table_stride == 0), ctx, CLATTN_ERROR_NULL_POINTER,
+        paged && (!d->seqlens_k || d->block_table_stride == 0), ctx, CLATTN_ERROR_NULL_POINTER,
         "desc: a paged cache needs block_table, block_table_stride (> 0) and seqlens_k together; block_table "
-        "is %s, block_table_stride %zu, seqlens_k %s",
-        d->block_table ? "set" : "NULL", d->block_table_stride, d->seqlens_k ? "set" : "NULL");
+        "is set, block_table_stride %zu, seqlens_k %s",
+        d->block_table_stride, d->seqlens_k ? "set" : "NULL");
+    CLA_FAIL_ON(
+        !paged && d->block_table_stride, ctx, CLATTN_ERROR_NULL_POINTER,
+        "desc: block_table_stride is %zu but block_table is NULL; give the block table of a paged cache, or "
+        "leave block_table_stride 0",
+        d->block_table_stride);
     CLA_FAIL_ON(B > (size_t)INT32_MAX / 4 || (paged && d->block_table_stride > (size_t)INT32_MAX / 4 / (B ? B : 1)),
                 ctx, CLATTN_ERROR_UNSUPPORTED,
                 "desc->seq_count %zu with block_table_stride %zu: the kernels index sequences and block tables in "
@@ -118,6 +139,10 @@ clattn_status cla_sdpa_check_seq_shapes(clattn_context *ctx, const clattn_sdpa_d
     } else {
         if ((st = cla_expect_size(ctx, k, "k", 0, B, "desc->seq_count"))) return st;
         p->kv_len = k->size[2];
+        if (d->seqlens_k) {
+            if ((st = check_dense_lengths(ctx, d->seqlens_k, B, k->size[2], &p->kv_len))) return st;
+            p->kv_layout = CLA_KV_DENSE_LENGTHS;
+        }
     }
     p->varlen_q = d->cu_seqlens_q != NULL;
     p->seq_count = B;

@@ -158,6 +158,7 @@ static clattn_status run_part(clattn_context *ctx, const cla_sdpa_plan *p, const
                           .causal = p->causal,
                           .window_left = p->window_left,
                           .window_right = p->window_right,
+                          .window_align = p->window_align,
                           .impl = p->impl};
     if (p->mask.buffer) d.mask = q_slice(&p->mask, pt);
     /* The score modifiers: the part's heads of the per-head values, whose batch dimension is 1. */

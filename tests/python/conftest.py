@@ -35,7 +35,7 @@ def bf16_round(x):
 
 
 def reference(q, k, v, mask=None, is_causal=False, scale=None, alignment="top_left", key_lengths=None,
-              window=None, return_all=False, softcap=None, sinks=None, alibi_slopes=None):
+              window=None, return_all=False, softcap=None, sinks=None, alibi_slopes=None, window_align=None):
     """Attention in float64: out [B, Hq, Lq, Dv] (and the lse and weights with return_all). A row whose every key
     is masked gives zeros and an lse of -inf."""
     q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
@@ -49,19 +49,21 @@ def reference(q, k, v, mask=None, is_causal=False, scale=None, alignment="top_le
     i = np.arange(lq)[:, None]
     j = np.arange(lk)[None, :]
     diag = i + (lk - lq if alignment == "bottom_right" and is_causal else 0)
-    # The modifiers, in clattn's order: softcap, then ALiBi (query aligned like the causal mask), then the masks.
+    # The window and ALiBi have their own alignment, the causal mask's unless window_align says otherwise.
+    wdiag = diag if window_align is None else i + (lk - lq if window_align == "bottom_right" else 0)
+    # The modifiers, in clattn's order: softcap, then ALiBi (query aligned like the window), then the masks.
     if softcap:
         s = softcap * np.tanh(s / softcap)
     if alibi_slopes is not None:
-        s = s - np.asarray(alibi_slopes, np.float64)[None, :, None, None] * np.abs(diag - j)[None, None]
+        s = s - np.asarray(alibi_slopes, np.float64)[None, :, None, None] * np.abs(wdiag - j)[None, None]
     if is_causal:
         keep &= j <= diag
     if window is not None:
         left, right = window
         if left is not None and left >= 0:
-            keep &= j >= diag - left
+            keep &= j >= wdiag - left
         if right is not None and right >= 0:
-            keep &= j <= diag + right
+            keep &= j <= wdiag + right
     if key_lengths is not None:
         keep &= j[None, None] < np.asarray(key_lengths)[:, None, None, None]
     if mask is not None:

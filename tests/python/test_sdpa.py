@@ -177,3 +177,21 @@ def test_score_modifiers(ctx, rng, causal):
                                     return_all=True, **kw)
         assert_close(out, r_out, 12)
         assert_close(lse, r_lse, 12)
+
+
+@pytest.mark.parametrize("impl", ["fused", "unfused"])
+def test_window_align(ctx, rng, impl):
+    """window_align places the window and ALiBi on their own: bottom-right without a causal mask (FlashAttention's
+    convention) and under a top-left one, top-left under a bottom-right one; Lq < Lk and Lq > Lk."""
+    slopes = np.abs(rand(rng, 4))
+    for lq, lk in ((5, 13), (13, 5)):
+        q, k, v = qkv(rng, 2, 4, 2, lq, lk, 8, 8)
+        for causal, alignment, window_align in ((False, "top_left", "bottom_right"),
+                                                (True, "top_left", "bottom_right"),
+                                                (True, "bottom_right", "top_left")):
+            kw = dict(is_causal=causal, window=(2, 1), alibi_slopes=slopes, window_align=window_align)
+            out = ctx.scaled_dot_product_attention(q, k, v, enable_gqa=True, causal_alignment=alignment, impl=impl,
+                                                   **kw)
+            assert_close(out, reference(q, k, v, alignment=alignment, **kw), lk)
+    with pytest.raises(clattn.InvalidArgumentError):
+        ctx.scaled_dot_product_attention(q, k, v, enable_gqa=True, window_align="middle")

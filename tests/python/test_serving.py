@@ -231,8 +231,8 @@ def test_kvcache_dense(ctx, rng, rows):
 
 
 def test_kvcache_device_tensors(ctx, rng):
-    """A device cache stays on the device: a dense one of 16 rows read as pages in place, a device query gives a
-    device result in FlashAttention's layout; a dense device cache of 12 rows cannot be paged and says so."""
+    """A device cache stays on the device: a dense one read in place, a device query gives a device result in
+    FlashAttention's layout; a dense device cache of any row count (12) and strided views of one work alike."""
     lens = np.array([16, 7])
     kc, vc = rand(rng, 2, 16, 1, 8), rand(rng, 2, 16, 1, 8)
     q = rand(rng, 2, 2, 2, 8)
@@ -247,9 +247,14 @@ def test_kvcache_device_tensors(ctx, rng):
     host = clattn.flash_attn_with_kvcache(q, dk, dv, lens, causal=True, context=ctx)
     assert isinstance(host, np.ndarray)
     np.testing.assert_array_equal(host, out.numpy())
-    with pytest.raises(clattn.ShapeError, match="multiple of 8"):
-        clattn.flash_attn_with_kvcache(q, ctx.to_device(kc[:, :12]), ctx.to_device(vc[:, :12]), [12, 7],
-                                       context=ctx)
+    out = clattn.flash_attn_with_kvcache(q, ctx.to_device(kc[:, :12]), ctx.to_device(vc[:, :12]), [12, 7],
+                                         causal=True, context=ctx)
+    for b, n in enumerate([12, 7]):
+        assert_close(out[b], fa_reference(q[b], kc[b, :n], vc[b, :n], causal=True)[0], 12)
+    wide = rand(rng, 2, 13, 3, 8)  # a cache of 3 heads read as its head 1 alone: strides of a view
+    out = clattn.flash_attn_with_kvcache(q, wide[:, :, 1:2], wide[:, :, 1:2], [13, 4], context=ctx)
+    for b, n in enumerate([13, 4]):
+        assert_close(out[b], fa_reference(q[b], wide[b, :n, 1:2], wide[b, :n, 1:2])[0], 13)
 
 
 def test_varlen_paged(ctx, rng):
@@ -396,12 +401,157 @@ def test_errors(ctx, rng):
     expect(clattn.ShapeError, -3002, kvcache, qd, kc, vc, [10, 20, 3], table, context=ctx)
     e = expect(clattn.ShapeError, -3002, kvcache, qd, kc[:, :6], vc[:, :6], [6, 6], table, context=ctx)
     assert "power of two" in e.detail
-    # A dense cache: lengths past its rows are the caller's mistake, named in its terms.
+    # A dense cache: lengths past its rows are the library's seqlens_k (cache_seqlens).
     e = expect(clattn.InvalidArgumentError, -3025, kvcache, qd, kc[:2], vc[:2], [8, 9], context=ctx)
-    assert "cache_seqlens[1] is 9" in str(e)
+    assert "seqlens_k[1] is 9" in e.detail and "dense cache" in e.detail
     assert np.all(np.isfinite(out))
 
 
 def test_module_exports():
     for name in ("flash_attn_varlen_func", "flash_attn_with_kvcache", "quantize_kv"):
         assert name in clattn.__all__ and callable(getattr(clattn, name))
+
+
+def test_window_and_alibi_align_bottom_right_without_causal(ctx, rng):
+    """FlashAttention's windows and ALiBi align at each sequence's bottom right without a causal mask too: dense
+    caches of different lengths (query rows fewer than keys) and packed sequences with more queries than keys."""
+    lens = np.array([20, 3, 11])
+    kc, vc = rand(rng, 3, 24, 2, 16), rand(rng, 3, 24, 2, 16)
+    q = rand(rng, 3, 4, 4, 16)
+    slopes = np.float32([0.3, 0.1, 0.05, 0.02])
+    out = clattn.flash_attn_with_kvcache(q, kc, vc, lens, window_size=(2, 1), alibi_slopes=slopes, context=ctx)
+    for b, n in enumerate(lens):
+        ref, _ = fa_reference(q[b], kc[b, :n], vc[b, :n], window=(2, 1), alibi=slopes)
+        assert_close(out[b], ref, 24)
+    q, k, v, cu_q, cu_k = packed_inputs(rng, [7, 2, 5], [3, 9, 5], 4, 2, 16)
+    out = clattn.flash_attn_varlen_func(q, k, v, cu_q, cu_k, window_size=(-1, 0), alibi_slopes=slopes, context=ctx)
+    ref, _ = packed_reference(q, k, v, cu_q, cu_k, window=(-1, 0), alibi=slopes)
+    assert_close(out, ref, 9)
+
+
+def fill_cache(rng, batch, rows, hkv, d, lens):
+    """A dense cache [batch, rows, hkv, d] of poison, its first lens[b] rows random."""
+    kc = np.full((batch, rows, hkv, d), POISON, np.float32)
+    vc = np.full((batch, rows, hkv, d), POISON, np.float32)
+    for b, n in enumerate(lens):
+        kc[b, :n], vc[b, :n] = rand(rng, n, hkv, d), rand(rng, n, hkv, d)
+    return kc, vc
+
+
+def test_kvcache_appends_new_keys(ctx, rng):
+    """k= and v= are written at cache_seqlens before the attention, which sees them (FlashAttention's semantics):
+    into a dense host cache (updated in place), a dense device cache, and a paged cache through its block table."""
+    lens = np.array([5, 0, 17])
+    kc, vc = fill_cache(rng, 3, 20, 2, 16, lens)
+    q, kn, vn = rand(rng, 3, 3, 4, 16), rand(rng, 3, 3, 2, 16), rand(rng, 3, 3, 2, 16)
+    before = kc.copy()
+    out = clattn.flash_attn_with_kvcache(q, kc, vc, lens, causal=True, k=kn, v=vn, context=ctx)
+    for b, n in enumerate(lens):
+        np.testing.assert_array_equal(kc[b, n:n + 3], kn[b])
+        np.testing.assert_array_equal(vc[b, n:n + 3], vn[b])
+        np.testing.assert_array_equal(kc[b, :n], before[b, :n])
+        np.testing.assert_array_equal(kc[b, n + 3:], before[b, n + 3:])
+        ref, _ = fa_reference(q[b], kc[b, :n + 3], vc[b, :n + 3], causal=True)
+        assert_close(out[b], ref, 20)
+    # A device cache is written on the device.
+    kc2, vc2 = fill_cache(rng, 3, 20, 2, 16, lens)
+    dk, dv = ctx.to_device(kc2), ctx.to_device(vc2)
+    out = clattn.flash_attn_with_kvcache(q, dk, dv, lens, k=kn, v=vn, window_size=(4, 0), context=ctx)
+    got = dk.numpy()
+    for b, n in enumerate(lens):
+        np.testing.assert_array_equal(got[b, n:n + 3], kn[b])
+        ref, _ = fa_reference(q[b], got[b, :n + 3], dv.numpy()[b, :n + 3], window=(4, 0))
+        assert_close(out[b], ref, 20)
+    # Paged: the new keys land in their pages, the sequences' lengths grow by 3.
+    ks, vs = cache_sequences(rng, [13, 6], 2, 16, 16, share_first=False)
+    pc, pv, table = build_pages(rng, [np.concatenate([x, np.zeros((3, 2, 16), np.float32)]) for x in ks],
+                                [np.concatenate([x, np.zeros((3, 2, 16), np.float32)]) for x in vs], 8)
+    qp, kp, vp = rand(rng, 2, 2, 4, 16), rand(rng, 2, 3, 2, 16), rand(rng, 2, 3, 2, 16)
+    out = clattn.flash_attn_with_kvcache(qp, pc, pv, [13, 6], table, causal=True, k=kp, v=vp, context=ctx)
+    for b, n in enumerate([13, 6]):
+        keys = gather(pc, table, b, n + 3)
+        np.testing.assert_array_equal(keys[n:], kp[b])
+        ref, _ = fa_reference(qp[b], keys, gather(pv, table, b, n + 3), causal=True)
+        assert_close(out[b], ref, 16)
+
+
+@pytest.mark.parametrize("kind", ["i8", "fp8"])
+def test_kvcache_appends_into_quantized_caches(ctx, rng, kind):
+    """8-bit caches quantize the new rows on the device: int8 with per-token scales (each new row's scale computed
+    and stored), fp8 with one scale per head (used as given); the attention reads them back as stored."""
+    lens = np.array([6, 2])
+    kc, vc = fill_cache(rng, 2, 12, 2, 16, lens)
+    kc[kc == POISON] = 0
+    vc[vc == POISON] = 0
+    per_head = np.float32([0.01, 0.02])
+    k8, ks = clattn.quantize_kv(kc, kind, scale=None if kind == "i8" else per_head)
+    v8, vs = clattn.quantize_kv(vc, kind, scale=None if kind == "i8" else per_head)
+    q, kn, vn = rand(rng, 2, 2, 4, 16), rand(rng, 2, 2, 2, 16), rand(rng, 2, 2, 2, 16)
+    out = clattn.flash_attn_with_kvcache(q, k8, v8, lens, causal=True, k=kn, v=vn, k_scale=ks, v_scale=vs,
+                                         kv_dtype=kind, context=ctx)
+    want8, want_s = clattn.quantize_kv(kn, kind, scale=None if kind == "i8" else per_head)
+    for b, n in enumerate(lens):
+        np.testing.assert_array_equal(k8[b, n:n + 2], want8[b])
+        if kind == "i8":
+            np.testing.assert_array_equal(ks[b, n:n + 2], want_s[b])
+        ref, _ = fa_reference(q[b], dequantize(k8[b, :n + 2], ks if kind == "fp8" else ks[b, :n + 2], kind),
+                              dequantize(v8[b, :n + 2], vs if kind == "fp8" else vs[b, :n + 2], kind), causal=True)
+        assert_close(out[b], ref, 12)
+
+
+def test_kv_append(ctx, rng):
+    """kv_append (vLLM's reshape_and_cache): tokens into their slots of a paged cache, -1 skipping one, the rest
+    untouched; int8 per-slot scales computed; a device cache written on the device."""
+    kc = np.full((4, 8, 2, 16), POISON, np.float32)
+    vc = np.full((4, 8, 2, 16), POISON, np.float32)
+    k, v = rand(rng, 5, 2, 16), rand(rng, 5, 2, 16)
+    slots = np.int32([9, 0, -1, 31, 16])
+    clattn.serving.kv_append(k, v, kc, vc, slots, context=ctx)
+    for t, s in enumerate(slots):
+        if s >= 0:
+            np.testing.assert_array_equal(kc[s // 8, s % 8], k[t])
+            np.testing.assert_array_equal(vc[s // 8, s % 8], v[t])
+    assert np.sum(kc[:, :, 0, 0] != POISON) == 4
+    assert clattn.serving.reshape_and_cache is clattn.kv_append
+    k8 = np.zeros((4, 8, 2, 16), np.int8)
+    ks = np.zeros((4, 8, 2), np.float32)
+    v8, vs = k8.copy(), ks.copy()
+    clattn.kv_append(k, v, k8, v8, slots, k_scale=ks, v_scale=vs, context=ctx)
+    want, want_s = clattn.quantize_kv(k, "i8")
+    for t, s in enumerate(slots):
+        if s >= 0:
+            np.testing.assert_array_equal(k8[s // 8, s % 8], want[t])
+            np.testing.assert_array_equal(ks[s // 8, s % 8], want_s[t])
+    dk = ctx.to_device(np.zeros((4, 8, 2, 16), np.float32))
+    dv = ctx.to_device(np.zeros((4, 8, 2, 16), np.float32))
+    clattn.kv_append(k, v, dk, dv, slots, context=ctx)
+    np.testing.assert_array_equal(dk.numpy()[1, 1], k[0])
+
+
+def test_append_errors(ctx, rng):
+    lens = np.array([5, 2])
+    kc, vc = fill_cache(rng, 2, 8, 1, 8, lens)
+    q, kn, vn = rand(rng, 2, 1, 2, 8), rand(rng, 2, 2, 1, 8), rand(rng, 2, 2, 1, 8)
+    kvcache = clattn.flash_attn_with_kvcache
+    before = kc.copy()
+    expect(clattn.UnsupportedError, -3021, kvcache, q, kc, vc, lens, k=kn, v=vn, rotary_cos=np.ones((8, 4)),
+           rotary_sin=np.ones((8, 4)), context=ctx)
+    expect(clattn.UnsupportedError, -3021, kvcache, q, kc, vc, lens, cache_batch_idx=np.int32([1, 0]), context=ctx)
+    expect(clattn.InvalidArgumentError, -3000, kvcache, q, kc, vc, lens, k=kn, context=ctx)
+    expect(clattn.InvalidArgumentError, -3000, kvcache, q, kc, vc, k=kn, v=vn, context=ctx)
+    e = expect(clattn.InvalidArgumentError, -3025, kvcache, q, kc, vc, [7, 2], k=kn, v=vn, context=ctx)
+    assert "cache_seqlens[0] is 7" in str(e)
+    expect(clattn.ShapeError, -3002, kvcache, q, kc, vc, lens, k=kn[:1], v=vn[:1], context=ctx)
+    expect(clattn.DTypeError, -3007, kvcache, q, kc, vc, lens, k=kn.astype(np.int8), v=vn.astype(np.int8),
+           context=ctx)
+    ro = kc.copy()
+    ro.flags.writeable = False
+    expect(clattn.InvalidArgumentError, -3000, kvcache, q, ro, vc, lens, k=kn, v=vn, context=ctx)
+    np.testing.assert_array_equal(kc, before)  # every refused call left the cache as it was
+    k, v = rand(rng, 3, 1, 8), rand(rng, 3, 1, 8)
+    e = expect(clattn.InvalidArgumentError, -3028, clattn.kv_append, k, v, kc, vc, np.int32([1, 1, 2]),
+               context=ctx)
+    assert "slot" in e.detail
+    expect(clattn.InvalidArgumentError, -3028, clattn.kv_append, k, v, kc, vc, np.int32([1, 2, 16]), context=ctx)
+    expect(clattn.ShapeError, -3002, clattn.kv_append, k, v, kc, vc, np.int32([1, 2]), context=ctx)
+    np.testing.assert_array_equal(kc, before)

@@ -7,11 +7,19 @@
 #include <math.h>
 #include <stdlib.h>
 
-bool cla_sdpa_key_allowed(int64_t i, int64_t j, int64_t lq, int64_t lk, clattn_causal causal, int64_t window_left,
-                          int64_t window_right) {
-    /* Bottom-right alignment lines the last query up with the last key; top-left lines up the first ones. */
-    int64_t pos = causal == CLATTN_CAUSAL_BOTTOM_RIGHT ? i + (lk - lq) : i;
-    if (causal != CLATTN_CAUSAL_NONE && j > pos) return false;
+int64_t cla_sdpa_window_pos(int64_t i, int64_t lq, int64_t lk, clattn_causal causal, clattn_window_align align) {
+    const bool bottom_right = align == CLATTN_WINDOW_ALIGN_BOTTOM_RIGHT ||
+                              (align == CLATTN_WINDOW_ALIGN_DEFAULT && causal == CLATTN_CAUSAL_BOTTOM_RIGHT);
+    return bottom_right ? i + (lk - lq) : i;
+}
+
+bool cla_sdpa_key_allowed(int64_t i, int64_t j, int64_t lq, int64_t lk, clattn_causal causal,
+                          clattn_window_align align, int64_t window_left, int64_t window_right) {
+    /* Bottom-right alignment lines the last query up with the last key; top-left lines up the first ones. The
+     * causal mask has its own; the window has `align`'s. */
+    const int64_t causal_pos = causal == CLATTN_CAUSAL_BOTTOM_RIGHT ? i + (lk - lq) : i;
+    if (causal != CLATTN_CAUSAL_NONE && j > causal_pos) return false;
+    const int64_t pos = cla_sdpa_window_pos(i, lq, lk, causal, align);
     /* Compared as distances (pos - j <= left rather than j >= pos - left) so that a huge window cannot overflow. */
     if (window_left != CLATTN_WINDOW_UNBOUNDED && pos - j > window_left) return false;
     if (window_right != CLATTN_WINDOW_UNBOUNDED && j - pos > window_right) return false;
@@ -68,9 +76,9 @@ int cla_reference_sdpa(const cla_ref_sdpa *a) {
                 bool saw_nan = false;
                 double max = -INFINITY;
                 for (size_t j = 0; j < lk; j++) {
-                    keep[j] =
-                        j < klen && cla_sdpa_key_allowed((int64_t)(a->q_first + i), (int64_t)j, (int64_t)seq_len,
-                                                         (int64_t)lk, a->causal, a->window_left, a->window_right);
+                    keep[j] = j < klen && cla_sdpa_key_allowed((int64_t)(a->q_first + i), (int64_t)j,
+                                                               (int64_t)seq_len, (int64_t)lk, a->causal,
+                                                               a->window_align, a->window_left, a->window_right);
                     if (keep[j] && a->bool_mask.data != NULL)
                         keep[j] =
                             a->bool_mask.data[mask_offset(a->bool_mask.size, a->bool_mask.stride, b, h, i, j)] != 0;
@@ -90,9 +98,8 @@ int cla_reference_sdpa(const cla_ref_sdpa *a) {
                     double s = a->scale * dot;
                     if (a->softcap > 0.0) s = a->softcap * tanh(s / a->softcap);
                     if (a->alibi_slopes != NULL) {
-                        const int64_t q_pos =
-                            (int64_t)(a->q_first + i) +
-                            (a->causal == CLATTN_CAUSAL_BOTTOM_RIGHT ? (int64_t)lk - (int64_t)seq_len : 0);
+                        const int64_t q_pos = cla_sdpa_window_pos((int64_t)(a->q_first + i), (int64_t)seq_len,
+                                                                  (int64_t)lk, a->causal, a->window_align);
                         s -= (double)a->alibi_slopes[h] * fabs((double)(q_pos - (int64_t)j));
                     }
                     logit[j] = s + add;

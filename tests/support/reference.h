@@ -29,6 +29,7 @@ typedef struct cla_ref_sdpa {
     double scale; /* already resolved, never NAN-as-default here */
     clattn_causal causal;
     int64_t window_left, window_right; /* CLATTN_WINDOW_UNBOUNDED (-1) = no limit on that side */
+    clattn_window_align window_align;  /* of the window and ALiBi; DEFAULT (0) follows causal */
     /* additive, broadcasting to [B,Hq,Lq,Lk] in any dim via size 1 or stride 0; data NULL = none. A value
      * <= -FLT_MAX masks the key. */
     cla_ref_tensor mask;
@@ -40,7 +41,7 @@ typedef struct cla_ref_sdpa {
     size_t q_first, q_seq_len;
     /* Score modifiers, in this order on each scaled logit, before the masks: softcap > 0: s = softcap tanh(s /
      * softcap) (0: none); alibi_slopes [Hq]: s -= slope[h] |i' - j| with i' the query's position aligned as for
-     * causal masking (NULL: none). sinks [Hq]: one logit per head in every row's denominator, with no value (NULL:
+     * the window (NULL: none). sinks [Hq]: one logit per head in every row's denominator, with no value (NULL:
      * none). */
     double softcap;
     const float *sinks, *alibi_slopes;
@@ -56,8 +57,11 @@ cla_ref_tensor cla_ref_dense(const float *data, size_t b, size_t h, size_t l, si
  * cannot describe an attention (out NULL, Hq not a multiple of Hkv); on -1 no output is written. */
 int cla_reference_sdpa(const cla_ref_sdpa *args);
 
-/* Whether causal masking and the sliding window let query i see key j (key lengths and masks aside). */
-bool cla_sdpa_key_allowed(int64_t i, int64_t j, int64_t lq, int64_t lk, clattn_causal causal, int64_t window_left,
-                          int64_t window_right);
+/* Whether causal masking and the sliding window (aligned by `align`, DEFAULT following causal) let query i see key
+ * j (key lengths and masks aside). */
+bool cla_sdpa_key_allowed(int64_t i, int64_t j, int64_t lq, int64_t lk, clattn_causal causal,
+                          clattn_window_align align, int64_t window_left, int64_t window_right);
+/* Query i's position among lk keys for the window and ALiBi: i + lk - lq where they align bottom-right. */
+int64_t cla_sdpa_window_pos(int64_t i, int64_t lq, int64_t lk, clattn_causal causal, clattn_window_align align);
 
 #endif /* CLATTN_REFERENCE_H */

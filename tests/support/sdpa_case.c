@@ -43,17 +43,19 @@ sdpa_case sdpa_case_of(clattn_impl impl, size_t batch, size_t q_heads, size_t kv
 void sdpa_case_describe(const sdpa_case *c, char *buf, size_t size) {
     static const char *dt[] = {"f32", "f16", "bf16", "bool"};
     static const char *impl[] = {"auto", "fused", "unfused"};
+    /* Also the window alignments, whose DEFAULT is "none" here. */
     static const char *causal[] = {"none", "top-left", "bottom-right"};
-    snprintf(buf, size,
-             "B=%zu Hq=%zu Hkv=%zu Lq=%zu Lk=%zu D=%zu Dv=%zu %s %s off=%zu pad=%zu causal=%s window=(%lld,%lld) "
-             "mask=%d%s%s%s%s%s kl=%s lse=%d w=%d(%s) impl=%s seed=%u sample=%zu softcap=%g sinks=%d alibi=%d",
-             c->batch, c->q_heads, c->kv_heads, c->q_len, c->kv_len, c->head_dim,
-             c->v_head_dim ? c->v_head_dim : c->head_dim, dt[c->dtype], c->layout ? "BLHD" : "BHLD", c->offset,
-             c->row_pad, causal[c->causal], (long long)c->window_left, (long long)c->window_right, c->mask_kind,
-             c->mask_bcast_batch ? "/bcast-b" : "", c->mask_bcast_heads ? "/bcast-h" : "",
-             c->mask_bcast_q ? "/bcast-q" : "", c->mask_bcast_k ? "/bcast-k" : "",
-             c->mask_stride0 ? "/stride0" : "", c->key_lengths ? "yes" : "no", c->want_lse, c->want_weights,
-             dt[c->weights_dtype], impl[c->impl], c->seed, c->sample_rows, (double)c->softcap, c->sinks, c->alibi);
+    snprintf(
+        buf, size,
+        "B=%zu Hq=%zu Hkv=%zu Lq=%zu Lk=%zu D=%zu Dv=%zu %s %s off=%zu pad=%zu causal=%s window=(%lld,%lld)/%s "
+        "mask=%d%s%s%s%s%s kl=%s lse=%d w=%d(%s) impl=%s seed=%u sample=%zu softcap=%g sinks=%d alibi=%d",
+        c->batch, c->q_heads, c->kv_heads, c->q_len, c->kv_len, c->head_dim,
+        c->v_head_dim ? c->v_head_dim : c->head_dim, dt[c->dtype], c->layout ? "BLHD" : "BHLD", c->offset,
+        c->row_pad, causal[c->causal], (long long)c->window_left, (long long)c->window_right,
+        causal[c->window_align], c->mask_kind, c->mask_bcast_batch ? "/bcast-b" : "",
+        c->mask_bcast_heads ? "/bcast-h" : "", c->mask_bcast_q ? "/bcast-q" : "", c->mask_bcast_k ? "/bcast-k" : "",
+        c->mask_stride0 ? "/stride0" : "", c->key_lengths ? "yes" : "no", c->want_lse, c->want_weights,
+        dt[c->weights_dtype], impl[c->impl], c->seed, c->sample_rows, (double)c->softcap, c->sinks, c->alibi);
 }
 
 static float rnd(unsigned *s) {
@@ -220,6 +222,7 @@ static int reference(const sdpa_case *c, prepared *p) {
     r.causal = c->causal;
     r.window_left = c->window_left;
     r.window_right = c->window_right;
+    r.window_align = c->window_align;
     if (c->mask_kind == MASK_ADD) {
         r.mask.data = p->mask.logical;
         mask_geometry(c, r.mask.size, r.mask.stride);
@@ -485,6 +488,7 @@ static int run_impl(clattn_context *ctx, const sdpa_case *c, const prepared *p, 
     desc.causal = c->causal;
     desc.window_left = c->window_left;
     desc.window_right = c->window_right;
+    desc.window_align = c->window_align;
     if (!rc) {
         bo = upload(ctx, &o);
         if (c->want_lse) bl = upload(ctx, &lse);

@@ -20,6 +20,7 @@ typedef struct sdpa_case {
     float scale;    /* NAN: default */
     clattn_causal causal;
     int64_t window_left, window_right; /* set both to -1 for none (sdpa_case_init does) */
+    clattn_window_align window_align;  /* of the window and ALiBi (DEFAULT: causal's) */
     int mask_kind;
     clattn_dtype mask_dtype; /* for MASK_ADD */
     /* Dimensions of [B, Hq, Lq, Lk] the mask broadcasts over: it has size 1 there (e.g. batch and q for a padding

@@ -124,14 +124,27 @@ int cli_parse_window(const char *cmd, const char *text, int64_t *left, int64_t *
     return CLI_OK;
 }
 
-int cli_parse_causal(const char *cmd, const char *text, clattn_causal *causal) {
+/* top-left or bottom-right, as 1 or 2: the values of both clattn_causal and clattn_window_align. */
+static int parse_alignment(const char *cmd, const char *option, const char *text, int *align) {
     if (strcmp(text, "top-left") == 0)
-        *causal = CLATTN_CAUSAL_TOP_LEFT;
+        *align = 1;
     else if (strcmp(text, "bottom-right") == 0)
-        *causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+        *align = 2;
     else
-        return cli_error(cmd, CLI_USAGE, "--causal %s: expected top-left or bottom-right", text);
+        return cli_error(cmd, CLI_USAGE, "--%s %s: expected top-left or bottom-right", option, text);
     return CLI_OK;
+}
+
+int cli_parse_causal(const char *cmd, const char *text, clattn_causal *causal) {
+    int align = 0, rc = parse_alignment(cmd, "causal", text, &align);
+    if (rc == CLI_OK) *causal = align == 1 ? CLATTN_CAUSAL_TOP_LEFT : CLATTN_CAUSAL_BOTTOM_RIGHT;
+    return rc;
+}
+
+int cli_parse_window_align(const char *cmd, const char *text, clattn_window_align *window_align) {
+    int align = 0, rc = parse_alignment(cmd, "window-align", text, &align);
+    if (rc == CLI_OK) *window_align = align == 1 ? CLATTN_WINDOW_ALIGN_TOP_LEFT : CLATTN_WINDOW_ALIGN_BOTTOM_RIGHT;
+    return rc;
 }
 
 int cli_parse_impl(const char *cmd, const char *text, clattn_impl *impl) {

@@ -42,6 +42,8 @@ typedef struct cli_option {
     {"causal", "ALIGN", "top-left (PyTorch is_causal) or bottom-right (FlashAttention 2.1+)", NULL}
 #define CLI_OPTION_WINDOW                                                                                           \
     {"window", "L,R", "sliding window: keys within L before and R after the (aligned) query, -1 unbounded", NULL}
+#define CLI_OPTION_WINDOW_ALIGN                                                                                     \
+    {"window-align", "ALIGN", "top-left or bottom-right: where the window and ALiBi place the query (default: as --causal)", NULL}
 /* clang-format on */
 
 typedef struct cli_command {
@@ -75,8 +77,9 @@ int cli_open_context(const char *cmd, const char *device, bool profiling, clattn
 int cli_parse_dtype(const char *cmd, const char *text, clattn_dtype *dtype);            /* f32 | f16 | bf16 */
 int cli_parse_window(const char *cmd, const char *text, int64_t *left, int64_t *right); /* L,R with -1 unbounded */
 int cli_parse_causal(const char *cmd, const char *text, clattn_causal *causal); /* top-left | bottom-right */
-int cli_parse_impl(const char *cmd, const char *text, clattn_impl *impl);       /* fused | unfused | auto */
-int cli_parse_scale(const char *cmd, const char *text, float *scale);           /* a finite number */
+int cli_parse_window_align(const char *cmd, const char *text, clattn_window_align *align); /* the same names */
+int cli_parse_impl(const char *cmd, const char *text, clattn_impl *impl); /* fused | unfused | auto */
+int cli_parse_scale(const char *cmd, const char *text, float *scale);     /* a finite number */
 
 /* Releases the buffers of an array that are not NULL. */
 void cli_release_buffers(const cl_mem *buffers, size_t count);

@@ -79,6 +79,7 @@ static double check_against_reference(const clattn_sdpa_host_desc *d, const run_
     ref.causal = d->causal;
     ref.window_left = d->window_left;
     ref.window_right = d->window_right;
+    ref.window_align = d->window_align;
     /* load_mask gave every size of mask_shape (none is 0). */
     size_t mst[4];
     const size_t *msz = d->mask_shape;
@@ -180,6 +181,7 @@ static int prepare(const cli_command *cmd, clattn_sdpa_host_desc *d, run_data *r
     if ((s = cli_value(cmd, "impl")) && (rc = cli_parse_impl(CMD, s, &d->impl))) return rc;
     if ((s = cli_value(cmd, "window")) && (rc = cli_parse_window(CMD, s, &d->window_left, &d->window_right)))
         return rc;
+    if ((s = cli_value(cmd, "window-align")) && (rc = cli_parse_window_align(CMD, s, &d->window_align))) return rc;
     if ((s = cli_value(cmd, "scale")) && (rc = cli_parse_scale(CMD, s, &d->scale))) return rc;
     if ((s = cli_value(cmd, "mask")) && (rc = load_mask(s, d, r))) return rc;
     if ((s = cli_value(cmd, "key-lengths"))) {
@@ -220,7 +222,8 @@ static int run_sdpa(int argc, char **argv) {
         {"k-cache", "KC.npy", "paged key cache [num_blocks, block_size, Hkv, D] (vLLM), instead of --k", NULL},
         {"v-cache", "VC.npy", "paged value cache [num_blocks, block_size, Hkv, Dv], instead of --v", NULL},
         {"block-table", "BT.npy", "int32 [B, max_blocks]: the cache's pages of each sequence", NULL},
-        {"seqlens-k", "SK.npy", "int32 [B]: the keys of each sequence in the paged cache", NULL},
+        {"seqlens-k", "SK.npy", "int32 [B]: the keys of each sequence in the paged cache, or in dense --k/--v",
+         NULL},
         {"kv-dtype", "TYPE", "K/V storage on the device: f32, f16, bf16, i8 or fp8 (quantized); default --dtype",
          NULL},
         {"random", "B,Hq,Hkv,Lq,Lk,D", "seeded random inputs in [-2, 2) instead of files", NULL},
@@ -228,6 +231,7 @@ static int run_sdpa(int argc, char **argv) {
         CLI_OPTION_KEY_LENGTHS_FILE,
         CLI_OPTION_CAUSAL_ALIGN,
         CLI_OPTION_WINDOW,
+        CLI_OPTION_WINDOW_ALIGN,
         CLI_OPTIONS_SCORE_MODS,
         CLI_OPTIONS_USER_MODS,
         {"scale", "S", "logit scale (default 1/sqrt(D))", NULL},
@@ -244,7 +248,8 @@ static int run_sdpa(int argc, char **argv) {
         "Run one scaled dot-product attention, softmax(Q K^T * scale + mask) V, on .npy files or random "
         "inputs.",
         "(--q Q.npy --k K.npy --v V.npy | --random B,Hq,Hkv,Lq,Lk,D) [options] [-o O.npy]\n"
-        "       clattn run sdpa --q Q.npy (--k K.npy --v V.npy | --k-cache KC.npy --v-cache VC.npy --block-table "
+        "       clattn run sdpa --q Q.npy (--k K.npy --v V.npy [--seqlens-k SK.npy] | --k-cache KC.npy --v-cache "
+        "VC.npy --block-table "
         "BT.npy --seqlens-k SK.npy)\n"
         "                       [--cu-seqlens-q CQ.npy] [--cu-seqlens-k CK.npy] [--kv-dtype TYPE] [options] [-o "
         "O.npy]",

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 /* `clattn run sdpa` on the serving formats: packed variable-length batches (--cu-seqlens-q/-k with [total, H, D]
  * arrays), a paged KV cache (--k-cache/--v-cache [num_blocks, block_size, Hkv, D] with --block-table and
- * --seqlens-k) and keys and values stored in a type of their own (--kv-dtype; 8-bit ones quantized on upload).
- * These run on device buffers through clattn_sdpa itself: the host convenience layer takes dense [B, H, L, D]
- * arrays of one storage type only. --check computes each sequence alone with the double-precision reference, on the
- * values the device holds. */
+ * --seqlens-k), dense --k/--v caches with --seqlens-k, and keys and values stored in a type of their own
+ * (--kv-dtype; 8-bit ones quantized on upload). These run on device buffers through clattn_sdpa itself: the host
+ * convenience layer takes dense [B, H, L, D] arrays of one storage type only. --check computes each sequence alone
+ * with the double-precision reference, on the values the device holds. */
 #define _POSIX_C_SOURCE 200809L
 #include "run_serving.h"
 
@@ -66,8 +66,9 @@ bool run_serving_requested(const cli_command *cmd) {
 
 /* Options that cannot apply to a packed, paged or --kv-dtype run, each with what to do instead. */
 static int refuse_options(const cli_command *cmd) {
-    const bool paged = cli_value(cmd, "k-cache") || cli_value(cmd, "v-cache") || cli_value(cmd, "block-table") ||
-                       cli_value(cmd, "seqlens-k");
+    /* --seqlens-k alone gives dense --k/--v their per-sequence lengths; with a block table it is a paged cache's.
+     */
+    const bool paged = cli_value(cmd, "k-cache") || cli_value(cmd, "v-cache") || cli_value(cmd, "block-table");
     const bool packed = cli_value(cmd, "cu-seqlens-q") || cli_value(cmd, "cu-seqlens-k");
     if (cli_value(cmd, "weights"))
         return cli_error(CMD, CLI_USAGE,
@@ -95,12 +96,13 @@ static int refuse_options(const cli_command *cmd) {
                          "a paged cache needs --k-cache, --v-cache, --block-table and --seqlens-k together");
     if (paged && (cli_value(cmd, "k") || cli_value(cmd, "v")))
         return cli_error(CMD, CLI_USAGE, "give --k/--v or a paged cache (--k-cache/--v-cache), not both");
-    if (paged && cli_value(cmd, "cu-seqlens-k"))
+    if ((paged || cli_value(cmd, "seqlens-k")) && cli_value(cmd, "cu-seqlens-k"))
         return cli_error(CMD, CLI_USAGE,
-                         "--cu-seqlens-k packs --k/--v; a paged cache gives its lengths with --seqlens-k");
-    if ((paged || cli_value(cmd, "cu-seqlens-k")) && cli_value(cmd, "key-lengths"))
+                         "--cu-seqlens-k packs --k/--v; a cache (paged, or dense --k/--v) gives its lengths with "
+                         "--seqlens-k");
+    if ((paged || cli_value(cmd, "cu-seqlens-k") || cli_value(cmd, "seqlens-k")) && cli_value(cmd, "key-lengths"))
         return cli_error(CMD, CLI_USAGE,
-                         "--key-lengths: packed and paged keys have their own lengths (--cu-seqlens-k, "
+                         "--key-lengths: packed keys and caches have their own lengths (--cu-seqlens-k, "
                          "--seqlens-k); give it with dense 4-D --k/--v only");
     if (!cli_value(cmd, "random") && !cli_value(cmd, "q"))
         return cli_error(CMD, CLI_USAGE, "--q is required (or --random B,Hq,Hkv,Lq,Lk,D)");
@@ -276,6 +278,14 @@ static int read_keys(const cli_command *cmd, serving_run *r) {
     if (k[0] != B)
         return cli_error(CMD, CLI_USAGE, "--k %s: batch %zu, but the queries have %zu sequences", kp, k[0], B);
     r->seqs.kv_len = k[2];
+    if (cli_value(cmd, "seqlens-k")) { /* a dense cache: each sequence's first seqlens_k[b] keys */
+        size_t ls[2];
+        if ((rc = read_index("seqlens-k", cli_value(cmd, "seqlens-k"), 1, "[B]", &r->seqlens, ls))) return rc;
+        if (ls[0] != B)
+            return cli_error(CMD, CLI_USAGE, "--seqlens-k [%zu] does not fit %zu sequences (the queries give them)",
+                             ls[0], B);
+        r->seqs.seqlens_k = r->seqlens;
+    }
     r->kv = clattn_tensor_bhld(NULL, CLATTN_DTYPE_F32, k[0], k[1], k[2], k[3]);
     r->vv = clattn_tensor_bhld(NULL, CLATTN_DTYPE_F32, v[0], v[1], v[2], v[3]);
     return CLI_OK;
@@ -291,6 +301,7 @@ static int read_options(const cli_command *cmd, serving_run *r, clattn_sdpa_desc
     if ((s = cli_value(cmd, "kv-dtype")) && (rc = serving_parse_kv_dtype(CMD, s, &r->kv_dtype))) return rc;
     if ((s = cli_value(cmd, "causal")) && (rc = cli_parse_causal(CMD, s, &d->causal))) return rc;
     if ((s = cli_value(cmd, "impl")) && (rc = cli_parse_impl(CMD, s, &d->impl))) return rc;
+    if ((s = cli_value(cmd, "window-align")) && (rc = cli_parse_window_align(CMD, s, &d->window_align))) return rc;
     if ((s = cli_value(cmd, "window")) && (rc = cli_parse_window(CMD, s, &d->window_left, &d->window_right)))
         return rc;
     if ((s = cli_value(cmd, "scale")) && (rc = cli_parse_scale(CMD, s, &d->scale))) return rc;
@@ -413,6 +424,7 @@ static int check(const serving_run *r, const clattn_sdpa_desc *d) {
     o.causal = d->causal;
     o.window_left = d->window_left;
     o.window_right = d->window_right;
+    o.window_align = d->window_align;
     o.softcap = r->mods.softcap;
     o.sinks = r->mods.sinks;
     o.alibi_slopes = r->mods.alibi_slopes;
@@ -439,7 +451,7 @@ static void summary(clattn_context *ctx, const serving_run *r, double elapsed) {
     if (s->block_table)
         snprintf(keys, sizeof keys, "a paged cache of %zu blocks of %zu", r->kv.size[0], s->page);
     else
-        snprintf(keys, sizeof keys, "%s keys", s->cu_k ? "packed" : "dense");
+        snprintf(keys, sizeof keys, "%s keys", s->cu_k ? "packed" : s->seqlens_k ? "dense cache" : "dense");
     clattn_device_info info;
     clattn_context_device_info(ctx, &info);
     printf("sdpa B=%zu Hq=%zu Hkv=%zu %s queries (max Lq=%zu), %s (max Lk=%zu), D=%zu Dv=%zu, q %s, kv %s%s%s on "
@@ -470,7 +482,7 @@ int run_serving(const cli_command *cmd) {
     if (rc == CLI_OK) rc = cli_open_context(CMD, cli_value(cmd, "device"), false, &ctx);
     /* The sequences go to the call only for packed or paged layouts: dense ones with --kv-dtype are a plain call.
      */
-    if (r.seqs.cu_q || r.seqs.cu_k || r.seqs.block_table) {
+    if (r.seqs.cu_q || r.seqs.cu_k || r.seqs.block_table || r.seqs.seqlens_k) {
         d.seq_count = r.seqs.count;
         d.cu_seqlens_q = r.seqs.cu_q;
         d.cu_seqlens_k = r.seqs.cu_k;

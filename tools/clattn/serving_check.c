@@ -112,6 +112,7 @@ static int check_sequence(const serving_seqs *s, const serving_host *h, const se
     a.causal = o->causal;
     a.window_left = o->window_left;
     a.window_right = o->window_right;
+    a.window_align = o->window_align;
     a.softcap = o->softcap;
     a.sinks = o->sinks;
     a.alibi_slopes = o->alibi_slopes;

@@ -43,6 +43,7 @@ typedef struct serving_ref_options {
     double scale; /* resolved */
     clattn_causal causal;
     int64_t window_left, window_right;
+    clattn_window_align window_align;
     double softcap;
     const float *sinks, *alibi_slopes;
     const float *mask;
