@@ -82,7 +82,7 @@ static int parse_common(const cli_command *cmd, layer_config *c) {
         const char *text = cli_value(cmd, c->fields[i].name);
         base.value[i] = c->fields[i].fallback;
         if (!text) continue;
-        long long v;
+        long long v = 0;
         if ((rc = parse_count(c->cmd, c->fields[i].name, text, 0, 1 << 24, &v))) return rc;
         base.value[i] = (size_t)v;
         given[i] = true;
