@@ -271,6 +271,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
     float8 l8s[PACK_ROWS];
     int los[PACK_ROWS], his[PACK_ROWS];
     long mask_rows[PACK_ROWS];
+    long bm_rows[PACK_ROWS];
     float slopes2[PACK_ROWS];
     float sc[PACK_ROWS * ST];
     int union_lo = Lk, union_hi = 0;
@@ -294,6 +295,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
         rhi = min(rhi, (split + 1) * split_len);
 #endif
         mask_rows[r] = offsets.s4 + b * mask_stride.x + h * mask_stride.y + i * mask_stride.z;
+        bm_rows[r] = cla_block_row(offsets, bm_stride, bm_dims, b, h, i);
         slopes2[r] = cla_alibi_slope2(alibi, mods, h);
         if (rlo < rhi) {
             union_lo = min(union_lo, rlo);
@@ -306,6 +308,10 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
     const int tile_start = union_lo > 0 ? (union_lo / BLOCK_N) * BLOCK_N : 0;
     for (int j0 = tile_start; j0 < union_hi; j0 += BLOCK_N) {
         const int n = min(BLOCK_N, union_hi - j0), n8 = (n + 7) / 8 * 8;
+        /* The block mask's state over every row's query and head (their union: a superset, so SKIP is exact). */
+        const int bt = cla_block_tile(block_mask, offsets, bm_stride, bm_dims, b, hu * pg, hu * pg + pg - 1,
+                                      first / pg, (first + count - 1) / pg, j0, j0 + n - 1);
+        if (bt == CLA_TILE_SKIP) continue;
         /* Each key's K and V rows and scales, found once per tile for the row groups and value blocks that all
          * read them: a run of keys at a time, within which rows follow each other, so that a paged cache costs one
          * block-table entry per page rather than per key (decode of 8-bit caches reads little else per key). */
@@ -382,7 +388,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
         bool careful = false;
         for (int r = 0; r < count; ++r) {
             const int lo = los[r], hi = his[r];
-            const bool inner = !CLA_PER_KEY && j0 >= lo && j0 + n <= hi;
+            const bool inner = !CLA_TILE_PER_KEY(bt) && j0 >= lo && j0 + n <= hi;
             careful |= !inner;
             float *srow = sc + r * ST;
             float8 tile_max = (float8)(CLA_NEG_INF);
@@ -392,10 +398,16 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
 #if HAS_SCORE_MODS
                 x8 = cla_score_mod8(x8, (int8)((first + r) / pg + shift), j, softcap2, slopes2[r]);
 #endif
-#if HAS_USER_MODS
-                /* The row's query and head; the repeats past n lie outside [lo, hi) once clamped to the tile. */
+#if HAS_USER_MODS || HAS_BLOCK_MASK
+                /* The row's query and head; the repeats past n lie outside [lo, hi) once clamped to the tile (their
+                 * flags are read at the tile's last key, which exists). */
+                int fl[8];
+                CPU_UNROLL
+                for (int y = 0; y < 8; ++y)
+                    fl[y] = cla_block_flag(block_mask, bm_rows[r], bm_stride, bm_dims, bt,
+                                           min(j0 + g * 8 + y, j0 + n - 1));
                 x8 = cla_user_mods8(x8, b, hu * pg + (first + r) % pg, (int8)((first + r) / pg), j, (int8)(lo),
-                                    (int8)(min(hi, j0 + n)), mod_buf0, mod_buf1);
+                                    (int8)(min(hi, j0 + n)), vload8(0, fl), mod_buf0, mod_buf1);
 #endif
                 if (!inner) {
 #if MASK_KIND != 0
@@ -576,9 +588,11 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
 #endif
     int lo_rows[ROWS], hi_rows[ROWS], pos_rows[ROWS];
     long mask_row[ROWS];
+    long bm_rows[ROWS];
     const float slope2 = cla_alibi_slope2(alibi, mods, h);
     for (int r = 0; r < ROWS; ++r) {
         const int i = min(first_row + r, Lq - 1);
+        bm_rows[r] = cla_block_row(offsets, bm_stride, bm_dims, b, h, i);
         for (int d = 0; d < HEAD_DIM; ++d)
             qt[d * ROWS + r] = LOAD(Q_DTYPE, q, i * q_stride.z + d * DSTRIDE(q_stride)) * scale_log2;
         lo_rows[r] = cla_key_lo(i, shift, window);
@@ -597,7 +611,11 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
     const int tile_start = range_lo > 0 ? (range_lo / BLOCK_N) * BLOCK_N : 0;
     for (int j0 = tile_start; j0 < range_hi; j0 += BLOCK_N) {
         const int n = min(BLOCK_N, range_hi - j0);
-        const bool inner = !CLA_PER_KEY && j0 >= inner_lo && j0 + n <= inner_hi;
+        /* A tile whose every (row, key) lies in blocks the block mask excludes costs nothing. */
+        const int bt =
+            cla_block_tile(block_mask, offsets, bm_stride, bm_dims, b, h, h, first_row, last_row, j0, j0 + n - 1);
+        if (bt == CLA_TILE_SKIP) continue;
+        const bool inner = !CLA_TILE_PER_KEY(bt) && j0 >= inner_lo && j0 + n <= inner_hi;
 
         /* Scores, QK_KEYS keys at a time; a short last block repeats the tile's last key (never a key past n, which
          * may lie past the key length), and the repeats are never read. */
@@ -665,8 +683,13 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
                         continue;
                     }
 #endif
-#if HAS_USER_MODS
-                    x = cla_user_mods8(x, b, h, pos8 - (int8)(shift), (int8)(j), lo8, hi8, mod_buf0, mod_buf1);
+#if HAS_USER_MODS || HAS_BLOCK_MASK
+                    int fl[8];
+                    CPU_UNROLL
+                    for (int y = 0; y < 8; ++y)
+                        fl[y] = cla_block_flag(block_mask, bm_rows[rv * 8 + y], bm_stride, bm_dims, bt, j);
+                    x = cla_user_mods8(x, b, h, pos8 - (int8)(shift), (int8)(j), lo8, hi8, vload8(0, fl), mod_buf0,
+                                       mod_buf1);
 #endif
 #if MASK_KIND != 0
                     float mv[8];
