@@ -388,9 +388,15 @@ CLA_INLINE float cla_user_mods(float x, int b, int h, int i, int j, int lo, int 
     return x;
 }
 
-/* The same on eight lanes (rows or keys), one lane at a time: the caller's code is scalar. */
+/* The same on eight lanes (rows or keys), one lane at a time where the caller's code must run (it is scalar): the
+ * block flags alone, or lanes all in 0 blocks, or all in full blocks with no score_mod, take a vector select. */
 CLA_INLINE float8 cla_user_mods8(float8 x, int b, int h, int8 i, int8 j, int8 lo, int8 hi, int8 flag,
                                  __global const int *mod_buf0, __global const int *mod_buf1) {
+#if HAS_BLOCK_MASK
+    const int8 dropped = (flag == (int8)(0)) & (j >= lo) & (j < hi);
+    if (!HAS_USER_MODS || all(flag == (int8)(0))) return select(x, (float8)(CLA_NEG_INF), dropped);
+    if (!HAS_SCORE_FN && all(flag == (int8)(2))) return x;
+#endif
     float t[8];
     int ti[8], tj[8], tlo[8], thi[8], tf[8];
     vstore8(x, 0, t);
@@ -435,6 +441,36 @@ CLA_INLINE long cla_block_row(long8 offsets, long4 s, int4 bm_dims, int b, int h
     return offsets.s7 + b * s.x + h * s.y + (long)(i / bm_dims.x) * s.z;
 #else
     return 0;
+#endif
+}
+
+/* The flags of key j for eight consecutive rows (their rows from cla_block_row): one load where the eight lie in
+ * one query block, as they do but at a block's edge. */
+CLA_INLINE int8 cla_block_flags8_rows(__global const int *bm, long8 rows, long4 s, int4 bm_dims, int t, int j) {
+#if HAS_BLOCK_MASK
+    if (t == CLA_TILE_FULL) return (int8)(2);
+    const long kat = (long)(j / bm_dims.y) * s.w;
+    if (rows.s0 == rows.s7) return (int8)(bm[rows.s0 + kat]);
+    return (int8)(bm[rows.s0 + kat], bm[rows.s1 + kat], bm[rows.s2 + kat], bm[rows.s3 + kat], bm[rows.s4 + kat],
+                  bm[rows.s5 + kat], bm[rows.s6 + kat], bm[rows.s7 + kat]);
+#else
+    return (int8)(1);
+#endif
+}
+
+/* The flags of eight keys j, j + 1, ... of one row, each clamped to `last` (< Lk): one load where they lie in one
+ * key block. */
+CLA_INLINE int8 cla_block_flags8_keys(__global const int *bm, long row, long4 s, int4 bm_dims, int t, int j,
+                                      int last) {
+#if HAS_BLOCK_MASK
+    if (t == CLA_TILE_FULL) return (int8)(2);
+    const int k0 = j / bm_dims.y, k7 = min(j + 7, last) / bm_dims.y;
+    if (k0 == k7) return (int8)(bm[row + k0 * s.w]);
+    int f[8];
+    for (int y = 0; y < 8; ++y) f[y] = bm[row + (long)(min(j + y, last) / bm_dims.y) * s.w];
+    return vload8(0, f);
+#else
+    return (int8)(1);
 #endif
 }
 

@@ -401,13 +401,10 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
 #if HAS_USER_MODS || HAS_BLOCK_MASK
                 /* The row's query and head; the repeats past n lie outside [lo, hi) once clamped to the tile (their
                  * flags are read at the tile's last key, which exists). */
-                int fl[8];
-                CPU_UNROLL
-                for (int y = 0; y < 8; ++y)
-                    fl[y] = cla_block_flag(block_mask, bm_rows[r], bm_stride, bm_dims, bt,
-                                           min(j0 + g * 8 + y, j0 + n - 1));
+                const int8 fl =
+                    cla_block_flags8_keys(block_mask, bm_rows[r], bm_stride, bm_dims, bt, j0 + g * 8, j0 + n - 1);
                 x8 = cla_user_mods8(x8, b, hu * pg + (first + r) % pg, (int8)((first + r) / pg), j, (int8)(lo),
-                                    (int8)(min(hi, j0 + n)), vload8(0, fl), mod_buf0, mod_buf1);
+                                    (int8)(min(hi, j0 + n)), fl, mod_buf0, mod_buf1);
 #endif
                 if (!inner) {
 #if MASK_KIND != 0
@@ -684,12 +681,9 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
                     }
 #endif
 #if HAS_USER_MODS || HAS_BLOCK_MASK
-                    int fl[8];
-                    CPU_UNROLL
-                    for (int y = 0; y < 8; ++y)
-                        fl[y] = cla_block_flag(block_mask, bm_rows[rv * 8 + y], bm_stride, bm_dims, bt, j);
-                    x = cla_user_mods8(x, b, h, pos8 - (int8)(shift), (int8)(j), lo8, hi8, vload8(0, fl), mod_buf0,
-                                       mod_buf1);
+                    const int8 fl =
+                        cla_block_flags8_rows(block_mask, vload8(rv, bm_rows), bm_stride, bm_dims, bt, j);
+                    x = cla_user_mods8(x, b, h, pos8 - (int8)(shift), (int8)(j), lo8, hi8, fl, mod_buf0, mod_buf1);
 #endif
 #if MASK_KIND != 0
                     float mv[8];

@@ -300,7 +300,30 @@ static void invalid_arguments(void **state) {
     clReleaseMemObject(fb);
 }
 
-int main(void) {
+/* Oclgrind (--tiny): one small case per kernel shape, with mask_mod and a partial block mask, so that every path of
+ * the block mask (skipped, full and partial tiles) runs under its checks. */
+static void tiny(void **state) {
+    (void)state;
+    static const char *const tiny_variants[] = {
+        "variant=cpu,rows=1,block_n=8",
+        "variant=cpu,rows=8,block_n=8,splits=2",
+        "variant=tiled,rows=1,block_n=8,wg=4,local=1",
+        "variant=flash,block_n=4,wg=4",
+    };
+    for (size_t vi = 0; vi < sizeof tiny_variants / sizeof *tiny_variants; ++vi) {
+        bm_case c = case_of(1, 2, 1, 11, 19, 4, 4, 5);
+        c.pattern = 1;
+        c.mask_mod = "kv_idx <= q_idx";
+        run_case(&c, tiny_variants[vi]);
+    }
+    assert_status(clattn_context_set_kernel_params(ctx, "sdpa_fused", NULL), CLATTN_SUCCESS);
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "--tiny") == 0) {
+        const struct CMUnitTest small[] = {cmocka_unit_test(tiny)};
+        return cmocka_run_group_tests_name("sdpa_block_mask_tiny", small, setup, teardown);
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(invalid_arguments),
         cmocka_unit_test(against_reference),
