@@ -319,7 +319,44 @@ static void tiny(void **state) {
     assert_status(clattn_context_set_kernel_params(ctx, "sdpa_fused", NULL), CLATTN_SUCCESS);
 }
 
+/* --two-devices (CTest sets POCL_DEVICES="pthread pthread"): one context over both devices splits a call with a
+ * block mask by batch items and by key/value head groups, each part reading its slice of the block mask. */
+static void log_split(void *user, clattn_log_level level, const char *message) {
+    (void)level;
+    if (strstr(message, "attention split over")) *(int *)user += 1;
+}
+
+static int splits_seen;
+
+static int setup_two_devices(void **state) {
+    (void)state;
+    clattn_context_options o;
+    clattn_context_options_init(&o);
+    o.devices = "all:cpu";
+    o.log = log_split;
+    o.log_user = &splits_seen;
+    return clattn_context_create_with_options(&o, &ctx) == CLATTN_SUCCESS ? 0 : -1;
+}
+
+static void split_over_devices(void **state) {
+    (void)state;
+    assert_int_equal(clattn_context_device_count(ctx), 2);
+    static const int32_t lens[3] = {30, 7, 41};
+    bm_case c = case_of(3, 4, 2, 37, 41, 8, 8, 6); /* batch items split */
+    c.key_lengths = lens;
+    run_case(&c, "variant=cpu,rows=8,block_n=16");
+    c = case_of(1, 4, 2, 37, 41, 8, 5, 12); /* key/value head groups split */
+    c.causal = CLATTN_CAUSAL_TOP_LEFT;
+    run_case(&c, "variant=cpu,rows=8,block_n=16");
+    assert_int_equal(splits_seen, 2);
+    assert_status(clattn_context_set_kernel_params(ctx, "sdpa_fused", NULL), CLATTN_SUCCESS);
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "--two-devices") == 0) {
+        const struct CMUnitTest two[] = {cmocka_unit_test(split_over_devices)};
+        return cmocka_run_group_tests_name("sdpa_block_mask_two_devices", two, setup_two_devices, teardown);
+    }
     if (argc > 1 && strcmp(argv[1], "--tiny") == 0) {
         const struct CMUnitTest small[] = {cmocka_unit_test(tiny)};
         return cmocka_run_group_tests_name("sdpa_block_mask_tiny", small, setup, teardown);

@@ -17,6 +17,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "bench_flex.h"
 #include "bench_sdpa.h"
 #include "bench_serving.h"
 #include "bench_timing.h"
@@ -680,6 +681,11 @@ static int bench_sdpa(int argc, char **argv) {
          "packed sequences of these lengths, queries and keys alike (prefill; sets the batch)", NULL},
         {"paged", "BLOCK", "keys and values in a paged cache of BLOCK-key pages (8..256), shuffled", NULL},
         {"kv-dtype", "TYPE", "K/V storage: f32, f16, bf16, i8 or fp8 (quantized); default --dtype", NULL},
+        {"flex", "MASK",
+         "causal or documents[:N] written as mask_mod: timed without and with its block mask, against the "
+         "built-in mask",
+         NULL},
+        {"block-size", "N", "the block mask's blocks of --flex, N x N (default 128)", NULL},
         BENCH_COMMON_OPTIONS,
     };
     cli_command cmd = {
@@ -693,8 +699,23 @@ static int bench_sdpa(int argc, char **argv) {
 
     bench_config c;
     if ((rc = parse_options(&cmd, &c))) return rc;
+    const char *flex = cli_value(&cmd, "flex");
+    size_t flex_docs = 0, flex_block = 128;
+    if (flex && (rc = bench_flex_parse(CMD, flex, &flex_docs))) return rc;
+    if (flex && (c.format != FORMAT_TABLE || c.check || c.serving))
+        return cli_error(CMD, CLI_USAGE,
+                         "--flex prints a table of its own: it takes no --json, --csv, --check or "
+                         "serving options");
+    if (cli_value(&cmd, "block-size")) {
+        size_t bs = 0;
+        if (!flex || run_parse_sizes(cli_value(&cmd, "block-size"), &bs, 1, 1u << 28) != 0 || bs == 0)
+            return cli_error(CMD, CLI_USAGE, "--block-size %s: expected a positive size, with --flex",
+                             cli_value(&cmd, "block-size"));
+        flex_block = bs;
+    }
     bench_run run;
     if ((rc = bench_run_open(&run, CMD, cli_value(&cmd, "device"), c.repeat, c.format == FORMAT_JSON))) return rc;
+    if (flex) return bench_run_close(&run, CMD, bench_flex(CMD, &run, &c, flex_docs, flex_block), 0);
     clattn_context *ctx = run.ctx;
     const clattn_device_info info = run.info;
     double *times = run.times;
