@@ -15,17 +15,6 @@
 
 enum { ROW_BUILTIN = 0, ROW_MOD = 1, ROW_MOD_BLOCKS = 2, ROW_COUNT = 3, ROUNDS = 3 };
 
-typedef struct flex_call {
-    clattn_context *ctx;
-    clattn_sdpa_desc desc;
-    clattn_tensor q, k, v, o;
-} flex_call;
-
-static clattn_status call_flex(void *user, cl_command_queue queue, cl_event *done) {
-    flex_call *a = user;
-    return clattn_sdpa(a->ctx, &a->desc, &a->q, &a->k, &a->v, &a->o, queue, 0, NULL, done);
-}
-
 /* The document of each position: `docs` runs of equal length (the last takes the rest). */
 static int32_t doc_of(size_t i, size_t len, size_t docs) {
     return (int32_t)(i * docs / len);
@@ -98,13 +87,13 @@ static int flex_shape(const char *cmd, bench_run *run, const bench_config *c, co
         if (docs) bufs[5] = support_buffer(ctx, keep, lq * lk, &err);
         if (err != CL_SUCCESS) rc = cli_error(cmd, CLI_FAILED, "allocating the inputs failed (OpenCL %d)", err);
     }
-    flex_call calls[ROW_COUNT];
+    bench_sdpa_call calls[ROW_COUNT];
     static const char *const names[2][ROW_COUNT] = {
         {"built-in causal", "mask_mod", "mask_mod + block mask"},
         {"bool mask tensor", "mask_mod", "mask_mod + block mask"},
     };
     for (int r = 0; r < ROW_COUNT && rc == CLI_OK; ++r) {
-        flex_call *a = &calls[r];
+        bench_sdpa_call *a = &calls[r];
         a->ctx = ctx;
         clattn_sdpa_desc_init(&a->desc);
         a->q = clattn_tensor_bhld(bufs[0], c->dtype, s->batch, s->heads, lq, s->head_dim);
@@ -127,7 +116,7 @@ static int flex_shape(const char *cmd, bench_run *run, const bench_config *c, co
     for (int round = 0; round < ROUNDS && rc == CLI_OK; ++round)
         for (int r = 0; r < ROW_COUNT && rc == CLI_OK; ++r) {
             bench_timing t;
-            rc = bench_time_calls(cmd, names[docs != 0][r], ctx, round ? 1 : c->warmup, c->repeat, call_flex,
+            rc = bench_time_calls(cmd, names[docs != 0][r], ctx, round ? 1 : c->warmup, c->repeat, bench_call_sdpa,
                                   &calls[r], run->times, &t);
             medians[r][round] = t.median_ms;
         }

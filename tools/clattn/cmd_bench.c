@@ -466,21 +466,15 @@ static int prepare_shape(clattn_context *ctx, const bench_config *c, const bench
 /* Timing */
 
 /* One attention call as the timing loop makes it. */
-typedef struct sdpa_call {
-    clattn_context *ctx;
-    clattn_sdpa_desc desc;
-    clattn_tensor q, k, v, o;
-} sdpa_call;
-
-static clattn_status call_sdpa(void *user, cl_command_queue queue, cl_event *done) {
-    sdpa_call *a = user;
+clattn_status bench_call_sdpa(void *user, cl_command_queue queue, cl_event *done) {
+    bench_sdpa_call *a = user;
     return clattn_sdpa(a->ctx, &a->desc, &a->q, &a->k, &a->v, &a->o, queue, 0, NULL, done);
 }
 
 /* Runs `warmup` untimed and `repeat` timed calls and fills the times of `r`. */
 static int measure(clattn_context *ctx, const bench_config *c, const bench_shape *s, const shape_data *d,
                    clattn_causal causal, int impl, int mods, double *times, bench_result *r) {
-    sdpa_call a = {.ctx = ctx};
+    bench_sdpa_call a = {.ctx = ctx};
     clattn_sdpa_desc_init(&a.desc);
     a.desc.causal = causal;
     a.desc.window_left = c->window_left;
@@ -498,7 +492,7 @@ static int measure(clattn_context *ctx, const bench_config *c, const bench_shape
     char what[64];
     snprintf(what, sizeof what, "attention (%s)", impl_names[impl]);
     bench_timing t;
-    int rc = bench_time_calls(CMD, what, ctx, c->warmup, c->repeat, call_sdpa, &a, times, &t);
+    int rc = bench_time_calls(CMD, what, ctx, c->warmup, c->repeat, bench_call_sdpa, &a, times, &t);
     if (rc != CLI_OK) return rc;
     r->median_ms = t.median_ms;
     r->min_ms = t.min_ms;
