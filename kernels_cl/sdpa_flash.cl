@@ -15,11 +15,11 @@
  * Q, read once per group with coalesced loads, lives in registers, float4 by float4 (TM x HEAD_DIM / 4 of them,
  * indexed by unrolled constants), or for head dims past 128 in local memory (Q_IN_LOCAL). The host sizes the
  * grid and local memory for this layout with TN = CLA_FLASH_TN (src/tuning/tuning.h). Tiles that causal masking,
- * the window, the key length or the key split exclude for every row of the block are skipped; tiles inside every
- * row's keys without a mask tensor skip the per-score checks (the score modifiers HAS_SOFTCAP and HAS_ALIBI still
- * apply there, through cla_score_mod; HAS_SINKS folds a row's sink into its end, or into sdpa_combine's). SPLIT_KV
- * = 1 writes the partial state for sdpa_combine (sdpa_fused.cl), as the other variants do. Specialisation defines
- * as in sdpa_fused.cl; common.cl holds the shared ones. */
+ * the window, the key length, the key split or the block mask (HAS_BLOCK_MASK) exclude for every row of the block
+ * are skipped; tiles inside every row's keys without a mask tensor skip the per-score checks (the score modifiers
+ * HAS_SOFTCAP and HAS_ALIBI still apply there, through cla_score_mod; HAS_SINKS folds a row's sink into its end, or
+ * into sdpa_combine's). SPLIT_KV = 1 writes the partial state for sdpa_combine (sdpa_fused.cl), as the other
+ * variants do. Specialisation defines as in sdpa_fused.cl; common.cl holds the shared ones. */
 
 #ifndef ROWS
 #define ROWS 1 /* TM: rows per work-item */

@@ -6,7 +6,8 @@
  *              staged in local memory.
  *   ROWS > 1, USE_LOCAL = 0: each work-item owns a block of ROWS query rows and reads K/V from global memory, with
  *              no barriers (for devices whose local memory is emulated).
- * Tiles of keys that causal masking, the window or the key length exclude for a whole block of rows are skipped.
+ * Tiles of keys that causal masking, the window, the key length or the block mask (HAS_BLOCK_MASK, common.cl's
+ * cla_block_tile) exclude for a whole block of rows are skipped.
  * With SPLIT_KV = 1 the keys are divided among the third grid dimension and each split writes its partial softmax
  * state (max, sum, unnormalised output) for sdpa_combine to merge (flash-decoding).
  *

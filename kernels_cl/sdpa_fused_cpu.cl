@@ -26,12 +26,13 @@
  * the score modifiers HAS_SOFTCAP, HAS_ALIBI (common.cl's cla_score_mod8 on every score, inner tiles included) and
  * HAS_SINKS (cla_fold_sink at a row's end, or in sdpa_combine with key splits); the caller's score_mod and mask_mod
  * (HAS_SCORE_FN, HAS_MASK_FN: common.cl's cla_user_mods8 on every key of a row, every tile then an edge tile); the
- * serving layouts VARLEN_Q, KV_LAYOUT and PAGE_SIZE (common.cl: every key row is found through cla_seq_kv_row, so a
- * tile may span pages) and 8-bit K/V (K_DTYPE, V_DTYPE 4 or 5: a key's scale multiplies its scores, a value's its
- * weights, so nothing dequantized is stored).
- * Tunables: ROWS (1 or a multiple of 8), BLOCK_N, for the block shape KB and DB (register block widths; the
- * defaults fill the 16 AVX2 registers), and for the row shape GQA_PACK (a work-item takes the rows of all the query
- * heads that share a key/value head) with PACK_ROWS, the rows a work-item takes (the host's, from the shape). */
+ * block mask (HAS_BLOCK_MASK: a tile whose rows and keys lie in 0 blocks is skipped, one wholly in full blocks may
+ * be inner, others read each key's flag); the serving layouts VARLEN_Q, KV_LAYOUT and PAGE_SIZE (common.cl: every
+ * key row is found through cla_seq_kv_row, so a tile may span pages) and 8-bit K/V (K_DTYPE, V_DTYPE 4 or 5: a
+ * key's scale multiplies its scores, a value's its weights, so nothing dequantized is stored). Tunables: ROWS (1 or
+ * a multiple of 8), BLOCK_N, for the block shape KB and DB (register block widths; the defaults fill the 16 AVX2
+ * registers), and for the row shape GQA_PACK (a work-item takes the rows of all the query heads that share a
+ * key/value head) with PACK_ROWS, the rows a work-item takes (the host's, from the shape). */
 
 #ifndef ROWS
 #define ROWS 24
