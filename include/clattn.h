@@ -678,6 +678,33 @@ typedef enum clattn_cache_mode {
     CLATTN_CACHE_READ = 1,
 } clattn_cache_mode;
 
+/* A paged KV cache the engine manages, as vLLM does: the pages, the block table and the free list are the engine's,
+ * and each call says which pages each sequence owns and how many tokens they hold. clattn_mha projects the call's
+ * new keys and values, writes them into their slots (quantizing them for 8-bit pages, as clattn_kv_append), then
+ * attends over each sequence's cached and new tokens (clattn_sdpa's paged mode). The engine advances its own
+ * lengths: after an APPEND call, sequence b holds cached_lens[b] + its new tokens. */
+typedef struct clattn_mha_pages {
+    size_t seq_count; /* B: the sequences of this call */
+    /* NULL: x is [B, 1, L, d_model] and every sequence gets L new tokens. Else the sequences' new tokens are
+     * packed without padding (continuous batching: prefill chunks and decode steps together): x and out are
+     * [1, 1, total, d_model] and sequence b is rows cu_seqlens_q[b] .. cu_seqlens_q[b + 1] - 1 ([B + 1] entries
+     * from 0, never decreasing, ending at total; host memory). Self-attention only (memory must be NULL). */
+    const int32_t *cu_seqlens_q;
+    /* Host int32 [B]: the tokens sequence b's pages hold before this call (NULL: none yet). */
+    const int32_t *cached_lens;
+    /* Host int32 [B, block_table_stride]: token t of sequence b is row t % block_size of page
+     * block_table[b * block_table_stride + t / block_size]. Pages may be shared between sequences for the tokens
+     * they already hold (prefix sharing); a page written by this call must belong to one sequence. */
+    const int32_t *block_table;
+    size_t block_table_stride;
+    /* The pages, as clattn_sdpa's paged k and v: k_cache [num_blocks, Hkv, block_size, d_k] and v_cache
+     * [num_blocks, Hkv, block_size, d_v] (vLLM's [num_blocks, block_size, Hkv, d] is clattn_tensor_blhd), any
+     * storage dtype: F32, F16, BF16, or I8 / FP8_E4M3 with k_scale and v_scale as in clattn_kv_append (one per
+     * slot and head, computed and written by the append; or one per head, read). */
+    clattn_tensor k_cache, v_cache;
+    clattn_tensor k_scale, v_scale;
+} clattn_mha_pages;
+
 typedef struct clattn_mha_desc {
     /* The attention's options: scale, causal, window, impl, a mask broadcasting to [B, H, Lq, Lk] (as in
      * clattn_sdpa: [B, 1, 1, Lk] for padding), key_lengths, lse and weights
@@ -686,7 +713,14 @@ typedef struct clattn_mha_desc {
     clattn_sdpa_desc attention;
     int residual;           /* nonzero: out = x + MHA(x) (requires the output width to equal x's) */
     clattn_kv_cache *cache; /* NULL: none */
+    /* With `cache` or `pages`: APPEND projects this call's keys and values into it, READ attends over what it
+     * holds. */
     clattn_cache_mode cache_mode;
+    /* The engine's paged KV cache (NULL: none; not with `cache`). desc->attention's own serving fields stay
+     * empty: the layer fills them from these. Use CLATTN_CAUSAL_BOTTOM_RIGHT so that each new token sees its
+     * sequence's cached tokens and itself; masks broadcast to [B, H, max new tokens, max keys] and lse follows
+     * x's rows ([1, H, total, 1] when packed). */
+    const clattn_mha_pages *pages;
 } clattn_mha_desc;
 
 CLATTN_API void clattn_mha_desc_init(clattn_mha_desc *desc);

@@ -3,6 +3,7 @@
  * name the kernel. */
 #include "sdpa_internal.h"
 
+#include <stdio.h>
 #include <string.h>
 
 void cla_chain_begin(cla_chain *c, clattn_context *ctx, cl_command_queue queue, cl_uint wait_count,
@@ -208,4 +209,27 @@ clattn_status cla_temp_sub_buffer(clattn_context *ctx, cl_mem parent, size_t ori
     }
     ctx->live_temps++;
     return CLATTN_SUCCESS;
+}
+
+clattn_status cla_chain_copy_view(clattn_context *ctx, cla_chain *c, const clattn_tensor *src,
+                                  const clattn_tensor *dst, const char *what) {
+    if (!dst->size[0] || !dst->size[1] || !dst->size[2] || !dst->size[3]) return CLATTN_SUCCESS;
+    char options[64];
+    snprintf(options, sizeof options, "-DELEM_BYTES=%zu", clattn_dtype_size(dst->dtype));
+    cl_kernel k = NULL;
+    clattn_status st = cla_kernel_get(ctx, "copy", options, "copy_view", &k);
+    if (st != CLATTN_SUCCESS) return st;
+    cl_mem sbuf = src->buffer, dbuf = dst->buffer;
+    cl_long src_offset = (cl_long)src->offset, dst_offset = (cl_long)dst->offset;
+    cl_long4 src_strides = cla_strides4(src), dst_strides = cla_strides4(dst);
+    cl_int heads = (cl_int)dst->size[1];
+    const cla_named_arg args[] = {
+        CLA_NAMED("src", sbuf),    CLA_NAMED("src_offset", src_offset), CLA_NAMED("src_strides", src_strides),
+        CLA_NAMED("dst", dbuf),    CLA_NAMED("dst_offset", dst_offset), CLA_NAMED("dst_strides", dst_strides),
+        CLA_NAMED("heads", heads),
+    };
+    st = cla_set_named_args(ctx, k, what, cla_args_copy_view.names, args, CLA_ARRAY_SIZE(args));
+    if (st != CLATTN_SUCCESS) return st;
+    const size_t global[3] = {dst->size[3], dst->size[2], dst->size[0] * dst->size[1]};
+    return cla_chain_kernel(ctx, c, k, 3, global, NULL, what);
 }

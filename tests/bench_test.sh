@@ -224,6 +224,15 @@ if check "bench mha --check --decode (cached prefix)" 0 "$clattn" bench mha --js
     expect "JSON: decode steps within tolerance" check_rows 2 'r["impl"].startswith("decode ") and r["decode"] == 5'
 fi
 
+if check "bench mha --check --decode --paged (pages beside the cache)" 0 "$clattn" bench mha --json --check \
+    --decode 21 --seq 2 --batch 3 --causal --bias --d-model 32 --heads 4 --kv-heads 2 --head-dim 8 --paged 8 \
+    --impl fused --repeat 2; then
+    expect "JSON: cache and paged decode steps within tolerance" check_rows 2 \
+        'r["impl"] in ("decode fused", "decode paged") and r["decode"] == 21'
+fi
+check "bench mha: --paged without --decode" 2 "$clattn" bench mha --paged 16 --seq 4
+check "bench mha: --paged not a power of two" 2 "$clattn" bench mha --decode 4 --paged 12
+
 if check "bench mha --check, cross-attention, f16" 0 "$clattn" bench mha --json --check --seq 6 --kv-seq 9 \
     --d-model 24 --heads 3 --head-dim 8 --dtype f16 --impl fused --repeat 2; then
     expect "JSON: cross-attention within tolerance" check_rows 1 'r["kv_seq"] == 9 and r["dtype"] == "f16"'

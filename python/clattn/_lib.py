@@ -168,7 +168,8 @@ class MhaWeightsHost(Structure):
 
 
 class MhaDesc(Structure):
-    _fields_ = [("attention", SdpaDesc), ("residual", c_int), ("cache", c_void_p), ("cache_mode", c_int)]
+    _fields_ = [("attention", SdpaDesc), ("residual", c_int), ("cache", c_void_p), ("cache_mode", c_int),
+                ("pages", c_void_p)]
 
 
 class Seq2seqConfig(Structure):

@@ -51,6 +51,10 @@ typedef struct cla_sdpa_plan {
 /* sdpa_seqs.c: whether a desc asks for a serving format, and whether a plan has one (packed or paged); whether a
  * dtype is 8-bit key/value storage. */
 bool cla_sdpa_desc_has_seqs(const clattn_sdpa_desc *d);
+/* cu_seqlens of `count` sequences over a tensor of `total` rows: from 0, never decreasing, ending at most at total.
+ * Sets the longest sequence. */
+clattn_status cla_check_cu_seqlens(clattn_context *ctx, const char *name, const int32_t *cu, size_t count,
+                                   size_t total, size_t *longest);
 bool cla_sdpa_has_seqs(const cla_sdpa_plan *p);
 bool cla_is_kv8_dtype(clattn_dtype d);
 /* Checks the shapes of a packed or paged call and its index arrays (every index), and sets the plan's layout,
@@ -120,6 +124,10 @@ clattn_status cla_chain_kernel(clattn_context *ctx, cla_chain *c, cl_kernel k, c
 clattn_status cla_chain_kernel_at(clattn_context *ctx, cla_chain *c, cl_kernel k, cl_uint dims,
                                   const size_t *offset, const size_t *global, const size_t *local,
                                   const char *what);
+/* Copies view src into view dst of the same sizes and element size, bit for bit (kernels_cl/copy.cl), in the chain;
+ * `what` names the copy in messages. */
+clattn_status cla_chain_copy_view(clattn_context *ctx, cla_chain *c, const clattn_tensor *src,
+                                  const clattn_tensor *dst, const char *what);
 
 /* The caller's queue and wait list of an operation: a queue (NULL means the context's) must belong to the context,
  * and a nonzero wait count needs a wait list. */

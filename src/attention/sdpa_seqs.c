@@ -21,10 +21,8 @@ bool cla_is_kv8_dtype(clattn_dtype d) {
     return d == CLATTN_DTYPE_I8 || d == CLATTN_DTYPE_FP8_E4M3;
 }
 
-/* cu_seqlens of `count` sequences over a tensor of `total` rows: from 0, never decreasing, ending at most at total.
- * Sets the longest sequence. */
-static clattn_status check_cu(clattn_context *ctx, const char *name, const int32_t *cu, size_t count, size_t total,
-                              size_t *longest) {
+clattn_status cla_check_cu_seqlens(clattn_context *ctx, const char *name, const int32_t *cu, size_t count,
+                                   size_t total, size_t *longest) {
     *longest = 0;
     CLA_FAIL_ON(cu[0] != 0, ctx, CLATTN_ERROR_INVALID_SEQLENS,
                 "%s[0] is %d; cumulative sequence offsets start at 0", name, (int)cu[0]);
@@ -88,7 +86,7 @@ clattn_status cla_sdpa_check_seq_shapes(clattn_context *ctx, const clattn_sdpa_d
     if (d->cu_seqlens_q) {
         if ((st = cla_expect_size(ctx, q, "q", 0, 1, "a packed tensor's batch"))) return st;
         if ((st = cla_expect_size(ctx, out, "out", 0, 1, "a packed tensor's batch"))) return st;
-        if ((st = check_cu(ctx, "cu_seqlens_q", d->cu_seqlens_q, B, q->size[2], &p->q_len))) return st;
+        if ((st = cla_check_cu_seqlens(ctx, "cu_seqlens_q", d->cu_seqlens_q, B, q->size[2], &p->q_len))) return st;
     } else {
         if ((st = cla_expect_size(ctx, q, "q", 0, B, "desc->seq_count"))) return st;
         if ((st = cla_expect_size(ctx, out, "out", 0, B, "desc->seq_count"))) return st;
@@ -104,7 +102,7 @@ clattn_status cla_sdpa_check_seq_shapes(clattn_context *ctx, const clattn_sdpa_d
     if ((st = cla_expect_size(ctx, v, "v", 2, k->size[2], "k's size[2]"))) return st;
     if (d->cu_seqlens_k) {
         if ((st = cla_expect_size(ctx, k, "k", 0, 1, "a packed tensor's batch"))) return st;
-        if ((st = check_cu(ctx, "cu_seqlens_k", d->cu_seqlens_k, B, k->size[2], &p->kv_len))) return st;
+        if ((st = cla_check_cu_seqlens(ctx, "cu_seqlens_k", d->cu_seqlens_k, B, k->size[2], &p->kv_len))) return st;
         p->kv_layout = CLA_KV_PACKED;
     } else if (paged) {
         const size_t page = k->size[2];

@@ -152,26 +152,7 @@ static clattn_status place_output(clattn_context *ctx, const output_route *r, co
 static clattn_status copy_back(clattn_context *ctx, cla_chain *chain, const output_route *r, const part *pt,
                                const clattn_tensor *temp) {
     const clattn_tensor dst = q_slice(r->whole, pt);
-    const size_t esize = clattn_dtype_size(dst.dtype);
-    char options[64];
-    snprintf(options, sizeof options, "-DELEM_BYTES=%zu", esize);
-    cl_kernel k = NULL;
-    clattn_status st = cla_kernel_get(ctx, "copy", options, "copy_view", &k);
-    if (st != CLATTN_SUCCESS) return st;
-    cl_mem src = temp->buffer, dbuf = dst.buffer;
-    cl_long src_offset = 0, dst_offset = (cl_long)dst.offset;
-    cl_long4 src_strides = cla_strides4(temp), dst_strides = cla_strides4(&dst);
-    cl_int heads = (cl_int)dst.size[1];
-    const cla_named_arg args[] = {
-        CLA_NAMED("src", src),     CLA_NAMED("src_offset", src_offset), CLA_NAMED("src_strides", src_strides),
-        CLA_NAMED("dst", dbuf),    CLA_NAMED("dst_offset", dst_offset), CLA_NAMED("dst_strides", dst_strides),
-        CLA_NAMED("heads", heads),
-    };
-    st = cla_set_named_args(ctx, k, "copy_view", cla_args_copy_view.names, args, CLA_ARRAY_SIZE(args));
-    if (st != CLATTN_SUCCESS) return st;
-    size_t global[3] = {dst.size[3], dst.size[2], dst.size[0] * dst.size[1]};
-    return cla_chain_kernel(ctx, chain, k, 3, global, NULL,
-                            "copy_view (a device's part of a split attention call)");
+    return cla_chain_copy_view(ctx, chain, temp, &dst, "copy_view (a device's part of a split attention call)");
 }
 
 /* Part `i`'s call: the plan's tensors sliced to its range, its outputs where place_output put them, validated like

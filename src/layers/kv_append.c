@@ -2,7 +2,7 @@
 /* clattn_kv_append, host side: writes new keys and values into their slots of a paged or dense KV cache (vLLM's
  * reshape_and_cache), converting and quantizing them on the device (kernels_cl/kv_append.cl). Every tensor, scale
  * and slot is checked before the first command, so that a refused call leaves the caches as they were. */
-#include "sdpa_internal.h"
+#include "kv_append.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,12 +11,7 @@
 /* Where an 8-bit row's scale comes from (the kernel's SCALE_MODE). */
 enum { SCALE_NONE = 0, SCALE_GIVEN = 1, SCALE_COMPUTED = 2 };
 
-/* One side of a call, keys or values, checked: the new rows, the cache, its scale and how the scale is used. */
-typedef struct append_side {
-    const char *name; /* "k" or "v", for the kernel's error messages */
-    clattn_tensor src, dst, scale;
-    int scale_mode;
-} append_side;
+typedef cla_kv_append_side append_side;
 
 void clattn_kv_append_desc_init(clattn_kv_append_desc *desc) {
     if (!desc) return;
@@ -82,19 +77,18 @@ static int compare_keys(const void *a, const void *b) {
 }
 
 /* Every slot within the caches' N * S or -1, and none twice. */
-static clattn_status check_slots(clattn_context *ctx, const int32_t *slots, size_t tokens, size_t pages,
-                                 size_t page_rows) {
+static clattn_status check_slots(clattn_context *ctx, const char *name, const int32_t *slots, size_t tokens,
+                                 size_t pages, size_t page_rows) {
     CLA_FAIL_ON(tokens && !slots, ctx, CLATTN_ERROR_NULL_POINTER,
-                "desc->slot_mapping is NULL but k_new has %zu tokens; give each token's slot, or -1 to skip it",
-                tokens);
+                "%s is NULL but k_new has %zu tokens; give each token's slot, or -1 to skip it", name, tokens);
     const size_t count = pages * page_rows; /* the cache's view was checked: this does not overflow */
     size_t used = 0;
     for (size_t t = 0; t < tokens; ++t) {
         CLA_FAIL_ON(
             slots[t] < -1 || (slots[t] >= 0 && (size_t)slots[t] >= count), ctx, CLATTN_ERROR_INVALID_SLOT,
-            "desc->slot_mapping[%zu] is %d but the caches have %zu slots (k_cache.size[0] * size[2] = %zu * "
-            "%zu); give page * block_size + offset, or -1 to skip the token",
-            t, (int)slots[t], count, pages, page_rows);
+            "%s[%zu] is %d but the caches have %zu slots (k_cache.size[0] * size[2] = %zu * %zu); give page * "
+            "block_size + offset, or -1 to skip the token",
+            name, t, (int)slots[t], count, pages, page_rows);
         used += slots[t] >= 0;
     }
     if (used < 2) return CLATTN_SUCCESS;
@@ -108,24 +102,23 @@ static clattn_status check_slots(clattn_context *ctx, const int32_t *slots, size
     clattn_status st = CLATTN_SUCCESS;
     for (size_t i = 1; i < n && !st; ++i)
         if (keys[i] >> 32 == keys[i - 1] >> 32)
-            st =
-                cla_fail(ctx, CLATTN_ERROR_INVALID_SLOT,
-                         "desc->slot_mapping[%u] and desc->slot_mapping[%u] are both %u; each slot takes one token",
-                         (unsigned)(keys[i - 1] & 0xffffffffu), (unsigned)(keys[i] & 0xffffffffu),
-                         (unsigned)(keys[i] >> 32));
+            st = cla_fail(ctx, CLATTN_ERROR_INVALID_SLOT,
+                          "%s[%u] and %s[%u] are both %u; each slot takes one token (a page written by a call "
+                          "must belong to one sequence)",
+                          name, (unsigned)(keys[i - 1] & 0xffffffffu), name, (unsigned)(keys[i] & 0xffffffffu),
+                          (unsigned)(keys[i] >> 32));
     free(keys);
     return st;
 }
 
-/* Checks every argument of a call into its two sides; nothing is enqueued. */
-static clattn_status validate(clattn_context *ctx, const clattn_kv_append_desc *desc, const clattn_tensor *k_new,
-                              const clattn_tensor *v_new, const clattn_tensor *k_cache,
-                              const clattn_tensor *v_cache, cl_command_queue queue, cl_uint num_wait,
-                              const cl_event *wait_list, append_side sides[2]) {
+clattn_status cla_kv_append_check(clattn_context *ctx, const clattn_kv_append_desc *desc,
+                                  const clattn_tensor *k_new, const clattn_tensor *v_new,
+                                  const clattn_tensor *k_cache, const clattn_tensor *v_cache,
+                                  const char *slots_name, cla_kv_append_plan *plan) {
     const void *const given[] = {desc, k_new, v_new, k_cache, v_cache};
     static const char *const given_names[] = {"desc", "k_new", "v_new", "k_cache", "v_cache"};
     clattn_status st = cla_check_given(ctx, given, given_names, 5);
-    if (st || (st = cla_check_queue(ctx, NULL, num_wait, wait_list))) return st;
+    if (st) return st;
     const clattn_tensor *const tensors[] = {k_new, v_new, k_cache, v_cache};
     static const char *const names[] = {"k_new", "v_new", "k_cache", "v_cache"};
     if ((st = check_dtypes(ctx, tensors, names))) return st;
@@ -141,6 +134,7 @@ static clattn_status validate(clattn_context *ctx, const clattn_kv_append_desc *
         r->output = i >= 2;
         if ((st = cla_tensor_check(ctx, tensors[i], names[i], r->output, &r->begin, &r->end))) return st;
     }
+    append_side *sides = plan->sides;
     sides[0] = (append_side){.name = "k", .src = *k_new, .dst = *k_cache, .scale = desc->k_scale};
     sides[1] = (append_side){.name = "v", .src = *v_new, .dst = *v_cache, .scale = desc->v_scale};
     size_t n = 4;
@@ -153,8 +147,9 @@ static clattn_status validate(clattn_context *ctx, const clattn_kv_append_desc *
              " (a cache of all keys then all values in one buffer is fine; pages that interleave "
              "keys and values are not)")))
         return st;
-    if ((st = check_slots(ctx, desc->slot_mapping, k_new->size[2], k_cache->size[0], k_cache->size[2]))) return st;
-    return cla_check_queue(ctx, queue, 0, NULL);
+    plan->slots = desc->slot_mapping;
+    plan->tokens = k_new->size[2];
+    return check_slots(ctx, slots_name, desc->slot_mapping, plan->tokens, k_cache->size[0], k_cache->size[2]);
 }
 
 /* The side's kernel, with a work-group of the smallest power of two that covers the head dim, at most 64 and what
@@ -213,6 +208,23 @@ static clattn_status enqueue_side(clattn_context *ctx, cla_chain *chain, const a
     return cla_chain_kernel(ctx, chain, kernel, 3, global, local, what);
 }
 
+clattn_status cla_kv_append_enqueue(clattn_context *ctx, cla_chain *chain, const cla_kv_append_plan *plan) {
+    const append_side *sides = plan->sides;
+    if (!plan->tokens || !sides[0].dst.size[1]) return CLATTN_SUCCESS;
+    /* Both programs first, so that a build failure writes nothing. */
+    cl_kernel kernels[2] = {NULL, NULL};
+    size_t wg[2] = {1, 1};
+    clattn_status st = CLATTN_SUCCESS;
+    for (int i = 0; i < 2 && !st; ++i) st = side_kernel(ctx, &sides[i], &kernels[i], &wg[i]);
+    cl_mem slots = NULL;
+    if (!st)
+        st = cla_temp_buffer_from(ctx, plan->tokens * sizeof(int32_t), plan->slots, "the slot mapping", &slots);
+    for (int i = 0; i < 2 && !st; ++i) st = enqueue_side(ctx, chain, &sides[i], kernels[i], wg[i], slots);
+    /* Released now, freed by OpenCL once the kernels that read it have finished. */
+    cla_temp_release(ctx, &slots);
+    return st;
+}
+
 clattn_status clattn_kv_append(clattn_context *ctx, const clattn_kv_append_desc *desc, const clattn_tensor *k_new,
                                const clattn_tensor *v_new, const clattn_tensor *k_cache,
                                const clattn_tensor *v_cache, cl_command_queue queue, cl_uint num_wait,
@@ -220,28 +232,16 @@ clattn_status clattn_kv_append(clattn_context *ctx, const clattn_kv_append_desc 
     if (!ctx) return CLATTN_ERROR_NULL_POINTER;
     CLA_ENTER(ctx);
     cla_temp_begin(ctx);
-    append_side sides[2];
-    clattn_status st = validate(ctx, desc, k_new, v_new, k_cache, v_cache, queue, num_wait, wait_list, sides);
+    cla_kv_append_plan plan;
+    clattn_status st = cla_check_queue(ctx, NULL, num_wait, wait_list);
+    if (!st) st = cla_kv_append_check(ctx, desc, k_new, v_new, k_cache, v_cache, "desc->slot_mapping", &plan);
+    if (!st) st = cla_check_queue(ctx, queue, 0, NULL);
     if (st) return st;
     cla_chain chain;
     cla_chain_begin(&chain, ctx, queue ? queue : ctx->queue, num_wait, wait_list);
-    const size_t tokens = k_new->size[2];
-    if (tokens && k_cache->size[1]) {
-        /* Both programs first, so that a build failure writes nothing. */
-        cl_kernel kernels[2] = {NULL, NULL};
-        size_t wg[2] = {1, 1};
-        for (int i = 0; i < 2 && !st; ++i) st = side_kernel(ctx, &sides[i], &kernels[i], &wg[i]);
-        cl_mem slots = NULL;
-        if (!st)
-            st =
-                cla_temp_buffer_from(ctx, tokens * sizeof(int32_t), desc->slot_mapping, "the slot mapping", &slots);
-        for (int i = 0; i < 2 && !st; ++i) st = enqueue_side(ctx, &chain, &sides[i], kernels[i], wg[i], slots);
-        /* Released now, freed by OpenCL once the kernels that read it have finished. */
-        cla_temp_release(ctx, &slots);
-        if (st) {
-            cla_chain_abort(&chain);
-            return st;
-        }
+    if ((st = cla_kv_append_enqueue(ctx, &chain, &plan))) {
+        cla_chain_abort(&chain);
+        return st;
     }
     cl_int err = cla_chain_end(&chain, event);
     CLA_FAIL_ON(err != CL_SUCCESS, ctx, err, "enqueueing the completion marker failed: %d %s", err,

@@ -7,6 +7,7 @@
  * [B, Lq, H, d_v], which is the [B * Lq, H * d_v] matrix of the output projection. A packed w_qkv without a cache
  * runs as one GEMM whose Q | K | V columns the attention reads in place. With a KV cache the key and value
  * projections write straight into the cache rows after its length. */
+#include "kv_append.h"
 #include "mha_internal.h"
 
 #include <string.h>
@@ -18,6 +19,7 @@ void clattn_mha_desc_init(clattn_mha_desc *desc) {
     desc->residual = 0;
     desc->cache = NULL;
     desc->cache_mode = CLATTN_CACHE_APPEND;
+    desc->pages = NULL;
 }
 
 /* Where one projection's rows go: row r of batch b at offset + b * batch_stride + r * ld (fp32). */
@@ -35,6 +37,7 @@ typedef struct mha_plan {
     size_t past;                    /* the cache's length before this call (0 without a cache) */
     const clattn_tensor *kv_source; /* x, the memory, or NULL (cache READ) */
     clattn_kv_cache *cache;
+    cla_mha_pages_plan pages; /* pages.pages NULL: no paged cache */
     bool append;
     bool packed_once; /* one GEMM for Q | K | V */
 } mha_plan;
@@ -149,7 +152,7 @@ static clattn_status validate(clattn_context *ctx, const clattn_mha_weights *w, 
     p->batch = x->size[0];
     p->q_len = x->size[2];
 
-    cla_range ranges[12] = {{0}};
+    cla_range ranges[16] = {{0}};
     size_t n = 0;
     clattn_status st = check_seq(ctx, x, "x", p->batch, c->d_model, "d_model", false, &ranges[n++]);
     if (st) return st;
@@ -168,8 +171,20 @@ static clattn_status validate(clattn_context *ctx, const clattn_mha_weights *w, 
                         p->q_len);
 
     p->cache = desc->cache;
-    p->append = p->cache && desc->cache_mode == CLATTN_CACHE_APPEND;
-    p->kv_source = p->cache && !p->append ? NULL : memory ? memory : x;
+    const bool cached = p->cache || desc->pages;
+    CLA_FAIL_ON(p->cache && desc->pages, ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                "desc->cache and desc->pages are both set; a call uses one KV cache");
+    if (desc->pages && desc->cache_mode != CLATTN_CACHE_APPEND && desc->cache_mode != CLATTN_CACHE_READ)
+        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                        "desc->cache_mode %d is neither CLATTN_CACHE_APPEND nor CLATTN_CACHE_READ",
+                        (int)desc->cache_mode);
+    CLA_FAIL_ON(desc->pages && desc->cache_mode == CLATTN_CACHE_READ && memory, ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                "memory is given with CLATTN_CACHE_READ, which projects nothing; pass NULL, or use "
+                "CLATTN_CACHE_APPEND to add the memory to the pages");
+    CLA_FAIL_ON(desc->pages && desc->pages->cu_seqlens_q && memory, ctx, CLATTN_ERROR_UNSUPPORTED,
+                "desc->pages->cu_seqlens_q (packed sequences) is for self-attention; memory must be NULL");
+    p->append = cached && desc->cache_mode == CLATTN_CACHE_APPEND;
+    p->kv_source = cached && !p->append ? NULL : memory ? memory : x;
     p->new_len = p->kv_source ? p->kv_source->size[2] : 0;
     p->kv_len = p->new_len;
     if (p->cache) {
@@ -182,7 +197,7 @@ static clattn_status validate(clattn_context *ctx, const clattn_mha_weights *w, 
                             p->past, p->cache->capacity, p->new_len);
         p->kv_len = p->past + p->new_len;
     }
-    p->packed_once = w->packed && !memory && !p->cache;
+    p->packed_once = w->packed && !memory && !p->cache && p->kv_source;
 
     /* No output (out, lse, weights, or the cache being appended to) may share memory with anything else of the
      * call, except out being x itself: an in-place residual update, safe because x is read before out is
@@ -202,12 +217,21 @@ static clattn_status validate(clattn_context *ctx, const clattn_mha_weights *w, 
         ranges[n++] = (cla_range){"the cache's keys", p->cache->keys, 0, SIZE_MAX, p->append, 0};
         ranges[n++] = (cla_range){"the cache's values", p->cache->values, 0, SIZE_MAX, p->append, 0};
     }
+    if (desc->pages) {
+        const clattn_mha_pages *pg = desc->pages;
+        if ((st = desc_range(ctx, &pg->k_cache, "desc->pages->k_cache", p->append, ranges, &n))) return st;
+        if ((st = desc_range(ctx, &pg->v_cache, "desc->pages->v_cache", p->append, ranges, &n))) return st;
+        if ((st = desc_range(ctx, &pg->k_scale, "desc->pages->k_scale", p->append, ranges, &n))) return st;
+        if ((st = desc_range(ctx, &pg->v_scale, "desc->pages->v_scale", p->append, ranges, &n))) return st;
+    }
     /* out may be x itself, the very same view: an in-place residual update reads each element before writing it. */
     const size_t x_index = 0, out_index = memory ? 2 : 1;
     if (same_view(x, out)) ranges[x_index].alias_group = ranges[out_index].alias_group = 1;
     if ((st = cla_check_overlaps(ctx, ranges, n,
                                  " (out may be x itself, the very same view, for an in-place residual)")))
         return st;
+    /* Last, as it allocates: the plan owns the slots from here. */
+    if (desc->pages) return cla_mha_pages_check(ctx, desc->pages, c, x, p->kv_source, &p->pages);
     return CLATTN_SUCCESS;
 }
 
@@ -248,6 +272,13 @@ static clattn_status run(clattn_context *ctx, const clattn_mha_weights *w, const
         return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW, "the temporaries' sizes overflow size_t");
 
     target tq, tk, tv;
+    /* The cache's rows. One GEMM writes them in place for one batch item; for several, the cache's batch stride
+     * (its capacity) would cost a GEMM per item (src/blas.c), so the new rows are projected as one block into a
+     * temporary and copied into place. */
+    const size_t cap = p->cache ? p->cache->capacity : 0;
+    const target ck = {p->cache ? p->cache->keys : NULL, 0, nk, cap * nk};
+    const target cv = {p->cache ? p->cache->values : NULL, 0, nv, cap * nv};
+    const bool stage = p->cache && p->append && B > 1 && kv_rows > 0;
     clattn_status st;
     if (p->packed_once) {
         st = cla_temp_buffer(ctx, q_rows * nqkv * f, "the packed Q|K|V projection", &work->q);
@@ -257,10 +288,9 @@ static clattn_status run(clattn_context *ctx, const clattn_mha_weights *w, const
     } else {
         st = cla_temp_buffer(ctx, q_rows * nq * f, "the Q projection", &work->q);
         tq = (target){work->q, 0, nq, Lq * nq};
-        if (p->cache) {
-            const size_t cap = p->cache->capacity;
-            tk = (target){p->cache->keys, 0, nk, cap * nk};
-            tv = (target){p->cache->values, 0, nv, cap * nv};
+        if (p->cache && !stage) {
+            tk = ck;
+            tv = cv;
         } else {
             if (!st) st = cla_temp_buffer(ctx, kv_rows * (nk + nv) * f, "the K|V projection", &work->kv);
             tk = (target){work->kv, 0, nk + nv, p->new_len * (nk + nv)};
@@ -271,13 +301,32 @@ static clattn_status run(clattn_context *ctx, const clattn_mha_weights *w, const
     if (!st) st = cla_temp_buffer(ctx, q_rows * c->d_model * f, "the output projection", &work->acc);
     if (st) return st;
 
+    const clattn_mha_pages *pages = p->pages.pages;
     const clattn_tensor qv = head_view(tq, B, c->heads, Lq, c->head_dim);
-    const clattn_tensor kv = head_view(tk, B, c->kv_heads, p->kv_len, c->head_dim);
-    const clattn_tensor vv = head_view(tv, B, c->kv_heads, p->kv_len, c->v_head_dim);
+    const target rk = p->cache ? ck : tk, rv = p->cache ? cv : tv; /* what the attention reads */
+    const clattn_tensor kv = pages ? pages->k_cache : head_view(rk, B, c->kv_heads, p->kv_len, c->head_dim);
+    const clattn_tensor vv = pages ? pages->v_cache : head_view(rv, B, c->kv_heads, p->kv_len, c->v_head_dim);
     const clattn_tensor av = clattn_tensor_blhd(work->att, CLATTN_DTYPE_F32, B, c->heads, Lq, c->v_head_dim);
+    clattn_sdpa_desc attention = desc->attention;
+    if (pages) cla_mha_pages_attention(&desc->attention, &p->pages, &attention);
     cla_sdpa_plan check;
-    if ((st = cla_sdpa_validate(ctx, &desc->attention, &qv, &kv, &vv, &av, chain->queue, 0, NULL, &check)))
-        return st;
+    if ((st = cla_sdpa_validate(ctx, &attention, &qv, &kv, &vv, &av, chain->queue, 0, NULL, &check))) return st;
+    /* The paged cache's new rows: all sequences' rows of the K and V projections, one after another. */
+    cla_kv_append_plan append = {0};
+    const bool page_append = pages && p->append && p->pages.new_rows > 0;
+    if (page_append) {
+        clattn_kv_append_desc ad;
+        clattn_kv_append_desc_init(&ad);
+        ad.slot_mapping = p->pages.slots;
+        ad.k_scale = pages->k_scale;
+        ad.v_scale = pages->v_scale;
+        const size_t rows = p->pages.new_rows;
+        const clattn_tensor k_new = head_view(tk, 1, c->kv_heads, rows, c->head_dim);
+        const clattn_tensor v_new = head_view(tv, 1, c->kv_heads, rows, c->v_head_dim);
+        if ((st = cla_kv_append_check(ctx, &ad, &k_new, &v_new, &pages->k_cache, &pages->v_cache,
+                                      "desc->pages' slots of the new rows", &append)))
+            return st;
+    }
 
     /* Projections. The keys and values of this call land at rows past..past+new of their target. */
     if (p->packed_once) {
@@ -288,14 +337,26 @@ static clattn_status run(clattn_context *ctx, const clattn_mha_weights *w, const
         const bool kv_needed = p->kv_source && (q_rows > 0 || p->append);
         st = project(ctx, chain, x, Lq, &w->q, tq, 0, "the Q projection");
         if (!st && kv_needed)
-            st = project(ctx, chain, p->kv_source, p->new_len, &w->k, tk, p->past, "the K projection");
+            st = project(ctx, chain, p->kv_source, p->new_len, &w->k, tk, stage ? 0 : p->past, "the K projection");
         if (!st && kv_needed)
-            st = project(ctx, chain, p->kv_source, p->new_len, &w->v, tv, p->past, "the V projection");
+            st = project(ctx, chain, p->kv_source, p->new_len, &w->v, tv, stage ? 0 : p->past, "the V projection");
+    }
+    if (!st && page_append) st = cla_kv_append_enqueue(ctx, chain, &append);
+    if (!st && stage) {
+        const size_t n = p->new_len;
+        const target dk = {ck.buffer, p->past * nk, nk, ck.batch_stride};
+        const target dv = {cv.buffer, p->past * nv, nv, cv.batch_stride};
+        const clattn_tensor sk = head_view(tk, B, c->kv_heads, n, c->head_dim);
+        const clattn_tensor sv = head_view(tv, B, c->kv_heads, n, c->v_head_dim);
+        const clattn_tensor dkv = head_view(dk, B, c->kv_heads, n, c->head_dim);
+        const clattn_tensor dvv = head_view(dv, B, c->kv_heads, n, c->v_head_dim);
+        st = cla_chain_copy_view(ctx, chain, &sk, &dkv, "copying the new keys into the KV cache");
+        if (!st) st = cla_chain_copy_view(ctx, chain, &sv, &dvv, "copying the new values into the KV cache");
     }
     if (st) return st;
     if (q_rows == 0) return CLATTN_SUCCESS;
 
-    if ((st = cla_sdpa_enqueue(ctx, &desc->attention, &qv, &kv, &vv, &av, chain))) return st;
+    if ((st = cla_sdpa_enqueue(ctx, &attention, &qv, &kv, &vv, &av, chain))) return st;
     const clattn_tensor att_rows = clattn_tensor_seq(work->att, CLATTN_DTYPE_F32, B, Lq, nav);
     const target tacc = {work->acc, 0, c->d_model, Lq * c->d_model};
     const cla_matrix wo = {w->out_w, 0, c->d_model};
@@ -320,6 +381,7 @@ clattn_status clattn_mha(clattn_context *ctx, const clattn_mha_weights *weights,
     cla_chain_begin(&chain, ctx, queue ? queue : ctx->queue, num_wait, wait_list);
     mha_work work = {NULL, NULL, NULL, NULL};
     st = run(ctx, weights, desc, x, out, &plan, &work, &chain);
+    cla_mha_pages_release(&plan.pages);
     if (!st) {
         cl_int err = cla_chain_end(&chain, event);
         if (err != CL_SUCCESS)
@@ -329,6 +391,6 @@ clattn_status clattn_mha(clattn_context *ctx, const clattn_mha_weights *weights,
     /* OpenCL keeps the temporaries alive until the commands that use them have run. */
     work_release(ctx, &work);
     if (st) return st;
-    if (plan.append) plan.cache->length = plan.kv_len;
+    if (plan.append && plan.cache) plan.cache->length = plan.kv_len;
     return CLATTN_SUCCESS;
 }

@@ -33,6 +33,24 @@ struct clattn_kv_cache {
     cl_mem keys, values;
 };
 
+/* A call's paged KV cache (clattn_mha_desc.pages), checked: each sequence's new rows of x (or the memory), its key
+ * count after the call, and the slots its new tokens go to. The arrays are the plan's own (malloc'd). */
+typedef struct cla_mha_pages_plan {
+    const clattn_mha_pages *pages; /* NULL: no paged cache */
+    size_t new_rows;               /* new key/value rows of the call, all sequences together */
+    int32_t *seqlens_k;            /* [B] keys each sequence attends over */
+    int32_t *slots;                /* [new_rows] slot of each new key/value row, in row order */
+} cla_mha_pages_plan;
+
+/* Checks desc->pages against the layer, x (the queries) and kv_source (x, the memory, or NULL when nothing is
+ * appended) and fills the plan. Nothing is enqueued; on error the plan holds nothing to release. */
+clattn_status cla_mha_pages_check(clattn_context *ctx, const clattn_mha_pages *pages, const clattn_mha_config *c,
+                                  const clattn_tensor *x, const clattn_tensor *kv_source, cla_mha_pages_plan *plan);
+void cla_mha_pages_release(cla_mha_pages_plan *plan);
+/* The attention descriptor of a paged call: the caller's options with the pages' serving fields. */
+void cla_mha_pages_attention(const clattn_sdpa_desc *options, const cla_mha_pages_plan *plan,
+                             clattn_sdpa_desc *out);
+
 /* Checks a configuration and fills in its defaults (kv_d_model, kv_heads, v_head_dim). Sizes must be small enough
  * that every weight and row count below fits size_t. */
 clattn_status cla_mha_config_resolve(clattn_context *ctx, const clattn_mha_config *in, clattn_mha_config *out);

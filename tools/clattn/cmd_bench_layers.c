@@ -82,7 +82,7 @@ static int parse_common(const cli_command *cmd, layer_config *c) {
         const char *text = cli_value(cmd, c->fields[i].name);
         base.value[i] = c->fields[i].fallback;
         if (!text) continue;
-        long long v = 0;
+        long long v = 0; /* parse_count sets it; GCC -O3 cannot tell */
         if ((rc = parse_count(c->cmd, c->fields[i].name, text, 0, 1 << 24, &v))) return rc;
         base.value[i] = (size_t)v;
         given[i] = true;
@@ -307,6 +307,57 @@ static clattn_status call_mha(void *user, cl_command_queue queue, cl_event *done
                       done);
 }
 
+/* --paged: the decode step's keys and values in the engine's pages instead of the layer's cache. Each sequence
+ * owns ceil((cached + new) / block) pages taken in a shuffled order, as an engine's free list leaves them; every
+ * timed step appends its new tokens at the same positions, as the cache's steps do. */
+typedef struct mha_pages_data {
+    clattn_mha_pages pages;
+    int32_t *table, *lens;
+    cl_mem k, v;
+} mha_pages_data;
+
+static void mha_pages_free(mha_pages_data *d) {
+    free(d->table);
+    free(d->lens);
+    const cl_mem bufs[] = {d->k, d->v};
+    cli_release_buffers(bufs, 2);
+    memset(d, 0, sizeof *d);
+}
+
+/* Pages for B sequences of up to `tokens` tokens each, empty (cached_lens all 0). */
+static int mha_pages_make(const char *cmd, clattn_context *ctx, const clattn_mha_config *cfg, size_t B,
+                          size_t tokens, size_t block, mha_pages_data *d) {
+    memset(d, 0, sizeof *d);
+    const size_t per = (tokens + block - 1) / block, count = B * per > 0 ? B * per : 1;
+    d->table = malloc(count * sizeof *d->table);
+    d->lens = calloc(B ? B : 1, sizeof *d->lens);
+    if (!d->table || !d->lens) return cli_error(cmd, CLI_FAILED, "out of host memory for the block table");
+    for (size_t i = 0; i < count; ++i) d->table[i] = (int32_t)i;
+    unsigned seed = 45678u;
+    for (size_t i = count; i > 1; --i) {
+        seed = seed * 1664525u + 1013904223u;
+        const size_t j = (size_t)(seed >> 8) % i;
+        const int32_t t = d->table[i - 1];
+        d->table[i - 1] = d->table[j];
+        d->table[j] = t;
+    }
+    cl_int err = CL_SUCCESS;
+    const size_t kbytes = count * block * cfg->kv_heads * cfg->head_dim * sizeof(float);
+    const size_t vbytes = count * block * cfg->kv_heads * cfg->v_head_dim * sizeof(float);
+    d->k = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE, kbytes, NULL, &err);
+    if (err == CL_SUCCESS)
+        d->v = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE, vbytes, NULL, &err);
+    if (err != CL_SUCCESS) return cli_error(cmd, CLI_FAILED, "allocating the pages failed: OpenCL error %d", err);
+    clattn_mha_pages *pg = &d->pages;
+    pg->seq_count = B;
+    pg->cached_lens = d->lens;
+    pg->block_table = d->table;
+    pg->block_table_stride = per;
+    pg->k_cache = clattn_tensor_blhd(d->k, CLATTN_DTYPE_F32, count, cfg->kv_heads, block, cfg->head_dim);
+    pg->v_cache = clattn_tensor_blhd(d->v, CLATTN_DTYPE_F32, count, cfg->kv_heads, block, cfg->v_head_dim);
+    return CLI_OK;
+}
+
 /* Multiply-adds count two FLOPs; attention counts 4 per (query, key, element) pair it does not mask. */
 static double mha_flops(const layer_shape *s, bool causal) {
     const double B = (double)s->value[M_BATCH], Lq = (double)s->value[M_SEQ], H = (double)s->value[M_HEADS];
@@ -335,12 +386,17 @@ static int bench_mha(int argc, char **argv) {
         {"packed", NULL, "one packed Q|K|V weight (self-attention)", NULL},
         {"dtype", "TYPE", "storage of x and out: f32 (default), f16 or bf16", NULL},
         {"impl", "IMPL", "attention step: fused, unfused or all (default)", NULL},
+        {"paged", "BLOCK",
+         "with --decode: also time the step with the keys and values in shuffled fp32 pages of BLOCK tokens "
+         "(clattn_mha_desc.pages)",
+         NULL},
         BENCH_COMMON_OPTIONS,
     };
     static const char summary[] =
         "Time multi-head attention with its projections (CLBlast GEMMs) on the device, the attention "
         "step fused and\nunfused. With no options: B=1 L=512 d_model=512 H=8 D=64, fp32 "
-        "self-attention. --decode N times one\nKV-cache step of --seq new tokens after N cached ones.";
+        "self-attention. --decode N times one\nKV-cache step of --seq new tokens after N cached ones; --paged "
+        "BLOCK also times it over a paged cache.";
     cli_command cmd;
     layer_config c;
     int rc = parse_layer_command(CMD, summary, options, sizeof options / sizeof options[0], mha_fields, M_FIELDS,
@@ -359,8 +415,18 @@ static int bench_mha(int argc, char **argv) {
         else if (strcmp(impl_text, "all") != 0)
             return cli_error(CMD, CLI_USAGE, "--impl '%s': expected fused, unfused or all", impl_text);
     }
+    size_t page = 0;
+    const char *page_text = cli_value(&cmd, "paged");
+    if (page_text) {
+        char *end = NULL;
+        const unsigned long b = strtoul(page_text, &end, 10);
+        if (!page_text[0] || *end || b < 8 || b > 256 || (b & (b - 1)))
+            return cli_error(CMD, CLI_USAGE, "--paged '%s': expected a power of two from 8 to 256", page_text);
+        page = (size_t)b;
+    }
     for (size_t i = 0; i < c.shape_count; ++i) {
         const size_t *v = c.shapes[i].value;
+        if (page && !v[M_DECODE]) return cli_error(CMD, CLI_USAGE, "--paged times decoding steps; give --decode N");
         if (!v[M_HEADS] || !v[M_KV_HEADS] || v[M_HEADS] % v[M_KV_HEADS])
             return cli_error(CMD, CLI_USAGE, "--heads %zu must be a positive multiple of --kv-heads %zu",
                              v[M_HEADS], v[M_KV_HEADS]);
@@ -394,6 +460,7 @@ static int bench_mha(int argc, char **argv) {
         float *w_all = random_weights(nq + 2 * nkv + no + dm + H * D + 2 * Hkv * D, dm, 11u + (unsigned)si);
         mha_call a = {.ctx = ctx, .cross = cross, .cached = decode};
         clattn_kv_cache *cache = NULL;
+        mha_pages_data pd = {0};
         cl_mem xb = NULL, mb = NULL, ob = NULL, prefix = NULL;
         /* Host copies of the inputs as the device stores them, kept for --check only. */
         float *hx = NULL, *hm = NULL, *hprefix = NULL, *packed_w = NULL;
@@ -454,6 +521,15 @@ static int bench_mha(int argc, char **argv) {
                 clattn_tensor po = clattn_tensor_seq(pout, c.dtype, B, decode, dm);
                 if (rc == CLI_OK) st = clattn_mha(ctx, a.weights, &fill, &px, NULL, &po, NULL, 0, NULL, NULL);
                 if (rc == CLI_OK && st != CLATTN_SUCCESS) rc = cli_report_status(CMD, ctx, st, "filling the cache");
+                /* The same prefix into the pages, which then hold what the cache holds. */
+                if (rc == CLI_OK && page) rc = mha_pages_make(CMD, ctx, &cfg, B, decode + Lq, page, &pd);
+                if (rc == CLI_OK && page) {
+                    fill.cache = NULL;
+                    fill.pages = &pd.pages;
+                    st = clattn_mha(ctx, a.weights, &fill, &px, NULL, &po, NULL, 0, NULL, NULL);
+                    if (st != CLATTN_SUCCESS) rc = cli_report_status(CMD, ctx, st, "filling the pages");
+                    for (size_t b = 0; b < B; ++b) pd.lens[b] = (int32_t)decode;
+                }
                 if (rc == CLI_OK) clFinish(clattn_context_cl_queue(ctx));
                 if (pout) clReleaseMemObject(pout);
             }
@@ -488,10 +564,15 @@ static int bench_mha(int argc, char **argv) {
         const double tolerance = 1e-5 +
                                  check_mha_rel_tolerance(&resolved, kv_total) * (ref_max > 1.0 ? ref_max : 1.0) +
                                  check_storage_rel_tolerance(c.dtype) * ref_max;
-        const char *impl_names[2] = {"fused", "unfused"};
-        const clattn_impl impl_values[2] = {CLATTN_IMPL_FUSED, CLATTN_IMPL_UNFUSED};
-        for (int impl = 0; impl < 2 && rc == CLI_OK; ++impl) {
-            if (!impls[impl]) continue;
+        const char *impl_names[3] = {"fused", "unfused", "paged"};
+        const clattn_impl impl_values[3] = {CLATTN_IMPL_FUSED, CLATTN_IMPL_UNFUSED, CLATTN_IMPL_AUTO};
+        for (int impl = 0; impl < 3 && rc == CLI_OK; ++impl) {
+            if (impl < 2 ? !impls[impl] : !page) continue;
+            /* The paged step: the same weights, prefix and new tokens, the keys and values in pages. */
+            if (impl == 2) {
+                a.desc.cache = NULL;
+                a.desc.pages = &pd.pages;
+            }
             /* Comparing both, heads past the fused kernels' bound run unfused alone (--impl fused gets the error).
              */
             if (impl == 0 && impls[1] && D > CLATTN_MAX_FUSED_HEAD_DIM) {
@@ -528,6 +609,7 @@ static int bench_mha(int argc, char **argv) {
         }
         free(ref);
         clattn_kv_cache_free(cache);
+        mha_pages_free(&pd);
         clattn_mha_weights_free(a.weights);
         free(packed_w);
         free(w_all);
