@@ -290,12 +290,14 @@ typedef enum clattn_dtype {
     /* 8-bit key/value storage, scaled inside the attention kernels (clattn_sdpa_desc.k_scale, v_scale): */
     CLATTN_DTYPE_I8 = 4,       /* signed 8-bit integers; value = i8 * scale */
     CLATTN_DTYPE_FP8_E4M3 = 5, /* OCP 8-bit float E4M3 (bias 7, no infinities, max 448); value = fp8 * scale */
+    CLATTN_DTYPE_I32 = 6,      /* signed 32-bit integers; block masks only (clattn_sdpa_desc.block_mask) */
 } clattn_dtype;
 
 /* Bytes per element of a dtype, 0 for an unknown one. */
 CLATTN_API size_t clattn_dtype_size(clattn_dtype dtype);
 
-/* A short name of a dtype: "f32", "f16", "bf16", "bool", "i8", "fp8"; "unknown" for any other value. Never NULL. */
+/* A short name of a dtype: "f32", "f16", "bf16", "bool", "i8", "fp8", "i32"; "unknown" for any other value. Never
+ * NULL. */
 CLATTN_API const char *clattn_dtype_name(clattn_dtype dtype);
 
 /* Host conversions between float and a storage type, rounding to nearest even as the device's storage does (IEEE
@@ -448,6 +450,21 @@ typedef struct clattn_sdpa_desc {
      * `__global const int *NAME`, from element 0; a NULL buffer ends the list. The expressions must index them in
      * range (count elements): the kernels do not check. */
     clattn_mod_buffer mod_buffers[CLATTN_MAX_MOD_BUFFERS];
+    /* Block mask (FlexAttention's block_mask): I32 flags per (query block, key block), a tensor that broadcasts
+     * like `mask` (each size 1 or the full size, clattn_mask_broadcasts; size-1 dimensions read with stride 0) to
+     * [B, Hq, ceil(Lq / block_mask_q), ceil(Lk / block_mask_k)]. Query row i and key j of batch item b and head h
+     * fall in block [b, h, i / block_mask_q, j / block_mask_k]. Flag 0: no key of the block takes part (the keys
+     * are masked, as by `mask`), and the kernels skip the work of their tiles whose every (row, key) lies in such
+     * blocks, so excluded tiles cost nothing. Flag 2 (a "full" block): every key of the block takes part as far as
+     * mask_mod is concerned, which is not evaluated there (the other masks still apply). Any other nonzero flag:
+     * the keys are evaluated as usual (mask_mod, then the other masks). A row whose every block is 0 is fully
+     * masked (zeros, lse -inf). A wrong dtype or a shape that does not broadcast is CLATTN_ERROR_INVALID_MASK. Like
+     * score_mod and mask_mod it needs a fused kernel (AUTO runs one); UNFUSED, weights, larger head dims and the
+     * serving formats (seq_count) are CLATTN_ERROR_UNSUPPORTED. NULL buffer: none. */
+    clattn_tensor block_mask;
+    /* The block mask's block sizes in query rows and keys: any positive value, independent of the kernels' tiles
+     * (128 and 128 by default, FlexAttention's; 0 with a block mask is CLATTN_ERROR_INVALID_ARGUMENT). */
+    size_t block_mask_q, block_mask_k;
 
     /* ---- Serving formats: packed variable-length batches, paged KV caches, 8-bit KV (experimental) ----
      * The index arrays below are host memory (int32), as the scheduler of a serving engine holds them: the call
@@ -536,6 +553,12 @@ typedef struct clattn_sdpa_host_desc {
         clattn_mod_dtype dtype;
         size_t count;
     } mod_buffers[CLATTN_MAX_MOD_BUFFERS];
+    /* The block mask as in clattn_sdpa_desc: int32 flags, contiguous of sizes block_mask_shape (each 1 or the full
+     * size of [batch, q_heads, ceil(q_len / block_mask_q), ceil(kv_len / block_mask_k)]; 0 means the full size), or
+     * NULL; block sizes 128 by default. */
+    const int32_t *block_mask;
+    size_t block_mask_shape[4];
+    size_t block_mask_q, block_mask_k;
 } clattn_sdpa_host_desc;
 
 CLATTN_API void clattn_sdpa_host_desc_init(clattn_sdpa_host_desc *desc);

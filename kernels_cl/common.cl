@@ -156,7 +156,20 @@ CLA_INLINE float8 cla_fp8x8_to_f32(uchar8 x) {
 #define HAS_MASK_FN 0
 #endif
 #define HAS_USER_MODS (HAS_SCORE_FN || HAS_MASK_FN)
-#define CLA_PER_KEY   (MASK_KIND != 0 || HAS_USER_MODS)
+/* The block mask (clattn_sdpa_desc.block_mask, src/attention/sdpa_block_mask.c): int32 flags per (query block, key
+ * block). Each kernel tile first asks cla_block_tile for its state: SKIP (every covered flag 0: the tile is not
+ * visited), FULL (every flag 2: mask_mod is not evaluated) or PARTIAL (each key's flag is read: 0 masks it, 2
+ * spares it mask_mod). Without a block mask every tile is PARTIAL and nothing is read. */
+#ifndef HAS_BLOCK_MASK
+#define HAS_BLOCK_MASK 0
+#endif
+#define CLA_TILE_SKIP    0
+#define CLA_TILE_PARTIAL 1
+#define CLA_TILE_FULL    2
+/* Whether every tile needs per-key work whatever its block state (a mask tensor, score_mod, or mask_mod with no
+ * block mask to spare it), and whether a tile of block state t does. */
+#define CLA_PER_KEY_ALWAYS  (MASK_KIND != 0 || HAS_SCORE_FN || (HAS_MASK_FN && !HAS_BLOCK_MASK))
+#define CLA_TILE_PER_KEY(t) (CLA_PER_KEY_ALWAYS || ((HAS_MASK_FN || HAS_BLOCK_MASK) && (t) != CLA_TILE_FULL))
 
 /* The head-dim stride of a tensor's long4 strides: a compile-time 1 when the host knows every one is 1. */
 #if UNIT_DSTRIDE
@@ -379,37 +392,48 @@ CLA_INLINE float8 cla_score_mod8(float8 x, int8 pos, int8 j, float cap, float sl
     return x;
 }
 
-/* The caller's modifiers on the logit x (log2 units) of query i and key j of batch item b, head h, after the
- * built-in ones and before the masks: score_mod sees the logit in natural units, and a key mask_mod rejects gets
- * -inf. Called only for keys inside [lo, hi), the row's keys after causal, window and key-length masking, so that
- * the indices an expression sees are always in range (i < Lq, j < Lk). */
-CLA_INLINE float cla_user_mods_in(float x, int b, int h, int i, int j, __global const int *mod_buf0,
+/* The caller's modifiers and the block mask on the logit x (log2 units) of query i and key j of batch item b, head
+ * h, after the built-in ones and before the masks: a key whose block flag is 0 gets -inf, score_mod sees the logit
+ * in natural units, and a key mask_mod rejects gets -inf (mask_mod is not asked where the flag is 2, a full
+ * block). flag: the key's block flag, 1 without a block mask. For keys inside the row's range only (see below). */
+CLA_INLINE float cla_user_mods_in(float x, int b, int h, int i, int j, int flag, __global const int *mod_buf0,
                                   __global const int *mod_buf1) {
+#if HAS_BLOCK_MASK
+    if (flag == 0) return CLA_NEG_INF;
+#endif
 #if HAS_SCORE_FN
     x = cla_user_score(x * CLA_LN2, b, h, i, j, mod_buf0, mod_buf1) * CLA_LOG2E;
 #endif
 #if HAS_MASK_FN
-    if (!cla_user_mask(b, h, i, j, mod_buf0, mod_buf1)) x = CLA_NEG_INF;
+    if ((!HAS_BLOCK_MASK || flag != 2) && !cla_user_mask(b, h, i, j, mod_buf0, mod_buf1)) x = CLA_NEG_INF;
 #endif
     return x;
 }
 
-CLA_INLINE float cla_user_mods(float x, int b, int h, int i, int j, int lo, int hi, __global const int *mod_buf0,
-                               __global const int *mod_buf1) {
-#if HAS_USER_MODS
+/* The same for any key: called only on keys inside [lo, hi), the row's keys after causal, window and key-length
+ * masking, so that the indices an expression sees are always in range (i < Lq, j < Lk). */
+CLA_INLINE float cla_user_mods(float x, int b, int h, int i, int j, int lo, int hi, int flag,
+                               __global const int *mod_buf0, __global const int *mod_buf1) {
+#if HAS_USER_MODS || HAS_BLOCK_MASK
     if (j < lo || j >= hi) return x;
-    x = cla_user_mods_in(x, b, h, i, j, mod_buf0, mod_buf1);
+    x = cla_user_mods_in(x, b, h, i, j, flag, mod_buf0, mod_buf1);
 #endif
     return x;
 }
 
-/* The same on eight lanes (rows or keys). The caller's code is scalar, so it runs once per lane; where every lane
+/* The same on eight lanes (rows or keys). The block flags alone, or lanes all in 0 blocks, or all in full blocks
+ * with no score_mod, take a vector select. The caller's code is scalar, so it runs once per lane; where every lane
  * is inside its range (inner tiles, and most keys of the others) the eight calls are straight-line code with no
  * test, which the compiler can turn into vector instructions (LLVM's SLP vectorizer does for arithmetic
  * expressions such as ALiBi's); otherwise one lane at a time, each behind its range test. */
-#define CLA_USER_LANE(s) r.s = cla_user_mods_in(x.s, b, h, i.s, j.s, mod_buf0, mod_buf1)
-CLA_INLINE float8 cla_user_mods8(float8 x, int b, int h, int8 i, int8 j, int8 lo, int8 hi,
+#define CLA_USER_LANE(s) r.s = cla_user_mods_in(x.s, b, h, i.s, j.s, flag.s, mod_buf0, mod_buf1)
+CLA_INLINE float8 cla_user_mods8(float8 x, int b, int h, int8 i, int8 j, int8 lo, int8 hi, int8 flag,
                                  __global const int *mod_buf0, __global const int *mod_buf1) {
+#if HAS_BLOCK_MASK
+    const int8 dropped = (flag == (int8)(0)) & (j >= lo) & (j < hi);
+    if (!HAS_USER_MODS || all(flag == (int8)(0))) return select(x, (float8)(CLA_NEG_INF), dropped);
+    if (!HAS_SCORE_FN && all(flag == (int8)(2))) return x;
+#endif
     if (all((j >= lo) & (j < hi))) {
         float8 r;
         CLA_USER_LANE(s0);
@@ -423,14 +447,90 @@ CLA_INLINE float8 cla_user_mods8(float8 x, int b, int h, int8 i, int8 j, int8 lo
         return r;
     }
     float t[8];
-    int ti[8], tj[8], tlo[8], thi[8];
+    int ti[8], tj[8], tlo[8], thi[8], tf[8];
     vstore8(x, 0, t);
     vstore8(i, 0, ti);
     vstore8(j, 0, tj);
     vstore8(lo, 0, tlo);
     vstore8(hi, 0, thi);
-    for (int y = 0; y < 8; ++y) t[y] = cla_user_mods(t[y], b, h, ti[y], tj[y], tlo[y], thi[y], mod_buf0, mod_buf1);
+    vstore8(flag, 0, tf);
+    for (int y = 0; y < 8; ++y)
+        t[y] = cla_user_mods(t[y], b, h, ti[y], tj[y], tlo[y], thi[y], tf[y], mod_buf0, mod_buf1);
     return vload8(0, t);
+}
+
+/* The block-mask state (CLA_TILE_*) of a kernel tile: query rows [i0, i1] of heads [h0, h1] and keys [j0, j1] of
+ * batch item b, all in range. bm_dims.xy: the block sizes. A broadcast dimension (stride 0) is read once; the
+ * kernels' tiles are small next to the usual 128 x 128 blocks, so this is a few loads per tile. */
+CLA_INLINE int cla_block_tile(__global const int *bm, long8 offsets, long4 s, int4 bm_dims, int b, int h0, int h1,
+                              int i0, int i1, int j0, int j1) {
+#if HAS_BLOCK_MASK
+    const long base = offsets.s7 + b * s.x;
+    const int hl = s.y == 0 ? h0 : h1;
+    const int q0 = i0 / bm_dims.x, q1 = s.z == 0 ? q0 : i1 / bm_dims.x;
+    const int k0 = j0 / bm_dims.y, k1 = s.w == 0 ? k0 : j1 / bm_dims.y;
+    bool any = false, all_full = true;
+    for (int h = h0; h <= hl; ++h)
+        for (int qb = q0; qb <= q1; ++qb)
+            for (int kb = k0; kb <= k1; ++kb) {
+                const int f = bm[base + h * s.y + qb * s.z + kb * s.w];
+                any |= f != 0;
+                all_full &= f == 2;
+                if (any && !all_full) return CLA_TILE_PARTIAL;
+            }
+    return !any ? CLA_TILE_SKIP : all_full ? CLA_TILE_FULL : CLA_TILE_PARTIAL;
+#else
+    return CLA_TILE_PARTIAL;
+#endif
+}
+
+/* The element offset of query row i's flags (batch item b, head h), for cla_block_flag. */
+CLA_INLINE long cla_block_row(long8 offsets, long4 s, int4 bm_dims, int b, int h, int i) {
+#if HAS_BLOCK_MASK
+    return offsets.s7 + b * s.x + h * s.y + (long)(i / bm_dims.x) * s.z;
+#else
+    return 0;
+#endif
+}
+
+/* The flags of key j for eight consecutive rows (their rows from cla_block_row): one load where the eight lie in
+ * one query block, as they do but at a block's edge. */
+CLA_INLINE int8 cla_block_flags8_rows(__global const int *bm, long8 rows, long4 s, int4 bm_dims, int t, int j) {
+#if HAS_BLOCK_MASK
+    if (t == CLA_TILE_FULL) return (int8)(2);
+    const long kat = (long)(j / bm_dims.y) * s.w;
+    if (rows.s0 == rows.s7) return (int8)(bm[rows.s0 + kat]);
+    return (int8)(bm[rows.s0 + kat], bm[rows.s1 + kat], bm[rows.s2 + kat], bm[rows.s3 + kat], bm[rows.s4 + kat],
+                  bm[rows.s5 + kat], bm[rows.s6 + kat], bm[rows.s7 + kat]);
+#else
+    return (int8)(1);
+#endif
+}
+
+/* The flags of eight keys j, j + 1, ... of one row, each clamped to `last` (< Lk): one load where they lie in one
+ * key block. */
+CLA_INLINE int8 cla_block_flags8_keys(__global const int *bm, long row, long4 s, int4 bm_dims, int t, int j,
+                                      int last) {
+#if HAS_BLOCK_MASK
+    if (t == CLA_TILE_FULL) return (int8)(2);
+    const int k0 = j / bm_dims.y, k7 = min(j + 7, last) / bm_dims.y;
+    if (k0 == k7) return (int8)(bm[row + k0 * s.w]);
+    int f[8];
+    for (int y = 0; y < 8; ++y) f[y] = bm[row + (long)(min(j + y, last) / bm_dims.y) * s.w];
+    return vload8(0, f);
+#else
+    return (int8)(1);
+#endif
+}
+
+/* The flag of key j (< Lk) in the row at `row` on a tile of state t: 2 on a FULL tile, read on a PARTIAL one, and
+ * 1 without a block mask. */
+CLA_INLINE int cla_block_flag(__global const int *bm, long row, long4 s, int4 bm_dims, int t, int j) {
+#if HAS_BLOCK_MASK
+    return t == CLA_TILE_FULL ? 2 : bm[row + (long)(j / bm_dims.y) * s.w];
+#else
+    return 1;
+#endif
 }
 
 /* The modifiers' per-head values: the softcap in log2 units, the head's ALiBi slope in log2 units and its sink
@@ -471,7 +571,8 @@ CLA_INLINE float cla_fold_sink(float sink2, float *m, float *l) {
  * units, the per-head sinks and ALiBi slopes, and mods = their element offsets and head strides); mod_buf0 and
  * mod_buf1: the caller's buffers for score_mod and mask_mod, typed by the prefix's views of them; seqs and seq_at:
  * the serving layouts' index arrays (above); k_scale, v_scale, their strides and scale_offsets (k, v): the scales
- * of 8-bit keys and values. */
+ * of 8-bit keys and values; block_mask, bm_stride and bm_dims (its block sizes in rows and keys), with its element
+ * offset in offsets.s7: the block mask (HAS_BLOCK_MASK, above). */
 #define SDPA_FUSED_ARGS                                                                                            \
     __global const STORAGE(Q_DTYPE) * q, long4 q_stride, __global const STORAGE(K_DTYPE) * k, long4 k_stride,      \
         __global const STORAGE(V_DTYPE) * v, long4 v_stride, __global STORAGE(O_DTYPE) * o, long4 o_stride,        \
@@ -480,7 +581,8 @@ CLA_INLINE float cla_fold_sink(float sink2, float *m, float *l) {
         int split_len, __global float *partial, float softcap2, __global const float *sinks,                       \
         __global const float *alibi, long4 mods, __global const int *mod_buf0, __global const int *mod_buf1,       \
         __global const int *seqs, int4 seq_at, __global const STORAGE(KS_DTYPE) * k_scale, long4 ks_stride,        \
-        __global const STORAGE(VS_DTYPE) * v_scale, long4 vs_stride, long2 scale_offsets
+        __global const STORAGE(VS_DTYPE) * v_scale, long4 vs_stride, long2 scale_offsets,                          \
+        __global const int *block_mask, long4 bm_stride, int4 bm_dims
 
 /* The logit of one (query row, key) pair, in log2 units (the scale is already folded into q), or -inf where the key
  * is masked: outside the row's keys [lo, hi) (causal, window, key length) or hidden by the mask tensor, whose

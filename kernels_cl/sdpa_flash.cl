@@ -15,11 +15,11 @@
  * Q, read once per group with coalesced loads, lives in registers, float4 by float4 (TM x HEAD_DIM / 4 of them,
  * indexed by unrolled constants), or for head dims past 128 in local memory (Q_IN_LOCAL). The host sizes the
  * grid and local memory for this layout with TN = CLA_FLASH_TN (src/tuning/tuning.h). Tiles that causal masking,
- * the window, the key length or the key split exclude for every row of the block are skipped; tiles inside every
- * row's keys without a mask tensor skip the per-score checks (the score modifiers HAS_SOFTCAP and HAS_ALIBI still
- * apply there, through cla_score_mod; HAS_SINKS folds a row's sink into its end, or into sdpa_combine's). SPLIT_KV
- * = 1 writes the partial state for sdpa_combine (sdpa_fused.cl), as the other variants do. Specialisation defines
- * as in sdpa_fused.cl; common.cl holds the shared ones. */
+ * the window, the key length, the key split or the block mask (HAS_BLOCK_MASK) exclude for every row of the block
+ * are skipped; tiles inside every row's keys without a mask tensor skip the per-score checks (the score modifiers
+ * HAS_SOFTCAP and HAS_ALIBI still apply there, through cla_score_mod; HAS_SINKS folds a row's sink into its end, or
+ * into sdpa_combine's). SPLIT_KV = 1 writes the partial state for sdpa_combine (sdpa_fused.cl), as the other
+ * variants do. Specialisation defines as in sdpa_fused.cl; common.cl holds the shared ones. */
 
 #ifndef ROWS
 #define ROWS 1 /* TM: rows per work-item */
@@ -121,7 +121,7 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
 
     /* This work-item's rows: query, head, keys, mask row; rows past the end compute a copy of the last row. */
     int row_i[TM], row_h[TM], lo[TM], hi[TM];
-    long mask_row[TM];
+    long mask_row[TM], bm_row[TM];
 #if HAS_ALIBI
     float slope2[TM]; /* the row's head's ALiBi slope in log2 units (heads differ between rows with GQA packing) */
 #endif
@@ -139,6 +139,7 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
         lo[m] = cla_key_lo(i, shift, window);
         hi[m] = cla_key_hi(i, shift, window, kv_limit);
         mask_row[m] = offsets.s4 + b * mask_stride.x + h * mask_stride.y + i * mask_stride.z;
+        bm_row[m] = cla_block_row(offsets, bm_stride, bm_dims, b, h, i);
 #if HAS_ALIBI
         slope2[m] = cla_alibi_slope2(alibi, mods, h);
 #endif
@@ -182,8 +183,13 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
     const int tile_start = range_lo > 0 ? (range_lo / BLOCK_N) * BLOCK_N : 0;
     for (int j0 = tile_start; j0 < range_hi; j0 += BLOCK_N) {
         const int n = min(BLOCK_N, range_hi - j0);
-        /* Every key of the tile visible to every row, and no mask tensor: no per-score checks. */
-        const bool full = !CLA_PER_KEY && n == BLOCK_N && j0 >= inner_lo && j0 + BLOCK_N <= inner_hi;
+        /* The block mask's state over the block's queries and its key/value head's query heads (a superset of its
+         * rows, so SKIP is exact), the same in every work-item: a skipped tile is skipped by the whole group. */
+        const int bt = cla_block_tile(block_mask, offsets, bm_stride, bm_dims, b, hk * group,
+                                      hk * group + group - 1, i_first, i_last, j0, j0 + n - 1);
+        if (bt == CLA_TILE_SKIP) continue;
+        /* Every key of the tile visible to every row, and no per-key mask or mod: no per-score checks. */
+        const bool full = !CLA_TILE_PER_KEY(bt) && n == BLOCK_N && j0 >= inner_lo && j0 + BLOCK_N <= inner_hi;
 
         barrier(CLK_LOCAL_MEM_FENCE); /* the previous tile is no longer read (and q_tile is written) */
         /* Past n: zeros, and no load (the row may lie past the key length, or its page past the table). */
@@ -241,10 +247,13 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
 #endif
                 s[m][t] = cla_score_mod(s[m][t], row_i[m] + shift.y, j, softcap2, row_slope2);
 #endif
-#if HAS_USER_MODS
-                /* Keys past the tile's n lie outside [lo, hi), so the caller's code never sees them. */
-                if (jj < n)
-                    s[m][t] = cla_user_mods(s[m][t], b, row_h[m], row_i[m], j, lo[m], hi[m], mod_buf0, mod_buf1);
+#if HAS_USER_MODS || HAS_BLOCK_MASK
+                /* Keys past the tile's n lie outside [lo, hi), so the caller's code never sees them; a full tile
+                 * has nothing to do here. */
+                if (jj < n && !full)
+                    s[m][t] = cla_user_mods(s[m][t], b, row_h[m], row_i[m], j, lo[m], hi[m],
+                                            cla_block_flag(block_mask, bm_row[m], bm_stride, bm_dims, bt, j),
+                                            mod_buf0, mod_buf1);
 #endif
                 if (!full)
                     s[m][t] = jj < n ? cla_score(s[m][t], j, lo[m], hi[m], mask, mask_row[m] + j * mask_stride.w)

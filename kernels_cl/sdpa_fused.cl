@@ -6,7 +6,8 @@
  *              staged in local memory.
  *   ROWS > 1, USE_LOCAL = 0: each work-item owns a block of ROWS query rows and reads K/V from global memory, with
  *              no barriers (for devices whose local memory is emulated).
- * Tiles of keys that causal masking, the window or the key length exclude for a whole block of rows are skipped.
+ * Tiles of keys that causal masking, the window, the key length or the block mask (HAS_BLOCK_MASK, common.cl's
+ * cla_block_tile) exclude for a whole block of rows are skipped.
  * With SPLIT_KV = 1 the keys are divided among the third grid dimension and each split writes its partial softmax
  * state (max, sum, unnormalised output) for sdpa_combine to merge (flash-decoding).
  *
@@ -81,7 +82,7 @@ __kernel FUSED_GROUP_SHAPE void sdpa_fused(SDPA_FUSED_ARGS) {
     float acc[ROWS][V_HEAD_DIM];
     float m[ROWS], l[ROWS];
     int lo[ROWS], hi[ROWS], pos[ROWS];
-    long mask_row[ROWS];
+    long mask_row[ROWS], bm_row[ROWS];
     const float slope2 = cla_alibi_slope2(alibi, mods, h);
     for (int r = 0; r < ROWS; ++r) {
         const int i = min(first_row + r, Lq - 1); /* rows past the end compute a copy of the last row, unwritten */
@@ -94,6 +95,7 @@ __kernel FUSED_GROUP_SHAPE void sdpa_fused(SDPA_FUSED_ARGS) {
         hi[r] = cla_key_hi(i, shift, window, kv_limit);
         pos[r] = i + shift.y;
         mask_row[r] = offsets.s4 + b * mask_stride.x + h * mask_stride.y + i * mask_stride.z;
+        bm_row[r] = cla_block_row(offsets, bm_stride, bm_dims, b, h, i);
     }
 
 #if USE_LOCAL
@@ -112,6 +114,11 @@ __kernel FUSED_GROUP_SHAPE void sdpa_fused(SDPA_FUSED_ARGS) {
     const int tile_start = range_lo > 0 ? (range_lo / BLOCK_N) * BLOCK_N : 0;
     for (int j0 = tile_start; j0 < range_hi; j0 += BLOCK_N) {
         const int n = min(BLOCK_N, range_hi - j0);
+        /* The block mask's state for the whole block of rows (the same in every work-item of the group, so that
+         * they skip a tile together, barriers included). */
+        const int bt = cla_block_tile(block_mask, offsets, bm_stride, bm_dims, b, h, h, block_first, block_last, j0,
+                                      j0 + n - 1);
+        if (bt == CLA_TILE_SKIP) continue;
 #if USE_LOCAL
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int x = lid; x < BLOCK_N * HEAD_DIM; x += WG_SIZE) {
@@ -153,8 +160,10 @@ __kernel FUSED_GROUP_SHAPE void sdpa_fused(SDPA_FUSED_ARGS) {
 #if HAS_SCORE_MODS
                     x = cla_score_mod(x, pos[r], j, softcap2, slope2);
 #endif
-#if HAS_USER_MODS
-                    x = cla_user_mods(x, b, h, pos[r] - shift.y, j, lo[r], hi[r], mod_buf0, mod_buf1);
+#if HAS_USER_MODS || HAS_BLOCK_MASK
+                    x = cla_user_mods(x, b, h, pos[r] - shift.y, j, lo[r], hi[r],
+                                      cla_block_flag(block_mask, bm_row[r], bm_stride, bm_dims, bt, j), mod_buf0,
+                                      mod_buf1);
 #endif
 #if MASK_KIND == 1
                     const float mv = LOAD(MASK_DTYPE, mask, mask_row[r] + j * mask_stride.w);

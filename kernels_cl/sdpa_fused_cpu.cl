@@ -26,10 +26,11 @@
  * the score modifiers HAS_SOFTCAP, HAS_ALIBI (common.cl's cla_score_mod8 on every score, inner tiles included) and
  * HAS_SINKS (cla_fold_sink at a row's end, or in sdpa_combine with key splits); the caller's score_mod and mask_mod
  * (HAS_SCORE_FN, HAS_MASK_FN: common.cl's cla_user_mods8 on every key of a row; in the row shape every tile is then
- * an edge tile, in the block shape an inner tile stays one and marks the keys they masked); the
- * serving layouts VARLEN_Q, KV_LAYOUT and PAGE_SIZE (common.cl: every key row is found through cla_seq_kv_row, so a
- * tile may span pages) and 8-bit K/V (K_DTYPE, V_DTYPE 4 or 5: a key's scale multiplies its scores, a value's its
- * weights, so nothing dequantized is stored).
+ * an edge tile, in the block shape an inner tile stays one and marks the keys they masked); the block mask
+ * (HAS_BLOCK_MASK: a tile whose rows and keys lie in 0 blocks is skipped, one wholly in full blocks needs no flags,
+ * others read each key's flag); the serving layouts VARLEN_Q, KV_LAYOUT and PAGE_SIZE (common.cl: every key row is
+ * found through cla_seq_kv_row, so a tile may span pages) and 8-bit K/V (K_DTYPE, V_DTYPE 4 or 5: a key's scale
+ * multiplies its scores, a value's its weights, so nothing dequantized is stored).
  * Tunables: ROWS (1 or a multiple of 8), BLOCK_N, for the block shape KB and DB (register block widths; the
  * defaults fill the 16 AVX2 registers), and for the row shape GQA_PACK (a work-item takes the rows of all the query
  * heads that share a key/value head) with PACK_ROWS, the rows a work-item takes (the host's, from the shape). */
@@ -272,6 +273,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
     float8 l8s[PACK_ROWS];
     int los[PACK_ROWS], his[PACK_ROWS];
     long mask_rows[PACK_ROWS];
+    long bm_rows[PACK_ROWS];
     float slopes2[PACK_ROWS];
     float sc[PACK_ROWS * ST];
     int union_lo = Lk, union_hi = 0;
@@ -295,6 +297,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
         rhi = min(rhi, (split + 1) * split_len);
 #endif
         mask_rows[r] = offsets.s4 + b * mask_stride.x + h * mask_stride.y + i * mask_stride.z;
+        bm_rows[r] = cla_block_row(offsets, bm_stride, bm_dims, b, h, i);
         slopes2[r] = cla_alibi_slope2(alibi, mods, h);
         if (rlo < rhi) {
             union_lo = min(union_lo, rlo);
@@ -307,6 +310,10 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
     const int tile_start = union_lo > 0 ? (union_lo / BLOCK_N) * BLOCK_N : 0;
     for (int j0 = tile_start; j0 < union_hi; j0 += BLOCK_N) {
         const int n = min(BLOCK_N, union_hi - j0), n8 = (n + 7) / 8 * 8;
+        /* The block mask's state over every row's query and head (their union: a superset, so SKIP is exact). */
+        const int bt = cla_block_tile(block_mask, offsets, bm_stride, bm_dims, b, hu * pg, hu * pg + pg - 1,
+                                      first / pg, (first + count - 1) / pg, j0, j0 + n - 1);
+        if (bt == CLA_TILE_SKIP) continue;
         /* Each key's K and V rows and scales, found once per tile for the row groups and value blocks that all
          * read them: a run of keys at a time, within which rows follow each other, so that a paged cache costs one
          * block-table entry per page rather than per key (decode of 8-bit caches reads little else per key). */
@@ -383,7 +390,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
         bool careful = false;
         for (int r = 0; r < count; ++r) {
             const int lo = los[r], hi = his[r];
-            const bool inner = !CLA_PER_KEY && j0 >= lo && j0 + n <= hi;
+            const bool inner = !CLA_TILE_PER_KEY(bt) && j0 >= lo && j0 + n <= hi;
             careful |= !inner;
             float *srow = sc + r * ST;
             float8 tile_max = (float8)(CLA_NEG_INF);
@@ -393,10 +400,13 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
 #if HAS_SCORE_MODS
                 x8 = cla_score_mod8(x8, (int8)((first + r) / pg + shift.y), j, softcap2, slopes2[r]);
 #endif
-#if HAS_USER_MODS
-                /* The row's query and head; the repeats past n lie outside [lo, hi) once clamped to the tile. */
+#if HAS_USER_MODS || HAS_BLOCK_MASK
+                /* The row's query and head; the repeats past n lie outside [lo, hi) once clamped to the tile (their
+                 * flags are read at the tile's last key, which exists). */
+                const int8 fl =
+                    cla_block_flags8_keys(block_mask, bm_rows[r], bm_stride, bm_dims, bt, j0 + g * 8, j0 + n - 1);
                 x8 = cla_user_mods8(x8, b, hu * pg + (first + r) % pg, (int8)((first + r) / pg), j, (int8)(lo),
-                                    (int8)(min(hi, j0 + n)), mod_buf0, mod_buf1);
+                                    (int8)(min(hi, j0 + n)), fl, mod_buf0, mod_buf1);
 #endif
                 if (!inner) {
 #if MASK_KIND != 0
@@ -461,7 +471,9 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
 
 /* ---- Block shape: ROWS query rows, transposed, eight to a vector. ---- */
 
-#define RV (ROWS / 8)
+#define RV           (ROWS / 8)
+/* Whether the block shape's pass over a tile's scores (modifiers, flags, masks) also takes the tile's max. */
+#define CPU_PASS_MAX (HAS_SCORE_MODS || HAS_USER_MODS || HAS_BLOCK_MASK)
 /* Keys (KB) and value columns (DB) per register block: RV x KB and RV x DB accumulators, plus RV vectors of q or p
  * and a broadcast, in 16 registers. */
 #ifndef KB
@@ -577,9 +589,11 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
 #endif
     int lo_rows[ROWS], hi_rows[ROWS], pos_rows[ROWS];
     long mask_row[ROWS];
+    long bm_rows[ROWS];
     const float slope2 = cla_alibi_slope2(alibi, mods, h);
     for (int r = 0; r < ROWS; ++r) {
         const int i = min(first_row + r, Lq - 1);
+        bm_rows[r] = cla_block_row(offsets, bm_stride, bm_dims, b, h, i);
         for (int d = 0; d < HEAD_DIM; ++d)
             qt[d * ROWS + r] = LOAD(Q_DTYPE, q, i * q_stride.z + d * DSTRIDE(q_stride)) * scale_log2;
         lo_rows[r] = cla_key_lo(i, shift, window);
@@ -598,9 +612,15 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
     const int tile_start = range_lo > 0 ? (range_lo / BLOCK_N) * BLOCK_N : 0;
     for (int j0 = tile_start; j0 < range_hi; j0 += BLOCK_N) {
         const int n = min(BLOCK_N, range_hi - j0);
-        /* The caller's mods may mask keys anywhere (mask_mod, or a score_mod that gives -inf), but they need no
-         * range test on an inner tile: such a tile marks its weights only where they did mask a key. */
+        /* A tile whose every (row, key) lies in blocks the block mask excludes costs nothing. */
+        const int bt =
+            cla_block_tile(block_mask, offsets, bm_stride, bm_dims, b, h, h, first_row, last_row, j0, j0 + n - 1);
+        if (bt == CLA_TILE_SKIP) continue;
+        /* The caller's mods and the block flags may mask keys anywhere (mask_mod, a score_mod that gives -inf, a 0
+         * block), but they need no range test on an inner tile: such a tile marks its weights only where a key was
+         * masked. A tile wholly in full blocks needs no flags, and no mods unless the caller gave some. */
         const bool inner = MASK_KIND == 0 && j0 >= inner_lo && j0 + n <= inner_hi;
+        const bool keyed = HAS_USER_MODS || (HAS_BLOCK_MASK && bt != CLA_TILE_FULL);
         bool marked = !inner; /* some weight of the tile is marked -0.0 */
 
         /* Scores, QK_KEYS keys at a time; a short last block repeats the tile's last key (never a key past n, which
@@ -656,7 +676,8 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
              * pass; with them, this pass also takes the tile's max. */
             float8 tile_max = (float8)(CLA_NEG_INF);
             bool mark = !inner;
-            if (!inner || HAS_SCORE_MODS || HAS_USER_MODS) {
+            const bool pass = !inner || HAS_SCORE_MODS || keyed;
+            if (pass) {
                 const int8 lo8 = vload8(rv, lo_rows), hi8 = vload8(rv, hi_rows);
                 const int8 pos8 = vload8(rv, pos_rows);
                 int8 neg = (int8)(0); /* lanes that the caller's mods set to -inf on an inner tile */
@@ -666,11 +687,16 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
 #if HAS_SCORE_MODS
                     x = cla_score_mod8(x, pos8, (int8)(j), softcap2, slope2);
 #endif
-#if HAS_USER_MODS
-                    x = cla_user_mods8(x, b, h, pos8 - (int8)(shift.y), (int8)(j), lo8, hi8, mod_buf0, mod_buf1);
-                    if (inner) neg |= x == (float8)(CLA_NEG_INF);
+#if HAS_USER_MODS || HAS_BLOCK_MASK
+                    if (keyed) {
+                        const int8 fl =
+                            cla_block_flags8_rows(block_mask, vload8(rv, bm_rows), bm_stride, bm_dims, bt, j);
+                        x = cla_user_mods8(x, b, h, pos8 - (int8)(shift.y), (int8)(j), lo8, hi8, fl, mod_buf0,
+                                           mod_buf1);
+                        if (inner) neg |= x == (float8)(CLA_NEG_INF);
+                    }
 #endif
-                    if (HAS_SCORE_MODS || HAS_USER_MODS) {
+                    if (CPU_PASS_MAX) {
                         if (inner) {
                             vstore8(x, jj * RV + rv, st);
                             tile_max = vmax(tile_max, x);
@@ -690,15 +716,14 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
                     const int8 jv = (int8)(j);
                     x = select(x, (float8)(CLA_NEG_INF), (jv < lo8) | (jv >= hi8));
                     vstore8(x, jj * RV + rv, st);
-#if HAS_SCORE_MODS || HAS_USER_MODS
+#if CPU_PASS_MAX
                     tile_max = vmax(tile_max, x);
 #endif
                 }
                 mark |= any(neg);
             }
-#if !HAS_SCORE_MODS && !HAS_USER_MODS
-            for (int jj = 0; jj < n; ++jj) tile_max = vmax(tile_max, vload8(jj * RV + rv, st));
-#endif
+            if (!CPU_PASS_MAX || !pass)
+                for (int jj = 0; jj < n; ++jj) tile_max = vmax(tile_max, vload8(jj * RV + rv, st));
             const float8 m_new = vmax(m[rv], tile_max);
             /* A row that has seen only masked keys keeps m = -inf; exponents relative to 0 then give it zero
              * weights instead of the NaN of -inf - -inf. */

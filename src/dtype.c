@@ -210,6 +210,7 @@ void cla_convert_from_storage(const void *src, float *dst, size_t n, clattn_dtyp
 CLATTN_API size_t clattn_dtype_size(clattn_dtype dtype) {
     switch (dtype) {
     case CLATTN_DTYPE_F32:
+    case CLATTN_DTYPE_I32:
         return 4;
     case CLATTN_DTYPE_F16:
     case CLATTN_DTYPE_BF16:
@@ -224,8 +225,8 @@ CLATTN_API size_t clattn_dtype_size(clattn_dtype dtype) {
 }
 
 const char *clattn_dtype_name(clattn_dtype dtype) {
-    static const char *const names[] = {"f32",  "f16", "bf16",
-                                        "bool", "i8",  "fp8"}; /* in the order of clattn_dtype */
+    static const char *const names[] = {"f32", "f16", "bf16", "bool",
+                                        "i8",  "fp8", "i32"}; /* in the order of clattn_dtype */
     return (unsigned)dtype < sizeof names / sizeof names[0] ? names[dtype] : "unknown";
 }
 

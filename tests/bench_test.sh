@@ -261,5 +261,13 @@ if check "bench additive --project-keys --check" 0 "$clattn" bench additive --js
         '(r["impl"].endswith(" keys-once")) == (r["impl"].split()[0] in ("additive", "concat"))'
 fi
 
+if check "bench sdpa --flex causal" 0 "$clattn" bench sdpa --flex causal --seq 40 --head-dim 8 --block-size 16 \
+    --repeat 2; then
+    expect "--flex: the built-in, mask_mod and block-mask rows" grep -q "mask_mod + block mask" "$tmp/out"
+fi
+check "bench sdpa --flex documents:3" 0 "$clattn" bench sdpa --flex documents:3 --seq 40 --head-dim 8 --repeat 2
+check "bench sdpa --flex nonsense: usage error" 2 "$clattn" bench sdpa --flex nonsense
+check "bench sdpa --block-size without --flex: usage error" 2 "$clattn" bench sdpa --block-size 16
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -189,6 +189,26 @@ for what, args, status in (("--score-mod with ';'", ["--score-mod", "score; x"],
 r = t.run_to(*files, "--score-mod", "score + zz")
 check("a compile error names the expression", "score_mod: score + zz" in r.stderr and "'zz'" in r.stderr, r.stderr)
 
+# --block-mask and --block-size: against NumPy with the blocks expanded into the bool mask they stand for; with
+# --mask-mod, whose full blocks (2) it spares. Bad block masks and sizes: exit 2, no output.
+bm = np.int32([[1, 0, 2, 1], [0, 2, 1, 1], [2, 2, 0, 1]])  # blocks of 5 x 6 over 13 x 21
+np.save(path("bm.npy"), bm)
+flags = bm[np.arange(13)[:, None] // 5, np.arange(21)[None, :] // 6]
+o, w, lse = attention(q, k, v, mask=flags != 0)
+agree("--block-mask", files + ["--block-mask", path("bm.npy"), "--block-size", "5,6"], (o,), 1e-5)
+o, w, lse = attention(q, k, v, mask=(flags == 2) | ((flags == 1) & doc_mask))
+agree("--block-mask with --mask-mod", files + ["--block-mask", path("bm.npy"), "--block-size", "5,6", "--mask-mod",
+                                               "qd[q_idx] == kd[kv_idx]", "--mod-buffer",
+                                               f"qd={path('qdoc.npy')},kd={path('kdoc.npy')}"], (o,), 1e-5)
+np.save(path("bm_f.npy"), bm.astype(np.float32))
+for what, args in (("--block-mask of float32", ["--block-mask", path("bm_f.npy"), "--block-size", "5,6"]),
+                   ("--block-mask of the wrong shape", ["--block-mask", path("bm.npy"), "--block-size", "5"]),
+                   ("--block-size 0", ["--block-mask", path("bm.npy"), "--block-size", "0,6"]),
+                   ("--block-size without --block-mask", ["--block-size", "5"]),
+                   ("--block-mask and --check", ["--block-mask", path("bm.npy"), "--block-size", "5,6", "--check"])):
+    r = t.run_to(*files, *args)
+    check(f"{what}: exit 2, no output", r.returncode == 2 and not t.wrote(), f"exit {r.returncode}: {r.stderr}")
+
 # Bad inputs: exit 2, a message, and no output file.
 raw = open(path("q.npy"), "rb").read()
 bad = {

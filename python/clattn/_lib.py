@@ -118,6 +118,9 @@ class SdpaDesc(Structure):
         ("score_mod", c_char_p),
         ("mask_mod", c_char_p),
         ("mod_buffers", ModBuffer_ * MAX_MOD_BUFFERS),
+        ("block_mask", Tensor_),
+        ("block_mask_q", c_size_t),
+        ("block_mask_k", c_size_t),
         ("seq_count", c_size_t),
         ("cu_seqlens_q", POINTER(c_int32)),
         ("cu_seqlens_k", POINTER(c_int32)),
@@ -151,6 +154,9 @@ class SdpaHostDesc(Structure):
         ("score_mod", c_char_p),
         ("mask_mod", c_char_p),
         ("mod_buffers", ModHostBuffer_ * MAX_MOD_BUFFERS),
+        ("block_mask", POINTER(c_int32)),
+        ("block_mask_shape", c_size_t * 4),
+        ("block_mask_q", c_size_t), ("block_mask_k", c_size_t),
     ]
 
 
@@ -332,6 +338,7 @@ SUCCESS = 0
 ERROR_NO_PLATFORM = -3011
 DTYPE_F32, DTYPE_F16, DTYPE_BF16, DTYPE_BOOL = 0, 1, 2, 3
 DTYPE_I8, DTYPE_FP8_E4M3 = 4, 5  # 8-bit keys and values, read with their scales (clattn_sdpa_desc.k_scale)
+DTYPE_I32 = 6  # int32 flags of a block mask (clattn_sdpa_desc.block_mask)
 MOD_F32, MOD_I32 = 0, 1  # clattn_mod_dtype: how score_mod / mask_mod read a buffer
 CAUSAL_NONE, CAUSAL_TOP_LEFT, CAUSAL_BOTTOM_RIGHT = 0, 1, 2
 WINDOW_ALIGN_DEFAULT, WINDOW_ALIGN_TOP_LEFT, WINDOW_ALIGN_BOTTOM_RIGHT = 0, 1, 2  # clattn_window_align

@@ -115,6 +115,20 @@ def _key_lengths(call: _Call, key_lengths: Any) -> int:
     return t._mem
 
 
+def _block_mask(call: _Call, block_mask: Any) -> Any:
+    """The block mask as the C tensor struct: an integer host array of up to four dimensions (aligned to [B, Hq,
+    query blocks, key blocks] from the right, size-1 dimensions broadcast), uploaded as int32 for the call."""
+    bm = np.asarray(host_array(block_mask, "block_mask").array)
+    if bm.dtype.kind not in "iub" or not 1 <= bm.ndim <= 4:
+        raise make(-3008, f"block_mask: expected an integer array of 1 to 4 dimensions, got {bm.dtype} {bm.shape}")
+    bm32 = np.ascontiguousarray(bm, dtype=np.int32).reshape((1,) * (4 - bm.ndim) + bm.shape)
+    t = call.ctx.to_device(bm32.view(np.float32), "f32")  # the int32 bits, moved as they are
+    call.temps.append(t)
+    c = _lib.Tensor_.from_buffer_copy(t._struct())
+    c.dtype = _lib.DTYPE_I32
+    return c
+
+
 def set_mods(call: "_Call", desc: Any, score_mod: Optional[str], mask_mod: Optional[str],
              mod_buffers: Optional[Mapping[str, Any]]) -> List[bytes]:
     """Puts the caller's score_mod / mask_mod expressions and their buffers into `desc`. Returns the encoded strings,
@@ -204,8 +218,8 @@ def scaled_dot_product_attention(ctx: Any, query: Any, key: Any, value: Any, att
                                  window_align: Optional[str] = None, softcap: Optional[float] = None, sinks: Any = None, alibi_slopes: Any = None,
                                  return_lse: bool = False, return_weights: bool = False, impl: str = "auto",
                                  dtype: Any = None, out: Any = None, score_mod: Optional[str] = None,
-                                 mask_mod: Optional[str] = None, mod_buffers: Optional[Mapping[str, Any]] = None
-                                 ) -> Any:
+                                 mask_mod: Optional[str] = None, mod_buffers: Optional[Mapping[str, Any]] = None,
+                                 block_mask: Any = None, block_size: Any = 128) -> Any:
     """softmax(query @ key^T * scale + mask) @ value, as torch.nn.functional.scaled_dot_product_attention.
 
     query [B, Hq, Lq, D], key [B, Hkv, Lk, D], value [B, Hkv, Lk, Dv] (fewer dimensions get leading ones); Hq a
@@ -239,6 +253,11 @@ def scaled_dot_product_attention(ctx: Any, query: Any, key: Any, value: Any, att
     (indices must stay in range: the kernels do not check). They need the fused implementation: impl="unfused",
     return_weights and head dims past 576 raise UnsupportedError; an expression that does not compile raises
     BuildError with the compiler's log.
+
+    block_mask: FlexAttention's block mask as an integer array broadcasting to [B, Hq, ceil(Lq / BQ),
+    ceil(Lk / BK)] with block_size = BQ or (BQ, BK) (default 128): 0 excludes every key of a (query block, key
+    block), and the kernels skip the tiles such blocks cover; 2 marks a full block, where mask_mod is not evaluated;
+    other values leave the keys to mask_mod and the other masks. Fused only, as the mods.
     """
     h = ctx._live()
     if dropout_p:
@@ -290,6 +309,12 @@ def scaled_dot_product_attention(ctx: Any, query: Any, key: Any, value: Any, att
         if alibi_slopes is not None:
             desc.alibi_slopes = _per_head(call, alibi_slopes, "alibi_slopes", hq)
         mod_strings = set_mods(call, desc, score_mod, mask_mod, mod_buffers)  # desc points into these: kept to the end
+        if block_mask is not None:
+            desc.block_mask = _block_mask(call, block_mask)
+            bq, bk = (block_size, block_size) if np.ndim(block_size) == 0 else tuple(block_size)
+            if int(bq) < 0 or int(bk) < 0:
+                raise InvalidArgumentError(f"block_size={block_size!r}: expected positive sizes", -3000)
+            desc.block_mask_q, desc.block_mask_k = int(bq), int(bk)
         out_shape = (b, hq, lq, v.shape[3])
         host_out = None
         cl_out = None

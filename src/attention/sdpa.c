@@ -16,6 +16,8 @@ void clattn_sdpa_desc_init(clattn_sdpa_desc *desc) {
     desc->window_left = CLATTN_WINDOW_UNBOUNDED;
     desc->window_right = CLATTN_WINDOW_UNBOUNDED;
     desc->impl = CLATTN_IMPL_AUTO;
+    desc->block_mask_q = 128;
+    desc->block_mask_k = 128;
 }
 
 /* Head dims in range, and query heads a multiple of the key/value heads. */
@@ -179,7 +181,7 @@ static clattn_impl choose_impl(const clattn_context *ctx, const cla_sdpa_plan *p
     if (asked != CLATTN_IMPL_AUTO) return asked;
     /* The caller's score_mod and mask_mod, the serving layouts and 8-bit keys and values exist only in the fused
      * kernels, at any head dim they take. */
-    if (cla_sdpa_has_user_mods(p) || fused_only_layout(p)) return CLATTN_IMPL_FUSED;
+    if (cla_sdpa_has_user_mods(p) || p->block_mask.buffer || fused_only_layout(p)) return CLATTN_IMPL_FUSED;
     if (p->weights.buffer || !fused_fits(p)) return CLATTN_IMPL_UNFUSED;
     /* Past 256 only the CPU kernel (row blocks in memory sized for them) beats the GEMMs; a GPU work-item would
      * keep whole rows in private memory, which spills. */
@@ -268,7 +270,7 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
     p->sinks = desc->sinks;
     p->alibi_slopes = desc->alibi_slopes;
 
-    cla_range ranges[12 + CLATTN_MAX_MOD_BUFFERS] = {{0}};
+    cla_range ranges[13 + CLATTN_MAX_MOD_BUFFERS] = {{0}};
     size_t n = 0;
     for (int i = 0; i < 4; ++i) {
         cla_range *r = &ranges[n++];
@@ -300,6 +302,7 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
     }
     if ((st = check_mods(ctx, p, ranges, &n))) return st;
     if ((st = cla_sdpa_check_user_mods(ctx, desc, p, ranges, &n))) return st;
+    if ((st = cla_sdpa_check_block_mask(ctx, desc, p, ranges, &n))) return st;
     const size_t first_output = n;
     if ((st = check_outputs(ctx, p, ranges, &n))) return st;
     /* No output (out, lse, weights) may share memory with any other tensor of the call. */
@@ -310,6 +313,7 @@ clattn_status cla_sdpa_validate(clattn_context *ctx, const clattn_sdpa_desc *des
     p->impl = choose_impl(ctx, p, desc->impl);
     /* The features that exist in the fused kernels alone, named for the messages. */
     const char *fused_only = cla_sdpa_has_user_mods(p) ? "desc->score_mod and desc->mask_mod"
+                             : p->block_mask.buffer    ? "desc->block_mask"
                              : fused_only_layout(p)    ? "packed or paged keys and 8-bit keys or values"
                                                        : NULL;
     if (fused_only) {
@@ -395,11 +399,12 @@ int cla_sdpa_common_defines(const cla_sdpa_plan *p, bool head_dims, char *out, s
     return snprintf(
         out, size,
         "%s-DQ_DTYPE=%d -DK_DTYPE=%d -DV_DTYPE=%d -DO_DTYPE=%d -DMASK_KIND=%d -DMASK_DTYPE=%d -DCAUSAL=%d "
-        "-DHAS_WINDOW=%d -DHAS_KEY_LENGTHS=%d -DHAS_LSE=%d -DUNIT_DSTRIDE=%d%s%s%s%s%s",
+        "-DHAS_WINDOW=%d -DHAS_KEY_LENGTHS=%d -DHAS_LSE=%d -DUNIT_DSTRIDE=%d%s%s%s%s%s%s",
         dims, (int)p->q.dtype, (int)p->k.dtype, (int)p->v.dtype, (int)p->out.dtype, p->mask_kind,
         p->mask_kind ? (int)p->mask.dtype : 0, (int)p->causal, p->window_left >= 0 || p->window_right >= 0,
         p->key_lengths != NULL, p->lse.buffer != NULL, unit, p->softcap > 0.0f ? " -DHAS_SOFTCAP=1" : "",
-        p->sinks.buffer ? " -DHAS_SINKS=1" : "", p->alibi_slopes.buffer ? " -DHAS_ALIBI=1" : "", align, seqs);
+        p->sinks.buffer ? " -DHAS_SINKS=1" : "", p->alibi_slopes.buffer ? " -DHAS_ALIBI=1" : "",
+        p->block_mask.buffer ? " -DHAS_BLOCK_MASK=1" : "", align, seqs);
 }
 
 clattn_window_align cla_window_align(clattn_window_align asked, clattn_causal causal) {

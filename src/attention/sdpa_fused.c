@@ -192,7 +192,8 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
              os = cla_strides4(&p->out);
     cl_long4 ms = cla_strides4(&p->mask), ls = cla_strides4(&p->lse);
     cl_long8 offsets = {{(cl_long)p->q.offset, (cl_long)p->k.offset, (cl_long)p->v.offset, (cl_long)p->out.offset,
-                         (cl_long)p->mask.offset, (cl_long)p->key_lengths_offset, (cl_long)p->lse.offset, 0}};
+                         (cl_long)p->mask.offset, (cl_long)p->key_lengths_offset, (cl_long)p->lse.offset,
+                         (cl_long)p->block_mask.offset}};
     cl_int4 dims = {{(cl_int)p->q_heads, (cl_int)p->q_len, (cl_int)p->kv_len, (cl_int)(p->q_heads / p->kv_heads)}};
     cl_float scale_log2 = p->scale * 1.4426950408889634f;
     /* Validation made every window side -1 or narrower than Lq + Lk (at most 2^29), so it fits an int. */
@@ -202,6 +203,8 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     cl_long4 mods = cla_sdpa_mods(p);
     cl_long4 kss = cla_strides4(&p->k_scale), vss = cla_strides4(&p->v_scale);
     cl_long2 scale_offsets = {{(cl_long)p->k_scale.offset, (cl_long)p->v_scale.offset}};
+    cl_long4 bms = cla_strides4(&p->block_mask);
+    cl_int4 bm_dims = cla_sdpa_block_dims(p);
     /* Each tensor with its strides, then the scalars, in the order of SDPA_FUSED_ARGS: a table, two to a line. */
     // clang-format off
     const cla_named_arg args[] = {
@@ -222,6 +225,8 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
         CLA_NAMED("k_scale", p->k_scale.buffer), CLA_NAMED("ks_stride", kss),
         CLA_NAMED("v_scale", p->v_scale.buffer), CLA_NAMED("vs_stride", vss),
         CLA_NAMED("scale_offsets", scale_offsets),
+        CLA_NAMED("block_mask", p->block_mask.buffer), CLA_NAMED("bm_stride", bms),
+        CLA_NAMED("bm_dims", bm_dims),
     };
     // clang-format on
     st = cla_set_named_args(ctx, kernel, name, op->args, args, CLA_ARRAY_SIZE(args));

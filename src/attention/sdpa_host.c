@@ -15,7 +15,17 @@ void clattn_sdpa_host_desc_init(clattn_sdpa_host_desc *desc) {
     *desc = (clattn_sdpa_host_desc){.storage = CLATTN_DTYPE_F32,
                                     .scale = NAN,
                                     .window_left = CLATTN_WINDOW_UNBOUNDED,
-                                    .window_right = CLATTN_WINDOW_UNBOUNDED};
+                                    .window_right = CLATTN_WINDOW_UNBOUNDED,
+                                    .block_mask_q = 128,
+                                    .block_mask_k = 128};
+}
+
+/* The block mask's sizes with each 0 of desc->block_mask_shape read as the full size (a block size of 0, which
+ * clattn_sdpa refuses, counts as 1 here). */
+static void block_mask_sizes(const clattn_sdpa_host_desc *d, size_t shape[4]) {
+    const size_t bq = d->block_mask_q ? d->block_mask_q : 1, bk = d->block_mask_k ? d->block_mask_k : 1;
+    const size_t full[4] = {d->batch, d->q_heads, (d->q_len + bq - 1) / bq, (d->kv_len + bk - 1) / bk};
+    for (int i = 0; i < 4; ++i) shape[i] = d->block_mask_shape[i] ? d->block_mask_shape[i] : full[i];
 }
 
 static bool product(size_t *out, size_t a, size_t b, size_t c, size_t d) {
@@ -32,13 +42,13 @@ static bool product(size_t *out, size_t a, size_t b, size_t c, size_t d) {
 /* The device buffers of one call, released together. */
 typedef struct staging {
     cl_mem q, k, v, out, mask, key_lengths, lse, weights;
-    cl_mem sinks, alibi_slopes;
+    cl_mem sinks, alibi_slopes, block_mask;
     cl_mem mods[CLATTN_MAX_MOD_BUFFERS];
 } staging;
 
 static void release_staging(staging *s) {
-    cl_mem *all[] = {&s->q,           &s->k,   &s->v,       &s->out,   &s->mask,
-                     &s->key_lengths, &s->lse, &s->weights, &s->sinks, &s->alibi_slopes};
+    cl_mem *all[] = {&s->q,   &s->k,       &s->v,     &s->out,          &s->mask,      &s->key_lengths,
+                     &s->lse, &s->weights, &s->sinks, &s->alibi_slopes, &s->block_mask};
     for (size_t i = 0; i < CLA_ARRAY_SIZE(all); ++i)
         if (*all[i]) clReleaseMemObject(*all[i]);
     for (size_t i = 0; i < CLATTN_MAX_MOD_BUFFERS; ++i)
@@ -134,13 +144,16 @@ clattn_status clattn_sdpa_host(clattn_context *ctx, const clattn_sdpa_host_desc 
     const size_t dv = d->v_head_dim ? d->v_head_dim : d->head_dim;
     size_t mask_full[4], ms[4];
     mask_sizes(d, mask_full, ms);
+    size_t bms[4], nbm = 0;
+    block_mask_sizes(d, bms);
     size_t nq, nk, nv, no, nmask = 0, nlse, nw;
     if (!product(&nq, d->batch, d->q_heads, d->q_len, d->head_dim) ||
         !product(&nk, d->batch, d->kv_heads, d->kv_len, d->head_dim) ||
         !product(&nv, d->batch, d->kv_heads, d->kv_len, dv) || !product(&no, d->batch, d->q_heads, d->q_len, dv) ||
         !product(&nlse, d->batch, d->q_heads, d->q_len, 1) ||
         !product(&nw, d->batch, d->q_heads, d->q_len, d->kv_len) ||
-        ((d->mask || d->bool_mask) && !product(&nmask, ms[0], ms[1], ms[2], ms[3])))
+        ((d->mask || d->bool_mask) && !product(&nmask, ms[0], ms[1], ms[2], ms[3])) ||
+        (d->block_mask && !product(&nbm, bms[0], bms[1], bms[2], bms[3])))
         return cla_fail(ctx, CLATTN_ERROR_SIZE_OVERFLOW, "sizes overflow size_t");
 
     staging s;
@@ -161,6 +174,9 @@ clattn_status clattn_sdpa_host(clattn_context *ctx, const clattn_sdpa_host_desc 
     if (!st && d->sinks) st = upload(ctx, "sinks", d->sinks, d->q_heads, CLATTN_DTYPE_F32, false, &s.sinks);
     if (!st && d->alibi_slopes)
         st = upload(ctx, "alibi_slopes", d->alibi_slopes, d->q_heads, CLATTN_DTYPE_F32, false, &s.alibi_slopes);
+    /* int32 flags, 4-byte elements staged as they are. */
+    if (!st && d->block_mask)
+        st = upload(ctx, "block_mask", d->block_mask, nbm, CLATTN_DTYPE_I32, false, &s.block_mask);
     /* Mod buffers: 4-byte elements (float or int32) staged as they are. */
     for (size_t i = 0; !st && i < CLATTN_MAX_MOD_BUFFERS && d->mod_buffers[i].data; ++i)
         st = upload(ctx, "mod_buffers", d->mod_buffers[i].data, d->mod_buffers[i].count, CLATTN_DTYPE_F32, false,
@@ -187,6 +203,10 @@ clattn_status clattn_sdpa_host(clattn_context *ctx, const clattn_sdpa_host_desc 
         if (s.mask)
             desc.mask = clattn_tensor_bhld(s.mask, d->mask ? CLATTN_DTYPE_F32 : CLATTN_DTYPE_BOOL, ms[0], ms[1],
                                            ms[2], ms[3]);
+        if (s.block_mask)
+            desc.block_mask = clattn_tensor_bhld(s.block_mask, CLATTN_DTYPE_I32, bms[0], bms[1], bms[2], bms[3]);
+        desc.block_mask_q = d->block_mask_q;
+        desc.block_mask_k = d->block_mask_k;
         desc.key_lengths = s.key_lengths;
         if (s.lse) desc.lse = clattn_tensor_bhld(s.lse, CLATTN_DTYPE_F32, d->batch, d->q_heads, d->q_len, 1);
         if (s.weights)

@@ -31,6 +31,10 @@ typedef struct cla_sdpa_plan {
     const char *score_mod, *mask_mod;
     clattn_mod_buffer mod_buffers[CLATTN_MAX_MOD_BUFFERS];
     size_t mod_buffer_count;
+    /* The block mask (sdpa_block_mask.c): I32, strides of broadcast dims 0, buffer NULL without; its block sizes.
+     */
+    clattn_tensor block_mask;
+    size_t block_q, block_k;
     clattn_impl impl; /* resolved: FUSED or UNFUSED */
     /* The batch and query heads of the whole call. A part of a call split over devices (sdpa_split.c) has fewer,
      * but chooses its kernel parameters (tuning class, key splits) by these, so that every part runs exactly what
@@ -83,6 +87,12 @@ bool cla_sdpa_has_user_mods(const cla_sdpa_plan *p);
 clattn_status cla_sdpa_mod_prefix(clattn_context *ctx, const cla_sdpa_plan *p, char **prefix);
 /* Adds the caller's expressions, as the compiler's log names them, to a build failure's message. */
 void cla_sdpa_frame_mods(clattn_context *ctx, const cla_sdpa_plan *p);
+
+/* sdpa_block_mask.c: checks desc's block mask and block sizes into the plan (after its shapes, adding the mask's
+ * range for the overlap check); the kernels' bm_dims argument (the block sizes). */
+clattn_status cla_sdpa_check_block_mask(clattn_context *ctx, const clattn_sdpa_desc *desc, cla_sdpa_plan *p,
+                                        cla_range *ranges, size_t *n);
+cl_int4 cla_sdpa_block_dims(const cla_sdpa_plan *p);
 
 /* Enqueues a sequence of commands, each after the previous one (and the first after the caller's events), so the
  * order holds on in-order and out-of-order queues alike. */

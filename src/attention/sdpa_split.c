@@ -72,8 +72,14 @@ static clattn_tensor q_slice(const clattn_tensor *t, const part *pt) {
 static bool sub_buffers_fit(clattn_context *ctx, const cla_sdpa_plan *p, const output_route *routes, int which,
                             const part *parts, size_t n) {
     const clattn_tensor *t = routes[which].whole;
-    const cl_mem others[] = {p->q.buffer,    p->k.buffer,     p->v.buffer,           p->mask.buffer,
-                             p->key_lengths, p->sinks.buffer, p->alibi_slopes.buffer};
+    const cl_mem others[] = {p->q.buffer,
+                             p->k.buffer,
+                             p->v.buffer,
+                             p->mask.buffer,
+                             p->key_lengths,
+                             p->sinks.buffer,
+                             p->alibi_slopes.buffer,
+                             p->block_mask.buffer};
     for (size_t i = 0; i < CLA_ARRAY_SIZE(others); ++i)
         if (others[i] == t->buffer) return false;
     for (int o = 0; o < OUT_COUNT; ++o)
@@ -161,6 +167,10 @@ static clattn_status run_part(clattn_context *ctx, const cla_sdpa_plan *p, const
                           .window_align = p->window_align,
                           .impl = p->impl};
     if (p->mask.buffer) d.mask = q_slice(&p->mask, pt);
+    /* The block mask is indexed [batch, query head, ...] like the mask. */
+    if (p->block_mask.buffer) d.block_mask = q_slice(&p->block_mask, pt);
+    d.block_mask_q = p->block_q;
+    d.block_mask_k = p->block_k;
     /* The score modifiers: the part's heads of the per-head values, whose batch dimension is 1. */
     d.softcap = p->softcap;
     if (p->sinks.buffer) d.sinks = q_slice(&p->sinks, pt);

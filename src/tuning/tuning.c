@@ -53,11 +53,11 @@ static const cla_tune_kernel fused_kernels[] = {
 
 /* Every variant's arguments, as SDPA_FUSED_ARGS in kernels_cl/common.cl declares them. */
 static const char *const fused_args[] = {
-    "q",         "q_stride",   "k",           "k_stride",      "v",       "v_stride",   "o",
-    "o_stride",  "mask",       "mask_stride", "key_lengths",   "lse",     "lse_stride", "offsets",
-    "dims",      "scale_log2", "window",      "split_len",     "partial", "softcap2",   "sinks",
-    "alibi",     "mods",       "mod_buf0",    "mod_buf1",      "seqs",    "seq_at",     "k_scale",
-    "ks_stride", "v_scale",    "vs_stride",   "scale_offsets", NULL,
+    "q",          "q_stride",    "k",           "k_stride", "v",          "v_stride", "o",         "o_stride",
+    "mask",       "mask_stride", "key_lengths", "lse",      "lse_stride", "offsets",  "dims",      "scale_log2",
+    "window",     "split_len",   "partial",     "softcap2", "sinks",      "alibi",    "mods",      "mod_buf0",
+    "mod_buf1",   "seqs",        "seq_at",      "k_scale",  "ks_stride",  "v_scale",  "vs_stride", "scale_offsets",
+    "block_mask", "bm_stride",   "bm_dims",     NULL,
 };
 
 static bool gpu_like(const clattn_device_info *d) {

@@ -58,6 +58,15 @@ typedef struct bench_config {
     clattn_dtype kv_dtype;
 } bench_config;
 
+/* One attention call as bench_time_calls runs it (bench_call_sdpa enqueues it): cmd_bench.c's rows, and
+ * bench_flex.c's. */
+typedef struct bench_sdpa_call {
+    clattn_context *ctx;
+    clattn_sdpa_desc desc;
+    clattn_tensor q, k, v, o;
+} bench_sdpa_call;
+clattn_status bench_call_sdpa(void *user, cl_command_queue queue, cl_event *done);
+
 /* The (query, key) pairs of one (batch item, head) slice that take part: `lq` queries over the first `klen` of `lk`
  * keys, under causal masking and the window. Exact, and checked against the reference's own rule on small
  * slices. */

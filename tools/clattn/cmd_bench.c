@@ -17,6 +17,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "bench_flex.h"
 #include "bench_sdpa.h"
 #include "bench_serving.h"
 #include "bench_timing.h"
@@ -462,21 +463,15 @@ static int prepare_shape(clattn_context *ctx, const bench_config *c, const bench
 /* Timing */
 
 /* One attention call as the timing loop makes it. */
-typedef struct sdpa_call {
-    clattn_context *ctx;
-    clattn_sdpa_desc desc;
-    clattn_tensor q, k, v, o;
-} sdpa_call;
-
-static clattn_status call_sdpa(void *user, cl_command_queue queue, cl_event *done) {
-    sdpa_call *a = user;
+clattn_status bench_call_sdpa(void *user, cl_command_queue queue, cl_event *done) {
+    bench_sdpa_call *a = user;
     return clattn_sdpa(a->ctx, &a->desc, &a->q, &a->k, &a->v, &a->o, queue, 0, NULL, done);
 }
 
 /* Runs `warmup` untimed and `repeat` timed calls and fills the times of `r`. */
 static int measure(clattn_context *ctx, const bench_config *c, const bench_shape *s, const shape_data *d,
                    clattn_causal causal, int impl, int mods, double *times, bench_result *r) {
-    sdpa_call a = {.ctx = ctx};
+    bench_sdpa_call a = {.ctx = ctx};
     clattn_sdpa_desc_init(&a.desc);
     a.desc.causal = causal;
     a.desc.window_left = c->window_left;
@@ -494,7 +489,7 @@ static int measure(clattn_context *ctx, const bench_config *c, const bench_shape
     char what[64];
     snprintf(what, sizeof what, "attention (%s)", impl_names[impl]);
     bench_timing t;
-    int rc = bench_time_calls(CMD, what, ctx, c->warmup, c->repeat, call_sdpa, &a, times, &t);
+    int rc = bench_time_calls(CMD, what, ctx, c->warmup, c->repeat, bench_call_sdpa, &a, times, &t);
     if (rc != CLI_OK) return rc;
     r->median_ms = t.median_ms;
     r->min_ms = t.min_ms;
@@ -677,6 +672,11 @@ static int bench_sdpa(int argc, char **argv) {
          "packed sequences of these lengths, queries and keys alike (prefill; sets the batch)", NULL},
         {"paged", "BLOCK", "keys and values in a paged cache of BLOCK-key pages (8..256), shuffled", NULL},
         {"kv-dtype", "TYPE", "K/V storage: f32, f16, bf16, i8 or fp8 (quantized); default --dtype", NULL},
+        {"flex", "MASK",
+         "causal or documents[:N] written as mask_mod: timed without and with its block mask, against the "
+         "built-in mask",
+         NULL},
+        {"block-size", "N", "the block mask's blocks of --flex, N x N (default 128)", NULL},
         BENCH_COMMON_OPTIONS,
     };
     cli_command cmd = {
@@ -690,8 +690,23 @@ static int bench_sdpa(int argc, char **argv) {
 
     bench_config c;
     if ((rc = parse_options(&cmd, &c))) return rc;
+    const char *flex = cli_value(&cmd, "flex");
+    size_t flex_docs = 0, flex_block = 128;
+    if (flex && (rc = bench_flex_parse(CMD, flex, &flex_docs))) return rc;
+    if (flex && (c.format != FORMAT_TABLE || c.check || c.serving))
+        return cli_error(CMD, CLI_USAGE,
+                         "--flex prints a table of its own: it takes no --json, --csv, --check or "
+                         "serving options");
+    if (cli_value(&cmd, "block-size")) {
+        size_t bs = 0;
+        if (!flex || run_parse_sizes(cli_value(&cmd, "block-size"), &bs, 1, 1u << 28) != 0 || bs == 0)
+            return cli_error(CMD, CLI_USAGE, "--block-size %s: expected a positive size, with --flex",
+                             cli_value(&cmd, "block-size"));
+        flex_block = bs;
+    }
     bench_run run;
     if ((rc = bench_run_open(&run, CMD, cli_value(&cmd, "device"), c.repeat, c.format == FORMAT_JSON))) return rc;
+    if (flex) return bench_run_close(&run, CMD, bench_flex(CMD, &run, &c, flex_docs, flex_block), 0);
     clattn_context *ctx = run.ctx;
     const clattn_device_info info = run.info;
     double *times = run.times;

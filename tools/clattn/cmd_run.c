@@ -25,6 +25,7 @@ typedef struct run_data {
     int32_t *key_lengths;
     run_score_mods mods;
     run_mod_buffers mod_buffers;
+    npy_array block_mask_npy;
 } run_data;
 
 static void free_run(run_data *r) {
@@ -35,6 +36,38 @@ static void free_run(run_data *r) {
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; ++i) free(owned[i]);
     run_score_mods_free(&r->mods);
     run_mod_buffers_free(&r->mod_buffers);
+    npy_free(&r->block_mask_npy);
+}
+
+/* --block-mask BM.npy (int32, up to 4-D, aligned to [B, Hq, query blocks, key blocks] from the right) and
+ * --block-size BQ[,BK] (BK defaults to BQ; both 128 without the option). */
+static int load_block_mask(const cli_command *cmd, clattn_sdpa_host_desc *d, run_data *r) {
+    const char *path = cli_value(cmd, "block-mask"), *sizes = cli_value(cmd, "block-size");
+    if (!path) {
+        if (sizes) return cli_error(CMD, CLI_USAGE, "--block-size goes with --block-mask");
+        return CLI_OK;
+    }
+    char err[512];
+    npy_array *a = &r->block_mask_npy;
+    if (npy_read(path, a, err, sizeof err) != 0) return cli_error(CMD, CLI_USAGE, "--block-mask %s: %s", path, err);
+    if (a->dtype != NPY_I32 || a->ndim < 1 || a->ndim > 4)
+        return cli_error(CMD, CLI_USAGE, "--block-mask %s: expected a 1-D to 4-D int32 array, found %d-D %s", path,
+                         a->ndim, npy_dtype_name(a->dtype));
+    for (int i = 0; i < 4; ++i) d->block_mask_shape[i] = 1;
+    for (int i = 0; i < a->ndim; ++i) d->block_mask_shape[4 - a->ndim + i] = a->shape[i];
+    d->block_mask = a->data;
+    if (sizes) {
+        size_t s[2];
+        if (run_parse_sizes(sizes, s, 2, 1ull << 28) == 0) {
+            d->block_mask_q = s[0];
+            d->block_mask_k = s[1];
+        } else if (run_parse_sizes(sizes, s, 1, 1ull << 28) == 0) {
+            d->block_mask_q = d->block_mask_k = s[0];
+        } else {
+            return cli_error(CMD, CLI_USAGE, "--block-size %s: expected BQ or BQ,BK (positive sizes)", sizes);
+        }
+    }
+    return CLI_OK;
 }
 
 /* Reads a [B,H,L,D] float tensor. */
@@ -202,6 +235,11 @@ static int prepare(const cli_command *cmd, clattn_sdpa_host_desc *d, run_data *r
         d->mod_buffers[i].dtype = run_mod_dtype(a);
         d->mod_buffers[i].count = a->count;
     }
+    if ((rc = load_block_mask(cmd, d, r))) return rc;
+    if (d->block_mask && cli_flag(cmd, "check"))
+        return cli_error(CMD, CLI_USAGE,
+                         "--check does not take --block-mask; compare -o outputs with a run given the same blocks "
+                         "as a --mask instead");
     /* The reference is C on doubles and cannot run OpenCL C. */
     if ((d->score_mod || d->mask_mod) && cli_flag(cmd, "check"))
         return cli_error(CMD, CLI_USAGE,
@@ -234,6 +272,11 @@ static int run_sdpa(int argc, char **argv) {
         CLI_OPTION_WINDOW_ALIGN,
         CLI_OPTIONS_SCORE_MODS,
         CLI_OPTIONS_USER_MODS,
+        {"block-mask", "BM.npy",
+         "int32 flags [B, Hq, ceil(Lq/BQ), ceil(Lk/BK)] (size-1 dims broadcast): 0 skips the block, 2 spares it "
+         "the mask-mod",
+         NULL},
+        {"block-size", "BQ[,BK]", "the block mask's block sizes in queries and keys (default 128)", NULL},
         {"scale", "S", "logit scale (default 1/sqrt(D))", NULL},
         {"dtype", "TYPE", "storage type on the device: f32 (default), f16 or bf16", NULL},
         {"impl", "IMPL", "fused (head dims up to 576), unfused or auto (default: unfused for wider heads)", NULL},

@@ -1,0 +1,49 @@
+# SPDX-License-Identifier: Apache-2.0
+"""block_mask and block_size on scaled_dot_product_attention: a block mask expanded into the boolean mask it stands
+for, with and without mask_mod (whose full blocks, flag 2, it spares), against the float64 reference; and the
+errors."""
+import numpy as np
+import pytest
+
+from conftest import assert_close, rand, reference
+
+
+def expand(flags, bq, bk, lq, lk):
+    """The [.., Lq, Lk] flags of every (query, key) pair of a [.., NQ, NK] block mask."""
+    return flags[..., np.arange(lq)[:, None] // bq, np.arange(lk)[None, :] // bk]
+
+
+def test_block_mask_is_its_mask(ctx, rng):
+    q, k, v = rand(rng, 2, 4, 19, 8), rand(rng, 2, 2, 23, 8), rand(rng, 2, 2, 23, 8)
+    flags = rng.integers(0, 3, size=(2, 1, 4, 3)).astype(np.int32)  # blocks of 5 x 8, broadcast over heads
+    flags[0, 0, 0, :] = 0  # rows 0..4 of batch item 0: fully masked
+    out, lse = ctx.scaled_dot_product_attention(q, k, v, enable_gqa=True, block_mask=flags, block_size=(5, 8),
+                                                return_lse=True)
+    keep = expand(flags, 5, 8, 19, 23) != 0
+    ref, ref_lse, _ = reference(q, k, v, mask=keep, return_all=True)
+    assert_close(out, ref, 23)
+    assert np.all(out[0, :, :5] == 0) and np.all(np.isneginf(lse[0, :, :5]))
+    assert_close(lse[:, :, 5:], ref_lse[:, :, 5:], 23)
+
+
+def test_full_blocks_spare_mask_mod(ctx, rng):
+    q, k, v = rand(rng, 1, 2, 16, 8), rand(rng, 1, 2, 16, 8), rand(rng, 1, 2, 16, 8)
+    flags = np.int32([[0, 1], [2, 1]])  # blocks of 8: mask_mod ("even keys") decides in the 1 blocks only
+    out = ctx.scaled_dot_product_attention(q, k, v, mask_mod="kv_idx % 2 == 0", block_mask=flags, block_size=8)
+    f = expand(flags, 8, 8, 16, 16)
+    keep = (f == 2) | ((f == 1) & (np.arange(16)[None, :] % 2 == 0))
+    assert_close(out, reference(q, k, v, mask=keep), 16)
+
+
+def test_block_mask_errors(ctx, rng):
+    import clattn
+    q = rand(rng, 1, 1, 8, 4)
+    with pytest.raises(clattn.Error) as info:
+        ctx.scaled_dot_product_attention(q, q, q, block_mask=np.int32([[1, 1, 1]]), block_size=4)
+    assert info.value.status == -3008
+    with pytest.raises(clattn.Error) as info:
+        ctx.scaled_dot_product_attention(q, q, q, block_mask=np.int32([1, 1]), block_size=(0, 4))
+    assert info.value.status == -3000
+    with pytest.raises(clattn.Error) as info:
+        ctx.scaled_dot_product_attention(q, q, q, block_mask=np.int32([1]), block_size=8, impl="unfused")
+    assert info.value.status == -3021
