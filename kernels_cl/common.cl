@@ -496,3 +496,20 @@ CLA_INLINE float4 cla_load4_5(__global const uchar *p, long at, long ds, int lef
 }
 #endif
 #define LOAD4(dt, p, at, ds, left) CLA_CAT(cla_load4_, dt)(p, at, ds, left)
+
+/* Four head-dim elements from d4 * 4 of key j's row of K or V (through the serving layout), scaled where the
+ * storage is 8-bit: cla_k4 and cla_v4, one definition for the two storage types (the flash and decode kernels). */
+#define CLA_DEFINE_ROW4(name, DT, DIM, SDT, SCALED, SCALE_FN)                                                      \
+    CLA_INLINE float4 name(__global const STORAGE(DT) * p, long base, long4 s, int j, int d4,                      \
+                           __global const STORAGE(SDT) * scale, long scale_offset, long4 ss,                       \
+                           __global const int *seqs, int4 seq_at, int b, int hk) {                                 \
+        const long at = cla_seq_kv_row(seqs, seq_at, b, base, j, s) + d4 * 4 * DSTRIDE(s);                         \
+        const float4 x = LOAD4(DT, p, at, DSTRIDE(s), DIM - d4 * 4);                                               \
+        return SCALED ? x * SCALE_FN(scale, scale_offset, ss, seqs, seq_at, b, hk, j) : x;                         \
+    }
+CLA_DEFINE_ROW4(cla_k4, K_DTYPE, HEAD_DIM, KS_DTYPE, K_SCALED, cla_k_scale)
+CLA_DEFINE_ROW4(cla_v4, V_DTYPE, V_HEAD_DIM, VS_DTYPE, V_SCALED, cla_v_scale)
+
+CLA_INLINE float cla_dot4(float4 a, float4 b, float acc) {
+    return fma(a.w, b.w, fma(a.z, b.z, fma(a.y, b.y, fma(a.x, b.x, acc))));
+}

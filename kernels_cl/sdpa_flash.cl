@@ -61,23 +61,6 @@
 #define FLASH_UNROLL
 #endif
 
-/* Four head-dim elements from d4 * 4 of key j's row of K or V (through the serving layout), scaled where the
- * storage is 8-bit: flash_k4 and flash_v4, one definition for the two storage types. */
-#define FLASH_DEFINE_ROW4(name, DT, DIM, SDT, SCALED, SCALE_FN)                                                    \
-    CLA_INLINE float4 name(__global const STORAGE(DT) * p, long base, long4 s, int j, int d4,                      \
-                           __global const STORAGE(SDT) * scale, long scale_offset, long4 ss,                       \
-                           __global const int *seqs, int4 seq_at, int b, int hk) {                                 \
-        const long at = cla_seq_kv_row(seqs, seq_at, b, base, j, s) + d4 * 4 * DSTRIDE(s);                         \
-        const float4 x = LOAD4(DT, p, at, DSTRIDE(s), DIM - d4 * 4);                                               \
-        return SCALED ? x * SCALE_FN(scale, scale_offset, ss, seqs, seq_at, b, hk, j) : x;                         \
-    }
-FLASH_DEFINE_ROW4(flash_k4, K_DTYPE, HEAD_DIM, KS_DTYPE, K_SCALED, cla_k_scale)
-FLASH_DEFINE_ROW4(flash_v4, V_DTYPE, V_HEAD_DIM, VS_DTYPE, V_SCALED, cla_v_scale)
-
-CLA_INLINE float flash_dot4(float4 a, float4 b, float acc) {
-    return fma(a.w, b.w, fma(a.z, b.z, fma(a.y, b.y, fma(a.x, b.x, acc))));
-}
-
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SDPA_FUSED_ARGS) {
     const int Hq = dims.x, group = dims.w;
     const int Hkv = Hq / group;
@@ -189,14 +172,14 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
         /* Past n: zeros, and no load (the row may lie past the key length, or its page past the table). */
         for (int x = lid; x < BLOCK_N * KD4; x += WG_SIZE) {
             const int jj = x / KD4, d4 = x % KD4;
-            k_tile[jj * KS4 + d4] = jj < n ? flash_k4(k, k_base, k_stride, j0 + jj, d4, k_scale, scale_offsets.x,
-                                                      ks_stride, seqs, seq_at, b, hk)
+            k_tile[jj * KS4 + d4] = jj < n ? cla_k4(k, k_base, k_stride, j0 + jj, d4, k_scale, scale_offsets.x,
+                                                    ks_stride, seqs, seq_at, b, hk)
                                            : (float4)(0.0f);
         }
         for (int x = lid; x < BLOCK_N * VD4; x += WG_SIZE) {
             const int jj = x / VD4, d4 = x % VD4;
-            v_tile[jj * VS4 + d4] = jj < n ? flash_v4(v, v_base, v_stride, j0 + jj, d4, v_scale, scale_offsets.y,
-                                                      vs_stride, seqs, seq_at, b, hk)
+            v_tile[jj * VS4 + d4] = jj < n ? cla_v4(v, v_base, v_stride, j0 + jj, d4, v_scale, scale_offsets.y,
+                                                    vs_stride, seqs, seq_at, b, hk)
                                            : (float4)(0.0f);
         }
         barrier(CLK_LOCAL_MEM_FENCE);
@@ -221,7 +204,7 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
                 const float4 qv = qr[m][d4];
 #endif
                 FLASH_UNROLL
-                for (int t = 0; t < TN; ++t) s[m][t] = flash_dot4(qv, kv[t], s[m][t]);
+                for (int t = 0; t < TN; ++t) s[m][t] = cla_dot4(qv, kv[t], s[m][t]);
             }
         }
 
