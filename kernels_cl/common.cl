@@ -513,3 +513,33 @@ CLA_DEFINE_ROW4(cla_v4, V_DTYPE, V_HEAD_DIM, VS_DTYPE, V_SCALED, cla_v_scale)
 CLA_INLINE float cla_dot4(float4 a, float4 b, float acc) {
     return fma(a.w, b.w, fma(a.z, b.z, fma(a.y, b.y, fma(a.x, b.x, acc))));
 }
+
+/* The end of a row in the kernels that spread its value columns over work-items (sdpa_flash.cl, sdpa_decode.cl),
+ * one float4 column d4 at a time. First where query i of head h keeps its partial state for key split `split`:
+ * [m, l] then V_HEAD_DIM unnormalised outputs (sdpa_combine's layout). */
+CLA_INLINE __global float *cla_split_state(__global float *partial, int b, int Hq, int h, int Lq, int i,
+                                           int split) {
+    return partial + ((((long)b * Hq + h) * Lq + i) * (long)get_global_size(2) + split) * (V_HEAD_DIM + 2);
+}
+
+/* x as elements d4 * 4 ... of a split state's outputs, those past V_HEAD_DIM left out. */
+CLA_INLINE void cla_state_store4(__global float *state, int d4, float4 x) {
+    const float a[4] = {x.x, x.y, x.z, x.w};
+    for (int e = 0; e < 4; ++e)
+        if (d4 * 4 + e < V_HEAD_DIM) state[2 + d4 * 4 + e] = a[e];
+}
+
+/* x as elements d4 * 4 ... of output row orow (head-dim stride ds), those past V_HEAD_DIM left out. */
+CLA_INLINE void cla_out_store4(__global STORAGE(O_DTYPE) * orow, long ds, int d4, float4 x) {
+    const float a[4] = {x.x, x.y, x.z, x.w};
+    for (int e = 0; e < 4; ++e)
+        if (d4 * 4 + e < V_HEAD_DIM) STORE(O_DTYPE, orow, (d4 * 4 + e) * ds, a[e]);
+}
+
+/* A finished row's normaliser, from its running max m and sum l (log2 units): the head's sink joins the
+ * denominator once (HAS_SINKS; with key splits sdpa_combine does this), and a row with every key masked and no sink
+ * (m stays -inf) gets 0. */
+CLA_INLINE float cla_row_scale(__global const float *sinks, long4 mods, int h, float *m, float *l) {
+    const float factor = HAS_SINKS ? cla_fold_sink(cla_sink2(sinks, mods, h), m, l) : 1.0f;
+    return *m == CLA_NEG_INF ? 0.0f : factor / *l;
+}

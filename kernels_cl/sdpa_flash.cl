@@ -305,37 +305,21 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
         for (int c = 0; c < CT; ++c) l += red[(tr * TM + m) * CT + c];
         const int i = row_i[m], h = row_h[m];
 #if SPLIT_KV
-        /* Partial state per (row, split): [m, l] then V_HEAD_DIM unnormalised outputs (sdpa_combine's layout). */
-        const int nsplit = get_global_size(2);
-        __global float *state = partial + ((((long)b * Hq + h) * dims.y + i) * nsplit + split) * (V_HEAD_DIM + 2);
+        __global float *state = cla_split_state(partial, b, Hq, h, dims.y, i, split);
         if (tc == 0) {
             state[0] = m_run[m];
             state[1] = l;
         }
         FLASH_UNROLL
-        for (int c = 0; c < TD4; ++c) {
-            const int d0 = (tc + CT * c) * 4;
-            const float a[4] = {acc[m][c].x, acc[m][c].y, acc[m][c].z, acc[m][c].w};
-            FLASH_UNROLL
-            for (int e = 0; e < 4; ++e)
-                if (d0 + e < V_HEAD_DIM) state[2 + d0 + e] = a[e];
-        }
+        for (int c = 0; c < TD4; ++c) cla_state_store4(state, tc + CT * c, acc[m][c]);
 #else
-        /* The sink joins the whole row's denominator once: here, or with key splits in sdpa_combine. */
-        const float factor = HAS_SINKS ? cla_fold_sink(cla_sink2(sinks, mods, h), &m_run[m], &l) : 1.0f;
+        const float inv = cla_row_scale(sinks, mods, h, &m_run[m], &l);
         const bool empty = m_run[m] == CLA_NEG_INF; /* every key masked (and no sink): zeros, and lse -inf */
-        const float inv = empty ? 0.0f : factor / l;
         __global STORAGE(O_DTYPE) *orow =
             o + offsets.s3 + cla_seq_q_base(seqs, seq_at, b, o_stride) + h * o_stride.y + i * o_stride.z;
         FLASH_UNROLL
-        for (int c = 0; c < TD4; ++c) {
-            const int d0 = (tc + CT * c) * 4;
-            const float4 x = empty ? (float4)(0.0f) : acc[m][c] * inv;
-            const float a[4] = {x.x, x.y, x.z, x.w};
-            FLASH_UNROLL
-            for (int e = 0; e < 4; ++e)
-                if (d0 + e < V_HEAD_DIM) STORE(O_DTYPE, orow, (d0 + e) * DSTRIDE(o_stride), a[e]);
-        }
+        for (int c = 0; c < TD4; ++c)
+            cla_out_store4(orow, DSTRIDE(o_stride), tc + CT * c, empty ? (float4)(0.0f) : acc[m][c] * inv);
 #if HAS_LSE
         if (tc == 0)
             lse[offsets.s6 + cla_seq_q_base(seqs, seq_at, b, lse_stride) + h * lse_stride.y + i * lse_stride.z] =
