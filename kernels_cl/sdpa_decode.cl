@@ -146,7 +146,8 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_decode(S
                 x = cla_score_mod(x, i + shift, j, softcap2, row_slope2);
 #endif
 #if HAS_USER_MODS
-                /* Keys past the tile's n lie outside [lo, hi), so the caller's code never sees them. */
+                /* Keys past the tile's n lie outside [lo, hi), so the caller's code never sees them. (The host runs
+                 * calls with user mods on the flash kernel for now: this path is not tested yet.) */
                 if (jj < n) x = cla_user_mods(x, b, h, i, j, lo, hi, mod_buf0, mod_buf1);
 #endif
                 if (!full) {
