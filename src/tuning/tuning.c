@@ -193,6 +193,9 @@ const char *cla_decode_check(const clattn_device_info *d, const cla_tune_problem
     if ((size_t)rows < packed_rows(p) || rows > CLA_DECODE_MAX_ROWS)
         return "the decode variant takes rows from the packed rows (query rows times query heads per key/value "
                "head) to 16";
+    /* It always stages Q and the scores in local memory and packs the GQA group: one candidate, not four. */
+    if (c->v[CLA_FUSED_LOCAL] != 1 || c->v[CLA_FUSED_GQA_PACK] != 0)
+        return "the decode variant takes local 1 and gqa_pack 0";
     if (wg < 1 || block_n < wg || block_n % wg != 0 || block_n / wg > 4)
         return "the decode variant takes block_n 1 to 4 times wg";
     if ((size_t)wg > max_group(d)) return "work-group larger than the device allows";
@@ -213,6 +216,7 @@ static bool decode_complete(const clattn_device_info *d, const cla_tune_problem 
     if (v[CLA_FUSED_WG] < 1) v[CLA_FUSED_WG] = 64;
     if (v[CLA_FUSED_BLOCK_N] < 1) v[CLA_FUSED_BLOCK_N] = v[CLA_FUSED_WG];
     v[CLA_FUSED_LOCAL] = 1;
+    v[CLA_FUSED_GQA_PACK] = 0;
     const size_t max_wg = max_group(d), budget = local_budget(d);
     while ((size_t)v[CLA_FUSED_WG] > max_wg && v[CLA_FUSED_WG] % 2 == 0) {
         v[CLA_FUSED_WG] /= 2;
