@@ -647,3 +647,50 @@ CLA_INLINE float4 cla_load4_5(__global const uchar *p, long at, long ds, int lef
 }
 #endif
 #define LOAD4(dt, p, at, ds, left) CLA_CAT(cla_load4_, dt)(p, at, ds, left)
+
+/* Four head-dim elements from d4 * 4 of key j's row of K or V (through the serving layout), scaled where the
+ * storage is 8-bit: cla_k4 and cla_v4, one definition for the two storage types (the flash and decode kernels). */
+#define CLA_DEFINE_ROW4(name, DT, DIM, SDT, SCALED, SCALE_FN)                                                      \
+    CLA_INLINE float4 name(__global const STORAGE(DT) * p, long base, long4 s, int j, int d4,                      \
+                           __global const STORAGE(SDT) * scale, long scale_offset, long4 ss,                       \
+                           __global const int *seqs, int4 seq_at, int b, int hk) {                                 \
+        const long at = cla_seq_kv_row(seqs, seq_at, b, base, j, s) + d4 * 4 * DSTRIDE(s);                         \
+        const float4 x = LOAD4(DT, p, at, DSTRIDE(s), DIM - d4 * 4);                                               \
+        return SCALED ? x * SCALE_FN(scale, scale_offset, ss, seqs, seq_at, b, hk, j) : x;                         \
+    }
+CLA_DEFINE_ROW4(cla_k4, K_DTYPE, HEAD_DIM, KS_DTYPE, K_SCALED, cla_k_scale)
+CLA_DEFINE_ROW4(cla_v4, V_DTYPE, V_HEAD_DIM, VS_DTYPE, V_SCALED, cla_v_scale)
+
+CLA_INLINE float cla_dot4(float4 a, float4 b, float acc) {
+    return fma(a.w, b.w, fma(a.z, b.z, fma(a.y, b.y, fma(a.x, b.x, acc))));
+}
+
+/* The end of a row in the kernels that spread its value columns over work-items (sdpa_flash.cl, sdpa_decode.cl),
+ * one float4 column d4 at a time. First where query i of head h keeps its partial state for key split `split`:
+ * [m, l] then V_HEAD_DIM unnormalised outputs (sdpa_combine's layout). */
+CLA_INLINE __global float *cla_split_state(__global float *partial, int b, int Hq, int h, int Lq, int i,
+                                           int split) {
+    return partial + ((((long)b * Hq + h) * Lq + i) * (long)get_global_size(2) + split) * (V_HEAD_DIM + 2);
+}
+
+/* x as elements d4 * 4 ... of a split state's outputs, those past V_HEAD_DIM left out. */
+CLA_INLINE void cla_state_store4(__global float *state, int d4, float4 x) {
+    const float a[4] = {x.x, x.y, x.z, x.w};
+    for (int e = 0; e < 4; ++e)
+        if (d4 * 4 + e < V_HEAD_DIM) state[2 + d4 * 4 + e] = a[e];
+}
+
+/* x as elements d4 * 4 ... of output row orow (head-dim stride ds), those past V_HEAD_DIM left out. */
+CLA_INLINE void cla_out_store4(__global STORAGE(O_DTYPE) * orow, long ds, int d4, float4 x) {
+    const float a[4] = {x.x, x.y, x.z, x.w};
+    for (int e = 0; e < 4; ++e)
+        if (d4 * 4 + e < V_HEAD_DIM) STORE(O_DTYPE, orow, (d4 * 4 + e) * ds, a[e]);
+}
+
+/* A finished row's normaliser, from its running max m and sum l (log2 units): the head's sink joins the
+ * denominator once (HAS_SINKS; with key splits sdpa_combine does this), and a row with every key masked and no sink
+ * (m stays -inf) gets 0. */
+CLA_INLINE float cla_row_scale(__global const float *sinks, long4 mods, int h, float *m, float *l) {
+    const float factor = HAS_SINKS ? cla_fold_sink(cla_sink2(sinks, mods, h), m, l) : 1.0f;
+    return *m == CLA_NEG_INF ? 0.0f : factor / *l;
+}

@@ -61,23 +61,6 @@
 #define FLASH_UNROLL
 #endif
 
-/* Four head-dim elements from d4 * 4 of key j's row of K or V (through the serving layout), scaled where the
- * storage is 8-bit: flash_k4 and flash_v4, one definition for the two storage types. */
-#define FLASH_DEFINE_ROW4(name, DT, DIM, SDT, SCALED, SCALE_FN)                                                    \
-    CLA_INLINE float4 name(__global const STORAGE(DT) * p, long base, long4 s, int j, int d4,                      \
-                           __global const STORAGE(SDT) * scale, long scale_offset, long4 ss,                       \
-                           __global const int *seqs, int4 seq_at, int b, int hk) {                                 \
-        const long at = cla_seq_kv_row(seqs, seq_at, b, base, j, s) + d4 * 4 * DSTRIDE(s);                         \
-        const float4 x = LOAD4(DT, p, at, DSTRIDE(s), DIM - d4 * 4);                                               \
-        return SCALED ? x * SCALE_FN(scale, scale_offset, ss, seqs, seq_at, b, hk, j) : x;                         \
-    }
-FLASH_DEFINE_ROW4(flash_k4, K_DTYPE, HEAD_DIM, KS_DTYPE, K_SCALED, cla_k_scale)
-FLASH_DEFINE_ROW4(flash_v4, V_DTYPE, V_HEAD_DIM, VS_DTYPE, V_SCALED, cla_v_scale)
-
-CLA_INLINE float flash_dot4(float4 a, float4 b, float acc) {
-    return fma(a.w, b.w, fma(a.z, b.z, fma(a.y, b.y, fma(a.x, b.x, acc))));
-}
-
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SDPA_FUSED_ARGS) {
     const int Hq = dims.x, group = dims.w;
     const int Hkv = Hq / group;
@@ -195,14 +178,14 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
         /* Past n: zeros, and no load (the row may lie past the key length, or its page past the table). */
         for (int x = lid; x < BLOCK_N * KD4; x += WG_SIZE) {
             const int jj = x / KD4, d4 = x % KD4;
-            k_tile[jj * KS4 + d4] = jj < n ? flash_k4(k, k_base, k_stride, j0 + jj, d4, k_scale, scale_offsets.x,
-                                                      ks_stride, seqs, seq_at, b, hk)
+            k_tile[jj * KS4 + d4] = jj < n ? cla_k4(k, k_base, k_stride, j0 + jj, d4, k_scale, scale_offsets.x,
+                                                    ks_stride, seqs, seq_at, b, hk)
                                            : (float4)(0.0f);
         }
         for (int x = lid; x < BLOCK_N * VD4; x += WG_SIZE) {
             const int jj = x / VD4, d4 = x % VD4;
-            v_tile[jj * VS4 + d4] = jj < n ? flash_v4(v, v_base, v_stride, j0 + jj, d4, v_scale, scale_offsets.y,
-                                                      vs_stride, seqs, seq_at, b, hk)
+            v_tile[jj * VS4 + d4] = jj < n ? cla_v4(v, v_base, v_stride, j0 + jj, d4, v_scale, scale_offsets.y,
+                                                    vs_stride, seqs, seq_at, b, hk)
                                            : (float4)(0.0f);
         }
         barrier(CLK_LOCAL_MEM_FENCE);
@@ -227,7 +210,7 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
                 const float4 qv = qr[m][d4];
 #endif
                 FLASH_UNROLL
-                for (int t = 0; t < TN; ++t) s[m][t] = flash_dot4(qv, kv[t], s[m][t]);
+                for (int t = 0; t < TN; ++t) s[m][t] = cla_dot4(qv, kv[t], s[m][t]);
             }
         }
 
@@ -331,37 +314,21 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
         for (int c = 0; c < CT; ++c) l += red[(tr * TM + m) * CT + c];
         const int i = row_i[m], h = row_h[m];
 #if SPLIT_KV
-        /* Partial state per (row, split): [m, l] then V_HEAD_DIM unnormalised outputs (sdpa_combine's layout). */
-        const int nsplit = get_global_size(2);
-        __global float *state = partial + ((((long)b * Hq + h) * dims.y + i) * nsplit + split) * (V_HEAD_DIM + 2);
+        __global float *state = cla_split_state(partial, b, Hq, h, dims.y, i, split);
         if (tc == 0) {
             state[0] = m_run[m];
             state[1] = l;
         }
         FLASH_UNROLL
-        for (int c = 0; c < TD4; ++c) {
-            const int d0 = (tc + CT * c) * 4;
-            const float a[4] = {acc[m][c].x, acc[m][c].y, acc[m][c].z, acc[m][c].w};
-            FLASH_UNROLL
-            for (int e = 0; e < 4; ++e)
-                if (d0 + e < V_HEAD_DIM) state[2 + d0 + e] = a[e];
-        }
+        for (int c = 0; c < TD4; ++c) cla_state_store4(state, tc + CT * c, acc[m][c]);
 #else
-        /* The sink joins the whole row's denominator once: here, or with key splits in sdpa_combine. */
-        const float factor = HAS_SINKS ? cla_fold_sink(cla_sink2(sinks, mods, h), &m_run[m], &l) : 1.0f;
+        const float inv = cla_row_scale(sinks, mods, h, &m_run[m], &l);
         const bool empty = m_run[m] == CLA_NEG_INF; /* every key masked (and no sink): zeros, and lse -inf */
-        const float inv = empty ? 0.0f : factor / l;
         __global STORAGE(O_DTYPE) *orow =
             o + offsets.s3 + cla_seq_q_base(seqs, seq_at, b, o_stride) + h * o_stride.y + i * o_stride.z;
         FLASH_UNROLL
-        for (int c = 0; c < TD4; ++c) {
-            const int d0 = (tc + CT * c) * 4;
-            const float4 x = empty ? (float4)(0.0f) : acc[m][c] * inv;
-            const float a[4] = {x.x, x.y, x.z, x.w};
-            FLASH_UNROLL
-            for (int e = 0; e < 4; ++e)
-                if (d0 + e < V_HEAD_DIM) STORE(O_DTYPE, orow, (d0 + e) * DSTRIDE(o_stride), a[e]);
-        }
+        for (int c = 0; c < TD4; ++c)
+            cla_out_store4(orow, DSTRIDE(o_stride), tc + CT * c, empty ? (float4)(0.0f) : acc[m][c] * inv);
 #if HAS_LSE
         if (tc == 0)
             lse[offsets.s6 + cla_seq_q_base(seqs, seq_at, b, lse_stride) + h * lse_stride.y + i * lse_stride.z] =

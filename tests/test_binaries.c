@@ -442,8 +442,9 @@ static void export_for_fpga_target_lists_tiled_programs_without_binaries(void **
     assert_int_equal(run_cli("export"), 2);
 }
 
-/* Every GPU class exports the flash kernel (and sdpa_combine's program for the key splits), shaped for that
- * class: a work-group no larger than it allows, tiles that fit its local memory. */
+/* Every GPU class exports the flash kernel for prefill, the decode kernel for decode (and sdpa_combine's program
+ * for the key splits), shaped for that class: a work-group no larger than it allows, tiles that fit its local
+ * memory. */
 static void export_for_gpu_targets_lists_flash_programs(void **state) {
     (void)state;
     static const struct {
@@ -460,22 +461,26 @@ static void export_for_gpu_targets_lists_flash_programs(void **state) {
         const cJSON *device = cJSON_GetObjectItemCaseSensitive(root, "device");
         assert_string_equal(member(device, "target"), targets[t].name);
         assert_string_equal(member(device, "type"), "gpu");
-        int flash = 0;
+        int flash = 0, decode = 0;
         const cJSON *p = NULL;
         cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(root, "programs")) {
             const char *options = member(p, "options");
-            if (strcmp(member(p, "source"), "sdpa_flash") != 0) {
+            /* Decode calls take the decode kernel (sdpa_decode.cl), with the same work-group bound. */
+            const bool is_decode = strcmp(member(p, "source"), "sdpa_decode") == 0;
+            decode += is_decode;
+            if (strcmp(member(p, "source"), "sdpa_flash") != 0 && !is_decode) {
                 /* Only the combine step's program, which takes the common defines alone. */
                 assert_string_equal(member(p, "source"), "sdpa_fused");
                 assert_null(strstr(options, "-DWG_SIZE="));
                 continue;
             }
-            ++flash;
+            flash += !is_decode;
             const char *wg = strstr(options, "-DWG_SIZE=");
             assert_non_null(wg);
             assert_true(atoi(wg + 10) >= 1 && atoi(wg + 10) <= targets[t].max_wg);
         }
         assert_true(flash >= 1);
+        assert_true(decode >= 1);
         cJSON_Delete(root);
     }
 }

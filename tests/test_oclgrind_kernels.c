@@ -77,6 +77,8 @@ static void fused_key_splits(void **state) {
     tiny_cases("variant=cpu,rows=1,block_n=5,splits=2", CLATTN_IMPL_FUSED);
     tiny_cases("variant=flash,block_n=4,wg=4,splits=3", CLATTN_IMPL_FUSED);
     tiny_cases("variant=flash,rows=2,block_n=8,wg=8,splits=2", CLATTN_IMPL_FUSED);
+    tiny_cases("variant=decode,block_n=8,wg=4,splits=2", CLATTN_IMPL_FUSED);
+    tiny_cases("variant=decode,splits=3", CLATTN_IMPL_FUSED);
 }
 
 /* The CPU variant (kernels_cl/sdpa_fused_cpu.cl): its default shapes (the row shape for these short queries), the
@@ -170,6 +172,19 @@ static void masked_values_never_leak(const char *params) {
     expect_rows(params, "boolean mask", out, out0, LQ, D, LQ);
 }
 
+/* The decode variant (kernels_cl/sdpa_decode.cl) in one key split: its defaults for these shapes (every packed row
+ * in one group), a group smaller than a value row with two keys a work-item, and a row bound above the call's rows
+ * with three keys a work-item (tiles end inside the keys); then masked keys' NaN and inf must not leak. Its key
+ * splits are fused_key_splits' (sdpa_combine's reads of the split workspace are beyond --uninitialized). */
+static void fused_decode_variant(void **state) {
+    (void)state;
+    tiny_cases("variant=decode,splits=1", CLATTN_IMPL_FUSED);
+    tiny_cases("variant=decode,block_n=8,wg=4,splits=1", CLATTN_IMPL_FUSED);
+    tiny_cases("variant=decode,rows=16,block_n=12,wg=4,splits=1", CLATTN_IMPL_FUSED);
+    masked_values_never_leak("variant=decode,splits=1");
+    masked_values_never_leak("variant=decode,block_n=8,wg=4,splits=1");
+}
+
 static void fused_masked_values(void **state) {
     (void)state;
     masked_values_never_leak(NULL);
@@ -240,7 +255,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(fused_gpu_shape),     cmocka_unit_test(fused_cpu_shape),
         cmocka_unit_test(fused_defaults),      cmocka_unit_test(fused_cpu_variant),
         cmocka_unit_test(fused_masked_values), cmocka_unit_test(seq2seq_additive),
-        cmocka_unit_test(fused_flash_variant),
+        cmocka_unit_test(fused_flash_variant), cmocka_unit_test(fused_decode_variant),
     };
     /* CLATTN_TEST_FILTER (a cmocka pattern) runs some of the cases, to look at one kernel under Oclgrind. */
     if (getenv("CLATTN_TEST_FILTER")) cmocka_set_test_filter(getenv("CLATTN_TEST_FILTER"));

@@ -15,8 +15,16 @@ TEST_CONTEXT_TEARDOWN(ctx);
 
 /* The overrides each case runs under: the defaults (packed), unpacked, and small tiles with forced key splits
  * (tiles that end mid-group of eight, splits that end mid-row-range). */
-static const char *const params[] = {NULL, "variant=cpu,rows=1,gqa_pack=0",
-                                     "variant=cpu,rows=1,block_n=8,splits=3"};
+static const char *const cpu_params[] = {NULL, "variant=cpu,rows=1,gqa_pack=0",
+                                         "variant=cpu,rows=1,block_n=8,splits=3"};
+/* With the argument `decode` (CTest's test_sdpa_decode): the GPU decode kernel (sdpa_decode.cl) instead, its
+ * defaults (the key splits the shape asks for), a group smaller than a value row with two keys a work-item and
+ * forced splits (tiles end inside the keys, splits inside a row's range), and a row bound above the call's rows.
+ * Calls past its 16 packed rows (group 8 with 5 rows) take the flash kernel, as the dispatcher must. */
+static const char *const decode_params[] = {"variant=decode", "variant=decode,block_n=8,wg=4,splits=3",
+                                            "variant=decode,rows=16,block_n=12,wg=4"};
+static const char *const *params = cpu_params;
+static size_t param_count = CLA_ARRAY_SIZE(cpu_params);
 
 /* Case `variant` of a decode call with `group` query heads per key/value head and q_len rows. */
 static sdpa_case decode_case(int variant, size_t group, size_t q_len) {
@@ -76,7 +84,7 @@ static sdpa_case decode_case(int variant, size_t group, size_t q_len) {
 static void groups_rows_and_features(void **state) {
     (void)state;
     static const size_t groups[] = {1, 3, 4, 8}, rows[] = {1, 2, 5};
-    for (size_t p = 0; p < CLA_ARRAY_SIZE(params); ++p) {
+    for (size_t p = 0; p < param_count; ++p) {
         assert_status(clattn_context_set_kernel_params(ctx, "sdpa_fused", params[p]), CLATTN_SUCCESS);
         for (size_t g = 0; g < CLA_ARRAY_SIZE(groups); ++g)
             for (size_t r = 0; r < CLA_ARRAY_SIZE(rows); ++r)
@@ -94,6 +102,8 @@ static void groups_rows_and_features(void **state) {
 static void long_keys_and_wide_heads(void **state) {
     (void)state;
     static const size_t dims[][2] = {{128, 128}, {576, 512}};
+    /* The first override of the list: NULL (the defaults) or the decode kernel's. */
+    assert_status(clattn_context_set_kernel_params(ctx, "sdpa_fused", params[0]), CLATTN_SUCCESS);
     for (size_t d = 0; d < CLA_ARRAY_SIZE(dims); ++d)
         for (size_t group = 4; group <= 8; group += 4) {
             sdpa_case c = sdpa_case_of(CLATTN_IMPL_FUSED, 1, group, 1, d ? 3 : 1, 2500, dims[d][0]);
@@ -106,9 +116,14 @@ static void long_keys_and_wide_heads(void **state) {
             c.seed = (unsigned)(d * 10 + group);
             sdpa_case_run(ctx, &c, NULL);
         }
+    assert_status(clattn_context_set_kernel_params(ctx, "sdpa_fused", NULL), CLATTN_SUCCESS);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "decode") == 0) {
+        params = decode_params;
+        param_count = CLA_ARRAY_SIZE(decode_params);
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(groups_rows_and_features),
         cmocka_unit_test(long_keys_and_wide_heads),

@@ -106,6 +106,7 @@ static const char *const variants[] = {
     "variant=cpu,rows=8,block_n=8,splits=2", /* key splits merged by sdpa_combine */
     "variant=tiled,rows=1,block_n=8,wg=4,local=1",
     "variant=flash,block_n=4,wg=4",
+    "variant=decode,block_n=8,wg=4", /* decode shapes only; flash past 16 packed rows */
 };
 
 static void mods_match_builtins(void **state) {

@@ -433,6 +433,28 @@ static void space_and_configs(void **state) {
     op->builtin(&d, &p, &c);
     assert_int_equal(c.v[CLA_FUSED_VARIANT], CLA_FUSED_FLASH);
     assert_non_null(strstr(op->check(&d, &huge, &c), "at most 2^30 rows"));
+    /* Decode on a GPU: the decode kernel up to 16 packed rows (here 1 query times 16 heads of a group), with
+     * exactly the call's rows and checked by its own rules; past them the flash kernel, also when decode is asked
+     * for with no shape of its own; a decode shape given for them is refused with the reason. */
+    cla_tune_problem dec = problem("decode:d128:L2048");
+    dec.q_len = 1;
+    dec.group = 16;
+    op->builtin(&d, &dec, &c);
+    assert_int_equal(c.v[CLA_FUSED_VARIANT], CLA_FUSED_DECODE);
+    assert_int_equal(c.v[CLA_FUSED_ROWS], 16);
+    assert_null(op->check(&d, &dec, &c));
+    c.v[CLA_FUSED_ROWS] = 8;
+    assert_non_null(strstr(op->check(&d, &dec, &c), "rows from the packed rows"));
+    dec.group = 17;
+    op->builtin(&d, &dec, &c);
+    assert_int_equal(c.v[CLA_FUSED_VARIANT], CLA_FUSED_FLASH);
+    for (int i = 0; i < CLA_TUNE_MAX_PARAMS; ++i) c.v[i] = -1;
+    c.v[CLA_FUSED_VARIANT] = CLA_FUSED_DECODE;
+    cla_sdpa_fused_complete(&d, &dec, &c);
+    assert_int_equal(c.v[CLA_FUSED_VARIANT], CLA_FUSED_FLASH);
+    c.v[CLA_FUSED_VARIANT] = CLA_FUSED_DECODE;
+    c.v[CLA_FUSED_ROWS] = 16;
+    assert_non_null(strstr(op->check(&d, &dec, &c), "at most 16 packed rows"));
     /* A device that cannot compile at run time (an FPGA's offline toolchain) keeps the tiled kernel. */
     d.compiler_available = 0;
     op->builtin(&d, &p, &c);

@@ -2,9 +2,11 @@
 /* The fused attention path, host side: the kernel variant and its parameters for the device in hand, the split
  * over keys for decode-shaped calls (flash-decoding), and the launch of kernels_cl/sdpa_flash.cl (the flash
  * variant, for GPUs and accelerators: a work-group per block of rows of one batch item and key/value head, GQA
- * query heads packed as rows), kernels_cl/sdpa_fused.cl (the tiled variant, one row per work-item) or
- * kernels_cl/sdpa_fused_cpu.cl (the CPU variant; its decode shape packs GQA query heads the same way). All take the
- * same arguments and write the same key-split partial state, which sdpa_combine in sdpa_fused.cl merges. */
+ * query heads packed as rows), kernels_cl/sdpa_decode.cl (the decode variant, for GPU decode: a work-group per
+ * batch item, key/value head and key split, with all the packed rows), kernels_cl/sdpa_fused.cl (the tiled variant,
+ * one row per work-item) or kernels_cl/sdpa_fused_cpu.cl (the CPU variant; its decode shape packs GQA query heads
+ * the same way). All take the same arguments and write the same key-split partial state, which sdpa_combine in
+ * sdpa_fused.cl merges. */
 #include "sdpa_internal.h"
 #include "tuning.h"
 
@@ -36,7 +38,9 @@ clattn_status cla_sdpa_fused_override(clattn_context *ctx, const cla_tune_proble
                 "%s: the cpu variant takes rows up to 64 and block_n up to 512, not %d and %d", origin,
                 c->v[CLA_FUSED_ROWS], c->v[CLA_FUSED_BLOCK_N]);
     /* The flash kernel's shape has rules of its own (work-items per row, register tiles, local memory). */
-    const char *why = c->v[CLA_FUSED_VARIANT] == CLA_FUSED_FLASH ? cla_flash_check(&ctx->info, p, c) : NULL;
+    const char *why = c->v[CLA_FUSED_VARIANT] == CLA_FUSED_FLASH    ? cla_flash_check(&ctx->info, p, c)
+                      : c->v[CLA_FUSED_VARIANT] == CLA_FUSED_DECODE ? cla_decode_check(&ctx->info, p, c)
+                                                                    : NULL;
     CLA_FAIL_ON(why != NULL, ctx, CLATTN_ERROR_INVALID_ARGUMENT,
                 "%s: %s (rows %d, block_n %d, wg %d on '%s'); leave them out to get the device's defaults", origin,
                 why, c->v[CLA_FUSED_ROWS], c->v[CLA_FUSED_BLOCK_N], c->v[CLA_FUSED_WG], ctx->info.name);
@@ -66,7 +70,17 @@ static clattn_status choose_params(clattn_context *ctx, const cla_sdpa_plan *p, 
                                                                                                   : 0};
     cla_tune_choice ch;
     clattn_status st = cla_tuning_choose(ctx, &cla_tune_op_sdpa_fused, &prob, &ch);
-    if (st == CLATTN_SUCCESS) *c = ch.config;
+    if (st != CLATTN_SUCCESS) return st;
+    *c = ch.config;
+    /* The caller's score_mod and mask_mod have not been checked on the decode kernel's shapes yet, and it does not
+     * read block masks: the flash kernel (its defaults, the same key splits) runs them. */
+    if (c->v[CLA_FUSED_VARIANT] == CLA_FUSED_DECODE && (p->score_mod || p->mask_mod || p->block_mask.buffer)) {
+        const int splits = c->v[CLA_FUSED_SPLITS];
+        for (int i = 0; i < CLA_TUNE_MAX_PARAMS; ++i) c->v[i] = -1;
+        c->v[CLA_FUSED_VARIANT] = CLA_FUSED_FLASH;
+        c->v[CLA_FUSED_SPLITS] = splits;
+        cla_sdpa_fused_complete(&ctx->info, &prob, c);
+    }
     return st;
 }
 
@@ -81,10 +95,11 @@ static size_t cpu_pack_rows(const cla_sdpa_plan *p, size_t unit_rows) {
     return unit_rows ? (unit_rows + items - 1) / items : 1;
 }
 
-/* How many key splits keep every compute unit busy: 1 unless the rows alone leave the device idle. */
+/* How many key splits keep every compute unit busy: 1 unless the rows alone leave the device idle. The decode
+ * kernel's splits may be as short as a tile (its groups are cheap to start and sdpa_combine's merge is small). */
 static int choose_splits(const clattn_context *ctx, const cla_sdpa_plan *p, const cla_tune_config *c,
                          size_t row_groups) {
-    const size_t min_split = 256;
+    const size_t min_split = c->v[CLA_FUSED_VARIANT] == CLA_FUSED_DECODE ? (size_t)c->v[CLA_FUSED_BLOCK_N] : 256;
     size_t target = (size_t)(ctx->info.compute_units ? ctx->info.compute_units : 1) *
                     (ctx->info.type == CLATTN_DEVICE_TYPE_GPU ? 4 : 2);
     if (c->v[CLA_FUSED_SPLITS] > 0) return c->v[CLA_FUSED_SPLITS];
@@ -116,13 +131,15 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     /* The key splits follow the whole call's rows, so that a part of a split call runs what one device would. */
     const size_t whole_bh = p->whole_batch * p->whole_heads;
     const bool cpu = v[CLA_FUSED_VARIANT] == CLA_FUSED_CPU, flash = v[CLA_FUSED_VARIANT] == CLA_FUSED_FLASH;
+    /* The decode kernel: one group per (batch item, key/value head, split) with every packed row. */
+    const bool decode = v[CLA_FUSED_VARIANT] == CLA_FUSED_DECODE;
     /* The flash kernel's grid runs over packed rows (query rows times the query heads of a key/value head) of each
      * (batch item, key/value head); the others' over query rows of each (batch item, query head). */
     const size_t group = p->q_heads / p->kv_heads;
     /* The CPU kernel's row shape with gqa_pack packs the same rows, PACK_ROWS to a work-item. */
     const bool pack = cpu && v[CLA_FUSED_ROWS] == 1 && v[CLA_FUSED_GQA_PACK] == 1;
-    const size_t units = flash || pack ? p->batch * p->kv_heads : bh;
-    const size_t unit_rows = flash || pack ? p->q_len * group : p->q_len;
+    const size_t units = flash || pack || decode ? p->batch * p->kv_heads : bh;
+    const size_t unit_rows = flash || pack || decode ? p->q_len * group : p->q_len;
     const size_t pack_rows = pack ? cpu_pack_rows(p, unit_rows) : 1;
     const char *name = cla_tune_kernel_of(op, &c)->kernel, *source = cla_tune_kernel_of(op, &c)->source;
     char common[640], defines[128], options[896], combine_options[768];
@@ -134,11 +151,12 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     int nsplit = 1, split_len = 1;
     bool split = false;
     for (;;) {
-        const size_t rows_per_group = flash  ? cla_flash_block_rows(&c)
-                                      : pack ? pack_rows
-                                             : (size_t)v[CLA_FUSED_ROWS] * (size_t)v[CLA_FUSED_WG];
-        const size_t row_groups =
-            (unit_rows + rows_per_group - 1) / rows_per_group * (flash || pack ? whole_bh / group : whole_bh);
+        const size_t rows_per_group = flash    ? cla_flash_block_rows(&c)
+                                      : pack   ? pack_rows
+                                      : decode ? unit_rows
+                                               : (size_t)v[CLA_FUSED_ROWS] * (size_t)v[CLA_FUSED_WG];
+        const size_t row_groups = (unit_rows + rows_per_group - 1) / rows_per_group *
+                                  (flash || pack || decode ? whole_bh / group : whole_bh);
         nsplit = choose_splits(ctx, p, &c, row_groups);
         split_len = (int)round_up((p->kv_len + (size_t)nsplit - 1) / (size_t)nsplit, (size_t)v[CLA_FUSED_BLOCK_N]);
         if (split_len < 1) split_len = v[CLA_FUSED_BLOCK_N];
@@ -160,6 +178,7 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
          * work-group shrinks until it fits, as the tiled kernel works at any power-of-two size. */
         size_t kernel_max = 0;
         const int least_wg = flash ? 2 * v[CLA_FUSED_BLOCK_N] / CLA_FLASH_TN : 2;
+        /* The decode kernel keeps its keys per work-item: its tile shrinks with the group. */
         if (cpu || !v[CLA_FUSED_LOCAL] || v[CLA_FUSED_WG] < least_wg ||
             clGetKernelWorkGroupInfo(kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof kernel_max, &kernel_max,
                                      NULL) != CL_SUCCESS ||
@@ -168,12 +187,13 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
         cla_log(ctx, CLATTN_LOG_DEBUG, "fused attention: '%s' allows %zu work-items for %s, not %d; using %d",
                 ctx->info.name, kernel_max, name, v[CLA_FUSED_WG], v[CLA_FUSED_WG] / 2);
         v[CLA_FUSED_WG] /= 2;
+        if (decode) v[CLA_FUSED_BLOCK_N] /= 2;
     }
     free(prefix);
     /* The CPU and flash variants' splits are merged by the tiled file's sdpa_combine, which depends on the common
      * defines alone: one program per call shape, whatever the tile parameters. */
     snprintf(combine_options, sizeof combine_options, "%s -DSPLIT_KV=1", common);
-    const char *combine_build = cpu || flash ? combine_options : options;
+    const char *combine_build = cpu || flash || decode ? combine_options : options;
     if (split && (st = cla_kernel_get(ctx, "sdpa_fused", combine_build, "sdpa_combine", &combine))) return st;
 
     cl_mem partial = NULL, seqs = NULL;
@@ -232,9 +252,10 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     st = cla_set_named_args(ctx, kernel, name, op->args, args, CLA_ARRAY_SIZE(args));
     if (st == CLATTN_SUCCESS) {
         const size_t rows = (size_t)v[CLA_FUSED_ROWS], wg = (size_t)v[CLA_FUSED_WG];
-        size_t items_x = flash  ? (unit_rows + cla_flash_block_rows(&c) - 1) / cla_flash_block_rows(&c) * wg
-                         : pack ? (unit_rows + pack_rows - 1) / pack_rows
-                                : (p->q_len + rows - 1) / rows;
+        size_t items_x = flash    ? (unit_rows + cla_flash_block_rows(&c) - 1) / cla_flash_block_rows(&c) * wg
+                         : decode ? wg
+                         : pack   ? (unit_rows + pack_rows - 1) / pack_rows
+                                  : (p->q_len + rows - 1) / rows;
         size_t global[3] = {v[CLA_FUSED_LOCAL] ? round_up(items_x, wg) : items_x, units, (size_t)nsplit};
         size_t local[3] = {wg, 1, 1};
         /* A launch covers whole batch-head slices (batch-key-head slices for flash), as many as the context's

@@ -11,15 +11,16 @@
 
 /* ---- the fused attention kernels (kernels_cl/sdpa_fused.cl and sdpa_fused_cpu.cl) ---- */
 
-static const char *const fused_sources[] = {"sdpa_fused", "sdpa_fused_cpu", "sdpa_flash", NULL};
-static const char *const fused_variants[] = {"tiled", "cpu", "flash"};
+static const char *const fused_sources[] = {"sdpa_fused", "sdpa_fused_cpu", "sdpa_flash", "sdpa_decode", NULL};
+static const char *const fused_variants[] = {"tiled", "cpu", "flash", "decode"};
 
 /* What an override or a database entry may give a count: anything a kernel could take (the check and the device's
  * limits decide the rest). */
-#define ANY   (1 << 20)
-#define TILED (1u << CLA_FUSED_TILED)
-#define FLASH (1u << CLA_FUSED_FLASH)
-#define CPU   (1u << CLA_FUSED_CPU)
+#define ANY    (1 << 20)
+#define TILED  (1u << CLA_FUSED_TILED)
+#define FLASH  (1u << CLA_FUSED_FLASH)
+#define CPU    (1u << CLA_FUSED_CPU)
+#define DECODE (1u << CLA_FUSED_DECODE)
 
 /* The family's parameters: the values the tuner tries, the values accepted, and the build options they become.
  * variant: flash (kernels_cl/sdpa_flash.cl, FlashAttention-2 tiling, the default on GPUs and accelerators), tiled
@@ -31,14 +32,17 @@ static const char *const fused_variants[] = {"tiled", "cpu", "flash"};
  * per group, the flash kernel always stages tiles); splits: key splits for decode (0 lets the shape decide; the
  * host's, as SPLIT_KV follows from the count); gqa_pack: the CPU kernel's row shape (decode) gives a work-item the
  * query rows of every query head that shares a key/value head, so that each K/V tile is read from memory once for
- * the whole GQA group (1, the default) rather than once per query head (0); the block shape ignores it (0). */
+ * the whole GQA group (1, the default) rather than once per query head (0); the block shape ignores it (0).
+ * decode (kernels_cl/sdpa_decode.cl, the default on GPUs and accelerators for calls of at most
+ * CLA_DECODE_MAX_ROWS packed rows) reads rows as the bound on its packed rows, block_n as keys per tile (a multiple
+ * of wg, at most 4 keys per work-item) and wg as its work-group. */
 /* One line a parameter. */
 /* clang-format off */
 static const cla_tune_param fused_params[CLA_FUSED_PARAM_COUNT] = {
-    {"variant", 3, {CLA_FUSED_TILED, CLA_FUSED_CPU, CLA_FUSED_FLASH}, fused_variants, 3, .min = 0, .max = 2},
+    {"variant", 4, {CLA_FUSED_TILED, CLA_FUSED_CPU, CLA_FUSED_FLASH, CLA_FUSED_DECODE}, fused_variants, 4, .min = 0, .max = 3},
     {"rows", 9, {1, 2, 4, 8, 16, 24, 32, 48, 64}, NULL, 0, .min = 1, .max = ANY, .define = "ROWS"},
     {"block_n", 8, {8, 16, 24, 32, 48, 64, 96, 128}, NULL, 0, .min = 1, .max = ANY, .define = "BLOCK_N"},
-    {"wg", 8, {1, 4, 8, 16, 32, 64, 128, 256}, NULL, 0, .min = 1, .max = ANY, .define = "WG_SIZE", .variants = TILED | FLASH},
+    {"wg", 8, {1, 4, 8, 16, 32, 64, 128, 256}, NULL, 0, .min = 1, .max = ANY, .define = "WG_SIZE", .variants = TILED | FLASH | DECODE},
     {"local", 2, {0, 1}, NULL, 0, .min = 0, .max = ANY, .define = "USE_LOCAL", .variants = TILED},
     {"splits", 6, {0, 1, 2, 4, 8, 16}, NULL, 0, .min = 0, .max = ANY},
     {"gqa_pack", 2, {0, 1}, NULL, 0, .min = 0, .max = 1, .define = "GQA_PACK", .variants = CPU},
@@ -49,6 +53,7 @@ static const cla_tune_kernel fused_kernels[] = {
     [CLA_FUSED_TILED] = {"sdpa_fused", "sdpa_fused"},
     [CLA_FUSED_CPU] = {"sdpa_fused_cpu", "sdpa_fused_cpu"},
     [CLA_FUSED_FLASH] = {"sdpa_flash", "sdpa_flash"},
+    [CLA_FUSED_DECODE] = {"sdpa_decode", "sdpa_decode"},
 };
 
 /* Every variant's arguments, as SDPA_FUSED_ARGS in kernels_cl/common.cl declares them. */
@@ -159,15 +164,85 @@ static bool flash_complete(const clattn_device_info *d, const cla_tune_problem *
     return cla_flash_check(d, p, c) == NULL;
 }
 
+/* The layout of sdpa_decode.cl: the rows' Q as float4s, their scores of a tile in rows padded by a float, and their
+ * ALiBi slopes. */
+static size_t decode_local_bytes(const cla_tune_problem *p, const cla_tune_config *c) {
+    const size_t rows = (size_t)c->v[CLA_FUSED_ROWS], bn = (size_t)c->v[CLA_FUSED_BLOCK_N];
+    return rows * (p->head_dim + 3) / 4 * 16 + rows * (bn + 1) * 4 + rows * 4;
+}
+
+/* Private floats of a decode work-item's output tile (its rows' share of the value columns) and its scores (one
+ * key at a time for all rows): beyond this many, GPU compilers spill. */
+#define DECODE_MAX_PRIVATE 128
+
+static size_t decode_private(const cla_tune_problem *p, const cla_tune_config *c) {
+    const size_t wg = (size_t)c->v[CLA_FUSED_WG], rows = (size_t)c->v[CLA_FUSED_ROWS];
+    const size_t vd4 = (p->v_head_dim + 3) / 4, cw = vd4 < wg ? vd4 : wg, vsl = wg / (cw ? cw : 1);
+    const size_t rpw = (rows + vsl - 1) / vsl, td4 = (vd4 + cw - 1) / (cw ? cw : 1);
+    return rpw * td4 * 4 + rows;
+}
+
+static size_t packed_rows(const cla_tune_problem *p) {
+    return (p->q_len ? p->q_len : 1) * (p->group ? p->group : 1);
+}
+
+const char *cla_decode_check(const clattn_device_info *d, const cla_tune_problem *p, const cla_tune_config *c) {
+    const int rows = c->v[CLA_FUSED_ROWS], block_n = c->v[CLA_FUSED_BLOCK_N], wg = c->v[CLA_FUSED_WG];
+    if (packed_rows(p) > CLA_DECODE_MAX_ROWS)
+        return "the decode variant takes at most 16 packed rows (query rows times query heads per key/value head)";
+    if ((size_t)rows < packed_rows(p) || rows > CLA_DECODE_MAX_ROWS)
+        return "the decode variant takes rows from the packed rows (query rows times query heads per key/value "
+               "head) to 16";
+    /* It always stages Q and the scores in local memory and packs the GQA group: one candidate, not four. */
+    if (c->v[CLA_FUSED_LOCAL] != 1 || c->v[CLA_FUSED_GQA_PACK] != 0)
+        return "the decode variant takes local 1 and gqa_pack 0";
+    if (wg < 1 || block_n < wg || block_n % wg != 0 || block_n / wg > 4)
+        return "the decode variant takes block_n 1 to 4 times wg";
+    if ((size_t)wg > max_group(d)) return "work-group larger than the device allows";
+    if (decode_local_bytes(p, c) > local_budget(d)) return "decode tiles larger than local memory";
+    if (gpu_like(d) && decode_private(p, c) > DECODE_MAX_PRIVATE)
+        return "decode output tile too large for registers";
+    return NULL;
+}
+
+/* The decode kernel's shape: exactly the call's packed rows, 64 work-items and a key each per tile (64 keys), so
+ * that R x 128 value columns spread over the group leave each work-item a few float4 accumulators (figures in
+ * README, GPU kernels); then fewer keys a tile where local memory is short and fewer work-items where the group is
+ * too large. False when the call has more rows than the kernel takes or it does not fit the device. */
+static bool decode_complete(const clattn_device_info *d, const cla_tune_problem *p, cla_tune_config *c) {
+    int *v = c->v;
+    if (packed_rows(p) > CLA_DECODE_MAX_ROWS) return false;
+    if (v[CLA_FUSED_ROWS] < 1) v[CLA_FUSED_ROWS] = (int)packed_rows(p);
+    if (v[CLA_FUSED_WG] < 1) v[CLA_FUSED_WG] = 64;
+    if (v[CLA_FUSED_BLOCK_N] < 1) v[CLA_FUSED_BLOCK_N] = v[CLA_FUSED_WG];
+    v[CLA_FUSED_LOCAL] = 1;
+    v[CLA_FUSED_GQA_PACK] = 0;
+    const size_t max_wg = max_group(d), budget = local_budget(d);
+    while ((size_t)v[CLA_FUSED_WG] > max_wg && v[CLA_FUSED_WG] % 2 == 0) {
+        v[CLA_FUSED_WG] /= 2;
+        if (v[CLA_FUSED_BLOCK_N] % 2 == 0) v[CLA_FUSED_BLOCK_N] /= 2;
+    }
+    while (decode_local_bytes(p, c) > budget && v[CLA_FUSED_WG] % 2 == 0 && v[CLA_FUSED_BLOCK_N] % 2 == 0) {
+        v[CLA_FUSED_WG] /= 2;
+        v[CLA_FUSED_BLOCK_N] /= 2;
+    }
+    return cla_decode_check(d, p, c) == NULL;
+}
+
 void cla_sdpa_fused_complete(const clattn_device_info *d, const cla_tune_problem *p, cla_tune_config *c) {
     int *v = c->v;
     const bool gpu = gpu_like(d);
     const cla_tune_config given = *c;
     /* FPGAs (no run-time compiler: offline toolchains size hardware from the kernel) keep the tiled kernel. */
-    if (v[CLA_FUSED_VARIANT] < 0)
+    if (v[CLA_FUSED_VARIANT] < 0) {
         v[CLA_FUSED_VARIANT] = d->type == CLATTN_DEVICE_TYPE_CPU ? CLA_FUSED_CPU
                                : gpu && d->compiler_available    ? CLA_FUSED_FLASH
                                                                  : CLA_FUSED_TILED;
+        /* Decode-shaped calls on GPUs: the decode kernel, where it fits. */
+        cla_tune_config dc = *c;
+        if (v[CLA_FUSED_VARIANT] == CLA_FUSED_FLASH && decode_complete(d, p, &dc))
+            v[CLA_FUSED_VARIANT] = CLA_FUSED_DECODE;
+    }
     if (v[CLA_FUSED_SPLITS] < 0) v[CLA_FUSED_SPLITS] = 0;
     if (v[CLA_FUSED_VARIANT] != CLA_FUSED_CPU) v[CLA_FUSED_GQA_PACK] = 0;
     if (v[CLA_FUSED_VARIANT] == CLA_FUSED_CPU) {
@@ -186,6 +261,21 @@ void cla_sdpa_fused_complete(const clattn_device_info *d, const cla_tune_problem
         v[CLA_FUSED_WG] = 1;
         v[CLA_FUSED_LOCAL] = 0;
         return;
+    }
+    if (v[CLA_FUSED_VARIANT] == CLA_FUSED_DECODE) {
+        /* A call with more rows than the decode kernel takes, or a device too small for the defaults, gets the
+         * flash kernel with its defaults, also where decode was asked for (CLATTN_FUSED_PARAMS=variant=decode
+         * runs whole test suites); decode parameters given explicitly for a call it takes stay, for the check to
+         * judge. */
+        const bool explicit_shape =
+            given.v[CLA_FUSED_ROWS] > 0 || given.v[CLA_FUSED_WG] > 0 || given.v[CLA_FUSED_BLOCK_N] > 0;
+        if (decode_complete(d, p, c) || (given.v[CLA_FUSED_VARIANT] == CLA_FUSED_DECODE && explicit_shape &&
+                                         packed_rows(p) <= CLA_DECODE_MAX_ROWS))
+            return;
+        for (int i = 0; i < CLA_FUSED_PARAM_COUNT; ++i) v[i] = -1;
+        v[CLA_FUSED_VARIANT] = CLA_FUSED_FLASH;
+        v[CLA_FUSED_SPLITS] = given.v[CLA_FUSED_SPLITS] < 0 ? 0 : given.v[CLA_FUSED_SPLITS];
+        v[CLA_FUSED_GQA_PACK] = 0;
     }
     if (v[CLA_FUSED_VARIANT] == CLA_FUSED_FLASH) {
         /* A device too small for the flash tiles (a few KiB of local memory) gets the tiled kernel, unless the
@@ -217,7 +307,8 @@ static void fused_builtin(const clattn_device_info *d, const cla_tune_problem *p
 static const char *fused_check(const clattn_device_info *d, const cla_tune_problem *p, const cla_tune_config *c) {
     const int variant = c->v[CLA_FUSED_VARIANT], rows = c->v[CLA_FUSED_ROWS], block_n = c->v[CLA_FUSED_BLOCK_N];
     const int wg = c->v[CLA_FUSED_WG], local = c->v[CLA_FUSED_LOCAL], splits = c->v[CLA_FUSED_SPLITS];
-    if (variant != CLA_FUSED_TILED && variant != CLA_FUSED_CPU && variant != CLA_FUSED_FLASH)
+    if (variant != CLA_FUSED_TILED && variant != CLA_FUSED_CPU && variant != CLA_FUSED_FLASH &&
+        variant != CLA_FUSED_DECODE)
         return "unknown variant";
     if (rows < 1 || rows > 64) return "rows must be 1 to 64";
     if (block_n < 1 || block_n > 512) return "block_n must be 1 to 512";
@@ -242,6 +333,7 @@ static const char *fused_check(const clattn_device_info *d, const cla_tune_probl
     }
     if ((size_t)wg > max_group(d)) return "work-group larger than the device allows";
     if (variant == CLA_FUSED_FLASH) return cla_flash_check(d, p, c);
+    if (variant == CLA_FUSED_DECODE) return cla_decode_check(d, p, c);
     if (local && (size_t)block_n * dims * sizeof(float) > local_budget(d))
         return "K/V tile larger than local memory";
     const size_t private_limit = gpu_like(d) ? 32 * 1024 : 256 * 1024;

@@ -136,7 +136,8 @@ void cla_tune_space_point(const cla_tune_op *op, size_t index, cla_tune_config *
 
 /* The fused attention kernel's parameters, by index in its description. */
 enum {
-    CLA_FUSED_VARIANT = 0, /* 0 tiled (sdpa_fused.cl), 1 cpu (sdpa_fused_cpu.cl), 2 flash (sdpa_flash.cl) */
+    CLA_FUSED_VARIANT =
+        0, /* 0 tiled (sdpa_fused.cl), 1 cpu (sdpa_fused_cpu.cl), 2 flash (sdpa_flash.cl), 3 decode */
     CLA_FUSED_ROWS,
     CLA_FUSED_BLOCK_N,
     CLA_FUSED_WG,
@@ -145,7 +146,7 @@ enum {
     CLA_FUSED_GQA_PACK, /* cpu row shape: a work-item takes all the query heads of a key/value head */
     CLA_FUSED_PARAM_COUNT
 };
-enum { CLA_FUSED_TILED = 0, CLA_FUSED_CPU = 1, CLA_FUSED_FLASH = 2 };
+enum { CLA_FUSED_TILED = 0, CLA_FUSED_CPU = 1, CLA_FUSED_FLASH = 2, CLA_FUSED_DECODE = 3 };
 /* The flash kernel's keys per work-item of a tile (TN in sdpa_flash.cl): a tile of block_n keys is shared by
  * block_n / CLA_FLASH_TN work-items per row, and a group of wg work-items owns wg / (block_n / CLA_FLASH_TN) * rows
  * rows (cla_flash_block_rows). */
@@ -156,6 +157,11 @@ size_t cla_flash_local_bytes(const cla_tune_problem *p, const cla_tune_config *c
 /* NULL if a flash configuration can run the problem on the device, else why not (part of the family's check, and
  * what an override of the flash variant must pass). */
 const char *cla_flash_check(const clattn_device_info *d, const cla_tune_problem *p, const cla_tune_config *c);
+/* The decode kernel (sdpa_decode.cl) takes at most this many packed rows (query rows times the query heads of a
+ * key/value head): its ROWS, a compile-time bound. */
+#define CLA_DECODE_MAX_ROWS 16
+/* NULL if a decode configuration can run the problem on the device, else why not. */
+const char *cla_decode_check(const clattn_device_info *d, const cla_tune_problem *p, const cla_tune_config *c);
 extern const cla_tune_op cla_tune_op_sdpa_fused;
 /* Completes a partial fused configuration (fields of -1 unset, as CLATTN_FUSED_PARAMS leaves them) with the
  * defaults of its variant (the device's variant when that is unset too), then shrinks it to the device's limits. */

@@ -9,7 +9,9 @@ builds by default), compiles each offline and prints one table:
   AMD:    clang-14 (amdgcn-amd-amdhsa) + libclc, llc-14 for gfx90a and gfx1030: VGPRs, scratch bytes, LDS bytes and
           LLVM's occupancy (waves per SIMD).
 Every kernel of every program is a row. Exit status 0 when everything compiled; with --check, 1 when a default
-program of the flash family (sdpa_flash) misses the targets of issue 14 (no stack or spills on sm_90 and gfx90a).
+program of the flash or decode kernels (sdpa_flash, sdpa_decode) misses the targets of issue 14 (no stack or spills
+on sm_90 and gfx90a). The exports' decode programs carry the packed rows of their shape (one: no GQA); each is
+compiled again for the row bounds of --decode-rows (GQA groups of 4, and the kernel's bound of 16, by default).
 
 Usage: gpu_compile_report.py --clattn build/clattn [--head-dims 64,128] [--dtypes f32] [--keep DIR] [--check]
        gpu_compile_report.py --dir EXPORTS   (EXPORTS/nvidia and EXPORTS/amd written by clattn kernels export)
@@ -138,13 +140,18 @@ def label(options):
     return " ".join(parts)
 
 
-def programs(export_dir):
+def programs(export_dir, decode_rows):
     with open(os.path.join(export_dir, "manifest.json")) as f:
         manifest = json.load(f)
     for p in manifest["programs"]:
         src = os.path.join(export_dir, p["source_file"])
         with open(os.path.join(export_dir, p["options_file"])) as f:
-            yield src, f.read().strip(), p["source_file"][:-3]
+            options = f.read().strip()
+        stem = p["source_file"][:-3]
+        yield src, options, stem
+        if p.get("source") == "sdpa_decode" and "-DROWS=" in options:
+            for rows in decode_rows:
+                yield src, re.sub(r"-DROWS=\d+", "-DROWS=%d" % rows, options), "%s.rows%d" % (stem, rows)
 
 
 def main():
@@ -158,7 +165,8 @@ def main():
     ap.add_argument("--masks", default="none")
     ap.add_argument("--phases", default="prefill,decode")
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--check", action="store_true", help="fail when a flash program has a stack or spills")
+    ap.add_argument("--decode-rows", default="4,16", help="row bounds to compile each decode program for too")
+    ap.add_argument("--check", action="store_true", help="fail when a flash or decode program has a stack or spills")
     args = ap.parse_args()
     missing = [t for t in ("clang-14", "llc-14", "llvm-link-14", "opt-14", "llvm-dis-14") if not shutil.which(t)]
     ptxas = find_tool(PTXAS_CANDIDATES)
@@ -185,10 +193,11 @@ def main():
         work = os.path.join(base, "compiled")
         os.makedirs(work, exist_ok=True)
         jobs = []
+        decode_rows = [int(x) for x in args.decode_rows.split(",") if x]
         with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            for src, options, stem in programs(os.path.join(exports, "nvidia")):
+            for src, options, stem in programs(os.path.join(exports, "nvidia"), decode_rows):
                 jobs.append((label(options), pool.submit(nvidia, src, options, work, stem, ptxas)))
-            for src, options, stem in programs(os.path.join(exports, "amd")):
+            for src, options, stem in programs(os.path.join(exports, "amd"), decode_rows):
                 for cpu in AMD_CPUS:
                     jobs.append((label(options), pool.submit(amd, src, options, work, stem, cpu)))
             rows = []
@@ -219,7 +228,8 @@ def main():
     for r in rows:
         print(line(r))
     if args.check:
-        bad = [r for r in rows if r[1].startswith("sdpa_flash") and r[0] in ("sm_90", "gfx90a") and (r[4] or r[5])]
+        bad = [r for r in rows if r[1] in ("sdpa_flash", "sdpa_decode") and r[0] in ("sm_90", "gfx90a") and
+               (r[4] or r[5])]
         for r in bad:
             print("gpu_compile_report: %s %s %s has a stack/scratch of %s bytes and %s spill bytes" %
                   (r[0], r[1], r[2], r[4], r[5]), file=sys.stderr)
