@@ -112,7 +112,8 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_decode(S
     const int tile_start = range_lo > 0 ? (range_lo / BLOCK_N) * BLOCK_N : 0;
     for (int j0 = tile_start; j0 < range_hi; j0 += BLOCK_N) {
         const int n = min(BLOCK_N, range_hi - j0);
-        const bool full = !CLA_PER_KEY && n == BLOCK_N && j0 >= inner_lo && j0 + BLOCK_N <= inner_hi;
+        const bool full =
+            !CLA_TILE_PER_KEY(CLA_TILE_PARTIAL) && n == BLOCK_N && j0 >= inner_lo && j0 + BLOCK_N <= inner_hi;
         barrier(CLK_LOCAL_MEM_FENCE); /* the previous tile's scores are read (and q_tile is written) */
 
         /* Scores of this work-item's keys for every row. */
