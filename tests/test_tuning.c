@@ -260,6 +260,7 @@ static void matcher_serving_formats(void **state) {
     char *json = cla_tuning_db_to_json(&db);
     assert_non_null(json);
     cla_tuning_db back;
+    memset(&back, 0, sizeof back); /* parse clears it first */
     assert_true(cla_tuning_db_parse(json, strlen(json), &back, why, sizeof why));
     assert_int_equal(back.count, 4);
     assert_int_equal(back.entries[1].cls.kv_layout, CLATTN_TUNE_KV_PAGED);
