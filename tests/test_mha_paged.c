@@ -347,11 +347,73 @@ static void bad_arguments(void **state) {
     engine_free(&e);
 }
 
+/* Cross-attention over pages: the first call appends the encoder memory (kv_d_model differs from d_model), later
+ * calls READ it with no memory, as a decoder's steps do. */
+static void cross_attention_pages(void **state) {
+    (void)state;
+    const clattn_mha_config cfg = {16, 12, 2, 1, 8, 0};
+    enum { B = 2, M = 11, L = 3, D = 16, KD = 12, NB = 4, BS = 8 };
+    mha_layer l;
+    mha_layer_make(ctx, &l, &cfg, false, true, 12);
+    cl_mem kbuf = filled_buffer((size_t)NB * BS * 8 * sizeof(float), MHA_POISON_BYTE);
+    cl_mem vbuf = filled_buffer((size_t)NB * BS * 8 * sizeof(float), MHA_POISON_BYTE);
+    int32_t table[B * 2] = {3, 0, 1, 2}, lens[B] = {0, 0};
+    clattn_mha_pages pg = {.seq_count = B, .cached_lens = lens, .block_table = table, .block_table_stride = 2};
+    pg.k_cache = clattn_tensor_blhd(kbuf, CLATTN_DTYPE_F32, NB, 1, BS, 8);
+    pg.v_cache = clattn_tensor_blhd(vbuf, CLATTN_DTYPE_F32, NB, 1, BS, 8);
+    unsigned seed = 5;
+    float *mem = mha_rand_array(B * M * KD, 1.0f, &seed);
+    dev_seq dm = seq_make(ctx, CLATTN_DTYPE_F32, B, M, KD, 0, mem);
+    clattn_mha_desc desc;
+    clattn_mha_desc_init(&desc);
+    desc.pages = &pg;
+    const double rel = check_mha_rel_tolerance(&l.cfg, M);
+    for (int step = 0; step < 2; ++step) {
+        float *x = mha_rand_array(B * L * D, 1.0f, &seed);
+        dev_seq dx = seq_make(ctx, CLATTN_DTYPE_F32, B, L, D, 0, x);
+        dev_seq out = seq_make(ctx, CLATTN_DTYPE_F32, B, L, D, 1, NULL);
+        desc.cache_mode = step == 0 ? CLATTN_CACHE_APPEND : CLATTN_CACHE_READ;
+        mha_run_ok(ctx, l.dev, &desc, &dx.t, step == 0 ? &dm.t : NULL, &out.t);
+        float got[B * L * D];
+        assert_true(seq_read(ctx, &out, got));
+        cla_ref_mha ref;
+        memset(&ref, 0, sizeof ref);
+        ref.config = cfg;
+        ref.weights = l.host;
+        ref.batch = B;
+        ref.q_len = L;
+        ref.x = x;
+        ref.memory = step == 0 ? mem : NULL;
+        ref.memory_len = step == 0 ? M : 0;
+        ref.past = step == 0 ? NULL : mem;
+        ref.past_len = step == 0 ? 0 : M;
+        ref.read_only = step == 1;
+        ref.attention.scale = NAN;
+        ref.attention.window_left = ref.attention.window_right = CLATTN_WINDOW_UNBOUNDED;
+        double want[B * L * D];
+        ref.out = want;
+        assert_int_equal(cla_reference_mha(&ref), 0);
+        expect_close(step == 0 ? "cross append" : "cross read", got, want, B * L * D, rel, CLATTN_DTYPE_F32,
+                     "paged cross-attention");
+        if (step == 0)
+            for (int b = 0; b < B; ++b) lens[b] = M;
+        free(x);
+        seq_release(&dx);
+        seq_release(&out);
+    }
+    free(mem);
+    seq_release(&dm);
+    clReleaseMemObject(kbuf);
+    clReleaseMemObject(vbuf);
+    mha_layer_free(&l);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(schedule_f32),
         cmocka_unit_test(schedule_f16_and_8bit),
         cmocka_unit_test(bad_arguments),
+        cmocka_unit_test(cross_attention_pages),
     };
     return cmocka_run_group_tests_name("mha_paged", tests, setup, teardown);
 }

@@ -86,13 +86,27 @@ static clattn_status check_seq(clattn_context *ctx, const clattn_tensor *t, cons
     return cla_tensor_check(ctx, t, name, is_output, &r->begin, &r->end);
 }
 
-static clattn_status check_cache(clattn_context *ctx, const clattn_mha_desc *desc, const clattn_mha_config *c,
-                                 size_t batch, const clattn_tensor *memory) {
-    const clattn_kv_cache *kv = desc->cache;
+/* The mode of a call with a KV cache or pages, and what it projects: READ projects nothing, so takes no memory. */
+static clattn_status check_cache_mode(clattn_context *ctx, const clattn_mha_desc *desc,
+                                      const clattn_tensor *memory) {
+    CLA_FAIL_ON(desc->cache && desc->pages, ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                "desc->cache and desc->pages are both set; a call uses one KV cache");
     if (desc->cache_mode != CLATTN_CACHE_APPEND && desc->cache_mode != CLATTN_CACHE_READ)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
                         "desc->cache_mode %d is neither CLATTN_CACHE_APPEND nor CLATTN_CACHE_READ",
                         (int)desc->cache_mode);
+    CLA_FAIL_ON(desc->cache_mode == CLATTN_CACHE_READ && memory, ctx, CLATTN_ERROR_INVALID_ARGUMENT,
+                "memory is given with CLATTN_CACHE_READ, which projects nothing; pass NULL, or use "
+                "CLATTN_CACHE_APPEND to add the memory to the %s",
+                desc->cache ? "cache" : "pages");
+    CLA_FAIL_ON(desc->pages && desc->pages->cu_seqlens_q && memory, ctx, CLATTN_ERROR_UNSUPPORTED,
+                "desc->pages->cu_seqlens_q (packed sequences) is for self-attention; memory must be NULL");
+    return CLATTN_SUCCESS;
+}
+
+static clattn_status check_cache(clattn_context *ctx, const clattn_mha_desc *desc, const clattn_mha_config *c,
+                                 size_t batch) {
+    const clattn_kv_cache *kv = desc->cache;
     if (kv->ctx != ctx)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
                         "desc->cache was created on another context; a cache serves only its own");
@@ -106,10 +120,6 @@ static clattn_status check_cache(clattn_context *ctx, const clattn_mha_desc *des
     if (kv->batch != batch)
         return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
                         "desc->cache was created for batch %zu but x has batch %zu", kv->batch, batch);
-    if (desc->cache_mode == CLATTN_CACHE_READ && memory)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "memory is given with CLATTN_CACHE_READ, which projects nothing; pass NULL, or "
-                        "use CLATTN_CACHE_APPEND to add the memory to the cache");
     return CLATTN_SUCCESS;
 }
 
@@ -152,14 +162,17 @@ static clattn_status validate(clattn_context *ctx, const clattn_mha_weights *w, 
     p->batch = x->size[0];
     p->q_len = x->size[2];
 
+    const bool cached = desc->cache || desc->pages;
+    clattn_status st = cached ? check_cache_mode(ctx, desc, memory) : CLATTN_SUCCESS;
+    if (st) return st;
     cla_range ranges[16] = {{0}};
     size_t n = 0;
-    clattn_status st = check_seq(ctx, x, "x", p->batch, c->d_model, "d_model", false, &ranges[n++]);
+    st = check_seq(ctx, x, "x", p->batch, c->d_model, "d_model", false, &ranges[n++]);
     if (st) return st;
     if (memory) {
         if ((st = check_seq(ctx, memory, "memory", p->batch, c->kv_d_model, "kv_d_model", false, &ranges[n++])))
             return st;
-    } else if (c->kv_d_model != c->d_model && !(desc->cache && desc->cache_mode == CLATTN_CACHE_READ)) {
+    } else if (c->kv_d_model != c->d_model && !(cached && desc->cache_mode == CLATTN_CACHE_READ)) {
         return cla_fail(ctx, CLATTN_ERROR_INVALID_SHAPE,
                         "memory is NULL (self-attention) but the weights' kv_d_model (%zu) differs from "
                         "d_model (%zu); give the memory of cross-attention",
@@ -171,24 +184,12 @@ static clattn_status validate(clattn_context *ctx, const clattn_mha_weights *w, 
                         p->q_len);
 
     p->cache = desc->cache;
-    const bool cached = p->cache || desc->pages;
-    CLA_FAIL_ON(p->cache && desc->pages, ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                "desc->cache and desc->pages are both set; a call uses one KV cache");
-    if (desc->pages && desc->cache_mode != CLATTN_CACHE_APPEND && desc->cache_mode != CLATTN_CACHE_READ)
-        return cla_fail(ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                        "desc->cache_mode %d is neither CLATTN_CACHE_APPEND nor CLATTN_CACHE_READ",
-                        (int)desc->cache_mode);
-    CLA_FAIL_ON(desc->pages && desc->cache_mode == CLATTN_CACHE_READ && memory, ctx, CLATTN_ERROR_INVALID_ARGUMENT,
-                "memory is given with CLATTN_CACHE_READ, which projects nothing; pass NULL, or use "
-                "CLATTN_CACHE_APPEND to add the memory to the pages");
-    CLA_FAIL_ON(desc->pages && desc->pages->cu_seqlens_q && memory, ctx, CLATTN_ERROR_UNSUPPORTED,
-                "desc->pages->cu_seqlens_q (packed sequences) is for self-attention; memory must be NULL");
     p->append = cached && desc->cache_mode == CLATTN_CACHE_APPEND;
     p->kv_source = cached && !p->append ? NULL : memory ? memory : x;
     p->new_len = p->kv_source ? p->kv_source->size[2] : 0;
     p->kv_len = p->new_len;
     if (p->cache) {
-        if ((st = check_cache(ctx, desc, c, p->batch, memory))) return st;
+        if ((st = check_cache(ctx, desc, c, p->batch))) return st;
         p->past = p->cache->length;
         if (p->new_len > p->cache->capacity - p->past)
             return cla_fail(ctx, CLATTN_ERROR_CAPACITY,
