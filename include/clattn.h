@@ -459,8 +459,12 @@ typedef struct clattn_sdpa_desc {
      * mask_mod is concerned, which is not evaluated there (the other masks still apply). Any other nonzero flag:
      * the keys are evaluated as usual (mask_mod, then the other masks). A row whose every block is 0 is fully
      * masked (zeros, lse -inf). A wrong dtype or a shape that does not broadcast is CLATTN_ERROR_INVALID_MASK. Like
-     * score_mod and mask_mod it needs a fused kernel (AUTO runs one); UNFUSED, weights, larger head dims and the
-     * serving formats (seq_count) are CLATTN_ERROR_UNSUPPORTED. NULL buffer: none. */
+     * score_mod and mask_mod it needs a fused kernel (AUTO runs one); UNFUSED, weights and larger head dims are
+     * CLATTN_ERROR_UNSUPPORTED. Packed and paged calls (seq_count, below) count blocks within each sequence: the
+     * flags broadcast to [seq_count, Hq, ceil(max_q / block_mask_q), ceil(max_k / block_mask_k)], max_q and max_k
+     * the longest sequence's query rows and keys, and query i and key j of sequence b (positions inside the
+     * sequence, as for causal masks and windows there) fall in block [b, h, i / block_mask_q, j / block_mask_k].
+     * NULL buffer: none. */
     clattn_tensor block_mask;
     /* The block mask's block sizes in query rows and keys: any positive value, independent of the kernels' tiles
      * (128 and 128 by default, FlexAttention's; 0 with a block mask is CLATTN_ERROR_INVALID_ARGUMENT). */
@@ -472,8 +476,8 @@ typedef struct clattn_sdpa_desc {
      * step does), and copies them to the device with its commands, so they may be reused as soon as it returns.
      * They need the fused kernels (AUTO picks them; UNFUSED is CLATTN_ERROR_UNSUPPORTED), take no weights and no
      * key_lengths, and run on one device of the context. Masks broadcast to [B, Hq, max_q, max_k], indexed by the
-     * positions inside each sequence; causal alignment, windows and ALiBi apply per sequence, with the sequence's
-     * own key length as Lk; lse follows q's rows. */
+     * positions inside each sequence (block masks likewise, by blocks of those positions); causal alignment,
+     * windows and ALiBi apply per sequence, with the sequence's own key length as Lk; lse follows q's rows. */
     size_t seq_count; /* B: the sequences of a packed, paged or dense-cache (seqlens_k) call (0 with none) */
     /* Packed queries (FlashAttention's varlen): q [1, Hq, total_q, Dk], out [1, Hq, total_q, Dv] and lse
      * [1, Hq, total_q, 1]; sequence b is rows cu_seqlens_q[b] .. cu_seqlens_q[b + 1] - 1. A [total, H, D] array is

@@ -267,12 +267,12 @@ def quantize(x, kind, head_axis):
     return (fp8.astype(np.float32) * scale).astype(np.float32)
 
 
-def per_sequence(name, args, q_rows, keys, expect_kw, tol, check_lse=True):
-    """Runs with -o and --lse; q_rows(b) gives sequence b's output rows' index into o, keys(b) its (k, v) as
+def per_sequence(name, args, q_rows, keys, expect_kw, tol, check_lse=True, with_check=True):
+    """Runs with -o and --lse (and --check unless with_check is False); q_rows(b) gives sequence b's output rows' index into o, keys(b) its (k, v) as
     [Lk, Hkv, D]; compares each sequence with NumPy."""
     t.remove("lse.npy")
-    r = t.run_to(*args, "--lse", path("lse.npy"), "--check")
-    if r.returncode != 0 or "reference" not in r.stdout:
+    r = t.run_to(*args, "--lse", path("lse.npy"), *(["--check"] if with_check else []))
+    if r.returncode != 0 or (with_check and "reference" not in r.stdout):
         check(name, False, r.stdout + r.stderr)
         return
     o, lse = np.load(path("o.npy")), np.load(path("lse.npy"))
@@ -333,6 +333,16 @@ np.save(path("pmask.npy"), pmask)
 per_sequence("packed with a bool mask [B, 1, max_q, max_k], each sequence its top-left corner",
              packed + ["--mask", path("pmask.npy")], packed_rows, packed_keys(),
              dict(mask=lambda b: pmask[b:b + 1, :, :lq_lens[b], :lk_lens[b]]), 1e-5)
+# A block mask over packed sequences: [B, Hq, ceil(max_q / 8), ceil(max_k / 16)], blocks of each sequence's own
+# positions (NumPy: the flags expanded into the bool mask they stand for). --check does not take it.
+pbm = rng.integers(0, 3, (seqs, hq, -(-lq_lens.max() // 8), -(-lk_lens.max() // 16))).astype(np.int32)
+np.save(path("pbm.npy"), pbm)
+per_sequence("packed with --block-mask [B, Hq, ceil(max_q/8), ceil(max_k/16)], bottom-right",
+             packed + ["--block-mask", path("pbm.npy"), "--block-size", "8,16", "--causal", "bottom-right"],
+             packed_rows, packed_keys(),
+             dict(causal="bottom-right", mask=lambda b: (pbm[b][:, np.arange(lq_lens[b])[:, None] // 8,
+                                                                np.arange(lk_lens[b])[None, :] // 16] != 0)[None]),
+             1e-5, with_check=False)
 for kind, tol in (("i8", 1e-5), ("fp8", 1e-5), ("f16", 1e-5), ("bf16", 1e-5)):
     per_sequence(f"packed, --kv-dtype {kind} (as NumPy quantizes it)", packed + ["--kv-dtype", kind, "--causal",
                  "bottom-right"], packed_rows, packed_keys(kind), dict(causal="bottom-right"), tol)
@@ -372,6 +382,14 @@ per_sequence("paged cache, packed queries (chunked prefill), ALiBi, window", ["-
              path("cq.npy")] + cache + ["--causal", "bottom-right", "--window", "6,0", "--alibi-slopes",
                                         path("slopes.npy")], packed_rows, paged_keys(),
              dict(causal="bottom-right", window=(6, 0), alibi=slopes), 1e-5)
+# A block mask [B, 1, 1, ceil(max_k / 8)] over the paged cache's keys (blocks of each sequence's positions).
+kbm = rng.integers(0, 3, (seqs, 1, 1, -(-sk.max() // 8))).astype(np.int32)
+np.save(path("kbm.npy"), kbm)
+per_sequence("paged cache, packed queries, --block-mask [B, 1, 1, ceil(max_k/8)], top-left",
+             ["--q", path("qp.npy"), "--cu-seqlens-q", path("cq.npy")] + cache
+             + ["--block-mask", path("kbm.npy"), "--block-size", "4,8", "--causal", "top-left"], packed_rows,
+             paged_keys(), dict(causal="top-left", mask=lambda b: (kbm[b][..., np.arange(sk[b]) // 8] != 0)[None]),
+             1e-5, with_check=False)
 # A dense cache [B, Hkv, Lk_cap, D] with --seqlens-k: sequence b has its first sk[b] keys, which are its Lk for the
 # alignment (here a window aligned bottom-right without causal masking, FlashAttention's convention, and causal).
 kd = rng.uniform(-2, 2, (seqs, hkv, 32, dk)).astype(np.float32)
@@ -407,6 +425,7 @@ check("--random --kv-dtype i8 --check", r.returncode == 0 and "reference" in r.s
 # Serving inputs that do not fit: exit 2, no output, and a message naming the problem (the library's status for
 # index arrays only it checks).
 np.save(path("ck_short.npy"), ck[:-1])
+np.save(path("pbm_bad.npy"), np.zeros((seqs, hq, -(-cq[-1] // 8), -(-ck[-1] // 16)), np.int32))
 cq_bad = cq.copy()
 cq_bad[3] = cq_bad[2] - 1
 np.save(path("cq_bad.npy"), cq_bad)
@@ -440,6 +459,14 @@ for name, args, needle in (
         ("float64 cu_seqlens", ["--q", path("qp.npy"), "--k", path("kp.npy"), "--v", path("vp.npy"),
                                 "--cu-seqlens-q", path("slopes.npy"), "--cu-seqlens-k", path("ck.npy")], "int32")):
     r = t.run_to(*args, "--check")
+    check(f"{name}: exit 2, no output, message names it", r.returncode == 2 and not t.wrote() and needle in r.stderr,
+          f"exit {r.returncode}: {r.stderr}")
+# A block mask sized by the packed rows rather than the longest sequence: the library's status and the sizes it
+# expects; with --check, a usage error (the reference does not take block masks).
+for name, extra, needle in (("a block mask of the packed rows' blocks", [], "[5, 4, 5, 4]"),
+                            ("--block-mask with --check", ["--check"], "--check")):
+    r = t.run_to(*packed, "--block-mask", path("pbm_bad.npy" if not extra else "pbm.npy"), "--block-size", "8,16",
+                 *extra)
     check(f"{name}: exit 2, no output, message names it", r.returncode == 2 and not t.wrote() and needle in r.stderr,
           f"exit {r.returncode}: {r.stderr}")
 

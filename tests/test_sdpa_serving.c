@@ -3,9 +3,9 @@
  * (cu_seqlens), paged KV caches (shuffled and shared pages, every block size from 8 to 256) and 8-bit keys and
  * values (int8 with a scale per token and head, fp8 E4M3 with one per head), on every fused variant, with lengths 0
  * and 1 inside a batch, GQA, both causal alignments, windows, a per-sequence mask, lse, fp16/bf16 storage and key
- * splits. Each sequence is computed alone by the reference from the values the device holds (8-bit ones
- * dequantized); outputs are poisoned and followed by a canary. Every invalid index array gets its exact status,
- * and leaves the output untouched. */
+ * splits, and block masks (blocks of each sequence's positions) with and without mask_mod. Each sequence is
+ * computed alone by the reference from the values the device holds (8-bit ones dequantized); outputs are poisoned
+ * and followed by a canary. Every invalid index array gets its exact status, and leaves the output untouched. */
 #include "check_tolerance.h"
 #include "reference.h"
 #include "support_buffers.h"
@@ -41,6 +41,11 @@ typedef struct serving_case {
     clattn_window_align window_align;
     bool mask; /* a boolean mask [B, 1, max_q, max_k] */
     bool mods; /* softcap 2, sinks and ALiBi slopes per query head */
+    /* A block mask of bm_q x bm_k blocks of each sequence's positions (0: none), random flags 0/1/2 of
+     * [B, Hq or 1 (bm_bcast_h), ceil(max_q / bm_q), ceil(max_k / bm_k)], with mask_mod or without. */
+    size_t bm_q, bm_k;
+    bool bm_bcast_h;
+    const char *mask_mod; /* NULL or MOD_EXPR */
     bool lse;
     unsigned seed;
 } serving_case;
@@ -69,8 +74,17 @@ static serving_case case_of(size_t seqs, const int *q_lens, const int *k_lens, s
 typedef struct seq_values {
     float *q[MAX_SEQS], *k[MAX_SEQS], *v[MAX_SEQS];
     float sinks[64], slopes[64];
-    uint8_t *mask; /* [B, max_q, max_k] */
+    uint8_t *mask;  /* [B, max_q, max_k] */
+    int32_t *flags; /* the block mask, of sizes flag_size */
+    size_t flag_size[4];
 } seq_values;
+
+/* The mask_mod of the block-mask cases, and its predicate here: it depends on both positions inside the sequence.
+ */
+#define MOD_EXPR "(q_idx + 2 * kv_idx) % 5 != 3"
+static bool mod_keeps(int i, int j) {
+    return (i + 2 * j) % 5 != 3;
+}
 
 static void free_values(seq_values *s) {
     for (int b = 0; b < MAX_SEQS; ++b) {
@@ -79,6 +93,7 @@ static void free_values(seq_values *s) {
         free(s->v[b]);
     }
     free(s->mask);
+    free(s->flags);
 }
 
 static size_t max_len(const int *lens, size_t n) {
@@ -345,6 +360,43 @@ static void build(const serving_case *c, seq_values *s, serving_call *call) {
         cl_mem mb = keep(call, support_buffer(ctx, s->mask, n + 1, &err));
         d->mask = clattn_tensor_bhld(mb, CLATTN_DTYPE_BOOL, B, 1, call->max_q, call->max_k);
     }
+    if (c->bm_q) {
+        size_t *fs = s->flag_size;
+        fs[0] = B;
+        fs[1] = c->bm_bcast_h ? 1 : Hq;
+        fs[2] = (call->max_q + c->bm_q - 1) / c->bm_q;
+        fs[3] = (call->max_k + c->bm_k - 1) / c->bm_k;
+        const size_t n = fs[0] * fs[1] * fs[2] * fs[3];
+        s->flags = malloc((n + 1) * sizeof *s->flags);
+        for (size_t x = 0; x < n; ++x) {
+            const float r = support_random(&seed); /* [-2, 2): 0, 1 or 2 about a third of the time each */
+            s->flags[x] = r < -0.7f ? 0 : r < 0.7f ? 1 : 2;
+        }
+        cl_mem fb = keep(call, support_buffer(ctx, s->flags, (n + 1) * sizeof *s->flags, &err));
+        d->block_mask = clattn_tensor_bhld(fb, CLATTN_DTYPE_I32, fs[0], fs[1], fs[2], fs[3]);
+        d->block_mask_q = c->bm_q;
+        d->block_mask_k = c->bm_k;
+    }
+    d->mask_mod = c->mask_mod;
+}
+
+/* Sequence b's keep mask [Hq, Lq, Lk] for the reference: the boolean mask, the block flags (counted within the
+ * sequence's own positions) and mask_mod where a flag is 1. */
+static uint8_t *seq_keep(const serving_case *c, const seq_values *s, const serving_call *call, size_t b) {
+    const size_t Hq = c->q_heads, Lq = (size_t)c->q_lens[b], Lk = (size_t)c->k_lens[b];
+    const size_t *fs = s->flag_size;
+    uint8_t *keep = malloc(Hq * Lq * Lk + 1);
+    for (size_t h = 0; h < Hq; ++h)
+        for (size_t i = 0; i < Lq; ++i)
+            for (size_t j = 0; j < Lk; ++j) {
+                bool in = !s->mask || s->mask[(b * call->max_q + i) * call->max_k + j];
+                int f = 1;
+                if (s->flags)
+                    f = s->flags[((b * fs[1] + (fs[1] == 1 ? 0 : h)) * fs[2] + i / c->bm_q) * fs[3] + j / c->bm_k];
+                if (f == 0 || (f != 2 && c->mask_mod && !mod_keeps((int)i, (int)j))) in = false;
+                keep[(h * Lq + i) * Lk + j] = in;
+            }
+    return keep;
 }
 
 /* Runs a built call and compares every sequence with the reference. */
@@ -379,7 +431,14 @@ static void check(const serving_case *c, const seq_values *s, serving_call *call
         a.window_left = c->window_left;
         a.window_right = c->window_right;
         a.window_align = c->window_align;
-        if (s->mask) { /* sequence b's [max_q, max_k] slice, its own rows and keys */
+        uint8_t *keep_bm = NULL;
+        if (s->flags || c->mask_mod) { /* the block mask and mask_mod (and the mask) as one [1, Hq, Lq, Lk] */
+            keep_bm = seq_keep(c, s, call, b);
+            const cla_ref_tensor kt = cla_ref_dense(NULL, 1, Hq, Lq, Lk);
+            a.bool_mask.data = keep_bm;
+            memcpy(a.bool_mask.size, kt.size, sizeof kt.size);
+            memcpy(a.bool_mask.stride, kt.stride, sizeof kt.stride);
+        } else if (s->mask) { /* sequence b's [max_q, max_k] slice, its own rows and keys */
             a.bool_mask.data = s->mask + b * call->max_q * call->max_k;
             a.bool_mask.size[0] = a.bool_mask.size[1] = 1;
             a.bool_mask.size[2] = Lq;
@@ -395,6 +454,7 @@ static void check(const serving_case *c, const seq_values *s, serving_call *call
         a.out = ref;
         a.lse = ref_lse;
         assert_int_equal(cla_reference_sdpa(&a), 0);
+        free(keep_bm);
         for (size_t h = 0; h < Hq; ++h)
             for (size_t i = 0; i < Lq; ++i) {
                 const size_t row =
@@ -701,6 +761,63 @@ static void window_alignment(void **state) {
     each_variant(window_align_body);
 }
 
+/* The block mask on packed and paged calls, blocks counted within each sequence: packed sequences of odd lengths
+ * with lengths 0 and 1 in the middle, paged caches of shuffled pages (block sizes 16 and 64) with packed and decode
+ * queries, GQA, both causal alignments, random flags 0/1/2 (one broadcast over heads), block sizes that divide
+ * nothing, with mask_mod and without, and with a boolean mask beside them. */
+static void block_mask_body(void) {
+    static const int ql[] = {5, 0, 1, 37, 20, 13}, kl[] = {9, 4, 1, 37, 61, 0};
+    serving_case c = case_of(6, ql, kl, 6, 2, 16);
+    c.bm_q = 7;
+    c.bm_k = 10;
+    c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+    c.seed = 40;
+    run_case(&c);
+    c.mask_mod = MOD_EXPR;
+    c.causal = CLATTN_CAUSAL_TOP_LEFT;
+    c.seed = 41;
+    run_case(&c);
+    c = case_of(6, ql, kl, 3, 3, 8);
+    c.bm_q = 16;
+    c.bm_k = 5;
+    c.bm_bcast_h = true;
+    c.mask = true;
+    c.mask_mod = MOD_EXPR;
+    c.dtype = CLATTN_DTYPE_F16;
+    c.seed = 42;
+    run_case(&c);
+
+    static const int pql[] = {4, 0, 9, 1}, pkl[] = {70, 33, 1, 0}, ql1[] = {1, 1, 1, 1};
+    static const size_t pages[] = {16, 64};
+    for (size_t p = 0; p < ARRAY_N(pages); ++p) {
+        c = case_of(4, pql, pkl, 4, 2, 16);
+        c.kv = KV_PAGED;
+        c.page = pages[p];
+        c.bm_q = 3;
+        c.bm_k = p ? 32 : 11;
+        c.causal = p ? CLATTN_CAUSAL_TOP_LEFT : CLATTN_CAUSAL_BOTTOM_RIGHT;
+        c.mask_mod = p ? NULL : MOD_EXPR;
+        c.seed = 50 + (unsigned)p;
+        run_case(&c);
+        c = case_of(4, ql1, pkl, 8, 2, 32);
+        c.packed_q = false;
+        c.kv = KV_PAGED;
+        c.page = pages[p];
+        c.share_prefix = p == 0;
+        c.bm_q = 1;
+        c.bm_k = 9;
+        c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+        c.mask_mod = p ? MOD_EXPR : NULL;
+        c.seed = 60 + (unsigned)p;
+        run_case(&c);
+    }
+}
+
+static void block_mask_per_sequence(void **state) {
+    (void)state;
+    each_variant(block_mask_body);
+}
+
 /* A call whose index arrays (or scales) are wrong: the exact status, and the output untouched. */
 static void expect_refused(serving_call *call, clattn_status want) {
     assert_status(clattn_sdpa(ctx, &call->desc, &call->q, &call->k, &call->v, &call->out, NULL, 0, NULL, NULL),
@@ -746,6 +863,24 @@ static void invalid_arguments(void **state) {
     call.desc = keep_desc;
     call.desc.k_scale = call.q; /* a scale for fp32 keys */
     expect_refused(&call, CLATTN_ERROR_INVALID_SCALE);
+    call.desc = keep_desc;
+    /* A block mask counted over the packed rows (6 queries, 56 keys) rather than the longest sequence (3 and 30):
+     * blocks of 2 x 8 give [3, 2, 3, 7], not [3, 2, 2, 4]; the message names the sequences' terms. */
+    cl_int err = CL_SUCCESS;
+    int32_t flags[3 * 2 * 3 * 7] = {0};
+    cl_mem fb = support_buffer(ctx, flags, sizeof flags, &err);
+    assert_int_equal(err, CL_SUCCESS);
+    call.desc.block_mask = clattn_tensor_bhld(fb, CLATTN_DTYPE_I32, 3, 2, 3, 7);
+    call.desc.block_mask_q = 2;
+    call.desc.block_mask_k = 8;
+    expect_refused(&call, CLATTN_ERROR_INVALID_MASK);
+    const char *msg = clattn_context_last_error(ctx);
+    if (!strstr(msg, "[3, 2, 2, 4]") || !strstr(msg, "sequences") || !strstr(msg, "longest query sequence 3"))
+        fail_msg("the block mask's message does not give the sequences' sizes: %s", msg);
+    call.desc.block_mask = clattn_tensor_bhld(fb, CLATTN_DTYPE_I32, 3, 2, 2, 4); /* the right sizes, unfused */
+    call.desc.impl = CLATTN_IMPL_UNFUSED;
+    expect_refused(&call, CLATTN_ERROR_UNSUPPORTED);
+    clReleaseMemObject(fb);
     call.desc = keep_desc;
     release_call(&call);
     free_values(&s);
@@ -907,16 +1042,42 @@ static void tiny_every_variant(void **state) {
     each_variant(tiny_body);
 }
 
+/* Oclgrind (--tiny-block-mask): one packed and one paged call with a block mask and mask_mod on every variant. */
+static void tiny_block_mask_body(void) {
+    static const int ql[] = {3, 0, 1, 6}, kl[] = {5, 2, 1, 11}, ql1[] = {1, 1, 1, 1}, pkl[] = {9, 17, 0, 4};
+    serving_case c = case_of(4, ql, kl, 2, 1, 4);
+    c.bm_q = 2;
+    c.bm_k = 3;
+    c.mask_mod = MOD_EXPR;
+    c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+    run_case(&c);
+    c = case_of(4, ql1, pkl, 2, 1, 4);
+    c.packed_q = false;
+    c.kv = KV_PAGED;
+    c.page = 8;
+    c.bm_q = 1;
+    c.bm_k = 5;
+    run_case(&c);
+}
+
+static void tiny_block_mask(void **state) {
+    (void)state;
+    each_variant(tiny_block_mask_body);
+}
+
 int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(invalid_arguments), cmocka_unit_test(packed_sequences),
         cmocka_unit_test(paged_caches),      cmocka_unit_test(quantized_kv),
         cmocka_unit_test(fp8_every_code),    cmocka_unit_test(dense_cache_lengths),
-        cmocka_unit_test(window_alignment),
+        cmocka_unit_test(window_alignment),  cmocka_unit_test(block_mask_per_sequence),
     };
     const struct CMUnitTest tiny[] = {cmocka_unit_test(tiny_every_variant)};
     if (argc > 1 && strcmp(argv[1], "--tiny") == 0)
         return cmocka_run_group_tests_name("sdpa_serving_tiny", tiny, setup, teardown);
+    const struct CMUnitTest tiny_bm[] = {cmocka_unit_test(tiny_block_mask)};
+    if (argc > 1 && strcmp(argv[1], "--tiny-block-mask") == 0)
+        return cmocka_run_group_tests_name("sdpa_serving_tiny_block_mask", tiny_bm, setup, teardown);
     const struct CMUnitTest large[] = {cmocka_unit_test(large_paged_decode),
                                        cmocka_unit_test(large_packed_prefill)};
     if (argc > 1 && strcmp(argv[1], "--large") == 0)

@@ -129,6 +129,18 @@ def _block_mask(call: _Call, block_mask: Any) -> Any:
     return c
 
 
+def set_block_mask(call: _Call, desc: Any, block_mask: Any, block_size: Any) -> None:
+    """Puts the block mask (None: none) and its block sizes (BQ or (BQ, BK)) into `desc`; the library checks the
+    shape against the call (per sequence for packed and paged calls)."""
+    if block_mask is None:
+        return
+    desc.block_mask = _block_mask(call, block_mask)
+    bq, bk = (block_size, block_size) if np.ndim(block_size) == 0 else tuple(block_size)
+    if int(bq) < 0 or int(bk) < 0:
+        raise InvalidArgumentError(f"block_size={block_size!r}: expected positive sizes", -3000)
+    desc.block_mask_q, desc.block_mask_k = int(bq), int(bk)
+
+
 def set_mods(call: "_Call", desc: Any, score_mod: Optional[str], mask_mod: Optional[str],
              mod_buffers: Optional[Mapping[str, Any]]) -> List[bytes]:
     """Puts the caller's score_mod / mask_mod expressions and their buffers into `desc`. Returns the encoded strings,
@@ -309,12 +321,7 @@ def scaled_dot_product_attention(ctx: Any, query: Any, key: Any, value: Any, att
         if alibi_slopes is not None:
             desc.alibi_slopes = _per_head(call, alibi_slopes, "alibi_slopes", hq)
         mod_strings = set_mods(call, desc, score_mod, mask_mod, mod_buffers)  # desc points into these: kept to the end
-        if block_mask is not None:
-            desc.block_mask = _block_mask(call, block_mask)
-            bq, bk = (block_size, block_size) if np.ndim(block_size) == 0 else tuple(block_size)
-            if int(bq) < 0 or int(bk) < 0:
-                raise InvalidArgumentError(f"block_size={block_size!r}: expected positive sizes", -3000)
-            desc.block_mask_q, desc.block_mask_k = int(bq), int(bk)
+        set_block_mask(call, desc, block_mask, block_size)
         out_shape = (b, hq, lq, v.shape[3])
         host_out = None
         cl_out = None

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import _lib
 from ._arrays import DTYPE_NAME, KV8_HOST_TYPE, HostArray, float_values, host_array, to_caller
-from .attention import _DEFAULT_DESC, _Call, _per_head, is_device
+from .attention import _DEFAULT_DESC, _Call, _per_head, is_device, set_block_mask
 from .errors import DTypeError, InvalidArgumentError, MaskError, ShapeError, UnsupportedError, check, make
 from .tensor import DeviceTensor
 
@@ -224,7 +224,7 @@ def flash_attn_varlen_func(q: Any, k: Any, v: Any, cu_seqlens_q: Any, cu_seqlens
                            window_size: Sequence[int] = (-1, -1), softcap: float = 0.0, alibi_slopes: Any = None,
                            deterministic: bool = False, return_lse: bool = False, block_table: Any = None, *,
                            k_scale: Any = None, v_scale: Any = None, kv_dtype: Any = None,
-                           context: Any = None) -> Any:
+                           block_mask: Any = None, block_size: Any = 128, context: Any = None) -> Any:
     """Attention over a packed batch of sequences of different lengths, as FlashAttention's flash_attn_varlen_func.
 
     q [total_q, Hq, D], k [total_k, Hkv, D], v [total_k, Hkv, Dv] (Hq a multiple of Hkv); sequence b is rows
@@ -243,6 +243,10 @@ def flash_attn_varlen_func(q: Any, k: Any, v: Any, cu_seqlens_q: Any, cu_seqlens
     clattn.quantize_kv makes them) need k_scale and v_scale: a float, one per head [Hkv], or one per token and head
     (k's shape without head_dim). Inputs are NumPy arrays, CPU torch tensors, array-interface or DLPack objects, or
     DeviceTensors of the context; context=None uses clattn.default_context().
+
+    block_mask (a clattn extension, as in scaled_dot_product_attention): integer flags broadcasting to [batch, Hq,
+    ceil(max_q / BQ), ceil(max_k / BK)] with block_size = BQ or (BQ, BK) (default 128), blocks counted within each
+    sequence's own positions: 0 excludes a block (the kernels skip it), other values keep its keys.
 
     Returns out [total_q, Hq, Dv] as the query's kind of array (float32 unless q is float16, bfloat16 or float64)
     and, with return_lse, the log-sum-exp of each row [Hq, total_q] (float32; -inf for a row that sees no key). A
@@ -284,6 +288,7 @@ def flash_attn_varlen_func(q: Any, k: Any, v: Any, cu_seqlens_q: Any, cu_seqlens
             desc.cu_seqlens_k = _int_ptr(cu_k)
         hq, total_q, dv = qt.shape[2], qt.shape[1], vt.shape[3]
         _options(call, desc, hq, softmax_scale, causal, window_size, softcap, alibi_slopes)
+        set_block_mask(call, desc, block_mask, block_size)
         for name, s in (("k_scale", k_scale), ("v_scale", v_scale)):
             st = _scale(call, s, name, paged)
             if st is not None:

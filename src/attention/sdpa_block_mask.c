@@ -2,6 +2,8 @@
 /* The block mask (clattn_sdpa_desc.block_mask, FlexAttention's block_mask): checking it and its block sizes before
  * any device work, and its kernel arguments. The kernels (common.cl's cla_block_tile and cla_block_flag) skip the
  * tiles whose every (row, key) lies in blocks flagged 0, and mask the keys of such blocks on the tiles they visit.
+ * Packed and paged calls index it by sequence and by the positions inside the sequence, as the kernels already
+ * index their rows and keys there (and the mask tensor), so only the expected sizes differ.
  */
 #include "sdpa_internal.h"
 
@@ -21,17 +23,26 @@ clattn_status cla_sdpa_check_block_mask(clattn_context *ctx, const clattn_sdpa_d
     CLA_FAIL_ON(m->dtype != CLATTN_DTYPE_I32, ctx, CLATTN_ERROR_INVALID_MASK,
                 "desc->block_mask: dtype %s must be I32 (one int32 flag per query block and key block)",
                 clattn_dtype_name(m->dtype));
+    /* Packed and paged calls count blocks within each sequence's own positions, as their masks do: the flags
+     * broadcast to [sequences, Hq, blocks of the longest query sequence, blocks of the longest key sequence]. */
     const size_t want[4] = {p->batch, p->q_heads, (p->q_len + p->block_q - 1) / p->block_q,
                             (p->kv_len + p->block_k - 1) / p->block_k};
-    CLA_FAIL_ON(!clattn_mask_broadcasts(m->size, want), ctx, CLATTN_ERROR_INVALID_MASK,
+    const bool fits = clattn_mask_broadcasts(m->size, want);
+    if (cla_sdpa_has_seqs(p))
+        CLA_FAIL_ON(
+            !fits, ctx, CLATTN_ERROR_INVALID_MASK,
+            "desc->block_mask: sizes [%zu, %zu, %zu, %zu] do not broadcast to [%zu, %zu, %zu, %zu] "
+            "(sequences, heads, ceil(longest query sequence %zu / block_mask_q), ceil(longest key sequence "
+            "%zu / block_mask_k) with blocks of %zu x %zu, counted within each sequence): each size must be "
+            "1 or the full size",
+            m->size[0], m->size[1], m->size[2], m->size[3], want[0], want[1], want[2], want[3], p->q_len, p->kv_len,
+            p->block_q, p->block_k);
+    CLA_FAIL_ON(!fits, ctx, CLATTN_ERROR_INVALID_MASK,
                 "desc->block_mask: sizes [%zu, %zu, %zu, %zu] do not broadcast to [%zu, %zu, %zu, %zu] (batch, "
                 "heads, ceil(Lq / block_mask_q), ceil(Lk / block_mask_k) with blocks of %zu x %zu): each size must "
                 "be 1 or the full size",
                 m->size[0], m->size[1], m->size[2], m->size[3], want[0], want[1], want[2], want[3], p->block_q,
                 p->block_k);
-    CLA_FAIL_ON(cla_sdpa_has_seqs(p), ctx, CLATTN_ERROR_UNSUPPORTED,
-                "desc->block_mask: packed and paged calls (desc->seq_count) do not take a block mask; leave "
-                "block_mask empty");
     /* Size-1 dimensions broadcast through a stride of 0, as cla_check_mask does for `mask`. */
     for (int d = 0; d < 4; ++d)
         if (m->size[d] == 1) m->stride[d] = 0;

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """block_mask and block_size on scaled_dot_product_attention: a block mask expanded into the boolean mask it stands
-for, with and without mask_mod (whose full blocks, flag 2, it spares), against the float64 reference; and the
-errors."""
+for, with and without mask_mod (whose full blocks, flag 2, it spares), against the float64 reference; on packed
+sequences through flash_attn_varlen_func (blocks of each sequence's positions); and the errors."""
 import numpy as np
 import pytest
 
@@ -47,3 +47,25 @@ def test_block_mask_errors(ctx, rng):
     with pytest.raises(clattn.Error) as info:
         ctx.scaled_dot_product_attention(q, q, q, block_mask=np.int32([1]), block_size=8, impl="unfused")
     assert info.value.status == -3021
+
+
+def test_block_mask_on_packed_sequences(ctx, rng):
+    import clattn
+    q_lens, k_lens = [3, 0, 1, 19, 8], [5, 4, 1, 23, 30]
+    cu_q = np.concatenate([[0], np.cumsum(q_lens)]).astype(np.int32)
+    cu_k = np.concatenate([[0], np.cumsum(k_lens)]).astype(np.int32)
+    q, k, v = rand(rng, cu_q[-1], 4, 8), rand(rng, cu_k[-1], 2, 8), rand(rng, cu_k[-1], 2, 8)
+    flags = rng.integers(0, 3, size=(5, 4, 4, 4)).astype(np.int32)  # blocks of 5 x 8 of max_q 19, max_k 30
+    out = clattn.flash_attn_varlen_func(q, k, v, cu_q, cu_k, block_mask=flags, block_size=(5, 8), context=ctx)
+    for b in range(5):
+        if not q_lens[b]:
+            continue
+        rows, keys = slice(cu_q[b], cu_q[b + 1]), slice(cu_k[b], cu_k[b + 1])
+        keep = expand(flags[b:b + 1], 5, 8, q_lens[b], k_lens[b]) != 0
+        ref = reference(q[rows].transpose(1, 0, 2)[None], k[keys].transpose(1, 0, 2)[None],
+                        v[keys].transpose(1, 0, 2)[None], mask=keep)
+        assert_close(out[rows], ref[0].transpose(1, 0, 2), 30)
+    with pytest.raises(clattn.Error) as info:  # blocks of the packed rows, not of the longest sequence
+        clattn.flash_attn_varlen_func(q, k, v, cu_q, cu_k, block_mask=np.zeros((5, 4, 7, 8), np.int32),
+                                      block_size=(5, 8), context=ctx)
+    assert info.value.status == -3008 and "sequences" in str(info.value)

@@ -25,7 +25,7 @@ typedef struct run_data {
     int32_t *key_lengths;
     run_score_mods mods;
     run_mod_buffers mod_buffers;
-    npy_array block_mask_npy;
+    run_block_mask block_mask;
 } run_data;
 
 static void free_run(run_data *r) {
@@ -36,37 +36,17 @@ static void free_run(run_data *r) {
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; ++i) free(owned[i]);
     run_score_mods_free(&r->mods);
     run_mod_buffers_free(&r->mod_buffers);
-    npy_free(&r->block_mask_npy);
+    npy_free(&r->block_mask.array);
 }
 
-/* --block-mask BM.npy (int32, up to 4-D, aligned to [B, Hq, query blocks, key blocks] from the right) and
- * --block-size BQ[,BK] (BK defaults to BQ; both 128 without the option). */
+/* --block-mask and --block-size (run_load_block_mask) into the host descriptor. */
 static int load_block_mask(const cli_command *cmd, clattn_sdpa_host_desc *d, run_data *r) {
-    const char *path = cli_value(cmd, "block-mask"), *sizes = cli_value(cmd, "block-size");
-    if (!path) {
-        if (sizes) return cli_error(CMD, CLI_USAGE, "--block-size goes with --block-mask");
-        return CLI_OK;
-    }
-    char err[512];
-    npy_array *a = &r->block_mask_npy;
-    if (npy_read(path, a, err, sizeof err) != 0) return cli_error(CMD, CLI_USAGE, "--block-mask %s: %s", path, err);
-    if (a->dtype != NPY_I32 || a->ndim < 1 || a->ndim > 4)
-        return cli_error(CMD, CLI_USAGE, "--block-mask %s: expected a 1-D to 4-D int32 array, found %d-D %s", path,
-                         a->ndim, npy_dtype_name(a->dtype));
-    for (int i = 0; i < 4; ++i) d->block_mask_shape[i] = 1;
-    for (int i = 0; i < a->ndim; ++i) d->block_mask_shape[4 - a->ndim + i] = a->shape[i];
-    d->block_mask = a->data;
-    if (sizes) {
-        size_t s[2];
-        if (run_parse_sizes(sizes, s, 2, 1ull << 28) == 0) {
-            d->block_mask_q = s[0];
-            d->block_mask_k = s[1];
-        } else if (run_parse_sizes(sizes, s, 1, 1ull << 28) == 0) {
-            d->block_mask_q = d->block_mask_k = s[0];
-        } else {
-            return cli_error(CMD, CLI_USAGE, "--block-size %s: expected BQ or BQ,BK (positive sizes)", sizes);
-        }
-    }
+    const int rc = run_load_block_mask(cmd, &r->block_mask);
+    if (rc != CLI_OK || !r->block_mask.array.data) return rc;
+    d->block_mask = r->block_mask.array.data;
+    memcpy(d->block_mask_shape, r->block_mask.shape, sizeof d->block_mask_shape);
+    d->block_mask_q = r->block_mask.bq;
+    d->block_mask_k = r->block_mask.bk;
     return CLI_OK;
 }
 
@@ -274,7 +254,8 @@ static int run_sdpa(int argc, char **argv) {
         CLI_OPTIONS_USER_MODS,
         {"block-mask", "BM.npy",
          "int32 flags [B, Hq, ceil(Lq/BQ), ceil(Lk/BK)] (size-1 dims broadcast): 0 skips the block, 2 spares it "
-         "the mask-mod",
+         "the mask-mod; packed and paged runs: [sequences, Hq, ceil(max_q/BQ), ceil(max_k/BK)], blocks counted "
+         "within each sequence",
          NULL},
         {"block-size", "BQ[,BK]", "the block mask's block sizes in queries and keys (default 128)", NULL},
         {"scale", "S", "logit scale (default 1/sqrt(D))", NULL},

@@ -161,6 +161,37 @@ void run_score_mods_free(run_score_mods *m) {
     memset(m, 0, sizeof *m);
 }
 
+int run_load_block_mask(const cli_command *c, run_block_mask *m) {
+    memset(m, 0, sizeof *m);
+    m->bq = m->bk = 128;
+    const char *path = cli_value(c, "block-mask"), *sizes = cli_value(c, "block-size");
+    if (!path) {
+        if (sizes) return cli_error(c->name, CLI_USAGE, "--block-size goes with --block-mask");
+        return CLI_OK;
+    }
+    char err[512];
+    npy_array *a = &m->array;
+    if (npy_read(path, a, err, sizeof err) != 0)
+        return cli_error(c->name, CLI_USAGE, "--block-mask %s: %s", path, err);
+    if (a->dtype != NPY_I32 || a->ndim < 1 || a->ndim > 4)
+        return cli_error(c->name, CLI_USAGE, "--block-mask %s: expected a 1-D to 4-D int32 array, found %d-D %s",
+                         path, a->ndim, npy_dtype_name(a->dtype));
+    for (int i = 0; i < 4; ++i) m->shape[i] = 1;
+    for (int i = 0; i < a->ndim; ++i) m->shape[4 - a->ndim + i] = a->shape[i];
+    if (sizes) {
+        size_t s[2];
+        if (run_parse_sizes(sizes, s, 2, 1ull << 28) == 0) {
+            m->bq = s[0];
+            m->bk = s[1];
+        } else if (run_parse_sizes(sizes, s, 1, 1ull << 28) == 0) {
+            m->bq = m->bk = s[0];
+        } else {
+            return cli_error(c->name, CLI_USAGE, "--block-size %s: expected BQ or BQ,BK (positive sizes)", sizes);
+        }
+    }
+    return CLI_OK;
+}
+
 int run_load_mod_buffers(const char *cmd, const char *spec, run_mod_buffers *m) {
     memset(m, 0, sizeof *m);
     m->spec = malloc(strlen(spec) + 1);

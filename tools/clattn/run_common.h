@@ -65,6 +65,16 @@ static inline clattn_mod_dtype run_mod_dtype(const npy_array *a) {
     return a->dtype == NPY_F32 ? CLATTN_MOD_F32 : CLATTN_MOD_I32;
 }
 
+/* --block-mask BM.npy (int32, 1-D to 4-D, aligned from the right to [B, Hq, query blocks, key blocks]; B counts
+ * the sequences of packed and paged runs) and --block-size BQ[,BK] (BK defaults to BQ). With no --block-mask,
+ * m->array.data stays NULL (and --block-size alone is a usage error); m->bq and m->bk are 128 unless given. */
+typedef struct run_block_mask {
+    npy_array array;
+    size_t shape[4];
+    size_t bq, bk;
+} run_block_mask;
+int run_load_block_mask(const cli_command *c, run_block_mask *m);
+
 /* Writes a float32 .npy file; prints "writing <what> to <path>: ..." under `cmd` on failure. */
 int run_write_npy(const char *cmd, const char *path, const char *what, int ndim, const size_t *shape,
                   const float *data);

@@ -30,13 +30,14 @@ typedef struct serving_run {
     int32_t *cu_q, *cu_k, *table, *seqlens, *key_lengths;
     run_mask mask;
     run_score_mods mods;
+    run_block_mask block_mask;
     serving_seqs seqs;
     /* The host arrays' layouts, which the device tensors share. */
     clattn_tensor qv, kv, vv, ov, lv;
     size_t total_q; /* rows of q: B * Lq dense, the packed array's first size otherwise */
     clattn_dtype dtype, kv_dtype;
     serving_kv kd, vd;
-    cl_mem bufs[8];
+    cl_mem bufs[12];
     size_t nbufs;
 } serving_run;
 
@@ -48,6 +49,7 @@ static void free_run(serving_run *r) {
                      r->cu_k, r->table, r->seqlens, r->key_lengths, r->mask.additive, r->mask.bool_mask};
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; ++i) free(owned[i]);
     run_score_mods_free(&r->mods);
+    npy_free(&r->block_mask.array);
     serving_kv_free(&r->kd);
     serving_kv_free(&r->vd);
     cli_release_buffers(r->bufs, r->nbufs);
@@ -79,6 +81,10 @@ static int refuse_options(const cli_command *cmd) {
                          "--score-mod/--mask-mod/--mod-buffer are not taken with --cu-seqlens-q/-k, a paged cache "
                          "or --kv-dtype; use the built-in --softcap, --sinks, --alibi-slopes, --window, --causal "
                          "and --mask");
+    if (cli_value(cmd, "block-mask") && cli_flag(cmd, "check"))
+        return cli_error(CMD, CLI_USAGE,
+                         "--check does not take --block-mask; compare -o outputs with a run given the same blocks "
+                         "as a --mask [B, Hq, max_q, max_k] instead");
     const char *impl = cli_value(cmd, "impl");
     if (impl && strcmp(impl, "unfused") == 0)
         return cli_error(CMD, CLI_USAGE,
@@ -313,6 +319,10 @@ static int read_options(const cli_command *cmd, serving_run *r, clattn_sdpa_desc
     }
     if ((rc = run_load_score_mods(cmd, r->qv.size[1], &r->mods))) return rc;
     d->softcap = r->mods.softcap;
+    /* Blocks of each sequence's own positions; the library checks the shape against the sequences. */
+    if ((rc = run_load_block_mask(cmd, &r->block_mask))) return rc;
+    d->block_mask_q = r->block_mask.bq;
+    d->block_mask_k = r->block_mask.bk;
     return CLI_OK;
 }
 
@@ -377,6 +387,14 @@ static int upload(clattn_context *ctx, serving_run *r, clattn_sdpa_desc *d, clat
     if (r->key_lengths &&
         (rc = input(ctx, r, r->key_lengths, r->seqs.count * sizeof(int32_t), "key lengths", &d->key_lengths)))
         return rc;
+    const run_block_mask *bm = &r->block_mask;
+    if (bm->array.data) {
+        d->block_mask =
+            clattn_tensor_bhld(NULL, CLATTN_DTYPE_I32, bm->shape[0], bm->shape[1], bm->shape[2], bm->shape[3]);
+        if ((rc = input(ctx, r, bm->array.data, bm->array.count * sizeof(int32_t), "block mask",
+                        &d->block_mask.buffer)))
+            return rc;
+    }
     if (r->mods.sinks) {
         d->sinks = clattn_tensor_bhld(NULL, CLATTN_DTYPE_F32, 1, hq, 1, 1);
         if ((rc = input(ctx, r, r->mods.sinks, hq * sizeof(float), "sinks", &d->sinks.buffer))) return rc;
