@@ -42,19 +42,20 @@ CLA_INLINE float cla_fp8_to_f32(uchar x) {
 }
 
 /* The same on eight lanes. Where the device keeps fp32 denormals (CLA_FP32_DENORMS, which the host sets for a
- * device that reports CL_FP_DENORM) it is bit operations and one multiply, no per-lane selects but the NaN one: the
- * code sign-extended to 32 bits and shifted left by 20 has its sign in bit 31 and its magnitude bits in 20..26,
- * which read as a binary32 are the E4M3 number times 2^-120 for normal and subnormal codes alike (exponent field e,
- * or for e = 0 the denormal m 2^-129), so the multiply by 2^120 is exact. The CPU kernel's decode of 8-bit caches
- * runs this for every element, so its cost is the decode's speed. */
+ * device that reports CL_FP_DENORM) it is six vector operations and no select: the code sign-extended to 32 bits
+ * and shifted left by 20 has its sign in bit 31 and its magnitude bits in 20..26, which read as a binary32 are the
+ * E4M3 number times 2^-120 for normal and subnormal codes alike (exponent field e, or for e = 0 the denormal
+ * m 2^-129), so the multiply by 2^120 is exact; the NaN codes' all-ones compare mask ORed into the bits makes a NaN
+ * (a blend would hold one more constant register in loops that have none to spare). The CPU kernel's decode of
+ * 8-bit caches runs this for every element, so its cost is the decode's speed. */
 #ifndef CLA_FP32_DENORMS
 #define CLA_FP32_DENORMS 0
 #endif
 CLA_INLINE float8 cla_fp8x8_to_f32(uchar8 x) {
 #if CLA_FP32_DENORMS
-    const uint8 t = as_uint8(convert_int8(as_char8(x))) << 20;
-    const float8 f = as_float8(t & (uint8)(0x87F00000u)) * 0x1p120f;
-    return select(f, (float8)(NAN), as_int8((t & (uint8)(0x07F00000u)) == (uint8)(0x07F00000u)));
+    const int8 s = convert_int8(as_char8(x));
+    const float8 f = as_float8((as_uint8(s) << 20) & (uint8)(0x87F00000u)) * 0x1p120f;
+    return as_float8(as_int8(f) | ((s & 127) == 127));
 #else
     const uint8 u = convert_uint8(x), mag = u & 127u;
     const float8 normal = as_float8((mag << 20) + (uint8)(120u << 23));
@@ -63,6 +64,16 @@ CLA_INLINE float8 cla_fp8x8_to_f32(uchar8 x) {
     f = select(f, (float8)(NAN), as_int8(mag == 127u));
     return select(f, -f, as_int8((u & 128u) != 0u));
 #endif
+}
+
+/* Bytes 8c .. 8c + 7 from p as one unaligned 64-bit load. PoCL's vload8 of uchar is four two-byte loads and
+ * shuffles, which LLVM merges only where the offsets are constants (a completely unrolled loop); the fp8 decode's
+ * loop is not, and the eight loads per chunk cost more than its conversion. */
+typedef struct __attribute__((packed)) {
+    ulong bits;
+} cla_u8x8_unaligned;
+CLA_INLINE uchar8 cla_vload8_u8(long c, __global const uchar *p) {
+    return as_uchar8(((__global const cla_u8x8_unaligned *)(p + c * 8))->bits);
 }
 
 #define CLA_LOAD_0(p, i) ((p)[i])

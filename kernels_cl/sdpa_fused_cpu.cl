@@ -129,7 +129,7 @@ CPU_INLINE void write_row(__global STORAGE(O_DTYPE) * o, long4 o_stride, long o_
 #define VLOAD8_1(c, p) vload_half8((c), (p))
 #define VLOAD8_2(c, p) as_float8(convert_uint8(vload8((c), (p))) << 16)
 #define VLOAD8_4(c, p) convert_float8(vload8((c), (p)))
-#define VLOAD8_5(c, p) cla_fp8x8_to_f32(vload8((c), (p)))
+#define VLOAD8_5(c, p) cla_fp8x8_to_f32(cla_vload8_u8((c), (p)))
 #define K_VLOAD8(c, p) CLA_CAT(VLOAD8_, K_DTYPE)(c, p)
 #define V_VLOAD8(c, p) CLA_CAT(VLOAD8_, V_DTYPE)(c, p)
 
