@@ -191,17 +191,21 @@ CPU_INLINE float8 sum_lanes8(const float8 *a) {
 #define ST (((BLOCK_N + 7) / 8) * 8)
 
 /* accs[r * VC + c0 ...] = accs * alpha[r] + P V over the tile's n keys, for packed rows r0 .. r0 + RBV - 1 (past
- * count: copies of the last row, not written back) and W value chunks from c0; W is a constant once inlined. vro:
- * each key's value row (V_ROW, found once per tile); an 8-bit V's scales (vscl, per key) multiply the weights.
- * Careful: skip the weights marked -0.0 (masked keys, whose value may be inf or NaN). */
+ * count: copies of the last row, not written back) and W value chunks from c0; c0, W and careful are constants
+ * once inlined (pv_rows unrolls its calls), so that the chunk loads need no run-time test of the head dim and the
+ * key loop no test of careful: at run time either costs more than the products themselves. vro: each key's value
+ * row (V_ROW, found once per tile); an 8-bit V's scales (vscl, per key) multiply the weights. Careful: skip the
+ * weights marked -0.0 (masked keys, whose value may be inf or NaN). */
 CPU_INLINE void pv_block(float8 *accs, const float *pw, const float *alphas, __global const STORAGE(V_DTYPE) * v,
-                         const long *vro, long v_col, const float *vscl, int n, int r0, int count, int c0,
-                         bool careful, const int W) {
+                         const long *vro, long v_col, const float *vscl, int n, int r0, int count, const int c0,
+                         const bool careful, const int W) {
     float8 acc[RBV][CB];
+    const float *wrow[RBV];
     int rows[RBV];
     CPU_UNROLL
     for (int rr = 0; rr < RBV; ++rr) {
         rows[rr] = min(r0 + rr, count - 1);
+        wrow[rr] = pw + rows[rr] * ST;
         CPU_UNROLL
         for (int x = 0; x < W; ++x) acc[rr][x] = accs[rows[rr] * VC + c0 + x] * alphas[rows[rr]];
     }
@@ -212,7 +216,7 @@ CPU_INLINE void pv_block(float8 *accs, const float *pw, const float *alphas, __g
         for (int x = 0; x < W; ++x) vc[x] = v_chunk(vrow, v_col, c0 + x);
         CPU_UNROLL
         for (int rr = 0; rr < RBV; ++rr) {
-            const float w = pw[rows[rr] * ST + jj];
+            const float w = wrow[rr][jj];
             const float8 p = (float8)(V_SCALED ? w * vscl[jj] : w);
             if (careful) {
                 const int8 skip = (int8)(as_int(w) == NEG_ZERO_BITS ? -1 : 0);
@@ -230,6 +234,18 @@ CPU_INLINE void pv_block(float8 *accs, const float *pw, const float *alphas, __g
         CPU_UNROLL
         for (int x = 0; x < W; ++x) accs[rows[rr] * VC + c0 + x] = acc[rr][x];
     }
+}
+
+/* accs = accs * alpha + P V for RBV rows from r0: every value chunk, CB at a time, then the remaining ones. */
+CPU_INLINE void pv_rows(float8 *accs, const float *pw, const float *alphas, __global const STORAGE(V_DTYPE) * v,
+                        const long *vro, long v_col, const float *vscl, int n, int r0, int count,
+                        const bool careful) {
+    CPU_UNROLL
+    for (int c0 = 0; c0 + CB <= VC; c0 += CB)
+        pv_block(accs, pw, alphas, v, vro, v_col, vscl, n, r0, count, c0, careful, CB);
+#if VC % CB
+    pv_block(accs, pw, alphas, v, vro, v_col, vscl, n, r0, count, VC - VC % CB, careful, VC % CB);
+#endif
 }
 
 /* A work-item takes PACK_ROWS rows of one unit: with GQA_PACK the unit is (batch item, key/value head) and its rows
@@ -443,14 +459,12 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
             alphas[r] = alpha;
         }
 
-        /* accs = accs * alpha + P V, CB value chunks by RBV rows at a time, then the remaining chunks. */
+        /* accs = accs * alpha + P V, RBV rows at a time; careful made a constant for each copy of the loop. */
         for (int r0 = 0; r0 < count; r0 += RBV) {
-            for (int c0 = 0; c0 + CB <= VC; c0 += CB)
-                pv_block(accs, sc, alphas, v, vro, DSTRIDE(v_stride), vscl, n, r0, count, c0, careful, CB);
-#if VC % CB
-            pv_block(accs, sc, alphas, v, vro, DSTRIDE(v_stride), vscl, n, r0, count, VC - VC % CB, careful,
-                     VC % CB);
-#endif
+            if (careful)
+                pv_rows(accs, sc, alphas, v, vro, DSTRIDE(v_stride), vscl, n, r0, count, true);
+            else
+                pv_rows(accs, sc, alphas, v, vro, DSTRIDE(v_stride), vscl, n, r0, count, false);
         }
     }
 
