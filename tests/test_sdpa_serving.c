@@ -554,6 +554,18 @@ static void packed_body(void) {
     c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
     c.seed = 12;
     run_case(&c);
+    /* Sequences long enough (4 row blocks of the CPU kernel's default 24 rows) for its block shape to read the
+     * [.., tokens, Hkv, D] keys and values from compact copies (src/attention/sdpa_fused.c), fp32 and int8. */
+    static const int lq[] = {100, 3, 131};
+    c = case_of(3, lq, lq, 6, 2, 40);
+    c.v_head_dim = 24;
+    c.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+    c.seed = 13;
+    run_case(&c);
+    c.causal = CLATTN_CAUSAL_NONE;
+    c.kv8 = CLATTN_DTYPE_I8;
+    c.seed = 14;
+    run_case(&c);
 }
 
 static void packed_sequences(void **state) {

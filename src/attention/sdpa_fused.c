@@ -120,6 +120,37 @@ static const char *fp8_denorm_define(const clattn_context *ctx, const cla_sdpa_p
     return (fp & CL_FP_DENORM) ? " -DCLA_FP32_DENORMS=1" : "";
 }
 
+/* Whether a tensor's rows of one head lie next to each other, as in [B, H, L, D]. */
+static bool rows_adjacent(const clattn_tensor *t) {
+    return t->stride[3] == 1 && t->stride[2] == t->size[3];
+}
+
+/* Whether the CPU kernel's block shape reads keys and values from compact copies: where the rows of a head lie
+ * apart (a packed [1, total, H, D] tensor puts them H * D elements apart), each tile of keys spans H times the
+ * pages and cache lines, and the kernel, which streams a head's keys once per block of ROWS query rows, loses a
+ * quarter of its speed at H = 8 (the varlen prefill of clattn issue 15). A copy costs one pass over K and V, repaid
+ * where the longest sequence has at least CPU_COMPACT_MIN_BLOCKS row blocks to read each key. Paged caches are
+ * left as they are (their tiles are gathered a page at a time). */
+#define CPU_COMPACT_MIN_BLOCKS 4
+static bool cpu_compact_kv(const cla_sdpa_plan *p, const cla_tune_config *c) {
+    const int rows = c->v[CLA_FUSED_ROWS];
+    return c->v[CLA_FUSED_VARIANT] == CLA_FUSED_CPU && rows > 1 && p->kv_layout != CLA_KV_PAGED &&
+           p->q_len >= (size_t)CPU_COMPACT_MIN_BLOCKS * (size_t)rows &&
+           (!rows_adjacent(&p->k) || !rows_adjacent(&p->v));
+}
+
+/* Enqueues a copy of `src` into a new [B, H, L, D] temporary (*buffer, for the caller to release) and describes
+ * it in *dst. */
+static clattn_status compact_copy(clattn_context *ctx, cla_chain *chain, const clattn_tensor *src,
+                                  clattn_tensor *dst, cl_mem *buffer, const char *what) {
+    *dst = clattn_tensor_bhld(NULL, src->dtype, src->size[0], src->size[1], src->size[2], src->size[3]);
+    const size_t bytes = src->size[0] * src->size[1] * src->size[2] * src->size[3] * clattn_dtype_size(src->dtype);
+    clattn_status st = cla_temp_buffer(ctx, bytes, what, buffer);
+    if (st != CLATTN_SUCCESS) return st;
+    dst->buffer = *buffer;
+    return cla_chain_copy_view(ctx, chain, src, dst, what);
+}
+
 clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_chain *chain) {
     const cla_tune_op *op = &cla_tune_op_sdpa_fused;
     cla_tune_config c;
@@ -203,15 +234,24 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
         st = cla_temp_buffer(ctx, floats * sizeof(float), "the key-split workspace", &partial);
         if (st != CLATTN_SUCCESS) return st;
     }
-    if ((st = cla_sdpa_seq_buffer(ctx, p, &seqs, &seq_at))) {
+    /* The keys and values the kernel reads: the caller's, or their compact copies. */
+    clattn_tensor keys = p->k, values = p->v;
+    cl_mem k_copy = NULL, v_copy = NULL;
+    if ((st = cla_sdpa_seq_buffer(ctx, p, &seqs, &seq_at)) ||
+        (cpu_compact_kv(p, &c) &&
+         ((st = compact_copy(ctx, chain, &p->k, &keys, &k_copy, "a compact copy of the keys")) ||
+          (st = compact_copy(ctx, chain, &p->v, &values, &v_copy, "a compact copy of the values"))))) {
         cla_temp_release(ctx, &partial);
+        cla_temp_release(ctx, &seqs);
+        cla_temp_release(ctx, &k_copy);
+        cla_temp_release(ctx, &v_copy);
         return st;
     }
 
-    cl_long4 qs = cla_strides4(&p->q), ks = cla_strides4(&p->k), vs = cla_strides4(&p->v),
+    cl_long4 qs = cla_strides4(&p->q), ks = cla_strides4(&keys), vs = cla_strides4(&values),
              os = cla_strides4(&p->out);
     cl_long4 ms = cla_strides4(&p->mask), ls = cla_strides4(&p->lse);
-    cl_long8 offsets = {{(cl_long)p->q.offset, (cl_long)p->k.offset, (cl_long)p->v.offset, (cl_long)p->out.offset,
+    cl_long8 offsets = {{(cl_long)p->q.offset, (cl_long)keys.offset, (cl_long)values.offset, (cl_long)p->out.offset,
                          (cl_long)p->mask.offset, (cl_long)p->key_lengths_offset, (cl_long)p->lse.offset,
                          (cl_long)p->block_mask.offset}};
     cl_int4 dims = {{(cl_int)p->q_heads, (cl_int)p->q_len, (cl_int)p->kv_len, (cl_int)(p->q_heads / p->kv_heads)}};
@@ -229,8 +269,8 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     // clang-format off
     const cla_named_arg args[] = {
         CLA_NAMED("q", p->q.buffer),        CLA_NAMED("q_stride", qs),
-        CLA_NAMED("k", p->k.buffer),        CLA_NAMED("k_stride", ks),
-        CLA_NAMED("v", p->v.buffer),        CLA_NAMED("v_stride", vs),
+        CLA_NAMED("k", keys.buffer),        CLA_NAMED("k_stride", ks),
+        CLA_NAMED("v", values.buffer),      CLA_NAMED("v_stride", vs),
         CLA_NAMED("o", p->out.buffer),      CLA_NAMED("o_stride", os),
         CLA_NAMED("mask", p->mask.buffer),  CLA_NAMED("mask_stride", ms),
         CLA_NAMED("key_lengths", p->key_lengths),
@@ -292,5 +332,7 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     /* Released now, freed by OpenCL once the kernels that use it have finished. */
     cla_temp_release(ctx, &partial);
     cla_temp_release(ctx, &seqs);
+    cla_temp_release(ctx, &k_copy);
+    cla_temp_release(ctx, &v_copy);
     return st;
 }
