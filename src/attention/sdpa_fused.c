@@ -132,11 +132,22 @@ static bool rows_adjacent(const clattn_tensor *t) {
  * where the longest sequence has at least CPU_COMPACT_MIN_BLOCKS row blocks to read each key. Paged caches are
  * left as they are (their tiles are gathered a page at a time). */
 #define CPU_COMPACT_MIN_BLOCKS 4
-static bool cpu_compact_kv(const cla_sdpa_plan *p, const cla_tune_config *c) {
+/* The copies are a speed-up, never a condition: they are made only where each fits in an eighth of the device's
+ * largest allocation and 1 GiB, so that a call the kernel can serve in place never fails for want of memory. */
+static bool cpu_compact_fits(const clattn_context *ctx, const clattn_tensor *t) {
+    const uint64_t bytes =
+        (uint64_t)t->size[0] * t->size[1] * t->size[2] * t->size[3] * clattn_dtype_size(t->dtype);
+    const uint64_t cap =
+        ctx->info.max_alloc_bytes / 8 < ((uint64_t)1 << 30) ? ctx->info.max_alloc_bytes / 8 : ((uint64_t)1 << 30);
+    return bytes <= cap;
+}
+
+static bool cpu_compact_kv(const clattn_context *ctx, const cla_sdpa_plan *p, const cla_tune_config *c) {
     const int rows = c->v[CLA_FUSED_ROWS];
     return c->v[CLA_FUSED_VARIANT] == CLA_FUSED_CPU && rows > 1 && p->kv_layout != CLA_KV_PAGED &&
            p->q_len >= (size_t)CPU_COMPACT_MIN_BLOCKS * (size_t)rows &&
-           (!rows_adjacent(&p->k) || !rows_adjacent(&p->v));
+           (!rows_adjacent(&p->k) || !rows_adjacent(&p->v)) && cpu_compact_fits(ctx, &p->k) &&
+           cpu_compact_fits(ctx, &p->v);
 }
 
 /* Enqueues a copy of `src` into a new [B, H, L, D] temporary (*buffer, for the caller to release) and describes
@@ -238,7 +249,7 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     clattn_tensor keys = p->k, values = p->v;
     cl_mem k_copy = NULL, v_copy = NULL;
     if ((st = cla_sdpa_seq_buffer(ctx, p, &seqs, &seq_at)) ||
-        (cpu_compact_kv(p, &c) &&
+        (cpu_compact_kv(ctx, p, &c) &&
          ((st = compact_copy(ctx, chain, &p->k, &keys, &k_copy, "a compact copy of the keys")) ||
           (st = compact_copy(ctx, chain, &p->v, &values, &v_copy, "a compact copy of the values"))))) {
         cla_temp_release(ctx, &partial);
