@@ -48,10 +48,10 @@
 #define TPR_FIT (WG_SIZE / ROWS)
 /* Work-items per row in the p phase: up to 16, fewer partial maxima to exchange than keys to scan. */
 #define TPR   (TPR_FIT < 1 ? 1 : TPR_FIT > 16 ? 16 : TPR_FIT)
-#define PRG   (WG_SIZE / TPR)               /* rows taken at once in the p phase */
-#define PRW   ((ROWS + PRG - 1) / PRG)      /* rows per work-item, p phase */
-#define TILE4 (ROWS * KD4 + ROWS * PS / 4)  /* Q and the scores, in float4s */
-#define RED4  ((VSL - 1) * ROWS * TD4 * CW) /* the end's exchange: slices 1 ... VSL - 1's accumulators */
+#define PRG   (WG_SIZE / TPR)              /* rows taken at once in the p phase */
+#define PRW   ((ROWS + PRG - 1) / PRG)     /* rows per work-item, p phase */
+#define TILE4 (ROWS * KD4 + ROWS * PS / 4) /* Q and the scores, in float4s */
+#define RED4  (VSL * ROWS * TD4 * CW)      /* the end's exchange: slices 1 ... VSL - 1's accumulators */
 #define LDS4  (TILE4 > RED4 ? TILE4 : RED4)
 
 #if BLOCK_N % WG_SIZE != 0 || BLOCK_N % 4 != 0
@@ -320,18 +320,24 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_decode(S
 #endif
         }
     }
-    /* Slices 1 ... VSL - 1 write their accumulators, slice 0 adds them. (Halving rounds, a barrier each, were
-     * miscompiled by PoCL 3.1's optimiser; the one exchange is also fewer barriers.) */
-    if (ks > 0 && ks < VSL) {
+    /* Every slice writes its accumulators, slice 0 adds them up. (PoCL 3.1's optimiser lost slice 0's own
+     * accumulators across this barrier in some shapes, and miscompiled halving rounds, a barrier each: so slice 0
+     * reads its own back too, in one exchange.) */
+    if (ks < VSL) {
         DECODE_UNROLL
         for (int r = 0; r < ROWS; ++r) {
             DECODE_UNROLL
-            for (int c = 0; c < TD4; ++c) red[(((ks - 1) * ROWS + r) * TD4 + c) * CW + col] = acc[r][c];
+            for (int c = 0; c < TD4; ++c) red[((ks * ROWS + r) * TD4 + c) * CW + col] = acc[r][c];
         }
     }
     barrier(CLK_LOCAL_MEM_FENCE);
     if (ks == 0) {
-        for (int sl = 0; sl < VSL - 1; ++sl) {
+        DECODE_UNROLL
+        for (int r = 0; r < ROWS; ++r) {
+            DECODE_UNROLL
+            for (int c = 0; c < TD4; ++c) acc[r][c] = red[(r * TD4 + c) * CW + col];
+        }
+        for (int sl = 1; sl < VSL; ++sl) {
             DECODE_UNROLL
             for (int r = 0; r < ROWS; ++r) {
                 DECODE_UNROLL
@@ -343,20 +349,22 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_decode(S
 
     DECODE_UNROLL
     for (int r = 0; r < ROWS; ++r) {
-        if (r >= rows_total) break;
-        const int i = r / group, h = hk * group + r % group;
+        /* Rows past the end skipped, not left by a break: the loop stays unrolled (acc in registers). */
+        if (r < rows_total) {
+            const int i = r / group, h = hk * group + r % group;
 #if SPLIT_KV
-        __global float *state = cla_split_state(partial, b, Hq, h, dims.y, i, split);
-        DECODE_UNROLL
-        for (int c = 0; c < TD4; ++c) cla_state_store4(state, col + CW * c, acc[r][c]);
+            __global float *state = cla_split_state(partial, b, Hq, h, dims.y, i, split);
+            DECODE_UNROLL
+            for (int c = 0; c < TD4; ++c) cla_state_store4(state, col + CW * c, acc[r][c]);
 #else
-        __global STORAGE(O_DTYPE) *orow =
-            o + offsets.s3 + cla_seq_q_base(seqs, seq_at, b, o_stride) + h * o_stride.y + i * o_stride.z;
-        const float inv = fin_inv[r];
-        const bool empty = fin_empty[r];
-        DECODE_UNROLL
-        for (int c = 0; c < TD4; ++c)
-            cla_out_store4(orow, DSTRIDE(o_stride), col + CW * c, empty ? (float4)(0.0f) : acc[r][c] * inv);
+            __global STORAGE(O_DTYPE) *orow =
+                o + offsets.s3 + cla_seq_q_base(seqs, seq_at, b, o_stride) + h * o_stride.y + i * o_stride.z;
+            const float inv = fin_inv[r];
+            const bool empty = fin_empty[r];
+            DECODE_UNROLL
+            for (int c = 0; c < TD4; ++c)
+                cla_out_store4(orow, DSTRIDE(o_stride), col + CW * c, empty ? (float4)(0.0f) : acc[r][c] * inv);
 #endif
+        }
     }
 }
