@@ -193,7 +193,7 @@ static decode_shape decode_shape_of(const cla_tune_problem *p, const cla_tune_co
 static size_t decode_local_bytes(const cla_tune_problem *p, const cla_tune_config *c) {
     const decode_shape s = decode_shape_of(p, c);
     const size_t bn = (size_t)(c->v[CLA_FUSED_BLOCK_N] > 0 ? c->v[CLA_FUSED_BLOCK_N] : 0);
-    const size_t tile4 = s.rows * s.kd4 + s.rows * (bn + 4) / 4, red4 = (s.vsl - 1) * s.rows * s.td4 * s.cw;
+    const size_t tile4 = s.rows * s.kd4 + s.rows * (bn + 4) / 4, red4 = s.vsl * s.rows * s.td4 * s.cw;
     return (tile4 > red4 ? tile4 : red4) * 16 + s.rows * (s.tpr + 4) * 4;
 }
 
@@ -210,7 +210,14 @@ static size_t packed_rows(const cla_tune_problem *p) {
     return (p->q_len ? p->q_len : 1) * (p->group ? p->group : 1);
 }
 
+/* The caller's score_mod and mask_mod have not been checked on the decode kernel's shapes yet, and it does not read
+ * block masks: such calls take the flash kernel. */
+static bool decode_reads_all(const cla_tune_problem *p) {
+    return !(p->mods & (CLA_MODS_SCORE_FN | CLA_MODS_MASK_FN)) && !p->block_mask;
+}
+
 const char *cla_decode_check(const clattn_device_info *d, const cla_tune_problem *p, const cla_tune_config *c) {
+    if (!decode_reads_all(p)) return "the decode variant takes no score_mod, mask_mod or block mask (flash does)";
     const int rows = c->v[CLA_FUSED_ROWS], block_n = c->v[CLA_FUSED_BLOCK_N], wg = c->v[CLA_FUSED_WG];
     if (packed_rows(p) > CLA_DECODE_MAX_ROWS)
         return "the decode variant takes at most 16 packed rows (query rows times query heads per key/value head)";
@@ -236,7 +243,7 @@ const char *cla_decode_check(const clattn_device_info *d, const cla_tune_problem
  * mask_mod or block mask) or does not fit the device. */
 static bool decode_complete(const clattn_device_info *d, const cla_tune_problem *p, cla_tune_config *c) {
     int *v = c->v;
-    if (packed_rows(p) > CLA_DECODE_MAX_ROWS) return false;
+    if (packed_rows(p) > CLA_DECODE_MAX_ROWS || !decode_reads_all(p)) return false;
     if (v[CLA_FUSED_ROWS] < 1) v[CLA_FUSED_ROWS] = (int)packed_rows(p);
     if (v[CLA_FUSED_WG] < 1) v[CLA_FUSED_WG] = 64;
     if (v[CLA_FUSED_BLOCK_N] < 1) v[CLA_FUSED_BLOCK_N] = v[CLA_FUSED_WG];
@@ -295,7 +302,7 @@ void cla_sdpa_fused_complete(const clattn_device_info *d, const cla_tune_problem
         const bool explicit_shape =
             given.v[CLA_FUSED_ROWS] > 0 || given.v[CLA_FUSED_WG] > 0 || given.v[CLA_FUSED_BLOCK_N] > 0;
         if (decode_complete(d, p, c) || (given.v[CLA_FUSED_VARIANT] == CLA_FUSED_DECODE && explicit_shape &&
-                                         packed_rows(p) <= CLA_DECODE_MAX_ROWS))
+                                         packed_rows(p) <= CLA_DECODE_MAX_ROWS && decode_reads_all(p)))
             return;
         for (int i = 0; i < CLA_FUSED_PARAM_COUNT; ++i) v[i] = -1;
         v[CLA_FUSED_VARIANT] = CLA_FUSED_FLASH;
