@@ -173,14 +173,17 @@ static void masked_values_never_leak(const char *params) {
 }
 
 /* The decode variant (kernels_cl/sdpa_decode.cl) in one key split: its defaults for these shapes (every packed row
- * in one group), a group smaller than a value row with two keys a work-item, and a row bound above the call's rows
- * with three keys a work-item (tiles end inside the keys); then masked keys' NaN and inf must not leak. Its key
- * splits are fused_key_splits' (sdpa_combine's reads of the split workspace are beyond --uninitialized). */
+ * in one group), a group smaller than a value row with two keys a work-item, a row bound above the call's rows
+ * (every work-item holds all 16 rows' columns, so three keys a work-item would exceed the register budget) and
+ * three keys a work-item with 8 work-items (tiles end inside the keys); then masked keys' NaN and inf must not
+ * leak. Its key splits are fused_key_splits' (sdpa_combine's reads of the split workspace are beyond
+ * --uninitialized). */
 static void fused_decode_variant(void **state) {
     (void)state;
     tiny_cases("variant=decode,splits=1", CLATTN_IMPL_FUSED);
     tiny_cases("variant=decode,block_n=8,wg=4,splits=1", CLATTN_IMPL_FUSED);
-    tiny_cases("variant=decode,rows=16,block_n=12,wg=4,splits=1", CLATTN_IMPL_FUSED);
+    tiny_cases("variant=decode,rows=16,block_n=16,wg=8,splits=1", CLATTN_IMPL_FUSED);
+    tiny_cases("variant=decode,block_n=24,wg=8,splits=1", CLATTN_IMPL_FUSED);
     masked_values_never_leak("variant=decode,splits=1");
     masked_values_never_leak("variant=decode,block_n=8,wg=4,splits=1");
 }

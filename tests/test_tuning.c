@@ -260,7 +260,7 @@ static void matcher_serving_formats(void **state) {
     char *json = cla_tuning_db_to_json(&db);
     assert_non_null(json);
     cla_tuning_db back;
-    memset(&back, 0, sizeof back); /* parse clears it first */
+    memset(&back, 0, sizeof back); /* harmless: parse initialises it */
     assert_true(cla_tuning_db_parse(json, strlen(json), &back, why, sizeof why));
     assert_int_equal(back.count, 4);
     assert_int_equal(back.entries[1].cls.kv_layout, CLATTN_TUNE_KV_PAGED);
@@ -334,6 +334,25 @@ static void parser_rejects_malformed_files(void **state) {
         if (cla_tuning_db_parse(bad[i], strlen(bad[i]), &db, why, sizeof why)) fail_msg("accepted: %s", bad[i]);
         assert_true(why[0] != '\0');
         assert_int_equal(db.count, 0);
+        cla_tuning_db_clear(&db);
+    }
+}
+
+/* The parser initialises its output: a struct full of garbage (as a sanitizer build's stack holds) is neither freed
+ * nor kept, whether the text is good or not. */
+static void parser_initialises_its_output(void **state) {
+    (void)state;
+    const char *good = "{\"format\":1,\"platform\":\"p\",\"device\":\"d\",\"driver\":\"v\",\"entries\":[]}";
+    const char *texts[] = {good, "{\"format\":1}", "not json"};
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; ++i) {
+        cla_tuning_db db;
+        memset(&db, 0xA5, sizeof db);
+        char why[256] = "";
+        assert_int_equal(cla_tuning_db_parse(texts[i], strlen(texts[i]), &db, why, sizeof why), i == 0);
+        assert_int_equal(db.count, 0);
+        assert_null(db.path);
+        assert_null(db.clblast);
+        if (i == 0) assert_string_equal(db.device, "d");
         cla_tuning_db_clear(&db);
     }
 }
@@ -456,6 +475,28 @@ static void space_and_configs(void **state) {
     c.v[CLA_FUSED_VARIANT] = CLA_FUSED_DECODE;
     c.v[CLA_FUSED_ROWS] = 16;
     assert_non_null(strstr(op->check(&d, &dec, &c), "at most 16 packed rows"));
+    /* A call with a score_mod, mask_mod or block mask: flash by the rules (by default, and where decode is asked
+     * for, keeping the splits; even with a decode shape given), and the decode check refuses it (a tuning entry).
+     */
+    dec.group = 4;
+    const int needs_flash[] = {CLA_MODS_SCORE_FN, CLA_MODS_MASK_FN, 0};
+    for (size_t k = 0; k < sizeof needs_flash / sizeof needs_flash[0]; ++k) {
+        cla_tune_problem fl = dec;
+        fl.mods = needs_flash[k];
+        fl.block_mask = needs_flash[k] == 0;
+        op->builtin(&d, &fl, &c);
+        assert_int_equal(c.v[CLA_FUSED_VARIANT], CLA_FUSED_FLASH);
+        for (int i = 0; i < CLA_TUNE_MAX_PARAMS; ++i) c.v[i] = -1;
+        c.v[CLA_FUSED_VARIANT] = CLA_FUSED_DECODE;
+        c.v[CLA_FUSED_SPLITS] = 4;
+        c.v[CLA_FUSED_ROWS] = 4;
+        cla_sdpa_fused_complete(&d, &fl, &c);
+        assert_int_equal(c.v[CLA_FUSED_VARIANT], CLA_FUSED_FLASH);
+        assert_int_equal(c.v[CLA_FUSED_SPLITS], 4);
+        op->builtin(&d, &dec, &c);
+        assert_int_equal(c.v[CLA_FUSED_VARIANT], CLA_FUSED_DECODE);
+        assert_non_null(strstr(op->check(&d, &fl, &c), "no score_mod, mask_mod or block mask"));
+    }
     /* A device that cannot compile at run time (an FPGA's offline toolchain) keeps the tiled kernel. */
     d.compiler_available = 0;
     op->builtin(&d, &p, &c);
@@ -1208,6 +1249,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(matcher_serving_formats),
         cmocka_unit_test(matcher_skips_entries_that_do_not_fit),
         cmocka_unit_test(parser_rejects_malformed_files),
+        cmocka_unit_test(parser_initialises_its_output),
         cmocka_unit_test(writer_round_trip),
         cmocka_unit_test(space_and_configs),
         cmocka_unit_test(seq2seq_shapes_and_defaults),

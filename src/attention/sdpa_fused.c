@@ -67,20 +67,12 @@ static clattn_status choose_params(clattn_context *ctx, const cla_sdpa_plan *p, 
                              mods,
                              p->kv_layout,
                              p->k.dtype == CLATTN_DTYPE_I8 || p->k.dtype == CLATTN_DTYPE_FP8_E4M3 ? (int)p->k.dtype
-                                                                                                  : 0};
+                                                                                                  : 0,
+                             p->block_mask.buffer != NULL};
     cla_tune_choice ch;
     clattn_status st = cla_tuning_choose(ctx, &cla_tune_op_sdpa_fused, &prob, &ch);
     if (st != CLATTN_SUCCESS) return st;
     *c = ch.config;
-    /* The caller's score_mod and mask_mod have not been checked on the decode kernel's shapes yet, and it does not
-     * read block masks: the flash kernel (its defaults, the same key splits) runs them. */
-    if (c->v[CLA_FUSED_VARIANT] == CLA_FUSED_DECODE && (p->score_mod || p->mask_mod || p->block_mask.buffer)) {
-        const int splits = c->v[CLA_FUSED_SPLITS];
-        for (int i = 0; i < CLA_TUNE_MAX_PARAMS; ++i) c->v[i] = -1;
-        c->v[CLA_FUSED_VARIANT] = CLA_FUSED_FLASH;
-        c->v[CLA_FUSED_SPLITS] = splits;
-        cla_sdpa_fused_complete(&ctx->info, &prob, c);
-    }
     return st;
 }
 

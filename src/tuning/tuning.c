@@ -35,7 +35,7 @@ static const char *const fused_variants[] = {"tiled", "cpu", "flash", "decode"};
  * the whole GQA group (1, the default) rather than once per query head (0); the block shape ignores it (0).
  * decode (kernels_cl/sdpa_decode.cl, the default on GPUs and accelerators for calls of at most
  * CLA_DECODE_MAX_ROWS packed rows) reads rows as the bound on its packed rows, block_n as keys per tile (a multiple
- * of wg, at most 4 keys per work-item) and wg as its work-group. */
+ * of wg and of 4, at most 4 keys per work-item) and wg as its work-group. */
 /* One line a parameter. */
 /* clang-format off */
 static const cla_tune_param fused_params[CLA_FUSED_PARAM_COUNT] = {
@@ -164,29 +164,60 @@ static bool flash_complete(const clattn_device_info *d, const cla_tune_problem *
     return cla_flash_check(d, p, c) == NULL;
 }
 
-/* The layout of sdpa_decode.cl: the rows' Q as float4s, their scores of a tile in rows padded by a float, and their
- * ALiBi slopes. */
-static size_t decode_local_bytes(const cla_tune_problem *p, const cla_tune_config *c) {
-    const size_t rows = (size_t)c->v[CLA_FUSED_ROWS], bn = (size_t)c->v[CLA_FUSED_BLOCK_N];
-    return rows * (p->head_dim + 3) / 4 * 16 + rows * (bn + 1) * 4 + rows * 4;
+/* The shape of sdpa_decode.cl (its macros of the same names): value columns CW across a value row, VSL key slices
+ * of the P V phase, TD4 float4 columns per work-item, TPR work-items per row in the p phase. */
+typedef struct {
+    size_t rows, wg, kpw, kd4, vd4, cw, vsl, td4, tpr, prw;
+} decode_shape;
+
+static decode_shape decode_shape_of(const cla_tune_problem *p, const cla_tune_config *c) {
+    decode_shape s;
+    s.rows = c->v[CLA_FUSED_ROWS] > 0 ? (size_t)c->v[CLA_FUSED_ROWS] : 1;
+    s.wg = c->v[CLA_FUSED_WG] > 0 ? (size_t)c->v[CLA_FUSED_WG] : 1;
+    s.kpw = c->v[CLA_FUSED_BLOCK_N] > 0 ? (size_t)c->v[CLA_FUSED_BLOCK_N] / s.wg : 0;
+    s.kd4 = (p->head_dim + 3) / 4;
+    s.vd4 = (p->v_head_dim + 3) / 4;
+    s.cw = s.vd4 < s.wg ? (s.vd4 ? s.vd4 : 1) : s.wg;
+    s.vsl = s.wg / s.cw;
+    s.td4 = (s.vd4 + s.cw - 1) / s.cw;
+    const size_t fit = s.wg / s.rows;
+    s.tpr = fit < 1 ? 1 : fit > 16 ? 16 : fit;
+    const size_t prg = s.wg / s.tpr;
+    s.prw = (s.rows + prg - 1) / prg;
+    return s;
 }
 
-/* Private floats of a decode work-item's output tile (its rows' share of the value columns) and its scores (one
- * key at a time for all rows): beyond this many, GPU compilers spill. */
+/* Local memory of sdpa_decode.cl: Q as float4s and the scores of a tile in rows padded to a multiple of 4 floats,
+ * which the end's exchange of the accumulators reuses, then per row the partial maxima, the rescale factor, the
+ * final max and sum, and the ALiBi slope. */
+static size_t decode_local_bytes(const cla_tune_problem *p, const cla_tune_config *c) {
+    const decode_shape s = decode_shape_of(p, c);
+    const size_t bn = (size_t)(c->v[CLA_FUSED_BLOCK_N] > 0 ? c->v[CLA_FUSED_BLOCK_N] : 0);
+    const size_t tile4 = s.rows * s.kd4 + s.rows * (bn + 4) / 4, red4 = s.vsl * s.rows * s.td4 * s.cw;
+    return (tile4 > red4 ? tile4 : red4) * 16 + s.rows * (s.tpr + 4) * 4;
+}
+
+/* Private floats of a decode work-item: its output columns of every row, its keys' scores, four keys' values
+ * and its p-phase rows' max and sum: beyond this many, GPU compilers spill. */
 #define DECODE_MAX_PRIVATE 128
 
 static size_t decode_private(const cla_tune_problem *p, const cla_tune_config *c) {
-    const size_t wg = (size_t)c->v[CLA_FUSED_WG], rows = (size_t)c->v[CLA_FUSED_ROWS];
-    const size_t vd4 = (p->v_head_dim + 3) / 4, cw = vd4 < wg ? vd4 : wg, vsl = wg / (cw ? cw : 1);
-    const size_t rpw = (rows + vsl - 1) / vsl, td4 = (vd4 + cw - 1) / (cw ? cw : 1);
-    return rpw * td4 * 4 + rows;
+    const decode_shape s = decode_shape_of(p, c);
+    return s.rows * s.td4 * 4 + s.kpw * s.rows + 4 * s.td4 * 4 + 2 * s.prw;
 }
 
 static size_t packed_rows(const cla_tune_problem *p) {
     return (p->q_len ? p->q_len : 1) * (p->group ? p->group : 1);
 }
 
+/* The caller's score_mod and mask_mod have not been checked on the decode kernel's shapes yet, and it does not read
+ * block masks: such calls take the flash kernel. */
+static bool decode_reads_all(const cla_tune_problem *p) {
+    return !(p->mods & (CLA_MODS_SCORE_FN | CLA_MODS_MASK_FN)) && !p->block_mask;
+}
+
 const char *cla_decode_check(const clattn_device_info *d, const cla_tune_problem *p, const cla_tune_config *c) {
+    if (!decode_reads_all(p)) return "the decode variant takes no score_mod, mask_mod or block mask (flash does)";
     const int rows = c->v[CLA_FUSED_ROWS], block_n = c->v[CLA_FUSED_BLOCK_N], wg = c->v[CLA_FUSED_WG];
     if (packed_rows(p) > CLA_DECODE_MAX_ROWS)
         return "the decode variant takes at most 16 packed rows (query rows times query heads per key/value head)";
@@ -196,8 +227,8 @@ const char *cla_decode_check(const clattn_device_info *d, const cla_tune_problem
     /* It always stages Q and the scores in local memory and packs the GQA group: one candidate, not four. */
     if (c->v[CLA_FUSED_LOCAL] != 1 || c->v[CLA_FUSED_GQA_PACK] != 0)
         return "the decode variant takes local 1 and gqa_pack 0";
-    if (wg < 1 || block_n < wg || block_n % wg != 0 || block_n / wg > 4)
-        return "the decode variant takes block_n 1 to 4 times wg";
+    if (wg < 1 || block_n < wg || block_n % wg != 0 || block_n / wg > 4 || block_n % 4 != 0)
+        return "the decode variant takes block_n 1 to 4 times wg, a multiple of 4";
     if ((size_t)wg > max_group(d)) return "work-group larger than the device allows";
     if (decode_local_bytes(p, c) > local_budget(d)) return "decode tiles larger than local memory";
     if (gpu_like(d) && decode_private(p, c) > DECODE_MAX_PRIVATE)
@@ -206,12 +237,13 @@ const char *cla_decode_check(const clattn_device_info *d, const cla_tune_problem
 }
 
 /* The decode kernel's shape: exactly the call's packed rows, 64 work-items and a key each per tile (64 keys), so
- * that R x 128 value columns spread over the group leave each work-item a few float4 accumulators (figures in
- * README, GPU kernels); then fewer keys a tile where local memory is short and fewer work-items where the group is
- * too large. False when the call has more rows than the kernel takes or it does not fit the device. */
+ * that up to head dim 256 each work-item accumulates one float4 value column of every row (figures in README, GPU
+ * kernels); then fewer keys a tile where local memory is short and fewer work-items where the group is
+ * too large. False when the call has more rows than the kernel takes, needs what it does not read (a score_mod,
+ * mask_mod or block mask) or does not fit the device. */
 static bool decode_complete(const clattn_device_info *d, const cla_tune_problem *p, cla_tune_config *c) {
     int *v = c->v;
-    if (packed_rows(p) > CLA_DECODE_MAX_ROWS) return false;
+    if (packed_rows(p) > CLA_DECODE_MAX_ROWS || !decode_reads_all(p)) return false;
     if (v[CLA_FUSED_ROWS] < 1) v[CLA_FUSED_ROWS] = (int)packed_rows(p);
     if (v[CLA_FUSED_WG] < 1) v[CLA_FUSED_WG] = 64;
     if (v[CLA_FUSED_BLOCK_N] < 1) v[CLA_FUSED_BLOCK_N] = v[CLA_FUSED_WG];
@@ -263,14 +295,14 @@ void cla_sdpa_fused_complete(const clattn_device_info *d, const cla_tune_problem
         return;
     }
     if (v[CLA_FUSED_VARIANT] == CLA_FUSED_DECODE) {
-        /* A call with more rows than the decode kernel takes, or a device too small for the defaults, gets the
-         * flash kernel with its defaults, also where decode was asked for (CLATTN_FUSED_PARAMS=variant=decode
-         * runs whole test suites); decode parameters given explicitly for a call it takes stay, for the check to
-         * judge. */
+        /* A call with more rows than the decode kernel takes, one with a score_mod, mask_mod or block mask, or a
+         * device too small for the defaults, gets the flash kernel with its defaults (and the same key splits),
+         * also where decode was asked for (CLATTN_FUSED_PARAMS=variant=decode runs whole test suites); decode
+         * parameters given explicitly for a call it takes stay, for the check to judge. */
         const bool explicit_shape =
             given.v[CLA_FUSED_ROWS] > 0 || given.v[CLA_FUSED_WG] > 0 || given.v[CLA_FUSED_BLOCK_N] > 0;
         if (decode_complete(d, p, c) || (given.v[CLA_FUSED_VARIANT] == CLA_FUSED_DECODE && explicit_shape &&
-                                         packed_rows(p) <= CLA_DECODE_MAX_ROWS))
+                                         packed_rows(p) <= CLA_DECODE_MAX_ROWS && decode_reads_all(p)))
             return;
         for (int i = 0; i < CLA_FUSED_PARAM_COUNT; ++i) v[i] = -1;
         v[CLA_FUSED_VARIANT] = CLA_FUSED_FLASH;

@@ -40,6 +40,7 @@ typedef struct cla_tune_problem {
     /* The serving formats of the keys and values: CLATTN_TUNE_KV_PACKED or _PAGED (0: dense), and their 8-bit
      * storage type (CLATTN_DTYPE_I8 or _FP8_E4M3; 0: the call's dtype). */
     int kv_layout, kv_dtype;
+    bool block_mask; /* the call reads a block mask (clattn_sdpa_desc.block_mask): no tuning class, a rule only */
 } cla_tune_problem;
 
 enum {
@@ -244,8 +245,10 @@ typedef struct cla_tuning_db {
 
 #define CLA_TUNING_FORMAT 1
 
-/* Parses a database file's bytes (untrusted: fuzzed by tests/fuzz/fuzz_tuning_db.c). Returns false with a reason
- * and an empty database for anything malformed; entries of unknown operations are kept as they are. */
+/* Parses a database file's bytes (untrusted: fuzzed by tests/fuzz/fuzz_tuning_db.c) into db, which is an output:
+ * it is initialised here (an uninitialised struct is fine; one that holds a database must be cleared first, or its
+ * memory leaks). Returns false with a reason and an empty database for anything malformed; entries of unknown
+ * operations are kept as they are. */
 bool cla_tuning_db_parse(const char *text, size_t size, cla_tuning_db *db, char *why, size_t why_size);
 /* The database as JSON text (malloc'd), NULL if out of memory. */
 char *cla_tuning_db_to_json(const cla_tuning_db *db);

@@ -207,10 +207,8 @@ bool cla_tuning_db_put(cla_tuning_db *db, const cla_tuning_entry *e) {
 }
 
 bool cla_tuning_db_parse(const char *text, size_t size, cla_tuning_db *db, char *why, size_t why_size) {
-    char *path = db->path;
-    db->path = NULL;
-    cla_tuning_db_clear(db);
-    db->path = path;
+    /* An output: whatever it holds is overwritten, never freed, so that an uninitialised struct is safe. */
+    memset(db, 0, sizeof *db);
     cJSON *root = cJSON_ParseWithLength(text, size);
     if (!root) {
         cla_write_message(why, why_size, "not valid JSON");
@@ -237,7 +235,6 @@ bool cla_tuning_db_parse(const char *text, size_t size, cla_tuning_db *db, char 
         cla_write_message(why, why_size, "%s", err);
         cJSON_Delete(root);
         cla_tuning_db_clear(db);
-        db->path = path;
         return false;
     }
     /* CLBlast's section is kept as text and checked when applied: a bad one must not cost the kernel entries. */
@@ -246,7 +243,6 @@ bool cla_tuning_db_parse(const char *text, size_t size, cla_tuning_db *db, char 
         cla_write_message(why, why_size, "out of host memory");
         cJSON_Delete(root);
         cla_tuning_db_clear(db);
-        db->path = path;
         return false;
     }
     const cJSON *it;
@@ -259,7 +255,6 @@ bool cla_tuning_db_parse(const char *text, size_t size, cla_tuning_db *db, char 
             cla_write_message(why, why_size, "entry %zu: %s", index, bad);
             cJSON_Delete(root);
             cla_tuning_db_clear(db);
-            db->path = path;
             return false;
         }
         ++index;
