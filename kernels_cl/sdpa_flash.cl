@@ -19,12 +19,13 @@
  *
  * Q, read once per group with coalesced loads, lives in registers, float4 by float4 (TM x HEAD_DIM / 4 of them,
  * indexed by unrolled constants), or for head dims past 128 in local memory (Q_IN_LOCAL). The host sizes the
- * grid and local memory for this layout with TN = CLA_FLASH_TN and SP = cla_flash_dsplit (src/tuning/tuning.h). Tiles that causal masking,
- * the window, the key length, the key split or the block mask (HAS_BLOCK_MASK) exclude for every row of the block
- * are skipped; tiles inside every row's keys without a mask tensor skip the per-score checks (the score modifiers
- * HAS_SOFTCAP and HAS_ALIBI still apply there, through cla_score_mod; HAS_SINKS folds a row's sink into its end, or
- * into sdpa_combine's). SPLIT_KV = 1 writes the partial state for sdpa_combine (sdpa_fused.cl), as the other
- * variants do. Specialisation defines as in sdpa_fused.cl; common.cl holds the shared ones. */
+ * grid and local memory for this layout with TN = CLA_FLASH_TN and SP = cla_flash_dsplit (src/tuning/tuning.h).
+ * Tiles that causal masking, the window, the key length, the key split or the block mask (HAS_BLOCK_MASK) exclude
+ * for every row of the block are skipped; tiles inside every row's keys without a mask tensor skip the per-score
+ * checks (the score modifiers HAS_SOFTCAP and HAS_ALIBI still apply there, through cla_score_mod; HAS_SINKS folds a
+ * row's sink into its end, or into sdpa_combine's). SPLIT_KV = 1 writes the partial state for sdpa_combine
+ * (sdpa_fused.cl), as the other variants do. Specialisation defines as in sdpa_fused.cl; common.cl holds the shared
+ * ones. */
 
 #ifndef ROWS
 #define ROWS 1 /* TM: rows per work-item */
@@ -52,17 +53,23 @@
 #define KD4     ((HEAD_DIM + 3) / 4)   /* float4s of a key row */
 #define VD4     ((V_HEAD_DIM + 3) / 4) /* float4s of a value row */
 #define TD4     ((VD4 + CT - 1) / CT)  /* float4 output columns per work-item */
-#ifndef DSPLIT /* work-items sharing a score's head dimension (cla_flash_dsplit) */
-#define DSPLIT (CT % 2 == 0 && KD4 > 1 ? 2 : 1)
+#ifndef DSPLIT                         /* work-items sharing a score's head dimension (cla_flash_dsplit) */
+#define DSPLIT (CT % 4 == 0 && KD4 >= 4 ? 4 : CT % 2 == 0 && KD4 >= 2 ? 2 : 1)
 #endif
 #define SP  DSPLIT
 #define CK  (CT / SP)             /* key columns of the product */
 #define TNS (TN * SP)             /* keys of a work-item's partial scores */
 #define KU  ((KD4 + SP - 1) / SP) /* float4s of a work-item's share of the head dimension */
-#define KS4     (KD4 + 1)              /* padded strides, in float4s */
-#define VS4     (VD4 + 1)
-/* Padded probability row, in floats (a multiple of 4 for vector loads); it first holds the SP partial scores. */
+#define KS4 (KD4 + 1)             /* padded strides, in float4s */
+#define VS4 (VD4 + 1)
+/* Padded probability row, in floats (a multiple of 4 for vector loads); it first holds the SP partial scores of
+ * each key. (Leaving out the owner's own partial saves local memory but costs GPU compilers some 40 registers.) */
 #define PS (SP * BLOCK_N + 4)
+/* The row reductions in the K tile's memory, which the scores no longer read once partial scores were exchanged
+ * (a barrier apart), where it is large enough: less local memory, for more groups per compute unit. */
+#ifndef RED_IN_K
+#define RED_IN_K (SP > 1 && BLOCK_M * CT <= BLOCK_N * KS4 * 4)
+#endif
 
 #if BLOCK_N % TN != 0 || WG_SIZE % (BLOCK_N / TN) != 0 || BLOCK_N % 4 != 0 || CT % SP != 0
 #error "sdpa_flash: BLOCK_N must be a multiple of TN and of 4, WG_SIZE of BLOCK_N / TN, and that of DSPLIT"
@@ -110,7 +117,11 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
     __local float4 k_tile[BLOCK_N * KS4];
     __local float4 v_tile[BLOCK_N * VS4];
     __local float p_tile[BLOCK_M * PS];
+#if RED_IN_K
+    __local float *const red = (__local float *)k_tile;
+#else
     __local float red[BLOCK_M * CT];
+#endif
 #if Q_IN_LOCAL
     __local float4 q_tile[BLOCK_M * KS4];
 #endif
@@ -232,7 +243,7 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
             }
         }
         /* The scores this work-item owns (keys kc + CK * (sp * TN + t)): with the head dimension split, the sum of
-         * the SP partial scores, exchanged through the probability rows, added in the same order everywhere. */
+         * the SP partial scores, exchanged through the probability rows and added in the same order everywhere. */
         float s[TM][TN];
 #if SP > 1
         FLASH_UNROLL
@@ -240,7 +251,7 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
             FLASH_UNROLL
             for (int t = 0; t < TNS; ++t) p_tile[(tr * TM + m) * PS + sp * BLOCK_N + kc + CK * t] = sx[m][t];
         }
-        barrier(CLK_LOCAL_MEM_FENCE);
+        barrier(CLK_LOCAL_MEM_FENCE); /* partial scores written, and the K tile no longer read */
         FLASH_UNROLL
         for (int m = 0; m < TM; ++m) {
             FLASH_UNROLL

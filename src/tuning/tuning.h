@@ -152,7 +152,8 @@ enum { CLA_FUSED_TILED = 0, CLA_FUSED_CPU = 1, CLA_FUSED_FLASH = 2, CLA_FUSED_DE
  * rows (cla_flash_block_rows). */
 #define CLA_FLASH_TN 1
 /* The work-items of a row that split the head dimension of its scores (DSPLIT in sdpa_flash.cl, which derives it
- * the same way): 2 where the row's work-items are even and the head dimension has more than one float4. */
+ * the same way): 4 where the row's work-items are a multiple of 4 and the head dimension has 4 float4s or more,
+ * else 2 or 1 the same way. */
 size_t cla_flash_dsplit(const cla_tune_problem *p, const cla_tune_config *c);
 size_t cla_flash_block_rows(const cla_tune_config *c);
 /* Bytes of local memory the flash kernel takes for a problem (as sdpa_flash.cl lays it out). */
