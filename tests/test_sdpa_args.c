@@ -375,8 +375,8 @@ static void flash_override_rules(void **state) {
     static const struct {
         const char *params, *needle;
     } bad[] = {
-        {"variant=flash,block_n=16,wg=12", "wg a multiple of block_n / 2"},
-        {"variant=flash,block_n=16,wg=4", "wg a multiple of block_n / 2"},
+        {"variant=flash,block_n=16,wg=12", "wg a multiple of block_n"},
+        {"variant=flash,block_n=16,wg=4", "wg a multiple of block_n"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
         const clattn_status st = clattn_context_set_kernel_params(ctx, "sdpa_fused", bad[i].params);
