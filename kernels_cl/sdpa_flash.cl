@@ -5,21 +5,27 @@
  * so every K/V tile is read once for all of them. The group walks the key tiles of BLOCK_N keys, staging K and V
  * in local memory with coalesced vector loads (rows padded by a float4 against bank conflicts).
  *
- * Work-item (tr, tc) of the RT x CT group owns TM rows (tr * TM ...) and, of each tile, the TN keys tc + CT * t:
- * its TM x TN scores are register tiles indexed only by compile-time constants in unrolled loops. A row's tile
- * maximum is reduced across its CT work-items through local memory; the probabilities go to local memory, and
- * each work-item accumulates P V for its rows and the value columns tc + CT * c (float4 columns), again a
- * register tile, with the online-softmax rescale. Row sums stay partial per work-item (the rescale is the same
- * for the whole row) and are reduced once at the end.
+ * Work-item (tr, tc) of the RT x CT group owns TM rows (tr * TM ...) and, of each tile, TN keys. The product
+ * S = Q K^T splits the head dimension over SP work-items of the row (DSPLIT; tc = kc * SP + sp): work-item (sp, kc)
+ * keeps its rows' Q for the float4s sp + SP * u only, and forms partial scores for TM rows x TN * SP keys
+ * (kc + CK * t), so each K float4 read from local memory serves TM rows while Q takes TM * HEAD_DIM / SP registers.
+ * The SP partial sums of a score meet in local memory (the probability rows, free at that point) and each
+ * work-item adds up, in a fixed order, the TN keys it owns: kc + CK * (sp * TN + t). All register tiles are indexed
+ * only by compile-time constants in unrolled loops. A row's tile maximum is reduced across its CT work-items
+ * through local memory; the probabilities go to local memory, and each work-item accumulates P V for its TM rows
+ * and the value columns tc + CT * c (float4 columns), again a register tile, with the online-softmax rescale. Row
+ * sums stay partial per work-item (the rescale is the same for the whole row) and are reduced once at the end.
+ * Rows of probabilities and of the reductions are read four floats at a time (vload4).
  *
  * Q, read once per group with coalesced loads, lives in registers, float4 by float4 (TM x HEAD_DIM / 4 of them,
  * indexed by unrolled constants), or for head dims past 128 in local memory (Q_IN_LOCAL). The host sizes the
- * grid and local memory for this layout with TN = CLA_FLASH_TN (src/tuning/tuning.h). Tiles that causal masking,
- * the window, the key length, the key split or the block mask (HAS_BLOCK_MASK) exclude for every row of the block
- * are skipped; tiles inside every row's keys without a mask tensor skip the per-score checks (the score modifiers
- * HAS_SOFTCAP and HAS_ALIBI still apply there, through cla_score_mod; HAS_SINKS folds a row's sink into its end, or
- * into sdpa_combine's). SPLIT_KV = 1 writes the partial state for sdpa_combine (sdpa_fused.cl), as the other
- * variants do. Specialisation defines as in sdpa_fused.cl; common.cl holds the shared ones. */
+ * grid and local memory for this layout with TN = CLA_FLASH_TN and SP = cla_flash_dsplit (src/tuning/tuning.h).
+ * Tiles that causal masking, the window, the key length, the key split or the block mask (HAS_BLOCK_MASK) exclude
+ * for every row of the block are skipped; tiles inside every row's keys without a mask tensor skip the per-score
+ * checks (the score modifiers HAS_SOFTCAP and HAS_ALIBI still apply there, through cla_score_mod; HAS_SINKS folds a
+ * row's sink into its end, or into sdpa_combine's). SPLIT_KV = 1 writes the partial state for sdpa_combine
+ * (sdpa_fused.cl), as the other variants do. Specialisation defines as in sdpa_fused.cl; common.cl holds the shared
+ * ones. */
 
 #ifndef ROWS
 #define ROWS 1 /* TM: rows per work-item */
@@ -31,7 +37,7 @@
 #define WG_SIZE 256
 #endif
 #ifndef TN
-#define TN 2 /* keys per work-item of each tile */
+#define TN 1 /* keys per work-item of each tile (CLA_FLASH_TN) */
 #endif
 #ifndef SPLIT_KV
 #define SPLIT_KV 0
@@ -47,12 +53,26 @@
 #define KD4     ((HEAD_DIM + 3) / 4)   /* float4s of a key row */
 #define VD4     ((V_HEAD_DIM + 3) / 4) /* float4s of a value row */
 #define TD4     ((VD4 + CT - 1) / CT)  /* float4 output columns per work-item */
-#define KS4     (KD4 + 1)              /* padded strides, in float4s */
-#define VS4     (VD4 + 1)
-#define PS      (BLOCK_N + 4) /* padded probability row, in floats (a multiple of 4 for vector loads) */
+#ifndef DSPLIT                         /* work-items sharing a score's head dimension (cla_flash_dsplit) */
+#define DSPLIT (CT % 4 == 0 && KD4 >= 4 ? 4 : CT % 2 == 0 && KD4 >= 2 ? 2 : 1)
+#endif
+#define SP  DSPLIT
+#define CK  (CT / SP)             /* key columns of the product */
+#define TNS (TN * SP)             /* keys of a work-item's partial scores */
+#define KU  ((KD4 + SP - 1) / SP) /* float4s of a work-item's share of the head dimension */
+#define KS4 (KD4 + 1)             /* padded strides, in float4s */
+#define VS4 (VD4 + 1)
+/* Padded probability row, in floats (a multiple of 4 for vector loads); it first holds the SP partial scores of
+ * each key. (Leaving out the owner's own partial saves local memory but costs GPU compilers some 40 registers.) */
+#define PS (SP * BLOCK_N + 4)
+/* The row reductions in the K tile's memory, which the scores no longer read once partial scores were exchanged
+ * (a barrier apart), where it is large enough: less local memory, for more groups per compute unit. */
+#ifndef RED_IN_K
+#define RED_IN_K (SP > 1 && BLOCK_M * CT <= BLOCK_N * KS4 * 4)
+#endif
 
-#if BLOCK_N % TN != 0 || WG_SIZE % (BLOCK_N / TN) != 0 || BLOCK_N % 4 != 0
-#error "sdpa_flash: BLOCK_N must be a multiple of TN and of 4, and WG_SIZE a multiple of BLOCK_N / TN"
+#if BLOCK_N % TN != 0 || WG_SIZE % (BLOCK_N / TN) != 0 || BLOCK_N % 4 != 0 || CT % SP != 0
+#error "sdpa_flash: BLOCK_N must be a multiple of TN and of 4, WG_SIZE of BLOCK_N / TN, and that of DSPLIT"
 #endif
 
 #ifdef __clang__
@@ -69,7 +89,7 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
     /* This batch item's lengths (the packed and paged layouts' own; dims has the largest). */
     const int Lq = cla_seq_q_len(seqs, seq_at, b, dims.y), Lk = cla_seq_k_len(seqs, seq_at, b, dims.z);
     const int rows_total = Lq * group;
-    const int lid = get_local_id(0), tc = lid % CT, tr = lid / CT;
+    const int lid = get_local_id(0), tc = lid % CT, tr = lid / CT, sp = tc % SP, kc = tc / SP;
     const int block0 = (int)get_group_id(0) * BLOCK_M;
     if (block0 >= rows_total) return; /* past a short packed sequence's rows: the whole group leaves together */
 
@@ -97,7 +117,11 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
     __local float4 k_tile[BLOCK_N * KS4];
     __local float4 v_tile[BLOCK_N * VS4];
     __local float p_tile[BLOCK_M * PS];
+#if RED_IN_K
+    __local float *const red = (__local float *)k_tile;
+#else
     __local float red[BLOCK_M * CT];
+#endif
 #if Q_IN_LOCAL
     __local float4 q_tile[BLOCK_M * KS4];
 #endif
@@ -111,7 +135,7 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
     float m_run[TM], l_part[TM];
     float4 acc[TM][TD4];
 #if !Q_IN_LOCAL
-    float4 qr[TM][KD4];
+    float4 qr[TM][KU]; /* this work-item's share of the head dimension: float4s sp + SP * u */
 #endif
     FLASH_UNROLL
     for (int m = 0; m < TM; ++m) {
@@ -156,7 +180,8 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
             const int rr = tr * TM + m - q0;
             if (rr >= 0 && rr < BLOCK_N) {
                 FLASH_UNROLL
-                for (int d4 = 0; d4 < KD4; ++d4) qr[m][d4] = k_tile[rr * KS4 + d4];
+                for (int u = 0; u < KU; ++u)
+                    qr[m][u] = KD4 % SP == 0 || sp + SP * u < KD4 ? k_tile[rr * KS4 + sp + SP * u] : (float4)(0.0f);
             }
         }
         barrier(CLK_LOCAL_MEM_FENCE);
@@ -190,29 +215,61 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
         }
         barrier(CLK_LOCAL_MEM_FENCE);
 
-        /* S = Q K^T for this work-item's TM x TN tile. */
-        float s[TM][TN];
+        /* S = Q K^T: this work-item's partial scores over its share of the head dimension, for TM rows and the
+         * TNS keys kc + CK * t. dot() keeps each K float4 one local load. */
+        float sx[TM][TNS];
         FLASH_UNROLL
         for (int m = 0; m < TM; ++m) {
             FLASH_UNROLL
-            for (int t = 0; t < TN; ++t) s[m][t] = 0.0f;
+            for (int t = 0; t < TNS; ++t) sx[m][t] = 0.0f;
         }
         FLASH_UNROLL
-        for (int d4 = 0; d4 < KD4; ++d4) {
-            float4 kv[TN];
-            FLASH_UNROLL
-            for (int t = 0; t < TN; ++t) kv[t] = k_tile[(tc + CT * t) * KS4 + d4];
-            FLASH_UNROLL
-            for (int m = 0; m < TM; ++m) {
-#if Q_IN_LOCAL
-                const float4 qv = q_tile[(tr * TM + m) * KS4 + d4];
-#else
-                const float4 qv = qr[m][d4];
-#endif
+        for (int u = 0; u < KU; ++u) {
+            const int d4 = sp + SP * u;
+            if (KD4 % SP == 0 || d4 < KD4) {
+                float4 kv[TNS];
                 FLASH_UNROLL
-                for (int t = 0; t < TN; ++t) s[m][t] = cla_dot4(qv, kv[t], s[m][t]);
+                for (int t = 0; t < TNS; ++t) kv[t] = k_tile[(kc + CK * t) * KS4 + d4];
+                FLASH_UNROLL
+                for (int m = 0; m < TM; ++m) {
+#if Q_IN_LOCAL
+                    const float4 qv = q_tile[(tr * TM + m) * KS4 + d4];
+#else
+                    const float4 qv = qr[m][u];
+#endif
+                    FLASH_UNROLL
+                    for (int t = 0; t < TNS; ++t) sx[m][t] += dot(qv, kv[t]);
+                }
             }
         }
+        /* The scores this work-item owns (keys kc + CK * (sp * TN + t)): with the head dimension split, the sum of
+         * the SP partial scores, exchanged through the probability rows and added in the same order everywhere. */
+        float s[TM][TN];
+#if SP > 1
+        FLASH_UNROLL
+        for (int m = 0; m < TM; ++m) {
+            FLASH_UNROLL
+            for (int t = 0; t < TNS; ++t) p_tile[(tr * TM + m) * PS + sp * BLOCK_N + kc + CK * t] = sx[m][t];
+        }
+        barrier(CLK_LOCAL_MEM_FENCE); /* partial scores written, and the K tile no longer read */
+        FLASH_UNROLL
+        for (int m = 0; m < TM; ++m) {
+            FLASH_UNROLL
+            for (int t = 0; t < TN; ++t) {
+                const int jj = kc + CK * (sp * TN + t);
+                float sum = 0.0f;
+                FLASH_UNROLL
+                for (int q = 0; q < SP; ++q) sum += p_tile[(tr * TM + m) * PS + q * BLOCK_N + jj];
+                s[m][t] = sum;
+            }
+        }
+#else
+        FLASH_UNROLL
+        for (int m = 0; m < TM; ++m) {
+            FLASH_UNROLL
+            for (int t = 0; t < TN; ++t) s[m][t] = sx[m][t];
+        }
+#endif
 
         /* Masking, then each row's maximum over its CT work-items. */
         FLASH_UNROLL
@@ -220,7 +277,7 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
             float tmax = CLA_NEG_INF;
             FLASH_UNROLL
             for (int t = 0; t < TN; ++t) {
-                const int jj = tc + CT * t, j = j0 + jj;
+                const int jj = kc + CK * (sp * TN + t), j = j0 + jj;
 #if HAS_SOFTCAP || HAS_ALIBI
                 /* The score modifiers come before any mask, on every tile (full ones included). */
 #if HAS_ALIBI
@@ -250,7 +307,15 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
         for (int m = 0; m < TM; ++m) {
             float tmax = CLA_NEG_INF;
             FLASH_UNROLL
-            for (int c = 0; c < CT; ++c) tmax = cla_max_nan(tmax, red[(tr * TM + m) * CT + c]);
+            for (int c = 0; c < CT; c += 4) {
+#if CT % 4 == 0
+                const float4 r4 = vload4(0, red + (tr * TM + m) * CT + c);
+                tmax = cla_max_nan(cla_max_nan(tmax, r4.x), cla_max_nan(r4.y, cla_max_nan(r4.z, r4.w)));
+#else
+                FLASH_UNROLL
+                for (int e = c; e < min(c + 4, CT); ++e) tmax = cla_max_nan(tmax, red[(tr * TM + m) * CT + e]);
+#endif
+            }
             const float m_new = cla_max_nan(m_run[m], tmax);
             /* A row with every key masked so far keeps m = -inf and takes nothing. */
             const float alpha = m_new == CLA_NEG_INF ? 1.0f : exp2(m_run[m] - m_new);
@@ -259,7 +324,7 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
             for (int t = 0; t < TN; ++t) {
                 const float p = s[m][t] == CLA_NEG_INF ? 0.0f : exp2(s[m][t] - m_new);
                 sum += p;
-                p_tile[(tr * TM + m) * PS + tc + CT * t] = p;
+                p_tile[(tr * TM + m) * PS + kc + CK * (sp * TN + t)] = p;
             }
             l_part[m] = l_part[m] * alpha + sum;
             m_run[m] = m_new;
@@ -311,7 +376,18 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
         if (r >= rows_total) break;
         float l = 0.0f;
         FLASH_UNROLL
-        for (int c = 0; c < CT; ++c) l += red[(tr * TM + m) * CT + c];
+        for (int c = 0; c < CT; c += 4) {
+#if CT % 4 == 0
+            const float4 r4 = vload4(0, red + (tr * TM + m) * CT + c);
+            l += r4.x;
+            l += r4.y;
+            l += r4.z;
+            l += r4.w;
+#else
+            FLASH_UNROLL
+            for (int e = c; e < min(c + 4, CT); ++e) l += red[(tr * TM + m) * CT + e];
+#endif
+        }
         const int i = row_i[m], h = row_h[m];
 #if SPLIT_KV
         __global float *state = cla_split_state(partial, b, Hq, h, dims.y, i, split);

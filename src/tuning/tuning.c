@@ -86,26 +86,33 @@ size_t cla_flash_block_rows(const cla_tune_config *c) {
     return ct ? (size_t)c->v[CLA_FUSED_WG] / ct * (size_t)c->v[CLA_FUSED_ROWS] : 0;
 }
 
-/* The layout of sdpa_flash.cl: K and V tiles of float4 rows padded by one float4 (V's rounded to the work-items
- * sharing a row), probability rows padded by 4 floats, a float per (row, work-item) for the reductions, and Q
- * past head dim 128. */
-size_t cla_flash_local_bytes(const cla_tune_problem *p, const cla_tune_config *c) {
-    const size_t bn = (size_t)c->v[CLA_FUSED_BLOCK_N], ct = bn / CLA_FLASH_TN ? bn / CLA_FLASH_TN : 1;
-    const size_t bm = cla_flash_block_rows(c);
-    const size_t kd4 = (p->head_dim + 3) / 4, vd4 = (p->v_head_dim + 3) / 4, td4 = (vd4 + ct - 1) / ct;
-    (void)td4;
-    const size_t float4s = bn * (kd4 + 1) + bn * (vd4 + 1) + (p->head_dim > 128 ? bm * (kd4 + 1) : 0);
-    return float4s * 16 + (bm * (bn + 4) + bm * ct) * 4;
+size_t cla_flash_dsplit(const cla_tune_problem *p, const cla_tune_config *c) {
+    const size_t ct = (size_t)(c->v[CLA_FUSED_BLOCK_N] / CLA_FLASH_TN);
+    const size_t kd4 = (p->head_dim + 3) / 4;
+    return ct % 4 == 0 && kd4 >= 4 ? 4 : ct % 2 == 0 && kd4 >= 2 ? 2 : 1;
 }
 
-/* Private floats of a flash work-item's Q and output tiles (Q only up to head dim 128, where it is kept in
+/* The layout of sdpa_flash.cl: K and V tiles of float4 rows padded by one float4, probability rows (which first
+ * hold the dsplit partial scores of each key) padded by 4 floats, a float per (row, work-item) for the reductions
+ * (in the K tile where the scores' head dimension is split and they fit), and Q past head dim 128. */
+size_t cla_flash_local_bytes(const cla_tune_problem *p, const cla_tune_config *c) {
+    const size_t bn = (size_t)c->v[CLA_FUSED_BLOCK_N], ct = bn / CLA_FLASH_TN ? bn / CLA_FLASH_TN : 1;
+    const size_t bm = cla_flash_block_rows(c), sp = cla_flash_dsplit(p, c);
+    const size_t kd4 = (p->head_dim + 3) / 4, vd4 = (p->v_head_dim + 3) / 4;
+    const size_t float4s = bn * (kd4 + 1) + bn * (vd4 + 1) + (p->head_dim > 128 ? bm * (kd4 + 1) : 0);
+    const size_t red = sp > 1 && bm * ct <= bn * (kd4 + 1) * 4 ? 0 : bm * ct;
+    return float4s * 16 + (bm * (sp * bn + 4) + red) * 4;
+}
+
+/* Private floats of a flash work-item's Q share and output tiles (Q only up to head dim 128, where it is kept in
  * registers): beyond this many, GPU compilers spill. */
 #define FLASH_MAX_PRIVATE 160
 
 static size_t flash_private(const cla_tune_problem *p, const cla_tune_config *c) {
     const size_t ct = (size_t)(c->v[CLA_FUSED_BLOCK_N] / CLA_FLASH_TN), rows = (size_t)c->v[CLA_FUSED_ROWS];
     const size_t vd4 = (p->v_head_dim + 3) / 4, td4 = ct ? (vd4 + ct - 1) / ct : vd4;
-    return rows * ((p->head_dim <= 128 ? (p->head_dim + 3) / 4 * 4 : 0) + td4 * 4);
+    const size_t kd4 = (p->head_dim + 3) / 4, sp = cla_flash_dsplit(p, c);
+    return rows * ((p->head_dim <= 128 ? (kd4 + sp - 1) / sp * 4 : 0) + td4 * 4);
 }
 
 const char *cla_flash_check(const clattn_device_info *d, const cla_tune_problem *p, const cla_tune_config *c) {
@@ -113,7 +120,7 @@ const char *cla_flash_check(const clattn_device_info *d, const cla_tune_problem 
     if (block_n < 4 || block_n % 4 != 0 || block_n % CLA_FLASH_TN != 0)
         return "the flash variant takes block_n a multiple of 4";
     if (wg < block_n / CLA_FLASH_TN || wg % (block_n / CLA_FLASH_TN) != 0)
-        return "the flash variant takes wg a multiple of block_n / 2 (the work-items that share a row)";
+        return "the flash variant takes wg a multiple of block_n (the work-items that share a row)";
     if (rows < 1 || rows > 4) return "the flash variant takes rows 1 to 4";
     /* Its packed row index (query row times query heads per key/value head) is an int. */
     if ((uint64_t)p->q_len * (p->group ? p->group : 1) > (1u << 30))
@@ -125,17 +132,18 @@ const char *cla_flash_check(const clattn_device_info *d, const cla_tune_problem 
     return NULL;
 }
 
-/* The flash kernel's prefill shape: 16 keys a tile, 8 work-items to a row (2 keys each), 256 work-items, so 32
- * rows a group; from the compilers' figures (tools/scripts/gpu_compile_report.py) this keeps Q and the output tile
- * in registers without spills at head dims 64 and 128, and LDS and registers allow 4 waves per SIMD on gfx90a at
- * head dim 64. Decode (a few packed rows: query rows times the GQA group's heads) takes the smallest group whose
- * row groups cover the rows, so that every work-item has keys, and key splits (sdpa_fused.c) fill the device.
- * Then the shape is fitted to the device: fewer keys a tile where local memory is short, fewer work-items where
- * the group is too large, fewer rows a work-item. */
+/* The flash kernel's prefill shape: 16 keys a tile, 16 work-items to a row (one key each, the scores' head
+ * dimension split over pairs), 2 rows a work-item, 256 work-items, so 32 rows a group; from the compilers' figures
+ * (tools/scripts/gpu_compile_report.py) this keeps Q's share and the output tile in registers without spills at
+ * head dims 64 and 128, LDS and registers allow 4 waves per SIMD on gfx90a at head dim 64 and 2 at 128, and each
+ * K or V float4 read from local memory serves 2 rows. Decode (a few packed rows: query rows times the GQA group's
+ * heads) takes the smallest group whose row groups cover the rows, so that every work-item has keys, and key splits
+ * (sdpa_fused.c) fill the device. Then the shape is fitted to the device: fewer keys a tile where local memory is
+ * short, fewer work-items where the group is too large, fewer rows a work-item. */
 static bool flash_complete(const clattn_device_info *d, const cla_tune_problem *p, cla_tune_config *c) {
     int *v = c->v;
     const size_t rows_total = (p->q_len ? p->q_len : 1) * (p->group ? p->group : 1);
-    if (v[CLA_FUSED_ROWS] < 1) v[CLA_FUSED_ROWS] = 1;
+    if (v[CLA_FUSED_ROWS] < 1) v[CLA_FUSED_ROWS] = 2;
     if (v[CLA_FUSED_BLOCK_N] < 1) v[CLA_FUSED_BLOCK_N] = 16;
     v[CLA_FUSED_BLOCK_N] = (v[CLA_FUSED_BLOCK_N] + 3) / 4 * 4; /* whole float4s of probabilities */
     v[CLA_FUSED_LOCAL] = 1;

@@ -151,7 +151,11 @@ enum { CLA_FUSED_TILED = 0, CLA_FUSED_CPU = 1, CLA_FUSED_FLASH = 2, CLA_FUSED_DE
 /* The flash kernel's keys per work-item of a tile (TN in sdpa_flash.cl): a tile of block_n keys is shared by
  * block_n / CLA_FLASH_TN work-items per row, and a group of wg work-items owns wg / (block_n / CLA_FLASH_TN) * rows
  * rows (cla_flash_block_rows). */
-#define CLA_FLASH_TN 2
+#define CLA_FLASH_TN 1
+/* The work-items of a row that split the head dimension of its scores (DSPLIT in sdpa_flash.cl, which derives it
+ * the same way): 4 where the row's work-items are a multiple of 4 and the head dimension has 4 float4s or more,
+ * else 2 or 1 the same way. */
+size_t cla_flash_dsplit(const cla_tune_problem *p, const cla_tune_config *c);
 size_t cla_flash_block_rows(const cla_tune_config *c);
 /* Bytes of local memory the flash kernel takes for a problem (as sdpa_flash.cl lays it out). */
 size_t cla_flash_local_bytes(const cla_tune_problem *p, const cla_tune_config *c);
