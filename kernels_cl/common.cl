@@ -470,13 +470,15 @@ CLA_INLINE float8 cla_user_mods8(float8 x, int b, int h, int8 i, int8 j, int8 lo
     return vload8(0, t);
 }
 
-/* The block-mask state (CLA_TILE_*) of a kernel tile: query rows [i0, i1] of heads [h0, h1] and keys [j0, j1] of
- * batch item b, all in range. bm_dims.xy: the block sizes. A broadcast dimension (stride 0) is read once; the
- * kernels' tiles are small next to the usual 128 x 128 blocks, so this is a few loads per tile. */
-CLA_INLINE int cla_block_tile(__global const int *bm, long8 offsets, long4 s, int4 bm_dims, int b, int h0, int h1,
+/* The block-mask state (CLA_TILE_*) of a kernel tile (bm_offset: the block mask's element offset, offsets.s7; no
+ * long8 argument here or below, whose passing by value makes x86 compilers without AVX-512 warn about its ABI):
+ * query rows [i0, i1] of heads [h0, h1] and keys [j0, j1] of batch item b, all in range. bm_dims.xy: the block
+ * sizes. A broadcast dimension (stride 0) is read once; the kernels' tiles are small next to the usual 128 x 128
+ * blocks, so this is a few loads per tile. */
+CLA_INLINE int cla_block_tile(__global const int *bm, long bm_offset, long4 s, int4 bm_dims, int b, int h0, int h1,
                               int i0, int i1, int j0, int j1) {
 #if HAS_BLOCK_MASK
-    const long base = offsets.s7 + b * s.x;
+    const long base = bm_offset + b * s.x;
     const int hl = s.y == 0 ? h0 : h1;
     const int q0 = i0 / bm_dims.x, q1 = s.z == 0 ? q0 : i1 / bm_dims.x;
     const int k0 = j0 / bm_dims.y, k1 = s.w == 0 ? k0 : j1 / bm_dims.y;
@@ -496,9 +498,9 @@ CLA_INLINE int cla_block_tile(__global const int *bm, long8 offsets, long4 s, in
 }
 
 /* The element offset of query row i's flags (batch item b, head h), for cla_block_flag. */
-CLA_INLINE long cla_block_row(long8 offsets, long4 s, int4 bm_dims, int b, int h, int i) {
+CLA_INLINE long cla_block_row(long bm_offset, long4 s, int4 bm_dims, int b, int h, int i) {
 #if HAS_BLOCK_MASK
-    return offsets.s7 + b * s.x + h * s.y + (long)(i / bm_dims.x) * s.z;
+    return bm_offset + b * s.x + h * s.y + (long)(i / bm_dims.x) * s.z;
 #else
     return 0;
 #endif
@@ -506,13 +508,14 @@ CLA_INLINE long cla_block_row(long8 offsets, long4 s, int4 bm_dims, int b, int h
 
 /* The flags of key j for eight consecutive rows (their rows from cla_block_row): one load where the eight lie in
  * one query block, as they do but at a block's edge. */
-CLA_INLINE int8 cla_block_flags8_rows(__global const int *bm, long8 rows, long4 s, int4 bm_dims, int t, int j) {
+CLA_INLINE int8 cla_block_flags8_rows(__global const int *bm, const long *rows, long4 s, int4 bm_dims, int t,
+                                      int j) {
 #if HAS_BLOCK_MASK
     if (t == CLA_TILE_FULL) return (int8)(2);
     const long kat = (long)(j / bm_dims.y) * s.w;
-    if (rows.s0 == rows.s7) return (int8)(bm[rows.s0 + kat]);
-    return (int8)(bm[rows.s0 + kat], bm[rows.s1 + kat], bm[rows.s2 + kat], bm[rows.s3 + kat], bm[rows.s4 + kat],
-                  bm[rows.s5 + kat], bm[rows.s6 + kat], bm[rows.s7 + kat]);
+    if (rows[0] == rows[7]) return (int8)(bm[rows[0] + kat]);
+    return (int8)(bm[rows[0] + kat], bm[rows[1] + kat], bm[rows[2] + kat], bm[rows[3] + kat], bm[rows[4] + kat],
+                  bm[rows[5] + kat], bm[rows[6] + kat], bm[rows[7] + kat]);
 #else
     return (int8)(1);
 #endif

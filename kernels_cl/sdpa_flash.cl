@@ -146,7 +146,7 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
         lo[m] = cla_key_lo(i, shift, window);
         hi[m] = cla_key_hi(i, shift, window, kv_limit);
         mask_row[m] = offsets.s4 + b * mask_stride.x + h * mask_stride.y + i * mask_stride.z;
-        bm_row[m] = cla_block_row(offsets, bm_stride, bm_dims, b, h, i);
+        bm_row[m] = cla_block_row(offsets.s7, bm_stride, bm_dims, b, h, i);
 #if HAS_ALIBI
         slope2[m] = cla_alibi_slope2(alibi, mods, h);
 #endif
@@ -193,7 +193,7 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
         const int n = min(BLOCK_N, range_hi - j0);
         /* The block mask's state over the block's queries and its key/value head's query heads (a superset of its
          * rows, so SKIP is exact), the same in every work-item: a skipped tile is skipped by the whole group. */
-        const int bt = cla_block_tile(block_mask, offsets, bm_stride, bm_dims, b, hk * group,
+        const int bt = cla_block_tile(block_mask, offsets.s7, bm_stride, bm_dims, b, hk * group,
                                       hk * group + group - 1, i_first, i_last, j0, j0 + n - 1);
         if (bt == CLA_TILE_SKIP) continue;
         /* Every key of the tile visible to every row, and no per-key mask or mod: no per-score checks. */

@@ -95,7 +95,7 @@ __kernel FUSED_GROUP_SHAPE void sdpa_fused(SDPA_FUSED_ARGS) {
         hi[r] = cla_key_hi(i, shift, window, kv_limit);
         pos[r] = i + shift.y;
         mask_row[r] = offsets.s4 + b * mask_stride.x + h * mask_stride.y + i * mask_stride.z;
-        bm_row[r] = cla_block_row(offsets, bm_stride, bm_dims, b, h, i);
+        bm_row[r] = cla_block_row(offsets.s7, bm_stride, bm_dims, b, h, i);
     }
 
 #if USE_LOCAL
@@ -116,8 +116,8 @@ __kernel FUSED_GROUP_SHAPE void sdpa_fused(SDPA_FUSED_ARGS) {
         const int n = min(BLOCK_N, range_hi - j0);
         /* The block mask's state for the whole block of rows (the same in every work-item of the group, so that
          * they skip a tile together, barriers included). */
-        const int bt = cla_block_tile(block_mask, offsets, bm_stride, bm_dims, b, h, h, block_first, block_last, j0,
-                                      j0 + n - 1);
+        const int bt = cla_block_tile(block_mask, offsets.s7, bm_stride, bm_dims, b, h, h, block_first, block_last,
+                                      j0, j0 + n - 1);
         if (bt == CLA_TILE_SKIP) continue;
 #if USE_LOCAL
         barrier(CLK_LOCAL_MEM_FENCE);

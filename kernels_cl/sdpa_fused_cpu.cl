@@ -313,7 +313,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
         rhi = min(rhi, (split + 1) * split_len);
 #endif
         mask_rows[r] = offsets.s4 + b * mask_stride.x + h * mask_stride.y + i * mask_stride.z;
-        bm_rows[r] = cla_block_row(offsets, bm_stride, bm_dims, b, h, i);
+        bm_rows[r] = cla_block_row(offsets.s7, bm_stride, bm_dims, b, h, i);
         slopes2[r] = cla_alibi_slope2(alibi, mods, h);
         if (rlo < rhi) {
             union_lo = min(union_lo, rlo);
@@ -327,7 +327,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
     for (int j0 = tile_start; j0 < union_hi; j0 += BLOCK_N) {
         const int n = min(BLOCK_N, union_hi - j0), n8 = (n + 7) / 8 * 8;
         /* The block mask's state over every row's query and head (their union: a superset, so SKIP is exact). */
-        const int bt = cla_block_tile(block_mask, offsets, bm_stride, bm_dims, b, hu * pg, hu * pg + pg - 1,
+        const int bt = cla_block_tile(block_mask, offsets.s7, bm_stride, bm_dims, b, hu * pg, hu * pg + pg - 1,
                                       first / pg, (first + count - 1) / pg, j0, j0 + n - 1);
         if (bt == CLA_TILE_SKIP) continue;
         /* Each key's K and V rows and scales, found once per tile for the row groups and value blocks that all
@@ -607,7 +607,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
     const float slope2 = cla_alibi_slope2(alibi, mods, h);
     for (int r = 0; r < ROWS; ++r) {
         const int i = min(first_row + r, Lq - 1);
-        bm_rows[r] = cla_block_row(offsets, bm_stride, bm_dims, b, h, i);
+        bm_rows[r] = cla_block_row(offsets.s7, bm_stride, bm_dims, b, h, i);
         for (int d = 0; d < HEAD_DIM; ++d)
             qt[d * ROWS + r] = LOAD(Q_DTYPE, q, i * q_stride.z + d * DSTRIDE(q_stride)) * scale_log2;
         lo_rows[r] = cla_key_lo(i, shift, window);
@@ -627,14 +627,21 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
     for (int j0 = tile_start; j0 < range_hi; j0 += BLOCK_N) {
         const int n = min(BLOCK_N, range_hi - j0);
         /* A tile whose every (row, key) lies in blocks the block mask excludes costs nothing. */
-        const int bt =
-            cla_block_tile(block_mask, offsets, bm_stride, bm_dims, b, h, h, first_row, last_row, j0, j0 + n - 1);
+        const int bt = cla_block_tile(block_mask, offsets.s7, bm_stride, bm_dims, b, h, h, first_row, last_row, j0,
+                                      j0 + n - 1);
         if (bt == CLA_TILE_SKIP) continue;
         /* The caller's mods and the block flags may mask keys anywhere (mask_mod, a score_mod that gives -inf, a 0
          * block), but they need no range test on an inner tile: such a tile marks its weights only where a key was
          * masked. A tile wholly in full blocks needs no flags, and no mods unless the caller gave some. */
         const bool inner = MASK_KIND == 0 && j0 >= inner_lo && j0 + n <= inner_hi;
-        const bool keyed = HAS_USER_MODS || (HAS_BLOCK_MASK && bt != CLA_TILE_FULL);
+        /* Chosen by the preprocessor: a logical operator on these constants makes clang warn in every build. */
+#if HAS_USER_MODS
+        const bool keyed = true;
+#elif HAS_BLOCK_MASK
+        const bool keyed = bt != CLA_TILE_FULL;
+#else
+        const bool keyed = false;
+#endif
         bool marked = !inner; /* some weight of the tile is marked -0.0 */
 
         /* Scores, QK_KEYS keys at a time; a short last block repeats the tile's last key (never a key past n, which
@@ -704,7 +711,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
 #if HAS_USER_MODS || HAS_BLOCK_MASK
                     if (keyed) {
                         const int8 fl =
-                            cla_block_flags8_rows(block_mask, vload8(rv, bm_rows), bm_stride, bm_dims, bt, j);
+                            cla_block_flags8_rows(block_mask, bm_rows + rv * 8, bm_stride, bm_dims, bt, j);
                         x = cla_user_mods8(x, b, h, pos8 - (int8)(shift.y), (int8)(j), lo8, hi8, fl, mod_buf0,
                                            mod_buf1);
                         if (inner) neg |= x == (float8)(CLA_NEG_INF);
