@@ -127,11 +127,9 @@ static bool rows_adjacent(const clattn_tensor *t) {
 /* The copies are a speed-up, never a condition: they are made only where each fits in an eighth of the device's
  * largest allocation and 1 GiB, so that a call the kernel can serve in place never fails for want of memory. */
 static bool cpu_compact_fits(const clattn_context *ctx, const clattn_tensor *t) {
-    const uint64_t bytes =
-        (uint64_t)t->size[0] * t->size[1] * t->size[2] * t->size[3] * clattn_dtype_size(t->dtype);
     const uint64_t cap =
         ctx->info.max_alloc_bytes / 8 < ((uint64_t)1 << 30) ? ctx->info.max_alloc_bytes / 8 : ((uint64_t)1 << 30);
-    return bytes <= cap;
+    return cla_tensor_elements(t) <= cap / clattn_dtype_size(t->dtype);
 }
 
 static bool cpu_compact_kv(const clattn_context *ctx, const cla_sdpa_plan *p, const cla_tune_config *c) {
@@ -147,8 +145,7 @@ static bool cpu_compact_kv(const clattn_context *ctx, const cla_sdpa_plan *p, co
 static clattn_status compact_copy(clattn_context *ctx, cla_chain *chain, const clattn_tensor *src,
                                   clattn_tensor *dst, cl_mem *buffer, const char *what) {
     *dst = clattn_tensor_bhld(NULL, src->dtype, src->size[0], src->size[1], src->size[2], src->size[3]);
-    const size_t bytes = src->size[0] * src->size[1] * src->size[2] * src->size[3] * clattn_dtype_size(src->dtype);
-    clattn_status st = cla_temp_buffer(ctx, bytes, what, buffer);
+    clattn_status st = cla_temp_buffer(ctx, cla_tensor_elements(src) * clattn_dtype_size(src->dtype), what, buffer);
     if (st != CLATTN_SUCCESS) return st;
     dst->buffer = *buffer;
     return cla_chain_copy_view(ctx, chain, src, dst, what);
