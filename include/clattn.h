@@ -443,7 +443,8 @@ typedef struct clattn_sdpa_desc {
      * log, where file "score_mod" or "mask_mod" line 1 is the expression. Each distinct expression is a program of
      * its own, built once and cached like any other. They need a fused kernel: AUTO runs one (at any head dim up to
      * CLATTN_MAX_FUSED_HEAD_DIM, on any device), and UNFUSED, weights or larger head dims are
-     * CLATTN_ERROR_UNSUPPORTED. */
+     * CLATTN_ERROR_UNSUPPORTED. On packed and paged calls (seq_count, below) `b` is the sequence and `q_idx`,
+     * `kv_idx` are positions inside it. */
     const char *score_mod;
     const char *mask_mod;
     /* Up to CLATTN_MAX_MOD_BUFFERS device buffers the expressions read as `__global const float *NAME` or

@@ -487,7 +487,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
 
 #define RV           (ROWS / 8)
 /* Whether the block shape's pass over a tile's scores (modifiers, flags, masks) also takes the tile's max. */
-#define CPU_PASS_MAX (HAS_SCORE_MODS || HAS_USER_MODS || HAS_BLOCK_MASK)
+#define CPU_PASS_MAX (HAS_USER_MODS || HAS_BLOCK_MASK)
 /* Keys (KB) and value columns (DB) per register block: RV x KB and RV x DB accumulators, plus RV vectors of q or p
  * and a broadcast, in 16 registers. */
 #ifndef KB
@@ -683,21 +683,29 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
                     for (int rv = 0; rv < RV; ++rv) acc[x][rv] = fma(qv[rv], kd, acc[x][rv]);
                 }
             }
+            /* The built-in modifiers act while the scores are still in registers, so that they cost no pass of
+             * their own over the tile (they come before every mask, which the pass below applies). */
             CPU_UNROLL
             for (int x = 0; x < QK_KEYS; ++x) {
                 CPU_UNROLL
-                for (int rv = 0; rv < RV; ++rv) vstore8(acc[x][rv], (jb + x) * RV + rv, st);
+                for (int rv = 0; rv < RV; ++rv) {
+#if HAS_SCORE_MODS
+                    acc[x][rv] =
+                        cla_score_mod8(acc[x][rv], vload8(rv, pos_rows), (int8)(j0 + jb + x), softcap2, slope2);
+#endif
+                    vstore8(acc[x][rv], (jb + x) * RV + rv, st);
+                }
             }
         }
 
         /* Online softmax, elementwise over the rows. */
         float8 alpha[RV];
         for (int rv = 0; rv < RV; ++rv) {
-            /* The score modifiers, then (on an edge tile) the masks. Without modifiers an inner tile skips the
-             * pass; with them, this pass also takes the tile's max. */
+            /* The caller's mods and block flags, then (on an edge tile) the masks; an inner tile without them skips
+             * the pass, and the pass takes the tile's max where it runs. */
             float8 tile_max = (float8)(CLA_NEG_INF);
             bool mark = !inner;
-            const bool pass = !inner || HAS_SCORE_MODS || keyed;
+            const bool pass = !inner || keyed;
             if (pass) {
                 const int8 lo8 = vload8(rv, lo_rows), hi8 = vload8(rv, hi_rows);
                 const int8 pos8 = vload8(rv, pos_rows);
@@ -705,9 +713,6 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
                 for (int jj = 0; jj < n; ++jj) {
                     const int j = j0 + jj;
                     float8 x = vload8(jj * RV + rv, st);
-#if HAS_SCORE_MODS
-                    x = cla_score_mod8(x, pos8, (int8)(j), softcap2, slope2);
-#endif
 #if HAS_USER_MODS || HAS_BLOCK_MASK
                     if (keyed) {
                         const int8 fl =

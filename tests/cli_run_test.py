@@ -204,10 +204,17 @@ np.save(path("bm_f.npy"), bm.astype(np.float32))
 for what, args in (("--block-mask of float32", ["--block-mask", path("bm_f.npy"), "--block-size", "5,6"]),
                    ("--block-mask of the wrong shape", ["--block-mask", path("bm.npy"), "--block-size", "5"]),
                    ("--block-size 0", ["--block-mask", path("bm.npy"), "--block-size", "0,6"]),
-                   ("--block-size without --block-mask", ["--block-size", "5"]),
-                   ("--block-mask and --check", ["--block-mask", path("bm.npy"), "--block-size", "5,6", "--check"])):
+                   ("--block-size without --block-mask", ["--block-size", "5"])):
     r = t.run_to(*files, *args)
     check(f"{what}: exit 2, no output", r.returncode == 2 and not t.wrote(), f"exit {r.returncode}: {r.stderr}")
+
+# --check takes the block mask into its reference: it passes, and it catches an output that ignored the blocks.
+r = run(*files, "--block-mask", path("bm.npy"), "--block-size", "5,6", "--check")
+check("--block-mask --check", r.returncode == 0 and "reference" in r.stdout, r.stdout + r.stderr)
+r = run(*files, "--block-mask", path("bm.npy"), "--block-size", "5,6", "--check", "--mask-mod",
+        "qd[q_idx] == qd[q_idx]", "--mod-buffer", f"qd={path('qdoc.npy')}")
+check("--block-mask --check with --mask-mod: exit 2, names --check", r.returncode == 2 and "--check" in r.stderr,
+      f"exit {r.returncode}: {r.stderr}")
 
 # Bad inputs: exit 2, a message, and no output file.
 raw = open(path("q.npy"), "rb").read()
@@ -334,7 +341,7 @@ per_sequence("packed with a bool mask [B, 1, max_q, max_k], each sequence its to
              packed + ["--mask", path("pmask.npy")], packed_rows, packed_keys(),
              dict(mask=lambda b: pmask[b:b + 1, :, :lq_lens[b], :lk_lens[b]]), 1e-5)
 # A block mask over packed sequences: [B, Hq, ceil(max_q / 8), ceil(max_k / 16)], blocks of each sequence's own
-# positions (NumPy: the flags expanded into the bool mask they stand for). --check does not take it.
+# positions (NumPy: the flags expanded into the bool mask they stand for); --check takes it into its reference.
 pbm = rng.integers(0, 3, (seqs, hq, -(-lq_lens.max() // 8), -(-lk_lens.max() // 16))).astype(np.int32)
 np.save(path("pbm.npy"), pbm)
 per_sequence("packed with --block-mask [B, Hq, ceil(max_q/8), ceil(max_k/16)], bottom-right",
@@ -342,6 +349,24 @@ per_sequence("packed with --block-mask [B, Hq, ceil(max_q/8), ceil(max_k/16)], b
              packed_rows, packed_keys(),
              dict(causal="bottom-right", mask=lambda b: (pbm[b][:, np.arange(lq_lens[b])[:, None] // 8,
                                                                 np.arange(lk_lens[b])[None, :] // 16] != 0)[None]),
+             1e-5)
+# --mask-mod and --score-mod on packed sequences: b is the sequence, q_idx and kv_idx positions inside it (here a
+# per-sequence document id read from a mod buffer, and ALiBi written as a score_mod), with the block mask above.
+pdoc = np.int32([0, 1, 1, 2, 0])
+np.save(path("pdoc.npy"), pdoc)
+pslope = rng.uniform(0.05, 0.5, hq).astype(np.float32)
+np.save(path("pslope.npy"), pslope)
+mm = lambda b: ((np.arange(lq_lens[b])[:, None] + pdoc[b]) % 3 != np.arange(lk_lens[b])[None, :] % 3)
+per_sequence("packed with --mask-mod/--score-mod of the sequence and its positions, and --block-mask",
+             packed + ["--block-mask", path("pbm.npy"), "--block-size", "8,16", "--mask-mod",
+                       "(q_idx + doc[b]) % 3 != kv_idx % 3", "--score-mod", "score - sl[h] * abs(q_idx - kv_idx)",
+                       "--mod-buffer", f"doc={path('pdoc.npy')},sl={path('pslope.npy')}"],
+             packed_rows, packed_keys(),
+             dict(alibi=pslope, mask=lambda b: (((pbm[b][:, np.arange(lq_lens[b])[:, None] // 8,
+                                                           np.arange(lk_lens[b])[None, :] // 16] == 2)
+                                                  | ((pbm[b][:, np.arange(lq_lens[b])[:, None] // 8,
+                                                             np.arange(lk_lens[b])[None, :] // 16] == 1) & mm(b)))
+                                                 [None])),
              1e-5, with_check=False)
 for kind, tol in (("i8", 1e-5), ("fp8", 1e-5), ("f16", 1e-5), ("bf16", 1e-5)):
     per_sequence(f"packed, --kv-dtype {kind} (as NumPy quantizes it)", packed + ["--kv-dtype", kind, "--causal",
@@ -389,6 +414,11 @@ per_sequence("paged cache, packed queries, --block-mask [B, 1, 1, ceil(max_k/8)]
              ["--q", path("qp.npy"), "--cu-seqlens-q", path("cq.npy")] + cache
              + ["--block-mask", path("kbm.npy"), "--block-size", "4,8", "--causal", "top-left"], packed_rows,
              paged_keys(), dict(causal="top-left", mask=lambda b: (kbm[b][..., np.arange(sk[b]) // 8] != 0)[None]),
+             1e-5)
+per_sequence("paged cache, packed queries, --mask-mod of the sequence and its key positions",
+             ["--q", path("qp.npy"), "--cu-seqlens-q", path("cq.npy")] + cache
+             + ["--mask-mod", "kv_idx % 4 != b % 4", "--causal", "top-left"], packed_rows,
+             paged_keys(), dict(causal="top-left", mask=lambda b: (np.arange(sk[b]) % 4 != b % 4)[None, None, None]),
              1e-5, with_check=False)
 # A dense cache [B, Hkv, Lk_cap, D] with --seqlens-k: sequence b has its first sk[b] keys, which are its Lk for the
 # alignment (here a window aligned bottom-right without causal masking, FlashAttention's convention, and causal).
@@ -448,7 +478,7 @@ for name, args, needle in (
                                           "--cu-seqlens-q", path("cq.npy"), "--cu-seqlens-k", path("ck.npy")], "--k"),
         ("--weights with packed inputs", packed + ["--weights", path("w.npy")], "--weights"),
         ("--impl unfused with packed inputs", packed + ["--impl", "unfused"], "fused"),
-        ("--score-mod with packed inputs", packed + ["--score-mod", "score"], "--score-mod"),
+        ("--score-mod with packed inputs and --check", packed + ["--score-mod", "score"], "--check"),
         ("--key-lengths with packed keys", packed + ["--key-lengths", path("kl.npy")], "--key-lengths"),
         ("--random with --cu-seqlens-q", ["--random", "1,2,1,3,3,8", "--cu-seqlens-q", path("cq.npy")], "--random"),
         ("--kv-dtype int4", files + ["--kv-dtype", "int4"], "--kv-dtype"),
@@ -462,13 +492,10 @@ for name, args, needle in (
     check(f"{name}: exit 2, no output, message names it", r.returncode == 2 and not t.wrote() and needle in r.stderr,
           f"exit {r.returncode}: {r.stderr}")
 # A block mask sized by the packed rows rather than the longest sequence: the library's status and the sizes it
-# expects; with --check, a usage error (the reference does not take block masks).
-for name, extra, needle in (("a block mask of the packed rows' blocks", [], "[5, 4, 5, 4]"),
-                            ("--block-mask with --check", ["--check"], "--check")):
-    r = t.run_to(*packed, "--block-mask", path("pbm_bad.npy" if not extra else "pbm.npy"), "--block-size", "8,16",
-                 *extra)
-    check(f"{name}: exit 2, no output, message names it", r.returncode == 2 and not t.wrote() and needle in r.stderr,
-          f"exit {r.returncode}: {r.stderr}")
+# expects.
+r = t.run_to(*packed, "--block-mask", path("pbm_bad.npy"), "--block-size", "8,16")
+check("a block mask of the packed rows' blocks: exit 2, no output, message names it",
+      r.returncode == 2 and not t.wrote() and "[5, 4, 5, 4]" in r.stderr, f"exit {r.returncode}: {r.stderr}")
 
 r = run("--random", "1,2,1,9,33,16", "--check", "--causal", "bottom-right")
 check("--random --check", r.returncode == 0 and "reference" in r.stdout, r.stdout + r.stderr)

@@ -82,6 +82,10 @@ int cla_reference_sdpa(const cla_ref_sdpa *a) {
                     if (keep[j] && a->bool_mask.data != NULL)
                         keep[j] =
                             a->bool_mask.data[mask_offset(a->bool_mask.size, a->bool_mask.stride, b, h, i, j)] != 0;
+                    if (keep[j] && a->block_mask.data != NULL)
+                        keep[j] = a->block_mask.data[mask_offset(a->block_mask.size, a->block_mask.stride, b, h,
+                                                                 (a->q_first + i) / a->block_mask.block_q,
+                                                                 j / a->block_mask.block_k)] != 0;
                     double add = 0.0;
                     if (keep[j] && a->mask.data != NULL) {
                         add = a->mask.data[mask_offset(a->mask.size, a->mask.stride, b, h, i, j)];

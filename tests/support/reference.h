@@ -45,6 +45,16 @@ typedef struct cla_ref_sdpa {
      * none). */
     double softcap;
     const float *sinks, *alibi_slopes;
+    /* Block mask (clattn_sdpa_desc.block_mask): int32 flags broadcasting to [B, Hq, ceil(seq_len / block_q),
+     * ceil(Lk / block_k)] like `mask`; a key whose block [b, h, (q_first + i) / block_q, j / block_k] holds 0 takes
+     * no part, any other flag leaves it to the other masks (there is no mask_mod here). data NULL = none; block_q
+     * and block_k > 0. */
+    struct {
+        const int32_t *data;
+        size_t size[4];
+        size_t stride[4];
+        size_t block_q, block_k;
+    } block_mask;
     double *out;     /* [B,Hq,Lq,Dv] contiguous, required */
     double *lse;     /* [B,Hq,Lq] or NULL */
     double *weights; /* [B,Hq,Lq,Lk] or NULL */

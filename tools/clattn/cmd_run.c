@@ -107,6 +107,13 @@ static double check_against_reference(const clattn_sdpa_host_desc *d, const run_
         memcpy(ref.bool_mask.size, msz, sizeof ref.bool_mask.size);
         memcpy(ref.bool_mask.stride, mst, sizeof mst);
     }
+    if (d->block_mask) {
+        ref.block_mask.data = d->block_mask;
+        memcpy(ref.block_mask.size, d->block_mask_shape, sizeof ref.block_mask.size);
+        run_mask_strides(d->block_mask_shape, ref.block_mask.stride);
+        ref.block_mask.block_q = d->block_mask_q;
+        ref.block_mask.block_k = d->block_mask_k;
+    }
     ref.key_lengths = d->key_lengths;
     ref.softcap = d->softcap;
     ref.sinks = d->sinks;
@@ -216,10 +223,6 @@ static int prepare(const cli_command *cmd, clattn_sdpa_host_desc *d, run_data *r
         d->mod_buffers[i].count = a->count;
     }
     if ((rc = load_block_mask(cmd, d, r))) return rc;
-    if (d->block_mask && cli_flag(cmd, "check"))
-        return cli_error(CMD, CLI_USAGE,
-                         "--check does not take --block-mask; compare -o outputs with a run given the same blocks "
-                         "as a --mask instead");
     /* The reference is C on doubles and cannot run OpenCL C. */
     if ((d->score_mod || d->mask_mod) && cli_flag(cmd, "check"))
         return cli_error(CMD, CLI_USAGE,

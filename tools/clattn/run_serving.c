@@ -31,13 +31,14 @@ typedef struct serving_run {
     run_mask mask;
     run_score_mods mods;
     run_block_mask block_mask;
+    run_mod_buffers mod_buffers;
     serving_seqs seqs;
     /* The host arrays' layouts, which the device tensors share. */
     clattn_tensor qv, kv, vv, ov, lv;
     size_t total_q; /* rows of q: B * Lq dense, the packed array's first size otherwise */
     clattn_dtype dtype, kv_dtype;
     serving_kv kd, vd;
-    cl_mem bufs[12];
+    cl_mem bufs[16];
     size_t nbufs;
 } serving_run;
 
@@ -50,6 +51,7 @@ static void free_run(serving_run *r) {
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; ++i) free(owned[i]);
     run_score_mods_free(&r->mods);
     npy_free(&r->block_mask.array);
+    run_mod_buffers_free(&r->mod_buffers);
     serving_kv_free(&r->kd);
     serving_kv_free(&r->vd);
     cli_release_buffers(r->bufs, r->nbufs);
@@ -76,15 +78,12 @@ static int refuse_options(const cli_command *cmd) {
         return cli_error(CMD, CLI_USAGE,
                          "--weights: packed, paged and --kv-dtype runs go through the fused kernels, which do not "
                          "produce the attention weights; leave --weights out");
-    if (cli_value(cmd, "score-mod") || cli_value(cmd, "mask-mod") || cli_value(cmd, "mod-buffer"))
+    /* The reference is C on doubles and cannot run OpenCL C. */
+    if ((cli_value(cmd, "score-mod") || cli_value(cmd, "mask-mod")) && cli_flag(cmd, "check"))
         return cli_error(CMD, CLI_USAGE,
-                         "--score-mod/--mask-mod/--mod-buffer are not taken with --cu-seqlens-q/-k, a paged cache "
-                         "or --kv-dtype; use the built-in --softcap, --sinks, --alibi-slopes, --window, --causal "
-                         "and --mask");
-    if (cli_value(cmd, "block-mask") && cli_flag(cmd, "check"))
-        return cli_error(CMD, CLI_USAGE,
-                         "--check does not take --block-mask; compare -o outputs with a run given the same blocks "
-                         "as a --mask [B, Hq, max_q, max_k] instead");
+                         "--check cannot evaluate --score-mod/--mask-mod (OpenCL C); compare -o outputs with a run "
+                         "of the built-in option they reproduce (--softcap, --alibi-slopes, --window, --causal, "
+                         "--mask) instead");
     const char *impl = cli_value(cmd, "impl");
     if (impl && strcmp(impl, "unfused") == 0)
         return cli_error(CMD, CLI_USAGE,
@@ -319,6 +318,10 @@ static int read_options(const cli_command *cmd, serving_run *r, clattn_sdpa_desc
     }
     if ((rc = run_load_score_mods(cmd, r->qv.size[1], &r->mods))) return rc;
     d->softcap = r->mods.softcap;
+    /* The caller's mods see each sequence's index and the positions inside it; their buffers go up in upload(). */
+    d->score_mod = cli_value(cmd, "score-mod");
+    d->mask_mod = cli_value(cmd, "mask-mod");
+    if ((s = cli_value(cmd, "mod-buffer")) && (rc = run_load_mod_buffers(CMD, s, &r->mod_buffers))) return rc;
     /* Blocks of each sequence's own positions; the library checks the shape against the sequences. */
     if ((rc = run_load_block_mask(cmd, &r->block_mask))) return rc;
     d->block_mask_q = r->block_mask.bq;
@@ -395,6 +398,14 @@ static int upload(clattn_context *ctx, serving_run *r, clattn_sdpa_desc *d, clat
                         &d->block_mask.buffer)))
             return rc;
     }
+    for (size_t i = 0; i < r->mod_buffers.count; ++i) {
+        const npy_array *a = &r->mod_buffers.array[i];
+        clattn_mod_buffer *m = &d->mod_buffers[i];
+        if ((rc = input(ctx, r, a->data, a->count * sizeof(int32_t), "mod buffer", &m->buffer))) return rc;
+        m->name = r->mod_buffers.name[i];
+        m->dtype = run_mod_dtype(a);
+        m->count = a->count;
+    }
     if (r->mods.sinks) {
         d->sinks = clattn_tensor_bhld(NULL, CLATTN_DTYPE_F32, 1, hq, 1, 1);
         if ((rc = input(ctx, r, r->mods.sinks, hq * sizeof(float), "sinks", &d->sinks.buffer))) return rc;
@@ -449,6 +460,10 @@ static int check(const serving_run *r, const clattn_sdpa_desc *d) {
     o.mask = r->mask.additive;
     o.bool_mask = r->mask.bool_mask;
     memcpy(o.mask_shape, r->mask.shape, sizeof o.mask_shape);
+    o.block_mask = (const int32_t *)r->block_mask.array.data;
+    memcpy(o.block_mask_shape, r->block_mask.shape, sizeof o.block_mask_shape);
+    o.block_q = r->block_mask.bq;
+    o.block_k = r->block_mask.bk;
     double worst = 0.0, worst_lse = 0.0;
     if (serving_check(&r->seqs, &h, &o, &worst, &worst_lse) != 0)
         return cli_error(CMD, CLI_FAILED, "out of host memory for the reference");

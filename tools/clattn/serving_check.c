@@ -70,22 +70,23 @@ static void gather(const serving_seqs *s, position_fn at, size_t b, size_t len, 
         }
 }
 
-/* Sequence b's slice of the mask: its batch item, its rows and keys from the top-left of [max_q, max_k]. */
-static void mask_slice(const serving_ref_options *o, size_t b, size_t lq, size_t lk, size_t size[4],
-                       size_t stride[4], size_t *offset) {
+/* Sequence b's slice of a contiguous array of `shape` (a mask, or a block mask counted in blocks): its batch item,
+ * its lq rows and lk keys from the top-left. */
+static void mask_slice(const size_t shape[4], size_t b, size_t lq, size_t lk, size_t size[4], size_t stride[4],
+                       size_t *offset) {
     size_t full[4];
     size_t n = 1;
     for (int d = 3; d >= 0; --d) {
         full[d] = n;
-        n *= o->mask_shape[d];
+        n *= shape[d];
     }
-    *offset = o->mask_shape[0] > 1 ? b * full[0] : 0;
+    *offset = shape[0] > 1 ? b * full[0] : 0;
     size[0] = 1;
-    size[1] = o->mask_shape[1];
-    size[2] = o->mask_shape[2] > 1 ? lq : 1;
-    size[3] = o->mask_shape[3] > 1 ? lk : 1;
+    size[1] = shape[1];
+    size[2] = shape[2] > 1 ? lq : 1;
+    size[3] = shape[3] > 1 ? lk : 1;
     stride[0] = 0;
-    for (int d = 1; d < 4; ++d) stride[d] = o->mask_shape[d] > 1 ? full[d] : 0;
+    for (int d = 1; d < 4; ++d) stride[d] = shape[d] > 1 ? full[d] : 0;
 }
 
 /* One sequence: the reference against the device's rows. Returns 0, or -1 out of memory. */
@@ -119,12 +120,19 @@ static int check_sequence(const serving_seqs *s, const serving_host *h, const se
     if (s->key_lengths) a.key_lengths = &s->key_lengths[b];
     size_t offset = 0;
     if (o->mask) {
-        mask_slice(o, b, lq, lk, a.mask.size, a.mask.stride, &offset);
+        mask_slice(o->mask_shape, b, lq, lk, a.mask.size, a.mask.stride, &offset);
         a.mask.data = o->mask + offset;
     }
     if (o->bool_mask) {
-        mask_slice(o, b, lq, lk, a.bool_mask.size, a.bool_mask.stride, &offset);
+        mask_slice(o->mask_shape, b, lq, lk, a.bool_mask.size, a.bool_mask.stride, &offset);
         a.bool_mask.data = o->bool_mask + offset;
+    }
+    if (o->block_mask) {
+        a.block_mask.block_q = o->block_q;
+        a.block_mask.block_k = o->block_k;
+        mask_slice(o->block_mask_shape, b, (lq + o->block_q - 1) / o->block_q, (lk + o->block_k - 1) / o->block_k,
+                   a.block_mask.size, a.block_mask.stride, &offset);
+        a.block_mask.data = o->block_mask + offset;
     }
     a.out = ref;
     a.lse = ref_lse;

@@ -49,6 +49,10 @@ typedef struct serving_ref_options {
     const float *mask;
     const uint8_t *bool_mask;
     size_t mask_shape[4];
+    /* int32 flags, contiguous of block_mask_shape, broadcasting to [B, Hq, ceil(max_q / block_q),
+     * ceil(max_k / block_k)] with blocks counted within each sequence; a 0 flag masks its keys. NULL: none. */
+    const int32_t *block_mask;
+    size_t block_mask_shape[4], block_q, block_k;
 } serving_ref_options;
 
 /* The largest absolute difference of the outputs (and of lse, 0 without it) from the reference over every
