@@ -397,7 +397,7 @@ def flash_attn_with_kvcache(q: Any, k_cache: Any, v_cache: Any, cache_seqlens: A
                             rotary_cos: Any = None, rotary_sin: Any = None, cache_batch_idx: Any = None,
                             cache_leftpad: Any = None, rotary_interleaved: bool = True, num_splits: int = 0,
                             k_scale: Any = None, v_scale: Any = None, kv_dtype: Any = None,
-                            context: Any = None) -> Any:
+                            block_mask: Any = None, block_size: Any = 128, context: Any = None) -> Any:
     """Attention of new queries over a KV cache (decode, or a chunk of prefill), as FlashAttention's
     flash_attn_with_kvcache (whose other arguments, k and v among them, are keywords here).
 
@@ -421,6 +421,11 @@ def flash_attn_with_kvcache(q: Any, k_cache: Any, v_cache: Any, cache_seqlens: A
     causal, window_size, softcap, alibi_slopes, softmax_scale, kv_dtype, k_scale, v_scale and context as for
     flash_attn_varlen_func (per-token scales have the cache's shape without head_dim: [num_blocks, block_size, Hkv]
     or [B, Lk_max, Hkv]; a dense cache also takes [B, 1, Hkv], one per sequence and head).
+
+    block_mask (a clattn extension): integer flags broadcasting to [B, Hq, ceil(Lq / BQ), ceil(max_k / BK)] with
+    block_size = BQ or (BQ, BK) (default 128), max_k the longest sequence's keys (new ones included); blocks count
+    each sequence's own query rows and key positions (query rows from 0 within the call, keys from the cache's
+    first). 0 excludes a block's keys (the kernels skip it), other values keep them.
 
     Returns out [B, Lq, Hq, Dv] as the query's kind of array and, with return_softmax_lse (FlashAttention's name
     here), lse [B, Hq, Lq] (float32). A device query gives DeviceTensors: out (B, Lq, Hq, Dv), lse (1, B, Hq, Lq).
@@ -479,6 +484,7 @@ def flash_attn_with_kvcache(q: Any, k_cache: Any, v_cache: Any, cache_seqlens: A
                 c.copy_back()
         desc.seqlens_k = _int_ptr(lens)
         _options(call, desc, hq, softmax_scale, causal, window_size, softcap, alibi_slopes)
+        set_block_mask(call, desc, block_mask, block_size)
         for name, sv in zip(("k_scale", "v_scale"), scale_views):
             if sv is not None:
                 setattr(desc, name, _c(*sv))

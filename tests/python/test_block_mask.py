@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """block_mask and block_size on scaled_dot_product_attention: a block mask expanded into the boolean mask it stands
 for, with and without mask_mod (whose full blocks, flag 2, it spares), against the float64 reference; on packed
-sequences through flash_attn_varlen_func (blocks of each sequence's positions); and the errors."""
+sequences through flash_attn_varlen_func and over a KV cache through flash_attn_with_kvcache (blocks of each
+sequence's positions); and the errors."""
 import numpy as np
 import pytest
 
@@ -69,3 +70,33 @@ def test_block_mask_on_packed_sequences(ctx, rng):
         clattn.flash_attn_varlen_func(q, k, v, cu_q, cu_k, block_mask=np.zeros((5, 4, 7, 8), np.int32),
                                       block_size=(5, 8), context=ctx)
     assert info.value.status == -3008 and "sequences" in str(info.value)
+
+
+@pytest.mark.parametrize("paged", [False, True])
+def test_block_mask_over_a_kv_cache(ctx, rng, paged):
+    """flash_attn_with_kvcache with a block mask: blocks of each sequence's query rows and cache positions, on a
+    dense cache and on the same keys in shuffled pages of 8."""
+    import clattn
+    lens = np.array([21, 9, 0, 30], np.int32)
+    q = rand(rng, 4, 3, 4, 8)  # [B, Lq, Hq, D]: three new rows per sequence
+    kc, vc = rand(rng, 4, 32, 2, 8), rand(rng, 4, 32, 2, 8)
+    flags = rng.integers(0, 3, size=(4, 4, 2, 4)).astype(np.int32)  # blocks of 2 x 8 over Lq 3, max_k 30
+    flags[3, :, :, 3] = 0  # sequence 3's last key block, which holds its newest keys
+    if paged:
+        table = rng.permutation(16).reshape(4, 4).astype(np.int32)
+        kp, vp = np.zeros((16, 8, 2, 8), np.float32), np.zeros((16, 8, 2, 8), np.float32)
+        for b in range(4):
+            kp[table[b]], vp[table[b]] = kc[b].reshape(4, 8, 2, 8), vc[b].reshape(4, 8, 2, 8)
+        out = clattn.flash_attn_with_kvcache(q, kp, vp, lens, table, causal=True, block_mask=flags,
+                                             block_size=(2, 8), context=ctx)
+    else:
+        out = clattn.flash_attn_with_kvcache(q, kc, vc, lens, causal=True, block_mask=flags, block_size=(2, 8),
+                                             context=ctx)
+    for b, n in enumerate(lens):
+        keep = expand(flags[b:b + 1], 2, 8, 3, n) != 0
+        keep &= np.arange(n)[None, :] <= np.arange(3)[:, None] + n - 3  # causal, bottom-right
+        qb = q[b].transpose(1, 0, 2)[None]
+        kb, vb = kc[b, :n].transpose(1, 0, 2)[None], vc[b, :n].transpose(1, 0, 2)[None]
+        ref = reference(qb, np.repeat(kb, 2, axis=1), np.repeat(vb, 2, axis=1), mask=keep) if n else np.zeros(
+            (1, 4, 3, 8))
+        assert_close(out[b], ref[0].transpose(1, 0, 2), 30)
