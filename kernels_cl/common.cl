@@ -438,14 +438,16 @@ CLA_INLINE float cla_user_mods(float x, int b, int h, int i, int j, int lo, int 
  * test, which the compiler can turn into vector instructions (LLVM's SLP vectorizer does for arithmetic
  * expressions such as ALiBi's); otherwise one lane at a time, each behind its range test. */
 #define CLA_USER_LANE(s) r.s = cla_user_mods_in(x.s, b, h, i.s, j.s, flag.s, mod_buf0, mod_buf1)
-CLA_INLINE float8 cla_user_mods8(float8 x, int b, int h, int8 i, int8 j, int8 lo, int8 hi, int8 flag,
-                                 __global const int *mod_buf0, __global const int *mod_buf1) {
+/* in_range: whether every lane's key lies in [lo, hi), when the caller knows it more cheaply than the vector test
+ * (an eight-lane all() is a chain of extracts and branches on x86). */
+CLA_INLINE float8 cla_user_mods8_known(float8 x, int b, int h, int8 i, int8 j, int8 lo, int8 hi, int8 flag,
+                                       bool in_range, __global const int *mod_buf0, __global const int *mod_buf1) {
 #if HAS_BLOCK_MASK
     const int8 dropped = (flag == (int8)(0)) & (j >= lo) & (j < hi);
     if (!HAS_USER_MODS || all(flag == (int8)(0))) return select(x, (float8)(CLA_NEG_INF), dropped);
     if (!HAS_SCORE_FN && all(flag == (int8)(2))) return x;
 #endif
-    if (all((j >= lo) & (j < hi))) {
+    if (in_range) {
         float8 r;
         CLA_USER_LANE(s0);
         CLA_USER_LANE(s1);
@@ -468,6 +470,11 @@ CLA_INLINE float8 cla_user_mods8(float8 x, int b, int h, int8 i, int8 j, int8 lo
     for (int y = 0; y < 8; ++y)
         t[y] = cla_user_mods(t[y], b, h, ti[y], tj[y], tlo[y], thi[y], tf[y], mod_buf0, mod_buf1);
     return vload8(0, t);
+}
+
+CLA_INLINE float8 cla_user_mods8(float8 x, int b, int h, int8 i, int8 j, int8 lo, int8 hi, int8 flag,
+                                 __global const int *mod_buf0, __global const int *mod_buf1) {
+    return cla_user_mods8_known(x, b, h, i, j, lo, hi, flag, all((j >= lo) & (j < hi)), mod_buf0, mod_buf1);
 }
 
 /* The block-mask state (CLA_TILE_*) of a kernel tile (bm_offset: the block mask's element offset, offsets.s7; no

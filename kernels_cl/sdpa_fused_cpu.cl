@@ -485,9 +485,12 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
 
 /* ---- Block shape: ROWS query rows, transposed, eight to a vector. ---- */
 
-#define RV           (ROWS / 8)
+#define RV                   (ROWS / 8)
 /* Whether the block shape's pass over a tile's scores (modifiers, flags, masks) also takes the tile's max. */
-#define CPU_PASS_MAX (HAS_USER_MODS || HAS_BLOCK_MASK)
+#define CPU_PASS_MAX         (HAS_USER_MODS || HAS_BLOCK_MASK)
+/* A score_mod alone (no mask_mod, no block mask) runs on an inner tile's scores while they are in registers, as the
+ * built-in modifiers do; such a tile then needs no pass of its own. */
+#define CPU_SCORE_FN_IN_REGS (HAS_SCORE_FN && !HAS_MASK_FN && !HAS_BLOCK_MASK)
 /* Keys (KB) and value columns (DB) per register block: RV x KB and RV x DB accumulators, plus RV vectors of q or p
  * and a broadcast, in 16 registers. */
 #ifndef KB
@@ -635,7 +638,9 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
          * masked. A tile wholly in full blocks needs no flags, and no mods unless the caller gave some. */
         const bool inner = MASK_KIND == 0 && j0 >= inner_lo && j0 + n <= inner_hi;
         /* Chosen by the preprocessor: a logical operator on these constants makes clang warn in every build. */
-#if HAS_USER_MODS
+#if CPU_SCORE_FN_IN_REGS
+        const bool keyed = !inner;
+#elif HAS_USER_MODS
         const bool keyed = true;
 #elif HAS_BLOCK_MASK
         const bool keyed = bt != CLA_TILE_FULL;
@@ -662,6 +667,11 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
         K_TILE_PTR kt = tile;
         const long k_row = TILE_W, k_col = 1;
 #endif
+#if CPU_SCORE_FN_IN_REGS
+        int8 fn_neg[RV]; /* lanes the score_mod set to -inf on an inner tile */
+        CPU_UNROLL
+        for (int rv = 0; rv < RV; ++rv) fn_neg[rv] = (int8)(0);
+#endif
         for (int jb = 0; jb < BLOCK_N; jb += QK_KEYS) {
             if (jb >= n) break;
             K_TILE_PTR krow[QK_KEYS];
@@ -683,15 +693,24 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
                     for (int rv = 0; rv < RV; ++rv) acc[x][rv] = fma(qv[rv], kd, acc[x][rv]);
                 }
             }
-            /* The built-in modifiers act while the scores are still in registers, so that they cost no pass of
-             * their own over the tile (they come before every mask, which the pass below applies). */
+            /* The built-in modifiers (and on inner tiles a score_mod alone) act while the scores are still in
+             * registers, so that they cost no pass of their own over the tile (they come before every mask, which
+             * the pass below applies). A repeated last key is given the index of the key it repeats. */
             CPU_UNROLL
             for (int x = 0; x < QK_KEYS; ++x) {
                 CPU_UNROLL
                 for (int rv = 0; rv < RV; ++rv) {
+                    const int j = j0 + min(jb + x, n - 1);
 #if HAS_SCORE_MODS
-                    acc[x][rv] =
-                        cla_score_mod8(acc[x][rv], vload8(rv, pos_rows), (int8)(j0 + jb + x), softcap2, slope2);
+                    acc[x][rv] = cla_score_mod8(acc[x][rv], vload8(rv, pos_rows), (int8)(j), softcap2, slope2);
+#endif
+#if CPU_SCORE_FN_IN_REGS
+                    if (inner) {
+                        acc[x][rv] = cla_user_mods8_known(acc[x][rv], b, h, vload8(rv, pos_rows) - (int8)(shift.y),
+                                                          (int8)(j), (int8)(0), (int8)(0), (int8)(1), true,
+                                                          mod_buf0, mod_buf1);
+                        fn_neg[rv] |= acc[x][rv] == (float8)(CLA_NEG_INF);
+                    }
 #endif
                     vstore8(acc[x][rv], (jb + x) * RV + rv, st);
                 }
@@ -704,11 +723,22 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
             /* The caller's mods and block flags, then (on an edge tile) the masks; an inner tile without them skips
              * the pass, and the pass takes the tile's max where it runs. */
             float8 tile_max = (float8)(CLA_NEG_INF);
+#if CPU_SCORE_FN_IN_REGS
+            bool mark = !inner || any(fn_neg[rv]);
+#else
             bool mark = !inner;
+#endif
             const bool pass = !inner || keyed;
             if (pass) {
                 const int8 lo8 = vload8(rv, lo_rows), hi8 = vload8(rv, hi_rows);
                 const int8 pos8 = vload8(rv, pos_rows);
+                /* The keys every one of the eight rows takes, [lo_all, hi_all): there the caller's code runs
+                 * without per-lane range tests. */
+                int lo_all = lo_rows[rv * 8], hi_all = hi_rows[rv * 8];
+                for (int y = 1; y < 8; ++y) {
+                    lo_all = max(lo_all, lo_rows[rv * 8 + y]);
+                    hi_all = min(hi_all, hi_rows[rv * 8 + y]);
+                }
                 int8 neg = (int8)(0); /* lanes that the caller's mods set to -inf on an inner tile */
                 for (int jj = 0; jj < n; ++jj) {
                     const int j = j0 + jj;
@@ -717,8 +747,8 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
                     if (keyed) {
                         const int8 fl =
                             cla_block_flags8_rows(block_mask, bm_rows + rv * 8, bm_stride, bm_dims, bt, j);
-                        x = cla_user_mods8(x, b, h, pos8 - (int8)(shift.y), (int8)(j), lo8, hi8, fl, mod_buf0,
-                                           mod_buf1);
+                        x = cla_user_mods8_known(x, b, h, pos8 - (int8)(shift.y), (int8)(j), lo8, hi8, fl,
+                                                 j >= lo_all && j < hi_all, mod_buf0, mod_buf1);
                         if (inner) neg |= x == (float8)(CLA_NEG_INF);
                     }
 #endif

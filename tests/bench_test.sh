@@ -113,6 +113,23 @@ for r in rows:
     assert r["vs_plain"] == "" or float(r["vs_plain"]) > 0, r
 PY
 fi
+# The softcap and ALiBi written as a score_mod: fused rows only, checked against the built-in modifiers' reference
+# (ALiBi bottom-right with Lq != Lk, so the expression must shift the query position as the built-in does).
+if check "--csv --mods softcap-fn,alibi-fn with --check" 0 "$clattn" bench sdpa --csv --check --seq 24 --kv-seq 40 \
+    --heads 2 --mods none,softcap-fn,alibi-fn --causal bottom-right,none --repeat 2; then
+    expect "CSV: plain rows for both implementations, score_mod rows fused only, all within tolerance" "$python" - \
+        "$tmp/out" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+assert len(rows) == 8, rows
+assert sorted((r["mods"], r["impl"]) for r in rows if r["causal"] == "none") == [
+    ("alibi-fn", "fused"), ("none", "fused"), ("none", "unfused"), ("softcap-fn", "fused")], rows
+for r in rows:
+    assert float(r["max_error"]) <= float(r["tolerance"]), r
+    assert (r["vs_plain"] == "") == (r["mods"] == "none"), r
+PY
+fi
+check "a score_mod row with packed sequences" 2 "$clattn" bench sdpa --mods alibi-fn --varlen 3,4
 # The serving formats, one tiny row each, checked per sequence against the reference: packed prefill with an empty
 # and a one-row sequence, paged decode over shuffled pages, int8 K/V; and the padded batch --varlen compares with.
 serving_row() { # expected kv_layout, kv_dtype, then the python condition on the one row `r`

@@ -13,13 +13,25 @@
 
 #define MAX_SWEEP  64
 #define MAX_CAUSAL 3
-#define MAX_MODS   5
+#define MAX_MODS   7
 /* The most sequences --varlen lists and --key-length values a batch takes. */
 #define BENCH_MAX_SEQS 64
 
 enum { IMPL_FUSED = 0, IMPL_UNFUSED = 1, IMPL_COUNT = 2 };
-/* The score modifiers a row may carry (--mods): bits 1 softcap, 2 sinks, 4 ALiBi. */
-enum { MODS_NONE = 0, MODS_SOFTCAP = 1, MODS_SINKS = 2, MODS_ALIBI = 4, MODS_ALL = 7 };
+/* The score modifiers a row may carry (--mods): bits 1 softcap, 2 sinks, 4 ALiBi; 8 and 16 are the softcap and
+ * ALiBi written as a caller's score_mod (OpenCL C), which compute the same scores. */
+enum {
+    MODS_NONE = 0,
+    MODS_SOFTCAP = 1,
+    MODS_SINKS = 2,
+    MODS_ALIBI = 4,
+    MODS_ALL = 7,
+    MODS_SOFTCAP_FN = 8,
+    MODS_ALIBI_FN = 16
+};
+/* Whether a row's scores carry the softcap or ALiBi, built in or as a score_mod (for the reference). */
+#define MODS_HAS_SOFTCAP(m) (((m) & (MODS_SOFTCAP | MODS_SOFTCAP_FN)) != 0)
+#define MODS_HAS_ALIBI(m)   (((m) & (MODS_ALIBI | MODS_ALIBI_FN)) != 0)
 /* The softcap the rows use: Gemma 2's for attention logits (the tuner's too). */
 #define BENCH_SOFTCAP SUPPORT_SOFTCAP
 

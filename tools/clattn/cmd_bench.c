@@ -45,11 +45,13 @@ static const char *kv_layout_name(const bench_config *c) {
     return c->page ? "paged" : c->varlen_count ? "packed" : "dense";
 }
 static const char *mods_name(int m) {
-    return m == MODS_NONE      ? "none"
-           : m == MODS_SOFTCAP ? "softcap"
-           : m == MODS_SINKS   ? "sinks"
-           : m == MODS_ALIBI   ? "alibi"
-                               : "all";
+    return m == MODS_NONE         ? "none"
+           : m == MODS_SOFTCAP    ? "softcap"
+           : m == MODS_SINKS      ? "sinks"
+           : m == MODS_ALIBI      ? "alibi"
+           : m == MODS_SOFTCAP_FN ? "softcap-fn"
+           : m == MODS_ALIBI_FN   ? "alibi-fn"
+                                  : "all";
 }
 
 /* One measured implementation on one shape and mask. */
@@ -209,7 +211,8 @@ static int build_shapes(const cli_command *cmd, const bench_shape *base, const b
     }
 }
 
-/* --mods: a comma list of none, softcap, sinks, alibi and all (the three together), each once. */
+/* --mods: a comma list of none, softcap, sinks, alibi, all (the three together), softcap-fn and alibi-fn, each
+ * once. */
 static int parse_mods_list(const char *text, bench_config *c) {
     char buf[128];
     if (strlen(text) >= sizeof buf) return cli_error(CMD, CLI_USAGE, "--mods %s: too long", text);
@@ -217,7 +220,8 @@ static int parse_mods_list(const char *text, bench_config *c) {
     c->mods_count = 0;
     c->mods_given = true;
     for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        static const int values[] = {MODS_NONE, MODS_SOFTCAP, MODS_SINKS, MODS_ALIBI, MODS_ALL};
+        static const int values[] = {MODS_NONE, MODS_SOFTCAP,    MODS_SINKS,   MODS_ALIBI,
+                                     MODS_ALL,  MODS_SOFTCAP_FN, MODS_ALIBI_FN};
         int m = -1;
         for (size_t i = 0; i < sizeof values / sizeof values[0]; ++i)
             if (strcmp(tok, mods_name(values[i])) == 0) m = values[i];
@@ -225,7 +229,9 @@ static int parse_mods_list(const char *text, bench_config *c) {
         for (size_t i = 0; i < c->mods_count; ++i) repeated = repeated || c->mods[i] == m;
         if (m < 0 || repeated || c->mods_count == MAX_MODS)
             return cli_error(CMD, CLI_USAGE,
-                             "--mods %s: expected a list of none, softcap, sinks, alibi and all, each once", text);
+                             "--mods %s: expected a list of none, softcap, sinks, alibi, all, softcap-fn and "
+                             "alibi-fn, each once",
+                             text);
         c->mods[c->mods_count++] = m;
     }
     if (c->mods_count == 0) return cli_error(CMD, CLI_USAGE, "--mods: empty list");
@@ -331,6 +337,15 @@ static int parse_options(const cli_command *cmd, bench_config *c) {
         c->causal_count = 2;
     }
     if ((rc = bench_serving_parse(cmd, c))) return rc;
+    /* The score_mod rows align ALiBi with one shift for the whole batch; packed and paged sequences have their own.
+     */
+    for (size_t i = 0; i < c->mods_count && c->serving; ++i)
+        if (c->mods[i] & (MODS_SOFTCAP_FN | MODS_ALIBI_FN))
+            return cli_error(
+                CMD, CLI_USAGE,
+                "--mods %s: the score_mod rows time dense inputs only; leave out --varlen, --paged and "
+                "--kv-dtype, or time the built-in softcap and alibi",
+                mods_name(c->mods[i]));
 
     for (size_t i = 0; i < c->shape_count; ++i) {
         const bench_shape *sh = &c->shapes[i];
@@ -482,6 +497,17 @@ static int measure(clattn_context *ctx, const bench_config *c, const bench_shape
     if (mods & MODS_SINKS) a.desc.sinks = clattn_tensor_bhld(d->dsinks, CLATTN_DTYPE_F32, 1, s->heads, 1, 1);
     if (mods & MODS_ALIBI)
         a.desc.alibi_slopes = clattn_tensor_bhld(d->dslopes, CLATTN_DTYPE_F32, 1, s->heads, 1, 1);
+    /* The same modifiers as the caller would write them; ALiBi's query position is aligned as the built-in one's
+     * (bottom-right causal shifts it by Lk - Lq). */
+    char expr[128] = "";
+    if (mods & MODS_SOFTCAP_FN)
+        snprintf(expr, sizeof expr, "%#.9gf * tanh(score / %#.9gf)", BENCH_SOFTCAP, BENCH_SOFTCAP);
+    if (mods & MODS_ALIBI_FN) {
+        const long long shift = causal == CLATTN_CAUSAL_BOTTOM_RIGHT ? (long long)s->kv_seq - (long long)s->seq : 0;
+        snprintf(expr, sizeof expr, "score - slope[h] * (float)abs(q_idx + %lld - kv_idx)", shift);
+        a.desc.mod_buffers[0] = (clattn_mod_buffer){"slope", d->dslopes, CLATTN_MOD_F32, s->heads};
+    }
+    if (expr[0]) a.desc.score_mod = expr;
     if (c->serving)
         bench_serving_tensors(&d->serving, &a.desc, &a.q, &a.k, &a.v, &a.o);
     else
@@ -523,7 +549,7 @@ static void table_header(const bench_config *c, const clattn_device_info *info) 
             "/ this row's (1.00x = as fast)\n",
             (double)BENCH_SOFTCAP);
     printf("%3s %3s %3s %5s %5s %3s  %-12s %-7s %s%s%9s %8s %8s %8s %7s %8s %8s%s\n", "B", "Hq", "Hkv", "Lq", "Lk",
-           "D", "causal", "impl", c->serving ? "K/V         " : "", c->mods_given ? "mods     vs plain " : "",
+           "D", "causal", "impl", c->serving ? "K/V         " : "", c->mods_given ? "mods       vs plain " : "",
            "median ms", "min ms", "max ms", "GFLOP/s", "GB/s", "temp MiB", "speed-up",
            c->check ? "  max error" : "");
 }
@@ -537,7 +563,7 @@ static void table_row(const bench_config *c, const bench_result *r, const bench_
     if (c->mods_given) {
         char ratio[16] = "";
         if (r->vs_plain > 0.0) snprintf(ratio, sizeof ratio, "%.2fx", r->vs_plain);
-        snprintf(mods, sizeof mods, "%-8s %8s ", mods_name(r->mods), ratio);
+        snprintf(mods, sizeof mods, "%-10s %8s ", mods_name(r->mods), ratio);
     }
     char layout[64] = "";
     if (c->serving) {
@@ -664,7 +690,9 @@ static int bench_sdpa(int argc, char **argv) {
         {"key-length", "N[,...]", "keys past N are masked (padding): one N for every batch item, or one per item",
          NULL},
         {"mask", "KIND", "a random additive or bool mask [Lq, Lk], broadcast over batch and heads", NULL},
-        {"mods", "LIST", "score modifiers, a row group each: none, softcap, sinks, alibi, all (default none)",
+        {"mods", "LIST",
+         "score modifiers, a row group each: none, softcap, sinks, alibi, all, and softcap-fn, alibi-fn (the same "
+         "written as a score_mod; fused only) (default none)",
          NULL},
         {"dtype", "TYPE", "storage type on the device: f32 (default), f16 or bf16", NULL},
         {"impl", "IMPL", "fused, unfused or all (default)", NULL},
@@ -744,9 +772,9 @@ static int bench_sdpa(int argc, char **argv) {
                 double *ref = NULL;
                 if (can_check && !c.serving &&
                     !(ref = support_sdpa_inputs_reference_mods(&d.in, causal, c.window_left, c.window_right, d.hkl,
-                                                               mods & MODS_SOFTCAP ? BENCH_SOFTCAP : 0.0f,
+                                                               MODS_HAS_SOFTCAP(mods) ? BENCH_SOFTCAP : 0.0f,
                                                                mods & MODS_SINKS ? d.sinks : NULL,
-                                                               mods & MODS_ALIBI ? d.slopes : NULL)))
+                                                               MODS_HAS_ALIBI(mods) ? d.slopes : NULL)))
                     rc = cli_error(CMD, CLI_FAILED, "the reference could not be computed (out of host memory?)");
                 bench_result results[IMPL_COUNT];
                 bool have[IMPL_COUNT] = {false, false};
@@ -755,6 +783,8 @@ static int bench_sdpa(int argc, char **argv) {
                     ++step;
                     /* Comparing both, a head past the fused kernels' bound is timed unfused alone; --impl fused
                      * asks for it, and gets the library's error. */
+                    /* A score_mod runs fused only: its rows have no unfused timing. */
+                    if (impl == IMPL_UNFUSED && (mods & (MODS_SOFTCAP_FN | MODS_ALIBI_FN))) continue;
                     if (impl == IMPL_FUSED && c.impl[IMPL_UNFUSED] && s->head_dim > CLATTN_MAX_FUSED_HEAD_DIM) {
                         if (!wide_note)
                             fprintf(stderr,
@@ -789,10 +819,10 @@ static int bench_sdpa(int argc, char **argv) {
                         r->check.tolerance = check_sdpa_tolerance(s->kv_seq, c.dtype);
                     } else if (can_check) {
                         /* The serving formats: each sequence alone, on the K/V values the device holds. */
-                        rc = bench_serving_check(ctx, &c, &d.serving, causal,
-                                                 mods & MODS_SOFTCAP ? BENCH_SOFTCAP : 0.0f,
-                                                 mods & MODS_SINKS ? d.sinks : NULL,
-                                                 mods & MODS_ALIBI ? d.slopes : NULL, d.hkl, &r->check.max_error);
+                        rc = bench_serving_check(
+                            ctx, &c, &d.serving, causal, MODS_HAS_SOFTCAP(mods) ? BENCH_SOFTCAP : 0.0f,
+                            mods & MODS_SINKS ? d.sinks : NULL, MODS_HAS_ALIBI(mods) ? d.slopes : NULL, d.hkl,
+                            &r->check.max_error);
                         const size_t longest = bench_serving_max_k(&d.serving);
                         r->check.tolerance = check_sdpa_tolerance(longest ? longest : 1, c.dtype);
                     }
