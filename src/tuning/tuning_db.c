@@ -301,11 +301,12 @@ static cJSON *params_json(const char *text) {
         char *eq = strchr(pair, '=');
         if (eq) {
             *eq = '\0';
-            /* A number only when that reads back as the same text ("012" stays a string). */
+            /* A number only when that reads back as the same text ("012" stays a string) and lies in the range
+             * parse_params reads numbers in; other digit strings stay strings, which it reads as words. */
             char *end = NULL, canonical[24];
             long n = strtol(eq + 1, &end, 10);
             snprintf(canonical, sizeof canonical, "%ld", n);
-            if (*end == '\0' && end != eq + 1 && strcmp(canonical, eq + 1) == 0)
+            if (*end == '\0' && end != eq + 1 && strcmp(canonical, eq + 1) == 0 && n >= 0 && n <= (1L << 20))
                 cJSON_AddNumberToObject(o, pair, (double)n);
             else
                 cJSON_AddStringToObject(o, pair, eq + 1);
