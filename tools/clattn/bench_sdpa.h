@@ -30,6 +30,8 @@ enum {
     MODS_ALIBI_FN = 16
 };
 /* Whether a row's scores carry the softcap or ALiBi, built in or as a score_mod (for the reference). */
+/* The rows whose modifiers are a score_mod (fused only, dense only). */
+#define MODS_SCORE_FNS      (MODS_SOFTCAP_FN | MODS_ALIBI_FN)
 #define MODS_HAS_SOFTCAP(m) (((m) & (MODS_SOFTCAP | MODS_SOFTCAP_FN)) != 0)
 #define MODS_HAS_ALIBI(m)   (((m) & (MODS_ALIBI | MODS_ALIBI_FN)) != 0)
 /* The softcap the rows use: Gemma 2's for attention logits (the tuner's too). */

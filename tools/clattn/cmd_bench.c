@@ -340,7 +340,7 @@ static int parse_options(const cli_command *cmd, bench_config *c) {
     /* The score_mod rows align ALiBi with one shift for the whole batch; packed and paged sequences have their own.
      */
     for (size_t i = 0; i < c->mods_count && c->serving; ++i)
-        if (c->mods[i] & (MODS_SOFTCAP_FN | MODS_ALIBI_FN))
+        if (c->mods[i] & MODS_SCORE_FNS)
             return cli_error(
                 CMD, CLI_USAGE,
                 "--mods %s: the score_mod rows time dense inputs only; leave out --varlen, --paged and "
@@ -781,10 +781,10 @@ static int bench_sdpa(int argc, char **argv) {
                 for (int impl = 0; impl < IMPL_COUNT && rc == CLI_OK; ++impl) {
                     if (!c.impl[impl]) continue;
                     ++step;
+                    /* A score_mod runs fused only: its rows have no unfused timing. */
+                    if (impl == IMPL_UNFUSED && (mods & MODS_SCORE_FNS)) continue;
                     /* Comparing both, a head past the fused kernels' bound is timed unfused alone; --impl fused
                      * asks for it, and gets the library's error. */
-                    /* A score_mod runs fused only: its rows have no unfused timing. */
-                    if (impl == IMPL_UNFUSED && (mods & (MODS_SOFTCAP_FN | MODS_ALIBI_FN))) continue;
                     if (impl == IMPL_FUSED && c.impl[IMPL_UNFUSED] && s->head_dim > CLATTN_MAX_FUSED_HEAD_DIM) {
                         if (!wide_note)
                             fprintf(stderr,
