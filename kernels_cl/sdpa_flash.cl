@@ -9,13 +9,16 @@
  * S = Q K^T splits the head dimension over SP work-items of the row (DSPLIT; tc = kc * SP + sp): work-item (sp, kc)
  * keeps its rows' Q for the float4s sp + SP * u only, and forms partial scores for TM rows x TN * SP keys
  * (kc + CK * t), so each K float4 read from local memory serves TM rows while Q takes TM * HEAD_DIM / SP registers.
- * The SP partial sums of a score meet in local memory (the probability rows, free at that point) and each
- * work-item adds up, in a fixed order, the TN keys it owns: kc + CK * (sp * TN + t). All register tiles are indexed
- * only by compile-time constants in unrolled loops. A row's tile maximum is reduced across its CT work-items
- * through local memory; the probabilities go to local memory, and each work-item accumulates P V for its TM rows
- * and the value columns tc + CT * c (float4 columns), again a register tile, with the online-softmax rescale. Row
- * sums stay partial per work-item (the rescale is the same for the whole row) and are reduced once at the end.
- * Rows of probabilities and of the reductions are read four floats at a time (vload4).
+ * The SP partial sums of a score meet in local memory and each work-item adds up, in a fixed order, the TN keys it
+ * owns: kc + CK * (sp * TN + t). The partial scores (SP per key) share their memory with the V tile and the
+ * probability rows, which are written only once the sums are read (a barrier the row maximum needs anyway): so the
+ * V tile is loaded after the scores rather than beside K, and the group takes about a quarter less local memory
+ * (at head dim 64, 12.8 KiB instead of 17 KiB: 4 groups of 256 in AMD's 64 KiB where 3 fitted). All register tiles
+ * are indexed only by compile-time constants in unrolled loops. A row's tile maximum is reduced across its CT
+ * work-items through local memory; the probabilities go to local memory, and each work-item accumulates P V for its
+ * TM rows and the value columns tc + CT * c (float4 columns), again a register tile, with the online-softmax
+ * rescale. Row sums stay partial per work-item (the rescale is the same for the whole row) and are reduced once at
+ * the end. Rows of probabilities and of the reductions are read four floats at a time (vload4).
  *
  * Q, read once per group with coalesced loads, lives in registers, float4 by float4 (TM x HEAD_DIM / 4 of them,
  * indexed by unrolled constants), or for head dims past 128 in local memory (Q_IN_LOCAL). The host sizes the
@@ -62,9 +65,18 @@
 #define KU  ((KD4 + SP - 1) / SP) /* float4s of a work-item's share of the head dimension */
 #define KS4 (KD4 + 1)             /* padded strides, in float4s */
 #define VS4 (VD4 + 1)
-/* Padded probability row, in floats (a multiple of 4 for vector loads); it first holds the SP partial scores of
- * each key. (Leaving out the owner's own partial saves local memory but costs GPU compilers some 40 registers.) */
-#define PS (SP * BLOCK_N + 4)
+/* Padded rows, in floats (multiples of 4 for vector loads): of the SP partial scores of each key (leaving out the
+ * owner's own partial saves local memory but costs GPU compilers some 40 registers), and of the probabilities. */
+#define XS (SP * BLOCK_N + 4)
+#define PS (BLOCK_N + 4)
+/* Float4s of the memory the partial scores share with the V tile and the probability rows (with SP = 1 there are
+ * no partial scores, and V is loaded beside K). */
+#define VP4 (BLOCK_N * VS4 + BLOCK_M * PS / 4)
+#if SP > 1 && BLOCK_M * XS / 4 > VP4
+#define SHARED4 (BLOCK_M * XS / 4)
+#else
+#define SHARED4 VP4
+#endif
 /* The row reductions in the K tile's memory, which the scores no longer read once partial scores were exchanged
  * (a barrier apart), where it is large enough: less local memory, for more groups per compute unit. */
 #ifndef RED_IN_K
@@ -80,6 +92,15 @@
 #else
 #define FLASH_UNROLL
 #endif
+
+/* The whole group stages the tile's value rows (zeros past n). */
+#define FLASH_LOAD_V()                                                                                             \
+    for (int x = lid; x < BLOCK_N * VD4; x += WG_SIZE) {                                                           \
+        const int jj = x / VD4, d4 = x % VD4;                                                                      \
+        v_tile[jj * VS4 + d4] = jj < n ? cla_v4(v, v_base, v_stride, j0 + jj, d4, v_scale, scale_offsets.y,        \
+                                                vs_stride, seqs, seq_at, b, hk)                                    \
+                                       : (float4)(0.0f);                                                           \
+    }
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SDPA_FUSED_ARGS) {
     const int Hq = dims.x, group = dims.w;
@@ -115,8 +136,12 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
 #endif
 
     __local float4 k_tile[BLOCK_N * KS4];
-    __local float4 v_tile[BLOCK_N * VS4];
-    __local float p_tile[BLOCK_M * PS];
+    __local float4 shared_tile[SHARED4];
+    __local float4 *const v_tile = shared_tile;
+    __local float *const p_tile = (__local float *)(shared_tile + BLOCK_N * VS4);
+#if SP > 1
+    __local float *const x_tile = (__local float *)shared_tile; /* partial scores */
+#endif
 #if RED_IN_K
     __local float *const red = (__local float *)k_tile;
 #else
@@ -207,12 +232,9 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
                                                     ks_stride, seqs, seq_at, b, hk)
                                            : (float4)(0.0f);
         }
-        for (int x = lid; x < BLOCK_N * VD4; x += WG_SIZE) {
-            const int jj = x / VD4, d4 = x % VD4;
-            v_tile[jj * VS4 + d4] = jj < n ? cla_v4(v, v_base, v_stride, j0 + jj, d4, v_scale, scale_offsets.y,
-                                                    vs_stride, seqs, seq_at, b, hk)
-                                           : (float4)(0.0f);
-        }
+#if SP == 1
+        FLASH_LOAD_V();
+#endif
         barrier(CLK_LOCAL_MEM_FENCE);
 
         /* S = Q K^T: this work-item's partial scores over its share of the head dimension, for TM rows and the
@@ -249,7 +271,7 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
         FLASH_UNROLL
         for (int m = 0; m < TM; ++m) {
             FLASH_UNROLL
-            for (int t = 0; t < TNS; ++t) p_tile[(tr * TM + m) * PS + sp * BLOCK_N + kc + CK * t] = sx[m][t];
+            for (int t = 0; t < TNS; ++t) x_tile[(tr * TM + m) * XS + sp * BLOCK_N + kc + CK * t] = sx[m][t];
         }
         barrier(CLK_LOCAL_MEM_FENCE); /* partial scores written, and the K tile no longer read */
         FLASH_UNROLL
@@ -259,7 +281,7 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
                 const int jj = kc + CK * (sp * TN + t);
                 float sum = 0.0f;
                 FLASH_UNROLL
-                for (int q = 0; q < SP; ++q) sum += p_tile[(tr * TM + m) * PS + q * BLOCK_N + jj];
+                for (int q = 0; q < SP; ++q) sum += x_tile[(tr * TM + m) * XS + q * BLOCK_N + jj];
                 s[m][t] = sum;
             }
         }
@@ -302,7 +324,10 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_flash(SD
             }
             red[(tr * TM + m) * CT + tc] = tmax;
         }
-        barrier(CLK_LOCAL_MEM_FENCE);
+        barrier(CLK_LOCAL_MEM_FENCE); /* the partial scores are read: their memory takes V and the probabilities */
+#if SP > 1
+        FLASH_LOAD_V();
+#endif
         FLASH_UNROLL
         for (int m = 0; m < TM; ++m) {
             float tmax = CLA_NEG_INF;

@@ -92,16 +92,18 @@ size_t cla_flash_dsplit(const cla_tune_problem *p, const cla_tune_config *c) {
     return ct % 4 == 0 && kd4 >= 4 ? 4 : ct % 2 == 0 && kd4 >= 2 ? 2 : 1;
 }
 
-/* The layout of sdpa_flash.cl: K and V tiles of float4 rows padded by one float4, probability rows (which first
- * hold the dsplit partial scores of each key) padded by 4 floats, a float per (row, work-item) for the reductions
- * (in the K tile where the scores' head dimension is split and they fit), and Q past head dim 128. */
+/* The layout of sdpa_flash.cl: a K tile of float4 rows padded by one float4; the V tile (padded likewise) and the
+ * probability rows (padded by 4 floats) in memory that first holds the dsplit partial scores of each key, rows
+ * padded by 4 floats; a float per (row, work-item) for the reductions (in the K tile where the scores' head
+ * dimension is split and they fit); and Q past head dim 128. */
 size_t cla_flash_local_bytes(const cla_tune_problem *p, const cla_tune_config *c) {
     const size_t bn = (size_t)c->v[CLA_FUSED_BLOCK_N], ct = bn / CLA_FLASH_TN ? bn / CLA_FLASH_TN : 1;
     const size_t bm = cla_flash_block_rows(c), sp = cla_flash_dsplit(p, c);
     const size_t kd4 = (p->head_dim + 3) / 4, vd4 = (p->v_head_dim + 3) / 4;
-    const size_t float4s = bn * (kd4 + 1) + bn * (vd4 + 1) + (p->head_dim > 128 ? bm * (kd4 + 1) : 0);
-    const size_t red = sp > 1 && bm * ct <= bn * (kd4 + 1) * 4 ? 0 : bm * ct;
-    return float4s * 16 + (bm * (sp * bn + 4) + red) * 4;
+    const size_t v_and_p = bn * (vd4 + 1) * 16 + bm * (bn + 4) * 4, partials = sp > 1 ? bm * (sp * bn + 4) * 4 : 0;
+    const size_t q = p->head_dim > 128 ? bm * (kd4 + 1) * 16 : 0;
+    const size_t red = sp > 1 && bm * ct <= bn * (kd4 + 1) * 4 ? 0 : bm * ct * 4;
+    return bn * (kd4 + 1) * 16 + (v_and_p > partials ? v_and_p : partials) + q + red;
 }
 
 /* Private floats of a flash work-item's Q share and output tiles (Q only up to head dim 128, where it is kept in
@@ -135,7 +137,7 @@ const char *cla_flash_check(const clattn_device_info *d, const cla_tune_problem 
 /* The flash kernel's prefill shape: 16 keys a tile, 16 work-items to a row (one key each, the scores' head
  * dimension split over pairs), 2 rows a work-item, 256 work-items, so 32 rows a group; from the compilers' figures
  * (tools/scripts/gpu_compile_report.py) this keeps Q's share and the output tile in registers without spills at
- * head dims 64 and 128, LDS and registers allow 4 waves per SIMD on gfx90a at head dim 64 and 2 at 128, and each
+ * head dims 64 and 128, LDS and registers allow 4 waves per SIMD on gfx90a at head dim 64 and 3 at 128, and each
  * K or V float4 read from local memory serves 2 rows. Decode (a few packed rows: query rows times the GQA group's
  * heads) takes the smallest group whose row groups cover the rows, so that every work-item has keys, and key splits
  * (sdpa_fused.c) fill the device. Then the shape is fitted to the device: fewer keys a tile where local memory is

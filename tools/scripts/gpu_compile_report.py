@@ -7,7 +7,8 @@ builds by default), compiles each offline and prints one table:
   NVIDIA: clang-14 (nvptx64-nvidia-nvcl) + libclc, llc-14 for sm_80 PTX, then `ptxas -arch=sm_90 -v`: registers,
           spill bytes, stack frame, shared memory, and the occupancy (resident warps per SM of 64) those allow.
   AMD:    clang-14 (amdgcn-amd-amdhsa) + libclc, llc-14 for gfx90a and gfx1030: VGPRs, scratch bytes, LDS bytes and
-          LLVM's occupancy (waves per SIMD).
+          occupancy (waves per SIMD: LLVM's figure from the registers, or fewer where the work-groups' local
+          memory does not fit the compute unit that many times).
 Every kernel of every program is a row. Exit status 0 when everything compiled; with --check, 1 when a default
 program of the flash or decode kernels (sdpa_flash, sdpa_decode) misses the targets of issue 14 (no stack or spills
 on sm_90 and gfx90a). The exports' decode programs carry the packed rows of their shape (one: no GQA); each is
@@ -75,18 +76,23 @@ def sm90_occupancy(regs, smem, threads):
     return min(by_regs, by_smem, by_threads, 32) * warps
 
 
+def group_sizes(bc, work):
+    """Work-group sizes fixed by reqd_work_group_size, from the kernels' metadata: clang does not pass them on to
+    the PTX as .reqntid, and the AMD assembly's statistics leave them out."""
+    ir = run(["llvm-dis-14", bc, "-o", "-"], work)
+    meta = dict((m.group(1), m.group(2)) for m in re.finditer(r"^!(\d+) = !\{i32 (\d+), i32 1, i32 1\}", ir, re.M))
+    sizes = {}
+    for m in re.finditer(r"^define [^@]*@(\w+)\(.*!reqd_work_group_size !(\d+)", ir, re.M):
+        if m.group(2) in meta:
+            sizes[m.group(1)] = int(meta[m.group(2)])
+    return sizes
+
+
 def nvidia(src, options, work, stem, ptxas):
     bc = frontend(src, options, "nvptx64-nvidia-nvcl", None, "nvptx64--nvidiacl.bc", work, stem)
     ptx = os.path.join(work, stem + ".ptx")
     run(["llc-14", "-march=nvptx64", "-mcpu=sm_80", bc, "-o", ptx], work)
-    # Work-group sizes fixed by reqd_work_group_size, from the kernels' metadata (clang does not pass them on to
-    # the PTX as .reqntid).
-    ir = run(["llvm-dis-14", bc, "-o", "-"], work)
-    meta = dict((m.group(1), m.group(2)) for m in re.finditer(r"^!(\d+) = !\{i32 (\d+), i32 1, i32 1\}", ir, re.M))
-    reqntid = {}
-    for m in re.finditer(r"^define [^@]*@(\w+)\(.*!reqd_work_group_size !(\d+)", ir, re.M):
-        if m.group(2) in meta:
-            reqntid[m.group(1)] = int(meta[m.group(2)])
+    reqntid = group_sizes(bc, work)
     log = run([ptxas, "-arch=sm_90", "-v", ptx, "-o", os.path.join(work, stem + ".cubin")], work)
     rows = []
     for block in re.split(r"ptxas info\s*: Compiling entry function ", log)[1:]:
@@ -103,11 +109,29 @@ def nvidia(src, options, work, stem, ptxas):
     return rows
 
 
+# Local memory (LDS) shared by the work-groups of one compute unit (gfx90a) or work-group processor (gfx1030 in
+# its default WGP mode), the SIMDs that share it, and its allocation granule.
+AMD_LDS = {"gfx90a": (65536, 4), "gfx1030": (131072, 4)}
+LDS_GRANULE = 512
+
+
+def lds_waves(cpu, lds, group, wave):
+    """Waves per SIMD that local memory allows: whole work-groups per compute unit, their waves spread over its
+    SIMDs (an average: 0.75 is 3 waves on a compute unit of 4 SIMDs). LLVM 14's Occupancy counts the groups'
+    waves per SIMD without dividing by the SIMDs, so it misses this limit."""
+    per_cu, simds = AMD_LDS[cpu]
+    if not lds:
+        return None
+    groups = per_cu // ((lds + LDS_GRANULE - 1) // LDS_GRANULE * LDS_GRANULE)
+    return groups * ((group + wave - 1) // wave) / simds
+
+
 def amd(src, options, work, stem, cpu):
     bc = frontend(src, options, "amdgcn-amd-amdhsa", cpu, "amdgcn--amdhsa.bc", work, stem + "." + cpu)
     asm = os.path.join(work, stem + "." + cpu + ".s")
     run(["llc-14", "-march=amdgcn", "-mcpu=" + cpu, bc, "-o", asm], work)
     text = open(asm).read()
+    sizes = group_sizes(bc, work)
     rows = []
     # Each kernel's statistics follow its code as comments: "; NumVgprs: 164" ... "; Occupancy: 3".
     for m in re.finditer(r"\n(\w+):\s*;\s*@\1\n((?:.|\n)*?; Occupancy: \d+)", text):
@@ -117,9 +141,14 @@ def amd(src, options, work, stem, cpu):
             x = re.findall(r"; %s: (\d+)" % key, body)
             return int(x[-1]) if x else 0
 
+        wave32 = re.search(r"\.amdhsa_kernel %s\n(?:.|\n)*?\.amdhsa_wavefront_size32 1" % name, text)
         vgprs = num("TotalNumVgprs") or num("NumVgprs")
+        occ = num("Occupancy")
+        by_lds = lds_waves(cpu, num("LDSByteSize"), sizes.get(name, 256), 32 if wave32 else 64)
+        if by_lds is not None and by_lds < occ:
+            occ = by_lds
         rows.append((cpu, name, "%d VGPRs" % vgprs, num("ScratchSize"), 0, num("LDSByteSize"),
-                     "%d waves/SIMD" % num("Occupancy")))
+                     "%g waves/SIMD" % occ))
     return rows
 
 
@@ -237,7 +266,7 @@ def main():
         want = {"d64 f32": 4, "d128 f32": 2}
         for r in rows:
             need = next((w for k, w in want.items() if r[2].startswith(k + " ")), None)
-            if r[0] == "gfx90a" and r[1] == "sdpa_flash" and need and int(r[7].split()[0]) < need:
+            if r[0] == "gfx90a" and r[1] == "sdpa_flash" and need and float(r[7].split()[0]) < need:
                 print("gpu_compile_report: %s %s %s: occupancy %s, below %d" % (r[0], r[1], r[2], r[7], need),
                       file=sys.stderr)
                 bad.append(r)
