@@ -12,10 +12,14 @@
  *   p:      TPR work-items per row take its maximum over the tile (partial maxima exchanged through local memory),
  *           then its probabilities p = exp2(s - m), written over the scores; each keeps a partial row sum and the
  *           row's running max (the same in all of them), and one publishes the row's rescale factor;
- *   P V:    work-item lid owns the float4 value column(s) lid % CW (+ CW * c) of every row, for the key slice
- *           lid / CW: the tile's keys in groups of four, group g going to slice g % VSL. It rescales its
- *           accumulators (ROWS x TD4 float4s: no array indexed at run time, no spills) and adds p v for its keys,
- *           one float4 value load per key for all rows and one float4 read of four probabilities per row.
+ *   P V:    work-item lid owns the float4 value column(s) col = lid % CW (+ CW * c) of the rows rg + RG * m of
+ *           its row group rg = lid / CW % RG, for the key slice lid / (CW * RG): the tile's keys in groups of
+ *           four, group g going to slice g % VSL. It rescales its accumulators (RPW x TD4 float4s: no array
+ *           indexed at run time, no spills) and adds p v for its keys, one float4 value load per key for its rows
+ *           and one float4 read of four probabilities per row. Work-items left over by the value columns take
+ *           row groups before key slices: each slice's accumulators for every row would have to be summed at the
+ *           end through local memory, which with many packed rows took more of it than the tiles (16 rows: 16 KiB,
+ *           three groups on a 64 KiB AMD compute unit), and held every row's accumulators in registers.
  *
  * The rescale factor is the row's, so the slices' accumulators add without correction: at the end they are
  * summed by slice 0 (through local memory, over the tiles' space), as are the partial row sums. Keys past the
@@ -38,20 +42,28 @@
 #define SPLIT_KV 0
 #endif
 
-#define KPW     (BLOCK_N / WG_SIZE)             /* keys per work-item of a tile, score phase */
-#define KD4     ((HEAD_DIM + 3) / 4)            /* float4s of a key row */
-#define VD4     ((V_HEAD_DIM + 3) / 4)          /* float4s of a value row */
-#define CW      (VD4 < WG_SIZE ? VD4 : WG_SIZE) /* work-items across a value row */
-#define VSL     (WG_SIZE / CW)                  /* key slices of the P V phase */
-#define TD4     ((VD4 + CW - 1) / CW)           /* float4 value columns per work-item */
-#define PS      (BLOCK_N + 4)                   /* padded score row, a multiple of 4 floats for float4 reads */
+#define KPW    (BLOCK_N / WG_SIZE)             /* keys per work-item of a tile, score phase */
+#define KD4    ((HEAD_DIM + 3) / 4)            /* float4s of a key row */
+#define VD4    ((V_HEAD_DIM + 3) / 4)          /* float4s of a value row */
+#define CW     (VD4 < WG_SIZE ? VD4 : WG_SIZE) /* work-items across a value row */
+#define RG_FIT (WG_SIZE / CW)
+/* Row groups of the P V phase: a power of two dividing both the rows and the work-items a value column has. */
+#define RG                                                                                                         \
+    (ROWS % 8 == 0 && RG_FIT % 8 == 0   ? 8                                                                        \
+     : ROWS % 4 == 0 && RG_FIT % 4 == 0 ? 4                                                                        \
+     : ROWS % 2 == 0 && RG_FIT % 2 == 0 ? 2                                                                        \
+                                        : 1)
+#define RPW     (ROWS / RG)           /* rows per work-item, P V phase */
+#define VSL     (WG_SIZE / (CW * RG)) /* key slices of the P V phase */
+#define TD4     ((VD4 + CW - 1) / CW) /* float4 value columns per work-item */
+#define PS      (BLOCK_N + 4)         /* padded score row, a multiple of 4 floats for float4 reads */
 #define TPR_FIT (WG_SIZE / ROWS)
 /* Work-items per row in the p phase: up to 16, fewer partial maxima to exchange than keys to scan. */
 #define TPR   (TPR_FIT < 1 ? 1 : TPR_FIT > 16 ? 16 : TPR_FIT)
-#define PRG   (WG_SIZE / TPR)              /* rows taken at once in the p phase */
-#define PRW   ((ROWS + PRG - 1) / PRG)     /* rows per work-item, p phase */
-#define TILE4 (ROWS * KD4 + ROWS * PS / 4) /* Q and the scores, in float4s */
-#define RED4  (VSL * ROWS * TD4 * CW)      /* the end's exchange: slices 1 ... VSL - 1's accumulators */
+#define PRG   (WG_SIZE / TPR)                       /* rows taken at once in the p phase */
+#define PRW   ((ROWS + PRG - 1) / PRG)              /* rows per work-item, p phase */
+#define TILE4 (ROWS * KD4 + ROWS * PS / 4)          /* Q and the scores, in float4s */
+#define RED4  (VSL > 1 ? VSL * ROWS * TD4 * CW : 0) /* the end's exchange: every slice's accumulators */
 #define LDS4  (TILE4 > RED4 ? TILE4 : RED4)
 
 #if BLOCK_N % WG_SIZE != 0 || BLOCK_N % 4 != 0
@@ -139,11 +151,11 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_decode(S
         m_run[m] = CLA_NEG_INF;
         l_part[m] = 0.0f;
     }
-    /* The P V phase's share: value column(s) col + CW * c of every row, for key slice ks (none past VSL). */
-    const int col = lid % CW, ks = lid / CW;
-    float4 acc[ROWS][TD4];
+    /* The P V phase's share: value column(s) col + CW * c of rows rg + RG * m, for key slice ks (none past VSL). */
+    const int col = lid % CW, rg = lid / CW % RG, ks = lid / (CW * RG);
+    float4 acc[RPW][TD4];
     DECODE_UNROLL
-    for (int r = 0; r < ROWS; ++r) {
+    for (int r = 0; r < RPW; ++r) {
         DECODE_UNROLL
         for (int c = 0; c < TD4; ++c) acc[r][c] = (float4)(0.0f);
     }
@@ -247,10 +259,10 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_decode(S
         /* O += P V for this work-item's columns and key slice, four keys at a time, for every row. */
         if (ks < VSL) {
             DECODE_UNROLL
-            for (int r = 0; r < ROWS; ++r) {
-                const float alpha = alpha_tile[r];
+            for (int m = 0; m < RPW; ++m) {
+                const float alpha = alpha_tile[rg + RG * m];
                 DECODE_UNROLL
-                for (int c = 0; c < TD4; ++c) acc[r][c] *= alpha;
+                for (int c = 0; c < TD4; ++c) acc[m][c] *= alpha;
             }
             for (int g = ks; g * 4 < n; g += VSL) {
                 const int jb = g * 4;
@@ -277,10 +289,12 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_decode(S
                 __local const float *p_row = s_tile + jb;
                 if (full) {
                     DECODE_UNROLL
-                    for (int r = 0; r < ROWS; ++r) DECODE_PV4(acc[r], vload4(0, p_row + r * PS), vv, false);
+                    for (int m = 0; m < RPW; ++m)
+                        DECODE_PV4(acc[m], vload4(0, p_row + (rg + RG * m) * PS), vv, false);
                 } else {
                     DECODE_UNROLL
-                    for (int r = 0; r < ROWS; ++r) DECODE_PV4(acc[r], vload4(0, p_row + r * PS), vv, true);
+                    for (int m = 0; m < RPW; ++m)
+                        DECODE_PV4(acc[m], vload4(0, p_row + (rg + RG * m) * PS), vv, true);
                 }
             }
         }
@@ -322,40 +336,45 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_decode(S
     }
     /* Every slice writes its accumulators, slice 0 adds them up. (PoCL 3.1's optimiser lost slice 0's own
      * accumulators across this barrier in some shapes, and miscompiled halving rounds, a barrier each: so slice 0
-     * reads its own back too, in one exchange.) */
+     * reads its own back too, in one exchange.) With one slice the barrier still publishes the normalisers. */
+#if VSL > 1
     if (ks < VSL) {
         DECODE_UNROLL
-        for (int r = 0; r < ROWS; ++r) {
+        for (int m = 0; m < RPW; ++m) {
             DECODE_UNROLL
-            for (int c = 0; c < TD4; ++c) red[((ks * ROWS + r) * TD4 + c) * CW + col] = acc[r][c];
+            for (int c = 0; c < TD4; ++c) red[((ks * ROWS + rg + RG * m) * TD4 + c) * CW + col] = acc[m][c];
         }
     }
+#endif
     barrier(CLK_LOCAL_MEM_FENCE);
+#if VSL > 1
     if (ks == 0) {
         DECODE_UNROLL
-        for (int r = 0; r < ROWS; ++r) {
+        for (int m = 0; m < RPW; ++m) {
             DECODE_UNROLL
-            for (int c = 0; c < TD4; ++c) acc[r][c] = red[(r * TD4 + c) * CW + col];
+            for (int c = 0; c < TD4; ++c) acc[m][c] = red[((rg + RG * m) * TD4 + c) * CW + col];
         }
         for (int sl = 1; sl < VSL; ++sl) {
             DECODE_UNROLL
-            for (int r = 0; r < ROWS; ++r) {
+            for (int m = 0; m < RPW; ++m) {
                 DECODE_UNROLL
-                for (int c = 0; c < TD4; ++c) acc[r][c] += red[((sl * ROWS + r) * TD4 + c) * CW + col];
+                for (int c = 0; c < TD4; ++c) acc[m][c] += red[((sl * ROWS + rg + RG * m) * TD4 + c) * CW + col];
             }
         }
     }
+#endif
     if (ks != 0) return;
 
     DECODE_UNROLL
-    for (int r = 0; r < ROWS; ++r) {
+    for (int m = 0; m < RPW; ++m) {
+        const int r = rg + RG * m;
         /* Rows past the end skipped, not left by a break: the loop stays unrolled (acc in registers). */
         if (r < rows_total) {
             const int i = r / group, h = hk * group + r % group;
 #if SPLIT_KV
             __global float *state = cla_split_state(partial, b, Hq, h, dims.y, i, split);
             DECODE_UNROLL
-            for (int c = 0; c < TD4; ++c) cla_state_store4(state, col + CW * c, acc[r][c]);
+            for (int c = 0; c < TD4; ++c) cla_state_store4(state, col + CW * c, acc[m][c]);
 #else
             __global STORAGE(O_DTYPE) *orow =
                 o + offsets.s3 + cla_seq_q_base(seqs, seq_at, b, o_stride) + h * o_stride.y + i * o_stride.z;
@@ -363,7 +382,7 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_decode(S
             const bool empty = fin_empty[r];
             DECODE_UNROLL
             for (int c = 0; c < TD4; ++c)
-                cla_out_store4(orow, DSTRIDE(o_stride), col + CW * c, empty ? (float4)(0.0f) : acc[r][c] * inv);
+                cla_out_store4(orow, DSTRIDE(o_stride), col + CW * c, empty ? (float4)(0.0f) : acc[m][c] * inv);
 #endif
         }
     }

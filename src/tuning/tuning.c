@@ -174,10 +174,11 @@ static bool flash_complete(const clattn_device_info *d, const cla_tune_problem *
     return cla_flash_check(d, p, c) == NULL;
 }
 
-/* The shape of sdpa_decode.cl (its macros of the same names): value columns CW across a value row, VSL key slices
- * of the P V phase, TD4 float4 columns per work-item, TPR work-items per row in the p phase. */
+/* The shape of sdpa_decode.cl (its macros of the same names): value columns CW across a value row, RG row groups
+ * (RPW rows each) and VSL key slices of the P V phase, TD4 float4 columns per work-item, TPR work-items per row in
+ * the p phase. */
 typedef struct {
-    size_t rows, wg, kpw, kd4, vd4, cw, vsl, td4, tpr, prw;
+    size_t rows, wg, kpw, kd4, vd4, cw, rg, rpw, vsl, td4, tpr, prw;
 } decode_shape;
 
 static decode_shape decode_shape_of(const cla_tune_problem *p, const cla_tune_config *c) {
@@ -188,32 +189,39 @@ static decode_shape decode_shape_of(const cla_tune_problem *p, const cla_tune_co
     s.kd4 = (p->head_dim + 3) / 4;
     s.vd4 = (p->v_head_dim + 3) / 4;
     s.cw = s.vd4 < s.wg ? (s.vd4 ? s.vd4 : 1) : s.wg;
-    s.vsl = s.wg / s.cw;
+    const size_t fit = s.wg / s.cw;
+    s.rg = s.rows % 8 == 0 && fit % 8 == 0   ? 8
+           : s.rows % 4 == 0 && fit % 4 == 0 ? 4
+           : s.rows % 2 == 0 && fit % 2 == 0 ? 2
+                                             : 1;
+    s.rpw = s.rows / s.rg;
+    s.vsl = s.wg / (s.cw * s.rg);
     s.td4 = (s.vd4 + s.cw - 1) / s.cw;
-    const size_t fit = s.wg / s.rows;
-    s.tpr = fit < 1 ? 1 : fit > 16 ? 16 : fit;
+    const size_t p_fit = s.wg / s.rows;
+    s.tpr = p_fit < 1 ? 1 : p_fit > 16 ? 16 : p_fit;
     const size_t prg = s.wg / s.tpr;
     s.prw = (s.rows + prg - 1) / prg;
     return s;
 }
 
 /* Local memory of sdpa_decode.cl: Q as float4s and the scores of a tile in rows padded to a multiple of 4 floats,
- * which the end's exchange of the accumulators reuses, then per row the partial maxima, the rescale factor, the
- * final max and sum, and the ALiBi slope. */
+ * which the end's exchange of the key slices' accumulators (with more than one slice) reuses, then per row the
+ * partial maxima, the rescale factor, the final max and sum, and the ALiBi slope. */
 static size_t decode_local_bytes(const cla_tune_problem *p, const cla_tune_config *c) {
     const decode_shape s = decode_shape_of(p, c);
     const size_t bn = (size_t)(c->v[CLA_FUSED_BLOCK_N] > 0 ? c->v[CLA_FUSED_BLOCK_N] : 0);
-    const size_t tile4 = s.rows * s.kd4 + s.rows * (bn + 4) / 4, red4 = s.vsl * s.rows * s.td4 * s.cw;
+    const size_t tile4 = s.rows * s.kd4 + s.rows * (bn + 4) / 4,
+                 red4 = s.vsl > 1 ? s.vsl * s.rows * s.td4 * s.cw : 0;
     return (tile4 > red4 ? tile4 : red4) * 16 + s.rows * (s.tpr + 4) * 4;
 }
 
-/* Private floats of a decode work-item: its output columns of every row, its keys' scores, four keys' values
- * and its p-phase rows' max and sum: beyond this many, GPU compilers spill. */
+/* Private floats of a decode work-item: its output columns of its P V rows, its keys' scores for every row, four
+ * keys' values and its p-phase rows' max and sum: beyond this many, GPU compilers spill. */
 #define DECODE_MAX_PRIVATE 128
 
 static size_t decode_private(const cla_tune_problem *p, const cla_tune_config *c) {
     const decode_shape s = decode_shape_of(p, c);
-    return s.rows * s.td4 * 4 + s.kpw * s.rows + 4 * s.td4 * 4 + 2 * s.prw;
+    return s.rpw * s.td4 * 4 + s.kpw * s.rows + 4 * s.td4 * 4 + 2 * s.prw;
 }
 
 static size_t packed_rows(const cla_tune_problem *p) {
@@ -247,7 +255,7 @@ const char *cla_decode_check(const clattn_device_info *d, const cla_tune_problem
 }
 
 /* The decode kernel's shape: exactly the call's packed rows, 64 work-items and a key each per tile (64 keys), so
- * that up to head dim 256 each work-item accumulates one float4 value column of every row (figures in README, GPU
+ * that up to head dim 256 each work-item accumulates one float4 value column of its rows (figures in README, GPU
  * kernels); then fewer keys a tile where local memory is short and fewer work-items where the group is
  * too large. False when the call has more rows than the kernel takes, needs what it does not read (a score_mod,
  * mask_mod or block mask) or does not fit the device. */
