@@ -1242,7 +1242,71 @@ static void descriptions_give_build_options(void **state) {
     assert_true(cla_tune_config_parse(op, "splits=0,local=0", &c, why, sizeof why));
 }
 
+/* The local memory the host budgets for the flash and decode kernels (cla_flash_local_bytes,
+ * cla_decode_local_bytes: what decides whether a shape fits a device) against what the device's compiler reports
+ * for the built kernel (CL_KERNEL_LOCAL_MEM_SIZE), over shapes that take each branch of the kernels' layouts: split
+ * and unsplit scores, Q in registers and in local memory, reductions in the K tile or apart; decode with one or
+ * several key slices and row groups. An estimate below the kernel's would let a call fail to launch on a device
+ * with little local memory; one far above would refuse shapes that fit. */
+typedef struct {
+    const char *variant;
+    size_t head_dim, v_head_dim, rows, block_n, wg, packed_rows;
+} lds_case;
+
+static void local_memory_estimates_match_kernels(void **state) {
+    (void)state;
+    static const lds_case cases[] = {
+        {"flash", 64, 64, 2, 16, 256, 0},   {"flash", 128, 128, 2, 16, 256, 0},  {"flash", 256, 256, 1, 8, 64, 0},
+        {"flash", 40, 24, 1, 8, 32, 0},     {"flash", 4, 4, 2, 16, 64, 0},       {"flash", 8, 8, 1, 12, 24, 0},
+        {"flash", 160, 96, 1, 16, 128, 0},  {"decode", 64, 64, 1, 64, 64, 1},    {"decode", 64, 64, 16, 64, 64, 16},
+        {"decode", 128, 128, 8, 64, 64, 8}, {"decode", 80, 80, 3, 64, 64, 3},    {"decode", 128, 128, 2, 32, 32, 2},
+        {"decode", 256, 256, 4, 64, 64, 4}, {"decode", 16, 16, 12, 128, 64, 12},
+    };
+    clattn_context *ctx = test_context();
+    for (size_t i = 0; i < CLA_ARRAY_SIZE(cases); ++i) {
+        const lds_case *t = &cases[i];
+        const bool decode = strcmp(t->variant, "decode") == 0;
+        cla_tune_problem p;
+        memset(&p, 0, sizeof p);
+        p.head_dim = t->head_dim;
+        p.v_head_dim = t->v_head_dim;
+        p.q_len = decode ? 1 : 256;
+        p.group = decode ? t->packed_rows : 1;
+        cla_tune_config c;
+        for (int k = 0; k < CLA_TUNE_MAX_PARAMS; ++k) c.v[k] = -1;
+        c.v[CLA_FUSED_ROWS] = (int)t->rows;
+        c.v[CLA_FUSED_BLOCK_N] = (int)t->block_n;
+        c.v[CLA_FUSED_WG] = (int)t->wg;
+        const size_t estimate = decode ? cla_decode_local_bytes(&p, &c) : cla_flash_local_bytes(&p, &c);
+        char options[512];
+        snprintf(
+            options, sizeof options,
+            "-DHEAD_DIM=%zu -DV_HEAD_DIM=%zu -DQ_DTYPE=0 -DK_DTYPE=0 -DV_DTYPE=0 -DO_DTYPE=0 -DMASK_KIND=0 "
+            "-DMASK_DTYPE=0 -DCAUSAL=0 -DHAS_WINDOW=0 -DHAS_KEY_LENGTHS=0 -DHAS_LSE=0 -DUNIT_DSTRIDE=1 -DROWS=%zu "
+            "-DBLOCK_N=%zu -DWG_SIZE=%zu -DSPLIT_KV=0 -DPACK_ROWS=1",
+            t->head_dim, t->v_head_dim, t->rows, t->block_n, t->wg);
+        const char *source = decode ? "sdpa_decode" : "sdpa_flash";
+        cl_kernel kernel = NULL;
+        assert_int_equal(cla_kernel_get(ctx, source, options, source, &kernel), CLATTN_SUCCESS);
+        cl_ulong used = 0;
+        assert_int_equal(
+            clGetKernelWorkGroupInfo(kernel, ctx->device, CL_KERNEL_LOCAL_MEM_SIZE, sizeof used, &used, NULL),
+            CL_SUCCESS);
+        printf("%s d%zu/%zu rows %zu block_n %zu wg %zu: kernel %llu B, estimate %zu B\n", t->variant, t->head_dim,
+               t->v_head_dim, t->rows, t->block_n, t->wg, (unsigned long long)used, estimate);
+        if (used > estimate || estimate - used > 64 + used / 16)
+            fail_msg(
+                "%s d%zu/%zu rows %zu block_n %zu wg %zu: the kernel takes %llu bytes of local memory, the host "
+                "budgets %zu",
+                t->variant, t->head_dim, t->v_head_dim, t->rows, t->block_n, t->wg, (unsigned long long)used,
+                estimate);
+    }
+    clattn_context_free(ctx);
+}
+
 int main(int argc, char **argv) {
+    /* CLATTN_TEST_FILTER (a cmocka pattern) runs some of the tests. */
+    if (getenv("CLATTN_TEST_FILTER")) cmocka_set_test_filter(getenv("CLATTN_TEST_FILTER"));
     const struct CMUnitTest unit[] = {
         cmocka_unit_test(matcher_fallbacks),
         cmocka_unit_test(matcher_score_modifiers),
@@ -1279,6 +1343,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(user_mods_class_is_tuned_with_them),
         cmocka_unit_test(classes_no_call_uses_are_refused),
         cmocka_unit_test(context_ignores_bad_databases),
+        cmocka_unit_test(local_memory_estimates_match_kernels),
     };
     failed += cmocka_run_group_tests_name("tuning (device)", device, NULL, NULL);
     test_remove_tree(basedir);

@@ -207,7 +207,7 @@ static decode_shape decode_shape_of(const cla_tune_problem *p, const cla_tune_co
 /* Local memory of sdpa_decode.cl: Q as float4s and the scores of a tile in rows padded to a multiple of 4 floats,
  * which the end's exchange of the key slices' accumulators (with more than one slice) reuses, then per row the
  * partial maxima, the rescale factor, the final max and sum, and the ALiBi slope. */
-static size_t decode_local_bytes(const cla_tune_problem *p, const cla_tune_config *c) {
+size_t cla_decode_local_bytes(const cla_tune_problem *p, const cla_tune_config *c) {
     const decode_shape s = decode_shape_of(p, c);
     const size_t bn = (size_t)(c->v[CLA_FUSED_BLOCK_N] > 0 ? c->v[CLA_FUSED_BLOCK_N] : 0);
     const size_t tile4 = s.rows * s.kd4 + s.rows * (bn + 4) / 4,
@@ -248,7 +248,7 @@ const char *cla_decode_check(const clattn_device_info *d, const cla_tune_problem
     if (wg < 1 || block_n < wg || block_n % wg != 0 || block_n / wg > 4 || block_n % 4 != 0)
         return "the decode variant takes block_n 1 to 4 times wg, a multiple of 4";
     if ((size_t)wg > max_group(d)) return "work-group larger than the device allows";
-    if (decode_local_bytes(p, c) > local_budget(d)) return "decode tiles larger than local memory";
+    if (cla_decode_local_bytes(p, c) > local_budget(d)) return "decode tiles larger than local memory";
     if (gpu_like(d) && decode_private(p, c) > DECODE_MAX_PRIVATE)
         return "decode output tile too large for registers";
     return NULL;
@@ -272,7 +272,7 @@ static bool decode_complete(const clattn_device_info *d, const cla_tune_problem 
         v[CLA_FUSED_WG] /= 2;
         if (v[CLA_FUSED_BLOCK_N] % 2 == 0) v[CLA_FUSED_BLOCK_N] /= 2;
     }
-    while (decode_local_bytes(p, c) > budget && v[CLA_FUSED_WG] % 2 == 0 && v[CLA_FUSED_BLOCK_N] % 2 == 0) {
+    while (cla_decode_local_bytes(p, c) > budget && v[CLA_FUSED_WG] % 2 == 0 && v[CLA_FUSED_BLOCK_N] % 2 == 0) {
         v[CLA_FUSED_WG] /= 2;
         v[CLA_FUSED_BLOCK_N] /= 2;
     }

@@ -159,6 +159,8 @@ size_t cla_flash_dsplit(const cla_tune_problem *p, const cla_tune_config *c);
 size_t cla_flash_block_rows(const cla_tune_config *c);
 /* Bytes of local memory the flash kernel takes for a problem (as sdpa_flash.cl lays it out). */
 size_t cla_flash_local_bytes(const cla_tune_problem *p, const cla_tune_config *c);
+/* Bytes of local memory the decode kernel takes (as sdpa_decode.cl lays it out). */
+size_t cla_decode_local_bytes(const cla_tune_problem *p, const cla_tune_config *c);
 /* NULL if a flash configuration can run the problem on the device, else why not (part of the family's check, and
  * what an override of the flash variant must pass). */
 const char *cla_flash_check(const clattn_device_info *d, const cla_tune_problem *p, const cla_tune_config *c);
