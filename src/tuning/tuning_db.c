@@ -27,6 +27,8 @@
 
 #define MAX_ENTRIES 100000
 #define MAX_FILE    (64u << 20)
+/* The numbers a parameter may hold in a file: the reader takes 0 .. PARAM_MAX, the writer writes no other. */
+#define PARAM_MAX (1L << 20)
 
 /* ---- parsing ---- */
 
@@ -135,7 +137,7 @@ static const char *parse_params(const cJSON *o, char *out, size_t size) {
         if (!it->string || !is_token(it->string, 15)) return "a parameter name that is not a short lowercase word";
         char value[24];
         long n = 0;
-        if (get_int(it, 0, 1L << 20, &n))
+        if (get_int(it, 0, PARAM_MAX, &n))
             snprintf(value, sizeof value, "%ld", n);
         else if (cJSON_IsString(it) && is_token(it->valuestring, 15))
             snprintf(value, sizeof value, "%s", it->valuestring);
@@ -301,12 +303,12 @@ static cJSON *params_json(const char *text) {
         char *eq = strchr(pair, '=');
         if (eq) {
             *eq = '\0';
-            /* A number only when that reads back as the same text ("012" stays a string) and lies in the range
-             * parse_params reads numbers in; other digit strings stay strings, which it reads as words. */
+            /* A number only when that reads back as the same text ("012" stays a string) and lies in 0 ..
+             * PARAM_MAX; other digit strings stay strings, which parse_params reads as words. */
             char *end = NULL, canonical[24];
             long n = strtol(eq + 1, &end, 10);
             snprintf(canonical, sizeof canonical, "%ld", n);
-            if (*end == '\0' && end != eq + 1 && strcmp(canonical, eq + 1) == 0 && n >= 0 && n <= (1L << 20))
+            if (*end == '\0' && end != eq + 1 && strcmp(canonical, eq + 1) == 0 && n >= 0 && n <= PARAM_MAX)
                 cJSON_AddNumberToObject(o, pair, (double)n);
             else
                 cJSON_AddStringToObject(o, pair, eq + 1);
