@@ -42,20 +42,27 @@ CLA_INLINE float cla_fp8_to_f32(uchar x) {
 }
 
 /* The same on eight lanes. Where the device keeps fp32 denormals (CLA_FP32_DENORMS, which the host sets for a
- * device that reports CL_FP_DENORM) it is six vector operations and no select: the code sign-extended to 32 bits
- * and shifted left by 20 has its sign in bit 31 and its magnitude bits in 20..26, which read as a binary32 are the
- * E4M3 number times 2^-120 for normal and subnormal codes alike (exponent field e, or for e = 0 the denormal
- * m 2^-129), so the multiply by 2^120 is exact; the NaN codes' all-ones compare mask ORed into the bits makes a NaN
- * (a blend would hold one more constant register in loops that have none to spare). The CPU kernel's decode of
- * 8-bit caches runs this for every element, so its cost is the decode's speed. */
+ * device that reports CL_FP_DENORM) it is cla_fp8x8_lo's decode and a multiply by 2^120, with no per-lane select.
+ * Elsewhere the selects pick the normal, subnormal and NaN codes' values. */
 #ifndef CLA_FP32_DENORMS
 #define CLA_FP32_DENORMS 0
 #endif
+#if CLA_FP32_DENORMS
+/* The E4M3 numbers of x times 2^-120, where fp32 denormals are kept: the code sign-extended to 32 bits and shifted
+ * left by 20 has its sign in bit 31 and its magnitude bits in 20..26, which read as a binary32 are the number times
+ * 2^-120 for normal and subnormal codes alike (exponent field e, or for e = 0 the denormal m 2^-129). With
+ * nan_codes, the NaN codes' all-ones compare mask ORed into the bits makes them NaN; without, the caller knows
+ * there are none (cla_fp8_any_nan), and the decode is three vector operations: the CPU kernel's decode runs this
+ * for every element, so its cost is the decode's speed. nan_codes is a constant once inlined. */
+CLA_INLINE float8 cla_fp8x8_lo(uchar8 x, const bool nan_codes) {
+    const int8 s = convert_int8(as_char8(x));
+    const float8 f = as_float8((as_uint8(s) << 20) & (uint8)(0x87F00000u));
+    return nan_codes ? as_float8(as_int8(f) | ((s & 127) == 127)) : f;
+}
+#endif
 CLA_INLINE float8 cla_fp8x8_to_f32(uchar8 x) {
 #if CLA_FP32_DENORMS
-    const int8 s = convert_int8(as_char8(x));
-    const float8 f = as_float8((as_uint8(s) << 20) & (uint8)(0x87F00000u)) * 0x1p120f;
-    return as_float8(as_int8(f) | ((s & 127) == 127));
+    return cla_fp8x8_lo(x, true) * 0x1p120f;
 #else
     const uint8 u = convert_uint8(x), mag = u & 127u;
     const float8 normal = as_float8((mag << 20) + (uint8)(120u << 23));
@@ -74,6 +81,22 @@ typedef struct __attribute__((packed)) {
 } cla_u8x8_unaligned;
 CLA_INLINE uchar8 cla_vload8_u8(long c, __global const uchar *p) {
     return as_uchar8(((__global const cla_u8x8_unaligned *)(p + c * 8))->bits);
+}
+
+/* Whether any of the n fp8 codes p[0], p[s], ... p[(n - 1) s] is a NaN code (0x7f, 0xff). Unit-stride rows are
+ * read 16 bytes at a time, a byte being a NaN code when its low seven bits are all ones. */
+typedef struct __attribute__((packed)) {
+    ulong2 bits;
+} cla_u8x16_unaligned;
+CLA_INLINE bool cla_fp8_any_nan(__global const uchar *p, int n, long s) {
+    int d = 0;
+    char16 hit = (char16)(0);
+    if (s == 1)
+        for (; d + 16 <= n; d += 16)
+            hit |= (as_uchar16(((__global const cla_u8x16_unaligned *)(p + d))->bits) & (uchar)127) == (uchar)127;
+    bool found = any(hit);
+    for (; d < n; ++d) found |= (p[d * s] & 127) == 127;
+    return found;
 }
 
 #define CLA_LOAD_0(p, i) ((p)[i])

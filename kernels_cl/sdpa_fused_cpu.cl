@@ -161,6 +161,42 @@ CPU_INLINE float8 v_chunk(__global const STORAGE(V_DTYPE) * row, long stride, co
 
 /* ---- Row shape: one query row, vectors along the head dims. ---- */
 
+/* fp8 keys or values where the device keeps denormals: the row shape decodes their chunks to the E4M3 numbers
+ * times 2^-120 (cla_fp8x8_lo, three vector operations), since decode of an fp8 cache is bound by this decode. The
+ * factor is undone in two halves, so that neither the products nor the scales leave the normal range: q is scaled
+ * by 2^60, so q.k comes out times 2^-60 and is multiplied by 2^60 with the key's scale; each weight is multiplied
+ * by 2^60 with its value's scale, so the accumulators come out times 2^-60 and are multiplied by 2^60 at the end.
+ * That holds while the scaled q and the value scales stay below 2^68 in magnitude. A tile whose rows hold a NaN
+ * code (cla_fp8_any_nan) is decoded with the NaN test (nan_codes). */
+#define FP8_LO_K   (K_DTYPE == 5 && CLA_FP32_DENORMS)
+#define FP8_LO_V   (V_DTYPE == 5 && CLA_FP32_DENORMS)
+#define K_LO_SCALE (FP8_LO_K ? 0x1p60f : 1.0f)
+#define V_LO_SCALE (FP8_LO_V ? 0x1p60f : 1.0f)
+
+/* Chunk c of a k or v row as the row shape reads it: k_chunk / v_chunk, or for FP8_LO_K / FP8_LO_V the numbers
+ * times 2^-120; nan_codes is a constant once inlined. */
+#if FP8_LO_K || FP8_LO_V
+CPU_INLINE float8 fp8_lo_chunk(__global const uchar *row, long stride, const int c, const int dim,
+                               const bool nan_codes) {
+    if (UNIT_DSTRIDE && (c + 1) * 8 <= dim) return cla_fp8x8_lo(cla_vload8_u8(c, row), nan_codes);
+    float t[8];
+    CPU_UNROLL
+    for (int y = 0; y < 8; ++y)
+        t[y] = c * 8 + y < dim ? cla_fp8_to_f32(row[(c * 8 + y) * stride]) * 0x1p-120f : 0.0f;
+    return vload8(0, t);
+}
+#endif
+#if FP8_LO_K
+#define K_CHUNK_ROW(row, stride, c, nan_codes) fp8_lo_chunk((row), (stride), (c), HEAD_DIM, (nan_codes))
+#else
+#define K_CHUNK_ROW(row, stride, c, nan_codes) k_chunk((row), (stride), (c))
+#endif
+#if FP8_LO_V
+#define V_CHUNK_ROW(row, stride, c, nan_codes) fp8_lo_chunk((row), (stride), (c), V_HEAD_DIM, (nan_codes))
+#else
+#define V_CHUNK_ROW(row, stride, c, nan_codes) v_chunk((row), (stride), (c))
+#endif
+
 /* Pairwise sums of lanes of x and y: lane i takes x where mask is clear, y where set, plus the partner lane that
  * the swizzle brings. Blends and one-input swizzles only: Oclgrind 21.10's uninitialised-value checker crashes on
  * the two-input shuffles that vector concatenation makes, and LLVM fuses these into the same shuffles anyway. */
@@ -198,7 +234,7 @@ CPU_INLINE float8 sum_lanes8(const float8 *a) {
  * weights marked -0.0 (masked keys, whose value may be inf or NaN). */
 CPU_INLINE void pv_block(float8 *accs, const float *pw, const float *alphas, __global const STORAGE(V_DTYPE) * v,
                          const long *vro, long v_col, const float *vscl, int n, int r0, int count, const int c0,
-                         const bool careful, const int W) {
+                         const bool careful, const bool nan_codes, const int W) {
     float8 acc[RBV][CB];
     const float *wrow[RBV];
     int rows[RBV];
@@ -213,7 +249,7 @@ CPU_INLINE void pv_block(float8 *accs, const float *pw, const float *alphas, __g
         __global const STORAGE(V_DTYPE) *vrow = v + vro[jj];
         float8 vc[CB];
         CPU_UNROLL
-        for (int x = 0; x < W; ++x) vc[x] = v_chunk(vrow, v_col, c0 + x);
+        for (int x = 0; x < W; ++x) vc[x] = V_CHUNK_ROW(vrow, v_col, c0 + x, nan_codes);
         CPU_UNROLL
         for (int rr = 0; rr < RBV; ++rr) {
             const float w = wrow[rr][jj];
@@ -236,15 +272,60 @@ CPU_INLINE void pv_block(float8 *accs, const float *pw, const float *alphas, __g
     }
 }
 
+/* The scores of a tile's n keys for the work-item's count packed rows, into sc (row r at sc + r * ST): RB rows by
+ * KX keys per group, every key of the tile's groups of eight (a key past n repeats the tile's last key, never a
+ * key past the tile, which may lie past the key length; the repeats are masked). kro: each key's K row; an 8-bit
+ * K's scales (kscl, per key) multiply the scores. nan_codes is a constant once inlined. */
+CPU_INLINE void qk_rows(float *sc, const float8 *qv, __global const STORAGE(K_DTYPE) * k, const long *kro,
+                        long k_col, const float *kscl, int n, int count, const bool nan_codes) {
+    const int n8 = (n + 7) / 8 * 8;
+    for (int r0 = 0; r0 < count; r0 += RB) {
+        int qrows[RB];
+        CPU_UNROLL
+        for (int rr = 0; rr < RB; ++rr) qrows[rr] = min(r0 + rr, count - 1) * QC;
+        for (int kg = 0; kg < n8; kg += KX) {
+            float8 a[8];
+            __global const STORAGE(K_DTYPE) * krow[KX];
+            CPU_UNROLL
+            for (int x = 0; x < KX; ++x) krow[x] = k + kro[min(kg + x, n - 1)];
+            CPU_UNROLL
+            for (int x = 0; x < 8; ++x) a[x] = (float8)(0.0f);
+            CPU_UNROLL
+            for (int c = 0; c < QC; ++c) {
+                float8 kc[KX];
+                CPU_UNROLL
+                for (int x = 0; x < KX; ++x) kc[x] = K_CHUNK_ROW(krow[x], k_col, c, nan_codes);
+                CPU_UNROLL
+                for (int rr = 0; rr < RB; ++rr) {
+                    const float8 qc = qv[qrows[rr] + c];
+                    CPU_UNROLL
+                    for (int x = 0; x < KX; ++x) a[rr * KX + x] = fma(qc, kc[x], a[rr * KX + x]);
+                }
+            }
+            /* Lane rr * KX + x: row r0 + rr, key kg + x. */
+            float t[8];
+            vstore8(sum_lanes8(a), 0, t);
+            CPU_UNROLL
+            for (int rr = 0; rr < RB; ++rr) {
+                if (r0 + rr >= count) break;
+                CPU_UNROLL
+                for (int x = 0; x < KX; ++x)
+                    sc[(r0 + rr) * ST + kg + x] =
+                        K_SCALED ? (t[rr * KX + x] * K_LO_SCALE) * kscl[min(kg + x, n - 1)] : t[rr * KX + x];
+            }
+        }
+    }
+}
+
 /* accs = accs * alpha + P V for RBV rows from r0: every value chunk, CB at a time, then the remaining ones. */
 CPU_INLINE void pv_rows(float8 *accs, const float *pw, const float *alphas, __global const STORAGE(V_DTYPE) * v,
                         const long *vro, long v_col, const float *vscl, int n, int r0, int count,
-                        const bool careful) {
+                        const bool careful, const bool nan_codes) {
     CPU_UNROLL
     for (int c0 = 0; c0 + CB <= VC; c0 += CB)
-        pv_block(accs, pw, alphas, v, vro, v_col, vscl, n, r0, count, c0, careful, CB);
+        pv_block(accs, pw, alphas, v, vro, v_col, vscl, n, r0, count, c0, careful, nan_codes, CB);
 #if VC % CB
-    pv_block(accs, pw, alphas, v, vro, v_col, vscl, n, r0, count, VC - VC % CB, careful, VC % CB);
+    pv_block(accs, pw, alphas, v, vro, v_col, vscl, n, r0, count, VC - VC % CB, careful, nan_codes, VC % CB);
 #endif
 }
 
@@ -298,7 +379,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
         __global const STORAGE(Q_DTYPE) *qrow = q + q_base + h * q_stride.y + i * q_stride.z;
         float t[QC * 8];
         for (int d = 0; d < QC * 8; ++d)
-            t[d] = d < HEAD_DIM ? LOAD(Q_DTYPE, qrow, d * DSTRIDE(q_stride)) * scale_log2 : 0.0f;
+            t[d] = d < HEAD_DIM ? LOAD(Q_DTYPE, qrow, d * DSTRIDE(q_stride)) * (scale_log2 * K_LO_SCALE) : 0.0f;
         CPU_UNROLL
         for (int c = 0; c < QC; ++c) qv[r * QC + c] = vload8(c, t);
         CPU_UNROLL
@@ -335,6 +416,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
          * block-table entry per page rather than per key (decode of 8-bit caches reads little else per key). */
         long kro[BLOCK_N], vro[BLOCK_N];
         float kscl[BLOCK_N], vscl[BLOCK_N];
+        bool nan_k = false, nan_v = false; /* a NaN code among the tile's fp8 K (V) rows, for FP8_LO_K (V) */
         for (int jj = 0; jj < n;) {
             const int j = j0 + jj;
 #if KV_LAYOUT == 2
@@ -356,50 +438,22 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
                 kscl[jj] = LOAD(KS_DTYPE, k_scale, ks0 + t * ks_stride.z);
 #endif
 #if V_SCALED
-                vscl[jj] = LOAD(VS_DTYPE, v_scale, vs0 + t * vs_stride.z);
+                vscl[jj] = LOAD(VS_DTYPE, v_scale, vs0 + t * vs_stride.z) * V_LO_SCALE;
+#endif
+#if FP8_LO_K
+                nan_k |= cla_fp8_any_nan(k + kro[jj], HEAD_DIM, DSTRIDE(k_stride));
+#endif
+#if FP8_LO_V
+                nan_v |= cla_fp8_any_nan(v + vro[jj], V_HEAD_DIM, DSTRIDE(v_stride));
 #endif
             }
         }
 
-        /* Scores of RB rows by KX keys per group, every key of the tile's groups of eight (a key past n repeats the
-         * tile's last key, never a key past the tile, which may lie past the key length; the repeats are masked).
-         */
-        for (int r0 = 0; r0 < count; r0 += RB) {
-            int qrows[RB];
-            CPU_UNROLL
-            for (int rr = 0; rr < RB; ++rr) qrows[rr] = min(r0 + rr, count - 1) * QC;
-            for (int kg = 0; kg < n8; kg += KX) {
-                float8 a[8];
-                __global const STORAGE(K_DTYPE) * krow[KX];
-                CPU_UNROLL
-                for (int x = 0; x < KX; ++x) krow[x] = k + kro[min(kg + x, n - 1)];
-                CPU_UNROLL
-                for (int x = 0; x < 8; ++x) a[x] = (float8)(0.0f);
-                CPU_UNROLL
-                for (int c = 0; c < QC; ++c) {
-                    float8 kc[KX];
-                    CPU_UNROLL
-                    for (int x = 0; x < KX; ++x) kc[x] = k_chunk(krow[x], DSTRIDE(k_stride), c);
-                    CPU_UNROLL
-                    for (int rr = 0; rr < RB; ++rr) {
-                        const float8 qc = qv[qrows[rr] + c];
-                        CPU_UNROLL
-                        for (int x = 0; x < KX; ++x) a[rr * KX + x] = fma(qc, kc[x], a[rr * KX + x]);
-                    }
-                }
-                /* Lane rr * KX + x: row r0 + rr, key kg + x. */
-                float t[8];
-                vstore8(sum_lanes8(a), 0, t);
-                CPU_UNROLL
-                for (int rr = 0; rr < RB; ++rr) {
-                    if (r0 + rr >= count) break;
-                    CPU_UNROLL
-                    for (int x = 0; x < KX; ++x)
-                        sc[(r0 + rr) * ST + kg + x] =
-                            K_SCALED ? t[rr * KX + x] * kscl[min(kg + x, n - 1)] : t[rr * KX + x];
-                }
-            }
-        }
+        /* Scores of RB rows by KX keys per group; nan_codes made a constant for each copy of the loop. */
+        if (FP8_LO_K && nan_k)
+            qk_rows(sc, qv, k, kro, DSTRIDE(k_stride), kscl, n, count, true);
+        else
+            qk_rows(sc, qv, k, kro, DSTRIDE(k_stride), kscl, n, count, false);
 
         /* Per row: the score modifiers, the masks on an edge tile, then the online softmax (one running max, eight
          * partial sums), leaving the weights in sc with masked keys marked -0.0. */
@@ -459,12 +513,18 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
             alphas[r] = alpha;
         }
 
-        /* accs = accs * alpha + P V, RBV rows at a time; careful made a constant for each copy of the loop. */
+        /* accs = accs * alpha + P V, RBV rows at a time; careful and nan_codes made constants for each copy of the
+         * loop. */
+        const bool v_nan_codes = FP8_LO_V && nan_v;
         for (int r0 = 0; r0 < count; r0 += RBV) {
-            if (careful)
-                pv_rows(accs, sc, alphas, v, vro, DSTRIDE(v_stride), vscl, n, r0, count, true);
+            if (careful && v_nan_codes)
+                pv_rows(accs, sc, alphas, v, vro, DSTRIDE(v_stride), vscl, n, r0, count, true, true);
+            else if (careful)
+                pv_rows(accs, sc, alphas, v, vro, DSTRIDE(v_stride), vscl, n, r0, count, true, false);
+            else if (v_nan_codes)
+                pv_rows(accs, sc, alphas, v, vro, DSTRIDE(v_stride), vscl, n, r0, count, false, true);
             else
-                pv_rows(accs, sc, alphas, v, vro, DSTRIDE(v_stride), vscl, n, r0, count, false);
+                pv_rows(accs, sc, alphas, v, vro, DSTRIDE(v_stride), vscl, n, r0, count, false, false);
         }
     }
 
@@ -472,7 +532,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
         const int i = (first + r) / pg, h = hu * pg + (first + r) % pg;
         float out[VC * 8];
         CPU_UNROLL
-        for (int c = 0; c < VC; ++c) vstore8(accs[r * VC + c], c, out);
+        for (int c = 0; c < VC; ++c) vstore8(accs[r * VC + c] * V_LO_SCALE, c, out);
         const float4 l4 = l8s[r].lo + l8s[r].hi;
         const float l = (l4.x + l4.z) + (l4.y + l4.w);
         write_row(o, o_stride, offsets.s3 + cla_seq_q_base(seqs, seq_at, b, o_stride), lse, lse_stride,
