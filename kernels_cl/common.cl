@@ -52,7 +52,7 @@ CLA_INLINE float cla_fp8_to_f32(uchar x) {
  * left by 20 has its sign in bit 31 and its magnitude bits in 20..26, which read as a binary32 are the number times
  * 2^-120 for normal and subnormal codes alike (exponent field e, or for e = 0 the denormal m 2^-129). With
  * nan_codes, the NaN codes' all-ones compare mask ORed into the bits makes them NaN; without, the caller knows
- * there are none (cla_fp8_any_nan), and the decode is three vector operations: the CPU kernel's decode runs this
+ * there are none (cla_fp8_nan_acc), and the decode is three vector operations: the CPU kernel's decode runs this
  * for every element, so its cost is the decode's speed. nan_codes is a constant once inlined. */
 CLA_INLINE float8 cla_fp8x8_lo(uchar8 x, const bool nan_codes) {
     const int8 s = convert_int8(as_char8(x));
@@ -83,20 +83,26 @@ CLA_INLINE uchar8 cla_vload8_u8(long c, __global const uchar *p) {
     return as_uchar8(((__global const cla_u8x8_unaligned *)(p + c * 8))->bits);
 }
 
-/* Whether any of the n fp8 codes p[0], p[s], ... p[(n - 1) s] is a NaN code (0x7f, 0xff). Unit-stride rows are
- * read 16 bytes at a time, a byte being a NaN code when its low seven bits are all ones. */
+/* NaN codes among fp8 rows, checked a tile at a time: acc gathers the maximum of every code with its sign bit set,
+ * which is 0xff exactly where a code is a NaN (0x7f, 0xff); cla_fp8_nan_found reads it once per tile. A
+ * unit-stride row of at least 16 codes is read 16 bytes at a time, its last block overlapping the one before, in a
+ * loop unrolled where n is a constant (a head dim): the check then costs two instructions per 16 codes. */
 typedef struct __attribute__((packed)) {
     ulong2 bits;
 } cla_u8x16_unaligned;
-CLA_INLINE bool cla_fp8_any_nan(__global const uchar *p, int n, long s) {
-    int d = 0;
-    char16 hit = (char16)(0);
-    if (s == 1)
-        for (; d + 16 <= n; d += 16)
-            hit |= (as_uchar16(((__global const cla_u8x16_unaligned *)(p + d))->bits) & (uchar)127) == (uchar)127;
-    bool found = any(hit);
-    for (; d < n; ++d) found |= (p[d * s] & 127) == 127;
-    return found;
+CLA_INLINE uchar16 cla_fp8_nan_acc(uchar16 acc, __global const uchar *p, int n, long s) {
+    if (s == 1 && n >= 16) {
+        _Pragma("unroll") for (int d = 0; d < n; d += 16) {
+            const int at = min(d, n - 16);
+            acc = max(acc, as_uchar16(((__global const cla_u8x16_unaligned *)(p + at))->bits) | (uchar)128);
+        }
+    } else {
+        for (int d = 0; d < n; ++d) acc.s0 = max(acc.s0, (uchar)(p[d * s] | 128));
+    }
+    return acc;
+}
+CLA_INLINE bool cla_fp8_nan_found(uchar16 acc) {
+    return any(as_char16(acc == (uchar16)(255)));
 }
 
 #define CLA_LOAD_0(p, i) ((p)[i])

@@ -60,10 +60,10 @@
 #define TPR_FIT (WG_SIZE / ROWS)
 /* Work-items per row in the p phase: up to 16, fewer partial maxima to exchange than keys to scan. */
 #define TPR   (TPR_FIT < 1 ? 1 : TPR_FIT > 16 ? 16 : TPR_FIT)
-#define PRG   (WG_SIZE / TPR)                       /* rows taken at once in the p phase */
-#define PRW   ((ROWS + PRG - 1) / PRG)              /* rows per work-item, p phase */
-#define TILE4 (ROWS * KD4 + ROWS * PS / 4)          /* Q and the scores, in float4s */
-#define RED4  (VSL > 1 ? VSL * ROWS * TD4 * CW : 0) /* the end's exchange: every slice's accumulators */
+#define PRG   (WG_SIZE / TPR)              /* rows taken at once in the p phase */
+#define PRW   ((ROWS + PRG - 1) / PRG)     /* rows per work-item, p phase */
+#define TILE4 (ROWS * KD4 + ROWS * PS / 4) /* Q and the scores, in float4s */
+#define RED4  (VSL * ROWS * TD4 * CW)      /* the end's exchange: every slice's accumulators */
 #define LDS4  (TILE4 > RED4 ? TILE4 : RED4)
 
 #if BLOCK_N % WG_SIZE != 0 || BLOCK_N % 4 != 0
@@ -336,8 +336,9 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_decode(S
     }
     /* Every slice writes its accumulators, slice 0 adds them up. (PoCL 3.1's optimiser lost slice 0's own
      * accumulators across this barrier in some shapes, and miscompiled halving rounds, a barrier each: so slice 0
-     * reads its own back too, in one exchange.) With one slice the barrier still publishes the normalisers. */
-#if VSL > 1
+     * reads its own back too, in one exchange. That holds with one slice as well: kept in registers across the
+     * barrier, a work-item's accumulators came out zero under PoCL 3.1 and Oclgrind 21.10 where the value columns
+     * left some work-items idle, as at head dim 12 in groups of 4.) The barrier also publishes the normalisers. */
     if (ks < VSL) {
         DECODE_UNROLL
         for (int m = 0; m < RPW; ++m) {
@@ -345,9 +346,7 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_decode(S
             for (int c = 0; c < TD4; ++c) red[((ks * ROWS + rg + RG * m) * TD4 + c) * CW + col] = acc[m][c];
         }
     }
-#endif
     barrier(CLK_LOCAL_MEM_FENCE);
-#if VSL > 1
     if (ks == 0) {
         DECODE_UNROLL
         for (int m = 0; m < RPW; ++m) {
@@ -362,7 +361,6 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void sdpa_decode(S
             }
         }
     }
-#endif
     if (ks != 0) return;
 
     DECODE_UNROLL

@@ -167,7 +167,7 @@ CPU_INLINE float8 v_chunk(__global const STORAGE(V_DTYPE) * row, long stride, co
  * by 2^60, so q.k comes out times 2^-60 and is multiplied by 2^60 with the key's scale; each weight is multiplied
  * by 2^60 with its value's scale, so the accumulators come out times 2^-60 and are multiplied by 2^60 at the end.
  * That holds while the scaled q and the value scales stay below 2^68 in magnitude. A tile whose rows hold a NaN
- * code (cla_fp8_any_nan) is decoded with the NaN test (nan_codes). */
+ * code (cla_fp8_nan_acc) is decoded with the NaN test (nan_codes). */
 #define FP8_LO_K   (K_DTYPE == 5 && CLA_FP32_DENORMS)
 #define FP8_LO_V   (V_DTYPE == 5 && CLA_FP32_DENORMS)
 #define K_LO_SCALE (FP8_LO_K ? 0x1p60f : 1.0f)
@@ -416,7 +416,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
          * block-table entry per page rather than per key (decode of 8-bit caches reads little else per key). */
         long kro[BLOCK_N], vro[BLOCK_N];
         float kscl[BLOCK_N], vscl[BLOCK_N];
-        bool nan_k = false, nan_v = false; /* a NaN code among the tile's fp8 K (V) rows, for FP8_LO_K (V) */
+        uchar16 nan_k = (uchar16)(0), nan_v = (uchar16)(0); /* the tile's fp8 K (V) rows for FP8_LO_K (V) */
         for (int jj = 0; jj < n;) {
             const int j = j0 + jj;
 #if KV_LAYOUT == 2
@@ -441,16 +441,16 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
                 vscl[jj] = LOAD(VS_DTYPE, v_scale, vs0 + t * vs_stride.z) * V_LO_SCALE;
 #endif
 #if FP8_LO_K
-                nan_k |= cla_fp8_any_nan(k + kro[jj], HEAD_DIM, DSTRIDE(k_stride));
+                nan_k = cla_fp8_nan_acc(nan_k, k + kro[jj], HEAD_DIM, DSTRIDE(k_stride));
 #endif
 #if FP8_LO_V
-                nan_v |= cla_fp8_any_nan(v + vro[jj], V_HEAD_DIM, DSTRIDE(v_stride));
+                nan_v = cla_fp8_nan_acc(nan_v, v + vro[jj], V_HEAD_DIM, DSTRIDE(v_stride));
 #endif
             }
         }
 
         /* Scores of RB rows by KX keys per group; nan_codes made a constant for each copy of the loop. */
-        if (FP8_LO_K && nan_k)
+        if (FP8_LO_K && cla_fp8_nan_found(nan_k))
             qk_rows(sc, qv, k, kro, DSTRIDE(k_stride), kscl, n, count, true);
         else
             qk_rows(sc, qv, k, kro, DSTRIDE(k_stride), kscl, n, count, false);
@@ -515,7 +515,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
 
         /* accs = accs * alpha + P V, RBV rows at a time; careful and nan_codes made constants for each copy of the
          * loop. */
-        const bool v_nan_codes = FP8_LO_V && nan_v;
+        const bool v_nan_codes = FP8_LO_V && cla_fp8_nan_found(nan_v);
         for (int r0 = 0; r0 < count; r0 += RBV) {
             if (careful && v_nan_codes)
                 pv_rows(accs, sc, alphas, v, vro, DSTRIDE(v_stride), vscl, n, r0, count, true, true);

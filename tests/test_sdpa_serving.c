@@ -705,10 +705,12 @@ static void fp8_every_code(void **state) {
  * NaN key element makes its rows' outputs NaN, a NaN value element makes its column NaN and leaves the other
  * columns exact, and a key past key_lengths with NaN codes in its key and value changes nothing. Decode with two
  * query heads on one key/value head; references in double from the decoded codes. */
-enum { NC_HQ = 2, NC_L = 40, NC_D = 24, NC_AT = 17 };
+enum { NC_HQ = 2, NC_L = 40, NC_DMAX = 24, NC_AT = 17 };
+/* The head dim of the case being run: 24 (16-byte blocks, the last overlapping) or 12 (a code at a time). */
+static int nc_d = NC_DMAX;
 
 static void fp8_nan_query(float *q) {
-    for (int i = 0; i < NC_HQ * NC_D; ++i) q[i] = (float)((i * 7) % 11 - 5) * 0.25f;
+    for (int i = 0; i < NC_HQ * nc_d; ++i) q[i] = (float)((i * 7) % 11 - 5) * 0.25f;
 }
 
 static void fp8_nan_reference(const float *q, const float *k, const float *v, int keys, float scale, double *out) {
@@ -716,47 +718,49 @@ static void fp8_nan_reference(const float *q, const float *k, const float *v, in
         double s[NC_L], m = -INFINITY, l = 0.0;
         for (int j = 0; j < keys; ++j) {
             s[j] = 0.0;
-            for (int x = 0; x < NC_D; ++x) s[j] += (double)q[h * NC_D + x] * k[j * NC_D + x];
+            for (int x = 0; x < nc_d; ++x) s[j] += (double)q[h * nc_d + x] * k[j * nc_d + x];
             s[j] *= scale;
             m = fmax(m, s[j]);
         }
-        for (int x = 0; x < NC_D; ++x) out[h * NC_D + x] = 0.0;
+        for (int x = 0; x < nc_d; ++x) out[h * nc_d + x] = 0.0;
         for (int j = 0; j < keys; ++j) {
             const double w = exp(s[j] - m);
             l += w;
-            for (int x = 0; x < NC_D; ++x) out[h * NC_D + x] += w * v[j * NC_D + x];
+            for (int x = 0; x < nc_d; ++x) out[h * nc_d + x] += w * v[j * nc_d + x];
         }
-        for (int x = 0; x < NC_D; ++x) out[h * NC_D + x] /= l;
+        for (int x = 0; x < nc_d; ++x) out[h * nc_d + x] /= l;
     }
 }
 
 /* Runs the decode step with codes kc, vc and key length keys; checks each output against want (NaN where want is
  * NaN, else within 2e-6 relative). */
 static void fp8_nan_case(const uint8_t *kc, const uint8_t *vc, int keys, const double *want, const char *what) {
-    float q[NC_HQ * NC_D], out[NC_HQ * NC_D];
+    float q[NC_HQ * NC_DMAX], out[NC_HQ * NC_DMAX];
     const float one = 1.0f;
     const int32_t len = keys;
     fp8_nan_query(q);
     cl_int err = CL_SUCCESS;
-    cl_mem qb = support_buffer(ctx, q, sizeof q, &err), kb = support_buffer(ctx, kc, NC_L * NC_D, &err),
-           vb = support_buffer(ctx, vc, NC_L * NC_D, &err), sb = support_buffer(ctx, &one, sizeof one, &err),
-           lb = support_buffer(ctx, &len, sizeof len, &err), ob = test_filled_buffer(ctx, sizeof out, POISON);
+    cl_mem qb = support_buffer(ctx, q, NC_HQ * nc_d * sizeof(float), &err),
+           kb = support_buffer(ctx, kc, (size_t)NC_L * nc_d, &err),
+           vb = support_buffer(ctx, vc, (size_t)NC_L * nc_d, &err),
+           sb = support_buffer(ctx, &one, sizeof one, &err), lb = support_buffer(ctx, &len, sizeof len, &err),
+           ob = test_filled_buffer(ctx, NC_HQ * nc_d * sizeof(float), POISON);
     assert_int_equal(err, CL_SUCCESS);
     clattn_sdpa_desc d;
     clattn_sdpa_desc_init(&d);
     d.scale = 0.5f;
     d.k_scale = d.v_scale = clattn_tensor_bhld(sb, CLATTN_DTYPE_F32, 1, 1, 1, 1);
     d.key_lengths = lb;
-    const clattn_tensor qt = clattn_tensor_bhld(qb, CLATTN_DTYPE_F32, 1, NC_HQ, 1, NC_D),
-                        kt = clattn_tensor_bhld(kb, CLATTN_DTYPE_FP8_E4M3, 1, 1, NC_L, NC_D),
-                        vt = clattn_tensor_bhld(vb, CLATTN_DTYPE_FP8_E4M3, 1, 1, NC_L, NC_D),
-                        ot = clattn_tensor_bhld(ob, CLATTN_DTYPE_F32, 1, NC_HQ, 1, NC_D);
+    const clattn_tensor qt = clattn_tensor_bhld(qb, CLATTN_DTYPE_F32, 1, NC_HQ, 1, nc_d),
+                        kt = clattn_tensor_bhld(kb, CLATTN_DTYPE_FP8_E4M3, 1, 1, NC_L, nc_d),
+                        vt = clattn_tensor_bhld(vb, CLATTN_DTYPE_FP8_E4M3, 1, 1, NC_L, nc_d),
+                        ot = clattn_tensor_bhld(ob, CLATTN_DTYPE_F32, 1, NC_HQ, 1, nc_d);
     assert_status(clattn_sdpa(ctx, &d, &qt, &kt, &vt, &ot, NULL, 0, NULL, NULL), CLATTN_SUCCESS);
-    assert_int_equal(support_read_storage(ctx, ob, out, NC_HQ * NC_D, CLATTN_DTYPE_F32), CL_SUCCESS);
-    for (int i = 0; i < NC_HQ * NC_D; ++i) {
+    assert_int_equal(support_read_storage(ctx, ob, out, NC_HQ * nc_d, CLATTN_DTYPE_F32), CL_SUCCESS);
+    for (int i = 0; i < NC_HQ * nc_d; ++i) {
         const bool ok = isnan(want[i]) ? isnan(out[i]) : fabs(out[i] - want[i]) <= 2e-6 * (1.0 + fabs(want[i]));
         if (!ok) {
-            print_error("%s: out[%d] = %.9g, want %.9g\n", what, i, out[i], want[i]);
+            print_error("%s, head dim %d: out[%d] = %.9g, want %.9g\n", what, nc_d, i, out[i], want[i]);
             fail();
         }
     }
@@ -768,44 +772,49 @@ static void fp8_nan_case(const uint8_t *kc, const uint8_t *vc, int keys, const d
     clReleaseMemObject(ob);
 }
 
-static void fp8_nan_codes_body(void) {
-    uint8_t kc[NC_L * NC_D], vc[NC_L * NC_D];
-    float q[NC_HQ * NC_D], k[NC_L * NC_D], v[NC_L * NC_D];
-    double want[NC_HQ * NC_D];
-    for (int i = 0; i < NC_L * NC_D; ++i) {
+static void fp8_nan_codes_dim(void) {
+    uint8_t kc[NC_L * NC_DMAX], vc[NC_L * NC_DMAX];
+    float q[NC_HQ * NC_DMAX], k[NC_L * NC_DMAX], v[NC_L * NC_DMAX];
+    double want[NC_HQ * NC_DMAX];
+    for (int i = 0; i < NC_L * nc_d; ++i) {
         /* ordinary codes of both signs below 2, normal and subnormal, none of them NaN */
         kc[i] = (uint8_t)((i * 37 + 11) % 0x40) | (uint8_t)((i % 3 == 0) ? 0x80 : 0);
         vc[i] = (uint8_t)((i * 53 + 5) % 0x40) | (uint8_t)((i % 5 == 0) ? 0x80 : 0);
     }
     fp8_nan_query(q);
-    assert_status(clattn_dtype_unpack(CLATTN_DTYPE_FP8_E4M3, kc, k, NC_L * NC_D), CLATTN_SUCCESS);
-    assert_status(clattn_dtype_unpack(CLATTN_DTYPE_FP8_E4M3, vc, v, NC_L * NC_D), CLATTN_SUCCESS);
+    assert_status(clattn_dtype_unpack(CLATTN_DTYPE_FP8_E4M3, kc, k, NC_L * nc_d), CLATTN_SUCCESS);
+    assert_status(clattn_dtype_unpack(CLATTN_DTYPE_FP8_E4M3, vc, v, NC_L * nc_d), CLATTN_SUCCESS);
 
     fp8_nan_reference(q, k, v, NC_L, 0.5f, want);
     fp8_nan_case(kc, vc, NC_L, want, "no NaN codes");
 
     /* keys NC_AT.. are past the key length: NaN codes there change nothing */
-    uint8_t kn[NC_L * NC_D], vn[NC_L * NC_D];
-    memcpy(kn, kc, sizeof kc);
-    memcpy(vn, vc, sizeof vc);
-    kn[(NC_AT + 2) * NC_D + 5] = 0x7f;
-    vn[(NC_AT + 2) * NC_D + 3] = 0xff;
+    uint8_t kn[NC_L * NC_DMAX], vn[NC_L * NC_DMAX];
+    memcpy(kn, kc, sizeof kn);
+    memcpy(vn, vc, sizeof vn);
+    kn[(NC_AT + 2) * nc_d + 5] = 0x7f;
+    vn[(NC_AT + 2) * nc_d + 3] = 0xff;
     fp8_nan_reference(q, k, v, NC_AT, 0.5f, want);
     fp8_nan_case(kn, vn, NC_AT, want, "NaN codes past the key length");
 
     /* a NaN value element of a visible key: its column is NaN, the others exact */
-    memcpy(kn, kc, sizeof kc);
-    memcpy(vn, vc, sizeof vc);
-    vn[NC_AT * NC_D + 3] = 0xff;
+    memcpy(kn, kc, sizeof kn);
+    memcpy(vn, vc, sizeof vn);
+    vn[NC_AT * nc_d + 3] = 0xff;
     fp8_nan_reference(q, k, v, NC_L, 0.5f, want);
-    for (int h = 0; h < NC_HQ; ++h) want[h * NC_D + 3] = NAN;
+    for (int h = 0; h < NC_HQ; ++h) want[h * nc_d + 3] = NAN;
     fp8_nan_case(kn, vn, NC_L, want, "a NaN value code");
 
     /* a NaN key element of a visible key: every output NaN */
-    memcpy(vn, vc, sizeof vc);
-    kn[NC_AT * NC_D + 5] = 0x7f;
-    for (int i = 0; i < NC_HQ * NC_D; ++i) want[i] = NAN;
+    memcpy(vn, vc, sizeof vn);
+    kn[NC_AT * nc_d] = 0x7f;
+    for (int i = 0; i < NC_HQ * nc_d; ++i) want[i] = NAN;
     fp8_nan_case(kn, vn, NC_L, want, "a NaN key code");
+}
+
+static void fp8_nan_codes_body(void) {
+    for (nc_d = NC_DMAX; nc_d > 0; nc_d -= 12) fp8_nan_codes_dim();
+    nc_d = NC_DMAX;
 }
 
 static void fp8_nan_codes(void **state) {

@@ -205,13 +205,12 @@ static decode_shape decode_shape_of(const cla_tune_problem *p, const cla_tune_co
 }
 
 /* Local memory of sdpa_decode.cl: Q as float4s and the scores of a tile in rows padded to a multiple of 4 floats,
- * which the end's exchange of the key slices' accumulators (with more than one slice) reuses, then per row the
+ * which the end's exchange of the key slices' accumulators (one slice too) reuses, then per row the
  * partial maxima, the rescale factor, the final max and sum, and the ALiBi slope. */
 size_t cla_decode_local_bytes(const cla_tune_problem *p, const cla_tune_config *c) {
     const decode_shape s = decode_shape_of(p, c);
     const size_t bn = (size_t)(c->v[CLA_FUSED_BLOCK_N] > 0 ? c->v[CLA_FUSED_BLOCK_N] : 0);
-    const size_t tile4 = s.rows * s.kd4 + s.rows * (bn + 4) / 4,
-                 red4 = s.vsl > 1 ? s.vsl * s.rows * s.td4 * s.cw : 0;
+    const size_t tile4 = s.rows * s.kd4 + s.rows * (bn + 4) / 4, red4 = s.vsl * s.rows * s.td4 * s.cw;
     return (tile4 > red4 ? tile4 : red4) * 16 + s.rows * (s.tpr + 4) * 4;
 }
 
