@@ -33,7 +33,9 @@
  * multiplies its scores, a value's its weights, so nothing dequantized is stored).
  * Tunables: ROWS (1 or a multiple of 8), BLOCK_N, for the block shape KB and DB (register block widths; the
  * defaults fill the 16 AVX2 registers), and for the row shape GQA_PACK (a work-item takes the rows of all the query
- * heads that share a key/value head) with PACK_ROWS, the rows a work-item takes (the host's, from the shape). */
+ * heads that share a key/value head) with PACK_ROWS, the rows a work-item takes (the host's, from the shape).
+ * CLA_CPU_PREFETCH: the device's cache line in bytes where its compiler lowers __builtin_prefetch to the CPU's
+ * prefetch instructions (the host sets it for PoCL's CPU devices), else 0; the row shape then prefetches rows. */
 
 #ifndef ROWS
 #define ROWS 24
@@ -49,6 +51,9 @@
 #endif
 #ifndef PACK_ROWS
 #define PACK_ROWS 1
+#endif
+#ifndef CLA_CPU_PREFETCH
+#define CLA_CPU_PREFETCH 0
 #endif
 
 #if ROWS != 1 && (ROWS % 8 != 0 || ROWS < 8)
@@ -226,15 +231,36 @@ CPU_INLINE float8 sum_lanes8(const float8 *a) {
 /* The score (then weight) row of each packed row, whole groups of eight keys. */
 #define ST (((BLOCK_N + 7) / 8) * 8)
 
+/* The row shape prefetches (CLA_CPU_PREFETCH) the rows it reads next into the cache behind L1: each tile's V rows
+ * while it computes the tile's scores, and the next tile's K rows while it computes P V. The P V loops read V in
+ * blocks of value columns, each block over all the tile's keys, so without it every block but the first stalls
+ * on memory where the GQA group's rows share a key head (decode there ran at about half the bytes per second of
+ * multi-head decode); and the next tile's first K rows would otherwise wait for the hardware prefetcher to find
+ * the stream again. Into L1 it slowed multi-head decode; the rows' lines are CLA_CPU_PREFETCH bytes apart. */
+#if CLA_CPU_PREFETCH && UNIT_DSTRIDE
+#define PREFETCH_ROW(p, bytes)                                                                                     \
+    do {                                                                                                           \
+        __global const char *at_ = (__global const char *)(p);                                                     \
+        CPU_UNROLL                                                                                                 \
+        for (int l_ = 0; l_ < (bytes); l_ += CLA_CPU_PREFETCH) __builtin_prefetch(at_ + l_, 0, 2);                 \
+    } while (0)
+#else
+#define PREFETCH_ROW(p, bytes) ((void)0)
+#endif
+#define K_ROW_BYTES (HEAD_DIM * (int)sizeof(STORAGE(K_DTYPE)))
+#define V_ROW_BYTES (V_HEAD_DIM * (int)sizeof(STORAGE(V_DTYPE)))
+
 /* accs[r * VC + c0 ...] = accs * alpha[r] + P V over the tile's n keys, for packed rows r0 .. r0 + RBV - 1 (past
  * count: copies of the last row, not written back) and W value chunks from c0; c0, W and careful are constants
  * once inlined (pv_rows unrolls its calls), so that the chunk loads need no run-time test of the head dim and the
  * key loop no test of careful: at run time either costs more than the products themselves. vro: each key's value
  * row (V_ROW, found once per tile); an 8-bit V's scales (vscl, per key) multiply the weights. Careful: skip the
- * weights marked -0.0 (masked keys, whose value may be inf or NaN). */
+ * weights marked -0.0 (masked keys, whose value may be inf or NaN). The first block prefetches the next tile's
+ * kpf_n K rows (k + kro_next). */
 CPU_INLINE void pv_block(float8 *accs, const float *pw, const float *alphas, __global const STORAGE(V_DTYPE) * v,
                          const long *vro, long v_col, const float *vscl, int n, int r0, int count, const int c0,
-                         const bool careful, const bool nan_codes, const int W) {
+                         const bool careful, const bool nan_codes, const int W, __global const STORAGE(K_DTYPE) * k,
+                         const long *kro_next, int kpf_n) {
     float8 acc[RBV][CB];
     const float *wrow[RBV];
     int rows[RBV];
@@ -247,6 +273,7 @@ CPU_INLINE void pv_block(float8 *accs, const float *pw, const float *alphas, __g
     }
     for (int jj = 0; jj < n; ++jj) {
         __global const STORAGE(V_DTYPE) *vrow = v + vro[jj];
+        if (c0 == 0 && r0 == 0 && jj < kpf_n) PREFETCH_ROW(k + kro_next[jj], K_ROW_BYTES);
         float8 vc[CB];
         CPU_UNROLL
         for (int x = 0; x < W; ++x) vc[x] = V_CHUNK_ROW(vrow, v_col, c0 + x, nan_codes);
@@ -275,9 +302,11 @@ CPU_INLINE void pv_block(float8 *accs, const float *pw, const float *alphas, __g
 /* The scores of a tile's n keys for the work-item's count packed rows, into sc (row r at sc + r * ST): RB rows by
  * KX keys per group, every key of the tile's groups of eight (a key past n repeats the tile's last key, never a
  * key past the tile, which may lie past the key length; the repeats are masked). kro: each key's K row; an 8-bit
- * K's scales (kscl, per key) multiply the scores. nan_codes is a constant once inlined. */
+ * K's scales (kscl, per key) multiply the scores. nan_codes is a constant once inlined. The first row group
+ * prefetches the tile's V rows (v + vro). */
 CPU_INLINE void qk_rows(float *sc, const float8 *qv, __global const STORAGE(K_DTYPE) * k, const long *kro,
-                        long k_col, const float *kscl, int n, int count, const bool nan_codes) {
+                        long k_col, const float *kscl, int n, int count, const bool nan_codes,
+                        __global const STORAGE(V_DTYPE) * v, const long *vro) {
     const int n8 = (n + 7) / 8 * 8;
     for (int r0 = 0; r0 < count; r0 += RB) {
         int qrows[RB];
@@ -288,6 +317,11 @@ CPU_INLINE void qk_rows(float *sc, const float8 *qv, __global const STORAGE(K_DT
             __global const STORAGE(K_DTYPE) * krow[KX];
             CPU_UNROLL
             for (int x = 0; x < KX; ++x) krow[x] = k + kro[min(kg + x, n - 1)];
+            if (r0 == 0) {
+                CPU_UNROLL
+                for (int x = 0; x < KX; ++x)
+                    if (kg + x < n) PREFETCH_ROW(v + vro[kg + x], V_ROW_BYTES);
+            }
             CPU_UNROLL
             for (int x = 0; x < 8; ++x) a[x] = (float8)(0.0f);
             CPU_UNROLL
@@ -320,12 +354,15 @@ CPU_INLINE void qk_rows(float *sc, const float8 *qv, __global const STORAGE(K_DT
 /* accs = accs * alpha + P V for RBV rows from r0: every value chunk, CB at a time, then the remaining ones. */
 CPU_INLINE void pv_rows(float8 *accs, const float *pw, const float *alphas, __global const STORAGE(V_DTYPE) * v,
                         const long *vro, long v_col, const float *vscl, int n, int r0, int count,
-                        const bool careful, const bool nan_codes) {
+                        const bool careful, const bool nan_codes, __global const STORAGE(K_DTYPE) * k,
+                        const long *kro_next, int kpf_n) {
     CPU_UNROLL
     for (int c0 = 0; c0 + CB <= VC; c0 += CB)
-        pv_block(accs, pw, alphas, v, vro, v_col, vscl, n, r0, count, c0, careful, nan_codes, CB);
+        pv_block(accs, pw, alphas, v, vro, v_col, vscl, n, r0, count, c0, careful, nan_codes, CB, k, kro_next,
+                 kpf_n);
 #if VC % CB
-    pv_block(accs, pw, alphas, v, vro, v_col, vscl, n, r0, count, VC - VC % CB, careful, nan_codes, VC % CB);
+    pv_block(accs, pw, alphas, v, vro, v_col, vscl, n, r0, count, VC - VC % CB, careful, nan_codes, VC % CB, k,
+             kro_next, kpf_n);
 #endif
 }
 
@@ -451,9 +488,9 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
 
         /* Scores of RB rows by KX keys per group; nan_codes made a constant for each copy of the loop. */
         if (FP8_LO_K && cla_fp8_nan_found(nan_k))
-            qk_rows(sc, qv, k, kro, DSTRIDE(k_stride), kscl, n, count, true);
+            qk_rows(sc, qv, k, kro, DSTRIDE(k_stride), kscl, n, count, true, v, vro);
         else
-            qk_rows(sc, qv, k, kro, DSTRIDE(k_stride), kscl, n, count, false);
+            qk_rows(sc, qv, k, kro, DSTRIDE(k_stride), kscl, n, count, false, v, vro);
 
         /* Per row: the score modifiers, the masks on an edge tile, then the online softmax (one running max, eight
          * partial sums), leaving the weights in sc with masked keys marked -0.0. */
@@ -516,15 +553,26 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
         /* accs = accs * alpha + P V, RBV rows at a time; careful and nan_codes made constants for each copy of the
          * loop. */
         const bool v_nan_codes = FP8_LO_V && cla_fp8_nan_found(nan_v);
+        /* The next tile's K rows, for P V to prefetch. */
+        long kro_next[BLOCK_N];
+        int kpf_n = 0;
+#if CLA_CPU_PREFETCH && UNIT_DSTRIDE
+        kpf_n = min(BLOCK_N, union_hi - (j0 + n));
+        for (int jj = 0; jj < kpf_n; ++jj) kro_next[jj] = K_ROW(j0 + n + jj);
+#endif
         for (int r0 = 0; r0 < count; r0 += RBV) {
             if (careful && v_nan_codes)
-                pv_rows(accs, sc, alphas, v, vro, DSTRIDE(v_stride), vscl, n, r0, count, true, true);
+                pv_rows(accs, sc, alphas, v, vro, DSTRIDE(v_stride), vscl, n, r0, count, true, true, k, kro_next,
+                        kpf_n);
             else if (careful)
-                pv_rows(accs, sc, alphas, v, vro, DSTRIDE(v_stride), vscl, n, r0, count, true, false);
+                pv_rows(accs, sc, alphas, v, vro, DSTRIDE(v_stride), vscl, n, r0, count, true, false, k, kro_next,
+                        kpf_n);
             else if (v_nan_codes)
-                pv_rows(accs, sc, alphas, v, vro, DSTRIDE(v_stride), vscl, n, r0, count, false, true);
+                pv_rows(accs, sc, alphas, v, vro, DSTRIDE(v_stride), vscl, n, r0, count, false, true, k, kro_next,
+                        kpf_n);
             else
-                pv_rows(accs, sc, alphas, v, vro, DSTRIDE(v_stride), vscl, n, r0, count, false, false);
+                pv_rows(accs, sc, alphas, v, vro, DSTRIDE(v_stride), vscl, n, r0, count, false, false, k, kro_next,
+                        kpf_n);
         }
     }
 

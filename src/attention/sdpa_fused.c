@@ -112,6 +112,22 @@ static const char *fp8_denorm_define(const clattn_context *ctx, const cla_sdpa_p
     return (fp & CL_FP_DENORM) ? " -DCLA_FP32_DENORMS=1" : "";
 }
 
+/* " -DCLA_CPU_PREFETCH=<cache line bytes>" where the CPU kernel runs on PoCL's CPU devices, whose compiler lowers
+ * __builtin_prefetch to the processor's prefetch instructions (the kernel's row shape prefetches the rows it reads
+ * next; docs/benchmarks.md has the measurement); "" elsewhere: another compiler may reject the builtin, or accept
+ * it and fail when the kernel is created (Oclgrind does). */
+static void cpu_prefetch_define(const clattn_context *ctx, bool cpu, char *out, size_t size) {
+    out[0] = '\0';
+    if (!cpu || ctx->info.type != CLATTN_DEVICE_TYPE_CPU ||
+        !strstr(ctx->info.platform_name, "Portable Computing Language"))
+        return;
+    cl_uint line = 0;
+    if (clGetDeviceInfo(ctx->device, CL_DEVICE_GLOBAL_MEM_CACHELINE_SIZE, sizeof line, &line, NULL) != CL_SUCCESS ||
+        line < 16 || line > 1024 || (line & (line - 1)))
+        line = 64;
+    snprintf(out, size, " -DCLA_CPU_PREFETCH=%u", (unsigned)line);
+}
+
 /* Whether a tensor's rows of one head lie next to each other, as in [B, H, L, D]. */
 static bool rows_adjacent(const clattn_tensor *t) {
     return t->stride[3] == 1 && t->stride[2] == t->size[3];
@@ -173,7 +189,8 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     const size_t unit_rows = flash || pack || decode ? p->q_len * group : p->q_len;
     const size_t pack_rows = pack ? cpu_pack_rows(p, unit_rows) : 1;
     const char *name = cla_tune_kernel_of(op, &c)->kernel, *source = cla_tune_kernel_of(op, &c)->source;
-    char common[640], defines[128], options[896], combine_options[768];
+    char common[640], defines[128], options[928], combine_options[768], prefetch[32];
+    cpu_prefetch_define(ctx, cpu, prefetch, sizeof prefetch);
     cla_sdpa_common_defines(p, true, common, sizeof common);
     cl_kernel kernel = NULL, combine = NULL;
     /* The caller's score_mod and mask_mod, compiled in ahead of the kernel's source. */
@@ -198,8 +215,8 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
         nsplit = p->kv_len ? (int)((p->kv_len + (size_t)split_len - 1) / (size_t)split_len) : 1;
         split = nsplit > 1;
         cla_tune_defines(op, &c, defines, sizeof defines);
-        snprintf(options, sizeof options, "%s%s -DSPLIT_KV=%d -DPACK_ROWS=%zu%s", common, defines, split, pack_rows,
-                 fp8_denorm_define(ctx, p, cpu));
+        snprintf(options, sizeof options, "%s%s -DSPLIT_KV=%d -DPACK_ROWS=%zu%s%s", common, defines, split,
+                 pack_rows, fp8_denorm_define(ctx, p, cpu), prefetch);
         if ((st = cla_kernel_get_prefixed(ctx, source, prefix, options, name, &kernel))) {
             if (st == CLATTN_ERROR_BUILD_FAILED && prefix) cla_sdpa_frame_mods(ctx, p);
             free(prefix);
