@@ -232,11 +232,12 @@ CPU_INLINE float8 sum_lanes8(const float8 *a) {
 #define ST (((BLOCK_N + 7) / 8) * 8)
 
 /* The row shape prefetches (CLA_CPU_PREFETCH) the rows it reads next into the cache behind L1: each tile's V rows
- * while it computes the tile's scores, and the next tile's K rows while it computes P V. The P V loops read V in
- * blocks of value columns, each block over all the tile's keys, so without it every block but the first stalls
- * on memory where the GQA group's rows share a key head (decode there ran at about half the bytes per second of
- * multi-head decode); and the next tile's first K rows would otherwise wait for the hardware prefetcher to find
- * the stream again. Into L1 it slowed multi-head decode; the rows' lines are CLA_CPU_PREFETCH bytes apart. */
+ * while it computes the tile's scores, and the next tile's K rows while it computes P V, each block of value
+ * columns a share of every K row. The P V loops read V in blocks of value columns, each block over all the tile's
+ * keys, so without it every block but the first stalls on memory where the GQA group's rows share a key head
+ * (decode there ran at about half the bytes per second of multi-head decode); and the next tile's first K rows
+ * would otherwise wait for the hardware prefetcher to find the stream again. Into L1 it slowed multi-head decode;
+ * the rows' lines are CLA_CPU_PREFETCH bytes apart. */
 #if CLA_CPU_PREFETCH && UNIT_DSTRIDE
 #define PREFETCH_ROW(p, bytes)                                                                                     \
     do {                                                                                                           \
@@ -247,16 +248,17 @@ CPU_INLINE float8 sum_lanes8(const float8 *a) {
 #else
 #define PREFETCH_ROW(p, bytes) ((void)0)
 #endif
-#define K_ROW_BYTES (HEAD_DIM * (int)sizeof(STORAGE(K_DTYPE)))
-#define V_ROW_BYTES (V_HEAD_DIM * (int)sizeof(STORAGE(V_DTYPE)))
+#define CLA_CPU_LINE (CLA_CPU_PREFETCH > 0 ? CLA_CPU_PREFETCH : 64)
+#define K_ROW_BYTES  (HEAD_DIM * (int)sizeof(STORAGE(K_DTYPE)))
+#define V_ROW_BYTES  (V_HEAD_DIM * (int)sizeof(STORAGE(V_DTYPE)))
 
 /* accs[r * VC + c0 ...] = accs * alpha[r] + P V over the tile's n keys, for packed rows r0 .. r0 + RBV - 1 (past
  * count: copies of the last row, not written back) and W value chunks from c0; c0, W and careful are constants
  * once inlined (pv_rows unrolls its calls), so that the chunk loads need no run-time test of the head dim and the
  * key loop no test of careful: at run time either costs more than the products themselves. vro: each key's value
  * row (V_ROW, found once per tile); an 8-bit V's scales (vscl, per key) multiply the weights. Careful: skip the
- * weights marked -0.0 (masked keys, whose value may be inf or NaN). The first block prefetches the next tile's
- * kpf_n K rows (k + kro_next). */
+ * weights marked -0.0 (masked keys, whose value may be inf or NaN). Each block prefetches its share of the next
+ * tile's kpf_n K rows (k + kro_next). */
 CPU_INLINE void pv_block(float8 *accs, const float *pw, const float *alphas, __global const STORAGE(V_DTYPE) * v,
                          const long *vro, long v_col, const float *vscl, int n, int r0, int count, const int c0,
                          const bool careful, const bool nan_codes, const int W, __global const STORAGE(K_DTYPE) * k,
@@ -273,7 +275,13 @@ CPU_INLINE void pv_block(float8 *accs, const float *pw, const float *alphas, __g
     }
     for (int jj = 0; jj < n; ++jj) {
         __global const STORAGE(V_DTYPE) *vrow = v + vro[jj];
-        if (c0 == 0 && r0 == 0 && jj < kpf_n) PREFETCH_ROW(k + kro_next[jj], K_ROW_BYTES);
+        if (r0 == 0 && jj < kpf_n) {
+            /* This block's share of the K row: the bytes of its value columns (the last block's reach the row's
+             * end), so that the next tile's K arrives over the whole of P V rather than in a burst. */
+            const int from = c0 * 8 * (int)sizeof(STORAGE(K_DTYPE)) / CLA_CPU_LINE * CLA_CPU_LINE;
+            const int to = c0 + W >= VC ? K_ROW_BYTES : (c0 + W) * 8 * (int)sizeof(STORAGE(K_DTYPE));
+            PREFETCH_ROW((__global const char *)(k + kro_next[jj]) + from, to - from);
+        }
         float8 vc[CB];
         CPU_UNROLL
         for (int x = 0; x < W; ++x) vc[x] = V_CHUNK_ROW(vrow, v_col, c0 + x, nan_codes);
