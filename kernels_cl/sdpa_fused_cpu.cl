@@ -142,6 +142,9 @@ CPU_INLINE void write_row(__global STORAGE(O_DTYPE) * o, long4 o_stride, long o_
  * offsets k_base and v_base. */
 #define K_ROW(j) cla_seq_kv_row(seqs, seq_at, b, k_base, (j), k_stride)
 #define V_ROW(j) cla_seq_kv_row(seqs, seq_at, b, v_base, (j), v_stride)
+/* How many keys from key j, at most left, have rows one row stride (k_stride.z) apart: to the end of j's page in
+ * a paged cache, so that a run costs one block-table entry. */
+#define KEY_RUN(j, left) (KV_LAYOUT == 2 ? min((left), PAGE_SIZE - (j) % PAGE_SIZE) : (left))
 /* The scales of key j's row of an 8-bit K or V (1 otherwise). */
 #define K_SCALE(j) cla_k_scale(k_scale, scale_offsets.x, ks_stride, seqs, seq_at, b, hk, (j))
 #define V_SCALE(j) cla_v_scale(v_scale, scale_offsets.y, vs_stride, seqs, seq_at, b, hk, (j))
@@ -399,6 +402,8 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
     const long q_base = offsets.s0 + cla_seq_q_base(seqs, seq_at, b, q_stride);
     /* The scales of this key/value head (8-bit K or V), as K_SCALE finds them. */
     const long ks_first = scale_offsets.x + hk * ks_stride.y, vs_first = scale_offsets.y + hk * vs_stride.y;
+    const long ks_base = cla_seq_kv_base(seqs, seq_at, b, ks_stride),
+               vs_base = cla_seq_kv_base(seqs, seq_at, b, vs_stride);
 
     const int kv_limit = cla_kv_limit(key_lengths, offsets.s5, b, Lk);
     const int2 shift = cla_shifts(Lq, Lk);
@@ -463,19 +468,10 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
         float kscl[BLOCK_N], vscl[BLOCK_N];
         uchar16 nan_k = (uchar16)(0), nan_v = (uchar16)(0); /* the tile's fp8 K (V) rows for FP8_LO_K (V) */
         for (int jj = 0; jj < n;) {
-            const int j = j0 + jj;
-#if KV_LAYOUT == 2
-            const long page = seqs[seq_at.z + b * seq_at.w + j / PAGE_SIZE];
-            const int in_page = j % PAGE_SIZE, run = min(n - jj, PAGE_SIZE - in_page);
-            const long k0 = page * k_stride.x + in_page * k_stride.z, v0 = page * v_stride.x + in_page * v_stride.z;
-            const long ks0 = ks_first + page * ks_stride.x + in_page * ks_stride.z;
-            const long vs0 = vs_first + page * vs_stride.x + in_page * vs_stride.z;
-#else
-            const int run = n;
+            const int j = j0 + jj, run = KEY_RUN(j, n - jj);
             const long k0 = K_ROW(j), v0 = V_ROW(j);
-            const long ks0 = ks_first + cla_seq_kv_base(seqs, seq_at, b, ks_stride) + j * ks_stride.z;
-            const long vs0 = vs_first + cla_seq_kv_base(seqs, seq_at, b, vs_stride) + j * vs_stride.z;
-#endif
+            const long ks0 = ks_first + cla_seq_kv_row(seqs, seq_at, b, ks_base, j, ks_stride);
+            const long vs0 = vs_first + cla_seq_kv_row(seqs, seq_at, b, vs_base, j, vs_stride);
             for (int t = 0; t < run; ++t, ++jj) {
                 kro[jj] = k0 + t * k_stride.z;
                 vro[jj] = v0 + t * v_stride.z;
@@ -566,7 +562,11 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA
         int kpf_n = 0;
 #if CLA_CPU_PREFETCH && UNIT_DSTRIDE
         kpf_n = min(BLOCK_N, union_hi - (j0 + n));
-        for (int jj = 0; jj < kpf_n; ++jj) kro_next[jj] = K_ROW(j0 + n + jj);
+        for (int jj = 0; jj < kpf_n;) {
+            const int j = j0 + n + jj, run = KEY_RUN(j, kpf_n - jj);
+            const long k0 = K_ROW(j);
+            for (int t = 0; t < run; ++t, ++jj) kro_next[jj] = k0 + t * k_stride.z;
+        }
 #endif
         for (int r0 = 0; r0 < count; r0 += RBV) {
             if (careful && v_nan_codes)
