@@ -681,13 +681,17 @@ CPU_INLINE void pv_columns(float *ot, const float *st, V_TILE_PTR vt, long row_s
     }
 }
 
+/* The grid dimension of the (batch item, head) units; the row blocks take the other. Packed queries put the units
+ * first, so that a driver's run of consecutive work-groups mixes every sequence's (the host's reason). */
+#define BLOCK_UNIT_DIM (VARLEN_Q ? 0 : 1)
+
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA_FUSED_ARGS) {
     const int Hq = dims.x, group = dims.w;
-    const int bh = get_global_id(1);
+    const int bh = get_global_id(BLOCK_UNIT_DIM);
     const int b = bh / Hq, h = bh % Hq, hk = h / group;
     /* This batch item's lengths (the packed and paged layouts' own; dims has the largest). */
     const int Lq = cla_seq_q_len(seqs, seq_at, b, dims.y), Lk = cla_seq_k_len(seqs, seq_at, b, dims.z);
-    const int first_row = (int)get_global_id(0) * ROWS;
+    const int first_row = (int)get_global_id(1 - BLOCK_UNIT_DIM) * ROWS;
     if (first_row >= Lq) return; /* past a short packed sequence's rows */
     const int last_row = min(first_row + ROWS, Lq) - 1;
 

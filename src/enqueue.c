@@ -214,8 +214,12 @@ clattn_status cla_temp_sub_buffer(clattn_context *ctx, cl_mem parent, size_t ori
 clattn_status cla_chain_copy_view(clattn_context *ctx, cla_chain *c, const clattn_tensor *src,
                                   const clattn_tensor *dst, const char *what) {
     if (!dst->size[0] || !dst->size[1] || !dst->size[2] || !dst->size[3]) return CLATTN_SUCCESS;
+    /* Elements per work-item: a vector of whole rows' elements where both views' rows are contiguous. */
+    const size_t dim = dst->size[3];
+    const bool rows = src->stride[3] == 1 && dst->stride[3] == 1;
+    const size_t vec = rows && dim % 8 == 0 ? 8 : rows && dim % 4 == 0 ? 4 : 1;
     char options[64];
-    snprintf(options, sizeof options, "-DELEM_BYTES=%zu", clattn_dtype_size(dst->dtype));
+    snprintf(options, sizeof options, "-DELEM_BYTES=%zu -DROW_VEC=%zu", clattn_dtype_size(dst->dtype), vec);
     cl_kernel k = NULL;
     clattn_status st = cla_kernel_get(ctx, "copy", options, "copy_view", &k);
     if (st != CLATTN_SUCCESS) return st;
@@ -230,6 +234,6 @@ clattn_status cla_chain_copy_view(clattn_context *ctx, cla_chain *c, const clatt
     };
     st = cla_set_named_args(ctx, k, what, cla_args_copy_view.names, args, CLA_ARRAY_SIZE(args));
     if (st != CLATTN_SUCCESS) return st;
-    const size_t global[3] = {dst->size[3], dst->size[2], dst->size[0] * dst->size[1]};
+    const size_t global[3] = {dim / vec, dst->size[2], dst->size[0] * dst->size[1]};
     return cla_chain_kernel(ctx, c, k, 3, global, NULL, what);
 }
