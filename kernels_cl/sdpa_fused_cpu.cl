@@ -279,10 +279,12 @@ CPU_INLINE void pv_block(float8 *accs, const float *pw, const float *alphas, __g
     for (int jj = 0; jj < n; ++jj) {
         __global const STORAGE(V_DTYPE) *vrow = v + vro[jj];
         if (r0 == 0 && jj < kpf_n) {
-            /* This block's share of the K row: the bytes of its value columns (the last block's reach the row's
-             * end), so that the next tile's K arrives over the whole of P V rather than in a burst. */
+            /* This block's share of the K row: the bytes of its value columns, within the row (the last block's
+             * reach the row's end), so that the next tile's K arrives over the whole of P V rather than in a
+             * burst. */
             const int from = c0 * 8 * (int)sizeof(STORAGE(K_DTYPE)) / CLA_CPU_LINE * CLA_CPU_LINE;
-            const int to = c0 + W >= VC ? K_ROW_BYTES : (c0 + W) * 8 * (int)sizeof(STORAGE(K_DTYPE));
+            const int to =
+                c0 + W >= VC ? K_ROW_BYTES : min(K_ROW_BYTES, (c0 + W) * 8 * (int)sizeof(STORAGE(K_DTYPE)));
             PREFETCH_ROW((__global const char *)(k + kro_next[jj]) + from, to - from);
         }
         float8 vc[CB];
