@@ -55,6 +55,9 @@
 #ifndef CLA_CPU_PREFETCH
 #define CLA_CPU_PREFETCH 0
 #endif
+#ifndef CLA_PREFETCH_AS_READ
+#define CLA_PREFETCH_AS_READ 0
+#endif
 
 #if ROWS != 1 && (ROWS % 8 != 0 || ROWS < 8)
 #error "ROWS must be 1 or a positive multiple of 8"
@@ -241,12 +244,19 @@ CPU_INLINE float8 sum_lanes8(const float8 *a) {
  * (decode there ran at about half the bytes per second of multi-head decode); and the next tile's first K rows
  * would otherwise wait for the hardware prefetcher to find the stream again. Into L1 it slowed multi-head decode;
  * the rows' lines are CLA_CPU_PREFETCH bytes apart. */
+#if CLA_PREFETCH_AS_READ
+/* For Oclgrind, which cannot run the prefetch instruction (tests/CMakeLists.txt, oclgrind_cpu_prefetch_*): every
+ * line a prefetch would touch is read instead, so that its address is checked. */
+#define PREFETCH_LINE(p) ((void)*(volatile __global const char *)(p))
+#else
+#define PREFETCH_LINE(p) __builtin_prefetch((p), 0, 2)
+#endif
 #if CLA_CPU_PREFETCH && UNIT_DSTRIDE
 #define PREFETCH_ROW(p, bytes)                                                                                     \
     do {                                                                                                           \
         __global const char *at_ = (__global const char *)(p);                                                     \
         CPU_UNROLL                                                                                                 \
-        for (int l_ = 0; l_ < (bytes); l_ += CLA_CPU_PREFETCH) __builtin_prefetch(at_ + l_, 0, 2);                 \
+        for (int l_ = 0; l_ < (bytes); l_ += CLA_CPU_PREFETCH) PREFETCH_LINE(at_ + l_);                            \
     } while (0)
 #else
 #define PREFETCH_ROW(p, bytes) ((void)0)
