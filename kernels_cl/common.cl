@@ -245,8 +245,10 @@ CLA_INLINE int cla_kv_limit(__global const int *key_lengths, long offset, int b,
  * PAGE_SIZE, D], key j of batch item b being row j % PAGE_SIZE of page table[b][j / PAGE_SIZE], with seqlens_k[b]
  * keys; 3 a dense cache k [B, Hkv, Lk_cap, D] whose batch item b has its first seqlens_k[b] keys. `seqs` holds the
  * index arrays the host copied to the device, and seq_at their element offsets: x cu_q, y cu_k or seqlens_k, z the
- * block table, w its entries per batch item. An 8-bit K or V (K_SCALED, V_SCALED) has a scale tensor indexed like
- * it without the head dim (strides 0 where it broadcasts), of type KS_DTYPE / VS_DTYPE.
+ * block table, w its entries per batch item. With packed queries the B + 1 entries of cu_q are followed by as many
+ * of cu_k or seqlens_k and then by the CPU kernel's work list (cla_seq_work_at). An 8-bit K or V (K_SCALED,
+ * V_SCALED) has a scale tensor indexed like it without the head dim (strides 0 where it broadcasts), of type
+ * KS_DTYPE / VS_DTYPE.
  */
 #ifndef VARLEN_Q
 #define VARLEN_Q 0
@@ -265,6 +267,13 @@ CLA_INLINE int cla_kv_limit(__global const int *key_lengths, long offset, int b,
 #endif
 #define K_SCALED (K_DTYPE >= 4)
 #define V_SCALED (V_DTYPE >= 4)
+
+/* Where the CPU kernel's work list of packed queries starts in `seqs`: a counter of the entries taken per key split
+ * (starting at 0), then the B + 1 first entries of the batch items in the list's order (the last being the count),
+ * then the B batch items in that order. cu_q and the key array before it each have B + 1 entries. */
+CLA_INLINE int cla_seq_work_at(int4 seq_at) {
+    return seq_at.y + (seq_at.y - seq_at.x);
+}
 
 /* Batch item b's query rows: Lq, or its packed length. */
 CLA_INLINE int cla_seq_q_len(__global const int *seqs, int4 seq_at, int b, int Lq) {

@@ -693,18 +693,46 @@ CPU_INLINE void pv_columns(float *ot, const float *st, V_TILE_PTR vt, long row_s
     }
 }
 
-/* The grid dimension of the (batch item, head) units; the row blocks take the other. Packed queries put the units
- * first, so that a driver's run of consecutive work-groups mixes every sequence's (the host's reason). */
-#define BLOCK_UNIT_DIM (VARLEN_Q ? 0 : 1)
+/* Packed queries: the work-group's (batch item, head, row block) is the next entry of the host's work list
+ * (sdpa_seqs.c), taken from a counter, whichever group the driver runs. The list orders the work by falling cost:
+ * batch items by key count, each item's heads in turn, each head's row blocks from the last (the costliest under a
+ * causal mask). A CPU driver hands its threads runs of consecutive group indices, the first ones large (PoCL: up to
+ * 256 a thread), so with the list indexed by group id one thread's first run took most of the longest sequence's
+ * work and the others idled at the end. Through the counter every thread takes the next entry as it finishes one:
+ * the costliest work first and the cheapest at the end, and consecutive entries read the same head's keys and
+ * values from cache. One counter per key split (grid dimension 2). */
+#if VARLEN_Q
+CLA_INLINE int3 block_work(__global const int *seqs, int4 seq_at) {
+    __global const int *counters = seqs + cla_seq_work_at(seq_at);
+    __global const int *starts = counters + get_global_size(2), *order = starts + (seq_at.y - seq_at.x);
+    /* The buffer is the host's read-write copy; the kernels' argument is const for every other reader. */
+    const int g = atomic_inc((volatile __global int *)(counters + get_global_id(2)));
+    int lo = 0, hi = seq_at.y - seq_at.x - 1; /* starts[lo] <= g < starts[hi] */
+    while (hi - lo > 1) {
+        const int mid = (lo + hi) / 2;
+        if (starts[mid] <= g)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    const int b = order[lo], w = g - starts[lo];
+    const int blocks = (cla_seq_q_len(seqs, seq_at, b, 0) + ROWS - 1) / ROWS;
+    return (int3)(b, w / blocks, blocks - 1 - w % blocks);
+}
+#endif
 
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void sdpa_fused_cpu(SDPA_FUSED_ARGS) {
     const int Hq = dims.x, group = dims.w;
-    const int bh = get_global_id(BLOCK_UNIT_DIM);
-    const int b = bh / Hq, h = bh % Hq, hk = h / group;
+#if VARLEN_Q
+    const int3 work = block_work(seqs, seq_at);
+    const int b = work.x, h = work.y, bh = b * Hq + h, first_row = work.z * ROWS;
+#else
+    const int bh = get_global_id(1);
+    const int b = bh / Hq, h = bh % Hq, first_row = (int)get_global_id(0) * ROWS;
+#endif
+    const int hk = h / group;
     /* This batch item's lengths (the packed and paged layouts' own; dims has the largest). */
     const int Lq = cla_seq_q_len(seqs, seq_at, b, dims.y), Lk = cla_seq_k_len(seqs, seq_at, b, dims.z);
-    const int first_row = (int)get_global_id(1 - BLOCK_UNIT_DIM) * ROWS;
-    if (first_row >= Lq) return; /* past a short packed sequence's rows */
     const int last_row = min(first_row + ROWS, Lq) - 1;
 
     q += offsets.s0 + cla_seq_q_base(seqs, seq_at, b, q_stride) + h * q_stride.y;

@@ -153,14 +153,14 @@ clattn_status cla_temp_buffer(clattn_context *ctx, size_t bytes, const char *wha
     return CLATTN_SUCCESS;
 }
 
-clattn_status cla_temp_buffer_from(clattn_context *ctx, size_t bytes, const void *host, const char *what,
-                                   cl_mem *out) {
+clattn_status cla_temp_buffer_from(clattn_context *ctx, size_t bytes, const void *host, cl_mem_flags access,
+                                   const char *what, cl_mem *out) {
     cl_int err = CL_SUCCESS;
     *out = NULL;
     if (cla_fault_due(ctx))
         err = CL_MEM_OBJECT_ALLOCATION_FAILURE;
     else
-        *out = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, bytes, (void *)host, &err);
+        *out = clCreateBuffer(ctx->cl_ctx, access | CL_MEM_COPY_HOST_PTR, bytes, (void *)host, &err);
     if (err != CL_SUCCESS) {
         *out = NULL;
         return cla_fail(ctx, err, "copying %zu bytes of %s to '%s' failed: %d %s", bytes, what, ctx->info.name, err,

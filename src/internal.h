@@ -317,10 +317,10 @@ void cla_temp_begin(clattn_context *ctx);
 /* A read-write device buffer for an operation's own use, counted in the context's memory statistics. `what` names
  * it in the error message. */
 clattn_status cla_temp_buffer(clattn_context *ctx, size_t bytes, const char *what, cl_mem *out);
-/* The same, read-only and filled with `bytes` (> 0) of host data at creation (no queue is involved, so the host
- * memory may be reused as soon as it returns). */
-clattn_status cla_temp_buffer_from(clattn_context *ctx, size_t bytes, const void *host, const char *what,
-                                   cl_mem *out);
+/* The same, filled with `bytes` (> 0) of host data at creation (no queue is involved, so the host memory may be
+ * reused as soon as it returns); `access` is CL_MEM_READ_ONLY, or CL_MEM_READ_WRITE where kernels write it. */
+clattn_status cla_temp_buffer_from(clattn_context *ctx, size_t bytes, const void *host, cl_mem_flags access,
+                                   const char *what, cl_mem *out);
 
 /* ---- tensor views (tensor.c) ---- */
 

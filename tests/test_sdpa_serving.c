@@ -496,12 +496,14 @@ static void run_case(const serving_case *c) {
 }
 
 /* The kernel overrides every case runs under: the CPU kernel's defaults, its row shape unpacked and packed with
- * small tiles and forced key splits, its block shape, the tiled kernel, the flash kernel and the decode kernel. */
+ * small tiles and forced key splits, its block shape (packed queries: from its work list, one counter per split)
+ * without and with key splits, the tiled kernel, the flash kernel and the decode kernel. */
 static const char *const variants[] = {
     NULL,
     "variant=cpu,rows=1,gqa_pack=0,block_n=8,splits=3",
     "variant=cpu,rows=1,gqa_pack=1,block_n=16,splits=2",
     "variant=cpu,rows=8,block_n=16",
+    "variant=cpu,rows=8,block_n=8,splits=3",
     "variant=tiled,rows=2,block_n=8,wg=4,local=1,splits=2",
     "variant=tiled,rows=1,block_n=16,wg=8,local=0",
     "variant=flash,rows=2,block_n=8,wg=8",

@@ -246,6 +246,9 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
 
     cl_mem partial = NULL, seqs = NULL;
     cl_int4 seq_at;
+    /* The CPU block shape takes packed queries from a work list (block_work in sdpa_fused_cpu.cl). */
+    const bool work_list = cpu && v[CLA_FUSED_ROWS] > 1 && p->varlen_q;
+    cla_work_list work = {work_list ? (size_t)v[CLA_FUSED_ROWS] : 0, (size_t)nsplit, 0};
     if (split) {
         size_t floats = bh * p->q_len * (size_t)nsplit * (p->v_head_dim + 2);
         st = cla_temp_buffer(ctx, floats * sizeof(float), "the key-split workspace", &partial);
@@ -254,7 +257,7 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
     /* The keys and values the kernel reads: the caller's, or their compact copies. */
     clattn_tensor keys = p->k, values = p->v;
     cl_mem k_copy = NULL, v_copy = NULL;
-    if ((st = cla_sdpa_seq_buffer(ctx, p, &seqs, &seq_at)) ||
+    if ((st = cla_sdpa_seq_buffer(ctx, p, &work, &seqs, &seq_at)) ||
         (cpu_compact_kv(ctx, p, &c) &&
          ((st = compact_copy(ctx, chain, &p->k, &keys, &k_copy, "a compact copy of the keys")) ||
           (st = compact_copy(ctx, chain, &p->v, &values, &v_copy, "a compact copy of the values"))))) {
@@ -317,25 +320,20 @@ clattn_status cla_sdpa_fused(clattn_context *ctx, const cla_sdpa_plan *p, cla_ch
         size_t local[3] = {wg, 1, 1};
         /* A launch covers whole batch-head slices (batch-key-head slices for flash), as many as the context's
          * max_launch_pairs allows (at least one), so that no single kernel runs long enough for a display driver's
-         * watchdog. */
-        const size_t pairs = unit_rows * p->kv_len;
-        size_t per_launch = units;
+         * watchdog; a work list's launches cover whole groups of it. */
+        const size_t pairs = work_list ? (size_t)v[CLA_FUSED_ROWS] * p->kv_len : unit_rows * p->kv_len;
+        const int dim = work_list ? 0 : 1;
+        const size_t count = work_list ? work.groups : units;
+        if (work_list) global[1] = 1;
+        size_t per_launch = count;
         if (ctx->max_launch_pairs && pairs) {
             uint64_t slices = ctx->max_launch_pairs / pairs;
-            per_launch = slices < 1 ? 1 : slices < units ? (size_t)slices : units;
+            per_launch = slices < 1 ? 1 : slices < count ? (size_t)slices : count;
         }
-        /* The CPU block shape with packed queries takes the units along dimension 0 and the row blocks along 1
-         * (BLOCK_UNIT_DIM in sdpa_fused_cpu.cl). A CPU driver hands out work-groups in runs of consecutive indices
-         * (PoCL: up to 512 a thread at first), and with the row blocks first, a run held the blocks of a few long
-         * sequences' heads while another held short sequences' mostly empty ones: a batch of 2048 and 1000 keys
-         * took 1.4x the time of the two run alone, and depended on their order. Units first, a run takes the same
-         * row blocks of every sequence. */
-        const int unit_dim = cpu && v[CLA_FUSED_ROWS] > 1 && p->varlen_q ? 0 : 1;
-        global[1 - unit_dim] = global[0];
-        for (size_t first = 0; first < units && st == CLATTN_SUCCESS; first += per_launch) {
+        for (size_t first = 0; first < count && st == CLATTN_SUCCESS; first += per_launch) {
             size_t offset[3] = {0, 0, 0};
-            offset[unit_dim] = first;
-            global[unit_dim] = units - first < per_launch ? units - first : per_launch;
+            offset[dim] = first;
+            global[dim] = count - first < per_launch ? count - first : per_launch;
             /* The CPU variant requires one work-item per group (reqd_work_group_size), so that PoCL wraps no
              * loop over work-items around it and keeps its vectors as written. */
             st = cla_chain_kernel_at(ctx, chain, kernel, 3, offset, global,

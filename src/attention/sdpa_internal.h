@@ -75,9 +75,17 @@ clattn_status cla_sdpa_check_scales(clattn_context *ctx, const clattn_sdpa_desc 
                                     cla_range *ranges, size_t *n);
 /* The -D options of the plan's serving formats (empty without); returns the length written. */
 int cla_sdpa_seq_defines(const cla_sdpa_plan *p, char *out, size_t size);
+/* What the CPU kernel's work list for packed queries (cla_seq_work_at in kernels_cl/common.cl) is made of: groups
+ * of block_rows query rows of one head (0: no list), with a counter for each of `splits` key splits; the list's
+ * length comes back in `groups`. */
+typedef struct {
+    size_t block_rows, splits, groups;
+} cla_work_list;
+
 /* The device copy of the plan's index arrays (a temporary; NULL without) and their offsets as the kernels'
- * seq_at. */
-clattn_status cla_sdpa_seq_buffer(clattn_context *ctx, const cla_sdpa_plan *p, cl_mem *buffer, cl_int4 *at);
+ * seq_at; with packed queries, also the work list `work` asks for (NULL: none). */
+clattn_status cla_sdpa_seq_buffer(clattn_context *ctx, const cla_sdpa_plan *p, cla_work_list *work, cl_mem *buffer,
+                                  cl_int4 *at);
 
 /* sdpa_mods.c: checks desc's score_mod, mask_mod and mod buffers into the plan (adding the buffers' ranges for the
  * overlap check); whether the plan has either; and the program prefix that compiles them in (NULL without them). */

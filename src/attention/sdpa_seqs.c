@@ -204,25 +204,87 @@ int cla_sdpa_seq_defines(const cla_sdpa_plan *p, char *out, size_t size) {
     return len;
 }
 
-clattn_status cla_sdpa_seq_buffer(clattn_context *ctx, const cla_sdpa_plan *p, cl_mem *buffer, cl_int4 *at) {
+/* Batch item b's keys, as the kernels count them (cla_seq_k_len). */
+static size_t seq_keys(const cla_sdpa_plan *p, size_t b) {
+    if (p->cu_k) return (size_t)(p->cu_k[b + 1] - p->cu_k[b]);
+    if (p->seqlens_k) return (size_t)p->seqlens_k[b];
+    return p->kv_len;
+}
+
+/* The order of the work list: more keys first (each of a batch item's groups reads all its keys), then more query
+ * rows, then the batch order, so that the order is the same on every run. */
+typedef struct {
+    size_t keys, rows, b;
+} work_item;
+
+static int by_falling_cost(const void *x, const void *y) {
+    const work_item *a = x, *b = y;
+    if (a->keys != b->keys) return a->keys > b->keys ? -1 : 1;
+    if (a->rows != b->rows) return a->rows > b->rows ? -1 : 1;
+    return a->b < b->b ? -1 : a->b > b->b;
+}
+
+/* Fills starts[B + 1] and order[B] (cla_seq_work_at in kernels_cl/common.cl) and returns the count of entries. */
+static size_t fill_work_list(const cla_sdpa_plan *p, size_t block_rows, work_item *items, int32_t *starts,
+                             int32_t *order) {
+    const size_t B = p->seq_count;
+    for (size_t b = 0; b < B; ++b) items[b] = (work_item){seq_keys(p, b), (size_t)(p->cu_q[b + 1] - p->cu_q[b]), b};
+    qsort(items, B, sizeof *items, by_falling_cost);
+    size_t total = 0;
+    for (size_t i = 0; i < B; ++i) {
+        starts[i] = (int32_t)total;
+        order[i] = (int32_t)items[i].b;
+        total += p->q_heads * ((items[i].rows + block_rows - 1) / block_rows);
+    }
+    starts[B] = (int32_t)total;
+    return total;
+}
+
+clattn_status cla_sdpa_seq_buffer(clattn_context *ctx, const cla_sdpa_plan *p, cla_work_list *work, cl_mem *buffer,
+                                  cl_int4 *at) {
     *buffer = NULL;
     memset(at, 0, sizeof *at);
+    if (work) work->groups = 0;
     if (!cla_sdpa_has_seqs(p)) return CLATTN_SUCCESS;
     const size_t B = p->seq_count, table = p->kv_layout == CLA_KV_PAGED ? B * p->block_table_stride : 0;
-    const size_t count = 2 * (B + 1) + table;
+    /* cu_q, the keys' array and, with packed queries, the work list's counters, starts and order. */
+    const bool listed = p->varlen_q && work && work->block_rows;
+    const size_t counters = listed ? work->splits : 0, list = listed ? counters + 2 * B + 1 : 0;
+    const size_t count = 2 * (B + 1) + list + table;
     int32_t *host = malloc(count * sizeof *host);
-    CLA_FAIL_ON(!host, ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "out of host memory staging %zu sequence indices",
-                count);
+    work_item *items = listed ? malloc(B * sizeof *items) : NULL;
+    if (!host || (listed && !items)) {
+        free(host);
+        free(items);
+        return cla_fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY, "out of host memory staging %zu sequence indices",
+                        count);
+    }
     memset(host, 0, count * sizeof *host);
     if (p->cu_q) memcpy(host, p->cu_q, (B + 1) * sizeof *host);
     if (p->cu_k) memcpy(host + B + 1, p->cu_k, (B + 1) * sizeof *host);
     if (p->seqlens_k) memcpy(host + B + 1, p->seqlens_k, B * sizeof *host);
-    if (table) memcpy(host + 2 * (B + 1), p->block_table, table * sizeof *host);
+    if (listed) {
+        int32_t *starts = host + 2 * (B + 1) + counters;
+        work->groups = fill_work_list(p, work->block_rows, items, starts, starts + B + 1);
+    }
+    free(items);
+    if (listed && work->groups > (size_t)INT32_MAX) {
+        free(host);
+        return cla_fail(
+            ctx, CLATTN_ERROR_UNSUPPORTED,
+            "packed queries: %zu work-groups of %zu rows and one head each, more than the kernel counts "
+            "(2^31 - 1); split the batch into several calls",
+            work->groups, work->block_rows);
+    }
+    if (table) memcpy(host + 2 * (B + 1) + list, p->block_table, table * sizeof *host);
     at->s[0] = 0;
     at->s[1] = (cl_int)(B + 1);
-    at->s[2] = (cl_int)(2 * (B + 1));
+    at->s[2] = (cl_int)(2 * (B + 1) + list);
     at->s[3] = (cl_int)p->block_table_stride;
-    clattn_status st = cla_temp_buffer_from(ctx, count * sizeof *host, host, "the sequence index arrays", buffer);
+    /* The list's counters are written by the kernel. */
+    clattn_status st =
+        cla_temp_buffer_from(ctx, count * sizeof *host, host, listed ? CL_MEM_READ_WRITE : CL_MEM_READ_ONLY,
+                             "the sequence index arrays", buffer);
     free(host);
     return st;
 }

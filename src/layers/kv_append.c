@@ -218,7 +218,8 @@ clattn_status cla_kv_append_enqueue(clattn_context *ctx, cla_chain *chain, const
     for (int i = 0; i < 2 && !st; ++i) st = side_kernel(ctx, &sides[i], &kernels[i], &wg[i]);
     cl_mem slots = NULL;
     if (!st)
-        st = cla_temp_buffer_from(ctx, plan->tokens * sizeof(int32_t), plan->slots, "the slot mapping", &slots);
+        st = cla_temp_buffer_from(ctx, plan->tokens * sizeof(int32_t), plan->slots, CL_MEM_READ_ONLY,
+                                  "the slot mapping", &slots);
     for (int i = 0; i < 2 && !st; ++i) st = enqueue_side(ctx, chain, &sides[i], kernels[i], wg[i], slots);
     /* Released now, freed by OpenCL once the kernels that read it have finished. */
     cla_temp_release(ctx, &slots);
