@@ -525,6 +525,55 @@ static cla_tune_problem s2s_problem(const char *shape) {
     return cla_tune_op_class_problem(op, &c);
 }
 
+/* The flash kernel's default rows per work-item follow the GPU class's register budget (flash_private_budget in
+ * tuning.c): 2 on NVIDIA, AMD, Apple and unknown vendors at head dims 64 and 128; Intel and Adreno 1 at head dim
+ * 128; Mali 1 at both. A shape given by an override keeps its rows wherever the check allows them. */
+static void gpu_class_defaults(void **state) {
+    (void)state;
+    const cla_tune_op *op = &cla_tune_op_sdpa_fused;
+    static const struct {
+        const char *vendor;
+        int rows64, rows128;
+    } classes[] = {
+        {"NVIDIA Corporation", 2, 2},
+        {"Advanced Micro Devices, Inc.", 2, 2},
+        {"Apple", 2, 2},
+        {"Intel(R) Corporation", 2, 1},
+        {"QUALCOMM", 2, 1},
+        {"ARM", 1, 1},
+        {"Some Vendor", 2, 2},
+        /* A word inside another is not the vendor. */
+        {"Warmth Graphics", 2, 2},
+    };
+    for (size_t i = 0; i < sizeof classes / sizeof classes[0]; ++i) {
+        clattn_device_info d = fake_cpu();
+        d.type = CLATTN_DEVICE_TYPE_GPU;
+        d.compiler_available = 1;
+        d.max_work_group_size = d.max_work_item_sizes[0] = 1024;
+        d.local_mem_bytes = 65536;
+        snprintf(d.vendor, sizeof d.vendor, "%s", classes[i].vendor);
+        const char *const cls[] = {"prefill:d64:L512", "prefill:d128:L512"};
+        const int want[] = {classes[i].rows64, classes[i].rows128};
+        for (int k = 0; k < 2; ++k) {
+            cla_tune_problem p = problem(cls[k]);
+            cla_tune_config c;
+            op->builtin(&d, &p, &c);
+            assert_int_equal(c.v[CLA_FUSED_VARIANT], CLA_FUSED_FLASH);
+            if (c.v[CLA_FUSED_ROWS] != want[k])
+                fail_msg("%s, %s: rows %d, expected %d", classes[i].vendor, cls[k], c.v[CLA_FUSED_ROWS], want[k]);
+            assert_null(op->check(&d, &p, &c));
+            /* rows=2 given explicitly stays (the check allows it on every class). */
+            cla_tune_config given;
+            for (int v = 0; v < CLA_TUNE_MAX_PARAMS; ++v) given.v[v] = -1;
+            given.v[CLA_FUSED_VARIANT] = CLA_FUSED_FLASH;
+            given.v[CLA_FUSED_ROWS] = 2;
+            cla_sdpa_fused_complete(&d, &p, &given);
+            assert_int_equal(given.v[CLA_FUSED_ROWS], 2);
+            assert_null(op->check(&d, &p, &given));
+        }
+    }
+}
+
 static void s2s_choose(const cla_tuning_db *db, const char *hash, const char *shape, cla_tune_choice *ch,
                        char *params, size_t size) {
     clattn_device_info d = fake_cpu();
@@ -1316,6 +1365,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(parser_initialises_its_output),
         cmocka_unit_test(writer_round_trip),
         cmocka_unit_test(space_and_configs),
+        cmocka_unit_test(gpu_class_defaults),
         cmocka_unit_test(seq2seq_shapes_and_defaults),
         cmocka_unit_test(seq2seq_matcher_fallbacks),
         cmocka_unit_test(descriptions_name_the_kernels_arguments),

@@ -5,6 +5,7 @@
  */
 #include "tuning.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,6 +111,41 @@ size_t cla_flash_local_bytes(const cla_tune_problem *p, const cla_tune_config *c
  * registers): beyond this many, GPU compilers spill. */
 #define FLASH_MAX_PRIVATE 160
 
+/* Whether `word` occurs in `text` as a word of its own ("Intel(R) Corporation" holds "intel"), ignoring ASCII case:
+ * vendor strings vary in case between drivers. */
+static bool has_word(const char *text, const char *word) {
+    const size_t n = strlen(word);
+    for (const char *t = text; *t; ++t) {
+        if (t > text && isalnum((unsigned char)t[-1])) continue;
+        size_t i = 0;
+        while (i < n && t[i] && tolower((unsigned char)t[i]) == tolower((unsigned char)word[i])) ++i;
+        if (i == n && !isalnum((unsigned char)t[n])) return true;
+    }
+    return false;
+}
+
+/* The private floats (flash_private) a GPU class's default flash shape may take, by vendor. The registers a shape
+ * needs come from ptxas and LLVM's AMDGPU backend (tools/scripts/gpu_compile_report.py; docs/benchmarks.md,
+ * "Defaults per GPU class"): 20 floats (1 row at head dim 64) take about 76 registers a work-item, 40 (2 rows at
+ * 64, or 1 at 128) about 128, 80 (2 rows at 128) about 166, without spills on sm_90, gfx90a and gfx1030. What each
+ * class holds:
+ * - NVIDIA, AMD, Apple and any other vendor: 80, the 2 rows of the default shape at head dims up to 128;
+ * - Intel Xe: 128 registers of 32 bytes a hardware thread, so 128 floats a work-item at SIMD8 and 64 at SIMD16,
+ *   and Qualcomm Adreno, whose register file per fiber is of the same order: 40, so 1 row at head dim 128;
+ * - ARM Mali (Bifrost, Valhall: full occupancy up to 64 registers a thread): 20, 1 row at every head dim.
+ * These only choose the default rows; the check holds every class to FLASH_MAX_PRIVATE, so a tuned or given shape
+ * may take more. The figures for Intel, Adreno and Mali are from their vendors' documents, not from a compiler or a
+ * device: a device's tuning replaces them. */
+static size_t flash_private_budget(const clattn_device_info *d) {
+    static const struct {
+        const char *vendor;
+        size_t floats;
+    } classes[] = {{"intel", 40}, {"qualcomm", 40}, {"arm", 20}};
+    for (size_t i = 0; i < sizeof classes / sizeof classes[0]; ++i)
+        if (has_word(d->vendor, classes[i].vendor)) return classes[i].floats;
+    return 80;
+}
+
 static size_t flash_private(const cla_tune_problem *p, const cla_tune_config *c) {
     const size_t ct = (size_t)(c->v[CLA_FUSED_BLOCK_N] / CLA_FLASH_TN), rows = (size_t)c->v[CLA_FUSED_ROWS];
     const size_t vd4 = (p->v_head_dim + 3) / 4, td4 = ct ? (vd4 + ct - 1) / ct : vd4;
@@ -145,6 +181,7 @@ const char *cla_flash_check(const clattn_device_info *d, const cla_tune_problem 
 static bool flash_complete(const clattn_device_info *d, const cla_tune_problem *p, cla_tune_config *c) {
     int *v = c->v;
     const size_t rows_total = (p->q_len ? p->q_len : 1) * (p->group ? p->group : 1);
+    const size_t private_most = v[CLA_FUSED_ROWS] < 1 ? flash_private_budget(d) : FLASH_MAX_PRIVATE;
     if (v[CLA_FUSED_ROWS] < 1) v[CLA_FUSED_ROWS] = 2;
     if (v[CLA_FUSED_BLOCK_N] < 1) v[CLA_FUSED_BLOCK_N] = 16;
     v[CLA_FUSED_BLOCK_N] = (v[CLA_FUSED_BLOCK_N] + 3) / 4 * 4; /* whole float4s of probabilities */
@@ -170,7 +207,7 @@ static bool flash_complete(const clattn_device_info *d, const cla_tune_problem *
         else
             return false;
     }
-    while (v[CLA_FUSED_ROWS] > 1 && flash_private(p, c) > FLASH_MAX_PRIVATE) v[CLA_FUSED_ROWS] /= 2;
+    while (v[CLA_FUSED_ROWS] > 1 && flash_private(p, c) > private_most) v[CLA_FUSED_ROWS] /= 2;
     return cla_flash_check(d, p, c) == NULL;
 }
 
