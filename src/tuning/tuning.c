@@ -126,13 +126,13 @@ static bool has_word(const char *text, const char *word) {
 
 /* The private floats (flash_private) a GPU class's default flash shape may take, by vendor. The registers a shape
  * needs come from ptxas and LLVM's AMDGPU backend (tools/scripts/gpu_compile_report.py; docs/benchmarks.md,
- * "Defaults per GPU class"): 20 floats (1 row at head dim 64) take about 76 registers a work-item, 40 (2 rows at
- * 64, or 1 at 128) about 128, 80 (2 rows at 128) about 166, without spills on sm_90, gfx90a and gfx1030. What each
- * class holds:
- * - NVIDIA, AMD, Apple and any other vendor: 80, the 2 rows of the default shape at head dims up to 128;
+ * "Defaults per GPU class"). With the default 8-key tiles, 24 floats (1 row at head dim 64) take 97 registers a
+ * work-item on sm_90, 48 (2 rows at 64, or 1 at 128) 126 to 127, and 96 (2 rows at 128) 229, all without spills
+ * on sm_90, gfx90a and gfx1030. What each class holds:
+ * - NVIDIA, AMD, Apple and any other vendor: 96, the 2 rows of the default shape at head dims up to 128;
  * - Intel Xe: 128 registers of 32 bytes a hardware thread, so 128 floats a work-item at SIMD8 and 64 at SIMD16,
- *   and Qualcomm Adreno, whose register file per fiber is of the same order: 40, so 1 row at head dim 128;
- * - ARM Mali (Bifrost, Valhall: full occupancy up to 64 registers a thread): 20, 1 row at every head dim.
+ *   and Qualcomm Adreno, whose register file per fiber is of the same order: 48, so 1 row at head dim 128;
+ * - ARM Mali (Bifrost, Valhall: full occupancy up to 64 registers a thread): 24, 1 row at every head dim.
  * These only choose the default rows; the check holds every class to FLASH_MAX_PRIVATE, so a tuned or given shape
  * may take more. The figures for Intel, Adreno and Mali are from their vendors' documents, not from a compiler or a
  * device: a device's tuning replaces them. */
@@ -140,10 +140,10 @@ static size_t flash_private_budget(const clattn_device_info *d) {
     static const struct {
         const char *vendor;
         size_t floats;
-    } classes[] = {{"intel", 40}, {"qualcomm", 40}, {"arm", 20}};
+    } classes[] = {{"intel", 48}, {"qualcomm", 48}, {"arm", 24}};
     for (size_t i = 0; i < sizeof classes / sizeof classes[0]; ++i)
         if (has_word(d->vendor, classes[i].vendor)) return classes[i].floats;
-    return 80;
+    return 96;
 }
 
 static size_t flash_private(const cla_tune_problem *p, const cla_tune_config *c) {
@@ -170,20 +170,22 @@ const char *cla_flash_check(const clattn_device_info *d, const cla_tune_problem 
     return NULL;
 }
 
-/* The flash kernel's prefill shape: 16 keys a tile, 16 work-items to a row (one key each, the scores' head
- * dimension split over pairs), 2 rows a work-item, 256 work-items, so 32 rows a group; from the compilers' figures
- * (tools/scripts/gpu_compile_report.py) this keeps Q's share and the output tile in registers without spills at
- * head dims 64 and 128, LDS and registers allow 4 waves per SIMD on gfx90a at head dim 64 and 3 at 128, and each
- * K or V float4 read from local memory serves 2 rows. Decode (a few packed rows: query rows times the GQA group's
- * heads) takes the smallest group whose row groups cover the rows, so that every work-item has keys, and key splits
- * (sdpa_fused.c) fill the device. Then the shape is fitted to the device: fewer keys a tile where local memory is
- * short, fewer work-items where the group is too large, fewer rows a work-item. */
+/* The flash kernel's prefill shape: 8 keys a tile, 8 work-items to a row (one key each, the scores' head dimension
+ * split over 4), 2 rows a work-item, 256 work-items, so 64 rows a group. From the compilers' figures
+ * (tools/scripts/gpu_compile_report.py; docs/benchmarks.md, "Defaults per GPU class") this keeps Q's share and the
+ * output tile in registers without spills at head dims 64 and 128; LDS and registers allow 4 waves per SIMD on
+ * gfx90a at head dim 64 and 2 at 128; each K or V float4 read from local memory serves 2 rows, and each tile read
+ * from global memory 64 rows, as many as the one-row-per-work-item kernel's group (16 keys a tile made 32 rows and
+ * twice the global reads per pair). Decode (a few packed rows: query rows times the GQA group's heads) takes the
+ * smallest group whose row groups cover the rows, so that every work-item has keys, and key splits (sdpa_fused.c)
+ * fill the device. Then the shape is fitted to the device: fewer keys a tile where local memory is short, fewer
+ * work-items where the group is too large, fewer rows a work-item. */
 static bool flash_complete(const clattn_device_info *d, const cla_tune_problem *p, cla_tune_config *c) {
     int *v = c->v;
     const size_t rows_total = (p->q_len ? p->q_len : 1) * (p->group ? p->group : 1);
     const size_t private_most = v[CLA_FUSED_ROWS] < 1 ? flash_private_budget(d) : FLASH_MAX_PRIVATE;
     if (v[CLA_FUSED_ROWS] < 1) v[CLA_FUSED_ROWS] = 2;
-    if (v[CLA_FUSED_BLOCK_N] < 1) v[CLA_FUSED_BLOCK_N] = 16;
+    if (v[CLA_FUSED_BLOCK_N] < 1) v[CLA_FUSED_BLOCK_N] = 8;
     v[CLA_FUSED_BLOCK_N] = (v[CLA_FUSED_BLOCK_N] + 3) / 4 * 4; /* whole float4s of probabilities */
     v[CLA_FUSED_LOCAL] = 1;
     if (v[CLA_FUSED_WG] < 1) {
