@@ -697,8 +697,8 @@ CPU_INLINE void pv_columns(float *ot, const float *st, V_TILE_PTR vt, long row_s
  * (sdpa_seqs.c), taken from a counter, whichever group the driver runs. The list orders the work by falling cost:
  * batch items by key count, each item's heads in turn, each head's row blocks from the last (the costliest under a
  * causal mask). A CPU driver hands its threads runs of consecutive group indices, the first ones large (PoCL: up to
- * 256 a thread), so with the list indexed by group id one thread's first run took most of the longest sequence's
- * work and the others idled at the end. Through the counter every thread takes the next entry as it finishes one:
+ * 256 times its thread count), so with the list indexed by group id one thread's first run took most of the longest
+ * sequence's work and the others idled at the end. Through the counter every thread takes the next entry as it finishes one:
  * the costliest work first and the cheapest at the end, and consecutive entries read the same head's keys and
  * values from cache. One counter per key split (grid dimension 2). */
 #if VARLEN_Q
