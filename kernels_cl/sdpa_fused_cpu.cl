@@ -698,9 +698,9 @@ CPU_INLINE void pv_columns(float *ot, const float *st, V_TILE_PTR vt, long row_s
  * batch items by key count, each item's heads in turn, each head's row blocks from the last (the costliest under a
  * causal mask). A CPU driver hands its threads runs of consecutive group indices, the first ones large (PoCL: up to
  * 256 times its thread count), so with the list indexed by group id one thread's first run took most of the longest
- * sequence's work and the others idled at the end. Through the counter every thread takes the next entry as it finishes one:
- * the costliest work first and the cheapest at the end, and consecutive entries read the same head's keys and
- * values from cache. One counter per key split (grid dimension 2). */
+ * sequence's work and the others idled at the end. Through the counter every thread takes the next entry as it
+ * finishes one: the costliest work first and the cheapest at the end, and consecutive entries read the same head's
+ * keys and values from cache. One counter per key split (grid dimension 2). */
 #if VARLEN_Q
 CLA_INLINE int3 block_work(__global const int *seqs, int4 seq_at) {
     __global const int *counters = seqs + cla_seq_work_at(seq_at);
