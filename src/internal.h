@@ -377,5 +377,8 @@ bool cla_list_next(const char **p);
 void cla_strlcpy(char *dst, const char *src, size_t size);
 /* Case-insensitive substring search. */
 bool cla_contains_nocase(const char *haystack, const char *needle);
+/* The same for a word of its own, with no letter or digit on either side ("Intel(R) Corporation" holds "intel",
+ * "AuthenticAMD" does not hold "amd"). */
+bool cla_has_word_nocase(const char *text, const char *word);
 
 #endif /* CLATTN_INTERNAL_H */

@@ -251,16 +251,32 @@ void cla_strlcpy(char *dst, const char *src, size_t size) {
     dst[n] = '\0';
 }
 
-bool cla_contains_nocase(const char *haystack, const char *needle) {
+/* Whether `needle` (nl bytes) begins at h, ignoring ASCII case. */
+static bool matches_nocase(const char *h, const char *needle, size_t nl) {
+    size_t i = 0;
+    while (i < nl && h[i] && tolower((unsigned char)h[i]) == tolower((unsigned char)needle[i])) ++i;
+    return i == nl;
+}
+
+/* The search behind cla_contains_nocase and cla_has_word_nocase; whole_word asks for no letter or digit on either
+ * side of the match. */
+static bool find_nocase(const char *haystack, const char *needle, bool whole_word) {
     if (!haystack || !needle) return false;
-    size_t nl = strlen(needle);
+    const size_t nl = strlen(needle);
     if (nl == 0) return true;
     for (const char *h = haystack; *h; ++h) {
-        size_t i = 0;
-        while (i < nl && h[i] && tolower((unsigned char)h[i]) == tolower((unsigned char)needle[i])) ++i;
-        if (i == nl) return true;
+        if (whole_word && h > haystack && isalnum((unsigned char)h[-1])) continue;
+        if (matches_nocase(h, needle, nl) && !(whole_word && isalnum((unsigned char)h[nl]))) return true;
     }
     return false;
+}
+
+bool cla_contains_nocase(const char *haystack, const char *needle) {
+    return find_nocase(haystack, needle, false);
+}
+
+bool cla_has_word_nocase(const char *text, const char *word) {
+    return find_nocase(text, word, true);
 }
 
 unsigned clattn_version_number(void) {

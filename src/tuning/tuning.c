@@ -5,7 +5,6 @@
  */
 #include "tuning.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,19 +110,6 @@ size_t cla_flash_local_bytes(const cla_tune_problem *p, const cla_tune_config *c
  * registers): beyond this many, GPU compilers spill. */
 #define FLASH_MAX_PRIVATE 160
 
-/* Whether `word` occurs in `text` as a word of its own ("Intel(R) Corporation" holds "intel"), ignoring ASCII case:
- * vendor strings vary in case between drivers. */
-static bool has_word(const char *text, const char *word) {
-    const size_t n = strlen(word);
-    for (const char *t = text; *t; ++t) {
-        if (t > text && isalnum((unsigned char)t[-1])) continue;
-        size_t i = 0;
-        while (i < n && t[i] && tolower((unsigned char)t[i]) == tolower((unsigned char)word[i])) ++i;
-        if (i == n && !isalnum((unsigned char)t[n])) return true;
-    }
-    return false;
-}
-
 /* The private floats (flash_private) a GPU class's default flash shape may take, by vendor. The registers a shape
  * needs come from ptxas and LLVM's AMDGPU backend (tools/scripts/gpu_compile_report.py; docs/benchmarks.md,
  * "Defaults per GPU class"). With the default 8-key tiles, 24 floats (1 row at head dim 64) take 97 registers a
@@ -142,7 +128,7 @@ static size_t flash_private_budget(const clattn_device_info *d) {
         size_t floats;
     } classes[] = {{"intel", 48}, {"qualcomm", 48}, {"arm", 24}};
     for (size_t i = 0; i < sizeof classes / sizeof classes[0]; ++i)
-        if (has_word(d->vendor, classes[i].vendor)) return classes[i].floats;
+        if (cla_has_word_nocase(d->vendor, classes[i].vendor)) return classes[i].floats;
     return 96;
 }
 
